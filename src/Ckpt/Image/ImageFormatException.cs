@@ -1,0 +1,4 @@
+namespace Ckpt.Image;
+
+/// <summary>The image is truncated, corrupted, foreign or incompatible.</summary>
+public sealed class ImageFormatException(string message) : Exception(message);

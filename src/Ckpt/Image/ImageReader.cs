@@ -1,0 +1,133 @@
+using System.Buffers.Binary;
+using System.IO.Hashing;
+
+namespace Ckpt.Image;
+
+/// <summary>One record as read: its payload is valid until the next call to <see cref="ImageReader.Next"/>.</summary>
+public readonly struct Record(RecordKind kind, RecordFlags flags, ReadOnlyMemory<byte> payload, long offset)
+{
+    public RecordKind Kind { get; } = kind;
+    public RecordFlags Flags { get; } = flags;
+    public ReadOnlyMemory<byte> Payload { get; } = payload;
+    /// <summary>Byte offset of the record in the stream (for error messages).</summary>
+    public long Offset { get; } = offset;
+    public PayloadReader Reader() => new(Payload.Span, Kind);
+}
+
+/// <summary>
+/// Reads the image stream front to back. Every record's checksum is verified before it is returned;
+/// the trailer is checked against the count, size and running checksum of everything before it, and
+/// nothing may follow it. Unknown record kinds are an error unless marked optional.
+/// </summary>
+public sealed class ImageReader
+{
+    public const int MaxRecordLength = 64 << 20;
+
+    private readonly Stream _in;
+    private readonly byte[] _buf;
+    private int _pos, _end;
+    private byte[] _payload = new byte[1 << 16];
+    private readonly XxHash3 _stream = new();
+    private readonly XxHash3 _record = new();
+    private long _offset;   // stream offset of _buf[_pos]
+    private long _records;
+    private bool _trailerSeen;
+
+    public uint FormatVersion { get; }
+    public long Position => _offset;
+    public bool Finished => _trailerSeen;
+
+    public ImageReader(Stream input, int bufferSize = 1 << 20)
+    {
+        _in = input;
+        _buf = new byte[bufferSize];
+        Span<byte> start = stackalloc byte[12];
+        if (!TryFill(start)) throw new ImageFormatException("not a ckpt image: the input is empty or shorter than the image magic");
+        if (!start[..8].SequenceEqual(ImageWriter.Magic)) throw new ImageFormatException("not a ckpt image: bad magic at offset 0");
+        FormatVersion = BinaryPrimitives.ReadUInt32LittleEndian(start[8..]);
+        if (FormatVersion == 0 || FormatVersion > ImageWriter.FormatVersion)
+            throw new ImageFormatException($"image format version {FormatVersion} is newer than this tool understands ({ImageWriter.FormatVersion}); use a newer ckpt");
+        _stream.Append(start);
+    }
+
+    /// <summary>The next record, or null after the trailer (which is verified and not returned).</summary>
+    public Record? Next()
+    {
+        while (true)
+        {
+            if (_trailerSeen) return null;
+            long at = _offset;
+            Span<byte> hdr = stackalloc byte[ImageWriter.HeaderSize];
+            if (!TryFill(hdr)) throw new ImageFormatException($"image is truncated: it ends at offset {at} without a trailer");
+            var kind = (RecordKind)BinaryPrimitives.ReadUInt32LittleEndian(hdr);
+            var flags = (RecordFlags)BinaryPrimitives.ReadUInt32LittleEndian(hdr[4..]);
+            ulong len = BinaryPrimitives.ReadUInt64LittleEndian(hdr[8..]);
+            if (len > MaxRecordLength)
+                throw new ImageFormatException($"image is corrupted: record at offset {at} claims {len} bytes");
+            if (_payload.Length < (int)len) _payload = new byte[Math.Max((int)len, _payload.Length * 2)];
+            var payload = _payload.AsSpan(0, (int)len);
+            Span<byte> sum = stackalloc byte[ImageWriter.ChecksumSize];
+            if (!TryFill(payload) || !TryFill(sum))
+                throw new ImageFormatException($"image is truncated: record at offset {at} is cut short");
+            _record.Reset();
+            _record.Append(hdr);
+            _record.Append(payload);
+            if (_record.GetCurrentHashAsUInt64() != BinaryPrimitives.ReadUInt64LittleEndian(sum))
+                throw new ImageFormatException($"image is corrupted: checksum mismatch in record at offset {at}");
+
+            if (kind == RecordKind.Trailer)
+            {
+                var r = new PayloadReader(payload, kind);
+                ulong count = r.U64(), bytes = r.U64(), hash = r.U64();
+                if (count != (ulong)_records || bytes != (ulong)at || hash != _stream.GetCurrentHashAsUInt64())
+                    throw new ImageFormatException($"image is corrupted: the trailer does not match the {_records} records before it");
+                _trailerSeen = true;
+                Span<byte> one = stackalloc byte[1];
+                if (TryFill(one)) throw new ImageFormatException($"image is corrupted: data follows the trailer at offset {_offset - 1}");
+                return null;
+            }
+            _stream.Append(hdr);
+            _stream.Append(sum);
+            _records++;
+            if (!Enum.IsDefined(kind))
+            {
+                if ((flags & RecordFlags.Optional) != 0) continue;
+                throw new ImageFormatException($"image holds a record of unknown kind {(uint)kind} at offset {at}; it needs a newer ckpt");
+            }
+            return new Record(kind, flags, _payload.AsMemory(0, (int)len), at);
+        }
+    }
+
+    /// <summary>The next record, which must be of the given kind.</summary>
+    public Record Expect(RecordKind kind)
+    {
+        var r = Next() ?? throw new ImageFormatException($"image ends where a {kind} record was expected");
+        if (r.Kind != kind) throw new ImageFormatException($"image has a {r.Kind} record at offset {r.Offset} where a {kind} record was expected");
+        return r;
+    }
+
+    private bool TryFill(Span<byte> dst)
+    {
+        int done = 0;
+        while (done < dst.Length)
+        {
+            if (_pos == _end)
+            {
+                if (dst.Length - done >= _buf.Length)
+                {
+                    int n = _in.Read(dst[done..]);
+                    if (n <= 0) return false;
+                    done += n; _offset += n;
+                    continue;
+                }
+                _pos = 0;
+                _end = _in.Read(_buf, 0, _buf.Length);
+                if (_end <= 0) { _end = 0; return false; }
+            }
+            int take = Math.Min(_end - _pos, dst.Length - done);
+            _buf.AsSpan(_pos, take).CopyTo(dst[done..]);
+            _pos += take; done += take; _offset += take;
+        }
+        return true;
+    }
+}

@@ -1,0 +1,37 @@
+namespace Ckpt.Image;
+
+/// <summary>
+/// Every record kind of the image stream. The numbers are part of the format (docs/image-format.md):
+/// never renumber, only add.
+/// </summary>
+public enum RecordKind : uint
+{
+    Header = 1,
+    Trailer = 2,
+
+    Process = 10,        // Kinds/ProcessAttributes.cs
+    Credentials = 11,    // Kinds/Credentials.cs
+    MmState = 12,        // Kinds/MmState.cs
+    Vma = 13,            // Kinds/MemoryRegion.cs
+    Pages = 14,          // Kinds/MemoryRegion.cs
+    Thread = 15,         // Kinds/CpuState.cs
+    SignalHandlers = 16, // Kinds/SignalState.cs
+    SharedPending = 17,  // Kinds/SignalState.cs
+    FsState = 18,        // Kinds/FsState.cs
+    FdTable = 19,        // Kinds/FdTable.cs
+
+    RegularFile = 30,    // Kinds/RegularFile.cs
+    Pipe = 31,           // Kinds/Pipe.cs
+    CharDevice = 32,     // Kinds/CharDevice.cs
+    FileData = 33,       // Kinds/RegularFile.cs (contents of an unlinked file)
+    PipeData = 34,       // Kinds/Pipe.cs (bytes queued in a pipe)
+}
+
+/// <summary>Record flags (the second word of a record header).</summary>
+[Flags]
+public enum RecordFlags : uint
+{
+    None = 0,
+    /// <summary>A reader that does not know the kind may skip the record.</summary>
+    Optional = 1,
+}

@@ -1,0 +1,130 @@
+using System.Runtime.InteropServices;
+
+namespace Ckpt.Native;
+
+/// <summary>File-descriptor calls on our own side.</summary>
+public static unsafe partial class FileCalls
+{
+    public const int O_RDONLY = 0, O_WRONLY = 1, O_RDWR = 2, O_ACCMODE = 3, O_CREAT = 0x40, O_EXCL = 0x80,
+        O_NOCTTY = 0x100, O_TRUNC = 0x200, O_APPEND = 0x400, O_NONBLOCK = 0x800, O_DIRECTORY = 0x10000,
+        O_NOFOLLOW = 0x20000, O_CLOEXEC = 0x80000, O_PATH = 0x200000, O_TMPFILE = 0x410000, O_LARGEFILE = 0x8000;
+    public const int F_GETFD = 1, F_SETFD = 2, F_GETFL = 3, F_SETFL = 4, F_SETPIPE_SZ = 1031, F_GETPIPE_SZ = 1032;
+    public const int SEEK_SET = 0, SEEK_CUR = 1, SEEK_END = 2, SEEK_DATA = 3, SEEK_HOLE = 4;
+    public const int AT_FDCWD = -100;
+
+    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Open(string path, int flags, int mode);
+
+    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
+    public static partial int Close(int fd);
+
+    [LibraryImport("libc", EntryPoint = "read", SetLastError = true)]
+    public static partial nint Read(int fd, byte* buf, nuint count);
+
+    [LibraryImport("libc", EntryPoint = "write", SetLastError = true)]
+    public static partial nint Write(int fd, byte* buf, nuint count);
+
+    [LibraryImport("libc", EntryPoint = "pread64", SetLastError = true)]
+    public static partial nint Pread(int fd, byte* buf, nuint count, long offset);
+
+    [LibraryImport("libc", EntryPoint = "pwrite64", SetLastError = true)]
+    public static partial nint Pwrite(int fd, byte* buf, nuint count, long offset);
+
+    [LibraryImport("libc", EntryPoint = "lseek64", SetLastError = true)]
+    public static partial long Lseek(int fd, long offset, int whence);
+
+    [LibraryImport("libc", EntryPoint = "fcntl", SetLastError = true)]
+    public static partial int Fcntl(int fd, int cmd, nint arg);
+
+    [LibraryImport("libc", EntryPoint = "tee", SetLastError = true)]
+    public static partial nint Tee(int fdIn, int fdOut, nuint len, uint flags);
+
+    [LibraryImport("libc", EntryPoint = "pipe2", SetLastError = true)]
+    public static partial int Pipe2(int* fds, int flags);
+
+    [LibraryImport("libc", EntryPoint = "fstat", SetLastError = true)]
+    public static partial int Fstat(int fd, StatBuf* st);
+
+    [LibraryImport("libc", EntryPoint = "stat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Stat(string path, StatBuf* st);
+
+    public static StatBuf FstatOrThrow(int fd, int pid = 0)
+    {
+        StatBuf st;
+        if (Fstat(fd, &st) != 0) throw SyscallException.Last("fstat", pid);
+        return st;
+    }
+
+    public static bool TryStat(string path, out StatBuf st)
+    {
+        StatBuf s;
+        bool ok = Stat(path, &s) == 0;
+        st = s;
+        return ok;
+    }
+
+    /// <summary>Reads until dst is full or end of input; returns bytes read.</summary>
+    public static int ReadFull(int fd, Span<byte> dst)
+    {
+        int done = 0;
+        fixed (byte* p = dst)
+        {
+            while (done < dst.Length)
+            {
+                nint n = Read(fd, p + done, (nuint)(dst.Length - done));
+                if (n == 0) break;
+                if (n < 0)
+                {
+                    if (Marshal.GetLastPInvokeError() == Errors.EINTR) continue;
+                    throw SyscallException.Last("read");
+                }
+                done += (int)n;
+            }
+        }
+        return done;
+    }
+
+    public static void WriteAll(int fd, ReadOnlySpan<byte> src)
+    {
+        fixed (byte* p = src)
+        {
+            int done = 0;
+            while (done < src.Length)
+            {
+                nint n = Write(fd, p + done, (nuint)(src.Length - done));
+                if (n < 0)
+                {
+                    if (Marshal.GetLastPInvokeError() == Errors.EINTR) continue;
+                    throw SyscallException.Last("write");
+                }
+                done += (int)n;
+            }
+        }
+    }
+
+    public static int MajorOf(ulong dev) => (int)(((dev >> 32) & 0xfffff000) | ((dev >> 8) & 0xfff));
+    public static int MinorOf(ulong dev) => (int)(((dev >> 12) & 0xffffff00) | (dev & 0xff));
+}
+
+/// <summary>struct stat on x86-64 (144 bytes).</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct StatBuf
+{
+    public ulong Dev;
+    public ulong Ino;
+    public ulong Nlink;
+    public uint Mode;
+    public uint Uid;
+    public uint Gid;
+    public int Pad0;
+    public ulong Rdev;
+    public long Size;
+    public long Blksize;
+    public long Blocks;
+    public long AtimeSec, AtimeNsec, MtimeSec, MtimeNsec, CtimeSec, CtimeNsec;
+    public long Reserved0, Reserved1, Reserved2;
+
+    public const uint S_IFMT = 0xF000, S_IFREG = 0x8000, S_IFCHR = 0x2000, S_IFIFO = 0x1000, S_IFSOCK = 0xC000,
+        S_IFDIR = 0x4000, S_IFLNK = 0xA000, S_IFBLK = 0x6000;
+    public readonly uint Type => Mode & S_IFMT;
+}
