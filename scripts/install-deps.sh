@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what ckpt needs to build and test, if missing: the .NET 10 SDK and gcc.
+set -euo pipefail
+need=()
+command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+command -v setsid >/dev/null 2>&1 || need+=(util-linux)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+if ! command -v dotnet >/dev/null 2>&1 || ! dotnet --list-sdks 2>/dev/null | grep -q '^10\.'; then
+  need+=(dotnet-sdk-10.0)
+fi
+if (( ${#need[@]} )); then
+  echo "install-deps: installing ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq "${need[@]}" >&2
+fi

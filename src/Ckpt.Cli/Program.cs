@@ -1,0 +1,169 @@
+using System.CommandLine;
+using System.Runtime.InteropServices;
+using System.Text;
+using Ckpt.Engine;
+using Ckpt.Image;
+using Ckpt.Native;
+using Microsoft.Win32.SafeHandles;
+
+namespace Ckpt.Cli;
+
+/// <summary>The ckpt command: parses, wires streams, reports. All logic is in the Ckpt library.</summary>
+public static class Program
+{
+    private static volatile bool s_cancelled;
+
+    public static int Main(string[] args)
+    {
+        var verbose = new Option<int>("--verbose", "-v") { Description = "more detail in the log (repeat: -v -v)", Arity = ArgumentArity.ZeroOrOne };
+        var logFile = new Option<string?>("--log") { Description = "write a detailed log (what was saved, phase timings) to FILE" };
+
+        var pid = new Argument<int>("pid") { Description = "process to checkpoint" };
+        var output = new Option<string?>("--output", "-o") { Description = "image file (mode 0600); '-' or absent: standard output" };
+        var kill = new Option<bool>("--kill") { Description = "kill the process after a successful checkpoint (for migration)" };
+        var checkpoint = new Command("checkpoint", "save a running process into an image stream") { pid, output, kill, logFile, verbose };
+        checkpoint.SetAction(r => Guard(r.GetValue(logFile), r.GetValue(verbose), log =>
+            Checkpoint(r.GetValue(pid), r.GetValue(output), r.GetValue(kill), log)));
+
+        var input = new Option<string?>("--input", "-i") { Description = "image file; '-' or absent: standard input" };
+        var detach = new Option<bool>("--detach") { Description = "return as soon as the process runs, leaving it reparented" };
+        var frozen = new Option<bool>("--frozen") { Description = "restore the process stopped (SIGSTOP), for inspection" };
+        var restart = new Command("restart", "recreate a process from an image, with its original pid") { input, detach, frozen, logFile, verbose };
+        restart.SetAction(r => Guard(r.GetValue(logFile), r.GetValue(verbose), log =>
+            Restart(r.GetValue(input), r.GetValue(detach), r.GetValue(frozen), log)));
+
+        var file = new Argument<string>("image") { Description = "image file, or - for standard input" };
+        var json = new Option<bool>("--json") { Description = "print JSON instead of text" };
+        var info = new Command("info", "describe what an image holds, without restarting it") { file, json, logFile, verbose };
+        info.SetAction(r => Guard(r.GetValue(logFile), r.GetValue(verbose), log => Info(r.GetValue(file)!, r.GetValue(json))));
+
+        var root = new RootCommand("ckpt: checkpoint and restart Linux processes") { checkpoint, restart, info };
+        var parsed = root.Parse(args);
+        if (parsed.Errors.Count > 0)
+        {
+            foreach (var e in parsed.Errors) Console.Error.WriteLine($"ckpt: {e.Message}");
+            Console.Error.WriteLine("ckpt: see 'ckpt --help'");
+            return ExitCodes.Usage;
+        }
+        return parsed.Invoke();
+    }
+
+    /// <summary>Runs a command: one-line errors for the user, details in the log, documented exit codes.</summary>
+    private static int Guard(string? logPath, int verbosity, Func<Log, int> body)
+    {
+        TextWriter? logWriter = null;
+        try
+        {
+            if (logPath != null) logWriter = new StreamWriter(logPath, append: false, Encoding.UTF8);
+            var log = new Log(logWriter, logWriter != null ? Math.Max(1, verbosity + 1) : 0);
+            using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
+            using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+            try { return body(log); }
+            catch (CkptException e) { log.Error(e.ToString()); return Fail(e.Message, e.ExitCode); }
+            catch (ImageFormatException e) { log.Error(e.ToString()); return Fail(e.Message + "; the image cannot be used", ExitCodes.BadImage); }
+            catch (SyscallException e) { log.Error(e.ToString()); return Fail(e.Message + (logPath == null ? "; rerun with --log FILE for details" : ""), ExitCodes.Internal); }
+            catch (IOException e) when (s_cancelled || e.HResult == 32 || e.Message.Contains("pipe", StringComparison.OrdinalIgnoreCase))
+            {
+                log.Error(e.ToString());
+                return Fail($"output closed: {e.Message}", ExitCodes.Failure);
+            }
+            catch (Exception e) { log.Error(e.ToString()); return Fail($"internal error: {e.Message}", ExitCodes.Internal); }
+        }
+        finally { logWriter?.Dispose(); }
+    }
+
+    private static void OnSignal(PosixSignalContext c)
+    {
+        s_cancelled = true;
+        c.Cancel = true;
+    }
+
+    private static int Fail(string message, int code)
+    {
+        Console.Error.WriteLine($"ckpt: {message}");
+        return code;
+    }
+
+    private static bool StderrIsTerminal => !Console.IsErrorRedirected;
+
+    private static int Checkpoint(int pid, string? output, bool kill, Log log)
+    {
+        int fd;
+        bool toFile = output != null && output != "-";
+        if (toFile)
+        {
+            fd = FileCalls.Open(output!, FileCalls.O_WRONLY | FileCalls.O_CREAT | FileCalls.O_TRUNC | FileCalls.O_CLOEXEC, 0x180 /* 0600 */);
+            if (fd < 0) return Fail($"cannot create {output}: {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.Failure);
+            Sys.Call(91 /* fchmod */, fd, 0x180);
+        }
+        else
+        {
+            if (!Console.IsOutputRedirected) return Fail("refusing to write an image to a terminal; use -o FILE or a pipe", ExitCodes.Usage);
+            fd = 1;
+        }
+        using var stream = new FileStream(new SafeFileHandle(fd, ownsHandle: toFile), FileAccess.Write, 0);
+        bool ok = false;
+        try
+        {
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            var r = Checkpointer.Run(pid, stream, new CheckpointOptions { Kill = kill, Log = log, Cancelled = () => s_cancelled });
+            ok = true;
+            if (StderrIsTerminal)
+                Console.Error.WriteLine($"ckpt: checkpointed pid {pid}: {r.Bytes / 1048576.0:F1} MiB, {r.Records} records in {sw.Elapsed.TotalMilliseconds:F0} ms{(kill ? "; process killed" : "")}");
+            return ExitCodes.Ok;
+        }
+        finally
+        {
+            if (!ok && toFile) File.Delete(output!);
+        }
+    }
+
+    private static int Restart(string? input, bool detach, bool frozen, Log log)
+    {
+        Stream stream = input == null || input == "-"
+            ? new FileStream(new SafeFileHandle(0, ownsHandle: false), FileAccess.Read, 0)
+            : OpenInput(input);
+        int pid;
+        using (stream)
+            pid = Restorer.Run(stream, new RestoreOptions { Detach = detach, Frozen = frozen, Cancelled = () => s_cancelled }, log);
+        if (detach || frozen)
+        {
+            Console.Out.WriteLine(pid);
+            return ExitCodes.Ok;
+        }
+        // like running it: wait for the process and exit with its status
+        while (true)
+        {
+            int r = Ptrace.WaitAny(out int st, 0);
+            if (r == pid || r < 0)
+            {
+                if (r < 0) return Fail($"lost track of pid {pid}", ExitCodes.Internal);
+                if (Ptrace.Exited(st)) return Ptrace.ExitCode(st);
+                if (!Ptrace.Stopped(st)) return 128 + Ptrace.TermSig(st);
+            }
+        }
+    }
+
+    private static FileStream OpenInput(string path)
+    {
+        try { return new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 0); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new CkptException($"cannot open image {path}: {e.Message}", ExitCodes.NoTarget);
+        }
+    }
+
+    private static int Info(string path, bool json)
+    {
+        using var stream = path == "-" ? new FileStream(new SafeFileHandle(0, false), FileAccess.Read, 0) : OpenInput(path);
+        var info = ImageInfo.Describe(stream);
+        if (json) Console.Out.WriteLine(info.ToJson());
+        else
+        {
+            var sb = new StringBuilder();
+            info.WriteText(sb);
+            Console.Out.Write(sb.ToString());
+        }
+        return ExitCodes.Ok;
+    }
+}

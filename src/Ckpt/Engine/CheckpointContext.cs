@@ -1,0 +1,57 @@
+using Ckpt.Image;
+using Ckpt.Native;
+using Ckpt.Proc;
+using Ckpt.Tracing;
+
+namespace Ckpt.Engine;
+
+/// <summary>Everything a kind needs to checkpoint one stopped process.</summary>
+public sealed class CheckpointContext
+{
+    public required int Pid { get; init; }
+    public required TracedTask Task { get; init; }
+    public required ImageWriter Image { get; init; }
+    public required Log Log { get; init; }
+    /// <summary>Mappings read before anything was injected (the injection scratch page is not among them).</summary>
+    public required List<VmaInfo> Vmas { get; init; }
+    /// <summary>Registers at the stop, before any injection.</summary>
+    public required UserRegs Regs { get; init; }
+    /// <summary>A page-aligned scratch area in the target for injected calls' arguments and results.</summary>
+    public ulong Scratch { get; set; }
+    public const int ScratchSize = 16 * 4096;
+    public Func<bool> Cancelled { get; init; } = () => false;
+
+    /// <summary>Open file descriptions met so far (key: "pid:fd" of the first holder) → objref.</summary>
+    public ObjectTable<string, int> Files { get; } = new();
+    /// <summary>Every open fd of the target, filled by the fd table before the file kinds run.</summary>
+    public List<OpenFile> OpenFiles { get; } = new();
+
+    private int _pidfd = -1;
+    /// <summary>A pidfd of the target (for pidfd_getfd), opened on first use.</summary>
+    public int Pidfd => _pidfd >= 0 ? _pidfd : _pidfd = ProcessCalls.PidfdOpen(Pid);
+    public void Close() { if (_pidfd >= 0) FileCalls.Close(_pidfd); _pidfd = -1; }
+
+    private readonly Dictionary<Type, object> _state = new();
+    public T State<T>() where T : new()
+    {
+        if (!_state.TryGetValue(typeof(T), out var o)) _state[typeof(T)] = o = new T();
+        return (T)o;
+    }
+
+    public void ThrowIfCancelled()
+    {
+        if (Cancelled()) throw new CkptException("checkpoint interrupted; the target was left running", ExitCodes.Interrupted);
+    }
+
+    public long Inject(string name, long nr, long a1 = 0, long a2 = 0, long a3 = 0, long a4 = 0, long a5 = 0, long a6 = 0)
+        => Task.InjectChecked(name, nr, a1, a2, a3, a4, a5, a6);
+
+    public byte[] ReadScratch(int offset, int length)
+    {
+        var b = new byte[length];
+        MemoryCalls.ReadRemote(Pid, Scratch + (ulong)offset, b);
+        return b;
+    }
+
+    public void WriteScratch(int offset, ReadOnlySpan<byte> data) => MemoryCalls.WriteRemote(Pid, Scratch + (ulong)offset, data);
+}

@@ -1,0 +1,154 @@
+using Ckpt.Image;
+using Ckpt.Kinds;
+using Ckpt.Native;
+using Ckpt.Proc;
+using Ckpt.Tracing;
+
+namespace Ckpt.Engine;
+
+public sealed class CheckpointOptions
+{
+    /// <summary>Kill the target once the image is complete (for migration).</summary>
+    public bool Kill { get; init; }
+    public Log Log { get; init; } = Log.None;
+    public Func<bool> Cancelled { get; init; } = () => false;
+}
+
+public sealed record CheckpointResult(long Bytes, long Records, TimeSpan Frozen);
+
+/// <summary>
+/// Checkpoint: freeze the target, run every state kind in table order into one image stream, then put
+/// the target back exactly as it was (or kill it with --kill). Any failure leaves it running unharmed.
+/// </summary>
+public static class Checkpointer
+{
+    public const int PF_KTHREAD = 0x00200000;
+
+    public static CheckpointResult Run(int pid, Stream output, CheckpointOptions opt)
+    {
+        Validate(pid);
+        return TracerThread.Run(() => RunTraced(pid, output, opt));
+    }
+
+    private static void Validate(int pid)
+    {
+        if (pid <= 0 || !Directory.Exists($"/proc/{pid}"))
+            throw new CkptException($"no process with pid {pid}", ExitCodes.NoTarget);
+        if (pid == Environment.ProcessId) throw new CkptException("ckpt cannot checkpoint itself", ExitCodes.NoTarget);
+        string[] f;
+        try { f = MmState.ReadStatFields(pid); }
+        catch (IOException) { throw new CkptException($"no process with pid {pid}", ExitCodes.NoTarget); }
+        if ((long.Parse(f[6]) & PF_KTHREAD) != 0) throw new NotCheckpointableException(pid, "it is a kernel thread");
+        if (f[0] == "Z") throw new NotCheckpointableException(pid, "it is a zombie (exited, not yet reaped)");
+        int tgid = 0, tracer = 0;
+        foreach (var line in File.ReadLines($"/proc/{pid}/status"))
+        {
+            if (line.StartsWith("Tgid:")) tgid = int.Parse(line[5..].Trim());
+            else if (line.StartsWith("TracerPid:")) tracer = int.Parse(line[10..].Trim());
+        }
+        if (tgid != pid) throw new NotCheckpointableException(pid, $"it is a thread of process {tgid}; checkpoint the process");
+        if (tracer != 0)
+            throw new NotCheckpointableException(pid, $"it is already traced by pid {tracer} (a debugger or strace); detach that first");
+        CheckSingleThread(pid);
+    }
+
+    private static void CheckSingleThread(int pid)
+    {
+        var tids = Directory.GetDirectories($"/proc/{pid}/task").Select(d => int.Parse(Path.GetFileName(d))).Where(t => t != pid).ToList();
+        if (tids.Count > 0)
+            throw new NotCheckpointableException(pid, $"it has {tids.Count + 1} threads (thread {tids[0]} and others); multi-threaded processes are not supported yet");
+    }
+
+    private static CheckpointResult RunTraced(int pid, Stream output, CheckpointOptions opt)
+    {
+        var log = opt.Log;
+        var started = DateTime.UtcNow;
+        TracedTask task;
+        try { task = TracedTask.SeizeAndStop(pid); }
+        catch (SyscallException e) when (e.Errno == Errors.EPERM)
+        {
+            throw new CkptException($"cannot trace pid {pid}: {e.Message}; run ckpt as root or as the process's owner", ExitCodes.Permission);
+        }
+        catch (SyscallException e) when (e.Errno == Errors.ESRCH)
+        {
+            throw new CkptException($"no process with pid {pid}", ExitCodes.NoTarget);
+        }
+        var regs = task.GetRegs();
+        CheckpointContext? ctx = null;
+        bool ok = false;
+        var frozen = System.Diagnostics.Stopwatch.StartNew();
+        try
+        {
+            CheckSingleThread(pid);
+            List<VmaInfo> vmas;
+            using (log.Phase("read maps")) vmas = ProcMaps.ReadSmaps(pid);
+            task.SyscallGadget = FindSyscallInstruction(pid, vmas);
+            var xstate = task.GetXState();
+            var writer = new ImageWriter(output);
+            ctx = new CheckpointContext { Pid = pid, Task = task, Image = writer, Log = log, Vmas = vmas, Regs = regs, Cancelled = opt.Cancelled };
+            long scratch = task.Inject(Nr.mmap, 0, CheckpointContext.ScratchSize, MemoryCalls.PROT_READ | MemoryCalls.PROT_WRITE,
+                MemoryCalls.MAP_PRIVATE | MemoryCalls.MAP_ANONYMOUS, -1, 0);
+            if (scratch < 0 && scratch > -4096) throw new SyscallException("mmap scratch (injected)", (int)-scratch, pid);
+            ctx.Scratch = (ulong)scratch;
+            new ImageHeader
+            {
+                ToolVersion = ToolInfo.Version, KernelRelease = File.ReadAllText("/proc/sys/kernel/osrelease").Trim(),
+                Architecture = "x86_64", PageSize = 4096, Xcr0 = BitConverter.ToUInt64(xstate, 464), XstateSize = (uint)xstate.Length,
+                TimeUnixNs = (long)(started - DateTime.UnixEpoch).TotalMicroseconds * 1000,
+                Hostname = Environment.MachineName, RootPid = pid,
+            }.Write(writer);
+            foreach (var kind in KindTable.Ordered)
+            {
+                ctx.ThrowIfCancelled();
+                using (log.Phase(kind.Name)) kind.Checkpoint(ctx);
+            }
+            writer.Finish();
+            log.Info($"image complete: {writer.RecordCount} records, {writer.BytesWritten} bytes");
+            ok = true;
+            return new CheckpointResult(writer.BytesWritten, writer.RecordCount, frozen.Elapsed);
+        }
+        finally
+        {
+            Release(task, ctx, regs, kill: ok && opt.Kill, log);
+            ctx?.Close();
+            log.Info($"target frozen for {frozen.Elapsed.TotalMilliseconds:F3} ms");
+        }
+    }
+
+    /// <summary>Undoes the injection (scratch page, registers) and lets the target go, or kills it.</summary>
+    private static void Release(TracedTask task, CheckpointContext? ctx, UserRegs regs, bool kill, Log log)
+    {
+        if (!task.Attached) return;
+        try
+        {
+            if (kill)
+            {
+                task.Kill();
+                try { Ptrace.Wait(task.Tid); } catch (SyscallException) { }
+                return;
+            }
+            if (ctx != null && ctx.Scratch != 0) task.Inject(Nr.munmap, (long)ctx.Scratch, CheckpointContext.ScratchSize);
+            task.RestoreRegsAfterInjection(regs);
+            task.Detach();
+        }
+        catch (Exception e)
+        {
+            log.Error($"releasing pid {task.Tid}: {e}");
+            task.TryDetach();
+            throw;
+        }
+    }
+
+    /// <summary>Any 0f 05 (syscall) in the vDSO or, failing that, in executable code of the target.</summary>
+    private static ulong FindSyscallInstruction(int pid, List<VmaInfo> vmas)
+    {
+        foreach (var v in vmas.Where(v => v.Exec && v.Path != "[vsyscall]").OrderBy(v => v.Path == "[vdso]" ? 0 : 1))
+        {
+            var buf = new byte[Math.Min(v.Length, 1UL << 20)];
+            try { MemoryCalls.ReadRemote(pid, v.Start, buf); } catch (SyscallException) { continue; }
+            for (int i = 0; i + 1 < buf.Length; i++)
+                if (buf[i] == 0x0f && buf[i + 1] == 0x05) return v.Start + (ulong)i;
+        }
+        throw new NotCheckpointableException(pid, "no syscall instruction found in its executable mappings");
+    }
+}

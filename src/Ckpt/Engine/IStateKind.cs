@@ -1,0 +1,40 @@
+using Ckpt.Image;
+
+namespace Ckpt.Engine;
+
+/// <summary>
+/// One kind of kernel state (memory region, regular file, pipe, signal state...). Each kind lives in
+/// one file under Kinds/ holding both its checkpoint and its restart side, and is registered in
+/// <see cref="KindTable"/>. Kinds are stateless; per-operation state lives in the context.
+/// </summary>
+public interface IStateKind
+{
+    string Name { get; }
+    /// <summary>The record kinds this kind writes and reads.</summary>
+    IReadOnlyList<RecordKind> Records { get; }
+    /// <summary>Reads this kind's state of the stopped process and writes its records.</summary>
+    void Checkpoint(CheckpointContext ctx);
+    /// <summary>Rebuilds from one of its records, as the stream is read.</summary>
+    void Restore(RestoreContext ctx, Record rec);
+    /// <summary>Work after the whole image was read and verified, in ascending <see cref="FinishOrder"/>.</summary>
+    int FinishOrder { get; }
+    void Finish(RestoreContext ctx);
+    /// <summary>Adds what the record holds to the description printed by <c>ckpt info</c>.</summary>
+    void Describe(Record rec, InfoNode info);
+}
+
+/// <summary>A file description kind (regular file, pipe, device...): handles fds of one kind.</summary>
+public interface IFileKind : IStateKind
+{
+    /// <summary>Does this kind handle this open file?</summary>
+    bool Handles(in OpenFile file);
+    /// <summary>Writes the description (first time it is met) under <paramref name="objref"/>.</summary>
+    void CheckpointFile(CheckpointContext ctx, in OpenFile file, uint objref);
+}
+
+/// <summary>What the checkpoint knows of one fd of the target before a kind looks at it.</summary>
+public readonly record struct OpenFile(int Fd, string Link, Native.StatBuf Stat, int Flags, long Pos, int MntId)
+{
+    public int AccessMode => Flags & Native.FileCalls.O_ACCMODE;
+    public override string ToString() => $"fd {Fd} ({Link})";
+}

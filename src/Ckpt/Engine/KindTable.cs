@@ -1,0 +1,43 @@
+using Ckpt.Image;
+using Ckpt.Kinds;
+
+namespace Ckpt.Engine;
+
+/// <summary>
+/// The one table of state kinds. Checkpoint runs them in this order, so records appear in the stream in
+/// this order; restart dispatches each record to the kind that owns it.
+/// </summary>
+public static class KindTable
+{
+    public static readonly IStateKind[] Ordered =
+    [
+        ProcessAttributes.Instance,   // Process: pid, comm, rlimits, nice, itimers (creates the vessel)
+        Credentials.Instance,         // uids, gids, groups, capabilities
+        MmState.Instance,             // layout, brk, arg/env, auxv, exe (places the trampoline, moves the vDSO)
+        MemoryRegion.Instance,        // Vma + Pages
+        FsState.Instance,             // cwd, root, umask
+        RegularFile.Instance,         // file descriptions...
+        Pipe.Instance,
+        CharDevice.Instance,
+        FdTable.Instance,             // ...and the fd numbers that refer to them
+        SignalState.Instance,         // handlers, shared pending
+        CpuState.Instance,            // per thread: registers, xstate, mask, pending, rseq, robust list
+    ];
+
+    public static readonly IFileKind[] FileKinds = Ordered.OfType<IFileKind>().ToArray();
+
+    private static readonly Dictionary<RecordKind, IStateKind> ByRecord = BuildIndex();
+
+    private static Dictionary<RecordKind, IStateKind> BuildIndex()
+    {
+        var d = new Dictionary<RecordKind, IStateKind>();
+        foreach (var k in Ordered)
+            foreach (var r in k.Records)
+                d.Add(r, k);
+        return d;
+    }
+
+    public static IStateKind ForRecord(Record rec)
+        => ByRecord.TryGetValue(rec.Kind, out var k) ? k
+            : throw new ImageFormatException($"record {rec.Kind} at offset {rec.Offset} is not expected here");
+}

@@ -1,0 +1,63 @@
+using Ckpt.Engine;
+using Ckpt.Image;
+using Ckpt.Native;
+
+namespace Ckpt.Kinds;
+
+/// <summary>
+/// Character devices that can be reopened by path: the memory devices (/dev/null, zero, full, random,
+/// urandom) and terminals. Saved by path and major:minor, which restart checks before reopening.
+/// </summary>
+public sealed class CharDevice : IFileKind
+{
+    public static readonly CharDevice Instance = new();
+    public string Name => "character device";
+    public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.CharDevice];
+    public int FinishOrder => 47;
+
+    public bool Handles(in OpenFile f)
+    {
+        if (f.Stat.Type != StatBuf.S_IFCHR || !f.Link.StartsWith("/dev/")) return false;
+        int major = FileCalls.MajorOf(f.Stat.Rdev), minor = FileCalls.MinorOf(f.Stat.Rdev);
+        return major switch
+        {
+            1 => minor is 3 or 5 or 7 or 8 or 9,        // null zero full random urandom
+            5 => minor is 0 or 1,                       // /dev/tty, /dev/console
+            4 => true,                                  // virtual consoles and serial ttys
+            >= 136 and <= 143 => true,                  // /dev/pts/N
+            _ => false,
+        };
+    }
+
+    public void Checkpoint(CheckpointContext ctx) { }
+
+    public void CheckpointFile(CheckpointContext ctx, in OpenFile f, uint objref)
+    {
+        var p = new PayloadWriter().U32(objref).Str(f.Link).I32(FileCalls.MajorOf(f.Stat.Rdev)).I32(FileCalls.MinorOf(f.Stat.Rdev))
+            .I32(f.Flags & ~FileCalls.O_CLOEXEC).I64(f.Pos);
+        ctx.Image.Write(RecordKind.CharDevice, p);
+    }
+
+    public void Restore(RestoreContext ctx, Record rec)
+    {
+        var r = rec.Reader();
+        uint objref = r.U32(); string path = r.Str(); int major = r.I32(), minor = r.I32(); int flags = r.I32(); long pos = r.I64();
+        r.End();
+        if (!FileCalls.TryStat(path, out var st) || st.Type != StatBuf.S_IFCHR
+            || FileCalls.MajorOf(st.Rdev) != major || FileCalls.MinorOf(st.Rdev) != minor)
+            throw new CkptException($"restart: device {path} ({major}:{minor}) is not present here", ExitCodes.RestoreConflict);
+        int fd = ctx.OpenInVessel(path, (flags & ~(FileCalls.O_CREAT | FileCalls.O_TRUNC | FileCalls.O_EXCL)) | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC);
+        if (pos != 0) ctx.Vessel.Inject(Nr.lseek, fd, pos, FileCalls.SEEK_SET);
+        ctx.Files.SetRestored(objref, fd);
+    }
+
+    public void Finish(RestoreContext ctx) { }
+
+    public void Describe(Record rec, InfoNode info)
+    {
+        var r = rec.Reader();
+        uint objref = r.U32(); string path = r.Str(); int major = r.I32(), minor = r.I32(); int flags = r.I32();
+        info.Child("files").Set(objref.ToString(), new InfoNode().Set("kind", "char device").Set("path", path)
+            .Set("device", $"{major}:{minor}").Set("flags", RegularFile.OpenFlags(flags)));
+    }
+}

@@ -1,0 +1,159 @@
+using System.Runtime.InteropServices;
+using Ckpt.Engine;
+using Ckpt.Image;
+using Ckpt.Native;
+
+namespace Ckpt.Kinds;
+
+/// <summary>
+/// Per-thread CPU and kernel state: general registers, fs/gs base, the full xstate (x87, SSE, AVX,
+/// AVX-512), the blocked mask, private pending signals with their siginfo, sigaltstack, the rseq
+/// registration, clear-child-tid and the robust futex list. Restored last: the trampoline is removed,
+/// the registers loaded, and the task released by the restorer.
+/// </summary>
+public sealed class CpuState : IStateKind
+{
+    public static readonly CpuState Instance = new();
+    public string Name => "cpu";
+    public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.Thread];
+    public int FinishOrder => 100;
+
+    public const long ERESTARTSYS = -512, ERESTARTNOINTR = -513, ERESTARTNOHAND = -514, ERESTART_RESTARTBLOCK = -516;
+
+    private sealed class Saved
+    {
+        public int Tid;
+        public UserRegs Regs;
+        public byte[] XState = [];
+        public ulong SigMask;
+        public List<byte[]> Pending = new();
+        public ulong RseqPtr; public uint RseqLen, RseqSig;
+        public ulong TidAddress, RobustHead, RobustLen;
+        public StackT AltStack;
+    }
+
+    public void Checkpoint(CheckpointContext ctx)
+    {
+        var task = ctx.Task;
+        var regs = ctx.Regs;
+        var rseq = task.GetRseq();
+        FixupRseq(ctx, ref regs, rseq);
+        var p = new PayloadWriter();
+        p.I32(task.Tid);
+        p.Raw(MmState.StructBytes(ref regs));
+        p.Bytes(task.GetXState());
+        p.U64(task.GetSigMask());
+        var pending = task.PeekSiginfo(shared: false);
+        p.U32((uint)pending.Count);
+        foreach (var si in pending) p.Raw(si);
+        p.U64(rseq.RseqAbiPointer).U32(rseq.RseqAbiSize).U32(rseq.Signature);
+        const int PR_GET_TID_ADDRESS = 40;
+        ctx.Inject("prctl(PR_GET_TID_ADDRESS)", Nr.prctl, PR_GET_TID_ADDRESS, (long)ctx.Scratch);
+        p.U64(BitConverter.ToUInt64(ctx.ReadScratch(0, 8)));
+        unsafe
+        {
+            ulong head = 0, len = 0;
+            Sys.Check("get_robust_list", task.Tid, Nr.get_robust_list, task.Tid, (long)&head, (long)&len);
+            p.U64(head).U64(len);
+        }
+        ctx.Inject("sigaltstack", Nr.sigaltstack, 0, (long)ctx.Scratch);
+        p.Raw(ctx.ReadScratch(0, StackT.SizeOf));
+        ctx.Image.Write(RecordKind.Thread, p);
+    }
+
+    /// <summary>A thread stopped inside an rseq critical section resumes at its abort handler.</summary>
+    private static void FixupRseq(CheckpointContext ctx, ref UserRegs regs, RseqConfiguration rseq)
+    {
+        if (rseq.RseqAbiPointer == 0) return;
+        var b = new byte[8];
+        MemoryCalls.ReadRemote(ctx.Pid, rseq.RseqAbiPointer + 8, b);
+        ulong cs = BitConverter.ToUInt64(b);
+        if (cs == 0) return;
+        var d = new byte[32];
+        MemoryCalls.ReadRemote(ctx.Pid, cs, d);
+        ulong start = BitConverter.ToUInt64(d.AsSpan(8)), len = BitConverter.ToUInt64(d.AsSpan(16)), abort = BitConverter.ToUInt64(d.AsSpan(24));
+        if (regs.Rip >= start && regs.Rip < start + len)
+        {
+            ctx.Log.Info($"thread {ctx.Task.Tid} stopped in an rseq critical section; it will resume at the abort handler 0x{abort:x}");
+            regs.Rip = abort;
+        }
+    }
+
+    public void Restore(RestoreContext ctx, Record rec)
+    {
+        var r = rec.Reader();
+        var s = ctx.State<Saved>();
+        s.Tid = r.I32();
+        s.Regs = MmState.FromBytes<UserRegs>(r.Raw(UserRegs.Size));
+        s.XState = r.Bytes().ToArray();
+        s.SigMask = r.U64();
+        uint n = r.U32();
+        for (int i = 0; i < n; i++) s.Pending.Add(r.Raw(128).ToArray());
+        s.RseqPtr = r.U64(); s.RseqLen = r.U32(); s.RseqSig = r.U32();
+        s.TidAddress = r.U64(); s.RobustHead = r.U64(); s.RobustLen = r.U64();
+        s.AltStack = MmState.FromBytes<StackT>(r.Raw(StackT.SizeOf));
+        r.End();
+        if (s.XState.Length != ctx.Header.XstateSize)
+            throw new ImageFormatException($"Thread record at offset {rec.Offset}: xstate of {s.XState.Length} bytes, header says {ctx.Header.XstateSize}");
+    }
+
+    public void Finish(RestoreContext ctx)
+    {
+        var s = ctx.State<Saved>();
+        var task = ctx.Vessel;
+        ctx.Inject("set_tid_address", Nr.set_tid_address, (long)s.TidAddress);
+        if (s.RobustLen != 0) ctx.Inject("set_robust_list", Nr.set_robust_list, (long)s.RobustHead, (long)s.RobustLen);
+        if ((s.AltStack.Flags & 2 /* SS_DISABLE */) == 0)
+        {
+            var ss = s.AltStack;
+            ss.Flags &= ~1; // SS_ONSTACK is a report, not a setting
+            ulong a = ctx.PutScratch(0, MmState.StructBytes(ref ss));
+            ctx.Inject("sigaltstack", Nr.sigaltstack, (long)a, 0);
+        }
+        if (s.RseqPtr != 0) ctx.Inject("rseq", Nr.rseq, (long)s.RseqPtr, s.RseqLen, 0, s.RseqSig);
+        // pending signals go in while everything is blocked (set when the vessel was seized)
+        foreach (var si in s.Pending)
+        {
+            int sig = BitConverter.ToInt32(si);
+            ulong a = ctx.PutScratch(0, si);
+            ctx.Inject("rt_tgsigqueueinfo", Nr.rt_tgsigqueueinfo, ctx.Pid, s.Tid, sig, (long)a);
+        }
+        // the last injected call removes the trampoline it runs from; the task never executes there again
+        ctx.Inject("munmap trampoline", Nr.munmap, (long)ctx.Trampoline, RestoreContext.TrampolineSize);
+        task.SetSigMask(s.SigMask);
+        task.SetXState(s.XState);
+        task.SetRegs(ResumeRegs(s.Regs));
+    }
+
+    /// <summary>
+    /// A task stopped in an interrupted syscall resumes by executing it again: rip back over the 2-byte
+    /// syscall instruction, rax = the syscall number. For a restart_block syscall (nanosleep, poll...)
+    /// the original call is re-executed with its original arguments, since the kernel's restart block
+    /// did not survive.
+    /// </summary>
+    public static UserRegs ResumeRegs(UserRegs regs)
+    {
+        long rax = (long)regs.Rax;
+        if ((long)regs.OrigRax >= 0 && rax is ERESTARTSYS or ERESTARTNOINTR or ERESTARTNOHAND or ERESTART_RESTARTBLOCK)
+        {
+            regs.Rip -= 2;
+            regs.Rax = regs.OrigRax;
+        }
+        regs.OrigRax = ulong.MaxValue;
+        return regs;
+    }
+
+    public void Describe(Record rec, InfoNode info)
+    {
+        var r = rec.Reader();
+        int tid = r.I32();
+        var regs = MmState.FromBytes<UserRegs>(r.Raw(UserRegs.Size));
+        int xs = r.Bytes().Length;
+        ulong mask = r.U64();
+        uint pending = r.U32();
+        var t = new InfoNode().Set("tid", tid).Set("rip", $"0x{regs.Rip:x}").Set("rsp", $"0x{regs.Rsp:x}")
+            .Set("fs_base", $"0x{regs.FsBase:x}").Set("xstate_bytes", xs).Set("blocked", $"0x{mask:x}").Set("pending", pending);
+        if ((long)regs.OrigRax >= 0) t.Set("in_syscall", (long)regs.OrigRax);
+        info.List("threads").Add(t);
+    }
+}

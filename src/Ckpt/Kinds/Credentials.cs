@@ -1,0 +1,115 @@
+using System.Globalization;
+using Ckpt.Engine;
+using Ckpt.Image;
+using Ckpt.Native;
+
+namespace Ckpt.Kinds;
+
+/// <summary>
+/// Credentials: real/effective/saved/fs uids and gids, supplementary groups, and the capability sets
+/// (inheritable, permitted, effective, bounding, ambient). Applied last before the registers, since
+/// they may take away the privileges the restore needs.
+/// </summary>
+public sealed class Credentials : IStateKind
+{
+    public static readonly Credentials Instance = new();
+    public string Name => "credentials";
+    public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.Credentials];
+    public int FinishOrder => 70;
+
+    private sealed class Saved
+    {
+        public uint[] Uid = new uint[4], Gid = new uint[4];
+        public uint[] Groups = [];
+        public ulong Inh, Prm, Eff, Bnd, Amb;
+    }
+
+    private static Dictionary<string, string> Status(int pid)
+    {
+        var d = new Dictionary<string, string>();
+        foreach (var line in File.ReadAllLines($"/proc/{pid}/status"))
+        {
+            int c = line.IndexOf(':');
+            if (c > 0) d[line[..c]] = line[(c + 1)..].Trim();
+        }
+        return d;
+    }
+
+    private static uint[] Ids(string s) => s.Split((char[])['\t', ' '], StringSplitOptions.RemoveEmptyEntries).Select(uint.Parse).ToArray();
+
+    public void Checkpoint(CheckpointContext ctx)
+    {
+        var st = Status(ctx.Pid);
+        var p = new PayloadWriter();
+        foreach (var u in Ids(st["Uid"])) p.U32(u);
+        foreach (var g in Ids(st["Gid"])) p.U32(g);
+        var groups = Ids(st.GetValueOrDefault("Groups", ""));
+        p.U32((uint)groups.Length);
+        foreach (var g in groups) p.U32(g);
+        foreach (var k in new[] { "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb" })
+            p.U64(ulong.Parse(st[k], NumberStyles.HexNumber));
+        ctx.Image.Write(RecordKind.Credentials, p);
+    }
+
+    public void Restore(RestoreContext ctx, Record rec)
+    {
+        var r = rec.Reader();
+        var s = ctx.State<Saved>();
+        for (int i = 0; i < 4; i++) s.Uid[i] = r.U32();
+        for (int i = 0; i < 4; i++) s.Gid[i] = r.U32();
+        s.Groups = new uint[r.U32()];
+        for (int i = 0; i < s.Groups.Length; i++) s.Groups[i] = r.U32();
+        s.Inh = r.U64(); s.Prm = r.U64(); s.Eff = r.U64(); s.Bnd = r.U64(); s.Amb = r.U64();
+        r.End();
+        uint me = ProcessCalls.GetEuid();
+        if (me != 0 && (s.Uid.Any(u => u != me) || s.Prm != 0))
+            throw new CkptException($"restart: the image runs as uid {s.Uid[1]} with capabilities 0x{s.Prm:x}; uid {me} may not take them (restart as root)", ExitCodes.Permission);
+    }
+
+    public void Finish(RestoreContext ctx)
+    {
+        var s = ctx.State<Saved>();
+        const int PR_SET_KEEPCAPS = 8, PR_CAPBSET_DROP = 24, PR_CAP_AMBIENT = 47, PR_CAP_AMBIENT_RAISE = 2;
+        var groups = new byte[s.Groups.Length * 4];
+        Buffer.BlockCopy(s.Groups, 0, groups, 0, groups.Length);
+        ulong g = ctx.PutScratch(0, groups.Length > 0 ? groups : new byte[4]);
+        ctx.Inject("setgroups", Nr.setgroups, s.Groups.Length, (long)g);
+        for (int cap = 0; cap < 64; cap++)
+            if ((s.Bnd & (1UL << cap)) == 0)
+            {
+                long rc = ctx.Vessel.Inject(Nr.prctl, PR_CAPBSET_DROP, cap);
+                if (rc < 0 && rc != -Errors.EINVAL) throw new SyscallException("prctl(PR_CAPBSET_DROP) (injected)", (int)-rc, ctx.Pid);
+            }
+        ctx.Inject("prctl(PR_SET_KEEPCAPS)", Nr.prctl, PR_SET_KEEPCAPS, 1);
+        ctx.Inject("setresgid", Nr.setresgid, s.Gid[0], s.Gid[1], s.Gid[2]);
+        ctx.Inject("setresuid", Nr.setresuid, s.Uid[0], s.Uid[1], s.Uid[2]);
+        // capset v3: header {version, pid}, then two data words {effective, permitted, inheritable}
+        var capData = new byte[8 + 24];
+        BitConverter.TryWriteBytes(capData.AsSpan(0), 0x20080522u);
+        for (int w = 0; w < 2; w++)
+        {
+            int sh = 32 * w;
+            BitConverter.TryWriteBytes(capData.AsSpan(8 + 12 * w), (uint)(s.Eff >> sh));
+            BitConverter.TryWriteBytes(capData.AsSpan(12 + 12 * w), (uint)(s.Prm >> sh));
+            BitConverter.TryWriteBytes(capData.AsSpan(16 + 12 * w), (uint)(s.Inh >> sh));
+        }
+        ulong c = ctx.PutScratch(0, capData);
+        ctx.Inject("capset", Nr.capset, (long)c, (long)c + 8);
+        for (int cap = 0; cap < 64; cap++)
+            if ((s.Amb & (1UL << cap)) != 0) ctx.Inject("prctl(PR_CAP_AMBIENT)", Nr.prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0);
+        ctx.Inject("prctl(PR_SET_KEEPCAPS)", Nr.prctl, PR_SET_KEEPCAPS, 0);
+    }
+
+    public void Describe(Record rec, InfoNode info)
+    {
+        var r = rec.Reader();
+        var c = info.Child("process").Child("credentials");
+        c.Set("uid", $"{r.U32()} {r.U32()} {r.U32()} {r.U32()}");
+        c.Set("gid", $"{r.U32()} {r.U32()} {r.U32()} {r.U32()}");
+        uint n = r.U32();
+        var gs = new List<string>();
+        for (int i = 0; i < n; i++) gs.Add(r.U32().ToString());
+        c.Set("groups", gs);
+        foreach (var k in new[] { "cap_inh", "cap_prm", "cap_eff", "cap_bnd", "cap_amb" }) c.Set(k, $"0x{r.U64():x}");
+    }
+}

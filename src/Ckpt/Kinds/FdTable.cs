@@ -1,0 +1,132 @@
+using System.Globalization;
+using Ckpt.Engine;
+using Ckpt.Image;
+using Ckpt.Native;
+
+namespace Ckpt.Kinds;
+
+/// <summary>
+/// The fd table: which fd numbers refer to which open file description (by objref), and each fd's
+/// close-on-exec flag. Descriptions shared by several fds (dup, F_DUPFD) are written once; fds are
+/// found equal with kcmp(KCMP_FILE).
+/// </summary>
+public sealed class FdTable : IStateKind
+{
+    public static readonly FdTable Instance = new();
+    public string Name => "fd table";
+    public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.FdTable];
+    public int FinishOrder => 40;
+
+
+    /// <summary>Reads every fd of the target: link, stat of the object, flags and position from fdinfo.</summary>
+    public static List<OpenFile> ReadOpenFiles(int pid)
+    {
+        var list = new List<OpenFile>();
+        var fds = Directory.GetFileSystemEntries($"/proc/{pid}/fd").Select(p => int.Parse(Path.GetFileName(p))).Order();
+        foreach (int fd in fds)
+        {
+            string link = MmState.ProcLink($"/proc/{pid}/fd/{fd}");
+            FileCalls.TryStat($"/proc/{pid}/fd/{fd}", out var st);
+            long pos = 0; int flags = 0, mnt = 0;
+            foreach (var line in File.ReadLines($"/proc/{pid}/fdinfo/{fd}"))
+            {
+                if (line.StartsWith("pos:")) pos = long.Parse(line[4..].Trim(), CultureInfo.InvariantCulture);
+                else if (line.StartsWith("flags:")) flags = Convert.ToInt32(line[6..].Trim(), 8);
+                else if (line.StartsWith("mnt_id:")) mnt = int.Parse(line[7..].Trim(), CultureInfo.InvariantCulture);
+            }
+            list.Add(new OpenFile(fd, link, st, flags, pos, mnt));
+        }
+        return list;
+    }
+
+    /// <summary>
+    /// Writes every open file description once, in fd order, through the file kind that handles it,
+    /// then the table itself.
+    /// </summary>
+    public void Checkpoint(CheckpointContext ctx)
+    {
+        ctx.OpenFiles.AddRange(ReadOpenFiles(ctx.Pid));
+        var refs = new List<(OpenFile File, uint Ref)>();
+        foreach (var f in ctx.OpenFiles)
+        {
+            ctx.ThrowIfCancelled();
+            uint objref = 0;
+            foreach (var (e, r) in refs)
+                if (e.Stat.Ino == f.Stat.Ino && e.Stat.Dev == f.Stat.Dev && e.Link == f.Link
+                    && ProcessCalls.Kcmp(ctx.Pid, ctx.Pid, ProcessCalls.KCMP_FILE, e.Fd, f.Fd) == 0)
+                { objref = r; break; }
+            if (objref == 0)
+            {
+                var kind = KindTable.FileKinds.FirstOrDefault(k => k.Handles(f))
+                    ?? throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} is {Describe(f)}, which is not supported yet");
+                objref = ctx.Files.Intern($"{ctx.Pid}:{f.Fd}").Ref;
+                kind.CheckpointFile(ctx, f, objref);
+            }
+            refs.Add((f, objref));
+        }
+        var p = new PayloadWriter().U32((uint)refs.Count);
+        foreach (var (f, r) in refs) p.I32(f.Fd).Bool((f.Flags & FileCalls.O_CLOEXEC) != 0).U32(r);
+        ctx.Image.Write(RecordKind.FdTable, p);
+    }
+
+    private static string Describe(OpenFile f)
+    {
+        if (f.Link.StartsWith("socket:")) return $"a socket ({f.Link})";
+        if (f.Link.StartsWith("anon_inode:")) return $"an {f.Link[11..].Trim('[', ']')} object ({f.Link})";
+        return f.Stat.Type switch
+        {
+            StatBuf.S_IFCHR => $"the character device {f.Link} ({FileCalls.MajorOf(f.Stat.Rdev)}:{FileCalls.MinorOf(f.Stat.Rdev)})",
+            StatBuf.S_IFBLK => $"the block device {f.Link}",
+            StatBuf.S_IFIFO => $"a pipe or FIFO ({f.Link})",
+            _ => f.Link,
+        };
+    }
+
+    public void Restore(RestoreContext ctx, Record rec)
+    {
+        var r = rec.Reader();
+        uint n = r.U32();
+        var entries = new List<(int Fd, bool Cloexec, int Temp)>();
+        for (int i = 0; i < n; i++)
+        {
+            int fd = r.I32(); bool cloexec = r.Bool(); uint objref = r.U32();
+            entries.Add((fd, cloexec, ctx.Files.GetRestored(objref, $"fd {fd}")));
+        }
+        r.End();
+        var temps = ctx.Files.Restored.Select(kv => kv.Value).ToHashSet();
+        var finals = entries.Select(e => e.Fd).ToHashSet();
+        int top = Math.Max(finals.DefaultIfEmpty(0).Max(), temps.DefaultIfEmpty(0).Max()) + 1;
+        // move every temporary fd that sits on a final number out of the way first
+        var moved = new Dictionary<int, int>();
+        foreach (int t in temps.Where(finals.Contains))
+        {
+            int nfd = (int)ctx.Inject("fcntl(F_DUPFD_CLOEXEC)", Nr.fcntl, t, 1030 /* F_DUPFD_CLOEXEC */, top);
+            top = nfd + 1;
+            moved[t] = nfd;
+            ctx.Inject("close", Nr.close, t);
+        }
+        int Cur(int t) => moved.TryGetValue(t, out var m) ? m : t;
+        foreach (var (fd, cloexec, temp) in entries)
+            ctx.Inject("dup3", Nr.dup3, Cur(temp), fd, cloexec ? FileCalls.O_CLOEXEC : 0);
+        foreach (int t in temps)
+            if (!finals.Contains(Cur(t))) ctx.Inject("close", Nr.close, Cur(t));
+    }
+
+    public void Finish(RestoreContext ctx) { }
+
+    public void Describe(Record rec, InfoNode info)
+    {
+        var r = rec.Reader();
+        uint n = r.U32();
+        var list = info.List("fds");
+        var descs = info.Child("files");
+        for (int i = 0; i < n; i++)
+        {
+            int fd = r.I32(); bool cloexec = r.Bool(); uint objref = r.U32();
+            var d = descs.Get(objref.ToString()) as InfoNode;
+            var node = new InfoNode().Set("fd", fd).Set("objref", objref).Set("cloexec", cloexec);
+            if (d != null) { node.Set("kind", d.Get("kind")).Set("path", d.Get("path")); }
+            list.Add(node);
+        }
+    }
+}

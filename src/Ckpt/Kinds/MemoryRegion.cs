@@ -1,0 +1,347 @@
+using System.Buffers.Binary;
+using System.IO.Hashing;
+using System.Runtime.InteropServices;
+using Ckpt.Engine;
+using Ckpt.Image;
+using Ckpt.Native;
+using Ckpt.Proc;
+
+namespace Ckpt.Kinds;
+
+/// <summary>
+/// Memory regions (VMAs) and their pages. A Vma record describes one region (range, protection, backing,
+/// file identity, madvise flags, how many pages follow); Pages records that follow it carry the pages
+/// that hold data, in chunks: a run count, the runs (address, page count), then the page contents.
+/// Anonymous regions save their present pages; private file regions only the pages that were written
+/// (copy-on-write, no longer file pages); shared file regions none (the data is in the file).
+/// </summary>
+public sealed unsafe class MemoryRegion : IStateKind
+{
+    public static readonly MemoryRegion Instance = new();
+    public string Name => "memory";
+    public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.Vma, RecordKind.Pages];
+    public int FinishOrder => 10;
+
+    public const int PageSize = 4096;
+    public const int ChunkPages = 1024;           // 4 MiB of pages per Pages record at most
+    public const int MaxRunsPerChunk = 1024;      // IOV_MAX
+
+    public enum Backing : byte { AnonPrivate = 1, AnonShared = 2, FilePrivate = 3, FileShared = 4, Vdso = 5 }
+
+    [Flags]
+    public enum Advice : uint { None = 0, DontDump = 1, DontFork = 2, WipeOnFork = 4, HugePage = 8, NoHugePage = 16, Mergeable = 32 }
+
+    private static readonly (string Flag, Advice Advice, int Madv)[] AdviceMap =
+    [
+        ("dd", Advice.DontDump, 16), ("dc", Advice.DontFork, 10), ("wf", Advice.WipeOnFork, 18),
+        ("hg", Advice.HugePage, 14), ("nh", Advice.NoHugePage, 15), ("mg", Advice.Mergeable, 12),
+    ];
+
+    // ---------------------------------------------------------------- checkpoint
+
+    public void Checkpoint(CheckpointContext ctx)
+    {
+        using var pagemap = new FileStream($"/proc/{ctx.Pid}/pagemap", FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 0);
+        var pager = new PageCopier(ctx);
+        foreach (var v in ctx.Vmas)
+        {
+            ctx.ThrowIfCancelled();
+            if (v.Path == "[vsyscall]") continue;
+            var backing = Classify(ctx.Pid, v);
+            var runs = backing is Backing.FileShared or Backing.Vdso ? [] : PresentRuns(pagemap, v, backing);
+            long pages = runs.Sum(r => (long)r.Pages);
+            WriteVma(ctx, v, backing, pages);
+            if (pages > 0) pager.Copy(runs);
+        }
+        pager.Dispose();
+    }
+
+    private static Backing Classify(int pid, VmaInfo v)
+    {
+        if (MmState.VdsoNames.Contains(v.Path)) return Backing.Vdso;
+        if (v.Path.StartsWith('[') && v.Path != "[heap]" && v.Path != "[stack]" && !v.Path.StartsWith("[anon:"))
+            throw new NotCheckpointableException(pid, $"mapping {v.Start:x}-{v.End:x} is {v.Path}, which is not supported");
+        if (v.Inode == 0) return v.Shared ? Backing.AnonShared : Backing.AnonPrivate;
+        if (v.Path.StartsWith("/dev/zero") && v.Shared) return Backing.AnonShared;
+        if (v.IsDeleted || !v.Path.StartsWith('/'))
+            throw new NotCheckpointableException(pid, $"mapping {v.Start:x}-{v.End:x} is backed by {v.Path} (a deleted file, memfd or SysV segment), which is not supported yet");
+        return v.Shared ? Backing.FileShared : Backing.FilePrivate;
+    }
+
+    /// <summary>Runs of pages to save, from /proc/PID/pagemap.</summary>
+    private static List<(ulong Addr, int Pages)> PresentRuns(FileStream pagemap, VmaInfo v, Backing b)
+    {
+        var runs = new List<(ulong, int)>();
+        const int Batch = 32768;
+        var buf = new byte[Batch * 8];
+        ulong npages = v.Length / PageSize;
+        ulong runStart = 0; int runLen = 0;
+        for (ulong i = 0; i < npages; i += Batch)
+        {
+            int n = (int)Math.Min(Batch, npages - i);
+            ulong first = v.Start / PageSize + i;
+            pagemap.Position = (long)(first * 8);
+            pagemap.ReadExactly(buf, 0, n * 8);
+            for (int k = 0; k < n; k++)
+            {
+                ulong e = BinaryPrimitives.ReadUInt64LittleEndian(buf.AsSpan(k * 8));
+                bool present = (e & (1UL << 63)) != 0 || (e & (1UL << 62)) != 0;
+                bool filePage = (e & (1UL << 61)) != 0;
+                bool save = present && (b != Backing.FilePrivate || !filePage);
+                ulong addr = (first + (ulong)k) * PageSize;
+                if (save)
+                {
+                    if (runLen > 0 && runStart + (ulong)runLen * PageSize == addr && runLen < ChunkPages) runLen++;
+                    else { if (runLen > 0) runs.Add((runStart, runLen)); runStart = addr; runLen = 1; }
+                }
+            }
+        }
+        if (runLen > 0) runs.Add((runStart, runLen));
+        return runs;
+    }
+
+    private static void WriteVma(CheckpointContext ctx, VmaInfo v, Backing b, long pages)
+    {
+        var p = new PayloadWriter();
+        p.U64(v.Start).U64(v.End);
+        p.U32((uint)((v.Read ? 1 : 0) | (v.Write ? 2 : 0) | (v.Exec ? 4 : 0)));
+        p.U8((byte)b);
+        p.Bool(v.VmFlags.Contains("gd"));
+        p.Bool(v.VmFlags.Contains("nr"));
+        uint adv = 0;
+        foreach (var (flag, a, _) in AdviceMap) if (v.VmFlags.Contains(flag)) adv |= (uint)a;
+        p.U32(adv);
+        p.U64(v.Offset);
+        p.Str(v.Path);
+        long size = 0, mtime = 0;
+        if (b is Backing.FilePrivate or Backing.FileShared)
+        {
+            if (!FileCalls.TryStat(v.Path, out var st) || st.Ino != v.Inode)
+                throw new NotCheckpointableException(ctx.Pid, $"mapping {v.Start:x}-{v.End:x}: {v.Path} is not the file that is mapped (replaced or moved)");
+            size = st.Size; mtime = st.MtimeSec * 1_000_000_000 + st.MtimeNsec;
+        }
+        p.I64(size).I64(mtime);
+        p.U64((ulong)pages);
+        ulong vdsoHash = 0;
+        if (v.Path == "[vdso]")
+        {
+            var bytes = new byte[v.Length];
+            MemoryCalls.ReadRemote(ctx.Pid, v.Start, bytes);
+            vdsoHash = XxHash3.HashToUInt64(bytes);
+        }
+        p.U64(vdsoHash);
+        ctx.Image.Write(RecordKind.Vma, p);
+    }
+
+    /// <summary>Reads runs of pages out of the target into chunk buffers and writes Pages records.</summary>
+    private sealed class PageCopier(CheckpointContext ctx) : IDisposable
+    {
+        private readonly byte[] _data = GC.AllocateUninitializedArray<byte>(ChunkPages * PageSize, pinned: true);
+        private readonly byte[] _head = new byte[4 + MaxRunsPerChunk * 12];
+        private readonly Iovec[] _local = new Iovec[MaxRunsPerChunk];
+        private readonly Iovec[] _remote = new Iovec[MaxRunsPerChunk];
+        private int _mem = -1;
+
+        public void Copy(List<(ulong Addr, int Pages)> runs)
+        {
+            int i = 0;
+            while (i < runs.Count)
+            {
+                ctx.ThrowIfCancelled();
+                int nruns = 0, pages = 0;
+                while (i < runs.Count && nruns < MaxRunsPerChunk && pages + runs[i].Pages <= ChunkPages)
+                {
+                    var (a, n) = runs[i];
+                    BinaryPrimitives.WriteUInt64LittleEndian(_head.AsSpan(4 + nruns * 12), a);
+                    BinaryPrimitives.WriteUInt32LittleEndian(_head.AsSpan(12 + nruns * 12), (uint)n);
+                    _remote[nruns] = new Iovec { Base = (nint)a, Len = (nuint)(n * PageSize) };
+                    pages += n; nruns++; i++;
+                }
+                BinaryPrimitives.WriteUInt32LittleEndian(_head, (uint)nruns);
+                Read(nruns, pages);
+                ctx.Image.Write(RecordKind.Pages, _head.AsSpan(0, 4 + nruns * 12), _data.AsSpan(0, pages * PageSize));
+            }
+        }
+
+        private void Read(int nruns, int pages)
+        {
+            fixed (byte* d = _data)
+            fixed (Iovec* l = _local)
+            fixed (Iovec* r = _remote)
+            {
+                long off = 0;
+                for (int k = 0; k < nruns; k++) { l[k] = new Iovec { Base = (nint)(d + off), Len = r[k].Len }; off += (long)r[k].Len; }
+                nint got = MemoryCalls.ProcessVmReadv(ctx.Pid, l, (ulong)nruns, r, (ulong)nruns, 0);
+                if (got == off) return;
+                // partial: a protected region (PROT_NONE, or unreadable); /proc/PID/mem reads regardless
+                if (_mem < 0)
+                {
+                    _mem = FileCalls.Open($"/proc/{ctx.Pid}/mem", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
+                    if (_mem < 0) throw SyscallException.Last("open /proc/PID/mem", ctx.Pid);
+                }
+                long done = 0;
+                for (int k = 0; k < nruns; k++)
+                {
+                    long len = (long)r[k].Len, pos = 0;
+                    while (pos < len)
+                    {
+                        nint n = FileCalls.Pread(_mem, d + done + pos, (nuint)(len - pos), (long)r[k].Base + pos);
+                        if (n <= 0) throw SyscallException.Last("pread /proc/PID/mem", ctx.Pid, $"at 0x{(ulong)r[k].Base + (ulong)pos:x}");
+                        pos += n;
+                    }
+                    done += len;
+                }
+            }
+        }
+
+        public void Dispose()
+        {
+            if (_mem >= 0) FileCalls.Close(_mem);
+        }
+    }
+
+    // ---------------------------------------------------------------- restart
+
+    private sealed class RestoreState
+    {
+        public readonly List<(ulong Start, ulong Len, int Prot)> Reprotect = new();
+        public readonly Iovec[] Local = new Iovec[MaxRunsPerChunk];
+        public readonly Iovec[] Remote = new Iovec[MaxRunsPerChunk];
+        public ulong CurStart, CurEnd;
+    }
+
+    public void Restore(RestoreContext ctx, Record rec)
+    {
+        var st = ctx.State<RestoreState>();
+        if (rec.Kind == RecordKind.Vma) RestoreVma(ctx, st, rec);
+        else RestorePages(ctx, st, rec);
+    }
+
+    private static void RestoreVma(RestoreContext ctx, RestoreState st, Record rec)
+    {
+        var r = rec.Reader();
+        ulong start = r.U64(), end = r.U64();
+        int prot = (int)r.U32();
+        var b = (Backing)r.U8();
+        bool growsDown = r.Bool(), noReserve = r.Bool();
+        var adv = (Advice)r.U32();
+        ulong pgoff = r.U64();
+        string path = r.Str();
+        long size = r.I64(), mtime = r.I64();
+        ulong pages = r.U64();
+        ulong vdsoHash = r.U64();
+        r.End();
+        st.CurStart = start; st.CurEnd = end;
+        ulong len = end - start;
+        if (b == Backing.Vdso)
+        {
+            if (path == "[vdso]" && vdsoHash != OwnVdsoHash())
+                throw new CkptException("restart: this kernel's vDSO differs from the checkpointed one; restart on a machine with the same kernel", ExitCodes.RestoreConflict);
+            return; // moved into place with the layout (MmState)
+        }
+        int mapProt = pages > 0 ? prot | MemoryCalls.PROT_READ | MemoryCalls.PROT_WRITE : prot;
+        int flags = MemoryCalls.MAP_FIXED | (growsDown ? MemoryCalls.MAP_GROWSDOWN : 0) | (noReserve ? MemoryCalls.MAP_NORESERVE : 0);
+        int fd = -1;
+        switch (b)
+        {
+            case Backing.AnonPrivate: flags |= MemoryCalls.MAP_PRIVATE | MemoryCalls.MAP_ANONYMOUS; break;
+            case Backing.AnonShared: flags |= MemoryCalls.MAP_SHARED | MemoryCalls.MAP_ANONYMOUS; break;
+            case Backing.FilePrivate:
+            case Backing.FileShared:
+                CheckFile(path, size, mtime);
+                bool rw = b == Backing.FileShared && (prot & MemoryCalls.PROT_WRITE) != 0;
+                fd = ctx.OpenInVessel(path, (rw ? FileCalls.O_RDWR : FileCalls.O_RDONLY) | FileCalls.O_CLOEXEC);
+                flags |= b == Backing.FileShared ? MemoryCalls.MAP_SHARED : MemoryCalls.MAP_PRIVATE;
+                break;
+            default: throw new ImageFormatException($"Vma record at offset {rec.Offset} has unknown backing {(int)b}");
+        }
+        long got = ctx.Vessel.Inject(Nr.mmap, (long)start, (long)len, mapProt, flags, fd, (long)pgoff);
+        // the fd is closed at once: fd numbers are placed later and must not meet leftovers
+        if (fd >= 0) ctx.Inject("close", Nr.close, fd);
+        if (got != (long)start)
+            throw new CkptException($"restart: cannot map {start:x}-{end:x} {path}: {(got < 0 ? Errors.Describe((int)-got) : "placed elsewhere")}", ExitCodes.RestoreConflict);
+        if (mapProt != prot) st.Reprotect.Add((start, len, prot));
+        foreach (var (_, a, madv) in AdviceMap)
+            if ((adv & a) != 0) ctx.Vessel.Inject(Nr.madvise, (long)start, (long)len, madv);
+        if (path.StartsWith("[anon:") && path.Length > 7)
+        {
+            ulong name = ctx.PutScratch(0, System.Text.Encoding.UTF8.GetBytes(path[6..^1] + "\0"));
+            ctx.Vessel.Inject(Nr.prctl, 0x53564d41 /* PR_SET_VMA */, 0 /* ANON_NAME */, (long)start, (long)len, (long)name);
+        }
+    }
+
+    private static void CheckFile(string path, long size, long mtime)
+    {
+        if (!FileCalls.TryStat(path, out var s))
+            throw new CkptException($"restart: mapped file {path} no longer exists", ExitCodes.RestoreConflict);
+        long m = s.MtimeSec * 1_000_000_000 + s.MtimeNsec;
+        if (s.Size != size || m != mtime)
+            throw new CkptException($"restart: mapped file {path} changed since the checkpoint (size {size} -> {s.Size})", ExitCodes.RestoreConflict);
+    }
+
+    private static ulong s_ownVdsoHash;
+    private static ulong OwnVdsoHash()
+    {
+        if (s_ownVdsoHash != 0) return s_ownVdsoHash;
+        var v = ProcMaps.ReadMaps(Environment.ProcessId).FirstOrDefault(x => x.Path == "[vdso]");
+        if (v == null) return 0;
+        return s_ownVdsoHash = XxHash3.HashToUInt64(new ReadOnlySpan<byte>((void*)v.Start, (int)v.Length));
+    }
+
+    private static void RestorePages(RestoreContext ctx, RestoreState st, Record rec)
+    {
+        var span = rec.Payload.Span;
+        if (span.Length < 4) throw new ImageFormatException($"Pages record at offset {rec.Offset} is too short");
+        int nruns = (int)BinaryPrimitives.ReadUInt32LittleEndian(span);
+        if (nruns <= 0 || nruns > MaxRunsPerChunk || span.Length < 4 + nruns * 12)
+            throw new ImageFormatException($"Pages record at offset {rec.Offset} has an impossible run count {nruns}");
+        long total = 0;
+        for (int k = 0; k < nruns; k++)
+        {
+            ulong a = BinaryPrimitives.ReadUInt64LittleEndian(span[(4 + k * 12)..]);
+            uint n = BinaryPrimitives.ReadUInt32LittleEndian(span[(12 + k * 12)..]);
+            if (a < st.CurStart || a + (ulong)n * PageSize > st.CurEnd || a % PageSize != 0)
+                throw new ImageFormatException($"Pages record at offset {rec.Offset} has pages outside its region");
+            st.Remote[k] = new Iovec { Base = (nint)a, Len = (nuint)(n * PageSize) };
+            total += n * PageSize;
+        }
+        var data = span[(4 + nruns * 12)..];
+        if (data.Length != total) throw new ImageFormatException($"Pages record at offset {rec.Offset} holds {data.Length} bytes for {total} bytes of pages");
+        fixed (byte* d = data)
+        fixed (Iovec* l = st.Local)
+        fixed (Iovec* r = st.Remote)
+        {
+            long off = 0;
+            for (int k = 0; k < nruns; k++) { l[k] = new Iovec { Base = (nint)(d + off), Len = r[k].Len }; off += (long)r[k].Len; }
+            nint put = MemoryCalls.ProcessVmWritev(ctx.Pid, l, (ulong)nruns, r, (ulong)nruns, 0);
+            if (put != total) throw SyscallException.Last("process_vm_writev", ctx.Pid, $"pages at 0x{(ulong)r[0].Base:x}");
+        }
+    }
+
+    public void Finish(RestoreContext ctx)
+    {
+        var st = ctx.State<RestoreState>();
+        foreach (var (s, l, p) in st.Reprotect) ctx.Inject("mprotect", Nr.mprotect, (long)s, (long)l, p);
+    }
+
+    public void Describe(Record rec, InfoNode info)
+    {
+        var map = info.List("memory");
+        if (rec.Kind == RecordKind.Pages)
+        {
+            long bytes = rec.Payload.Length - 4 - BinaryPrimitives.ReadUInt32LittleEndian(rec.Payload.Span) * 12;
+            var totals = info.Child("totals");
+            totals.Set("page_bytes", (long)(totals.Get("page_bytes") ?? 0L) + bytes);
+            return;
+        }
+        var r = rec.Reader();
+        ulong start = r.U64(), end = r.U64();
+        uint prot = r.U32();
+        var b = (Backing)r.U8();
+        bool gd = r.Bool(), nr = r.Bool();
+        r.U32(); ulong off = r.U64(); string path = r.Str(); r.I64(); r.I64(); ulong pages = r.U64();
+        string perms = $"{((prot & 1) != 0 ? 'r' : '-')}{((prot & 2) != 0 ? 'w' : '-')}{((prot & 4) != 0 ? 'x' : '-')}{(b is Backing.AnonShared or Backing.FileShared ? 's' : 'p')}";
+        map.Add(new InfoNode().Set("range", $"{start:x}-{end:x}").Set("prot", perms).Set("backing", b.ToString())
+            .Set("offset", off).Set("path", path).Set("pages_saved", pages).Set("flags", (gd ? "growsdown " : "") + (nr ? "noreserve" : "")));
+    }
+}

@@ -1,0 +1,208 @@
+using System.Text;
+using Ckpt.Engine;
+using Ckpt.Image;
+using Ckpt.Native;
+using Ckpt.Proc;
+
+namespace Ckpt.Kinds;
+
+/// <summary>
+/// The address space as a whole: the mm fields (code/data/brk/stack/arg/env bounds), auxv, the
+/// executable, and the layout of all regions. At restart this record comes before any region: it
+/// places the trampoline where the image maps nothing, empties the vessel and moves the vDSO.
+/// </summary>
+public sealed class MmState : IStateKind
+{
+    public static readonly MmState Instance = new();
+    public string Name => "mm";
+    public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.MmState];
+    public int FinishOrder => 20;
+
+    public const ulong TaskSize = 0x7ffffffff000, MmapMinAddr = 0x10000;
+    public static readonly string[] VdsoNames = ["[vvar]", "[vvar_vclock]", "[vdso]"];
+
+    private sealed class Saved
+    {
+        public ulong[] Fields = new ulong[11];
+        public byte[] Auxv = [];
+        public string Exe = "";
+    }
+
+    public void Checkpoint(CheckpointContext ctx)
+    {
+        var f = ReadStatFields(ctx.Pid);
+        // stat fields (1-based): 26 start_code 27 end_code 28 start_stack 45 start_data 46 end_data 47 start_brk
+        // 48 arg_start 49 arg_end 50 env_start 51 env_end
+        ulong F(int n) => ulong.Parse(f[n - 3]);
+        long brk = ctx.Inject("brk", Nr.brk, 0);
+        var p = new PayloadWriter();
+        p.U64(F(26)).U64(F(27)).U64(F(45)).U64(F(46)).U64(F(47)).U64((ulong)brk).U64(F(28))
+         .U64(F(48)).U64(F(49)).U64(F(50)).U64(F(51));
+        p.Bytes(File.ReadAllBytes($"/proc/{ctx.Pid}/auxv"));
+        string exe = ProcLink($"/proc/{ctx.Pid}/exe");
+        p.Str(exe);
+        // the layout: every region the image will map, and the vDSO trio
+        var regions = ctx.Vmas.Where(v => v.Path != "[vsyscall]").ToList();
+        p.U32((uint)regions.Count);
+        foreach (var v in regions)
+        {
+            p.U64(v.Start).U64(v.End);
+            p.U8((byte)(Array.IndexOf(VdsoNames, v.Path) + 1));
+        }
+        ctx.Image.Write(RecordKind.MmState, p);
+    }
+
+    /// <summary>Fields of /proc/PID/stat after the command name (field 3 onwards).</summary>
+    internal static string[] ReadStatFields(int pid)
+    {
+        var s = File.ReadAllText($"/proc/{pid}/stat");
+        return s[(s.LastIndexOf(')') + 2)..].Split(' ');
+    }
+
+    internal static string ProcLink(string path)
+    {
+        var info = new FileInfo(path);
+        return info.LinkTarget ?? throw new CkptException($"cannot read {path}");
+    }
+
+    public void Restore(RestoreContext ctx, Record rec)
+    {
+        var r = rec.Reader();
+        var st = ctx.State<Saved>();
+        for (int i = 0; i < 11; i++) st.Fields[i] = r.U64();
+        st.Auxv = r.Bytes().ToArray();
+        st.Exe = r.Str();
+        uint n = r.U32();
+        var ranges = new List<(ulong Start, ulong End, int Special)>();
+        for (int i = 0; i < n; i++) ranges.Add((r.U64(), r.U64(), r.U8()));
+        r.End();
+        PrepareVessel(ctx, ranges);
+    }
+
+    /// <summary>Trampoline outside the image's regions, then nothing else of the vessel left but the vDSO, moved.</summary>
+    private static void PrepareVessel(RestoreContext ctx, List<(ulong Start, ulong End, int Special)> image)
+    {
+        var task = ctx.Vessel;
+        var vessel = ProcMaps.ReadMaps(ctx.Pid);
+        var busy = image.Select(x => (x.Start, x.End)).Concat(vessel.Select(v => (v.Start, v.End))).OrderBy(x => x.Start).ToList();
+        ulong t = FindGap(busy, RestoreContext.TrampolineSize, 0x1000000);
+        long got = task.Inject(Nr.mmap, (long)t, RestoreContext.TrampolineSize,
+            MemoryCalls.PROT_READ | MemoryCalls.PROT_WRITE | MemoryCalls.PROT_EXEC,
+            MemoryCalls.MAP_PRIVATE | MemoryCalls.MAP_ANONYMOUS | MemoryCalls.MAP_FIXED_NOREPLACE, -1, 0);
+        if (got != (long)t) throw new SyscallException("mmap trampoline (injected)", got < 0 ? (int)-got : Errors.EEXIST, ctx.Pid);
+        MemoryCalls.WriteRemote(ctx.Pid, t, [0x0f, 0x05, 0xcc]);
+        ctx.Trampoline = t;
+        task.SyscallGadget = t;
+        ctx.Log.Debug($"trampoline at 0x{t:x}");
+
+        // drop every inherited fd and every mapping but the trampoline and the vDSO trio
+        ctx.Inject("close_range", Nr.close_range, 0, uint.MaxValue, 0);
+        var keep = new List<(ulong Start, ulong End)> { (t, t + RestoreContext.TrampolineSize) };
+        var vdso = vessel.Where(v => VdsoNames.Contains(v.Path)).ToList();
+        keep.AddRange(vdso.Select(v => (v.Start, v.End)));
+        keep.Sort();
+        ulong cur = MmapMinAddr;
+        foreach (var (s, e) in keep)
+        {
+            if (s > cur) ctx.Inject("munmap", Nr.munmap, (long)cur, (long)(s - cur));
+            cur = Math.Max(cur, e);
+        }
+        if (cur < TaskSize) ctx.Inject("munmap", Nr.munmap, (long)cur, (long)(TaskSize - cur));
+
+        MoveVdso(ctx, vdso, image.Where(x => x.Special > 0).Select(x => (x.Start, x.End, Name: VdsoNames[x.Special - 1])).ToList(), image);
+    }
+
+    private static void MoveVdso(RestoreContext ctx, List<VmaInfo> here, List<(ulong Start, ulong End, string Name)> want,
+        List<(ulong Start, ulong End, int Special)> image)
+    {
+        if (want.Count == 0)
+        {
+            foreach (var v in here) ctx.Inject("munmap vdso", Nr.munmap, (long)v.Start, (long)v.Length);
+            return;
+        }
+        // the same pieces with the same sizes, in the same relative places
+        var mine = here.OrderBy(v => v.Start).ToList();
+        var theirs = want.OrderBy(v => v.Start).ToList();
+        bool same = mine.Count == theirs.Count;
+        for (int i = 0; same && i < mine.Count; i++)
+            same = mine[i].Path == theirs[i].Name && mine[i].Length == theirs[i].End - theirs[i].Start
+                && mine[i].Start - mine[0].Start == theirs[i].Start - theirs[0].Start;
+        if (!same)
+            throw new CkptException("restart: the vDSO layout of this kernel differs from the checkpointed one; restart on a machine with the same kernel", ExitCodes.RestoreConflict);
+        long delta = (long)(theirs[0].Start - mine[0].Start);
+        if (delta == 0) return;
+        ulong lo = mine[0].Start, hi = mine[^1].End, len = hi - lo;
+        bool overlap = theirs[0].Start < hi && theirs[^1].End > lo;
+        if (overlap)
+        {
+            var busy = image.Select(x => (Start: x.Start, End: x.End)).Append((Start: lo, End: hi)).Append((Start: ctx.Trampoline, End: ctx.Trampoline + (ulong)RestoreContext.TrampolineSize)).OrderBy(x => x.Start).ToList();
+            ulong tmp = FindGap(busy, len, 0x100000000);
+            Remap(ctx, mine.Select(v => (v.Start, v.Length)).ToList(), (long)(tmp - lo));
+            Remap(ctx, mine.Select(v => (v.Start + (tmp - lo), v.Length)).ToList(), (long)(theirs[0].Start - tmp));
+        }
+        else Remap(ctx, mine.Select(v => (v.Start, v.Length)).ToList(), delta);
+    }
+
+    private static void Remap(RestoreContext ctx, List<(ulong Start, ulong Len)> pieces, long delta)
+    {
+        foreach (var (s, l) in pieces)
+            ctx.Inject("mremap vdso", Nr.mremap, (long)s, (long)l, (long)l,
+                MemoryCalls.MREMAP_MAYMOVE | MemoryCalls.MREMAP_FIXED, (long)s + delta);
+    }
+
+    /// <summary>Lowest page-aligned address at or above <paramref name="from"/> with <paramref name="size"/> free bytes.</summary>
+    internal static ulong FindGap(List<(ulong Start, ulong End)> busySorted, ulong size, ulong from)
+    {
+        ulong cand = from;
+        foreach (var (s, e) in busySorted)
+        {
+            if (e <= cand) continue;
+            if (s >= cand + size) break;
+            cand = (e + 0xfff) & ~0xfffUL;
+        }
+        if (cand + size > TaskSize) throw new CkptException("restart: no free address range for the trampoline", ExitCodes.Internal);
+        return cand;
+    }
+
+    public void Finish(RestoreContext ctx)
+    {
+        var st = ctx.State<Saved>();
+        int exeFd = ctx.OpenInVessel(st.Exe, FileCalls.O_RDONLY | FileCalls.O_CLOEXEC);
+        ulong auxv = ctx.PutScratch(0, st.Auxv);
+        var map = new PrctlMmMap
+        {
+            StartCode = st.Fields[0], EndCode = st.Fields[1], StartData = st.Fields[2], EndData = st.Fields[3],
+            StartBrk = st.Fields[4], Brk = st.Fields[5], StartStack = st.Fields[6], ArgStart = st.Fields[7],
+            ArgEnd = st.Fields[8], EnvStart = st.Fields[9], EnvEnd = st.Fields[10],
+            Auxv = auxv, AuxvSize = (uint)st.Auxv.Length, ExeFd = (uint)exeFd,
+        };
+        ulong mapAddr = ctx.PutScratch(4096, StructBytes(ref map));
+        const int PR_SET_MM = 35, PR_SET_MM_MAP = 14;
+        ctx.Inject("prctl(PR_SET_MM_MAP)", Nr.prctl, PR_SET_MM, PR_SET_MM_MAP, (long)mapAddr, PrctlMmMap.Size, 0);
+        ctx.Inject("close", Nr.close, exeFd);
+    }
+
+    internal static unsafe byte[] StructBytes<T>(ref T value) where T : unmanaged
+    {
+        var b = new byte[sizeof(T)];
+        fixed (T* p = &value) new ReadOnlySpan<byte>(p, sizeof(T)).CopyTo(b);
+        return b;
+    }
+
+    internal static unsafe T FromBytes<T>(ReadOnlySpan<byte> b) where T : unmanaged
+    {
+        T v = default;
+        b[..sizeof(T)].CopyTo(new Span<byte>(&v, sizeof(T)));
+        return v;
+    }
+
+    public void Describe(Record rec, InfoNode info)
+    {
+        var r = rec.Reader();
+        var mm = info.Child("mm");
+        string[] names = ["start_code", "end_code", "start_data", "end_data", "start_brk", "brk", "start_stack", "arg_start", "arg_end", "env_start", "env_end"];
+        foreach (var nm in names) mm.Set(nm, $"0x{r.U64():x}");
+        mm.Set("auxv_bytes", r.Bytes().Length);
+        mm.Set("exe", r.Str());
+    }
+}

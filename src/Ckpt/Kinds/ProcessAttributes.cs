@@ -1,0 +1,156 @@
+using System.Text;
+using Ckpt.Engine;
+using Ckpt.Image;
+using Ckpt.Native;
+using Ckpt.Tracing;
+
+namespace Ckpt.Kinds;
+
+/// <summary>
+/// The process itself: pid (restart creates the vessel with it), command name and line, nice value,
+/// resource limits and interval timers.
+/// </summary>
+public sealed class ProcessAttributes : IStateKind
+{
+    public static readonly ProcessAttributes Instance = new();
+    public string Name => "process";
+    public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.Process];
+    public int FinishOrder => 60;
+    public const int RlimitCount = 16;
+    public static readonly string[] RlimitNames =
+        ["cpu", "fsize", "data", "stack", "core", "rss", "nproc", "nofile", "memlock", "as", "locks", "sigpending", "msgqueue", "nice", "rtprio", "rttime"];
+
+    private sealed class Saved
+    {
+        public string Comm = "";
+        public int Nice;
+        public RLimit[] Limits = new RLimit[RlimitCount];
+        public byte[][] Timers = new byte[3][];
+    }
+
+    public void Checkpoint(CheckpointContext ctx)
+    {
+        int pid = ctx.Pid;
+        var f = MmState.ReadStatFields(pid);
+        var p = new PayloadWriter();
+        p.I32(pid).I32(int.Parse(f[1]));              // ppid
+        p.Str(File.ReadAllText($"/proc/{pid}/comm").TrimEnd('\n'));
+        p.Strs(File.ReadAllText($"/proc/{pid}/cmdline").Split('\0', StringSplitOptions.None).SkipLast(1).ToList());
+        p.I32(int.Parse(f[16]));                      // nice (field 19)
+        foreach (var l in ReadLimits(pid)) p.U64(l.Cur).U64(l.Max);
+        for (int which = 0; which < 3; which++)
+        {
+            ctx.Inject("getitimer", Nr.getitimer, which, (long)ctx.Scratch);
+            p.Raw(ctx.ReadScratch(0, ItimerVal.Size));
+        }
+        ctx.Image.Write(RecordKind.Process, p);
+    }
+
+    private static unsafe RLimit[] ReadLimits(int pid)
+    {
+        var a = new RLimit[RlimitCount];
+        for (int i = 0; i < RlimitCount; i++)
+        {
+            RLimit l;
+            if (ProcessCalls.Prlimit(pid, i, null, &l) != 0) throw SyscallException.Last("prlimit", pid);
+            a[i] = l;
+        }
+        return a;
+    }
+
+    public void Restore(RestoreContext ctx, Record rec)
+    {
+        var r = rec.Reader();
+        int pid = r.I32();
+        r.I32();
+        var s = ctx.State<Saved>();
+        s.Comm = r.Str();
+        r.Strs();
+        s.Nice = r.I32();
+        for (int i = 0; i < RlimitCount; i++) s.Limits[i] = new RLimit { Cur = r.U64(), Max = r.U64() };
+        for (int i = 0; i < 3; i++) s.Timers[i] = r.Raw(ItimerVal.Size).ToArray();
+        r.End();
+        CreateVessel(ctx, pid);
+    }
+
+    private static void CreateVessel(RestoreContext ctx, int pid)
+    {
+        int got = Vessel.Create(pid);
+        ctx.Pid = got;
+        try
+        {
+            var task = TracedTask.SeizeAndStop(got, Ptrace.O_TRACESYSGOOD | Ptrace.O_EXITKILL);
+            ctx.Task = task;
+            task.SyscallGadget = Vessel.Gadget;
+            task.SetSigMask(ulong.MaxValue);
+            var xs = task.GetXState();
+            ulong xcr0 = BitConverter.ToUInt64(xs, 464);
+            if ((ctx.Header.Xcr0 & ~xcr0) != 0 || xs.Length != ctx.Header.XstateSize)
+                throw new CkptException($"restart: the image uses CPU state features 0x{ctx.Header.Xcr0:x} ({ctx.Header.XstateSize} bytes); this CPU has 0x{xcr0:x} ({xs.Length} bytes)", ExitCodes.BadImage);
+            var rseq = task.GetRseq();
+            if (rseq.RseqAbiPointer != 0)
+                ctx.Inject("rseq unregister", Nr.rseq, (long)rseq.RseqAbiPointer, rseq.RseqAbiSize, 1 /* RSEQ_FLAG_UNREGISTER */, rseq.Signature);
+            ctx.Log.Debug($"vessel {got} seized");
+        }
+        catch
+        {
+            ProcessCalls.Kill(got, TracedTask.SIGKILL);
+            Ptrace.Wait(got);
+            throw;
+        }
+    }
+
+    public unsafe void Finish(RestoreContext ctx)
+    {
+        var s = ctx.State<Saved>();
+        const int PR_SET_NAME = 15;
+        ulong name = ctx.PutScratch(0, Encoding.UTF8.GetBytes(s.Comm + "\0"));
+        ctx.Inject("prctl(PR_SET_NAME)", Nr.prctl, PR_SET_NAME, (long)name);
+        ctx.Inject("setpriority", Nr.setpriority, 0 /* PRIO_PROCESS */, 0, s.Nice);
+        for (int i = 0; i < RlimitCount; i++)
+        {
+            var want = s.Limits[i];
+            ulong a = ctx.PutScratch(0, MmState.StructBytes(ref want));
+            long rc = ctx.Vessel.Inject(Nr.prlimit64, 0, i, (long)a, 0);
+            if (rc == -Errors.EPERM)
+            {
+                // raising a hard limit needs CAP_SYS_RESOURCE: keep the current hard limit
+                ctx.Inject("prlimit64", Nr.prlimit64, 0, i, 0, (long)a);
+                var cur = MmState.FromBytes<RLimit>(ctx.GetScratch(0, sizeof(RLimit)));
+                var clamped = new RLimit { Cur = Math.Min(want.Cur, cur.Max), Max = cur.Max };
+                a = ctx.PutScratch(0, MmState.StructBytes(ref clamped));
+                ctx.Inject("prlimit64", Nr.prlimit64, 0, i, (long)a, 0);
+                ctx.Log.Info($"rlimit {RlimitNames[i]}: hard limit {want.Max} could not be restored (needs CAP_SYS_RESOURCE); kept {cur.Max}");
+            }
+            else if (rc < 0) throw new SyscallException($"prlimit64 {RlimitNames[i]} (injected)", (int)-rc, ctx.Pid);
+        }
+        for (int which = 0; which < 3; which++)
+        {
+            var t = MmState.FromBytes<ItimerVal>(s.Timers[which]);
+            if (t.ValueSec == 0 && t.ValueUsec == 0) continue;
+            ulong a = ctx.PutScratch(0, s.Timers[which]);
+            ctx.Inject("setitimer", Nr.setitimer, which, (long)a, 0);
+        }
+    }
+
+    public void Describe(Record rec, InfoNode info)
+    {
+        var r = rec.Reader();
+        var p = info.Child("process");
+        p.Set("pid", r.I32()).Set("ppid", r.I32()).Set("comm", r.Str()).Set("cmdline", string.Join(" ", r.Strs())).Set("nice", r.I32());
+        var lim = p.Child("rlimits");
+        for (int i = 0; i < RlimitCount; i++)
+        {
+            ulong c = r.U64(), m = r.U64();
+            lim.Set(RlimitNames[i], $"{Fmt(c)}/{Fmt(m)}");
+        }
+        string[] names = ["real", "virtual", "prof"];
+        for (int i = 0; i < 3; i++)
+        {
+            var t = MmState.FromBytes<ItimerVal>(r.Raw(ItimerVal.Size));
+            if (t.ValueSec != 0 || t.ValueUsec != 0)
+                p.Child("itimers").Set(names[i], $"next {t.ValueSec}.{t.ValueUsec:D6}s interval {t.IntervalSec}.{t.IntervalUsec:D6}s");
+        }
+        static string Fmt(ulong v) => v == ulong.MaxValue ? "unlimited" : v.ToString();
+    }
+}

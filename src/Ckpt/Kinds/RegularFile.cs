@@ -1,0 +1,149 @@
+using System.Text;
+using Ckpt.Engine;
+using Ckpt.Image;
+using Ckpt.Native;
+
+namespace Ckpt.Kinds;
+
+/// <summary>
+/// Regular files and directories opened by path: path, access mode and status flags, offset, and the
+/// size at checkpoint time (a file whose size differs at restart is refused). A file unlinked while
+/// open has its content saved (FileData records) and is restored as an unnamed O_TMPFILE file.
+/// </summary>
+public sealed class RegularFile : IFileKind
+{
+    public static readonly RegularFile Instance = new();
+    public string Name => "regular file";
+    public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.RegularFile, RecordKind.FileData];
+    public int FinishOrder => 45;
+    public const int DataChunk = 4 << 20;
+    private const int OpenMask = ~(FileCalls.O_CREAT | FileCalls.O_EXCL | FileCalls.O_TRUNC | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC);
+
+    public bool Handles(in OpenFile f) => f.Link.StartsWith('/') && f.Stat.Type is StatBuf.S_IFREG or StatBuf.S_IFDIR;
+
+    public void Checkpoint(CheckpointContext ctx) { }
+
+    public void CheckpointFile(CheckpointContext ctx, in OpenFile f, uint objref)
+    {
+        bool deleted = f.Link.EndsWith(" (deleted)") && f.Stat.Nlink == 0;
+        string path = deleted ? f.Link[..^10] : f.Link;
+        if (!deleted && (!FileCalls.TryStat(path, out var st) || st.Ino != f.Stat.Ino || st.Dev != f.Stat.Dev))
+            throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd}: {path} no longer names the open file (renamed or replaced)");
+        var p = new PayloadWriter().U32(objref).Str(path).I32(f.Flags & ~FileCalls.O_CLOEXEC).I64(f.Pos)
+            .I64(f.Stat.Size).U32(f.Stat.Mode).Bool(deleted);
+        ctx.Image.Write(RecordKind.RegularFile, p);
+        if (deleted) SaveContent(ctx, f, objref);
+    }
+
+    private static unsafe void SaveContent(CheckpointContext ctx, OpenFile f, uint objref)
+    {
+        int fd = ProcessCalls.PidfdGetfd(ctx.Pidfd, f.Fd, ctx.Pid);
+        try
+        {
+            var buf = new byte[DataChunk];
+            long off = 0;
+            while (off < f.Stat.Size)
+            {
+                // skip holes: only the data ranges are saved
+                long data = FileCalls.Lseek(fd, off, FileCalls.SEEK_DATA);
+                if (data < 0) break;
+                long n;
+                fixed (byte* b = buf) n = FileCalls.Pread(fd, b, (nuint)Math.Min(DataChunk, f.Stat.Size - data), data);
+                if (n < 0) throw SyscallException.Last("pread (unlinked file)", ctx.Pid);
+                if (n == 0) break;
+                ctx.Image.Write(RecordKind.FileData, new PayloadWriter().U32(objref).I64(data).Span, buf.AsSpan(0, (int)n));
+                off = data + n;
+            }
+        }
+        finally { FileCalls.Close(fd); }
+    }
+
+    private sealed class RestoreState
+    {
+        public readonly Dictionary<uint, int> Writers = new();   // objref -> our copy, for FileData
+    }
+
+    public void Restore(RestoreContext ctx, Record rec)
+    {
+        var r = rec.Reader();
+        uint objref = r.U32();
+        if (rec.Kind == RecordKind.FileData)
+        {
+            long off = r.I64();
+            var data = rec.Payload.Span[12..];
+            if (!ctx.State<RestoreState>().Writers.TryGetValue(objref, out int w))
+                throw new ImageFormatException($"FileData record at offset {rec.Offset} for objref {objref}, which is no unlinked file");
+            WriteAt(w, data, off);
+            return;
+        }
+        string path = r.Str(); int flags = r.I32(); long pos = r.I64(); long size = r.I64(); uint mode = r.U32(); bool deleted = r.Bool();
+        r.End();
+        int fd;
+        if (!deleted)
+        {
+            if (!FileCalls.TryStat(path, out var st))
+                throw new CkptException($"restart: {path} (open in the image) no longer exists", ExitCodes.RestoreConflict);
+            if ((st.Mode & StatBuf.S_IFMT) == StatBuf.S_IFREG && st.Size != size)
+                throw new CkptException($"restart: {path} changed since the checkpoint (size {size} -> {st.Size})", ExitCodes.RestoreConflict);
+            fd = ctx.OpenInVessel(path, (flags & OpenMask) | FileCalls.O_CLOEXEC);
+        }
+        else fd = RestoreUnlinked(ctx, objref, path, flags, mode);
+        if (pos != 0) ctx.Inject("lseek", Nr.lseek, fd, pos, FileCalls.SEEK_SET);
+        ctx.Files.SetRestored(objref, fd);
+    }
+
+    private static int RestoreUnlinked(RestoreContext ctx, uint objref, string path, int flags, uint mode)
+    {
+        string dir = Path.GetDirectoryName(path) is { Length: > 0 } d && Directory.Exists(d) ? d : "/tmp";
+        int tmp = ctx.OpenInVessel(dir, FileCalls.O_TMPFILE | FileCalls.O_RDWR | FileCalls.O_CLOEXEC, (int)(mode & 0xfff));
+        ctx.State<RestoreState>().Writers[objref] = ctx.GrabFd(tmp);
+        if ((flags & FileCalls.O_ACCMODE) == FileCalls.O_RDWR && (flags & FileCalls.O_APPEND) == 0) return tmp;
+        int fd = ctx.OpenInVessel($"/proc/self/fd/{tmp}", (flags & OpenMask) | FileCalls.O_CLOEXEC);
+        ctx.Inject("close", Nr.close, tmp);
+        return fd;
+    }
+
+    private static unsafe void WriteAt(int fd, ReadOnlySpan<byte> data, long off)
+    {
+        fixed (byte* b = data)
+        {
+            long done = 0;
+            while (done < data.Length)
+            {
+                nint n = FileCalls.Pwrite(fd, b + done, (nuint)(data.Length - done), off + done);
+                if (n <= 0) throw SyscallException.Last("pwrite (unlinked file)");
+                done += n;
+            }
+        }
+    }
+
+    public void Finish(RestoreContext ctx)
+    {
+        foreach (var w in ctx.State<RestoreState>().Writers.Values) FileCalls.Close(w);
+    }
+
+    public void Describe(Record rec, InfoNode info)
+    {
+        var r = rec.Reader();
+        uint objref = r.U32();
+        if (rec.Kind == RecordKind.FileData)
+        {
+            var n = info.Child("files").Get(objref.ToString()) as InfoNode;
+            n?.Set("saved_bytes", (long)(n.Get("saved_bytes") ?? 0L) + rec.Payload.Length - 12);
+            return;
+        }
+        string path = r.Str(); int flags = r.I32(); long pos = r.I64(); long size = r.I64(); r.U32(); bool deleted = r.Bool();
+        info.Child("files").Set(objref.ToString(), new InfoNode().Set("kind", deleted ? "unlinked file" : "file").Set("path", path)
+            .Set("flags", OpenFlags(flags)).Set("pos", pos).Set("size", size));
+    }
+
+    public static string OpenFlags(int flags)
+    {
+        var sb = new StringBuilder((flags & 3) switch { 0 => "O_RDONLY", 1 => "O_WRONLY", _ => "O_RDWR" });
+        if ((flags & FileCalls.O_APPEND) != 0) sb.Append("|O_APPEND");
+        if ((flags & FileCalls.O_NONBLOCK) != 0) sb.Append("|O_NONBLOCK");
+        if ((flags & FileCalls.O_DIRECTORY) != 0) sb.Append("|O_DIRECTORY");
+        if ((flags & 0x101000) == 0x101000) sb.Append("|O_SYNC");
+        return sb.ToString();
+    }
+}

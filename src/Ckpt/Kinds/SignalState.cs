@@ -1,0 +1,89 @@
+using Ckpt.Engine;
+using Ckpt.Image;
+using Ckpt.Native;
+
+namespace Ckpt.Kinds;
+
+/// <summary>
+/// Process-wide signal state: every handler that is not the default (address, flags, restorer, mask;
+/// SIG_IGN included), and the shared pending queue with each siginfo. The blocked mask and the private
+/// queue are per thread (CpuState).
+/// </summary>
+public sealed class SignalState : IStateKind
+{
+    public static readonly SignalState Instance = new();
+    public string Name => "signals";
+    public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.SignalHandlers, RecordKind.SharedPending];
+    public int FinishOrder => 50;
+
+    private sealed class Saved { public List<byte[]> Shared = new(); }
+
+    public void Checkpoint(CheckpointContext ctx)
+    {
+        var handlers = new List<(int Sig, KernelSigaction Act)>();
+        for (int sig = 1; sig <= 64; sig++)
+        {
+            if (sig is 9 or 19) continue;
+            ctx.Inject("rt_sigaction", Nr.rt_sigaction, sig, 0, (long)ctx.Scratch, 8);
+            var act = MmState.FromBytes<KernelSigaction>(ctx.ReadScratch(0, KernelSigaction.Size));
+            if (act.Handler != 0 || act.Flags != 0 || act.Mask != 0) handlers.Add((sig, act));
+        }
+        var p = new PayloadWriter().U32((uint)handlers.Count);
+        foreach (var (sig, a) in handlers) p.I32(sig).U64(a.Handler).U64(a.Flags).U64(a.Restorer).U64(a.Mask);
+        ctx.Image.Write(RecordKind.SignalHandlers, p);
+        var shared = ctx.Task.PeekSiginfo(shared: true);
+        var q = new PayloadWriter().U32((uint)shared.Count);
+        foreach (var si in shared) q.Raw(si);
+        ctx.Image.Write(RecordKind.SharedPending, q);
+    }
+
+    public void Restore(RestoreContext ctx, Record rec)
+    {
+        var r = rec.Reader();
+        uint n = r.U32();
+        if (rec.Kind == RecordKind.SharedPending)
+        {
+            for (int i = 0; i < n; i++) ctx.State<Saved>().Shared.Add(r.Raw(128).ToArray());
+            r.End();
+            return;
+        }
+        for (int i = 0; i < n; i++)
+        {
+            int sig = r.I32();
+            var act = new KernelSigaction { Handler = r.U64(), Flags = r.U64(), Restorer = r.U64(), Mask = r.U64() };
+            ulong a = ctx.PutScratch(0, MmState.StructBytes(ref act));
+            ctx.Inject($"rt_sigaction({sig})", Nr.rt_sigaction, sig, (long)a, 0, 8);
+        }
+        r.End();
+    }
+
+    public void Finish(RestoreContext ctx)
+    {
+        foreach (var si in ctx.State<Saved>().Shared)
+        {
+            ulong a = ctx.PutScratch(0, si);
+            ctx.Inject("rt_sigqueueinfo", Nr.rt_sigqueueinfo, ctx.Pid, BitConverter.ToInt32(si), (long)a);
+        }
+    }
+
+    public void Describe(Record rec, InfoNode info)
+    {
+        var r = rec.Reader();
+        uint n = r.U32();
+        var s = info.Child("signals");
+        if (rec.Kind == RecordKind.SharedPending)
+        {
+            var sigs = new List<string>();
+            for (int i = 0; i < n; i++) sigs.Add(BitConverter.ToInt32(r.Raw(128)).ToString());
+            s.Set("shared_pending", sigs);
+            return;
+        }
+        var list = s.List("handlers");
+        for (int i = 0; i < n; i++)
+        {
+            int sig = r.I32(); ulong h = r.U64(), f = r.U64(); r.U64(); ulong m = r.U64();
+            list.Add(new InfoNode().Set("signal", sig).Set("handler", h switch { 0 => "SIG_DFL", 1 => "SIG_IGN", _ => $"0x{h:x}" })
+                .Set("flags", $"0x{f:x}").Set("mask", $"0x{m:x}"));
+        }
+    }
+}
