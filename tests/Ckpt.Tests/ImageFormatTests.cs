@@ -639,7 +639,9 @@ public class ImageFormatTests
     {
         var ct = TestContext.Current.CancellationToken;
         string assembly = typeof(ImageFormatTests).Assembly.Location;
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        // The test host normally runs under the dotnet muxer; use the same one for the child.
+        string dotnet = Path.GetFileName(Environment.ProcessPath) == "dotnet" ? Environment.ProcessPath! : "dotnet";
+        var psi = new ProcessStartInfo(dotnet) { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in new[] { "exec", assembly, "-method", $"{typeof(ImageFormatTests).FullName}.{nameof(ManyConsecutiveOptionalRecords_Child)}", "-explicit", "only", "-noLogo", "-noColor" })
             psi.ArgumentList.Add(a);
         psi.Environment[ChildEnv] = "1";
