@@ -53,11 +53,13 @@ public sealed class ImageReader
     /// <summary>The next record, or null after the trailer (which is verified and not returned).</summary>
     public Record? Next()
     {
+        Span<byte> hdr = stackalloc byte[ImageWriter.HeaderSize];
+        Span<byte> sum = stackalloc byte[ImageWriter.ChecksumSize];
+        Span<byte> one = stackalloc byte[1];
         while (true)
         {
             if (_trailerSeen) return null;
             long at = _offset;
-            Span<byte> hdr = stackalloc byte[ImageWriter.HeaderSize];
             if (!TryFill(hdr)) throw new ImageFormatException($"image is truncated: it ends at offset {at} without a trailer");
             var kind = (RecordKind)BinaryPrimitives.ReadUInt32LittleEndian(hdr);
             var flags = (RecordFlags)BinaryPrimitives.ReadUInt32LittleEndian(hdr[4..]);
@@ -66,7 +68,6 @@ public sealed class ImageReader
                 throw new ImageFormatException($"image is corrupted: record at offset {at} claims {len} bytes");
             if (_payload.Length < (int)len) _payload = new byte[Math.Max((int)len, _payload.Length * 2)];
             var payload = _payload.AsSpan(0, (int)len);
-            Span<byte> sum = stackalloc byte[ImageWriter.ChecksumSize];
             if (!TryFill(payload) || !TryFill(sum))
                 throw new ImageFormatException($"image is truncated: record at offset {at} is cut short");
             _record.Reset();
@@ -82,7 +83,6 @@ public sealed class ImageReader
                 if (count != (ulong)_records || bytes != (ulong)at || hash != _stream.GetCurrentHashAsUInt64())
                     throw new ImageFormatException($"image is corrupted: the trailer does not match the {_records} records before it");
                 _trailerSeen = true;
-                Span<byte> one = stackalloc byte[1];
                 if (TryFill(one)) throw new ImageFormatException($"image is corrupted: data follows the trailer at offset {_offset - 1}");
                 return null;
             }

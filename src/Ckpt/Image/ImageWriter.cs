@@ -44,6 +44,8 @@ public sealed class ImageWriter : IDisposable
     public void Write(RecordKind kind, ReadOnlySpan<byte> part1, ReadOnlySpan<byte> part2, RecordFlags flags = RecordFlags.None)
     {
         if (_finished) throw new InvalidOperationException("image already finished");
+        if ((long)part1.Length + part2.Length > ImageReader.MaxRecordLength)
+            throw new ArgumentException($"a {kind} record of {(long)part1.Length + part2.Length} bytes exceeds the {ImageReader.MaxRecordLength}-byte record limit");
         Span<byte> hdr = stackalloc byte[HeaderSize];
         BinaryPrimitives.WriteUInt32LittleEndian(hdr, (uint)kind);
         BinaryPrimitives.WriteUInt32LittleEndian(hdr[4..], (uint)flags);
@@ -94,5 +96,6 @@ public sealed class ImageWriter : IDisposable
         _out.Flush();
     }
 
-    public void Dispose() { }
+    /// <summary>Flushes what is buffered; an image without <see cref="Finish"/> stays incomplete (no trailer).</summary>
+    public void Dispose() => Flush();
 }
