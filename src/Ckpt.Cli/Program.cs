@@ -89,12 +89,14 @@ public static class Program
     private static int Checkpoint(int pid, string? output, bool kill, Log log)
     {
         int fd;
-        bool toFile = output != null && output != "-";
+        bool toFile = output != null && output != "-", regular = false;
         if (toFile)
         {
             fd = FileCalls.Open(output!, FileCalls.O_WRONLY | FileCalls.O_CREAT | FileCalls.O_TRUNC | FileCalls.O_CLOEXEC, 0x180 /* 0600 */);
             if (fd < 0) return Fail($"cannot create {output}: {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.Failure);
-            Sys.Call(91 /* fchmod */, fd, 0x180);
+            // an existing image file keeps its mode on O_CREAT: make it private too (never touch devices)
+            regular = FileCalls.FstatOrThrow(fd).Type == StatBuf.S_IFREG;
+            if (regular) Sys.Call(91 /* fchmod */, fd, 0x180);
         }
         else
         {
@@ -114,7 +116,8 @@ public static class Program
         }
         finally
         {
-            if (!ok && toFile) File.Delete(output!);
+            // a failed checkpoint leaves no partial image behind (only ever a regular file we wrote)
+            if (!ok && regular) File.Delete(output!);
         }
     }
 
