@@ -117,8 +117,10 @@ public static class Checkpointer
         {
             if (kill)
             {
+                // SIGKILL while still stopped: it never runs another instruction. Its exit (freeing its
+                // memory) is not waited for; its parent reaps it.
                 task.Kill();
-                try { Ptrace.Wait(task.Tid); } catch (SyscallException) { }
+                task.TryDetach();
                 return;
             }
             if (ctx != null && ctx.Scratch != 0) task.Inject(Nr.munmap, (long)ctx.Scratch, CheckpointContext.ScratchSize);
