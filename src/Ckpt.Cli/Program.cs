@@ -12,6 +12,7 @@ namespace Ckpt.Cli;
 public static class Program
 {
     private static volatile bool s_cancelled;
+    private static volatile int s_waitingFor;
 
     public static int Main(string[] args)
     {
@@ -74,8 +75,10 @@ public static class Program
 
     private static void OnSignal(PosixSignalContext c)
     {
-        s_cancelled = true;
         c.Cancel = true;
+        int child = s_waitingFor;
+        if (child != 0) ProcessCalls.Kill(child, c.Signal == PosixSignal.SIGINT ? 2 : 15);   // pass it on
+        else s_cancelled = true;                                                             // stop the operation
     }
 
     private static int Fail(string message, int code)
@@ -123,6 +126,8 @@ public static class Program
 
     private static int Restart(string? input, bool detach, bool frozen, Log log)
     {
+        if ((input == null || input == "-") && !Console.IsInputRedirected)
+            return Fail("refusing to read an image from a terminal; use -i FILE or a pipe", ExitCodes.Usage);
         Stream stream = input == null || input == "-"
             ? new FileStream(new SafeFileHandle(0, ownsHandle: false), FileAccess.Read, 0)
             : OpenInput(input);
@@ -134,10 +139,13 @@ public static class Program
             Console.Out.WriteLine(pid);
             return ExitCodes.Ok;
         }
-        // like running it: wait for the process and exit with its status
+        // like running it: wait for the process and exit with its status; a SIGTERM or SIGINT sent to
+        // ckpt from now on is passed on to it
+        s_waitingFor = pid;
         while (true)
         {
             int r = Ptrace.WaitAny(out int st, 0);
+            if (r == -Errors.EINTR) continue;
             if (r == pid || r < 0)
             {
                 if (r < 0) return Fail($"lost track of pid {pid}", ExitCodes.Internal);
