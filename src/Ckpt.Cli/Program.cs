@@ -106,12 +106,16 @@ public static class Program
             if (!Console.IsOutputRedirected) return Fail("refusing to write an image to a terminal; use -o FILE or a pipe", ExitCodes.Usage);
             fd = 1;
         }
-        using var stream = new FileStream(new SafeFileHandle(fd, ownsHandle: toFile), FileAccess.Write, 0);
+        using var file = new FileStream(new SafeFileHandle(fd, ownsHandle: toFile), FileAccess.Write, 0);
+        var progress = StderrIsTerminal ? new ProgressStream(file, "written") : null;
+        Stream stream = progress ?? (Stream)file;
         bool ok = false;
         try
         {
             var sw = System.Diagnostics.Stopwatch.StartNew();
-            var r = Checkpointer.Run(pid, stream, new CheckpointOptions { Kill = kill, Log = log, Cancelled = () => s_cancelled });
+            CheckpointResult r;
+            try { r = Checkpointer.Run(pid, stream, new CheckpointOptions { Kill = kill, Log = log, Cancelled = () => s_cancelled }); }
+            finally { progress?.Done(); }
             ok = true;
             if (StderrIsTerminal)
                 Console.Error.WriteLine($"ckpt: checkpointed pid {pid}: {r.Bytes / 1048576.0:F1} MiB, {r.Records} records in {sw.Elapsed.TotalMilliseconds:F0} ms{(kill ? "; process killed" : "")}");
@@ -132,8 +136,12 @@ public static class Program
             ? new FileStream(new SafeFileHandle(0, ownsHandle: false), FileAccess.Read, 0)
             : OpenInput(input);
         int pid;
+        var progress = StderrIsTerminal ? new ProgressStream(stream, "read") : null;
         using (stream)
-            pid = Restorer.Run(stream, new RestoreOptions { Detach = detach, Frozen = frozen, Cancelled = () => s_cancelled }, log);
+        {
+            try { pid = Restorer.Run(progress ?? stream, new RestoreOptions { Detach = detach, Frozen = frozen, Cancelled = () => s_cancelled }, log); }
+            finally { progress?.Done(); }
+        }
         if (detach || frozen)
         {
             Console.Out.WriteLine(pid);
