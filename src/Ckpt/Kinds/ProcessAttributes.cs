@@ -68,6 +68,11 @@ public sealed class ProcessAttributes : IStateKind
         ctx.Pid = got;
         try
         {
+            // tracer and vessel on one CPU: ptrace round trips are several times slower across CPUs
+            ctx.VesselAffinity = ProcessCalls.GetAffinity(got);
+            var one = ProcessCalls.SingleCpu(ProcessCalls.GetCpu());
+            ProcessCalls.SetAffinity(0, one);
+            ProcessCalls.SetAffinity(got, one);
             var task = TracedTask.SeizeAndStop(got, Ptrace.O_TRACESYSGOOD | Ptrace.O_EXITKILL);
             ctx.Task = task;
             task.SyscallGadget = Vessel.Gadget;
@@ -96,9 +101,11 @@ public sealed class ProcessAttributes : IStateKind
         ulong name = ctx.PutScratch(0, Encoding.UTF8.GetBytes(s.Comm + "\0"));
         ctx.Inject("prctl(PR_SET_NAME)", Nr.prctl, PR_SET_NAME, (long)name);
         ctx.Inject("setpriority", Nr.setpriority, 0 /* PRIO_PROCESS */, 0, s.Nice);
+        var mine = ProcLimits.Read(Environment.ProcessId);   // what the vessel inherited
         for (int i = 0; i < RlimitCount; i++)
         {
             var want = s.Limits[i];
+            if (want.Cur == mine[i].Soft && want.Max == mine[i].Hard) continue;
             ulong a = ctx.PutScratch(0, MmState.StructBytes(ref want));
             long rc = ctx.Vessel.Inject(Nr.prlimit64, 0, i, (long)a, 0);
             if (rc == -Errors.EPERM)
