@@ -17,7 +17,7 @@ die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 
 is_counter() {   # is this pid still our counter (and not a reused pid)?
   local cmd
-  cmd="$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null)" || return 1
+  cmd="$(tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline")" || return 1
   [[ "$cmd" == "$work/counter "* ]]
 }
 running() { [[ -r "/proc/$1/stat" ]] && [[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]]; }

@@ -33,7 +33,7 @@ failures=()
 
 is_ours() {     # is this pid still one of our memhog targets (and not a reused pid)?
   local cmd
-  cmd="$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null)" || return 1
+  cmd="$(tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline")" || return 1
   [[ "$cmd" == "$work/memhog "* ]]
 }
 
@@ -108,12 +108,16 @@ start_target() {
 # stop_restored PID: kills a restarted process (not our child: pid 1 reaps it)
 stop_restored() { is_ours "$1" && kill -KILL "$1" 2>/dev/null; return 0; }
 
-# verify_memory PID LOG: the restarted process recomputes its checksum; it must equal the original
+# verify_memory PID LOG: the process recomputes its checksum; it must equal the one it started with
 verify_memory() {
-  local pid="$1" log="$2" want got
+  local pid="$1" log="$2" want got before end=$((SECONDS + 60))
   want="$(sed -n 's/^READY pid=[0-9]* sum=//p' "$log" | head -n 1)"
+  before="$(grep -c '^SUM ' "$log" || true)"
   kill -USR1 "$pid" 2>/dev/null || return 1
-  wait_line "$log" '^SUM ' 60 "$pid" || return 1
+  while (($(grep -c '^SUM ' "$log" || true) <= before)); do
+    kill -0 "$pid" 2>/dev/null && ((SECONDS < end)) || return 1
+    sleep 0.05
+  done
   got="$(sed -n 's/^SUM //p' "$log" | tail -n 1)"
   [[ -n "$want" && "$want" == "$got" ]]
 }
@@ -125,8 +129,13 @@ mib() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
 
 # ---------------------------------------------------------------- memcpy reference
 say "== memcpy bandwidth (1 GiB buffer, 5 copies)"
-read -r memcpy_best memcpy_median < <(timeout 120 "$work/memcpy" 1024 5) || { say "bench: memcpy reference failed"; exit 1; }
-say "   best $memcpy_best GB/s, median $memcpy_median GB/s"
+read -r memcpy_best memcpy_median first_touch < <(timeout 120 "$work/memcpy" 1024 5) || { say "bench: memcpy reference failed"; exit 1; }
+say "   best $memcpy_best GB/s, median $memcpy_median GB/s; first touch of fresh memory $first_touch GB/s"
+# what writing an image of this size into a new /dev/shm file costs by itself (tmpfs allocates as it goes)
+run_timed 120 /dev/null dd if=/dev/zero of="$shm/dd" bs=4M count=$(((size + 3) / 4)) status=none
+dd_gbps="$(gbps $((((size + 3) / 4) * 4 << 20)) "$T_US")"
+rm -f "$shm/dd"
+say "   dd of $size MiB into a new /dev/shm file: $dd_gbps GB/s"
 
 # process start floor: how long any command takes to start on this machine
 spawn=() ver=()
@@ -142,11 +151,19 @@ script_us="$(median "${script_us[@]}")"
 # ---------------------------------------------------------------- large target
 say "== large target: $size MiB of anonymous memory"
 big_log="$work/big.log" big_img="$shm/big.img"
-ck_us=0 ck_rss=0 img_bytes=0 rs_us=0 rs_rss=0 ck_ok=0 rs_ok=0
+ck_us=0 ck_rss=0 img_bytes=0 rs_us=0 rs_rss=0 ck_ok=0 rs_ok=0 nul_us=0 nul_rss=0 nul_ok=0
 start_target "$size" "$big_log" || exit 1
 big_pid="$TPID"
-say "   target pid $big_pid ready; checkpoint --kill to $big_img"
 RSS_VIA_TIME=1
+say "   target pid $big_pid ready; checkpoint to /dev/null, leaving it running (the tool without a file system)"
+# to standard output redirected to /dev/null (not "-o /dev/null": see docs/architecture.md, known problems)
+run_timed 300 /dev/null "$ckpt" checkpoint "$big_pid" --log "$work/big-null.log"
+nul_us="$T_US" nul_rss="$RSS_KB"
+if ((STATUS != 0)); then fail "checkpoint of $size MiB to /dev/null: exit $STATUS: $(cat "$work/stderr")"
+elif ! verify_memory "$big_pid" "$big_log"; then fail "after a checkpoint to /dev/null the target's memory differs or it does not answer: $(tail -n 3 "$big_log")"
+else nul_ok=1; say "   to /dev/null: $(ms "$nul_us") ms, peak RSS $(mib "$nul_rss") MiB; target still running, memory verified"
+fi
+say "   checkpoint --kill to $big_img"
 { # (the shell's "Killed" notice for its child is silenced)
   run_timed 300 "$work/ck.out" "$ckpt" checkpoint "$big_pid" -o "$big_img" --kill --log "$work/big-checkpoint.log"
   # the killed original is our child: reap it so that its pid is free for the restart
@@ -215,8 +232,9 @@ s_ck_med="$(median "${s_ck[@]}")" s_rs_med="$(median "${s_rs[@]}")"
 
 # ---------------------------------------------------------------- report
 big_bytes=$((size << 20))
-ck_gbps="n/a" rs_gbps="n/a"
+ck_gbps="n/a" rs_gbps="n/a" nul_gbps="n/a"
 ((ck_ok)) && ck_gbps="$(gbps "$img_bytes" "$ck_us")"
+((nul_ok && ck_ok)) && nul_gbps="$(gbps "$img_bytes" "$nul_us")"
 ((rs_ok)) && rs_gbps="$(gbps "$img_bytes" "$rs_us")"
 ratio() { awk -v a="$1" -v m="$memcpy_best" 'BEGIN { if (a == "n/a" || m == 0) print "n/a"; else printf "%.0f%%", 100 * a / m }'; }
 verdict() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN { if (v == "n/a" || v == "") { print "FAILED"; exit }
@@ -225,7 +243,8 @@ small_rss_mib="$(mib "$(printf '%s\n' "$s_ck_rss" "$s_rs_rss" | sort -n | tail -
 
 echo
 echo "ckpt benchmark  ($(uname -r), $(nproc) CPUs, images on /dev/shm; GB = 1e9 bytes)"
-echo "memcpy reference: best $memcpy_best GB/s, median $memcpy_median GB/s (1 GiB buffer)"
+echo "memcpy reference: best $memcpy_best GB/s, median $memcpy_median GB/s (1 GiB buffer; first touch of new memory: $first_touch GB/s)"
+echo "writing $size MiB into a new /dev/shm file (dd): $dd_gbps GB/s"
 echo
 printf '%-44s %14s %12s %10s %10s\n' "measure" "value" "vs memcpy" "target" "verdict"
 printf '%-44s %14s %12s %10s %10s\n' "-------" "-----" "---------" "------" "-------"
@@ -234,9 +253,12 @@ row "checkpoint $size MiB: wall time" "$( ((ck_ok)) && echo "$(ms "$ck_us") ms" 
 row "checkpoint $size MiB: image size" "$( ((ck_ok)) && echo "$img_bytes B" || echo -)" "" "" ""
 row "checkpoint $size MiB: throughput" "$ck_gbps GB/s" "$(ratio "$ck_gbps")" ">= 4 GB/s" "$(verdict "$ck_gbps" ">=" 4)"
 row "checkpoint $size MiB: target frozen" "${frozen_ms:-n/a} ms" "" "" ""
+row "checkpoint $size MiB to /dev/null (kept running)" "$( ((nul_ok)) && echo "$(ms "$nul_us") ms" || echo FAILED)" "" "" ""
+row "  throughput without the file system" "$nul_gbps GB/s" "$(ratio "$nul_gbps")" "" ""
 row "restart $size MiB (--detach): wall time" "$( ((rs_ok)) && echo "$(ms "$rs_us") ms" || echo FAILED)" "" "" ""
 row "restart $size MiB: throughput" "$rs_gbps GB/s" "$(ratio "$rs_gbps")" ">= 4 GB/s" "$(verdict "$rs_gbps" ">=" 4)"
 row "peak RSS of ckpt, checkpoint $size MiB" "$(mib "$ck_rss") MiB" "" "< 64 MiB" "$(verdict "$(mib "$ck_rss")" "<" 64)"
+row "peak RSS of ckpt, checkpoint to /dev/null" "$(mib "$nul_rss") MiB" "" "< 64 MiB" "$(verdict "$(mib "$nul_rss")" "<" 64)"
 row "peak RSS of ckpt, restart $size MiB" "$(mib "$rs_rss") MiB" "" "< 64 MiB" "$(verdict "$(mib "$rs_rss")" "<" 64)"
 s_n="${#s_ck[@]}"
 row "small ($small MiB) checkpoint, median of $s_n" "$( ((s_n)) && echo "$(ms "$s_ck_med") ms" || echo FAILED)" "" "< 15 ms" "$( ((s_n)) && verdict "$(ms "$s_ck_med")" "<" 15 || echo FAILED)"
@@ -250,7 +272,7 @@ if ((${#failures[@]})); then
   echo
   echo "FAILURES:"
   printf '  %s\n' "${failures[@]}"
-  for f in big-checkpoint big-restart; do
+  for f in big-null big-checkpoint big-restart; do
     [[ -s "$work/$f.log" ]] && { echo "--- $f log (tail)"; tail -n 20 "$work/$f.log"; }
   done
   exit 1
