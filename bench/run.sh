@@ -50,6 +50,8 @@ trap 'exit 143' TERM
 say() { printf '%s\n' "$*" >&2; }
 fail() { failures+=("$*"); say "  FAILED: $*"; }
 
+load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
+
 # ---------------------------------------------------------------- build
 say "== building ckpt (./ckpt --help) and the benchmark programs"
 if ! timeout 900 "$root/ckpt" --help >"$work/build.log" 2>&1; then
@@ -95,9 +97,9 @@ wait_line() {
   done
 }
 
-# start_target MiB LOG: starts memhog as our child; sets TPID; waits for READY
+# start_target MiB REPORT: starts memhog as our child (reporting to the file REPORT); sets TPID; waits for READY
 start_target() {
-  "$work/memhog" "$1" </dev/null >"$2" 2>&1 &
+  "$work/memhog" "$1" "$2" </dev/null >/dev/null 2>&1 &
   TPID=$!
   targets+=("$TPID")
   if ! wait_line "$2" '^READY' $((60 + $1 / 16)) "$TPID"; then
@@ -149,53 +151,64 @@ for ((i = 0; i < 3; i++)); do run_timed 30 /dev/null "$root/ckpt" --version; scr
 script_us="$(median "${script_us[@]}")"
 
 # ---------------------------------------------------------------- large target
+# 1. checkpoint to standard output redirected to /dev/null, target kept running: the tool alone
+#    (not "-o /dev/null": ckpt deletes its output file when a checkpoint fails)
+# 2. checkpoint -o a new /dev/shm file, target kept running: tmpfs allocates new pages as it goes
+# 3. checkpoint -o the same file --kill: O_TRUNC has just freed the file's pages, which are reused
+# 4. restart --detach from the image (checked: same pid, same memory); kill it, wait until reaped
+# 5. restart --detach again: the memory freed in 4 is reused
 say "== large target: $size MiB of anonymous memory"
 big_log="$work/big.log" big_img="$shm/big.img"
-ck_us=0 ck_rss=0 img_bytes=0 rs_us=0 rs_rss=0 ck_ok=0 rs_ok=0 nul_us=0 nul_rss=0 nul_ok=0
+declare -A R_US=() R_RSS=() R_OK=()
+img_bytes=0
+record() {   # record KEY LABEL: files the last run_timed under KEY
+  R_US[$1]="$T_US" R_RSS[$1]="$RSS_KB" R_OK[$1]=0
+  if ((STATUS != 0)); then fail "$2: exit $STATUS: $(cat "$work/stderr")"; return 1; fi
+  R_OK[$1]=1
+  say "   $2: $(ms "$T_US") ms, peak RSS $(mib "$RSS_KB") MiB"
+}
+check_target() {   # check_target KEY PID WHAT: the process must still hold the same memory
+  if verify_memory "$2" "$big_log"; then say "     $3: memory verified"
+  else R_OK[$1]=0; fail "$3: memory checksum differs or no answer: $(tail -n 2 "$big_log" | tr '\n' ' ')"; fi
+}
+wait_gone() {   # wait_gone PID SECONDS: until the pid no longer exists (init has reaped it)
+  local end=$((SECONDS + $2))
+  while [[ -e "/proc/$1" ]] && ((SECONDS < end)); do sleep 0.05; done
+  [[ ! -e "/proc/$1" ]]
+}
+restart_big() {   # restart_big KEY LABEL
+  run_timed 300 "$work/rs.out" "$ckpt" restart -i "$big_img" --detach --log "$work/big-$1.log"
+  local newpid
+  newpid="$(head -n 1 "$work/rs.out" 2>/dev/null || true)"
+  [[ "$newpid" =~ ^[0-9]+$ ]] && targets+=("$newpid")
+  record "$1" "$2" || return 1
+  if [[ "$newpid" != "$big_pid" ]]; then R_OK[$1]=0; fail "$2: printed pid '$newpid', want $big_pid"; return 1; fi
+  check_target "$1" "$newpid" "restarted pid $newpid"
+  stop_restored "$newpid"
+  wait_gone "$newpid" 20 || { fail "$2: pid $newpid was not reaped within 20 s"; return 1; }
+}
+
 start_target "$size" "$big_log" || exit 1
 big_pid="$TPID"
 RSS_VIA_TIME=1
-say "   target pid $big_pid ready; checkpoint to /dev/null, leaving it running (the tool without a file system)"
-# to standard output redirected to /dev/null (not "-o /dev/null": see docs/architecture.md, known problems)
+say "   target pid $big_pid ready"
 run_timed 300 /dev/null "$ckpt" checkpoint "$big_pid" --log "$work/big-null.log"
-nul_us="$T_US" nul_rss="$RSS_KB"
-if ((STATUS != 0)); then fail "checkpoint of $size MiB to /dev/null: exit $STATUS: $(cat "$work/stderr")"
-elif ! verify_memory "$big_pid" "$big_log"; then fail "after a checkpoint to /dev/null the target's memory differs or it does not answer: $(tail -n 3 "$big_log")"
-else nul_ok=1; say "   to /dev/null: $(ms "$nul_us") ms, peak RSS $(mib "$nul_rss") MiB; target still running, memory verified"
-fi
-say "   checkpoint --kill to $big_img"
+record null "checkpoint to /dev/null, target kept" && check_target null "$big_pid" "target after the checkpoint"
+run_timed 300 "$work/ck.out" "$ckpt" checkpoint "$big_pid" -o "$big_img" --log "$work/big-cold.log"
+record cold "checkpoint to a new /dev/shm file, target kept" && check_target cold "$big_pid" "target after the checkpoint"
 { # (the shell's "Killed" notice for its child is silenced)
-  run_timed 300 "$work/ck.out" "$ckpt" checkpoint "$big_pid" -o "$big_img" --kill --log "$work/big-checkpoint.log"
+  run_timed 300 "$work/ck.out" "$ckpt" checkpoint "$big_pid" -o "$big_img" --kill --log "$work/big-kill.log"
   # the killed original is our child: reap it so that its pid is free for the restart
   kill -KILL "$big_pid" || true
   wait "$big_pid" || true
 } 2>/dev/null
-ck_us="$T_US" ck_rss="$RSS_KB"
-if ((STATUS == 0)); then
-  ck_ok=1
+if record kill "checkpoint --kill, rewriting the same file"; then
   img_bytes="$(stat -c %s "$big_img")"
-  say "   checkpoint: $(ms "$ck_us") ms, image $img_bytes bytes, peak RSS $(mib "$ck_rss") MiB"
-else
-  fail "checkpoint of $size MiB: exit $STATUS: $(cat "$work/stderr")"
-fi
-if ((ck_ok)); then
-  run_timed 300 "$work/rs.out" "$ckpt" restart -i "$big_img" --detach --log "$work/big-restart.log"
-  rs_us="$T_US" rs_rss="$RSS_KB"
-  newpid="$(head -n 1 "$work/rs.out" 2>/dev/null || true)"
-  if ((STATUS == 0)) && [[ "$newpid" == "$big_pid" ]]; then
-    targets+=("$newpid")
-    say "   restart: $(ms "$rs_us") ms, peak RSS $(mib "$rs_rss") MiB, pid $newpid"
-    if verify_memory "$newpid" "$big_log"; then rs_ok=1; say "   restarted memory verified (checksum equal)"
-    else fail "restart of $size MiB: the restarted process's memory checksum differs or it does not answer: $(tail -n 3 "$big_log")"; fi
-    stop_restored "$newpid"
-  else
-    fail "restart of $size MiB: exit $STATUS, printed '$newpid' (want $big_pid): $(cat "$work/stderr")"
-    [[ -n "$newpid" && "$newpid" =~ ^[0-9]+$ ]] && { targets+=("$newpid"); stop_restored "$newpid"; }
-  fi
+  say "     image: $img_bytes bytes"
+  restart_big rs1 "restart --detach" && restart_big rs2 "restart --detach, again"
 fi
 RSS_VIA_TIME=0
-# frozen time, as logged by the checkpoint
-frozen_ms="$(sed -n 's/.*target frozen for \([0-9.]*\) ms.*/\1/p' "$work/big-checkpoint.log" 2>/dev/null | tail -n 1)"
+frozen_ms="$(sed -n 's/.*target frozen for \([0-9.]*\) ms.*/\1/p' "$work/big-kill.log" 2>/dev/null | tail -n 1)"
 rm -f "$big_img"
 
 # ---------------------------------------------------------------- small target
@@ -231,40 +244,41 @@ done
 s_ck_med="$(median "${s_ck[@]}")" s_rs_med="$(median "${s_rs[@]}")"
 
 # ---------------------------------------------------------------- report
-big_bytes=$((size << 20))
-ck_gbps="n/a" rs_gbps="n/a" nul_gbps="n/a"
-((ck_ok)) && ck_gbps="$(gbps "$img_bytes" "$ck_us")"
-((nul_ok && ck_ok)) && nul_gbps="$(gbps "$img_bytes" "$nul_us")"
-((rs_ok)) && rs_gbps="$(gbps "$img_bytes" "$rs_us")"
 ratio() { awk -v a="$1" -v m="$memcpy_best" 'BEGIN { if (a == "n/a" || m == 0) print "n/a"; else printf "%.0f%%", 100 * a / m }'; }
 verdict() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN { if (v == "n/a" || v == "") { print "FAILED"; exit }
   ok = (op == ">=") ? (v + 0 >= t + 0) : (v + 0 < t + 0); print ok ? "met" : "NOT met" }'; }
 small_rss_mib="$(mib "$(printf '%s\n' "$s_ck_rss" "$s_rs_rss" | sort -n | tail -n 1)")"
+big_rss=0
+for k in "${!R_RSS[@]}"; do ((R_RSS[$k] > big_rss)) && big_rss="${R_RSS[$k]}"; done
 
 echo
-echo "ckpt benchmark  ($(uname -r), $(nproc) CPUs, images on /dev/shm; GB = 1e9 bytes)"
-echo "memcpy reference: best $memcpy_best GB/s, median $memcpy_median GB/s (1 GiB buffer; first touch of new memory: $first_touch GB/s)"
+echo "ckpt benchmark  ($(uname -r), $(nproc) CPUs, images on /dev/shm; GB = 1e9 bytes; rates = image bytes / wall time)"
+echo "load average at start: $load_start (other work on the machine skews every figure)"
+echo "memcpy reference: best $memcpy_best GB/s, median $memcpy_median GB/s (1 GiB buffer); first touch of new memory: $first_touch GB/s"
 echo "writing $size MiB into a new /dev/shm file (dd): $dd_gbps GB/s"
 echo
-printf '%-44s %14s %12s %10s %10s\n' "measure" "value" "vs memcpy" "target" "verdict"
-printf '%-44s %14s %12s %10s %10s\n' "-------" "-----" "---------" "------" "-------"
-row() { printf '%-44s %14s %12s %10s %10s\n' "$@"; }
-row "checkpoint $size MiB: wall time" "$( ((ck_ok)) && echo "$(ms "$ck_us") ms" || echo FAILED)" "" "" ""
-row "checkpoint $size MiB: image size" "$( ((ck_ok)) && echo "$img_bytes B" || echo -)" "" "" ""
-row "checkpoint $size MiB: throughput" "$ck_gbps GB/s" "$(ratio "$ck_gbps")" ">= 4 GB/s" "$(verdict "$ck_gbps" ">=" 4)"
-row "checkpoint $size MiB: target frozen" "${frozen_ms:-n/a} ms" "" "" ""
-row "checkpoint $size MiB to /dev/null (kept running)" "$( ((nul_ok)) && echo "$(ms "$nul_us") ms" || echo FAILED)" "" "" ""
-row "  throughput without the file system" "$nul_gbps GB/s" "$(ratio "$nul_gbps")" "" ""
-row "restart $size MiB (--detach): wall time" "$( ((rs_ok)) && echo "$(ms "$rs_us") ms" || echo FAILED)" "" "" ""
-row "restart $size MiB: throughput" "$rs_gbps GB/s" "$(ratio "$rs_gbps")" ">= 4 GB/s" "$(verdict "$rs_gbps" ">=" 4)"
-row "peak RSS of ckpt, checkpoint $size MiB" "$(mib "$ck_rss") MiB" "" "< 64 MiB" "$(verdict "$(mib "$ck_rss")" "<" 64)"
-row "peak RSS of ckpt, checkpoint to /dev/null" "$(mib "$nul_rss") MiB" "" "< 64 MiB" "$(verdict "$(mib "$nul_rss")" "<" 64)"
-row "peak RSS of ckpt, restart $size MiB" "$(mib "$rs_rss") MiB" "" "< 64 MiB" "$(verdict "$(mib "$rs_rss")" "<" 64)"
+printf '%-48s %11s %10s %8s %11s %9s\n' "measure ($size MiB target unless said)" "wall" "rate" "/memcpy" "target" "verdict"
+printf '%-48s %11s %10s %8s %11s %9s\n' "-------" "----" "----" "-------" "------" "-------"
+row() { printf '%-48s %11s %10s %8s %11s %9s\n' "$@"; }
+bigrow() {   # bigrow KEY LABEL TARGET
+  local rate="n/a" wall="FAILED"
+  if [[ "${R_OK[$1]:-0}" == 1 && $img_bytes -gt 0 ]]; then rate="$(gbps "$img_bytes" "${R_US[$1]}")"; wall="$(ms "${R_US[$1]}") ms"; fi
+  [[ -z "${R_US[$1]:-}" ]] && wall="not run"
+  row "$2" "$wall" "$rate GB/s" "$(ratio "$rate")" "${3:+>= $3 GB/s}" "$([[ -n "$3" ]] && verdict "$rate" ">=" "$3")"
+}
 s_n="${#s_ck[@]}"
-row "small ($small MiB) checkpoint, median of $s_n" "$( ((s_n)) && echo "$(ms "$s_ck_med") ms" || echo FAILED)" "" "< 15 ms" "$( ((s_n)) && verdict "$(ms "$s_ck_med")" "<" 15 || echo FAILED)"
-row "small ($small MiB) restart, median of ${#s_rs[@]}" "$( ((${#s_rs[@]})) && echo "$(ms "$s_rs_med") ms" || echo FAILED)" "" "< 15 ms" "$( ((${#s_rs[@]})) && verdict "$(ms "$s_rs_med")" "<" 15 || echo FAILED)"
-row "small: image size" "$s_img B" "" "" ""
-row "small: peak RSS (checkpoint / restart)" "$(mib "$s_ck_rss")/$(mib "$s_rs_rss") MiB" "" "< 64 MiB" "$(verdict "$small_rss_mib" "<" 64)"
+bigrow null "checkpoint, to /dev/null (tool alone)" ""
+bigrow cold "checkpoint, to a new /dev/shm file" 4
+bigrow kill "checkpoint --kill, same file again" 4
+row "  target frozen during checkpoint --kill" "${frozen_ms:-n/a} ms" "" "" "" ""
+bigrow rs1 "restart --detach" 4
+bigrow rs2 "restart --detach, again" 4
+row "image size" "$img_bytes B" "" "" "" ""
+row "peak RSS of ckpt (max of the runs above)" "$(mib "$big_rss") MiB" "" "" "< 64 MiB" "$(verdict "$(mib "$big_rss")" "<" 64)"
+row "small ($small MiB) checkpoint --kill, median of $s_n" "$( ((s_n)) && echo "$(ms "$s_ck_med") ms" || echo FAILED)" "" "" "< 15 ms" "$( ((s_n)) && verdict "$(ms "$s_ck_med")" "<" 15 || echo FAILED)"
+row "small ($small MiB) restart --detach, median of ${#s_rs[@]}" "$( ((${#s_rs[@]})) && echo "$(ms "$s_rs_med") ms" || echo FAILED)" "" "" "< 15 ms" "$( ((${#s_rs[@]})) && verdict "$(ms "$s_rs_med")" "<" 15 || echo FAILED)"
+row "small: image size" "$s_img B" "" "" "" ""
+row "small: peak RSS (checkpoint / restart)" "$(mib "$s_ck_rss")/$(mib "$s_rs_rss") MiB" "" "" "< 64 MiB" "$(verdict "$small_rss_mib" "<" 64)"
 echo
 echo "context (medians): start of /bin/true $(ms "$spawn_us") ms; 'ckpt --version' $(ms "$version_us") ms (binary); './ckpt --version' $(ms "$script_us") ms (entry script)"
 echo "small runs (ms): checkpoint $(for x in "${s_ck[@]}"; do printf '%s ' "$(ms "$x")"; done)| restart $(for x in "${s_rs[@]}"; do printf '%s ' "$(ms "$x")"; done)"
@@ -272,7 +286,7 @@ if ((${#failures[@]})); then
   echo
   echo "FAILURES:"
   printf '  %s\n' "${failures[@]}"
-  for f in big-null big-checkpoint big-restart; do
+  for f in big-null big-cold big-kill big-rs1 big-rs2; do
     [[ -s "$work/$f.log" ]] && { echo "--- $f log (tail)"; tail -n 20 "$work/$f.log"; }
   done
   exit 1
