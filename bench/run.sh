@@ -131,13 +131,8 @@ mib() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
 
 # ---------------------------------------------------------------- memcpy reference
 say "== memcpy bandwidth (1 GiB buffer, 5 copies)"
-read -r memcpy_best memcpy_median first_touch < <(timeout 120 "$work/memcpy" 1024 5) || { say "bench: memcpy reference failed"; exit 1; }
-say "   best $memcpy_best GB/s, median $memcpy_median GB/s; first touch of fresh memory $first_touch GB/s"
-# what writing an image of this size into a new /dev/shm file costs by itself (tmpfs allocates as it goes)
-run_timed 120 /dev/null dd if=/dev/zero of="$shm/dd" bs=4M count=$(((size + 3) / 4)) status=none
-dd_gbps="$(gbps $((((size + 3) / 4) * 4 << 20)) "$T_US")"
-rm -f "$shm/dd"
-say "   dd of $size MiB into a new /dev/shm file: $dd_gbps GB/s"
+read -r memcpy_best memcpy_median first_touch populate < <(timeout 120 "$work/memcpy" 1024 5) || { say "bench: memcpy reference failed"; exit 1; }
+say "   best $memcpy_best GB/s, median $memcpy_median GB/s; new memory: $first_touch GB/s touched by the program, $populate GB/s populated by the kernel"
 
 # process start floor: how long any command takes to start on this machine
 spawn=() ver=()
@@ -194,7 +189,14 @@ RSS_VIA_TIME=1
 say "   target pid $big_pid ready"
 run_timed 300 /dev/null "$ckpt" checkpoint "$big_pid" --log "$work/big-null.log"
 record null "checkpoint to /dev/null, target kept" && check_target null "$big_pid" "target after the checkpoint"
+# the same job without ckpt, in the same conditions: dd of as many bytes into a new /dev/shm file, kept
+# while the checkpoint runs so that the checkpoint does not reuse its pages
+dd_blocks=$(((size + 3) / 4))
+run_timed 120 /dev/null dd if=/dev/zero of="$shm/dd" bs=4M count="$dd_blocks" status=none
+dd_gbps="$(gbps $((dd_blocks << 22)) "$T_US")"
+say "   reference: dd of $((dd_blocks * 4)) MiB into a new /dev/shm file: $dd_gbps GB/s"
 run_timed 300 "$work/ck.out" "$ckpt" checkpoint "$big_pid" -o "$big_img" --log "$work/big-cold.log"
+rm -f "$shm/dd"
 record cold "checkpoint to a new /dev/shm file, target kept" && check_target cold "$big_pid" "target after the checkpoint"
 { # (the shell's "Killed" notice for its child is silenced)
   run_timed 300 "$work/ck.out" "$ckpt" checkpoint "$big_pid" -o "$big_img" --kill --log "$work/big-kill.log"
@@ -254,8 +256,9 @@ for k in "${!R_RSS[@]}"; do ((R_RSS[$k] > big_rss)) && big_rss="${R_RSS[$k]}"; d
 echo
 echo "ckpt benchmark  ($(uname -r), $(nproc) CPUs, images on /dev/shm; GB = 1e9 bytes; rates = image bytes / wall time)"
 echo "load average at start: $load_start (other work on the machine skews every figure)"
-echo "memcpy reference: best $memcpy_best GB/s, median $memcpy_median GB/s (1 GiB buffer); first touch of new memory: $first_touch GB/s"
-echo "writing $size MiB into a new /dev/shm file (dd): $dd_gbps GB/s"
+echo "memcpy reference: best $memcpy_best GB/s, median $memcpy_median GB/s (1 GiB buffer)"
+echo "new memory: $first_touch GB/s touched page by page by a program, $populate GB/s populated by the kernel (MAP_POPULATE)"
+echo "dd of the same size into a new /dev/shm file, just before the checkpoint below: ${dd_gbps:-n/a} GB/s"
 echo
 printf '%-48s %11s %10s %8s %11s %9s\n' "measure ($size MiB target unless said)" "wall" "rate" "/memcpy" "target" "verdict"
 printf '%-48s %11s %10s %8s %11s %9s\n' "-------" "----" "----" "-------" "------" "-------"
