@@ -189,14 +189,20 @@ RSS_VIA_TIME=1
 say "   target pid $big_pid ready"
 run_timed 300 /dev/null "$ckpt" checkpoint "$big_pid" --log "$work/big-null.log"
 record null "checkpoint to /dev/null, target kept" && check_target null "$big_pid" "target after the checkpoint"
-# the same job without ckpt, in the same conditions: dd of as many bytes into a new /dev/shm file, kept
-# while the checkpoint runs so that the checkpoint does not reuse its pages
+# the same job without ckpt, in the same conditions: dd of as many bytes into a new /dev/shm file just
+# before and just after the checkpoint, each file kept so that no run reuses the pages of another
 dd_blocks=$(((size + 3) / 4))
-run_timed 120 /dev/null dd if=/dev/zero of="$shm/dd" bs=4M count="$dd_blocks" status=none
-dd_gbps="$(gbps $((dd_blocks << 22)) "$T_US")"
-say "   reference: dd of $((dd_blocks * 4)) MiB into a new /dev/shm file: $dd_gbps GB/s"
+dd_new() {   # dd_new FILE: prints the rate
+  run_timed 120 /dev/null dd if=/dev/zero of="$1" bs=4M count="$dd_blocks" status=none
+  gbps $((dd_blocks << 22)) "$T_US"
+}
+dd_before="$(dd_new "$shm/dd1")"
 run_timed 300 "$work/ck.out" "$ckpt" checkpoint "$big_pid" -o "$big_img" --log "$work/big-cold.log"
-rm -f "$shm/dd"
+ck_status=$STATUS ck_us=$T_US ck_rss=$RSS_KB
+dd_after="$(dd_new "$shm/dd2")"
+rm -f "$shm/dd1" "$shm/dd2"
+STATUS=$ck_status T_US=$ck_us RSS_KB=$ck_rss
+say "   reference: dd of $((dd_blocks * 4)) MiB into a new /dev/shm file: $dd_before GB/s before, $dd_after GB/s after the next checkpoint"
 record cold "checkpoint to a new /dev/shm file, target kept" && check_target cold "$big_pid" "target after the checkpoint"
 { # (the shell's "Killed" notice for its child is silenced)
   run_timed 300 "$work/ck.out" "$ckpt" checkpoint "$big_pid" -o "$big_img" --kill --log "$work/big-kill.log"
@@ -258,7 +264,7 @@ echo "ckpt benchmark  ($(uname -r), $(nproc) CPUs, images on /dev/shm; GB = 1e9 
 echo "load average at start: $load_start (other work on the machine skews every figure)"
 echo "memcpy reference: best $memcpy_best GB/s, median $memcpy_median GB/s (1 GiB buffer)"
 echo "new memory: $first_touch GB/s touched page by page by a program, $populate GB/s populated by the kernel (MAP_POPULATE)"
-echo "dd of the same size into a new /dev/shm file, just before the checkpoint below: ${dd_gbps:-n/a} GB/s"
+echo "dd of the same size into a new /dev/shm file, just before / after the 'new /dev/shm file' checkpoint: ${dd_before:-n/a} / ${dd_after:-n/a} GB/s"
 echo
 printf '%-48s %11s %10s %8s %11s %9s\n' "measure ($size MiB target unless said)" "wall" "rate" "/memcpy" "target" "verdict"
 printf '%-48s %11s %10s %8s %11s %9s\n' "-------" "----" "----" "-------" "------" "-------"
