@@ -67,7 +67,7 @@ say "pid $pid is gone; the last line it wrote was tick $last_tick. Image: $(stat
 bold "4. What the image holds (ckpt info, abridged)"
 say "\$ ckpt info $img"
 timeout 60 "$ckpt" info "$img" >"$work/info.txt" || die "ckpt info failed"
-grep -E '^  (format_version|tool_version|kernel):|^  (pid|comm|cmdline|cwd):|^memory \(|^  (page_bytes|records|image_bytes):|^fds \(|^  fd=|^threads \(' \
+grep -E '^  (format_version|tool_version|kernel):|^  (pid|comm|cmdline|cwd):|^memory \(|^  (page_bytes|records|image_bytes):|^fds \(|^  fd=|^threads \(|^  tid=' \
   "$work/info.txt" | show
 
 bold "5. Restart it from the image (--detach: print the pid and return, leaving it running)"
