@@ -1,0 +1,166 @@
+using System.Text;
+using Xunit;
+
+namespace Ckpt.Tests.EndToEnd;
+
+/// <summary>
+/// One end-to-end scenario: a bash script run under the reaper (a child subreaper that reaps orphans at
+/// once, logs their exit status to $REAPER_LOG and kills leftovers when the script ends), in its own
+/// work directory $W. Traced programs are only ever started by the script, never by this process.
+/// </summary>
+public sealed class E2eScript
+{
+    /// <summary>Helpers available to every script.</summary>
+    public const string Preamble = """
+        set -u
+        cd "$W"
+        # fail MESSAGE: ends the script with a reason the test shows
+        fail() { echo "SCRIPT-FAIL: $*"; exit 99; }
+        # wait_for FILE REGEX SECONDS: until FILE has a line matching REGEX
+        wait_for() {
+          local n=$(( $3 * 20 ))
+          until grep -qE "$2" "$1" 2>/dev/null; do n=$((n - 1)); [ $n -le 0 ] && return 1; sleep 0.05; done
+        }
+        # start OUTFILE CMD...: CMD in the background, stdin from /dev/null, stdout and stderr to OUTFILE; sets P
+        start() {
+          local o=$1; shift
+          "$@" </dev/null >"$o" 2>&1 &
+          P=$!
+        }
+        # reaped PID SECONDS: waits until the reaper reaped PID (an orphan); prints "exit N" or "signal N"
+        reaped() {
+          local n=$(( $2 * 20 ))
+          until grep -qE "^$1 " "$REAPER_LOG" 2>/dev/null; do n=$((n - 1)); [ $n -le 0 ] && return 1; sleep 0.05; done
+          grep -E "^$1 " "$REAPER_LOG" | tail -n 1 | cut -d' ' -f2-
+        }
+        # alive PID: a process (not a zombie) has PID
+        alive() { [ -e /proc/$1 ] && ! grep -q '^State:[[:space:]]*Z' /proc/$1/status 2>/dev/null; }
+        # ck ARGS...: the ckpt binary, with a timeout
+        ck() { timeout -k 5 "${CK_TIMEOUT:-60}" "$CKPT" "$@"; }
+        # checkpoint_kill: checkpoints $P into $W/img with --kill and reaps it
+        checkpoint_kill() {
+          ck checkpoint $P -o "$W/img" --kill --log "$W/ck.log" -v -v; local rc=$?
+          [ $rc -eq 0 ] || fail "checkpoint exited with $rc"
+          wait $P 2>/dev/null
+          alive $P && fail "pid $P is still running after checkpoint --kill"
+          return 0
+        }
+        # restart_detached: restarts $W/img with --detach and checks it printed $P
+        restart_detached() {
+          local r; r=$(ck restart -i "$W/img" --detach --log "$W/rs.log" -v -v); local rc=$?
+          [ $rc -eq 0 ] || fail "restart exited with $rc"
+          [ "$r" = "$P" ] || fail "restart printed '$r', expected pid $P"
+        }
+        # finish_detached: SIGUSR1 to the restored $P, then waits for its end and reports its status
+        finish_detached() {
+          kill -USR1 $P || fail "cannot signal the restored process $P"
+          local st; st=$(reaped $P 30) || fail "the restored process $P did not end within 30 s"
+          echo "RESTORED: $st"
+        }
+
+        """;
+
+    private readonly E2eEnvironment _env;
+    public string Name { get; }
+    public string W { get; }
+
+    public E2eScript(E2eEnvironment env, string name)
+    {
+        _env = env;
+        Name = name;
+        W = env.NewWorkDir(name);
+    }
+
+    /// <summary>Runs the script body (after the preamble) and returns what happened.</summary>
+    public E2eResult Run(string body, int timeoutSeconds = 90)
+    {
+        _env.RequireCkpt();
+        var reaper = _env.Program("reaper");
+        var script = Path.Combine(W, "script.sh");
+        File.WriteAllText(script, Preamble + body + "\n");
+        var env = new Dictionary<string, string>
+        {
+            ["W"] = W, ["CKPT"] = _env.Ckpt, ["BIN"] = _env.Bin, ["REAPER_LOG"] = Path.Combine(W, "reaper.log"),
+            ["PYTHON"] = _env.Python ?? "python3", ["LC_ALL"] = "C",
+        };
+        var r = Exec.Run(reaper, ["bash", script], TimeSpan.FromSeconds(timeoutSeconds), cwd: W, env: env);
+        return new E2eResult(this, r);
+    }
+
+    /// <summary>The standard round trip: start, READY, checkpoint --kill, restart --detach, SIGUSR1, verdict.</summary>
+    public static string RoundTrip(string command, string afterRestart = "", string before = "") => $"""
+        {before}
+        start "$W/out" {command}
+        wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+        checkpoint_kill
+        restart_detached
+        {afterRestart}
+        finish_detached
+        """;
+}
+
+public sealed class E2eResult(E2eScript script, Exec.Result run)
+{
+    public int Code => run.Code;
+    public string Stdout => run.Stdout;
+    public string Stderr => run.Stderr;
+    public string W => script.W;
+
+    public string File(string name)
+    {
+        var p = Path.Combine(W, name);
+        return System.IO.File.Exists(p) ? System.IO.File.ReadAllText(p) : "";
+    }
+
+    /// <summary>Everything there is to know when a test fails: the script's output and every log.</summary>
+    public string Diagnostics
+    {
+        get
+        {
+            var sb = new StringBuilder();
+            sb.Append($"\n===== {script.Name}: script exit {run.Code}{(run.TimedOut ? " (TIMED OUT, killed)" : "")}, work dir {W}\n");
+            sb.Append($"----- script stdout\n{run.Stdout}\n----- script stderr\n{run.Stderr}\n");
+            var files = Directory.GetFiles(W).Select(Path.GetFileName).OfType<string>()
+                .Where(f => f.EndsWith(".log") || f.EndsWith(".out") || f == "out" || f.EndsWith(".err") || f.EndsWith(".txt"))
+                .OrderBy(f => f == "out" ? "" : f);
+            foreach (var f in files)
+            {
+                var text = File(f);
+                if (text.Length > 20000) text = text[..10000] + "\n[...]\n" + text[^10000..];
+                sb.Append($"----- {f}\n{text}\n");
+            }
+            return sb.ToString();
+        }
+    }
+
+    /// <summary>The script ended normally (exit 0, no timeout).</summary>
+    public E2eResult AssertScriptOk()
+    {
+        Assert.True(run.Code == 0 && !run.TimedOut, $"the scenario script failed{Diagnostics}");
+        return this;
+    }
+
+    /// <summary>The program's verdict: a PASS line and no FAIL line in <paramref name="outFile"/>.</summary>
+    public E2eResult AssertPassed(string outFile = "out")
+    {
+        AssertScriptOk();
+        var o = File(outFile);
+        var lines = o.Split('\n');
+        Assert.True(lines.Contains("PASS") && !lines.Any(l => l.StartsWith("FAIL") || l.StartsWith("SETUP-ERROR")),
+            $"the program did not verify its state (no PASS in {outFile}){Diagnostics}");
+        return this;
+    }
+
+    /// <summary>The restored process ended with exit 0 (logged by the reaper through finish_detached).</summary>
+    public E2eResult AssertRestoredExit0()
+    {
+        Assert.True(run.Stdout.Contains("RESTORED: exit 0"), $"the restored process did not exit with status 0{Diagnostics}");
+        return this;
+    }
+
+    public void Cleanup()
+    {
+        // images are large: drop them once a test has passed
+        foreach (var f in Directory.GetFiles(W, "*img*")) System.IO.File.Delete(f);
+    }
+}

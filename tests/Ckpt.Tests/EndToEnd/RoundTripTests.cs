@@ -1,0 +1,158 @@
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Xunit;
+
+namespace Ckpt.Tests.EndToEnd;
+
+/// <summary>
+/// Checkpoint, kill and restart of programs that each hold one kind of state; every program verifies
+/// its own state after the restart and prints PASS or FAIL with the details.
+/// </summary>
+[Collection(EndToEndCollection.Name)]
+public sealed class RoundTripTests(E2eEnvironment env)
+{
+    [Fact]
+    public void Memory()
+    {
+        env.Program("memory");
+        var s = new E2eScript(env, "memory");
+        var r = s.Run(E2eScript.RoundTrip("\"$BIN/memory\" \"$W\"", afterRestart: """
+            ck info "$W/img" --json > "$W/info.json" || fail "ckpt info failed"
+            stat -c %s "$W/img" > "$W/imgsize.txt"
+            """));
+        r.AssertPassed().AssertRestoredExit0();
+
+        // the 64 GiB sparse region: only its touched pages are in the image
+        var m = Regex.Match(r.File("out"), @"^SPARSE ([0-9a-f]+) ([0-9a-f]+) (\d+)$", RegexOptions.Multiline);
+        Assert.True(m.Success, $"no SPARSE line{r.Diagnostics}");
+        using var info = JsonDocument.Parse(r.File("info.json"));
+        var regions = info.RootElement.GetProperty("memory").EnumerateArray().ToList();
+        var sparse = regions.FirstOrDefault(x => x.GetProperty("range").GetString() == $"{m.Groups[1].Value}-{m.Groups[2].Value}");
+        Assert.True(sparse.ValueKind == JsonValueKind.Object, $"the sparse region {m.Groups[1].Value}-{m.Groups[2].Value} is not in ckpt info{r.Diagnostics}");
+        Assert.Equal(long.Parse(m.Groups[3].Value), sparse.GetProperty("pages_saved").GetInt64());
+        Assert.Contains("noreserve", sparse.GetProperty("flags").GetString());
+        long imageBytes = long.Parse(r.File("imgsize.txt").Trim());
+        // 48 MiB mapping + 8 MiB malloc + 1 MiB brk + small things; nothing of the 64 GiB but 7 pages
+        Assert.True(imageBytes < 72L << 20, $"image is {imageBytes} bytes{r.Diagnostics}");
+        Assert.Equal(imageBytes, info.RootElement.GetProperty("totals").GetProperty("image_bytes").GetInt64());
+        r.Cleanup();
+    }
+
+    [Fact]
+    public void BlockedInPipeRead()
+    {
+        env.Program("pipe_read");
+        var r = new E2eScript(env, "pipe_read").Run(E2eScript.RoundTrip("\"$BIN/pipe_read\""));
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
+    /// <summary>Restarted without --detach: ckpt waits and exits with the program's status.</summary>
+    [Fact]
+    public void InNanosleep()
+    {
+        env.Program("sleeper");
+        var r = new E2eScript(env, "sleeper").Run("""
+            start "$W/out" "$BIN/sleeper"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            sleep 0.5
+            checkpoint_kill
+            grep -q '^slept' "$W/out" && fail "the checkpoint was not taken during the first sleep"
+            ck restart -i "$W/img" --log "$W/rs.log" -v -v; rc=$?
+            echo "RESTART-STATUS: $rc"
+            [ $rc -eq 0 ] || fail "restart (waiting for the program) exited with $rc"
+            """);
+        r.AssertPassed();
+        Assert.Contains("RESTART-STATUS: 0", r.Stdout);
+        r.Cleanup();
+    }
+
+    [Fact]
+    public void Files()
+    {
+        env.Program("files");
+        var r = new E2eScript(env, "files").Run(E2eScript.RoundTrip("\"$BIN/files\" \"$W/files\"", before: "mkdir -p \"$W/files\""));
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
+    [Fact]
+    public void Pipes()
+    {
+        env.Program("pipes");
+        var r = new E2eScript(env, "pipes").Run(E2eScript.RoundTrip("\"$BIN/pipes\""));
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
+    [Fact]
+    public void Signals()
+    {
+        env.Program("signals");
+        var r = new E2eScript(env, "signals").Run(E2eScript.RoundTrip("\"$BIN/signals\""));
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
+    [Fact]
+    public void FpuAvx2()
+    {
+        Assert.SkipUnless(env.HasAvx2, "this CPU has no AVX2");
+        env.Program("fpu_avx2");
+        var r = new E2eScript(env, "fpu_avx2").Run(E2eScript.RoundTrip("\"$BIN/fpu_avx2\""));
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
+    [Fact]
+    public void FpuAvx512()
+    {
+        Assert.SkipUnless(env.HasAvx512, "this CPU has no AVX-512 (the AVX2 part runs in FpuAvx2)");
+        env.Program("fpu_avx512");
+        var r = new E2eScript(env, "fpu_avx512").Run(E2eScript.RoundTrip("\"$BIN/fpu_avx512\""));
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
+    [Fact]
+    public void ProcessAttributes()
+    {
+        env.Program("attrs");
+        var r = new E2eScript(env, "attrs").Run(E2eScript.RoundTrip("\"$BIN/attrs\""));
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
+    /// <summary>
+    /// A program nobody here wrote: python3 computing a sha256 chain, checkpointed mid-way, killed,
+    /// restarted without --detach; its output must equal an uninterrupted run's.
+    /// </summary>
+    [Fact]
+    public void Python()
+    {
+        Assert.SkipWhen(env.Python == null, "python3 is not installed");
+        env.RequireCkpt();
+        const string program = """
+            import hashlib
+            N = 2000000
+            print("READY")
+            h = b"ckpt"; s = 0
+            for i in range(N):
+                h = hashlib.sha256(h).digest()
+                s = (s * 31 + h[0]) % 2305843009213693951
+                if i % 250000 == 0: print(i, s, h.hex()[:16])
+            print("RESULT", s, h.hex())
+            """;
+        var s = new E2eScript(env, "python");
+        File.WriteAllText(Path.Combine(s.W, "work.py"), program);
+        var r = s.Run("""
+            "$PYTHON" -u "$W/work.py" </dev/null >"$W/reference.out" 2>&1 || fail "the uninterrupted run failed"
+            start "$W/out" "$PYTHON" -u "$W/work.py"
+            wait_for "$W/out" '^250000 ' 15 || fail "python did not get going"
+            checkpoint_kill
+            grep -q RESULT "$W/out" && fail "python finished before the checkpoint"
+            ck restart -i "$W/img" --log "$W/rs.log" -v -v; rc=$?
+            echo "RESTART-STATUS: $rc"
+            [ $rc -eq 0 ] || fail "restart (waiting for python) exited with $rc"
+            cmp "$W/reference.out" "$W/out" || fail "the output differs from the uninterrupted run"
+            """);
+        r.AssertScriptOk();
+        Assert.Contains("RESTART-STATUS: 0", r.Stdout);
+        Assert.Contains("RESULT ", r.File("out"));
+        Assert.Equal(r.File("reference.out"), r.File("out"));
+        r.Cleanup();
+    }
+}
