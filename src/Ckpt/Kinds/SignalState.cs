@@ -47,14 +47,21 @@ public sealed class SignalState : IStateKind
             r.End();
             return;
         }
+        var saved = new Dictionary<int, KernelSigaction>();
         for (int i = 0; i < n; i++)
         {
             int sig = r.I32();
-            var act = new KernelSigaction { Handler = r.U64(), Flags = r.U64(), Restorer = r.U64(), Mask = r.U64() };
+            saved[sig] = new KernelSigaction { Handler = r.U64(), Flags = r.U64(), Restorer = r.U64(), Mask = r.U64() };
+        }
+        r.End();
+        // every signal: the saved action, or SIG_DFL (the vessel inherited ckpt's own handlers)
+        for (int sig = 1; sig <= 64; sig++)
+        {
+            if (sig is 9 or 19) continue;
+            var act = saved.GetValueOrDefault(sig);
             ulong a = ctx.PutScratch(0, MmState.StructBytes(ref act));
             ctx.Inject($"rt_sigaction({sig})", Nr.rt_sigaction, sig, (long)a, 0, 8);
         }
-        r.End();
     }
 
     public void Finish(RestoreContext ctx)
