@@ -97,7 +97,7 @@ public sealed class RegularFile : IFileKind
         string dir = Path.GetDirectoryName(path) is { Length: > 0 } d && Directory.Exists(d) ? d : "/tmp";
         int tmp = ctx.OpenInVessel(dir, FileCalls.O_TMPFILE | FileCalls.O_RDWR | FileCalls.O_CLOEXEC, (int)(mode & 0xfff));
         ctx.State<RestoreState>().Writers[objref] = ctx.GrabFd(tmp);
-        if ((flags & FileCalls.O_ACCMODE) == FileCalls.O_RDWR && (flags & FileCalls.O_APPEND) == 0) return tmp;
+        // always reopened: the O_TMPFILE description itself would report O_TMPFILE|O_DIRECTORY in F_GETFL
         int fd = ctx.OpenInVessel($"/proc/self/fd/{tmp}", (flags & OpenMask) | FileCalls.O_CLOEXEC);
         ctx.Inject("close", Nr.close, tmp);
         return fd;
