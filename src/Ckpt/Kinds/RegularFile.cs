@@ -113,6 +113,8 @@ public sealed class RegularFile : IFileKind
     {
         string dir = Path.GetDirectoryName(path) is { Length: > 0 } d && Directory.Exists(d) ? d : "/tmp";
         int tmp = ctx.OpenInVessel(dir, FileCalls.O_TMPFILE | FileCalls.O_RDWR | FileCalls.O_CLOEXEC, (int)(mode & 0xfff));
+        // the vessel's umask (still ckpt's own) applied to the creation mode: set the saved one
+        ctx.Inject("fchmod", Nr.fchmod, tmp, mode & 0xfff);
         ctx.State<RestoreState>().Writers[objref] = ctx.GrabFd(tmp);
         // always reopened: the O_TMPFILE description itself would report O_TMPFILE|O_DIRECTORY in F_GETFL
         int fd = ctx.OpenInVessel($"/proc/self/fd/{tmp}", (flags & OpenMask) | FileCalls.O_CLOEXEC);
