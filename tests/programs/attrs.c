@@ -5,6 +5,43 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/auxv.h>
+#include <sys/rseq.h>
+#include <sched.h>
+
+static void read_file(const char *path, char *buf, size_t n, ssize_t *len)
+{
+    int fd = open(path, O_RDONLY);
+    *len = fd < 0 ? -1 : read_full(fd, buf, n);
+    if (fd >= 0) close(fd);
+}
+
+/* The cpu the rseq area says this thread runs on (the kernel updates it only while registered). */
+static int rseq_cpu(void)
+{
+    struct rseq *rs = (struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset);
+    return (int)*(volatile uint32_t *)&rs->cpu_id;
+}
+
+/* Moves to each cpu in turn: the rseq area must follow. Returns the number of mismatches. */
+static int rseq_follows(void)
+{
+    int bad = 0;
+    cpu_set_t all, one;
+    sched_getaffinity(0, sizeof all, &all);
+    for (int cpu = 0; cpu < 2; cpu++) {
+        if (!CPU_ISSET(cpu, &all)) continue;
+        CPU_ZERO(&one);
+        CPU_SET(cpu, &one);
+        if (sched_setaffinity(0, sizeof one, &one) != 0) continue;
+        sched_yield();
+        unsigned int now;
+        syscall(SYS_getcpu, &now, NULL, NULL);
+        if (rseq_cpu() != (int)now) { say("rseq cpu_id %d while on cpu %u", rseq_cpu(), now); bad++; }
+    }
+    sched_setaffinity(0, sizeof all, &all);
+    return bad;
+}
 
 static volatile sig_atomic_t ticks;
 static void on_alrm(int sig) { (void)sig; ticks++; }
@@ -39,8 +76,18 @@ int main(void)
     MUST(sigaction(SIGALRM, &sa, NULL) == 0);
     struct itimerval it = { .it_interval = { 0, 50000 }, .it_value = { 0, 50000 } };
     MUST(setitimer(ITIMER_REAL, &it, NULL) == 0);
-    pid_t pid = getpid(), ppid = getppid();
-    (void)ppid;
+    pid_t pid = getpid();
+    static char exe0[1024], cmd0[4096], env0[16384], exe1[1024], cmd1[4096], env1[16384], aux0[1024], aux1[1024];
+    ssize_t exelen0 = readlink("/proc/self/exe", exe0, sizeof exe0), cmdlen0, envlen0;
+    read_file("/proc/self/cmdline", cmd0, sizeof cmd0, &cmdlen0);
+    read_file("/proc/self/environ", env0, sizeof env0, &envlen0);
+    ssize_t auxlen0, auxlen1;
+    read_file("/proc/self/auxv", aux0, sizeof aux0, &auxlen0);
+    unsigned long entry0 = getauxval(AT_ENTRY), phdr0 = getauxval(AT_PHDR), random0 = getauxval(AT_RANDOM);
+    unsigned long tidaddr0 = 0, tidaddr1 = 0;
+    MUST(prctl(PR_GET_TID_ADDRESS, &tidaddr0) == 0);
+    MUST(__rseq_size > 0);
+    MUST(rseq_follows() == 0);
 
     say("READY");
     e2e_wait_usr1();
@@ -78,6 +125,17 @@ int main(void)
     mode_t um = umask(0);
     CHECK(um == 0077, "umask is 0%o", um);
     CHECK(getpid() == pid, "pid is %d, was %d", getpid(), pid);
+    ssize_t exelen1 = readlink("/proc/self/exe", exe1, sizeof exe1), cmdlen1, envlen1;
+    CHECK(exelen1 == exelen0 && memcmp(exe0, exe1, exelen0) == 0, "/proc/self/exe is %.*s, was %.*s", (int)exelen1, exe1, (int)exelen0, exe0);
+    read_file("/proc/self/cmdline", cmd1, sizeof cmd1, &cmdlen1);
+    read_file("/proc/self/environ", env1, sizeof env1, &envlen1);
+    CHECK(cmdlen1 == cmdlen0 && memcmp(cmd0, cmd1, cmdlen0) == 0, "/proc/self/cmdline changed");
+    CHECK(envlen1 == envlen0 && memcmp(env0, env1, envlen0) == 0, "/proc/self/environ changed");
+    read_file("/proc/self/auxv", aux1, sizeof aux1, &auxlen1);
+    CHECK(auxlen1 == auxlen0 && memcmp(aux0, aux1, auxlen0) == 0, "/proc/self/auxv changed");
+    CHECK(getauxval(AT_ENTRY) == entry0 && getauxval(AT_PHDR) == phdr0 && getauxval(AT_RANDOM) == random0, "auxv changed");
+    CHECK(prctl(PR_GET_TID_ADDRESS, &tidaddr1) == 0 && tidaddr1 == tidaddr0, "clear_child_tid address 0x%lx, was 0x%lx", tidaddr1, tidaddr0);
+    CHECK(rseq_follows() == 0, "the rseq area is not updated by the kernel any more (not registered again)");
     CHECK(syscall(SYS_getpid) == pid && syscall(SYS_gettid) == pid, "kernel pid/tid differ");
     return e2e_finish();
 }

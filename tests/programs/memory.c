@@ -49,6 +49,16 @@ static void maps_perms(void *addr, char out[5])
     fclose(f);
 }
 
+/* Uses `kib` KiB of stack below the current frame (the stack mapping must grow down). */
+static __attribute__((noinline)) int deep_stack(size_t kib)
+{
+    volatile char big[kib * 1024];
+    for (size_t i = 0; i < sizeof big; i += 4096) big[i] = (char)i;
+    int sum = 0;
+    for (size_t i = 0; i < sizeof big; i += 4096) sum += big[i];
+    return sum;
+}
+
 static unsigned long vdso_in_maps(void)
 {
     FILE *f = fopen("/proc/self/maps", "r");
@@ -245,6 +255,13 @@ int main(int argc, char **argv)
     int st;
     CHECK(child > 0 && waitpid(child, &st, 0) == child, "fork/wait after restart");
     CHECK(shanon[5] == 0x5a, "shared anonymous mapping is not shared with a child any more");
+
+    /* the stack still grows down */
+    char stackperms[5];
+    maps_perms((void *)&stackbuf[0], stackperms);
+    CHECK(strcmp(stackperms, "rw-p") == 0, "stack is %s", stackperms);
+    deep_stack(2048);
+    say("stack grew by 2 MiB");
 
     /* the vDSO: at the same place, and giving sane time */
     CHECK(vdso_in_maps() == vdso_aux, "vdso at %lx, auxv says %lx", vdso_in_maps(), vdso_aux);

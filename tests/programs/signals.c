@@ -37,6 +37,8 @@ static void on_rtb(int sig, siginfo_t *si, void *uc)
     rtb_count++;
 }
 static void on_term(int sig) { (void)sig; term_count++; }
+static volatile int winch_count;
+static void on_winch(int sig) { (void)sig; winch_count++; }
 
 struct act { int sig; struct sigaction sa; };
 static struct act acts[65];
@@ -72,6 +74,10 @@ int main(void)
     sa.sa_flags = SA_RESETHAND | SA_NODEFER;
     MUST(sigaction(SIGTERM, &sa, NULL) == 0);
 
+    sa.sa_handler = on_winch;
+    sa.sa_flags = 0;
+    MUST(sigaction(SIGWINCH, &sa, NULL) == 0);
+
     signal(SIGHUP, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
     signal(SIGRTMIN + 9, SIG_IGN);
@@ -88,6 +94,7 @@ int main(void)
     /* pending while blocked: SIGUSR2 to this thread, RT_A twice to the process (queued with values),
      * RT_B to this thread with a value */
     MUST(raise(SIGUSR2) == 0);
+    MUST(kill(getpid(), SIGWINCH) == 0);   /* a standard signal on the shared queue */
     union sigval v;
     v.sival_int = 12345;
     MUST(sigqueue(getpid(), RT_A, v) == 0);
@@ -126,15 +133,16 @@ int main(void)
     sigpending(&pend_now);
     CHECK(memcmp(&mask_now, &mask_before, 8) == 0, "blocked mask 0x%lx, was 0x%lx", *(unsigned long *)&mask_now, *(unsigned long *)&mask_before);
     CHECK(memcmp(&pend_now, &pend_before, 8) == 0, "pending set 0x%lx, was 0x%lx", *(unsigned long *)&pend_now, *(unsigned long *)&pend_before);
-    CHECK(sigismember(&pend_now, SIGUSR2) && sigismember(&pend_now, RT_A) && sigismember(&pend_now, RT_B), "pending signals lost");
+    CHECK(sigismember(&pend_now, SIGUSR2) && sigismember(&pend_now, RT_A) && sigismember(&pend_now, RT_B) && sigismember(&pend_now, SIGWINCH), "pending signals lost");
     stack_t cur;
     CHECK(sigaltstack(NULL, &cur) == 0 && cur.ss_sp == altstack && cur.ss_size == ALTSZ && cur.ss_flags == 0,
           "sigaltstack is %p/%zu/flags %d", cur.ss_sp, cur.ss_size, cur.ss_flags);
-    CHECK(usr2_count == 0 && rta_count == 0 && rtb_count == 0, "a blocked signal was delivered early");
+    CHECK(usr2_count == 0 && rta_count == 0 && rtb_count == 0 && winch_count == 0, "a blocked signal was delivered early");
 
     /* unblock: every pending signal reaches its handler */
     MUST(sigprocmask(SIG_UNBLOCK, &block, NULL) == 0);
     CHECK(usr2_count == 1, "SIGUSR2 delivered %d times", usr2_count);
+    CHECK(winch_count == 1, "SIGWINCH (shared pending) delivered %d times", winch_count);
     CHECK(usr2_onstack, "SIGUSR2 handler did not run on the alternate stack");
     CHECK(usr2_code == SI_TKILL && usr2_pid == me, "SIGUSR2 siginfo: code %d pid %d", usr2_code, usr2_pid);
     CHECK(rta_count == 2, "real-time signal A delivered %d times, expected 2", rta_count);
