@@ -27,14 +27,28 @@ public sealed class E2eScript
           "$@" </dev/null >"$o" 2>&1 &
           P=$!
         }
-        # reaped PID SECONDS: waits until the reaper reaped PID (an orphan); prints "exit N" or "signal N"
+        # reaped PID SECONDS [SEEN]: waits until the reaper reaped PID (an orphan) more than SEEN (default 0)
+        # times; prints how the last one ended: "exit N" or "signal N"
         reaped() {
           local n=$(( $2 * 20 ))
-          until grep -qE "^$1 " "$REAPER_LOG" 2>/dev/null; do n=$((n - 1)); [ $n -le 0 ] && return 1; sleep 0.05; done
+          until [ "$(grep -cE "^$1 " "$REAPER_LOG" 2>/dev/null)" -gt "${3:-0}" ]; do n=$((n - 1)); [ $n -le 0 ] && return 1; sleep 0.05; done
           grep -E "^$1 " "$REAPER_LOG" | tail -n 1 | cut -d' ' -f2-
         }
+        # times_reaped PID: how many times the reaper reaped PID so far
+        times_reaped() { grep -cE "^$1 " "$REAPER_LOG" 2>/dev/null; }
         # alive PID: a process (not a zombie) has PID
         alive() { [ -e /proc/$1 ] && ! grep -q '^State:[[:space:]]*Z' /proc/$1/status 2>/dev/null; }
+        # wait_exit PID SECONDS: waits for the end of PID, a child of this script; returns its status (124 after
+        # SECONDS, once it was killed)
+        wait_exit() {
+          local n=$(( $2 * 20 ))
+          while alive $1; do
+            n=$((n - 1))
+            if [ $n -le 0 ]; then echo "wait_exit: $1 still running after $2 s, killed" >&2; kill -9 $1; wait $1 2>/dev/null; return 124; fi
+            sleep 0.05
+          done
+          wait $1
+        }
         # ck ARGS...: the ckpt binary, with a timeout
         ck() { timeout -k 5 "${CK_TIMEOUT:-60}" "$CKPT" "$@"; }
         # checkpoint_kill: checkpoints $P into $W/img with --kill and reaps it
@@ -53,8 +67,9 @@ public sealed class E2eScript
         }
         # finish_detached: SIGUSR1 to the restored $P, then waits for its end and reports its status
         finish_detached() {
+          local seen; seen=$(times_reaped $P)
           kill -USR1 $P || fail "cannot signal the restored process $P"
-          local st; st=$(reaped $P 30) || fail "the restored process $P did not end within 30 s"
+          local st; st=$(reaped $P 30 "$seen") || fail "the restored process $P did not end within 30 s"
           echo "RESTORED: $st"
         }
 

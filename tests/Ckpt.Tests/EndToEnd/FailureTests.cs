@@ -56,9 +56,9 @@ public sealed class FailureTests(E2eEnvironment env)
             wait_for "$W/tracer.out" '^TRACING' 10 || fail "the tracer did not attach"
             ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v -v 2>"$W/err.txt"; echo "RC: $?"
             alive $P || fail "the target died"
-            kill $T; wait $T
+            kill $T; wait_exit $T 10
             kill -USR1 $P
-            wait $P; echo "TARGET: $?"
+            wait_exit $P 20; echo "TARGET: $?"
             """);
         r.AssertPassed();
         Assert.True(Value(r, "RC") == 69, $"exit code should be 69 (not checkpointable){r.Diagnostics}");
@@ -82,7 +82,7 @@ public sealed class FailureTests(E2eEnvironment env)
             alive $P || fail "the target died"
             sleep 0.2
             kill -USR1 $P
-            wait $P; echo "TARGET: $?"
+            wait_exit $P 20; echo "TARGET: $?"
             """);
         r.AssertPassed();
         Assert.True(Value(r, "RC") == 69, $"exit code should be 69 (not checkpointable){r.Diagnostics}");
@@ -103,7 +103,7 @@ public sealed class FailureTests(E2eEnvironment env)
             ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v -v 2>"$W/err.txt"; echo "RC: $?"
             alive $P || fail "the target died"
             kill -USR1 $P
-            wait $P; echo "TARGET: $?"
+            wait_exit $P 20; echo "TARGET: $?"
             """);
         r.AssertPassed();
         Assert.True(Value(r, "RC") == 69, $"exit code should be 69 (not checkpointable){r.Diagnostics}");
@@ -123,7 +123,7 @@ public sealed class FailureTests(E2eEnvironment env)
             echo "RC: ${PIPESTATUS[0]}"
             alive $P || fail "the target died"
             kill -USR1 $P
-            wait $P; echo "TARGET: $?"
+            wait_exit $P 20; echo "TARGET: $?"
             """);
         r.AssertPassed();
         Assert.True(Value(r, "RC") is not 0 and not 124 and not 137, $"checkpoint should fail when its output closes{r.Diagnostics}");
@@ -132,26 +132,34 @@ public sealed class FailureTests(E2eEnvironment env)
     }
 
     /// <summary>
-    /// Truncated, corrupted and empty images: exit 65 with one line, and no process left with the pid;
-    /// then the intact image still restarts.
+    /// Truncated, corrupted, extended and empty images: exit 65 with one line, and no process left with
+    /// the pid (the vessel is created early, when the process record is read); then the intact image
+    /// still restarts.
     /// </summary>
     [Fact]
     public void RestartOfBadImages()
     {
         env.Program("pipe_read");
+        string[] kinds = ["trunc-head", "trunc-half", "trunc-last", "flip-half", "flip-trailer", "appended", "empty"];
         var r = new E2eScript(env, "bad-images").Run("""
             start "$W/out" "$BIN/pipe_read"
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
             checkpoint_kill
             size=$(stat -c %s "$W/img")
-            head -c $((size / 2)) "$W/img" > "$W/trunc.img"
-            cp "$W/img" "$W/bad.img"
-            off=$((size / 2))
-            b=$(od -An -tu1 -j$off -N1 "$W/bad.img" | tr -d ' ')
-            printf "$(printf '\\%03o' $((b ^ 0x5a)))" | dd of="$W/bad.img" bs=1 seek=$off conv=notrunc status=none
-            cmp -s "$W/img" "$W/bad.img" && fail "the byte was not changed"
+            # flip OFFSET FILE: changes one byte
+            flip() {
+              local b; b=$(od -An -tu1 -j$1 -N1 "$2" | tr -d ' ')
+              printf "$(printf '\\%03o' $((b ^ 0x5a)))" | dd of="$2" bs=1 seek=$1 conv=notrunc status=none
+            }
+            head -c 40 "$W/img" > "$W/trunc-head.img"
+            head -c $((size / 2)) "$W/img" > "$W/trunc-half.img"
+            head -c $((size - 1)) "$W/img" > "$W/trunc-last.img"
+            cp "$W/img" "$W/flip-half.img"; flip $((size / 2)) "$W/flip-half.img"
+            cp "$W/img" "$W/flip-trailer.img"; flip $((size - 3)) "$W/flip-trailer.img"
+            cmp -s "$W/img" "$W/flip-half.img" && fail "the byte was not changed"
+            { cat "$W/img"; echo x; } > "$W/appended.img"
             : > "$W/empty.img"
-            for k in trunc bad empty; do
+            for k in trunc-head trunc-half trunc-last flip-half flip-trailer appended empty; do
               ck restart -i "$W/$k.img" --log "$W/rs-$k.log" -v -v >"$W/$k.stdout" 2>"$W/$k.err"; echo "$k-RC: $?"
               alive $P && echo "$k-LEFT: $P"
             done
@@ -159,7 +167,7 @@ public sealed class FailureTests(E2eEnvironment env)
             finish_detached
             """);
         r.AssertPassed().AssertRestoredExit0();
-        foreach (var k in new[] { "trunc", "bad", "empty" })
+        foreach (var k in kinds)
         {
             Assert.True(Value(r, $"{k}-RC") == 65, $"restart of the {k} image should exit 65{r.Diagnostics}");
             OneLine(r, $"{k}.err");
@@ -181,11 +189,41 @@ public sealed class FailureTests(E2eEnvironment env)
             alive $P || fail "the target died"
             ck restart -i "$W/img" --detach --log "$W/rs.log" -v -v >"$W/rs.stdout" 2>"$W/err.txt"; echo "RC: $?"
             kill -USR1 $P
-            wait $P; echo "TARGET: $?"
+            wait_exit $P 20; echo "TARGET: $?"
             """);
         r.AssertPassed();
         Assert.True(Value(r, "RC") == 71, $"restart should exit 71 (conflict){r.Diagnostics}");
         Assert.Contains($"pid {Value(r, "PID")}", OneLine(r, "err.txt"));
+        Assert.Equal(0, Value(r, "TARGET"));
+        r.Cleanup();
+    }
+
+    /// <summary>
+    /// A checkpoint without --kill (with all its injected calls) leaves the target as it was: in the
+    /// middle of nanosleep, spinning with live vector registers, with pending signals and a running
+    /// interval timer, blocked in read().
+    /// </summary>
+    [Theory]
+    [InlineData("sleeper")]
+    [InlineData("fpu_avx2")]
+    [InlineData("signals")]
+    [InlineData("attrs")]
+    [InlineData("pipe_read")]
+    [InlineData("memory")]
+    public void CheckpointWithoutKillLeavesTargetUnharmed(string program)
+    {
+        env.Program(program);
+        var r = new E2eScript(env, $"no-kill-{program}").Run($"""
+            start "$W/out" "$BIN/{program}" {(program == "memory" ? "\"$W\"" : "")}
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            sleep 0.3
+            ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v -v; rc=$?
+            [ $rc -eq 0 ] || fail "checkpoint exited with $rc"
+            alive $P || fail "the target died"
+            [ {(program == "sleeper" ? 1 : 0)} = 1 ] || kill -USR1 $P
+            wait_exit $P 20; echo "TARGET: $?"
+            """);
+        r.AssertPassed();
         Assert.Equal(0, Value(r, "TARGET"));
         r.Cleanup();
     }
@@ -204,7 +242,7 @@ public sealed class FailureTests(E2eEnvironment env)
             ck checkpoint $P -o "$W/img2" --log "$W/ck2.log" || fail "checkpoint to an existing file failed"
             echo "MODES: $(stat -c %a "$W/img1") $(stat -c %a "$W/img2")"
             kill -USR1 $P
-            wait $P; echo "TARGET: $?"
+            wait_exit $P 20; echo "TARGET: $?"
             """);
         r.AssertPassed();
         Assert.True(r.Stdout.Contains("MODES: 600 600"), $"image files should have mode 0600{r.Diagnostics}");

@@ -116,6 +116,35 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.AssertPassed().AssertRestoredExit0().Cleanup();
     }
 
+    /// <summary>A restored process can be checkpointed and restarted again (its state is as checkpointable as the original's).</summary>
+    [Theory]
+    [InlineData("memory")]
+    [InlineData("files")]
+    [InlineData("pipes")]
+    [InlineData("signals")]
+    [InlineData("attrs")]
+    [InlineData("fpu_avx2")]
+    public void TwiceInARow(string program)
+    {
+        env.Program(program);
+        var r = new E2eScript(env, $"twice-{program}").Run($"""
+            mkdir -p "$W/files"
+            start "$W/out" "$BIN/{program}" {(program is "memory" ? "\"$W\"" : program is "files" ? "\"$W/files\"" : "")}
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            checkpoint_kill
+            restart_detached
+            mv "$W/ck.log" "$W/ck-1.log"; mv "$W/rs.log" "$W/rs-1.log"
+            sleep 0.2
+            ck checkpoint $P -o "$W/img" --kill --log "$W/ck.log" -v -v; rc=$?
+            [ $rc -eq 0 ] || fail "the second checkpoint exited with $rc"
+            st=$(reaped $P 10) || fail "the restored process did not die after the second checkpoint"
+            [ "$st" = "signal 9" ] || fail "the restored process ended with $st before the second checkpoint killed it"
+            restart_detached
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
     /// <summary>
     /// A program nobody here wrote: python3 computing a sha256 chain, checkpointed mid-way, killed,
     /// restarted without --detach; its output must equal an uninterrupted run's.
