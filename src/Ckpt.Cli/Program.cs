@@ -12,6 +12,7 @@ namespace Ckpt.Cli;
 public static class Program
 {
     private static volatile bool s_cancelled;
+    private static volatile int s_waitingFor;
 
     public static int Main(string[] args)
     {
@@ -74,8 +75,10 @@ public static class Program
 
     private static void OnSignal(PosixSignalContext c)
     {
-        s_cancelled = true;
         c.Cancel = true;
+        int child = s_waitingFor;
+        if (child != 0) ProcessCalls.Kill(child, c.Signal == PosixSignal.SIGINT ? 2 : 15);   // pass it on
+        else s_cancelled = true;                                                             // stop the operation
     }
 
     private static int Fail(string message, int code)
@@ -89,24 +92,30 @@ public static class Program
     private static int Checkpoint(int pid, string? output, bool kill, Log log)
     {
         int fd;
-        bool toFile = output != null && output != "-";
+        bool toFile = output != null && output != "-", regular = false;
         if (toFile)
         {
             fd = FileCalls.Open(output!, FileCalls.O_WRONLY | FileCalls.O_CREAT | FileCalls.O_TRUNC | FileCalls.O_CLOEXEC, 0x180 /* 0600 */);
             if (fd < 0) return Fail($"cannot create {output}: {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.Failure);
-            Sys.Call(91 /* fchmod */, fd, 0x180);
+            // an existing image file keeps its mode on O_CREAT: make it private too (never touch devices)
+            regular = FileCalls.FstatOrThrow(fd).Type == StatBuf.S_IFREG;
+            if (regular) Sys.Call(91 /* fchmod */, fd, 0x180);
         }
         else
         {
             if (!Console.IsOutputRedirected) return Fail("refusing to write an image to a terminal; use -o FILE or a pipe", ExitCodes.Usage);
             fd = 1;
         }
-        using var stream = new FileStream(new SafeFileHandle(fd, ownsHandle: toFile), FileAccess.Write, 0);
+        using var file = new FileStream(new SafeFileHandle(fd, ownsHandle: toFile), FileAccess.Write, 0);
+        var progress = StderrIsTerminal ? new ProgressStream(file, "written") : null;
+        Stream stream = progress ?? (Stream)file;
         bool ok = false;
         try
         {
             var sw = System.Diagnostics.Stopwatch.StartNew();
-            var r = Checkpointer.Run(pid, stream, new CheckpointOptions { Kill = kill, Log = log, Cancelled = () => s_cancelled });
+            CheckpointResult r;
+            try { r = Checkpointer.Run(pid, stream, new CheckpointOptions { Kill = kill, Log = log, Cancelled = () => s_cancelled }); }
+            finally { progress?.Done(); }
             ok = true;
             if (StderrIsTerminal)
                 Console.Error.WriteLine($"ckpt: checkpointed pid {pid}: {r.Bytes / 1048576.0:F1} MiB, {r.Records} records in {sw.Elapsed.TotalMilliseconds:F0} ms{(kill ? "; process killed" : "")}");
@@ -114,27 +123,37 @@ public static class Program
         }
         finally
         {
-            if (!ok && toFile) File.Delete(output!);
+            // a failed checkpoint leaves no partial image behind (only ever a regular file we wrote)
+            if (!ok && regular) File.Delete(output!);
         }
     }
 
     private static int Restart(string? input, bool detach, bool frozen, Log log)
     {
+        if ((input == null || input == "-") && !Console.IsInputRedirected)
+            return Fail("refusing to read an image from a terminal; use -i FILE or a pipe", ExitCodes.Usage);
         Stream stream = input == null || input == "-"
             ? new FileStream(new SafeFileHandle(0, ownsHandle: false), FileAccess.Read, 0)
             : OpenInput(input);
         int pid;
+        var progress = StderrIsTerminal ? new ProgressStream(stream, "read") : null;
         using (stream)
-            pid = Restorer.Run(stream, new RestoreOptions { Detach = detach, Frozen = frozen, Cancelled = () => s_cancelled }, log);
+        {
+            try { pid = Restorer.Run(progress ?? stream, new RestoreOptions { Detach = detach, Frozen = frozen, Cancelled = () => s_cancelled }, log); }
+            finally { progress?.Done(); }
+        }
         if (detach || frozen)
         {
             Console.Out.WriteLine(pid);
             return ExitCodes.Ok;
         }
-        // like running it: wait for the process and exit with its status
+        // like running it: wait for the process and exit with its status; a SIGTERM or SIGINT sent to
+        // ckpt from now on is passed on to it
+        s_waitingFor = pid;
         while (true)
         {
             int r = Ptrace.WaitAny(out int st, 0);
+            if (r == -Errors.EINTR) continue;
             if (r == pid || r < 0)
             {
                 if (r < 0) return Fail($"lost track of pid {pid}", ExitCodes.Internal);

@@ -22,8 +22,6 @@ public sealed record CheckpointResult(long Bytes, long Records, TimeSpan Frozen)
 /// </summary>
 public static class Checkpointer
 {
-    public const int PF_KTHREAD = 0x00200000;
-
     public static CheckpointResult Run(int pid, Stream output, CheckpointOptions opt)
     {
         Validate(pid);
@@ -35,17 +33,13 @@ public static class Checkpointer
         if (pid <= 0 || !Directory.Exists($"/proc/{pid}"))
             throw new CkptException($"no process with pid {pid}", ExitCodes.NoTarget);
         if (pid == Environment.ProcessId) throw new CkptException("ckpt cannot checkpoint itself", ExitCodes.NoTarget);
-        string[] f;
-        try { f = MmState.ReadStatFields(pid); }
+        ProcStat f;
+        ProcStatus status;
+        try { f = ProcStat.Read(pid); status = ProcStatus.Read(pid); }
         catch (IOException) { throw new CkptException($"no process with pid {pid}", ExitCodes.NoTarget); }
-        if ((long.Parse(f[6]) & PF_KTHREAD) != 0) throw new NotCheckpointableException(pid, "it is a kernel thread");
-        if (f[0] == "Z") throw new NotCheckpointableException(pid, "it is a zombie (exited, not yet reaped)");
-        int tgid = 0, tracer = 0;
-        foreach (var line in File.ReadLines($"/proc/{pid}/status"))
-        {
-            if (line.StartsWith("Tgid:")) tgid = int.Parse(line[5..].Trim());
-            else if (line.StartsWith("TracerPid:")) tracer = int.Parse(line[10..].Trim());
-        }
+        if (f.IsKernelThread) throw new NotCheckpointableException(pid, "it is a kernel thread");
+        if (f.State == 'Z') throw new NotCheckpointableException(pid, "it is a zombie (exited, not yet reaped)");
+        int tgid = status.Tgid, tracer = status.TracerPid;
         if (tgid != pid) throw new NotCheckpointableException(pid, $"it is a thread of process {tgid}; checkpoint the process");
         if (tracer != 0)
             throw new NotCheckpointableException(pid, $"it is already traced by pid {tracer} (a debugger or strace); detach that first");
@@ -123,8 +117,10 @@ public static class Checkpointer
         {
             if (kill)
             {
+                // SIGKILL while still stopped: it never runs another instruction. Its exit (freeing its
+                // memory) is not waited for; its parent reaps it.
                 task.Kill();
-                try { Ptrace.Wait(task.Tid); } catch (SyscallException) { }
+                task.TryDetach();
                 return;
             }
             if (ctx != null && ctx.Scratch != 0) task.Inject(Nr.munmap, (long)ctx.Scratch, CheckpointContext.ScratchSize);

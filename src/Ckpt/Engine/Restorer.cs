@@ -14,11 +14,14 @@ public static class Restorer
 {
     public static int Run(Stream input, RestoreOptions opt, Log log)
     {
-        var reader = new ImageReader(input);
+        var reader = new ImageReader(input, payloadRing: ReadAhead + 2);
         var header = ImageHeader.Read(reader);
         CheckHeader(header);
         return TracerThread.Run(() => RunTraced(reader, header, opt, log));
     }
+
+    /// <summary>Records read and verified ahead of the one being restored.</summary>
+    private const int ReadAhead = 2;
 
     public static void CheckHeader(ImageHeader h)
     {
@@ -33,7 +36,8 @@ public static class Restorer
         {
             using (log.Phase("read and rebuild"))
             {
-                while (reader.Next() is { } rec)
+                using var ahead = new ReadAheadQueue(reader, ReadAhead);
+                while (ahead.Next() is { } rec)
                 {
                     ctx.ThrowIfCancelled();
                     KindTable.ForRecord(rec).Restore(ctx, rec);
@@ -57,5 +61,50 @@ public static class Restorer
             }
             throw;
         }
+    }
+}
+
+/// <summary>
+/// Reads and verifies records on its own thread, a few ahead of the tracer thread that restores them
+/// (the reader's payload ring keeps those records valid). Errors arrive in stream order.
+/// </summary>
+internal sealed class ReadAheadQueue : IDisposable
+{
+    private readonly System.Collections.Concurrent.BlockingCollection<(Record? Rec, Exception? Error)> _queue;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Thread _thread;
+
+    public ReadAheadQueue(ImageReader reader, int ahead)
+    {
+        _queue = new(boundedCapacity: ahead);
+        _thread = new Thread(() =>
+        {
+            try
+            {
+                while (true)
+                {
+                    Record? r;
+                    try { r = reader.Next(); }
+                    catch (Exception e) { _queue.Add((null, e), _stop.Token); return; }
+                    _queue.Add((r, null), _stop.Token);
+                    if (r == null) return;
+                }
+            }
+            catch (OperationCanceledException) { }
+        }) { Name = "ckpt-read", IsBackground = true };
+        _thread.Start();
+    }
+
+    public Record? Next()
+    {
+        var (rec, error) = _queue.Take();
+        if (error != null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(error);
+        return rec;
+    }
+
+    public void Dispose()
+    {
+        _stop.Cancel();
+        _thread.Join(1000); // a reader blocked on a slow input pipe is a background thread: leave it
     }
 }

@@ -26,7 +26,8 @@ public sealed class ImageReader
     private readonly Stream _in;
     private readonly byte[] _buf;
     private int _pos, _end;
-    private byte[] _payload = new byte[1 << 16];
+    private readonly byte[][] _payloads;
+    private int _slot;
     private readonly XxHash3 _stream = new();
     private readonly XxHash3 _record = new();
     private long _offset;   // stream offset of _buf[_pos]
@@ -37,9 +38,15 @@ public sealed class ImageReader
     public long Position => _offset;
     public bool Finished => _trailerSeen;
 
-    public ImageReader(Stream input, int bufferSize = 1 << 20)
+    /// <param name="payloadRing">
+    /// How many payload buffers rotate: a returned record stays valid until that many more calls to
+    /// <see cref="Next"/>, so a consumer thread can use it while this reader reads ahead.
+    /// </param>
+    public ImageReader(Stream input, int bufferSize = 1 << 20, int payloadRing = 1)
     {
         _in = input;
+        _payloads = new byte[Math.Max(1, payloadRing)][];
+        for (int i = 0; i < _payloads.Length; i++) _payloads[i] = new byte[1 << 16];
         _buf = new byte[bufferSize];
         Span<byte> start = stackalloc byte[12];
         if (!TryFill(start)) throw new ImageFormatException("not a ckpt image: the input is empty or shorter than the image magic");
@@ -53,20 +60,23 @@ public sealed class ImageReader
     /// <summary>The next record, or null after the trailer (which is verified and not returned).</summary>
     public Record? Next()
     {
+        Span<byte> hdr = stackalloc byte[ImageWriter.HeaderSize];
+        Span<byte> sum = stackalloc byte[ImageWriter.ChecksumSize];
+        Span<byte> one = stackalloc byte[1];
         while (true)
         {
             if (_trailerSeen) return null;
             long at = _offset;
-            Span<byte> hdr = stackalloc byte[ImageWriter.HeaderSize];
             if (!TryFill(hdr)) throw new ImageFormatException($"image is truncated: it ends at offset {at} without a trailer");
             var kind = (RecordKind)BinaryPrimitives.ReadUInt32LittleEndian(hdr);
             var flags = (RecordFlags)BinaryPrimitives.ReadUInt32LittleEndian(hdr[4..]);
             ulong len = BinaryPrimitives.ReadUInt64LittleEndian(hdr[8..]);
             if (len > MaxRecordLength)
                 throw new ImageFormatException($"image is corrupted: record at offset {at} claims {len} bytes");
-            if (_payload.Length < (int)len) _payload = new byte[Math.Max((int)len, _payload.Length * 2)];
-            var payload = _payload.AsSpan(0, (int)len);
-            Span<byte> sum = stackalloc byte[ImageWriter.ChecksumSize];
+            _slot = (_slot + 1) % _payloads.Length;
+            ref var buffer = ref _payloads[_slot];
+            if (buffer.Length < (int)len) buffer = new byte[Math.Max((int)len, buffer.Length * 2)];
+            var payload = buffer.AsSpan(0, (int)len);
             if (!TryFill(payload) || !TryFill(sum))
                 throw new ImageFormatException($"image is truncated: record at offset {at} is cut short");
             _record.Reset();
@@ -82,7 +92,6 @@ public sealed class ImageReader
                 if (count != (ulong)_records || bytes != (ulong)at || hash != _stream.GetCurrentHashAsUInt64())
                     throw new ImageFormatException($"image is corrupted: the trailer does not match the {_records} records before it");
                 _trailerSeen = true;
-                Span<byte> one = stackalloc byte[1];
                 if (TryFill(one)) throw new ImageFormatException($"image is corrupted: data follows the trailer at offset {_offset - 1}");
                 return null;
             }
@@ -94,7 +103,7 @@ public sealed class ImageReader
                 if ((flags & RecordFlags.Optional) != 0) continue;
                 throw new ImageFormatException($"image holds a record of unknown kind {(uint)kind} at offset {at}; it needs a newer ckpt");
             }
-            return new Record(kind, flags, _payload.AsMemory(0, (int)len), at);
+            return new Record(kind, flags, buffer.AsMemory(0, (int)len), at);
         }
     }
 

@@ -43,17 +43,58 @@ public sealed class ImageWriter : IDisposable
     /// <summary>Writes one record whose payload is the concatenation of two parts (e.g. page addresses, then pages).</summary>
     public void Write(RecordKind kind, ReadOnlySpan<byte> part1, ReadOnlySpan<byte> part2, RecordFlags flags = RecordFlags.None)
     {
-        if (_finished) throw new InvalidOperationException("image already finished");
+        CheckLength(kind, part1, part2);
         Span<byte> hdr = stackalloc byte[HeaderSize];
-        BinaryPrimitives.WriteUInt32LittleEndian(hdr, (uint)kind);
-        BinaryPrimitives.WriteUInt32LittleEndian(hdr[4..], (uint)flags);
-        BinaryPrimitives.WriteUInt64LittleEndian(hdr[8..], (ulong)(part1.Length + part2.Length));
+        Header(hdr, kind, flags, part1.Length + part2.Length);
         _record.Reset();
         _record.Append(hdr);
         _record.Append(part1);
         _record.Append(part2);
+        Emit(hdr, part1, part2, _record.GetCurrentHashAsUInt64());
+    }
+
+    /// <summary>
+    /// The checksum a record will carry; lets a producer thread hash a large record while the writer
+    /// thread writes the previous one (see <see cref="WriteChecksummed"/>).
+    /// </summary>
+    public static ulong Checksum(RecordKind kind, ReadOnlySpan<byte> part1, ReadOnlySpan<byte> part2, RecordFlags flags = RecordFlags.None)
+    {
+        Span<byte> hdr = stackalloc byte[HeaderSize];
+        Header(hdr, kind, flags, part1.Length + part2.Length);
+        var h = new XxHash3();
+        h.Append(hdr);
+        h.Append(part1);
+        h.Append(part2);
+        return h.GetCurrentHashAsUInt64();
+    }
+
+    /// <summary>Writes a record whose checksum was computed with <see cref="Checksum"/>.</summary>
+    public void WriteChecksummed(RecordKind kind, ReadOnlySpan<byte> part1, ReadOnlySpan<byte> part2, ulong checksum, RecordFlags flags = RecordFlags.None)
+    {
+        CheckLength(kind, part1, part2);
+        Span<byte> hdr = stackalloc byte[HeaderSize];
+        Header(hdr, kind, flags, part1.Length + part2.Length);
+        Emit(hdr, part1, part2, checksum);
+    }
+
+    private void CheckLength(RecordKind kind, ReadOnlySpan<byte> part1, ReadOnlySpan<byte> part2)
+    {
+        if (_finished) throw new InvalidOperationException("image already finished");
+        if ((long)part1.Length + part2.Length > ImageReader.MaxRecordLength)
+            throw new ArgumentException($"a {kind} record of {(long)part1.Length + part2.Length} bytes exceeds the {ImageReader.MaxRecordLength}-byte record limit");
+    }
+
+    private static void Header(Span<byte> hdr, RecordKind kind, RecordFlags flags, int length)
+    {
+        BinaryPrimitives.WriteUInt32LittleEndian(hdr, (uint)kind);
+        BinaryPrimitives.WriteUInt32LittleEndian(hdr[4..], (uint)flags);
+        BinaryPrimitives.WriteUInt64LittleEndian(hdr[8..], (ulong)length);
+    }
+
+    private void Emit(ReadOnlySpan<byte> hdr, ReadOnlySpan<byte> part1, ReadOnlySpan<byte> part2, ulong checksum)
+    {
         Span<byte> sum = stackalloc byte[ChecksumSize];
-        BinaryPrimitives.WriteUInt64LittleEndian(sum, _record.GetCurrentHashAsUInt64());
+        BinaryPrimitives.WriteUInt64LittleEndian(sum, checksum);
         Put(hdr); Put(part1); Put(part2); Put(sum);
         _stream.Append(hdr);
         _stream.Append(sum);
@@ -94,5 +135,6 @@ public sealed class ImageWriter : IDisposable
         _out.Flush();
     }
 
-    public void Dispose() { }
+    /// <summary>Flushes what is buffered; an image without <see cref="Finish"/> stays incomplete (no trailer).</summary>
+    public void Dispose() => Flush();
 }

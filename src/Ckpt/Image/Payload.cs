@@ -55,7 +55,7 @@ public ref struct PayloadReader
 
     private ReadOnlySpan<byte> Take(int n)
     {
-        if (n < 0 || _pos + n > _data.Length)
+        if (n < 0 || (long)_pos + n > _data.Length)
             throw new ImageFormatException($"{_kind} record is shorter than its fields (need {n} bytes at offset {_pos} of {_data.Length})");
         var s = _data.Slice(_pos, n);
         _pos += n;
@@ -69,7 +69,12 @@ public ref struct PayloadReader
     public ulong U64() => BinaryPrimitives.ReadUInt64LittleEndian(Take(8));
     public long I64() => BinaryPrimitives.ReadInt64LittleEndian(Take(8));
     public ReadOnlySpan<byte> Raw(int n) => Take(n);
-    public ReadOnlySpan<byte> Bytes() => Take(checked((int)U32()));
+    public ReadOnlySpan<byte> Bytes()
+    {
+        uint n = U32();
+        if (n > (uint)Remaining) throw new ImageFormatException($"{_kind} record: a field claims {n} bytes, only {Remaining} remain");
+        return Take((int)n);
+    }
     public string Str() => Encoding.UTF8.GetString(Bytes());
 
     public string[] Strs()

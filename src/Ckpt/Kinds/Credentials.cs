@@ -1,7 +1,7 @@
-using System.Globalization;
 using Ckpt.Engine;
 using Ckpt.Image;
 using Ckpt.Native;
+using Ckpt.Proc;
 
 namespace Ckpt.Kinds;
 
@@ -24,30 +24,15 @@ public sealed class Credentials : IStateKind
         public ulong Inh, Prm, Eff, Bnd, Amb;
     }
 
-    private static Dictionary<string, string> Status(int pid)
-    {
-        var d = new Dictionary<string, string>();
-        foreach (var line in File.ReadAllLines($"/proc/{pid}/status"))
-        {
-            int c = line.IndexOf(':');
-            if (c > 0) d[line[..c]] = line[(c + 1)..].Trim();
-        }
-        return d;
-    }
-
-    private static uint[] Ids(string s) => s.Split((char[])['\t', ' '], StringSplitOptions.RemoveEmptyEntries).Select(uint.Parse).ToArray();
-
     public void Checkpoint(CheckpointContext ctx)
     {
-        var st = Status(ctx.Pid);
+        var st = ProcStatus.Read(ctx.Pid);
         var p = new PayloadWriter();
-        foreach (var u in Ids(st["Uid"])) p.U32(u);
-        foreach (var g in Ids(st["Gid"])) p.U32(g);
-        var groups = Ids(st.GetValueOrDefault("Groups", ""));
-        p.U32((uint)groups.Length);
-        foreach (var g in groups) p.U32(g);
-        foreach (var k in new[] { "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb" })
-            p.U64(ulong.Parse(st[k], NumberStyles.HexNumber));
+        foreach (var u in st.Uid) p.U32(u);
+        foreach (var g in st.Gid) p.U32(g);
+        p.U32((uint)st.Groups.Length);
+        foreach (var g in st.Groups) p.U32(g);
+        p.U64(st.CapInh).U64(st.CapPrm).U64(st.CapEff).U64(st.CapBnd).U64(st.CapAmb);
         ctx.Image.Write(RecordKind.Credentials, p);
     }
 

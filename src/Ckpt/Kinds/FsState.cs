@@ -2,6 +2,7 @@ using System.Text;
 using Ckpt.Engine;
 using Ckpt.Image;
 using Ckpt.Native;
+using Ckpt.Proc;
 
 namespace Ckpt.Kinds;
 
@@ -19,9 +20,7 @@ public sealed class FsState : IStateKind
     {
         string cwd = MmState.ProcLink($"/proc/{ctx.Pid}/cwd"), root = MmState.ProcLink($"/proc/{ctx.Pid}/root");
         if (cwd.EndsWith(" (deleted)")) throw new NotCheckpointableException(ctx.Pid, $"its current directory {cwd} was deleted");
-        uint umask = 0;
-        foreach (var line in File.ReadLines($"/proc/{ctx.Pid}/status"))
-            if (line.StartsWith("Umask:")) umask = Convert.ToUInt32(line[6..].Trim(), 8);
+        uint umask = (uint)(ProcStatus.Read(ctx.Pid).Umask ?? 18 /* 022 */);
         ctx.Image.Write(RecordKind.FsState, new PayloadWriter().Str(cwd).Str(root).U32(umask));
     }
 

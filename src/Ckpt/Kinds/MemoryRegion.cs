@@ -41,19 +41,52 @@ public sealed unsafe class MemoryRegion : IStateKind
 
     public void Checkpoint(CheckpointContext ctx)
     {
-        using var pagemap = new FileStream($"/proc/{ctx.Pid}/pagemap", FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 0);
-        var pager = new PageCopier(ctx);
-        foreach (var v in ctx.Vmas)
+        // first the plan: every region with the runs of pages it saves, cut into chunks
+        var plan = new List<(VmaInfo Vma, Backing Backing, long Pages, int FirstChunk, int Chunks)>();
+        var chunks = new List<List<(ulong Addr, int Pages)>>();
+        using (var pagemap = new FileStream($"/proc/{ctx.Pid}/pagemap", FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 0))
+        {
+            foreach (var v in ctx.Vmas)
+            {
+                if (v.Path == "[vsyscall]") continue;
+                var backing = Classify(ctx.Pid, v);
+                var runs = backing is Backing.FileShared or Backing.Vdso ? [] : PresentRuns(pagemap, v, backing);
+                int first = chunks.Count;
+                CutChunks(runs, chunks);
+                plan.Add((v, backing, runs.Sum(r => (long)r.Pages), first, chunks.Count - first));
+            }
+        }
+        // then the pages: a reader thread pulls chunks out of the target and checksums them while
+        // this thread writes the records, in order
+        using var copier = new PageCopier(ctx.Pid, chunks);
+        foreach (var (v, backing, pages, first, n) in plan)
         {
             ctx.ThrowIfCancelled();
-            if (v.Path == "[vsyscall]") continue;
-            var backing = Classify(ctx.Pid, v);
-            var runs = backing is Backing.FileShared or Backing.Vdso ? [] : PresentRuns(pagemap, v, backing);
-            long pages = runs.Sum(r => (long)r.Pages);
             WriteVma(ctx, v, backing, pages);
-            if (pages > 0) pager.Copy(runs);
+            for (int i = 0; i < n; i++)
+            {
+                var c = copier.Take(first + i);
+                ctx.Image.WriteChecksummed(RecordKind.Pages, c.Head.AsSpan(0, c.HeadLength), c.Data.AsSpan(0, c.DataLength), c.Checksum);
+                copier.Return(c);
+            }
         }
-        pager.Dispose();
+    }
+
+    private static void CutChunks(List<(ulong Addr, int Pages)> runs, List<List<(ulong Addr, int Pages)>> chunks)
+    {
+        int i = 0;
+        while (i < runs.Count)
+        {
+            var chunk = new List<(ulong, int)>();
+            int pages = 0;
+            while (i < runs.Count && chunk.Count < MaxRunsPerChunk && pages + runs[i].Pages <= ChunkPages)
+            {
+                chunk.Add(runs[i]);
+                pages += runs[i].Pages;
+                i++;
+            }
+            chunks.Add(chunk);
+        }
     }
 
     private static Backing Classify(int pid, VmaInfo v)
@@ -133,61 +166,119 @@ public sealed unsafe class MemoryRegion : IStateKind
         ctx.Image.Write(RecordKind.Vma, p);
     }
 
-    /// <summary>Reads runs of pages out of the target into chunk buffers and writes Pages records.</summary>
-    private sealed class PageCopier(CheckpointContext ctx) : IDisposable
+    /// <summary>One chunk read out of the target: the Pages record's two parts and its checksum.</summary>
+    private sealed class Chunk
     {
-        private readonly byte[] _data = GC.AllocateUninitializedArray<byte>(ChunkPages * PageSize, pinned: true);
-        private readonly byte[] _head = new byte[4 + MaxRunsPerChunk * 12];
-        private readonly Iovec[] _local = new Iovec[MaxRunsPerChunk];
-        private readonly Iovec[] _remote = new Iovec[MaxRunsPerChunk];
+        public readonly byte[] Data = GC.AllocateUninitializedArray<byte>(ChunkPages * PageSize, pinned: true);
+        public readonly byte[] Head = new byte[4 + MaxRunsPerChunk * 12];
+        public int Index, HeadLength, DataLength;
+        public ulong Checksum;
+        public Exception? Error;
+    }
+
+    /// <summary>
+    /// Reads chunks of pages out of the target on its own thread (process_vm_readv needs no ptrace
+    /// stop ownership), a few buffers ahead of the writer. Falls back to /proc/PID/mem for pages the
+    /// target cannot read itself (PROT_NONE).
+    /// </summary>
+    private sealed class PageCopier : IDisposable
+    {
+        private const int Buffers = 3;
+        private readonly int _pid;
+        private readonly List<List<(ulong Addr, int Pages)>> _chunks;
+        private readonly System.Collections.Concurrent.BlockingCollection<Chunk> _free = new();
+        private readonly System.Collections.Concurrent.BlockingCollection<Chunk> _full = new();
+        private readonly CancellationTokenSource _stop = new();
+        private readonly Thread? _thread;
         private int _mem = -1;
 
-        public void Copy(List<(ulong Addr, int Pages)> runs)
+        public PageCopier(int pid, List<List<(ulong Addr, int Pages)>> chunks)
         {
-            int i = 0;
-            while (i < runs.Count)
-            {
-                ctx.ThrowIfCancelled();
-                int nruns = 0, pages = 0;
-                while (i < runs.Count && nruns < MaxRunsPerChunk && pages + runs[i].Pages <= ChunkPages)
-                {
-                    var (a, n) = runs[i];
-                    BinaryPrimitives.WriteUInt64LittleEndian(_head.AsSpan(4 + nruns * 12), a);
-                    BinaryPrimitives.WriteUInt32LittleEndian(_head.AsSpan(12 + nruns * 12), (uint)n);
-                    _remote[nruns] = new Iovec { Base = (nint)a, Len = (nuint)(n * PageSize) };
-                    pages += n; nruns++; i++;
-                }
-                BinaryPrimitives.WriteUInt32LittleEndian(_head, (uint)nruns);
-                Read(nruns, pages);
-                ctx.Image.Write(RecordKind.Pages, _head.AsSpan(0, 4 + nruns * 12), _data.AsSpan(0, pages * PageSize));
-            }
+            _pid = pid;
+            _chunks = chunks;
+            if (chunks.Count == 0) return;
+            for (int i = 0; i < Math.Min(Buffers, chunks.Count); i++) _free.Add(new Chunk());
+            _thread = new Thread(Run) { Name = "ckpt-pages", IsBackground = true };
+            _thread.Start();
         }
 
-        private void Read(int nruns, int pages)
+        public Chunk Take(int index)
         {
-            fixed (byte* d = _data)
-            fixed (Iovec* l = _local)
-            fixed (Iovec* r = _remote)
+            var c = _full.Take();
+            if (c.Error != null) throw new AggregateException("reading pages failed", c.Error).InnerException!;
+            if (c.Index != index) throw new InvalidOperationException($"page chunk {c.Index} arrived for {index}");
+            return c;
+        }
+
+        public void Return(Chunk c) => _free.Add(c);
+
+        private void Run()
+        {
+            try
+            {
+                for (int i = 0; i < _chunks.Count; i++)
+                {
+                    var c = _free.Take(_stop.Token);
+                    try { Fill(c, i); }
+                    catch (Exception e) { c.Error = e; _full.Add(c); return; }
+                    _full.Add(c);
+                }
+            }
+            catch (OperationCanceledException) { }
+        }
+
+        private void Fill(Chunk c, int index)
+        {
+            var runs = _chunks[index];
+            c.Index = index;
+            BinaryPrimitives.WriteUInt32LittleEndian(c.Head, (uint)runs.Count);
+            int pages = 0;
+            for (int k = 0; k < runs.Count; k++)
+            {
+                BinaryPrimitives.WriteUInt64LittleEndian(c.Head.AsSpan(4 + k * 12), runs[k].Addr);
+                BinaryPrimitives.WriteUInt32LittleEndian(c.Head.AsSpan(12 + k * 12), (uint)runs[k].Pages);
+                pages += runs[k].Pages;
+            }
+            c.HeadLength = 4 + runs.Count * 12;
+            c.DataLength = pages * PageSize;
+            Read(runs, c.Data);
+            c.Checksum = ImageWriter.Checksum(RecordKind.Pages, c.Head.AsSpan(0, c.HeadLength), c.Data.AsSpan(0, c.DataLength));
+        }
+
+        private void Read(List<(ulong Addr, int Pages)> runs, byte[] data)
+        {
+            int n = runs.Count;
+            var local = new Iovec[n];
+            var remote = new Iovec[n];
+            fixed (byte* d = data)
+            fixed (Iovec* l = local)
+            fixed (Iovec* r = remote)
             {
                 long off = 0;
-                for (int k = 0; k < nruns; k++) { l[k] = new Iovec { Base = (nint)(d + off), Len = r[k].Len }; off += (long)r[k].Len; }
-                nint got = MemoryCalls.ProcessVmReadv(ctx.Pid, l, (ulong)nruns, r, (ulong)nruns, 0);
+                for (int k = 0; k < n; k++)
+                {
+                    long len = (long)runs[k].Pages * PageSize;
+                    l[k] = new Iovec { Base = (nint)(d + off), Len = (nuint)len };
+                    r[k] = new Iovec { Base = (nint)runs[k].Addr, Len = (nuint)len };
+                    off += len;
+                }
+                nint got = MemoryCalls.ProcessVmReadv(_pid, l, (ulong)n, r, (ulong)n, 0);
                 if (got == off) return;
                 // partial: a protected region (PROT_NONE, or unreadable); /proc/PID/mem reads regardless
                 if (_mem < 0)
                 {
-                    _mem = FileCalls.Open($"/proc/{ctx.Pid}/mem", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
-                    if (_mem < 0) throw SyscallException.Last("open /proc/PID/mem", ctx.Pid);
+                    _mem = FileCalls.Open($"/proc/{_pid}/mem", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
+                    if (_mem < 0) throw SyscallException.Last("open /proc/PID/mem", _pid);
                 }
                 long done = 0;
-                for (int k = 0; k < nruns; k++)
+                for (int k = 0; k < n; k++)
                 {
                     long len = (long)r[k].Len, pos = 0;
                     while (pos < len)
                     {
-                        nint n = FileCalls.Pread(_mem, d + done + pos, (nuint)(len - pos), (long)r[k].Base + pos);
-                        if (n <= 0) throw SyscallException.Last("pread /proc/PID/mem", ctx.Pid, $"at 0x{(ulong)r[k].Base + (ulong)pos:x}");
-                        pos += n;
+                        nint m = FileCalls.Pread(_mem, d + done + pos, (nuint)(len - pos), (long)r[k].Base + pos);
+                        if (m <= 0) throw SyscallException.Last("pread /proc/PID/mem", _pid, $"at 0x{(ulong)r[k].Base + (ulong)pos:x}");
+                        pos += m;
                     }
                     done += len;
                 }
@@ -196,6 +287,8 @@ public sealed unsafe class MemoryRegion : IStateKind
 
         public void Dispose()
         {
+            _stop.Cancel();
+            _thread?.Join();
             if (_mem >= 0) FileCalls.Close(_mem);
         }
     }

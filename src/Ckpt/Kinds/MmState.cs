@@ -30,14 +30,11 @@ public sealed class MmState : IStateKind
 
     public void Checkpoint(CheckpointContext ctx)
     {
-        var f = ReadStatFields(ctx.Pid);
-        // stat fields (1-based): 26 start_code 27 end_code 28 start_stack 45 start_data 46 end_data 47 start_brk
-        // 48 arg_start 49 arg_end 50 env_start 51 env_end
-        ulong F(int n) => ulong.Parse(f[n - 3]);
+        var f = ProcStat.Read(ctx.Pid);
         long brk = ctx.Inject("brk", Nr.brk, 0);
         var p = new PayloadWriter();
-        p.U64(F(26)).U64(F(27)).U64(F(45)).U64(F(46)).U64(F(47)).U64((ulong)brk).U64(F(28))
-         .U64(F(48)).U64(F(49)).U64(F(50)).U64(F(51));
+        p.U64(f.StartCode).U64(f.EndCode).U64(f.StartData).U64(f.EndData).U64(f.StartBrk).U64((ulong)brk).U64(f.StartStack)
+         .U64(f.ArgStart).U64(f.ArgEnd).U64(f.EnvStart).U64(f.EnvEnd);
         p.Bytes(File.ReadAllBytes($"/proc/{ctx.Pid}/auxv"));
         string exe = ProcLink($"/proc/{ctx.Pid}/exe");
         p.Str(exe);
@@ -50,13 +47,6 @@ public sealed class MmState : IStateKind
             p.U8((byte)(Array.IndexOf(VdsoNames, v.Path) + 1));
         }
         ctx.Image.Write(RecordKind.MmState, p);
-    }
-
-    /// <summary>Fields of /proc/PID/stat after the command name (field 3 onwards).</summary>
-    internal static string[] ReadStatFields(int pid)
-    {
-        var s = File.ReadAllText($"/proc/{pid}/stat");
-        return s[(s.LastIndexOf(')') + 2)..].Split(' ');
     }
 
     internal static string ProcLink(string path)

@@ -2,6 +2,7 @@ using System.Text;
 using Ckpt.Engine;
 using Ckpt.Image;
 using Ckpt.Native;
+using Ckpt.Proc;
 using Ckpt.Tracing;
 
 namespace Ckpt.Kinds;
@@ -31,31 +32,19 @@ public sealed class ProcessAttributes : IStateKind
     public void Checkpoint(CheckpointContext ctx)
     {
         int pid = ctx.Pid;
-        var f = MmState.ReadStatFields(pid);
+        var f = ProcStat.Read(pid);
         var p = new PayloadWriter();
-        p.I32(pid).I32(int.Parse(f[1]));              // ppid
+        p.I32(pid).I32(f.PPid);
         p.Str(File.ReadAllText($"/proc/{pid}/comm").TrimEnd('\n'));
         p.Strs(File.ReadAllText($"/proc/{pid}/cmdline").Split('\0', StringSplitOptions.None).SkipLast(1).ToList());
-        p.I32(int.Parse(f[16]));                      // nice (field 19)
-        foreach (var l in ReadLimits(pid)) p.U64(l.Cur).U64(l.Max);
+        p.I32(f.Nice);
+        foreach (var (soft, hard) in ProcLimits.Read(pid)) p.U64(soft).U64(hard);
         for (int which = 0; which < 3; which++)
         {
             ctx.Inject("getitimer", Nr.getitimer, which, (long)ctx.Scratch);
             p.Raw(ctx.ReadScratch(0, ItimerVal.Size));
         }
         ctx.Image.Write(RecordKind.Process, p);
-    }
-
-    private static unsafe RLimit[] ReadLimits(int pid)
-    {
-        var a = new RLimit[RlimitCount];
-        for (int i = 0; i < RlimitCount; i++)
-        {
-            RLimit l;
-            if (ProcessCalls.Prlimit(pid, i, null, &l) != 0) throw SyscallException.Last("prlimit", pid);
-            a[i] = l;
-        }
-        return a;
     }
 
     public void Restore(RestoreContext ctx, Record rec)

@@ -1,6 +1,7 @@
 using Ckpt.Engine;
 using Ckpt.Image;
 using Ckpt.Native;
+using Ckpt.Proc;
 
 namespace Ckpt.Kinds;
 
@@ -21,9 +22,11 @@ public sealed class SignalState : IStateKind
     public void Checkpoint(CheckpointContext ctx)
     {
         var handlers = new List<(int Sig, KernelSigaction Act)>();
+        var status = ProcStatus.Read(ctx.Pid);
+        ulong set = status.SigIgn | status.SigCgt;   // only these have a disposition other than SIG_DFL
         for (int sig = 1; sig <= 64; sig++)
         {
-            if (sig is 9 or 19) continue;
+            if (sig is 9 or 19 || (set & (1UL << (sig - 1))) == 0) continue;
             ctx.Inject("rt_sigaction", Nr.rt_sigaction, sig, 0, (long)ctx.Scratch, 8);
             var act = MmState.FromBytes<KernelSigaction>(ctx.ReadScratch(0, KernelSigaction.Size));
             if (act.Handler != 0 || act.Flags != 0 || act.Mask != 0) handlers.Add((sig, act));

@@ -63,7 +63,6 @@ public static unsafe partial class Ptrace
             int r = waitpid(-1, &st, options);
             if (r >= 0) { status = st; return r; }
             int e = Marshal.GetLastPInvokeError();
-            if (e == Errors.EINTR) continue;
             status = 0;
             return -e;
         }

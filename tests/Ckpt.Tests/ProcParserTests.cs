@@ -1,0 +1,555 @@
+using Ckpt.Native;
+using Ckpt.Proc;
+using Xunit;
+
+namespace Ckpt.Tests;
+
+public unsafe class ProcParserTests
+{
+    // ---------------------------------------------------------------- /proc/PID/status
+
+    private const string StatusSample =
+        "Name:\tmy\\\\prog\\nx\ty\n" +
+        "Umask:\t0027\n" +
+        "State:\tt (tracing stop)\n" +
+        "Tgid:\t4242\n" +
+        "Ngid:\t0\n" +
+        "Pid:\t4243\n" +
+        "PPid:\t1\n" +
+        "TracerPid:\t999\n" +
+        "Uid:\t1000\t1001\t1002\t1003\n" +
+        "Gid:\t100\t101\t102\t4294967294\n" +
+        "FDSize:\t64\n" +
+        "Groups:\t4 24 27 100 \n" +
+        "NStgid:\t4242\n" +
+        "NSpid:\t4243\n" +
+        "VmPeak:\t    3060 kB\n" +
+        "untag_mask:\t0xffffffffffffffff\n" +
+        "Threads:\t3\n" +
+        "SigQ:\t2/96364\n" +
+        "SigPnd:\t0000000000000100\n" +
+        "ShdPnd:\t8000000000000001\n" +
+        "SigBlk:\t0000000000010000\n" +
+        "SigIgn:\t0000000000001000\n" +
+        "SigCgt:\t00000001c0014a02\n" +
+        "CapInh:\t0000000000000000\n" +
+        "CapPrm:\t000001ffffffffff\n" +
+        "CapEff:\t000001fffeffffff\n" +
+        "CapBnd:\t000001ffffffffff\n" +
+        "CapAmb:\t0000000000000400\n" +
+        "NoNewPrivs:\t1\n" +
+        "Seccomp:\t2\n" +
+        "Seccomp_filters:\t1\n" +
+        "Speculation_Store_Bypass:\tthread vulnerable\n" +
+        "Cpus_allowed_list:\t0-1\n";
+
+    [Fact]
+    public void Status_ParsesEveryFieldOfSample()
+    {
+        var s = ProcStatus.Parse(StatusSample);
+        Assert.Equal("my\\prog\nx\ty", s.Name);
+        Assert.Equal(0x17, s.Umask);
+        Assert.Equal('t', s.State);
+        Assert.Equal("tracing stop", s.StateName);
+        Assert.Equal(4242, s.Tgid);
+        Assert.Equal(4243, s.Pid);
+        Assert.Equal(1, s.PPid);
+        Assert.Equal(999, s.TracerPid);
+        Assert.Equal([1000u, 1001u, 1002u, 1003u], s.Uid);
+        Assert.Equal(1001u, s.EffectiveUid);
+        Assert.Equal(1003u, s.FsUid);
+        Assert.Equal([100u, 101u, 102u, 4294967294u], s.Gid);
+        Assert.Equal(102u, s.SavedGid);
+        Assert.Equal([4u, 24u, 27u, 100u], s.Groups);
+        Assert.Equal(3, s.Threads);
+        Assert.Equal(2ul, s.SigQueued);
+        Assert.Equal(96364ul, s.SigQueueLimit);
+        Assert.Equal(0x100ul, s.SigPnd);
+        Assert.Equal(0x8000000000000001ul, s.ShdPnd);
+        Assert.Equal(0x10000ul, s.SigBlk);
+        Assert.Equal(0x1000ul, s.SigIgn);
+        Assert.Equal(0x1c0014a02ul, s.SigCgt);
+        Assert.Equal(0ul, s.CapInh);
+        Assert.Equal(0x000001ffffffffffUL, s.CapPrm);
+        Assert.Equal(0x000001fffeffffffUL, s.CapEff);
+        Assert.Equal(0x000001ffffffffffUL, s.CapBnd);
+        Assert.Equal(0x400ul, s.CapAmb);
+        Assert.True(s.NoNewPrivs);
+        Assert.Equal(2, s.Seccomp);
+    }
+
+    [Fact]
+    public void Status_EmptyGroupsAndNoUmask()
+    {
+        var text = StatusSample.Replace("Groups:\t4 24 27 100 \n", "Groups:\t \n").Replace("Umask:\t0027\n", "")
+            .Replace("State:\tt (tracing stop)", "State:\tZ (zombie)");
+        var s = ProcStatus.Parse(text);
+        Assert.Empty(s.Groups);
+        Assert.Null(s.Umask);
+        Assert.Equal('Z', s.State);
+        Assert.Equal("zombie", s.StateName);
+    }
+
+    [Theory]
+    [InlineData("SigBlk:\t0000000000010000\n", "")]                                  // missing mask
+    [InlineData("CapAmb:\t0000000000000400\n", "")]                                  // missing capability set
+    [InlineData("Threads:\t3\n", "")]                                                // missing count
+    [InlineData("SigBlk:\t0000000000010000\n", "SigBlk:\t00000000000g0000\n")]       // not hex
+    [InlineData("SigBlk:\t0000000000010000\n", "SigBlk:\t10000000000000000\n")]      // 17 digits
+    [InlineData("Uid:\t1000\t1001\t1002\t1003\n", "Uid:\t1000\t1001\t1002\n")]       // three UIDs
+    [InlineData("Uid:\t1000\t1001\t1002\t1003\n", "Uid:\t1000\t-1\t1002\t1003\n")]   // negative UID
+    [InlineData("SigQ:\t2/96364\n", "SigQ:\t2\n")]                                   // no slash
+    [InlineData("Tgid:\t4242\n", "Tgid:\tx\n")]
+    [InlineData("Umask:\t0027\n", "Umask:\t0089\n")]                                 // not octal
+    public void Status_RejectsBadText(string from, string to)
+    {
+        var text = StatusSample.Replace(from, to);
+        Assert.NotEqual(StatusSample, text);
+        Assert.Throws<FormatException>(() => ProcStatus.Parse(text));
+    }
+
+    [Fact]
+    public void Status_LiveSelf()
+    {
+        var s = ProcStatus.Read(Environment.ProcessId);
+        Assert.Equal(Environment.ProcessId, s.Tgid);
+        Assert.Equal(Environment.ProcessId, s.Pid);
+        Assert.Equal((int)Sys.Call(NrGetppid), s.PPid);
+        Assert.Equal(ProcessCalls.GetEuid(), s.EffectiveUid);
+        Assert.Equal(4, s.Uid.Length);
+        Assert.Equal(4, s.Gid.Length);
+        Assert.Equal(File.ReadAllText("/proc/self/comm").TrimEnd('\n'), s.Name);
+        Assert.True(s.Threads >= 1);
+        Assert.NotNull(s.Umask);
+        Assert.InRange(s.Umask!.Value, 0, 0x1ff);
+        Assert.True(s.SigQueueLimit > 0);
+        Assert.Equal(0ul, s.CapEff & ~s.CapPrm);
+        Assert.NotEqual(0ul, s.CapBnd);
+        Assert.Equal(ProcessCalls.Prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 0, s.NoNewPrivs);
+        Assert.Equal(ProcessCalls.Prctl(PR_GET_SECCOMP, 0, 0, 0, 0), s.Seccomp);
+    }
+
+    [Fact]
+    public void Status_LiveThreadSignalMasksMatchTheKernel()
+    {
+        // /proc/thread-self is this very thread: its SigBlk is our mask, its SigIgn/SigCgt our dispositions.
+        ProcStatus? s = null;
+        ulong blocked = 0, ignored = 0, caught = 0;
+        for (int attempt = 0; attempt < 3; attempt++)
+        {
+            ulong mask;
+            Assert.Equal(0, Sys.Call(Nr.rt_sigprocmask, 0 /* SIG_BLOCK */, 0, (long)&mask, 8));
+            blocked = mask;
+            ignored = caught = 0;
+            for (int sig = 1; sig <= 64; sig++)
+            {
+                KernelSigaction act;
+                if (Sys.Call(Nr.rt_sigaction, sig, 0, (long)&act, 8) != 0) continue;
+                if (act.Handler == 1) ignored |= 1ul << (sig - 1);
+                else if (act.Handler != 0) caught |= 1ul << (sig - 1);
+            }
+            s = ProcStatus.Parse(File.ReadAllText("/proc/thread-self/status"));
+            if (s.SigBlk == blocked && s.SigIgn == ignored && s.SigCgt == caught) break;
+        }
+        Assert.NotNull(s);
+        Assert.Equal(ProcessCalls.GetTid(), s.Pid);
+        Assert.Equal(Environment.ProcessId, s.Tgid);
+        Assert.Equal(blocked, s.SigBlk);
+        Assert.Equal(ignored, s.SigIgn);
+        Assert.Equal(caught, s.SigCgt);
+        Assert.NotEqual(0ul, s.SigCgt); // the runtime catches SIGSEGV and friends
+    }
+
+    private const long NrGetppid = 110;
+    private const int PR_GET_SECCOMP = 21, PR_GET_NO_NEW_PRIVS = 39;
+
+    // ---------------------------------------------------------------- /proc/PID/limits
+
+    private const string LimitsSample = """
+        Limit                     Soft Limit           Hard Limit           Units     
+        Max cpu time              10                   unlimited            seconds   
+        Max file size             unlimited            unlimited            bytes     
+        Max data size             123456789            unlimited            bytes     
+        Max stack size            8388608              unlimited            bytes     
+        Max core file size        0                    unlimited            bytes     
+        Max resident set          unlimited            unlimited            bytes     
+        Max processes             96364                96365                processes 
+        Max open files            1024                 524288               files     
+        Max locked memory         8388608              8388608              bytes     
+        Max address space         unlimited            unlimited            bytes     
+        Max file locks            unlimited            unlimited            locks     
+        Max pending signals       96366                96367                signals   
+        Max msgqueue size         819200               819200               bytes     
+        Max nice priority         5                    20                   
+        Max realtime priority     1                    99                   
+        Max realtime timeout      200000               18446744073709551614 us        
+
+        """;
+
+    [Fact]
+    public void Limits_ParsesSampleInRlimitOrder()
+    {
+        const ulong U = ulong.MaxValue;
+        var l = ProcLimits.Parse(LimitsSample);
+        Assert.Equal(16, l.Length);
+        (ulong, ulong)[] expected =
+        [
+            (10, U), (U, U), (123456789, U), (8388608, U), (0, U), (U, U), (96364, 96365), (1024, 524288),
+            (8388608, 8388608), (U, U), (U, U), (96366, 96367), (819200, 819200), (5, 20), (1, 99),
+            (200000, 18446744073709551614),
+        ];
+        Assert.Equal(expected, l.Select(x => (x.Soft, x.Hard)).ToArray());
+        Assert.Equal((10ul, U), l[ProcLimits.RLIMIT_CPU]);
+        Assert.Equal((1024ul, 524288ul), l[ProcLimits.RLIMIT_NOFILE]);
+        Assert.Equal((5ul, 20ul), l[ProcLimits.RLIMIT_NICE]);
+        Assert.Equal((200000ul, 18446744073709551614ul), l[ProcLimits.RLIMIT_RTTIME]);
+    }
+
+    [Fact]
+    public void Limits_RowsAreFoundByNameNotPosition()
+    {
+        var lines = LimitsSample.Split('\n');
+        var shuffled = string.Join('\n', new[] { lines[0] }.Concat(lines.Skip(1).Reverse())) + "\nMax future thing  1  2  widgets\n";
+        Assert.Equal(ProcLimits.Parse(LimitsSample), ProcLimits.Parse(shuffled));
+    }
+
+    [Theory]
+    [InlineData("Max open files            1024                 524288               files     \n", "")]
+    [InlineData("seconds   \n", "minutes   \n")]                        // the units must be the rlimit's own
+    [InlineData("200000               18446744073709551614 us", "200000               18446744073709551614 ms")]
+    [InlineData("Max nice priority         5                    20                   \n",
+                "Max nice priority         5                    20                   prio\n")]
+    [InlineData("123456789", "12345678x")]
+    [InlineData("Max core file size        0                    unlimited", "Max core file size        0                    infinite")]
+    [InlineData("Max processes             96364                96365                processes",
+                "Max processes             96364                processes")]
+    [InlineData("Max processes             96364                96365                processes",
+                "Max processes             -1                   96365                processes")]
+    public void Limits_RejectsBadText(string from, string to)
+    {
+        var text = LimitsSample.Replace(from, to);
+        Assert.NotEqual(LimitsSample, text);
+        Assert.Throws<FormatException>(() => ProcLimits.Parse(text));
+    }
+
+    [Fact]
+    public void Limits_LiveSelfMatchesPrlimit()
+    {
+        var l = ProcLimits.Read(Environment.ProcessId);
+        for (int i = 0; i < ProcLimits.Count; i++)
+        {
+            RLimit r;
+            Assert.Equal(0, ProcessCalls.Prlimit(0, i, null, &r));
+            Assert.True((r.Cur, r.Max) == l[i], $"{ProcLimits.Names[i]}: prlimit ({r.Cur}, {r.Max}), /proc ({l[i].Soft}, {l[i].Hard})");
+        }
+    }
+
+    // ---------------------------------------------------------------- /proc/PID/stat
+
+    private static string StatLine(int pid, string comm, string state, uint flags, int nice, ulong baseAddr)
+    {
+        // Fields 1..52 with recognisable values: field n holds n unless set below.
+        var f = new string[53];
+        for (int n = 1; n <= 52; n++) f[n] = n.ToString();
+        f[1] = pid.ToString(); f[2] = $"({comm})"; f[3] = state; f[9] = flags.ToString(); f[19] = nice.ToString();
+        f[18] = "-51";
+        foreach (int n in new[] { 26, 27, 28, 45, 46, 47, 48, 49, 50, 51 }) f[n] = baseAddr == 0 ? "0" : (baseAddr + (ulong)n * 0x1000).ToString();
+        f[52] = "256";
+        return string.Join(' ', f.Skip(1)) + "\n";
+    }
+
+    [Theory]
+    [InlineData("cat")]
+    [InlineData("a b")]
+    [InlineData("x) R 1 2 (y")]
+    [InlineData(") )")]
+    [InlineData("((")]
+    [InlineData("")]
+    [InlineData("tab\tnew\nline")]
+    public void Stat_CommWithSpacesAndParentheses(string comm)
+    {
+        const ulong b = 0x7f0000000000;
+        var s = ProcStat.Parse(StatLine(1234, comm, "S", 0x400140, -5, b));
+        Assert.Equal(1234, s.Pid);
+        Assert.Equal(comm, s.Comm);
+        Assert.Equal('S', s.State);
+        Assert.Equal(4, s.PPid);
+        Assert.Equal(5, s.Pgrp);
+        Assert.Equal(6, s.Session);
+        Assert.Equal(7, s.TtyNr);
+        Assert.Equal(8, s.Tpgid);
+        Assert.Equal(0x400140u, s.Flags);
+        Assert.False(s.IsKernelThread);
+        Assert.Equal(-51, s.Priority);
+        Assert.Equal(-5, s.Nice);
+        Assert.Equal(20, s.NumThreads);
+        Assert.Equal(22ul, s.StartTime);
+        Assert.Equal(b + 26 * 0x1000, s.StartCode);
+        Assert.Equal(b + 27 * 0x1000, s.EndCode);
+        Assert.Equal(b + 28 * 0x1000, s.StartStack);
+        Assert.Equal(38, s.ExitSignal);
+        Assert.Equal(40u, s.RtPriority);
+        Assert.Equal(41u, s.Policy);
+        Assert.Equal(b + 45 * 0x1000, s.StartData);
+        Assert.Equal(b + 46 * 0x1000, s.EndData);
+        Assert.Equal(b + 47 * 0x1000, s.StartBrk);
+        Assert.Equal(b + 48 * 0x1000, s.ArgStart);
+        Assert.Equal(b + 49 * 0x1000, s.ArgEnd);
+        Assert.Equal(b + 50 * 0x1000, s.EnvStart);
+        Assert.Equal(b + 51 * 0x1000, s.EnvEnd);
+        Assert.Equal(256, s.ExitCode);
+        Assert.Equal(52, s.FieldCount);
+        Assert.Equal("10", s.Field(10));
+    }
+
+    [Fact]
+    public void Stat_KernelThread()
+    {
+        var s = ProcStat.Parse(StatLine(2, "kthreadd", "S", 0x208040, 0, 0));
+        Assert.True(s.IsKernelThread);
+        Assert.Equal("kthreadd", s.Comm);
+        Assert.Equal(0ul, s.StartCode);
+    }
+
+    [Fact]
+    public void Stat_ExtraTrailingFieldsAreAccepted()
+    {
+        var s = ProcStat.Parse(StatLine(9, "x", "R", 0, 0, 0).TrimEnd('\n') + " 53 54\n");
+        Assert.Equal(54, s.FieldCount);
+        Assert.Equal(256, s.ExitCode);
+        Assert.Equal("54", s.Field(54));
+        Assert.Throws<ArgumentOutOfRangeException>(() => s.Field(55));
+        Assert.Throws<ArgumentOutOfRangeException>(() => s.Field(0));
+    }
+
+    [Fact]
+    public void Stat_RejectsBadText()
+    {
+        var good = StatLine(9, "x", "R", 0, 0, 0);
+        Assert.Throws<FormatException>(() => ProcStat.Parse(""));
+        Assert.Throws<FormatException>(() => ProcStat.Parse("9 x R 1 2"));
+        Assert.Throws<FormatException>(() => ProcStat.Parse(string.Join(' ', good.Split(' ').Take(51))));     // 51 fields
+        Assert.Throws<FormatException>(() => ProcStat.Parse(good.Replace("(x) R", "(x) RR")));
+        Assert.Throws<FormatException>(() => ProcStat.Parse(good.Replace(" 20 ", " twenty ")));
+        Assert.Throws<FormatException>(() => ProcStat.Parse(good.Replace(" 41 ", " -41 ")));                  // policy is unsigned
+        Assert.Throws<FormatException>(() => ProcStat.Parse("x" + good));
+    }
+
+    [Fact]
+    public void Stat_LiveSelf()
+    {
+        var s = ProcStat.Read(Environment.ProcessId);
+        var st = ProcStatus.Read(Environment.ProcessId);
+        Assert.Equal(Environment.ProcessId, s.Pid);
+        Assert.Equal(File.ReadAllText("/proc/self/comm").TrimEnd('\n'), s.Comm);
+        Assert.Equal(st.PPid, s.PPid);
+        Assert.False(s.IsKernelThread);
+        Assert.True(s.NumThreads >= 1);
+        Assert.Equal(0, s.ExitCode);
+        Assert.True(s.StartCode != 0 && s.StartCode < s.EndCode);
+        Assert.True(s.StartData <= s.EndData);
+        Assert.True(s.ArgStart < s.ArgEnd && s.EnvStart <= s.EnvEnd);
+        // The kernel reads /proc/PID/cmdline and environ from exactly these ranges.
+        Assert.Equal((long)(s.ArgEnd - s.ArgStart), File.ReadAllBytes("/proc/self/cmdline").LongLength);
+        Assert.Equal((long)(s.EnvEnd - s.EnvStart), File.ReadAllBytes("/proc/self/environ").LongLength);
+
+        var maps = ProcMaps.ReadMaps(Environment.ProcessId);
+        var code = maps.Single(v => v.Start <= s.StartCode && s.StartCode < v.End);
+        Assert.True(code.Exec, $"start_code {s.StartCode:x} is in {code}");
+        var stack = maps.Single(v => v.Start <= s.StartStack && s.StartStack < v.End);
+        Assert.Equal("[stack]", stack.Path);
+        var args = maps.Single(v => v.Start <= s.ArgStart && s.ArgStart < v.End);
+        Assert.Equal("[stack]", args.Path);
+    }
+
+    [Fact]
+    public void Stat_LiveThreadSelf()
+    {
+        var s = ProcStat.Parse(File.ReadAllText("/proc/thread-self/stat"));
+        Assert.Equal(ProcessCalls.GetTid(), s.Pid);
+        Assert.Equal('R', s.State);
+        Assert.Equal(ProcessCalls.GetPriority(0 /* PRIO_PROCESS */, 0), s.Nice);
+        Assert.Equal(ProcStat.Read(Environment.ProcessId, ProcessCalls.GetTid()).Pid, s.Pid);
+    }
+
+    // ---------------------------------------------------------------- /proc/PID/maps and smaps
+
+    private const string MapsSample =
+        "55d0c8a00000-55d0c8a02000 r--p 00000000 08:01 1234                       /usr/bin/my prog\n" +
+        "55d0c8a02000-55d0c8a05000 r-xp 00002000 08:01 1234                       /usr/bin/my prog\n" +
+        "55d0c9000000-55d0c9021000 rw-p 00000000 00:00 0                          [heap]\n" +
+        "7f1c2a000000-7f1c2a021000 rw-s 00000000 00:05 98765                      /memfd:buf (deleted)\n" +
+        "7f1c2b000000-7f1c2b001000 r--p 0001f000 fd:1a 42                         /tmp/a (b)  c (deleted)\n" +
+        "7f1c2c000000-7f1c2c001000 ---p 00000000 00:00 0 \n" +
+        "7f1c2d000000-7f1c2d001000 rw-p 00000000 00:00 0\n" +
+        "7f1c2e000000-7f1c2e001000 r--s 00000000 00:01 7                          /dev/zero\n" +
+        "7f1c2f000000-7f1c2f001000 r--p 00000000 08:01 77                         /tmp/trailing \n" +
+        "7ffd1a5f0000-7ffd1a5f4000 r--p 00000000 00:00 0                          [vvar]\n" +
+        "7ffd1a5fe000-7ffd1a600000 r-xp 00000000 00:00 0                          [vdso]\n" +
+        "7ffd1a600000-7ffd1a621000 rw-p 00000000 00:00 0                          [stack]\n" +
+        "ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsyscall]\n";
+
+    [Fact]
+    public void Maps_ParsesSample()
+    {
+        var v = ProcMaps.Parse(MapsSample);
+        Assert.Equal(13, v.Count);
+
+        Assert.Equal(0x55d0c8a00000ul, v[0].Start);
+        Assert.Equal(0x55d0c8a02000ul, v[0].End);
+        Assert.Equal(0x2000ul, v[0].Length);
+        Assert.True(v[0].Read);
+        Assert.False(v[0].Write || v[0].Exec || v[0].Shared);
+        Assert.Equal(8u, v[0].DevMajor);
+        Assert.Equal(1u, v[0].DevMinor);
+        Assert.Equal(1234ul, v[0].Inode);
+        Assert.Equal("/usr/bin/my prog", v[0].Path);
+        Assert.True(v[0].IsFileBacked);
+        Assert.False(v[0].IsDeleted || v[0].IsSpecial);
+
+        Assert.True(v[1].Exec);
+        Assert.Equal(0x2000ul, v[1].Offset);
+        Assert.Equal("/usr/bin/my prog", v[1].Path);
+
+        Assert.Equal("[heap]", v[2].Path);
+        Assert.True(v[2].IsSpecial && v[2].Read && v[2].Write && !v[2].Exec);
+        Assert.False(v[2].IsFileBacked);
+        Assert.Equal(0ul, v[2].Inode);
+
+        Assert.True(v[3].Shared);
+        Assert.True(v[3].IsDeleted);
+        Assert.Equal("/memfd:buf (deleted)", v[3].Path);
+        Assert.Equal(5u, v[3].DevMinor);
+
+        Assert.Equal("/tmp/a (b)  c (deleted)", v[4].Path);
+        Assert.True(v[4].IsDeleted);
+        Assert.Equal(0x1f000ul, v[4].Offset);
+        Assert.Equal(0xfdu, v[4].DevMajor);
+        Assert.Equal(0x1au, v[4].DevMinor);
+
+        Assert.Equal("", v[5].Path);
+        Assert.False(v[5].Read || v[5].Write || v[5].Exec);
+        Assert.Equal("", v[6].Path);
+        Assert.Equal("/dev/zero", v[7].Path);
+        Assert.True(v[7].Shared);
+        Assert.Equal("/tmp/trailing ", v[8].Path);
+        Assert.Equal("[vvar]", v[9].Path);
+        Assert.Equal("[vdso]", v[10].Path);
+        Assert.True(v[10].IsSpecial && v[10].Exec);
+        Assert.Equal("[stack]", v[11].Path);
+        Assert.Equal(0xffffffffff600000ul, v[12].Start);
+        Assert.Equal("[vsyscall]", v[12].Path);
+        Assert.All(v, x => Assert.Empty(x.VmFlags));
+    }
+
+    private const string SmapsSample = """
+        55d0c8a00000-55d0c8a02000 r--p 00000000 08:01 1234                       /usr/bin/my prog
+        Size:                  8 kB
+        KernelPageSize:        4 kB
+        MMUPageSize:           4 kB
+        Rss:                   8 kB
+        Pss:                   8 kB
+        Pss_Dirty:             0 kB
+        Shared_Clean:          0 kB
+        Private_Clean:         8 kB
+        Anonymous:             0 kB
+        KSM:                   0 kB
+        LazyFree:              0 kB
+        AnonHugePages:         0 kB
+        FilePmdMapped:         0 kB
+        Shared_Hugetlb:        0 kB
+        Private_Hugetlb:       0 kB
+        Swap:                  0 kB
+        SwapPss:               0 kB
+        Locked:                0 kB
+        THPeligible:           0
+        ProtectionKey:         0
+        VmFlags: rd mr mw me dw sd
+        7f1c2a000000-7f1c2a021000 rw-s 00000000 00:05 98765                      /memfd:a b (deleted)
+        Size:                132 kB
+        Rss:                   0 kB
+        VmFlags: rd wr sh mr mw me ms dd sd 
+        7ffd1a5fe000-7ffd1a600000 r-xp 00000000 00:00 0                          [vdso]
+        Size:                  8 kB
+        VmFlags: rd ex mr mw me de sd
+        7ffd1a600000-7ffd1a621000 rw-p 00000000 00:00 0                          [stack]
+        Size:                132 kB
+        VmFlags: rd wr mr mw me gd ac
+        """;
+
+    [Fact]
+    public void Smaps_ParsesHeadersAndVmFlags()
+    {
+        var v = ProcMaps.Parse(SmapsSample);
+        Assert.Equal(4, v.Count);
+        Assert.Equal("/usr/bin/my prog", v[0].Path);
+        Assert.Equal(new HashSet<string> { "rd", "mr", "mw", "me", "dw", "sd" }, v[0].VmFlags);
+        Assert.Equal("/memfd:a b (deleted)", v[1].Path);
+        Assert.True(v[1].IsDeleted && v[1].Shared);
+        Assert.Equal(new HashSet<string> { "rd", "wr", "sh", "mr", "mw", "me", "ms", "dd", "sd" }, v[1].VmFlags);
+        Assert.Equal("[vdso]", v[2].Path);
+        Assert.Contains("de", v[2].VmFlags);
+        Assert.Equal("[stack]", v[3].Path);
+        Assert.Contains("gd", v[3].VmFlags);
+        Assert.DoesNotContain("gd", v[0].VmFlags);
+    }
+
+    [Fact]
+    public void Smaps_VmFlagsBeforeAnyMappingIsAnError()
+    {
+        Assert.Throws<FormatException>(() => ProcMaps.Parse("VmFlags: rd wr\n" + MapsSample));
+    }
+
+    [Fact]
+    public void Maps_LiveSelfHasTheUsualSpecialMappings()
+    {
+        var maps = ProcMaps.ReadMaps(Environment.ProcessId);
+        Assert.Contains(maps, v => v.Path == "[stack]");
+        Assert.Contains(maps, v => v.Path == "[vdso]" && v.Exec);
+        Assert.All(maps, v => Assert.True(v.Start < v.End, v.ToString()));
+        for (int i = 1; i < maps.Count; i++) Assert.True(maps[i - 1].End <= maps[i].Start, $"{maps[i - 1]} / {maps[i]}");
+        var smaps = ProcMaps.ReadSmaps(Environment.ProcessId);
+        Assert.Contains(smaps, v => v.Path == "[stack]" && v.VmFlags.Contains("gd"));
+        Assert.All(smaps, v => Assert.NotEmpty(v.VmFlags));
+        Assert.All(smaps.Where(v => v.Read), v => Assert.Contains("rd", v.VmFlags));
+    }
+
+    [Fact]
+    public void Maps_LiveFileWithSpacesAndParenthesesThenDeleted()
+    {
+        string dir = Directory.CreateTempSubdirectory("ckpt-maps-").FullName;
+        string path = Path.Combine(dir, "a file (with) spaces  x");
+        File.WriteAllBytes(path, new byte[8192]);
+        int fd = FileCalls.Open(path, FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
+        Assert.True(fd >= 0);
+        nint addr = MemoryCalls.Mmap(0, 8192, MemoryCalls.PROT_READ, MemoryCalls.MAP_PRIVATE, fd, 4096);
+        FileCalls.Close(fd);
+        Assert.NotEqual((nint)(-1), addr);
+        try
+        {
+            Assert.True(FileCalls.TryStat(path, out var st));
+
+            var v = ProcMaps.ReadSmaps(Environment.ProcessId).Single(x => x.Start == (ulong)addr);
+            Assert.Equal(path, v.Path);
+            Assert.Equal((ulong)addr + 8192, v.End);
+            Assert.Equal(4096ul, v.Offset);
+            Assert.Equal(st.Ino, v.Inode);
+            Assert.Equal(FileCalls.MajorOf(st.Dev), (int)v.DevMajor);
+            Assert.Equal(FileCalls.MinorOf(st.Dev), (int)v.DevMinor);
+            Assert.True(v.Read && !v.Write && !v.Exec && !v.Shared);
+            Assert.True(v.IsFileBacked && !v.IsDeleted);
+            Assert.Contains("rd", v.VmFlags);
+            Assert.DoesNotContain("wr", v.VmFlags);
+
+            File.Delete(path);
+            v = ProcMaps.ReadMaps(Environment.ProcessId).Single(x => x.Start == (ulong)addr);
+            Assert.Equal(path + " (deleted)", v.Path);
+            Assert.True(v.IsDeleted);
+        }
+        finally
+        {
+            MemoryCalls.Munmap(addr, 8192);
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+}
