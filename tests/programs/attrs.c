@@ -1,5 +1,8 @@
-/* attrs: command name (PR_SET_NAME), nice value, lowered resource limits, an interval timer
- * (ITIMER_REAL every 50 ms, SIGALRM counted: still ticking after restart), umask and pid. */
+/* attrs [alarm-pending]: command name (PR_SET_NAME), nice value, lowered resource limits, an interval
+ * timer (ITIMER_REAL every 50 ms, SIGALRM counted: still ticking after restart), umask, pid, exe,
+ * cmdline, environ, auxv, clear_child_tid address and the rseq registration.
+ * With alarm-pending, SIGALRM is blocked and has fired when the checkpoint is taken: the timer is then
+ * waiting for the signal to be dequeued before it re-arms (getitimer shows a zero value). */
 #include "e2e.h"
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -46,9 +49,10 @@ static int rseq_follows(void)
 static volatile sig_atomic_t ticks;
 static void on_alrm(int sig) { (void)sig; ticks++; }
 
-int main(void)
+int main(int argc, char **argv)
 {
     e2e_init();
+    int alarm_pending = argc > 1 && strcmp(argv[1], "alarm-pending") == 0;
     MUST(prctl(PR_SET_NAME, "ckpt-e2e-name") == 0);
     MUST(setpriority(PRIO_PROCESS, 0, 7) == 0);
     struct rlimit rl;
@@ -89,9 +93,29 @@ int main(void)
     MUST(__rseq_size > 0);
     MUST(rseq_follows() == 0);
 
+    sigset_t alrm;
+    sigemptyset(&alrm);
+    sigaddset(&alrm, SIGALRM);
+    if (alarm_pending) {
+        sigprocmask(SIG_BLOCK, &alrm, NULL);
+        sigset_t pend;
+        do { sleep_full(0.01); sigpending(&pend); } while (!sigismember(&pend, SIGALRM));
+        struct itimerval now;
+        getitimer(ITIMER_REAL, &now);
+        say("timer value %ld.%06ld (SIGALRM pending)", (long)now.it_value.tv_sec, (long)now.it_value.tv_usec);
+    }
+
     say("READY");
     e2e_wait_usr1();
 
+    if (alarm_pending) {
+        sigset_t pend;
+        sigpending(&pend);
+        CHECK(sigismember(&pend, SIGALRM), "the pending SIGALRM was lost");
+        int before = ticks;
+        sigprocmask(SIG_UNBLOCK, &alrm, NULL);
+        CHECK(ticks == before + 1, "unblocking SIGALRM ran the handler %d times", ticks - before);
+    }
     int t0 = ticks;
     sleep_full(0.5);
     int t1 = ticks;

@@ -116,6 +116,18 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.AssertPassed().AssertRestoredExit0().Cleanup();
     }
 
+    /// <summary>
+    /// The interval timer fired while SIGALRM was blocked: it waits for the signal to be dequeued before
+    /// re-arming (getitimer reads a zero value, with its interval). After restart it must still tick.
+    /// </summary>
+    [Fact]
+    public void ExpiredTimerWithPendingAlarm()
+    {
+        env.Program("attrs");
+        var r = new E2eScript(env, "attrs-alarm-pending").Run(E2eScript.RoundTrip("\"$BIN/attrs\" alarm-pending"));
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
     /// <summary>A restored process can be checkpointed and restarted again (its state is as checkpointable as the original's).</summary>
     [Theory]
     [InlineData("memory")]
