@@ -116,8 +116,15 @@ public sealed class ProcessAttributes : IStateKind
         for (int which = 0; which < 3; which++)
         {
             var t = MmState.FromBytes<ItimerVal>(s.Timers[which]);
-            if (t.ValueSec == 0 && t.ValueUsec == 0) continue;
-            ulong a = ctx.PutScratch(0, s.Timers[which]);
+            if (t.ValueSec == 0 && t.ValueUsec == 0)
+            {
+                if (t.IntervalSec == 0 && t.IntervalUsec == 0) continue;
+                // a periodic ITIMER_REAL that fired and waits for its SIGALRM to be dequeued before
+                // re-arming reads as value 0: it is still armed, next expiry one interval away
+                t.ValueSec = t.IntervalSec;
+                t.ValueUsec = t.IntervalUsec;
+            }
+            ulong a = ctx.PutScratch(0, MmState.StructBytes(ref t));
             ctx.Inject("setitimer", Nr.setitimer, which, (long)a, 0);
         }
     }
