@@ -128,6 +128,38 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.AssertPassed().AssertRestoredExit0().Cleanup();
     }
 
+    /// <summary>
+    /// SIGUSR1 arrives while the checkpoint holds the process (ckpt is kept waiting by a slow reader of
+    /// its output): it must not be lost. With --kill it has to be in the image (the restored process
+    /// gets it without being sent another one); without, the process gets it once released.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void SignalDuringCheckpoint(bool kill)
+    {
+        env.Program("pipe_read");
+        var r = new E2eScript(env, $"signal-during-checkpoint-{(kill ? "kill" : "nokill")}").Run($$"""
+            start "$W/out" "$BIN/pipe_read"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            { ck checkpoint $P {{(kill ? "--kill" : "")}} --log "$W/ck.log" -v -v; echo $? > "$W/ck.rc"; } | { sleep 1; cat > "$W/img"; } &
+            C=$!
+            n=100; until grep -qE '^TracerPid:[[:space:]]*[1-9]' /proc/$P/status; do n=$((n - 1)); [ $n -le 0 ] && fail "ckpt never attached"; sleep 0.01; done
+            kill -USR1 $P
+            wait_exit $C 30 >/dev/null || fail "the checkpoint pipeline did not end"
+            [ "$(cat "$W/ck.rc")" = 0 ] || fail "checkpoint exited with $(cat "$W/ck.rc")"
+            if {{(kill ? "true" : "false")}}; then
+              wait $P 2>/dev/null
+              restart_detached
+              st=$(reaped $P 10) || fail "the restored process never got the SIGUSR1 sent during the checkpoint"
+              echo "RESTORED: $st"
+            else
+              wait_exit $P 10 >/dev/null; echo "RESTORED: exit $?"
+            fi
+            """);
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
     /// <summary>A restored process can be checkpointed and restarted again (its state is as checkpointable as the original's).</summary>
     [Theory]
     [InlineData("memory")]
