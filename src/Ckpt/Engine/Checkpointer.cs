@@ -68,6 +68,11 @@ public static class Checkpointer
             throw new CkptException($"no process with pid {pid}", ExitCodes.NoTarget);
         }
         var regs = task.GetRegs();
+        // every signal is held pending while the process is ours: one dequeued by an injected call would
+        // only be known to us (lost with --kill, and PTRACE_DETACH cannot deliver it from an interrupt
+        // stop); pending, it is saved in the image and delivered once the original mask is back
+        ulong sigmask = task.GetSigMask();
+        task.SetSigMask(ulong.MaxValue);
         CheckpointContext? ctx = null;
         bool ok = false;
         var frozen = System.Diagnostics.Stopwatch.StartNew();
@@ -79,7 +84,7 @@ public static class Checkpointer
             task.SyscallGadget = FindSyscallInstruction(pid, vmas);
             var xstate = task.GetXState();
             var writer = new ImageWriter(output);
-            ctx = new CheckpointContext { Pid = pid, Task = task, Image = writer, Log = log, Vmas = vmas, Regs = regs, Cancelled = opt.Cancelled };
+            ctx = new CheckpointContext { Pid = pid, Task = task, Image = writer, Log = log, Vmas = vmas, Regs = regs, SigMask = sigmask, Cancelled = opt.Cancelled };
             long scratch = task.Inject(Nr.mmap, 0, CheckpointContext.ScratchSize, MemoryCalls.PROT_READ | MemoryCalls.PROT_WRITE,
                 MemoryCalls.MAP_PRIVATE | MemoryCalls.MAP_ANONYMOUS, -1, 0);
             if (scratch < 0 && scratch > -4096) throw new SyscallException("mmap scratch (injected)", (int)-scratch, pid);
@@ -103,14 +108,14 @@ public static class Checkpointer
         }
         finally
         {
-            Release(task, ctx, regs, kill: ok && opt.Kill, log);
+            Release(task, ctx, regs, sigmask, kill: ok && opt.Kill, log);
             ctx?.Close();
             log.Info($"target frozen for {frozen.Elapsed.TotalMilliseconds:F3} ms");
         }
     }
 
     /// <summary>Undoes the injection (scratch page, registers) and lets the target go, or kills it.</summary>
-    private static void Release(TracedTask task, CheckpointContext? ctx, UserRegs regs, bool kill, Log log)
+    private static void Release(TracedTask task, CheckpointContext? ctx, UserRegs regs, ulong sigmask, bool kill, Log log)
     {
         if (!task.Attached) return;
         try
@@ -125,6 +130,7 @@ public static class Checkpointer
             }
             if (ctx != null && ctx.Scratch != 0) task.Inject(Nr.munmap, (long)ctx.Scratch, CheckpointContext.ScratchSize);
             task.RestoreRegsAfterInjection(regs);
+            task.SetSigMask(sigmask);
             task.Detach();
         }
         catch (Exception e)
