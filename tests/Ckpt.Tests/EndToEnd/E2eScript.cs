@@ -49,6 +49,21 @@ public sealed class E2eScript
           done
           wait $1
         }
+        # layout PID: its memory map without dev and inode, adjacent pieces of one mapping coalesced (the
+        # kernel may split or merge equivalent VMAs differently), then its fds and what they refer to
+        # (pipe inode numbers dropped; the name of an unlinked file too: a restored one is an O_TMPFILE file
+        # whose /proc link reads "DIR/#INODE (deleted)" where the original read "DIR/NAME (deleted)")
+        layout() {
+          awk '{
+                split($1, r, "-"); s = strtonum("0x" r[1]); e = strtonum("0x" r[2]); off = strtonum("0x" $3)
+                path = ""; for (i = 6; i <= NF; i++) path = path (i > 6 ? " " : "") $i
+                if (n > 0 && s == pe && $2 == pp && path == ppath && (path == "" || off == poff + (pe - ps))) { pe = e; next }
+                if (n > 0) printf "%x-%x %s %x %s\n", ps, pe, pp, poff, ppath
+                ps = s; pe = e; pp = $2; poff = off; ppath = path; n++
+              }
+              END { if (n > 0) printf "%x-%x %s %x %s\n", ps, pe, pp, poff, ppath }' /proc/$1/maps
+          for f in /proc/$1/fd/*; do echo "fd ${f##*/} -> $(readlink "$f" | sed -e 's/^pipe:\[[0-9]*\]$/pipe/' -e 's|/[^/]* (deleted)$|/(unlinked)|')"; done
+        }
         # ck ARGS...: the ckpt binary, with a timeout
         ck() { timeout -k 5 "${CK_TIMEOUT:-60}" "$CKPT" "$@"; }
         # checkpoint_kill: checkpoints $P into $W/img with --kill and reaps it
@@ -107,8 +122,12 @@ public sealed class E2eScript
         {before}
         start "$W/out" {command}
         wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+        sleep 0.1
+        layout $P > "$W/layout-before.txt"
         checkpoint_kill
         restart_detached
+        layout $P > "$W/layout-after.txt"
+        diff "$W/layout-before.txt" "$W/layout-after.txt" > "$W/layout-diff.txt" || echo "LAYOUT-DIFFERS"
         {afterRestart}
         finish_detached
         """;
@@ -163,6 +182,13 @@ public sealed class E2eResult(E2eScript script, Exec.Result run)
         var lines = o.Split('\n');
         Assert.True(lines.Contains("PASS") && !lines.Any(l => l.StartsWith("FAIL") || l.StartsWith("SETUP-ERROR")),
             $"the program did not verify its state (no PASS in {outFile}){Diagnostics}");
+        return this;
+    }
+
+    /// <summary>The restored process has the original's memory layout and fds (checked by <see cref="E2eScript.RoundTrip"/>).</summary>
+    public E2eResult AssertSameLayout()
+    {
+        Assert.False(Stdout.Contains("LAYOUT-DIFFERS"), $"the restored process's memory map or fd table differs (layout-diff.txt: < before, > after){Diagnostics}");
         return this;
     }
 

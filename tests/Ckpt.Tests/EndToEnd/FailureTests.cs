@@ -77,9 +77,12 @@ public sealed class FailureTests(E2eEnvironment env)
         var r = new E2eScript(env, "socket").Run("""
             start "$W/out" "$BIN/sockets"
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            layout $P > "$W/layout-before.txt"
             ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v -v 2>"$W/err.txt"; echo "RC: $?"
             [ -e "$W/img" ] && echo "IMAGE-LEFT"
             alive $P || fail "the target died"
+            layout $P > "$W/layout-after.txt"
+            diff "$W/layout-before.txt" "$W/layout-after.txt" > "$W/layout-diff.txt" || echo "LAYOUT-DIFFERS"
             sleep 0.2
             kill -USR1 $P
             wait_exit $P 20; echo "TARGET: $?"
@@ -90,6 +93,7 @@ public sealed class FailureTests(E2eEnvironment env)
         var line = OneLine(r, "err.txt");
         Assert.True(line.Contains($"fd {fd} ") && line.Contains("socket"), $"the message should name fd {fd} and say it is a socket{r.Diagnostics}");
         Assert.DoesNotContain("IMAGE-LEFT", r.Stdout);
+        r.AssertSameLayout();
         Assert.Equal(0, Value(r, "TARGET"));
     }
 
@@ -217,13 +221,16 @@ public sealed class FailureTests(E2eEnvironment env)
             start "$W/out" "$BIN/{program}" {(program == "memory" ? "\"$W\"" : "")}
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
             sleep 0.3
+            layout $P > "$W/layout-before.txt"
             ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v -v; rc=$?
             [ $rc -eq 0 ] || fail "checkpoint exited with $rc"
             alive $P || fail "the target died"
+            layout $P > "$W/layout-after.txt"
+            diff "$W/layout-before.txt" "$W/layout-after.txt" > "$W/layout-diff.txt" || echo "LAYOUT-DIFFERS"
             [ {(program == "sleeper" ? 1 : 0)} = 1 ] || kill -USR1 $P
             wait_exit $P 20; echo "TARGET: $?"
             """);
-        r.AssertPassed();
+        r.AssertPassed().AssertSameLayout();
         Assert.Equal(0, Value(r, "TARGET"));
         r.Cleanup();
     }

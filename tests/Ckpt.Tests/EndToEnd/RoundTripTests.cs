@@ -20,7 +20,7 @@ public sealed class RoundTripTests(E2eEnvironment env)
             ck info "$W/img" --json > "$W/info.json" || fail "ckpt info failed"
             stat -c %s "$W/img" > "$W/imgsize.txt"
             """));
-        r.AssertPassed().AssertRestoredExit0();
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
 
         // the 64 GiB sparse region: only its touched pages are in the image
         var m = Regex.Match(r.File("out"), @"^SPARSE ([0-9a-f]+) ([0-9a-f]+) (\d+)$", RegexOptions.Multiline);
@@ -43,7 +43,7 @@ public sealed class RoundTripTests(E2eEnvironment env)
     {
         env.Program("pipe_read");
         var r = new E2eScript(env, "pipe_read").Run(E2eScript.RoundTrip("\"$BIN/pipe_read\""));
-        r.AssertPassed().AssertRestoredExit0().Cleanup();
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
     }
 
     /// <summary>Restarted without --detach: ckpt waits and exits with the program's status.</summary>
@@ -71,7 +71,7 @@ public sealed class RoundTripTests(E2eEnvironment env)
     {
         env.Program("files");
         var r = new E2eScript(env, "files").Run(E2eScript.RoundTrip("\"$BIN/files\" \"$W/files\"", before: "mkdir -p \"$W/files\""));
-        r.AssertPassed().AssertRestoredExit0().Cleanup();
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
     }
 
     [Fact]
@@ -79,7 +79,7 @@ public sealed class RoundTripTests(E2eEnvironment env)
     {
         env.Program("pipes");
         var r = new E2eScript(env, "pipes").Run(E2eScript.RoundTrip("\"$BIN/pipes\""));
-        r.AssertPassed().AssertRestoredExit0().Cleanup();
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
     }
 
     [Fact]
@@ -87,7 +87,7 @@ public sealed class RoundTripTests(E2eEnvironment env)
     {
         env.Program("signals");
         var r = new E2eScript(env, "signals").Run(E2eScript.RoundTrip("\"$BIN/signals\""));
-        r.AssertPassed().AssertRestoredExit0().Cleanup();
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
     }
 
     [Fact]
@@ -96,7 +96,7 @@ public sealed class RoundTripTests(E2eEnvironment env)
         Assert.SkipUnless(env.HasAvx2, "this CPU has no AVX2");
         env.Program("fpu_avx2");
         var r = new E2eScript(env, "fpu_avx2").Run(E2eScript.RoundTrip("\"$BIN/fpu_avx2\""));
-        r.AssertPassed().AssertRestoredExit0().Cleanup();
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
     }
 
     [Fact]
@@ -105,7 +105,7 @@ public sealed class RoundTripTests(E2eEnvironment env)
         Assert.SkipUnless(env.HasAvx512, "this CPU has no AVX-512 (the AVX2 part runs in FpuAvx2)");
         env.Program("fpu_avx512");
         var r = new E2eScript(env, "fpu_avx512").Run(E2eScript.RoundTrip("\"$BIN/fpu_avx512\""));
-        r.AssertPassed().AssertRestoredExit0().Cleanup();
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
     }
 
     [Fact]
@@ -113,7 +113,7 @@ public sealed class RoundTripTests(E2eEnvironment env)
     {
         env.Program("attrs");
         var r = new E2eScript(env, "attrs").Run(E2eScript.RoundTrip("\"$BIN/attrs\""));
-        r.AssertPassed().AssertRestoredExit0().Cleanup();
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
     }
 
     /// <summary>
@@ -125,7 +125,7 @@ public sealed class RoundTripTests(E2eEnvironment env)
     {
         env.Program("attrs");
         var r = new E2eScript(env, "attrs-alarm-pending").Run(E2eScript.RoundTrip("\"$BIN/attrs\" alarm-pending"));
-        r.AssertPassed().AssertRestoredExit0().Cleanup();
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
     }
 
     /// <summary>
@@ -158,6 +158,58 @@ public sealed class RoundTripTests(E2eEnvironment env)
             fi
             """);
         r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
+    /// <summary>--frozen: the process is restored stopped; a signal sent meanwhile waits; SIGCONT lets it go on.</summary>
+    [Fact]
+    public void RestartFrozen()
+    {
+        env.Program("pipe_read");
+        var r = new E2eScript(env, "frozen").Run("""
+            start "$W/out" "$BIN/pipe_read"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            checkpoint_kill
+            R=$(ck restart -i "$W/img" --frozen --log "$W/rs.log" -v -v); rc=$?
+            [ $rc -eq 0 ] && [ "$R" = "$P" ] || fail "restart --frozen exited with $rc, printed '$R'"
+            sleep 0.2
+            grep -q '^State:[[:space:]]*T' /proc/$P/status || fail "not stopped: $(grep State /proc/$P/status)"
+            seen=$(times_reaped $P)
+            kill -USR1 $P
+            sleep 0.3
+            grep -q PASS "$W/out" && fail "the stopped process ran"
+            grep -q '^State:[[:space:]]*T' /proc/$P/status || fail "not stopped any more: $(grep State /proc/$P/status)"
+            kill -CONT $P
+            st=$(reaped $P 10 "$seen") || fail "the process did not go on after SIGCONT"
+            echo "RESTORED: $st"
+            """);
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
+    /// <summary>Without --detach, restart waits and exits with the process's status: 0, 1, or 128+signal.</summary>
+    [Fact]
+    public void RestartReportsExitStatus()
+    {
+        env.Program("pipe_read");
+        var r = new E2eScript(env, "exit-status").Run("""
+            start "$W/out" "$BIN/pipe_read"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            checkpoint_kill
+            cp "$W/out" "$W/out.saved"
+            # restarted, then SIGUSR1: the program passes and exits 0
+            ck restart -i "$W/img" --log "$W/rs1.log" & C=$!
+            n=100; until alive $P; do n=$((n - 1)); [ $n -le 0 ] && fail "no restored process"; sleep 0.02; done
+            sleep 0.2; kill -USR1 $P
+            wait_exit $C 20; echo "STATUS-PASS: $?"
+            # the same image again (its stdout file put back as it was): killed by SIGTERM
+            cp "$W/out.saved" "$W/out"
+            ck restart -i "$W/img" --log "$W/rs2.log" & C=$!
+            n=100; until alive $P; do n=$((n - 1)); [ $n -le 0 ] && fail "no restored process"; sleep 0.02; done
+            sleep 0.2; kill -TERM $P
+            wait_exit $C 20; echo "STATUS-TERM: $?"
+            """);
+        r.AssertScriptOk();
+        Assert.True(r.Stdout.Contains("STATUS-PASS: 0") && r.Stdout.Contains("STATUS-TERM: 143"), $"restart should exit 0, then 143{r.Diagnostics}");
+        r.Cleanup();
     }
 
     /// <summary>A restored process can be checkpointed and restarted again (its state is as checkpointable as the original's).</summary>
