@@ -21,6 +21,10 @@ public sealed class SignalState : IStateKind
 
     public void Checkpoint(CheckpointContext ctx)
     {
+        // The pending queues are read as late as possible: a signal that arrives after they are read is
+        // not in the image, and with --kill it is lost. Everything written so far (the memory, mostly)
+        // goes out first, so that only a few records remain to be written before the kill.
+        ctx.Image.Flush();
         var handlers = new List<(int Sig, KernelSigaction Act)>();
         var status = ProcStatus.Read(ctx.Pid);
         ulong set = status.SigIgn | status.SigCgt;   // only these have a disposition other than SIG_DFL
