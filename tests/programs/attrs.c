@@ -119,7 +119,7 @@ int main(int argc, char **argv)
     int t0 = ticks;
     sleep_full(0.5);
     int t1 = ticks;
-    CHECK(t1 - t0 >= 5 && t1 - t0 <= 15, "the interval timer ticked %d times in 0.5 s (expected ~10)", t1 - t0);
+    CHECK(t1 - t0 >= 3 && t1 - t0 <= 15, "the interval timer ticked %d times in 0.5 s (expected ~10)", t1 - t0);
     struct itimerval cur;
     getitimer(ITIMER_REAL, &cur);
     CHECK(cur.it_interval.tv_sec == 0 && cur.it_interval.tv_usec == 50000, "timer interval is %ld.%06ld",

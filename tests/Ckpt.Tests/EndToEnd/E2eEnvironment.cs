@@ -77,6 +77,7 @@ public sealed class E2eEnvironment : IDisposable
     /// <summary>Fails the test unless ckpt was built.</summary>
     public void RequireCkpt()
     {
+        if (!Environment.IsPrivilegedProcess) Assert.Fail("the end-to-end tests need root (ptrace of any process, clone3 with a chosen pid)");
         if (_ckptError != null) Assert.Fail(_ckptError);
     }
 
