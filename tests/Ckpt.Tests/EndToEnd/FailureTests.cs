@@ -97,6 +97,27 @@ public sealed class FailureTests(E2eEnvironment env)
         Assert.Equal(0, Value(r, "TARGET"));
     }
 
+    /// <summary>Standard output is a pipe to another process (the common `prog | tee log`): refused naming fd 1.</summary>
+    [Fact]
+    public void CheckpointWithPipeToAnotherProcess()
+    {
+        env.Program("pipes");
+        var r = new E2eScript(env, "shared-pipe").Run("""
+            "$BIN/pipes" </dev/null 2>&1 | cat > "$W/out" &
+            n=100; until P=$(pgrep -P $$ -x pipes) || P=$(pgrep -n -x pipes); do n=$((n - 1)); [ $n -le 0 ] && fail "no pipes process"; sleep 0.02; done
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v -v 2>"$W/err.txt"; echo "RC: $?"
+            alive $P || fail "the target died"
+            kill -USR1 $P
+            n=400; while alive $P; do n=$((n - 1)); [ $n -le 0 ] && fail "the target did not end"; sleep 0.05; done
+            wait
+            """);
+        r.AssertPassed();
+        Assert.True(Value(r, "RC") == 69, $"exit code should be 69 (not checkpointable){r.Diagnostics}");
+        var line = OneLine(r, "err.txt");
+        Assert.True(line.Contains("fd 1 ") && line.Contains("pipe"), $"the message should name fd 1 and the pipe{r.Diagnostics}");
+    }
+
     [Fact]
     public void CheckpointOfMultiThreadedProcess()
     {

@@ -185,7 +185,10 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.AssertPassed().AssertRestoredExit0().Cleanup();
     }
 
-    /// <summary>Without --detach, restart waits and exits with the process's status: 0, 1, or 128+signal.</summary>
+    /// <summary>
+    /// Without --detach, restart waits and exits with the process's status: 0, or 128+signal. The image
+    /// goes through standard output and comes back through standard input.
+    /// </summary>
     [Fact]
     public void RestartReportsExitStatus()
     {
@@ -193,10 +196,12 @@ public sealed class RoundTripTests(E2eEnvironment env)
         var r = new E2eScript(env, "exit-status").Run("""
             start "$W/out" "$BIN/pipe_read"
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
-            checkpoint_kill
+            # the image through standard output and standard input this time
+            ck checkpoint $P --kill --log "$W/ck.log" > "$W/img" || fail "checkpoint to standard output failed"
+            wait $P 2>/dev/null
             cp "$W/out" "$W/out.saved"
             # restarted, then SIGUSR1: the program passes and exits 0
-            ck restart -i "$W/img" --log "$W/rs1.log" & C=$!
+            ck restart --log "$W/rs1.log" < "$W/img" & C=$!
             n=100; until alive $P; do n=$((n - 1)); [ $n -le 0 ] && fail "no restored process"; sleep 0.02; done
             sleep 0.2; kill -USR1 $P
             wait_exit $C 20; echo "STATUS-PASS: $?"
