@@ -1,4 +1,5 @@
 using System.Text;
+using System.Text.RegularExpressions;
 using Xunit;
 
 namespace Ckpt.Tests.EndToEnd;
@@ -49,20 +50,11 @@ public sealed class E2eScript
           done
           wait $1
         }
-        # layout PID: its memory map without dev and inode, adjacent pieces of one mapping coalesced (the
-        # kernel may split or merge equivalent VMAs differently), then its fds and what they refer to
-        # (pipe inode numbers dropped; the name of an unlinked file too: a restored one is an O_TMPFILE file
-        # whose /proc link reads "DIR/#INODE (deleted)" where the original read "DIR/NAME (deleted)")
+        # layout PID TAG: snapshots the memory map and the fds (with what they refer to) of PID into
+        # $W/maps-TAG.txt and $W/fds-TAG.txt (compared by E2eResult.AssertSameLayout)
         layout() {
-          awk '{
-                split($1, r, "-"); s = strtonum("0x" r[1]); e = strtonum("0x" r[2]); off = strtonum("0x" $3)
-                path = ""; for (i = 6; i <= NF; i++) path = path (i > 6 ? " " : "") $i
-                if (n > 0 && s == pe && $2 == pp && path == ppath && (path == "" || off == poff + (pe - ps))) { pe = e; next }
-                if (n > 0) printf "%x-%x %s %x %s\n", ps, pe, pp, poff, ppath
-                ps = s; pe = e; pp = $2; poff = off; ppath = path; n++
-              }
-              END { if (n > 0) printf "%x-%x %s %x %s\n", ps, pe, pp, poff, ppath }' /proc/$1/maps
-          for f in /proc/$1/fd/*; do echo "fd ${f##*/} -> $(readlink "$f" | sed -e 's/^pipe:\[[0-9]*\]$/pipe/' -e 's|/[^/]* (deleted)$|/(unlinked)|')"; done
+          cat /proc/$1/maps > "$W/maps-$2.txt"
+          for f in /proc/$1/fd/*; do echo "${f##*/} $(readlink "$f")"; done > "$W/fds-$2.txt"
         }
         # ck ARGS...: the ckpt binary, with a timeout
         ck() { timeout -k 5 "${CK_TIMEOUT:-60}" "$CKPT" "$@"; }
@@ -123,11 +115,10 @@ public sealed class E2eScript
         start "$W/out" {command}
         wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
         sleep 0.1
-        layout $P > "$W/layout-before.txt"
+        layout $P before
         checkpoint_kill
         restart_detached
-        layout $P > "$W/layout-after.txt"
-        diff "$W/layout-before.txt" "$W/layout-after.txt" > "$W/layout-diff.txt" || echo "LAYOUT-DIFFERS"
+        layout $P after
         {afterRestart}
         finish_detached
         """;
@@ -185,12 +176,49 @@ public sealed class E2eResult(E2eScript script, Exec.Result run)
         return this;
     }
 
-    /// <summary>The restored process has the original's memory layout and fds (checked by <see cref="E2eScript.RoundTrip"/>).</summary>
-    public E2eResult AssertSameLayout()
+    /// <summary>
+    /// The process has the same memory map and fds at <paramref name="after"/> as at <paramref name="before"/>
+    /// (snapshots taken by the script's <c>layout PID TAG</c>). Compared: ranges, permissions, offsets and
+    /// paths, with adjacent pieces of one mapping coalesced (the kernel may split or merge equivalent
+    /// VMAs differently); fd numbers and their targets, pipe inode numbers and the names of unlinked
+    /// files aside (a restored unlinked file is an O_TMPFILE file: "DIR/#INODE (deleted)").
+    /// </summary>
+    public E2eResult AssertSameLayout(string before = "before", string after = "after")
     {
-        Assert.False(Stdout.Contains("LAYOUT-DIFFERS"), $"the restored process's memory map or fd table differs (layout-diff.txt: < before, > after){Diagnostics}");
+        foreach (var kind in new[] { "maps", "fds" })
+        {
+            string fb = $"{kind}-{before}.txt", fa = $"{kind}-{after}.txt";
+            Assert.True(System.IO.File.Exists(Path.Combine(W, fb)) && System.IO.File.Exists(Path.Combine(W, fa)),
+                $"no {fb} or {fa} snapshot{Diagnostics}");
+            var b = kind == "maps" ? Maps(File(fb)) : Fds(File(fb));
+            var a = kind == "maps" ? Maps(File(fa)) : Fds(File(fa));
+            if (b.Count == 0) Assert.Fail($"{fb} is empty{Diagnostics}");
+            if (!b.SequenceEqual(a))
+                Assert.Fail($"the {(kind == "maps" ? "memory map" : "fd table")} differs ({before} / {after}):\n"
+                    + string.Join("\n", b.Except(a).Select(l => "- " + l).Concat(a.Except(b).Select(l => "+ " + l))) + Diagnostics);
+        }
         return this;
     }
+
+    private static List<string> Maps(string text)
+    {
+        var list = new List<(ulong Start, ulong End, string Perms, ulong Off, string Path)>();
+        foreach (var line in text.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            var f = line.Split(' ', 6, StringSplitOptions.RemoveEmptyEntries);
+            var range = f[0].Split('-');
+            ulong s = Convert.ToUInt64(range[0], 16), e = Convert.ToUInt64(range[1], 16), off = Convert.ToUInt64(f[2], 16);
+            string path = f.Length > 5 ? f[5].Trim() : "";
+            if (list.Count > 0 && list[^1] is var p && p.End == s && p.Perms == f[1] && p.Path == path
+                && (path == "" || off == p.Off + (p.End - p.Start)))
+                list[^1] = (p.Start, e, p.Perms, p.Off, p.Path);
+            else list.Add((s, e, f[1], off, path));
+        }
+        return list.Select(x => $"{x.Start:x}-{x.End:x} {x.Perms} {x.Off:x} {x.Path}").ToList();
+    }
+
+    private static List<string> Fds(string text) => text.Split('\n', StringSplitOptions.RemoveEmptyEntries)
+        .Select(l => Regex.Replace(Regex.Replace(l, @"pipe:\[\d+\]$", "pipe"), @"/[^/]* \(deleted\)$", "/(unlinked)")).ToList();
 
     /// <summary>The restored process ended with exit 0 (logged by the reaper through finish_detached).</summary>
     public E2eResult AssertRestoredExit0()

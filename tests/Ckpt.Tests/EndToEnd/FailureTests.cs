@@ -77,12 +77,11 @@ public sealed class FailureTests(E2eEnvironment env)
         var r = new E2eScript(env, "socket").Run("""
             start "$W/out" "$BIN/sockets"
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
-            layout $P > "$W/layout-before.txt"
+            layout $P before
             ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v -v 2>"$W/err.txt"; echo "RC: $?"
             [ -e "$W/img" ] && echo "IMAGE-LEFT"
             alive $P || fail "the target died"
-            layout $P > "$W/layout-after.txt"
-            diff "$W/layout-before.txt" "$W/layout-after.txt" > "$W/layout-diff.txt" || echo "LAYOUT-DIFFERS"
+            layout $P after
             sleep 0.2
             kill -USR1 $P
             wait_exit $P 20; echo "TARGET: $?"
@@ -242,12 +241,11 @@ public sealed class FailureTests(E2eEnvironment env)
             start "$W/out" "$BIN/{program}" {(program == "memory" ? "\"$W\"" : "")}
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
             sleep 0.3
-            layout $P > "$W/layout-before.txt"
+            layout $P before
             ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v -v; rc=$?
             [ $rc -eq 0 ] || fail "checkpoint exited with $rc"
             alive $P || fail "the target died"
-            layout $P > "$W/layout-after.txt"
-            diff "$W/layout-before.txt" "$W/layout-after.txt" > "$W/layout-diff.txt" || echo "LAYOUT-DIFFERS"
+            layout $P after
             [ {(program == "sleeper" ? 1 : 0)} = 1 ] || kill -USR1 $P
             wait_exit $P 20; echo "TARGET: $?"
             """);
