@@ -44,6 +44,7 @@ public static class Checkpointer
         if (tracer != 0)
             throw new NotCheckpointableException(pid, $"it is already traced by pid {tracer} (a debugger or strace); detach that first");
         CheckSingleThread(pid);
+        CheckNoChildren(pid);
     }
 
     private static void CheckSingleThread(int pid)
@@ -51,6 +52,14 @@ public static class Checkpointer
         var tids = Directory.GetDirectories($"/proc/{pid}/task").Select(d => int.Parse(Path.GetFileName(d))).Where(t => t != pid).ToList();
         if (tids.Count > 0)
             throw new NotCheckpointableException(pid, $"it has {tids.Count + 1} threads (thread {tids[0]} and others); multi-threaded processes are not supported yet");
+    }
+
+    /// <summary>Children (running or zombie) are not saved: a restarted process would have lost them.</summary>
+    private static void CheckNoChildren(int pid)
+    {
+        var kids = File.ReadAllText($"/proc/{pid}/task/{pid}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        if (kids.Length > 0)
+            throw new NotCheckpointableException(pid, $"it has {kids.Length} child process{(kids.Length > 1 ? "es" : "")} (pid {kids[0]}{(kids.Length > 1 ? " and others" : "")}); process trees are not supported yet");
     }
 
     private static CheckpointResult RunTraced(int pid, Stream output, CheckpointOptions opt)
@@ -79,6 +88,7 @@ public static class Checkpointer
         try
         {
             CheckSingleThread(pid);
+            CheckNoChildren(pid);
             List<VmaInfo> vmas;
             using (log.Phase("read maps")) vmas = ProcMaps.ReadSmaps(pid);
             task.SyscallGadget = FindSyscallInstruction(pid, vmas);
