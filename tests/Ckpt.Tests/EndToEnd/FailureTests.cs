@@ -141,6 +141,28 @@ public sealed class FailureTests(E2eEnvironment env)
         Assert.Equal(0, Value(r, "TARGET"));
     }
 
+    /// <summary>
+    /// A process under a seccomp filter: filters are not saved, and a restart without it would let the
+    /// process out of its sandbox, so the checkpoint must refuse (69); the process goes on, still filtered.
+    /// </summary>
+    [Fact]
+    public void CheckpointOfSeccompFilteredProcess()
+    {
+        env.Program("sandboxed");
+        var r = new E2eScript(env, "seccomp").Run("""
+            start "$W/out" "$BIN/sandboxed"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            ck checkpoint $P -o "$W/img" --kill --log "$W/ck.log" -v -v 2>"$W/err.txt"; echo "RC: $?"
+            alive $P || fail "the target died (the checkpoint went through and killed it)"
+            kill -USR1 $P
+            wait_exit $P 20; echo "TARGET: $?"
+            """);
+        r.AssertPassed();
+        Assert.True(Value(r, "RC") == 69, $"exit code should be 69 (not checkpointable){r.Diagnostics}");
+        Assert.Contains("seccomp", OneLine(r, "err.txt"));
+        Assert.Equal(0, Value(r, "TARGET"));
+    }
+
     [Fact]
     public void CheckpointOfMultiThreadedProcess()
     {

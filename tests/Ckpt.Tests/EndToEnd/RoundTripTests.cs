@@ -217,6 +217,15 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.Cleanup();
     }
 
+    /// <summary>no_new_privs survives a restart (without it the process could gain privileges through exec).</summary>
+    [Fact]
+    public void NoNewPrivs()
+    {
+        env.Program("sandboxed");
+        var r = new E2eScript(env, "no-new-privs").Run(E2eScript.RoundTrip("\"$BIN/sandboxed\" nnp-only"));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
+    }
+
     /// <summary>A restored process can be checkpointed and restarted again (its state is as checkpointable as the original's).</summary>
     [Theory]
     [InlineData("memory")]
