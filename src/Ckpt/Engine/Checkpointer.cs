@@ -43,6 +43,8 @@ public static class Checkpointer
         if (tgid != pid) throw new NotCheckpointableException(pid, $"it is a thread of process {tgid}; checkpoint the process");
         if (tracer != 0)
             throw new NotCheckpointableException(pid, $"it is already traced by pid {tracer} (a debugger or strace); detach that first");
+        if (status.Seccomp != 0)
+            throw new NotCheckpointableException(pid, $"it runs under seccomp ({(status.Seccomp == 1 ? "strict mode" : "a filter")}), which is not supported yet; restarting it without would take it out of its sandbox");
         CheckSingleThread(pid);
         CheckNoChildren(pid);
     }
