@@ -16,6 +16,8 @@ public sealed class CheckpointContext
     public required List<VmaInfo> Vmas { get; init; }
     /// <summary>Registers at the stop, before any injection.</summary>
     public required UserRegs Regs { get; init; }
+    /// <summary>The blocked signal mask at the stop (all signals are blocked while the checkpoint runs).</summary>
+    public required ulong SigMask { get; init; }
     /// <summary>A page-aligned scratch area in the target for injected calls' arguments and results.</summary>
     public ulong Scratch { get; set; }
     public const int ScratchSize = 16 * 4096;

@@ -43,7 +43,10 @@ public static class Checkpointer
         if (tgid != pid) throw new NotCheckpointableException(pid, $"it is a thread of process {tgid}; checkpoint the process");
         if (tracer != 0)
             throw new NotCheckpointableException(pid, $"it is already traced by pid {tracer} (a debugger or strace); detach that first");
+        if (status.Seccomp != 0)
+            throw new NotCheckpointableException(pid, $"it runs under seccomp ({(status.Seccomp == 1 ? "strict mode" : "a filter")}), which is not supported yet; restarting it without would take it out of its sandbox");
         CheckSingleThread(pid);
+        CheckNoChildren(pid);
     }
 
     private static void CheckSingleThread(int pid)
@@ -51,6 +54,14 @@ public static class Checkpointer
         var tids = Directory.GetDirectories($"/proc/{pid}/task").Select(d => int.Parse(Path.GetFileName(d))).Where(t => t != pid).ToList();
         if (tids.Count > 0)
             throw new NotCheckpointableException(pid, $"it has {tids.Count + 1} threads (thread {tids[0]} and others); multi-threaded processes are not supported yet");
+    }
+
+    /// <summary>Children (running or zombie) are not saved: a restarted process would have lost them.</summary>
+    private static void CheckNoChildren(int pid)
+    {
+        var kids = File.ReadAllText($"/proc/{pid}/task/{pid}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        if (kids.Length > 0)
+            throw new NotCheckpointableException(pid, $"it has {kids.Length} child process{(kids.Length > 1 ? "es" : "")} (pid {kids[0]}{(kids.Length > 1 ? " and others" : "")}); process trees are not supported yet");
     }
 
     private static CheckpointResult RunTraced(int pid, Stream output, CheckpointOptions opt)
@@ -70,18 +81,24 @@ public static class Checkpointer
             throw new CkptException($"no process with pid {pid}", ExitCodes.NoTarget);
         }
         var regs = task.GetRegs();
+        // every signal is held pending while the process is ours: one dequeued by an injected call would
+        // only be known to us (lost with --kill, and PTRACE_DETACH cannot deliver it from an interrupt
+        // stop); pending, it is saved in the image and delivered once the original mask is back
+        ulong sigmask = task.GetSigMask();
+        task.SetSigMask(ulong.MaxValue);
         CheckpointContext? ctx = null;
         bool ok = false;
         var frozen = System.Diagnostics.Stopwatch.StartNew();
         try
         {
             CheckSingleThread(pid);
+            CheckNoChildren(pid);
             List<VmaInfo> vmas;
             using (log.Phase("read maps")) vmas = ProcMaps.ReadSmaps(pid);
             task.SyscallGadget = FindSyscallInstruction(pid, vmas);
             var xstate = task.GetXState();
             var writer = new ImageWriter(output);
-            ctx = new CheckpointContext { Pid = pid, Task = task, Image = writer, Log = log, Vmas = vmas, Regs = regs, Cancelled = opt.Cancelled };
+            ctx = new CheckpointContext { Pid = pid, Task = task, Image = writer, Log = log, Vmas = vmas, Regs = regs, SigMask = sigmask, Cancelled = opt.Cancelled };
             long scratch = task.Inject(Nr.mmap, 0, CheckpointContext.ScratchSize, MemoryCalls.PROT_READ | MemoryCalls.PROT_WRITE,
                 MemoryCalls.MAP_PRIVATE | MemoryCalls.MAP_ANONYMOUS, -1, 0);
             if (scratch < 0 && scratch > -4096) throw new SyscallException("mmap scratch (injected)", (int)-scratch, pid);
@@ -105,14 +122,14 @@ public static class Checkpointer
         }
         finally
         {
-            Release(task, ctx, regs, kill: ok && opt.Kill, log);
+            Release(task, ctx, regs, sigmask, kill: ok && opt.Kill, log);
             ctx?.Close();
             log.Info($"target frozen for {frozen.Elapsed.TotalMilliseconds:F3} ms");
         }
     }
 
     /// <summary>Undoes the injection (scratch page, registers) and lets the target go, or kills it.</summary>
-    private static void Release(TracedTask task, CheckpointContext? ctx, UserRegs regs, bool kill, Log log)
+    private static void Release(TracedTask task, CheckpointContext? ctx, UserRegs regs, ulong sigmask, bool kill, Log log)
     {
         if (!task.Attached) return;
         try
@@ -127,6 +144,7 @@ public static class Checkpointer
             }
             if (ctx != null && ctx.Scratch != 0) task.Inject(Nr.munmap, (long)ctx.Scratch, CheckpointContext.ScratchSize);
             task.RestoreRegsAfterInjection(regs);
+            task.SetSigMask(sigmask);
             task.Detach();
         }
         catch (Exception e)

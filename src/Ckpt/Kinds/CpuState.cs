@@ -42,7 +42,7 @@ public sealed class CpuState : IStateKind
         p.I32(task.Tid);
         p.Raw(MmState.StructBytes(ref regs));
         p.Bytes(task.GetXState());
-        p.U64(task.GetSigMask());
+        p.U64(ctx.SigMask);
         var pending = task.PeekSiginfo(shared: false);
         p.U32((uint)pending.Count);
         foreach (var si in pending) p.Raw(si);

@@ -27,6 +27,7 @@ public sealed class ProcessAttributes : IStateKind
         public int Nice;
         public RLimit[] Limits = new RLimit[RlimitCount];
         public byte[][] Timers = new byte[3][];
+        public bool NoNewPrivs;
     }
 
     public void Checkpoint(CheckpointContext ctx)
@@ -44,6 +45,7 @@ public sealed class ProcessAttributes : IStateKind
             ctx.Inject("getitimer", Nr.getitimer, which, (long)ctx.Scratch);
             p.Raw(ctx.ReadScratch(0, ItimerVal.Size));
         }
+        p.Bool(ProcStatus.Read(pid).NoNewPrivs);   // trailing field: absent in older images
         ctx.Image.Write(RecordKind.Process, p);
     }
 
@@ -58,6 +60,7 @@ public sealed class ProcessAttributes : IStateKind
         s.Nice = r.I32();
         for (int i = 0; i < RlimitCount; i++) s.Limits[i] = new RLimit { Cur = r.U64(), Max = r.U64() };
         for (int i = 0; i < 3; i++) s.Timers[i] = r.Raw(ItimerVal.Size).ToArray();
+        s.NoNewPrivs = !r.AtEnd && r.Bool();
         r.End();
         CreateVessel(ctx, pid);
     }
@@ -101,6 +104,8 @@ public sealed class ProcessAttributes : IStateKind
         ulong name = ctx.PutScratch(0, Encoding.UTF8.GetBytes(s.Comm + "\0"));
         ctx.Inject("prctl(PR_SET_NAME)", Nr.prctl, PR_SET_NAME, (long)name);
         ctx.Inject("setpriority", Nr.setpriority, 0 /* PRIO_PROCESS */, 0, s.Nice);
+        // no_new_privs cannot be cleared: a process that had it must not come back without it
+        if (s.NoNewPrivs) ctx.Inject("prctl(PR_SET_NO_NEW_PRIVS)", Nr.prctl, 38 /* PR_SET_NO_NEW_PRIVS */, 1);
         var mine = ProcLimits.Read(Environment.ProcessId);   // what the vessel inherited
         for (int i = 0; i < RlimitCount; i++)
         {
@@ -123,8 +128,15 @@ public sealed class ProcessAttributes : IStateKind
         for (int which = 0; which < 3; which++)
         {
             var t = MmState.FromBytes<ItimerVal>(s.Timers[which]);
-            if (t.ValueSec == 0 && t.ValueUsec == 0) continue;
-            ulong a = ctx.PutScratch(0, s.Timers[which]);
+            if (t.ValueSec == 0 && t.ValueUsec == 0)
+            {
+                if (t.IntervalSec == 0 && t.IntervalUsec == 0) continue;
+                // a periodic ITIMER_REAL that fired and waits for its SIGALRM to be dequeued before
+                // re-arming reads as value 0: it is still armed, next expiry one interval away
+                t.ValueSec = t.IntervalSec;
+                t.ValueUsec = t.IntervalUsec;
+            }
+            ulong a = ctx.PutScratch(0, MmState.StructBytes(ref t));
             ctx.Inject("setitimer", Nr.setitimer, which, (long)a, 0);
         }
     }
@@ -147,6 +159,7 @@ public sealed class ProcessAttributes : IStateKind
             if (t.ValueSec != 0 || t.ValueUsec != 0)
                 p.Child("itimers").Set(names[i], $"next {t.ValueSec}.{t.ValueUsec:D6}s interval {t.IntervalSec}.{t.IntervalUsec:D6}s");
         }
+        if (!r.AtEnd && r.Bool()) p.Set("no_new_privs", true);
         static string Fmt(ulong v) => v == ulong.MaxValue ? "unlimited" : v.ToString();
     }
 }

@@ -29,10 +29,20 @@ public sealed class RegularFile : IFileKind
         string path = deleted ? f.Link[..^10] : f.Link;
         if (!deleted && (!FileCalls.TryStat(path, out var st) || st.Ino != f.Stat.Ino || st.Dev != f.Stat.Dev))
             throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd}: {path} no longer names the open file (renamed or replaced)");
+        // another description of an unlinked file already saved: refer to it (the content is saved once)
+        uint sameAs = 0;
+        if (deleted && !ctx.State<CheckpointState>().Unlinked.TryAdd((f.Stat.Dev, f.Stat.Ino), objref))
+            sameAs = ctx.State<CheckpointState>().Unlinked[(f.Stat.Dev, f.Stat.Ino)];
         var p = new PayloadWriter().U32(objref).Str(path).I32(f.Flags & ~FileCalls.O_CLOEXEC).I64(f.Pos)
-            .I64(f.Stat.Size).U32(f.Stat.Mode).Bool(deleted);
+            .I64(f.Stat.Size).U32(f.Stat.Mode).Bool(deleted).U32(sameAs);
         ctx.Image.Write(RecordKind.RegularFile, p);
-        if (deleted) SaveContent(ctx, f, objref);
+        if (deleted && sameAs == 0) SaveContent(ctx, f, objref);
+    }
+
+    private sealed class CheckpointState
+    {
+        /// <summary>Unlinked files met so far: (dev, ino) → objref of the first description, which holds the content.</summary>
+        public readonly Dictionary<(ulong, ulong), uint> Unlinked = new();
     }
 
     private static unsafe void SaveContent(CheckpointContext ctx, OpenFile f, uint objref)
@@ -77,9 +87,16 @@ public sealed class RegularFile : IFileKind
             return;
         }
         string path = r.Str(); int flags = r.I32(); long pos = r.I64(); long size = r.I64(); uint mode = r.U32(); bool deleted = r.Bool();
+        uint sameAs = r.AtEnd ? 0 : r.U32();
         r.End();
         int fd;
-        if (!deleted)
+        if (deleted && sameAs != 0)
+        {
+            // one more description of an unlinked file restored earlier: open that same file again
+            int first = ctx.Files.GetRestored(sameAs, $"unlinked file {path}");
+            fd = ctx.OpenInVessel($"/proc/self/fd/{first}", (flags & OpenMask) | FileCalls.O_CLOEXEC);
+        }
+        else if (!deleted)
         {
             if (!FileCalls.TryStat(path, out var st))
                 throw new CkptException($"restart: {path} (open in the image) no longer exists", ExitCodes.RestoreConflict);
@@ -96,8 +113,10 @@ public sealed class RegularFile : IFileKind
     {
         string dir = Path.GetDirectoryName(path) is { Length: > 0 } d && Directory.Exists(d) ? d : "/tmp";
         int tmp = ctx.OpenInVessel(dir, FileCalls.O_TMPFILE | FileCalls.O_RDWR | FileCalls.O_CLOEXEC, (int)(mode & 0xfff));
+        // the vessel's umask (still ckpt's own) applied to the creation mode: set the saved one
+        ctx.Inject("fchmod", Nr.fchmod, tmp, mode & 0xfff);
         ctx.State<RestoreState>().Writers[objref] = ctx.GrabFd(tmp);
-        if ((flags & FileCalls.O_ACCMODE) == FileCalls.O_RDWR && (flags & FileCalls.O_APPEND) == 0) return tmp;
+        // always reopened: the O_TMPFILE description itself would report O_TMPFILE|O_DIRECTORY in F_GETFL
         int fd = ctx.OpenInVessel($"/proc/self/fd/{tmp}", (flags & OpenMask) | FileCalls.O_CLOEXEC);
         ctx.Inject("close", Nr.close, tmp);
         return fd;

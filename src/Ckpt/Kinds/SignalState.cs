@@ -21,6 +21,10 @@ public sealed class SignalState : IStateKind
 
     public void Checkpoint(CheckpointContext ctx)
     {
+        // The pending queues are read as late as possible: a signal that arrives after they are read is
+        // not in the image, and with --kill it is lost. Everything written so far (the memory, mostly)
+        // goes out first, so that only a few records remain to be written before the kill.
+        ctx.Image.Flush();
         var handlers = new List<(int Sig, KernelSigaction Act)>();
         var status = ProcStatus.Read(ctx.Pid);
         ulong set = status.SigIgn | status.SigCgt;   // only these have a disposition other than SIG_DFL
@@ -50,14 +54,21 @@ public sealed class SignalState : IStateKind
             r.End();
             return;
         }
+        var saved = new Dictionary<int, KernelSigaction>();
         for (int i = 0; i < n; i++)
         {
             int sig = r.I32();
-            var act = new KernelSigaction { Handler = r.U64(), Flags = r.U64(), Restorer = r.U64(), Mask = r.U64() };
+            saved[sig] = new KernelSigaction { Handler = r.U64(), Flags = r.U64(), Restorer = r.U64(), Mask = r.U64() };
+        }
+        r.End();
+        // every signal: the saved action, or SIG_DFL (the vessel inherited ckpt's own handlers)
+        for (int sig = 1; sig <= 64; sig++)
+        {
+            if (sig is 9 or 19) continue;
+            var act = saved.GetValueOrDefault(sig);
             ulong a = ctx.PutScratch(0, MmState.StructBytes(ref act));
             ctx.Inject($"rt_sigaction({sig})", Nr.rt_sigaction, sig, (long)a, 0, 8);
         }
-        r.End();
     }
 
     public void Finish(RestoreContext ctx)

@@ -1,0 +1,297 @@
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Xunit;
+
+namespace Ckpt.Tests.EndToEnd;
+
+/// <summary>
+/// Checkpoint, kill and restart of programs that each hold one kind of state; every program verifies
+/// its own state after the restart and prints PASS or FAIL with the details.
+/// </summary>
+[Collection(EndToEndCollection.Name)]
+public sealed class RoundTripTests(E2eEnvironment env)
+{
+    [Fact]
+    public void Memory()
+    {
+        env.Program("memory");
+        var s = new E2eScript(env, "memory");
+        var r = s.Run(E2eScript.RoundTrip("\"$BIN/memory\" \"$W\"", afterRestart: """
+            ck info "$W/img" --json > "$W/info.json" || fail "ckpt info failed"
+            stat -c %s "$W/img" > "$W/imgsize.txt"
+            """));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
+
+        // the 64 GiB sparse region: only its touched pages are in the image
+        var m = Regex.Match(r.File("out"), @"^SPARSE ([0-9a-f]+) ([0-9a-f]+) (\d+)$", RegexOptions.Multiline);
+        Assert.True(m.Success, $"no SPARSE line{r.Diagnostics}");
+        using var info = JsonDocument.Parse(r.File("info.json"));
+        var regions = info.RootElement.GetProperty("memory").EnumerateArray().ToList();
+        var sparse = regions.FirstOrDefault(x => x.GetProperty("range").GetString() == $"{m.Groups[1].Value}-{m.Groups[2].Value}");
+        Assert.True(sparse.ValueKind == JsonValueKind.Object, $"the sparse region {m.Groups[1].Value}-{m.Groups[2].Value} is not in ckpt info{r.Diagnostics}");
+        Assert.Equal(long.Parse(m.Groups[3].Value), sparse.GetProperty("pages_saved").GetInt64());
+        Assert.Contains("noreserve", sparse.GetProperty("flags").GetString());
+        long imageBytes = long.Parse(r.File("imgsize.txt").Trim());
+        // 48 MiB mapping + 8 MiB malloc + 1 MiB brk + small things; nothing of the 64 GiB but 7 pages
+        Assert.True(imageBytes < 72L << 20, $"image is {imageBytes} bytes{r.Diagnostics}");
+        Assert.Equal(imageBytes, info.RootElement.GetProperty("totals").GetProperty("image_bytes").GetInt64());
+        r.Cleanup();
+    }
+
+    [Fact]
+    public void BlockedInPipeRead()
+    {
+        env.Program("pipe_read");
+        var r = new E2eScript(env, "pipe_read").Run(E2eScript.RoundTrip("\"$BIN/pipe_read\""));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
+    }
+
+    /// <summary>Restarted without --detach: ckpt waits and exits with the program's status.</summary>
+    [Fact]
+    public void InNanosleep()
+    {
+        env.Program("sleeper");
+        var r = new E2eScript(env, "sleeper").Run("""
+            start "$W/out" "$BIN/sleeper"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            sleep 0.5
+            checkpoint_kill
+            grep -q '^slept' "$W/out" && fail "the checkpoint was not taken during the first sleep"
+            ck restart -i "$W/img" --log "$W/rs.log" -v -v; rc=$?
+            echo "RESTART-STATUS: $rc"
+            [ $rc -eq 0 ] || fail "restart (waiting for the program) exited with $rc"
+            """);
+        r.AssertPassed();
+        Assert.Contains("RESTART-STATUS: 0", r.Stdout);
+        r.Cleanup();
+    }
+
+    [Fact]
+    public void Files()
+    {
+        env.Program("files");
+        var r = new E2eScript(env, "files").Run(E2eScript.RoundTrip("\"$BIN/files\" \"$W/files\"", before: "mkdir -p \"$W/files\""));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
+    }
+
+    [Fact]
+    public void Pipes()
+    {
+        env.Program("pipes");
+        var r = new E2eScript(env, "pipes").Run(E2eScript.RoundTrip("\"$BIN/pipes\""));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
+    }
+
+    [Fact]
+    public void Signals()
+    {
+        env.Program("signals");
+        var r = new E2eScript(env, "signals").Run(E2eScript.RoundTrip("\"$BIN/signals\""));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
+    }
+
+    [Fact]
+    public void FpuAvx2()
+    {
+        Assert.SkipUnless(env.HasAvx2, "this CPU has no AVX2");
+        env.Program("fpu_avx2");
+        var r = new E2eScript(env, "fpu_avx2").Run(E2eScript.RoundTrip("\"$BIN/fpu_avx2\""));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
+    }
+
+    [Fact]
+    public void FpuAvx512()
+    {
+        Assert.SkipUnless(env.HasAvx512, "this CPU has no AVX-512 (the AVX2 part runs in FpuAvx2)");
+        env.Program("fpu_avx512");
+        var r = new E2eScript(env, "fpu_avx512").Run(E2eScript.RoundTrip("\"$BIN/fpu_avx512\""));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
+    }
+
+    [Fact]
+    public void ProcessAttributes()
+    {
+        env.Program("attrs");
+        var r = new E2eScript(env, "attrs").Run(E2eScript.RoundTrip("\"$BIN/attrs\""));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
+    }
+
+    /// <summary>
+    /// The interval timer fired while SIGALRM was blocked: it waits for the signal to be dequeued before
+    /// re-arming (getitimer reads a zero value, with its interval). After restart it must still tick.
+    /// </summary>
+    [Fact]
+    public void ExpiredTimerWithPendingAlarm()
+    {
+        env.Program("attrs");
+        var r = new E2eScript(env, "attrs-alarm-pending").Run(E2eScript.RoundTrip("\"$BIN/attrs\" alarm-pending"));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
+    }
+
+    /// <summary>
+    /// SIGUSR1 arrives while the checkpoint holds the process (ckpt is kept waiting by a slow reader of
+    /// its output): it must not be lost. With --kill it has to be in the image (the restored process
+    /// gets it without being sent another one); without, the process gets it once released.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void SignalDuringCheckpoint(bool kill)
+    {
+        env.Program("pipe_read");
+        var r = new E2eScript(env, $"signal-during-checkpoint-{(kill ? "kill" : "nokill")}").Run($$"""
+            start "$W/out" "$BIN/pipe_read"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            { ck checkpoint $P {{(kill ? "--kill" : "")}} --log "$W/ck.log" -v -v; echo $? > "$W/ck.rc"; } | { sleep 1; cat > "$W/img"; } &
+            C=$!
+            n=100; until grep -qE '^TracerPid:[[:space:]]*[1-9]' /proc/$P/status; do n=$((n - 1)); [ $n -le 0 ] && fail "ckpt never attached"; sleep 0.01; done
+            kill -USR1 $P
+            wait_exit $C 30 >/dev/null || fail "the checkpoint pipeline did not end"
+            [ "$(cat "$W/ck.rc")" = 0 ] || fail "checkpoint exited with $(cat "$W/ck.rc")"
+            if {{(kill ? "true" : "false")}}; then
+              wait $P 2>/dev/null
+              restart_detached
+              st=$(reaped $P 10) || fail "the restored process never got the SIGUSR1 sent during the checkpoint"
+              echo "RESTORED: $st"
+            else
+              wait_exit $P 10 >/dev/null; echo "RESTORED: exit $?"
+            fi
+            """);
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
+    /// <summary>--frozen: the process is restored stopped; a signal sent meanwhile waits; SIGCONT lets it go on.</summary>
+    [Fact]
+    public void RestartFrozen()
+    {
+        env.Program("pipe_read");
+        var r = new E2eScript(env, "frozen").Run("""
+            start "$W/out" "$BIN/pipe_read"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            checkpoint_kill
+            R=$(ck restart -i "$W/img" --frozen --log "$W/rs.log" -v -v); rc=$?
+            [ $rc -eq 0 ] && [ "$R" = "$P" ] || fail "restart --frozen exited with $rc, printed '$R'"
+            sleep 0.2
+            grep -q '^State:[[:space:]]*T' /proc/$P/status || fail "not stopped: $(grep State /proc/$P/status)"
+            seen=$(times_reaped $P)
+            kill -USR1 $P
+            sleep 0.3
+            grep -q PASS "$W/out" && fail "the stopped process ran"
+            grep -q '^State:[[:space:]]*T' /proc/$P/status || fail "not stopped any more: $(grep State /proc/$P/status)"
+            kill -CONT $P
+            st=$(reaped $P 10 "$seen") || fail "the process did not go on after SIGCONT"
+            echo "RESTORED: $st"
+            """);
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
+    /// <summary>
+    /// Without --detach, restart waits and exits with the process's status: 0, or 128+signal. The image
+    /// goes through standard output and comes back through standard input.
+    /// </summary>
+    [Fact]
+    public void RestartReportsExitStatus()
+    {
+        env.Program("pipe_read");
+        var r = new E2eScript(env, "exit-status").Run("""
+            start "$W/out" "$BIN/pipe_read"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            # the image through standard output and standard input this time
+            ck checkpoint $P --kill --log "$W/ck.log" > "$W/img" || fail "checkpoint to standard output failed"
+            wait $P 2>/dev/null
+            cp "$W/out" "$W/out.saved"
+            # restarted, then SIGUSR1: the program passes and exits 0
+            ck restart --log "$W/rs1.log" < "$W/img" & C=$!
+            n=100; until alive $P; do n=$((n - 1)); [ $n -le 0 ] && fail "no restored process"; sleep 0.02; done
+            sleep 0.2; kill -USR1 $P
+            wait_exit $C 20; echo "STATUS-PASS: $?"
+            # the same image again (its stdout file put back as it was): killed by SIGTERM
+            cp "$W/out.saved" "$W/out"
+            ck restart -i "$W/img" --log "$W/rs2.log" & C=$!
+            n=100; until alive $P; do n=$((n - 1)); [ $n -le 0 ] && fail "no restored process"; sleep 0.02; done
+            sleep 0.2; kill -TERM $P
+            wait_exit $C 20; echo "STATUS-TERM: $?"
+            """);
+        r.AssertScriptOk();
+        Assert.True(r.Stdout.Contains("STATUS-PASS: 0") && r.Stdout.Contains("STATUS-TERM: 143"), $"restart should exit 0, then 143{r.Diagnostics}");
+        r.Cleanup();
+    }
+
+    /// <summary>no_new_privs survives a restart (without it the process could gain privileges through exec).</summary>
+    [Fact]
+    public void NoNewPrivs()
+    {
+        env.Program("sandboxed");
+        var r = new E2eScript(env, "no-new-privs").Run(E2eScript.RoundTrip("\"$BIN/sandboxed\" nnp-only"));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
+    }
+
+    /// <summary>A restored process can be checkpointed and restarted again (its state is as checkpointable as the original's).</summary>
+    [Theory]
+    [InlineData("memory")]
+    [InlineData("files")]
+    [InlineData("pipes")]
+    [InlineData("signals")]
+    [InlineData("attrs")]
+    [InlineData("fpu_avx2")]
+    public void TwiceInARow(string program)
+    {
+        env.Program(program);
+        var r = new E2eScript(env, $"twice-{program}").Run($"""
+            mkdir -p "$W/files"
+            start "$W/out" "$BIN/{program}" {(program is "memory" ? "\"$W\"" : program is "files" ? "\"$W/files\"" : "")}
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            checkpoint_kill
+            restart_detached
+            mv "$W/ck.log" "$W/ck-1.log"; mv "$W/rs.log" "$W/rs-1.log"
+            sleep 0.2
+            ck checkpoint $P -o "$W/img" --kill --log "$W/ck.log" -v -v; rc=$?
+            [ $rc -eq 0 ] || fail "the second checkpoint exited with $rc"
+            st=$(reaped $P 10) || fail "the restored process did not die after the second checkpoint"
+            [ "$st" = "signal 9" ] || fail "the restored process ended with $st before the second checkpoint killed it"
+            restart_detached
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
+    /// <summary>
+    /// A program nobody here wrote: python3 computing a sha256 chain, checkpointed mid-way, killed,
+    /// restarted without --detach; its output must equal an uninterrupted run's.
+    /// </summary>
+    [Fact]
+    public void Python()
+    {
+        Assert.SkipWhen(env.Python == null, "python3 is not installed");
+        env.RequireCkpt();
+        const string program = """
+            import hashlib
+            N = 2000000
+            print("READY")
+            h = b"ckpt"; s = 0
+            for i in range(N):
+                h = hashlib.sha256(h).digest()
+                s = (s * 31 + h[0]) % 2305843009213693951
+                if i % 250000 == 0: print(i, s, h.hex()[:16])
+            print("RESULT", s, h.hex())
+            """;
+        var s = new E2eScript(env, "python");
+        File.WriteAllText(Path.Combine(s.W, "work.py"), program);
+        var r = s.Run("""
+            "$PYTHON" -u "$W/work.py" </dev/null >"$W/reference.out" 2>&1 || fail "the uninterrupted run failed"
+            start "$W/out" "$PYTHON" -u "$W/work.py"
+            wait_for "$W/out" '^250000 ' 15 || fail "python did not get going"
+            checkpoint_kill
+            grep -q RESULT "$W/out" && fail "python finished before the checkpoint"
+            ck restart -i "$W/img" --log "$W/rs.log" -v -v; rc=$?
+            echo "RESTART-STATUS: $rc"
+            [ $rc -eq 0 ] || fail "restart (waiting for python) exited with $rc"
+            cmp "$W/reference.out" "$W/out" || fail "the output differs from the uninterrupted run"
+            """);
+        r.AssertScriptOk();
+        Assert.Contains("RESTART-STATUS: 0", r.Stdout);
+        Assert.Contains("RESULT ", r.File("out"));
+        Assert.Equal(r.File("reference.out"), r.File("out"));
+        r.Cleanup();
+    }
+}

@@ -1,0 +1,176 @@
+/* files DIR: regular files with offsets and flags, shared descriptions (dup, F_DUPFD), close-on-exec,
+ * an unlinked-while-open file, devices, a directory fd, the working directory and the umask. */
+#include "e2e.h"
+#include <dirent.h>
+#include <sys/stat.h>
+
+#define MAXFD 128
+struct fdsnap { int open, fdflags, flflags; off_t pos; dev_t dev; ino_t ino; };
+static struct fdsnap before[MAXFD];
+
+static void snapshot(struct fdsnap *s)
+{
+    for (int fd = 0; fd < MAXFD; fd++) {
+        struct stat st;
+        s[fd].open = fstat(fd, &st) == 0;
+        if (!s[fd].open) continue;
+        s[fd].fdflags = fcntl(fd, F_GETFD);
+        s[fd].flflags = fcntl(fd, F_GETFL);
+        s[fd].pos = lseek(fd, 0, SEEK_CUR);
+        s[fd].dev = st.st_dev;
+        s[fd].ino = st.st_ino;
+    }
+}
+
+static off_t pos(int fd) { return lseek(fd, 0, SEEK_CUR); }
+
+static int count_entries(const char *dir, char *names, size_t len)
+{
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int n = 0;
+    names[0] = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        n++;
+        strncat(names, e->d_name, len - strlen(names) - 2);
+        strncat(names, " ", len - strlen(names) - 1);
+    }
+    closedir(d);
+    return n;
+}
+
+int main(int argc, char **argv)
+{
+    e2e_init();
+    MUST(argc == 2);
+    char cwd[1024], buf[1 << 16];
+    snprintf(cwd, sizeof cwd, "%s/cwd", argv[1]);
+    MUST(mkdir(cwd, 0755) == 0 && chdir(cwd) == 0);
+    umask(027);
+
+    static char content[10000];
+    fill(content, sizeof content, 21);
+    int fa = open("a.dat", O_RDWR | O_CREAT | O_TRUNC, 0644);
+    MUST(fa >= 0 && write_full(fa, content, sizeof content) == sizeof content);
+    MUST(lseek(fa, 1234, SEEK_SET) == 1234);
+    int fa_dup = dup(fa);
+    int fa100 = fcntl(fa, F_DUPFD, 100);
+    int fa_cx = fcntl(fa, F_DUPFD_CLOEXEC, 50);
+    MUST(fa_dup >= 0 && fa100 == 100 && fa_cx == 50);
+
+    int fb = open("b.log", O_WRONLY | O_APPEND | O_CREAT | O_TRUNC, 0600);
+    MUST(fb >= 0 && write(fb, "line1\n", 6) == 6);
+
+    int fc = open("a.dat", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    MUST(fc >= 0 && lseek(fc, 5000, SEEK_SET) == 5000);
+
+    int fd_ = open("d.dat", O_WRONLY | O_CREAT | O_TRUNC | O_SYNC, 0640);
+    MUST(fd_ >= 0 && write_full(fd_, content, 500) == 500);
+
+    /* unlinked while open: 20000 bytes, a hole, 100 bytes at 1 MiB; two descriptions of it */
+    static char gone[20000];
+    fill(gone, sizeof gone, 22);
+    int fu = open("gone.dat", O_RDWR | O_CREAT | O_TRUNC, 0600);
+    MUST(fu >= 0 && write_full(fu, gone, sizeof gone) == sizeof gone);
+    MUST(fchmod(fu, 0664) == 0);   /* a mode the umask of whoever recreates it could change */
+    MUST(pwrite(fu, gone, 100, 1 << 20) == 100);
+    int fu_ro = open("gone.dat", O_RDONLY | O_CLOEXEC);
+    MUST(fu_ro >= 0);
+    MUST(lseek(fu, 777, SEEK_SET) == 777 && lseek(fu_ro, 888, SEEK_SET) == 888);
+    MUST(unlink("gone.dat") == 0);
+
+    int fnull = open("/dev/null", O_WRONLY);
+    int fzero = open("/dev/zero", O_RDONLY);
+    int frand = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    int fdir = open(argv[1], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    MUST(fnull >= 0 && fzero >= 0 && frand >= 0 && fdir >= 0);
+
+    say("READY");
+    snapshot(before);   /* after READY: the offset of stdout moved */
+    e2e_wait_usr1();
+
+    static struct fdsnap after[MAXFD];
+    snapshot(after);
+    for (int fd = 0; fd < MAXFD; fd++) {
+        struct fdsnap *b = &before[fd], *a = &after[fd];
+        CHECK(a->open == b->open, "fd %d is %s after restart", fd, a->open ? "open" : "closed");
+        if (!a->open || !b->open) continue;
+        CHECK(a->fdflags == b->fdflags, "fd %d: F_GETFD 0x%x, was 0x%x", fd, a->fdflags, b->fdflags);
+        CHECK(a->flflags == b->flflags, "fd %d: F_GETFL 0%o, was 0%o", fd, a->flflags, b->flflags);
+        CHECK(a->pos == b->pos, "fd %d: offset %ld, was %ld", fd, (long)a->pos, (long)b->pos);
+        if (fd != fu && fd != fu_ro)
+            CHECK(a->dev == b->dev && a->ino == b->ino, "fd %d: another file (ino %lu, was %lu)", fd, (unsigned long)a->ino, (unsigned long)b->ino);
+    }
+    CHECK((fcntl(fa_cx, F_GETFD) & FD_CLOEXEC) && (fcntl(fc, F_GETFD) & FD_CLOEXEC) && !(fcntl(fa, F_GETFD) & FD_CLOEXEC),
+          "close-on-exec flags");
+
+    /* one description behind fa, fa_dup, 100 and 50: one offset */
+    MUST(lseek(fa, 4321, SEEK_SET) == 4321);
+    CHECK(pos(fa_dup) == 4321 && pos(fa100) == 4321 && pos(fa_cx) == 4321,
+          "dup'ed fds no longer share the offset: %ld %ld %ld", (long)pos(fa_dup), (long)pos(fa100), (long)pos(fa_cx));
+    CHECK(read(fa100, buf, 100) == 100 && memcmp(buf, content + 4321, 100) == 0, "read through fd 100");
+    CHECK(pos(fa) == 4421, "offset after a read through fd 100 is %ld", (long)pos(fa));
+    CHECK(pos(fc) == 5000, "the other description of a.dat moved: %ld", (long)pos(fc));
+    CHECK(read(fc, buf, 10) == 10 && memcmp(buf, content + 5000, 10) == 0, "read through the O_RDONLY fd");
+    CHECK(write(fc, "x", 1) < 0 && errno == EBADF, "the O_RDONLY fd can write");
+    CHECK(write(fa, "Z", 1) == 1, "write through the O_RDWR fd: %s", strerror(errno));
+
+    /* O_APPEND */
+    MUST(lseek(fb, 0, SEEK_SET) == 0);
+    CHECK(write(fb, "line2\n", 6) == 6, "write to the O_APPEND fd: %s", strerror(errno));
+    int chk = open("b.log", O_RDONLY);
+    ssize_t n = read(chk, buf, sizeof buf);
+    close(chk);
+    CHECK(n == 12 && memcmp(buf, "line1\nline2\n", 12) == 0, "b.log holds '%.*s'", (int)(n > 0 ? n : 0), buf);
+    CHECK(write(fd_, "tail", 4) == 4 && pos(fd_) == 504, "write to the O_SYNC fd");
+    CHECK(read(fd_, buf, 1) < 0 && errno == EBADF, "the O_WRONLY fd can read");
+
+    /* the unlinked file */
+    struct stat st;
+    CHECK(fstat(fu, &st) == 0 && st.st_nlink == 0, "unlinked file has %lu links", (unsigned long)st.st_nlink);
+    CHECK(st.st_size == (1 << 20) + 100, "unlinked file size %ld", (long)st.st_size);
+    CHECK((st.st_mode & 07777) == 0664, "unlinked file mode 0%o", st.st_mode & 0777);
+    CHECK(pread(fu, buf, sizeof gone < sizeof buf ? sizeof gone : sizeof buf, 0) > 0 && check_fill(buf, 20000, 22) < 0,
+          "unlinked file content differs");
+    static char zeros[4096];
+    CHECK(pread(fu, buf, 4096, 500000) == 4096 && memcmp(buf, zeros, 4096) == 0, "hole of the unlinked file is not zero");
+    CHECK(pread(fu, buf, 200, 1 << 20) == 100 && check_fill(buf, 100, 22) < 0, "data after the hole differs");
+    char link[1100], lpath[64];
+    snprintf(lpath, sizeof lpath, "/proc/self/fd/%d", fu);
+    ssize_t ll = readlink(lpath, link, sizeof link - 1);
+    link[ll > 0 ? ll : 0] = 0;
+    CHECK(ll > 0 && strstr(link, " (deleted)") != NULL, "fd %d of the unlinked file links to '%s'", fu, link);
+    struct stat st2;
+    CHECK(fstat(fu_ro, &st2) == 0 && st2.st_ino == st.st_ino && st2.st_dev == st.st_dev,
+          "the two descriptions of the unlinked file are different files now (ino %lu and %lu)",
+          (unsigned long)st.st_ino, (unsigned long)st2.st_ino);
+    CHECK(pwrite(fu, "NEW", 3, 10) == 3, "write to the unlinked file");
+    CHECK(pread(fu_ro, buf, 3, 10) == 3 && memcmp(buf, "NEW", 3) == 0, "a write through one description of the unlinked file is not seen through the other");
+    CHECK(read(fu, buf, 10) == 10 && memcmp(buf, gone + 777, 10) == 0, "read at the unlinked file's offset");
+    char names[2048];
+    int entries = count_entries(cwd, names, sizeof names);
+    CHECK(entries == 3, "the directory holds %d entries: %s(expected a.dat b.log d.dat)", entries, names);
+    entries = count_entries(argv[1], names, sizeof names);
+    CHECK(strstr(names, "gone") == NULL, "the unlinked file reappeared: %s", names);
+
+    /* devices */
+    CHECK(write(fnull, buf, 100) == 100, "/dev/null write");
+    memset(buf, 1, 64);
+    CHECK(read(fzero, buf, 64) == 64 && memcmp(buf, zeros, 64) == 0, "/dev/zero read");
+    CHECK(read(frand, buf, 16) == 16, "/dev/urandom read");
+    snprintf(lpath, sizeof lpath, "/proc/self/fd/%d", fzero);
+    ll = readlink(lpath, link, sizeof link - 1);
+    link[ll > 0 ? ll : 0] = 0;
+    CHECK(strcmp(link, "/dev/zero") == 0, "fd %d links to %s", fzero, link);
+
+    /* directory fd, cwd, umask */
+    CHECK(fstat(fdir, &st) == 0 && S_ISDIR(st.st_mode), "directory fd");
+    CHECK(faccessat(fdir, "cwd/a.dat", R_OK, 0) == 0, "lookup through the directory fd: %s", strerror(errno));
+    char now[1024];
+    CHECK(getcwd(now, sizeof now) && strcmp(now, cwd) == 0, "cwd is %s, expected %s", now, cwd);
+    mode_t um = umask(022);
+    CHECK(um == 027, "umask is 0%o, expected 027", um);
+    return e2e_finish();
+}
