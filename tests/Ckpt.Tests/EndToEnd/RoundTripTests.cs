@@ -82,6 +82,15 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
     }
 
+    /// <summary>Four threads (sleeping, in a futex wait, in read, spinning), each with its tid, TLS, name and mask.</summary>
+    [Fact]
+    public void Threads()
+    {
+        env.Program("mthreads");
+        var r = new E2eScript(env, "mthreads").Run(E2eScript.RoundTrip("\"$BIN/mthreads\""));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
+    }
+
     [Fact]
     public void Signals()
     {
