@@ -217,6 +217,15 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.Cleanup();
     }
 
+    /// <summary>Credentials after a privilege drop: uids, gids, groups, capability sets, bounding set.</summary>
+    [Fact]
+    public void Credentials()
+    {
+        env.Program("creds");
+        var r = new E2eScript(env, "creds").Run(E2eScript.RoundTrip("\"$BIN/creds\""));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
+    }
+
     /// <summary>no_new_privs survives a restart (without it the process could gain privileges through exec).</summary>
     [Fact]
     public void NoNewPrivs()
