@@ -116,6 +116,19 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
     }
 
+    /// <summary>A session leader (started through setsid, like a daemon) still leads its session and group.</summary>
+    [Fact]
+    public void SessionLeader()
+    {
+        env.Program("attrs");
+        var r = new E2eScript(env, "session-leader").Run(E2eScript.RoundTrip("setsid \"$BIN/attrs\"",
+            before: "",
+            afterRestart: "[ \"$(ps -o sid= -p $P | tr -d ' ')\" = $P ] && echo LEADER"));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
+        Assert.True(r.Stdout.Contains("LEADER"), $"the restored process does not lead its session{r.Diagnostics}");
+        r.Cleanup();
+    }
+
     /// <summary>
     /// The interval timer fired while SIGALRM was blocked: it waits for the signal to be dequeued before
     /// re-arming (getitimer reads a zero value, with its interval). After restart it must still tick.
