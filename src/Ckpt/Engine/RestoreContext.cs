@@ -22,6 +22,8 @@ public sealed class RestoreContext
     /// <summary>The vessel (set once the Process record created it).</summary>
     public TracedTask? Task { get; set; }
     public int Pid { get; set; }
+    /// <summary>The affinity the vessel had before it was pinned to the tracer's CPU, given back on release.</summary>
+    public ulong[]? VesselAffinity { get; set; }
     /// <summary>Base of the trampoline area in the vessel: page 0 holds the syscall gadget, the rest is scratch.</summary>
     public ulong Trampoline { get; set; }
     public const int TrampolineSize = 16 * 4096;

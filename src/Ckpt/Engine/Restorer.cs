@@ -47,6 +47,7 @@ public static class Restorer
             foreach (var kind in KindTable.Ordered.OrderBy(k => k.FinishOrder))
                 using (log.Phase("finish " + kind.Name)) kind.Finish(ctx);
             ctx.Close();
+            if (ctx.VesselAffinity != null) ProcessCalls.SetAffinity(ctx.Pid, ctx.VesselAffinity);
             ctx.Task.Detach(opt.Frozen ? TracedTask.SIGSTOP : 0);
             log.Info($"pid {ctx.Pid} released{(opt.Frozen ? " stopped (SIGSTOP)" : "")}");
             return ctx.Pid;

@@ -54,12 +54,18 @@ public sealed class Credentials : IStateKind
     public void Finish(RestoreContext ctx)
     {
         var s = ctx.State<Saved>();
+        // the vessel carries ckpt's own credentials: nothing to do when the image has the same
+        var me = ProcStatus.Read(Environment.ProcessId);
+        if (me.Uid.SequenceEqual(s.Uid) && me.Gid.SequenceEqual(s.Gid) && me.Groups.SequenceEqual(s.Groups)
+            && me.CapInh == s.Inh && me.CapPrm == s.Prm && me.CapEff == s.Eff && me.CapBnd == s.Bnd && me.CapAmb == s.Amb)
+            return;
+        int lastCap = int.TryParse(File.ReadAllText("/proc/sys/kernel/cap_last_cap").Trim(), out var lc) ? lc : 63;
         const int PR_SET_KEEPCAPS = 8, PR_CAPBSET_DROP = 24, PR_CAP_AMBIENT = 47, PR_CAP_AMBIENT_RAISE = 2;
         var groups = new byte[s.Groups.Length * 4];
         Buffer.BlockCopy(s.Groups, 0, groups, 0, groups.Length);
         ulong g = ctx.PutScratch(0, groups.Length > 0 ? groups : new byte[4]);
         ctx.Inject("setgroups", Nr.setgroups, s.Groups.Length, (long)g);
-        for (int cap = 0; cap < 64; cap++)
+        for (int cap = 0; cap <= lastCap; cap++)
             if ((s.Bnd & (1UL << cap)) == 0)
             {
                 long rc = ctx.Vessel.Inject(Nr.prctl, PR_CAPBSET_DROP, cap);

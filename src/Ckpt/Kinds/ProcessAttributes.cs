@@ -74,6 +74,11 @@ public sealed class ProcessAttributes : IStateKind
         ctx.Pid = got;
         try
         {
+            // tracer and vessel on one CPU: ptrace round trips are several times slower across CPUs
+            ctx.VesselAffinity = ProcessCalls.GetAffinity(got);
+            var one = ProcessCalls.SingleCpu(ProcessCalls.GetCpu());
+            ProcessCalls.SetAffinity(0, one);
+            ProcessCalls.SetAffinity(got, one);
             var task = TracedTask.SeizeAndStop(got, Ptrace.O_TRACESYSGOOD | Ptrace.O_EXITKILL);
             ctx.Task = task;
             task.SyscallGadget = Vessel.Gadget;
@@ -109,9 +114,11 @@ public sealed class ProcessAttributes : IStateKind
         // another process's group or session is not restored: the vessel stays in ckpt's
         if (s.Sid == ctx.Pid) ctx.Inject("setsid", Nr.setsid);
         else if (s.Pgid == ctx.Pid) ctx.Inject("setpgid", Nr.setpgid, 0, 0);
+        var mine = ProcLimits.Read(Environment.ProcessId);   // what the vessel inherited
         for (int i = 0; i < RlimitCount; i++)
         {
             var want = s.Limits[i];
+            if (want.Cur == mine[i].Soft && want.Max == mine[i].Hard) continue;
             ulong a = ctx.PutScratch(0, MmState.StructBytes(ref want));
             long rc = ctx.Vessel.Inject(Nr.prlimit64, 0, i, (long)a, 0);
             if (rc == -Errors.EPERM)

@@ -14,6 +14,9 @@ public static unsafe partial class ProcessCalls
     [LibraryImport("libc", EntryPoint = "gettid")]
     public static partial int GetTid();
 
+    [LibraryImport("libc", EntryPoint = "sched_getcpu")]
+    public static partial int GetCpu();
+
     [LibraryImport("libc", EntryPoint = "geteuid")]
     public static partial uint GetEuid();
 
@@ -39,6 +42,27 @@ public static unsafe partial class ProcessCalls
         => Sys.Call(Nr.kcmp, pid1, pid2, type, idx1, idx2);
 
     public const int PR_SET_CHILD_SUBREAPER = 36, PR_SET_PDEATHSIG = 1;
+
+    /// <summary>The CPU affinity of a task (0: the calling thread), as a bitmask of up to 1024 CPUs.</summary>
+    public static ulong[] GetAffinity(int tid)
+    {
+        var mask = new ulong[16];
+        fixed (ulong* m = mask)
+            if (Sys.Call(Nr.sched_getaffinity, tid, mask.Length * 8, (long)m) < 0) throw SyscallException.Last("sched_getaffinity", tid);
+        return mask;
+    }
+
+    public static bool SetAffinity(int tid, ulong[] mask)
+    {
+        fixed (ulong* m = mask) return Sys.Call(Nr.sched_setaffinity, tid, mask.Length * 8, (long)m) == 0;
+    }
+
+    public static ulong[] SingleCpu(int cpu)
+    {
+        var mask = new ulong[16];
+        mask[cpu / 64] = 1UL << (cpu % 64);
+        return mask;
+    }
 }
 
 [StructLayout(LayoutKind.Sequential)]
