@@ -16,27 +16,27 @@ public static class Program
 
     public static int Main(string[] args)
     {
-        var verbose = new Option<int>("--verbose", "-v") { Description = "more detail in the log (repeat: -v -v)", Arity = ArgumentArity.ZeroOrOne };
+        var verbose = new Option<bool>("--verbose", "-v") { Description = "more detail in the log (repeat: -v -v)" };
         var logFile = new Option<string?>("--log") { Description = "write a detailed log (what was saved, phase timings) to FILE" };
 
         var pid = new Argument<int>("pid") { Description = "process to checkpoint" };
         var output = new Option<string?>("--output", "-o") { Description = "image file (mode 0600); '-' or absent: standard output" };
         var kill = new Option<bool>("--kill") { Description = "kill the process after a successful checkpoint (for migration)" };
         var checkpoint = new Command("checkpoint", "save a running process into an image stream") { pid, output, kill, logFile, verbose };
-        checkpoint.SetAction(r => Guard(r.GetValue(logFile), r.GetValue(verbose), log =>
+        checkpoint.SetAction(r => Guard(r.GetValue(logFile), Verbosity(r.GetResult(verbose)), log =>
             Checkpoint(r.GetValue(pid), r.GetValue(output), r.GetValue(kill), log)));
 
         var input = new Option<string?>("--input", "-i") { Description = "image file; '-' or absent: standard input" };
         var detach = new Option<bool>("--detach") { Description = "return as soon as the process runs, leaving it reparented" };
         var frozen = new Option<bool>("--frozen") { Description = "restore the process stopped (SIGSTOP), for inspection" };
         var restart = new Command("restart", "recreate a process from an image, with its original pid") { input, detach, frozen, logFile, verbose };
-        restart.SetAction(r => Guard(r.GetValue(logFile), r.GetValue(verbose), log =>
+        restart.SetAction(r => Guard(r.GetValue(logFile), Verbosity(r.GetResult(verbose)), log =>
             Restart(r.GetValue(input), r.GetValue(detach), r.GetValue(frozen), log)));
 
         var file = new Argument<string>("image") { Description = "image file, or - for standard input" };
         var json = new Option<bool>("--json") { Description = "print JSON instead of text" };
         var info = new Command("info", "describe what an image holds, without restarting it") { file, json, logFile, verbose };
-        info.SetAction(r => Guard(r.GetValue(logFile), r.GetValue(verbose), log => Info(r.GetValue(file)!, r.GetValue(json))));
+        info.SetAction(r => Guard(r.GetValue(logFile), Verbosity(r.GetResult(verbose)), log => Info(r.GetValue(file)!, r.GetValue(json))));
 
         var root = new RootCommand("ckpt: checkpoint and restart Linux processes") { checkpoint, restart, info };
         var parsed = root.Parse(args);
@@ -48,6 +48,10 @@ public static class Program
         }
         return parsed.Invoke();
     }
+
+    /// <summary>How many times -v/--verbose was given (-vv counts twice).</summary>
+    private static int Verbosity(System.CommandLine.Parsing.OptionResult? r)
+        => r == null ? 0 : Math.Max(r.IdentifierTokenCount, 1) * (r.Implicit ? 0 : 1);
 
     /// <summary>Runs a command: one-line errors for the user, details in the log, documented exit codes.</summary>
     private static int Guard(string? logPath, int verbosity, Func<Log, int> body)

@@ -1,6 +1,7 @@
 /* attrs [alarm-pending]: command name (PR_SET_NAME), nice value, lowered resource limits, an interval
  * timer (ITIMER_REAL every 50 ms, SIGALRM counted: still ticking after restart), umask, pid, exe,
- * cmdline, environ, auxv, clear_child_tid address and the rseq registration.
+ * cmdline, environ, auxv, clear_child_tid address, the rseq registration, and leading its session or
+ * process group (when started through setsid).
  * With alarm-pending, SIGALRM is blocked and has fired when the checkpoint is taken: the timer is then
  * waiting for the signal to be dequeued before it re-arms (getitimer shows a zero value). */
 #include "e2e.h"
@@ -80,7 +81,7 @@ int main(int argc, char **argv)
     MUST(sigaction(SIGALRM, &sa, NULL) == 0);
     struct itimerval it = { .it_interval = { 0, 50000 }, .it_value = { 0, 50000 } };
     MUST(setitimer(ITIMER_REAL, &it, NULL) == 0);
-    pid_t pid = getpid();
+    pid_t pid = getpid(), sid0 = getsid(0), pgid0 = getpgrp();
     static char exe0[1024], cmd0[4096], env0[16384], exe1[1024], cmd1[4096], env1[16384], aux0[1024], aux1[1024];
     ssize_t exelen0 = readlink("/proc/self/exe", exe0, sizeof exe0), cmdlen0, envlen0;
     read_file("/proc/self/cmdline", cmd0, sizeof cmd0, &cmdlen0);
@@ -149,6 +150,9 @@ int main(int argc, char **argv)
     mode_t um = umask(0);
     CHECK(um == 0077, "umask is 0%o", um);
     CHECK(getpid() == pid, "pid is %d, was %d", getpid(), pid);
+    /* leading its session or process group is the process's own state (membership in others' is not) */
+    if (sid0 == pid) CHECK(getsid(0) == pid, "it led its session; now it is in session %d", getsid(0));
+    if (pgid0 == pid) CHECK(getpgrp() == pid, "it led its process group; now it is in group %d", getpgrp());
     ssize_t exelen1 = readlink("/proc/self/exe", exe1, sizeof exe1), cmdlen1, envlen1;
     CHECK(exelen1 == exelen0 && memcmp(exe0, exe1, exelen0) == 0, "/proc/self/exe is %.*s, was %.*s", (int)exelen1, exe1, (int)exelen0, exe0);
     read_file("/proc/self/cmdline", cmd1, sizeof cmd1, &cmdlen1);

@@ -18,6 +18,8 @@ public sealed class CheckpointContext
     public required UserRegs Regs { get; init; }
     /// <summary>The blocked signal mask at the stop (all signals are blocked while the checkpoint runs).</summary>
     public required ulong SigMask { get; init; }
+    /// <summary>Every thread, the leader (<see cref="Task"/>) first, with its registers and blocked mask at the stop.</summary>
+    public List<(TracedTask Task, UserRegs Regs, ulong SigMask)> Threads { get; } = new();
     /// <summary>A page-aligned scratch area in the target for injected calls' arguments and results.</summary>
     public ulong Scratch { get; set; }
     public const int ScratchSize = 16 * 4096;

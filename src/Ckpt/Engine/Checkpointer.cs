@@ -45,15 +45,32 @@ public static class Checkpointer
             throw new NotCheckpointableException(pid, $"it is already traced by pid {tracer} (a debugger or strace); detach that first");
         if (status.Seccomp != 0)
             throw new NotCheckpointableException(pid, $"it runs under seccomp ({(status.Seccomp == 1 ? "strict mode" : "a filter")}), which is not supported yet; restarting it without would take it out of its sandbox");
-        CheckSingleThread(pid);
         CheckNoChildren(pid);
     }
 
-    private static void CheckSingleThread(int pid)
+    private static int[] ThreadIds(int pid)
+        => Directory.GetDirectories($"/proc/{pid}/task").Select(d => int.Parse(Path.GetFileName(d))).ToArray();
+
+    /// <summary>Seizes and stops every other thread, rescanning until no new thread appears.</summary>
+    private static void SeizeThreads(int pid, List<(TracedTask Task, UserRegs Regs, ulong SigMask)> threads)
     {
-        var tids = Directory.GetDirectories($"/proc/{pid}/task").Select(d => int.Parse(Path.GetFileName(d))).Where(t => t != pid).ToList();
-        if (tids.Count > 0)
-            throw new NotCheckpointableException(pid, $"it has {tids.Count + 1} threads (thread {tids[0]} and others); multi-threaded processes are not supported yet");
+        var seen = threads.Select(t => t.Task.Tid).ToHashSet();
+        bool found = true;
+        while (found)
+        {
+            found = false;
+            foreach (int tid in ThreadIds(pid))
+            {
+                if (!seen.Add(tid)) continue;
+                found = true;
+                TracedTask t;
+                try { t = TracedTask.SeizeAndStop(tid); }
+                catch (SyscallException e) when (e.Errno == Errors.ESRCH) { continue; }   // it exited meanwhile
+                catch (TaskGoneException) { continue; }
+                threads.Add((t, t.GetRegs(), t.GetSigMask()));
+                t.SetSigMask(ulong.MaxValue);
+            }
+        }
     }
 
     /// <summary>Children (running or zombie) are not saved: a restarted process would have lost them.</summary>
@@ -89,13 +106,15 @@ public static class Checkpointer
         CheckpointContext? ctx = null;
         bool ok = false;
         var frozen = System.Diagnostics.Stopwatch.StartNew();
+        var threads = new List<(TracedTask Task, UserRegs Regs, ulong SigMask)> { (task, regs, sigmask) };
         try
         {
-            CheckSingleThread(pid);
+            SeizeThreads(pid, threads);
             CheckNoChildren(pid);
             List<VmaInfo> vmas;
             using (log.Phase("read maps")) vmas = ProcMaps.ReadSmaps(pid);
             task.SyscallGadget = FindSyscallInstruction(pid, vmas);
+            foreach (var t in threads) t.Task.SyscallGadget = task.SyscallGadget;
             var xstate = task.GetXState();
             var writer = new ImageWriter(output);
             ctx = new CheckpointContext { Pid = pid, Task = task, Image = writer, Log = log, Vmas = vmas, Regs = regs, SigMask = sigmask, Cancelled = opt.Cancelled };
@@ -103,6 +122,7 @@ public static class Checkpointer
                 MemoryCalls.MAP_PRIVATE | MemoryCalls.MAP_ANONYMOUS, -1, 0);
             if (scratch < 0 && scratch > -4096) throw new SyscallException("mmap scratch (injected)", (int)-scratch, pid);
             ctx.Scratch = (ulong)scratch;
+            ctx.Threads.AddRange(threads);
             new ImageHeader
             {
                 ToolVersion = ToolInfo.Version, KernelRelease = File.ReadAllText("/proc/sys/kernel/osrelease").Trim(),
@@ -122,35 +142,40 @@ public static class Checkpointer
         }
         finally
         {
-            Release(task, ctx, regs, sigmask, kill: ok && opt.Kill, log);
+            Release(threads, ctx, kill: ok && opt.Kill, log);
             ctx?.Close();
             log.Info($"target frozen for {frozen.Elapsed.TotalMilliseconds:F3} ms");
         }
     }
 
     /// <summary>Undoes the injection (scratch page, registers) and lets the target go, or kills it.</summary>
-    private static void Release(TracedTask task, CheckpointContext? ctx, UserRegs regs, ulong sigmask, bool kill, Log log)
+    private static void Release(List<(TracedTask Task, UserRegs Regs, ulong SigMask)> threads, CheckpointContext? ctx, bool kill, Log log)
     {
-        if (!task.Attached) return;
+        var leader = threads[0].Task;
+        if (!leader.Attached) return;
         try
         {
             if (kill)
             {
                 // SIGKILL while still stopped: it never runs another instruction. Its exit (freeing its
                 // memory) is not waited for; its parent reaps it.
-                task.Kill();
-                task.TryDetach();
+                leader.Kill();
+                foreach (var t in threads) t.Task.TryDetach();
                 return;
             }
-            if (ctx != null && ctx.Scratch != 0) task.Inject(Nr.munmap, (long)ctx.Scratch, CheckpointContext.ScratchSize);
-            task.RestoreRegsAfterInjection(regs);
-            task.SetSigMask(sigmask);
-            task.Detach();
+            if (ctx != null && ctx.Scratch != 0) leader.Inject(Nr.munmap, (long)ctx.Scratch, CheckpointContext.ScratchSize);
+            // the other threads first, the leader last
+            foreach (var (t, regs, mask) in threads.Skip(1).Append(threads[0]))
+            {
+                t.RestoreRegsAfterInjection(regs);
+                t.SetSigMask(mask);
+                t.Detach();
+            }
         }
         catch (Exception e)
         {
-            log.Error($"releasing pid {task.Tid}: {e}");
-            task.TryDetach();
+            log.Error($"releasing pid {leader.Tid}: {e}");
+            foreach (var t in threads) t.Task.TryDetach();
             throw;
         }
     }

@@ -21,6 +21,8 @@ public sealed class RestoreContext
 
     /// <summary>The vessel (set once the Process record created it).</summary>
     public TracedTask? Task { get; set; }
+    /// <summary>Threads other than the leader, created by the restore; released with it.</summary>
+    public List<TracedTask> OtherThreads { get; } = new();
     public int Pid { get; set; }
     /// <summary>The affinity the vessel had before it was pinned to the tracer's CPU, given back on release.</summary>
     public ulong[]? VesselAffinity { get; set; }

@@ -49,6 +49,7 @@ public static class Restorer
             ctx.Close();
             if (ctx.VesselAffinity != null) ProcessCalls.SetAffinity(ctx.Pid, ctx.VesselAffinity);
             ctx.Task.Detach(opt.Frozen ? TracedTask.SIGSTOP : 0);
+            foreach (var t in ctx.OtherThreads) t.Detach(opt.Frozen ? TracedTask.SIGSTOP : 0);
             log.Info($"pid {ctx.Pid} released{(opt.Frozen ? " stopped (SIGSTOP)" : "")}");
             return ctx.Pid;
         }

@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using Ckpt.Engine;
 using Ckpt.Image;
 using Ckpt.Native;
+using Ckpt.Tracing;
 
 namespace Ckpt.Kinds;
 
@@ -30,25 +31,32 @@ public sealed class CpuState : IStateKind
         public ulong RseqPtr; public uint RseqLen, RseqSig;
         public ulong TidAddress, RobustHead, RobustLen;
         public StackT AltStack;
+        public string? Comm;
     }
 
+    private sealed class SavedThreads { public readonly List<Saved> List = new(); }
+
+    /// <summary>One Thread record per thread, the leader first.</summary>
     public void Checkpoint(CheckpointContext ctx)
     {
-        var task = ctx.Task;
-        var regs = ctx.Regs;
+        foreach (var (task, regs, mask) in ctx.Threads) CheckpointThread(ctx, task, regs, mask);
+    }
+
+    private static void CheckpointThread(CheckpointContext ctx, TracedTask task, UserRegs regs, ulong sigmask)
+    {
         var rseq = task.GetRseq();
-        FixupRseq(ctx, ref regs, rseq);
+        FixupRseq(ctx, task.Tid, ref regs, rseq);
         var p = new PayloadWriter();
         p.I32(task.Tid);
         p.Raw(MmState.StructBytes(ref regs));
         p.Bytes(task.GetXState());
-        p.U64(ctx.SigMask);
+        p.U64(sigmask);
         var pending = task.PeekSiginfo(shared: false);
         p.U32((uint)pending.Count);
         foreach (var si in pending) p.Raw(si);
         p.U64(rseq.RseqAbiPointer).U32(rseq.RseqAbiSize).U32(rseq.Signature);
         const int PR_GET_TID_ADDRESS = 40;
-        ctx.Inject("prctl(PR_GET_TID_ADDRESS)", Nr.prctl, PR_GET_TID_ADDRESS, (long)ctx.Scratch);
+        task.InjectChecked("prctl(PR_GET_TID_ADDRESS)", Nr.prctl, PR_GET_TID_ADDRESS, (long)ctx.Scratch);
         p.U64(BitConverter.ToUInt64(ctx.ReadScratch(0, 8)));
         unsafe
         {
@@ -56,13 +64,14 @@ public sealed class CpuState : IStateKind
             Sys.Check("get_robust_list", task.Tid, Nr.get_robust_list, task.Tid, (long)&head, (long)&len);
             p.U64(head).U64(len);
         }
-        ctx.Inject("sigaltstack", Nr.sigaltstack, 0, (long)ctx.Scratch);
+        task.InjectChecked("sigaltstack", Nr.sigaltstack, 0, (long)ctx.Scratch);
         p.Raw(ctx.ReadScratch(0, StackT.SizeOf));
+        p.Str(File.ReadAllText($"/proc/{ctx.Pid}/task/{task.Tid}/comm").TrimEnd('\n'));   // added in format 1: per-thread name
         ctx.Image.Write(RecordKind.Thread, p);
     }
 
     /// <summary>A thread stopped inside an rseq critical section resumes at its abort handler.</summary>
-    private static void FixupRseq(CheckpointContext ctx, ref UserRegs regs, RseqConfiguration rseq)
+    private static void FixupRseq(CheckpointContext ctx, int tid, ref UserRegs regs, RseqConfiguration rseq)
     {
         if (rseq.RseqAbiPointer == 0) return;
         var b = new byte[8];
@@ -74,7 +83,7 @@ public sealed class CpuState : IStateKind
         ulong start = BitConverter.ToUInt64(d.AsSpan(8)), len = BitConverter.ToUInt64(d.AsSpan(16)), abort = BitConverter.ToUInt64(d.AsSpan(24));
         if (regs.Rip >= start && regs.Rip < start + len)
         {
-            ctx.Log.Info($"thread {ctx.Task.Tid} stopped in an rseq critical section; it will resume at the abort handler 0x{abort:x}");
+            ctx.Log.Info($"thread {tid} stopped in an rseq critical section; it will resume at the abort handler 0x{abort:x}");
             regs.Rip = abort;
         }
     }
@@ -82,7 +91,7 @@ public sealed class CpuState : IStateKind
     public void Restore(RestoreContext ctx, Record rec)
     {
         var r = rec.Reader();
-        var s = ctx.State<Saved>();
+        var s = new Saved();
         s.Tid = r.I32();
         s.Regs = MmState.FromBytes<UserRegs>(r.Raw(UserRegs.Size));
         s.XState = r.Bytes().ToArray();
@@ -92,34 +101,78 @@ public sealed class CpuState : IStateKind
         s.RseqPtr = r.U64(); s.RseqLen = r.U32(); s.RseqSig = r.U32();
         s.TidAddress = r.U64(); s.RobustHead = r.U64(); s.RobustLen = r.U64();
         s.AltStack = MmState.FromBytes<StackT>(r.Raw(StackT.SizeOf));
+        if (!r.AtEnd) s.Comm = r.Str();
         r.End();
         if (s.XState.Length != ctx.Header.XstateSize)
             throw new ImageFormatException($"Thread record at offset {rec.Offset}: xstate of {s.XState.Length} bytes, header says {ctx.Header.XstateSize}");
+        var all = ctx.State<SavedThreads>().List;
+        if (all.Count == 0 && s.Tid != ctx.Pid)
+            throw new ImageFormatException($"Thread record at offset {rec.Offset}: the first thread is {s.Tid}, not the leader {ctx.Pid}");
+        all.Add(s);
     }
 
     public void Finish(RestoreContext ctx)
     {
-        var s = ctx.State<Saved>();
-        var task = ctx.Vessel;
-        ctx.Inject("set_tid_address", Nr.set_tid_address, (long)s.TidAddress);
-        if (s.RobustLen != 0) ctx.Inject("set_robust_list", Nr.set_robust_list, (long)s.RobustHead, (long)s.RobustLen);
+        var all = ctx.State<SavedThreads>().List;
+        if (all.Count == 0) throw new ImageFormatException("image holds no thread");
+        var leader = ctx.Vessel;
+        // the other threads are cloned from the leader with their own tids (clone3 set_tid); traced from
+        // birth (PTRACE_O_TRACECLONE), they never run before their registers are loaded
+        foreach (var s in all.Skip(1))
+        {
+            var t = CreateThread(ctx, s.Tid);
+            ctx.OtherThreads.Add(t);
+            RestoreThread(ctx, t, s);
+        }
+        RestoreThread(ctx, leader, all[0], last: true);
+    }
+
+    private static unsafe TracedTask CreateThread(RestoreContext ctx, int tid)
+    {
+        const ulong CLONE_VM = 0x100, CLONE_FS = 0x200, CLONE_FILES = 0x400, CLONE_SIGHAND = 0x800, CLONE_THREAD = 0x10000, CLONE_SYSVSEM = 0x40000;
+        ulong tidAddr = ctx.PutScratch(256, BitConverter.GetBytes(tid));
+        var args = new CloneArgs
+        {
+            Flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM,
+            SetTid = tidAddr, SetTidSize = 1,
+        };
+        ulong a = ctx.PutScratch(0, MmState.StructBytes(ref args));
+        long got = ctx.Vessel.Inject(Nr.clone3, (long)a, sizeof(CloneArgs));
+        if (got == -Errors.EEXIST)
+            throw new CkptException($"restart: thread id {tid} is already in use; stop the process that holds it", ExitCodes.RestoreConflict);
+        if (got < 0) throw new SyscallException("clone3 thread (injected)", (int)-got, ctx.Pid);
+        var t = TracedTask.Adopt((int)got);
+        t.SyscallGadget = ctx.Trampoline;
+        return t;
+    }
+
+    /// <summary>Per-thread kernel state by injection into that thread, then its mask, xstate and registers.</summary>
+    private static void RestoreThread(RestoreContext ctx, TracedTask task, Saved s, bool last = false)
+    {
+        task.InjectChecked("set_tid_address", Nr.set_tid_address, (long)s.TidAddress);
+        if (s.RobustLen != 0) task.InjectChecked("set_robust_list", Nr.set_robust_list, (long)s.RobustHead, (long)s.RobustLen);
         if ((s.AltStack.Flags & 2 /* SS_DISABLE */) == 0)
         {
             var ss = s.AltStack;
             ss.Flags &= ~1; // SS_ONSTACK is a report, not a setting
             ulong a = ctx.PutScratch(0, MmState.StructBytes(ref ss));
-            ctx.Inject("sigaltstack", Nr.sigaltstack, (long)a, 0);
+            task.InjectChecked("sigaltstack", Nr.sigaltstack, (long)a, 0);
         }
-        if (s.RseqPtr != 0) ctx.Inject("rseq", Nr.rseq, (long)s.RseqPtr, s.RseqLen, 0, s.RseqSig);
+        if (s.RseqPtr != 0) task.InjectChecked("rseq", Nr.rseq, (long)s.RseqPtr, s.RseqLen, 0, s.RseqSig);
+        if (s.Comm != null && task != ctx.Vessel)
+        {
+            ulong name = ctx.PutScratch(0, System.Text.Encoding.UTF8.GetBytes(s.Comm + "\0"));
+            task.InjectChecked("prctl(PR_SET_NAME)", Nr.prctl, 15 /* PR_SET_NAME */, (long)name);
+        }
         // pending signals go in while everything is blocked (set when the vessel was seized)
         foreach (var si in s.Pending)
         {
             int sig = BitConverter.ToInt32(si);
             ulong a = ctx.PutScratch(0, si);
-            ctx.Inject("rt_tgsigqueueinfo", Nr.rt_tgsigqueueinfo, ctx.Pid, s.Tid, sig, (long)a);
+            task.InjectChecked("rt_tgsigqueueinfo", Nr.rt_tgsigqueueinfo, ctx.Pid, s.Tid, sig, (long)a);
         }
-        // the last injected call removes the trampoline it runs from; the task never executes there again
-        ctx.Inject("munmap trampoline", Nr.munmap, (long)ctx.Trampoline, RestoreContext.TrampolineSize);
+        // the very last injected call removes the trampoline it runs from; no thread executes there again
+        if (last) task.InjectChecked("munmap trampoline", Nr.munmap, (long)ctx.Trampoline, RestoreContext.TrampolineSize);
         task.SetSigMask(s.SigMask);
         task.SetXState(s.XState);
         task.SetRegs(ResumeRegs(s.Regs));

@@ -28,6 +28,7 @@ public sealed class ProcessAttributes : IStateKind
         public RLimit[] Limits = new RLimit[RlimitCount];
         public byte[][] Timers = new byte[3][];
         public bool NoNewPrivs;
+        public int Pgid, Sid;
     }
 
     public void Checkpoint(CheckpointContext ctx)
@@ -45,7 +46,8 @@ public sealed class ProcessAttributes : IStateKind
             ctx.Inject("getitimer", Nr.getitimer, which, (long)ctx.Scratch);
             p.Raw(ctx.ReadScratch(0, ItimerVal.Size));
         }
-        p.Bool(ProcStatus.Read(pid).NoNewPrivs);   // trailing field: absent in older images
+        p.Bool(ProcStatus.Read(pid).NoNewPrivs);   // trailing fields: absent in older images
+        p.I32(f.Pgrp).I32(f.Session);
         ctx.Image.Write(RecordKind.Process, p);
     }
 
@@ -61,6 +63,7 @@ public sealed class ProcessAttributes : IStateKind
         for (int i = 0; i < RlimitCount; i++) s.Limits[i] = new RLimit { Cur = r.U64(), Max = r.U64() };
         for (int i = 0; i < 3; i++) s.Timers[i] = r.Raw(ItimerVal.Size).ToArray();
         s.NoNewPrivs = !r.AtEnd && r.Bool();
+        if (!r.AtEnd) { s.Pgid = r.I32(); s.Sid = r.I32(); }
         r.End();
         CreateVessel(ctx, pid);
     }
@@ -76,7 +79,7 @@ public sealed class ProcessAttributes : IStateKind
             var one = ProcessCalls.SingleCpu(ProcessCalls.GetCpu());
             ProcessCalls.SetAffinity(0, one);
             ProcessCalls.SetAffinity(got, one);
-            var task = TracedTask.SeizeAndStop(got, Ptrace.O_TRACESYSGOOD | Ptrace.O_EXITKILL);
+            var task = TracedTask.SeizeAndStop(got, Ptrace.O_TRACESYSGOOD | Ptrace.O_EXITKILL | Ptrace.O_TRACECLONE);
             ctx.Task = task;
             task.SyscallGadget = Vessel.Gadget;
             task.SetSigMask(ulong.MaxValue);
@@ -106,6 +109,11 @@ public sealed class ProcessAttributes : IStateKind
         ctx.Inject("setpriority", Nr.setpriority, 0 /* PRIO_PROCESS */, 0, s.Nice);
         // no_new_privs cannot be cleared: a process that had it must not come back without it
         if (s.NoNewPrivs) ctx.Inject("prctl(PR_SET_NO_NEW_PRIVS)", Nr.prctl, 38 /* PR_SET_NO_NEW_PRIVS */, 1);
+        // leading its own session or process group is the process's own state (a daemon must not come
+        // back inside ckpt's session, where the terminal's SIGHUP and SIGINT reach it); membership in
+        // another process's group or session is not restored: the vessel stays in ckpt's
+        if (s.Sid == ctx.Pid) ctx.Inject("setsid", Nr.setsid);
+        else if (s.Pgid == ctx.Pid) ctx.Inject("setpgid", Nr.setpgid, 0, 0);
         var mine = ProcLimits.Read(Environment.ProcessId);   // what the vessel inherited
         for (int i = 0; i < RlimitCount; i++)
         {
@@ -160,6 +168,7 @@ public sealed class ProcessAttributes : IStateKind
                 p.Child("itimers").Set(names[i], $"next {t.ValueSec}.{t.ValueUsec:D6}s interval {t.IntervalSec}.{t.IntervalUsec:D6}s");
         }
         if (!r.AtEnd && r.Bool()) p.Set("no_new_privs", true);
+        if (!r.AtEnd) p.Set("pgid", r.I32()).Set("sid", r.I32());
         static string Fmt(ulong v) => v == ulong.MaxValue ? "unlimited" : v.ToString();
     }
 }

@@ -37,6 +37,15 @@ public sealed unsafe class TracedTask
         return t;
     }
 
+    /// <summary>A task attached automatically (PTRACE_O_TRACECLONE): waits for its first stop.</summary>
+    public static TracedTask Adopt(int tid)
+    {
+        RequireTracer();
+        var t = new TracedTask(tid) { Attached = true };
+        t.WaitStop(expectEventStop: true);
+        return t;
+    }
+
     /// <summary>Stops a seized task at an interrupt (event) stop.</summary>
     public void Interrupt()
     {

@@ -163,24 +163,6 @@ public sealed class FailureTests(E2eEnvironment env)
         Assert.Equal(0, Value(r, "TARGET"));
     }
 
-    [Fact]
-    public void CheckpointOfMultiThreadedProcess()
-    {
-        env.Program("threads");
-        var r = new E2eScript(env, "threads").Run("""
-            start "$W/out" "$BIN/threads"
-            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
-            ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v -v 2>"$W/err.txt"; echo "RC: $?"
-            alive $P || fail "the target died"
-            kill -USR1 $P
-            wait_exit $P 20; echo "TARGET: $?"
-            """);
-        r.AssertPassed();
-        Assert.True(Value(r, "RC") == 69, $"exit code should be 69 (not checkpointable){r.Diagnostics}");
-        Assert.Contains("thread", OneLine(r, "err.txt"));
-        Assert.Equal(0, Value(r, "TARGET"));
-    }
-
     /// <summary>The image goes to a pipe whose reader goes away after 1000 bytes: the target survives unharmed.</summary>
     [Fact]
     public void CheckpointOutputClosedEarly()

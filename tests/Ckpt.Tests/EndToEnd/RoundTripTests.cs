@@ -82,6 +82,15 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
     }
 
+    /// <summary>Four threads (sleeping, in a futex wait, in read, spinning), each with its tid, TLS, name and mask.</summary>
+    [Fact]
+    public void Threads()
+    {
+        env.Program("mthreads");
+        var r = new E2eScript(env, "mthreads").Run(E2eScript.RoundTrip("\"$BIN/mthreads\""));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
+    }
+
     [Fact]
     public void Signals()
     {
@@ -114,6 +123,19 @@ public sealed class RoundTripTests(E2eEnvironment env)
         env.Program("attrs");
         var r = new E2eScript(env, "attrs").Run(E2eScript.RoundTrip("\"$BIN/attrs\""));
         r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
+    }
+
+    /// <summary>A session leader (started through setsid, like a daemon) still leads its session and group.</summary>
+    [Fact]
+    public void SessionLeader()
+    {
+        env.Program("attrs");
+        var r = new E2eScript(env, "session-leader").Run(E2eScript.RoundTrip("setsid \"$BIN/attrs\"",
+            before: "",
+            afterRestart: "[ \"$(ps -o sid= -p $P | tr -d ' ')\" = $P ] && echo LEADER"));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
+        Assert.True(r.Stdout.Contains("LEADER"), $"the restored process does not lead its session{r.Diagnostics}");
+        r.Cleanup();
     }
 
     /// <summary>
@@ -215,6 +237,15 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.AssertScriptOk();
         Assert.True(r.Stdout.Contains("STATUS-PASS: 0") && r.Stdout.Contains("STATUS-TERM: 143"), $"restart should exit 0, then 143{r.Diagnostics}");
         r.Cleanup();
+    }
+
+    /// <summary>Credentials after a privilege drop: uids, gids, groups, capability sets, bounding set.</summary>
+    [Fact]
+    public void Credentials()
+    {
+        env.Program("creds");
+        var r = new E2eScript(env, "creds").Run(E2eScript.RoundTrip("\"$BIN/creds\""));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
     }
 
     /// <summary>no_new_privs survives a restart (without it the process could gain privileges through exec).</summary>
