@@ -59,7 +59,7 @@ public static class Program
         TextWriter? logWriter = null;
         try
         {
-            if (logPath != null) logWriter = new StreamWriter(logPath, append: false, Encoding.UTF8);
+            if (logPath != null) logWriter = new StreamWriter(logPath, append: false, new UTF8Encoding(false));
             var log = new Log(logWriter, logWriter != null ? Math.Max(1, verbosity + 1) : 0);
             using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
             using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);

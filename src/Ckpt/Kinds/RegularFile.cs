@@ -104,18 +104,21 @@ public sealed class RegularFile : IFileKind
                 throw new CkptException($"restart: {path} changed since the checkpoint (size {size} -> {st.Size})", ExitCodes.RestoreConflict);
             fd = ctx.OpenInVessel(path, (flags & OpenMask) | FileCalls.O_CLOEXEC);
         }
-        else fd = RestoreUnlinked(ctx, objref, path, flags, mode);
+        else fd = RestoreUnlinked(ctx, objref, path, flags, mode, size);
         if (pos != 0) ctx.Inject("lseek", Nr.lseek, fd, pos, FileCalls.SEEK_SET);
         ctx.Files.SetRestored(objref, fd);
     }
 
-    private static int RestoreUnlinked(RestoreContext ctx, uint objref, string path, int flags, uint mode)
+    private static int RestoreUnlinked(RestoreContext ctx, uint objref, string path, int flags, uint mode, long size)
     {
         string dir = Path.GetDirectoryName(path) is { Length: > 0 } d && Directory.Exists(d) ? d : "/tmp";
         int tmp = ctx.OpenInVessel(dir, FileCalls.O_TMPFILE | FileCalls.O_RDWR | FileCalls.O_CLOEXEC, (int)(mode & 0xfff));
         // the vessel's umask (still ckpt's own) applied to the creation mode: set the saved one
         ctx.Inject("fchmod", Nr.fchmod, tmp, mode & 0xfff);
-        ctx.State<RestoreState>().Writers[objref] = ctx.GrabFd(tmp);
+        int mine = ctx.GrabFd(tmp);
+        ctx.State<RestoreState>().Writers[objref] = mine;
+        // the saved size, holes included (only data ranges follow in FileData records)
+        if (Sys.Call(77 /* ftruncate */, mine, size) != 0) throw SyscallException.Last("ftruncate (unlinked file)", ctx.Pid);
         // always reopened: the O_TMPFILE description itself would report O_TMPFILE|O_DIRECTORY in F_GETFL
         int fd = ctx.OpenInVessel($"/proc/self/fd/{tmp}", (flags & OpenMask) | FileCalls.O_CLOEXEC);
         ctx.Inject("close", Nr.close, tmp);
