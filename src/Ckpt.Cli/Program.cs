@@ -22,16 +22,21 @@ public static class Program
         var pid = new Argument<int>("pid") { Description = "process to checkpoint" };
         var output = new Option<string?>("--output", "-o") { Description = "image file (mode 0600); '-' or absent: standard output" };
         var kill = new Option<bool>("--kill") { Description = "kill the process after a successful checkpoint (for migration)" };
-        var checkpoint = new Command("checkpoint", "save a running process into an image stream") { pid, output, kill, logFile, verbose };
+        var external = new Option<bool>("--external") { Description = "save pipe ends shared with processes outside (e.g. stdout piped to the caller) as external; restart replaces them" };
+        var checkpoint = new Command("checkpoint", "save a running process into an image stream") { pid, output, kill, external, logFile, verbose };
         checkpoint.SetAction(r => Guard(r.GetValue(logFile), Verbosity(r.GetResult(verbose)), log =>
-            Checkpoint(r.GetValue(pid), r.GetValue(output), r.GetValue(kill), log)));
+            Checkpoint(r.GetValue(pid), r.GetValue(output), r.GetValue(kill), r.GetValue(external), log)));
 
         var input = new Option<string?>("--input", "-i") { Description = "image file; '-' or absent: standard input" };
         var detach = new Option<bool>("--detach") { Description = "return as soon as the process runs, leaving it reparented" };
         var frozen = new Option<bool>("--frozen") { Description = "restore the process stopped (SIGSTOP), for inspection" };
-        var restart = new Command("restart", "recreate a process from an image, with its original pid") { input, detach, frozen, logFile, verbose };
+        var inherit = new Option<string[]>("--inherit-fd")
+        {
+            Description = "IMAGEFD:FD: an external fd of the image is replaced by fd FD of ckpt (default: ckpt's fd of the same number)",
+        };
+        var restart = new Command("restart", "recreate a process from an image, with its original pid") { input, detach, frozen, inherit, logFile, verbose };
         restart.SetAction(r => Guard(r.GetValue(logFile), Verbosity(r.GetResult(verbose)), log =>
-            Restart(r.GetValue(input), r.GetValue(detach), r.GetValue(frozen), log)));
+            Restart(r.GetValue(input), r.GetValue(detach), r.GetValue(frozen), ParseInherit(r.GetValue(inherit)), log)));
 
         var file = new Argument<string>("image") { Description = "image file, or - for standard input" };
         var json = new Option<bool>("--json") { Description = "print JSON instead of text" };
@@ -93,7 +98,7 @@ public static class Program
 
     private static bool StderrIsTerminal => !Console.IsErrorRedirected;
 
-    private static int Checkpoint(int pid, string? output, bool kill, Log log)
+    private static int Checkpoint(int pid, string? output, bool kill, bool external, Log log)
     {
         int fd;
         bool toFile = output != null && output != "-", regular = false;
@@ -118,7 +123,7 @@ public static class Program
         {
             var sw = System.Diagnostics.Stopwatch.StartNew();
             CheckpointResult r;
-            try { r = Checkpointer.Run(pid, stream, new CheckpointOptions { Kill = kill, Log = log, Cancelled = () => s_cancelled }); }
+            try { r = Checkpointer.Run(pid, stream, new CheckpointOptions { Kill = kill, External = external, Log = log, Cancelled = () => s_cancelled }); }
             finally { progress?.Done(); }
             ok = true;
             if (StderrIsTerminal)
@@ -132,7 +137,20 @@ public static class Program
         }
     }
 
-    private static int Restart(string? input, bool detach, bool frozen, Log log)
+    private static Dictionary<int, int> ParseInherit(string[]? specs)
+    {
+        var map = new Dictionary<int, int>();
+        foreach (var spec in specs ?? [])
+        {
+            var parts = spec.Split(':');
+            if (parts.Length != 2 || !int.TryParse(parts[0], out int imageFd) || !int.TryParse(parts[1], out int fd) || imageFd < 0 || fd < 0)
+                throw new CkptException($"--inherit-fd {spec}: expected IMAGEFD:FD, e.g. --inherit-fd 1:5", ExitCodes.Usage);
+            map[imageFd] = fd;
+        }
+        return map;
+    }
+
+    private static int Restart(string? input, bool detach, bool frozen, Dictionary<int, int> inherit, Log log)
     {
         if ((input == null || input == "-") && !Console.IsInputRedirected)
             return Fail("refusing to read an image from a terminal; use -i FILE or a pipe", ExitCodes.Usage);
@@ -143,7 +161,7 @@ public static class Program
         var progress = StderrIsTerminal ? new ProgressStream(stream, "read") : null;
         using (stream)
         {
-            try { pid = Restorer.Run(progress ?? stream, new RestoreOptions { Detach = detach, Frozen = frozen, Cancelled = () => s_cancelled }, log); }
+            try { pid = Restorer.Run(progress ?? stream, new RestoreOptions { Detach = detach, Frozen = frozen, InheritFds = inherit, Cancelled = () => s_cancelled }, log); }
             finally { progress?.Done(); }
         }
         if (detach || frozen)

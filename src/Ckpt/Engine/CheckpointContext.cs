@@ -24,6 +24,8 @@ public sealed class CheckpointContext
     public ulong Scratch { get; set; }
     public const int ScratchSize = 16 * 4096;
     public Func<bool> Cancelled { get; init; } = () => false;
+    /// <summary>Save objects shared with processes outside as external instead of refusing (--external).</summary>
+    public bool External { get; init; }
 
     /// <summary>Open file descriptions met so far (key: "pid:fd" of the first holder) → objref.</summary>
     public ObjectTable<string, int> Files { get; } = new();

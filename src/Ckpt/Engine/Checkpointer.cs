@@ -12,6 +12,8 @@ public sealed class CheckpointOptions
     public bool Kill { get; init; }
     public Log Log { get; init; } = Log.None;
     public Func<bool> Cancelled { get; init; } = () => false;
+    /// <summary>Save pipe ends whose peer is outside the process as external (--external).</summary>
+    public bool External { get; init; }
 }
 
 public sealed record CheckpointResult(long Bytes, long Records, TimeSpan Frozen);
@@ -117,7 +119,7 @@ public static class Checkpointer
             foreach (var t in threads) t.Task.SyscallGadget = task.SyscallGadget;
             var xstate = task.GetXState();
             var writer = new ImageWriter(output);
-            ctx = new CheckpointContext { Pid = pid, Task = task, Image = writer, Log = log, Vmas = vmas, Regs = regs, SigMask = sigmask, Cancelled = opt.Cancelled };
+            ctx = new CheckpointContext { Pid = pid, Task = task, Image = writer, Log = log, Vmas = vmas, Regs = regs, SigMask = sigmask, Cancelled = opt.Cancelled, External = opt.External };
             long scratch = task.Inject(Nr.mmap, 0, CheckpointContext.ScratchSize, MemoryCalls.PROT_READ | MemoryCalls.PROT_WRITE,
                 MemoryCalls.MAP_PRIVATE | MemoryCalls.MAP_ANONYMOUS, -1, 0);
             if (scratch < 0 && scratch > -4096) throw new SyscallException("mmap scratch (injected)", (int)-scratch, pid);

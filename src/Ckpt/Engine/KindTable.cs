@@ -19,6 +19,7 @@ public static class KindTable
         RegularFile.Instance,         // file descriptions...
         Pipe.Instance,
         CharDevice.Instance,
+        ExternalFile.Instance,        // written by Pipe for ends whose peer is outside (--external)
         FdTable.Instance,             // ...and the fd numbers that refer to them
         SignalState.Instance,         // handlers, shared pending
         CpuState.Instance,            // per thread: registers, xstate, mask, pending, rseq, robust list

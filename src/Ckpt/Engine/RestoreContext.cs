@@ -10,6 +10,8 @@ public sealed class RestoreOptions
     public bool Detach { get; init; }
     public bool Frozen { get; init; }
     public Func<bool> Cancelled { get; init; } = () => false;
+    /// <summary>Replacements for external fds: image fd → fd of ckpt (--inherit-fd); default: the same number.</summary>
+    public Dictionary<int, int> InheritFds { get; init; } = new();
 }
 
 /// <summary>Everything a kind needs to rebuild one process inside its vessel.</summary>
@@ -24,6 +26,8 @@ public sealed class RestoreContext
     /// <summary>Threads other than the leader, created by the restore; released with it.</summary>
     public List<TracedTask> OtherThreads { get; } = new();
     public int Pid { get; set; }
+    /// <summary>fds of ckpt kept in the vessel as candidates for external fds: ckpt fd → vessel fd.</summary>
+    public Dictionary<int, int> Inherited { get; } = new();
     /// <summary>The affinity the vessel had before it was pinned to the tracer's CPU, given back on release.</summary>
     public ulong[]? VesselAffinity { get; set; }
     /// <summary>Base of the trampoline area in the vessel: page 0 holds the syscall gadget, the rest is scratch.</summary>

@@ -25,6 +25,7 @@ public enum RecordKind : uint
     CharDevice = 32,     // Kinds/CharDevice.cs
     FileData = 33,       // Kinds/RegularFile.cs (contents of an unlinked file)
     PipeData = 34,       // Kinds/Pipe.cs (bytes queued in a pipe)
+    External = 35,       // Kinds/ExternalFile.cs (a description held with a process outside, replaced at restart)
 }
 
 /// <summary>Record flags (the second word of a record header).</summary>

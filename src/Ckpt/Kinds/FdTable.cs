@@ -95,7 +95,8 @@ public sealed class FdTable : IStateKind
         r.End();
         var temps = ctx.Files.Restored.Select(kv => kv.Value).ToHashSet();
         var finals = entries.Select(e => e.Fd).ToHashSet();
-        int top = Math.Max(finals.DefaultIfEmpty(0).Max(), temps.DefaultIfEmpty(0).Max()) + 1;
+        // F_DUPFD gives the lowest free number at or above this: never a final number, never a temporary
+        int top = finals.DefaultIfEmpty(0).Max() + 1;
         // move every temporary fd that sits on a final number out of the way first
         var moved = new Dictionary<int, int>();
         foreach (int t in temps.Where(finals.Contains))
@@ -110,6 +111,9 @@ public sealed class FdTable : IStateKind
             ctx.Inject("dup3", Nr.dup3, Cur(temp), fd, cloexec ? FileCalls.O_CLOEXEC : 0);
         foreach (int t in temps)
             if (!finals.Contains(Cur(t))) ctx.Inject("close", Nr.close, Cur(t));
+        // ckpt's own fds kept as replacements for external fds, and not used
+        foreach (int v in ctx.Inherited.Values)
+            if (!temps.Contains(v) && !finals.Contains(v)) ctx.Inject("close", Nr.close, v);
     }
 
     public void Finish(RestoreContext ctx) { }

@@ -86,7 +86,7 @@ public sealed class MmState : IStateKind
         ctx.Log.Debug($"trampoline at 0x{t:x}");
 
         // drop every inherited fd and every mapping but the trampoline and the vDSO trio
-        ctx.Inject("close_range", Nr.close_range, 0, uint.MaxValue, 0);
+        KeepInheritable(ctx);
         var keep = new List<(ulong Start, ulong End)> { (t, t + RestoreContext.TrampolineSize) };
         var vdso = vessel.Where(v => VdsoNames.Contains(v.Path)).ToList();
         keep.AddRange(vdso.Select(v => (v.Start, v.End)));
@@ -100,6 +100,26 @@ public sealed class MmState : IStateKind
         if (cur < TaskSize) ctx.Inject("munmap", Nr.munmap, (long)cur, (long)(TaskSize - cur));
 
         MoveVdso(ctx, vdso, image.Where(x => x.Special > 0).Select(x => (x.Start, x.End, Name: VdsoNames[x.Special - 1])).ToList(), image);
+    }
+
+    /// <summary>
+    /// The vessel was forked from ckpt and holds all of ckpt's fds: the ones that may replace external
+    /// fds (stdin/stdout/stderr and those named by --inherit-fd) are moved to the top of the fd range,
+    /// everything else is closed.
+    /// </summary>
+    private static void KeepInheritable(RestoreContext ctx)
+    {
+        var wanted = new SortedSet<int>(ctx.Options.InheritFds.Values) { 0, 1, 2 };
+        int limit = (int)Math.Min(ProcLimits.Read(Environment.ProcessId)[ProcLimits.RLIMIT_NOFILE].Soft, 1 << 20);
+        int next = limit - wanted.Count;
+        foreach (int src in wanted)
+        {
+            long got = ctx.Vessel.Inject(Nr.fcntl, src, 1030 /* F_DUPFD_CLOEXEC */, next);
+            if (got >= 0) { ctx.Inherited[src] = (int)got; next = (int)got + 1; }
+        }
+        int low = ctx.Inherited.Count > 0 ? ctx.Inherited.Values.Min() : limit;
+        ctx.Inject("close_range", Nr.close_range, 0, low - 1, 0);
+        ctx.Inject("close_range", Nr.close_range, next, uint.MaxValue, 0);
     }
 
     private static void MoveVdso(RestoreContext ctx, List<VmaInfo> here, List<(ulong Start, ulong End, string Name)> want,

@@ -29,8 +29,13 @@ public sealed unsafe class Pipe : IFileKind
         var link = f.Link;
         bool hasRead = ctx.OpenFiles.Any(o => o.Link == link && o.AccessMode == FileCalls.O_RDONLY);
         bool hasWrite = ctx.OpenFiles.Any(o => o.Link == link && o.AccessMode == FileCalls.O_WRONLY);
+        if ((!hasRead || !hasWrite) && ctx.External)
+        {
+            ExternalFile.Instance.CheckpointFile(ctx, f, objref);
+            return;
+        }
         if (!hasRead || !hasWrite)
-            throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} is one end of {link}, whose {(hasRead ? "write" : "read")} end is not held by the process (pipes shared with other processes are not supported yet)");
+            throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} is one end of {link}, whose {(hasRead ? "write" : "read")} end is not held by the process (pipes shared with other processes are not supported yet; --external saves it as external, to be replaced at restart)");
         bool first = ctx.State<CheckpointState>().Seen.Add(id);
         int capacity = 0;
         byte[] data = [];
