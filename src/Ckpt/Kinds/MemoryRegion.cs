@@ -44,13 +44,14 @@ public sealed unsafe class MemoryRegion : IStateKind
         // first the plan: every region with the runs of pages it saves, cut into chunks
         var plan = new List<(VmaInfo Vma, Backing Backing, long Pages, int FirstChunk, int Chunks)>();
         var chunks = new List<List<(ulong Addr, int Pages)>>();
+        var pagemapBuffer = new byte[PagemapBatch * 8];   // one buffer for every region
         using (var pagemap = new FileStream($"/proc/{ctx.Pid}/pagemap", FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 0))
         {
             foreach (var v in ctx.Vmas)
             {
                 if (v.Path == "[vsyscall]") continue;
                 var backing = Classify(ctx.Pid, v);
-                var runs = backing is Backing.FileShared or Backing.Vdso ? [] : PresentRuns(pagemap, v, backing);
+                var runs = backing is Backing.FileShared or Backing.Vdso ? [] : PresentRuns(pagemap, v, backing, pagemapBuffer);
                 int first = chunks.Count;
                 CutChunks(runs, chunks);
                 plan.Add((v, backing, runs.Sum(r => (long)r.Pages), first, chunks.Count - first));
@@ -102,11 +103,12 @@ public sealed unsafe class MemoryRegion : IStateKind
     }
 
     /// <summary>Runs of pages to save, from /proc/PID/pagemap.</summary>
-    private static List<(ulong Addr, int Pages)> PresentRuns(FileStream pagemap, VmaInfo v, Backing b)
+    private const int PagemapBatch = 8192;
+
+    private static List<(ulong Addr, int Pages)> PresentRuns(FileStream pagemap, VmaInfo v, Backing b, byte[] buf)
     {
         var runs = new List<(ulong, int)>();
-        const int Batch = 32768;
-        var buf = new byte[Batch * 8];
+        const int Batch = PagemapBatch;
         ulong npages = v.Length / PageSize;
         ulong runStart = 0; int runLen = 0;
         for (ulong i = 0; i < npages; i += Batch)
