@@ -34,7 +34,7 @@ failures=()
 is_ours() {     # is this pid still one of our memhog targets (and not a reused pid)?
   local cmd
   cmd="$(tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline")" || return 1
-  [[ "$cmd" == "$work/memhog "* ]]
+  [[ "$cmd" == "$work/memhog "* || "$cmd" == "$work/threads "* ]]
 }
 
 cleanup() {
@@ -59,8 +59,8 @@ if ! timeout 900 "$root/ckpt" --help >"$work/build.log" 2>&1; then
 fi
 ckpt="$root/artifacts/native/ckpt"
 [[ -x "$ckpt" ]] || { say "bench: $ckpt missing after the build"; exit 1; }
-for prog in memhog memcpy timeit; do
-  gcc -O2 -Wall -o "$work/$prog" "$root/bench/$prog.c" || { say "bench: cannot compile bench/$prog.c"; exit 1; }
+for prog in memhog memcpy timeit threads; do
+  gcc -O2 -Wall -pthread -o "$work/$prog" "$root/bench/$prog.c" || { say "bench: cannot compile bench/$prog.c"; exit 1; }
 done
 
 # peak RSS: /usr/bin/time -f %M (Debian package "time"), installed when missing
@@ -251,6 +251,40 @@ for ((i = 1; i <= runs; i++)); do
 done
 s_ck_med="$(median "${s_ck[@]}")" s_rs_med="$(median "${s_rs[@]}")"
 
+# ---------------------------------------------------------------- many threads
+nthreads=64
+say "== $nthreads-thread process, $runs runs (checkpoint --kill, reap, restart --detach)"
+t_ck=() t_rs=()
+for ((i = 1; i <= runs; i++)); do
+  ready="$work/threads$i.ready" img="$shm/threads$i.img"
+  "$work/threads" "$nthreads" "$ready" </dev/null >/dev/null 2>&1 &
+  p=$!
+  targets+=("$p")
+  wait_line "$ready" '^READY' 30 "$p" || { fail "threads run $i: the target did not start"; break; }
+  {
+    run_timed 60 /dev/null "$ckpt" checkpoint "$p" -o "$img" --kill
+    kill -KILL "$p" || true
+    wait "$p" || true
+  } 2>/dev/null
+  if ((STATUS != 0)); then fail "threads checkpoint run $i: exit $STATUS: $(cat "$work/stderr")"; break; fi
+  t_ck+=("$T_US")
+  run_timed 60 "$work/rs.out" "$ckpt" restart -i "$img" --detach
+  newpid="$(head -n 1 "$work/rs.out" 2>/dev/null || true)"
+  if ((STATUS != 0)) || [[ "$newpid" != "$p" ]]; then
+    fail "threads restart run $i: exit $STATUS, printed '$newpid' (want $p): $(cat "$work/stderr")"
+    [[ "$newpid" =~ ^[0-9]+$ ]] && { targets+=("$newpid"); stop_restored "$newpid"; }
+    break
+  fi
+  targets+=("$newpid")
+  t_rs+=("$T_US")
+  got="$(ls "/proc/$newpid/task" 2>/dev/null | wc -l)"
+  ((got == nthreads)) || fail "threads restart run $i: $got threads after restart, want $nthreads"
+  stop_restored "$newpid"
+  rm -f "$img"
+  say "   run $i: checkpoint $(ms "${t_ck[-1]}") ms, restart $(ms "${t_rs[-1]}") ms"
+done
+t_ck_med="$(median "${t_ck[@]}")" t_rs_med="$(median "${t_rs[@]}")"
+
 # ---------------------------------------------------------------- report
 ratio() { awk -v a="$1" -v m="$memcpy_best" 'BEGIN { if (a == "n/a" || m == 0) print "n/a"; else printf "%.0f%%", 100 * a / m }'; }
 verdict() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN { if (v == "n/a" || v == "") { print "FAILED"; exit }
@@ -288,6 +322,8 @@ row "small ($small MiB) checkpoint --kill, median of $s_n" "$( ((s_n)) && echo "
 row "small ($small MiB) restart --detach, median of ${#s_rs[@]}" "$( ((${#s_rs[@]})) && echo "$(ms "$s_rs_med") ms" || echo FAILED)" "" "" "< 15 ms" "$( ((${#s_rs[@]})) && verdict "$(ms "$s_rs_med")" "<" 15 || echo FAILED)"
 row "small: image size" "$s_img B" "" "" "" ""
 row "small: peak RSS (checkpoint / restart)" "$(mib "$s_ck_rss")/$(mib "$s_rs_rss") MiB" "" "" "< 64 MiB" "$(verdict "$small_rss_mib" "<" 64)"
+row "$nthreads threads: checkpoint --kill, median of ${#t_ck[@]}" "$( ((${#t_ck[@]})) && echo "$(ms "$t_ck_med") ms" || echo FAILED)" "" "" "< 50 ms" "$( ((${#t_ck[@]})) && verdict "$(ms "$t_ck_med")" "<" 50 || echo FAILED)"
+row "$nthreads threads: restart --detach, median of ${#t_rs[@]}" "$( ((${#t_rs[@]})) && echo "$(ms "$t_rs_med") ms" || echo FAILED)" "" "" "< 50 ms" "$( ((${#t_rs[@]})) && verdict "$(ms "$t_rs_med")" "<" 50 || echo FAILED)"
 echo
 echo "context (medians): start of /bin/true $(ms "$spawn_us") ms; 'ckpt --version' $(ms "$version_us") ms (binary); './ckpt --version' $(ms "$script_us") ms (entry script)"
 echo "small runs (ms): checkpoint $(for x in "${s_ck[@]}"; do printf '%s ' "$(ms "$x")"; done)| restart $(for x in "${s_rs[@]}"; do printf '%s ' "$(ms "$x")"; done)"
