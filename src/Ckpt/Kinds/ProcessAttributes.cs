@@ -113,6 +113,13 @@ public sealed class ProcessAttributes : IStateKind
         // back inside ckpt's session, where the terminal's SIGHUP and SIGINT reach it); membership in
         // another process's group or session is not restored: the vessel stays in ckpt's
         if (s.Sid == ctx.Pid) ctx.Inject("setsid", Nr.setsid);
+        else if (ctx.Options.Frozen)
+        {
+            // left stopped in ckpt's process group, it would be killed by SIGHUP when ckpt exits (a group
+            // with a stopped member becomes orphaned); in a session of its own it waits for SIGCONT
+            ctx.Inject("setsid", Nr.setsid);
+            ctx.Log.Info("--frozen: the process was given a session of its own so that it outlives ckpt while stopped");
+        }
         else if (s.Pgid == ctx.Pid) ctx.Inject("setpgid", Nr.setpgid, 0, 0);
         var mine = ProcLimits.Read(Environment.ProcessId);   // what the vessel inherited
         for (int i = 0; i < RlimitCount; i++)

@@ -1,0 +1,41 @@
+using Xunit;
+
+namespace Ckpt.Tests.EndToEnd;
+
+/// <summary>
+/// restart --frozen from a shell with job control (as a person at a terminal runs it): the process stays
+/// stopped after ckpt exits — it must not die of the SIGHUP sent to an orphaned stopped process group —
+/// and carries on after SIGCONT.
+/// </summary>
+[Collection(EndToEndCollection.Name)]
+public sealed class FrozenTests(E2eEnvironment env)
+{
+    [Fact]
+    public void FrozenSurvivesUnderJobControl()
+    {
+        env.Program("sleeper");
+        var r = new E2eScript(env, "frozen-jobcontrol").Run("""
+            command -v script >/dev/null || fail "script (util-linux) is missing"
+            cat > "$W/inner.sh" <<INNER
+            set -m
+            exec 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-
+            "$BIN/sleeper" > "$W/out" 2>&1 < /dev/null &
+            P=\$!
+            for i in \$(seq 1 500); do grep -q READY "$W/out" && break; sleep 0.01; done
+            "$CKPT" checkpoint \$P -o "$W/img" --kill --log "$W/ck.log" || exit 10
+            wait \$P 2>/dev/null
+            "$CKPT" restart -i "$W/img" --frozen --log "$W/rs.log" > "$W/pid" || exit 11
+            sleep 0.5
+            echo "STATE: \$(awk '{print \$3}' /proc/\$P/stat 2>/dev/null || echo gone)" > "$W/state"
+            kill -CONT \$P
+            INNER
+            script -qec "bash $W/inner.sh" /dev/null > "$W/script.txt" 2>&1; echo "INNER: $?"
+            cat "$W/state"
+            P=$(cat "$W/pid")
+            [ -n "$P" ] || fail "no pid printed"
+            wait_exit $P 30; echo "TARGET: $?"
+            """);
+        Assert.Contains("INNER: 0", r.Stdout);
+        Assert.Contains("STATE: T", r.Stdout);
+    }
+}
