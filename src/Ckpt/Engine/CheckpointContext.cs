@@ -6,8 +6,10 @@ using Ckpt.Tracing;
 namespace Ckpt.Engine;
 
 /// <summary>Everything a kind needs to checkpoint one stopped process.</summary>
-public sealed class CheckpointContext
+public sealed class CheckpointContext : TargetContext
 {
+    public override int TargetPid => Pid;
+
     public required int Pid { get; init; }
     public required TracedTask Task { get; init; }
     public required ImageWriter Image { get; init; }
@@ -31,18 +33,6 @@ public sealed class CheckpointContext
     public ObjectTable<string, int> Files { get; } = new();
     /// <summary>Every open fd of the target, filled by the fd table before the file kinds run.</summary>
     public List<OpenFile> OpenFiles { get; } = new();
-
-    private int _pidfd = -1;
-    /// <summary>A pidfd of the target (for pidfd_getfd), opened on first use.</summary>
-    public int Pidfd => _pidfd >= 0 ? _pidfd : _pidfd = ProcessCalls.PidfdOpen(Pid);
-    public void Close() { if (_pidfd >= 0) FileCalls.Close(_pidfd); _pidfd = -1; }
-
-    private readonly Dictionary<Type, object> _state = new();
-    public T State<T>() where T : new()
-    {
-        if (!_state.TryGetValue(typeof(T), out var o)) _state[typeof(T)] = o = new T();
-        return (T)o;
-    }
 
     public void ThrowIfCancelled()
     {

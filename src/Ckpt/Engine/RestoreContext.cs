@@ -15,8 +15,10 @@ public sealed class RestoreOptions
 }
 
 /// <summary>Everything a kind needs to rebuild one process inside its vessel.</summary>
-public sealed class RestoreContext
+public sealed class RestoreContext : TargetContext
 {
+    public override int TargetPid => Pid;
+
     public required ImageHeader Header { get; init; }
     public required Log Log { get; init; }
     public required RestoreOptions Options { get; init; }
@@ -38,21 +40,6 @@ public sealed class RestoreContext
 
     /// <summary>Restored file descriptions: objref → fd number in the vessel (temporary until placed).</summary>
     public ObjectTable<string, int> Files { get; } = new();
-
-    private int _pidfd = -1;
-    /// <summary>A pidfd of the vessel (for pidfd_getfd), opened on first use.</summary>
-    public int Pidfd => _pidfd >= 0 ? _pidfd : _pidfd = ProcessCalls.PidfdOpen(Pid);
-    public void Close() { if (_pidfd >= 0) FileCalls.Close(_pidfd); _pidfd = -1; }
-
-    /// <summary>Our own copy of fd <paramref name="vesselFd"/> of the vessel (same open file description).</summary>
-    public int GrabFd(int vesselFd) => ProcessCalls.PidfdGetfd(Pidfd, vesselFd, Pid);
-
-    private readonly Dictionary<Type, object> _state = new();
-    public T State<T>() where T : new()
-    {
-        if (!_state.TryGetValue(typeof(T), out var o)) _state[typeof(T)] = o = new T();
-        return (T)o;
-    }
 
     public TracedTask Vessel => Task ?? throw new ImageFormatException("image has process state before its Process record");
 

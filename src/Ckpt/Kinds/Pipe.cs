@@ -41,12 +41,12 @@ public sealed unsafe class Pipe : IFileKind
         byte[] data = [];
         if (first)
         {
-            int mine = ProcessCalls.PidfdGetfd(ctx.Pidfd, f.Fd, ctx.Pid);
+            int mine = ctx.GrabFd(f.Fd);
             try
             {
                 capacity = FileCalls.Fcntl(mine, FileCalls.F_GETPIPE_SZ, 0);
                 int readFd = f.AccessMode == FileCalls.O_RDONLY ? mine
-                    : ProcessCalls.PidfdGetfd(ctx.Pidfd, ctx.OpenFiles.First(o => o.Link == link && o.AccessMode == FileCalls.O_RDONLY).Fd, ctx.Pid);
+                    : ctx.GrabFd(ctx.OpenFiles.First(o => o.Link == link && o.AccessMode == FileCalls.O_RDONLY).Fd);
                 try { data = Peek(readFd, capacity, ctx.Pid); }
                 finally { if (readFd != mine) FileCalls.Close(readFd); }
             }

@@ -1,0 +1,34 @@
+using Ckpt.Native;
+
+namespace Ckpt.Engine;
+
+/// <summary>
+/// What checkpoint and restart contexts share: the process being worked on, a pidfd of it opened on
+/// first use (for pidfd_getfd), and a per-operation state bag through which stateless kinds keep what
+/// they need between calls.
+/// </summary>
+public abstract class TargetContext
+{
+    /// <summary>The process being checkpointed, or the vessel being rebuilt.</summary>
+    public abstract int TargetPid { get; }
+
+    private int _pidfd = -1;
+    /// <summary>A pidfd of the target (for pidfd_getfd), opened on first use.</summary>
+    public int Pidfd => _pidfd >= 0 ? _pidfd : _pidfd = ProcessCalls.PidfdOpen(TargetPid);
+
+    /// <summary>Our own copy of fd <paramref name="targetFd"/> of the target (the same open file description).</summary>
+    public int GrabFd(int targetFd) => ProcessCalls.PidfdGetfd(Pidfd, targetFd, TargetPid);
+
+    public void Close()
+    {
+        if (_pidfd >= 0) FileCalls.Close(_pidfd);
+        _pidfd = -1;
+    }
+
+    private readonly Dictionary<Type, object> _state = new();
+    public T State<T>() where T : new()
+    {
+        if (!_state.TryGetValue(typeof(T), out var o)) _state[typeof(T)] = o = new T();
+        return (T)o;
+    }
+}
