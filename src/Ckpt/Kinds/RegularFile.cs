@@ -47,7 +47,7 @@ public sealed class RegularFile : IFileKind
 
     private static unsafe void SaveContent(CheckpointContext ctx, OpenFile f, uint objref)
     {
-        int fd = ProcessCalls.PidfdGetfd(ctx.Pidfd, f.Fd, ctx.Pid);
+        int fd = ctx.GrabFd(f.Fd);
         try
         {
             var buf = new byte[DataChunk];
@@ -83,7 +83,7 @@ public sealed class RegularFile : IFileKind
             var data = rec.Payload.Span[12..];
             if (!ctx.State<RestoreState>().Writers.TryGetValue(objref, out int w))
                 throw new ImageFormatException($"FileData record at offset {rec.Offset} for objref {objref}, which is no unlinked file");
-            WriteAt(w, data, off);
+            FileCalls.PwriteAll(w, data, off, "pwrite (unlinked file)");
             return;
         }
         string path = r.Str(); int flags = r.I32(); long pos = r.I64(); long size = r.I64(); uint mode = r.U32(); bool deleted = r.Bool();
@@ -123,20 +123,6 @@ public sealed class RegularFile : IFileKind
         int fd = ctx.OpenInVessel($"/proc/self/fd/{tmp}", (flags & OpenMask) | FileCalls.O_CLOEXEC);
         ctx.Inject("close", Nr.close, tmp);
         return fd;
-    }
-
-    private static unsafe void WriteAt(int fd, ReadOnlySpan<byte> data, long off)
-    {
-        fixed (byte* b = data)
-        {
-            long done = 0;
-            while (done < data.Length)
-            {
-                nint n = FileCalls.Pwrite(fd, b + done, (nuint)(data.Length - done), off + done);
-                if (n <= 0) throw SyscallException.Last("pwrite (unlinked file)");
-                done += n;
-            }
-        }
     }
 
     public void Finish(RestoreContext ctx)

@@ -102,6 +102,22 @@ public static unsafe partial class FileCalls
         }
     }
 
+    /// <summary>Writes all of <paramref name="src"/> at offset <paramref name="off"/>; retried on EINTR and short writes.</summary>
+    public static void PwriteAll(int fd, ReadOnlySpan<byte> src, long off, string what = "pwrite")
+    {
+        fixed (byte* p = src)
+        {
+            long done = 0;
+            while (done < src.Length)
+            {
+                nint n = Pwrite(fd, p + done, (nuint)(src.Length - done), off + done);
+                if (n < 0 && Marshal.GetLastPInvokeError() == Errors.EINTR) continue;
+                if (n <= 0) throw SyscallException.Last(what);
+                done += n;
+            }
+        }
+    }
+
     public static int MajorOf(ulong dev) => (int)(((dev >> 32) & 0xfffff000) | ((dev >> 8) & 0xfff));
     public static int MinorOf(ulong dev) => (int)(((dev >> 12) & 0xffffff00) | (dev & 0xff));
 }
