@@ -127,7 +127,7 @@ public static class Program
             finally { progress?.Done(); }
             ok = true;
             if (StderrIsTerminal)
-                Console.Error.WriteLine($"ckpt: checkpointed pid {pid}: {r.Bytes / 1048576.0:F1} MiB, {r.Records} records in {sw.Elapsed.TotalMilliseconds:F0} ms{(kill ? "; process killed" : "")}");
+                Console.Error.WriteLine($"ckpt: checkpointed pid {pid}{(r.Processes > 1 ? $" and {r.Processes - 1} descendant(s)" : "")}: {r.Bytes / 1048576.0:F1} MiB, {r.Records} records in {sw.Elapsed.TotalMilliseconds:F0} ms{(kill ? (r.Processes > 1 ? "; processes killed" : "; process killed") : "")}");
             return ExitCodes.Ok;
         }
         finally

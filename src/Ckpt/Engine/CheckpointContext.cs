@@ -5,39 +5,87 @@ using Ckpt.Tracing;
 
 namespace Ckpt.Engine;
 
-/// <summary>Everything a kind needs to checkpoint one stopped process.</summary>
-public sealed class CheckpointContext : TargetContext
+/// <summary>
+/// What one checkpoint of a process tree shares across its processes: the image being written, the
+/// objref table of open file descriptions (a description held by several processes is written once),
+/// the tree itself, and a state bag for kinds whose objects span processes (pipes, unlinked files).
+/// </summary>
+public sealed class CheckpointSession
 {
-    public override int TargetPid => Pid;
-
-    public required int Pid { get; init; }
-    public required TracedTask Task { get; init; }
     public required ImageWriter Image { get; init; }
     public required Log Log { get; init; }
-    /// <summary>Mappings read before anything was injected (the injection scratch page is not among them).</summary>
-    public required List<VmaInfo> Vmas { get; init; }
-    /// <summary>Registers at the stop, before any injection.</summary>
-    public required UserRegs Regs { get; init; }
-    /// <summary>The blocked signal mask at the stop (all signals are blocked while the checkpoint runs).</summary>
-    public required ulong SigMask { get; init; }
-    /// <summary>Every thread, the leader (<see cref="Task"/>) first, with its registers and blocked mask at the stop.</summary>
-    public List<(TracedTask Task, UserRegs Regs, ulong SigMask)> Threads { get; } = new();
-    /// <summary>A page-aligned scratch area in the target for injected calls' arguments and results.</summary>
-    public ulong Scratch { get; set; }
-    public const int ScratchSize = 16 * 4096;
     public Func<bool> Cancelled { get; init; } = () => false;
-    /// <summary>Save objects shared with processes outside as external instead of refusing (--external).</summary>
+    /// <summary>Save objects shared with processes outside the tree as external instead of refusing (--external).</summary>
     public bool External { get; init; }
+
+    /// <summary>Every live process of the tree, in creation order (a parent before its children).</summary>
+    public List<CheckpointContext> Processes { get; } = new();
+    /// <summary>Every process of the tree, zombies included, in creation order.</summary>
+    public List<TreeEntry> Tree { get; } = new();
+    /// <summary>A page range that no process of the tree maps: restart runs its injected calls from there.</summary>
+    public ulong TrampolineHint { get; set; }
 
     /// <summary>Open file descriptions met so far (key: "pid:fd" of the first holder) → objref.</summary>
     public ObjectTable<string, int> Files { get; } = new();
-    /// <summary>Every open fd of the target, filled by the fd table before the file kinds run.</summary>
-    public List<OpenFile> OpenFiles { get; } = new();
+    /// <summary>Descriptions already written, by (dev, ino) of what they refer to: candidates for kcmp.</summary>
+    public Dictionary<(ulong Dev, ulong Ino), List<(int Pid, int Fd, string Link, uint Ref)>> FilesByInode { get; } = new();
+
+    public CheckpointContext? Find(int pid) => Processes.FirstOrDefault(p => p.Pid == pid);
 
     public void ThrowIfCancelled()
     {
         if (Cancelled()) throw new CkptException("checkpoint interrupted; the target was left running", ExitCodes.Interrupted);
     }
+
+    private readonly Dictionary<Type, object> _state = new();
+    /// <summary>Per-checkpoint state of a kind that spans processes.</summary>
+    public T State<T>() where T : new()
+    {
+        if (!_state.TryGetValue(typeof(T), out var o)) _state[typeof(T)] = o = new T();
+        return (T)o;
+    }
+}
+
+/// <summary>One process of the tree as the checkpoint found it.</summary>
+public sealed record TreeEntry(int Pid, int PPid, int Pgid, int Sid, int ExitSignal, string Comm)
+{
+    /// <summary>Exited and not yet reaped: only its exit status is saved.</summary>
+    public bool Zombie { get; init; }
+    /// <summary>The status its parent's wait() will report (zombies only).</summary>
+    public int WaitStatus { get; init; }
+    public int Threads { get; init; } = 1;
+}
+
+/// <summary>Everything a kind needs to checkpoint one stopped process of the tree.</summary>
+public sealed class CheckpointContext : TargetContext
+{
+    public override int TargetPid => Pid;
+
+    public required CheckpointSession Session { get; init; }
+    public required int Pid { get; init; }
+    /// <summary>Every thread, the leader first, with its registers and blocked mask at the stop.</summary>
+    public List<(TracedTask Task, UserRegs Regs, ulong SigMask)> Threads { get; } = new();
+
+    public TracedTask Task => Threads[0].Task;
+    /// <summary>Registers of the leader at the stop, before any injection.</summary>
+    public UserRegs Regs => Threads[0].Regs;
+    /// <summary>The leader's blocked signal mask at the stop (all signals are blocked while the checkpoint runs).</summary>
+    public ulong SigMask => Threads[0].SigMask;
+
+    public ImageWriter Image => Session.Image;
+    public Log Log => Session.Log;
+    public bool External => Session.External;
+    public ObjectTable<string, int> Files => Session.Files;
+
+    /// <summary>Mappings read before anything was injected (the injection scratch page is not among them).</summary>
+    public List<VmaInfo> Vmas { get; set; } = new();
+    /// <summary>A page-aligned scratch area in the target for injected calls' arguments and results.</summary>
+    public ulong Scratch { get; set; }
+    public const int ScratchSize = 16 * 4096;
+    /// <summary>Every open fd of the target, read once the whole tree was frozen.</summary>
+    public List<OpenFile> OpenFiles { get; } = new();
+
+    public void ThrowIfCancelled() => Session.ThrowIfCancelled();
 
     public long Inject(string name, long nr, long a1 = 0, long a2 = 0, long a3 = 0, long a4 = 0, long a5 = 0, long a6 = 0)
         => Task.InjectChecked(name, nr, a1, a2, a3, a4, a5, a6);

@@ -8,50 +8,87 @@ namespace Ckpt.Engine;
 
 public sealed class CheckpointOptions
 {
-    /// <summary>Kill the target once the image is complete (for migration).</summary>
+    /// <summary>Kill the tree once the image is complete (for migration).</summary>
     public bool Kill { get; init; }
     public Log Log { get; init; } = Log.None;
     public Func<bool> Cancelled { get; init; } = () => false;
-    /// <summary>Save pipe ends whose peer is outside the process as external (--external).</summary>
+    /// <summary>Save objects shared with processes outside the tree as external (--external).</summary>
     public bool External { get; init; }
 }
 
-public sealed record CheckpointResult(long Bytes, long Records, TimeSpan Frozen);
+public sealed record CheckpointResult(long Bytes, long Records, TimeSpan Frozen, int Processes = 1, int Threads = 1);
 
 /// <summary>
-/// Checkpoint: freeze the target, run every state kind in table order into one image stream, then put
-/// the target back exactly as it was (or kill it with --kill). Any failure leaves it running unharmed.
+/// Checkpoint of the process tree rooted at a pid: freeze every task of the tree (rescanning until no
+/// new task appears), write the tree, then run every state kind in table order for each process, in
+/// creation order, into one image stream; then put every task back exactly as it was (or kill the
+/// tree with --kill). Any failure leaves every task running unharmed.
 /// </summary>
 public static class Checkpointer
 {
     public static CheckpointResult Run(int pid, Stream output, CheckpointOptions opt)
     {
-        Validate(pid);
+        ValidateRoot(pid);
         return TracerThread.Run(() => RunTraced(pid, output, opt));
     }
 
-    private static void Validate(int pid)
+    private static void ValidateRoot(int pid)
     {
         if (pid <= 0 || !Directory.Exists($"/proc/{pid}"))
             throw new CkptException($"no process with pid {pid}", ExitCodes.NoTarget);
         if (pid == Environment.ProcessId) throw new CkptException("ckpt cannot checkpoint itself", ExitCodes.NoTarget);
         ProcStat f;
-        ProcStatus status;
-        try { f = ProcStat.Read(pid); status = ProcStatus.Read(pid); }
+        try { f = ProcStat.Read(pid); }
         catch (IOException) { throw new CkptException($"no process with pid {pid}", ExitCodes.NoTarget); }
         if (f.IsKernelThread) throw new NotCheckpointableException(pid, "it is a kernel thread");
         if (f.State == 'Z') throw new NotCheckpointableException(pid, "it is a zombie (exited, not yet reaped)");
-        int tgid = status.Tgid, tracer = status.TracerPid;
-        if (tgid != pid) throw new NotCheckpointableException(pid, $"it is a thread of process {tgid}; checkpoint the process");
-        if (tracer != 0)
-            throw new NotCheckpointableException(pid, $"it is already traced by pid {tracer} (a debugger or strace); detach that first");
+        if (IsAncestorOfCkpt(pid))
+            throw new NotCheckpointableException(pid, "it is an ancestor of ckpt itself (the tree would include ckpt); run ckpt from outside the tree");
+        Validate(pid);
+    }
+
+    private static bool IsAncestorOfCkpt(int pid)
+    {
+        int p = Environment.ProcessId;
+        for (int i = 0; i < 64 && p > 1; i++)
+        {
+            try { p = ProcStat.Read(p).PPid; } catch (IOException) { return false; }
+            if (p == pid) return true;
+        }
+        return false;
+    }
+
+    /// <summary>Checks that hold for every live process of the tree, before it is seized.</summary>
+    private static void Validate(int pid)
+    {
+        ProcStatus status;
+        try { status = ProcStatus.Read(pid); }
+        catch (IOException) { throw new CkptException($"no process with pid {pid}", ExitCodes.NoTarget); }
+        if (status.Tgid != pid) throw new NotCheckpointableException(pid, $"it is a thread of process {status.Tgid}; checkpoint the process");
+        if (status.TracerPid != 0 && status.TracerPid != Environment.ProcessId)
+            throw new NotCheckpointableException(pid, $"it is already traced by pid {status.TracerPid} (a debugger or strace); detach that first");
         if (status.Seccomp != 0)
             throw new NotCheckpointableException(pid, $"it runs under seccomp ({(status.Seccomp == 1 ? "strict mode" : "a filter")}), which is not supported yet; restarting it without would take it out of its sandbox");
-        CheckNoChildren(pid);
     }
 
     private static int[] ThreadIds(int pid)
-        => Directory.GetDirectories($"/proc/{pid}/task").Select(d => int.Parse(Path.GetFileName(d))).ToArray();
+        => Directory.GetDirectories($"/proc/{pid}/task").Select(d => int.Parse(Path.GetFileName(d))).Order().ToArray();
+
+    private static List<int> Children(int pid)
+    {
+        var kids = new List<int>();
+        foreach (int tid in ThreadIds(pid))
+        {
+            try
+            {
+                foreach (var s in File.ReadAllText($"/proc/{pid}/task/{tid}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries))
+                    kids.Add(int.Parse(s));
+            }
+            catch (IOException) { }   // the thread exited meanwhile
+        }
+        kids.Sort();
+        return kids;
+    }
 
     /// <summary>Seizes and stops every other thread, rescanning until no new thread appears.</summary>
     private static void SeizeThreads(int pid, List<(TracedTask Task, UserRegs Regs, ulong SigMask)> threads)
@@ -69,90 +106,198 @@ public static class Checkpointer
                 try { t = TracedTask.SeizeAndStop(tid); }
                 catch (SyscallException e) when (e.Errno == Errors.ESRCH) { continue; }   // it exited meanwhile
                 catch (TaskGoneException) { continue; }
+                // every signal is held pending while the task is ours: one dequeued by an injected call
+                // would only be known to us; pending, it is saved and delivered once the mask is back
                 threads.Add((t, t.GetRegs(), t.GetSigMask()));
                 t.SetSigMask(ulong.MaxValue);
             }
         }
     }
 
-    /// <summary>Children (running or zombie) are not saved: a restarted process would have lost them.</summary>
-    private static void CheckNoChildren(int pid)
+    /// <summary>
+    /// Freezes the tree: seizes each process (all its threads) top-down, reads its children, and
+    /// rescans every frozen process until no new child appears. Zombies are recorded, not seized.
+    /// </summary>
+    private static void Freeze(CheckpointSession s, int root)
     {
-        var kids = File.ReadAllText($"/proc/{pid}/task/{pid}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries);
-        if (kids.Length > 0)
-            throw new NotCheckpointableException(pid, $"it has {kids.Length} child process{(kids.Length > 1 ? "es" : "")} (pid {kids[0]}{(kids.Length > 1 ? " and others" : "")}); process trees are not supported yet");
+        var pending = new Queue<(int Pid, int Parent)>();
+        pending.Enqueue((root, 0));
+        var known = new HashSet<int> { root };
+        var byPid = new Dictionary<int, TreeEntry>();
+        var kids = new Dictionary<int, List<int>>();
+        while (true)
+        {
+            while (pending.Count > 0)
+            {
+                s.ThrowIfCancelled();
+                var (pid, parent) = pending.Dequeue();
+                var entry = SeizeOne(s, pid, parent, root);
+                if (entry == null) { known.Remove(pid); continue; }   // gone (reaped) before we got to it
+                byPid[pid] = entry;
+                kids.GetValueOrDefault(parent)?.Add(pid);
+                if (!entry.Zombie)
+                {
+                    kids[pid] = new List<int>();
+                    foreach (int c in Children(pid))
+                        if (known.Add(c)) pending.Enqueue((c, pid));
+                }
+            }
+            // every live process is stopped now: only children it had before the stop can appear
+            foreach (var (pid, e) in byPid)
+                if (!e.Zombie)
+                    foreach (int c in Children(pid))
+                        if (known.Add(c)) pending.Enqueue((c, pid));
+            if (pending.Count == 0) break;
+        }
+        // creation order: depth first, a parent before its children, siblings by pid
+        void Visit(int pid)
+        {
+            s.Tree.Add(byPid[pid]);
+            if (kids.TryGetValue(pid, out var list)) foreach (int c in list.Order()) Visit(c);
+        }
+        Visit(root);
+        var ctxs = s.Processes.ToDictionary(p => p.Pid);
+        var ordered = s.Tree.Where(e => !e.Zombie).Select(e => ctxs[e.Pid]).ToList();
+        s.Processes.Clear();
+        s.Processes.AddRange(ordered);
     }
 
-    private static CheckpointResult RunTraced(int pid, Stream output, CheckpointOptions opt)
+    /// <summary>Seizes one process with all its threads; a zombie is only recorded. Null if it is gone.</summary>
+    private static TreeEntry? SeizeOne(CheckpointSession s, int pid, int parent, int root)
     {
-        var log = opt.Log;
-        var started = DateTime.UtcNow;
-        // ptrace round trips are several times slower across CPUs: trace from the target's CPU
-        if (int.TryParse(ProcStat.Read(pid).Field(39), out int cpu)) ProcessCalls.SetAffinity(0, ProcessCalls.SingleCpu(cpu));
+        ProcStat f;
+        try { f = ProcStat.Read(pid); } catch (IOException) { return null; }
+        if (f.State == 'Z' || f.State == 'X')
+        {
+            if (pid == root) throw new NotCheckpointableException(pid, "it exited");
+            if (ThreadIds(pid).Length > 1)
+                throw new NotCheckpointableException(pid, "its main thread exited while other threads still run (a zombie leader), which is not supported");
+            return new TreeEntry(pid, parent, f.Pgrp, f.Session, f.ExitSignal, f.Comm) { Zombie = true, WaitStatus = f.ExitCode, Threads = 0 };
+        }
+        if (pid != root) Validate(pid);
         TracedTask task;
         try { task = TracedTask.SeizeAndStop(pid); }
+        catch (SyscallException e) when (e.Errno == Errors.EPERM && pid != root && IsZombie(pid)) { return SeizeOne(s, pid, parent, root); }
         catch (SyscallException e) when (e.Errno == Errors.EPERM)
         {
             throw new CkptException($"cannot trace pid {pid}: {e.Message}; run ckpt as root or as the process's owner", ExitCodes.Permission);
         }
         catch (SyscallException e) when (e.Errno == Errors.ESRCH)
         {
-            throw new CkptException($"no process with pid {pid}", ExitCodes.NoTarget);
+            if (pid == root) throw new CkptException($"no process with pid {pid}", ExitCodes.NoTarget);
+            return IsZombie(pid) ? SeizeOne(s, pid, parent, root) : null;
         }
-        var regs = task.GetRegs();
-        // every signal is held pending while the process is ours: one dequeued by an injected call would
-        // only be known to us (lost with --kill, and PTRACE_DETACH cannot deliver it from an interrupt
-        // stop); pending, it is saved in the image and delivered once the original mask is back
-        ulong sigmask = task.GetSigMask();
+        catch (TaskGoneException) when (pid != root) { return IsZombie(pid) ? SeizeOne(s, pid, parent, root) : null; }
+        var ctx = new CheckpointContext { Session = s, Pid = pid };
+        ctx.Threads.Add((task, task.GetRegs(), task.GetSigMask()));
+        s.Processes.Add(ctx);   // from here on, released (or killed) with the others
         task.SetSigMask(ulong.MaxValue);
-        CheckpointContext? ctx = null;
-        bool ok = false;
-        var frozen = System.Diagnostics.Stopwatch.StartNew();
-        var threads = new List<(TracedTask Task, UserRegs Regs, ulong SigMask)> { (task, regs, sigmask) };
-        try
+        SeizeThreads(pid, ctx.Threads);
+        f = ProcStat.Read(pid);
+        return new TreeEntry(pid, pid == root ? f.PPid : parent, f.Pgrp, f.Session, f.ExitSignal, f.Comm) { Threads = ctx.Threads.Count };
+    }
+
+    private static bool IsZombie(int pid)
+    {
+        try { return ProcStat.Read(pid).State is 'Z' or 'X'; } catch (IOException) { return false; }
+    }
+
+    /// <summary>Relations between the tasks of the tree that restart cannot rebuild: refused now, by name.</summary>
+    private static void CheckRelations(CheckpointSession s)
+    {
+        var byPid = s.Tree.ToDictionary(e => e.Pid);
+        var root = s.Tree[0];
+        foreach (var e in s.Tree.Skip(1))
         {
-            SeizeThreads(pid, threads);
-            CheckNoChildren(pid);
-            List<VmaInfo> vmas;
-            using (log.Phase("read maps")) vmas = ProcMaps.ReadSmaps(pid);
-            task.SyscallGadget = FindSyscallInstruction(pid, vmas);
-            foreach (var t in threads) t.Task.SyscallGadget = task.SyscallGadget;
-            var xstate = task.GetXState();
-            var writer = new ImageWriter(output);
-            ctx = new CheckpointContext { Pid = pid, Task = task, Image = writer, Log = log, Vmas = vmas, Regs = regs, SigMask = sigmask, Cancelled = opt.Cancelled, External = opt.External };
-            long scratch = task.Inject(Nr.mmap, 0, CheckpointContext.ScratchSize, MemoryCalls.PROT_READ | MemoryCalls.PROT_WRITE,
-                MemoryCalls.MAP_PRIVATE | MemoryCalls.MAP_ANONYMOUS, -1, 0);
-            if (scratch < 0 && scratch > -4096) throw new SyscallException("mmap scratch (injected)", (int)-scratch, pid);
-            ctx.Scratch = (ulong)scratch;
-            ctx.Threads.AddRange(threads);
-            new ImageHeader
+            var parent = byPid[e.PPid];
+            if (!e.Zombie)
             {
-                ToolVersion = ToolInfo.Version, KernelRelease = File.ReadAllText("/proc/sys/kernel/osrelease").Trim(),
-                Architecture = "x86_64", PageSize = 4096, Xcr0 = BitConverter.ToUInt64(xstate, 464), XstateSize = (uint)xstate.Length,
-                TimeUnixNs = (long)(started - DateTime.UnixEpoch).TotalMicroseconds * 1000,
-                Hostname = Environment.MachineName, RootPid = pid,
-            }.Write(writer);
-            foreach (var kind in KindTable.Ordered)
-            {
-                ctx.ThrowIfCancelled();
-                using (log.Phase(kind.Name)) kind.Checkpoint(ctx);
+                string? shared = null;
+                if (ProcessCalls.Kcmp(e.Pid, e.PPid, ProcessCalls.KCMP_VM, 0, 0) == 0)
+                    shared = "its memory (a vfork child, or created with CLONE_VM)";
+                else if (ProcessCalls.Kcmp(e.Pid, e.PPid, ProcessCalls.KCMP_FILES, 0, 0) == 0) shared = "its fd table (CLONE_FILES)";
+                else if (ProcessCalls.Kcmp(e.Pid, e.PPid, ProcessCalls.KCMP_FS, 0, 0) == 0) shared = "its cwd/root/umask (CLONE_FS)";
+                else if (ProcessCalls.Kcmp(e.Pid, e.PPid, ProcessCalls.KCMP_SIGHAND, 0, 0) == 0) shared = "its signal handlers (CLONE_SIGHAND)";
+                if (shared != null)
+                    throw new NotCheckpointableException(e.Pid, $"it shares {shared} with its parent {e.PPid}, which is not supported");
             }
-            writer.Finish();
-            log.Info($"image complete: {writer.RecordCount} records, {writer.BytesWritten} bytes");
-            ok = true;
-            return new CheckpointResult(writer.BytesWritten, writer.RecordCount, frozen.Elapsed);
-        }
-        finally
-        {
-            Release(threads, ctx, kill: ok && opt.Kill, log);
-            ctx?.Close();
-            log.Info($"target frozen for {frozen.Elapsed.TotalMilliseconds:F3} ms");
+            if (e.Sid != e.Pid && e.Sid != parent.Sid)
+                throw new NotCheckpointableException(e.Pid, $"it is in session {e.Sid}, which is neither its own nor its parent's ({parent.Sid}); such a session cannot be recreated");
+            if (e.Pgid != e.Pid && !byPid.ContainsKey(e.Pgid) && e.Pgid != root.Pgid)
+                throw new NotCheckpointableException(e.Pid, $"it is in process group {e.Pgid}, led by a process outside the tree; checkpoint the tree that holds the group leader");
         }
     }
 
-    /// <summary>Undoes the injection (scratch page, registers) and lets the target go, or kills it.</summary>
-    private static void Release(List<(TracedTask Task, UserRegs Regs, ulong SigMask)> threads, CheckpointContext? ctx, bool kill, Log log)
+    private static CheckpointResult RunTraced(int pid, Stream output, CheckpointOptions opt)
     {
+        var log = opt.Log;
+        var started = DateTime.UtcNow;
+        // ptrace round trips are several times slower across CPUs: trace from the root's CPU
+        if (int.TryParse(ProcStat.Read(pid).Field(39), out int cpu)) ProcessCalls.SetAffinity(0, ProcessCalls.SingleCpu(cpu));
+        var writer = new ImageWriter(output);
+        var s = new CheckpointSession { Image = writer, Log = log, Cancelled = opt.Cancelled, External = opt.External };
+        bool ok = false;
+        var frozen = System.Diagnostics.Stopwatch.StartNew();
+        try
+        {
+            using (log.Phase("freeze")) Freeze(s, pid);
+            log.Info($"tree of {s.Tree.Count} process(es), {s.Processes.Sum(p => p.Threads.Count)} thread(s) frozen");
+            CheckRelations(s);
+            byte[]? xstate = null;
+            using (log.Phase("read maps and fds"))
+                foreach (var ctx in s.Processes)
+                {
+                    ctx.Vmas = ProcMaps.ReadSmaps(ctx.Pid);
+                    ulong gadget = FindSyscallInstruction(ctx.Pid, ctx.Vmas);
+                    foreach (var t in ctx.Threads) t.Task.SyscallGadget = gadget;
+                    ctx.OpenFiles.AddRange(FdTable.ReadOpenFiles(ctx.Pid));
+                    xstate ??= ctx.Task.GetXState();
+                }
+            foreach (var ctx in s.Processes)
+            {
+                long scratch = ctx.Task.Inject(Nr.mmap, 0, CheckpointContext.ScratchSize, MemoryCalls.PROT_READ | MemoryCalls.PROT_WRITE,
+                    MemoryCalls.MAP_PRIVATE | MemoryCalls.MAP_ANONYMOUS, -1, 0);
+                if (scratch < 0 && scratch > -4096) throw new SyscallException("mmap scratch (injected)", (int)-scratch, ctx.Pid);
+                ctx.Scratch = (ulong)scratch;
+            }
+            new ImageHeader
+            {
+                ToolVersion = ToolInfo.Version, KernelRelease = File.ReadAllText("/proc/sys/kernel/osrelease").Trim(),
+                Architecture = "x86_64", PageSize = 4096, Xcr0 = BitConverter.ToUInt64(xstate!, 464), XstateSize = (uint)xstate!.Length,
+                TimeUnixNs = (long)(started - DateTime.UnixEpoch).TotalMicroseconds * 1000,
+                Hostname = Environment.MachineName, RootPid = pid,
+            }.Write(writer);
+            ProcessTree.Write(s);
+            foreach (var ctx in s.Processes)
+                foreach (var kind in KindTable.Ordered)
+                {
+                    ctx.ThrowIfCancelled();
+                    using (log.Phase(s.Processes.Count > 1 ? $"{kind.Name} {ctx.Pid}" : kind.Name)) kind.Checkpoint(ctx);
+                }
+            writer.Finish();
+            log.Info($"image complete: {writer.RecordCount} records, {writer.BytesWritten} bytes");
+            ok = true;
+            return new CheckpointResult(writer.BytesWritten, writer.RecordCount, frozen.Elapsed, s.Tree.Count, s.Processes.Sum(p => p.Threads.Count));
+        }
+        finally
+        {
+            Exception? first = null;
+            // children first: a parent released early could see a child still stopped
+            foreach (var ctx in Enumerable.Reverse(s.Processes))
+            {
+                try { Release(ctx, kill: ok && opt.Kill, log); }
+                catch (Exception e) { first ??= e; }
+                ctx.Close();
+            }
+            log.Info($"tree frozen for {frozen.Elapsed.TotalMilliseconds:F3} ms");
+            if (first != null && ok) throw first;
+        }
+    }
+
+    /// <summary>Undoes the injection (scratch page, registers) and lets the process go, or kills it.</summary>
+    private static void Release(CheckpointContext ctx, bool kill, Log log)
+    {
+        var threads = ctx.Threads;
         var leader = threads[0].Task;
         if (!leader.Attached) return;
         try
@@ -165,7 +310,7 @@ public static class Checkpointer
                 foreach (var t in threads) t.Task.TryDetach();
                 return;
             }
-            if (ctx != null && ctx.Scratch != 0) leader.Inject(Nr.munmap, (long)ctx.Scratch, CheckpointContext.ScratchSize);
+            if (ctx.Scratch != 0) leader.Inject(Nr.munmap, (long)ctx.Scratch, CheckpointContext.ScratchSize);
             // the other threads first, the leader last
             foreach (var (t, regs, mask) in threads.Skip(1).Append(threads[0]))
             {

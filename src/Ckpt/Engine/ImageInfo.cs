@@ -16,11 +16,45 @@ public static class ImageInfo
             .Set("time", DateTime.UnixEpoch.AddTicks(h.TimeUnixNs / 100).ToString("u")).Set("hostname", h.Hostname);
         long records = 1;
         var kinds = new Dictionary<string, long>();
+        // the root process is described at the top level; the other processes of a tree in "descendants"
+        var node = info;
+        int processes = 0, pid = 0;
+        var files = new InfoNode();
+        var holders = new SortedDictionary<uint, List<string>>();
         while (reader.Next() is { } rec)
         {
             records++;
             kinds[rec.Kind.ToString()] = kinds.GetValueOrDefault(rec.Kind.ToString()) + 1;
-            KindTable.ForRecord(rec).Describe(rec, info);
+            if (rec.Kind == RecordKind.Process)
+            {
+                pid = rec.Reader().I32();
+                if (processes++ > 0) info.List("descendants").Add(node = new InfoNode());
+                node.SharedFiles = files;
+            }
+            KindTable.ForRecord(rec).Describe(rec, rec.Kind == RecordKind.Tree ? info : node);
+            if (node.Get("files") is InfoNode own) files.Merge(own);
+            if (rec.Kind == RecordKind.FdTable)
+            {
+                var r = rec.Reader();
+                uint n = r.U32();
+                for (int i = 0; i < n; i++)
+                {
+                    int fd = r.I32(); r.Bool(); uint objref = r.U32();
+                    if (!holders.TryGetValue(objref, out var l)) holders[objref] = l = new();
+                    l.Add($"{pid}:{fd}");
+                }
+            }
+        }
+        if (processes > 1)
+        {
+            // every description held by more than one fd: which processes hold it, under which fds
+            var shared = info.List("shared_files");
+            foreach (var (objref, l) in holders)
+            {
+                if (l.Count < 2) continue;
+                var d = files.Get(objref.ToString()) as InfoNode;
+                shared.Add(new InfoNode().Set("objref", objref).Set("kind", d?.Get("kind")).Set("path", d?.Get("path")).Set("holders", l));
+            }
         }
         var totals = info.Child("totals");
         if (totals.Get("page_bytes") == null) totals.Set("page_bytes", 0L);

@@ -33,6 +33,16 @@ public sealed class InfoNode
 
     public object? Get(string key) => _items.Find(x => x.Key == key).Value;
 
+    /// <summary>File descriptions of the whole image (not printed): where an fd of this process finds one defined by another.</summary>
+    public InfoNode? SharedFiles { get; set; }
+
+    /// <summary>Adds the entries of <paramref name="other"/> that this node does not have yet.</summary>
+    public void Merge(InfoNode other)
+    {
+        foreach (var (k, v) in other._items)
+            if (!_items.Exists(x => x.Key == k)) _items.Add((k, v));
+    }
+
     public void WriteJson(Utf8JsonWriter w)
     {
         w.WriteStartObject();
@@ -78,6 +88,11 @@ public sealed class InfoNode
                 case InfoNode n:
                     sb.Append(pad).Append(k).Append(":\n");
                     n.WriteText(sb, indent + 2);
+                    break;
+                case List<InfoNode> l when l.Any(n => n._items.Exists(x => x.Value is InfoNode or List<InfoNode>)):
+                    // whole nodes (the processes of a tree): one block each
+                    sb.Append(pad).Append(k).Append($" ({l.Count}):\n");
+                    foreach (var n in l) { sb.Append(pad).Append("  -\n"); n.WriteText(sb, indent + 4); }
                     break;
                 case List<InfoNode> l:
                     sb.Append(pad).Append(k).Append($" ({l.Count}):\n");

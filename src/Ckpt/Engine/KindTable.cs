@@ -11,6 +11,7 @@ public static class KindTable
 {
     public static readonly IStateKind[] Ordered =
     [
+        ProcessTree.Instance,         // Tree: every process of the tree (written once, first; creates the vessels)
         ProcessAttributes.Instance,   // Process: pid, comm, rlimits, nice, itimers (creates the vessel)
         Credentials.Instance,         // uids, gids, groups, capabilities
         MmState.Instance,             // layout, brk, arg/env, auxv, exe (places the trampoline, moves the vDSO)

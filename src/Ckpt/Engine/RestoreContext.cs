@@ -14,16 +14,68 @@ public sealed class RestoreOptions
     public Dictionary<int, int> InheritFds { get; init; } = new();
 }
 
+/// <summary>
+/// What one restart of a process tree shares across its processes: the header and options, the tree
+/// (from the Tree record), every process being rebuilt, the master copies in ckpt of objects that more
+/// than one process holds (objref → fd of ckpt), and a state bag for kinds whose objects span processes.
+/// </summary>
+public sealed class RestoreSession
+{
+    public required ImageHeader Header { get; init; }
+    public required Log Log { get; init; }
+    public required RestoreOptions Options { get; init; }
+
+    /// <summary>The saved tree, zombies included, in creation order (null for images of format 1, one process).</summary>
+    public List<TreeEntry>? Tree { get; set; }
+    /// <summary>Every process being rebuilt, in creation order.</summary>
+    public List<RestoreContext> Processes { get; } = new();
+    /// <summary>The process whose records are being read.</summary>
+    public RestoreContext? Current { get; set; }
+    public bool MultiProcess => Processes.Count > 1;
+
+    /// <summary>Open file descriptions held by ckpt for installing into later processes: objref → fd of ckpt.</summary>
+    public Dictionary<uint, int> Masters { get; } = new();
+    private readonly List<int> _ownFds = new();
+
+    /// <summary>An fd of ckpt that lives until the end of the restart (closed then, success or not).</summary>
+    public int Own(int fd) { _ownFds.Add(fd); return fd; }
+
+    public RestoreContext? Find(int pid) => Processes.FirstOrDefault(p => p.Pid == pid);
+
+    public void ThrowIfCancelled()
+    {
+        if (Options.Cancelled()) throw new CkptException("restart interrupted; nothing was left running", ExitCodes.Interrupted);
+    }
+
+    private readonly Dictionary<Type, object> _state = new();
+    /// <summary>Per-restart state of a kind whose objects span processes.</summary>
+    public T State<T>() where T : new()
+    {
+        if (!_state.TryGetValue(typeof(T), out var o)) _state[typeof(T)] = o = new T();
+        return (T)o;
+    }
+
+    /// <summary>Closes every fd ckpt kept for the restart (masters, pipe ends, pidfds).</summary>
+    public void Close()
+    {
+        foreach (var p in Processes) p.Close();
+        foreach (int fd in Masters.Values.Concat(_ownFds).Distinct()) FileCalls.Close(fd);
+        Masters.Clear();
+        _ownFds.Clear();
+    }
+}
+
 /// <summary>Everything a kind needs to rebuild one process inside its vessel.</summary>
 public sealed class RestoreContext : TargetContext
 {
     public override int TargetPid => Pid;
 
-    public required ImageHeader Header { get; init; }
-    public required Log Log { get; init; }
-    public required RestoreOptions Options { get; init; }
+    public required RestoreSession Session { get; init; }
+    public ImageHeader Header => Session.Header;
+    public Log Log => Session.Log;
+    public RestoreOptions Options => Session.Options;
 
-    /// <summary>The vessel (set once the Process record created it).</summary>
+    /// <summary>The vessel (set once it was created).</summary>
     public TracedTask? Task { get; set; }
     /// <summary>Threads other than the leader, created by the restore; released with it.</summary>
     public List<TracedTask> OtherThreads { get; } = new();
@@ -37,6 +89,8 @@ public sealed class RestoreContext : TargetContext
     public const int TrampolineSize = 16 * 4096;
     public ulong Scratch => Trampoline + 4096;
     public const int ScratchSize = TrampolineSize - 4096;
+    /// <summary>Its Process record was read (the vessel holds its state, not just a copy of ckpt).</summary>
+    public bool Started { get; set; }
 
     /// <summary>Restored file descriptions: objref → fd number in the vessel (temporary until placed).</summary>
     public ObjectTable<string, int> Files { get; } = new();
@@ -71,8 +125,35 @@ public sealed class RestoreContext : TargetContext
         return (int)fd;
     }
 
-    public void ThrowIfCancelled()
+    private int _ckptPidfd = -1;
+
+    /// <summary>
+    /// Gives the vessel the open file description that fd <paramref name="ckptFd"/> of ckpt refers to
+    /// (injected pidfd_getfd on a pidfd of ckpt); returns its fd in the vessel (close-on-exec).
+    /// </summary>
+    public int Install(int ckptFd)
     {
-        if (Options.Cancelled()) throw new CkptException("restart interrupted; nothing was left running", ExitCodes.Interrupted);
+        if (_ckptPidfd < 0) _ckptPidfd = (int)Inject("pidfd_open (ckpt)", Nr.pidfd_open, Environment.ProcessId, 0);
+        return (int)Inject("pidfd_getfd", Nr.pidfd_getfd, _ckptPidfd, ckptFd, 0);
     }
+
+    /// <summary>Closes the vessel's pidfd of ckpt, before fds are placed at their final numbers.</summary>
+    public void CloseInstaller()
+    {
+        if (_ckptPidfd >= 0) Inject("close", Nr.close, _ckptPidfd);
+        _ckptPidfd = -1;
+    }
+
+    /// <summary>The vessel fd of a description restored here, or installed from ckpt's master copy if an earlier process restored it.</summary>
+    public int FileFd(uint objref, string what)
+    {
+        foreach (var kv in Files.Restored) if (kv.Key == objref) return kv.Value;
+        if (!Session.Masters.TryGetValue(objref, out int master))
+            throw new ImageFormatException($"{what} refers to objref {objref}, which the image never defined");
+        int fd = Install(master);
+        Files.SetRestored(objref, fd);
+        return fd;
+    }
+
+    public void ThrowIfCancelled() => Session.ThrowIfCancelled();
 }

@@ -1,4 +1,5 @@
 using Ckpt.Image;
+using Ckpt.Kinds;
 using Ckpt.Native;
 using Ckpt.Tracing;
 
@@ -31,7 +32,7 @@ public static class Restorer
 
     private static int RunTraced(ImageReader reader, ImageHeader header, RestoreOptions opt, Log log)
     {
-        var ctx = new RestoreContext { Header = header, Log = log, Options = opt };
+        var s = new RestoreSession { Header = header, Log = log, Options = opt };
         try
         {
             using (log.Phase("read and rebuild"))
@@ -39,30 +40,67 @@ public static class Restorer
                 using var ahead = new ReadAheadQueue(reader, ReadAhead);
                 while (ahead.Next() is { } rec)
                 {
-                    ctx.ThrowIfCancelled();
+                    s.ThrowIfCancelled();
+                    if (rec.Kind == RecordKind.Tree) { ProcessTree.Restore(s, rec); continue; }
+                    if (rec.Kind == RecordKind.Process) Enter(s, rec);
+                    var ctx = s.Current ?? throw new ImageFormatException($"record {rec.Kind} at offset {rec.Offset} comes before any Process record");
                     KindTable.ForRecord(rec).Restore(ctx, rec);
                 }
             }
-            if (ctx.Task == null) throw new ImageFormatException("image holds no process");
-            foreach (var kind in KindTable.Ordered.OrderBy(k => k.FinishOrder))
-                using (log.Phase("finish " + kind.Name)) kind.Finish(ctx);
-            ctx.Close();
-            if (ctx.VesselAffinity != null) ProcessCalls.SetAffinity(ctx.Pid, ctx.VesselAffinity);
-            ctx.Task.Detach(opt.Frozen ? TracedTask.SIGSTOP : 0);
-            foreach (var t in ctx.OtherThreads) t.Detach(opt.Frozen ? TracedTask.SIGSTOP : 0);
-            log.Info($"pid {ctx.Pid} released{(opt.Frozen ? " stopped (SIGSTOP)" : "")}");
-            return ctx.Pid;
+            if (s.Processes.Count == 0) throw new ImageFormatException("image holds no process");
+            if (s.Processes.FirstOrDefault(p => !p.Started) is { } missing)
+                throw new ImageFormatException($"image holds no state for pid {missing.Pid} of its tree");
+            foreach (var ctx in s.Processes)
+                foreach (var kind in KindTable.Ordered.OrderBy(k => k.FinishOrder))
+                    using (log.Phase(s.MultiProcess ? $"finish {kind.Name} {ctx.Pid}" : "finish " + kind.Name)) kind.Finish(ctx);
+            s.Close();
+            // children first, so that a parent released early never sees a child still stopped
+            foreach (var ctx in Enumerable.Reverse(s.Processes))
+            {
+                if (ctx.VesselAffinity != null) ProcessCalls.SetAffinity(ctx.Pid, ctx.VesselAffinity);
+                ctx.Vessel.Detach(opt.Frozen ? TracedTask.SIGSTOP : 0);
+                foreach (var t in ctx.OtherThreads) t.Detach(opt.Frozen ? TracedTask.SIGSTOP : 0);
+                log.Info($"pid {ctx.Pid} released{(opt.Frozen ? " stopped (SIGSTOP)" : "")}");
+            }
+            return s.Processes[0].Pid;
         }
         catch
         {
-            ctx.Close();
-            if (ctx.Pid > 0)
-            {
-                ProcessCalls.Kill(ctx.Pid, TracedTask.SIGKILL);
-                try { while (Ptrace.Stopped(Ptrace.Wait(ctx.Pid))) { } } catch (SyscallException) { }
-            }
+            s.Close();
+            KillAll(s);
             throw;
         }
+    }
+
+    /// <summary>At a Process record: the process whose records follow (created with the tree, or now for a one-process image).</summary>
+    private static void Enter(RestoreSession s, Record rec)
+    {
+        int pid = rec.Reader().I32();
+        RestoreContext ctx;
+        if (s.Tree != null)
+        {
+            ctx = s.Find(pid) ?? throw new ImageFormatException($"Process record at offset {rec.Offset}: pid {pid} is not a live process of the tree");
+            if (ctx.Started) throw new ImageFormatException($"Process record at offset {rec.Offset}: pid {pid} twice");
+        }
+        else
+        {
+            if (s.Processes.Count > 0) throw new ImageFormatException($"Process record at offset {rec.Offset}: a second process in an image without a tree");
+            ctx = new RestoreContext { Session = s };
+            s.Processes.Add(ctx);
+        }
+        ctx.Started = true;
+        s.Current = ctx;
+    }
+
+    /// <summary>A failed restart leaves nothing behind: every vessel is killed and reaped.</summary>
+    private static void KillAll(RestoreSession s)
+    {
+        if (s.Processes.Count == 0 || s.Processes.All(p => p.Pid <= 0)) return;
+        // orphaned vessels come to ckpt to be reaped, not to pid 1 (which may take seconds)
+        ProcessCalls.Prctl(36 /* PR_SET_CHILD_SUBREAPER */, 1, 0, 0, 0);
+        foreach (var ctx in s.Processes) if (ctx.Pid > 0) ProcessCalls.Kill(ctx.Pid, TracedTask.SIGKILL);
+        try { while (Ptrace.WaitAny(out _, 0x40000000 /* __WALL */) > 0) { } } catch (SyscallException) { }
+        ProcessCalls.Prctl(36, 0, 0, 0, 0);
     }
 }
 

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Ckpt.Native;
 
 namespace Ckpt.Engine;
@@ -46,10 +47,33 @@ public static unsafe class Vessel
     }
 
     public static ulong Gadget => (ulong)(Blob + GadgetOffset);
+    /// <summary>The child's pause() loop of the blob (0x0d): where a vessel waits when it runs.</summary>
+    public static ulong PauseLoop => (ulong)(Blob + 0x0d);
+
+    private static nint s_scratch;
+
+    /// <summary>
+    /// A writable page of ckpt, allocated before the first vessel is forked, so that every vessel (a
+    /// copy of ckpt until its own state is restored) has it at the same address: arguments of the
+    /// calls injected into fresh vessels go there.
+    /// </summary>
+    public static ulong Scratch
+    {
+        get
+        {
+            if (s_scratch != 0) return (ulong)s_scratch;
+            nint p = MemoryCalls.Mmap(0, 4096, MemoryCalls.PROT_READ | MemoryCalls.PROT_WRITE,
+                MemoryCalls.MAP_PRIVATE | MemoryCalls.MAP_ANONYMOUS, -1, 0);
+            if (p == -1) throw SyscallException.Last("mmap (vessel scratch)");
+            s_scratch = p;
+            return (ulong)p;
+        }
+    }
 
     /// <summary>Forks a vessel whose pid is <paramref name="pid"/>; it is our child, parked in pause().</summary>
     public static int Create(int pid)
     {
+        _ = Scratch;
         int want = pid;
         var args = new CloneArgs { ExitSignal = 17 /* SIGCHLD */, SetTid = (ulong)&want, SetTidSize = 1 };
         var fn = (delegate* unmanaged<CloneArgs*, ulong, long>)Blob;
@@ -58,5 +82,26 @@ public static unsafe class Vessel
             throw new CkptException($"restart: pid {pid} is already in use; stop the process that holds it (or restart in a new pid namespace)", ExitCodes.RestoreConflict);
         if (r < 0) throw new SyscallException("clone3 (set_tid)", (int)-r, pid);
         return (int)r;
+    }
+
+    /// <summary>
+    /// Forks a child of the fresh vessel <paramref name="parent"/> (still a copy of ckpt) whose pid is
+    /// <paramref name="pid"/>, by an injected clone3; the child is attached by PTRACE_O_TRACEFORK/CLONE
+    /// and returned stopped.
+    /// </summary>
+    public static Tracing.TracedTask CreateChild(Tracing.TracedTask parent, int pid, int exitSignal)
+    {
+        var args = new CloneArgs { ExitSignal = (ulong)exitSignal, SetTid = Scratch + 256, SetTidSize = 1 };
+        var bytes = new byte[256 + 4];
+        MemoryMarshal.Write(bytes, in args);
+        BitConverter.TryWriteBytes(bytes.AsSpan(256), pid);
+        MemoryCalls.WriteRemote(parent.Tid, Scratch, bytes);
+        long r = parent.Inject(Nr.clone3, (long)Scratch, sizeof(CloneArgs));
+        if (r == -Errors.EEXIST)
+            throw new CkptException($"restart: pid {pid} is already in use; stop the process that holds it (or restart in a new pid namespace)", ExitCodes.RestoreConflict);
+        if (r < 0) throw new SyscallException("clone3 (set_tid, injected)", (int)-r, parent.Tid);
+        var child = Tracing.TracedTask.Adopt((int)r);
+        child.SyscallGadget = Gadget;
+        return child;
     }
 }

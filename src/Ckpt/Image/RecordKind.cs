@@ -19,6 +19,7 @@ public enum RecordKind : uint
     SharedPending = 17,  // Kinds/SignalState.cs
     FsState = 18,        // Kinds/FsState.cs
     FdTable = 19,        // Kinds/FdTable.cs
+    Tree = 20,           // Kinds/ProcessTree.cs (every process of the tree, zombies included; first after the header)
 
     RegularFile = 30,    // Kinds/RegularFile.cs
     Pipe = 31,           // Kinds/Pipe.cs

@@ -7,8 +7,10 @@ namespace Ckpt.Kinds;
 
 /// <summary>
 /// The fd table: which fd numbers refer to which open file description (by objref), and each fd's
-/// close-on-exec flag. Descriptions shared by several fds (dup, F_DUPFD) are written once; fds are
-/// found equal with kcmp(KCMP_FILE).
+/// close-on-exec flag. Descriptions shared by several fds (dup, F_DUPFD) or several processes (inherited
+/// across fork, passed over a socket) are written once, by the first holder; fds are found equal with
+/// kcmp(KCMP_FILE). At restart a description defined by an earlier process is installed from the copy
+/// ckpt keeps of it (pidfd_getfd in the vessel), so it is the same description again.
 /// </summary>
 public sealed class FdTable : IStateKind
 {
@@ -45,22 +47,25 @@ public sealed class FdTable : IStateKind
     /// </summary>
     public void Checkpoint(CheckpointContext ctx)
     {
-        ctx.OpenFiles.AddRange(ReadOpenFiles(ctx.Pid));
+        var byInode = ctx.Session.FilesByInode;
         var refs = new List<(OpenFile File, uint Ref)>();
         foreach (var f in ctx.OpenFiles)
         {
             ctx.ThrowIfCancelled();
+            // the same description held by an earlier fd of this process or of an earlier process
             uint objref = 0;
-            foreach (var (e, r) in refs)
-                if (e.Stat.Ino == f.Stat.Ino && e.Stat.Dev == f.Stat.Dev && e.Link == f.Link
-                    && ProcessCalls.Kcmp(ctx.Pid, ctx.Pid, ProcessCalls.KCMP_FILE, e.Fd, f.Fd) == 0)
-                { objref = r; break; }
+            if (byInode.TryGetValue((f.Stat.Dev, f.Stat.Ino), out var seen))
+                foreach (var (pid, fd, link, r) in seen)
+                    if (link == f.Link && ProcessCalls.Kcmp(pid, ctx.Pid, ProcessCalls.KCMP_FILE, fd, f.Fd) == 0)
+                    { objref = r; break; }
             if (objref == 0)
             {
                 var kind = KindTable.FileKinds.FirstOrDefault(k => k.Handles(f))
                     ?? throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} is {Describe(f)}, which is not supported yet");
                 objref = ctx.Files.Intern($"{ctx.Pid}:{f.Fd}").Ref;
                 kind.CheckpointFile(ctx, f, objref);
+                if (seen == null) byInode[(f.Stat.Dev, f.Stat.Ino)] = seen = new();
+                seen.Add((ctx.Pid, f.Fd, f.Link, objref));   // one holder per description is enough for kcmp
             }
             refs.Add((f, objref));
         }
@@ -90,9 +95,14 @@ public sealed class FdTable : IStateKind
         for (int i = 0; i < n; i++)
         {
             int fd = r.I32(); bool cloexec = r.Bool(); uint objref = r.U32();
-            entries.Add((fd, cloexec, ctx.Files.GetRestored(objref, $"fd {fd}")));
+            entries.Add((fd, cloexec, ctx.FileFd(objref, $"fd {fd}")));   // restored here, or installed from ckpt
         }
         r.End();
+        ctx.CloseInstaller();
+        // a later process may hold the same descriptions: ckpt keeps a copy of each to install there
+        if (ctx.Session.MultiProcess)
+            foreach (var (objref, vfd) in ctx.Files.Restored)
+                if (!ctx.Session.Masters.ContainsKey(objref)) ctx.Session.Masters[objref] = ctx.GrabFd(vfd);
         var temps = ctx.Files.Restored.Select(kv => kv.Value).ToHashSet();
         var finals = entries.Select(e => e.Fd).ToHashSet();
         // F_DUPFD gives the lowest free number at or above this: never a final number, never a temporary
@@ -127,7 +137,7 @@ public sealed class FdTable : IStateKind
         for (int i = 0; i < n; i++)
         {
             int fd = r.I32(); bool cloexec = r.Bool(); uint objref = r.U32();
-            var d = descs.Get(objref.ToString()) as InfoNode;
+            var d = (descs.Get(objref.ToString()) ?? info.SharedFiles?.Get(objref.ToString())) as InfoNode;
             var node = new InfoNode().Set("fd", fd).Set("objref", objref).Set("cloexec", cloexec);
             if (d != null) { node.Set("kind", d.Get("kind")).Set("path", d.Get("path")); }
             list.Add(node);

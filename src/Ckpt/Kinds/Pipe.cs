@@ -8,7 +8,9 @@ namespace Ckpt.Kinds;
 /// <summary>
 /// Pipes: each end is its own open file description (Pipe record: pipe id, which end, flags, capacity);
 /// the bytes queued in the pipe are read without being consumed (tee from a pidfd_getfd copy of the
-/// read end) and written once per pipe (PipeData record) right after its first end.
+/// read end) and written once per pipe (PipeData record) right after its first end. The ends may be
+/// held by different processes of the tree; an end held outside the tree is refused (or saved as
+/// external with --external), an end held by no one stays closed.
 /// </summary>
 public sealed unsafe class Pipe : IFileKind
 {
@@ -27,16 +29,28 @@ public sealed unsafe class Pipe : IFileKind
     {
         ulong id = f.Stat.Ino;
         var link = f.Link;
-        bool hasRead = ctx.OpenFiles.Any(o => o.Link == link && o.AccessMode == FileCalls.O_RDONLY);
-        bool hasWrite = ctx.OpenFiles.Any(o => o.Link == link && o.AccessMode == FileCalls.O_WRONLY);
-        if ((!hasRead || !hasWrite) && ctx.External)
+        var tree = ctx.Session.Processes;
+        (CheckpointContext P, OpenFile F)? reader = null, writer = null;
+        foreach (var p in tree)
+            foreach (var o in p.OpenFiles)
+                if (o.Link == link)
+                {
+                    if (o.AccessMode == FileCalls.O_RDONLY) reader ??= (p, o);
+                    else writer ??= (p, o);
+                }
+        if (reader == null || writer == null)
         {
-            ExternalFile.Instance.CheckpointFile(ctx, f, objref);
-            return;
+            // the other end: held outside the tree (refused, or external), or by no one at all (closed)
+            var outside = FindOutsideHolder(link, reader == null ? FileCalls.O_RDONLY : FileCalls.O_WRONLY, tree.Select(p => p.Pid).ToHashSet());
+            if (outside != null && ctx.External)
+            {
+                ExternalFile.Instance.CheckpointFile(ctx, f, objref);
+                return;
+            }
+            if (outside != null)
+                throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} is one end of {link}, whose {(reader == null ? "read" : "write")} end is held outside the tree by pid {outside.Value.Pid} (fd {outside.Value.Fd}); checkpoint a tree that holds both ends, or save it as external with --external and hand in a replacement at restart");
         }
-        if (!hasRead || !hasWrite)
-            throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} is one end of {link}, whose {(hasRead ? "write" : "read")} end is not held by the process (pipes shared with other processes are not supported yet; --external saves it as external, to be replaced at restart)");
-        bool first = ctx.State<CheckpointState>().Seen.Add(id);
+        bool first = ctx.Session.State<CheckpointState>().Seen.Add(id);
         int capacity = 0;
         byte[] data = [];
         if (first)
@@ -45,17 +59,41 @@ public sealed unsafe class Pipe : IFileKind
             try
             {
                 capacity = FileCalls.Fcntl(mine, FileCalls.F_GETPIPE_SZ, 0);
-                int readFd = f.AccessMode == FileCalls.O_RDONLY ? mine
-                    : ctx.GrabFd(ctx.OpenFiles.First(o => o.Link == link && o.AccessMode == FileCalls.O_RDONLY).Fd);
-                try { data = Peek(readFd, capacity, ctx.Pid); }
-                finally { if (readFd != mine) FileCalls.Close(readFd); }
+                if (reader is { } rd)
+                {
+                    int readFd = rd.P == ctx && rd.F.Fd == f.Fd ? mine : rd.P.GrabFd(rd.F.Fd);
+                    try { data = Peek(readFd, capacity, ctx.Pid); }
+                    finally { if (readFd != mine) FileCalls.Close(readFd); }
+                }
             }
             finally { FileCalls.Close(mine); }
         }
-        var p = new PayloadWriter().U32(objref).U64(id).U8((byte)(f.AccessMode == FileCalls.O_RDONLY ? 0 : 1))
+        var w = new PayloadWriter().U32(objref).U64(id).U8((byte)(f.AccessMode == FileCalls.O_RDONLY ? 0 : 1))
             .I32(f.Flags & ~FileCalls.O_CLOEXEC).I32(capacity).Bool(first);
-        ctx.Image.Write(RecordKind.Pipe, p);
+        ctx.Image.Write(RecordKind.Pipe, w);
         if (first) ctx.Image.Write(RecordKind.PipeData, new PayloadWriter().U64(id).Span, data);
+    }
+
+    /// <summary>A process outside the tree holding the end of the pipe with access <paramref name="mode"/> (scanned only when an end is missing from the tree).</summary>
+    private static (int Pid, int Fd)? FindOutsideHolder(string link, int mode, HashSet<int> tree)
+    {
+        int self = Environment.ProcessId;
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out int pid) || pid == self || tree.Contains(pid)) continue;
+            try
+            {
+                foreach (var fd in Directory.EnumerateFileSystemEntries($"{dir}/fd"))
+                {
+                    if (new FileInfo(fd).LinkTarget != link) continue;
+                    int n = int.Parse(Path.GetFileName(fd));
+                    var flags = File.ReadLines($"{dir}/fdinfo/{n}").FirstOrDefault(l => l.StartsWith("flags:"));
+                    if (flags != null && (Convert.ToInt32(flags[6..].Trim(), 8) & FileCalls.O_ACCMODE) == mode) return (pid, n);
+                }
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        }
+        return null;
     }
 
     /// <summary>Copies what is queued in a pipe without consuming it: tee into a pipe of our own, then read that.</summary>
@@ -83,38 +121,41 @@ public sealed unsafe class Pipe : IFileKind
 
     private sealed class RestoreState
     {
+        /// <summary>Pipes created so far, in ckpt itself: id → (read end, write end, ends already given to a description).</summary>
         public readonly Dictionary<ulong, (int Read, int Write)> Pipes = new();
+        public readonly HashSet<int> Used = new();
     }
 
     public void Restore(RestoreContext ctx, Record rec)
     {
-        var st = ctx.State<RestoreState>();
+        var st = ctx.Session.State<RestoreState>();
         var r = rec.Reader();
         if (rec.Kind == RecordKind.PipeData)
         {
             ulong pid = r.U64();
             var data = rec.Payload.Span[8..];
             if (!st.Pipes.TryGetValue(pid, out var ends)) throw new ImageFormatException($"PipeData record at offset {rec.Offset} for an unknown pipe");
-            if (data.Length > 0)
-            {
-                int w = ctx.GrabFd(ends.Write);
-                try { FileCalls.WriteAll(w, data); } finally { FileCalls.Close(w); }
-            }
+            if (data.Length > 0) FileCalls.WriteAll(ends.Write, data);
             return;
         }
         uint objref = r.U32(); ulong id = r.U64(); int end = r.U8(); int flags = r.I32(); int capacity = r.I32(); r.Bool();
         r.End();
         if (!st.Pipes.TryGetValue(id, out var e))
         {
-            long rc = ctx.Inject("pipe2", Nr.pipe2, (long)ctx.Scratch, FileCalls.O_CLOEXEC);
-            var fds = ctx.GetScratch(0, 8);
-            e = (BitConverter.ToInt32(fds), BitConverter.ToInt32(fds.AsSpan(4)));
-            if (capacity > 0) ctx.Inject("fcntl(F_SETPIPE_SZ)", Nr.fcntl, e.Read, FileCalls.F_SETPIPE_SZ, capacity);
+            // the pipe is made by ckpt, which keeps both ends until the end of the restart: every
+            // process of the tree gets its ends from there, and an end no process held is closed then
+            int* p = stackalloc int[2];
+            if (FileCalls.Pipe2(p, FileCalls.O_CLOEXEC) != 0) throw SyscallException.Last("pipe2");
+            e = (ctx.Session.Own(p[0]), ctx.Session.Own(p[1]));
+            if (capacity > 0 && FileCalls.Fcntl(e.Read, FileCalls.F_SETPIPE_SZ, capacity) < 0)
+                throw SyscallException.Last($"fcntl(F_SETPIPE_SZ {capacity})");
             st.Pipes[id] = e;
         }
-        int fd = end == 0 ? e.Read : e.Write;
-        if (ctx.Files.Restored.Any(kv => kv.Value == fd))
-            fd = ctx.OpenInVessel($"/proc/self/fd/{fd}", (flags & FileCalls.O_ACCMODE) | FileCalls.O_CLOEXEC);
+        int mine = end == 0 ? e.Read : e.Write;
+        int fd;
+        if (st.Used.Add(mine)) fd = ctx.Install(mine);
+        // a second description of the same end (the pipe reopened through /proc): open it anew
+        else fd = ctx.OpenInVessel($"/proc/{Environment.ProcessId}/fd/{mine}", (flags & FileCalls.O_ACCMODE) | FileCalls.O_CLOEXEC);
         ctx.Inject("fcntl(F_SETFL)", Nr.fcntl, fd, FileCalls.F_SETFL, flags & (FileCalls.O_NONBLOCK | FileCalls.O_APPEND));
         ctx.Files.SetRestored(objref, fd);
     }

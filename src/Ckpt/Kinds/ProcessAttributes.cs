@@ -65,10 +65,12 @@ public sealed class ProcessAttributes : IStateKind
         s.NoNewPrivs = !r.AtEnd && r.Bool();
         if (!r.AtEnd) { s.Pgid = r.I32(); s.Sid = r.I32(); }
         r.End();
-        CreateVessel(ctx, pid);
+        // images with a Tree record had every vessel created from it; older ones hold one process
+        if (ctx.Task == null) CreateVessel(ctx, pid);
     }
 
-    private static void CreateVessel(RestoreContext ctx, int pid)
+    /// <summary>Forks the vessel of the root process with its pid, seizes it and readies it for injection.</summary>
+    internal static void CreateVessel(RestoreContext ctx, int pid)
     {
         int got = Vessel.Create(pid);
         ctx.Pid = got;
@@ -79,7 +81,7 @@ public sealed class ProcessAttributes : IStateKind
             var one = ProcessCalls.SingleCpu(ProcessCalls.GetCpu());
             ProcessCalls.SetAffinity(0, one);
             ProcessCalls.SetAffinity(got, one);
-            var task = TracedTask.SeizeAndStop(got, Ptrace.O_TRACESYSGOOD | Ptrace.O_EXITKILL | Ptrace.O_TRACECLONE);
+            var task = TracedTask.SeizeAndStop(got, Ptrace.O_TRACESYSGOOD | Ptrace.O_EXITKILL | Ptrace.O_TRACECLONE | Ptrace.O_TRACEFORK);
             ctx.Task = task;
             task.SyscallGadget = Vessel.Gadget;
             task.SetSigMask(ulong.MaxValue);
@@ -112,7 +114,8 @@ public sealed class ProcessAttributes : IStateKind
         // leading its own session or process group is the process's own state (a daemon must not come
         // back inside ckpt's session, where the terminal's SIGHUP and SIGINT reach it); membership in
         // another process's group or session is not restored: the vessel stays in ckpt's
-        if (s.Sid == ctx.Pid) ctx.Inject("setsid", Nr.setsid);
+        if (ctx.Session.Tree != null) { }   // sessions and groups were made with the tree (ProcessTree)
+        else if (s.Sid == ctx.Pid) ctx.Inject("setsid", Nr.setsid);
         else if (ctx.Options.Frozen)
         {
             // left stopped in ckpt's process group, it would be killed by SIGHUP when ckpt exits (a group

@@ -31,8 +31,8 @@ public sealed class RegularFile : IFileKind
             throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd}: {path} no longer names the open file (renamed or replaced)");
         // another description of an unlinked file already saved: refer to it (the content is saved once)
         uint sameAs = 0;
-        if (deleted && !ctx.State<CheckpointState>().Unlinked.TryAdd((f.Stat.Dev, f.Stat.Ino), objref))
-            sameAs = ctx.State<CheckpointState>().Unlinked[(f.Stat.Dev, f.Stat.Ino)];
+        if (deleted && !ctx.Session.State<CheckpointState>().Unlinked.TryAdd((f.Stat.Dev, f.Stat.Ino), objref))
+            sameAs = ctx.Session.State<CheckpointState>().Unlinked[(f.Stat.Dev, f.Stat.Ino)];
         var p = new PayloadWriter().U32(objref).Str(path).I32(f.Flags & ~FileCalls.O_CLOEXEC).I64(f.Pos)
             .I64(f.Stat.Size).U32(f.Stat.Mode).Bool(deleted).U32(sameAs);
         ctx.Image.Write(RecordKind.RegularFile, p);
@@ -93,7 +93,7 @@ public sealed class RegularFile : IFileKind
         if (deleted && sameAs != 0)
         {
             // one more description of an unlinked file restored earlier: open that same file again
-            int first = ctx.Files.GetRestored(sameAs, $"unlinked file {path}");
+            int first = ctx.FileFd(sameAs, $"unlinked file {path}");
             fd = ctx.OpenInVessel($"/proc/self/fd/{first}", (flags & OpenMask) | FileCalls.O_CLOEXEC);
         }
         else if (!deleted)

@@ -15,7 +15,8 @@ public static class Nr
         openat = 257, set_robust_list = 273, get_robust_list = 274, dup3 = 292, pipe2 = 293,
         rt_tgsigqueueinfo = 297, prlimit64 = 302, kcmp = 312, memfd_create = 319, rseq = 334,
         pidfd_open = 434, clone3 = 435, close_range = 436, pidfd_getfd = 438, mremap = 25,
-        getpriority = 140, sched_setaffinity = 203, sched_getaffinity = 204, fchmod = 91, setpgid = 109, setsid = 112;
+        getpriority = 140, sched_setaffinity = 203, sched_getaffinity = 204, fchmod = 91, setpgid = 109, setsid = 112,
+        getpgid = 121, rt_sigtimedwait = 128;
 }
 
 /// <summary>The raw syscall(2) entry of libc, for calls libc does not wrap.</summary>

@@ -56,6 +56,13 @@ public sealed class E2eScript
           cat /proc/$1/maps > "$W/maps-$2.txt"
           for f in /proc/$1/fd/*; do echo "${f##*/} $(readlink "$f")"; done > "$W/fds-$2.txt"
         }
+        # gone SECONDS PID...: waits until no process (not even a zombie) holds any of the PIDs
+        gone() {
+          local n=$(( $1 * 20 )); shift
+          for p in "$@"; do
+            while [ -e /proc/$p ]; do n=$((n - 1)); [ $n -le 0 ] && return 1; sleep 0.05; done
+          done
+        }
         # ck ARGS...: the ckpt binary, with a timeout
         ck() { timeout -k 5 "${CK_TIMEOUT:-60}" "$CKPT" "$@"; }
         # checkpoint_kill: checkpoints $P into $W/img with --kill and reaps it

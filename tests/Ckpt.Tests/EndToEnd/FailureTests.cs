@@ -118,30 +118,6 @@ public sealed class FailureTests(E2eEnvironment env)
     }
 
     /// <summary>
-    /// A process with children (a running one and a zombie): process trees are not saved, so the
-    /// checkpoint must refuse (69) naming a child, rather than restart a process without its children.
-    /// </summary>
-    [Fact]
-    public void CheckpointOfProcessWithChildren()
-    {
-        env.Program("children");
-        var r = new E2eScript(env, "children").Run("""
-            start "$W/out" "$BIN/children"
-            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
-            ck checkpoint $P -o "$W/img" --kill --log "$W/ck.log" -v -v 2>"$W/err.txt"; echo "RC: $?"
-            alive $P || fail "the target died (the checkpoint went through and killed it)"
-            kill -USR1 $P
-            wait_exit $P 20; echo "TARGET: $?"
-            """);
-        r.AssertPassed();
-        Assert.True(Value(r, "RC") == 69, $"exit code should be 69 (not checkpointable){r.Diagnostics}");
-        var kids = Regex.Match(r.File("out"), @"^CHILDREN (\d+) (\d+)$", RegexOptions.Multiline);
-        var line = OneLine(r, "err.txt");
-        Assert.True(line.Contains(kids.Groups[1].Value) || line.Contains(kids.Groups[2].Value), $"the message should name a child{r.Diagnostics}");
-        Assert.Equal(0, Value(r, "TARGET"));
-    }
-
-    /// <summary>
     /// A process under a seccomp filter: filters are not saved, and a restart without it would let the
     /// process out of its sandbox, so the checkpoint must refuse (69); the process goes on, still filtered.
     /// </summary>

@@ -1,0 +1,190 @@
+using Ckpt.Engine;
+using Ckpt.Image;
+using Ckpt.Native;
+using Ckpt.Proc;
+using Ckpt.Tracing;
+
+namespace Ckpt.Kinds;
+
+/// <summary>
+/// The process tree: every process (pid, parent, process group, session, exit signal, threads, name),
+/// zombies with the status their parent's wait() will report. Written once, right after the header.
+/// Restart creates every process from it before any process state is read, in creation order: each
+/// by its parent (an injected clone3 with the saved pid) so that parent links hold, sessions created
+/// by setsid in the process that leads them before its children are forked, process groups joined in
+/// two passes (leaders, then members), and zombies made to exit with their saved status.
+/// </summary>
+public sealed class ProcessTree : IStateKind
+{
+    public static readonly ProcessTree Instance = new();
+    public string Name => "tree";
+    public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.Tree];
+    public int FinishOrder => 0;
+
+    public void Checkpoint(CheckpointContext ctx) { }   // the tree is written once, by Write
+
+    public static void Write(CheckpointSession s)
+    {
+        var p = new PayloadWriter().U32((uint)s.Tree.Count);
+        foreach (var e in s.Tree)
+            p.I32(e.Pid).I32(e.PPid).I32(e.Pgid).I32(e.Sid).I32(e.ExitSignal).Bool(e.Zombie).I32(e.WaitStatus).I32(e.Threads).Str(e.Comm);
+        s.Image.Write(RecordKind.Tree, p);
+    }
+
+    private static List<TreeEntry> Read(Record rec)
+    {
+        var r = rec.Reader();
+        uint n = r.U32();
+        if (n == 0 || n > 1 << 22) throw new ImageFormatException($"Tree record at offset {rec.Offset}: {n} processes");
+        var list = new List<TreeEntry>();
+        for (int i = 0; i < n; i++)
+        {
+            int pid = r.I32(), ppid = r.I32(), pgid = r.I32(), sid = r.I32(), sig = r.I32();
+            bool zombie = r.Bool(); int status = r.I32(), threads = r.I32();
+            list.Add(new TreeEntry(pid, ppid, pgid, sid, sig, r.Str()) { Zombie = zombie, WaitStatus = status, Threads = threads });
+        }
+        r.End();
+        var seen = new HashSet<int>();
+        foreach (var e in list)
+        {
+            if (e.Pid <= 0 || !seen.Add(e.Pid)) throw new ImageFormatException($"Tree record at offset {rec.Offset}: pid {e.Pid} twice or invalid");
+            if (e != list[0] && !seen.Contains(e.PPid)) throw new ImageFormatException($"Tree record at offset {rec.Offset}: pid {e.Pid} comes before its parent {e.PPid}");
+        }
+        if (list[0].Zombie) throw new ImageFormatException($"Tree record at offset {rec.Offset}: the root is a zombie");
+        return list;
+    }
+
+    public void Restore(RestoreContext ctx, Record rec) => throw new ImageFormatException($"Tree record at offset {rec.Offset} is not the first record");
+
+    /// <summary>Creates every process of the tree (each a copy of ckpt, stopped), with sessions, groups and zombies.</summary>
+    public static void Restore(RestoreSession s, Record rec)
+    {
+        if (s.Tree != null || s.Processes.Count > 0) throw new ImageFormatException($"Tree record at offset {rec.Offset} is not the first record");
+        var tree = s.Tree = Read(rec);
+        var root = tree[0];
+        if (tree.Count > 1)
+        {
+            // a tree holds more fds than one process (the masters in ckpt): raise ckpt's soft limit,
+            // before the vessels inherit it
+            var lim = ProcLimits.Read(Environment.ProcessId)[ProcLimits.RLIMIT_NOFILE];
+            if (lim.Soft < lim.Hard)
+            {
+                var want = new RLimit { Cur = lim.Hard, Max = lim.Hard };
+                unsafe { ProcessCalls.Prlimit(0, ProcLimits.RLIMIT_NOFILE, &want, null); }
+            }
+        }
+        var rootCtx = new RestoreContext { Session = s };
+        ProcessAttributes.CreateVessel(rootCtx, root.Pid);
+        s.Processes.Add(rootCtx);
+        // the process group each process is in now: a child starts in its parent's
+        var pgid = new Dictionary<int, int>();
+        var leads = new HashSet<int>();
+        if (root.Sid == root.Pid || s.Options.Frozen)
+        {
+            // left stopped in ckpt's process group, a --frozen tree would be killed by SIGHUP when ckpt
+            // exits (a group with a stopped member becomes orphaned); in a session of its own it waits
+            rootCtx.Vessel.InjectChecked("setsid", Nr.setsid);
+            if (root.Sid != root.Pid) s.Log.Info("--frozen: the tree was given a session of its own so that it outlives ckpt while stopped");
+            pgid[root.Pid] = root.Pid;
+            leads.Add(root.Pid);
+        }
+        else pgid[root.Pid] = (int)Sys.Call(Nr.getpgid, 0);
+        foreach (var e in tree.Skip(1))
+        {
+            var parent = s.Find(e.PPid) ?? throw new ImageFormatException($"Tree record: the parent {e.PPid} of {e.Pid} is not a live process");
+            var child = Vessel.CreateChild(parent.Vessel, e.Pid, e.ExitSignal);
+            var ctx = new RestoreContext { Session = s, Task = child, Pid = e.Pid, VesselAffinity = rootCtx.VesselAffinity };
+            s.Processes.Add(ctx);
+            pgid[e.Pid] = pgid[e.PPid];
+            if (e.Sid == e.Pid)
+            {
+                child.InjectChecked("setsid", Nr.setsid);
+                pgid[e.Pid] = e.Pid;
+                leads.Add(e.Pid);
+            }
+        }
+        s.Log.Debug($"{tree.Count} vessels created");
+        // process groups: leaders first, then members join theirs; a group led by a process outside the
+        // tree was the root's, and is the root's group here
+        foreach (var e in tree)
+            if (e.Pgid == e.Pid && pgid[e.Pid] != e.Pid && !leads.Contains(e.Pid))
+            {
+                s.Find(e.Pid)!.Vessel.InjectChecked("setpgid", Nr.setpgid, 0, 0);
+                pgid[e.Pid] = e.Pid;
+            }
+        var pids = tree.Select(e => e.Pid).ToHashSet();
+        foreach (var e in tree)
+        {
+            int want = e.Pgid == e.Pid || pids.Contains(e.Pgid) ? e.Pgid : pgid[root.Pid];
+            if (pgid[e.Pid] == want || leads.Contains(e.Pid)) continue;
+            long rc = s.Find(e.Pid)!.Vessel.Inject(Nr.setpgid, 0, want);
+            if (rc < 0) throw new CkptException($"restart: pid {e.Pid} cannot join process group {want}: {Errors.Describe((int)-rc)}", ExitCodes.RestoreConflict);
+            pgid[e.Pid] = want;
+        }
+        foreach (var e in tree.Where(e => e.Zombie)) MakeZombie(s, e);
+    }
+
+    /// <summary>Makes the vessel exit as the zombie did, then takes the SIGCHLD that tells its parent back (it was not pending at the checkpoint).</summary>
+    private static void MakeZombie(RestoreSession s, TreeEntry e)
+    {
+        var ctx = s.Find(e.Pid)!;
+        var task = ctx.Vessel;
+        int st = e.WaitStatus;
+        var name = System.Text.Encoding.UTF8.GetBytes(e.Comm + "\0");
+        MemoryCalls.WriteRemote(e.Pid, Vessel.Scratch, name.AsSpan(0, Math.Min(name.Length, 16)));
+        task.InjectChecked("prctl(PR_SET_NAME)", Nr.prctl, 15 /* PR_SET_NAME */, (long)Vessel.Scratch);
+        if (Ptrace.Exited(st))
+        {
+            try { task.Inject(Nr.exit_group, Ptrace.ExitCode(st)); }
+            catch (TaskGoneException) { }
+        }
+        else
+        {
+            int sig = Ptrace.TermSig(st);
+            // the default action, unblocked; no core file
+            var act = new byte[32];   // SIG_DFL, no flags, empty mask
+            MemoryCalls.WriteRemote(e.Pid, Vessel.Scratch, act);
+            task.InjectChecked("rt_sigaction", Nr.rt_sigaction, sig, (long)Vessel.Scratch, 0, 8);
+            MemoryCalls.WriteRemote(e.Pid, Vessel.Scratch, new byte[16]);
+            task.InjectChecked("prlimit64(RLIMIT_CORE)", Nr.prlimit64, 0, 4 /* RLIMIT_CORE */, (long)Vessel.Scratch, 0);
+            task.SetSigMask(0);
+            // resume in the vessel's pause() loop, where the signal finds it
+            var regs = task.GetRegs();
+            regs.Rip = Vessel.PauseLoop;
+            regs.OrigRax = TracedTask.NoSyscall;
+            task.SetRegs(regs);
+            task.Detach();
+            ProcessCalls.Kill(e.Pid, sig);
+        }
+        ctx.Task = null;
+        s.Processes.Remove(ctx);
+        var until = DateTime.UtcNow.AddSeconds(5);
+        while (ProcStat.Read(e.Pid).State != 'Z')
+        {
+            if (DateTime.UtcNow > until) throw new CkptException($"restart: zombie {e.Pid} did not exit", ExitCodes.Internal);
+            Thread.Sleep(1);
+        }
+        // the parent's SIGCHLD of this exit is not in the image: take it out of its queue
+        var parent = s.Find(e.PPid)!.Vessel;
+        var set = new byte[16 + 8];
+        BitConverter.TryWriteBytes(set, 1UL << (e.ExitSignal - 1));
+        MemoryCalls.WriteRemote(e.PPid, Vessel.Scratch, set);   // sigset, then a zero timespec at +8
+        if (e.ExitSignal > 0)
+            while (parent.Inject(Nr.rt_sigtimedwait, (long)Vessel.Scratch, 0, (long)Vessel.Scratch + 8, 8) > 0) { }
+        s.Log.Debug($"pid {e.Pid} is a zombie again (status 0x{st:x})");
+    }
+
+    public void Finish(RestoreContext ctx) { }
+
+    public void Describe(Record rec, InfoNode info)
+    {
+        var list = info.List("tree");
+        foreach (var e in Read(rec))
+        {
+            var n = new InfoNode().Set("pid", e.Pid).Set("ppid", e.PPid).Set("pgid", e.Pgid).Set("sid", e.Sid).Set("threads", e.Threads).Set("comm", e.Comm);
+            if (e.Zombie) n.Set("zombie", true).Set("wait_status", $"0x{e.WaitStatus:x}");
+            if (e.ExitSignal != 17) n.Set("exit_signal", e.ExitSignal);
+            list.Add(n);
+        }
+    }
+}

@@ -1,0 +1,131 @@
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Xunit;
+
+namespace Ckpt.Tests.EndToEnd;
+
+/// <summary>
+/// Process trees: every descendant is saved with its parent links, groups, sessions and zombies, the
+/// objects the processes share are saved once, and restart rebuilds the same tree with the same pids.
+/// </summary>
+[Collection(EndToEndCollection.Name)]
+public sealed class TreeTests(E2eEnvironment env)
+{
+    /// <summary>
+    /// A tree with a group leader child and its grandchild, a session leader child, two zombies (an exit
+    /// status and a signal), a file description shared by all, a pipe between root and a child with data
+    /// in flight, and a pipe whose write end no one holds. Every process checks itself after restart.
+    /// </summary>
+    [Fact]
+    public void TreeWithGroupsSessionsZombiesAndSharedFiles()
+    {
+        env.Program("tree");
+        var r = new E2eScript(env, "tree").Run("""
+            start "$W/out" "$BIN/tree"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            set -- $(grep '^TREE' "$W/out"); shift
+            pids="$*"
+            ps -o pid=,ppid=,pgid=,sid=,stat= -s $P > "$W/ps-before.txt"
+            checkpoint_kill
+            gone 10 $pids || fail "the killed tree still holds its pids"
+            ck info "$W/img" --json > "$W/info.json" || fail "ckpt info failed"
+            restart_detached
+            ps -o pid=,ppid=,pgid=,sid=,stat= -s $P > "$W/ps-after.txt"
+            ps -o pid=,ppid=,pgid=,sid=,stat= -s $3 >> "$W/ps-after.txt"
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0();
+        var ids = Regex.Match(r.File("out"), @"^TREE (\d+) (\d+) (\d+) (\d+) (\d+)$", RegexOptions.Multiline);
+        Assert.True(ids.Success, $"no TREE line{r.Diagnostics}");
+        int root = int.Parse(ids.Groups[1].Value), c1 = int.Parse(ids.Groups[2].Value), c2 = int.Parse(ids.Groups[3].Value);
+        int z1 = int.Parse(ids.Groups[4].Value);
+
+        using var info = JsonDocument.Parse(r.File("info.json"));
+        var tree = info.RootElement.GetProperty("tree").EnumerateArray().ToList();
+        Assert.Equal(6, tree.Count);
+        Assert.Equal(root, tree[0].GetProperty("pid").GetInt32());
+        var zombie = tree.Single(e => e.GetProperty("pid").GetInt32() == z1);
+        Assert.True(zombie.GetProperty("zombie").GetBoolean());
+        Assert.Equal("0x300", zombie.GetProperty("wait_status").GetString());
+        Assert.Equal(c1, tree.Single(e => e.GetProperty("pid").GetInt32() == c1).GetProperty("pgid").GetInt32());
+        Assert.Equal(c2, tree.Single(e => e.GetProperty("pid").GetInt32() == c2).GetProperty("sid").GetInt32());
+        // stdout: one description held by every live process under fd 1 and 2
+        var shared = info.RootElement.GetProperty("shared_files").EnumerateArray().ToList();
+        var stdout = shared.FirstOrDefault(f => f.GetProperty("holders").EnumerateArray().Any(h => h.GetString() == $"{c2}:1"));
+        Assert.True(stdout.ValueKind == JsonValueKind.Object, $"stdout is not shown as shared with {c2}{r.Diagnostics}");
+        Assert.Contains($"{root}:1", stdout.GetProperty("holders").EnumerateArray().Select(h => h.GetString()));
+        Assert.Equal(3, info.RootElement.GetProperty("descendants").GetArrayLength());   // c1, g, c2 (zombies have no state)
+        r.Cleanup();
+    }
+
+    /// <summary>A running child and a zombie child: after restart the zombie's status is waited for, the running child signalled and reaped.</summary>
+    [Fact]
+    public void RunningAndZombieChildren()
+    {
+        env.Program("children");
+        var r = new E2eScript(env, "children").Run("""
+            start "$W/out" "$BIN/children"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            set -- $(grep '^CHILDREN' "$W/out"); shift
+            checkpoint_kill
+            gone 10 "$@" || fail "the killed children still hold their pids"
+            restart_detached
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
+    /// <summary>
+    /// A shell pipeline nobody here wrote (sh, seq, gzip, sha256sum), checkpointed mid-way, killed and
+    /// restarted; its output equals an uninterrupted run's.
+    /// </summary>
+    [Fact]
+    public void ShellPipeline()
+    {
+        env.RequireCkpt();
+        var r = new E2eScript(env, "pipeline").Run("""
+            job='seq 1 40000000 | gzip -1 | sha256sum > "$W/sum.txt"; echo DONE'
+            sh -c "seq 1 40000000 | gzip -1 | sha256sum" > "$W/reference.txt" || fail "the uninterrupted run failed"
+            start "$W/out" sh -c "$job"
+            sleep 1
+            grep -q DONE "$W/out" && fail "the pipeline finished before the checkpoint"
+            kids=$(ps -o pid= --ppid $P | tr '\n' ' ')
+            [ $(echo $kids | wc -w) -eq 3 ] || fail "expected 3 children of sh, got '$kids'"
+            checkpoint_kill
+            gone 10 $kids || fail "the killed pipeline still holds its pids"
+            "$CKPT" info "$W/img" > "$W/info.txt" || fail "ckpt info failed"
+            ck restart -i "$W/img" --log "$W/rs.log" -v; rc=$?
+            echo "RESTART-STATUS: $rc"
+            [ $rc -eq 0 ] || fail "restart (waiting for sh) exited with $rc"
+            grep -q DONE "$W/out" || fail "the restored pipeline did not finish"
+            cmp "$W/reference.txt" "$W/sum.txt" || fail "the output differs from the uninterrupted run"
+            """, timeoutSeconds: 120);
+        r.AssertScriptOk();
+        Assert.Contains("RESTART-STATUS: 0", r.Stdout);
+        Assert.Equal(r.File("reference.txt"), r.File("sum.txt"));
+        r.Cleanup();
+    }
+
+    /// <summary>A pipe whose other end a process outside the tree holds: refused, naming that process, and the tree goes on.</summary>
+    [Fact]
+    public void PipeHeldOutsideTheTreeIsRefused()
+    {
+        env.Program("children");
+        var r = new E2eScript(env, "outside").Run("""
+            ( "$BIN/children" < /dev/null 2>&1 | cat > "$W/out" ) &
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            P=$(pgrep -o -f "^$BIN/children")
+            C=$(pgrep -n -x cat)
+            ck checkpoint $P -o "$W/img" 2>"$W/err.txt"; echo "RC: $?"
+            echo "CAT: $C"
+            kill -USR1 $P
+            wait_for "$W/out" '^(PASS|FAIL)' 15 || fail "the program did not finish"
+            """);
+        r.AssertScriptOk();
+        Assert.Contains("RC: 69", r.Stdout);
+        var cat = Regex.Match(r.Stdout, @"CAT: (\d+)").Groups[1].Value;
+        var err = r.File("err.txt");
+        Assert.True(err.Contains($"pid {cat}") && err.Contains("fd 1 "), $"the message should name the outside holder {cat} and fd 1{r.Diagnostics}");
+        Assert.Contains("PASS", r.File("out"));
+    }
+}
