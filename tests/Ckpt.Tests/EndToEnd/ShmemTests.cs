@@ -36,4 +36,28 @@ public sealed class ShmemTests(E2eEnvironment env)
         Assert.Equal(1, regions.Single(x => x.GetProperty("prot").GetString() == "rw-p").GetProperty("pages_saved").GetInt64());
         r.Cleanup();
     }
+
+    /// <summary>The restored process is checkpointed and restarted again: its objects are as checkpointable as the original's.</summary>
+    [Fact]
+    public void ShmemTwiceInARow()
+    {
+        env.Program("shmem");
+        var r = new E2eScript(env, "shmem-twice").Run("""
+            mkdir -p "$W/files"
+            start "$W/out" "$BIN/shmem" "$W/files"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            layout $P before
+            checkpoint_kill
+            restart_detached
+            mv "$W/ck.log" "$W/ck-1.log"; mv "$W/rs.log" "$W/rs-1.log"
+            sleep 0.2
+            ck checkpoint $P -o "$W/img" --kill --log "$W/ck.log" -v -v; rc=$?
+            [ $rc -eq 0 ] || fail "the second checkpoint exited with $rc"
+            st=$(reaped $P 10) || fail "the restored process did not die after the second checkpoint"
+            restart_detached
+            layout $P after
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
+    }
 }
