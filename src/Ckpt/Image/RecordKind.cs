@@ -30,6 +30,8 @@ public enum RecordKind : uint
     MemoryObject = 50,     // Kinds/MemoryObject.cs (a memfd, shared anonymous memory or deleted file: saved once, mapped or opened by objref)
     MemoryObjectData = 51, // Kinds/MemoryObject.cs (its contents: data ranges only)
     MemoryFile = 52,       // Kinds/MemoryObject.cs (an open file description of a memory object)
+    SysvShm = 53,          // Kinds/SysvShm.cs (a SysV shared memory segment: saved once, attached by objref)
+    SysvShmData = 54,      // Kinds/SysvShm.cs (its contents: data ranges only)
 }
 
 /// <summary>Record flags (the second word of a record header).</summary>

@@ -72,7 +72,7 @@ public sealed class MemoryObject : IFileKind
         return Save(ctx, v.Path, st, $"mapping {v.Start:x}-{v.End:x}", () => OpenOrThrow(mf, pid));
     }
 
-    private static int OpenOrThrow(string path, int pid)
+    internal static int OpenOrThrow(string path, int pid)
     {
         int fd = FileCalls.Open(path, FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
         if (fd < 0) throw SyscallException.Last("open", pid, path);
@@ -108,17 +108,20 @@ public sealed class MemoryObject : IFileKind
             }
             var p = new PayloadWriter().U32(objref).U8((byte)type).Str(name).I64(st.Size).U32(st.Mode).U32(st.Uid).U32(st.Gid).U32(seals);
             ctx.Image.Write(RecordKind.MemoryObject, p);
-            SaveData(ctx, state, objref, fd, st.Size, path);
+            SaveData(ctx, RecordKind.MemoryObjectData, objref, fd, st.Size, path);
         }
         finally { FileCalls.Close(fd); }
         ctx.Log.Debug($"memory object {objref}: {type} {path} ({st.Size} bytes, dev {st.Dev:x} ino {st.Ino}), first met at {what}");
         return objref;
     }
 
-    /// <summary>The data ranges (SEEK_DATA / SEEK_HOLE) in records of at most 4 MiB.</summary>
-    private static unsafe void SaveData(CheckpointContext ctx, CheckpointState state, uint objref, int fd, long size, string path)
+    /// <summary>
+    /// The data ranges (SEEK_DATA / SEEK_HOLE) of <paramref name="fd"/> as <paramref name="kind"/> records
+    /// (u32 objref, i64 offset, data) of at most 4 MiB.
+    /// </summary>
+    internal static unsafe void SaveData(CheckpointContext ctx, RecordKind kind, uint objref, int fd, long size, string path)
     {
-        var buf = state.Buffer ??= GC.AllocateUninitializedArray<byte>(DataChunk);
+        var buf = ctx.State<CheckpointState>().Buffer ??= GC.AllocateUninitializedArray<byte>(DataChunk);
         var head = new PayloadWriter();
         long off = 0;
         while (off < size)
@@ -143,7 +146,7 @@ public sealed class MemoryObject : IFileKind
                 if (got == 0) { hole = data; break; }   // shrunk meanwhile: nothing more to read
                 head.Clear();
                 head.U32(objref).I64(data);
-                ctx.Image.Write(RecordKind.MemoryObjectData, head.Span, buf.AsSpan(0, got));
+                ctx.Image.Write(kind, head.Span, buf.AsSpan(0, got));
                 data += got;
             }
             off = Math.Max(hole, off + 1);

@@ -30,8 +30,9 @@ public sealed unsafe class MemoryRegion : IStateKind
     /// How a region is mapped. ObjectShared / ObjectPrivate: a mapping of a memory object (memfd, shared
     /// anonymous memory, deleted file; <see cref="MemoryObject"/>), named by the Vma's object field.
     /// AnonShared is only read from older images (shared anonymous memory is now a memory object).
+    /// SysvShm: an attach of the SysV segment (<see cref="Kinds.SysvShm"/>) named by the object field.
     /// </summary>
-    public enum Backing : byte { AnonPrivate = 1, AnonShared = 2, FilePrivate = 3, FileShared = 4, Vdso = 5, ObjectShared = 6, ObjectPrivate = 7 }
+    public enum Backing : byte { AnonPrivate = 1, AnonShared = 2, FilePrivate = 3, FileShared = 4, Vdso = 5, ObjectShared = 6, ObjectPrivate = 7, SysvShm = 8 }
 
     [Flags]
     public enum Advice : uint { None = 0, DontDump = 1, DontFork = 2, WipeOnFork = 4, HugePage = 8, NoHugePage = 16, Mergeable = 32 }
@@ -56,7 +57,7 @@ public sealed unsafe class MemoryRegion : IStateKind
             {
                 if (v.Path == "[vsyscall]") continue;
                 var backing = Classify(ctx.Pid, v);
-                var runs = backing is Backing.FileShared or Backing.ObjectShared or Backing.Vdso ? [] : PresentRuns(pagemap, v, backing, pagemapBuffer);
+                var runs = backing is Backing.FileShared or Backing.ObjectShared or Backing.SysvShm or Backing.Vdso ? [] : PresentRuns(pagemap, v, backing, pagemapBuffer);
                 int first = chunks.Count;
                 CutChunks(runs, chunks);
                 plan.Add((v, backing, runs.Sum(r => (long)r.Pages), first, chunks.Count - first));
@@ -69,7 +70,12 @@ public sealed unsafe class MemoryRegion : IStateKind
         {
             ctx.ThrowIfCancelled();
             // a memory object is written (once) before the first region that maps it
-            uint obj = backing is Backing.ObjectShared or Backing.ObjectPrivate ? MemoryObject.SaveMapped(ctx, v) : 0;
+            uint obj = backing switch
+            {
+                Backing.ObjectShared or Backing.ObjectPrivate => MemoryObject.SaveMapped(ctx, v),
+                Backing.SysvShm => SysvShm.SaveMapped(ctx, v),
+                _ => 0,
+            };
             WriteVma(ctx, v, backing, pages, obj);
             for (int i = 0; i < n; i++)
             {
@@ -102,8 +108,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         if (MmState.VdsoNames.Contains(v.Path)) return Backing.Vdso;
         if (v.Path.StartsWith('[') && v.Path != "[heap]" && v.Path != "[stack]" && !v.Path.StartsWith("[anon:"))
             throw new NotCheckpointableException(pid, $"mapping {v.Start:x}-{v.End:x} is {v.Path}, which is not supported");
-        if (v.Path.StartsWith("/SYSV", StringComparison.Ordinal) && v.IsDeleted)
-            throw new NotCheckpointableException(pid, $"mapping {v.Start:x}-{v.End:x} is the SysV shared memory segment {v.Path}, which is not supported yet");
+        if (SysvShm.IsSysvPath(v.Path)) return Backing.SysvShm;
         if (v.Inode == 0) return v.Shared ? Backing.AnonShared : Backing.AnonPrivate;
         // memfd, shared anonymous memory ("/dev/zero (deleted)"), deleted files: saved once as memory objects
         if (MemoryObject.IsObjectPath(v.Path)) return v.Shared ? Backing.ObjectShared : Backing.ObjectPrivate;
@@ -370,9 +375,11 @@ public sealed unsafe class MemoryRegion : IStateKind
                 fd = MemoryObject.OpenInVessel(ctx, obj, (write ? FileCalls.O_RDWR : FileCalls.O_RDONLY) | FileCalls.O_CLOEXEC, $"mapping {start:x}-{end:x}");
                 flags |= shared ? MemoryCalls.MAP_SHARED : MemoryCalls.MAP_PRIVATE;
                 break;
+            case Backing.SysvShm: break;
             default: throw new ImageFormatException($"Vma record at offset {rec.Offset} has unknown backing {(int)b}");
         }
-        long got = ctx.Vessel.Inject(Nr.mmap, (long)start, (long)len, mapProt, flags, fd, (long)pgoff);
+        long got = b == Backing.SysvShm ? SysvShm.AttachInVessel(ctx, obj, start, len, prot)
+            : ctx.Vessel.Inject(Nr.mmap, (long)start, (long)len, mapProt, flags, fd, (long)pgoff);
         // the fd is closed at once: fd numbers are placed later and must not meet leftovers
         if (fd >= 0) ctx.Inject("close", Nr.close, fd);
         if (got != (long)start)
@@ -458,7 +465,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         bool gd = r.Bool(), nr = r.Bool();
         r.U32(); ulong off = r.U64(); string path = r.Str(); r.I64(); r.I64(); ulong pages = r.U64();
         r.U64(); uint obj = r.AtEnd ? 0 : r.U32();
-        string perms = $"{((prot & 1) != 0 ? 'r' : '-')}{((prot & 2) != 0 ? 'w' : '-')}{((prot & 4) != 0 ? 'x' : '-')}{(b is Backing.AnonShared or Backing.FileShared or Backing.ObjectShared ? 's' : 'p')}";
+        string perms = $"{((prot & 1) != 0 ? 'r' : '-')}{((prot & 2) != 0 ? 'w' : '-')}{((prot & 4) != 0 ? 'x' : '-')}{(b is Backing.AnonShared or Backing.FileShared or Backing.ObjectShared or Backing.SysvShm ? 's' : 'p')}";
         var node = new InfoNode().Set("range", $"{start:x}-{end:x}").Set("prot", perms).Set("backing", b.ToString())
             .Set("offset", off).Set("path", path).Set("pages_saved", pages).Set("flags", (gd ? "growsdown " : "") + (nr ? "noreserve" : ""));
         if (obj != 0) node.Set("object", obj);

@@ -60,4 +60,20 @@ public sealed class ShmemTests(E2eEnvironment env)
             """);
         r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
     }
+
+    /// <summary>The same with a SysV segment (IPC_PRIVATE, marked for removal): recreated with its shmid, still marked.</summary>
+    [Fact]
+    public void ShmemWithSysvSegment()
+    {
+        env.Program("shmem");
+        var r = new E2eScript(env, "shmem-sysv").Run(E2eScript.RoundTrip("\"$BIN/shmem\" \"$W/files\" sysv", before: "mkdir -p \"$W/files\"", afterRestart: """
+            ck info "$W/img" --json > "$W/info.json" || fail "ckpt info failed"
+            """));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
+        using var info = JsonDocument.Parse(r.File("info.json"));
+        var seg = Assert.Single(info.RootElement.GetProperty("sysv_segments").EnumerateObject()).Value;
+        Assert.True(seg.GetProperty("removed").GetBoolean());
+        Assert.Equal(3 * 4096 + 100, seg.GetProperty("size").GetInt64());
+        r.Cleanup();
+    }
 }
