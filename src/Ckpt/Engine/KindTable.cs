@@ -15,6 +15,9 @@ public static class KindTable
         ProcessAttributes.Instance,   // Process: pid, comm, rlimits, nice, itimers (creates the vessel)
         Credentials.Instance,         // uids, gids, groups, capabilities
         MmState.Instance,             // layout, brk, arg/env, auxv, exe (places the trampoline, moves the vDSO)
+        MemoryObject.Instance,        // memfd, shared anonymous, deleted files: written by MemoryRegion and FdTable when first met
+                                      // (a file kind: placed before RegularFile, which would take unlinked files)
+        SysvShm.Instance,             // SysV segments: written by MemoryRegion when first attached
         MemoryRegion.Instance,        // Vma + Pages
         FsState.Instance,             // cwd, root, umask
         RegularFile.Instance,         // file descriptions...

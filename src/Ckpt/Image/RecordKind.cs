@@ -27,6 +27,12 @@ public enum RecordKind : uint
     FileData = 33,       // Kinds/RegularFile.cs (contents of an unlinked file)
     PipeData = 34,       // Kinds/Pipe.cs (bytes queued in a pipe)
     External = 35,       // Kinds/ExternalFile.cs (a description held with a process outside, replaced at restart)
+
+    MemoryObject = 50,     // Kinds/MemoryObject.cs (a memfd, shared anonymous memory or deleted file: saved once, mapped or opened by objref)
+    MemoryObjectData = 51, // Kinds/MemoryObject.cs (its contents: data ranges only)
+    MemoryFile = 52,       // Kinds/MemoryObject.cs (an open file description of a memory object)
+    SysvShm = 53,          // Kinds/SysvShm.cs (a SysV shared memory segment: saved once, attached by objref)
+    SysvShmData = 54,      // Kinds/SysvShm.cs (its contents: data ranges only)
 }
 
 /// <summary>Record flags (the second word of a record header).</summary>

@@ -26,7 +26,13 @@ public sealed unsafe class MemoryRegion : IStateKind
     public const int ChunkPages = 1024;           // 4 MiB of pages per Pages record at most
     public const int MaxRunsPerChunk = 1024;      // IOV_MAX
 
-    public enum Backing : byte { AnonPrivate = 1, AnonShared = 2, FilePrivate = 3, FileShared = 4, Vdso = 5 }
+    /// <summary>
+    /// How a region is mapped. ObjectShared / ObjectPrivate: a mapping of a memory object (memfd, shared
+    /// anonymous memory, deleted file; <see cref="MemoryObject"/>), named by the Vma's object field.
+    /// AnonShared is only read from older images (shared anonymous memory is now a memory object).
+    /// SysvShm: an attach of the SysV segment (<see cref="Kinds.SysvShm"/>) named by the object field.
+    /// </summary>
+    public enum Backing : byte { AnonPrivate = 1, AnonShared = 2, FilePrivate = 3, FileShared = 4, Vdso = 5, ObjectShared = 6, ObjectPrivate = 7, SysvShm = 8 }
 
     [Flags]
     public enum Advice : uint { None = 0, DontDump = 1, DontFork = 2, WipeOnFork = 4, HugePage = 8, NoHugePage = 16, Mergeable = 32 }
@@ -51,7 +57,7 @@ public sealed unsafe class MemoryRegion : IStateKind
             {
                 if (v.Path == "[vsyscall]") continue;
                 var backing = Classify(ctx.Pid, v);
-                var runs = backing is Backing.FileShared or Backing.Vdso ? [] : PresentRuns(pagemap, v, backing, pagemapBuffer);
+                var runs = backing is Backing.FileShared or Backing.ObjectShared or Backing.SysvShm or Backing.Vdso ? [] : PresentRuns(pagemap, v, backing, pagemapBuffer);
                 int first = chunks.Count;
                 CutChunks(runs, chunks);
                 plan.Add((v, backing, runs.Sum(r => (long)r.Pages), first, chunks.Count - first));
@@ -63,7 +69,14 @@ public sealed unsafe class MemoryRegion : IStateKind
         foreach (var (v, backing, pages, first, n) in plan)
         {
             ctx.ThrowIfCancelled();
-            WriteVma(ctx, v, backing, pages);
+            // a memory object is written (once) before the first region that maps it
+            uint obj = backing switch
+            {
+                Backing.ObjectShared or Backing.ObjectPrivate => MemoryObject.SaveMapped(ctx, v),
+                Backing.SysvShm => SysvShm.SaveMapped(ctx, v),
+                _ => 0,
+            };
+            WriteVma(ctx, v, backing, pages, obj);
             for (int i = 0; i < n; i++)
             {
                 var c = copier.Take(first + i);
@@ -95,10 +108,12 @@ public sealed unsafe class MemoryRegion : IStateKind
         if (MmState.VdsoNames.Contains(v.Path)) return Backing.Vdso;
         if (v.Path.StartsWith('[') && v.Path != "[heap]" && v.Path != "[stack]" && !v.Path.StartsWith("[anon:"))
             throw new NotCheckpointableException(pid, $"mapping {v.Start:x}-{v.End:x} is {v.Path}, which is not supported");
+        if (SysvShm.IsSysvPath(v.Path)) return Backing.SysvShm;
         if (v.Inode == 0) return v.Shared ? Backing.AnonShared : Backing.AnonPrivate;
-        if (v.Path.StartsWith("/dev/zero") && v.Shared) return Backing.AnonShared;
+        // memfd, shared anonymous memory ("/dev/zero (deleted)"), deleted files: saved once as memory objects
+        if (MemoryObject.IsObjectPath(v.Path)) return v.Shared ? Backing.ObjectShared : Backing.ObjectPrivate;
         if (v.IsDeleted || !v.Path.StartsWith('/'))
-            throw new NotCheckpointableException(pid, $"mapping {v.Start:x}-{v.End:x} is backed by {v.Path} (a deleted file, memfd or SysV segment), which is not supported yet");
+            throw new NotCheckpointableException(pid, $"mapping {v.Start:x}-{v.End:x} is backed by {v.Path}, which is not supported yet");
         return v.Shared ? Backing.FileShared : Backing.FilePrivate;
     }
 
@@ -122,7 +137,7 @@ public sealed unsafe class MemoryRegion : IStateKind
                 ulong e = BinaryPrimitives.ReadUInt64LittleEndian(buf.AsSpan(k * 8));
                 bool present = (e & (1UL << 63)) != 0 || (e & (1UL << 62)) != 0;
                 bool filePage = (e & (1UL << 61)) != 0;
-                bool save = present && (b != Backing.FilePrivate || !filePage);
+                bool save = present && (b is not (Backing.FilePrivate or Backing.ObjectPrivate) || !filePage);
                 ulong addr = (first + (ulong)k) * PageSize;
                 if (save)
                 {
@@ -135,7 +150,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         return runs;
     }
 
-    private static void WriteVma(CheckpointContext ctx, VmaInfo v, Backing b, long pages)
+    private static void WriteVma(CheckpointContext ctx, VmaInfo v, Backing b, long pages, uint obj)
     {
         var p = new PayloadWriter();
         p.U64(v.Start).U64(v.End);
@@ -165,6 +180,9 @@ public sealed unsafe class MemoryRegion : IStateKind
             vdsoHash = XxHash3.HashToUInt64(bytes);
         }
         p.U64(vdsoHash);
+        // appended fields: the memory object mapped (0: none), and whether the region may be made writable
+        // (VmFlags mw: a shared mapping of an object opened for writing)
+        p.U32(obj).Bool(v.VmFlags.Contains("mw"));
         ctx.Image.Write(RecordKind.Vma, p);
     }
 
@@ -325,6 +343,8 @@ public sealed unsafe class MemoryRegion : IStateKind
         long size = r.I64(), mtime = r.I64();
         ulong pages = r.U64();
         ulong vdsoHash = r.U64();
+        uint obj = r.AtEnd ? 0 : r.U32();
+        bool mayWrite = !r.AtEnd && r.Bool();
         r.End();
         st.CurStart = start; st.CurEnd = end;
         ulong len = end - start;
@@ -348,9 +368,18 @@ public sealed unsafe class MemoryRegion : IStateKind
                 fd = ctx.OpenInVessel(path, (rw ? FileCalls.O_RDWR : FileCalls.O_RDONLY) | FileCalls.O_CLOEXEC);
                 flags |= b == Backing.FileShared ? MemoryCalls.MAP_SHARED : MemoryCalls.MAP_PRIVATE;
                 break;
+            case Backing.ObjectShared:
+            case Backing.ObjectPrivate:
+                bool shared = b == Backing.ObjectShared;
+                bool write = shared && ((prot & MemoryCalls.PROT_WRITE) != 0 || mayWrite);
+                fd = MemoryObject.OpenInVessel(ctx, obj, (write ? FileCalls.O_RDWR : FileCalls.O_RDONLY) | FileCalls.O_CLOEXEC, $"mapping {start:x}-{end:x}");
+                flags |= shared ? MemoryCalls.MAP_SHARED : MemoryCalls.MAP_PRIVATE;
+                break;
+            case Backing.SysvShm: break;
             default: throw new ImageFormatException($"Vma record at offset {rec.Offset} has unknown backing {(int)b}");
         }
-        long got = ctx.Vessel.Inject(Nr.mmap, (long)start, (long)len, mapProt, flags, fd, (long)pgoff);
+        long got = b == Backing.SysvShm ? SysvShm.AttachInVessel(ctx, obj, start, len, prot)
+            : ctx.Vessel.Inject(Nr.mmap, (long)start, (long)len, mapProt, flags, fd, (long)pgoff);
         // the fd is closed at once: fd numbers are placed later and must not meet leftovers
         if (fd >= 0) ctx.Inject("close", Nr.close, fd);
         if (got != (long)start)
@@ -435,8 +464,11 @@ public sealed unsafe class MemoryRegion : IStateKind
         var b = (Backing)r.U8();
         bool gd = r.Bool(), nr = r.Bool();
         r.U32(); ulong off = r.U64(); string path = r.Str(); r.I64(); r.I64(); ulong pages = r.U64();
-        string perms = $"{((prot & 1) != 0 ? 'r' : '-')}{((prot & 2) != 0 ? 'w' : '-')}{((prot & 4) != 0 ? 'x' : '-')}{(b is Backing.AnonShared or Backing.FileShared ? 's' : 'p')}";
-        map.Add(new InfoNode().Set("range", $"{start:x}-{end:x}").Set("prot", perms).Set("backing", b.ToString())
-            .Set("offset", off).Set("path", path).Set("pages_saved", pages).Set("flags", (gd ? "growsdown " : "") + (nr ? "noreserve" : "")));
+        r.U64(); uint obj = r.AtEnd ? 0 : r.U32();
+        string perms = $"{((prot & 1) != 0 ? 'r' : '-')}{((prot & 2) != 0 ? 'w' : '-')}{((prot & 4) != 0 ? 'x' : '-')}{(b is Backing.AnonShared or Backing.FileShared or Backing.ObjectShared or Backing.SysvShm ? 's' : 'p')}";
+        var node = new InfoNode().Set("range", $"{start:x}-{end:x}").Set("prot", perms).Set("backing", b.ToString())
+            .Set("offset", off).Set("path", path).Set("pages_saved", pages).Set("flags", (gd ? "growsdown " : "") + (nr ? "noreserve" : ""));
+        if (obj != 0) node.Set("object", obj);
+        map.Add(node);
     }
 }

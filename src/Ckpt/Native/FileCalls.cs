@@ -48,6 +48,18 @@ public static unsafe partial class FileCalls
     [LibraryImport("libc", EntryPoint = "stat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int Stat(string path, StatBuf* st);
 
+    [LibraryImport("libc", EntryPoint = "ftruncate64", SetLastError = true)]
+    public static partial int Ftruncate(int fd, long length);
+
+    [LibraryImport("libc", EntryPoint = "fchmod", SetLastError = true)]
+    public static partial int Fchmod(int fd, uint mode);
+
+    [LibraryImport("libc", EntryPoint = "fchown", SetLastError = true)]
+    public static partial int Fchown(int fd, uint uid, uint gid);
+
+    [LibraryImport("libc", EntryPoint = "unlink", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Unlink(string path);
+
     public static StatBuf FstatOrThrow(int fd, int pid = 0)
     {
         StatBuf st;

@@ -1,0 +1,333 @@
+using Ckpt.Engine;
+using Ckpt.Image;
+using Ckpt.Native;
+using Ckpt.Proc;
+
+namespace Ckpt.Kinds;
+
+/// <summary>
+/// Memory objects: files without a name that memory maps and fds refer to — a memfd (as the .NET
+/// runtime's double mapping uses), shared anonymous memory (<c>/dev/zero (deleted)</c>) and a deleted
+/// regular file. Each object is saved once, keyed by the (device, inode) of its backing, the first time
+/// a mapping (MemoryRegion) or an fd (this kind, as a file kind) meets it: a MemoryObject record (name,
+/// size, mode, owner, seals) and MemoryObjectData records with its data ranges. Vma records refer to it
+/// by objref (backings ObjectShared, ObjectPrivate); an fd of it is a MemoryFile record.
+/// At restart the object is rebuilt in ckpt itself (memfd_create with the same name, a shared anonymous
+/// mapping's file through /proc/self/map_files, or the deleted file recreated under its name in its
+/// directory and unlinked at once), filled with pwrite, and kept as a "master" fd; the vessel opens it
+/// through /proc/CKPT/fd/MASTER to map it or to hold it as an fd. Seals are applied before the first
+/// mapping (F_SEAL_WRITE refuses writable mappings, as in the original) except F_SEAL_FUTURE_WRITE and
+/// F_SEAL_SEAL, applied in Finish.
+/// </summary>
+public sealed class MemoryObject : IFileKind
+{
+    public static readonly MemoryObject Instance = new();
+    public string Name => "memory object";
+    public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.MemoryObject, RecordKind.MemoryObjectData, RecordKind.MemoryFile];
+    public int FinishOrder => 48;
+
+    public enum ObjectType : byte { Memfd = 1, SharedAnon = 2, DeletedFile = 3 }
+
+    public const int DataChunk = 4 << 20;
+    private const string Deleted = " (deleted)";
+    private const string MemfdPrefix = "/memfd:";
+    public const string SharedAnonPath = "/dev/zero (deleted)";
+    private const int OpenMask = ~(FileCalls.O_CREAT | FileCalls.O_EXCL | FileCalls.O_TRUNC | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC);
+    private const uint LateSeals = SharedMemoryCalls.F_SEAL_FUTURE_WRITE | SharedMemoryCalls.F_SEAL_SEAL;
+
+    /// <summary>Is this maps path (or fd link) one of a memory object?</summary>
+    public static bool IsObjectPath(string path)
+        => path.StartsWith('/') && path.EndsWith(Deleted, StringComparison.Ordinal) && !path.StartsWith("/SYSV", StringComparison.Ordinal);
+
+    // ---------------------------------------------------------------- checkpoint
+
+    /// <summary>A memfd or an unlinked regular file (the same inode may also be mapped: one object).</summary>
+    public bool Handles(in OpenFile f)
+        => f.Stat.Type == StatBuf.S_IFREG && f.Stat.Nlink == 0 && IsObjectPath(f.Link);
+
+    public void Checkpoint(CheckpointContext ctx) { }
+
+    private sealed class CheckpointState
+    {
+        /// <summary>Objects written so far: (dev, ino) of the backing → objref.</summary>
+        public readonly Dictionary<(ulong Dev, ulong Ino), uint> Objects = new();
+        public byte[]? Buffer;
+    }
+
+    public void CheckpointFile(CheckpointContext ctx, in OpenFile f, uint objref)
+    {
+        int pid = ctx.Pid, fd = f.Fd;
+        uint obj = Save(ctx, f.Link, f.Stat, $"fd {f.Fd}", () => OpenOrThrow($"/proc/{pid}/fd/{fd}", pid));
+        var p = new PayloadWriter().U32(objref).U32(obj).I32(f.Flags & ~FileCalls.O_CLOEXEC).I64(f.Pos);
+        ctx.Image.Write(RecordKind.MemoryFile, p);
+    }
+
+    /// <summary>Saves the object mapped by <paramref name="v"/> (once); returns its objref.</summary>
+    public static uint SaveMapped(CheckpointContext ctx, VmaInfo v)
+    {
+        string mf = $"/proc/{ctx.Pid}/map_files/{v.Start:x}-{v.End:x}";
+        if (!FileCalls.TryStat(mf, out var st))
+            throw new NotCheckpointableException(ctx.Pid, $"mapping {v.Start:x}-{v.End:x} ({v.Path}): cannot stat {mf}");
+        int pid = ctx.Pid;
+        return Save(ctx, v.Path, st, $"mapping {v.Start:x}-{v.End:x}", () => OpenOrThrow(mf, pid));
+    }
+
+    internal static int OpenOrThrow(string path, int pid)
+    {
+        int fd = FileCalls.Open(path, FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
+        if (fd < 0) throw SyscallException.Last("open", pid, path);
+        return fd;
+    }
+
+    private static uint Save(CheckpointContext ctx, string path, StatBuf st, string what, Func<int> open)
+    {
+        var state = ctx.State<CheckpointState>();
+        if (state.Objects.TryGetValue((st.Dev, st.Ino), out uint known)) return known;
+        ObjectType type;
+        string name;
+        if (path.StartsWith(MemfdPrefix, StringComparison.Ordinal)) { type = ObjectType.Memfd; name = path[MemfdPrefix.Length..^Deleted.Length]; }
+        else if (path == SharedAnonPath) { type = ObjectType.SharedAnon; name = ""; }
+        else { type = ObjectType.DeletedFile; name = path[..^Deleted.Length]; }
+        if (st.Type != StatBuf.S_IFREG)
+            throw new NotCheckpointableException(ctx.Pid, $"{what} is backed by {path}, which is not a regular file");
+        if (st.Nlink != 0)
+            throw new NotCheckpointableException(ctx.Pid, $"{what} is backed by {path}, which was unlinked but still has {st.Nlink} other link(s); not supported");
+        if (st.Blksize > MemoryRegion.PageSize)
+            throw new NotCheckpointableException(ctx.Pid, $"{what} is backed by {path}, on huge pages (hugetlbfs), which is not supported");
+
+        uint objref = ctx.Files.Intern($"mem:{st.Dev}:{st.Ino}").Ref;
+        state.Objects[(st.Dev, st.Ino)] = objref;
+        int fd = open();
+        try
+        {
+            uint seals = 0;
+            if (type == ObjectType.Memfd)
+            {
+                int s = FileCalls.Fcntl(fd, SharedMemoryCalls.F_GET_SEALS, 0);
+                if (s > 0) seals = (uint)s;
+            }
+            var p = new PayloadWriter().U32(objref).U8((byte)type).Str(name).I64(st.Size).U32(st.Mode).U32(st.Uid).U32(st.Gid).U32(seals);
+            ctx.Image.Write(RecordKind.MemoryObject, p);
+            SaveData(ctx, RecordKind.MemoryObjectData, objref, fd, st.Size, path);
+        }
+        finally { FileCalls.Close(fd); }
+        ctx.Log.Debug($"memory object {objref}: {type} {path} ({st.Size} bytes, dev {st.Dev:x} ino {st.Ino}), first met at {what}");
+        return objref;
+    }
+
+    /// <summary>
+    /// The data ranges (SEEK_DATA / SEEK_HOLE) of <paramref name="fd"/> as <paramref name="kind"/> records
+    /// (u32 objref, i64 offset, data) of at most 4 MiB.
+    /// </summary>
+    internal static unsafe void SaveData(CheckpointContext ctx, RecordKind kind, uint objref, int fd, long size, string path)
+    {
+        var buf = ctx.State<CheckpointState>().Buffer ??= GC.AllocateUninitializedArray<byte>(DataChunk);
+        var head = new PayloadWriter();
+        long off = 0;
+        while (off < size)
+        {
+            ctx.ThrowIfCancelled();
+            long data = FileCalls.Lseek(fd, off, FileCalls.SEEK_DATA);
+            if (data < 0 || data >= size) break;   // ENXIO: no data after off
+            long hole = FileCalls.Lseek(fd, data, FileCalls.SEEK_HOLE);
+            if (hole < 0 || hole > size) hole = size;
+            while (data < hole)
+            {
+                int want = (int)Math.Min(DataChunk, hole - data);
+                int got = 0;
+                fixed (byte* b = buf)
+                    while (got < want)
+                    {
+                        nint n = FileCalls.Pread(fd, b + got, (nuint)(want - got), data + got);
+                        if (n < 0) throw SyscallException.Last("pread", ctx.Pid, path);
+                        if (n == 0) break;
+                        got += (int)n;
+                    }
+                if (got == 0) { hole = data; break; }   // shrunk meanwhile: nothing more to read
+                head.Clear();
+                head.U32(objref).I64(data);
+                ctx.Image.Write(kind, head.Span, buf.AsSpan(0, got));
+                data += got;
+            }
+            off = Math.Max(hole, off + 1);
+        }
+    }
+
+    // ---------------------------------------------------------------- restart
+
+    private sealed class Restored
+    {
+        public required ObjectType Type;
+        public required string Name;
+        public required int Master;     // our own fd of the rebuilt object
+        public required uint Seals;
+        public bool EarlySealsApplied;
+    }
+
+    private sealed class RestoreState
+    {
+        public readonly Dictionary<uint, Restored> Objects = new();
+    }
+
+    public void Restore(RestoreContext ctx, Record rec)
+    {
+        var st = ctx.State<RestoreState>();
+        var r = rec.Reader();
+        uint objref = r.U32();
+        switch (rec.Kind)
+        {
+            case RecordKind.MemoryObjectData:
+            {
+                long off = r.I64();
+                if (!st.Objects.TryGetValue(objref, out var o))
+                    throw new ImageFormatException($"MemoryObjectData record at offset {rec.Offset} for objref {objref}, which is no memory object");
+                if (off < 0) throw new ImageFormatException($"MemoryObjectData record at offset {rec.Offset} has a negative offset");
+                FileCalls.PwriteAll(o.Master, rec.Payload.Span[12..], off, $"pwrite (memory object {o.Name})");
+                return;
+            }
+            case RecordKind.MemoryFile:
+            {
+                uint obj = r.U32(); int flags = r.I32(); long pos = r.I64();
+                r.End();
+                int fd = OpenInVessel(ctx, obj, (flags & OpenMask) | FileCalls.O_CLOEXEC, $"fd description {objref}");
+                if (pos != 0) ctx.Inject("lseek", Nr.lseek, fd, pos, FileCalls.SEEK_SET);
+                ctx.Files.SetRestored(objref, fd);
+                return;
+            }
+        }
+        var type = (ObjectType)r.U8();
+        string name = r.Str(); long size = r.I64(); uint mode = r.U32(), uid = r.U32(), gid = r.U32(), seals = r.U32();
+        r.End();
+        if (size < 0) throw new ImageFormatException($"MemoryObject record at offset {rec.Offset} has a negative size");
+        if (st.Objects.ContainsKey(objref)) throw new ImageFormatException($"MemoryObject record at offset {rec.Offset} defines objref {objref} twice");
+        int master = type switch
+        {
+            ObjectType.Memfd => CreateMemfd(name, seals),
+            ObjectType.SharedAnon => CreateSharedAnon(size),
+            ObjectType.DeletedFile => CreateDeletedFile(name),
+            _ => throw new ImageFormatException($"MemoryObject record at offset {rec.Offset} has unknown type {(int)type}"),
+        };
+        st.Objects[objref] = new Restored { Type = type, Name = name, Master = master, Seals = seals };
+        if (type != ObjectType.SharedAnon)
+        {
+            if (FileCalls.Ftruncate(master, size) != 0) throw SyscallException.Last("ftruncate", 0, $"memory object {name}");
+            // fchown first: it clears set-id bits that the mode may hold
+            if (FileCalls.Fchown(master, uid, gid) != 0) throw SyscallException.Last("fchown", 0, $"memory object {name}");
+            if (FileCalls.Fchmod(master, mode & 0xfff) != 0) throw SyscallException.Last("fchmod", 0, $"memory object {name}");
+        }
+        ctx.Log.Debug($"memory object {objref}: {type} {name} ({size} bytes) rebuilt as our fd {master}");
+    }
+
+    private static int CreateMemfd(string name, uint seals)
+    {
+        // a memfd created without MFD_ALLOW_SEALING has exactly F_SEAL_SEAL
+        uint flags = SharedMemoryCalls.MFD_CLOEXEC | (seals == SharedMemoryCalls.F_SEAL_SEAL ? 0 : SharedMemoryCalls.MFD_ALLOW_SEALING);
+        int fd = SharedMemoryCalls.MemfdCreate(name, flags);
+        if (fd < 0) throw SyscallException.Last("memfd_create", 0, name);
+        return fd;
+    }
+
+    private static unsafe int CreateSharedAnon(long size)
+    {
+        // the file behind a MAP_SHARED|MAP_ANONYMOUS mapping ("/dev/zero (deleted)") exists only through
+        // a mapping: make one here, keep its file, drop the mapping
+        long len = Math.Max(size, MemoryRegion.PageSize);
+        nint a = MemoryCalls.Mmap(0, (nuint)len, MemoryCalls.PROT_READ | MemoryCalls.PROT_WRITE, MemoryCalls.MAP_SHARED | MemoryCalls.MAP_ANONYMOUS, -1, 0);
+        if (a == -1) throw SyscallException.Last("mmap (shared anonymous)", 0, $"{len} bytes");
+        try
+        {
+            string mf = $"/proc/self/map_files/{(ulong)a:x}-{(ulong)a + (ulong)len:x}";
+            int fd = FileCalls.Open(mf, FileCalls.O_RDWR | FileCalls.O_CLOEXEC, 0);
+            if (fd < 0) throw SyscallException.Last("open", 0, mf);
+            return fd;
+        }
+        finally { MemoryCalls.Munmap(a, (nuint)len); }
+    }
+
+    /// <summary>
+    /// A new file under the saved name (so that maps and fd links show "PATH (deleted)" as before),
+    /// unlinked at once; an O_TMPFILE file in its directory (or /tmp) when the name is taken.
+    /// </summary>
+    private static int CreateDeletedFile(string path)
+    {
+        int fd = FileCalls.Open(path, FileCalls.O_RDWR | FileCalls.O_CREAT | FileCalls.O_EXCL | FileCalls.O_CLOEXEC, 0600);
+        if (fd >= 0)
+        {
+            if (FileCalls.Unlink(path) != 0) { FileCalls.Close(fd); throw SyscallException.Last("unlink", 0, path); }
+            return fd;
+        }
+        string dir = Path.GetDirectoryName(path) is { Length: > 0 } d && Directory.Exists(d) ? d : "/tmp";
+        fd = FileCalls.Open(dir, FileCalls.O_TMPFILE | FileCalls.O_RDWR | FileCalls.O_CLOEXEC, 0600);
+        if (fd < 0 && dir != "/tmp") fd = FileCalls.Open("/tmp", FileCalls.O_TMPFILE | FileCalls.O_RDWR | FileCalls.O_CLOEXEC, 0600);
+        if (fd < 0) throw new CkptException($"restart: cannot recreate the deleted file {path}: {Errors.Describe(System.Runtime.InteropServices.Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
+        return fd;
+    }
+
+    /// <summary>Opens memory object <paramref name="obj"/> in the vessel (to map it, or as an fd); returns the vessel's fd.</summary>
+    public static int OpenInVessel(RestoreContext ctx, uint obj, int flags, string what)
+    {
+        var st = ctx.State<RestoreState>();
+        if (!st.Objects.TryGetValue(obj, out var o))
+            throw new ImageFormatException($"{what} refers to memory object {obj}, which the image never defined");
+        if (!o.EarlySealsApplied)
+        {
+            // the contents are complete (its data records came right after it): seal as the original was
+            // sealed when it was mapped, but F_SEAL_FUTURE_WRITE (new writable mappings refused) and
+            // F_SEAL_SEAL come after every mapping
+            uint early = o.Seals & ~LateSeals;
+            if (early != 0 && FileCalls.Fcntl(o.Master, SharedMemoryCalls.F_ADD_SEALS, (nint)early) != 0)
+                throw SyscallException.Last("fcntl(F_ADD_SEALS)", 0, $"memory object {o.Name}");
+            o.EarlySealsApplied = true;
+        }
+        return ctx.OpenInVessel($"/proc/{Environment.ProcessId}/fd/{o.Master}", flags);
+    }
+
+    public void Finish(RestoreContext ctx)
+    {
+        foreach (var o in ctx.State<RestoreState>().Objects.Values)
+        {
+            uint pending = o.EarlySealsApplied ? o.Seals & LateSeals : o.Seals;
+            if (o.Type == ObjectType.Memfd && o.Seals != SharedMemoryCalls.F_SEAL_SEAL && pending != 0)
+            {
+                if (FileCalls.Fcntl(o.Master, SharedMemoryCalls.F_ADD_SEALS, (nint)pending) != 0)
+                    throw SyscallException.Last("fcntl(F_ADD_SEALS)", 0, $"memory object {o.Name}");
+            }
+            FileCalls.Close(o.Master);
+        }
+        ctx.State<RestoreState>().Objects.Clear();
+    }
+
+    // ---------------------------------------------------------------- info
+
+    public void Describe(Record rec, InfoNode info)
+    {
+        var r = rec.Reader();
+        uint objref = r.U32();
+        var objects = info.Child("memory_objects");
+        switch (rec.Kind)
+        {
+            case RecordKind.MemoryObjectData:
+            {
+                var n = objects.Get(objref.ToString()) as InfoNode;
+                n?.Set("saved_bytes", (long)(n.Get("saved_bytes") ?? 0L) + rec.Payload.Length - 12);
+                return;
+            }
+            case RecordKind.MemoryFile:
+            {
+                uint obj = r.U32(); int flags = r.I32(); long pos = r.I64();
+                var o = objects.Get(obj.ToString()) as InfoNode;
+                info.Child("files").Set(objref.ToString(), new InfoNode().Set("kind", o?.Get("type") ?? "memory object")
+                    .Set("path", o?.Get("name")).Set("object", obj).Set("flags", RegularFile.OpenFlags(flags)).Set("pos", pos));
+                return;
+            }
+        }
+        var type = (ObjectType)r.U8();
+        string name = r.Str(); long size = r.I64(); uint mode = r.U32(), uid = r.U32(), gid = r.U32(), seals = r.U32();
+        objects.Set(objref.ToString(), new InfoNode().Set("type", type switch
+            {
+                ObjectType.Memfd => "memfd", ObjectType.SharedAnon => "shared anonymous", ObjectType.DeletedFile => "deleted file", _ => type.ToString(),
+            })
+            .Set("name", name).Set("size", size).Set("mode", Convert.ToString(mode & 0xfff, 8)).Set("uid", uid).Set("gid", gid)
+            .Set("seals", seals).Set("saved_bytes", 0L));
+    }
+}
