@@ -26,6 +26,12 @@ public enum RecordKind : uint
     FileData = 33,       // Kinds/RegularFile.cs (contents of an unlinked file)
     PipeData = 34,       // Kinds/Pipe.cs (bytes queued in a pipe)
     External = 35,       // Kinds/ExternalFile.cs (a description held with a process outside, replaced at restart)
+
+    EventFd = 40,        // Kinds/EventFd.cs
+    TimerFd = 41,        // Kinds/TimerFd.cs
+    SignalFd = 42,       // Kinds/SignalFd.cs
+    Epoll = 43,          // Kinds/Epoll.cs (the epoll and its watches, added at restart in Finish)
+    Inotify = 44,        // Kinds/Inotify.cs (the inotify instance and its watches)
 }
 
 /// <summary>Record flags (the second word of a record header).</summary>
