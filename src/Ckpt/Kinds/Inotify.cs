@@ -152,7 +152,7 @@ public sealed class Inotify : IFileKind
                     next = d + 1;
                     if (++skipped % 4096 == 0) Drain(ctx, fd, dummies);   // stay under max_queued_events
                 }
-                if (!Directory.Exists(w.Path) && !File.Exists(w.Path))
+                if (!FileCalls.TryStat(w.Path, out _))
                     throw new CkptException($"restart: {w.Path} (watched by inotify wd {w.Wd}) no longer exists", ExitCodes.RestoreConflict);
                 int got = AddWatch(ctx, fd, w.Path, w.Mask);
                 if (got != w.Wd)

@@ -25,6 +25,28 @@ public sealed class EventObjectTests(E2eEnvironment env)
         r.Cleanup();
     }
 
+    /// <summary>Checkpoint without --kill reads the objects without changing them: counts, ticks, pending signals, queues.</summary>
+    [Fact]
+    public void CheckpointLeavesEventObjectsUnharmed()
+    {
+        env.Program("eventobjs");
+        var r = new E2eScript(env, "eventobjs-nokill").Run("""
+            rm -rf "$W/watched"; mkdir -p "$W/watched"
+            start "$W/out" "$BIN/eventobjs" "$W/watched"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            layout $P before
+            ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v -v; rc=$?
+            [ $rc -eq 0 ] || fail "checkpoint exited with $rc"
+            alive $P || fail "the target died"
+            layout $P after
+            kill -USR1 $P
+            wait_exit $P 20; echo "TARGET: $?"
+            """);
+        r.AssertPassed().AssertSameLayout();
+        Assert.True(Regex.IsMatch(r.Stdout, @"^TARGET: 0$", RegexOptions.Multiline), $"the target did not pass{r.Diagnostics}");
+        r.Cleanup();
+    }
+
     /// <summary>
     /// The epoll watches a dup that was then closed (the file stays open through the original fd, so the
     /// kernel keeps the watch): refused with 69, naming the epoll fd and the closed fd; the target goes on.
