@@ -23,6 +23,11 @@ public static class KindTable
         RegularFile.Instance,         // file descriptions...
         Pipe.Instance,
         CharDevice.Instance,
+        EventFd.Instance,             // anon-inode objects: eventfd, timerfd, signalfd,
+        TimerFd.Instance,
+        SignalFd.Instance,
+        Epoll.Instance,               //   epoll (watches added in Finish, once the fds are placed),
+        Inotify.Instance,             //   inotify
         ExternalFile.Instance,        // written by Pipe for ends whose peer is outside (--external)
         FdTable.Instance,             // ...and the fd numbers that refer to them
         SignalState.Instance,         // handlers, shared pending

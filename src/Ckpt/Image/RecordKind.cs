@@ -28,6 +28,11 @@ public enum RecordKind : uint
     PipeData = 34,       // Kinds/Pipe.cs (bytes queued in a pipe)
     External = 35,       // Kinds/ExternalFile.cs (a description held with a process outside, replaced at restart)
 
+    EventFd = 40,        // Kinds/EventFd.cs
+    TimerFd = 41,        // Kinds/TimerFd.cs
+    SignalFd = 42,       // Kinds/SignalFd.cs
+    Epoll = 43,          // Kinds/Epoll.cs (the epoll and its watches, added at restart in Finish)
+    Inotify = 44,        // Kinds/Inotify.cs (the inotify instance and its watches)
     MemoryObject = 50,     // Kinds/MemoryObject.cs (a memfd, shared anonymous memory or deleted file: saved once, mapped or opened by objref)
     MemoryObjectData = 51, // Kinds/MemoryObject.cs (its contents: data ranges only)
     MemoryFile = 52,       // Kinds/MemoryObject.cs (an open file description of a memory object)

@@ -92,10 +92,13 @@ public sealed class FdTable : IStateKind
         var r = rec.Reader();
         uint n = r.U32();
         var entries = new List<(int Fd, bool Cloexec, int Temp)>();
+        var placed = ctx.State<Placement>().Fds;
         for (int i = 0; i < n; i++)
         {
             int fd = r.I32(); bool cloexec = r.Bool(); uint objref = r.U32();
             entries.Add((fd, cloexec, ctx.FileFd(objref, $"fd {fd}")));   // restored here, or installed from ckpt
+            if (!placed.TryGetValue(objref, out var l)) placed[objref] = l = new List<int>();
+            l.Add(fd);
         }
         r.End();
         ctx.CloseInstaller();
@@ -125,6 +128,13 @@ public sealed class FdTable : IStateKind
         foreach (int v in ctx.Inherited.Values)
             if (!temps.Contains(v) && !finals.Contains(v)) ctx.Inject("close", Nr.close, v);
     }
+
+    /// <summary>Restart: the final fd numbers of each objref, in image order (filled when the FdTable record is restored).</summary>
+    public sealed class Placement { public readonly Dictionary<uint, List<int>> Fds = new(); }
+
+    /// <summary>The final fd numbers that hold <paramref name="objref"/> (for kinds that finish after the fds were placed).</summary>
+    public static IReadOnlyList<int> FinalFds(RestoreContext ctx, uint objref)
+        => ctx.State<Placement>().Fds.TryGetValue(objref, out var l) ? l : [];
 
     public void Finish(RestoreContext ctx) { }
 

@@ -81,7 +81,7 @@ public sealed class MemoryObject : IFileKind
 
     private static uint Save(CheckpointContext ctx, string path, StatBuf st, string what, Func<int> open)
     {
-        var state = ctx.State<CheckpointState>();
+        var state = ctx.Session.State<CheckpointState>();
         if (state.Objects.TryGetValue((st.Dev, st.Ino), out uint known)) return known;
         ObjectType type;
         string name;
@@ -121,7 +121,7 @@ public sealed class MemoryObject : IFileKind
     /// </summary>
     internal static unsafe void SaveData(CheckpointContext ctx, RecordKind kind, uint objref, int fd, long size, string path)
     {
-        var buf = ctx.State<CheckpointState>().Buffer ??= GC.AllocateUninitializedArray<byte>(DataChunk);
+        var buf = ctx.Session.State<CheckpointState>().Buffer ??= GC.AllocateUninitializedArray<byte>(DataChunk);
         var head = new PayloadWriter();
         long off = 0;
         while (off < size)
@@ -171,7 +171,7 @@ public sealed class MemoryObject : IFileKind
 
     public void Restore(RestoreContext ctx, Record rec)
     {
-        var st = ctx.State<RestoreState>();
+        var st = ctx.Session.State<RestoreState>();
         var r = rec.Reader();
         uint objref = r.U32();
         switch (rec.Kind)
@@ -266,7 +266,7 @@ public sealed class MemoryObject : IFileKind
     /// <summary>Opens memory object <paramref name="obj"/> in the vessel (to map it, or as an fd); returns the vessel's fd.</summary>
     public static int OpenInVessel(RestoreContext ctx, uint obj, int flags, string what)
     {
-        var st = ctx.State<RestoreState>();
+        var st = ctx.Session.State<RestoreState>();
         if (!st.Objects.TryGetValue(obj, out var o))
             throw new ImageFormatException($"{what} refers to memory object {obj}, which the image never defined");
         if (!o.EarlySealsApplied)
@@ -284,7 +284,7 @@ public sealed class MemoryObject : IFileKind
 
     public void Finish(RestoreContext ctx)
     {
-        foreach (var o in ctx.State<RestoreState>().Objects.Values)
+        foreach (var o in ctx.Session.State<RestoreState>().Objects.Values)
         {
             uint pending = o.EarlySealsApplied ? o.Seals & LateSeals : o.Seals;
             if (o.Type == ObjectType.Memfd && o.Seals != SharedMemoryCalls.F_SEAL_SEAL && pending != 0)
@@ -294,7 +294,7 @@ public sealed class MemoryObject : IFileKind
             }
             FileCalls.Close(o.Master);
         }
-        ctx.State<RestoreState>().Objects.Clear();
+        ctx.Session.State<RestoreState>().Objects.Clear();
     }
 
     // ---------------------------------------------------------------- info

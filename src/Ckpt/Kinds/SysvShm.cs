@@ -47,7 +47,7 @@ public sealed unsafe class SysvShm : IStateKind
         ulong rounded = (info.Size + MemoryRegion.PageSize - 1) / MemoryRegion.PageSize * MemoryRegion.PageSize;
         if (v.Offset != 0 || v.Length != rounded)
             throw new NotCheckpointableException(ctx.Pid, $"{where}: only part of SysV segment {shmid} is attached there (split by munmap or mprotect), which is not supported");
-        var state = ctx.State<CheckpointState>();
+        var state = ctx.Session.State<CheckpointState>();
         if (state.Segments.TryGetValue(shmid, out uint known)) return known;
         uint objref = ctx.Files.Intern($"sysv:{shmid}").Ref;
         state.Segments[shmid] = objref;
@@ -78,7 +78,7 @@ public sealed unsafe class SysvShm : IStateKind
 
     public void Restore(RestoreContext ctx, Record rec)
     {
-        var st = ctx.State<RestoreState>();
+        var st = ctx.Session.State<RestoreState>();
         var r = rec.Reader();
         uint objref = r.U32();
         if (rec.Kind == RecordKind.SysvShmData)
@@ -138,7 +138,7 @@ public sealed unsafe class SysvShm : IStateKind
     /// <summary>Attaches segment <paramref name="obj"/> in the vessel at <paramref name="start"/> with <paramref name="prot"/>; returns what shmat returned.</summary>
     public static long AttachInVessel(RestoreContext ctx, uint obj, ulong start, ulong len, int prot)
     {
-        if (!ctx.State<RestoreState>().Segments.TryGetValue(obj, out var seg))
+        if (!ctx.Session.State<RestoreState>().Segments.TryGetValue(obj, out var seg))
             throw new ImageFormatException($"mapping {start:x} refers to SysV segment {obj}, which the image never defined");
         int flags = ((prot & MemoryCalls.PROT_WRITE) == 0 ? SharedMemoryCalls.SHM_RDONLY : 0) | ((prot & MemoryCalls.PROT_EXEC) != 0 ? SharedMemoryCalls.SHM_EXEC : 0);
         long got = ctx.Vessel.Inject(SharedMemoryCalls.NrShmat, seg.Shmid, (long)start, flags);
@@ -151,14 +151,14 @@ public sealed unsafe class SysvShm : IStateKind
 
     public void Finish(RestoreContext ctx)
     {
-        foreach (var seg in ctx.State<RestoreState>().Segments.Values)
+        foreach (var seg in ctx.Session.State<RestoreState>().Segments.Values)
         {
             if (!seg.Created) continue;
             if (seg.Mine != 0) { SharedMemoryCalls.Detach(seg.Mine); seg.Mine = 0; }
             if (!SharedMemoryCalls.SetOwner(seg.Shmid, seg.Uid, seg.Gid, seg.Mode))
                 throw SyscallException.Last("shmctl(IPC_SET)", 0, $"SysV segment {seg.Shmid}");
         }
-        ctx.State<RestoreState>().Segments.Clear();
+        ctx.Session.State<RestoreState>().Segments.Clear();
     }
 
     public void Describe(Record rec, InfoNode info)

@@ -1,0 +1,220 @@
+using System.Globalization;
+using Ckpt.Engine;
+using Ckpt.Image;
+using Ckpt.Native;
+using Ckpt.Proc;
+
+namespace Ckpt.Kinds;
+
+/// <summary>
+/// inotify (<c>anon_inode:inotify</c>): O_NONBLOCK and every watch of its fdinfo
+/// (<c>inotify wd:N ino:X sdev:Y mask:M ignored_mask:0 fhandle-bytes:B fhandle-type:T f_handle:H</c>).
+/// The watched inode's path is found at checkpoint from its file handle: <c>open_by_handle_at</c> on a
+/// mount of device <c>sdev</c> (CAP_DAC_READ_SEARCH), then the link of that fd, checked to name the same
+/// inode. Refused: events still queued (FIONREAD &gt; 0; they cannot be queued again in a new instance),
+/// a watched inode no path reaches (unlinked, hidden by another mount, a filesystem without file
+/// handles).
+/// Restart: injected <c>inotify_init1</c> and <c>inotify_add_watch(path, mask)</c> in ascending wd order.
+/// wds are allocated in increasing order (idr_alloc_cyclic from 1), so a gap in the saved wds is
+/// reproduced by adding and removing a watch on a scratch directory; the IN_IGNORED events those
+/// removals queue are then read out through a pidfd_getfd copy. A watch that does not come back with
+/// its wd (two saved paths now name one inode) fails the restart.
+/// </summary>
+public sealed class Inotify : IFileKind
+{
+    public static readonly Inotify Instance = new();
+    public string Name => "inotify";
+    public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.Inotify];
+    public int FinishOrder => 44;
+    /// <summary>Most wds skipped with a scratch watch to reproduce gaps; beyond, restart refuses.</summary>
+    public const int MaxGap = 1 << 16;
+    private const uint UserMask = EventCalls.IN_ALL_EVENTS | EventCalls.IN_ONESHOT | EventCalls.IN_EXCL_UNLINK;
+
+    public bool Handles(in OpenFile f) => f.Link == "anon_inode:inotify";
+
+    public void Checkpoint(CheckpointContext ctx) { }
+
+    public readonly record struct Watch(int Wd, uint Mask, string Path, ulong Ino, uint Sdev);
+
+    public void CheckpointFile(CheckpointContext ctx, in OpenFile f, uint objref)
+    {
+        int mine = ctx.GrabFd(f.Fd);
+        try
+        {
+            int queued = EventCalls.QueuedBytes(mine, ctx.Pid);
+            if (queued > 0)
+                throw new NotCheckpointableException(ctx.Pid, $"inotify fd {f.Fd} has {queued} bytes of events queued, which a new inotify instance cannot be given back; checkpoint once it has read them");
+        }
+        finally { FileCalls.Close(mine); }
+        var info = ProcFdInfo.Read(ctx.Pid, f.Fd);
+        var watches = new List<Watch>();
+        foreach (var line in info.Lines)
+        {
+            if (!line.StartsWith("inotify ", StringComparison.Ordinal)) continue;
+            var w = ProcFdInfo.Words(line);
+            if (!w.TryGetValue("wd", out var wd) || !w.TryGetValue("ino", out var ino) || !w.TryGetValue("sdev", out var sdev) || !w.TryGetValue("mask", out var mask))
+                throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd}: cannot parse the inotify watch '{line}' in its fdinfo");
+            var watch = new Watch((int)ProcFdInfo.Dec(wd), (uint)ProcFdInfo.Hex(mask) & UserMask, "", ProcFdInfo.Hex(ino), (uint)ProcFdInfo.Hex(sdev));
+            string? path = null;
+            if (w.TryGetValue("fhandle-bytes", out var hb) && w.TryGetValue("fhandle-type", out var ht) && w.TryGetValue("f_handle", out var h))
+                path = PathOfHandle((int)ProcFdInfo.Hex(hb), (int)ProcFdInfo.Hex(ht), Convert.FromHexString(h), watch.Ino, watch.Sdev);
+            if (path == null)
+                throw new NotCheckpointableException(ctx.Pid, $"inotify fd {f.Fd}: watch wd {watch.Wd} is on inode {watch.Ino} of device {watch.Sdev >> 20}:{watch.Sdev & 0xfffff}, which no path reaches (unlinked, hidden by another mount, or a filesystem without file handles)");
+            watches.Add(watch with { Path = path });
+        }
+        var p = new PayloadWriter().U32(objref).I32(f.Flags & ~FileCalls.O_CLOEXEC).U32((uint)watches.Count);
+        foreach (var w in watches) p.I32(w.Wd).U32(w.Mask).Str(w.Path).U64(w.Ino).U32(w.Sdev);
+        ctx.Image.Write(RecordKind.Inotify, p);
+    }
+
+    /// <summary>
+    /// The path of the inode behind a file handle: opened with open_by_handle_at on each mount of its
+    /// device (kernel dev_t: major &lt;&lt; 20 | minor) until the link of the opened fd names that inode.
+    /// </summary>
+    private static unsafe string? PathOfHandle(int bytes, int type, byte[] handle, ulong ino, uint sdev)
+    {
+        if (bytes != handle.Length || bytes == 0) return null;
+        string dev = $"{sdev >> 20}:{sdev & 0xfffff}";
+        var mounts = File.ReadLines("/proc/self/mountinfo").Select(l => l.Split(' '))
+            .Where(f => f.Length > 4 && f[2] == dev).OrderBy(f => f[3] == "/" ? 0 : 1).Select(f => Unescape(f[4]));
+        var fh = new byte[8 + bytes];
+        BitConverter.TryWriteBytes(fh.AsSpan(0), (uint)bytes);
+        BitConverter.TryWriteBytes(fh.AsSpan(4), type);
+        handle.CopyTo(fh, 8);
+        foreach (var mnt in mounts)
+        {
+            // not O_PATH: open_by_handle_at refuses an O_PATH mount fd (EBADF)
+            int mfd = FileCalls.Open(mnt, FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
+            if (mfd < 0) continue;
+            try
+            {
+                int fd;
+                fixed (byte* p = fh) fd = EventCalls.OpenByHandleAt(mfd, p, FileCalls.O_PATH | FileCalls.O_CLOEXEC);
+                if (fd < 0) continue;
+                try
+                {
+                    string path;
+                    try { path = MmState.ProcLink($"/proc/self/fd/{fd}"); } catch (CkptException) { continue; }
+                    if (path.StartsWith('/') && FileCalls.TryStat(path, out var st) && st.Ino == ino
+                        && FileCalls.MajorOf(st.Dev) == (int)(sdev >> 20) && FileCalls.MinorOf(st.Dev) == (int)(sdev & 0xfffff))
+                        return path;
+                }
+                finally { FileCalls.Close(fd); }
+            }
+            finally { FileCalls.Close(mfd); }
+        }
+        return null;
+    }
+
+    /// <summary>mountinfo escapes space, tab, newline and backslash as \ooo.</summary>
+    private static string Unescape(string s)
+    {
+        if (!s.Contains('\\')) return s;
+        var sb = new System.Text.StringBuilder();
+        for (int i = 0; i < s.Length; i++)
+        {
+            if (s[i] == '\\' && i + 3 < s.Length)
+            {
+                sb.Append((char)Convert.ToInt32(s.Substring(i + 1, 3), 8));
+                i += 3;
+            }
+            else sb.Append(s[i]);
+        }
+        return sb.ToString();
+    }
+
+    public void Restore(RestoreContext ctx, Record rec)
+    {
+        var r = rec.Reader();
+        uint objref = r.U32(); int flags = r.I32(); uint n = r.U32();
+        if (n > (uint)r.Remaining / 24) throw new ImageFormatException($"Inotify record at offset {rec.Offset}: {n} watches do not fit");
+        var watches = new List<Watch>();
+        for (int i = 0; i < n; i++) watches.Add(new Watch(r.I32(), r.U32(), r.Str(), r.U64(), r.U32()));
+        r.End();
+        watches.Sort((a, b) => a.Wd.CompareTo(b.Wd));
+        int fd = (int)ctx.Inject("inotify_init1", Nr.inotify_init1, FileCalls.O_CLOEXEC | (flags & FileCalls.O_NONBLOCK));
+        int next = 1, skipped = 0;
+        string? scratchDir = null;
+        var dummies = new HashSet<int>();
+        try
+        {
+            foreach (var w in watches)
+            {
+                if (w.Wd < next || w.Wd - next + skipped > MaxGap)
+                    throw new CkptException($"restart: inotify watch wd {w.Wd} on {w.Path} cannot be given its number again (wds are given in increasing order; {(w.Wd < next ? "it is repeated" : $"more than {MaxGap} skipped")})", ExitCodes.RestoreConflict);
+                while (next < w.Wd)
+                {
+                    // skip a wd: a watch on a scratch directory, removed at once (queues an IN_IGNORED, read out below)
+                    scratchDir ??= Directory.CreateTempSubdirectory("ckpt-inotify-").FullName;
+                    int d = AddWatch(ctx, fd, scratchDir, EventCalls.IN_ALL_EVENTS);
+                    ctx.Inject("inotify_rm_watch", Nr.inotify_rm_watch, fd, d);
+                    dummies.Add(d);
+                    next = d + 1;
+                    if (++skipped % 4096 == 0) Drain(ctx, fd, dummies);   // stay under max_queued_events
+                }
+                if (!FileCalls.TryStat(w.Path, out _))
+                    throw new CkptException($"restart: {w.Path} (watched by inotify wd {w.Wd}) no longer exists", ExitCodes.RestoreConflict);
+                int got = AddWatch(ctx, fd, w.Path, w.Mask);
+                if (got != w.Wd)
+                    throw new CkptException($"restart: inotify watch on {w.Path} came back as wd {got} instead of {w.Wd}" + (got < w.Wd ? " (another watched path now names the same file)" : ""), ExitCodes.RestoreConflict);
+                next = w.Wd + 1;
+            }
+            if (dummies.Count > 0) Drain(ctx, fd, dummies);
+        }
+        finally
+        {
+            if (scratchDir != null) try { Directory.Delete(scratchDir); } catch (IOException) { }
+        }
+        ctx.Files.SetRestored(objref, fd);
+    }
+
+    private static int AddWatch(RestoreContext ctx, int fd, string path, uint mask)
+    {
+        var bytes = System.Text.Encoding.UTF8.GetBytes(path + "\0");
+        ulong p = ctx.PutScratch(0, bytes);
+        long wd = ctx.Vessel.Inject(Nr.inotify_add_watch, fd, (long)p, mask);
+        if (wd < 0) throw new CkptException($"restart: inotify_add_watch {path}: {Errors.Describe((int)-wd)}", ExitCodes.RestoreConflict);
+        return (int)wd;
+    }
+
+    /// <summary>Reads out the queued events (IN_IGNORED of the scratch watches); anything else is logged as lost.</summary>
+    private static unsafe void Drain(RestoreContext ctx, int fd, HashSet<int> dummies)
+    {
+        int mine = ctx.GrabFd(fd);
+        try
+        {
+            int n = EventCalls.QueuedBytes(mine, ctx.Pid);
+            if (n == 0) return;
+            var buf = new byte[n];
+            nint got;
+            fixed (byte* b = buf) got = FileCalls.Read(mine, b, (nuint)n);
+            if (got < 0) throw SyscallException.Last("read (inotify events of scratch watches)", ctx.Pid);
+            for (int off = 0; off + 16 <= got;)
+            {
+                int wd = BitConverter.ToInt32(buf, off);
+                uint mask = BitConverter.ToUInt32(buf, off + 4);
+                int len = BitConverter.ToInt32(buf, off + 12);
+                if (!(dummies.Contains(wd) && mask == EventCalls.IN_IGNORED))
+                    ctx.Log.Info($"inotify: an event (wd {wd}, mask 0x{mask:x}) that arrived while the watches were being restored was lost");
+                off += 16 + len;
+            }
+        }
+        finally { FileCalls.Close(mine); }
+    }
+
+    public void Finish(RestoreContext ctx) { }
+
+    public void Describe(Record rec, InfoNode info)
+    {
+        var r = rec.Reader();
+        uint objref = r.U32(); int flags = r.I32(); uint n = r.U32();
+        var node = new InfoNode().Set("kind", "inotify").Set("path", "anon_inode:inotify").Set("flags", RegularFile.OpenFlags(flags));
+        var list = node.List("watches");
+        for (int i = 0; i < n; i++)
+        {
+            int wd = r.I32(); uint mask = r.U32(); string path = r.Str(); ulong ino = r.U64(); uint sdev = r.U32();
+            list.Add(new InfoNode().Set("wd", wd).Set("path", path).Set("mask", $"0x{mask:x}").Set("ino", ino.ToString(CultureInfo.InvariantCulture)));
+        }
+        info.Child("files").Set(objref.ToString(), node);
+    }
+}

@@ -1,0 +1,75 @@
+using System.Text.RegularExpressions;
+using Xunit;
+
+namespace Ckpt.Tests.EndToEnd;
+
+/// <summary>
+/// Anon-inode event objects (eventfd, timerfd, signalfd, epoll, inotify): a round trip verified by the
+/// program itself, and the refusal of an epoll watch whose fd was closed.
+/// </summary>
+[Collection(EndToEndCollection.Name)]
+public sealed class EventObjectTests(E2eEnvironment env)
+{
+    [Fact]
+    public void EventObjectsRoundTrip()
+    {
+        env.Program("eventobjs");
+        var r = new E2eScript(env, "eventobjs").Run(E2eScript.RoundTrip("\"$BIN/eventobjs\" \"$W/watched\"",
+            before: "rm -rf \"$W/watched\"; mkdir -p \"$W/watched\"",
+            afterRestart: "ck info \"$W/img\" > \"$W/info.txt\" || fail \"ckpt info failed\""));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
+        var info = r.File("info.txt");
+        foreach (var kind in new[] { "kind: eventfd", "kind: timerfd", "kind: signalfd", "kind: epoll", "kind: inotify" })
+            Assert.True(info.Contains(kind), $"ckpt info does not show '{kind}'{r.Diagnostics}");
+        Assert.Contains("data=0xdeadbeefcafe0001", info);
+        r.Cleanup();
+    }
+
+    /// <summary>Checkpoint without --kill reads the objects without changing them: counts, ticks, pending signals, queues.</summary>
+    [Fact]
+    public void CheckpointLeavesEventObjectsUnharmed()
+    {
+        env.Program("eventobjs");
+        var r = new E2eScript(env, "eventobjs-nokill").Run("""
+            rm -rf "$W/watched"; mkdir -p "$W/watched"
+            start "$W/out" "$BIN/eventobjs" "$W/watched"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            layout $P before
+            ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v -v; rc=$?
+            [ $rc -eq 0 ] || fail "checkpoint exited with $rc"
+            alive $P || fail "the target died"
+            layout $P after
+            kill -USR1 $P
+            wait_exit $P 20; echo "TARGET: $?"
+            """);
+        r.AssertPassed().AssertSameLayout();
+        Assert.True(Regex.IsMatch(r.Stdout, @"^TARGET: 0$", RegexOptions.Multiline), $"the target did not pass{r.Diagnostics}");
+        r.Cleanup();
+    }
+
+    /// <summary>
+    /// The epoll watches a dup that was then closed (the file stays open through the original fd, so the
+    /// kernel keeps the watch): refused with 69, naming the epoll fd and the closed fd; the target goes on.
+    /// </summary>
+    [Fact]
+    public void EpollWatchOfClosedFdIsRefused()
+    {
+        env.Program("eventobjs");
+        var r = new E2eScript(env, "epoll-closed").Run("""
+            start "$W/out" "$BIN/eventobjs" closed
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v -v 2>"$W/err.txt"; echo "RC: $?"
+            alive $P || fail "the target died"
+            kill -USR1 $P
+            wait_exit $P 20; echo "TARGET: $?"
+            """);
+        r.AssertPassed();
+        Assert.True(Regex.IsMatch(r.Stdout, @"^RC: 69$", RegexOptions.Multiline), $"exit code should be 69 (not checkpointable){r.Diagnostics}");
+        Assert.True(Regex.IsMatch(r.Stdout, @"^TARGET: 0$", RegexOptions.Multiline), $"the target did not carry on{r.Diagnostics}");
+        string ep = Regex.Match(r.File("out"), @"^EPFD (\d+)$", RegexOptions.Multiline).Groups[1].Value;
+        string tfd = Regex.Match(r.File("out"), @"^TFD (\d+)$", RegexOptions.Multiline).Groups[1].Value;
+        var err = r.File("err.txt").Trim();
+        Assert.True(err.StartsWith("ckpt: ") && !err.Contains('\n') && err.Contains($"epoll fd {ep} watches fd {tfd}") && err.Contains("closed"),
+            $"the message should name epoll fd {ep} and the closed fd {tfd}{r.Diagnostics}");
+    }
+}
