@@ -128,4 +128,22 @@ public sealed class TreeTests(E2eEnvironment env)
         Assert.True(err.Contains($"pid {cat}") && err.Contains("fd 1 "), $"the message should name the outside holder {cat} and fd 1{r.Diagnostics}");
         Assert.Contains("PASS", r.File("out"));
     }
+
+    /// <summary>Memory (shared anonymous, memfd, SysV), an eventfd and a file offset shared by parent and child through fork stay shared.</summary>
+    [Fact]
+    public void ObjectsSharedThroughFork()
+    {
+        env.Program("treeshare");
+        var r = new E2eScript(env, "treeshare").Run("""
+            start "$W/out" "$BIN/treeshare"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            set -- $(grep '^CHILD' "$W/out"); shift
+            checkpoint_kill
+            gone 10 "$@" || fail "the killed child still holds its pid"
+            ck info "$W/img" > "$W/info.txt" || fail "ckpt info failed"
+            restart_detached
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
 }
