@@ -10,7 +10,7 @@ namespace Ckpt.Image;
 public sealed class ImageWriter : IDisposable
 {
     public static ReadOnlySpan<byte> Magic => "CKPTIMG\n"u8;
-    public const uint FormatVersion = 1;
+    public const uint FormatVersion = 2;
     public const int HeaderSize = 16, ChecksumSize = 8;
 
     private readonly Stream _out;
