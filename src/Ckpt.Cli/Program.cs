@@ -21,11 +21,12 @@ public static class Program
 
         var pid = new Argument<int>("pid") { Description = "process to checkpoint" };
         var output = new Option<string?>("--output", "-o") { Description = "image file (mode 0600); '-' or absent: standard output" };
-        var kill = new Option<bool>("--kill") { Description = "kill the process after a successful checkpoint (for migration)" };
-        var external = new Option<bool>("--external") { Description = "save pipe ends shared with processes outside (e.g. stdout piped to the caller) as external; restart replaces them" };
-        var checkpoint = new Command("checkpoint", "save a running process into an image stream") { pid, output, kill, external, logFile, verbose };
+        var kill = new Option<bool>("--kill") { Description = "kill the tree after a successful checkpoint (for migration)" };
+        var external = new Option<bool>("--external") { Description = "save pipe ends shared with processes outside the tree (e.g. stdout piped to the caller) as external; restart replaces them" };
+        var freezer = new Option<string?>("--freezer") { Description = "freeze this cgroup (v2 cgroup.freeze or v1 freezer; a path or a name) while the tree is seized, for trees that fork fast" };
+        var checkpoint = new Command("checkpoint", "save a running process and all its descendants into an image stream") { pid, output, kill, external, freezer, logFile, verbose };
         checkpoint.SetAction(r => Guard(r.GetValue(logFile), Verbosity(r.GetResult(verbose)), log =>
-            Checkpoint(r.GetValue(pid), r.GetValue(output), r.GetValue(kill), r.GetValue(external), log)));
+            Checkpoint(r.GetValue(pid), r.GetValue(output), r.GetValue(kill), r.GetValue(external), r.GetValue(freezer), log)));
 
         var input = new Option<string?>("--input", "-i") { Description = "image file; '-' or absent: standard input" };
         var detach = new Option<bool>("--detach") { Description = "return as soon as the process runs, leaving it reparented" };
@@ -98,7 +99,7 @@ public static class Program
 
     private static bool StderrIsTerminal => !Console.IsErrorRedirected;
 
-    private static int Checkpoint(int pid, string? output, bool kill, bool external, Log log)
+    private static int Checkpoint(int pid, string? output, bool kill, bool external, string? freezer, Log log)
     {
         int fd;
         bool toFile = output != null && output != "-", regular = false;
@@ -123,7 +124,7 @@ public static class Program
         {
             var sw = System.Diagnostics.Stopwatch.StartNew();
             CheckpointResult r;
-            try { r = Checkpointer.Run(pid, stream, new CheckpointOptions { Kill = kill, External = external, Log = log, Cancelled = () => s_cancelled }); }
+            try { r = Checkpointer.Run(pid, stream, new CheckpointOptions { Kill = kill, External = external, Freezer = freezer, Log = log, Cancelled = () => s_cancelled }); }
             finally { progress?.Done(); }
             ok = true;
             if (StderrIsTerminal)

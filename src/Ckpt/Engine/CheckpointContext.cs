@@ -30,6 +30,9 @@ public sealed class CheckpointSession
     /// <summary>Descriptions already written, by (dev, ino) of what they refer to: candidates for kcmp.</summary>
     public Dictionary<(ulong Dev, ulong Ino), List<(int Pid, int Fd, string Link, uint Ref)>> FilesByInode { get; } = new();
 
+    /// <summary>Tasks seized (and stopped) before the tree walk, under --freezer: tid → task.</summary>
+    public Dictionary<int, TracedTask> Preseized { get; } = new();
+
     public CheckpointContext? Find(int pid) => Processes.FirstOrDefault(p => p.Pid == pid);
 
     public void ThrowIfCancelled()

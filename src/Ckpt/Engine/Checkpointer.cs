@@ -14,6 +14,8 @@ public sealed class CheckpointOptions
     public Func<bool> Cancelled { get; init; } = () => false;
     /// <summary>Save objects shared with processes outside the tree as external (--external).</summary>
     public bool External { get; init; }
+    /// <summary>A cgroup frozen while the tree is seized (--freezer), for trees that fork faster than they are seized.</summary>
+    public string? Freezer { get; init; }
 }
 
 public sealed record CheckpointResult(long Bytes, long Records, TimeSpan Frozen, int Processes = 1, int Threads = 1);
@@ -65,7 +67,7 @@ public static class Checkpointer
         try { status = ProcStatus.Read(pid); }
         catch (IOException) { throw new CkptException($"no process with pid {pid}", ExitCodes.NoTarget); }
         if (status.Tgid != pid) throw new NotCheckpointableException(pid, $"it is a thread of process {status.Tgid}; checkpoint the process");
-        if (status.TracerPid != 0 && status.TracerPid != Environment.ProcessId)
+        if (status.TracerPid != 0 && status.TracerPid != ProcessCalls.GetTid())   // seized by us already (--freezer)
             throw new NotCheckpointableException(pid, $"it is already traced by pid {status.TracerPid} (a debugger or strace); detach that first");
         if (status.Seccomp != 0)
             throw new NotCheckpointableException(pid, $"it runs under seccomp ({(status.Seccomp == 1 ? "strict mode" : "a filter")}), which is not supported yet; restarting it without would take it out of its sandbox");
@@ -91,7 +93,7 @@ public static class Checkpointer
     }
 
     /// <summary>Seizes and stops every other thread, rescanning until no new thread appears.</summary>
-    private static void SeizeThreads(int pid, List<(TracedTask Task, UserRegs Regs, ulong SigMask)> threads)
+    private static void SeizeThreads(CheckpointSession s, int pid, List<(TracedTask Task, UserRegs Regs, ulong SigMask)> threads)
     {
         var seen = threads.Select(t => t.Task.Tid).ToHashSet();
         bool found = true;
@@ -103,7 +105,7 @@ public static class Checkpointer
                 if (!seen.Add(tid)) continue;
                 found = true;
                 TracedTask t;
-                try { t = TracedTask.SeizeAndStop(tid); }
+                try { t = s.Preseized.Remove(tid, out var pre) ? pre : TracedTask.SeizeAndStop(tid); }
                 catch (SyscallException e) when (e.Errno == Errors.ESRCH) { continue; }   // it exited meanwhile
                 catch (TaskGoneException) { continue; }
                 // every signal is held pending while the task is ours: one dequeued by an injected call
@@ -162,6 +164,46 @@ public static class Checkpointer
         s.Processes.AddRange(ordered);
     }
 
+    /// <summary>
+    /// With --freezer: freezes the cgroup, seizes every task of the tree without waiting (a frozen task
+    /// stops only once thawed), thaws, and waits for the stops. Forks are impossible meanwhile, so the
+    /// tree read under the freeze is complete; <see cref="Freeze"/> then takes these tasks as seized.
+    /// </summary>
+    private static void PreseizeFrozen(CheckpointSession s, int root, string cgroup)
+    {
+        using var fz = CgroupFreezer.Open(cgroup);
+        if (!fz.Pids().Contains(root))
+            throw new CkptException($"--freezer: pid {root} is not in {fz.Path}; move the tree into it first (echo PID > {fz.Path}/cgroup.procs)", ExitCodes.Usage);
+        fz.Freeze(s.Log);
+        var order = new List<TracedTask>();
+        try
+        {
+            var pending = new Queue<int>([root]);
+            var seen = new HashSet<int> { root };
+            while (pending.Count > 0)
+            {
+                int pid = pending.Dequeue();
+                ProcStat f;
+                try { f = ProcStat.Read(pid); } catch (IOException) { continue; }
+                if (f.State is 'Z' or 'X') continue;
+                Validate(pid);
+                foreach (int tid in ThreadIds(pid))
+                {
+                    try { order.Add(s.Preseized[tid] = TracedTask.SeizeNoWait(tid)); }
+                    catch (SyscallException e) when (e.Errno == Errors.ESRCH) { }
+                }
+                foreach (int c in Children(pid)) if (seen.Add(c)) pending.Enqueue(c);
+            }
+        }
+        finally { fz.Thaw(); }
+        foreach (var t in order)
+        {
+            try { t.WaitForInterrupt(); }
+            catch (TaskGoneException) { s.Preseized.Remove(t.Tid); }
+        }
+        s.Log.Info($"{order.Count} task(s) seized under the frozen cgroup");
+    }
+
     /// <summary>Seizes one process with all its threads; a zombie is only recorded. Null if it is gone.</summary>
     private static TreeEntry? SeizeOne(CheckpointSession s, int pid, int parent, int root)
     {
@@ -176,7 +218,7 @@ public static class Checkpointer
         }
         if (pid != root) Validate(pid);
         TracedTask task;
-        try { task = TracedTask.SeizeAndStop(pid); }
+        try { task = s.Preseized.Remove(pid, out var pre) ? pre : TracedTask.SeizeAndStop(pid); }
         catch (SyscallException e) when (e.Errno == Errors.EPERM && pid != root && IsZombie(pid)) { return SeizeOne(s, pid, parent, root); }
         catch (SyscallException e) when (e.Errno == Errors.EPERM)
         {
@@ -192,7 +234,7 @@ public static class Checkpointer
         ctx.Threads.Add((task, task.GetRegs(), task.GetSigMask()));
         s.Processes.Add(ctx);   // from here on, released (or killed) with the others
         task.SetSigMask(ulong.MaxValue);
-        SeizeThreads(pid, ctx.Threads);
+        SeizeThreads(s, pid, ctx.Threads);
         f = ProcStat.Read(pid);
         return new TreeEntry(pid, pid == root ? f.PPid : parent, f.Pgrp, f.Session, f.ExitSignal, f.Comm) { Threads = ctx.Threads.Count };
     }
@@ -240,7 +282,20 @@ public static class Checkpointer
         var frozen = System.Diagnostics.Stopwatch.StartNew();
         try
         {
-            using (log.Phase("freeze")) Freeze(s, pid);
+            using (log.Phase("freeze"))
+            {
+                try
+                {
+                    if (opt.Freezer != null) PreseizeFrozen(s, pid, opt.Freezer);
+                    Freeze(s, pid);
+                }
+                finally
+                {
+                    // tasks seized under the freezer and not taken into the tree (exited, or a failure): let go
+                    foreach (var t in s.Preseized.Values) t.TryDetach();
+                    s.Preseized.Clear();
+                }
+            }
             log.Info($"tree of {s.Tree.Count} process(es), {s.Processes.Sum(p => p.Threads.Count)} thread(s) frozen");
             CheckRelations(s);
             byte[]? xstate = null;

@@ -37,6 +37,22 @@ public sealed unsafe class TracedTask
         return t;
     }
 
+    /// <summary>
+    /// PTRACE_SEIZE and PTRACE_INTERRUPT without waiting for the stop (a task of a frozen cgroup only
+    /// stops once thawed); <see cref="WaitForInterrupt"/> waits for it.
+    /// </summary>
+    public static TracedTask SeizeNoWait(int tid, int options = Ptrace.O_TRACESYSGOOD)
+    {
+        RequireTracer();
+        Ptrace.Call(Ptrace.SEIZE, tid, 0, options, "SEIZE");
+        var t = new TracedTask(tid) { Attached = true };
+        Ptrace.Call(Ptrace.INTERRUPT, tid, 0, 0, "INTERRUPT");
+        return t;
+    }
+
+    /// <summary>Waits for the interrupt stop requested by <see cref="SeizeNoWait"/>.</summary>
+    public void WaitForInterrupt() => WaitStop(expectEventStop: true);
+
     /// <summary>A task attached automatically (PTRACE_O_TRACECLONE): waits for its first stop.</summary>
     public static TracedTask Adopt(int tid)
     {

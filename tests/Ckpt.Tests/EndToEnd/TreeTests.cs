@@ -146,4 +146,45 @@ public sealed class TreeTests(E2eEnvironment env)
             """);
         r.AssertPassed().AssertRestoredExit0().Cleanup();
     }
+
+    /// <summary>
+    /// A tree that forks all the time (workers forking and reaping children in a loop), checkpointed with
+    /// and without --freezer (a cgroup v2 or v1 freezer holding the tree): every worker is saved and goes
+    /// on counting after restart.
+    /// </summary>
+    [Theory]
+    [InlineData("none")]
+    [InlineData("unified")]
+    [InlineData("freezer")]
+    public void TreeThatForksAllTheTime(string freezer)
+    {
+        env.Program("forker");
+        if (freezer != "none") Assert.SkipUnless(Directory.Exists($"/sys/fs/cgroup/{freezer}"), $"no /sys/fs/cgroup/{freezer}");
+        var r = new E2eScript(env, "forker-" + freezer).Run($$"""
+            fz={{freezer}}
+            opt=
+            if [ $fz != none ]; then
+              CG=/sys/fs/cgroup/$fz/ckpt-e2e-$$
+              mkdir -p $CG || fail "cannot create $CG"
+              trap 'rmdir $CG 2>/dev/null' EXIT
+              opt="--freezer $CG"
+              start "$W/out" sh -c "echo \$\$ > $CG/cgroup.procs && exec "$BIN/forker""
+            else
+              start "$W/out" "$BIN/forker"
+            fi
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            ck checkpoint $P -o "$W/img" --kill $opt --log "$W/ck.log" -v -v || fail "checkpoint failed"
+            wait $P 2>/dev/null
+            n=0; while [ $n -lt 100 ] && [ -n "$(ls $CG/cgroup.procs 2>/dev/null && cat $CG/cgroup.procs 2>/dev/null)" ]; do n=$((n + 1)); sleep 0.05; done
+            ck info "$W/img" --json > "$W/info.json" || fail "ckpt info failed"
+            pids=$(grep -o '"pid": [0-9]*' "$W/info.json" | grep -o '[0-9]*' | sort -u)
+            gone 10 $pids || fail "the killed tree still holds its pids"
+            restart_detached
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0();
+        using var info = JsonDocument.Parse(r.File("info.json"));
+        Assert.True(info.RootElement.GetProperty("tree").GetArrayLength() >= 7, $"the tree should hold the root and 6 workers{r.Diagnostics}");
+        r.Cleanup();
+    }
 }
