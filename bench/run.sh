@@ -34,12 +34,12 @@ failures=()
 is_ours() {     # is this pid still one of our memhog targets (and not a reused pid)?
   local cmd
   cmd="$(tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline")" || return 1
-  [[ "$cmd" == "$work/memhog "* || "$cmd" == "$work/threads "* ]]
+  [[ "$cmd" == "$work/memhog "* || "$cmd" == "$work/threads "* || "$cmd" == "$work/tree "* ]]
 }
 
 cleanup() {
   local p
-  for p in "${targets[@]}"; do is_ours "$p" && kill -KILL "$p" 2>/dev/null; done
+  for p in "${targets[@]}"; do is_ours "$p" && { kill -KILL -- "-$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null; }; done
   wait 2>/dev/null || true     # reap our own children (targets started by this script)
   rm -rf "$work" "$shm"
 }
@@ -59,7 +59,7 @@ if ! timeout 900 "$root/ckpt" --help >"$work/build.log" 2>&1; then
 fi
 ckpt="$root/artifacts/native/ckpt"
 [[ -x "$ckpt" ]] || { say "bench: $ckpt missing after the build"; exit 1; }
-for prog in memhog memcpy timeit threads; do
+for prog in memhog memcpy timeit threads tree; do
   gcc -O2 -Wall -pthread -o "$work/$prog" "$root/bench/$prog.c" || { say "bench: cannot compile bench/$prog.c"; exit 1; }
 done
 
@@ -285,6 +285,43 @@ for ((i = 1; i <= runs; i++)); do
 done
 t_ck_med="$(median "${t_ck[@]}")" t_rs_med="$(median "${t_rs[@]}")"
 
+# ---------------------------------------------------------------- process tree
+tree_n=100 tree_mib=4 tree_runs=3
+say "== tree of $tree_n processes with $tree_mib MiB each, $tree_runs runs (checkpoint --kill, wait for the pids, restart --detach)"
+r_ck=() r_rs=() r_img=0
+for ((i = 1; i <= tree_runs; i++)); do
+  ready="$work/tree$i.ready" img="$shm/tree$i.img"
+  "$work/tree" "$tree_n" "$tree_mib" "$ready" </dev/null >/dev/null 2>&1 &
+  p=$!
+  targets+=("$p")
+  wait_line "$ready" '^READY' 60 "$p" || { fail "tree run $i: the target did not start"; break; }
+  members="$(pgrep -g "$p" | tr '\n' ' ')"
+  {
+    run_timed 60 /dev/null "$ckpt" checkpoint "$p" -o "$img" --kill
+    wait "$p" || true
+  } 2>/dev/null
+  if ((STATUS != 0)); then fail "tree checkpoint run $i: exit $STATUS: $(cat "$work/stderr")"; kill -KILL -- "-$p" 2>/dev/null; break; fi
+  r_ck+=("$T_US")
+  r_img="$(stat -c %s "$img")"
+  # the killed children are orphans that pid 1 reaps (every ~2 s here): their pids are free only then
+  end=$((SECONDS + 20))
+  for m in $members; do while [[ -e /proc/$m ]] && ((SECONDS < end)); do sleep 0.05; done; done
+  run_timed 60 "$work/rs.out" "$ckpt" restart -i "$img" --detach
+  newpid="$(head -n 1 "$work/rs.out" 2>/dev/null || true)"
+  if ((STATUS != 0)) || [[ "$newpid" != "$p" ]]; then
+    fail "tree restart run $i: exit $STATUS, printed '$newpid' (want $p): $(cat "$work/stderr")"
+    [[ "$newpid" =~ ^[0-9]+$ ]] && kill -KILL -- "-$newpid" 2>/dev/null
+    break
+  fi
+  r_rs+=("$T_US")
+  got="$(pgrep -g "$p" | wc -l)"
+  ((got == tree_n)) || fail "tree restart run $i: $got processes in the group after restart, want $tree_n"
+  kill -KILL -- "-$p" 2>/dev/null || true
+  rm -f "$img"
+  say "   run $i: checkpoint $(ms "${r_ck[-1]}") ms, restart $(ms "${r_rs[-1]}") ms, image $r_img B"
+done
+r_ck_med="$(median "${r_ck[@]}")" r_rs_med="$(median "${r_rs[@]}")"
+
 # ---------------------------------------------------------------- report
 ratio() { awk -v a="$1" -v m="$memcpy_best" 'BEGIN { if (a == "n/a" || m == 0) print "n/a"; else printf "%.0f%%", 100 * a / m }'; }
 verdict() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN { if (v == "n/a" || v == "") { print "FAILED"; exit }
@@ -324,6 +361,9 @@ row "small: image size" "$s_img B" "" "" "" ""
 row "small: peak RSS (checkpoint / restart)" "$(mib "$s_ck_rss")/$(mib "$s_rs_rss") MiB" "" "" "< 64 MiB" "$(verdict "$small_rss_mib" "<" 64)"
 row "$nthreads threads: checkpoint --kill, median of ${#t_ck[@]}" "$( ((${#t_ck[@]})) && echo "$(ms "$t_ck_med") ms" || echo FAILED)" "" "" "< 50 ms" "$( ((${#t_ck[@]})) && verdict "$(ms "$t_ck_med")" "<" 50 || echo FAILED)"
 row "$nthreads threads: restart --detach, median of ${#t_rs[@]}" "$( ((${#t_rs[@]})) && echo "$(ms "$t_rs_med") ms" || echo FAILED)" "" "" "< 50 ms" "$( ((${#t_rs[@]})) && verdict "$(ms "$t_rs_med")" "<" 50 || echo FAILED)"
+row "tree of $tree_n x $tree_mib MiB: checkpoint --kill, median of ${#r_ck[@]}" "$( ((${#r_ck[@]})) && echo "$(ms "$r_ck_med") ms" || echo FAILED)" "" "" "< 500 ms" "$( ((${#r_ck[@]})) && verdict "$(ms "$r_ck_med")" "<" 500 || echo FAILED)"
+row "tree of $tree_n x $tree_mib MiB: restart --detach, median of ${#r_rs[@]}" "$( ((${#r_rs[@]})) && echo "$(ms "$r_rs_med") ms" || echo FAILED)" "" "" "< 500 ms" "$( ((${#r_rs[@]})) && verdict "$(ms "$r_rs_med")" "<" 500 || echo FAILED)"
+row "tree: image size" "$r_img B" "" "" "" ""
 echo
 echo "context (medians): start of /bin/true $(ms "$spawn_us") ms; 'ckpt --version' $(ms "$version_us") ms (binary); './ckpt --version' $(ms "$script_us") ms (entry script)"
 echo "small runs (ms): checkpoint $(for x in "${s_ck[@]}"; do printf '%s ' "$(ms "$x")"; done)| restart $(for x in "${s_rs[@]}"; do printf '%s ' "$(ms "$x")"; done)"

@@ -32,6 +32,8 @@ public sealed class RestoreSession
     /// <summary>The process whose records are being read.</summary>
     public RestoreContext? Current { get; set; }
     public bool MultiProcess => Processes.Count > 1;
+    /// <summary>The signal actions every vessel has when it is created (ckpt's own, taken just before the first fork; index = signal).</summary>
+    public Native.KernelSigaction[]? VesselActions { get; set; }
 
     /// <summary>Open file descriptions held by ckpt for installing into later processes: objref → fd of ckpt.</summary>
     public Dictionary<uint, int> Masters { get; } = new();

@@ -38,14 +38,29 @@ public static class Restorer
             using (log.Phase("read and rebuild"))
             {
                 using var ahead = new ReadAheadQueue(reader, ReadAhead);
+                // time spent per record kind (and waiting for the next record), for the log
+                var spent = new Dictionary<RecordKind, (long Ticks, int Count)>();
+                long waited = 0, t0 = System.Diagnostics.Stopwatch.GetTimestamp();
                 while (ahead.Next() is { } rec)
                 {
+                    long t1 = System.Diagnostics.Stopwatch.GetTimestamp();
+                    waited += t1 - t0;
                     s.ThrowIfCancelled();
-                    if (rec.Kind == RecordKind.Tree) { ProcessTree.Restore(s, rec); continue; }
-                    if (rec.Kind == RecordKind.Process) Enter(s, rec);
-                    var ctx = s.Current ?? throw new ImageFormatException($"record {rec.Kind} at offset {rec.Offset} comes before any Process record");
-                    KindTable.ForRecord(rec).Restore(ctx, rec);
+                    if (rec.Kind == RecordKind.Tree) ProcessTree.Restore(s, rec);
+                    else
+                    {
+                        if (rec.Kind == RecordKind.Process) Enter(s, rec);
+                        var ctx = s.Current ?? throw new ImageFormatException($"record {rec.Kind} at offset {rec.Offset} comes before any Process record");
+                        KindTable.ForRecord(rec).Restore(ctx, rec);
+                    }
+                    t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+                    var (ticks, n) = spent.GetValueOrDefault(rec.Kind);
+                    spent[rec.Kind] = (ticks + t0 - t1, n + 1);
                 }
+                static string Ms(long ticks) => (ticks * 1000.0 / System.Diagnostics.Stopwatch.Frequency).ToString("F3");
+                foreach (var (kind, (ticks, n)) in spent.OrderByDescending(x => x.Value.Ticks))
+                    log.Debug($"restore of {n} {kind} record(s): {Ms(ticks)} ms");
+                log.Debug($"waiting for records: {Ms(waited)} ms");
             }
             if (s.Processes.Count == 0) throw new ImageFormatException("image holds no process");
             if (s.Processes.FirstOrDefault(p => !p.Started) is { } missing)

@@ -85,6 +85,25 @@ public static unsafe class Vessel
     }
 
     /// <summary>
+    /// Unmaps everything of a fresh vessel (a copy of ckpt's address space) but the blob, the scratch
+    /// page and the vDSO, so that the vessels forked from it copy almost nothing and empty fast.
+    /// </summary>
+    public static void Strip(Tracing.TracedTask vessel)
+    {
+        var keep = new List<(ulong Start, ulong End)> { ((ulong)Blob, (ulong)Blob + 4096), (Scratch, Scratch + 4096) };
+        foreach (var v in Proc.ProcMaps.ReadMaps(vessel.Tid))
+            if (v.Path is "[vdso]" or "[vvar]" or "[vvar_vclock]") keep.Add((v.Start, v.End));
+        keep.Sort();
+        ulong cur = Kinds.MmState.MmapMinAddr;
+        foreach (var (s, e) in keep)
+        {
+            if (s > cur) vessel.InjectChecked("munmap", Nr.munmap, (long)cur, (long)(s - cur));
+            cur = Math.Max(cur, e);
+        }
+        if (cur < Kinds.MmState.TaskSize) vessel.InjectChecked("munmap", Nr.munmap, (long)cur, (long)(Kinds.MmState.TaskSize - cur));
+    }
+
+    /// <summary>
     /// Forks a child of the fresh vessel <paramref name="parent"/> (still a copy of ckpt) whose pid is
     /// <paramref name="pid"/>, by an injected clone3; the child is attached by PTRACE_O_TRACEFORK/CLONE
     /// and returned stopped.

@@ -89,6 +89,7 @@ public sealed class FdTable : IStateKind
 
     public void Restore(RestoreContext ctx, Record rec)
     {
+        MemoryRegion.CloseMappedFile(ctx);
         var r = rec.Reader();
         uint n = r.U32();
         var entries = new List<(int Fd, bool Cloexec, int Temp)>();

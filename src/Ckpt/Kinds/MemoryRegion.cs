@@ -65,7 +65,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         }
         // then the pages: a reader thread pulls chunks out of the target and checksums them while
         // this thread writes the records, in order
-        using var copier = new PageCopier(ctx.Pid, chunks);
+        using var copier = new PageCopier(ctx.Pid, chunks, ctx.Session.State<ChunkPool>());
         foreach (var (v, backing, pages, first, n) in plan)
         {
             ctx.ThrowIfCancelled();
@@ -187,6 +187,9 @@ public sealed unsafe class MemoryRegion : IStateKind
     }
 
     /// <summary>One chunk read out of the target: the Pages record's two parts and its checksum.</summary>
+    /// <summary>Page buffers kept for the next process of the tree (fresh 4 MiB buffers cost their page faults each time).</summary>
+    private sealed class ChunkPool { public readonly System.Collections.Concurrent.ConcurrentBag<Chunk> Free = new(); }
+
     private sealed class Chunk
     {
         public readonly byte[] Data = GC.AllocateUninitializedArray<byte>(ChunkPages * PageSize, pinned: true);
@@ -212,12 +215,22 @@ public sealed unsafe class MemoryRegion : IStateKind
         private readonly Thread? _thread;
         private int _mem = -1;
 
-        public PageCopier(int pid, List<List<(ulong Addr, int Pages)>> chunks)
+        private readonly ChunkPool _pool;
+        private readonly List<Chunk> _own = new();
+
+        public PageCopier(int pid, List<List<(ulong Addr, int Pages)>> chunks, ChunkPool pool)
         {
             _pid = pid;
             _chunks = chunks;
+            _pool = pool;
             if (chunks.Count == 0) return;
-            for (int i = 0; i < Math.Min(Buffers, chunks.Count); i++) _free.Add(new Chunk());
+            for (int i = 0; i < Math.Min(Buffers, chunks.Count); i++)
+            {
+                var c = pool.Free.TryTake(out var reused) ? reused : new Chunk();
+                c.Error = null;
+                _own.Add(c);
+                _free.Add(c);
+            }
             _thread = new Thread(Run) { Name = "ckpt-pages", IsBackground = true };
             _thread.Start();
         }
@@ -310,6 +323,7 @@ public sealed unsafe class MemoryRegion : IStateKind
             _stop.Cancel();
             _thread?.Join();
             if (_mem >= 0) FileCalls.Close(_mem);
+            foreach (var c in _own) _pool.Free.Add(c);
         }
     }
 
@@ -321,6 +335,19 @@ public sealed unsafe class MemoryRegion : IStateKind
         public readonly Iovec[] Local = new Iovec[MaxRunsPerChunk];
         public readonly Iovec[] Remote = new Iovec[MaxRunsPerChunk];
         public ulong CurStart, CurEnd;
+        /// <summary>The file of the last file mapping, still open in the vessel for the next region of the same file.</summary>
+        public string? OpenPath;
+        public bool OpenRw;
+        public int OpenFd = -1;
+    }
+
+    /// <summary>Closes the vessel's fd of the last mapped file (before the fds are placed).</summary>
+    public static void CloseMappedFile(RestoreContext ctx)
+    {
+        var st = ctx.State<RestoreState>();
+        if (st.OpenFd >= 0) ctx.Inject("close", Nr.close, st.OpenFd);
+        st.OpenFd = -1;
+        st.OpenPath = null;
     }
 
     public void Restore(RestoreContext ctx, Record rec)
@@ -363,9 +390,17 @@ public sealed unsafe class MemoryRegion : IStateKind
             case Backing.AnonShared: flags |= MemoryCalls.MAP_SHARED | MemoryCalls.MAP_ANONYMOUS; break;
             case Backing.FilePrivate:
             case Backing.FileShared:
-                CheckFile(path, size, mtime);
                 bool rw = b == Backing.FileShared && (prot & MemoryCalls.PROT_WRITE) != 0;
-                fd = ctx.OpenInVessel(path, (rw ? FileCalls.O_RDWR : FileCalls.O_RDONLY) | FileCalls.O_CLOEXEC);
+                // the regions of one file (a library's text, data, relro...) come one after another: one open
+                if (st.OpenPath != path || st.OpenRw != rw)
+                {
+                    CloseMappedFile(ctx);
+                    CheckFile(path, size, mtime);
+                    st.OpenFd = ctx.OpenInVessel(path, (rw ? FileCalls.O_RDWR : FileCalls.O_RDONLY) | FileCalls.O_CLOEXEC);
+                    st.OpenPath = path;
+                    st.OpenRw = rw;
+                }
+                fd = st.OpenFd;
                 flags |= b == Backing.FileShared ? MemoryCalls.MAP_SHARED : MemoryCalls.MAP_PRIVATE;
                 break;
             case Backing.ObjectShared:
@@ -380,8 +415,9 @@ public sealed unsafe class MemoryRegion : IStateKind
         }
         long got = b == Backing.SysvShm ? SysvShm.AttachInVessel(ctx, obj, start, len, prot)
             : ctx.Vessel.Inject(Nr.mmap, (long)start, (long)len, mapProt, flags, fd, (long)pgoff);
-        // the fd is closed at once: fd numbers are placed later and must not meet leftovers
-        if (fd >= 0) ctx.Inject("close", Nr.close, fd);
+        // the fd is closed at once (a mapped file's at the next file, or before the fds are placed):
+        // fd numbers are placed later and must not meet leftovers
+        if (fd >= 0 && fd != st.OpenFd) ctx.Inject("close", Nr.close, fd);
         if (got != (long)start)
             throw new CkptException($"restart: cannot map {start:x}-{end:x} {path}: {(got < 0 ? Errors.Describe((int)-got) : "placed elsewhere")}", ExitCodes.RestoreConflict);
         if (mapProt != prot) st.Reprotect.Add((start, len, prot));

@@ -72,6 +72,7 @@ public sealed class ProcessAttributes : IStateKind
     /// <summary>Forks the vessel of the root process with its pid, seizes it and readies it for injection.</summary>
     internal static void CreateVessel(RestoreContext ctx, int pid)
     {
+        ctx.Session.VesselActions ??= SignalState.OwnActions();
         int got = Vessel.Create(pid);
         ctx.Pid = got;
         try

@@ -76,6 +76,8 @@ public sealed class ProcessTree : IStateKind
         var rootCtx = new RestoreContext { Session = s };
         ProcessAttributes.CreateVessel(rootCtx, root.Pid);
         s.Processes.Add(rootCtx);
+        // its children are forked from it: first drop ckpt's memory from it, so that they copy nothing
+        if (tree.Count > 1) Vessel.Strip(rootCtx.Vessel);
         // the process group each process is in now: a child starts in its parent's
         var pgid = new Dictionary<int, int>();
         var leads = new HashSet<int>();

@@ -61,14 +61,30 @@ public sealed class SignalState : IStateKind
             saved[sig] = new KernelSigaction { Handler = r.U64(), Flags = r.U64(), Restorer = r.U64(), Mask = r.U64() };
         }
         r.End();
-        // every signal: the saved action, or SIG_DFL (the vessel inherited ckpt's own handlers)
+        // every signal: the saved action, or SIG_DFL; the vessel inherited ckpt's own actions, so only
+        // those that differ are set (most are SIG_DFL in both)
+        var inherited = ctx.Session.VesselActions;
         for (int sig = 1; sig <= 64; sig++)
         {
             if (sig is 9 or 19) continue;
             var act = saved.GetValueOrDefault(sig);
+            if (inherited != null && inherited[sig] is var h && h.Handler == act.Handler && h.Flags == act.Flags && h.Restorer == act.Restorer && h.Mask == act.Mask) continue;
             ulong a = ctx.PutScratch(0, MmState.StructBytes(ref act));
             ctx.Inject($"rt_sigaction({sig})", Nr.rt_sigaction, sig, (long)a, 0, 8);
         }
+    }
+
+    /// <summary>ckpt's own signal actions (index = signal), which every vessel inherits when it is forked.</summary>
+    public static unsafe KernelSigaction[] OwnActions()
+    {
+        var all = new KernelSigaction[65];
+        for (int sig = 1; sig <= 64; sig++)
+        {
+            KernelSigaction old;
+            if (Sys.Call(Nr.rt_sigaction, sig, 0, (nint)(&old), 8) != 0) return null!;
+            all[sig] = old;
+        }
+        return all;
     }
 
     public void Finish(RestoreContext ctx)
