@@ -15,6 +15,8 @@
  * parent exited); prints "HOLDER pid" and "SOCKFD fd"; after SIGUSR1 the pair still works.
  * "rights" mode: an fd in flight (SCM_RIGHTS) is queued in a socketpair; prints "SOCKFD fd" (the
  * receiving end); after SIGUSR1 the fd is received.
+ * "pending" mode: a connection to a listener is not accepted yet; prints "SOCKFD fd" (the listener);
+ * after SIGUSR1 it is accepted.
  */
 #include "e2e.h"
 #include <stddef.h>
@@ -130,9 +132,29 @@ static int rights_mode(void)
     return e2e_finish();
 }
 
+static int pending_mode(void)
+{
+    struct sockaddr_un a;
+    char name[64];
+    snprintf(name, sizeof name, "ckpt-unixsock-pending-%d", getpid());
+    socklen_t al = abstract_addr(&a, name);
+    int l = socket(AF_UNIX, SOCK_STREAM, 0);
+    MUST(l >= 0 && bind(l, (struct sockaddr *)&a, al) == 0 && listen(l, 4) == 0);
+    int c = socket(AF_UNIX, SOCK_STREAM, 0);
+    MUST(c >= 0 && connect(c, (struct sockaddr *)&a, al) == 0);
+    say("SOCKFD %d", l);
+    say("READY");
+    e2e_wait_usr1();
+    int s = accept(l, NULL, NULL);
+    char b[4];
+    CHECK(s >= 0 && write(c, "abc", 3) == 3 && read_exact(s, b, 3) == 0, "accept after the refused checkpoint");
+    return e2e_finish();
+}
+
 int main(int argc, char **argv)
 {
     e2e_init();
+    if (argc > 1 && strcmp(argv[1], "pending") == 0) return pending_mode();
     if (argc > 1 && strcmp(argv[1], "outside") == 0) return outside_mode();
     if (argc > 1 && strcmp(argv[1], "rights") == 0) return rights_mode();
 

@@ -411,9 +411,17 @@ public sealed unsafe class UnixSocket : IFileKind
         int other = ctx.Session.Own(ctx.GrabFd(v1));
         ctx.Inject("close", Nr.close, v1);
         // room to queue the saved data whatever the saved buffer size (set back in Finish)
-        SocketCalls.SetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_SNDBUFFORCE, 16 << 20, "SO_SNDBUFFORCE");
-        SocketCalls.SetInt(other, SocketCalls.SOL_SOCKET, SocketCalls.SO_SNDBUFFORCE, 16 << 20, "SO_SNDBUFFORCE");
+        SetBuffer(mine, SocketCalls.SO_SNDBUFFORCE, 16 << 20);
+        SetBuffer(other, SocketCalls.SO_SNDBUFFORCE, 16 << 20);
         return (v0, mine, other);
+    }
+
+    /// <summary>SO_SNDBUFFORCE / SO_RCVBUFFORCE (any size; needs CAP_NET_ADMIN), else SO_SNDBUF / SO_RCVBUF (capped by the sysctl maximum).</summary>
+    private static void SetBuffer(int fd, int force, int value)
+    {
+        if (SocketCalls.SetSockOpt(fd, SocketCalls.SOL_SOCKET, force, &value, 4) == 0) return;
+        int plain = force == SocketCalls.SO_SNDBUFFORCE ? SocketCalls.SO_SNDBUF : SocketCalls.SO_RCVBUF;
+        SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, plain, value, plain == SocketCalls.SO_SNDBUF ? "SO_SNDBUF" : "SO_RCVBUF");
     }
 
     /// <summary>A socket file left by a listener that is gone (nobody accepts on it) is removed; anything else at the path is a conflict.</summary>
@@ -448,7 +456,7 @@ public sealed unsafe class UnixSocket : IFileKind
             {
                 st.Sender = SocketCalls.Socket(SocketCalls.AF_UNIX, SocketCalls.SOCK_DGRAM | SocketCalls.SOCK_CLOEXEC, 0);
                 if (st.Sender < 0) throw SyscallException.Last("socket");
-                SocketCalls.SetInt(st.Sender, SocketCalls.SOL_SOCKET, SocketCalls.SO_SNDBUFFORCE, 16 << 20, "SO_SNDBUFFORCE");
+                SetBuffer(st.Sender, SocketCalls.SO_SNDBUFFORCE, 16 << 20);
             }
             fd = st.Sender;
         }
@@ -486,8 +494,8 @@ public sealed unsafe class UnixSocket : IFileKind
                 if (shut is >= 1 and <= 3 && SocketCalls.Shutdown(fd, shut - 1) != 0 && Marshal.GetLastPInvokeError() != 107 /* ENOTCONN */)
                     throw SyscallException.Last($"shutdown({shut - 1})");
                 // the kernel doubles what it is given; FORCE: a size above the sysctl maximum is kept too
-                if (snd > 0) SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, SocketCalls.SO_SNDBUFFORCE, snd / 2, "SO_SNDBUFFORCE");
-                if (rcv > 0) SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, SocketCalls.SO_RCVBUFFORCE, rcv / 2, "SO_RCVBUFFORCE");
+                if (snd > 0) SetBuffer(fd, SocketCalls.SO_SNDBUFFORCE, snd / 2);
+                if (rcv > 0) SetBuffer(fd, SocketCalls.SO_RCVBUFFORCE, rcv / 2);
                 if (peekOff >= 0) SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, SocketCalls.SO_PEEK_OFF, peekOff, "SO_PEEK_OFF");
             }
             if (st.Sender >= 0) FileCalls.Close(st.Sender);

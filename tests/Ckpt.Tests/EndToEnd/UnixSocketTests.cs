@@ -85,4 +85,25 @@ public sealed class UnixSocketTests(E2eEnvironment env)
         Assert.True(err.Contains($"fd {fd} ") && err.Contains("SCM_RIGHTS"), $"the message should name fd {fd} and SCM_RIGHTS{r.Diagnostics}");
         r.Cleanup();
     }
+
+    /// <summary>A listener with a connection not accepted yet: refused naming the listener's fd; the connection is accepted afterwards.</summary>
+    [Fact]
+    public void UnixPendingConnectionIsRefused()
+    {
+        env.Program("unixsock");
+        var r = new E2eScript(env, "unixsock-pending").Run("""
+            start "$W/out" "$BIN/unixsock" pending
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            ck checkpoint $P -o "$W/img" 2>"$W/err.txt"; echo "RC: $?"
+            kill -USR1 $P
+            wait_exit $P 20; echo "TARGET: $?"
+            """);
+        r.AssertPassed();
+        Assert.Contains("RC: 69", r.Stdout);
+        Assert.Contains("TARGET: 0", r.Stdout);
+        var fd = Regex.Match(r.File("out"), @"^SOCKFD (\d+)$", RegexOptions.Multiline).Groups[1].Value;
+        var err = r.File("err.txt");
+        Assert.True(err.Contains($"fd {fd} ") && err.Contains("waiting to be accepted"), $"the message should name fd {fd} and the waiting connection{r.Diagnostics}");
+        r.Cleanup();
+    }
 }
