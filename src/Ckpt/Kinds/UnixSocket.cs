@@ -38,7 +38,7 @@ public sealed unsafe class UnixSocket : IFileKind
         Listening = 3,
     }
 
-    private const int MaxQueueBytes = 64 << 20;
+    private const int MaxQueueBytes = 32 << 20;
     private const int QueueChunk = 4 << 20;
 
     public bool Handles(in OpenFile f) => f.Link.StartsWith("socket:[");
