@@ -28,7 +28,8 @@ public static class KindTable
         SignalFd.Instance,
         Epoll.Instance,               //   epoll (watches added in Finish, once the fds are placed),
         Inotify.Instance,             //   inotify
-        ExternalFile.Instance,        // written by Pipe for ends whose peer is outside (--external)
+        UnixSocket.Instance,          // unix domain sockets (+ their receive queues); other sockets are refused there
+        ExternalFile.Instance,        // written by Pipe and UnixSocket for ends whose peer is outside (--external)
         FdTable.Instance,             // ...and the fd numbers that refer to them
         SignalState.Instance,         // handlers, shared pending
         CpuState.Instance,            // per thread: registers, xstate, mask, pending, rseq, robust list

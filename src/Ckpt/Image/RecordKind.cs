@@ -38,6 +38,8 @@ public enum RecordKind : uint
     MemoryFile = 52,       // Kinds/MemoryObject.cs (an open file description of a memory object)
     SysvShm = 53,          // Kinds/SysvShm.cs (a SysV shared memory segment: saved once, attached by objref)
     SysvShmData = 54,      // Kinds/SysvShm.cs (its contents: data ranges only)
+    UnixSocket = 60,       // Kinds/UnixSocket.cs (a unix domain socket: type, relation to its peer, address, options)
+    UnixSocketQueue = 61,  // Kinds/UnixSocket.cs (messages or bytes waiting in a unix socket's receive queue)
 }
 
 /// <summary>Record flags (the second word of a record header).</summary>

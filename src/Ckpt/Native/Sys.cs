@@ -19,7 +19,8 @@ public static class Nr
         getpgid = 121, rt_sigtimedwait = 128,
         ioctl = 16, clock_gettime = 228, epoll_ctl = 233, inotify_add_watch = 254, inotify_rm_watch = 255,
         timerfd_create = 283, timerfd_settime = 286, timerfd_gettime = 287, signalfd4 = 289, eventfd2 = 290,
-        epoll_create1 = 291, inotify_init1 = 294, open_by_handle_at = 304;
+        epoll_create1 = 291, inotify_init1 = 294, open_by_handle_at = 304,
+        socket = 41, connect = 42, shutdown = 48, bind = 49, listen = 50, socketpair = 53, setsockopt = 54;
 }
 
 /// <summary>The raw syscall(2) entry of libc, for calls libc does not wrap.</summary>

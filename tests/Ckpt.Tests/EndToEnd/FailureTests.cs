@@ -67,8 +67,9 @@ public sealed class FailureTests(E2eEnvironment env)
     }
 
     /// <summary>
-    /// A socket is open: refused naming the fd, after memory and a pipe were already read by injection;
-    /// the target goes on unharmed (its blocking sigsuspend included).
+    /// A socket ckpt does not support (UDP) is open: refused naming the fd and the kind of socket, after
+    /// memory and a pipe were already read by injection; the target goes on unharmed (its blocking
+    /// sigsuspend included).
     /// </summary>
     [Fact]
     public void CheckpointWithSocketOpen()
@@ -90,7 +91,7 @@ public sealed class FailureTests(E2eEnvironment env)
         Assert.True(Value(r, "RC") == 69, $"exit code should be 69 (not checkpointable){r.Diagnostics}");
         var fd = Regex.Match(r.File("out"), @"^SOCKFD (\d+)$", RegexOptions.Multiline).Groups[1].Value;
         var line = OneLine(r, "err.txt");
-        Assert.True(line.Contains($"fd {fd} ") && line.Contains("socket"), $"the message should name fd {fd} and say it is a socket{r.Diagnostics}");
+        Assert.True(line.Contains($"fd {fd} ") && line.Contains("UDP socket"), $"the message should name fd {fd} and say it is a UDP socket{r.Diagnostics}");
         Assert.DoesNotContain("IMAGE-LEFT", r.Stdout);
         r.AssertSameLayout();
         Assert.Equal(0, Value(r, "TARGET"));

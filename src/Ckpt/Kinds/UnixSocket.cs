@@ -1,0 +1,544 @@
+using System.Runtime.InteropServices;
+using System.Text;
+using Ckpt.Engine;
+using Ckpt.Image;
+using Ckpt.Native;
+
+namespace Ckpt.Kinds;
+
+/// <summary>
+/// Unix domain sockets (stream, datagram, seqpacket). A socket is known by its inode (fd link
+/// <c>socket:[INO]</c>); sock_diag gives its type, state, peer, address, queue lengths and shutdown
+/// state. Saved: a connected pair whose two ends the tree holds (socketpair, or a connection accepted
+/// from a listener: restored as a socketpair, without the addresses), a socket whose peer was closed,
+/// an unconnected socket (bound to a path or an abstract name, or not), a listening socket with no
+/// connection waiting. The bytes or messages queued in each socket's receive queue are read without
+/// being consumed (MSG_PEEK walking with SO_PEEK_OFF on a pidfd_getfd copy) and written again at restart
+/// from the other end. A peer held outside the tree is refused naming its holder (or saved as external
+/// with --external); other sockets (TCP, UDP, netlink...) are refused.
+/// </summary>
+public sealed unsafe class UnixSocket : IFileKind
+{
+    public static readonly UnixSocket Instance = new();
+    public string Name => "unix socket";
+    public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.UnixSocket, RecordKind.UnixSocketQueue];
+    /// <summary>After the credentials (70): listen() records the caller's credentials as the peer credentials of future connections.</summary>
+    public int FinishOrder => 75;
+
+    /// <summary>How a socket is rebuilt.</summary>
+    public enum Relation : byte
+    {
+        /// <summary>Not connected: socket(), then bind() if it had an address.</summary>
+        Unconnected = 0,
+        /// <summary>Connected to a socket the tree holds, which is connected back: one socketpair for both.</summary>
+        Pair = 1,
+        /// <summary>Connected to a socket that was closed: a socketpair whose other end is closed once the queue is written.</summary>
+        PeerClosed = 2,
+        /// <summary>Listening (no connection waiting): socket(), bind(), listen(backlog).</summary>
+        Listening = 3,
+    }
+
+    private const int MaxQueueBytes = 32 << 20;
+    private const int QueueChunk = 4 << 20;
+
+    public bool Handles(in OpenFile f) => f.Link.StartsWith("socket:[");
+
+    public void Checkpoint(CheckpointContext ctx) { }
+
+    private sealed class CheckpointState { public Dictionary<uint, SocketCalls.UnixDiag>? Diag; }
+
+    public void CheckpointFile(CheckpointContext ctx, in OpenFile f, uint objref)
+    {
+        var st = ctx.Session.State<CheckpointState>();
+        st.Diag ??= SocketCalls.DumpUnix();
+        uint ino = (uint)f.Stat.Ino;
+        if (!st.Diag.TryGetValue(ino, out var d))
+            throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} is {DescribeOther(ctx, f)}, which is not supported yet (only unix domain sockets are)");
+        string what = $"fd {f.Fd} ({f.Link}, a unix {TypeName(d.Type)} socket{(d.Name is { Length: > 0 } ? " " + ShowName(d.Name) : "")})";
+        if (d.Type is not (SocketCalls.SOCK_STREAM or SocketCalls.SOCK_DGRAM or SocketCalls.SOCK_SEQPACKET))
+            throw new NotCheckpointableException(ctx.Pid, $"{what} has a type that is not supported");
+
+        var rel = Relation.Unconnected;
+        ulong peer = 0;
+        int backlog = 0;
+        if (d.State == SocketCalls.TCP_LISTEN)
+        {
+            if (d.Icons.Length > 0 || d.RQueue > 0)
+                throw new NotCheckpointableException(ctx.Pid, $"{what} is listening with {Math.Max(d.Icons.Length, (int)d.RQueue)} connection(s) waiting to be accepted, which is not supported yet; checkpoint once they were accepted");
+            rel = Relation.Listening;
+            backlog = (int)d.WQueue;
+        }
+        else if (d.Peer is uint p)
+        {
+            if (p == ino) throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to itself, which is not supported");
+            var listener = st.Diag.Values.FirstOrDefault(l => l.State == SocketCalls.TCP_LISTEN && l.Icons.Contains(ino));
+            if (listener != null)
+                throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to the listening socket {ShowName(listener.Name)} (socket:[{listener.Ino}]), which has not accepted the connection yet; not supported");
+            string peerLink = $"socket:[{p}]";
+            var holder = p == 0 ? null : FindInTree(ctx, peerLink);
+            if (holder is { } h)
+            {
+                if (!st.Diag.TryGetValue(p, out var pd) || pd.Peer != ino)
+                    throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to {peerLink} (pid {h.Pid} fd {h.Fd}{(pd?.Name is { Length: > 0 } ? ", " + ShowName(pd.Name) : "")}), which is not connected back to it (a datagram socket connected to a bound one); not supported yet");
+                rel = Relation.Pair;
+                peer = p;
+            }
+            else
+            {
+                var outside = p == 0 ? null : FindOutsideHolder(peerLink, ctx.Session.Processes.Select(x => x.Pid).ToHashSet());
+                if (outside != null && ctx.External)
+                {
+                    ExternalFile.Instance.CheckpointFile(ctx, f, objref);
+                    return;
+                }
+                if (outside != null)
+                    throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to {peerLink}, which is held outside the tree by pid {outside.Value.Pid} (fd {outside.Value.Fd}); checkpoint a tree that holds both ends, or save it as external with --external and hand in a replacement at restart");
+                // no process holds the peer: it was closed (the kernel keeps the survivor's link to it)
+                ctx.Log.Debug($"{what}: its peer {(p == 0 ? "" : peerLink + " ")}is closed");
+                rel = Relation.PeerClosed;
+            }
+        }
+
+        // the address: only rebuilt for sockets that are not connected (a connection is rebuilt as a socketpair)
+        byte[] name = d.Name ?? [];
+        string path = "";
+        uint mode = 0, uid = 0, gid = 0;
+        if (rel is Relation.Unconnected or Relation.Listening && name.Length > 0 && name[0] != 0)
+        {
+            string raw = Encoding.UTF8.GetString(name).TrimEnd('\0');
+            path = raw.StartsWith('/') ? raw : Path.Combine(MmState.ProcLink($"/proc/{ctx.Pid}/cwd"), raw);
+            if (!FileCalls.TryStat(path, out var fst) || fst.Type != StatBuf.S_IFSOCK || fst.Ino != d.VfsIno)
+                throw new NotCheckpointableException(ctx.Pid, $"{what} is bound to {path}, whose socket file was removed or replaced since; it cannot be bound again");
+            if (Encoding.UTF8.GetByteCount(path) > 107)
+                throw new NotCheckpointableException(ctx.Pid, $"{what} is bound to {path}, too long a path to bind again");
+            mode = fst.Mode & 0xfff; uid = fst.Uid; gid = fst.Gid;
+        }
+
+        int mine = ctx.GrabFd(f.Fd);
+        int sndbuf, rcvbuf, peekOff;
+        bool passcred;
+        List<byte[]> queue;
+        try
+        {
+            sndbuf = SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_SNDBUF, "SO_SNDBUF", ctx.Pid);
+            rcvbuf = SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_RCVBUF, "SO_RCVBUF", ctx.Pid);
+            passcred = SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_PASSCRED, "SO_PASSCRED", ctx.Pid) != 0;
+            peekOff = SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_PEEK_OFF, "SO_PEEK_OFF", ctx.Pid);
+            // a stream or seqpacket socket that is not connected has no queue (and recvmsg says ENOTCONN)
+            bool hasQueue = rel is Relation.Pair or Relation.PeerClosed || (rel == Relation.Unconnected && d.Type == SocketCalls.SOCK_DGRAM);
+            queue = hasQueue ? PeekQueue(mine, d, peekOff, ctx.Pid, what) : [];
+        }
+        finally { FileCalls.Close(mine); }
+        long total = queue.Sum(m => (long)m.Length);
+        if (queue.Count > 0 && rel == Relation.Unconnected && (name.Length == 0 || d.Type != SocketCalls.SOCK_DGRAM))
+            throw new NotCheckpointableException(ctx.Pid, $"{what} is not connected and has {total} bytes queued that cannot be sent to it again; not supported");
+
+        var w = new PayloadWriter().U32(objref).U64(ino).U8((byte)d.Type).U8((byte)rel).U64(peer)
+            .I32(f.Flags & ~FileCalls.O_CLOEXEC).U8((byte)d.Shutdown).I32(sndbuf).I32(rcvbuf).Bool(passcred).I32(peekOff)
+            .Bytes(name).Str(path).U32(mode).U32(uid).U32(gid).I32(backlog).U32((uint)queue.Count);
+        ctx.Image.Write(RecordKind.UnixSocket, w);
+        // the queue: messages in order, in records of at most QueueChunk bytes (a stream is cut anywhere)
+        var q = new PayloadWriter();
+        int inRecord = 0, bytes = 0;
+        void Flush()
+        {
+            if (inRecord == 0) return;
+            var head = new PayloadWriter().U64(ino).U32((uint)inRecord);
+            ctx.Image.Write(RecordKind.UnixSocketQueue, head.Span, q.Span);
+            q.Clear(); inRecord = 0; bytes = 0;
+        }
+        foreach (var m in queue)
+        {
+            if (inRecord > 0 && bytes + m.Length > QueueChunk) Flush();
+            q.Bytes(m); inRecord++; bytes += m.Length;
+        }
+        Flush();
+        ctx.Log.Info($"{what}: {rel}, {queue.Count} message(s), {total} bytes queued");
+    }
+
+    /// <summary>A process of the tree holding <paramref name="link"/>.</summary>
+    private static (int Pid, int Fd)? FindInTree(CheckpointContext ctx, string link)
+    {
+        foreach (var p in ctx.Session.Processes)
+            foreach (var o in p.OpenFiles)
+                if (o.Link == link) return (p.Pid, o.Fd);
+        return null;
+    }
+
+    /// <summary>A process outside the tree holding <paramref name="link"/>.</summary>
+    private static (int Pid, int Fd)? FindOutsideHolder(string link, HashSet<int> tree)
+    {
+        int self = Environment.ProcessId;
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out int pid) || pid == self || tree.Contains(pid)) continue;
+            try
+            {
+                foreach (var fd in Directory.EnumerateFileSystemEntries($"{dir}/fd"))
+                    if (new FileInfo(fd).LinkTarget == link) return (pid, int.Parse(Path.GetFileName(fd)));
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        }
+        return null;
+    }
+
+    /// <summary>
+    /// Reads the receive queue of a socket without consuming it: MSG_PEEK from offset 0 with SO_PEEK_OFF
+    /// (which moves past each message peeked), until nothing is left; the socket's own peek offset is put
+    /// back afterwards. A stream gives one block of bytes; datagram and seqpacket sockets give one entry
+    /// per message (a message longer than the buffer comes in pieces, MSG_TRUNC marking all but the last).
+    /// </summary>
+    private static List<byte[]> PeekQueue(int fd, SocketCalls.UnixDiag d, int savedPeekOff, int pid, string what)
+    {
+        var msgs = new List<byte[]>();
+        bool stream = d.Type == SocketCalls.SOCK_STREAM;
+        bool shutRd = (d.Shutdown & SocketCalls.RCV_SHUTDOWN) != 0;
+        SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, SocketCalls.SO_PEEK_OFF, 0, "SO_PEEK_OFF");
+        try
+        {
+            var buf = new byte[1 << 20];
+            var ctl = new byte[1024];
+            var cur = new MemoryStream();
+            long total = 0;
+            while (true)
+            {
+                nint n;
+                int flags;
+                fixed (byte* b = buf)
+                fixed (byte* c = ctl)
+                {
+                    var iov = new SocketCalls.IoVec { Base = b, Len = (nuint)buf.Length };
+                    var mh = new SocketCalls.MsgHdr { Iov = &iov, IovLen = 1, Control = c, ControlLen = (nuint)ctl.Length };
+                    n = SocketCalls.RecvMsg(fd, &mh, SocketCalls.MSG_PEEK | SocketCalls.MSG_DONTWAIT);
+                    flags = mh.Flags;
+                    if (n >= 0) CheckControl(c, (int)mh.ControlLen, flags, pid, what);
+                }
+                if (n < 0)
+                {
+                    int e = Marshal.GetLastPInvokeError();
+                    if (e == Errors.EINTR) continue;
+                    if (e == Errors.EAGAIN) break;
+                    throw new SyscallException("recvmsg(MSG_PEEK)", e, pid, what);
+                }
+                // 0 at the end of a stream, or (datagrams) after a shutdown for reading: nothing more
+                // (a zero-length datagram queued in a socket shut down for reading is lost)
+                if (n == 0 && (stream || shutRd)) break;
+                total += n;
+                if (total > MaxQueueBytes) throw new NotCheckpointableException(pid, $"{what} has more than {MaxQueueBytes >> 20} MiB queued");
+                if (stream) { msgs.Add(buf[..(int)n]); continue; }
+                cur.Write(buf, 0, (int)n);
+                if ((flags & SocketCalls.MSG_TRUNC) != 0) continue;   // the rest of this message comes next
+                msgs.Add(cur.ToArray());
+                cur.SetLength(0);
+                if (msgs.Count > 1 << 20) throw new NotCheckpointableException(pid, $"{what} has more than 2^20 messages queued");
+            }
+            if (stream && msgs.Count > 1) msgs = [msgs.SelectMany(m => m).ToArray()];
+        }
+        finally
+        {
+            SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, SocketCalls.SO_PEEK_OFF, savedPeekOff, "SO_PEEK_OFF");
+        }
+        return msgs;
+    }
+
+    /// <summary>Refuses fds in flight (SCM_RIGHTS): the fds the peek gave ckpt are closed.</summary>
+    private static void CheckControl(byte* c, int len, int flags, int pid, string what)
+    {
+        bool rights = false;
+        for (int off = 0; off + 16 <= len;)
+        {
+            long clen = *(long*)(c + off);
+            int level = *(int*)(c + off + 8), type = *(int*)(c + off + 12);
+            if (clen < 16 || off + clen > len) break;
+            if (level == SocketCalls.SOL_SOCKET && type == SocketCalls.SCM_RIGHTS)
+            {
+                rights = true;
+                for (int i = 16; i + 4 <= clen; i += 4) FileCalls.Close(*(int*)(c + off + i));
+            }
+            off += (int)((clen + 7) & ~7L);
+        }
+        if (rights || (flags & SocketCalls.MSG_CTRUNC) != 0)
+            throw new NotCheckpointableException(pid, $"{what} has file descriptors in flight (SCM_RIGHTS) in its receive queue, which is not supported yet");
+    }
+
+    private static string DescribeOther(CheckpointContext ctx, in OpenFile f)
+    {
+        try
+        {
+            int mine = ctx.GrabFd(f.Fd);
+            try
+            {
+                int dom = SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_DOMAIN, "SO_DOMAIN");
+                int type = SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_TYPE, "SO_TYPE");
+                string v6 = dom == SocketCalls.AF_INET6 ? " (IPv6)" : "";
+                string kind = dom switch
+                {
+                    SocketCalls.AF_INET or SocketCalls.AF_INET6 => type switch
+                    {
+                        SocketCalls.SOCK_STREAM => "a TCP socket" + v6,
+                        SocketCalls.SOCK_DGRAM => "a UDP socket" + v6,
+                        SocketCalls.SOCK_RAW => "a raw IP socket" + v6,
+                        _ => "an IP socket" + v6,
+                    },
+                    SocketCalls.AF_NETLINK => "a netlink socket",
+                    SocketCalls.AF_PACKET => "a packet socket",
+                    SocketCalls.AF_UNIX => "a unix domain socket that sock_diag does not list (another network namespace?)",
+                    _ => $"a socket of address family {dom}",
+                };
+                return $"{kind} ({f.Link})";
+            }
+            finally { FileCalls.Close(mine); }
+        }
+        catch (SyscallException) { return $"a socket ({f.Link})"; }
+    }
+
+    public static string TypeName(int type) => type switch
+    {
+        SocketCalls.SOCK_STREAM => "stream",
+        SocketCalls.SOCK_DGRAM => "datagram",
+        SocketCalls.SOCK_SEQPACKET => "seqpacket",
+        _ => $"type-{type}",
+    };
+
+    /// <summary>A socket address for messages: a path, <c>@name</c> for an abstract name, or "unnamed".</summary>
+    public static string ShowName(byte[]? name)
+    {
+        if (name == null || name.Length == 0) return "unnamed";
+        if (name[0] == 0) return "@" + Encoding.UTF8.GetString(name.AsSpan(1)).Replace('\0', '@');
+        return Encoding.UTF8.GetString(name).TrimEnd('\0');
+    }
+
+    // ---------------------------------------------------------------- restart
+
+    private sealed class RestoreState
+    {
+        /// <summary>ckpt's copy of each socket rebuilt (or about to be installed), by inode.</summary>
+        public readonly Dictionary<ulong, int> Mine = new();
+        /// <summary>Where each socket's queued data is sent from: the other end of its pair (ckpt's copy), or its address (unconnected datagram socket).</summary>
+        public readonly Dictionary<ulong, (int Fd, byte[]? Addr, int Type)> SendFrom = new();
+        /// <summary>Shutdown state and buffer sizes, applied once every queue was written.</summary>
+        public readonly List<(int Fd, int Shutdown, int Sndbuf, int Rcvbuf, int PeekOff)> Pending = new();
+        public bool Applied;
+        /// <summary>An unbound datagram socket of ckpt that sends the queues of unconnected datagram sockets.</summary>
+        public int Sender = -1;
+    }
+
+    /// <summary>Listening sockets of one process: listen() is called in Finish, on the final fd.</summary>
+    private sealed class Listens { public readonly List<(uint Objref, int Backlog, string What)> List = new(); }
+
+    public void Restore(RestoreContext ctx, Record rec)
+    {
+        var st = ctx.Session.State<RestoreState>();
+        var r = rec.Reader();
+        if (rec.Kind == RecordKind.UnixSocketQueue)
+        {
+            ulong qino = r.U64(); uint count = r.U32();
+            if (!st.SendFrom.TryGetValue(qino, out var from))
+                throw new ImageFormatException($"UnixSocketQueue record at offset {rec.Offset} for an unknown socket:[{qino}]");
+            for (uint i = 0; i < count; i++) SendQueued(st, from, r.Bytes(), qino);
+            r.End();
+            return;
+        }
+        uint objref = r.U32(); ulong ino = r.U64(); int type = r.U8(); var rel = (Relation)r.U8(); ulong peer = r.U64();
+        int flags = r.I32(); int shutdown = r.U8(); int sndbuf = r.I32(); int rcvbuf = r.I32(); bool passcred = r.Bool();
+        int peekOff = r.I32(); byte[] name = r.Bytes().ToArray(); string path = r.Str(); uint mode = r.U32(); uint uid = r.U32();
+        uint gid = r.U32(); int backlog = r.I32(); r.U32();
+        r.End();
+        if (type is not (SocketCalls.SOCK_STREAM or SocketCalls.SOCK_DGRAM or SocketCalls.SOCK_SEQPACKET))
+            throw new ImageFormatException($"UnixSocket record at offset {rec.Offset} has socket type {type}");
+        string what = $"socket:[{ino}] (unix {TypeName(type)}{(name.Length > 0 ? " " + ShowName(name) : "")})";
+
+        int vfd, mine;
+        switch (rel)
+        {
+            case Relation.Pair:
+                if (st.Mine.TryGetValue(ino, out mine))
+                {
+                    vfd = ctx.Install(mine);   // the other end was rebuilt first, with this one
+                    break;
+                }
+                (vfd, mine, int other) = CreatePair(ctx, type);
+                st.Mine[ino] = mine;
+                st.Mine[peer] = other;
+                st.SendFrom[ino] = (other, null, type);
+                st.SendFrom[peer] = (mine, null, type);
+                break;
+            case Relation.PeerClosed:
+                (vfd, mine, int closed) = CreatePair(ctx, type);   // ckpt closes `closed` at the end of the restart
+                st.Mine[ino] = mine;
+                st.SendFrom[ino] = (closed, null, type);
+                shutdown = 0;   // the close of the other end sets it again
+                break;
+            case Relation.Unconnected:
+            case Relation.Listening:
+                vfd = (int)ctx.Inject("socket", Nr.socket, SocketCalls.AF_UNIX, type | SocketCalls.SOCK_CLOEXEC, 0);
+                mine = ctx.Session.Own(ctx.GrabFd(vfd));
+                st.Mine[ino] = mine;
+                byte[]? addr = null;
+                if (name.Length > 0)
+                {
+                    addr = path.Length > 0 ? SocketCalls.UnixAddress(Encoding.UTF8.GetBytes(path)) : SocketCalls.UnixAddress(name);
+                    if (path.Length > 0) RemoveStale(path, type, what);
+                    long b = ctx.Vessel.Inject(Nr.bind, vfd, (long)ctx.PutScratch(0, addr), addr.Length);
+                    if (b < 0)
+                        throw new CkptException($"restart: cannot bind {what} to {(path.Length > 0 ? path : ShowName(name))} again: {Errors.Describe((int)-b)}", ExitCodes.RestoreConflict);
+                    if (path.Length > 0)
+                    {
+                        if (SocketCalls.Lchown(path, uid, gid) != 0) throw SyscallException.Last($"lchown({path})");
+                        if (SocketCalls.Chmod(path, mode) != 0) throw SyscallException.Last($"chmod({path})");
+                    }
+                }
+                st.SendFrom[ino] = (-1, type == SocketCalls.SOCK_DGRAM ? addr : null, type);
+                if (rel == Relation.Listening) ctx.State<Listens>().List.Add((objref, backlog, what));
+                break;
+            default:
+                throw new ImageFormatException($"UnixSocket record at offset {rec.Offset} has relation {(int)rel}");
+        }
+        ctx.Inject("fcntl(F_SETFL)", Nr.fcntl, vfd, FileCalls.F_SETFL, flags & FileCalls.O_NONBLOCK);
+        if (passcred) SocketCalls.SetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_PASSCRED, 1, "SO_PASSCRED");
+        st.Pending.Add((mine, shutdown, sndbuf, rcvbuf, peekOff));
+        ctx.Files.SetRestored(objref, vfd);
+    }
+
+    /// <summary>socketpair() run in the vessel (so that its peer credentials name the restored pid); ckpt keeps a copy of both ends.</summary>
+    private static (int VesselFd, int Mine, int Other) CreatePair(RestoreContext ctx, int type)
+    {
+        ulong sv = ctx.PutScratch(0, new byte[8]);
+        ctx.Inject("socketpair", Nr.socketpair, SocketCalls.AF_UNIX, type | SocketCalls.SOCK_CLOEXEC, 0, (long)sv);
+        var b = ctx.GetScratch(0, 8);
+        int v0 = BitConverter.ToInt32(b, 0), v1 = BitConverter.ToInt32(b, 4);
+        int mine = ctx.Session.Own(ctx.GrabFd(v0));
+        int other = ctx.Session.Own(ctx.GrabFd(v1));
+        ctx.Inject("close", Nr.close, v1);
+        // room to queue the saved data whatever the saved buffer size (set back in Finish)
+        SetBuffer(mine, SocketCalls.SO_SNDBUFFORCE, 16 << 20);
+        SetBuffer(other, SocketCalls.SO_SNDBUFFORCE, 16 << 20);
+        return (v0, mine, other);
+    }
+
+    /// <summary>SO_SNDBUFFORCE / SO_RCVBUFFORCE (any size; needs CAP_NET_ADMIN), else SO_SNDBUF / SO_RCVBUF (capped by the sysctl maximum).</summary>
+    private static void SetBuffer(int fd, int force, int value)
+    {
+        if (SocketCalls.SetSockOpt(fd, SocketCalls.SOL_SOCKET, force, &value, 4) == 0) return;
+        int plain = force == SocketCalls.SO_SNDBUFFORCE ? SocketCalls.SO_SNDBUF : SocketCalls.SO_RCVBUF;
+        SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, plain, value, plain == SocketCalls.SO_SNDBUF ? "SO_SNDBUF" : "SO_RCVBUF");
+    }
+
+    /// <summary>A socket file left by a listener that is gone (nobody accepts on it) is removed; anything else at the path is a conflict.</summary>
+    private static void RemoveStale(string path, int type, string what)
+    {
+        if (!FileCalls.TryStat(path, out var fst)) return;
+        if (fst.Type != StatBuf.S_IFSOCK)
+            throw new CkptException($"restart: cannot bind {what} to {path}: the path exists and is not a socket", ExitCodes.RestoreConflict);
+        int probe = SocketCalls.Socket(SocketCalls.AF_UNIX, type | SocketCalls.SOCK_CLOEXEC | SocketCalls.SOCK_NONBLOCK, 0);
+        if (probe < 0) throw SyscallException.Last("socket");
+        try
+        {
+            var addr = SocketCalls.UnixAddress(Encoding.UTF8.GetBytes(path));
+            int rc;
+            fixed (byte* a = addr) rc = SocketCalls.Connect(probe, a, addr.Length);
+            int e = rc == 0 ? 0 : Marshal.GetLastPInvokeError();
+            if (e != SocketCalls.ECONNREFUSED)
+                throw new CkptException($"restart: cannot bind {what} to {path}: a socket there is in use", ExitCodes.RestoreConflict);
+        }
+        finally { FileCalls.Close(probe); }
+        if (FileCalls.Unlink(path) != 0) throw SyscallException.Last($"unlink({path})");
+    }
+
+    private static void SendQueued(RestoreState st, (int Fd, byte[]? Addr, int Type) from, ReadOnlySpan<byte> msg, ulong ino)
+    {
+        int fd = from.Fd;
+        byte[]? addr = null;
+        if (fd < 0)
+        {
+            addr = from.Addr ?? throw new ImageFormatException($"socket:[{ino}] has queued data but nothing can send to it");
+            if (st.Sender < 0)
+            {
+                st.Sender = SocketCalls.Socket(SocketCalls.AF_UNIX, SocketCalls.SOCK_DGRAM | SocketCalls.SOCK_CLOEXEC, 0);
+                if (st.Sender < 0) throw SyscallException.Last("socket");
+                SetBuffer(st.Sender, SocketCalls.SO_SNDBUFFORCE, 16 << 20);
+            }
+            fd = st.Sender;
+        }
+        bool stream = from.Type == SocketCalls.SOCK_STREAM;
+        fixed (byte* p = msg)
+        fixed (byte* a = addr)
+        {
+            int done = 0;
+            do
+            {
+                var iov = new SocketCalls.IoVec { Base = p + done, Len = (nuint)(msg.Length - done) };
+                var mh = new SocketCalls.MsgHdr { Name = a, NameLen = addr?.Length ?? 0, Iov = &iov, IovLen = 1 };
+                nint n = SocketCalls.SendMsg(fd, &mh, SocketCalls.MSG_DONTWAIT | SocketCalls.MSG_NOSIGNAL);
+                if (n < 0)
+                {
+                    int e = Marshal.GetLastPInvokeError();
+                    if (e == Errors.EINTR) continue;
+                    throw new SyscallException("sendmsg", e, 0, $"(queueing {msg.Length} bytes into socket:[{ino}] again)");
+                }
+                if (!stream && n != msg.Length) throw new CkptException($"restart: a message of {msg.Length} bytes for socket:[{ino}] was cut to {n}", ExitCodes.Internal);
+                done += (int)n;
+            } while (done < msg.Length);
+        }
+    }
+
+    public void Finish(RestoreContext ctx)
+    {
+        var st = ctx.Session.State<RestoreState>();
+        if (!st.Applied)
+        {
+            // every queue is written: shutdowns (a stream's also marks its peer), buffer sizes, peek offsets
+            st.Applied = true;
+            foreach (var (fd, shut, snd, rcv, peekOff) in st.Pending)
+            {
+                if (shut is >= 1 and <= 3 && SocketCalls.Shutdown(fd, shut - 1) != 0 && Marshal.GetLastPInvokeError() != 107 /* ENOTCONN */)
+                    throw SyscallException.Last($"shutdown({shut - 1})");
+                // the kernel doubles what it is given; FORCE: a size above the sysctl maximum is kept too
+                if (snd > 0) SetBuffer(fd, SocketCalls.SO_SNDBUFFORCE, snd / 2);
+                if (rcv > 0) SetBuffer(fd, SocketCalls.SO_RCVBUFFORCE, rcv / 2);
+                if (peekOff >= 0) SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, SocketCalls.SO_PEEK_OFF, peekOff, "SO_PEEK_OFF");
+            }
+            if (st.Sender >= 0) FileCalls.Close(st.Sender);
+            st.Sender = -1;
+        }
+        foreach (var (objref, backlog, what) in ctx.State<Listens>().List)
+        {
+            var fds = FdTable.FinalFds(ctx, objref);
+            if (fds.Count == 0) continue;
+            long rc = ctx.Vessel.Inject(Nr.listen, fds[0], backlog);
+            if (rc < 0) throw new CkptException($"restart: listen on {what}: {Errors.Describe((int)-rc)}", ExitCodes.RestoreConflict);
+        }
+    }
+
+    public void Describe(Record rec, InfoNode info)
+    {
+        var r = rec.Reader();
+        if (rec.Kind == RecordKind.UnixSocketQueue)
+        {
+            ulong qino = r.U64(); uint count = r.U32();
+            long bytes = 0;
+            for (uint i = 0; i < count; i++) bytes += r.Bytes().Length;
+            var q = info.Child("socket queues");
+            string key = $"socket:[{qino}]";
+            var prev = q.Get(key) as string;
+            q.Set(key, prev == null ? $"{count} message(s), {bytes} bytes" : $"{prev} + {count} message(s), {bytes} bytes");
+            return;
+        }
+        uint objref = r.U32(); ulong ino = r.U64(); int type = r.U8(); var rel = (Relation)r.U8(); ulong peer = r.U64();
+        int flags = r.I32(); int shutdown = r.U8(); int sndbuf = r.I32(); int rcvbuf = r.I32(); bool passcred = r.Bool();
+        r.I32(); byte[] name = r.Bytes().ToArray(); string path = r.Str(); r.U32(); r.U32(); r.U32(); int backlog = r.I32(); uint msgs = r.U32();
+        var node = new InfoNode().Set("kind", $"unix {TypeName(type)} socket").Set("path", $"socket:[{ino}]")
+            .Set("flags", RegularFile.OpenFlags(flags)).Set("relation", rel switch
+            {
+                Relation.Pair => $"connected to socket:[{peer}]",
+                Relation.PeerClosed => "peer closed",
+                Relation.Listening => $"listening (backlog {backlog})",
+                _ => "not connected",
+            });
+        if (name.Length > 0) node.Set("address", path.Length > 0 ? path : ShowName(name));
+        if (shutdown != 0) node.Set("shutdown", shutdown switch { 1 => "read", 2 => "write", _ => "read and write" });
+        node.Set("sndbuf", sndbuf).Set("rcvbuf", rcvbuf).Set("queued messages", msgs);
+        if (passcred) node.Set("passcred", true);
+        info.Child("files").Set(objref.ToString(), node);
+    }
+}

@@ -1,0 +1,197 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+
+namespace Ckpt.Native;
+
+/// <summary>
+/// Socket calls on ckpt's own side (on pidfd_getfd copies of the target's sockets, and on the sockets
+/// ckpt creates at restart), and the sock_diag netlink query that lists every unix domain socket of
+/// the network namespace with its peer, name, queue lengths and shutdown state.
+/// </summary>
+public static unsafe partial class SocketCalls
+{
+    public const int AF_UNIX = 1, AF_INET = 2, AF_INET6 = 10, AF_NETLINK = 16, AF_PACKET = 17;
+    public const int SOCK_STREAM = 1, SOCK_DGRAM = 2, SOCK_RAW = 3, SOCK_SEQPACKET = 5, SOCK_CLOEXEC = 0x80000, SOCK_NONBLOCK = 0x800;
+    public const int SOL_SOCKET = 1;
+    public const int SO_TYPE = 3, SO_SNDBUF = 7, SO_RCVBUF = 8, SO_PASSCRED = 16, SO_SNDBUFFORCE = 32, SO_RCVBUFFORCE = 33,
+        SO_PROTOCOL = 38, SO_DOMAIN = 39, SO_PEEK_OFF = 42;
+    public const int MSG_PEEK = 2, MSG_CTRUNC = 8, MSG_TRUNC = 0x20, MSG_DONTWAIT = 0x40, MSG_EOR = 0x80, MSG_NOSIGNAL = 0x4000;
+    public const int SCM_RIGHTS = 1, SCM_CREDENTIALS = 2;
+    public const int SHUT_RD = 0, SHUT_WR = 1, SHUT_RDWR = 2;
+    /// <summary>sk_shutdown bits (unix_diag UNIX_DIAG_SHUTDOWN).</summary>
+    public const int RCV_SHUTDOWN = 1, SEND_SHUTDOWN = 2;
+    /// <summary>Socket states as unix_diag reports them.</summary>
+    public const int TCP_ESTABLISHED = 1, TCP_CLOSE = 7, TCP_LISTEN = 10;
+    public const int ECONNREFUSED = 111, EADDRINUSE = 98;
+    private const int NETLINK_SOCK_DIAG = 4, SOCK_DIAG_BY_FAMILY = 20, NLMSG_ERROR = 2, NLMSG_DONE = 3;
+    private const ushort NLM_F_REQUEST = 1, NLM_F_DUMP = 0x300;
+    private const uint UDIAG_SHOW_NAME = 1, UDIAG_SHOW_VFS = 2, UDIAG_SHOW_PEER = 4, UDIAG_SHOW_ICONS = 8, UDIAG_SHOW_RQLEN = 0x10;
+    private const int UNIX_DIAG_NAME = 0, UNIX_DIAG_VFS = 1, UNIX_DIAG_PEER = 2, UNIX_DIAG_ICONS = 3, UNIX_DIAG_RQLEN = 4, UNIX_DIAG_SHUTDOWN = 6;
+
+    [LibraryImport("libc", EntryPoint = "socket", SetLastError = true)]
+    public static partial int Socket(int domain, int type, int protocol);
+
+    [LibraryImport("libc", EntryPoint = "socketpair", SetLastError = true)]
+    public static partial int SocketPair(int domain, int type, int protocol, int* sv);
+
+    [LibraryImport("libc", EntryPoint = "connect", SetLastError = true)]
+    public static partial int Connect(int fd, byte* addr, int len);
+
+    [LibraryImport("libc", EntryPoint = "shutdown", SetLastError = true)]
+    public static partial int Shutdown(int fd, int how);
+
+    [LibraryImport("libc", EntryPoint = "getsockopt", SetLastError = true)]
+    public static partial int GetSockOpt(int fd, int level, int name, void* val, int* len);
+
+    [LibraryImport("libc", EntryPoint = "setsockopt", SetLastError = true)]
+    public static partial int SetSockOpt(int fd, int level, int name, void* val, int len);
+
+    [LibraryImport("libc", EntryPoint = "recvmsg", SetLastError = true)]
+    public static partial nint RecvMsg(int fd, MsgHdr* msg, int flags);
+
+    [LibraryImport("libc", EntryPoint = "sendmsg", SetLastError = true)]
+    public static partial nint SendMsg(int fd, MsgHdr* msg, int flags);
+
+    [LibraryImport("libc", EntryPoint = "send", SetLastError = true)]
+    public static partial nint Send(int fd, byte* buf, nuint len, int flags);
+
+    [LibraryImport("libc", EntryPoint = "recv", SetLastError = true)]
+    public static partial nint Recv(int fd, byte* buf, nuint len, int flags);
+
+    [LibraryImport("libc", EntryPoint = "chmod", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Chmod(string path, uint mode);
+
+    /// <summary>Owner of a socket file (a bound socket's path).</summary>
+    [LibraryImport("libc", EntryPoint = "lchown", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Lchown(string path, uint uid, uint gid);
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct IoVec { public void* Base; public nuint Len; }
+
+    /// <summary>struct msghdr (x86-64, 56 bytes).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct MsgHdr
+    {
+        public void* Name; public int NameLen; public IoVec* Iov; public nuint IovLen;
+        public void* Control; public nuint ControlLen; public int Flags;
+    }
+
+    public static int GetInt(int fd, int level, int name, string what, int pid = 0)
+    {
+        int v = 0, len = 4;
+        if (GetSockOpt(fd, level, name, &v, &len) != 0) throw SyscallException.Last($"getsockopt({what})", pid);
+        return v;
+    }
+
+    public static void SetInt(int fd, int level, int name, int value, string what)
+    {
+        if (SetSockOpt(fd, level, name, &value, 4) != 0) throw SyscallException.Last($"setsockopt({what} {value})");
+    }
+
+    /// <summary>A sockaddr_un for <paramref name="name"/> (raw sun_path bytes: a path, or a leading NUL for an abstract name); its length.</summary>
+    public static byte[] UnixAddress(ReadOnlySpan<byte> name)
+    {
+        var a = new byte[2 + name.Length + (name.Length > 0 && name[0] != 0 ? 1 : 0)];
+        a[0] = AF_UNIX;
+        name.CopyTo(a.AsSpan(2));
+        return a;
+    }
+
+    /// <summary>What unix_diag says of one unix domain socket.</summary>
+    public sealed record UnixDiag(uint Ino, int Type, int State)
+    {
+        /// <summary>sun_path as bound (a leading NUL: abstract name); null if the socket has no address.</summary>
+        public byte[]? Name { get; set; }
+        public uint VfsIno { get; set; }
+        public uint VfsDev { get; set; }
+        /// <summary>The peer's inode (0: the peer is closed, or is a connection not yet accepted); null: not connected.</summary>
+        public uint? Peer { get; set; }
+        /// <summary>Listening socket: inodes of the clients whose connections wait to be accepted.</summary>
+        public uint[] Icons { get; set; } = [];
+        /// <summary>Bytes queued to be read (stream/seqpacket: all; dgram: the first message); listening: connections waiting.</summary>
+        public uint RQueue { get; set; }
+        /// <summary>Bytes sent not yet read by the peer; listening: the backlog.</summary>
+        public uint WQueue { get; set; }
+        public int Shutdown { get; set; }
+    }
+
+    /// <summary>Every unix domain socket of ckpt's network namespace, by inode (sock_diag dump).</summary>
+    public static Dictionary<uint, UnixDiag> DumpUnix()
+    {
+        int nl = Socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+        if (nl < 0) throw SyscallException.Last("socket(AF_NETLINK, NETLINK_SOCK_DIAG)");
+        try
+        {
+            // nlmsghdr (16) + unix_diag_req (24)
+            byte* req = stackalloc byte[40];
+            new Span<byte>(req, 40).Clear();
+            *(uint*)req = 40;
+            *(ushort*)(req + 4) = SOCK_DIAG_BY_FAMILY;
+            *(ushort*)(req + 6) = NLM_F_REQUEST | NLM_F_DUMP;
+            *(uint*)(req + 8) = 1;
+            req[16] = AF_UNIX;
+            *(uint*)(req + 20) = 0xffffffff;   // every state
+            *(uint*)(req + 28) = UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN;
+            if (Send(nl, req, 40, 0) != 40) throw SyscallException.Last("send(sock_diag request)");
+            var result = new Dictionary<uint, UnixDiag>();
+            var buf = new byte[1 << 16];
+            while (true)
+            {
+                nint n;
+                fixed (byte* b = buf) n = Recv(nl, b, (nuint)buf.Length, 0);
+                if (n < 0)
+                {
+                    if (Marshal.GetLastPInvokeError() == Errors.EINTR) continue;
+                    throw SyscallException.Last("recv(sock_diag)");
+                }
+                if (n == 0) throw new IOException("sock_diag: the dump ended without NLMSG_DONE");
+                for (int off = 0; off + 16 <= n;)
+                {
+                    var h = buf.AsSpan(off);
+                    int len = (int)BinaryPrimitives.ReadUInt32LittleEndian(h);
+                    int type = BinaryPrimitives.ReadUInt16LittleEndian(h[4..]);
+                    if (len < 16 || off + len > n) throw new IOException("sock_diag: malformed netlink message");
+                    if (type == NLMSG_DONE) return result;
+                    if (type == NLMSG_ERROR)
+                    {
+                        int err = -BinaryPrimitives.ReadInt32LittleEndian(h[16..]);
+                        throw new SyscallException("sock_diag (unix)", err);
+                    }
+                    if (type == SOCK_DIAG_BY_FAMILY) Parse(h[16..len], result);
+                    off += (len + 3) & ~3;
+                }
+            }
+        }
+        finally { FileCalls.Close(nl); }
+    }
+
+    private static void Parse(ReadOnlySpan<byte> m, Dictionary<uint, UnixDiag> into)
+    {
+        if (m.Length < 16) return;
+        var d = new UnixDiag(BinaryPrimitives.ReadUInt32LittleEndian(m[4..]), m[1], m[2]);
+        for (int off = 16; off + 4 <= m.Length;)
+        {
+            int len = BinaryPrimitives.ReadUInt16LittleEndian(m[off..]);
+            int type = BinaryPrimitives.ReadUInt16LittleEndian(m[(off + 2)..]);
+            if (len < 4 || off + len > m.Length) break;
+            var v = m[(off + 4)..(off + len)];
+            switch (type)
+            {
+                case UNIX_DIAG_NAME: d.Name = v.ToArray(); break;
+                case UNIX_DIAG_VFS when v.Length >= 8:
+                    d.VfsIno = BinaryPrimitives.ReadUInt32LittleEndian(v); d.VfsDev = BinaryPrimitives.ReadUInt32LittleEndian(v[4..]); break;
+                case UNIX_DIAG_PEER when v.Length >= 4: d.Peer = BinaryPrimitives.ReadUInt32LittleEndian(v); break;
+                case UNIX_DIAG_ICONS:
+                    var icons = new uint[v.Length / 4];
+                    for (int i = 0; i < icons.Length; i++) icons[i] = BinaryPrimitives.ReadUInt32LittleEndian(v[(4 * i)..]);
+                    d.Icons = icons;
+                    break;
+                case UNIX_DIAG_RQLEN when v.Length >= 8:
+                    d.RQueue = BinaryPrimitives.ReadUInt32LittleEndian(v); d.WQueue = BinaryPrimitives.ReadUInt32LittleEndian(v[4..]); break;
+                case UNIX_DIAG_SHUTDOWN when v.Length >= 1: d.Shutdown = v[0]; break;
+            }
+            off += (len + 3) & ~3;
+        }
+        into[d.Ino] = d;
+    }
+}

@@ -1,0 +1,109 @@
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Xunit;
+
+namespace Ckpt.Tests.EndToEnd;
+
+/// <summary>
+/// Unix domain sockets: pairs (stream, datagram, seqpacket) with their queued data and message
+/// boundaries, a pair split between parent and child, shutdown, a closed peer, listeners (path and
+/// abstract), an accepted connection, a bound datagram receiver; and what is refused (a peer held
+/// outside the tree, fds in flight).
+/// </summary>
+[Collection(EndToEndCollection.Name)]
+public sealed class UnixSocketTests(E2eEnvironment env)
+{
+    /// <summary>Every kind of unix socket the program holds comes back with its queues; parent and child talk again.</summary>
+    [Fact]
+    public void UnixSocketsAcrossRestart()
+    {
+        env.Program("unixsock");
+        var r = new E2eScript(env, "unixsock").Run("""
+            start "$W/out" "$BIN/unixsock"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            set -- $(grep '^CHILD' "$W/out"); shift
+            checkpoint_kill
+            gone 10 "$@" || fail "the killed child still holds its pid"
+            ck info "$W/img" --json > "$W/info.json" || fail "ckpt info failed"
+            restart_detached
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0();
+        using var info = JsonDocument.Parse(r.File("info.json"));
+        var text = info.RootElement.ToString();
+        Assert.Contains("unix datagram socket", text);
+        Assert.Contains("unix seqpacket socket", text);
+        Assert.Contains("listening (backlog 7)", text);
+        Assert.Contains("peer closed", text);
+        r.Cleanup();
+    }
+
+    /// <summary>The other end of a socketpair is held by a process outside the tree: refused naming it (or saved as external), and the program goes on.</summary>
+    [Fact]
+    public void UnixPeerOutsideTheTreeIsRefused()
+    {
+        env.Program("unixsock");
+        var r = new E2eScript(env, "unixsock-outside").Run("""
+            start "$W/out" "$BIN/unixsock" outside
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            ck checkpoint $P -o "$W/img" 2>"$W/err.txt"; echo "RC: $?"
+            ck checkpoint $P -o "$W/img2" --external 2>"$W/err2.txt"; echo "RC2: $?"
+            ck info "$W/img2" > "$W/info2.txt"
+            kill -USR1 $P
+            wait_exit $P 20; echo "TARGET: $?"
+            """);
+        r.AssertPassed();
+        Assert.Contains("RC: 69", r.Stdout);
+        Assert.Contains("RC2: 0", r.Stdout);
+        Assert.Contains("TARGET: 0", r.Stdout);
+        var holder = Regex.Match(r.File("out"), @"^HOLDER (\d+)$", RegexOptions.Multiline).Groups[1].Value;
+        var fd = Regex.Match(r.File("out"), @"^SOCKFD (\d+)$", RegexOptions.Multiline).Groups[1].Value;
+        var err = r.File("err.txt");
+        Assert.True(err.Contains($"pid {holder}") && err.Contains($"fd {fd} "), $"the message should name fd {fd} and the outside holder {holder}{r.Diagnostics}");
+        Assert.Contains("external", r.File("info2.txt"));
+        r.Cleanup();
+    }
+
+    /// <summary>A file descriptor in flight (SCM_RIGHTS) in a socket's queue: refused naming the fd; the fd is still delivered afterwards.</summary>
+    [Fact]
+    public void UnixFdInFlightIsRefused()
+    {
+        env.Program("unixsock");
+        var r = new E2eScript(env, "unixsock-rights").Run("""
+            start "$W/out" "$BIN/unixsock" rights
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            ck checkpoint $P -o "$W/img" 2>"$W/err.txt"; echo "RC: $?"
+            alive $P || fail "the target died"
+            kill -USR1 $P
+            wait_exit $P 20; echo "TARGET: $?"
+            """);
+        r.AssertPassed();
+        Assert.Contains("RC: 69", r.Stdout);
+        Assert.Contains("TARGET: 0", r.Stdout);
+        var fd = Regex.Match(r.File("out"), @"^SOCKFD (\d+)$", RegexOptions.Multiline).Groups[1].Value;
+        var err = r.File("err.txt");
+        Assert.True(err.Contains($"fd {fd} ") && err.Contains("SCM_RIGHTS"), $"the message should name fd {fd} and SCM_RIGHTS{r.Diagnostics}");
+        r.Cleanup();
+    }
+
+    /// <summary>A listener with a connection not accepted yet: refused naming the listener's fd; the connection is accepted afterwards.</summary>
+    [Fact]
+    public void UnixPendingConnectionIsRefused()
+    {
+        env.Program("unixsock");
+        var r = new E2eScript(env, "unixsock-pending").Run("""
+            start "$W/out" "$BIN/unixsock" pending
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            ck checkpoint $P -o "$W/img" 2>"$W/err.txt"; echo "RC: $?"
+            kill -USR1 $P
+            wait_exit $P 20; echo "TARGET: $?"
+            """);
+        r.AssertPassed();
+        Assert.Contains("RC: 69", r.Stdout);
+        Assert.Contains("TARGET: 0", r.Stdout);
+        var fd = Regex.Match(r.File("out"), @"^SOCKFD (\d+)$", RegexOptions.Multiline).Groups[1].Value;
+        var err = r.File("err.txt");
+        Assert.True(err.Contains($"fd {fd} ") && err.Contains("waiting to be accepted"), $"the message should name fd {fd} and the waiting connection{r.Diagnostics}");
+        r.Cleanup();
+    }
+}

@@ -1,0 +1,350 @@
+/* unixsock: unix domain sockets across a restart.
+ *
+ * Default mode: a stream pair with bytes queued both ways (one end non-blocking, with its own
+ * SO_SNDBUF), a datagram pair with 3 messages of different sizes queued (boundaries checked) and one
+ * the other way (SO_PASSCRED and a peek offset on the receiver), a seqpacket pair with 2 records,
+ * a stream pair shut down for writing one way, a stream socket whose peer was closed with data left
+ * for it, a stream pair split between parent and child (fork) with data in flight from the child,
+ * a listener bound to a relative path and one to an abstract name, a connection accepted from the
+ * path listener with data both ways, a datagram socket bound to an abstract name with 2 messages
+ * queued by an unbound sender, and an unconnected socket. After SIGUSR1 everything is checked and
+ * more data is exchanged (parent and child both ways, new connections to both listeners).
+ * Prints "CHILD pid".
+ *
+ * "outside" mode: one end of a socketpair is held by a process outside the tree (a grandchild whose
+ * parent exited); prints "HOLDER pid" and "SOCKFD fd"; after SIGUSR1 the pair still works.
+ * "rights" mode: an fd in flight (SCM_RIGHTS) is queued in a socketpair; prints "SOCKFD fd" (the
+ * receiving end); after SIGUSR1 the fd is received.
+ * "pending" mode: a connection to a listener is not accepted yet; prints "SOCKFD fd" (the listener);
+ * after SIGUSR1 it is accepted.
+ */
+#include "e2e.h"
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+static socklen_t abstract_addr(struct sockaddr_un *a, const char *name)
+{
+    memset(a, 0, sizeof *a);
+    a->sun_family = AF_UNIX;
+    size_t n = strlen(name);
+    memcpy(a->sun_path + 1, name, n);
+    return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n);
+}
+
+static socklen_t path_addr(struct sockaddr_un *a, const char *path)
+{
+    memset(a, 0, sizeof *a);
+    a->sun_family = AF_UNIX;
+    strcpy(a->sun_path, path);
+    return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path) + 1);
+}
+
+static int sockopt(int fd, int name)
+{
+    int v = -12345;
+    socklen_t l = sizeof v;
+    if (getsockopt(fd, SOL_SOCKET, name, &v, &l) != 0) return -1;
+    return v;
+}
+
+static int read_exact(int fd, void *buf, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, (char *)buf + got, n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return -1;
+        got += r;
+    }
+    return 0;
+}
+
+/* Nothing more to read right now (a non-blocking peek says EAGAIN). */
+static int queue_empty(int fd)
+{
+    char c;
+    return recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) < 0 && errno == EAGAIN;
+}
+
+static int outside_mode(void)
+{
+    int sv[2];
+    MUST(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    int hp[2];
+    MUST(pipe(hp) == 0);
+    pid_t c = fork();
+    MUST(c >= 0);
+    if (c == 0) {
+        pid_t g = fork();
+        if (g != 0) _exit(g > 0 ? 0 : 1);
+        /* grandchild: echoes what it reads until EOF */
+        close(sv[0]);
+        pid_t me = getpid();
+        if (write(hp[1], &me, sizeof me) != sizeof me) _exit(1);
+        char b[64];
+        ssize_t n;
+        while ((n = read(sv[1], b, sizeof b)) > 0) if (write(sv[1], b, n) != n) break;
+        _exit(0);
+    }
+    close(sv[1]);
+    MUST(waitpid(c, NULL, 0) == c);
+    pid_t holder;
+    MUST(read(hp[0], &holder, sizeof holder) == sizeof holder);
+    MUST(write(sv[0], "queued", 6) == 6);
+    say("HOLDER %d", holder);
+    say("SOCKFD %d", sv[0]);
+    say("READY");
+    e2e_wait_usr1();
+    char b[16] = { 0 };
+    CHECK(read_exact(sv[0], b, 6) == 0 && memcmp(b, "queued", 6) == 0, "echo: '%s'", b);
+    close(sv[0]);
+    return e2e_finish();
+}
+
+static int rights_mode(void)
+{
+    int sv[2];
+    MUST(socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) == 0);
+    int p[2];
+    MUST(pipe(p) == 0);
+    char data = 'x';
+    struct iovec iov = { &data, 1 };
+    union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } u;
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf };
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET; c->cmsg_type = SCM_RIGHTS; c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &p[1], sizeof(int));
+    MUST(sendmsg(sv[0], &m, 0) == 1);
+    say("SOCKFD %d", sv[1]);
+    say("READY");
+    e2e_wait_usr1();
+    memset(&m, 0, sizeof m);
+    m.msg_iov = &iov; m.msg_iovlen = 1; m.msg_control = u.buf; m.msg_controllen = sizeof u.buf;
+    CHECK(recvmsg(sv[1], &m, 0) == 1, "recvmsg: %s", strerror(errno));
+    c = CMSG_FIRSTHDR(&m);
+    CHECK(c && c->cmsg_type == SCM_RIGHTS, "no fd received");
+    int fds = 0;
+    for (int fd = 0; fd < 64; fd++) if (fcntl(fd, F_GETFD) >= 0) fds++;
+    CHECK(fds == 8, "%d fds open, expected 8 (no leftover from the checkpoint)", fds);
+    return e2e_finish();
+}
+
+static int pending_mode(void)
+{
+    struct sockaddr_un a;
+    char name[64];
+    snprintf(name, sizeof name, "ckpt-unixsock-pending-%d", getpid());
+    socklen_t al = abstract_addr(&a, name);
+    int l = socket(AF_UNIX, SOCK_STREAM, 0);
+    MUST(l >= 0 && bind(l, (struct sockaddr *)&a, al) == 0 && listen(l, 4) == 0);
+    int c = socket(AF_UNIX, SOCK_STREAM, 0);
+    MUST(c >= 0 && connect(c, (struct sockaddr *)&a, al) == 0);
+    say("SOCKFD %d", l);
+    say("READY");
+    e2e_wait_usr1();
+    int s = accept(l, NULL, NULL);
+    char b[4];
+    CHECK(s >= 0 && write(c, "abc", 3) == 3 && read_exact(s, b, 3) == 0, "accept after the refused checkpoint");
+    return e2e_finish();
+}
+
+int main(int argc, char **argv)
+{
+    e2e_init();
+    if (argc > 1 && strcmp(argv[1], "pending") == 0) return pending_mode();
+    if (argc > 1 && strcmp(argv[1], "outside") == 0) return outside_mode();
+    if (argc > 1 && strcmp(argv[1], "rights") == 0) return rights_mode();
+
+    static char big0[3000], big1[70000];
+    fill(big0, sizeof big0, 1);
+    fill(big1, sizeof big1, 2);
+
+    /* stream pair: bytes queued both ways; s[0] non-blocking with its own send buffer */
+    int s[2];
+    MUST(socketpair(AF_UNIX, SOCK_STREAM, 0, s) == 0);
+    int sb = 65536;
+    MUST(setsockopt(s[0], SOL_SOCKET, SO_SNDBUF, &sb, sizeof sb) == 0);
+    int s0snd = sockopt(s[0], SO_SNDBUF);
+    MUST(write(s[0], big0, sizeof big0) == sizeof big0);
+    MUST(write(s[1], big1, 40000) == 40000);
+    MUST(write(s[1], big1 + 40000, 30000) == 30000);
+    MUST(fcntl(s[0], F_SETFL, O_NONBLOCK) == 0);
+
+    /* datagram pair: 3 messages of different sizes one way, 1 the other; a peek offset on the receiver */
+    int d[2];
+    MUST(socketpair(AF_UNIX, SOCK_DGRAM, 0, d) == 0);
+    static char m2[4000];
+    fill(m2, sizeof m2, 3);
+    MUST(send(d[0], "first-17-bytes-xx", 17, 0) == 17);
+    MUST(send(d[0], m2, sizeof m2, 0) == sizeof m2);
+    MUST(send(d[0], "third", 5, 0) == 5);
+    MUST(send(d[1], "reply", 5, 0) == 5);
+    int one = 1, zero = 0;
+    MUST(setsockopt(d[1], SOL_SOCKET, SO_PASSCRED, &one, sizeof one) == 0);
+    MUST(setsockopt(d[1], SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof zero) == 0);
+    char pk[32];
+    MUST(recv(d[1], pk, sizeof pk, MSG_PEEK) == 17);   /* the peek offset is now 17 */
+
+    /* seqpacket pair: 2 records */
+    int q[2];
+    MUST(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, q) == 0);
+    MUST(send(q[1], "record-one", 10, 0) == 10);
+    MUST(send(q[1], "record-2", 8, 0) == 8);
+
+    /* stream pair shut down for writing by h[0], with data before the shutdown */
+    int h[2];
+    MUST(socketpair(AF_UNIX, SOCK_STREAM, 0, h) == 0);
+    MUST(write(h[0], "last words", 10) == 10);
+    MUST(shutdown(h[0], SHUT_WR) == 0);
+
+    /* a stream socket whose peer is closed, with data left for it */
+    int c[2];
+    MUST(socketpair(AF_UNIX, SOCK_STREAM, 0, c) == 0);
+    MUST(write(c[1], "bye", 3) == 3);
+    close(c[1]);
+
+    /* listeners: a relative path (in the cwd) and an abstract name */
+    char absname[64];
+    snprintf(absname, sizeof absname, "ckpt-unixsock-%d", getpid());
+    unlink("unixsock.sock");
+    struct sockaddr_un a;
+    int lp = socket(AF_UNIX, SOCK_STREAM, 0);
+    MUST(lp >= 0);
+    MUST(bind(lp, (struct sockaddr *)&a, path_addr(&a, "unixsock.sock")) == 0);
+    MUST(chmod("unixsock.sock", 0640) == 0);
+    MUST(listen(lp, 7) == 0);
+    int la = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+    MUST(la >= 0);
+    MUST(bind(la, (struct sockaddr *)&a, abstract_addr(&a, absname)) == 0);
+    MUST(listen(la, 3) == 0);
+
+    /* a connection accepted from the path listener, data both ways */
+    int cl = socket(AF_UNIX, SOCK_STREAM, 0);
+    MUST(cl >= 0);
+    MUST(connect(cl, (struct sockaddr *)&a, path_addr(&a, "unixsock.sock")) == 0);
+    int sv = accept(lp, NULL, NULL);
+    MUST(sv >= 0);
+    MUST(write(cl, "to-server", 9) == 9);
+    MUST(write(sv, "to-client", 9) == 9);
+
+    /* a datagram socket bound to an abstract name, 2 messages from an unbound sender */
+    char dname[64];
+    snprintf(dname, sizeof dname, "ckpt-unixsock-dgram-%d", getpid());
+    int dr = socket(AF_UNIX, SOCK_DGRAM, 0);
+    MUST(dr >= 0);
+    socklen_t dl = abstract_addr(&a, dname);
+    MUST(bind(dr, (struct sockaddr *)&a, dl) == 0);
+    int ds = socket(AF_UNIX, SOCK_DGRAM, 0);
+    MUST(ds >= 0);
+    MUST(sendto(ds, "dg-1", 4, 0, (struct sockaddr *)&a, dl) == 4);
+    MUST(sendto(ds, "dg-two", 6, 0, (struct sockaddr *)&a, dl) == 6);
+
+    /* an unconnected, unbound socket */
+    int un = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+    MUST(un >= 0);
+
+    /* parent and child: a pair split by fork, data in flight from the child */
+    int f[2];
+    MUST(socketpair(AF_UNIX, SOCK_STREAM, 0, f) == 0);
+    pid_t child = fork();
+    MUST(child >= 0);
+    if (child == 0) {
+        close(f[0]);
+        MUST(write(f[1], "from-child", 10) == 10);
+        char b[8] = { 0 };
+        if (read_exact(f[1], b, 4) != 0 || memcmp(b, "ping", 4) != 0) { say("FAIL: child read '%s'", b); _exit(1); }
+        if (write(f[1], "pong", 4) != 4) _exit(1);
+        _exit(0);
+    }
+    close(f[1]);
+    char fc[16] = { 0 };
+    MUST(recv(f[0], fc, 10, MSG_PEEK | MSG_WAITALL) == 10);   /* the child's data is in flight */
+    say("CHILD %d", child);
+    say("READY");
+    e2e_wait_usr1();
+
+    char b[80000];
+    /* stream: both directions, exact bytes, then nothing more */
+    CHECK(read_exact(s[1], b, sizeof big0) == 0 && check_fill(b, sizeof big0, 1) < 0, "stream s[1] data");
+    CHECK(read_exact(s[0], b, sizeof big1) == 0 && check_fill(b, sizeof big1, 2) < 0, "stream s[0] data");
+    CHECK(queue_empty(s[0]) && queue_empty(s[1]), "stream: more data than queued");
+    CHECK((fcntl(s[0], F_GETFL) & O_NONBLOCK) && !(fcntl(s[1], F_GETFL) & O_NONBLOCK), "stream: O_NONBLOCK flags");
+    CHECK(sockopt(s[0], SO_SNDBUF) == s0snd, "stream: SO_SNDBUF %d, want %d", sockopt(s[0], SO_SNDBUF), s0snd);
+    CHECK(sockopt(s[0], SO_TYPE) == SOCK_STREAM, "stream: type");
+    CHECK(write(s[0], "more", 4) == 4 && read_exact(s[1], b, 4) == 0 && memcmp(b, "more", 4) == 0, "stream: new data");
+
+    /* datagrams: boundaries, order, peek offset, SO_PASSCRED */
+    CHECK(sockopt(d[1], SO_PEEK_OFF) == 17, "dgram: SO_PEEK_OFF %d, want 17", sockopt(d[1], SO_PEEK_OFF));
+    CHECK(sockopt(d[1], SO_PASSCRED) == 1 && sockopt(d[0], SO_PASSCRED) == 0, "dgram: SO_PASSCRED");
+    CHECK(sockopt(d[1], SO_TYPE) == SOCK_DGRAM, "dgram: type");
+    ssize_t n = recv(d[1], b, sizeof b, 0);
+    CHECK(n == 17 && memcmp(b, "first-17-bytes-xx", 17) == 0, "dgram 1: %zd bytes", n);
+    n = recv(d[1], b, sizeof b, 0);
+    CHECK(n == (ssize_t)sizeof m2 && check_fill(b, sizeof m2, 3) < 0, "dgram 2: %zd bytes", n);
+    n = recv(d[1], b, sizeof b, 0);
+    CHECK(n == 5 && memcmp(b, "third", 5) == 0, "dgram 3: %zd bytes", n);
+    CHECK(queue_empty(d[1]), "dgram: more than 3 messages");
+    n = recv(d[0], b, sizeof b, MSG_DONTWAIT);
+    CHECK(n == 5 && memcmp(b, "reply", 5) == 0, "dgram reply: %zd bytes", n);
+    CHECK(send(d[0], "new", 3, 0) == 3 && recv(d[1], b, sizeof b, 0) == 3, "dgram: new message");
+
+    /* seqpacket */
+    CHECK(sockopt(q[0], SO_TYPE) == SOCK_SEQPACKET, "seqpacket: type");
+    n = recv(q[0], b, sizeof b, MSG_DONTWAIT);
+    CHECK(n == 10 && memcmp(b, "record-one", 10) == 0, "seqpacket 1: %zd", n);
+    n = recv(q[0], b, sizeof b, MSG_DONTWAIT);
+    CHECK(n == 8 && memcmp(b, "record-2", 8) == 0, "seqpacket 2: %zd", n);
+    CHECK(queue_empty(q[0]), "seqpacket: more than 2 records");
+    CHECK(send(q[0], "back", 4, 0) == 4 && recv(q[1], b, sizeof b, 0) == 4, "seqpacket: new record");
+
+    /* shutdown: h[1] reads the data then EOF; h[0] cannot write; h[1] still can */
+    CHECK(read_exact(h[1], b, 10) == 0 && memcmp(b, "last words", 10) == 0, "shutdown: data");
+    CHECK(read(h[1], b, 1) == 0, "shutdown: no EOF after the data");
+    signal(SIGPIPE, SIG_IGN);
+    CHECK(write(h[0], "x", 1) < 0 && errno == EPIPE, "shutdown: h[0] can still write");
+    CHECK(write(h[1], "y", 1) == 1 && read(h[0], b, 1) == 1 && b[0] == 'y', "shutdown: h[1] cannot write");
+
+    /* closed peer: the data, then EOF */
+    CHECK(read_exact(c[0], b, 3) == 0 && memcmp(b, "bye", 3) == 0, "closed peer: data");
+    CHECK(read(c[0], b, 1) == 0, "closed peer: no EOF");
+
+    /* the accepted connection */
+    CHECK(read_exact(sv, b, 9) == 0 && memcmp(b, "to-server", 9) == 0, "connection: server data");
+    CHECK(read_exact(cl, b, 9) == 0 && memcmp(b, "to-client", 9) == 0, "connection: client data");
+    CHECK(write(cl, "again", 5) == 5 && read_exact(sv, b, 5) == 0, "connection: new data");
+
+    /* listeners: new connections */
+    struct stat ls;
+    CHECK(stat("unixsock.sock", &ls) == 0 && S_ISSOCK(ls.st_mode) && (ls.st_mode & 0777) == 0640, "path listener: socket file mode %o", ls.st_mode);
+    int c2 = socket(AF_UNIX, SOCK_STREAM, 0);
+    CHECK(connect(c2, (struct sockaddr *)&a, path_addr(&a, "unixsock.sock")) == 0, "connect to the path listener: %s", strerror(errno));
+    int a2 = accept(lp, NULL, NULL);
+    CHECK(a2 >= 0 && write(c2, "hi", 2) == 2 && read_exact(a2, b, 2) == 0, "path listener: accept and talk");
+    int c3 = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+    CHECK(connect(c3, (struct sockaddr *)&a, abstract_addr(&a, absname)) == 0, "connect to the abstract listener: %s", strerror(errno));
+    int a3 = accept(la, NULL, NULL);
+    CHECK(a3 >= 0 && send(c3, "rec", 3, 0) == 3 && recv(a3, b, sizeof b, 0) == 3, "abstract listener: accept and talk");
+
+    /* bound datagram receiver */
+    n = recv(dr, b, sizeof b, MSG_DONTWAIT);
+    CHECK(n == 4 && memcmp(b, "dg-1", 4) == 0, "bound dgram 1: %zd", n);
+    n = recv(dr, b, sizeof b, MSG_DONTWAIT);
+    CHECK(n == 6 && memcmp(b, "dg-two", 6) == 0, "bound dgram 2: %zd", n);
+    CHECK(sendto(ds, "dg-3", 4, 0, (struct sockaddr *)&a, abstract_addr(&a, dname)) == 4 && recv(dr, b, sizeof b, MSG_DONTWAIT) == 4,
+          "bound dgram: new message: %s", strerror(errno));
+
+    CHECK(sockopt(un, SO_TYPE) == SOCK_SEQPACKET, "unconnected: type");
+
+    /* parent and child */
+    memset(fc, 0, sizeof fc);
+    CHECK(read_exact(f[0], fc, 10) == 0 && memcmp(fc, "from-child", 10) == 0, "fork pair: child data '%s'", fc);
+    CHECK(write(f[0], "ping", 4) == 4, "fork pair: ping");
+    CHECK(read_exact(f[0], fc, 4) == 0 && memcmp(fc, "pong", 4) == 0, "fork pair: pong '%s'", fc);
+    int st;
+    CHECK(waitpid(child, &st, 0) == child && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child failed: 0x%x", st);
+    unlink("unixsock.sock");
+    return e2e_finish();
+}
