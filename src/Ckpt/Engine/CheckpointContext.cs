@@ -57,6 +57,12 @@ public sealed record TreeEntry(int Pid, int PPid, int Pgid, int Sid, int ExitSig
     /// <summary>The status its parent's wait() will report (zombies only).</summary>
     public int WaitStatus { get; init; }
     public int Threads { get; init; } = 1;
+    /// <summary>Shares its fd table (CLONE_FILES) and/or its cwd, root and umask (CLONE_FS) with its parent.</summary>
+    public ShareFlags Shares { get; set; }
+}
+
+[Flags]
+public enum ShareFlags : uint { None = 0, Files = 1, Fs = 2
 }
 
 /// <summary>Everything a kind needs to checkpoint one stopped process of the tree.</summary>

@@ -257,11 +257,12 @@ public static class Checkpointer
                 string? shared = null;
                 if (ProcessCalls.Kcmp(e.Pid, e.PPid, ProcessCalls.KCMP_VM, 0, 0) == 0)
                     shared = "its memory (a vfork child, or created with CLONE_VM)";
-                else if (ProcessCalls.Kcmp(e.Pid, e.PPid, ProcessCalls.KCMP_FILES, 0, 0) == 0) shared = "its fd table (CLONE_FILES)";
-                else if (ProcessCalls.Kcmp(e.Pid, e.PPid, ProcessCalls.KCMP_FS, 0, 0) == 0) shared = "its cwd/root/umask (CLONE_FS)";
                 else if (ProcessCalls.Kcmp(e.Pid, e.PPid, ProcessCalls.KCMP_SIGHAND, 0, 0) == 0) shared = "its signal handlers (CLONE_SIGHAND)";
                 if (shared != null)
                     throw new NotCheckpointableException(e.Pid, $"it shares {shared} with its parent {e.PPid}, which is not supported");
+                // an fd table or fs shared with the parent (clone with CLONE_FILES / CLONE_FS) is shared again
+                if (ProcessCalls.Kcmp(e.Pid, e.PPid, ProcessCalls.KCMP_FILES, 0, 0) == 0) e.Shares |= ShareFlags.Files;
+                if (ProcessCalls.Kcmp(e.Pid, e.PPid, ProcessCalls.KCMP_FS, 0, 0) == 0) e.Shares |= ShareFlags.Fs;
             }
             if (e.Sid != e.Pid && e.Sid != parent.Sid)
                 throw new NotCheckpointableException(e.Pid, $"it is in session {e.Sid}, which is neither its own nor its parent's ({parent.Sid}); such a session cannot be recreated");

@@ -108,9 +108,11 @@ public static unsafe class Vessel
     /// <paramref name="pid"/>, by an injected clone3; the child is attached by PTRACE_O_TRACEFORK/CLONE
     /// and returned stopped.
     /// </summary>
-    public static Tracing.TracedTask CreateChild(Tracing.TracedTask parent, int pid, int exitSignal)
+    public static Tracing.TracedTask CreateChild(Tracing.TracedTask parent, int pid, int exitSignal, ShareFlags shares = ShareFlags.None)
     {
-        var args = new CloneArgs { ExitSignal = (ulong)exitSignal, SetTid = Scratch + 256, SetTidSize = 1 };
+        const ulong CLONE_FS = 0x200, CLONE_FILES = 0x400;
+        ulong flags = (shares.HasFlag(ShareFlags.Files) ? CLONE_FILES : 0) | (shares.HasFlag(ShareFlags.Fs) ? CLONE_FS : 0);
+        var args = new CloneArgs { Flags = flags, ExitSignal = (ulong)exitSignal, SetTid = Scratch + 256, SetTidSize = 1 };
         var bytes = new byte[256 + 4];
         MemoryMarshal.Write(bytes, in args);
         BitConverter.TryWriteBytes(bytes.AsSpan(256), pid);

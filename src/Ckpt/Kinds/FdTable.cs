@@ -90,6 +90,8 @@ public sealed class FdTable : IStateKind
     public void Restore(RestoreContext ctx, Record rec)
     {
         MemoryRegion.CloseMappedFile(ctx);
+        // the fd table of a process that shares it with its parent (CLONE_FILES) was placed by the parent
+        if (ctx.Shares.HasFlag(ShareFlags.Files)) return;
         var r = rec.Reader();
         uint n = r.U32();
         var entries = new List<(int Fd, bool Cloexec, int Temp)>();

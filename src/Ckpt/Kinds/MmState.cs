@@ -86,7 +86,8 @@ public sealed class MmState : IStateKind
         ctx.Log.Debug($"trampoline at 0x{t:x}");
 
         // drop every inherited fd and every mapping but the trampoline and the vDSO trio
-        KeepInheritable(ctx);
+        // an fd table shared with the parent is the parent's: its fds are placed already
+        if (!ctx.Shares.HasFlag(ShareFlags.Files)) KeepInheritable(ctx);
         var keep = new List<(ulong Start, ulong End)> { (t, t + RestoreContext.TrampolineSize) };
         var vdso = vessel.Where(v => VdsoNames.Contains(v.Path)).ToList();
         keep.AddRange(vdso.Select(v => (v.Start, v.End)));

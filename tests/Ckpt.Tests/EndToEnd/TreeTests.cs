@@ -187,4 +187,24 @@ public sealed class TreeTests(E2eEnvironment env)
         Assert.True(info.RootElement.GetProperty("tree").GetArrayLength() >= 7, $"the tree should hold the root and 6 workers{r.Diagnostics}");
         r.Cleanup();
     }
+
+    /// <summary>A child made with clone(CLONE_FILES | CLONE_FS) shares its parent's fd table and cwd again after restart.</summary>
+    [Fact]
+    public void ChildSharingFdTableAndFs()
+    {
+        env.Program("clonefiles");
+        var r = new E2eScript(env, "clonefiles").Run("""
+            mkdir -p "$W/elsewhere"
+            start "$W/out" "$BIN/clonefiles" "$W/elsewhere"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            set -- $(grep '^CHILD' "$W/out"); shift
+            checkpoint_kill
+            gone 10 "$@" || fail "the killed child still holds its pid"
+            ck info "$W/img" --json > "$W/info.json" || fail "ckpt info failed"
+            grep -q shares_with_parent "$W/info.json" || fail "ckpt info does not show the sharing"
+            restart_detached
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
 }
