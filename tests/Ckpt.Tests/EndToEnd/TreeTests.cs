@@ -207,4 +207,31 @@ public sealed class TreeTests(E2eEnvironment env)
             """);
         r.AssertPassed().AssertRestoredExit0().Cleanup();
     }
+
+    /// <summary>A pid of the tree still in use at restart: restart fails (71) naming it, and leaves no process behind.</summary>
+    [Fact]
+    public void PidOfTheTreeInUseAtRestart()
+    {
+        env.Program("children");
+        var r = new E2eScript(env, "tree-pid-in-use").Run("""
+            start "$W/out" "$BIN/children"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            set -- $(grep '^CHILDREN' "$W/out"); shift
+            RUNNING=$1
+            ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v || fail "checkpoint failed"
+            kill -KILL $P; wait $P 2>/dev/null
+            gone 10 $P || fail "the root's pid is still taken"
+            alive $RUNNING || fail "the running child died with its parent"
+            ck restart -i "$W/img" --detach --log "$W/rs.log" -v 2>"$W/err.txt"; echo "RC: $?"
+            echo "RUNNING: $RUNNING"
+            sleep 0.2
+            [ -e /proc/$P ] && fail "the failed restart left pid $P behind"
+            alive $RUNNING || fail "the process holding the pid was harmed"
+            kill -KILL $RUNNING
+            """);
+        r.AssertScriptOk();
+        Assert.Contains("RC: 71", r.Stdout);
+        var running = Regex.Match(r.Stdout, @"RUNNING: (\d+)").Groups[1].Value;
+        Assert.True(r.File("err.txt").Contains($"pid {running}") && r.File("err.txt").Contains("in use"), $"the message should name pid {running}{r.Diagnostics}");
+    }
 }
