@@ -59,6 +59,8 @@ public sealed record TreeEntry(int Pid, int PPid, int Pgid, int Sid, int ExitSig
     public int Threads { get; init; } = 1;
     /// <summary>Shares its fd table (CLONE_FILES) and/or its cwd, root and umask (CLONE_FS) with its parent.</summary>
     public ShareFlags Shares { get; set; }
+    /// <summary>Stopped by a signal (job control, state T) when it was seized: restored stopped.</summary>
+    public bool Stopped { get; init; }
 }
 
 [Flags]

@@ -217,6 +217,7 @@ public static class Checkpointer
             return new TreeEntry(pid, parent, f.Pgrp, f.Session, f.ExitSignal, f.Comm) { Zombie = true, WaitStatus = f.ExitCode, Threads = 0 };
         }
         if (pid != root) Validate(pid);
+        bool stopped = f.State == 'T';
         TracedTask task;
         try { task = s.Preseized.Remove(pid, out var pre) ? pre : TracedTask.SeizeAndStop(pid); }
         catch (SyscallException e) when (e.Errno == Errors.EPERM && pid != root && IsZombie(pid)) { return SeizeOne(s, pid, parent, root); }
@@ -236,7 +237,7 @@ public static class Checkpointer
         task.SetSigMask(ulong.MaxValue);
         SeizeThreads(s, pid, ctx.Threads);
         f = ProcStat.Read(pid);
-        return new TreeEntry(pid, pid == root ? f.PPid : parent, f.Pgrp, f.Session, f.ExitSignal, f.Comm) { Threads = ctx.Threads.Count };
+        return new TreeEntry(pid, pid == root ? f.PPid : parent, f.Pgrp, f.Session, f.ExitSignal, f.Comm) { Threads = ctx.Threads.Count, Stopped = stopped };
     }
 
     private static bool IsZombie(int pid)

@@ -93,6 +93,8 @@ public sealed class RestoreContext : TargetContext
     public const int ScratchSize = TrampolineSize - 4096;
     /// <summary>What it shares with its parent (CLONE_FILES: its fds are the parent's, already placed; CLONE_FS).</summary>
     public ShareFlags Shares { get; init; }
+    /// <summary>Was stopped by a signal (job control) at the checkpoint: released with SIGSTOP.</summary>
+    public bool Stopped { get; set; }
     /// <summary>Its Process record was read (the vessel holds its state, not just a copy of ckpt).</summary>
     public bool Started { get; set; }
 

@@ -73,9 +73,10 @@ public static class Restorer
             foreach (var ctx in Enumerable.Reverse(s.Processes))
             {
                 if (ctx.VesselAffinity != null) ProcessCalls.SetAffinity(ctx.Pid, ctx.VesselAffinity);
-                ctx.Vessel.Detach(opt.Frozen ? TracedTask.SIGSTOP : 0);
-                foreach (var t in ctx.OtherThreads) t.Detach(opt.Frozen ? TracedTask.SIGSTOP : 0);
-                log.Info($"pid {ctx.Pid} released{(opt.Frozen ? " stopped (SIGSTOP)" : "")}");
+                bool stop = opt.Frozen || ctx.Stopped;
+                ctx.Vessel.Detach(stop ? TracedTask.SIGSTOP : 0);
+                foreach (var t in ctx.OtherThreads) t.Detach(stop ? TracedTask.SIGSTOP : 0);
+                log.Info($"pid {ctx.Pid} released{(stop ? " stopped (SIGSTOP)" : "")}");
             }
             return s.Processes[0].Pid;
         }

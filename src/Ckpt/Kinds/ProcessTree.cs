@@ -27,7 +27,7 @@ public sealed class ProcessTree : IStateKind
     {
         var p = new PayloadWriter().U32((uint)s.Tree.Count);
         foreach (var e in s.Tree)
-            p.I32(e.Pid).I32(e.PPid).I32(e.Pgid).I32(e.Sid).I32(e.ExitSignal).Bool(e.Zombie).I32(e.WaitStatus).I32(e.Threads).Str(e.Comm).U32((uint)e.Shares);
+            p.I32(e.Pid).I32(e.PPid).I32(e.Pgid).I32(e.Sid).I32(e.ExitSignal).Bool(e.Zombie).I32(e.WaitStatus).I32(e.Threads).Str(e.Comm).U32((uint)e.Shares).Bool(e.Stopped);
         s.Image.Write(RecordKind.Tree, p);
     }
 
@@ -41,7 +41,7 @@ public sealed class ProcessTree : IStateKind
         {
             int pid = r.I32(), ppid = r.I32(), pgid = r.I32(), sid = r.I32(), sig = r.I32();
             bool zombie = r.Bool(); int status = r.I32(), threads = r.I32();
-            list.Add(new TreeEntry(pid, ppid, pgid, sid, sig, r.Str()) { Zombie = zombie, WaitStatus = status, Threads = threads, Shares = (ShareFlags)r.U32() });
+            list.Add(new TreeEntry(pid, ppid, pgid, sid, sig, r.Str()) { Zombie = zombie, WaitStatus = status, Threads = threads, Shares = (ShareFlags)r.U32(), Stopped = r.Bool() });
         }
         r.End();
         var seen = new HashSet<int>();
@@ -75,6 +75,7 @@ public sealed class ProcessTree : IStateKind
         }
         var rootCtx = new RestoreContext { Session = s };
         ProcessAttributes.CreateVessel(rootCtx, root.Pid);
+        rootCtx.Stopped = root.Stopped;
         s.Processes.Add(rootCtx);
         // its children are forked from it: first drop ckpt's memory from it, so that they copy nothing
         if (tree.Count > 1) Vessel.Strip(rootCtx.Vessel);
@@ -95,7 +96,7 @@ public sealed class ProcessTree : IStateKind
         {
             var parent = s.Find(e.PPid) ?? throw new ImageFormatException($"Tree record: the parent {e.PPid} of {e.Pid} is not a live process");
             var child = Vessel.CreateChild(parent.Vessel, e.Pid, e.ExitSignal, e.Shares);
-            var ctx = new RestoreContext { Session = s, Task = child, Pid = e.Pid, VesselAffinity = rootCtx.VesselAffinity, Shares = e.Shares };
+            var ctx = new RestoreContext { Session = s, Task = child, Pid = e.Pid, VesselAffinity = rootCtx.VesselAffinity, Shares = e.Shares, Stopped = e.Stopped };
             s.Processes.Add(ctx);
             pgid[e.Pid] = pgid[e.PPid];
             if (e.Sid == e.Pid)
@@ -187,6 +188,7 @@ public sealed class ProcessTree : IStateKind
             if (e.Zombie) n.Set("zombie", true).Set("wait_status", $"0x{e.WaitStatus:x}");
             if (e.ExitSignal != 17) n.Set("exit_signal", e.ExitSignal);
             if (e.Shares != ShareFlags.None) n.Set("shares_with_parent", e.Shares.ToString());
+            if (e.Stopped) n.Set("stopped", true);
             list.Add(n);
         }
     }

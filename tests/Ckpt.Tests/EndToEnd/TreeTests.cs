@@ -234,4 +234,34 @@ public sealed class TreeTests(E2eEnvironment env)
         var running = Regex.Match(r.Stdout, @"RUNNING: (\d+)").Groups[1].Value;
         Assert.True(r.File("err.txt").Contains($"pid {running}") && r.File("err.txt").Contains("in use"), $"the message should name pid {running}{r.Diagnostics}");
     }
+
+    /// <summary>A child stopped by job control (SIGSTOP) stays stopped through a checkpoint, and is restored stopped; SIGCONT lets it go on.</summary>
+    [Fact]
+    public void StoppedChild()
+    {
+        var r = new E2eScript(env, "stopped-child").Run("""
+            start "$W/out" sh -c 'sleep 300 & echo "CHILD $!"; kill -STOP $!; echo READY; wait'
+            wait_for "$W/out" '^READY' 15 || fail "the shell did not print READY"
+            C=$(sed -n 's/^CHILD //p' "$W/out")
+            st() { sed -n 's/^State:[[:space:]]*\(.\).*/\1/p' /proc/$1/status; }
+            for i in $(seq 50); do [ "$(st $C)" = T ] && break; sleep 0.02; done
+            [ "$(st $C)" = T ] || fail "the child is not stopped before the checkpoint"
+            ck checkpoint $P -o "$W/img" --log "$W/ck0.log" -v || fail "checkpoint failed"
+            sleep 0.1
+            echo "AFTER-CHECKPOINT: $(st $C)"
+            checkpoint_kill
+            gone 10 $C || fail "the killed child still holds its pid"
+            restart_detached
+            sleep 0.1
+            echo "AFTER-RESTART: $(st $C)"
+            kill -CONT $C
+            sleep 0.1
+            echo "AFTER-CONT: $(st $C)"
+            kill -KILL $C $P
+            """);
+        r.AssertScriptOk();
+        Assert.Contains("AFTER-CHECKPOINT: T", r.Stdout);
+        Assert.Contains("AFTER-RESTART: T", r.Stdout);
+        Assert.Contains("AFTER-CONT: S", r.Stdout);
+    }
 }
