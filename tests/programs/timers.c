@@ -4,7 +4,12 @@
  * 500 s of CPU away, and a glibc SIGEV_THREAD periodic timer (50 ms; the kernel timer signals glibc's
  * helper thread: SIGEV_THREAD_ID). After SIGUSR1: the ids are the same (/proc/self/timers and the
  * timer_t values), timer_gettime works on every one with the expected time left, the periodic timers
- * keep firing with the right siginfo, and a new timer_create works normally. */
+ * keep firing with the right siginfo, and a new timer_create works normally.
+ * Built a second time with -DTHREAD_CPU: one more timer, on CLOCK_THREAD_CPUTIME_ID, which the checkpoint
+ * of this multi-threaded process must refuse (which thread's CPU time it measures is not visible).
+ * build: timers
+ * build: timers_threadcpu -DTHREAD_CPU
+ */
 #include "e2e.h"
 #include <stdatomic.h>
 
@@ -96,8 +101,16 @@ int main(void)
     struct itimerspec cpufar = { .it_value = { 500, 0 } };
     MUST(timer_settime(cpu, 0, &cpufar, NULL) == 0);
 
+#ifdef THREAD_CPU
+    timer_t tcpu;
+    MUST(timer_create(CLOCK_THREAD_CPUTIME_ID, NULL, &tcpu) == 0);
+    MUST(timer_settime(tcpu, 0, &cpufar, NULL) == 0);
+    const int expected = 6;
+#else
+    const int expected = 5;
+#endif
     int before[16], nbefore = proc_ids(before, 16);
-    MUST(nbefore == 5);
+    MUST(nbefore == expected);
     double t0 = now_mono();
     while ((ticks < 2 || thread_calls < 2) && now_mono() - t0 < 5) sleep_full(0.02);
     MUST(ticks >= 2 && thread_calls >= 2);
