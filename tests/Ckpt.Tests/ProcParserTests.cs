@@ -552,4 +552,97 @@ public unsafe class ProcParserTests
             Directory.Delete(dir, recursive: true);
         }
     }
+
+    // ---------------------------------------------------------------- /proc/PID/timers
+
+    // as Linux 6.18 prints it: newest first; a glibc SIGEV_THREAD timer (signal 32 to its helper thread),
+    // CLOCK_PROCESS_CPUTIME_ID (-6), a default sigevent (SIGALRM), SIGEV_NONE, a raw SIGEV_THREAD on a
+    // pid CPU clock, and a sparse id
+    private const string TimersSample =
+        "ID: 12349\n" +
+        "signal: 35/0000000000000042\n" +
+        "notify: thread/pid.10427\n" +
+        "ClockID: -83422\n" +
+        "ID: 6\n" +
+        "signal: 32/000055ff5238d460\n" +
+        "notify: signal/tid.20693\n" +
+        "ClockID: 1\n" +
+        "ID: 5\n" +
+        "signal: 0/0000000000000000\n" +
+        "notify: none/pid.20691\n" +
+        "ClockID: -6\n" +
+        "ID: 4\n" +
+        "signal: 14/0000000000000000\n" +
+        "notify: signal/pid.20691\n" +
+        "ClockID: 1\n" +
+        "ID: 0\n" +
+        "signal: 35/ffffffffffffffff\n" +
+        "notify: signal/pid.20691\n" +
+        "ClockID: 0\n";
+
+    [Fact]
+    public void Timers_ParsesEveryBlockInIdOrder()
+    {
+        var t = ProcTimers.Parse(TimersSample);
+        Assert.Equal([0, 4, 5, 6, 12349], t.Select(x => x.Id));
+        Assert.Equal(new ProcTimers.Timer(0, 35, ulong.MaxValue, ProcTimers.SIGEV_SIGNAL, 20691, 0), t[0]);
+        Assert.Equal(new ProcTimers.Timer(4, 14, 0, ProcTimers.SIGEV_SIGNAL, 20691, 1), t[1]);
+        Assert.Equal(new ProcTimers.Timer(5, 0, 0, ProcTimers.SIGEV_NONE, 20691, -6), t[2]);
+        Assert.Equal(new ProcTimers.Timer(6, 32, 0x55ff5238d460, ProcTimers.SIGEV_SIGNAL | ProcTimers.SIGEV_THREAD_ID, 20693, 1), t[3]);
+        Assert.True(t[3].ToThread);
+        Assert.False(t[0].ToThread);
+        Assert.Equal(new ProcTimers.Timer(12349, 35, 0x42, ProcTimers.SIGEV_THREAD, 10427, -83422), t[4]);
+    }
+
+    [Fact]
+    public void Timers_EmptyFileIsNoTimer()
+    {
+        Assert.Empty(ProcTimers.Parse(""));
+        Assert.Empty(ProcTimers.Parse("\n"));
+    }
+
+    [Theory]
+    [InlineData("ID: 1\nsignal: 14/0\nnotify: signal/pid.5\n")]                        // cut short
+    [InlineData("ID: 1\nnotify: signal/pid.5\nsignal: 14/0\nClockID: 1\n")]           // lines out of order
+    [InlineData("ID: x\nsignal: 14/0\nnotify: signal/pid.5\nClockID: 1\n")]           // bad id
+    [InlineData("ID: 1\nsignal: 14\nnotify: signal/pid.5\nClockID: 1\n")]             // no sigev_value
+    [InlineData("ID: 1\nsignal: 14/zz\nnotify: signal/pid.5\nClockID: 1\n")]          // bad hex
+    [InlineData("ID: 1\nsignal: 14/0\nnotify: bogus/pid.5\nClockID: 1\n")]            // unknown notification
+    [InlineData("ID: 1\nsignal: 14/0\nnotify: signal/pgid.5\nClockID: 1\n")]          // unknown target
+    [InlineData("ID: 1\nsignal: 14/0\nnotify: signal/pid.5\nClockID: 1\nID: 1\nsignal: 14/0\nnotify: signal/pid.5\nClockID: 1\n")] // id twice
+    public void Timers_RefusesMalformedText(string text)
+        => Assert.Throws<FormatException>(() => ProcTimers.Parse(text));
+
+    [Fact]
+    public void Timers_CpuClocksDecode()
+    {
+        Assert.Equal((0, false, 2), ProcTimers.DecodeCpuClock(-6));      // CLOCK_PROCESS_CPUTIME_ID as the kernel stores it
+        Assert.Equal((0, true, 2), ProcTimers.DecodeCpuClock(-2));       // CLOCK_THREAD_CPUTIME_ID
+        Assert.Equal((10427, false, 2), ProcTimers.DecodeCpuClock(-83422));
+        Assert.Equal(-83422, ProcTimers.MakeCpuClock(10427, false, 2));
+        Assert.Equal((77, true, 0), ProcTimers.DecodeCpuClock(ProcTimers.MakeCpuClock(77, true, 0)));
+    }
+
+    /// <summary>The parser reads what this kernel prints for the test process's own timers.</summary>
+    [Fact]
+    public unsafe void Timers_ReadsOwnProcess()
+    {
+        if (!ProcTimers.Available(Environment.ProcessId)) return;
+        // struct sigevent: value 0x1234, SIGRTMIN+2 (36), SIGEV_NONE
+        var ev = new byte[64];
+        BitConverter.TryWriteBytes(ev.AsSpan(0), 0x1234UL);
+        BitConverter.TryWriteBytes(ev.AsSpan(8), 36);
+        BitConverter.TryWriteBytes(ev.AsSpan(12), ProcTimers.SIGEV_NONE);
+        int got = 0;
+        long rc;
+        fixed (byte* e = ev) rc = Sys.Call(Nr.timer_create, 1 /* CLOCK_MONOTONIC */, (nint)e, (nint)(&got));
+        Assert.Equal(0, rc);
+        int id = got;
+        try
+        {
+            var t = ProcTimers.Read(Environment.ProcessId).Single(x => x.Id == id);
+            Assert.Equal(new ProcTimers.Timer(id, 36, 0x1234, ProcTimers.SIGEV_NONE, Environment.ProcessId, 1), t);
+        }
+        finally { Sys.Call(Nr.timer_delete, id); }
+    }
 }

@@ -32,6 +32,7 @@ public static class KindTable
         ExternalFile.Instance,        // written by Pipe and UnixSocket for ends whose peer is outside (--external)
         FdTable.Instance,             // ...and the fd numbers that refer to them
         SignalState.Instance,         // handlers, shared pending
+        PosixTimers.Instance,         // timer_create timers (armed in Finish just before the threads' registers are loaded)
         CpuState.Instance,            // per thread: registers, xstate, mask, pending, rseq, robust list
     ];
 

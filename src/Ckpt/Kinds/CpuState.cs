@@ -34,7 +34,7 @@ public sealed class CpuState : IStateKind
         public string? Comm;
     }
 
-    private sealed class SavedThreads { public readonly List<Saved> List = new(); }
+    private sealed class SavedThreads { public readonly List<Saved> List = new(); public bool Created; }
 
     /// <summary>One Thread record per thread, the leader first.</summary>
     public void Checkpoint(CheckpointContext ctx)
@@ -116,16 +116,28 @@ public sealed class CpuState : IStateKind
         var all = ctx.State<SavedThreads>().List;
         if (all.Count == 0) throw new ImageFormatException("image holds no thread");
         var leader = ctx.Vessel;
-        // the other threads are cloned from the leader with their own tids (clone3 set_tid); traced from
-        // birth (PTRACE_O_TRACECLONE), they never run before their registers are loaded
-        foreach (var s in all.Skip(1))
-        {
-            var t = CreateThread(ctx, s.Tid);
-            ctx.OtherThreads.Add(t);
-            RestoreThread(ctx, t, s);
-        }
+        CreateThreads(ctx);
+        foreach (var s in all.Skip(1)) RestoreThread(ctx, ctx.OtherThreads.First(t => t.Tid == s.Tid), s);
         RestoreThread(ctx, leader, all[0], last: true);
     }
+
+    /// <summary>
+    /// Creates the other threads of the process (once; later calls do nothing), with their saved tids and
+    /// nothing else of their state. The other threads are cloned from the leader with their own tids
+    /// (clone3 set_tid); traced from birth (PTRACE_O_TRACECLONE), they never run before their registers
+    /// are loaded. Called by <see cref="Finish"/>, and earlier by a kind whose objects name a thread
+    /// (a POSIX timer that signals one: <see cref="PosixTimers"/>).
+    /// </summary>
+    public static void CreateThreads(RestoreContext ctx)
+    {
+        var threads = ctx.State<SavedThreads>();
+        if (threads.Created) return;
+        threads.Created = true;
+        foreach (var s in threads.List.Skip(1)) ctx.OtherThreads.Add(CreateThread(ctx, s.Tid));
+    }
+
+    /// <summary>The tids of the image's threads of this process (the leader first), as read so far.</summary>
+    public static IEnumerable<int> SavedTids(RestoreContext ctx) => ctx.State<SavedThreads>().List.Select(s => s.Tid);
 
     private static unsafe TracedTask CreateThread(RestoreContext ctx, int tid)
     {

@@ -1,0 +1,74 @@
+using System.Text.RegularExpressions;
+using Xunit;
+
+namespace Ckpt.Tests.EndToEnd;
+
+/// <summary>
+/// POSIX timers (timer_create): restored with their ids, clocks, notifications and time left; verified by
+/// tests/programs/timers.c itself. A CLOCK_THREAD_CPUTIME_ID timer of a multi-threaded process is refused.
+/// </summary>
+[Collection(EndToEndCollection.Name)]
+public sealed class TimerTests(E2eEnvironment env)
+{
+    [Fact]
+    public void PosixTimersRoundTrip()
+    {
+        env.Program("timers");
+        var r = new E2eScript(env, "timers").Run(E2eScript.RoundTrip("\"$BIN/timers\"",
+            afterRestart: "ck info \"$W/img\" > \"$W/info.txt\" || fail \"ckpt info failed\""));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
+        var m = Regex.Match(r.File("out"), @"^IDS (\d+) (\d+) (\d+) (\d+) (\d+)$", RegexOptions.Multiline);
+        Assert.True(m.Success, $"no IDS line{r.Diagnostics}");
+        var info = r.File("info.txt");
+        Assert.True(info.Contains("posix_timers (5)"), $"ckpt info does not list 5 POSIX timers{r.Diagnostics}");
+        for (int i = 1; i <= 5; i++)
+            Assert.True(Regex.IsMatch(info, $@"\bid={m.Groups[i].Value}\b"), $"ckpt info does not show timer id {m.Groups[i].Value}{r.Diagnostics}");
+        foreach (var s in new[] { "SIGEV_THREAD_ID signal", "SIGEV_NONE", "CLOCK_PROCESS_CPUTIME_ID", "value 0x1092", "interval=0.050000000s" })
+            Assert.True(info.Contains(s), $"ckpt info does not show '{s}'{r.Diagnostics}");
+        r.Cleanup();
+    }
+
+    /// <summary>A checkpoint without --kill reads the timers without disturbing them.</summary>
+    [Fact]
+    public void CheckpointLeavesTimersRunning()
+    {
+        env.Program("timers");
+        var r = new E2eScript(env, "timers-nokill").Run("""
+            start "$W/out" "$BIN/timers"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v -v; rc=$?
+            [ $rc -eq 0 ] || fail "checkpoint exited with $rc"
+            alive $P || fail "the target died"
+            sleep 0.2
+            kill -USR1 $P
+            wait_exit $P 20; echo "TARGET: $?"
+            """);
+        r.AssertPassed();
+        Assert.Contains("TARGET: 0", r.Stdout);
+        r.Cleanup();
+    }
+
+    /// <summary>CLOCK_THREAD_CPUTIME_ID in a process of two threads: which thread it measures is not visible, so refused (69).</summary>
+    [Fact]
+    public void ThreadCpuTimerOfMultiThreadedProcessIsRefused()
+    {
+        env.Program("timers_threadcpu");
+        var r = new E2eScript(env, "timers-threadcpu").Run("""
+            start "$W/out" "$BIN/timers_threadcpu"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v -v 2>"$W/err.txt"; echo "RC: $?"
+            [ -e "$W/img" ] && echo "IMAGE-LEFT"
+            alive $P || fail "the target died"
+            sleep 0.2
+            kill -USR1 $P
+            wait_exit $P 20; echo "TARGET: $?"
+            """);
+        r.AssertPassed();
+        Assert.Contains("RC: 69", r.Stdout);
+        Assert.Contains("TARGET: 0", r.Stdout);
+        Assert.DoesNotContain("IMAGE-LEFT", r.Stdout);
+        var err = r.File("err.txt");
+        Assert.True(err.Contains("CLOCK_THREAD_CPUTIME_ID") && err.Contains("POSIX timer"), $"the message should name the timer and its clock{r.Diagnostics}");
+        r.Cleanup();
+    }
+}
