@@ -217,6 +217,11 @@ public static class Checkpointer
             return new TreeEntry(pid, parent, f.Pgrp, f.Session, f.ExitSignal, f.Comm) { Zombie = true, WaitStatus = f.ExitCode, Threads = 0 };
         }
         if (pid != root) Validate(pid);
+        // a parent waiting for its vfork child to exec or exit cannot be stopped (the interrupt would
+        // wait for as long as the child): find such a child before seizing
+        foreach (int c in Children(pid))
+            if (ProcessCalls.Kcmp(pid, c, ProcessCalls.KCMP_VM, 0, 0) == 0 && !IsZombie(c))
+                throw new NotCheckpointableException(c, $"it shares the memory of its parent {pid} (a vfork child that has not called exec yet, or a child created with CLONE_VM), which is not supported");
         bool stopped = f.State == 'T';
         TracedTask task;
         try { task = s.Preseized.Remove(pid, out var pre) ? pre : TracedTask.SeizeAndStop(pid); }

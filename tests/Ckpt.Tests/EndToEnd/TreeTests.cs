@@ -264,4 +264,27 @@ public sealed class TreeTests(E2eEnvironment env)
         Assert.Contains("AFTER-RESTART: T", r.Stdout);
         Assert.Contains("AFTER-CONT: S", r.Stdout);
     }
+
+    /// <summary>A parent blocked in vfork: the checkpoint refuses at once (69), naming the vfork child, and both go on.</summary>
+    [Fact]
+    public void ParentInVforkIsRefused()
+    {
+        env.Program("vforker");
+        var r = new E2eScript(env, "vfork").Run("""
+            start "$W/out" "$BIN/vforker"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            for i in $(seq 50); do C=$(ps -o pid= --ppid $P | tr -d ' '); [ -n "$C" ] && break; sleep 0.02; done
+            [ -n "$C" ] || fail "no vfork child"
+            CK_TIMEOUT=20 ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v 2>"$W/err.txt"; echo "RC: $?"
+            echo "CHILD: $C"
+            kill -USR2 $C
+            wait_exit $P 20; echo "TARGET: $?"
+            """);
+        r.AssertScriptOk();
+        Assert.Contains("RC: 69", r.Stdout);
+        var child = Regex.Match(r.Stdout, @"CHILD: (\d+)").Groups[1].Value;
+        Assert.True(r.File("err.txt").Contains($"pid {child}") && r.File("err.txt").Contains("vfork"), $"the message should name the vfork child {child}{r.Diagnostics}");
+        Assert.Contains("TARGET: 0", r.Stdout);
+        Assert.Contains("PASS", r.File("out"));
+    }
 }
