@@ -181,7 +181,6 @@ public sealed class RealProgramTests(E2eEnvironment env)
         var figures = Regex.Match(r.Stdout, "^FIGURES .*$", RegexOptions.Multiline);
         Assert.True(figures.Success, $"no FIGURES line{r.Diagnostics}");
         TestContext.Current.TestOutputHelper?.WriteLine(figures.Value);
-        Console.Error.WriteLine(figures.Value);
         r.Cleanup();
     }
 
