@@ -492,6 +492,11 @@ public unsafe class ProcParserTests
         Assert.Equal("[stack]", v[3].Path);
         Assert.Contains("gd", v[3].VmFlags);
         Assert.DoesNotContain("gd", v[0].VmFlags);
+        // resident and swapped kB: known where smaps gives them, -1 (unknown) where it does not
+        Assert.Equal((8L, 0L), (v[0].RssKb, v[0].SwapKb));
+        Assert.Equal((0L, -1L), (v[1].RssKb, v[1].SwapKb));
+        Assert.Equal((-1L, -1L), (v[3].RssKb, v[3].SwapKb));
+        Assert.All(ProcMaps.Parse(MapsSample), x => Assert.Equal((-1L, -1L), (x.RssKb, x.SwapKb)));
     }
 
     [Fact]

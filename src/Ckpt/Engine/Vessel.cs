@@ -70,6 +70,20 @@ public static unsafe class Vessel
         }
     }
 
+    /// <summary>
+    /// Whether a clone3 that found <paramref name="pid"/> taken (EEXIST) should be tried again, after a
+    /// millisecond: a task that has just died leaves /proc before the kernel frees its pid number (a few
+    /// ms later on a loaded machine, e.g. a restart right after <c>checkpoint --kill</c> of a
+    /// many-threaded process), so while no /proc entry holds the pid it is retried for up to ~200 ms. A
+    /// pid held by a live or zombie task fails at once.
+    /// </summary>
+    public static bool RetryTakenPid(int pid, ref int tries)
+    {
+        if (Directory.Exists($"/proc/{pid}") || ++tries > 200) return false;
+        Thread.Sleep(1);
+        return true;
+    }
+
     /// <summary>Forks a vessel whose pid is <paramref name="pid"/>; it is our child, parked in pause().</summary>
     public static int Create(int pid)
     {
@@ -77,7 +91,9 @@ public static unsafe class Vessel
         int want = pid;
         var args = new CloneArgs { ExitSignal = 17 /* SIGCHLD */, SetTid = (ulong)&want, SetTidSize = 1 };
         var fn = (delegate* unmanaged<CloneArgs*, ulong, long>)Blob;
-        long r = fn(&args, (ulong)sizeof(CloneArgs));
+        long r; int tries = 0;
+        do r = fn(&args, (ulong)sizeof(CloneArgs));
+        while (r == -Errors.EEXIST && RetryTakenPid(pid, ref tries));
         if (r == -Errors.EEXIST)
             throw new CkptException($"restart: pid {pid} is already in use; stop the process that holds it (or restart in a new pid namespace)", ExitCodes.RestoreConflict);
         if (r < 0) throw new SyscallException("clone3 (set_tid)", (int)-r, pid);
@@ -117,7 +133,9 @@ public static unsafe class Vessel
         MemoryMarshal.Write(bytes, in args);
         BitConverter.TryWriteBytes(bytes.AsSpan(256), pid);
         MemoryCalls.WriteRemote(parent.Tid, Scratch, bytes);
-        long r = parent.Inject(Nr.clone3, (long)Scratch, sizeof(CloneArgs));
+        long r; int tries = 0;
+        do r = parent.Inject(Nr.clone3, (long)Scratch, sizeof(CloneArgs));
+        while (r == -Errors.EEXIST && RetryTakenPid(pid, ref tries));
         if (r == -Errors.EEXIST)
             throw new CkptException($"restart: pid {pid} is already in use; stop the process that holds it (or restart in a new pid namespace)", ExitCodes.RestoreConflict);
         if (r < 0) throw new SyscallException("clone3 (set_tid, injected)", (int)-r, parent.Tid);

@@ -149,7 +149,9 @@ public sealed class CpuState : IStateKind
             SetTid = tidAddr, SetTidSize = 1,
         };
         ulong a = ctx.PutScratch(0, MmState.StructBytes(ref args));
-        long got = ctx.Vessel.Inject(Nr.clone3, (long)a, sizeof(CloneArgs));
+        long got; int tries = 0;
+        do got = ctx.Vessel.Inject(Nr.clone3, (long)a, sizeof(CloneArgs));
+        while (got == -Errors.EEXIST && Vessel.RetryTakenPid(tid, ref tries));
         if (got == -Errors.EEXIST)
             throw new CkptException($"restart: thread id {tid} is already in use; stop the process that holds it", ExitCodes.RestoreConflict);
         if (got < 0) throw new SyscallException("clone3 thread (injected)", (int)-got, ctx.Pid);

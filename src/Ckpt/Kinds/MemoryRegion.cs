@@ -123,6 +123,9 @@ public sealed unsafe class MemoryRegion : IStateKind
     private static List<(ulong Addr, int Pages)> PresentRuns(FileStream pagemap, VmaInfo v, Backing b, byte[] buf)
     {
         var runs = new List<(ulong, int)>();
+        // nothing resident or swapped (smaps): no page to look for; spares reading the pagemap of huge
+        // reservations (the .NET GC reserves tens of GiB PROT_NONE: ~100 ms of pagemap per 48 GiB)
+        if (v.RssKb == 0 && v.SwapKb == 0) return runs;
         const int Batch = PagemapBatch;
         ulong npages = v.Length / PageSize;
         ulong runStart = 0; int runLen = 0;

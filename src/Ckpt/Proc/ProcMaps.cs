@@ -13,6 +13,8 @@ public sealed class VmaInfo
     public string Path = "";
     /// <summary>Two-letter VmFlags from smaps (gd, nr, dd, hg, nh, ...).</summary>
     public HashSet<string> VmFlags = new();
+    /// <summary>Resident and swapped kB from smaps ("Rss:", "Swap:"); -1 when not known (maps).</summary>
+    public long RssKb = -1, SwapKb = -1;
 
     public ulong Length => End - Start;
     public bool IsSpecial => Path.StartsWith('[') && Path.EndsWith(']');
@@ -40,6 +42,14 @@ public static class ProcMaps
                 if (list.Count == 0) throw new FormatException("VmFlags before any mapping");
                 foreach (var f in line[8..].ToString().Split(' ', StringSplitOptions.RemoveEmptyEntries))
                     list[^1].VmFlags.Add(f);
+                continue;
+            }
+            if (list.Count > 0 && (line.StartsWith("Rss:") || line.StartsWith("Swap:")))
+            {
+                var num = line[(line.IndexOf(':') + 1)..].Trim();
+                int sp2 = num.IndexOf(' ');
+                long kb = long.Parse(sp2 < 0 ? num : num[..sp2], CultureInfo.InvariantCulture);
+                if (line[0] == 'R') list[^1].RssKb = kb; else list[^1].SwapKb = kb;
                 continue;
             }
             int dash = line.IndexOf('-');
