@@ -97,15 +97,14 @@ public sealed class RealProgramTests(E2eEnvironment env)
     /// A .NET console app (tests/programs/dotnet-app) run on the shared runtime with <c>dotnet app.dll</c>:
     /// Parallel.For rounds over SHA-256 with plenty of garbage, on a runtime with its many threads
     /// (thread pool, finalizer, tiered compilation, signal handler), the W^X double mapping of JIT code
-    /// (memfd "doublemapper") and signal handlers. DOTNET_EnableDiagnostics=0 turns off the diagnostic
-    /// IPC, a listening unix socket (/tmp/dotnet-diagnostic-PID-...-socket) that ckpt does not save yet.
+    /// (memfd "doublemapper") and signal handlers, with its default settings: the diagnostic IPC listens
+    /// on a unix socket (/tmp/dotnet-diagnostic-PID-...-socket), which is saved and listens again.
     /// </summary>
     [Fact]
     public void DotnetApp()
     {
         var app = BuildDotnetApp();
         var r = new E2eScript(env, "dotnet-app").Run(Helpers + $"""
-            export DOTNET_EnableDiagnostics=0
             app="{app}"
             """ + """
 
@@ -114,6 +113,7 @@ public sealed class RealProgramTests(E2eEnvironment env)
             wait_for "$W/out" '^round 40 ' 60 || fail "the app did not get going"
             echo "THREADS: $(ls /proc/$P/task | wc -l)"
             grep -q doublemapper /proc/$P/maps || fail "no doublemapper mapping: the runtime's W^X double mapping is off"
+            ls /tmp/dotnet-diagnostic-$P-* >/dev/null 2>&1 || fail "the runtime's diagnostic socket is not there"
             timed_checkpoint_kill
             grep -q RESULT "$W/out" && fail "the app finished before the checkpoint"
             ck restart -i "$W/img" --log "$W/rs.log" -v -v; rc=$?
@@ -135,7 +135,6 @@ public sealed class RealProgramTests(E2eEnvironment env)
     {
         var app = BuildDotnetApp();
         var r = new E2eScript(env, "dotnet-events").Run(Helpers + $"""
-            export DOTNET_EnableDiagnostics=0
             app="{app}"
             """ + """
 
