@@ -221,7 +221,7 @@ public static class Checkpointer
         // wait for as long as the child): find such a child before seizing
         foreach (int c in Children(pid))
             if (ProcessCalls.Kcmp(pid, c, ProcessCalls.KCMP_VM, 0, 0) == 0 && !IsZombie(c))
-                throw new NotCheckpointableException(c, $"it shares the memory of its parent {pid} (a vfork child that has not called exec yet, or a child created with CLONE_VM), which is not supported");
+                throw new VforkPendingException(c, $"it shares the memory of its parent {pid} (a vfork child that has not called exec yet, or a child created with CLONE_VM), which is not supported");
         bool stopped = f.State == 'T';
         TracedTask task;
         try { task = s.Preseized.Remove(pid, out var pre) ? pre : TracedTask.SeizeAndStop(pid); }
@@ -244,6 +244,13 @@ public static class Checkpointer
         f = ProcStat.Read(pid);
         return new TreeEntry(pid, pid == root ? f.PPid : parent, f.Pgrp, f.Session, f.ExitSignal, f.Comm) { Threads = ctx.Threads.Count, Stopped = stopped };
     }
+
+    /// <summary>Attempts at freezing a tree that has a vfork child (about 2 s in all).</summary>
+    private const int VforkRetries = 110;
+
+    /// <summary>A child shares its parent's memory: refused if it still does after every retry.</summary>
+    private sealed class VforkPendingException(int pid, string what)
+        : CkptException($"cannot checkpoint pid {pid}: {what}", ExitCodes.NotCheckpointable);
 
     private static bool IsZombie(int pid)
     {
@@ -290,19 +297,31 @@ public static class Checkpointer
         try
         {
             using (log.Phase("freeze"))
-            {
-                try
+                for (int attempt = 1; ; attempt++)
                 {
-                    if (opt.Freezer != null) PreseizeFrozen(s, pid, opt.Freezer);
-                    Freeze(s, pid);
+                    try
+                    {
+                        if (opt.Freezer != null) PreseizeFrozen(s, pid, opt.Freezer);
+                        Freeze(s, pid);
+                        break;
+                    }
+                    catch (VforkPendingException e) when (attempt < VforkRetries)
+                    {
+                        // a child between vfork and exec (a shell or make spawning a command) is gone in
+                        // a moment: let the tree go and freeze it again
+                        foreach (var ctx in Enumerable.Reverse(s.Processes)) { Release(ctx, kill: false, log); ctx.Close(); }
+                        s.Processes.Clear();
+                        s.Tree.Clear();
+                        log.Debug($"{e.Message}; freezing again ({attempt})");
+                        Thread.Sleep(Math.Min(attempt, 20));
+                    }
+                    finally
+                    {
+                        // tasks seized under the freezer and not taken into the tree (exited, or a failure): let go
+                        foreach (var t in s.Preseized.Values) t.TryDetach();
+                        s.Preseized.Clear();
+                    }
                 }
-                finally
-                {
-                    // tasks seized under the freezer and not taken into the tree (exited, or a failure): let go
-                    foreach (var t in s.Preseized.Values) t.TryDetach();
-                    s.Preseized.Clear();
-                }
-            }
             log.Info($"tree of {s.Tree.Count} process(es), {s.Processes.Sum(p => p.Threads.Count)} thread(s) frozen");
             CheckRelations(s);
             byte[]? xstate = null;
