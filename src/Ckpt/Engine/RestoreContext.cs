@@ -95,6 +95,8 @@ public sealed class RestoreContext : TargetContext
     public ShareFlags Shares { get; init; }
     /// <summary>Was stopped by a signal (job control) at the checkpoint: released with SIGSTOP.</summary>
     public bool Stopped { get; set; }
+    /// <summary>ckpt's fds were closed in the vessel already (all but the candidates for external fds, in <see cref="Inherited"/>).</summary>
+    public bool FdsCleaned { get; set; }
     /// <summary>Its Process record was read (the vessel holds its state, not just a copy of ckpt).</summary>
     public bool Started { get; set; }
 

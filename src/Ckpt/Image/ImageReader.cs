@@ -47,7 +47,7 @@ public sealed class ImageReader
         _in = input;
         _payloads = new byte[Math.Max(1, payloadRing)][];
         for (int i = 0; i < _payloads.Length; i++) _payloads[i] = new byte[1 << 16];
-        _buf = new byte[bufferSize];
+        _buf = GC.AllocateUninitializedArray<byte>(bufferSize);
         Span<byte> start = stackalloc byte[12];
         if (!TryFill(start)) throw new ImageFormatException("not a ckpt image: the input is empty or shorter than the image magic");
         if (!start[..8].SequenceEqual(ImageWriter.Magic)) throw new ImageFormatException("not a ckpt image: bad magic at offset 0");
@@ -75,7 +75,7 @@ public sealed class ImageReader
                 throw new ImageFormatException($"image is corrupted: record at offset {at} claims {len} bytes");
             _slot = (_slot + 1) % _payloads.Length;
             ref var buffer = ref _payloads[_slot];
-            if (buffer.Length < (int)len) buffer = new byte[Math.Max((int)len, buffer.Length * 2)];
+            if (buffer.Length < (int)len) buffer = GC.AllocateUninitializedArray<byte>(Math.Max((int)len, buffer.Length * 2));
             var payload = buffer.AsSpan(0, (int)len);
             if (!TryFill(payload) || !TryFill(sum))
                 throw new ImageFormatException($"image is truncated: record at offset {at} is cut short");

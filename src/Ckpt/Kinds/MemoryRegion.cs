@@ -23,7 +23,7 @@ public sealed unsafe class MemoryRegion : IStateKind
     public int FinishOrder => 10;
 
     public const int PageSize = 4096;
-    public const int ChunkPages = 1024;           // 4 MiB of pages per Pages record at most
+    public const int ChunkPages = 256;            // 1 MiB of pages per Pages record at most (the buffers of both sides are fresh memory: small ones are ready sooner)
     public const int MaxRunsPerChunk = 1024;      // IOV_MAX
 
     /// <summary>

@@ -87,7 +87,8 @@ public sealed class MmState : IStateKind
 
         // drop every inherited fd and every mapping but the trampoline and the vDSO trio
         // an fd table shared with the parent is the parent's: its fds are placed already
-        if (!ctx.Shares.HasFlag(ShareFlags.Files)) KeepInheritable(ctx);
+        // (done once in the root of a tree, before its children were forked: FdsCleaned)
+        if (!ctx.Shares.HasFlag(ShareFlags.Files) && !ctx.FdsCleaned) KeepInheritable(ctx);
         var keep = new List<(ulong Start, ulong End)> { (t, t + RestoreContext.TrampolineSize) };
         var vdso = vessel.Where(v => VdsoNames.Contains(v.Path)).ToList();
         keep.AddRange(vdso.Select(v => (v.Start, v.End)));
@@ -108,7 +109,7 @@ public sealed class MmState : IStateKind
     /// fds (stdin/stdout/stderr and those named by --inherit-fd) are moved to the top of the fd range,
     /// everything else is closed.
     /// </summary>
-    private static void KeepInheritable(RestoreContext ctx)
+    internal static void KeepInheritable(RestoreContext ctx)
     {
         var wanted = new SortedSet<int>(ctx.Options.InheritFds.Values) { 0, 1, 2 };
         int limit = (int)Math.Min(ProcLimits.Read(Environment.ProcessId)[ProcLimits.RLIMIT_NOFILE].Soft, 1 << 20);

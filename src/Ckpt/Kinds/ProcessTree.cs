@@ -77,8 +77,15 @@ public sealed class ProcessTree : IStateKind
         ProcessAttributes.CreateVessel(rootCtx, root.Pid);
         rootCtx.Stopped = root.Stopped;
         s.Processes.Add(rootCtx);
-        // its children are forked from it: first drop ckpt's memory from it, so that they copy nothing
-        if (tree.Count > 1) Vessel.Strip(rootCtx.Vessel);
+        // its children are forked from it: first drop ckpt's memory, fds and signal handlers from it, so
+        // that they inherit nothing to undo
+        if (tree.Count > 1)
+        {
+            Vessel.Strip(rootCtx.Vessel);
+            MmState.KeepInheritable(rootCtx);
+            rootCtx.FdsCleaned = true;
+            SignalState.ResetToDefault(rootCtx);
+        }
         // the process group each process is in now: a child starts in its parent's
         var pgid = new Dictionary<int, int>();
         var leads = new HashSet<int>();
@@ -96,7 +103,8 @@ public sealed class ProcessTree : IStateKind
         {
             var parent = s.Find(e.PPid) ?? throw new ImageFormatException($"Tree record: the parent {e.PPid} of {e.Pid} is not a live process");
             var child = Vessel.CreateChild(parent.Vessel, e.Pid, e.ExitSignal, e.Shares);
-            var ctx = new RestoreContext { Session = s, Task = child, Pid = e.Pid, VesselAffinity = rootCtx.VesselAffinity, Shares = e.Shares, Stopped = e.Stopped };
+            var ctx = new RestoreContext { Session = s, Task = child, Pid = e.Pid, VesselAffinity = rootCtx.VesselAffinity, Shares = e.Shares, Stopped = e.Stopped, FdsCleaned = true };
+            foreach (var (k, v) in rootCtx.Inherited) ctx.Inherited[k] = v;
             s.Processes.Add(ctx);
             pgid[e.Pid] = pgid[e.PPid];
             if (e.Sid == e.Pid)

@@ -74,6 +74,23 @@ public sealed class SignalState : IStateKind
         }
     }
 
+    /// <summary>
+    /// Sets every signal action of a fresh vessel to SIG_DFL (the vessels forked from it after this
+    /// inherit that, and only the image's own actions need setting).
+    /// </summary>
+    public static void ResetToDefault(RestoreContext ctx)
+    {
+        var actions = ctx.Session.VesselActions ?? OwnActions();
+        MemoryCalls.WriteRemote(ctx.Pid, Vessel.Scratch, new byte[KernelSigaction.Size]);
+        for (int sig = 1; sig <= 64; sig++)
+        {
+            var h = actions[sig];
+            if (sig is 9 or 19 || (h.Handler == 0 && h.Flags == 0 && h.Restorer == 0 && h.Mask == 0)) continue;
+            ctx.Inject($"rt_sigaction({sig})", Nr.rt_sigaction, sig, (long)Vessel.Scratch, 0, 8);
+        }
+        ctx.Session.VesselActions = new KernelSigaction[65];
+    }
+
     /// <summary>ckpt's own signal actions (index = signal), which every vessel inherits when it is forked.</summary>
     public static unsafe KernelSigaction[] OwnActions()
     {
