@@ -287,4 +287,21 @@ public sealed class TreeTests(E2eEnvironment env)
         Assert.Contains("TARGET: 0", r.Stdout);
         Assert.Contains("PASS", r.File("out"));
     }
+
+    /// <summary>Checkpoints that do not kill leave the whole tree as it was: after two of them, every process still checks out (groups, sessions, zombies, pipe data, shared offset).</summary>
+    [Fact]
+    public void CheckpointLeavesTheTreeUnharmed()
+    {
+        env.Program("tree");
+        var r = new E2eScript(env, "tree-unharmed").Run("""
+            start "$W/out" "$BIN/tree"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            ck checkpoint $P -o "$W/img1" --log "$W/ck1.log" -v || fail "the first checkpoint failed"
+            ck checkpoint $P -o "$W/img2" --log "$W/ck2.log" -v || fail "the second checkpoint failed"
+            kill -USR1 $P
+            wait_exit $P 20; echo "TARGET: $?"
+            """);
+        r.AssertPassed();
+        Assert.Contains("TARGET: 0", r.Stdout);
+    }
 }
