@@ -10,7 +10,9 @@ namespace Ckpt.Kinds;
 /// the bytes queued in the pipe are read without being consumed (tee from a pidfd_getfd copy of the
 /// read end) and written once per pipe (PipeData record) right after its first end. The ends may be
 /// held by different processes of the tree; an end held outside the tree is refused (or saved as
-/// external with --external), an end held by no one stays closed.
+/// external with --external), an end held by no one stays closed. FIFOs (named pipes) are the same,
+/// with their path: restart opens the FIFO, which must exist, keeps it open read-write in ckpt while the
+/// queued bytes are written back and the processes open their ends by path.
 /// </summary>
 public sealed unsafe class Pipe : IFileKind
 {
@@ -19,7 +21,15 @@ public sealed unsafe class Pipe : IFileKind
     public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.Pipe, RecordKind.PipeData];
     public int FinishOrder => 46;
 
-    public bool Handles(in OpenFile f) => f.Link.StartsWith("pipe:[");
+    public bool Handles(in OpenFile f) => f.Link.StartsWith("pipe:[") || IsFifo(f);
+
+    private static bool IsFifo(in OpenFile f) => f.Stat.Type == StatBuf.S_IFIFO && f.Link.StartsWith('/');
+
+    private static bool SamePipe(in OpenFile a, in OpenFile b)
+        => a.Stat.Ino == b.Stat.Ino && a.Stat.Dev == b.Stat.Dev && a.Stat.Type == b.Stat.Type && IsFifo(a) == IsFifo(b);
+
+    /// <summary>The id that ties the ends and the data of one pipe: its inode (a FIFO's, marked, with its device).</summary>
+    private static ulong PipeId(in OpenFile f) => IsFifo(f) ? (1UL << 63) | (f.Stat.Dev << 40) ^ f.Stat.Ino : f.Stat.Ino;
 
     public void Checkpoint(CheckpointContext ctx) { }
 
@@ -27,16 +37,19 @@ public sealed unsafe class Pipe : IFileKind
 
     public void CheckpointFile(CheckpointContext ctx, in OpenFile f, uint objref)
     {
-        ulong id = f.Stat.Ino;
+        ulong id = PipeId(f);
         var link = f.Link;
+        bool fifo = IsFifo(f);
+        if (fifo && link.EndsWith(" (deleted)"))
+            throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} is the FIFO {link}, whose name was removed, which is not supported");
         var tree = ctx.Session.Processes;
         (CheckpointContext P, OpenFile F)? reader = null, writer = null;
         foreach (var p in tree)
             foreach (var o in p.OpenFiles)
-                if (o.Link == link)
+                if (SamePipe(o, f))
                 {
-                    if (o.AccessMode == FileCalls.O_RDONLY) reader ??= (p, o);
-                    else writer ??= (p, o);
+                    if (o.AccessMode != FileCalls.O_WRONLY) reader ??= (p, o);
+                    if (o.AccessMode != FileCalls.O_RDONLY) writer ??= (p, o);
                 }
         if (reader == null || writer == null)
         {
@@ -59,9 +72,12 @@ public sealed unsafe class Pipe : IFileKind
             try
             {
                 capacity = FileCalls.Fcntl(mine, FileCalls.F_GETPIPE_SZ, 0);
-                if (reader is { } rd)
+                int readFd = -1;
+                if (reader is { } rd) readFd = rd.P == ctx && rd.F.Fd == f.Fd ? mine : rd.P.GrabFd(rd.F.Fd);
+                // a FIFO no process of the tree reads: a read end of our own, opened by name
+                else if (fifo) readFd = FileCalls.Open(link, FileCalls.O_RDONLY | FileCalls.O_NONBLOCK | FileCalls.O_CLOEXEC, 0);
+                if (readFd >= 0)
                 {
-                    int readFd = rd.P == ctx && rd.F.Fd == f.Fd ? mine : rd.P.GrabFd(rd.F.Fd);
                     try { data = Peek(readFd, capacity, ctx.Pid); }
                     finally { if (readFd != mine) FileCalls.Close(readFd); }
                 }
@@ -69,7 +85,7 @@ public sealed unsafe class Pipe : IFileKind
             finally { FileCalls.Close(mine); }
         }
         var w = new PayloadWriter().U32(objref).U64(id).U8((byte)(f.AccessMode == FileCalls.O_RDONLY ? 0 : 1))
-            .I32(f.Flags & ~FileCalls.O_CLOEXEC).I32(capacity).Bool(first);
+            .I32(f.Flags & ~FileCalls.O_CLOEXEC).I32(capacity).Bool(first).Str(fifo ? link : "");
         ctx.Image.Write(RecordKind.Pipe, w);
         if (first) ctx.Image.Write(RecordKind.PipeData, new PayloadWriter().U64(id).Span, data);
     }
@@ -88,7 +104,8 @@ public sealed unsafe class Pipe : IFileKind
                     if (new FileInfo(fd).LinkTarget != link) continue;
                     int n = int.Parse(Path.GetFileName(fd));
                     var flags = File.ReadLines($"{dir}/fdinfo/{n}").FirstOrDefault(l => l.StartsWith("flags:"));
-                    if (flags != null && (Convert.ToInt32(flags[6..].Trim(), 8) & FileCalls.O_ACCMODE) == mode) return (pid, n);
+                    int acc = flags == null ? -1 : Convert.ToInt32(flags[6..].Trim(), 8) & FileCalls.O_ACCMODE;
+                    if (acc == mode || acc == FileCalls.O_RDWR) return (pid, n);
                 }
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
@@ -139,7 +156,13 @@ public sealed unsafe class Pipe : IFileKind
             return;
         }
         uint objref = r.U32(); ulong id = r.U64(); int end = r.U8(); int flags = r.I32(); int capacity = r.I32(); r.Bool();
+        string fifo = r.AtEnd ? "" : r.Str();
         r.End();
+        if (fifo.Length > 0)
+        {
+            RestoreFifoEnd(ctx, st, objref, id, fifo, flags, capacity);
+            return;
+        }
         if (!st.Pipes.TryGetValue(id, out var e))
         {
             // the pipe is made by ckpt, which keeps both ends until the end of the restart: every
@@ -160,6 +183,28 @@ public sealed unsafe class Pipe : IFileKind
         ctx.Files.SetRestored(objref, fd);
     }
 
+    /// <summary>
+    /// An end of a FIFO: ckpt opens it read-write first (so that no open blocks and the queued bytes have
+    /// somewhere to live), then the process opens its end by name with its access mode and flags.
+    /// </summary>
+    private static void RestoreFifoEnd(RestoreContext ctx, RestoreState st, uint objref, ulong id, string path, int flags, int capacity)
+    {
+        if (!st.Pipes.ContainsKey(id))
+        {
+            if (!FileCalls.TryStat(path, out var sb) || sb.Type != StatBuf.S_IFIFO)
+                throw new CkptException($"restart: the FIFO {path} (open in the image) no longer exists", ExitCodes.RestoreConflict);
+            int m = FileCalls.Open(path, FileCalls.O_RDWR | FileCalls.O_NONBLOCK | FileCalls.O_CLOEXEC, 0);
+            if (m < 0) throw new CkptException($"restart: cannot open the FIFO {path}: {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
+            ctx.Session.Own(m);
+            if (capacity > 0 && FileCalls.Fcntl(m, FileCalls.F_SETPIPE_SZ, capacity) < 0)
+                throw SyscallException.Last($"fcntl(F_SETPIPE_SZ {capacity})");
+            st.Pipes[id] = (m, m);
+        }
+        int fd = ctx.OpenInVessel(path, (flags & FileCalls.O_ACCMODE) | FileCalls.O_NONBLOCK | FileCalls.O_CLOEXEC);
+        ctx.Inject("fcntl(F_SETFL)", Nr.fcntl, fd, FileCalls.F_SETFL, flags & (FileCalls.O_NONBLOCK | FileCalls.O_APPEND));
+        ctx.Files.SetRestored(objref, fd);
+    }
+
     public void Finish(RestoreContext ctx) { }
 
     public void Describe(Record rec, InfoNode info)
@@ -171,8 +216,11 @@ public sealed unsafe class Pipe : IFileKind
             info.Child("pipes").Set($"pipe:[{id}]", $"{rec.Payload.Length - 8} bytes queued");
             return;
         }
-        uint objref = r.U32(); ulong pid = r.U64(); int end = r.U8(); int flags = r.I32(); int cap = r.I32();
-        info.Child("files").Set(objref.ToString(), new InfoNode().Set("kind", end == 0 ? "pipe read end" : "pipe write end")
-            .Set("path", $"pipe:[{pid}]").Set("flags", RegularFile.OpenFlags(flags)).Set("capacity", cap));
+        uint objref = r.U32(); ulong pid = r.U64(); int end = r.U8(); int flags = r.I32(); int cap = r.I32(); r.Bool();
+        string fifo = r.AtEnd ? "" : r.Str();
+        string what = fifo.Length > 0 ? ((flags & FileCalls.O_ACCMODE) == FileCalls.O_RDWR ? "fifo (read-write)" : end == 0 ? "fifo read end" : "fifo write end")
+            : end == 0 ? "pipe read end" : "pipe write end";
+        info.Child("files").Set(objref.ToString(), new InfoNode().Set("kind", what)
+            .Set("path", fifo.Length > 0 ? fifo : $"pipe:[{pid}]").Set("flags", RegularFile.OpenFlags(flags)).Set("capacity", cap));
     }
 }

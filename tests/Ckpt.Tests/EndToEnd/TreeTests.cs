@@ -304,4 +304,23 @@ public sealed class TreeTests(E2eEnvironment env)
         r.AssertPassed();
         Assert.Contains("TARGET: 0", r.Stdout);
     }
+
+    /// <summary>FIFOs: one read by the parent and written by its child with bytes in flight, one open read-write by the parent alone.</summary>
+    [Fact]
+    public void Fifos()
+    {
+        env.Program("fifo");
+        var r = new E2eScript(env, "fifo").Run("""
+            mkdir -p "$W/fifos"
+            start "$W/out" "$BIN/fifo" "$W/fifos"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            set -- $(grep '^CHILD' "$W/out"); shift
+            checkpoint_kill
+            gone 10 "$@" || fail "the killed child still holds its pid"
+            ck info "$W/img" | grep -q 'kind=fifo' || fail "ckpt info shows no FIFO"
+            restart_detached
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
 }

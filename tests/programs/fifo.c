@@ -1,0 +1,59 @@
+/* fifo: named pipes (FIFOs) through a restart. fifo1: the parent reads, its child writes, with bytes
+ * in flight; fifo2: opened read-write by the parent alone, holding bytes. After SIGUSR1 the child writes
+ * more and exits; the parent must read everything in order, then end-of-file; fifo2 gives its bytes. */
+#include "e2e.h"
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <sys/ioctl.h>
+
+int main(int argc, char **argv)
+{
+    e2e_init();
+    MUST(argc == 2);
+    char f1[512], f2[512];
+    snprintf(f1, sizeof f1, "%s/fifo1", argv[1]);
+    snprintf(f2, sizeof f2, "%s/fifo2", argv[1]);
+    MUST(mkfifo(f1, 0600) == 0 && mkfifo(f2, 0600) == 0);
+    int rd = open(f1, O_RDONLY | O_NONBLOCK);
+    MUST(rd >= 0);
+    MUST(fcntl(rd, F_SETFL, 0) == 0);   /* blocking reads from here on */
+    int both = open(f2, O_RDWR);
+    MUST(both >= 0 && write(both, "kept", 4) == 4);
+
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    MUST(sigprocmask(SIG_BLOCK, &usr1, NULL) == 0);
+    pid_t child = fork();
+    MUST(child >= 0);
+    if (child == 0) {
+        close(rd); close(both);
+        int wr = open(f1, O_WRONLY);
+        if (wr < 0 || write(wr, "hello ", 6) != 6) _exit(2);
+        int sig;
+        sigwait(&usr1, &sig);
+        if (write(wr, "world", 5) != 5) _exit(3);
+        _exit(0);
+    }
+    MUST(sigprocmask(SIG_UNBLOCK, &usr1, NULL) == 0);
+    /* the child's first bytes are in the FIFO before READY */
+    int n = 0;
+    for (int i = 0; i < 2000 && (ioctl(rd, FIONREAD, &n) != 0 || n < 6); i++) usleep(1000);
+    MUST(n == 6);
+    say("CHILD %d", child);
+    say("READY");
+    e2e_wait_usr1();
+
+    kill(child, SIGUSR1);
+    char buf[64] = {0};
+    size_t got = 0;
+    ssize_t k;
+    while ((k = read(rd, buf + got, sizeof buf - 1 - got)) > 0) got += k;
+    CHECK(strcmp(buf, "hello world") == 0, "fifo1 gave '%s'", buf);
+    CHECK(k == 0, "fifo1 did not end: %s", strerror(errno));
+    int st;
+    CHECK(waitpid(child, &st, 0) == child && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child failed: 0x%x", st);
+    char b2[8] = {0};
+    CHECK(read(both, b2, sizeof b2) == 4 && memcmp(b2, "kept", 4) == 0, "fifo2 gave '%s'", b2);
+    return e2e_finish();
+}
