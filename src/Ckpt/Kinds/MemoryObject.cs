@@ -95,6 +95,9 @@ public sealed class MemoryObject : IFileKind
         if (st.Blksize > MemoryRegion.PageSize)
             throw new NotCheckpointableException(ctx.Pid, $"{what} is backed by {path}, on huge pages (hugetlbfs), which is not supported");
 
+        // a process outside the tree sharing it would no longer share it with the restarted tree
+        if (ctx.Session.State<OutsideHolders>().Find(ctx.Session, st.Dev, st.Ino) is { } outside)
+            throw new NotCheckpointableException(ctx.Pid, $"{what} ({path}) is shared with pid {outside.Pid} outside the tree ({outside.Where}); the restarted tree would no longer share it: checkpoint a tree that holds every user");
         uint objref = ctx.Files.Intern($"mem:{st.Dev}:{st.Ino}").Ref;
         state.Objects[(st.Dev, st.Ino)] = objref;
         int fd = open();

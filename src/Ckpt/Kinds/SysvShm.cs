@@ -49,6 +49,13 @@ public sealed unsafe class SysvShm : IStateKind
             throw new NotCheckpointableException(ctx.Pid, $"{where}: only part of SysV segment {shmid} is attached there (split by munmap or mprotect), which is not supported");
         var state = ctx.Session.State<CheckpointState>();
         if (state.Segments.TryGetValue(shmid, out uint known)) return known;
+        // attached outside the tree too (more attaches than the tree's): refused, naming the other user
+        ulong inTree = (ulong)ctx.Session.Processes.Sum(p => p.Vmas.Count(x => x.Inode == v.Inode && x.Path.StartsWith("/SYSV")));
+        if (info.Nattch > inTree && FileCalls.TryStat($"/proc/{ctx.Pid}/map_files/{v.Start:x}-{v.End:x}", out var sst))
+        {
+            var outside = ctx.Session.State<OutsideHolders>().Find(ctx.Session, sst.Dev, sst.Ino);
+            throw new NotCheckpointableException(ctx.Pid, $"{where}: SysV segment {shmid} is attached {info.Nattch} times, {inTree} of them in the tree{(outside is { } o ? $" (pid {o.Pid} outside the tree has it: {o.Where})" : "")}; the restarted tree would no longer share it");
+        }
         uint objref = ctx.Files.Intern($"sysv:{shmid}").Ref;
         state.Segments[shmid] = objref;
         var p = new PayloadWriter().U32(objref).I32(key).I32(shmid).U64(info.Size).U32(info.Mode).U32(info.Uid).U32(info.Gid);

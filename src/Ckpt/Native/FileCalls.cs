@@ -130,6 +130,9 @@ public static unsafe partial class FileCalls
         }
     }
 
+    public static ulong MakeDev(ulong major, ulong minor)
+        => ((major & 0xfffff000) << 32) | ((major & 0xfff) << 8) | ((minor & 0xffffff00) << 12) | (minor & 0xff);
+
     public static int MajorOf(ulong dev) => (int)(((dev >> 32) & 0xfffff000) | ((dev >> 8) & 0xfff));
     public static int MinorOf(ulong dev) => (int)(((dev >> 12) & 0xffffff00) | (dev & 0xff));
 }

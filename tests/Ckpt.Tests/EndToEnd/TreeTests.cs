@@ -323,4 +323,25 @@ public sealed class TreeTests(E2eEnvironment env)
             """);
         r.AssertPassed().AssertRestoredExit0().Cleanup();
     }
+
+    /// <summary>Shared memory also mapped by a process outside the tree: the checkpoint of the child alone is refused, naming the parent; both go on.</summary>
+    [Fact]
+    public void SharedMemoryHeldOutsideTheTreeIsRefused()
+    {
+        env.Program("treeshare");
+        var r = new E2eScript(env, "shm-outside").Run("""
+            start "$W/out" "$BIN/treeshare"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            C=$(sed -n 's/^CHILD //p' "$W/out")
+            ck checkpoint $C -o "$W/img" 2>"$W/err.txt"; echo "RC: $?"
+            echo "PARENT: $P"
+            kill -USR1 $P
+            wait_exit $P 20; echo "TARGET: $?"
+            """);
+        r.AssertPassed();
+        Assert.Contains("RC: 69", r.Stdout);
+        var parent = Regex.Match(r.Stdout, @"PARENT: (\d+)").Groups[1].Value;
+        Assert.True(r.File("err.txt").Contains($"pid {parent} outside the tree"), $"the message should name the parent {parent}{r.Diagnostics}");
+        Assert.Contains("TARGET: 0", r.Stdout);
+    }
 }

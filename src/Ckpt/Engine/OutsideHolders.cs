@@ -1,0 +1,54 @@
+using System.Globalization;
+using Ckpt.Native;
+
+namespace Ckpt.Engine;
+
+/// <summary>
+/// Which processes outside the tree map or hold open a memory object (shared anonymous memory, a memfd,
+/// a deleted file, a SysV segment): read once per checkpoint, the first time a memory object is saved,
+/// from every other process's /proc/PID/maps and its fds that name a memfd or a deleted file.
+/// </summary>
+public sealed class OutsideHolders
+{
+    private Dictionary<(ulong Dev, ulong Ino), (int Pid, string Where)>? _index;
+
+    /// <summary>A process outside the tree that holds the object with this (device, inode), or null.</summary>
+    public (int Pid, string Where)? Find(CheckpointSession s, ulong dev, ulong ino)
+    {
+        _index ??= Build(s);
+        return _index.TryGetValue((dev, ino), out var h) ? h : null;
+    }
+
+    private static Dictionary<(ulong, ulong), (int, string)> Build(CheckpointSession s)
+    {
+        var tree = s.Processes.Select(p => p.Pid).ToHashSet();
+        int self = Environment.ProcessId;
+        var index = new Dictionary<(ulong, ulong), (int, string)>();
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out int pid) || pid == self || tree.Contains(pid)) continue;
+            try
+            {
+                foreach (var line in File.ReadLines($"{dir}/maps"))
+                {
+                    // start-end perms offset MAJ:MIN inode path: only shared-memory-like backings matter
+                    if (!line.Contains("(deleted)") && !line.Contains("/SYSV")) continue;
+                    var f = line.Split(' ', 6, StringSplitOptions.RemoveEmptyEntries);
+                    if (f.Length < 6) continue;
+                    var mm = f[3].Split(':');
+                    ulong major = ulong.Parse(mm[0], NumberStyles.HexNumber), minor = ulong.Parse(mm[1], NumberStyles.HexNumber);
+                    ulong ino = ulong.Parse(f[4], CultureInfo.InvariantCulture);
+                    index.TryAdd((FileCalls.MakeDev(major, minor), ino), (pid, $"mapping {f[0]} ({f[5].Trim()})"));
+                }
+                foreach (var fd in Directory.EnumerateFileSystemEntries($"{dir}/fd"))
+                {
+                    var link = new FileInfo(fd).LinkTarget;
+                    if (link == null || !link.EndsWith(" (deleted)")) continue;
+                    if (FileCalls.TryStat(fd, out var st)) index.TryAdd((st.Dev, st.Ino), (pid, $"fd {Path.GetFileName(fd)} ({link})"));
+                }
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException) { }
+        }
+        return index;
+    }
+}
