@@ -72,14 +72,30 @@ public static unsafe class Vessel
 
     /// <summary>
     /// Whether a clone3 that found <paramref name="pid"/> taken (EEXIST) should be tried again, after a
-    /// millisecond: a task that has just died leaves /proc before the kernel frees its pid number (a few
-    /// ms later on a loaded machine, e.g. a restart right after <c>checkpoint --kill</c> of a
-    /// many-threaded process), so while no /proc entry holds the pid it is retried for up to ~200 ms. A
-    /// pid held by a live or zombie task fails at once.
+    /// millisecond (<paramref name="tries"/> counts them):
+    /// - no /proc entry holds the pid: a task that has just died leaves /proc a few ms before the kernel
+    ///   frees its pid number (a restart right after <c>checkpoint --kill</c>): up to ~200 ms;
+    /// - the holder is a zombie: the processes of a tree just killed by <c>checkpoint --kill</c> are
+    ///   orphans that pid 1 reaps, which may take seconds: up to ~3 s.
+    /// A pid held by a live task fails at once. (A restart reading a <c>checkpoint --kill</c> of the same
+    /// machine through a pipe cannot work: the tree is killed only after the whole image is written, and
+    /// the restart needs its pids before it reads further.)
     /// </summary>
     public static bool RetryTakenPid(int pid, ref int tries)
     {
-        if (Directory.Exists($"/proc/{pid}") || ++tries > 200) return false;
+        ++tries;
+        int limit = 200;
+        if (Directory.Exists($"/proc/{pid}"))
+        {
+            try
+            {
+                var st = Proc.ProcStatus.Read(pid);
+                if (st.State == 'Z') limit = 3000;
+                else return false;
+            }
+            catch (IOException) { }   // gone meanwhile: try again
+        }
+        if (tries > limit) return false;
         Thread.Sleep(1);
         return true;
     }
