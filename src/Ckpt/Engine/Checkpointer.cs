@@ -336,6 +336,7 @@ public static class Checkpointer
                 }
             foreach (var ctx in s.Processes)
             {
+                FollowCpu(ctx.Pid);
                 long scratch = ctx.Task.Inject(Nr.mmap, 0, CheckpointContext.ScratchSize, MemoryCalls.PROT_READ | MemoryCalls.PROT_WRITE,
                     MemoryCalls.MAP_PRIVATE | MemoryCalls.MAP_ANONYMOUS, -1, 0);
                 if (scratch < 0 && scratch > -4096) throw new SyscallException("mmap scratch (injected)", (int)-scratch, ctx.Pid);
@@ -352,6 +353,7 @@ public static class Checkpointer
             foreach (var ctx in s.Processes)
                 foreach (var kind in KindTable.Ordered)
                 {
+                    if (kind == KindTable.Ordered[0]) FollowCpu(ctx.Pid);
                     ctx.ThrowIfCancelled();
                     using (log.Phase(s.Processes.Count > 1 ? $"{kind.Name} {ctx.Pid}" : kind.Name)) kind.Checkpoint(ctx);
                 }
@@ -366,6 +368,7 @@ public static class Checkpointer
             // children first: a parent released early could see a child still stopped
             foreach (var ctx in Enumerable.Reverse(s.Processes))
             {
+                if (!(ok && opt.Kill)) FollowCpu(ctx.Pid);
                 try { Release(ctx, kill: ok && opt.Kill, log); }
                 catch (Exception e) { first ??= e; }
                 ctx.Close();
@@ -373,6 +376,22 @@ public static class Checkpointer
             log.Info($"tree frozen for {frozen.Elapsed.TotalMilliseconds:F3} ms");
             if (first != null && ok) throw first;
         }
+    }
+
+    [ThreadStatic] private static int t_cpu;
+
+    /// <summary>
+    /// Moves the tracer thread to the CPU the process last ran on (where a stopped task resumes for an
+    /// injected call): ptrace round trips are several times slower across CPUs.
+    /// </summary>
+    private static void FollowCpu(int pid)
+    {
+        try
+        {
+            if (!int.TryParse(ProcStat.Read(pid).Field(39), out int cpu) || cpu + 1 == t_cpu) return;
+            if (ProcessCalls.SetAffinity(0, ProcessCalls.SingleCpu(cpu))) t_cpu = cpu + 1;
+        }
+        catch (IOException) { }
     }
 
     /// <summary>Undoes the injection (scratch page, registers) and lets the process go, or kills it.</summary>
