@@ -45,6 +45,17 @@ public static class ImageInfo
                 }
             }
         }
+        // the tree's command column: each live process's command line (a zombie's name)
+        if (info.Get("tree") is List<InfoNode> tree)
+        {
+            var nodes = new List<InfoNode> { info };
+            if (info.Get("descendants") is List<InfoNode> d) nodes.AddRange(d);
+            var cmd = new Dictionary<long, string>();
+            foreach (var n in nodes)
+                if (n.Get("process") is InfoNode p && p.Get("pid") is int pp && p.Get("cmdline") is string c) cmd[pp] = c;
+            foreach (var t in tree)
+                if (t.Get("pid") is int tp) t.Set("command", cmd.TryGetValue(tp, out var c) && c.Length > 0 ? c : $"[{t.Get("comm")}]");
+        }
         if (processes > 1)
         {
             // every description held by more than one fd: which processes hold it, under which fds
