@@ -6,7 +6,10 @@ namespace Ckpt.Kinds;
 
 /// <summary>
 /// Character devices that can be reopened by path: the memory devices (/dev/null, zero, full, random,
-/// urandom) and terminals. Saved by path and major:minor, which restart checks before reopening.
+/// urandom) and terminals. Saved by path and major:minor, which restart checks before reopening. A
+/// terminal is handed over to the terminal of <c>ckpt restart</c> when it has one (its stdin, stdout
+/// or stderr): a tree checkpointed in one terminal window carries on in the one it is restarted from;
+/// without one, the saved terminal is reopened by path if it still exists.
 /// </summary>
 public sealed class CharDevice : IFileKind
 {
@@ -43,12 +46,38 @@ public sealed class CharDevice : IFileKind
         var r = rec.Reader();
         uint objref = r.U32(); string path = r.Str(); int major = r.I32(), minor = r.I32(); int flags = r.I32(); long pos = r.I64();
         r.End();
+        if (IsTerminal(major, minor) && path != "/dev/tty" && OwnTerminal() is { } mine && mine != path)
+        {
+            ctx.Log.Info($"terminal {path} of the image replaced by {mine}, the terminal of ckpt restart");
+            path = mine;
+            if (FileCalls.TryStat(path, out var t)) { major = FileCalls.MajorOf(t.Rdev); minor = FileCalls.MinorOf(t.Rdev); }
+        }
         if (!FileCalls.TryStat(path, out var st) || st.Type != StatBuf.S_IFCHR
             || FileCalls.MajorOf(st.Rdev) != major || FileCalls.MinorOf(st.Rdev) != minor)
-            throw new CkptException($"restart: device {path} ({major}:{minor}) is not present here", ExitCodes.RestoreConflict);
+            throw new CkptException($"restart: device {path} ({major}:{minor}) is not present here{(IsTerminal(major, minor) ? "; restart from a terminal to give the processes that one" : "")}", ExitCodes.RestoreConflict);
         int fd = ctx.OpenInVessel(path, (flags & ~(FileCalls.O_CREAT | FileCalls.O_TRUNC | FileCalls.O_EXCL)) | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC);
         if (pos != 0) ctx.Vessel.Inject(Nr.lseek, fd, pos, FileCalls.SEEK_SET);
         ctx.Files.SetRestored(objref, fd);
+    }
+
+    private static bool IsTerminal(int major, int minor) => major is 4 or (>= 136 and <= 143) || (major == 5 && minor is 0 or 1);
+
+    private static string? s_ownTerminal;
+    private static bool s_ownTerminalKnown;
+
+    /// <summary>The terminal of ckpt's stdin, stdout or stderr (the first that is one), or null.</summary>
+    private static string? OwnTerminal()
+    {
+        if (s_ownTerminalKnown) return s_ownTerminal;
+        s_ownTerminalKnown = true;
+        for (int fd = 0; fd <= 2; fd++)
+        {
+            var link = new FileInfo($"/proc/self/fd/{fd}").LinkTarget;
+            if (link != null && FileCalls.TryStat(link, out var st) && st.Type == StatBuf.S_IFCHR
+                && IsTerminal(FileCalls.MajorOf(st.Rdev), FileCalls.MinorOf(st.Rdev)) && link.StartsWith("/dev/") && link != "/dev/tty")
+                return s_ownTerminal = link;
+        }
+        return null;
     }
 
     public void Finish(RestoreContext ctx) { }

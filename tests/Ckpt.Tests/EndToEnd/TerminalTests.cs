@@ -1,0 +1,55 @@
+using Xunit;
+
+namespace Ckpt.Tests.EndToEnd;
+
+/// <summary>
+/// A program whose stdin, stdout and stderr are a terminal, checkpointed in one terminal (a `script`
+/// session) and restarted from another: it carries on in the terminal it was restarted from.
+/// </summary>
+[Collection(EndToEndCollection.Name)]
+public sealed class TerminalTests(E2eEnvironment env)
+{
+    [Fact]
+    public void ProgramMovesToTheTerminalOfTheRestart()
+    {
+        env.Program("sleeper");
+        var r = new E2eScript(env, "terminal").Run("""
+            command -v script >/dev/null || fail "script (util-linux) is missing"
+            cat > "$W/first.sh" <<FIRST
+            exec 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-
+            "$BIN/sleeper" &
+            P=\$!
+            echo \$P > "$W/pid"
+            sleep 0.5
+            readlink /proc/\$P/fd/1 > "$W/tty1"
+            "$CKPT" checkpoint \$P -o "$W/img" --kill --log "$W/ck.log" -v || exit 10
+            wait \$P 2>/dev/null
+            touch "$W/first-done"
+            sleep 4   # keeps this terminal, so that the second one is another
+            exit 0
+            FIRST
+            cat > "$W/second.sh" <<SECOND
+            exec 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-
+            tty > "$W/tty2"
+            "$CKPT" restart -i "$W/img" --log "$W/rs.log" -v; echo "RESTART-STATUS: \$?"
+            SECOND
+            script -qec "bash $W/first.sh" /dev/null > "$W/first.txt" 2>&1 &
+            S=$!
+            wait_for "$W/ck.log" 'image complete' 20 || fail "no checkpoint in the first terminal"
+            for i in $(seq 100); do [ -e "$W/first-done" ] && break; sleep 0.05; done
+            P=$(cat "$W/pid")
+            gone 10 $P || fail "the first program still holds its pid"
+            script -qec "bash $W/second.sh" /dev/null > "$W/second.txt" 2>&1; echo "SECOND: $?"
+            wait $S; echo "FIRST: $?"
+            echo "TTY1: $(cat "$W/tty1")"
+            echo "TTY2: $(cat "$W/tty2")"
+            """);
+        r.AssertScriptOk();
+        Assert.Contains("FIRST: 0", r.Stdout);
+        var first = r.File("first.txt");
+        var second = r.File("second.txt");
+        Assert.True(first.Contains("READY") && !first.Contains("PASS"), $"the first terminal should only show READY{r.Diagnostics}");
+        Assert.True(second.Contains("PASS") && second.Contains("RESTART-STATUS: 0"), $"the program should finish in the second terminal{r.Diagnostics}");
+        Assert.Contains("replaced by", r.File("rs.log"));
+    }
+}
