@@ -4,6 +4,8 @@
  *   main     slack 123456 ns, SCHED_OTHER, nice 0 (process default), all CPUs it started with
  *   worker A slack 654321 ns, SCHED_BATCH, nice 5, CPU 0 only
  *   worker B default slack,   SCHED_IDLE,  nice 3, all CPUs (not left pinned where the restart ran it)
+ *   worker C SCHED_FIFO priority 7 with SCHED_RESET_ON_FORK (timer slack 0, as for any RT thread), nice -2
+ *            (where RT scheduling is not allowed, it keeps the default policy and says so)
  * Child process (forked first, before the parent changes its own flags): parent-death signal SIGWINCH
  * (handled: it must not arrive), dumpable 1, subreaper 0, THP enabled, the parent's personality.
  * The root sets a parent-death signal too: it is not restored for the root (its parent is outside the
@@ -31,7 +33,7 @@ static volatile int check_now;
 struct worker {
     const char *name;
     unsigned long slack;   /* 0: leave the default */
-    int policy, nice;
+    int policy, prio, nice;
     int cpu0_only;
     pid_t tid;
     volatile int ready, failures;
@@ -47,8 +49,13 @@ static void *run_worker(void *arg)
         CPU_SET(0, &one);
         MUST(sched_setaffinity(0, sizeof one, &one) == 0);
     }
-    struct sched_param sp = { 0 };
-    MUST(sched_setscheduler(0, w->policy, &sp) == 0);   /* per thread on Linux */
+    struct sched_param sp = { .sched_priority = w->prio };
+    if (sched_setscheduler(0, w->policy, &sp) != 0) {   /* per thread on Linux */
+        MUST(w->prio != 0);
+        say("%s: no RT scheduling here (%s): default policy", w->name, strerror(errno));
+        w->policy = sched_getscheduler(0);
+        w->prio = 0;
+    }
     MUST(setpriority(PRIO_PROCESS, w->tid, w->nice) == 0);
     if (w->slack) MUST(prctl(PR_SET_TIMERSLACK, w->slack) == 0);
     unsigned long slack0 = (unsigned long)prctl(PR_GET_TIMERSLACK);
@@ -70,7 +77,9 @@ static void *run_worker(void *arg)
 static void check_thread(const struct worker *w)
 {
     int pol = sched_getscheduler(w->tid);
-    CHECK(pol == w->policy, "%s: scheduling policy %d, expected %d", w->name, pol, w->policy);
+    CHECK(pol == w->policy, "%s: scheduling policy 0x%x, expected 0x%x", w->name, pol, w->policy);
+    struct sched_param sp = { .sched_priority = -1 };
+    CHECK(sched_getparam(w->tid, &sp) == 0 && sp.sched_priority == w->prio, "%s: priority %d, expected %d", w->name, sp.sched_priority, w->prio);
     errno = 0;
     int nice = getpriority(PRIO_PROCESS, w->tid);
     CHECK(errno == 0 && nice == w->nice, "%s: nice %d, expected %d", w->name, nice, w->nice);
@@ -118,12 +127,14 @@ int main(void)
 
     static struct worker a = { .name = "worker A", .slack = 654321, .policy = SCHED_BATCH, .nice = 5, .cpu0_only = 1 };
     static struct worker b = { .name = "worker B", .slack = 0, .policy = SCHED_IDLE, .nice = 3, .cpu0_only = 0 };
-    pthread_t ta, tb;
+    static struct worker c = { .name = "worker C", .slack = 0, .policy = SCHED_FIFO | SCHED_RESET_ON_FORK, .prio = 7, .nice = -2 };
+    pthread_t ta, tb, tc;
     MUST(pthread_create(&ta, NULL, run_worker, &a) == 0);
     MUST(pthread_create(&tb, NULL, run_worker, &b) == 0);
-    while (!a.ready || !b.ready) sleep_full(0.01);
+    MUST(pthread_create(&tc, NULL, run_worker, &c) == 0);
+    while (!a.ready || !b.ready || !c.ready) sleep_full(0.01);
     sleep_full(0.2);   /* the child has set its parent-death signal */
-    say("THREADS %d %d", a.tid, b.tid);
+    say("THREADS %d %d %d", a.tid, b.tid, c.tid);
     say("READY");
     e2e_wait_usr1();
 
@@ -131,10 +142,12 @@ int main(void)
     check_thread(&m);
     check_thread(&a);   /* while the workers still wait */
     check_thread(&b);
+    check_thread(&c);
     check_now = 1;
     pthread_join(ta, NULL);
     pthread_join(tb, NULL);
-    e2e_failures += a.failures + b.failures;
+    pthread_join(tc, NULL);
+    e2e_failures += a.failures + b.failures + c.failures;
     CHECK(prctl(PR_GET_TIMERSLACK) == 123456, "main: timer slack %d ns", prctl(PR_GET_TIMERSLACK));
     cpu_set_t cur;
     sched_getaffinity(0, sizeof cur, &cur);

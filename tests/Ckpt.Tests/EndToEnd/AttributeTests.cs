@@ -29,12 +29,15 @@ public sealed class AttributeTests(E2eEnvironment env)
         Assert.Equal("0x1", p.GetProperty("thp_disable").GetString());
         Assert.NotEqual(0u, Convert.ToUInt32(p.GetProperty("personality").GetString()!, 16) & 0x0040000u);   // ADDR_NO_RANDOMIZE
         var threads = root.GetProperty("threads").EnumerateArray().ToList();
-        Assert.Equal(3, threads.Count);
+        Assert.Equal(4, threads.Count);
         Assert.Equal(123456, threads[0].GetProperty("timer_slack_ns").GetInt64());
         Assert.Equal((int)'\u001c', threads[0].GetProperty("pdeathsig").GetInt32());   // SIGWINCH (28)
         Assert.Contains(threads, t => t.GetProperty("policy").GetString() == "batch" && t.GetProperty("nice").GetInt32() == 5
             && t.GetProperty("affinity").GetString() == "0" && t.GetProperty("timer_slack_ns").GetInt64() == 654321);
         Assert.Contains(threads, t => t.GetProperty("policy").GetString() == "idle" && t.GetProperty("nice").GetInt32() == 3);
+        if (!r.File("out").Contains("no RT scheduling here"))
+            Assert.Contains(threads, t => t.GetProperty("policy").GetString() == "fifo|reset_on_fork" && t.GetProperty("rt_priority").GetInt32() == 7
+                && t.GetProperty("nice").GetInt32() == -2);
         // the root's parent was outside the tree: its parent-death signal is not restored, and says so
         Assert.Contains("parent-death signal 28 not restored", r.File("rs.log"));
         r.Cleanup();
