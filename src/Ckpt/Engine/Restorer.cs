@@ -72,7 +72,7 @@ public static class Restorer
             // children first, so that a parent released early never sees a child still stopped
             foreach (var ctx in Enumerable.Reverse(s.Processes))
             {
-                if (ctx.VesselAffinity != null) ProcessCalls.SetAffinity(ctx.Pid, ctx.VesselAffinity);
+                CpuState.Release(ctx);   // per-thread policy, nice and affinity (the vessels ran pinned to the tracer's CPU)
                 bool stop = opt.Frozen || ctx.Stopped;
                 ctx.Vessel.Detach(stop ? TracedTask.SIGSTOP : 0);
                 foreach (var t in ctx.OtherThreads) t.Detach(stop ? TracedTask.SIGSTOP : 0);

@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using Ckpt.Engine;
 using Ckpt.Image;
 using Ckpt.Native;
+using Ckpt.Proc;
 using Ckpt.Tracing;
 
 namespace Ckpt.Kinds;
@@ -9,8 +10,10 @@ namespace Ckpt.Kinds;
 /// <summary>
 /// Per-thread CPU and kernel state: general registers, fs/gs base, the full xstate (x87, SSE, AVX,
 /// AVX-512), the blocked mask, private pending signals with their siginfo, sigaltstack, the rseq
-/// registration, clear-child-tid and the robust futex list. Restored last: the trampoline is removed,
-/// the registers loaded, and the task released by the restorer.
+/// registration, clear-child-tid and the robust futex list, its name, timer slack, parent-death
+/// signal, scheduling policy and priority, nice value and CPU affinity (all per thread on Linux).
+/// Restored last: the trampoline is removed, the registers loaded, and the task released by the
+/// restorer, which sets the scheduling attributes and affinity (<see cref="Release"/>).
 /// </summary>
 public sealed class CpuState : IStateKind
 {
@@ -32,7 +35,15 @@ public sealed class CpuState : IStateKind
         public ulong TidAddress, RobustHead, RobustLen;
         public StackT AltStack;
         public string? Comm;
+        /// <summary>Appended fields (absent in older images: null).</summary>
+        public Extra? More;
     }
+
+    /// <summary>Timer slack (ns), parent-death signal, scheduling policy (SCHED_RESET_ON_FORK included) and priority, nice, CPU affinity (16 words).</summary>
+    private sealed record Extra(ulong TimerSlack, int PdeathSig, int Policy, int Priority, int Nice, ulong[] Affinity);
+
+    private const int PR_SET_PDEATHSIG = 1, PR_GET_PDEATHSIG = 2, PR_GET_TIMERSLACK = 30, PR_SET_TIMERSLACK = 29;
+    private const int AffinityWords = 16;
 
     private sealed class SavedThreads { public readonly List<Saved> List = new(); public bool Created; }
 
@@ -42,7 +53,7 @@ public sealed class CpuState : IStateKind
         foreach (var (task, regs, mask) in ctx.Threads) CheckpointThread(ctx, task, regs, mask);
     }
 
-    private static void CheckpointThread(CheckpointContext ctx, TracedTask task, UserRegs regs, ulong sigmask)
+    private static unsafe void CheckpointThread(CheckpointContext ctx, TracedTask task, UserRegs regs, ulong sigmask)
     {
         var rseq = task.GetRseq();
         FixupRseq(ctx, task.Tid, ref regs, rseq);
@@ -67,6 +78,20 @@ public sealed class CpuState : IStateKind
         task.InjectChecked("sigaltstack", Nr.sigaltstack, 0, (long)ctx.Scratch);
         p.Raw(ctx.ReadScratch(0, StackT.SizeOf));
         p.Str(File.ReadAllText($"/proc/{ctx.Pid}/task/{task.Tid}/comm").TrimEnd('\n'));   // added in format 1: per-thread name
+        // appended fields: timer slack, parent-death signal (both only readable by the thread itself),
+        // scheduling policy and priority, nice, CPU affinity (read by tid from ckpt)
+        p.U64((ulong)task.InjectChecked("prctl(PR_GET_TIMERSLACK)", Nr.prctl, PR_GET_TIMERSLACK));
+        task.InjectChecked("prctl(PR_GET_PDEATHSIG)", Nr.prctl, PR_GET_PDEATHSIG, (long)ctx.Scratch);
+        p.I32(BitConverter.ToInt32(ctx.ReadScratch(0, 4)));
+        int policy = ProcessCalls.SchedGetScheduler(task.Tid);
+        if (policy < 0) throw SyscallException.Last("sched_getscheduler", task.Tid);
+        int prio = 0;
+        if (ProcessCalls.SchedGetParam(task.Tid, &prio) < 0) throw SyscallException.Last("sched_getparam", task.Tid);
+        p.I32(policy).I32(prio).I32(ProcStat.Read(ctx.Pid, task.Tid).Nice);
+        var mask = ProcessCalls.GetAffinity(task.Tid);
+        int words = mask.Length;
+        while (words > 1 && mask[words - 1] == 0) words--;
+        p.Bytes(MemoryMarshal.AsBytes(mask.AsSpan(0, words)));
         ctx.Image.Write(RecordKind.Thread, p);
     }
 
@@ -102,6 +127,7 @@ public sealed class CpuState : IStateKind
         s.TidAddress = r.U64(); s.RobustHead = r.U64(); s.RobustLen = r.U64();
         s.AltStack = MmState.FromBytes<StackT>(r.Raw(StackT.SizeOf));
         if (!r.AtEnd) s.Comm = r.Str();
+        if (!r.AtEnd) s.More = new Extra(r.U64(), r.I32(), r.I32(), r.I32(), r.I32(), AffinityMask(r.Bytes(), rec));
         r.End();
         if (s.XState.Length != ctx.Header.XstateSize)
             throw new ImageFormatException($"Thread record at offset {rec.Offset}: xstate of {s.XState.Length} bytes, header says {ctx.Header.XstateSize}");
@@ -109,6 +135,26 @@ public sealed class CpuState : IStateKind
         if (all.Count == 0 && s.Tid != ctx.Pid)
             throw new ImageFormatException($"Thread record at offset {rec.Offset}: the first thread is {s.Tid}, not the leader {ctx.Pid}");
         all.Add(s);
+    }
+
+    private static ulong[] AffinityMask(ReadOnlySpan<byte> b, Record rec)
+    {
+        if (b.Length == 0 || b.Length % 8 != 0 || b.Length > AffinityWords * 8)
+            throw new ImageFormatException($"Thread record at offset {rec.Offset}: CPU affinity of {b.Length} bytes");
+        var mask = new ulong[AffinityWords];
+        b.CopyTo(MemoryMarshal.AsBytes(mask.AsSpan()));
+        return mask;
+    }
+
+    private static string PolicyName(int policy)
+    {
+        string name = (policy & ~ProcessCalls.SCHED_RESET_ON_FORK) switch
+        {
+            ProcessCalls.SCHED_OTHER => "other", ProcessCalls.SCHED_FIFO => "fifo", ProcessCalls.SCHED_RR => "rr",
+            ProcessCalls.SCHED_BATCH => "batch", ProcessCalls.SCHED_IDLE => "idle", ProcessCalls.SCHED_DEADLINE => "deadline",
+            int p => p.ToString(),
+        };
+        return (policy & ProcessCalls.SCHED_RESET_ON_FORK) != 0 ? name + "|reset_on_fork" : name;
     }
 
     public void Finish(RestoreContext ctx)
@@ -178,6 +224,28 @@ public sealed class CpuState : IStateKind
             ulong name = ctx.PutScratch(0, System.Text.Encoding.UTF8.GetBytes(s.Comm + "\0"));
             task.InjectChecked("prctl(PR_SET_NAME)", Nr.prctl, 15 /* PR_SET_NAME */, (long)name);
         }
+        if (s.More is { } m)
+        {
+            // 0 would mean "the default" (the slack inherited at creation); an RT thread has 0 and ignores it
+            if (m.TimerSlack != 0)
+            {
+                long rc = task.Inject(Nr.prctl, PR_SET_TIMERSLACK, (long)m.TimerSlack);
+                if (rc < 0) ctx.Log.Info($"thread {s.Tid}: timer slack {m.TimerSlack} ns could not be restored ({Errors.Describe((int)-rc)})");
+            }
+            // after the credentials (FinishOrder 70), whose change clears it
+            if (m.PdeathSig != 0)
+            {
+                // the root's parent was outside the tree; its parent now is ckpt's tracer thread, which exits
+                // at the end of the restart (or ckpt itself with --detach): the signal would come at once
+                if (ctx.Session.Processes[0] == ctx)
+                    ctx.Log.Info($"thread {s.Tid}: parent-death signal {m.PdeathSig} not restored: the root's parent was outside the tree (the signal would come as soon as ckpt lets go)");
+                else
+                {
+                    long rc = task.Inject(Nr.prctl, PR_SET_PDEATHSIG, m.PdeathSig);
+                    if (rc < 0) ctx.Log.Info($"thread {s.Tid}: parent-death signal {m.PdeathSig} could not be restored ({Errors.Describe((int)-rc)})");
+                }
+            }
+        }
         // pending signals go in while everything is blocked (set when the vessel was seized)
         foreach (var si in s.Pending)
         {
@@ -186,10 +254,64 @@ public sealed class CpuState : IStateKind
             task.InjectChecked("rt_tgsigqueueinfo", Nr.rt_tgsigqueueinfo, ctx.Pid, s.Tid, sig, (long)a);
         }
         // the very last injected call removes the trampoline it runs from; no thread executes there again
-        if (last) task.InjectChecked("munmap trampoline", Nr.munmap, (long)ctx.Trampoline, RestoreContext.TrampolineSize);
+        if (last)
+        {
+            ProcessAttributes.FinishDumpable(ctx);   // after the credentials, and after the last write through /proc
+            task.InjectChecked("munmap trampoline", Nr.munmap, (long)ctx.Trampoline, RestoreContext.TrampolineSize);
+        }
         task.SetSigMask(s.SigMask);
         task.SetXState(s.XState);
         task.SetRegs(ResumeRegs(s.Regs));
+    }
+
+    /// <summary>
+    /// At release, from ckpt by tid (no injection): every thread's scheduling policy and priority, nice
+    /// value and CPU affinity. During the restart the vessels run pinned to the tracer's CPU; a saved
+    /// affinity is limited to the CPUs online here (all of them if none of its CPUs is). A thread of an
+    /// older image, without these fields, gets back the affinity the vessel had before it was pinned.
+    /// Whatever cannot be set (no permission, a CPU set outside the cpuset) is logged and left as it is.
+    /// </summary>
+    public static unsafe void Release(RestoreContext ctx)
+    {
+        ulong[]? online = null;
+        foreach (var s in ctx.State<SavedThreads>().List)
+        {
+            int tid = s.Tid;
+            if (s.More is not { } m)
+            {
+                if (ctx.VesselAffinity != null && !ProcessCalls.SetAffinity(tid, ctx.VesselAffinity))
+                    ctx.Log.Info($"thread {tid}: CPU affinity {ProcessCalls.CpuList(ctx.VesselAffinity)} could not be restored ({Errors.Describe(Marshal.GetLastPInvokeError())})");
+                continue;
+            }
+            if ((m.Policy & ~ProcessCalls.SCHED_RESET_ON_FORK) == ProcessCalls.SCHED_DEADLINE)
+                ctx.Log.Info($"thread {tid}: scheduling policy deadline not restored (its runtime, deadline and period are not saved)");
+            else
+            {
+                int prio = m.Priority;
+                if (ProcessCalls.SchedSetScheduler(tid, m.Policy, &prio) != 0)
+                    ctx.Log.Info($"thread {tid}: scheduling policy {PolicyName(m.Policy)} priority {m.Priority} could not be restored ({Errors.Describe(Marshal.GetLastPInvokeError())}; FIFO and RR need CAP_SYS_NICE or RLIMIT_RTPRIO)");
+            }
+            if (ProcessCalls.SetPriority(0 /* PRIO_PROCESS: a tid, per thread */, tid, m.Nice) != 0)
+                ctx.Log.Info($"thread {tid}: nice {m.Nice} could not be restored ({Errors.Describe(Marshal.GetLastPInvokeError())})");
+            online ??= ProcessCalls.OnlineCpus();
+            var want = new ulong[AffinityWords];
+            bool any = false;
+            for (int i = 0; i < want.Length; i++) any |= (want[i] = m.Affinity[i] & online[i]) != 0;
+            if (!any)
+            {
+                ctx.Log.Info($"thread {tid}: none of its CPUs ({ProcessCalls.CpuList(m.Affinity)}) is online here; it may run on all ({ProcessCalls.CpuList(online)})");
+                want = online;
+            }
+            else if (!want.AsSpan().SequenceEqual(m.Affinity))
+                ctx.Log.Info($"thread {tid}: CPU affinity {ProcessCalls.CpuList(m.Affinity)} limited to the CPUs online here: {ProcessCalls.CpuList(want)}");
+            if (!ProcessCalls.SetAffinity(tid, want))
+            {
+                int err = Marshal.GetLastPInvokeError();
+                var fallback = ctx.VesselAffinity ?? online;
+                ctx.Log.Info($"thread {tid}: CPU affinity {ProcessCalls.CpuList(want)} could not be set ({Errors.Describe(err)}); it gets {ProcessCalls.CpuList(fallback)}");
+                ProcessCalls.SetAffinity(tid, fallback);
+            }
+        }
     }
 
     /// <summary>
@@ -221,6 +343,25 @@ public sealed class CpuState : IStateKind
         var t = new InfoNode().Set("tid", tid).Set("rip", $"0x{regs.Rip:x}").Set("rsp", $"0x{regs.Rsp:x}")
             .Set("fs_base", $"0x{regs.FsBase:x}").Set("xstate_bytes", xs).Set("blocked", $"0x{mask:x}").Set("pending", pending);
         if ((long)regs.OrigRax >= 0) t.Set("in_syscall", (long)regs.OrigRax);
+        for (int i = 0; i < pending; i++) r.Raw(128);
+        r.U64(); r.U32(); r.U32();   // rseq
+        r.U64(); r.U64(); r.U64();   // clear_child_tid, robust list
+        r.Raw(StackT.SizeOf);
+        if (!r.AtEnd) t.Set("comm", r.Str());
+        if (!r.AtEnd)
+        {
+            t.Set("timer_slack_ns", r.U64());
+            int pdeath = r.I32();
+            if (pdeath != 0) t.Set("pdeathsig", pdeath);
+            int policy = r.I32(), prio = r.I32();
+            t.Set("policy", PolicyName(policy));
+            if (prio != 0) t.Set("rt_priority", prio);
+            t.Set("nice", r.I32());
+            var cpus = r.Bytes();
+            var words = new ulong[cpus.Length / 8];
+            cpus[..(words.Length * 8)].CopyTo(MemoryMarshal.AsBytes(words.AsSpan()));
+            t.Set("affinity", ProcessCalls.CpuList(words));
+        }
         info.List("threads").Add(t);
     }
 }

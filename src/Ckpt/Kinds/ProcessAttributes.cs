@@ -9,7 +9,9 @@ namespace Ckpt.Kinds;
 
 /// <summary>
 /// The process itself: pid (restart creates the vessel with it), command name and line, nice value,
-/// resource limits and interval timers.
+/// resource limits and interval timers, no_new_privs, personality, child subreaper, dumpable and THP
+/// disable flags. (Per-thread attributes, timer slack, parent-death signal, scheduling and affinity
+/// included, are in the Thread record: <see cref="CpuState"/>.)
 /// </summary>
 public sealed class ProcessAttributes : IStateKind
 {
@@ -29,7 +31,14 @@ public sealed class ProcessAttributes : IStateKind
         public byte[][] Timers = new byte[3][];
         public bool NoNewPrivs;
         public int Pgid, Sid;
+        /// <summary>Appended fields (absent in older images: null, nothing restored).</summary>
+        public Extra? More;
     }
+
+    private sealed record Extra(uint Personality, bool Subreaper, int Dumpable, uint ThpDisable);
+
+    private const int PR_GET_DUMPABLE = 3, PR_SET_DUMPABLE = 4, PR_GET_CHILD_SUBREAPER = 37,
+        PR_SET_THP_DISABLE = 41, PR_GET_THP_DISABLE = 42;
 
     public void Checkpoint(CheckpointContext ctx)
     {
@@ -48,6 +57,12 @@ public sealed class ProcessAttributes : IStateKind
         }
         p.Bool(ProcStatus.Read(pid).NoNewPrivs);   // trailing fields: absent in older images
         p.I32(f.Pgrp).I32(f.Session);
+        // appended fields: personality, child subreaper, dumpable, THP disable
+        p.U32(Convert.ToUInt32(File.ReadAllText($"/proc/{pid}/personality").Trim(), 16));
+        ctx.Inject("prctl(PR_GET_CHILD_SUBREAPER)", Nr.prctl, PR_GET_CHILD_SUBREAPER, (long)ctx.Scratch);
+        p.Bool(BitConverter.ToInt32(ctx.ReadScratch(0, 4)) != 0);
+        p.I32((int)ctx.Inject("prctl(PR_GET_DUMPABLE)", Nr.prctl, PR_GET_DUMPABLE));
+        p.U32((uint)ctx.Inject("prctl(PR_GET_THP_DISABLE)", Nr.prctl, PR_GET_THP_DISABLE));
         ctx.Image.Write(RecordKind.Process, p);
     }
 
@@ -64,6 +79,7 @@ public sealed class ProcessAttributes : IStateKind
         for (int i = 0; i < 3; i++) s.Timers[i] = r.Raw(ItimerVal.Size).ToArray();
         s.NoNewPrivs = !r.AtEnd && r.Bool();
         if (!r.AtEnd) { s.Pgid = r.I32(); s.Sid = r.I32(); }
+        if (!r.AtEnd) s.More = new Extra(r.U32(), r.Bool(), r.I32(), r.U32());
         r.End();
         // images with a Tree record had every vessel created from it; older ones hold one process
         if (ctx.Task == null) CreateVessel(ctx, pid);
@@ -158,6 +174,53 @@ public sealed class ProcessAttributes : IStateKind
             ulong a = ctx.PutScratch(0, MmState.StructBytes(ref t));
             ctx.Inject("setitimer", Nr.setitimer, which, (long)a, 0);
         }
+        if (s.More is { } m) FinishMore(ctx, m);
+    }
+
+    /// <summary>Personality, child subreaper, THP disable: each logged (not fatal) if it cannot be set.</summary>
+    private static void FinishMore(RestoreContext ctx, Extra m)
+    {
+        // personality is per task: set in the leader, the other threads (created later from it) inherit it.
+        // Setting it after the memory was mapped is fine: it only steers later mmap/exec choices.
+        long old = ctx.Vessel.Inject(Nr.personality, 0xffffffffL);
+        if (old != m.Personality)
+        {
+            long rc = ctx.Vessel.Inject(Nr.personality, m.Personality);
+            if (rc < 0) ctx.Log.Info($"pid {ctx.Pid}: personality 0x{m.Personality:x} could not be restored ({Errors.Describe((int)-rc)}); it is 0x{old:x}");
+        }
+        if (m.Subreaper)
+        {
+            long rc = ctx.Vessel.Inject(Nr.prctl, ProcessCalls.PR_SET_CHILD_SUBREAPER, 1);
+            if (rc < 0) ctx.Log.Info($"pid {ctx.Pid}: the child subreaper flag could not be restored ({Errors.Describe((int)-rc)})");
+        }
+        long thp = ctx.Vessel.Inject(Nr.prctl, PR_GET_THP_DISABLE);
+        if (thp != m.ThpDisable)
+        {
+            // bit 0: disabled; other bits: the flags it was disabled with (PR_THP_DISABLE_EXCEPT_ADVISED)
+            long rc = (m.ThpDisable & 1) != 0
+                ? ctx.Vessel.Inject(Nr.prctl, PR_SET_THP_DISABLE, 1, m.ThpDisable & ~1u)
+                : ctx.Vessel.Inject(Nr.prctl, PR_SET_THP_DISABLE, 0);
+            if (rc < 0) ctx.Log.Info($"pid {ctx.Pid}: THP disable 0x{m.ThpDisable:x} could not be restored ({Errors.Describe((int)-rc)}); it is 0x{thp:x}");
+        }
+    }
+
+    /// <summary>
+    /// The dumpable flag, set by the leader's last injected calls (<see cref="CpuState"/>): a credential
+    /// change resets it (Credentials, FinishOrder 70), and a process that is not dumpable may no longer
+    /// be read or written through /proc or process_vm_* by a tracer without CAP_SYS_PTRACE.
+    /// </summary>
+    internal static void FinishDumpable(RestoreContext ctx)
+    {
+        if (ctx.State<Saved>().More is not { } m) return;
+        long now = ctx.Vessel.Inject(Nr.prctl, PR_GET_DUMPABLE);
+        if (now == m.Dumpable) return;
+        if (m.Dumpable is 0 or 1)
+        {
+            long rc = ctx.Vessel.Inject(Nr.prctl, PR_SET_DUMPABLE, m.Dumpable);
+            if (rc >= 0) return;
+            ctx.Log.Info($"pid {ctx.Pid}: dumpable {m.Dumpable} could not be restored ({Errors.Describe((int)-rc)}); it is {now}");
+        }
+        else ctx.Log.Info($"pid {ctx.Pid}: dumpable {m.Dumpable} (suid_dumpable) cannot be set with prctl; it is {now}");
     }
 
     public void Describe(Record rec, InfoNode info)
@@ -180,6 +243,14 @@ public sealed class ProcessAttributes : IStateKind
         }
         if (!r.AtEnd && r.Bool()) p.Set("no_new_privs", true);
         if (!r.AtEnd) p.Set("pgid", r.I32()).Set("sid", r.I32());
+        if (!r.AtEnd)
+        {
+            p.Set("personality", $"0x{r.U32():x8}");
+            if (r.Bool()) p.Set("child_subreaper", true);
+            p.Set("dumpable", r.I32());
+            uint thp = r.U32();
+            if (thp != 0) p.Set("thp_disable", $"0x{thp:x}");
+        }
         static string Fmt(ulong v) => v == ulong.MaxValue ? "unlimited" : v.ToString();
     }
 }

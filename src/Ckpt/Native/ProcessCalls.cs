@@ -23,6 +23,23 @@ public static unsafe partial class ProcessCalls
     [LibraryImport("libc", EntryPoint = "getpriority", SetLastError = true)]
     public static partial int GetPriority(int which, int who);
 
+    [LibraryImport("libc", EntryPoint = "setpriority", SetLastError = true)]
+    public static partial int SetPriority(int which, int who, int prio);
+
+    /// <summary>The scheduling policy of a task (a tid: per thread on Linux), SCHED_RESET_ON_FORK included; -1 on error.</summary>
+    [LibraryImport("libc", EntryPoint = "sched_getscheduler", SetLastError = true)]
+    public static partial int SchedGetScheduler(int tid);
+
+    /// <summary>sched_getparam: <paramref name="priority"/> receives sched_priority (struct sched_param is one int).</summary>
+    [LibraryImport("libc", EntryPoint = "sched_getparam", SetLastError = true)]
+    public static partial int SchedGetParam(int tid, int* priority);
+
+    [LibraryImport("libc", EntryPoint = "sched_setscheduler", SetLastError = true)]
+    public static partial int SchedSetScheduler(int tid, int policy, int* priority);
+
+    public const int SCHED_OTHER = 0, SCHED_FIFO = 1, SCHED_RR = 2, SCHED_BATCH = 3, SCHED_IDLE = 5, SCHED_DEADLINE = 6,
+        SCHED_RESET_ON_FORK = 0x40000000;
+
     [LibraryImport("libc", EntryPoint = "prlimit", SetLastError = true)]
     public static partial int Prlimit(int pid, int resource, RLimit* newLimit, RLimit* oldLimit);
 
@@ -55,6 +72,35 @@ public static unsafe partial class ProcessCalls
     public static bool SetAffinity(int tid, ulong[] mask)
     {
         fixed (ulong* m = mask) return Sys.Call(Nr.sched_setaffinity, tid, mask.Length * 8, (long)m) == 0;
+    }
+
+    /// <summary>The CPUs that are online on this machine (/sys/devices/system/cpu/online), as an affinity mask.</summary>
+    public static ulong[] OnlineCpus()
+    {
+        var mask = new ulong[16];
+        foreach (var part in File.ReadAllText("/sys/devices/system/cpu/online").Trim().Split(',', StringSplitOptions.RemoveEmptyEntries))
+        {
+            var ends = part.Split('-');
+            int lo = int.Parse(ends[0]), hi = ends.Length > 1 ? int.Parse(ends[1]) : lo;
+            for (int c = lo; c <= hi && c < 64 * mask.Length; c++) mask[c / 64] |= 1UL << (c % 64);
+        }
+        return mask;
+    }
+
+    /// <summary>A CPU mask as a list: "0-3,6".</summary>
+    public static string CpuList(ReadOnlySpan<ulong> mask)
+    {
+        var parts = new List<string>();
+        int n = mask.Length * 64;
+        for (int c = 0; c < n; c++)
+        {
+            if ((mask[c / 64] & (1UL << (c % 64))) == 0) continue;
+            int end = c;
+            while (end + 1 < n && (mask[(end + 1) / 64] & (1UL << ((end + 1) % 64))) != 0) end++;
+            parts.Add(end == c ? $"{c}" : $"{c}-{end}");
+            c = end;
+        }
+        return parts.Count == 0 ? "none" : string.Join(",", parts);
     }
 
     public static ulong[] SingleCpu(int cpu)
