@@ -24,7 +24,9 @@ public sealed class InterruptTests(E2eEnvironment env)
             pipeline=$!
             for i in $(seq 1 100); do C=$(pgrep -f "^$CKPT checkpoint $P" | head -1); [ -n "$C" ] && break; sleep 0.02; done
             [ -n "$C" ] || fail "ckpt did not start"
-            sleep 0.3
+            # mid-image for sure (and its handlers installed): the tree is frozen and the output blocked
+            wait_for "$W/ck.log" 'frozen' 20 || fail "ckpt did not freeze the target"
+            sleep 0.2
             kill -{{signal}} $C
             wait $pipeline
             echo "RC: $(cat "$W/rc")"
