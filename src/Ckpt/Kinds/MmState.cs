@@ -3,6 +3,7 @@ using Ckpt.Engine;
 using Ckpt.Image;
 using Ckpt.Native;
 using Ckpt.Proc;
+using Ckpt.Tracing;
 
 namespace Ckpt.Kinds;
 
@@ -80,7 +81,12 @@ public sealed class MmState : IStateKind
             MemoryCalls.PROT_READ | MemoryCalls.PROT_WRITE | MemoryCalls.PROT_EXEC,
             MemoryCalls.MAP_PRIVATE | MemoryCalls.MAP_ANONYMOUS | MemoryCalls.MAP_FIXED_NOREPLACE, -1, 0);
         if (got != (long)t) throw new SyscallException("mmap trampoline (injected)", got < 0 ? (int)-got : Errors.EEXIST, ctx.Pid);
-        MemoryCalls.WriteRemote(ctx.Pid, t, [0x0f, 0x05, 0xcc]);
+        // the gadget (syscall; int3), then the routine that runs batches of calls (SyscallBatch)
+        var code = new byte[SyscallBatch.CodeOffset + TracedTask.BatchCode.Length];
+        code.AsSpan().Fill(0xcc);
+        code[0] = 0x0f; code[1] = 0x05;
+        TracedTask.BatchCode.CopyTo(code.AsSpan(SyscallBatch.CodeOffset));
+        MemoryCalls.WriteRemote(ctx.Pid, t, code);
         ctx.Trampoline = t;
         task.SyscallGadget = t;
         ctx.Log.Debug($"trampoline at 0x{t:x}");
