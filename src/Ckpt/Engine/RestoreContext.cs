@@ -108,6 +108,30 @@ public sealed class RestoreContext : TargetContext
     public long Inject(string name, long nr, long a1 = 0, long a2 = 0, long a3 = 0, long a4 = 0, long a5 = 0, long a6 = 0)
         => Vessel.InjectChecked(name, nr, a1, a2, a3, a4, a5, a6);
 
+    private SyscallBatch? _batch;
+
+    /// <summary>
+    /// Calls queued for the vessel's leader, run with one ptrace round trip at the next
+    /// <see cref="FlushBatch"/> (by the kind that queued them, and by the restorer before every record
+    /// but a Vma and before the finish steps). The batch uses the whole scratch area when it is flushed.
+    /// </summary>
+    public SyscallBatch Batch => _batch ??= BatchFor(Vessel);
+
+    /// <summary>A batch for one thread of the vessel (the routine in the trampoline, the scratch area for its descriptors).</summary>
+    public SyscallBatch BatchFor(TracedTask task)
+    {
+        if (Trampoline == 0) throw new InvalidOperationException("no trampoline in the vessel yet");
+        return new SyscallBatch(task, Trampoline + SyscallBatch.CodeOffset, Scratch, ScratchSize);
+    }
+
+    /// <summary>Calls queued in <see cref="Batch"/> and not run yet.</summary>
+    public int PendingBatchCalls => _batch?.Count ?? 0;
+    /// <summary>Round trips and calls run by <see cref="Batch"/> so far (for the log).</summary>
+    public (int Flushes, int Calls) BatchStats => (_batch?.Flushes ?? 0, _batch?.CallsRun ?? 0);
+
+    /// <summary>Runs the calls queued in <see cref="Batch"/>, if any.</summary>
+    public void FlushBatch() => _batch?.Flush();
+
     /// <summary>Copies bytes into the scratch area at <paramref name="offset"/>; returns their address in the vessel.</summary>
     public ulong PutScratch(int offset, ReadOnlySpan<byte> data)
     {

@@ -46,6 +46,15 @@ public static class Restorer
                     long t1 = System.Diagnostics.Stopwatch.GetTimestamp();
                     waited += t1 - t0;
                     s.ThrowIfCancelled();
+                    // calls queued by Vma records run before any other record (its Pages need the mapping)
+                    if (rec.Kind != RecordKind.Vma && s.Current is { PendingBatchCalls: > 0 } cur)
+                    {
+                        cur.FlushBatch();
+                        long tf = System.Diagnostics.Stopwatch.GetTimestamp();
+                        var (vt, vn) = spent.GetValueOrDefault(RecordKind.Vma);
+                        spent[RecordKind.Vma] = (vt + tf - t1, vn);
+                        t1 = tf;
+                    }
                     if (rec.Kind == RecordKind.Tree) ProcessTree.Restore(s, rec);
                     else
                     {
@@ -61,6 +70,12 @@ public static class Restorer
                 foreach (var (kind, (ticks, n)) in spent.OrderByDescending(x => x.Value.Ticks))
                     log.Debug($"restore of {n} {kind} record(s): {Ms(ticks)} ms");
                 log.Debug($"waiting for records: {Ms(waited)} ms");
+                foreach (var p in s.Processes)
+                {
+                    p.FlushBatch();
+                    var (flushes, calls) = p.BatchStats;
+                    if (calls > 0) log.Debug($"pid {p.Pid}: {calls} batched call(s) in {flushes} round trip(s)");
+                }
             }
             if (s.Processes.Count == 0) throw new ImageFormatException("image holds no process");
             if (s.Processes.FirstOrDefault(p => !p.Started) is { } missing)

@@ -209,21 +209,26 @@ public sealed class CpuState : IStateKind
     /// <summary>Per-thread kernel state by injection into that thread, then its mask, xstate and registers.</summary>
     private static void RestoreThread(RestoreContext ctx, TracedTask task, Saved s, bool last = false)
     {
-        task.InjectChecked("set_tid_address", Nr.set_tid_address, (long)s.TidAddress);
-        if (s.RobustLen != 0) task.InjectChecked("set_robust_list", Nr.set_robust_list, (long)s.RobustHead, (long)s.RobustLen);
+        // the thread's own calls in one batch (one ptrace round trip)
+        var batch = task == ctx.Vessel ? ctx.Batch : ctx.BatchFor(task);
+        var comm = s.Comm != null && task != ctx.Vessel ? System.Text.Encoding.UTF8.GetBytes(s.Comm + "\0") : null;
+        batch.Reserve(5, StackT.SizeOf + 8 + (comm?.Length ?? 0));
+        batch.AddChecked("set_tid_address", Nr.set_tid_address, (long)s.TidAddress);
+        if (s.RobustLen != 0) batch.AddChecked("set_robust_list", Nr.set_robust_list, (long)s.RobustHead, (long)s.RobustLen);
         if ((s.AltStack.Flags & 2 /* SS_DISABLE */) == 0)
         {
             var ss = s.AltStack;
             ss.Flags &= ~1; // SS_ONSTACK is a report, not a setting
-            ulong a = ctx.PutScratch(0, MmState.StructBytes(ref ss));
-            task.InjectChecked("sigaltstack", Nr.sigaltstack, (long)a, 0);
+            ulong a = batch.AddData(MmState.StructBytes(ref ss));
+            batch.AddChecked("sigaltstack", Nr.sigaltstack, (long)a, 0);
         }
-        if (s.RseqPtr != 0) task.InjectChecked("rseq", Nr.rseq, (long)s.RseqPtr, s.RseqLen, 0, s.RseqSig);
-        if (s.Comm != null && task != ctx.Vessel)
+        if (s.RseqPtr != 0) batch.AddChecked("rseq", Nr.rseq, (long)s.RseqPtr, s.RseqLen, 0, s.RseqSig);
+        if (comm != null)
         {
-            ulong name = ctx.PutScratch(0, System.Text.Encoding.UTF8.GetBytes(s.Comm + "\0"));
-            task.InjectChecked("prctl(PR_SET_NAME)", Nr.prctl, 15 /* PR_SET_NAME */, (long)name);
+            ulong name = batch.AddData(comm);
+            batch.AddChecked("prctl(PR_SET_NAME)", Nr.prctl, 15 /* PR_SET_NAME */, (long)name);
         }
+        batch.Flush();
         if (s.More is { } m)
         {
             // 0 would mean "the default" (the slack inherited at creation); an RT thread has 0 and ignores it

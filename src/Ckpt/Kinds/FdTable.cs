@@ -123,13 +123,16 @@ public sealed class FdTable : IStateKind
             ctx.Inject("close", Nr.close, t);
         }
         int Cur(int t) => moved.TryGetValue(t, out var m) ? m : t;
+        // the placements and closes need no result: one batch (one ptrace round trip)
+        var batch = ctx.Batch;
         foreach (var (fd, cloexec, temp) in entries)
-            ctx.Inject("dup3", Nr.dup3, Cur(temp), fd, cloexec ? FileCalls.O_CLOEXEC : 0);
+            batch.AddChecked("dup3", Nr.dup3, Cur(temp), fd, cloexec ? FileCalls.O_CLOEXEC : 0);
         foreach (int t in temps)
-            if (!finals.Contains(Cur(t))) ctx.Inject("close", Nr.close, Cur(t));
+            if (!finals.Contains(Cur(t))) batch.AddChecked("close", Nr.close, Cur(t));
         // ckpt's own fds kept as replacements for external fds, and not used
         foreach (int v in ctx.Inherited.Values)
-            if (!temps.Contains(v) && !finals.Contains(v)) ctx.Inject("close", Nr.close, v);
+            if (!temps.Contains(v) && !finals.Contains(v)) batch.AddChecked("close", Nr.close, v);
+        batch.Flush();
     }
 
     /// <summary>Restart: the final fd numbers of each objref, in image order (filled when the FdTable record is restored).</summary>

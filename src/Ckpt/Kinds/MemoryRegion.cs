@@ -342,13 +342,21 @@ public sealed unsafe class MemoryRegion : IStateKind
         public string? OpenPath;
         public bool OpenRw;
         public int OpenFd = -1;
+        /// <summary>fds opened in the vessel whose close is queued in the batch, not run yet.</summary>
+        public int ClosesQueued;
     }
 
-    /// <summary>Closes the vessel's fd of the last mapped file (before the fds are placed).</summary>
+    /// <summary>Closes the vessel's fd of the last mapped file (before the fds are placed), after the queued calls.</summary>
     public static void CloseMappedFile(RestoreContext ctx)
     {
-        var st = ctx.State<RestoreState>();
-        if (st.OpenFd >= 0) ctx.Inject("close", Nr.close, st.OpenFd);
+        QueueCloseMappedFile(ctx, ctx.State<RestoreState>());
+        ctx.FlushBatch();
+    }
+
+    /// <summary>Queues the close of the last mapped file's fd behind the mmaps queued with it.</summary>
+    private static void QueueCloseMappedFile(RestoreContext ctx, RestoreState st)
+    {
+        if (st.OpenFd >= 0) { ctx.Batch.AddChecked("close", Nr.close, st.OpenFd); st.ClosesQueued++; }
         st.OpenFd = -1;
         st.OpenPath = null;
     }
@@ -387,6 +395,9 @@ public sealed unsafe class MemoryRegion : IStateKind
         int mapProt = pages > 0 ? prot | MemoryCalls.PROT_READ | MemoryCalls.PROT_WRITE : prot;
         int flags = MemoryCalls.MAP_FIXED | (growsDown ? MemoryCalls.MAP_GROWSDOWN : 0) | (noReserve ? MemoryCalls.MAP_NORESERVE : 0);
         int fd = -1;
+        // fds whose close is queued stay open until the flush: keep them few
+        if (ctx.PendingBatchCalls == 0) st.ClosesQueued = 0;
+        else if (st.ClosesQueued >= 64) { ctx.FlushBatch(); st.ClosesQueued = 0; }
         switch (b)
         {
             case Backing.AnonPrivate: flags |= MemoryCalls.MAP_PRIVATE | MemoryCalls.MAP_ANONYMOUS; break;
@@ -397,7 +408,7 @@ public sealed unsafe class MemoryRegion : IStateKind
                 // the regions of one file (a library's text, data, relro...) come one after another: one open
                 if (st.OpenPath != path || st.OpenRw != rw)
                 {
-                    CloseMappedFile(ctx);
+                    QueueCloseMappedFile(ctx, st);
                     CheckFile(path, size, mtime);
                     st.OpenFd = ctx.OpenInVessel(path, (rw ? FileCalls.O_RDWR : FileCalls.O_RDONLY) | FileCalls.O_CLOEXEC);
                     st.OpenPath = path;
@@ -416,21 +427,29 @@ public sealed unsafe class MemoryRegion : IStateKind
             case Backing.SysvShm: break;
             default: throw new ImageFormatException($"Vma record at offset {rec.Offset} has unknown backing {(int)b}");
         }
-        long got = b == Backing.SysvShm ? SysvShm.AttachInVessel(ctx, obj, start, len, prot)
-            : ctx.Vessel.Inject(Nr.mmap, (long)start, (long)len, mapProt, flags, fd, (long)pgoff);
+        // the calls of consecutive regions are queued in the vessel's batch and run together (one ptrace
+        // round trip) before the next record that is not a Vma (its Pages need the mapping), or when the
+        // batch is full; opens are injected at once (their fds are arguments of the queued calls)
+        void Failed(long got) => throw new CkptException($"restart: cannot map {start:x}-{end:x} {path}: {(got < 0 ? Errors.Describe((int)-got) : "placed elsewhere")}", ExitCodes.RestoreConflict);
+        var batch = ctx.Batch;
+        byte[]? anonName = path.StartsWith("[anon:") && path.Length > 7 ? System.Text.Encoding.UTF8.GetBytes(path[6..^1] + "\0") : null;
+        batch.Reserve(2 + AdviceMap.Length + 1, anonName?.Length ?? 0);
+        if (b == Backing.SysvShm)
+        {
+            batch.Flush();   // attached at once, in order
+            long got = SysvShm.AttachInVessel(ctx, obj, start, len, prot);
+            if (got != (long)start) Failed(got);
+        }
+        else batch.Add(Nr.mmap, (long)start, (long)len, mapProt, flags, fd, (long)pgoff, stopOnError: true,
+            check: got => { if (got != (long)start) Failed(got); });
         // the fd is closed at once (a mapped file's at the next file, or before the fds are placed):
         // fd numbers are placed later and must not meet leftovers
-        if (fd >= 0 && fd != st.OpenFd) ctx.Inject("close", Nr.close, fd);
-        if (got != (long)start)
-            throw new CkptException($"restart: cannot map {start:x}-{end:x} {path}: {(got < 0 ? Errors.Describe((int)-got) : "placed elsewhere")}", ExitCodes.RestoreConflict);
+        if (fd >= 0 && fd != st.OpenFd) { batch.AddChecked("close", Nr.close, fd); st.ClosesQueued++; }
         if (mapProt != prot) st.Reprotect.Add((start, len, prot));
         foreach (var (_, a, madv) in AdviceMap)
-            if ((adv & a) != 0) ctx.Vessel.Inject(Nr.madvise, (long)start, (long)len, madv);
-        if (path.StartsWith("[anon:") && path.Length > 7)
-        {
-            ulong name = ctx.PutScratch(0, System.Text.Encoding.UTF8.GetBytes(path[6..^1] + "\0"));
-            ctx.Vessel.Inject(Nr.prctl, 0x53564d41 /* PR_SET_VMA */, 0 /* ANON_NAME */, (long)start, (long)len, (long)name);
-        }
+            if ((adv & a) != 0) batch.Add(Nr.madvise, (long)start, (long)len, madv);
+        if (anonName != null)
+            batch.Add(Nr.prctl, 0x53564d41 /* PR_SET_VMA */, 0 /* ANON_NAME */, (long)start, (long)len, (long)batch.AddData(anonName));
     }
 
     private static void CheckFile(string path, long size, long mtime)
@@ -484,7 +503,9 @@ public sealed unsafe class MemoryRegion : IStateKind
     public void Finish(RestoreContext ctx)
     {
         var st = ctx.State<RestoreState>();
-        foreach (var (s, l, p) in st.Reprotect) ctx.Inject("mprotect", Nr.mprotect, (long)s, (long)l, p);
+        var batch = ctx.Batch;
+        foreach (var (s, l, p) in st.Reprotect) batch.AddChecked("mprotect", Nr.mprotect, (long)s, (long)l, p);
+        batch.Flush();
     }
 
     public void Describe(Record rec, InfoNode info)

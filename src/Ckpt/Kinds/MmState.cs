@@ -3,6 +3,7 @@ using Ckpt.Engine;
 using Ckpt.Image;
 using Ckpt.Native;
 using Ckpt.Proc;
+using Ckpt.Tracing;
 
 namespace Ckpt.Kinds;
 
@@ -80,7 +81,12 @@ public sealed class MmState : IStateKind
             MemoryCalls.PROT_READ | MemoryCalls.PROT_WRITE | MemoryCalls.PROT_EXEC,
             MemoryCalls.MAP_PRIVATE | MemoryCalls.MAP_ANONYMOUS | MemoryCalls.MAP_FIXED_NOREPLACE, -1, 0);
         if (got != (long)t) throw new SyscallException("mmap trampoline (injected)", got < 0 ? (int)-got : Errors.EEXIST, ctx.Pid);
-        MemoryCalls.WriteRemote(ctx.Pid, t, [0x0f, 0x05, 0xcc]);
+        // the gadget (syscall; int3), then the routine that runs batches of calls (SyscallBatch)
+        var code = new byte[SyscallBatch.CodeOffset + TracedTask.BatchCode.Length];
+        code.AsSpan().Fill(0xcc);
+        code[0] = 0x0f; code[1] = 0x05;
+        TracedTask.BatchCode.CopyTo(code.AsSpan(SyscallBatch.CodeOffset));
+        MemoryCalls.WriteRemote(ctx.Pid, t, code);
         ctx.Trampoline = t;
         task.SyscallGadget = t;
         ctx.Log.Debug($"trampoline at 0x{t:x}");
@@ -96,12 +102,14 @@ public sealed class MmState : IStateKind
         ulong cur = MmapMinAddr;
         foreach (var (s, e) in keep)
         {
-            if (s > cur) ctx.Inject("munmap", Nr.munmap, (long)cur, (long)(s - cur));
+            if (s > cur) ctx.Batch.AddChecked("munmap", Nr.munmap, (long)cur, (long)(s - cur));
             cur = Math.Max(cur, e);
         }
-        if (cur < TaskSize) ctx.Inject("munmap", Nr.munmap, (long)cur, (long)(TaskSize - cur));
+        if (cur < TaskSize) ctx.Batch.AddChecked("munmap", Nr.munmap, (long)cur, (long)(TaskSize - cur));
 
+        // the unmaps and the vDSO moves run in one batch (from the trampoline, which stays)
         MoveVdso(ctx, vdso, image.Where(x => x.Special > 0).Select(x => (x.Start, x.End, Name: VdsoNames[x.Special - 1])).ToList(), image);
+        ctx.FlushBatch();
     }
 
     /// <summary>
@@ -129,7 +137,7 @@ public sealed class MmState : IStateKind
     {
         if (want.Count == 0)
         {
-            foreach (var v in here) ctx.Inject("munmap vdso", Nr.munmap, (long)v.Start, (long)v.Length);
+            foreach (var v in here) ctx.Batch.AddChecked("munmap vdso", Nr.munmap, (long)v.Start, (long)v.Length);
             return;
         }
         // the same pieces with the same sizes, in the same relative places
@@ -158,7 +166,7 @@ public sealed class MmState : IStateKind
     private static void Remap(RestoreContext ctx, List<(ulong Start, ulong Len)> pieces, long delta)
     {
         foreach (var (s, l) in pieces)
-            ctx.Inject("mremap vdso", Nr.mremap, (long)s, (long)l, (long)l,
+            ctx.Batch.AddChecked("mremap vdso", Nr.mremap, (long)s, (long)l, (long)l,
                 MemoryCalls.MREMAP_MAYMOVE | MemoryCalls.MREMAP_FIXED, (long)s + delta);
     }
 

@@ -63,15 +63,19 @@ public sealed class SignalState : IStateKind
         r.End();
         // every signal: the saved action, or SIG_DFL; the vessel inherited ckpt's own actions, so only
         // those that differ are set (most are SIG_DFL in both)
+        // (all in one batch: one ptrace round trip)
         var inherited = ctx.Session.VesselActions;
+        var batch = ctx.Batch;
         for (int sig = 1; sig <= 64; sig++)
         {
             if (sig is 9 or 19) continue;
             var act = saved.GetValueOrDefault(sig);
             if (inherited != null && inherited[sig] is var h && h.Handler == act.Handler && h.Flags == act.Flags && h.Restorer == act.Restorer && h.Mask == act.Mask) continue;
-            ulong a = ctx.PutScratch(0, MmState.StructBytes(ref act));
-            ctx.Inject($"rt_sigaction({sig})", Nr.rt_sigaction, sig, (long)a, 0, 8);
+            batch.Reserve(1, KernelSigaction.Size);
+            ulong a = batch.AddData(MmState.StructBytes(ref act));
+            batch.AddChecked($"rt_sigaction({sig})", Nr.rt_sigaction, sig, (long)a, 0, 8);
         }
+        batch.Flush();
     }
 
     /// <summary>

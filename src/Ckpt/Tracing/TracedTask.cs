@@ -198,6 +198,202 @@ public sealed unsafe class TracedTask
 
     private UserRegs? _injectBase;
 
+    // ------------------------------------------------------------ batched injection
+
+    public const int SIGILL = 4, SIGBUS = 7, SIGFPE = 8, SIGSEGV = 11, SIGSYS = 31;
+
+    /// <summary>One system call of a batch: number, six arguments, and whether an error result (-4095..-1) ends the batch.</summary>
+    public readonly record struct BatchCall(long Nr, long A1 = 0, long A2 = 0, long A3 = 0, long A4 = 0, long A5 = 0, long A6 = 0, bool StopOnError = false);
+
+    /// <summary>Size of one descriptor of a batch in the task's memory.</summary>
+    public const int BatchDescriptorSize = 64;
+    /// <summary>Result reported for a call of a batch that did not run (a call before it stopped the batch).</summary>
+    public const long BatchNotRun = long.MinValue;
+
+    /// <summary>
+    /// The routine that runs a batch inside the task (position independent, 81 bytes; placed in an
+    /// executable page of the task, see <see cref="InjectBatch"/>). rbx = the first descriptor, r12 = a
+    /// 32-byte slot for SIGTRAP's action. A descriptor (64 bytes): dword nr (0xffffffff ends the array),
+    /// dword flags (bit 0: stop at an error result), then rdi, rsi, rdx, r10, r8, r9 (8 bytes each) and
+    /// the result slot at +56.
+    /// </summary>
+    //  0: 8b 03                mov eax, [rbx]               loop: nr (zero-extended into rax)
+    //  2: 83 f8 ff             cmp eax, -1
+    //  5: 74 32                je done (0x39)               the terminator
+    //  7: 48 8b 7b 08          mov rdi, [rbx+8]
+    //  b: 48 8b 73 10          mov rsi, [rbx+16]
+    //  f: 48 8b 53 18          mov rdx, [rbx+24]
+    // 13: 4c 8b 53 20          mov r10, [rbx+32]
+    // 17: 4c 8b 43 28          mov r8, [rbx+40]
+    // 1b: 4c 8b 4b 30          mov r9, [rbx+48]
+    // 1f: 0f 05                syscall                      (clobbers rcx, r11 only)
+    // 21: 48 89 43 38          mov [rbx+56], rax            the result
+    // 25: f6 43 04 01          test byte [rbx+4], 1         stop at an error?
+    // 29: 74 08                je next (0x33)
+    // 2b: 48 3d 01 f0 ff ff    cmp rax, -4095
+    // 31: 73 06                jae done (0x39)              -4095..-1: stop, rbx still on this descriptor
+    // 33: 48 83 c3 40          add rbx, 64                  next:
+    // 37: eb c7                jmp loop (0x00)
+    // 39: b8 0d 00 00 00       mov eax, 13 (rt_sigaction)   done: SIGTRAP's action into [r12], read just
+    // 3e: bf 05 00 00 00       mov edi, 5 (SIGTRAP)               before the trap (the kernel resets an
+    // 43: 31 f6                xor esi, esi (act = NULL)          ignored SIGTRAP to SIG_DFL when it forces
+    // 45: 4c 89 e2             mov rdx, r12 (oldact)              the int3 trap; the tracer puts it back)
+    // 48: 41 ba 08 00 00 00    mov r10d, 8 (sigsetsize)
+    // 4e: 0f 05                syscall
+    // 50: cc                   int3                         SIGTRAP: the tracer takes over (rip = 0x51)
+    public static ReadOnlySpan<byte> BatchCode =>
+    [
+        0x8b, 0x03, 0x83, 0xf8, 0xff, 0x74, 0x32,
+        0x48, 0x8b, 0x7b, 0x08, 0x48, 0x8b, 0x73, 0x10, 0x48, 0x8b, 0x53, 0x18,
+        0x4c, 0x8b, 0x53, 0x20, 0x4c, 0x8b, 0x43, 0x28, 0x4c, 0x8b, 0x4b, 0x30,
+        0x0f, 0x05, 0x48, 0x89, 0x43, 0x38,
+        0xf6, 0x43, 0x04, 0x01, 0x74, 0x08, 0x48, 0x3d, 0x01, 0xf0, 0xff, 0xff, 0x73, 0x06,
+        0x48, 0x83, 0xc3, 0x40, 0xeb, 0xc7,
+        0xb8, 0x0d, 0x00, 0x00, 0x00, 0xbf, 0x05, 0x00, 0x00, 0x00, 0x31, 0xf6, 0x4c, 0x89, 0xe2,
+        0x41, 0xba, 0x08, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xcc,
+    ];
+    /// <summary>Offset in <see cref="BatchCode"/> of the instruction after the final int3 (rip at the trap).</summary>
+    public const int BatchTrapOffset = 0x51;
+
+    /// <summary>Whether a raw system call result is an error (-4095..-1).</summary>
+    public static bool IsError(long result) => (ulong)result >= unchecked((ulong)-4095L);
+
+    /// <summary>
+    /// Runs <paramref name="calls"/> inside the stopped task with one PTRACE_CONT: the descriptors are
+    /// written at <paramref name="descAddr"/> (64 bytes per call plus a 64-byte terminator, in writable
+    /// memory of the task), the routine <see cref="BatchCode"/> placed beforehand at
+    /// <paramref name="codeAddr"/> (executable) runs them in order and ends with int3. Fills
+    /// <paramref name="results"/> (raw results, -errno on failure; <see cref="BatchNotRun"/> for calls
+    /// after one that stopped the batch) and returns how many calls ran. Registers are left as for
+    /// <see cref="Inject"/> (same saved base, so <see cref="RestoreRegsAfterInjection"/> applies).
+    /// The task's signals must be blocked (as in every vessel): SIGTRAP is unblocked for the run only, so
+    /// that the forced trap leaves its action alone (an ignored SIGTRAP, reset by the kernel, is put back);
+    /// while a SIGTRAP is pending the calls are injected one by one instead. A fault in the routine (a
+    /// descriptor area that went away, a call that unmapped the code) throws <see cref="InjectionFaultException"/>.
+    /// </summary>
+    public int InjectBatch(ulong codeAddr, ulong descAddr, ReadOnlySpan<BatchCall> calls, Span<long> results)
+    {
+        RequireTracer();
+        if (codeAddr == 0 || descAddr == 0) throw new InvalidOperationException("no batch routine in the task");
+        if (results.Length < calls.Length) throw new ArgumentException("results shorter than the batch", nameof(results));
+        int n = calls.Length;
+        results[..n].Fill(BatchNotRun);
+        if (n == 0) return 0;
+        if (SignalPending(SIGTRAP)) return InjectOneByOne(calls, results);
+
+        var buf = new byte[(n + 1) * BatchDescriptorSize];
+        for (int i = 0; i < n; i++)
+        {
+            var d = MemoryMarshal.Cast<byte, long>(buf.AsSpan(i * BatchDescriptorSize, BatchDescriptorSize));
+            var c = calls[i];
+            d[0] = (uint)c.Nr | (c.StopOnError ? 1L << 32 : 0);
+            d[1] = c.A1; d[2] = c.A2; d[3] = c.A3; d[4] = c.A4; d[5] = c.A5; d[6] = c.A6;
+            d[7] = BatchNotRun;
+        }
+        BitConverter.TryWriteBytes(buf.AsSpan(n * BatchDescriptorSize), -1L);   // terminator; its +8..+40: SIGTRAP's action
+        MemoryCalls.WriteRemote(Tid, descAddr, buf);
+        ulong actSlot = descAddr + (ulong)(n * BatchDescriptorSize + 8);
+
+        var regs = _injectBase ??= GetRegs();
+        regs.Rip = codeAddr;
+        regs.Rbx = descAddr;
+        regs.R12 = actSlot;
+        regs.Rax = 0;
+        regs.OrigRax = NoSyscall;
+        SetRegs(regs);
+        ulong mask = GetSigMask();
+        const ulong TrapBit = 1UL << (SIGTRAP - 1);
+        if ((mask & TrapBit) != 0) SetSigMask(mask & ~TrapBit);
+        try { regs = RunToTrap(codeAddr, descAddr, calls); }
+        finally { if ((mask & TrapBit) != 0 && Attached) SetSigMask(mask); }
+
+        MemoryCalls.ReadRemote(Tid, descAddr, buf);
+        ulong at = (regs.Rbx - descAddr) / BatchDescriptorSize;
+        if (regs.Rbx < descAddr || at > (ulong)n) throw new InjectionFaultException(Tid, $"injected batch of {n} calls in task {Tid} ended with rbx 0x{regs.Rbx:x} outside its descriptors");
+        int done = (int)at == n ? n : (int)at + 1;
+        for (int i = 0; i < done; i++) results[i] = BitConverter.ToInt64(buf, i * BatchDescriptorSize + 56);
+        if (BitConverter.ToUInt64(buf, n * BatchDescriptorSize + 8) == 1 /* SIG_IGN */)
+            InjectChecked("rt_sigaction(SIGTRAP, SIG_IGN) after a batch", Nr.rt_sigaction, SIGTRAP, (long)actSlot, 0, 8);
+        return done;
+    }
+
+    /// <summary>The batch run by single injections (a pending SIGTRAP would be taken by the batch's trap).</summary>
+    private int InjectOneByOne(ReadOnlySpan<BatchCall> calls, Span<long> results)
+    {
+        for (int i = 0; i < calls.Length; i++)
+        {
+            var c = calls[i];
+            results[i] = Inject(c.Nr, c.A1, c.A2, c.A3, c.A4, c.A5, c.A6);
+            if (c.StopOnError && IsError(results[i])) return i + 1;
+        }
+        return calls.Length;
+    }
+
+    /// <summary>PTRACE_CONT, then waits for the batch routine's int3 (its SIGTRAP is suppressed, never delivered).</summary>
+    private UserRegs RunToTrap(ulong codeAddr, ulong descAddr, ReadOnlySpan<BatchCall> calls)
+    {
+        ulong trap = codeAddr + BatchTrapOffset;
+        Ptrace.Call(Ptrace.CONT, Tid, 0, 0, "CONT");
+        while (true)
+        {
+            int st = Ptrace.Wait(Tid);
+            if (!Ptrace.Stopped(st))
+            {
+                Attached = false;
+                string how = Ptrace.Exited(st) ? $"exited with status {Ptrace.ExitCode(st)}" : $"was killed by signal {Ptrace.TermSig(st)}";
+                throw new TaskGoneException(Tid, how);
+            }
+            int sig = Ptrace.StopSig(st), ev = Ptrace.Event(st);
+            if (ev != 0 || sig == (SIGTRAP | 0x80))
+            {
+                // a group-stop, a stray interrupt or event stop: keep going
+                Ptrace.Call(Ptrace.CONT, Tid, 0, 0, "resume");
+                continue;
+            }
+            // a signal-delivery stop: resuming with 0 suppresses the signal
+            var regs = GetRegs();
+            if (sig == SIGTRAP && regs.Rip == trap) return regs;
+            var info = GetSiginfo();
+            int code = BitConverter.ToInt32(info, 8);
+            bool fault = sig is SIGSEGV or SIGBUS or SIGILL or SIGFPE or SIGSYS || (sig == SIGTRAP && code > 0);
+            if (fault)
+            {
+                long i = regs.Rbx >= descAddr ? (long)((regs.Rbx - descAddr) / BatchDescriptorSize) : -1;
+                string which = i >= 0 && i < calls.Length ? $"call {i} (syscall {calls[(int)i].Nr})" : $"rbx 0x{regs.Rbx:x}";
+                string addr = sig is SIGSEGV or SIGBUS ? $", address 0x{BitConverter.ToUInt64(info, 16):x}" : "";
+                throw new InjectionFaultException(Tid,
+                    $"injected batch of {calls.Length} calls in task {Tid} faulted: signal {sig} (code {code}{addr}) at rip 0x{regs.Rip:x}, at {which}");
+            }
+            // a signal sent by someone else (only SIGTRAP is unblocked): hold it back like WaitStop does
+            if (sig != SIGSTOP) DeferredSignals.Add(sig);
+            Ptrace.Call(Ptrace.CONT, Tid, 0, 0, "CONT");
+        }
+    }
+
+    private byte[] GetSiginfo()
+    {
+        var b = new byte[128];
+        fixed (byte* p = b) Ptrace.Call(Ptrace.GETSIGINFO, Tid, 0, (nint)p, "GETSIGINFO");
+        return b;
+    }
+
+    /// <summary>Whether <paramref name="sig"/> is queued for the task (its own queue or its process's).</summary>
+    private bool SignalPending(int sig)
+    {
+        var buf = stackalloc byte[128 * 16];
+        foreach (bool shared in (ReadOnlySpan<bool>)[false, true])
+        {
+            for (ulong off = 0; ; off += 16)
+            {
+                var args = new PeekSiginfoArgs { Off = off, Flags = shared ? (uint)Ptrace.PEEKSIGINFO_SHARED : 0, Nr = 16 };
+                long got = Ptrace.Call(Ptrace.PEEKSIGINFO, Tid, (nint)(&args), (nint)buf, "PEEKSIGINFO");
+                for (int k = 0; k < got; k++) if (*(int*)(buf + k * 128) == sig) return true;
+                if (got < 16) break;
+            }
+        }
+        return false;
+    }
+
     /// <summary>Injects and throws a <see cref="SyscallException"/> naming the call on failure.</summary>
     public long InjectChecked(string name, long nr, long a1 = 0, long a2 = 0, long a3 = 0, long a4 = 0, long a5 = 0, long a6 = 0)
     {
@@ -242,6 +438,12 @@ public sealed unsafe class TracedTask
     {
         ProcessCalls.Kill(Tid, SIGKILL);
     }
+}
+
+/// <summary>The batch routine running in a task took a fault (the signal was not delivered; the task stays stopped and usable).</summary>
+public sealed class InjectionFaultException(int tid, string message) : Exception(message)
+{
+    public int Tid { get; } = tid;
 }
 
 public sealed class TaskGoneException(int tid, string how) : Exception($"task {tid} {how} while it was being traced")
