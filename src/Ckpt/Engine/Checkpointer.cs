@@ -290,7 +290,7 @@ public static class Checkpointer
         var started = DateTime.UtcNow;
         // ptrace round trips are several times slower across CPUs: trace from the root's CPU
         if (int.TryParse(ProcStat.Read(pid).Field(39), out int cpu)) ProcessCalls.SetAffinity(0, ProcessCalls.SingleCpu(cpu));
-        var writer = new ImageWriter(output);
+        using var writer = new ImageWriter(output, background: true);
         var s = new CheckpointSession { Image = writer, Log = log, Cancelled = opt.Cancelled, External = opt.External };
         bool ok = false;
         var frozen = System.Diagnostics.Stopwatch.StartNew();

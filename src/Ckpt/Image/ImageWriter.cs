@@ -14,7 +14,10 @@ public sealed class ImageWriter : IDisposable
     public const int HeaderSize = 16, ChecksumSize = 8;
 
     private readonly Stream _out;
-    private readonly byte[] _buf;
+    private byte[] _buf;
+    /// <summary>With a background writer: the output is written by its own thread, overlapping the work that produces it.</summary>
+    private readonly BackgroundSink? _bg;
+    private readonly System.Collections.Concurrent.ConcurrentBag<byte[]> _spare = new();
     private int _used;
     private readonly XxHash3 _stream = new();
     private readonly XxHash3 _record = new();
@@ -23,10 +26,16 @@ public sealed class ImageWriter : IDisposable
     public long RecordCount { get; private set; }
     public long BytesWritten { get; private set; }
 
-    public ImageWriter(Stream output, int bufferSize = 1 << 20)
+    /// <param name="background">
+    /// Write on a thread of its own: records are staged in buffers (page chunks handed over by
+    /// <see cref="WriteOwned"/> without a copy) and written in order while the caller goes on;
+    /// <see cref="Flush"/> waits until everything is out, and a write error surfaces at the next call.
+    /// </param>
+    public ImageWriter(Stream output, int bufferSize = 1 << 20, bool background = false)
     {
         _out = output;
-        _buf = new byte[bufferSize];
+        _buf = GC.AllocateUninitializedArray<byte>(bufferSize);
+        if (background) _bg = new BackgroundSink(output);
         Span<byte> start = stackalloc byte[12];
         Magic.CopyTo(start);
         BinaryPrimitives.WriteUInt32LittleEndian(start[8..], FormatVersion);
@@ -77,6 +86,35 @@ public sealed class ImageWriter : IDisposable
         Emit(hdr, part1, part2, checksum);
     }
 
+    /// <summary>
+    /// A record whose payload is <paramref name="part1"/> and the first <paramref name="length"/> bytes of
+    /// <paramref name="data"/>, with its checksum computed by the caller. <paramref name="data"/> is handed
+    /// over until <paramref name="done"/> is called (at once without a background writer, else from the
+    /// writer thread once it is written, or given up after a write error).
+    /// </summary>
+    public void WriteOwned(RecordKind kind, ReadOnlySpan<byte> part1, byte[] data, int length, ulong checksum, Action done)
+    {
+        if (_bg == null)
+        {
+            try { WriteChecksummed(kind, part1, data.AsSpan(0, length), checksum); }
+            finally { done(); }
+            return;
+        }
+        CheckLength(kind, part1, data.AsSpan(0, length));
+        Span<byte> hdr = stackalloc byte[HeaderSize];
+        Header(hdr, kind, RecordFlags.None, part1.Length + length);
+        Span<byte> sum = stackalloc byte[ChecksumSize];
+        BinaryPrimitives.WriteUInt64LittleEndian(sum, checksum);
+        Put(hdr); Put(part1);
+        FlushBuffer();
+        _bg.Enqueue(data, length, done);
+        BytesWritten += length;
+        Put(sum);
+        _stream.Append(hdr);
+        _stream.Append(sum);
+        RecordCount++;
+    }
+
     private void CheckLength(RecordKind kind, ReadOnlySpan<byte> part1, ReadOnlySpan<byte> part2)
     {
         if (_finished) throw new InvalidOperationException("image already finished");
@@ -112,29 +150,108 @@ public sealed class ImageWriter : IDisposable
 
     private void Put(ReadOnlySpan<byte> data)
     {
-        if (data.Length >= _buf.Length / 2)
+        if (_bg == null && data.Length >= _buf.Length / 2)
         {
-            Flush();
+            FlushBuffer();
             _out.Write(data);
             BytesWritten += data.Length;
             return;
         }
-        if (_used + data.Length > _buf.Length) Flush();
-        data.CopyTo(_buf.AsSpan(_used));
-        _used += data.Length;
+        // (with a background writer, everything not handed over is staged: the caller reuses its buffers)
+        while (data.Length > 0)
+        {
+            if (_used == _buf.Length) FlushBuffer();
+            int n = Math.Min(data.Length, _buf.Length - _used);
+            data[..n].CopyTo(_buf.AsSpan(_used));
+            _used += n;
+            data = data[n..];
+        }
     }
 
+    /// <summary>Hands the staged bytes to the output (to the writer thread, with a fresh staging buffer).</summary>
+    private void FlushBuffer()
+    {
+        if (_used == 0) return;
+        if (_bg != null)
+        {
+            var b = _buf;
+            _bg.Enqueue(b, _used, () => _spare.Add(b));
+            _buf = _spare.TryTake(out var next) ? next : GC.AllocateUninitializedArray<byte>(b.Length);
+        }
+        else _out.Write(_buf, 0, _used);
+        BytesWritten += _used;
+        _used = 0;
+    }
+
+    /// <summary>Everything so far is written to the output (waits for the writer thread).</summary>
     public void Flush()
     {
-        if (_used > 0)
-        {
-            _out.Write(_buf, 0, _used);
-            BytesWritten += _used;
-            _used = 0;
-        }
-        _out.Flush();
+        FlushBuffer();
+        if (_bg != null) _bg.Drain();
+        else _out.Flush();
     }
 
-    /// <summary>Flushes what is buffered; an image without <see cref="Finish"/> stays incomplete (no trailer).</summary>
-    public void Dispose() => Flush();
+    /// <summary>
+    /// Flushes what is buffered (without a background writer); an image without <see cref="Finish"/>
+    /// stays incomplete (no trailer). A background writer is stopped, whatever it had left unwritten.
+    /// </summary>
+    public void Dispose()
+    {
+        if (_bg != null) _bg.Dispose();
+        else Flush();
+    }
+
+    /// <summary>The writer thread of a background <see cref="ImageWriter"/>: writes queued buffers in order.</summary>
+    private sealed class BackgroundSink : IDisposable
+    {
+        private readonly Stream _out;
+        private readonly System.Collections.Concurrent.BlockingCollection<(byte[]? Buf, int Len, Action? Done, ManualResetEventSlim? Drained)> _queue = new(boundedCapacity: 8);
+        private readonly Thread _thread;
+        private volatile System.Runtime.ExceptionServices.ExceptionDispatchInfo? _error;
+
+        public BackgroundSink(Stream output)
+        {
+            _out = output;
+            _thread = new Thread(Run) { Name = "ckpt-write", IsBackground = true };
+            _thread.Start();
+        }
+
+        private void Run()
+        {
+            foreach (var (buf, len, done, drained) in _queue.GetConsumingEnumerable())
+            {
+                if (drained != null) { drained.Set(); continue; }
+                if (_error == null)
+                {
+                    try { _out.Write(buf!, 0, len); }
+                    catch (Exception e) { _error = System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e); }
+                }
+                done?.Invoke();
+            }
+        }
+
+        private void ThrowIfFailed() => _error?.Throw();
+
+        public void Enqueue(byte[] buf, int len, Action? done)
+        {
+            ThrowIfFailed();
+            _queue.Add((buf, len, done, null));
+        }
+
+        public void Drain()
+        {
+            using var ev = new ManualResetEventSlim();
+            _queue.Add((null, 0, null, ev));
+            ev.Wait();
+            ThrowIfFailed();
+            _out.Flush();
+        }
+
+        public void Dispose()
+        {
+            _queue.CompleteAdding();
+            // a writer stuck on an output nobody reads is a background thread: leave it
+            _thread.Join(2000);
+        }
+    }
 }

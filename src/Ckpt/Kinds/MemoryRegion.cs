@@ -80,8 +80,8 @@ public sealed unsafe class MemoryRegion : IStateKind
             for (int i = 0; i < n; i++)
             {
                 var c = copier.Take(first + i);
-                ctx.Image.WriteChecksummed(RecordKind.Pages, c.Head.AsSpan(0, c.HeadLength), c.Data.AsSpan(0, c.DataLength), c.Checksum);
-                copier.Return(c);
+                // the chunk's pages go to the output without a copy; the chunk comes back once written
+                ctx.Image.WriteOwned(RecordKind.Pages, c.Head.AsSpan(0, c.HeadLength), c.Data, c.DataLength, c.Checksum, () => copier.Return(c));
             }
         }
     }
@@ -246,7 +246,17 @@ public sealed unsafe class MemoryRegion : IStateKind
             return c;
         }
 
-        public void Return(Chunk c) => _free.Add(c);
+        private bool _disposed;
+
+        /// <summary>A chunk written out: to this copier while it runs, else to the pool of the next process's.</summary>
+        public void Return(Chunk c)
+        {
+            lock (_own)
+            {
+                if (!_disposed) { _free.Add(c); return; }
+            }
+            _pool.Free.Add(c);
+        }
 
         private void Run()
         {
@@ -326,7 +336,10 @@ public sealed unsafe class MemoryRegion : IStateKind
             _stop.Cancel();
             _thread?.Join();
             if (_mem >= 0) FileCalls.Close(_mem);
-            foreach (var c in _own) _pool.Free.Add(c);
+            // chunks still being written out go to the pool when they come back (Return)
+            lock (_own) _disposed = true;
+            while (_free.TryTake(out var c)) _pool.Free.Add(c);
+            while (_full.TryTake(out var c)) _pool.Free.Add(c);
         }
     }
 

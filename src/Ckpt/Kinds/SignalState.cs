@@ -24,7 +24,8 @@ public sealed class SignalState : IStateKind
         // The pending queues are read as late as possible: a signal that arrives after they are read is
         // not in the image, and with --kill it is lost. Everything written so far (the memory, mostly)
         // goes out first, so that only a few records remain to be written before the kill.
-        ctx.Image.Flush();
+        // (in a tree, once: before the last process's, the others' are read while the tree is written)
+        if (ctx == ctx.Session.Processes[^1]) ctx.Image.Flush();
         var handlers = new List<(int Sig, KernelSigaction Act)>();
         var status = ProcStatus.Read(ctx.Pid);
         ulong set = status.SigIgn | status.SigCgt;   // only these have a disposition other than SIG_DFL
