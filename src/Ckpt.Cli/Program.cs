@@ -105,7 +105,9 @@ public static class Program
         bool toFile = output != null && output != "-", regular = false;
         if (toFile)
         {
-            fd = FileCalls.Open(output!, FileCalls.O_WRONLY | FileCalls.O_CREAT | FileCalls.O_TRUNC | FileCalls.O_CLOEXEC, 0x180 /* 0600 */);
+            // not O_TRUNC: an existing image is overwritten in place and cut to size at the end (freeing a
+            // large file's pages first, then allocating new ones, costs as much as writing them)
+            fd = FileCalls.Open(output!, FileCalls.O_WRONLY | FileCalls.O_CREAT | FileCalls.O_CLOEXEC, 0x180 /* 0600 */);
             if (fd < 0) return Fail($"cannot create {output}: {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.Failure);
             // an existing image file keeps its mode on O_CREAT: make it private too (never touch devices)
             regular = FileCalls.FstatOrThrow(fd).Type == StatBuf.S_IFREG;
@@ -126,6 +128,8 @@ public static class Program
             CheckpointResult r;
             try { r = Checkpointer.Run(pid, stream, new CheckpointOptions { Kill = kill, External = external, Freezer = freezer, Log = log, Cancelled = () => s_cancelled }); }
             finally { progress?.Done(); }
+            if (regular && FileCalls.Ftruncate(fd, r.Bytes) != 0)
+                return Fail($"cannot cut {output} to the image's size: {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.Failure);
             ok = true;
             if (StderrIsTerminal)
                 Console.Error.WriteLine($"ckpt: checkpointed pid {pid}{(r.Processes > 1 ? $" and {r.Processes - 1} descendant(s)" : "")}: {r.Bytes / 1048576.0:F1} MiB, {r.Records} records in {sw.Elapsed.TotalMilliseconds:F0} ms{(kill ? (r.Processes > 1 ? "; processes killed" : "; process killed") : "")}");

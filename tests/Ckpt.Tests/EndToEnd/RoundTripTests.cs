@@ -325,4 +325,31 @@ public sealed class RoundTripTests(E2eEnvironment env)
         Assert.Equal(r.File("reference.out"), r.File("out"));
         r.Cleanup();
     }
+
+    /// <summary>An existing image file is overwritten in place: a smaller image cut to its size, which restarts.</summary>
+    [Fact]
+    public void ImageFileOverwrittenBySmallerImage()
+    {
+        env.Program("memory");
+        env.Program("pipe_read");
+        var r = new E2eScript(env, "overwrite").Run("""
+            "$BIN/memory" "$W" </dev/null > "$W/big.out" 2>&1 &
+            B=$!
+            wait_for "$W/big.out" '^READY' 15 || fail "the big program did not print READY"
+            ck checkpoint $B -o "$W/img" || fail "the big checkpoint failed"
+            big=$(stat -c %s "$W/img")
+            kill -KILL $B; wait $B 2>/dev/null
+            start "$W/out" "$BIN/pipe_read"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            checkpoint_kill
+            small=$(stat -c %s "$W/img")
+            echo "SIZES: $big $small"
+            [ $small -lt $big ] || fail "the second image is not smaller ($small >= $big)"
+            ck info "$W/img" --json > "$W/info.json" || fail "ckpt info of the overwritten image failed"
+            grep -q "\"image_bytes\": $small" "$W/info.json" || fail "the file holds more than the image"
+            restart_detached
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
 }
