@@ -58,6 +58,33 @@ public static class ImageInfo
         }
         if (processes > 1)
         {
+            // every memory object (memfd, shared anonymous memory, SysV segment...) mapped by several
+            // processes: which processes map it, where
+            var nodes = new List<InfoNode> { info };
+            if (info.Get("descendants") is List<InfoNode> more) nodes.AddRange(more);
+            var maps = new SortedDictionary<long, List<string>>();
+            var objKinds = new Dictionary<long, InfoNode>();
+            foreach (var n in nodes)
+            {
+                int owner = n.Get("process") is InfoNode p && p.Get("pid") is int pp ? pp : 0;
+                if (n.Get("memory_objects") is InfoNode objs)
+                    foreach (var (k, v) in objs.Items)
+                        if (long.TryParse(k, out long id) && v is InfoNode o) objKinds.TryAdd(id, o);
+                if (n.Get("memory") is List<InfoNode> regions)
+                    foreach (var m in regions)
+                        if (m.Get("object") is { } obj && long.TryParse(obj.ToString(), out long id))
+                        {
+                            if (!maps.TryGetValue(id, out var l)) maps[id] = l = new();
+                            l.Add($"{owner}:{m.Get("range")}");
+                        }
+            }
+            var sharedMem = info.List("shared_memory");
+            foreach (var (id, l) in maps)
+            {
+                if (l.Select(h => h.Split(':')[0]).Distinct().Count() < 2) continue;
+                var o = objKinds.GetValueOrDefault(id);
+                sharedMem.Add(new InfoNode().Set("objref", id).Set("kind", o?.Get("type") ?? "SysV segment").Set("name", o?.Get("name")).Set("holders", l));
+            }
             // every description held by more than one fd: which processes hold it, under which fds
             var shared = info.List("shared_files");
             foreach (var (objref, l) in holders)

@@ -33,6 +33,9 @@ public sealed class InfoNode
 
     public object? Get(string key) => _items.Find(x => x.Key == key).Value;
 
+    /// <summary>The entries, in order.</summary>
+    public IEnumerable<(string Key, object? Value)> Items => _items;
+
     /// <summary>File descriptions of the whole image (not printed): where an fd of this process finds one defined by another.</summary>
     public InfoNode? SharedFiles { get; set; }
 

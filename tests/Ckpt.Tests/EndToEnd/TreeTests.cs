@@ -141,6 +141,7 @@ public sealed class TreeTests(E2eEnvironment env)
             checkpoint_kill
             gone 10 "$@" || fail "the killed child still holds its pid"
             ck info "$W/img" > "$W/info.txt" || fail "ckpt info failed"
+            grep -q 'shared_memory (3)' "$W/info.txt" || fail "ckpt info does not show the 3 memory objects both processes map"
             restart_detached
             finish_detached
             """);
