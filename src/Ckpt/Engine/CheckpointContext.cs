@@ -109,4 +109,39 @@ public sealed class CheckpointContext : TargetContext
     }
 
     public void WriteScratch(int offset, ReadOnlySpan<byte> data) => MemoryCalls.WriteRemote(Pid, Scratch + (ulong)offset, data);
+
+    /// <summary>The batch routine in the scratch area's last page (0 when the scratch area is not executable).</summary>
+    public ulong BatchCode { get; set; }
+    /// <summary>Where calls run by <see cref="InjectAll"/> may put their results: scratch offsets from here on.</summary>
+    public const int OutOffset = 0x4000;
+    private const int BatchAreaSize = OutOffset;
+
+    /// <summary>
+    /// Runs <paramref name="calls"/> in <paramref name="task"/> (a thread of this process), in one ptrace
+    /// round trip when the batch routine is in place, else one by one; returns their results. A call
+    /// marked checked that fails throws (naming it), and the later ones do not run. Results they write
+    /// to memory go to scratch offsets at or above <see cref="OutOffset"/>.
+    /// </summary>
+    public long[] InjectAll(TracedTask task, params (string Name, long Nr, long A1, long A2, long A3, bool Checked)[] calls)
+    {
+        var results = new long[calls.Length];
+        if (BatchCode == 0)
+        {
+            for (int i = 0; i < calls.Length; i++)
+            {
+                var c = calls[i];
+                results[i] = c.Checked ? task.InjectChecked(c.Name, c.Nr, c.A1, c.A2, c.A3) : task.Inject(c.Nr, c.A1, c.A2, c.A3);
+            }
+            return results;
+        }
+        var batch = new SyscallBatch(task, BatchCode, Scratch, BatchAreaSize);
+        for (int i = 0; i < calls.Length; i++)
+        {
+            int k = i;
+            var c = calls[i];
+            batch.Add(c.Nr, c.A1, c.A2, c.A3, stopOnError: c.Checked, check: r => results[k] = r, name: c.Name);
+        }
+        batch.Flush();
+        return results;
+    }
 }

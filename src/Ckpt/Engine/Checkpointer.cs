@@ -337,10 +337,21 @@ public static class Checkpointer
             foreach (var ctx in s.Processes)
             {
                 FollowCpu(ctx.Pid);
-                long scratch = ctx.Task.Inject(Nr.mmap, 0, CheckpointContext.ScratchSize, MemoryCalls.PROT_READ | MemoryCalls.PROT_WRITE,
+                // executable too, for the batch routine in its last page (many calls per ptrace round
+                // trip); where executable anonymous memory is refused, the calls go one by one
+                const int rw = MemoryCalls.PROT_READ | MemoryCalls.PROT_WRITE;
+                long scratch = ctx.Task.Inject(Nr.mmap, 0, CheckpointContext.ScratchSize, rw | MemoryCalls.PROT_EXEC,
                     MemoryCalls.MAP_PRIVATE | MemoryCalls.MAP_ANONYMOUS, -1, 0);
+                bool exec = !(scratch < 0 && scratch > -4096);
+                if (!exec)
+                    scratch = ctx.Task.Inject(Nr.mmap, 0, CheckpointContext.ScratchSize, rw, MemoryCalls.MAP_PRIVATE | MemoryCalls.MAP_ANONYMOUS, -1, 0);
                 if (scratch < 0 && scratch > -4096) throw new SyscallException("mmap scratch (injected)", (int)-scratch, ctx.Pid);
                 ctx.Scratch = (ulong)scratch;
+                if (exec)
+                {
+                    ctx.BatchCode = ctx.Scratch + CheckpointContext.ScratchSize - 4096;
+                    SyscallBatch.Install(ctx.Pid, ctx.BatchCode);
+                }
             }
             new ImageHeader
             {

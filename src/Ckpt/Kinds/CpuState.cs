@@ -67,22 +67,29 @@ public sealed class CpuState : IStateKind
         foreach (var si in pending) p.Raw(si);
         p.U64(rseq.RseqAbiPointer).U32(rseq.RseqAbiSize).U32(rseq.Signature);
         const int PR_GET_TID_ADDRESS = 40;
-        task.InjectChecked("prctl(PR_GET_TID_ADDRESS)", Nr.prctl, PR_GET_TID_ADDRESS, (long)ctx.Scratch);
-        p.U64(BitConverter.ToUInt64(ctx.ReadScratch(0, 8)));
+        // the calls only the thread itself can make, in one round trip: clear-child-tid address,
+        // sigaltstack, timer slack, parent-death signal
+        const int O = CheckpointContext.OutOffset;
+        long o = (long)ctx.Scratch + O;
+        var res = ctx.InjectAll(task,
+            ("prctl(PR_GET_TID_ADDRESS)", Nr.prctl, PR_GET_TID_ADDRESS, o, 0, true),
+            ("sigaltstack", Nr.sigaltstack, 0, o + 8, 0, true),
+            ("prctl(PR_GET_TIMERSLACK)", Nr.prctl, PR_GET_TIMERSLACK, 0, 0, true),
+            ("prctl(PR_GET_PDEATHSIG)", Nr.prctl, PR_GET_PDEATHSIG, o + 8 + StackT.SizeOf, 0, true));
+        var outs = ctx.ReadScratch(O, 8 + StackT.SizeOf + 4);
+        p.U64(BitConverter.ToUInt64(outs));
         unsafe
         {
             ulong head = 0, len = 0;
             Sys.Check("get_robust_list", task.Tid, Nr.get_robust_list, task.Tid, (long)&head, (long)&len);
             p.U64(head).U64(len);
         }
-        task.InjectChecked("sigaltstack", Nr.sigaltstack, 0, (long)ctx.Scratch);
-        p.Raw(ctx.ReadScratch(0, StackT.SizeOf));
+        p.Raw(outs.AsSpan(8, StackT.SizeOf));
         p.Str(File.ReadAllText($"/proc/{ctx.Pid}/task/{task.Tid}/comm").TrimEnd('\n'));   // added in format 1: per-thread name
         // appended fields: timer slack, parent-death signal (both only readable by the thread itself),
         // scheduling policy and priority, nice, CPU affinity (read by tid from ckpt)
-        p.U64((ulong)task.InjectChecked("prctl(PR_GET_TIMERSLACK)", Nr.prctl, PR_GET_TIMERSLACK));
-        task.InjectChecked("prctl(PR_GET_PDEATHSIG)", Nr.prctl, PR_GET_PDEATHSIG, (long)ctx.Scratch);
-        p.I32(BitConverter.ToInt32(ctx.ReadScratch(0, 4)));
+        p.U64((ulong)res[2]);
+        p.I32(BitConverter.ToInt32(outs.AsSpan(8 + StackT.SizeOf)));
         int policy = ProcessCalls.SchedGetScheduler(task.Tid);
         if (policy < 0) throw SyscallException.Last("sched_getscheduler", task.Tid);
         int prio = 0;

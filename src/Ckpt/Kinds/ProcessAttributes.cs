@@ -50,19 +50,25 @@ public sealed class ProcessAttributes : IStateKind
         p.Strs(File.ReadAllText($"/proc/{pid}/cmdline").Split('\0', StringSplitOptions.None).SkipLast(1).ToList());
         p.I32(f.Nice);
         foreach (var (soft, hard) in ProcLimits.Read(pid)) p.U64(soft).U64(hard);
-        for (int which = 0; which < 3; which++)
-        {
-            ctx.Inject("getitimer", Nr.getitimer, which, (long)ctx.Scratch);
-            p.Raw(ctx.ReadScratch(0, ItimerVal.Size));
-        }
+        // the calls only the process itself can make, in one round trip: its 3 itimers, then (for the
+        // appended fields below) whether it is a child subreaper, its dumpable flag, THP disable
+        const int O = CheckpointContext.OutOffset;
+        long o = (long)ctx.Scratch + O;
+        var res = ctx.InjectAll(ctx.Task,
+            ("getitimer", Nr.getitimer, 0, o, 0, true), ("getitimer", Nr.getitimer, 1, o + ItimerVal.Size, 0, true),
+            ("getitimer", Nr.getitimer, 2, o + 2 * ItimerVal.Size, 0, true),
+            ("prctl(PR_GET_CHILD_SUBREAPER)", Nr.prctl, PR_GET_CHILD_SUBREAPER, o + 3 * ItimerVal.Size, 0, true),
+            ("prctl(PR_GET_DUMPABLE)", Nr.prctl, PR_GET_DUMPABLE, 0, 0, true),
+            ("prctl(PR_GET_THP_DISABLE)", Nr.prctl, PR_GET_THP_DISABLE, 0, 0, true));
+        var outs = ctx.ReadScratch(O, 3 * ItimerVal.Size + 4);
+        p.Raw(outs.AsSpan(0, 3 * ItimerVal.Size));
         p.Bool(ProcStatus.Read(pid).NoNewPrivs);   // trailing fields: absent in older images
         p.I32(f.Pgrp).I32(f.Session);
         // appended fields: personality, child subreaper, dumpable, THP disable
         p.U32(Convert.ToUInt32(File.ReadAllText($"/proc/{pid}/personality").Trim(), 16));
-        ctx.Inject("prctl(PR_GET_CHILD_SUBREAPER)", Nr.prctl, PR_GET_CHILD_SUBREAPER, (long)ctx.Scratch);
-        p.Bool(BitConverter.ToInt32(ctx.ReadScratch(0, 4)) != 0);
-        p.I32((int)ctx.Inject("prctl(PR_GET_DUMPABLE)", Nr.prctl, PR_GET_DUMPABLE));
-        p.U32((uint)ctx.Inject("prctl(PR_GET_THP_DISABLE)", Nr.prctl, PR_GET_THP_DISABLE));
+        p.Bool(BitConverter.ToInt32(outs.AsSpan(3 * ItimerVal.Size)) != 0);
+        p.I32((int)res[4]);
+        p.U32((uint)res[5]);
         ctx.Image.Write(RecordKind.Process, p);
     }
 
