@@ -63,6 +63,14 @@ public sealed class E2eScript
             while [ -e /proc/$p ]; do n=$((n - 1)); [ $n -le 0 ] && return 1; sleep 0.05; done
           done
         }
+        # checkpoint_kill_tree PREFIX: checkpoint_kill, then waits until the pids the program printed on its
+        # line "PREFIX pid..." (the other processes of its tree, killed too) are free again
+        checkpoint_kill_tree() {
+          local pids; pids=$(grep "^$1 " "$W/out" | head -n 1 | cut -d' ' -f2-)
+          [ -n "$pids" ] || fail "no $1 line"
+          checkpoint_kill
+          gone 10 $pids || fail "the killed tree still holds its pids ($pids)"
+        }
         # ck ARGS...: the ckpt binary, with a timeout
         ck() { timeout -k 5 "${CK_TIMEOUT:-60}" "$CKPT" "$@"; }
         # checkpoint_kill: checkpoints $P into $W/img with --kill and reaps it

@@ -66,9 +66,7 @@ public sealed class TreeTests(E2eEnvironment env)
         var r = new E2eScript(env, "children").Run("""
             start "$W/out" "$BIN/children"
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
-            set -- $(grep '^CHILDREN' "$W/out"); shift
-            checkpoint_kill
-            gone 10 "$@" || fail "the killed children still hold their pids"
+            checkpoint_kill_tree CHILDREN
             restart_detached
             finish_detached
             """);
@@ -137,9 +135,7 @@ public sealed class TreeTests(E2eEnvironment env)
         var r = new E2eScript(env, "treeshare").Run("""
             start "$W/out" "$BIN/treeshare"
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
-            set -- $(grep '^CHILD' "$W/out"); shift
-            checkpoint_kill
-            gone 10 "$@" || fail "the killed child still holds its pid"
+            checkpoint_kill_tree CHILD
             ck info "$W/img" > "$W/info.txt" || fail "ckpt info failed"
             grep -q 'shared_memory (3)' "$W/info.txt" || fail "ckpt info does not show the 3 memory objects both processes map"
             restart_detached
@@ -198,9 +194,7 @@ public sealed class TreeTests(E2eEnvironment env)
             mkdir -p "$W/elsewhere"
             start "$W/out" "$BIN/clonefiles" "$W/elsewhere"
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
-            set -- $(grep '^CHILD' "$W/out"); shift
-            checkpoint_kill
-            gone 10 "$@" || fail "the killed child still holds its pid"
+            checkpoint_kill_tree CHILD
             ck info "$W/img" --json > "$W/info.json" || fail "ckpt info failed"
             grep -q shares_with_parent "$W/info.json" || fail "ckpt info does not show the sharing"
             restart_detached
@@ -315,9 +309,7 @@ public sealed class TreeTests(E2eEnvironment env)
             mkdir -p "$W/fifos"
             start "$W/out" "$BIN/fifo" "$W/fifos"
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
-            set -- $(grep '^CHILD' "$W/out"); shift
-            checkpoint_kill
-            gone 10 "$@" || fail "the killed child still holds its pid"
+            checkpoint_kill_tree CHILD
             ck info "$W/img" | grep -q 'kind=fifo' || fail "ckpt info shows no FIFO"
             restart_detached
             finish_detached
