@@ -69,18 +69,22 @@ public sealed unsafe class TracedTask
         WaitStop(expectEventStop: true);
     }
 
+    /// <summary>waitpid for this task; a task that exited or was killed instead of stopping throws <see cref="TaskGoneException"/>.</summary>
+    private int WaitStopped()
+    {
+        int st = Ptrace.Wait(Tid);
+        if (Ptrace.Stopped(st)) return st;
+        Attached = false;
+        string how = Ptrace.Exited(st) ? $"exited with status {Ptrace.ExitCode(st)}" : $"was killed by signal {Ptrace.TermSig(st)}";
+        throw new TaskGoneException(Tid, how);
+    }
+
     /// <summary>Waits for the next stop; signal-delivery stops are suppressed and remembered.</summary>
     private int WaitStop(bool expectEventStop = false, bool expectSyscall = false)
     {
         while (true)
         {
-            int st = Ptrace.Wait(Tid);
-            if (!Ptrace.Stopped(st))
-            {
-                Attached = false;
-                string how = Ptrace.Exited(st) ? $"exited with status {Ptrace.ExitCode(st)}" : $"was killed by signal {Ptrace.TermSig(st)}";
-                throw new TaskGoneException(Tid, how);
-            }
+            int st = WaitStopped();
             int sig = Ptrace.StopSig(st), ev = Ptrace.Event(st);
             if (expectSyscall && sig == (SIGTRAP | 0x80)) return st;
             if (ev == Ptrace.EVENT_STOP)
@@ -336,13 +340,7 @@ public sealed unsafe class TracedTask
         Ptrace.Call(Ptrace.CONT, Tid, 0, 0, "CONT");
         while (true)
         {
-            int st = Ptrace.Wait(Tid);
-            if (!Ptrace.Stopped(st))
-            {
-                Attached = false;
-                string how = Ptrace.Exited(st) ? $"exited with status {Ptrace.ExitCode(st)}" : $"was killed by signal {Ptrace.TermSig(st)}";
-                throw new TaskGoneException(Tid, how);
-            }
+            int st = WaitStopped();
             int sig = Ptrace.StopSig(st), ev = Ptrace.Event(st);
             if (ev != 0 || sig == (SIGTRAP | 0x80))
             {
