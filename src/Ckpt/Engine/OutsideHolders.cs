@@ -12,6 +12,32 @@ public sealed class OutsideHolders
 {
     private Dictionary<(ulong Dev, ulong Ino), (int Pid, string Where)>? _index;
 
+    /// <summary>
+    /// A process outside the tree with an fd whose link is <paramref name="link"/> (a pipe or socket
+    /// end) and that <paramref name="accept"/> takes (given its pid and fd), or null. Scanned only when
+    /// an end is missing from the tree.
+    /// </summary>
+    public static (int Pid, int Fd)? FindFd(CheckpointSession s, string link, Func<int, int, bool>? accept = null)
+    {
+        var tree = s.Processes.Select(p => p.Pid).ToHashSet();
+        int self = Environment.ProcessId;
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out int pid) || pid == self || tree.Contains(pid)) continue;
+            try
+            {
+                foreach (var fd in Directory.EnumerateFileSystemEntries($"{dir}/fd"))
+                {
+                    if (new FileInfo(fd).LinkTarget != link) continue;
+                    int n = int.Parse(Path.GetFileName(fd));
+                    if (accept == null || accept(pid, n)) return (pid, n);
+                }
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        }
+        return null;
+    }
+
     /// <summary>A process outside the tree that holds the object with this (device, inode), or null.</summary>
     public (int Pid, string Where)? Find(CheckpointSession s, ulong dev, ulong ino)
     {

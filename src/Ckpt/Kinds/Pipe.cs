@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using Ckpt.Engine;
 using Ckpt.Image;
 using Ckpt.Native;
+using Ckpt.Proc;
 
 namespace Ckpt.Kinds;
 
@@ -54,7 +55,14 @@ public sealed unsafe class Pipe : IFileKind
         if (reader == null || writer == null)
         {
             // the other end: held outside the tree (refused, or external), or by no one at all (closed)
-            var outside = FindOutsideHolder(link, reader == null ? FileCalls.O_RDONLY : FileCalls.O_WRONLY, tree.Select(p => p.Pid).ToHashSet());
+            // an outside holder of the missing end: its access mode, or read-write (a FIFO)
+            int mode = reader == null ? FileCalls.O_RDONLY : FileCalls.O_WRONLY;
+            var outside = OutsideHolders.FindFd(ctx.Session, link, (pid, fd) =>
+            {
+                var flags = ProcFdInfo.Read(pid, fd).Field("flags");
+                int acc = flags == null ? -1 : Convert.ToInt32(flags, 8) & FileCalls.O_ACCMODE;
+                return acc == mode || acc == FileCalls.O_RDWR;
+            });
             if (outside != null && ctx.External)
             {
                 ExternalFile.Instance.CheckpointFile(ctx, f, objref);
@@ -88,29 +96,6 @@ public sealed unsafe class Pipe : IFileKind
             .I32(f.Flags & ~FileCalls.O_CLOEXEC).I32(capacity).Bool(first).Str(fifo ? link : "");
         ctx.Image.Write(RecordKind.Pipe, w);
         if (first) ctx.Image.Write(RecordKind.PipeData, new PayloadWriter().U64(id).Span, data);
-    }
-
-    /// <summary>A process outside the tree holding the end of the pipe with access <paramref name="mode"/> (scanned only when an end is missing from the tree).</summary>
-    private static (int Pid, int Fd)? FindOutsideHolder(string link, int mode, HashSet<int> tree)
-    {
-        int self = Environment.ProcessId;
-        foreach (var dir in Directory.EnumerateDirectories("/proc"))
-        {
-            if (!int.TryParse(Path.GetFileName(dir), out int pid) || pid == self || tree.Contains(pid)) continue;
-            try
-            {
-                foreach (var fd in Directory.EnumerateFileSystemEntries($"{dir}/fd"))
-                {
-                    if (new FileInfo(fd).LinkTarget != link) continue;
-                    int n = int.Parse(Path.GetFileName(fd));
-                    var flags = File.ReadLines($"{dir}/fdinfo/{n}").FirstOrDefault(l => l.StartsWith("flags:"));
-                    int acc = flags == null ? -1 : Convert.ToInt32(flags[6..].Trim(), 8) & FileCalls.O_ACCMODE;
-                    if (acc == mode || acc == FileCalls.O_RDWR) return (pid, n);
-                }
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
-        }
-        return null;
     }
 
     /// <summary>Copies what is queued in a pipe without consuming it: tee into a pipe of our own, then read that.</summary>

@@ -85,7 +85,7 @@ public sealed unsafe class UnixSocket : IFileKind
             }
             else
             {
-                var outside = p == 0 ? null : FindOutsideHolder(peerLink, ctx.Session.Processes.Select(x => x.Pid).ToHashSet());
+                var outside = p == 0 ? null : OutsideHolders.FindFd(ctx.Session, peerLink);
                 if (outside != null && ctx.External)
                 {
                     ExternalFile.Instance.CheckpointFile(ctx, f, objref);
@@ -162,23 +162,6 @@ public sealed unsafe class UnixSocket : IFileKind
         foreach (var p in ctx.Session.Processes)
             foreach (var o in p.OpenFiles)
                 if (o.Link == link) return (p.Pid, o.Fd);
-        return null;
-    }
-
-    /// <summary>A process outside the tree holding <paramref name="link"/>.</summary>
-    private static (int Pid, int Fd)? FindOutsideHolder(string link, HashSet<int> tree)
-    {
-        int self = Environment.ProcessId;
-        foreach (var dir in Directory.EnumerateDirectories("/proc"))
-        {
-            if (!int.TryParse(Path.GetFileName(dir), out int pid) || pid == self || tree.Contains(pid)) continue;
-            try
-            {
-                foreach (var fd in Directory.EnumerateFileSystemEntries($"{dir}/fd"))
-                    if (new FileInfo(fd).LinkTarget == link) return (pid, int.Parse(Path.GetFileName(fd)));
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
-        }
         return null;
     }
 
