@@ -22,6 +22,8 @@ public sealed class ObjectTable<TKey, TValue> where TKey : notnull
 
     public void SetRestored(uint objref, TValue value) => _restored[objref] = value;
 
+    public bool TryGetRestored(uint objref, out TValue value) => _restored.TryGetValue(objref, out value!);
+
     public TValue GetRestored(uint objref, string what)
         => _restored.TryGetValue(objref, out var v) ? v
             : throw new Image.ImageFormatException($"{what} refers to objref {objref}, which the image never defined");

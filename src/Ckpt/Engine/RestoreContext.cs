@@ -179,7 +179,7 @@ public sealed class RestoreContext : TargetContext
     /// <summary>The vessel fd of a description restored here, or installed from ckpt's master copy if an earlier process restored it.</summary>
     public int FileFd(uint objref, string what)
     {
-        foreach (var kv in Files.Restored) if (kv.Key == objref) return kv.Value;
+        if (Files.TryGetRestored(objref, out int mine)) return mine;
         if (!Session.Masters.TryGetValue(objref, out int master))
             throw new ImageFormatException($"{what} refers to objref {objref}, which the image never defined");
         int fd = Install(master);
