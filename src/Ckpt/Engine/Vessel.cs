@@ -144,19 +144,32 @@ public static unsafe class Vessel
     {
         const ulong CLONE_FS = 0x200, CLONE_FILES = 0x400;
         ulong flags = (shares.HasFlag(ShareFlags.Files) ? CLONE_FILES : 0) | (shares.HasFlag(ShareFlags.Fs) ? CLONE_FS : 0);
-        var args = new CloneArgs { Flags = flags, ExitSignal = (ulong)exitSignal, SetTid = Scratch + 256, SetTidSize = 1 };
-        var bytes = new byte[256 + 4];
-        MemoryMarshal.Write(bytes, in args);
-        BitConverter.TryWriteBytes(bytes.AsSpan(256), pid);
-        MemoryCalls.WriteRemote(parent.Tid, Scratch, bytes);
-        long r; int tries = 0;
-        do r = parent.Inject(Nr.clone3, (long)Scratch, sizeof(CloneArgs));
-        while (r == -Errors.EEXIST && RetryTakenPid(pid, ref tries));
-        if (r == -Errors.EEXIST)
-            throw new CkptException($"restart: pid {pid} is already in use; stop the process that holds it (or restart in a new pid namespace)", ExitCodes.RestoreConflict);
-        if (r < 0) throw new SyscallException("clone3 (set_tid, injected)", (int)-r, parent.Tid);
-        var child = Tracing.TracedTask.Adopt((int)r);
+        var args = new CloneArgs { Flags = flags, ExitSignal = (ulong)exitSignal };
+        var child = InjectClone(parent, Scratch, args, pid, "pid", "stop the process that holds it (or restart in a new pid namespace)");
         child.SyscallGadget = Gadget;
         return child;
+    }
+
+    /// <summary>
+    /// Injects clone3(<paramref name="args"/>) with set_tid = <paramref name="id"/> into <paramref name="parent"/>
+    /// (the arguments written at <paramref name="scratch"/>, the id 256 bytes further), retrying while the id
+    /// is about to be freed (<see cref="RetryTakenPid"/>); returns the new task, attached and stopped
+    /// (PTRACE_O_TRACEFORK/CLONE). An id in use fails naming it (<paramref name="what"/>: "pid", "thread id").
+    /// </summary>
+    public static Tracing.TracedTask InjectClone(Tracing.TracedTask parent, ulong scratch, CloneArgs args, int id, string what, string hint)
+    {
+        args.SetTid = scratch + 256;
+        args.SetTidSize = 1;
+        var bytes = new byte[256 + 4];
+        MemoryMarshal.Write(bytes, in args);
+        BitConverter.TryWriteBytes(bytes.AsSpan(256), id);
+        MemoryCalls.WriteRemote(parent.Tid, scratch, bytes);
+        long r; int tries = 0;
+        do r = parent.Inject(Nr.clone3, (long)scratch, sizeof(CloneArgs));
+        while (r == -Errors.EEXIST && RetryTakenPid(id, ref tries));
+        if (r == -Errors.EEXIST)
+            throw new CkptException($"restart: {what} {id} is already in use; {hint}", ExitCodes.RestoreConflict);
+        if (r < 0) throw new SyscallException($"clone3 {what} {id} (injected)", (int)-r, parent.Tid);
+        return Tracing.TracedTask.Adopt((int)r);
     }
 }

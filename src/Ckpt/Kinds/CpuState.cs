@@ -195,20 +195,8 @@ public sealed class CpuState : IStateKind
     private static unsafe TracedTask CreateThread(RestoreContext ctx, int tid)
     {
         const ulong CLONE_VM = 0x100, CLONE_FS = 0x200, CLONE_FILES = 0x400, CLONE_SIGHAND = 0x800, CLONE_THREAD = 0x10000, CLONE_SYSVSEM = 0x40000;
-        ulong tidAddr = ctx.PutScratch(256, BitConverter.GetBytes(tid));
-        var args = new CloneArgs
-        {
-            Flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM,
-            SetTid = tidAddr, SetTidSize = 1,
-        };
-        ulong a = ctx.PutScratch(0, MmState.StructBytes(ref args));
-        long got; int tries = 0;
-        do got = ctx.Vessel.Inject(Nr.clone3, (long)a, sizeof(CloneArgs));
-        while (got == -Errors.EEXIST && Vessel.RetryTakenPid(tid, ref tries));
-        if (got == -Errors.EEXIST)
-            throw new CkptException($"restart: thread id {tid} is already in use; stop the process that holds it", ExitCodes.RestoreConflict);
-        if (got < 0) throw new SyscallException("clone3 thread (injected)", (int)-got, ctx.Pid);
-        var t = TracedTask.Adopt((int)got);
+        var args = new CloneArgs { Flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM };
+        var t = Vessel.InjectClone(ctx.Vessel, ctx.Scratch, args, tid, "thread id", "stop the process that holds it");
         t.SyscallGadget = ctx.Trampoline;
         return t;
     }
