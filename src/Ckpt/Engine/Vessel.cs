@@ -124,15 +124,9 @@ public static unsafe class Vessel
     {
         var keep = new List<(ulong Start, ulong End)> { ((ulong)Blob, (ulong)Blob + 4096), (Scratch, Scratch + 4096) };
         foreach (var v in Proc.ProcMaps.ReadMaps(vessel.Tid))
-            if (v.Path is "[vdso]" or "[vvar]" or "[vvar_vclock]") keep.Add((v.Start, v.End));
-        keep.Sort();
-        ulong cur = Kinds.MmState.MmapMinAddr;
-        foreach (var (s, e) in keep)
-        {
-            if (s > cur) vessel.InjectChecked("munmap", Nr.munmap, (long)cur, (long)(s - cur));
-            cur = Math.Max(cur, e);
-        }
-        if (cur < Kinds.MmState.TaskSize) vessel.InjectChecked("munmap", Nr.munmap, (long)cur, (long)(Kinds.MmState.TaskSize - cur));
+            if (Kinds.MmState.VdsoNames.Contains(v.Path)) keep.Add((v.Start, v.End));
+        foreach (var (start, len) in Kinds.MmState.AllBut(keep))
+            vessel.InjectChecked("munmap", Nr.munmap, (long)start, (long)len);
     }
 
     /// <summary>

@@ -95,17 +95,9 @@ public sealed class MmState : IStateKind
         // an fd table shared with the parent is the parent's: its fds are placed already
         // (done once in the root of a tree, before its children were forked: FdsCleaned)
         if (!ctx.Shares.HasFlag(ShareFlags.Files) && !ctx.FdsCleaned) KeepInheritable(ctx);
-        var keep = new List<(ulong Start, ulong End)> { (t, t + RestoreContext.TrampolineSize) };
         var vdso = vessel.Where(v => VdsoNames.Contains(v.Path)).ToList();
-        keep.AddRange(vdso.Select(v => (v.Start, v.End)));
-        keep.Sort();
-        ulong cur = MmapMinAddr;
-        foreach (var (s, e) in keep)
-        {
-            if (s > cur) ctx.Batch.AddChecked("munmap", Nr.munmap, (long)cur, (long)(s - cur));
-            cur = Math.Max(cur, e);
-        }
-        if (cur < TaskSize) ctx.Batch.AddChecked("munmap", Nr.munmap, (long)cur, (long)(TaskSize - cur));
+        foreach (var (start, len) in AllBut(vdso.Select(v => (v.Start, v.End)).Append((t, t + RestoreContext.TrampolineSize))))
+            ctx.Batch.AddChecked("munmap", Nr.munmap, (long)start, (long)len);
 
         // the unmaps and the vDSO moves run in one batch (from the trampoline, which stays)
         MoveVdso(ctx, vdso, image.Where(x => x.Special > 0).Select(x => (x.Start, x.End, Name: VdsoNames[x.Special - 1])).ToList(), image);
@@ -168,6 +160,20 @@ public sealed class MmState : IStateKind
         foreach (var (s, l) in pieces)
             ctx.Batch.AddChecked("mremap vdso", Nr.mremap, (long)s, (long)l, (long)l,
                 MemoryCalls.MREMAP_MAYMOVE | MemoryCalls.MREMAP_FIXED, (long)s + delta);
+    }
+
+    /// <summary>The user address ranges (start, length) outside <paramref name="keep"/>: what to unmap to keep only those.</summary>
+    internal static List<(ulong Start, ulong Length)> AllBut(IEnumerable<(ulong Start, ulong End)> keep)
+    {
+        var gaps = new List<(ulong, ulong)>();
+        ulong cur = MmapMinAddr;
+        foreach (var (s, e) in keep.OrderBy(k => k.Start))
+        {
+            if (s > cur) gaps.Add((cur, s - cur));
+            cur = Math.Max(cur, e);
+        }
+        if (cur < TaskSize) gaps.Add((cur, TaskSize - cur));
+        return gaps;
     }
 
     /// <summary>Lowest page-aligned address at or above <paramref name="from"/> with <paramref name="size"/> free bytes.</summary>
