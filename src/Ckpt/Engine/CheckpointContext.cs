@@ -10,7 +10,7 @@ namespace Ckpt.Engine;
 /// objref table of open file descriptions (a description held by several processes is written once),
 /// the tree itself, and a state bag for kinds whose objects span processes (pipes, unlinked files).
 /// </summary>
-public sealed class CheckpointSession
+public sealed class CheckpointSession : StateBag
 {
     public required ImageWriter Image { get; init; }
     public required Log Log { get; init; }
@@ -38,14 +38,6 @@ public sealed class CheckpointSession
     public void ThrowIfCancelled()
     {
         if (Cancelled()) throw new CkptException("checkpoint interrupted; the target was left running", ExitCodes.Interrupted);
-    }
-
-    private readonly Dictionary<Type, object> _state = new();
-    /// <summary>Per-checkpoint state of a kind that spans processes.</summary>
-    public T State<T>() where T : new()
-    {
-        if (!_state.TryGetValue(typeof(T), out var o)) _state[typeof(T)] = o = new T();
-        return (T)o;
     }
 }
 

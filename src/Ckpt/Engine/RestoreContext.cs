@@ -19,7 +19,7 @@ public sealed class RestoreOptions
 /// (from the Tree record), every process being rebuilt, the master copies in ckpt of objects that more
 /// than one process holds (objref → fd of ckpt), and a state bag for kinds whose objects span processes.
 /// </summary>
-public sealed class RestoreSession
+public sealed class RestoreSession : StateBag
 {
     public required ImageHeader Header { get; init; }
     public required Log Log { get; init; }
@@ -47,14 +47,6 @@ public sealed class RestoreSession
     public void ThrowIfCancelled()
     {
         if (Options.Cancelled()) throw new CkptException("restart interrupted; nothing was left running", ExitCodes.Interrupted);
-    }
-
-    private readonly Dictionary<Type, object> _state = new();
-    /// <summary>Per-restart state of a kind whose objects span processes.</summary>
-    public T State<T>() where T : new()
-    {
-        if (!_state.TryGetValue(typeof(T), out var o)) _state[typeof(T)] = o = new T();
-        return (T)o;
     }
 
     /// <summary>Closes every fd ckpt kept for the restart (masters, pipe ends, pidfds).</summary>

@@ -7,7 +7,7 @@ namespace Ckpt.Engine;
 /// first use (for pidfd_getfd), and a per-operation state bag through which stateless kinds keep what
 /// they need between calls.
 /// </summary>
-public abstract class TargetContext
+public abstract class TargetContext : StateBag
 {
     /// <summary>The process being checkpointed, or the vessel being rebuilt.</summary>
     public abstract int TargetPid { get; }
@@ -24,8 +24,17 @@ public abstract class TargetContext
         if (_pidfd >= 0) FileCalls.Close(_pidfd);
         _pidfd = -1;
     }
+}
 
+/// <summary>
+/// State kept by stateless kinds between calls for one operation: one object per type, made on first use.
+/// A process's context has one (per-process state); a checkpoint or restart session has one for state
+/// that spans the processes of a tree.
+/// </summary>
+public abstract class StateBag
+{
     private readonly Dictionary<Type, object> _state = new();
+
     public T State<T>() where T : new()
     {
         if (!_state.TryGetValue(typeof(T), out var o)) _state[typeof(T)] = o = new T();
