@@ -176,12 +176,14 @@ public sealed class ProcessTree : IStateKind
             Thread.Sleep(1);
         }
         // the parent's SIGCHLD of this exit is not in the image: take it out of its queue
-        var parent = s.Find(e.PPid)!.Vessel;
-        var set = new byte[16 + 8];
-        BitConverter.TryWriteBytes(set, 1UL << (e.ExitSignal - 1));
-        MemoryCalls.WriteRemote(e.PPid, Vessel.Scratch, set);   // sigset, then a zero timespec at +8
         if (e.ExitSignal > 0)
+        {
+            var parent = s.Find(e.PPid)!.Vessel;
+            var set = new byte[8 + 16];   // the sigset, then a zero timespec (do not wait)
+            BitConverter.TryWriteBytes(set, 1UL << (e.ExitSignal - 1));
+            MemoryCalls.WriteRemote(e.PPid, Vessel.Scratch, set);
             while (parent.Inject(Nr.rt_sigtimedwait, (long)Vessel.Scratch, 0, (long)Vessel.Scratch + 8, 8) > 0) { }
+        }
         s.Log.Debug($"pid {e.Pid} is a zombie again (status 0x{st:x})");
     }
 
