@@ -9,6 +9,8 @@ public sealed class RestoreOptions
 {
     public bool Detach { get; init; }
     public bool Frozen { get; init; }
+    /// <summary>Rebuild 2 MiB blocks that were fully present as transparent huge pages (--huge-pages).</summary>
+    public bool HugePages { get; init; }
     public Func<bool> Cancelled { get; init; } = () => false;
     /// <summary>Replacements for external fds: image fd → fd of ckpt (--inherit-fd); default: the same number.</summary>
     public Dictionary<int, int> InheritFds { get; init; } = new();

@@ -15,7 +15,11 @@ public static class Restorer
 {
     public static int Run(Stream input, RestoreOptions opt, Log log)
     {
-        var reader = new ImageReader(input, payloadRing: ReadAhead + 2);
+        // payloads stay valid from the oldest record in use to the newest: a Pages record still being
+        // written by the page-writing helper (at most two behind), the one being restored, the records
+        // queued ahead and the one the reader is filling
+        // (a small buffer: large payloads are read straight into their own buffer, not copied through it)
+        var reader = new ImageReader(input, bufferSize: 64 << 10, payloadRing: ReadAhead + 4);
         var header = ImageHeader.Read(reader);
         CheckHeader(header);
         return TracerThread.Run(() => RunTraced(reader, header, opt, log));
@@ -46,6 +50,8 @@ public static class Restorer
                     long t1 = System.Diagnostics.Stopwatch.GetTimestamp();
                     waited += t1 - t0;
                     s.ThrowIfCancelled();
+                    // pages handed to the page-writing helper are in place before any other record
+                    if (rec.Kind != RecordKind.Pages) MemoryRegion.WaitForPages(s);
                     // calls queued by Vma records run before any other record (its Pages need the mapping)
                     if (rec.Kind != RecordKind.Vma && s.Current is { PendingBatchCalls: > 0 } cur)
                     {
@@ -66,6 +72,7 @@ public static class Restorer
                     var (ticks, n) = spent.GetValueOrDefault(rec.Kind);
                     spent[rec.Kind] = (ticks + t0 - t1, n + 1);
                 }
+                MemoryRegion.WaitForPages(s);
                 static string Ms(long ticks) => (ticks * 1000.0 / System.Diagnostics.Stopwatch.Frequency).ToString("F3");
                 foreach (var (kind, (ticks, n)) in spent.OrderByDescending(x => x.Value.Ticks))
                     log.Debug($"restore of {n} {kind} record(s): {Ms(ticks)} ms");
@@ -100,6 +107,10 @@ public static class Restorer
             s.Close();
             KillAll(s);
             throw;
+        }
+        finally
+        {
+            MemoryRegion.StopPageWriter(s);
         }
     }
 
@@ -148,7 +159,7 @@ internal sealed class ReadAheadQueue : IDisposable
     public ReadAheadQueue(ImageReader reader, int ahead)
     {
         _queue = new(boundedCapacity: ahead);
-        _thread = new Thread(() =>
+        _thread = TracerThread.StartHelper("ckpt-read", () =>
         {
             try
             {
@@ -162,8 +173,7 @@ internal sealed class ReadAheadQueue : IDisposable
                 }
             }
             catch (OperationCanceledException) { }
-        }) { Name = "ckpt-read", IsBackground = true };
-        _thread.Start();
+        });
     }
 
     public Record? Next()

@@ -40,4 +40,7 @@ public abstract class StateBag
         if (!_state.TryGetValue(typeof(T), out var o)) _state[typeof(T)] = o = new T();
         return (T)o;
     }
+
+    /// <summary>The state of type T if it was ever asked for, else null.</summary>
+    public T? Existing<T>() where T : class => _state.TryGetValue(typeof(T), out var o) ? (T)o : null;
 }

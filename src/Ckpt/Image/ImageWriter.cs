@@ -212,8 +212,7 @@ public sealed class ImageWriter : IDisposable
         public BackgroundSink(Stream output)
         {
             _out = output;
-            _thread = new Thread(Run) { Name = "ckpt-write", IsBackground = true };
-            _thread.Start();
+            _thread = Tracing.TracerThread.StartHelper("ckpt-write", Run);
         }
 
         private void Run()

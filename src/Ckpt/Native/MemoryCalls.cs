@@ -16,6 +16,11 @@ public static unsafe partial class MemoryCalls
     [LibraryImport("libc", EntryPoint = "munmap", SetLastError = true)]
     public static partial int Munmap(nint addr, nuint len);
 
+    public const int MADV_COLLAPSE = 25;
+
+    [LibraryImport("libc", EntryPoint = "process_madvise", SetLastError = true)]
+    public static partial nint ProcessMadvise(int pidfd, Iovec* iov, ulong n, int advice, uint flags);
+
     [LibraryImport("libc", EntryPoint = "process_vm_readv", SetLastError = true)]
     public static partial nint ProcessVmReadv(int pid, Iovec* local, ulong liovcnt, Iovec* remote, ulong riovcnt, ulong flags);
 

@@ -29,4 +29,21 @@ public static class TracerThread
         error?.Throw();
         return result!;
     }
+
+    /// <summary>
+    /// Starts a helper thread (page reading, image writing, read-ahead): it traces nothing, so it may run
+    /// on any CPU the process may use, not only the one the tracer pins itself to (a thread inherits the
+    /// affinity of the thread that creates it: helpers started by the tracer would share its one CPU).
+    /// </summary>
+    public static Thread StartHelper(string name, Action body)
+    {
+        var mask = Native.ProcessCalls.GetAffinity(Environment.ProcessId);   // the main thread's, never pinned
+        var th = new Thread(() =>
+        {
+            Native.ProcessCalls.SetAffinity(0, mask);
+            body();
+        }) { Name = name, IsBackground = true };
+        th.Start();
+        return th;
+    }
 }

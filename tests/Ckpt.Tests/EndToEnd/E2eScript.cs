@@ -81,9 +81,9 @@ public sealed class E2eScript
           alive $P && fail "pid $P is still running after checkpoint --kill"
           return 0
         }
-        # restart_detached: restarts $W/img with --detach and checks it printed $P
+        # restart_detached [ARGS...]: restarts $W/img with --detach (and ARGS) and checks it printed $P
         restart_detached() {
-          local r; r=$(ck restart -i "$W/img" --detach --log "$W/rs.log" -v -v); local rc=$?
+          local r; r=$(ck restart -i "$W/img" --detach --log "$W/rs.log" -v -v "$@"); local rc=$?
           [ $rc -eq 0 ] || fail "restart exited with $rc"
           [ "$r" = "$P" ] || fail "restart printed '$r', expected pid $P"
         }
@@ -125,14 +125,14 @@ public sealed class E2eScript
     }
 
     /// <summary>The standard round trip: start, READY, checkpoint --kill, restart --detach, SIGUSR1, verdict.</summary>
-    public static string RoundTrip(string command, string afterRestart = "", string before = "") => $"""
+    public static string RoundTrip(string command, string afterRestart = "", string before = "", string restartArgs = "") => $"""
         {before}
         start "$W/out" {command}
         wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
         sleep 0.1
         layout $P before
         checkpoint_kill
-        restart_detached
+        restart_detached {restartArgs}
         layout $P after
         {afterRestart}
         finish_detached

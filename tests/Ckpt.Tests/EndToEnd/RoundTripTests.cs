@@ -38,6 +38,26 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.Cleanup();
     }
 
+    /// <summary>
+    /// Memory in 2 MiB blocks: with --huge-pages the blocks that were fully present come back as
+    /// transparent huge pages, the others (and everything without the option) as 4 KiB pages; the data,
+    /// the resident size and the regions' flags stay the same either way (the program checks).
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void HugePages(bool huge)
+    {
+        env.Program("hugemem");
+        // a machine with THP turned off gets 4 KiB pages whatever the option says
+        bool thp = !File.ReadAllText("/sys/kernel/mm/transparent_hugepage/enabled").Contains("[never]");
+        var r = new E2eScript(env, huge ? "hugemem-huge" : "hugemem-small").Run(E2eScript.RoundTrip(
+            $"\"$BIN/hugemem\" {(huge && thp ? "huge" : "small")}", restartArgs: huge ? "--huge-pages" : ""));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
+        if (huge && thp) Assert.Matches(@"\b6 huge page\(s\)|\b[1-9][0-9]* huge page\(s\)", r.File("rs.log"));
+        r.Cleanup();
+    }
+
     [Fact]
     public void BlockedInPipeRead()
     {
