@@ -28,7 +28,8 @@ public static class KindTable
         SignalFd.Instance,
         Epoll.Instance,               //   epoll (watches added in Finish, once the fds are placed),
         Inotify.Instance,             //   inotify
-        UnixSocket.Instance,          // unix domain sockets (+ their receive queues); other sockets are refused there
+        UnixSocket.Instance,          // unix domain sockets (+ their receive queues); other sockets are refused there,
+        InetSocket.Instance,          //   but for TCP/UDP sockets without connection state (written by UnixSocket)
         ExternalFile.Instance,        // written by Pipe and UnixSocket for ends whose peer is outside (--external)
         FdTable.Instance,             // ...and the fd numbers that refer to them
         SignalState.Instance,         // handlers, shared pending

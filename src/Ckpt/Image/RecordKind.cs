@@ -40,6 +40,7 @@ public enum RecordKind : uint
     SysvShmData = 54,      // Kinds/SysvShm.cs (its contents: data ranges only)
     UnixSocket = 60,       // Kinds/UnixSocket.cs (a unix domain socket: type, relation to its peer, address, options)
     UnixSocketQueue = 61,  // Kinds/UnixSocket.cs (messages or bytes waiting in a unix socket's receive queue)
+    InetSocket = 62,       // Kinds/InetSocket.cs (a TCP or UDP socket without connection state: address, listen backlog, options)
     PosixTimers = 70,      // Kinds/PosixTimers.cs (the process's POSIX timers: timer_create ids, clocks, notifications, time left)
 }
 

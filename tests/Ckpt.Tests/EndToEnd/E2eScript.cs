@@ -233,7 +233,7 @@ public sealed class E2eResult(E2eScript script, Exec.Result run)
     }
 
     private static List<string> Fds(string text) => text.Split('\n', StringSplitOptions.RemoveEmptyEntries)
-        .Select(l => Regex.Replace(Regex.Replace(l, @"pipe:\[\d+\]$", "pipe"), @"/[^/]* \(deleted\)$", "/(unlinked)")).ToList();
+        .Select(l => Regex.Replace(Regex.Replace(l, @"(pipe|socket):\[\d+\]$", "$1"), @"/[^/]* \(deleted\)$", "/(unlinked)")).ToList();
 
     /// <summary>The restored process ended with exit 0 (logged by the reaper through finish_detached).</summary>
     public E2eResult AssertRestoredExit0()

@@ -1,0 +1,58 @@
+using System.Text.RegularExpressions;
+using Xunit;
+
+namespace Ckpt.Tests.EndToEnd;
+
+/// <summary>TCP and UDP sockets without connection state (Kinds/InetSocket.cs).</summary>
+[Collection(EndToEndCollection.Name)]
+public sealed class InetSocketTests(E2eEnvironment env)
+{
+    /// <summary>
+    /// Listeners (IPv4 and IPv6), an unbound and a bound TCP socket, a bound and a connected UDP socket
+    /// come back on the same ports with the same options; the program checks that the listeners accept,
+    /// the bound socket can listen and a datagram gets through. `ckpt info` shows the addresses.
+    /// </summary>
+    [Fact]
+    public void ListenersAndDatagramSockets()
+    {
+        env.Program("inetsock");
+        var r = new E2eScript(env, "inetsock").Run(E2eScript.RoundTrip("\"$BIN/inetsock\"", before: "", afterRestart: """
+            ck info "$W/img" > "$W/info.txt" || fail "ckpt info failed"
+            """));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
+        var ports = Regex.Match(r.File("out"), @"^PORTS (\d+) (\d+) (\d+) (\d+) (\d+)$", RegexOptions.Multiline);
+        Assert.True(ports.Success, $"no PORTS line{r.Diagnostics}");
+        string info = r.File("info.txt");
+        Assert.Contains($"127.0.0.1:{ports.Groups[1].Value}", info);
+        Assert.Contains($"[::1]:{ports.Groups[2].Value}", info);
+        Assert.Contains($"127.0.0.1:{ports.Groups[5].Value} -> 127.0.0.1:{ports.Groups[4].Value}", info);
+        r.Cleanup();
+    }
+
+    /// <summary>An established TCP connection is refused, naming the fd and the peer; the program goes on unharmed.</summary>
+    [Fact]
+    public void EstablishedConnectionIsRefused()
+    {
+        env.Program("inetsock");
+        var r = new E2eScript(env, "inetsock-established").Run("""
+            start "$W/out" "$BIN/inetsock" established
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            layout $P before
+            ck checkpoint $P -o "$W/img" 2>"$W/err.txt"; echo "RC: $?"
+            [ -e "$W/img" ] && echo "IMAGE-LEFT"
+            alive $P || fail "the target died"
+            layout $P after
+            kill -USR1 $P
+            wait_exit $P 20; echo "TARGET: $?"
+            """);
+        r.AssertPassed();
+        Assert.Matches(@"(?m)^RC: 69$", r.Stdout);
+        Assert.Matches(@"(?m)^TARGET: 0$", r.Stdout);
+        Assert.DoesNotContain("IMAGE-LEFT", r.Stdout);
+        var fds = Regex.Match(r.File("out"), @"^ESTABLISHED (\d+) (\d+)$", RegexOptions.Multiline);
+        string err = r.File("err.txt").Trim();
+        Assert.True(!err.Contains('\n') && err.StartsWith("ckpt: ") && err.Contains("TCP connection") && err.Contains("ESTABLISHED")
+            && (err.Contains($"fd {fds.Groups[1].Value} ") || err.Contains($"fd {fds.Groups[2].Value} ")), $"unexpected message: {err}{r.Diagnostics}");
+        r.AssertSameLayout();
+    }
+}

@@ -1,0 +1,123 @@
+/* inetsock [established]: TCP and UDP sockets without connection state: an IPv4 listener (SO_REUSEADDR,
+ * TCP_NODELAY, backlog 7), an IPv6 listener (IPV6_V6ONLY), an unbound TCP socket (SO_KEEPALIVE), a
+ * bound TCP socket not listening, a bound UDP socket (SO_RCVBUF) and a UDP socket connected to it.
+ * After the restart every address and option is the same, the listeners accept connections, the
+ * bound socket can listen, and a datagram goes from the connected UDP socket to the bound one.
+ * With "established": also an established TCP connection (which the checkpoint must refuse). */
+#include "e2e.h"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+static socklen_t name_of(int fd, struct sockaddr_storage *a)
+{
+    socklen_t l = sizeof *a;
+    memset(a, 0, sizeof *a);
+    MUST(getsockname(fd, (struct sockaddr *)a, &l) == 0);
+    return l;
+}
+
+static int opt(int fd, int level, int name)
+{
+    int v = -1;
+    socklen_t l = sizeof v;
+    if (getsockopt(fd, level, name, &v, &l) != 0) return -2;
+    return v;
+}
+
+static int port(const struct sockaddr_storage *a)
+{
+    return ntohs(a->ss_family == AF_INET ? ((struct sockaddr_in *)a)->sin_port : ((struct sockaddr_in6 *)a)->sin6_port);
+}
+
+/* Connects a new client to the listener at a, accepts it, and passes a message: 1 if it all worked. */
+static int accepts(int listener, struct sockaddr_storage *a, socklen_t al)
+{
+    int c = socket(a->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c < 0 || connect(c, (struct sockaddr *)a, al) != 0) { say("connect: %s", strerror(errno)); return 0; }
+    int s = accept(listener, NULL, NULL);
+    if (s < 0) { say("accept: %s", strerror(errno)); close(c); return 0; }
+    char buf[8] = { 0 };
+    int ok = write(c, "hello", 5) == 5 && read_full(s, buf, 5) == 5 && !memcmp(buf, "hello", 5);
+    close(s);
+    close(c);
+    return ok;
+}
+
+int main(int argc, char **argv)
+{
+    e2e_init();
+    int one = 1;
+    struct sockaddr_in lo = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    struct sockaddr_in6 lo6 = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+
+    int t1 = socket(AF_INET, SOCK_STREAM, 0);
+    MUST(t1 >= 0 && setsockopt(t1, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 && setsockopt(t1, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0);
+    MUST(bind(t1, (struct sockaddr *)&lo, sizeof lo) == 0 && listen(t1, 7) == 0);
+    int t6 = socket(AF_INET6, SOCK_STREAM, 0);
+    MUST(t6 >= 0 && setsockopt(t6, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) == 0);
+    MUST(bind(t6, (struct sockaddr *)&lo6, sizeof lo6) == 0 && listen(t6, 3) == 0);
+    int tc = socket(AF_INET, SOCK_STREAM, 0);
+    MUST(tc >= 0 && setsockopt(tc, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) == 0);
+    int tb = socket(AF_INET, SOCK_STREAM, 0);
+    MUST(tb >= 0 && bind(tb, (struct sockaddr *)&lo, sizeof lo) == 0);
+    int u1 = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0), rcvbuf = 65536;
+    MUST(u1 >= 0 && setsockopt(u1, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) == 0 && bind(u1, (struct sockaddr *)&lo, sizeof lo) == 0);
+    struct sockaddr_storage a1, a6, ac, ab, au1, au2;
+    socklen_t l1 = name_of(t1, &a1), l6 = name_of(t6, &a6), lu1 = name_of(u1, &au1);
+    name_of(tc, &ac);
+    name_of(tb, &ab);
+    int u2 = socket(AF_INET, SOCK_DGRAM, 0);
+    MUST(u2 >= 0 && connect(u2, (struct sockaddr *)&au1, lu1) == 0);
+    name_of(u2, &au2);
+    int rcv_before = opt(u1, SOL_SOCKET, SO_RCVBUF);
+    if (argc > 1 && !strcmp(argv[1], "established")) {
+        int c = socket(AF_INET, SOCK_STREAM, 0);
+        MUST(c >= 0 && connect(c, (struct sockaddr *)&a1, l1) == 0);
+        int s = accept(t1, NULL, NULL);
+        MUST(s >= 0);
+        say("ESTABLISHED %d %d", c, s);
+    }
+    say("PORTS %d %d %d %d %d", port(&a1), port(&a6), port(&ab), port(&au1), port(&au2));
+    say("READY");
+    e2e_wait_usr1();
+
+    struct sockaddr_storage now;
+    name_of(t1, &now);
+    CHECK(!memcmp(&now, &a1, sizeof now), "IPv4 listener now on port %d, was %d", port(&now), port(&a1));
+    name_of(t6, &now);
+    CHECK(!memcmp(&now, &a6, sizeof now), "IPv6 listener now on port %d, was %d", port(&now), port(&a6));
+    name_of(tc, &now);
+    CHECK(!memcmp(&now, &ac, sizeof now), "the unbound TCP socket has port %d", port(&now));
+    name_of(tb, &now);
+    CHECK(!memcmp(&now, &ab, sizeof now), "the bound TCP socket now on port %d, was %d", port(&now), port(&ab));
+    name_of(u1, &now);
+    CHECK(!memcmp(&now, &au1, sizeof now), "the bound UDP socket now on port %d, was %d", port(&now), port(&au1));
+    name_of(u2, &now);
+    CHECK(!memcmp(&now, &au2, sizeof now), "the connected UDP socket now on port %d, was %d", port(&now), port(&au2));
+
+    CHECK(opt(t1, SOL_SOCKET, SO_ACCEPTCONN) == 1 && opt(t6, SOL_SOCKET, SO_ACCEPTCONN) == 1, "the listeners do not listen");
+    CHECK(opt(tb, SOL_SOCKET, SO_ACCEPTCONN) == 0 && opt(tc, SOL_SOCKET, SO_ACCEPTCONN) == 0, "a socket that did not listen listens");
+    CHECK(opt(t1, SOL_SOCKET, SO_REUSEADDR) == 1, "SO_REUSEADDR %d", opt(t1, SOL_SOCKET, SO_REUSEADDR));
+    CHECK(opt(t1, IPPROTO_TCP, TCP_NODELAY) == 1, "TCP_NODELAY %d", opt(t1, IPPROTO_TCP, TCP_NODELAY));
+    CHECK(opt(t6, IPPROTO_IPV6, IPV6_V6ONLY) == 1, "IPV6_V6ONLY %d", opt(t6, IPPROTO_IPV6, IPV6_V6ONLY));
+    CHECK(opt(tc, SOL_SOCKET, SO_KEEPALIVE) == 1, "SO_KEEPALIVE %d", opt(tc, SOL_SOCKET, SO_KEEPALIVE));
+    CHECK(opt(tb, SOL_SOCKET, SO_KEEPALIVE) == 0, "SO_KEEPALIVE set where it was not");
+    CHECK(opt(u1, SOL_SOCKET, SO_RCVBUF) == rcv_before, "SO_RCVBUF %d, was %d", opt(u1, SOL_SOCKET, SO_RCVBUF), rcv_before);
+    CHECK((fcntl(u1, F_GETFL) & O_NONBLOCK) && !(fcntl(u2, F_GETFL) & O_NONBLOCK), "O_NONBLOCK not as it was");
+    CHECK((fcntl(t1, F_GETFD) & FD_CLOEXEC) == 0, "close-on-exec set on a socket that had none");
+
+    CHECK(accepts(t1, &a1, l1), "the IPv4 listener does not accept");
+    CHECK(accepts(t6, &a6, l6), "the IPv6 listener does not accept");
+    CHECK(listen(tb, 1) == 0, "the bound socket cannot listen: %s", strerror(errno));
+    CHECK(accepts(tb, &ab, sizeof(struct sockaddr_in)), "the bound socket does not accept once listening");
+    CHECK(send(u2, "dgram", 5, 0) == 5, "send on the connected UDP socket: %s", strerror(errno));
+    char buf[16] = { 0 };
+    struct sockaddr_storage from;
+    socklen_t fl = sizeof from;
+    ssize_t got = -1;
+    for (int i = 0; i < 100 && got < 0; i++) { got = recvfrom(u1, buf, sizeof buf, 0, (struct sockaddr *)&from, &fl); if (got < 0) usleep(10000); }
+    CHECK(got == 5 && !memcmp(buf, "dgram", 5) && port(&from) == port(&au2), "datagram: %zd bytes from port %d", got, got < 0 ? 0 : port(&from));
+    return e2e_finish();
+}
