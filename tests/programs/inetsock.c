@@ -3,7 +3,8 @@
  * bound TCP socket not listening, a bound UDP socket (SO_RCVBUF) and a UDP socket connected to it.
  * After the restart every address and option is the same, the listeners accept connections, the
  * bound socket can listen, and a datagram goes from the connected UDP socket to the bound one.
- * With "established": also an established TCP connection (which the checkpoint must refuse). */
+ * With "closewait": also a TCP connection whose peer closed it (CLOSE_WAIT), which the checkpoint must
+ * refuse. */
 #include "e2e.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -72,12 +73,14 @@ int main(int argc, char **argv)
     MUST(u2 >= 0 && connect(u2, (struct sockaddr *)&au1, lu1) == 0);
     name_of(u2, &au2);
     int rcv_before = opt(u1, SOL_SOCKET, SO_RCVBUF);
-    if (argc > 1 && !strcmp(argv[1], "established")) {
+    if (argc > 1 && !strcmp(argv[1], "closewait")) {
         int c = socket(AF_INET, SOCK_STREAM, 0);
         MUST(c >= 0 && connect(c, (struct sockaddr *)&a1, l1) == 0);
         int s = accept(t1, NULL, NULL);
         MUST(s >= 0);
-        say("ESTABLISHED %d %d", c, s);
+        close(c);
+        usleep(100000);
+        say("CLOSEWAIT %d", s);
     }
     say("PORTS %d %d %d %d %d", port(&a1), port(&a6), port(&ab), port(&au1), port(&au2));
     say("READY");

@@ -384,6 +384,8 @@ public static class Checkpointer
                 catch (Exception e) { first ??= e; }
                 ctx.Close();
             }
+            // TCP connections read in repair mode leave it, or are closed in it (silently) once killed
+            InetSocket.EndCheckpoint(s, killed: ok && opt.Kill);
             log.Info($"tree frozen for {frozen.Elapsed.TotalMilliseconds:F3} ms");
             if (first != null && ok) throw first;
         }

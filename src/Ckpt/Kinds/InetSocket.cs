@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Net;
+using System.Runtime.InteropServices;
 using Ckpt.Engine;
 using Ckpt.Image;
 using Ckpt.Native;
@@ -7,15 +8,21 @@ using Ckpt.Native;
 namespace Ckpt.Kinds;
 
 /// <summary>
-/// TCP and UDP sockets (IPv4 and IPv6) that carry no connection state: a TCP socket not connected
-/// (bound or not) or listening with no connection waiting to be accepted, a UDP socket bound or not,
-/// connected to a peer or not, with no datagram queued. Saved on a pidfd_getfd copy: domain, type,
-/// protocol, local address (getsockname), the UDP peer (getpeername), the listen backlog (TCP_INFO:
-/// tcpi_sacked of a listener is its backlog, tcpi_unacked its accept queue), and every socket option
-/// of a fixed list whose value differs from a fresh socket's. Restart: injected socket(), the options,
-/// bind() when it had an address, then listen() or connect(). An established TCP connection (that
-/// needs TCP_REPAIR), a listener with connections waiting and a UDP socket with datagrams queued are
-/// refused naming the fd. Reached from <see cref="UnixSocket"/>, which owns every <c>socket:[INO]</c> fd.
+/// TCP and UDP sockets (IPv4 and IPv6): a TCP socket not connected (bound or not), listening with no
+/// connection waiting to be accepted, or connected (ESTABLISHED); a UDP socket bound or not, connected
+/// to a peer or not, with no datagram queued. Saved on a pidfd_getfd copy: domain, type, protocol,
+/// local address (getsockname), the peer (getpeername), the listen backlog (TCP_INFO: tcpi_sacked of a
+/// listener is its backlog, tcpi_unacked its accept queue), and every socket option of a fixed list
+/// whose value differs from a fresh socket's. A TCP connection is read in repair mode (TCP_REPAIR):
+/// sequence numbers, both queues (peeked), MSS, window scales, SACK and timestamp options, the
+/// timestamp and the window; it stays in repair mode until the checkpoint ends, so that a
+/// <c>--kill</c> closes it without a FIN or RST reaching the peer, and leaves it (without a window
+/// probe) otherwise. Restart: injected socket(), the options, bind() when it had an address, then
+/// listen() or connect(); a connection is rebuilt by ckpt on a pidfd_getfd copy in repair mode
+/// (sequence numbers, bind, connect without a handshake, options, queues, window) and leaves repair
+/// mode in Finish, once every socket of the tree exists. Other TCP states, a listener with
+/// connections waiting and a UDP socket with datagrams queued are refused naming the fd. Reached
+/// from <see cref="UnixSocket"/>, which owns every <c>socket:[INO]</c> fd.
 /// </summary>
 public sealed unsafe class InetSocket : IStateKind
 {
@@ -24,10 +31,16 @@ public sealed unsafe class InetSocket : IStateKind
     public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.InetSocket];
     public int FinishOrder => 76;
 
-    private enum State : byte { Unconnected = 0, Listening = 1, Connected = 2 }
+    private enum State : byte { Unconnected = 0, Listening = 1, Connected = 2, Established = 3 }
 
     private const int IPPROTO_IP = 0, IPPROTO_TCP = 6, IPPROTO_UDP = 17, IPPROTO_IPV6 = 41;
-    private const int TCP_INFO = 11, TCP_STATE_LISTEN = 10, TCP_STATE_CLOSE = 7;
+    private const int TCP_INFO = 11, TCP_STATE_ESTABLISHED = 1, TCP_STATE_LISTEN = 10, TCP_STATE_CLOSE = 7;
+    private const int TCP_MAXSEG = 2, TCP_REPAIR = 19, TCP_REPAIR_QUEUE = 20, TCP_QUEUE_SEQ = 21, TCP_REPAIR_OPTIONS = 22,
+        TCP_TIMESTAMP = 24, TCP_REPAIR_WINDOW = 29, TCP_RECV_QUEUE = 1, TCP_SEND_QUEUE = 2, TCP_REPAIR_OFF_NO_WP = -1;
+    private const int TCPOPT_MSS = 2, TCPOPT_WINDOW = 3, TCPOPT_SACK_PERM = 4, TCPOPT_TIMESTAMP = 8;
+    private const int TCPI_OPT_TIMESTAMPS = 1, TCPI_OPT_SACK = 2, TCPI_OPT_WSCALE = 4;
+    private const uint SIOCOUTQ = 0x5411;
+    private const int MaxQueue = 32 << 20;
     private const int SO_SNDBUF = 7, SO_RCVBUF = 8;
 
     /// <summary>The options saved when they differ from a fresh socket's: (level, name, size, which sockets).</summary>
@@ -45,13 +58,14 @@ public sealed unsafe class InetSocket : IStateKind
         (IPPROTO_TCP, 18, 4, "TCP_USER_TIMEOUT", Tcp), (IPPROTO_TCP, 23, 4, "TCP_FASTOPEN", Tcp), (IPPROTO_TCP, 25, 4, "TCP_NOTSENT_LOWAT", Tcp),
         (IPPROTO_IP, 1, 4, "IP_TOS", V4), (IPPROTO_IP, 2, 4, "IP_TTL", V4), (IPPROTO_IP, 8, 4, "IP_PKTINFO", V4),
         (IPPROTO_IP, 10, 4, "IP_MTU_DISCOVER", V4), (IPPROTO_IP, 11, 4, "IP_RECVERR", V4), (IPPROTO_IP, 15, 4, "IP_FREEBIND", V4),
-        (IPPROTO_IP, 33, 4, "IP_MULTICAST_TTL", V4), (IPPROTO_IP, 34, 4, "IP_MULTICAST_LOOP", V4),
+        (IPPROTO_IP, 33, 4, "IP_MULTICAST_TTL", Udp4), (IPPROTO_IP, 34, 4, "IP_MULTICAST_LOOP", Udp4),
         (IPPROTO_IPV6, 26, 4, "IPV6_V6ONLY", V6), (IPPROTO_IPV6, 16, 4, "IPV6_UNICAST_HOPS", V6), (IPPROTO_IPV6, 49, 4, "IPV6_RECVPKTINFO", V6),
         (IPPROTO_IPV6, 67, 4, "IPV6_TCLASS", V6), (IPPROTO_IPV6, 23, 4, "IPV6_MTU_DISCOVER", V6), (IPPROTO_IPV6, 25, 4, "IPV6_RECVERR", V6),
     ];
     private static bool Any(int domain, int protocol) => true;
     private static bool Tcp(int domain, int protocol) => protocol == IPPROTO_TCP;
     private static bool V4(int domain, int protocol) => domain == SocketCalls.AF_INET;
+    private static bool Udp4(int domain, int protocol) => domain == SocketCalls.AF_INET && protocol == IPPROTO_UDP;
     private static bool V6(int domain, int protocol) => domain == SocketCalls.AF_INET6;
 
     public void Checkpoint(CheckpointContext ctx) { }
@@ -73,6 +87,7 @@ public sealed unsafe class InetSocket : IStateKind
             string what = $"fd {f.Fd} ({f.Link}, a {(tcp ? "TCP" : "UDP")} socket{(domain == SocketCalls.AF_INET6 ? " (IPv6)" : "")} {Show(local)})";
             var state = State.Unconnected;
             int backlog = 0;
+            byte[]? connection = null;
             if (tcp)
             {
                 byte* info = stackalloc byte[256];
@@ -87,8 +102,13 @@ public sealed unsafe class InetSocket : IStateKind
                     state = State.Listening;
                     backlog = (int)max;
                 }
+                else if (tcpState == TCP_STATE_ESTABLISHED && peer != null)
+                {
+                    state = State.Established;
+                    connection = ReadConnection(ctx, f.Fd, mine, info, what);
+                }
                 else if (tcpState != TCP_STATE_CLOSE)
-                    throw new NotCheckpointableException(ctx.Pid, $"{what} is a TCP connection{(peer != null ? " to " + Show(peer) : "")} (state {TcpStateName(tcpState)}), which is not supported yet (only listening and unconnected TCP sockets are)");
+                    throw new NotCheckpointableException(ctx.Pid, $"{what} is a TCP connection{(peer != null ? " to " + Show(peer) : "")} in state {TcpStateName(tcpState)}, which is not supported yet (only listening, unconnected and established TCP sockets are)");
             }
             else
             {
@@ -98,15 +118,95 @@ public sealed unsafe class InetSocket : IStateKind
                 if (peer != null) state = State.Connected;
             }
             var p = new PayloadWriter().U32(objref).I32(f.Flags & ~FileCalls.O_CLOEXEC).I32(domain).I32(type).I32(protocol)
-                .U8((byte)state).I32(backlog).Bytes(local).Bytes(state == State.Connected ? peer! : []);
+                .U8((byte)state).I32(backlog).Bytes(local).Bytes(state is State.Connected or State.Established ? peer! : []);
             var options = ChangedOptions(mine, domain, type, protocol, ctx.Pid);
             p.U32((uint)options.Count);
             foreach (var (level, name, value) in options) p.I32(level).I32(name).Bytes(value);
+            if (connection != null) p.Raw(connection);
             ctx.Image.Write(RecordKind.InetSocket, p);
             ctx.Log.Debug($"pid {ctx.Pid} {what}: {state}{(state == State.Listening ? $" (backlog {backlog})" : "")}, {options.Count} option(s) set");
             return true;
         }
         finally { FileCalls.Close(mine); }
+    }
+
+    /// <summary>Sockets put in repair mode by this checkpoint: ckpt's copies, left in repair mode until it ends.</summary>
+    private sealed class Repaired { public readonly List<int> Fds = new(); }
+
+    /// <summary>
+    /// The state of an established connection, read in repair mode (which it stays in until
+    /// <see cref="EndCheckpoint"/>): the payload tail of its InetSocket record.
+    /// </summary>
+    private static byte[] ReadConnection(CheckpointContext ctx, int fd, int mine, byte* info, string what)
+    {
+        int copy = FileCalls.Fcntl(mine, 1030 /* F_DUPFD_CLOEXEC */, 0);
+        if (copy < 0) throw SyscallException.Last("fcntl(F_DUPFD_CLOEXEC)", ctx.Pid);
+        ctx.Session.State<Repaired>().Fds.Add(copy);
+        SetOpt(copy, TCP_REPAIR, 1, ctx.Pid, what);
+        int outq = 0, inq = 0;
+        if (EventCalls.Ioctl(copy, SIOCOUTQ, &outq) != 0) throw SyscallException.Last("ioctl(SIOCOUTQ)", ctx.Pid, what);
+        if (EventCalls.Ioctl(copy, EventCalls.FIONREAD, &inq) != 0) throw SyscallException.Last("ioctl(SIOCINQ)", ctx.Pid, what);
+        if (outq > MaxQueue || inq > MaxQueue) throw new NotCheckpointableException(ctx.Pid, $"{what} holds more than {MaxQueue >> 20} MiB in a queue");
+        SetOpt(copy, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, ctx.Pid, what);
+        uint sendSeq = (uint)GetOpt(copy, TCP_QUEUE_SEQ, ctx.Pid, what) - (uint)outq;
+        byte[] sendQueue = Peek(copy, outq, ctx.Pid, what + " send queue");
+        SetOpt(copy, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, ctx.Pid, what);
+        uint recvSeq = (uint)GetOpt(copy, TCP_QUEUE_SEQ, ctx.Pid, what) - (uint)inq;
+        byte[] recvQueue = Peek(copy, inq, ctx.Pid, what + " receive queue");
+        int mss = GetOpt(copy, TCP_MAXSEG, ctx.Pid, what);
+        int timestamp = GetOpt(copy, TCP_TIMESTAMP, ctx.Pid, what);
+        byte* win = stackalloc byte[20];
+        int wl = 20;
+        if (SocketCalls.GetSockOpt(copy, IPPROTO_TCP, TCP_REPAIR_WINDOW, win, &wl) != 0 || wl != 20) throw SyscallException.Last("getsockopt(TCP_REPAIR_WINDOW)", ctx.Pid, what);
+        byte options = info[5], scales = info[6];
+        ctx.Log.Debug($"pid {ctx.Pid} {what}: send seq {sendSeq} + {outq} queued, receive seq {recvSeq} + {inq} queued, mss {mss}, options 0x{options:x}");
+        return new PayloadWriter().U32(sendSeq).U32(recvSeq).I32(mss).U8(options).U8((byte)(scales & 0xf)).U8((byte)(scales >> 4))
+            .I32(timestamp).Raw(new ReadOnlySpan<byte>(win, 20)).Bytes(sendQueue).Bytes(recvQueue).ToArray();
+    }
+
+    /// <summary>The queue selected by TCP_REPAIR_QUEUE, read without being consumed.</summary>
+    private static byte[] Peek(int fd, int length, int pid, string what)
+    {
+        var data = new byte[length];
+        if (length == 0) return data;
+        fixed (byte* d = data)
+        {
+            nint n = SocketCalls.Recv(fd, d, (nuint)length, SocketCalls.MSG_PEEK | SocketCalls.MSG_DONTWAIT);
+            if (n != length) throw n < 0 ? SyscallException.Last("recv(MSG_PEEK)", pid, what) : new NotCheckpointableException(pid, $"{what}: {n} of {length} bytes could be read");
+        }
+        return data;
+    }
+
+    private static int GetOpt(int fd, int name, int pid, string what)
+    {
+        int v = 0, len = 4;
+        if (SocketCalls.GetSockOpt(fd, IPPROTO_TCP, name, &v, &len) != 0) throw SyscallException.Last($"getsockopt(TCP {name})", pid, what);
+        return v;
+    }
+
+    private static void SetOpt(int fd, int name, int value, int pid, string what)
+    {
+        if (SocketCalls.SetSockOpt(fd, IPPROTO_TCP, name, &value, 4) != 0) throw SyscallException.Last($"setsockopt(TCP {name} = {value})", pid, what);
+    }
+
+    /// <summary>
+    /// At the end of a checkpoint: connections read in repair mode leave it (no window probe), unless
+    /// the processes were killed: then they are closed in repair mode, which sends nothing to the peer.
+    /// </summary>
+    public static void EndCheckpoint(CheckpointSession s, bool killed)
+    {
+        if (s.Existing<Repaired>() is not { } r) return;
+        foreach (int fd in r.Fds)
+        {
+            if (!killed)
+            {
+                int off = TCP_REPAIR_OFF_NO_WP;
+                if (SocketCalls.SetSockOpt(fd, IPPROTO_TCP, TCP_REPAIR, &off, 4) != 0)
+                    s.Log.Info($"a TCP connection could not leave repair mode: {Errors.Describe(System.Runtime.InteropServices.Marshal.GetLastPInvokeError())}");
+            }
+            FileCalls.Close(fd);
+        }
+        r.Fds.Clear();
     }
 
     /// <summary>Whether an empty datagram is queued (FIONREAD says 0 for it).</summary>
@@ -158,9 +258,15 @@ public sealed unsafe class InetSocket : IStateKind
         uint n = r.U32();
         var options = new List<(int Level, int Name, byte[] Value)>();
         for (uint i = 0; i < n; i++) options.Add((r.I32(), r.I32(), r.Bytes().ToArray()));
-        r.End();
-        if (domain is not (SocketCalls.AF_INET or SocketCalls.AF_INET6) || state > State.Connected || local.Length > 128 || peer.Length > 128)
+        if (domain is not (SocketCalls.AF_INET or SocketCalls.AF_INET6) || state > State.Established || local.Length > 128 || peer.Length > 128
+            || state == State.Established && type != SocketCalls.SOCK_STREAM)
             throw new ImageFormatException($"InetSocket record at offset {rec.Offset} is not a TCP or UDP socket this tool can rebuild");
+        if (state == State.Established)
+        {
+            RestoreConnection(ctx, rec, ref r, objref, flags, domain, protocol, local, peer, options);
+            return;
+        }
+        r.End();
         string what = $"{(type == SocketCalls.SOCK_STREAM ? "TCP" : "UDP")} socket {Show(local)}";
         int fd = (int)ctx.Inject("socket", Nr.socket, domain, type | SocketCalls.SOCK_CLOEXEC | ((flags & FileCalls.O_NONBLOCK) != 0 ? SocketCalls.SOCK_NONBLOCK : 0), protocol);
         ctx.Files.SetRestored(objref, fd);
@@ -168,15 +274,8 @@ public sealed unsafe class InetSocket : IStateKind
         batch.Reserve(options.Count + 2, options.Sum(o => o.Value.Length + 8) + local.Length + peer.Length + 16);
         foreach (var (level, name, value) in options)
         {
-            var v = value;
-            // the kernel doubles the buffer sizes it is given (and reports the doubled value)
-            if (level == SocketCalls.SOL_SOCKET && name is SO_SNDBUF or SO_RCVBUF && v.Length == 4)
-            {
-                v = (byte[])v.Clone();
-                BinaryPrimitives.WriteInt32LittleEndian(v, BinaryPrimitives.ReadInt32LittleEndian(v) / 2);
-            }
-            string label = Options.FirstOrDefault(o => o.Level == level && o.Name == name).Label ?? $"option {level}/{name}";
-            batch.AddChecked($"setsockopt({label}) of the {what}", Nr.setsockopt, fd, level, name, (long)batch.AddData(v), v.Length);
+            var v = Settable(level, name, value);
+            batch.Add(Nr.setsockopt, fd, level, name, (long)batch.AddData(v), v.Length, check: got => { if (got < 0) OptionFailed(ctx, level, name, got, what); });
         }
         if (HasAddress(local))
             batch.Add(Nr.bind, fd, (long)batch.AddData(local), local.Length, stopOnError: true, check: got =>
@@ -186,6 +285,104 @@ public sealed unsafe class InetSocket : IStateKind
         if (state == State.Listening) batch.AddChecked($"listen of the {what}", Nr.listen, fd, backlog);
         else if (state == State.Connected) batch.AddChecked($"connect of the {what} to {Show(peer)}", Nr.connect, fd, (long)batch.AddData(peer), peer.Length);
         batch.Flush();
+    }
+
+    /// <summary>Connections rebuilt in repair mode: ckpt's copies, which leave repair mode in Finish.</summary>
+    private sealed class Repairing { public readonly List<(int Fd, string What)> Fds = new(); }
+
+    /// <summary>
+    /// An established connection: created in the process, then rebuilt by ckpt on its own copy in
+    /// repair mode (no packet is sent): sequence numbers, bind and connect (no handshake), the TCP
+    /// options, both queues (the send queue counts as sent and unacknowledged: it is retransmitted if the
+    /// peer did not have it), the window. It leaves repair mode in <see cref="Finish"/>.
+    /// </summary>
+    private static void RestoreConnection(RestoreContext ctx, Record rec, ref PayloadReader r, uint objref, int flags, int domain, int protocol,
+        byte[] local, byte[] peer, List<(int Level, int Name, byte[] Value)> options)
+    {
+        uint sendSeq = r.U32(), recvSeq = r.U32();
+        int mss = r.I32();
+        byte tcpOptions = r.U8(), sndScale = r.U8(), rcvScale = r.U8();
+        int timestamp = r.I32();
+        byte[] window = r.Raw(20).ToArray();
+        byte[] sendQueue = r.Bytes().ToArray(), recvQueue = r.Bytes().ToArray();
+        r.End();
+        string what = $"TCP connection {Show(local)} -> {Show(peer)}";
+        int fd = (int)ctx.Inject("socket", Nr.socket, domain, SocketCalls.SOCK_STREAM | SocketCalls.SOCK_CLOEXEC | ((flags & FileCalls.O_NONBLOCK) != 0 ? SocketCalls.SOCK_NONBLOCK : 0), protocol);
+        ctx.Files.SetRestored(objref, fd);
+        int mine = ctx.GrabFd(fd);
+        ctx.Session.State<Repairing>().Fds.Add((mine, what));
+        int pid = ctx.Pid;
+        SetOpt(mine, TCP_REPAIR, 1, pid, what);
+        SetOpt(mine, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, pid, what);
+        SetOpt(mine, TCP_QUEUE_SEQ, (int)sendSeq, pid, what);
+        SetOpt(mine, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, pid, what);
+        SetOpt(mine, TCP_QUEUE_SEQ, (int)recvSeq, pid, what);
+        fixed (byte* a = local)
+            if (SocketCalls.Bind(mine, a, local.Length) != 0) throw SyscallException.Last("bind", pid, what);
+        fixed (byte* a = peer)
+            if (SocketCalls.Connect(mine, a, peer.Length) != 0) throw SyscallException.Last("connect (repair mode)", pid, what);
+        // the socket options after bind: SO_REUSEADDR would take back the forced reuse of repair mode
+        foreach (var (level, name, value) in options)
+        {
+            byte[] set = Settable(level, name, value);
+            fixed (byte* sv = set)
+                if (SocketCalls.SetSockOpt(mine, level, name, sv, set.Length) != 0)
+                    OptionFailed(ctx, level, name, -Marshal.GetLastPInvokeError(), what);
+        }
+        // options the peers agreed on at the handshake
+        var opts = new List<(uint Code, uint Value)> { (TCPOPT_MSS, (uint)mss) };
+        if ((tcpOptions & TCPI_OPT_WSCALE) != 0) opts.Add((TCPOPT_WINDOW, sndScale | ((uint)rcvScale << 16)));
+        if ((tcpOptions & TCPI_OPT_SACK) != 0) opts.Add((TCPOPT_SACK_PERM, 0));
+        if ((tcpOptions & TCPI_OPT_TIMESTAMPS) != 0) opts.Add((TCPOPT_TIMESTAMP, 0));
+        var raw = new uint[opts.Count * 2];
+        for (int i = 0; i < opts.Count; i++) { raw[2 * i] = opts[i].Code; raw[2 * i + 1] = opts[i].Value; }
+        fixed (uint* o = raw)
+            if (SocketCalls.SetSockOpt(mine, IPPROTO_TCP, TCP_REPAIR_OPTIONS, o, raw.Length * 4) != 0) throw SyscallException.Last("setsockopt(TCP_REPAIR_OPTIONS)", pid, what);
+        if ((tcpOptions & TCPI_OPT_TIMESTAMPS) != 0) SetOpt(mine, TCP_TIMESTAMP, timestamp, pid, what);
+        SendQueue(mine, TCP_RECV_QUEUE, recvQueue, mss, pid, what);
+        SendQueue(mine, TCP_SEND_QUEUE, sendQueue, mss, pid, what);
+        fixed (byte* w = window)
+            if (SocketCalls.SetSockOpt(mine, IPPROTO_TCP, TCP_REPAIR_WINDOW, w, 20) != 0) throw SyscallException.Last("setsockopt(TCP_REPAIR_WINDOW)", pid, what);
+        ctx.Log.Debug($"pid {pid} fd {fd}: {what} rebuilt in repair mode ({recvQueue.Length} bytes received, {sendQueue.Length} to send)");
+    }
+
+    /// <summary>Fills a queue in repair mode: what is sent goes into the selected queue, not to the network.</summary>
+    private static void SendQueue(int fd, int queue, byte[] data, int mss, int pid, string what)
+    {
+        if (data.Length == 0) return;
+        SetOpt(fd, TCP_REPAIR_QUEUE, queue, pid, what);
+        fixed (byte* d = data)
+        {
+            int done = 0;
+            while (done < data.Length)
+            {
+                // in pieces of 64 KiB: each becomes a buffer of its own in the queue
+                int len = Math.Min(data.Length - done, 64 << 10);
+                nint n = SocketCalls.Send(fd, d + done, (nuint)len, SocketCalls.MSG_NOSIGNAL);
+                if (n <= 0) throw SyscallException.Last($"send (repair {(queue == TCP_RECV_QUEUE ? "receive" : "send")} queue)", pid, what);
+                done += (int)n;
+            }
+        }
+    }
+
+    /// <summary>The value to give setsockopt: the buffer sizes halved (the kernel doubles what it is given, and reports the doubled value).</summary>
+    private static byte[] Settable(int level, int name, byte[] value)
+    {
+        if (level != SocketCalls.SOL_SOCKET || name is not (SO_SNDBUF or SO_RCVBUF) || value.Length != 4) return value;
+        var v = (byte[])value.Clone();
+        BinaryPrimitives.WriteInt32LittleEndian(v, BinaryPrimitives.ReadInt32LittleEndian(v) / 2);
+        return v;
+    }
+
+    /// <summary>
+    /// An option the kernel does not take back on this socket (EINVAL, ENOPROTOOPT: it does not apply to
+    /// it in its rebuilt state) is logged; any other failure fails the restart.
+    /// </summary>
+    private static void OptionFailed(RestoreContext ctx, int level, int name, long err, string what)
+    {
+        string label = Options.FirstOrDefault(o => o.Level == level && o.Name == name).Label ?? $"option {level}/{name}";
+        if (err is -22 or -92) { ctx.Log.Info($"pid {ctx.Pid} {what}: {label} not set again: {Errors.Describe((int)-err)}"); return; }
+        throw new CkptException($"restart: cannot set {label} of the {what} (pid {ctx.Pid}): {Errors.Describe((int)-err)}", ExitCodes.RestoreConflict);
     }
 
     /// <summary>Whether a sockaddr_in/in6 names a port or an address (an unbound socket's is all zero).</summary>
@@ -212,7 +409,17 @@ public sealed unsafe class InetSocket : IStateKind
         7 => "CLOSE", 8 => "CLOSE_WAIT", 9 => "LAST_ACK", 10 => "LISTEN", 11 => "CLOSING", _ => $"#{s}",
     };
 
-    public void Finish(RestoreContext ctx) { }
+    /// <summary>Connections leave repair mode once every socket of the tree exists (without a window probe), and ckpt drops its copies.</summary>
+    public void Finish(RestoreContext ctx)
+    {
+        if (ctx.Session.Existing<Repairing>() is not { } r) return;
+        foreach (var (fd, what) in r.Fds)
+        {
+            try { SetOpt(fd, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP, ctx.Pid, what); }
+            finally { FileCalls.Close(fd); }
+        }
+        r.Fds.Clear();
+    }
 
     public void Describe(Record rec, InfoNode info)
     {
@@ -222,10 +429,16 @@ public sealed unsafe class InetSocket : IStateKind
         byte[] local = r.Bytes().ToArray(), peer = r.Bytes().ToArray();
         uint n = r.U32();
         var node = new InfoNode().Set("kind", $"{(type == SocketCalls.SOCK_STREAM ? "tcp" : "udp")}{(domain == SocketCalls.AF_INET6 ? "6" : "")} socket")
-            .Set("path", Show(local) + (state == State.Connected ? " -> " + Show(peer) : "")).Set("flags", RegularFile.OpenFlags(flags)).Set("address", Show(local)).Set("state", state.ToString().ToLowerInvariant());
+            .Set("path", Show(local) + (state is State.Connected or State.Established ? " -> " + Show(peer) : "")).Set("flags", RegularFile.OpenFlags(flags)).Set("address", Show(local)).Set("state", state.ToString().ToLowerInvariant());
         if (state == State.Listening) node.Set("backlog", backlog);
-        if (state == State.Connected) node.Set("peer", Show(peer));
+        if (state is State.Connected or State.Established) node.Set("peer", Show(peer));
         if (n > 0) node.Set("options_set", n);
+        for (uint i = 0; i < n; i++) { r.I32(); r.I32(); r.Bytes(); }
+        if (state == State.Established)
+        {
+            r.U32(); r.U32(); node.Set("mss", r.I32()); r.U8(); r.U8(); r.U8(); r.I32(); r.Raw(20);
+            node.Set("send_queue_bytes", r.Bytes().Length).Set("receive_queue_bytes", r.Bytes().Length);
+        }
         info.Child("files").Set(objref.ToString(), node);
     }
 }
