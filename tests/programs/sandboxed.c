@@ -1,6 +1,7 @@
-/* sandboxed [nnp-only]: a process with no_new_privs and a seccomp filter (mkdir and mkdirat fail with
- * EPROTONOSUPPORT). After restart both must still hold: a restarted process must not leave its
- * sandbox. With nnp-only, only no_new_privs is set. */
+/* sandboxed [nnp-only|notify]: a process with no_new_privs and a seccomp filter (mkdir and mkdirat fail
+ * with EPROTONOSUPPORT). After restart both must still hold: a restarted process must not leave its
+ * sandbox. With nnp-only, only no_new_privs is set. With notify, a second filter hands mkdir to a
+ * supervisor (SECCOMP_RET_USER_NOTIF; its listener fd is closed at once), which ckpt must refuse. */
 #include "e2e.h"
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -22,6 +23,18 @@ int main(int argc, char **argv)
     };
     struct sock_fprog prog = { .len = sizeof code / sizeof code[0], .filter = code };
     if (filter) MUST(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0);
+    if (argc > 1 && strcmp(argv[1], "notify") == 0) {
+        struct sock_filter notify[] = {
+            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_mkdir, 0, 1),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        };
+        struct sock_fprog nprog = { .len = sizeof notify / sizeof notify[0], .filter = notify };
+        int listener = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &nprog);
+        MUST(listener >= 0);
+        close(listener);
+    }
     char dir[64];
     snprintf(dir, sizeof dir, "/tmp/ckpt-e2e-sandbox-%d", getpid());
     if (filter) MUST(mkdir(dir, 0700) < 0 && errno == EPROTONOSUPPORT);

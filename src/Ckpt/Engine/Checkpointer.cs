@@ -69,8 +69,6 @@ public static class Checkpointer
         if (status.Tgid != pid) throw new NotCheckpointableException(pid, $"it is a thread of process {status.Tgid}; checkpoint the process");
         if (status.TracerPid != 0 && status.TracerPid != ProcessCalls.GetTid())   // seized by us already (--freezer)
             throw new NotCheckpointableException(pid, $"it is already traced by pid {status.TracerPid} (a debugger or strace); detach that first");
-        if (status.Seccomp != 0)
-            throw new NotCheckpointableException(pid, $"it runs under seccomp ({(status.Seccomp == 1 ? "strict mode" : "a filter")}), which is not supported yet; restarting it without would take it out of its sandbox");
     }
 
     private static int[] ThreadIds(int pid)

@@ -34,6 +34,7 @@ public static class KindTable
         FdTable.Instance,             // ...and the fd numbers that refer to them
         SignalState.Instance,         // handlers, shared pending
         PosixTimers.Instance,         // timer_create timers (armed in Finish just before the threads' registers are loaded)
+        Seccomp.Instance,             // seccomp mode and filters per thread (installed by CpuState near the end of each thread's setup)
         CpuState.Instance,            // per thread: registers, xstate, mask, pending, rseq, robust list
     ];
 

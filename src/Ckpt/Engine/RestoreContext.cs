@@ -83,6 +83,12 @@ public sealed class RestoreContext : TargetContext
     /// <summary>Base of the trampoline area in the vessel: page 0 holds the syscall gadget, the rest is scratch.</summary>
     public ulong Trampoline { get; set; }
     public const int TrampolineSize = 16 * 4096;
+    /// <summary>
+    /// ptrace options of a vessel, inherited by the threads and children it is made to clone: killed if
+    /// ckpt dies, clones traced from birth, and seccomp filters suspended while traced (they are
+    /// installed before the last injected calls: <see cref="Kinds.Seccomp"/>).
+    /// </summary>
+    public const int VesselOptions = Native.Ptrace.O_TRACESYSGOOD | Native.Ptrace.O_EXITKILL | Native.Ptrace.O_TRACECLONE | Native.Ptrace.O_TRACEFORK | Native.Ptrace.O_SUSPEND_SECCOMP;
     public ulong Scratch => Trampoline + 4096;
     public const int ScratchSize = TrampolineSize - 4096;
     /// <summary>What it shares with its parent (CLONE_FILES: its fds are the parent's, already placed; CLONE_FS).</summary>

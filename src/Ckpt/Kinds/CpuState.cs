@@ -253,6 +253,8 @@ public sealed class CpuState : IStateKind
             ulong a = ctx.PutScratch(0, si);
             task.InjectChecked("rt_tgsigqueueinfo", Nr.rt_tgsigqueueinfo, ctx.Pid, s.Tid, sig, (long)a);
         }
+        // the thread's seccomp filters (suspended by the trace until ckpt lets it go)
+        Seccomp.Install(ctx, task, s.Tid);
         // the very last injected call removes the trampoline it runs from; no thread executes there again
         if (last)
         {

@@ -104,7 +104,7 @@ public sealed class ProcessAttributes : IStateKind
             var one = ProcessCalls.SingleCpu(ProcessCalls.GetCpu());
             ProcessCalls.SetAffinity(0, one);
             ProcessCalls.SetAffinity(got, one);
-            var task = TracedTask.SeizeAndStop(got, Ptrace.O_TRACESYSGOOD | Ptrace.O_EXITKILL | Ptrace.O_TRACECLONE | Ptrace.O_TRACEFORK);
+            var task = TracedTask.SeizeAndStop(got, RestoreContext.VesselOptions);
             ctx.Task = task;
             task.SyscallGadget = Vessel.Gadget;
             task.SetSigMask(ulong.MaxValue);

@@ -27,11 +27,30 @@ public sealed unsafe class TracedTask
         if (!TracerThread.IsCurrent) throw new InvalidOperationException("ptrace used off the tracer thread");
     }
 
+    /// <summary>
+    /// The options of a seize: the injected calls of ckpt are not filtered by a seccomp filter of the
+    /// task while it is traced (PTRACE_O_SUSPEND_SECCOMP; it ends with the trace).
+    /// </summary>
+    public const int DefaultOptions = Ptrace.O_TRACESYSGOOD | Ptrace.O_SUSPEND_SECCOMP;
+
+    /// <summary>PTRACE_SEIZE; without O_SUSPEND_SECCOMP when that is refused (it needs CAP_SYS_ADMIN).</summary>
+    private static void Seize(int tid, int options)
+    {
+        try { Ptrace.Call(Ptrace.SEIZE, tid, 0, options, "SEIZE"); }
+        catch (SyscallException e) when (e.Errno == 1 /* EPERM */ && (options & Ptrace.O_SUSPEND_SECCOMP) != 0)
+        {
+            Ptrace.Call(Ptrace.SEIZE, tid, 0, options & ~Ptrace.O_SUSPEND_SECCOMP, "SEIZE");
+        }
+    }
+
+    /// <summary>PTRACE_SETOPTIONS (the task is stopped).</summary>
+    public void SetOptions(int options) => Ptrace.Call(Ptrace.SETOPTIONS, Tid, 0, options, "SETOPTIONS");
+
     /// <summary>PTRACE_SEIZE, then PTRACE_INTERRUPT and wait for the stop.</summary>
-    public static TracedTask SeizeAndStop(int tid, int options = Ptrace.O_TRACESYSGOOD)
+    public static TracedTask SeizeAndStop(int tid, int options = DefaultOptions)
     {
         RequireTracer();
-        Ptrace.Call(Ptrace.SEIZE, tid, 0, options, "SEIZE");
+        Seize(tid, options);
         var t = new TracedTask(tid) { Attached = true };
         t.Interrupt();
         return t;
@@ -41,10 +60,10 @@ public sealed unsafe class TracedTask
     /// PTRACE_SEIZE and PTRACE_INTERRUPT without waiting for the stop (a task of a frozen cgroup only
     /// stops once thawed); <see cref="WaitForInterrupt"/> waits for it.
     /// </summary>
-    public static TracedTask SeizeNoWait(int tid, int options = Ptrace.O_TRACESYSGOOD)
+    public static TracedTask SeizeNoWait(int tid, int options = DefaultOptions)
     {
         RequireTracer();
-        Ptrace.Call(Ptrace.SEIZE, tid, 0, options, "SEIZE");
+        Seize(tid, options);
         var t = new TracedTask(tid) { Attached = true };
         Ptrace.Call(Ptrace.INTERRUPT, tid, 0, 0, "INTERRUPT");
         return t;

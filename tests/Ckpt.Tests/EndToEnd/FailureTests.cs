@@ -119,15 +119,16 @@ public sealed class FailureTests(E2eEnvironment env)
     }
 
     /// <summary>
-    /// A process under a seccomp filter: filters are not saved, and a restart without it would let the
-    /// process out of its sandbox, so the checkpoint must refuse (69); the process goes on, still filtered.
+    /// A process under a seccomp filter that hands system calls to a supervisor (SECCOMP_RET_USER_NOTIF):
+    /// the listener cannot be rebuilt, so the checkpoint must refuse (69), even with --kill; the process
+    /// goes on, still filtered.
     /// </summary>
     [Fact]
-    public void CheckpointOfSeccompFilteredProcess()
+    public void CheckpointOfSeccompSupervisedProcess()
     {
         env.Program("sandboxed");
-        var r = new E2eScript(env, "seccomp").Run("""
-            start "$W/out" "$BIN/sandboxed"
+        var r = new E2eScript(env, "seccomp-notify").Run("""
+            start "$W/out" "$BIN/sandboxed" notify
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
             ck checkpoint $P -o "$W/img" --kill --log "$W/ck.log" -v -v 2>"$W/err.txt"; echo "RC: $?"
             alive $P || fail "the target died (the checkpoint went through and killed it)"
@@ -136,7 +137,7 @@ public sealed class FailureTests(E2eEnvironment env)
             """);
         r.AssertPassed();
         Assert.True(Value(r, "RC") == 69, $"exit code should be 69 (not checkpointable){r.Diagnostics}");
-        Assert.Contains("seccomp", OneLine(r, "err.txt"));
+        Assert.Contains("SECCOMP_RET_USER_NOTIF", OneLine(r, "err.txt"));
         Assert.Equal(0, Value(r, "TARGET"));
     }
 

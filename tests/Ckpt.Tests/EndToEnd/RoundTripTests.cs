@@ -268,6 +268,32 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
     }
 
+    /// <summary>A process under a seccomp filter stays in its sandbox after a restart: no_new_privs and the filter.</summary>
+    [Fact]
+    public void SeccompFilter()
+    {
+        env.Program("sandboxed");
+        var r = new E2eScript(env, "seccomp-filter").Run(E2eScript.RoundTrip("\"$BIN/sandboxed\""));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
+    }
+
+    /// <summary>
+    /// Seccomp filters per thread and per process: a thread that added a filter of its own (with
+    /// SECCOMP_FILTER_FLAG_LOG), a child that inherited only the first, a main thread that added another
+    /// after both; each task is filtered after the restart exactly as before (the program checks).
+    /// </summary>
+    [Fact]
+    public void SeccompFiltersPerThreadAndProcess()
+    {
+        env.Program("seccomp");
+        var r = new E2eScript(env, "seccomp-threads").Run(E2eScript.RoundTrip("\"$BIN/seccomp\"", afterRestart: """
+            ck info "$W/img" > "$W/info.txt" || fail "ckpt info failed"
+            """));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
+        Assert.Contains("filters: 3", r.File("info.txt"));
+        r.Cleanup();
+    }
+
     /// <summary>no_new_privs survives a restart (without it the process could gain privileges through exec).</summary>
     [Fact]
     public void NoNewPrivs()

@@ -1,0 +1,192 @@
+using System.Buffers.Binary;
+using Ckpt.Engine;
+using Ckpt.Image;
+using Ckpt.Native;
+using Ckpt.Proc;
+using Ckpt.Tracing;
+
+namespace Ckpt.Kinds;
+
+/// <summary>
+/// Seccomp: each thread's mode (strict, or filters) and its filters, oldest first, with their flags
+/// (SECCOMP_FILTER_FLAG_LOG). Read with PTRACE_SECCOMP_GET_FILTER (index 0 is the oldest) and
+/// PTRACE_SECCOMP_GET_METADATA; filters shared by several threads are written once. ckpt traces with
+/// PTRACE_O_SUSPEND_SECCOMP, so its injected calls are never filtered, at checkpoint or restart.
+/// Restart: each thread installs its own filters (seccomp(SECCOMP_SET_MODE_FILTER)), or enters strict
+/// mode, after every other injected call of its setup but the last ones (<see cref="CpuState"/>);
+/// the filters take effect when ckpt lets the thread go. Refused: a filter that hands syscalls to a
+/// user-space supervisor (SECCOMP_RET_USER_NOTIF: the listener cannot be rebuilt), and filters in a
+/// thread without no_new_privs or CAP_SYS_ADMIN (they could not be installed again).
+/// </summary>
+public sealed unsafe class Seccomp : IStateKind
+{
+    public static readonly Seccomp Instance = new();
+    public string Name => "seccomp";
+    public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.Seccomp];
+    public int FinishOrder => 99;
+
+    private const int ModeStrict = 1, ModeFilter = 2;
+    private const uint SECCOMP_RET_ACTION_FULL = 0xffff0000, SECCOMP_RET_USER_NOTIF = 0x7fc00000;
+    private const ulong CAP_SYS_ADMIN = 1UL << 21;
+
+    public void Checkpoint(CheckpointContext ctx)
+    {
+        var filters = new List<(ulong Flags, byte[] Program)>();
+        var threads = new List<(int Tid, int Mode, List<int> Chain)>();
+        foreach (var (task, _, _) in ctx.Threads)
+        {
+            int tid = task.Tid;
+            var status = ProcStatus.Read(tid);
+            if (status.Seccomp == 0) { threads.Add((tid, 0, [])); continue; }
+            var chain = new List<int>();
+            if (status.Seccomp == ModeFilter)
+            {
+                if (!status.NoNewPrivs && (status.CapEff & CAP_SYS_ADMIN) == 0)
+                    throw new NotCheckpointableException(ctx.Pid, $"thread {tid} runs under a seccomp filter without no_new_privs or CAP_SYS_ADMIN, so the filter could not be installed again after a restart");
+                for (int i = 0; ; i++)
+                {
+                    var (prog, flags) = ReadFilter(tid, i);
+                    if (prog == null) break;
+                    if (UsesSupervisor(prog))
+                        throw new NotCheckpointableException(ctx.Pid, $"thread {tid}: seccomp filter {i} hands system calls to a supervisor (SECCOMP_RET_USER_NOTIF), whose listener cannot be rebuilt");
+                    int at = filters.FindIndex(f => f.Flags == flags && f.Program.AsSpan().SequenceEqual(prog));
+                    if (at < 0) { at = filters.Count; filters.Add((flags, prog)); }
+                    chain.Add(at);
+                }
+            }
+            threads.Add((tid, status.Seccomp, chain));
+        }
+        if (threads.All(t => t.Mode == 0)) return;
+        var p = new PayloadWriter().U32((uint)filters.Count);
+        foreach (var (flags, prog) in filters) p.U64(flags).Bytes(prog);
+        p.U32((uint)threads.Count);
+        foreach (var (tid, mode, chain) in threads)
+        {
+            p.I32(tid).U8((byte)mode).U32((uint)chain.Count);
+            foreach (int i in chain) p.U32((uint)i);
+        }
+        ctx.Image.Write(RecordKind.Seccomp, p);
+        ctx.Log.Debug($"pid {ctx.Pid}: seccomp: {filters.Count} distinct filter(s) over {threads.Count(t => t.Mode != 0)} thread(s)");
+    }
+
+    /// <summary>Filter <paramref name="index"/> of a stopped thread (0: the oldest) and its flags; null past the last.</summary>
+    private static (byte[]? Program, ulong Flags) ReadFilter(int tid, int index)
+    {
+        long n = Ptrace.Raw(Ptrace.SECCOMP_GET_FILTER, tid, index, 0);
+        if (n < 0)
+        {
+            int e = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
+            if (e == 2 /* ENOENT */) return (null, 0);
+            throw new SyscallException("ptrace(SECCOMP_GET_FILTER)", e, tid);
+        }
+        var prog = new byte[n * 8];
+        fixed (byte* b = prog)
+            if (Ptrace.Raw(Ptrace.SECCOMP_GET_FILTER, tid, index, (nint)b) != n) throw SyscallException.Last("ptrace(SECCOMP_GET_FILTER)", tid);
+        ulong* md = stackalloc ulong[2];
+        md[0] = (ulong)index; md[1] = 0;
+        if (Ptrace.Raw(Ptrace.SECCOMP_GET_METADATA, tid, 16, (nint)md) < 0) throw SyscallException.Last("ptrace(SECCOMP_GET_METADATA)", tid);
+        return (prog, md[1]);
+    }
+
+    /// <summary>Whether a filter program can return SECCOMP_RET_USER_NOTIF (a constant return of that action).</summary>
+    private static bool UsesSupervisor(byte[] prog)
+    {
+        for (int i = 0; i + 8 <= prog.Length; i += 8)
+        {
+            ushort code = BinaryPrimitives.ReadUInt16LittleEndian(prog.AsSpan(i));
+            uint k = BinaryPrimitives.ReadUInt32LittleEndian(prog.AsSpan(i + 4));
+            if (code == 0x06 /* BPF_RET|BPF_K */ && (k & SECCOMP_RET_ACTION_FULL) == SECCOMP_RET_USER_NOTIF) return true;
+        }
+        return false;
+    }
+
+    private sealed class Saved
+    {
+        public List<(ulong Flags, byte[] Program)> Filters = new();
+        public Dictionary<int, (int Mode, List<int> Chain)> Threads = new();
+    }
+
+    public void Restore(RestoreContext ctx, Record rec)
+    {
+        var r = rec.Reader();
+        var st = ctx.State<Saved>();
+        uint nf = r.U32();
+        for (uint i = 0; i < nf; i++)
+        {
+            ulong flags = r.U64();
+            byte[] prog = r.Bytes().ToArray();
+            if (prog.Length == 0 || prog.Length % 8 != 0 || prog.Length > 4096 * 8)
+                throw new ImageFormatException($"Seccomp record at offset {rec.Offset}: a filter of {prog.Length} bytes");
+            st.Filters.Add((flags, prog));
+        }
+        uint nt = r.U32();
+        for (uint i = 0; i < nt; i++)
+        {
+            int tid = r.I32();
+            int mode = r.U8();
+            uint n = r.U32();
+            var chain = new List<int>();
+            for (uint k = 0; k < n; k++)
+            {
+                uint at = r.U32();
+                if (at >= nf) throw new ImageFormatException($"Seccomp record at offset {rec.Offset}: thread {tid} names filter {at} of {nf}");
+                chain.Add((int)at);
+            }
+            if (mode is not (0 or ModeStrict or ModeFilter)) throw new ImageFormatException($"Seccomp record at offset {rec.Offset}: mode {mode}");
+            st.Threads[tid] = (mode, chain);
+        }
+        r.End();
+    }
+
+    /// <summary>Installed per thread by <see cref="CpuState"/> (<see cref="Install"/>), near the end of its setup.</summary>
+    public void Finish(RestoreContext ctx) { }
+
+    /// <summary>
+    /// Puts thread <paramref name="tid"/> under its saved seccomp mode and filters (oldest first). The
+    /// trace suspends them (PTRACE_O_SUSPEND_SECCOMP) until ckpt lets the thread go, so the calls
+    /// injected after this one are not filtered.
+    /// </summary>
+    public static void Install(RestoreContext ctx, TracedTask task, int tid)
+    {
+        if (ctx.Existing<Saved>() is not { } st || !st.Threads.TryGetValue(tid, out var t) || t.Mode == 0) return;
+        // the filters must not apply to ckpt's own calls: the trace suspends them (also set at seize)
+        task.SetOptions(RestoreContext.VesselOptions);
+        if (t.Mode == ModeStrict)
+        {
+            task.InjectChecked("seccomp(SECCOMP_SET_MODE_STRICT)", Nr.seccomp, 0 /* SECCOMP_SET_MODE_STRICT */, 0, 0);
+            return;
+        }
+        foreach (int i in t.Chain)
+        {
+            var (flags, prog) = st.Filters[i];
+            if (prog.Length + 16 > RestoreContext.ScratchSize) throw new CkptException($"restart: a seccomp filter of {prog.Length} bytes does not fit the scratch area", ExitCodes.Internal);
+            // struct sock_fprog { u16 len; u64 filter; } then the instructions
+            var fprog = new byte[16 + prog.Length];
+            BinaryPrimitives.WriteUInt16LittleEndian(fprog, (ushort)(prog.Length / 8));
+            BinaryPrimitives.WriteUInt64LittleEndian(fprog.AsSpan(8), ctx.Scratch + 16);
+            prog.CopyTo(fprog, 16);
+            ulong a = ctx.PutScratch(0, fprog);
+            task.InjectChecked($"seccomp(SECCOMP_SET_MODE_FILTER) of filter {i}", Nr.seccomp, 1 /* SECCOMP_SET_MODE_FILTER */, (long)flags, (long)a);
+        }
+        ctx.Log.Debug($"thread {tid}: {t.Chain.Count} seccomp filter(s) installed");
+    }
+
+    public void Describe(Record rec, InfoNode info)
+    {
+        var r = rec.Reader();
+        uint nf = r.U32();
+        var node = info.Child("seccomp");
+        long insns = 0;
+        for (uint i = 0; i < nf; i++) { r.U64(); insns += r.Bytes().Length / 8; }
+        node.Set("filters", nf).Set("instructions", insns);
+        uint nt = r.U32();
+        var list = new List<string>();
+        for (uint i = 0; i < nt; i++)
+        {
+            int tid = r.I32(); int mode = r.U8(); uint n = r.U32();
+            for (uint k = 0; k < n; k++) r.U32();
+            list.Add($"{tid}:{(mode == ModeStrict ? "strict" : mode == ModeFilter ? $"{n} filter(s)" : "off")}");
+        }
+        node.Set("threads", string.Join(" ", list));
+    }
+}
