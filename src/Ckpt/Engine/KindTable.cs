@@ -32,6 +32,7 @@ public static class KindTable
         InetSocket.Instance,          //   but for TCP/UDP sockets without connection state (written by UnixSocket)
         ExternalFile.Instance,        // written by Pipe and UnixSocket for ends whose peer is outside (--external)
         FdTable.Instance,             // ...and the fd numbers that refer to them
+        FileLocks.Instance,           // file locks, taken again once the fds are in place
         SignalState.Instance,         // handlers, shared pending
         PosixTimers.Instance,         // timer_create timers (armed in Finish just before the threads' registers are loaded)
         Seccomp.Instance,             // seccomp mode and filters per thread (installed by CpuState near the end of each thread's setup)

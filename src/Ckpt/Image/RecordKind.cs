@@ -27,6 +27,7 @@ public enum RecordKind : uint
     FileData = 33,       // Kinds/RegularFile.cs (contents of an unlinked file)
     PipeData = 34,       // Kinds/Pipe.cs (bytes queued in a pipe)
     External = 35,       // Kinds/ExternalFile.cs (a description held with a process outside, replaced at restart)
+    FileLocks = 36,      // Kinds/FileLocks.cs (flock, POSIX and OFD locks the process holds, by fd)
 
     EventFd = 40,        // Kinds/EventFd.cs
     TimerFd = 41,        // Kinds/TimerFd.cs

@@ -68,6 +68,7 @@ public sealed class FdTable : IStateKind
                 seen.Add((ctx.Pid, f.Fd, f.Link, objref));   // one holder per description is enough for kcmp
             }
             refs.Add((f, objref));
+            ctx.State<Refs>().ByFd[f.Fd] = objref;
         }
         var p = new PayloadWriter().U32((uint)refs.Count);
         foreach (var (f, r) in refs) p.I32(f.Fd).Bool((f.Flags & FileCalls.O_CLOEXEC) != 0).U32(r);
@@ -134,6 +135,9 @@ public sealed class FdTable : IStateKind
             if (!temps.Contains(v) && !finals.Contains(v)) batch.AddChecked("close", Nr.close, v);
         batch.Flush();
     }
+
+    /// <summary>Checkpoint: the objref of each fd of the process (filled when the table is written).</summary>
+    public sealed class Refs { public readonly Dictionary<int, uint> ByFd = new(); }
 
     /// <summary>Restart: the final fd numbers of each objref, in image order (filled when the FdTable record is restored).</summary>
     public sealed class Placement { public readonly Dictionary<uint, List<int>> Fds = new(); }

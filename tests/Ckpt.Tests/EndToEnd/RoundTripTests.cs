@@ -268,6 +268,47 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
     }
 
+    /// <summary>
+    /// File locks come back: a flock lock (its description shared with a child), POSIX read and write
+    /// locks on ranges, an OFD lock; a process forked after the restart finds each held as before, and
+    /// the holder can release them.
+    /// </summary>
+    [Fact]
+    public void FileLocks()
+    {
+        env.Program("locks");
+        var r = new E2eScript(env, "locks").Run(E2eScript.RoundTrip("\"$BIN/locks\" \"$W\"", afterRestart: """
+            ck info "$W/img" > "$W/info.txt" || fail "ckpt info failed"
+            """));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
+        Assert.Contains("kind=ofd  type=write  range=5-7", r.File("info.txt"));
+        r.Cleanup();
+    }
+
+    /// <summary>A lock taken by another process between checkpoint and restart: the restart fails (71) naming it and leaves nothing behind.</summary>
+    [Fact]
+    public void FileLockTakenMeanwhile()
+    {
+        env.Program("locks");
+        var r = new E2eScript(env, "locks-taken").Run("""
+            start "$W/out" "$BIN/locks" "$W"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            checkpoint_kill
+            flock -x "$W/a" sleep 30 &
+            holder=$!
+            sleep 0.3
+            ck restart -i "$W/img" --detach 2>"$W/err.txt"; echo "RC: $?"
+            kill $holder
+            alive $P && echo "LEFT-BEHIND"
+            true
+            """);
+        r.AssertScriptOk();
+        Assert.Matches(@"(?m)^RC: 71$", r.Stdout);
+        Assert.DoesNotContain("LEFT-BEHIND", r.Stdout);
+        Assert.Contains("flock lock", r.File("err.txt"));
+        r.Cleanup();
+    }
+
     /// <summary>A process under a seccomp filter stays in its sandbox after a restart: no_new_privs and the filter.</summary>
     [Fact]
     public void SeccompFilter()

@@ -1,0 +1,149 @@
+using System.Buffers.Binary;
+using System.Globalization;
+using Ckpt.Engine;
+using Ckpt.Image;
+using Ckpt.Native;
+
+namespace Ckpt.Kinds;
+
+/// <summary>
+/// File locks a process holds: flock locks (held by an open file description), POSIX record locks
+/// (fcntl F_SETLK: held by the process, on a range) and OFD locks (F_OFD_SETLK: held by a description,
+/// on a range). Found in the "lock:" lines of /proc/PID/fdinfo/FD, which show the locks set through
+/// that fd's description and owned by this process or by the description; only fds whose file appears
+/// in /proc/locks are read. A lock held by a description shared by several fds or processes is saved
+/// once. Restart, once the fds are in place: flock(LOCK_NB), fcntl(F_SETLK) or fcntl(F_OFD_SETLK) by
+/// injection in the process, on the fd the lock was seen on; a lock someone else holds meanwhile makes
+/// the restart fail naming the file. Leases are refused.
+/// </summary>
+public sealed unsafe class FileLocks : IStateKind
+{
+    public static readonly FileLocks Instance = new();
+    public string Name => "file locks";
+    public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.FileLocks];
+    public int FinishOrder => 41;
+
+    private enum Kind : byte { Flock = 1, Posix = 2, Ofd = 3 }
+
+    private const int F_SETLK = 6, F_OFD_SETLK = 37, F_RDLCK = 0, F_WRLCK = 1;
+    private const int LOCK_SH = 1, LOCK_EX = 2, LOCK_NB = 4;
+
+    /// <summary>The locked files of the machine (/proc/locks: "major:minor:inode"), read once per checkpoint.</summary>
+    private sealed class LockedFiles { public HashSet<string>? Files; public readonly HashSet<uint> DescriptionsDone = new(); }
+
+    public void Checkpoint(CheckpointContext ctx)
+    {
+        var st = ctx.Session.State<LockedFiles>();
+        st.Files ??= ReadProcLocks();
+        if (st.Files.Count == 0) return;
+        var refs = ctx.State<FdTable.Refs>().ByFd;
+        var locks = new List<(int Fd, Kind Kind, bool Write, long Start, long End)>();
+        var seenPosix = new HashSet<(ulong Dev, ulong Ino, long Start, long End)>();
+        foreach (var f in ctx.OpenFiles)
+        {
+            string id = $"{FileCalls.MajorOf(f.Stat.Dev):x2}:{FileCalls.MinorOf(f.Stat.Dev):x2}:{f.Stat.Ino}";
+            if (!st.Files.Contains(id)) continue;
+            string[] lines;
+            try { lines = File.ReadAllLines($"/proc/{ctx.Pid}/fdinfo/{f.Fd}"); }
+            catch (IOException) { continue; }
+            uint objref = refs.GetValueOrDefault(f.Fd);
+            foreach (var line in lines)
+            {
+                if (!line.StartsWith("lock:", StringComparison.Ordinal)) continue;
+                // lock:	1: POSIX  ADVISORY  WRITE 4242 fe:00:1234 10 19
+                var w = line[5..].Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries);
+                if (w.Length < 8) throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} ({f.Link}): cannot read the lock line '{line}'");
+                var kind = w[1] switch
+                {
+                    "FLOCK" => Kind.Flock,
+                    "POSIX" => Kind.Posix,
+                    "OFDLCK" => Kind.Ofd,
+                    _ => throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} ({f.Link}) holds a {w[1]} lock, which is not supported yet"),
+                };
+                if (w[2] != "ADVISORY") throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} ({f.Link}) holds a {w[2]} lock, which is not supported");
+                if (w[3] is not ("READ" or "WRITE")) throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} ({f.Link}) holds a lock of type {w[3]}, which is not supported");
+                long start = long.Parse(w[6], CultureInfo.InvariantCulture), end = w[7] == "EOF" ? -1 : long.Parse(w[7], CultureInfo.InvariantCulture);
+                // a description's lock once (its other fds and holders show it too); a process's POSIX lock once per range
+                if (kind != Kind.Posix && !st.DescriptionsDone.Add(objref)) continue;
+                if (kind == Kind.Posix && !seenPosix.Add((f.Stat.Dev, f.Stat.Ino, start, end))) continue;
+                locks.Add((f.Fd, kind, w[3] == "WRITE", start, end));
+            }
+        }
+        if (locks.Count == 0) return;
+        var p = new PayloadWriter().U32((uint)locks.Count);
+        foreach (var (fd, kind, write, start, end) in locks) p.I32(fd).U8((byte)kind).Bool(write).I64(start).I64(end);
+        ctx.Image.Write(RecordKind.FileLocks, p);
+        ctx.Log.Debug($"pid {ctx.Pid}: {locks.Count} file lock(s)");
+    }
+
+    /// <summary>"major:minor:inode" of every file /proc/locks lists (device numbers in hex, as fdinfo prints them).</summary>
+    private static HashSet<string> ReadProcLocks()
+    {
+        var set = new HashSet<string>();
+        foreach (var line in File.ReadAllLines("/proc/locks"))
+        {
+            // 1: POSIX  ADVISORY  WRITE 4242 fe:00:1234 10 19   (blocked waiters start with " -> ")
+            var w = line.Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries);
+            int at = Array.FindIndex(w, x => x.Count(c => c == ':') == 2);
+            if (at > 0) set.Add(w[at]);
+        }
+        return set;
+    }
+
+    public void Restore(RestoreContext ctx, Record rec)
+    {
+        var r = rec.Reader();
+        uint n = r.U32();
+        var batch = ctx.Batch;
+        for (uint i = 0; i < n; i++)
+        {
+            int fd = r.I32();
+            var kind = (Kind)r.U8();
+            bool write = r.Bool();
+            long start = r.I64(), end = r.I64();
+            if (kind is not (Kind.Flock or Kind.Posix or Kind.Ofd) || start < 0 || end < -1 || end >= 0 && end < start)
+                throw new ImageFormatException($"FileLocks record at offset {rec.Offset}: lock {i} is impossible");
+            string what = $"the {(write ? "write" : "read")} {kind switch { Kind.Flock => "flock", Kind.Posix => "POSIX", _ => "OFD" }} lock{(kind == Kind.Flock ? "" : $" on bytes {start}-{(end < 0 ? "EOF" : end.ToString(CultureInfo.InvariantCulture))}")} of fd {fd} ({Target(ctx, fd)})";
+            void Check(long got)
+            {
+                if (got < 0)
+                    throw new CkptException($"restart: cannot take {what} again: {Errors.Describe((int)-got)}{(got is -11 or -13 ? " (another process holds a conflicting lock)" : "")}", ExitCodes.RestoreConflict);
+            }
+            if (kind == Kind.Flock)
+            {
+                batch.Add(Nr.flock, fd, (write ? LOCK_EX : LOCK_SH) | LOCK_NB, stopOnError: true, check: Check);
+                continue;
+            }
+            // struct flock: short l_type, short l_whence, (pad) off_t l_start, off_t l_len, pid_t l_pid, (pad)
+            var fl = new byte[32];
+            BinaryPrimitives.WriteInt16LittleEndian(fl, (short)(write ? F_WRLCK : F_RDLCK));
+            BinaryPrimitives.WriteInt64LittleEndian(fl.AsSpan(8), start);
+            BinaryPrimitives.WriteInt64LittleEndian(fl.AsSpan(16), end < 0 ? 0 : end - start + 1);
+            batch.Reserve(1, fl.Length);
+            batch.Add(Nr.fcntl, fd, kind == Kind.Posix ? F_SETLK : F_OFD_SETLK, (long)batch.AddData(fl), stopOnError: true, check: Check);
+        }
+        r.End();
+        batch.Flush();
+    }
+
+    private static string Target(RestoreContext ctx, int fd)
+    {
+        try { return MmState.ProcLink($"/proc/{ctx.Pid}/fd/{fd}"); }
+        catch (IOException) { return "?"; }
+    }
+
+    public void Finish(RestoreContext ctx) { }
+
+    public void Describe(Record rec, InfoNode info)
+    {
+        var r = rec.Reader();
+        uint n = r.U32();
+        var list = info.List("file_locks");
+        for (uint i = 0; i < n; i++)
+        {
+            int fd = r.I32(); var kind = (Kind)r.U8(); bool write = r.Bool(); long start = r.I64(), end = r.I64();
+            list.Add(new InfoNode().Set("fd", fd).Set("kind", kind.ToString().ToLowerInvariant()).Set("type", write ? "write" : "read")
+                .Set("range", kind == Kind.Flock ? "whole file" : $"{start}-{(end < 0 ? "EOF" : end.ToString(CultureInfo.InvariantCulture))}"));
+        }
+    }
+}

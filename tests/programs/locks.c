@@ -1,0 +1,71 @@
+/* locks DIR: file locks held across a restart: a flock write lock on DIR/a (held by a description the
+ * process shares with a child), POSIX locks on DIR/b (write on bytes 10-19, read from 100 to EOF,
+ * through a dup'd fd too), an OFD write lock on bytes 5-7 of DIR/c. After the restart another process
+ * (forked then) must find each lock held exactly as before, and the holder can still release them. */
+#include "e2e.h"
+#include <sys/file.h>
+#include <sys/wait.h>
+
+static int plock(int fd, int cmd, short type, off_t start, off_t len, struct flock *out)
+{
+    struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = start, .l_len = len };
+    int r = fcntl(fd, cmd, &fl);
+    if (out) *out = fl;
+    return r;
+}
+
+int main(int argc, char **argv)
+{
+    e2e_init();
+    MUST(argc == 2);
+    char a[256], b[256], c[256];
+    snprintf(a, sizeof a, "%s/a", argv[1]);
+    snprintf(b, sizeof b, "%s/b", argv[1]);
+    snprintf(c, sizeof c, "%s/c", argv[1]);
+    int fa = open(a, O_RDWR | O_CREAT, 0600), fb = open(b, O_RDWR | O_CREAT, 0600), fc = open(c, O_RDWR | O_CREAT, 0600);
+    MUST(fa >= 0 && fb >= 0 && fc >= 0);
+    MUST(flock(fa, LOCK_EX) == 0);
+    MUST(plock(fb, F_SETLK, F_WRLCK, 10, 10, NULL) == 0 && plock(fb, F_SETLK, F_RDLCK, 100, 0, NULL) == 0);
+    int fb2 = dup(fb);
+    MUST(fb2 >= 0);
+    MUST(plock(fc, F_OFD_SETLK, F_WRLCK, 5, 3, NULL) == 0);
+    int sync[2];
+    MUST(pipe(sync) == 0);
+    pid_t sharer = fork();   /* holds fa's description too (and so the flock) */
+    MUST(sharer >= 0);
+    if (sharer == 0) { char x; close(sync[1]); _exit(read(sync[0], &x, 1) == 1 ? 0 : 3); }
+    close(sync[0]);
+    say("READY");
+    e2e_wait_usr1();
+
+    pid_t me = getpid(), child = fork();
+    MUST(child >= 0);
+    if (child == 0) {
+        int bad = 0;
+        int ga = open(a, O_RDWR), gb = open(b, O_RDWR), gc = open(c, O_RDWR);
+        if (ga < 0 || gb < 0 || gc < 0) _exit(10);
+        if (flock(ga, LOCK_EX | LOCK_NB) == 0 || errno != EWOULDBLOCK) { say("FAIL: the flock lock is gone"); bad++; }
+        struct flock fl;
+        if (plock(gb, F_GETLK, F_WRLCK, 10, 10, &fl) != 0 || fl.l_type != F_WRLCK || fl.l_pid != me || fl.l_start != 10 || fl.l_len != 10) { say("FAIL: POSIX write lock: type %d pid %d range %ld+%ld", fl.l_type, fl.l_pid, (long)fl.l_start, (long)fl.l_len); bad++; }
+        if (plock(gb, F_GETLK, F_WRLCK, 150, 10, &fl) != 0 || fl.l_type != F_RDLCK || fl.l_pid != me || fl.l_start != 100 || fl.l_len != 0) { say("FAIL: POSIX read lock: type %d range %ld+%ld", fl.l_type, (long)fl.l_start, (long)fl.l_len); bad++; }
+        if (plock(gb, F_GETLK, F_RDLCK, 150, 10, &fl) != 0 || fl.l_type != F_UNLCK) { say("FAIL: a read lock conflicts with the read lock"); bad++; }
+        if (plock(gb, F_GETLK, F_WRLCK, 30, 50, &fl) != 0 || fl.l_type != F_UNLCK) { say("FAIL: bytes 30-79 are locked (type %d)", fl.l_type); bad++; }
+        if (plock(gc, F_OFD_GETLK, F_WRLCK, 0, 20, &fl) != 0 || fl.l_type != F_WRLCK || fl.l_start != 5 || fl.l_len != 3) { say("FAIL: OFD lock: type %d range %ld+%ld", fl.l_type, (long)fl.l_start, (long)fl.l_len); bad++; }
+        _exit(bad);
+    }
+    int st;
+    CHECK(waitpid(child, &st, 0) == child && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the locks differ (status 0x%x)", st);
+    /* the holder can release them: another process can then take them */
+    CHECK(plock(fb2, F_SETLK, F_UNLCK, 0, 0, NULL) == 0, "cannot release the POSIX locks: %s", strerror(errno));
+    CHECK(plock(fc, F_OFD_SETLK, F_UNLCK, 0, 0, NULL) == 0, "cannot release the OFD lock: %s", strerror(errno));
+    MUST(write(sync[1], "x", 1) == 1);
+    CHECK(waitpid(sharer, &st, 0) == sharer && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child sharing the flock description ended with 0x%x", st);
+    CHECK(flock(fa, LOCK_UN) == 0, "cannot release the flock lock");
+    child = fork();
+    if (child == 0) {
+        int ga = open(a, O_RDWR), gb = open(b, O_RDWR);
+        _exit(ga >= 0 && gb >= 0 && flock(ga, LOCK_EX | LOCK_NB) == 0 && plock(gb, F_SETLK, F_WRLCK, 0, 0, NULL) == 0 ? 0 : 1);
+    }
+    CHECK(waitpid(child, &st, 0) == child && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the locks cannot be taken once released");
+    return e2e_finish();
+}
