@@ -35,12 +35,14 @@ public sealed unsafe class MemoryRegion : IStateKind
     public enum Backing : byte { AnonPrivate = 1, AnonShared = 2, FilePrivate = 3, FileShared = 4, Vdso = 5, ObjectShared = 6, ObjectPrivate = 7, SysvShm = 8 }
 
     [Flags]
-    public enum Advice : uint { None = 0, DontDump = 1, DontFork = 2, WipeOnFork = 4, HugePage = 8, NoHugePage = 16, Mergeable = 32 }
+    public enum Advice : uint { None = 0, DontDump = 1, DontFork = 2, WipeOnFork = 4, HugePage = 8, NoHugePage = 16, Mergeable = 32, Locked = 64, LockOnFault = 128 }
 
+    /// <summary>VmFlags restored by madvise (Madv), or by mlock2 in Finish (Madv -1: lo, lf).</summary>
     private static readonly (string Flag, Advice Advice, int Madv)[] AdviceMap =
     [
         ("dd", Advice.DontDump, 16), ("dc", Advice.DontFork, 10), ("wf", Advice.WipeOnFork, 18),
         ("hg", Advice.HugePage, 14), ("nh", Advice.NoHugePage, 15), ("mg", Advice.Mergeable, 12),
+        ("lo", Advice.Locked, -1), ("lf", Advice.LockOnFault, -1),
     ];
 
     // ---------------------------------------------------------------- checkpoint
@@ -371,6 +373,8 @@ public sealed unsafe class MemoryRegion : IStateKind
     private sealed class RestoreState
     {
         public readonly List<(ulong Start, ulong Len, int Prot)> Reprotect = new();
+        /// <summary>Regions that were mlock'ed (VmFlags lo; lf: MLOCK_ONFAULT).</summary>
+        public readonly List<(ulong Start, ulong Len, bool OnFault)> Lock = new();
         public readonly Iovec[] Local = new Iovec[MaxRunsPerChunk];
         public readonly Iovec[] Remote = new Iovec[MaxRunsPerChunk];
         public ulong CurStart, CurEnd;
@@ -495,7 +499,9 @@ public sealed unsafe class MemoryRegion : IStateKind
         if (fd >= 0 && fd != st.OpenFd) { batch.AddChecked("close", Nr.close, fd); st.ClosesQueued++; }
         if (mapProt != prot) st.Reprotect.Add((start, len, prot));
         foreach (var (_, a, madv) in AdviceMap)
-            if ((adv & a) != 0) batch.Add(Nr.madvise, (long)start, (long)len, madv);
+            if ((adv & a) != 0 && madv >= 0) batch.Add(Nr.madvise, (long)start, (long)len, madv);
+        // locked regions are locked once their pages are in and their protection is final
+        if ((adv & Advice.Locked) != 0) st.Lock.Add((start, len, (adv & Advice.LockOnFault) != 0));
         if (anonName != null)
             batch.Add(Nr.prctl, 0x53564d41 /* PR_SET_VMA */, 0 /* ANON_NAME */, (long)start, (long)len, (long)batch.AddData(anonName));
     }
@@ -698,6 +704,11 @@ public sealed unsafe class MemoryRegion : IStateKind
         var st = ctx.State<RestoreState>();
         var batch = ctx.Batch;
         foreach (var (s, l, p) in st.Reprotect) batch.AddChecked("mprotect", Nr.mprotect, (long)s, (long)l, p);
+        foreach (var (s, l, onFault) in st.Lock)
+            batch.Add(Nr.mlock2, (long)s, (long)l, onFault ? 1 /* MLOCK_ONFAULT */ : 0, check: got =>
+            {
+                if (got < 0) throw new CkptException($"restart: cannot lock {s:x}-{s + l:x} in memory again (mlock): {Errors.Describe((int)-got)}; raise RLIMIT_MEMLOCK or restart as root", ExitCodes.RestoreConflict);
+            });
         batch.Flush();
     }
 

@@ -309,6 +309,15 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.Cleanup();
     }
 
+    /// <summary>Regions locked in memory (mlock, and mlock2 with MLOCK_ONFAULT) are locked again, with the same resident pages.</summary>
+    [Fact]
+    public void LockedMemory()
+    {
+        env.Program("mlocked");
+        var r = new E2eScript(env, "mlocked").Run(E2eScript.RoundTrip("\"$BIN/mlocked\""));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
+    }
+
     /// <summary>A process under a seccomp filter stays in its sandbox after a restart: no_new_privs and the filter.</summary>
     [Fact]
     public void SeccompFilter()

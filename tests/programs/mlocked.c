@@ -1,0 +1,55 @@
+/* mlocked: a region locked with mlock (every page resident and locked) and one locked with
+ * MLOCK_ONFAULT (only the touched pages resident). After the restart both are locked as before: the
+ * same VmFlags (lo; lo and lf), the same Locked size, the same data. */
+#include "e2e.h"
+#include <sys/mman.h>
+
+#define LEN (64 * 1024)
+
+static void region_info(void *addr, char *flags, size_t n, long *locked_kb)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char line[512];
+    int in = 0;
+    flags[0] = 0;
+    *locked_kb = -1;
+    while (f && fgets(line, sizeof line, f)) {
+        unsigned long s, e;
+        char c;
+        if (sscanf(line, "%lx-%lx %c", &s, &e, &c) == 3 && strchr(line, '-') < strchr(line, ' ')) { in = s == (unsigned long)addr; continue; }
+        if (!in) continue;
+        sscanf(line, "Locked: %ld kB", locked_kb);
+        if (!strncmp(line, "VmFlags:", 8)) { snprintf(flags, n, "%s", line + 8); break; }
+    }
+    if (f) fclose(f);
+}
+
+int main(void)
+{
+    e2e_init();
+    char *raw = mmap(NULL, 5 * LEN, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    MUST(raw != MAP_FAILED);
+    char *a = raw + LEN, *b = raw + 3 * LEN;   /* apart: they do not merge */
+    MUST(mprotect(a, LEN, PROT_READ | PROT_WRITE) == 0 && mprotect(b, LEN, PROT_READ | PROT_WRITE) == 0);
+    fill(a, LEN, 21);
+    MUST(mlock(a, LEN) == 0);
+    MUST(syscall(SYS_mlock2, b, LEN, 1 /* MLOCK_ONFAULT */) == 0);
+    fill(b + 4096, 4096, 22);
+    char fa[512], fb[512];
+    long la, lb;
+    region_info(a, fa, sizeof fa, &la);
+    region_info(b, fb, sizeof fb, &lb);
+    MUST(strstr(fa, " lo") && strstr(fb, " lf"));
+    say("READY");
+    e2e_wait_usr1();
+
+    char ga[512], gb[512];
+    long ka, kb;
+    region_info(a, ga, sizeof ga, &ka);
+    region_info(b, gb, sizeof gb, &kb);
+    CHECK(!strcmp(fa, ga), "mlock'ed region flags '%s', were '%s'", ga, fa);
+    CHECK(!strcmp(fb, gb), "MLOCK_ONFAULT region flags '%s', were '%s'", gb, fb);
+    CHECK(ka == la && kb == lb, "locked %ld and %ld kB, were %ld and %ld kB", ka, kb, la, lb);
+    CHECK(check_fill(a, LEN, 21) < 0 && check_fill(b + 4096, 4096, 22) < 0, "locked data differs");
+    return e2e_finish();
+}
