@@ -27,7 +27,8 @@ public static class KindTable
         TimerFd.Instance,
         SignalFd.Instance,
         Epoll.Instance,               //   epoll (watches added in Finish, once the fds are placed),
-        Inotify.Instance,             //   inotify
+        Inotify.Instance,             //   inotify,
+        PidFd.Instance,               //   pidfds
         UnixSocket.Instance,          // unix domain sockets (+ their receive queues); other sockets are refused there,
         InetSocket.Instance,          //   but for TCP/UDP sockets without connection state (written by UnixSocket)
         ExternalFile.Instance,        // written by Pipe and UnixSocket for ends whose peer is outside (--external)

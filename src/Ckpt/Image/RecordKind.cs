@@ -34,6 +34,7 @@ public enum RecordKind : uint
     SignalFd = 42,       // Kinds/SignalFd.cs
     Epoll = 43,          // Kinds/Epoll.cs (the epoll and its watches, added at restart in Finish)
     Inotify = 44,        // Kinds/Inotify.cs (the inotify instance and its watches)
+    PidFd = 45,          // Kinds/PidFd.cs (a pidfd of a process of the tree)
     MemoryObject = 50,     // Kinds/MemoryObject.cs (a memfd, shared anonymous memory or deleted file: saved once, mapped or opened by objref)
     MemoryObjectData = 51, // Kinds/MemoryObject.cs (its contents: data ranges only)
     MemoryFile = 52,       // Kinds/MemoryObject.cs (an open file description of a memory object)

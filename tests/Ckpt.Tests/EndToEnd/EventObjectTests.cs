@@ -72,4 +72,17 @@ public sealed class EventObjectTests(E2eEnvironment env)
         Assert.True(err.StartsWith("ckpt: ") && !err.Contains('\n') && err.Contains($"epoll fd {ep} watches fd {tfd}") && err.Contains("closed"),
             $"the message should name epoll fd {ep} and the closed fd {tfd}{r.Diagnostics}");
     }
+
+    /// <summary>
+    /// pidfds of processes of the tree: a running child's (non-blocking) and a zombie child's. After the
+    /// restart the running child is signalled and waited for through its pidfd, and the zombie's gives
+    /// its exit status.
+    /// </summary>
+    [Fact]
+    public void PidFds()
+    {
+        env.Program("pidfds");
+        var r = new E2eScript(env, "pidfds").Run(E2eScript.RoundTrip("\"$BIN/pidfds\""));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
+    }
 }

@@ -1,0 +1,66 @@
+using Ckpt.Engine;
+using Ckpt.Image;
+using Ckpt.Native;
+using Ckpt.Proc;
+
+namespace Ckpt.Kinds;
+
+/// <summary>
+/// pidfds (<c>anon_inode:[pidfd]</c>: pidfd_open, clone with CLONE_PIDFD): the process it refers to
+/// (fdinfo <c>Pid</c>), which must be a process of the tree (it keeps its pid at restart), and
+/// O_NONBLOCK. Restart: injected <c>pidfd_open(pid, flags)</c> once the tree exists (every process of
+/// it, zombies included, is created before any other record). Refused: a pidfd of a process outside
+/// the tree, of one that exited and was reaped (Pid -1), and a thread pidfd (PIDFD_THREAD) of a thread
+/// other than a leader.
+/// </summary>
+public sealed class PidFd : IFileKind
+{
+    public static readonly PidFd Instance = new();
+    public string Name => "pidfd";
+    public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.PidFd];
+    public int FinishOrder => 42;
+
+    private const int PIDFD_THREAD = FileCalls.O_EXCL;
+
+    public bool Handles(in OpenFile f) => f.Link == "anon_inode:[pidfd]";
+
+    public void Checkpoint(CheckpointContext ctx) { }
+
+    public void CheckpointFile(CheckpointContext ctx, in OpenFile f, uint objref)
+    {
+        var info = ProcFdInfo.Read(ctx.Pid, f.Fd);
+        int pid = (int)ProcFdInfo.Dec(info.Require("Pid"));
+        if (pid <= 0)
+            throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} is a pidfd of a process that exited and was reaped, which cannot be made again");
+        if (!ctx.Session.Tree.Any(e => e.Pid == pid))
+        {
+            if (ctx.Session.Tree.Any(e => !e.Zombie && Directory.Exists($"/proc/{e.Pid}/task/{pid}")))
+                throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} is a pidfd of thread {pid}, which is not supported yet (only pidfds of processes are)");
+            throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} is a pidfd of pid {pid}, which is outside the tree; checkpoint a tree that holds it");
+        }
+        int flags = f.Flags & (FileCalls.O_NONBLOCK | PIDFD_THREAD);
+        ctx.Image.Write(RecordKind.PidFd, new PayloadWriter().U32(objref).I32(pid).I32(flags));
+    }
+
+    public void Restore(RestoreContext ctx, Record rec)
+    {
+        var r = rec.Reader();
+        uint objref = r.U32(); int pid = r.I32(), flags = r.I32();
+        r.End();
+        if (pid <= 0 || (flags & ~(FileCalls.O_NONBLOCK | PIDFD_THREAD)) != 0)
+            throw new ImageFormatException($"PidFd record at offset {rec.Offset}: pid {pid}, flags 0x{flags:x}");
+        long fd = ctx.Vessel.Inject(Nr.pidfd_open, pid, flags);
+        if (fd < 0) throw new CkptException($"restart: cannot open a pidfd of pid {pid} again: {Errors.Describe((int)-fd)}", ExitCodes.RestoreConflict);
+        ctx.Files.SetRestored(objref, (int)fd);
+    }
+
+    public void Finish(RestoreContext ctx) { }
+
+    public void Describe(Record rec, InfoNode info)
+    {
+        var r = rec.Reader();
+        uint objref = r.U32(); int pid = r.I32(), flags = r.I32();
+        info.Child("files").Set(objref.ToString(), new InfoNode().Set("kind", "pidfd").Set("path", $"pid {pid}")
+            .Set("flags", RegularFile.OpenFlags(flags | FileCalls.O_RDWR)).Set("pid", pid));
+    }
+}

@@ -1,0 +1,48 @@
+/* pidfds: a non-blocking pidfd of a running child and a pidfd of a child that has exited (a zombie,
+ * not reaped). After the restart the running child is still running for its pidfd (not readable), is
+ * signalled and waited for through it; the zombie's pidfd is readable and gives its exit status. */
+#include "e2e.h"
+#include <poll.h>
+#include <sys/wait.h>
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+static int readable(int fd)
+{
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
+int main(void)
+{
+    e2e_init();
+    pid_t a = fork();
+    MUST(a >= 0);
+    if (a == 0) { for (;;) pause(); }
+    pid_t b = fork();
+    MUST(b >= 0);
+    if (b == 0) _exit(7);
+    int pa = syscall(SYS_pidfd_open, a, O_NONBLOCK), pb = syscall(SYS_pidfd_open, b, 0);
+    MUST(pa >= 0 && pb >= 0);
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    MUST(waitid(P_PID, b, &si, WEXITED | WNOWAIT) == 0);   /* b is a zombie now */
+    say("READY");
+    e2e_wait_usr1();
+
+    CHECK(fcntl(pa, F_GETFL) & O_NONBLOCK, "the running child's pidfd lost O_NONBLOCK");
+    CHECK(!readable(pa), "the running child's pidfd is readable (it says the child exited)");
+    CHECK(readable(pb), "the zombie's pidfd is not readable");
+    memset(&si, 0, sizeof si);
+    CHECK(syscall(SYS_waitid, P_PIDFD, pb, &si, WEXITED, NULL) == 0 && si.si_pid == b && si.si_code == CLD_EXITED && si.si_status == 7,
+          "waitid on the zombie's pidfd: pid %d code %d status %d (%s)", si.si_pid, si.si_code, si.si_status, strerror(errno));
+    CHECK(syscall(SYS_pidfd_send_signal, pa, SIGTERM, NULL, 0) == 0, "pidfd_send_signal: %s", strerror(errno));
+    struct pollfd p = { .fd = pa, .events = POLLIN };
+    CHECK(poll(&p, 1, 5000) == 1, "the pidfd did not report the child's end");
+    memset(&si, 0, sizeof si);
+    CHECK(syscall(SYS_waitid, P_PIDFD, pa, &si, WEXITED, NULL) == 0 && si.si_pid == a && si.si_code == CLD_KILLED && si.si_status == SIGTERM,
+          "waitid on the child's pidfd: pid %d code %d status %d", si.si_pid, si.si_code, si.si_status);
+    return e2e_finish();
+}
