@@ -26,7 +26,7 @@ public static class Program
         var freezer = new Option<string?>("--freezer") { Description = "freeze this cgroup (v2 cgroup.freeze or v1 freezer; a path or a name) while the tree is seized, for trees that fork fast" };
         var checkpoint = new Command("checkpoint", "save a running process and all its descendants into an image stream") { pid, output, kill, external, freezer, logFile, verbose };
         checkpoint.SetAction(r => Guard(r.GetValue(logFile), Verbosity(r.GetResult(verbose)), log =>
-            Checkpoint(r.GetValue(pid), r.GetValue(output), r.GetValue(kill), r.GetValue(external), r.GetValue(freezer), log)));
+            Checkpoint(r.GetValue(pid), r.GetValue(output), r.GetValue(kill), r.GetValue(external), r.GetValue(freezer), r.GetValue(logFile), log)));
 
         var input = new Option<string?>("--input", "-i") { Description = "image file; '-' or absent: standard input" };
         var detach = new Option<bool>("--detach") { Description = "return as soon as the process runs, leaving it reparented" };
@@ -100,7 +100,7 @@ public static class Program
 
     private static bool StderrIsTerminal => !Console.IsErrorRedirected;
 
-    private static int Checkpoint(int pid, string? output, bool kill, bool external, string? freezer, Log log)
+    private static int Checkpoint(int pid, string? output, bool kill, bool external, string? freezer, string? logPath, Log log)
     {
         int fd;
         bool toFile = output != null && output != "-", regular = false;
@@ -127,7 +127,11 @@ public static class Program
         {
             var sw = System.Diagnostics.Stopwatch.StartNew();
             CheckpointResult r;
-            try { r = Checkpointer.Run(pid, stream, new CheckpointOptions { Kill = kill, External = external, Freezer = freezer, Log = log, Cancelled = () => s_cancelled }); }
+            try { r = Checkpointer.Run(pid, stream, new CheckpointOptions
+            {
+                Kill = kill, External = external, Freezer = freezer, Log = log, Cancelled = () => s_cancelled,
+                OwnFiles = new[] { toFile ? output : null, logPath }.OfType<string>().Select(Path.GetFullPath).ToArray(),
+            }); }
             finally { progress?.Done(); }
             if (regular && FileCalls.Ftruncate(fd, r.Bytes) != 0)
                 return Fail($"cannot cut {output} to the image's size: {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.Failure);

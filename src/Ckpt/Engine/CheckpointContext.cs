@@ -17,6 +17,8 @@ public sealed class CheckpointSession : StateBag
     public Func<bool> Cancelled { get; init; } = () => false;
     /// <summary>Save objects shared with processes outside the tree as external instead of refusing (--external).</summary>
     public bool External { get; init; }
+    /// <summary>Files ckpt itself writes during the checkpoint (full paths: the image, the log).</summary>
+    public IReadOnlyList<string> OwnFiles { get; init; } = [];
 
     /// <summary>Every live process of the tree, in creation order (a parent before its children).</summary>
     public List<CheckpointContext> Processes { get; } = new();

@@ -16,6 +16,8 @@ public sealed class CheckpointOptions
     public bool External { get; init; }
     /// <summary>A cgroup frozen while the tree is seized (--freezer), for trees that fork faster than they are seized.</summary>
     public string? Freezer { get; init; }
+    /// <summary>Files ckpt itself writes during the checkpoint (the image, the log), for messages about their side effects.</summary>
+    public IReadOnlyList<string> OwnFiles { get; init; } = [];
 }
 
 public sealed record CheckpointResult(long Bytes, long Records, TimeSpan Frozen, int Processes = 1, int Threads = 1);
@@ -289,7 +291,7 @@ public static class Checkpointer
         // ptrace round trips are several times slower across CPUs: trace from the root's CPU
         if (int.TryParse(ProcStat.Read(pid).Field(39), out int cpu)) ProcessCalls.SetAffinity(0, ProcessCalls.SingleCpu(cpu));
         using var writer = new ImageWriter(output, background: true);
-        var s = new CheckpointSession { Image = writer, Log = log, Cancelled = opt.Cancelled, External = opt.External };
+        var s = new CheckpointSession { Image = writer, Log = log, Cancelled = opt.Cancelled, External = opt.External, OwnFiles = opt.OwnFiles };
         bool ok = false;
         var frozen = System.Diagnostics.Stopwatch.StartNew();
         try

@@ -38,13 +38,9 @@ public sealed class Inotify : IFileKind
 
     public void CheckpointFile(CheckpointContext ctx, in OpenFile f, uint objref)
     {
+        int queued;
         int mine = ctx.GrabFd(f.Fd);
-        try
-        {
-            int queued = EventCalls.QueuedBytes(mine, ctx.Pid);
-            if (queued > 0)
-                throw new NotCheckpointableException(ctx.Pid, $"inotify fd {f.Fd} has {queued} bytes of events queued, which a new inotify instance cannot be given back; checkpoint once it has read them");
-        }
+        try { queued = EventCalls.QueuedBytes(mine, ctx.Pid); }
         finally { FileCalls.Close(mine); }
         var info = ProcFdInfo.Read(ctx.Pid, f.Fd);
         var watches = new List<Watch>();
@@ -61,6 +57,14 @@ public sealed class Inotify : IFileKind
             if (path == null)
                 throw new NotCheckpointableException(ctx.Pid, $"inotify fd {f.Fd}: watch wd {watch.Wd} is on inode {watch.Ino} of device {watch.Sdev >> 20}:{watch.Sdev & 0xfffff}, which no path reaches (unlinked, hidden by another mount, or a filesystem without file handles)");
             watches.Add(watch with { Path = path });
+        }
+        if (queued > 0)
+        {
+            // the usual cause: ckpt's own image or log written in a directory the process watches
+            var own = ctx.Session.OwnFiles.FirstOrDefault(o => watches.Any(w => w.Path == o || w.Path == Path.GetDirectoryName(o)));
+            if (own != null)
+                throw new NotCheckpointableException(ctx.Pid, $"inotify fd {f.Fd} watches {Path.GetDirectoryName(own)}, where ckpt is writing {own}, and has {queued} bytes of events queued (from that writing, or other); write the image and log to a directory the process does not watch");
+            throw new NotCheckpointableException(ctx.Pid, $"inotify fd {f.Fd} has {queued} bytes of events queued, which a new inotify instance cannot be given back; checkpoint once it has read them");
         }
         var p = new PayloadWriter().U32(objref).I32(f.Flags & ~FileCalls.O_CLOEXEC).U32((uint)watches.Count);
         foreach (var w in watches) p.I32(w.Wd).U32(w.Mask).Str(w.Path).U64(w.Ino).U32(w.Sdev);
