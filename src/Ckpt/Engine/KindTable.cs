@@ -22,6 +22,7 @@ public static class KindTable
         FsState.Instance,             // cwd, root, umask
         RegularFile.Instance,         // file descriptions...
         Pipe.Instance,
+        Pty.Instance,                 // ptys whose master the tree holds (slaves: written by CharDevice)
         CharDevice.Instance,
         EventFd.Instance,             // anon-inode objects: eventfd, timerfd, signalfd,
         TimerFd.Instance,

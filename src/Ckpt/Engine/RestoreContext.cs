@@ -151,7 +151,15 @@ public sealed class RestoreContext : TargetContext
     public int OpenInVessel(string path, int flags, int mode = 0)
     {
         var bytes = Encoding.UTF8.GetBytes(path + "\0");
-        ulong p = PutScratch(ScratchSize - 4096, bytes);
+        ulong p;
+        if (Trampoline != 0) p = PutScratch(ScratchSize - 4096, bytes);
+        else
+        {
+            // a fresh vessel (while the tree is built): the scratch page every vessel has from ckpt
+            if (bytes.Length > 4096) throw new CkptException($"restart: path {path} is too long", ExitCodes.RestoreConflict);
+            MemoryCalls.WriteRemote(Pid, Engine.Vessel.Scratch, bytes);
+            p = Engine.Vessel.Scratch;
+        }
         long fd = Vessel.Inject(Nr.openat, FileCalls.AT_FDCWD, (long)p, flags, mode);
         if (fd < 0) throw new CkptException($"restart: cannot open {path}: {Errors.Describe((int)-fd)}", ExitCodes.RestoreConflict);
         return (int)fd;

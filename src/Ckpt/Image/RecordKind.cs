@@ -28,6 +28,7 @@ public enum RecordKind : uint
     PipeData = 34,       // Kinds/Pipe.cs (bytes queued in a pipe)
     External = 35,       // Kinds/ExternalFile.cs (a description held with a process outside, replaced at restart)
     FileLocks = 36,      // Kinds/FileLocks.cs (flock, POSIX and OFD locks the process holds, by fd)
+    Pty = 37,            // Kinds/Pty.cs (a pty master held in the tree, or a slave whose master is)
 
     EventFd = 40,        // Kinds/EventFd.cs
     TimerFd = 41,        // Kinds/TimerFd.cs

@@ -36,6 +36,8 @@ public sealed class CharDevice : IFileKind
 
     public void CheckpointFile(CheckpointContext ctx, in OpenFile f, uint objref)
     {
+        // a pty slave whose master the tree holds is rebuilt with it, not handed over
+        if (Pty.TryCheckpointSlave(ctx, f, objref)) return;
         var p = new PayloadWriter().U32(objref).Str(f.Link).I32(FileCalls.MajorOf(f.Stat.Rdev)).I32(FileCalls.MinorOf(f.Stat.Rdev))
             .I32(f.Flags & ~FileCalls.O_CLOEXEC).I64(f.Pos);
         ctx.Image.Write(RecordKind.CharDevice, p);

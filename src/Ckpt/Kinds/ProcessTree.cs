@@ -28,10 +28,16 @@ public sealed class ProcessTree : IStateKind
         var p = new PayloadWriter().U32((uint)s.Tree.Count);
         foreach (var e in s.Tree)
             p.I32(e.Pid).I32(e.PPid).I32(e.Pgid).I32(e.Sid).I32(e.ExitSignal).Bool(e.Zombie).I32(e.WaitStatus).I32(e.Threads).Str(e.Comm).U32((uint)e.Shares).Bool(e.Stopped);
+        // appended: session leaders whose controlling terminal is a pty of the tree
+        var cttys = Pty.Cttys(s);
+        p.U32((uint)cttys.Count);
+        foreach (var (pid, index, tpgid) in cttys) p.I32(pid).I32(index).I32(tpgid);
         s.Image.Write(RecordKind.Tree, p);
     }
 
-    private static List<TreeEntry> Read(Record rec)
+    private static List<TreeEntry> Read(Record rec) => Read(rec, out _);
+
+    private static List<TreeEntry> Read(Record rec, out List<(int Pid, int Index, int Tpgid)> cttys)
     {
         var r = rec.Reader();
         uint n = r.U32();
@@ -43,7 +49,13 @@ public sealed class ProcessTree : IStateKind
             bool zombie = r.Bool(); int status = r.I32(), threads = r.I32();
             list.Add(new TreeEntry(pid, ppid, pgid, sid, sig, r.Str()) { Zombie = zombie, WaitStatus = status, Threads = threads, Shares = (ShareFlags)r.U32(), Stopped = r.Bool() });
         }
+        cttys = new();
+        uint nc = r.AtEnd ? 0 : r.U32();
+        for (uint i = 0; i < nc; i++) cttys.Add((r.I32(), r.I32(), r.I32()));
         r.End();
+        foreach (var (pid, index, _) in cttys)
+            if (index < 0 || list.FirstOrDefault(e => e.Pid == pid) is not { } leader || leader.Sid != pid || leader.Zombie)
+                throw new ImageFormatException($"Tree record at offset {rec.Offset}: pid {pid} has a controlling terminal but leads no live session");
         var seen = new HashSet<int>();
         foreach (var e in list)
         {
@@ -60,7 +72,9 @@ public sealed class ProcessTree : IStateKind
     public static void Restore(RestoreSession s, Record rec)
     {
         if (s.Tree != null || s.Processes.Count > 0) throw new ImageFormatException($"Tree record at offset {rec.Offset} is not the first record");
-        var tree = s.Tree = Read(rec);
+        var tree = s.Tree = Read(rec, out var cttys);
+        var fg = s.State<Pty.Foreground>().ByLeader;
+        foreach (var (pid, index, tpgid) in cttys) fg[pid] = (index, tpgid);
         var root = tree[0];
         if (tree.Count > 1)
         {
@@ -94,6 +108,7 @@ public sealed class ProcessTree : IStateKind
             // left stopped in ckpt's process group, a --frozen tree would be killed by SIGHUP when ckpt
             // exits (a group with a stopped member becomes orphaned); in a session of its own it waits
             rootCtx.Vessel.InjectChecked("setsid", Nr.setsid);
+            if (fg.TryGetValue(root.Pid, out var rootTty)) Pty.AcquireCtty(rootCtx, rootTty.Index);
             if (root.Sid != root.Pid) s.Log.Info("--frozen: the tree was given a session of its own so that it outlives ckpt while stopped");
             pgid[root.Pid] = root.Pid;
             leads.Add(root.Pid);
@@ -110,6 +125,8 @@ public sealed class ProcessTree : IStateKind
             if (e.Sid == e.Pid)
             {
                 child.InjectChecked("setsid", Nr.setsid);
+                // its controlling terminal before it forks: the session inherits it
+                if (fg.TryGetValue(e.Pid, out var tty)) Pty.AcquireCtty(ctx, tty.Index);
                 pgid[e.Pid] = e.Pid;
                 leads.Add(e.Pid);
             }

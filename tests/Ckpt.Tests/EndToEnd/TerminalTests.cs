@@ -52,4 +52,22 @@ public sealed class TerminalTests(E2eEnvironment env)
         Assert.True(second.Contains("PASS") && second.Contains("RESTART-STATUS: 0"), $"the program should finish in the second terminal{r.Diagnostics}");
         Assert.Contains("replaced by", r.File("rs.log"));
     }
+
+    /// <summary>
+    /// A pseudo-terminal whose master the tree holds (as tmux or script do): a child leads a session with
+    /// the pty as its controlling terminal, a grandchild's group in the foreground. After the restart the
+    /// pty has its old name and settings, and the grandchild, reading it, finds the same controlling
+    /// terminal, session, foreground group and window size (the program checks, through the pty).
+    /// </summary>
+    [Fact]
+    public void PtyHeldByTheTree()
+    {
+        env.Program("ptys");
+        var r = new E2eScript(env, "ptys").Run(E2eScript.RoundTrip("\"$BIN/ptys\"", afterRestart: """
+            ck info "$W/img" > "$W/info.txt" || fail "ckpt info failed"
+            """));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
+        Assert.Contains("pty master", r.File("info.txt"));
+        r.Cleanup();
+    }
 }

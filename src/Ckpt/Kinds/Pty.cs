@@ -1,0 +1,261 @@
+using System.Buffers.Binary;
+using System.Globalization;
+using Ckpt.Engine;
+using Ckpt.Image;
+using Ckpt.Native;
+using Ckpt.Proc;
+
+namespace Ckpt.Kinds;
+
+/// <summary>
+/// Pseudo-terminals whose master (<c>/dev/ptmx</c>) a process of the tree holds (tmux, screen, script,
+/// expect...): the master with its pty index, termios, window size, packet mode and lock; the slaves
+/// (<c>/dev/pts/N</c>) held in the tree; the controlling terminal of each session leader whose
+/// terminal is such a pty, and its foreground process group (appended to the Tree record). A slave
+/// whose master is outside the tree is a terminal handed over by <see cref="CharDevice"/>.
+/// <para>
+/// Restart: a pty gets its old index by opening /dev/ptmx until that index comes (the lower ones held
+/// meanwhile): ckpt keeps a copy of each master, installed in the processes that hold it. A session
+/// leader with a pty as controlling terminal gets it while the tree is built, right after its setsid
+/// and before it forks, so that the whole session inherits it; the foreground group is set in
+/// Finish. Data queued in a pty (typed and not read, or written and not yet read by the master's
+/// holder) cannot be put back as it was: such a pty is refused.
+/// </para>
+/// </summary>
+public sealed unsafe class Pty : IFileKind
+{
+    public static readonly Pty Instance = new();
+    public string Name => "pty";
+    public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.Pty];
+    public int FinishOrder => 48;
+
+    private const ulong TCGETS = 0x5401, TCSETS = 0x5402, TIOCGWINSZ = 0x5413, TIOCSWINSZ = 0x5414, TIOCGPKT = 0x80045438, TIOCPKT = 0x5420,
+        TIOCGPTLCK = 0x80045439, TIOCSPTLCK = 0x40045431, TIOCGPTN = 0x80045430, TIOCSCTTY = 0x540E, TIOCSPGRP = 0x5410, TIOCOUTQ = 0x5411;
+    private const int TermiosSize = 36, WinsizeSize = 8;
+    private const byte RoleMaster = 0, RoleSlave = 1;
+
+    public bool Handles(in OpenFile f)
+        => f.Stat.Type == StatBuf.S_IFCHR && FileCalls.MajorOf(f.Stat.Rdev) == 5 && FileCalls.MinorOf(f.Stat.Rdev) == 2;
+
+    public static bool IsSlave(int major) => major is >= 136 and <= 143;
+    public static int SlaveIndex(int major, int minor) => (major - 136) * 256 + minor;
+
+    // ---------------------------------------------------------------- checkpoint
+
+    /// <summary>The ptys whose master a process of the tree holds: index → (pid, fd) of one holder.</summary>
+    private sealed class Masters { public Dictionary<int, (int Pid, int Fd)>? ByIndex; }
+
+    private static Dictionary<int, (int Pid, int Fd)> InternalMasters(CheckpointSession s)
+    {
+        var st = s.State<Masters>();
+        if (st.ByIndex != null) return st.ByIndex;
+        st.ByIndex = new();
+        foreach (var ctx in s.Processes)
+            foreach (var f in ctx.OpenFiles)
+                if (Instance.Handles(f))
+                {
+                    int mine = ctx.GrabFd(f.Fd);
+                    try
+                    {
+                        int n = 0;
+                        if (EventCalls.Ioctl(mine, (nuint)TIOCGPTN, &n) != 0) throw SyscallException.Last("ioctl(TIOCGPTN)", ctx.Pid, $"fd {f.Fd}");
+                        st.ByIndex.TryAdd(n, (ctx.Pid, f.Fd));
+                    }
+                    finally { FileCalls.Close(mine); }
+                }
+        return st.ByIndex;
+    }
+
+    /// <summary>
+    /// The controlling terminal of each session leader of the tree that is a pty of the tree: (leader,
+    /// pty index, foreground group). Written at the end of the Tree record.
+    /// </summary>
+    public static List<(int Pid, int Index, int Tpgid)> Cttys(CheckpointSession s)
+    {
+        var list = new List<(int, int, int)>();
+        var masters = InternalMasters(s);
+        foreach (var e in s.Tree)
+        {
+            if (e.Zombie || e.Sid != e.Pid) continue;
+            var stat = ProcStat.Read(e.Pid);
+            int ttyNr = int.Parse(stat.Field(7), CultureInfo.InvariantCulture), tpgid = int.Parse(stat.Field(8), CultureInfo.InvariantCulture);
+            if (ttyNr == 0) continue;
+            int major = (ttyNr >> 8) & 0xfff, minor = (ttyNr & 0xff) | ((ttyNr >> 12) & 0xfff00);
+            if (!IsSlave(major) || !masters.ContainsKey(SlaveIndex(major, minor))) continue;   // another terminal: handed over
+            list.Add((e.Pid, SlaveIndex(major, minor), tpgid));
+        }
+        return list;
+    }
+
+    public void Checkpoint(CheckpointContext ctx) { }
+
+    public void CheckpointFile(CheckpointContext ctx, in OpenFile f, uint objref)
+    {
+        int mine = ctx.GrabFd(f.Fd);
+        try
+        {
+            int index = 0, pkt = 0, locked = 0, outq = 0;
+            if (EventCalls.Ioctl(mine, (nuint)TIOCGPTN, &index) != 0) throw SyscallException.Last("ioctl(TIOCGPTN)", ctx.Pid, $"fd {f.Fd}");
+            string what = $"fd {f.Fd} (/dev/ptmx, the master of /dev/pts/{index})";
+            byte* termios = stackalloc byte[64];
+            byte* winsize = stackalloc byte[WinsizeSize];
+            if (EventCalls.Ioctl(mine, (nuint)TCGETS, termios) != 0) throw SyscallException.Last("ioctl(TCGETS)", ctx.Pid, what);
+            if (EventCalls.Ioctl(mine, (nuint)TIOCGWINSZ, winsize) != 0) throw SyscallException.Last("ioctl(TIOCGWINSZ)", ctx.Pid, what);
+            EventCalls.Ioctl(mine, (nuint)TIOCGPKT, &pkt);
+            EventCalls.Ioctl(mine, (nuint)TIOCGPTLCK, &locked);
+            // written on the slave side, not read yet by the master's holder
+            if (EventCalls.Ioctl(mine, EventCalls.FIONREAD, &outq) == 0 && outq > 0)
+                throw new NotCheckpointableException(ctx.Pid, $"{what} has {outq} bytes of output its holder has not read yet, which cannot be put back; checkpoint again once it has read them");
+            // typed (written to the master), not read yet on the slave side
+            int inq = SlaveInputQueue(index);
+            if (inq > 0)
+                throw new NotCheckpointableException(ctx.Pid, $"{what} has {inq} bytes of input not read yet on /dev/pts/{index}, which cannot be put back; checkpoint again once it has read them");
+            ctx.Image.Write(RecordKind.Pty, new PayloadWriter().U32(objref).U8(RoleMaster).I32(index).I32(f.Flags & ~FileCalls.O_CLOEXEC)
+                .Raw(new ReadOnlySpan<byte>(termios, TermiosSize)).Raw(new ReadOnlySpan<byte>(winsize, WinsizeSize)).Bool(pkt != 0).Bool(locked != 0));
+        }
+        finally { FileCalls.Close(mine); }
+    }
+
+    /// <summary>Bytes waiting to be read on the slave side of pty <paramref name="index"/> (0 when it cannot be opened).</summary>
+    private static int SlaveInputQueue(int index)
+    {
+        int fd = FileCalls.Open($"/dev/pts/{index}", FileCalls.O_RDWR | FileCalls.O_NOCTTY | FileCalls.O_NONBLOCK | FileCalls.O_CLOEXEC, 0);
+        if (fd < 0) return 0;
+        try
+        {
+            int n = 0;
+            return EventCalls.Ioctl(fd, EventCalls.FIONREAD, &n) == 0 ? n : 0;
+        }
+        finally { FileCalls.Close(fd); }
+    }
+
+    /// <summary>A /dev/pts/N fd: saved here when the tree holds the master of that pty (else it is a terminal of <see cref="CharDevice"/>).</summary>
+    public static bool TryCheckpointSlave(CheckpointContext ctx, in OpenFile f, uint objref)
+    {
+        int major = FileCalls.MajorOf(f.Stat.Rdev), minor = FileCalls.MinorOf(f.Stat.Rdev);
+        if (!IsSlave(major) || !InternalMasters(ctx.Session).ContainsKey(SlaveIndex(major, minor))) return false;
+        ctx.Image.Write(RecordKind.Pty, new PayloadWriter().U32(objref).U8(RoleSlave).I32(SlaveIndex(major, minor)).I32(f.Flags & ~FileCalls.O_CLOEXEC));
+        return true;
+    }
+
+    // ---------------------------------------------------------------- restart
+
+    /// <summary>The ptys made so far: index → ckpt's copy of the master.</summary>
+    private sealed class Made { public readonly Dictionary<int, int> Master = new(); }
+
+    /// <summary>
+    /// Pty <paramref name="index"/>, made in the vessel of <paramref name="ctx"/> if it is not made yet:
+    /// /dev/ptmx is opened until the index comes (ptys get the lowest free index; the lower ones are held
+    /// meanwhile, then closed). Returns ckpt's copy of the master.
+    /// </summary>
+    private static int Make(RestoreContext ctx, int index)
+    {
+        var made = ctx.Session.State<Made>();
+        if (made.Master.TryGetValue(index, out int have)) return have;
+        var held = new List<int>();
+        try
+        {
+            while (true)
+            {
+                int fd = ctx.OpenInVessel("/dev/ptmx", FileCalls.O_RDWR | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC);
+                int mine = ctx.GrabFd(fd);
+                int n = 0;
+                if (EventCalls.Ioctl(mine, (nuint)TIOCGPTN, &n) != 0) { FileCalls.Close(mine); throw SyscallException.Last("ioctl(TIOCGPTN)", ctx.Pid); }
+                if (n == index)
+                {
+                    // unlocked (unlockpt), so that its slave can be opened; the master's record sets the saved lock state
+                    int unlock = 0;
+                    if (EventCalls.Ioctl(mine, (nuint)TIOCSPTLCK, &unlock) != 0) { FileCalls.Close(mine); throw SyscallException.Last("ioctl(TIOCSPTLCK)", ctx.Pid); }
+                    ctx.Inject("close", Nr.close, fd);
+                    made.Master[index] = ctx.Session.Own(mine);
+                    return mine;
+                }
+                FileCalls.Close(mine);
+                held.Add(fd);
+                if (n > index || held.Count > 4096)
+                    throw new CkptException($"restart: pseudo-terminal /dev/pts/{index} is in use here; close it (or restart where it is free)", ExitCodes.RestoreConflict);
+            }
+        }
+        finally
+        {
+            foreach (int fd in held) ctx.Inject("close", Nr.close, fd);
+        }
+    }
+
+    /// <summary>
+    /// At the Tree record, right after the setsid of session leader <paramref name="ctx"/>: makes pty
+    /// <paramref name="index"/> its controlling terminal (the processes it forks next inherit it).
+    /// </summary>
+    public static void AcquireCtty(RestoreContext ctx, int index)
+    {
+        Make(ctx, index);
+        int fd = ctx.OpenInVessel($"/dev/pts/{index}", FileCalls.O_RDWR | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC);
+        long rc = ctx.Vessel.Inject(Nr.ioctl, fd, (long)TIOCSCTTY, 0);
+        ctx.Inject("close", Nr.close, fd);
+        if (rc < 0) throw new CkptException($"restart: pid {ctx.Pid} cannot take /dev/pts/{index} as its controlling terminal again: {Errors.Describe((int)-rc)}", ExitCodes.RestoreConflict);
+    }
+
+    public void Restore(RestoreContext ctx, Record rec)
+    {
+        var r = rec.Reader();
+        uint objref = r.U32();
+        byte role = r.U8();
+        int index = r.I32(), flags = r.I32();
+        if (index < 0 || role > RoleSlave) throw new ImageFormatException($"Pty record at offset {rec.Offset}: index {index}, role {role}");
+        if (role == RoleSlave)
+        {
+            r.End();
+            Make(ctx, index);
+            int fd = ctx.OpenInVessel($"/dev/pts/{index}", (flags & ~(FileCalls.O_CREAT | FileCalls.O_TRUNC | FileCalls.O_EXCL)) | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC);
+            ctx.Files.SetRestored(objref, fd);
+            return;
+        }
+        byte[] termios = r.Raw(TermiosSize).ToArray(), winsize = r.Raw(WinsizeSize).ToArray();
+        bool pkt = r.Bool(), locked = r.Bool();
+        r.End();
+        int master = Make(ctx, index);
+        string what = $"the master of /dev/pts/{index}";
+        fixed (byte* t = termios)
+            if (EventCalls.Ioctl(master, (nuint)TCSETS, t) != 0) throw SyscallException.Last("ioctl(TCSETS)", ctx.Pid, what);
+        fixed (byte* w = winsize)
+            if (EventCalls.Ioctl(master, (nuint)TIOCSWINSZ, w) != 0) throw SyscallException.Last("ioctl(TIOCSWINSZ)", ctx.Pid, what);
+        int on = pkt ? 1 : 0, lk = locked ? 1 : 0;
+        if (EventCalls.Ioctl(master, (nuint)TIOCPKT, &on) != 0) throw SyscallException.Last("ioctl(TIOCPKT)", ctx.Pid, what);
+        if (EventCalls.Ioctl(master, (nuint)TIOCSPTLCK, &lk) != 0) throw SyscallException.Last("ioctl(TIOCSPTLCK)", ctx.Pid, what);
+        // the description's own flags (the master was opened O_RDWR|O_NOCTTY)
+        if (FileCalls.Fcntl(master, 4 /* F_SETFL */, flags & (FileCalls.O_NONBLOCK | FileCalls.O_APPEND)) != 0) throw SyscallException.Last("fcntl(F_SETFL)", ctx.Pid, what);
+        ctx.Files.SetRestored(objref, ctx.Install(master));
+    }
+
+    /// <summary>The foreground process group of a session leader's pty (the session exists, every group of it too).</summary>
+    public void Finish(RestoreContext ctx)
+    {
+        if (ctx.Session.State<Foreground>().ByLeader.TryGetValue(ctx.Pid, out var fg) is false || fg.Tpgid <= 0) return;
+        int fd = ctx.OpenInVessel($"/dev/pts/{fg.Index}", FileCalls.O_RDWR | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC);
+        Span<byte> pg = stackalloc byte[4];
+        BinaryPrimitives.WriteInt32LittleEndian(pg, fg.Tpgid);
+        ulong a = ctx.PutScratch(0, pg);
+        long rc = ctx.Vessel.Inject(Nr.ioctl, fd, (long)TIOCSPGRP, (long)a);
+        ctx.Inject("close", Nr.close, fd);
+        if (rc < 0) ctx.Log.Info($"pid {ctx.Pid}: foreground group {fg.Tpgid} of /dev/pts/{fg.Index} not restored: {Errors.Describe((int)-rc)}");
+    }
+
+    /// <summary>Each session leader's pty and foreground group, from the Tree record.</summary>
+    public sealed class Foreground { public readonly Dictionary<int, (int Index, int Tpgid)> ByLeader = new(); }
+
+    public void Describe(Record rec, InfoNode info)
+    {
+        var r = rec.Reader();
+        uint objref = r.U32();
+        byte role = r.U8();
+        int index = r.I32(), flags = r.I32();
+        var node = new InfoNode().Set("kind", role == RoleMaster ? "pty master" : "pty slave")
+            .Set("path", role == RoleMaster ? $"/dev/ptmx (/dev/pts/{index})" : $"/dev/pts/{index}").Set("flags", RegularFile.OpenFlags(flags));
+        if (role == RoleMaster)
+        {
+            var w = r.Raw(TermiosSize + WinsizeSize)[TermiosSize..];
+            node.Set("window", $"{BinaryPrimitives.ReadUInt16LittleEndian(w[2..])}x{BinaryPrimitives.ReadUInt16LittleEndian(w)}");
+        }
+        info.Child("files").Set(objref.ToString(), node);
+    }
+}
