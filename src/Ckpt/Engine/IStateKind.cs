@@ -35,6 +35,8 @@ public interface IFileKind : IStateKind
 /// <summary>What the checkpoint knows of one fd of the target before a kind looks at it.</summary>
 public readonly record struct OpenFile(int Fd, string Link, Native.StatBuf Stat, int Flags, long Pos, int MntId)
 {
+    /// <summary>The "lock:" lines of its fdinfo (file locks set through this description), or null.</summary>
+    public List<string>? Locks { get; init; }
     public int AccessMode => Flags & Native.FileCalls.O_ACCMODE;
     public override string ToString() => $"fd {Fd} ({Link})";
 }

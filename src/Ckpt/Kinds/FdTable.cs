@@ -30,13 +30,15 @@ public sealed class FdTable : IStateKind
             string link = MmState.ProcLink($"/proc/{pid}/fd/{fd}");
             FileCalls.TryStat($"/proc/{pid}/fd/{fd}", out var st);
             long pos = 0; int flags = 0, mnt = 0;
+            List<string>? locks = null;
             foreach (var line in File.ReadLines($"/proc/{pid}/fdinfo/{fd}"))
             {
                 if (line.StartsWith("pos:")) pos = long.Parse(line[4..].Trim(), CultureInfo.InvariantCulture);
                 else if (line.StartsWith("flags:")) flags = Convert.ToInt32(line[6..].Trim(), 8);
                 else if (line.StartsWith("mnt_id:")) mnt = int.Parse(line[7..].Trim(), CultureInfo.InvariantCulture);
+                else if (line.StartsWith("lock:")) (locks ??= new()).Add(line);
             }
-            list.Add(new OpenFile(fd, link, st, flags, pos, mnt));
+            list.Add(new OpenFile(fd, link, st, flags, pos, mnt) { Locks = locks });
         }
         return list;
     }

@@ -9,9 +9,10 @@ namespace Ckpt.Kinds;
 /// <summary>
 /// File locks a process holds: flock locks (held by an open file description), POSIX record locks
 /// (fcntl F_SETLK: held by the process, on a range) and OFD locks (F_OFD_SETLK: held by a description,
-/// on a range). Found in the "lock:" lines of /proc/PID/fdinfo/FD, which show the locks set through
-/// that fd's description and owned by this process or by the description; only fds whose file appears
-/// in /proc/locks are read. A lock held by a description shared by several fds or processes is saved
+/// on a range). Found in the "lock:" lines of /proc/PID/fdinfo/FD, read with every fd
+/// (<see cref="FdTable.ReadOpenFiles"/>), which show the locks set through that fd's description and
+/// owned by this process or by the description (/proc/locks is not read: reading it waits for an RCU
+/// grace period, ~10 ms). A lock held by a description shared by several fds or processes is saved
 /// once. Restart, once the fds are in place: flock(LOCK_NB), fcntl(F_SETLK) or fcntl(F_OFD_SETLK) by
 /// injection in the process, on the fd the lock was seen on; a lock someone else holds meanwhile makes
 /// the restart fail naming the file. Leases are refused.
@@ -28,28 +29,22 @@ public sealed unsafe class FileLocks : IStateKind
     private const int F_SETLK = 6, F_OFD_SETLK = 37, F_RDLCK = 0, F_WRLCK = 1;
     private const int LOCK_SH = 1, LOCK_EX = 2, LOCK_NB = 4;
 
-    /// <summary>The locked files of the machine (/proc/locks: "major:minor:inode"), read once per checkpoint.</summary>
-    private sealed class LockedFiles { public HashSet<string>? Files; public readonly HashSet<uint> DescriptionsDone = new(); }
+    /// <summary>Descriptions whose locks are written already (by an earlier fd or process).</summary>
+    private sealed class LockedFiles { public readonly HashSet<uint> DescriptionsDone = new(); }
 
     public void Checkpoint(CheckpointContext ctx)
     {
+        if (!ctx.OpenFiles.Any(f => f.Locks != null)) return;
         var st = ctx.Session.State<LockedFiles>();
-        st.Files ??= ReadProcLocks();
-        if (st.Files.Count == 0) return;
         var refs = ctx.State<FdTable.Refs>().ByFd;
         var locks = new List<(int Fd, Kind Kind, bool Write, long Start, long End)>();
         var seenPosix = new HashSet<(ulong Dev, ulong Ino, long Start, long End)>();
         foreach (var f in ctx.OpenFiles)
         {
-            string id = $"{FileCalls.MajorOf(f.Stat.Dev):x2}:{FileCalls.MinorOf(f.Stat.Dev):x2}:{f.Stat.Ino}";
-            if (!st.Files.Contains(id)) continue;
-            string[] lines;
-            try { lines = File.ReadAllLines($"/proc/{ctx.Pid}/fdinfo/{f.Fd}"); }
-            catch (IOException) { continue; }
+            if (f.Locks == null) continue;
             uint objref = refs.GetValueOrDefault(f.Fd);
-            foreach (var line in lines)
+            foreach (var line in f.Locks)
             {
-                if (!line.StartsWith("lock:", StringComparison.Ordinal)) continue;
                 // lock:	1: POSIX  ADVISORY  WRITE 4242 fe:00:1234 10 19
                 var w = line[5..].Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries);
                 if (w.Length < 8) throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} ({f.Link}): cannot read the lock line '{line}'");
@@ -74,20 +69,6 @@ public sealed unsafe class FileLocks : IStateKind
         foreach (var (fd, kind, write, start, end) in locks) p.I32(fd).U8((byte)kind).Bool(write).I64(start).I64(end);
         ctx.Image.Write(RecordKind.FileLocks, p);
         ctx.Log.Debug($"pid {ctx.Pid}: {locks.Count} file lock(s)");
-    }
-
-    /// <summary>"major:minor:inode" of every file /proc/locks lists (device numbers in hex, as fdinfo prints them).</summary>
-    private static HashSet<string> ReadProcLocks()
-    {
-        var set = new HashSet<string>();
-        foreach (var line in File.ReadAllLines("/proc/locks"))
-        {
-            // 1: POSIX  ADVISORY  WRITE 4242 fe:00:1234 10 19   (blocked waiters start with " -> ")
-            var w = line.Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries);
-            int at = Array.FindIndex(w, x => x.Count(c => c == ':') == 2);
-            if (at > 0) set.Add(w[at]);
-        }
-        return set;
     }
 
     public void Restore(RestoreContext ctx, Record rec)

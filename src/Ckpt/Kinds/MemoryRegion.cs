@@ -235,7 +235,7 @@ public sealed unsafe class MemoryRegion : IStateKind
     /// </summary>
     private sealed class PageCopier : IDisposable
     {
-        private const int Buffers = 8;
+        private const int Buffers = 3;
         private readonly int _pid;
         private readonly List<List<(ulong Addr, int Pages)>> _chunks;
         private readonly System.Collections.Concurrent.BlockingCollection<Chunk> _free = new();

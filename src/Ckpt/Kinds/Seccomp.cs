@@ -36,7 +36,11 @@ public sealed unsafe class Seccomp : IStateKind
         foreach (var (task, _, _) in ctx.Threads)
         {
             int tid = task.Tid;
-            var status = ProcStatus.Read(tid);
+            // most threads are not under seccomp: look at the one line before parsing all of status
+            string text = File.ReadAllText($"/proc/{ctx.Pid}/task/{tid}/status");
+            int line = text.IndexOf("\nSeccomp:", StringComparison.Ordinal);
+            if (line >= 0 && text.AsSpan(line + 9).TrimStart().StartsWith("0")) { threads.Add((tid, 0, [])); continue; }
+            var status = ProcStatus.Parse(text);
             if (status.Seccomp == 0) { threads.Add((tid, 0, [])); continue; }
             var chain = new List<int>();
             if (status.Seccomp == ModeFilter)
