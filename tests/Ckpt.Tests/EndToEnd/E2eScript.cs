@@ -125,6 +125,25 @@ public sealed class E2eScript
     }
 
     /// <summary>The standard round trip: start, READY, checkpoint --kill, restart --detach, SIGUSR1, verdict.</summary>
+    /// <summary>
+    /// A checkpoint that must be refused: starts <paramref name="command"/>, waits for READY, checkpoints
+    /// it (prints "RC: code"; "IMAGE-LEFT" if an image file remains), checks it is alive and unchanged
+    /// (layout before/after), then lets it verify itself (prints "TARGET: status"). Checked by
+    /// <see cref="E2eResult.AssertRefused"/>.
+    /// </summary>
+    public static string Refused(string command) => $"""
+        start "$W/out" {command}
+        wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+        layout $P before
+        ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v -v 2>"$W/err.txt"; echo "RC: $?"
+        [ -e "$W/img" ] && echo "IMAGE-LEFT"
+        alive $P || fail "the target died"
+        layout $P after
+        sleep 0.2
+        kill -USR1 $P
+        wait_exit $P 20; echo "TARGET: $?"
+        """;
+
     public static string RoundTrip(string command, string afterRestart = "", string before = "", string restartArgs = "") => $"""
         {before}
         start "$W/out" {command}
@@ -234,6 +253,23 @@ public sealed class E2eResult(E2eScript script, Exec.Result run)
 
     private static List<string> Fds(string text) => text.Split('\n', StringSplitOptions.RemoveEmptyEntries)
         .Select(l => Regex.Replace(Regex.Replace(l, @"(pipe|socket):\[\d+\]$", "$1"), @"/[^/]* \(deleted\)$", "/(unlinked)")).ToList();
+
+    /// <summary>
+    /// A <see cref="E2eScript.Refused"/> script: exit 69, no image left, the target unharmed (same layout,
+    /// verified itself); returns the one-line message, which must contain every one of <paramref name="words"/>.
+    /// </summary>
+    public string AssertRefused(params string[] words)
+    {
+        AssertPassed();
+        Assert.True(run.Stdout.Contains("RC: 69\n"), $"the checkpoint should be refused with 69 (not checkpointable){Diagnostics}");
+        Assert.True(run.Stdout.Contains("TARGET: 0\n"), $"the target did not verify itself after the refused checkpoint{Diagnostics}");
+        Assert.False(run.Stdout.Contains("IMAGE-LEFT"), $"a refused checkpoint left an image file{Diagnostics}");
+        AssertSameLayout();
+        var lines = File("err.txt").TrimEnd('\n').Split('\n');
+        Assert.True(lines.Length == 1 && lines[0].StartsWith("ckpt: "), $"err.txt should hold one 'ckpt: ...' line{Diagnostics}");
+        foreach (var w in words) Assert.True(lines[0].Contains(w), $"the message should contain '{w}': {lines[0]}{Diagnostics}");
+        return lines[0];
+    }
 
     /// <summary>The restored process ended with exit 0 (logged by the reaper through finish_detached).</summary>
     public E2eResult AssertRestoredExit0()
