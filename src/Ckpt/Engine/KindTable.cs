@@ -21,6 +21,7 @@ public static class KindTable
         MemoryRegion.Instance,        // Vma + Pages
         FsState.Instance,             // cwd, root, umask
         RegularFile.Instance,         // file descriptions...
+        MessageQueue.Instance,        //   POSIX message queues (written by RegularFile)
         Pipe.Instance,
         Pty.Instance,                 // ptys whose master the tree holds (slaves: written by CharDevice)
         CharDevice.Instance,

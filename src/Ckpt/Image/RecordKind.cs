@@ -29,6 +29,7 @@ public enum RecordKind : uint
     External = 35,       // Kinds/ExternalFile.cs (a description held with a process outside, replaced at restart)
     FileLocks = 36,      // Kinds/FileLocks.cs (flock, POSIX and OFD locks the process holds, by fd)
     Pty = 37,            // Kinds/Pty.cs (a pty master held in the tree, or a slave whose master is)
+    MessageQueue = 38,   // Kinds/MessageQueue.cs (a POSIX message queue, reopened by name)
 
     EventFd = 40,        // Kinds/EventFd.cs
     TimerFd = 41,        // Kinds/TimerFd.cs

@@ -23,12 +23,46 @@ public sealed class RegularFile : IFileKind
 
     public void Checkpoint(CheckpointContext ctx) { }
 
+    /// <summary>The file system type of mount <paramref name="mntId"/> in the process's mountinfo ("" if not found).</summary>
+    private static string MountFsType(int pid, int mntId)
+    {
+        try
+        {
+            foreach (var line in File.ReadLines($"/proc/{pid}/mountinfo"))
+            {
+                // 36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
+                int sp = line.IndexOf(' ');
+                if (sp <= 0 || line[..sp] != mntId.ToString(System.Globalization.CultureInfo.InvariantCulture)) continue;
+                int dash = line.IndexOf(" - ", StringComparison.Ordinal);
+                if (dash < 0) return "";
+                var rest = line[(dash + 3)..].Split(' ');
+                return rest.Length > 0 ? rest[0] : "";
+            }
+        }
+        catch (IOException) { }
+        return "";
+    }
+
     public void CheckpointFile(CheckpointContext ctx, in OpenFile f, uint objref)
     {
         bool deleted = f.Link.EndsWith(" (deleted)") && f.Stat.Nlink == 0;
         string path = deleted ? f.Link[..^10] : f.Link;
         if (!deleted && (!FileCalls.TryStat(path, out var st) || st.Ino != f.Stat.Ino || st.Dev != f.Stat.Dev))
-            throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd}: {path} no longer names the open file (renamed or replaced)");
+        {
+            string fs = MountFsType(ctx.Pid, f.MntId);
+            int mine = ctx.GrabFd(f.Fd);
+            try
+            {
+                // a POSIX message queue: a file of the mqueue file system, named by the queue's name
+                if (fs == "mqueue" || FileCalls.FstatfsType(mine) == MessageQueue.MqueueMagic)
+                {
+                    MessageQueue.CheckpointFile(ctx, f, objref, mine);
+                    return;
+                }
+            }
+            finally { FileCalls.Close(mine); }
+            throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd}: {path} no longer names the open file (renamed or replaced{(fs is "" or "tmpfs" or "ext4" or "xfs" or "btrfs" or "overlay" ? "" : $"; it is on a {fs} file system")})");
+        }
         // another description of an unlinked file already saved: refer to it (the content is saved once)
         uint sameAs = 0;
         if (deleted && !ctx.Session.State<CheckpointState>().Unlinked.TryAdd((f.Stat.Dev, f.Stat.Ino), objref))

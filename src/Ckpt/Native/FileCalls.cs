@@ -60,6 +60,16 @@ public static unsafe partial class FileCalls
     [LibraryImport("libc", EntryPoint = "unlink", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int Unlink(string path);
 
+    [LibraryImport("libc", EntryPoint = "fstatfs", SetLastError = true)]
+    private static partial int Fstatfs(int fd, byte* buf);
+
+    /// <summary>The f_type of the file system holding fd (e.g. 0x19800202 for mqueue), or 0 when fstatfs fails.</summary>
+    public static long FstatfsType(int fd)
+    {
+        byte* buf = stackalloc byte[128];   // struct statfs is 120 bytes on x86-64; f_type comes first
+        return Fstatfs(fd, buf) == 0 ? *(long*)buf : 0;
+    }
+
     public static StatBuf FstatOrThrow(int fd, int pid = 0)
     {
         StatBuf st;

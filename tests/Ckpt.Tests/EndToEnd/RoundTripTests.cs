@@ -285,6 +285,15 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.Cleanup();
     }
 
+    /// <summary>A POSIX message queue opened twice comes back by name with both descriptions' flags; its messages (kept by the kernel) come out in priority order.</summary>
+    [Fact]
+    public void PosixMessageQueue()
+    {
+        env.Program("mqueue");
+        var r = new E2eScript(env, "mqueue").Run(E2eScript.RoundTrip("\"$BIN/mqueue\""));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
+    }
+
     /// <summary>A lock taken by another process between checkpoint and restart: the restart fails (71) naming it and leaves nothing behind.</summary>
     [Fact]
     public void FileLockTakenMeanwhile()
