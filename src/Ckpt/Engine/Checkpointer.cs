@@ -368,6 +368,13 @@ public static class Checkpointer
                     ctx.ThrowIfCancelled();
                     using (log.Phase(s.Processes.Count > 1 ? $"{kind.Name} {ctx.Pid}" : kind.Name)) kind.Checkpoint(ctx);
                 }
+            // a tree about to be killed: once the image is out (a slow output may take a while), its
+            // connections must still hold what the image says; only the trailer is left to write then
+            if (opt.Kill && InetSocket.HasConnections(s))
+            {
+                writer.Flush();
+                InetSocket.VerifyConnections(s);
+            }
             writer.Finish();
             log.Info($"image complete: {writer.RecordCount} records, {writer.BytesWritten} bytes");
             ok = true;

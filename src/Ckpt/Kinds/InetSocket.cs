@@ -131,7 +131,7 @@ public sealed unsafe class InetSocket : IStateKind
     }
 
     /// <summary>Sockets put in repair mode by this checkpoint: ckpt's copies, left in repair mode until it ends.</summary>
-    private sealed class Repaired { public readonly List<int> Fds = new(); }
+    private sealed class Repaired { public readonly List<(int Fd, int Inq, int Pid, string What)> Fds = new(); }
 
     /// <summary>
     /// The state of an established connection, read in repair mode (which it stays in until
@@ -141,11 +141,13 @@ public sealed unsafe class InetSocket : IStateKind
     {
         int copy = FileCalls.Fcntl(mine, 1030 /* F_DUPFD_CLOEXEC */, 0);
         if (copy < 0) throw SyscallException.Last("fcntl(F_DUPFD_CLOEXEC)", ctx.Pid);
-        ctx.Session.State<Repaired>().Fds.Add(copy);
+        var repaired = ctx.Session.State<Repaired>().Fds;
+        repaired.Add((copy, 0, ctx.Pid, what));
         SetOpt(copy, TCP_REPAIR, 1, ctx.Pid, what);
         int outq = 0, inq = 0;
         if (EventCalls.Ioctl(copy, SIOCOUTQ, &outq) != 0) throw SyscallException.Last("ioctl(SIOCOUTQ)", ctx.Pid, what);
         if (EventCalls.Ioctl(copy, EventCalls.FIONREAD, &inq) != 0) throw SyscallException.Last("ioctl(SIOCINQ)", ctx.Pid, what);
+        repaired[^1] = (copy, inq, ctx.Pid, what);
         if (outq > MaxQueue || inq > MaxQueue) throw new NotCheckpointableException(ctx.Pid, $"{what} holds more than {MaxQueue >> 20} MiB in a queue");
         SetOpt(copy, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, ctx.Pid, what);
         uint sendSeq = (uint)GetOpt(copy, TCP_QUEUE_SEQ, ctx.Pid, what) - (uint)outq;
@@ -190,13 +192,31 @@ public sealed unsafe class InetSocket : IStateKind
     }
 
     /// <summary>
+    /// Before the image is complete (its trailer written) for a checkpoint that kills the tree: a peer
+    /// outside the tree may have sent data to a connection after its queue was read, data its kernel
+    /// acknowledged and that the image does not hold; then the checkpoint fails (the tree goes on).
+    /// </summary>
+    public static bool HasConnections(CheckpointSession s) => s.Existing<Repaired>() is { Fds.Count: > 0 };
+
+    public static void VerifyConnections(CheckpointSession s)
+    {
+        if (s.Existing<Repaired>() is not { } r) return;
+        foreach (var (fd, inq, pid, what) in r.Fds)
+        {
+            int now = 0;
+            if (EventCalls.Ioctl(fd, EventCalls.FIONREAD, &now) == 0 && now != inq)
+                throw new NotCheckpointableException(pid, $"{what} received {now - inq} more bytes while it was being checkpointed; checkpoint again (the tree goes on)");
+        }
+    }
+
+    /// <summary>
     /// At the end of a checkpoint: connections read in repair mode leave it (no window probe), unless
     /// the processes were killed: then they are closed in repair mode, which sends nothing to the peer.
     /// </summary>
     public static void EndCheckpoint(CheckpointSession s, bool killed)
     {
         if (s.Existing<Repaired>() is not { } r) return;
-        foreach (int fd in r.Fds)
+        foreach (var (fd, _, _, _) in r.Fds)
         {
             if (!killed)
             {
