@@ -3,6 +3,8 @@
  * bound TCP socket not listening, a bound UDP socket (SO_RCVBUF) and a UDP socket connected to it.
  * After the restart every address and option is the same, the listeners accept connections, the
  * bound socket can listen, and a datagram goes from the connected UDP socket to the bound one.
+ * Datagrams queued at the checkpoint (two from the connected socket, one from an unbound one; one in an
+ * IPv6 socket) are received after the restart, in order, from their sources.
  * With "closewait": also a TCP connection whose peer closed it (CLOSE_WAIT), which the checkpoint must
  * refuse. */
 #include "e2e.h"
@@ -73,6 +75,19 @@ int main(int argc, char **argv)
     MUST(u2 >= 0 && connect(u2, (struct sockaddr *)&au1, lu1) == 0);
     name_of(u2, &au2);
     int rcv_before = opt(u1, SOL_SOCKET, SO_RCVBUF);
+    /* datagrams left queued: from the connected socket, from an unbound one, and over IPv6 */
+    int u3 = socket(AF_INET, SOCK_DGRAM, 0);
+    MUST(send(u2, "q1", 2, 0) == 2 && send(u2, "q22", 3, 0) == 3);
+    MUST(u3 >= 0 && sendto(u3, "from3", 5, 0, (struct sockaddr *)&au1, lu1) == 5);
+    struct sockaddr_storage au3;
+    name_of(u3, &au3);
+    int v6 = socket(AF_INET6, SOCK_DGRAM, 0), v6s = socket(AF_INET6, SOCK_DGRAM, 0);
+    MUST(v6 >= 0 && v6s >= 0 && bind(v6, (struct sockaddr *)&lo6, sizeof lo6) == 0);
+    struct sockaddr_storage a6u;
+    socklen_t l6u = name_of(v6, &a6u);
+    MUST(sendto(v6s, "six", 3, 0, (struct sockaddr *)&a6u, l6u) == 3);
+    struct sockaddr_storage a6s;
+    name_of(v6s, &a6s);
     if (argc > 1 && !strcmp(argv[1], "closewait")) {
         int c = socket(AF_INET, SOCK_STREAM, 0);
         MUST(c >= 0 && connect(c, (struct sockaddr *)&a1, l1) == 0);
@@ -115,6 +130,25 @@ int main(int argc, char **argv)
     CHECK(accepts(t6, &a6, l6), "the IPv6 listener does not accept");
     CHECK(listen(tb, 1) == 0, "the bound socket cannot listen: %s", strerror(errno));
     CHECK(accepts(tb, &ab, sizeof(struct sockaddr_in)), "the bound socket does not accept once listening");
+    /* the datagrams queued at the checkpoint first, in order, from their sources */
+    {
+        const char *want[] = { "q1", "q22", "from3" };
+        const struct sockaddr_storage *from_want[] = { &au2, &au2, &au3 };
+        for (int i = 0; i < 3; i++) {
+            char b[16] = { 0 };
+            struct sockaddr_storage f;
+            socklen_t fl = sizeof f;
+            ssize_t n = recvfrom(u1, b, sizeof b, MSG_DONTWAIT, (struct sockaddr *)&f, &fl);
+            CHECK(n == (ssize_t)strlen(want[i]) && !memcmp(b, want[i], n) && port(&f) == port(from_want[i]),
+                  "queued datagram %d: %zd bytes '%s' from port %d (want '%s' from %d)", i, n, b, n < 0 ? 0 : port(&f), want[i], port(from_want[i]));
+        }
+        char b[16] = { 0 };
+        struct sockaddr_storage f;
+        socklen_t fl = sizeof f;
+        ssize_t n = recvfrom(v6, b, sizeof b, MSG_DONTWAIT, (struct sockaddr *)&f, &fl);
+        CHECK(n == 3 && !memcmp(b, "six", 3) && port(&f) == port(&a6s) && f.ss_family == AF_INET6, "queued IPv6 datagram: %zd bytes from port %d", n, n < 0 ? 0 : port(&f));
+        CHECK(recv(u1, b, sizeof b, MSG_DONTWAIT) < 0 && errno == EAGAIN, "more datagrams than were queued");
+    }
     CHECK(send(u2, "dgram", 5, 0) == 5, "send on the connected UDP socket: %s", strerror(errno));
     char buf[16] = { 0 };
     struct sockaddr_storage from;

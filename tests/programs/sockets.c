@@ -1,10 +1,12 @@
-/* sockets: a process holding a socket ckpt does not support (a UDP socket with a datagram queued to
- * itself: the checkpoint must refuse, naming the fd, and leave the process unharmed). A pipe with data
+/* sockets: a process holding a socket ckpt does not support (a netlink socket: the checkpoint must
+ * refuse, naming the fd, and leave the process unharmed), and a UDP socket with a datagram queued to
+ * itself (which must still be there after the refused checkpoint). A pipe with data
  * comes first in fd order, so the refusal happens after memory and pipes were already read by
  * injection. Prints "SOCKFD n" for the socket fd. */
 #include "e2e.h"
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <linux/netlink.h>
 
 int main(void)
 {
@@ -25,7 +27,9 @@ int main(void)
     sigaddset(&mask_before, SIGWINCH);
     sigprocmask(SIG_BLOCK, &mask_before, NULL);
     sigprocmask(SIG_BLOCK, NULL, &mask_before);
-    say("SOCKFD %d", u);
+    int nl = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+    MUST(nl >= 0);
+    say("SOCKFD %d", nl);
     say("READY");
     e2e_wait_usr1();
 
@@ -39,6 +43,6 @@ int main(void)
     CHECK(memcmp(&now, &mask_before, 8) == 0, "signal mask changed");
     int fds = 0;
     for (int fd = 0; fd < 64; fd++) if (fcntl(fd, F_GETFD) >= 0) fds++;
-    CHECK(fds == 6, "%d fds open, expected 6 (no leftover from the checkpoint)", fds);
+    CHECK(fds == 7, "%d fds open, expected 7 (no leftover from the checkpoint)", fds);
     return e2e_finish();
 }

@@ -88,6 +88,7 @@ public sealed unsafe class InetSocket : IStateKind
             var state = State.Unconnected;
             int backlog = 0;
             byte[]? connection = null;
+            List<(byte[] Source, byte[] Data)>? datagrams = null;
             if (tcp)
             {
                 byte* info = stackalloc byte[256];
@@ -114,7 +115,7 @@ public sealed unsafe class InetSocket : IStateKind
             {
                 int queued = 0;
                 if (EventCalls.Ioctl(mine, EventCalls.FIONREAD, &queued) == 0 && queued > 0 || Pending(mine))
-                    throw new NotCheckpointableException(ctx.Pid, $"{what} has datagrams queued (the next of {queued} bytes), which is not supported yet");
+                    datagrams = PeekDatagrams(mine, ctx.Pid, what);
                 if (peer != null) state = State.Connected;
             }
             var p = new PayloadWriter().U32(objref).I32(f.Flags & ~FileCalls.O_CLOEXEC).I32(domain).I32(type).I32(protocol)
@@ -123,6 +124,11 @@ public sealed unsafe class InetSocket : IStateKind
             p.U32((uint)options.Count);
             foreach (var (level, name, value) in options) p.I32(level).I32(name).Bytes(value);
             if (connection != null) p.Raw(connection);
+            if (udp)
+            {
+                p.U32((uint)(datagrams?.Count ?? 0));
+                foreach (var (src, data) in datagrams ?? []) p.Bytes(src).Bytes(data);
+            }
             ctx.Image.Write(RecordKind.InetSocket, p);
             ctx.Log.Debug($"pid {ctx.Pid} {what}: {state}{(state == State.Listening ? $" (backlog {backlog})" : "")}, {options.Count} option(s) set");
             return true;
@@ -229,6 +235,142 @@ public sealed unsafe class InetSocket : IStateKind
         r.Fds.Clear();
     }
 
+    /// <summary>
+    /// The datagrams queued in a UDP socket, with their sources, read without being consumed: MSG_PEEK
+    /// from offset 0 with SO_PEEK_OFF (each peek moves the offset past the datagram it returned), on ckpt's
+    /// copy; the socket's own SO_PEEK_OFF is put back.
+    /// </summary>
+    private static List<(byte[] Source, byte[] Data)> PeekDatagrams(int fd, int pid, string what)
+    {
+        var list = new List<(byte[], byte[])>();
+        int old = SocketCalls.GetInt(fd, SocketCalls.SOL_SOCKET, SocketCalls.SO_PEEK_OFF, "SO_PEEK_OFF", pid);
+        int zero = 0;
+        if (SocketCalls.SetSockOpt(fd, SocketCalls.SOL_SOCKET, SocketCalls.SO_PEEK_OFF, &zero, 4) != 0)
+            throw new NotCheckpointableException(pid, $"{what} has datagrams queued, which this kernel does not let ckpt read without consuming them (SO_PEEK_OFF)");
+        try
+        {
+            var buf = new byte[65536];
+            byte* name = stackalloc byte[128];
+            long total = 0;
+            fixed (byte* b = buf)
+                while (true)
+                {
+                    var iov = new SocketCalls.IoVec { Base = b, Len = (nuint)buf.Length };
+                    var mh = new SocketCalls.MsgHdr { Name = name, NameLen = 128, Iov = &iov, IovLen = 1 };
+                    nint n = SocketCalls.RecvMsg(fd, &mh, SocketCalls.MSG_PEEK | SocketCalls.MSG_DONTWAIT);
+                    if (n < 0)
+                    {
+                        int e = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
+                        if (e == 11 /* EAGAIN */) break;
+                        throw new SyscallException("recvmsg(MSG_PEEK)", e, pid, what);
+                    }
+                    list.Add((new ReadOnlySpan<byte>(name, Math.Min(mh.NameLen, 128)).ToArray(), buf.AsSpan(0, (int)n).ToArray()));
+                    total += n;
+                    if (total > MaxQueue || list.Count > 1 << 20) throw new NotCheckpointableException(pid, $"{what} holds more than {MaxQueue >> 20} MiB of datagrams");
+                }
+        }
+        finally { SocketCalls.SetSockOpt(fd, SocketCalls.SOL_SOCKET, SocketCalls.SO_PEEK_OFF, &old, 4); }
+        return list;
+    }
+
+    /// <summary>
+    /// Puts datagrams back in a restored UDP socket's queue as they arrived: each sent to the socket's
+    /// address from its original source address and port, through a raw socket of ckpt (the source may
+    /// be another host, or a port a socket of the tree holds).
+    /// </summary>
+    private static void InjectDatagrams(byte[] local, List<(byte[] Source, byte[] Data)> datagrams, string what)
+    {
+        int family = BinaryPrimitives.ReadUInt16LittleEndian(local);
+        ushort dport = BinaryPrimitives.ReadUInt16BigEndian(local.AsSpan(2));
+        int raw4 = -1, raw6 = -1;
+        try
+        {
+            foreach (var (src, data) in datagrams)
+            {
+                int sfamily = src.Length >= 2 ? BinaryPrimitives.ReadUInt16LittleEndian(src) : 0;
+                ushort sport = src.Length >= 4 ? BinaryPrimitives.ReadUInt16BigEndian(src.AsSpan(2)) : (ushort)0;
+                byte[]? s4 = null, d4 = null, s6 = null, d6 = null;
+                if (sfamily == SocketCalls.AF_INET && src.Length >= 8) s4 = src.AsSpan(4, 4).ToArray();
+                else if (sfamily == SocketCalls.AF_INET6 && src.Length >= 24)
+                {
+                    var a = src.AsSpan(8, 16);
+                    if (a[..10].IndexOfAnyExcept((byte)0) < 0 && a[10] == 0xff && a[11] == 0xff) s4 = a[12..].ToArray();   // v4-mapped
+                    else s6 = a.ToArray();
+                }
+                else throw new CkptException($"restart: a datagram queued in the {what} has a source of family {sfamily}", ExitCodes.RestoreConflict);
+                if (s4 != null)
+                {
+                    d4 = family == SocketCalls.AF_INET ? local.AsSpan(4, 4).ToArray() : (local.AsSpan(8, 16).ToArray() is var l6 && l6.AsSpan(0, 10).IndexOfAnyExcept((byte)0) < 0 && l6[10] == 0xff ? l6[12..] : [0, 0, 0, 0]);
+                    if (d4.AsSpan().IndexOfAnyExcept((byte)0) < 0) d4 = [127, 0, 0, 1];
+                    if (raw4 < 0 && (raw4 = SocketCalls.Socket(SocketCalls.AF_INET, SocketCalls.SOCK_RAW | SocketCalls.SOCK_CLOEXEC, 255 /* IPPROTO_RAW */)) < 0)
+                        throw SyscallException.Last("socket(AF_INET, SOCK_RAW)", 0, what);
+                    SendRaw4(raw4, s4, sport, d4, dport, data, what);
+                }
+                else
+                {
+                    d6 = local.AsSpan(8, 16).ToArray();
+                    if (d6.AsSpan().IndexOfAnyExcept((byte)0) < 0) { d6 = new byte[16]; d6[15] = 1; }
+                    if (raw6 < 0 && (raw6 = SocketCalls.Socket(SocketCalls.AF_INET6, SocketCalls.SOCK_RAW | SocketCalls.SOCK_CLOEXEC, 255 /* IPPROTO_RAW */)) < 0)
+                        throw SyscallException.Last("socket(AF_INET6, SOCK_RAW)", 0, what);
+                    SendRaw6(raw6, s6!, sport, d6, dport, data, what);
+                }
+            }
+        }
+        finally
+        {
+            if (raw4 >= 0) FileCalls.Close(raw4);
+            if (raw6 >= 0) FileCalls.Close(raw6);
+        }
+    }
+
+    private static void SendRaw4(int raw, byte[] src, ushort sport, byte[] dst, ushort dport, byte[] data, string what)
+    {
+        var pkt = new byte[28 + data.Length];
+        pkt[0] = 0x45; pkt[8] = 64; pkt[9] = 17;
+        BinaryPrimitives.WriteUInt16BigEndian(pkt.AsSpan(2), (ushort)pkt.Length);
+        src.CopyTo(pkt, 12); dst.CopyTo(pkt, 16);
+        BinaryPrimitives.WriteUInt16BigEndian(pkt.AsSpan(20), sport);
+        BinaryPrimitives.WriteUInt16BigEndian(pkt.AsSpan(22), dport);
+        BinaryPrimitives.WriteUInt16BigEndian(pkt.AsSpan(24), (ushort)(8 + data.Length));
+        data.CopyTo(pkt, 28);   // UDP checksum 0: none (allowed over IPv4)
+        var to = new byte[16];
+        BinaryPrimitives.WriteUInt16LittleEndian(to, SocketCalls.AF_INET);
+        dst.CopyTo(to, 4);
+        Send(raw, pkt, to, what);
+    }
+
+    private static void SendRaw6(int raw, byte[] src, ushort sport, byte[] dst, ushort dport, byte[] data, string what)
+    {
+        var pkt = new byte[48 + data.Length];
+        pkt[0] = 0x60; pkt[6] = 17; pkt[7] = 64;
+        BinaryPrimitives.WriteUInt16BigEndian(pkt.AsSpan(4), (ushort)(8 + data.Length));
+        src.CopyTo(pkt, 8); dst.CopyTo(pkt, 24);
+        BinaryPrimitives.WriteUInt16BigEndian(pkt.AsSpan(40), sport);
+        BinaryPrimitives.WriteUInt16BigEndian(pkt.AsSpan(42), dport);
+        BinaryPrimitives.WriteUInt16BigEndian(pkt.AsSpan(44), (ushort)(8 + data.Length));
+        data.CopyTo(pkt, 48);
+        // the UDP checksum is mandatory over IPv6: pseudo-header (addresses, length, next header) + UDP
+        ulong sum = 0;
+        for (int i = 8; i < 40; i += 2) sum += BinaryPrimitives.ReadUInt16BigEndian(pkt.AsSpan(i));
+        sum += (ulong)(8 + data.Length) + 17;
+        for (int i = 40; i < pkt.Length; i += 2) sum += i + 1 < pkt.Length ? BinaryPrimitives.ReadUInt16BigEndian(pkt.AsSpan(i)) : (ulong)(pkt[i] << 8);
+        while (sum >> 16 != 0) sum = (sum & 0xffff) + (sum >> 16);
+        ushort check = (ushort)~sum;
+        BinaryPrimitives.WriteUInt16BigEndian(pkt.AsSpan(46), check == 0 ? (ushort)0xffff : check);
+        var to = new byte[28];
+        BinaryPrimitives.WriteUInt16LittleEndian(to, SocketCalls.AF_INET6);
+        dst.CopyTo(to, 8);
+        Send(raw, pkt, to, what);
+    }
+
+    private static void Send(int raw, byte[] pkt, byte[] to, string what)
+    {
+        fixed (byte* p = pkt)
+        fixed (byte* t = to)
+            if (SocketCalls.SendTo(raw, p, (nuint)pkt.Length, 0, t, to.Length) != pkt.Length)
+                throw SyscallException.Last("sendto (raw: a queued datagram put back)", 0, what);
+    }
+
     /// <summary>Whether an empty datagram is queued (FIONREAD says 0 for it).</summary>
     private static bool Pending(int fd)
     {
@@ -286,7 +428,12 @@ public sealed unsafe class InetSocket : IStateKind
             RestoreConnection(ctx, rec, ref r, objref, flags, domain, protocol, local, peer, options);
             return;
         }
+        var datagrams = new List<(byte[] Source, byte[] Data)>();
+        if (type == SocketCalls.SOCK_DGRAM)
+            for (uint i = 0, nd = r.U32(); i < nd; i++) datagrams.Add((r.Bytes().ToArray(), r.Bytes().ToArray()));
         r.End();
+        if (datagrams.Count > 0 && !HasAddress(local))
+            throw new ImageFormatException($"InetSocket record at offset {rec.Offset}: datagrams queued in an unbound socket");
         string what = $"{(type == SocketCalls.SOCK_STREAM ? "TCP" : "UDP")} socket {Show(local)}";
         int fd = (int)ctx.Inject("socket", Nr.socket, domain, type | SocketCalls.SOCK_CLOEXEC | ((flags & FileCalls.O_NONBLOCK) != 0 ? SocketCalls.SOCK_NONBLOCK : 0), protocol);
         ctx.Files.SetRestored(objref, fd);
@@ -305,6 +452,11 @@ public sealed unsafe class InetSocket : IStateKind
         if (state == State.Listening) batch.AddChecked($"listen of the {what}", Nr.listen, fd, backlog);
         else if (state == State.Connected) batch.AddChecked($"connect of the {what} to {Show(peer)}", Nr.connect, fd, (long)batch.AddData(peer), peer.Length);
         batch.Flush();
+        if (datagrams.Count > 0)
+        {
+            InjectDatagrams(local, datagrams, what);
+            ctx.Log.Debug($"pid {ctx.Pid} fd {fd}: {datagrams.Count} datagram(s) put back in the {what}");
+        }
     }
 
     /// <summary>Connections rebuilt in repair mode: ckpt's copies, which leave repair mode in Finish.</summary>
@@ -458,6 +610,13 @@ public sealed unsafe class InetSocket : IStateKind
         {
             r.U32(); r.U32(); node.Set("mss", r.I32()); r.U8(); r.U8(); r.U8(); r.I32(); r.Raw(20);
             node.Set("send_queue_bytes", r.Bytes().Length).Set("receive_queue_bytes", r.Bytes().Length);
+        }
+        else if (type == SocketCalls.SOCK_DGRAM && !r.AtEnd)
+        {
+            uint nd = r.U32();
+            long bytes = 0;
+            for (uint i = 0; i < nd; i++) { r.Bytes(); bytes += r.Bytes().Length; }
+            if (nd > 0) node.Set("queued_datagrams", nd).Set("queued_bytes", bytes);
         }
         info.Child("files").Set(objref.ToString(), node);
     }
