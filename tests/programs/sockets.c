@@ -1,4 +1,4 @@
-/* sockets: a process holding a socket ckpt does not support (a netlink socket: the checkpoint must
+/* sockets: a process holding a socket ckpt does not support (a raw IP socket: the checkpoint must
  * refuse, naming the fd, and leave the process unharmed), and a UDP socket with a datagram queued to
  * itself (which must still be there after the refused checkpoint). A pipe with data
  * comes first in fd order, so the refusal happens after memory and pipes were already read by
@@ -6,7 +6,6 @@
 #include "e2e.h"
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <linux/netlink.h>
 
 int main(void)
 {
@@ -27,7 +26,7 @@ int main(void)
     sigaddset(&mask_before, SIGWINCH);
     sigprocmask(SIG_BLOCK, &mask_before, NULL);
     sigprocmask(SIG_BLOCK, NULL, &mask_before);
-    int nl = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+    int nl = socket(AF_INET, SOCK_RAW, IPPROTO_ICMP);
     MUST(nl >= 0);
     say("SOCKFD %d", nl);
     say("READY");

@@ -44,6 +44,7 @@ public enum RecordKind : uint
     SysvShmData = 54,      // Kinds/SysvShm.cs (its contents: data ranges only)
     UnixSocket = 60,       // Kinds/UnixSocket.cs (a unix domain socket: type, relation to its peer, address, options)
     UnixSocketQueue = 61,  // Kinds/UnixSocket.cs (messages or bytes waiting in a unix socket's receive queue)
+    NetlinkSocket = 63,    // Kinds/NetlinkSocket.cs (a netlink socket: protocol, port id, groups, options)
     InetSocket = 62,       // Kinds/InetSocket.cs (a TCP or UDP socket: address, listen backlog, options; a connection's sequence numbers and queues)
     Seccomp = 71,          // Kinds/Seccomp.cs (each thread's seccomp mode and filters, the filters written once)
     PosixTimers = 70,      // Kinds/PosixTimers.cs (the process's POSIX timers: timer_create ids, clocks, notifications, time left)

@@ -389,6 +389,10 @@ public sealed unsafe class InetSocket : IStateKind
 
     /// <summary>The options of <see cref="Options"/> whose value differs from a fresh socket's of the same kind.</summary>
     private static List<(int Level, int Name, byte[] Value)> ChangedOptions(int fd, int domain, int type, int protocol, int pid)
+        => ChangedOptions(fd, domain, type, protocol, pid, Options.Where(o => o.Applies(domain, protocol)).Select(o => (o.Level, o.Name, o.Size)));
+
+    /// <summary>The options of <paramref name="list"/> (at most 16 bytes each) whose value differs from a fresh socket's of the same kind.</summary>
+    internal static List<(int Level, int Name, byte[] Value)> ChangedOptions(int fd, int domain, int type, int protocol, int pid, IEnumerable<(int Level, int Name, int Size)> list)
     {
         var changed = new List<(int, int, byte[])>();
         int fresh = SocketCalls.Socket(domain, type | SocketCalls.SOCK_CLOEXEC, protocol);
@@ -397,9 +401,8 @@ public sealed unsafe class InetSocket : IStateKind
         {
             byte* a = stackalloc byte[16];
             byte* b = stackalloc byte[16];
-            foreach (var (level, name, size, _, applies) in Options)
+            foreach (var (level, name, size) in list)
             {
-                if (!applies(domain, protocol)) continue;
                 int la = size, lb = size;
                 new Span<byte>(a, 16).Clear(); new Span<byte>(b, 16).Clear();
                 if (SocketCalls.GetSockOpt(fd, level, name, a, &la) != 0) continue;   // not readable on this kernel
@@ -538,7 +541,7 @@ public sealed unsafe class InetSocket : IStateKind
     }
 
     /// <summary>The value to give setsockopt: the buffer sizes halved (the kernel doubles what it is given, and reports the doubled value).</summary>
-    private static byte[] Settable(int level, int name, byte[] value)
+    internal static byte[] Settable(int level, int name, byte[] value)
     {
         if (level != SocketCalls.SOL_SOCKET || name is not (SO_SNDBUF or SO_RCVBUF) || value.Length != 4) return value;
         var v = (byte[])value.Clone();

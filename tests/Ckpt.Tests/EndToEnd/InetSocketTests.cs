@@ -76,4 +76,13 @@ public sealed class InetSocketTests(E2eEnvironment env)
         r.AssertRefused($"fd {fd} ", "CLOSE_WAIT");
         r.Cleanup();
     }
+
+    /// <summary>Netlink sockets: a route monitor bound with groups and an option, an unbound requester; same port ids, groups and options after the restart, and a dump request is answered.</summary>
+    [Fact]
+    public void NetlinkSockets()
+    {
+        env.Program("netlinks");
+        var r = new E2eScript(env, "netlinks").Run(E2eScript.RoundTrip("\"$BIN/netlinks\""));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
+    }
 }
