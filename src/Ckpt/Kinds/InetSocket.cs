@@ -35,6 +35,9 @@ public sealed unsafe class InetSocket : IStateKind
 
     private const int IPPROTO_IP = 0, IPPROTO_TCP = 6, IPPROTO_UDP = 17, IPPROTO_IPV6 = 41;
     private const int TCP_INFO = 11, TCP_STATE_ESTABLISHED = 1, TCP_STATE_LISTEN = 10, TCP_STATE_CLOSE = 7;
+    /// <summary>Connection states rebuilt: established, or half-closed by either side or both.</summary>
+    private const int TCP_FIN_WAIT1 = 4, TCP_FIN_WAIT2 = 5, TCP_CLOSE_WAIT = 8, TCP_LAST_ACK = 9, TCP_CLOSING = 11;
+    private const byte FinSent = 1, FinReceived = 2;
     private const int TCP_MAXSEG = 2, TCP_REPAIR = 19, TCP_REPAIR_QUEUE = 20, TCP_QUEUE_SEQ = 21, TCP_REPAIR_OPTIONS = 22,
         TCP_TIMESTAMP = 24, TCP_REPAIR_WINDOW = 29, TCP_RECV_QUEUE = 1, TCP_SEND_QUEUE = 2, TCP_REPAIR_OFF_NO_WP = -1;
     private const int TCPOPT_MSS = 2, TCPOPT_WINDOW = 3, TCPOPT_SACK_PERM = 4, TCPOPT_TIMESTAMP = 8;
@@ -103,13 +106,13 @@ public sealed unsafe class InetSocket : IStateKind
                     state = State.Listening;
                     backlog = (int)max;
                 }
-                else if (tcpState == TCP_STATE_ESTABLISHED && peer != null)
+                else if (tcpState is TCP_STATE_ESTABLISHED or TCP_FIN_WAIT1 or TCP_FIN_WAIT2 or TCP_CLOSE_WAIT or TCP_LAST_ACK or TCP_CLOSING && peer != null)
                 {
                     state = State.Established;
-                    connection = ReadConnection(ctx, f.Fd, mine, info, what);
+                    connection = ReadConnection(ctx, f.Fd, mine, info, what, tcpState);
                 }
                 else if (tcpState != TCP_STATE_CLOSE)
-                    throw new NotCheckpointableException(ctx.Pid, $"{what} is a TCP connection{(peer != null ? " to " + Show(peer) : "")} in state {TcpStateName(tcpState)}, which is not supported yet (only listening, unconnected and established TCP sockets are)");
+                    throw new NotCheckpointableException(ctx.Pid, $"{what} is a TCP connection{(peer != null ? " to " + Show(peer) : "")} in state {TcpStateName(tcpState)}, which is not supported yet (only listening, unconnected, established and half-closed TCP sockets are)");
             }
             else
             {
@@ -143,8 +146,15 @@ public sealed unsafe class InetSocket : IStateKind
     /// The state of an established connection, read in repair mode (which it stays in until
     /// <see cref="EndCheckpoint"/>): the payload tail of its InetSocket record.
     /// </summary>
-    private static byte[] ReadConnection(CheckpointContext ctx, int fd, int mine, byte* info, string what)
+    private static byte[] ReadConnection(CheckpointContext ctx, int fd, int mine, byte* info, string what, int tcpState)
     {
+        // half-closed: our FIN sent (unacknowledged in FIN_WAIT1, CLOSING, LAST_ACK; acknowledged in
+        // FIN_WAIT2), the peer's FIN received (CLOSE_WAIT, LAST_ACK, CLOSING). A FIN takes one sequence
+        // number and no byte of a queue: the sequence numbers saved are those before the FINs, which the
+        // restart gives again with shutdown() once the connection is rebuilt
+        byte fins = (byte)((tcpState is TCP_FIN_WAIT1 or TCP_FIN_WAIT2 or TCP_LAST_ACK or TCP_CLOSING ? FinSent : 0)
+            | (tcpState is TCP_CLOSE_WAIT or TCP_LAST_ACK or TCP_CLOSING ? FinReceived : 0));
+        bool finUnacked = tcpState is TCP_FIN_WAIT1 or TCP_LAST_ACK or TCP_CLOSING;
         int copy = FileCalls.Fcntl(mine, 1030 /* F_DUPFD_CLOEXEC */, 0);
         if (copy < 0) throw SyscallException.Last("fcntl(F_DUPFD_CLOEXEC)", ctx.Pid);
         var repaired = ctx.Session.State<Repaired>().Fds;
@@ -156,10 +166,12 @@ public sealed unsafe class InetSocket : IStateKind
         repaired[^1] = (copy, inq, ctx.Pid, what);
         if (outq > MaxQueue || inq > MaxQueue) throw new NotCheckpointableException(ctx.Pid, $"{what} holds more than {MaxQueue >> 20} MiB in a queue");
         SetOpt(copy, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, ctx.Pid, what);
-        uint sendSeq = (uint)GetOpt(copy, TCP_QUEUE_SEQ, ctx.Pid, what) - (uint)outq;
-        byte[] sendQueue = Peek(copy, outq, ctx.Pid, what + " send queue");
+        // write_seq - outq = the first byte not acknowledged (the FIN counts in outq while unacknowledged)
+        uint sendSeq = (uint)GetOpt(copy, TCP_QUEUE_SEQ, ctx.Pid, what) - (uint)outq - (tcpState == TCP_FIN_WAIT2 ? 1u : 0u);
+        byte[] sendQueue = Peek(copy, outq - (finUnacked && outq > 0 ? 1 : 0), ctx.Pid, what + " send queue");
         SetOpt(copy, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, ctx.Pid, what);
-        uint recvSeq = (uint)GetOpt(copy, TCP_QUEUE_SEQ, ctx.Pid, what) - (uint)inq;
+        // rcv_nxt counts the peer's FIN; SIOCINQ does not
+        uint recvSeq = (uint)GetOpt(copy, TCP_QUEUE_SEQ, ctx.Pid, what) - (uint)inq - ((fins & FinReceived) != 0 ? 1u : 0u);
         byte[] recvQueue = Peek(copy, inq, ctx.Pid, what + " receive queue");
         int mss = GetOpt(copy, TCP_MAXSEG, ctx.Pid, what);
         int timestamp = GetOpt(copy, TCP_TIMESTAMP, ctx.Pid, what);
@@ -169,7 +181,7 @@ public sealed unsafe class InetSocket : IStateKind
         byte options = info[5], scales = info[6];
         ctx.Log.Debug($"pid {ctx.Pid} {what}: send seq {sendSeq} + {outq} queued, receive seq {recvSeq} + {inq} queued, mss {mss}, options 0x{options:x}");
         return new PayloadWriter().U32(sendSeq).U32(recvSeq).I32(mss).U8(options).U8((byte)(scales & 0xf)).U8((byte)(scales >> 4))
-            .I32(timestamp).Raw(new ReadOnlySpan<byte>(win, 20)).Bytes(sendQueue).Bytes(recvQueue).ToArray();
+            .I32(timestamp).Raw(new ReadOnlySpan<byte>(win, 20)).Bytes(sendQueue).Bytes(recvQueue).U8(fins).ToArray();
     }
 
     /// <summary>The queue selected by TCP_REPAIR_QUEUE, read without being consumed.</summary>
@@ -463,7 +475,7 @@ public sealed unsafe class InetSocket : IStateKind
     }
 
     /// <summary>Connections rebuilt in repair mode: ckpt's copies, which leave repair mode in Finish.</summary>
-    private sealed class Repairing { public readonly List<(int Fd, string What)> Fds = new(); }
+    private sealed class Repairing { public readonly List<(int Fd, string What, byte Fins)> Fds = new(); }
 
     /// <summary>
     /// An established connection: created in the process, then rebuilt by ckpt on its own copy in
@@ -480,12 +492,14 @@ public sealed unsafe class InetSocket : IStateKind
         int timestamp = r.I32();
         byte[] window = r.Raw(20).ToArray();
         byte[] sendQueue = r.Bytes().ToArray(), recvQueue = r.Bytes().ToArray();
+        byte fins = r.U8();
         r.End();
+        if ((fins & ~(FinSent | FinReceived)) != 0) throw new ImageFormatException($"InetSocket record at offset {rec.Offset}: FIN flags 0x{fins:x}");
         string what = $"TCP connection {Show(local)} -> {Show(peer)}";
         int fd = (int)ctx.Inject("socket", Nr.socket, domain, SocketCalls.SOCK_STREAM | SocketCalls.SOCK_CLOEXEC | ((flags & FileCalls.O_NONBLOCK) != 0 ? SocketCalls.SOCK_NONBLOCK : 0), protocol);
         ctx.Files.SetRestored(objref, fd);
         int mine = ctx.GrabFd(fd);
-        ctx.Session.State<Repairing>().Fds.Add((mine, what));
+        ctx.Session.State<Repairing>().Fds.Add((mine, what, fins));
         int pid = ctx.Pid;
         SetOpt(mine, TCP_REPAIR, 1, pid, what);
         SetOpt(mine, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, pid, what);
@@ -516,6 +530,12 @@ public sealed unsafe class InetSocket : IStateKind
         if ((tcpOptions & TCPI_OPT_TIMESTAMPS) != 0) SetOpt(mine, TCP_TIMESTAMP, timestamp, pid, what);
         SendQueue(mine, TCP_RECV_QUEUE, recvQueue, mss, pid, what);
         SendQueue(mine, TCP_SEND_QUEUE, sendQueue, mss, pid, what);
+        // the window was saved with rcv_nxt past the peer's FIN (when one was received): the kernel wants
+        // rcv_wup and snd_wl1 no later than the rcv_nxt rebuilt here (the FIN comes back with shutdown)
+        uint rcvNxt = recvSeq + (uint)recvQueue.Length;
+        uint wl1 = BinaryPrimitives.ReadUInt32LittleEndian(window), rcvWnd = BinaryPrimitives.ReadUInt32LittleEndian(window.AsSpan(12)), wup = BinaryPrimitives.ReadUInt32LittleEndian(window.AsSpan(16));
+        if ((int)(wup - rcvNxt) > 0) BinaryPrimitives.WriteUInt32LittleEndian(window.AsSpan(16), rcvNxt);
+        if ((int)(wl1 - (rcvNxt + rcvWnd)) > 0) BinaryPrimitives.WriteUInt32LittleEndian(window, rcvNxt);
         fixed (byte* w = window)
             if (SocketCalls.SetSockOpt(mine, IPPROTO_TCP, TCP_REPAIR_WINDOW, w, 20) != 0) throw SyscallException.Last("setsockopt(TCP_REPAIR_WINDOW)", pid, what);
         ctx.Log.Debug($"pid {pid} fd {fd}: {what} rebuilt in repair mode ({recvQueue.Length} bytes received, {sendQueue.Length} to send)");
@@ -588,9 +608,16 @@ public sealed unsafe class InetSocket : IStateKind
     public void Finish(RestoreContext ctx)
     {
         if (ctx.Session.Existing<Repairing>() is not { } r) return;
-        foreach (var (fd, what) in r.Fds)
+        foreach (var (fd, what, fins) in r.Fds)
         {
-            try { SetOpt(fd, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP, ctx.Pid, what); }
+            try
+            {
+                SetOpt(fd, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP, ctx.Pid, what);
+                // a half-closed connection: the peer's FIN (reads end once the queue is read) and ours
+                // (sent again, at its sequence number: the peer acknowledges it again or takes it now)
+                if ((fins & FinReceived) != 0 && SocketCalls.Shutdown(fd, SocketCalls.SHUT_RD) != 0) throw SyscallException.Last("shutdown(SHUT_RD)", ctx.Pid, what);
+                if ((fins & FinSent) != 0 && SocketCalls.Shutdown(fd, SocketCalls.SHUT_WR) != 0) throw SyscallException.Last("shutdown(SHUT_WR)", ctx.Pid, what);
+            }
             finally { FileCalls.Close(fd); }
         }
         r.Fds.Clear();
@@ -613,6 +640,8 @@ public sealed unsafe class InetSocket : IStateKind
         {
             r.U32(); r.U32(); node.Set("mss", r.I32()); r.U8(); r.U8(); r.U8(); r.I32(); r.Raw(20);
             node.Set("send_queue_bytes", r.Bytes().Length).Set("receive_queue_bytes", r.Bytes().Length);
+            byte fins = r.U8();
+            if (fins != 0) node.Set("half_closed", ((fins & FinSent) != 0 ? "fin sent" : "") + (fins == (FinSent | FinReceived) ? ", " : "") + ((fins & FinReceived) != 0 ? "fin received" : ""));
         }
         else if (type == SocketCalls.SOCK_DGRAM && !r.AtEnd)
         {

@@ -66,14 +66,32 @@ public sealed class InetSocketTests(E2eEnvironment env)
         Assert.Matches(@"(?m)^TARGET: 0$", r.Stdout);
     }
 
-    /// <summary>A connection in a state other than ESTABLISHED (here CLOSE_WAIT) is refused naming the fd; the program goes on unharmed.</summary>
+    /// <summary>A listener with a connection it has not accepted yet (which cannot be put back in its queue) is refused naming the fd; the program goes on unharmed.</summary>
     [Fact]
-    public void ClosingConnectionIsRefused()
+    public void ListenerWithConnectionWaitingIsRefused()
     {
         env.Program("inetsock");
-        var r = new E2eScript(env, "inetsock-closewait").Run(E2eScript.Refused("\"$BIN/inetsock\" closewait"));
-        var fd = Regex.Match(r.File("out"), @"^CLOSEWAIT (\d+)$", RegexOptions.Multiline).Groups[1].Value;
-        r.AssertRefused($"fd {fd} ", "CLOSE_WAIT");
+        var r = new E2eScript(env, "inetsock-pending").Run(E2eScript.Refused("\"$BIN/inetsock\" pending"));
+        var fd = Regex.Match(r.File("out"), @"^PENDING (\d+)$", RegexOptions.Multiline).Groups[1].Value;
+        r.AssertRefused($"fd {fd} ", "waiting to be accepted");
+        r.Cleanup();
+    }
+
+    /// <summary>
+    /// Half-closed connections, both ends held: CLOSE_WAIT with unread data (its peer gone) reads the data
+    /// then end of file; FIN_WAIT2 against CLOSE_WAIT still carries data the other way and ends when the
+    /// other end closes.
+    /// </summary>
+    [Fact]
+    public void HalfClosedConnections()
+    {
+        env.Program("tcphalf");
+        var r = new E2eScript(env, "tcphalf").Run(E2eScript.RoundTrip("\"$BIN/tcphalf\"", afterRestart: """
+            ck info "$W/img" > "$W/info.txt" || fail "ckpt info failed"
+            """));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
+        Assert.Contains("half_closed: fin received", r.File("info.txt"));
+        Assert.Contains("half_closed: fin sent", r.File("info.txt"));
         r.Cleanup();
     }
 
