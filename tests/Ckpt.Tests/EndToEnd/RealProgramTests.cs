@@ -22,6 +22,12 @@ public sealed class RealProgramTests(E2eEnvironment env)
           local t0=$(date +%s%N); checkpoint_kill; local t1=$(date +%s%N)
           echo $(( (t1 - t0) / 1000000 )) > "$W/ck-wall.txt"
         }
+        # restart_waiting WHAT: restarts $W/img and waits for it (prints RESTART-STATUS); fails unless it ended with 0
+        restart_waiting() {
+          ck restart -i "$W/img" --log "$W/rs.log" -v -v; local rc=$?
+          echo "RESTART-STATUS: $rc"
+          [ $rc -eq 0 ] || fail "restart (waiting for $1) exited with $rc"
+        }
         figures() {
           local frozen released
           frozen=$(grep -oE 'frozen for [0-9.]+ ms' "$W/ck.log" | grep -oE '[0-9.]+')
@@ -84,9 +90,7 @@ public sealed class RealProgramTests(E2eEnvironment env)
             [ $n -eq 5 ] || fail "python has $n threads, expected 5"
             timed_checkpoint_kill
             grep -q RESULT "$W/out" && fail "python finished before the checkpoint"
-            ck restart -i "$W/img" --log "$W/rs.log" -v -v; rc=$?
-            echo "RESTART-STATUS: $rc"
-            [ $rc -eq 0 ] || fail "restart (waiting for python) exited with $rc"
+            restart_waiting "python"
             cmp "$W/reference.out" "$W/out" || fail "the output differs from the uninterrupted run"
             figures python-threads
             """, timeoutSeconds: 240);
@@ -116,9 +120,7 @@ public sealed class RealProgramTests(E2eEnvironment env)
             ls /tmp/dotnet-diagnostic-$P-* >/dev/null 2>&1 || fail "the runtime's diagnostic socket is not there"
             timed_checkpoint_kill
             grep -q RESULT "$W/out" && fail "the app finished before the checkpoint"
-            ck restart -i "$W/img" --log "$W/rs.log" -v -v; rc=$?
-            echo "RESTART-STATUS: $rc"
-            [ $rc -eq 0 ] || fail "restart (waiting for the app) exited with $rc"
+            restart_waiting "the app"
             cmp "$W/reference.out" "$W/out" || fail "the output differs from the uninterrupted run"
             figures dotnet-app
             """, timeoutSeconds: 240);
@@ -144,9 +146,7 @@ public sealed class RealProgramTests(E2eEnvironment env)
             ls -l /proc/$P/fd | grep -q inotify || fail "the app holds no inotify instance"
             timed_checkpoint_kill
             grep -q RESULT "$W/out" && fail "the app finished before the checkpoint"
-            ck restart -i "$W/img" --log "$W/rs.log" -v -v; rc=$?
-            echo "RESTART-STATUS: $rc"
-            [ $rc -eq 0 ] || fail "restart (waiting for the app) exited with $rc"
+            restart_waiting "the app"
             cmp "$W/reference.out" "$W/out" || fail "the output differs from the uninterrupted run"
             figures dotnet-events
             """, timeoutSeconds: 240);
@@ -201,9 +201,7 @@ public sealed class RealProgramTests(E2eEnvironment env)
             timed_checkpoint_kill
             gone 10 $kids || fail "the killed build still holds its pids"
             [ -e "$W/build/prog" ] && fail "the build finished before the checkpoint"
-            ck restart -i "$W/img" --log "$W/rs.log" -v -v; rc=$?
-            echo "RESTART-STATUS: $rc"
-            [ $rc -eq 0 ] || fail "restart (waiting for make) exited with $rc"
+            restart_waiting "make"
             [ $(grep -c '^CC ' "$W/out") -eq 31 ] || fail "make did not compile each file exactly once"
             "$W/build/prog" > "$W/prog.out" || fail "the built program failed"
             cmp "$W/reference.out" "$W/prog.out" || fail "the built program's result differs from the reference"
