@@ -159,22 +159,22 @@ public sealed unsafe class InetSocket : IStateKind
         if (copy < 0) throw SyscallException.Last("fcntl(F_DUPFD_CLOEXEC)", ctx.Pid);
         var repaired = ctx.Session.State<Repaired>().Fds;
         repaired.Add((copy, 0, ctx.Pid, what));
-        SetOpt(copy, TCP_REPAIR, 1, ctx.Pid, what);
+        SocketCalls.SetInt(copy, IPPROTO_TCP, TCP_REPAIR, 1, "TCP_REPAIR", ctx.Pid, what);
         int outq = 0, inq = 0;
         if (EventCalls.Ioctl(copy, SIOCOUTQ, &outq) != 0) throw SyscallException.Last("ioctl(SIOCOUTQ)", ctx.Pid, what);
         if (EventCalls.Ioctl(copy, EventCalls.FIONREAD, &inq) != 0) throw SyscallException.Last("ioctl(SIOCINQ)", ctx.Pid, what);
         repaired[^1] = (copy, inq, ctx.Pid, what);
         if (outq > MaxQueue || inq > MaxQueue) throw new NotCheckpointableException(ctx.Pid, $"{what} holds more than {MaxQueue >> 20} MiB in a queue");
-        SetOpt(copy, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, ctx.Pid, what);
+        SocketCalls.SetInt(copy, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE", ctx.Pid, what);
         // write_seq - outq = the first byte not acknowledged (the FIN counts in outq while unacknowledged)
-        uint sendSeq = (uint)GetOpt(copy, TCP_QUEUE_SEQ, ctx.Pid, what) - (uint)outq - (tcpState == TCP_FIN_WAIT2 ? 1u : 0u);
+        uint sendSeq = (uint)SocketCalls.GetInt(copy, IPPROTO_TCP, TCP_QUEUE_SEQ, "TCP_QUEUE_SEQ", ctx.Pid, what) - (uint)outq - (tcpState == TCP_FIN_WAIT2 ? 1u : 0u);
         byte[] sendQueue = Peek(copy, outq - (finUnacked && outq > 0 ? 1 : 0), ctx.Pid, what + " send queue");
-        SetOpt(copy, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, ctx.Pid, what);
+        SocketCalls.SetInt(copy, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE", ctx.Pid, what);
         // rcv_nxt counts the peer's FIN; SIOCINQ does not
-        uint recvSeq = (uint)GetOpt(copy, TCP_QUEUE_SEQ, ctx.Pid, what) - (uint)inq - ((fins & FinReceived) != 0 ? 1u : 0u);
+        uint recvSeq = (uint)SocketCalls.GetInt(copy, IPPROTO_TCP, TCP_QUEUE_SEQ, "TCP_QUEUE_SEQ", ctx.Pid, what) - (uint)inq - ((fins & FinReceived) != 0 ? 1u : 0u);
         byte[] recvQueue = Peek(copy, inq, ctx.Pid, what + " receive queue");
-        int mss = GetOpt(copy, TCP_MAXSEG, ctx.Pid, what);
-        int timestamp = GetOpt(copy, TCP_TIMESTAMP, ctx.Pid, what);
+        int mss = SocketCalls.GetInt(copy, IPPROTO_TCP, TCP_MAXSEG, "TCP_MAXSEG", ctx.Pid, what);
+        int timestamp = SocketCalls.GetInt(copy, IPPROTO_TCP, TCP_TIMESTAMP, "TCP_TIMESTAMP", ctx.Pid, what);
         byte* win = stackalloc byte[20];
         int wl = 20;
         if (SocketCalls.GetSockOpt(copy, IPPROTO_TCP, TCP_REPAIR_WINDOW, win, &wl) != 0 || wl != 20) throw SyscallException.Last("getsockopt(TCP_REPAIR_WINDOW)", ctx.Pid, what);
@@ -195,18 +195,6 @@ public sealed unsafe class InetSocket : IStateKind
             if (n != length) throw n < 0 ? SyscallException.Last("recv(MSG_PEEK)", pid, what) : new NotCheckpointableException(pid, $"{what}: {n} of {length} bytes could be read");
         }
         return data;
-    }
-
-    private static int GetOpt(int fd, int name, int pid, string what)
-    {
-        int v = 0, len = 4;
-        if (SocketCalls.GetSockOpt(fd, IPPROTO_TCP, name, &v, &len) != 0) throw SyscallException.Last($"getsockopt(TCP {name})", pid, what);
-        return v;
-    }
-
-    private static void SetOpt(int fd, int name, int value, int pid, string what)
-    {
-        if (SocketCalls.SetSockOpt(fd, IPPROTO_TCP, name, &value, 4) != 0) throw SyscallException.Last($"setsockopt(TCP {name} = {value})", pid, what);
     }
 
     /// <summary>
@@ -407,24 +395,44 @@ public sealed unsafe class InetSocket : IStateKind
     internal static List<(int Level, int Name, byte[] Value)> ChangedOptions(int fd, int domain, int type, int protocol, int pid, IEnumerable<(int Level, int Name, int Size)> list)
     {
         var changed = new List<(int, int, byte[])>();
-        int fresh = SocketCalls.Socket(domain, type | SocketCalls.SOCK_CLOEXEC, protocol);
-        if (fresh < 0) throw SyscallException.Last("socket (a fresh one, to compare options with)", pid);
-        try
+        var defaults = Defaults(domain, type, protocol, pid, list);
+        byte* a = stackalloc byte[16];
+        foreach (var (level, name, size) in list)
         {
-            byte* a = stackalloc byte[16];
-            byte* b = stackalloc byte[16];
-            foreach (var (level, name, size) in list)
-            {
-                int la = size, lb = size;
-                new Span<byte>(a, 16).Clear(); new Span<byte>(b, 16).Clear();
-                if (SocketCalls.GetSockOpt(fd, level, name, a, &la) != 0) continue;   // not readable on this kernel
-                if (SocketCalls.GetSockOpt(fresh, level, name, b, &lb) == 0 && la == lb && new ReadOnlySpan<byte>(a, la).SequenceEqual(new ReadOnlySpan<byte>(b, lb))) continue;
-                changed.Add((level, name, new ReadOnlySpan<byte>(a, la).ToArray()));
-            }
+            int la = size;
+            new Span<byte>(a, 16).Clear();
+            if (SocketCalls.GetSockOpt(fd, level, name, a, &la) != 0) continue;   // not readable on this kernel
+            var value = new ReadOnlySpan<byte>(a, la);
+            if (defaults.TryGetValue((level, name), out var d) && d != null && value.SequenceEqual(d)) continue;
+            changed.Add((level, name, value.ToArray()));
         }
-        finally { FileCalls.Close(fresh); }
         return changed;
     }
+
+    /// <summary>The option values of a fresh socket of this kind (null: not readable), read once per kind and kept for the other sockets.</summary>
+    private static Dictionary<(int Level, int Name), byte[]?> Defaults(int domain, int type, int protocol, int pid, IEnumerable<(int Level, int Name, int Size)> list)
+    {
+        lock (s_defaults)
+        {
+            if (s_defaults.TryGetValue((domain, type, protocol), out var known)) return known;
+            var values = new Dictionary<(int, int), byte[]?>();
+            int fresh = SocketCalls.Socket(domain, type | SocketCalls.SOCK_CLOEXEC, protocol);
+            if (fresh < 0) throw SyscallException.Last("socket (a fresh one, to compare options with)", pid);
+            try
+            {
+                byte* b = stackalloc byte[16];
+                foreach (var (level, name, size) in list)
+                {
+                    int lb = size;
+                    new Span<byte>(b, 16).Clear();
+                    values[(level, name)] = SocketCalls.GetSockOpt(fresh, level, name, b, &lb) == 0 ? new ReadOnlySpan<byte>(b, lb).ToArray() : null;
+                }
+            }
+            finally { FileCalls.Close(fresh); }
+            return s_defaults[(domain, type, protocol)] = values;
+        }
+    }
+    private static readonly Dictionary<(int Domain, int Type, int Protocol), Dictionary<(int Level, int Name), byte[]?>> s_defaults = new();
 
     public void Restore(RestoreContext ctx, Record rec)
     {
@@ -450,7 +458,7 @@ public sealed unsafe class InetSocket : IStateKind
         if (datagrams.Count > 0 && !HasAddress(local))
             throw new ImageFormatException($"InetSocket record at offset {rec.Offset}: datagrams queued in an unbound socket");
         string what = $"{(type == SocketCalls.SOCK_STREAM ? "TCP" : "UDP")} socket {Show(local)}";
-        int fd = (int)ctx.Inject("socket", Nr.socket, domain, type | SocketCalls.SOCK_CLOEXEC | ((flags & FileCalls.O_NONBLOCK) != 0 ? SocketCalls.SOCK_NONBLOCK : 0), protocol);
+        int fd = (int)ctx.Inject("socket", Nr.socket, domain, SocketCalls.TypeFor(type, flags), protocol);
         ctx.Files.SetRestored(objref, fd);
         var batch = ctx.Batch;
         batch.Reserve(options.Count + 2, options.Sum(o => o.Value.Length + 8) + local.Length + peer.Length + 16);
@@ -496,16 +504,16 @@ public sealed unsafe class InetSocket : IStateKind
         r.End();
         if ((fins & ~(FinSent | FinReceived)) != 0) throw new ImageFormatException($"InetSocket record at offset {rec.Offset}: FIN flags 0x{fins:x}");
         string what = $"TCP connection {Show(local)} -> {Show(peer)}";
-        int fd = (int)ctx.Inject("socket", Nr.socket, domain, SocketCalls.SOCK_STREAM | SocketCalls.SOCK_CLOEXEC | ((flags & FileCalls.O_NONBLOCK) != 0 ? SocketCalls.SOCK_NONBLOCK : 0), protocol);
+        int fd = (int)ctx.Inject("socket", Nr.socket, domain, SocketCalls.TypeFor(SocketCalls.SOCK_STREAM, flags), protocol);
         ctx.Files.SetRestored(objref, fd);
         int mine = ctx.GrabFd(fd);
         ctx.Session.State<Repairing>().Fds.Add((mine, what, fins));
         int pid = ctx.Pid;
-        SetOpt(mine, TCP_REPAIR, 1, pid, what);
-        SetOpt(mine, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, pid, what);
-        SetOpt(mine, TCP_QUEUE_SEQ, (int)sendSeq, pid, what);
-        SetOpt(mine, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, pid, what);
-        SetOpt(mine, TCP_QUEUE_SEQ, (int)recvSeq, pid, what);
+        SocketCalls.SetInt(mine, IPPROTO_TCP, TCP_REPAIR, 1, "TCP_REPAIR", pid, what);
+        SocketCalls.SetInt(mine, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE", pid, what);
+        SocketCalls.SetInt(mine, IPPROTO_TCP, TCP_QUEUE_SEQ, (int)sendSeq, "TCP_QUEUE_SEQ", pid, what);
+        SocketCalls.SetInt(mine, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE", pid, what);
+        SocketCalls.SetInt(mine, IPPROTO_TCP, TCP_QUEUE_SEQ, (int)recvSeq, "TCP_QUEUE_SEQ", pid, what);
         fixed (byte* a = local)
             if (SocketCalls.Bind(mine, a, local.Length) != 0) throw SyscallException.Last("bind", pid, what);
         fixed (byte* a = peer)
@@ -527,7 +535,7 @@ public sealed unsafe class InetSocket : IStateKind
         for (int i = 0; i < opts.Count; i++) { raw[2 * i] = opts[i].Code; raw[2 * i + 1] = opts[i].Value; }
         fixed (uint* o = raw)
             if (SocketCalls.SetSockOpt(mine, IPPROTO_TCP, TCP_REPAIR_OPTIONS, o, raw.Length * 4) != 0) throw SyscallException.Last("setsockopt(TCP_REPAIR_OPTIONS)", pid, what);
-        if ((tcpOptions & TCPI_OPT_TIMESTAMPS) != 0) SetOpt(mine, TCP_TIMESTAMP, timestamp, pid, what);
+        if ((tcpOptions & TCPI_OPT_TIMESTAMPS) != 0) SocketCalls.SetInt(mine, IPPROTO_TCP, TCP_TIMESTAMP, timestamp, "TCP_TIMESTAMP", pid, what);
         SendQueue(mine, TCP_RECV_QUEUE, recvQueue, mss, pid, what);
         SendQueue(mine, TCP_SEND_QUEUE, sendQueue, mss, pid, what);
         // the window was saved with rcv_nxt past the peer's FIN (when one was received): the kernel wants
@@ -545,7 +553,7 @@ public sealed unsafe class InetSocket : IStateKind
     private static void SendQueue(int fd, int queue, byte[] data, int mss, int pid, string what)
     {
         if (data.Length == 0) return;
-        SetOpt(fd, TCP_REPAIR_QUEUE, queue, pid, what);
+        SocketCalls.SetInt(fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, queue, "TCP_REPAIR_QUEUE", pid, what);
         fixed (byte* d = data)
         {
             int done = 0;
@@ -612,7 +620,7 @@ public sealed unsafe class InetSocket : IStateKind
         {
             try
             {
-                SetOpt(fd, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP, ctx.Pid, what);
+                SocketCalls.SetInt(fd, IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP, "TCP_REPAIR", ctx.Pid, what);
                 // a half-closed connection: the peer's FIN (reads end once the queue is read) and ours
                 // (sent again, at its sequence number: the peer acknowledges it again or takes it now)
                 if ((fins & FinReceived) != 0 && SocketCalls.Shutdown(fd, SocketCalls.SHUT_RD) != 0) throw SyscallException.Last("shutdown(SHUT_RD)", ctx.Pid, what);

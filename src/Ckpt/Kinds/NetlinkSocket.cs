@@ -87,7 +87,7 @@ public sealed unsafe class NetlinkSocket : IStateKind
         for (uint i = 0, n = r.U32(); i < n; i++) options.Add((r.I32(), r.I32(), r.Bytes().ToArray()));
         r.End();
         string what = $"netlink socket of protocol {protocol} (port id {portId})";
-        int fd = (int)ctx.Inject("socket", Nr.socket, SocketCalls.AF_NETLINK, type | SocketCalls.SOCK_CLOEXEC | ((flags & FileCalls.O_NONBLOCK) != 0 ? SocketCalls.SOCK_NONBLOCK : 0), protocol);
+        int fd = (int)ctx.Inject("socket", Nr.socket, SocketCalls.AF_NETLINK, SocketCalls.TypeFor(type, flags), protocol);
         ctx.Files.SetRestored(objref, fd);
         var batch = ctx.Batch;
         batch.Reserve(options.Count + 2 + groups.Length * 32, options.Sum(o => o.Value.Length + 8) + 64 + groups.Length * 32 * 8);

@@ -88,17 +88,20 @@ public static unsafe partial class SocketCalls
         public void* Control; public nuint ControlLen; public int Flags;
     }
 
-    public static int GetInt(int fd, int level, int name, string what, int pid = 0)
+    public static int GetInt(int fd, int level, int name, string what, int pid = 0, string? detail = null)
     {
         int v = 0, len = 4;
-        if (GetSockOpt(fd, level, name, &v, &len) != 0) throw SyscallException.Last($"getsockopt({what})", pid);
+        if (GetSockOpt(fd, level, name, &v, &len) != 0) throw SyscallException.Last($"getsockopt({what})", pid, detail);
         return v;
     }
 
-    public static void SetInt(int fd, int level, int name, int value, string what)
+    public static void SetInt(int fd, int level, int name, int value, string what, int pid = 0, string? detail = null)
     {
-        if (SetSockOpt(fd, level, name, &value, 4) != 0) throw SyscallException.Last($"setsockopt({what} {value})");
+        if (SetSockOpt(fd, level, name, &value, 4) != 0) throw SyscallException.Last($"setsockopt({what} {value})", pid, detail);
     }
+
+    /// <summary>The type argument of socket() for a socket whose description had <paramref name="fileFlags"/>: close-on-exec, and non-blocking if it was.</summary>
+    public static int TypeFor(int type, int fileFlags) => type | SOCK_CLOEXEC | ((fileFlags & FileCalls.O_NONBLOCK) != 0 ? SOCK_NONBLOCK : 0);
 
     /// <summary>A sockaddr_un for <paramref name="name"/> (raw sun_path bytes: a path, or a leading NUL for an abstract name); its length.</summary>
     public static byte[] UnixAddress(ReadOnlySpan<byte> name)
