@@ -600,10 +600,11 @@ public sealed unsafe class MemoryRegion : IStateKind
             remote[k] = new Iovec { Base = (nint)a, Len = (nuint)(n * PageSize) };
             total += n * PageSize;
         }
-        if (span.Length - (4 + nruns * 12) != total) throw new ImageFormatException($"Pages record at offset {rec.Offset} holds {span.Length - (4 + nruns * 12)} bytes for {total} bytes of pages");
-        if (handOver) { writer.Start(ctx.Pid, rec.Payload, 4 + nruns * 12, nruns); return; }
+        int head = 4 + nruns * 12;   // the run count and runs; the pages follow
+        if (span.Length - head != total) throw new ImageFormatException($"Pages record at offset {rec.Offset} holds {span.Length - head} bytes for {total} bytes of pages");
+        if (handOver) { writer.Start(ctx.Pid, rec.Payload, head, nruns); return; }
         fixed (byte* d = span)
-            WriteRuns(ctx.Pid, d + 4 + nruns * 12, st.Local, st.Remote, nruns);
+            WriteRuns(ctx.Pid, d + head, st.Local, st.Remote, nruns);
     }
 
     /// <summary>Writes the pages at <paramref name="data"/> to the runs <paramref name="remote"/> of the process.</summary>

@@ -30,12 +30,20 @@ public sealed unsafe class Pty : IFileKind
     public int FinishOrder => 48;
 
     private const ulong TCGETS = 0x5401, TCSETS = 0x5402, TIOCGWINSZ = 0x5413, TIOCSWINSZ = 0x5414, TIOCGPKT = 0x80045438, TIOCPKT = 0x5420,
-        TIOCGPTLCK = 0x80045439, TIOCSPTLCK = 0x40045431, TIOCGPTN = 0x80045430, TIOCSCTTY = 0x540E, TIOCSPGRP = 0x5410, TIOCOUTQ = 0x5411;
+        TIOCGPTLCK = 0x80045439, TIOCSPTLCK = 0x40045431, TIOCGPTN = 0x80045430, TIOCSCTTY = 0x540E, TIOCSPGRP = 0x5410;
     private const int TermiosSize = 36, WinsizeSize = 8;
     private const byte RoleMaster = 0, RoleSlave = 1;
 
     public bool Handles(in OpenFile f)
         => f.Stat.Type == StatBuf.S_IFCHR && FileCalls.MajorOf(f.Stat.Rdev) == 5 && FileCalls.MinorOf(f.Stat.Rdev) == 2;
+
+    /// <summary>The pty number N (of /dev/pts/N) of a master fd of ckpt (TIOCGPTN).</summary>
+    private static int Index(int master, int pid, string what)
+    {
+        int n = 0;
+        if (EventCalls.Ioctl(master, (nuint)TIOCGPTN, &n) != 0) throw SyscallException.Last("ioctl(TIOCGPTN)", pid, what);
+        return n;
+    }
 
     public static bool IsSlave(int major) => major is >= 136 and <= 143;
     public static int SlaveIndex(int major, int minor) => (major - 136) * 256 + minor;
@@ -57,9 +65,7 @@ public sealed unsafe class Pty : IFileKind
                     int mine = ctx.GrabFd(f.Fd);
                     try
                     {
-                        int n = 0;
-                        if (EventCalls.Ioctl(mine, (nuint)TIOCGPTN, &n) != 0) throw SyscallException.Last("ioctl(TIOCGPTN)", ctx.Pid, $"fd {f.Fd}");
-                        st.ByIndex.TryAdd(n, (ctx.Pid, f.Fd));
+                        st.ByIndex.TryAdd(Index(mine, ctx.Pid, $"fd {f.Fd}"), (ctx.Pid, f.Fd));
                     }
                     finally { FileCalls.Close(mine); }
                 }
@@ -94,8 +100,7 @@ public sealed unsafe class Pty : IFileKind
         int mine = ctx.GrabFd(f.Fd);
         try
         {
-            int index = 0, pkt = 0, locked = 0, outq = 0;
-            if (EventCalls.Ioctl(mine, (nuint)TIOCGPTN, &index) != 0) throw SyscallException.Last("ioctl(TIOCGPTN)", ctx.Pid, $"fd {f.Fd}");
+            int index = Index(mine, ctx.Pid, $"fd {f.Fd}"), pkt = 0, locked = 0, outq = 0;
             string what = $"fd {f.Fd} (/dev/ptmx, the master of /dev/pts/{index})";
             byte* termios = stackalloc byte[64];
             byte* winsize = stackalloc byte[WinsizeSize];
@@ -159,8 +164,9 @@ public sealed unsafe class Pty : IFileKind
             {
                 int fd = ctx.OpenInVessel("/dev/ptmx", FileCalls.O_RDWR | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC);
                 int mine = ctx.GrabFd(fd);
-                int n = 0;
-                if (EventCalls.Ioctl(mine, (nuint)TIOCGPTN, &n) != 0) { FileCalls.Close(mine); throw SyscallException.Last("ioctl(TIOCGPTN)", ctx.Pid); }
+                int n;
+                try { n = Index(mine, ctx.Pid, "/dev/ptmx"); }
+                catch { FileCalls.Close(mine); throw; }
                 if (n == index)
                 {
                     // unlocked (unlockpt), so that its slave can be opened; the master's record sets the saved lock state
