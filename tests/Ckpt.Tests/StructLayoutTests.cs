@@ -32,9 +32,12 @@ public class StructLayoutTests
         #include <sys/stat.h>
         #include <sys/uio.h>
         #include <sys/resource.h>
+        #include <sys/syscall.h>
         #include <linux/sched.h>
         #include <linux/ptrace.h>
         #include <linux/prctl.h>
+        #include <sys/ioctl.h>
+        #include <linux/userfaultfd.h>
 
         /* The kernel's struct sigaction for rt_sigaction on x86-64 (not glibc's, whose mask is 128 bytes). */
         struct kernel_sigaction {
@@ -105,11 +108,56 @@ public class StructLayoutTests
         [
             F("Base", "iov_base"), F("Len", "iov_len"),
         ]),
+        new(typeof(UffdioApi), "struct uffdio_api",
+        [
+            F("Api", "api"), F("Features", "features"), F("Ioctls", "ioctls"),
+        ]),
+        new(typeof(UffdioRange), "struct uffdio_range",
+        [
+            F("Start", "start"), F("Len", "len"),
+        ]),
+        new(typeof(UffdioRegister), "struct uffdio_register",
+        [
+            F("Start", "range.start"), F("Len", "range.len"), F("Mode", "mode"), F("Ioctls", "ioctls"),
+        ]),
+        new(typeof(UffdioCopy), "struct uffdio_copy",
+        [
+            F("Dst", "dst"), F("Src", "src"), F("Len", "len"), F("Mode", "mode"), F("Copy", "copy"),
+        ]),
         new(typeof(RLimit), "struct rlimit",
         [
             F("Cur", "rlim_cur"), F("Max", "rlim_max"),
         ]),
     ];
+
+    /// <summary>Constants the engine passes to the kernel, with the C expression that defines them.</summary>
+    public static readonly (string Name, ulong Value, string C)[] Constants =
+    [
+        ("UFFD_API", MemoryCalls.UFFD_API, "UFFD_API"),
+        ("UFFD_USER_MODE_ONLY", MemoryCalls.UFFD_USER_MODE_ONLY, "UFFD_USER_MODE_ONLY"),
+        ("UFFDIO_API", MemoryCalls.UFFDIO_API, "UFFDIO_API"),
+        ("UFFDIO_REGISTER", MemoryCalls.UFFDIO_REGISTER, "UFFDIO_REGISTER"),
+        ("UFFDIO_UNREGISTER", MemoryCalls.UFFDIO_UNREGISTER, "UFFDIO_UNREGISTER"),
+        ("UFFDIO_COPY", MemoryCalls.UFFDIO_COPY, "UFFDIO_COPY"),
+        ("UFFDIO_REGISTER_MODE_MISSING", MemoryCalls.UFFDIO_REGISTER_MODE_MISSING, "UFFDIO_REGISTER_MODE_MISSING"),
+        ("UFFDIO_COPY_MODE_DONTWAKE", MemoryCalls.UFFDIO_COPY_MODE_DONTWAKE, "UFFDIO_COPY_MODE_DONTWAKE"),
+        ("userfaultfd", (ulong)Nr.userfaultfd, "__NR_userfaultfd"),
+    ];
+
+    public static TheoryData<string> ConstantNames()
+    {
+        var d = new TheoryData<string>();
+        foreach (var c in Constants) d.Add(c.Name);
+        return d;
+    }
+
+    [Theory]
+    [MemberData(nameof(ConstantNames))]
+    public void ConstantMatchesC(string name)
+    {
+        var c = Constants.Single(x => x.Name == name);
+        Assert.Equal(((long)CLayout.Value[("const", name)].Offset), (long)c.Value);
+    }
 
     public static TheoryData<string> StructNames()
     {
@@ -135,6 +183,8 @@ public class StructLayoutTests
                           $"offsetof({s.CType}, {f.C}), sizeof((({s.CType} *)0)->{f.C}));\n");
             }
         }
+        foreach (var c in Constants)
+            sb.Append($"    printf(\"const|%s|%llu|0\\n\", \"{c.Name}\", (unsigned long long)({c.C}));\n");
         sb.Append("    return 0;\n}\n");
         return sb.ToString();
     }
@@ -179,7 +229,7 @@ public class StructLayoutTests
     public void GeneratedProgramReportsEveryMappedField()
     {
         var layout = CLayout.Value;
-        int expected = Structs.Sum(s => 1 + s.Fields.Count(f => f.C != null));
+        int expected = Structs.Sum(s => 1 + s.Fields.Count(f => f.C != null)) + Constants.Length;
         Assert.Equal(expected, layout.Count);
     }
 

@@ -51,7 +51,7 @@ public static class Restorer
                     waited += t1 - t0;
                     s.ThrowIfCancelled();
                     // pages handed to the page-writing helper are in place before any other record
-                    if (rec.Kind != RecordKind.Pages) MemoryRegion.WaitForPages(s);
+                    if (rec.Kind != RecordKind.Pages) MemoryRegion.WaitForPages(s, processDone: rec.Kind is RecordKind.Process or RecordKind.Tree);
                     // calls queued by Vma records run before any other record (its Pages need the mapping)
                     if (rec.Kind != RecordKind.Vma && s.Current is { PendingBatchCalls: > 0 } cur)
                     {
@@ -72,7 +72,7 @@ public static class Restorer
                     var (ticks, n) = spent.GetValueOrDefault(rec.Kind);
                     spent[rec.Kind] = (ticks + t0 - t1, n + 1);
                 }
-                MemoryRegion.WaitForPages(s);
+                MemoryRegion.WaitForPages(s, processDone: true);
                 static string Ms(long ticks) => (ticks * 1000.0 / System.Diagnostics.Stopwatch.Frequency).ToString("F3");
                 foreach (var (kind, (ticks, n)) in spent.OrderByDescending(x => x.Value.Ticks))
                     log.Debug($"restore of {n} {kind} record(s): {Ms(ticks)} ms");

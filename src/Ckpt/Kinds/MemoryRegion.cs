@@ -386,6 +386,13 @@ public sealed unsafe class MemoryRegion : IStateKind
         public int OpenFd = -1;
         /// <summary>fds opened in the vessel whose close is queued in the batch, not run yet.</summary>
         public int ClosesQueued;
+        /// <summary>The current region's pages go in with UFFDIO_COPY (see <see cref="Uffd"/>).</summary>
+        public bool CurUffd;
+        /// <summary>ckpt's copy of a userfaultfd made in the vessel (its mm), or -1; <see cref="UffdTried"/>: made or failed.</summary>
+        public int Uffd = -1;
+        public bool UffdTried;
+        /// <summary>The range registered on <see cref="Uffd"/> (the current region), unregistered after its last page.</summary>
+        public ulong RegStart, RegLen;
     }
 
     /// <summary>Closes the vessel's fd of the last mapped file (before the fds are placed), after the queued calls.</summary>
@@ -436,6 +443,9 @@ public sealed unsafe class MemoryRegion : IStateKind
         }
         r.End();
         if (b != Backing.AnonPrivate || growsDown || (adv & Advice.NoHugePage) != 0 || !ctx.Session.Options.HugePages || !SystemAllowsThp()) st.Huge.Clear();
+        // UFFDIO_COPY makes 4 KiB pages: not for regions whose faults would have made huge pages
+        st.CurUffd = b == Backing.AnonPrivate && pages >= UffdMinPages && st.Huge.Count == 0
+            && (adv & Advice.HugePage) == 0 && ((adv & Advice.NoHugePage) != 0 || !ThpAlways());
         st.CurStart = start; st.CurEnd = end;
         ulong len = end - start;
         if (b == Backing.Vdso)
@@ -534,6 +544,78 @@ public sealed unsafe class MemoryRegion : IStateKind
         return s_thp.Value;
     }
     private static bool? s_thp;
+
+    /// <summary>Whether transparent huge pages are made on faults in every region ("always").</summary>
+    private static bool ThpAlways()
+    {
+        if (s_thpAlways is { } known) return known;
+        try { s_thpAlways = File.ReadAllText("/sys/kernel/mm/transparent_hugepage/enabled").Contains("[always]"); }
+        catch (IOException) { s_thpAlways = false; }
+        catch (UnauthorizedAccessException) { s_thpAlways = false; }
+        return s_thpAlways.Value;
+    }
+    private static bool? s_thpAlways;
+
+    /// <summary>Regions with fewer pages saved are filled with process_vm_writev (registering costs two ioctls).</summary>
+    private const ulong UffdMinPages = 64;
+
+    /// <summary>
+    /// ckpt's fd of a userfaultfd for the vessel's memory, made on first use: created inside the vessel
+    /// (a userfaultfd belongs to the mm of its creator; UFFD_USER_MODE_ONLY needs no privilege) and taken
+    /// with pidfd_getfd. -1 when the kernel refuses it: the pages then go in with process_vm_writev.
+    /// </summary>
+    private static int UffdFor(RestoreContext ctx, RestoreState st)
+    {
+        if (st.UffdTried) return st.Uffd;
+        st.UffdTried = true;
+        long v = ctx.Vessel.Inject(Nr.userfaultfd, FileCalls.O_CLOEXEC | MemoryCalls.UFFD_USER_MODE_ONLY);
+        if (v < 0) { ctx.Session.Log.Debug($"pid {ctx.Pid}: no userfaultfd ({Errors.Describe((int)-v)}): pages go in with process_vm_writev"); return -1; }
+        int fd = -1;
+        try { fd = ctx.GrabFd((int)v); }
+        finally { ctx.Batch.AddChecked("close", Nr.close, v); }
+        if (!MemoryCalls.UffdHandshake(fd))
+        {
+            ctx.Session.Log.Debug($"pid {ctx.Pid}: userfaultfd handshake failed ({Errors.Describe(Marshal.GetLastPInvokeError())})");
+            FileCalls.Close(fd);
+            return -1;
+        }
+        return st.Uffd = fd;
+    }
+
+    /// <summary>
+    /// Registers the current region on the userfaultfd at its first Pages record; returns the fd to copy
+    /// with, or -1 (no userfaultfd, or the region cannot be registered: its pages go in with process_vm_writev).
+    /// </summary>
+    private static int RegisterRegion(RestoreContext ctx, RestoreState st)
+    {
+        if (st.RegLen != 0) return st.Uffd;
+        int uffd = UffdFor(ctx, st);
+        if (uffd >= 0 && MemoryCalls.UffdRegister(uffd, st.CurStart, st.CurEnd - st.CurStart))
+        {
+            st.RegStart = st.CurStart; st.RegLen = st.CurEnd - st.CurStart;
+            return uffd;
+        }
+        if (uffd >= 0) ctx.Session.Log.Debug($"pid {ctx.Pid}: {st.CurStart:x}-{st.CurEnd:x} not registered on the userfaultfd ({Errors.Describe(Marshal.GetLastPInvokeError())})");
+        st.CurUffd = false;
+        return -1;
+    }
+
+    /// <summary>
+    /// The pages of the registered region are all in: unregisters it (the process's own faults and
+    /// the kernel's accesses there are ordinary again); at the end of the process's records, closes the
+    /// userfaultfd as well.
+    /// </summary>
+    private static void UnregisterRegion(RestoreContext ctx, bool processDone)
+    {
+        if (ctx.Existing<RestoreState>() is not { } st) return;
+        if (st.RegLen != 0)
+        {
+            var (start, len) = (st.RegStart, st.RegLen);
+            st.RegLen = 0;
+            MemoryCalls.UffdUnregister(st.Uffd, start, len, ctx.Pid);
+        }
+        if (processDone && st.Uffd >= 0) { FileCalls.Close(st.Uffd); st.Uffd = -1; }
+    }
     private static readonly byte[] s_zeroPage = GC.AllocateArray<byte>(PageSize, pinned: true);
 
     /// <summary>
@@ -585,6 +667,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         // every other record goes to the helper: the one after it is written here meanwhile
         bool handOver = writer.TakeTurn();
         var remote = handOver ? writer.Remote : st.Remote;
+        int uffd = st.CurUffd ? RegisterRegion(ctx, st) : -1;
         var span = rec.Payload.Span;
         if (span.Length < 4) throw new ImageFormatException($"Pages record at offset {rec.Offset} is too short");
         int nruns = (int)BinaryPrimitives.ReadUInt32LittleEndian(span);
@@ -602,14 +685,27 @@ public sealed unsafe class MemoryRegion : IStateKind
         }
         int head = 4 + nruns * 12;   // the run count and runs; the pages follow
         if (span.Length - head != total) throw new ImageFormatException($"Pages record at offset {rec.Offset} holds {span.Length - head} bytes for {total} bytes of pages");
-        if (handOver) { writer.Start(ctx.Pid, rec.Payload, head, nruns); return; }
+        if (handOver) { writer.Start(ctx.Pid, uffd, rec.Payload, head, nruns); return; }
         fixed (byte* d = span)
-            WriteRuns(ctx.Pid, d + head, st.Local, st.Remote, nruns);
+            WriteRuns(ctx.Pid, uffd, d + head, st.Local, st.Remote, nruns);
     }
 
-    /// <summary>Writes the pages at <paramref name="data"/> to the runs <paramref name="remote"/> of the process.</summary>
-    private static void WriteRuns(int pid, byte* data, Iovec[] local, Iovec[] remote, int nruns)
+    /// <summary>
+    /// Writes the pages at <paramref name="data"/> to the runs <paramref name="remote"/> of the process:
+    /// with UFFDIO_COPY when the region is registered on <paramref name="uffd"/>, else process_vm_writev.
+    /// </summary>
+    private static void WriteRuns(int pid, int uffd, byte* data, Iovec[] local, Iovec[] remote, int nruns)
     {
+        if (uffd >= 0)
+        {
+            long at = 0;
+            for (int k = 0; k < nruns; k++)
+            {
+                CopyRun(pid, uffd, (ulong)remote[k].Base, data + at, (long)remote[k].Len);
+                at += (long)remote[k].Len;
+            }
+            return;
+        }
         fixed (Iovec* l = local)
         fixed (Iovec* r = remote)
         {
@@ -621,10 +717,34 @@ public sealed unsafe class MemoryRegion : IStateKind
     }
 
     /// <summary>
-    /// Pages records written are all in the processes (the helper is done): before any record that is not
-    /// a Pages record, and before the processes are finished (a region is made read-only then).
+    /// Copies one run into a registered region. A page already there (EEXIST: nothing in a fresh
+    /// region should have made one, but a page is never lost for it) is written over with
+    /// process_vm_writev, the rest still with UFFDIO_COPY.
     /// </summary>
-    public static void WaitForPages(RestoreSession s) => s.Existing<PageWriter>()?.Wait();
+    private static void CopyRun(int pid, int uffd, ulong dst, byte* src, long len)
+    {
+        long done = 0;
+        while (done < len)
+        {
+            done += MemoryCalls.UffdCopy(uffd, dst + (ulong)done, src + done, len - done, out int errno);
+            if (errno == 0) return;
+            if (errno != Errors.EEXIST) throw new SyscallException("ioctl(UFFDIO_COPY)", errno, pid, $"pages at 0x{dst + (ulong)done:x}");
+            MemoryCalls.WriteRemote(pid, dst + (ulong)done, new ReadOnlySpan<byte>(src + done, PageSize));
+            done += PageSize;
+        }
+    }
+
+    /// <summary>
+    /// Pages records written are all in the processes (the helper is done): before any record that is not
+    /// a Pages record, and before the processes are finished (a region is made read-only then). The
+    /// region they went into is unregistered from the userfaultfd; <paramref name="processDone"/>: the
+    /// next record belongs to another process (or there is none), the userfaultfd is closed.
+    /// </summary>
+    public static void WaitForPages(RestoreSession s, bool processDone)
+    {
+        s.Existing<PageWriter>()?.Wait();
+        if (s.Current is { } cur) UnregisterRegion(cur, processDone);
+    }
 
     /// <summary>Stops the helper that writes pages (at the end of a restart, whether it worked or not).</summary>
     public static void StopPageWriter(RestoreSession s) => s.Existing<PageWriter>()?.Dispose();
@@ -643,7 +763,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         private readonly ManualResetEventSlim _idle = new(true);
         private Thread? _thread;
         private volatile bool _stop;
-        private int _pid, _nruns, _dataOffset;
+        private int _pid, _uffd, _nruns, _dataOffset;
         private System.Buffers.MemoryHandle _pin;
         private Exception? _error;
 
@@ -661,9 +781,9 @@ public sealed unsafe class MemoryRegion : IStateKind
         }
 
         /// <summary>Hands over a record whose runs are in <see cref="Remote"/>; it must stay valid until <see cref="Wait"/>.</summary>
-        public void Start(int pid, ReadOnlyMemory<byte> payload, int dataOffset, int nruns)
+        public void Start(int pid, int uffd, ReadOnlyMemory<byte> payload, int dataOffset, int nruns)
         {
-            _pid = pid; _nruns = nruns; _dataOffset = dataOffset;
+            _pid = pid; _uffd = uffd; _nruns = nruns; _dataOffset = dataOffset;
             _pin = payload.Pin();
             _idle.Reset();
             _thread ??= Tracing.TracerThread.StartHelper("ckpt-pagewrite", Run);
@@ -676,7 +796,7 @@ public sealed unsafe class MemoryRegion : IStateKind
             {
                 _go.Wait();
                 if (_stop) return;
-                try { WriteRuns(_pid, (byte*)_pin.Pointer + _dataOffset, _local, Remote, _nruns); }
+                try { WriteRuns(_pid, _uffd, (byte*)_pin.Pointer + _dataOffset, _local, Remote, _nruns); }
                 catch (Exception e) { _error ??= e; }
                 _pin.Dispose();
                 _idle.Set();

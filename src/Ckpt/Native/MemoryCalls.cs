@@ -27,6 +27,54 @@ public static unsafe partial class MemoryCalls
     [LibraryImport("libc", EntryPoint = "process_vm_writev", SetLastError = true)]
     public static partial nint ProcessVmWritev(int pid, Iovec* local, ulong liovcnt, Iovec* remote, ulong riovcnt, ulong flags);
 
+    // userfaultfd: pages are put into another process's fresh anonymous memory with UFFDIO_COPY, which
+    // allocates each page and copies into it (process_vm_writev has the kernel clear a page first, then copy)
+    public const int UFFD_USER_MODE_ONLY = 1;
+    public const ulong UFFD_API = 0xAA, UFFDIO_REGISTER_MODE_MISSING = 1, UFFDIO_COPY_MODE_DONTWAKE = 1;
+    public const nuint UFFDIO_API = 0xC018AA3F, UFFDIO_REGISTER = 0xC020AA00, UFFDIO_UNREGISTER = 0x8010AA01, UFFDIO_COPY = 0xC028AA03;
+
+    /// <summary>UFFDIO_API handshake on a new userfaultfd (no features asked for); false on failure (errno set).</summary>
+    public static bool UffdHandshake(int uffd)
+    {
+        var api = new UffdioApi { Api = UFFD_API };
+        return EventCalls.Ioctl(uffd, UFFDIO_API, &api) == 0;
+    }
+
+    /// <summary>Registers [start, start+len) of the userfaultfd's process for missing-page handling; false on failure (errno set).</summary>
+    public static bool UffdRegister(int uffd, ulong start, ulong len)
+    {
+        var r = new UffdioRegister { Start = start, Len = len, Mode = UFFDIO_REGISTER_MODE_MISSING };
+        return EventCalls.Ioctl(uffd, UFFDIO_REGISTER, &r) == 0;
+    }
+
+    public static void UffdUnregister(int uffd, ulong start, ulong len, int pid)
+    {
+        var r = new UffdioRange { Start = start, Len = len };
+        if (EventCalls.Ioctl(uffd, UFFDIO_UNREGISTER, &r) != 0) throw SyscallException.Last("ioctl(UFFDIO_UNREGISTER)", pid, $"{start:x}-{start + len:x}");
+    }
+
+    /// <summary>
+    /// Copies <paramref name="len"/> bytes at <paramref name="src"/> (ours) to pages of the userfaultfd's
+    /// process at <paramref name="dst"/>, which must not be there yet (UFFDIO_COPY). Returns how many bytes
+    /// were copied before an error, with the errno as <paramref name="errno"/> (0: all of them).
+    /// </summary>
+    public static long UffdCopy(int uffd, ulong dst, byte* src, long len, out int errno)
+    {
+        long done = 0;
+        errno = 0;
+        while (done < len)
+        {
+            var c = new UffdioCopy { Dst = dst + (ulong)done, Src = (ulong)(src + done), Len = (ulong)(len - done), Mode = UFFDIO_COPY_MODE_DONTWAKE };
+            if (EventCalls.Ioctl(uffd, UFFDIO_COPY, &c) == 0) return len;
+            int e = Marshal.GetLastPInvokeError();
+            if (c.Copy > 0) { done += c.Copy; continue; }   // partly done (EAGAIN): go on from there
+            if (e == Errors.EAGAIN) continue;
+            errno = e;
+            return done;
+        }
+        return done;
+    }
+
     /// <summary>Reads exactly dst.Length bytes at <paramref name="addr"/> of <paramref name="pid"/>.</summary>
     public static void ReadRemote(int pid, ulong addr, Span<byte> dst)
     {
@@ -67,4 +115,33 @@ public struct Iovec
 {
     public nint Base;
     public nuint Len;
+}
+
+/// <summary>struct uffdio_api (24 bytes).</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct UffdioApi
+{
+    public ulong Api, Features, Ioctls;
+}
+
+/// <summary>struct uffdio_range (16 bytes).</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct UffdioRange
+{
+    public ulong Start, Len;
+}
+
+/// <summary>struct uffdio_register (32 bytes): its range, the mode, the ioctls the kernel then allows.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct UffdioRegister
+{
+    public ulong Start, Len, Mode, Ioctls;
+}
+
+/// <summary>struct uffdio_copy (40 bytes); Copy is the bytes copied or -errno.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct UffdioCopy
+{
+    public ulong Dst, Src, Len, Mode;
+    public long Copy;
 }
