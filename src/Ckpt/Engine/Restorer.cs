@@ -152,13 +152,13 @@ public static class Restorer
 /// </summary>
 internal sealed class ReadAheadQueue : IDisposable
 {
-    private readonly System.Collections.Concurrent.BlockingCollection<(Record? Rec, Exception? Error)> _queue;
+    private readonly HandoffQueue<(Record? Rec, Exception? Error)> _queue;
     private readonly CancellationTokenSource _stop = new();
     private readonly Thread _thread;
 
     public ReadAheadQueue(ImageReader reader, int ahead)
     {
-        _queue = new(boundedCapacity: ahead);
+        _queue = new(capacity: ahead);
         _thread = TracerThread.StartHelper("ckpt-read", () =>
         {
             try

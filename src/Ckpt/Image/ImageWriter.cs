@@ -205,7 +205,7 @@ public sealed class ImageWriter : IDisposable
     private sealed class BackgroundSink : IDisposable
     {
         private readonly Stream _out;
-        private readonly System.Collections.Concurrent.BlockingCollection<(byte[]? Buf, int Len, Action? Done, ManualResetEventSlim? Drained)> _queue = new(boundedCapacity: 8);
+        private readonly Engine.HandoffQueue<(byte[]? Buf, int Len, Action? Done, Engine.Gate? Drained)> _queue = new(capacity: 8);
         private readonly Thread _thread;
         private volatile System.Runtime.ExceptionServices.ExceptionDispatchInfo? _error;
 
@@ -217,9 +217,10 @@ public sealed class ImageWriter : IDisposable
 
         private void Run()
         {
-            foreach (var (buf, len, done, drained) in _queue.GetConsumingEnumerable())
+            while (_queue.TryTake(out var item))
             {
-                if (drained != null) { drained.Set(); continue; }
+                var (buf, len, done, drained) = item;
+                if (drained != null) { drained.Open(); continue; }
                 if (_error == null)
                 {
                     try { _out.Write(buf!, 0, len); }
@@ -239,7 +240,7 @@ public sealed class ImageWriter : IDisposable
 
         public void Drain()
         {
-            using var ev = new ManualResetEventSlim();
+            var ev = new Engine.Gate();
             _queue.Add((null, 0, null, ev));
             ev.Wait();
             ThrowIfFailed();

@@ -238,8 +238,8 @@ public sealed unsafe class MemoryRegion : IStateKind
         private const int Buffers = 3;
         private readonly int _pid;
         private readonly List<List<(ulong Addr, int Pages)>> _chunks;
-        private readonly System.Collections.Concurrent.BlockingCollection<Chunk> _free = new();
-        private readonly System.Collections.Concurrent.BlockingCollection<Chunk> _full = new();
+        private readonly HandoffQueue<Chunk> _free = new();
+        private readonly HandoffQueue<Chunk> _full = new();
         private readonly CancellationTokenSource _stop = new();
         private readonly Thread? _thread;
         private int _mem = -1;
@@ -363,8 +363,8 @@ public sealed unsafe class MemoryRegion : IStateKind
             if (_mem >= 0) FileCalls.Close(_mem);
             // chunks still being written out go to the pool when they come back (Return)
             lock (_own) _disposed = true;
-            while (_free.TryTake(out var c)) _pool.Free.Add(c);
-            while (_full.TryTake(out var c)) _pool.Free.Add(c);
+            while (_free.TryTakeNow(out var c)) _pool.Free.Add(c);
+            while (_full.TryTakeNow(out var c)) _pool.Free.Add(c);
         }
     }
 
@@ -759,8 +759,8 @@ public sealed unsafe class MemoryRegion : IStateKind
     {
         public readonly Iovec[] Remote = new Iovec[MaxRunsPerChunk];
         private readonly Iovec[] _local = new Iovec[MaxRunsPerChunk];
-        private readonly SemaphoreSlim _go = new(0);
-        private readonly ManualResetEventSlim _idle = new(true);
+        private readonly Gate _go = new();
+        private readonly Gate _idle = new(open: true);
         private Thread? _thread;
         private volatile bool _stop;
         private int _pid, _uffd, _nruns, _dataOffset;
@@ -785,9 +785,9 @@ public sealed unsafe class MemoryRegion : IStateKind
         {
             _pid = pid; _uffd = uffd; _nruns = nruns; _dataOffset = dataOffset;
             _pin = payload.Pin();
-            _idle.Reset();
+            _idle.Close();
             _thread ??= Tracing.TracerThread.StartHelper("ckpt-pagewrite", Run);
-            _go.Release();
+            _go.Open();
         }
 
         private void Run()
@@ -795,11 +795,12 @@ public sealed unsafe class MemoryRegion : IStateKind
             while (true)
             {
                 _go.Wait();
+                _go.Close();   // opened again by the next Start, which comes after _idle opens
                 if (_stop) return;
                 try { WriteRuns(_pid, _uffd, (byte*)_pin.Pointer + _dataOffset, _local, Remote, _nruns); }
                 catch (Exception e) { _error ??= e; }
                 _pin.Dispose();
-                _idle.Set();
+                _idle.Open();
             }
         }
 
@@ -814,7 +815,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         {
             _idle.Wait();
             _stop = true;
-            _go.Release();
+            _go.Open();
             _thread?.Join();
             _thread = null;
         }
