@@ -52,6 +52,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         // first the plan: every region with the runs of pages it saves, cut into chunks
         var plan = new List<(VmaInfo Vma, Backing Backing, long Pages, List<(ulong Addr, uint Blocks)> Huge, int FirstChunk, int Chunks)>();
         var chunks = new List<List<(ulong Addr, int Pages)>>();
+        long tPlan = System.Diagnostics.Stopwatch.GetTimestamp();
         var pagemapBuffer = new byte[PagemapBatch * 8];   // one buffer for every region
         using (var pagemap = new FileStream($"/proc/{ctx.Pid}/pagemap", FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 0))
         {
@@ -65,6 +66,7 @@ public sealed unsafe class MemoryRegion : IStateKind
                 plan.Add((v, backing, runs.Sum(r => (long)r.Pages), backing == Backing.AnonPrivate ? DenseBlocks(runs) : [], first, chunks.Count - first));
             }
         }
+        ctx.Session.Log.Debug($"pid {ctx.Pid}: plan of {plan.Count} region(s), {chunks.Count} chunk(s) in {System.Diagnostics.Stopwatch.GetElapsedTime(tPlan).TotalMilliseconds:F1} ms");
         // then the pages: a reader thread pulls chunks out of the target and checksums them while
         // this thread writes the records, in order
         using var copier = new PageCopier(ctx.Pid, chunks, ctx.Session.State<ChunkPool>());
@@ -149,6 +151,14 @@ public sealed unsafe class MemoryRegion : IStateKind
         // nothing resident or swapped (smaps): no page to look for; spares reading the pagemap of huge
         // reservations (the .NET GC reserves tens of GiB PROT_NONE: ~100 ms of pagemap per 48 GiB)
         if (v.RssKb == 0 && v.SwapKb == 0) return runs;
+        if (s_pagemapScan && ScannedRuns(pagemap, v, b, runs)) return runs;
+        return ReadRuns(pagemap, v, b, buf);
+    }
+
+    /// <summary>The runs to save, from the pagemap read entry by entry (kernels without PAGEMAP_SCAN).</summary>
+    internal static List<(ulong Addr, int Pages)> ReadRuns(FileStream pagemap, VmaInfo v, Backing b, byte[] buf)
+    {
+        var runs = new List<(ulong, int)>();
         const int Batch = PagemapBatch;
         ulong npages = v.Length / PageSize;
         ulong runStart = 0; int runLen = 0;
@@ -174,6 +184,51 @@ public sealed unsafe class MemoryRegion : IStateKind
         }
         if (runLen > 0) runs.Add((runStart, runLen));
         return runs;
+    }
+
+    /// <summary>PAGEMAP_SCAN works here (kernel 6.7 and later); else the pagemap is read entry by entry.</summary>
+    private static bool s_pagemapScan = true;
+    [ThreadStatic] private static PageRegion[]? t_regions;
+
+    /// <summary>
+    /// The runs to save, found by the kernel (PAGEMAP_SCAN): present or swapped pages, not the shared
+    /// zero page (it holds zeros, as an absent page reads), and in private file mappings only the pages
+    /// written (anonymous copies), not the file's own. Much quicker than reading 8 bytes of pagemap per
+    /// page (a 1 GiB region: ~1 ms instead of ~9). False when the kernel does not have it.
+    /// </summary>
+    internal static bool ScannedRuns(FileStream pagemap, VmaInfo v, Backing b, List<(ulong Addr, int Pages)> runs)
+    {
+        var regions = t_regions ??= new PageRegion[1024];
+        ulong inverted = MemoryCalls.PAGE_IS_PFNZERO, mask = MemoryCalls.PAGE_IS_PFNZERO;
+        if (b is Backing.FilePrivate or Backing.ObjectPrivate) { inverted |= MemoryCalls.PAGE_IS_FILE; mask |= MemoryCalls.PAGE_IS_FILE; }
+        int fd = (int)pagemap.SafeFileHandle.DangerousGetHandle();
+        ulong at = v.Start;
+        while (at < v.End)
+        {
+            long n = MemoryCalls.PagemapScan(fd, at, v.End, regions, inverted, mask, MemoryCalls.PAGE_IS_PRESENT | MemoryCalls.PAGE_IS_SWAPPED, out ulong walkEnd);
+            if (n < 0)
+            {
+                int e = Marshal.GetLastPInvokeError();
+                if (runs.Count == 0 && at == v.Start && e is 25 /* ENOTTY */ or Errors.EINVAL) { s_pagemapScan = false; return false; }
+                throw new SyscallException("ioctl(PAGEMAP_SCAN)", e, 0, $"{v.Start:x}-{v.End:x}");
+            }
+            for (int i = 0; i < n; i++)
+                for (ulong a = regions[i].Start; a < regions[i].End;)
+                {
+                    // adjoining runs join, up to a chunk
+                    int pages = (int)Math.Min((regions[i].End - a) / PageSize, (ulong)ChunkPages);
+                    if (runs.Count > 0 && runs[^1].Addr + (ulong)runs[^1].Pages * PageSize == a && runs[^1].Pages < ChunkPages)
+                    {
+                        pages = Math.Min(pages, ChunkPages - runs[^1].Pages);
+                        runs[^1] = (runs[^1].Addr, runs[^1].Pages + pages);
+                    }
+                    else runs.Add((a, pages));
+                    a += (ulong)pages * PageSize;
+                }
+            if (walkEnd <= at) throw new SyscallException("ioctl(PAGEMAP_SCAN)", Errors.EIO, 0, $"no progress at {at:x}");
+            at = walkEnd;
+        }
+        return true;
     }
 
     private static void WriteVma(CheckpointContext ctx, VmaInfo v, Backing b, long pages, uint obj, List<(ulong Addr, uint Blocks)> huge)

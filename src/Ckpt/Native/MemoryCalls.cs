@@ -75,6 +75,31 @@ public static unsafe partial class MemoryCalls
         return done;
     }
 
+    // PAGEMAP_SCAN (on /proc/PID/pagemap): the runs of pages in given categories, walked by the kernel
+    public const ulong PAGE_IS_FILE = 1 << 2, PAGE_IS_PRESENT = 1 << 3, PAGE_IS_SWAPPED = 1 << 4, PAGE_IS_PFNZERO = 1 << 5;
+    public const nuint PAGEMAP_SCAN = 0xC0606610;
+
+    /// <summary>
+    /// Regions of [start, end) whose pages match (PAGEMAP_SCAN): every category of
+    /// <paramref name="mask"/> (after flipping those of <paramref name="inverted"/>) and one of
+    /// <paramref name="anyOf"/>. Fills <paramref name="vec"/> from the start; returns how many regions, and
+    /// in <paramref name="walkEnd"/> where the walk stopped (before end when vec is full); -1 on error (errno set).
+    /// </summary>
+    public static long PagemapScan(int pagemapFd, ulong start, ulong end, Span<PageRegion> vec, ulong inverted, ulong mask, ulong anyOf, out ulong walkEnd)
+    {
+        fixed (PageRegion* v = vec)
+        {
+            var a = new PmScanArg
+            {
+                Size = (ulong)sizeof(PmScanArg), Start = start, End = end, Vec = (ulong)v, VecLen = (ulong)vec.Length,
+                CategoryInverted = inverted, CategoryMask = mask, CategoryAnyofMask = anyOf, ReturnMask = anyOf | mask,
+            };
+            long n = EventCalls.Ioctl(pagemapFd, PAGEMAP_SCAN, &a);
+            walkEnd = a.WalkEnd;
+            return n;
+        }
+    }
+
     /// <summary>Reads exactly dst.Length bytes at <paramref name="addr"/> of <paramref name="pid"/>.</summary>
     public static void ReadRemote(int pid, ulong addr, Span<byte> dst)
     {
@@ -144,4 +169,18 @@ public struct UffdioCopy
 {
     public ulong Dst, Src, Len, Mode;
     public long Copy;
+}
+
+/// <summary>struct pm_scan_arg (96 bytes), the argument of PAGEMAP_SCAN.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct PmScanArg
+{
+    public ulong Size, Flags, Start, End, WalkEnd, Vec, VecLen, MaxPages, CategoryInverted, CategoryMask, CategoryAnyofMask, ReturnMask;
+}
+
+/// <summary>struct page_region (24 bytes): [Start, End) and its categories.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct PageRegion
+{
+    public ulong Start, End, Categories;
 }
