@@ -32,7 +32,6 @@ public sealed class MemoryObject : IFileKind
     private const string Deleted = " (deleted)";
     private const string MemfdPrefix = "/memfd:";
     public const string SharedAnonPath = "/dev/zero (deleted)";
-    private const int OpenMask = ~(FileCalls.O_CREAT | FileCalls.O_EXCL | FileCalls.O_TRUNC | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC);
     private const uint LateSeals = SharedMemoryCalls.F_SEAL_FUTURE_WRITE | SharedMemoryCalls.F_SEAL_SEAL;
 
     /// <summary>Is this maps path (or fd link) one of a memory object?</summary>
@@ -192,7 +191,7 @@ public sealed class MemoryObject : IFileKind
             {
                 uint obj = r.U32(); int flags = r.I32(); long pos = r.I64();
                 r.End();
-                int fd = OpenInVessel(ctx, obj, (flags & OpenMask) | FileCalls.O_CLOEXEC, $"fd description {objref}");
+                int fd = OpenInVessel(ctx, obj, FileCalls.ReopenFlags(flags) | FileCalls.O_CLOEXEC, $"fd description {objref}");
                 if (pos != 0) ctx.Inject("lseek", Nr.lseek, fd, pos, FileCalls.SEEK_SET);
                 ctx.Files.SetRestored(objref, fd);
                 return;

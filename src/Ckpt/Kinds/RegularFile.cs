@@ -17,7 +17,6 @@ public sealed class RegularFile : IFileKind
     public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.RegularFile, RecordKind.FileData];
     public int FinishOrder => 45;
     public const int DataChunk = 4 << 20;
-    private const int OpenMask = ~(FileCalls.O_CREAT | FileCalls.O_EXCL | FileCalls.O_TRUNC | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC);
 
     public bool Handles(in OpenFile f) => f.Link.StartsWith('/') && f.Stat.Type is StatBuf.S_IFREG or StatBuf.S_IFDIR;
 
@@ -128,7 +127,7 @@ public sealed class RegularFile : IFileKind
         {
             // one more description of an unlinked file restored earlier: open that same file again
             int first = ctx.FileFd(sameAs, $"unlinked file {path}");
-            fd = ctx.OpenInVessel($"/proc/self/fd/{first}", (flags & OpenMask) | FileCalls.O_CLOEXEC);
+            fd = ctx.OpenInVessel($"/proc/self/fd/{first}", FileCalls.ReopenFlags(flags) | FileCalls.O_CLOEXEC);
         }
         else if (!deleted)
         {
@@ -136,7 +135,7 @@ public sealed class RegularFile : IFileKind
                 throw new CkptException($"restart: {path} (open in the image) no longer exists", ExitCodes.RestoreConflict);
             if ((st.Mode & StatBuf.S_IFMT) == StatBuf.S_IFREG && st.Size != size)
                 throw new CkptException($"restart: {path} changed since the checkpoint (size {size} -> {st.Size})", ExitCodes.RestoreConflict);
-            fd = ctx.OpenInVessel(path, (flags & OpenMask) | FileCalls.O_CLOEXEC);
+            fd = ctx.OpenInVessel(path, FileCalls.ReopenFlags(flags) | FileCalls.O_CLOEXEC);
         }
         else fd = RestoreUnlinked(ctx, objref, path, flags, mode, size);
         if (pos != 0) ctx.Inject("lseek", Nr.lseek, fd, pos, FileCalls.SEEK_SET);
@@ -154,7 +153,7 @@ public sealed class RegularFile : IFileKind
         // the saved size, holes included (only data ranges follow in FileData records)
         if (Sys.Call(77 /* ftruncate */, mine, size) != 0) throw SyscallException.Last("ftruncate (unlinked file)", ctx.Pid);
         // always reopened: the O_TMPFILE description itself would report O_TMPFILE|O_DIRECTORY in F_GETFL
-        int fd = ctx.OpenInVessel($"/proc/self/fd/{tmp}", (flags & OpenMask) | FileCalls.O_CLOEXEC);
+        int fd = ctx.OpenInVessel($"/proc/self/fd/{tmp}", FileCalls.ReopenFlags(flags) | FileCalls.O_CLOEXEC);
         ctx.Inject("close", Nr.close, tmp);
         return fd;
     }

@@ -8,6 +8,17 @@ public static unsafe partial class FileCalls
     public const int O_RDONLY = 0, O_WRONLY = 1, O_RDWR = 2, O_ACCMODE = 3, O_CREAT = 0x40, O_EXCL = 0x80,
         O_NOCTTY = 0x100, O_TRUNC = 0x200, O_APPEND = 0x400, O_NONBLOCK = 0x800, O_DIRECTORY = 0x10000,
         O_NOFOLLOW = 0x20000, O_CLOEXEC = 0x80000, O_PATH = 0x200000, O_TMPFILE = 0x410000, O_LARGEFILE = 0x8000;
+
+    /// <summary>
+    /// The flags to open a saved file description again with: without the ones that only act at
+    /// creation (O_CREAT, O_EXCL, O_TRUNC, O_NOCTTY; O_TMPFILE, whose O_DIRECTORY part would refuse the
+    /// file) or that belong to the fd (O_CLOEXEC).
+    /// </summary>
+    public static int ReopenFlags(int flags)
+    {
+        if ((flags & 0x400000 /* __O_TMPFILE */) != 0) flags &= ~O_TMPFILE;
+        return flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | O_CLOEXEC);
+    }
     public const int F_GETFD = 1, F_SETFD = 2, F_GETFL = 3, F_SETFL = 4, F_SETPIPE_SZ = 1031, F_GETPIPE_SZ = 1032;
     public const int SEEK_SET = 0, SEEK_CUR = 1, SEEK_END = 2, SEEK_DATA = 3, SEEK_HOLE = 4;
     public const int AT_FDCWD = -100;
