@@ -112,6 +112,8 @@ public static unsafe class Vessel
         while (r == -Errors.EEXIST && RetryTakenPid(pid, ref tries));
         if (r == -Errors.EEXIST)
             throw new CkptException($"restart: pid {pid} is already in use; stop the process that holds it (or restart in a new pid namespace)", ExitCodes.RestoreConflict);
+        if (r == -Errors.EPERM)
+            throw new CkptException($"restart: creating a process with pid {pid} needs root (CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN); run ckpt restart as root", ExitCodes.Permission);
         if (r < 0) throw new SyscallException("clone3 (set_tid)", (int)-r, pid);
         return (int)r;
     }

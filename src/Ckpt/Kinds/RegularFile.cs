@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Text;
 using Ckpt.Engine;
 using Ckpt.Image;
@@ -46,7 +47,11 @@ public sealed class RegularFile : IFileKind
     {
         bool deleted = f.Link.EndsWith(" (deleted)") && f.Stat.Nlink == 0;
         string path = deleted ? f.Link[..^10] : f.Link;
-        if (!deleted && (!FileCalls.TryStat(path, out var st) || st.Ino != f.Stat.Ino || st.Dev != f.Stat.Dev))
+        StatBuf st = default;
+        bool found = deleted || FileCalls.TryStat(path, out st);
+        if (!found && Marshal.GetLastPInvokeError() is Errors.EACCES or Errors.EPERM)
+            throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd}: {path} cannot be looked up by this user (permission denied); checkpoint as a user who can reach it, or as root");
+        if (!deleted && (!found || st.Ino != f.Stat.Ino || st.Dev != f.Stat.Dev))
         {
             string fs = MountFsType(ctx.Pid, f.MntId);
             int mine = ctx.GrabFd(f.Fd);
