@@ -4,8 +4,9 @@
 #   restarted in < 15 ms each (whole command), tool memory (peak RSS) < 64 MiB.
 # Also measures this machine's memcpy bandwidth, the physical reference for the GB/s figures.
 #
-# Usage: bench/run.sh [--size MiB] [--small MiB] [--runs N]
+# Usage: bench/run.sh [--size MiB] [--small MiB] [--runs N] [--large-runs N]
 #   --size   memory of the large target (default 1024)
+#   --large-runs  checkpoint --kill / restart cycles of the large target, median reported (default 3)
 #   --small  memory of the small target (default 4)
 #   --runs   runs of the small checkpoint/restart, median reported (default 5)
 # Images go to /dev/shm (tmpfs). Needs root (or ptrace rights over its own children) and gcc.
@@ -13,18 +14,19 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-size=1024 small=4 runs=5
+size=1024 small=4 runs=5 large_runs=3
 while (($#)); do
   case "$1" in
     --size) size="${2:?--size needs MiB}"; shift 2 ;;
     --small) small="${2:?--small needs MiB}"; shift 2 ;;
     --runs) runs="${2:?--runs needs a count}"; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --large-runs) large_runs="${2:?--large-runs needs a count}"; shift 2 ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench: unknown argument $1 (see --help)" >&2; exit 64 ;;
   esac
 done
-[[ "$size" =~ ^[0-9]+$ && "$small" =~ ^[0-9]+$ && "$runs" =~ ^[0-9]+$ && $size -ge 1 && $small -ge 1 && $runs -ge 1 ]] \
-  || { echo "bench: --size, --small and --runs take positive integers" >&2; exit 64; }
+[[ "$size" =~ ^[0-9]+$ && "$small" =~ ^[0-9]+$ && "$runs" =~ ^[0-9]+$ && "$large_runs" =~ ^[0-9]+$ && $size -ge 1 && $small -ge 1 && $runs -ge 1 && $large_runs -ge 1 ]] \
+  || { echo "bench: --size, --small, --runs and --large-runs take positive integers" >&2; exit 64; }
 
 work="$(mktemp -d /tmp/ckpt-bench.XXXXXX)"
 shm="$(mktemp -d /dev/shm/ckpt-bench.XXXXXX)"
@@ -150,8 +152,9 @@ script_us="$(median "${script_us[@]}")"
 #    (not "-o /dev/null": ckpt deletes its output file when a checkpoint fails)
 # 2. checkpoint -o a new /dev/shm file, target kept running: tmpfs allocates new pages as it goes
 # 3. checkpoint -o the same file --kill: O_TRUNC has just freed the file's pages, which are reused
-# 4. restart --detach from the image (checked: same pid, same memory); kill it, wait until reaped
-# 5. restart --detach again: the memory freed in 4 is reused
+# 4. restart --detach from the image (checked: same pid, same memory), then checkpoint --kill of the
+#    restarted process into the same file again; --large-runs cycles, medians reported (the memory
+#    speed of this VM varies from one second to the next)
 say "== large target: $size MiB of anonymous memory"
 big_log="$work/big.log" big_img="$shm/big.img"
 declare -A R_US=() R_RSS=() R_OK=()
@@ -171,7 +174,7 @@ wait_gone() {   # wait_gone PID SECONDS: until the pid no longer exists (init ha
   while [[ -e "/proc/$1" ]] && ((SECONDS < end)); do sleep 0.05; done
   [[ ! -e "/proc/$1" ]]
 }
-restart_big() {   # restart_big KEY LABEL
+restart_big() {   # restart_big KEY LABEL: restarts the image, checks it (the process is left running)
   run_timed 300 "$work/rs.out" "$ckpt" restart -i "$big_img" --detach --log "$work/big-$1.log"
   local newpid
   newpid="$(head -n 1 "$work/rs.out" 2>/dev/null || true)"
@@ -179,9 +182,15 @@ restart_big() {   # restart_big KEY LABEL
   record "$1" "$2" || return 1
   if [[ "$newpid" != "$big_pid" ]]; then R_OK[$1]=0; fail "$2: printed pid '$newpid', want $big_pid"; return 1; fi
   check_target "$1" "$newpid" "restarted pid $newpid"
-  stop_restored "$newpid"
-  wait_gone "$newpid" 20 || { fail "$2: pid $newpid was not reaped within 20 s"; return 1; }
 }
+summarize() {   # summarize KEY KEYS...: KEY gets the median of the runs (ok only if every run was)
+  local v=() ok=1 k
+  for k in "${@:2}"; do [[ -n "${R_US[$k]:-}" ]] && v+=("${R_US[$k]}"); [[ "${R_OK[$k]:-0}" == 1 ]] || ok=0; done
+  ((${#v[@]})) || return 0
+  R_US[$1]="$(median "${v[@]}")" R_OK[$1]="$ok"
+  RUNS[$1]="$(for x in "${v[@]}"; do printf '%s ' "$(ms "$x")"; done)"
+}
+declare -A RUNS=()
 
 start_target "$size" "$big_log" || exit 1
 big_pid="$TPID"
@@ -210,13 +219,25 @@ record cold "checkpoint to a new /dev/shm file, target kept" && check_target col
   kill -KILL "$big_pid" || true
   wait "$big_pid" || true
 } 2>/dev/null
+kill_keys=(kill) rs_keys=()
 if record kill "checkpoint --kill, rewriting the same file"; then
   img_bytes="$(stat -c %s "$big_img")"
   say "     image: $img_bytes bytes"
-  restart_big rs1 "restart --detach" && restart_big rs2 "restart --detach, again"
+  for ((i = 1; i <= large_runs; i++)); do
+    restart_big "rs$i" "restart --detach (run $i)" || break
+    rs_keys+=("rs$i")
+    if ((i == large_runs)); then stop_restored "$big_pid"; wait_gone "$big_pid" 20 || fail "pid $big_pid was not reaped within 20 s"; break; fi
+    run_timed 300 "$work/ck.out" "$ckpt" checkpoint "$big_pid" -o "$big_img" --kill --log "$work/big-kill$((i + 1)).log"
+    record "kill$((i + 1))" "checkpoint --kill of the restarted process, same file (run $((i + 1)))" || break
+    kill_keys+=("kill$((i + 1))")
+    # not our child: pid 1 reaps it, and its pid is free only then
+    wait_gone "$big_pid" 20 || { fail "pid $big_pid was not reaped within 20 s"; break; }
+  done
 fi
+summarize killmed "${kill_keys[@]}"
+summarize rsmed "${rs_keys[@]}"
 RSS_VIA_TIME=0
-frozen_ms="$(sed -n 's/.*target frozen for \([0-9.]*\) ms.*/\1/p' "$work/big-kill.log" 2>/dev/null | tail -n 1)"
+frozen_ms="$(sed -n 's/.*frozen for \([0-9.]*\) ms.*/\1/p' "$work/big-kill.log" 2>/dev/null | tail -n 1)"
 rm -f "$big_img"
 
 # ---------------------------------------------------------------- small target
@@ -341,18 +362,18 @@ printf '%-48s %11s %10s %8s %11s %9s\n' "measure ($size MiB target unless said)"
 printf '%-48s %11s %10s %8s %11s %9s\n' "-------" "----" "----" "-------" "------" "-------"
 row() { printf '%-48s %11s %10s %8s %11s %9s\n' "$@"; }
 bigrow() {   # bigrow KEY LABEL TARGET
-  local rate="n/a" wall="FAILED"
+  local rate="n/a" wall="FAILED" label="$2"
+  [[ -n "${RUNS[$1]:-}" ]] && label="$2, median of $(wc -w <<<"${RUNS[$1]}")"
   if [[ "${R_OK[$1]:-0}" == 1 && $img_bytes -gt 0 ]]; then rate="$(gbps "$img_bytes" "${R_US[$1]}")"; wall="$(ms "${R_US[$1]}") ms"; fi
   [[ -z "${R_US[$1]:-}" ]] && wall="not run"
-  row "$2" "$wall" "$rate GB/s" "$(ratio "$rate")" "${3:+>= $3 GB/s}" "$([[ -n "$3" ]] && verdict "$rate" ">=" "$3")"
+  row "$label" "$wall" "$rate GB/s" "$(ratio "$rate")" "${3:+>= $3 GB/s}" "$([[ -n "$3" ]] && verdict "$rate" ">=" "$3")"
 }
 s_n="${#s_ck[@]}"
 bigrow null "checkpoint, to /dev/null (tool alone)" ""
 bigrow cold "checkpoint, to a new /dev/shm file" 4
-bigrow kill "checkpoint --kill, same file again" 4
+bigrow killmed "checkpoint --kill, same file again" 4
 row "  target frozen during checkpoint --kill" "${frozen_ms:-n/a} ms" "" "" "" ""
-bigrow rs1 "restart --detach" 4
-bigrow rs2 "restart --detach, again" 4
+bigrow rsmed "restart --detach" 4
 row "image size" "$img_bytes B" "" "" "" ""
 row "peak RSS of ckpt (max of the runs above)" "$(mib "$big_rss") MiB" "" "" "< 64 MiB" "$(verdict "$(mib "$big_rss")" "<" 64)"
 row "small ($small MiB) checkpoint --kill, median of $s_n" "$( ((s_n)) && echo "$(ms "$s_ck_med") ms" || echo FAILED)" "" "" "< 15 ms" "$( ((s_n)) && verdict "$(ms "$s_ck_med")" "<" 15 || echo FAILED)"
@@ -366,12 +387,13 @@ row "tree of $tree_n x $tree_mib MiB: restart --detach, median of ${#r_rs[@]}" "
 row "tree: image size" "$r_img B" "" "" "" ""
 echo
 echo "context (medians): start of /bin/true $(ms "$spawn_us") ms; 'ckpt --version' $(ms "$version_us") ms (binary); './ckpt --version' $(ms "$script_us") ms (entry script)"
+echo "large runs (ms): checkpoint --kill ${RUNS[killmed]:-}| restart ${RUNS[rsmed]:-}"
 echo "small runs (ms): checkpoint $(for x in "${s_ck[@]}"; do printf '%s ' "$(ms "$x")"; done)| restart $(for x in "${s_rs[@]}"; do printf '%s ' "$(ms "$x")"; done)"
 if ((${#failures[@]})); then
   echo
   echo "FAILURES:"
   printf '  %s\n' "${failures[@]}"
-  for f in big-null big-cold big-kill big-rs1 big-rs2; do
+  for f in big-null big-cold big-kill big-kill2 big-rs1 big-rs2; do
     [[ -s "$work/$f.log" ]] && { echo "--- $f log (tail)"; tail -n 20 "$work/$f.log"; }
   done
   exit 1
