@@ -37,6 +37,38 @@ public sealed class CheckpointSession : StateBag
 
     public CheckpointContext? Find(int pid) => Processes.FirstOrDefault(p => p.Pid == pid);
 
+    private Dictionary<(ulong Dev, ulong Ino), List<(CheckpointContext P, OpenFile F)>>? _holdersByInode;
+    private Dictionary<string, (CheckpointContext P, OpenFile F)>? _firstByLink;
+
+    /// <summary>Every fd of the tree whose object is (dev, ino), in process then fd order (the fds are all read first).</summary>
+    public IReadOnlyList<(CheckpointContext P, OpenFile F)> HoldersOf(ulong dev, ulong ino)
+    {
+        IndexFds();
+        return _holdersByInode!.TryGetValue((dev, ino), out var l) ? l : [];
+    }
+
+    /// <summary>The first fd of the tree whose link (/proc/PID/fd/N) is <paramref name="link"/>.</summary>
+    public (CheckpointContext P, OpenFile F)? FirstHolderOf(string link)
+    {
+        IndexFds();
+        return _firstByLink!.TryGetValue(link, out var h) ? h : null;
+    }
+
+    /// <summary>Indexes the fds of every process once: looking for the other holders of a pipe or socket fd by fd is quadratic.</summary>
+    private void IndexFds()
+    {
+        if (_holdersByInode != null) return;
+        _holdersByInode = new();
+        _firstByLink = new();
+        foreach (var p in Processes)
+            foreach (var o in p.OpenFiles)
+            {
+                if (!_holdersByInode.TryGetValue((o.Stat.Dev, o.Stat.Ino), out var l)) _holdersByInode[(o.Stat.Dev, o.Stat.Ino)] = l = new();
+                l.Add((p, o));
+                _firstByLink.TryAdd(o.Link, (p, o));
+            }
+    }
+
     public void ThrowIfCancelled()
     {
         if (Cancelled()) throw new CkptException("checkpoint interrupted; the target was left running", ExitCodes.Interrupted);
@@ -89,6 +121,15 @@ public sealed class CheckpointContext : TargetContext
     public const int ScratchSize = 16 * 4096;
     /// <summary>Every open fd of the target, read once the whole tree was frozen.</summary>
     public List<OpenFile> OpenFiles { get; } = new();
+
+    private Dictionary<int, OpenFile>? _byFd;
+
+    /// <summary>The open fd <paramref name="fd"/> of the target, if it has one.</summary>
+    public OpenFile? FileAt(int fd)
+    {
+        _byFd ??= OpenFiles.ToDictionary(o => o.Fd);
+        return _byFd.TryGetValue(fd, out var o) ? o : null;
+    }
 
     public void ThrowIfCancelled() => Session.ThrowIfCancelled();
 

@@ -61,8 +61,7 @@ public sealed class Epoll : IFileKind
             if (!seen.Add(w.Tfd))
                 throw new NotCheckpointableException(ctx.Pid, $"{which} twice (the fd was closed and reused after the first was added; one of them watches a file the fd no longer refers to)");
             int tfd = w.Tfd;
-            var target = ctx.OpenFiles.FirstOrDefault(o => o.Fd == tfd);
-            if (target.Link == null)
+            if (ctx.FileAt(tfd) is not { } target)
                 throw new NotCheckpointableException(ctx.Pid, $"{which}, which was closed after being added (the epoll still watches its file through another holder); such a watch cannot be re-added at restart");
             long same = EventCalls.KcmpEpollTfd(ctx.Pid, tfd, f.Fd, tfd);
             bool differs = same < 0 && same != -Errors.ENOENT ? target.Stat.Ino != ino   // no kcmp: compare the inode

@@ -27,11 +27,13 @@ public sealed class FdTable : IStateKind
         var fds = Directory.GetFileSystemEntries($"/proc/{pid}/fd").Select(p => int.Parse(Path.GetFileName(p))).Order();
         foreach (int fd in fds)
         {
-            string link = MmState.ProcLink($"/proc/{pid}/fd/{fd}");
-            FileCalls.TryStat($"/proc/{pid}/fd/{fd}", out var st);
+            string path = $"/proc/{pid}/fd/{fd}";
+            string link = FileCalls.ReadLink(path) ?? throw new CkptException($"cannot read {path}");
+            FileCalls.TryStat(path, out var st);
             long pos = 0; int flags = 0, mnt = 0;
             List<string>? locks = null;
-            foreach (var line in File.ReadLines($"/proc/{pid}/fdinfo/{fd}"))
+            string info = FileCalls.ReadSmallText($"/proc/{pid}/fdinfo/{fd}") ?? throw new CkptException($"cannot read /proc/{pid}/fdinfo/{fd}");
+            foreach (var line in info.Split('\n', StringSplitOptions.RemoveEmptyEntries))
             {
                 if (line.StartsWith("pos:")) pos = long.Parse(line[4..].Trim(), CultureInfo.InvariantCulture);
                 else if (line.StartsWith("flags:")) flags = Convert.ToInt32(line[6..].Trim(), 8);
@@ -56,10 +58,8 @@ public sealed class FdTable : IStateKind
             ctx.ThrowIfCancelled();
             // the same description held by an earlier fd of this process or of an earlier process
             uint objref = 0;
-            if (byInode.TryGetValue((f.Stat.Dev, f.Stat.Ino), out var seen))
-                foreach (var (pid, fd, link, r) in seen)
-                    if (link == f.Link && ProcessCalls.Kcmp(pid, ctx.Pid, ProcessCalls.KCMP_FILE, fd, f.Fd) == 0)
-                    { objref = r; break; }
+            int at = 0;
+            if (byInode.TryGetValue((f.Stat.Dev, f.Stat.Ino), out var seen)) (objref, at) = FindDescription(seen, ctx.Pid, f.Fd);
             if (objref == 0)
             {
                 var kind = KindTable.FileKinds.FirstOrDefault(k => k.Handles(f))
@@ -67,7 +67,7 @@ public sealed class FdTable : IStateKind
                 objref = ctx.Files.Intern($"{ctx.Pid}:{f.Fd}").Ref;
                 kind.CheckpointFile(ctx, f, objref);
                 if (seen == null) byInode[(f.Stat.Dev, f.Stat.Ino)] = seen = new();
-                seen.Add((ctx.Pid, f.Fd, f.Link, objref));   // one holder per description is enough for kcmp
+                seen.Insert(at, (ctx.Pid, f.Fd, f.Link, objref));   // one holder per description is enough for kcmp
             }
             refs.Add((f, objref));
             ctx.State<Refs>().ByFd[f.Fd] = objref;
@@ -75,6 +75,34 @@ public sealed class FdTable : IStateKind
         var p = new PayloadWriter().U32((uint)refs.Count);
         foreach (var (f, r) in refs) p.I32(f.Fd).Bool((f.Flags & FileCalls.O_CLOEXEC) != 0).U32(r);
         ctx.Image.Write(RecordKind.FdTable, p);
+    }
+
+    /// <summary>
+    /// The objref of the description fd <paramref name="fd"/> of <paramref name="pid"/> refers to, if an
+    /// earlier holder of the same file was saved with it (0 if not), and where a new description goes in
+    /// <paramref name="seen"/>. The descriptions of a file are kept in the kernel's order of its file
+    /// objects, which kcmp(KCMP_FILE) gives (1: less, 2: greater): a binary search, so a file opened
+    /// thousands of times costs a dozen kcmp calls per fd, not thousands. Without an order (3, or an
+    /// error) each is compared in turn.
+    /// </summary>
+    private static (uint Ref, int At) FindDescription(List<(int Pid, int Fd, string Link, uint Ref)> seen, int pid, int fd)
+    {
+        int lo = 0, hi = seen.Count;
+        while (lo < hi)
+        {
+            int mid = (lo + hi) / 2;
+            long c = ProcessCalls.Kcmp(seen[mid].Pid, pid, ProcessCalls.KCMP_FILE, seen[mid].Fd, fd);
+            if (c == 0) return (seen[mid].Ref, mid);
+            if (c == 1) lo = mid + 1;
+            else if (c == 2) hi = mid;
+            else
+            {
+                foreach (var e in seen)
+                    if (ProcessCalls.Kcmp(e.Pid, pid, ProcessCalls.KCMP_FILE, e.Fd, fd) == 0) return (e.Ref, 0);
+                return (0, seen.Count);
+            }
+        }
+        return (0, lo);
     }
 
     private static string Describe(OpenFile f)
@@ -116,18 +144,23 @@ public sealed class FdTable : IStateKind
         var finals = entries.Select(e => e.Fd).ToHashSet();
         // F_DUPFD gives the lowest free number at or above this: never a final number, never a temporary
         int top = finals.DefaultIfEmpty(0).Max() + 1;
-        // move every temporary fd that sits on a final number out of the way first
+        // move every temporary fd that sits on a final number out of the way first: one batch (the
+        // numbers F_DUPFD chose come back with it), then the placements and closes in another (a ptrace
+        // round trip per few hundred calls instead of two per fd)
         var moved = new Dictionary<int, int>();
+        var batch = ctx.Batch;
         foreach (int t in temps.Where(finals.Contains))
         {
-            int nfd = (int)ctx.Inject("fcntl(F_DUPFD_CLOEXEC)", Nr.fcntl, t, 1030 /* F_DUPFD_CLOEXEC */, top);
-            top = nfd + 1;
-            moved[t] = nfd;
-            ctx.Inject("close", Nr.close, t);
+            int from = t;
+            batch.Add(Nr.fcntl, t, 1030 /* F_DUPFD_CLOEXEC */, top, check: got =>
+            {
+                if (got < 0) throw new SyscallException("fcntl(F_DUPFD_CLOEXEC) (injected)", (int)-got, ctx.Pid, $"fd {from}");
+                moved[from] = (int)got;
+            });
+            batch.AddChecked("close", Nr.close, t);
         }
+        batch.Flush();
         int Cur(int t) => moved.TryGetValue(t, out var m) ? m : t;
-        // the placements and closes need no result: one batch (one ptrace round trip)
-        var batch = ctx.Batch;
         foreach (var (fd, cloexec, temp) in entries)
             batch.AddChecked("dup3", Nr.dup3, Cur(temp), fd, cloexec ? FileCalls.O_CLOEXEC : 0);
         foreach (int t in temps)

@@ -43,15 +43,13 @@ public sealed unsafe class Pipe : IFileKind
         bool fifo = IsFifo(f);
         if (fifo && link.EndsWith(" (deleted)"))
             throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} is the FIFO {link}, whose name was removed, which is not supported");
-        var tree = ctx.Session.Processes;
         (CheckpointContext P, OpenFile F)? reader = null, writer = null;
-        foreach (var p in tree)
-            foreach (var o in p.OpenFiles)
-                if (SamePipe(o, f))
-                {
-                    if (o.AccessMode != FileCalls.O_WRONLY) reader ??= (p, o);
-                    if (o.AccessMode != FileCalls.O_RDONLY) writer ??= (p, o);
-                }
+        foreach (var (p, o) in ctx.Session.HoldersOf(f.Stat.Dev, f.Stat.Ino))
+            if (SamePipe(o, f))
+            {
+                if (o.AccessMode != FileCalls.O_WRONLY) reader ??= (p, o);
+                if (o.AccessMode != FileCalls.O_RDONLY) writer ??= (p, o);
+            }
         if (reader == null || writer == null)
         {
             // the other end: held outside the tree (refused, or external), or by no one at all (closed)

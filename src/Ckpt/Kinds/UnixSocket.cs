@@ -161,12 +161,7 @@ public sealed unsafe class UnixSocket : IFileKind
 
     /// <summary>A process of the tree holding <paramref name="link"/>.</summary>
     private static (int Pid, int Fd)? FindInTree(CheckpointContext ctx, string link)
-    {
-        foreach (var p in ctx.Session.Processes)
-            foreach (var o in p.OpenFiles)
-                if (o.Link == link) return (p.Pid, o.Fd);
-        return null;
-    }
+        => ctx.Session.FirstHolderOf(link) is { } h ? (h.P.Pid, h.F.Fd) : null;
 
     /// <summary>
     /// Reads the receive queue of a socket without consuming it: MSG_PEEK from offset 0 with SO_PEEK_OFF
@@ -174,6 +169,8 @@ public sealed unsafe class UnixSocket : IFileKind
     /// back afterwards. A stream gives one block of bytes; datagram and seqpacket sockets give one entry
     /// per message (a message longer than the buffer comes in pieces, MSG_TRUNC marking all but the last).
     /// </summary>
+    [ThreadStatic] private static byte[]? t_peekBuffer;
+
     private static List<byte[]> PeekQueue(int fd, SocketCalls.UnixDiag d, int savedPeekOff, int pid, string what)
     {
         var msgs = new List<byte[]>();
@@ -182,7 +179,8 @@ public sealed unsafe class UnixSocket : IFileKind
         SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, SocketCalls.SO_PEEK_OFF, 0, "SO_PEEK_OFF");
         try
         {
-            var buf = new byte[1 << 20];
+            // one buffer for every socket (a fresh 1 MiB each time cost a clear and a GC per few sockets)
+            var buf = t_peekBuffer ??= GC.AllocateUninitializedArray<byte>(1 << 20);
             var ctl = new byte[1024];
             var cur = new MemoryStream();
             long total = 0;

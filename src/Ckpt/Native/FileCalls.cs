@@ -96,6 +96,56 @@ public static unsafe partial class FileCalls
         return ok;
     }
 
+    [LibraryImport("libc", EntryPoint = "readlink", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial nint Readlink(string path, byte* buf, nuint size);
+
+    /// <summary>The target of a symbolic link (a /proc magic link: fd, exe, cwd...), or null (errno set).</summary>
+    public static string? ReadLink(string path)
+    {
+        Span<byte> buf = stackalloc byte[4096];
+        fixed (byte* b = buf)
+        {
+            nint n = Readlink(path, b, (nuint)buf.Length);
+            return n < 0 ? null : System.Text.Encoding.UTF8.GetString(b, (int)n);
+        }
+    }
+
+    /// <summary>
+    /// The whole text of a small file such as /proc/PID/fdinfo/FD (open, read, close: no stream), or null
+    /// when it cannot be opened (errno set).
+    /// </summary>
+    public static string? ReadSmallText(string path)
+    {
+        int fd = Open(path, O_RDONLY | O_CLOEXEC, 0);
+        if (fd < 0) return null;
+        try
+        {
+            Span<byte> small = stackalloc byte[4096];
+            Span<byte> buf = small;
+            int len = 0;
+            while (true)
+            {
+                if (len == buf.Length)
+                {
+                    var grown = new byte[buf.Length * 2];
+                    buf.CopyTo(grown);
+                    buf = grown;
+                }
+                nint n;
+                fixed (byte* b = buf) n = Read(fd, b + len, (nuint)(buf.Length - len));
+                if (n < 0)
+                {
+                    if (Marshal.GetLastPInvokeError() == 4 /* EINTR */) continue;
+                    return null;
+                }
+                if (n == 0) break;
+                len += (int)n;
+            }
+            return System.Text.Encoding.UTF8.GetString(buf[..len]);
+        }
+        finally { Close(fd); }
+    }
+
     /// <summary>Reads until dst is full or end of input; returns bytes read.</summary>
     public static int ReadFull(int fd, Span<byte> dst)
     {

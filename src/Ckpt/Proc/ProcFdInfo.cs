@@ -15,7 +15,13 @@ public sealed class ProcFdInfo
 
     private ProcFdInfo(int pid, int fd, IReadOnlyList<string> lines) { Pid = pid; Fd = fd; Lines = lines; }
 
-    public static ProcFdInfo Read(int pid, int fd) => Parse(pid, fd, File.ReadAllLines($"/proc/{pid}/fdinfo/{fd}"));
+    public static ProcFdInfo Read(int pid, int fd)
+    {
+        string path = $"/proc/{pid}/fdinfo/{fd}";
+        string text = Native.FileCalls.ReadSmallText(path)
+            ?? throw new IOException($"cannot read {path}: {Native.Errors.Describe(System.Runtime.InteropServices.Marshal.GetLastPInvokeError())}");
+        return Parse(pid, fd, text.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+    }
 
     public static ProcFdInfo Parse(int pid, int fd, IReadOnlyList<string> lines) => new(pid, fd, lines);
 

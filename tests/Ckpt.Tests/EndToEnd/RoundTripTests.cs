@@ -95,6 +95,14 @@ public sealed class RoundTripTests(E2eEnvironment env)
     }
 
     [Fact]
+    public void ThousandsOfFds()
+    {
+        env.Program("manyfds");
+        var r = new E2eScript(env, "manyfds").Run(E2eScript.RoundTrip("\"$BIN/manyfds\" \"$BIN/manyfds\""));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
+    }
+
+    [Fact]
     public void Pipes()
     {
         env.Program("pipes");
