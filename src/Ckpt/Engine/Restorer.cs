@@ -52,10 +52,11 @@ public static class Restorer
                     s.ThrowIfCancelled();
                     // pages handed to the page-writing helper are in place before any other record
                     if (rec.Kind != RecordKind.Pages) MemoryRegion.WaitForPages(s, processDone: rec.Kind is RecordKind.Process or RecordKind.Tree);
-                    // calls queued by Vma records run before any other record (its Pages need the mapping)
-                    if (rec.Kind != RecordKind.Vma && s.Current is { PendingBatchCalls: > 0 } cur)
+                    // calls queued by Vma records run before any record but a Vma or Pages record (a
+                    // Pages record that needs its mapping now runs them itself; small ones wait for them)
+                    if (rec.Kind is not (RecordKind.Vma or RecordKind.Pages) && s.Current is { } cur && (cur.PendingBatchCalls > 0 || MemoryRegion.HasDeferredPages(cur)))
                     {
-                        cur.FlushBatch();
+                        MemoryRegion.RunMappingsAndDeferredPages(cur);
                         long tf = System.Diagnostics.Stopwatch.GetTimestamp();
                         var (vt, vn) = spent.GetValueOrDefault(RecordKind.Vma);
                         spent[RecordKind.Vma] = (vt + tf - t1, vn);
@@ -73,6 +74,7 @@ public static class Restorer
                     spent[rec.Kind] = (ticks + t0 - t1, n + 1);
                 }
                 MemoryRegion.WaitForPages(s, processDone: true);
+                if (s.Current is { } last) MemoryRegion.RunMappingsAndDeferredPages(last);
                 static string Ms(long ticks) => (ticks * 1000.0 / System.Diagnostics.Stopwatch.Frequency).ToString("F3");
                 foreach (var (kind, (ticks, n)) in spent.OrderByDescending(x => x.Value.Ticks))
                     log.Debug($"restore of {n} {kind} record(s): {Ms(ticks)} ms");

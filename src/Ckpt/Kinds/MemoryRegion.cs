@@ -448,6 +448,50 @@ public sealed unsafe class MemoryRegion : IStateKind
         public bool UffdTried;
         /// <summary>The range registered on <see cref="Uffd"/> (the current region), unregistered after its last page.</summary>
         public ulong RegStart, RegLen;
+        /// <summary>
+        /// Small Pages records kept until the mappings queued in the batch are made: their runs, and their
+        /// pages back to back in <see cref="DeferredData"/>.
+        /// </summary>
+        public readonly List<Iovec> DeferredRuns = new();
+        public byte[]? DeferredData;
+        public int DeferredBytes;
+    }
+
+    /// <summary>Pages records up to this size wait in ckpt for the mappings of the regions queued with theirs.</summary>
+    private const int DeferMaxRecord = 64 << 10, DeferBytes = 1 << 20;
+
+    /// <summary>Whether small Pages records of the process wait to be written (see <see cref="RunMappingsAndDeferredPages"/>).</summary>
+    public static bool HasDeferredPages(RestoreContext ctx) => ctx.Existing<RestoreState>() is { DeferredRuns.Count: > 0 };
+
+    /// <summary>
+    /// Runs the calls queued by Vma records (the mappings), then writes the small Pages records that
+    /// waited for them: a process of many small regions costs a ptrace round trip per few hundred
+    /// regions, not one per region. Before any record that is neither a Vma nor a Pages record, and
+    /// before a Pages record that needs its mapping at once.
+    /// </summary>
+    public static void RunMappingsAndDeferredPages(RestoreContext ctx)
+    {
+        ctx.FlushBatch();
+        if (ctx.Existing<RestoreState>() is not { DeferredRuns.Count: > 0 } st) return;
+        var runs = CollectionsMarshal.AsSpan(st.DeferredRuns);
+        fixed (byte* data = st.DeferredData)
+        {
+            long at = 0;
+            for (int i = 0; i < runs.Length; i += MaxRunsPerChunk)
+            {
+                int n = Math.Min(MaxRunsPerChunk, runs.Length - i);
+                for (int k = 0; k < n; k++) { st.Local[k] = new Iovec { Base = (nint)(data + at), Len = runs[i + k].Len }; at += (long)runs[i + k].Len; }
+                runs.Slice(i, n).CopyTo(st.Remote);
+                long want = 0;
+                for (int k = 0; k < n; k++) want += (long)runs[i + k].Len;
+                fixed (Iovec* l = st.Local)
+                fixed (Iovec* r = st.Remote)
+                    if (MemoryCalls.ProcessVmWritev(ctx.Pid, l, (ulong)n, r, (ulong)n, 0) != want)
+                        throw SyscallException.Last("process_vm_writev", ctx.Pid, $"pages at 0x{(ulong)r[0].Base:x}");
+            }
+        }
+        st.DeferredRuns.Clear();
+        st.DeferredBytes = 0;
     }
 
     /// <summary>Closes the vessel's fd of the last mapped file (before the fds are placed), after the queued calls.</summary>
@@ -717,6 +761,9 @@ public sealed unsafe class MemoryRegion : IStateKind
 
     private static void RestorePages(RestoreContext ctx, RestoreState st, Record rec)
     {
+        if (!st.CurUffd && st.Huge.Count == 0 && TryDefer(ctx, st, rec)) return;
+        // this record needs its mapping now
+        if (ctx.PendingBatchCalls > 0 || st.DeferredRuns.Count > 0) RunMappingsAndDeferredPages(ctx);
         if (st.Huge.Count > 0) CollapseDense(ctx, st);
         var writer = ctx.Session.State<PageWriter>();
         // every other record goes to the helper: the one after it is written here meanwhile
@@ -743,6 +790,45 @@ public sealed unsafe class MemoryRegion : IStateKind
         if (handOver) { writer.Start(ctx.Pid, uffd, rec.Payload, head, nruns); return; }
         fixed (byte* d = span)
             WriteRuns(ctx.Pid, uffd, d + head, st.Local, st.Remote, nruns);
+    }
+
+    /// <summary>
+    /// Keeps a small Pages record (its runs checked against its region) to write once the mappings queued
+    /// with it exist; false when it is large or there is no room left (the caller writes it now).
+    /// </summary>
+    private static bool TryDefer(RestoreContext ctx, RestoreState st, Record rec)
+    {
+        var span = rec.Payload.Span;
+        if (span.Length > DeferMaxRecord + 4 + 12 || span.Length < 4) return false;
+        int nruns = (int)BinaryPrimitives.ReadUInt32LittleEndian(span);
+        int head = 4 + nruns * 12;
+        if (nruns <= 0 || nruns > MaxRunsPerChunk || span.Length < head) return false;   // the normal path reports it
+        int bytes = span.Length - head;
+        if (bytes > DeferMaxRecord) return false;
+        if (st.DeferredBytes + bytes > DeferBytes) RunMappingsAndDeferredPages(ctx);
+        long total = 0;
+        int first = st.DeferredRuns.Count;
+        for (int k = 0; k < nruns; k++)
+        {
+            ulong a = BinaryPrimitives.ReadUInt64LittleEndian(span[(4 + k * 12)..]);
+            uint n = BinaryPrimitives.ReadUInt32LittleEndian(span[(12 + k * 12)..]);
+            if (a < st.CurStart || a + (ulong)n * PageSize > st.CurEnd || a % PageSize != 0)
+            {
+                st.DeferredRuns.RemoveRange(first, st.DeferredRuns.Count - first);
+                throw new ImageFormatException($"Pages record at offset {rec.Offset} has pages outside its region");
+            }
+            st.DeferredRuns.Add(new Iovec { Base = (nint)a, Len = (nuint)(n * PageSize) });
+            total += n * PageSize;
+        }
+        if (total != bytes)
+        {
+            st.DeferredRuns.RemoveRange(first, st.DeferredRuns.Count - first);
+            throw new ImageFormatException($"Pages record at offset {rec.Offset} holds {bytes} bytes for {total} bytes of pages");
+        }
+        st.DeferredData ??= GC.AllocateUninitializedArray<byte>(DeferBytes);
+        span[head..].CopyTo(st.DeferredData.AsSpan(st.DeferredBytes));
+        st.DeferredBytes += bytes;
+        return true;
     }
 
     /// <summary>

@@ -103,6 +103,14 @@ public sealed class RoundTripTests(E2eEnvironment env)
     }
 
     [Fact]
+    public void ThousandsOfSmallRegions()
+    {
+        env.Program("manyregions");
+        var r = new E2eScript(env, "manyregions").Run(E2eScript.RoundTrip("\"$BIN/manyregions\""));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
+    }
+
+    [Fact]
     public void Pipes()
     {
         env.Program("pipes");
