@@ -383,6 +383,7 @@ public static class Checkpointer
         finally
         {
             Exception? first = null;
+            MemoryRegion.EndCheckpoint(s);   // page readers started ahead stop before the processes run again
             // children first: a parent released early could see a child still stopped
             foreach (var ctx in Enumerable.Reverse(s.Processes))
             {

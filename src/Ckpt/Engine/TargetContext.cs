@@ -43,4 +43,10 @@ public abstract class StateBag
 
     /// <summary>The state of type T if it was ever asked for, else null.</summary>
     public T? Existing<T>() where T : class => _state.TryGetValue(typeof(T), out var o) ? (T)o : null;
+
+    /// <summary>Stores a state made elsewhere (one that needs constructor arguments).</summary>
+    public void Set<T>(T value) where T : class => _state[typeof(T)] = value;
+
+    /// <summary>Drops the state of type T.</summary>
+    public void Forget<T>() => _state.Remove(typeof(T));
 }
