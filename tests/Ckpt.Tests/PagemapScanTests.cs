@@ -73,3 +73,35 @@ public unsafe class PagemapScanTests
         finally { File.Delete(path); }
     }
 }
+
+/// <summary>How the runs of a region are cut into Pages records.</summary>
+public class PageChunkTests
+{
+    private const ulong Page = 4096;
+
+    [Fact]
+    public void RunsAreSplitToFillEachChunkAndNoChunkIsLarger()
+    {
+        var runs = new List<(ulong, int)> { (0x10000, 100), (0x100000, 30), (0x200000, 3) };
+        var chunks = new List<List<(ulong Addr, int Pages)>>();
+        MemoryRegion.CutChunks(runs, chunks, 64);
+        Assert.Equal([64, 64, 5], chunks.Select(c => c.Sum(r => r.Pages)));
+        Assert.Equal([(0x10000UL, 64)], chunks[0]);
+        Assert.Equal([(0x10000 + 64 * Page, 36), (0x100000UL, 28)], chunks[1]);
+        Assert.Equal([(0x100000 + 28 * Page, 2), (0x200000UL, 3)], chunks[2]);
+        // every page once, in order
+        var pages = chunks.SelectMany(c => c).SelectMany(r => Enumerable.Range(0, r.Pages).Select(i => r.Addr + (ulong)i * Page)).ToList();
+        var want = runs.SelectMany(r => Enumerable.Range(0, r.Item2).Select(i => r.Item1 + (ulong)i * Page)).ToList();
+        Assert.Equal(want, pages);
+    }
+
+    [Fact]
+    public void AChunkHoldsAtMostIovMaxRuns()
+    {
+        var runs = Enumerable.Range(0, 2500).Select(i => (0x10000UL + (ulong)i * 2 * Page, 1)).ToList();
+        var chunks = new List<List<(ulong Addr, int Pages)>>();
+        MemoryRegion.CutChunks(runs, chunks, 256);
+        Assert.All(chunks, c => Assert.True(c.Count <= MemoryRegion.MaxRunsPerChunk && c.Sum(r => r.Pages) <= 256));
+        Assert.Equal(2500, chunks.Sum(c => c.Count));
+    }
+}

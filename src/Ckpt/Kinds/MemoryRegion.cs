@@ -107,6 +107,8 @@ public sealed unsafe class MemoryRegion : IStateKind
         var chunks = new List<List<(ulong Addr, int Pages)>>();
         long tPlan = System.Diagnostics.Stopwatch.GetTimestamp();
         var pagemapBuffer = new byte[PagemapBatch * 8];   // one buffer for every region
+        var found = new List<(VmaInfo Vma, Backing Backing, List<(ulong Addr, int Pages)> Runs)>();
+        long total = 0;
         using (var pagemap = new FileStream($"/proc/{ctx.Pid}/pagemap", FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 0))
         {
             foreach (var v in ctx.Vmas)
@@ -114,10 +116,18 @@ public sealed unsafe class MemoryRegion : IStateKind
                 if (v.Path == "[vsyscall]") continue;
                 var backing = Classify(ctx.Pid, v);
                 var runs = backing is Backing.FileShared or Backing.ObjectShared or Backing.SysvShm or Backing.Vdso ? [] : PresentRuns(pagemap, v, backing, pagemapBuffer);
-                int first = chunks.Count;
-                CutChunks(runs, chunks);
-                plan.Add((v, backing, runs.Sum(r => (long)r.Pages), backing == Backing.AnonPrivate ? DenseBlocks(runs) : [], first, chunks.Count - first));
+                found.Add((v, backing, runs));
+                total += runs.Sum(r => (long)r.Pages);
             }
+        }
+        // a small process gets small Pages records: the page buffers of both sides are fresh memory,
+        // faulted in page by page the first time they are used (3 MiB of them cost ~2 ms here)
+        int limit = total < SmallProcessPages ? SmallChunkPages : ChunkPages;
+        foreach (var (v, backing, runs) in found)
+        {
+            int first = chunks.Count;
+            CutChunks(runs, chunks, limit);
+            plan.Add((v, backing, runs.Sum(r => (long)r.Pages), backing == Backing.AnonPrivate ? DenseBlocks(runs) : [], first, chunks.Count - first));
         }
         ctx.Session.Log.Debug($"pid {ctx.Pid}: plan of {plan.Count} region(s), {chunks.Count} chunk(s) in {System.Diagnostics.Stopwatch.GetElapsedTime(tPlan).TotalMilliseconds:F1} ms");
         var prep = new Prepared { Plan = plan, Copier = new PageCopier(ctx.Pid, chunks, ctx.Session.State<ChunkPool>(), buffers), Owner = ctx };
@@ -146,21 +156,27 @@ public sealed unsafe class MemoryRegion : IStateKind
         return dense;
     }
 
-    private static void CutChunks(List<(ulong Addr, int Pages)> runs, List<List<(ulong Addr, int Pages)>> chunks)
+    /// <summary>Processes saving fewer pages than this are cut into Pages records of <see cref="SmallChunkPages"/>.</summary>
+    private const long SmallProcessPages = 8192;   // 32 MiB
+    private const int SmallChunkPages = 64;
+
+    /// <summary>Cuts runs into chunks (one Pages record each) of at most <paramref name="limit"/> pages, splitting longer runs.</summary>
+    internal static void CutChunks(List<(ulong Addr, int Pages)> runs, List<List<(ulong Addr, int Pages)>> chunks, int limit)
     {
-        int i = 0;
-        while (i < runs.Count)
+        var chunk = new List<(ulong, int)>();
+        int pages = 0;
+        foreach (var (addr, n) in runs)
         {
-            var chunk = new List<(ulong, int)>();
-            int pages = 0;
-            while (i < runs.Count && chunk.Count < MaxRunsPerChunk && pages + runs[i].Pages <= ChunkPages)
+            for (int done = 0; done < n;)
             {
-                chunk.Add(runs[i]);
-                pages += runs[i].Pages;
-                i++;
+                if (pages == limit || chunk.Count == MaxRunsPerChunk) { chunks.Add(chunk); chunk = new(); pages = 0; }
+                int take = Math.Min(n - done, limit - pages);
+                chunk.Add((addr + (ulong)done * PageSize, take));
+                pages += take;
+                done += take;
             }
-            chunks.Add(chunk);
         }
+        if (chunk.Count > 0) chunks.Add(chunk);
     }
 
     private static Backing Classify(int pid, VmaInfo v)
