@@ -290,7 +290,9 @@ public static class Checkpointer
         var started = DateTime.UtcNow;
         // ptrace round trips are several times slower across CPUs: trace from the root's CPU
         if (int.TryParse(ProcStat.Read(pid).Field(39), out int cpu)) ProcessCalls.SetAffinity(0, ProcessCalls.SingleCpu(cpu));
-        using var writer = new ImageWriter(output, background: true);
+        // 64 KiB staging buffers: what is staged between two page chunks is small, and each buffer handed
+        // to the writer thread is replaced by a spare or a new one (1 MiB ones cost a GC per small checkpoint)
+        using var writer = new ImageWriter(output, bufferSize: 64 << 10, background: true);
         var s = new CheckpointSession { Image = writer, Log = log, Cancelled = opt.Cancelled, External = opt.External, OwnFiles = opt.OwnFiles };
         bool ok = false;
         var frozen = System.Diagnostics.Stopwatch.StartNew();
