@@ -190,6 +190,35 @@ public class ImageFormatTests
     }
 
     [Fact]
+    public void ConsumerVerifies_ThatKindComesUncheckedAndVerifyFindsEveryCorruptByte()
+    {
+        var pages = RandomBytes(3000, 5);
+        var image = Image(w => { w.Write(RecordKind.Process, [1, 2, 3]); w.Write(RecordKind.Pages, pages); });
+        // intact: the Pages record comes with its checksum to check, the others checked already
+        var r = new ImageReader(new MemoryStream(image)) { ConsumerVerifies = RecordKind.Pages };
+        var first = r.Next()!.Value;
+        Assert.Null(first.UnverifiedSum);
+        var rec = r.Next()!.Value;
+        Assert.Equal(RecordKind.Pages, rec.Kind);
+        Assert.NotNull(rec.UnverifiedSum);
+        rec.Verify();
+        Assert.Null(r.Next());
+        // a flipped byte anywhere in the Pages payload, or in its length, is caught by Verify
+        int pagesAt = 12 + ImageWriter.HeaderSize + 3 + ImageWriter.ChecksumSize;
+        for (int at = pagesAt + ImageWriter.HeaderSize; at < pagesAt + ImageWriter.HeaderSize + pages.Length; at += 97)
+        {
+            var bad = (byte[])image.Clone();
+            bad[at] ^= 0x20;
+            var rd = new ImageReader(new MemoryStream(bad)) { ConsumerVerifies = RecordKind.Pages };
+            rd.Next();
+            var got = rd.Next()!.Value;
+            Assert.Throws<ImageFormatException>(() => got.Verify());
+            // the reader that checks everything refuses it at once
+            Assert.Throws<ImageFormatException>(() => ReadAll(bad));
+        }
+    }
+
+    [Fact]
     public void Writer_RefusesRecordsAfterFinish()
     {
         var w = new ImageWriter(new MemoryStream());

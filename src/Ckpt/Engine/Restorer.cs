@@ -19,7 +19,8 @@ public static class Restorer
         // written by the page-writing helper (at most two behind), the one being restored, the records
         // queued ahead and the one the reader is filling
         // (a small buffer: large payloads are read straight into their own buffer, not copied through it)
-        var reader = new ImageReader(input, bufferSize: 64 << 10, payloadRing: ReadAhead + 4);
+        // Pages records are checked by the thread that writes them into their process, before it does
+        var reader = new ImageReader(input, bufferSize: 64 << 10, payloadRing: ReadAhead + 4) { ConsumerVerifies = RecordKind.Pages };
         var header = ImageHeader.Read(reader);
         CheckHeader(header);
         return TracerThread.Run(() => RunTraced(reader, header, opt, log));

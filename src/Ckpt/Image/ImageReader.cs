@@ -4,7 +4,7 @@ using System.IO.Hashing;
 namespace Ckpt.Image;
 
 /// <summary>One record as read: its payload is valid until the next call to <see cref="ImageReader.Next"/>.</summary>
-public readonly struct Record(RecordKind kind, RecordFlags flags, ReadOnlyMemory<byte> payload, long offset)
+public readonly struct Record(RecordKind kind, RecordFlags flags, ReadOnlyMemory<byte> payload, long offset, ulong? unverifiedSum = null)
 {
     public RecordKind Kind { get; } = kind;
     public RecordFlags Flags { get; } = flags;
@@ -12,6 +12,20 @@ public readonly struct Record(RecordKind kind, RecordFlags flags, ReadOnlyMemory
     /// <summary>Byte offset of the record in the stream (for error messages).</summary>
     public long Offset { get; } = offset;
     public PayloadReader Reader() => new(Payload.Span, Kind);
+
+    /// <summary>
+    /// The checksum the record carries, when the reader left checking it to the consumer (see
+    /// <see cref="ImageReader.ConsumerVerifies"/>); null when it was checked before the record was returned.
+    /// </summary>
+    public ulong? UnverifiedSum { get; } = unverifiedSum;
+
+    /// <summary>Checks the payload against its checksum if the reader did not; throws on a mismatch.</summary>
+    public void Verify()
+    {
+        if (UnverifiedSum is not { } want) return;
+        if (ImageWriter.Checksum(Kind, Payload.Span, default, Flags) != want)
+            throw new ImageFormatException($"image is corrupted: checksum mismatch in record at offset {Offset}");
+    }
 }
 
 /// <summary>
@@ -35,6 +49,13 @@ public sealed class ImageReader
     private bool _trailerSeen;
 
     public uint FormatVersion { get; }
+
+    /// <summary>
+    /// Records of this kind are returned before their checksum is checked: the consumer calls
+    /// <see cref="Record.Verify"/> before it uses the payload (the restart's page writers hash a Pages
+    /// record on the thread that writes it, which takes half the reader thread's work off it).
+    /// </summary>
+    public RecordKind? ConsumerVerifies { get; init; }
     public long Position => _offset;
     public bool Finished => _trailerSeen;
 
@@ -79,11 +100,16 @@ public sealed class ImageReader
             var payload = buffer.AsSpan(0, (int)len);
             if (!TryFill(payload) || !TryFill(sum))
                 throw new ImageFormatException($"image is truncated: record at offset {at} is cut short");
-            _record.Reset();
-            _record.Append(hdr);
-            _record.Append(payload);
-            if (_record.GetCurrentHashAsUInt64() != BinaryPrimitives.ReadUInt64LittleEndian(sum))
-                throw new ImageFormatException($"image is corrupted: checksum mismatch in record at offset {at}");
+            ulong want = BinaryPrimitives.ReadUInt64LittleEndian(sum);
+            bool later = kind == ConsumerVerifies && kind != RecordKind.Trailer;
+            if (!later)
+            {
+                _record.Reset();
+                _record.Append(hdr);
+                _record.Append(payload);
+                if (_record.GetCurrentHashAsUInt64() != want)
+                    throw new ImageFormatException($"image is corrupted: checksum mismatch in record at offset {at}");
+            }
 
             if (kind == RecordKind.Trailer)
             {
@@ -103,7 +129,7 @@ public sealed class ImageReader
                 if ((flags & RecordFlags.Optional) != 0) continue;
                 throw new ImageFormatException($"image holds a record of unknown kind {(uint)kind} at offset {at}; it needs a newer ckpt");
             }
-            return new Record(kind, flags, buffer.AsMemory(0, (int)len), at);
+            return new Record(kind, flags, buffer.AsMemory(0, (int)len), at, later ? want : null);
         }
     }
 

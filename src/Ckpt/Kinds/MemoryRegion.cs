@@ -844,7 +844,8 @@ public sealed unsafe class MemoryRegion : IStateKind
         }
         int head = 4 + nruns * 12;   // the run count and runs; the pages follow
         if (span.Length - head != total) throw new ImageFormatException($"Pages record at offset {rec.Offset} holds {span.Length - head} bytes for {total} bytes of pages");
-        if (handOver) { writer.Start(ctx.Pid, uffd, rec.Payload, head, nruns); return; }
+        if (handOver) { writer.Start(ctx.Pid, uffd, rec, head, nruns); return; }
+        rec.Verify();
         fixed (byte* d = span)
             WriteRuns(ctx.Pid, uffd, d + head, st.Local, st.Remote, nruns);
     }
@@ -862,6 +863,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         if (nruns <= 0 || nruns > MaxRunsPerChunk || span.Length < head) return false;   // the normal path reports it
         int bytes = span.Length - head;
         if (bytes > DeferMaxRecord) return false;
+        rec.Verify();
         if (st.DeferredBytes + bytes > DeferBytes) RunMappingsAndDeferredPages(ctx);
         long total = 0;
         int first = st.DeferredRuns.Count;
@@ -962,6 +964,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         private Thread? _thread;
         private volatile bool _stop;
         private int _pid, _uffd, _nruns, _dataOffset;
+        private Record _rec;
         private System.Buffers.MemoryHandle _pin;
         private Exception? _error;
 
@@ -979,10 +982,11 @@ public sealed unsafe class MemoryRegion : IStateKind
         }
 
         /// <summary>Hands over a record whose runs are in <see cref="Remote"/>; it must stay valid until <see cref="Wait"/>.</summary>
-        public void Start(int pid, int uffd, ReadOnlyMemory<byte> payload, int dataOffset, int nruns)
+        public void Start(int pid, int uffd, Record rec, int dataOffset, int nruns)
         {
             _pid = pid; _uffd = uffd; _nruns = nruns; _dataOffset = dataOffset;
-            _pin = payload.Pin();
+            _rec = rec;
+            _pin = rec.Payload.Pin();
             _idle.Close();
             _thread ??= Tracing.TracerThread.StartHelper("ckpt-pagewrite", Run);
             _go.Open();
@@ -995,7 +999,8 @@ public sealed unsafe class MemoryRegion : IStateKind
                 _go.Wait();
                 _go.Close();   // opened again by the next Start, which comes after _idle opens
                 if (_stop) return;
-                try { WriteRuns(_pid, _uffd, (byte*)_pin.Pointer + _dataOffset, _local, Remote, _nruns); }
+                // checked here, on this thread, before any of it is written
+                try { _rec.Verify(); WriteRuns(_pid, _uffd, (byte*)_pin.Pointer + _dataOffset, _local, Remote, _nruns); }
                 catch (Exception e) { _error ??= e; }
                 _pin.Dispose();
                 _idle.Open();
