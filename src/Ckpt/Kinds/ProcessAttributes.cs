@@ -40,10 +40,19 @@ public sealed class ProcessAttributes : IStateKind
     private const int PR_GET_DUMPABLE = 3, PR_SET_DUMPABLE = 4, PR_GET_CHILD_SUBREAPER = 37,
         PR_SET_THP_DISABLE = 41, PR_GET_THP_DISABLE = 42;
 
+    private static readonly bool s_kthreadd = ReadComm(2) == "kthreadd";
+
+    private static string? ReadComm(int pid) => Native.FileCalls.ReadSmallText($"/proc/{pid}/comm")?.TrimEnd('\n');
+
     public void Checkpoint(CheckpointContext ctx)
     {
         int pid = ctx.Pid;
         var f = ProcStat.Read(pid);
+        // SysV semaphore adjustments (SEM_UNDO) cannot be read, so they are not saved; kcmp against a
+        // kernel thread (kthreadd, which has no undo list; ckpt has one: the .NET runtime makes it) says
+        // whether the process has one
+        if (s_kthreadd && ProcessCalls.Kcmp(2, pid, ProcessCalls.KCMP_SYSVSEM, 0, 0) is 1 or 2)
+            ctx.Log.Info($"pid {pid} has a SysV semaphore undo list (SEM_UNDO): its adjustments are not saved (with --kill the kernel applies them now)");
         var p = new PayloadWriter();
         p.I32(pid).I32(f.PPid);
         p.Str(File.ReadAllText($"/proc/{pid}/comm").TrimEnd('\n'));
