@@ -100,14 +100,24 @@ public static class Checkpointer
         while (found)
         {
             found = false;
+            // every new thread is asked to stop before any stop is waited for: a busy thread stops only
+            // once it is scheduled, and one at a time that took a time slice each on a busy machine
+            var asked = new List<(TracedTask Task, bool Stopped)>();
             foreach (int tid in ThreadIds(pid))
             {
                 if (!seen.Add(tid)) continue;
                 found = true;
-                TracedTask t;
-                try { t = s.Preseized.Remove(tid, out var pre) ? pre : TracedTask.SeizeAndStop(tid); }
-                catch (SyscallException e) when (e.Errno == Errors.ESRCH) { continue; }   // it exited meanwhile
-                catch (TaskGoneException) { continue; }
+                if (s.Preseized.Remove(tid, out var pre)) { asked.Add((pre, true)); continue; }
+                try { asked.Add((TracedTask.SeizeNoWait(tid), false)); }
+                catch (SyscallException e) when (e.Errno == Errors.ESRCH) { }   // it exited meanwhile
+            }
+            foreach (var (t, stopped) in asked)
+            {
+                if (!stopped)
+                {
+                    try { t.WaitForInterrupt(); }
+                    catch (TaskGoneException) { continue; }
+                }
                 // every signal is held pending while the task is ours: one dequeued by an injected call
                 // would only be known to us; pending, it is saved and delivered once the mask is back
                 threads.Add((t, t.GetRegs(), t.GetSigMask()));
@@ -387,13 +397,14 @@ public static class Checkpointer
             Exception? first = null;
             MemoryRegion.EndCheckpoint(s);   // page readers started ahead stop before the processes run again
             // children first: a parent released early could see a child still stopped
-            foreach (var ctx in Enumerable.Reverse(s.Processes))
-            {
-                if (!(ok && opt.Kill)) FollowCpu(ctx.Pid);
-                try { Release(ctx, kill: ok && opt.Kill, log); }
-                catch (Exception e) { first ??= e; }
-                ctx.Close();
-            }
+            using (TracerThread.Unpreempted())
+                foreach (var ctx in Enumerable.Reverse(s.Processes))
+                {
+                    if (!(ok && opt.Kill)) FollowCpu(ctx.Pid);
+                    try { Release(ctx, kill: ok && opt.Kill, log); }
+                    catch (Exception e) { first ??= e; }
+                    ctx.Close();
+                }
             // TCP connections read in repair mode leave it, or are closed in it (silently) once killed
             InetSocket.EndCheckpoint(s, killed: ok && opt.Kill);
             log.Info($"tree frozen for {frozen.Elapsed.TotalMilliseconds:F3} ms");
@@ -434,6 +445,10 @@ public static class Checkpointer
                 return;
             }
             if (ctx.Scratch != 0) leader.Inject(Nr.munmap, (long)ctx.Scratch, CheckpointContext.ScratchSize);
+            // every thread that ran injected calls is brought to a fresh stop, all at once while none
+            // runs yet (see TracedTask.BeginFreshStop)
+            foreach (var (t, _, _) in threads) t.BeginFreshStop();
+            foreach (var (t, _, _) in threads) t.EndFreshStop();
             // the other threads first, the leader last
             foreach (var (t, regs, mask) in threads.Skip(1).Append(threads[0]))
             {

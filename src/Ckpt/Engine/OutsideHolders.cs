@@ -19,23 +19,23 @@ public sealed class OutsideHolders
     /// </summary>
     public static (int Pid, int Fd)? FindFd(CheckpointSession s, string link, Func<int, int, bool>? accept = null)
     {
+        foreach (int pid in OtherProcesses(s))
+            foreach (string name in FileCalls.ListDir($"/proc/{pid}/fd") ?? [])
+            {
+                if (FileCalls.ReadLink($"/proc/{pid}/fd/{name}") != link || !int.TryParse(name, out int n)) continue;
+                try { if (accept == null || accept(pid, n)) return (pid, n); }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+            }
+        return null;
+    }
+
+    /// <summary>The pids in /proc but ckpt's own and the tree's (read without a stat per entry).</summary>
+    private static IEnumerable<int> OtherProcesses(CheckpointSession s)
+    {
         var tree = s.Processes.Select(p => p.Pid).ToHashSet();
         int self = Environment.ProcessId;
-        foreach (var dir in Directory.EnumerateDirectories("/proc"))
-        {
-            if (!int.TryParse(Path.GetFileName(dir), out int pid) || pid == self || tree.Contains(pid)) continue;
-            try
-            {
-                foreach (var fd in Directory.EnumerateFileSystemEntries($"{dir}/fd"))
-                {
-                    if (new FileInfo(fd).LinkTarget != link) continue;
-                    int n = int.Parse(Path.GetFileName(fd));
-                    if (accept == null || accept(pid, n)) return (pid, n);
-                }
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
-        }
-        return null;
+        foreach (string name in FileCalls.ListDir("/proc") ?? [])
+            if (int.TryParse(name, out int pid) && pid != self && !tree.Contains(pid)) yield return pid;
     }
 
     /// <summary>A process outside the tree that holds the object with this (device, inode), or null.</summary>
@@ -47,15 +47,13 @@ public sealed class OutsideHolders
 
     private static Dictionary<(ulong, ulong), (int, string)> Build(CheckpointSession s)
     {
-        var tree = s.Processes.Select(p => p.Pid).ToHashSet();
-        int self = Environment.ProcessId;
         var index = new Dictionary<(ulong, ulong), (int, string)>();
-        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        foreach (int pid in OtherProcesses(s))
         {
-            if (!int.TryParse(Path.GetFileName(dir), out int pid) || pid == self || tree.Contains(pid)) continue;
+            string dir = $"/proc/{pid}";
             try
             {
-                foreach (var line in File.ReadLines($"{dir}/maps"))
+                foreach (var line in (FileCalls.ReadSmallText($"{dir}/maps") ?? "").Split('\n'))
                 {
                     // start-end perms offset MAJ:MIN inode path: only shared-memory-like backings matter
                     if (!line.Contains("(deleted)") && !line.Contains("/SYSV")) continue;
@@ -66,11 +64,12 @@ public sealed class OutsideHolders
                     ulong ino = ulong.Parse(f[4], CultureInfo.InvariantCulture);
                     index.TryAdd((FileCalls.MakeDev(major, minor), ino), (pid, $"mapping {f[0]} ({f[5].Trim()})"));
                 }
-                foreach (var fd in Directory.EnumerateFileSystemEntries($"{dir}/fd"))
+                foreach (string name in FileCalls.ListDir($"{dir}/fd") ?? [])
                 {
-                    var link = new FileInfo(fd).LinkTarget;
+                    string fd = $"{dir}/fd/{name}";
+                    var link = FileCalls.ReadLink(fd);
                     if (link == null || !link.EndsWith(" (deleted)")) continue;
-                    if (FileCalls.TryStat(fd, out var st)) index.TryAdd((st.Dev, st.Ino), (pid, $"fd {Path.GetFileName(fd)} ({link})"));
+                    if (FileCalls.TryStat(fd, out var st)) index.TryAdd((st.Dev, st.Ino), (pid, $"fd {name} ({link})"));
                 }
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException) { }

@@ -24,7 +24,8 @@ public sealed class FdTable : IStateKind
     public static List<OpenFile> ReadOpenFiles(int pid)
     {
         var list = new List<OpenFile>();
-        var fds = Directory.GetFileSystemEntries($"/proc/{pid}/fd").Select(p => int.Parse(Path.GetFileName(p))).Order();
+        var names = FileCalls.ListDir($"/proc/{pid}/fd") ?? throw SyscallException.Last($"open /proc/{pid}/fd", pid);
+        var fds = names.Select(n => int.Parse(n, CultureInfo.InvariantCulture)).Order();
         foreach (int fd in fds)
         {
             string path = $"/proc/{pid}/fd/{fd}";

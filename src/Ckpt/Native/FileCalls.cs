@@ -111,6 +111,38 @@ public static unsafe partial class FileCalls
     }
 
     /// <summary>
+    /// The names in a directory (without "." and ".."), read with getdents64: no stat of each entry
+    /// (Directory.Enumerate* stats every symbolic link, such as each /proc/PID/fd entry, to learn
+    /// whether it leads to a directory). Null when the directory cannot be opened (errno set).
+    /// </summary>
+    public static List<string>? ListDir(string path)
+    {
+        int fd = Open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+        if (fd < 0) return null;
+        try
+        {
+            var names = new List<string>();
+            byte* buf = stackalloc byte[16384];
+            while (true)
+            {
+                long n = Sys.Call(217 /* getdents64 */, fd, (long)buf, 16384);
+                if (n < 0) { if (Marshal.GetLastPInvokeError() == 4 /* EINTR */) continue; return null; }
+                if (n == 0) return names;
+                for (long off = 0; off < n;)
+                {
+                    // struct linux_dirent64: u64 ino, s64 off, u16 reclen, u8 type, char name[]
+                    ushort reclen = *(ushort*)(buf + off + 16);
+                    var name = System.Runtime.InteropServices.MemoryMarshal.CreateReadOnlySpanFromNullTerminated(buf + off + 19);
+                    if (!(name.Length == 1 && name[0] == (byte)'.') && !(name.Length == 2 && name[0] == (byte)'.' && name[1] == (byte)'.'))
+                        names.Add(System.Text.Encoding.UTF8.GetString(name));
+                    off += reclen;
+                }
+            }
+        }
+        finally { Close(fd); }
+    }
+
+    /// <summary>
     /// The whole text of a small file such as /proc/PID/fdinfo/FD (open, read, close: no stream), or null
     /// when it cannot be opened (errno set).
     /// </summary>

@@ -425,14 +425,33 @@ public sealed unsafe class TracedTask
     /// </summary>
     public void RestoreRegsAfterInjection(in UserRegs saved)
     {
-        if (_injectBase != null)
-        {
-            Ptrace.Call(Ptrace.INTERRUPT, Tid, 0, 0, "INTERRUPT");
-            Ptrace.Call(Ptrace.CONT, Tid, 0, 0, "CONT");
-            WaitStop(expectEventStop: true);
-            _injectBase = null;
-        }
+        if (BeginFreshStop()) EndFreshStop();
         SetRegs(saved);
+    }
+
+    private bool _freshStopPending;
+
+    /// <summary>
+    /// The first half of <see cref="RestoreRegsAfterInjection"/>: after injections, asks the task for a
+    /// fresh interrupt stop (it runs to reach it). Started for every thread of a process before any is
+    /// waited for: a thread must be scheduled to stop, and one at a time, behind threads already let go
+    /// on a busy machine, that cost a time slice per thread. False when no injection ran.
+    /// </summary>
+    public bool BeginFreshStop()
+    {
+        if (_injectBase == null || _freshStopPending) return _freshStopPending;
+        Ptrace.Call(Ptrace.INTERRUPT, Tid, 0, 0, "INTERRUPT");
+        Ptrace.Call(Ptrace.CONT, Tid, 0, 0, "CONT");
+        return _freshStopPending = true;
+    }
+
+    /// <summary>Waits for the stop asked for by <see cref="BeginFreshStop"/>, if one was.</summary>
+    public void EndFreshStop()
+    {
+        if (!_freshStopPending) return;
+        WaitStop(expectEventStop: true);
+        _freshStopPending = false;
+        _injectBase = null;
     }
 
     /// <summary>Releases the task, giving back any held-back signal (or stopping it with SIGSTOP).</summary>
