@@ -64,13 +64,14 @@ public sealed class OutsideHolders
                     ulong ino = ulong.Parse(f[4], CultureInfo.InvariantCulture);
                     index.TryAdd((FileCalls.MakeDev(major, minor), ino), (pid, $"mapping {f[0]} ({f[5].Trim()})"));
                 }
-                foreach (string name in FileCalls.ListDir($"{dir}/fd") ?? [])
+                // a memfd, shared anonymous memory or a deleted file has no link left (st_nlink 0): only
+                // those fds are named (readlink), the others cost one fstatat each
+                FileCalls.StatEntries($"{dir}/fd", (name, st) =>
                 {
-                    string fd = $"{dir}/fd/{name}";
-                    var link = FileCalls.ReadLink(fd);
-                    if (link == null || !link.EndsWith(" (deleted)")) continue;
-                    if (FileCalls.TryStat(fd, out var st)) index.TryAdd((st.Dev, st.Ino), (pid, $"fd {name} ({link})"));
-                }
+                    if (st.Nlink != 0 || index.ContainsKey((st.Dev, st.Ino))) return;
+                    var link = FileCalls.ReadLink($"{dir}/fd/{name}");
+                    if (link != null) index.TryAdd((st.Dev, st.Ino), (pid, $"fd {name} ({link})"));
+                });
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException) { }
         }

@@ -115,7 +115,23 @@ public static unsafe partial class FileCalls
     /// (Directory.Enumerate* stats every symbolic link, such as each /proc/PID/fd entry, to learn
     /// whether it leads to a directory). Null when the directory cannot be opened (errno set).
     /// </summary>
-    public static List<string>? ListDir(string path)
+    public static List<string>? ListDir(string path) => ListDir(path, null);
+
+    [LibraryImport("libc", EntryPoint = "fstatat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Fstatat(int dirfd, string path, StatBuf* st, int flags);
+
+    /// <summary>
+    /// Every entry of a directory such as /proc/PID/fd with the stat of what it leads to (fstatat from
+    /// the open directory: no walk of the whole path per entry). False when the directory cannot be read.
+    /// </summary>
+    public static bool StatEntries(string path, Action<string, StatBuf> each)
+        => ListDir(path, (dirfd, name) =>
+        {
+            StatBuf st;
+            if (Fstatat(dirfd, name, &st, 0) == 0) each(name, st);
+        }) != null;
+
+    private static List<string>? ListDir(string path, Action<int, string>? each)
     {
         int fd = Open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
         if (fd < 0) return null;
@@ -134,7 +150,10 @@ public static unsafe partial class FileCalls
                     ushort reclen = *(ushort*)(buf + off + 16);
                     var name = System.Runtime.InteropServices.MemoryMarshal.CreateReadOnlySpanFromNullTerminated(buf + off + 19);
                     if (!(name.Length == 1 && name[0] == (byte)'.') && !(name.Length == 2 && name[0] == (byte)'.' && name[1] == (byte)'.'))
-                        names.Add(System.Text.Encoding.UTF8.GetString(name));
+                    {
+                        string s = System.Text.Encoding.UTF8.GetString(name);
+                        if (each != null) each(fd, s); else names.Add(s);
+                    }
                     off += reclen;
                 }
             }
