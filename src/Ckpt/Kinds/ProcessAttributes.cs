@@ -138,24 +138,29 @@ public sealed class ProcessAttributes : IStateKind
     {
         var s = ctx.State<Saved>();
         const int PR_SET_NAME = 15;
-        ulong name = ctx.PutScratch(0, Encoding.UTF8.GetBytes(s.Comm + "\0"));
-        ctx.Inject("prctl(PR_SET_NAME)", Nr.prctl, PR_SET_NAME, (long)name);
-        ctx.Inject("setpriority", Nr.setpriority, 0 /* PRIO_PROCESS */, 0, s.Nice);
+        // the calls whose result is only checked go in one batch (one ptrace round trip), up to the
+        // rlimits, which read and write the scratch area themselves
+        var batch = ctx.Batch;
+        var comm = Encoding.UTF8.GetBytes(s.Comm + "\0");
+        batch.Reserve(3, comm.Length);
+        batch.AddChecked("prctl(PR_SET_NAME)", Nr.prctl, PR_SET_NAME, (long)batch.AddData(comm));
+        batch.AddChecked("setpriority", Nr.setpriority, 0 /* PRIO_PROCESS */, 0, s.Nice);
         // no_new_privs cannot be cleared: a process that had it must not come back without it
-        if (s.NoNewPrivs) ctx.Inject("prctl(PR_SET_NO_NEW_PRIVS)", Nr.prctl, 38 /* PR_SET_NO_NEW_PRIVS */, 1);
+        if (s.NoNewPrivs) batch.AddChecked("prctl(PR_SET_NO_NEW_PRIVS)", Nr.prctl, 38 /* PR_SET_NO_NEW_PRIVS */, 1);
         // leading its own session or process group is the process's own state (a daemon must not come
         // back inside ckpt's session, where the terminal's SIGHUP and SIGINT reach it); membership in
         // another process's group or session is not restored: the vessel stays in ckpt's
         if (ctx.Session.Tree != null) { }   // sessions and groups were made with the tree (ProcessTree)
-        else if (s.Sid == ctx.Pid) ctx.Inject("setsid", Nr.setsid);
+        else if (s.Sid == ctx.Pid) batch.AddChecked("setsid", Nr.setsid);
         else if (ctx.Options.Frozen)
         {
             // left stopped in ckpt's process group, it would be killed by SIGHUP when ckpt exits (a group
             // with a stopped member becomes orphaned); in a session of its own it waits for SIGCONT
-            ctx.Inject("setsid", Nr.setsid);
+            batch.AddChecked("setsid", Nr.setsid);
             ctx.Log.Info("--frozen: the process was given a session of its own so that it outlives ckpt while stopped");
         }
-        else if (s.Pgid == ctx.Pid) ctx.Inject("setpgid", Nr.setpgid, 0, 0);
+        else if (s.Pgid == ctx.Pid) batch.AddChecked("setpgid", Nr.setpgid, 0, 0);
+        batch.Flush();
         var mine = ProcLimits.Read(Environment.ProcessId);   // what the vessel inherited
         for (int i = 0; i < RlimitCount; i++)
         {
@@ -186,9 +191,11 @@ public sealed class ProcessAttributes : IStateKind
                 t.ValueSec = t.IntervalSec;
                 t.ValueUsec = t.IntervalUsec;
             }
-            ulong a = ctx.PutScratch(0, MmState.StructBytes(ref t));
-            ctx.Inject("setitimer", Nr.setitimer, which, (long)a, 0);
+            var bytes = MmState.StructBytes(ref t);
+            batch.Reserve(1, bytes.Length);
+            batch.AddChecked("setitimer", Nr.setitimer, which, (long)batch.AddData(bytes), 0);
         }
+        batch.Flush();
         if (s.More is { } m) FinishMore(ctx, m);
     }
 
