@@ -49,25 +49,24 @@ public sealed class HandoffQueue<T>
         lock (_items)
         {
             if (_items.Count == 0 && !_completed) WaitUntil(() => _items.Count > 0 || _completed, token);
-            if (_items.Count == 0) { item = default!; return false; }
-            item = _items.Dequeue();
-            _count = _items.Count;
-            Monitor.PulseAll(_items);
-            return true;
+            return DequeueLocked(out item);
         }
     }
 
     /// <summary>The next item if one is queued, without waiting.</summary>
     public bool TryTakeNow(out T item)
     {
-        lock (_items)
-        {
-            if (_items.Count == 0) { item = default!; return false; }
-            item = _items.Dequeue();
-            _count = _items.Count;
-            Monitor.PulseAll(_items);
-            return true;
-        }
+        lock (_items) return DequeueLocked(out item);
+    }
+
+    /// <summary>Takes the first item, if any, and wakes whoever waits for room (the lock is held).</summary>
+    private bool DequeueLocked(out T item)
+    {
+        if (_items.Count == 0) { item = default!; return false; }
+        item = _items.Dequeue();
+        _count = _items.Count;
+        Monitor.PulseAll(_items);
+        return true;
     }
 
     /// <summary>No more items will come: takers get what is queued, then false.</summary>

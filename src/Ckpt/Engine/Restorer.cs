@@ -55,7 +55,7 @@ public static class Restorer
                     if (rec.Kind != RecordKind.Pages) MemoryRegion.WaitForPages(s, processDone: rec.Kind is RecordKind.Process or RecordKind.Tree);
                     // calls queued by Vma records run before any record but a Vma or Pages record (a
                     // Pages record that needs its mapping now runs them itself; small ones wait for them)
-                    if (rec.Kind is not (RecordKind.Vma or RecordKind.Pages) && s.Current is { } cur && (cur.PendingBatchCalls > 0 || MemoryRegion.HasDeferredPages(cur)))
+                    if (rec.Kind is not (RecordKind.Vma or RecordKind.Pages) && s.Current is { } cur)
                     {
                         MemoryRegion.RunMappingsAndDeferredPages(cur);
                         long tf = System.Diagnostics.Stopwatch.GetTimestamp();

@@ -511,9 +511,6 @@ public sealed unsafe class MemoryRegion : IStateKind
     /// <summary>Pages records up to this size wait in ckpt for the mappings of the regions queued with theirs.</summary>
     private const int DeferMaxRecord = 64 << 10, DeferBytes = 1 << 20;
 
-    /// <summary>Whether small Pages records of the process wait to be written (see <see cref="RunMappingsAndDeferredPages"/>).</summary>
-    public static bool HasDeferredPages(RestoreContext ctx) => ctx.Existing<RestoreState>() is { DeferredRuns.Count: > 0 };
-
     /// <summary>
     /// Runs the calls queued by Vma records (the mappings), then writes the small Pages records that
     /// waited for them: a process of many small regions costs a ptrace round trip per few hundred
@@ -531,14 +528,9 @@ public sealed unsafe class MemoryRegion : IStateKind
             for (int i = 0; i < runs.Length; i += MaxRunsPerChunk)
             {
                 int n = Math.Min(MaxRunsPerChunk, runs.Length - i);
-                for (int k = 0; k < n; k++) { st.Local[k] = new Iovec { Base = (nint)(data + at), Len = runs[i + k].Len }; at += (long)runs[i + k].Len; }
                 runs.Slice(i, n).CopyTo(st.Remote);
-                long want = 0;
-                for (int k = 0; k < n; k++) want += (long)runs[i + k].Len;
-                fixed (Iovec* l = st.Local)
-                fixed (Iovec* r = st.Remote)
-                    if (MemoryCalls.ProcessVmWritev(ctx.Pid, l, (ulong)n, r, (ulong)n, 0) != want)
-                        throw SyscallException.Last("process_vm_writev", ctx.Pid, $"pages at 0x{(ulong)r[0].Base:x}");
+                WriteRuns(ctx.Pid, -1, data + at, st.Local, st.Remote, n);
+                foreach (var r in runs.Slice(i, n)) at += (long)r.Len;
             }
         }
         st.DeferredRuns.Clear();
@@ -685,26 +677,26 @@ public sealed unsafe class MemoryRegion : IStateKind
     }
 
     /// <summary>Whether transparent huge pages are not turned off for the whole machine ("never").</summary>
-    private static bool SystemAllowsThp()
-    {
-        if (s_thp is { } known) return known;
-        try { s_thp = !File.ReadAllText("/sys/kernel/mm/transparent_hugepage/enabled").Contains("[never]"); }
-        catch (IOException) { s_thp = false; }
-        catch (UnauthorizedAccessException) { s_thp = false; }
-        return s_thp.Value;
-    }
-    private static bool? s_thp;
+    private static bool SystemAllowsThp() => ThpMode() != "never";
 
     /// <summary>Whether transparent huge pages are made on faults in every region ("always").</summary>
-    private static bool ThpAlways()
+    private static bool ThpAlways() => ThpMode() == "always";
+
+    /// <summary>The machine's THP mode (the bracketed word of .../transparent_hugepage/enabled), read once; "never" if unreadable.</summary>
+    private static string ThpMode()
     {
-        if (s_thpAlways is { } known) return known;
-        try { s_thpAlways = File.ReadAllText("/sys/kernel/mm/transparent_hugepage/enabled").Contains("[always]"); }
-        catch (IOException) { s_thpAlways = false; }
-        catch (UnauthorizedAccessException) { s_thpAlways = false; }
-        return s_thpAlways.Value;
+        if (s_thpMode != null) return s_thpMode;
+        try
+        {
+            string text = File.ReadAllText("/sys/kernel/mm/transparent_hugepage/enabled");
+            int open = text.IndexOf('['), close = text.IndexOf(']');
+            s_thpMode = open >= 0 && close > open ? text[(open + 1)..close] : "never";
+        }
+        catch (IOException) { s_thpMode = "never"; }
+        catch (UnauthorizedAccessException) { s_thpMode = "never"; }
+        return s_thpMode;
     }
-    private static bool? s_thpAlways;
+    private static string? s_thpMode;
 
     /// <summary>Regions with fewer pages saved are filled with process_vm_writev (registering costs two ioctls).</summary>
     private const ulong UffdMinPages = 64;
@@ -817,7 +809,8 @@ public sealed unsafe class MemoryRegion : IStateKind
             // the record the helper is writing stays valid only for a few more records of the reader:
             // it must be done before this thread goes on past it without taking turns
             ctx.Session.Existing<PageWriter>()?.Wait();
-            if (TryDefer(ctx, st, rec)) return;
+            Defer(ctx, st, rec);
+            return;
         }
         // this record needs its mapping now
         if (ctx.PendingBatchCalls > 0 || st.DeferredRuns.Count > 0) RunMappingsAndDeferredPages(ctx);
@@ -827,6 +820,19 @@ public sealed unsafe class MemoryRegion : IStateKind
         bool handOver = writer.TakeTurn();
         var remote = handOver ? writer.Remote : st.Remote;
         int uffd = st.CurUffd ? RegisterRegion(ctx, st) : -1;
+        var (nruns, head) = ParseRuns(rec, st, remote);
+        if (handOver) { writer.Start(ctx.Pid, uffd, rec, head, nruns); return; }
+        rec.Verify();
+        fixed (byte* d = rec.Payload.Span)
+            WriteRuns(ctx.Pid, uffd, d + head, st.Local, st.Remote, nruns);
+    }
+
+    /// <summary>
+    /// The runs of a Pages record, checked against the current region, into <paramref name="into"/>;
+    /// returns how many, and the length of the header before the pages (the run count and the runs).
+    /// </summary>
+    private static (int Runs, int Head) ParseRuns(Record rec, RestoreState st, Iovec[] into)
+    {
         var span = rec.Payload.Span;
         if (span.Length < 4) throw new ImageFormatException($"Pages record at offset {rec.Offset} is too short");
         int nruns = (int)BinaryPrimitives.ReadUInt32LittleEndian(span);
@@ -839,55 +845,29 @@ public sealed unsafe class MemoryRegion : IStateKind
             uint n = BinaryPrimitives.ReadUInt32LittleEndian(span[(12 + k * 12)..]);
             if (a < st.CurStart || a + (ulong)n * PageSize > st.CurEnd || a % PageSize != 0)
                 throw new ImageFormatException($"Pages record at offset {rec.Offset} has pages outside its region");
-            remote[k] = new Iovec { Base = (nint)a, Len = (nuint)(n * PageSize) };
+            into[k] = new Iovec { Base = (nint)a, Len = (nuint)(n * PageSize) };
             total += n * PageSize;
         }
-        int head = 4 + nruns * 12;   // the run count and runs; the pages follow
+        int head = 4 + nruns * 12;
         if (span.Length - head != total) throw new ImageFormatException($"Pages record at offset {rec.Offset} holds {span.Length - head} bytes for {total} bytes of pages");
-        if (handOver) { writer.Start(ctx.Pid, uffd, rec, head, nruns); return; }
-        rec.Verify();
-        fixed (byte* d = span)
-            WriteRuns(ctx.Pid, uffd, d + head, st.Local, st.Remote, nruns);
+        return (nruns, head);
     }
 
     /// <summary>
-    /// Keeps a small Pages record (its runs checked against its region) to write once the mappings queued
-    /// with it exist; false when it is large or there is no room left (the caller writes it now).
+    /// Keeps a small Pages record (checked, and its runs against its region) to write once the mappings
+    /// queued with it exist (<see cref="RunMappingsAndDeferredPages"/>, also when there is no room left).
     /// </summary>
-    private static bool TryDefer(RestoreContext ctx, RestoreState st, Record rec)
+    private static void Defer(RestoreContext ctx, RestoreState st, Record rec)
     {
-        var span = rec.Payload.Span;
-        if (span.Length > DeferMaxRecord + 4 + 12 || span.Length < 4) return false;
-        int nruns = (int)BinaryPrimitives.ReadUInt32LittleEndian(span);
-        int head = 4 + nruns * 12;
-        if (nruns <= 0 || nruns > MaxRunsPerChunk || span.Length < head) return false;   // the normal path reports it
-        int bytes = span.Length - head;
-        if (bytes > DeferMaxRecord) return false;
         rec.Verify();
-        if (st.DeferredBytes + bytes > DeferBytes) RunMappingsAndDeferredPages(ctx);
-        long total = 0;
-        int first = st.DeferredRuns.Count;
-        for (int k = 0; k < nruns; k++)
-        {
-            ulong a = BinaryPrimitives.ReadUInt64LittleEndian(span[(4 + k * 12)..]);
-            uint n = BinaryPrimitives.ReadUInt32LittleEndian(span[(12 + k * 12)..]);
-            if (a < st.CurStart || a + (ulong)n * PageSize > st.CurEnd || a % PageSize != 0)
-            {
-                st.DeferredRuns.RemoveRange(first, st.DeferredRuns.Count - first);
-                throw new ImageFormatException($"Pages record at offset {rec.Offset} has pages outside its region");
-            }
-            st.DeferredRuns.Add(new Iovec { Base = (nint)a, Len = (nuint)(n * PageSize) });
-            total += n * PageSize;
-        }
-        if (total != bytes)
-        {
-            st.DeferredRuns.RemoveRange(first, st.DeferredRuns.Count - first);
-            throw new ImageFormatException($"Pages record at offset {rec.Offset} holds {bytes} bytes for {total} bytes of pages");
-        }
+        // (its pages are the payload but for the header: a little less than the payload)
+        if (st.DeferredBytes + rec.Payload.Length > DeferBytes) RunMappingsAndDeferredPages(ctx);
+        var (nruns, head) = ParseRuns(rec, st, st.Remote);
+        st.DeferredRuns.AddRange(st.Remote.AsSpan(0, nruns));
         st.DeferredData ??= GC.AllocateUninitializedArray<byte>(DeferBytes);
-        span[head..].CopyTo(st.DeferredData.AsSpan(st.DeferredBytes));
-        st.DeferredBytes += bytes;
-        return true;
+        var pages = rec.Payload.Span[head..];
+        pages.CopyTo(st.DeferredData.AsSpan(st.DeferredBytes));
+        st.DeferredBytes += pages.Length;
     }
 
     /// <summary>
