@@ -144,6 +144,11 @@ public sealed class E2eScript
         wait_exit $P 20; echo "TARGET: $?"
         """;
 
+    /// <summary>A script step (after a restart) that keeps what <c>ckpt info</c> says of the image in $W/info.txt.</summary>
+    public const string SaveInfo = """
+        ck info "$W/img" > "$W/info.txt" || fail "ckpt info failed"
+        """;
+
     public static string RoundTrip(string command, string afterRestart = "", string before = "", string restartArgs = "") => $"""
         {before}
         start "$W/out" {command}

@@ -16,9 +16,7 @@ public sealed class InetSocketTests(E2eEnvironment env)
     public void ListenersAndDatagramSockets()
     {
         env.Program("inetsock");
-        var r = new E2eScript(env, "inetsock").Run(E2eScript.RoundTrip("\"$BIN/inetsock\"", before: "", afterRestart: """
-            ck info "$W/img" > "$W/info.txt" || fail "ckpt info failed"
-            """));
+        var r = new E2eScript(env, "inetsock").Run(E2eScript.RoundTrip("\"$BIN/inetsock\"", before: "", afterRestart: E2eScript.SaveInfo));
         r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
         var ports = Regex.Match(r.File("out"), @"^PORTS (\d+) (\d+) (\d+) (\d+) (\d+)$", RegexOptions.Multiline);
         Assert.True(ports.Success, $"no PORTS line{r.Diagnostics}");
@@ -38,9 +36,7 @@ public sealed class InetSocketTests(E2eEnvironment env)
     public void EstablishedConnectionWithDataInFlight()
     {
         env.Program("tcpconn");
-        var r = new E2eScript(env, "tcpconn").Run(E2eScript.RoundTrip("\"$BIN/tcpconn\"", afterRestart: """
-            ck info "$W/img" > "$W/info.txt" || fail "ckpt info failed"
-            """));
+        var r = new E2eScript(env, "tcpconn").Run(E2eScript.RoundTrip("\"$BIN/tcpconn\"", afterRestart: E2eScript.SaveInfo));
         r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
         Assert.Matches(@"state: established", r.File("info.txt"));
         Assert.Matches(@"send_queue_bytes: [1-9]", r.File("info.txt"));
@@ -86,9 +82,7 @@ public sealed class InetSocketTests(E2eEnvironment env)
     public void HalfClosedConnections()
     {
         env.Program("tcphalf");
-        var r = new E2eScript(env, "tcphalf").Run(E2eScript.RoundTrip("\"$BIN/tcphalf\"", afterRestart: """
-            ck info "$W/img" > "$W/info.txt" || fail "ckpt info failed"
-            """));
+        var r = new E2eScript(env, "tcphalf").Run(E2eScript.RoundTrip("\"$BIN/tcphalf\"", afterRestart: E2eScript.SaveInfo));
         r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
         Assert.Contains("half_closed: fin received", r.File("info.txt"));
         Assert.Contains("half_closed: fin sent", r.File("info.txt"));

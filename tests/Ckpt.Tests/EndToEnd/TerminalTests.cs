@@ -63,9 +63,7 @@ public sealed class TerminalTests(E2eEnvironment env)
     public void PtyHeldByTheTree()
     {
         env.Program("ptys");
-        var r = new E2eScript(env, "ptys").Run(E2eScript.RoundTrip("\"$BIN/ptys\"", afterRestart: """
-            ck info "$W/img" > "$W/info.txt" || fail "ckpt info failed"
-            """));
+        var r = new E2eScript(env, "ptys").Run(E2eScript.RoundTrip("\"$BIN/ptys\"", afterRestart: E2eScript.SaveInfo));
         r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
         Assert.Contains("pty master", r.File("info.txt"));
         r.Cleanup();
