@@ -90,8 +90,8 @@ public sealed unsafe class MemoryRegion : IStateKind
     {
         public required List<(VmaInfo Vma, Backing Backing, long Pages, List<(ulong Addr, uint Blocks)> Huge, int FirstChunk, int Chunks)> Plan { get; init; }
         public required PageCopier Copier { get; init; }
-        public CheckpointContext? Owner { get; init; }
-        public void Dispose() { Copier.Dispose(); Owner?.Forget<Prepared>(); }
+        public required CheckpointContext Owner { get; init; }
+        public void Dispose() { Copier.Dispose(); Owner.Forget<Prepared>(); }
     }
 
     /// <summary>Stops a copier started ahead for a process whose turn did not come (the checkpoint failed).</summary>

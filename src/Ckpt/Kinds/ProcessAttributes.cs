@@ -40,9 +40,9 @@ public sealed class ProcessAttributes : IStateKind
     private const int PR_GET_DUMPABLE = 3, PR_SET_DUMPABLE = 4, PR_GET_CHILD_SUBREAPER = 37,
         PR_SET_THP_DISABLE = 41, PR_GET_THP_DISABLE = 42;
 
-    private static readonly bool s_kthreadd = ReadComm(2) == "kthreadd";
-
-    private static string? ReadComm(int pid) => Native.FileCalls.ReadSmallText($"/proc/{pid}/comm")?.TrimEnd('\n');
+    /// <summary>Pid 2 is kthreadd (read at the first checkpoint, not when a restart loads this type).</summary>
+    private static bool Kthreadd => s_kthreadd ??= Native.FileCalls.ReadSmallText("/proc/2/comm")?.TrimEnd('\n') == "kthreadd";
+    private static bool? s_kthreadd;
 
     public void Checkpoint(CheckpointContext ctx)
     {
@@ -51,7 +51,7 @@ public sealed class ProcessAttributes : IStateKind
         // SysV semaphore adjustments (SEM_UNDO) cannot be read, so they are not saved; kcmp against a
         // kernel thread (kthreadd, which has no undo list; ckpt has one: the .NET runtime makes it) says
         // whether the process has one
-        if (s_kthreadd && ProcessCalls.Kcmp(2, pid, ProcessCalls.KCMP_SYSVSEM, 0, 0) is 1 or 2)
+        if (Kthreadd && ProcessCalls.Kcmp(2, pid, ProcessCalls.KCMP_SYSVSEM, 0, 0) is 1 or 2)
             ctx.Log.Info($"pid {pid} has a SysV semaphore undo list (SEM_UNDO): its adjustments are not saved (with --kill the kernel applies them now)");
         var p = new PayloadWriter();
         p.I32(pid).I32(f.PPid);
