@@ -71,6 +71,30 @@ public static class Checkpointer
         if (status.Tgid != pid) throw new NotCheckpointableException(pid, $"it is a thread of process {status.Tgid}; checkpoint the process");
         if (status.TracerPid != 0 && status.TracerPid != ProcessCalls.GetTid())   // seized by us already (--freezer)
             throw new NotCheckpointableException(pid, $"it is already traced by pid {status.TracerPid} (a debugger or strace); detach that first");
+        CheckNamespaces(pid);
+    }
+
+    /// <summary>The namespaces a process of the tree may be in: ckpt's own, since restart rebuilds the tree in
+    /// the namespaces of `ckpt restart` and saves none of their state (mounts, network devices, hostname,
+    /// pid numbering, clock offsets...). pid_for_children and time_for_children differ once a process has
+    /// called unshare for its future children.</summary>
+    private static readonly (string Name, string What)[] Namespaces =
+    [
+        ("mnt", "mount"), ("pid", "pid"), ("pid_for_children", "pid (for its children, after unshare)"),
+        ("net", "network"), ("ipc", "IPC"), ("uts", "UTS (hostname)"), ("user", "user"), ("cgroup", "cgroup"),
+        ("time", "time"), ("time_for_children", "time (for its children, after unshare)"),
+    ];
+
+    private static void CheckNamespaces(int pid)
+    {
+        foreach (var (name, what) in Namespaces)
+        {
+            string? mine = FileCalls.ReadLink($"/proc/self/ns/{name}");
+            if (mine == null) continue;   // a namespace kind this kernel does not have
+            string? its = FileCalls.ReadLink($"/proc/{pid}/ns/{name}");
+            if (its != null && its != mine)
+                throw new NotCheckpointableException(pid, $"it is in a {what} namespace of its own ({its}; ckpt's is {mine}); namespaces are not saved, checkpoint a process of ckpt's namespaces or run ckpt inside that one");
+        }
     }
 
     private static int[] ThreadIds(int pid)

@@ -30,6 +30,7 @@ public enum RecordKind : uint
     FileLocks = 36,      // Kinds/FileLocks.cs (flock, POSIX and OFD locks the process holds, by fd)
     Pty = 37,            // Kinds/Pty.cs (a pty master held in the tree, or a slave whose master is)
     MessageQueue = 38,   // Kinds/MessageQueue.cs (a POSIX message queue, reopened by name)
+    FileOwners = 39,     // Kinds/FileOwner.cs (F_SETOWN owner, F_SETSIG signal and O_ASYNC of descriptions, by fd)
 
     EventFd = 40,        // Kinds/EventFd.cs
     TimerFd = 41,        // Kinds/TimerFd.cs

@@ -80,6 +80,18 @@ public sealed class FailureTests(E2eEnvironment env)
         r.AssertRefused($"fd {fd} ", "raw IP socket");
     }
 
+    /// <summary>
+    /// The target runs in a namespace of its own (here UTS, made by unshare, which then execs it): restart
+    /// would bring it back in ckpt's namespaces, so the checkpoint refuses, naming the pid and the namespace.
+    /// </summary>
+    [Fact]
+    public void CheckpointInOtherNamespaceIsRefused()
+    {
+        env.Program("signals");
+        var r = new E2eScript(env, "namespace").Run(E2eScript.Refused("unshare --uts \"$BIN/signals\""));
+        r.AssertRefused("UTS (hostname) namespace");
+    }
+
     /// <summary>Standard output is a pipe to another process (the common `prog | tee log`): refused naming fd 1.</summary>
     [Fact]
     public void CheckpointWithPipeToAnotherProcess()

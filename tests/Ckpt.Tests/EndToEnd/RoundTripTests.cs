@@ -299,6 +299,23 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.Cleanup();
     }
 
+    /// <summary>
+    /// Signal-driven I/O comes back: owners set with F_SETOWN_EX (the process, one of its threads, its
+    /// process group), F_SETSIG signals and O_ASYNC; data written after the restart raises each signal in
+    /// its owner with the fd in its siginfo.
+    /// </summary>
+    [Fact]
+    public void FileOwnersAndAsyncSignals()
+    {
+        env.Program("fown");
+        var r = new E2eScript(env, "fown").Run(E2eScript.RoundTrip("\"$BIN/fown\"", afterRestart: E2eScript.SaveInfo));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
+        var info = r.File("info.txt");
+        Assert.Matches(@"async=True  owner=thread \d+  signal=\d+", info);
+        Assert.Matches(@"async=False  owner=process group \d+", info);
+        r.Cleanup();
+    }
+
     /// <summary>A POSIX message queue opened twice comes back by name with both descriptions' flags; its messages (kept by the kernel) come out in priority order.</summary>
     [Fact]
     public void PosixMessageQueue()
