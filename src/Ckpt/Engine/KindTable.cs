@@ -38,6 +38,7 @@ public static class KindTable
         FdTable.Instance,             // ...and the fd numbers that refer to them
         FileLocks.Instance,           // file locks, taken again once the fds are in place
         FileOwner.Instance,           // signal-driven I/O: F_SETOWN owner, F_SETSIG, O_ASYNC (set in Finish)
+        SocketFilter.Instance,        // classic BPF socket filters (attached in Finish)
         SignalState.Instance,         // handlers, shared pending
         PosixTimers.Instance,         // timer_create timers (armed in Finish just before the threads' registers are loaded)
         Seccomp.Instance,             // seccomp mode and filters per thread (installed by CpuState near the end of each thread's setup)

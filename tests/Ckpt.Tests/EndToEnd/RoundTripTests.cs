@@ -316,6 +316,20 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.Cleanup();
     }
 
+    /// <summary>
+    /// Classic BPF socket filters come back on UDP and unix sockets with their instructions and lock flag,
+    /// and keep dropping or letting through what they did.
+    /// </summary>
+    [Fact]
+    public void SocketFilters()
+    {
+        env.Program("sockfilter");
+        var r = new E2eScript(env, "sockfilter").Run(E2eScript.RoundTrip("\"$BIN/sockfilter\"", afterRestart: E2eScript.SaveInfo));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
+        Assert.Contains("instructions=1  locked=True", r.File("info.txt"));
+        r.Cleanup();
+    }
+
     /// <summary>A POSIX message queue opened twice comes back by name with both descriptions' flags; its messages (kept by the kernel) come out in priority order.</summary>
     [Fact]
     public void PosixMessageQueue()
