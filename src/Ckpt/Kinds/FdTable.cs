@@ -109,7 +109,11 @@ public sealed class FdTable : IStateKind
     private static string Describe(OpenFile f)
     {
         if (f.Link.StartsWith("socket:")) return $"a socket ({f.Link})";
-        if (f.Link.StartsWith("anon_inode:")) return $"an {f.Link[11..].Trim('[', ']')} object ({f.Link})";
+        if (f.Link.StartsWith("anon_inode:"))
+        {
+            string name = f.Link[11..].Trim('[', ']');
+            return $"{(name.Length > 0 && "aeio".Contains(name[0]) ? "an" : "a")} {name} object ({f.Link})";
+        }
         return f.Stat.Type switch
         {
             StatBuf.S_IFCHR => $"the character device {f.Link} ({FileCalls.MajorOf(f.Stat.Rdev)}:{FileCalls.MinorOf(f.Stat.Rdev)})",

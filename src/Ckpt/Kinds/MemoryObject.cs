@@ -24,7 +24,9 @@ public sealed class MemoryObject : IFileKind
     public static readonly MemoryObject Instance = new();
     public string Name => "memory object";
     public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.MemoryObject, RecordKind.MemoryObjectData, RecordKind.MemoryFile];
-    public int FinishOrder => 48;
+    /// <summary>Before MmState (20): its executable link cannot be set while ckpt's writable copy of a deleted
+    /// executable is open (the whole stream, so every mapping and fd, is in place by then).</summary>
+    public int FinishOrder => 15;
 
     public enum ObjectType : byte { Memfd = 1, SharedAnon = 2, DeletedFile = 3 }
 
@@ -169,7 +171,18 @@ public sealed class MemoryObject : IFileKind
     private sealed class RestoreState
     {
         public readonly Dictionary<uint, Restored> Objects = new();
+        /// <summary>ckpt's copy of each rebuilt deleted file, by its saved path, kept until the restart ends
+        /// (the objects are closed after the first process's Finish, the executable link of every process is set in its own).</summary>
+        public readonly Dictionary<string, int> DeletedFiles = new();
     }
+
+    /// <summary>
+    /// The path under which a later <see cref="RestoreContext.OpenInVessel"/> opens the rebuilt deleted file that
+    /// was at <paramref name="path"/> (without " (deleted)"), or null if the image holds none: a process
+    /// whose executable was deleted maps it, so the file comes back as a memory object.
+    /// </summary>
+    public static string? DeletedFilePath(RestoreContext ctx, string path)
+        => ctx.Session.State<RestoreState>().DeletedFiles.TryGetValue(path, out int fd) ? $"/proc/{Environment.ProcessId}/fd/{fd}" : null;
 
     public void Restore(RestoreContext ctx, Record rec)
     {
@@ -210,6 +223,13 @@ public sealed class MemoryObject : IFileKind
             _ => throw new ImageFormatException($"MemoryObject record at offset {rec.Offset} has unknown type {(int)type}"),
         };
         st.Objects[objref] = new Restored { Type = type, Name = name, Master = master, Seals = seals };
+        if (type == ObjectType.DeletedFile && !st.DeletedFiles.ContainsKey(name))
+        {
+            // read-only: an executable cannot be set while a description writes to it (ETXTBSY, reported as EACCES)
+            int keep = FileCalls.Open($"/proc/self/fd/{master}", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
+            if (keep < 0) throw SyscallException.Last("open", 0, $"memory object {name}");
+            st.DeletedFiles[name] = ctx.Session.Own(keep);
+        }
         if (type != ObjectType.SharedAnon)
         {
             if (FileCalls.Ftruncate(master, size) != 0) throw SyscallException.Last("ftruncate", 0, $"memory object {name}");

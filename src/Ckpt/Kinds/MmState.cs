@@ -193,7 +193,9 @@ public sealed class MmState : IStateKind
     public void Finish(RestoreContext ctx)
     {
         var st = ctx.State<Saved>();
-        int exeFd = ctx.OpenInVessel(st.Exe, FileCalls.O_RDONLY | FileCalls.O_CLOEXEC);
+        // an executable deleted (or replaced) since it started is the deleted file rebuilt for its mappings
+        string exe = st.Exe.EndsWith(" (deleted)", StringComparison.Ordinal) ? MemoryObject.DeletedFilePath(ctx, st.Exe[..^10]) ?? st.Exe : st.Exe;
+        int exeFd = ctx.OpenInVessel(exe, FileCalls.O_RDONLY | FileCalls.O_CLOEXEC);
         ulong auxv = ctx.PutScratch(0, st.Auxv);
         var map = new PrctlMmMap
         {

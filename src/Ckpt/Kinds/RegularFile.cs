@@ -43,6 +43,9 @@ public sealed class RegularFile : IFileKind
         return "";
     }
 
+    /// <summary>SECRETMEM_MAGIC: the file system of memfd_secret areas.</summary>
+    private const long SecretmemMagic = 0x5345434d;
+
     public void CheckpointFile(CheckpointContext ctx, in OpenFile f, uint objref)
     {
         bool deleted = f.Link.EndsWith(" (deleted)") && f.Stat.Nlink == 0;
@@ -63,6 +66,8 @@ public sealed class RegularFile : IFileKind
                     MessageQueue.CheckpointFile(ctx, f, objref, mine);
                     return;
                 }
+                if (FileCalls.FstatfsType(mine) == SecretmemMagic)
+                    throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} is a secret memory area (memfd_secret), whose contents only its own mappings can read; it cannot be saved");
             }
             finally { FileCalls.Close(mine); }
             throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd}: {path} no longer names the open file (renamed or replaced{(fs is "" or "tmpfs" or "ext4" or "xfs" or "btrfs" or "overlay" ? "" : $"; it is on a {fs} file system")})");

@@ -74,6 +74,29 @@ public sealed class TreeTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// The executable of a process and of its children was deleted while they run (a program upgraded
+    /// under a long job): its contents come from the image, and /proc/PID/exe shows the same deleted path.
+    /// </summary>
+    [Fact]
+    public void DeletedExecutable()
+    {
+        env.Program("children");
+        var r = new E2eScript(env, "deleted-exe").Run("""
+            cp "$BIN/children" "$W/upgraded"
+            start "$W/out" "$W/upgraded"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            rm "$W/upgraded"
+            checkpoint_kill_tree CHILDREN
+            restart_detached
+            readlink /proc/$P/exe > "$W/exe.txt"
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.Equal($"{r.W}/upgraded (deleted)", r.File("exe.txt").Trim());
+        r.Cleanup();
+    }
+
+    /// <summary>
     /// A shell pipeline nobody here wrote (sh, seq, gzip, sha256sum), checkpointed mid-way, killed and
     /// restarted; its output equals an uninterrupted run's.
     /// </summary>
