@@ -14,14 +14,31 @@ public sealed class FsState : IStateKind
     public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.FsState];
     public int FinishOrder => 30;
 
-    private sealed class Saved { public string Cwd = "/", Root = "/"; public uint Umask; }
+    private sealed class Saved
+    {
+        public string Cwd = "/", Root = "/";
+        public uint Umask;
+        /// <summary>The working directory was removed (Cwd without " (deleted)"), and what it was.</summary>
+        public bool CwdRemoved;
+        public StatBuf CwdStat;
+    }
 
     public void Checkpoint(CheckpointContext ctx)
     {
         string cwd = MmState.ProcLink($"/proc/{ctx.Pid}/cwd"), root = MmState.ProcLink($"/proc/{ctx.Pid}/root");
-        if (cwd.EndsWith(" (deleted)")) throw new NotCheckpointableException(ctx.Pid, $"its current directory {cwd} was deleted");
+        if (root.EndsWith(" (deleted)")) throw new NotCheckpointableException(ctx.Pid, $"its root directory {root} was deleted");
+        // a removed working directory (the process went on in it) is empty: it is made and removed again at restart
+        bool removed = false;
+        StatBuf st = default;
+        if (cwd.EndsWith(" (deleted)") && FileCalls.TryStat($"/proc/{ctx.Pid}/cwd", out st) && st.Nlink == 0)
+        {
+            removed = true;
+            cwd = cwd[..^10];
+        }
         uint umask = (uint)(ProcStatus.Read(ctx.Pid).Umask ?? 18 /* 022 */);
-        ctx.Image.Write(RecordKind.FsState, new PayloadWriter().Str(cwd).Str(root).U32(umask));
+        var p = new PayloadWriter().Str(cwd).Str(root).U32(umask).Bool(removed);
+        if (removed) p.U64(st.Dev).U64(st.Ino).U32(st.Mode).U32(st.Uid).U32(st.Gid);
+        ctx.Image.Write(RecordKind.FsState, p);
     }
 
     public void Restore(RestoreContext ctx, Record rec)
@@ -29,18 +46,32 @@ public sealed class FsState : IStateKind
         var r = rec.Reader();
         var s = ctx.State<Saved>();
         s.Cwd = r.Str(); s.Root = r.Str(); s.Umask = r.U32();
+        s.CwdRemoved = !r.AtEnd && r.Bool();
+        if (s.CwdRemoved) s.CwdStat = new StatBuf { Dev = r.U64(), Ino = r.U64(), Mode = r.U32(), Uid = r.U32(), Gid = r.U32() };
         r.End();
     }
 
     public void Finish(RestoreContext ctx)
     {
         var s = ctx.State<Saved>();
-        ulong p = ctx.PutScratch(0, Encoding.UTF8.GetBytes(s.Cwd + "\0"));
-        long rc = ctx.Vessel.Inject(Nr.chdir, (long)p);
-        if (rc < 0) throw new CkptException($"restart: cannot enter the working directory {s.Cwd}: {Errors.Describe((int)-rc)}", ExitCodes.RestoreConflict);
+        long rc;
+        if (s.CwdRemoved)
+        {
+            var st = s.CwdStat;
+            int dir = RegularFile.DeletedDirectory(ctx.Session, st.Dev, st.Ino, s.Cwd, st.Mode, st.Uid, st.Gid);
+            int vfd = ctx.OpenInVessel($"/proc/{Environment.ProcessId}/fd/{dir}", FileCalls.O_PATH | FileCalls.O_DIRECTORY | FileCalls.O_CLOEXEC);
+            rc = ctx.Vessel.Inject(Nr.fchdir, vfd);
+            ctx.Inject("close", Nr.close, vfd);
+        }
+        else
+        {
+            ulong cwd = ctx.PutScratch(0, Encoding.UTF8.GetBytes(s.Cwd + "\0"));
+            rc = ctx.Vessel.Inject(Nr.chdir, (long)cwd);
+        }
+        if (rc < 0) throw new CkptException($"restart: cannot enter the working directory {s.Cwd}{(s.CwdRemoved ? " (removed)" : "")}: {Errors.Describe((int)-rc)}", ExitCodes.RestoreConflict);
         if (s.Root != "/")
         {
-            p = ctx.PutScratch(0, Encoding.UTF8.GetBytes(s.Root + "\0"));
+            ulong p = ctx.PutScratch(0, Encoding.UTF8.GetBytes(s.Root + "\0"));
             ctx.Inject("chroot", Nr.chroot, (long)p);
         }
         ctx.Inject("umask", Nr.umask, s.Umask);
@@ -49,6 +80,9 @@ public sealed class FsState : IStateKind
     public void Describe(Record rec, InfoNode info)
     {
         var r = rec.Reader();
-        info.Child("process").Set("cwd", r.Str()).Set("root", r.Str()).Set("umask", Convert.ToString(r.U32(), 8).PadLeft(4, '0'));
+        string cwd = r.Str(), root = r.Str();
+        uint umask = r.U32();
+        if (!r.AtEnd && r.Bool()) cwd += " (deleted)";
+        info.Child("process").Set("cwd", cwd).Set("root", root).Set("umask", Convert.ToString(umask, 8).PadLeft(4, '0'));
     }
 }

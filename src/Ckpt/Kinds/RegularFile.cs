@@ -77,9 +77,10 @@ public sealed class RegularFile : IFileKind
         if (deleted && !ctx.Session.State<CheckpointState>().Unlinked.TryAdd((f.Stat.Dev, f.Stat.Ino), objref))
             sameAs = ctx.Session.State<CheckpointState>().Unlinked[(f.Stat.Dev, f.Stat.Ino)];
         var p = new PayloadWriter().U32(objref).Str(path).I32(f.Flags & ~FileCalls.O_CLOEXEC).I64(f.Pos)
-            .I64(f.Stat.Size).U32(f.Stat.Mode).Bool(deleted).U32(sameAs);
+            .I64(f.Stat.Size).U32(f.Stat.Mode).Bool(deleted).U32(sameAs).U64(f.Stat.Dev).U64(f.Stat.Ino).U32(f.Stat.Uid).U32(f.Stat.Gid);
         ctx.Image.Write(RecordKind.RegularFile, p);
-        if (deleted && sameAs == 0) SaveContent(ctx, f, objref);
+        // a removed directory is empty: nothing to save
+        if (deleted && sameAs == 0 && f.Stat.Type != StatBuf.S_IFDIR) SaveContent(ctx, f, objref);
     }
 
     private sealed class CheckpointState
@@ -131,8 +132,18 @@ public sealed class RegularFile : IFileKind
         }
         string path = r.Str(); int flags = r.I32(); long pos = r.I64(); long size = r.I64(); uint mode = r.U32(); bool deleted = r.Bool();
         uint sameAs = r.AtEnd ? 0 : r.U32();
+        ulong dev = r.U64OrDefault(0), ino = r.U64OrDefault(0);
+        uint uid = r.AtEnd ? 0 : r.U32(), gid = r.AtEnd ? 0 : r.U32();
         r.End();
         int fd;
+        if (deleted && (mode & StatBuf.S_IFMT) == StatBuf.S_IFDIR)
+        {
+            // a removed directory (the process went on using it): an empty one made and removed again
+            int dir = DeletedDirectory(ctx.Session, dev, ino, path, mode, uid, gid);
+            fd = ctx.OpenInVessel($"/proc/{Environment.ProcessId}/fd/{dir}", FileCalls.ReopenFlags(flags) | FileCalls.O_CLOEXEC);
+            ctx.Files.SetRestored(objref, fd);
+            return;   // its position in an empty directory means nothing
+        }
         if (deleted && sameAs != 0)
         {
             // one more description of an unlinked file restored earlier: open that same file again
@@ -171,6 +182,51 @@ public sealed class RegularFile : IFileKind
     public void Finish(RestoreContext ctx)
     {
         foreach (var w in ctx.State<RestoreState>().Writers.Values) FileCalls.Close(w);
+    }
+
+    /// <summary>Removed directories rebuilt so far, by the (dev, ino) they had: one directory for all their holders (fds, cwds).</summary>
+    private sealed class DeletedDirectories { public readonly Dictionary<(ulong, ulong), int> ByInode = new(); }
+
+    /// <summary>
+    /// ckpt's fd (open until the restart ends) of an empty directory standing for the removed directory
+    /// that was at <paramref name="path"/>: made under that name when it is free, so that the process's
+    /// links show "PATH (deleted)" as before (else under a temporary name beside it, or in /tmp), with
+    /// the saved mode and owner, then removed. Every holder of the same (dev, ino) gets the same one.
+    /// </summary>
+    internal static int DeletedDirectory(RestoreSession s, ulong dev, ulong ino, string path, uint mode, uint uid, uint gid)
+    {
+        var known = s.State<DeletedDirectories>().ByInode;
+        if (dev != 0 && known.TryGetValue((dev, ino), out int have)) return have;
+        string parent = Path.GetDirectoryName(path) is { Length: > 0 } d && Directory.Exists(d) ? d : "/tmp";
+        string made = path;
+        if (parent != Path.GetDirectoryName(path) || FileCalls.Mkdir(made, 0700) != 0)
+        {
+            made = Path.Combine(parent, $".ckpt-removed-{Environment.ProcessId}-{known.Count}");
+            if (FileCalls.Mkdir(made, 0700) != 0)
+                throw new CkptException($"restart: cannot make a directory to stand for the removed directory {path}: {Errors.Describe(System.Runtime.InteropServices.Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
+        }
+        int fd = FileCalls.Open(made, FileCalls.O_RDONLY | FileCalls.O_DIRECTORY | FileCalls.O_CLOEXEC, 0);
+        if (fd < 0)
+        {
+            var e = SyscallException.Last("open", 0, made);
+            FileCalls.Rmdir(made);
+            throw e;
+        }
+        try
+        {
+            if (FileCalls.Fchown(fd, uid, gid) != 0) throw SyscallException.Last("fchown", 0, made);
+            if (FileCalls.Fchmod(fd, mode & 0xfff) != 0) throw SyscallException.Last("fchmod", 0, made);
+            if (FileCalls.Rmdir(made) != 0) throw SyscallException.Last("rmdir", 0, made);
+        }
+        catch
+        {
+            FileCalls.Close(fd);
+            FileCalls.Rmdir(made);
+            throw;
+        }
+        s.Own(fd);
+        if (dev != 0) known[(dev, ino)] = fd;
+        return fd;
     }
 
     public void Describe(Record rec, InfoNode info)

@@ -74,6 +74,20 @@ public sealed class TreeTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// Directories removed while in use (a working directory, an open directory fd, shared by a parent and
+    /// its child) come back removed: still directories, empty, unnamed, one for both processes.
+    /// </summary>
+    [Fact]
+    public void RemovedDirectories()
+    {
+        env.Program("removed");
+        var r = new E2eScript(env, "removed").Run(E2eScript.RoundTrip("\"$BIN/removed\" \"$W\"", afterRestart: E2eScript.SaveInfo));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
+        Assert.Contains("gone-cwd (deleted)", r.File("info.txt"));
+        r.Cleanup();
+    }
+
+    /// <summary>
     /// The executable of a process and of its children was deleted while they run (a program upgraded
     /// under a long job): its contents come from the image, and /proc/PID/exe shows the same deleted path.
     /// </summary>
