@@ -7,7 +7,8 @@
  * for it, a stream pair split between parent and child (fork) with data in flight from the child,
  * a listener bound to a relative path and one to an abstract name, a connection accepted from the
  * path listener with data both ways, a datagram socket bound to an abstract name with 2 messages
- * queued by an unbound sender, and an unconnected socket. After SIGUSR1 everything is checked and
+ * queued by an unbound sender, one bound to an absolute path whose file was removed with a message
+ * queued, and an unconnected socket. After SIGUSR1 everything is checked and
  * more data is exchanged (parent and child both ways, new connections to both listeners).
  * Prints "CHILD pid".
  *
@@ -242,6 +243,19 @@ int main(int argc, char **argv)
     MUST(sendto(ds, "dg-1", 4, 0, (struct sockaddr *)&a, dl) == 4);
     MUST(sendto(ds, "dg-two", 6, 0, (struct sockaddr *)&a, dl) == 6);
 
+    /* a datagram socket bound to an absolute path whose file was then removed, a message queued */
+    char gone[4200];
+    MUST(getcwd(gone, 4000) != NULL);
+    strcat(gone, "/unixsock-gone.sock");
+    MUST(strlen(gone) < sizeof a.sun_path);
+    unlink(gone);
+    int gr = socket(AF_UNIX, SOCK_DGRAM, 0);
+    MUST(gr >= 0);
+    socklen_t gl = path_addr(&a, gone);
+    MUST(bind(gr, (struct sockaddr *)&a, gl) == 0);
+    MUST(sendto(ds, "to-gone", 7, 0, (struct sockaddr *)&a, gl) == 7);
+    MUST(unlink(gone) == 0);
+
     /* an unconnected, unbound socket */
     int un = socket(AF_UNIX, SOCK_SEQPACKET, 0);
     MUST(un >= 0);
@@ -337,6 +351,16 @@ int main(int argc, char **argv)
           "bound dgram: new message: %s", strerror(errno));
 
     CHECK(sockopt(un, SO_TYPE) == SOCK_SEQPACKET, "unconnected: type");
+
+    /* names: as given to bind (relative stays relative); the removed one still removed */
+    struct sockaddr_un got;
+    socklen_t gotl = sizeof got;
+    CHECK(getsockname(lp, (struct sockaddr *)&got, &gotl) == 0 && strcmp(got.sun_path, "unixsock.sock") == 0, "path listener: named '%s'", got.sun_path);
+    gotl = sizeof got;
+    CHECK(getsockname(gr, (struct sockaddr *)&got, &gotl) == 0 && strcmp(got.sun_path, gone) == 0, "removed-path socket: named '%s'", got.sun_path);
+    CHECK(access(gone, F_OK) != 0 && errno == ENOENT, "the removed socket file %s is back", gone);
+    n = recv(gr, b, sizeof b, MSG_DONTWAIT);
+    CHECK(n == 7 && memcmp(b, "to-gone", 7) == 0, "removed-path socket: %zd bytes queued", n);
 
     /* parent and child */
     memset(fc, 0, sizeof fc);

@@ -106,15 +106,25 @@ public sealed unsafe class UnixSocket : IFileKind
         byte[] name = d.Name ?? [];
         string path = "";
         uint mode = 0, uid = 0, gid = 0;
+        bool removed = false;
         if (rel is Relation.Unconnected or Relation.Listening && name.Length > 0 && name[0] != 0)
         {
             string raw = Encoding.UTF8.GetString(name).TrimEnd('\0');
             path = raw.StartsWith('/') ? raw : Path.Combine(MmState.ProcLink($"/proc/{ctx.Pid}/cwd"), raw);
-            if (!FileCalls.TryStat(path, out var fst) || fst.Type != StatBuf.S_IFSOCK || fst.Ino != d.VfsIno)
-                throw new NotCheckpointableException(ctx.Pid, $"{what} is bound to {path}, whose socket file was removed or replaced since; it cannot be bound again");
+            if (!FileCalls.TryStat(path, out var fst))
+            {
+                // its socket file was removed (the process unlinks it once bound, or a cleanup did):
+                // bound again at restart, and removed again once the queues are written
+                // (a relative name is only known relative to the cwd of now, maybe not the one it was bound in)
+                if (Marshal.GetLastPInvokeError() != Errors.ENOENT || !raw.StartsWith('/'))
+                    throw new NotCheckpointableException(ctx.Pid, $"{what} is bound to {path}, whose socket file was removed or moved since; it cannot be bound again");
+                removed = true;
+            }
+            else if (fst.Type != StatBuf.S_IFSOCK || fst.Ino != d.VfsIno)
+                throw new NotCheckpointableException(ctx.Pid, $"{what} is bound to {path}, where another file is now; it cannot be bound again");
             if (Encoding.UTF8.GetByteCount(path) > 107)
                 throw new NotCheckpointableException(ctx.Pid, $"{what} is bound to {path}, too long a path to bind again");
-            mode = fst.Mode & 0xfff; uid = fst.Uid; gid = fst.Gid;
+            if (!removed) { mode = fst.Mode & 0xfff; uid = fst.Uid; gid = fst.Gid; }
         }
 
         int mine = ctx.GrabFd(f.Fd);
@@ -138,7 +148,7 @@ public sealed unsafe class UnixSocket : IFileKind
 
         var w = new PayloadWriter().U32(objref).U64(ino).U8((byte)d.Type).U8((byte)rel).U64(peer)
             .I32(f.Flags & ~FileCalls.O_CLOEXEC).U8((byte)d.Shutdown).I32(sndbuf).I32(rcvbuf).Bool(passcred).I32(peekOff)
-            .Bytes(name).Str(path).U32(mode).U32(uid).U32(gid).I32(backlog).U32((uint)queue.Count);
+            .Bytes(name).Str(path).U32(mode).U32(uid).U32(gid).I32(backlog).U32((uint)queue.Count).Bool(removed);
         ctx.Image.Write(RecordKind.UnixSocket, w);
         // the queue: messages in order, in records of at most QueueChunk bytes (a stream is cut anywhere)
         var q = new PayloadWriter();
@@ -303,6 +313,8 @@ public sealed unsafe class UnixSocket : IFileKind
         /// <summary>Shutdown state and buffer sizes, applied once every queue was written.</summary>
         public readonly List<(int Fd, int Shutdown, int Sndbuf, int Rcvbuf, int PeekOff)> Pending = new();
         public bool Applied;
+        /// <summary>Socket files made by bind() for sockets whose file had been removed: removed again once the queues are written.</summary>
+        public readonly List<string> Removed = new();
         /// <summary>An unbound datagram socket of ckpt that sends the queues of unconnected datagram sockets.</summary>
         public int Sender = -1;
     }
@@ -327,6 +339,7 @@ public sealed unsafe class UnixSocket : IFileKind
         int flags = r.I32(); int shutdown = r.U8(); int sndbuf = r.I32(); int rcvbuf = r.I32(); bool passcred = r.Bool();
         int peekOff = r.I32(); byte[] name = r.Bytes().ToArray(); string path = r.Str(); uint mode = r.U32(); uint uid = r.U32();
         uint gid = r.U32(); int backlog = r.I32(); r.U32();
+        bool removed = !r.AtEnd && r.Bool();
         r.End();
         if (type is not (SocketCalls.SOCK_STREAM or SocketCalls.SOCK_DGRAM or SocketCalls.SOCK_SEQPACKET))
             throw new ImageFormatException($"UnixSocket record at offset {rec.Offset} has socket type {type}");
@@ -362,14 +375,26 @@ public sealed unsafe class UnixSocket : IFileKind
                 if (name.Length > 0)
                 {
                     addr = path.Length > 0 ? SocketCalls.UnixAddress(Encoding.UTF8.GetBytes(path)) : SocketCalls.UnixAddress(name);
+                    string raw = Encoding.UTF8.GetString(name).TrimEnd('\0');
+                    byte[]? bindAddr = null;
+                    if (path.Length > 0 && !raw.StartsWith('/') && path.EndsWith("/" + raw, StringComparison.Ordinal))
+                    {
+                        // bound by a relative name: bound again by that name from the directory it was relative
+                        // to, so that getsockname gives the same name (the cwd is set in FsState's Finish)
+                        string dir = path[..^(raw.Length + 1)];
+                        long cd = ctx.Vessel.Inject(Nr.chdir, (long)ctx.PutScratch(0, Encoding.UTF8.GetBytes((dir.Length == 0 ? "/" : dir) + "\0")));
+                        if (cd == 0) bindAddr = SocketCalls.UnixAddress(Encoding.UTF8.GetBytes(raw));
+                    }
                     if (path.Length > 0) RemoveStale(path, type, what);
-                    long b = ctx.Vessel.Inject(Nr.bind, vfd, (long)ctx.PutScratch(0, addr), addr.Length);
+                    bindAddr ??= addr;   // addr (absolute) is where ckpt sends the queued datagrams from
+                    long b = ctx.Vessel.Inject(Nr.bind, vfd, (long)ctx.PutScratch(0, bindAddr), bindAddr.Length);
                     if (b < 0)
                         throw new CkptException($"restart: cannot bind {what} to {(path.Length > 0 ? path : ShowName(name))} again: {Errors.Describe((int)-b)}", ExitCodes.RestoreConflict);
                     if (path.Length > 0)
                     {
                         if (SocketCalls.Lchown(path, uid, gid) != 0) throw SyscallException.Last($"lchown({path})");
                         if (SocketCalls.Chmod(path, mode) != 0) throw SyscallException.Last($"chmod({path})");
+                        if (removed) st.Removed.Add(path);
                     }
                 }
                 st.SendFrom[ino] = (-1, type == SocketCalls.SOCK_DGRAM ? addr : null, type);
@@ -484,6 +509,8 @@ public sealed unsafe class UnixSocket : IFileKind
             }
             if (st.Sender >= 0) FileCalls.Close(st.Sender);
             st.Sender = -1;
+            foreach (var path in st.Removed)
+                if (FileCalls.Unlink(path) != 0) throw SyscallException.Last($"unlink({path})");
         }
         foreach (var (objref, backlog, what) in ctx.State<Listens>().List)
         {
