@@ -14,13 +14,13 @@
  *
  * "outside" mode: one end of a socketpair is held by a process outside the tree (a grandchild whose
  * parent exited); prints "HOLDER pid" and "SOCKFD fd"; after SIGUSR1 the pair still works.
- * "rights" mode: an fd in flight (SCM_RIGHTS) is queued in a socketpair; prints "SOCKFD fd" (the
- * receiving end); after SIGUSR1 the fd is received.
+ * "rights DIR" mode: files in flight (SCM_RIGHTS) in datagram and stream queues (see rights_mode).
  * "pending" mode: a connection to a listener is not accepted yet; prints "SOCKFD fd" (the listener);
  * after SIGUSR1 it is accepted.
  */
 #include "e2e.h"
 #include <stddef.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -105,31 +105,111 @@ static int outside_mode(void)
     return e2e_finish();
 }
 
-static int rights_mode(void)
+static void send_fds(int s, const char *data, const int *fds, int n)
 {
-    int sv[2];
-    MUST(socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) == 0);
-    int p[2];
-    MUST(pipe(p) == 0);
-    char data = 'x';
-    struct iovec iov = { &data, 1 };
-    union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } u;
+    struct iovec iov = { (void *)data, strlen(data) };
+    union { struct cmsghdr h; char buf[CMSG_SPACE(4 * sizeof(int))]; } u;
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
+    if (n > 0) {
+        m.msg_control = u.buf;
+        m.msg_controllen = CMSG_SPACE(n * sizeof(int));
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET; c->cmsg_type = SCM_RIGHTS; c->cmsg_len = CMSG_LEN(n * sizeof(int));
+        memcpy(CMSG_DATA(c), fds, n * sizeof(int));
+    }
+    MUST(sendmsg(s, &m, 0) == (ssize_t)strlen(data));
+}
+
+/* receives one message (or stream piece) into b; returns its length, the fds it carried in fds/nfds */
+static ssize_t recv_fds(int s, char *b, size_t len, int *fds, int *nfds)
+{
+    struct iovec iov = { b, len };
+    union { struct cmsghdr h; char buf[CMSG_SPACE(4 * sizeof(int))]; } u;
     struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf };
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET; c->cmsg_type = SCM_RIGHTS; c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &p[1], sizeof(int));
-    MUST(sendmsg(sv[0], &m, 0) == 1);
-    say("SOCKFD %d", sv[1]);
+    memset(b, 0, len);
+    ssize_t n = recvmsg(s, &m, MSG_DONTWAIT);
+    *nfds = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            *nfds = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            memcpy(fds, CMSG_DATA(c), *nfds * sizeof(int));
+        }
+    return n;
+}
+
+static int open_fds(void)
+{
+    int n = 0;
+    for (int fd = 0; fd < 256; fd++) if (fcntl(fd, F_GETFD) >= 0) n++;
+    return n;
+}
+
+/* "rights": files in flight (SCM_RIGHTS). A datagram pair holds: "m1" with a pipe's write end (also held
+ * by the process) and a file only in flight (at offset 3); "m2" with nothing; "m3" with one end of a
+ * stream pair (only in flight) that has "inner" queued in it. A stream pair holds "abc", then "D" with
+ * an eventfd (count 7) only in flight, then "ef". After the restart every file arrives with its message,
+ * is the same description as before (the pipe end shares its flags with the one held), and works. */
+static int rights_mode(const char *dir)
+{
+    int dg[2], st[2], in[2], p[2];
+    MUST(socketpair(AF_UNIX, SOCK_DGRAM, 0, dg) == 0 && socketpair(AF_UNIX, SOCK_STREAM, 0, st) == 0);
+    MUST(socketpair(AF_UNIX, SOCK_STREAM, 0, in) == 0 && pipe(p) == 0);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/in-flight.txt", dir);
+    int f = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    MUST(f >= 0 && write(f, "0123456789", 10) == 10 && lseek(f, 3, SEEK_SET) == 3);
+    int ev = eventfd(7, 0);
+    MUST(ev >= 0);
+    int m1[2] = { p[1], f };
+    send_fds(dg[0], "m1", m1, 2);
+    send_fds(dg[0], "m2", NULL, 0);
+    MUST(write(in[0], "inner", 5) == 5);
+    send_fds(dg[0], "m3", &in[1], 1);
+    send_fds(st[0], "abc", NULL, 0);
+    send_fds(st[0], "D", &ev, 1);
+    send_fds(st[0], "ef", NULL, 0);
+    close(f);
+    close(ev);
+    close(in[1]);
+    int before = open_fds();
+    say("SOCKFD %d", dg[1]);
     say("READY");
     e2e_wait_usr1();
-    memset(&m, 0, sizeof m);
-    m.msg_iov = &iov; m.msg_iovlen = 1; m.msg_control = u.buf; m.msg_controllen = sizeof u.buf;
-    CHECK(recvmsg(sv[1], &m, 0) == 1, "recvmsg: %s", strerror(errno));
-    c = CMSG_FIRSTHDR(&m);
-    CHECK(c && c->cmsg_type == SCM_RIGHTS, "no fd received");
-    int fds = 0;
-    for (int fd = 0; fd < 64; fd++) if (fcntl(fd, F_GETFD) >= 0) fds++;
-    CHECK(fds == 8, "%d fds open, expected 8 (no leftover from the checkpoint)", fds);
+    CHECK(open_fds() == before, "%d fds open, %d before the checkpoint (a leftover from it, or one lost)", open_fds(), before);
+    char b[64];
+    int fds[4], n;
+    CHECK(recv_fds(dg[1], b, sizeof b, fds, &n) == 2 && strcmp(b, "m1") == 0 && n == 2, "m1: '%s' with %d fds", b, n);
+    if (n == 2) {
+        /* the pipe end: the same description as p[1] (a flag set on one shows on the other), and it reaches p[0] */
+        MUST(fcntl(p[1], F_SETFL, O_NONBLOCK) == 0);
+        CHECK(fcntl(fds[0], F_GETFL) & O_NONBLOCK, "the pipe end in flight is not the description the process holds");
+        CHECK(write(fds[0], "P", 1) == 1 && read(p[0], b, 1) == 1 && b[0] == 'P', "the pipe end in flight does not reach the pipe");
+        /* the file only in flight: its offset, its contents */
+        CHECK(lseek(fds[1], 0, SEEK_CUR) == 3, "the file in flight is at offset %ld, not 3", (long)lseek(fds[1], 0, SEEK_CUR));
+        memset(b, 0, sizeof b);
+        CHECK(read(fds[1], b, 7) == 7 && strcmp(b, "3456789") == 0, "the file in flight reads '%s'", b);
+    }
+    CHECK(recv_fds(dg[1], b, sizeof b, fds, &n) == 2 && strcmp(b, "m2") == 0 && n == 0, "m2: '%s' with %d fds", b, n);
+    CHECK(recv_fds(dg[1], b, sizeof b, fds, &n) == 2 && strcmp(b, "m3") == 0 && n == 1, "m3: '%s' with %d fds", b, n);
+    if (n == 1) {
+        char c[8] = { 0 };
+        CHECK(read_exact(fds[0], c, 5) == 0 && strcmp(c, "inner") == 0, "the socket in flight holds '%s'", c);
+        CHECK(write(fds[0], "back", 4) == 4 && read_exact(in[0], c, 4) == 0 && memcmp(c, "back", 4) == 0, "the socket in flight is no longer connected to its peer");
+    }
+    /* the stream: the eventfd comes with the byte it was sent with, not before */
+    char all[8] = { 0 };
+    int got = 0, evfd = -1;
+    while (got < 6) {
+        ssize_t k = recv_fds(st[1], b, 6 - got, fds, &n);
+        if (k <= 0) break;
+        /* a read gets the bytes before the piece with files glued to it: "abcD" with the eventfd */
+        if (n == 1) { CHECK(evfd < 0 && got + k == 4, "the eventfd came with '%.*s' after %d bytes", (int)k, b, got); evfd = fds[0]; }
+        memcpy(all + got, b, k);
+        got += k;
+    }
+    CHECK(got == 6 && strcmp(all, "abcDef") == 0, "the stream holds '%s'", all);
+    uint64_t v = 0;
+    CHECK(evfd >= 0 && read(evfd, &v, 8) == 8 && v == 7, "the eventfd in flight: %s, count %lu", evfd < 0 ? "not received" : "received", (unsigned long)v);
     return e2e_finish();
 }
 
@@ -157,7 +237,7 @@ int main(int argc, char **argv)
     e2e_init();
     if (argc > 1 && strcmp(argv[1], "pending") == 0) return pending_mode();
     if (argc > 1 && strcmp(argv[1], "outside") == 0) return outside_mode();
-    if (argc > 1 && strcmp(argv[1], "rights") == 0) return rights_mode();
+    if (argc > 2 && strcmp(argv[1], "rights") == 0) return rights_mode(argv[2]);
 
     static char big0[3000], big1[70000];
     fill(big0, sizeof big0, 1);

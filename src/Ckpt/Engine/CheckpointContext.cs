@@ -119,8 +119,10 @@ public sealed class CheckpointContext : TargetContext
     /// <summary>A page-aligned scratch area in the target for injected calls' arguments and results.</summary>
     public ulong Scratch { get; set; }
     public const int ScratchSize = 16 * 4096;
-    /// <summary>Every open fd of the target, read once the whole tree was frozen.</summary>
+    /// <summary>Every open fd of the target, read once the whole tree was frozen (files in flight first, see <see cref="OpenFile.InFlight"/>).</summary>
     public List<OpenFile> OpenFiles { get; } = new();
+    /// <summary>fds ckpt installed in the target for files in flight: closed when it is released.</summary>
+    public List<int> InFlightFds { get; } = new();
 
     private Dictionary<int, OpenFile>? _byFd;
 

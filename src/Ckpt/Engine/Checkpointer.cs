@@ -388,6 +388,7 @@ public static class Checkpointer
                     ctx.BatchCode = ctx.Scratch + CheckpointContext.ScratchSize - 4096;
                     SyscallBatch.Install(ctx.Pid, ctx.BatchCode);
                 }
+                UnixSocket.InstallInFlight(ctx);
             }
             new ImageHeader
             {
@@ -468,6 +469,7 @@ public static class Checkpointer
                 foreach (var t in threads) t.Task.TryDetach();
                 return;
             }
+            foreach (int fd in ctx.InFlightFds) leader.Inject(Nr.close, fd);
             if (ctx.Scratch != 0) leader.Inject(Nr.munmap, (long)ctx.Scratch, CheckpointContext.ScratchSize);
             // every thread that ran injected calls is brought to a fresh stop, all at once while none
             // runs yet (see TracedTask.BeginFreshStop)

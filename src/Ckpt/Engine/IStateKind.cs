@@ -37,6 +37,12 @@ public readonly record struct OpenFile(int Fd, string Link, Native.StatBuf Stat,
 {
     /// <summary>The "lock:" lines of its fdinfo (file locks set through this description), or null.</summary>
     public List<string>? Locks { get; init; }
+    /// <summary>
+    /// Not an fd of the process: a file in flight (SCM_RIGHTS) in a unix socket's receive queue, installed
+    /// in the process by ckpt for the checkpoint (<see cref="Kinds.UnixSocket.InstallInFlight"/>) so that it
+    /// is saved as any description; left out of the fd table, closed again when the process is released.
+    /// </summary>
+    public bool InFlight { get; init; }
     public int AccessMode => Flags & Native.FileCalls.O_ACCMODE;
-    public override string ToString() => $"fd {Fd} ({Link})";
+    public override string ToString() => InFlight ? $"a file in flight in a unix socket's queue ({Link})" : $"fd {Fd} ({Link})";
 }

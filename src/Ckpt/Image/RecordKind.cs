@@ -45,6 +45,7 @@ public enum RecordKind : uint
     SysvShmData = 54,      // Kinds/SysvShm.cs (its contents: data ranges only)
     UnixSocket = 60,       // Kinds/UnixSocket.cs (a unix domain socket: type, relation to its peer, address, options)
     UnixSocketQueue = 61,  // Kinds/UnixSocket.cs (messages or bytes waiting in a unix socket's receive queue)
+    UnixSocketRights = 65, // Kinds/UnixSocket.cs (which queued messages carry files in flight, SCM_RIGHTS, by objref)
     SocketFilters = 64,    // Kinds/SocketFilter.cs (classic BPF filters attached to sockets, by fd, with their lock flag)
     NetlinkSocket = 63,    // Kinds/NetlinkSocket.cs (a netlink socket: protocol, port id, groups, options)
     InetSocket = 62,       // Kinds/InetSocket.cs (a TCP or UDP socket: address, listen backlog, options; a connection's sequence numbers and queues)

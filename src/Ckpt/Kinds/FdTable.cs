@@ -23,27 +23,27 @@ public sealed class FdTable : IStateKind
     /// <summary>Reads every fd of the target: link, stat of the object, flags and position from fdinfo.</summary>
     public static List<OpenFile> ReadOpenFiles(int pid)
     {
-        var list = new List<OpenFile>();
         var names = FileCalls.ListDir($"/proc/{pid}/fd") ?? throw SyscallException.Last($"open /proc/{pid}/fd", pid);
-        var fds = names.Select(n => int.Parse(n, CultureInfo.InvariantCulture)).Order();
-        foreach (int fd in fds)
+        return names.Select(n => int.Parse(n, CultureInfo.InvariantCulture)).Order().Select(fd => ReadOpenFile(pid, fd)).ToList();
+    }
+
+    /// <summary>Reads one fd of the target: link, stat of the object, flags, position and locks from fdinfo.</summary>
+    public static OpenFile ReadOpenFile(int pid, int fd)
+    {
+        string path = $"/proc/{pid}/fd/{fd}";
+        string link = FileCalls.ReadLink(path) ?? throw new CkptException($"cannot read {path}");
+        FileCalls.TryStat(path, out var st);
+        long pos = 0; int flags = 0, mnt = 0;
+        List<string>? locks = null;
+        string info = FileCalls.ReadSmallText($"/proc/{pid}/fdinfo/{fd}") ?? throw new CkptException($"cannot read /proc/{pid}/fdinfo/{fd}");
+        foreach (var line in info.Split('\n', StringSplitOptions.RemoveEmptyEntries))
         {
-            string path = $"/proc/{pid}/fd/{fd}";
-            string link = FileCalls.ReadLink(path) ?? throw new CkptException($"cannot read {path}");
-            FileCalls.TryStat(path, out var st);
-            long pos = 0; int flags = 0, mnt = 0;
-            List<string>? locks = null;
-            string info = FileCalls.ReadSmallText($"/proc/{pid}/fdinfo/{fd}") ?? throw new CkptException($"cannot read /proc/{pid}/fdinfo/{fd}");
-            foreach (var line in info.Split('\n', StringSplitOptions.RemoveEmptyEntries))
-            {
-                if (line.StartsWith("pos:")) pos = long.Parse(line[4..].Trim(), CultureInfo.InvariantCulture);
-                else if (line.StartsWith("flags:")) flags = Convert.ToInt32(line[6..].Trim(), 8);
-                else if (line.StartsWith("mnt_id:")) mnt = int.Parse(line[7..].Trim(), CultureInfo.InvariantCulture);
-                else if (line.StartsWith("lock:")) (locks ??= new()).Add(line);
-            }
-            list.Add(new OpenFile(fd, link, st, flags, pos, mnt) { Locks = locks });
+            if (line.StartsWith("pos:")) pos = long.Parse(line[4..].Trim(), CultureInfo.InvariantCulture);
+            else if (line.StartsWith("flags:")) flags = Convert.ToInt32(line[6..].Trim(), 8);
+            else if (line.StartsWith("mnt_id:")) mnt = int.Parse(line[7..].Trim(), CultureInfo.InvariantCulture);
+            else if (line.StartsWith("lock:")) (locks ??= new()).Add(line);
         }
-        return list;
+        return new OpenFile(fd, link, st, flags, pos, mnt) { Locks = locks };
     }
 
     /// <summary>
@@ -64,8 +64,10 @@ public sealed class FdTable : IStateKind
             if (objref == 0)
             {
                 var kind = KindTable.FileKinds.FirstOrDefault(k => k.Handles(f))
-                    ?? throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} is {Describe(f)}, which is not supported yet");
+                    ?? throw new NotCheckpointableException(ctx.Pid, $"{(f.InFlight ? "a file in flight (SCM_RIGHTS) in one of its unix sockets" : $"fd {f.Fd}")} is {Describe(f)}, which is not supported yet");
                 objref = ctx.Files.Intern($"{ctx.Pid}:{f.Fd}").Ref;
+                // known before the kind runs: a socket may hold itself in flight in its own queue
+                ctx.State<Refs>().ByFd[f.Fd] = objref;
                 kind.CheckpointFile(ctx, f, objref);
                 if (seen == null) byInode[(f.Stat.Dev, f.Stat.Ino)] = seen = new();
                 seen.Insert(at, (ctx.Pid, f.Fd, f.Link, objref));   // one holder per description is enough for kcmp
@@ -73,8 +75,16 @@ public sealed class FdTable : IStateKind
             refs.Add((f, objref));
             ctx.State<Refs>().ByFd[f.Fd] = objref;
         }
-        var p = new PayloadWriter().U32((uint)refs.Count);
-        foreach (var (f, r) in refs) p.I32(f.Fd).Bool((f.Flags & FileCalls.O_CLOEXEC) != 0).U32(r);
+        var table = refs.Where(x => !x.File.InFlight).ToList();
+        var p = new PayloadWriter().U32((uint)table.Count);
+        foreach (var (f, r) in table) p.I32(f.Fd).Bool((f.Flags & FileCalls.O_CLOEXEC) != 0).U32(r);
+        // the descriptions only in flight in a socket queue: restored, kept by ckpt to be sent again, and not placed
+        var inFlight = refs.Where(x => x.File.InFlight).Select(x => x.Ref).Distinct().ToList();
+        if (inFlight.Count > 0)
+        {
+            p.U32((uint)inFlight.Count);
+            foreach (uint r in inFlight) p.U32(r);
+        }
         ctx.Image.Write(RecordKind.FdTable, p);
     }
 
@@ -139,6 +149,13 @@ public sealed class FdTable : IStateKind
             if (!placed.TryGetValue(objref, out var l)) placed[objref] = l = new List<int>();
             l.Add(fd);
         }
+        // files in flight in socket queues: ckpt keeps its own copy (UnixSocket sends them again in Finish)
+        uint nf = r.AtEnd ? 0 : r.U32();
+        for (uint i = 0; i < nf; i++)
+        {
+            uint objref = r.U32();
+            if (!ctx.Session.Masters.ContainsKey(objref)) ctx.Session.Masters[objref] = ctx.GrabFd(ctx.FileFd(objref, $"a file in flight (objref {objref})"));
+        }
         r.End();
         ctx.CloseInstaller();
         // a later process may hold the same descriptions: ckpt keeps a copy of each to install there
@@ -201,6 +218,18 @@ public sealed class FdTable : IStateKind
             var node = new InfoNode().Set("fd", fd).Set("objref", objref).Set("cloexec", cloexec);
             if (d != null) { node.Set("kind", d.Get("kind")).Set("path", d.Get("path")); }
             list.Add(node);
+        }
+        if (!r.AtEnd)
+        {
+            var flying = info.List("in_flight");
+            for (uint i = 0, nf = r.U32(); i < nf; i++)
+            {
+                uint objref = r.U32();
+                var d = (descs.Get(objref.ToString()) ?? info.SharedFiles?.Get(objref.ToString())) as InfoNode;
+                var node = new InfoNode().Set("objref", objref);
+                if (d != null) node.Set("kind", d.Get("kind")).Set("path", d.Get("path"));
+                flying.Add(node);
+            }
         }
     }
 }

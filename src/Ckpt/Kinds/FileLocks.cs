@@ -41,7 +41,7 @@ public sealed unsafe class FileLocks : IStateKind
         var seenPosix = new HashSet<(ulong Dev, ulong Ino, long Start, long End)>();
         foreach (var f in ctx.OpenFiles)
         {
-            if (f.Locks == null) continue;
+            if (f.Locks == null || f.InFlight) continue;
             uint objref = refs.GetValueOrDefault(f.Fd);
             foreach (var line in f.Locks)
             {

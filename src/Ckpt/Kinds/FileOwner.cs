@@ -51,6 +51,12 @@ public sealed unsafe class FileOwner : IStateKind
         foreach (var f in ctx.OpenFiles)
         {
             bool async = (f.Flags & O_ASYNC) != 0;
+            if (f.InFlight)
+            {
+                // the settings are made on an fd of the process at restart, and a file in flight has none
+                if (async) throw new NotCheckpointableException(ctx.Pid, $"{f} has O_ASYNC set, which is not supported for a file in flight");
+                continue;
+            }
             if (!async && f.Stat.Type != StatBuf.S_IFSOCK) continue;
             if (!done.Descriptions.Add(refs.GetValueOrDefault(f.Fd))) continue;
             int mine = ctx.GrabFd(f.Fd);

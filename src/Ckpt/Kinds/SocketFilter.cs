@@ -53,6 +53,8 @@ public sealed unsafe class SocketFilter : IStateKind
                     throw SyscallException.Last("getsockopt(SO_GET_FILTER)", ctx.Pid, f.ToString());
                 }
                 if (count == 0) continue;
+                // attached on an fd of the process at restart, and a socket in flight has none
+                if (f.InFlight) throw new NotCheckpointableException(ctx.Pid, $"{f} has a socket filter, which is not supported for a socket in flight");
                 if (count > MaxInstructions) throw new CkptException($"pid {ctx.Pid} {f}: getsockopt(SO_GET_FILTER) says {count} instructions", ExitCodes.Internal);
                 var program = new byte[count * InstructionSize];
                 int len = count;   // in instructions, not bytes

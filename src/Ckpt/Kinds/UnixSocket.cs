@@ -21,7 +21,7 @@ public sealed unsafe class UnixSocket : IFileKind
 {
     public static readonly UnixSocket Instance = new();
     public string Name => "unix socket";
-    public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.UnixSocket, RecordKind.UnixSocketQueue];
+    public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.UnixSocket, RecordKind.UnixSocketQueue, RecordKind.UnixSocketRights];
     /// <summary>After the credentials (70): listen() records the caller's credentials as the peer credentials of future connections.</summary>
     public int FinishOrder => 75;
 
@@ -130,7 +130,7 @@ public sealed unsafe class UnixSocket : IFileKind
         int mine = ctx.GrabFd(f.Fd);
         int sndbuf, rcvbuf, peekOff;
         bool passcred;
-        List<byte[]> queue;
+        List<(byte[] Data, int[]? Fds)> queue;
         try
         {
             sndbuf = SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_SNDBUF, "SO_SNDBUF", ctx.Pid);
@@ -142,7 +142,15 @@ public sealed unsafe class UnixSocket : IFileKind
             queue = hasQueue ? PeekQueue(mine, d, peekOff, ctx.Pid, what) : [];
         }
         finally { FileCalls.Close(mine); }
-        long total = queue.Sum(m => (long)m.Length);
+        long total = queue.Sum(m => (long)m.Data.Length);
+        // files in flight: the descriptions InstallInFlight put in the process (saved before this socket)
+        var rights = new List<(int Index, uint[] Refs)>();
+        for (int i = 0; i < queue.Count; i++)
+        {
+            if (queue[i].Fds is not { } fds) continue;
+            try { rights.Add((i, fds.Select(r => InFlightObjref(ctx, r, what)).ToArray())); }
+            finally { foreach (int r in fds) FileCalls.Close(r); }
+        }
         if (queue.Count > 0 && rel == Relation.Unconnected && (name.Length == 0 || d.Type != SocketCalls.SOCK_DGRAM))
             throw new NotCheckpointableException(ctx.Pid, $"{what} is not connected and has {total} bytes queued that cannot be sent to it again; not supported");
 
@@ -150,6 +158,16 @@ public sealed unsafe class UnixSocket : IFileKind
             .I32(f.Flags & ~FileCalls.O_CLOEXEC).U8((byte)d.Shutdown).I32(sndbuf).I32(rcvbuf).Bool(passcred).I32(peekOff)
             .Bytes(name).Str(path).U32(mode).U32(uid).U32(gid).I32(backlog).U32((uint)queue.Count).Bool(removed);
         ctx.Image.Write(RecordKind.UnixSocket, w);
+        if (rights.Count > 0)
+        {
+            var rw = new PayloadWriter().U64(ino).U32((uint)rights.Count);
+            foreach (var (index, refs) in rights)
+            {
+                rw.U32((uint)index).U32((uint)refs.Length);
+                foreach (uint r in refs) rw.U32(r);
+            }
+            ctx.Image.Write(RecordKind.UnixSocketRights, rw);
+        }
         // the queue: messages in order, in records of at most QueueChunk bytes (a stream is cut anywhere)
         var q = new PayloadWriter();
         int inRecord = 0, bytes = 0;
@@ -160,13 +178,13 @@ public sealed unsafe class UnixSocket : IFileKind
             ctx.Image.Write(RecordKind.UnixSocketQueue, head.Span, q.Span);
             q.Clear(); inRecord = 0; bytes = 0;
         }
-        foreach (var m in queue)
+        foreach (var (m, _) in queue)
         {
             if (inRecord > 0 && bytes + m.Length > QueueChunk) Flush();
             q.Bytes(m); inRecord++; bytes += m.Length;
         }
         Flush();
-        ctx.Log.Info($"{what}: {rel}, {queue.Count} message(s), {total} bytes queued");
+        ctx.Log.Info($"{what}: {rel}, {queue.Count} message(s), {total} bytes queued{(rights.Count > 0 ? $", {rights.Sum(x => x.Refs.Length)} file(s) in flight" : "")}");
     }
 
     /// <summary>A process of the tree holding <paramref name="link"/>.</summary>
@@ -181,9 +199,9 @@ public sealed unsafe class UnixSocket : IFileKind
     /// </summary>
     [ThreadStatic] private static byte[]? t_peekBuffer;
 
-    private static List<byte[]> PeekQueue(int fd, SocketCalls.UnixDiag d, int savedPeekOff, int pid, string what)
+    private static List<(byte[] Data, int[]? Fds)> PeekQueue(int fd, SocketCalls.UnixDiag d, int savedPeekOff, int pid, string what)
     {
-        var msgs = new List<byte[]>();
+        var msgs = new List<(byte[] Data, int[]? Fds)>();
         bool stream = d.Type == SocketCalls.SOCK_STREAM;
         bool shutRd = (d.Shutdown & SocketCalls.RCV_SHUTDOWN) != 0;
         SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, SocketCalls.SO_PEEK_OFF, 0, "SO_PEEK_OFF");
@@ -191,42 +209,53 @@ public sealed unsafe class UnixSocket : IFileKind
         {
             // one buffer for every socket (a fresh 1 MiB each time cost a clear and a GC per few sockets)
             var buf = t_peekBuffer ??= GC.AllocateUninitializedArray<byte>(1 << 20);
-            var ctl = new byte[1024];
+            var ctl = new byte[CmsgRoom];
             var cur = new MemoryStream();
+            List<int>? curFds = null;
             long total = 0;
+            bool anyFds = false;
             while (true)
             {
                 nint n;
                 int flags;
+                int[]? fds = null;
                 fixed (byte* b = buf)
                 fixed (byte* c = ctl)
                 {
                     var iov = new SocketCalls.IoVec { Base = b, Len = (nuint)buf.Length };
                     var mh = new SocketCalls.MsgHdr { Iov = &iov, IovLen = 1, Control = c, ControlLen = (nuint)ctl.Length };
-                    n = SocketCalls.RecvMsg(fd, &mh, SocketCalls.MSG_PEEK | SocketCalls.MSG_DONTWAIT);
+                    n = SocketCalls.RecvMsg(fd, &mh, SocketCalls.MSG_PEEK | SocketCalls.MSG_DONTWAIT | SocketCalls.MSG_CMSG_CLOEXEC);
                     flags = mh.Flags;
-                    if (n >= 0) CheckControl(c, (int)mh.ControlLen, flags, pid, what);
+                    if (n >= 0) fds = Rights(c, (int)mh.ControlLen, flags, pid, what);
                 }
                 if (n < 0)
                 {
                     int e = Marshal.GetLastPInvokeError();
                     if (e == Errors.EINTR) continue;
                     if (e == Errors.EAGAIN) break;
+                    CloseAll(msgs, curFds);
                     throw new SyscallException("recvmsg(MSG_PEEK)", e, pid, what);
                 }
+                if (fds != null) { (curFds ??= new()).AddRange(fds); anyFds = true; }
                 // 0 at the end of a stream, or (datagrams) after a shutdown for reading: nothing more
                 // (a zero-length datagram queued in a socket shut down for reading is lost)
-                if (n == 0 && (stream || shutRd)) break;
+                if (n == 0 && (stream || shutRd) && fds == null) break;
                 total += n;
-                if (total > MaxQueueBytes) throw new NotCheckpointableException(pid, $"{what} has more than {MaxQueueBytes >> 20} MiB queued");
-                if (stream) { msgs.Add(buf[..(int)n]); continue; }
+                if (total > MaxQueueBytes) { CloseAll(msgs, curFds); throw new NotCheckpointableException(pid, $"{what} has more than {MaxQueueBytes >> 20} MiB queued"); }
+                // (a stream's peek glues the bytes before a piece that carries files to it, and no call
+                // tells where that piece starts: the files come back with the glued bytes, which a
+                // reader of the whole gets the same way)
+                if (stream) { msgs.Add((buf[..(int)n], curFds?.ToArray())); curFds = null; continue; }
                 cur.Write(buf, 0, (int)n);
                 if ((flags & SocketCalls.MSG_TRUNC) != 0) continue;   // the rest of this message comes next
-                msgs.Add(cur.ToArray());
+                msgs.Add((cur.ToArray(), curFds?.ToArray()));
+                curFds = null;
                 cur.SetLength(0);
-                if (msgs.Count > 1 << 20) throw new NotCheckpointableException(pid, $"{what} has more than 2^20 messages queued");
+                if (msgs.Count > 1 << 20) { CloseAll(msgs, null); throw new NotCheckpointableException(pid, $"{what} has more than 2^20 messages queued"); }
             }
-            if (stream && msgs.Count > 1) msgs = [msgs.SelectMany(m => m).ToArray()];
+            // a stream's pieces make one block of bytes, unless files are in flight: each piece then
+            // keeps the files that came with it (a peek stops after the piece that carries files)
+            if (stream && msgs.Count > 1 && !anyFds) msgs = [(msgs.SelectMany(m => m.Data).ToArray(), null)];
         }
         finally
         {
@@ -235,24 +264,110 @@ public sealed unsafe class UnixSocket : IFileKind
         return msgs;
     }
 
-    /// <summary>Refuses fds in flight (SCM_RIGHTS): the fds the peek gave ckpt are closed.</summary>
-    private static void CheckControl(byte* c, int len, int flags, int pid, string what)
+    /// <summary>Room for the control data of one message: SCM_RIGHTS (at most 253 fds) and SCM_CREDENTIALS.</summary>
+    private const int CmsgRoom = 16 + 253 * 4 + 64;
+
+    private static void CloseAll(List<(byte[] Data, int[]? Fds)> msgs, List<int>? more)
     {
-        bool rights = false;
+        foreach (var (_, fds) in msgs) foreach (int f in fds ?? []) FileCalls.Close(f);
+        foreach (int f in more ?? []) FileCalls.Close(f);
+    }
+
+    /// <summary>The fds a peek gave ckpt for files in flight (SCM_RIGHTS), or null; a cut control message is refused.</summary>
+    private static int[]? Rights(byte* c, int len, int flags, int pid, string what)
+    {
+        List<int>? fds = null;
         for (int off = 0; off + 16 <= len;)
         {
             long clen = *(long*)(c + off);
             int level = *(int*)(c + off + 8), type = *(int*)(c + off + 12);
             if (clen < 16 || off + clen > len) break;
             if (level == SocketCalls.SOL_SOCKET && type == SocketCalls.SCM_RIGHTS)
-            {
-                rights = true;
-                for (int i = 16; i + 4 <= clen; i += 4) FileCalls.Close(*(int*)(c + off + i));
-            }
+                for (int i = 16; i + 4 <= clen; i += 4) (fds ??= new()).Add(*(int*)(c + off + i));
             off += (int)((clen + 7) & ~7L);
         }
-        if (rights || (flags & SocketCalls.MSG_CTRUNC) != 0)
-            throw new NotCheckpointableException(pid, $"{what} has file descriptors in flight (SCM_RIGHTS) in its receive queue, which is not supported yet");
+        if ((flags & SocketCalls.MSG_CTRUNC) != 0)
+        {
+            foreach (int f in fds ?? []) FileCalls.Close(f);
+            throw new NotCheckpointableException(pid, $"{what} has a message whose control data (files in flight) does not fit ckpt's buffer; not supported");
+        }
+        return fds?.ToArray();
+    }
+
+    /// <summary>
+    /// Puts every file in flight in the unix sockets of the process (SCM_RIGHTS messages in their receive
+    /// queues, and in the queues of sockets themselves in flight) into the process as an fd of its own,
+    /// through a pidfd of ckpt (pidfd_getfd, injected), so that each is saved as any description, and
+    /// shared with its other holders; <see cref="FdTable"/> leaves them out of the fd table, and the
+    /// process closes them when it is released. Called once the scratch area is in place, before any kind.
+    /// </summary>
+    public static void InstallInFlight(CheckpointContext ctx)
+    {
+        var st = ctx.Session.State<CheckpointState>();
+        var work = new Queue<OpenFile>(ctx.OpenFiles.Where(f => f.Link.StartsWith("socket:[")));
+        if (work.Count == 0) return;
+        var scanned = new HashSet<ulong>();
+        var installed = new List<OpenFile>();
+        int ckptPidfd = -1;
+        try
+        {
+            while (work.TryDequeue(out var f))
+            {
+                if (!scanned.Add(f.Stat.Ino)) continue;
+                st.Diag ??= SocketCalls.DumpUnix();
+                if (!st.Diag.TryGetValue((uint)f.Stat.Ino, out var d) || d.State == SocketCalls.TCP_LISTEN) continue;
+                if (d.RQueue == 0 && d.Type == SocketCalls.SOCK_STREAM) continue;
+                if (d.Type is not (SocketCalls.SOCK_STREAM or SocketCalls.SOCK_DGRAM or SocketCalls.SOCK_SEQPACKET)) continue;
+                if (d.Peer == null && d.Type != SocketCalls.SOCK_DGRAM) continue;   // not connected: no queue
+                string what = $"fd {f.Fd} ({f.Link}, a unix {TypeName(d.Type)} socket)";
+                int mine = ctx.GrabFd(f.Fd);
+                List<(byte[] Data, int[]? Fds)> queue;
+                try
+                {
+                    int peekOff = SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_PEEK_OFF, "SO_PEEK_OFF", ctx.Pid);
+                    queue = PeekQueue(mine, d, peekOff, ctx.Pid, what);
+                }
+                finally { FileCalls.Close(mine); }
+                var fds = queue.SelectMany(m => m.Fds ?? []).ToList();
+                try
+                {
+                    foreach (int r in fds)
+                    {
+                        if (ckptPidfd < 0) ckptPidfd = (int)ctx.Inject("pidfd_open (ckpt)", Nr.pidfd_open, Environment.ProcessId, 0);
+                        int t = (int)ctx.Inject("pidfd_getfd (a file in flight)", Nr.pidfd_getfd, ckptPidfd, r, 0);
+                        ctx.InFlightFds.Add(t);
+                        var of = FdTable.ReadOpenFile(ctx.Pid, t) with { InFlight = true };
+                        installed.Add(of);
+                        if (of.Link.StartsWith("socket:[")) work.Enqueue(of);
+                    }
+                }
+                finally { foreach (int r in fds) FileCalls.Close(r); }
+            }
+        }
+        finally
+        {
+            if (ckptPidfd >= 0) ctx.Task.Inject(Nr.close, ckptPidfd);
+        }
+        if (installed.Count == 0) return;
+        // a file met in flight inside another one in flight is saved before it
+        installed.Reverse();
+        ctx.OpenFiles.InsertRange(0, installed);
+        ctx.Log.Debug($"pid {ctx.Pid}: {installed.Count} file(s) in flight in unix sockets, installed as fds {string.Join(',', ctx.InFlightFds)}");
+    }
+
+    /// <summary>The objref of the description that fd <paramref name="mine"/> of ckpt (from a peek) refers to: one of the files installed in flight.</summary>
+    private static uint InFlightObjref(CheckpointContext ctx, int mine, string what)
+    {
+        var st = FileCalls.FstatOrThrow(mine, ctx.Pid);
+        var refs = ctx.State<FdTable.Refs>().ByFd;
+        foreach (var f in ctx.OpenFiles)
+        {
+            if (!f.InFlight || f.Stat.Dev != st.Dev || f.Stat.Ino != st.Ino) continue;
+            if (ProcessCalls.Kcmp(Environment.ProcessId, ctx.Pid, ProcessCalls.KCMP_FILE, mine, f.Fd) != 0) continue;
+            if (refs.TryGetValue(f.Fd, out uint objref)) return objref;
+            throw new NotCheckpointableException(ctx.Pid, $"{what} has in flight a file whose own queue holds it in flight in turn (a loop of sockets in flight); not supported");
+        }
+        throw new CkptException($"pid {ctx.Pid} {what}: a file in flight was not installed for the checkpoint", ExitCodes.Internal);
     }
 
     private static string DescribeOther(CheckpointContext ctx, in OpenFile f)
@@ -313,6 +428,12 @@ public sealed unsafe class UnixSocket : IFileKind
         /// <summary>Shutdown state and buffer sizes, applied once every queue was written.</summary>
         public readonly List<(int Fd, int Shutdown, int Sndbuf, int Rcvbuf, int PeekOff)> Pending = new();
         public bool Applied;
+        /// <summary>Sockets whose queue carries files in flight: message index → objrefs of the files.</summary>
+        public readonly Dictionary<ulong, Dictionary<uint, uint[]>> Rights = new();
+        /// <summary>Messages read so far from the queue of each socket with files in flight.</summary>
+        public readonly Dictionary<ulong, uint> Sent = new();
+        /// <summary>The queues of those sockets, in order, written in Finish with their files.</summary>
+        public readonly List<(ulong Ino, (int Fd, byte[]? Addr, int Type) From, byte[] Msg, uint[]? Refs)> Deferred = new();
         /// <summary>Socket files made by bind() for sockets whose file had been removed: removed again once the queues are written.</summary>
         public readonly List<string> Removed = new();
         /// <summary>An unbound datagram socket of ckpt that sends the queues of unconnected datagram sockets.</summary>
@@ -326,12 +447,38 @@ public sealed unsafe class UnixSocket : IFileKind
     {
         var st = ctx.Session.State<RestoreState>();
         var r = rec.Reader();
+        if (rec.Kind == RecordKind.UnixSocketRights)
+        {
+            ulong rino = r.U64();
+            var byIndex = new Dictionary<uint, uint[]>();
+            for (uint i = 0, n = r.U32(); i < n; i++)
+            {
+                uint index = r.U32(), k = r.U32();
+                if (k == 0 || k > 253) throw new ImageFormatException($"UnixSocketRights record at offset {rec.Offset}: message {index} carries {k} files");
+                var refs = new uint[k];
+                for (int j = 0; j < k; j++) refs[j] = r.U32();
+                byIndex[index] = refs;
+            }
+            r.End();
+            if (!st.SendFrom.ContainsKey(rino) || !st.Rights.TryAdd(rino, byIndex))
+                throw new ImageFormatException($"UnixSocketRights record at offset {rec.Offset} for an unknown socket:[{rino}], or a second one");
+            return;
+        }
         if (rec.Kind == RecordKind.UnixSocketQueue)
         {
             ulong qino = r.U64(); uint count = r.U32();
             if (!st.SendFrom.TryGetValue(qino, out var from))
                 throw new ImageFormatException($"UnixSocketQueue record at offset {rec.Offset} for an unknown socket:[{qino}]");
-            for (uint i = 0; i < count; i++) SendQueued(st, from, r.Bytes(), qino);
+            // a queue with files in flight is written in Finish, once every description was rebuilt
+            st.Rights.TryGetValue(qino, out var rights);
+            for (uint i = 0; i < count; i++)
+            {
+                var msg = r.Bytes();
+                if (rights == null) { SendQueued(st, from, msg, qino); continue; }
+                uint index = st.Sent.TryGetValue(qino, out uint k) ? k : 0;
+                st.Sent[qino] = index + 1;
+                st.Deferred.Add((qino, from, msg.ToArray(), rights.GetValueOrDefault(index)));
+            }
             r.End();
             return;
         }
@@ -454,7 +601,7 @@ public sealed unsafe class UnixSocket : IFileKind
         if (FileCalls.Unlink(path) != 0) throw SyscallException.Last($"unlink({path})");
     }
 
-    private static void SendQueued(RestoreState st, (int Fd, byte[]? Addr, int Type) from, ReadOnlySpan<byte> msg, ulong ino)
+    private static void SendQueued(RestoreState st, (int Fd, byte[]? Addr, int Type) from, ReadOnlySpan<byte> msg, ulong ino, int[]? fds = null)
     {
         int fd = from.Fd;
         byte[]? addr = null;
@@ -470,14 +617,26 @@ public sealed unsafe class UnixSocket : IFileKind
             fd = st.Sender;
         }
         bool stream = from.Type == SocketCalls.SOCK_STREAM;
+        // SCM_RIGHTS: cmsghdr { u64 len; i32 level; i32 type; } then the fds
+        byte[]? ctl = null;
+        if (fds is { Length: > 0 })
+        {
+            ctl = new byte[(16 + fds.Length * 4 + 7) & ~7];
+            BitConverter.TryWriteBytes(ctl, (long)(16 + fds.Length * 4));
+            BitConverter.TryWriteBytes(ctl.AsSpan(8), SocketCalls.SOL_SOCKET);
+            BitConverter.TryWriteBytes(ctl.AsSpan(12), SocketCalls.SCM_RIGHTS);
+            for (int i = 0; i < fds.Length; i++) BitConverter.TryWriteBytes(ctl.AsSpan(16 + 4 * i), fds[i]);
+        }
         fixed (byte* p = msg)
         fixed (byte* a = addr)
+        fixed (byte* c = ctl)
         {
             int done = 0;
             do
             {
                 var iov = new SocketCalls.IoVec { Base = p + done, Len = (nuint)(msg.Length - done) };
                 var mh = new SocketCalls.MsgHdr { Name = a, NameLen = addr?.Length ?? 0, Iov = &iov, IovLen = 1 };
+                if (done == 0 && ctl != null) { mh.Control = c; mh.ControlLen = (nuint)ctl.Length; }
                 nint n = SocketCalls.SendMsg(fd, &mh, SocketCalls.MSG_DONTWAIT | SocketCalls.MSG_NOSIGNAL);
                 if (n < 0)
                 {
@@ -496,6 +655,14 @@ public sealed unsafe class UnixSocket : IFileKind
         var st = ctx.Session.State<RestoreState>();
         if (!st.Applied)
         {
+            // the queues that carry files in flight, with ckpt's copies of the files (FdTable kept them)
+            foreach (var (qino, from, msg, refs) in st.Deferred)
+            {
+                int[]? fds = refs?.Select(o => ctx.Session.Masters.TryGetValue(o, out int m) ? m
+                    : throw new ImageFormatException($"socket:[{qino}] has in flight the description {o}, which no FdTable kept")).ToArray();
+                SendQueued(st, from, msg, qino, fds);
+            }
+            st.Deferred.Clear();
             // every queue is written: shutdowns (a stream's also marks its peer), buffer sizes, peek offsets
             st.Applied = true;
             foreach (var (fd, shut, snd, rcv, peekOff) in st.Pending)
@@ -524,6 +691,20 @@ public sealed unsafe class UnixSocket : IFileKind
     public void Describe(Record rec, InfoNode info)
     {
         var r = rec.Reader();
+        if (rec.Kind == RecordKind.UnixSocketRights)
+        {
+            ulong rino = r.U64();
+            var files = new List<string>();
+            for (uint i = 0, n = r.U32(); i < n; i++)
+            {
+                uint index = r.U32(), k = r.U32();
+                var refs = new List<uint>();
+                for (uint j = 0; j < k; j++) refs.Add(r.U32());
+                files.Add($"message {index}: objref {string.Join(',', refs)}");
+            }
+            info.Child("files in flight").Set($"socket:[{rino}]", string.Join("; ", files));
+            return;
+        }
         if (rec.Kind == RecordKind.UnixSocketQueue)
         {
             ulong qino = r.U64(); uint count = r.U32();

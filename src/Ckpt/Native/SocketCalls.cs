@@ -15,7 +15,7 @@ public static unsafe partial class SocketCalls
     public const int SOL_SOCKET = 1;
     public const int SO_TYPE = 3, SO_SNDBUF = 7, SO_RCVBUF = 8, SO_PASSCRED = 16, SO_SNDBUFFORCE = 32, SO_RCVBUFFORCE = 33,
         SO_PROTOCOL = 38, SO_DOMAIN = 39, SO_PEEK_OFF = 42;
-    public const int MSG_PEEK = 2, MSG_CTRUNC = 8, MSG_TRUNC = 0x20, MSG_DONTWAIT = 0x40, MSG_EOR = 0x80, MSG_NOSIGNAL = 0x4000;
+    public const int MSG_PEEK = 2, MSG_CTRUNC = 8, MSG_TRUNC = 0x20, MSG_DONTWAIT = 0x40, MSG_EOR = 0x80, MSG_NOSIGNAL = 0x4000, MSG_CMSG_CLOEXEC = 0x40000000;
     public const int SCM_RIGHTS = 1, SCM_CREDENTIALS = 2;
     public const int SHUT_RD = 0, SHUT_WR = 1, SHUT_RDWR = 2;
     /// <summary>sk_shutdown bits (unix_diag UNIX_DIAG_SHUTDOWN).</summary>
