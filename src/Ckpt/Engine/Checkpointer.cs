@@ -407,12 +407,16 @@ public static class Checkpointer
                 }
             // a tree about to be killed: once the image is out (a slow output may take a while), its
             // connections must still hold what the image says; only the trailer is left to write then
+            string? lockTable = null;
             if (opt.Kill && InetSocket.HasConnections(s))
             {
                 writer.Flush();
                 InetSocket.VerifyConnections(s);
+                lockTable = InetSocket.WriteNetworkLock(s);
             }
             writer.Finish();
+            // the peers' packets are held back from now until the restart (the tree is killed next)
+            if (lockTable != null) InetSocket.LockConnections(s, lockTable);
             log.Info($"image complete: {writer.RecordCount} records, {writer.BytesWritten} bytes");
             ok = true;
             return new CheckpointResult(writer.BytesWritten, writer.RecordCount, frozen.Elapsed, s.Tree.Count, s.Processes.Sum(p => p.Threads.Count));

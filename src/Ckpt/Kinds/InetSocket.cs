@@ -28,7 +28,7 @@ public sealed unsafe class InetSocket : IStateKind
 {
     public static readonly InetSocket Instance = new();
     public string Name => "inet socket";
-    public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.InetSocket];
+    public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.InetSocket, RecordKind.NetworkLock];
     public int FinishOrder => 76;
 
     private enum State : byte { Unconnected = 0, Listening = 1, Connected = 2, Established = 3 }
@@ -203,6 +203,60 @@ public sealed unsafe class InetSocket : IStateKind
     /// acknowledged and that the image does not hold; then the checkpoint fails (the tree goes on).
     /// </summary>
     public static bool HasConnections(CheckpointSession s) => s.Existing<Repaired>() is { Fds.Count: > 0 };
+
+    /// <summary>
+    /// Before the image ends, when the tree is about to be killed with established connections: names the
+    /// nf_tables table that will hold them (<see cref="LockConnections"/>) in an optional NetworkLock
+    /// record, for the restart to remove. Returns the name.
+    /// </summary>
+    public static string WriteNetworkLock(CheckpointSession s)
+    {
+        string table = $"ckpt_{s.Tree[0].Pid}_{DateTime.UtcNow:yyyyMMddHHmmssfff}";
+        s.Image.Write(RecordKind.NetworkLock, new PayloadWriter().Str(table), RecordFlags.Optional);
+        return table;
+    }
+
+    /// <summary>
+    /// Once the image is complete and before the tree is killed: an nf_tables table drops what each
+    /// peer sends to the connections (no socket answers for them until the restart; the kernel would
+    /// answer with a reset, and the peer would drop the connection). The peer's packets are retransmitted
+    /// until the restart removes the table. Where nf_tables cannot be used, the log says so and the
+    /// connections are left as before (a peer that sends meanwhile gets a reset).
+    /// </summary>
+    public static void LockConnections(CheckpointSession s, string table)
+    {
+        if (s.Existing<Repaired>() is not { } r) return;
+        var conns = new List<(byte[] Local, byte[] Peer)>();
+        foreach (var (fd, _, _, _) in r.Fds)
+            if (Address(fd, peer: false) is { } local && Address(fd, peer: true) is { } peer) conns.Add((local, peer));
+        try
+        {
+            NetfilterCalls.AddDropTable(table, conns);
+            s.Log.Info($"{conns.Count} TCP connection(s) held by nf_tables table inet {table} until the restart");
+        }
+        catch (SyscallException e)
+        {
+            s.Log.Error($"the TCP connections could not be held while the tree is down ({e.Message}): a peer that sends before the restart gets a reset");
+        }
+    }
+
+    private sealed class NetworkLockState { public string? Table; }
+
+    /// <summary>At restart, once every connection left repair mode: the table that held them is removed (absent on another machine).</summary>
+    private static void Unlock(RestoreSession s)
+    {
+        if (s.Existing<NetworkLockState>() is not { Table: { } table } st) return;
+        st.Table = null;
+        try
+        {
+            if (NetfilterCalls.DeleteTable(table)) s.Log.Info($"nf_tables table inet {table} removed: the connections take packets again");
+            else s.Log.Info($"no nf_tables table inet {table} here (the checkpoint was taken on another machine, or it could not hold the connections)");
+        }
+        catch (SyscallException e)
+        {
+            s.Log.Error($"cannot remove the nf_tables table inet {table} that held the connections: {e.Message}; remove it with 'nft delete table inet {table}'");
+        }
+    }
 
     public static void VerifyConnections(CheckpointSession s)
     {
@@ -437,6 +491,12 @@ public sealed unsafe class InetSocket : IStateKind
     public void Restore(RestoreContext ctx, Record rec)
     {
         var r = rec.Reader();
+        if (rec.Kind == RecordKind.NetworkLock)
+        {
+            ctx.Session.State<NetworkLockState>().Table = r.Str();
+            r.End();
+            return;
+        }
         uint objref = r.U32(); int flags = r.I32(), domain = r.I32(), type = r.I32(), protocol = r.I32();
         var state = (State)r.U8(); int backlog = r.I32();
         byte[] local = r.Bytes().ToArray(), peer = r.Bytes().ToArray();
@@ -615,7 +675,7 @@ public sealed unsafe class InetSocket : IStateKind
     /// <summary>Connections leave repair mode once every socket of the tree exists (without a window probe), and ckpt drops its copies.</summary>
     public void Finish(RestoreContext ctx)
     {
-        if (ctx.Session.Existing<Repairing>() is not { } r) return;
+        if (ctx.Session.Existing<Repairing>() is not { } r) { Unlock(ctx.Session); return; }
         foreach (var (fd, what, fins) in r.Fds)
         {
             try
@@ -629,11 +689,17 @@ public sealed unsafe class InetSocket : IStateKind
             finally { FileCalls.Close(fd); }
         }
         r.Fds.Clear();
+        Unlock(ctx.Session);
     }
 
     public void Describe(Record rec, InfoNode info)
     {
         var r = rec.Reader();
+        if (rec.Kind == RecordKind.NetworkLock)
+        {
+            info.Child("network lock").Set("nftables_table", $"inet {r.Str()}");
+            return;
+        }
         uint objref = r.U32(); int flags = r.I32(), domain = r.I32(), type = r.I32(); r.I32();
         var state = (State)r.U8(); int backlog = r.I32();
         byte[] local = r.Bytes().ToArray(), peer = r.Bytes().ToArray();

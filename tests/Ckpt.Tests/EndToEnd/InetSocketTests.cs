@@ -44,6 +44,36 @@ public sealed class InetSocketTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// A server migrated with --kill whose client, outside the tree, keeps sending while the server is down:
+    /// the connection is held by an nf_tables table from the end of the checkpoint until the restart, so
+    /// the client's packets wait (retransmitted) instead of getting a reset, and every exchange completes.
+    /// </summary>
+    [Fact]
+    public void ClientSendingWhileServerIsDownKeepsItsConnection()
+    {
+        env.Program("tcppeer");
+        var r = new E2eScript(env, "tcppeer").Run("""
+            start "$W/out" "$BIN/tcppeer" server
+            wait_for "$W/out" '^READY' 15 || fail "the server did not print READY"
+            port=$(sed -n 's/^PORT //p' "$W/out")
+            "$BIN/tcppeer" client "$port" 4 > "$W/client.out" 2>&1 &
+            C=$!
+            sleep 0.5
+            checkpoint_kill
+            sleep 0.7   # the client sends into a host where no socket answers for the connection
+            restart_detached
+            wait $C; echo "CLIENT: $?"
+            ck info "$W/img" > "$W/info.txt" || fail "ckpt info failed"
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.True(r.Stdout.Contains("CLIENT: 0"), $"the client outside the tree lost its connection: {r.File("client.out")}{r.Diagnostics}");
+        Assert.Contains("nftables_table: inet ckpt_", r.File("info.txt"));
+        Assert.DoesNotContain("could not be held", r.File("ck.log"));
+        r.Cleanup();
+    }
+
+    /// <summary>
     /// A checkpoint that leaves the process running takes its connections out of repair mode again: the
     /// same process goes on with the data in flight (nothing lost, nothing duplicated).
     /// </summary>

@@ -1,0 +1,203 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+
+namespace Ckpt.Native;
+
+/// <summary>
+/// nf_tables over netlink (NETLINK_NETFILTER): a table of the inet family whose one input chain drops
+/// the packets of given TCP connections, and its removal. It holds migrated connections while no socket
+/// answers for them (between `checkpoint --kill` and the restart): without it the kernel answers their
+/// peer's packets with a reset. Messages are sent as one nfnetlink batch; every message asks for an ack.
+/// </summary>
+public static unsafe class NetfilterCalls
+{
+    private const int NETLINK_NETFILTER = 12;
+    private const ushort NLM_F_REQUEST = 1, NLM_F_ACK = 4, NLM_F_CREATE = 0x400, NLM_F_APPEND = 0x800;
+    private const ushort NLMSG_ERROR = 2, NFNL_MSG_BATCH_BEGIN = 16, NFNL_MSG_BATCH_END = 17;
+    private const int NFNL_SUBSYS_NFTABLES = 10;
+    private const int NFT_MSG_NEWTABLE = 0, NFT_MSG_DELTABLE = 2, NFT_MSG_NEWCHAIN = 3, NFT_MSG_NEWRULE = 6;
+    private const byte NFPROTO_INET = 1, NFPROTO_IPV4 = 2, NFPROTO_IPV6 = 10;
+    private const ushort NLA_F_NESTED = 0x8000;
+    private const int NF_DROP = 0, NF_ACCEPT = 1, NF_INET_LOCAL_IN = 1;
+    private const int NFT_META_NFPROTO = 15, NFT_META_L4PROTO = 16;
+    private const int NFT_PAYLOAD_NETWORK_HEADER = 1, NFT_PAYLOAD_TRANSPORT_HEADER = 2;
+    private const int NFT_REG_VERDICT = 0, NFT_REG_1 = 1, NFT_CMP_EQ = 0;
+
+    /// <summary>Attributes of a netlink message being built (nested attributes by Begin/End).</summary>
+    private sealed class Msg
+    {
+        private readonly List<byte> _b = new();
+        private readonly Stack<int> _open = new();
+        public Msg(ushort type, ushort flags, uint seq, byte family, ushort resId = 0)
+        {
+            _b.AddRange(new byte[16]);   // nlmsghdr, filled in Bytes()
+            BinaryPrimitives.WriteUInt16LittleEndian(Span(4, 2), type);
+            BinaryPrimitives.WriteUInt16LittleEndian(Span(6, 2), flags);
+            BinaryPrimitives.WriteUInt32LittleEndian(Span(8, 4), seq);
+            _b.Add(family); _b.Add(0);   // nfgenmsg: family, version
+            _b.Add((byte)(resId >> 8)); _b.Add((byte)resId);   // res_id, big-endian
+        }
+        private Span<byte> Span(int at, int n) => CollectionsMarshal.AsSpan(_b).Slice(at, n);
+        private void Pad() { while (_b.Count % 4 != 0) _b.Add(0); }
+        public Msg Attr(ushort type, ReadOnlySpan<byte> data)
+        {
+            int at = _b.Count;
+            _b.AddRange(new byte[4]);
+            BinaryPrimitives.WriteUInt16LittleEndian(Span(at, 2), (ushort)(4 + data.Length));
+            BinaryPrimitives.WriteUInt16LittleEndian(Span(at + 2, 2), type);
+            _b.AddRange(data.ToArray());
+            Pad();
+            return this;
+        }
+        public Msg Str(ushort type, string s) => Attr(type, [.. System.Text.Encoding.UTF8.GetBytes(s), 0]);
+        public Msg Be32(ushort type, int v)
+        {
+            Span<byte> b = stackalloc byte[4];
+            BinaryPrimitives.WriteInt32BigEndian(b, v);
+            return Attr(type, b);
+        }
+        public Msg Begin(ushort type)
+        {
+            _open.Push(_b.Count);
+            _b.AddRange(new byte[4]);
+            BinaryPrimitives.WriteUInt16LittleEndian(Span(_open.Peek() + 2, 2), (ushort)(type | NLA_F_NESTED));
+            return this;
+        }
+        public Msg End()
+        {
+            int at = _open.Pop();
+            BinaryPrimitives.WriteUInt16LittleEndian(Span(at, 2), (ushort)(_b.Count - at));
+            return this;
+        }
+        public byte[] Bytes()
+        {
+            BinaryPrimitives.WriteUInt32LittleEndian(Span(0, 4), (uint)_b.Count);
+            return _b.ToArray();
+        }
+    }
+
+    private static ushort NftType(int msg) => (ushort)((NFNL_SUBSYS_NFTABLES << 8) | msg);
+
+    /// <summary>One expression of a rule: its name and its data attributes.</summary>
+    private static void Expr(Msg m, string name, Action<Msg> data)
+    {
+        m.Begin(1 /* NFTA_LIST_ELEM */).Str(1 /* NFTA_EXPR_NAME */, name).Begin(2 /* NFTA_EXPR_DATA */);
+        data(m);
+        m.End().End();
+    }
+
+    private static void Meta(Msg m, int key, byte value)
+    {
+        Expr(m, "meta", d => d.Be32(1 /* NFTA_META_DREG */, NFT_REG_1).Be32(2 /* NFTA_META_KEY */, key));
+        Cmp(m, [value]);
+    }
+
+    private static void Payload(Msg m, int bas, int offset, ReadOnlySpan<byte> value)
+    {
+        int len = value.Length;
+        Expr(m, "payload", d => d.Be32(1 /* DREG */, NFT_REG_1).Be32(2 /* BASE */, bas).Be32(3 /* OFFSET */, offset).Be32(4 /* LEN */, len));
+        Cmp(m, value);
+    }
+
+    private static void Cmp(Msg m, ReadOnlySpan<byte> value)
+    {
+        var v = value.ToArray();
+        Expr(m, "cmp", d => d.Be32(1 /* NFTA_CMP_SREG */, NFT_REG_1).Be32(2 /* NFTA_CMP_OP */, NFT_CMP_EQ)
+            .Begin(3 /* NFTA_CMP_DATA */).Attr(1 /* NFTA_DATA_VALUE */, v).End());
+    }
+
+    /// <summary>An IP address and port from a sockaddr_in or sockaddr_in6 (an IPv4-mapped IPv6 address as IPv4).</summary>
+    private static (bool V4, byte[] Addr, byte[] Port) Split(byte[] sa)
+    {
+        ushort family = BinaryPrimitives.ReadUInt16LittleEndian(sa);
+        byte[] port = sa[2..4];   // already in network order
+        if (family == 2) return (true, sa[4..8], port);
+        byte[] a6 = sa[8..24];
+        bool mapped = a6.AsSpan(0, 10).IndexOfAnyExcept((byte)0) < 0 && a6[10] == 0xff && a6[11] == 0xff;
+        return mapped ? (true, a6[12..16], port) : (false, a6, port);
+    }
+
+    /// <summary>
+    /// Makes table <paramref name="table"/> (family inet) with an input chain that drops the packets each
+    /// peer sends to its connection's local address and port. Throws a <see cref="SyscallException"/>
+    /// when nf_tables refuses (no such support in this kernel, no CAP_NET_ADMIN).
+    /// </summary>
+    public static void AddDropTable(string table, IReadOnlyList<(byte[] Local, byte[] Peer)> connections)
+    {
+        uint seq = (uint)Environment.TickCount;
+        var msgs = new List<byte[]>();
+        const ushort create = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE;
+        msgs.Add(new Msg(NftType(NFT_MSG_NEWTABLE), create, ++seq, NFPROTO_INET).Str(1 /* NFTA_TABLE_NAME */, table).Bytes());
+        msgs.Add(new Msg(NftType(NFT_MSG_NEWCHAIN), create, ++seq, NFPROTO_INET)
+            .Str(1 /* NFTA_CHAIN_TABLE */, table).Str(3 /* NFTA_CHAIN_NAME */, "input")
+            .Begin(4 /* NFTA_CHAIN_HOOK */).Be32(1 /* NFTA_HOOK_HOOKNUM */, NF_INET_LOCAL_IN).Be32(2 /* NFTA_HOOK_PRIORITY */, -200).End()
+            .Be32(5 /* NFTA_CHAIN_POLICY */, NF_ACCEPT).Str(7 /* NFTA_CHAIN_TYPE */, "filter").Bytes());
+        foreach (var (local, peer) in connections)
+        {
+            var (v4, la, lp) = Split(local);
+            var (_, pa, pp) = Split(peer);
+            var m = new Msg(NftType(NFT_MSG_NEWRULE), create | NLM_F_APPEND, ++seq, NFPROTO_INET)
+                .Str(1 /* NFTA_RULE_TABLE */, table).Str(2 /* NFTA_RULE_CHAIN */, "input").Begin(4 /* NFTA_RULE_EXPRESSIONS */);
+            Meta(m, NFT_META_NFPROTO, v4 ? NFPROTO_IPV4 : NFPROTO_IPV6);
+            Meta(m, NFT_META_L4PROTO, 6 /* TCP */);
+            Payload(m, NFT_PAYLOAD_NETWORK_HEADER, v4 ? 12 : 8, pa);    // source address: the peer
+            Payload(m, NFT_PAYLOAD_NETWORK_HEADER, v4 ? 16 : 24, la);   // destination: the connection's local address
+            Payload(m, NFT_PAYLOAD_TRANSPORT_HEADER, 0, pp);
+            Payload(m, NFT_PAYLOAD_TRANSPORT_HEADER, 2, lp);
+            Expr(m, "immediate", d => d.Be32(1 /* NFTA_IMMEDIATE_DREG */, NFT_REG_VERDICT)
+                .Begin(2 /* NFTA_IMMEDIATE_DATA */).Begin(2 /* NFTA_DATA_VERDICT */).Be32(1 /* NFTA_VERDICT_CODE */, NF_DROP).End().End());
+            msgs.Add(m.End().Bytes());
+        }
+        Send(msgs, seq, $"nf_tables table {table}");
+    }
+
+    /// <summary>Removes table <paramref name="table"/> (family inet); false when there is none.</summary>
+    public static bool DeleteTable(string table)
+    {
+        uint seq = (uint)Environment.TickCount;
+        var msg = new Msg(NftType(NFT_MSG_DELTABLE), NLM_F_REQUEST | NLM_F_ACK, ++seq, NFPROTO_INET).Str(1, table).Bytes();
+        try { Send([msg], seq, $"nf_tables table {table}"); }
+        catch (SyscallException e) when (e.Errno == Errors.ENOENT) { return false; }
+        return true;
+    }
+
+    /// <summary>Sends <paramref name="msgs"/> in one batch and waits for the ack of each (the first error throws).</summary>
+    private static void Send(List<byte[]> msgs, uint lastSeq, string what)
+    {
+        uint firstSeq = lastSeq - (uint)msgs.Count + 1;
+        var batch = new List<byte>();
+        batch.AddRange(new Msg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, firstSeq - 1, 0, NFNL_SUBSYS_NFTABLES).Bytes());
+        foreach (var m in msgs) batch.AddRange(m);
+        batch.AddRange(new Msg(NFNL_MSG_BATCH_END, NLM_F_REQUEST, lastSeq + 1, 0, NFNL_SUBSYS_NFTABLES).Bytes());
+        int fd = SocketCalls.Socket(16 /* AF_NETLINK */, SocketCalls.SOCK_RAW | SocketCalls.SOCK_CLOEXEC, NETLINK_NETFILTER);
+        if (fd < 0) throw SyscallException.Last("socket(AF_NETLINK, NETLINK_NETFILTER)", 0, what);
+        try
+        {
+            var data = batch.ToArray();
+            fixed (byte* p = data)
+                if (SocketCalls.Send(fd, p, (nuint)data.Length, 0) != data.Length) throw SyscallException.Last("send (nf_tables batch)", 0, what);
+            var buf = new byte[8192];
+            int acked = 0;
+            while (acked < msgs.Count)
+            {
+                nint n;
+                fixed (byte* p = buf) n = SocketCalls.Recv(fd, p, (nuint)buf.Length, 0);
+                if (n < 0) throw SyscallException.Last("recv (nf_tables acks)", 0, what);
+                for (int off = 0; off + 16 <= n;)
+                {
+                    int len = BinaryPrimitives.ReadInt32LittleEndian(buf.AsSpan(off));
+                    ushort type = BinaryPrimitives.ReadUInt16LittleEndian(buf.AsSpan(off + 4));
+                    if (len < 16) break;
+                    if (type == NLMSG_ERROR)
+                    {
+                        int err = BinaryPrimitives.ReadInt32LittleEndian(buf.AsSpan(off + 16));
+                        if (err < 0) throw new SyscallException("nf_tables", -err, 0, what);
+                        acked++;
+                    }
+                    off += (len + 3) & ~3;
+                }
+            }
+        }
+        finally { FileCalls.Close(fd); }
+    }
+}

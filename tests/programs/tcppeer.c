@@ -1,0 +1,86 @@
+/* tcppeer: a TCP server whose client is outside the tree, sending while the server is down.
+ *
+ * "server": listens on an ephemeral loopback port (prints "PORT n", then READY), accepts one client and
+ * answers each line "msg N" with "ack N msg N" until the client closes; then waits for SIGUSR1 and
+ * exits 0 if every line came in order.
+ * "client PORT SECONDS": connects, sends "msg N" every 20 ms and checks each answer, for SECONDS; prints
+ * "CLIENT OK n" and exits 0, or "CLIENT ERROR ..." (a reset: the server's host answered while it was
+ * down) and exits 1. */
+#include "e2e.h"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+static int read_line(int fd, char *b, int max)
+{
+    int n = 0;
+    while (n < max - 1) {
+        ssize_t r = read(fd, b + n, 1);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return r < 0 ? -1 : n;
+        if (b[n++] == '\n') break;
+    }
+    b[n] = 0;
+    return n;
+}
+
+static int server(void)
+{
+    e2e_init();
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t l = sizeof a;
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    MUST(s >= 0 && bind(s, (struct sockaddr *)&a, sizeof a) == 0 && listen(s, 1) == 0);
+    MUST(getsockname(s, (struct sockaddr *)&a, &l) == 0);
+    say("PORT %d", ntohs(a.sin_port));
+    say("READY");
+    int c = accept(s, NULL, NULL);
+    MUST(c >= 0);
+    char line[128], ans[192];
+    long n = 0;
+    for (;;) {
+        int k = read_line(c, line, sizeof line);
+        if (k <= 0) { CHECK(k == 0, "read: %s", strerror(errno)); break; }
+        n++;
+        long got = -1;
+        CHECK(sscanf(line, "msg %ld", &got) == 1 && got == n, "line %ld is '%s'", n, line);
+        int m = snprintf(ans, sizeof ans, "ack %ld %s", n, line);
+        CHECK(write(c, ans, m) == m, "write: %s", strerror(errno));
+    }
+    say("SERVED %ld", n);
+    e2e_wait_usr1();
+    return e2e_finish();
+}
+
+static int client(int port, double seconds)
+{
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) != 0) { say("CLIENT ERROR connect: %s", strerror(errno)); return 1; }
+    double t0 = now_mono(), longest = 0;
+    long i = 0;
+    char msg[64], want[160], got[160];
+    while (now_mono() - t0 < seconds) {
+        i++;
+        int m = snprintf(msg, sizeof msg, "msg %ld\n", i);
+        double t = now_mono();
+        if (write(s, msg, m) != m) { say("CLIENT ERROR write %ld: %s", i, strerror(errno)); return 1; }
+        int k = read_line(s, got, sizeof got);
+        if (k <= 0) { say("CLIENT ERROR read %ld: %s", i, k < 0 ? strerror(errno) : "end of stream"); return 1; }
+        snprintf(want, sizeof want, "ack %ld msg %ld\n", i, i);
+        if (strcmp(got, want) != 0) { say("CLIENT ERROR answer %ld is '%s'", i, got); return 1; }
+        if (now_mono() - t > longest) longest = now_mono() - t;
+        usleep(20000);
+    }
+    close(s);
+    say("CLIENT OK %ld (longest wait %.2f s)", i, longest);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "server") == 0) return server();
+    if (argc > 3 && strcmp(argv[1], "client") == 0) return client(atoi(argv[2]), atof(argv[3]));
+    say("usage: tcppeer server | client PORT SECONDS");
+    return 2;
+}
