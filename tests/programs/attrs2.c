@@ -1,5 +1,6 @@
 /* attrs2: process and thread attributes beyond attrs.c.
- * Process: personality (ADDR_NO_RANDOMIZE added), child subreaper, dumpable 0, THP disabled.
+ * Process: personality (ADDR_NO_RANDOMIZE added), child subreaper, dumpable 0, THP disabled,
+ * oom_score_adj 123 (the child: 456).
  * Threads (each its own): timer slack, scheduling policy, nice, CPU affinity:
  *   main     slack 123456 ns, SCHED_OTHER, nice 0 (process default), all CPUs it started with
  *   worker A slack 654321 ns, SCHED_BATCH, nice 5, CPU 0 only
@@ -85,9 +86,24 @@ static void check_thread(const struct worker *w)
     CHECK(errno == 0 && nice == w->nice, "%s: nice %d, expected %d", w->name, nice, w->nice);
 }
 
+static void set_oom(int v)
+{
+    FILE *f = fopen("/proc/self/oom_score_adj", "w");
+    MUST(f != NULL && fprintf(f, "%d", v) > 0 && fclose(f) == 0);
+}
+
+static int get_oom(void)
+{
+    int v = -9999;
+    FILE *f = fopen("/proc/self/oom_score_adj", "r");
+    if (f) { if (fscanf(f, "%d", &v) != 1) v = -9998; fclose(f); }
+    return v;
+}
+
 static int child_main(int pers)
 {
     MUST(prctl(PR_SET_PDEATHSIG, SIGWINCH) == 0);
+    set_oom(456);
     say("CHILD-READY");
     e2e_wait_usr1();
     int sig = -1;
@@ -98,6 +114,7 @@ static int child_main(int pers)
     CHECK(prctl(PR_GET_CHILD_SUBREAPER, &sub) == 0 && sub == 0, "child: subreaper %d", sub);
     CHECK(prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) == 0, "child: THP disable %d", prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0));
     CHECK(personality(0xffffffff) == pers, "child: personality 0x%x, expected 0x%x", personality(0xffffffff), pers);
+    CHECK(get_oom() == 456, "child: oom_score_adj %d, expected 456", get_oom());
     if (e2e_failures) say("child: FAIL");
     return e2e_failures ? 1 : 0;
 }
@@ -124,6 +141,7 @@ int main(void)
     MUST(prctl(PR_SET_TIMERSLACK, 123456UL) == 0);
     MUST(prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0);
     MUST(prctl(PR_SET_DUMPABLE, 0) == 0);
+    set_oom(123);   /* raised: lowering needs CAP_SYS_RESOURCE, which some roots lack */
 
     static struct worker a = { .name = "worker A", .slack = 654321, .policy = SCHED_BATCH, .nice = 5, .cpu0_only = 1 };
     static struct worker b = { .name = "worker B", .slack = 0, .policy = SCHED_IDLE, .nice = 3, .cpu0_only = 0 };
@@ -157,6 +175,7 @@ int main(void)
     CHECK(prctl(PR_GET_CHILD_SUBREAPER, &sub) == 0 && sub == 1, "subreaper %d", sub);
     CHECK(prctl(PR_GET_DUMPABLE) == 0, "dumpable %d", prctl(PR_GET_DUMPABLE));
     CHECK(prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1, "THP disable %d", prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0));
+    CHECK(get_oom() == 123, "oom_score_adj %d, expected 123", get_oom());
     CHECK(winch == 0, "received SIGWINCH %d times", (int)winch);
 
     CHECK(kill(child, SIGUSR1) == 0, "signal the child: %s", strerror(errno));

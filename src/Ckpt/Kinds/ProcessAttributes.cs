@@ -35,7 +35,11 @@ public sealed class ProcessAttributes : IStateKind
         public Extra? More;
     }
 
-    private sealed record Extra(uint Personality, bool Subreaper, int Dumpable, uint ThpDisable);
+    private sealed record Extra(uint Personality, bool Subreaper, int Dumpable, uint ThpDisable)
+    {
+        /// <summary>/proc/PID/oom_score_adj (appended field; null in older images).</summary>
+        public int? OomScoreAdj { get; init; }
+    }
 
     private const int PR_GET_DUMPABLE = 3, PR_SET_DUMPABLE = 4, PR_GET_CHILD_SUBREAPER = 37,
         PR_SET_THP_DISABLE = 41, PR_GET_THP_DISABLE = 42;
@@ -78,6 +82,7 @@ public sealed class ProcessAttributes : IStateKind
         p.Bool(BitConverter.ToInt32(outs.AsSpan(3 * ItimerVal.Size)) != 0);
         p.I32((int)res[4]);
         p.U32((uint)res[5]);
+        p.I32(int.Parse(File.ReadAllText($"/proc/{pid}/oom_score_adj").Trim(), System.Globalization.CultureInfo.InvariantCulture));
         ctx.Image.Write(RecordKind.Process, p);
     }
 
@@ -95,6 +100,7 @@ public sealed class ProcessAttributes : IStateKind
         s.NoNewPrivs = !r.AtEnd && r.Bool();
         if (!r.AtEnd) { s.Pgid = r.I32(); s.Sid = r.I32(); }
         if (!r.AtEnd) s.More = new Extra(r.U32(), r.Bool(), r.I32(), r.U32());
+        if (!r.AtEnd && s.More != null) s.More = s.More with { OomScoreAdj = r.I32() };
         r.End();
         // images with a Tree record had every vessel created from it; older ones hold one process
         if (ctx.Task == null) CreateVessel(ctx, pid);
@@ -199,9 +205,24 @@ public sealed class ProcessAttributes : IStateKind
         if (s.More is { } m) FinishMore(ctx, m);
     }
 
-    /// <summary>Personality, child subreaper, THP disable: each logged (not fatal) if it cannot be set.</summary>
+    /// <summary>Personality, child subreaper, THP disable, OOM score adjustment: each logged (not fatal) if it cannot be set.</summary>
     private static void FinishMore(RestoreContext ctx, Extra m)
     {
+        // the OOM killer's adjustment (a database or a service may have lowered or raised it): written by
+        // ckpt, which may lower it (CAP_SYS_RESOURCE), while the vessel still has ckpt's own
+        if (m.OomScoreAdj is int oom)
+        {
+            string path = $"/proc/{ctx.Pid}/oom_score_adj";
+            try
+            {
+                if (File.ReadAllText(path).Trim() != oom.ToString(System.Globalization.CultureInfo.InvariantCulture))
+                    File.WriteAllText(path, oom.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                ctx.Log.Info($"pid {ctx.Pid}: oom_score_adj {oom} could not be restored ({e.Message})");
+            }
+        }
         // personality is per task: set in the leader, the other threads (created later from it) inherit it.
         // Setting it after the memory was mapped is fine: it only steers later mmap/exec choices.
         long old = ctx.Vessel.Inject(Nr.personality, 0xffffffffL);
@@ -272,6 +293,7 @@ public sealed class ProcessAttributes : IStateKind
             p.Set("dumpable", r.I32());
             uint thp = r.U32();
             if (thp != 0) p.Set("thp_disable", $"0x{thp:x}");
+            if (!r.AtEnd && r.I32() is var oom and not 0) p.Set("oom_score_adj", oom);
         }
         static string Fmt(ulong v) => v == ulong.MaxValue ? "unlimited" : v.ToString();
     }
