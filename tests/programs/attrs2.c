@@ -1,7 +1,8 @@
 /* attrs2: process and thread attributes beyond attrs.c.
  * Process: personality (ADDR_NO_RANDOMIZE added), child subreaper, dumpable 0, THP disabled,
  * oom_score_adj 123 (the child: 456).
- * Threads (each its own): timer slack, scheduling policy, nice, CPU affinity:
+ * Threads (each its own): timer slack, scheduling policy, nice, CPU affinity, I/O priority (A: idle class,
+ * B: best-effort level 2, the others the default):
  *   main     slack 123456 ns, SCHED_OTHER, nice 0 (process default), all CPUs it started with
  *   worker A slack 654321 ns, SCHED_BATCH, nice 5, CPU 0 only
  *   worker B default slack,   SCHED_IDLE,  nice 3, all CPUs (not left pinned where the restart ran it)
@@ -36,6 +37,7 @@ struct worker {
     unsigned long slack;   /* 0: leave the default */
     int policy, prio, nice;
     int cpu0_only;
+    int ioprio;   /* 0: leave the default */
     pid_t tid;
     volatile int ready, failures;
 };
@@ -58,6 +60,7 @@ static void *run_worker(void *arg)
         w->prio = 0;
     }
     MUST(setpriority(PRIO_PROCESS, w->tid, w->nice) == 0);
+    if (w->ioprio) MUST(syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, 0, w->ioprio) == 0);
     if (w->slack) MUST(prctl(PR_SET_TIMERSLACK, w->slack) == 0);
     unsigned long slack0 = (unsigned long)prctl(PR_GET_TIMERSLACK);
     w->ready = 1;
@@ -84,6 +87,10 @@ static void check_thread(const struct worker *w)
     errno = 0;
     int nice = getpriority(PRIO_PROCESS, w->tid);
     CHECK(errno == 0 && nice == w->nice, "%s: nice %d, expected %d", w->name, nice, w->nice);
+    if (w->ioprio) {
+        long io = syscall(SYS_ioprio_get, 1 /* IOPRIO_WHO_PROCESS */, w->tid);
+        CHECK(io == w->ioprio, "%s: I/O priority 0x%lx, expected 0x%x", w->name, io, w->ioprio);
+    }
 }
 
 static void set_oom(int v)
@@ -143,8 +150,8 @@ int main(void)
     MUST(prctl(PR_SET_DUMPABLE, 0) == 0);
     set_oom(123);   /* raised: lowering needs CAP_SYS_RESOURCE, which some roots lack */
 
-    static struct worker a = { .name = "worker A", .slack = 654321, .policy = SCHED_BATCH, .nice = 5, .cpu0_only = 1 };
-    static struct worker b = { .name = "worker B", .slack = 0, .policy = SCHED_IDLE, .nice = 3, .cpu0_only = 0 };
+    static struct worker a = { .name = "worker A", .slack = 654321, .policy = SCHED_BATCH, .nice = 5, .cpu0_only = 1, .ioprio = 3 << 13 /* IOPRIO_CLASS_IDLE */ };
+    static struct worker b = { .name = "worker B", .slack = 0, .policy = SCHED_IDLE, .nice = 3, .cpu0_only = 0, .ioprio = 2 << 13 | 2 /* IOPRIO_CLASS_BE, level 2 */ };
     static struct worker c = { .name = "worker C", .slack = 0, .policy = SCHED_FIFO | SCHED_RESET_ON_FORK, .prio = 7, .nice = -2 };
     pthread_t ta, tb, tc;
     MUST(pthread_create(&ta, NULL, run_worker, &a) == 0);

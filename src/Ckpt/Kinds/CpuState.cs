@@ -37,6 +37,8 @@ public sealed class CpuState : IStateKind
         public string? Comm;
         /// <summary>Appended fields (absent in older images: null).</summary>
         public Extra? More;
+        /// <summary>The thread's I/O priority (appended field after More's; null in older images).</summary>
+        public int? Ioprio;
     }
 
     /// <summary>Timer slack (ns), parent-death signal, scheduling policy (SCHED_RESET_ON_FORK included) and priority, nice, CPU affinity (16 words).</summary>
@@ -99,6 +101,9 @@ public sealed class CpuState : IStateKind
         int words = mask.Length;
         while (words > 1 && mask[words - 1] == 0) words--;
         p.Bytes(MemoryMarshal.AsBytes(mask.AsSpan(0, words)));
+        int ioprio = ProcessCalls.IoprioGet(task.Tid);   // appended field: the I/O priority (ionice)
+        if (ioprio < 0) throw SyscallException.Last("ioprio_get", task.Tid);
+        p.I32(ioprio);
         ctx.Image.Write(RecordKind.Thread, p);
     }
 
@@ -135,6 +140,7 @@ public sealed class CpuState : IStateKind
         s.AltStack = MmState.FromBytes<StackT>(r.Raw(StackT.SizeOf));
         if (!r.AtEnd) s.Comm = r.Str();
         if (!r.AtEnd) s.More = new Extra(r.U64(), r.I32(), r.I32(), r.I32(), r.I32(), AffinityMask(r.Bytes(), rec));
+        if (!r.AtEnd) s.Ioprio = r.I32();
         r.End();
         if (s.XState.Length != ctx.Header.XstateSize)
             throw new ImageFormatException($"Thread record at offset {rec.Offset}: xstate of {s.XState.Length} bytes, header says {ctx.Header.XstateSize}");
@@ -313,6 +319,9 @@ public sealed class CpuState : IStateKind
                 ctx.Log.Info($"thread {tid}: CPU affinity {ProcessCalls.CpuList(want)} could not be set ({Errors.Describe(err)}); it gets {ProcessCalls.CpuList(fallback)}");
                 ProcessCalls.SetAffinity(tid, fallback);
             }
+            // the I/O priority (ionice), when it is not what the thread has already (the default, or ckpt's)
+            if (s.Ioprio is int io && ProcessCalls.IoprioGet(tid) != io && !ProcessCalls.IoprioSet(tid, io))
+                ctx.Log.Info($"thread {tid}: I/O priority class {io >> 13} level {io & 0x1fff} could not be restored ({Errors.Describe(Marshal.GetLastPInvokeError())}; the realtime class needs CAP_SYS_ADMIN)");
         }
     }
 

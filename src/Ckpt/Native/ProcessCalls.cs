@@ -30,6 +30,14 @@ public static unsafe partial class ProcessCalls
     [LibraryImport("libc", EntryPoint = "sched_getscheduler", SetLastError = true)]
     public static partial int SchedGetScheduler(int tid);
 
+    private const int IOPRIO_WHO_PROCESS = 1;
+
+    /// <summary>The I/O priority of thread <paramref name="tid"/> (class in bits 13-15, level below), or -1 (errno set).</summary>
+    public static int IoprioGet(int tid) => (int)Sys.Call(Nr.ioprio_get, IOPRIO_WHO_PROCESS, tid);
+
+    /// <summary>Sets the I/O priority of thread <paramref name="tid"/>; false on failure (errno set).</summary>
+    public static bool IoprioSet(int tid, int ioprio) => Sys.Call(Nr.ioprio_set, IOPRIO_WHO_PROCESS, tid, ioprio) == 0;
+
     /// <summary>sched_getparam: <paramref name="priority"/> receives sched_priority (struct sched_param is one int).</summary>
     [LibraryImport("libc", EntryPoint = "sched_getparam", SetLastError = true)]
     public static partial int SchedGetParam(int tid, int* priority);
