@@ -5,11 +5,13 @@
  * exits 0 if every line came in order.
  * "client PORT SECONDS": connects, sends "msg N" every 20 ms and checks each answer, for SECONDS; prints
  * "CLIENT OK n" and exits 0, or "CLIENT ERROR ..." (a reset: the server's host answered while it was
- * down) and exits 1. */
+ * down) and exits 1.
+ * "slowserver" and "burst PORT SECONDS": a server slower to accept than its clients connect (see below). */
 #include "e2e.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 
 static int read_line(int fd, char *b, int max)
 {
@@ -77,9 +79,73 @@ static int client(int port, double seconds)
     return 0;
 }
 
+/* "slowserver": accepts one connection every 50 ms (prints "PORT n", READY), answers its line, closes it;
+ * ends on SIGUSR1 (exit 0 if nothing failed). Clients that connect faster keep its accept queue full. */
+static int slowserver(void)
+{
+    e2e_init();
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t l = sizeof a;
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    MUST(s >= 0 && bind(s, (struct sockaddr *)&a, sizeof a) == 0 && listen(s, 64) == 0);
+    MUST(getsockname(s, (struct sockaddr *)&a, &l) == 0);
+    say("PORT %d", ntohs(a.sin_port));
+    say("READY");
+    long served = 0;
+    while (!e2e_go) {
+        int c = accept(s, NULL, NULL);
+        if (c < 0) { CHECK(errno == EINTR, "accept: %s", strerror(errno)); continue; }
+        char line[64];
+        if (read_line(c, line, sizeof line) > 0) {
+            CHECK(write(c, "ok\n", 3) == 3, "write: %s", strerror(errno));
+            served++;
+        }
+        close(c);
+        usleep(50000);
+    }
+    say("SERVED %ld", served);
+    return e2e_finish();
+}
+
+/* "burst PORT SECONDS": 6 processes each connecting again and again (one line, one answer); exit 0 if
+ * every exchange worked, else "CLIENT ERROR". */
+static int burst(int port, double seconds)
+{
+    pid_t kids[6];
+    for (int k = 0; k < 6; k++) {
+        kids[k] = fork();
+        if (kids[k] == 0) {
+            double t0 = now_mono();
+            long n = 0;
+            while (now_mono() - t0 < seconds) {
+                struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+                int s = socket(AF_INET, SOCK_STREAM, 0);
+                char got[16] = { 0 };
+                if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) != 0 || write(s, "hi\n", 3) != 3 || read_line(s, got, sizeof got) <= 0 || strcmp(got, "ok\n") != 0) {
+                    say("CLIENT ERROR after %ld: %s", n, strerror(errno));
+                    _exit(1);
+                }
+                close(s);
+                n++;
+            }
+            _exit(0);
+        }
+    }
+    int bad = 0;
+    for (int k = 0; k < 6; k++) {
+        int st = 0;
+        if (waitpid(kids[k], &st, 0) != kids[k] || !WIFEXITED(st) || WEXITSTATUS(st) != 0) bad++;
+    }
+    if (bad) return 1;
+    say("CLIENT OK");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "server") == 0) return server();
+    if (argc > 1 && strcmp(argv[1], "slowserver") == 0) return slowserver();
+    if (argc > 3 && strcmp(argv[1], "burst") == 0) return burst(atoi(argv[2]), atof(argv[3]));
     if (argc > 3 && strcmp(argv[1], "client") == 0) return client(atoi(argv[2]), atof(argv[3]));
     say("usage: tcppeer server | client PORT SECONDS");
     return 2;

@@ -279,6 +279,9 @@ public static class Checkpointer
         return new TreeEntry(pid, pid == root ? f.PPid : parent, f.Pgrp, f.Session, f.ExitSignal, f.Comm) { Threads = ctx.Threads.Count, Stopped = stopped };
     }
 
+    /// <summary>Times a tree whose listeners have connections waiting is let go for a moment to accept them (about 1 s in all).</summary>
+    private const int QuiesceRetries = 25;
+
     /// <summary>Attempts at freezing a tree that has a vfork child (about 2 s in all).</summary>
     private const int VforkRetries = 110;
 
@@ -329,47 +332,60 @@ public static class Checkpointer
         using var writer = new ImageWriter(output, bufferSize: 64 << 10, background: true);
         var s = new CheckpointSession { Image = writer, Log = log, Cancelled = opt.Cancelled, External = opt.External, OwnFiles = opt.OwnFiles };
         bool ok = false;
+        string? quiesceTable = null;
+        var quiesceHeld = new HashSet<string>();
         var frozen = System.Diagnostics.Stopwatch.StartNew();
         try
         {
-            using (log.Phase("freeze"))
-                for (int attempt = 1; ; attempt++)
-                {
-                    try
-                    {
-                        if (opt.Freezer != null) PreseizeFrozen(s, pid, opt.Freezer);
-                        Freeze(s, pid);
-                        break;
-                    }
-                    catch (VforkPendingException e) when (attempt < VforkRetries)
-                    {
-                        // a child between vfork and exec (a shell or make spawning a command) is gone in
-                        // a moment: let the tree go and freeze it again
-                        foreach (var ctx in Enumerable.Reverse(s.Processes)) { Release(ctx, kill: false, log); ctx.Close(); }
-                        s.Processes.Clear();
-                        s.Tree.Clear();
-                        log.Debug($"{e.Message}; freezing again ({attempt})");
-                        Thread.Sleep(Math.Min(attempt, 20));
-                    }
-                    finally
-                    {
-                        // tasks seized under the freezer and not taken into the tree (exited, or a failure): let go
-                        foreach (var t in s.Preseized.Values) t.TryDetach();
-                        s.Preseized.Clear();
-                    }
-                }
-            log.Info($"tree of {s.Tree.Count} process(es), {s.Processes.Sum(p => p.Threads.Count)} thread(s) frozen");
-            CheckRelations(s);
             byte[]? xstate = null;
-            using (log.Phase("read maps and fds"))
-                foreach (var ctx in s.Processes)
-                {
-                    ctx.Vmas = ProcMaps.ReadSmaps(ctx.Pid);
-                    ulong gadget = FindSyscallInstruction(ctx.Pid, ctx.Vmas);
-                    foreach (var t in ctx.Threads) t.Task.SyscallGadget = gadget;
-                    ctx.OpenFiles.AddRange(FdTable.ReadOpenFiles(ctx.Pid));
-                    xstate ??= ctx.Task.GetXState();
-                }
+            for (int quiesce = 0; ; quiesce++)
+            {
+                using (log.Phase("freeze"))
+                    for (int attempt = 1; ; attempt++)
+                    {
+                        try
+                        {
+                            if (opt.Freezer != null) PreseizeFrozen(s, pid, opt.Freezer);
+                            Freeze(s, pid);
+                            break;
+                        }
+                        catch (VforkPendingException e) when (attempt < VforkRetries)
+                        {
+                            // a child between vfork and exec (a shell or make spawning a command) is gone in
+                            // a moment: let the tree go and freeze it again
+                            foreach (var ctx in Enumerable.Reverse(s.Processes)) { Release(ctx, kill: false, log); ctx.Close(); }
+                            s.Processes.Clear();
+                            s.Tree.Clear();
+                            log.Debug($"{e.Message}; freezing again ({attempt})");
+                            Thread.Sleep(Math.Min(attempt, 20));
+                        }
+                        finally
+                        {
+                            // tasks seized under the freezer and not taken into the tree (exited, or a failure): let go
+                            foreach (var t in s.Preseized.Values) t.TryDetach();
+                            s.Preseized.Clear();
+                        }
+                    }
+                log.Info($"tree of {s.Tree.Count} process(es), {s.Processes.Sum(p => p.Threads.Count)} thread(s) frozen");
+                CheckRelations(s);
+                using (log.Phase("read maps and fds"))
+                    foreach (var ctx in s.Processes)
+                    {
+                        ctx.Vmas = ProcMaps.ReadSmaps(ctx.Pid);
+                        ulong gadget = FindSyscallInstruction(ctx.Pid, ctx.Vmas);
+                        foreach (var t in ctx.Threads) t.Task.SyscallGadget = gadget;
+                        ctx.OpenFiles.AddRange(FdTable.ReadOpenFiles(ctx.Pid));
+                        xstate ??= ctx.Task.GetXState();
+                    }
+                // listeners with connections waiting to be accepted (a server frozen under new connections
+                // gathers them): new requests are held back by nf_tables, the tree runs a moment to accept
+                // what waits, and it is frozen again
+                if (quiesce >= QuiesceRetries || !InetSocket.QuiesceListeners(s, ref quiesceTable, quiesceHeld)) break;
+                foreach (var ctx in Enumerable.Reverse(s.Processes)) { Release(ctx, kill: false, log); ctx.Close(); }
+                s.Processes.Clear();
+                s.Tree.Clear();
+                Thread.Sleep(Math.Min(5 * (quiesce + 1), 50));
+            }
             foreach (var ctx in s.Processes)
             {
                 FollowCpu(ctx.Pid);
@@ -412,8 +428,11 @@ public static class Checkpointer
             {
                 writer.Flush();
                 InetSocket.VerifyConnections(s);
-                lockTable = InetSocket.WriteNetworkLock(s);
             }
+            // a tree about to be killed with TCP connections: their peers wait for the restart (an nf_tables
+            // table drops their packets meanwhile; it matches only those connections, so a restart that
+            // never comes leaves nothing in the way of anything else)
+            if (opt.Kill && InetSocket.HasConnections(s)) lockTable = InetSocket.WriteNetworkLock(s);
             writer.Finish();
             // the peers' packets are held back from now until the restart (the tree is killed next)
             if (lockTable != null) InetSocket.LockConnections(s, lockTable);
@@ -436,6 +455,7 @@ public static class Checkpointer
                 }
             // TCP connections read in repair mode leave it, or are closed in it (silently) once killed
             InetSocket.EndCheckpoint(s, killed: ok && opt.Kill);
+            InetSocket.EndQuiesce(s, quiesceTable);
             log.Info($"tree frozen for {frozen.Elapsed.TotalMilliseconds:F3} ms");
             if (first != null && ok) throw first;
         }

@@ -225,9 +225,8 @@ public sealed unsafe class InetSocket : IStateKind
     /// </summary>
     public static void LockConnections(CheckpointSession s, string table)
     {
-        if (s.Existing<Repaired>() is not { } r) return;
         var conns = new List<(byte[] Local, byte[] Peer)>();
-        foreach (var (fd, _, _, _) in r.Fds)
+        foreach (var (fd, _, _, _) in s.Existing<Repaired>()?.Fds ?? [])
             if (Address(fd, peer: false) is { } local && Address(fd, peer: true) is { } peer) conns.Add((local, peer));
         try
         {
@@ -238,6 +237,73 @@ public sealed unsafe class InetSocket : IStateKind
         {
             s.Log.Error($"the TCP connections could not be held while the tree is down ({e.Message}): a peer that sends before the restart gets a reset");
         }
+    }
+
+    /// <summary>
+    /// Every TCP listening socket of the tree (each once): its holder, its local address and how many
+    /// connections wait in its accept queue (TCP_INFO on a pidfd_getfd copy).
+    /// </summary>
+    public static List<(int Pid, int Fd, byte[] Local, uint Waiting)> TcpListeners(CheckpointSession s)
+    {
+        var list = new List<(int, int, byte[], uint)>();
+        var seen = new HashSet<ulong>();
+        byte* info = stackalloc byte[256];
+        foreach (var ctx in s.Processes)
+            foreach (var f in ctx.OpenFiles)
+            {
+                if (f.Stat.Type != StatBuf.S_IFSOCK || !seen.Add(f.Stat.Ino)) continue;
+                int mine;
+                try { mine = ctx.GrabFd(f.Fd); } catch (SyscallException) { continue; }
+                try
+                {
+                    int len = 4, v = 0;
+                    if (SocketCalls.GetSockOpt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_DOMAIN, &v, &len) != 0 || v is not (SocketCalls.AF_INET or SocketCalls.AF_INET6)) continue;
+                    len = 4;
+                    if (SocketCalls.GetSockOpt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_PROTOCOL, &v, &len) != 0 || v != IPPROTO_TCP) continue;
+                    len = 256;
+                    if (SocketCalls.GetSockOpt(mine, IPPROTO_TCP, TCP_INFO, info, &len) != 0 || len < 32 || info[0] != TCP_STATE_LISTEN) continue;
+                    if (Address(mine, peer: false) is { } local) list.Add((ctx.Pid, f.Fd, local, *(uint*)(info + 24)));
+                }
+                finally { FileCalls.Close(mine); }
+            }
+        return list;
+    }
+
+    /// <summary>
+    /// Listeners of the frozen tree with connections waiting to be accepted (those connections cannot be
+    /// saved): their connection requests are held back by an nf_tables table (made, or made again with
+    /// more listeners), so that once the tree runs a moment its listeners accept what waits and no new
+    /// connection completes before it is frozen again. Returns false when there is nothing to wait for,
+    /// or when nf_tables cannot be used (the checkpoint then refuses the listener as before).
+    /// </summary>
+    public static bool QuiesceListeners(CheckpointSession s, ref string? table, HashSet<string> held)
+    {
+        var waiting = TcpListeners(s).Where(l => l.Waiting > 0).ToList();
+        if (waiting.Count == 0) return false;
+        bool grew = false;
+        foreach (var l in waiting) grew |= held.Add(Convert.ToHexString(l.Local));
+        if (!grew && table != null) return true;   // held already: the listeners only need a moment to accept
+        try
+        {
+            if (table != null) NetfilterCalls.DeleteTable(table);
+            table ??= $"ckpt_q_{s.Tree[0].Pid}_{DateTime.UtcNow:yyyyMMddHHmmssfff}";
+            NetfilterCalls.AddDropTable(table, [], held.Select(Convert.FromHexString).ToList());
+            s.Log.Info($"{waiting.Count} listener(s) with connections waiting to be accepted: new connection requests held by nf_tables table inet {table} while they accept them");
+            return true;
+        }
+        catch (SyscallException e)
+        {
+            s.Log.Info($"listeners with connections waiting cannot be quiesced ({e.Message})");
+            return false;
+        }
+    }
+
+    /// <summary>Removes the table <see cref="QuiesceListeners"/> made (the connection requests held meanwhile are sent again by their clients).</summary>
+    public static void EndQuiesce(CheckpointSession s, string? table)
+    {
+        if (table == null) return;
+        try { NetfilterCalls.DeleteTable(table); }
+        catch (SyscallException e) { s.Log.Error($"cannot remove the nf_tables table inet {table}: {e.Message}; remove it with 'nft delete table inet {table}'"); }
     }
 
     private sealed class NetworkLockState { public string? Table; }

@@ -119,10 +119,12 @@ public static unsafe class NetfilterCalls
 
     /// <summary>
     /// Makes table <paramref name="table"/> (family inet) with an input chain that drops the packets each
-    /// peer sends to its connection's local address and port. Throws a <see cref="SyscallException"/>
-    /// when nf_tables refuses (no such support in this kernel, no CAP_NET_ADMIN).
+    /// peer sends to its connection's local address and port, and the connection requests (SYN without
+    /// ACK) sent to each of <paramref name="listeners"/> (a local address and port; any address when it is
+    /// 0.0.0.0 or ::). Throws a <see cref="SyscallException"/> when nf_tables refuses (no such support in
+    /// this kernel, no CAP_NET_ADMIN).
     /// </summary>
-    public static void AddDropTable(string table, IReadOnlyList<(byte[] Local, byte[] Peer)> connections)
+    public static void AddDropTable(string table, IReadOnlyList<(byte[] Local, byte[] Peer)> connections, IReadOnlyList<byte[]>? listeners = null)
     {
         uint seq = (uint)Environment.TickCount;
         var msgs = new List<byte[]>();
@@ -144,6 +146,25 @@ public static unsafe class NetfilterCalls
             Payload(m, NFT_PAYLOAD_NETWORK_HEADER, v4 ? 16 : 24, la);   // destination: the connection's local address
             Payload(m, NFT_PAYLOAD_TRANSPORT_HEADER, 0, pp);
             Payload(m, NFT_PAYLOAD_TRANSPORT_HEADER, 2, lp);
+            Expr(m, "immediate", d => d.Be32(1 /* NFTA_IMMEDIATE_DREG */, NFT_REG_VERDICT)
+                .Begin(2 /* NFTA_IMMEDIATE_DATA */).Begin(2 /* NFTA_DATA_VERDICT */).Be32(1 /* NFTA_VERDICT_CODE */, NF_DROP).End().End());
+            msgs.Add(m.End().Bytes());
+        }
+        foreach (var local in listeners ?? [])
+        {
+            var (v4, la, lp) = Split(local);
+            var m = new Msg(NftType(NFT_MSG_NEWRULE), create | NLM_F_APPEND, ++seq, NFPROTO_INET)
+                .Str(1 /* NFTA_RULE_TABLE */, table).Str(2 /* NFTA_RULE_CHAIN */, "input").Begin(4 /* NFTA_RULE_EXPRESSIONS */);
+            Meta(m, NFT_META_NFPROTO, v4 ? NFPROTO_IPV4 : NFPROTO_IPV6);
+            Meta(m, NFT_META_L4PROTO, 6 /* TCP */);
+            if (la.AsSpan().IndexOfAnyExcept((byte)0) >= 0) Payload(m, NFT_PAYLOAD_NETWORK_HEADER, v4 ? 16 : 24, la);
+            Payload(m, NFT_PAYLOAD_TRANSPORT_HEADER, 2, lp);
+            // the TCP flags (byte 13): SYN set, ACK clear
+            Expr(m, "payload", d => d.Be32(1, NFT_REG_1).Be32(2, NFT_PAYLOAD_TRANSPORT_HEADER).Be32(3, 13).Be32(4, 1));
+            Expr(m, "bitwise", d => d.Be32(1 /* NFTA_BITWISE_SREG */, NFT_REG_1).Be32(2 /* DREG */, NFT_REG_1).Be32(3 /* LEN */, 1)
+                .Begin(4 /* MASK */).Attr(1 /* NFTA_DATA_VALUE */, [0x12]).End()
+                .Begin(5 /* XOR */).Attr(1 /* NFTA_DATA_VALUE */, [0x00]).End());
+            Cmp(m, [0x02]);
             Expr(m, "immediate", d => d.Be32(1 /* NFTA_IMMEDIATE_DREG */, NFT_REG_VERDICT)
                 .Begin(2 /* NFTA_IMMEDIATE_DATA */).Begin(2 /* NFTA_DATA_VERDICT */).Be32(1 /* NFTA_VERDICT_CODE */, NF_DROP).End().End());
             msgs.Add(m.End().Bytes());

@@ -74,6 +74,36 @@ public sealed class InetSocketTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// A server slower to accept than its clients connect always has connections waiting in its accept
+    /// queue, which cannot be saved: the checkpoint holds new connection requests back (nf_tables), lets
+    /// the server accept what waits, freezes it again, and succeeds; the clients only see a delay.
+    /// </summary>
+    [Fact]
+    public void ListenerUnderConnectionLoadIsQuiesced()
+    {
+        env.Program("tcppeer");
+        var r = new E2eScript(env, "tcppeer-burst").Run("""
+            start "$W/out" "$BIN/tcppeer" slowserver
+            wait_for "$W/out" '^READY' 15 || fail "the server did not print READY"
+            port=$(sed -n 's/^PORT //p' "$W/out")
+            "$BIN/tcppeer" burst "$port" 3 > "$W/client.out" 2>&1 &
+            C=$!
+            sleep 0.5
+            ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v 2>"$W/err.txt"; echo "RC: $?"
+            alive $P || fail "the server died"
+            wait $C; echo "CLIENT: $?"
+            kill -USR1 $P
+            wait_exit $P 20; echo "TARGET: $?"
+            """);
+        r.AssertPassed();
+        Assert.True(r.Stdout.Contains("RC: 0"), $"the checkpoint of the busy server failed: {r.File("err.txt")}{r.Diagnostics}");
+        Assert.Contains("with connections waiting to be accepted", r.File("ck.log"));
+        Assert.True(r.Stdout.Contains("CLIENT: 0"), $"a client failed: {r.File("client.out")}{r.Diagnostics}");
+        Assert.Contains("TARGET: 0", r.Stdout);
+        r.Cleanup();
+    }
+
+    /// <summary>
     /// A checkpoint that leaves the process running takes its connections out of repair mode again: the
     /// same process goes on with the data in flight (nothing lost, nothing duplicated).
     /// </summary>
