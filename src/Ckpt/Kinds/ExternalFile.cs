@@ -22,6 +22,9 @@ public sealed class ExternalFile : IStateKind
 
     public void CheckpointFile(CheckpointContext ctx, in OpenFile f, uint objref)
     {
+        // an external fd is handed in at restart by its number, and a file in flight has none
+        if (f.InFlight)
+            throw new NotCheckpointableException(ctx.Pid, $"{f} is also held by a process outside the tree; a file in flight cannot be saved as external");
         ctx.Log.Info($"fd {f.Fd} ({f.Link}) saved as external");
         ctx.Image.Write(RecordKind.External, new PayloadWriter().U32(objref).I32(f.Fd).Str(f.Link).I32(f.Flags & ~FileCalls.O_CLOEXEC));
     }

@@ -41,7 +41,16 @@ public sealed unsafe class FileLocks : IStateKind
         var seenPosix = new HashSet<(ulong Dev, ulong Ino, long Start, long End)>();
         foreach (var f in ctx.OpenFiles)
         {
-            if (f.Locks == null || f.InFlight) continue;
+            if (f.Locks == null) continue;
+            if (f.InFlight)
+            {
+                // a lock its description holds (flock, OFD) is taken again at restart on an fd of the
+                // process, and a file in flight has none; the process's own POSIX locks on the same file
+                // show here too, and are saved through its own fds
+                if (f.Locks.Any(l => l.Contains(" FLOCK ") || l.Contains(" OFDLCK ")))
+                    throw new NotCheckpointableException(ctx.Pid, $"{f} holds a file lock, which is not supported for a file in flight");
+                continue;
+            }
             uint objref = refs.GetValueOrDefault(f.Fd);
             foreach (var line in f.Locks)
             {
