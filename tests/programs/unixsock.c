@@ -17,8 +17,10 @@
  * "rights DIR" mode: files in flight (SCM_RIGHTS) in datagram and stream queues (see rights_mode).
  * "pending" mode: a connection to a listener is not accepted yet; prints "SOCKFD fd" (the listener);
  * after SIGUSR1 it is accepted.
+ * "slowaccept" mode: a connection accepted 300 ms after it came (see slowaccept_mode).
  */
 #include "e2e.h"
+#include <poll.h>
 #include <stddef.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -232,10 +234,52 @@ static int pending_mode(void)
     return e2e_finish();
 }
 
+/* "slowaccept": a listener that accepts each connection 300 ms after it is waiting, and a child (in the
+ * tree) that connects on SIGUSR2 and says "hello" (prints "CONNECTED"): a checkpoint taken right then
+ * finds the connection waiting. After SIGUSR1 the connection must carry "hello" and a reply. */
+static volatile sig_atomic_t usr2;
+static void on_usr2(int sig) { (void)sig; usr2 = 1; }
+
+static int slowaccept_mode(void)
+{
+    struct sockaddr_un a;
+    char name[64];
+    snprintf(name, sizeof name, "ckpt-unixsock-slow-%d", getpid());
+    socklen_t al = abstract_addr(&a, name);
+    int l = socket(AF_UNIX, SOCK_STREAM, 0);
+    MUST(l >= 0 && bind(l, (struct sockaddr *)&a, al) == 0 && listen(l, 4) == 0);
+    signal(SIGUSR2, on_usr2);
+    pid_t child = fork();
+    MUST(child >= 0);
+    if (child == 0) {
+        while (!usr2) pause();
+        int c = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (c < 0 || connect(c, (struct sockaddr *)&a, al) != 0 || write(c, "hello", 5) != 5) _exit(2);
+        say("CONNECTED");
+        char b[8] = { 0 };
+        _exit(read_exact(c, b, 5) == 0 && strcmp(b, "reply") == 0 ? 0 : 1);
+    }
+    say("CHILD %d", (int)child);
+    say("READY");
+    struct pollfd p = { l, POLLIN, 0 };
+    while (poll(&p, 1, -1) != 1) { MUST(errno == EINTR); }
+    sleep_full(0.3);
+    int s = accept(l, NULL, NULL);
+    MUST(s >= 0);
+    e2e_wait_usr1();
+    char b[8] = { 0 };
+    CHECK(read_exact(s, b, 5) == 0 && strcmp(b, "hello") == 0, "the accepted connection holds '%s'", b);
+    CHECK(write(s, "reply", 5) == 5, "write: %s", strerror(errno));
+    int st = 0;
+    CHECK(waitpid(child, &st, 0) == child && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child failed: 0x%x", st);
+    return e2e_finish();
+}
+
 int main(int argc, char **argv)
 {
     e2e_init();
     if (argc > 1 && strcmp(argv[1], "pending") == 0) return pending_mode();
+    if (argc > 1 && strcmp(argv[1], "slowaccept") == 0) return slowaccept_mode();
     if (argc > 1 && strcmp(argv[1], "outside") == 0) return outside_mode();
     if (argc > 2 && strcmp(argv[1], "rights") == 0) return rights_mode(argv[2]);
 

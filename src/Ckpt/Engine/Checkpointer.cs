@@ -378,9 +378,11 @@ public static class Checkpointer
                         xstate ??= ctx.Task.GetXState();
                     }
                 // listeners with connections waiting to be accepted (a server frozen under new connections
-                // gathers them): new requests are held back by nf_tables, the tree runs a moment to accept
-                // what waits, and it is frozen again
-                if (quiesce >= QuiesceRetries || !InetSocket.QuiesceListeners(s, ref quiesceTable, quiesceHeld)) break;
+                // gathers them): new TCP requests are held back by nf_tables, the tree runs a moment to
+                // accept what waits, and it is frozen again; unix listeners get the same moment
+                if (quiesce >= QuiesceRetries) break;
+                if (!InetSocket.QuiesceListeners(s, ref quiesceTable, quiesceHeld) && !UnixSocket.HasWaitingConnections(s)) break;
+                log.Debug($"connections wait to be accepted: the tree runs a moment to accept them ({quiesce + 1})");
                 foreach (var ctx in Enumerable.Reverse(s.Processes)) { Release(ctx, kill: false, log); ctx.Close(); }
                 s.Processes.Clear();
                 s.Tree.Clear();

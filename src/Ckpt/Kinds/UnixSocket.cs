@@ -295,6 +295,28 @@ public sealed unsafe class UnixSocket : IFileKind
     }
 
     /// <summary>
+    /// Does a unix listener of the frozen tree have connections waiting to be accepted, or a socket of the
+    /// tree wait to be accepted by a listener (those cannot be saved)? Then the tree is let go a moment
+    /// to accept them and frozen again (<see cref="Engine.Checkpointer"/>). A fresh sock_diag dump, not
+    /// kept: the next freeze needs its own.
+    /// </summary>
+    public static bool HasWaitingConnections(CheckpointSession s)
+    {
+        var inodes = new HashSet<uint>();
+        foreach (var ctx in s.Processes)
+            foreach (var f in ctx.OpenFiles)
+                if (f.Stat.Type == StatBuf.S_IFSOCK) inodes.Add((uint)f.Stat.Ino);
+        if (inodes.Count == 0) return false;
+        foreach (var d in SocketCalls.DumpUnix().Values)
+        {
+            if (d.State != SocketCalls.TCP_LISTEN) continue;
+            if (inodes.Contains(d.Ino) && (d.Icons.Length > 0 || d.RQueue > 0)) return true;
+            foreach (uint c in d.Icons) if (inodes.Contains(c)) return true;
+        }
+        return false;
+    }
+
+    /// <summary>
     /// Puts every file in flight in the unix sockets of the process (SCM_RIGHTS messages in their receive
     /// queues, and in the queues of sockets themselves in flight) into the process as an fd of its own,
     /// through a pidfd of ckpt (pidfd_getfd, injected), so that each is saved as any description, and

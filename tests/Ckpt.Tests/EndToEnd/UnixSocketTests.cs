@@ -89,6 +89,30 @@ public sealed class UnixSocketTests(E2eEnvironment env)
         r.Cleanup();
     }
 
+    /// <summary>
+    /// A connection waiting to be accepted when the tree is frozen, by a listener that accepts it a moment
+    /// later: the checkpoint lets the tree run until it is accepted, then saves the connection with its data.
+    /// </summary>
+    [Fact]
+    public void UnixConnectionAcceptedSoonIsWaitedFor()
+    {
+        env.Program("unixsock");
+        var r = new E2eScript(env, "unixsock-slowaccept").Run("""
+            start "$W/out" "$BIN/unixsock" slowaccept
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            kill -USR2 $(sed -n 's/^CHILD //p' "$W/out")
+            wait_for "$W/out" '^CONNECTED' 15 || fail "the child did not connect"
+            ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v -v 2>"$W/err.txt"; echo "RC: $?"
+            kill -USR1 $P
+            wait_exit $P 20; echo "TARGET: $?"
+            """);
+        r.AssertPassed();
+        Assert.True(r.Stdout.Contains("RC: 0"), $"the checkpoint failed: {r.File("err.txt")}{r.Diagnostics}");
+        Assert.Contains("connections wait to be accepted", r.File("ck.log"));
+        Assert.Contains("TARGET: 0", r.Stdout);
+        r.Cleanup();
+    }
+
     /// <summary>A listener with a connection not accepted yet: refused naming the listener's fd; the connection is accepted afterwards.</summary>
     [Fact]
     public void UnixPendingConnectionIsRefused()
