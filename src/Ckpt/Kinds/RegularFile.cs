@@ -155,7 +155,14 @@ public sealed class RegularFile : IFileKind
             if (!FileCalls.TryStat(path, out var st))
                 throw new CkptException($"restart: {path} (open in the image) no longer exists", ExitCodes.RestoreConflict);
             if ((st.Mode & StatBuf.S_IFMT) == StatBuf.S_IFREG && st.Size != size)
-                throw new CkptException($"restart: {path} changed since the checkpoint (size {size} -> {st.Size})", ExitCodes.RestoreConflict);
+            {
+                // a file the process only writes (a log its output goes to, which others append to or
+                // rotate meanwhile): what it writes next goes where it would have gone; a file it reads
+                // must hold what it held
+                if ((flags & FileCalls.O_ACCMODE) != FileCalls.O_WRONLY)
+                    throw new CkptException($"restart: {path} changed since the checkpoint (size {size} -> {st.Size})", ExitCodes.RestoreConflict);
+                ctx.Log.Info($"{path} (open for writing only) changed size since the checkpoint ({size} -> {st.Size}); kept");
+            }
             fd = ctx.OpenInVessel(path, FileCalls.ReopenFlags(flags) | FileCalls.O_CLOEXEC);
         }
         else fd = RestoreUnlinked(ctx, objref, path, flags, mode, size);

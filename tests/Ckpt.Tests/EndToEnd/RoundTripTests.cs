@@ -330,6 +330,40 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.Cleanup();
     }
 
+    /// <summary>
+    /// Files that changed between checkpoint and restart: a log the process only writes grew (another
+    /// writer, a rotation) and the restart goes on, the process writing at its own offset; a file it
+    /// reads grew and the restart is refused (71) naming it, leaving nothing behind.
+    /// </summary>
+    [Fact]
+    public void FilesChangedSinceTheCheckpoint()
+    {
+        env.Program("logfile");
+        var r = new E2eScript(env, "logfile").Run("""
+            start "$W/out" "$BIN/logfile" "$W"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            checkpoint_kill
+            echo "other writer" >> "$W/log.txt"
+            restart_detached
+            finish_detached
+            mkdir -p "$W/second"
+            start "$W/out2" "$BIN/logfile" "$W/second"
+            wait_for "$W/out2" '^READY' 15 || fail "the program did not print READY (second run)"
+            checkpoint_kill
+            echo "more data" >> "$W/second/data.txt"
+            ck restart -i "$W/img" --detach 2>"$W/err.txt"; echo "RC: $?"
+            sleep 0.2
+            alive $P && echo "LEFT-BEHIND"
+            exit 0
+            """);
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.Equal("before\nafter\nwriter\n", r.File("log.txt"));
+        Assert.Contains("RC: 71", r.Stdout);
+        Assert.Contains("data.txt", r.File("err.txt"));
+        Assert.DoesNotContain("LEFT-BEHIND", r.Stdout);
+        r.Cleanup();
+    }
+
     /// <summary>A POSIX message queue opened twice comes back by name with both descriptions' flags; its messages (kept by the kernel) come out in priority order.</summary>
     [Fact]
     public void PosixMessageQueue()
