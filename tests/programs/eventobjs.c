@@ -7,8 +7,10 @@
  *                     After the restart each is checked through its own system calls.
  *   eventobjs closed  an epoll whose watched fd was closed after being added (the file is still open
  *                     through a dup): the checkpoint must refuse; prints "EPFD n" and "TFD m".
+ *   eventobjs slowwatch DIR  an inotify instance that reads its events late (see slowwatch_mode).
  */
 #include "e2e.h"
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
@@ -34,12 +36,47 @@ static int closed_mode(void)
     return e2e_finish();
 }
 
+/* "slowwatch DIR": an inotify instance watching DIR that reads its events 300 ms after they come; a
+ * checkpoint taken right after a file is made in DIR finds them queued. After SIGUSR1: the event was
+ * read (IN_CREATE of "made"), and the watch still reports a new file. */
+static int slowwatch_mode(const char *dir)
+{
+    int in = inotify_init1(0);
+    MUST(in >= 0 && inotify_add_watch(in, dir, IN_CREATE) >= 0);
+    say("READY");
+    char buf[4096] __attribute__((aligned(8)));
+    int seen = 0;
+    while (!seen) {
+        struct pollfd p = { in, POLLIN, 0 };
+        if (poll(&p, 1, -1) != 1) { MUST(errno == EINTR); continue; }
+        sleep_full(0.3);
+        ssize_t n = read(in, buf, sizeof buf);
+        MUST(n > 0);
+        for (char *q = buf; q < buf + n;) {
+            struct inotify_event *e = (struct inotify_event *)q;
+            if (e->len && strcmp(e->name, "made") == 0) seen = 1;
+            q += sizeof *e + e->len;
+        }
+    }
+    say("SEEN");
+    e2e_wait_usr1();
+    char path[4096];
+    snprintf(path, sizeof path, "%s/after", dir);
+    int f = open(path, O_CREAT | O_WRONLY, 0644);
+    MUST(f >= 0);
+    close(f);
+    struct pollfd p = { in, POLLIN, 0 };
+    CHECK(poll(&p, 1, 2000) == 1, "the watch no longer reports new files");
+    return e2e_finish();
+}
+
 static double ts(struct timespec t) { return t.tv_sec + t.tv_nsec / 1e9; }
 
 int main(int argc, char **argv)
 {
     e2e_init();
     if (argc > 1 && strcmp(argv[1], "closed") == 0) return closed_mode();
+    if (argc > 2 && strcmp(argv[1], "slowwatch") == 0) return slowwatch_mode(argv[2]);
     MUST(argc > 1);
     const char *dir = argv[1];
 

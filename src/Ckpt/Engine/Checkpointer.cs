@@ -379,10 +379,12 @@ public static class Checkpointer
                     }
                 // listeners with connections waiting to be accepted (a server frozen under new connections
                 // gathers them): new TCP requests are held back by nf_tables, the tree runs a moment to
-                // accept what waits, and it is frozen again; unix listeners get the same moment
+                // accept what waits, and it is frozen again; unix listeners and inotify instances with
+                // events queued get the same moment
                 if (quiesce >= QuiesceRetries) break;
-                if (!InetSocket.QuiesceListeners(s, ref quiesceTable, quiesceHeld) && !UnixSocket.HasWaitingConnections(s)) break;
-                log.Debug($"connections wait to be accepted: the tree runs a moment to accept them ({quiesce + 1})");
+                if (!InetSocket.QuiesceListeners(s, ref quiesceTable, quiesceHeld) && !UnixSocket.HasWaitingConnections(s)
+                    && !Inotify.HasQueuedEvents(s)) break;
+                log.Debug($"connections wait to be accepted, or inotify events to be read: the tree runs a moment to take them ({quiesce + 1})");
                 foreach (var ctx in Enumerable.Reverse(s.Processes)) { Release(ctx, kill: false, log); ctx.Close(); }
                 s.Processes.Clear();
                 s.Tree.Clear();

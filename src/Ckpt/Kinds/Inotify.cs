@@ -36,6 +36,23 @@ public sealed class Inotify : IFileKind
 
     public readonly record struct Watch(int Wd, uint Mask, string Path, ulong Ino, uint Sdev);
 
+    /// <summary>
+    /// Does an inotify instance of the frozen tree have events queued (they cannot be saved)? Then the
+    /// tree is let go a moment to read them and frozen again (<see cref="Engine.Checkpointer"/>).
+    /// </summary>
+    public static bool HasQueuedEvents(CheckpointSession s)
+    {
+        foreach (var ctx in s.Processes)
+            foreach (var f in ctx.OpenFiles)
+            {
+                if (f.Link != "anon_inode:inotify") continue;
+                int mine = ctx.GrabFd(f.Fd);
+                try { if (EventCalls.QueuedBytes(mine, ctx.Pid) > 0) return true; }
+                finally { FileCalls.Close(mine); }
+            }
+        return false;
+    }
+
     public void CheckpointFile(CheckpointContext ctx, in OpenFile f, uint objref)
     {
         int queued;

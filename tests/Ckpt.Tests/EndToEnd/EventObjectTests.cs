@@ -51,6 +51,31 @@ public sealed class EventObjectTests(E2eEnvironment env)
     /// The epoll watches a dup that was then closed (the file stays open through the original fd, so the
     /// kernel keeps the watch): refused with 69, naming the epoll fd and the closed fd; the target goes on.
     /// </summary>
+    /// <summary>
+    /// inotify events queued when the tree is frozen (they cannot be saved), by a process that reads them
+    /// a moment later: the checkpoint lets the tree run until they are read, then goes on.
+    /// </summary>
+    [Fact]
+    public void InotifyEventsReadSoonAreWaitedFor()
+    {
+        env.Program("eventobjs");
+        var r = new E2eScript(env, "slowwatch").Run("""
+            rm -rf "$W/watched"; mkdir -p "$W/watched"
+            start "$W/out" "$BIN/eventobjs" slowwatch "$W/watched"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            touch "$W/watched/made"
+            ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v -v 2>"$W/err.txt"; echo "RC: $?"
+            wait_for "$W/out" '^SEEN' 15 || fail "the program did not read its event"
+            kill -USR1 $P
+            wait_exit $P 20; echo "TARGET: $?"
+            """);
+        r.AssertPassed();
+        Assert.True(r.Stdout.Contains("RC: 0"), $"the checkpoint failed: {r.File("err.txt")}{r.Diagnostics}");
+        Assert.Contains("inotify events to be read", r.File("ck.log"));
+        Assert.Contains("TARGET: 0", r.Stdout);
+        r.Cleanup();
+    }
+
     [Fact]
     public void EpollWatchOfClosedFdIsRefused()
     {
