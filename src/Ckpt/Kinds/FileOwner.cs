@@ -71,7 +71,7 @@ public sealed unsafe class FileOwner : IStateKind
             finally { FileCalls.Close(mine); }
             if (!async && owner == 0 && sig == 0) continue;
             owned.Add(new Owned(f.Fd, type, owner, sig, async ? f.Flags & SetflMask : 0));
-            if (owner != 0 && !ctx.Session.Tree.Any(e => e.Pid == (type == F_OWNER_PGRP ? e.Pgid : e.Pid)) && type != F_OWNER_TID)
+            if (owner != 0 && type != F_OWNER_TID && !ctx.Session.Tree.Any(e => owner == (type == F_OWNER_PGRP ? e.Pgid : e.Pid)))
                 ctx.Log.Info($"pid {ctx.Pid}: {f}: its signal owner {Describe(type, owner)} is outside the tree; restart sets it again if it exists then");
         }
         if (owned.Count == 0) return;
