@@ -85,11 +85,16 @@ public static class Checkpointer
         ("time", "time"), ("time_for_children", "time (for its children, after unshare)"),
     ];
 
+    /// <summary>ckpt's own namespaces, in <see cref="Namespaces"/> order (null: a kind this kernel does not have), read once.</summary>
+    private static readonly Lazy<string?[]> OwnNamespaces = new(() => Namespaces.Select(n => FileCalls.ReadLink($"/proc/self/ns/{n.Name}")).ToArray());
+
     private static void CheckNamespaces(int pid)
     {
-        foreach (var (name, what) in Namespaces)
+        var own = OwnNamespaces.Value;
+        for (int i = 0; i < Namespaces.Length; i++)
         {
-            string? mine = FileCalls.ReadLink($"/proc/self/ns/{name}");
+            var (name, what) = Namespaces[i];
+            string? mine = own[i];
             if (mine == null) continue;   // a namespace kind this kernel does not have
             string? its = FileCalls.ReadLink($"/proc/{pid}/ns/{name}");
             if (its != null && its != mine)
@@ -279,6 +284,14 @@ public static class Checkpointer
         return new TreeEntry(pid, pid == root ? f.PPid : parent, f.Pgrp, f.Session, f.ExitSignal, f.Comm) { Threads = ctx.Threads.Count, Stopped = stopped };
     }
 
+    /// <summary>Releases every process of a tree frozen but not yet injected into, to freeze it again.</summary>
+    private static void LetGo(CheckpointSession s, Log log)
+    {
+        foreach (var ctx in Enumerable.Reverse(s.Processes)) { Release(ctx, kill: false, log); ctx.Close(); }
+        s.Processes.Clear();
+        s.Tree.Clear();
+    }
+
     /// <summary>Times a tree whose listeners have connections waiting is let go for a moment to accept them (about 1 s in all).</summary>
     private const int QuiesceRetries = 25;
 
@@ -353,9 +366,7 @@ public static class Checkpointer
                         {
                             // a child between vfork and exec (a shell or make spawning a command) is gone in
                             // a moment: let the tree go and freeze it again
-                            foreach (var ctx in Enumerable.Reverse(s.Processes)) { Release(ctx, kill: false, log); ctx.Close(); }
-                            s.Processes.Clear();
-                            s.Tree.Clear();
+                            LetGo(s, log);
                             log.Debug($"{e.Message}; freezing again ({attempt})");
                             Thread.Sleep(Math.Min(attempt, 20));
                         }
@@ -385,9 +396,7 @@ public static class Checkpointer
                 if (!InetSocket.QuiesceListeners(s, ref quiesceTable, quiesceHeld) && !UnixSocket.HasWaitingConnections(s)
                     && !Inotify.HasQueuedEvents(s)) break;
                 log.Debug($"connections wait to be accepted, or inotify events to be read: the tree runs a moment to take them ({quiesce + 1})");
-                foreach (var ctx in Enumerable.Reverse(s.Processes)) { Release(ctx, kill: false, log); ctx.Close(); }
-                s.Processes.Clear();
-                s.Tree.Clear();
+                LetGo(s, log);
                 Thread.Sleep(Math.Min(5 * (quiesce + 1), 50));
             }
             foreach (var ctx in s.Processes)

@@ -211,13 +211,17 @@ public sealed class FdTable : IStateKind
         uint n = r.U32();
         var list = info.List("fds");
         var descs = info.Child("files");
+        // an entry naming a description gets the kind and path its record gave it
+        InfoNode WithDescription(InfoNode node, uint objref)
+        {
+            if ((descs.Get(objref.ToString()) ?? info.SharedFiles?.Get(objref.ToString())) is InfoNode d)
+                node.Set("kind", d.Get("kind")).Set("path", d.Get("path"));
+            return node;
+        }
         for (int i = 0; i < n; i++)
         {
             int fd = r.I32(); bool cloexec = r.Bool(); uint objref = r.U32();
-            var d = (descs.Get(objref.ToString()) ?? info.SharedFiles?.Get(objref.ToString())) as InfoNode;
-            var node = new InfoNode().Set("fd", fd).Set("objref", objref).Set("cloexec", cloexec);
-            if (d != null) { node.Set("kind", d.Get("kind")).Set("path", d.Get("path")); }
-            list.Add(node);
+            list.Add(WithDescription(new InfoNode().Set("fd", fd).Set("objref", objref).Set("cloexec", cloexec), objref));
         }
         if (!r.AtEnd)
         {
@@ -225,10 +229,7 @@ public sealed class FdTable : IStateKind
             for (uint i = 0, nf = r.U32(); i < nf; i++)
             {
                 uint objref = r.U32();
-                var d = (descs.Get(objref.ToString()) ?? info.SharedFiles?.Get(objref.ToString())) as InfoNode;
-                var node = new InfoNode().Set("objref", objref);
-                if (d != null) node.Set("kind", d.Get("kind")).Set("path", d.Get("path"));
-                flying.Add(node);
+                flying.Add(WithDescription(new InfoNode().Set("objref", objref), objref));
             }
         }
     }

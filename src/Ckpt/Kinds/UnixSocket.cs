@@ -471,17 +471,7 @@ public sealed unsafe class UnixSocket : IFileKind
         var r = rec.Reader();
         if (rec.Kind == RecordKind.UnixSocketRights)
         {
-            ulong rino = r.U64();
-            var byIndex = new Dictionary<uint, uint[]>();
-            for (uint i = 0, n = r.U32(); i < n; i++)
-            {
-                uint index = r.U32(), k = r.U32();
-                if (k == 0 || k > 253) throw new ImageFormatException($"UnixSocketRights record at offset {rec.Offset}: message {index} carries {k} files");
-                var refs = new uint[k];
-                for (int j = 0; j < k; j++) refs[j] = r.U32();
-                byIndex[index] = refs;
-            }
-            r.End();
+            var (rino, byIndex) = ReadRights(rec);
             if (!st.SendFrom.ContainsKey(rino) || !st.Rights.TryAdd(rino, byIndex))
                 throw new ImageFormatException($"UnixSocketRights record at offset {rec.Offset} for an unknown socket:[{rino}], or a second one");
             return;
@@ -710,21 +700,31 @@ public sealed unsafe class UnixSocket : IFileKind
         }
     }
 
+    /// <summary>A UnixSocketRights record: the socket, and the objrefs of the files each of its messages carries.</summary>
+    private static (ulong Ino, Dictionary<uint, uint[]> ByIndex) ReadRights(Record rec)
+    {
+        var r = rec.Reader();
+        ulong ino = r.U64();
+        var byIndex = new Dictionary<uint, uint[]>();
+        for (uint i = 0, n = r.U32(); i < n; i++)
+        {
+            uint index = r.U32(), k = r.U32();
+            if (k == 0 || k > 253) throw new ImageFormatException($"UnixSocketRights record at offset {rec.Offset}: message {index} carries {k} files");
+            var refs = new uint[k];
+            for (int j = 0; j < k; j++) refs[j] = r.U32();
+            byIndex[index] = refs;
+        }
+        r.End();
+        return (ino, byIndex);
+    }
+
     public void Describe(Record rec, InfoNode info)
     {
         var r = rec.Reader();
         if (rec.Kind == RecordKind.UnixSocketRights)
         {
-            ulong rino = r.U64();
-            var files = new List<string>();
-            for (uint i = 0, n = r.U32(); i < n; i++)
-            {
-                uint index = r.U32(), k = r.U32();
-                var refs = new List<uint>();
-                for (uint j = 0; j < k; j++) refs.Add(r.U32());
-                files.Add($"message {index}: objref {string.Join(',', refs)}");
-            }
-            info.Child("files in flight").Set($"socket:[{rino}]", string.Join("; ", files));
+            var (rino, byIndex) = ReadRights(rec);
+            info.Child("files in flight").Set($"socket:[{rino}]", string.Join("; ", byIndex.Select(x => $"message {x.Key}: objref {string.Join(',', x.Value)}")));
             return;
         }
         if (rec.Kind == RecordKind.UnixSocketQueue)
