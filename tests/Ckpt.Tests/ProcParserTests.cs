@@ -1,3 +1,4 @@
+using Ckpt.Kinds;
 using Ckpt.Native;
 using Ckpt.Proc;
 using Xunit;
@@ -497,6 +498,24 @@ public unsafe class ProcParserTests
         Assert.Equal((0L, -1L), (v[1].RssKb, v[1].SwapKb));
         Assert.Equal((-1L, -1L), (v[3].RssKb, v[3].SwapKb));
         Assert.All(ProcMaps.Parse(MapsSample), x => Assert.Equal((-1L, -1L), (x.RssKb, x.SwapKb)));
+    }
+
+    [Fact]
+    public void VmFlags_TakenFromSmapsLaterEvenWhereAScratchMappingMerged()
+    {
+        static VmaInfo R(ulong s, ulong e, params string[] f) => new() { Start = s, End = e, VmFlags = f.ToHashSet() };
+        var maps = new List<VmaInfo> { R(0x1000, 0x3000), R(0x3000, 0x5000), R(0x8000, 0x9000) };
+        // the scratch mapping (0x5000-0x6000) merged with the region before it, and one more came after
+        var smaps = new List<VmaInfo> { R(0x1000, 0x3000, "rd"), R(0x3000, 0x6000, "rd", "wr", "dd"), R(0x7000, 0x7800, "rd"), R(0x8000, 0x9000, "rd", "ex", "lo") };
+        Assert.Null(MemoryRegion.TakeVmFlags(maps, smaps));
+        Assert.Equal(new HashSet<string> { "rd" }, maps[0].VmFlags);
+        Assert.Equal(new HashSet<string> { "rd", "wr", "dd" }, maps[1].VmFlags);
+        Assert.Equal(new HashSet<string> { "rd", "ex", "lo" }, maps[2].VmFlags);
+        // a region that is not in smaps (moved or cut while frozen) is named
+        var moved = new List<VmaInfo> { R(0x1000, 0x3000), R(0x8000, 0xa000) };
+        Assert.Same(moved[1], MemoryRegion.TakeVmFlags(moved, smaps));
+        var gone = new List<VmaInfo> { R(0x1000, 0x3000), R(0x6800, 0x7000) };
+        Assert.Same(gone[1], MemoryRegion.TakeVmFlags(gone, smaps));
     }
 
     [Fact]

@@ -116,6 +116,8 @@ public sealed class CheckpointContext : TargetContext
 
     /// <summary>Mappings read before anything was injected (the injection scratch page is not among them).</summary>
     public List<VmaInfo> Vmas { get; set; } = new();
+    /// <summary>Whether <see cref="Vmas"/> carry their smaps VmFlags yet (see MemoryRegion.ReadRegions).</summary>
+    public bool VmFlagsKnown { get; set; }
     /// <summary>A page-aligned scratch area in the target for injected calls' arguments and results.</summary>
     public ulong Scratch { get; set; }
     public const int ScratchSize = 16 * 4096;

@@ -382,7 +382,7 @@ public static class Checkpointer
                 using (log.Phase("read maps and fds"))
                     foreach (var ctx in s.Processes)
                     {
-                        ctx.Vmas = ProcMaps.ReadSmaps(ctx.Pid);
+                        ctx.Vmas = MemoryRegion.ReadRegions(ctx);
                         ulong gadget = FindSyscallInstruction(ctx.Pid, ctx.Vmas);
                         foreach (var t in ctx.Threads) t.Task.SyscallGadget = gadget;
                         ctx.OpenFiles.AddRange(FdTable.ReadOpenFiles(ctx.Pid));

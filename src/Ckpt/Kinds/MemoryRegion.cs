@@ -52,6 +52,9 @@ public sealed unsafe class MemoryRegion : IStateKind
         var prep = ctx.Existing<Prepared>() ?? Prepare(ctx, PageCopier.Buffers);
         try
         {
+            // the regions' flags come from smaps, whose read walks every page (~20 ms per GiB): read here,
+            // while the copier threads already read the pages
+            if (!ctx.VmFlagsKnown) ReadVmFlags(ctx);
             // the pages: a reader thread pulls chunks out of the target and checksums them while this
             // thread writes the records, in order
             var copier = prep.Copier;
@@ -80,6 +83,63 @@ public sealed unsafe class MemoryRegion : IStateKind
         var all = ctx.Session.Processes;
         int at = all.IndexOf(ctx);
         if (at >= 0 && at + 1 < all.Count && all[at + 1].Existing<Prepared>() == null) Prepare(all[at + 1], PrefetchBuffers);
+    }
+
+    /// <summary>
+    /// The regions are read from /proc/PID/maps at the freeze, without their flags, when PAGEMAP_SCAN
+    /// finds the pages to save (smaps' resident sizes are then not needed): smaps is read later,
+    /// alongside the pages (<see cref="ReadVmFlags"/>).
+    /// </summary>
+    public static List<VmaInfo> ReadRegions(CheckpointContext ctx)
+    {
+        if (!PagemapScanWorks) { ctx.VmFlagsKnown = true; return ProcMaps.ReadSmaps(ctx.Pid); }
+        ctx.VmFlagsKnown = false;
+        return ProcMaps.ReadMaps(ctx.Pid);
+    }
+
+    /// <summary>Fills the regions' VmFlags from /proc/PID/smaps (the tree is frozen: only ckpt's own scratch mapping is new).</summary>
+    internal static void ReadVmFlags(CheckpointContext ctx)
+    {
+        var bad = TakeVmFlags(ctx.Vmas, ProcMaps.ReadSmaps(ctx.Pid));
+        if (bad != null) throw new InvalidOperationException($"pid {ctx.Pid}: region {bad} changed while the process was frozen (not found in smaps)");
+        ctx.VmFlagsKnown = true;
+    }
+
+    /// <summary>
+    /// Gives each region of <paramref name="maps"/> the VmFlags of the <paramref name="smaps"/> region holding
+    /// it: the same regions in the same order, except that one may have merged with ckpt's scratch mapping
+    /// next to it (same flags, or it would not have merged). Returns the first region not found, else null.
+    /// </summary>
+    internal static VmaInfo? TakeVmFlags(List<VmaInfo> maps, List<VmaInfo> smaps)
+    {
+        int j = 0;
+        foreach (var v in maps)
+        {
+            while (j < smaps.Count && smaps[j].End <= v.Start) j++;
+            if (j == smaps.Count || smaps[j].Start > v.Start || smaps[j].End < v.End) return v;
+            v.VmFlags = smaps[j].VmFlags;
+        }
+        return null;
+    }
+
+    private static bool? s_scanWorks;
+
+    /// <summary>Whether this kernel has PAGEMAP_SCAN (6.7 and later), tried once on ckpt's own pagemap.</summary>
+    private static bool PagemapScanWorks
+    {
+        get
+        {
+            if (s_scanWorks is bool known) return known;
+            using var pagemap = new FileStream("/proc/self/pagemap", FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 0);
+            Span<PageRegion> one = stackalloc PageRegion[1];
+            ulong page;
+            fixed (PageRegion* at = one) page = (ulong)at & ~(ulong)(PageSize - 1);
+            long n = MemoryCalls.PagemapScan((int)pagemap.SafeFileHandle.DangerousGetHandle(), page, page + PageSize, one, 0, 0,
+                MemoryCalls.PAGE_IS_PRESENT, out _);
+            s_scanWorks = n >= 0;
+            if (n < 0) s_pagemapScan = false;
+            return n >= 0;
+        }
     }
 
     /// <summary>Page buffers of a copier started ahead of its process's turn.</summary>
@@ -329,49 +389,68 @@ public sealed unsafe class MemoryRegion : IStateKind
     {
         public readonly byte[] Data = GC.AllocateUninitializedArray<byte>(ChunkPages * PageSize, pinned: true);
         public readonly byte[] Head = new byte[4 + MaxRunsPerChunk * 12];
-        public int Index, HeadLength, DataLength;
+        public int Index, HeadLength, DataLength, Worker;
         public ulong Checksum;
         public Exception? Error;
     }
 
     /// <summary>
-    /// Reads chunks of pages out of the target on its own thread (process_vm_readv needs no ptrace
-    /// stop ownership), a few buffers ahead of the writer. Falls back to /proc/PID/mem for pages the
-    /// target cannot read itself (PROT_NONE).
+    /// Reads chunks of pages out of the target and checksums them on threads of its own (process_vm_readv
+    /// needs no ptrace stop ownership), a few buffers ahead of the writer: one thread per CPU for a large
+    /// process (chunk i is read by thread i mod N, each with its own buffers), so that reading and
+    /// checksumming, the costliest part of a checkpoint, use every CPU. Falls back to /proc/PID/mem for
+    /// pages the target cannot read itself (PROT_NONE).
     /// </summary>
     private sealed class PageCopier : IDisposable
     {
         public const int Buffers = 3;
+        /// <summary>Processes with fewer chunks than this get one reading thread (a thread costs ~0.1 ms to start).</summary>
+        private const int ParallelChunks = 32;
+        private const int MaxWorkers = 4;
         private readonly int _pid;
         private readonly List<List<(ulong Addr, int Pages)>> _chunks;
-        private readonly HandoffQueue<Chunk> _free = new();
-        private readonly HandoffQueue<Chunk> _full = new();
+        private readonly Worker[] _workers;
         private readonly CancellationTokenSource _stop = new();
-        private readonly Thread? _thread;
-        private int _mem = -1;
 
         private readonly ChunkPool _pool;
         private readonly List<Chunk> _own = new();
+
+        private sealed class Worker
+        {
+            public readonly HandoffQueue<Chunk> Free = new();
+            public readonly HandoffQueue<Chunk> Full = new();
+            public Thread? Thread;
+            public int Mem = -1;
+        }
 
         public PageCopier(int pid, List<List<(ulong Addr, int Pages)>> chunks, ChunkPool pool, int buffers)
         {
             _pid = pid;
             _chunks = chunks;
             _pool = pool;
+            int n = chunks.Count < ParallelChunks ? 1 : Math.Clamp(Environment.ProcessorCount, 1, MaxWorkers);
+            _workers = new Worker[n];
+            for (int w = 0; w < n; w++) _workers[w] = new Worker();
             if (chunks.Count == 0) return;
-            for (int i = 0; i < Math.Min(buffers, chunks.Count); i++)
+            int each = Math.Max(2, buffers / n);
+            for (int w = 0; w < n; w++)
             {
-                var c = pool.Free.TryTake(out var reused) ? reused : new Chunk();
-                c.Error = null;
-                _own.Add(c);
-                _free.Add(c);
+                for (int i = 0; i < Math.Min(each, (chunks.Count - w + n - 1) / n); i++)
+                {
+                    var c = pool.Free.TryTake(out var reused) ? reused : new Chunk();
+                    c.Error = null;
+                    c.Worker = w;
+                    _own.Add(c);
+                    _workers[w].Free.Add(c);
+                }
+                int worker = w;
+                _workers[w].Thread = Tracing.TracerThread.StartHelper("ckpt-pages", () => Run(worker));
             }
-            _thread = Tracing.TracerThread.StartHelper("ckpt-pages", Run);
         }
 
         public Chunk Take(int index)
         {
-            var c = _full.Take();
+            var c = _workers[index % _workers.Length].Full.Take();
             if (c.Error != null) throw new AggregateException("reading pages failed", c.Error).InnerException!;
             if (c.Index != index) throw new InvalidOperationException($"page chunk {c.Index} arrived for {index}");
             return c;
@@ -379,32 +458,33 @@ public sealed unsafe class MemoryRegion : IStateKind
 
         private bool _disposed;
 
-        /// <summary>A chunk written out: to this copier while it runs, else to the pool of the next process's.</summary>
+        /// <summary>A chunk written out: to its thread while this copier runs, else to the pool of the next process's.</summary>
         public void Return(Chunk c)
         {
             lock (_own)
             {
-                if (!_disposed) { _free.Add(c); return; }
+                if (!_disposed && _own.Contains(c)) { _workers[c.Worker].Free.Add(c); return; }
             }
             _pool.Free.Add(c);
         }
 
-        private void Run()
+        private void Run(int w)
         {
+            var me = _workers[w];
             try
             {
-                for (int i = 0; i < _chunks.Count; i++)
+                for (int i = w; i < _chunks.Count; i += _workers.Length)
                 {
-                    var c = _free.Take(_stop.Token);
-                    try { Fill(c, i); }
-                    catch (Exception e) { c.Error = e; _full.Add(c); return; }
-                    _full.Add(c);
+                    var c = me.Free.Take(_stop.Token);
+                    try { Fill(me, c, i); }
+                    catch (Exception e) { c.Error = e; me.Full.Add(c); return; }
+                    me.Full.Add(c);
                 }
             }
             catch (OperationCanceledException) { }
         }
 
-        private void Fill(Chunk c, int index)
+        private void Fill(Worker me, Chunk c, int index)
         {
             var runs = _chunks[index];
             c.Index = index;
@@ -418,11 +498,11 @@ public sealed unsafe class MemoryRegion : IStateKind
             }
             c.HeadLength = 4 + runs.Count * 12;
             c.DataLength = pages * PageSize;
-            Read(runs, c.Data);
+            Read(me, runs, c.Data);
             c.Checksum = ImageWriter.Checksum(RecordKind.Pages, c.Head.AsSpan(0, c.HeadLength), c.Data.AsSpan(0, c.DataLength));
         }
 
-        private void Read(List<(ulong Addr, int Pages)> runs, byte[] data)
+        private void Read(Worker me, List<(ulong Addr, int Pages)> runs, byte[] data)
         {
             int n = runs.Count;
             var local = new Iovec[n];
@@ -442,10 +522,10 @@ public sealed unsafe class MemoryRegion : IStateKind
                 nint got = MemoryCalls.ProcessVmReadv(_pid, l, (ulong)n, r, (ulong)n, 0);
                 if (got == off) return;
                 // partial: a protected region (PROT_NONE, or unreadable); /proc/PID/mem reads regardless
-                if (_mem < 0)
+                if (me.Mem < 0)
                 {
-                    _mem = FileCalls.Open($"/proc/{_pid}/mem", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
-                    if (_mem < 0) throw SyscallException.Last("open /proc/PID/mem", _pid);
+                    me.Mem = FileCalls.Open($"/proc/{_pid}/mem", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
+                    if (me.Mem < 0) throw SyscallException.Last("open /proc/PID/mem", _pid);
                 }
                 long done = 0;
                 for (int k = 0; k < n; k++)
@@ -453,7 +533,7 @@ public sealed unsafe class MemoryRegion : IStateKind
                     long len = (long)r[k].Len, pos = 0;
                     while (pos < len)
                     {
-                        nint m = FileCalls.Pread(_mem, d + done + pos, (nuint)(len - pos), (long)r[k].Base + pos);
+                        nint m = FileCalls.Pread(me.Mem, d + done + pos, (nuint)(len - pos), (long)r[k].Base + pos);
                         if (m <= 0) throw SyscallException.Last("pread /proc/PID/mem", _pid, $"at 0x{(ulong)r[k].Base + (ulong)pos:x}");
                         pos += m;
                     }
@@ -465,12 +545,15 @@ public sealed unsafe class MemoryRegion : IStateKind
         public void Dispose()
         {
             _stop.Cancel();
-            _thread?.Join();
-            if (_mem >= 0) FileCalls.Close(_mem);
+            foreach (var w in _workers) w.Thread?.Join();
+            foreach (var w in _workers) if (w.Mem >= 0) FileCalls.Close(w.Mem);
             // chunks still being written out go to the pool when they come back (Return)
             lock (_own) _disposed = true;
-            while (_free.TryTakeNow(out var c)) _pool.Free.Add(c);
-            while (_full.TryTakeNow(out var c)) _pool.Free.Add(c);
+            foreach (var w in _workers)
+            {
+                while (w.Free.TryTakeNow(out var c)) _pool.Free.Add(c);
+                while (w.Full.TryTakeNow(out var c)) _pool.Free.Add(c);
+            }
         }
     }
 
