@@ -145,6 +145,14 @@ int main(int argc, char **argv)
     MUST(wd3 == 3);
     char evbuf[4096] __attribute__((aligned(8)));
     MUST(read(in, evbuf, sizeof evbuf) > 0);   /* the IN_IGNORED of wd 2: the queue must be empty */
+    /* a second inotify instance with 20 watches: wds 10 and up (the kernel shows wds in hex) */
+    int in2 = inotify_init1(IN_NONBLOCK);
+    MUST(in2 >= 0);
+    for (int i = 0; i < 20; i++) {
+        snprintf(path, sizeof path, "%s/w%d", dir, i);
+        MUST(mkdir(path, 0755) == 0 && inotify_add_watch(in2, path, IN_CREATE) == i + 1);
+    }
+    while (read(in, evbuf, sizeof evbuf) > 0) {}   /* the first instance saw the mkdirs: empty it again */
 
     sleep_full(0.02);   /* ttick expires: one unread tick */
     say("READY");
@@ -233,5 +241,14 @@ int main(int argc, char **argv)
     CHECK(seen_sub2 && seen_del, "inotify: no IN_CREATE/IN_DELETE on wd 3");
     CHECK(!bad, "inotify: unexpected events");
     CHECK(inotify_rm_watch(in, 2) < 0 && errno == EINVAL, "inotify wd 2 exists");
+    for (int i = 0; i < 20; i++) {
+        snprintf(path, sizeof path, "%s/w%d/f", dir, i);
+        int f = open(path, O_CREAT | O_WRONLY, 0644);
+        MUST(f >= 0);
+        close(f);
+        r = read(in2, evbuf, sizeof evbuf);
+        struct inotify_event *ie = (struct inotify_event *)evbuf;
+        CHECK(r > 0 && ie->wd == i + 1 && (ie->mask & IN_CREATE), "inotify: a file made in w%d gave wd %d, expected %d", i, r > 0 ? ie->wd : -1, i + 1);
+    }
     return e2e_finish();
 }

@@ -8,7 +8,7 @@ namespace Ckpt.Kinds;
 
 /// <summary>
 /// inotify (<c>anon_inode:inotify</c>): O_NONBLOCK and every watch of its fdinfo
-/// (<c>inotify wd:N ino:X sdev:Y mask:M ignored_mask:0 fhandle-bytes:B fhandle-type:T f_handle:H</c>).
+/// (<c>inotify wd:N ino:X sdev:Y mask:M ignored_mask:0 fhandle-bytes:B fhandle-type:T f_handle:H</c>, every number in hex).
 /// The watched inode's path is found at checkpoint from its file handle: <c>open_by_handle_at</c> on a
 /// mount of device <c>sdev</c> (CAP_DAC_READ_SEARCH), then the link of that fd, checked to name the same
 /// inode. Refused: events still queued (FIONREAD &gt; 0; they cannot be queued again in a new instance),
@@ -67,7 +67,7 @@ public sealed class Inotify : IFileKind
             var w = ProcFdInfo.Words(line);
             if (!w.TryGetValue("wd", out var wd) || !w.TryGetValue("ino", out var ino) || !w.TryGetValue("sdev", out var sdev) || !w.TryGetValue("mask", out var mask))
                 throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd}: cannot parse the inotify watch '{line}' in its fdinfo");
-            var watch = new Watch((int)ProcFdInfo.Dec(wd), (uint)ProcFdInfo.Hex(mask) & UserMask, "", ProcFdInfo.Hex(ino), (uint)ProcFdInfo.Hex(sdev));
+            var watch = new Watch((int)ProcFdInfo.Hex(wd), (uint)ProcFdInfo.Hex(mask) & UserMask, "", ProcFdInfo.Hex(ino), (uint)ProcFdInfo.Hex(sdev));
             string? path = null;
             if (w.TryGetValue("fhandle-bytes", out var hb) && w.TryGetValue("fhandle-type", out var ht) && w.TryGetValue("f_handle", out var h))
                 path = PathOfHandle((int)ProcFdInfo.Hex(hb), (int)ProcFdInfo.Hex(ht), Convert.FromHexString(h), watch.Ino, watch.Sdev);
