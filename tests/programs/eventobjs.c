@@ -8,6 +8,7 @@
  *   eventobjs closed  an epoll whose watched fd was closed after being added (the file is still open
  *                     through a dup): the checkpoint must refuse; prints "EPFD n" and "TFD m".
  *   eventobjs slowwatch DIR  an inotify instance that reads its events late (see slowwatch_mode).
+ *   eventobjs watchdir DIR   an inotify instance watching the directory of ckpt's image and log.
  */
 #include "e2e.h"
 #include <poll.h>
@@ -70,6 +71,40 @@ static int slowwatch_mode(const char *dir)
     return e2e_finish();
 }
 
+/* "watchdir DIR": an inotify instance watching DIR for new and written files, read as soon as events
+ * come (a web server's file watcher); ckpt's image and log are written in DIR. After SIGUSR1: the watch
+ * still reports a new file. */
+static int watchdir_mode(const char *dir)
+{
+    int in = inotify_init1(0);
+    MUST(in >= 0 && inotify_add_watch(in, dir, IN_CREATE | IN_MODIFY | IN_CLOSE_WRITE) >= 0);
+    say("READY");
+    char buf[4096] __attribute__((aligned(8)));
+    while (!e2e_go) {
+        struct pollfd p = { in, POLLIN, 0 };
+        if (poll(&p, 1, -1) == 1) MUST(read(in, buf, sizeof buf) > 0);
+        else MUST(errno == EINTR);
+    }
+    fcntl(in, F_SETFL, O_NONBLOCK);
+    while (read(in, buf, sizeof buf) > 0) {}   /* whatever came meanwhile */
+    char path[4096];
+    snprintf(path, sizeof path, "%s/after", dir);
+    int f = open(path, O_CREAT | O_WRONLY, 0644);
+    MUST(f >= 0);
+    close(f);
+    struct pollfd p = { in, POLLIN, 0 };
+    CHECK(poll(&p, 1, 2000) == 1, "the watch no longer reports new files");
+    ssize_t n = read(in, buf, sizeof buf);
+    int seen = 0;
+    for (char *q = buf; n > 0 && q < buf + n;) {
+        struct inotify_event *e = (struct inotify_event *)q;
+        if (e->len && strcmp(e->name, "after") == 0 && (e->mask & IN_CREATE)) seen = 1;
+        q += sizeof *e + e->len;
+    }
+    CHECK(seen, "no IN_CREATE of the new file");
+    return e2e_finish();
+}
+
 static double ts(struct timespec t) { return t.tv_sec + t.tv_nsec / 1e9; }
 
 int main(int argc, char **argv)
@@ -77,6 +112,7 @@ int main(int argc, char **argv)
     e2e_init();
     if (argc > 1 && strcmp(argv[1], "closed") == 0) return closed_mode();
     if (argc > 2 && strcmp(argv[1], "slowwatch") == 0) return slowwatch_mode(argv[2]);
+    if (argc > 2 && strcmp(argv[1], "watchdir") == 0) return watchdir_mode(argv[2]);
     MUST(argc > 1);
     const char *dir = argv[1];
 

@@ -348,6 +348,10 @@ public static class Checkpointer
         string? quiesceTable = null;
         var quiesceHeld = new HashSet<string>();
         var frozen = System.Diagnostics.Stopwatch.StartNew();
+        // the log's lines wait in memory until the tree's queues are found empty (a log file in a directory
+        // the tree watches would queue an inotify event per line)
+        var held = log.Hold();
+        bool holding = true;
         try
         {
             byte[]? xstate = null;
@@ -392,13 +396,16 @@ public static class Checkpointer
                 // gathers them): new TCP requests are held back by nf_tables, the tree runs a moment to
                 // accept what waits, and it is frozen again; unix listeners and inotify instances with
                 // events queued get the same moment
-                if (quiesce >= QuiesceRetries) break;
+                if (quiesce >= QuiesceRetries) { Inotify.ForgetQueues(s); break; }
                 if (!InetSocket.QuiesceListeners(s, ref quiesceTable, quiesceHeld) && !UnixSocket.HasWaitingConnections(s)
                     && !Inotify.HasQueuedEvents(s)) break;
+                Inotify.ForgetQueues(s);
                 log.Debug($"connections wait to be accepted, or inotify events to be read: the tree runs a moment to take them ({quiesce + 1})");
                 LetGo(s, log);
                 Thread.Sleep(Math.Min(5 * (quiesce + 1), 50));
             }
+            held.Dispose();
+            holding = false;
             foreach (var ctx in s.Processes)
             {
                 FollowCpu(ctx.Pid);
@@ -455,6 +462,7 @@ public static class Checkpointer
         }
         finally
         {
+            if (holding) held.Dispose();
             Exception? first = null;
             MemoryRegion.EndCheckpoint(s);   // page readers started ahead stop before the processes run again
             // children first: a parent released early could see a child still stopped

@@ -19,7 +19,41 @@ public sealed class Log
     public void Write(int level, string message)
     {
         if (!Enabled(level)) return;
-        lock (_lock) { _out!.WriteLine($"[{_clock.Elapsed.TotalMilliseconds,10:F3} ms] {message}"); _out.Flush(); }
+        lock (_lock)
+        {
+            string line = $"[{_clock.Elapsed.TotalMilliseconds,10:F3} ms] {message}";
+            if (_held > 0) { _pending.AppendLine(line); return; }
+            _out!.WriteLine(line);
+            _out.Flush();
+        }
+    }
+
+    private int _held;
+    private readonly System.Text.StringBuilder _pending = new();
+
+    /// <summary>
+    /// Keeps lines in memory until the returned scope ends (then writes them): a log file in a directory
+    /// the tree watches with inotify would otherwise queue an event per line while ckpt waits for the
+    /// tree's inotify queues to be empty.
+    /// </summary>
+    public HeldScope Hold()
+    {
+        lock (_lock) _held++;
+        return new HeldScope(this);
+    }
+
+    public readonly struct HeldScope(Log log) : IDisposable
+    {
+        public void Dispose()
+        {
+            lock (log._lock)
+            {
+                if (--log._held > 0 || log._out == null || log._pending.Length == 0) return;
+                log._out.Write(log._pending);
+                log._out.Flush();
+                log._pending.Clear();
+            }
+        }
     }
 
     public void Info(string m) => Write(1, m);

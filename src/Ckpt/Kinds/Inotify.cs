@@ -38,27 +38,40 @@ public sealed class Inotify : IFileKind
 
     /// <summary>
     /// Does an inotify instance of the frozen tree have events queued (they cannot be saved)? Then the
-    /// tree is let go a moment to read them and frozen again (<see cref="Engine.Checkpointer"/>).
+    /// tree is let go a moment to read them and frozen again (<see cref="Engine.Checkpointer"/>). What each
+    /// queue held at the last look is what the image is taken with: events queued later (ckpt's own image
+    /// or log written in a watched directory, or anything else changing there) come after the
+    /// checkpoint's moment, like any change to the files after it. They stay queued for a tree left
+    /// running.
     /// </summary>
     public static bool HasQueuedEvents(CheckpointSession s)
     {
+        var seen = s.State<QueuedAtFreeze>().Bytes;
+        seen.Clear();
         foreach (var ctx in s.Processes)
             foreach (var f in ctx.OpenFiles)
             {
                 if (f.Link != "anon_inode:inotify") continue;
                 int mine = ctx.GrabFd(f.Fd);
-                try { if (EventCalls.QueuedBytes(mine, ctx.Pid) > 0) return true; }
+                try { seen[(ctx.Pid, f.Fd)] = EventCalls.QueuedBytes(mine, ctx.Pid); }
                 finally { FileCalls.Close(mine); }
             }
-        return false;
+        return seen.Values.Any(n => n > 0);
     }
+
+    /// <summary>The tree ran since the last look (or it was never looked at): each queue is read when saved.</summary>
+    public static void ForgetQueues(CheckpointSession s) => s.Forget<QueuedAtFreeze>();
+
+    private sealed class QueuedAtFreeze { public readonly Dictionary<(int Pid, int Fd), int> Bytes = new(); }
 
     public void CheckpointFile(CheckpointContext ctx, in OpenFile f, uint objref)
     {
-        int queued;
-        int mine = ctx.GrabFd(f.Fd);
-        try { queued = EventCalls.QueuedBytes(mine, ctx.Pid); }
-        finally { FileCalls.Close(mine); }
+        if (ctx.Session.Existing<QueuedAtFreeze>()?.Bytes.TryGetValue((ctx.Pid, f.Fd), out int queued) != true)
+        {
+            int mine = ctx.GrabFd(f.Fd);
+            try { queued = EventCalls.QueuedBytes(mine, ctx.Pid); }
+            finally { FileCalls.Close(mine); }
+        }
         var info = ProcFdInfo.Read(ctx.Pid, f.Fd);
         var watches = new List<Watch>();
         foreach (var line in info.Lines)

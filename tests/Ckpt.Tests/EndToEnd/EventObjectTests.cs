@@ -76,6 +76,29 @@ public sealed class EventObjectTests(E2eEnvironment env)
         r.Cleanup();
     }
 
+    /// <summary>
+    /// A process watching the directory ckpt writes its image and log in (ASP.NET Core watches its content
+    /// root): the log waits in memory until the queues are found empty, and events queued after that
+    /// (the image being written) come after the checkpoint's moment, so neither refuses the checkpoint.
+    /// </summary>
+    [Fact]
+    public void WatchedDirectoryOfTheImageAndLog()
+    {
+        env.Program("eventobjs");
+        var r = new E2eScript(env, "watchdir").Run("""
+            rm -rf "$W/watched"; mkdir -p "$W/watched"
+            start "$W/out" "$BIN/eventobjs" watchdir "$W/watched"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            ck checkpoint $P -o "$W/watched/img" --log "$W/watched/ck.log" -v -v --kill 2>"$W/err.txt" || fail "checkpoint failed: $(cat "$W/err.txt")"
+            wait $P 2>/dev/null
+            r=$(ck restart -i "$W/watched/img" --detach --log "$W/rs.log" -v -v 2>>"$W/err.txt") || fail "restart failed: $(cat "$W/err.txt")"
+            finish_detached
+            """);
+        r.AssertPassed();
+        Assert.Contains("RESTORED: exit 0", r.Stdout);
+        r.Cleanup();
+    }
+
     [Fact]
     public void EpollWatchOfClosedFdIsRefused()
     {
