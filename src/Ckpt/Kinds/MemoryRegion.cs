@@ -32,7 +32,7 @@ public sealed unsafe class MemoryRegion : IStateKind
     /// AnonShared is only read from older images (shared anonymous memory is now a memory object).
     /// SysvShm: an attach of the SysV segment (<see cref="Kinds.SysvShm"/>) named by the object field.
     /// </summary>
-    public enum Backing : byte { AnonPrivate = 1, AnonShared = 2, FilePrivate = 3, FileShared = 4, Vdso = 5, ObjectShared = 6, ObjectPrivate = 7, SysvShm = 8 }
+    public enum Backing : byte { AnonPrivate = 1, AnonShared = 2, FilePrivate = 3, FileShared = 4, Vdso = 5, ObjectShared = 6, ObjectPrivate = 7, SysvShm = 8, AioRing = 9 }
 
     [Flags]
     public enum Advice : uint { None = 0, DontDump = 1, DontFork = 2, WipeOnFork = 4, HugePage = 8, NoHugePage = 16, Mergeable = 32, Locked = 64, LockOnFault = 128 }
@@ -245,6 +245,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         if (v.Path.StartsWith('[') && v.Path != "[heap]" && v.Path != "[stack]" && !v.Path.StartsWith("[anon:"))
             throw new NotCheckpointableException(pid, $"mapping {v.Start:x}-{v.End:x} is {v.Path}, which is not supported");
         if (SysvShm.IsSysvPath(v.Path)) return Backing.SysvShm;
+        if (AioRing.IsRing(v)) { AioRing.Check(pid, v); return Backing.AioRing; }
         if (v.Inode == 0) return v.Shared ? Backing.AnonShared : Backing.AnonPrivate;
         // memfd, shared anonymous memory ("/dev/zero (deleted)"), deleted files: saved once as memory objects
         if (MemoryObject.IsObjectPath(v.Path)) return v.Shared ? Backing.ObjectShared : Backing.ObjectPrivate;
@@ -259,6 +260,8 @@ public sealed unsafe class MemoryRegion : IStateKind
     private static List<(ulong Addr, int Pages)> PresentRuns(FileStream pagemap, VmaInfo v, Backing b, byte[] buf)
     {
         var runs = new List<(ulong, int)>();
+        // an AIO ring: all of it (header and events; the kernel made every page)
+        if (b == Backing.AioRing) { runs.Add((v.Start, (int)(v.Length / PageSize))); return runs; }
         // nothing resident or swapped (smaps): no page to look for; spares reading the pagemap of huge
         // reservations (the .NET GC reserves tens of GiB PROT_NONE: ~100 ms of pagemap per 48 GiB)
         if (v.RssKb == 0 && v.SwapKb == 0) return runs;
@@ -564,6 +567,8 @@ public sealed unsafe class MemoryRegion : IStateKind
         public readonly List<(ulong Start, ulong Len, int Prot)> Reprotect = new();
         /// <summary>Regions that were mlock'ed (VmFlags lo; lf: MLOCK_ONFAULT).</summary>
         public readonly List<(ulong Start, ulong Len, bool OnFault)> Lock = new();
+        /// <summary>AIO rings, in anonymous memory until they are made again in Finish.</summary>
+        public readonly List<(ulong Start, ulong Len)> AioRings = new();
         public readonly Iovec[] Local = new Iovec[MaxRunsPerChunk];
         public readonly Iovec[] Remote = new Iovec[MaxRunsPerChunk];
         public ulong CurStart, CurEnd;
@@ -689,6 +694,11 @@ public sealed unsafe class MemoryRegion : IStateKind
         {
             case Backing.AnonPrivate: flags |= MemoryCalls.MAP_PRIVATE | MemoryCalls.MAP_ANONYMOUS; break;
             case Backing.AnonShared: flags |= MemoryCalls.MAP_SHARED | MemoryCalls.MAP_ANONYMOUS; break;
+            case Backing.AioRing:
+                // anonymous memory receives the saved ring; the context is made in Finish (AioRing)
+                flags |= MemoryCalls.MAP_PRIVATE | MemoryCalls.MAP_ANONYMOUS;
+                st.AioRings.Add((start, len));
+                break;
             case Backing.FilePrivate:
             case Backing.FileShared:
                 bool rw = b == Backing.FileShared && (prot & MemoryCalls.PROT_WRITE) != 0;
@@ -1091,6 +1101,8 @@ public sealed unsafe class MemoryRegion : IStateKind
     {
         var st = ctx.State<RestoreState>();
         var batch = ctx.Batch;
+        batch.Flush();
+        foreach (var (s, l) in st.AioRings) AioRing.Restore(ctx, s, l);
         foreach (var (s, l, p) in st.Reprotect) batch.AddChecked("mprotect", Nr.mprotect, (long)s, (long)l, p);
         foreach (var (s, l, onFault) in st.Lock)
             batch.Add(Nr.mlock2, (long)s, (long)l, onFault ? 1 /* MLOCK_ONFAULT */ : 0, check: got =>
@@ -1120,7 +1132,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         if (!r.AtEnd) r.Bool();
         long blocks = 0;
         for (uint i = 0, n = r.AtEnd ? 0 : r.U32(); i < n; i++) { r.U64(); blocks += r.U32(); }
-        string perms = $"{((prot & 1) != 0 ? 'r' : '-')}{((prot & 2) != 0 ? 'w' : '-')}{((prot & 4) != 0 ? 'x' : '-')}{(b is Backing.AnonShared or Backing.FileShared or Backing.ObjectShared or Backing.SysvShm ? 's' : 'p')}";
+        string perms = $"{((prot & 1) != 0 ? 'r' : '-')}{((prot & 2) != 0 ? 'w' : '-')}{((prot & 4) != 0 ? 'x' : '-')}{(b is Backing.AnonShared or Backing.FileShared or Backing.ObjectShared or Backing.SysvShm or Backing.AioRing ? 's' : 'p')}";
         var node = new InfoNode().Set("range", $"{start:x}-{end:x}").Set("prot", perms).Set("backing", b.ToString())
             .Set("offset", off).Set("path", path).Set("pages_saved", pages).Set("flags", (gd ? "growsdown " : "") + (nr ? "noreserve" : ""));
         if (obj != 0) node.Set("object", obj);

@@ -317,6 +317,20 @@ public sealed class RoundTripTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// Linux AIO contexts come back at their addresses (the context ids), with their positions in the ring
+    /// and the completed events not read yet; new requests complete after the restart.
+    /// </summary>
+    [Fact]
+    public void AioContexts()
+    {
+        env.Program("aio");
+        var r = new E2eScript(env, "aio").Run(E2eScript.RoundTrip("\"$BIN/aio\" \"$W\"", afterRestart: E2eScript.SaveInfo));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
+        Assert.Contains("AioRing", r.File("info.txt"));
+        r.Cleanup();
+    }
+
+    /// <summary>
     /// Classic BPF socket filters come back on UDP and unix sockets with their instructions and lock flag,
     /// and keep dropping or letting through what they did.
     /// </summary>
