@@ -519,6 +519,16 @@ public unsafe class ProcParserTests
     }
 
     [Fact]
+    public void Cgroup_LinesOfV1AndV2()
+    {
+        var m = Cgroups.Parse("12:cpu,cpuacct:/a/b\n1:name=systemd:/user.slice/x:y.scope\n0::/\n");
+        Assert.Equal(new Cgroups.Membership(12, "cpu,cpuacct", "/a/b"), m[0]);
+        Assert.Equal(new Cgroups.Membership(1, "name=systemd", "/user.slice/x:y.scope"), m[1]);   // a path may hold ':'
+        Assert.Equal(new Cgroups.Membership(0, "", "/"), m[2]);
+        Assert.Throws<FormatException>(() => Cgroups.Parse("nonsense\n"));
+    }
+
+    [Fact]
     public void Smaps_VmFlagsBeforeAnyMappingIsAnError()
     {
         Assert.Throws<FormatException>(() => ProcMaps.Parse("VmFlags: rd wr\n" + MapsSample));

@@ -13,6 +13,7 @@ public static class KindTable
     [
         ProcessTree.Instance,         // Tree: every process of the tree (written once, first; creates the vessels)
         ProcessAttributes.Instance,   // Process: pid, comm, rlimits, nice, itimers (creates the vessel)
+        Cgroups.Instance,             // cgroup membership (joined before the memory is filled: pages are charged to it)
         Credentials.Instance,         // uids, gids, groups, capabilities
         MmState.Instance,             // layout, brk, arg/env, auxv, exe (places the trampoline, moves the vDSO)
         MemoryObject.Instance,        // memfd, shared anonymous, deleted files: written by MemoryRegion and FdTable when first met

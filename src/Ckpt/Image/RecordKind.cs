@@ -19,6 +19,7 @@ public enum RecordKind : uint
     SharedPending = 17,  // Kinds/SignalState.cs
     FsState = 18,        // Kinds/FsState.cs
     FdTable = 19,        // Kinds/FdTable.cs
+    Cgroups = 21,        // Kinds/Cgroups.cs (optional: the process's cgroup membership)
     Tree = 20,           // Kinds/ProcessTree.cs (every process of the tree, zombies included; first after the header)
 
     RegularFile = 30,    // Kinds/RegularFile.cs

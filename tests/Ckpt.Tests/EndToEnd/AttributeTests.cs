@@ -55,4 +55,28 @@ public sealed class AttributeTests(E2eEnvironment env)
             foreach (var x in e.EnumerateArray()) if (FindProcess(x) is { } f) return f;
         return null;
     }
+
+    /// <summary>
+    /// A process in its own cgroups (a v1 hierarchy and cgroup v2) comes back in them, even after they
+    /// were removed while it was down (the restart makes them again).
+    /// </summary>
+    [Fact]
+    public void CgroupMembership()
+    {
+        env.Program("cgroups");
+        var script = E2eScript.RoundTrip("\"$BIN/cgroups\" \"$V1\" \"$V2\"",
+            before: """
+                V1=/sys/fs/cgroup/pids/ckpt-e2e-$$; V2=/sys/fs/cgroup/unified/ckpt-e2e-$$
+                mkdir -p "$V1" "$V2" || fail "cannot make test cgroups"
+                trap 'rmdir "$V1" "$V2" 2>/dev/null' EXIT
+                """,
+            afterRestart: "cat /proc/$P/cgroup > \"$W/cg-after.txt\"");
+        // the cgroups are removed while the process is down
+        script = script.Replace("checkpoint_kill\n", "checkpoint_kill\nrmdir \"$V1\" \"$V2\" || fail \"cannot remove the test cgroups\"\n");
+        var r = new E2eScript(env, "cgroups").Run(script);
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.Contains("pids:/ckpt-e2e-", r.File("cg-after.txt"));
+        Assert.Matches(@"(?m)^0::/ckpt-e2e-", r.File("cg-after.txt"));
+        r.Cleanup();
+    }
 }
