@@ -122,6 +122,12 @@ public sealed class Cgroups : IStateKind
                     Directory.CreateDirectory(dir);
                     ctx.Session.Log.Info($"pid {ctx.Pid}: {what} did not exist; made (with default settings)");
                 }
+                // a frozen cgroup would freeze the vessel in the middle of its restart (it would never stop for ckpt)
+                if (Frozen(dir))
+                {
+                    ctx.Session.Log.Info($"pid {ctx.Pid}: {what} is frozen; the process stays in {cur.Path}");
+                    continue;
+                }
                 File.WriteAllText(Path.Combine(dir, "cgroup.procs"), ctx.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture));
                 ctx.Session.Log.Debug($"pid {ctx.Pid}: joined {what}");
             }
@@ -130,6 +136,15 @@ public sealed class Cgroups : IStateKind
                 ctx.Session.Log.Info($"pid {ctx.Pid}: cannot join {what} ({e.Message}); it stays in {cur.Path}");
             }
         }
+    }
+
+    /// <summary>A v1 freezer cgroup not THAWED, or a v2 cgroup with cgroup.freeze set (itself or through an ancestor).</summary>
+    private static bool Frozen(string dir)
+    {
+        string v1 = Path.Combine(dir, "freezer.state"), freeze = Path.Combine(dir, "cgroup.freeze"), events = Path.Combine(dir, "cgroup.events");
+        if (File.Exists(v1) && File.ReadAllText(v1).Trim() != "THAWED") return true;
+        if (File.Exists(freeze) && File.ReadAllText(freeze).Trim() == "1") return true;
+        return File.Exists(events) && File.ReadAllLines(events).Any(l => l.Trim() == "frozen 1");
     }
 
     public void Finish(RestoreContext ctx) { }
