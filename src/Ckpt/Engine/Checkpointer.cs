@@ -449,13 +449,15 @@ public static class Checkpointer
                 writer.Flush();
                 InetSocket.VerifyConnections(s);
             }
-            // a tree about to be killed with TCP connections: their peers wait for the restart (an nf_tables
-            // table drops their packets meanwhile; it matches only those connections, so a restart that
-            // never comes leaves nothing in the way of anything else)
-            if (opt.Kill && InetSocket.HasConnections(s)) lockTable = InetSocket.WriteNetworkLock(s);
+            // a tree about to be killed with TCP connections or listeners: their peers wait for the restart (an
+            // nf_tables table drops their packets meanwhile; it matches only those connections, so a restart
+            // that never comes leaves nothing in the way of anything else), and new clients' connection
+            // requests are held for a while (they are sent again) instead of being answered with a reset
+            var listeners = opt.Kill ? InetSocket.TcpListeners(s).Select(l => l.Local).ToList() : [];
+            if (opt.Kill && (InetSocket.HasConnections(s) || listeners.Count > 0)) lockTable = InetSocket.WriteNetworkLock(s);
             writer.Finish();
             // the peers' packets are held back from now until the restart (the tree is killed next)
-            if (lockTable != null) InetSocket.LockConnections(s, lockTable);
+            if (lockTable != null) InetSocket.LockConnections(s, lockTable, listeners);
             log.Info($"image complete: {writer.RecordCount} records, {writer.BytesWritten} bytes");
             ok = true;
             return new CheckpointResult(writer.BytesWritten, writer.RecordCount, frozen.Elapsed, s.Tree.Count, s.Processes.Sum(p => p.Threads.Count));

@@ -209,6 +209,13 @@ public sealed unsafe class InetSocket : IStateKind
     /// nf_tables table that will hold them (<see cref="LockConnections"/>) in an optional NetworkLock
     /// record, for the restart to remove. Returns the name.
     /// </summary>
+    /// <summary>
+    /// How long new connection requests to the listeners of a tree killed by the checkpoint are held (their
+    /// clients send them again after 1, 3, 7, 15, 31 s...): a restart that never comes leaves the port
+    /// answering with resets again afterwards, as any closed port.
+    /// </summary>
+    public static readonly TimeSpan ListenerHold = TimeSpan.FromSeconds(60);
+
     public static string WriteNetworkLock(CheckpointSession s)
     {
         string table = $"ckpt_{s.Tree[0].Pid}_{DateTime.UtcNow:yyyyMMddHHmmssfff}";
@@ -223,15 +230,16 @@ public sealed unsafe class InetSocket : IStateKind
     /// until the restart removes the table. Where nf_tables cannot be used, the log says so and the
     /// connections are left as before (a peer that sends meanwhile gets a reset).
     /// </summary>
-    public static void LockConnections(CheckpointSession s, string table)
+    public static void LockConnections(CheckpointSession s, string table, List<byte[]> listeners)
     {
         var conns = new List<(byte[] Local, byte[] Peer)>();
         foreach (var (fd, _, _, _) in s.Existing<Repaired>()?.Fds ?? [])
             if (Address(fd, peer: false) is { } local && Address(fd, peer: true) is { } peer) conns.Add((local, peer));
         try
         {
-            NetfilterCalls.AddDropTable(table, conns);
-            s.Log.Info($"{conns.Count} TCP connection(s) held by nf_tables table inet {table} until the restart");
+            NetfilterCalls.AddDropTable(table, conns, listeners, DateTime.UtcNow + ListenerHold);
+            s.Log.Info($"{conns.Count} TCP connection(s) held by nf_tables table inet {table} until the restart"
+                + (listeners.Count > 0 ? $", and new connection requests to {listeners.Count} listener(s) for at most {ListenerHold.TotalSeconds:F0} s" : ""));
         }
         catch (SyscallException e)
         {

@@ -19,9 +19,9 @@ public static unsafe class NetfilterCalls
     private const byte NFPROTO_INET = 1, NFPROTO_IPV4 = 2, NFPROTO_IPV6 = 10;
     private const ushort NLA_F_NESTED = 0x8000;
     private const int NF_DROP = 0, NF_ACCEPT = 1, NF_INET_LOCAL_IN = 1;
-    private const int NFT_META_NFPROTO = 15, NFT_META_L4PROTO = 16;
+    private const int NFT_META_NFPROTO = 15, NFT_META_L4PROTO = 16, NFT_META_TIME_NS = 30;
     private const int NFT_PAYLOAD_NETWORK_HEADER = 1, NFT_PAYLOAD_TRANSPORT_HEADER = 2;
-    private const int NFT_REG_VERDICT = 0, NFT_REG_1 = 1, NFT_CMP_EQ = 0;
+    private const int NFT_REG_VERDICT = 0, NFT_REG_1 = 1, NFT_CMP_EQ = 0, NFT_CMP_LT = 2, NFT_BYTEORDER_HTON = 1;
 
     /// <summary>Attributes of a netlink message being built (nested attributes by Begin/End).</summary>
     private sealed class Msg
@@ -99,11 +99,25 @@ public static unsafe class NetfilterCalls
         Cmp(m, value);
     }
 
-    private static void Cmp(Msg m, ReadOnlySpan<byte> value)
+    private static void Cmp(Msg m, ReadOnlySpan<byte> value, int op = NFT_CMP_EQ)
     {
         var v = value.ToArray();
-        Expr(m, "cmp", d => d.Be32(1 /* NFTA_CMP_SREG */, NFT_REG_1).Be32(2 /* NFTA_CMP_OP */, NFT_CMP_EQ)
+        Expr(m, "cmp", d => d.Be32(1 /* NFTA_CMP_SREG */, NFT_REG_1).Be32(2 /* NFTA_CMP_OP */, op)
             .Begin(3 /* NFTA_CMP_DATA */).Attr(1 /* NFTA_DATA_VALUE */, v).End());
+    }
+
+    /// <summary>
+    /// Matches until <paramref name="until"/> (wall clock): meta time (ns since the epoch, host order),
+    /// turned big-endian (cmp compares bytes), less than the deadline.
+    /// </summary>
+    private static void Before(Msg m, DateTime until)
+    {
+        Expr(m, "meta", d => d.Be32(1 /* NFTA_META_DREG */, NFT_REG_1).Be32(2 /* NFTA_META_KEY */, NFT_META_TIME_NS));
+        Expr(m, "byteorder", d => d.Be32(1 /* NFTA_BYTEORDER_SREG */, NFT_REG_1).Be32(2 /* DREG */, NFT_REG_1)
+            .Be32(3 /* OP */, NFT_BYTEORDER_HTON).Be32(4 /* LEN */, 8).Be32(5 /* SIZE */, 8));
+        var deadline = new byte[8];
+        BinaryPrimitives.WriteUInt64BigEndian(deadline, (ulong)(until - DateTime.UnixEpoch).Ticks * 100);
+        Cmp(m, deadline, NFT_CMP_LT);
     }
 
     /// <summary>An IP address and port from a sockaddr_in or sockaddr_in6 (an IPv4-mapped IPv6 address as IPv4).</summary>
@@ -121,10 +135,11 @@ public static unsafe class NetfilterCalls
     /// Makes table <paramref name="table"/> (family inet) with an input chain that drops the packets each
     /// peer sends to its connection's local address and port, and the connection requests (SYN without
     /// ACK) sent to each of <paramref name="listeners"/> (a local address and port; any address when it is
-    /// 0.0.0.0 or ::). Throws a <see cref="SyscallException"/> when nf_tables refuses (no such support in
-    /// this kernel, no CAP_NET_ADMIN).
+    /// 0.0.0.0 or ::), until <paramref name="listenersUntil"/> when given. Throws a <see cref="SyscallException"/>
+    /// when nf_tables refuses (no such support in this kernel, no CAP_NET_ADMIN).
     /// </summary>
-    public static void AddDropTable(string table, IReadOnlyList<(byte[] Local, byte[] Peer)> connections, IReadOnlyList<byte[]>? listeners = null)
+    public static void AddDropTable(string table, IReadOnlyList<(byte[] Local, byte[] Peer)> connections, IReadOnlyList<byte[]>? listeners = null,
+        DateTime? listenersUntil = null)
     {
         uint seq = (uint)Environment.TickCount;
         var msgs = new List<byte[]>();
@@ -165,6 +180,7 @@ public static unsafe class NetfilterCalls
                 .Begin(4 /* MASK */).Attr(1 /* NFTA_DATA_VALUE */, [0x12]).End()
                 .Begin(5 /* XOR */).Attr(1 /* NFTA_DATA_VALUE */, [0x00]).End());
             Cmp(m, [0x02]);
+            if (listenersUntil is { } until) Before(m, until);
             Expr(m, "immediate", d => d.Be32(1 /* NFTA_IMMEDIATE_DREG */, NFT_REG_VERDICT)
                 .Begin(2 /* NFTA_IMMEDIATE_DATA */).Begin(2 /* NFTA_DATA_VERDICT */).Be32(1 /* NFTA_VERDICT_CODE */, NF_DROP).End().End());
             msgs.Add(m.End().Bytes());

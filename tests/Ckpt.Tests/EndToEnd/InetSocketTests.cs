@@ -74,6 +74,32 @@ public sealed class InetSocketTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// A client that connects while its server is down (checkpointed with --kill) is held, not refused:
+    /// its connection request is dropped until the restart and sent again, and it then gets its answers.
+    /// </summary>
+    [Fact]
+    public void ClientConnectingWhileServerIsDownIsHeldUntilTheRestart()
+    {
+        env.Program("tcppeer");
+        var r = new E2eScript(env, "tcppeer-late").Run("""
+            start "$W/out" "$BIN/tcppeer" server
+            wait_for "$W/out" '^READY' 15 || fail "the server did not print READY"
+            port=$(sed -n 's/^PORT //p' "$W/out")
+            checkpoint_kill
+            "$BIN/tcppeer" client "$port" 1 > "$W/client.out" 2>&1 &
+            C=$!
+            sleep 0.4   # the client's connection request meets no listener
+            restart_detached
+            wait $C; echo "CLIENT: $?"
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.True(r.Stdout.Contains("CLIENT: 0"), $"the client was refused while the server was down: {r.File("client.out")}{r.Diagnostics}");
+        Assert.Contains("new connection requests to 1 listener(s)", r.File("ck.log"));
+        r.Cleanup();
+    }
+
+    /// <summary>
     /// A server slower to accept than its clients connect always has connections waiting in its accept
     /// queue, which cannot be saved: the checkpoint holds new connection requests back (nf_tables), lets
     /// the server accept what waits, freezes it again, and succeeds; the clients only see a delay.
