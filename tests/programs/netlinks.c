@@ -1,6 +1,9 @@
 /* netlinks: a NETLINK_ROUTE socket bound with multicast groups (link and IPv4 address changes) and
  * NETLINK_NO_ENOBUFS, and one left unbound for requests. After the restart both have the same port
- * ids, groups and options, and a link dump request is answered. */
+ * ids, groups and options, and a link dump request is answered.
+ * "netlinks slowread": a link dump request whose answer is read 300 ms after READY (a checkpoint taken
+ * at once finds it queued and waits for it); prints SEEN once it is read, and after SIGUSR1 checks that
+ * a new request is answered. */
 #include "e2e.h"
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
@@ -13,9 +16,48 @@ static int name_of(int fd, struct sockaddr_nl *a)
     return getsockname(fd, (struct sockaddr *)a, &l);
 }
 
-int main(void)
+static int dump_request(int fd, unsigned seq)
+{
+    struct { struct nlmsghdr h; struct rtgenmsg g; } q = {
+        .h = { .nlmsg_len = sizeof q, .nlmsg_type = RTM_GETLINK, .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP, .nlmsg_seq = seq },
+        .g = { .rtgen_family = AF_UNSPEC },
+    };
+    struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
+    return sendto(fd, &q, sizeof q, 0, (struct sockaddr *)&kernel, sizeof kernel) == sizeof q ? 0 : -1;
+}
+
+/* reads the answer to request seq up to its NLMSG_DONE; 0 when it came whole */
+static int read_dump(int fd, unsigned seq)
+{
+    static char buf[65536];
+    for (;;) {
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) return -1;
+        for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
+            if (h->nlmsg_seq != seq) return -1;
+            if (h->nlmsg_type == NLMSG_DONE) return 0;
+        }
+    }
+}
+
+static int slowread(void)
+{
+    int req = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+    MUST(req >= 0);
+    say("READY");
+    MUST(dump_request(req, 1) == 0);
+    sleep_full(0.3);
+    MUST(read_dump(req, 1) == 0);
+    say("SEEN");
+    e2e_wait_usr1();
+    CHECK(dump_request(req, 2) == 0 && read_dump(req, 2) == 0, "no answer to a new request");
+    return e2e_finish();
+}
+
+int main(int argc, char **argv)
 {
     e2e_init();
+    if (argc > 1 && strcmp(argv[1], "slowread") == 0) return slowread();
     int mon = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE), req = socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK, NETLINK_ROUTE);
     MUST(mon >= 0 && req >= 0);
     struct sockaddr_nl b = { .nl_family = AF_NETLINK, .nl_groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR };

@@ -396,11 +396,14 @@ public static class Checkpointer
                 // gathers them): new TCP requests are held back by nf_tables, the tree runs a moment to
                 // accept what waits, and it is frozen again; unix listeners and inotify instances with
                 // events queued get the same moment
-                if (quiesce >= QuiesceRetries) { Inotify.ForgetQueues(s); break; }
-                if (!InetSocket.QuiesceListeners(s, ref quiesceTable, quiesceHeld) && !UnixSocket.HasWaitingConnections(s)
-                    && !Inotify.HasQueuedEvents(s)) break;
+                if (quiesce >= QuiesceRetries) { Inotify.ForgetQueues(s); NetlinkSocket.ForgetQueues(s); break; }
+                // (each looked at, so that the inotify and netlink queues are known as they were at this moment)
+                bool wait = InetSocket.QuiesceListeners(s, ref quiesceTable, quiesceHeld) | UnixSocket.HasWaitingConnections(s)
+                    | Inotify.HasQueuedEvents(s) | NetlinkSocket.HasQueuedMessages(s);
+                if (!wait) break;
                 Inotify.ForgetQueues(s);
-                log.Debug($"connections wait to be accepted, or inotify events to be read: the tree runs a moment to take them ({quiesce + 1})");
+                NetlinkSocket.ForgetQueues(s);
+                log.Debug($"connections wait to be accepted, or inotify events to be read, or netlink messages: the tree runs a moment to take them ({quiesce + 1})");
                 LetGo(s, log);
                 Thread.Sleep(Math.Min(5 * (quiesce + 1), 50));
             }

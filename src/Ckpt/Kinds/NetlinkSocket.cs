@@ -11,7 +11,8 @@ namespace Ckpt.Kinds;
 /// multicast groups (NETLINK_LIST_MEMBERSHIPS), its destination if connected (getpeername), and the
 /// netlink and buffer options that differ from a fresh socket's. Restart: injected socket(), options,
 /// bind(port id, first 32 groups), NETLINK_ADD_MEMBERSHIP for the others, connect(). A socket with
-/// messages queued (answers or notifications not read yet) is refused: they cannot be put back.
+/// messages queued (answers or notifications not read yet) gets moments to read them
+/// (<see cref="HasQueuedMessages"/>); one that still has some is refused: they cannot be put back.
 /// Reached from <see cref="UnixSocket"/>, which owns every <c>socket:[INO]</c> fd.
 /// </summary>
 public sealed unsafe class NetlinkSocket : IStateKind
@@ -34,6 +35,35 @@ public sealed unsafe class NetlinkSocket : IStateKind
 
     public void Checkpoint(CheckpointContext ctx) { }
 
+    /// <summary>
+    /// Does a netlink socket of the frozen tree have messages queued (notifications or answers it has not
+    /// read yet)? Then the tree is let go a moment to read them and frozen again
+    /// (<see cref="Engine.Checkpointer"/>), as for inotify. The receive memory of each is read from
+    /// /proc/net/netlink (the tree is in ckpt's network namespace), without a copy of every socket fd.
+    /// What each held at the last look is what the image is taken with: messages queued later come
+    /// after the checkpoint's moment.
+    /// </summary>
+    public static bool HasQueuedMessages(CheckpointSession s)
+    {
+        var seen = s.State<QueuedAtFreeze>().Bytes;
+        seen.Clear();
+        var rmem = new Dictionary<ulong, long>();
+        foreach (var line in File.ReadLines("/proc/self/net/netlink").Skip(1))
+        {
+            var f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (f.Length >= 10 && long.TryParse(f[4], out long r) && ulong.TryParse(f[9], out ulong ino)) rmem[ino] = r;
+        }
+        foreach (var ctx in s.Processes)
+            foreach (var f in ctx.OpenFiles)
+                if (f.Stat.Type == StatBuf.S_IFSOCK && rmem.TryGetValue(f.Stat.Ino, out long r)) seen[(ctx.Pid, f.Fd)] = r;
+        return seen.Values.Any(n => n > 0);
+    }
+
+    /// <summary>The tree ran since the last look (or it was never looked at): each socket is looked at when saved.</summary>
+    public static void ForgetQueues(CheckpointSession s) => s.Forget<QueuedAtFreeze>();
+
+    private sealed class QueuedAtFreeze { public readonly Dictionary<(int Pid, int Fd), long> Bytes = new(); }
+
     /// <summary>Saves the socket if it is a netlink socket (else returns false); refuses one with messages queued.</summary>
     public static bool TryCheckpoint(CheckpointContext ctx, in OpenFile f, uint objref)
     {
@@ -45,7 +75,8 @@ public sealed unsafe class NetlinkSocket : IStateKind
             int protocol = SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_PROTOCOL, "SO_PROTOCOL", ctx.Pid);
             string what = $"fd {f.Fd} ({f.Link}, a netlink socket of protocol {protocol})";
             int queued = 0;
-            if (EventCalls.Ioctl(mine, EventCalls.FIONREAD, &queued) == 0 && queued > 0)
+            bool empty = ctx.Session.Existing<QueuedAtFreeze>()?.Bytes.TryGetValue((ctx.Pid, f.Fd), out long atFreeze) == true && atFreeze == 0;
+            if (!empty && EventCalls.Ioctl(mine, EventCalls.FIONREAD, &queued) == 0 && queued > 0)
                 throw new NotCheckpointableException(ctx.Pid, $"{what} has {queued} bytes of messages queued, which cannot be put back; checkpoint once they were read");
             byte* a = stackalloc byte[16];
             int len = 16;

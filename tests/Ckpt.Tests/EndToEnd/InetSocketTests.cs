@@ -183,4 +183,28 @@ public sealed class InetSocketTests(E2eEnvironment env)
         var r = new E2eScript(env, "netlinks").Run(E2eScript.RoundTrip("\"$BIN/netlinks\""));
         r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
     }
+
+    /// <summary>
+    /// A netlink answer read 300 ms after it came: the checkpoint finds it queued, lets the tree read it
+    /// and freezes it again, instead of refusing.
+    /// </summary>
+    [Fact]
+    public void NetlinkMessagesReadSoonAreWaitedFor()
+    {
+        env.Program("netlinks");
+        var r = new E2eScript(env, "netlinks-slow").Run("""
+            start "$W/out" "$BIN/netlinks" slowread
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            sleep 0.02
+            ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v -v 2>"$W/err.txt"; echo "RC: $?"
+            wait_for "$W/out" '^SEEN' 15 || fail "the program did not read its answer"
+            kill -USR1 $P
+            wait_exit $P 20; echo "TARGET: $?"
+            """);
+        r.AssertPassed();
+        Assert.True(r.Stdout.Contains("RC: 0"), $"the checkpoint failed: {r.File("err.txt")}{r.Diagnostics}");
+        Assert.Contains("netlink messages", r.File("ck.log"));
+        Assert.Contains("TARGET: 0", r.Stdout);
+        r.Cleanup();
+    }
 }
