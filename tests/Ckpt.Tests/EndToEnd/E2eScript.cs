@@ -149,6 +149,23 @@ public sealed class E2eScript
         ck info "$W/img" > "$W/info.txt" || fail "ckpt info failed"
         """;
 
+    /// <summary>
+    /// A program with something queued at the freeze that it takes a moment later (<paramref name="trigger"/>
+    /// makes it come, after READY): the checkpoint, leaving it running, waits for it; the program prints
+    /// SEEN once it took it, and exits 0 after SIGUSR1 if it still works. Checked by
+    /// <see cref="E2eResult.AssertCheckpointWaited"/>.
+    /// </summary>
+    public static string TakenSoon(string command, string trigger = "", string before = "") => $"""
+        {before}
+        start "$W/out" {command}
+        wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+        {trigger}
+        ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v -v 2>"$W/err.txt"; echo "RC: $?"
+        wait_for "$W/out" '^SEEN' 15 || fail "the program did not take what was queued"
+        kill -USR1 $P
+        wait_exit $P 20; echo "TARGET: $?"
+        """;
+
     public static string RoundTrip(string command, string afterRestart = "", string before = "", string restartArgs = "") => $"""
         {before}
         start "$W/out" {command}
@@ -274,6 +291,16 @@ public sealed class E2eResult(E2eScript script, Exec.Result run)
         Assert.True(lines.Length == 1 && lines[0].StartsWith("ckpt: "), $"err.txt should hold one 'ckpt: ...' line{Diagnostics}");
         foreach (var w in words) Assert.True(lines[0].Contains(w), $"the message should contain '{w}': {lines[0]}{Diagnostics}");
         return lines[0];
+    }
+
+    /// <summary>A <see cref="E2eScript.TakenSoon"/> checkpoint succeeded after waiting (its log says <paramref name="logged"/>), and the program went on.</summary>
+    public E2eResult AssertCheckpointWaited(string logged)
+    {
+        AssertPassed();
+        Assert.True(run.Stdout.Contains("RC: 0"), $"the checkpoint failed: {File("err.txt")}{Diagnostics}");
+        Assert.Contains(logged, File("ck.log"));
+        Assert.Contains("TARGET: 0", run.Stdout);
+        return this;
     }
 
     /// <summary>The restored process ended with exit 0 (logged by the reaper through finish_detached).</summary>

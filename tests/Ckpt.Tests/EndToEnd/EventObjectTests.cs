@@ -59,21 +59,9 @@ public sealed class EventObjectTests(E2eEnvironment env)
     public void InotifyEventsReadSoonAreWaitedFor()
     {
         env.Program("eventobjs");
-        var r = new E2eScript(env, "slowwatch").Run("""
-            rm -rf "$W/watched"; mkdir -p "$W/watched"
-            start "$W/out" "$BIN/eventobjs" slowwatch "$W/watched"
-            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
-            touch "$W/watched/made"
-            ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v -v 2>"$W/err.txt"; echo "RC: $?"
-            wait_for "$W/out" '^SEEN' 15 || fail "the program did not read its event"
-            kill -USR1 $P
-            wait_exit $P 20; echo "TARGET: $?"
-            """);
-        r.AssertPassed();
-        Assert.True(r.Stdout.Contains("RC: 0"), $"the checkpoint failed: {r.File("err.txt")}{r.Diagnostics}");
-        Assert.Contains("inotify events to be read", r.File("ck.log"));
-        Assert.Contains("TARGET: 0", r.Stdout);
-        r.Cleanup();
+        new E2eScript(env, "slowwatch").Run(E2eScript.TakenSoon("\"$BIN/eventobjs\" slowwatch \"$W/watched\"",
+            before: "rm -rf \"$W/watched\"; mkdir -p \"$W/watched\"", trigger: "touch \"$W/watched/made\""))
+            .AssertCheckpointWaited("inotify events to be read").Cleanup();
     }
 
     /// <summary>

@@ -192,19 +192,7 @@ public sealed class InetSocketTests(E2eEnvironment env)
     public void NetlinkMessagesReadSoonAreWaitedFor()
     {
         env.Program("netlinks");
-        var r = new E2eScript(env, "netlinks-slow").Run("""
-            start "$W/out" "$BIN/netlinks" slowread
-            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
-            sleep 0.02
-            ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v -v 2>"$W/err.txt"; echo "RC: $?"
-            wait_for "$W/out" '^SEEN' 15 || fail "the program did not read its answer"
-            kill -USR1 $P
-            wait_exit $P 20; echo "TARGET: $?"
-            """);
-        r.AssertPassed();
-        Assert.True(r.Stdout.Contains("RC: 0"), $"the checkpoint failed: {r.File("err.txt")}{r.Diagnostics}");
-        Assert.Contains("netlink messages", r.File("ck.log"));
-        Assert.Contains("TARGET: 0", r.Stdout);
-        r.Cleanup();
+        new E2eScript(env, "netlinks-slow").Run(E2eScript.TakenSoon("\"$BIN/netlinks\" slowread", trigger: "sleep 0.02"))
+            .AssertCheckpointWaited("netlink messages").Cleanup();
     }
 }
