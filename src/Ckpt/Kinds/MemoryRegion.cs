@@ -86,15 +86,30 @@ public sealed unsafe class MemoryRegion : IStateKind
     }
 
     /// <summary>
-    /// The regions are read from /proc/PID/maps at the freeze, without their flags, when PAGEMAP_SCAN
-    /// finds the pages to save (smaps' resident sizes are then not needed): smaps is read later,
-    /// alongside the pages (<see cref="ReadVmFlags"/>).
+    /// The regions of a large process are read from /proc/PID/maps at the freeze, without their flags,
+    /// when PAGEMAP_SCAN finds the pages to save (smaps' resident sizes are then not needed): smaps, whose
+    /// read walks every page (~20 ms per GiB), is read later, while the page readers run
+    /// (<see cref="ReadVmFlags"/>). A small process's smaps is read at once: there is nothing to overlap
+    /// it with, and a tree of small processes would read each twice.
     /// </summary>
     public static List<VmaInfo> ReadRegions(CheckpointContext ctx)
     {
-        if (!PagemapScanWorks) { ctx.VmFlagsKnown = true; return ProcMaps.ReadSmaps(ctx.Pid); }
-        ctx.VmFlagsKnown = false;
-        return ProcMaps.ReadMaps(ctx.Pid);
+        ctx.VmFlagsKnown = !PagemapScanWorks || ResidentPages(ctx.Pid) < LateSmapsPages;
+        return ctx.VmFlagsKnown ? ProcMaps.ReadSmaps(ctx.Pid) : ProcMaps.ReadMaps(ctx.Pid);
+    }
+
+    /// <summary>Processes with fewer resident pages than this have their smaps read at the freeze.</summary>
+    private const long LateSmapsPages = 16384;   // 64 MiB
+
+    /// <summary>Resident pages (the second field of /proc/PID/statm); 0 when it cannot be read.</summary>
+    private static long ResidentPages(int pid)
+    {
+        try
+        {
+            var f = File.ReadAllText($"/proc/{pid}/statm").Split(' ');
+            return f.Length > 1 && long.TryParse(f[1], out long n) ? n : 0;
+        }
+        catch (IOException) { return 0; }
     }
 
     /// <summary>Fills the regions' VmFlags from /proc/PID/smaps (the tree is frozen: only ckpt's own scratch mapping is new).</summary>
