@@ -6,12 +6,14 @@
  * "client PORT SECONDS": connects, sends "msg N" every 20 ms and checks each answer, for SECONDS; prints
  * "CLIENT OK n" and exits 0, or "CLIENT ERROR ..." (a reset: the server's host answered while it was
  * down) and exits 1.
- * "slowserver" and "burst PORT SECONDS": a server slower to accept than its clients connect (see below). */
+ * "slowserver" and "burst PORT SECONDS": a server slower to accept than its clients connect (see below).
+ * "server PORT" listens on that port; "connecting PORT": see connecting(). */
 #include "e2e.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <poll.h>
 
 static int read_line(int fd, char *b, int max)
 {
@@ -26,10 +28,10 @@ static int read_line(int fd, char *b, int max)
     return n;
 }
 
-static int server(void)
+static int server(int port)
 {
     e2e_init();
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     socklen_t l = sizeof a;
     int s = socket(AF_INET, SOCK_STREAM, 0);
     MUST(s >= 0 && bind(s, (struct sockaddr *)&a, sizeof a) == 0 && listen(s, 1) == 0);
@@ -141,9 +143,34 @@ static int burst(int port, double seconds)
     return 0;
 }
 
+/* "connecting PORT": a connection being opened (non-blocking connect) when READY is printed; SEEN once it
+ * is established; after SIGUSR1 one line is answered through it. */
+static int connecting(int port)
+{
+    e2e_init();
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    MUST(s >= 0);
+    MUST(connect(s, (struct sockaddr *)&a, sizeof a) != 0 && errno == EINPROGRESS);
+    say("READY");
+    struct pollfd p = { s, POLLOUT, 0 };
+    MUST(poll(&p, 1, 10000) == 1);
+    int err = -1;
+    socklen_t l = sizeof err;
+    MUST(getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &l) == 0 && err == 0);
+    say("SEEN");
+    e2e_wait_usr1();
+    fcntl(s, F_SETFL, 0);
+    char got[64];
+    CHECK(write(s, "msg 1\n", 6) == 6 && read_line(s, got, sizeof got) > 0 && strcmp(got, "ack 1 msg 1\n") == 0, "no answer through the connection");
+    close(s);
+    return e2e_finish();
+}
+
 int main(int argc, char **argv)
 {
-    if (argc > 1 && strcmp(argv[1], "server") == 0) return server();
+    if (argc > 1 && strcmp(argv[1], "server") == 0) return server(argc > 2 ? atoi(argv[2]) : 0);
+    if (argc > 2 && strcmp(argv[1], "connecting") == 0) return connecting(atoi(argv[2]));
     if (argc > 1 && strcmp(argv[1], "slowserver") == 0) return slowserver();
     if (argc > 3 && strcmp(argv[1], "burst") == 0) return burst(atoi(argv[2]), atof(argv[3]));
     if (argc > 3 && strcmp(argv[1], "client") == 0) return client(atoi(argv[2]), atof(argv[3]));

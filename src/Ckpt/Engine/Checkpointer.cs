@@ -294,6 +294,11 @@ public static class Checkpointer
 
     /// <summary>Times a tree whose listeners have connections waiting is let go for a moment to accept them (about 1 s in all).</summary>
     private const int QuiesceRetries = 25;
+    /// <summary>
+    /// While TCP connections are being opened: about 3.5 s, past the first retransmission of a lost
+    /// connection request (1 s) and the second (3 s).
+    /// </summary>
+    private const int QuiesceRetriesOpening = 75;
 
     /// <summary>Attempts at freezing a tree that has a vfork child (about 2 s in all).</summary>
     private const int VforkRetries = 110;
@@ -355,6 +360,7 @@ public static class Checkpointer
         try
         {
             byte[]? xstate = null;
+            bool opening = false;
             for (int quiesce = 0; ; quiesce++)
             {
                 using (log.Phase("freeze"))
@@ -396,14 +402,16 @@ public static class Checkpointer
                 // gathers them): new TCP requests are held back by nf_tables, the tree runs a moment to
                 // accept what waits, and it is frozen again; unix listeners and inotify instances with
                 // events queued get the same moment
-                if (quiesce >= QuiesceRetries) { Inotify.ForgetQueues(s); NetlinkSocket.ForgetQueues(s); break; }
+                if (quiesce >= (opening ? QuiesceRetriesOpening : QuiesceRetries)) { Inotify.ForgetQueues(s); NetlinkSocket.ForgetQueues(s); break; }
                 // (each looked at, so that the inotify and netlink queues are known as they were at this moment)
-                bool wait = InetSocket.QuiesceListeners(s, ref quiesceTable, quiesceHeld) | UnixSocket.HasWaitingConnections(s)
-                    | Inotify.HasQueuedEvents(s) | NetlinkSocket.HasQueuedMessages(s);
+                var tcp = InetSocket.TcpSockets(s);
+                opening = InetSocket.ConnectionsOpening(s, tcp);
+                bool wait = InetSocket.QuiesceListeners(s, tcp, ref quiesceTable, quiesceHeld) | opening
+                    | UnixSocket.HasWaitingConnections(s) | Inotify.HasQueuedEvents(s) | NetlinkSocket.HasQueuedMessages(s);
                 if (!wait) break;
                 Inotify.ForgetQueues(s);
                 NetlinkSocket.ForgetQueues(s);
-                log.Debug($"connections wait to be accepted, or inotify events to be read, or netlink messages: the tree runs a moment to take them ({quiesce + 1})");
+                log.Debug($"connections wait to be accepted or are being opened, or inotify events to be read, or netlink messages: the tree runs a moment to take them ({quiesce + 1})");
                 LetGo(s, log);
                 Thread.Sleep(Math.Min(5 * (quiesce + 1), 50));
             }

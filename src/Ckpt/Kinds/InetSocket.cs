@@ -36,7 +36,7 @@ public sealed unsafe class InetSocket : IStateKind
     private const int IPPROTO_IP = 0, IPPROTO_TCP = 6, IPPROTO_UDP = 17, IPPROTO_IPV6 = 41;
     private const int TCP_INFO = 11, TCP_STATE_ESTABLISHED = 1, TCP_STATE_LISTEN = 10, TCP_STATE_CLOSE = 7;
     /// <summary>Connection states rebuilt: established, or half-closed by either side or both.</summary>
-    private const int TCP_FIN_WAIT1 = 4, TCP_FIN_WAIT2 = 5, TCP_CLOSE_WAIT = 8, TCP_LAST_ACK = 9, TCP_CLOSING = 11;
+    private const int TCP_FIN_WAIT1 = 4, TCP_FIN_WAIT2 = 5, TCP_CLOSE_WAIT = 8, TCP_LAST_ACK = 9, TCP_CLOSING = 11, TCP_SYN_SENT = 2, TCP_SYN_RECV = 3;
     private const byte FinSent = 1, FinReceived = 2;
     private const int TCP_MAXSEG = 2, TCP_REPAIR = 19, TCP_REPAIR_QUEUE = 20, TCP_QUEUE_SEQ = 21, TCP_REPAIR_OPTIONS = 22,
         TCP_TIMESTAMP = 24, TCP_REPAIR_WINDOW = 29, TCP_RECV_QUEUE = 1, TCP_SEND_QUEUE = 2, TCP_REPAIR_OFF_NO_WP = -1;
@@ -111,6 +111,8 @@ public sealed unsafe class InetSocket : IStateKind
                     state = State.Established;
                     connection = ReadConnection(ctx, f.Fd, mine, info, what, tcpState);
                 }
+                else if (tcpState is TCP_SYN_SENT or TCP_SYN_RECV)
+                    throw new NotCheckpointableException(ctx.Pid, $"{what} is a TCP connection{(peer != null ? " to " + Show(peer) : "")} still being opened ({TcpStateName(tcpState)}) after the tree was let go for about 3 s to finish it; checkpoint once it is established");
                 else if (tcpState != TCP_STATE_CLOSE)
                     throw new NotCheckpointableException(ctx.Pid, $"{what} is a TCP connection{(peer != null ? " to " + Show(peer) : "")} in state {TcpStateName(tcpState)}, which is not supported yet (only listening, unconnected, established and half-closed TCP sockets are)");
             }
@@ -247,13 +249,17 @@ public sealed unsafe class InetSocket : IStateKind
         }
     }
 
+    /// <summary>Every TCP listening socket of the tree (each once).</summary>
+    public static List<(int Pid, int Fd, byte[] Local, int State, uint Waiting)> TcpListeners(CheckpointSession s)
+        => TcpSockets(s).Where(t => t.State == TCP_STATE_LISTEN).ToList();
+
     /// <summary>
-    /// Every TCP listening socket of the tree (each once): its holder, its local address and how many
-    /// connections wait in its accept queue (TCP_INFO on a pidfd_getfd copy).
+    /// Every TCP socket of the tree (each once): its holder, its local address, its state and, for a
+    /// listener, how many connections wait in its accept queue (TCP_INFO on a pidfd_getfd copy).
     /// </summary>
-    public static List<(int Pid, int Fd, byte[] Local, uint Waiting)> TcpListeners(CheckpointSession s)
+    public static List<(int Pid, int Fd, byte[] Local, int State, uint Waiting)> TcpSockets(CheckpointSession s)
     {
-        var list = new List<(int, int, byte[], uint)>();
+        var list = new List<(int, int, byte[], int, uint)>();
         var seen = new HashSet<ulong>();
         byte* info = stackalloc byte[256];
         foreach (var ctx in s.Processes)
@@ -269,8 +275,8 @@ public sealed unsafe class InetSocket : IStateKind
                     len = 4;
                     if (SocketCalls.GetSockOpt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_PROTOCOL, &v, &len) != 0 || v != IPPROTO_TCP) continue;
                     len = 256;
-                    if (SocketCalls.GetSockOpt(mine, IPPROTO_TCP, TCP_INFO, info, &len) != 0 || len < 32 || info[0] != TCP_STATE_LISTEN) continue;
-                    if (Address(mine, peer: false) is { } local) list.Add((ctx.Pid, f.Fd, local, *(uint*)(info + 24)));
+                    if (SocketCalls.GetSockOpt(mine, IPPROTO_TCP, TCP_INFO, info, &len) != 0 || len < 32) continue;
+                    if (Address(mine, peer: false) is { } local) list.Add((ctx.Pid, f.Fd, local, info[0], info[0] == TCP_STATE_LISTEN ? *(uint*)(info + 24) : 0));
                 }
                 finally { FileCalls.Close(mine); }
             }
@@ -284,9 +290,9 @@ public sealed unsafe class InetSocket : IStateKind
     /// connection completes before it is frozen again. Returns false when there is nothing to wait for,
     /// or when nf_tables cannot be used (the checkpoint then refuses the listener as before).
     /// </summary>
-    public static bool QuiesceListeners(CheckpointSession s, ref string? table, HashSet<string> held)
+    public static bool QuiesceListeners(CheckpointSession s, List<(int Pid, int Fd, byte[] Local, int State, uint Waiting)> tcp, ref string? table, HashSet<string> held)
     {
-        var waiting = TcpListeners(s).Where(l => l.Waiting > 0).ToList();
+        var waiting = tcp.Where(l => l.State == TCP_STATE_LISTEN && l.Waiting > 0).ToList();
         if (waiting.Count == 0) return false;
         bool grew = false;
         foreach (var l in waiting) grew |= held.Add(Convert.ToHexString(l.Local));
@@ -304,6 +310,18 @@ public sealed unsafe class InetSocket : IStateKind
             s.Log.Info($"listeners with connections waiting cannot be quiesced ({e.Message})");
             return false;
         }
+    }
+
+    /// <summary>
+    /// TCP connections of the frozen tree being opened (SYN_SENT: a connect waiting for its answer;
+    /// SYN_RECV): they cannot be saved, and are usually established within a round trip, so the tree is
+    /// let go a moment for them as for listeners.
+    /// </summary>
+    public static bool ConnectionsOpening(CheckpointSession s, List<(int Pid, int Fd, byte[] Local, int State, uint Waiting)> tcp)
+    {
+        var opening = tcp.Where(t => t.State is TCP_SYN_SENT or TCP_SYN_RECV).ToList();
+        foreach (var (pid, fd, _, state, _) in opening) s.Log.Debug($"pid {pid} fd {fd}: a TCP connection in state {TcpStateName(state)}");
+        return opening.Count > 0;
     }
 
     /// <summary>Removes the table <see cref="QuiesceListeners"/> made (the connection requests held meanwhile are sent again by their clients).</summary>

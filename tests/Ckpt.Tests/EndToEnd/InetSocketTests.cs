@@ -195,4 +195,31 @@ public sealed class InetSocketTests(E2eEnvironment env)
         new E2eScript(env, "netlinks-slow").Run(E2eScript.TakenSoon("\"$BIN/netlinks\" slowread", trigger: "sleep 0.02"))
             .AssertCheckpointWaited("netlink messages").Cleanup();
     }
+
+    /// <summary>
+    /// A connection being opened at the freeze (its first request lost: an nf_tables rule drops it for
+    /// 0.7 s, and the client sends it again after 1 s): the checkpoint lets the tree run until it is
+    /// established, then saves it.
+    /// </summary>
+    [Fact]
+    public void ConnectionBeingOpenedIsWaitedFor()
+    {
+        env.Program("tcppeer");
+        int port;
+        using (var probe = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp))
+        {
+            probe.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0));
+            port = ((System.Net.IPEndPoint)probe.LocalEndPoint!).Port;
+        }
+        var sa = new byte[16];
+        sa[0] = 2; sa[2] = (byte)(port >> 8); sa[3] = (byte)port; sa[4] = 127; sa[7] = 1;
+        string table = $"ckpt_test_syn_{Environment.ProcessId}";
+        var script = E2eScript.TakenSoon($"\"$BIN/tcppeer\" connecting {port}",
+            before: $"\"$BIN/tcppeer\" server {port} > \"$W/server.out\" 2>&1 & S=$!; trap 'kill -USR1 $S 2>/dev/null' EXIT; wait_for \"$W/server.out\" '^READY' 15 || fail \"no server\"");
+        Ckpt.Native.NetfilterCalls.AddDropTable(table, [], [sa], DateTime.UtcNow + TimeSpan.FromMilliseconds(700));
+        E2eResult r;
+        try { r = new E2eScript(env, "tcp-opening").Run(script); }
+        finally { Ckpt.Native.NetfilterCalls.DeleteTable(table); }
+        r.AssertCheckpointWaited("are being opened").Cleanup();
+    }
 }
