@@ -36,9 +36,10 @@ public static class Program
             Description = "IMAGEFD:FD: an external fd of the image is replaced by fd FD of ckpt (default: ckpt's fd of the same number)",
         };
         var huge = new Option<bool>("--huge-pages") { Description = "rebuild 2 MiB blocks that were fully present as transparent huge pages (faster when the machine has free huge pages at hand; the program's memory map and contents stay the same)" };
-        var restart = new Command("restart", "recreate a process from an image, with its original pid") { input, detach, frozen, huge, inherit, logFile, verbose };
+        var timens = new Option<bool>("--time-namespace") { Description = "run the tree in a time namespace whose monotonic and boot-time clocks go on from the checkpoint's (automatic when the image comes from another machine or boot)" };
+        var restart = new Command("restart", "recreate a process from an image, with its original pid") { input, detach, frozen, huge, timens, inherit, logFile, verbose };
         restart.SetAction(r => Guard(r.GetValue(logFile), Verbosity(r.GetResult(verbose)), log =>
-            Restart(r.GetValue(input), r.GetValue(detach), r.GetValue(frozen), r.GetValue(huge), ParseInherit(r.GetValue(inherit)), log)));
+            Restart(r.GetValue(input), r.GetValue(detach), r.GetValue(frozen), r.GetValue(huge), r.GetValue(timens), ParseInherit(r.GetValue(inherit)), log)));
 
         var file = new Argument<string>("image") { Description = "image file, or - for standard input" };
         var json = new Option<bool>("--json") { Description = "print JSON instead of text" };
@@ -160,7 +161,7 @@ public static class Program
         return map;
     }
 
-    private static int Restart(string? input, bool detach, bool frozen, bool hugePages, Dictionary<int, int> inherit, Log log)
+    private static int Restart(string? input, bool detach, bool frozen, bool hugePages, bool timeNamespace, Dictionary<int, int> inherit, Log log)
     {
         if ((input == null || input == "-") && !Console.IsInputRedirected)
             return Fail("refusing to read an image from a terminal; use -i FILE or a pipe", ExitCodes.Usage);
@@ -171,7 +172,7 @@ public static class Program
         var progress = StderrIsTerminal ? new ProgressStream(stream, "read") : null;
         using (stream)
         {
-            try { pid = Restorer.Run(progress ?? stream, new RestoreOptions { Detach = detach, Frozen = frozen, HugePages = hugePages, InheritFds = inherit, Cancelled = () => s_cancelled }, log); }
+            try { pid = Restorer.Run(progress ?? stream, new RestoreOptions { Detach = detach, Frozen = frozen, HugePages = hugePages, TimeNamespace = timeNamespace, InheritFds = inherit, Cancelled = () => s_cancelled }, log); }
             finally { progress?.Done(); }
         }
         if (detach || frozen)

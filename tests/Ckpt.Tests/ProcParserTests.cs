@@ -519,6 +519,16 @@ public unsafe class ProcParserTests
     }
 
     [Fact]
+    public void TimeNamespaceOffsets_RoundTripIncludingNegative()
+    {
+        Assert.Equal((86400L * 1_000_000_000, 0L), TimeNamespace.ParseOffsets("monotonic    86400         0\nboottime         0         0\n"));
+        Assert.Equal("monotonic -2 500000000\nboottime 3 0\n", TimeNamespace.FormatOffsets(-1_500_000_000, 3_000_000_000));
+        foreach (long ns in new[] { 0L, 1L, -1L, -1_500_000_000L, 123_456_789_012L, -98_765_432_101L })
+            Assert.Equal((ns, -ns), TimeNamespace.ParseOffsets(TimeNamespace.FormatOffsets(ns, -ns)));
+        Assert.Throws<FormatException>(() => TimeNamespace.ParseOffsets("monotonic x 0\n"));
+    }
+
+    [Fact]
     public void Cgroup_LinesOfV1AndV2()
     {
         var m = Cgroups.Parse("12:cpu,cpuacct:/a/b\n1:name=systemd:/user.slice/x:y.scope\n0::/\n");

@@ -76,14 +76,34 @@ public static class Checkpointer
 
     /// <summary>The namespaces a process of the tree may be in: ckpt's own, since restart rebuilds the tree in
     /// the namespaces of `ckpt restart` and saves none of their state (mounts, network devices, hostname,
-    /// pid numbering, clock offsets...). pid_for_children and time_for_children differ once a process has
-    /// called unshare for its future children.</summary>
+    /// pid numbering...). pid_for_children differs once a process has called unshare for its future
+    /// children. The time namespace is the exception: the tree may have one of its own (see
+    /// <see cref="CheckTimeNamespace"/> and TimeNamespace).</summary>
     private static readonly (string Name, string What)[] Namespaces =
     [
         ("mnt", "mount"), ("pid", "pid"), ("pid_for_children", "pid (for its children, after unshare)"),
         ("net", "network"), ("ipc", "IPC"), ("uts", "UTS (hostname)"), ("user", "user"), ("cgroup", "cgroup"),
-        ("time", "time"), ("time_for_children", "time (for its children, after unshare)"),
     ];
+
+    /// <summary>
+    /// Every process of the frozen tree is in the root's time namespace, and none has made another for its
+    /// children (unshare): the one namespace is saved by its offsets. True when it is not ckpt's.
+    /// </summary>
+    private static bool CheckTimeNamespace(CheckpointSession s)
+    {
+        string? mine = FileCalls.ReadLink("/proc/self/ns/time");
+        if (mine == null) return false;   // a kernel without time namespaces
+        string? root = FileCalls.ReadLink($"/proc/{s.Tree[0].Pid}/ns/time");
+        foreach (var ctx in s.Processes)
+        {
+            string? its = FileCalls.ReadLink($"/proc/{ctx.Pid}/ns/time"), children = FileCalls.ReadLink($"/proc/{ctx.Pid}/ns/time_for_children");
+            if (its != root)
+                throw new NotCheckpointableException(ctx.Pid, $"it is in another time namespace ({its}) than the root of the tree ({root}); only one time namespace is saved, the tree's");
+            if (children != its)
+                throw new NotCheckpointableException(ctx.Pid, $"it made a time namespace for its future children ({children}; unshare), which is not saved");
+        }
+        return root != mine;
+    }
 
     /// <summary>ckpt's own namespaces, in <see cref="Namespaces"/> order (null: a kind this kernel does not have), read once.</summary>
     private static readonly Lazy<string?[]> OwnNamespaces = new(() => Namespaces.Select(n => FileCalls.ReadLink($"/proc/self/ns/{n.Name}")).ToArray());
@@ -444,6 +464,8 @@ public static class Checkpointer
                 TimeUnixNs = (long)(started - DateTime.UnixEpoch).TotalMicroseconds * 1000,
                 Hostname = Environment.MachineName, RootPid = pid,
             }.Write(writer);
+            // the clocks first: the restart makes the tree's time namespace before it forks any process of it
+            TimeNamespace.Write(s, CheckTimeNamespace(s));
             ProcessTree.Write(s);
             foreach (var ctx in s.Processes)
                 foreach (var kind in KindTable.Ordered)

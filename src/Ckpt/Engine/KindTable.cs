@@ -12,6 +12,7 @@ public static class KindTable
     public static readonly IStateKind[] Ordered =
     [
         ProcessTree.Instance,         // Tree: every process of the tree (written once, first; creates the vessels)
+        TimeNamespace.Instance,       // Clocks: written before the Tree, read before the vessels are forked
         ProcessAttributes.Instance,   // Process: pid, comm, rlimits, nice, itimers (creates the vessel)
         Cgroups.Instance,             // cgroup membership (joined before the memory is filled: pages are charged to it)
         Credentials.Instance,         // uids, gids, groups, capabilities

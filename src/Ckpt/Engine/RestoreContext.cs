@@ -11,6 +11,8 @@ public sealed class RestoreOptions
     public bool Frozen { get; init; }
     /// <summary>Rebuild 2 MiB blocks that were fully present as transparent huge pages (--huge-pages).</summary>
     public bool HugePages { get; init; }
+    /// <summary>Run the tree in a time namespace whose clocks go on from the checkpoint's (--time-namespace; automatic on another machine or boot).</summary>
+    public bool TimeNamespace { get; init; }
     public Func<bool> Cancelled { get; init; } = () => false;
     /// <summary>Replacements for external fds: image fd → fd of ckpt (--inherit-fd); default: the same number.</summary>
     public Dictionary<int, int> InheritFds { get; init; } = new();

@@ -63,7 +63,8 @@ public static class Restorer
                         spent[RecordKind.Vma] = (vt + tf - t1, vn);
                         t1 = tf;
                     }
-                    if (rec.Kind == RecordKind.Tree) ProcessTree.Restore(s, rec);
+                    if (rec.Kind == RecordKind.Clocks && s.Tree == null) TimeNamespace.Restore(s, rec);
+                    else if (rec.Kind == RecordKind.Tree) ProcessTree.Restore(s, rec);
                     else
                     {
                         if (rec.Kind == RecordKind.Process) Enter(s, rec);

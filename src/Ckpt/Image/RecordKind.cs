@@ -20,6 +20,7 @@ public enum RecordKind : uint
     FsState = 18,        // Kinds/FsState.cs
     FdTable = 19,        // Kinds/FdTable.cs
     Cgroups = 21,        // Kinds/Cgroups.cs (optional: the process's cgroup membership)
+    Clocks = 22,         // Kinds/TimeNamespace.cs (optional, before the Tree: the machine's boot and clocks, the tree's time namespace offsets)
     Tree = 20,           // Kinds/ProcessTree.cs (every process of the tree, zombies included; first after the header)
 
     RegularFile = 30,    // Kinds/RegularFile.cs

@@ -79,4 +79,48 @@ public sealed class AttributeTests(E2eEnvironment env)
         Assert.Matches(@"(?m)^0::/ckpt-e2e-", r.File("cg-after.txt"));
         r.Cleanup();
     }
+
+    /// <summary>
+    /// A process in a time namespace of its own (started under unshare --time with day-long offsets), with
+    /// an absolute monotonic sleep under way: the checkpoint saves the namespace's offsets, the restart
+    /// makes one with the same offsets, and the clocks go on where they were (a restart with the machine's
+    /// clocks would move them back by a day). Checkpointed again once restored, and restarted again.
+    /// </summary>
+    [Fact]
+    public void TimeNamespaceOffsetsAreKept()
+    {
+        env.Program("clocks");
+        var r = new E2eScript(env, "clocks-timens").Run("""
+            start "$W/out" unshare --time --fork --monotonic 86400 --boottime 86400 "$BIN/clocks" 86400
+            U=$P
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            P=$(sed -n 's/^PID //p' "$W/out")
+            ck checkpoint $P -o "$W/img" --kill --log "$W/ck.log" -v -v || fail "checkpoint failed"
+            wait $U
+            gone 10 $P || fail "pid $P still taken"
+            restart_detached
+            ck checkpoint $P -o "$W/img2" --kill --log "$W/ck2.log" -v -v || fail "second checkpoint failed"
+            gone 10 $P || fail "pid $P still taken after the second checkpoint"
+            r=$(ck restart -i "$W/img2" --detach --log "$W/rs2.log" -v -v) || fail "second restart failed"
+            wait_for "$W/out" '^WOKE' 15 || fail "the sleep did not end"
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.Contains("time namespace of its own", r.File("ck.log"));
+        Assert.Contains("offsets monotonic", r.File("rs.log"));
+        r.Cleanup();
+    }
+
+    /// <summary>restart --time-namespace: the tree runs in a time namespace of its own whose clocks go on from the checkpoint's.</summary>
+    [Fact]
+    public void RestartInATimeNamespace()
+    {
+        env.Program("clocks");
+        var r = new E2eScript(env, "clocks-forced").Run(E2eScript.RoundTrip("\"$BIN/clocks\"", restartArgs: "--time-namespace",
+            afterRestart: "readlink /proc/$P/ns/time > \"$W/ns-after.txt\"; readlink /proc/self/ns/time > \"$W/ns-own.txt\""));
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.NotEqual(r.File("ns-own.txt").Trim(), r.File("ns-after.txt").Trim());
+        Assert.StartsWith("time:[", r.File("ns-after.txt"));
+        r.Cleanup();
+    }
 }
