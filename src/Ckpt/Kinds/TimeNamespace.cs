@@ -36,7 +36,12 @@ public sealed class TimeNamespace : IStateKind
 
     public readonly record struct Clocks(string BootId, long Realtime, long Monotonic, long Boottime, long MonotonicOffset, long BoottimeOffset);
 
-    private static string BootId() => File.ReadAllText("/proc/sys/kernel/random/boot_id").Trim();
+    /// <summary>This boot's id; "" where it cannot be read (the boot is then taken to be the same).</summary>
+    private static string BootId()
+    {
+        try { return File.ReadAllText("/proc/sys/kernel/random/boot_id").Trim(); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return ""; }
+    }
 
     /// <summary>Parses /proc/PID/timens_offsets ("monotonic S NS", "boottime S NS") into nanoseconds.</summary>
     public static (long Monotonic, long Boottime) ParseOffsets(string text)
@@ -90,7 +95,8 @@ public sealed class TimeNamespace : IStateKind
     public static void Restore(RestoreSession s, Record rec)
     {
         var c = Read(rec);
-        bool sameBoot = c.BootId == BootId();
+        string now = BootId();
+        bool sameBoot = c.BootId == now || c.BootId == "" || now == "";
         long mono, boot;
         string why;
         if (sameBoot && !s.Options.TimeNamespace)
