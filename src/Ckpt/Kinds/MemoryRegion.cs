@@ -261,6 +261,8 @@ public sealed unsafe class MemoryRegion : IStateKind
             throw new NotCheckpointableException(pid, $"mapping {v.Start:x}-{v.End:x} is {v.Path}, which is not supported");
         if (SysvShm.IsSysvPath(v.Path)) return Backing.SysvShm;
         if (AioRing.IsRing(v)) { AioRing.Check(pid, v); return Backing.AioRing; }
+        if (v.Path == "anon_inode:[io_uring]")
+            throw new NotCheckpointableException(pid, $"mapping {v.Start:x}-{v.End:x} is the ring of an io_uring instance, which cannot be saved (its kernel-side positions cannot be set again); configure the program not to use io_uring");
         if (v.Inode == 0) return v.Shared ? Backing.AnonShared : Backing.AnonPrivate;
         // memfd, shared anonymous memory ("/dev/zero (deleted)"), deleted files: saved once as memory objects
         if (MemoryObject.IsObjectPath(v.Path)) return v.Shared ? Backing.ObjectShared : Backing.ObjectPrivate;

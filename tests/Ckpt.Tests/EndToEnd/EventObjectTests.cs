@@ -87,6 +87,17 @@ public sealed class EventObjectTests(E2eEnvironment env)
         r.Cleanup();
     }
 
+    /// <summary>An io_uring instance, with its rings mapped (the usual case) or only its fd, is refused by name; the ring still works afterwards.</summary>
+    [Theory]
+    [InlineData("mapped", "is the ring of an io_uring instance")]
+    [InlineData("fd", "io_uring")]
+    public void IoUringIsRefused(string mode, string words)
+    {
+        env.Program("iouring");
+        var r = new E2eScript(env, "iouring-" + mode).Run(E2eScript.Refused($"\"$BIN/iouring\" {mode}"));
+        r.AssertRefused(words);
+    }
+
     [Fact]
     public void EpollWatchOfClosedFdIsRefused()
     {
