@@ -23,6 +23,7 @@ public sealed class CpuState : IStateKind
     public int FinishOrder => 100;
 
     public const long ERESTARTSYS = -512, ERESTARTNOINTR = -513, ERESTARTNOHAND = -514, ERESTART_RESTARTBLOCK = -516;
+    private const ulong NrNanosleep = 35, NrClockNanosleep = 230, TIMER_ABSTIME = 1;
 
     private sealed class Saved
     {
@@ -328,8 +329,12 @@ public sealed class CpuState : IStateKind
     /// <summary>
     /// A task stopped in an interrupted syscall resumes by executing it again: rip back over the 2-byte
     /// syscall instruction, rax = the syscall number. For a restart_block syscall (nanosleep, poll...)
-    /// the original call is re-executed with its original arguments, since the kernel's restart block
-    /// did not survive.
+    /// the original call is re-executed, since the kernel's restart block did not survive: with its
+    /// original arguments, except a relative nanosleep or clock_nanosleep given a buffer for the time
+    /// remaining. The kernel wrote the time left into that buffer when the sleep was interrupted (it is
+    /// in the saved memory), so the sleep resumes for what was left of it instead of starting over: the
+    /// request argument is pointed at that buffer (argument registers are the caller's to lose across a
+    /// call, and the request itself is left untouched).
     /// </summary>
     public static UserRegs ResumeRegs(UserRegs regs)
     {
@@ -338,6 +343,11 @@ public sealed class CpuState : IStateKind
         {
             regs.Rip -= 2;
             regs.Rax = regs.OrigRax;
+            if (rax == ERESTART_RESTARTBLOCK)
+            {
+                if (regs.OrigRax == NrNanosleep && regs.Rsi != 0) regs.Rdi = regs.Rsi;
+                else if (regs.OrigRax == NrClockNanosleep && (regs.Rsi & TIMER_ABSTIME) == 0 && regs.R10 != 0) regs.Rdx = regs.R10;
+            }
         }
         regs.OrigRax = ulong.MaxValue;
         return regs;

@@ -86,6 +86,28 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.Cleanup();
     }
 
+    /// <summary>
+    /// Relative sleeps (nanosleep, clock_nanosleep) given a buffer for the time left, checkpointed 3.5 s
+    /// into 6 s: after the restart they sleep what was left instead of starting over (the program checks
+    /// each lasted less than 8.5 s in all).
+    /// </summary>
+    [Fact]
+    public void SleepsResumeForWhatWasLeft()
+    {
+        env.Program("longsleep");
+        var r = new E2eScript(env, "longsleep").Run("""
+            start "$W/out" "$BIN/longsleep"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            sleep 3.5
+            checkpoint_kill
+            grep -q '^SLEPT' "$W/out" && fail "the checkpoint was not taken during the sleeps"
+            restart_detached
+            wait_for "$W/out" '^SLEPT' 20 || fail "the sleeps did not end"
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
     [Fact]
     public void Files()
     {
