@@ -336,6 +336,42 @@ public sealed class CpuState : IStateKind
     /// request argument is pointed at that buffer (argument registers are the caller's to lose across a
     /// call, and the request itself is left untouched).
     /// </summary>
+    /// <summary>
+    /// Calls the kernel ends with EINTR, instead of restarting them, when their thread is stopped, as the
+    /// freeze stops it (signal(7): epoll_wait, sigtimedwait, semop, io_getevents, and socket calls under a
+    /// timeout): x86-64 numbers.
+    /// </summary>
+    private static readonly HashSet<ulong> EndedByStop =
+    [
+        232 /* epoll_wait */, 281 /* epoll_pwait */, 441 /* epoll_pwait2 */, 128 /* rt_sigtimedwait */,
+        65 /* semop */, 220 /* semtimedop */, 208 /* io_getevents */, 333 /* io_pgetevents */,
+        45 /* recvfrom */, 47 /* recvmsg */, 299 /* recvmmsg */, 43 /* accept */, 288 /* accept4 */,
+    ];
+
+    /// <summary>
+    /// The registers of a thread just frozen: a call in <see cref="EndedByStop"/> that is returning EINTR
+    /// only because the freeze stopped its thread (no signal is pending that could have interrupted it)
+    /// is made to run again instead, when the thread goes on (left running, or restarted): rip back over
+    /// the syscall instruction, rax = its number. Without this, a mere checkpoint made epoll_wait,
+    /// sigwaitinfo and the like fail with EINTR in the program. A timeout starts again.
+    /// </summary>
+    public static UserRegs RestartIfEndedByFreeze(int pid, int tid, UserRegs regs)
+    {
+        const long EINTR = -4;
+        if ((long)regs.Rax != EINTR || (long)regs.OrigRax < 0 || !EndedByStop.Contains(regs.OrigRax)) return regs;
+        try
+        {
+            foreach (var line in File.ReadLines($"/proc/{pid}/task/{tid}/status"))
+                if ((line.StartsWith("SigPnd:", StringComparison.Ordinal) || line.StartsWith("ShdPnd:", StringComparison.Ordinal))
+                    && ulong.Parse(line.AsSpan(7).Trim(), System.Globalization.NumberStyles.HexNumber) != 0)
+                    return regs;   // a signal may have interrupted it: the program gets its EINTR
+        }
+        catch (IOException) { return regs; }
+        regs.Rip -= 2;
+        regs.Rax = regs.OrigRax;
+        return regs;
+    }
+
     public static UserRegs ResumeRegs(UserRegs regs)
     {
         long rax = (long)regs.Rax;

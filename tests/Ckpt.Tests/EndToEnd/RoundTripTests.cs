@@ -108,6 +108,32 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.AssertPassed().AssertRestoredExit0().Cleanup();
     }
 
+    /// <summary>
+    /// Threads blocked in calls the kernel ends with EINTR when their thread is stopped (epoll_wait,
+    /// sigwaitinfo, semop, recv under SO_RCVTIMEO): neither a checkpoint that leaves the process running
+    /// nor a restart lets them see EINTR; each gets its event afterwards.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void CallsEndedByStopsDoNotSeeEintr(bool restart)
+    {
+        env.Program("eintr");
+        var r = new E2eScript(env, restart ? "eintr-restart" : "eintr-running").Run(restart
+            ? E2eScript.RoundTrip("\"$BIN/eintr\"")
+            : """
+              start "$W/out" "$BIN/eintr"
+              wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+              ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v -v || fail "checkpoint failed"
+              kill -USR1 $P
+              wait_exit $P 20; echo "TARGET: $?"
+              """);
+        r.AssertPassed();
+        if (restart) r.AssertRestoredExit0();
+        else Assert.True(r.Stdout.Contains("TARGET: 0"), $"the program saw EINTR{r.Diagnostics}");
+        r.Cleanup();
+    }
+
     [Fact]
     public void Files()
     {
