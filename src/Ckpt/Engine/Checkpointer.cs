@@ -169,7 +169,7 @@ public static class Checkpointer
                 }
                 // every signal is held pending while the task is ours: one dequeued by an injected call
                 // would only be known to us; pending, it is saved and delivered once the mask is back
-                threads.Add((t, CpuState.RestartIfEndedByFreeze(pid, t.Tid, t.GetRegs()), t.GetSigMask()));
+                threads.Add((t, CpuState.RestartIfEndedByFreeze(pid, t, t.GetRegs()), t.GetSigMask()));
                 t.SetSigMask(ulong.MaxValue);
             }
         }
@@ -296,7 +296,7 @@ public static class Checkpointer
         }
         catch (TaskGoneException) when (pid != root) { return IsZombie(pid) ? SeizeOne(s, pid, parent, root) : null; }
         var ctx = new CheckpointContext { Session = s, Pid = pid };
-        ctx.Threads.Add((task, CpuState.RestartIfEndedByFreeze(pid, pid, task.GetRegs()), task.GetSigMask()));
+        ctx.Threads.Add((task, CpuState.RestartIfEndedByFreeze(pid, task, task.GetRegs()), task.GetSigMask()));
         s.Processes.Add(ctx);   // from here on, released (or killed) with the others
         task.SetSigMask(ulong.MaxValue);
         SeizeThreads(s, pid, ctx.Threads);

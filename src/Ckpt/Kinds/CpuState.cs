@@ -350,15 +350,19 @@ public sealed class CpuState : IStateKind
 
     /// <summary>
     /// The registers of a thread just frozen: a call in <see cref="EndedByStop"/> that is returning EINTR
-    /// only because the freeze stopped its thread (no signal is pending that could have interrupted it)
+    /// only because the freeze stopped its thread (no signal is pending, or held back by the tracer, that
+    /// could have interrupted it)
     /// is made to run again instead, when the thread goes on (left running, or restarted): rip back over
     /// the syscall instruction, rax = its number. Without this, a mere checkpoint made epoll_wait,
     /// sigwaitinfo and the like fail with EINTR in the program. A timeout starts again.
     /// </summary>
-    public static UserRegs RestartIfEndedByFreeze(int pid, int tid, UserRegs regs)
+    public static UserRegs RestartIfEndedByFreeze(int pid, Tracing.TracedTask task, UserRegs regs)
     {
         const long EINTR = -4;
         if ((long)regs.Rax != EINTR || (long)regs.OrigRax < 0 || !EndedByStop.Contains(regs.OrigRax)) return regs;
+        // a signal caught on its way in (held back by the tracer, given back on release) may have interrupted it
+        if (task.DeferredSignals.Count > 0) return regs;
+        int tid = task.Tid;
         try
         {
             foreach (var line in File.ReadLines($"/proc/{pid}/task/{tid}/status"))
