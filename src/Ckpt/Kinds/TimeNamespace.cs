@@ -136,9 +136,10 @@ public sealed class TimeNamespace : IStateKind
         try { File.WriteAllText($"/proc/{root.Pid}/timens_offsets", FormatOffsets(p.Monotonic, p.Boottime)); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            // (CAP_SYS_TIME is needed) the namespace made keeps the machine's clocks: not entered
+            // (CAP_SYS_TIME is needed) the namespace keeps the machine's clocks; entered all the same, so that
+            // the root and the processes forked from its vessel share one
             s.Log.Error($"cannot set the clocks of the tree's time namespace ({p.Why}): {e.Message}; its clocks are the machine's");
-            return;
+            p = new Pending { Why = p.Why };
         }
         int fd = root.OpenInVessel("/proc/self/ns/time_for_children", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC);
         long entered = root.Vessel.Inject(Nr.setns, fd, CLONE_NEWTIME);
