@@ -168,11 +168,16 @@ public static class Program
         Stream stream = input == null || input == "-"
             ? new FileStream(new SafeFileHandle(0, ownsHandle: false), FileAccess.Read, 0)
             : OpenInput(input);
+        // an image that comes through a pipe may be drained into a spool file (a checkpoint --kill of this
+        // machine writing into it needs the tree's pids freed, which happens once it has written it all)
+        var spool = stream is FileStream fs && FileCalls.FstatOrThrow((int)fs.SafeFileHandle.DangerousGetHandle()).Type != StatBuf.S_IFREG
+            ? new SpoolingInput(stream) : null;
+        if (spool != null) stream = spool;
         int pid;
         var progress = StderrIsTerminal ? new ProgressStream(stream, "read") : null;
         using (stream)
         {
-            try { pid = Restorer.Run(progress ?? stream, new RestoreOptions { Detach = detach, Frozen = frozen, HugePages = hugePages, TimeNamespace = timeNamespace, InheritFds = inherit, Cancelled = () => s_cancelled }, log); }
+            try { pid = Restorer.Run(progress ?? stream, new RestoreOptions { Detach = detach, Frozen = frozen, HugePages = hugePages, TimeNamespace = timeNamespace, InheritFds = inherit, Spool = spool, Cancelled = () => s_cancelled }, log); }
             finally { progress?.Done(); }
         }
         if (detach || frozen)

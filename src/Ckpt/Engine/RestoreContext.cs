@@ -13,6 +13,8 @@ public sealed class RestoreOptions
     public bool HugePages { get; init; }
     /// <summary>Run the tree in a time namespace whose clocks go on from the checkpoint's (--time-namespace; automatic on another machine or boot).</summary>
     public bool TimeNamespace { get; init; }
+    /// <summary>The image input when it comes through a pipe: drained into a spool file if a pid of the tree is taken (see Vessel.RetryTakenPid).</summary>
+    public Image.SpoolingInput? Spool { get; init; }
     public Func<bool> Cancelled { get; init; } = () => false;
     /// <summary>Replacements for external fds: image fd → fd of ckpt (--inherit-fd); default: the same number.</summary>
     public Dictionary<int, int> InheritFds { get; init; } = new();

@@ -23,7 +23,10 @@ public static class Restorer
         var reader = new ImageReader(input, bufferSize: 64 << 10, payloadRing: ReadAhead + 4) { ConsumerVerifies = RecordKind.Pages };
         var header = ImageHeader.Read(reader);
         CheckHeader(header);
-        return TracerThread.Run(() => RunTraced(reader, header, opt, log));
+        Vessel.Input = opt.Spool;
+        Vessel.SpoolLog = m => log.Info(m);
+        try { return TracerThread.Run(() => RunTraced(reader, header, opt, log)); }
+        finally { Vessel.Input = null; Vessel.SpoolLog = null; }
     }
 
     /// <summary>Records read and verified ahead of the one being restored.</summary>

@@ -77,28 +77,51 @@ public static unsafe class Vessel
     ///   frees its pid number (a restart right after <c>checkpoint --kill</c>): up to ~200 ms;
     /// - the holder is a zombie: the processes of a tree just killed by <c>checkpoint --kill</c> are
     ///   orphans that pid 1 reaps, which may take seconds: up to ~3 s.
-    /// A pid held by a live task fails at once. (A restart reading a <c>checkpoint --kill</c> of the same
-    /// machine through a pipe cannot work: the tree is killed only after the whole image is written, and
-    /// the restart needs its pids before it reads further.)
+    /// A pid held by a live task fails at once, unless the image comes through a pipe
+    /// (<see cref="Input"/>): the tree may be that of a <c>checkpoint --kill</c> on this machine writing
+    /// into the pipe, which kills its tree only once the whole image is written. Then the rest of the
+    /// image is drained into a spool file so that the checkpoint can finish, and the pid is waited for
+    /// until the image has come whole and ~1 s more.
     /// </summary>
-    public static bool RetryTakenPid(int pid, ref int tries)
+    public static bool RetryTakenPid(int pid, PidWait w)
     {
-        ++tries;
-        int limit = 200;
         if (Directory.Exists($"/proc/{pid}"))
         {
             try
             {
                 var st = Proc.ProcStatus.Read(pid);
+                int limit;
                 if (st.State == 'Z') limit = 3000;
-                else return false;
+                else if (Input is not { } input) return false;
+                else
+                {
+                    if (!input.Spooling)
+                    {
+                        SpoolLog?.Invoke($"pid {pid} is in use and the image comes through a pipe: the rest of it goes into a spool file while its writer (a checkpoint --kill of this machine?) finishes");
+                        input.StartSpooling(Path.GetTempPath());
+                    }
+                    if (!input.AtEnd) { Thread.Sleep(2); return true; }
+                    limit = 1000;
+                }
+                if (++w.Tries > limit) return false;
+                Thread.Sleep(1);
+                return true;
             }
             catch (IOException) { }   // gone meanwhile: try again
         }
-        if (tries > limit) return false;
+        // its own budget: a zombie reaped after a while leaves its pid number a few ms after its /proc entry
+        if (++w.GoneTries > 200) return false;
         Thread.Sleep(1);
         return true;
     }
+
+    /// <summary>How long <see cref="RetryTakenPid"/> has waited for one pid.</summary>
+    public sealed class PidWait { public int Tries, GoneTries; }
+
+    /// <summary>The image input of the restart, when it comes through a pipe (set by the restorer for its run).</summary>
+    public static Image.SpoolingInput? Input { get; set; }
+    /// <summary>Where <see cref="RetryTakenPid"/> says that it spools the input.</summary>
+    public static Action<string>? SpoolLog { get; set; }
 
     /// <summary>Forks a vessel whose pid is <paramref name="pid"/>; it is our child, parked in pause().</summary>
     public static int Create(int pid)
@@ -107,9 +130,10 @@ public static unsafe class Vessel
         int want = pid;
         var args = new CloneArgs { ExitSignal = 17 /* SIGCHLD */, SetTid = (ulong)&want, SetTidSize = 1 };
         var fn = (delegate* unmanaged<CloneArgs*, ulong, long>)Blob;
-        long r; int tries = 0;
+        long r;
+        var wait = new PidWait();
         do r = fn(&args, (ulong)sizeof(CloneArgs));
-        while (r == -Errors.EEXIST && RetryTakenPid(pid, ref tries));
+        while (r == -Errors.EEXIST && RetryTakenPid(pid, wait));
         if (r == -Errors.EEXIST)
             throw new CkptException($"restart: pid {pid} is already in use; stop the process that holds it (or restart in a new pid namespace)", ExitCodes.RestoreConflict);
         if (r == -Errors.EPERM)
@@ -160,9 +184,10 @@ public static unsafe class Vessel
         MemoryMarshal.Write(bytes, in args);
         BitConverter.TryWriteBytes(bytes.AsSpan(256), id);
         MemoryCalls.WriteRemote(parent.Tid, scratch, bytes);
-        long r; int tries = 0;
+        long r;
+        var wait = new PidWait();
         do r = parent.Inject(Nr.clone3, (long)scratch, sizeof(CloneArgs));
-        while (r == -Errors.EEXIST && RetryTakenPid(id, ref tries));
+        while (r == -Errors.EEXIST && RetryTakenPid(id, wait));
         if (r == -Errors.EEXIST)
             throw new CkptException($"restart: {what} {id} is already in use; {hint}", ExitCodes.RestoreConflict);
         if (r < 0) throw new SyscallException($"clone3 {what} {id} (injected)", (int)-r, parent.Tid);

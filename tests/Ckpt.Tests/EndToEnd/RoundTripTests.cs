@@ -134,6 +134,28 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.Cleanup();
     }
 
+    /// <summary>
+    /// <c>ckpt checkpoint PID --kill | cat | ckpt restart</c> on one machine: the restart needs the pid,
+    /// which the checkpoint frees only once it has written the whole image, more than the pipes hold; the
+    /// restart drains the rest of the image into a spool file meanwhile, then restarts from it.
+    /// </summary>
+    [Fact]
+    public void CheckpointKillPipedIntoRestart()
+    {
+        env.Program("hugemem");
+        var r = new E2eScript(env, "piped").Run("""
+            ( setsid sh -c 'echo $$ > "$1/pid"; exec "$2" small' sh "$W" "$BIN/hugemem" </dev/null >"$W/out" 2>&1 & )
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            P=$(cat "$W/pid")
+            ck checkpoint $P --kill 2>"$W/ck.err" | cat | ck restart --detach --log "$W/rs.log" -v -v >"$W/restart.out" 2>"$W/rs.err"
+            [ "$(cat "$W/restart.out")" = "$P" ] || fail "restart printed '$(cat "$W/restart.out")': $(cat "$W/ck.err" "$W/rs.err")"
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.Contains("spool file", r.File("rs.log"));
+        r.Cleanup();
+    }
+
     [Fact]
     public void Files()
     {
