@@ -500,6 +500,10 @@ public static class Checkpointer
             if (holding) held.Dispose();
             Exception? first = null;
             MemoryRegion.EndCheckpoint(s);   // page readers started ahead stop before the processes run again
+            // TCP connections read in repair mode leave it before the tree runs again (a thread reading one
+            // in repair mode gets EPERM); a tree being killed closes them in it (silently) afterwards
+            bool killing = ok && opt.Kill;
+            if (!killing) InetSocket.EndCheckpoint(s, killed: false);
             // children first: a parent released early could see a child still stopped
             using (TracerThread.Unpreempted())
                 foreach (var ctx in Enumerable.Reverse(s.Processes))
@@ -509,8 +513,7 @@ public static class Checkpointer
                     catch (Exception e) { first ??= e; }
                     ctx.Close();
                 }
-            // TCP connections read in repair mode leave it, or are closed in it (silently) once killed
-            InetSocket.EndCheckpoint(s, killed: ok && opt.Kill);
+            if (killing) InetSocket.EndCheckpoint(s, killed: true);
             InetSocket.EndQuiesce(s, quiesceTable);
             log.Info($"tree frozen for {frozen.Elapsed.TotalMilliseconds:F3} ms");
             if (first != null && ok) throw first;

@@ -74,6 +74,33 @@ public sealed class InetSocketTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// A checkpoint that leaves the tree running (saved, or refused because the peer sent meanwhile),
+    /// taken while the server is blocked reading a connection its client keeps using: the server goes on
+    /// reading (the connection left repair mode before the tree ran again; it used to get EPERM).
+    /// </summary>
+    [Fact]
+    public void ServerReadingGoesOnAfterACheckpointThatLeavesItRunning()
+    {
+        env.Program("tcppeer");
+        var r = new E2eScript(env, "tcppeer-running").Run("""
+            start "$W/out" "$BIN/tcppeer" server
+            wait_for "$W/out" '^READY' 15 || fail "the server did not print READY"
+            port=$(sed -n 's/^PORT //p' "$W/out")
+            "$BIN/tcppeer" client "$port" 2 > "$W/client.out" 2>&1 &
+            C=$!
+            sleep 0.5
+            for i in 1 2 3; do ck checkpoint $P -o "$W/img" --log "$W/ck$i.log" 2>>"$W/err.txt"; echo "RC: $?"; sleep 0.1; done
+            wait $C; echo "CLIENT: $?"
+            kill -USR1 $P
+            wait_exit $P 20; echo "TARGET: $?"
+            """);
+        r.AssertPassed();
+        Assert.True(r.Stdout.Contains("CLIENT: 0"), $"the client lost its server: {r.File("client.out")}{r.Diagnostics}");
+        Assert.True(r.Stdout.Contains("TARGET: 0"), $"the server failed after the checkpoint{r.Diagnostics}");
+        r.Cleanup();
+    }
+
+    /// <summary>
     /// A client that connects while its server is down (checkpointed with --kill) is held, not refused:
     /// its connection request is dropped until the restart and sent again, and it then gets its answers.
     /// </summary>
