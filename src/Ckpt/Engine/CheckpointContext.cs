@@ -10,6 +10,24 @@ namespace Ckpt.Engine;
 /// objref table of open file descriptions (a description held by several processes is written once),
 /// the tree itself, and a state bag for kinds whose objects span processes (pipes, unlinked files).
 /// </summary>
+/// <summary>
+/// What the queues of the tree's inotify instances and netlink sockets held at the last look of the
+/// quiesce loop (<see cref="Checkpointer"/>), by (pid, fd): the image is taken with them as they were
+/// then, and what was queued later comes after the checkpoint's moment. Made anew at each look,
+/// forgotten whenever the tree runs again.
+/// </summary>
+public sealed class QueuesAtFreeze
+{
+    public readonly Dictionary<(int Pid, int Fd), long> Bytes = new();
+
+    /// <summary>The bytes fd <paramref name="fd"/> of <paramref name="pid"/> held at the last look; false when not known.</summary>
+    public static bool TryGet(CheckpointSession s, int pid, int fd, out long bytes)
+    {
+        bytes = 0;
+        return s.Existing<QueuesAtFreeze>()?.Bytes.TryGetValue((pid, fd), out bytes) == true;
+    }
+}
+
 public sealed class CheckpointSession : StateBag
 {
     public required ImageWriter Image { get; init; }

@@ -77,33 +77,12 @@ public static class Checkpointer
     /// <summary>The namespaces a process of the tree may be in: ckpt's own, since restart rebuilds the tree in
     /// the namespaces of `ckpt restart` and saves none of their state (mounts, network devices, hostname,
     /// pid numbering...). pid_for_children differs once a process has called unshare for its future
-    /// children. The time namespace is the exception: the tree may have one of its own (see
-    /// <see cref="CheckTimeNamespace"/> and TimeNamespace).</summary>
+    /// children. The time namespace is the exception: the tree may have one of its own (TimeNamespace).</summary>
     private static readonly (string Name, string What)[] Namespaces =
     [
         ("mnt", "mount"), ("pid", "pid"), ("pid_for_children", "pid (for its children, after unshare)"),
         ("net", "network"), ("ipc", "IPC"), ("uts", "UTS (hostname)"), ("user", "user"), ("cgroup", "cgroup"),
     ];
-
-    /// <summary>
-    /// Every process of the frozen tree is in the root's time namespace, and none has made another for its
-    /// children (unshare): the one namespace is saved by its offsets. True when it is not ckpt's.
-    /// </summary>
-    private static bool CheckTimeNamespace(CheckpointSession s)
-    {
-        string? mine = FileCalls.ReadLink("/proc/self/ns/time");
-        if (mine == null) return false;   // a kernel without time namespaces
-        string? root = FileCalls.ReadLink($"/proc/{s.Tree[0].Pid}/ns/time");
-        foreach (var ctx in s.Processes)
-        {
-            string? its = FileCalls.ReadLink($"/proc/{ctx.Pid}/ns/time"), children = FileCalls.ReadLink($"/proc/{ctx.Pid}/ns/time_for_children");
-            if (its != root)
-                throw new NotCheckpointableException(ctx.Pid, $"it is in another time namespace ({its}) than the root of the tree ({root}); only one time namespace is saved, the tree's");
-            if (children != its)
-                throw new NotCheckpointableException(ctx.Pid, $"it made a time namespace for its future children ({children}; unshare), which is not saved");
-        }
-        return root != mine;
-    }
 
     /// <summary>ckpt's own namespaces, in <see cref="Namespaces"/> order (null: a kind this kernel does not have), read once.</summary>
     private static readonly Lazy<string?[]> OwnNamespaces = new(() => Namespaces.Select(n => FileCalls.ReadLink($"/proc/self/ns/{n.Name}")).ToArray());
@@ -422,15 +401,16 @@ public static class Checkpointer
                 // gathers them): new TCP requests are held back by nf_tables, the tree runs a moment to
                 // accept what waits, and it is frozen again; unix listeners and inotify instances with
                 // events queued get the same moment
-                if (quiesce >= (opening ? QuiesceRetriesOpening : QuiesceRetries)) { Inotify.ForgetQueues(s); NetlinkSocket.ForgetQueues(s); break; }
+                // (the tree ran since the last look: its queues are looked at again when saved)
+                if (quiesce >= (opening ? QuiesceRetriesOpening : QuiesceRetries)) { s.Forget<QueuesAtFreeze>(); break; }
                 // (each looked at, so that the inotify and netlink queues are known as they were at this moment)
+                s.Set(new QueuesAtFreeze());
                 var tcp = InetSocket.TcpSockets(s);
                 opening = InetSocket.ConnectionsOpening(s, tcp);
                 bool wait = InetSocket.QuiesceListeners(s, tcp, ref quiesceTable, quiesceHeld) | opening
                     | UnixSocket.HasWaitingConnections(s) | Inotify.HasQueuedEvents(s) | NetlinkSocket.HasQueuedMessages(s);
                 if (!wait) break;
-                Inotify.ForgetQueues(s);
-                NetlinkSocket.ForgetQueues(s);
+                s.Forget<QueuesAtFreeze>();
                 log.Debug($"connections wait to be accepted or are being opened, or inotify events to be read, or netlink messages: the tree runs a moment to take them ({quiesce + 1})");
                 LetGo(s, log);
                 Thread.Sleep(Math.Min(5 * (quiesce + 1), 50));
@@ -465,7 +445,7 @@ public static class Checkpointer
                 Hostname = Environment.MachineName, RootPid = pid,
             }.Write(writer);
             // the clocks first: the restart makes the tree's time namespace before it forks any process of it
-            TimeNamespace.Write(s, CheckTimeNamespace(s));
+            TimeNamespace.Write(s);
             ProcessTree.Write(s);
             foreach (var ctx in s.Processes)
                 foreach (var kind in KindTable.Ordered)

@@ -1,4 +1,5 @@
 using Ckpt.Native;
+using Microsoft.Win32.SafeHandles;
 
 namespace Ckpt.Image;
 
@@ -15,7 +16,7 @@ public sealed class SpoolingInput : Stream
 {
     private readonly Stream _in;
     private readonly object _inLock = new(), _lock = new();
-    private SafeFd? _spool;
+    private SafeFileHandle? _spool;
     private long _written, _read;
     private bool _atEnd;
     private Exception? _error;
@@ -37,15 +38,15 @@ public sealed class SpoolingInput : Stream
             if (_spool != null) return;
             int fd = FileCalls.Open(dir, FileCalls.O_TMPFILE | FileCalls.O_RDWR | FileCalls.O_CLOEXEC, 0x180);
             if (fd < 0) throw SyscallException.Last($"open O_TMPFILE in {dir}", 0);
-            _spool = new SafeFd(fd);
+            _spool = new SafeFileHandle(fd, ownsHandle: true);
         }
         _drainer = new Thread(Drain) { Name = "ckpt-spool", IsBackground = true };
         _drainer.Start();
     }
 
-    private unsafe void Drain()
+    private void Drain()
     {
-        var buf = GC.AllocateUninitializedArray<byte>(1 << 20, pinned: true);
+        var buf = GC.AllocateUninitializedArray<byte>(1 << 20);
         try
         {
             while (true)
@@ -53,13 +54,7 @@ public sealed class SpoolingInput : Stream
                 int n;
                 lock (_inLock) n = _in.Read(buf, 0, buf.Length);
                 if (n <= 0) break;
-                fixed (byte* p = buf)
-                    for (int off = 0; off < n;)
-                    {
-                        nint w = FileCalls.Pwrite(_spool!.Fd, p + off, (nuint)(n - off), _written + off);
-                        if (w <= 0) throw SyscallException.Last("write (spool file)", 0);
-                        off += (int)w;
-                    }
+                RandomAccess.Write(_spool!, buf.AsSpan(0, n), _written);   // (only this thread writes _written)
                 lock (_lock) { _written += n; Monitor.PulseAll(_lock); }
             }
         }
@@ -69,7 +64,7 @@ public sealed class SpoolingInput : Stream
 
     public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
 
-    public override unsafe int Read(Span<byte> buffer)
+    public override int Read(Span<byte> buffer)
     {
         if (buffer.IsEmpty) return 0;
         if (!Spooling)
@@ -89,13 +84,12 @@ public sealed class SpoolingInput : Stream
             at = _read;
             n = (int)Math.Min(buffer.Length, _written - _read);
         }
-        fixed (byte* p = buffer)
-            for (int off = 0; off < n;)
-            {
-                nint r = FileCalls.Pread(_spool!.Fd, p + off, (nuint)(n - off), at + off);
-                if (r <= 0) throw SyscallException.Last("read (spool file)", 0);
-                off += (int)r;
-            }
+        for (int off = 0; off < n;)
+        {
+            int r = RandomAccess.Read(_spool!, buffer[off..n], at + off);
+            if (r <= 0) throw new IOException($"the spool file ended at {at + off} bytes; {_written} were written");
+            off += r;
+        }
         lock (_lock) _read += n;
         return n;
     }
@@ -115,10 +109,4 @@ public sealed class SpoolingInput : Stream
     public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
     public override void SetLength(long value) => throw new NotSupportedException();
     public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-
-    private sealed class SafeFd(int fd) : IDisposable
-    {
-        public int Fd { get; } = fd;
-        public void Dispose() => FileCalls.Close(Fd);
-    }
 }

@@ -362,13 +362,10 @@ public sealed class CpuState : IStateKind
         if ((long)regs.Rax != EINTR || (long)regs.OrigRax < 0 || !EndedByStop.Contains(regs.OrigRax)) return regs;
         // a signal caught on its way in (held back by the tracer, given back on release) may have interrupted it
         if (task.DeferredSignals.Count > 0) return regs;
-        int tid = task.Tid;
         try
         {
-            foreach (var line in File.ReadLines($"/proc/{pid}/task/{tid}/status"))
-                if ((line.StartsWith("SigPnd:", StringComparison.Ordinal) || line.StartsWith("ShdPnd:", StringComparison.Ordinal))
-                    && ulong.Parse(line.AsSpan(7).Trim(), System.Globalization.NumberStyles.HexNumber) != 0)
-                    return regs;   // a signal may have interrupted it: the program gets its EINTR
+            var st = Proc.ProcStatus.Read(pid, task.Tid);
+            if (st.SigPnd != 0 || st.ShdPnd != 0) return regs;   // a signal may have interrupted it: the program gets its EINTR
         }
         catch (IOException) { return regs; }
         regs.Rip -= 2;

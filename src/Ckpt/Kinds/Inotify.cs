@@ -46,27 +46,23 @@ public sealed class Inotify : IFileKind
     /// </summary>
     public static bool HasQueuedEvents(CheckpointSession s)
     {
-        var seen = s.State<QueuedAtFreeze>().Bytes;
-        seen.Clear();
+        var seen = s.State<QueuesAtFreeze>().Bytes;
+        bool any = false;
         foreach (var ctx in s.Processes)
             foreach (var f in ctx.OpenFiles)
             {
                 if (f.Link != "anon_inode:inotify") continue;
                 int mine = ctx.GrabFd(f.Fd);
-                try { seen[(ctx.Pid, f.Fd)] = EventCalls.QueuedBytes(mine, ctx.Pid); }
+                try { any |= (seen[(ctx.Pid, f.Fd)] = EventCalls.QueuedBytes(mine, ctx.Pid)) > 0; }
                 finally { FileCalls.Close(mine); }
             }
-        return seen.Values.Any(n => n > 0);
+        return any;
     }
-
-    /// <summary>The tree ran since the last look (or it was never looked at): each queue is read when saved.</summary>
-    public static void ForgetQueues(CheckpointSession s) => s.Forget<QueuedAtFreeze>();
-
-    private sealed class QueuedAtFreeze { public readonly Dictionary<(int Pid, int Fd), int> Bytes = new(); }
 
     public void CheckpointFile(CheckpointContext ctx, in OpenFile f, uint objref)
     {
-        if (ctx.Session.Existing<QueuedAtFreeze>()?.Bytes.TryGetValue((ctx.Pid, f.Fd), out int queued) != true)
+        // as it was at the last look, when the tree has not run since (else as it is now)
+        if (!QueuesAtFreeze.TryGet(ctx.Session, ctx.Pid, f.Fd, out long queued))
         {
             int mine = ctx.GrabFd(f.Fd);
             try { queued = EventCalls.QueuedBytes(mine, ctx.Pid); }

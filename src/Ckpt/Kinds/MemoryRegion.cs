@@ -101,14 +101,10 @@ public sealed unsafe class MemoryRegion : IStateKind
     /// <summary>Processes with fewer resident pages than this have their smaps read at the freeze.</summary>
     private const long LateSmapsPages = 16384;   // 64 MiB
 
-    /// <summary>Resident pages (the second field of /proc/PID/statm); 0 when it cannot be read.</summary>
+    /// <summary>Resident pages (field 24 of /proc/PID/stat, rss); 0 when it cannot be read.</summary>
     private static long ResidentPages(int pid)
     {
-        try
-        {
-            var f = File.ReadAllText($"/proc/{pid}/statm").Split(' ');
-            return f.Length > 1 && long.TryParse(f[1], out long n) ? n : 0;
-        }
+        try { return long.TryParse(ProcStat.Read(pid).Field(24), out long n) ? n : 0; }
         catch (IOException) { return 0; }
     }
 
@@ -137,6 +133,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         return null;
     }
 
+    /// <summary>PAGEMAP_SCAN works here (kernel 6.7 and later); else the pagemap is read entry by entry. Null: not tried yet.</summary>
     private static bool? s_scanWorks;
 
     /// <summary>Whether this kernel has PAGEMAP_SCAN (6.7 and later), tried once on ckpt's own pagemap.</summary>
@@ -152,7 +149,6 @@ public sealed unsafe class MemoryRegion : IStateKind
             long n = MemoryCalls.PagemapScan((int)pagemap.SafeFileHandle.DangerousGetHandle(), page, page + PageSize, one, 0, 0,
                 MemoryCalls.PAGE_IS_PRESENT, out _);
             s_scanWorks = n >= 0;
-            if (n < 0) s_pagemapScan = false;
             return n >= 0;
         }
     }
@@ -282,7 +278,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         // nothing resident or swapped (smaps): no page to look for; spares reading the pagemap of huge
         // reservations (the .NET GC reserves tens of GiB PROT_NONE: ~100 ms of pagemap per 48 GiB)
         if (v.RssKb == 0 && v.SwapKb == 0) return runs;
-        if (s_pagemapScan && ScannedRuns(pagemap, v, b, runs)) return runs;
+        if (PagemapScanWorks && ScannedRuns(pagemap, v, b, runs)) return runs;
         return ReadRuns(pagemap, v, b, buf);
     }
 
@@ -317,8 +313,6 @@ public sealed unsafe class MemoryRegion : IStateKind
         return runs;
     }
 
-    /// <summary>PAGEMAP_SCAN works here (kernel 6.7 and later); else the pagemap is read entry by entry.</summary>
-    private static bool s_pagemapScan = true;
     [ThreadStatic] private static PageRegion[]? t_regions;
 
     /// <summary>
@@ -340,7 +334,7 @@ public sealed unsafe class MemoryRegion : IStateKind
             if (n < 0)
             {
                 int e = Marshal.GetLastPInvokeError();
-                if (runs.Count == 0 && at == v.Start && e is 25 /* ENOTTY */ or Errors.EINVAL) { s_pagemapScan = false; return false; }
+                if (runs.Count == 0 && at == v.Start && e is 25 /* ENOTTY */ or Errors.EINVAL) { s_scanWorks = false; return false; }
                 throw new SyscallException("ioctl(PAGEMAP_SCAN)", e, 0, $"{v.Start:x}-{v.End:x}");
             }
             for (int i = 0; i < n; i++)
@@ -483,7 +477,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         {
             lock (_own)
             {
-                if (!_disposed && _own.Contains(c)) { _workers[c.Worker].Free.Add(c); return; }
+                if (!_disposed) { _workers[c.Worker].Free.Add(c); return; }
             }
             _pool.Free.Add(c);
         }

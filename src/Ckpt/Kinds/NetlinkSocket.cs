@@ -45,8 +45,8 @@ public sealed unsafe class NetlinkSocket : IStateKind
     /// </summary>
     public static bool HasQueuedMessages(CheckpointSession s)
     {
-        var seen = s.State<QueuedAtFreeze>().Bytes;
-        seen.Clear();
+        var seen = s.State<QueuesAtFreeze>().Bytes;
+        bool any = false;
         var rmem = new Dictionary<ulong, long>();
         foreach (var line in File.ReadLines("/proc/self/net/netlink").Skip(1))
         {
@@ -55,14 +55,9 @@ public sealed unsafe class NetlinkSocket : IStateKind
         }
         foreach (var ctx in s.Processes)
             foreach (var f in ctx.OpenFiles)
-                if (f.Stat.Type == StatBuf.S_IFSOCK && rmem.TryGetValue(f.Stat.Ino, out long r)) seen[(ctx.Pid, f.Fd)] = r;
-        return seen.Values.Any(n => n > 0);
+                if (f.Stat.Type == StatBuf.S_IFSOCK && rmem.TryGetValue(f.Stat.Ino, out long r)) any |= (seen[(ctx.Pid, f.Fd)] = r) > 0;
+        return any;
     }
-
-    /// <summary>The tree ran since the last look (or it was never looked at): each socket is looked at when saved.</summary>
-    public static void ForgetQueues(CheckpointSession s) => s.Forget<QueuedAtFreeze>();
-
-    private sealed class QueuedAtFreeze { public readonly Dictionary<(int Pid, int Fd), long> Bytes = new(); }
 
     /// <summary>Saves the socket if it is a netlink socket (else returns false); refuses one with messages queued.</summary>
     public static bool TryCheckpoint(CheckpointContext ctx, in OpenFile f, uint objref)
@@ -75,7 +70,7 @@ public sealed unsafe class NetlinkSocket : IStateKind
             int protocol = SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_PROTOCOL, "SO_PROTOCOL", ctx.Pid);
             string what = $"fd {f.Fd} ({f.Link}, a netlink socket of protocol {protocol})";
             int queued = 0;
-            bool empty = ctx.Session.Existing<QueuedAtFreeze>()?.Bytes.TryGetValue((ctx.Pid, f.Fd), out long atFreeze) == true && atFreeze == 0;
+            bool empty = QueuesAtFreeze.TryGet(ctx.Session, ctx.Pid, f.Fd, out long atFreeze) && atFreeze == 0;
             if (!empty && EventCalls.Ioctl(mine, EventCalls.FIONREAD, &queued) == 0 && queued > 0)
                 throw new NotCheckpointableException(ctx.Pid, $"{what} has {queued} bytes of messages queued, which cannot be put back; checkpoint once they were read");
             byte* a = stackalloc byte[16];

@@ -66,9 +66,30 @@ public sealed class TimeNamespace : IStateKind
         return One("monotonic", monotonic) + "\n" + One("boottime", boottime) + "\n";
     }
 
-    /// <summary>Writes the Clocks record (once, before the Tree record); the tree is frozen.</summary>
-    public static void Write(CheckpointSession s, bool ownNamespace)
+    /// <summary>
+    /// Every process of the frozen tree is in the root's time namespace, and none has made another for its
+    /// children (unshare): the one namespace is saved by its offsets. True when it is not ckpt's.
+    /// </summary>
+    private static bool OwnNamespace(CheckpointSession s)
     {
+        string? mine = FileCalls.ReadLink("/proc/self/ns/time");
+        if (mine == null) return false;   // a kernel without time namespaces
+        string? root = FileCalls.ReadLink($"/proc/{s.Tree[0].Pid}/ns/time");
+        foreach (var ctx in s.Processes)
+        {
+            string? its = FileCalls.ReadLink($"/proc/{ctx.Pid}/ns/time"), children = FileCalls.ReadLink($"/proc/{ctx.Pid}/ns/time_for_children");
+            if (its != root)
+                throw new NotCheckpointableException(ctx.Pid, $"it is in another time namespace ({its}) than the root of the tree ({root}); only one time namespace is saved, the tree's");
+            if (children != its)
+                throw new NotCheckpointableException(ctx.Pid, $"it made a time namespace for its future children ({children}; unshare), which is not saved");
+        }
+        return root != mine;
+    }
+
+    /// <summary>Writes the Clocks record (once, before the Tree record); the tree is frozen.</summary>
+    public static void Write(CheckpointSession s)
+    {
+        bool ownNamespace = OwnNamespace(s);
         var (mono, boot) = ownNamespace ? ParseOffsets(File.ReadAllText($"/proc/{s.Tree[0].Pid}/timens_offsets")) : (0, 0);
         var c = new Clocks(BootId(), EventCalls.ClockNs(CLOCK_REALTIME), EventCalls.ClockNs(CLOCK_MONOTONIC), EventCalls.ClockNs(CLOCK_BOOTTIME), mono, boot);
         var p = new PayloadWriter().Str(c.BootId).I64(c.Realtime).I64(c.Monotonic).I64(c.Boottime).I64(c.MonotonicOffset).I64(c.BoottimeOffset);
