@@ -37,6 +37,18 @@ static int closed_mode(void)
     return e2e_finish();
 }
 
+/* makes DIR/after and checks that the inotify instance `in` (watching DIR for IN_CREATE) reports it */
+static void new_file_reported(int in, const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/after", dir);
+    int f = open(path, O_CREAT | O_WRONLY, 0644);
+    MUST(f >= 0);
+    close(f);
+    struct pollfd p = { in, POLLIN, 0 };
+    CHECK(poll(&p, 1, 2000) == 1, "the watch no longer reports new files");
+}
+
 /* "slowwatch DIR": an inotify instance watching DIR that reads its events 300 ms after they come; a
  * checkpoint taken right after a file is made in DIR finds them queued. After SIGUSR1: the event was
  * read (IN_CREATE of "made"), and the watch still reports a new file. */
@@ -61,13 +73,7 @@ static int slowwatch_mode(const char *dir)
     }
     say("SEEN");
     e2e_wait_usr1();
-    char path[4096];
-    snprintf(path, sizeof path, "%s/after", dir);
-    int f = open(path, O_CREAT | O_WRONLY, 0644);
-    MUST(f >= 0);
-    close(f);
-    struct pollfd p = { in, POLLIN, 0 };
-    CHECK(poll(&p, 1, 2000) == 1, "the watch no longer reports new files");
+    new_file_reported(in, dir);
     return e2e_finish();
 }
 
@@ -87,13 +93,7 @@ static int watchdir_mode(const char *dir)
     }
     fcntl(in, F_SETFL, O_NONBLOCK);
     while (read(in, buf, sizeof buf) > 0) {}   /* whatever came meanwhile */
-    char path[4096];
-    snprintf(path, sizeof path, "%s/after", dir);
-    int f = open(path, O_CREAT | O_WRONLY, 0644);
-    MUST(f >= 0);
-    close(f);
-    struct pollfd p = { in, POLLIN, 0 };
-    CHECK(poll(&p, 1, 2000) == 1, "the watch no longer reports new files");
+    new_file_reported(in, dir);
     ssize_t n = read(in, buf, sizeof buf);
     int seen = 0;
     for (char *q = buf; n > 0 && q < buf + n;) {
