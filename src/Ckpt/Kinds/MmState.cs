@@ -11,6 +11,8 @@ namespace Ckpt.Kinds;
 /// The address space as a whole: the mm fields (code/data/brk/stack/arg/env bounds), auxv, the
 /// executable, and the layout of all regions. At restart this record comes before any region: it
 /// places the trampoline where the image maps nothing, empties the vessel and moves the vDSO.
+/// Also the address space's membarrier registrations (MEMBARRIER_CMD_REGISTER_*: a process that
+/// registered for expedited barriers gets EPERM from them in an address space that did not).
 /// </summary>
 public sealed class MmState : IStateKind
 {
@@ -27,7 +29,17 @@ public sealed class MmState : IStateKind
         public ulong[] Fields = new ulong[11];
         public byte[] Auxv = [];
         public string Exe = "";
+        public long Membarrier = -1;
     }
+
+    // membarrier(2): what MEMBARRIER_CMD_GET_REGISTRATIONS (Linux 6.3) returns is the mask of the
+    // REGISTER commands the address space was registered with
+    private const long MembarrierGetRegistrations = 1 << 9;
+    private static readonly (long Cmd, string Name)[] MembarrierRegistrations =
+    [
+        (1 << 2, "GLOBAL_EXPEDITED"), (1 << 4, "PRIVATE_EXPEDITED"),
+        (1 << 6, "PRIVATE_EXPEDITED_SYNC_CORE"), (1 << 8, "PRIVATE_EXPEDITED_RSEQ"),
+    ];
 
     public void Checkpoint(CheckpointContext ctx)
     {
@@ -47,6 +59,10 @@ public sealed class MmState : IStateKind
             p.U64(v.Start).U64(v.End);
             p.U8((byte)(Array.IndexOf(VdsoNames, v.Path) + 1));
         }
+        // appended field: the membarrier registrations (-errno where the kernel cannot tell them)
+        long reg = ctx.Task.Inject(Nr.membarrier, MembarrierGetRegistrations, 0, 0);
+        if (reg < 0) ctx.Log.Debug($"pid {ctx.Pid}: membarrier registrations unknown ({Errors.Describe((int)-reg)})");
+        p.I64(reg);
         ctx.Image.Write(RecordKind.MmState, p);
     }
 
@@ -66,6 +82,7 @@ public sealed class MmState : IStateKind
         uint n = r.U32();
         var ranges = new List<(ulong Start, ulong End, int Special)>();
         for (int i = 0; i < n; i++) ranges.Add((r.U64(), r.U64(), r.U8()));
+        st.Membarrier = r.AtEnd ? -1 : r.I64();
         r.End();
         PrepareVessel(ctx, ranges);
     }
@@ -208,6 +225,25 @@ public sealed class MmState : IStateKind
         const int PR_SET_MM = 35, PR_SET_MM_MAP = 14;
         ctx.Inject("prctl(PR_SET_MM_MAP)", Nr.prctl, PR_SET_MM, PR_SET_MM_MAP, (long)mapAddr, PrctlMmMap.Size, 0);
         ctx.Inject("close", Nr.close, exeFd);
+        RegisterMembarrier(ctx, st.Membarrier);
+    }
+
+    /// <summary>
+    /// Registers the address space for the membarrier commands it was registered for. (The vessel,
+    /// forked from ckpt, may already be registered for some: a registration cannot be undone, and an
+    /// extra one changes nothing for a process that does not use those commands.)
+    /// </summary>
+    private static void RegisterMembarrier(RestoreContext ctx, long mask)
+    {
+        if (mask <= 0) return;
+        foreach (var (cmd, name) in MembarrierRegistrations)
+        {
+            if ((mask & cmd) == 0) continue;
+            long got = ctx.Vessel.Inject(Nr.membarrier, cmd, 0, 0);
+            if (got < 0)
+                throw new CkptException($"restart: pid {ctx.Pid} was registered for membarrier {name}, which this kernel refuses ({Errors.Describe((int)-got)}); restart on a kernel that has it", ExitCodes.RestoreConflict);
+        }
+        ctx.Session.Log.Debug($"pid {ctx.Pid}: membarrier registrations 0x{mask:x} made again");
     }
 
     internal static unsafe byte[] StructBytes<T>(ref T value) where T : unmanaged
@@ -232,5 +268,8 @@ public sealed class MmState : IStateKind
         foreach (var nm in names) mm.Set(nm, $"0x{r.U64():x}");
         mm.Set("auxv_bytes", r.Bytes().Length);
         mm.Set("exe", r.Str());
+        for (uint i = 0, n = r.U32(); i < n; i++) { r.U64(); r.U64(); r.U8(); }
+        if (!r.AtEnd && r.I64() is var reg and >= 0)
+            mm.Set("membarrier", string.Join('|', MembarrierRegistrations.Where(m => (reg & m.Cmd) != 0).Select(m => m.Name.ToLowerInvariant())));
     }
 }

@@ -123,4 +123,16 @@ public sealed class AttributeTests(E2eEnvironment env)
         Assert.StartsWith("time:[", r.File("ns-after.txt"));
         r.Cleanup();
     }
+
+    [Fact]
+    public void MembarrierRegistrations()
+    {
+        env.Program("membarrier");
+        var r = new E2eScript(env, "membarrier").Run(E2eScript.RoundTrip("\"$BIN/membarrier\"", afterRestart: """
+            ck info "$W/img" --json > "$W/info.json" || fail "ckpt info failed"
+            """));
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.Contains("\"membarrier\": \"global_expedited|private_expedited|private_expedited_sync_core|private_expedited_rseq\"", r.File("info.json"));
+        r.Cleanup();
+    }
 }
