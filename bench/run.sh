@@ -133,8 +133,8 @@ mib() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
 
 # ---------------------------------------------------------------- memcpy reference
 say "== memcpy bandwidth (1 GiB buffer, 5 copies)"
-read -r memcpy_best memcpy_median first_touch populate < <(timeout 120 "$work/memcpy" 1024 5) || { say "bench: memcpy reference failed"; exit 1; }
-say "   best $memcpy_best GB/s, median $memcpy_median GB/s; new memory: $first_touch GB/s touched by the program, $populate GB/s populated by the kernel"
+read -r memcpy_best memcpy_median first_touch populate par_fill < <(timeout 120 "$work/memcpy" 1024 5) || { say "bench: memcpy reference failed"; exit 1; }
+say "   best $memcpy_best GB/s, median $memcpy_median GB/s; new memory: $first_touch GB/s touched by the program, $populate GB/s populated by the kernel, $par_fill GB/s filled by $(nproc) threads"
 
 # process start floor: how long any command takes to start on this machine
 spawn=() ver=()
@@ -355,7 +355,8 @@ echo
 echo "ckpt benchmark  ($(uname -r), $(nproc) CPUs, images on /dev/shm; GB = 1e9 bytes; rates = image bytes / wall time)"
 echo "load average at start: $load_start (other work on the machine skews every figure)"
 echo "memcpy reference: best $memcpy_best GB/s, median $memcpy_median GB/s (1 GiB buffer)"
-echo "new memory: $first_touch GB/s touched page by page by a program, $populate GB/s populated by the kernel (MAP_POPULATE)"
+echo "new memory: $first_touch GB/s touched page by page by a program, $populate GB/s populated by the kernel (MAP_POPULATE),"
+echo "  $par_fill GB/s filled from a buffer by $(nproc) threads (what a restart, which fills that much new memory, could reach at most)"
 echo "dd of the same size into a new /dev/shm file, just before / after the 'new /dev/shm file' checkpoint: ${dd_before:-n/a} / ${dd_after:-n/a} GB/s"
 echo
 printf '%-48s %11s %10s %8s %11s %9s\n' "measure ($size MiB target unless said)" "wall" "rate" "/memcpy" "target" "verdict"
