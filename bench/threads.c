@@ -1,5 +1,7 @@
-/* threads N READYFILE: a process with N threads (the main one included), each sleeping in a loop;
- * prints READY to READYFILE once every thread runs. Used by bench/run.sh for the many-threads case. */
+/* threads N READYFILE [PERIOD_US]: a process with N threads (the main one included), each sleeping in a
+ * loop of PERIOD_US microseconds (default 100000); prints READY to READYFILE once every thread runs.
+ * Used by bench/run.sh for the many-threads cases (a short period: a process whose threads keep the
+ * CPUs busy waking up). */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,11 +9,13 @@
 #include <sys/syscall.h>
 
 static volatile int started;
-static void *worker(void *arg) { (void)arg; __sync_fetch_and_add(&started, 1); for (;;) usleep(100000); return NULL; }
+static useconds_t period = 100000;
+static void *worker(void *arg) { (void)arg; __sync_fetch_and_add(&started, 1); for (;;) usleep(period); return NULL; }
 
 int main(int argc, char **argv)
 {
-    if (argc != 3) { fprintf(stderr, "usage: threads N READYFILE\n"); return 2; }
+    if (argc != 3 && argc != 4) { fprintf(stderr, "usage: threads N READYFILE [PERIOD_US]\n"); return 2; }
+    if (argc == 4) period = (useconds_t)atoi(argv[3]);
     syscall(SYS_close_range, 3, ~0U, 0);   /* nothing inherited beyond stdio */
     int n = atoi(argv[1]);
     for (int i = 1; i < n; i++) {

@@ -32,6 +32,9 @@ public static class Checkpointer
 {
     public static CheckpointResult Run(int pid, Stream output, CheckpointOptions opt)
     {
+        // real-time until the tree is frozen (RunTraced): the tracer thread, made by this one, starts so
+        // (and this one, waiting for it, is back at once when it ends)
+        using var unpreempted = TracerThread.Unpreempted();
         ValidateRoot(pid);
         return TracerThread.Run(() => RunTraced(pid, output, opt));
     }
@@ -342,8 +345,14 @@ public static class Checkpointer
     {
         var log = opt.Log;
         var started = DateTime.UtcNow;
-        // ptrace round trips are several times slower across CPUs: trace from the root's CPU
-        if (int.TryParse(ProcStat.Read(pid).Field(39), out int cpu)) ProcessCalls.SetAffinity(0, ProcessCalls.SingleCpu(cpu));
+        // real-time until the tree is frozen: each seize and stop is a hand-over between this thread and a
+        // thread of the tree, and a tree whose many threads wake often (1000 threads in 1 ms sleep loops on
+        // 2 CPUs) kept this one waiting for a CPU at each: 10 to 200 s to freeze it instead of 0.3 s. (The
+        // helper threads work at the ordinary policy; the release is real-time again.)
+        var unpreempted = TracerThread.Unpreempted();
+        // (ptrace round trips are several times slower across CPUs: once the tree is frozen, the work on
+        // each process is done from its CPU, FollowCpu; not before: a CPU busy with the tree's own threads
+        // could starve this one there, when another CPU has room)
         // 64 KiB staging buffers: what is staged between two page chunks is small, and each buffer handed
         // to the writer thread is replaced by a spare or a new one (1 MiB ones cost a GC per small checkpoint)
         using var writer = new ImageWriter(output, bufferSize: 64 << 10, background: true);
@@ -415,6 +424,7 @@ public static class Checkpointer
                 LetGo(s, log);
                 Thread.Sleep(Math.Min(5 * (quiesce + 1), 50));
             }
+            unpreempted.Dispose();
             held.Dispose();
             holding = false;
             foreach (var ctx in s.Processes)

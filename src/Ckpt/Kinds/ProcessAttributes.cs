@@ -45,6 +45,13 @@ public sealed class ProcessAttributes : IStateKind
         PR_SET_THP_DISABLE = 41, PR_GET_THP_DISABLE = 42;
 
     /// <summary>Pid 2 is kthreadd (read at the first checkpoint, not when a restart loads this type).</summary>
+    /// <summary>Whether any SysV semaphore set exists in ckpt's IPC namespace (the tree's: it must be the same).</summary>
+    private static bool SysvSemaphoresExist()
+    {
+        try { return File.ReadLines("/proc/sysvipc/sem").Skip(1).Any(l => l.Trim().Length > 0); }
+        catch (IOException) { return true; }
+    }
+
     private static bool Kthreadd => s_kthreadd ??= Native.FileCalls.ReadSmallText("/proc/2/comm")?.TrimEnd('\n') == "kthreadd";
     private static bool? s_kthreadd;
 
@@ -54,8 +61,9 @@ public sealed class ProcessAttributes : IStateKind
         var f = ProcStat.Read(pid);
         // SysV semaphore adjustments (SEM_UNDO) cannot be read, so they are not saved; kcmp against a
         // kernel thread (kthreadd, which has no undo list; ckpt has one: the .NET runtime makes it) says
-        // whether the process has one
-        if (Kthreadd && ProcessCalls.Kcmp(2, pid, ProcessCalls.KCMP_SYSVSEM, 0, 0) is 1 or 2)
+        // whether the process has one. (Every process with threads has one, empty, made by the first
+        // pthread_create: it can hold adjustments only where SysV semaphores exist.)
+        if (Kthreadd && ProcessCalls.Kcmp(2, pid, ProcessCalls.KCMP_SYSVSEM, 0, 0) is 1 or 2 && SysvSemaphoresExist())
             ctx.Log.Info($"pid {pid} has a SysV semaphore undo list (SEM_UNDO): its adjustments are not saved (with --kill the kernel applies them now)");
         var p = new PayloadWriter();
         p.I32(pid).I32(f.PPid);

@@ -55,7 +55,8 @@ public static class TracerThread
     /// <summary>
     /// Starts a helper thread (page reading, image writing, read-ahead): it traces nothing, so it may run
     /// on any CPU the process may use, not only the one the tracer pins itself to (a thread inherits the
-    /// affinity of the thread that creates it: helpers started by the tracer would share its one CPU).
+    /// affinity of the thread that creates it: helpers started by the tracer would share its one CPU),
+    /// and at the ordinary scheduling policy whatever the tracer's (see <see cref="Unpreempted"/>).
     /// </summary>
     public static Thread StartHelper(string name, Action body)
     {
@@ -63,6 +64,8 @@ public static class TracerThread
         var th = new Thread(() =>
         {
             Native.ProcessCalls.SetAffinity(0, mask);
+            // (nor its real-time policy, while it has one: a helper works at the ordinary one)
+            unsafe { int prio = 0; Native.ProcessCalls.SchedSetScheduler(0, Native.ProcessCalls.SCHED_OTHER, &prio); }
             body();
         }) { Name = name, IsBackground = true };
         th.Start();
