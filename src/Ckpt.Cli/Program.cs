@@ -16,6 +16,9 @@ public static class Program
 
     public static int Main(string[] args)
     {
+        // a checkpoint runs real-time until the tree is frozen (see Checkpointer.Run), from here on: the
+        // command-line parsing before it took seconds when the tree's many busy threads had the CPUs
+        using var unpreempted = args.Length > 0 && args[0] == "checkpoint" ? Ckpt.Tracing.TracerThread.Unpreempted() : default;
         var verbose = new Option<bool>("--verbose", "-v") { Description = "more detail in the log (repeat: -v -v)" };
         var logFile = new Option<string?>("--log") { Description = "write a detailed log (what was saved, phase timings) to FILE" };
 

@@ -22,7 +22,11 @@ public sealed class Credentials : IStateKind
         public uint[] Uid = new uint[4], Gid = new uint[4];
         public uint[] Groups = [];
         public ulong Inh, Prm, Eff, Bnd, Amb;
+        public long Securebits = -1;
     }
+
+    private const int PR_GET_SECUREBITS = 27, PR_SET_SECUREBITS = 28, PR_SET_KEEPCAPS = 8, CAP_SETPCAP = 8;
+    private const long SECBIT_KEEP_CAPS = 1 << 4;
 
     public void Checkpoint(CheckpointContext ctx)
     {
@@ -33,6 +37,8 @@ public sealed class Credentials : IStateKind
         p.U32((uint)st.Groups.Length);
         foreach (var g in st.Groups) p.U32(g);
         p.U64(st.CapInh).U64(st.CapPrm).U64(st.CapEff).U64(st.CapBnd).U64(st.CapAmb);
+        // appended field: the securebits (SECBIT_KEEP_CAPS is PR_SET_KEEPCAPS), or -errno
+        p.I64(ctx.Task.Inject(Nr.prctl, PR_GET_SECUREBITS));
         ctx.Image.Write(RecordKind.Credentials, p);
     }
 
@@ -45,6 +51,7 @@ public sealed class Credentials : IStateKind
         s.Groups = new uint[r.U32()];
         for (int i = 0; i < s.Groups.Length; i++) s.Groups[i] = r.U32();
         s.Inh = r.U64(); s.Prm = r.U64(); s.Eff = r.U64(); s.Bnd = r.U64(); s.Amb = r.U64();
+        s.Securebits = r.AtEnd ? -1 : r.I64();
         r.End();
         uint me = ProcessCalls.GetEuid();
         if (me != 0 && (s.Uid.Any(u => u != me) || s.Prm != 0))
@@ -56,11 +63,16 @@ public sealed class Credentials : IStateKind
         var s = ctx.State<Saved>();
         // the vessel carries ckpt's own credentials: nothing to do when the image has the same
         var me = ProcStatus.Read(Environment.ProcessId);
-        if (me.Uid.SequenceEqual(s.Uid) && me.Gid.SequenceEqual(s.Gid) && me.Groups.SequenceEqual(s.Groups)
-            && me.CapInh == s.Inh && me.CapPrm == s.Prm && me.CapEff == s.Eff && me.CapBnd == s.Bnd && me.CapAmb == s.Amb)
-            return;
+        if (!(me.Uid.SequenceEqual(s.Uid) && me.Gid.SequenceEqual(s.Gid) && me.Groups.SequenceEqual(s.Groups)
+            && me.CapInh == s.Inh && me.CapPrm == s.Prm && me.CapEff == s.Eff && me.CapBnd == s.Bnd && me.CapAmb == s.Amb))
+            SetIdsAndCapabilities(ctx, s);
+        SetSecurebits(ctx, s);
+    }
+
+    private static void SetIdsAndCapabilities(RestoreContext ctx, Saved s)
+    {
         int lastCap = int.TryParse(File.ReadAllText("/proc/sys/kernel/cap_last_cap").Trim(), out var lc) ? lc : 63;
-        const int PR_SET_KEEPCAPS = 8, PR_CAPBSET_DROP = 24, PR_CAP_AMBIENT = 47, PR_CAP_AMBIENT_RAISE = 2;
+        const int PR_CAPBSET_DROP = 24, PR_CAP_AMBIENT = 47, PR_CAP_AMBIENT_RAISE = 2;
         var groups = new byte[s.Groups.Length * 4];
         Buffer.BlockCopy(s.Groups, 0, groups, 0, groups.Length);
         ulong g = ctx.PutScratch(0, groups.Length > 0 ? groups : new byte[4]);
@@ -74,21 +86,55 @@ public sealed class Credentials : IStateKind
         ctx.Inject("prctl(PR_SET_KEEPCAPS)", Nr.prctl, PR_SET_KEEPCAPS, 1);
         ctx.Inject("setresgid", Nr.setresgid, s.Gid[0], s.Gid[1], s.Gid[2]);
         ctx.Inject("setresuid", Nr.setresuid, s.Uid[0], s.Uid[1], s.Uid[2]);
-        // capset v3: header {version, pid}, then two data words {effective, permitted, inheritable}
+        Capset(ctx, s.Eff, s.Prm, s.Inh);
+        for (int cap = 0; cap < 64; cap++)
+            if ((s.Amb & (1UL << cap)) != 0) ctx.Inject("prctl(PR_CAP_AMBIENT)", Nr.prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0);
+        ctx.Inject("prctl(PR_SET_KEEPCAPS)", Nr.prctl, PR_SET_KEEPCAPS, 0);
+    }
+
+    /// <summary>Sets the capability sets of the vessel (capset v3).</summary>
+    private static void Capset(RestoreContext ctx, ulong eff, ulong prm, ulong inh)
+    {
+        // header {version, pid}, then two data words {effective, permitted, inheritable}
         var capData = new byte[8 + 24];
         BitConverter.TryWriteBytes(capData.AsSpan(0), 0x20080522u);
         for (int w = 0; w < 2; w++)
         {
             int sh = 32 * w;
-            BitConverter.TryWriteBytes(capData.AsSpan(8 + 12 * w), (uint)(s.Eff >> sh));
-            BitConverter.TryWriteBytes(capData.AsSpan(12 + 12 * w), (uint)(s.Prm >> sh));
-            BitConverter.TryWriteBytes(capData.AsSpan(16 + 12 * w), (uint)(s.Inh >> sh));
+            BitConverter.TryWriteBytes(capData.AsSpan(8 + 12 * w), (uint)(eff >> sh));
+            BitConverter.TryWriteBytes(capData.AsSpan(12 + 12 * w), (uint)(prm >> sh));
+            BitConverter.TryWriteBytes(capData.AsSpan(16 + 12 * w), (uint)(inh >> sh));
         }
         ulong c = ctx.PutScratch(0, capData);
         ctx.Inject("capset", Nr.capset, (long)c, (long)c + 8);
-        for (int cap = 0; cap < 64; cap++)
-            if ((s.Amb & (1UL << cap)) != 0) ctx.Inject("prctl(PR_CAP_AMBIENT)", Nr.prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0);
-        ctx.Inject("prctl(PR_SET_KEEPCAPS)", Nr.prctl, PR_SET_KEEPCAPS, 0);
+    }
+
+    /// <summary>
+    /// The securebits, once the ids and capabilities are the process's: setting them needs CAP_SETPCAP,
+    /// which the process may no longer have. Keep-caps alone needs nothing (PR_SET_KEEPCAPS); otherwise
+    /// CAP_SETPCAP is made effective a moment when it is permitted. Bits that cannot be set so (locks in
+    /// a process without CAP_SETPCAP) are logged.
+    /// </summary>
+    private static void SetSecurebits(RestoreContext ctx, Saved s)
+    {
+        if (s.Securebits < 0) return;
+        long now = ctx.Vessel.Inject(Nr.prctl, PR_GET_SECUREBITS);
+        if (now == s.Securebits) return;
+        if (now >= 0 && (now ^ s.Securebits) == SECBIT_KEEP_CAPS)
+        {
+            ctx.Inject("prctl(PR_SET_KEEPCAPS)", Nr.prctl, PR_SET_KEEPCAPS, (s.Securebits & SECBIT_KEEP_CAPS) != 0 ? 1 : 0);
+            return;
+        }
+        long rc = ctx.Vessel.Inject(Nr.prctl, PR_SET_SECUREBITS, s.Securebits);
+        const ulong setpcap = 1UL << CAP_SETPCAP;
+        if (rc == -Errors.EPERM && (s.Prm & setpcap) != 0 && (s.Eff & setpcap) == 0)
+        {
+            Capset(ctx, s.Eff | setpcap, s.Prm, s.Inh);
+            rc = ctx.Vessel.Inject(Nr.prctl, PR_SET_SECUREBITS, s.Securebits);
+            Capset(ctx, s.Eff, s.Prm, s.Inh);
+        }
+        if (rc < 0)
+            ctx.Log.Info($"pid {ctx.Pid}: securebits 0x{s.Securebits:x} not restored, 0x{now:x} instead ({Errors.Describe((int)-rc)}: setting them needs CAP_SETPCAP, which the process does not have)");
     }
 
     public void Describe(Record rec, InfoNode info)
@@ -102,5 +148,6 @@ public sealed class Credentials : IStateKind
         for (int i = 0; i < n; i++) gs.Add(r.U32().ToString());
         c.Set("groups", gs);
         foreach (var k in new[] { "cap_inh", "cap_prm", "cap_eff", "cap_bnd", "cap_amb" }) c.Set(k, $"0x{r.U64():x}");
+        if (!r.AtEnd && r.I64() is var bits and >= 0) c.Set("securebits", $"0x{bits:x}");
     }
 }

@@ -355,6 +355,18 @@ public sealed class RoundTripTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// Securebits of three processes: a root one with locked bits, one that dropped to a user id with
+    /// keep-caps left set (restored without CAP_SETPCAP), one with locked bits and CAP_SETPCAP only permitted.
+    /// </summary>
+    [Fact]
+    public void Securebits()
+    {
+        env.Program("secbits");
+        var r = new E2eScript(env, "secbits").Run(E2eScript.RoundTrip("\"$BIN/secbits\""));
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
+    /// <summary>
     /// File locks come back: a flock lock (its description shared with a child), POSIX read and write
     /// locks on ranges, an OFD lock; a process forked after the restart finds each held as before, and
     /// the holder can release them.
