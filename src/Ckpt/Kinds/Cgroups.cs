@@ -10,7 +10,10 @@ namespace Ckpt.Kinds;
 /// into <c>cgroup.procs</c> of every hierarchy where it is not already in the saved cgroup. The
 /// directory is found through the hierarchy's mount (matched by controllers, or cgroup2) and made when it
 /// no longer exists (a cgroup removed with its last process, or a migration to another machine). The
-/// cgroups' settings are not saved: a cgroup made again has the defaults. A hierarchy not mounted here,
+/// limits and weights of each cgroup (<see cref="Settings"/>, those its directory has) are saved with it
+/// and written into a cgroup made again, before the process joins it (a v1 cpuset cannot be joined
+/// before it has CPUs and memory nodes); a cgroup that exists is left as its owner set it. A v2 controller
+/// the parent does not enable for its children is logged. A hierarchy not mounted here,
 /// or a cgroup the vessel cannot join, is logged and the process stays where it is. Threads of a process
 /// in different v1 cgroups are logged, and restored in the process's.
 /// </summary>
@@ -51,20 +54,54 @@ public sealed class Cgroups : IStateKind
         }
         var p = new PayloadWriter().U32((uint)own.Count);
         foreach (var m in own) p.U32(m.Hierarchy).Str(m.Controllers).Str(m.Path);
+        // appended field: each cgroup's settings, in the order of the memberships
+        var mounts = ReadMounts();
+        foreach (var m in own)
+        {
+            var values = new List<string>();
+            if (DirOf(m, mounts) is { } dir)
+                foreach (var name in Settings)
+                {
+                    try { if (File.ReadAllText(Path.Combine(dir, name)).TrimEnd('\n') is var v && v.Length > 0 && !v.Contains('\n')) values.Add(name + "=" + v); }
+                    catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }   // not in this hierarchy
+                }
+            p.Strs(values);
+        }
         // optional: an older reader restarts the process in its own cgroups, as it did before
         ctx.Image.Write(RecordKind.Cgroups, p, RecordFlags.Optional);
     }
 
-    private static List<Membership> Read(Record rec)
+    /// <summary>
+    /// The settings saved with a cgroup, in the order they are written back (cpuset first: v1 needs its
+    /// CPUs and nodes before anything joins; a lower memory limit before a higher one would be refused
+    /// only in v1, where memsw must stay above the plain limit). One-line files only.
+    /// </summary>
+    public static readonly string[] Settings =
+    [
+        // both versions
+        "cpuset.cpus", "cpuset.mems", "pids.max",
+        // cgroup v2
+        "cgroup.max.descendants", "cgroup.max.depth", "memory.min", "memory.low", "memory.high", "memory.max",
+        "memory.swap.max", "memory.oom.group", "cpu.max", "cpu.weight", "cpu.idle", "io.weight",
+        // cgroup v1
+        "memory.limit_in_bytes", "memory.memsw.limit_in_bytes", "memory.soft_limit_in_bytes", "memory.swappiness",
+        "cpu.shares", "cpu.cfs_period_us", "cpu.cfs_quota_us", "blkio.weight",
+    ];
+
+    private static List<(Membership Cgroup, string[] Settings)> Read(Record rec)
     {
         var r = rec.Reader();
         uint n = r.U32();
         var list = new List<Membership>();
         for (uint i = 0; i < n; i++) list.Add(new Membership(r.U32(), r.Str(), r.Str()));
+        var settings = new List<string[]>();
+        foreach (var _ in list) settings.Add(r.AtEnd ? [] : r.Strs());
         r.End();
         if (list.Any(m => !m.Path.StartsWith('/') || m.Path.Split('/').Contains("..")))
             throw new ImageFormatException($"Cgroups record at offset {rec.Offset} has a path that is not absolute");
-        return list;
+        if (settings.SelectMany(x => x).Any(kv => kv.IndexOf('=') is var eq && (eq <= 0 || !Settings.Contains(kv[..eq]))))
+            throw new ImageFormatException($"Cgroups record at offset {rec.Offset} has a setting ckpt does not know");
+        return list.Zip(settings).ToList();
     }
 
     /// <summary>A cgroup filesystem mounted here: its type, super options and the part of the hierarchy it shows.</summary>
@@ -75,7 +112,23 @@ public sealed class Cgroups : IStateKind
     private static List<Mount> CgroupMounts(RestoreContext ctx)
     {
         var st = ctx.Session.State<Mounts>();
-        if (st.List != null) return st.List;
+        return st.List ??= ReadMounts();
+    }
+
+    /// <summary>The directory of a cgroup here, through the mount of its hierarchy that shows it; null if none does.</summary>
+    private static string? DirOf(Membership m, List<Mount> mounts)
+    {
+        var wanted = m.Controllers.Split(',', StringSplitOptions.RemoveEmptyEntries);
+        var mount = mounts.FirstOrDefault(x =>
+            (m.Hierarchy == 0 ? x.V2 : !x.V2 && wanted.All(x.Options.Contains))
+            && (x.Root == "/" || m.Path == x.Root || m.Path.StartsWith(x.Root + "/", StringComparison.Ordinal)));
+        if (mount == null) return null;
+        string rel = mount.Root == "/" ? m.Path : m.Path[mount.Root.Length..];
+        return mount.Point.TrimEnd('/') + rel;
+    }
+
+    private static List<Mount> ReadMounts()
+    {
         var list = new List<Mount>();
         foreach (var line in File.ReadAllLines("/proc/self/mountinfo"))
         {
@@ -87,7 +140,7 @@ public sealed class Cgroups : IStateKind
             if (type is not ("cgroup" or "cgroup2")) continue;
             list.Add(new Mount(Unescape(f[4]), Unescape(f[3]), type == "cgroup2", f[dash + 3].Split(',').ToHashSet()));
         }
-        return st.List = list;
+        return list;
     }
 
     /// <summary>mountinfo escapes space, tab, newline and backslash as \ooo.</summary>
@@ -98,29 +151,24 @@ public sealed class Cgroups : IStateKind
     {
         var saved = Read(rec);
         var now = Parse(File.ReadAllText($"/proc/{ctx.Pid}/cgroup"));
-        foreach (var m in saved)
+        foreach (var (m, settings) in saved)
         {
             // the same hierarchy here: cgroup v2, or the v1 one with the same controllers (ids differ between machines)
             var cur = now.FirstOrDefault(x => x.Controllers == m.Controllers && (x.Hierarchy == 0) == (m.Hierarchy == 0));
             if (cur.Path == m.Path) continue;
             string what = m.Hierarchy == 0 ? $"cgroup v2 {m.Path}" : $"cgroup {m.Controllers}:{m.Path}";
-            var wanted = m.Controllers.Split(',', StringSplitOptions.RemoveEmptyEntries);
-            var mount = CgroupMounts(ctx).FirstOrDefault(x =>
-                (m.Hierarchy == 0 ? x.V2 : !x.V2 && wanted.All(x.Options.Contains))
-                && (x.Root == "/" || m.Path == x.Root || m.Path.StartsWith(x.Root + "/", StringComparison.Ordinal)));
-            if (mount == null)
+            if (DirOf(m, CgroupMounts(ctx)) is not { } dir)
             {
                 ctx.Session.Log.Info($"pid {ctx.Pid}: {what} is not reachable here (hierarchy not mounted, or mounted without that part); it stays in {cur.Path}");
                 continue;
             }
-            string rel = mount.Root == "/" ? m.Path : m.Path[mount.Root.Length..];
-            string dir = mount.Point.TrimEnd('/') + rel;
             try
             {
                 if (!Directory.Exists(dir))
                 {
                     Directory.CreateDirectory(dir);
-                    ctx.Session.Log.Info($"pid {ctx.Pid}: {what} did not exist; made (with default settings)");
+                    ctx.Session.Log.Info($"pid {ctx.Pid}: {what} did not exist; made{(settings.Length > 0 ? " with its saved settings" : "")}");
+                    Apply(ctx, what, dir, settings);
                 }
                 // a frozen cgroup would freeze the vessel in the middle of its restart (it would never stop for ckpt)
                 if (Frozen(dir))
@@ -134,6 +182,31 @@ public sealed class Cgroups : IStateKind
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
                 ctx.Session.Log.Info($"pid {ctx.Pid}: cannot join {what} ({e.Message}); it stays in {cur.Path}");
+            }
+        }
+    }
+
+    /// <summary>Writes the saved settings into a cgroup just made; one that cannot be written is logged.</summary>
+    private static void Apply(RestoreContext ctx, string what, string dir, string[] settings)
+    {
+        foreach (var kv in settings)
+        {
+            int eq = kv.IndexOf('=');
+            string name = kv[..eq], value = kv[(eq + 1)..], file = Path.Combine(dir, name);
+            if (!File.Exists(file))
+            {
+                ctx.Session.Log.Info($"pid {ctx.Pid}: {what}: {name} {value} not set: no such setting here (a v2 controller the parent does not enable for its children?)");
+                continue;
+            }
+            try
+            {
+                // (a v2 read gives several values on one line for a few files, e.g. cpu.max "max 100000", io.weight "default 100": written back as read)
+                File.WriteAllText(file, value);
+                ctx.Session.Log.Debug($"pid {ctx.Pid}: {what}: {name} = {value}");
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                ctx.Session.Log.Info($"pid {ctx.Pid}: {what}: {name} {value} not set ({e.Message})");
             }
         }
     }
@@ -152,7 +225,11 @@ public sealed class Cgroups : IStateKind
     public void Describe(Record rec, InfoNode info)
     {
         var list = info.List("cgroups");
-        foreach (var m in Read(rec))
-            list.Add(new InfoNode().Set("hierarchy", m.Hierarchy).Set("controllers", m.Controllers).Set("path", m.Path));
+        foreach (var (m, settings) in Read(rec))
+        {
+            var node = new InfoNode().Set("hierarchy", m.Hierarchy).Set("controllers", m.Controllers).Set("path", m.Path);
+            if (settings.Length > 0) node.Set("settings", settings.ToList());
+            list.Add(node);
+        }
     }
 }

@@ -58,7 +58,7 @@ public sealed class AttributeTests(E2eEnvironment env)
 
     /// <summary>
     /// A process in its own cgroups (a v1 hierarchy and cgroup v2) comes back in them, even after they
-    /// were removed while it was down (the restart makes them again).
+    /// were removed while it was down (the restart makes them again, with the limits they had).
     /// </summary>
     [Fact]
     public void CgroupMembership()
@@ -69,14 +69,20 @@ public sealed class AttributeTests(E2eEnvironment env)
                 V1=/sys/fs/cgroup/pids/ckpt-e2e-$$; V2=/sys/fs/cgroup/unified/ckpt-e2e-$$
                 mkdir -p "$V1" "$V2" || fail "cannot make test cgroups"
                 trap 'rmdir "$V1" "$V2" 2>/dev/null' EXIT
+                echo 1234 > "$V1/pids.max" && echo 7 > "$V2/cgroup.max.descendants" || fail "cannot set the test cgroups' limits"
                 """,
-            afterRestart: "cat /proc/$P/cgroup > \"$W/cg-after.txt\"");
+            afterRestart: """
+                cat /proc/$P/cgroup > "$W/cg-after.txt"
+                echo "pids.max $(cat "$V1/pids.max") cgroup.max.descendants $(cat "$V2/cgroup.max.descendants")" > "$W/settings-after.txt"
+                """);
         // the cgroups are removed while the process is down
         script = script.Replace("checkpoint_kill\n", "checkpoint_kill\nrmdir \"$V1\" \"$V2\" || fail \"cannot remove the test cgroups\"\n");
         var r = new E2eScript(env, "cgroups").Run(script);
         r.AssertPassed().AssertRestoredExit0();
         Assert.Contains("pids:/ckpt-e2e-", r.File("cg-after.txt"));
         Assert.Matches(@"(?m)^0::/ckpt-e2e-", r.File("cg-after.txt"));
+        // made again with the limits they had
+        Assert.Equal("pids.max 1234 cgroup.max.descendants 7", r.File("settings-after.txt").Trim());
         r.Cleanup();
     }
 
