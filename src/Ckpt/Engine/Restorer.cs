@@ -67,6 +67,7 @@ public static class Restorer
                         t1 = tf;
                     }
                     if (rec.Kind == RecordKind.Clocks && s.Tree == null) TimeNamespace.Restore(s, rec);
+                    else if (rec.Kind == RecordKind.UtsNamespace && s.Tree == null) UtsNamespace.Restore(s, rec);
                     else if (rec.Kind == RecordKind.Tree) ProcessTree.Restore(s, rec);
                     else
                     {

@@ -141,4 +141,23 @@ public sealed class AttributeTests(E2eEnvironment env)
         Assert.Contains("\"membarrier\": \"global_expedited|private_expedited|private_expedited_sync_core|private_expedited_rseq\"", r.File("info.json"));
         r.Cleanup();
     }
+
+    /// <summary>
+    /// A tree (parent and child) in a UTS namespace of its own with its own host and domain names: the
+    /// restart makes a namespace with those names for the whole tree, and the machine's names are untouched.
+    /// </summary>
+    [Fact]
+    public void UtsNamespaceNamesAreKept()
+    {
+        env.Program("uts");
+        var r = new E2eScript(env, "uts").Run(E2eScript.RoundTrip("\"$BIN/uts\"",
+            before: "hostname > \"$W/host-before.txt\"",
+            afterRestart: "hostname > \"$W/host-after.txt\""));
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.Equal(r.File("host-before.txt"), r.File("host-after.txt"));
+        var ns = System.Text.RegularExpressions.Regex.Match(r.File("out"), @"(?m)^NS (\S+)").Groups[1].Value;
+        Assert.StartsWith("uts:[", ns);
+        Assert.NotEqual(new FileInfo("/proc/self/ns/uts").LinkTarget, ns);
+        r.Cleanup();
+    }
 }

@@ -81,15 +81,16 @@ public sealed class FailureTests(E2eEnvironment env)
     }
 
     /// <summary>
-    /// The target runs in a namespace of its own (here UTS, made by unshare, which then execs it): restart
-    /// would bring it back in ckpt's namespaces, so the checkpoint refuses, naming the pid and the namespace.
+    /// The target runs in a namespace of its own whose state is not saved (here IPC, made by unshare, which
+    /// then execs it): restart would bring it back in ckpt's namespace, so the checkpoint refuses, naming the
+    /// pid and the namespace.
     /// </summary>
     [Fact]
     public void CheckpointInOtherNamespaceIsRefused()
     {
         env.Program("signals");
-        var r = new E2eScript(env, "namespace").Run(E2eScript.Refused("unshare --uts \"$BIN/signals\""));
-        r.AssertRefused("UTS (hostname) namespace");
+        var r = new E2eScript(env, "namespace").Run(E2eScript.Refused("unshare --ipc \"$BIN/signals\""));
+        r.AssertRefused("IPC namespace");
     }
 
     /// <summary>Standard output is a pipe to another process (the common `prog | tee log`): refused naming fd 1.</summary>
