@@ -80,11 +80,12 @@ public static class Checkpointer
     /// <summary>The namespaces a process of the tree may be in: ckpt's own, since restart rebuilds the tree in
     /// the namespaces of `ckpt restart` and saves none of their state (mounts, network devices, hostname,
     /// pid numbering...). pid_for_children differs once a process has called unshare for its future
-    /// children. The time and UTS namespaces are the exceptions: the tree may have one of its own (TimeNamespace, UtsNamespace).</summary>
+    /// children. The time, UTS and IPC namespaces are the exceptions: the tree may have one of its own (TimeNamespace,
+    /// UtsNamespace, IpcNamespace: an empty one).</summary>
     private static readonly (string Name, string What)[] Namespaces =
     [
         ("mnt", "mount"), ("pid", "pid"), ("pid_for_children", "pid (for its children, after unshare)"),
-        ("net", "network"), ("ipc", "IPC"), ("user", "user"), ("cgroup", "cgroup"),
+        ("net", "network"), ("user", "user"), ("cgroup", "cgroup"),
     ];
 
     /// <summary>ckpt's own namespaces, in <see cref="Namespaces"/> order (null: a kind this kernel does not have), read once.</summary>
@@ -457,6 +458,7 @@ public static class Checkpointer
             // the clocks first: the restart makes the tree's time namespace before it forks any process of it
             TimeNamespace.Write(s);
             UtsNamespace.Write(s);
+            IpcNamespace.Write(s);
             ProcessTree.Write(s);
             foreach (var ctx in s.Processes)
                 foreach (var kind in KindTable.Ordered)

@@ -14,6 +14,7 @@ public static class KindTable
         ProcessTree.Instance,         // Tree: every process of the tree (written once, first; creates the vessels)
         TimeNamespace.Instance,       // Clocks: written before the Tree, read before the vessels are forked
         UtsNamespace.Instance,        // the tree's own UTS namespace: likewise
+        IpcNamespace.Instance,        // the tree's own (empty) IPC namespace: likewise
         ProcessAttributes.Instance,   // Process: pid, comm, rlimits, nice, itimers (creates the vessel)
         Cgroups.Instance,             // cgroup membership (joined before the memory is filled: pages are charged to it)
         Credentials.Instance,         // uids, gids, groups, capabilities

@@ -68,6 +68,7 @@ public static class Restorer
                     }
                     if (rec.Kind == RecordKind.Clocks && s.Tree == null) TimeNamespace.Restore(s, rec);
                     else if (rec.Kind == RecordKind.UtsNamespace && s.Tree == null) UtsNamespace.Restore(s, rec);
+                    else if (rec.Kind == RecordKind.IpcNamespace && s.Tree == null) IpcNamespace.Restore(s, rec);
                     else if (rec.Kind == RecordKind.Tree) ProcessTree.Restore(s, rec);
                     else
                     {

@@ -32,6 +32,8 @@ public sealed unsafe class MessageQueue : IStateKind
         long n;
         fixed (byte* b = buf) n = FileCalls.Pread(mine, b, (nuint)buf.Length, 0);
         string info = n > 0 ? Encoding.ASCII.GetString(buf, 0, (int)n) : "";
+        if (IpcNamespace.OutsideOwn(ctx.Pid))
+            throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} is the POSIX message queue {name} of an IPC namespace of its own; the objects of a private IPC namespace are not saved");
         if (f.Stat.Nlink == 0 || name.EndsWith(" (deleted)"))
             throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} is the POSIX message queue {name}, which was unlinked (mq_unlink): it cannot be opened again");
         int at = info.IndexOf("NOTIFY_PID:", StringComparison.Ordinal);

@@ -160,4 +160,20 @@ public sealed class AttributeTests(E2eEnvironment env)
         Assert.NotEqual(new FileInfo("/proc/self/ns/uts").LinkTarget, ns);
         r.Cleanup();
     }
+
+    /// <summary>
+    /// A tree (parent and child) in an empty IPC namespace of its own: the restart makes a new one for the
+    /// whole tree (a semaphore set made in it afterwards is its first, id 0), not ckpt's.
+    /// </summary>
+    [Fact]
+    public void EmptyIpcNamespaceIsKept()
+    {
+        env.Program("ipcns");
+        var r = new E2eScript(env, "ipcns").Run(E2eScript.RoundTrip("\"$BIN/ipcns\""));
+        r.AssertPassed().AssertRestoredExit0();
+        var ns = System.Text.RegularExpressions.Regex.Match(r.File("out"), @"(?m)^NS (\S+)").Groups[1].Value;
+        Assert.StartsWith("ipc:[", ns);
+        Assert.NotEqual(new FileInfo("/proc/self/ns/ipc").LinkTarget, ns);
+        r.Cleanup();
+    }
 }

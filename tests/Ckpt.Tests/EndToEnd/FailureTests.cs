@@ -81,7 +81,7 @@ public sealed class FailureTests(E2eEnvironment env)
     }
 
     /// <summary>
-    /// The target runs in a namespace of its own whose state is not saved (here IPC, made by unshare, which
+    /// The target runs in a namespace of its own whose state is not saved (here network, made by unshare, which
     /// then execs it): restart would bring it back in ckpt's namespace, so the checkpoint refuses, naming the
     /// pid and the namespace.
     /// </summary>
@@ -89,8 +89,20 @@ public sealed class FailureTests(E2eEnvironment env)
     public void CheckpointInOtherNamespaceIsRefused()
     {
         env.Program("signals");
-        var r = new E2eScript(env, "namespace").Run(E2eScript.Refused("unshare --ipc \"$BIN/signals\""));
-        r.AssertRefused("IPC namespace");
+        var r = new E2eScript(env, "namespace").Run(E2eScript.Refused("unshare --net \"$BIN/signals\""));
+        r.AssertRefused("network namespace");
+    }
+
+    /// <summary>
+    /// An IPC namespace of the tree's own that holds a SysV semaphore set: its objects are not saved, so the
+    /// checkpoint refuses naming them, and the set is intact afterwards.
+    /// </summary>
+    [Fact]
+    public void IpcNamespaceWithObjectsIsRefused()
+    {
+        env.Program("ipcns");
+        var r = new E2eScript(env, "ipcns-sem").Run(E2eScript.Refused("\"$BIN/ipcns\" sem"));
+        r.AssertRefused("IPC namespace of its own", "1 SysV semaphore set");
     }
 
     /// <summary>Standard output is a pipe to another process (the common `prog | tee log`): refused naming fd 1.</summary>
