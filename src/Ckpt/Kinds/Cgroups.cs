@@ -55,20 +55,43 @@ public sealed class Cgroups : IStateKind
         var p = new PayloadWriter().U32((uint)own.Count);
         foreach (var m in own) p.U32(m.Hierarchy).Str(m.Controllers).Str(m.Path);
         // appended field: each cgroup's settings, in the order of the memberships
-        var mounts = ReadMounts();
+        var known = ctx.Session.State<SettingsRead>();
+        known.Mounts ??= ReadMounts();
         foreach (var m in own)
         {
-            var values = new List<string>();
-            if (DirOf(m, mounts) is { } dir)
-                foreach (var name in Settings)
-                {
-                    try { if (File.ReadAllText(Path.Combine(dir, name)).TrimEnd('\n') is var v && v.Length > 0 && !v.Contains('\n')) values.Add(name + "=" + v); }
-                    catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }   // not in this hierarchy
-                }
+            if (!known.ByCgroup.TryGetValue(m, out var values))
+                known.ByCgroup[m] = values = ReadSettings(m, known.Mounts);
             p.Strs(values);
         }
         // optional: an older reader restarts the process in its own cgroups, as it did before
         ctx.Image.Write(RecordKind.Cgroups, p, RecordFlags.Optional);
+    }
+
+    /// <summary>The settings of the cgroups met so far in this checkpoint (a tree's processes mostly share theirs).</summary>
+    private sealed class SettingsRead
+    {
+        public List<Mount>? Mounts;
+        public readonly Dictionary<Membership, List<string>> ByCgroup = new();
+    }
+
+    /// <summary>
+    /// The settings of one cgroup ("name=value", in <see cref="Settings"/> order), those its directory has.
+    /// None for a root cgroup: a restart never has to make it.
+    /// </summary>
+    private static List<string> ReadSettings(Membership m, List<Mount> mounts)
+    {
+        var values = new List<string>();
+        if (m.Path == "/" || DirOf(m, mounts) is not { } dir) return values;
+        HashSet<string> present;
+        try { present = Directory.EnumerateFiles(dir).Select(Path.GetFileName).OfType<string>().ToHashSet(); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return values; }
+        foreach (var name in Settings)
+        {
+            if (!present.Contains(name)) continue;
+            try { if (File.ReadAllText(Path.Combine(dir, name)).TrimEnd('\n') is var v && v.Length > 0 && !v.Contains('\n')) values.Add(name + "=" + v); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }   // unreadable here
+        }
+        return values;
     }
 
     /// <summary>
