@@ -1,10 +1,12 @@
-/* creds: a root process that dropped to other ids: real/effective/saved uids and gids all different,
+/* creds: a root process that dropped to other ids: real/effective/saved uids and gids all different
+ * (file-system ids the saved ones, not the effective),
  * supplementary groups, a few capabilities kept in the permitted and inheritable sets (PR_SET_KEEPCAPS),
  * a smaller bounding set, dumpable flag. All must be the same after restart. */
 #include "e2e.h"
 #include <grp.h>
 #include <sys/prctl.h>
 #include <linux/capability.h>
+#include <sys/fsuid.h>
 
 struct caps { uint32_t eff[2], prm[2], inh[2]; };
 
@@ -36,6 +38,11 @@ int main(void)
     d[0].inheritable = 1u << CAP_KILL;
     MUST(syscall(SYS_capset, &h, d) == 0);
     MUST(prctl(PR_SET_KEEPCAPS, 0) == 0);
+    /* file-system ids other than the effective ones (the saved ids: allowed without privilege) */
+    setfsuid(1020);
+    setfsgid(1003);
+    int fsuid = setfsuid(-1), fsgid = setfsgid(-1);
+    MUST(fsuid == 1020 && fsgid == 1003);
 
     uid_t ru, eu, su; gid_t rg, eg, sg;
     getresuid(&ru, &eu, &su);
@@ -62,6 +69,7 @@ int main(void)
     CHECK(prctl(PR_CAPBSET_READ, CAP_SYS_BOOT) == bnd_boot && prctl(PR_CAPBSET_READ, CAP_KILL) == bnd_kill, "bounding set changed");
     CHECK(prctl(PR_GET_DUMPABLE) == dumpable, "dumpable %d, was %d", prctl(PR_GET_DUMPABLE), dumpable);
     CHECK(prctl(PR_GET_KEEPCAPS) == 0, "keepcaps left set");
+    CHECK(setfsuid(-1) == fsuid && setfsgid(-1) == fsgid, "file-system ids %d/%d, were %d/%d", setfsuid(-1), setfsgid(-1), fsuid, fsgid);
     CHECK(kill(1, 0) == 0, "CAP_KILL does not work: %s", strerror(errno));
     return e2e_finish();
 }

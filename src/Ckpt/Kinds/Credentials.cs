@@ -85,7 +85,17 @@ public sealed class Credentials : IStateKind
             }
         ctx.Inject("prctl(PR_SET_KEEPCAPS)", Nr.prctl, PR_SET_KEEPCAPS, 1);
         ctx.Inject("setresgid", Nr.setresgid, s.Gid[0], s.Gid[1], s.Gid[2]);
+        // the file-system ids, where they are not the effective ones (setres*id makes them so): the gid while
+        // the vessel is still root; the uid with CAP_SETUID made effective a moment (setresuid to a user
+        // clears the effective set; the permitted one is kept until the capset below)
+        if (s.Gid[3] != s.Gid[1]) ctx.Vessel.Inject(Nr.setfsgid, s.Gid[3]);
         ctx.Inject("setresuid", Nr.setresuid, s.Uid[0], s.Uid[1], s.Uid[2]);
+        if (s.Uid[3] != s.Uid[1])
+        {
+            const ulong setuid = 1UL << 7;   // CAP_SETUID
+            Capset(ctx, setuid, s.Prm | setuid, s.Inh);
+            ctx.Vessel.Inject(Nr.setfsuid, s.Uid[3]);
+        }
         Capset(ctx, s.Eff, s.Prm, s.Inh);
         for (int cap = 0; cap < 64; cap++)
             if ((s.Amb & (1UL << cap)) != 0) ctx.Inject("prctl(PR_CAP_AMBIENT)", Nr.prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0);
