@@ -55,6 +55,25 @@ public sealed class CheckpointSession : StateBag
 
     public CheckpointContext? Find(int pid) => Processes.FirstOrDefault(p => p.Pid == pid);
 
+    /// <summary>
+    /// The tree's namespace of kind <paramref name="name"/> (/proc/PID/ns/NAME), which every live process of
+    /// it must be in (one is saved for the tree: <see cref="ITreeNamespace"/>), and whether it is not ckpt's.
+    /// Null (and false) where the kernel has no such namespace.
+    /// </summary>
+    public (string? Root, bool Own) TreeNamespace(string name, string what)
+    {
+        string? mine = FileCalls.ReadLink($"/proc/self/ns/{name}");
+        string? root = FileCalls.ReadLink($"/proc/{Tree[0].Pid}/ns/{name}");
+        if (mine == null || root == null) return (null, false);
+        foreach (var ctx in Processes)
+        {
+            string? its = FileCalls.ReadLink($"/proc/{ctx.Pid}/ns/{name}");
+            if (its != root)
+                throw new NotCheckpointableException(ctx.Pid, $"it is in another {what} namespace ({its}) than the root of the tree ({root}); only one {what} namespace is saved, the tree's");
+        }
+        return (root, root != mine);
+    }
+
     private Dictionary<(ulong Dev, ulong Ino), List<(CheckpointContext P, OpenFile F)>>? _holdersByInode;
     private Dictionary<string, (CheckpointContext P, OpenFile F)>? _firstByLink;
 

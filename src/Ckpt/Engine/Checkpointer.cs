@@ -455,10 +455,8 @@ public static class Checkpointer
                 TimeUnixNs = (long)(started - DateTime.UnixEpoch).TotalMicroseconds * 1000,
                 Hostname = Environment.MachineName, RootPid = pid,
             }.Write(writer);
-            // the clocks first: the restart makes the tree's time namespace before it forks any process of it
-            TimeNamespace.Write(s);
-            UtsNamespace.Write(s);
-            IpcNamespace.Write(s);
+            // the tree's namespaces (clocks first) before the Tree: the restart makes them before it forks any process of it
+            foreach (var ns in KindTable.Ordered.OfType<ITreeNamespace>()) ns.Write(s);
             ProcessTree.Write(s);
             foreach (var ctx in s.Processes)
                 foreach (var kind in KindTable.Ordered)

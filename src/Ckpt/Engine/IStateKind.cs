@@ -23,6 +23,21 @@ public interface IStateKind
     void Describe(Record rec, InfoNode info);
 }
 
+/// <summary>
+/// A namespace the whole tree shares (time, UTS, IPC): its record is written once, before the Tree
+/// record, because the restart acts on it before the first process exists: the root's fresh vessel
+/// makes the namespace, and the other vessels are forked from it, inside.
+/// </summary>
+public interface ITreeNamespace : IStateKind
+{
+    /// <summary>Writes the record (or none, for a tree in ckpt's namespace); the tree is frozen.</summary>
+    void Write(CheckpointSession s);
+    /// <summary>Takes the record, read before the Tree record.</summary>
+    void Restore(RestoreSession s, Record rec);
+    /// <summary>Puts the root's fresh vessel in the namespace the record asked for, before any other vessel is forked.</summary>
+    void Enter(RestoreContext root);
+}
+
 /// <summary>A file description kind (regular file, pipe, device...): handles fds of one kind.</summary>
 public interface IFileKind : IStateKind
 {

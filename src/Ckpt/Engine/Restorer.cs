@@ -66,9 +66,7 @@ public static class Restorer
                         spent[RecordKind.Vma] = (vt + tf - t1, vn);
                         t1 = tf;
                     }
-                    if (rec.Kind == RecordKind.Clocks && s.Tree == null) TimeNamespace.Restore(s, rec);
-                    else if (rec.Kind == RecordKind.UtsNamespace && s.Tree == null) UtsNamespace.Restore(s, rec);
-                    else if (rec.Kind == RecordKind.IpcNamespace && s.Tree == null) IpcNamespace.Restore(s, rec);
+                    if (s.Tree == null && KindTable.ForRecord(rec) is ITreeNamespace ns) ns.Restore(s, rec);
                     else if (rec.Kind == RecordKind.Tree) ProcessTree.Restore(s, rec);
                     else
                     {

@@ -24,7 +24,7 @@ namespace Ckpt.Kinds;
 /// before the other vessels are forked from it, so every process of the tree is in it.
 /// </para>
 /// </summary>
-public sealed class IpcNamespace : IStateKind
+public sealed class IpcNamespace : ITreeNamespace
 {
     public static readonly IpcNamespace Instance = new();
     public string Name => "IPC namespace";
@@ -44,16 +44,10 @@ public sealed class IpcNamespace : IStateKind
     /// Writes the IpcNamespace record (before the Tree record) when the tree is in an IPC namespace of its
     /// own, after checking that every process is in it and that it holds no SysV object.
     /// </summary>
-    public static void Write(CheckpointSession s)
+    public void Write(CheckpointSession s)
     {
-        string? root = FileCalls.ReadLink($"/proc/{s.Tree[0].Pid}/ns/ipc");
-        foreach (var ctx in s.Processes)
-        {
-            string? its = FileCalls.ReadLink($"/proc/{ctx.Pid}/ns/ipc");
-            if (its != root)
-                throw new NotCheckpointableException(ctx.Pid, $"it is in another IPC namespace ({its}) than the root of the tree ({root}); only one IPC namespace is kept, the tree's");
-        }
-        if (!OutsideOwn(s.Tree[0].Pid)) return;
+        var (root, own) = s.TreeNamespace("ipc", "IPC");
+        if (!own) return;
         var r = s.Processes[0];
         foreach (var (file, what) in new[] { ("shm", "SysV shared memory segment"), ("sem", "SysV semaphore set"), ("msg", "SysV message queue") })
         {
@@ -86,14 +80,14 @@ public sealed class IpcNamespace : IStateKind
     private sealed class Pending;
 
     /// <summary>Before the first vessel is forked: the tree had an IPC namespace of its own.</summary>
-    public static void Restore(RestoreSession s, Record rec)
+    public void Restore(RestoreSession s, Record rec)
     {
         rec.Reader().End();
         s.Set(new Pending());
     }
 
     /// <summary>Puts the root's fresh vessel into a new IPC namespace, before the other vessels are forked from it.</summary>
-    public static void Enter(RestoreContext root)
+    public void Enter(RestoreContext root)
     {
         if (root.Session.Existing<Pending>() == null) return;
         long r = root.Vessel.Inject(Nr.unshare, CLONE_NEWIPC);

@@ -89,9 +89,8 @@ public sealed class ProcessTree : IStateKind
         }
         var rootCtx = new RestoreContext { Session = s };
         ProcessAttributes.CreateVessel(rootCtx, root.Pid);
-        TimeNamespace.Enter(rootCtx);   // the tree's time namespace, when it has one: the others are forked inside
-        UtsNamespace.Enter(rootCtx);    // and its UTS and IPC namespaces
-        IpcNamespace.Enter(rootCtx);
+        // the tree's namespaces (time, UTS, IPC) when it has its own: the other vessels are forked inside
+        foreach (var ns in KindTable.Ordered.OfType<ITreeNamespace>()) ns.Enter(rootCtx);
         rootCtx.Stopped = root.Stopped;
         s.Processes.Add(rootCtx);
         // its children are forked from it: first drop ckpt's memory, fds and signal handlers from it, so

@@ -23,7 +23,7 @@ namespace Ckpt.Kinds;
 /// vessel is forked from it (<see cref="Enter"/>), so that every process of the tree is in it.
 /// </para>
 /// </summary>
-public sealed class TimeNamespace : IStateKind
+public sealed class TimeNamespace : ITreeNamespace
 {
     public static readonly TimeNamespace Instance = new();
     public string Name => "time namespace";
@@ -72,22 +72,19 @@ public sealed class TimeNamespace : IStateKind
     /// </summary>
     private static bool OwnNamespace(CheckpointSession s)
     {
-        string? mine = FileCalls.ReadLink("/proc/self/ns/time");
-        if (mine == null) return false;   // a kernel without time namespaces
-        string? root = FileCalls.ReadLink($"/proc/{s.Tree[0].Pid}/ns/time");
+        var (root, own) = s.TreeNamespace("time", "time");
+        if (root == null) return false;   // a kernel without time namespaces
         foreach (var ctx in s.Processes)
         {
-            string? its = FileCalls.ReadLink($"/proc/{ctx.Pid}/ns/time"), children = FileCalls.ReadLink($"/proc/{ctx.Pid}/ns/time_for_children");
-            if (its != root)
-                throw new NotCheckpointableException(ctx.Pid, $"it is in another time namespace ({its}) than the root of the tree ({root}); only one time namespace is saved, the tree's");
-            if (children != its)
+            string? children = FileCalls.ReadLink($"/proc/{ctx.Pid}/ns/time_for_children");
+            if (children != root)
                 throw new NotCheckpointableException(ctx.Pid, $"it made a time namespace for its future children ({children}; unshare), which is not saved");
         }
-        return root != mine;
+        return own;
     }
 
     /// <summary>Writes the Clocks record (once, before the Tree record); the tree is frozen.</summary>
-    public static void Write(CheckpointSession s)
+    public void Write(CheckpointSession s)
     {
         bool ownNamespace = OwnNamespace(s);
         var (mono, boot) = ownNamespace ? ParseOffsets(File.ReadAllText($"/proc/{s.Tree[0].Pid}/timens_offsets")) : (0, 0);
@@ -113,7 +110,7 @@ public sealed class TimeNamespace : IStateKind
     /// Before the first vessel is forked: decides whether the tree needs a time namespace of its own and
     /// with which offsets (see the class summary); <see cref="Enter"/> makes it once the root's vessel exists.
     /// </summary>
-    public static void Restore(RestoreSession s, Record rec)
+    public void Restore(RestoreSession s, Record rec)
     {
         var c = Read(rec);
         string now = BootId();
@@ -144,7 +141,7 @@ public sealed class TimeNamespace : IStateKind
     /// forked from the vessels, inside it. A kernel or user that cannot make one is logged: the tree then
     /// gets the machine's clocks.
     /// </summary>
-    public static void Enter(RestoreContext root)
+    public void Enter(RestoreContext root)
     {
         var s = root.Session;
         if (s.Existing<Pending>() is not { } p) return;

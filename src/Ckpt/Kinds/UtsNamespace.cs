@@ -20,7 +20,7 @@ namespace Ckpt.Kinds;
 /// ckpt's UTS namespace has no record and runs in the restart's, as before.
 /// </para>
 /// </summary>
-public sealed class UtsNamespace : IStateKind
+public sealed class UtsNamespace : ITreeNamespace
 {
     public static readonly UtsNamespace Instance = new();
     public string Name => "UTS namespace";
@@ -30,28 +30,10 @@ public sealed class UtsNamespace : IStateKind
     private const long CLONE_NEWUTS = 0x04000000;
     private const int FieldLength = 65;   // struct utsname: sysname, nodename, release, version, machine, domainname
 
-    /// <summary>
-    /// Whether the frozen tree is in a UTS namespace other than ckpt's; every process must be in the
-    /// root's (there is one record for the tree).
-    /// </summary>
-    private static bool OwnNamespace(CheckpointSession s)
-    {
-        string? mine = FileCalls.ReadLink("/proc/self/ns/uts");
-        string? root = FileCalls.ReadLink($"/proc/{s.Tree[0].Pid}/ns/uts");
-        if (mine == null || root == null) return false;
-        foreach (var ctx in s.Processes)
-        {
-            string? its = FileCalls.ReadLink($"/proc/{ctx.Pid}/ns/uts");
-            if (its != root)
-                throw new NotCheckpointableException(ctx.Pid, $"it is in another UTS namespace ({its}) than the root of the tree ({root}); only one UTS namespace is saved, the tree's");
-        }
-        return root != mine;
-    }
-
     /// <summary>Writes the UtsNamespace record (before the Tree record) when the tree has a UTS namespace of its own.</summary>
-    public static void Write(CheckpointSession s)
+    public void Write(CheckpointSession s)
     {
-        if (!OwnNamespace(s)) return;
+        if (!s.TreeNamespace("uts", "UTS").Own) return;
         var root = s.Processes[0];
         root.Inject("uname", Nr.uname, (long)root.Scratch + CheckpointContext.OutOffset);
         var uts = root.ReadScratch(CheckpointContext.OutOffset, 6 * FieldLength);
@@ -83,7 +65,7 @@ public sealed class UtsNamespace : IStateKind
     private sealed class Pending { public string Host = "", Domain = ""; }
 
     /// <summary>Before the first vessel is forked: the tree had a UTS namespace of its own.</summary>
-    public static void Restore(RestoreSession s, Record rec)
+    public void Restore(RestoreSession s, Record rec)
     {
         var (host, domain) = Read(rec);
         s.Set(new Pending { Host = host, Domain = domain });
@@ -94,7 +76,7 @@ public sealed class UtsNamespace : IStateKind
     /// are forked from it. A restart that cannot make one (no CAP_SYS_ADMIN) fails: the tree would
     /// otherwise set the machine's names, or run under names it did not have.
     /// </summary>
-    public static void Enter(RestoreContext root)
+    public void Enter(RestoreContext root)
     {
         var s = root.Session;
         if (s.Existing<Pending>() is not { } p) return;
