@@ -56,11 +56,10 @@ public sealed class Cgroups : IStateKind
         foreach (var m in own) p.U32(m.Hierarchy).Str(m.Controllers).Str(m.Path);
         // appended field: each cgroup's settings, in the order of the memberships
         var known = ctx.Session.State<SettingsRead>();
-        known.Mounts ??= ReadMounts();
         foreach (var m in own)
         {
             if (!known.ByCgroup.TryGetValue(m, out var values))
-                known.ByCgroup[m] = values = ReadSettings(m, known.Mounts);
+                known.ByCgroup[m] = values = ReadSettings(m, CgroupMounts(ctx.Session));
             p.Strs(values);
         }
         // optional: an older reader restarts the process in its own cgroups, as it did before
@@ -70,7 +69,6 @@ public sealed class Cgroups : IStateKind
     /// <summary>The settings of the cgroups met so far in this checkpoint (a tree's processes mostly share theirs).</summary>
     private sealed class SettingsRead
     {
-        public List<Mount>? Mounts;
         public readonly Dictionary<Membership, List<string>> ByCgroup = new();
     }
 
@@ -132,11 +130,8 @@ public sealed class Cgroups : IStateKind
 
     private sealed class Mounts { public List<Mount>? List; }
 
-    private static List<Mount> CgroupMounts(RestoreContext ctx)
-    {
-        var st = ctx.Session.State<Mounts>();
-        return st.List ??= ReadMounts();
-    }
+    /// <summary>The cgroup mounts here, read once per checkpoint or restart.</summary>
+    private static List<Mount> CgroupMounts(StateBag operation) => operation.State<Mounts>().List ??= ReadMounts();
 
     /// <summary>The directory of a cgroup here, through the mount of its hierarchy that shows it; null if none does.</summary>
     private static string? DirOf(Membership m, List<Mount> mounts)
@@ -180,7 +175,7 @@ public sealed class Cgroups : IStateKind
             var cur = now.FirstOrDefault(x => x.Controllers == m.Controllers && (x.Hierarchy == 0) == (m.Hierarchy == 0));
             if (cur.Path == m.Path) continue;
             string what = m.Hierarchy == 0 ? $"cgroup v2 {m.Path}" : $"cgroup {m.Controllers}:{m.Path}";
-            if (DirOf(m, CgroupMounts(ctx)) is not { } dir)
+            if (DirOf(m, CgroupMounts(ctx.Session)) is not { } dir)
             {
                 ctx.Session.Log.Info($"pid {ctx.Pid}: {what} is not reachable here (hierarchy not mounted, or mounted without that part); it stays in {cur.Path}");
                 continue;

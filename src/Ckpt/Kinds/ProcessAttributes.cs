@@ -45,12 +45,24 @@ public sealed class ProcessAttributes : IStateKind
         PR_SET_THP_DISABLE = 41, PR_GET_THP_DISABLE = 42;
 
     /// <summary>Pid 2 is kthreadd (read at the first checkpoint, not when a restart loads this type).</summary>
-    /// <summary>Whether any SysV semaphore set exists in ckpt's IPC namespace (the tree's: it must be the same).</summary>
-    private static bool SysvSemaphoresExist()
+    /// <summary>
+    /// Whether a SysV semaphore set exists that the process's undo list could refer to: none in an IPC
+    /// namespace of the tree's own (only an empty one is saved: IpcNamespace); in ckpt's, /proc/sysvipc/sem
+    /// is read once per checkpoint.
+    /// </summary>
+    private static bool SysvSemaphoresExist(CheckpointContext ctx)
     {
-        try { return File.ReadLines("/proc/sysvipc/sem").Skip(1).Any(l => l.Trim().Length > 0); }
-        catch (IOException) { return true; }
+        if (IpcNamespace.OutsideOwn(ctx.Pid)) return false;
+        var seen = ctx.Session.State<SemaphoreSets>();
+        if (seen.Exist == null)
+        {
+            try { seen.Exist = IpcNamespace.Entries(File.ReadAllText("/proc/sysvipc/sem")) > 0; }
+            catch (IOException) { seen.Exist = true; }
+        }
+        return seen.Exist.Value;
     }
+
+    private sealed class SemaphoreSets { public bool? Exist; }
 
     private static bool Kthreadd => s_kthreadd ??= Native.FileCalls.ReadSmallText("/proc/2/comm")?.TrimEnd('\n') == "kthreadd";
     private static bool? s_kthreadd;
@@ -63,7 +75,7 @@ public sealed class ProcessAttributes : IStateKind
         // kernel thread (kthreadd, which has no undo list; ckpt has one: the .NET runtime makes it) says
         // whether the process has one. (Every process with threads has one, empty, made by the first
         // pthread_create: it can hold adjustments only where SysV semaphores exist.)
-        if (Kthreadd && ProcessCalls.Kcmp(2, pid, ProcessCalls.KCMP_SYSVSEM, 0, 0) is 1 or 2 && SysvSemaphoresExist())
+        if (Kthreadd && ProcessCalls.Kcmp(2, pid, ProcessCalls.KCMP_SYSVSEM, 0, 0) is 1 or 2 && SysvSemaphoresExist(ctx))
             ctx.Log.Info($"pid {pid} has a SysV semaphore undo list (SEM_UNDO): its adjustments are not saved (with --kill the kernel applies them now)");
         var p = new PayloadWriter();
         p.I32(pid).I32(f.PPid);

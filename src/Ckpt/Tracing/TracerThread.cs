@@ -44,12 +44,17 @@ public static class TracerThread
 
     public readonly struct Priority(bool raised) : IDisposable
     {
-        public unsafe void Dispose()
+        public void Dispose()
         {
-            if (!raised) return;
-            int prio = 0;
-            Native.ProcessCalls.SchedSetScheduler(0, Native.ProcessCalls.SCHED_OTHER, &prio);
+            if (raised) Ordinary();
         }
+    }
+
+    /// <summary>Puts the calling thread back at the ordinary scheduling policy (SCHED_OTHER).</summary>
+    private static unsafe void Ordinary()
+    {
+        int prio = 0;
+        Native.ProcessCalls.SchedSetScheduler(0, Native.ProcessCalls.SCHED_OTHER, &prio);
     }
 
     /// <summary>
@@ -65,7 +70,7 @@ public static class TracerThread
         {
             Native.ProcessCalls.SetAffinity(0, mask);
             // (nor its real-time policy, while it has one: a helper works at the ordinary one)
-            unsafe { int prio = 0; Native.ProcessCalls.SchedSetScheduler(0, Native.ProcessCalls.SCHED_OTHER, &prio); }
+            Ordinary();
             body();
         }) { Name = name, IsBackground = true };
         th.Start();
