@@ -130,6 +130,7 @@ median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {if (NR == 0) prin
 gbps() { awk -v b="$1" -v us="$2" 'BEGIN { if (us > 0) printf "%.2f", b / (us * 1000); else print "n/a" }'; }
 ms() { awk -v us="$1" 'BEGIN { printf "%.1f", us / 1000 }'; }
 mib() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
+log_frozen_ms() { sed -n 's/.*frozen for \([0-9.]*\) ms.*/\1/p' "$1" 2>/dev/null | tail -n 1; }   # log_frozen_ms LOG: "tree frozen for" of a ckpt log
 
 # ---------------------------------------------------------------- memcpy reference
 say "== memcpy bandwidth (1 GiB buffer, 5 copies)"
@@ -237,7 +238,7 @@ fi
 summarize killmed "${kill_keys[@]}"
 summarize rsmed "${rs_keys[@]}"
 RSS_VIA_TIME=0
-frozen_ms="$(sed -n 's/.*frozen for \([0-9.]*\) ms.*/\1/p' "$work/big-kill.log" 2>/dev/null | tail -n 1)"
+frozen_ms="$(log_frozen_ms "$work/big-kill.log")"
 rm -f "$big_img"
 
 # ---------------------------------------------------------------- small target
@@ -321,7 +322,7 @@ if wait_line "$ready" '^READY' 60 "$p"; then
     run_timed 600 /dev/null "$ckpt" checkpoint "$p" -o /dev/null --log "$work/busy.log"
     if ((STATUS != 0)); then fail "busy threads checkpoint run $i: exit $STATUS: $(cat "$work/stderr")"; break; fi
     b_ck+=("$T_US")
-    b_fz+=("$(sed -n 's/.*tree frozen for \([0-9.]*\) ms.*/\1/p' "$work/busy.log" | awk '{ printf "%d", $1 * 1000 }')")
+    b_fz+=("$(log_frozen_ms "$work/busy.log" | awk '{ printf "%d", $1 * 1000 }')")
     say "   run $i: checkpoint $(ms "${b_ck[-1]}") ms, frozen $(ms "${b_fz[-1]}") ms"
   done
 else

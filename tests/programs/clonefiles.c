@@ -40,8 +40,7 @@ int main(int argc, char **argv)
 
     CHECK(fcntl(77, F_GETFD) < 0, "fd 77 exists before the child made it");
     kill(child, SIGUSR1);
-    int st;
-    CHECK(waitpid(child, &st, 0) == child && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child failed: 0x%x", st);
+    e2e_child_verdict(child, "the child");
     CHECK(fcntl(77, F_GETFD) >= 0, "fd 77 made by the child is not in the parent's fd table: the table is not shared");
     char cwd[256];
     CHECK(getcwd(cwd, sizeof cwd) && strcmp(cwd, dir) == 0, "cwd is '%s', the child changed it to '%s': fs not shared", cwd, dir);

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -77,6 +78,23 @@ static void e2e_wait_usr1(void)
     sigset_t cur;
     sigprocmask(SIG_BLOCK, NULL, &cur);
     e2e_wait_usr1_mask(cur);
+}
+
+/* The namespace of kind `kind` ("uts", "ipc"...) that process `pid` is in: the /proc/PID/ns/KIND link, "" if unreadable. */
+static void ns_link(pid_t pid, const char *kind, char *out, size_t n)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/ns/%s", (int)pid, kind);
+    ssize_t len = readlink(path, out, n - 1);
+    out[len < 0 ? 0 : len] = 0;
+}
+
+/* Waits for child `pid`, whose verdict is its exit status: a check that it exited with 0. */
+static void e2e_child_verdict(pid_t pid, const char *who)
+{
+    int st = 0;
+    pid_t got = waitpid(pid, &st, 0);
+    CHECK(got == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s failed (waitpid %d, status 0x%x)", who, (int)got, st);
 }
 
 static int e2e_finish(void)

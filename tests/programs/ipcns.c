@@ -23,14 +23,6 @@ static int objects(const char *file)
     return n;
 }
 
-static void ns_of(pid_t pid, char *out, size_t n)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/ns/ipc", (int)pid);
-    ssize_t len = readlink(path, out, n - 1);
-    out[len < 0 ? 0 : len] = 0;
-}
-
 int main(int argc, char **argv)
 {
     e2e_init();
@@ -66,14 +58,12 @@ int main(int argc, char **argv)
         if (s2 >= 0) semctl(s2, 0, IPC_RMID);
     }
     char mine[64], its[64];
-    ns_of(getpid(), mine, sizeof mine);
-    ns_of(c, its, sizeof its);
+    ns_link(getpid(), "ipc", mine, sizeof mine);
+    ns_link(c, "ipc", its, sizeof its);
     CHECK(strcmp(mine, its) == 0, "the child is in IPC namespace %s, the parent in %s", its, mine);
     say("NS %s", mine);
     kill(c, SIGUSR1);
-    int st;
-    MUST(waitpid(c, &st, 0) == c);
-    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child failed (status 0x%x)", st);
+    e2e_child_verdict(c, "the child");
     if (sem >= 0) semctl(sem, 0, IPC_RMID);
     return e2e_finish();
 }

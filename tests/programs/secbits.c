@@ -81,10 +81,7 @@ int main(void)
     check_self("root", bits, c0);
     kill(a, SIGUSR1);
     kill(b, SIGUSR1);
-    int st;
-    MUST(waitpid(a, &st, 0) == a);
-    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child A failed (status 0x%x)", st);
-    MUST(waitpid(b, &st, 0) == b);
-    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child B failed (status 0x%x)", st);
+    e2e_child_verdict(a, "child A");
+    e2e_child_verdict(b, "child B");
     return e2e_finish();
 }

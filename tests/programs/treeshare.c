@@ -56,8 +56,7 @@ int main(void)
 
     off_t before = lseek(mfd, 0, SEEK_CUR);
     kill(child, SIGUSR1);
-    int st;
-    CHECK(waitpid(child, &st, 0) == child && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child failed: 0x%x", st);
+    e2e_child_verdict(child, "the child");
     CHECK(strcmp(anon + 4096, "anon-child") == 0, "shared anonymous memory: '%s'", anon + 4096);
     CHECK(strcmp(mem, "memfd-child") == 0, "memfd mapping: '%s'", mem);
     CHECK(strcmp(sys, "sysv-child") == 0, "SysV segment: '%s'", sys);

@@ -15,14 +15,6 @@ static void check_names(const char *who)
     CHECK(getdomainname(domain, sizeof domain) == 0 && strcmp(domain, Domain) == 0, "%s: domain name '%s', want '%s'", who, domain, Domain);
 }
 
-static void ns_of(pid_t pid, char *out, size_t n)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/ns/uts", (int)pid);
-    ssize_t len = readlink(path, out, n - 1);
-    out[len < 0 ? 0 : len] = 0;
-}
-
 int main(void)
 {
     e2e_init();
@@ -45,13 +37,11 @@ int main(void)
     e2e_wait_usr1();
     check_names("parent");
     char mine[64], its[64];
-    ns_of(getpid(), mine, sizeof mine);
-    ns_of(c, its, sizeof its);
+    ns_link(getpid(), "uts", mine, sizeof mine);
+    ns_link(c, "uts", its, sizeof its);
     CHECK(strcmp(mine, its) == 0, "the child is in UTS namespace %s, the parent in %s", its, mine);
     say("NS %s", mine);
     kill(c, SIGUSR1);
-    int st;
-    MUST(waitpid(c, &st, 0) == c);
-    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child failed (status 0x%x)", st);
+    e2e_child_verdict(c, "the child");
     return e2e_finish();
 }
