@@ -1,10 +1,15 @@
 /* locks DIR: file locks held across a restart: a flock write lock on DIR/a (held by a description the
  * process shares with a child), POSIX locks on DIR/b (write on bytes 10-19, read from 100 to EOF,
- * through a dup'd fd too), an OFD write lock on bytes 5-7 of DIR/c. After the restart another process
- * (forked then) must find each lock held exactly as before, and the holder can still release them. */
+ * through a dup'd fd too), an OFD write lock on bytes 5-7 of DIR/c, a read lease on DIR/d and a write
+ * lease on DIR/e. After the restart another process (forked then) must find each lock held exactly as
+ * before (an open that breaks a lease waits for it: non-blocking, it fails with EWOULDBLOCK and the
+ * holder gets SIGIO), and the holder can still release them. */
 #include "e2e.h"
 #include <sys/file.h>
 #include <sys/wait.h>
+
+static volatile sig_atomic_t breaks;
+static void on_sigio(int sig) { (void)sig; breaks++; }
 
 static int plock(int fd, int cmd, short type, off_t start, off_t len, struct flock *out)
 {
@@ -18,10 +23,17 @@ int main(int argc, char **argv)
 {
     e2e_init();
     MUST(argc == 2);
-    char a[256], b[256], c[256];
+    char a[256], b[256], c[256], d[256], e[256];
     snprintf(a, sizeof a, "%s/a", argv[1]);
     snprintf(b, sizeof b, "%s/b", argv[1]);
     snprintf(c, sizeof c, "%s/c", argv[1]);
+    snprintf(d, sizeof d, "%s/d", argv[1]);
+    snprintf(e, sizeof e, "%s/e", argv[1]);
+    MUST(signal(SIGIO, on_sigio) != SIG_ERR);
+    close(open(d, O_RDWR | O_CREAT, 0600));
+    int fd_ = open(d, O_RDONLY), fe = open(e, O_RDWR | O_CREAT, 0600);
+    MUST(fd_ >= 0 && fe >= 0);
+    MUST(fcntl(fd_, F_SETLEASE, F_RDLCK) == 0 && fcntl(fe, F_SETLEASE, F_WRLCK) == 0);
     int fa = open(a, O_RDWR | O_CREAT, 0600), fb = open(b, O_RDWR | O_CREAT, 0600), fc = open(c, O_RDWR | O_CREAT, 0600);
     MUST(fa >= 0 && fb >= 0 && fc >= 0);
     MUST(flock(fa, LOCK_EX) == 0);
@@ -37,6 +49,7 @@ int main(int argc, char **argv)
     close(sync[0]);
     say("READY");
     e2e_wait_usr1();
+    CHECK(fcntl(fd_, F_GETLEASE) == F_RDLCK && fcntl(fe, F_GETLEASE) == F_WRLCK, "leases %d and %d instead of a read and a write lease", fcntl(fd_, F_GETLEASE), fcntl(fe, F_GETLEASE));
 
     pid_t me = getpid(), child = fork();
     MUST(child >= 0);
@@ -50,12 +63,19 @@ int main(int argc, char **argv)
         if (plock(gb, F_GETLK, F_WRLCK, 150, 10, &fl) != 0 || fl.l_type != F_RDLCK || fl.l_pid != me || fl.l_start != 100 || fl.l_len != 0) { say("FAIL: POSIX read lock: type %d range %ld+%ld", fl.l_type, (long)fl.l_start, (long)fl.l_len); bad++; }
         if (plock(gb, F_GETLK, F_RDLCK, 150, 10, &fl) != 0 || fl.l_type != F_UNLCK) { say("FAIL: a read lock conflicts with the read lock"); bad++; }
         if (plock(gb, F_GETLK, F_WRLCK, 30, 50, &fl) != 0 || fl.l_type != F_UNLCK) { say("FAIL: bytes 30-79 are locked (type %d)", fl.l_type); bad++; }
+        int od = open(d, O_WRONLY | O_NONBLOCK), oe = open(e, O_RDONLY | O_NONBLOCK);
+        if (od >= 0 || errno != EWOULDBLOCK) { say("FAIL: opening %s for writing does not break a read lease (%s)", d, od >= 0 ? "opened" : strerror(errno)); bad++; }
+        if (oe >= 0 || errno != EWOULDBLOCK) { say("FAIL: opening %s for reading does not break a write lease (%s)", e, oe >= 0 ? "opened" : strerror(errno)); bad++; }
         if (plock(gc, F_OFD_GETLK, F_WRLCK, 0, 20, &fl) != 0 || fl.l_type != F_WRLCK || fl.l_start != 5 || fl.l_len != 3) { say("FAIL: OFD lock: type %d range %ld+%ld", fl.l_type, (long)fl.l_start, (long)fl.l_len); bad++; }
         _exit(bad);
     }
     int st;
     CHECK(waitpid(child, &st, 0) == child && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the locks differ (status 0x%x)", st);
+    for (int i = 0; i < 200 && breaks == 0; i++) usleep(10000);
+    CHECK(breaks > 0, "no lease break signal");   /* SIGIO is not queued: the two breaks may give one */
+    CHECK(fcntl(fd_, F_GETLEASE) == F_UNLCK && fcntl(fe, F_GETLEASE) == F_RDLCK, "leases being broken: %d and %d instead of %d and %d", fcntl(fd_, F_GETLEASE), fcntl(fe, F_GETLEASE), F_UNLCK, F_RDLCK);
     /* the holder can release them: another process can then take them */
+    CHECK(fcntl(fd_, F_SETLEASE, F_UNLCK) == 0 && fcntl(fe, F_SETLEASE, F_UNLCK) == 0, "cannot give the leases up: %s", strerror(errno));
     CHECK(plock(fb2, F_SETLK, F_UNLCK, 0, 0, NULL) == 0, "cannot release the POSIX locks: %s", strerror(errno));
     CHECK(plock(fc, F_OFD_SETLK, F_UNLCK, 0, 0, NULL) == 0, "cannot release the OFD lock: %s", strerror(errno));
     MUST(write(sync[1], "x", 1) == 1);

@@ -15,7 +15,10 @@ namespace Ckpt.Kinds;
 /// grace period, ~10 ms). A lock held by a description shared by several fds or processes is saved
 /// once. Restart, once the fds are in place: flock(LOCK_NB), fcntl(F_SETLK) or fcntl(F_OFD_SETLK) by
 /// injection in the process, on the fd the lock was seen on; a lock someone else holds meanwhile makes
-/// the restart fail naming the file. Leases are refused.
+/// the restart fail naming the file. Leases (fcntl F_SETLEASE: held by a description) are taken again
+/// with F_SETLEASE by the process itself, which makes it the owner the break signal goes to, as the
+/// kernel does; a lease being broken (someone opening the file waits for the holder to give it up) is
+/// refused, since the opener's wait cannot be saved.
 /// </summary>
 public sealed unsafe class FileLocks : IStateKind
 {
@@ -24,9 +27,9 @@ public sealed unsafe class FileLocks : IStateKind
     public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.FileLocks];
     public int FinishOrder => 41;
 
-    private enum Kind : byte { Flock = 1, Posix = 2, Ofd = 3 }
+    private enum Kind : byte { Flock = 1, Posix = 2, Ofd = 3, Lease = 4 }
 
-    private const int F_SETLK = 6, F_OFD_SETLK = 37, F_RDLCK = 0, F_WRLCK = 1;
+    private const int F_SETLK = 6, F_OFD_SETLK = 37, F_SETLEASE = 1024, F_RDLCK = 0, F_WRLCK = 1;
     private const int LOCK_SH = 1, LOCK_EX = 2, LOCK_NB = 4;
 
     /// <summary>Descriptions whose locks are written already (by an earlier fd or process).</summary>
@@ -47,7 +50,7 @@ public sealed unsafe class FileLocks : IStateKind
                 // a lock its description holds (flock, OFD) is taken again at restart on an fd of the
                 // process, and a file in flight has none; the process's own POSIX locks on the same file
                 // show here too, and are saved through its own fds
-                if (f.Locks.Any(l => l.Contains(" FLOCK ") || l.Contains(" OFDLCK ")))
+                if (f.Locks.Any(l => l.Contains(" FLOCK ") || l.Contains(" OFDLCK ") || l.Contains(" LEASE ")))
                     throw new NotCheckpointableException(ctx.Pid, $"{f} holds a file lock, which is not supported for a file in flight");
                 continue;
             }
@@ -62,9 +65,12 @@ public sealed unsafe class FileLocks : IStateKind
                     "FLOCK" => Kind.Flock,
                     "POSIX" => Kind.Posix,
                     "OFDLCK" => Kind.Ofd,
+                    "LEASE" => Kind.Lease,
                     _ => throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} ({f.Link}) holds a {w[1]} lock, which is not supported yet"),
                 };
-                if (w[2] != "ADVISORY") throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} ({f.Link}) holds a {w[2]} lock, which is not supported");
+                if (kind == Kind.Lease && w[2] != "ACTIVE")
+                    throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} ({f.Link}) holds a lease that is being broken (another process opening the file waits for it); try again once the holder has given it up");
+                if (kind != Kind.Lease && w[2] != "ADVISORY") throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} ({f.Link}) holds a {w[2]} lock, which is not supported");
                 if (w[3] is not ("READ" or "WRITE")) throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} ({f.Link}) holds a lock of type {w[3]}, which is not supported");
                 long start = long.Parse(w[6], CultureInfo.InvariantCulture), end = w[7] == "EOF" ? -1 : long.Parse(w[7], CultureInfo.InvariantCulture);
                 // a description's lock once (its other fds and holders show it too); a process's POSIX lock once per range
@@ -91,17 +97,22 @@ public sealed unsafe class FileLocks : IStateKind
             var kind = (Kind)r.U8();
             bool write = r.Bool();
             long start = r.I64(), end = r.I64();
-            if (kind is not (Kind.Flock or Kind.Posix or Kind.Ofd) || start < 0 || end < -1 || end >= 0 && end < start)
+            if (kind is not (Kind.Flock or Kind.Posix or Kind.Ofd or Kind.Lease) || start < 0 || end < -1 || end >= 0 && end < start)
                 throw new ImageFormatException($"FileLocks record at offset {rec.Offset}: lock {i} is impossible");
-            string what = $"the {(write ? "write" : "read")} {kind switch { Kind.Flock => "flock", Kind.Posix => "POSIX", _ => "OFD" }} lock{(kind == Kind.Flock ? "" : $" on bytes {start}-{(end < 0 ? "EOF" : end.ToString(CultureInfo.InvariantCulture))}")} of fd {fd} ({Target(ctx, fd)})";
+            string what = $"the {(write ? "write" : "read")} {kind switch { Kind.Flock => "flock lock", Kind.Posix => "POSIX lock", Kind.Lease => "lease", _ => "OFD lock" }}{(kind is Kind.Flock or Kind.Lease ? "" : $" on bytes {start}-{(end < 0 ? "EOF" : end.ToString(CultureInfo.InvariantCulture))}")} of fd {fd} ({Target(ctx, fd)})";
             void Check(long got)
             {
                 if (got < 0)
-                    throw new CkptException($"restart: cannot take {what} again: {Errors.Describe((int)-got)}{(got is -11 or -13 ? " (another process holds a conflicting lock)" : "")}", ExitCodes.RestoreConflict);
+                    throw new CkptException($"restart: cannot take {what} again: {Errors.Describe((int)-got)}{(got is -11 or -13 ? kind == Kind.Lease ? " (the file is open elsewhere in a way the lease excludes)" : " (another process holds a conflicting lock)" : "")}", ExitCodes.RestoreConflict);
             }
             if (kind == Kind.Flock)
             {
                 batch.Add(Nr.flock, fd, (write ? LOCK_EX : LOCK_SH) | LOCK_NB, stopOnError: true, check: Check);
+                continue;
+            }
+            if (kind == Kind.Lease)
+            {
+                batch.Add(Nr.fcntl, fd, F_SETLEASE, write ? F_WRLCK : F_RDLCK, stopOnError: true, check: Check);
                 continue;
             }
             // struct flock: short l_type, short l_whence, (pad) off_t l_start, off_t l_len, pid_t l_pid, (pad)
@@ -133,7 +144,7 @@ public sealed unsafe class FileLocks : IStateKind
         {
             int fd = r.I32(); var kind = (Kind)r.U8(); bool write = r.Bool(); long start = r.I64(), end = r.I64();
             list.Add(new InfoNode().Set("fd", fd).Set("kind", kind.ToString().ToLowerInvariant()).Set("type", write ? "write" : "read")
-                .Set("range", kind == Kind.Flock ? "whole file" : $"{start}-{(end < 0 ? "EOF" : end.ToString(CultureInfo.InvariantCulture))}"));
+                .Set("range", kind is Kind.Flock or Kind.Lease ? "whole file" : $"{start}-{(end < 0 ? "EOF" : end.ToString(CultureInfo.InvariantCulture))}"));
         }
     }
 }

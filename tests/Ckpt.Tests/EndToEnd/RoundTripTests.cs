@@ -368,8 +368,9 @@ public sealed class RoundTripTests(E2eEnvironment env)
 
     /// <summary>
     /// File locks come back: a flock lock (its description shared with a child), POSIX read and write
-    /// locks on ranges, an OFD lock; a process forked after the restart finds each held as before, and
-    /// the holder can release them.
+    /// locks on ranges, an OFD lock, a read and a write lease; a process forked after the restart finds
+    /// each held as before (its opens break the leases, signalling the holder), and the holder can
+    /// release them.
     /// </summary>
     [Fact]
     public void FileLocks()
@@ -378,6 +379,7 @@ public sealed class RoundTripTests(E2eEnvironment env)
         var r = new E2eScript(env, "locks").Run(E2eScript.RoundTrip("\"$BIN/locks\" \"$W\"", afterRestart: E2eScript.SaveInfo));
         r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
         Assert.Contains("kind=ofd  type=write  range=5-7", r.File("info.txt"));
+        Assert.Contains("kind=lease  type=write  range=whole file", r.File("info.txt"));
         r.Cleanup();
     }
 
