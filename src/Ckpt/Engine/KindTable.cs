@@ -34,6 +34,7 @@ public static class KindTable
         SignalFd.Instance,
         Epoll.Instance,               //   epoll (watches added in Finish, once the fds are placed),
         Inotify.Instance,             //   inotify,
+        Fanotify.Instance,            //   fanotify,
         PidFd.Instance,               //   pidfds
         UnixSocket.Instance,          // unix domain sockets (+ their receive queues); other sockets are refused there,
         InetSocket.Instance,          //   but for TCP/UDP sockets (written by UnixSocket)

@@ -37,7 +37,7 @@ public sealed class Inotify : IFileKind
     public readonly record struct Watch(int Wd, uint Mask, string Path, ulong Ino, uint Sdev);
 
     /// <summary>
-    /// Does an inotify instance of the frozen tree have events queued (they cannot be saved)? Then the
+    /// Does an inotify instance or fanotify group of the frozen tree have events queued (they cannot be saved)? Then the
     /// tree is let go a moment to read them and frozen again (<see cref="Engine.Checkpointer"/>). What each
     /// queue held at the last look is what the image is taken with: events queued later (ckpt's own image
     /// or log written in a watched directory, or anything else changing there) come after the
@@ -51,7 +51,7 @@ public sealed class Inotify : IFileKind
         foreach (var ctx in s.Processes)
             foreach (var f in ctx.OpenFiles)
             {
-                if (f.Link != "anon_inode:inotify") continue;
+                if (f.Link is not ("anon_inode:inotify" or Fanotify.Link)) continue;
                 int mine = ctx.GrabFd(f.Fd);
                 try { any |= (seen[(ctx.Pid, f.Fd)] = EventCalls.QueuedBytes(mine, ctx.Pid)) > 0; }
                 finally { FileCalls.Close(mine); }
@@ -59,15 +59,21 @@ public sealed class Inotify : IFileKind
         return any;
     }
 
+    /// <summary>
+    /// Bytes of events queued in an inotify or fanotify fd of the process: as at the last look
+    /// (<see cref="HasQueuedEvents"/>) when the tree has not run since, else as now.
+    /// </summary>
+    public static long QueuedAtCheckpoint(CheckpointContext ctx, int fd)
+    {
+        if (QueuesAtFreeze.TryGet(ctx.Session, ctx.Pid, fd, out long queued)) return queued;
+        int mine = ctx.GrabFd(fd);
+        try { return EventCalls.QueuedBytes(mine, ctx.Pid); }
+        finally { FileCalls.Close(mine); }
+    }
+
     public void CheckpointFile(CheckpointContext ctx, in OpenFile f, uint objref)
     {
-        // as it was at the last look, when the tree has not run since (else as it is now)
-        if (!QueuesAtFreeze.TryGet(ctx.Session, ctx.Pid, f.Fd, out long queued))
-        {
-            int mine = ctx.GrabFd(f.Fd);
-            try { queued = EventCalls.QueuedBytes(mine, ctx.Pid); }
-            finally { FileCalls.Close(mine); }
-        }
+        long queued = QueuedAtCheckpoint(ctx, f.Fd);
         var info = ProcFdInfo.Read(ctx.Pid, f.Fd);
         var watches = new List<Watch>();
         foreach (var line in info.Lines)
@@ -101,7 +107,7 @@ public sealed class Inotify : IFileKind
     /// The path of the inode behind a file handle: opened with open_by_handle_at on each mount of its
     /// device (kernel dev_t: major &lt;&lt; 20 | minor) until the link of the opened fd names that inode.
     /// </summary>
-    private static unsafe string? PathOfHandle(int bytes, int type, byte[] handle, ulong ino, uint sdev)
+    public static unsafe string? PathOfHandle(int bytes, int type, byte[] handle, ulong ino, uint sdev)
     {
         if (bytes != handle.Length || bytes == 0) return null;
         string dev = $"{sdev >> 20}:{sdev & 0xfffff}";
@@ -137,7 +143,7 @@ public sealed class Inotify : IFileKind
     }
 
     /// <summary>mountinfo escapes space, tab, newline and backslash as \ooo.</summary>
-    private static string Unescape(string s)
+    public static string Unescape(string s)
     {
         if (!s.Contains('\\')) return s;
         var sb = new System.Text.StringBuilder();

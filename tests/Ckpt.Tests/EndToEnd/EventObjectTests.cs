@@ -25,6 +25,24 @@ public sealed class EventObjectTests(E2eEnvironment env)
         r.Cleanup();
     }
 
+    /// <summary>
+    /// fanotify groups come back with their flags and every mark (inode with an ignore mask, mount,
+    /// filesystem with FID reports): the program compares their fdinfo and checks each mark reports.
+    /// </summary>
+    [Fact]
+    public void FanotifyRoundTrip()
+    {
+        env.Program("fanotify");
+        var r = new E2eScript(env, "fanotify").Run(E2eScript.RoundTrip("\"$BIN/fanotify\" \"$W/fan\"",
+            before: "trap 'umount -l \"$W/fan/m\" 2>/dev/null' EXIT",   // the program's tmpfs, whatever happens
+            afterRestart: "ck info \"$W/img\" > \"$W/info.txt\" || fail \"ckpt info failed\""));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
+        var info = r.File("info.txt");
+        Assert.Contains("kind: fanotify", info);
+        Assert.Contains("on=filesystem", info);
+        r.Cleanup();
+    }
+
     /// <summary>Checkpoint without --kill reads the objects without changing them: counts, ticks, pending signals, queues.</summary>
     [Fact]
     public void CheckpointLeavesEventObjectsUnharmed()
