@@ -2,11 +2,17 @@
  * closed its end (the server end is in CLOSE_WAIT with "bye" unread: the client end is gone), and one
  * whose server end shut its writing down (FIN_WAIT2, the client end in CLOSE_WAIT). After the restart
  * the server end of the first reads "bye" then end of file; on the second, the client end reads end of
- * file, can still send to the server end, and its close ends the server end's reading. */
+ * file, can still send to the server end, and its close ends the server end's reading.
+ * Ended connections (state CLOSE, still held): one that both ends shut down (FINs both ways), whose
+ * client end had a port of the kernel's choosing (given back when it ended) and whose ends may not bind
+ * their ports again; one whose client end was bound to a port by the program (kept); one reset by its
+ * peer (the reset already read). After the restart each reads end of file, cannot send (EPIPE), polls
+ * POLLHUP, and the bound one still has its port. */
 #include "e2e.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 static int state(int fd)
@@ -32,7 +38,35 @@ int main(void)
     MUST(c2 >= 0 && connect(c2, (struct sockaddr *)&a, sizeof a) == 0);
     int s2 = accept(lst, NULL, NULL);
     MUST(s2 >= 0 && shutdown(s2, SHUT_WR) == 0);
+    /* ended connections */
+    int c3 = socket(AF_INET, SOCK_STREAM, 0);
+    MUST(c3 >= 0 && connect(c3, (struct sockaddr *)&a, sizeof a) == 0);
+    int s3 = accept(lst, NULL, NULL);
+    MUST(s3 >= 0 && shutdown(c3, SHUT_WR) == 0);
+    usleep(20000);
+    MUST(shutdown(s3, SHUT_WR) == 0);
+    struct sockaddr_in b = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t bl = sizeof b;
+    int one = 1, probe = socket(AF_INET, SOCK_STREAM, 0);   /* a free port, for c4 to bind by number */
+    MUST(probe >= 0 && bind(probe, (struct sockaddr *)&b, sizeof b) == 0 && getsockname(probe, (struct sockaddr *)&b, &bl) == 0);
+    close(probe);
+    int c4 = socket(AF_INET, SOCK_STREAM, 0);
+    MUST(c4 >= 0 && setsockopt(c4, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 && bind(c4, (struct sockaddr *)&b, sizeof b) == 0);
+    MUST(connect(c4, (struct sockaddr *)&a, sizeof a) == 0);
+    int s4 = accept(lst, NULL, NULL);
+    MUST(s4 >= 0 && shutdown(c4, SHUT_WR) == 0);
+    usleep(20000);
+    MUST(shutdown(s4, SHUT_WR) == 0);
+    int c5 = socket(AF_INET, SOCK_STREAM, 0);
+    MUST(c5 >= 0 && connect(c5, (struct sockaddr *)&a, sizeof a) == 0);
+    int s5 = accept(lst, NULL, NULL);
+    struct linger lg = { 1, 0 };
+    MUST(s5 >= 0 && setsockopt(s5, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) == 0);
+    close(s5);   /* sends a reset */
     usleep(100000);
+    char x;
+    MUST(read(c5, &x, 1) < 0 && errno == ECONNRESET);
+    MUST(state(c3) == TCP_CLOSE && state(s3) == TCP_CLOSE && state(c4) == TCP_CLOSE && state(c5) == TCP_CLOSE);
     MUST(state(s1) == TCP_CLOSE_WAIT && state(s2) == TCP_FIN_WAIT2 && state(c2) == TCP_CLOSE_WAIT);
     say("READY");
     e2e_wait_usr1();
@@ -46,5 +80,19 @@ int main(void)
     CHECK(read_full(s2, buf, 4) == 4 && !memcmp(buf, "late", 4), "the FIN_WAIT2 end did not get the data ('%s')", buf);
     close(c2);
     CHECK(read(s2, buf, sizeof buf) == 0, "the FIN_WAIT2 end does not see the end of file after the client closed");
+
+    int ended[] = { c3, s3, c4, s4, c5 };
+    for (int i = 0; i < 5; i++) {
+        int fd = ended[i];
+        CHECK(state(fd) == TCP_CLOSE, "ended connection %d: state %d", i, state(fd));
+        errno = 0;
+        CHECK(read(fd, buf, sizeof buf) == 0, "ended connection %d: read does not give end of file (%s)", i, strerror(errno));
+        CHECK(send(fd, "x", 1, MSG_NOSIGNAL) < 0 && errno == EPIPE, "ended connection %d: send does not fail with EPIPE (%s)", i, strerror(errno));
+        struct pollfd p = { fd, POLLIN | POLLOUT, 0 };
+        CHECK(poll(&p, 1, 0) == 1 && (p.revents & POLLHUP), "ended connection %d: poll gives 0x%x", i, p.revents);
+    }
+    struct sockaddr_in c4now;
+    socklen_t cl = sizeof c4now;
+    CHECK(getsockname(c4, (struct sockaddr *)&c4now, &cl) == 0 && c4now.sin_port == b.sin_port, "the ended connection bound by the program lost its port %d (now %d)", ntohs(b.sin_port), ntohs(c4now.sin_port));
     return e2e_finish();
 }

@@ -31,7 +31,11 @@ public sealed unsafe class InetSocket : IStateKind
     public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.InetSocket, RecordKind.NetworkLock];
     public int FinishOrder => 76;
 
-    private enum State : byte { Unconnected = 0, Listening = 1, Connected = 2, Established = 3 }
+    /// <summary>Closed: a TCP connection that ended (both FINs, a reset, a refused connect): nothing to read or write any more.</summary>
+    private enum State : byte { Unconnected = 0, Listening = 1, Connected = 2, Established = 3, Closed = 4 }
+
+    /// <summary>The TCP sockets holding a port while neither listening nor connected (one sock_diag dump per checkpoint, when needed).</summary>
+    private sealed class BoundInactive { public HashSet<uint>? Inodes; }
 
     private const int IPPROTO_IP = 0, IPPROTO_TCP = 6, IPPROTO_UDP = 17, IPPROTO_IPV6 = 41;
     private const int TCP_INFO = 11, TCP_STATE_ESTABLISHED = 1, TCP_STATE_LISTEN = 10, TCP_STATE_CLOSE = 7;
@@ -110,6 +114,19 @@ public sealed unsafe class InetSocket : IStateKind
                 {
                     state = State.Established;
                     connection = ReadConnection(ctx, f.Fd, mine, info, what, tcpState);
+                }
+                else if (tcpState == TCP_STATE_CLOSE && len >= 144 && (*(uint*)(info + 136) != 0 || *(uint*)(info + 140) != 0))
+                {
+                    // segments went out or came in (tcpi_segs_out, tcpi_segs_in): a connection that ended;
+                    // the kernel shut both directions (reads give 0, writes EPIPE) and gave the port back
+                    // unless the program had bound it itself
+                    int unread = 0;
+                    if (EventCalls.Ioctl(mine, EventCalls.FIONREAD, &unread) == 0 && unread > 0)
+                        throw new NotCheckpointableException(ctx.Pid, $"{what} is a closed TCP connection with {unread} byte(s) it has not read yet, which is not supported yet; checkpoint once the program has read them");
+                    state = State.Closed;
+                    var bound = ctx.Session.State<BoundInactive>();
+                    bound.Inodes ??= SocketCalls.TcpBoundInactive();
+                    if (!bound.Inodes.Contains((uint)f.Stat.Ino)) local = [];
                 }
                 else if (tcpState is TCP_SYN_SENT or TCP_SYN_RECV)
                     throw new NotCheckpointableException(ctx.Pid, $"{what} is a TCP connection{(peer != null ? " to " + Show(peer) : "")} still being opened ({TcpStateName(tcpState)}) after the tree was let go for about 3 s to finish it; checkpoint once it is established");
@@ -595,8 +612,8 @@ public sealed unsafe class InetSocket : IStateKind
         uint n = r.U32();
         var options = new List<(int Level, int Name, byte[] Value)>();
         for (uint i = 0; i < n; i++) options.Add((r.I32(), r.I32(), r.Bytes().ToArray()));
-        if (domain is not (SocketCalls.AF_INET or SocketCalls.AF_INET6) || state > State.Established || local.Length > 128 || peer.Length > 128
-            || state == State.Established && type != SocketCalls.SOCK_STREAM)
+        if (domain is not (SocketCalls.AF_INET or SocketCalls.AF_INET6) || state > State.Closed || local.Length > 128 || peer.Length > 128
+            || state is State.Established or State.Closed && type != SocketCalls.SOCK_STREAM)
             throw new ImageFormatException($"InetSocket record at offset {rec.Offset} is not a TCP or UDP socket this tool can rebuild");
         if (state == State.Established)
         {
@@ -625,6 +642,8 @@ public sealed unsafe class InetSocket : IStateKind
                 if (got < 0) throw new CkptException($"restart: cannot bind the {what} again: {Errors.Describe((int)-got)}{(got == -SocketCalls.EADDRINUSE ? " (the address is in use: is the checkpointed process, or another one, still holding it?)" : "")}", ExitCodes.RestoreConflict);
             });
         if (state == State.Listening) batch.AddChecked($"listen of the {what}", Nr.listen, fd, backlog);
+        // on a socket never connected, shutdown fails with ENOTCONN but still marks both directions shut
+        else if (state == State.Closed) batch.Add(Nr.shutdown, fd, 2 /* SHUT_RDWR */);
         else if (state == State.Connected) batch.AddChecked($"connect of the {what} to {Show(peer)}", Nr.connect, fd, (long)batch.AddData(peer), peer.Length);
         batch.Flush();
         if (datagrams.Count > 0)

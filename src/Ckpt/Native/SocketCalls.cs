@@ -133,22 +133,53 @@ public static unsafe partial class SocketCalls
     /// <summary>Every unix domain socket of ckpt's network namespace, by inode (sock_diag dump).</summary>
     public static Dictionary<uint, UnixDiag> DumpUnix()
     {
+        // nlmsghdr (16) + unix_diag_req (24)
+        var req = new byte[40];
+        req[16] = AF_UNIX;
+        BinaryPrimitives.WriteUInt32LittleEndian(req.AsSpan(20), 0xffffffff);   // every state
+        BinaryPrimitives.WriteUInt32LittleEndian(req.AsSpan(28), UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN);
+        var result = new Dictionary<uint, UnixDiag>();
+        Dump(req, m => Parse(m, result), "unix");
+        return result;
+    }
+
+    /// <summary>TCP_BOUND_INACTIVE (include/net/tcp_states.h): the inet_diag state of a socket bound but neither listening nor connected.</summary>
+    private const int TCP_BOUND_INACTIVE = 13;
+
+    /// <summary>
+    /// The inodes of the TCP sockets (IPv4 and IPv6) of ckpt's network namespace that hold a local port
+    /// while neither listening nor connected (inet_diag dump of TCP_BOUND_INACTIVE): those bound by the
+    /// program, and not those whose connection ended, which gave their port back.
+    /// </summary>
+    public static HashSet<uint> TcpBoundInactive()
+    {
+        var result = new HashSet<uint>();
+        foreach (byte family in new[] { (byte)AF_INET, (byte)AF_INET6 })
+        {
+            // nlmsghdr (16) + inet_diag_req_v2 (family, protocol, ext, pad, states, inet_diag_sockid: 48)
+            var req = new byte[72];
+            req[16] = family;
+            req[17] = 6;   // IPPROTO_TCP
+            BinaryPrimitives.WriteUInt32LittleEndian(req.AsSpan(20), 1u << TCP_BOUND_INACTIVE);
+            // inet_diag_msg: family, state, timer, retrans, sockid (48), expires, rqueue, wqueue, uid, inode
+            Dump(req, m => { if (m.Length >= 72) result.Add(BinaryPrimitives.ReadUInt32LittleEndian(m[68..])); }, "tcp");
+        }
+        return result;
+    }
+
+    /// <summary>Sends a sock_diag dump request (its nlmsghdr filled in here) and hands each answer's payload to <paramref name="onMessage"/>.</summary>
+    private static void Dump(byte[] request, SpanAction onMessage, string what)
+    {
         int nl = Socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
         if (nl < 0) throw SyscallException.Last("socket(AF_NETLINK, NETLINK_SOCK_DIAG)");
         try
         {
-            // nlmsghdr (16) + unix_diag_req (24)
-            byte* req = stackalloc byte[40];
-            new Span<byte>(req, 40).Clear();
-            *(uint*)req = 40;
-            *(ushort*)(req + 4) = SOCK_DIAG_BY_FAMILY;
-            *(ushort*)(req + 6) = NLM_F_REQUEST | NLM_F_DUMP;
-            *(uint*)(req + 8) = 1;
-            req[16] = AF_UNIX;
-            *(uint*)(req + 20) = 0xffffffff;   // every state
-            *(uint*)(req + 28) = UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN;
-            if (Send(nl, req, 40, 0) != 40) throw SyscallException.Last("send(sock_diag request)");
-            var result = new Dictionary<uint, UnixDiag>();
+            BinaryPrimitives.WriteUInt32LittleEndian(request, (uint)request.Length);
+            BinaryPrimitives.WriteUInt16LittleEndian(request.AsSpan(4), SOCK_DIAG_BY_FAMILY);
+            BinaryPrimitives.WriteUInt16LittleEndian(request.AsSpan(6), NLM_F_REQUEST | NLM_F_DUMP);
+            BinaryPrimitives.WriteUInt32LittleEndian(request.AsSpan(8), 1);
+            fixed (byte* req = request)
+                if (Send(nl, req, (nuint)request.Length, 0) != request.Length) throw SyscallException.Last($"send(sock_diag request, {what})");
             var buf = new byte[1 << 16];
             while (true)
             {
@@ -157,7 +188,7 @@ public static unsafe partial class SocketCalls
                 if (n < 0)
                 {
                     if (Marshal.GetLastPInvokeError() == Errors.EINTR) continue;
-                    throw SyscallException.Last("recv(sock_diag)");
+                    throw SyscallException.Last($"recv(sock_diag, {what})");
                 }
                 if (n == 0) throw new IOException("sock_diag: the dump ended without NLMSG_DONE");
                 for (int off = 0; off + 16 <= n;)
@@ -166,19 +197,21 @@ public static unsafe partial class SocketCalls
                     int len = (int)BinaryPrimitives.ReadUInt32LittleEndian(h);
                     int type = BinaryPrimitives.ReadUInt16LittleEndian(h[4..]);
                     if (len < 16 || off + len > n) throw new IOException("sock_diag: malformed netlink message");
-                    if (type == NLMSG_DONE) return result;
+                    if (type == NLMSG_DONE) return;
                     if (type == NLMSG_ERROR)
                     {
                         int err = -BinaryPrimitives.ReadInt32LittleEndian(h[16..]);
-                        throw new SyscallException("sock_diag (unix)", err);
+                        throw new SyscallException($"sock_diag ({what})", err);
                     }
-                    if (type == SOCK_DIAG_BY_FAMILY) Parse(h[16..len], result);
+                    if (type == SOCK_DIAG_BY_FAMILY) onMessage(h[16..len]);
                     off += (len + 3) & ~3;
                 }
             }
         }
         finally { FileCalls.Close(nl); }
     }
+
+    private delegate void SpanAction(ReadOnlySpan<byte> message);
 
     private static void Parse(ReadOnlySpan<byte> m, Dictionary<uint, UnixDiag> into)
     {

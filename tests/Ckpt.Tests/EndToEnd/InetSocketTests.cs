@@ -207,6 +207,7 @@ public sealed class InetSocketTests(E2eEnvironment env)
         r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
         Assert.Contains("half_closed: fin received", r.File("info.txt"));
         Assert.Contains("half_closed: fin sent", r.File("info.txt"));
+        Assert.Contains("state: closed", r.File("info.txt"));
         r.Cleanup();
     }
 
