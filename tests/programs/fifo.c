@@ -1,6 +1,9 @@
 /* fifo: named pipes (FIFOs) through a restart. fifo1: the parent reads, its child writes, with bytes
  * in flight; fifo2: opened read-write by the parent alone, holding bytes. After SIGUSR1 the child writes
- * more and exits; the parent must read everything in order, then end-of-file; fifo2 gives its bytes. */
+ * more and exits; the parent must read everything in order, then end-of-file; fifo2 gives its bytes.
+ * fifo3: opened read-write and write-only by the parent, holding bytes, then its name removed: after the
+ * restart both descriptions still reach one pipe (bytes written through one are read through the other
+ * after the old ones), with no name (link count 0, its fd link still "DIR/fifo3 (deleted)"). */
 #include "e2e.h"
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -10,15 +13,19 @@ int main(int argc, char **argv)
 {
     e2e_init();
     MUST(argc == 2);
-    char f1[512], f2[512];
+    char f1[512], f2[512], f3[512];
     snprintf(f1, sizeof f1, "%s/fifo1", argv[1]);
     snprintf(f2, sizeof f2, "%s/fifo2", argv[1]);
+    snprintf(f3, sizeof f3, "%s/fifo3", argv[1]);
     MUST(mkfifo(f1, 0600) == 0 && mkfifo(f2, 0600) == 0);
     int rd = open(f1, O_RDONLY | O_NONBLOCK);
     MUST(rd >= 0);
     MUST(fcntl(rd, F_SETFL, 0) == 0);   /* blocking reads from here on */
     int both = open(f2, O_RDWR);
     MUST(both >= 0 && write(both, "kept", 4) == 4);
+    MUST(mkfifo(f3, 0600) == 0);
+    int gone = open(f3, O_RDWR), gonew = open(f3, O_WRONLY);
+    MUST(gone >= 0 && gonew >= 0 && write(gone, "gone", 4) == 4 && unlink(f3) == 0);
 
     sigset_t usr1;
     sigemptyset(&usr1);
@@ -55,5 +62,15 @@ int main(int argc, char **argv)
     CHECK(waitpid(child, &st, 0) == child && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child failed: 0x%x", st);
     char b2[8] = {0};
     CHECK(read(both, b2, sizeof b2) == 4 && memcmp(b2, "kept", 4) == 0, "fifo2 gave '%s'", b2);
+    char b3[16] = {0}, link[600], want[600];
+    CHECK(write(gonew, "!", 1) == 1, "cannot write to the removed fifo3: %s", strerror(errno));
+    CHECK(read(gone, b3, sizeof b3) == 5 && memcmp(b3, "gone!", 5) == 0, "fifo3 gave '%s'", b3);
+    struct stat s3;
+    CHECK(fstat(gone, &s3) == 0 && S_ISFIFO(s3.st_mode) && s3.st_nlink == 0, "fifo3 is not a removed FIFO (mode 0%o, %ld links)", s3.st_mode, (long)s3.st_nlink);
+    snprintf(link, sizeof link, "/proc/self/fd/%d", gone);
+    ssize_t ll = readlink(link, link, sizeof link - 1);
+    if (ll >= 0) link[ll] = 0;
+    snprintf(want, sizeof want, "%s (deleted)", f3);
+    CHECK(ll > 0 && strcmp(link, want) == 0, "fifo3's fd names '%s'", ll > 0 ? link : "?");
     return e2e_finish();
 }

@@ -13,7 +13,10 @@ namespace Ckpt.Kinds;
 /// held by different processes of the tree; an end held outside the tree is refused (or saved as
 /// external with --external), an end held by no one stays closed. FIFOs (named pipes) are the same,
 /// with their path: restart opens the FIFO, which must exist, keeps it open read-write in ckpt while the
-/// queued bytes are written back and the processes open their ends by path.
+/// queued bytes are written back and the processes open their ends by path. A FIFO whose name was
+/// removed while open is made again under its old name (or a name beside it when that is taken, or in
+/// the temporary directory when its directory is gone) and its name removed at once: the ends are opened
+/// through ckpt's own fd of it (/proc/self/fd), as only the holders of a removed FIFO can reach it.
 /// </summary>
 public sealed unsafe class Pipe : IFileKind
 {
@@ -41,8 +44,7 @@ public sealed unsafe class Pipe : IFileKind
         ulong id = PipeId(f);
         var link = f.Link;
         bool fifo = IsFifo(f);
-        if (fifo && link.EndsWith(" (deleted)"))
-            throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} is the FIFO {link}, whose name was removed, which is not supported");
+        bool removed = fifo && link.EndsWith(Deleted, StringComparison.Ordinal);
         (CheckpointContext P, OpenFile F)? reader = null, writer = null;
         foreach (var (p, o) in ctx.Session.HoldersOf(f.Stat.Dev, f.Stat.Ino))
             if (SamePipe(o, f))
@@ -81,7 +83,7 @@ public sealed unsafe class Pipe : IFileKind
                 int readFd = -1;
                 if (reader is { } rd) readFd = rd.P == ctx && rd.F.Fd == f.Fd ? mine : rd.P.GrabFd(rd.F.Fd);
                 // a FIFO no process of the tree reads: a read end of our own, opened by name
-                else if (fifo) readFd = FileCalls.Open(link, FileCalls.O_RDONLY | FileCalls.O_NONBLOCK | FileCalls.O_CLOEXEC, 0);
+                else if (fifo) readFd = FileCalls.Open(removed ? $"/proc/{ctx.Pid}/fd/{f.Fd}" : link, FileCalls.O_RDONLY | FileCalls.O_NONBLOCK | FileCalls.O_CLOEXEC, 0);
                 if (readFd >= 0)
                 {
                     try { data = Peek(readFd, capacity, ctx.Pid); }
@@ -172,20 +174,48 @@ public sealed unsafe class Pipe : IFileKind
     /// </summary>
     private static void RestoreFifoEnd(RestoreContext ctx, RestoreState st, uint objref, ulong id, string path, int flags, int capacity)
     {
-        if (!st.Pipes.ContainsKey(id))
+        bool removed = path.EndsWith(Deleted, StringComparison.Ordinal);
+        if (!st.Pipes.TryGetValue(id, out var ends))
         {
-            if (!FileCalls.TryStat(path, out var sb) || sb.Type != StatBuf.S_IFIFO)
-                throw new CkptException($"restart: the FIFO {path} (open in the image) no longer exists", ExitCodes.RestoreConflict);
-            int m = FileCalls.Open(path, FileCalls.O_RDWR | FileCalls.O_NONBLOCK | FileCalls.O_CLOEXEC, 0);
-            if (m < 0) throw new CkptException($"restart: cannot open the FIFO {path}: {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
+            int m = removed ? MakeRemovedFifo(path[..^Deleted.Length]) : -1;
+            if (!removed)
+            {
+                if (!FileCalls.TryStat(path, out var sb) || sb.Type != StatBuf.S_IFIFO)
+                    throw new CkptException($"restart: the FIFO {path} (open in the image) no longer exists", ExitCodes.RestoreConflict);
+                m = FileCalls.Open(path, FileCalls.O_RDWR | FileCalls.O_NONBLOCK | FileCalls.O_CLOEXEC, 0);
+                if (m < 0) throw new CkptException($"restart: cannot open the FIFO {path}: {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
+            }
             ctx.Session.Own(m);
             if (capacity > 0 && FileCalls.Fcntl(m, FileCalls.F_SETPIPE_SZ, capacity) < 0)
                 throw SyscallException.Last($"fcntl(F_SETPIPE_SZ {capacity})");
-            st.Pipes[id] = (m, m);
+            st.Pipes[id] = ends = (m, m);
         }
-        int fd = ctx.OpenInVessel(path, (flags & FileCalls.O_ACCMODE) | FileCalls.O_NONBLOCK | FileCalls.O_CLOEXEC);
+        int fd = ctx.OpenInVessel(removed ? $"/proc/{Environment.ProcessId}/fd/{ends.Read}" : path, (flags & FileCalls.O_ACCMODE) | FileCalls.O_NONBLOCK | FileCalls.O_CLOEXEC);
         ctx.Inject("fcntl(F_SETFL)", Nr.fcntl, fd, FileCalls.F_SETFL, flags & (FileCalls.O_NONBLOCK | FileCalls.O_APPEND));
         ctx.Files.SetRestored(objref, fd);
+    }
+
+    private const string Deleted = " (deleted)";
+
+    /// <summary>
+    /// A FIFO for one whose name was removed: made under <paramref name="name"/> if free (else beside it,
+    /// or in the temporary directory), opened read-write by ckpt, its name removed at once.
+    /// </summary>
+    private static int MakeRemovedFifo(string name)
+    {
+        string? dir = Path.GetDirectoryName(name);
+        string[] candidates = [name, $"{name}.ckpt-{Environment.ProcessId}", Path.Combine(Path.GetTempPath(), $"ckpt-fifo-{Environment.ProcessId}-{Path.GetFileName(name)}")];
+        foreach (var c in candidates)
+        {
+            if (c != candidates[2] && (dir == null || !Directory.Exists(dir))) continue;
+            if (FileCalls.MkFifo(c, 0x180 /* 0600 */) != 0) continue;
+            int m = FileCalls.Open(c, FileCalls.O_RDWR | FileCalls.O_NONBLOCK | FileCalls.O_CLOEXEC, 0);
+            int e = Marshal.GetLastPInvokeError();
+            FileCalls.Unlink(c);
+            if (m < 0) throw new CkptException($"restart: cannot open the FIFO made again for {name} (removed): {Errors.Describe(e)}", ExitCodes.Internal);
+            return m;
+        }
+        throw new CkptException($"restart: cannot make a FIFO again for {name} (removed), neither there nor in {Path.GetTempPath()}", ExitCodes.RestoreConflict);
     }
 
     public void Finish(RestoreContext ctx) { }
