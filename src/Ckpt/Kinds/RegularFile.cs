@@ -70,6 +70,8 @@ public sealed class RegularFile : IFileKind
                     throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} is a secret memory area (memfd_secret), whose contents only its own mappings can read; it cannot be saved");
             }
             finally { FileCalls.Close(mine); }
+            if (f.Link.EndsWith(" (deleted)"))
+                throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd}: {path[..^10]} was removed, but the open file still has {f.Stat.Nlink} other name(s) (hard links), which ckpt cannot find; checkpoint once the process has closed it, or give it back its name");
             throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd}: {path} no longer names the open file (renamed or replaced{(fs is "" or "tmpfs" or "ext4" or "xfs" or "btrfs" or "overlay" ? "" : $"; it is on a {fs} file system")})");
         }
         // another description of an unlinked file already saved: refer to it (the content is saved once)
