@@ -1,6 +1,8 @@
 /* mlocked: a region locked with mlock (every page resident and locked) and one locked with
  * MLOCK_ONFAULT (only the touched pages resident). After the restart both are locked as before: the
- * same VmFlags (lo; lo and lf), the same Locked size, the same data. */
+ * same VmFlags (lo; lo and lf), the same Locked size, the same data.
+ * "mlocked future" / "mlocked onfault": mlockall(MCL_FUTURE [| MCL_ONFAULT]) was called too: a region
+ * mapped after the restart is locked (VmFlags lo, and lf with MCL_ONFAULT). */
 #include "e2e.h"
 #include <sys/mman.h>
 
@@ -24,9 +26,10 @@ static void region_info(void *addr, char *flags, size_t n, long *locked_kb)
     if (f) fclose(f);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     e2e_init();
+    int future = argc > 1 ? (!strcmp(argv[1], "onfault") ? MCL_FUTURE | MCL_ONFAULT : MCL_FUTURE) : 0;
     char *raw = mmap(NULL, 5 * LEN, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     MUST(raw != MAP_FAILED);
     char *a = raw + LEN, *b = raw + 3 * LEN;   /* apart: they do not merge */
@@ -40,6 +43,7 @@ int main(void)
     region_info(a, fa, sizeof fa, &la);
     region_info(b, fb, sizeof fb, &lb);
     MUST(strstr(fa, " lo") && strstr(fb, " lf"));
+    if (future) MUST(mlockall(future) == 0);
     say("READY");
     e2e_wait_usr1();
 
@@ -51,5 +55,12 @@ int main(void)
     CHECK(!strcmp(fb, gb), "MLOCK_ONFAULT region flags '%s', were '%s'", gb, fb);
     CHECK(ka == la && kb == lb, "locked %ld and %ld kB, were %ld and %ld kB", ka, kb, la, lb);
     CHECK(check_fill(a, LEN, 21) < 0 && check_fill(b + 4096, 4096, 22) < 0, "locked data differs");
+    char *later = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    MUST(later != MAP_FAILED);
+    char fl[512];
+    long kl;
+    region_info(later, fl, sizeof fl, &kl);
+    if (!future) CHECK(!strstr(fl, " lo"), "a region mapped after the restart is locked ('%s')", fl);
+    else CHECK(strstr(fl, " lo") && !strstr(fl, " lf") == !(future & MCL_ONFAULT), "a region mapped after the restart has flags '%s' (mlockall 0x%x)", fl, future);
     return e2e_finish();
 }

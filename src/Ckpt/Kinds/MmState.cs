@@ -12,7 +12,9 @@ namespace Ckpt.Kinds;
 /// executable, and the layout of all regions. At restart this record comes before any region: it
 /// places the trampoline where the image maps nothing, empties the vessel and moves the vDSO.
 /// Also the address space's membarrier registrations (MEMBARRIER_CMD_REGISTER_*: a process that
-/// registered for expedited barriers gets EPERM from them in an address space that did not).
+/// registered for expedited barriers gets EPERM from them in an address space that did not), and
+/// mlockall(MCL_FUTURE) (every region mapped later is locked; the kernel shows it nowhere: probed with a
+/// page mapped by injection, counted in VmLck when it is set, left unpopulated with MCL_ONFAULT).
 /// </summary>
 public sealed class MmState : IStateKind
 {
@@ -30,7 +32,10 @@ public sealed class MmState : IStateKind
         public byte[] Auxv = [];
         public string Exe = "";
         public long Membarrier = -1;
+        public int Mlockall;
     }
+
+    private const int MCL_FUTURE = 2, MCL_ONFAULT = 4;
 
     // membarrier(2): what MEMBARRIER_CMD_GET_REGISTRATIONS (Linux 6.3) returns is the mask of the
     // REGISTER commands the address space was registered with
@@ -63,7 +68,43 @@ public sealed class MmState : IStateKind
         long reg = ctx.Task.Inject(Nr.membarrier, MembarrierGetRegistrations, 0, 0);
         if (reg < 0) ctx.Log.Debug($"pid {ctx.Pid}: membarrier registrations unknown ({Errors.Describe((int)-reg)})");
         p.I64(reg);
+        // appended field: mlockall flags for the regions mapped later (only probed where memory is locked)
+        p.U8((byte)(LockedKb(ctx.Pid) > 0 ? ProbeMlockall(ctx) : 0));
         ctx.Image.Write(RecordKind.MmState, p);
+    }
+
+    /// <summary>VmLck of /proc/PID/status (kB of locked memory).</summary>
+    private static long LockedKb(int pid)
+    {
+        foreach (var line in File.ReadLines($"/proc/{pid}/status"))
+            if (line.StartsWith("VmLck:", StringComparison.Ordinal))
+                return long.Parse(line[6..].Trim().Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture);
+        return 0;
+    }
+
+    /// <summary>
+    /// MCL_FUTURE (| MCL_ONFAULT) when the process called mlockall with it: a page mapped now (by injection,
+    /// unmapped again) is locked then, so VmLck grows, and populated unless MCL_ONFAULT (mincore).
+    /// </summary>
+    private static int ProbeMlockall(CheckpointContext ctx)
+    {
+        long before = LockedKb(ctx.Pid);
+        long a = ctx.Task.Inject(Nr.mmap, 0, 4096, MemoryCalls.PROT_READ, MemoryCalls.MAP_PRIVATE | MemoryCalls.MAP_ANONYMOUS, -1, 0);
+        if (a < 0 && a > -4096)
+        {
+            // EAGAIN: a locked page would go beyond RLIMIT_MEMLOCK, which only happens when it is locked
+            ctx.Log.Debug($"pid {ctx.Pid}: mlockall probe: mmap {Errors.Describe((int)-a)}");
+            return a == -Errors.EAGAIN ? MCL_FUTURE : 0;
+        }
+        try
+        {
+            if (LockedKb(ctx.Pid) <= before) return 0;
+            long rc = ctx.Task.Inject(Nr.mincore, a, 4096, (long)ctx.Scratch);
+            bool resident = rc == 0 && (ctx.ReadScratch(0, 1)[0] & 1) != 0;
+            ctx.Log.Debug($"pid {ctx.Pid}: mlockall(MCL_FUTURE{(resident ? "" : " | MCL_ONFAULT")}) in force");
+            return MCL_FUTURE | (resident ? 0 : MCL_ONFAULT);
+        }
+        finally { ctx.Task.Inject(Nr.munmap, a, 4096); }
     }
 
     internal static string ProcLink(string path)
@@ -83,6 +124,8 @@ public sealed class MmState : IStateKind
         var ranges = new List<(ulong Start, ulong End, int Special)>();
         for (int i = 0; i < n; i++) ranges.Add((r.U64(), r.U64(), r.U8()));
         st.Membarrier = r.AtEnd ? -1 : r.I64();
+        st.Mlockall = r.AtEnd ? 0 : r.U8();
+        if ((st.Mlockall & ~(MCL_FUTURE | MCL_ONFAULT)) != 0) throw new ImageFormatException($"MmState record at offset {rec.Offset}: mlockall flags 0x{st.Mlockall:x}");
         r.End();
         PrepareVessel(ctx, ranges);
     }
@@ -226,6 +269,12 @@ public sealed class MmState : IStateKind
         ctx.Inject("prctl(PR_SET_MM_MAP)", Nr.prctl, PR_SET_MM, PR_SET_MM_MAP, (long)mapAddr, PrctlMmMap.Size, 0);
         ctx.Inject("close", Nr.close, exeFd);
         RegisterMembarrier(ctx, st.Membarrier);
+        // once every region is mapped (and locked or not as it was): those mapped from now on are locked
+        if (st.Mlockall != 0)
+        {
+            long got = ctx.Vessel.Inject(Nr.mlockall, st.Mlockall);
+            if (got < 0) throw new CkptException($"restart: pid {ctx.Pid} had mlockall(MCL_FUTURE) in force, which cannot be set again: {Errors.Describe((int)-got)}; raise RLIMIT_MEMLOCK or restart as root", ExitCodes.RestoreConflict);
+        }
     }
 
     /// <summary>
@@ -271,5 +320,7 @@ public sealed class MmState : IStateKind
         for (uint i = 0, n = r.U32(); i < n; i++) { r.U64(); r.U64(); r.U8(); }
         if (!r.AtEnd && r.I64() is var reg and >= 0)
             mm.Set("membarrier", string.Join('|', MembarrierRegistrations.Where(m => (reg & m.Cmd) != 0).Select(m => m.Name.ToLowerInvariant())));
+        if (!r.AtEnd && r.U8() is var mcl and not 0)
+            mm.Set("mlockall", (mcl & MCL_ONFAULT) != 0 ? "future|onfault" : "future");
     }
 }

@@ -495,12 +495,18 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.Cleanup();
     }
 
-    /// <summary>Regions locked in memory (mlock, and mlock2 with MLOCK_ONFAULT) are locked again, with the same resident pages.</summary>
-    [Fact]
-    public void LockedMemory()
+    /// <summary>
+    /// Regions locked in memory (mlock, and mlock2 with MLOCK_ONFAULT) are locked again, with the same
+    /// resident pages; mlockall(MCL_FUTURE [| MCL_ONFAULT]) still locks what is mapped after the restart.
+    /// </summary>
+    [Theory]
+    [InlineData("")]
+    [InlineData("future")]
+    [InlineData("onfault")]
+    public void LockedMemory(string future)
     {
         env.Program("mlocked");
-        var r = new E2eScript(env, "mlocked").Run(E2eScript.RoundTrip("\"$BIN/mlocked\""));
+        var r = new E2eScript(env, "mlocked" + future).Run(E2eScript.RoundTrip($"\"$BIN/mlocked\" {future}"));
         r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
     }
 
