@@ -44,15 +44,12 @@ public sealed class ProcessAttributes : IStateKind
     private const int PR_GET_DUMPABLE = 3, PR_SET_DUMPABLE = 4, PR_GET_CHILD_SUBREAPER = 37,
         PR_SET_THP_DISABLE = 41, PR_GET_THP_DISABLE = 42;
 
-    /// <summary>Pid 2 is kthreadd (read at the first checkpoint, not when a restart loads this type).</summary>
     /// <summary>
-    /// Whether a SysV semaphore set exists that the process's undo list could refer to: none in an IPC
-    /// namespace of the tree's own (only an empty one is saved: IpcNamespace); in ckpt's, /proc/sysvipc/sem
-    /// is read once per checkpoint.
+    /// Whether a SysV semaphore set exists that the process's undo list could refer to: /proc/sysvipc/sem
+    /// read once per checkpoint by the tracer thread, which is in the tree's IPC namespace (IpcNamespace).
     /// </summary>
     private static bool SysvSemaphoresExist(CheckpointContext ctx)
     {
-        if (IpcNamespace.OutsideOwn(ctx.Pid)) return false;
         var seen = ctx.Session.State<SemaphoreSets>();
         if (seen.Exist == null)
         {
@@ -64,6 +61,7 @@ public sealed class ProcessAttributes : IStateKind
 
     private sealed class SemaphoreSets { public bool? Exist; }
 
+    /// <summary>Pid 2 is kthreadd (read at the first checkpoint, not when a restart loads this type).</summary>
     private static bool Kthreadd => s_kthreadd ??= Native.FileCalls.ReadSmallText("/proc/2/comm")?.TrimEnd('\n') == "kthreadd";
     private static bool? s_kthreadd;
 

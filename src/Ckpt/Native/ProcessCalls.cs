@@ -8,6 +8,10 @@ public static unsafe partial class ProcessCalls
     [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
     public static partial int Kill(int pid, int sig);
 
+    /// <summary>setns(2): moves the calling thread into the namespace <paramref name="fd"/> refers to.</summary>
+    [LibraryImport("libc", EntryPoint = "setns", SetLastError = true)]
+    public static partial int Setns(int fd, int nstype);
+
     [LibraryImport("libc", EntryPoint = "getpid")]
     public static partial int GetPid();
 

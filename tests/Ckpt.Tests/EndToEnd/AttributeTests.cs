@@ -176,4 +176,21 @@ public sealed class AttributeTests(E2eEnvironment env)
         Assert.NotEqual(new FileInfo("/proc/self/ns/ipc").LinkTarget, ns);
         r.Cleanup();
     }
+
+    /// <summary>
+    /// An IPC namespace holding SysV objects (message queues with messages, a semaphore set, an attached
+    /// and an unattached segment, with gaps in their ids) and a raised limit: each comes back with its id,
+    /// key, mode and contents, as the parent and the child of the tree see them.
+    /// </summary>
+    [Fact]
+    public void IpcNamespaceObjectsAreKept()
+    {
+        env.Program("ipcns");
+        var r = new E2eScript(env, "ipcns-objects").Run(E2eScript.RoundTrip("\"$BIN/ipcns\" objects", afterRestart: E2eScript.SaveInfo));
+        r.AssertPassed().AssertRestoredExit0();
+        var info = r.File("info.txt");
+        Assert.Contains("kind=message queue", info);
+        Assert.Contains("values=1,2,3", info);
+        r.Cleanup();
+    }
 }

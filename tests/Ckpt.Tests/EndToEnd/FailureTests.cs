@@ -94,15 +94,15 @@ public sealed class FailureTests(E2eEnvironment env)
     }
 
     /// <summary>
-    /// An IPC namespace of the tree's own that holds a SysV semaphore set: its objects are not saved, so the
-    /// checkpoint refuses naming them, and the set is intact afterwards.
+    /// An IPC namespace of the tree's own that holds a POSIX message queue the tree has open: such queues are
+    /// not saved, so the checkpoint refuses naming it, and the queue is intact afterwards.
     /// </summary>
     [Fact]
-    public void IpcNamespaceWithObjectsIsRefused()
+    public void IpcNamespaceWithPosixQueueIsRefused()
     {
         env.Program("ipcns");
-        var r = new E2eScript(env, "ipcns-sem").Run(E2eScript.Refused("\"$BIN/ipcns\" sem"));
-        r.AssertRefused("IPC namespace of its own", "1 SysV semaphore set");
+        var r = new E2eScript(env, "ipcns-mq").Run(E2eScript.Refused("\"$BIN/ipcns\" mq"));
+        r.AssertRefused("message queue", "IPC namespace");
     }
 
     /// <summary>Standard output is a pipe to another process (the common `prog | tee log`): refused naming fd 1.</summary>
