@@ -1,6 +1,7 @@
 /* attrs2: process and thread attributes beyond attrs.c.
  * Process: personality (ADDR_NO_RANDOMIZE added), child subreaper, dumpable 0, THP disabled,
- * oom_score_adj 123 (the child: 456).
+ * oom_score_adj 123 (the child: 456), audit login uid 4321 (both; set before the fork, where this
+ * machine lets a process set its own).
  * Threads (each its own): timer slack, scheduling policy, nice, CPU affinity, I/O priority (A: idle class,
  * B: best-effort level 2, the others the default):
  *   main     slack 123456 ns, SCHED_OTHER, nice 0 (process default), all CPUs it started with
@@ -107,6 +108,16 @@ static int get_oom(void)
     return v;
 }
 
+static long get_loginuid(void)
+{
+    long v = -2;
+    FILE *f = fopen("/proc/self/loginuid", "r");
+    if (f) { if (fscanf(f, "%ld", &v) != 1) v = -3; fclose(f); }
+    return v;
+}
+
+static int loginuid_set;   /* this machine let the process set its login uid */
+
 static int child_main(int pers)
 {
     MUST(prctl(PR_SET_PDEATHSIG, SIGWINCH) == 0);
@@ -122,6 +133,7 @@ static int child_main(int pers)
     CHECK(prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) == 0, "child: THP disable %d", prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0));
     CHECK(personality(0xffffffff) == pers, "child: personality 0x%x, expected 0x%x", personality(0xffffffff), pers);
     CHECK(get_oom() == 456, "child: oom_score_adj %d, expected 456", get_oom());
+    if (loginuid_set) CHECK(get_loginuid() == 4321, "child: loginuid %ld, expected 4321", get_loginuid());
     if (e2e_failures) say("child: FAIL");
     return e2e_failures ? 1 : 0;
 }
@@ -138,6 +150,10 @@ int main(void)
     int pers = personality(0xffffffff) | ADDR_NO_RANDOMIZE;
     MUST(personality(pers) >= 0);
     MUST(personality(0xffffffff) == pers);
+
+    FILE *lf = fopen("/proc/self/loginuid", "w");
+    if (lf) { fprintf(lf, "4321"); loginuid_set = fclose(lf) == 0 && get_loginuid() == 4321; }
+    if (!loginuid_set) say("(the login uid cannot be set here: not checked)");
 
     pid_t child = fork();
     MUST(child >= 0);
@@ -183,6 +199,7 @@ int main(void)
     CHECK(prctl(PR_GET_DUMPABLE) == 0, "dumpable %d", prctl(PR_GET_DUMPABLE));
     CHECK(prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1, "THP disable %d", prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0));
     CHECK(get_oom() == 123, "oom_score_adj %d, expected 123", get_oom());
+    if (loginuid_set) CHECK(get_loginuid() == 4321, "loginuid %ld, expected 4321", get_loginuid());
     CHECK(winch == 0, "received SIGWINCH %d times", (int)winch);
 
     CHECK(kill(child, SIGUSR1) == 0, "signal the child: %s", strerror(errno));

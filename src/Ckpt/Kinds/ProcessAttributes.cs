@@ -39,6 +39,8 @@ public sealed class ProcessAttributes : IStateKind
     {
         /// <summary>/proc/PID/oom_score_adj (appended field; null in older images).</summary>
         public int? OomScoreAdj { get; init; }
+        /// <summary>/proc/PID/loginuid, the audit login uid (appended field; null in older images; uint.MaxValue: unset).</summary>
+        public uint? LoginUid { get; init; }
     }
 
     private const int PR_GET_DUMPABLE = 3, PR_SET_DUMPABLE = 4, PR_GET_CHILD_SUBREAPER = 37,
@@ -101,6 +103,8 @@ public sealed class ProcessAttributes : IStateKind
         p.I32((int)res[4]);
         p.U32((uint)res[5]);
         p.I32(int.Parse(File.ReadAllText($"/proc/{pid}/oom_score_adj").Trim(), System.Globalization.CultureInfo.InvariantCulture));
+        // appended field: the audit login uid (set by pam_loginuid for a login session; -1 when unset)
+        p.U32(FileCalls.ReadSmallText($"/proc/{pid}/loginuid") is { } lu && uint.TryParse(lu.Trim(), out uint loginUid) ? loginUid : uint.MaxValue);
         ctx.Image.Write(RecordKind.Process, p);
     }
 
@@ -119,6 +123,7 @@ public sealed class ProcessAttributes : IStateKind
         if (!r.AtEnd) { s.Pgid = r.I32(); s.Sid = r.I32(); }
         if (!r.AtEnd) s.More = new Extra(r.U32(), r.Bool(), r.I32(), r.U32());
         if (!r.AtEnd && s.More != null) s.More = s.More with { OomScoreAdj = r.I32() };
+        if (!r.AtEnd && s.More != null) s.More = s.More with { LoginUid = r.U32() };
         r.End();
         // images with a Tree record had every vessel created from it; older ones hold one process
         if (ctx.Task == null) CreateVessel(ctx, pid);
@@ -223,7 +228,19 @@ public sealed class ProcessAttributes : IStateKind
         if (s.More is { } m) FinishMore(ctx, m);
     }
 
-    /// <summary>Personality, child subreaper, THP disable, OOM score adjustment: each logged (not fatal) if it cannot be set.</summary>
+    /// <summary>Writes <paramref name="text"/> to a /proc file of the vessel itself (injected open, write, close); the error, or null.</summary>
+    private static string? WriteOwnProcFile(RestoreContext ctx, string path, string text)
+    {
+        var bytes = System.Text.Encoding.UTF8.GetBytes(path + "\0" + text);
+        ulong at = ctx.PutScratch(0, bytes);
+        long fd = ctx.Vessel.Inject(Nr.openat, FileCalls.AT_FDCWD, (long)at, FileCalls.O_WRONLY | FileCalls.O_CLOEXEC);
+        if (fd < 0) return $"open {path}: {Errors.Describe((int)-fd)}";
+        long n = ctx.Vessel.Inject(Nr.write, fd, (long)at + path.Length + 1, text.Length);
+        ctx.Vessel.Inject(Nr.close, fd);
+        return n < 0 ? $"write {path}: {Errors.Describe((int)-n)}" : null;
+    }
+
+    /// <summary>Personality, child subreaper, THP disable, OOM score adjustment, login uid: each logged (not fatal) if it cannot be set.</summary>
     private static void FinishMore(RestoreContext ctx, Extra m)
     {
         // the OOM killer's adjustment (a database or a service may have lowered or raised it): written by
@@ -240,6 +257,13 @@ public sealed class ProcessAttributes : IStateKind
             {
                 ctx.Log.Info($"pid {ctx.Pid}: oom_score_adj {oom} could not be restored ({e.Message})");
             }
+        }
+        // the audit login uid: only the process itself may write it (injected), freely while it has none
+        // (the vessel has ckpt's), else with CAP_AUDIT_CONTROL; the session id that comes with it is new
+        if (m.LoginUid is uint loginUid && FileCalls.ReadSmallText($"/proc/{ctx.Pid}/loginuid")?.Trim() != loginUid.ToString(System.Globalization.CultureInfo.InvariantCulture))
+        {
+            string? error = WriteOwnProcFile(ctx, "/proc/self/loginuid", loginUid.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            if (error != null) ctx.Log.Info($"pid {ctx.Pid}: loginuid {(int)loginUid} could not be restored ({error})");
         }
         // personality is per task: set in the leader, the other threads (created later from it) inherit it.
         // Setting it after the memory was mapped is fine: it only steers later mmap/exec choices.
@@ -312,6 +336,7 @@ public sealed class ProcessAttributes : IStateKind
             uint thp = r.U32();
             if (thp != 0) p.Set("thp_disable", $"0x{thp:x}");
             if (!r.AtEnd && r.I32() is var oom and not 0) p.Set("oom_score_adj", oom);
+            if (!r.AtEnd && r.U32() is var loginUid and not uint.MaxValue) p.Set("loginuid", loginUid);
         }
         static string Fmt(ulong v) => v == ulong.MaxValue ? "unlimited" : v.ToString();
     }

@@ -28,6 +28,8 @@ public sealed class AttributeTests(E2eEnvironment env)
         Assert.Equal(0, p.GetProperty("dumpable").GetInt32());
         Assert.Equal("0x1", p.GetProperty("thp_disable").GetString());
         Assert.NotEqual(0u, Convert.ToUInt32(p.GetProperty("personality").GetString()!, 16) & 0x0040000u);   // ADDR_NO_RANDOMIZE
+        if (!r.File("out").Contains("login uid cannot be set"))
+            Assert.Equal(4321u, p.GetProperty("loginuid").GetUInt32());
         var threads = root.GetProperty("threads").EnumerateArray().ToList();
         Assert.Equal(4, threads.Count);
         Assert.Equal(123456, threads[0].GetProperty("timer_slack_ns").GetInt64());
