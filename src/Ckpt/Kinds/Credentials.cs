@@ -2,6 +2,7 @@ using Ckpt.Engine;
 using Ckpt.Image;
 using Ckpt.Native;
 using Ckpt.Proc;
+using Ckpt.Tracing;
 
 namespace Ckpt.Kinds;
 
@@ -17,7 +18,7 @@ public sealed class Credentials : IStateKind
     public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.Credentials];
     public int FinishOrder => 70;
 
-    private sealed class Saved
+    internal sealed class Saved
     {
         public uint[] Uid = new uint[4], Gid = new uint[4];
         public uint[] Groups = [];
@@ -28,15 +29,87 @@ public sealed class Credentials : IStateKind
     private const int PR_GET_SECUREBITS = 27, PR_SET_SECUREBITS = 28, PR_SET_KEEPCAPS = 8, CAP_SETPCAP = 8;
     private const long SECBIT_KEEP_CAPS = 1 << 4;
 
-    public void Checkpoint(CheckpointContext ctx)
+    /// <summary>
+    /// A thread's own credentials, when they differ from its process leader's (a thread that changed its
+    /// ids or capabilities with a raw system call: file servers act for a user per thread; glibc's
+    /// set*id calls change every thread): the Thread record's appended field, null when they are the
+    /// leader's. <paramref name="leaderStatus"/>: the text of the leader's /proc status, read once per process.
+    /// </summary>
+    public static byte[]? ThreadOwn(int pid, int tid, string leaderStatus)
     {
-        var st = ProcStatus.Read(ctx.Pid);
+        // compared as text first (the lines from Uid: to Groups: and from CapInh: to CapAmb:), parsed only
+        // when they differ: a thousand threads are read in a few milliseconds
+        string? text = FileCalls.ReadSmallText($"/proc/{pid}/task/{tid}/status");
+        if (text == null) throw new IOException($"cannot read /proc/{pid}/task/{tid}/status");
+        if (CredentialLines(text).SequenceEqual(CredentialLines(leaderStatus))) return null;
+        var t = ProcStatus.Parse(text);
+        var leader = ProcStatus.Parse(leaderStatus);
+        if (t.Uid.SequenceEqual(leader.Uid) && t.Gid.SequenceEqual(leader.Gid) && t.Groups.SequenceEqual(leader.Groups) && t.CapInh == leader.CapInh
+            && t.CapPrm == leader.CapPrm && t.CapEff == leader.CapEff && t.CapBnd == leader.CapBnd && t.CapAmb == leader.CapAmb)
+            return null;
+        return Payload(t);
+    }
+
+    /// <summary>The credential lines of a /proc status text (Uid:, Gid:, Groups:, Cap*:), in order.</summary>
+    private static IEnumerable<string> CredentialLines(string status)
+    {
+        foreach (var line in status.Split('\n'))
+            if (line.StartsWith("Uid:", StringComparison.Ordinal) || line.StartsWith("Gid:", StringComparison.Ordinal)
+                || line.StartsWith("Groups:", StringComparison.Ordinal) || line.StartsWith("Cap", StringComparison.Ordinal))
+                yield return line;
+    }
+
+    private static byte[] Payload(ProcStatus st)
+    {
         var p = new PayloadWriter();
         foreach (var u in st.Uid) p.U32(u);
         foreach (var g in st.Gid) p.U32(g);
         p.U32((uint)st.Groups.Length);
         foreach (var g in st.Groups) p.U32(g);
         p.U64(st.CapInh).U64(st.CapPrm).U64(st.CapEff).U64(st.CapBnd).U64(st.CapAmb);
+        return p.Span.ToArray();
+    }
+
+    private static Saved Read(ref PayloadReader r)
+    {
+        var s = new Saved();
+        for (int i = 0; i < 4; i++) s.Uid[i] = r.U32();
+        for (int i = 0; i < 4; i++) s.Gid[i] = r.U32();
+        uint n = r.U32();
+        if (n > 65536) throw new ImageFormatException($"{n} supplementary groups");
+        s.Groups = new uint[n];
+        for (int i = 0; i < s.Groups.Length; i++) s.Groups[i] = r.U32();
+        s.Inh = r.U64(); s.Prm = r.U64(); s.Eff = r.U64(); s.Bnd = r.U64(); s.Amb = r.U64();
+        return s;
+    }
+
+    /// <summary>A thread's own credentials from its Thread record (as written by <see cref="ThreadOwn"/>), to give it with <see cref="SetThreadOwn"/>.</summary>
+    public sealed class ThreadCredentials
+    {
+        internal ThreadCredentials(Saved value) => Value = value;
+        internal Saved Value { get; }
+        public override string ToString() => $"uid {Value.Uid[1]} gid {Value.Gid[1]} caps 0x{Value.Eff:x}";
+    }
+
+    public static ThreadCredentials ReadThreadOwn(ref PayloadReader r) => new(Read(ref r));
+
+    /// <summary>
+    /// Gives a thread created from the leader (with the leader's credentials) its own: the thread's
+    /// injected calls change only it. A leader without the privilege to take them fails the restart.
+    /// </summary>
+    public static void SetThreadOwn(RestoreContext ctx, TracedTask task, ThreadCredentials c)
+    {
+        try { SetIdsAndCapabilities(ctx, task, c.Value); }
+        catch (SyscallException e)
+        {
+            throw new CkptException($"restart: thread {task.Tid} of pid {ctx.Pid} had credentials of its own ({c}) that it cannot be given from the process's ({e.Message})", ExitCodes.Permission);
+        }
+    }
+
+    public void Checkpoint(CheckpointContext ctx)
+    {
+        var st = ProcStatus.Read(ctx.Pid);
+        var p = new PayloadWriter().Raw(Payload(st));
         // appended field: the securebits (SECBIT_KEEP_CAPS is PR_SET_KEEPCAPS), or -errno
         p.I64(ctx.Task.Inject(Nr.prctl, PR_GET_SECUREBITS));
         ctx.Image.Write(RecordKind.Credentials, p);
@@ -45,12 +118,8 @@ public sealed class Credentials : IStateKind
     public void Restore(RestoreContext ctx, Record rec)
     {
         var r = rec.Reader();
-        var s = ctx.State<Saved>();
-        for (int i = 0; i < 4; i++) s.Uid[i] = r.U32();
-        for (int i = 0; i < 4; i++) s.Gid[i] = r.U32();
-        s.Groups = new uint[r.U32()];
-        for (int i = 0; i < s.Groups.Length; i++) s.Groups[i] = r.U32();
-        s.Inh = r.U64(); s.Prm = r.U64(); s.Eff = r.U64(); s.Bnd = r.U64(); s.Amb = r.U64();
+        var s = Read(ref r);
+        ctx.Set(s);
         s.Securebits = r.AtEnd ? -1 : r.I64();
         r.End();
         uint me = ProcessCalls.GetEuid();
@@ -69,41 +138,44 @@ public sealed class Credentials : IStateKind
         SetSecurebits(ctx, s);
     }
 
-    private static void SetIdsAndCapabilities(RestoreContext ctx, Saved s)
+    private static void SetIdsAndCapabilities(RestoreContext ctx, Saved s) => SetIdsAndCapabilities(ctx, ctx.Vessel, s);
+
+    /// <summary>Sets the ids, groups and capability sets of one thread of the vessel (each thread has its own).</summary>
+    private static void SetIdsAndCapabilities(RestoreContext ctx, TracedTask task, Saved s)
     {
         int lastCap = int.TryParse(File.ReadAllText("/proc/sys/kernel/cap_last_cap").Trim(), out var lc) ? lc : 63;
         const int PR_CAPBSET_DROP = 24, PR_CAP_AMBIENT = 47, PR_CAP_AMBIENT_RAISE = 2;
         var groups = new byte[s.Groups.Length * 4];
         Buffer.BlockCopy(s.Groups, 0, groups, 0, groups.Length);
         ulong g = ctx.PutScratch(0, groups.Length > 0 ? groups : new byte[4]);
-        ctx.Inject("setgroups", Nr.setgroups, s.Groups.Length, (long)g);
+        task.InjectChecked("setgroups", Nr.setgroups, s.Groups.Length, (long)g);
         for (int cap = 0; cap <= lastCap; cap++)
             if ((s.Bnd & (1UL << cap)) == 0)
             {
-                long rc = ctx.Vessel.Inject(Nr.prctl, PR_CAPBSET_DROP, cap);
+                long rc = task.Inject(Nr.prctl, PR_CAPBSET_DROP, cap);
                 if (rc < 0 && rc != -Errors.EINVAL) throw new SyscallException("prctl(PR_CAPBSET_DROP) (injected)", (int)-rc, ctx.Pid);
             }
-        ctx.Inject("prctl(PR_SET_KEEPCAPS)", Nr.prctl, PR_SET_KEEPCAPS, 1);
-        ctx.Inject("setresgid", Nr.setresgid, s.Gid[0], s.Gid[1], s.Gid[2]);
+        task.InjectChecked("prctl(PR_SET_KEEPCAPS)", Nr.prctl, PR_SET_KEEPCAPS, 1);
+        task.InjectChecked("setresgid", Nr.setresgid, s.Gid[0], s.Gid[1], s.Gid[2]);
         // the file-system ids, where they are not the effective ones (setres*id makes them so): the gid while
         // the vessel is still root; the uid with CAP_SETUID made effective a moment (setresuid to a user
         // clears the effective set; the permitted one is kept until the capset below)
-        if (s.Gid[3] != s.Gid[1]) ctx.Vessel.Inject(Nr.setfsgid, s.Gid[3]);
-        ctx.Inject("setresuid", Nr.setresuid, s.Uid[0], s.Uid[1], s.Uid[2]);
+        if (s.Gid[3] != s.Gid[1]) task.Inject(Nr.setfsgid, s.Gid[3]);
+        task.InjectChecked("setresuid", Nr.setresuid, s.Uid[0], s.Uid[1], s.Uid[2]);
         if (s.Uid[3] != s.Uid[1])
         {
             const ulong setuid = 1UL << 7;   // CAP_SETUID
-            Capset(ctx, setuid, s.Prm | setuid, s.Inh);
-            ctx.Vessel.Inject(Nr.setfsuid, s.Uid[3]);
+            Capset(ctx, task, setuid, s.Prm | setuid, s.Inh);
+            task.Inject(Nr.setfsuid, s.Uid[3]);
         }
-        Capset(ctx, s.Eff, s.Prm, s.Inh);
+        Capset(ctx, task, s.Eff, s.Prm, s.Inh);
         for (int cap = 0; cap < 64; cap++)
-            if ((s.Amb & (1UL << cap)) != 0) ctx.Inject("prctl(PR_CAP_AMBIENT)", Nr.prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0);
-        ctx.Inject("prctl(PR_SET_KEEPCAPS)", Nr.prctl, PR_SET_KEEPCAPS, 0);
+            if ((s.Amb & (1UL << cap)) != 0) task.InjectChecked("prctl(PR_CAP_AMBIENT)", Nr.prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0);
+        task.InjectChecked("prctl(PR_SET_KEEPCAPS)", Nr.prctl, PR_SET_KEEPCAPS, 0);
     }
 
-    /// <summary>Sets the capability sets of the vessel (capset v3).</summary>
-    private static void Capset(RestoreContext ctx, ulong eff, ulong prm, ulong inh)
+    /// <summary>Sets the capability sets of one thread of the vessel (capset v3, pid 0: the calling thread).</summary>
+    private static void Capset(RestoreContext ctx, TracedTask task, ulong eff, ulong prm, ulong inh)
     {
         // header {version, pid}, then two data words {effective, permitted, inheritable}
         var capData = new byte[8 + 24];
@@ -116,7 +188,7 @@ public sealed class Credentials : IStateKind
             BitConverter.TryWriteBytes(capData.AsSpan(16 + 12 * w), (uint)(inh >> sh));
         }
         ulong c = ctx.PutScratch(0, capData);
-        ctx.Inject("capset", Nr.capset, (long)c, (long)c + 8);
+        task.InjectChecked("capset", Nr.capset, (long)c, (long)c + 8);
     }
 
     /// <summary>
@@ -139,9 +211,9 @@ public sealed class Credentials : IStateKind
         const ulong setpcap = 1UL << CAP_SETPCAP;
         if (rc == -Errors.EPERM && (s.Prm & setpcap) != 0 && (s.Eff & setpcap) == 0)
         {
-            Capset(ctx, s.Eff | setpcap, s.Prm, s.Inh);
+            Capset(ctx, ctx.Vessel, s.Eff | setpcap, s.Prm, s.Inh);
             rc = ctx.Vessel.Inject(Nr.prctl, PR_SET_SECUREBITS, s.Securebits);
-            Capset(ctx, s.Eff, s.Prm, s.Inh);
+            Capset(ctx, ctx.Vessel, s.Eff, s.Prm, s.Inh);
         }
         if (rc < 0)
             ctx.Log.Info($"pid {ctx.Pid}: securebits 0x{s.Securebits:x} not restored, 0x{now:x} instead ({Errors.Describe((int)-rc)}: setting them needs CAP_SETPCAP, which the process does not have)");

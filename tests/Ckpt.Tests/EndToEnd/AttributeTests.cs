@@ -180,6 +180,20 @@ public sealed class AttributeTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// Threads with credentials of their own (a thread acting for a user, a thread with its own
+    /// file-system uid) keep them: each thread compares its /proc/thread-self/status lines.
+    /// </summary>
+    [Fact]
+    public void ThreadsKeepTheirOwnCredentials()
+    {
+        env.Program("threadcreds");
+        var r = new E2eScript(env, "threadcreds").Run(E2eScript.RoundTrip("\"$BIN/threadcreds\"", afterRestart: E2eScript.SaveInfo));
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.Contains("own_credentials=uid 1000 gid 2000", r.File("info.txt"));
+        r.Cleanup();
+    }
+
+    /// <summary>
     /// An IPC namespace holding SysV objects (message queues with messages, a semaphore set, an attached
     /// and an unattached segment, with gaps in their ids) and a raised limit: each comes back with its id,
     /// key, mode and contents, as the parent and the child of the tree see them.
