@@ -28,7 +28,7 @@ public sealed class MemoryObject : IFileKind
     /// executable is open (the whole stream, so every mapping and fd, is in place by then).</summary>
     public int FinishOrder => 15;
 
-    public enum ObjectType : byte { Memfd = 1, SharedAnon = 2, DeletedFile = 3 }
+    public enum ObjectType : byte { Memfd = 1, SharedAnon = 2, DeletedFile = 3, HugetlbShared = 4 }
 
     public const int DataChunk = 4 << 20;
     private const string Deleted = " (deleted)";
@@ -88,12 +88,13 @@ public sealed class MemoryObject : IFileKind
         string name;
         if (path.StartsWith(MemfdPrefix, StringComparison.Ordinal)) { type = ObjectType.Memfd; name = path[MemfdPrefix.Length..^Deleted.Length]; }
         else if (path == SharedAnonPath) { type = ObjectType.SharedAnon; name = ""; }
+        else if (path == MemoryRegion.HugetlbAnonPath) { type = ObjectType.HugetlbShared; name = ""; }
         else { type = ObjectType.DeletedFile; name = path[..^Deleted.Length]; }
         if (st.Type != StatBuf.S_IFREG)
             throw new NotCheckpointableException(ctx.Pid, $"{what} is backed by {path}, which is not a regular file");
         if (st.Nlink != 0)
             throw new NotCheckpointableException(ctx.Pid, $"{what} is backed by {path}, which was unlinked but still has {st.Nlink} other link(s); not supported");
-        if (st.Blksize > MemoryRegion.PageSize)
+        if (st.Blksize > MemoryRegion.PageSize && type != ObjectType.HugetlbShared)
             throw new NotCheckpointableException(ctx.Pid, $"{what} is backed by {path}, on huge pages (hugetlbfs), which is not supported");
 
         // a process outside the tree sharing it would no longer share it with the restarted tree
@@ -111,8 +112,11 @@ public sealed class MemoryObject : IFileKind
                 if (s > 0) seals = (uint)s;
             }
             var p = new PayloadWriter().U32(objref).U8((byte)type).Str(name).I64(st.Size).U32(st.Mode).U32(st.Uid).U32(st.Gid).U32(seals);
+            // appended field: log2 of the huge page size of shared anonymous memory on huge pages, else 0
+            p.U8(type == ObjectType.HugetlbShared ? (byte)System.Numerics.BitOperations.Log2((ulong)st.Blksize) : (byte)0);
             ctx.Image.Write(RecordKind.MemoryObject, p);
-            SaveData(ctx, RecordKind.MemoryObjectData, objref, fd, st.Size, path);
+            // hugetlbfs shows every byte as data (no SEEK_HOLE): its untouched pages read as zeros, not saved
+            SaveData(ctx, RecordKind.MemoryObjectData, objref, fd, st.Size, path, skipZeros: type == ObjectType.HugetlbShared);
         }
         finally { FileCalls.Close(fd); }
         ctx.Log.Debug($"memory object {objref}: {type} {path} ({st.Size} bytes, dev {st.Dev:x} ino {st.Ino}), first met at {what}");
@@ -123,7 +127,7 @@ public sealed class MemoryObject : IFileKind
     /// The data ranges (SEEK_DATA / SEEK_HOLE) of <paramref name="fd"/> as <paramref name="kind"/> records
     /// (u32 objref, i64 offset, data) of at most 4 MiB.
     /// </summary>
-    internal static unsafe void SaveData(CheckpointContext ctx, RecordKind kind, uint objref, int fd, long size, string path)
+    internal static unsafe void SaveData(CheckpointContext ctx, RecordKind kind, uint objref, int fd, long size, string path, bool skipZeros = false)
     {
         var buf = ctx.Session.State<CheckpointState>().Buffer ??= GC.AllocateUninitializedArray<byte>(DataChunk);
         var head = new PayloadWriter();
@@ -148,6 +152,7 @@ public sealed class MemoryObject : IFileKind
                         got += (int)n;
                     }
                 if (got == 0) { hole = data; break; }   // shrunk meanwhile: nothing more to read
+                if (skipZeros && !buf.AsSpan(0, got).ContainsAnyExcept((byte)0)) { data += got; continue; }
                 head.Clear();
                 head.U32(objref).I64(data);
                 ctx.Image.Write(kind, head.Span, buf.AsSpan(0, got));
@@ -166,6 +171,9 @@ public sealed class MemoryObject : IFileKind
         public required int Master;     // our own fd of the rebuilt object
         public required uint Seals;
         public bool EarlySealsApplied;
+        /// <summary>ckpt's mapping of a hugetlbfs object, which its data go through (hugetlbfs has no write), or 0.</summary>
+        public nint Mapped;
+        public long MappedLength;
     }
 
     private sealed class RestoreState
@@ -197,7 +205,13 @@ public sealed class MemoryObject : IFileKind
                 if (!st.Objects.TryGetValue(objref, out var o))
                     throw new ImageFormatException($"MemoryObjectData record at offset {rec.Offset} for objref {objref}, which is no memory object");
                 if (off < 0) throw new ImageFormatException($"MemoryObjectData record at offset {rec.Offset} has a negative offset");
-                FileCalls.PwriteAll(o.Master, rec.Payload.Span[12..], off, $"pwrite (memory object {o.Name})");
+                if (o.Mapped != 0)
+                {
+                    var data = rec.Payload.Span[12..];
+                    if (off + data.Length > o.MappedLength) throw new ImageFormatException($"MemoryObjectData record at offset {rec.Offset} lies outside its object");
+                    unsafe { data.CopyTo(new Span<byte>((void*)(o.Mapped + (nint)off), data.Length)); }
+                }
+                else FileCalls.PwriteAll(o.Master, rec.Payload.Span[12..], off, $"pwrite (memory object {o.Name})");
                 return;
             }
             case RecordKind.MemoryFile:
@@ -212,17 +226,22 @@ public sealed class MemoryObject : IFileKind
         }
         var type = (ObjectType)r.U8();
         string name = r.Str(); long size = r.I64(); uint mode = r.U32(), uid = r.U32(), gid = r.U32(), seals = r.U32();
+        int hugeShift = r.AtEnd ? 0 : r.U8();
         r.End();
+        if (type == ObjectType.HugetlbShared && hugeShift is < 13 or > 40)
+            throw new ImageFormatException($"MemoryObject record at offset {rec.Offset}: huge pages of 2^{hugeShift} bytes");
         if (size < 0) throw new ImageFormatException($"MemoryObject record at offset {rec.Offset} has a negative size");
         if (st.Objects.ContainsKey(objref)) throw new ImageFormatException($"MemoryObject record at offset {rec.Offset} defines objref {objref} twice");
+        nint mapped = 0;
         int master = type switch
         {
             ObjectType.Memfd => CreateMemfd(name, seals),
-            ObjectType.SharedAnon => CreateSharedAnon(size),
+            ObjectType.SharedAnon => CreateSharedAnon(size, 0, out _),
+            ObjectType.HugetlbShared => CreateSharedAnon(size, hugeShift, out mapped),
             ObjectType.DeletedFile => CreateDeletedFile(name),
             _ => throw new ImageFormatException($"MemoryObject record at offset {rec.Offset} has unknown type {(int)type}"),
         };
-        st.Objects[objref] = new Restored { Type = type, Name = name, Master = master, Seals = seals };
+        st.Objects[objref] = new Restored { Type = type, Name = name, Master = master, Seals = seals, Mapped = mapped, MappedLength = mapped != 0 ? size : 0 };
         if (type == ObjectType.DeletedFile && !st.DeletedFiles.ContainsKey(name))
         {
             // read-only: an executable cannot be set while a description writes to it (ETXTBSY, reported as EACCES)
@@ -230,7 +249,7 @@ public sealed class MemoryObject : IFileKind
             if (keep < 0) throw SyscallException.Last("open", 0, $"memory object {name}");
             st.DeletedFiles[name] = ctx.Session.Own(keep);
         }
-        if (type != ObjectType.SharedAnon)
+        if (type is not (ObjectType.SharedAnon or ObjectType.HugetlbShared))
         {
             if (FileCalls.Ftruncate(master, size) != 0) throw SyscallException.Last("ftruncate", 0, $"memory object {name}");
             // fchown first: it clears set-id bits that the mode may hold
@@ -249,21 +268,32 @@ public sealed class MemoryObject : IFileKind
         return fd;
     }
 
-    private static unsafe int CreateSharedAnon(long size)
+    private static unsafe int CreateSharedAnon(long size, int hugeShift, out nint kept)
     {
-        // the file behind a MAP_SHARED|MAP_ANONYMOUS mapping ("/dev/zero (deleted)") exists only through
-        // a mapping: make one here, keep its file, drop the mapping
+        // the file behind a MAP_SHARED|MAP_ANONYMOUS mapping ("/dev/zero (deleted)", or "/anon_hugepage
+        // (deleted)" on huge pages) exists only through a mapping: make one here, keep its file, drop the
+        // mapping; on huge pages keep it, the way its data go in (hugetlbfs files cannot be written)
+        const int MAP_HUGETLB = 0x40000, MAP_HUGE_SHIFT = 26;
         long len = Math.Max(size, MemoryRegion.PageSize);
-        nint a = MemoryCalls.Mmap(0, (nuint)len, MemoryCalls.PROT_READ | MemoryCalls.PROT_WRITE, MemoryCalls.MAP_SHARED | MemoryCalls.MAP_ANONYMOUS, -1, 0);
-        if (a == -1) throw SyscallException.Last("mmap (shared anonymous)", 0, $"{len} bytes");
+        int flags = MemoryCalls.MAP_SHARED | MemoryCalls.MAP_ANONYMOUS | (hugeShift != 0 ? MAP_HUGETLB | (hugeShift << MAP_HUGE_SHIFT) : 0);
+        nint a = MemoryCalls.Mmap(0, (nuint)len, MemoryCalls.PROT_READ | MemoryCalls.PROT_WRITE, flags, -1, 0);
+        if (a == -1)
+        {
+            int e = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
+            if (hugeShift != 0 && e == Errors.ENOMEM)
+                throw new CkptException($"restart: not enough free huge pages of {1L << hugeShift >> 10} KiB for {len} bytes of shared memory on huge pages; raise /proc/sys/vm/nr_hugepages", ExitCodes.RestoreConflict);
+            throw new SyscallException("mmap (shared anonymous)", e, 0, $"{len} bytes");
+        }
+        kept = 0;
         try
         {
             string mf = $"/proc/self/map_files/{(ulong)a:x}-{(ulong)a + (ulong)len:x}";
             int fd = FileCalls.Open(mf, FileCalls.O_RDWR | FileCalls.O_CLOEXEC, 0);
             if (fd < 0) throw SyscallException.Last("open", 0, mf);
+            if (hugeShift != 0) kept = a;
             return fd;
         }
-        finally { MemoryCalls.Munmap(a, (nuint)len); }
+        finally { if (kept == 0) MemoryCalls.Munmap(a, (nuint)len); }
     }
 
     /// <summary>
@@ -315,6 +345,7 @@ public sealed class MemoryObject : IFileKind
                     throw SyscallException.Last("fcntl(F_ADD_SEALS)", 0, $"memory object {o.Name}");
             }
             FileCalls.Close(o.Master);
+            if (o.Mapped != 0) MemoryCalls.Munmap(o.Mapped, (nuint)o.MappedLength);
         }
         ctx.Session.State<RestoreState>().Objects.Clear();
     }

@@ -32,7 +32,10 @@ public sealed unsafe class MemoryRegion : IStateKind
     /// AnonShared is only read from older images (shared anonymous memory is now a memory object).
     /// SysvShm: an attach of the SysV segment (<see cref="Kinds.SysvShm"/>) named by the object field.
     /// </summary>
-    public enum Backing : byte { AnonPrivate = 1, AnonShared = 2, FilePrivate = 3, FileShared = 4, Vdso = 5, ObjectShared = 6, ObjectPrivate = 7, SysvShm = 8, AioRing = 9 }
+    public enum Backing : byte { AnonPrivate = 1, AnonShared = 2, FilePrivate = 3, FileShared = 4, Vdso = 5, ObjectShared = 6, ObjectPrivate = 7, SysvShm = 8, AioRing = 9, HugetlbPrivate = 10 }
+
+    /// <summary>The maps path of anonymous memory on huge pages (MAP_HUGETLB): a file of the kernel's internal hugetlbfs.</summary>
+    public const string HugetlbAnonPath = "/anon_hugepage (deleted)";
 
     [Flags]
     public enum Advice : uint { None = 0, DontDump = 1, DontFork = 2, WipeOnFork = 4, HugePage = 8, NoHugePage = 16, Mergeable = 32, Locked = 64, LockOnFault = 128 }
@@ -257,6 +260,8 @@ public sealed unsafe class MemoryRegion : IStateKind
             throw new NotCheckpointableException(pid, $"mapping {v.Start:x}-{v.End:x} is {v.Path}, which is not supported");
         if (SysvShm.IsSysvPath(v.Path)) return Backing.SysvShm;
         if (AioRing.IsRing(v)) { AioRing.Check(pid, v); return Backing.AioRing; }
+        // private anonymous memory on huge pages (MAP_HUGETLB | MAP_PRIVATE); shared, it is a memory object
+        if (v.Path == HugetlbAnonPath && !v.Shared) return Backing.HugetlbPrivate;
         if (v.Path == "anon_inode:[io_uring]")
             throw new NotCheckpointableException(pid, $"mapping {v.Start:x}-{v.End:x} is the ring of an io_uring instance, which cannot be saved (its kernel-side positions cannot be set again); configure the program not to use io_uring");
         if (v.Inode == 0) return v.Shared ? Backing.AnonShared : Backing.AnonPrivate;
@@ -277,7 +282,8 @@ public sealed unsafe class MemoryRegion : IStateKind
         if (b == Backing.AioRing) { runs.Add((v.Start, (int)(v.Length / PageSize))); return runs; }
         // nothing resident or swapped (smaps): no page to look for; spares reading the pagemap of huge
         // reservations (the .NET GC reserves tens of GiB PROT_NONE: ~100 ms of pagemap per 48 GiB)
-        if (v.RssKb == 0 && v.SwapKb == 0) return runs;
+        // (huge pages are not counted in Rss)
+        if (v.RssKb == 0 && v.SwapKb == 0 && b != Backing.HugetlbPrivate) return runs;
         if (PagemapScanWorks && ScannedRuns(pagemap, v, b, runs)) return runs;
         return ReadRuns(pagemap, v, b, buf);
     }
@@ -392,7 +398,17 @@ public sealed unsafe class MemoryRegion : IStateKind
         // appended field: the runs of 2 MiB blocks whose every page follows
         p.U32((uint)huge.Count);
         foreach (var (a, n) in huge) p.U64(a).U32(n);
+        // appended field: log2 of the page size of a region on huge pages (MAP_HUGETLB), else 0
+        p.U8(b == Backing.HugetlbPrivate ? HugetlbShift(ctx.Pid, v) : (byte)0);
         ctx.Image.Write(RecordKind.Vma, p);
+    }
+
+    /// <summary>log2 of the huge page size of a MAP_HUGETLB region: the block size of its hugetlbfs file.</summary>
+    private static byte HugetlbShift(int pid, VmaInfo v)
+    {
+        if (!FileCalls.TryStat($"/proc/{pid}/map_files/{v.Start:x}-{v.End:x}", out var st) || st.Blksize <= PageSize || (st.Blksize & (st.Blksize - 1)) != 0)
+            throw new NotCheckpointableException(pid, $"mapping {v.Start:x}-{v.End:x} ({v.Path}): the size of its huge pages cannot be read");
+        return (byte)System.Numerics.BitOperations.Log2((ulong)st.Blksize);
     }
 
     /// <summary>One chunk read out of the target: the Pages record's two parts and its checksum.</summary>
@@ -682,7 +698,10 @@ public sealed unsafe class MemoryRegion : IStateKind
                 throw new ImageFormatException($"Vma record at offset {rec.Offset} has a huge-page block outside its region");
             st.Huge.Add(new Iovec { Base = (nint)a, Len = (nuint)(n * HugeBlock) });
         }
+        int hugetlbShift = r.AtEnd ? 0 : r.U8();
         r.End();
+        if (b == Backing.HugetlbPrivate && hugetlbShift is < 13 or > 40)
+            throw new ImageFormatException($"Vma record at offset {rec.Offset}: huge pages of 2^{hugetlbShift} bytes");
         if (b != Backing.AnonPrivate || growsDown || (adv & Advice.NoHugePage) != 0 || !ctx.Session.Options.HugePages || !SystemAllowsThp()) st.Huge.Clear();
         // UFFDIO_COPY makes 4 KiB pages: not for regions whose faults would have made huge pages
         st.CurUffd = b == Backing.AnonPrivate && pages >= UffdMinPages && st.Huge.Count == 0
@@ -705,6 +724,11 @@ public sealed unsafe class MemoryRegion : IStateKind
         {
             case Backing.AnonPrivate: flags |= MemoryCalls.MAP_PRIVATE | MemoryCalls.MAP_ANONYMOUS; break;
             case Backing.AnonShared: flags |= MemoryCalls.MAP_SHARED | MemoryCalls.MAP_ANONYMOUS; break;
+            case Backing.HugetlbPrivate:
+                // from the machine's pool of huge pages of that size (the pages are written with
+                // process_vm_writev: UFFDIO_COPY would want whole huge pages)
+                flags |= MemoryCalls.MAP_PRIVATE | MemoryCalls.MAP_ANONYMOUS | MAP_HUGETLB | (hugetlbShift << MAP_HUGE_SHIFT);
+                break;
             case Backing.AioRing:
                 // anonymous memory receives the saved ring; the context is made in Finish (AioRing)
                 flags |= MemoryCalls.MAP_PRIVATE | MemoryCalls.MAP_ANONYMOUS;
@@ -738,7 +762,8 @@ public sealed unsafe class MemoryRegion : IStateKind
         // the calls of consecutive regions are queued in the vessel's batch and run together (one ptrace
         // round trip) before the next record that is not a Vma (its Pages need the mapping), or when the
         // batch is full; opens are injected at once (their fds are arguments of the queued calls)
-        void Failed(long got) => throw new CkptException($"restart: cannot map {start:x}-{end:x} {path}: {(got < 0 ? Errors.Describe((int)-got) : "placed elsewhere")}", ExitCodes.RestoreConflict);
+        void Failed(long got) => throw new CkptException($"restart: cannot map {start:x}-{end:x} {path}: {(got < 0 ? Errors.Describe((int)-got) : "placed elsewhere")}"
+            + (b == Backing.HugetlbPrivate && got == -Errors.ENOMEM ? $" (not enough free huge pages of {1L << hugetlbShift >> 10} KiB: raise /proc/sys/vm/nr_hugepages)" : ""), ExitCodes.RestoreConflict);
         var batch = ctx.Batch;
         byte[]? anonName = path.StartsWith("[anon:") && path.Length > 7 ? System.Text.Encoding.UTF8.GetBytes(path[6..^1] + "\0") : null;
         batch.Reserve(2 + AdviceMap.Length + 1, anonName?.Length ?? 0);
@@ -761,6 +786,8 @@ public sealed unsafe class MemoryRegion : IStateKind
         if (anonName != null)
             batch.Add(Nr.prctl, 0x53564d41 /* PR_SET_VMA */, 0 /* ANON_NAME */, (long)start, (long)len, (long)batch.AddData(anonName));
     }
+
+    private const int MAP_HUGETLB = 0x40000, MAP_HUGE_SHIFT = 26;
 
     private static void CheckFile(string path, long size, long mtime)
     {
@@ -1143,11 +1170,13 @@ public sealed unsafe class MemoryRegion : IStateKind
         if (!r.AtEnd) r.Bool();
         long blocks = 0;
         for (uint i = 0, n = r.AtEnd ? 0 : r.U32(); i < n; i++) { r.U64(); blocks += r.U32(); }
+        int hugetlbShift = r.AtEnd ? 0 : r.U8();
         string perms = $"{((prot & 1) != 0 ? 'r' : '-')}{((prot & 2) != 0 ? 'w' : '-')}{((prot & 4) != 0 ? 'x' : '-')}{(b is Backing.AnonShared or Backing.FileShared or Backing.ObjectShared or Backing.SysvShm or Backing.AioRing ? 's' : 'p')}";
         var node = new InfoNode().Set("range", $"{start:x}-{end:x}").Set("prot", perms).Set("backing", b.ToString())
             .Set("offset", off).Set("path", path).Set("pages_saved", pages).Set("flags", (gd ? "growsdown " : "") + (nr ? "noreserve" : ""));
         if (obj != 0) node.Set("object", obj);
         if (blocks > 0) node.Set("full_2m_blocks", blocks);
+        if (hugetlbShift > 0) node.Set("huge_page_kib", 1L << hugetlbShift >> 10);
         map.Add(node);
     }
 }

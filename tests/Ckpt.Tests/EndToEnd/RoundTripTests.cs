@@ -510,6 +510,24 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
     }
 
+    /// <summary>
+    /// Private anonymous memory on huge pages (MAP_HUGETLB) comes back on huge pages, with the same huge
+    /// pages written and the others still free (the script gives the machine a pool of 16 for the test).
+    /// </summary>
+    [Fact]
+    public void HugetlbMemory()
+    {
+        env.Program("hugetlb");
+        var r = new E2eScript(env, "hugetlb").Run(E2eScript.RoundTrip("\"$BIN/hugetlb\"", afterRestart: E2eScript.SaveInfo, before: """
+            old=$(cat /proc/sys/vm/nr_hugepages)
+            trap 'echo $old > /proc/sys/vm/nr_hugepages' EXIT
+            echo $((old + 16)) > /proc/sys/vm/nr_hugepages
+            """));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
+        Assert.Contains("huge_page_kib=2048", r.File("info.txt"));
+        r.Cleanup();
+    }
+
     /// <summary>A process under a seccomp filter stays in its sandbox after a restart: no_new_privs and the filter.</summary>
     [Fact]
     public void SeccompFilter()
