@@ -2,11 +2,13 @@
  *   a  private, 8 MiB, huge pages 0 and 2 written (1 and 3 never touched), so 4 MiB resident
  *   b  private, 4 MiB with MAP_NORESERVE, never touched
  *   s  shared with a child, 6 MiB, huge pages 0 and 2 written
+ *   v  a SysV segment on huge pages (SHM_HUGETLB, marked for removal), 4 MiB, its first huge page written
  * After the restart all are still on 2 MiB huge pages (KernelPageSize, VmFlags ht), a holds its data
  * with the same huge pages resident (Private_ and Shared_Hugetlb), b still has none, and both can be written; s
  * holds its data and is still shared: what the child writes after the restart, the parent reads. */
 #include "e2e.h"
 #include <sys/mman.h>
+#include <sys/shm.h>
 
 #define HP (2UL << 20)
 
@@ -42,6 +44,11 @@ int main(void)
     fill(a + 2 * HP, HP, 42);
     fill(sh, HP, 43);
     fill(sh + 2 * HP, HP, 44);
+    int shmid = shmget(IPC_PRIVATE, 2 * HP, IPC_CREAT | SHM_HUGETLB | 0600);
+    MUST(shmid >= 0);
+    char *v = shmat(shmid, NULL, 0);
+    MUST(v != (void *)-1 && shmctl(shmid, IPC_RMID, NULL) == 0);
+    fill(v, HP, 45);
     sigset_t usr1;
     sigemptyset(&usr1);
     sigaddset(&usr1, SIGUSR1);
@@ -77,6 +84,9 @@ int main(void)
     region(sh, &kps, &skb, &ht);
     CHECK(kps == 2048 && ht, "region s: pages of %ld kB, ht %d", kps, ht);
     CHECK(check_fill(sh, HP, 43) < 0 && check_fill(sh + 2 * HP, HP, 44) < 0, "region s: data differs");
+    region(v, &kps, &skb, &ht);
+    CHECK(kps == 2048 && ht, "SysV segment: pages of %ld kB, ht %d", kps, ht);
+    CHECK(check_fill(v, HP, 45) < 0, "SysV segment: data differs");
     kill(child, SIGUSR1);
     e2e_child_verdict(child, "the child");
     CHECK(strcmp(sh + HP, "written by the child after the restart") == 0, "region s is no longer shared with the child ('%.20s')", sh + HP);

@@ -58,10 +58,14 @@ public sealed unsafe class SysvShm : IStateKind
         }
         uint objref = ctx.Files.Intern($"sysv:{shmid}").Ref;
         state.Segments[shmid] = objref;
-        var p = new PayloadWriter().U32(objref).I32(key).I32(shmid).U64(info.Size).U32(info.Mode).U32(info.Uid).U32(info.Gid);
+        // a segment on huge pages (SHM_HUGETLB) is a hugetlbfs file: its block size is the page size
+        int hugeShift = FileCalls.TryStat($"/proc/{ctx.Pid}/map_files/{v.Start:x}-{v.End:x}", out var fst) && fst.Blksize > MemoryRegion.PageSize
+            ? System.Numerics.BitOperations.Log2((ulong)fst.Blksize) : 0;
+        // appended field: log2 of its huge page size, 0 for ordinary pages
+        var p = new PayloadWriter().U32(objref).I32(key).I32(shmid).U64(info.Size).U32(info.Mode).U32(info.Uid).U32(info.Gid).U8((byte)hugeShift);
         ctx.Image.Write(RecordKind.SysvShm, p);
         int fd = MemoryObject.OpenOrThrow($"/proc/{ctx.Pid}/map_files/{v.Start:x}-{v.End:x}", ctx.Pid);
-        try { MemoryObject.SaveData(ctx, RecordKind.SysvShmData, objref, fd, (long)info.Size, v.Path); }
+        try { MemoryObject.SaveData(ctx, RecordKind.SysvShmData, objref, fd, (long)info.Size, v.Path, skipZeros: hugeShift != 0); }
         finally { FileCalls.Close(fd); }
         ctx.Log.Debug($"SysV segment {shmid} (key {key:x8}, {info.Size} bytes, mode {Convert.ToString(info.Mode, 8)}) saved as objref {objref}");
         return objref;
@@ -102,11 +106,13 @@ public sealed unsafe class SysvShm : IStateKind
         int key = r.I32(), shmid = r.I32();
         ulong size = r.U64();
         uint mode = r.U32(), uid = r.U32(), gid = r.U32();
+        int hugeShift = r.AtEnd ? 0 : r.U8();
         r.End();
-        st.Segments[objref] = Rebuild(ctx, key, shmid, size, mode, uid, gid);
+        if (hugeShift != 0 && hugeShift is < 13 or > 40) throw new ImageFormatException($"SysvShm record at offset {rec.Offset}: huge pages of 2^{hugeShift} bytes");
+        st.Segments[objref] = Rebuild(ctx, key, shmid, size, mode, uid, gid, hugeShift);
     }
 
-    private static Segment Rebuild(RestoreContext ctx, int key, int shmid, ulong size, uint mode, uint uid, uint gid)
+    private static Segment Rebuild(RestoreContext ctx, int key, int shmid, ulong size, uint mode, uint uid, uint gid, int hugeShift)
     {
         string what = $"SysV segment {shmid} (key {key:x8})";
         bool removed = (mode & SharedMemoryCalls.SHM_DEST) != 0;
@@ -126,7 +132,11 @@ public sealed unsafe class SysvShm : IStateKind
         {
             throw new CkptException($"restart: {what} cannot be recreated with its id: /proc/sys/kernel/shm_next_id: {e.Message}", ExitCodes.RestoreConflict);
         }
-        int id = SharedMemoryCalls.Get(key, size, SharedMemoryCalls.IPC_CREAT | SharedMemoryCalls.IPC_EXCL | 0x180 /* 0600 until filled */);
+        const int SHM_HUGETLB = 0x800, SHM_HUGE_SHIFT = 26;
+        int id = SharedMemoryCalls.Get(key, size, SharedMemoryCalls.IPC_CREAT | SharedMemoryCalls.IPC_EXCL | 0x180 /* 0600 until filled */
+            | (hugeShift != 0 ? SHM_HUGETLB | (hugeShift << SHM_HUGE_SHIFT) : 0));
+        if (id < 0 && hugeShift != 0 && Marshal.GetLastPInvokeError() == Errors.ENOMEM)
+            throw new CkptException($"restart: not enough free huge pages of {1L << hugeShift >> 10} KiB for {what}; raise /proc/sys/vm/nr_hugepages", ExitCodes.RestoreConflict);
         if (id < 0) throw SyscallException.Last("shmget", 0, what);
         if (id != shmid)
         {
@@ -182,7 +192,8 @@ public sealed unsafe class SysvShm : IStateKind
         int key = r.I32(), shmid = r.I32();
         ulong size = r.U64();
         uint mode = r.U32(), uid = r.U32(), gid = r.U32();
-        segs.Set(objref.ToString(), new InfoNode().Set("key", $"{key:x8}").Set("shmid", shmid).Set("size", size)
+        int hugeShift = r.AtEnd ? 0 : r.U8();
+        segs.Set(objref.ToString(), new InfoNode().Set("key", $"{key:x8}").Set("shmid", shmid).Set("size", size).Set("huge_page_kib", hugeShift == 0 ? 0 : 1L << hugeShift >> 10)
             .Set("mode", Convert.ToString(mode & 0x1ff, 8)).Set("removed", (mode & SharedMemoryCalls.SHM_DEST) != 0)
             .Set("uid", uid).Set("gid", gid).Set("saved_bytes", 0L));
     }
