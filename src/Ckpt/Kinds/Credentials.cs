@@ -33,15 +33,15 @@ public sealed class Credentials : IStateKind
     /// A thread's own credentials, when they differ from its process leader's (a thread that changed its
     /// ids or capabilities with a raw system call: file servers act for a user per thread; glibc's
     /// set*id calls change every thread): the Thread record's appended field, null when they are the
-    /// leader's. <paramref name="leaderStatus"/>: the text of the leader's /proc status, read once per process.
+    /// leader's. <paramref name="leaderStatus"/>: the text of the leader's /proc status, read once per
+    /// process, and <paramref name="leaderLines"/> its <see cref="CredentialLines"/>.
     /// </summary>
-    public static byte[]? ThreadOwn(int pid, int tid, string leaderStatus)
+    public static byte[]? ThreadOwn(int pid, int tid, string leaderStatus, string[] leaderLines)
     {
-        // compared as text first (the lines from Uid: to Groups: and from CapInh: to CapAmb:), parsed only
-        // when they differ: a thousand threads are read in a few milliseconds
+        // compared as text first (the credential lines), parsed only when they differ
         string? text = FileCalls.ReadSmallText($"/proc/{pid}/task/{tid}/status");
         if (text == null) throw new IOException($"cannot read /proc/{pid}/task/{tid}/status");
-        if (CredentialLines(text).SequenceEqual(CredentialLines(leaderStatus))) return null;
+        if (CredentialLines(text).SequenceEqual(leaderLines)) return null;
         var t = ProcStatus.Parse(text);
         var leader = ProcStatus.Parse(leaderStatus);
         if (t.Uid.SequenceEqual(leader.Uid) && t.Gid.SequenceEqual(leader.Gid) && t.Groups.SequenceEqual(leader.Groups) && t.CapInh == leader.CapInh
@@ -51,7 +51,7 @@ public sealed class Credentials : IStateKind
     }
 
     /// <summary>The credential lines of a /proc status text (Uid:, Gid:, Groups:, Cap*:), in order.</summary>
-    private static IEnumerable<string> CredentialLines(string status)
+    public static IEnumerable<string> CredentialLines(string status)
     {
         foreach (var line in status.Split('\n'))
             if (line.StartsWith("Uid:", StringComparison.Ordinal) || line.StartsWith("Gid:", StringComparison.Ordinal)
@@ -99,7 +99,14 @@ public sealed class Credentials : IStateKind
     /// </summary>
     public static void SetThreadOwn(RestoreContext ctx, TracedTask task, ThreadCredentials c)
     {
-        try { SetIdsAndCapabilities(ctx, task, c.Value); }
+        const int PR_GET_KEEPCAPS = 7;
+        // the keep-caps bit it has from the leader (its securebits are set by then): the steps end by clearing it
+        long keep = task.Inject(Nr.prctl, PR_GET_KEEPCAPS);
+        try
+        {
+            SetIdsAndCapabilities(ctx, task, c.Value);
+            if (keep == 1) task.InjectChecked("prctl(PR_SET_KEEPCAPS)", Nr.prctl, PR_SET_KEEPCAPS, 1);
+        }
         catch (SyscallException e)
         {
             throw new CkptException($"restart: thread {task.Tid} of pid {ctx.Pid} had credentials of its own ({c}) that it cannot be given from the process's ({e.Message})", ExitCodes.Permission);
