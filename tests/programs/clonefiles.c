@@ -33,7 +33,7 @@ int main(int argc, char **argv)
     MUST(child > 0);
     int keep = open("/dev/zero", O_RDONLY);   /* opened after the clone: the child has it too */
     MUST(keep >= 0);
-    MUST(sigprocmask(SIG_UNBLOCK, &usr1, NULL) == 0);
+    e2e_block_usr1(0);
     say("CHILD %d", child);
     say("READY");
     e2e_wait_usr1();

@@ -73,6 +73,26 @@ static void e2e_wait_usr1_mask(sigset_t waitmask)
     sigprocmask(SIG_SETMASK, &old, NULL);
 }
 
+/* A child that waits for SIGUSR1: block it before the fork (none is lost while the child starts),
+ * e2e_block_usr1(1); the child waits with e2e_child_wait_usr1(); the parent unblocks it after the fork,
+ * e2e_block_usr1(0). */
+static void e2e_block_usr1(int block)
+{
+    sigset_t s;
+    sigemptyset(&s);
+    sigaddset(&s, SIGUSR1);
+    MUST(sigprocmask(block ? SIG_BLOCK : SIG_UNBLOCK, &s, NULL) == 0);
+}
+
+static void e2e_child_wait_usr1(void)
+{
+    sigset_t s;
+    int sig;
+    sigemptyset(&s);
+    sigaddset(&s, SIGUSR1);
+    sigwait(&s, &sig);
+}
+
 static void e2e_wait_usr1(void)
 {
     sigset_t cur;

@@ -27,22 +27,18 @@ int main(int argc, char **argv)
     int gone = open(f3, O_RDWR), gonew = open(f3, O_WRONLY);
     MUST(gone >= 0 && gonew >= 0 && write(gone, "gone", 4) == 4 && unlink(f3) == 0);
 
-    sigset_t usr1;
-    sigemptyset(&usr1);
-    sigaddset(&usr1, SIGUSR1);
-    MUST(sigprocmask(SIG_BLOCK, &usr1, NULL) == 0);
+    e2e_block_usr1(1);
     pid_t child = fork();
     MUST(child >= 0);
     if (child == 0) {
         close(rd); close(both);
         int wr = open(f1, O_WRONLY);
         if (wr < 0 || write(wr, "hello ", 6) != 6) _exit(2);
-        int sig;
-        sigwait(&usr1, &sig);
+        e2e_child_wait_usr1();
         if (write(wr, "world", 5) != 5) _exit(3);
         _exit(0);
     }
-    MUST(sigprocmask(SIG_UNBLOCK, &usr1, NULL) == 0);
+    e2e_block_usr1(0);
     /* the child's first bytes are in the FIFO before READY */
     int n = 0;
     for (int i = 0; i < 2000 && (ioctl(rd, FIONREAD, &n) != 0 || n < 6); i++) usleep(1000);
@@ -62,13 +58,13 @@ int main(int argc, char **argv)
     CHECK(waitpid(child, &st, 0) == child && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child failed: 0x%x", st);
     char b2[8] = {0};
     CHECK(read(both, b2, sizeof b2) == 4 && memcmp(b2, "kept", 4) == 0, "fifo2 gave '%s'", b2);
-    char b3[16] = {0}, link[600], want[600];
+    char b3[16] = {0}, proc[64], link[600], want[600];
     CHECK(write(gonew, "!", 1) == 1, "cannot write to the removed fifo3: %s", strerror(errno));
     CHECK(read(gone, b3, sizeof b3) == 5 && memcmp(b3, "gone!", 5) == 0, "fifo3 gave '%s'", b3);
     struct stat s3;
     CHECK(fstat(gone, &s3) == 0 && S_ISFIFO(s3.st_mode) && s3.st_nlink == 0, "fifo3 is not a removed FIFO (mode 0%o, %ld links)", s3.st_mode, (long)s3.st_nlink);
-    snprintf(link, sizeof link, "/proc/self/fd/%d", gone);
-    ssize_t ll = readlink(link, link, sizeof link - 1);
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", gone);
+    ssize_t ll = readlink(proc, link, sizeof link - 1);
     if (ll >= 0) link[ll] = 0;
     snprintf(want, sizeof want, "%s (deleted)", f3);
     CHECK(ll > 0 && strcmp(link, want) == 0, "fifo3's fd names '%s'", ll > 0 ? link : "?");

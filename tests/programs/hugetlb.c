@@ -49,19 +49,15 @@ int main(void)
     char *v = shmat(shmid, NULL, 0);
     MUST(v != (void *)-1 && shmctl(shmid, IPC_RMID, NULL) == 0);
     fill(v, HP, 45);
-    sigset_t usr1;
-    sigemptyset(&usr1);
-    sigaddset(&usr1, SIGUSR1);
-    MUST(sigprocmask(SIG_BLOCK, &usr1, NULL) == 0);
+    e2e_block_usr1(1);
     pid_t child = fork();
     MUST(child >= 0);
     if (child == 0) {
-        int sig;
-        sigwait(&usr1, &sig);
+        e2e_child_wait_usr1();
         strcpy(sh + HP, "written by the child after the restart");
         _exit(0);
     }
-    MUST(sigprocmask(SIG_UNBLOCK, &usr1, NULL) == 0);
+    e2e_block_usr1(0);
     long kps, kb;
     int ht;
     region(a, &kps, &kb, &ht);

@@ -30,15 +30,11 @@ int main(void)
     int efd = eventfd(5, 0);
     MUST(efd >= 0);
 
-    sigset_t usr1;
-    sigemptyset(&usr1);
-    sigaddset(&usr1, SIGUSR1);
-    MUST(sigprocmask(SIG_BLOCK, &usr1, NULL) == 0);
+    e2e_block_usr1(1);
     pid_t child = fork();
     MUST(child >= 0);
     if (child == 0) {
-        int sig;
-        sigwait(&usr1, &sig);
+        e2e_child_wait_usr1();
         int bad = 0;
         if (strcmp(anon + 4096, "anon-before") || strcmp(mem, "memfd-before") || strcmp(sys, "sysv-before")) { say("FAIL: child: contents lost"); bad = 1; }
         strcpy(anon + 4096, "anon-child");
@@ -49,7 +45,7 @@ int main(void)
         if (write(mfd, "xyz", 3) != 3) { say("FAIL: child: memfd write: %s", strerror(errno)); bad = 1; }
         _exit(bad);
     }
-    MUST(sigprocmask(SIG_UNBLOCK, &usr1, NULL) == 0);
+    e2e_block_usr1(0);
     say("CHILD %d", child);
     say("READY");
     e2e_wait_usr1();
