@@ -3,6 +3,8 @@
  *   b  private, 4 MiB with MAP_NORESERVE, never touched
  *   s  shared with a child, 6 MiB, huge pages 0 and 2 written
  *   v  a SysV segment on huge pages (SHM_HUGETLB, marked for removal), 4 MiB, its first huge page written
+ *   f, g  (with DIR, a hugetlbfs mount) a file DIR/f mapped shared (f, 4 MiB, written) and private (g, its
+ *      first huge page, written after f was: a private copy)
  * After the restart all are still on 2 MiB huge pages (KernelPageSize, VmFlags ht), a holds its data
  * with the same huge pages resident (Private_ and Shared_Hugetlb), b still has none, and both can be written; s
  * holds its data and is still shared: what the child writes after the restart, the parent reads. */
@@ -33,9 +35,22 @@ static void region(void *addr, long *kps, long *hugetlb_kb, int *ht)
     if (f) fclose(f);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     e2e_init();
+    char *f = NULL, *g = NULL;
+    if (argc > 1) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/f", argv[1]);
+        int fd = open(path, O_CREAT | O_RDWR, 0600);
+        MUST(fd >= 0);
+        f = mmap(NULL, 2 * HP, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        g = mmap(NULL, HP, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+        MUST(f != MAP_FAILED && g != MAP_FAILED);
+        close(fd);
+        strcpy(f, "in the file");
+        strcpy(g + 100, "a private copy");
+    }
     char *a = mmap(NULL, 4 * HP, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
     char *b = mmap(NULL, 2 * HP, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_NORESERVE, -1, 0);
     char *sh = mmap(NULL, 3 * HP, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
@@ -80,6 +95,12 @@ int main(void)
     region(sh, &kps, &skb, &ht);
     CHECK(kps == 2048 && ht, "region s: pages of %ld kB, ht %d", kps, ht);
     CHECK(check_fill(sh, HP, 43) < 0 && check_fill(sh + 2 * HP, HP, 44) < 0, "region s: data differs");
+    if (f) {
+        CHECK(strcmp(f, "in the file") == 0 && f[100] == 0, "the hugetlbfs file holds '%.20s' / '%.20s'", f, f + 100);
+        CHECK(strcmp(g, "in the file") == 0 && strcmp(g + 100, "a private copy") == 0, "the private mapping of the hugetlbfs file holds '%.20s' / '%.20s'", g, g + 100);
+        region(f, &kps, &skb, &ht);
+        CHECK(kps == 2048 && ht, "hugetlbfs file mapping: pages of %ld kB, ht %d", kps, ht);
+    }
     region(v, &kps, &skb, &ht);
     CHECK(kps == 2048 && ht, "SysV segment: pages of %ld kB, ht %d", kps, ht);
     CHECK(check_fill(v, HP, 45) < 0, "SysV segment: data differs");

@@ -282,8 +282,8 @@ public sealed unsafe class MemoryRegion : IStateKind
         if (b == Backing.AioRing) { runs.Add((v.Start, (int)(v.Length / PageSize))); return runs; }
         // nothing resident or swapped (smaps): no page to look for; spares reading the pagemap of huge
         // reservations (the .NET GC reserves tens of GiB PROT_NONE: ~100 ms of pagemap per 48 GiB)
-        // (huge pages are not counted in Rss)
-        if (v.RssKb == 0 && v.SwapKb == 0 && b != Backing.HugetlbPrivate) return runs;
+        // (huge pages of hugetlbfs, VmFlags ht, are not counted in Rss)
+        if (v.RssKb == 0 && v.SwapKb == 0 && b != Backing.HugetlbPrivate && !v.VmFlags.Contains("ht")) return runs;
         if (PagemapScanWorks && ScannedRuns(pagemap, v, b, runs)) return runs;
         return ReadRuns(pagemap, v, b, buf);
     }

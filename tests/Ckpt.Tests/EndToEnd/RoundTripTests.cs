@@ -511,17 +511,21 @@ public sealed class RoundTripTests(E2eEnvironment env)
     }
 
     /// <summary>
-    /// Private anonymous memory on huge pages (MAP_HUGETLB) comes back on huge pages, with the same huge
-    /// pages written and the others still free (the script gives the machine a pool of 16 for the test).
+    /// Memory on huge pages comes back on huge pages: anonymous (MAP_HUGETLB) private with the same huge
+    /// pages written and the others still free, shared with a child, a SysV SHM_HUGETLB segment, and a
+    /// file of a hugetlbfs mount mapped shared and privately (the script gives the machine a pool of 16
+    /// huge pages and mounts a hugetlbfs for the test).
     /// </summary>
     [Fact]
     public void HugetlbMemory()
     {
         env.Program("hugetlb");
-        var r = new E2eScript(env, "hugetlb").Run(E2eScript.RoundTrip("\"$BIN/hugetlb\"", afterRestart: E2eScript.SaveInfo, before: """
+        var r = new E2eScript(env, "hugetlb").Run(E2eScript.RoundTrip("\"$BIN/hugetlb\" \"$W/htfs\"", afterRestart: E2eScript.SaveInfo, before: """
             old=$(cat /proc/sys/vm/nr_hugepages)
-            trap 'echo $old > /proc/sys/vm/nr_hugepages' EXIT
+            mkdir -p "$W/htfs"
+            trap 'umount -l "$W/htfs" 2>/dev/null; echo $old > /proc/sys/vm/nr_hugepages' EXIT
             echo $((old + 16)) > /proc/sys/vm/nr_hugepages
+            mount -t hugetlbfs none "$W/htfs" || fail "cannot mount hugetlbfs"
             """));
         r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
         Assert.Contains("huge_page_kib=2048", r.File("info.txt"));
