@@ -513,7 +513,7 @@ public sealed class RoundTripTests(E2eEnvironment env)
     /// <summary>
     /// Memory on huge pages comes back on huge pages: anonymous (MAP_HUGETLB) private with the same huge
     /// pages written and the others still free, shared with a child, a SysV SHM_HUGETLB segment, and a
-    /// file of a hugetlbfs mount mapped shared and privately (the script gives the machine a pool of 16
+    /// file of a hugetlbfs mount mapped shared and privately (the script gives the machine a pool of 40
     /// huge pages and mounts a hugetlbfs for the test).
     /// </summary>
     [Fact]
@@ -524,7 +524,8 @@ public sealed class RoundTripTests(E2eEnvironment env)
             old=$(cat /proc/sys/vm/nr_hugepages)
             mkdir -p "$W/htfs"
             trap 'umount -l "$W/htfs" 2>/dev/null; echo $old > /proc/sys/vm/nr_hugepages' EXIT
-            echo $((old + 16)) > /proc/sys/vm/nr_hugepages
+            echo $((old + 40)) > /proc/sys/vm/nr_hugepages
+            [ "$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)" -ge 40 ] || fail "the machine cannot give 40 huge pages of 2 MiB"
             mount -t hugetlbfs none "$W/htfs" || fail "cannot mount hugetlbfs"
             """));
         r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
