@@ -8,9 +8,12 @@ using Ckpt.Native;
 namespace Ckpt.Kinds;
 
 /// <summary>
-/// TCP and UDP sockets (IPv4 and IPv6): a TCP socket not connected (bound or not), listening with no
-/// connection waiting to be accepted, or connected (ESTABLISHED); a UDP socket bound or not, connected
-/// to a peer or not, with no datagram queued. Saved on a pidfd_getfd copy: domain, type, protocol,
+/// TCP, UDP and raw sockets (IPv4 and IPv6): a TCP socket not connected (bound or not), listening with no
+/// connection waiting to be accepted, connected (established or half-closed) or ended (CLOSE after a
+/// connection: shut both ways); a UDP socket bound or not, connected to a peer or not, with the
+/// datagrams queued in it; a raw socket (ping, traceroute: SOCK_RAW of any protocol) with its ICMP
+/// filter, IP_HDRINCL and IPv6 checksum offset, bound or connected, with no packet queued. Saved on a
+/// pidfd_getfd copy: domain, type, protocol,
 /// local address (getsockname), the peer (getpeername), the listen backlog (TCP_INFO: tcpi_sacked of a
 /// listener is its backlog, tcpi_unacked its accept queue), and every socket option of a fixed list
 /// whose value differs from a fresh socket's. A TCP connection is read in repair mode (TCP_REPAIR):
@@ -21,7 +24,7 @@ namespace Ckpt.Kinds;
 /// listen() or connect(); a connection is rebuilt by ckpt on a pidfd_getfd copy in repair mode
 /// (sequence numbers, bind, connect without a handshake, options, queues, window) and leaves repair
 /// mode in Finish, once every socket of the tree exists. Other TCP states, a listener with
-/// connections waiting and a UDP socket with datagrams queued are refused naming the fd. Reached
+/// connections waiting and a raw socket with packets queued are refused naming the fd. Reached
 /// from <see cref="UnixSocket"/>, which owns every <c>socket:[INO]</c> fd.
 /// </summary>
 public sealed unsafe class InetSocket : IStateKind
@@ -68,16 +71,26 @@ public sealed unsafe class InetSocket : IStateKind
         (IPPROTO_IP, 33, 4, "IP_MULTICAST_TTL", Udp4), (IPPROTO_IP, 34, 4, "IP_MULTICAST_LOOP", Udp4),
         (IPPROTO_IPV6, 26, 4, "IPV6_V6ONLY", V6), (IPPROTO_IPV6, 16, 4, "IPV6_UNICAST_HOPS", V6), (IPPROTO_IPV6, 49, 4, "IPV6_RECVPKTINFO", V6),
         (IPPROTO_IPV6, 67, 4, "IPV6_TCLASS", V6), (IPPROTO_IPV6, 23, 4, "IPV6_MTU_DISCOVER", V6), (IPPROTO_IPV6, 25, 4, "IPV6_RECVERR", V6),
+        // raw sockets: the ICMP types let through (ICMP_FILTER, ICMP6_FILTER), headers written by the program, the checksum offset
+        (SOL_RAW, 1, 4, "ICMP_FILTER", RawIcmp4), (IPPROTO_ICMPV6, 1, 32, "ICMP6_FILTER", RawIcmp6),
+        (IPPROTO_IP, 3, 4, "IP_HDRINCL", RawV4), (IPPROTO_IPV6, 7, 4, "IPV6_CHECKSUM", RawV6),
     ];
+    private const int SOL_RAW = 255, IPPROTO_ICMP = 1, IPPROTO_ICMPV6 = 58, SOCK_RAW = 3;
+    /// <summary>The protocol of a raw socket is given as protocol + this in the predicates below (TCP and UDP have their own).</summary>
+    private const int RawProtocol = 1 << 16;
+    private static bool RawIcmp4(int domain, int protocol) => domain == SocketCalls.AF_INET && protocol == RawProtocol + IPPROTO_ICMP;
+    private static bool RawIcmp6(int domain, int protocol) => domain == SocketCalls.AF_INET6 && protocol == RawProtocol + IPPROTO_ICMPV6;
+    private static bool RawV4(int domain, int protocol) => domain == SocketCalls.AF_INET && protocol >= RawProtocol;
+    private static bool RawV6(int domain, int protocol) => domain == SocketCalls.AF_INET6 && protocol >= RawProtocol;
     private static bool Any(int domain, int protocol) => true;
-    private static bool Tcp(int domain, int protocol) => protocol == IPPROTO_TCP;
+    private static bool Tcp(int domain, int protocol) => protocol == IPPROTO_TCP;   // (a raw socket's protocol is RawProtocol + its own)
     private static bool V4(int domain, int protocol) => domain == SocketCalls.AF_INET;
     private static bool Udp4(int domain, int protocol) => domain == SocketCalls.AF_INET && protocol == IPPROTO_UDP;
     private static bool V6(int domain, int protocol) => domain == SocketCalls.AF_INET6;
 
     public void Checkpoint(CheckpointContext ctx) { }
 
-    /// <summary>Saves the socket if it is a TCP or UDP socket (else returns false and writes nothing); refuses one that cannot be saved.</summary>
+    /// <summary>Saves the socket if it is a TCP, UDP or raw IP socket (else returns false and writes nothing); refuses one that cannot be saved.</summary>
     public static bool TryCheckpoint(CheckpointContext ctx, in OpenFile f, uint objref)
     {
         int mine = ctx.GrabFd(f.Fd);
@@ -88,10 +101,11 @@ public sealed unsafe class InetSocket : IStateKind
             int protocol = SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_PROTOCOL, "SO_PROTOCOL", ctx.Pid);
             if (domain is not (SocketCalls.AF_INET or SocketCalls.AF_INET6)) return false;
             bool tcp = type == SocketCalls.SOCK_STREAM && protocol == IPPROTO_TCP, udp = type == SocketCalls.SOCK_DGRAM && protocol == IPPROTO_UDP;
-            if (!tcp && !udp) return false;
+            bool raw = type == SOCK_RAW;
+            if (!tcp && !udp && !raw) return false;
             byte[] local = Address(mine, peer: false) ?? [];
             byte[]? peer = Address(mine, peer: true);
-            string what = $"fd {f.Fd} ({f.Link}, a {(tcp ? "TCP" : "UDP")} socket{(domain == SocketCalls.AF_INET6 ? " (IPv6)" : "")} {Show(local)})";
+            string what = $"fd {f.Fd} ({f.Link}, a {(tcp ? "TCP" : udp ? "UDP" : $"raw (protocol {protocol})")} socket{(domain == SocketCalls.AF_INET6 ? " (IPv6)" : "")} {Show(local)})";
             var state = State.Unconnected;
             int backlog = 0;
             byte[]? connection = null;
@@ -133,6 +147,15 @@ public sealed unsafe class InetSocket : IStateKind
                 else if (tcpState != TCP_STATE_CLOSE)
                     throw new NotCheckpointableException(ctx.Pid, $"{what} is a TCP connection{(peer != null ? " to " + Show(peer) : "")} in state {TcpStateName(tcpState)}, which is not supported yet (only listening, unconnected, established and half-closed TCP sockets are)");
             }
+            else if (raw)
+            {
+                // packets it has not read are copies of what went by: not saved (the peer resends, as for a lost packet, or not)
+                int queued = 0;
+                if (EventCalls.Ioctl(mine, EventCalls.FIONREAD, &queued) == 0 && queued > 0)
+                    throw new NotCheckpointableException(ctx.Pid, $"{what} has packets queued that it has not read, which are not saved; checkpoint once it has read them");
+                peer ??= SocketCalls.RawSocketPeer(domain, (uint)f.Stat.Ino);
+                if (peer != null) state = State.Connected;
+            }
             else
             {
                 int queued = 0;
@@ -142,7 +165,7 @@ public sealed unsafe class InetSocket : IStateKind
             }
             var p = new PayloadWriter().U32(objref).I32(f.Flags & ~FileCalls.O_CLOEXEC).I32(domain).I32(type).I32(protocol)
                 .U8((byte)state).I32(backlog).Bytes(local).Bytes(state is State.Connected or State.Established ? peer! : []);
-            var options = ChangedOptions(mine, domain, type, protocol, ctx.Pid);
+            var options = ChangedOptions(mine, domain, type, raw ? RawProtocol + protocol : protocol, ctx.Pid);
             p.U32((uint)options.Count);
             foreach (var (level, name, value) in options) p.I32(level).I32(name).Bytes(value);
             if (connection != null) p.Raw(connection);
@@ -552,18 +575,18 @@ public sealed unsafe class InetSocket : IStateKind
 
     /// <summary>The options of <see cref="Options"/> whose value differs from a fresh socket's of the same kind.</summary>
     private static List<(int Level, int Name, byte[] Value)> ChangedOptions(int fd, int domain, int type, int protocol, int pid)
-        => ChangedOptions(fd, domain, type, protocol, pid, Options.Where(o => o.Applies(domain, protocol)).Select(o => (o.Level, o.Name, o.Size)));
+        => ChangedOptions(fd, domain, type, protocol & (RawProtocol - 1), pid, Options.Where(o => o.Applies(domain, protocol)).Select(o => (o.Level, o.Name, o.Size)));
 
-    /// <summary>The options of <paramref name="list"/> (at most 16 bytes each) whose value differs from a fresh socket's of the same kind.</summary>
+    /// <summary>The options of <paramref name="list"/> (at most 32 bytes each) whose value differs from a fresh socket's of the same kind.</summary>
     internal static List<(int Level, int Name, byte[] Value)> ChangedOptions(int fd, int domain, int type, int protocol, int pid, IEnumerable<(int Level, int Name, int Size)> list)
     {
         var changed = new List<(int, int, byte[])>();
         var defaults = Defaults(domain, type, protocol, pid, list);
-        byte* a = stackalloc byte[16];
+        byte* a = stackalloc byte[32];
         foreach (var (level, name, size) in list)
         {
             int la = size;
-            new Span<byte>(a, 16).Clear();
+            new Span<byte>(a, 32).Clear();
             if (SocketCalls.GetSockOpt(fd, level, name, a, &la) != 0) continue;   // not readable on this kernel
             var value = new ReadOnlySpan<byte>(a, la);
             if (defaults.TryGetValue((level, name), out var d) && d != null && value.SequenceEqual(d)) continue;
@@ -583,11 +606,11 @@ public sealed unsafe class InetSocket : IStateKind
             if (fresh < 0) throw SyscallException.Last("socket (a fresh one, to compare options with)", pid);
             try
             {
-                byte* b = stackalloc byte[16];
+                byte* b = stackalloc byte[32];
                 foreach (var (level, name, size) in list)
                 {
                     int lb = size;
-                    new Span<byte>(b, 16).Clear();
+                    new Span<byte>(b, 32).Clear();
                     values[(level, name)] = SocketCalls.GetSockOpt(fresh, level, name, b, &lb) == 0 ? new ReadOnlySpan<byte>(b, lb).ToArray() : null;
                 }
             }
@@ -614,7 +637,7 @@ public sealed unsafe class InetSocket : IStateKind
         for (uint i = 0; i < n; i++) options.Add((r.I32(), r.I32(), r.Bytes().ToArray()));
         if (domain is not (SocketCalls.AF_INET or SocketCalls.AF_INET6) || state > State.Closed || local.Length > 128 || peer.Length > 128
             || state is State.Established or State.Closed && type != SocketCalls.SOCK_STREAM)
-            throw new ImageFormatException($"InetSocket record at offset {rec.Offset} is not a TCP or UDP socket this tool can rebuild");
+            throw new ImageFormatException($"InetSocket record at offset {rec.Offset} is not a TCP, UDP or raw socket this tool can rebuild");
         if (state == State.Established)
         {
             RestoreConnection(ctx, rec, ref r, objref, flags, domain, protocol, local, peer, options);
@@ -626,7 +649,7 @@ public sealed unsafe class InetSocket : IStateKind
         r.End();
         if (datagrams.Count > 0 && !HasAddress(local))
             throw new ImageFormatException($"InetSocket record at offset {rec.Offset}: datagrams queued in an unbound socket");
-        string what = $"{(type == SocketCalls.SOCK_STREAM ? "TCP" : "UDP")} socket {Show(local)}";
+        string what = $"{(type == SocketCalls.SOCK_STREAM ? "TCP" : type == SOCK_RAW ? $"raw (protocol {protocol})" : "UDP")} socket {Show(local)}";
         int fd = (int)ctx.Inject("socket", Nr.socket, domain, SocketCalls.TypeFor(type, flags), protocol);
         ctx.Files.SetRestored(objref, fd);
         var batch = ctx.Batch;
@@ -815,7 +838,7 @@ public sealed unsafe class InetSocket : IStateKind
         var state = (State)r.U8(); int backlog = r.I32();
         byte[] local = r.Bytes().ToArray(), peer = r.Bytes().ToArray();
         uint n = r.U32();
-        var node = new InfoNode().Set("kind", $"{(type == SocketCalls.SOCK_STREAM ? "tcp" : "udp")}{(domain == SocketCalls.AF_INET6 ? "6" : "")} socket")
+        var node = new InfoNode().Set("kind", $"{(type == SocketCalls.SOCK_STREAM ? "tcp" : type == SOCK_RAW ? "raw" : "udp")}{(domain == SocketCalls.AF_INET6 ? "6" : "")} socket")
             .Set("path", Show(local) + (state is State.Connected or State.Established ? " -> " + Show(peer) : "")).Set("flags", RegularFile.OpenFlags(flags)).Set("address", Show(local)).Set("state", state.ToString().ToLowerInvariant());
         if (state == State.Listening) node.Set("backlog", backlog);
         if (state is State.Connected or State.Established) node.Set("peer", Show(peer));

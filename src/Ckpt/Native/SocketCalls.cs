@@ -167,6 +167,35 @@ public static unsafe partial class SocketCalls
         return result;
     }
 
+    /// <summary>
+    /// The peer a raw socket (family, inode) is connected to, as a sockaddr (port 0), or null when it is
+    /// not connected: getpeername refuses raw sockets (they have no port); /proc/net/raw and raw6 show
+    /// the state (01: connected) and the remote address (the raw_diag module, which sock_diag needs for
+    /// raw sockets, is often not loaded).
+    /// </summary>
+    public static byte[]? RawSocketPeer(int family, uint inode)
+    {
+        string file = family == AF_INET ? "/proc/net/raw" : "/proc/net/raw6";
+        string[] lines;
+        try { lines = File.ReadAllLines(file); } catch (IOException) { return null; }
+        foreach (var line in lines.Skip(1))
+        {
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
+            var w = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (w.Length < 10 || w[9] != inode.ToString(System.Globalization.CultureInfo.InvariantCulture)) continue;
+            if (w[3] != "01") return null;
+            string hex = w[2].Split(':')[0];   // the address as the kernel's 32-bit words, each printed in host order
+            var addr = new byte[hex.Length / 2];
+            for (int i = 0; i < addr.Length / 4; i++)
+                BinaryPrimitives.WriteUInt32LittleEndian(addr.AsSpan(4 * i), Convert.ToUInt32(hex.Substring(8 * i, 8), 16));
+            var sa = new byte[family == AF_INET ? 16 : 28];
+            BinaryPrimitives.WriteUInt16LittleEndian(sa, (ushort)family);
+            addr.CopyTo(sa.AsSpan(family == AF_INET ? 4 : 8));
+            return sa;
+        }
+        return null;
+    }
+
     /// <summary>Sends a sock_diag dump request (its nlmsghdr filled in here) and hands each answer's payload to <paramref name="onMessage"/>.</summary>
     private static void Dump(byte[] request, SpanAction onMessage, string what)
     {

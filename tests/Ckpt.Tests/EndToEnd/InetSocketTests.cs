@@ -211,6 +211,17 @@ public sealed class InetSocketTests(E2eEnvironment env)
         r.Cleanup();
     }
 
+    /// <summary>Raw sockets (ICMP over IPv4 and IPv6, with their filters; one connected, with a TTL): same options after the restart, and an echo request sent then gets its reply through the filter.</summary>
+    [Fact]
+    public void RawSockets()
+    {
+        env.Program("rawsock");
+        var r = new E2eScript(env, "rawsock").Run(E2eScript.RoundTrip("\"$BIN/rawsock\"", afterRestart: E2eScript.SaveInfo));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
+        Assert.Contains("raw6 socket", r.File("info.txt"));
+        r.Cleanup();
+    }
+
     /// <summary>Netlink sockets: a route monitor bound with groups and an option, an unbound requester; same port ids, groups and options after the restart, and a dump request is answered.</summary>
     [Fact]
     public void NetlinkSockets()
