@@ -1,10 +1,11 @@
-/* sockets: a process holding a socket ckpt does not support (a raw IP socket: the checkpoint must
+/* sockets: a process holding a socket ckpt does not support (a packet socket: the checkpoint must
  * refuse, naming the fd, and leave the process unharmed), and a UDP socket with a datagram queued to
  * itself (which must still be there after the refused checkpoint). A pipe with data
  * comes first in fd order, so the refusal happens after memory and pipes were already read by
  * injection. Prints "SOCKFD n" for the socket fd. */
 #include "e2e.h"
 #include <netinet/in.h>
+#include <linux/if_packet.h>
 #include <sys/socket.h>
 
 int main(void)
@@ -26,7 +27,7 @@ int main(void)
     sigaddset(&mask_before, SIGWINCH);
     sigprocmask(SIG_BLOCK, &mask_before, NULL);
     sigprocmask(SIG_BLOCK, NULL, &mask_before);
-    int nl = socket(AF_INET, SOCK_RAW, IPPROTO_ICMP);
+    int nl = socket(AF_PACKET, SOCK_DGRAM, 0);
     MUST(nl >= 0);
     say("SOCKFD %d", nl);
     say("READY");

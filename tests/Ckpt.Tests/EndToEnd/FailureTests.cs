@@ -67,7 +67,7 @@ public sealed class FailureTests(E2eEnvironment env)
     }
 
     /// <summary>
-    /// A socket ckpt does not support (raw IP) is open: refused naming the fd and the kind of socket, after
+    /// A socket ckpt does not support (a packet socket) is open: refused naming the fd and the kind of socket, after
     /// memory and a pipe were already read by injection; the target goes on unharmed (its blocking
     /// sigsuspend included).
     /// </summary>
@@ -77,7 +77,7 @@ public sealed class FailureTests(E2eEnvironment env)
         env.Program("sockets");
         var r = new E2eScript(env, "socket").Run(E2eScript.Refused("\"$BIN/sockets\""));
         var fd = Regex.Match(r.File("out"), @"^SOCKFD (\d+)$", RegexOptions.Multiline).Groups[1].Value;
-        r.AssertRefused($"fd {fd} ", "raw IP socket");
+        r.AssertRefused($"fd {fd} ", "packet socket");
     }
 
     /// <summary>
