@@ -3,7 +3,9 @@
  *   r6  SOCK_RAW IPPROTO_ICMPV6 with an ICMP6_FILTER that blocks everything but echo replies
  *   rc  SOCK_RAW IPPROTO_ICMP connected to 127.0.0.1, IP_HDRINCL off, IP_TTL 7
  * After the restart each has its type, protocol and options, and r4 still gets the kernel's answer
- * to an echo request it sends to 127.0.0.1 (through the filter). */
+ * to an echo request it sends to 127.0.0.1 (through the filter).
+ * "rawsock slow": after SIGUSR2 it sends an echo request and reads the reply 300 ms after it came; a
+ * checkpoint taken meanwhile finds it queued (it cannot be saved) and lets the tree read it first. */
 #include "e2e.h"
 #include <arpa/inet.h>
 #include <netinet/icmp6.h>
@@ -36,9 +38,44 @@ static int sockopt_int(int fd, int level, int name)
     return getsockopt(fd, level, name, &v, &l) == 0 ? v : -1;
 }
 
-int main(void)
+static volatile sig_atomic_t usr2;
+static void on_usr2(int sig) { (void)sig; usr2 = 1; }
+
+static void echo_request(int fd, const struct sockaddr_in *to, int id)
+{
+    struct icmphdr req = { .type = ICMP_ECHO, .un.echo.id = htons(id), .un.echo.sequence = htons(1) };
+    req.checksum = checksum(&req, sizeof req);
+    MUST(sendto(fd, &req, sizeof req, 0, (const struct sockaddr *)to, sizeof *to) == sizeof req);
+}
+
+static int slow_mode(void)
+{
+    int r = socket(AF_INET, SOCK_RAW, IPPROTO_ICMP);
+    MUST(r >= 0);
+    uint32_t filter = ~(1U << ICMP_ECHOREPLY);
+    MUST(setsockopt(r, SOL_RAW_, ICMP_FILTER, &filter, sizeof filter) == 0);
+    struct sigaction sa = { .sa_handler = on_usr2 };
+    MUST(sigaction(SIGUSR2, &sa, NULL) == 0);
+    say("READY");
+    while (!usr2) pause();
+    struct sockaddr_in lo = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    echo_request(r, &lo, 0x4444);
+    struct pollfd p = { r, POLLIN, 0 };
+    while (poll(&p, 1, -1) != 1) MUST(errno == EINTR);
+    sleep_full(0.3);
+    char buf[256];
+    MUST(recv(r, buf, sizeof buf, 0) > 0);
+    say("SEEN");
+    e2e_wait_usr1();
+    echo_request(r, &lo, 0x4545);
+    CHECK(poll(&p, 1, 2000) == 1, "no reply after the checkpoint");
+    return e2e_finish();
+}
+
+int main(int argc, char **argv)
 {
     e2e_init();
+    if (argc > 1 && strcmp(argv[1], "slow") == 0) return slow_mode();
     int r4 = socket(AF_INET, SOCK_RAW, IPPROTO_ICMP), r6 = socket(AF_INET6, SOCK_RAW, IPPROTO_ICMPV6), rc = socket(AF_INET, SOCK_RAW, IPPROTO_ICMP);
     MUST(r4 >= 0 && r6 >= 0 && rc >= 0);
     uint32_t filter = ~(1U << ICMP_ECHOREPLY);   /* a set bit blocks that type */

@@ -418,10 +418,11 @@ public static class Checkpointer
                 var tcp = InetSocket.TcpSockets(s);
                 opening = InetSocket.ConnectionsOpening(s, tcp);
                 bool wait = InetSocket.QuiesceListeners(s, tcp, ref quiesceTable, quiesceHeld) | opening
-                    | UnixSocket.HasWaitingConnections(s) | Inotify.HasQueuedEvents(s) | NetlinkSocket.HasQueuedMessages(s);
+                    | UnixSocket.HasWaitingConnections(s) | Inotify.HasQueuedEvents(s) | NetlinkSocket.HasQueuedMessages(s)
+                    | InetSocket.HasQueuedRawPackets(s);
                 if (!wait) break;
                 s.Forget<QueuesAtFreeze>();
-                log.Debug($"connections wait to be accepted or are being opened, or inotify events to be read, or netlink messages: the tree runs a moment to take them ({quiesce + 1})");
+                log.Debug($"connections wait to be accepted or are being opened, or inotify events to be read, or netlink messages or raw packets to be read: the tree runs a moment to take them ({quiesce + 1})");
                 LetGo(s, log);
                 Thread.Sleep(Math.Min(5 * (quiesce + 1), 50));
             }

@@ -149,9 +149,11 @@ public sealed unsafe class InetSocket : IStateKind
             }
             else if (raw)
             {
-                // packets it has not read are copies of what went by: not saved (the peer resends, as for a lost packet, or not)
+                // packets it has not read cannot be queued again: the tree got moments to read them
+                // (HasQueuedRawPackets); what came after the last look comes after the checkpoint's moment
                 int queued = 0;
-                if (EventCalls.Ioctl(mine, EventCalls.FIONREAD, &queued) == 0 && queued > 0)
+                bool empty = QueuesAtFreeze.TryGet(ctx.Session, ctx.Pid, f.Fd, out long atFreeze) && atFreeze == 0;
+                if (!empty && EventCalls.Ioctl(mine, EventCalls.FIONREAD, &queued) == 0 && queued > 0)
                     throw new NotCheckpointableException(ctx.Pid, $"{what} has packets queued that it has not read, which are not saved; checkpoint once it has read them");
                 peer ??= SocketCalls.RawSocketPeer(domain, (uint)f.Stat.Ino);
                 if (peer != null) state = State.Connected;
@@ -287,6 +289,48 @@ public sealed unsafe class InetSocket : IStateKind
         {
             s.Log.Error($"the TCP connections could not be held while the tree is down ({e.Message}): a peer that sends before the restart gets a reset");
         }
+    }
+
+    /// <summary>
+    /// Does a raw socket of the frozen tree have packets it has not read (a ping's reply that came as it
+    /// was frozen)? Then the tree is let go a moment to read them and frozen again, as for inotify and
+    /// netlink (<see cref="Engine.Checkpointer"/>). The receive queues are read from /proc/net/raw{,6}
+    /// (rx_queue, by inode).
+    /// </summary>
+    public static bool HasQueuedRawPackets(CheckpointSession s)
+    {
+        var seen = s.State<QueuesAtFreeze>().Bytes;
+        Dictionary<ulong, long>? rx = null;
+        bool any = false;
+        foreach (var ctx in s.Processes)
+            foreach (var f in ctx.OpenFiles)
+            {
+                if (f.Stat.Type != StatBuf.S_IFSOCK) continue;
+                rx ??= RawReceiveQueues();
+                if (rx.Count == 0) return false;
+                if (rx.TryGetValue(f.Stat.Ino, out long r)) any |= (seen[(ctx.Pid, f.Fd)] = r) > 0;
+            }
+        return any;
+    }
+
+    /// <summary>The receive queue (bytes) of every raw socket of ckpt's network namespace, by inode.</summary>
+    private static Dictionary<ulong, long> RawReceiveQueues()
+    {
+        var rx = new Dictionary<ulong, long>();
+        foreach (var file in new[] { "/proc/self/net/raw", "/proc/self/net/raw6" })
+        {
+            IEnumerable<string> lines;
+            try { lines = File.ReadLines(file).Skip(1).ToList(); } catch (IOException) { continue; }
+            foreach (var line in lines)
+            {
+                // sl local rem st tx_queue:rx_queue tr:when retrnsmt uid timeout inode ...
+                var w = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                if (w.Length < 10 || !ulong.TryParse(w[9], out ulong ino)) continue;
+                var q = w[4].Split(':');
+                if (q.Length == 2 && long.TryParse(q[1], System.Globalization.NumberStyles.HexNumber, null, out long r)) rx[ino] = r;
+            }
+        }
+        return rx;
     }
 
     /// <summary>Every TCP listening socket of the tree (each once).</summary>

@@ -222,6 +222,15 @@ public sealed class InetSocketTests(E2eEnvironment env)
         r.Cleanup();
     }
 
+    /// <summary>A ping's reply queued in its raw socket when the tree is frozen (it cannot be saved), read a moment later: the checkpoint lets the tree run until it is read, then goes on.</summary>
+    [Fact]
+    public void RawPacketsReadSoonAreWaitedFor()
+    {
+        env.Program("rawsock");
+        new E2eScript(env, "rawslow").Run(E2eScript.TakenSoon("\"$BIN/rawsock\" slow", trigger: "kill -USR2 $P; sleep 0.05"))
+            .AssertCheckpointWaited("raw packets to be read").Cleanup();
+    }
+
     /// <summary>Netlink sockets: a route monitor bound with groups and an option, an unbound requester; same port ids, groups and options after the restart, and a dump request is answered.</summary>
     [Fact]
     public void NetlinkSockets()
