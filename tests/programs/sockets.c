@@ -1,4 +1,4 @@
-/* sockets: a process holding a socket ckpt does not support (a packet socket: the checkpoint must
+/* sockets: a process holding a socket ckpt does not support (a SOCK_PACKET packet socket: the checkpoint must
  * refuse, naming the fd, and leave the process unharmed), and a UDP socket with a datagram queued to
  * itself (which must still be there after the refused checkpoint). A pipe with data
  * comes first in fd order, so the refusal happens after memory and pipes were already read by
@@ -27,7 +27,7 @@ int main(void)
     sigaddset(&mask_before, SIGWINCH);
     sigprocmask(SIG_BLOCK, &mask_before, NULL);
     sigprocmask(SIG_BLOCK, NULL, &mask_before);
-    int nl = socket(AF_PACKET, SOCK_DGRAM, 0);
+    int nl = socket(AF_PACKET, SOCK_PACKET, 0);   /* the obsolete kind of packet socket */
     MUST(nl >= 0);
     say("SOCKFD %d", nl);
     say("READY");

@@ -419,7 +419,7 @@ public static class Checkpointer
                 opening = InetSocket.ConnectionsOpening(s, tcp);
                 bool wait = InetSocket.QuiesceListeners(s, tcp, ref quiesceTable, quiesceHeld) | opening
                     | UnixSocket.HasWaitingConnections(s) | Inotify.HasQueuedEvents(s) | NetlinkSocket.HasQueuedMessages(s)
-                    | InetSocket.HasQueuedRawPackets(s);
+                    | InetSocket.HasQueuedRawPackets(s) | PacketSocket.HasQueuedPackets(s);
                 if (!wait) break;
                 s.Forget<QueuesAtFreeze>();
                 log.Debug($"connections wait to be accepted or are being opened, or inotify events to be read, or netlink messages or raw packets to be read: the tree runs a moment to take them ({quiesce + 1})");

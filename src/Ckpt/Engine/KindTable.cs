@@ -39,6 +39,7 @@ public static class KindTable
         UnixSocket.Instance,          // unix domain sockets (+ their receive queues); other sockets are refused there,
         InetSocket.Instance,          //   but for TCP/UDP sockets (written by UnixSocket)
         NetlinkSocket.Instance,       //   and netlink sockets (written by UnixSocket)
+        PacketSocket.Instance,        //   and packet sockets (written by UnixSocket)
         ExternalFile.Instance,        // written by Pipe and UnixSocket for ends whose peer is outside (--external)
         FdTable.Instance,             // ...and the fd numbers that refer to them
         FileLocks.Instance,           // file locks, taken again once the fds are in place

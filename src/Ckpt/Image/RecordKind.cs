@@ -53,6 +53,7 @@ public enum RecordKind : uint
     UnixSocketRights = 65, // Kinds/UnixSocket.cs (which queued messages carry files in flight, SCM_RIGHTS, by objref)
     SocketFilters = 64,    // Kinds/SocketFilter.cs (classic BPF filters attached to sockets, by fd, with their lock flag)
     NetlinkSocket = 63,    // Kinds/NetlinkSocket.cs (a netlink socket: protocol, port id, groups, options)
+    PacketSocket = 67,     // Kinds/PacketSocket.cs (an AF_PACKET socket: type, protocol, interface by name, options)
     NetworkLock = 66,      // Kinds/InetSocket.cs (optional: the nf_tables table holding migrated connections until the restart takes them back)
     InetSocket = 62,       // Kinds/InetSocket.cs (a TCP or UDP socket: address, listen backlog, options; a connection's sequence numbers and queues)
     Seccomp = 71,          // Kinds/Seccomp.cs (each thread's seccomp mode and filters, the filters written once)

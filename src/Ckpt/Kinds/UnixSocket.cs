@@ -54,8 +54,8 @@ public sealed unsafe class UnixSocket : IFileKind
         uint ino = (uint)f.Stat.Ino;
         if (!st.Diag.TryGetValue(ino, out var d))
         {
-            if (InetSocket.TryCheckpoint(ctx, f, objref) || NetlinkSocket.TryCheckpoint(ctx, f, objref)) return;
-            throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} is {DescribeOther(ctx, f)}, which is not supported yet (only unix domain, TCP, UDP and netlink sockets are)");
+            if (InetSocket.TryCheckpoint(ctx, f, objref) || NetlinkSocket.TryCheckpoint(ctx, f, objref) || PacketSocket.TryCheckpoint(ctx, f, objref)) return;
+            throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} is {DescribeOther(ctx, f)}, which is not supported yet (only unix domain, TCP, UDP, raw IP, netlink and packet sockets are)");
         }
         string what = $"fd {f.Fd} ({f.Link}, a unix {TypeName(d.Type)} socket{(d.Name is { Length: > 0 } ? " " + ShowName(d.Name) : "")})";
         if (d.Type is not (SocketCalls.SOCK_STREAM or SocketCalls.SOCK_DGRAM or SocketCalls.SOCK_SEQPACKET))

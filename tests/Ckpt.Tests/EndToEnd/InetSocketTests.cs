@@ -231,6 +231,17 @@ public sealed class InetSocketTests(E2eEnvironment env)
             .AssertCheckpointWaited("raw packets to be read").Cleanup();
     }
 
+    /// <summary>Packet sockets (AF_PACKET): bound to lo for IPv4 with a classic filter and PACKET_AUXDATA, and an unbound raw one with PACKET_VERSION; same after the restart, and the first still captures what its filter keeps.</summary>
+    [Fact]
+    public void PacketSockets()
+    {
+        env.Program("packetsock");
+        var r = new E2eScript(env, "packetsock").Run(E2eScript.RoundTrip("\"$BIN/packetsock\"", afterRestart: E2eScript.SaveInfo));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
+        Assert.Contains("kind: packet socket", r.File("info.txt"));
+        r.Cleanup();
+    }
+
     /// <summary>Netlink sockets: a route monitor bound with groups and an option, an unbound requester; same port ids, groups and options after the restart, and a dump request is answered.</summary>
     [Fact]
     public void NetlinkSockets()
