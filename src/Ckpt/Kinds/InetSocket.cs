@@ -175,12 +175,109 @@ public sealed unsafe class InetSocket : IStateKind
             {
                 p.U32((uint)(datagrams?.Count ?? 0));
                 foreach (var (src, data) in datagrams ?? []) p.Bytes(src).Bytes(data);
+                // appended field: the multicast groups it joined, each with its interface and source filter
+                var groups = Memberships(mine, domain, ctx.Pid, what);
+                p.U32((uint)groups.Count);
+                foreach (var (iface, filter) in groups) p.Str(iface).Bytes(filter);
             }
             ctx.Image.Write(RecordKind.InetSocket, p);
             ctx.Log.Debug($"pid {ctx.Pid} {what}: {state}{(state == State.Listening ? $" (backlog {backlog})" : "")}, {options.Count} option(s) set");
             return true;
         }
         finally { FileCalls.Close(mine); }
+    }
+
+    // multicast memberships: struct group_filter { u32 interface; (pad); sockaddr_storage group; u32 fmode; u32 numsrc; sockaddr_storage sources[] }
+    private const int MCAST_JOIN_GROUP = 42, MCAST_MSFILTER = 48, GroupFilterHead = 144, SockaddrStorage = 128, MaxSources = 64;
+
+    /// <summary>
+    /// The multicast groups a UDP socket joined, each as (interface name, group_filter as getsockopt gave
+    /// it: group, filter mode, sources). Nothing shows them per socket: every group joined on the machine
+    /// (/proc/net/igmp, igmp6) is asked of the socket with getsockopt(MCAST_MSFILTER), which answers only
+    /// for a group the socket joined on that interface.
+    /// </summary>
+    private static List<(string Iface, byte[] Filter)> Memberships(int fd, int domain, int pid, string what)
+    {
+        var found = new List<(string, byte[])>();
+        int level = domain == SocketCalls.AF_INET ? IPPROTO_IP : IPPROTO_IPV6;
+        var buf = new byte[GroupFilterHead + MaxSources * SockaddrStorage];
+        foreach (var (ifindex, iface, group) in MachineGroups(domain))
+        {
+            Array.Clear(buf);
+            BinaryPrimitives.WriteUInt32LittleEndian(buf, (uint)ifindex);
+            group.CopyTo(buf, 8);
+            BinaryPrimitives.WriteUInt32LittleEndian(buf.AsSpan(140), MaxSources);   // room for the sources (the kernel copies that many at most)
+            int len = buf.Length;
+            int rc;
+            fixed (byte* b = buf) rc = SocketCalls.GetSockOpt(fd, level, MCAST_MSFILTER, b, &len);
+            if (rc != 0) continue;   // EADDRNOTAVAIL: not joined by this socket
+            uint numsrc = BinaryPrimitives.ReadUInt32LittleEndian(buf.AsSpan(140));
+            if (numsrc > MaxSources) throw new NotCheckpointableException(pid, $"{what} filters {numsrc} sources of a multicast group, more than the {MaxSources} ckpt saves");
+            found.Add((iface, buf.AsSpan(0, GroupFilterHead + (int)numsrc * SockaddrStorage).ToArray()));
+        }
+        return found;
+    }
+
+    /// <summary>Every (interface index, interface name, group sockaddr) of the multicast groups joined on the machine, for one address family.</summary>
+    private static List<(int Ifindex, string Iface, byte[] Group)> MachineGroups(int domain)
+    {
+        var list = new List<(int, string, byte[])>();
+        try
+        {
+            if (domain == SocketCalls.AF_INET)
+            {
+                // Idx Device : Count Querier, then one indented line per group: the address as a u32 in host order, Users, ...
+                int idx = 0; string dev = "";
+                foreach (var line in File.ReadLines("/proc/net/igmp").Skip(1))
+                {
+                    var w = line.Split(['\t', ' '], StringSplitOptions.RemoveEmptyEntries);
+                    if (w.Length == 0) continue;
+                    if (!char.IsWhiteSpace(line[0]) && int.TryParse(w[0], out int i)) { idx = i; dev = w[1].TrimEnd(':'); continue; }
+                    if (idx == 0 || w[0].Length != 8) continue;
+                    var sa = new byte[16];
+                    BinaryPrimitives.WriteUInt16LittleEndian(sa, SocketCalls.AF_INET);
+                    BinaryPrimitives.WriteUInt32LittleEndian(sa.AsSpan(4), Convert.ToUInt32(w[0], 16));
+                    list.Add((idx, dev, sa));
+                }
+            }
+            else
+            {
+                // index device group(32 hex digits, network order) users flags timer
+                foreach (var line in File.ReadLines("/proc/net/igmp6"))
+                {
+                    var w = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                    if (w.Length < 3 || w[2].Length != 32 || !int.TryParse(w[0], out int idx)) continue;
+                    var sa = new byte[28];
+                    BinaryPrimitives.WriteUInt16LittleEndian(sa, SocketCalls.AF_INET6);
+                    Convert.FromHexString(w[2]).CopyTo(sa, 8);
+                    list.Add((idx, w[1], sa));
+                }
+            }
+        }
+        catch (IOException) { }
+        return list;
+    }
+
+    /// <summary>Joins the saved multicast groups again (MCAST_JOIN_GROUP on the interface of that name), then sets each source filter that is not "every source".</summary>
+    private static void JoinGroups(RestoreContext ctx, int fd, int domain, List<(string Iface, byte[] Filter)> groups, string what)
+    {
+        int level = domain == SocketCalls.AF_INET ? IPPROTO_IP : IPPROTO_IPV6;
+        var batch = ctx.Batch;
+        batch.Reserve(groups.Count * 2, groups.Sum(g => g.Filter.Length + 136 + 16));
+        foreach (var (iface, filter) in groups)
+        {
+            string? idx = FileCalls.ReadSmallText($"/sys/class/net/{iface}/ifindex")?.Trim();
+            if (idx == null || !uint.TryParse(idx, out uint ifindex))
+                throw new CkptException($"restart: the {what} joined a multicast group on interface {iface}, which is not here", ExitCodes.RestoreConflict);
+            var f = (byte[])filter.Clone();
+            BinaryPrimitives.WriteUInt32LittleEndian(f, ifindex);
+            // struct group_req { u32 interface; (pad); sockaddr_storage group }: the head of the group_filter
+            batch.AddChecked($"MCAST_JOIN_GROUP of the {what} on {iface}", Nr.setsockopt, fd, level, MCAST_JOIN_GROUP, (long)batch.AddData(f.AsSpan(0, 136)), 136);
+            uint fmode = BinaryPrimitives.ReadUInt32LittleEndian(f.AsSpan(136)), numsrc = BinaryPrimitives.ReadUInt32LittleEndian(f.AsSpan(140));
+            if (fmode != 0 /* MCAST_EXCLUDE */ || numsrc != 0)
+                batch.AddChecked($"MCAST_MSFILTER of the {what} on {iface}", Nr.setsockopt, fd, level, MCAST_MSFILTER, (long)batch.AddData(f), f.Length);
+        }
+        batch.Flush();
     }
 
     /// <summary>Sockets put in repair mode by this checkpoint: ckpt's copies, left in repair mode until it ends.</summary>
@@ -690,6 +787,14 @@ public sealed unsafe class InetSocket : IStateKind
         var datagrams = new List<(byte[] Source, byte[] Data)>();
         if (type == SocketCalls.SOCK_DGRAM)
             for (uint i = 0, nd = r.U32(); i < nd; i++) datagrams.Add((r.Bytes().ToArray(), r.Bytes().ToArray()));
+        var groups = new List<(string Iface, byte[] Filter)>();
+        if (type == SocketCalls.SOCK_DGRAM && !r.AtEnd)
+            for (uint i = 0, ng = r.U32(); i < ng; i++)
+            {
+                string iface = r.Str(); byte[] filter = r.Bytes().ToArray();
+                if (filter.Length < GroupFilterHead) throw new ImageFormatException($"InetSocket record at offset {rec.Offset}: a multicast group of {filter.Length} bytes");
+                groups.Add((iface, filter));
+            }
         r.End();
         if (datagrams.Count > 0 && !HasAddress(local))
             throw new ImageFormatException($"InetSocket record at offset {rec.Offset}: datagrams queued in an unbound socket");
@@ -713,6 +818,7 @@ public sealed unsafe class InetSocket : IStateKind
         else if (state == State.Closed) batch.Add(Nr.shutdown, fd, 2 /* SHUT_RDWR */);
         else if (state == State.Connected) batch.AddChecked($"connect of the {what} to {Show(peer)}", Nr.connect, fd, (long)batch.AddData(peer), peer.Length);
         batch.Flush();
+        if (groups.Count > 0) JoinGroups(ctx, fd, domain, groups, what);
         if (datagrams.Count > 0)
         {
             InjectDatagrams(local, datagrams, what);
@@ -901,6 +1007,14 @@ public sealed unsafe class InetSocket : IStateKind
             long bytes = 0;
             for (uint i = 0; i < nd; i++) { r.Bytes(); bytes += r.Bytes().Length; }
             if (nd > 0) node.Set("queued_datagrams", nd).Set("queued_bytes", bytes);
+            var groups = new List<string>();
+            for (uint i = 0, ng = r.AtEnd ? 0 : r.U32(); i < ng; i++)
+            {
+                string iface = r.Str();
+                var f = r.Bytes();
+                groups.Add($"{Show(f.Slice(8, SockaddrStorage).ToArray())} on {iface}".Replace(":0 on", " on"));
+            }
+            if (groups.Count > 0) node.Set("multicast_groups", string.Join(", ", groups));
         }
         info.Child("files").Set(objref.ToString(), node);
     }

@@ -242,6 +242,17 @@ public sealed class InetSocketTests(E2eEnvironment env)
         r.Cleanup();
     }
 
+    /// <summary>UDP sockets in multicast groups (IPv4 any-source and source-specific, IPv6) are still in them after the restart, and a datagram sent to the group arrives.</summary>
+    [Fact]
+    public void MulticastMemberships()
+    {
+        env.Program("mcast");
+        var r = new E2eScript(env, "mcast").Run(E2eScript.RoundTrip("\"$BIN/mcast\"", afterRestart: E2eScript.SaveInfo));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
+        Assert.Contains("239.1.2.3 on lo", r.File("info.txt"));
+        r.Cleanup();
+    }
+
     /// <summary>Netlink sockets: a route monitor bound with groups and an option, an unbound requester; same port ids, groups and options after the restart, and a dump request is answered.</summary>
     [Fact]
     public void NetlinkSockets()
