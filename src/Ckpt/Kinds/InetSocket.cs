@@ -176,7 +176,7 @@ public sealed unsafe class InetSocket : IStateKind
                 p.U32((uint)(datagrams?.Count ?? 0));
                 foreach (var (src, data) in datagrams ?? []) p.Bytes(src).Bytes(data);
                 // appended field: the multicast groups it joined, each with its interface and source filter
-                var groups = Memberships(mine, domain, ctx.Pid, what);
+                var groups = Memberships(ctx, mine, domain, what);
                 p.U32((uint)groups.Count);
                 foreach (var (iface, filter) in groups) p.Str(iface).Bytes(filter);
             }
@@ -196,12 +196,16 @@ public sealed unsafe class InetSocket : IStateKind
     /// (/proc/net/igmp, igmp6) is asked of the socket with getsockopt(MCAST_MSFILTER), which answers only
     /// for a group the socket joined on that interface.
     /// </summary>
-    private static List<(string Iface, byte[] Filter)> Memberships(int fd, int domain, int pid, string what)
+    private static List<(string Iface, byte[] Filter)> Memberships(CheckpointContext ctx, int fd, int domain, string what)
     {
         var found = new List<(string, byte[])>();
+        int pid = ctx.Pid;
         int level = domain == SocketCalls.AF_INET ? IPPROTO_IP : IPPROTO_IPV6;
+        var known = ctx.Session.State<MachineGroupsRead>();
+        var candidates = domain == SocketCalls.AF_INET ? known.V4 ??= MachineGroups(domain) : known.V6 ??= MachineGroups(domain);
+        if (candidates.Count == 0) return found;
         var buf = new byte[GroupFilterHead + MaxSources * SockaddrStorage];
-        foreach (var (ifindex, iface, group) in MachineGroups(domain))
+        foreach (var (ifindex, iface, group) in candidates)
         {
             Array.Clear(buf);
             BinaryPrimitives.WriteUInt32LittleEndian(buf, (uint)ifindex);
@@ -217,6 +221,9 @@ public sealed unsafe class InetSocket : IStateKind
         }
         return found;
     }
+
+    /// <summary>The machine's multicast groups, read once per checkpoint (the tree is frozen: its sockets join nothing meanwhile).</summary>
+    private sealed class MachineGroupsRead { public List<(int Ifindex, string Iface, byte[] Group)>? V4, V6; }
 
     /// <summary>Every (interface index, interface name, group sockaddr) of the multicast groups joined on the machine, for one address family.</summary>
     private static List<(int Ifindex, string Iface, byte[] Group)> MachineGroups(int domain)
