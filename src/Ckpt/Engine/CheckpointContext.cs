@@ -20,6 +20,27 @@ public sealed class QueuesAtFreeze
 {
     public readonly Dictionary<(int Pid, int Fd), long> Bytes = new();
 
+    /// <summary>
+    /// Notes, for every socket fd of the tree found in <paramref name="queued"/> (bytes queued by socket
+    /// inode, read from a /proc/net table), what it holds now; true when any holds something. The table is
+    /// read only if the tree has a socket.
+    /// </summary>
+    public static bool NoteSockets(CheckpointSession s, Func<Dictionary<ulong, long>> queued)
+    {
+        var seen = s.State<QueuesAtFreeze>().Bytes;
+        Dictionary<ulong, long>? table = null;
+        bool any = false;
+        foreach (var ctx in s.Processes)
+            foreach (var f in ctx.OpenFiles)
+            {
+                if (f.Stat.Type != Native.StatBuf.S_IFSOCK) continue;
+                table ??= queued();
+                if (table.Count == 0) return false;
+                if (table.TryGetValue(f.Stat.Ino, out long q)) any |= (seen[(ctx.Pid, f.Fd)] = q) > 0;
+            }
+        return any;
+    }
+
     /// <summary>The bytes fd <paramref name="fd"/> of <paramref name="pid"/> held at the last look; false when not known.</summary>
     public static bool TryGet(CheckpointSession s, int pid, int fd, out long bytes)
     {

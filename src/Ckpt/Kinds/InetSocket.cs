@@ -401,21 +401,7 @@ public sealed unsafe class InetSocket : IStateKind
     /// netlink (<see cref="Engine.Checkpointer"/>). The receive queues are read from /proc/net/raw{,6}
     /// (rx_queue, by inode).
     /// </summary>
-    public static bool HasQueuedRawPackets(CheckpointSession s)
-    {
-        var seen = s.State<QueuesAtFreeze>().Bytes;
-        Dictionary<ulong, long>? rx = null;
-        bool any = false;
-        foreach (var ctx in s.Processes)
-            foreach (var f in ctx.OpenFiles)
-            {
-                if (f.Stat.Type != StatBuf.S_IFSOCK) continue;
-                rx ??= RawReceiveQueues();
-                if (rx.Count == 0) return false;
-                if (rx.TryGetValue(f.Stat.Ino, out long r)) any |= (seen[(ctx.Pid, f.Fd)] = r) > 0;
-            }
-        return any;
-    }
+    public static bool HasQueuedRawPackets(CheckpointSession s) => QueuesAtFreeze.NoteSockets(s, RawReceiveQueues);
 
     /// <summary>The receive queue (bytes) of every raw socket of ckpt's network namespace, by inode.</summary>
     private static Dictionary<ulong, long> RawReceiveQueues()

@@ -43,21 +43,16 @@ public sealed unsafe class NetlinkSocket : IStateKind
     /// What each held at the last look is what the image is taken with: messages queued later come
     /// after the checkpoint's moment.
     /// </summary>
-    public static bool HasQueuedMessages(CheckpointSession s)
+    public static bool HasQueuedMessages(CheckpointSession s) => QueuesAtFreeze.NoteSockets(s, () =>
     {
-        var seen = s.State<QueuesAtFreeze>().Bytes;
-        bool any = false;
         var rmem = new Dictionary<ulong, long>();
         foreach (var line in File.ReadLines("/proc/self/net/netlink").Skip(1))
         {
             var f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
             if (f.Length >= 10 && long.TryParse(f[4], out long r) && ulong.TryParse(f[9], out ulong ino)) rmem[ino] = r;
         }
-        foreach (var ctx in s.Processes)
-            foreach (var f in ctx.OpenFiles)
-                if (f.Stat.Type == StatBuf.S_IFSOCK && rmem.TryGetValue(f.Stat.Ino, out long r)) any |= (seen[(ctx.Pid, f.Fd)] = r) > 0;
-        return any;
-    }
+        return rmem;
+    });
 
     /// <summary>Saves the socket if it is a netlink socket (else returns false); refuses one with messages queued.</summary>
     public static bool TryCheckpoint(CheckpointContext ctx, in OpenFile f, uint objref)

@@ -87,33 +87,20 @@ public sealed unsafe class PacketSocket : IStateKind
     /// moment to read them, as for raw sockets (<see cref="Engine.Checkpointer"/>): the receive memory of
     /// each from /proc/net/packet (sk RefCnt Type Proto Iface R Rmem User Inode).
     /// </summary>
-    public static bool HasQueuedPackets(CheckpointSession s)
+    public static bool HasQueuedPackets(CheckpointSession s) => QueuesAtFreeze.NoteSockets(s, () =>
     {
-        var seen = s.State<QueuesAtFreeze>().Bytes;
-        Dictionary<ulong, long>? rmem = null;
-        bool any = false;
-        foreach (var ctx in s.Processes)
-            foreach (var f in ctx.OpenFiles)
+        var rmem = new Dictionary<ulong, long>();
+        try
+        {
+            foreach (var line in File.ReadLines("/proc/self/net/packet").Skip(1))
             {
-                if (f.Stat.Type != StatBuf.S_IFSOCK) continue;
-                if (rmem == null)
-                {
-                    rmem = new();
-                    try
-                    {
-                        foreach (var line in File.ReadLines("/proc/self/net/packet").Skip(1))
-                        {
-                            var w = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-                            if (w.Length >= 9 && long.TryParse(w[6], out long r) && ulong.TryParse(w[8], out ulong ino)) rmem[ino] = r;
-                        }
-                    }
-                    catch (IOException) { }
-                }
-                if (rmem.Count == 0) return false;
-                if (rmem.TryGetValue(f.Stat.Ino, out long q)) any |= (seen[(ctx.Pid, f.Fd)] = q) > 0;
+                var w = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                if (w.Length >= 9 && long.TryParse(w[6], out long r) && ulong.TryParse(w[8], out ulong ino)) rmem[ino] = r;
             }
-        return any;
-    }
+        }
+        catch (IOException) { }
+        return rmem;
+    });
 
     public void Restore(RestoreContext ctx, Record rec)
     {
