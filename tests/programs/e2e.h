@@ -74,8 +74,8 @@ static void e2e_wait_usr1_mask(sigset_t waitmask)
 }
 
 /* A child that waits for SIGUSR1: block it before the fork (none is lost while the child starts),
- * e2e_block_usr1(1); the child waits with e2e_child_wait_usr1(); the parent unblocks it after the fork,
- * e2e_block_usr1(0). */
+ * e2e_block_usr1(1); the child waits with e2e_child_wait_usr1() (sigwait) or e2e_wait_usr1()
+ * (sigsuspend); the parent unblocks it after the fork, e2e_block_usr1(0). */
 static void e2e_block_usr1(int block)
 {
     sigset_t s;

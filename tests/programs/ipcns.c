@@ -139,10 +139,7 @@ int main(int argc, char **argv)
         mq = mq_open("/ckpt-ipcns", O_CREAT | O_RDWR, 0600, &a);
         MUST(mq != (mqd_t)-1 && mq_send(mq, "kept", 4, 1) == 0);
     }
-    sigset_t block;
-    sigemptyset(&block);
-    sigaddset(&block, SIGUSR1);
-    sigprocmask(SIG_BLOCK, &block, NULL);   /* the child waits in sigsuspend: nothing may be lost before */
+    e2e_block_usr1(1);   /* the child waits in sigsuspend: nothing may be lost before */
     pid_t c = fork();
     MUST(c >= 0);
     if (c == 0) {
@@ -151,7 +148,7 @@ int main(int argc, char **argv)
         else CHECK(objects("shm") == 0 && objects("msg") == 0, "child: the namespace holds objects");
         _exit(e2e_failures ? 1 : 0);
     }
-    sigprocmask(SIG_UNBLOCK, &block, NULL);
+    e2e_block_usr1(0);
     say("READY");
     e2e_wait_usr1();
     if (mq_mode) {

@@ -65,13 +65,10 @@ static pid_t child(const char *who, int bits_as_root, uint32_t eff, uint32_t prm
 int main(void)
 {
     e2e_init();
-    sigset_t block;
-    sigemptyset(&block);
-    sigaddset(&block, SIGUSR1);
-    sigprocmask(SIG_BLOCK, &block, NULL);   /* the children wait in sigsuspend: nothing may be lost before */
+    e2e_block_usr1(1);   /* the children wait in sigsuspend: nothing may be lost before */
     pid_t a = child("A", 0, 1u << CAP_KILL, 1u << CAP_KILL, 1);
     pid_t b = child("B", SECBIT_NO_SETUID_FIXUP | SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED, 0, 1u << CAP_SETPCAP, 0);
-    sigprocmask(SIG_UNBLOCK, &block, NULL);
+    e2e_block_usr1(0);
     int bits = SECBIT_KEEP_CAPS | SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_CAP_AMBIENT_RAISE;
     MUST(prctl(PR_SET_SECUREBITS, bits) == 0);
     struct caps c0 = getcaps();

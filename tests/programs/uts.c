@@ -21,10 +21,7 @@ int main(void)
     MUST(unshare(CLONE_NEWUTS) == 0);
     MUST(sethostname(Host, strlen(Host)) == 0);
     MUST(setdomainname(Domain, strlen(Domain)) == 0);
-    sigset_t block;
-    sigemptyset(&block);
-    sigaddset(&block, SIGUSR1);
-    sigprocmask(SIG_BLOCK, &block, NULL);   /* the child waits in sigsuspend: nothing may be lost before */
+    e2e_block_usr1(1);   /* the child waits in sigsuspend: nothing may be lost before */
     pid_t c = fork();
     MUST(c >= 0);
     if (c == 0) {
@@ -32,7 +29,7 @@ int main(void)
         check_names("child");
         _exit(e2e_failures ? 1 : 0);
     }
-    sigprocmask(SIG_UNBLOCK, &block, NULL);
+    e2e_block_usr1(0);
     say("READY");
     e2e_wait_usr1();
     check_names("parent");

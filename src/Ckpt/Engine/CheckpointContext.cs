@@ -158,6 +158,13 @@ public sealed class CheckpointContext : TargetContext
 
     public required CheckpointSession Session { get; init; }
     public required int Pid { get; init; }
+
+    private Proc.ProcStatus? _status;
+    /// <summary>
+    /// /proc/PID/status, read once (the process is frozen: credentials, umask, signal dispositions,
+    /// no_new_privs do not change meanwhile); a kind that changes what it measures reads it again itself.
+    /// </summary>
+    public Proc.ProcStatus Status => _status ??= Proc.ProcStatus.Read(Pid);
     /// <summary>Every thread, the leader first, with its registers and blocked mask at the stop.</summary>
     public List<(TracedTask Task, UserRegs Regs, ulong SigMask)> Threads { get; } = new();
 

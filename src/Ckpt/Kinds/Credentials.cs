@@ -115,7 +115,7 @@ public sealed class Credentials : IStateKind
 
     public void Checkpoint(CheckpointContext ctx)
     {
-        var st = ProcStatus.Read(ctx.Pid);
+        var st = ctx.Status;
         var p = new PayloadWriter().Raw(Payload(st));
         // appended field: the securebits (SECBIT_KEEP_CAPS is PR_SET_KEEPCAPS), or -errno
         p.I64(ctx.Task.Inject(Nr.prctl, PR_GET_SECUREBITS));

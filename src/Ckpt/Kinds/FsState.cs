@@ -35,7 +35,7 @@ public sealed class FsState : IStateKind
             removed = true;
             cwd = cwd[..^10];
         }
-        uint umask = (uint)(ProcStatus.Read(ctx.Pid).Umask ?? 18 /* 022 */);
+        uint umask = (uint)(ctx.Status.Umask ?? 18 /* 022 */);
         var p = new PayloadWriter().Str(cwd).Str(root).U32(umask).Bool(removed);
         if (removed) p.U64(st.Dev).U64(st.Ino).U32(st.Mode).U32(st.Uid).U32(st.Gid);
         ctx.Image.Write(RecordKind.FsState, p);

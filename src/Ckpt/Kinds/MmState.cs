@@ -69,17 +69,8 @@ public sealed class MmState : IStateKind
         if (reg < 0) ctx.Log.Debug($"pid {ctx.Pid}: membarrier registrations unknown ({Errors.Describe((int)-reg)})");
         p.I64(reg);
         // appended field: mlockall flags for the regions mapped later (only probed where memory is locked)
-        p.U8((byte)(LockedKb(ctx.Pid) > 0 ? ProbeMlockall(ctx) : 0));
+        p.U8((byte)(ctx.Status.VmLckKb > 0 ? ProbeMlockall(ctx) : 0));
         ctx.Image.Write(RecordKind.MmState, p);
-    }
-
-    /// <summary>VmLck of /proc/PID/status (kB of locked memory).</summary>
-    private static long LockedKb(int pid)
-    {
-        foreach (var line in File.ReadLines($"/proc/{pid}/status"))
-            if (line.StartsWith("VmLck:", StringComparison.Ordinal))
-                return long.Parse(line[6..].Trim().Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture);
-        return 0;
     }
 
     /// <summary>
@@ -88,7 +79,7 @@ public sealed class MmState : IStateKind
     /// </summary>
     private static int ProbeMlockall(CheckpointContext ctx)
     {
-        long before = LockedKb(ctx.Pid);
+        long before = ProcStatus.Read(ctx.Pid).VmLckKb;   // read again around the page it maps
         long a = ctx.Task.Inject(Nr.mmap, 0, 4096, MemoryCalls.PROT_READ, MemoryCalls.MAP_PRIVATE | MemoryCalls.MAP_ANONYMOUS, -1, 0);
         if (a < 0 && a > -4096)
         {
@@ -98,7 +89,7 @@ public sealed class MmState : IStateKind
         }
         try
         {
-            if (LockedKb(ctx.Pid) <= before) return 0;
+            if (ProcStatus.Read(ctx.Pid).VmLckKb <= before) return 0;
             long rc = ctx.Task.Inject(Nr.mincore, a, 4096, (long)ctx.Scratch);
             bool resident = rc == 0 && (ctx.ReadScratch(0, 1)[0] & 1) != 0;
             ctx.Log.Debug($"pid {ctx.Pid}: mlockall(MCL_FUTURE{(resident ? "" : " | MCL_ONFAULT")}) in force");

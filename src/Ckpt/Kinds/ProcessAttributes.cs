@@ -95,7 +95,7 @@ public sealed class ProcessAttributes : IStateKind
             ("prctl(PR_GET_THP_DISABLE)", Nr.prctl, PR_GET_THP_DISABLE, 0, 0, true));
         var outs = ctx.ReadScratch(O, 3 * ItimerVal.Size + 4);
         p.Raw(outs.AsSpan(0, 3 * ItimerVal.Size));
-        p.Bool(ProcStatus.Read(pid).NoNewPrivs);   // trailing fields: absent in older images
+        p.Bool(ctx.Status.NoNewPrivs);   // trailing fields: absent in older images
         p.I32(f.Pgrp).I32(f.Session);
         // appended fields: personality, child subreaper, dumpable, THP disable
         p.U32(Convert.ToUInt32(File.ReadAllText($"/proc/{pid}/personality").Trim(), 16));

@@ -27,7 +27,7 @@ public sealed class SignalState : IStateKind
         // (in a tree, once: before the last process's, the others' are read while the tree is written)
         if (ctx == ctx.Session.Processes[^1]) ctx.Image.Flush();
         var handlers = new List<(int Sig, KernelSigaction Act)>();
-        var status = ProcStatus.Read(ctx.Pid);
+        var status = ctx.Status;
         ulong set = status.SigIgn | status.SigCgt;   // only these have a disposition other than SIG_DFL
         for (int sig = 1; sig <= 64; sig++)
         {

@@ -41,6 +41,8 @@ public sealed class ProcStatus
     public bool NoNewPrivs { get; init; }
     /// <summary>Seccomp mode: 0 disabled, 1 strict, 2 filter.</summary>
     public int Seccomp { get; init; }
+    /// <summary>VmLck: kB of locked memory (0 when the kernel did not print it: a task without memory).</summary>
+    public long VmLckKb { get; init; }
 
     public uint RealUid => Uid[0];
     public uint EffectiveUid => Uid[1];
@@ -126,6 +128,7 @@ public sealed class ProcStatus
             CapAmb = Hex("CapAmb"),
             NoNewPrivs = Int("NoNewPrivs") != 0,
             Seccomp = Int("Seccomp"),
+            VmLckKb = kv.TryGetValue("VmLck", out var lck) && long.TryParse(lck.Split(' ')[0], NumberStyles.Integer, CultureInfo.InvariantCulture, out long kb) ? kb : 0,
         };
     }
 
