@@ -113,7 +113,7 @@ public sealed class MemoryObject : IFileKind
             }
             var p = new PayloadWriter().U32(objref).U8((byte)type).Str(name).I64(st.Size).U32(st.Mode).U32(st.Uid).U32(st.Gid).U32(seals);
             // appended field: log2 of the huge page size of shared anonymous memory on huge pages, else 0
-            p.U8(type == ObjectType.HugetlbShared ? (byte)System.Numerics.BitOperations.Log2((ulong)st.Blksize) : (byte)0);
+            p.U8(type == ObjectType.HugetlbShared ? (byte)MemoryCalls.HugePageShift(st) : (byte)0);
             ctx.Image.Write(RecordKind.MemoryObject, p);
             // hugetlbfs shows every byte as data (no SEEK_HOLE): its untouched pages read as zeros, not saved
             SaveData(ctx, RecordKind.MemoryObjectData, objref, fd, st.Size, path, skipZeros: type == ObjectType.HugetlbShared);
@@ -273,15 +273,14 @@ public sealed class MemoryObject : IFileKind
         // the file behind a MAP_SHARED|MAP_ANONYMOUS mapping ("/dev/zero (deleted)", or "/anon_hugepage
         // (deleted)" on huge pages) exists only through a mapping: make one here, keep its file, drop the
         // mapping; on huge pages keep it, the way its data go in (hugetlbfs files cannot be written)
-        const int MAP_HUGETLB = 0x40000, MAP_HUGE_SHIFT = 26;
         long len = Math.Max(size, MemoryRegion.PageSize);
-        int flags = MemoryCalls.MAP_SHARED | MemoryCalls.MAP_ANONYMOUS | (hugeShift != 0 ? MAP_HUGETLB | (hugeShift << MAP_HUGE_SHIFT) : 0);
+        int flags = MemoryCalls.MAP_SHARED | MemoryCalls.MAP_ANONYMOUS | MemoryCalls.HugePageFlags(hugeShift);
         nint a = MemoryCalls.Mmap(0, (nuint)len, MemoryCalls.PROT_READ | MemoryCalls.PROT_WRITE, flags, -1, 0);
         if (a == -1)
         {
             int e = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
             if (hugeShift != 0 && e == Errors.ENOMEM)
-                throw new CkptException($"restart: not enough free huge pages of {1L << hugeShift >> 10} KiB for {len} bytes of shared memory on huge pages; raise /proc/sys/vm/nr_hugepages", ExitCodes.RestoreConflict);
+                throw new CkptException($"restart: {len} bytes of shared memory on huge pages: {MemoryCalls.NoHugePages(hugeShift)}", ExitCodes.RestoreConflict);
             throw new SyscallException("mmap (shared anonymous)", e, 0, $"{len} bytes");
         }
         kept = 0;

@@ -406,9 +406,9 @@ public sealed unsafe class MemoryRegion : IStateKind
     /// <summary>log2 of the huge page size of a MAP_HUGETLB region: the block size of its hugetlbfs file.</summary>
     private static byte HugetlbShift(int pid, VmaInfo v)
     {
-        if (!FileCalls.TryStat($"/proc/{pid}/map_files/{v.Start:x}-{v.End:x}", out var st) || st.Blksize <= PageSize || (st.Blksize & (st.Blksize - 1)) != 0)
-            throw new NotCheckpointableException(pid, $"mapping {v.Start:x}-{v.End:x} ({v.Path}): the size of its huge pages cannot be read");
-        return (byte)System.Numerics.BitOperations.Log2((ulong)st.Blksize);
+        int shift = FileCalls.TryStat($"/proc/{pid}/map_files/{v.Start:x}-{v.End:x}", out var st) ? MemoryCalls.HugePageShift(st) : 0;
+        return shift != 0 ? (byte)shift
+            : throw new NotCheckpointableException(pid, $"mapping {v.Start:x}-{v.End:x} ({v.Path}): the size of its huge pages cannot be read");
     }
 
     /// <summary>One chunk read out of the target: the Pages record's two parts and its checksum.</summary>
@@ -727,7 +727,7 @@ public sealed unsafe class MemoryRegion : IStateKind
             case Backing.HugetlbPrivate:
                 // from the machine's pool of huge pages of that size (the pages are written with
                 // process_vm_writev: UFFDIO_COPY would want whole huge pages)
-                flags |= MemoryCalls.MAP_PRIVATE | MemoryCalls.MAP_ANONYMOUS | MAP_HUGETLB | (hugetlbShift << MAP_HUGE_SHIFT);
+                flags |= MemoryCalls.MAP_PRIVATE | MemoryCalls.MAP_ANONYMOUS | MemoryCalls.HugePageFlags(hugetlbShift);
                 break;
             case Backing.AioRing:
                 // anonymous memory receives the saved ring; the context is made in Finish (AioRing)
@@ -763,7 +763,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         // round trip) before the next record that is not a Vma (its Pages need the mapping), or when the
         // batch is full; opens are injected at once (their fds are arguments of the queued calls)
         void Failed(long got) => throw new CkptException($"restart: cannot map {start:x}-{end:x} {path}: {(got < 0 ? Errors.Describe((int)-got) : "placed elsewhere")}"
-            + (b == Backing.HugetlbPrivate && got == -Errors.ENOMEM ? $" (not enough free huge pages of {1L << hugetlbShift >> 10} KiB: raise /proc/sys/vm/nr_hugepages)" : ""), ExitCodes.RestoreConflict);
+            + (b == Backing.HugetlbPrivate && got == -Errors.ENOMEM ? $" ({MemoryCalls.NoHugePages(hugetlbShift)})" : ""), ExitCodes.RestoreConflict);
         var batch = ctx.Batch;
         byte[]? anonName = path.StartsWith("[anon:") && path.Length > 7 ? System.Text.Encoding.UTF8.GetBytes(path[6..^1] + "\0") : null;
         batch.Reserve(2 + AdviceMap.Length + 1, anonName?.Length ?? 0);
@@ -786,8 +786,6 @@ public sealed unsafe class MemoryRegion : IStateKind
         if (anonName != null)
             batch.Add(Nr.prctl, 0x53564d41 /* PR_SET_VMA */, 0 /* ANON_NAME */, (long)start, (long)len, (long)batch.AddData(anonName));
     }
-
-    private const int MAP_HUGETLB = 0x40000, MAP_HUGE_SHIFT = 26;
 
     private static void CheckFile(string path, long size, long mtime)
     {

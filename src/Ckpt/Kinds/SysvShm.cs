@@ -59,8 +59,7 @@ public sealed unsafe class SysvShm : IStateKind
         uint objref = ctx.Files.Intern($"sysv:{shmid}").Ref;
         state.Segments[shmid] = objref;
         // a segment on huge pages (SHM_HUGETLB) is a hugetlbfs file: its block size is the page size
-        int hugeShift = FileCalls.TryStat($"/proc/{ctx.Pid}/map_files/{v.Start:x}-{v.End:x}", out var fst) && fst.Blksize > MemoryRegion.PageSize
-            ? System.Numerics.BitOperations.Log2((ulong)fst.Blksize) : 0;
+        int hugeShift = FileCalls.TryStat($"/proc/{ctx.Pid}/map_files/{v.Start:x}-{v.End:x}", out var fst) ? MemoryCalls.HugePageShift(fst) : 0;
         // appended field: log2 of its huge page size, 0 for ordinary pages
         var p = new PayloadWriter().U32(objref).I32(key).I32(shmid).U64(info.Size).U32(info.Mode).U32(info.Uid).U32(info.Gid).U8((byte)hugeShift);
         ctx.Image.Write(RecordKind.SysvShm, p);
@@ -136,7 +135,7 @@ public sealed unsafe class SysvShm : IStateKind
         int id = SharedMemoryCalls.Get(key, size, SharedMemoryCalls.IPC_CREAT | SharedMemoryCalls.IPC_EXCL | 0x180 /* 0600 until filled */
             | (hugeShift != 0 ? SHM_HUGETLB | (hugeShift << SHM_HUGE_SHIFT) : 0));
         if (id < 0 && hugeShift != 0 && Marshal.GetLastPInvokeError() == Errors.ENOMEM)
-            throw new CkptException($"restart: not enough free huge pages of {1L << hugeShift >> 10} KiB for {what}; raise /proc/sys/vm/nr_hugepages", ExitCodes.RestoreConflict);
+            throw new CkptException($"restart: {what}: {MemoryCalls.NoHugePages(hugeShift)}", ExitCodes.RestoreConflict);
         if (id < 0) throw SyscallException.Last("shmget", 0, what);
         if (id != shmid)
         {

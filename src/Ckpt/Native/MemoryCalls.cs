@@ -9,6 +9,18 @@ public static unsafe partial class MemoryCalls
     public const int MAP_SHARED = 1, MAP_PRIVATE = 2, MAP_FIXED = 0x10, MAP_ANONYMOUS = 0x20, MAP_GROWSDOWN = 0x100,
         MAP_NORESERVE = 0x4000, MAP_POPULATE = 0x8000, MAP_FIXED_NOREPLACE = 0x100000;
     public const int MREMAP_MAYMOVE = 1, MREMAP_FIXED = 2, MREMAP_DONTUNMAP = 4;
+    /// <summary>Huge pages (hugetlbfs): MAP_HUGETLB, and the shift at which mmap (and shmget) take log2 of their size.</summary>
+    public const int MAP_HUGETLB = 0x40000, MAP_HUGE_SHIFT = 26;
+
+    /// <summary>The mmap flags for huge pages of 2^<paramref name="shift"/> bytes; 0 for ordinary pages (shift 0).</summary>
+    public static int HugePageFlags(int shift) => shift == 0 ? 0 : MAP_HUGETLB | (shift << MAP_HUGE_SHIFT);
+
+    /// <summary>log2 of the page size of a file of hugetlbfs (its block size); 0 for a file on ordinary pages.</summary>
+    public static int HugePageShift(in StatBuf st)
+        => st.Blksize > 4096 && (st.Blksize & (st.Blksize - 1)) == 0 ? System.Numerics.BitOperations.Log2((ulong)st.Blksize) : 0;
+
+    /// <summary>What a restart that found the machine's pool of huge pages short says about it.</summary>
+    public static string NoHugePages(int shift) => $"not enough free huge pages of {1L << shift >> 10} KiB: raise /proc/sys/vm/nr_hugepages";
 
     [LibraryImport("libc", EntryPoint = "mmap", SetLastError = true)]
     public static partial nint Mmap(nint addr, nuint len, int prot, int flags, int fd, long off);
