@@ -155,7 +155,7 @@ public sealed unsafe class InetSocket : IStateKind
                 bool empty = QueuesAtFreeze.TryGet(ctx.Session, ctx.Pid, f.Fd, out long atFreeze) && atFreeze == 0;
                 if (!empty && EventCalls.Ioctl(mine, EventCalls.FIONREAD, &queued) == 0 && queued > 0)
                     throw new NotCheckpointableException(ctx.Pid, $"{what} has packets queued that it has not read, which are not saved; checkpoint once it has read them");
-                peer ??= SocketCalls.RawSocketPeer(domain, (uint)f.Stat.Ino);
+                peer ??= SocketCalls.RawSockets().TryGetValue(f.Stat.Ino, out var table) ? table.Peer : null;
                 if (peer != null) state = State.Connected;
             }
             else
@@ -273,11 +273,10 @@ public sealed unsafe class InetSocket : IStateKind
         batch.Reserve(groups.Count * 2, groups.Sum(g => g.Filter.Length + 136 + 16));
         foreach (var (iface, filter) in groups)
         {
-            string? idx = FileCalls.ReadSmallText($"/sys/class/net/{iface}/ifindex")?.Trim();
-            if (idx == null || !uint.TryParse(idx, out uint ifindex))
-                throw new CkptException($"restart: the {what} joined a multicast group on interface {iface}, which is not here", ExitCodes.RestoreConflict);
+            int ifindex = SocketCalls.InterfaceIndex(iface)
+                ?? throw new CkptException($"restart: the {what} joined a multicast group on interface {iface}, which is not here", ExitCodes.RestoreConflict);
             var f = (byte[])filter.Clone();
-            BinaryPrimitives.WriteUInt32LittleEndian(f, ifindex);
+            BinaryPrimitives.WriteUInt32LittleEndian(f, (uint)ifindex);
             // struct group_req { u32 interface; (pad); sockaddr_storage group }: the head of the group_filter
             batch.AddChecked($"MCAST_JOIN_GROUP of the {what} on {iface}", Nr.setsockopt, fd, level, MCAST_JOIN_GROUP, (long)batch.AddData(f.AsSpan(0, 136)), 136);
             uint fmode = BinaryPrimitives.ReadUInt32LittleEndian(f.AsSpan(136)), numsrc = BinaryPrimitives.ReadUInt32LittleEndian(f.AsSpan(140));
@@ -399,29 +398,10 @@ public sealed unsafe class InetSocket : IStateKind
     /// Does a raw socket of the frozen tree have packets it has not read (a ping's reply that came as it
     /// was frozen)? Then the tree is let go a moment to read them and frozen again, as for inotify and
     /// netlink (<see cref="Engine.Checkpointer"/>). The receive queues are read from /proc/net/raw{,6}
-    /// (rx_queue, by inode).
+    /// (<see cref="SocketCalls.RawSockets"/>).
     /// </summary>
-    public static bool HasQueuedRawPackets(CheckpointSession s) => QueuesAtFreeze.NoteSockets(s, RawReceiveQueues);
-
-    /// <summary>The receive queue (bytes) of every raw socket of ckpt's network namespace, by inode.</summary>
-    private static Dictionary<ulong, long> RawReceiveQueues()
-    {
-        var rx = new Dictionary<ulong, long>();
-        foreach (var file in new[] { "/proc/self/net/raw", "/proc/self/net/raw6" })
-        {
-            IEnumerable<string> lines;
-            try { lines = File.ReadLines(file).Skip(1).ToList(); } catch (IOException) { continue; }
-            foreach (var line in lines)
-            {
-                // sl local rem st tx_queue:rx_queue tr:when retrnsmt uid timeout inode ...
-                var w = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-                if (w.Length < 10 || !ulong.TryParse(w[9], out ulong ino)) continue;
-                var q = w[4].Split(':');
-                if (q.Length == 2 && long.TryParse(q[1], System.Globalization.NumberStyles.HexNumber, null, out long r)) rx[ino] = r;
-            }
-        }
-        return rx;
-    }
+    public static bool HasQueuedRawPackets(CheckpointSession s)
+        => QueuesAtFreeze.NoteSockets(s, () => SocketCalls.RawSockets().ToDictionary(e => e.Key, e => e.Value.Queued));
 
     /// <summary>Every TCP listening socket of the tree (each once).</summary>
     public static List<(int Pid, int Fd, byte[] Local, int State, uint Waiting)> TcpListeners(CheckpointSession s)

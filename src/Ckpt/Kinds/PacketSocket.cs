@@ -60,7 +60,7 @@ public sealed unsafe class PacketSocket : IStateKind
             bool empty = QueuesAtFreeze.TryGet(ctx.Session, ctx.Pid, f.Fd, out long atFreeze) && atFreeze == 0;
             if (!empty && EventCalls.Ioctl(mine, EventCalls.FIONREAD, &queued) == 0 && queued > 0)
                 throw new NotCheckpointableException(ctx.Pid, $"{what} has packets queued that it has not read, which are not saved; checkpoint once it has read them");
-            string iface = ifindex == 0 ? "" : InterfaceName(ifindex)
+            string iface = ifindex == 0 ? "" : SocketCalls.InterfaceName(ifindex)
                 ?? throw new NotCheckpointableException(ctx.Pid, $"{what} is bound to interface {ifindex}, which ckpt cannot name");
             var options = InetSocket.ChangedOptions(mine, AF_PACKET, type, protocol, ctx.Pid, Options);
             var p = new PayloadWriter().U32(objref).I32(f.Flags & ~FileCalls.O_CLOEXEC).I32(type).I32(protocol).Str(iface);
@@ -71,15 +71,6 @@ public sealed unsafe class PacketSocket : IStateKind
             return true;
         }
         finally { FileCalls.Close(mine); }
-    }
-
-    /// <summary>The name of the interface with index <paramref name="ifindex"/> in ckpt's network namespace (/sys/class/net/*/ifindex), or null.</summary>
-    private static string? InterfaceName(int ifindex)
-    {
-        foreach (var dir in Directory.EnumerateDirectories("/sys/class/net"))
-            if (FileCalls.ReadSmallText(Path.Combine(dir, "ifindex"))?.Trim() == ifindex.ToString(System.Globalization.CultureInfo.InvariantCulture))
-                return Path.GetFileName(dir);
-        return null;
     }
 
     /// <summary>
@@ -111,13 +102,8 @@ public sealed unsafe class PacketSocket : IStateKind
         for (uint i = 0, n = r.U32(); i < n; i++) options.Add((r.I32(), r.I32(), r.Bytes().ToArray()));
         r.End();
         string what = $"packet socket{(iface.Length > 0 ? " on " + iface : "")}";
-        int ifindex = 0;
-        if (iface.Length > 0)
-        {
-            string? idx = FileCalls.ReadSmallText($"/sys/class/net/{iface}/ifindex")?.Trim();
-            if (idx == null || !int.TryParse(idx, out ifindex))
-                throw new CkptException($"restart: the {what}: there is no interface {iface} here", ExitCodes.RestoreConflict);
-        }
+        int ifindex = iface.Length == 0 ? 0 : SocketCalls.InterfaceIndex(iface)
+            ?? throw new CkptException($"restart: the {what}: there is no interface {iface} here", ExitCodes.RestoreConflict);
         int fd = (int)ctx.Inject("socket", Nr.socket, AF_PACKET, SocketCalls.TypeFor(type, flags), protocol);
         ctx.Files.SetRestored(objref, fd);
         var batch = ctx.Batch;

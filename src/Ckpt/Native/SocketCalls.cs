@@ -167,33 +167,52 @@ public static unsafe partial class SocketCalls
         return result;
     }
 
-    /// <summary>
-    /// The peer a raw socket (family, inode) is connected to, as a sockaddr (port 0), or null when it is
-    /// not connected: getpeername refuses raw sockets (they have no port); /proc/net/raw and raw6 show
-    /// the state (01: connected) and the remote address (the raw_diag module, which sock_diag needs for
-    /// raw sockets, is often not loaded).
-    /// </summary>
-    public static byte[]? RawSocketPeer(int family, uint inode)
+    /// <summary>The index of network interface <paramref name="name"/> in ckpt's network namespace (/sys/class/net), or null when there is none.</summary>
+    public static int? InterfaceIndex(string name)
+        => FileCalls.ReadSmallText($"/sys/class/net/{name}/ifindex")?.Trim() is { } t && int.TryParse(t, out int i) ? i : null;
+
+    /// <summary>The name of the network interface with index <paramref name="ifindex"/> in ckpt's network namespace, or null.</summary>
+    public static string? InterfaceName(int ifindex)
     {
-        string file = family == AF_INET ? "/proc/net/raw" : "/proc/net/raw6";
-        string[] lines;
-        try { lines = File.ReadAllLines(file); } catch (IOException) { return null; }
-        foreach (var line in lines.Skip(1))
-        {
-            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
-            var w = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-            if (w.Length < 10 || w[9] != inode.ToString(System.Globalization.CultureInfo.InvariantCulture)) continue;
-            if (w[3] != "01") return null;
-            string hex = w[2].Split(':')[0];   // the address as the kernel's 32-bit words, each printed in host order
-            var addr = new byte[hex.Length / 2];
-            for (int i = 0; i < addr.Length / 4; i++)
-                BinaryPrimitives.WriteUInt32LittleEndian(addr.AsSpan(4 * i), Convert.ToUInt32(hex.Substring(8 * i, 8), 16));
-            var sa = new byte[family == AF_INET ? 16 : 28];
-            BinaryPrimitives.WriteUInt16LittleEndian(sa, (ushort)family);
-            addr.CopyTo(sa.AsSpan(family == AF_INET ? 4 : 8));
-            return sa;
-        }
+        foreach (var dir in Directory.EnumerateDirectories("/sys/class/net"))
+            if (InterfaceIndex(Path.GetFileName(dir)) == ifindex) return Path.GetFileName(dir);
         return null;
+    }
+
+    /// <summary>
+    /// Every raw socket of ckpt's network namespace, by inode, from /proc/net/raw and raw6 (the raw_diag
+    /// module, which sock_diag needs for raw sockets, is often not loaded): the peer a connected one is
+    /// connected to, as a sockaddr with port 0 (state 01; getpeername refuses raw sockets, which have no
+    /// port), else null; and the bytes queued to be read (rx_queue).
+    /// </summary>
+    public static Dictionary<ulong, (byte[]? Peer, long Queued)> RawSockets()
+    {
+        var result = new Dictionary<ulong, (byte[]?, long)>();
+        foreach (var (file, family) in new[] { ("/proc/self/net/raw", AF_INET), ("/proc/self/net/raw6", AF_INET6) })
+        {
+            List<string> lines;
+            try { lines = File.ReadLines(file).Skip(1).ToList(); } catch (IOException) { continue; }
+            foreach (var line in lines)
+            {
+                // sl local_address rem_address st tx_queue:rx_queue tr:when retrnsmt uid timeout inode ...
+                var w = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                if (w.Length < 10 || !ulong.TryParse(w[9], out ulong ino)) continue;
+                var q = w[4].Split(':');
+                long queued = q.Length == 2 && long.TryParse(q[1], System.Globalization.NumberStyles.HexNumber, null, out long r) ? r : 0;
+                byte[]? peer = null;
+                if (w[3] == "01")
+                {
+                    string hex = w[2].Split(':')[0];   // the address as the kernel's 32-bit words, each printed in host order
+                    peer = new byte[family == AF_INET ? 16 : 28];
+                    BinaryPrimitives.WriteUInt16LittleEndian(peer, (ushort)family);
+                    int at = family == AF_INET ? 4 : 8;
+                    for (int i = 0; i < hex.Length / 8; i++)
+                        BinaryPrimitives.WriteUInt32LittleEndian(peer.AsSpan(at + 4 * i), Convert.ToUInt32(hex.Substring(8 * i, 8), 16));
+                }
+                result[ino] = (peer, queued);
+            }
+        }
+        return result;
     }
 
     /// <summary>Sends a sock_diag dump request (its nlmsghdr filled in here) and hands each answer's payload to <paramref name="onMessage"/>.</summary>
