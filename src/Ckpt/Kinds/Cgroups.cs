@@ -1,5 +1,6 @@
 using Ckpt.Engine;
 using Ckpt.Image;
+using Ckpt.Proc;
 
 namespace Ckpt.Kinds;
 
@@ -148,22 +149,16 @@ public sealed class Cgroups : IStateKind
     private static List<Mount> ReadMounts()
     {
         var list = new List<Mount>();
-        foreach (var line in File.ReadAllLines("/proc/self/mountinfo"))
+        foreach (var f in ProcMounts.Lines())
         {
-            // ID PARENT MAJ:MIN ROOT POINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS
-            var f = line.Split(' ');
             int dash = Array.IndexOf(f, "-");
             if (dash < 6 || f.Length < dash + 4) continue;
             string type = f[dash + 1];
             if (type is not ("cgroup" or "cgroup2")) continue;
-            list.Add(new Mount(Unescape(f[4]), Unescape(f[3]), type == "cgroup2", f[dash + 3].Split(',').ToHashSet()));
+            list.Add(new Mount(ProcMounts.Unescape(f[4]), ProcMounts.Unescape(f[3]), type == "cgroup2", f[dash + 3].Split(',').ToHashSet()));
         }
         return list;
     }
-
-    /// <summary>mountinfo escapes space, tab, newline and backslash as \ooo.</summary>
-    private static string Unescape(string s)
-        => !s.Contains('\\') ? s : System.Text.RegularExpressions.Regex.Replace(s, @"\\([0-7]{3})", m => ((char)Convert.ToInt32(m.Groups[1].Value, 8)).ToString());
 
     public void Restore(RestoreContext ctx, Record rec)
     {

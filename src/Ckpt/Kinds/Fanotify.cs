@@ -109,9 +109,7 @@ public sealed class Fanotify : IFileKind
     }
 
     /// <summary>The mount point of the first mount of ckpt's mountinfo matching (the whole-filesystem mount first).</summary>
-    private static string? MountPoint(Func<string[], bool> match)
-        => File.ReadLines("/proc/self/mountinfo").Select(l => l.Split(' ')).Where(l => l.Length > 4 && match(l))
-            .OrderBy(l => l[3] == "/" ? 0 : 1).Select(l => Inotify.Unescape(l[4])).FirstOrDefault();
+    private static string? MountPoint(Func<string[], bool> match) => ProcMounts.MountPoints(match).FirstOrDefault();
 
     public void Restore(RestoreContext ctx, Record rec)
     {

@@ -111,8 +111,7 @@ public sealed class Inotify : IFileKind
     {
         if (bytes != handle.Length || bytes == 0) return null;
         string dev = $"{sdev >> 20}:{sdev & 0xfffff}";
-        var mounts = File.ReadLines("/proc/self/mountinfo").Select(l => l.Split(' '))
-            .Where(f => f.Length > 4 && f[2] == dev).OrderBy(f => f[3] == "/" ? 0 : 1).Select(f => Unescape(f[4]));
+        var mounts = ProcMounts.MountPoints(f => f[2] == dev);
         var fh = new byte[8 + bytes];
         BitConverter.TryWriteBytes(fh.AsSpan(0), (uint)bytes);
         BitConverter.TryWriteBytes(fh.AsSpan(4), type);
@@ -140,23 +139,6 @@ public sealed class Inotify : IFileKind
             finally { FileCalls.Close(mfd); }
         }
         return null;
-    }
-
-    /// <summary>mountinfo escapes space, tab, newline and backslash as \ooo.</summary>
-    public static string Unescape(string s)
-    {
-        if (!s.Contains('\\')) return s;
-        var sb = new System.Text.StringBuilder();
-        for (int i = 0; i < s.Length; i++)
-        {
-            if (s[i] == '\\' && i + 3 < s.Length)
-            {
-                sb.Append((char)Convert.ToInt32(s.Substring(i + 1, 3), 8));
-                i += 3;
-            }
-            else sb.Append(s[i]);
-        }
-        return sb.ToString();
     }
 
     public void Restore(RestoreContext ctx, Record rec)
