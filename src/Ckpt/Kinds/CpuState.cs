@@ -79,11 +79,10 @@ public sealed class CpuState : IStateKind
             {
                 try
                 {
-                    string leader = File.ReadAllText($"/proc/{pid}/status");
-                    var lines = Credentials.CredentialLines(leader).ToArray();
+                    var lines = Credentials.CredentialLines(File.ReadAllText($"/proc/{pid}/status")).ToArray();
                     for (int i = 0; i < tids.Length; i++)
                     {
-                        var c = tids[i] == pid ? null : Credentials.ThreadOwn(pid, tids[i], leader, lines);
+                        var c = tids[i] == pid ? null : Credentials.ThreadOwn(pid, tids[i], lines);
                         lock (_lock) { _own[i] = c; _done = i + 1; Monitor.PulseAll(_lock); }
                     }
                 }

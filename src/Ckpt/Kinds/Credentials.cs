@@ -33,21 +33,15 @@ public sealed class Credentials : IStateKind
     /// A thread's own credentials, when they differ from its process leader's (a thread that changed its
     /// ids or capabilities with a raw system call: file servers act for a user per thread; glibc's
     /// set*id calls change every thread): the Thread record's appended field, null when they are the
-    /// leader's. <paramref name="leaderStatus"/>: the text of the leader's /proc status, read once per
-    /// process, and <paramref name="leaderLines"/> its <see cref="CredentialLines"/>.
+    /// leader's. <paramref name="leaderLines"/>: the <see cref="CredentialLines"/> of the leader's /proc
+    /// status, read once per process.
     /// </summary>
-    public static byte[]? ThreadOwn(int pid, int tid, string leaderStatus, string[] leaderLines)
+    public static byte[]? ThreadOwn(int pid, int tid, string[] leaderLines)
     {
-        // compared as text first (the credential lines), parsed only when they differ
+        // compared as text (the kernel prints the same values the same way), parsed only when they differ
         string? text = FileCalls.ReadSmallText($"/proc/{pid}/task/{tid}/status");
         if (text == null) throw new IOException($"cannot read /proc/{pid}/task/{tid}/status");
-        if (CredentialLines(text).SequenceEqual(leaderLines)) return null;
-        var t = ProcStatus.Parse(text);
-        var leader = ProcStatus.Parse(leaderStatus);
-        if (t.Uid.SequenceEqual(leader.Uid) && t.Gid.SequenceEqual(leader.Gid) && t.Groups.SequenceEqual(leader.Groups) && t.CapInh == leader.CapInh
-            && t.CapPrm == leader.CapPrm && t.CapEff == leader.CapEff && t.CapBnd == leader.CapBnd && t.CapAmb == leader.CapAmb)
-            return null;
-        return Payload(t);
+        return CredentialLines(text).SequenceEqual(leaderLines) ? null : Payload(ProcStatus.Parse(text));
     }
 
     /// <summary>The credential lines of a /proc status text (Uid:, Gid:, Groups:, Cap*:), in order.</summary>

@@ -57,10 +57,7 @@ public static unsafe partial class SharedMemoryCalls
     {
         byte* b = stackalloc byte[DsSize];
         if (Sys.Call(NrShmctl, shmid, IPC_STAT, (long)b) != 0) return false;
-        var s = new Span<byte>(b, DsSize);
-        BinaryPrimitives.WriteUInt32LittleEndian(s[4..], uid);
-        BinaryPrimitives.WriteUInt32LittleEndian(s[8..], gid);
-        BinaryPrimitives.WriteUInt32LittleEndian(s[20..], mode & 0x1ff);
+        SysvIpcCalls.SetPerm(new Span<byte>(b, DsSize), uid, gid, mode);
         return Sys.Call(NrShmctl, shmid, IPC_SET, (long)b) == 0;
     }
 

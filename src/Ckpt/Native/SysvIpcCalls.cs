@@ -49,7 +49,8 @@ public static unsafe class SysvIpcCalls
         return Sys.Call(NrSemctl, id, 0, IPC_SET, (long)b) == 0;
     }
 
-    private static void SetPerm(Span<byte> ds, uint uid, uint gid, uint mode)
+    /// <summary>Owner and permission bits in the ipc64_perm that begins every SysV *_ds (uid at 4, gid at 8, mode at 20).</summary>
+    internal static void SetPerm(Span<byte> ds, uint uid, uint gid, uint mode)
     {
         BinaryPrimitives.WriteUInt32LittleEndian(ds[4..], uid);
         BinaryPrimitives.WriteUInt32LittleEndian(ds[8..], gid);
