@@ -231,11 +231,11 @@ public sealed class ProcessAttributes : IStateKind
     /// <summary>Writes <paramref name="text"/> to a /proc file of the vessel itself (injected open, write, close); the error, or null.</summary>
     private static string? WriteOwnProcFile(RestoreContext ctx, string path, string text)
     {
-        var bytes = System.Text.Encoding.UTF8.GetBytes(path + "\0" + text);
-        ulong at = ctx.PutScratch(0, bytes);
-        long fd = ctx.Vessel.Inject(Nr.openat, FileCalls.AT_FDCWD, (long)at, FileCalls.O_WRONLY | FileCalls.O_CLOEXEC);
-        if (fd < 0) return $"open {path}: {Errors.Describe((int)-fd)}";
-        long n = ctx.Vessel.Inject(Nr.write, fd, (long)at + path.Length + 1, text.Length);
+        int fd;
+        try { fd = ctx.OpenInVessel(path, FileCalls.O_WRONLY | FileCalls.O_CLOEXEC); }
+        catch (CkptException e) { return e.Message; }
+        ulong at = ctx.PutScratch(0, System.Text.Encoding.UTF8.GetBytes(text));
+        long n = ctx.Vessel.Inject(Nr.write, fd, (long)at, text.Length);
         ctx.Vessel.Inject(Nr.close, fd);
         return n < 0 ? $"write {path}: {Errors.Describe((int)-n)}" : null;
     }
