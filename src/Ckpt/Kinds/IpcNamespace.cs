@@ -226,7 +226,7 @@ public sealed class IpcNamespace : ITreeNamespace
         foreach (var q in p.Queues)
         {
             string what = $"SysV message queue {q.Id} (key {q.Key:x8})";
-            int id = Create("msg", q.Id, what, () => SysvIpcCalls.MsgGet(q.Key, SharedMemoryCalls.IPC_CREAT | SharedMemoryCalls.IPC_EXCL | 0x180));
+            int id = CreateWithId("msg", q.Id, what, () => SysvIpcCalls.MsgGet(q.Key, SharedMemoryCalls.IPC_CREAT | SharedMemoryCalls.IPC_EXCL | 0x180), SysvIpcCalls.MsgRemove);
             // its byte limit first (the messages may need it); above msgmnb it needs CAP_SYS_RESOURCE
             if (q.Qbytes >= 0 && q.Qbytes != SysvIpcCalls.MsgQbytes(id) && !SysvIpcCalls.MsgSet(id, 0, 0, 0x180, q.Qbytes))
                 log.Info($"{what}: its limit of {q.Qbytes} bytes cannot be set again ({Errors.Describe(SysvIpcCalls.LastError)})");
@@ -238,22 +238,27 @@ public sealed class IpcNamespace : ITreeNamespace
         foreach (var m in p.Sets)
         {
             string what = $"SysV semaphore set {m.Id} (key {m.Key:x8})";
-            int id = Create("sem", m.Id, what, () => SysvIpcCalls.SemGet(m.Key, m.Values.Length, SharedMemoryCalls.IPC_CREAT | SharedMemoryCalls.IPC_EXCL | 0x180));
+            int id = CreateWithId("sem", m.Id, what, () => SysvIpcCalls.SemGet(m.Key, m.Values.Length, SharedMemoryCalls.IPC_CREAT | SharedMemoryCalls.IPC_EXCL | 0x180), SysvIpcCalls.SemRemove);
             if (!SysvIpcCalls.SemSetAll(id, m.Values)) throw SyscallException.Last("semctl(SETALL)", 0, what);
             if (!SysvIpcCalls.SemSet(id, m.Uid, m.Gid, m.Mode)) throw SyscallException.Last("semctl(IPC_SET)", 0, what);
         }
         foreach (var g in p.Segments)
         {
             string what = $"SysV shared memory segment {g.Id} (key {g.Key:x8})";
-            int id = Create("shm", g.Id, what, () => SharedMemoryCalls.Get(g.Key, (ulong)g.Data.Length, SharedMemoryCalls.IPC_CREAT | SharedMemoryCalls.IPC_EXCL | 0x180));
+            int id = CreateWithId("shm", g.Id, what, () => SharedMemoryCalls.Get(g.Key, (ulong)g.Data.Length, SharedMemoryCalls.IPC_CREAT | SharedMemoryCalls.IPC_EXCL | 0x180), SharedMemoryCalls.Remove);
             WriteSegment(id, g.Data, what);
             if (!SharedMemoryCalls.SetOwner(id, g.Uid, g.Gid, g.Mode)) throw SyscallException.Last("shmctl(IPC_SET)", 0, what);
         }
         log.Info($"the tree runs in an IPC namespace of its own, as it was ({p.Queues.Count} message queue(s), {p.Sets.Count} semaphore set(s), {p.Segments.Count} unattached segment(s) made again)");
     }
 
-    /// <summary>Makes an object with id <paramref name="id"/>: the namespace's next id set, then <paramref name="get"/>.</summary>
-    private static int Create(string kind, int id, string what, Func<int> get)
+    /// <summary>
+    /// Makes a SysV object (<paramref name="kind"/>: msg, sem, shm) with id <paramref name="id"/> in the calling
+    /// thread's IPC namespace: the namespace's next id set (/proc/sys/kernel/KIND_next_id), then
+    /// <paramref name="get"/> (which creates it, IPC_EXCL); one that comes back with another id is
+    /// removed with <paramref name="remove"/> and fails the restart.
+    /// </summary>
+    public static int CreateWithId(string kind, int id, string what, Func<int> get, Func<int, int> remove)
     {
         try { File.WriteAllText($"/proc/sys/kernel/{kind}_next_id", id.ToString(CultureInfo.InvariantCulture)); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -262,7 +267,11 @@ public sealed class IpcNamespace : ITreeNamespace
         }
         int got = get();
         if (got < 0) throw SyscallException.Last($"{kind}get", 0, what);
-        if (got != id) throw new CkptException($"restart: {what} came back with id {got}", ExitCodes.RestoreConflict);
+        if (got != id)
+        {
+            remove(got);
+            throw new CkptException($"restart: {what} came back with id {got}", ExitCodes.RestoreConflict);
+        }
         return got;
     }
 

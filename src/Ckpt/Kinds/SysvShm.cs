@@ -126,22 +126,15 @@ public sealed unsafe class SysvShm : IStateKind
             throw new CkptException($"restart: the key {key:x8} of {what} is taken by another segment", ExitCodes.RestoreConflict);
         if (SharedMemoryCalls.Stat(shmid, out _))
             throw new CkptException($"restart: {what} cannot be recreated: id {shmid} is taken by another segment", ExitCodes.RestoreConflict);
-        try { File.WriteAllText("/proc/sys/kernel/shm_next_id", shmid.ToString(CultureInfo.InvariantCulture)); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new CkptException($"restart: {what} cannot be recreated with its id: /proc/sys/kernel/shm_next_id: {e.Message}", ExitCodes.RestoreConflict);
-        }
         const int SHM_HUGETLB = 0x800, SHM_HUGE_SHIFT = 26;
-        int id = SharedMemoryCalls.Get(key, size, SharedMemoryCalls.IPC_CREAT | SharedMemoryCalls.IPC_EXCL | 0x180 /* 0600 until filled */
-            | (hugeShift != 0 ? SHM_HUGETLB | (hugeShift << SHM_HUGE_SHIFT) : 0));
-        if (id < 0 && hugeShift != 0 && Marshal.GetLastPInvokeError() == Errors.ENOMEM)
-            throw new CkptException($"restart: {what}: {MemoryCalls.NoHugePages(hugeShift)}", ExitCodes.RestoreConflict);
-        if (id < 0) throw SyscallException.Last("shmget", 0, what);
-        if (id != shmid)
+        int id = IpcNamespace.CreateWithId("shm", shmid, what, () =>
         {
-            SharedMemoryCalls.Remove(id);
-            throw new CkptException($"restart: {what} cannot be recreated with its id (got {id})", ExitCodes.RestoreConflict);
-        }
+            int got = SharedMemoryCalls.Get(key, size, SharedMemoryCalls.IPC_CREAT | SharedMemoryCalls.IPC_EXCL | 0x180 /* 0600 until filled */
+                | (hugeShift != 0 ? SHM_HUGETLB | (hugeShift << SHM_HUGE_SHIFT) : 0));
+            if (got < 0 && hugeShift != 0 && Marshal.GetLastPInvokeError() == Errors.ENOMEM)
+                throw new CkptException($"restart: {what}: {MemoryCalls.NoHugePages(hugeShift)}", ExitCodes.RestoreConflict);
+            return got;
+        }, SharedMemoryCalls.Remove);
         nint mine = SharedMemoryCalls.Attach(id, 0, 0);
         if (mine == -1) { int e = Marshal.GetLastPInvokeError(); SharedMemoryCalls.Remove(id); throw new SyscallException("shmat", e, 0, what); }
         // marked for removal in the original: removed now (Linux still attaches it by id), so that it goes
