@@ -4,7 +4,8 @@
  *   │   └── g: grandchild, in c1's group; checks its parent is still c1
  *   ├── c2: leader of its own session; reads a pipe whose write end root holds, with data in flight
  *   ├── z1: zombie, exited with status 3
- *   └── z2: zombie, killed by SIGTERM
+ *   ├── z2: zombie, killed by SIGTERM
+ *   └── z3: zombie, killed by SIGKILL (whose action cannot be set: the restart must not try)
  * root also holds the read end of a pipe whose write end no one holds any more (data, then EOF).
  * After SIGUSR1, root checks groups, sessions and zombies, then tells each child to check itself
  * (SIGUSR1) and collects their exit statuses. */
@@ -87,13 +88,18 @@ int main(void)
     MUST(z2 >= 0);
     if (z2 == 0) { for (;;) pause(); }
     kill(z2, SIGTERM);
+    pid_t z3 = fork();
+    MUST(z3 >= 0);
+    if (z3 == 0) { for (;;) pause(); }
+    kill(z3, SIGKILL);
     siginfo_t si;
     MUST(waitid(P_PID, z1, &si, WEXITED | WNOWAIT) == 0);
     MUST(waitid(P_PID, z2, &si, WEXITED | WNOWAIT) == 0);
+    MUST(waitid(P_PID, z3, &si, WEXITED | WNOWAIT) == 0);
     /* c1's group must exist before READY */
     for (int i = 0; i < 1000 && getpgid(c1) != c1; i++) usleep(1000);
     for (int i = 0; i < 1000 && getsid(c2) != c2; i++) usleep(1000);
-    say("TREE %d %d %d %d %d", root, c1, c2, z1, z2);
+    say("TREE %d %d %d %d %d %d", root, c1, c2, z1, z2, z3);
     MUST(sigprocmask(SIG_UNBLOCK, &usr1, NULL) == 0);
     say("READY");
     e2e_wait_usr1();
@@ -105,6 +111,7 @@ int main(void)
     int st;
     CHECK(waitpid(z1, &st, WNOHANG) == z1 && WIFEXITED(st) && WEXITSTATUS(st) == 3, "zombie z1: status 0x%x (%s)", st, strerror(errno));
     CHECK(waitpid(z2, &st, WNOHANG) == z2 && WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM, "zombie z2: status 0x%x (%s)", st, strerror(errno));
+    CHECK(waitpid(z3, &st, WNOHANG) == z3 && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "zombie z3: status 0x%x (%s)", st, strerror(errno));
     char buf[16] = {0};
     CHECK(read(gone[0], buf, sizeof buf) == 3 && memcmp(buf, "bye", 3) == 0, "the pipe with no writer: '%s'", buf);
     CHECK(read(gone[0], buf, sizeof buf) == 0, "the pipe with no writer did not end");

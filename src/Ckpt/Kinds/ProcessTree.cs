@@ -171,10 +171,13 @@ public sealed class ProcessTree : IStateKind
         else
         {
             int sig = Ptrace.TermSig(st);
-            // the default action, unblocked; no core file
-            var act = new byte[32];   // SIG_DFL, no flags, empty mask
-            MemoryCalls.WriteRemote(e.Pid, Vessel.Scratch, act);
-            task.InjectChecked("rt_sigaction", Nr.rt_sigaction, sig, (long)Vessel.Scratch, 0, 8);
+            // the default action, unblocked (SIGKILL's and SIGSTOP's cannot be changed, nor blocked); no core file
+            if (sig != 9 && sig != 19)
+            {
+                var act = new byte[32];   // SIG_DFL, no flags, empty mask
+                MemoryCalls.WriteRemote(e.Pid, Vessel.Scratch, act);
+                task.InjectChecked("rt_sigaction", Nr.rt_sigaction, sig, (long)Vessel.Scratch, 0, 8);
+            }
             MemoryCalls.WriteRemote(e.Pid, Vessel.Scratch, new byte[16]);
             task.InjectChecked("prlimit64(RLIMIT_CORE)", Nr.prlimit64, 0, 4 /* RLIMIT_CORE */, (long)Vessel.Scratch, 0);
             task.SetSigMask(0);

@@ -12,8 +12,8 @@ namespace Ckpt.Tests.EndToEnd;
 public sealed class TreeTests(E2eEnvironment env)
 {
     /// <summary>
-    /// A tree with a group leader child and its grandchild, a session leader child, two zombies (an exit
-    /// status and a signal), a file description shared by all, a pipe between root and a child with data
+    /// A tree with a group leader child and its grandchild, a session leader child, three zombies (an exit
+    /// status, SIGTERM and SIGKILL), a file description shared by all, a pipe between root and a child with data
     /// in flight, and a pipe whose write end no one holds. Every process checks itself after restart.
     /// </summary>
     [Fact]
@@ -35,14 +35,14 @@ public sealed class TreeTests(E2eEnvironment env)
             finish_detached
             """);
         r.AssertPassed().AssertRestoredExit0();
-        var ids = Regex.Match(r.File("out"), @"^TREE (\d+) (\d+) (\d+) (\d+) (\d+)$", RegexOptions.Multiline);
+        var ids = Regex.Match(r.File("out"), @"^TREE (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)$", RegexOptions.Multiline);
         Assert.True(ids.Success, $"no TREE line{r.Diagnostics}");
         int root = int.Parse(ids.Groups[1].Value), c1 = int.Parse(ids.Groups[2].Value), c2 = int.Parse(ids.Groups[3].Value);
         int z1 = int.Parse(ids.Groups[4].Value);
 
         using var info = JsonDocument.Parse(r.File("info.json"));
         var tree = info.RootElement.GetProperty("tree").EnumerateArray().ToList();
-        Assert.Equal(6, tree.Count);
+        Assert.Equal(7, tree.Count);
         Assert.Equal(root, tree[0].GetProperty("pid").GetInt32());
         var zombie = tree.Single(e => e.GetProperty("pid").GetInt32() == z1);
         Assert.True(zombie.GetProperty("zombie").GetBoolean());
