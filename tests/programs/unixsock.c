@@ -15,8 +15,7 @@
  * "outside" mode: one end of a socketpair is held by a process outside the tree (a grandchild whose
  * parent exited); prints "HOLDER pid" and "SOCKFD fd"; after SIGUSR1 the pair still works.
  * "rights DIR" mode: files in flight (SCM_RIGHTS) in datagram and stream queues (see rights_mode).
- * "pending" mode: a connection to a listener is not accepted yet; prints "SOCKFD fd" (the listener);
- * after SIGUSR1 it is accepted.
+ * "pending" and "pendingdata" modes: connections waiting to be accepted (see pending_mode).
  * "slowaccept" mode: a connection accepted 300 ms after it came (see slowaccept_mode).
  */
 #include "e2e.h"
@@ -215,22 +214,86 @@ static int rights_mode(const char *dir)
     return e2e_finish();
 }
 
-static int pending_mode(void)
+/* "pending" mode: connections waiting to be accepted across the restart (nothing accepts them before):
+ * an abstract stream listener with two, the first from this process, the second from a child; a
+ * seqpacket listener bound to a path whose file was then removed, with one. After SIGUSR1 they are
+ * accepted in the order they came, the child's carries its credentials, data flows both ways, and the
+ * removed file stays removed. Prints "CHILD pid".
+ * "pendingdata" mode: a connection whose client sent data before it was accepted (that data sits where
+ * no fd reaches): the checkpoint is refused; prints "SOCKFD fd" (the listener); after SIGUSR1 it is accepted. */
+static int pending_mode(int withdata)
 {
-    struct sockaddr_un a;
-    char name[64];
+    struct sockaddr_un a, pa;
+    char name[64], path[64];
     snprintf(name, sizeof name, "ckpt-unixsock-pending-%d", getpid());
     socklen_t al = abstract_addr(&a, name);
     int l = socket(AF_UNIX, SOCK_STREAM, 0);
     MUST(l >= 0 && bind(l, (struct sockaddr *)&a, al) == 0 && listen(l, 4) == 0);
     int c = socket(AF_UNIX, SOCK_STREAM, 0);
     MUST(c >= 0 && connect(c, (struct sockaddr *)&a, al) == 0);
-    say("SOCKFD %d", l);
+    if (withdata) {
+        MUST(write(c, "abc", 3) == 3);
+        say("SOCKFD %d", l);
+        say("READY");
+        e2e_wait_usr1();
+        int s = accept(l, NULL, NULL);
+        char b[4];
+        CHECK(s >= 0 && read_exact(s, b, 3) == 0 && memcmp(b, "abc", 3) == 0, "accept after the refused checkpoint");
+        return e2e_finish();
+    }
+    e2e_block_usr1(1);
+    int ready[2];
+    MUST(pipe(ready) == 0);
+    pid_t child = fork();
+    MUST(child >= 0);
+    if (child == 0) {
+        close(ready[0]);
+        int c2 = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (c2 < 0 || connect(c2, (struct sockaddr *)&a, al) != 0 || write(ready[1], "x", 1) != 1) _exit(2);
+        close(ready[1]);
+        e2e_child_wait_usr1();
+        char b[4] = { 0 };
+        _exit(write(c2, "two", 3) == 3 && read_exact(c2, b, 2) == 0 && memcmp(b, "ok", 2) == 0 ? 0 : 1);
+    }
+    /* the child's connection must wait behind ours before READY */
+    close(ready[1]);
+    char one;
+    MUST(read(ready[0], &one, 1) == 1);
+    close(ready[0]);
+    snprintf(path, sizeof path, "/tmp/ckpt-unixsock-pending-%d", getpid());
+    unlink(path);
+    socklen_t pl = path_addr(&pa, path);
+    int sl = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+    MUST(sl >= 0 && bind(sl, (struct sockaddr *)&pa, pl) == 0 && listen(sl, 2) == 0);
+    int sc = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+    MUST(sc >= 0 && connect(sc, (struct sockaddr *)&pa, pl) == 0);
+    MUST(unlink(path) == 0);
+    say("CHILD %d", (int)child);
     say("READY");
     e2e_wait_usr1();
-    int s = accept(l, NULL, NULL);
-    char b[4];
-    CHECK(s >= 0 && write(c, "abc", 3) == 3 && read_exact(s, b, 3) == 0, "accept after the refused checkpoint");
+
+    struct sockaddr_un got;
+    socklen_t gl = sizeof got;
+    CHECK(getpeername(c, (struct sockaddr *)&got, &gl) == 0 && gl == al && memcmp(&got, &a, al) == 0, "the first client's peer name is lost");
+    int s1 = accept(l, NULL, NULL);
+    char b[8] = { 0 };
+    CHECK(s1 >= 0 && write(c, "one", 3) == 3 && read_exact(s1, b, 3) == 0 && memcmp(b, "one", 3) == 0, "the first connection accepted is not ours: '%s'", b);
+    CHECK(write(s1, "back", 4) == 4 && read_exact(c, b, 4) == 0 && memcmp(b, "back", 4) == 0, "no reply on the first connection");
+    int s2 = accept(l, NULL, NULL);
+    struct ucred cr = { 0 };
+    socklen_t cl = sizeof cr;
+    CHECK(s2 >= 0 && getsockopt(s2, SOL_SOCKET, SO_PEERCRED, &cr, &cl) == 0 && cr.pid == child, "the second connection's peer is pid %d, want the child %d", (int)cr.pid, (int)child);
+    kill(child, SIGUSR1);
+    memset(b, 0, sizeof b);
+    CHECK(s2 >= 0 && read_exact(s2, b, 3) == 0 && memcmp(b, "two", 3) == 0 && write(s2, "ok", 2) == 2, "the child's connection holds '%s'", b);
+    int s3 = accept(sl, NULL, NULL);
+    memset(b, 0, sizeof b);
+    CHECK(s3 >= 0 && send(sc, "rec", 3, 0) == 3 && recv(s3, b, sizeof b, 0) == 3 && memcmp(b, "rec", 3) == 0, "the seqpacket connection: '%s'", b);
+    CHECK(access(path, F_OK) != 0, "the removed socket file %s is back", path);
+    MUST(fcntl(l, F_SETFL, O_NONBLOCK) == 0);
+    int none = accept(l, NULL, NULL);
+    CHECK(none < 0 && errno == EAGAIN, "a third connection waited on the listener");
+    e2e_child_verdict(child, "the child");
     return e2e_finish();
 }
 
@@ -278,7 +341,8 @@ static int slowaccept_mode(void)
 int main(int argc, char **argv)
 {
     e2e_init();
-    if (argc > 1 && strcmp(argv[1], "pending") == 0) return pending_mode();
+    if (argc > 1 && strcmp(argv[1], "pending") == 0) return pending_mode(0);
+    if (argc > 1 && strcmp(argv[1], "pendingdata") == 0) return pending_mode(1);
     if (argc > 1 && strcmp(argv[1], "slowaccept") == 0) return slowaccept_mode();
     if (argc > 1 && strcmp(argv[1], "outside") == 0) return outside_mode();
     if (argc > 2 && strcmp(argv[1], "rights") == 0) return rights_mode(argv[2]);

@@ -94,8 +94,10 @@ public static class Restorer
             if (s.Processes.Count == 0) throw new ImageFormatException("image holds no process");
             if (s.Processes.FirstOrDefault(p => !p.Started) is { } missing)
                 throw new ImageFormatException($"image holds no state for pid {missing.Pid} of its tree");
-            foreach (var ctx in s.Processes)
-                foreach (var kind in KindTable.Ordered.OrderBy(k => k.FinishOrder))
+            // kind by kind, each for every process: a step that ties processes together (a connection waiting
+            // on another process's listener) finds every process at the same point (credentials set...)
+            foreach (var kind in KindTable.Ordered.OrderBy(k => k.FinishOrder))
+                foreach (var ctx in s.Processes)
                     using (log.Phase(s.MultiProcess ? $"finish {kind.Name} {ctx.Pid}" : "finish " + kind.Name)) kind.Finish(ctx);
             s.Close();
             // children first, so that a parent released early never sees a child still stopped

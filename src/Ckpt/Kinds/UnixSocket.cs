@@ -34,8 +34,10 @@ public sealed unsafe class UnixSocket : IFileKind
         Pair = 1,
         /// <summary>Connected to a socket that was closed: a socketpair whose other end is closed once the queue is written.</summary>
         PeerClosed = 2,
-        /// <summary>Listening (no connection waiting): socket(), bind(), listen(backlog).</summary>
+        /// <summary>Listening: socket(), bind(), listen(backlog); then its waiting clients connect, in the order they waited.</summary>
         Listening = 3,
+        /// <summary>Connected to a listener of the tree that has not accepted it yet: socket(), connect() once the listener listens.</summary>
+        Waiting = 4,
     }
 
     private const int MaxQueueBytes = 32 << 20;
@@ -64,19 +66,34 @@ public sealed unsafe class UnixSocket : IFileKind
         var rel = Relation.Unconnected;
         ulong peer = 0;
         int backlog = 0;
+        uint[] waiting = [];
+        bool InTree(uint i) => FindInTree(ctx, $"socket:[{i}]") != null;
         if (d.State == SocketCalls.TCP_LISTEN)
         {
-            if (d.Icons.Length > 0 || d.RQueue > 0)
-                throw new NotCheckpointableException(ctx.Pid, $"{what} is listening with {Math.Max(d.Icons.Length, (int)d.RQueue)} connection(s) waiting to be accepted, which is not supported yet; checkpoint once they were accepted");
+            if (WaitingProblem(st.Diag, d, InTree) is { } why)
+                throw new NotCheckpointableException(ctx.Pid, $"{what} is listening with {Math.Max(d.Icons.Length, (int)d.RQueue)} connection(s) waiting to be accepted, {why}, which is not supported; checkpoint once they were accepted");
             rel = Relation.Listening;
             backlog = (int)d.WQueue;
+            waiting = d.Icons;
         }
         else if (d.Peer is uint p)
         {
             if (p == ino) throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to itself, which is not supported");
             var listener = st.Diag.Values.FirstOrDefault(l => l.State == SocketCalls.TCP_LISTEN && l.Icons.Contains(ino));
             if (listener != null)
-                throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to the listening socket {ShowName(listener.Name)} (socket:[{listener.Ino}]), which has not accepted the connection yet; not supported");
+            {
+                string of = $"the listening socket {ShowName(listener.Name)} (socket:[{listener.Ino}])";
+                if (!InTree(listener.Ino))
+                    throw new NotCheckpointableException(ctx.Pid, $"{what} waits to be accepted by {of}, which is held outside the tree; not supported");
+                if (WaitingProblem(st.Diag, listener, InTree) is { } why)
+                    throw new NotCheckpointableException(ctx.Pid, $"{what} waits to be accepted by {of}, whose waiting connections cannot be saved: {why}; checkpoint once they were accepted");
+                rel = Relation.Waiting;
+                peer = listener.Ino;
+            }
+        }
+        if (rel is not (Relation.Listening or Relation.Waiting) && d.Peer is uint p2)
+        {
+            uint p = p2;
             string peerLink = $"socket:[{p}]";
             var holder = p == 0 ? null : FindInTree(ctx, peerLink);
             if (holder is { } h)
@@ -107,7 +124,7 @@ public sealed unsafe class UnixSocket : IFileKind
         string path = "";
         uint mode = 0, uid = 0, gid = 0;
         bool removed = false;
-        if (rel is Relation.Unconnected or Relation.Listening && name.Length > 0 && name[0] != 0)
+        if (rel is Relation.Unconnected or Relation.Listening or Relation.Waiting && name.Length > 0 && name[0] != 0)
         {
             string raw = Encoding.UTF8.GetString(name).TrimEnd('\0');
             path = raw.StartsWith('/') ? raw : Path.Combine(MmState.ProcLink($"/proc/{ctx.Pid}/cwd"), raw);
@@ -157,6 +174,8 @@ public sealed unsafe class UnixSocket : IFileKind
         var w = new PayloadWriter().U32(objref).U64(ino).U8((byte)d.Type).U8((byte)rel).U64(peer)
             .I32(f.Flags & ~FileCalls.O_CLOEXEC).U8((byte)d.Shutdown).I32(sndbuf).I32(rcvbuf).Bool(passcred).I32(peekOff)
             .Bytes(name).Str(path).U32(mode).U32(uid).U32(gid).I32(backlog).U32((uint)queue.Count).Bool(removed);
+        w.U32((uint)waiting.Length);
+        foreach (uint c in waiting) w.U64(c);
         ctx.Image.Write(RecordKind.UnixSocket, w);
         if (rights.Count > 0)
         {
@@ -184,7 +203,27 @@ public sealed unsafe class UnixSocket : IFileKind
             q.Bytes(m); inRecord++; bytes += m.Length;
         }
         Flush();
-        ctx.Log.Info($"{what}: {rel}, {queue.Count} message(s), {total} bytes queued{(rights.Count > 0 ? $", {rights.Sum(x => x.Refs.Length)} file(s) in flight" : "")}");
+        ctx.Log.Info($"{what}: {rel}, {queue.Count} message(s), {total} bytes queued{(rights.Count > 0 ? $", {rights.Sum(x => x.Refs.Length)} file(s) in flight" : "")}{(waiting.Length > 0 ? $", {waiting.Length} connection(s) waiting to be accepted" : "")}");
+    }
+
+    /// <summary>
+    /// Why the connections waiting on <paramref name="listener"/> cannot be saved, or null. They can when
+    /// every client is held by the tree (each is connected again at restart, in the same order) and none
+    /// sent anything yet: what a client sends before it is accepted waits in a socket no fd reaches. A
+    /// client closed before it was accepted leaves a connection whose data cannot be known either.
+    /// </summary>
+    private static string? WaitingProblem(Dictionary<uint, SocketCalls.UnixDiag> diag, SocketCalls.UnixDiag listener, Func<uint, bool> inTree)
+    {
+        if (listener.RQueue != listener.Icons.Length || listener.Icons.Contains(0u))
+            return "one of them from a socket closed since (what it sent cannot be read)";
+        foreach (uint c in listener.Icons)
+        {
+            if (!inTree(c)) return $"one from socket:[{c}], held outside the tree";
+            if (!diag.TryGetValue(c, out var cd)) return $"one from socket:[{c}], which sock_diag does not list";
+            if (cd.WQueue > 0) return $"one from socket:[{c}], which sent data that waits unread with the connection";
+            if (cd.Shutdown != 0) return $"one from socket:[{c}], which was shut down";
+        }
+        return null;
     }
 
     /// <summary>A process of the tree holding <paramref name="link"/>.</summary>
@@ -307,11 +346,14 @@ public sealed unsafe class UnixSocket : IFileKind
             foreach (var f in ctx.OpenFiles)
                 if (f.Stat.Type == StatBuf.S_IFSOCK) inodes.Add((uint)f.Stat.Ino);
         if (inodes.Count == 0) return false;
-        foreach (var d in SocketCalls.DumpUnix().Values)
+        var diag = SocketCalls.DumpUnix();
+        foreach (var d in diag.Values)
         {
-            if (d.State != SocketCalls.TCP_LISTEN) continue;
-            if (inodes.Contains(d.Ino) && (d.Icons.Length > 0 || d.RQueue > 0)) return true;
-            foreach (uint c in d.Icons) if (inodes.Contains(c)) return true;
+            if (d.State != SocketCalls.TCP_LISTEN || d.RQueue == 0 && d.Icons.Length == 0) continue;
+            // waiting connections that can be saved need no moment
+            bool ours = inodes.Contains(d.Ino);
+            if (!ours && !d.Icons.Any(inodes.Contains)) continue;
+            if (!ours || WaitingProblem(diag, d, inodes.Contains) != null) return true;
         }
         return false;
     }
@@ -460,10 +502,15 @@ public sealed unsafe class UnixSocket : IFileKind
         public readonly List<string> Removed = new();
         /// <summary>An unbound datagram socket of ckpt that sends the queues of unconnected datagram sockets.</summary>
         public int Sender = -1;
+        /// <summary>Sockets waiting to be accepted, by inode: connected by their listener's Finish.</summary>
+        public readonly Dictionary<ulong, (RestoreContext Ctx, uint Objref, int Mine, string What)> Clients = new();
     }
 
-    /// <summary>Listening sockets of one process: listen() is called in Finish, on the final fd.</summary>
-    private sealed class Listens { public readonly List<(uint Objref, int Backlog, string What)> List = new(); }
+    /// <summary>
+    /// Listening sockets of one process: listen() is called in Finish, on the final fd, then the clients that
+    /// waited on it connect (in order, to <c>Addr</c>); a socket file that had been removed is removed after that.
+    /// </summary>
+    private sealed class Listens { public readonly List<(uint Objref, int Backlog, string What, ulong[] Waiting, byte[]? Addr, string? Removed)> List = new(); }
 
     public void Restore(RestoreContext ctx, Record rec)
     {
@@ -499,7 +546,11 @@ public sealed unsafe class UnixSocket : IFileKind
         int peekOff = r.I32(); byte[] name = r.Bytes().ToArray(); string path = r.Str(); uint mode = r.U32(); uint uid = r.U32();
         uint gid = r.U32(); int backlog = r.I32(); r.U32();
         bool removed = !r.AtEnd && r.Bool();
+        var waiting = new ulong[r.AtEnd ? 0 : (int)r.U32()];
+        for (int i = 0; i < waiting.Length; i++) waiting[i] = r.U64();
         r.End();
+        if (waiting.Length > 0 && rel != Relation.Listening)
+            throw new ImageFormatException($"UnixSocket record at offset {rec.Offset} lists waiting connections for a socket that does not listen");
         if (type is not (SocketCalls.SOCK_STREAM or SocketCalls.SOCK_DGRAM or SocketCalls.SOCK_SEQPACKET))
             throw new ImageFormatException($"UnixSocket record at offset {rec.Offset} has socket type {type}");
         string what = $"socket:[{ino}] (unix {TypeName(type)}{(name.Length > 0 ? " " + ShowName(name) : "")})";
@@ -527,6 +578,7 @@ public sealed unsafe class UnixSocket : IFileKind
                 break;
             case Relation.Unconnected:
             case Relation.Listening:
+            case Relation.Waiting:
                 vfd = (int)ctx.Inject("socket", Nr.socket, SocketCalls.AF_UNIX, type | SocketCalls.SOCK_CLOEXEC, 0);
                 mine = ctx.Session.Own(ctx.GrabFd(vfd));
                 st.Mine[ino] = mine;
@@ -553,11 +605,14 @@ public sealed unsafe class UnixSocket : IFileKind
                     {
                         if (SocketCalls.Lchown(path, uid, gid) != 0) throw SyscallException.Last($"lchown({path})");
                         if (SocketCalls.Chmod(path, mode) != 0) throw SyscallException.Last($"chmod({path})");
-                        if (removed) st.Removed.Add(path);
+                        // (a listener's waiting clients connect to its file first)
+                        if (removed && waiting.Length == 0) st.Removed.Add(path);
                     }
                 }
                 st.SendFrom[ino] = (-1, type == SocketCalls.SOCK_DGRAM ? addr : null, type);
-                if (rel == Relation.Listening) ctx.State<Listens>().List.Add((objref, backlog, what));
+                if (rel == Relation.Listening)
+                    ctx.State<Listens>().List.Add((objref, backlog, what, waiting, addr, removed && waiting.Length > 0 ? path : null));
+                if (rel == Relation.Waiting) st.Clients[ino] = (ctx, objref, mine, what);
                 break;
             default:
                 throw new ImageFormatException($"UnixSocket record at offset {rec.Offset} has relation {(int)rel}");
@@ -691,13 +746,37 @@ public sealed unsafe class UnixSocket : IFileKind
             foreach (var path in st.Removed)
                 if (FileCalls.Unlink(path) != 0) throw SyscallException.Last($"unlink({path})");
         }
-        foreach (var (objref, backlog, what) in ctx.State<Listens>().List)
+        foreach (var (objref, backlog, what, waiting, addr, removedPath) in ctx.State<Listens>().List)
         {
             var fds = FdTable.FinalFds(ctx, objref);
             if (fds.Count == 0) continue;
             long rc = ctx.Vessel.Inject(Nr.listen, fds[0], backlog);
             if (rc < 0) throw new CkptException($"restart: listen on {what}: {Errors.Describe((int)-rc)}", ExitCodes.RestoreConflict);
+            foreach (ulong c in waiting) ConnectWaiting(st, c, addr, what);
+            if (removedPath != null && FileCalls.Unlink(removedPath) != 0) throw SyscallException.Last($"unlink({removedPath})");
         }
+    }
+
+    /// <summary>
+    /// Connects a socket that waited to be accepted to its listener (listening now): from the process that
+    /// holds it, whose credentials are set (they become the peer credentials the server sees), the kinds
+    /// finishing each for every process before the next; from ckpt's copy if it has no fd there (in flight
+    /// only) or the process cannot (its root or permissions do not reach the address).
+    /// </summary>
+    private static void ConnectWaiting(RestoreState st, ulong ino, byte[]? addr, string listener)
+    {
+        if (!st.Clients.TryGetValue(ino, out var cl))
+            throw new ImageFormatException($"{listener} has a connection waiting from socket:[{ino}], which the image does not hold");
+        if (addr == null) throw new ImageFormatException($"{listener} has connections waiting but no address");
+        var fds = FdTable.FinalFds(cl.Ctx, cl.Objref);
+        long rc = -1;
+        if (fds.Count > 0) rc = cl.Ctx.Vessel.Inject(Nr.connect, fds[0], (long)cl.Ctx.PutScratch(0, addr), addr.Length);
+        if (rc == 0) return;
+        cl.Ctx.Log.Info($"{cl.What}: connected to {listener} by ckpt{(rc < -1 ? $" ({Errors.Describe((int)-rc)} from pid {cl.Ctx.Pid})" : "")}: the server sees ckpt's credentials as its peer's");
+        int ok;
+        fixed (byte* a = addr) ok = SocketCalls.Connect(cl.Mine, a, addr.Length);
+        if (ok != 0)
+            throw new CkptException($"restart: {cl.What} cannot wait on {listener} again: {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
     }
 
     /// <summary>A UnixSocketRights record: the socket, and the objrefs of the files each of its messages carries.</summary>
@@ -747,6 +826,7 @@ public sealed unsafe class UnixSocket : IFileKind
                 Relation.Pair => $"connected to socket:[{peer}]",
                 Relation.PeerClosed => "peer closed",
                 Relation.Listening => $"listening (backlog {backlog})",
+                Relation.Waiting => $"waiting to be accepted by socket:[{peer}]",
                 _ => "not connected",
             });
         if (name.Length > 0) node.Set("address", path.Length > 0 ? path : ShowName(name));

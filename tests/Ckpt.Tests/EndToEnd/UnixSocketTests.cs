@@ -113,13 +113,37 @@ public sealed class UnixSocketTests(E2eEnvironment env)
         r.Cleanup();
     }
 
-    /// <summary>A listener with a connection not accepted yet: refused naming the listener's fd; the connection is accepted afterwards.</summary>
+    /// <summary>
+    /// Connections waiting to be accepted (two on one listener, from the process and from its child, one on
+    /// a seqpacket listener whose socket file was removed) come back waiting, in the same order, with the
+    /// child's credentials, and carry data once accepted; the removed file stays removed.
+    /// </summary>
     [Fact]
-    public void UnixPendingConnectionIsRefused()
+    public void UnixPendingConnectionsAcrossRestart()
     {
         env.Program("unixsock");
         var r = new E2eScript(env, "unixsock-pending").Run("""
             start "$W/out" "$BIN/unixsock" pending
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            set -- $(grep '^CHILD' "$W/out"); shift
+            checkpoint_kill
+            gone 10 "$@" || fail "the killed child still holds its pid"
+            ck info "$W/img" > "$W/info.txt" || fail "ckpt info failed"
+            restart_detached
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.Contains("waiting to be accepted by socket:[", r.File("info.txt"));
+        r.Cleanup();
+    }
+
+    /// <summary>A connection whose client sent data before it was accepted: refused naming the listener's fd; the connection is accepted afterwards.</summary>
+    [Fact]
+    public void UnixPendingConnectionWithDataIsRefused()
+    {
+        env.Program("unixsock");
+        var r = new E2eScript(env, "unixsock-pendingdata").Run("""
+            start "$W/out" "$BIN/unixsock" pendingdata
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
             ck checkpoint $P -o "$W/img" 2>"$W/err.txt"; echo "RC: $?"
             kill -USR1 $P
