@@ -15,6 +15,7 @@
  * "outside" mode: one end of a socketpair is held by a process outside the tree (a grandchild whose
  * parent exited); prints "HOLDER pid" and "SOCKFD fd"; after SIGUSR1 the pair still works.
  * "rights DIR" mode: files in flight (SCM_RIGHTS) in datagram and stream queues (see rights_mode).
+ * "dgramconn DIR" mode: datagram sockets connected to bound ones (see dgramconn_mode).
  * "pending" and "pendingdata" modes: connections waiting to be accepted (see pending_mode).
  * "slowaccept" mode: a connection accepted 300 ms after it came (see slowaccept_mode).
  */
@@ -103,6 +104,85 @@ static int outside_mode(void)
     char b[16] = { 0 };
     CHECK(read_exact(sv[0], b, 6) == 0 && memcmp(b, "queued", 6) == 0, "echo: '%s'", b);
     close(sv[0]);
+    return e2e_finish();
+}
+
+/* "dgramconn" mode: datagram sockets connected to bound ones that are not connected back: a client of a
+ * server of this process (one message queued at the server), a socket bound to a path and connected to
+ * itself (one message queued), and a client of a server outside the tree (a grandchild whose parent
+ * exited, bound to an absolute path: a syslog-like daemon). Prints "HOLDER pid". After SIGUSR1 each
+ * client still sends to its peer only, and the outside server echoes what the client sends. */
+static int dgramconn_mode(const char *dir)
+{
+    struct sockaddr_un sa, selfa, outa;
+    char p1[200], p2[200], p3[200];
+    snprintf(p1, sizeof p1, "%s/dgram-server", dir);
+    snprintf(p2, sizeof p2, "%s/dgram-self", dir);
+    snprintf(p3, sizeof p3, "%s/dgram-outside", dir);
+    socklen_t sl = path_addr(&sa, p1), selfl = path_addr(&selfa, p2), outl = path_addr(&outa, p3);
+    int hp[2];
+    MUST(pipe(hp) == 0);
+    pid_t c = fork();
+    MUST(c >= 0);
+    if (c == 0) {
+        pid_t g = fork();
+        if (g != 0) _exit(g > 0 ? 0 : 1);
+        /* grandchild, outside the tree: echoes each datagram back to its sender until "quit" */
+        int o = socket(AF_UNIX, SOCK_DGRAM, 0);
+        unlink(p3);
+        if (o < 0 || bind(o, (struct sockaddr *)&outa, outl) != 0) _exit(1);
+        pid_t me = getpid();
+        if (write(hp[1], &me, sizeof me) != sizeof me) _exit(1);
+        for (;;) {
+            char b[64];
+            struct sockaddr_un from;
+            socklen_t fl = sizeof from;
+            ssize_t n = recvfrom(o, b, sizeof b, 0, (struct sockaddr *)&from, &fl);
+            if (n < 0 || (n == 4 && memcmp(b, "quit", 4) == 0)) break;
+            if (sendto(o, b, n, 0, (struct sockaddr *)&from, fl) != n) break;
+        }
+        unlink(p3);
+        _exit(0);
+    }
+    MUST(waitpid(c, NULL, 0) == c);
+    pid_t holder;
+    MUST(read(hp[0], &holder, sizeof holder) == sizeof holder);
+
+    int srv = socket(AF_UNIX, SOCK_DGRAM, 0), cli = socket(AF_UNIX, SOCK_DGRAM, 0);
+    unlink(p1);
+    MUST(srv >= 0 && cli >= 0 && bind(srv, (struct sockaddr *)&sa, sl) == 0 && connect(cli, (struct sockaddr *)&sa, sl) == 0);
+    MUST(write(cli, "first", 5) == 5);
+    int self = socket(AF_UNIX, SOCK_DGRAM, 0);
+    unlink(p2);
+    MUST(self >= 0 && bind(self, (struct sockaddr *)&selfa, selfl) == 0 && connect(self, (struct sockaddr *)&selfa, selfl) == 0);
+    MUST(write(self, "me", 2) == 2);
+    /* the outside client is bound (autobind) so that the echo finds its way back */
+    int oc = socket(AF_UNIX, SOCK_DGRAM, 0);
+    struct sockaddr_un auto_a = { .sun_family = AF_UNIX };
+    MUST(oc >= 0 && bind(oc, (struct sockaddr *)&auto_a, sizeof(sa_family_t)) == 0 && connect(oc, (struct sockaddr *)&outa, outl) == 0);
+    say("HOLDER %d", holder);
+    say("READY");
+    e2e_wait_usr1();
+
+    char b[16] = { 0 };
+    CHECK(read(srv, b, sizeof b) == 5 && memcmp(b, "first", 5) == 0, "the server's queued datagram: '%s'", b);
+    CHECK(write(cli, "second", 6) == 6, "the client cannot send to its server: %s", strerror(errno));
+    memset(b, 0, sizeof b);
+    CHECK(read(srv, b, sizeof b) == 6 && memcmp(b, "second", 6) == 0, "the server got '%s'", b);
+    struct sockaddr_un got;
+    socklen_t gl = sizeof got;
+    CHECK(getpeername(cli, (struct sockaddr *)&got, &gl) == 0 && strcmp(got.sun_path, p1) == 0, "the client's peer is '%s'", gl > 2 ? got.sun_path : "");
+    memset(b, 0, sizeof b);
+    CHECK(read(self, b, sizeof b) == 2 && memcmp(b, "me", 2) == 0, "the self-connected socket's queue: '%s'", b);
+    CHECK(write(self, "again", 5) == 5 && read(self, b, sizeof b) == 5 && memcmp(b, "again", 5) == 0, "the self-connected socket does not reach itself");
+    /* a connected socket takes datagrams from its peer only */
+    int stranger = socket(AF_UNIX, SOCK_DGRAM, 0);
+    CHECK(sendto(stranger, "x", 1, MSG_DONTWAIT, (struct sockaddr *)&selfa, selfl) < 0 && errno == EPERM, "a stranger could send to the self-connected socket (%s)", strerror(errno));
+    memset(b, 0, sizeof b);
+    CHECK(write(oc, "echo", 4) == 4 && read(oc, b, sizeof b) == 4 && memcmp(b, "echo", 4) == 0, "the outside server's echo: '%s'", b);
+    CHECK(write(oc, "quit", 4) == 4, "quit: %s", strerror(errno));
+    unlink(p1);
+    unlink(p2);
     return e2e_finish();
 }
 
@@ -345,6 +425,7 @@ int main(int argc, char **argv)
     if (argc > 1 && strcmp(argv[1], "pendingdata") == 0) return pending_mode(1);
     if (argc > 1 && strcmp(argv[1], "slowaccept") == 0) return slowaccept_mode();
     if (argc > 1 && strcmp(argv[1], "outside") == 0) return outside_mode();
+    if (argc > 2 && strcmp(argv[1], "dgramconn") == 0) return dgramconn_mode(argv[2]);
     if (argc > 2 && strcmp(argv[1], "rights") == 0) return rights_mode(argv[2]);
 
     static char big0[3000], big1[70000];

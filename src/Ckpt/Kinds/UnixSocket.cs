@@ -38,6 +38,12 @@ public sealed unsafe class UnixSocket : IFileKind
         Listening = 3,
         /// <summary>Connected to a listener of the tree that has not accepted it yet: socket(), connect() once the listener listens.</summary>
         Waiting = 4,
+        /// <summary>
+        /// A datagram socket connected to a bound one that is not connected back (a client of a datagram
+        /// server such as /dev/log, in the tree or not, or itself): socket(), bind() if it had an address,
+        /// connect() to the peer's address once every socket is bound.
+        /// </summary>
+        ConnectedTo = 5,
     }
 
     private const int MaxQueueBytes = 32 << 20;
@@ -76,6 +82,13 @@ public sealed unsafe class UnixSocket : IFileKind
             backlog = (int)d.WQueue;
             waiting = d.Icons;
         }
+        byte[] connectTo = [];
+        if (d.Peer is uint cp && d.Type == SocketCalls.SOCK_DGRAM && DatagramPeerAddress(ctx, st.Diag, d, cp, what) is { } to)
+        {
+            rel = Relation.ConnectedTo;
+            peer = cp;
+            connectTo = to;
+        }
         else if (d.Peer is uint p)
         {
             if (p == ino) throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to itself, which is not supported");
@@ -91,7 +104,7 @@ public sealed unsafe class UnixSocket : IFileKind
                 peer = listener.Ino;
             }
         }
-        if (rel is not (Relation.Listening or Relation.Waiting) && d.Peer is uint p2)
+        if (rel is not (Relation.Listening or Relation.Waiting or Relation.ConnectedTo) && d.Peer is uint p2)
         {
             uint p = p2;
             string peerLink = $"socket:[{p}]";
@@ -124,7 +137,7 @@ public sealed unsafe class UnixSocket : IFileKind
         string path = "";
         uint mode = 0, uid = 0, gid = 0;
         bool removed = false;
-        if (rel is Relation.Unconnected or Relation.Listening or Relation.Waiting && name.Length > 0 && name[0] != 0)
+        if (rel is Relation.Unconnected or Relation.Listening or Relation.Waiting or Relation.ConnectedTo && name.Length > 0 && name[0] != 0)
         {
             string raw = Encoding.UTF8.GetString(name).TrimEnd('\0');
             path = raw.StartsWith('/') ? raw : Path.Combine(MmState.ProcLink($"/proc/{ctx.Pid}/cwd"), raw);
@@ -155,7 +168,7 @@ public sealed unsafe class UnixSocket : IFileKind
             passcred = SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_PASSCRED, "SO_PASSCRED", ctx.Pid) != 0;
             peekOff = SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_PEEK_OFF, "SO_PEEK_OFF", ctx.Pid);
             // a stream or seqpacket socket that is not connected has no queue (and recvmsg says ENOTCONN)
-            bool hasQueue = rel is Relation.Pair or Relation.PeerClosed || (rel == Relation.Unconnected && d.Type == SocketCalls.SOCK_DGRAM);
+            bool hasQueue = rel is Relation.Pair or Relation.PeerClosed or Relation.ConnectedTo || (rel == Relation.Unconnected && d.Type == SocketCalls.SOCK_DGRAM);
             queue = hasQueue ? PeekQueue(mine, d, peekOff, ctx.Pid, what) : [];
         }
         finally { FileCalls.Close(mine); }
@@ -168,7 +181,7 @@ public sealed unsafe class UnixSocket : IFileKind
             try { rights.Add((i, fds.Select(r => InFlightObjref(ctx, r, what)).ToArray())); }
             finally { foreach (int r in fds) FileCalls.Close(r); }
         }
-        if (queue.Count > 0 && rel == Relation.Unconnected && (name.Length == 0 || d.Type != SocketCalls.SOCK_DGRAM))
+        if (queue.Count > 0 && rel is Relation.Unconnected or Relation.ConnectedTo && (name.Length == 0 || d.Type != SocketCalls.SOCK_DGRAM))
             throw new NotCheckpointableException(ctx.Pid, $"{what} is not connected and has {total} bytes queued that cannot be sent to it again; not supported");
 
         var w = new PayloadWriter().U32(objref).U64(ino).U8((byte)d.Type).U8((byte)rel).U64(peer)
@@ -176,6 +189,7 @@ public sealed unsafe class UnixSocket : IFileKind
             .Bytes(name).Str(path).U32(mode).U32(uid).U32(gid).I32(backlog).U32((uint)queue.Count).Bool(removed);
         w.U32((uint)waiting.Length);
         foreach (uint c in waiting) w.U64(c);
+        w.Bytes(connectTo);
         ctx.Image.Write(RecordKind.UnixSocket, w);
         if (rights.Count > 0)
         {
@@ -204,6 +218,43 @@ public sealed unsafe class UnixSocket : IFileKind
         }
         Flush();
         ctx.Log.Info($"{what}: {rel}, {queue.Count} message(s), {total} bytes queued{(rights.Count > 0 ? $", {rights.Sum(x => x.Refs.Length)} file(s) in flight" : "")}{(waiting.Length > 0 ? $", {waiting.Length} connection(s) waiting to be accepted" : "")}");
+    }
+
+    /// <summary>
+    /// The address a datagram socket connected to <paramref name="peer"/> connects to again (sun_path bytes:
+    /// an absolute path, or a NUL and an abstract name), when the peer is a bound socket that is not connected
+    /// back to it (or is itself); null when the peer is connected back (a pair) or closed. A peer whose name no
+    /// longer reaches it is refused.
+    /// </summary>
+    private static byte[]? DatagramPeerAddress(CheckpointContext ctx, Dictionary<uint, SocketCalls.UnixDiag> diag, SocketCalls.UnixDiag d, uint peer, string what)
+    {
+        if (peer == 0 || !diag.TryGetValue(peer, out var pd)) return null;
+        if (peer != d.Ino && pd.Peer == d.Ino) return null;
+        byte[] name = pd.Name ?? [];
+        if (name.Length == 0)
+            throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to socket:[{peer}], which has no address and is not connected back to it; it cannot be reached again");
+        if (peer != d.Ino && pd.Peer is uint pp && pp != 0 && diag.TryGetValue(pp, out var ppd) && ppd.Peer == peer)
+            throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to socket:[{peer}] {ShowName(name)}, which is itself one end of a connected pair (rebuilt without its address); not supported");
+        if (name[0] == 0) return name;
+        string raw = Encoding.UTF8.GetString(name).TrimEnd('\0');
+        string path = raw;
+        if (!raw.StartsWith('/'))
+        {
+            // a relative name: relative to the directory of a holder (the tree's, or an outside one's)
+            int? holder = FindInTree(ctx, $"socket:[{peer}]")?.Pid ?? OutsideHolders.FindFd(ctx.Session, $"socket:[{peer}]")?.Pid;
+            if (holder == null)
+                throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to socket:[{peer}] bound to the relative name {raw}, whose directory is not known");
+            path = Path.Combine(MmState.ProcLink($"/proc/{holder}/cwd"), raw);
+        }
+        // a socket of the tree (or this one) is bound again at restart, before the connects (its own record
+        // checks its file); one outside must still be reachable by its name
+        bool ours = peer == d.Ino || FindInTree(ctx, $"socket:[{peer}]") != null;
+        bool reachable = FileCalls.TryStat(path, out var fst) && fst.Type == StatBuf.S_IFSOCK && fst.Ino == pd.VfsIno;
+        if (!ours && !reachable)
+            throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to socket:[{peer}] bound to {path}, whose socket file was removed or replaced since; it cannot be reached again");
+        if (Encoding.UTF8.GetByteCount(path) > 107)
+            throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to {path}, too long a path to connect to again");
+        return Encoding.UTF8.GetBytes(path);
     }
 
     /// <summary>
@@ -502,6 +553,8 @@ public sealed unsafe class UnixSocket : IFileKind
         public readonly List<string> Removed = new();
         /// <summary>An unbound datagram socket of ckpt that sends the queues of unconnected datagram sockets.</summary>
         public int Sender = -1;
+        /// <summary>Datagram sockets connected to a bound one (ckpt's copy, the peer's address): connected once every queue was written.</summary>
+        public readonly List<(int Mine, byte[] Addr, string What)> Connects = new();
         /// <summary>Sockets waiting to be accepted, by inode: connected by their listener's Finish.</summary>
         public readonly Dictionary<ulong, (RestoreContext Ctx, uint Objref, int Mine, string What)> Clients = new();
     }
@@ -548,7 +601,10 @@ public sealed unsafe class UnixSocket : IFileKind
         bool removed = !r.AtEnd && r.Bool();
         var waiting = new ulong[r.AtEnd ? 0 : (int)r.U32()];
         for (int i = 0; i < waiting.Length; i++) waiting[i] = r.U64();
+        byte[] connectTo = r.AtEnd ? [] : r.Bytes().ToArray();
         r.End();
+        if (rel == Relation.ConnectedTo && (connectTo.Length == 0 || type != SocketCalls.SOCK_DGRAM))
+            throw new ImageFormatException($"UnixSocket record at offset {rec.Offset}: a socket connected to a bound one without its address, or not a datagram socket");
         if (waiting.Length > 0 && rel != Relation.Listening)
             throw new ImageFormatException($"UnixSocket record at offset {rec.Offset} lists waiting connections for a socket that does not listen");
         if (type is not (SocketCalls.SOCK_STREAM or SocketCalls.SOCK_DGRAM or SocketCalls.SOCK_SEQPACKET))
@@ -579,6 +635,7 @@ public sealed unsafe class UnixSocket : IFileKind
             case Relation.Unconnected:
             case Relation.Listening:
             case Relation.Waiting:
+            case Relation.ConnectedTo:
                 vfd = (int)ctx.Inject("socket", Nr.socket, SocketCalls.AF_UNIX, type | SocketCalls.SOCK_CLOEXEC, 0);
                 mine = ctx.Session.Own(ctx.GrabFd(vfd));
                 st.Mine[ino] = mine;
@@ -613,6 +670,7 @@ public sealed unsafe class UnixSocket : IFileKind
                 if (rel == Relation.Listening)
                     ctx.State<Listens>().List.Add((objref, backlog, what, waiting, addr, removed && waiting.Length > 0 ? path : null));
                 if (rel == Relation.Waiting) st.Clients[ino] = (ctx, objref, mine, what);
+                if (rel == Relation.ConnectedTo) st.Connects.Add((mine, SocketCalls.UnixAddress(connectTo), what));
                 break;
             default:
                 throw new ImageFormatException($"UnixSocket record at offset {rec.Offset} has relation {(int)rel}");
@@ -730,6 +788,15 @@ public sealed unsafe class UnixSocket : IFileKind
                 SendQueued(st, from, msg, qino, fds);
             }
             st.Deferred.Clear();
+            // datagram sockets connect to their peers once their queues are written (a connected socket
+            // takes messages from its peer only) and every socket is bound (before removed files go)
+            foreach (var (fd, addr, what) in st.Connects)
+            {
+                int rc;
+                fixed (byte* a = addr) rc = SocketCalls.Connect(fd, a, addr.Length);
+                if (rc != 0)
+                    throw new CkptException($"restart: {what} cannot connect to {ShowName(addr.AsSpan(2).ToArray())} again: {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
+            }
             // every queue is written: shutdowns (a stream's also marks its peer), buffer sizes, peek offsets
             st.Applied = true;
             foreach (var (fd, shut, snd, rcv, peekOff) in st.Pending)
@@ -827,6 +894,7 @@ public sealed unsafe class UnixSocket : IFileKind
                 Relation.PeerClosed => "peer closed",
                 Relation.Listening => $"listening (backlog {backlog})",
                 Relation.Waiting => $"waiting to be accepted by socket:[{peer}]",
+                Relation.ConnectedTo => $"connected to socket:[{peer}]",
                 _ => "not connected",
             });
         if (name.Length > 0) node.Set("address", path.Length > 0 ? path : ShowName(name));

@@ -65,6 +65,30 @@ public sealed class UnixSocketTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// Datagram sockets connected to bound ones that are not connected back (a client of a server of the
+    /// process, a socket connected to itself, a client of a server outside the tree) connect to them again:
+    /// each sends to its peer only, the queued datagrams are there, the outside server answers.
+    /// </summary>
+    [Fact]
+    public void UnixDatagramClientsOfBoundSockets()
+    {
+        env.Program("unixsock");
+        var r = new E2eScript(env, "unixsock-dgramconn").Run("""
+            start "$W/out" "$BIN/unixsock" dgramconn "$W"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            holder=$(sed -n 's/^HOLDER //p' "$W/out")
+            checkpoint_kill
+            ck info "$W/img" > "$W/info.txt" || fail "ckpt info failed"
+            restart_detached
+            finish_detached
+            gone 10 $holder || { kill -9 $holder; fail "the outside server did not end"; }
+            """);
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.Contains("connected to socket:[", r.File("info.txt"));
+        r.Cleanup();
+    }
+
+    /// <summary>
     /// Files in flight (SCM_RIGHTS) in datagram and stream queues come back with their messages: a pipe end
     /// the process also holds (one description), a file and an eventfd only in flight, a socket in flight
     /// with data of its own queued. A checkpoint that leaves the process running leaves no fd behind.
