@@ -77,6 +77,8 @@ int main(int argc, char **argv)
     MUST(fchmod(fu, 0664) == 0);   /* a mode the umask of whoever recreates it could change */
     MUST(pwrite(fu, gone, 100, 1 << 20) == 100);
     MUST(ftruncate(fu, (1 << 21)) == 0);   /* and a trailing hole: the size is 2 MiB */
+    struct timespec gone_times[2] = { { 1000000, 5 }, { 123456, 789 } };   /* atime, mtime of long ago */
+    MUST(futimens(fu, gone_times) == 0);
     int fu_ro = open("gone.dat", O_RDONLY | O_CLOEXEC);
     MUST(fu_ro >= 0);
     MUST(lseek(fu, 777, SEEK_SET) == 777 && lseek(fu_ro, 888, SEEK_SET) == 888);
@@ -139,6 +141,8 @@ int main(int argc, char **argv)
     CHECK(fstat(fu, &st) == 0 && st.st_nlink == 0, "unlinked file has %lu links", (unsigned long)st.st_nlink);
     CHECK(st.st_size == (1 << 21), "unlinked file size %ld (a trailing hole was lost?)", (long)st.st_size);
     CHECK((st.st_mode & 07777) == 0664, "unlinked file mode 0%o", st.st_mode & 0777);
+    CHECK(st.st_mtim.tv_sec == 123456 && st.st_mtim.tv_nsec == 789 && st.st_atim.tv_sec == 1000000,
+          "unlinked file times: mtime %ld.%09ld atime %ld", (long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, (long)st.st_atim.tv_sec);
     CHECK(pread(fu, buf, sizeof gone < sizeof buf ? sizeof gone : sizeof buf, 0) > 0 && check_fill(buf, 20000, 22) < 0,
           "unlinked file content differs");
     static char zeros[4096];

@@ -114,6 +114,8 @@ public sealed class MemoryObject : IFileKind
             var p = new PayloadWriter().U32(objref).U8((byte)type).Str(name).I64(st.Size).U32(st.Mode).U32(st.Uid).U32(st.Gid).U32(seals);
             // appended field: log2 of the huge page size of shared anonymous memory on huge pages, else 0
             p.U8(type == ObjectType.HugetlbShared ? (byte)MemoryCalls.HugePageShift(st) : (byte)0);
+            // appended: access and modification times (set again once the data are in)
+            p.I64(st.AtimeSec).I64(st.AtimeNsec).I64(st.MtimeSec).I64(st.MtimeNsec);
             ctx.Image.Write(RecordKind.MemoryObject, p);
             // hugetlbfs shows every byte as data (no SEEK_HOLE): its untouched pages read as zeros, not saved
             SaveData(ctx, RecordKind.MemoryObjectData, objref, fd, st.Size, path, skipZeros: type == ObjectType.HugetlbShared);
@@ -174,6 +176,8 @@ public sealed class MemoryObject : IFileKind
         /// <summary>ckpt's mapping of a hugetlbfs object, which its data go through (hugetlbfs has no write), or 0.</summary>
         public nint Mapped;
         public long MappedLength;
+        /// <summary>Access and modification times (sec, nsec each), set once the data are in; null in older images.</summary>
+        public long[]? Times;
     }
 
     private sealed class RestoreState
@@ -227,6 +231,7 @@ public sealed class MemoryObject : IFileKind
         var type = (ObjectType)r.U8();
         string name = r.Str(); long size = r.I64(); uint mode = r.U32(), uid = r.U32(), gid = r.U32(), seals = r.U32();
         int hugeShift = r.AtEnd ? 0 : r.U8();
+        long[]? times = r.AtEnd ? null : [r.I64(), r.I64(), r.I64(), r.I64()];
         r.End();
         if (type == ObjectType.HugetlbShared && hugeShift is < 13 or > 40)
             throw new ImageFormatException($"MemoryObject record at offset {rec.Offset}: huge pages of 2^{hugeShift} bytes");
@@ -241,7 +246,7 @@ public sealed class MemoryObject : IFileKind
             ObjectType.DeletedFile => CreateDeletedFile(name),
             _ => throw new ImageFormatException($"MemoryObject record at offset {rec.Offset} has unknown type {(int)type}"),
         };
-        st.Objects[objref] = new Restored { Type = type, Name = name, Master = master, Seals = seals, Mapped = mapped, MappedLength = mapped != 0 ? size : 0 };
+        st.Objects[objref] = new Restored { Type = type, Name = name, Master = master, Seals = seals, Mapped = mapped, MappedLength = mapped != 0 ? size : 0, Times = times };
         if (type == ObjectType.DeletedFile && !st.DeletedFiles.ContainsKey(name))
         {
             // read-only: an executable cannot be set while a description writes to it (ETXTBSY, reported as EACCES)
@@ -343,6 +348,9 @@ public sealed class MemoryObject : IFileKind
                 if (FileCalls.Fcntl(o.Master, SharedMemoryCalls.F_ADD_SEALS, (nint)pending) != 0)
                     throw SyscallException.Last("fcntl(F_ADD_SEALS)", 0, $"memory object {o.Name}");
             }
+            // the data are in: the times they had (a file's, a memfd's; shared anonymous memory has none to see)
+            if (o.Times is { } t && o.Type is ObjectType.Memfd or ObjectType.DeletedFile && FileCalls.SetTimes(o.Master, t[0], t[1], t[2], t[3]) != 0)
+                throw SyscallException.Last("futimens", 0, $"memory object {o.Name}");
             FileCalls.Close(o.Master);
             if (o.Mapped != 0) MemoryCalls.Munmap(o.Mapped, (nuint)o.MappedLength);
         }

@@ -68,6 +68,17 @@ public static unsafe partial class FileCalls
     [LibraryImport("libc", EntryPoint = "fchown", SetLastError = true)]
     public static partial int Fchown(int fd, uint uid, uint gid);
 
+    /// <summary>futimens: times = two struct timespec (access, then modification), each { i64 sec; i64 nsec }.</summary>
+    [LibraryImport("libc", EntryPoint = "futimens", SetLastError = true)]
+    private static partial int futimens(int fd, long* times);
+
+    /// <summary>Sets the access and modification times of <paramref name="fd"/>.</summary>
+    public static int SetTimes(int fd, long atimeSec, long atimeNsec, long mtimeSec, long mtimeNsec)
+    {
+        long* t = stackalloc long[4] { atimeSec, atimeNsec, mtimeSec, mtimeNsec };
+        return futimens(fd, t);
+    }
+
     [LibraryImport("libc", EntryPoint = "unlink", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int Unlink(string path);
 
