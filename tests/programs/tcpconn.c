@@ -35,6 +35,8 @@ int main(void)
     MUST(connect(c, (struct sockaddr *)&la, sizeof la) == 0);
     int s = accept(lst, NULL, NULL);
     MUST(s >= 0);
+    /* repair mode (the checkpoint's and the restart's) clears SO_REUSEADDR when it ends */
+    MUST(setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0);
     l = sizeof ca; MUST(getsockname(c, (struct sockaddr *)&ca, &l) == 0);
     l = sizeof sa; MUST(getsockname(s, (struct sockaddr *)&sa, &l) == 0);
 
@@ -66,6 +68,8 @@ int main(void)
     l = sizeof pa;
     CHECK(getpeername(c, (struct sockaddr *)&pa, &l) == 0 && !memcmp(&pa, &sa, sizeof pa), "client's peer changed");
     CHECK(opt(c, IPPROTO_TCP, TCP_NODELAY) == 1, "TCP_NODELAY lost");
+    CHECK(opt(s, SOL_SOCKET, SO_REUSEADDR) == 1, "SO_REUSEADDR of the accepted end lost");
+    CHECK(opt(c, SOL_SOCKET, SO_REUSEADDR) == 0, "SO_REUSEADDR of the client end set");
     CHECK(fcntl(s, F_GETFL) & O_NONBLOCK, "the server end lost O_NONBLOCK");
     MUST(fcntl(s, F_SETFL, 0) == 0);
     long bad;

@@ -168,6 +168,13 @@ public sealed unsafe class InetSocket : IStateKind
             var p = new PayloadWriter().U32(objref).I32(f.Flags & ~FileCalls.O_CLOEXEC).I32(domain).I32(type).I32(protocol)
                 .U8((byte)state).I32(backlog).Bytes(local).Bytes(state is State.Connected or State.Established ? peer! : []);
             var options = ChangedOptions(mine, domain, type, raw ? RawProtocol + protocol : protocol, ctx.Pid);
+            // a connection is in repair mode by now, which reads as SO_REUSEADDR 2 (forced): what the
+            // program set was read before
+            if (connection != null)
+            {
+                options.RemoveAll(o => o.Level == SocketCalls.SOL_SOCKET && o.Name == SO_REUSEADDR);
+                if (ctx.Session.State<Repaired>().Fds[^1].Reuse) options.Add((SocketCalls.SOL_SOCKET, SO_REUSEADDR, BitConverter.GetBytes(1)));
+            }
             p.U32((uint)options.Count);
             foreach (var (level, name, value) in options) p.I32(level).I32(name).Bytes(value);
             if (connection != null) p.Raw(connection);
@@ -287,7 +294,8 @@ public sealed unsafe class InetSocket : IStateKind
     }
 
     /// <summary>Sockets put in repair mode by this checkpoint: ckpt's copies, left in repair mode until it ends.</summary>
-    private sealed class Repaired { public readonly List<(int Fd, int Inq, int Pid, string What)> Fds = new(); }
+    /// <summary>Connections in repair mode during the checkpoint; Reuse: SO_REUSEADDR, which leaving repair mode clears.</summary>
+    private sealed class Repaired { public readonly List<(int Fd, int Inq, int Pid, string What, bool Reuse)> Fds = new(); }
 
     /// <summary>
     /// The state of an established connection, read in repair mode (which it stays in until
@@ -305,12 +313,14 @@ public sealed unsafe class InetSocket : IStateKind
         int copy = FileCalls.Fcntl(mine, 1030 /* F_DUPFD_CLOEXEC */, 0);
         if (copy < 0) throw SyscallException.Last("fcntl(F_DUPFD_CLOEXEC)", ctx.Pid);
         var repaired = ctx.Session.State<Repaired>().Fds;
-        repaired.Add((copy, 0, ctx.Pid, what));
+        // (repair mode forces address reuse, and leaving it clears SO_REUSEADDR: set again then)
+        bool reuse = SocketCalls.GetInt(copy, SocketCalls.SOL_SOCKET, SO_REUSEADDR, "SO_REUSEADDR", ctx.Pid) != 0;
+        repaired.Add((copy, 0, ctx.Pid, what, reuse));
         SocketCalls.SetInt(copy, IPPROTO_TCP, TCP_REPAIR, 1, "TCP_REPAIR", ctx.Pid, what);
         int outq = 0, inq = 0;
         if (EventCalls.Ioctl(copy, SIOCOUTQ, &outq) != 0) throw SyscallException.Last("ioctl(SIOCOUTQ)", ctx.Pid, what);
         if (EventCalls.Ioctl(copy, EventCalls.FIONREAD, &inq) != 0) throw SyscallException.Last("ioctl(SIOCINQ)", ctx.Pid, what);
-        repaired[^1] = (copy, inq, ctx.Pid, what);
+        repaired[^1] = (copy, inq, ctx.Pid, what, reuse);
         if (outq > MaxQueue || inq > MaxQueue) throw new NotCheckpointableException(ctx.Pid, $"{what} holds more than {MaxQueue >> 20} MiB in a queue");
         SocketCalls.SetInt(copy, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE", ctx.Pid, what);
         // write_seq - outq = the first byte not acknowledged (the FIN counts in outq while unacknowledged)
@@ -380,7 +390,7 @@ public sealed unsafe class InetSocket : IStateKind
     public static void LockConnections(CheckpointSession s, string table, List<byte[]> listeners)
     {
         var conns = new List<(byte[] Local, byte[] Peer)>();
-        foreach (var (fd, _, _, _) in s.Existing<Repaired>()?.Fds ?? [])
+        foreach (var (fd, _, _, _, _) in s.Existing<Repaired>()?.Fds ?? [])
             if (Address(fd, peer: false) is { } local && Address(fd, peer: true) is { } peer) conns.Add((local, peer));
         try
         {
@@ -507,7 +517,7 @@ public sealed unsafe class InetSocket : IStateKind
     public static void VerifyConnections(CheckpointSession s)
     {
         if (s.Existing<Repaired>() is not { } r) return;
-        foreach (var (fd, inq, pid, what) in r.Fds)
+        foreach (var (fd, inq, pid, what, _) in r.Fds)
         {
             int now = 0;
             if (EventCalls.Ioctl(fd, EventCalls.FIONREAD, &now) == 0 && now != inq)
@@ -522,13 +532,15 @@ public sealed unsafe class InetSocket : IStateKind
     public static void EndCheckpoint(CheckpointSession s, bool killed)
     {
         if (s.Existing<Repaired>() is not { } r) return;
-        foreach (var (fd, _, _, _) in r.Fds)
+        foreach (var (fd, _, _, what, reuse) in r.Fds)
         {
             if (!killed)
             {
-                int off = TCP_REPAIR_OFF_NO_WP;
+                int off = TCP_REPAIR_OFF_NO_WP, on = 1;
                 if (SocketCalls.SetSockOpt(fd, IPPROTO_TCP, TCP_REPAIR, &off, 4) != 0)
-                    s.Log.Info($"a TCP connection could not leave repair mode: {Errors.Describe(System.Runtime.InteropServices.Marshal.GetLastPInvokeError())}");
+                    s.Log.Info($"{what} could not leave repair mode: {Errors.Describe(System.Runtime.InteropServices.Marshal.GetLastPInvokeError())}");
+                else if (reuse && SocketCalls.SetSockOpt(fd, SocketCalls.SOL_SOCKET, SO_REUSEADDR, &on, 4) != 0)
+                    s.Log.Info($"{what}: SO_REUSEADDR could not be set again after repair mode: {Errors.Describe(System.Runtime.InteropServices.Marshal.GetLastPInvokeError())}");
             }
             FileCalls.Close(fd);
         }
@@ -800,7 +812,9 @@ public sealed unsafe class InetSocket : IStateKind
     }
 
     /// <summary>Connections rebuilt in repair mode: ckpt's copies, which leave repair mode in Finish.</summary>
-    private sealed class Repairing { public readonly List<(int Fd, string What, byte Fins)> Fds = new(); }
+    private const int SO_REUSEADDR = 2;
+
+    private sealed class Repairing { public readonly List<(int Fd, string What, byte Fins, bool Reuse)> Fds = new(); }
 
     /// <summary>
     /// An established connection: created in the process, then rebuilt by ckpt on its own copy in
@@ -824,7 +838,8 @@ public sealed unsafe class InetSocket : IStateKind
         int fd = (int)ctx.Inject("socket", Nr.socket, domain, SocketCalls.TypeFor(SocketCalls.SOCK_STREAM, flags), protocol);
         ctx.Files.SetRestored(objref, fd);
         int mine = ctx.GrabFd(fd);
-        ctx.Session.State<Repairing>().Fds.Add((mine, what, fins));
+        bool reuse = options.Any(o => o.Level == SocketCalls.SOL_SOCKET && o.Name == SO_REUSEADDR && o.Value.AsSpan().ContainsAnyExcept((byte)0));
+        ctx.Session.State<Repairing>().Fds.Add((mine, what, fins, reuse));
         int pid = ctx.Pid;
         SocketCalls.SetInt(mine, IPPROTO_TCP, TCP_REPAIR, 1, "TCP_REPAIR", pid, what);
         SocketCalls.SetInt(mine, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE", pid, what);
@@ -933,11 +948,13 @@ public sealed unsafe class InetSocket : IStateKind
     public void Finish(RestoreContext ctx)
     {
         if (ctx.Session.Existing<Repairing>() is not { } r) { Unlock(ctx.Session); return; }
-        foreach (var (fd, what, fins) in r.Fds)
+        foreach (var (fd, what, fins, reuse) in r.Fds)
         {
             try
             {
                 SocketCalls.SetInt(fd, IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP, "TCP_REPAIR", ctx.Pid, what);
+                // leaving repair mode cleared SO_REUSEADDR
+                if (reuse) SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR", ctx.Pid, what);
                 // a half-closed connection: the peer's FIN (reads end once the queue is read) and ours
                 // (sent again, at its sequence number: the peer acknowledges it again or takes it now)
                 if ((fins & FinReceived) != 0 && SocketCalls.Shutdown(fd, SocketCalls.SHUT_RD) != 0) throw SyscallException.Last("shutdown(SHUT_RD)", ctx.Pid, what);
