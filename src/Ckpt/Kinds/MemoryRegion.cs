@@ -38,14 +38,14 @@ public sealed unsafe class MemoryRegion : IStateKind
     public const string HugetlbAnonPath = "/anon_hugepage (deleted)";
 
     [Flags]
-    public enum Advice : uint { None = 0, DontDump = 1, DontFork = 2, WipeOnFork = 4, HugePage = 8, NoHugePage = 16, Mergeable = 32, Locked = 64, LockOnFault = 128 }
+    public enum Advice : uint { None = 0, DontDump = 1, DontFork = 2, WipeOnFork = 4, HugePage = 8, NoHugePage = 16, Mergeable = 32, Locked = 64, LockOnFault = 128, Sequential = 256, Random = 512 }
 
     /// <summary>VmFlags restored by madvise (Madv), or by mlock2 in Finish (Madv -1: lo, lf).</summary>
     private static readonly (string Flag, Advice Advice, int Madv)[] AdviceMap =
     [
         ("dd", Advice.DontDump, 16), ("dc", Advice.DontFork, 10), ("wf", Advice.WipeOnFork, 18),
         ("hg", Advice.HugePage, 14), ("nh", Advice.NoHugePage, 15), ("mg", Advice.Mergeable, 12),
-        ("lo", Advice.Locked, -1), ("lf", Advice.LockOnFault, -1),
+        ("lo", Advice.Locked, -1), ("lf", Advice.LockOnFault, -1), ("sr", Advice.Sequential, 2), ("rr", Advice.Random, 1),
     ];
 
     // ---------------------------------------------------------------- checkpoint

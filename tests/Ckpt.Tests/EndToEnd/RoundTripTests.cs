@@ -510,6 +510,15 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
     }
 
+    /// <summary>Regions with madvise advice that shows in VmFlags (fork, dump, THP, KSM, read-ahead) keep it, with their data.</summary>
+    [Fact]
+    public void AdvisedMemory()
+    {
+        env.Program("madvise");
+        var r = new E2eScript(env, "madvise").Run(E2eScript.RoundTrip("\"$BIN/madvise\""));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
+    }
+
     /// <summary>
     /// Memory on huge pages comes back on huge pages: anonymous (MAP_HUGETLB) private with the same huge
     /// pages written and the others still free, shared with a child, a SysV SHM_HUGETLB segment, and a
