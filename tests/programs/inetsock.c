@@ -5,12 +5,16 @@
  * bound socket can listen, and a datagram goes from the connected UDP socket to the bound one.
  * Datagrams queued at the checkpoint (two from the connected socket, one from an unbound one; one in an
  * IPv6 socket) are received after the restart, in order, from their sources.
+ * Also: a UDP pair connected both ways, one end shut down for writing and the other for reading (the
+ * shutdown state only inet_diag shows); a TCP socket bound to the "lo" device (SO_BINDTODEVICE); an
+ * IPv6 UDP socket with IPV6_FREEBIND.
  * With "pending": also a listener with a connection it has not accepted yet, which the checkpoint must
  * refuse. */
 #include "e2e.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 static socklen_t name_of(int fd, struct sockaddr_storage *a)
@@ -88,6 +92,17 @@ int main(int argc, char **argv)
     MUST(sendto(v6s, "six", 3, 0, (struct sockaddr *)&a6u, l6u) == 3);
     struct sockaddr_storage a6s;
     name_of(v6s, &a6s);
+    /* shut down one way each: w can no longer send, r no longer receive */
+    int sw = socket(AF_INET, SOCK_DGRAM, 0), sr = socket(AF_INET, SOCK_DGRAM, 0);
+    MUST(sw >= 0 && sr >= 0 && bind(sw, (struct sockaddr *)&lo, sizeof lo) == 0 && bind(sr, (struct sockaddr *)&lo, sizeof lo) == 0);
+    struct sockaddr_storage asw, asr;
+    socklen_t lsw = name_of(sw, &asw), lsr = name_of(sr, &asr);
+    MUST(connect(sw, (struct sockaddr *)&asr, lsr) == 0 && connect(sr, (struct sockaddr *)&asw, lsw) == 0);
+    MUST(shutdown(sw, SHUT_WR) == 0 && shutdown(sr, SHUT_RD) == 0);
+    int dev = socket(AF_INET, SOCK_STREAM, 0);
+    MUST(dev >= 0 && setsockopt(dev, SOL_SOCKET, SO_BINDTODEVICE, "lo", 3) == 0);
+    int fb = socket(AF_INET6, SOCK_DGRAM, 0);
+    MUST(fb >= 0 && setsockopt(fb, IPPROTO_IPV6, 78 /* IPV6_FREEBIND */, &one, sizeof one) == 0);
     if (argc > 1 && !strcmp(argv[1], "pending")) {
         int l2 = socket(AF_INET, SOCK_STREAM, 0), c = socket(AF_INET, SOCK_STREAM, 0);
         struct sockaddr_storage a2;
@@ -148,6 +163,20 @@ int main(int argc, char **argv)
         CHECK(n == 3 && !memcmp(b, "six", 3) && port(&f) == port(&a6s) && f.ss_family == AF_INET6, "queued IPv6 datagram: %zd bytes from port %d", n, n < 0 ? 0 : port(&f));
         CHECK(recv(u1, b, sizeof b, MSG_DONTWAIT) < 0 && errno == EAGAIN, "more datagrams than were queued");
     }
+    CHECK(send(sw, "x", 1, MSG_DONTWAIT) < 0 && errno == EPIPE, "the UDP socket shut down for writing sends (%s)", strerror(errno));
+    CHECK(send(sr, "y", 1, MSG_DONTWAIT) == 1, "the UDP socket shut down for reading cannot send: %s", strerror(errno));
+    {
+        char b[4];
+        CHECK(recv(sw, b, sizeof b, MSG_DONTWAIT) == 1 && b[0] == 'y', "the one shut down for writing does not receive");
+        struct pollfd p = { .fd = sr, .events = POLLIN | POLLRDHUP };
+        int hup = poll(&p, 1, 0) == 1 && (p.revents & POLLRDHUP);
+        CHECK(hup, "the UDP socket shut down for reading polls 0x%x", p.revents);
+        if (hup) CHECK(recv(sr, b, sizeof b, 0) == 0, "the UDP socket shut down for reading does not read end of file");
+    }
+    char devname[16] = { 0 };
+    socklen_t dl = sizeof devname;
+    CHECK(getsockopt(dev, SOL_SOCKET, SO_BINDTODEVICE, devname, &dl) == 0 && !strcmp(devname, "lo"), "the TCP socket is bound to device '%s'", devname);
+    CHECK(opt(fb, IPPROTO_IPV6, 78) == 1, "IPV6_FREEBIND %d", opt(fb, IPPROTO_IPV6, 78));
     CHECK(send(u2, "dgram", 5, 0) == 5, "send on the connected UDP socket: %s", strerror(errno));
     char buf[16] = { 0 };
     struct sockaddr_storage from;

@@ -63,11 +63,14 @@ public sealed unsafe class InetSocket : IStateKind
         (SocketCalls.SOL_SOCKET, 20, 16, "SO_RCVTIMEO", Any), (SocketCalls.SOL_SOCKET, 21, 16, "SO_SNDTIMEO", Any),
         (SocketCalls.SOL_SOCKET, 36, 4, "SO_MARK", Any), (SocketCalls.SOL_SOCKET, 29, 4, "SO_TIMESTAMP", Any),
         (SocketCalls.SOL_SOCKET, SO_SNDBUF, 4, "SO_SNDBUF", Any), (SocketCalls.SOL_SOCKET, SO_RCVBUF, 4, "SO_RCVBUF", Any),
+        // the interface it is bound to, by name (a name missing at restart fails it: ENODEV)
+        (SocketCalls.SOL_SOCKET, 25, 16, "SO_BINDTODEVICE", Any),
         (IPPROTO_TCP, 1, 4, "TCP_NODELAY", Tcp), (IPPROTO_TCP, 3, 4, "TCP_CORK", Tcp), (IPPROTO_TCP, 4, 4, "TCP_KEEPIDLE", Tcp),
         (IPPROTO_TCP, 5, 4, "TCP_KEEPINTVL", Tcp), (IPPROTO_TCP, 6, 4, "TCP_KEEPCNT", Tcp), (IPPROTO_TCP, 9, 4, "TCP_DEFER_ACCEPT", Tcp),
         (IPPROTO_TCP, 18, 4, "TCP_USER_TIMEOUT", Tcp), (IPPROTO_TCP, 23, 4, "TCP_FASTOPEN", Tcp), (IPPROTO_TCP, 25, 4, "TCP_NOTSENT_LOWAT", Tcp),
         (IPPROTO_IP, 1, 4, "IP_TOS", V4), (IPPROTO_IP, 2, 4, "IP_TTL", V4), (IPPROTO_IP, 8, 4, "IP_PKTINFO", V4),
         (IPPROTO_IP, 10, 4, "IP_MTU_DISCOVER", V4), (IPPROTO_IP, 11, 4, "IP_RECVERR", V4), (IPPROTO_IP, 15, 4, "IP_FREEBIND", V4),
+        (IPPROTO_IP, 19, 4, "IP_TRANSPARENT", V4), (IPPROTO_IPV6, 78, 4, "IPV6_FREEBIND", V6), (IPPROTO_IPV6, 75, 4, "IPV6_TRANSPARENT", V6),
         (IPPROTO_IP, 33, 4, "IP_MULTICAST_TTL", Udp4), (IPPROTO_IP, 34, 4, "IP_MULTICAST_LOOP", Udp4),
         (IPPROTO_IPV6, 26, 4, "IPV6_V6ONLY", V6), (IPPROTO_IPV6, 16, 4, "IPV6_UNICAST_HOPS", V6), (IPPROTO_IPV6, 49, 4, "IPV6_RECVPKTINFO", V6),
         (IPPROTO_IPV6, 67, 4, "IPV6_TCLASS", V6), (IPPROTO_IPV6, 23, 4, "IPV6_MTU_DISCOVER", V6), (IPPROTO_IPV6, 25, 4, "IPV6_RECVERR", V6),
@@ -186,6 +189,10 @@ public sealed unsafe class InetSocket : IStateKind
                 var groups = Memberships(ctx, mine, domain, what);
                 p.U32((uint)groups.Count);
                 foreach (var (iface, filter) in groups) p.Str(iface).Bytes(filter);
+                // appended field: the directions shut down (sk_shutdown: 1 receive, 2 send), which only inet_diag shows
+                var shut = ctx.Session.State<UdpShutdowns>();
+                shut.ByInode ??= SocketCalls.InetShutdowns(SocketCalls.IPPROTO_UDP);
+                p.U8((byte)shut.ByInode.GetValueOrDefault((uint)f.Stat.Ino));
             }
             ctx.Image.Write(RecordKind.InetSocket, p);
             ctx.Log.Debug($"pid {ctx.Pid} {what}: {state}{(state == State.Listening ? $" (backlog {backlog})" : "")}, {options.Count} option(s) set");
@@ -193,6 +200,9 @@ public sealed unsafe class InetSocket : IStateKind
         }
         finally { FileCalls.Close(mine); }
     }
+
+    /// <summary>The UDP sockets shut down in some direction, by inode (one inet_diag dump per checkpoint).</summary>
+    private sealed class UdpShutdowns { public Dictionary<uint, int>? ByInode; }
 
     // multicast memberships: struct group_filter { u32 interface; (pad); sockaddr_storage group; u32 fmode; u32 numsrc; sockaddr_storage sources[] }
     private const int MCAST_JOIN_GROUP = 42, MCAST_MSFILTER = 48, GroupFilterHead = 144, SockaddrStorage = 128, MaxSources = 64;
@@ -780,7 +790,9 @@ public sealed unsafe class InetSocket : IStateKind
                 if (filter.Length < GroupFilterHead) throw new ImageFormatException($"InetSocket record at offset {rec.Offset}: a multicast group of {filter.Length} bytes");
                 groups.Add((iface, filter));
             }
+        int shutdown = type == SocketCalls.SOCK_DGRAM && !r.AtEnd ? r.U8() : 0;
         r.End();
+        if (shutdown > 3) throw new ImageFormatException($"InetSocket record at offset {rec.Offset}: shutdown state {shutdown}");
         if (datagrams.Count > 0 && !HasAddress(local))
             throw new ImageFormatException($"InetSocket record at offset {rec.Offset}: datagrams queued in an unbound socket");
         string what = $"{(type == SocketCalls.SOCK_STREAM ? "TCP" : type == SOCK_RAW ? $"raw (protocol {protocol})" : "UDP")} socket {Show(local)}";
@@ -809,11 +821,17 @@ public sealed unsafe class InetSocket : IStateKind
             InjectDatagrams(local, datagrams, what);
             ctx.Log.Debug($"pid {ctx.Pid} fd {fd}: {datagrams.Count} datagram(s) put back in the {what}");
         }
+        // after the datagrams: SHUT_RD, SHUT_WR or SHUT_RDWR (an unconnected socket says ENOTCONN but is shut all the same)
+        if (shutdown != 0)
+        {
+            long rc = ctx.Inject("shutdown", Nr.shutdown, fd, shutdown - 1);
+            if (rc < 0 && rc != -107 /* ENOTCONN */) throw new SyscallException($"shutdown({shutdown - 1}) (injected)", (int)-rc, ctx.Pid, what);
+        }
     }
 
-    /// <summary>Connections rebuilt in repair mode: ckpt's copies, which leave repair mode in Finish.</summary>
     private const int SO_REUSEADDR = 2;
 
+    /// <summary>Connections rebuilt in repair mode: ckpt's copies, which leave repair mode in Finish.</summary>
     private sealed class Repairing { public readonly List<(int Fd, string What, byte Fins, bool Reuse)> Fds = new(); }
 
     /// <summary>

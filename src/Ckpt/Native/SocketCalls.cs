@@ -143,6 +143,8 @@ public static unsafe partial class SocketCalls
         return result;
     }
 
+    public const int IPPROTO_TCP = 6, IPPROTO_UDP = 17;
+
     /// <summary>TCP_BOUND_INACTIVE (include/net/tcp_states.h): the inet_diag state of a socket bound but neither listening nor connected.</summary>
     private const int TCP_BOUND_INACTIVE = 13;
 
@@ -163,6 +165,38 @@ public static unsafe partial class SocketCalls
             BinaryPrimitives.WriteUInt32LittleEndian(req.AsSpan(20), 1u << TCP_BOUND_INACTIVE);
             // inet_diag_msg: family, state, timer, retrans, sockid (48), expires, rqueue, wqueue, uid, inode
             Dump(req, m => { if (m.Length >= 72) result.Add(BinaryPrimitives.ReadUInt32LittleEndian(m[68..])); }, "tcp");
+        }
+        return result;
+    }
+
+    /// <summary>
+    /// The sockets of protocol <paramref name="protocol"/> (IPv4 and IPv6) of ckpt's network namespace that
+    /// are shut down in some direction, by inode: their sk_shutdown (1 receive, 2 send), from the
+    /// INET_DIAG_SHUTDOWN attribute of an inet_diag dump of every state.
+    /// </summary>
+    public static Dictionary<uint, int> InetShutdowns(int protocol)
+    {
+        const int INET_DIAG_SHUTDOWN = 8, MsgSize = 72;
+        var result = new Dictionary<uint, int>();
+        foreach (byte family in new[] { (byte)AF_INET, (byte)AF_INET6 })
+        {
+            var req = new byte[72];
+            req[16] = family;
+            req[17] = (byte)protocol;
+            BinaryPrimitives.WriteUInt32LittleEndian(req.AsSpan(20), uint.MaxValue);
+            Dump(req, m =>
+            {
+                if (m.Length < MsgSize) return;
+                uint ino = BinaryPrimitives.ReadUInt32LittleEndian(m[68..]);
+                // rtattrs after the message: u16 len, u16 type, data, 4-byte aligned
+                for (int off = MsgSize; off + 4 <= m.Length;)
+                {
+                    int len = BinaryPrimitives.ReadUInt16LittleEndian(m[off..]), type = BinaryPrimitives.ReadUInt16LittleEndian(m[(off + 2)..]);
+                    if (len < 4 || off + len > m.Length) break;
+                    if (type == INET_DIAG_SHUTDOWN && len >= 5 && m[off + 4] != 0) result[ino] = m[off + 4];
+                    off += (len + 3) & ~3;
+                }
+            }, protocol == IPPROTO_UDP ? "udp" : "inet");
         }
         return result;
     }
