@@ -36,6 +36,7 @@ public static class KindTable
         Inotify.Instance,             //   inotify,
         Fanotify.Instance,            //   fanotify,
         PidFd.Instance,               //   pidfds
+        NamespaceFile.Instance,       // open namespace files (/proc/PID/ns/KIND)
         UnixSocket.Instance,          // unix domain sockets (+ their receive queues); other sockets are refused there,
         InetSocket.Instance,          //   but for TCP/UDP sockets (written by UnixSocket)
         NetlinkSocket.Instance,       //   and netlink sockets (written by UnixSocket)

@@ -164,6 +164,27 @@ public sealed class AttributeTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// Namespace files held open (the network and mount namespaces the process runs in, a UTS namespace of
+    /// its own and the one it left) name the same namespaces after the restart and setns works with them;
+    /// a file of a network namespace the process left, which the restart does not rebuild, is refused
+    /// naming the fd, and the process goes on.
+    /// </summary>
+    [Fact]
+    public void NamespaceFilesAreReopened()
+    {
+        env.Program("nsfiles");
+        var r = new E2eScript(env, "nsfiles").Run(E2eScript.RoundTrip("\"$BIN/nsfiles\"", afterRestart: E2eScript.SaveInfo));
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.Contains("net namespace (the restart's)", r.File("info.txt"));
+        Assert.Contains("uts namespace (its own)", r.File("info.txt"));
+        r.Cleanup();
+        var refused = new E2eScript(env, "nsfiles-other").Run(E2eScript.Refused("\"$BIN/nsfiles\" other"));
+        var fd = System.Text.RegularExpressions.Regex.Match(refused.File("out"), @"(?m)^SOCKFD (\d+)$").Groups[1].Value;
+        refused.AssertRefused($"fd {fd} ", "net namespace");
+        refused.Cleanup();
+    }
+
+    /// <summary>
     /// A tree (parent and child) in an empty IPC namespace of its own: the restart makes a new one for the
     /// whole tree (a semaphore set made in it afterwards is its first, id 0), not ckpt's.
     /// </summary>
