@@ -6,7 +6,9 @@
  *                     watching DIR and DIR/sub2 with a gap in its wds (DIR/sub1 was watched then removed).
  *                     After the restart each is checked through its own system calls.
  *   eventobjs closed  an epoll whose watched fd was closed after being added (the file is still open
- *                     through a dup): the checkpoint must refuse; prints "EPFD n" and "TFD m".
+ *                     through another fd): after the restart it still reports the file, under the closed
+ *                     fd's number; prints "EPFD n" and "TFD m".
+ *   eventobjs closedother  the same, the file then held by a child only: the checkpoint must refuse.
  *   eventobjs slowwatch DIR  an inotify instance that reads its events late (see slowwatch_mode).
  *   eventobjs watchdir DIR   an inotify instance watching the directory of ckpt's image and log.
  */
@@ -20,7 +22,7 @@
 #include <sys/stat.h>
 #include <sys/timerfd.h>
 
-static int closed_mode(void)
+static int closed_mode(int other)
 {
     int efd = eventfd(0, 0), ep = epoll_create1(0);
     MUST(efd >= 0 && ep >= 0);
@@ -28,12 +30,41 @@ static int closed_mode(void)
     struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 1 };
     MUST(epoll_ctl(ep, EPOLL_CTL_ADD, d, &ev) == 0);
     close(d);
+    pid_t child = -1;
+    if (other) {
+        /* the watched file is then held by a child only */
+        e2e_block_usr1(1);
+        child = fork();
+        MUST(child >= 0);
+        if (child == 0) {
+            close(ep);
+            e2e_child_wait_usr1();
+            _exit(write(efd, &(uint64_t){ 1 }, 8) == 8 ? 0 : 1);
+        }
+        close(efd);
+    }
     say("EPFD %d", ep);
     say("TFD %d", d);
     say("READY");
     e2e_wait_usr1();
-    MUST(write(efd, &(uint64_t){ 1 }, 8) == 8);
-    CHECK(epoll_wait(ep, &ev, 1, 0) == 1 && ev.data.u64 == 1, "the epoll no longer reports its watched file");
+    if (other) {
+        kill(child, SIGUSR1);
+        e2e_child_verdict(child, "the child");
+    } else {
+        CHECK(fcntl(d, F_GETFD) < 0 && errno == EBADF, "fd %d, closed before the checkpoint, is open", d);
+        MUST(write(efd, &(uint64_t){ 1 }, 8) == 8);
+    }
+    /* (with the child gone, so is the file, and its watch with it) */
+    if (!other) CHECK(epoll_wait(ep, &ev, 1, 0) == 1 && ev.data.u64 == 1, "the epoll no longer reports its watched file");
+    if (!other) {
+        /* the watch is keyed by the file and the closed fd's number: adding the file again under that
+         * number finds it (EEXIST), under another number it is a new watch */
+        MUST(dup2(efd, d) == d);
+        CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, d, &ev) < 0 && errno == EEXIST, "the watch is not keyed by fd %d (%s)", d, strerror(errno));
+        close(d);
+        int d3 = fcntl(efd, F_DUPFD, d + 10);
+        CHECK(d3 >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, d3, &ev) == 0, "the file cannot be watched under another fd: %s", strerror(errno));
+    }
     return e2e_finish();
 }
 
@@ -110,7 +141,8 @@ static double ts(struct timespec t) { return t.tv_sec + t.tv_nsec / 1e9; }
 int main(int argc, char **argv)
 {
     e2e_init();
-    if (argc > 1 && strcmp(argv[1], "closed") == 0) return closed_mode();
+    if (argc > 1 && strcmp(argv[1], "closed") == 0) return closed_mode(0);
+    if (argc > 1 && strcmp(argv[1], "closedother") == 0) return closed_mode(1);
     if (argc > 2 && strcmp(argv[1], "slowwatch") == 0) return slowwatch_mode(argv[2]);
     if (argc > 2 && strcmp(argv[1], "watchdir") == 0) return watchdir_mode(argv[2]);
     MUST(argc > 1);

@@ -11,8 +11,11 @@ namespace Ckpt.Kinds;
 /// (<c>tfd: N events: X data: Y pos: ino: sdev:</c>), with the EPOLLET / EPOLLONESHOT / EPOLLEXCLUSIVE /
 /// EPOLLWAKEUP bits. A watch is keyed by the file and the fd number it was added with, so each watched
 /// fd must still be open in the process and refer to that same file (checked with
-/// kcmp(KCMP_EPOLL_TFD)); a watch whose fd was closed (the kernel keeps watching the file while another
-/// fd or process holds it) or reused for another file is refused.
+/// kcmp(KCMP_EPOLL_TFD)). A watch whose fd was closed (the kernel keeps watching the file while another
+/// fd holds it) is saved with another fd of the process that refers to the same file, which the restart
+/// puts at the watch's number for the moment of EPOLL_CTL_ADD; one whose file only another process holds,
+/// or whose file carries POSIX locks of the process (closing that moment's fd would drop them), or whose
+/// fd was reused for another file, is refused.
 /// Restart: injected <c>epoll_create1</c> when the record is read; the watches are added in
 /// <see cref="Finish"/>, once the fd table has put every fd at its final number:
 /// <c>epoll_ctl(EPOLL_CTL_ADD, tfd, {events, data})</c> in the vessel.
@@ -55,6 +58,7 @@ public sealed class Epoll : IFileKind
     {
         var watches = ParseWatches(ProcFdInfo.Read(ctx.Pid, f.Fd));
         var seen = new HashSet<int>();
+        var closed = new List<(int Tfd, int Via)>();
         foreach (var (w, ino) in watches)
         {
             string which = $"epoll fd {f.Fd} watches fd {w.Tfd}";
@@ -62,7 +66,10 @@ public sealed class Epoll : IFileKind
                 throw new NotCheckpointableException(ctx.Pid, $"{which} twice (the fd was closed and reused after the first was added; one of them watches a file the fd no longer refers to)");
             int tfd = w.Tfd;
             if (ctx.FileAt(tfd) is not { } target)
-                throw new NotCheckpointableException(ctx.Pid, $"{which}, which was closed after being added (the epoll still watches its file through another holder); such a watch cannot be re-added at restart");
+            {
+                closed.Add((tfd, ClosedWatchVia(ctx, f.Fd, tfd, which)));
+                continue;
+            }
             long same = EventCalls.KcmpEpollTfd(ctx.Pid, tfd, f.Fd, tfd);
             bool differs = same < 0 && same != -Errors.ENOENT ? target.Stat.Ino != ino   // no kcmp: compare the inode
                 : same != 0;
@@ -71,12 +78,33 @@ public sealed class Epoll : IFileKind
         }
         var p = new PayloadWriter().U32(objref).I32(f.Flags & ~FileCalls.O_CLOEXEC).U32((uint)watches.Count);
         foreach (var (w, _) in watches) p.I32(w.Tfd).U32(w.Events).U64(w.Data);
+        // appended field: the watches whose fd was closed, each with another fd of the same file
+        p.U32((uint)closed.Count);
+        foreach (var (tfd, via) in closed) p.I32(tfd).I32(via);
         ctx.Image.Write(RecordKind.Epoll, p);
+    }
+
+    /// <summary>
+    /// Another fd of the process that refers to the file a watch of a closed fd still watches
+    /// (kcmp(KCMP_EPOLL_TFD) against each fd); refused when there is none, or when the process holds
+    /// POSIX locks on that file (the restart's temporary fd, closed again, would drop them).
+    /// </summary>
+    private static int ClosedWatchVia(CheckpointContext ctx, int epfd, int tfd, string which)
+    {
+        foreach (var c in ctx.OpenFiles)
+        {
+            if (c.InFlight || EventCalls.KcmpEpollTfd(ctx.Pid, c.Fd, epfd, tfd) != 0) continue;
+            if (ProcFdInfo.Read(ctx.Pid, c.Fd).Lines.Any(l => l.StartsWith("lock:", StringComparison.Ordinal) && l.Contains("POSIX")))
+                throw new NotCheckpointableException(ctx.Pid, $"{which}, which was closed after being added; its file (fd {c.Fd}) holds POSIX locks, which re-adding the watch at restart would drop");
+            return c.Fd;
+        }
+        throw new NotCheckpointableException(ctx.Pid, $"{which}, which was closed after being added, and no other fd of the process refers to the file it watches (another process holds it); such a watch cannot be re-added at restart");
     }
 
     private sealed class RestoreState
     {
-        public readonly List<(uint Objref, List<Watch> Watches)> Epolls = new();
+        /// <summary>Closed: watch fd → the fd that refers to its file, put at the watch's number for the moment it is added.</summary>
+        public readonly List<(uint Objref, List<Watch> Watches, Dictionary<int, int> Closed)> Epolls = new();
     }
 
     public void Restore(RestoreContext ctx, Record rec)
@@ -86,17 +114,24 @@ public sealed class Epoll : IFileKind
         if (n > (uint)r.Remaining / 16) throw new ImageFormatException($"Epoll record at offset {rec.Offset}: {n} watches do not fit");
         var watches = new List<Watch>();
         for (int i = 0; i < n; i++) watches.Add(new Watch(r.I32(), r.U32(), r.U64()));
+        var closed = new Dictionary<int, int>();
+        for (uint i = 0, m = r.AtEnd ? 0 : r.U32(); i < m; i++)
+        {
+            int tfd = r.I32(), via = r.I32();
+            if (tfd < 0 || via < 0 || !closed.TryAdd(tfd, via) || !watches.Any(w => w.Tfd == tfd))
+                throw new ImageFormatException($"Epoll record at offset {rec.Offset}: closed watch fd {tfd} (via {via})");
+        }
         r.End();
         int fd = (int)ctx.Inject("epoll_create1", Nr.epoll_create1, FileCalls.O_CLOEXEC);
         if ((flags & FileCalls.O_NONBLOCK) != 0) ctx.Inject("fcntl(F_SETFL)", Nr.fcntl, fd, FileCalls.F_SETFL, FileCalls.O_NONBLOCK);
         ctx.Files.SetRestored(objref, fd);
-        if (watches.Count > 0) ctx.State<RestoreState>().Epolls.Add((objref, watches));
+        if (watches.Count > 0) ctx.State<RestoreState>().Epolls.Add((objref, watches, closed));
     }
 
     public void Finish(RestoreContext ctx)
     {
         Span<byte> ev = stackalloc byte[12];   // struct epoll_event is packed on x86-64
-        foreach (var (objref, watches) in ctx.State<RestoreState>().Epolls)
+        foreach (var (objref, watches, closed) in ctx.State<RestoreState>().Epolls)
         {
             var fds = FdTable.FinalFds(ctx, objref);
             if (fds.Count == 0) continue;   // held by no fd (cannot happen with an image of one process)
@@ -106,7 +141,17 @@ public sealed class Epoll : IFileKind
                 BinaryPrimitives.WriteUInt32LittleEndian(ev, w.Events);
                 BinaryPrimitives.WriteUInt64LittleEndian(ev[4..], w.Data);
                 ulong p = ctx.PutScratch(0, ev);
+                // a watch of a closed fd: its file is put at that number for the moment it is added
+                bool temporary = closed.TryGetValue(w.Tfd, out int via);
+                if (temporary)
+                {
+                    if (ctx.Vessel.Inject(Nr.fcntl, w.Tfd, FileCalls.F_GETFD) >= 0)
+                        throw new CkptException($"restart: epoll fd {epfd} watches fd {w.Tfd}, which was closed, but fd {w.Tfd} is in use", ExitCodes.RestoreConflict);
+                    long d = ctx.Vessel.Inject(Nr.dup3, via, w.Tfd, FileCalls.O_CLOEXEC);
+                    if (d < 0) throw new CkptException($"restart: epoll fd {epfd} cannot watch the file of fd {via} as fd {w.Tfd} again: dup3: {Errors.Describe((int)-d)}", ExitCodes.RestoreConflict);
+                }
                 long rc = ctx.Vessel.Inject(Nr.epoll_ctl, epfd, EventCalls.EPOLL_CTL_ADD, w.Tfd, (long)p);
+                if (temporary) ctx.Vessel.Inject(Nr.close, w.Tfd);
                 if (rc < 0)
                     throw new CkptException($"restart: epoll fd {epfd} cannot watch fd {w.Tfd} again (events {w.Events:x}): epoll_ctl: {Errors.Describe((int)-rc)}", ExitCodes.RestoreConflict);
             }
@@ -135,6 +180,11 @@ public sealed class Epoll : IFileKind
         {
             int tfd = r.I32(); uint ev = r.U32(); ulong data = r.U64();
             list.Add(new InfoNode().Set("fd", tfd).Set("events", EventNames(ev)).Set("data", $"0x{data:x}"));
+        }
+        for (uint i = 0, m = r.AtEnd ? 0 : r.U32(); i < m; i++)
+        {
+            int tfd = r.I32(), via = r.I32();
+            node.Child("closed watches").Set($"fd {tfd}", $"closed; its file is fd {via}'s");
         }
         info.Child("files").Set(objref.ToString(), node);
     }
