@@ -2,7 +2,9 @@
  * and echo turned off; a child leads a session with the pty as its controlling terminal (on its fds
  * 0-2) and a grandchild in another process group in the foreground. After the restart the child is
  * asked (through the pty) to check from inside: same tty name, controlling terminal, session,
- * foreground group, window size; it answers through the pty; the master keeps its name and settings. */
+ * foreground group, window size; it answers through the pty; the master keeps its name and settings.
+ * The grandchild writes a line before READY that the master does not read before the checkpoint: it
+ * is read after the restart, as it was written (one \r before the \n, from ONLCR applied once). */
 #include "e2e.h"
 #include <sys/ioctl.h>
 #include <sys/wait.h>
@@ -53,6 +55,8 @@ int main(void)
             /* the foreground group's process: it reads the terminal */
             setpgid(0, 0);
             while (tcgetpgrp(0) != getpid()) usleep(1000);
+            if (write(1, "early output\n", 13) != 13) _exit(26);
+            tcdrain(1);
             char ok = 'x';
             if (write(sync[1], &ok, 1) != 1) _exit(22);
             char line[256];
@@ -86,6 +90,8 @@ int main(void)
     CHECK(ioctl(m, TIOCGWINSZ, &w) == 0 && w.ws_row == 41 && w.ws_col == 103, "window %dx%d", w.ws_col, w.ws_row);
     struct termios t2;
     CHECK(tcgetattr(m, &t2) == 0 && !(t2.c_lflag & ECHO), "echo is back on");
+    char early[32] = { 0 };
+    CHECK(read_full(m, early, 14) == 14 && !memcmp(early, "early output\r\n", 14), "the output not read before the checkpoint: '%s'", early);
     CHECK(write(m, "check\n", 6) == 6, "cannot write to the master");
     char line[256];
     CHECK(read_line(m, line, sizeof line) > 0 && !strncmp(line, "REPORT ok", 9), "the child says: '%s'", line);

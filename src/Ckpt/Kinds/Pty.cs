@@ -18,8 +18,11 @@ namespace Ckpt.Kinds;
 /// meanwhile): ckpt keeps a copy of each master, installed in the processes that hold it. A session
 /// leader with a pty as controlling terminal gets it while the tree is built, right after its setsid
 /// and before it forks, so that the whole session inherits it; the foreground group is set in
-/// Finish. Data queued in a pty (typed and not read, or written and not yet read by the master's
-/// holder) cannot be put back as it was: such a pty is refused.
+/// Finish. Output written on the slave side and not yet read by the master's holder is saved: read out of
+/// the master and written back through the slave with output processing (OPOST) off for that moment, so
+/// that it is not processed twice; the restart writes it the same way into the new pty. Input typed and
+/// not read on the slave side cannot be put back as it was (the line discipline would process it again):
+/// such a pty is refused, as is output queued in packet mode or on a locked pty.
 /// </para>
 /// </summary>
 public sealed unsafe class Pty : IFileKind
@@ -108,17 +111,75 @@ public sealed unsafe class Pty : IFileKind
             if (EventCalls.Ioctl(mine, (nuint)TIOCGWINSZ, winsize) != 0) throw SyscallException.Last("ioctl(TIOCGWINSZ)", ctx.Pid, what);
             EventCalls.Ioctl(mine, (nuint)TIOCGPKT, &pkt);
             EventCalls.Ioctl(mine, (nuint)TIOCGPTLCK, &locked);
-            // written on the slave side, not read yet by the master's holder
+            // written on the slave side, not read yet by the master's holder: read out and put back
+            byte[] output = [];
             if (EventCalls.Ioctl(mine, EventCalls.FIONREAD, &outq) == 0 && outq > 0)
-                throw new NotCheckpointableException(ctx.Pid, $"{what} has {outq} bytes of output its holder has not read yet, which cannot be put back; checkpoint again once it has read them");
+            {
+                if (pkt != 0 || locked != 0)
+                    throw new NotCheckpointableException(ctx.Pid, $"{what} has {outq} bytes of output its holder has not read yet, which cannot be put back {(pkt != 0 ? "in packet mode" : "on a locked pty")}; checkpoint again once it has read them");
+                output = TakeOutput(mine, ctx.Pid, what);
+                WriteOutput(index, output, ctx.Pid, what);
+            }
             // typed (written to the master), not read yet on the slave side
             int inq = SlaveInputQueue(index);
             if (inq > 0)
                 throw new NotCheckpointableException(ctx.Pid, $"{what} has {inq} bytes of input not read yet on /dev/pts/{index}, which cannot be put back; checkpoint again once it has read them");
             ctx.Image.Write(RecordKind.Pty, new PayloadWriter().U32(objref).U8(RoleMaster).I32(index).I32(f.Flags & ~FileCalls.O_CLOEXEC)
-                .Raw(new ReadOnlySpan<byte>(termios, TermiosSize)).Raw(new ReadOnlySpan<byte>(winsize, WinsizeSize)).Bool(pkt != 0).Bool(locked != 0));
+                .Raw(new ReadOnlySpan<byte>(termios, TermiosSize)).Raw(new ReadOnlySpan<byte>(winsize, WinsizeSize)).Bool(pkt != 0).Bool(locked != 0)
+                .Bytes(output));
+            if (output.Length > 0) ctx.Log.Info($"{what}: {output.Length} bytes of output not read yet saved");
         }
         finally { FileCalls.Close(mine); }
+    }
+
+    /// <summary>The output waiting in a master (read while FIONREAD says there is some, so that a blocking description never blocks).</summary>
+    private static byte[] TakeOutput(int master, int pid, string what)
+    {
+        var all = new MemoryStream();
+        var buf = new byte[65536];
+        int n = 0;
+        while (EventCalls.Ioctl(master, EventCalls.FIONREAD, &n) == 0 && n > 0)
+        {
+            nint got;
+            fixed (byte* b = buf) got = FileCalls.Read(master, b, (nuint)Math.Min(n, buf.Length));
+            if (got < 0 && System.Runtime.InteropServices.Marshal.GetLastPInvokeError() == Errors.EINTR) continue;
+            if (got <= 0) throw SyscallException.Last("read (pty output)", pid, what);
+            all.Write(buf, 0, (int)got);
+            if (all.Length > 1 << 20) throw new NotCheckpointableException(pid, $"{what} has more than 1 MiB of output not read yet");
+        }
+        return all.ToArray();
+    }
+
+    /// <summary>
+    /// Writes output into pty <paramref name="index"/> through its slave with output processing off for
+    /// that moment (OPOST cleared, then the termios put back), so that the master reads it exactly as given.
+    /// </summary>
+    private static void WriteOutput(int index, byte[] data, int pid, string what)
+    {
+        if (data.Length == 0) return;
+        int s = FileCalls.Open($"/dev/pts/{index}", FileCalls.O_RDWR | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC, 0);
+        if (s < 0) throw SyscallException.Last($"open /dev/pts/{index}", pid, what);
+        try
+        {
+            byte* saved = stackalloc byte[64], raw = stackalloc byte[64];
+            if (EventCalls.Ioctl(s, (nuint)TCGETS, saved) != 0) throw SyscallException.Last("ioctl(TCGETS)", pid, what);
+            new Span<byte>(saved, 64).CopyTo(new Span<byte>(raw, 64));
+            *(uint*)(raw + 4) &= ~1u;   // c_oflag &= ~OPOST
+            if (EventCalls.Ioctl(s, (nuint)TCSETS, raw) != 0) throw SyscallException.Last("ioctl(TCSETS)", pid, what);
+            try
+            {
+                fixed (byte* d = data)
+                    for (int done = 0; done < data.Length;)
+                    {
+                        nint w = FileCalls.Write(s, d + done, (nuint)(data.Length - done));
+                        if (w < 0 && System.Runtime.InteropServices.Marshal.GetLastPInvokeError() == Errors.EINTR) continue;
+                        if (w <= 0) throw SyscallException.Last("write (pty output)", pid, what);
+                        done += (int)w;
+                    }
+            }
+            finally { EventCalls.Ioctl(s, (nuint)TCSETS, saved); }
+        }
+        finally { FileCalls.Close(s); }
     }
 
     /// <summary>Bytes waiting to be read on the slave side of pty <paramref name="index"/> (0 when it cannot be opened).</summary>
@@ -218,6 +279,7 @@ public sealed unsafe class Pty : IFileKind
         }
         byte[] termios = r.Raw(TermiosSize).ToArray(), winsize = r.Raw(WinsizeSize).ToArray();
         bool pkt = r.Bool(), locked = r.Bool();
+        byte[] output = r.AtEnd ? [] : r.Bytes().ToArray();
         r.End();
         int master = Make(ctx, index);
         string what = $"the master of /dev/pts/{index}";
@@ -225,6 +287,8 @@ public sealed unsafe class Pty : IFileKind
             if (EventCalls.Ioctl(master, (nuint)TCSETS, t) != 0) throw SyscallException.Last("ioctl(TCSETS)", ctx.Pid, what);
         fixed (byte* w = winsize)
             if (EventCalls.Ioctl(master, (nuint)TIOCSWINSZ, w) != 0) throw SyscallException.Last("ioctl(TIOCSWINSZ)", ctx.Pid, what);
+        // the output its holder had not read, as it was (before the lock: the slave must open)
+        WriteOutput(index, output, ctx.Pid, what);
         int on = pkt ? 1 : 0, lk = locked ? 1 : 0;
         if (EventCalls.Ioctl(master, (nuint)TIOCPKT, &on) != 0) throw SyscallException.Last("ioctl(TIOCPKT)", ctx.Pid, what);
         if (EventCalls.Ioctl(master, (nuint)TIOCSPTLCK, &lk) != 0) throw SyscallException.Last("ioctl(TIOCSPTLCK)", ctx.Pid, what);
@@ -261,6 +325,8 @@ public sealed unsafe class Pty : IFileKind
         {
             var w = r.Raw(TermiosSize + WinsizeSize)[TermiosSize..];
             node.Set("window", $"{BinaryPrimitives.ReadUInt16LittleEndian(w[2..])}x{BinaryPrimitives.ReadUInt16LittleEndian(w)}");
+            r.Bool(); r.Bool();
+            if (!r.AtEnd && r.Bytes().Length is int queued and > 0) node.Set("output not read", $"{queued} bytes");
         }
         info.Child("files").Set(objref.ToString(), node);
     }
