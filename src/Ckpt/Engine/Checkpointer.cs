@@ -420,7 +420,11 @@ public static class Checkpointer
                 bool wait = InetSocket.QuiesceListeners(s, tcp, ref quiesceTable, quiesceHeld) | opening
                     | UnixSocket.HasWaitingConnections(s) | Inotify.HasQueuedEvents(s) | NetlinkSocket.HasQueuedMessages(s)
                     | InetSocket.HasQueuedRawPackets(s) | PacketSocket.HasQueuedPackets(s);
-                if (!wait) break;
+                if (!wait)
+                {
+                    InetSocket.SettleConnections(s, tcp);
+                    break;
+                }
                 s.Forget<QueuesAtFreeze>();
                 log.Debug($"connections wait to be accepted or are being opened, or inotify events to be read, or netlink messages or raw packets to be read: the tree runs a moment to take them ({quiesce + 1})");
                 LetGo(s, log);

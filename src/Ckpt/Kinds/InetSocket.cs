@@ -491,6 +491,53 @@ public sealed unsafe class InetSocket : IStateKind
     /// SYN_RECV): they cannot be saved, and are usually established within a round trip, so the tree is
     /// let go a moment for them as for listeners.
     /// </summary>
+    /// <summary>
+    /// Waits (up to 200 ms) until the queues of the tree's TCP connections stop changing: a frozen tree
+    /// still has data in flight that the kernel goes on delivering as windows allow (between two processes
+    /// of the tree on loopback, until the receiver's window is full), and a connection read while its queue
+    /// still grows is refused (<see cref="VerifyConnections"/>). Sampled every millisecond: receive and
+    /// send queue lengths (SIOCINQ, SIOCOUTQ), until two samples agree.
+    /// </summary>
+    public static void SettleConnections(CheckpointSession s, List<(int Pid, int Fd, byte[] Local, int State, uint Waiting)> tcp)
+    {
+        var copies = new List<int>();
+        try
+        {
+            foreach (var (pid, fd, _, state, _) in tcp)
+            {
+                if (state is TCP_STATE_LISTEN or TCP_STATE_CLOSE or TCP_SYN_SENT or TCP_SYN_RECV) continue;
+                if (s.Processes.FirstOrDefault(p => p.Pid == pid) is not { } ctx) continue;
+                try { copies.Add(ctx.GrabFd(fd)); } catch (SyscallException) { }
+            }
+            if (copies.Count == 0) return;
+            long Sample()
+            {
+                long h = 17;
+                foreach (int c in copies)
+                {
+                    int inq = 0, outq = 0;
+                    EventCalls.Ioctl(c, EventCalls.FIONREAD, &inq);
+                    EventCalls.Ioctl(c, SIOCOUTQ, &outq);
+                    h = h * 1000003 + inq * 31L + outq;
+                }
+                return h;
+            }
+            long last = Sample();
+            var until = DateTime.UtcNow.AddMilliseconds(200);
+            int rounds = 0;
+            while (DateTime.UtcNow < until)
+            {
+                Thread.Sleep(1);
+                long now = Sample();
+                rounds++;
+                if (now == last) break;
+                last = now;
+            }
+            if (rounds > 1) s.Log.Debug($"TCP connections settled after {rounds} ms (data in flight delivered)");
+        }
+        finally { foreach (int c in copies) FileCalls.Close(c); }
+    }
+
     public static bool ConnectionsOpening(CheckpointSession s, List<(int Pid, int Fd, byte[] Local, int State, uint Waiting)> tcp)
     {
         var opening = tcp.Where(t => t.State is TCP_SYN_SENT or TCP_SYN_RECV).ToList();
@@ -829,7 +876,7 @@ public sealed unsafe class InetSocket : IStateKind
         }
     }
 
-    private const int SO_REUSEADDR = 2;
+    private const int SO_REUSEADDR = 2, SO_SNDTIMEO = 21;
 
     /// <summary>Connections rebuilt in repair mode: ckpt's copies, which leave repair mode in Finish.</summary>
     private sealed class Repairing { public readonly List<(int Fd, string What, byte Fins, bool Reuse)> Fds = new(); }
@@ -904,18 +951,48 @@ public sealed unsafe class InetSocket : IStateKind
     {
         if (data.Length == 0) return;
         SocketCalls.SetInt(fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, queue, "TCP_REPAIR_QUEUE", pid, what);
-        fixed (byte* d = data)
+        // a full buffer makes send wait for the peer to acknowledge (a peer that is alive sends again what
+        // it did not get, and acknowledges); a peer rebuilt by this restart is in repair mode too and never
+        // does: after a second without progress the buffer is raised for the rest of the queue (the original's
+        // may have grown by autotuning, and each piece costs more than its bytes), and put back once it is in
+        bool send = queue == TCP_SEND_QUEUE;
+        int size = send ? SO_SNDBUF : SO_RCVBUF, force = send ? SocketCalls.SO_SNDBUFFORCE : SocketCalls.SO_RCVBUFFORCE;
+        string forceName = send ? "SO_SNDBUFFORCE" : "SO_RCVBUFFORCE";
+        int before = -1;
+        long* timeo = stackalloc long[2];
+        int tl = 16;
+        if (SocketCalls.GetSockOpt(fd, SocketCalls.SOL_SOCKET, SO_SNDTIMEO, timeo, &tl) != 0) throw SyscallException.Last("getsockopt(SO_SNDTIMEO)", pid, what);
+        long* second = stackalloc long[2] { 1, 0 };
+        if (SocketCalls.SetSockOpt(fd, SocketCalls.SOL_SOCKET, SO_SNDTIMEO, second, 16) != 0) throw SyscallException.Last("setsockopt(SO_SNDTIMEO)", pid, what);
+        try
         {
-            int done = 0;
-            while (done < data.Length)
+            fixed (byte* d = data)
             {
-                // in pieces of 64 KiB: each becomes a buffer of its own in the queue
-                int len = Math.Min(data.Length - done, 64 << 10);
-                nint n = SocketCalls.Send(fd, d + done, (nuint)len, SocketCalls.MSG_NOSIGNAL);
-                if (n <= 0) throw SyscallException.Last($"send (repair {(queue == TCP_RECV_QUEUE ? "receive" : "send")} queue)", pid, what);
-                done += (int)n;
+                int done = 0;
+                while (done < data.Length)
+                {
+                    // in pieces of 64 KiB: each becomes a buffer of its own in the queue
+                    int len = Math.Min(data.Length - done, 64 << 10);
+                    nint n = SocketCalls.Send(fd, d + done, (nuint)len, SocketCalls.MSG_NOSIGNAL);
+                    if (n < 0)
+                    {
+                        int e = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
+                        if (e == Errors.EINTR) continue;
+                        if (e is Errors.EAGAIN or 12 /* ENOMEM */ && before < 0)
+                        {
+                            before = SocketCalls.GetInt(fd, SocketCalls.SOL_SOCKET, size, send ? "SO_SNDBUF" : "SO_RCVBUF", pid);
+                            long room = (long)before + 2L * (data.Length - done) + (1 << 20);
+                            SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, force, (int)Math.Min(room / 2, int.MaxValue / 2), forceName, pid, what);
+                            continue;
+                        }
+                    }
+                    if (n <= 0) throw SyscallException.Last($"send (repair {(send ? "send" : "receive")} queue, {done} of {data.Length} bytes in)", pid, what);
+                    done += (int)n;
+                }
             }
+            if (before >= 0) SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, force, before / 2, forceName, pid, what);
         }
+        finally { SocketCalls.SetSockOpt(fd, SocketCalls.SOL_SOCKET, SO_SNDTIMEO, timeo, 16); }
     }
 
     /// <summary>The value to give setsockopt: the buffer sizes halved (the kernel doubles what it is given, and reports the doubled value).</summary>
