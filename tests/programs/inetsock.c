@@ -7,7 +7,7 @@
  * IPv6 socket) are received after the restart, in order, from their sources.
  * Also: a UDP pair connected both ways, one end shut down for writing and the other for reading (the
  * shutdown state only inet_diag shows); a TCP socket bound to the "lo" device (SO_BINDTODEVICE); an
- * IPv6 UDP socket with IPV6_FREEBIND.
+ * IPv6 UDP socket with IPV6_FREEBIND; two UDP-Lite sockets (one with a send checksum coverage of 20).
  * With "pending": also a listener with a connection it has not accepted yet, which the checkpoint must
  * refuse. */
 #include "e2e.h"
@@ -103,6 +103,11 @@ int main(int argc, char **argv)
     MUST(dev >= 0 && setsockopt(dev, SOL_SOCKET, SO_BINDTODEVICE, "lo", 3) == 0);
     int fb = socket(AF_INET6, SOCK_DGRAM, 0);
     MUST(fb >= 0 && setsockopt(fb, IPPROTO_IPV6, 78 /* IPV6_FREEBIND */, &one, sizeof one) == 0);
+    int ul1 = socket(AF_INET, SOCK_DGRAM, 136 /* IPPROTO_UDPLITE */), ul2 = socket(AF_INET, SOCK_DGRAM, 136), cscov = 20;
+    MUST(ul1 >= 0 && ul2 >= 0 && bind(ul1, (struct sockaddr *)&lo, sizeof lo) == 0 && setsockopt(ul2, 136, 10 /* UDPLITE_SEND_CSCOV */, &cscov, sizeof cscov) == 0);
+    struct sockaddr_storage aul1;
+    socklen_t lul1 = name_of(ul1, &aul1);
+    MUST(connect(ul2, (struct sockaddr *)&aul1, lul1) == 0);
     if (argc > 1 && !strcmp(argv[1], "pending")) {
         int l2 = socket(AF_INET, SOCK_STREAM, 0), c = socket(AF_INET, SOCK_STREAM, 0);
         struct sockaddr_storage a2;
@@ -177,6 +182,12 @@ int main(int argc, char **argv)
     socklen_t dl = sizeof devname;
     CHECK(getsockopt(dev, SOL_SOCKET, SO_BINDTODEVICE, devname, &dl) == 0 && !strcmp(devname, "lo"), "the TCP socket is bound to device '%s'", devname);
     CHECK(opt(fb, IPPROTO_IPV6, 78) == 1, "IPV6_FREEBIND %d", opt(fb, IPPROTO_IPV6, 78));
+    CHECK(opt(ul1, SOL_SOCKET, SO_PROTOCOL) == 136 && opt(ul2, SOL_SOCKET, SO_PROTOCOL) == 136, "the UDP-Lite sockets are protocol %d, %d", opt(ul1, SOL_SOCKET, SO_PROTOCOL), opt(ul2, SOL_SOCKET, SO_PROTOCOL));
+    CHECK(opt(ul2, 136, 10) == 20, "UDPLITE_SEND_CSCOV %d", opt(ul2, 136, 10));
+    {
+        char b[8] = { 0 };
+        CHECK(send(ul2, "lite", 4, 0) == 4 && recv(ul1, b, sizeof b, 0) == 4 && !memcmp(b, "lite", 4), "UDP-Lite datagram: '%s'", b);
+    }
     CHECK(send(u2, "dgram", 5, 0) == 5, "send on the connected UDP socket: %s", strerror(errno));
     char buf[16] = { 0 };
     struct sockaddr_storage from;

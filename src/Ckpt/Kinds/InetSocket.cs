@@ -40,7 +40,7 @@ public sealed unsafe class InetSocket : IStateKind
     /// <summary>The TCP sockets holding a port while neither listening nor connected (one sock_diag dump per checkpoint, when needed).</summary>
     private sealed class BoundInactive { public HashSet<uint>? Inodes; }
 
-    private const int IPPROTO_IP = 0, IPPROTO_TCP = 6, IPPROTO_UDP = 17, IPPROTO_IPV6 = 41;
+    private const int IPPROTO_IP = 0, IPPROTO_TCP = 6, IPPROTO_UDP = 17, IPPROTO_IPV6 = 41, IPPROTO_UDPLITE = 136;
     private const int TCP_INFO = 11, TCP_STATE_ESTABLISHED = 1, TCP_STATE_LISTEN = 10, TCP_STATE_CLOSE = 7;
     /// <summary>Connection states rebuilt: established, or half-closed by either side or both.</summary>
     private const int TCP_FIN_WAIT1 = 4, TCP_FIN_WAIT2 = 5, TCP_CLOSE_WAIT = 8, TCP_LAST_ACK = 9, TCP_CLOSING = 11, TCP_SYN_SENT = 2, TCP_SYN_RECV = 3;
@@ -71,6 +71,7 @@ public sealed unsafe class InetSocket : IStateKind
         (IPPROTO_IP, 1, 4, "IP_TOS", V4), (IPPROTO_IP, 2, 4, "IP_TTL", V4), (IPPROTO_IP, 8, 4, "IP_PKTINFO", V4),
         (IPPROTO_IP, 10, 4, "IP_MTU_DISCOVER", V4), (IPPROTO_IP, 11, 4, "IP_RECVERR", V4), (IPPROTO_IP, 15, 4, "IP_FREEBIND", V4),
         (IPPROTO_IP, 19, 4, "IP_TRANSPARENT", V4), (IPPROTO_IPV6, 78, 4, "IPV6_FREEBIND", V6), (IPPROTO_IPV6, 75, 4, "IPV6_TRANSPARENT", V6),
+        (IPPROTO_UDPLITE, 10, 4, "UDPLITE_SEND_CSCOV", UdpLite), (IPPROTO_UDPLITE, 11, 4, "UDPLITE_RECV_CSCOV", UdpLite),
         (IPPROTO_IP, 33, 4, "IP_MULTICAST_TTL", Udp4), (IPPROTO_IP, 34, 4, "IP_MULTICAST_LOOP", Udp4),
         (IPPROTO_IPV6, 26, 4, "IPV6_V6ONLY", V6), (IPPROTO_IPV6, 16, 4, "IPV6_UNICAST_HOPS", V6), (IPPROTO_IPV6, 49, 4, "IPV6_RECVPKTINFO", V6),
         (IPPROTO_IPV6, 67, 4, "IPV6_TCLASS", V6), (IPPROTO_IPV6, 23, 4, "IPV6_MTU_DISCOVER", V6), (IPPROTO_IPV6, 25, 4, "IPV6_RECVERR", V6),
@@ -88,7 +89,8 @@ public sealed unsafe class InetSocket : IStateKind
     private static bool Any(int domain, int protocol) => true;
     private static bool Tcp(int domain, int protocol) => protocol == IPPROTO_TCP;   // (a raw socket's protocol is RawProtocol + its own)
     private static bool V4(int domain, int protocol) => domain == SocketCalls.AF_INET;
-    private static bool Udp4(int domain, int protocol) => domain == SocketCalls.AF_INET && protocol == IPPROTO_UDP;
+    private static bool Udp4(int domain, int protocol) => domain == SocketCalls.AF_INET && protocol is IPPROTO_UDP or IPPROTO_UDPLITE;
+    private static bool UdpLite(int domain, int protocol) => protocol == IPPROTO_UDPLITE;
     private static bool V6(int domain, int protocol) => domain == SocketCalls.AF_INET6;
 
     public void Checkpoint(CheckpointContext ctx) { }
@@ -103,12 +105,13 @@ public sealed unsafe class InetSocket : IStateKind
             int type = SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_TYPE, "SO_TYPE", ctx.Pid);
             int protocol = SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_PROTOCOL, "SO_PROTOCOL", ctx.Pid);
             if (domain is not (SocketCalls.AF_INET or SocketCalls.AF_INET6)) return false;
-            bool tcp = type == SocketCalls.SOCK_STREAM && protocol == IPPROTO_TCP, udp = type == SocketCalls.SOCK_DGRAM && protocol == IPPROTO_UDP;
+            // (UDP-Lite: UDP with a partial checksum, the same socket otherwise)
+            bool tcp = type == SocketCalls.SOCK_STREAM && protocol == IPPROTO_TCP, udp = type == SocketCalls.SOCK_DGRAM && protocol is IPPROTO_UDP or IPPROTO_UDPLITE;
             bool raw = type == SOCK_RAW;
             if (!tcp && !udp && !raw) return false;
             byte[] local = Address(mine, peer: false) ?? [];
             byte[]? peer = Address(mine, peer: true);
-            string what = $"fd {f.Fd} ({f.Link}, a {(tcp ? "TCP" : udp ? "UDP" : $"raw (protocol {protocol})")} socket{(domain == SocketCalls.AF_INET6 ? " (IPv6)" : "")} {Show(local)})";
+            string what = $"fd {f.Fd} ({f.Link}, a {(tcp ? "TCP" : udp ? (protocol == IPPROTO_UDPLITE ? "UDP-Lite" : "UDP") : $"raw (protocol {protocol})")} socket{(domain == SocketCalls.AF_INET6 ? " (IPv6)" : "")} {Show(local)})";
             var state = State.Unconnected;
             int backlog = 0;
             byte[]? connection = null;
@@ -165,7 +168,12 @@ public sealed unsafe class InetSocket : IStateKind
             {
                 int queued = 0;
                 if (EventCalls.Ioctl(mine, EventCalls.FIONREAD, &queued) == 0 && queued > 0 || Pending(mine))
+                {
+                    // queued datagrams are sent again as UDP packets through a raw socket
+                    if (protocol == IPPROTO_UDPLITE)
+                        throw new NotCheckpointableException(ctx.Pid, $"{what} has datagrams queued that it has not read, which cannot be queued again for UDP-Lite; checkpoint once it has read them");
                     datagrams = PeekDatagrams(mine, ctx.Pid, what);
+                }
                 if (peer != null) state = State.Connected;
             }
             var p = new PayloadWriter().U32(objref).I32(f.Flags & ~FileCalls.O_CLOEXEC).I32(domain).I32(type).I32(protocol)
@@ -191,7 +199,7 @@ public sealed unsafe class InetSocket : IStateKind
                 foreach (var (iface, filter) in groups) p.Str(iface).Bytes(filter);
                 // appended field: the directions shut down (sk_shutdown: 1 receive, 2 send), which only inet_diag shows
                 var shut = ctx.Session.State<UdpShutdowns>();
-                shut.ByInode ??= SocketCalls.InetShutdowns(SocketCalls.IPPROTO_UDP);
+                shut.ByInode ??= SocketCalls.InetShutdowns(SocketCalls.IPPROTO_UDP).Concat(SocketCalls.InetShutdowns(IPPROTO_UDPLITE)).ToDictionary();
                 p.U8((byte)shut.ByInode.GetValueOrDefault((uint)f.Stat.Ino));
             }
             ctx.Image.Write(RecordKind.InetSocket, p);

@@ -500,7 +500,7 @@ public sealed unsafe class UnixSocket : IFileKind
                     SocketCalls.AF_INET or SocketCalls.AF_INET6 => type switch
                     {
                         SocketCalls.SOCK_STREAM => "a TCP socket" + v6,
-                        SocketCalls.SOCK_DGRAM => "a UDP socket" + v6,
+                        SocketCalls.SOCK_DGRAM => (SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_PROTOCOL, "SO_PROTOCOL") == 136 ? "a UDP-Lite socket" : "a UDP socket") + v6,
                         SocketCalls.SOCK_RAW => "a raw IP socket" + v6,
                         _ => "an IP socket" + v6,
                     },
