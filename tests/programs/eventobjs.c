@@ -6,8 +6,8 @@
  *                     watching DIR and DIR/sub2 with a gap in its wds (DIR/sub1 was watched then removed).
  *                     After the restart each is checked through its own system calls.
  *   eventobjs closed  an epoll whose watched fd was closed after being added (the file is still open
- *                     through another fd): after the restart it still reports the file, under the closed
- *                     fd's number; prints "EPFD n" and "TFD m".
+ *                     through another fd), then the number reused for a pipe watched too: after the
+ *                     restart both report, each under that number; prints "EPFD n" and "TFD m".
  *   eventobjs closedother  the same, the file then held by a child only: the checkpoint must refuse.
  *   eventobjs slowwatch DIR  an inotify instance that reads its events late (see slowwatch_mode).
  *   eventobjs watchdir DIR   an inotify instance watching the directory of ckpt's image and log.
@@ -26,11 +26,20 @@ static int closed_mode(int other)
 {
     int efd = eventfd(0, 0), ep = epoll_create1(0);
     MUST(efd >= 0 && ep >= 0);
+    int pp[2] = { -1, -1 };
+    if (!other) MUST(pipe(pp) == 0);
     int d = dup(efd);
     struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 1 };
     MUST(epoll_ctl(ep, EPOLL_CTL_ADD, d, &ev) == 0);
     close(d);
     pid_t child = -1;
+    if (!other) {
+        /* the number reused for a pipe and added again: two watches of fd d, one of a closed fd */
+        MUST(dup2(pp[0], d) == d);
+        close(pp[0]);
+        struct epoll_event ev2 = { .events = EPOLLIN, .data.u64 = 2 };
+        MUST(epoll_ctl(ep, EPOLL_CTL_ADD, d, &ev2) == 0);
+    }
     if (other) {
         /* the watched file is then held by a child only */
         e2e_block_usr1(1);
@@ -51,17 +60,20 @@ static int closed_mode(int other)
         kill(child, SIGUSR1);
         e2e_child_verdict(child, "the child");
     } else {
-        CHECK(fcntl(d, F_GETFD) < 0 && errno == EBADF, "fd %d, closed before the checkpoint, is open", d);
+        /* fd d is the pipe again, and only the pipe's watch reports */
+        CHECK(fcntl(d, F_GETFD) == 0 && write(pp[1], "p", 1) == 1, "fd %d is not the pipe's read end", d);
+        CHECK(epoll_wait(ep, &ev, 1, 0) == 1 && ev.data.u64 == 2, "the pipe's watch under fd %d does not report (%lu)", d, (unsigned long)ev.data.u64);
+        char c;
+        MUST(read(d, &c, 1) == 1);
         MUST(write(efd, &(uint64_t){ 1 }, 8) == 8);
     }
     /* (with the child gone, so is the file, and its watch with it) */
-    if (!other) CHECK(epoll_wait(ep, &ev, 1, 0) == 1 && ev.data.u64 == 1, "the epoll no longer reports its watched file");
+    if (!other) CHECK(epoll_wait(ep, &ev, 1, 0) == 1 && ev.data.u64 == 1, "the epoll no longer reports the file of the closed fd");
     if (!other) {
-        /* the watch is keyed by the file and the closed fd's number: adding the file again under that
+        /* that watch is keyed by the file and the closed fd's number: adding the file again under that
          * number finds it (EEXIST), under another number it is a new watch */
         MUST(dup2(efd, d) == d);
         CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, d, &ev) < 0 && errno == EEXIST, "the watch is not keyed by fd %d (%s)", d, strerror(errno));
-        close(d);
         int d3 = fcntl(efd, F_DUPFD, d + 10);
         CHECK(d3 >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, d3, &ev) == 0, "the file cannot be watched under another fd: %s", strerror(errno));
     }

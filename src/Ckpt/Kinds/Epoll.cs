@@ -57,20 +57,27 @@ public sealed class Epoll : IFileKind
     public void CheckpointFile(CheckpointContext ctx, in OpenFile f, uint objref)
     {
         var watches = ParseWatches(ProcFdInfo.Read(ctx.Pid, f.Fd));
-        var seen = new HashSet<int>();
-        var closed = new List<(int Tfd, int Via)>();
-        foreach (var (w, ino) in watches)
+        var seen = new Dictionary<int, int>();
+        var closed = new List<(int Index, int Via)>();
+        for (int i = 0; i < watches.Count; i++)
         {
+            var (w, ino) = watches[i];
             string which = $"epoll fd {f.Fd} watches fd {w.Tfd}";
-            if (!seen.Add(w.Tfd))
-                throw new NotCheckpointableException(ctx.Pid, $"{which} twice (the fd was closed and reused after the first was added; one of them watches a file the fd no longer refers to)");
             int tfd = w.Tfd;
-            if (ctx.FileAt(tfd) is not { } target)
+            // the n-th watch of one fd number (an fd closed, its number reused and added again): kcmp's toff
+            int toff = seen.TryGetValue(tfd, out int k) ? k : 0;
+            seen[tfd] = toff + 1;
+            int count = watches.Count(x => x.Item1.Tfd == tfd);
+            // a watch of an fd closed since: the file it watches is not the one at that number now
+            if (ctx.FileAt(tfd) is not { } target || count > 1 && EventCalls.KcmpEpollTfd(ctx.Pid, tfd, f.Fd, tfd, toff) != 0)
             {
-                closed.Add((tfd, ClosedWatchVia(ctx, f.Fd, tfd, which)));
+                closed.Add((i, ClosedWatchVia(ctx, f.Fd, tfd, toff, which)));
+                // the fd open at that number is set aside at restart for that moment: closing it would drop its POSIX locks
+                if (ctx.FileAt(tfd) != null && HasPosixLocks(ctx, tfd))
+                    throw new NotCheckpointableException(ctx.Pid, $"{which} of a file closed since, while fd {tfd} now holds POSIX locks on another file, which re-adding the watch at restart would drop");
                 continue;
             }
-            long same = EventCalls.KcmpEpollTfd(ctx.Pid, tfd, f.Fd, tfd);
+            long same = EventCalls.KcmpEpollTfd(ctx.Pid, tfd, f.Fd, tfd, toff);
             bool differs = same < 0 && same != -Errors.ENOENT ? target.Stat.Ino != ino   // no kcmp: compare the inode
                 : same != 0;
             if (differs)
@@ -80,21 +87,24 @@ public sealed class Epoll : IFileKind
         foreach (var (w, _) in watches) p.I32(w.Tfd).U32(w.Events).U64(w.Data);
         // appended field: the watches whose fd was closed, each with another fd of the same file
         p.U32((uint)closed.Count);
-        foreach (var (tfd, via) in closed) p.I32(tfd).I32(via);
+        foreach (var (index, via) in closed) p.I32(index).I32(via);
         ctx.Image.Write(RecordKind.Epoll, p);
     }
+
+    private static bool HasPosixLocks(CheckpointContext ctx, int fd)
+        => ProcFdInfo.Read(ctx.Pid, fd).Lines.Any(l => l.StartsWith("lock:", StringComparison.Ordinal) && l.Contains("POSIX"));
 
     /// <summary>
     /// Another fd of the process that refers to the file a watch of a closed fd still watches
     /// (kcmp(KCMP_EPOLL_TFD) against each fd); refused when there is none, or when the process holds
     /// POSIX locks on that file (the restart's temporary fd, closed again, would drop them).
     /// </summary>
-    private static int ClosedWatchVia(CheckpointContext ctx, int epfd, int tfd, string which)
+    private static int ClosedWatchVia(CheckpointContext ctx, int epfd, int tfd, int toff, string which)
     {
         foreach (var c in ctx.OpenFiles)
         {
-            if (c.InFlight || EventCalls.KcmpEpollTfd(ctx.Pid, c.Fd, epfd, tfd) != 0) continue;
-            if (ProcFdInfo.Read(ctx.Pid, c.Fd).Lines.Any(l => l.StartsWith("lock:", StringComparison.Ordinal) && l.Contains("POSIX")))
+            if (c.InFlight || EventCalls.KcmpEpollTfd(ctx.Pid, c.Fd, epfd, tfd, toff) != 0) continue;
+            if (HasPosixLocks(ctx, c.Fd))
                 throw new NotCheckpointableException(ctx.Pid, $"{which}, which was closed after being added; its file (fd {c.Fd}) holds POSIX locks, which re-adding the watch at restart would drop");
             return c.Fd;
         }
@@ -103,7 +113,7 @@ public sealed class Epoll : IFileKind
 
     private sealed class RestoreState
     {
-        /// <summary>Closed: watch fd → the fd that refers to its file, put at the watch's number for the moment it is added.</summary>
+        /// <summary>Closed: watch index → the fd that refers to the file of that watch of a closed fd (put at the watch's number for the moment it is added).</summary>
         public readonly List<(uint Objref, List<Watch> Watches, Dictionary<int, int> Closed)> Epolls = new();
     }
 
@@ -117,9 +127,9 @@ public sealed class Epoll : IFileKind
         var closed = new Dictionary<int, int>();
         for (uint i = 0, m = r.AtEnd ? 0 : r.U32(); i < m; i++)
         {
-            int tfd = r.I32(), via = r.I32();
-            if (tfd < 0 || via < 0 || !closed.TryAdd(tfd, via) || !watches.Any(w => w.Tfd == tfd))
-                throw new ImageFormatException($"Epoll record at offset {rec.Offset}: closed watch fd {tfd} (via {via})");
+            int index = r.I32(), via = r.I32();
+            if (index < 0 || index >= watches.Count || via < 0 || !closed.TryAdd(index, via))
+                throw new ImageFormatException($"Epoll record at offset {rec.Offset}: closed watch {index} (via {via})");
         }
         r.End();
         int fd = (int)ctx.Inject("epoll_create1", Nr.epoll_create1, FileCalls.O_CLOEXEC);
@@ -136,22 +146,40 @@ public sealed class Epoll : IFileKind
             var fds = FdTable.FinalFds(ctx, objref);
             if (fds.Count == 0) continue;   // held by no fd (cannot happen with an image of one process)
             int epfd = fds[0];
-            foreach (var w in watches)
+            for (int i = 0; i < watches.Count; i++)
             {
+                var w = watches[i];
                 BinaryPrimitives.WriteUInt32LittleEndian(ev, w.Events);
                 BinaryPrimitives.WriteUInt64LittleEndian(ev[4..], w.Data);
                 ulong p = ctx.PutScratch(0, ev);
                 // a watch of a closed fd: its file is put at that number for the moment it is added
-                bool temporary = closed.TryGetValue(w.Tfd, out int via);
+                // a watch of a closed fd: its file is put at that number for the moment it is added (the fd
+                // open at that number now, if any, is set aside meanwhile)
+                bool temporary = closed.TryGetValue(i, out int via);
+                long aside = -1;
                 if (temporary)
                 {
-                    if (ctx.Vessel.Inject(Nr.fcntl, w.Tfd, FileCalls.F_GETFD) >= 0)
-                        throw new CkptException($"restart: epoll fd {epfd} watches fd {w.Tfd}, which was closed, but fd {w.Tfd} is in use", ExitCodes.RestoreConflict);
+                    if (ctx.Vessel.Inject(Nr.fcntl, w.Tfd, FileCalls.F_GETFD) is long fl and >= 0)
+                    {
+                        aside = ctx.Vessel.Inject(Nr.fcntl, w.Tfd, 1030 /* F_DUPFD_CLOEXEC */, 0);
+                        if (aside < 0) throw new CkptException($"restart: epoll fd {epfd}: fd {w.Tfd} cannot be set aside: {Errors.Describe((int)-aside)}", ExitCodes.RestoreConflict);
+                        aside |= fl << 32;
+                    }
                     long d = ctx.Vessel.Inject(Nr.dup3, via, w.Tfd, FileCalls.O_CLOEXEC);
                     if (d < 0) throw new CkptException($"restart: epoll fd {epfd} cannot watch the file of fd {via} as fd {w.Tfd} again: dup3: {Errors.Describe((int)-d)}", ExitCodes.RestoreConflict);
                 }
                 long rc = ctx.Vessel.Inject(Nr.epoll_ctl, epfd, EventCalls.EPOLL_CTL_ADD, w.Tfd, (long)p);
-                if (temporary) ctx.Vessel.Inject(Nr.close, w.Tfd);
+                if (temporary)
+                {
+                    if (aside >= 0)
+                    {
+                        // the fd that was there comes back, with its close-on-exec flag
+                        int back = (int)(aside & 0xffffffff);
+                        ctx.Vessel.Inject(Nr.dup3, back, w.Tfd, (aside >> 32 & 1) != 0 ? FileCalls.O_CLOEXEC : 0);
+                        ctx.Vessel.Inject(Nr.close, back);
+                    }
+                    else ctx.Vessel.Inject(Nr.close, w.Tfd);
+                }
                 if (rc < 0)
                     throw new CkptException($"restart: epoll fd {epfd} cannot watch fd {w.Tfd} again (events {w.Events:x}): epoll_ctl: {Errors.Describe((int)-rc)}", ExitCodes.RestoreConflict);
             }
@@ -183,8 +211,8 @@ public sealed class Epoll : IFileKind
         }
         for (uint i = 0, m = r.AtEnd ? 0 : r.U32(); i < m; i++)
         {
-            int tfd = r.I32(), via = r.I32();
-            node.Child("closed watches").Set($"fd {tfd}", $"closed; its file is fd {via}'s");
+            int index = r.I32(), via = r.I32();
+            node.Child("closed watches").Set($"watch {index}", $"of a closed fd; its file is fd {via}'s");
         }
         info.Child("files").Set(objref.ToString(), node);
     }

@@ -879,7 +879,7 @@ public sealed unsafe class InetSocket : IStateKind
         // after the datagrams: SHUT_RD, SHUT_WR or SHUT_RDWR (an unconnected socket says ENOTCONN but is shut all the same)
         if (shutdown != 0)
         {
-            long rc = ctx.Inject("shutdown", Nr.shutdown, fd, shutdown - 1);
+            long rc = ctx.Vessel.Inject(Nr.shutdown, fd, shutdown - 1);
             if (rc < 0 && rc != -107 /* ENOTCONN */) throw new SyscallException($"shutdown({shutdown - 1}) (injected)", (int)-rc, ctx.Pid, what);
         }
     }
