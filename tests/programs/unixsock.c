@@ -510,6 +510,24 @@ int main(int argc, char **argv)
     int ds = socket(AF_UNIX, SOCK_DGRAM, 0);
     MUST(ds >= 0);
     MUST(sendto(ds, "dg-1", 4, 0, (struct sockaddr *)&a, dl) == 4);
+    /* and, between those, datagrams of bound senders, whose addresses the receiver gets: one that stays
+     * (abstract name), one closed since (abstract), one closed and its file removed (path) */
+    struct sockaddr_un sna, sca, spa;
+    char sn[64], sc[64], sp[64];
+    snprintf(sn, sizeof sn, "ckpt-unixsock-snd-%d", getpid());
+    snprintf(sc, sizeof sc, "ckpt-unixsock-sndgone-%d", getpid());
+    snprintf(sp, sizeof sp, "/tmp/ckpt-unixsock-sndpath-%d", getpid());
+    socklen_t snl = abstract_addr(&sna, sn), scl = abstract_addr(&sca, sc), spl = path_addr(&spa, sp);
+    int nsnd = socket(AF_UNIX, SOCK_DGRAM, 0), csnd = socket(AF_UNIX, SOCK_DGRAM, 0), psnd = socket(AF_UNIX, SOCK_DGRAM, 0);
+    unlink(sp);
+    MUST(nsnd >= 0 && csnd >= 0 && psnd >= 0 && bind(nsnd, (struct sockaddr *)&sna, snl) == 0 && bind(csnd, (struct sockaddr *)&sca, scl) == 0
+         && bind(psnd, (struct sockaddr *)&spa, spl) == 0);
+    MUST(sendto(nsnd, "from-named", 10, 0, (struct sockaddr *)&a, dl) == 10);
+    MUST(sendto(csnd, "from-gone", 9, 0, (struct sockaddr *)&a, dl) == 9);
+    MUST(sendto(psnd, "from-path", 9, 0, (struct sockaddr *)&a, dl) == 9);
+    close(csnd);
+    close(psnd);
+    MUST(unlink(sp) == 0);
     MUST(sendto(ds, "dg-two", 6, 0, (struct sockaddr *)&a, dl) == 6);
 
     /* a datagram socket bound to an absolute path whose file was then removed, a message queued */
@@ -614,8 +632,28 @@ int main(int argc, char **argv)
     /* bound datagram receiver */
     n = recv(dr, b, sizeof b, MSG_DONTWAIT);
     CHECK(n == 4 && memcmp(b, "dg-1", 4) == 0, "bound dgram 1: %zd", n);
-    n = recv(dr, b, sizeof b, MSG_DONTWAIT);
-    CHECK(n == 6 && memcmp(b, "dg-two", 6) == 0, "bound dgram 2: %zd", n);
+    {
+        const char *want[] = { "from-named", "from-gone", "from-path" };
+        const struct sockaddr_un *wa[] = { &sna, &sca, &spa };
+        socklen_t wl[] = { snl, scl, spl };
+        for (int i = 0; i < 3; i++) {
+            struct sockaddr_un f;
+            socklen_t fl = sizeof f;
+            memset(&f, 0, sizeof f);
+            n = recvfrom(dr, b, sizeof b, MSG_DONTWAIT, (struct sockaddr *)&f, &fl);
+            CHECK(n == (ssize_t)strlen(want[i]) && memcmp(b, want[i], n) == 0 && fl == wl[i] && memcmp(&f, wa[i], fl) == 0,
+                  "datagram %d from a bound sender: %zd bytes, its sender's address %d bytes '%s'", i, n, (int)fl, f.sun_path[0] ? f.sun_path : f.sun_path + 1);
+        }
+        CHECK(access(sp, F_OK) != 0, "the removed sender's socket file %s is back", sp);
+        CHECK(sendto(nsnd, "again", 5, 0, (struct sockaddr *)&a, abstract_addr(&a, dname)) == 5, "the named sender cannot send: %s", strerror(errno));
+        struct sockaddr_un f;
+        socklen_t fl = sizeof f;
+        n = recvfrom(dr, b, sizeof b, MSG_DONTWAIT, (struct sockaddr *)&f, &fl);
+        CHECK(n == 6 && memcmp(b, "dg-two", 6) == 0, "bound dgram 2 (after the named senders'): %zd", n);
+        fl = sizeof f;
+        n = recvfrom(dr, b, sizeof b, MSG_DONTWAIT, (struct sockaddr *)&f, &fl);
+        CHECK(n == 5 && fl == snl && memcmp(&f, &sna, snl) == 0, "a new datagram of the named sender: %zd", n);
+    }
     CHECK(sendto(ds, "dg-3", 4, 0, (struct sockaddr *)&a, abstract_addr(&a, dname)) == 4 && recv(dr, b, sizeof b, MSG_DONTWAIT) == 4,
           "bound dgram: new message: %s", strerror(errno));
 

@@ -21,7 +21,7 @@ public sealed unsafe class UnixSocket : IFileKind
 {
     public static readonly UnixSocket Instance = new();
     public string Name => "unix socket";
-    public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.UnixSocket, RecordKind.UnixSocketQueue, RecordKind.UnixSocketRights];
+    public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.UnixSocket, RecordKind.UnixSocketQueue, RecordKind.UnixSocketRights, RecordKind.UnixSocketSenders];
     /// <summary>After the credentials (70): listen() records the caller's credentials as the peer credentials of future connections.</summary>
     public int FinishOrder => 75;
 
@@ -161,6 +161,8 @@ public sealed unsafe class UnixSocket : IFileKind
         int sndbuf, rcvbuf, peekOff;
         bool passcred;
         List<(byte[] Data, int[]? Fds)> queue;
+        // the sender of each datagram queued in a socket that is not one end of a pair (which only its peer sends to)
+        var senders = d.Type == SocketCalls.SOCK_DGRAM && rel is Relation.Unconnected or Relation.ConnectedTo ? new List<byte[]?>() : null;
         try
         {
             sndbuf = SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_SNDBUF, "SO_SNDBUF", ctx.Pid);
@@ -169,7 +171,7 @@ public sealed unsafe class UnixSocket : IFileKind
             peekOff = SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_PEEK_OFF, "SO_PEEK_OFF", ctx.Pid);
             // a stream or seqpacket socket that is not connected has no queue (and recvmsg says ENOTCONN)
             bool hasQueue = rel is Relation.Pair or Relation.PeerClosed or Relation.ConnectedTo || (rel == Relation.Unconnected && d.Type == SocketCalls.SOCK_DGRAM);
-            queue = hasQueue ? PeekQueue(mine, d, peekOff, ctx.Pid, what) : [];
+            queue = hasQueue ? PeekQueue(mine, d, peekOff, ctx.Pid, what, senders) : [];
         }
         finally { FileCalls.Close(mine); }
         long total = queue.Sum(m => (long)m.Data.Length);
@@ -200,6 +202,14 @@ public sealed unsafe class UnixSocket : IFileKind
                 foreach (uint r in refs) rw.U32(r);
             }
             ctx.Image.Write(RecordKind.UnixSocketRights, rw);
+        }
+        // the senders' addresses (optional: a reader without it sends them from an unbound socket)
+        if (senders != null && senders.Any(x => x != null))
+        {
+            var sw = new PayloadWriter().U64(ino).U32((uint)senders.Count(x => x != null));
+            for (int i = 0; i < senders.Count; i++)
+                if (senders[i] is { } a) sw.U32((uint)i).Bytes(a);
+            ctx.Image.Write(RecordKind.UnixSocketSenders, sw, RecordFlags.Optional);
         }
         // the queue: messages in order, in records of at most QueueChunk bytes (a stream is cut anywhere)
         var q = new PayloadWriter();
@@ -289,7 +299,7 @@ public sealed unsafe class UnixSocket : IFileKind
     /// </summary>
     [ThreadStatic] private static byte[]? t_peekBuffer;
 
-    private static List<(byte[] Data, int[]? Fds)> PeekQueue(int fd, SocketCalls.UnixDiag d, int savedPeekOff, int pid, string what)
+    private static List<(byte[] Data, int[]? Fds)> PeekQueue(int fd, SocketCalls.UnixDiag d, int savedPeekOff, int pid, string what, List<byte[]?>? senders = null)
     {
         var msgs = new List<(byte[] Data, int[]? Fds)>();
         bool stream = d.Type == SocketCalls.SOCK_STREAM;
@@ -300,6 +310,8 @@ public sealed unsafe class UnixSocket : IFileKind
             // one buffer for every socket (a fresh 1 MiB each time cost a clear and a GC per few sockets)
             var buf = t_peekBuffer ??= GC.AllocateUninitializedArray<byte>(1 << 20);
             var ctl = new byte[CmsgRoom];
+            var from = new byte[110];   // sockaddr_un
+            byte[]? curFrom = null;
             var cur = new MemoryStream();
             List<int>? curFds = null;
             long total = 0;
@@ -311,12 +323,16 @@ public sealed unsafe class UnixSocket : IFileKind
                 int[]? fds = null;
                 fixed (byte* b = buf)
                 fixed (byte* c = ctl)
+                fixed (byte* a = from)
                 {
                     var iov = new SocketCalls.IoVec { Base = b, Len = (nuint)buf.Length };
                     var mh = new SocketCalls.MsgHdr { Iov = &iov, IovLen = 1, Control = c, ControlLen = (nuint)ctl.Length };
+                    if (!stream) { mh.Name = a; mh.NameLen = from.Length; }
                     n = SocketCalls.RecvMsg(fd, &mh, SocketCalls.MSG_PEEK | SocketCalls.MSG_DONTWAIT | SocketCalls.MSG_CMSG_CLOEXEC);
                     flags = mh.Flags;
                     if (n >= 0) fds = Rights(c, (int)mh.ControlLen, flags, pid, what);
+                    // the sender's address (sun_path bytes; none from an unbound sender)
+                    if (n >= 0 && !stream && cur.Length == 0) curFrom = mh.NameLen > 2 ? from.AsSpan(2, Math.Min(mh.NameLen, from.Length) - 2).ToArray() : null;
                 }
                 if (n < 0)
                 {
@@ -339,6 +355,7 @@ public sealed unsafe class UnixSocket : IFileKind
                 cur.Write(buf, 0, (int)n);
                 if ((flags & SocketCalls.MSG_TRUNC) != 0) continue;   // the rest of this message comes next
                 msgs.Add((cur.ToArray(), curFds?.ToArray()));
+                senders?.Add(curFrom);
                 curFds = null;
                 cur.SetLength(0);
                 if (msgs.Count > 1 << 20) { CloseAll(msgs, null); throw new NotCheckpointableException(pid, $"{what} has more than 2^20 messages queued"); }
@@ -547,8 +564,12 @@ public sealed unsafe class UnixSocket : IFileKind
         public readonly Dictionary<ulong, Dictionary<uint, uint[]>> Rights = new();
         /// <summary>Messages read so far from the queue of each socket with files in flight.</summary>
         public readonly Dictionary<ulong, uint> Sent = new();
-        /// <summary>The queues of those sockets, in order, written in Finish with their files.</summary>
-        public readonly List<(ulong Ino, (int Fd, byte[]? Addr, int Type) From, byte[] Msg, uint[]? Refs)> Deferred = new();
+        /// <summary>Sockets whose queued datagrams came from bound senders: message index → the sender's address (sun_path bytes).</summary>
+        public readonly Dictionary<ulong, Dictionary<uint, byte[]>> Senders = new();
+        /// <summary>Every socket rebuilt with an address: its sun_path bytes (as a string key) → ckpt's copy (the senders of queued datagrams).</summary>
+        public readonly Dictionary<string, int> ByName = new();
+        /// <summary>The queues of those sockets, in order, written in Finish with their files and senders.</summary>
+        public readonly List<(ulong Ino, (int Fd, byte[]? Addr, int Type) From, byte[] Msg, uint[]? Refs, byte[]? Sender)> Deferred = new();
         /// <summary>Socket files made by bind() for sockets whose file had been removed: removed again once the queues are written.</summary>
         public readonly List<string> Removed = new();
         /// <summary>An unbound datagram socket of ckpt that sends the queues of unconnected datagram sockets.</summary>
@@ -576,20 +597,37 @@ public sealed unsafe class UnixSocket : IFileKind
                 throw new ImageFormatException($"UnixSocketRights record at offset {rec.Offset} for an unknown socket:[{rino}], or a second one");
             return;
         }
+        if (rec.Kind == RecordKind.UnixSocketSenders)
+        {
+            ulong sino = r.U64();
+            var byIndex = new Dictionary<uint, byte[]>();
+            for (uint i = 0, n = r.U32(); i < n; i++)
+            {
+                uint index = r.U32();
+                byte[] a = r.Bytes().ToArray();
+                if (a.Length is 0 or > 108 || !byIndex.TryAdd(index, a)) throw new ImageFormatException($"UnixSocketSenders record at offset {rec.Offset}: message {index}");
+            }
+            r.End();
+            if (!st.SendFrom.ContainsKey(sino) || !st.Senders.TryAdd(sino, byIndex))
+                throw new ImageFormatException($"UnixSocketSenders record at offset {rec.Offset} for an unknown socket:[{sino}], or a second one");
+            return;
+        }
         if (rec.Kind == RecordKind.UnixSocketQueue)
         {
             ulong qino = r.U64(); uint count = r.U32();
             if (!st.SendFrom.TryGetValue(qino, out var from))
                 throw new ImageFormatException($"UnixSocketQueue record at offset {rec.Offset} for an unknown socket:[{qino}]");
-            // a queue with files in flight is written in Finish, once every description was rebuilt
+            // a queue with files in flight, or with datagrams of bound senders, is written in Finish, once
+            // every description and every bound socket was rebuilt
             st.Rights.TryGetValue(qino, out var rights);
+            st.Senders.TryGetValue(qino, out var senders);
             for (uint i = 0; i < count; i++)
             {
                 var msg = r.Bytes();
-                if (rights == null) { SendQueued(st, from, msg, qino); continue; }
+                if (rights == null && senders == null) { SendQueued(st, from, msg, qino); continue; }
                 uint index = st.Sent.TryGetValue(qino, out uint k) ? k : 0;
                 st.Sent[qino] = index + 1;
-                st.Deferred.Add((qino, from, msg.ToArray(), rights.GetValueOrDefault(index)));
+                st.Deferred.Add((qino, from, msg.ToArray(), rights?.GetValueOrDefault(index), senders?.GetValueOrDefault(index)));
             }
             r.End();
             return;
@@ -667,6 +705,7 @@ public sealed unsafe class UnixSocket : IFileKind
                     }
                 }
                 st.SendFrom[ino] = (-1, type == SocketCalls.SOCK_DGRAM ? addr : null, type);
+                if (name.Length > 0) st.ByName.TryAdd(Convert.ToHexString(name), mine);
                 if (rel == Relation.Listening)
                     ctx.State<Listens>().List.Add((objref, backlog, what, waiting, addr, removed && waiting.Length > 0 ? path : null));
                 if (rel == Relation.Waiting) st.Clients[ino] = (ctx, objref, mine, what);
@@ -726,11 +765,54 @@ public sealed unsafe class UnixSocket : IFileKind
         if (FileCalls.Unlink(path) != 0) throw SyscallException.Last($"unlink({path})");
     }
 
-    private static void SendQueued(RestoreState st, (int Fd, byte[]? Addr, int Type) from, ReadOnlySpan<byte> msg, ulong ino, int[]? fds = null)
+    /// <summary>
+    /// Sends a queued datagram again from a socket bound to its sender's address, so that the receiver gets
+    /// that address with it: the socket of the restart bound there (ckpt's copy), else a socket of ckpt bound
+    /// there for the moment; when the address is taken by a socket outside the restart, from an unbound one
+    /// (the address is lost: logged).
+    /// </summary>
+    private static void SendAs(RestoreContext ctx, RestoreState st, byte[] sender, (int Fd, byte[]? Addr, int Type) to, ReadOnlySpan<byte> msg, ulong ino, int[]? fds)
+    {
+        if (st.ByName.TryGetValue(Convert.ToHexString(sender), out int mine))
+        {
+            SendQueued(st, (-1, to.Addr, to.Type), msg, ino, fds, mine);
+            return;
+        }
+        if (sender[0] != 0 && sender[0] != (byte)'/')
+        {
+            ctx.Log.Info($"socket:[{ino}]: a queued datagram from {ShowName(sender)} (a relative name) is sent from an unbound socket");
+            SendQueued(st, (-1, to.Addr, to.Type), msg, ino, fds);
+            return;
+        }
+        int tmp = SocketCalls.Socket(SocketCalls.AF_UNIX, SocketCalls.SOCK_DGRAM | SocketCalls.SOCK_CLOEXEC, 0);
+        if (tmp < 0) throw SyscallException.Last("socket");
+        try
+        {
+            var a = SocketCalls.UnixAddress(sender);
+            int rc;
+            fixed (byte* p = a) rc = SocketCalls.Bind(tmp, p, a.Length);
+            if (rc != 0)
+            {
+                ctx.Log.Info($"socket:[{ino}]: a queued datagram from {ShowName(sender)} is sent from an unbound socket (that address is in use: {Errors.Describe(Marshal.GetLastPInvokeError())})");
+                SendQueued(st, (-1, to.Addr, to.Type), msg, ino, fds);
+                return;
+            }
+            try
+            {
+                SetBuffer(tmp, SocketCalls.SO_SNDBUFFORCE, 16 << 20);
+                SendQueued(st, (-1, to.Addr, to.Type), msg, ino, fds, tmp);
+            }
+            finally { if (sender[0] != 0) FileCalls.Unlink(Encoding.UTF8.GetString(sender).TrimEnd('\0')); }
+        }
+        finally { FileCalls.Close(tmp); }
+    }
+
+    private static void SendQueued(RestoreState st, (int Fd, byte[]? Addr, int Type) from, ReadOnlySpan<byte> msg, ulong ino, int[]? fds = null, int via = -1)
     {
         int fd = from.Fd;
         byte[]? addr = null;
-        if (fd < 0)
+        if (fd < 0 && via >= 0) { fd = via; addr = from.Addr; }
+        else if (fd < 0)
         {
             addr = from.Addr ?? throw new ImageFormatException($"socket:[{ino}] has queued data but nothing can send to it");
             if (st.Sender < 0)
@@ -781,11 +863,12 @@ public sealed unsafe class UnixSocket : IFileKind
         if (!st.Applied)
         {
             // the queues that carry files in flight, with ckpt's copies of the files (FdTable kept them)
-            foreach (var (qino, from, msg, refs) in st.Deferred)
+            foreach (var (qino, from, msg, refs, sender) in st.Deferred)
             {
                 int[]? fds = refs?.Select(o => ctx.Session.Masters.TryGetValue(o, out int m) ? m
                     : throw new ImageFormatException($"socket:[{qino}] has in flight the description {o}, which no FdTable kept")).ToArray();
-                SendQueued(st, from, msg, qino, fds);
+                if (sender != null && from.Addr != null) SendAs(ctx, st, sender, from, msg, qino, fds);
+                else SendQueued(st, from, msg, qino, fds);
             }
             st.Deferred.Clear();
             // datagram sockets connect to their peers once their queues are written (a connected socket
@@ -871,6 +954,14 @@ public sealed unsafe class UnixSocket : IFileKind
         {
             var (rino, byIndex) = ReadRights(rec);
             info.Child("files in flight").Set($"socket:[{rino}]", string.Join("; ", byIndex.Select(x => $"message {x.Key}: objref {string.Join(',', x.Value)}")));
+            return;
+        }
+        if (rec.Kind == RecordKind.UnixSocketSenders)
+        {
+            ulong sino = r.U64(); uint ns = r.U32();
+            var senders = new List<string>();
+            for (uint i = 0; i < ns; i++) { uint index = r.U32(); senders.Add($"message {index}: {ShowName(r.Bytes().ToArray())}"); }
+            info.Child("datagram senders").Set($"socket:[{sino}]", string.Join("; ", senders));
             return;
         }
         if (rec.Kind == RecordKind.UnixSocketQueue)
