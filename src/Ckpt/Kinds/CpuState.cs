@@ -251,6 +251,9 @@ public sealed class CpuState : IStateKind
         foreach (var s in threads.List.Skip(1)) ctx.OtherThreads.Add(CreateThread(ctx, s.Tid));
     }
 
+    /// <summary>Whether thread <paramref name="tid"/> has credentials of its own in the image (set on it by <see cref="Credentials.SetThreadOwn"/>).</summary>
+    public static bool HasOwnCredentials(RestoreContext ctx, int tid) => ctx.State<SavedThreads>().List.Any(x => x.Tid == tid && x.Credentials != null);
+
     /// <summary>The tids of the image's threads of this process (the leader first), as read so far.</summary>
     public static IEnumerable<int> SavedTids(RestoreContext ctx) => ctx.State<SavedThreads>().List.Select(s => s.Tid);
 

@@ -130,13 +130,25 @@ public sealed class Credentials : IStateKind
 
     public void Finish(RestoreContext ctx)
     {
+        // filters the process could not install with the credentials it is given now
+        Seccomp.InstallBeforeCredentials(ctx);
         var s = ctx.State<Saved>();
         // the vessel carries ckpt's own credentials: nothing to do when the image has the same
         var me = ProcStatus.Read(Environment.ProcessId);
         if (!(me.Uid.SequenceEqual(s.Uid) && me.Gid.SequenceEqual(s.Gid) && me.Groups.SequenceEqual(s.Groups)
             && me.CapInh == s.Inh && me.CapPrm == s.Prm && me.CapEff == s.Eff && me.CapBnd == s.Bnd && me.CapAmb == s.Amb))
+        {
+            // threads are made with their ids by clone3's set_tid, which needs a privilege the process may not
+            // have with its own credentials: they are made now (inheriting filters put in just before), and
+            // each is given the process's credentials (a thread with its own gets them later, CpuState)
+            CpuState.CreateThreads(ctx);
             SetIdsAndCapabilities(ctx, s);
-        SetSecurebits(ctx, s);
+            foreach (var t in ctx.OtherThreads)
+                if (!CpuState.HasOwnCredentials(ctx, t.Tid)) SetIdsAndCapabilities(ctx, t, s);
+        }
+        SetSecurebits(ctx, ctx.Vessel, s);
+        foreach (var t in ctx.OtherThreads)
+            if (!CpuState.HasOwnCredentials(ctx, t.Tid)) SetSecurebits(ctx, t, s);
     }
 
     private static void SetIdsAndCapabilities(RestoreContext ctx, Saved s) => SetIdsAndCapabilities(ctx, ctx.Vessel, s);
@@ -198,23 +210,23 @@ public sealed class Credentials : IStateKind
     /// CAP_SETPCAP is made effective a moment when it is permitted. Bits that cannot be set so (locks in
     /// a process without CAP_SETPCAP) are logged.
     /// </summary>
-    private static void SetSecurebits(RestoreContext ctx, Saved s)
+    private static void SetSecurebits(RestoreContext ctx, TracedTask task, Saved s)
     {
         if (s.Securebits < 0) return;
-        long now = ctx.Vessel.Inject(Nr.prctl, PR_GET_SECUREBITS);
+        long now = task.Inject(Nr.prctl, PR_GET_SECUREBITS);
         if (now == s.Securebits) return;
         if (now >= 0 && (now ^ s.Securebits) == SECBIT_KEEP_CAPS)
         {
-            ctx.Inject("prctl(PR_SET_KEEPCAPS)", Nr.prctl, PR_SET_KEEPCAPS, (s.Securebits & SECBIT_KEEP_CAPS) != 0 ? 1 : 0);
+            task.InjectChecked("prctl(PR_SET_KEEPCAPS)", Nr.prctl, PR_SET_KEEPCAPS, (s.Securebits & SECBIT_KEEP_CAPS) != 0 ? 1 : 0);
             return;
         }
-        long rc = ctx.Vessel.Inject(Nr.prctl, PR_SET_SECUREBITS, s.Securebits);
+        long rc = task.Inject(Nr.prctl, PR_SET_SECUREBITS, s.Securebits);
         const ulong setpcap = 1UL << CAP_SETPCAP;
         if (rc == -Errors.EPERM && (s.Prm & setpcap) != 0 && (s.Eff & setpcap) == 0)
         {
-            Capset(ctx, ctx.Vessel, s.Eff | setpcap, s.Prm, s.Inh);
-            rc = ctx.Vessel.Inject(Nr.prctl, PR_SET_SECUREBITS, s.Securebits);
-            Capset(ctx, ctx.Vessel, s.Eff, s.Prm, s.Inh);
+            Capset(ctx, task, s.Eff | setpcap, s.Prm, s.Inh);
+            rc = task.Inject(Nr.prctl, PR_SET_SECUREBITS, s.Securebits);
+            Capset(ctx, task, s.Eff, s.Prm, s.Inh);
         }
         if (rc < 0)
             ctx.Log.Info($"pid {ctx.Pid}: securebits 0x{s.Securebits:x} not restored, 0x{now:x} instead ({Errors.Describe((int)-rc)}: setting them needs CAP_SETPCAP, which the process does not have)");

@@ -15,8 +15,12 @@ namespace Ckpt.Kinds;
 /// Restart: each thread installs its own filters (seccomp(SECCOMP_SET_MODE_FILTER)), or enters strict
 /// mode, after every other injected call of its setup but the last ones (<see cref="CpuState"/>);
 /// the filters take effect when ckpt lets the thread go. Refused: a filter that hands syscalls to a
-/// user-space supervisor (SECCOMP_RET_USER_NOTIF: the listener cannot be rebuilt), and filters in a
-/// thread without no_new_privs or CAP_SYS_ADMIN (they could not be installed again).
+/// user-space supervisor (SECCOMP_RET_USER_NOTIF: the listener cannot be rebuilt).
+/// A process whose filters were installed while it was privileged, which then gave up its privileges
+/// (no no_new_privs, no CAP_SYS_ADMIN now: a daemon that drops root) could not install them again with
+/// its own credentials: when every thread has the leader's filters, the leader installs them at restart
+/// before its credentials are set (<see cref="InstallBeforeCredentials"/>), and the other threads,
+/// made from it afterwards, inherit them. Threads with different filters in such a process are refused.
 /// </summary>
 public sealed unsafe class Seccomp : IStateKind
 {
@@ -33,6 +37,7 @@ public sealed unsafe class Seccomp : IStateKind
     {
         var filters = new List<(ulong Flags, byte[] Program)>();
         var threads = new List<(int Tid, int Mode, List<int> Chain)>();
+        int unprivileged = 0;
         foreach (var (task, _, _) in ctx.Threads)
         {
             int tid = task.Tid;
@@ -45,8 +50,7 @@ public sealed unsafe class Seccomp : IStateKind
             var chain = new List<int>();
             if (status.Seccomp == ModeFilter)
             {
-                if (!status.NoNewPrivs && (status.CapEff & CAP_SYS_ADMIN) == 0)
-                    throw new NotCheckpointableException(ctx.Pid, $"thread {tid} runs under a seccomp filter without no_new_privs or CAP_SYS_ADMIN, so the filter could not be installed again after a restart");
+                if (!status.NoNewPrivs && (status.CapEff & CAP_SYS_ADMIN) == 0) unprivileged = tid;
                 for (int i = 0; ; i++)
                 {
                     var (prog, flags) = ReadFilter(tid, i);
@@ -61,6 +65,14 @@ public sealed unsafe class Seccomp : IStateKind
             threads.Add((tid, status.Seccomp, chain));
         }
         if (threads.All(t => t.Mode == 0)) return;
+        // filters it could not install itself: installed by the leader before its credentials, and inherited
+        bool early = unprivileged != 0;
+        if (early)
+        {
+            var leader = threads.First(t => t.Tid == ctx.Pid);
+            if (leader.Mode != ModeFilter || threads.Any(t => t.Mode != leader.Mode || !t.Chain.SequenceEqual(leader.Chain)))
+                throw new NotCheckpointableException(ctx.Pid, $"thread {unprivileged} runs under a seccomp filter without no_new_privs or CAP_SYS_ADMIN, and its threads have different filters, which could not be installed again after a restart");
+        }
         var p = new PayloadWriter().U32((uint)filters.Count);
         foreach (var (flags, prog) in filters) p.U64(flags).Bytes(prog);
         p.U32((uint)threads.Count);
@@ -69,6 +81,7 @@ public sealed unsafe class Seccomp : IStateKind
             p.I32(tid).U8((byte)mode).U32((uint)chain.Count);
             foreach (int i in chain) p.U32((uint)i);
         }
+        p.Bool(early);   // appended field
         ctx.Image.Write(RecordKind.Seccomp, p);
         ctx.Log.Debug($"pid {ctx.Pid}: seccomp: {filters.Count} distinct filter(s) over {threads.Count(t => t.Mode != 0)} thread(s)");
     }
@@ -108,6 +121,9 @@ public sealed unsafe class Seccomp : IStateKind
     {
         public List<(ulong Flags, byte[] Program)> Filters = new();
         public Dictionary<int, (int Mode, List<int> Chain)> Threads = new();
+        /// <summary>The leader installs the filters before its credentials are set; every thread has them.</summary>
+        public bool Early;
+        public bool InstalledEarly;
     }
 
     public void Restore(RestoreContext ctx, Record rec)
@@ -139,7 +155,20 @@ public sealed unsafe class Seccomp : IStateKind
             if (mode is not (0 or ModeStrict or ModeFilter)) throw new ImageFormatException($"Seccomp record at offset {rec.Offset}: mode {mode}");
             st.Threads[tid] = (mode, chain);
         }
+        st.Early = !r.AtEnd && r.Bool();
         r.End();
+    }
+
+    /// <summary>
+    /// Called by <see cref="Credentials"/> before it sets the process's credentials: the filters of a process
+    /// that could not install them with its own (see the class summary) are installed now by the leader; the
+    /// threads made from it later inherit them.
+    /// </summary>
+    public static void InstallBeforeCredentials(RestoreContext ctx)
+    {
+        if (ctx.Existing<Saved>() is not { Early: true, InstalledEarly: false } st) return;
+        Install(ctx, ctx.Vessel, ctx.Pid);
+        st.InstalledEarly = true;
     }
 
     /// <summary>Installed per thread by <see cref="CpuState"/> (<see cref="Install"/>), near the end of its setup.</summary>
@@ -153,6 +182,7 @@ public sealed unsafe class Seccomp : IStateKind
     public static void Install(RestoreContext ctx, TracedTask task, int tid)
     {
         if (ctx.Existing<Saved>() is not { } st || !st.Threads.TryGetValue(tid, out var t) || t.Mode == 0) return;
+        if (st.InstalledEarly) return;   // the leader has them, and the threads made from it since
         // the filters must not apply to ckpt's own calls: the trace suspends them (also set at seize)
         task.SetOptions(RestoreContext.VesselOptions);
         if (t.Mode == ModeStrict)

@@ -566,6 +566,18 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.Cleanup();
     }
 
+    /// <summary>
+    /// A daemon that installed a seccomp filter as root and then dropped root (no no_new_privs) keeps its
+    /// filter, in every thread, and stays unprivileged: the filter goes in before its credentials are set.
+    /// </summary>
+    [Fact]
+    public void SeccompFilterOfADaemonThatDroppedRoot()
+    {
+        env.Program("seccompdrop");
+        var r = new E2eScript(env, "seccomp-drop").Run(E2eScript.RoundTrip("\"$BIN/seccompdrop\""));
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
     /// <summary>no_new_privs survives a restart (without it the process could gain privileges through exec).</summary>
     [Fact]
     public void NoNewPrivs()

@@ -1,0 +1,63 @@
+/* seccompdrop: a daemon that installs a seccomp filter while root (no no_new_privs: getppid fails
+ * with EPERM), starts a thread (which inherits it), then drops root for uid/gid 65534 and every
+ * capability. Its filter could not be installed again with the credentials it has now: the restart must
+ * install it before it sets them. After the restart both threads are still filtered, the process is
+ * still unprivileged, without no_new_privs. */
+// build: seccompdrop -pthread
+#include "e2e.h"
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+
+static volatile int thread_result = -1, thread_go;
+
+static void *worker(void *arg)
+{
+    (void)arg;
+    while (!thread_go) usleep(1000);
+    thread_result = syscall(SYS_getppid) < 0 && errno == EPERM ? 0 : 1;
+    return NULL;
+}
+
+static long status_field(const char *name)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = -1;
+    size_t n = strlen(name);
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, name, n) && line[n] == ':') { v = strtol(line + n + 1, NULL, 10); break; }
+    if (f) fclose(f);
+    return v;
+}
+
+int main(void)
+{
+    e2e_init();
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_getppid, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = { .len = sizeof code / sizeof code[0], .filter = code };
+    MUST(getuid() == 0 && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0);
+    pthread_t t;
+    MUST(pthread_create(&t, NULL, worker, NULL) == 0);
+    /* every thread at once (glibc's setresuid changes all threads' credentials) */
+    MUST(setgroups(0, NULL) == 0 && setresgid(65534, 65534, 65534) == 0 && setresuid(65534, 65534, 65534) == 0);
+    MUST(status_field("NoNewPrivs") == 0 && status_field("Seccomp") == 2);
+    say("READY");
+    e2e_wait_usr1();
+    CHECK(syscall(SYS_getppid) < 0 && errno == EPERM, "the main thread is no longer filtered");
+    thread_go = 1;
+    pthread_join(t, NULL);
+    CHECK(thread_result == 0, "the other thread is no longer filtered");
+    uid_t r, e, s;
+    CHECK(getresuid(&r, &e, &s) == 0 && r == 65534 && e == 65534 && s == 65534, "uid %d %d %d", (int)r, (int)e, (int)s);
+    CHECK(status_field("NoNewPrivs") == 0 && status_field("Seccomp") == 2, "no_new_privs %ld, seccomp %ld", status_field("NoNewPrivs"), status_field("Seccomp"));
+    CHECK(prctl(PR_CAPBSET_READ, 21 /* CAP_SYS_ADMIN */) >= 0 && status_field("CapEff") == 0, "capabilities are back");
+    return e2e_finish();
+}
