@@ -11,6 +11,9 @@
  *   eventobjs closedother  the same, the file then held by a child only: the checkpoint must refuse.
  *   eventobjs slowwatch DIR  an inotify instance that reads its events late (see slowwatch_mode).
  *   eventobjs watchdir DIR   an inotify instance watching the directory of ckpt's image and log.
+ *   eventobjs rotated DIR    an inotify instance watching a log file that was then removed while still
+ *                            open (a log rotated under `tail -F`), and DIR: after the restart a write
+ *                            to the removed file is reported under its wd, a new file in DIR under its.
  */
 #include "e2e.h"
 #include <poll.h>
@@ -123,6 +126,37 @@ static int slowwatch_mode(const char *dir)
 /* "watchdir DIR": an inotify instance watching DIR for new and written files, read as soon as events
  * come (a web server's file watcher); ckpt's image and log are written in DIR. After SIGUSR1: the watch
  * still reports a new file. */
+static int rotated_mode(const char *dir)
+{
+    char log[4096];
+    snprintf(log, sizeof log, "%s/app.log", dir);
+    int lf = open(log, O_CREAT | O_WRONLY | O_APPEND, 0644);
+    MUST(lf >= 0 && write(lf, "line 1\n", 7) == 7);
+    int in = inotify_init1(IN_NONBLOCK);
+    MUST(in >= 0);
+    int wd_dir = inotify_add_watch(in, dir, IN_CREATE);
+    int wd_log = inotify_add_watch(in, log, IN_MODIFY);
+    MUST(wd_dir >= 0 && wd_log >= 0);
+    MUST(unlink(log) == 0);   /* rotated away: the watch stays while the file is open */
+    char buf[4096] __attribute__((aligned(8)));
+    while (read(in, buf, sizeof buf) > 0) { }   /* the events so far (the log's creation) */
+    say("READY");
+    e2e_wait_usr1();
+    MUST(write(lf, "line 2\n", 7) == 7);
+    struct pollfd p = { in, POLLIN, 0 };
+    CHECK(poll(&p, 1, 2000) == 1, "no event for the write to the removed log");
+    ssize_t n = read(in, buf, sizeof buf);
+    const struct inotify_event *e = (const void *)buf;
+    CHECK(n >= (ssize_t)sizeof *e && e->wd == wd_log && (e->mask & IN_MODIFY), "the write to the removed log: %zd bytes, wd %d (want %d), mask 0x%x", n, n > 0 ? e->wd : -1, wd_log, n > 0 ? e->mask : 0);
+    char made[4096];
+    snprintf(made, sizeof made, "%s/app.log.1", dir);
+    int f = open(made, O_CREAT | O_WRONLY, 0644);
+    MUST(f >= 0);
+    close(f);
+    CHECK(poll(&p, 1, 2000) == 1 && read(in, buf, sizeof buf) > 0 && e->wd == wd_dir && (e->mask & IN_CREATE), "no IN_CREATE in the directory under wd %d", wd_dir);
+    return e2e_finish();
+}
+
 static int watchdir_mode(const char *dir)
 {
     int in = inotify_init1(0);
@@ -157,6 +191,7 @@ int main(int argc, char **argv)
     if (argc > 1 && strcmp(argv[1], "closedother") == 0) return closed_mode(1);
     if (argc > 2 && strcmp(argv[1], "slowwatch") == 0) return slowwatch_mode(argv[2]);
     if (argc > 2 && strcmp(argv[1], "watchdir") == 0) return watchdir_mode(argv[2]);
+    if (argc > 2 && strcmp(argv[1], "rotated") == 0) return rotated_mode(argv[2]);
     MUST(argc > 1);
     const char *dir = argv[1];
 

@@ -76,6 +76,7 @@ public sealed class Inotify : IFileKind
         long queued = QueuedAtCheckpoint(ctx, f.Fd);
         var info = ProcFdInfo.Read(ctx.Pid, f.Fd);
         var watches = new List<Watch>();
+        var vias = new List<(int Index, int Fd)>();
         foreach (var line in info.Lines)
         {
             if (!line.StartsWith("inotify ", StringComparison.Ordinal)) continue;
@@ -87,7 +88,15 @@ public sealed class Inotify : IFileKind
             if (w.TryGetValue("fhandle-bytes", out var hb) && w.TryGetValue("fhandle-type", out var ht) && w.TryGetValue("f_handle", out var h))
                 path = PathOfHandle((int)ProcFdInfo.Hex(hb), (int)ProcFdInfo.Hex(ht), Convert.FromHexString(h), watch.Ino, watch.Sdev);
             if (path == null)
-                throw new NotCheckpointableException(ctx.Pid, $"inotify fd {f.Fd}: watch wd {watch.Wd} is on inode {watch.Ino} of device {watch.Sdev >> 20}:{watch.Sdev & 0xfffff}, which no path reaches (unlinked, hidden by another mount, or a filesystem without file handles)");
+            {
+                // a file removed while open (a log rotated under `tail -F`): reached at restart through an fd of
+                // the process that holds it, rebuilt as a removed file
+                int via = OpenFdOf(ctx, watch.Ino, watch.Sdev);
+                if (via < 0)
+                    throw new NotCheckpointableException(ctx.Pid, $"inotify fd {f.Fd}: watch wd {watch.Wd} is on inode {watch.Ino} of device {watch.Sdev >> 20}:{watch.Sdev & 0xfffff}, which no path reaches (unlinked and not open in the process, hidden by another mount, or a filesystem without file handles)");
+                vias.Add((watches.Count, via));
+                path = "";
+            }
             watches.Add(watch with { Path = path });
         }
         if (queued > 0)
@@ -100,8 +109,24 @@ public sealed class Inotify : IFileKind
         }
         var p = new PayloadWriter().U32(objref).I32(f.Flags & ~FileCalls.O_CLOEXEC).U32((uint)watches.Count);
         foreach (var w in watches) p.I32(w.Wd).U32(w.Mask).Str(w.Path).U64(w.Ino).U32(w.Sdev);
+        // appended field: the watches of removed files, each reached through an fd of the process
+        p.U32((uint)vias.Count);
+        foreach (var (index, via) in vias) p.I32(index).I32(via);
         ctx.Image.Write(RecordKind.Inotify, p);
     }
+
+    /// <summary>An fd of the process on the removed file (inode <paramref name="ino"/> of device <paramref name="sdev"/>, major &lt;&lt; 20 | minor), or -1.</summary>
+    private static int OpenFdOf(CheckpointContext ctx, ulong ino, uint sdev)
+    {
+        foreach (var o in ctx.OpenFiles)
+            if (!o.InFlight && o.Stat.Ino == ino && o.Stat.Nlink == 0 && o.Stat.Type == StatBuf.S_IFREG
+                && FileCalls.MajorOf(o.Stat.Dev) == (int)(sdev >> 20) && FileCalls.MinorOf(o.Stat.Dev) == (int)(sdev & 0xfffff))
+                return o.Fd;
+        return -1;
+    }
+
+    /// <summary>Instances with watches of removed files: their watches are all added in Finish, once those files are at their fds.</summary>
+    private sealed class Deferred { public readonly List<(uint Objref, List<Watch> Watches)> List = new(); }
 
     /// <summary>
     /// The path of the inode behind a file handle: opened with open_by_handle_at on each mount of its
@@ -148,9 +173,26 @@ public sealed class Inotify : IFileKind
         if (n > (uint)r.Remaining / 24) throw new ImageFormatException($"Inotify record at offset {rec.Offset}: {n} watches do not fit");
         var watches = new List<Watch>();
         for (int i = 0; i < n; i++) watches.Add(new Watch(r.I32(), r.U32(), r.Str(), r.U64(), r.U32()));
+        var vias = new Dictionary<int, int>();
+        for (uint i = 0, m = r.AtEnd ? 0 : r.U32(); i < m; i++)
+        {
+            int index = r.I32(), via = r.I32();
+            if (index < 0 || index >= watches.Count || via < 0 || !vias.TryAdd(index, via))
+                throw new ImageFormatException($"Inotify record at offset {rec.Offset}: watch {index} through fd {via}");
+            watches[index] = watches[index] with { Path = $"/proc/self/fd/{via}" };
+        }
         r.End();
         watches.Sort((a, b) => a.Wd.CompareTo(b.Wd));
         int fd = (int)ctx.Inject("inotify_init1", Nr.inotify_init1, FileCalls.O_CLOEXEC | (flags & FileCalls.O_NONBLOCK));
+        ctx.Files.SetRestored(objref, fd);
+        // a watch of a removed file goes through the fd that holds it, final in Finish: then all of them, in order
+        if (vias.Count > 0) ctx.State<Deferred>().List.Add((objref, watches));
+        else AddWatches(ctx, fd, watches);
+    }
+
+    /// <summary>Adds the watches in wd order, each getting its saved wd (the numbers skipped are taken by scratch watches, removed at once).</summary>
+    private static void AddWatches(RestoreContext ctx, int fd, List<Watch> watches)
+    {
         int next = 1, skipped = 0;
         string? scratchDir = null;
         var dummies = new HashSet<int>();
@@ -170,7 +212,7 @@ public sealed class Inotify : IFileKind
                     next = d + 1;
                     if (++skipped % 4096 == 0) Drain(ctx, fd, dummies);   // stay under max_queued_events
                 }
-                if (!FileCalls.TryStat(w.Path, out _))
+                if (!w.Path.StartsWith("/proc/self/fd/", StringComparison.Ordinal) && !FileCalls.TryStat(w.Path, out _))
                     throw new CkptException($"restart: {w.Path} (watched by inotify wd {w.Wd}) no longer exists", ExitCodes.RestoreConflict);
                 int got = AddWatch(ctx, fd, w.Path, w.Mask);
                 if (got != w.Wd)
@@ -183,7 +225,6 @@ public sealed class Inotify : IFileKind
         {
             if (scratchDir != null) try { Directory.Delete(scratchDir); } catch (IOException) { }
         }
-        ctx.Files.SetRestored(objref, fd);
     }
 
     private static int AddWatch(RestoreContext ctx, int fd, string path, uint mask)
@@ -220,7 +261,18 @@ public sealed class Inotify : IFileKind
         finally { FileCalls.Close(mine); }
     }
 
-    public void Finish(RestoreContext ctx) { }
+    /// <summary>The watches of instances that watch removed files, through the final fds of those files.</summary>
+    public void Finish(RestoreContext ctx)
+    {
+        if (ctx.Existing<Deferred>() is not { } d) return;
+        foreach (var (objref, watches) in d.List)
+        {
+            var fds = FdTable.FinalFds(ctx, objref);
+            if (fds.Count == 0) throw new CkptException($"restart: an inotify instance of pid {ctx.Pid} watching removed files is held by no fd of it", ExitCodes.Internal);
+            AddWatches(ctx, fds[0], watches);
+        }
+        d.List.Clear();
+    }
 
     public void Describe(Record rec, InfoNode info)
     {

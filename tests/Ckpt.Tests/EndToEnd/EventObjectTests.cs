@@ -117,6 +117,18 @@ public sealed class EventObjectTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// An inotify watch of a log file removed while still open (rotated under `tail -F`) comes back with
+    /// its wd, on the rebuilt removed file: a write to it is reported.
+    /// </summary>
+    [Fact]
+    public void InotifyWatchOfARemovedFile()
+    {
+        env.Program("eventobjs");
+        var r = new E2eScript(env, "inotify-rotated").Run(E2eScript.RoundTrip("\"$BIN/eventobjs\" rotated \"$W/logs\"", before: "mkdir -p \"$W/logs\""));
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
+    /// <summary>
     /// An epoll watch whose fd was closed after it was added (the file still open under another fd) comes
     /// back keyed by the closed fd's number, which stays closed; one whose file only a child holds is refused.
     /// </summary>
