@@ -7,7 +7,8 @@
  * IPv6 socket) are received after the restart, in order, from their sources.
  * Also: a UDP pair connected both ways, one end shut down for writing and the other for reading (the
  * shutdown state only inet_diag shows); a TCP socket bound to the "lo" device (SO_BINDTODEVICE); an
- * IPv6 UDP socket with IPV6_FREEBIND; two UDP-Lite sockets (one with a send checksum coverage of 20).
+ * IPv6 UDP socket with IPV6_FREEBIND; one bound to an address this machine does not have, with
+ * IPV6_FREEBIND set for the bind and cleared after; two UDP-Lite sockets (one with a send checksum coverage of 20).
  * With "pending": also a listener with a connection it has not accepted yet, which the checkpoint must
  * refuse. */
 #include "e2e.h"
@@ -103,6 +104,13 @@ int main(int argc, char **argv)
     MUST(dev >= 0 && setsockopt(dev, SOL_SOCKET, SO_BINDTODEVICE, "lo", 3) == 0);
     int fb = socket(AF_INET6, SOCK_DGRAM, 0);
     MUST(fb >= 0 && setsockopt(fb, IPPROTO_IPV6, 78 /* IPV6_FREEBIND */, &one, sizeof one) == 0);
+    int fb2 = socket(AF_INET6, SOCK_DGRAM, 0), zero = 0;
+    struct sockaddr_in6 far = { .sin6_family = AF_INET6 };
+    MUST(inet_pton(AF_INET6, "2001:db8::4242", &far.sin6_addr) == 1);
+    MUST(fb2 >= 0 && setsockopt(fb2, IPPROTO_IPV6, 78, &one, sizeof one) == 0 && bind(fb2, (struct sockaddr *)&far, sizeof far) == 0
+         && setsockopt(fb2, IPPROTO_IPV6, 78, &zero, sizeof zero) == 0);
+    struct sockaddr_storage afar;
+    name_of(fb2, &afar);
     int ul1 = socket(AF_INET, SOCK_DGRAM, 136 /* IPPROTO_UDPLITE */), ul2 = socket(AF_INET, SOCK_DGRAM, 136), cscov = 20;
     MUST(ul1 >= 0 && ul2 >= 0 && bind(ul1, (struct sockaddr *)&lo, sizeof lo) == 0 && setsockopt(ul2, 136, 10 /* UDPLITE_SEND_CSCOV */, &cscov, sizeof cscov) == 0);
     struct sockaddr_storage aul1;
@@ -182,6 +190,8 @@ int main(int argc, char **argv)
     socklen_t dl = sizeof devname;
     CHECK(getsockopt(dev, SOL_SOCKET, SO_BINDTODEVICE, devname, &dl) == 0 && !strcmp(devname, "lo"), "the TCP socket is bound to device '%s'", devname);
     CHECK(opt(fb, IPPROTO_IPV6, 78) == 1, "IPV6_FREEBIND %d", opt(fb, IPPROTO_IPV6, 78));
+    name_of(fb2, &now);
+    CHECK(!memcmp(&now, &afar, sizeof now) && opt(fb2, IPPROTO_IPV6, 78) == 0, "the socket bound to a foreign address: port %d (was %d), IPV6_FREEBIND %d", port(&now), port(&afar), opt(fb2, IPPROTO_IPV6, 78));
     CHECK(opt(ul1, SOL_SOCKET, SO_PROTOCOL) == 136 && opt(ul2, SOL_SOCKET, SO_PROTOCOL) == 136, "the UDP-Lite sockets are protocol %d, %d", opt(ul1, SOL_SOCKET, SO_PROTOCOL), opt(ul2, SOL_SOCKET, SO_PROTOCOL));
     CHECK(opt(ul2, 136, 10) == 20, "UDPLITE_SEND_CSCOV %d", opt(ul2, 136, 10));
     {

@@ -860,11 +860,21 @@ public sealed unsafe class InetSocket : IStateKind
             var v = Settable(level, name, value);
             batch.Add(Nr.setsockopt, fd, level, name, (long)batch.AddData(v), v.Length, check: got => { if (got < 0) OptionFailed(ctx, level, name, got, what); });
         }
+        // an address this machine does not have: the original was bound with IP_FREEBIND (cleared since, or
+        // it would be among the options): set for the bind, and put back after
+        (int Level, int Name)? freebind = null;
+        if (HasAddress(local) && !NonLocalBindAllowed(options, domain) && !AddressIsLocal(domain, local))
+        {
+            freebind = domain == SocketCalls.AF_INET6 ? (IPPROTO_IPV6, 78) : (IPPROTO_IP, 15);
+            batch.AddChecked("setsockopt(IP_FREEBIND)", Nr.setsockopt, fd, freebind.Value.Level, freebind.Value.Name, (long)batch.AddData(BitConverter.GetBytes(1)), 4);
+        }
         if (HasAddress(local))
             batch.Add(Nr.bind, fd, (long)batch.AddData(local), local.Length, stopOnError: true, check: got =>
             {
                 if (got < 0) throw new CkptException($"restart: cannot bind the {what} again: {Errors.Describe((int)-got)}{(got == -SocketCalls.EADDRINUSE ? " (the address is in use: is the checkpointed process, or another one, still holding it?)" : "")}", ExitCodes.RestoreConflict);
             });
+        if (freebind is { } fb)
+            batch.AddChecked("setsockopt(IP_FREEBIND)", Nr.setsockopt, fd, fb.Level, fb.Name, (long)batch.AddData(BitConverter.GetBytes(0)), 4);
         if (state == State.Listening) batch.AddChecked($"listen of the {what}", Nr.listen, fd, backlog);
         // on a socket never connected, shutdown fails with ENOTCONN but still marks both directions shut
         else if (state == State.Closed) batch.Add(Nr.shutdown, fd, 2 /* SHUT_RDWR */);
@@ -1024,6 +1034,25 @@ public sealed unsafe class InetSocket : IStateKind
     }
 
     /// <summary>Whether a sockaddr_in/in6 names a port or an address (an unbound socket's is all zero).</summary>
+    /// <summary>Whether the saved options already let the socket bind an address the machine does not have (IP_FREEBIND, IPV6_FREEBIND, IP_TRANSPARENT, IPV6_TRANSPARENT set).</summary>
+    private static bool NonLocalBindAllowed(List<(int Level, int Name, byte[] Value)> options, int domain)
+        => options.Any(o => (o.Level, o.Name) is (IPPROTO_IP, 15) or (IPPROTO_IPV6, 78) or (IPPROTO_IP, 19) or (IPPROTO_IPV6, 75) && o.Value.AsSpan().ContainsAnyExcept((byte)0));
+
+    /// <summary>Whether this machine has the address of <paramref name="sockaddr"/> (a bind of a scratch UDP socket to it, port 0, succeeds).</summary>
+    private static unsafe bool AddressIsLocal(int domain, byte[] sockaddr)
+    {
+        int probe = SocketCalls.Socket(domain, SocketCalls.SOCK_DGRAM | SocketCalls.SOCK_CLOEXEC, 0);
+        if (probe < 0) return true;
+        try
+        {
+            var a = (byte[])sockaddr.Clone();
+            a[2] = a[3] = 0;   // port 0
+            fixed (byte* p = a)
+                return SocketCalls.Bind(probe, p, a.Length) == 0 || System.Runtime.InteropServices.Marshal.GetLastPInvokeError() != 99 /* EADDRNOTAVAIL */;
+        }
+        finally { FileCalls.Close(probe); }
+    }
+
     private static bool HasAddress(byte[] a)
     {
         if (a.Length < 4) return false;
