@@ -248,6 +248,8 @@ public sealed class CpuState : IStateKind
         var threads = ctx.State<SavedThreads>();
         if (threads.Created) return;
         threads.Created = true;
+        // the seccomp filters all threads start with: in the leader first, inherited (shared) by each thread made
+        if (threads.List.Count > 1) Seccomp.InstallShared(ctx);
         foreach (var s in threads.List.Skip(1)) ctx.OtherThreads.Add(CreateThread(ctx, s.Tid));
     }
 

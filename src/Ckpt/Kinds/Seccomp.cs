@@ -123,7 +123,8 @@ public sealed unsafe class Seccomp : IStateKind
         public Dictionary<int, (int Mode, List<int> Chain)> Threads = new();
         /// <summary>The leader installs the filters before its credentials are set; every thread has them.</summary>
         public bool Early;
-        public bool InstalledEarly;
+        /// <summary>The filters every thread starts with, installed in the leader before the other threads are made (they inherit them, shared); -1: not yet.</summary>
+        public int Shared = -1;
     }
 
     public void Restore(RestoreContext ctx, Record rec)
@@ -166,9 +167,28 @@ public sealed unsafe class Seccomp : IStateKind
     /// </summary>
     public static void InstallBeforeCredentials(RestoreContext ctx)
     {
-        if (ctx.Existing<Saved>() is not { Early: true, InstalledEarly: false } st) return;
-        Install(ctx, ctx.Vessel, ctx.Pid);
-        st.InstalledEarly = true;
+        if (ctx.Existing<Saved>() is { Early: true }) InstallShared(ctx);
+    }
+
+    /// <summary>
+    /// Called before the other threads of the process are made from the leader (<see cref="CpuState.CreateThreads"/>):
+    /// the filters every thread starts with (the longest common beginning of their chains, when every
+    /// thread is under filters) are installed in the leader now, so that the threads inherit them as the
+    /// same filters, shared as in the original (SECCOMP_FILTER_FLAG_TSYNC needs that); each thread adds the
+    /// rest of its own later (<see cref="Install"/>).
+    /// </summary>
+    public static void InstallShared(RestoreContext ctx)
+    {
+        if (ctx.Existing<Saved>() is not { } st || st.Shared >= 0) return;
+        st.Shared = 0;
+        var tids = CpuState.SavedTids(ctx).ToList();
+        if (tids.Count == 0 || tids.Any(t => !st.Threads.TryGetValue(t, out var x) || x.Mode != ModeFilter)) return;
+        var chains = tids.Select(t => st.Threads[t].Chain).ToList();
+        int common = chains.Min(c => c.Count);
+        for (int k = 0; k < common; k++)
+            if (chains.Any(c => c[k] != chains[0][k])) { common = k; break; }
+        InstallFilters(ctx, ctx.Vessel, chains[0].Take(common));
+        st.Shared = common;
     }
 
     /// <summary>Installed per thread by <see cref="CpuState"/> (<see cref="Install"/>), near the end of its setup.</summary>
@@ -182,7 +202,6 @@ public sealed unsafe class Seccomp : IStateKind
     public static void Install(RestoreContext ctx, TracedTask task, int tid)
     {
         if (ctx.Existing<Saved>() is not { } st || !st.Threads.TryGetValue(tid, out var t) || t.Mode == 0) return;
-        if (st.InstalledEarly) return;   // the leader has them, and the threads made from it since
         // the filters must not apply to ckpt's own calls: the trace suspends them (also set at seize)
         task.SetOptions(RestoreContext.VesselOptions);
         if (t.Mode == ModeStrict)
@@ -190,7 +209,16 @@ public sealed unsafe class Seccomp : IStateKind
             task.InjectChecked("seccomp(SECCOMP_SET_MODE_STRICT)", Nr.seccomp, 0 /* SECCOMP_SET_MODE_STRICT */, 0, 0);
             return;
         }
-        foreach (int i in t.Chain)
+        // the first ones it has already (installed in the leader before the threads were made, inherited)
+        InstallFilters(ctx, task, t.Chain.Skip(Math.Max(st.Shared, 0)));
+        ctx.Log.Debug($"thread {tid}: {t.Chain.Count} seccomp filter(s) installed ({Math.Max(st.Shared, 0)} shared)");
+    }
+
+    private static void InstallFilters(RestoreContext ctx, TracedTask task, IEnumerable<int> chain)
+    {
+        if (ctx.Existing<Saved>() is not { } st) return;
+        task.SetOptions(RestoreContext.VesselOptions);
+        foreach (int i in chain)
         {
             var (flags, prog) = st.Filters[i];
             if (prog.Length + 16 > RestoreContext.ScratchSize) throw new CkptException($"restart: a seccomp filter of {prog.Length} bytes does not fit the scratch area", ExitCodes.Internal);
@@ -202,7 +230,6 @@ public sealed unsafe class Seccomp : IStateKind
             ulong a = ctx.PutScratch(0, fprog);
             task.InjectChecked($"seccomp(SECCOMP_SET_MODE_FILTER) of filter {i}", Nr.seccomp, 1 /* SECCOMP_SET_MODE_FILTER */, (long)flags, (long)a);
         }
-        ctx.Log.Debug($"thread {tid}: {t.Chain.Count} seccomp filter(s) installed");
     }
 
     public void Describe(Record rec, InfoNode info)

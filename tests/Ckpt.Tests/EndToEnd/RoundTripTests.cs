@@ -578,6 +578,19 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.AssertPassed().AssertRestoredExit0().Cleanup();
     }
 
+    /// <summary>
+    /// A filter installed before a thread was made is shared by both threads after the restart, as in the
+    /// original: a filter added with SECCOMP_FILTER_FLAG_TSYNC (which needs the same filters in every thread)
+    /// is accepted and applies to both.
+    /// </summary>
+    [Fact]
+    public void SeccompFiltersStaySharedBetweenThreads()
+    {
+        env.Program("seccomptsync");
+        var r = new E2eScript(env, "seccomp-tsync").Run(E2eScript.RoundTrip("\"$BIN/seccomptsync\""));
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
     /// <summary>no_new_privs survives a restart (without it the process could gain privileges through exec).</summary>
     [Fact]
     public void NoNewPrivs()
