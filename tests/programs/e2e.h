@@ -124,6 +124,26 @@ static int e2e_finish(void)
     return 1;
 }
 
+/* The VmFlags line (after "VmFlags:") of the region of /proc/self/smaps that starts at `addr`, and its
+ * Locked size in kB (-1, "" if there is no such region). */
+static void region_info(void *addr, char *flags, size_t n, long *locked_kb)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char line[512];
+    int in = 0;
+    flags[0] = 0;
+    *locked_kb = -1;
+    while (f && fgets(line, sizeof line, f)) {
+        unsigned long s, e;
+        char c;
+        if (sscanf(line, "%lx-%lx %c", &s, &e, &c) == 3 && strchr(line, '-') < strchr(line, ' ')) { in = s == (unsigned long)addr; continue; }
+        if (!in) continue;
+        sscanf(line, "Locked: %ld kB", locked_kb);
+        if (!strncmp(line, "VmFlags:", 8)) { snprintf(flags, n, "%s", line + 8); break; }
+    }
+    if (f) fclose(f);
+}
+
 /* A deterministic byte pattern. */
 static inline uint8_t pat(uint64_t i, uint64_t seed)
 {

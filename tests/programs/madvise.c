@@ -7,21 +7,6 @@
 
 #define LEN (16 * 4096)
 
-static void vmflags(void *addr, char *flags, size_t n)
-{
-    FILE *f = fopen("/proc/self/smaps", "r");
-    char line[512];
-    int in = 0;
-    flags[0] = 0;
-    while (f && fgets(line, sizeof line, f)) {
-        unsigned long s, e;
-        char c;
-        if (sscanf(line, "%lx-%lx %c", &s, &e, &c) == 3 && strchr(line, '-') < strchr(line, ' ')) { in = s == (unsigned long)addr; continue; }
-        if (in && !strncmp(line, "VmFlags:", 8)) { snprintf(flags, n, "%s", line + 8); break; }
-    }
-    if (f) fclose(f);
-}
-
 static const struct { int advice; const char *flag; } advices[] = {
     { MADV_DONTFORK, "dc" }, { MADV_DONTDUMP, "dd" }, { MADV_WIPEONFORK, "wf" }, { MADV_HUGEPAGE, "hg" },
     { MADV_NOHUGEPAGE, "nh" }, { MADV_MERGEABLE, "mg" }, { MADV_SEQUENTIAL, "sr" }, { MADV_RANDOM, "rr" },
@@ -33,13 +18,14 @@ int main(void)
     e2e_init();
     char *raw = mmap(NULL, (2 * N + 1) * LEN, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     MUST(raw != MAP_FAILED);
-    static char before[N][256];
+    static char before[N][512];
     for (size_t i = 0; i < N; i++) {
         char *r = raw + (2 * i + 1) * LEN;
         MUST(mprotect(r, LEN, PROT_READ | PROT_WRITE) == 0);
         fill(r, LEN, 40 + i);
         MUST(madvise(r, LEN, advices[i].advice) == 0);
-        vmflags(r, before[i], sizeof before[i]);
+        long locked;
+        region_info(r, before[i], sizeof before[i], &locked);
         char want[8];
         snprintf(want, sizeof want, " %s", advices[i].flag);
         MUST(strstr(before[i], want) != NULL);
@@ -48,8 +34,9 @@ int main(void)
     e2e_wait_usr1();
     for (size_t i = 0; i < N; i++) {
         char *r = raw + (2 * i + 1) * LEN;
-        char after[256];
-        vmflags(r, after, sizeof after);
+        char after[512];
+        long locked;
+        region_info(r, after, sizeof after, &locked);
         CHECK(strcmp(before[i], after) == 0, "region %zu (%s): VmFlags were '%s', now '%s'", i, advices[i].flag, before[i], after);
         CHECK(check_fill(r, LEN, 40 + i) < 0, "region %zu (%s): data differ", i, advices[i].flag);
     }

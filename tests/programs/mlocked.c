@@ -8,24 +8,6 @@
 
 #define LEN (64 * 1024)
 
-static void region_info(void *addr, char *flags, size_t n, long *locked_kb)
-{
-    FILE *f = fopen("/proc/self/smaps", "r");
-    char line[512];
-    int in = 0;
-    flags[0] = 0;
-    *locked_kb = -1;
-    while (f && fgets(line, sizeof line, f)) {
-        unsigned long s, e;
-        char c;
-        if (sscanf(line, "%lx-%lx %c", &s, &e, &c) == 3 && strchr(line, '-') < strchr(line, ' ')) { in = s == (unsigned long)addr; continue; }
-        if (!in) continue;
-        sscanf(line, "Locked: %ld kB", locked_kb);
-        if (!strncmp(line, "VmFlags:", 8)) { snprintf(flags, n, "%s", line + 8); break; }
-    }
-    if (f) fclose(f);
-}
-
 int main(int argc, char **argv)
 {
     e2e_init();

@@ -4,6 +4,7 @@
  * fails with ENOTTY). After the restart each task must be filtered exactly as before: the main thread
  * by A and C, the thread by A and B, the child by A. */
 #include "e2e.h"
+#include "e2e_seccomp.h"
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
@@ -14,17 +15,7 @@
 
 static char dir[64];
 
-static void deny(int nr, int err, unsigned flags)
-{
-    struct sock_filter code[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, nr, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | err),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    struct sock_fprog prog = { .len = sizeof code / sizeof code[0], .filter = code };
-    MUST(syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog) == 0);
-}
+static void deny(int nr, int err, unsigned flags) { MUST(seccomp_deny(nr, err, flags) == 0); }
 
 /* errno of a call that fails (0 if it worked) */
 static int err_of(long r) { return r < 0 ? errno : 0; }

@@ -5,10 +5,10 @@
  * still unprivileged, without no_new_privs. */
 // build: seccompdrop -pthread
 #include "e2e.h"
-#include <linux/filter.h>
+#include "e2e_seccomp.h"
 #include <linux/seccomp.h>
+#include <grp.h>
 #include <pthread.h>
-#include <stddef.h>
 #include <sys/prctl.h>
 
 static volatile int thread_result = -1, thread_go;
@@ -36,14 +36,7 @@ static long status_field(const char *name)
 int main(void)
 {
     e2e_init();
-    struct sock_filter code[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_getppid, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    struct sock_fprog prog = { .len = sizeof code / sizeof code[0], .filter = code };
-    MUST(getuid() == 0 && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0);
+    MUST(getuid() == 0 && seccomp_deny(SYS_getppid, EPERM, 0) == 0);
     pthread_t t;
     MUST(pthread_create(&t, NULL, worker, NULL) == 0);
     /* every thread at once (glibc's setresuid changes all threads' credentials) */

@@ -5,27 +5,15 @@
  * build: seccomptsync -pthread
  */
 #include "e2e.h"
-#include <linux/filter.h>
+#include "e2e_seccomp.h"
 #include <linux/seccomp.h>
 #include <pthread.h>
-#include <stddef.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 
 static volatile int go, result = -1;
 static char dir[64];
 
-static long deny(int nr, int err, unsigned flags)
-{
-    struct sock_filter code[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, nr, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | err),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    struct sock_fprog prog = { .len = sizeof code / sizeof code[0], .filter = code };
-    return syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog);
-}
 
 static void *worker(void *arg)
 {
@@ -41,12 +29,12 @@ int main(void)
 {
     e2e_init();
     snprintf(dir, sizeof dir, "/tmp/ckpt-seccomptsync-%d", getpid());
-    MUST(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 && deny(SYS_getppid, EPERM, 0) == 0);
+    MUST(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 && seccomp_deny(SYS_getppid, EPERM, 0) == 0);
     pthread_t t;
     MUST(pthread_create(&t, NULL, worker, NULL) == 0);
     say("READY");
     e2e_wait_usr1();
-    long r = deny(SYS_mkdir, ENOTTY, SECCOMP_FILTER_FLAG_TSYNC);
+    long r = seccomp_deny(SYS_mkdir, ENOTTY, SECCOMP_FILTER_FLAG_TSYNC);
     CHECK(r == 0, "the TSYNC filter was refused (%ld: thread %ld has filters of its own)", r, r);
     go = 1;
     pthread_join(t, NULL);
