@@ -8,7 +8,8 @@
  * Also: a UDP pair connected both ways, one end shut down for writing and the other for reading (the
  * shutdown state only inet_diag shows); a TCP socket bound to the "lo" device (SO_BINDTODEVICE); an
  * IPv6 UDP socket with IPV6_FREEBIND; one bound to an address this machine does not have, with
- * IPV6_FREEBIND set for the bind and cleared after; two UDP-Lite sockets (one with a send checksum coverage of 20).
+ * IPV6_FREEBIND set for the bind and cleared after; two listeners sharing a port (SO_REUSEPORT, cleared on
+ * the first since); two UDP-Lite sockets (one with a send checksum coverage of 20).
  * With "pending": also a listener with a connection it has not accepted yet, which the checkpoint must
  * refuse. */
 #include "e2e.h"
@@ -104,7 +105,14 @@ int main(int argc, char **argv)
     MUST(dev >= 0 && setsockopt(dev, SOL_SOCKET, SO_BINDTODEVICE, "lo", 3) == 0);
     int fb = socket(AF_INET6, SOCK_DGRAM, 0);
     MUST(fb >= 0 && setsockopt(fb, IPPROTO_IPV6, 78 /* IPV6_FREEBIND */, &one, sizeof one) == 0);
-    int fb2 = socket(AF_INET6, SOCK_DGRAM, 0), zero = 0;
+    int rp1 = socket(AF_INET, SOCK_STREAM, 0), rp2 = socket(AF_INET, SOCK_STREAM, 0), zero = 0;
+    MUST(rp1 >= 0 && rp2 >= 0 && setsockopt(rp1, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0 && setsockopt(rp2, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0);
+    MUST(bind(rp1, (struct sockaddr *)&lo, sizeof lo) == 0 && listen(rp1, 2) == 0);
+    struct sockaddr_storage arp;
+    socklen_t lrp = name_of(rp1, &arp);
+    MUST(bind(rp2, (struct sockaddr *)&arp, lrp) == 0 && listen(rp2, 2) == 0);
+    MUST(setsockopt(rp1, SOL_SOCKET, SO_REUSEPORT, &zero, sizeof zero) == 0);
+    int fb2 = socket(AF_INET6, SOCK_DGRAM, 0);
     struct sockaddr_in6 far = { .sin6_family = AF_INET6 };
     MUST(inet_pton(AF_INET6, "2001:db8::4242", &far.sin6_addr) == 1);
     MUST(fb2 >= 0 && setsockopt(fb2, IPPROTO_IPV6, 78, &one, sizeof one) == 0 && bind(fb2, (struct sockaddr *)&far, sizeof far) == 0
@@ -190,6 +198,10 @@ int main(int argc, char **argv)
     socklen_t dl = sizeof devname;
     CHECK(getsockopt(dev, SOL_SOCKET, SO_BINDTODEVICE, devname, &dl) == 0 && !strcmp(devname, "lo"), "the TCP socket is bound to device '%s'", devname);
     CHECK(opt(fb, IPPROTO_IPV6, 78) == 1, "IPV6_FREEBIND %d", opt(fb, IPPROTO_IPV6, 78));
+    name_of(rp1, &now);
+    CHECK(!memcmp(&now, &arp, sizeof now) && opt(rp1, SOL_SOCKET, SO_ACCEPTCONN) == 1 && opt(rp1, SOL_SOCKET, SO_REUSEPORT) == 0, "the first port-sharing listener: port %d, reuseport %d", port(&now), opt(rp1, SOL_SOCKET, SO_REUSEPORT));
+    name_of(rp2, &now);
+    CHECK(!memcmp(&now, &arp, sizeof now) && opt(rp2, SOL_SOCKET, SO_ACCEPTCONN) == 1 && opt(rp2, SOL_SOCKET, SO_REUSEPORT) == 1, "the second port-sharing listener: port %d, reuseport %d", port(&now), opt(rp2, SOL_SOCKET, SO_REUSEPORT));
     name_of(fb2, &now);
     CHECK(!memcmp(&now, &afar, sizeof now) && opt(fb2, IPPROTO_IPV6, 78) == 0, "the socket bound to a foreign address: port %d (was %d), IPV6_FREEBIND %d", port(&now), port(&afar), opt(fb2, IPPROTO_IPV6, 78));
     CHECK(opt(ul1, SOL_SOCKET, SO_PROTOCOL) == 136 && opt(ul2, SOL_SOCKET, SO_PROTOCOL) == 136, "the UDP-Lite sockets are protocol %d, %d", opt(ul1, SOL_SOCKET, SO_PROTOCOL), opt(ul2, SOL_SOCKET, SO_PROTOCOL));

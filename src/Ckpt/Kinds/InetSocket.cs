@@ -189,6 +189,15 @@ public sealed unsafe class InetSocket : IStateKind
             p.U32((uint)options.Count);
             foreach (var (level, name, value) in options) p.I32(level).I32(name).Bytes(value);
             if (connection != null) p.Raw(connection);
+            // appended field (a TCP socket that is bound and not connected): another TCP socket of the tree
+            // has the same address and port, so both were bound with SO_REUSEPORT (which one may have
+            // cleared since): set again for the bind, and put back once every socket is bound
+            if (tcp && state is State.Listening or State.Unconnected && HasAddress(local))
+            {
+                var ports = ctx.Session.State<TreeTcpPorts>();
+                ports.List ??= TcpSockets(ctx.Session);
+                p.Bool(ports.List.Count(t => t.State is TCP_STATE_LISTEN or TCP_STATE_CLOSE && t.Local.AsSpan().SequenceEqual(local)) > 1);
+            }
             if (udp)
             {
                 p.U32((uint)(datagrams?.Count ?? 0));
@@ -208,6 +217,9 @@ public sealed unsafe class InetSocket : IStateKind
         }
         finally { FileCalls.Close(mine); }
     }
+
+    /// <summary>The TCP sockets of the tree with their local addresses (one look per checkpoint).</summary>
+    private sealed class TreeTcpPorts { public List<(int Pid, int Fd, byte[] Local, int State, uint Waiting)>? List; }
 
     /// <summary>The UDP sockets shut down in some direction, by inode (one inet_diag dump per checkpoint).</summary>
     private sealed class UdpShutdowns { public Dictionary<uint, int>? ByInode; }
@@ -846,6 +858,7 @@ public sealed unsafe class InetSocket : IStateKind
                 groups.Add((iface, filter));
             }
         int shutdown = type == SocketCalls.SOCK_DGRAM && !r.AtEnd ? r.U8() : 0;
+        bool sharedPort = type == SocketCalls.SOCK_STREAM && !r.AtEnd && r.Bool();
         r.End();
         if (shutdown > 3) throw new ImageFormatException($"InetSocket record at offset {rec.Offset}: shutdown state {shutdown}");
         if (datagrams.Count > 0 && !HasAddress(local))
@@ -868,6 +881,11 @@ public sealed unsafe class InetSocket : IStateKind
             freebind = domain == SocketCalls.AF_INET6 ? (IPPROTO_IPV6, 78) : (IPPROTO_IP, 15);
             batch.AddChecked("setsockopt(IP_FREEBIND)", Nr.setsockopt, fd, freebind.Value.Level, freebind.Value.Name, (long)batch.AddData(BitConverter.GetBytes(1)), 4);
         }
+        // a port shared with another socket of the tree: SO_REUSEPORT for the bind (and the listen, which
+        // checks again); the saved value is put back in Finish, once every socket is bound
+        bool reuseportForBind = sharedPort && !options.Any(o => (o.Level, o.Name) == (SocketCalls.SOL_SOCKET, 15) && o.Value.AsSpan().ContainsAnyExcept((byte)0));
+        if (reuseportForBind)
+            batch.AddChecked("setsockopt(SO_REUSEPORT)", Nr.setsockopt, fd, SocketCalls.SOL_SOCKET, 15, (long)batch.AddData(BitConverter.GetBytes(1)), 4);
         if (HasAddress(local))
             batch.Add(Nr.bind, fd, (long)batch.AddData(local), local.Length, stopOnError: true, check: got =>
             {
@@ -880,6 +898,7 @@ public sealed unsafe class InetSocket : IStateKind
         else if (state == State.Closed) batch.Add(Nr.shutdown, fd, 2 /* SHUT_RDWR */);
         else if (state == State.Connected) batch.AddChecked($"connect of the {what} to {Show(peer)}", Nr.connect, fd, (long)batch.AddData(peer), peer.Length);
         batch.Flush();
+        if (reuseportForBind) ctx.Session.State<ReuseportAfterBind>().Fds.Add(ctx.Session.Own(ctx.GrabFd(fd)));
         if (groups.Count > 0) JoinGroups(ctx, fd, domain, groups, what);
         if (datagrams.Count > 0)
         {
@@ -895,6 +914,9 @@ public sealed unsafe class InetSocket : IStateKind
     }
 
     private const int SO_REUSEADDR = 2, SO_SNDTIMEO = 21;
+
+    /// <summary>Sockets given SO_REUSEPORT for their bind only (ckpt's copies): cleared in Finish, once every socket is bound.</summary>
+    private sealed class ReuseportAfterBind { public readonly List<int> Fds = new(); }
 
     /// <summary>Connections rebuilt in repair mode: ckpt's copies, which leave repair mode in Finish.</summary>
     private sealed class Repairing { public readonly List<(int Fd, string What, byte Fins, bool Reuse)> Fds = new(); }
@@ -1079,6 +1101,11 @@ public sealed unsafe class InetSocket : IStateKind
     /// <summary>Connections leave repair mode once every socket of the tree exists (without a window probe), and ckpt drops its copies.</summary>
     public void Finish(RestoreContext ctx)
     {
+        if (ctx.Session.Existing<ReuseportAfterBind>() is { Fds.Count: > 0 } rp)
+        {
+            foreach (int c in rp.Fds) SocketCalls.SetInt(c, SocketCalls.SOL_SOCKET, 15 /* SO_REUSEPORT */, 0, "SO_REUSEPORT", ctx.Pid);
+            rp.Fds.Clear();
+        }
         if (ctx.Session.Existing<Repairing>() is not { } r) { Unlock(ctx.Session); return; }
         foreach (var (fd, what, fins, reuse) in r.Fds)
         {
