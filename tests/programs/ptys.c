@@ -4,7 +4,10 @@
  * asked (through the pty) to check from inside: same tty name, controlling terminal, session,
  * foreground group, window size; it answers through the pty; the master keeps its name and settings.
  * The grandchild writes a line before READY that the master does not read before the checkpoint: it
- * is read after the restart, as it was written (one \r before the \n, from ONLCR applied once). */
+ * is read after the restart, as it was written (one \r before the \n, from ONLCR applied once). The
+ * grandchild's terminal is in non-canonical mode without echo, and the master writes "typed\r" that the
+ * grandchild does not read before the checkpoint: it reads it after the restart as the line discipline
+ * gave it (ICRNL made the \r a \n). */
 #include "e2e.h"
 #include <sys/ioctl.h>
 #include <sys/wait.h>
@@ -37,8 +40,8 @@ int main(void)
     MUST(tcgetattr(m, &t) == 0);
     t.c_lflag &= ~(ECHO | ECHONL);
     MUST(tcsetattr(m, TCSANOW, &t) == 0);
-    int sync[2];
-    MUST(pipe(sync) == 0);
+    int sync[2], go[2];
+    MUST(pipe(sync) == 0 && pipe(go) == 0);
     pid_t c = fork();
     MUST(c >= 0);
     if (c == 0) {
@@ -57,8 +60,19 @@ int main(void)
             while (tcgetpgrp(0) != getpid()) usleep(1000);
             if (write(1, "early output\n", 13) != 13) _exit(26);
             tcdrain(1);
+            struct termios nt;
+            if (tcgetattr(0, &nt) != 0) _exit(27);
+            nt.c_lflag &= ~(ICANON | ECHO);
+            nt.c_cc[VMIN] = 1;
+            nt.c_cc[VTIME] = 0;
+            if (tcsetattr(0, TCSANOW, &nt) != 0) _exit(28);
             char ok = 'x';
             if (write(sync[1], &ok, 1) != 1) _exit(22);
+            /* the input typed meanwhile is read only after the restart */
+            if (read(go[0], &ok, 1) != 1) _exit(29);
+            char typed[8] = { 0 };
+            for (int k = 0; k < 6; k++) if (read(0, typed + k, 1) != 1) _exit(30);
+            if (memcmp(typed, "typed\n", 6) != 0) { dprintf(1, "REPORT bad typed='%s'\n", typed); _exit(31); }
             char line[256];
             if (read_line(0, line, sizeof line) <= 0) _exit(23);   /* "check", after the restart */
             char self[64] = "";
@@ -80,6 +94,13 @@ int main(void)
     close(sync[1]);
     char x;
     MUST(read(sync[0], &x, 1) == 1);
+    MUST(write(m, "typed\r", 6) == 6);   /* not read by the grandchild until after the restart */
+    for (int i = 0; i < 1000; i++) {
+        int q = 0, s = open(name, O_RDONLY | O_NOCTTY | O_NONBLOCK);
+        if (s >= 0) { ioctl(s, FIONREAD, &q); close(s); }
+        if (q == 6) break;
+        usleep(1000);
+    }
     say("PTY %s", name);
     say("READY");
     e2e_wait_usr1();
@@ -92,6 +113,7 @@ int main(void)
     CHECK(tcgetattr(m, &t2) == 0 && !(t2.c_lflag & ECHO), "echo is back on");
     char early[32] = { 0 };
     CHECK(read_full(m, early, 14) == 14 && !memcmp(early, "early output\r\n", 14), "the output not read before the checkpoint: '%s'", early);
+    MUST(write(go[1], "g", 1) == 1);
     CHECK(write(m, "check\n", 6) == 6, "cannot write to the master");
     char line[256];
     CHECK(read_line(m, line, sizeof line) > 0 && !strncmp(line, "REPORT ok", 9), "the child says: '%s'", line);

@@ -21,7 +21,9 @@ namespace Ckpt.Kinds;
 /// Finish. Output written on the slave side and not yet read by the master's holder is saved: read out of
 /// the master and written back through the slave with output processing (OPOST) off for that moment, so
 /// that it is not processed twice; the restart writes it the same way into the new pty. Input typed and
-/// not read on the slave side cannot be put back as it was (the line discipline would process it again):
+/// not read on the slave side is saved the same way when the slave is not in canonical mode (an editor,
+/// a pager: read out of the slave, written back through the master with input processing off); in
+/// canonical mode it cannot be put back as it was (line boundaries, a partial line that no read shows):
 /// such a pty is refused, as is output queued in packet mode or on a locked pty.
 /// </para>
 /// </summary>
@@ -120,14 +122,23 @@ public sealed unsafe class Pty : IFileKind
                 output = TakeOutput(mine, ctx.Pid, what);
                 WriteOutput(index, output, ctx.Pid, what);
             }
-            // typed (written to the master), not read yet on the slave side
+            // typed (written to the master), not read yet on the slave side: read out and put back when the
+            // slave is not in canonical mode
             int inq = SlaveInputQueue(index);
+            byte[] input = [];
             if (inq > 0)
-                throw new NotCheckpointableException(ctx.Pid, $"{what} has {inq} bytes of input not read yet on /dev/pts/{index}, which cannot be put back; checkpoint again once it has read them");
+            {
+                uint lflag = *(uint*)(termios + 12);
+                if ((lflag & ICANON) != 0 || locked != 0)
+                    throw new NotCheckpointableException(ctx.Pid, $"{what} has {inq} bytes of input not read yet on /dev/pts/{index}{((lflag & ICANON) != 0 ? " in canonical mode" : "")}, which cannot be put back; checkpoint again once it has read them");
+                input = TakeInput(index, ctx.Pid, what);
+                WriteInput(master: mine, index, input, ctx.Pid, what);
+            }
             ctx.Image.Write(RecordKind.Pty, new PayloadWriter().U32(objref).U8(RoleMaster).I32(index).I32(f.Flags & ~FileCalls.O_CLOEXEC)
                 .Raw(new ReadOnlySpan<byte>(termios, TermiosSize)).Raw(new ReadOnlySpan<byte>(winsize, WinsizeSize)).Bool(pkt != 0).Bool(locked != 0)
-                .Bytes(output));
+                .Bytes(output).Bytes(input));
             if (output.Length > 0) ctx.Log.Info($"{what}: {output.Length} bytes of output not read yet saved");
+            if (input.Length > 0) ctx.Log.Info($"{what}: {input.Length} bytes of input not read yet saved");
         }
         finally { FileCalls.Close(mine); }
     }
@@ -148,6 +159,47 @@ public sealed unsafe class Pty : IFileKind
             if (all.Length > 1 << 20) throw new NotCheckpointableException(pid, $"{what} has more than 1 MiB of output not read yet");
         }
         return all.ToArray();
+    }
+
+    private const uint ICANON = 2;
+
+    /// <summary>The input waiting on the slave side of pty <paramref name="index"/> (not in canonical mode), read through a slave description of ckpt.</summary>
+    private static byte[] TakeInput(int index, int pid, string what)
+    {
+        int s = FileCalls.Open($"/dev/pts/{index}", FileCalls.O_RDWR | FileCalls.O_NOCTTY | FileCalls.O_NONBLOCK | FileCalls.O_CLOEXEC, 0);
+        if (s < 0) throw SyscallException.Last($"open /dev/pts/{index}", pid, what);
+        try { return TakeOutput(s, pid, what); }
+        finally { FileCalls.Close(s); }
+    }
+
+    /// <summary>
+    /// Writes input into pty <paramref name="index"/> through its master (<paramref name="master"/>) with
+    /// the slave's input processing off for that moment (no translation, no signal characters, no echo),
+    /// so that its reader gets it exactly as given.
+    /// </summary>
+    private static void WriteInput(int master, int index, byte[] data, int pid, string what)
+    {
+        if (data.Length == 0) return;
+        byte* saved = stackalloc byte[64], raw = stackalloc byte[64];
+        if (EventCalls.Ioctl(master, (nuint)TCGETS, saved) != 0) throw SyscallException.Last("ioctl(TCGETS)", pid, what);
+        new Span<byte>(saved, 64).CopyTo(new Span<byte>(raw, 64));
+        *(uint*)raw = 0;                                                // c_iflag: no ICRNL, IXON, ISTRIP...
+        *(uint*)(raw + 12) &= ~(ICANON | 0x1u | 0x8u | 0x40u | 0x8000u); // c_lflag: no ISIG, ECHO, ECHONL, IEXTEN
+        if (EventCalls.Ioctl(master, (nuint)TCSETS, raw) != 0) throw SyscallException.Last("ioctl(TCSETS)", pid, what);
+        try
+        {
+            fixed (byte* d = data)
+                for (int done = 0; done < data.Length;)
+                {
+                    nint w = FileCalls.Write(master, d + done, (nuint)(data.Length - done));
+                    if (w < 0 && System.Runtime.InteropServices.Marshal.GetLastPInvokeError() == Errors.EINTR) continue;
+                    if (w <= 0) throw SyscallException.Last("write (pty input)", pid, what);
+                    done += (int)w;
+                }
+            // the line discipline takes it in from a work queue: wait until the reader side holds it all
+            for (int i = 0; i < 200 && SlaveInputQueue(index) < data.Length; i++) Thread.Sleep(1);
+        }
+        finally { EventCalls.Ioctl(master, (nuint)TCSETS, saved); }
     }
 
     /// <summary>
@@ -280,6 +332,7 @@ public sealed unsafe class Pty : IFileKind
         byte[] termios = r.Raw(TermiosSize).ToArray(), winsize = r.Raw(WinsizeSize).ToArray();
         bool pkt = r.Bool(), locked = r.Bool();
         byte[] output = r.AtEnd ? [] : r.Bytes().ToArray();
+        byte[] input = r.AtEnd ? [] : r.Bytes().ToArray();
         r.End();
         int master = Make(ctx, index);
         string what = $"the master of /dev/pts/{index}";
@@ -289,6 +342,7 @@ public sealed unsafe class Pty : IFileKind
             if (EventCalls.Ioctl(master, (nuint)TIOCSWINSZ, w) != 0) throw SyscallException.Last("ioctl(TIOCSWINSZ)", ctx.Pid, what);
         // the output its holder had not read, as it was (before the lock: the slave must open)
         WriteOutput(index, output, ctx.Pid, what);
+        WriteInput(master, index, input, ctx.Pid, what);
         int on = pkt ? 1 : 0, lk = locked ? 1 : 0;
         if (EventCalls.Ioctl(master, (nuint)TIOCPKT, &on) != 0) throw SyscallException.Last("ioctl(TIOCPKT)", ctx.Pid, what);
         if (EventCalls.Ioctl(master, (nuint)TIOCSPTLCK, &lk) != 0) throw SyscallException.Last("ioctl(TIOCSPTLCK)", ctx.Pid, what);
@@ -327,6 +381,7 @@ public sealed unsafe class Pty : IFileKind
             node.Set("window", $"{BinaryPrimitives.ReadUInt16LittleEndian(w[2..])}x{BinaryPrimitives.ReadUInt16LittleEndian(w)}");
             r.Bool(); r.Bool();
             if (!r.AtEnd && r.Bytes().Length is int queued and > 0) node.Set("output not read", $"{queued} bytes");
+            if (!r.AtEnd && r.Bytes().Length is int typed and > 0) node.Set("input not read", $"{typed} bytes");
         }
         info.Child("files").Set(objref.ToString(), node);
     }
