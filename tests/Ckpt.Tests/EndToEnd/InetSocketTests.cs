@@ -44,6 +44,19 @@ public sealed class InetSocketTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// A loopback connection whose two ends the process holds, with 1 MiB buffers full both ways: both are
+    /// rebuilt in repair mode, where nothing is acknowledged, so filling the send queues must not wait for
+    /// room (the restart once hung there for good); afterwards each end gets all the other sent.
+    /// </summary>
+    [Fact]
+    public void ConnectionWithBothQueuesFull()
+    {
+        env.Program("tcpfull");
+        var r = new E2eScript(env, "tcpfull").Run(E2eScript.RoundTrip("\"$BIN/tcpfull\""));
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
+    /// <summary>
     /// A server migrated with --kill whose client, outside the tree, keeps sending while the server is down:
     /// the connection is held by an nf_tables table from the end of the checkpoint until the restart, so
     /// the client's packets wait (retransmitted) instead of getting a reset, and every exchange completes.
