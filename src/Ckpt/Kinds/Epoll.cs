@@ -57,6 +57,8 @@ public sealed class Epoll : IFileKind
     public void CheckpointFile(CheckpointContext ctx, in OpenFile f, uint objref)
     {
         var watches = ParseWatches(ProcFdInfo.Read(ctx.Pid, f.Fd));
+        // how many watches each fd number has: several when an fd was closed, its number reused and added again
+        var count = watches.CountBy(x => x.Item1.Tfd).ToDictionary();
         var seen = new Dictionary<int, int>();
         var closed = new List<(int Index, int Via)>();
         for (int i = 0; i < watches.Count; i++)
@@ -64,24 +66,24 @@ public sealed class Epoll : IFileKind
             var (w, ino) = watches[i];
             string which = $"epoll fd {f.Fd} watches fd {w.Tfd}";
             int tfd = w.Tfd;
-            // the n-th watch of one fd number (an fd closed, its number reused and added again): kcmp's toff
+            // the n-th watch of one fd number: kcmp's toff
             int toff = seen.TryGetValue(tfd, out int k) ? k : 0;
             seen[tfd] = toff + 1;
-            int count = watches.Count(x => x.Item1.Tfd == tfd);
+            var target = ctx.FileAt(tfd);
             // a watch of an fd closed since: the file it watches is not the one at that number now
-            if (ctx.FileAt(tfd) is not { } target || count > 1 && EventCalls.KcmpEpollTfd(ctx.Pid, tfd, f.Fd, tfd, toff) != 0)
+            if (target is not { } open || count[tfd] > 1 && EventCalls.KcmpEpollTfd(ctx.Pid, tfd, f.Fd, tfd, toff) != 0)
             {
                 closed.Add((i, ClosedWatchVia(ctx, f.Fd, tfd, toff, which)));
                 // the fd open at that number is set aside at restart for that moment: closing it would drop its POSIX locks
-                if (ctx.FileAt(tfd) != null && HasPosixLocks(ctx, tfd))
+                if (target is { } now && HasPosixLocks(now))
                     throw new NotCheckpointableException(ctx.Pid, $"{which} of a file closed since, while fd {tfd} now holds POSIX locks on another file, which re-adding the watch at restart would drop");
                 continue;
             }
             long same = EventCalls.KcmpEpollTfd(ctx.Pid, tfd, f.Fd, tfd, toff);
-            bool differs = same < 0 && same != -Errors.ENOENT ? target.Stat.Ino != ino   // no kcmp: compare the inode
+            bool differs = same < 0 && same != -Errors.ENOENT ? open.Stat.Ino != ino   // no kcmp: compare the inode
                 : same != 0;
             if (differs)
-                throw new NotCheckpointableException(ctx.Pid, $"{which}, but fd {tfd} now refers to another file ({target.Link}) than the one it watches (closed and reused after being added)");
+                throw new NotCheckpointableException(ctx.Pid, $"{which}, but fd {tfd} now refers to another file ({open.Link}) than the one it watches (closed and reused after being added)");
         }
         var p = new PayloadWriter().U32(objref).I32(f.Flags & ~FileCalls.O_CLOEXEC).U32((uint)watches.Count);
         foreach (var (w, _) in watches) p.I32(w.Tfd).U32(w.Events).U64(w.Data);
@@ -91,8 +93,8 @@ public sealed class Epoll : IFileKind
         ctx.Image.Write(RecordKind.Epoll, p);
     }
 
-    private static bool HasPosixLocks(CheckpointContext ctx, int fd)
-        => ProcFdInfo.Read(ctx.Pid, fd).Lines.Any(l => l.StartsWith("lock:", StringComparison.Ordinal) && l.Contains("POSIX"));
+    /// <summary>Whether the process holds POSIX locks on the file of <paramref name="f"/> (its fdinfo "lock:" lines, read with the fd).</summary>
+    private static bool HasPosixLocks(in OpenFile f) => f.Locks?.Any(l => l.Contains(" POSIX ")) == true;
 
     /// <summary>
     /// Another fd of the process that refers to the file a watch of a closed fd still watches
@@ -104,7 +106,7 @@ public sealed class Epoll : IFileKind
         foreach (var c in ctx.OpenFiles)
         {
             if (c.InFlight || EventCalls.KcmpEpollTfd(ctx.Pid, c.Fd, epfd, tfd, toff) != 0) continue;
-            if (HasPosixLocks(ctx, c.Fd))
+            if (HasPosixLocks(c))
                 throw new NotCheckpointableException(ctx.Pid, $"{which}, which was closed after being added; its file (fd {c.Fd}) holds POSIX locks, which re-adding the watch at restart would drop");
             return c.Fd;
         }
@@ -152,18 +154,17 @@ public sealed class Epoll : IFileKind
                 BinaryPrimitives.WriteUInt32LittleEndian(ev, w.Events);
                 BinaryPrimitives.WriteUInt64LittleEndian(ev[4..], w.Data);
                 ulong p = ctx.PutScratch(0, ev);
-                // a watch of a closed fd: its file is put at that number for the moment it is added
                 // a watch of a closed fd: its file is put at that number for the moment it is added (the fd
                 // open at that number now, if any, is set aside meanwhile)
                 bool temporary = closed.TryGetValue(i, out int via);
-                long aside = -1;
+                long aside = -1, asideFlags = -1;
                 if (temporary)
                 {
-                    if (ctx.Vessel.Inject(Nr.fcntl, w.Tfd, FileCalls.F_GETFD) is long fl and >= 0)
+                    asideFlags = ctx.Vessel.Inject(Nr.fcntl, w.Tfd, FileCalls.F_GETFD);
+                    if (asideFlags >= 0)
                     {
                         aside = ctx.Vessel.Inject(Nr.fcntl, w.Tfd, 1030 /* F_DUPFD_CLOEXEC */, 0);
                         if (aside < 0) throw new CkptException($"restart: epoll fd {epfd}: fd {w.Tfd} cannot be set aside: {Errors.Describe((int)-aside)}", ExitCodes.RestoreConflict);
-                        aside |= fl << 32;
                     }
                     long d = ctx.Vessel.Inject(Nr.dup3, via, w.Tfd, FileCalls.O_CLOEXEC);
                     if (d < 0) throw new CkptException($"restart: epoll fd {epfd} cannot watch the file of fd {via} as fd {w.Tfd} again: dup3: {Errors.Describe((int)-d)}", ExitCodes.RestoreConflict);
@@ -174,9 +175,8 @@ public sealed class Epoll : IFileKind
                     if (aside >= 0)
                     {
                         // the fd that was there comes back, with its close-on-exec flag
-                        int back = (int)(aside & 0xffffffff);
-                        ctx.Vessel.Inject(Nr.dup3, back, w.Tfd, (aside >> 32 & 1) != 0 ? FileCalls.O_CLOEXEC : 0);
-                        ctx.Vessel.Inject(Nr.close, back);
+                        ctx.Vessel.Inject(Nr.dup3, aside, w.Tfd, (asideFlags & 1 /* FD_CLOEXEC */) != 0 ? FileCalls.O_CLOEXEC : 0);
+                        ctx.Vessel.Inject(Nr.close, aside);
                     }
                     else ctx.Vessel.Inject(Nr.close, w.Tfd);
                 }

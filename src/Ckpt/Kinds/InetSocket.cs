@@ -530,27 +530,29 @@ public sealed unsafe class InetSocket : IStateKind
                 try { copies.Add(ctx.GrabFd(fd)); } catch (SyscallException) { }
             }
             if (copies.Count == 0) return;
-            long Sample()
+            // each connection's receive and send queue lengths, side by side
+            int[] Sample()
             {
-                long h = 17;
-                foreach (int c in copies)
+                var q = new int[2 * copies.Count];
+                for (int i = 0; i < copies.Count; i++)
                 {
                     int inq = 0, outq = 0;
-                    EventCalls.Ioctl(c, EventCalls.FIONREAD, &inq);
-                    EventCalls.Ioctl(c, SIOCOUTQ, &outq);
-                    h = h * 1000003 + inq * 31L + outq;
+                    EventCalls.Ioctl(copies[i], EventCalls.FIONREAD, &inq);
+                    EventCalls.Ioctl(copies[i], SIOCOUTQ, &outq);
+                    q[2 * i] = inq;
+                    q[2 * i + 1] = outq;
                 }
-                return h;
+                return q;
             }
-            long last = Sample();
+            int[] last = Sample();
             var until = DateTime.UtcNow.AddMilliseconds(200);
             int rounds = 0;
             while (DateTime.UtcNow < until)
             {
                 Thread.Sleep(1);
-                long now = Sample();
+                int[] now = Sample();
                 rounds++;
-                if (now == last) break;
+                if (now.AsSpan().SequenceEqual(last)) break;
                 last = now;
             }
             if (rounds > 1) s.Log.Debug($"TCP connections settled after {rounds} ms (data in flight delivered)");

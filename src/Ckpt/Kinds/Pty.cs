@@ -119,7 +119,7 @@ public sealed unsafe class Pty : IFileKind
             {
                 if (pkt != 0 || locked != 0)
                     throw new NotCheckpointableException(ctx.Pid, $"{what} has {outq} bytes of output its holder has not read yet, which cannot be put back {(pkt != 0 ? "in packet mode" : "on a locked pty")}; checkpoint again once it has read them");
-                output = TakeOutput(mine, ctx.Pid, what);
+                output = TakeQueued(mine, ctx.Pid, what);
                 WriteOutput(index, output, ctx.Pid, what);
             }
             // typed (written to the master), not read yet on the slave side: read out and put back when the
@@ -143,8 +143,8 @@ public sealed unsafe class Pty : IFileKind
         finally { FileCalls.Close(mine); }
     }
 
-    /// <summary>The output waiting in a master (read while FIONREAD says there is some, so that a blocking description never blocks).</summary>
-    private static byte[] TakeOutput(int master, int pid, string what)
+    /// <summary>What waits to be read on a pty fd (the output in a master, the input on a slave): read while FIONREAD says there is some, so that a blocking description never blocks.</summary>
+    private static byte[] TakeQueued(int master, int pid, string what)
     {
         var all = new MemoryStream();
         var buf = new byte[65536];
@@ -168,7 +168,7 @@ public sealed unsafe class Pty : IFileKind
     {
         int s = FileCalls.Open($"/dev/pts/{index}", FileCalls.O_RDWR | FileCalls.O_NOCTTY | FileCalls.O_NONBLOCK | FileCalls.O_CLOEXEC, 0);
         if (s < 0) throw SyscallException.Last($"open /dev/pts/{index}", pid, what);
-        try { return TakeOutput(s, pid, what); }
+        try { return TakeQueued(s, pid, what); }
         finally { FileCalls.Close(s); }
     }
 
@@ -180,58 +180,51 @@ public sealed unsafe class Pty : IFileKind
     private static void WriteInput(int master, int index, byte[] data, int pid, string what)
     {
         if (data.Length == 0) return;
-        byte* saved = stackalloc byte[64], raw = stackalloc byte[64];
-        if (EventCalls.Ioctl(master, (nuint)TCGETS, saved) != 0) throw SyscallException.Last("ioctl(TCGETS)", pid, what);
-        new Span<byte>(saved, 64).CopyTo(new Span<byte>(raw, 64));
-        *(uint*)raw = 0;                                                // c_iflag: no ICRNL, IXON, ISTRIP...
-        *(uint*)(raw + 12) &= ~(ICANON | 0x1u | 0x8u | 0x40u | 0x8000u); // c_lflag: no ISIG, ECHO, ECHONL, IEXTEN
-        if (EventCalls.Ioctl(master, (nuint)TCSETS, raw) != 0) throw SyscallException.Last("ioctl(TCSETS)", pid, what);
-        try
+        WriteUnprocessed(master, data, "write (pty input)", pid, what, flags =>
         {
-            fixed (byte* d = data)
-                for (int done = 0; done < data.Length;)
-                {
-                    nint w = FileCalls.Write(master, d + done, (nuint)(data.Length - done));
-                    if (w < 0 && System.Runtime.InteropServices.Marshal.GetLastPInvokeError() == Errors.EINTR) continue;
-                    if (w <= 0) throw SyscallException.Last("write (pty input)", pid, what);
-                    done += (int)w;
-                }
-            // the line discipline takes it in from a work queue: wait until the reader side holds it all
+            flags[0] = 0;                                              // c_iflag: no ICRNL, IXON, ISTRIP...
+            flags[3] &= ~(ICANON | 0x1u | 0x8u | 0x40u | 0x8000u);     // c_lflag: no ISIG, ECHO, ECHONL, IEXTEN
+        }, settle: () =>
+        {
+            // the line discipline takes it in from a work queue: wait until the reader side holds it all,
+            // before the flags are put back
             for (int i = 0; i < 200 && SlaveInputQueue(index) < data.Length; i++) Thread.Sleep(1);
-        }
-        finally { EventCalls.Ioctl(master, (nuint)TCSETS, saved); }
+        });
     }
 
     /// <summary>
     /// Writes output into pty <paramref name="index"/> through its slave with output processing off for
-    /// that moment (OPOST cleared, then the termios put back), so that the master reads it exactly as given.
+    /// that moment (OPOST cleared), so that the master reads it exactly as given.
     /// </summary>
     private static void WriteOutput(int index, byte[] data, int pid, string what)
     {
         if (data.Length == 0) return;
         int s = FileCalls.Open($"/dev/pts/{index}", FileCalls.O_RDWR | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC, 0);
         if (s < 0) throw SyscallException.Last($"open /dev/pts/{index}", pid, what);
+        try { WriteUnprocessed(s, data, "write (pty output)", pid, what, flags => flags[1] &= ~1u /* c_oflag: no OPOST */); }
+        finally { FileCalls.Close(s); }
+    }
+
+    /// <summary>The termios flag words c_iflag, c_oflag, c_cflag, c_lflag, to change for <see cref="WriteUnprocessed"/>.</summary>
+    private delegate void TermiosFlags(Span<uint> flags);
+
+    /// <summary>
+    /// Writes <paramref name="data"/> to a pty fd with its termios flags changed by <paramref name="change"/>
+    /// for that moment (until <paramref name="settle"/> returns), then put back.
+    /// </summary>
+    private static void WriteUnprocessed(int fd, byte[] data, string op, int pid, string what, TermiosFlags change, Action? settle = null)
+    {
+        byte* saved = stackalloc byte[64], raw = stackalloc byte[64];
+        if (EventCalls.Ioctl(fd, (nuint)TCGETS, saved) != 0) throw SyscallException.Last("ioctl(TCGETS)", pid, what);
+        new Span<byte>(saved, 64).CopyTo(new Span<byte>(raw, 64));
+        change(new Span<uint>(raw, 4));
+        if (EventCalls.Ioctl(fd, (nuint)TCSETS, raw) != 0) throw SyscallException.Last("ioctl(TCSETS)", pid, what);
         try
         {
-            byte* saved = stackalloc byte[64], raw = stackalloc byte[64];
-            if (EventCalls.Ioctl(s, (nuint)TCGETS, saved) != 0) throw SyscallException.Last("ioctl(TCGETS)", pid, what);
-            new Span<byte>(saved, 64).CopyTo(new Span<byte>(raw, 64));
-            *(uint*)(raw + 4) &= ~1u;   // c_oflag &= ~OPOST
-            if (EventCalls.Ioctl(s, (nuint)TCSETS, raw) != 0) throw SyscallException.Last("ioctl(TCSETS)", pid, what);
-            try
-            {
-                fixed (byte* d = data)
-                    for (int done = 0; done < data.Length;)
-                    {
-                        nint w = FileCalls.Write(s, d + done, (nuint)(data.Length - done));
-                        if (w < 0 && System.Runtime.InteropServices.Marshal.GetLastPInvokeError() == Errors.EINTR) continue;
-                        if (w <= 0) throw SyscallException.Last("write (pty output)", pid, what);
-                        done += (int)w;
-                    }
-            }
-            finally { EventCalls.Ioctl(s, (nuint)TCSETS, saved); }
+            FileCalls.WriteAll(fd, data, op, pid, what);
+            settle?.Invoke();
         }
-        finally { FileCalls.Close(s); }
+        finally { EventCalls.Ioctl(fd, (nuint)TCSETS, saved); }
     }
 
     /// <summary>Bytes waiting to be read on the slave side of pty <paramref name="index"/> (0 when it cannot be opened).</summary>

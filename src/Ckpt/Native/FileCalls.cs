@@ -238,7 +238,8 @@ public static unsafe partial class FileCalls
         return done;
     }
 
-    public static void WriteAll(int fd, ReadOnlySpan<byte> src)
+    /// <summary>Writes all of <paramref name="src"/>; retried on EINTR and short writes (failures name <paramref name="what"/>, the pid and detail).</summary>
+    public static void WriteAll(int fd, ReadOnlySpan<byte> src, string what = "write", int pid = 0, string? detail = null)
     {
         fixed (byte* p = src)
         {
@@ -246,11 +247,8 @@ public static unsafe partial class FileCalls
             while (done < src.Length)
             {
                 nint n = Write(fd, p + done, (nuint)(src.Length - done));
-                if (n < 0)
-                {
-                    if (Marshal.GetLastPInvokeError() == Errors.EINTR) continue;
-                    throw SyscallException.Last("write");
-                }
+                if (n < 0 && Marshal.GetLastPInvokeError() == Errors.EINTR) continue;
+                if (n <= 0) throw SyscallException.Last(what, pid, detail);
                 done += (int)n;
             }
         }
