@@ -3,6 +3,7 @@ using Ckpt.Kinds;
 using Ckpt.Native;
 using Ckpt.Proc;
 using Ckpt.Tracing;
+using System.Runtime.InteropServices;
 
 namespace Ckpt.Engine;
 
@@ -319,10 +320,8 @@ public static class Checkpointer
     private static void CheckRelations(CheckpointSession s)
     {
         var byPid = s.Tree.ToDictionary(e => e.Pid);
-        var root = s.Tree[0];
         foreach (var e in s.Tree.Skip(1))
         {
-            var parent = byPid[e.PPid];
             if (!e.Zombie)
             {
                 string? shared = null;
@@ -335,11 +334,10 @@ public static class Checkpointer
                 if (ProcessCalls.Kcmp(e.Pid, e.PPid, ProcessCalls.KCMP_FILES, 0, 0) == 0) e.Shares |= ShareFlags.Files;
                 if (ProcessCalls.Kcmp(e.Pid, e.PPid, ProcessCalls.KCMP_FS, 0, 0) == 0) e.Shares |= ShareFlags.Fs;
             }
-            if (e.Sid != e.Pid && e.Sid != parent.Sid)
-                throw new NotCheckpointableException(e.Pid, $"it is in session {e.Sid}, which is neither its own nor its parent's ({parent.Sid}); such a session cannot be recreated");
-            if (e.Pgid != e.Pid && !byPid.ContainsKey(e.Pgid) && e.Pgid != root.Pgid)
-                throw new NotCheckpointableException(e.Pid, $"it is in process group {e.Pgid}, led by a process outside the tree; checkpoint the tree that holds the group leader");
         }
+        // sessions and groups: as restart will build them (a leader that exited gets a helper there)
+        try { ProcessTree.Plan(s.Tree, id => !byPid.ContainsKey(id) && (ProcessCalls.Kill(id, 0) == 0 || Marshal.GetLastPInvokeError() != Errors.ESRCH)); }
+        catch (ProcessTree.TreePlanException e) { throw new NotCheckpointableException(e.Pid, e.Message); }
     }
 
     private static CheckpointResult RunTraced(int pid, Stream output, CheckpointOptions opt)

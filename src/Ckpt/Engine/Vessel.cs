@@ -160,11 +160,13 @@ public static unsafe class Vessel
     /// <paramref name="pid"/>, by an injected clone3; the child is attached by PTRACE_O_TRACEFORK/CLONE
     /// and returned stopped.
     /// </summary>
-    public static Tracing.TracedTask CreateChild(Tracing.TracedTask parent, int pid, int exitSignal, ShareFlags shares = ShareFlags.None)
+    public static Tracing.TracedTask CreateChild(Tracing.TracedTask parent, int pid, int exitSignal, ShareFlags shares = ShareFlags.None, bool forParent = false)
     {
-        const ulong CLONE_FS = 0x200, CLONE_FILES = 0x400;
+        const ulong CLONE_FS = 0x200, CLONE_FILES = 0x400, CLONE_PARENT = 0x8000;
         ulong flags = (shares.HasFlag(ShareFlags.Files) ? CLONE_FILES : 0) | (shares.HasFlag(ShareFlags.Fs) ? CLONE_FS : 0);
-        var args = new CloneArgs { Flags = flags, ExitSignal = (ulong)exitSignal };
+        // forParent: a child of the caller's parent (which gets the caller's exit signal: clone3 takes none then)
+        if (forParent) flags |= CLONE_PARENT;
+        var args = new CloneArgs { Flags = flags, ExitSignal = forParent ? 0 : (ulong)exitSignal };
         var child = InjectClone(parent, Scratch, args, pid, "pid", "stop the process that holds it (or restart in a new pid namespace)");
         child.SyscallGadget = Gadget;
         return child;

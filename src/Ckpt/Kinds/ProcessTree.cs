@@ -9,10 +9,11 @@ namespace Ckpt.Kinds;
 /// <summary>
 /// The process tree: every process (pid, parent, process group, session, exit signal, threads, name),
 /// zombies with the status their parent's wait() will report. Written once, right after the header.
-/// Restart creates every process from it before any process state is read, in creation order: each
-/// by its parent (an injected clone3 with the saved pid) so that parent links hold, sessions created
-/// by setsid in the process that leads them before its children are forked, process groups joined in
-/// two passes (leaders, then members), and zombies made to exit with their saved status.
+/// Restart creates every process from it before any process state is read, as <see cref="Plan"/> says:
+/// each for its parent (an injected clone3 with the saved pid, by the parent or by a sibling with
+/// CLONE_PARENT) so that parent links hold, sessions created by setsid in the process that leads them
+/// (helpers standing for leaders that exited), process groups joined in two passes (leaders, then
+/// members), and zombies made to exit with their saved status.
 /// </summary>
 public sealed class ProcessTree : IStateKind
 {
@@ -102,7 +103,7 @@ public sealed class ProcessTree : IStateKind
             rootCtx.FdsCleaned = true;
             SignalState.ResetToDefault(rootCtx);
         }
-        // the process group each process is in now: a child starts in its parent's
+        // the process group each process is in now: a child starts in its creator's
         var pgid = new Dictionary<int, int>();
         var leads = new HashSet<int>();
         if (root.Sid == root.Pid || s.Options.Frozen)
@@ -116,42 +117,190 @@ public sealed class ProcessTree : IStateKind
             leads.Add(root.Pid);
         }
         else pgid[root.Pid] = (int)Sys.Call(Nr.getpgid, 0);
-        foreach (var e in tree.Skip(1))
+        TreePlan plan;
+        try { plan = Plan(tree, _ => false); }
+        catch (TreePlanException e) { throw new ImageFormatException($"Tree record at offset {rec.Offset}: pid {e.Pid}: {e.Message}"); }
+        var entries = tree.ToDictionary(e => e.Pid);
+        // helpers: processes standing for exited session and group leaders while the tree is built
+        var helpers = new Dictionary<int, Tracing.TracedTask>();
+        Tracing.TracedTask VesselOf(int pid) => helpers.TryGetValue(pid, out var h) ? h : s.Find(pid)!.Vessel;
+        try
         {
-            var parent = s.Find(e.PPid) ?? throw new ImageFormatException($"Tree record: the parent {e.PPid} of {e.Pid} is not a live process");
-            var child = Vessel.CreateChild(parent.Vessel, e.Pid, e.ExitSignal, e.Shares);
-            var ctx = new RestoreContext { Session = s, Task = child, Pid = e.Pid, VesselAffinity = rootCtx.VesselAffinity, Shares = e.Shares, Stopped = e.Stopped, FdsCleaned = true };
-            foreach (var (k, v) in rootCtx.Inherited) ctx.Inherited[k] = v;
-            s.Processes.Add(ctx);
-            pgid[e.Pid] = pgid[e.PPid];
-            if (e.Sid == e.Pid)
+            foreach (var step in plan.Steps)
             {
-                child.InjectChecked("setsid", Nr.setsid);
-                // its controlling terminal before it forks: the session inherits it
-                if (fg.TryGetValue(e.Pid, out var tty)) Pty.AcquireCtty(ctx, tty.Index);
-                pgid[e.Pid] = e.Pid;
-                leads.Add(e.Pid);
+                if (step.Setsid)
+                {
+                    VesselOf(step.Pid).InjectChecked("setsid", Nr.setsid);
+                    pgid[step.Pid] = step.Pid;
+                    if (step.Helper || helpers.ContainsKey(step.Pid)) continue;
+                    leads.Add(step.Pid);
+                    // its controlling terminal before it forks: the session inherits it
+                    if (fg.TryGetValue(step.Pid, out var tty)) Pty.AcquireCtty(s.Find(step.Pid)!, tty.Index);
+                    continue;
+                }
+                var child = Vessel.CreateChild(VesselOf(step.By), step.Pid, step.ExitSignal, step.Shares, forParent: step.ForParent);
+                pgid[step.Pid] = pgid[step.By];
+                if (step.Helper) { helpers[step.Pid] = child; continue; }
+                var e = entries[step.Pid];
+                var ctx = new RestoreContext { Session = s, Task = child, Pid = e.Pid, VesselAffinity = rootCtx.VesselAffinity, Shares = e.Shares, Stopped = e.Stopped, FdsCleaned = true };
+                foreach (var (k, v) in rootCtx.Inherited) ctx.Inherited[k] = v;
+                s.Processes.Add(ctx);
+            }
+            s.Log.Debug($"{tree.Count} vessels created{(helpers.Count > 0 ? $", and {helpers.Count} helper(s) for sessions whose leader exited" : "")}");
+            // process groups: leaders first (a group whose leader exited gets a helper forked by one of its
+            // members), then members join theirs; a group led by a process outside the tree was the root's,
+            // and is the root's group here
+            foreach (var e in tree)
+                if (e.Pgid == e.Pid && pgid[e.Pid] != e.Pid && !leads.Contains(e.Pid))
+                {
+                    s.Find(e.Pid)!.Vessel.InjectChecked("setpgid", Nr.setpgid, 0, 0);
+                    pgid[e.Pid] = e.Pid;
+                }
+            foreach (var (id, by) in plan.GroupHelpers)
+            {
+                var h = helpers[id] = Vessel.CreateChild(VesselOf(by), id, 0, ShareFlags.None);
+                h.InjectChecked("setpgid", Nr.setpgid, 0, 0);
+                plan.Helpers.Add((id, by, 0));
+            }
+            var pids = tree.Select(e => e.Pid).ToHashSet();
+            foreach (var e in tree)
+            {
+                int want = e.Pgid == e.Pid || pids.Contains(e.Pgid) || plan.HelperIds.Contains(e.Pgid) ? e.Pgid : pgid[root.Pid];
+                if (pgid[e.Pid] == want || leads.Contains(e.Pid)) continue;
+                long rc = s.Find(e.Pid)!.Vessel.Inject(Nr.setpgid, 0, want);
+                if (rc < 0) throw new CkptException($"restart: pid {e.Pid} cannot join process group {want}: {Errors.Describe((int)-rc)}", ExitCodes.RestoreConflict);
+                pgid[e.Pid] = want;
+            }
+            // the helpers' work is done: each exits, and its parent takes back the exit and its signal
+            foreach (var (id, parent, sig) in plan.Helpers)
+            {
+                EndHelper(helpers[id], VesselOf(parent), sig);
+                helpers.Remove(id);
             }
         }
-        s.Log.Debug($"{tree.Count} vessels created");
-        // process groups: leaders first, then members join theirs; a group led by a process outside the
-        // tree was the root's, and is the root's group here
-        foreach (var e in tree)
-            if (e.Pgid == e.Pid && pgid[e.Pid] != e.Pid && !leads.Contains(e.Pid))
-            {
-                s.Find(e.Pid)!.Vessel.InjectChecked("setpgid", Nr.setpgid, 0, 0);
-                pgid[e.Pid] = e.Pid;
-            }
-        var pids = tree.Select(e => e.Pid).ToHashSet();
-        foreach (var e in tree)
+        catch
         {
-            int want = e.Pgid == e.Pid || pids.Contains(e.Pgid) ? e.Pgid : pgid[root.Pid];
-            if (pgid[e.Pid] == want || leads.Contains(e.Pid)) continue;
-            long rc = s.Find(e.Pid)!.Vessel.Inject(Nr.setpgid, 0, want);
-            if (rc < 0) throw new CkptException($"restart: pid {e.Pid} cannot join process group {want}: {Errors.Describe((int)-rc)}", ExitCodes.RestoreConflict);
-            pgid[e.Pid] = want;
+            foreach (var h in helpers.Values) ProcessCalls.Kill(h.Tid, TracedTask.SIGKILL);
+            throw;
         }
         foreach (var e in tree.Where(e => e.Zombie)) MakeZombie(s, e);
+    }
+
+    /// <summary>A step of building the tree: a process forked (by its parent, or for it by a process in the session it needs), or a leader's setsid.</summary>
+    internal readonly record struct TreeStep(bool Setsid, int Pid, int By, bool ForParent, int ExitSignal, ShareFlags Shares, bool Helper);
+
+    /// <summary>
+    /// How restart builds the tree's sessions (worked out at checkpoint time too, so that a tree it cannot
+    /// build is refused there). A process inherits the session its creator is in when it forks it, so:
+    /// a session leader's setsid is put off until it has forked the children born in its first session
+    /// (a process that called setsid after forking); a process whose session its parent is not in (an
+    /// orphan taken in by a subreaper, a child made with CLONE_PARENT) is forked for its parent by a
+    /// sibling in that session (clone3 with CLONE_PARENT); and a session whose leader has exited gets a
+    /// helper process with the leader's pid that calls setsid, forks its members for their parent, and exits
+    /// once the tree is built. Groups: see <see cref="GroupPlan"/>.
+    /// </summary>
+    internal sealed class TreePlan
+    {
+        public readonly List<TreeStep> Steps = new();
+        /// <summary>Helper processes (pid, parent), exited and reaped once the groups are made.</summary>
+        public readonly List<(int Pid, int Parent, int ExitSignal)> Helpers = new();
+        /// <summary>Groups whose leader has exited and that no session helper leads: a helper (pid) forked by a member (by).</summary>
+        public readonly List<(int Pid, int By)> GroupHelpers = new();
+        /// <summary>Pids of processes that lead, or of helpers that stand for, each group to be made.</summary>
+        public readonly HashSet<int> HelperIds = new();
+    }
+
+    /// <summary>Why a tree cannot be built: the process and what about it.</summary>
+    internal sealed class TreePlanException(int pid, string what) : Exception(what) { public int Pid { get; } = pid; }
+
+    /// <param name="aliveOutside">whether a pid (of a session or group leader not in the tree) is a live process outside it</param>
+    internal static TreePlan Plan(IReadOnlyList<TreeEntry> tree, Func<int, bool> aliveOutside)
+    {
+        var plan = new TreePlan();
+        var root = tree[0];
+        var pids = tree.Select(e => e.Pid).ToHashSet();
+        // each created process (of the tree or a helper): its session now, parent, exit signal
+        var sid = new Dictionary<int, int> { [root.Pid] = root.Sid };
+        var parentOf = new Dictionary<int, int>();
+        var exitSignal = new Dictionary<int, int> { [root.Pid] = root.ExitSignal };
+        var shares = new Dictionary<int, ShareFlags> { [root.Pid] = ShareFlags.None };
+        var pending = new List<int>();   // leaders that have not called setsid yet (in creation order)
+        void Fork(TreeEntry e, int by, bool forParent)
+        {
+            plan.Steps.Add(new TreeStep(false, e.Pid, by, forParent, e.ExitSignal, e.Shares, false));
+            sid[e.Pid] = sid[by];
+            parentOf[e.Pid] = e.PPid;
+            exitSignal[e.Pid] = e.ExitSignal;
+            shares[e.Pid] = e.Shares;
+            if (e.Sid == e.Pid) pending.Add(e.Pid);
+        }
+        void Setsid(int pid)
+        {
+            plan.Steps.Add(new TreeStep(true, pid, pid, false, 0, ShareFlags.None, false));
+            sid[pid] = pid;
+            pending.Remove(pid);
+        }
+        bool TryCreate(TreeEntry e, bool allowSetsid)
+        {
+            int want = e.Sid, parent = e.PPid;
+            if (want == e.Pid || sid[parent] == want) { Fork(e, parent, false); return true; }
+            if (want == parent && pending.Contains(parent))
+            {
+                if (!allowSetsid) return false;
+                Setsid(parent);
+                Fork(e, parent, false);
+                return true;
+            }
+            // forked for its parent by a sibling already in that session (which it shares nothing with)
+            if (e.Shares != ShareFlags.None) return false;
+            foreach (var (f, p) in parentOf)
+                if (p == parent && exitSignal[f] == e.ExitSignal && shares[f] == ShareFlags.None
+                    && (sid[f] == want || f == want && allowSetsid && pending.Contains(f)))
+                {
+                    if (sid[f] != want) Setsid(f);
+                    Fork(e, f, true);
+                    return true;
+                }
+            // a session whose leader exited: a helper with the leader's pid leads it
+            if (pids.Contains(want) || want == root.Sid || sid.ContainsKey(want) || aliveOutside(want)) return false;
+            plan.Steps.Add(new TreeStep(false, want, parent, false, e.ExitSignal, ShareFlags.None, true));
+            plan.Helpers.Add((want, parent, e.ExitSignal));
+            plan.HelperIds.Add(want);
+            sid[want] = sid[parent];
+            parentOf[want] = parent;
+            exitSignal[want] = e.ExitSignal;
+            shares[want] = ShareFlags.None;
+            Setsid(want);
+            Fork(e, want, true);
+            return true;
+        }
+        var remaining = tree.Skip(1).ToList();
+        while (remaining.Count > 0)
+        {
+            bool progress = false;
+            for (int i = 0; i < remaining.Count; i++)
+                if (sid.ContainsKey(remaining[i].PPid) && TryCreate(remaining[i], allowSetsid: false)) { remaining.RemoveAt(i--); progress = true; }
+            if (progress) continue;
+            // the setsid of a leader, put off while it had children born in its first session to fork
+            for (int i = 0; i < remaining.Count && !progress; i++)
+                if (sid.ContainsKey(remaining[i].PPid) && TryCreate(remaining[i], allowSetsid: true)) { remaining.RemoveAt(i); progress = true; }
+            if (progress) continue;
+            var stuck = remaining.First(e => sid.ContainsKey(e.PPid));
+            string why = stuck.Shares != ShareFlags.None ? $" and shares its {(stuck.Shares.HasFlag(ShareFlags.Files) ? "fd table" : "working directory")} with it"
+                : !pids.Contains(stuck.Sid) && stuck.Sid != root.Sid && aliveOutside(stuck.Sid) ? $", and whose leader {stuck.Sid} is a process outside the tree" : "";
+            throw new TreePlanException(stuck.Pid, $"it is in session {stuck.Sid}, which its parent {stuck.PPid} is not in{why}; such a session cannot be recreated");
+        }
+        foreach (int p in pending.ToList()) Setsid(p);
+        // groups whose leader exited (not the root's group, which may be led from outside)
+        foreach (var e in tree)
+        {
+            if (e.Pgid == e.Pid || pids.Contains(e.Pgid) || e.Pgid == root.Pgid || plan.HelperIds.Contains(e.Pgid)) continue;
+            if (aliveOutside(e.Pgid))
+                throw new TreePlanException(e.Pid, $"it is in process group {e.Pgid}, led by a process outside the tree; checkpoint the tree that holds the group leader");
+            plan.GroupHelpers.Add((e.Pgid, e.Pid));
+            plan.HelperIds.Add(e.Pgid);
+        }
+        return plan;
     }
 
     /// <summary>Makes the vessel exit as the zombie did, then takes the SIGCHLD that tells its parent back (it was not pending at the checkpoint).</summary>
@@ -200,13 +349,34 @@ public sealed class ProcessTree : IStateKind
         // the parent's SIGCHLD of this exit is not in the image: take it out of its queue
         if (e.ExitSignal > 0)
         {
-            var parent = s.Find(e.PPid)!.Vessel;
-            var set = new byte[8 + 16];   // the sigset, then a zero timespec (do not wait)
-            BitConverter.TryWriteBytes(set, 1UL << (e.ExitSignal - 1));
-            MemoryCalls.WriteRemote(e.PPid, Vessel.Scratch, set);
-            while (parent.Inject(Nr.rt_sigtimedwait, (long)Vessel.Scratch, 0, (long)Vessel.Scratch + 8, 8) > 0) { }
+            TakeSignal(s.Find(e.PPid)!.Vessel, e.ExitSignal);
         }
         s.Log.Debug($"pid {e.Pid} is a zombie again (status 0x{st:x})");
+    }
+
+    /// <summary>Takes signal <paramref name="sig"/> out of a vessel's pending queues (one the image does not have).</summary>
+    private static void TakeSignal(Tracing.TracedTask vessel, int sig)
+    {
+        var set = new byte[8 + 16];   // the sigset, then a zero timespec (do not wait)
+        BitConverter.TryWriteBytes(set, 1UL << (sig - 1));
+        MemoryCalls.WriteRemote(vessel.Tid, Vessel.Scratch, set);
+        while (vessel.Inject(Nr.rt_sigtimedwait, (long)Vessel.Scratch, 0, (long)Vessel.Scratch + 8, 8) > 0) { }
+    }
+
+    /// <summary>A helper exits; its parent reaps it and takes the signal of its exit back.</summary>
+    private static void EndHelper(Tracing.TracedTask helper, Tracing.TracedTask parent, int sig)
+    {
+        int pid = helper.Tid;
+        try { helper.Inject(Nr.exit_group, 0); }
+        catch (TaskGoneException) { }
+        const long WNOHANG = 1, __WALL = 0x40000000;
+        var until = DateTime.UtcNow.AddSeconds(5);
+        while (parent.Inject(Nr.wait4, pid, 0, WNOHANG | __WALL, 0) != pid)
+        {
+            if (DateTime.UtcNow > until) throw new CkptException($"restart: helper process {pid} did not exit", ExitCodes.Internal);
+            Thread.Sleep(1);
+        }
+        if (sig > 0) TakeSignal(parent, sig);
     }
 
     public void Finish(RestoreContext ctx) { }

@@ -58,6 +58,35 @@ public sealed class TreeTests(E2eEnvironment env)
         r.Cleanup();
     }
 
+    /// <summary>
+    /// Sessions and groups that forking each process from its parent cannot make (sessions.c): a child left
+    /// in the session its parent had before calling setsid, a parent with children in two sessions, orphans
+    /// taken in by the subreaper root in a session or group whose leader has exited, and an orphan in the
+    /// session of a live sibling. The checkpoint refused these before; each process checks its parent,
+    /// group and session after the restart, and the root reaps exactly its own children (no helper left).
+    /// </summary>
+    [Fact]
+    public void SessionsAndGroupsOfExitedLeadersAndOrphans()
+    {
+        env.Program("sessions");
+        var r = new E2eScript(env, "sessions").Run("""
+            start "$W/out" "$BIN/sessions"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            set -- $(grep '^SESSIONS' "$W/out"); shift
+            h=$3 g=$4
+            checkpoint_kill
+            for i in $(seq 100); do [ -z "$(ps -o pid= -s $P)" ] && [ -z "$(ps -o pid= -s $h)" ] && break; sleep 0.1; done
+            restart_detached
+            # the helpers standing for the exited leaders are gone; their session and group live on
+            [ -e /proc/$h ] && fail "the helper for session $h is still there"
+            [ -e /proc/$g ] && fail "the helper for group $g is still there"
+            ps -o pid=,ppid=,pgid=,sid= -s $h > "$W/ps-h.txt"
+            [ -s "$W/ps-h.txt" ] || fail "no process is in session $h after the restart"
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
     /// <summary>A running child and a zombie child: after restart the zombie's status is waited for, the running child signalled and reaped.</summary>
     [Fact]
     public void RunningAndZombieChildren()
