@@ -115,6 +115,35 @@ public static unsafe class Vessel
         return true;
     }
 
+    /// <summary>
+    /// Who holds a pid number, for the message: a task with that id, or live processes whose session or
+    /// process group still has that id (a leader that exited leaves its id in use while they live on).
+    /// </summary>
+    internal static string TakenBy(int pid)
+    {
+        try
+        {
+            if (Directory.Exists($"/proc/{pid}"))
+            {
+                var st = Proc.ProcStat.Read(pid);
+                return $" (by {(st.Pid == pid && File.Exists($"/proc/{pid}/task/{pid}/stat") ? "process" : "task")} {pid}, {st.Comm})";
+            }
+            foreach (var dir in Directory.EnumerateDirectories("/proc"))
+            {
+                if (!int.TryParse(Path.GetFileName(dir), out int other)) continue;
+                try
+                {
+                    var st = Proc.ProcStat.Read(other);
+                    if (st.Session == pid || st.Pgrp == pid)
+                        return $" (as the {(st.Session == pid ? "session" : "process group")} id of process {other}, {st.Comm}, which outlived its leader)";
+                }
+                catch (IOException) { }
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException) { }
+        return "";
+    }
+
     /// <summary>How long <see cref="RetryTakenPid"/> has waited for one pid.</summary>
     public sealed class PidWait { public int Tries, GoneTries; }
 
@@ -135,7 +164,7 @@ public static unsafe class Vessel
         do r = fn(&args, (ulong)sizeof(CloneArgs));
         while (r == -Errors.EEXIST && RetryTakenPid(pid, wait));
         if (r == -Errors.EEXIST)
-            throw new CkptException($"restart: pid {pid} is already in use; stop the process that holds it (or restart in a new pid namespace)", ExitCodes.RestoreConflict);
+            throw new CkptException($"restart: pid {pid} is already in use{TakenBy(pid)}; stop the process that holds it (or restart in a new pid namespace)", ExitCodes.RestoreConflict);
         if (r == -Errors.EPERM)
             throw new CkptException($"restart: creating a process with pid {pid} needs root (CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN); run ckpt restart as root", ExitCodes.Permission);
         if (r < 0) throw new SyscallException("clone3 (set_tid)", (int)-r, pid);
@@ -191,7 +220,7 @@ public static unsafe class Vessel
         do r = parent.Inject(Nr.clone3, (long)scratch, sizeof(CloneArgs));
         while (r == -Errors.EEXIST && RetryTakenPid(id, wait));
         if (r == -Errors.EEXIST)
-            throw new CkptException($"restart: {what} {id} is already in use; {hint}", ExitCodes.RestoreConflict);
+            throw new CkptException($"restart: {what} {id} is already in use{TakenBy(id)}; {hint}", ExitCodes.RestoreConflict);
         if (r < 0) throw new SyscallException($"clone3 {what} {id} (injected)", (int)-r, parent.Tid);
         return Tracing.TracedTask.Adopt((int)r);
     }
