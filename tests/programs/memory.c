@@ -154,6 +154,9 @@ int main(int argc, char **argv)
     close(sf);
     memcpy(shared + 2 * PG, "written-before-checkpoint", 25);
     MUST(msync(shared, FILE_LEN, MS_SYNC) == 0);
+    /* its last page read-only for now: a region of its own that may be made writable again */
+    char *shared_ro = shared + FILE_LEN - PG;
+    MUST(mprotect(shared_ro, PG, PROT_READ) == 0);
 
     /* shared anonymous memory */
     char *shanon = mmap(NULL, 8 * PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -246,6 +249,14 @@ int main(int argc, char **argv)
     file_content(sharedpath, check, FILE_LEN);
     CHECK(memcmp(check + 7 * PG + 100, "written-after-restart", 21) == 0, "a write to the shared mapping after restart did not reach the file");
     CHECK(memcmp(check + 2 * PG, "written-before-checkpoint", 25) == 0, "shared.dat lost data written before the checkpoint");
+    maps_perms(shared_ro, perms);
+    CHECK(strcmp(perms, "r--s") == 0, "the read-only page of the shared file mapping is %s", perms);
+    CHECK(mprotect(shared_ro, PG, PROT_READ | PROT_WRITE) == 0, "the read-only page of the shared file mapping cannot be made writable again: %s", strerror(errno));
+    if (!faults(shared_ro + 10, 1)) {
+        memcpy(shared_ro + 20, "writable-again", 14);
+        file_content(sharedpath, check, FILE_LEN);
+        CHECK(memcmp(check + FILE_LEN - PG + 20, "writable-again", 14) == 0, "a write to the page made writable again did not reach the file");
+    }
 
     maps_perms(shanon, perms);
     CHECK(strcmp(perms, "rw-s") == 0, "shared anonymous mapping is %s", perms);

@@ -736,7 +736,8 @@ public sealed unsafe class MemoryRegion : IStateKind
                 break;
             case Backing.FilePrivate:
             case Backing.FileShared:
-                bool rw = b == Backing.FileShared && (prot & MemoryCalls.PROT_WRITE) != 0;
+                // opened for writing when the region may be made writable (VmFlags mw), not only when it is now
+                bool rw = b == Backing.FileShared && ((prot & MemoryCalls.PROT_WRITE) != 0 || mayWrite);
                 // the regions of one file (a library's text, data, relro...) come one after another: one open
                 if (st.OpenPath != path || st.OpenRw != rw)
                 {
