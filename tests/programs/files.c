@@ -3,6 +3,7 @@
 #include "e2e.h"
 #include <dirent.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #define MAXFD 128
 struct fdsnap { int open, fdflags, flflags; off_t pos; dev_t dev; ino_t ino; };
@@ -93,6 +94,10 @@ int main(int argc, char **argv)
     int frand = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
     int fdir = open(argv[1], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     MUST(fnull >= 0 && fzero >= 0 && frand >= 0 && fdir >= 0);
+    /* a node of /dev/zero's device made here and removed while open (a chroot's or container's /dev) */
+    MUST(mknod("zero.node", S_IFCHR | 0600, makedev(1, 5)) == 0);
+    int fznode = open("zero.node", O_RDONLY | O_CLOEXEC);
+    MUST(fznode >= 0 && unlink("zero.node") == 0);
 
     say("READY");
     snapshot(before);   /* after READY: the offset of stdout moved */
@@ -109,7 +114,7 @@ int main(int argc, char **argv)
         int tmpbits = fd == ft ? O_TMPFILE : 0;
         CHECK((a->flflags & ~tmpbits) == (b->flflags & ~tmpbits), "fd %d: F_GETFL 0%o, was 0%o", fd, a->flflags, b->flflags);
         CHECK(a->pos == b->pos, "fd %d: offset %ld, was %ld", fd, (long)a->pos, (long)b->pos);
-        if (fd != fu && fd != fu_ro && fd != ft)   /* files without a name are made again */
+        if (fd != fu && fd != fu_ro && fd != ft && fd != fznode)   /* files (and device nodes) without a name are made again */
             CHECK(a->dev == b->dev && a->ino == b->ino, "fd %d: another file (ino %lu, was %lu)", fd, (unsigned long)a->ino, (unsigned long)b->ino);
     }
     CHECK((fcntl(fa_cx, F_GETFD) & FD_CLOEXEC) && (fcntl(fc, F_GETFD) & FD_CLOEXEC) && !(fcntl(fa, F_GETFD) & FD_CLOEXEC),
@@ -178,6 +183,9 @@ int main(int argc, char **argv)
     ll = readlink(lpath, link, sizeof link - 1);
     link[ll > 0 ? ll : 0] = 0;
     CHECK(strcmp(link, "/dev/zero") == 0, "fd %d links to %s", fzero, link);
+    memset(buf, 1, 64);
+    CHECK(read(fznode, buf, 64) == 64 && memcmp(buf, zeros, 64) == 0, "a removed node of /dev/zero's device: read");
+    CHECK(fstat(fznode, &st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 5), "a removed node of /dev/zero's device is not that device");
 
     /* directory fd, cwd, umask */
     CHECK(fstat(fdir, &st) == 0 && S_ISDIR(st.st_mode), "directory fd");

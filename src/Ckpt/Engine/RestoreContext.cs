@@ -154,6 +154,14 @@ public sealed class RestoreContext : TargetContext
     /// <summary>Opens a path inside the vessel; returns the fd or throws naming the path.</summary>
     public int OpenInVessel(string path, int flags, int mode = 0)
     {
+        long fd = TryOpenInVessel(path, flags, mode);
+        if (fd < 0) throw new CkptException($"restart: cannot open {path}: {Errors.Describe((int)-fd)}", ExitCodes.RestoreConflict);
+        return (int)fd;
+    }
+
+    /// <summary>As <see cref="OpenInVessel"/>, returning the fd or -errno.</summary>
+    public long TryOpenInVessel(string path, int flags, int mode = 0)
+    {
         var bytes = Encoding.UTF8.GetBytes(path + "\0");
         ulong p;
         if (Trampoline != 0) p = PutScratch(ScratchSize - 4096, bytes);
@@ -164,9 +172,7 @@ public sealed class RestoreContext : TargetContext
             MemoryCalls.WriteRemote(Pid, Engine.Vessel.Scratch, bytes);
             p = Engine.Vessel.Scratch;
         }
-        long fd = Vessel.Inject(Nr.openat, FileCalls.AT_FDCWD, (long)p, flags, mode);
-        if (fd < 0) throw new CkptException($"restart: cannot open {path}: {Errors.Describe((int)-fd)}", ExitCodes.RestoreConflict);
-        return (int)fd;
+        return Vessel.Inject(Nr.openat, FileCalls.AT_FDCWD, (long)p, flags, mode);
     }
 
     private int _ckptPidfd = -1;

@@ -6,7 +6,8 @@ namespace Ckpt.Kinds;
 
 /// <summary>
 /// Character devices that can be reopened by path: the memory devices (/dev/null, zero, full, random,
-/// urandom) and terminals. Saved by path and major:minor, which restart checks before reopening. A
+/// urandom; also under another name, or a removed one: a removed node is made again under its name,
+/// opened and removed, or the device reopened through its /dev name if that fails) and terminals. Saved by path and major:minor, which restart checks before reopening. A
 /// terminal is handed over to the terminal of <c>ckpt restart</c> when it has one (its stdin, stdout
 /// or stderr): a tree checkpointed in one terminal window carries on in the one it is restarted from;
 /// without one, the saved terminal is reopened by path if it still exists.
@@ -20,8 +21,11 @@ public sealed class CharDevice : IFileKind
 
     public bool Handles(in OpenFile f)
     {
-        if (f.Stat.Type != StatBuf.S_IFCHR || !f.Link.StartsWith("/dev/")) return false;
+        if (f.Stat.Type != StatBuf.S_IFCHR) return false;
         int major = FileCalls.MajorOf(f.Stat.Rdev), minor = FileCalls.MinorOf(f.Stat.Rdev);
+        // a memory device is the same device under any name (a node of a chroot's /dev, one removed since)
+        if (MemoryDevice(major, minor) != null) return true;
+        if (!f.Link.StartsWith("/dev/")) return false;
         return major switch
         {
             1 => minor is 3 or 5 or 7 or 8 or 9,        // null zero full random urandom
@@ -54,13 +58,48 @@ public sealed class CharDevice : IFileKind
             path = mine;
             if (FileCalls.TryStat(path, out var t)) { major = FileCalls.MajorOf(t.Rdev); minor = FileCalls.MinorOf(t.Rdev); }
         }
-        if (!FileCalls.TryStat(path, out var st) || st.Type != StatBuf.S_IFCHR
-            || FileCalls.MajorOf(st.Rdev) != major || FileCalls.MinorOf(st.Rdev) != minor)
+        int openFlags = (flags & ~(FileCalls.O_CREAT | FileCalls.O_TRUNC | FileCalls.O_EXCL)) | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC;
+        if (path.EndsWith(" (deleted)"))
+        {
+            // a node removed while open: made again under its name, opened, and removed
+            path = path[..^10];
+            if (!File.Exists(path) && FileCalls.Mknod(path, StatBuf.S_IFCHR | 0x180 /* 0600 */, FileCalls.MakeDev(major, minor)) == 0)
+            {
+                long got;
+                try { got = ctx.TryOpenInVessel(path, openFlags); }
+                finally { FileCalls.Unlink(path); }
+                if (got >= 0)
+                {
+                    Placed(ctx, objref, (int)got, pos);
+                    return;
+                }
+                ctx.Log.Info($"device node {path} made again cannot be opened ({Errors.Describe((int)-got)}): the device is opened under another name");
+            }
+        }
+        if (!IsDevice(path, major, minor) && MemoryDevice(major, minor) is { } same && IsDevice(same, major, minor))
+        {
+            ctx.Log.Info($"device {path} ({major}:{minor}) reopened as {same}, the same device");
+            path = same;
+        }
+        if (!IsDevice(path, major, minor))
             throw new CkptException($"restart: device {path} ({major}:{minor}) is not present here{(IsTerminal(major, minor) ? "; restart from a terminal to give the processes that one" : "")}", ExitCodes.RestoreConflict);
-        int fd = ctx.OpenInVessel(path, (flags & ~(FileCalls.O_CREAT | FileCalls.O_TRUNC | FileCalls.O_EXCL)) | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC);
+        Placed(ctx, objref, ctx.OpenInVessel(path, openFlags), pos);
+    }
+
+    private static void Placed(RestoreContext ctx, uint objref, int fd, long pos)
+    {
         if (pos != 0) ctx.Vessel.Inject(Nr.lseek, fd, pos, FileCalls.SEEK_SET);
         ctx.Files.SetRestored(objref, fd);
     }
+
+    private static bool IsDevice(string path, int major, int minor) => FileCalls.TryStat(path, out var st) && st.Type == StatBuf.S_IFCHR
+        && FileCalls.MajorOf(st.Rdev) == major && FileCalls.MinorOf(st.Rdev) == minor;
+
+    /// <summary>The /dev name of a memory device (null, zero, full, random, urandom), or null.</summary>
+    private static string? MemoryDevice(int major, int minor) => major != 1 ? null : minor switch
+    {
+        3 => "/dev/null", 5 => "/dev/zero", 7 => "/dev/full", 8 => "/dev/random", 9 => "/dev/urandom", _ => null,
+    };
 
     private static bool IsTerminal(int major, int minor) => major is 4 or (>= 136 and <= 143) || (major == 5 && minor is 0 or 1);
 
