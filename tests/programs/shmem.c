@@ -7,6 +7,7 @@
  * After the restart: contents, sharing between the mappings and the fds, the private page, seals,
  * names in /proc/self/maps. */
 #include "e2e.h"
+#include <sys/wait.h>
 #include <sys/mman.h>
 #include <sys/shm.h>
 #include <sys/stat.h>
@@ -70,6 +71,12 @@ int main(int argc, char **argv)
     fill(priv + 4096, 4096, 3);              /* page 1 written: private (copy-on-write) */
     rw[4096] ^= 0xff;                        /* the shared side of page 1 changes after the copy */
 
+    /* a memfd holding a script, run from its fd (execveat): its description must not count as a writer
+     * after the restart (ETXTBSY); O_APPEND set on it */
+    int xfd = memfd_create("script", 0);
+    MUST(xfd >= 0 && write(xfd, "#!/bin/true\n", 12) == 12);
+    MUST(fcntl(xfd, F_SETFL, O_APPEND) == 0);
+
     /* shared anonymous memory, 2 MiB, the first 1 MiB written */
     uint8_t *sa = mmap(NULL, 2 * M, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     MUST(sa != MAP_FAILED);
@@ -110,6 +117,18 @@ int main(int argc, char **argv)
     ino_t memfd_ino = map_ino(rw), dm_ino = map_ino(dm), bm_ino = map_ino(bm);
     say("READY");
     e2e_wait_usr1();
+
+    CHECK((fcntl(xfd, F_GETFL) & (O_ACCMODE | O_APPEND)) == (O_RDWR | O_APPEND), "the script memfd's flags are 0%o", fcntl(xfd, F_GETFL));
+    pid_t xp = fork();
+    MUST(xp >= 0);
+    if (xp == 0) {
+        char *xargv[] = { "true", NULL }, *xenv[] = { NULL };
+        syscall(SYS_execveat, xfd, "", xargv, xenv, AT_EMPTY_PATH);
+        say("FAIL: execveat of the script memfd: %s", strerror(errno));
+        _exit(1);
+    }
+    int xst = 0;
+    CHECK(waitpid(xp, &xst, 0) == xp && WIFEXITED(xst) && WEXITSTATUS(xst) == 0, "the script memfd did not run (status 0x%x)", xst);
 
     /* the memfd: contents, one object behind the three mappings and the fd */
     struct stat st;

@@ -173,6 +173,8 @@ public sealed class MemoryObject : IFileKind
         public required int Master;     // our own fd of the rebuilt object
         public required uint Seals;
         public bool EarlySealsApplied;
+        /// <summary>The description memfd_create made has been given to a read-write fd of the image.</summary>
+        public bool Given;
         /// <summary>ckpt's mapping of a hugetlbfs object, which its data go through (hugetlbfs has no write), or 0.</summary>
         public nint Mapped;
         public long MappedLength;
@@ -222,7 +224,7 @@ public sealed class MemoryObject : IFileKind
             {
                 uint obj = r.U32(); int flags = r.I32(); long pos = r.I64();
                 r.End();
-                int fd = OpenInVessel(ctx, obj, FileCalls.ReopenFlags(flags) | FileCalls.O_CLOEXEC, $"fd description {objref}");
+                int fd = GiveMemfd(ctx, obj, flags) ?? OpenInVessel(ctx, obj, FileCalls.ReopenFlags(flags) | FileCalls.O_CLOEXEC, $"fd description {objref}");
                 if (pos != 0) ctx.Inject("lseek", Nr.lseek, fd, pos, FileCalls.SEEK_SET);
                 ctx.Files.SetRestored(objref, fd);
                 return;
@@ -322,9 +324,34 @@ public sealed class MemoryObject : IFileKind
     /// <summary>Opens memory object <paramref name="obj"/> in the vessel (to map it, or as an fd); returns the vessel's fd.</summary>
     public static int OpenInVessel(RestoreContext ctx, uint obj, int flags, string what)
     {
-        var st = ctx.Session.State<RestoreState>();
-        if (!st.Objects.TryGetValue(obj, out var o))
-            throw new ImageFormatException($"{what} refers to memory object {obj}, which the image never defined");
+        var o = Find(ctx, obj, what);
+        ApplyEarlySeals(o);
+        return ctx.OpenInVessel($"/proc/{Environment.ProcessId}/fd/{o.Master}", flags);
+    }
+
+    private static Restored Find(RestoreContext ctx, uint obj, string what)
+        => ctx.Session.State<RestoreState>().Objects.TryGetValue(obj, out var o) ? o
+            : throw new ImageFormatException($"{what} refers to memory object {obj}, which the image never defined");
+
+    /// <summary>
+    /// The description memfd_create made, given to the first read-write fd description of a memfd (its
+    /// flags set): opened again through /proc it would count as a writer of the file, and exec of the memfd
+    /// (execveat, fexecve) would fail with ETXTBSY as it did not before. Null for the others.
+    /// </summary>
+    private static int? GiveMemfd(RestoreContext ctx, uint obj, int flags)
+    {
+        var o = Find(ctx, obj, "a memfd's fd description");
+        if (o.Type != ObjectType.Memfd || o.Given || (flags & FileCalls.O_ACCMODE) != FileCalls.O_RDWR) return null;
+        o.Given = true;
+        ApplyEarlySeals(o);
+        int fd = ctx.Install(o.Master);
+        const int settable = FileCalls.O_APPEND | FileCalls.O_NONBLOCK | 0x40000 /* O_NOATIME */ | 0x4000 /* O_DIRECT */;
+        if ((flags & settable) != 0) ctx.Inject("fcntl(F_SETFL)", Nr.fcntl, fd, FileCalls.F_SETFL, flags & settable);
+        return fd;
+    }
+
+    private static void ApplyEarlySeals(Restored o)
+    {
         if (!o.EarlySealsApplied)
         {
             // the contents are complete (its data records came right after it): seal as the original was
@@ -335,7 +362,6 @@ public sealed class MemoryObject : IFileKind
                 throw SyscallException.Last("fcntl(F_ADD_SEALS)", 0, $"memory object {o.Name}");
             o.EarlySealsApplied = true;
         }
-        return ctx.OpenInVessel($"/proc/{Environment.ProcessId}/fd/{o.Master}", flags);
     }
 
     public void Finish(RestoreContext ctx)

@@ -20,12 +20,12 @@ public sealed class ShmemTests(E2eEnvironment env)
             """));
         r.AssertPassed().AssertRestoredExit0().AssertSameLayout();
 
-        // every object once: the memfd (3 mappings and fd 42), shared anon, two deleted files (one also fd 43)
+        // every object once: the memfd (3 mappings and fd 42), the script memfd, shared anon, two deleted files (one also fd 43)
         using var info = JsonDocument.Parse(r.File("info.json"));
         var objects = info.RootElement.GetProperty("memory_objects").EnumerateObject().ToList();
         var types = objects.Select(o => o.Value.GetProperty("type").GetString()).Order().ToList();
-        Assert.Equal(["deleted file", "deleted file", "memfd", "shared anonymous"], types);
-        var memfd = objects.Single(o => o.Value.GetProperty("type").GetString() == "memfd");
+        Assert.Equal(["deleted file", "deleted file", "memfd", "memfd", "shared anonymous"], types);
+        var memfd = objects.Single(o => o.Value.GetProperty("type").GetString() == "memfd" && o.Value.GetProperty("name").GetString() != "script");
         Assert.Equal("ckpt-shmem-test", memfd.Value.GetProperty("name").GetString());
         // the hole [512K, 768K) is not saved
         Assert.Equal(768L * 1024, memfd.Value.GetProperty("saved_bytes").GetInt64());
