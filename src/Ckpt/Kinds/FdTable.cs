@@ -54,13 +54,20 @@ public sealed class FdTable : IStateKind
     {
         var byInode = ctx.Session.FilesByInode;
         var refs = new List<(OpenFile File, uint Ref)>();
+        // the fds a child inherited across fork are mostly its parent's same fd numbers: one kcmp each
+        int ppid = ctx.Session.Tree.FirstOrDefault(e => e.Pid == ctx.Pid)?.PPid ?? 0;
+        var parentRefs = ctx.Session.Find(ppid)?.State<Refs>().ByFd;
         foreach (var f in ctx.OpenFiles)
         {
             ctx.ThrowIfCancelled();
             // the same description held by an earlier fd of this process or of an earlier process
             uint objref = 0;
             int at = 0;
-            if (byInode.TryGetValue((f.Stat.Dev, f.Stat.Ino), out var seen)) (objref, at) = FindDescription(seen, ctx.Pid, f.Fd);
+            List<(int Pid, int Fd, string Link, uint Ref)>? seen = null;
+            if (!f.InFlight && parentRefs != null && parentRefs.TryGetValue(f.Fd, out uint inherited)
+                && ProcessCalls.Kcmp(ppid, ctx.Pid, ProcessCalls.KCMP_FILE, f.Fd, f.Fd) == 0)
+                objref = inherited;
+            else if (byInode.TryGetValue((f.Stat.Dev, f.Stat.Ino), out seen)) (objref, at) = FindDescription(seen, ctx.Pid, f.Fd);
             if (objref == 0)
             {
                 var kind = KindTable.FileKinds.FirstOrDefault(k => k.Handles(f))
