@@ -183,8 +183,12 @@ public sealed class MmState : IStateKind
             foreach (var v in here) ctx.Batch.AddChecked("munmap vdso", Nr.munmap, (long)v.Start, (long)v.Length);
             return;
         }
-        // the same pieces with the same sizes, in the same relative places
-        var mine = here.OrderBy(v => v.Start).ToList();
+        // the pieces the process had unmapped (a process may unmap [vdso] and [vvar] and keep, say,
+        // [vvar_vclock]) go; the others must be the same pieces with the same sizes, in the same relative places
+        var names = want.Select(w => w.Name).ToHashSet();
+        foreach (var v in here.Where(v => !names.Contains(v.Path)))
+            ctx.Batch.AddChecked("munmap vdso", Nr.munmap, (long)v.Start, (long)v.Length);
+        var mine = here.Where(v => names.Contains(v.Path)).OrderBy(v => v.Start).ToList();
         var theirs = want.OrderBy(v => v.Start).ToList();
         bool same = mine.Count == theirs.Count;
         for (int i = 0; same && i < mine.Count; i++)

@@ -11,6 +11,15 @@ namespace Ckpt.Tests.EndToEnd;
 [Collection(EndToEndCollection.Name)]
 public sealed class RoundTripTests(E2eEnvironment env)
 {
+    /// <summary>A process that unmapped [vdso] and [vvar] (vdsogone.c): they stay unmapped, the rest of the vDSO pieces stay put (the restart refused the layout before).</summary>
+    [Fact]
+    public void VdsoUnmapped()
+    {
+        env.Program("vdsogone");
+        var r = new E2eScript(env, "vdsogone").Run(E2eScript.RoundTrip("\"$BIN/vdsogone\""));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
+    }
+
     [Fact]
     public void Memory()
     {
