@@ -69,6 +69,9 @@ int main(int argc, char **argv)
     MUST(bind(t6, (struct sockaddr *)&lo6, sizeof lo6) == 0 && listen(t6, 3) == 0);
     int tc = socket(AF_INET, SOCK_STREAM, 0);
     MUST(tc >= 0 && setsockopt(tc, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) == 0);
+    /* its send buffer size locked (SO_BUF_LOCK, without setting a size), quick acks off */
+    int off = 0;
+    MUST(setsockopt(tc, SOL_SOCKET, 72 /* SO_BUF_LOCK */, &one, sizeof one) == 0 && setsockopt(tc, IPPROTO_TCP, TCP_QUICKACK, &off, sizeof off) == 0);
     int tb = socket(AF_INET, SOCK_STREAM, 0);
     MUST(tb >= 0 && bind(tb, (struct sockaddr *)&lo, sizeof lo) == 0);
     int u1 = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0), rcvbuf = 65536;
@@ -157,6 +160,8 @@ int main(int argc, char **argv)
     CHECK(opt(t6, IPPROTO_IPV6, IPV6_V6ONLY) == 1, "IPV6_V6ONLY %d", opt(t6, IPPROTO_IPV6, IPV6_V6ONLY));
     CHECK(opt(tc, SOL_SOCKET, SO_KEEPALIVE) == 1, "SO_KEEPALIVE %d", opt(tc, SOL_SOCKET, SO_KEEPALIVE));
     CHECK(opt(tb, SOL_SOCKET, SO_KEEPALIVE) == 0, "SO_KEEPALIVE set where it was not");
+    CHECK(opt(tc, SOL_SOCKET, 72) == 1, "SO_BUF_LOCK %d, want 1", opt(tc, SOL_SOCKET, 72));
+    CHECK(opt(tc, IPPROTO_TCP, TCP_QUICKACK) == 0, "TCP_QUICKACK %d, want 0", opt(tc, IPPROTO_TCP, TCP_QUICKACK));
     CHECK(opt(u1, SOL_SOCKET, SO_RCVBUF) == rcv_before, "SO_RCVBUF %d, was %d", opt(u1, SOL_SOCKET, SO_RCVBUF), rcv_before);
     CHECK((fcntl(u1, F_GETFL) & O_NONBLOCK) && !(fcntl(u2, F_GETFL) & O_NONBLOCK), "O_NONBLOCK not as it was");
     CHECK((fcntl(t1, F_GETFD) & FD_CLOEXEC) == 0, "close-on-exec set on a socket that had none");

@@ -63,11 +63,13 @@ public sealed unsafe class InetSocket : IStateKind
         (SocketCalls.SOL_SOCKET, 20, 16, "SO_RCVTIMEO", Any), (SocketCalls.SOL_SOCKET, 21, 16, "SO_SNDTIMEO", Any),
         (SocketCalls.SOL_SOCKET, 36, 4, "SO_MARK", Any), (SocketCalls.SOL_SOCKET, 29, 4, "SO_TIMESTAMP", Any),
         (SocketCalls.SOL_SOCKET, SO_SNDBUF, 4, "SO_SNDBUF", Any), (SocketCalls.SOL_SOCKET, SO_RCVBUF, 4, "SO_RCVBUF", Any),
+        // after the sizes, which lock them too: the locks as they are
+        (SocketCalls.SOL_SOCKET, 72, 4, "SO_BUF_LOCK", Any),
         // the interface it is bound to, by name (a name missing at restart fails it: ENODEV)
         (SocketCalls.SOL_SOCKET, 25, 16, "SO_BINDTODEVICE", Any),
         (IPPROTO_TCP, 1, 4, "TCP_NODELAY", Tcp), (IPPROTO_TCP, 3, 4, "TCP_CORK", Tcp), (IPPROTO_TCP, 4, 4, "TCP_KEEPIDLE", Tcp),
         (IPPROTO_TCP, 5, 4, "TCP_KEEPINTVL", Tcp), (IPPROTO_TCP, 6, 4, "TCP_KEEPCNT", Tcp), (IPPROTO_TCP, 9, 4, "TCP_DEFER_ACCEPT", Tcp),
-        (IPPROTO_TCP, 18, 4, "TCP_USER_TIMEOUT", Tcp), (IPPROTO_TCP, 23, 4, "TCP_FASTOPEN", Tcp), (IPPROTO_TCP, 25, 4, "TCP_NOTSENT_LOWAT", Tcp),
+        (IPPROTO_TCP, 12, 4, "TCP_QUICKACK", Tcp), (IPPROTO_TCP, 18, 4, "TCP_USER_TIMEOUT", Tcp), (IPPROTO_TCP, 23, 4, "TCP_FASTOPEN", Tcp), (IPPROTO_TCP, 25, 4, "TCP_NOTSENT_LOWAT", Tcp),
         (IPPROTO_IP, 1, 4, "IP_TOS", V4), (IPPROTO_IP, 2, 4, "IP_TTL", V4), (IPPROTO_IP, 8, 4, "IP_PKTINFO", V4),
         (IPPROTO_IP, 10, 4, "IP_MTU_DISCOVER", V4), (IPPROTO_IP, 11, 4, "IP_RECVERR", V4), (IPPROTO_IP, 15, 4, "IP_FREEBIND", V4),
         (IPPROTO_IP, 19, 4, "IP_TRANSPARENT", V4), (IPPROTO_IPV6, 78, 4, "IPV6_FREEBIND", V6), (IPPROTO_IPV6, 75, 4, "IPV6_TRANSPARENT", V6),
