@@ -38,7 +38,7 @@ public sealed unsafe class MemoryRegion : IStateKind
     public const string HugetlbAnonPath = "/anon_hugepage (deleted)";
 
     [Flags]
-    public enum Advice : uint { None = 0, DontDump = 1, DontFork = 2, WipeOnFork = 4, HugePage = 8, NoHugePage = 16, Mergeable = 32, Locked = 64, LockOnFault = 128, Sequential = 256, Random = 512 }
+    public enum Advice : uint { None = 0, DontDump = 1, DontFork = 2, WipeOnFork = 4, HugePage = 8, NoHugePage = 16, Mergeable = 32, Locked = 64, LockOnFault = 128, Sequential = 256, Random = 512, Droppable = 1024 }
 
     /// <summary>VmFlags restored by madvise (Madv), or by mlock2 in Finish (Madv -1: lo, lf).</summary>
     private static readonly (string Flag, Advice Advice, int Madv)[] AdviceMap =
@@ -46,6 +46,9 @@ public sealed unsafe class MemoryRegion : IStateKind
         ("dd", Advice.DontDump, 16), ("dc", Advice.DontFork, 10), ("wf", Advice.WipeOnFork, 18),
         ("hg", Advice.HugePage, 14), ("nh", Advice.NoHugePage, 15), ("mg", Advice.Mergeable, 12),
         ("lo", Advice.Locked, -1), ("lf", Advice.LockOnFault, -1), ("sr", Advice.Sequential, 2), ("rr", Advice.Random, 1),
+        // MAP_DROPPABLE (glibc's getrandom state): a kind of mapping, made so; its pages may be dropped
+        // at any time, and are not saved when the flags are known before the pages are planned
+        ("dp", Advice.Droppable, -1),
     ];
 
     // ---------------------------------------------------------------- checkpoint
@@ -71,7 +74,7 @@ public sealed unsafe class MemoryRegion : IStateKind
                     Backing.SysvShm => SysvShm.SaveMapped(ctx, v),
                     _ => 0,
                 };
-                WriteVma(ctx, v, backing, pages, obj, huge);
+                WriteVma(ctx, v, backing, pages, obj, huge, prep.Guards.GetValueOrDefault(v.Start));
                 for (int i = 0; i < n; i++)
                 {
                     var c = copier.Take(first + i);
@@ -138,6 +141,8 @@ public sealed unsafe class MemoryRegion : IStateKind
 
     /// <summary>PAGEMAP_SCAN works here (kernel 6.7 and later); else the pagemap is read entry by entry. Null: not tried yet.</summary>
     private static bool? s_scanWorks;
+    /// <summary>PAGEMAP_SCAN knows the guard category (Linux 6.14); cleared at the first EINVAL.</summary>
+    private static bool s_scanGuards = true;
 
     /// <summary>Whether this kernel has PAGEMAP_SCAN (6.7 and later), tried once on ckpt's own pagemap.</summary>
     private static bool PagemapScanWorks
@@ -165,6 +170,8 @@ public sealed unsafe class MemoryRegion : IStateKind
         public required List<(VmaInfo Vma, Backing Backing, long Pages, List<(ulong Addr, uint Blocks)> Huge, int FirstChunk, int Chunks)> Plan { get; init; }
         public required PageCopier Copier { get; init; }
         public required CheckpointContext Owner { get; init; }
+        /// <summary>Guard pages (MADV_GUARD_INSTALL) of each region, by its start: installed again at restart.</summary>
+        public required Dictionary<ulong, List<(ulong Addr, int Pages)>> Guards { get; init; }
         public void Dispose() { Copier.Dispose(); Owner.Forget<Prepared>(); }
     }
 
@@ -182,6 +189,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         long tPlan = System.Diagnostics.Stopwatch.GetTimestamp();
         var pagemapBuffer = new byte[PagemapBatch * 8];   // one buffer for every region
         var found = new List<(VmaInfo Vma, Backing Backing, List<(ulong Addr, int Pages)> Runs)>();
+        var guards = new Dictionary<ulong, List<(ulong Addr, int Pages)>>();
         long total = 0;
         using (var pagemap = new FileStream($"/proc/{ctx.Pid}/pagemap", FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 0))
         {
@@ -189,7 +197,10 @@ public sealed unsafe class MemoryRegion : IStateKind
             {
                 if (v.Path == "[vsyscall]") continue;
                 var backing = Classify(ctx.Pid, v);
-                var runs = backing is Backing.FileShared or Backing.ObjectShared or Backing.SysvShm or Backing.Vdso ? [] : PresentRuns(pagemap, v, backing, pagemapBuffer);
+                var g = new List<(ulong Addr, int Pages)>();
+                var runs = backing is Backing.FileShared or Backing.ObjectShared or Backing.SysvShm or Backing.Vdso ? [] : PresentRuns(pagemap, v, backing, pagemapBuffer, g);
+                if (g.Count > 0) guards[v.Start] = g;
+                if (ctx.VmFlagsKnown && v.VmFlags.Contains("dp")) runs = [];   // droppable: the pages may go
                 found.Add((v, backing, runs));
                 total += runs.Sum(r => (long)r.Pages);
             }
@@ -204,7 +215,7 @@ public sealed unsafe class MemoryRegion : IStateKind
             plan.Add((v, backing, runs.Sum(r => (long)r.Pages), backing == Backing.AnonPrivate ? DenseBlocks(runs) : [], first, chunks.Count - first));
         }
         ctx.Session.Log.Debug($"pid {ctx.Pid}: plan of {plan.Count} region(s), {chunks.Count} chunk(s) in {System.Diagnostics.Stopwatch.GetElapsedTime(tPlan).TotalMilliseconds:F1} ms");
-        var prep = new Prepared { Plan = plan, Copier = new PageCopier(ctx.Pid, chunks, ctx.Session.State<ChunkPool>(), buffers), Owner = ctx };
+        var prep = new Prepared { Plan = plan, Copier = new PageCopier(ctx.Pid, chunks, ctx.Session.State<ChunkPool>(), buffers), Owner = ctx, Guards = guards };
         ctx.Set(prep);
         return prep;
     }
@@ -275,21 +286,26 @@ public sealed unsafe class MemoryRegion : IStateKind
     /// <summary>Runs of pages to save, from /proc/PID/pagemap.</summary>
     private const int PagemapBatch = 8192;
 
-    private static List<(ulong Addr, int Pages)> PresentRuns(FileStream pagemap, VmaInfo v, Backing b, byte[] buf)
+    private static List<(ulong Addr, int Pages)> PresentRuns(FileStream pagemap, VmaInfo v, Backing b, byte[] buf, List<(ulong Addr, int Pages)> guards)
     {
         var runs = new List<(ulong, int)>();
         // an AIO ring: all of it (header and events; the kernel made every page)
         if (b == Backing.AioRing) { runs.Add((v.Start, (int)(v.Length / PageSize))); return runs; }
         // nothing resident or swapped (smaps): no page to look for; spares reading the pagemap of huge
         // reservations (the .NET GC reserves tens of GiB PROT_NONE: ~100 ms of pagemap per 48 GiB)
-        // (huge pages of hugetlbfs, VmFlags ht, are not counted in Rss)
-        if (v.RssKb == 0 && v.SwapKb == 0 && b != Backing.HugetlbPrivate && !v.VmFlags.Contains("ht")) return runs;
-        if (PagemapScanWorks && ScannedRuns(pagemap, v, b, runs)) return runs;
-        return ReadRuns(pagemap, v, b, buf);
+        // (huge pages of hugetlbfs, VmFlags ht, are not counted in Rss); guard pages are looked for by
+        // the kernel's scan, which skips what has no page table
+        if (v.RssKb == 0 && v.SwapKb == 0 && b != Backing.HugetlbPrivate && !v.VmFlags.Contains("ht"))
+        {
+            if (PagemapScanWorks && s_scanGuards) ScannedRuns(pagemap, v, b, runs, guards, guardsOnly: true);
+            return runs;
+        }
+        if (PagemapScanWorks && ScannedRuns(pagemap, v, b, runs, guards)) return runs;
+        return ReadRuns(pagemap, v, b, buf, guards);
     }
 
     /// <summary>The runs to save, from the pagemap read entry by entry (kernels without PAGEMAP_SCAN).</summary>
-    internal static List<(ulong Addr, int Pages)> ReadRuns(FileStream pagemap, VmaInfo v, Backing b, byte[] buf)
+    internal static List<(ulong Addr, int Pages)> ReadRuns(FileStream pagemap, VmaInfo v, Backing b, byte[] buf, List<(ulong Addr, int Pages)>? guards = null)
     {
         var runs = new List<(ulong, int)>();
         const int Batch = PagemapBatch;
@@ -304,6 +320,14 @@ public sealed unsafe class MemoryRegion : IStateKind
             for (int k = 0; k < n; k++)
             {
                 ulong e = BinaryPrimitives.ReadUInt64LittleEndian(buf.AsSpan(k * 8));
+                if ((e & (1UL << 58)) != 0)
+                {
+                    // a guard page (PM_GUARD_REGION): no data, installed again at restart
+                    ulong ga = (first + (ulong)k) * PageSize;
+                    if (guards != null && guards.Count > 0 && guards[^1].Addr + (ulong)guards[^1].Pages * PageSize == ga) guards[^1] = (guards[^1].Addr, guards[^1].Pages + 1);
+                    else guards?.Add((ga, 1));
+                    continue;
+                }
                 bool present = (e & (1UL << 63)) != 0 || (e & (1UL << 62)) != 0;
                 bool filePage = (e & (1UL << 61)) != 0;
                 bool save = present && (b is not (Backing.FilePrivate or Backing.ObjectPrivate) || !filePage);
@@ -327,23 +351,36 @@ public sealed unsafe class MemoryRegion : IStateKind
     /// written (anonymous copies), not the file's own. Much quicker than reading 8 bytes of pagemap per
     /// page (a 1 GiB region: ~1 ms instead of ~9). False when the kernel does not have it.
     /// </summary>
-    internal static bool ScannedRuns(FileStream pagemap, VmaInfo v, Backing b, List<(ulong Addr, int Pages)> runs)
+    internal static bool ScannedRuns(FileStream pagemap, VmaInfo v, Backing b, List<(ulong Addr, int Pages)> runs,
+        List<(ulong Addr, int Pages)>? guards = null, bool guardsOnly = false)
     {
         var regions = t_regions ??= new PageRegion[1024];
         ulong inverted = MemoryCalls.PAGE_IS_PFNZERO, mask = MemoryCalls.PAGE_IS_PFNZERO;
         if (b is Backing.FilePrivate or Backing.ObjectPrivate) { inverted |= MemoryCalls.PAGE_IS_FILE; mask |= MemoryCalls.PAGE_IS_FILE; }
+        ulong anyOf = MemoryCalls.PAGE_IS_PRESENT | MemoryCalls.PAGE_IS_SWAPPED;
+        if (guardsOnly) { inverted = mask = 0; anyOf = MemoryCalls.PAGE_IS_GUARD; }
         int fd = (int)pagemap.SafeFileHandle.DangerousGetHandle();
         ulong at = v.Start;
         while (at < v.End)
         {
-            long n = MemoryCalls.PagemapScan(fd, at, v.End, regions, inverted, mask, MemoryCalls.PAGE_IS_PRESENT | MemoryCalls.PAGE_IS_SWAPPED, out ulong walkEnd);
+            // guard pages (swapped in the kernel's eyes) are told apart by their category
+            ulong guard = s_scanGuards ? MemoryCalls.PAGE_IS_GUARD : 0;
+            long n = MemoryCalls.PagemapScan(fd, at, v.End, regions, inverted, mask, anyOf, out ulong walkEnd, guard);
             if (n < 0)
             {
                 int e = Marshal.GetLastPInvokeError();
+                // a kernel without the guard category (before 6.14) refuses it: without it, then
+                if (e == Errors.EINVAL && s_scanGuards) { s_scanGuards = false; if (guardsOnly) return true; continue; }
                 if (runs.Count == 0 && at == v.Start && e is 25 /* ENOTTY */ or Errors.EINVAL) { s_scanWorks = false; return false; }
                 throw new SyscallException("ioctl(PAGEMAP_SCAN)", e, 0, $"{v.Start:x}-{v.End:x}");
             }
             for (int i = 0; i < n; i++)
+            {
+                if ((regions[i].Categories & MemoryCalls.PAGE_IS_GUARD) != 0)
+                {
+                    guards?.Add((regions[i].Start, (int)((regions[i].End - regions[i].Start) / PageSize)));
+                    continue;
+                }
                 for (ulong a = regions[i].Start; a < regions[i].End;)
                 {
                     // adjoining runs join, up to a chunk
@@ -356,13 +393,15 @@ public sealed unsafe class MemoryRegion : IStateKind
                     else runs.Add((a, pages));
                     a += (ulong)pages * PageSize;
                 }
+            }
             if (walkEnd <= at) throw new SyscallException("ioctl(PAGEMAP_SCAN)", Errors.EIO, 0, $"no progress at {at:x}");
             at = walkEnd;
         }
         return true;
     }
 
-    private static void WriteVma(CheckpointContext ctx, VmaInfo v, Backing b, long pages, uint obj, List<(ulong Addr, uint Blocks)> huge)
+    private static void WriteVma(CheckpointContext ctx, VmaInfo v, Backing b, long pages, uint obj, List<(ulong Addr, uint Blocks)> huge,
+        List<(ulong Addr, int Pages)>? guards)
     {
         var p = new PayloadWriter();
         p.U64(v.Start).U64(v.End);
@@ -400,6 +439,9 @@ public sealed unsafe class MemoryRegion : IStateKind
         foreach (var (a, n) in huge) p.U64(a).U32(n);
         // appended field: log2 of the page size of a region on huge pages (MAP_HUGETLB), else 0
         p.U8(b == Backing.HugetlbPrivate ? HugetlbShift(ctx.Pid, v) : (byte)0);
+        // appended field: the runs of guard pages (MADV_GUARD_INSTALL)
+        p.U32((uint)(guards?.Count ?? 0));
+        foreach (var (a, n) in guards ?? []) p.U64(a).U32((uint)n);
         ctx.Image.Write(RecordKind.Vma, p);
     }
 
@@ -699,6 +741,15 @@ public sealed unsafe class MemoryRegion : IStateKind
             st.Huge.Add(new Iovec { Base = (nint)a, Len = (nuint)(n * HugeBlock) });
         }
         int hugetlbShift = r.AtEnd ? 0 : r.U8();
+        var guards = new List<(ulong Addr, ulong Len)>();
+        uint nguards = r.AtEnd ? 0 : r.U32();
+        for (uint i = 0; i < nguards; i++)
+        {
+            ulong a = r.U64(), n = r.U32();
+            if (a % PageSize != 0 || a < start || n == 0 || a + n * PageSize > end)
+                throw new ImageFormatException($"Vma record at offset {rec.Offset} has guard pages outside its region");
+            guards.Add((a, n * PageSize));
+        }
         r.End();
         if (b == Backing.HugetlbPrivate && hugetlbShift is < 13 or > 40)
             throw new ImageFormatException($"Vma record at offset {rec.Offset}: huge pages of 2^{hugetlbShift} bytes");
@@ -722,7 +773,9 @@ public sealed unsafe class MemoryRegion : IStateKind
         else if (st.ClosesQueued >= 64) { ctx.FlushBatch(); st.ClosesQueued = 0; }
         switch (b)
         {
-            case Backing.AnonPrivate: flags |= MemoryCalls.MAP_PRIVATE | MemoryCalls.MAP_ANONYMOUS; break;
+            case Backing.AnonPrivate:
+                flags |= ((adv & Advice.Droppable) != 0 ? MemoryCalls.MAP_DROPPABLE : MemoryCalls.MAP_PRIVATE) | MemoryCalls.MAP_ANONYMOUS;
+                break;
             case Backing.AnonShared: flags |= MemoryCalls.MAP_SHARED | MemoryCalls.MAP_ANONYMOUS; break;
             case Backing.HugetlbPrivate:
                 // from the machine's pool of huge pages of that size (the pages are written with
@@ -767,7 +820,7 @@ public sealed unsafe class MemoryRegion : IStateKind
             + (b == Backing.HugetlbPrivate && got == -Errors.ENOMEM ? $" ({MemoryCalls.NoHugePages(hugetlbShift)})" : ""), ExitCodes.RestoreConflict);
         var batch = ctx.Batch;
         byte[]? anonName = path.StartsWith("[anon:") && path.Length > 7 ? System.Text.Encoding.UTF8.GetBytes(path[6..^1] + "\0") : null;
-        batch.Reserve(2 + AdviceMap.Length + 1, anonName?.Length ?? 0);
+        batch.Reserve(2 + AdviceMap.Length + 1 + guards.Count, anonName?.Length ?? 0);
         if (b == Backing.SysvShm)
         {
             batch.Flush();   // attached at once, in order
@@ -782,6 +835,8 @@ public sealed unsafe class MemoryRegion : IStateKind
         if (mapProt != prot) st.Reprotect.Add((start, len, prot));
         foreach (var (_, a, madv) in AdviceMap)
             if ((adv & a) != 0 && madv >= 0) batch.Add(Nr.madvise, (long)start, (long)len, madv);
+        foreach (var (ga, gl) in guards)
+            batch.AddChecked("madvise(MADV_GUARD_INSTALL)", Nr.madvise, (long)ga, (long)gl, MemoryCalls.MADV_GUARD_INSTALL);
         // locked regions are locked once their pages are in and their protection is final
         if ((adv & Advice.Locked) != 0) st.Lock.Add((start, len, (adv & Advice.LockOnFault) != 0));
         if (anonName != null)
@@ -1164,18 +1219,22 @@ public sealed unsafe class MemoryRegion : IStateKind
         uint prot = r.U32();
         var b = (Backing)r.U8();
         bool gd = r.Bool(), nr = r.Bool();
-        r.U32(); ulong off = r.U64(); string path = r.Str(); r.I64(); r.I64(); ulong pages = r.U64();
+        var adv = (Advice)r.U32(); ulong off = r.U64(); string path = r.Str(); r.I64(); r.I64(); ulong pages = r.U64();
         r.U64(); uint obj = r.AtEnd ? 0 : r.U32();
         if (!r.AtEnd) r.Bool();
         long blocks = 0;
         for (uint i = 0, n = r.AtEnd ? 0 : r.U32(); i < n; i++) { r.U64(); blocks += r.U32(); }
         int hugetlbShift = r.AtEnd ? 0 : r.U8();
+        long guardPages = 0;
+        for (uint i = 0, n = r.AtEnd ? 0 : r.U32(); i < n; i++) { r.U64(); guardPages += r.U32(); }
         string perms = $"{((prot & 1) != 0 ? 'r' : '-')}{((prot & 2) != 0 ? 'w' : '-')}{((prot & 4) != 0 ? 'x' : '-')}{(b is Backing.AnonShared or Backing.FileShared or Backing.ObjectShared or Backing.SysvShm or Backing.AioRing ? 's' : 'p')}";
         var node = new InfoNode().Set("range", $"{start:x}-{end:x}").Set("prot", perms).Set("backing", b.ToString())
             .Set("offset", off).Set("path", path).Set("pages_saved", pages).Set("flags", (gd ? "growsdown " : "") + (nr ? "noreserve" : ""));
         if (obj != 0) node.Set("object", obj);
         if (blocks > 0) node.Set("full_2m_blocks", blocks);
         if (hugetlbShift > 0) node.Set("huge_page_kib", 1L << hugetlbShift >> 10);
+        if (guardPages > 0) node.Set("guard_pages", guardPages);
+        if ((adv & Advice.Droppable) != 0) node.Set("droppable", true);
         map.Add(node);
     }
 }

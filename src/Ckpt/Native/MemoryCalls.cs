@@ -88,7 +88,9 @@ public static unsafe partial class MemoryCalls
     }
 
     // PAGEMAP_SCAN (on /proc/PID/pagemap): the runs of pages in given categories, walked by the kernel
-    public const ulong PAGE_IS_FILE = 1 << 2, PAGE_IS_PRESENT = 1 << 3, PAGE_IS_SWAPPED = 1 << 4, PAGE_IS_PFNZERO = 1 << 5;
+    public const ulong PAGE_IS_FILE = 1 << 2, PAGE_IS_PRESENT = 1 << 3, PAGE_IS_SWAPPED = 1 << 4, PAGE_IS_PFNZERO = 1 << 5, PAGE_IS_GUARD = 1 << 8;
+    /// <summary>madvise: guard pages (Linux 6.13: any access faults, no memory behind them); mmap: a droppable mapping (6.11).</summary>
+    public const int MADV_GUARD_INSTALL = 102, MAP_DROPPABLE = 0x08;
     public const nuint PAGEMAP_SCAN = 0xC0606610;
 
     /// <summary>
@@ -97,14 +99,14 @@ public static unsafe partial class MemoryCalls
     /// <paramref name="anyOf"/>. Fills <paramref name="vec"/> from the start; returns how many regions, and
     /// in <paramref name="walkEnd"/> where the walk stopped (before end when vec is full); -1 on error (errno set).
     /// </summary>
-    public static long PagemapScan(int pagemapFd, ulong start, ulong end, Span<PageRegion> vec, ulong inverted, ulong mask, ulong anyOf, out ulong walkEnd)
+    public static long PagemapScan(int pagemapFd, ulong start, ulong end, Span<PageRegion> vec, ulong inverted, ulong mask, ulong anyOf, out ulong walkEnd, ulong alsoReturn = 0)
     {
         fixed (PageRegion* v = vec)
         {
             var a = new PmScanArg
             {
                 Size = (ulong)sizeof(PmScanArg), Start = start, End = end, Vec = (ulong)v, VecLen = (ulong)vec.Length,
-                CategoryInverted = inverted, CategoryMask = mask, CategoryAnyofMask = anyOf, ReturnMask = anyOf | mask,
+                CategoryInverted = inverted, CategoryMask = mask, CategoryAnyofMask = anyOf, ReturnMask = anyOf | mask | alsoReturn,
             };
             long n = EventCalls.Ioctl(pagemapFd, PAGEMAP_SCAN, &a);
             walkEnd = a.WalkEnd;
