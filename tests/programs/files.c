@@ -94,6 +94,13 @@ int main(int argc, char **argv)
     int frand = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
     int fdir = open(argv[1], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     MUST(fnull >= 0 && fzero >= 0 && frand >= 0 && fdir >= 0);
+    /* an O_PATH fd of a symbolic link itself (O_NOFOLLOW) */
+    char sympath[1200];
+    snprintf(sympath, sizeof sympath, "%s.link", argv[1]);   /* beside the work directory, whose entries are counted */
+    unlink(sympath);
+    MUST(symlink("a.dat", sympath) == 0);
+    int fsym = open(sympath, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    MUST(fsym >= 0);
     /* a node of /dev/zero's device made here and removed while open (a chroot's or container's /dev) */
     MUST(mknod("zero.node", S_IFCHR | 0600, makedev(1, 5)) == 0);
     int fznode = open("zero.node", O_RDONLY | O_CLOEXEC);
@@ -183,6 +190,13 @@ int main(int argc, char **argv)
     ll = readlink(lpath, link, sizeof link - 1);
     link[ll > 0 ? ll : 0] = 0;
     CHECK(strcmp(link, "/dev/zero") == 0, "fd %d links to %s", fzero, link);
+    {
+        struct stat ls;
+        char target[64] = "";
+        CHECK(fstatat(fsym, "", &ls, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(ls.st_mode), "the O_PATH fd of a symbolic link is not one (%s)", strerror(errno));
+        CHECK(readlinkat(fsym, "", target, sizeof target - 1) == 5 && !strcmp(target, "a.dat"), "the O_PATH fd of a symbolic link reads '%s'", target);
+        CHECK((fcntl(fsym, F_GETFL) & O_PATH) != 0, "the fd of a symbolic link lost O_PATH");
+    }
     memset(buf, 1, 64);
     CHECK(read(fznode, buf, 64) == 64 && memcmp(buf, zeros, 64) == 0, "a removed node of /dev/zero's device: read");
     CHECK(fstat(fznode, &st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 5), "a removed node of /dev/zero's device is not that device");

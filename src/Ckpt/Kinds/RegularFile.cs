@@ -19,7 +19,8 @@ public sealed class RegularFile : IFileKind
     public int FinishOrder => 45;
     public const int DataChunk = 4 << 20;
 
-    public bool Handles(in OpenFile f) => f.Link.StartsWith('/') && f.Stat.Type is StatBuf.S_IFREG or StatBuf.S_IFDIR;
+    public bool Handles(in OpenFile f) => f.Link.StartsWith('/')
+        && (f.Stat.Type is StatBuf.S_IFREG or StatBuf.S_IFDIR || f.Stat.Type == StatBuf.S_IFLNK && (f.Flags & FileCalls.O_PATH) != 0);
 
     public void Checkpoint(CheckpointContext ctx) { }
 
@@ -50,8 +51,12 @@ public sealed class RegularFile : IFileKind
     {
         bool deleted = f.Link.EndsWith(" (deleted)") && f.Stat.Nlink == 0;
         string path = deleted ? f.Link[..^10] : f.Link;
+        // an O_PATH fd of a symbolic link (O_NOFOLLOW): the link itself, by its name
+        bool link = f.Stat.Type == StatBuf.S_IFLNK;
+        if (link && deleted)
+            throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} is an O_PATH fd of the symbolic link {path}, removed since, which is not supported yet");
         StatBuf st = default;
-        bool found = deleted || FileCalls.TryStat(path, out st);
+        bool found = deleted || (link ? FileCalls.TryLstat(path, out st) : FileCalls.TryStat(path, out st));
         if (!found && Marshal.GetLastPInvokeError() is Errors.EACCES or Errors.EPERM)
             throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd}: {path} cannot be looked up by this user (permission denied); checkpoint as a user who can reach it, or as root");
         if (!deleted && (!found || st.Ino != f.Stat.Ino || st.Dev != f.Stat.Dev))
@@ -154,8 +159,10 @@ public sealed class RegularFile : IFileKind
         }
         else if (!deleted)
         {
-            if (!FileCalls.TryStat(path, out var st))
+            if (!((mode & StatBuf.S_IFMT) == StatBuf.S_IFLNK ? FileCalls.TryLstat(path, out var st) : FileCalls.TryStat(path, out st)))
                 throw new CkptException($"restart: {path} (open in the image) no longer exists", ExitCodes.RestoreConflict);
+            if ((mode & StatBuf.S_IFMT) == StatBuf.S_IFLNK && (st.Mode & StatBuf.S_IFMT) != StatBuf.S_IFLNK)
+                throw new CkptException($"restart: {path} (a symbolic link open in the image) is no longer one", ExitCodes.RestoreConflict);
             if ((st.Mode & StatBuf.S_IFMT) == StatBuf.S_IFREG && st.Size != size)
             {
                 // a file the process only writes (a log its output goes to, which others append to or

@@ -59,6 +59,9 @@ public static unsafe partial class FileCalls
     [LibraryImport("libc", EntryPoint = "stat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int Stat(string path, StatBuf* st);
 
+    [LibraryImport("libc", EntryPoint = "lstat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Lstat(string path, StatBuf* st);
+
     [LibraryImport("libc", EntryPoint = "ftruncate64", SetLastError = true)]
     public static partial int Ftruncate(int fd, long length);
 
@@ -119,6 +122,15 @@ public static unsafe partial class FileCalls
     {
         StatBuf s;
         bool ok = Stat(path, &s) == 0;
+        st = s;
+        return ok;
+    }
+
+    /// <summary>As <see cref="TryStat"/>, of a symbolic link itself.</summary>
+    public static bool TryLstat(string path, out StatBuf st)
+    {
+        StatBuf s;
+        bool ok = Lstat(path, &s) == 0;
         st = s;
         return ok;
     }
