@@ -18,6 +18,7 @@
  * "dgramconn DIR" mode: datagram sockets connected to bound ones (see dgramconn_mode).
  * "pending" and "pendingdata" modes: connections waiting to be accepted (see pending_mode).
  * "slowaccept" mode: a connection accepted 300 ms after it came (see slowaccept_mode).
+ * "replaced DIR" mode: sockets whose file another file took, or whose directory went (see replaced_mode).
  */
 #include "e2e.h"
 #include <poll.h>
@@ -112,6 +113,45 @@ static int outside_mode(void)
  * itself (one message queued), and a client of a server outside the tree (a grandchild whose parent
  * exited, bound to an absolute path: a syslog-like daemon). Prints "HOLDER pid". After SIGUSR1 each
  * client still sends to its peer only, and the outside server echoes what the client sends. */
+/* A listener bound to DIR/srv whose socket file was removed and replaced by a regular file (as when a
+ * second instance of a server takes the path), and a datagram socket bound to DIR/gone/dg whose
+ * directory was removed. After the restart both still have their names (getsockname), the regular file
+ * is untouched, no directory DIR/gone came back, and the listener still listens (a connection made
+ * through its fd's address family alone is not possible: it is checked with SO_ACCEPTCONN). */
+static int replaced_mode(const char *dir)
+{
+    char p1[200], d2[200], p2[220];
+    snprintf(p1, sizeof p1, "%s/srv", dir);
+    snprintf(d2, sizeof d2, "%s/gone", dir);
+    snprintf(p2, sizeof p2, "%s/dg", d2);
+    struct sockaddr_un a1, a2;
+    socklen_t l1 = path_addr(&a1, p1), l2 = path_addr(&a2, p2);
+    int ls = socket(AF_UNIX, SOCK_STREAM, 0), dg = socket(AF_UNIX, SOCK_DGRAM, 0);
+    MUST(mkdir(d2, 0755) == 0);
+    MUST(ls >= 0 && dg >= 0 && bind(ls, (struct sockaddr *)&a1, l1) == 0 && listen(ls, 5) == 0 && bind(dg, (struct sockaddr *)&a2, l2) == 0);
+    MUST(unlink(p1) == 0 && unlink(p2) == 0 && rmdir(d2) == 0);
+    int f = open(p1, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    MUST(f >= 0 && write(f, "occupant", 8) == 8);
+    close(f);
+    say("READY");
+    e2e_wait_usr1();
+    struct sockaddr_un got;
+    socklen_t gl = sizeof got;
+    CHECK(getsockname(ls, (struct sockaddr *)&got, &gl) == 0 && strcmp(got.sun_path, p1) == 0, "the listener's name is '%s'", gl > 2 ? got.sun_path : "");
+    gl = sizeof got;
+    CHECK(getsockname(dg, (struct sockaddr *)&got, &gl) == 0 && strcmp(got.sun_path, p2) == 0, "the datagram socket's name is '%s'", gl > 2 ? got.sun_path : "");
+    int acc = 0;
+    socklen_t al = sizeof acc;
+    CHECK(getsockopt(ls, SOL_SOCKET, SO_ACCEPTCONN, &acc, &al) == 0 && acc == 1, "the listener does not listen");
+    struct stat st;
+    char buf[16] = "";
+    int rf = open(p1, O_RDONLY);
+    CHECK(rf >= 0 && fstat(rf, &st) == 0 && S_ISREG(st.st_mode) && read(rf, buf, sizeof buf) == 8 && !memcmp(buf, "occupant", 8), "the file that took the listener's path changed");
+    if (rf >= 0) close(rf);
+    CHECK(access(d2, F_OK) != 0, "the removed directory %s came back", d2);
+    return e2e_finish();
+}
+
 static int dgramconn_mode(const char *dir)
 {
     struct sockaddr_un sa, selfa, outa;
@@ -426,6 +466,7 @@ int main(int argc, char **argv)
     if (argc > 1 && strcmp(argv[1], "slowaccept") == 0) return slowaccept_mode();
     if (argc > 1 && strcmp(argv[1], "outside") == 0) return outside_mode();
     if (argc > 2 && strcmp(argv[1], "dgramconn") == 0) return dgramconn_mode(argv[2]);
+    if (argc > 2 && strcmp(argv[1], "replaced") == 0) return replaced_mode(argv[2]);
     if (argc > 2 && strcmp(argv[1], "rights") == 0) return rights_mode(argv[2]);
 
     static char big0[3000], big1[70000];

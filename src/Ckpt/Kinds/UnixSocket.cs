@@ -151,7 +151,13 @@ public sealed unsafe class UnixSocket : IFileKind
                 removed = true;
             }
             else if (fst.Type != StatBuf.S_IFSOCK || fst.Ino != d.VfsIno)
-                throw new NotCheckpointableException(ctx.Pid, $"{what} is bound to {path}, where another file is now; it cannot be bound again");
+            {
+                // another file took its name (a new instance of a server made its socket there): bound
+                // again by that name where the other file cannot be seen (BindHidden)
+                if (!raw.StartsWith('/'))
+                    throw new NotCheckpointableException(ctx.Pid, $"{what} is bound to {path}, where another file is now; it cannot be bound again");
+                removed = true;
+            }
             if (Encoding.UTF8.GetByteCount(path) > 107)
                 throw new NotCheckpointableException(ctx.Pid, $"{what} is bound to {path}, too long a path to bind again");
             if (!removed) { mode = fst.Mode & 0xfff; uid = fst.Uid; gid = fst.Gid; }
@@ -262,6 +268,10 @@ public sealed unsafe class UnixSocket : IFileKind
         bool reachable = FileCalls.TryStat(path, out var fst) && fst.Type == StatBuf.S_IFSOCK && fst.Ino == pd.VfsIno;
         if (!ours && !reachable)
             throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to socket:[{peer}] bound to {path}, whose socket file was removed or replaced since; it cannot be reached again");
+        // one of the tree whose name another file took (or whose directory went) is bound again where no
+        // path reaches it (UnixSocket.BindHidden): not by connect
+        if (ours && !reachable && (FileCalls.TryLstat(path, out _) || !Directory.Exists(Path.GetDirectoryName(path))))
+            throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to socket:[{peer}] bound to {path}, where {(Directory.Exists(Path.GetDirectoryName(path)) ? "another file is now" : "no directory is now")}; it cannot be reached again");
         if (Encoding.UTF8.GetByteCount(path) > 107)
             throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to {path}, too long a path to connect to again");
         return Encoding.UTF8.GetBytes(path);
@@ -678,6 +688,7 @@ public sealed unsafe class UnixSocket : IFileKind
                 mine = ctx.Session.Own(ctx.GrabFd(vfd));
                 st.Mine[ino] = mine;
                 byte[]? addr = null;
+                bool hidden = false;
                 if (name.Length > 0)
                 {
                     addr = path.Length > 0 ? SocketCalls.UnixAddress(Encoding.UTF8.GetBytes(path)) : SocketCalls.UnixAddress(name);
@@ -691,12 +702,16 @@ public sealed unsafe class UnixSocket : IFileKind
                         long cd = ctx.Vessel.Inject(Nr.chdir, (long)ctx.PutScratch(0, Encoding.UTF8.GetBytes((dir.Length == 0 ? "/" : dir) + "\0")));
                         if (cd == 0) bindAddr = SocketCalls.UnixAddress(Encoding.UTF8.GetBytes(raw));
                     }
-                    if (path.Length > 0) RemoveStale(path, type, what);
+                    // a socket whose file was removed or replaced, where something is now: bound where that cannot be seen
+                    hidden = removed && path.Length > 0 && (FileCalls.TryLstat(path, out _) || !Directory.Exists(Path.GetDirectoryName(path)));
+                    if (hidden && waiting.Length > 0)
+                        throw new CkptException($"restart: {what} has connections waiting to be accepted, and another file is at its path {path} now: its clients cannot connect to it again", ExitCodes.RestoreConflict);
+                    if (path.Length > 0 && !hidden) RemoveStale(path, type, what);
                     bindAddr ??= addr;   // addr (absolute) is where ckpt sends the queued datagrams from
-                    long b = ctx.Vessel.Inject(Nr.bind, vfd, (long)ctx.PutScratch(0, bindAddr), bindAddr.Length);
+                    long b = hidden ? BindHidden(ctx, vfd, bindAddr, path, raw) : ctx.Vessel.Inject(Nr.bind, vfd, (long)ctx.PutScratch(0, bindAddr), bindAddr.Length);
                     if (b < 0)
                         throw new CkptException($"restart: cannot bind {what} to {(path.Length > 0 ? path : ShowName(name))} again: {Errors.Describe((int)-b)}", ExitCodes.RestoreConflict);
-                    if (path.Length > 0)
+                    if (path.Length > 0 && !hidden)
                     {
                         if (SocketCalls.Lchown(path, uid, gid) != 0) throw SyscallException.Last($"lchown({path})");
                         if (SocketCalls.Chmod(path, mode) != 0) throw SyscallException.Last($"chmod({path})");
@@ -707,7 +722,7 @@ public sealed unsafe class UnixSocket : IFileKind
                 st.SendFrom[ino] = (-1, type == SocketCalls.SOCK_DGRAM ? addr : null, type);
                 if (name.Length > 0) st.ByName.TryAdd(Convert.ToHexString(name), mine);
                 if (rel == Relation.Listening)
-                    ctx.State<Listens>().List.Add((objref, backlog, what, waiting, addr, removed && waiting.Length > 0 ? path : null));
+                    ctx.State<Listens>().List.Add((objref, backlog, what, waiting, addr, removed && !hidden && waiting.Length > 0 ? path : null));
                 if (rel == Relation.Waiting) st.Clients[ino] = (ctx, objref, mine, what);
                 if (rel == Relation.ConnectedTo) st.Connects.Add((mine, SocketCalls.UnixAddress(connectTo), what));
                 break;
@@ -742,6 +757,44 @@ public sealed unsafe class UnixSocket : IFileKind
         if (SocketCalls.SetSockOpt(fd, SocketCalls.SOL_SOCKET, force, &value, 4) == 0) return;
         int plain = force == SocketCalls.SO_SNDBUFFORCE ? SocketCalls.SO_SNDBUF : SocketCalls.SO_RCVBUF;
         SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, plain, value, plain == SocketCalls.SO_SNDBUF ? "SO_SNDBUF" : "SO_RCVBUF");
+    }
+
+    /// <summary>
+    /// Binds vessel fd <paramref name="vfd"/> to <paramref name="addr"/>, a path where another file is now,
+    /// the way the original is bound: by that name, to a socket file no path reaches. The vessel (a single
+    /// thread, still root) enters a mount namespace of its own for the moment, private to it, mounts a
+    /// tmpfs on the socket's directory (or on its nearest existing ancestor, the rest made inside), binds
+    /// there and goes back to ckpt's namespace (the socket keeps its tmpfs); the file at the path is not
+    /// touched, and the cwd and root, which setns resets, are set later by FsState.
+    /// </summary>
+    private static long BindHidden(RestoreContext ctx, int vfd, byte[] addr, string path, string raw)
+    {
+        const int CLONE_NEWNS = 0x20000;
+        const long MS_REC = 0x4000, MS_PRIVATE = 1 << 18;
+        string dir = Path.GetDirectoryName(path) ?? "/";
+        string anc = dir;
+        while (!Directory.Exists(anc)) anc = Path.GetDirectoryName(anc) ?? "/";
+        int ns = ctx.OpenInVessel("/proc/self/ns/mnt", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC);
+        ulong Str(int at, string v) => ctx.PutScratch(at, Encoding.UTF8.GetBytes(v + "\0"));
+        try
+        {
+            ctx.Inject("unshare(CLONE_NEWNS)", Nr.unshare, CLONE_NEWNS);
+            try
+            {
+                ctx.Inject("mount(/, MS_REC|MS_PRIVATE)", Nr.mount, 0, (long)Str(0, "/"), 0, MS_REC | MS_PRIVATE, 0);
+                ctx.Inject($"mount(tmpfs on {anc})", Nr.mount, (long)Str(0, "none"), (long)Str(256, anc), (long)Str(4096, "tmpfs"), 0, 0);
+                for (string d = anc; d != dir;)
+                {
+                    d = Path.Combine(d, Path.GetRelativePath(d, dir).Split('/')[0]);
+                    ctx.Inject($"mkdir({d})", Nr.mkdir, (long)Str(0, d), 0x1ed /* 0755 */);
+                }
+                // a name relative to the directory it was bound in: bound from there (in the tmpfs now)
+                if (!raw.StartsWith('/') && addr.Length > 2 && addr[2] != '/') ctx.Inject($"chdir({dir})", Nr.chdir, (long)Str(0, dir));
+                return ctx.Vessel.Inject(Nr.bind, vfd, (long)ctx.PutScratch(0, addr), addr.Length);
+            }
+            finally { ctx.Inject("setns(mount namespace of ckpt)", Nr.setns, ns, CLONE_NEWNS); }
+        }
+        finally { ctx.Inject("close", Nr.close, ns); }
     }
 
     /// <summary>A socket file left by a listener that is gone (nobody accepts on it) is removed; anything else at the path is a conflict.</summary>

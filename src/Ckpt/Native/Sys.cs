@@ -16,7 +16,7 @@ public static class Nr
         rt_tgsigqueueinfo = 297, prlimit64 = 302, kcmp = 312, memfd_create = 319, rseq = 334, seccomp = 317, flock = 73, mlock2 = 325, mq_open = 240,
         pidfd_open = 434, clone3 = 435, close_range = 436, pidfd_getfd = 438, mremap = 25,
         getpriority = 140, sched_setaffinity = 203, sched_getaffinity = 204, fchmod = 91, setpgid = 109, setsid = 112,
-        getpgid = 121, rt_sigtimedwait = 128, wait4 = 61,
+        getpgid = 121, rt_sigtimedwait = 128, wait4 = 61, mount = 165, mkdir = 83,
         ioctl = 16, clock_gettime = 228, epoll_ctl = 233, inotify_add_watch = 254, inotify_rm_watch = 255,
         timerfd_create = 283, timerfd_settime = 286, timerfd_gettime = 287, signalfd4 = 289, eventfd2 = 290,
         epoll_create1 = 291, inotify_init1 = 294, fanotify_init = 300, fanotify_mark = 301, open_by_handle_at = 304,

@@ -69,6 +69,26 @@ public sealed class UnixSocketTests(E2eEnvironment env)
     /// process, a socket connected to itself, a client of a server outside the tree) connect to them again:
     /// each sends to its peer only, the queued datagrams are there, the outside server answers.
     /// </summary>
+    /// <summary>
+    /// Sockets whose file another file took (a listener), or whose directory was removed (a datagram socket):
+    /// bound again by their names where no path reaches them, the other file untouched (refused before).
+    /// </summary>
+    [Fact]
+    public void UnixSocketsWhoseFileWasReplacedOrWhoseDirectoryWent()
+    {
+        env.Program("unixsock");
+        var r = new E2eScript(env, "unixsock-replaced").Run("""
+            start "$W/out" "$BIN/unixsock" replaced "$W"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            checkpoint_kill
+            restart_detached
+            finish_detached
+            findmnt -rn -o TARGET | grep -q "^$W" && fail "a mount was left on the work directory"
+            true
+            """);
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
     [Fact]
     public void UnixDatagramClientsOfBoundSockets()
     {
