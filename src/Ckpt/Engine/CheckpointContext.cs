@@ -145,6 +145,8 @@ public sealed record TreeEntry(int Pid, int PPid, int Pgid, int Sid, int ExitSig
     public ShareFlags Shares { get; set; }
     /// <summary>Stopped by a signal (job control, state T) when it was seized: restored stopped.</summary>
     public bool Stopped { get; init; }
+    /// <summary>The signal that stopped it (SIGSTOP, or job control's SIGTSTP, SIGTTIN, SIGTTOU); 0 when not stopped.</summary>
+    public int StopSignal { get; init; }
 }
 
 [Flags]

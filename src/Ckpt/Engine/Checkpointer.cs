@@ -285,7 +285,10 @@ public static class Checkpointer
         task.SetSigMask(ulong.MaxValue);
         SeizeThreads(s, pid, ctx.Threads);
         f = ProcStat.Read(pid);
-        return new TreeEntry(pid, pid == root ? f.PPid : parent, f.Pgrp, f.Session, f.ExitSignal, f.Comm) { Threads = ctx.Threads.Count, Stopped = stopped };
+        // job control's stop signal (a task stopped by SIGTSTP, SIGTTIN or SIGTTOU is stopped so again)
+        int stopSignal = stopped && task.EventStopSignal is 20 or 21 or 22 ? task.EventStopSignal : stopped ? TracedTask.SIGSTOP : 0;
+        if (stopped) s.Log.Debug($"pid {pid} is stopped (signal {task.EventStopSignal})");
+        return new TreeEntry(pid, pid == root ? f.PPid : parent, f.Pgrp, f.Session, f.ExitSignal, f.Comm) { Threads = ctx.Threads.Count, Stopped = stopped, StopSignal = stopSignal };
     }
 
     /// <summary>Releases every process of a tree frozen but not yet injected into, to freeze it again.</summary>

@@ -97,8 +97,10 @@ public sealed class RestoreContext : TargetContext
     public const int ScratchSize = TrampolineSize - 4096;
     /// <summary>What it shares with its parent (CLONE_FILES: its fds are the parent's, already placed; CLONE_FS).</summary>
     public ShareFlags Shares { get; init; }
-    /// <summary>Was stopped by a signal (job control) at the checkpoint: released with SIGSTOP.</summary>
+    /// <summary>Was stopped by a signal (job control) at the checkpoint: released stopped, by <see cref="StopSignal"/>.</summary>
     public bool Stopped { get; set; }
+    /// <summary>The signal that had stopped it: job control's SIGTSTP, SIGTTIN or SIGTTOU, else 0 (SIGSTOP).</summary>
+    public int StopSignal { get; set; }
     /// <summary>ckpt's fds were closed in the vessel already (all but the candidates for external fds, in <see cref="Inherited"/>).</summary>
     public bool FdsCleaned { get; set; }
     /// <summary>Its Process record was read (the vessel holds its state, not just a copy of ckpt).</summary>

@@ -106,9 +106,26 @@ public static class Restorer
             {
                 CpuState.Release(ctx);   // per-thread policy, nice and affinity (the vessels ran pinned to the tracer's CPU)
                 bool stop = opt.Frozen || ctx.Stopped;
-                ctx.Vessel.Detach(stop ? TracedTask.SIGSTOP : 0);
-                foreach (var t in ctx.OtherThreads) t.Detach(stop ? TracedTask.SIGSTOP : 0);
-                log.Info($"pid {ctx.Pid} released{(stop ? " stopped (SIGSTOP)" : "")}");
+                int job = !opt.Frozen && ctx.Stopped && ctx.StopSignal is 20 or 21 or 22 ? ctx.StopSignal : 0;
+                if (job != 0)
+                {
+                    // stopped again by the signal that had stopped it (what wait reports); the other threads
+                    // are let go once the group stop began, so that they stop with it. A process group that
+                    // became orphaned does not stop for job control's signals: SIGSTOP then
+                    ctx.Vessel.Detach(job);
+                    if (!WaitStopped(ctx.Pid))
+                    {
+                        ProcessCalls.Kill(ctx.Pid, TracedTask.SIGSTOP);
+                        log.Info($"pid {ctx.Pid}: signal {job} did not stop it (an orphaned process group); SIGSTOP instead");
+                    }
+                    foreach (var t in ctx.OtherThreads) t.Detach(0);
+                }
+                else
+                {
+                    ctx.Vessel.Detach(stop ? TracedTask.SIGSTOP : 0);
+                    foreach (var t in ctx.OtherThreads) t.Detach(stop ? TracedTask.SIGSTOP : 0);
+                }
+                log.Info($"pid {ctx.Pid} released{(stop ? $" stopped (signal {(job != 0 ? job : TracedTask.SIGSTOP)})" : "")}");
             }
             return s.Processes[0].Pid;
         }
@@ -145,6 +162,18 @@ public static class Restorer
     }
 
     /// <summary>A failed restart leaves nothing behind: every vessel is killed and reaped.</summary>
+    /// <summary>Waits (up to 200 ms) until the main thread of <paramref name="pid"/> is stopped (state T).</summary>
+    private static bool WaitStopped(int pid)
+    {
+        for (int i = 0; i < 200; i++)
+        {
+            try { if (Proc.ProcStat.Read(pid).State == 'T') return true; }
+            catch (IOException) { return false; }
+            Thread.Sleep(1);
+        }
+        return false;
+    }
+
     private static void KillAll(RestoreSession s)
     {
         if (s.Processes.Count == 0 || s.Processes.All(p => p.Pid <= 0)) return;

@@ -33,6 +33,10 @@ public sealed class ProcessTree : IStateKind
         var cttys = Pty.Cttys(s);
         p.U32((uint)cttys.Count);
         foreach (var (pid, index, tpgid) in cttys) p.I32(pid).I32(index).I32(tpgid);
+        // appended: processes stopped by job control's SIGTSTP, SIGTTIN or SIGTTOU (others: SIGSTOP)
+        var jobStopped = s.Tree.Where(e => e.Stopped && e.StopSignal is not (0 or TracedTask.SIGSTOP)).ToList();
+        p.U32((uint)jobStopped.Count);
+        foreach (var e in jobStopped) p.I32(e.Pid).I32(e.StopSignal);
         s.Image.Write(RecordKind.Tree, p);
     }
 
@@ -53,6 +57,15 @@ public sealed class ProcessTree : IStateKind
         cttys = new();
         uint nc = r.AtEnd ? 0 : r.U32();
         for (uint i = 0; i < nc; i++) cttys.Add((r.I32(), r.I32(), r.I32()));
+        uint ns = r.AtEnd ? 0 : r.U32();
+        for (uint i = 0; i < ns; i++)
+        {
+            int pid = r.I32(), sig = r.I32();
+            int at = list.FindIndex(e => e.Pid == pid);
+            if (at < 0 || !list[at].Stopped || sig is not (20 or 21 or 22))
+                throw new ImageFormatException($"Tree record at offset {rec.Offset}: stop signal {sig} for pid {pid}, which is not a stopped process");
+            list[at] = list[at] with { StopSignal = sig };
+        }
         r.End();
         foreach (var (pid, index, _) in cttys)
             if (index < 0 || list.FirstOrDefault(e => e.Pid == pid) is not { } leader || leader.Sid != pid || leader.Zombie)
@@ -93,6 +106,7 @@ public sealed class ProcessTree : IStateKind
         // the tree's namespaces (time, UTS, IPC) when it has its own: the other vessels are forked inside
         foreach (var ns in KindTable.Ordered.OfType<ITreeNamespace>()) ns.Enter(rootCtx);
         rootCtx.Stopped = root.Stopped;
+        rootCtx.StopSignal = root.StopSignal;
         s.Processes.Add(rootCtx);
         // its children are forked from it: first drop ckpt's memory, fds and signal handlers from it, so
         // that they inherit nothing to undo
@@ -142,7 +156,7 @@ public sealed class ProcessTree : IStateKind
                 pgid[step.Pid] = pgid[step.By];
                 if (step.Helper) { helpers[step.Pid] = child; continue; }
                 var e = entries[step.Pid];
-                var ctx = new RestoreContext { Session = s, Task = child, Pid = e.Pid, VesselAffinity = rootCtx.VesselAffinity, Shares = e.Shares, Stopped = e.Stopped, FdsCleaned = true };
+                var ctx = new RestoreContext { Session = s, Task = child, Pid = e.Pid, VesselAffinity = rootCtx.VesselAffinity, Shares = e.Shares, Stopped = e.Stopped, StopSignal = e.StopSignal, FdsCleaned = true };
                 foreach (var (k, v) in rootCtx.Inherited) ctx.Inherited[k] = v;
                 s.Processes.Add(ctx);
             }
@@ -391,6 +405,7 @@ public sealed class ProcessTree : IStateKind
             if (e.ExitSignal != 17) n.Set("exit_signal", e.ExitSignal);
             if (e.Shares != ShareFlags.None) n.Set("shares_with_parent", e.Shares.ToString());
             if (e.Stopped) n.Set("stopped", true);
+            if (e.StopSignal is not (0 or TracedTask.SIGSTOP)) n.Set("stop_signal", e.StopSignal);
             list.Add(n);
         }
     }

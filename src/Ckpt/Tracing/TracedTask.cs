@@ -81,6 +81,9 @@ public sealed unsafe class TracedTask
         return t;
     }
 
+    /// <summary>The signal of the last event stop: a group-stop's stopping signal (a task seized while stopped by job control), or SIGTRAP.</summary>
+    public int EventStopSignal { get; private set; }
+
     /// <summary>Stops a seized task at an interrupt (event) stop.</summary>
     public void Interrupt()
     {
@@ -108,6 +111,8 @@ public sealed unsafe class TracedTask
             if (expectSyscall && sig == (SIGTRAP | 0x80)) return st;
             if (ev == Ptrace.EVENT_STOP)
             {
+                // the signal of a group-stop (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU), SIGTRAP for an interrupt
+                EventStopSignal = sig;
                 if (expectEventStop) return st;
                 // a group-stop or a stray interrupt stop while injecting: keep going
                 Ptrace.Call(expectSyscall ? Ptrace.SYSCALL : Ptrace.CONT, Tid, 0, 0, "resume");

@@ -326,6 +326,24 @@ public sealed class TreeTests(E2eEnvironment env)
         Assert.Contains("AFTER-CONT: S", r.Stdout);
     }
 
+    /// <summary>A child stopped by SIGTSTP in a group of its own (jobstop.c) is stopped again by SIGTSTP: its parent's wait reports that signal, not SIGSTOP.</summary>
+    [Fact]
+    public void ChildStoppedByJobControlSignal()
+    {
+        env.Program("jobstop");
+        var r = new E2eScript(env, "jobstop").Run("""
+            start "$W/out" "$BIN/jobstop"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            checkpoint_kill_tree CHILD
+            ck info "$W/img" > "$W/info.txt" || fail "ckpt info failed"
+            restart_detached
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.Contains("stop_signal=20", r.File("info.txt"));
+        r.Cleanup();
+    }
+
     /// <summary>A parent blocked in vfork: the checkpoint refuses at once (69), naming the vfork child, and both go on.</summary>
     [Fact]
     public void ParentInVforkIsRefused()
