@@ -527,7 +527,12 @@ public sealed unsafe class UnixSocket : IFileKind
                     SocketCalls.AF_INET or SocketCalls.AF_INET6 => type switch
                     {
                         SocketCalls.SOCK_STREAM => "a TCP socket" + v6,
-                        SocketCalls.SOCK_DGRAM => (SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_PROTOCOL, "SO_PROTOCOL") == 136 ? "a UDP-Lite socket" : "a UDP socket") + v6,
+                        SocketCalls.SOCK_DGRAM => SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_PROTOCOL, "SO_PROTOCOL") switch
+                        {
+                            136 => "a UDP-Lite socket",
+                            1 or 58 => "an ICMP echo (ping) socket",
+                            _ => "a UDP socket",
+                        } + v6,
                         SocketCalls.SOCK_RAW => "a raw IP socket" + v6,
                         _ => "an IP socket" + v6,
                     },
