@@ -267,6 +267,12 @@ int main(int argc, char **argv)
         snprintf(path, sizeof path, "%s/w%d", dir, i);
         MUST(mkdir(path, 0755) == 0 && inotify_add_watch(in2, path, IN_CREATE) == i + 1);
     }
+    /* a third one watching a symbolic link itself (IN_DONT_FOLLOW) to DIR/sub2 */
+    char lnk[8300];
+    snprintf(lnk, sizeof lnk, "%s/sub2.link", dir);
+    MUST(symlink(sub2, lnk) == 0);
+    int in3 = inotify_init1(IN_NONBLOCK);
+    MUST(in3 >= 0 && inotify_add_watch(in3, lnk, IN_ATTRIB | IN_DONT_FOLLOW) == 1);
     while (read(in, evbuf, sizeof evbuf) > 0) {}   /* the first instance saw the mkdirs: empty it again */
 
     sleep_full(0.02);   /* ttick expires: one unread tick */
@@ -356,6 +362,13 @@ int main(int argc, char **argv)
     CHECK(seen_sub2 && seen_del, "inotify: no IN_CREATE/IN_DELETE on wd 3");
     CHECK(!bad, "inotify: unexpected events");
     CHECK(inotify_rm_watch(in, 2) < 0 && errno == EINVAL, "inotify wd 2 exists");
+    /* the link's watch: an attribute change of the link is seen, one of its target is not */
+    MUST(utimensat(AT_FDCWD, sub2, NULL, 0) == 0);
+    CHECK(read(in3, evbuf, sizeof evbuf) < 0 && errno == EAGAIN, "inotify: the watch of a symbolic link follows it to its target");
+    MUST(utimensat(AT_FDCWD, lnk, NULL, AT_SYMLINK_NOFOLLOW) == 0);
+    r = read(in3, evbuf, sizeof evbuf);
+    CHECK(r > 0 && ((struct inotify_event *)evbuf)->wd == 1 && (((struct inotify_event *)evbuf)->mask & IN_ATTRIB),
+          "inotify: no IN_ATTRIB on the watch of a symbolic link (%zd)", r);
     for (int i = 0; i < 20; i++) {
         snprintf(path, sizeof path, "%s/w%d/f", dir, i);
         int f = open(path, O_CREAT | O_WRONLY, 0644);

@@ -155,7 +155,8 @@ public sealed class Inotify : IFileKind
                 {
                     string path;
                     try { path = MmState.ProcLink($"/proc/self/fd/{fd}"); } catch (CkptException) { continue; }
-                    if (path.StartsWith('/') && FileCalls.TryStat(path, out var st) && st.Ino == ino
+                    // (lstat: the inode may be a symbolic link, watched itself)
+                    if (path.StartsWith('/') && FileCalls.TryLstat(path, out var st) && st.Ino == ino
                         && FileCalls.MajorOf(st.Dev) == (int)(sdev >> 20) && FileCalls.MinorOf(st.Dev) == (int)(sdev & 0xfffff))
                         return path;
                 }
@@ -231,6 +232,9 @@ public sealed class Inotify : IFileKind
     {
         var bytes = System.Text.Encoding.UTF8.GetBytes(path + "\0");
         ulong p = ctx.PutScratch(0, bytes);
+        // a watch on a symbolic link itself (added with IN_DONT_FOLLOW, which the kernel does not keep in the mask)
+        const uint IN_DONT_FOLLOW = 0x02000000;
+        if (!path.StartsWith("/proc/", StringComparison.Ordinal) && FileCalls.TryLstat(path, out var lst) && lst.Type == StatBuf.S_IFLNK) mask |= IN_DONT_FOLLOW;
         long wd = ctx.Vessel.Inject(Nr.inotify_add_watch, fd, (long)p, mask);
         if (wd < 0) throw new CkptException($"restart: inotify_add_watch {path}: {Errors.Describe((int)-wd)}", ExitCodes.RestoreConflict);
         return (int)wd;
