@@ -16,9 +16,11 @@ public static class Program
 
     public static int Main(string[] args)
     {
-        // a checkpoint runs real-time until the tree is frozen (see Checkpointer.Run), from here on: the
-        // command-line parsing before it took seconds when the tree's many busy threads had the CPUs
-        using var unpreempted = args.Length > 0 && args[0] == "checkpoint" ? Ckpt.Tracing.TracerThread.Unpreempted() : default;
+        // a checkpoint's main thread runs real-time from here to its exit (the tracer until the tree is
+        // frozen, see Checkpointer.Run): the command-line parsing before it, and the exit after it, took
+        // seconds when the tree's many busy threads had the CPUs
+        // (never put back: the process ends at that policy)
+        if (args.Length > 0 && args[0] == "checkpoint") _ = Ckpt.Tracing.TracerThread.Unpreempted();
         var verbose = new Option<bool>("--verbose", "-v") { Description = "more detail in the log (repeat: -v -v)" };
         var logFile = new Option<string?>("--log") { Description = "write a detailed log (what was saved, phase timings) to FILE" };
 

@@ -35,7 +35,7 @@ public static class Checkpointer
     {
         // real-time until the tree is frozen (RunTraced): the tracer thread, made by this one, starts so
         // (and this one, waiting for it, is back at once when it ends)
-        using var unpreempted = TracerThread.Unpreempted();
+        using var unpreempted = TracerThread.UnpreemptedFromHere();
         ValidateRoot(pid);
         return TracerThread.Run(() => RunTraced(pid, output, opt));
     }
@@ -501,8 +501,10 @@ public static class Checkpointer
             // in repair mode gets EPERM); a tree being killed closes them in it (silently) afterwards
             bool killing = ok && opt.Kill;
             if (!killing) InetSocket.EndCheckpoint(s, killed: false);
-            // children first: a parent released early could see a child still stopped
-            using (TracerThread.Unpreempted())
+            // children first: a parent released early could see a child still stopped (every thread of ckpt
+            // real-time from here on: see RaiseAll)
+            TracerThread.RaiseAll();
+            using (TracerThread.UnpreemptedFromHere())
                 foreach (var ctx in Enumerable.Reverse(s.Processes))
                 {
                     if (!(ok && opt.Kill)) FollowCpu(ctx.Pid);

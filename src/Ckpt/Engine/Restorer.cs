@@ -101,7 +101,8 @@ public static class Restorer
                     using (log.Phase(s.MultiProcess ? $"finish {kind.Name} {ctx.Pid}" : "finish " + kind.Name)) kind.Finish(ctx);
             s.Close();
             // children first, so that a parent released early never sees a child still stopped
-            using var unpreempted = TracerThread.Unpreempted();
+            TracerThread.RaiseAll();
+            using var unpreempted = TracerThread.UnpreemptedFromHere();
             foreach (var ctx in Enumerable.Reverse(s.Processes))
             {
                 CpuState.Release(ctx);   // per-thread policy, nice and affinity (the vessels ran pinned to the tracer's CPU)
