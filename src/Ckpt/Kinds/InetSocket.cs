@@ -110,10 +110,13 @@ public sealed unsafe class InetSocket : IStateKind
             // (UDP-Lite: UDP with a partial checksum, the same socket otherwise)
             bool tcp = type == SocketCalls.SOCK_STREAM && protocol == IPPROTO_TCP, udp = type == SocketCalls.SOCK_DGRAM && protocol is IPPROTO_UDP or IPPROTO_UDPLITE;
             bool raw = type == SOCK_RAW;
-            if (!tcp && !udp && !raw) return false;
+            // an ICMP echo socket (ping without privileges, net.ipv4.ping_group_range): a datagram socket
+            // bound to its echo identifier as a port, rebuilt as UDP is (it joins no group, has no shutdown)
+            bool icmp = type == SocketCalls.SOCK_DGRAM && (domain == SocketCalls.AF_INET && protocol == IPPROTO_ICMP || domain == SocketCalls.AF_INET6 && protocol == IPPROTO_ICMPV6);
+            if (!tcp && !udp && !raw && !icmp) return false;
             byte[] local = Address(mine, peer: false) ?? [];
             byte[]? peer = Address(mine, peer: true);
-            string what = $"fd {f.Fd} ({f.Link}, a {(tcp ? "TCP" : udp ? (protocol == IPPROTO_UDPLITE ? "UDP-Lite" : "UDP") : $"raw (protocol {protocol})")} socket{(domain == SocketCalls.AF_INET6 ? " (IPv6)" : "")} {Show(local)})";
+            string what = $"fd {f.Fd} ({f.Link}, a {(tcp ? "TCP" : udp ? (protocol == IPPROTO_UDPLITE ? "UDP-Lite" : "UDP") : icmp ? "ICMP echo" : $"raw (protocol {protocol})")} socket{(domain == SocketCalls.AF_INET6 ? " (IPv6)" : "")} {Show(local)})";
             var state = State.Unconnected;
             int backlog = 0;
             byte[]? connection = null;
@@ -172,10 +175,13 @@ public sealed unsafe class InetSocket : IStateKind
                 if (EventCalls.Ioctl(mine, EventCalls.FIONREAD, &queued) == 0 && queued > 0 || Pending(mine))
                 {
                     // queued datagrams are sent again as UDP packets through a raw socket
+                    if (icmp)
+                        throw new NotCheckpointableException(ctx.Pid, $"{what} has echo replies queued that it has not read, which cannot be queued again; checkpoint once it has read them");
                     if (protocol == IPPROTO_UDPLITE)
                         throw new NotCheckpointableException(ctx.Pid, $"{what} has datagrams queued that it has not read, which cannot be queued again for UDP-Lite; checkpoint once it has read them");
                     datagrams = PeekDatagrams(mine, ctx.Pid, what);
                 }
+                if (icmp) peer ??= SocketCalls.IcmpSockets().TryGetValue(f.Stat.Ino, out var t) ? t.Peer : null;
                 if (peer != null) state = State.Connected;
             }
             var p = new PayloadWriter().U32(objref).I32(f.Flags & ~FileCalls.O_CLOEXEC).I32(domain).I32(type).I32(protocol)
@@ -200,6 +206,7 @@ public sealed unsafe class InetSocket : IStateKind
                 ports.List ??= TcpSockets(ctx.Session);
                 p.Bool(ports.List.Count(t => t.State is TCP_STATE_LISTEN or TCP_STATE_CLOSE && t.Local.AsSpan().SequenceEqual(local)) > 1);
             }
+            if (icmp) p.U32(0).U32(0).U8(0);   // no datagrams, no group, no shutdown
             if (udp)
             {
                 p.U32((uint)(datagrams?.Count ?? 0));
@@ -810,6 +817,8 @@ public sealed unsafe class InetSocket : IStateKind
             if (s_defaults.TryGetValue((domain, type, protocol), out var known)) return known;
             var values = new Dictionary<(int, int), byte[]?>();
             int fresh = SocketCalls.Socket(domain, type | SocketCalls.SOCK_CLOEXEC, protocol);
+            // (an ICMP echo socket ckpt's group may not make, net.ipv4.ping_group_range: every option is saved)
+            if (fresh < 0 && Marshal.GetLastPInvokeError() == Errors.EACCES) return s_defaults[(domain, type, protocol)] = new();
             if (fresh < 0) throw SyscallException.Last("socket (a fresh one, to compare options with)", pid);
             try
             {
@@ -867,8 +876,13 @@ public sealed unsafe class InetSocket : IStateKind
         if (shutdown > 3) throw new ImageFormatException($"InetSocket record at offset {rec.Offset}: shutdown state {shutdown}");
         if (datagrams.Count > 0 && !HasAddress(local))
             throw new ImageFormatException($"InetSocket record at offset {rec.Offset}: datagrams queued in an unbound socket");
-        string what = $"{(type == SocketCalls.SOCK_STREAM ? "TCP" : type == SOCK_RAW ? $"raw (protocol {protocol})" : "UDP")} socket {Show(local)}";
-        int fd = (int)ctx.Inject("socket", Nr.socket, domain, SocketCalls.TypeFor(type, flags), protocol);
+        bool icmp = type == SocketCalls.SOCK_DGRAM && protocol is IPPROTO_ICMP or IPPROTO_ICMPV6;
+        string what = $"{(type == SocketCalls.SOCK_STREAM ? "TCP" : type == SOCK_RAW ? $"raw (protocol {protocol})" : icmp ? "ICMP echo" : "UDP")} socket {Show(local)}";
+        long made = ctx.Vessel.Inject(Nr.socket, domain, SocketCalls.TypeFor(type, flags), protocol);
+        if (made == -Errors.EACCES && icmp)
+            throw new CkptException($"restart: cannot make the {what} again: this machine's net.ipv4.ping_group_range does not include the group ckpt runs as (sysctl net.ipv4.ping_group_range='0 2147483647' allows every group)", ExitCodes.RestoreConflict);
+        if (made < 0) throw new SyscallException("socket (injected)", (int)-made, ctx.Pid, what);
+        int fd = (int)made;
         ctx.Files.SetRestored(objref, fd);
         var batch = ctx.Batch;
         batch.Reserve(options.Count + 2, options.Sum(o => o.Value.Length + 8) + local.Length + peer.Length + 16);

@@ -219,10 +219,15 @@ public static unsafe partial class SocketCalls
     /// connected to, as a sockaddr with port 0 (state 01; getpeername refuses raw sockets, which have no
     /// port), else null; and the bytes queued to be read (rx_queue).
     /// </summary>
-    public static Dictionary<ulong, (byte[]? Peer, long Queued)> RawSockets()
+    public static Dictionary<ulong, (byte[]? Peer, long Queued)> RawSockets() => ProcNetSockets("raw");
+
+    /// <summary>The ICMP echo (ping) sockets, as <see cref="RawSockets"/> (getpeername fails on them: no port).</summary>
+    public static Dictionary<ulong, (byte[]? Peer, long Queued)> IcmpSockets() => ProcNetSockets("icmp");
+
+    private static Dictionary<ulong, (byte[]? Peer, long Queued)> ProcNetSockets(string table)
     {
         var result = new Dictionary<ulong, (byte[]?, long)>();
-        foreach (var (file, family) in new[] { ("/proc/self/net/raw", AF_INET), ("/proc/self/net/raw6", AF_INET6) })
+        foreach (var (file, family) in new[] { ($"/proc/self/net/{table}", AF_INET), ($"/proc/self/net/{table}6", AF_INET6) })
         {
             List<string> lines;
             try { lines = File.ReadLines(file).Skip(1).ToList(); } catch (IOException) { continue; }

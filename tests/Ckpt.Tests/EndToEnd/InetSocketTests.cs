@@ -12,6 +12,28 @@ public sealed class InetSocketTests(E2eEnvironment env)
     /// come back on the same ports with the same options; the program checks that the listeners accept,
     /// the bound socket can listen and a datagram gets through. `ckpt info` shows the addresses.
     /// </summary>
+    /// <summary>
+    /// An ICMP echo socket (pingsock.c; what ping uses without privileges) keeps its echo identifier and
+    /// peer, and gets replies after the restart (refused before). The machine's ping_group_range is opened
+    /// to every group for the test and put back.
+    /// </summary>
+    [Fact]
+    public void IcmpEchoSocket()
+    {
+        env.Program("pingsock");
+        var r = new E2eScript(env, "pingsock").Run("""
+            old=$(cat /proc/sys/net/ipv4/ping_group_range)
+            trap 'echo "$old" > /proc/sys/net/ipv4/ping_group_range' EXIT
+            echo "0 2147483647" > /proc/sys/net/ipv4/ping_group_range
+            start "$W/out" "$BIN/pingsock"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            checkpoint_kill
+            restart_detached
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
     [Fact]
     public void ListenersAndDatagramSockets()
     {
