@@ -18,7 +18,7 @@
  * "dgramconn DIR" mode: datagram sockets connected to bound ones (see dgramconn_mode).
  * "pending" and "pendingdata" modes: connections waiting to be accepted (see pending_mode).
  * "slowaccept" mode: a connection accepted 300 ms after it came (see slowaccept_mode).
- * "replaced DIR" mode: sockets whose file another file took, or whose directory went (see replaced_mode).
+ * "replaced DIR" mode: sockets whose file another file took, or whose directory went, one with a client (see replaced_mode).
  */
 #include "e2e.h"
 #include <poll.h>
@@ -129,6 +129,9 @@ static int replaced_mode(const char *dir)
     int ls = socket(AF_UNIX, SOCK_STREAM, 0), dg = socket(AF_UNIX, SOCK_DGRAM, 0);
     MUST(mkdir(d2, 0755) == 0);
     MUST(ls >= 0 && dg >= 0 && bind(ls, (struct sockaddr *)&a1, l1) == 0 && listen(ls, 5) == 0 && bind(dg, (struct sockaddr *)&a2, l2) == 0);
+    /* a client of the datagram socket, connected to it by its name before the directory went */
+    int dgc = socket(AF_UNIX, SOCK_DGRAM, 0);
+    MUST(dgc >= 0 && connect(dgc, (struct sockaddr *)&a2, l2) == 0);
     MUST(unlink(p1) == 0 && unlink(p2) == 0 && rmdir(d2) == 0);
     int f = open(p1, O_WRONLY | O_CREAT | O_EXCL, 0644);
     MUST(f >= 0 && write(f, "occupant", 8) == 8);
@@ -149,6 +152,10 @@ static int replaced_mode(const char *dir)
     CHECK(rf >= 0 && fstat(rf, &st) == 0 && S_ISREG(st.st_mode) && read(rf, buf, sizeof buf) == 8 && !memcmp(buf, "occupant", 8), "the file that took the listener's path changed");
     if (rf >= 0) close(rf);
     CHECK(access(d2, F_OK) != 0, "the removed directory %s came back", d2);
+    gl = sizeof got;
+    CHECK(getpeername(dgc, (struct sockaddr *)&got, &gl) == 0 && strcmp(got.sun_path, p2) == 0, "the client's peer is '%s'", gl > 2 ? got.sun_path : "");
+    char b[8] = "";
+    CHECK(send(dgc, "hi", 2, 0) == 2 && recv(dg, b, sizeof b, MSG_DONTWAIT) == 2 && !memcmp(b, "hi", 2), "the client cannot send to the datagram socket: %s", strerror(errno));
     return e2e_finish();
 }
 

@@ -268,10 +268,11 @@ public sealed unsafe class UnixSocket : IFileKind
         bool reachable = FileCalls.TryStat(path, out var fst) && fst.Type == StatBuf.S_IFSOCK && fst.Ino == pd.VfsIno;
         if (!ours && !reachable)
             throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to socket:[{peer}] bound to {path}, whose socket file was removed or replaced since; it cannot be reached again");
-        // one of the tree whose name another file took (or whose directory went) is bound again where no
-        // path reaches it (UnixSocket.BindHidden): not by connect
-        if (ours && !reachable && (FileCalls.TryLstat(path, out _) || !Directory.Exists(Path.GetDirectoryName(path))))
-            throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to socket:[{peer}] bound to {path}, where {(Directory.Exists(Path.GetDirectoryName(path)) ? "another file is now" : "no directory is now")}; it cannot be reached again");
+        // (one of the tree whose name another file took, or whose directory went, is bound again where no
+        // path reaches it, BindHidden; the connect goes through the mount namespace it was bound in, which
+        // is known by the name: refused when several sockets of the tree were bound to that name)
+        if (ours && !reachable && diag.Values.Count(x => x.Ino != peer && x.Name != null && x.Name.AsSpan().SequenceEqual(name) && FindInTree(ctx, $"socket:[{x.Ino}]") != null) > 0)
+            throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to socket:[{peer}] bound to {path}, whose file is gone, and another socket of the tree was bound to that name too; which one it is connected to could not be told apart at restart");
         if (Encoding.UTF8.GetByteCount(path) > 107)
             throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to {path}, too long a path to connect to again");
         return Encoding.UTF8.GetBytes(path);
@@ -795,11 +796,49 @@ public sealed unsafe class UnixSocket : IFileKind
                 }
                 // a name relative to the directory it was bound in: bound from there (in the tmpfs now)
                 if (!raw.StartsWith('/') && addr.Length > 2 && addr[2] != '/') ctx.Inject($"chdir({dir})", Nr.chdir, (long)Str(0, dir));
-                return ctx.Vessel.Inject(Nr.bind, vfd, (long)ctx.PutScratch(0, addr), addr.Length);
+                long b = ctx.Vessel.Inject(Nr.bind, vfd, (long)ctx.PutScratch(0, addr), addr.Length);
+                // kept (by ckpt's fd of it) for the sockets of the tree connected to this one (ConnectTo)
+                int hns = ctx.OpenInVessel("/proc/self/ns/mnt", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC);
+                ctx.Session.State<HiddenBinds>().NamespaceByPath[path] = ctx.Session.Own(ctx.GrabFd(hns));
+                ctx.Inject("close", Nr.close, hns);
+                return b;
             }
             finally { ctx.Inject("setns(mount namespace of ckpt)", Nr.setns, ns, CLONE_NEWNS); }
         }
         finally { ctx.Inject("close", Nr.close, ns); }
+    }
+
+    /// <summary>The mount namespaces (ckpt's fds) in which sockets bound where no path reaches them can be reached by their path.</summary>
+    private sealed class HiddenBinds { public readonly Dictionary<string, int> NamespaceByPath = new(); }
+
+    /// <summary>
+    /// connect() of ckpt's copy <paramref name="fd"/> to <paramref name="addr"/>; to a socket bound by
+    /// <see cref="BindHidden"/>, from a thread of its own that enters the mount namespace where its path
+    /// leads to it (setns wants the thread's fs unshared first). 0, or errno.
+    /// </summary>
+    private static int ConnectTo(RestoreSession s, int fd, byte[] addr)
+    {
+        string path = Encoding.UTF8.GetString(addr.AsSpan(2)).TrimEnd('\0');
+        int err = 0;
+        void Connect()
+        {
+            fixed (byte* a = addr)
+                if (SocketCalls.Connect(fd, a, addr.Length) != 0) err = Marshal.GetLastPInvokeError();
+        }
+        if (s.Existing<HiddenBinds>() is not { } hidden || !hidden.NamespaceByPath.TryGetValue(path, out int ns))
+        {
+            Connect();
+            return err;
+        }
+        const int CLONE_FS = 0x200, CLONE_NEWNS = 0x20000;
+        var th = new Thread(() =>
+        {
+            if (Sys.Call(Nr.unshare, CLONE_FS) != 0 || Sys.Call(Nr.setns, ns, CLONE_NEWNS) != 0) err = Marshal.GetLastPInvokeError();
+            else Connect();
+        }) { Name = "ckpt-connect-hidden" };
+        th.Start();
+        th.Join();
+        return err;
     }
 
     /// <summary>A socket file left by a listener that is gone (nobody accepts on it) is removed; anything else at the path is a conflict.</summary>
@@ -933,10 +972,9 @@ public sealed unsafe class UnixSocket : IFileKind
             // takes messages from its peer only) and every socket is bound (before removed files go)
             foreach (var (fd, addr, what) in st.Connects)
             {
-                int rc;
-                fixed (byte* a = addr) rc = SocketCalls.Connect(fd, a, addr.Length);
-                if (rc != 0)
-                    throw new CkptException($"restart: {what} cannot connect to {ShowName(addr.AsSpan(2).ToArray())} again: {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
+                int e = ConnectTo(ctx.Session, fd, addr);
+                if (e != 0)
+                    throw new CkptException($"restart: {what} cannot connect to {ShowName(addr.AsSpan(2).ToArray())} again: {Errors.Describe(e)}", ExitCodes.RestoreConflict);
             }
             // every queue is written: shutdowns (a stream's also marks its peer), buffer sizes, peek offsets
             st.Applied = true;
