@@ -1,13 +1,35 @@
 /* pidfds: a non-blocking pidfd of a running child and a pidfd of a child that has exited (a zombie,
- * not reaped). After the restart the running child is still running for its pidfd (not readable), is
- * signalled and waited for through it; the zombie's pidfd is readable and gives its exit status. */
+ * not reaped), and a thread pidfd (PIDFD_THREAD) of a thread of the process. After the restart the
+ * running child is still running for its pidfd (not readable), is signalled and waited for through it;
+ * the zombie's pidfd is readable and gives its exit status; the thread's pidfd names that thread.
+ *
+ * build: pidfds -pthread
+ */
 #include "e2e.h"
+#include <pthread.h>
 #include <poll.h>
 #include <sys/wait.h>
 
 #ifndef P_PIDFD
 #define P_PIDFD 3
 #endif
+
+static pid_t thread_tid;
+static void *sleeper(void *arg) { (void)arg; thread_tid = gettid(); for (;;) pause(); return NULL; }
+
+/* The Pid: line of an fd's fdinfo, or -2. */
+static int fdinfo_pid(int fd)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
+    int f = open(path, O_RDONLY);
+    ssize_t n = f >= 0 ? read(f, buf, sizeof buf - 1) : -1;
+    if (f >= 0) close(f);
+    if (n <= 0) return -2;
+    buf[n] = 0;
+    char *p = strstr(buf, "\nPid:");
+    return p ? atoi(p + 5) : -2;
+}
 
 static int readable(int fd)
 {
@@ -29,9 +51,16 @@ int main(void)
     siginfo_t si;
     memset(&si, 0, sizeof si);
     MUST(waitid(P_PID, b, &si, WEXITED | WNOWAIT) == 0);   /* b is a zombie now */
+    pthread_t th;
+    MUST(pthread_create(&th, NULL, sleeper, NULL) == 0);
+    for (int i = 0; i < 1000 && !thread_tid; i++) usleep(1000);
+    int pt = syscall(SYS_pidfd_open, thread_tid, O_EXCL /* PIDFD_THREAD */);
+    MUST(pt >= 0 && fcntl(pt, F_SETFD, FD_CLOEXEC) == 0);
     say("READY");
     e2e_wait_usr1();
 
+    CHECK(fdinfo_pid(pt) == thread_tid, "the thread's pidfd names pid %d, not the thread %d", fdinfo_pid(pt), thread_tid);
+    CHECK((fcntl(pt, F_GETFL) & O_EXCL) != 0 && (fcntl(pt, F_GETFD) & FD_CLOEXEC), "the thread's pidfd lost PIDFD_THREAD or its close-on-exec flag");
     CHECK(fcntl(pa, F_GETFL) & O_NONBLOCK, "the running child's pidfd lost O_NONBLOCK");
     CHECK(!readable(pa), "the running child's pidfd is readable (it says the child exited)");
     CHECK(readable(pb), "the zombie's pidfd is not readable");

@@ -10,15 +10,17 @@ namespace Ckpt.Kinds;
 /// (fdinfo <c>Pid</c>), which must be a process of the tree (it keeps its pid at restart), and
 /// O_NONBLOCK. Restart: injected <c>pidfd_open(pid, flags)</c> once the tree exists (every process of
 /// it, zombies included, is created before any other record). Refused: a pidfd of a process outside
-/// the tree, of one that exited and was reaped (Pid -1), and a thread pidfd (PIDFD_THREAD) of a thread
-/// other than a leader.
+/// the tree, and of one that exited and was reaped (Pid -1). A thread pidfd (PIDFD_THREAD) of a thread
+/// other than a leader is made once the threads exist (CpuState makes them in Credentials' Finish):
+/// another pidfd holds its fd until then, and this kind's Finish, after theirs, puts the thread's in its
+/// place (dup3, the close-on-exec flag kept).
 /// </summary>
 public sealed class PidFd : IFileKind
 {
     public static readonly PidFd Instance = new();
     public string Name => "pidfd";
     public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.PidFd];
-    public int FinishOrder => 42;
+    public int FinishOrder => 72;   // after Credentials (70), whose Finish makes the threads
 
     private const int PIDFD_THREAD = FileCalls.O_EXCL;
 
@@ -32,12 +34,8 @@ public sealed class PidFd : IFileKind
         int pid = (int)ProcFdInfo.Dec(info.Require("Pid"));
         if (pid <= 0)
             throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} is a pidfd of a process that exited and was reaped, which cannot be made again");
-        if (!ctx.Session.Tree.Any(e => e.Pid == pid))
-        {
-            if (ctx.Session.Tree.Any(e => !e.Zombie && Directory.Exists($"/proc/{e.Pid}/task/{pid}")))
-                throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} is a pidfd of thread {pid}, which is not supported yet (only pidfds of processes are)");
+        if (!ctx.Session.Tree.Any(e => e.Pid == pid) && !ctx.Session.Tree.Any(e => !e.Zombie && Directory.Exists($"/proc/{e.Pid}/task/{pid}")))
             throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} is a pidfd of pid {pid}, which is outside the tree; checkpoint a tree that holds it");
-        }
         int flags = f.Flags & (FileCalls.O_NONBLOCK | PIDFD_THREAD);
         ctx.Image.Write(RecordKind.PidFd, new PayloadWriter().U32(objref).I32(pid).I32(flags));
     }
@@ -49,12 +47,40 @@ public sealed class PidFd : IFileKind
         r.End();
         if (pid <= 0 || (flags & ~(FileCalls.O_NONBLOCK | PIDFD_THREAD)) != 0)
             throw new ImageFormatException($"PidFd record at offset {rec.Offset}: pid {pid}, flags 0x{flags:x}");
-        long fd = ctx.Vessel.Inject(Nr.pidfd_open, pid, flags);
+        bool thread = ctx.Session.Tree != null ? !ctx.Session.Tree.Any(e => e.Pid == pid) : pid != ctx.Pid;
+        if (thread)
+        {
+            // a thread made later: the process's pidfd holds the fd until Finish
+            if ((flags & PIDFD_THREAD) == 0) throw new ImageFormatException($"PidFd record at offset {rec.Offset}: pid {pid} is no process of the image, and the pidfd is no thread's");
+            ctx.Session.State<ThreadPidfds>().List.Add((objref, pid, flags));
+        }
+        long fd = ctx.Vessel.Inject(Nr.pidfd_open, thread ? ctx.Pid : pid, thread ? flags & ~PIDFD_THREAD : flags);
         if (fd < 0) throw new CkptException($"restart: cannot open a pidfd of pid {pid} again: {Errors.Describe((int)-fd)}", ExitCodes.RestoreConflict);
         ctx.Files.SetRestored(objref, (int)fd);
     }
 
-    public void Finish(RestoreContext ctx) { }
+    /// <summary>Thread pidfds to open once the threads exist: (objref, tid, flags).</summary>
+    private sealed class ThreadPidfds { public readonly List<(uint Objref, int Tid, int Flags)> List = new(); }
+
+    public void Finish(RestoreContext ctx)
+    {
+        if (ctx.Session.Existing<ThreadPidfds>() is not { } pending) return;
+        foreach (var (objref, tid, flags) in pending.List)
+        {
+            var fds = FdTable.FinalFds(ctx, objref);
+            if (fds.Count == 0) continue;
+            // the threads of its process are made now if they are not yet (they would be in CpuState's Finish)
+            if (ctx.Session.Processes.FirstOrDefault(p => CpuState.SavedTids(p).Contains(tid)) is { } owner) CpuState.CreateThreads(owner);
+            long fresh = ctx.Vessel.Inject(Nr.pidfd_open, tid, flags);
+            if (fresh < 0) throw new CkptException($"restart: cannot open a pidfd of thread {tid} again: {Errors.Describe((int)-fresh)}", ExitCodes.RestoreConflict);
+            foreach (int fd in fds)
+            {
+                long fdFlags = ctx.Inject("fcntl(F_GETFD)", Nr.fcntl, fd, FileCalls.F_GETFD);
+                ctx.Inject("dup3", Nr.dup3, fresh, fd, (fdFlags & 1) != 0 ? FileCalls.O_CLOEXEC : 0);
+            }
+            ctx.Inject("close", Nr.close, fresh);
+        }
+    }
 
     public void Describe(Record rec, InfoNode info)
     {
