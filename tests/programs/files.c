@@ -101,6 +101,13 @@ int main(int argc, char **argv)
     MUST(symlink("a.dat", sympath) == 0);
     int fsym = open(sympath, O_PATH | O_NOFOLLOW | O_CLOEXEC);
     MUST(fsym >= 0);
+    /* and one of a link removed since */
+    char gonesym[1200];
+    snprintf(gonesym, sizeof gonesym, "%s.gone-link", argv[1]);
+    unlink(gonesym);
+    MUST(symlink("b.log", gonesym) == 0);
+    int fgsym = open(gonesym, O_PATH | O_NOFOLLOW);
+    MUST(fgsym >= 0 && unlink(gonesym) == 0);
     /* a node of /dev/zero's device made here and removed while open (a chroot's or container's /dev) */
     MUST(mknod("zero.node", S_IFCHR | 0600, makedev(1, 5)) == 0);
     int fznode = open("zero.node", O_RDONLY | O_CLOEXEC);
@@ -121,7 +128,7 @@ int main(int argc, char **argv)
         int tmpbits = fd == ft ? O_TMPFILE : 0;
         CHECK((a->flflags & ~tmpbits) == (b->flflags & ~tmpbits), "fd %d: F_GETFL 0%o, was 0%o", fd, a->flflags, b->flflags);
         CHECK(a->pos == b->pos, "fd %d: offset %ld, was %ld", fd, (long)a->pos, (long)b->pos);
-        if (fd != fu && fd != fu_ro && fd != ft && fd != fznode)   /* files (and device nodes) without a name are made again */
+        if (fd != fu && fd != fu_ro && fd != ft && fd != fznode && fd != fgsym)   /* files (and device nodes) without a name are made again */
             CHECK(a->dev == b->dev && a->ino == b->ino, "fd %d: another file (ino %lu, was %lu)", fd, (unsigned long)a->ino, (unsigned long)b->ino);
     }
     CHECK((fcntl(fa_cx, F_GETFD) & FD_CLOEXEC) && (fcntl(fc, F_GETFD) & FD_CLOEXEC) && !(fcntl(fa, F_GETFD) & FD_CLOEXEC),
@@ -196,6 +203,10 @@ int main(int argc, char **argv)
         CHECK(fstatat(fsym, "", &ls, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(ls.st_mode), "the O_PATH fd of a symbolic link is not one (%s)", strerror(errno));
         CHECK(readlinkat(fsym, "", target, sizeof target - 1) == 5 && !strcmp(target, "a.dat"), "the O_PATH fd of a symbolic link reads '%s'", target);
         CHECK((fcntl(fsym, F_GETFL) & O_PATH) != 0, "the fd of a symbolic link lost O_PATH");
+        memset(target, 0, sizeof target);
+        CHECK(fstatat(fgsym, "", &ls, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(ls.st_mode) && ls.st_nlink == 0, "the O_PATH fd of a removed symbolic link is not one (%s)", strerror(errno));
+        CHECK(readlinkat(fgsym, "", target, sizeof target - 1) == 5 && !strcmp(target, "b.log"), "the removed symbolic link reads '%s'", target);
+        CHECK(access(gonesym, F_OK) != 0 && errno == ENOENT, "the removed symbolic link has a name again");
     }
     memset(buf, 1, 64);
     CHECK(read(fznode, buf, 64) == 64 && memcmp(buf, zeros, 64) == 0, "a removed node of /dev/zero's device: read");

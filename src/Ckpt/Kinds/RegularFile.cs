@@ -53,8 +53,14 @@ public sealed class RegularFile : IFileKind
         string path = deleted ? f.Link[..^10] : f.Link;
         // an O_PATH fd of a symbolic link (O_NOFOLLOW): the link itself, by its name
         bool link = f.Stat.Type == StatBuf.S_IFLNK;
+        string? linkTarget = null;
         if (link && deleted)
-            throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} is an O_PATH fd of the symbolic link {path}, removed since, which is not supported yet");
+        {
+            // a link removed since: its target is saved, and it is made again (then removed) at restart
+            int mine = ctx.GrabFd(f.Fd);
+            try { linkTarget = FileCalls.ReadLinkOf(mine) ?? throw SyscallException.Last("readlinkat (a removed symbolic link)", ctx.Pid, $"fd {f.Fd}"); }
+            finally { FileCalls.Close(mine); }
+        }
         StatBuf st = default;
         bool found = deleted || (link ? FileCalls.TryLstat(path, out st) : FileCalls.TryStat(path, out st));
         if (!found && Marshal.GetLastPInvokeError() is Errors.EACCES or Errors.EPERM)
@@ -85,9 +91,11 @@ public sealed class RegularFile : IFileKind
             sameAs = ctx.Session.State<CheckpointState>().Unlinked[(f.Stat.Dev, f.Stat.Ino)];
         var p = new PayloadWriter().U32(objref).Str(path).I32(f.Flags & ~FileCalls.O_CLOEXEC).I64(f.Pos)
             .I64(f.Stat.Size).U32(f.Stat.Mode).Bool(deleted).U32(sameAs).U64(f.Stat.Dev).U64(f.Stat.Ino).U32(f.Stat.Uid).U32(f.Stat.Gid);
+        // appended field, for a removed symbolic link only: its target
+        if (linkTarget != null) p.Str(linkTarget);
         ctx.Image.Write(RecordKind.RegularFile, p);
-        // a removed directory is empty: nothing to save
-        if (deleted && sameAs == 0 && f.Stat.Type != StatBuf.S_IFDIR) SaveContent(ctx, f, objref);
+        // a removed directory is empty, a link has no content: nothing to save
+        if (deleted && sameAs == 0 && f.Stat.Type is not (StatBuf.S_IFDIR or StatBuf.S_IFLNK)) SaveContent(ctx, f, objref);
     }
 
     private sealed class CheckpointState
@@ -141,8 +149,26 @@ public sealed class RegularFile : IFileKind
         uint sameAs = r.AtEnd ? 0 : r.U32();
         ulong dev = r.U64OrDefault(0), ino = r.U64OrDefault(0);
         uint uid = r.AtEnd ? 0 : r.U32(), gid = r.AtEnd ? 0 : r.U32();
+        string? linkTarget = r.AtEnd ? null : r.Str();
         r.End();
         int fd;
+        if (deleted && (mode & StatBuf.S_IFMT) == StatBuf.S_IFLNK)
+        {
+            // a removed symbolic link held by an O_PATH fd: made again under its name (or beside it), opened, removed
+            if (linkTarget == null) throw new ImageFormatException($"RegularFile record at offset {rec.Offset}: a removed symbolic link without its target");
+            string? made = null;
+            foreach (var c in new[] { path, $"{path}.ckpt-{Environment.ProcessId}" })
+                if (Directory.Exists(Path.GetDirectoryName(c)) && FileCalls.Symlink(linkTarget, c) == 0) { made = c; break; }
+            if (made == null) throw new CkptException($"restart: cannot make the removed symbolic link {path} again", ExitCodes.RestoreConflict);
+            try
+            {
+                SocketCalls.Lchown(made, uid, gid);
+                fd = ctx.OpenInVessel(made, FileCalls.ReopenFlags(flags) | FileCalls.O_CLOEXEC);
+            }
+            finally { FileCalls.Unlink(made); }
+            ctx.Files.SetRestored(objref, fd);
+            return;
+        }
         if (deleted && (mode & StatBuf.S_IFMT) == StatBuf.S_IFDIR)
         {
             // a removed directory (the process went on using it): an empty one made and removed again

@@ -138,6 +138,23 @@ public static unsafe partial class FileCalls
     [LibraryImport("libc", EntryPoint = "readlink", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static partial nint Readlink(string path, byte* buf, nuint size);
 
+    [LibraryImport("libc", EntryPoint = "readlinkat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial nint Readlinkat(int dirfd, string path, byte* buf, nuint size);
+
+    /// <summary>The target of the symbolic link an O_PATH fd refers to (readlinkat with an empty path), or null (errno set).</summary>
+    public static string? ReadLinkOf(int fd)
+    {
+        Span<byte> buf = stackalloc byte[4096];
+        fixed (byte* b = buf)
+        {
+            nint n = Readlinkat(fd, "", b, (nuint)buf.Length);
+            return n < 0 ? null : System.Text.Encoding.UTF8.GetString(buf[..(int)n]);
+        }
+    }
+
+    [LibraryImport("libc", EntryPoint = "symlink", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Symlink(string target, string path);
+
     /// <summary>The target of a symbolic link (a /proc magic link: fd, exe, cwd...), or null (errno set).</summary>
     public static string? ReadLink(string path)
     {
