@@ -17,7 +17,7 @@ namespace Ckpt.Kinds;
 /// injection in the process, on the fd the lock was seen on; a lock someone else holds meanwhile makes
 /// the restart fail naming the file. Leases (fcntl F_SETLEASE: held by a description) are taken again
 /// with F_SETLEASE by the process itself, which makes it the owner the break signal goes to, as the
-/// kernel does; a lease being broken (someone opening the file waits for the holder to give it up) is
+/// kernel does; a lease being broken (someone opened the file, or tried to, and the holder has not given it up) is
 /// refused, since the opener's wait cannot be saved.
 /// </summary>
 public sealed unsafe class FileLocks : IStateKind
@@ -69,7 +69,7 @@ public sealed unsafe class FileLocks : IStateKind
                     _ => throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} ({f.Link}) holds a {w[1]} lock, which is not supported yet"),
                 };
                 if (kind == Kind.Lease && w[2] != "ACTIVE")
-                    throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} ({f.Link}) holds a lease that is being broken (another process opening the file waits for it); try again once the holder has given it up");
+                    throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} ({f.Link}) holds a lease that is being broken (another process opened the file, or tried to, and the holder has not given the lease up yet); try again once it has");
                 if (kind != Kind.Lease && w[2] != "ADVISORY") throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} ({f.Link}) holds a {w[2]} lock, which is not supported");
                 if (w[3] is not ("READ" or "WRITE")) throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} ({f.Link}) holds a lock of type {w[3]}, which is not supported");
                 long start = long.Parse(w[6], CultureInfo.InvariantCulture), end = w[7] == "EOF" ? -1 : long.Parse(w[7], CultureInfo.InvariantCulture);
