@@ -109,7 +109,7 @@ int main(int argc, char **argv)
     int fgsym = open(gonesym, O_PATH | O_NOFOLLOW);
     MUST(fgsym >= 0 && unlink(gonesym) == 0);
     /* a node of /dev/zero's device made here and removed while open (a chroot's or container's /dev) */
-    MUST(mknod("zero.node", S_IFCHR | 0600, makedev(1, 5)) == 0);
+    MUST(mknod("zero.node", S_IFCHR | 0640, makedev(1, 5)) == 0 && chmod("zero.node", 0640) == 0);
     int fznode = open("zero.node", O_RDONLY | O_CLOEXEC);
     MUST(fznode >= 0 && unlink("zero.node") == 0);
 
@@ -210,7 +210,8 @@ int main(int argc, char **argv)
     }
     memset(buf, 1, 64);
     CHECK(read(fznode, buf, 64) == 64 && memcmp(buf, zeros, 64) == 0, "a removed node of /dev/zero's device: read");
-    CHECK(fstat(fznode, &st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 5), "a removed node of /dev/zero's device is not that device");
+    CHECK(fstat(fznode, &st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 5) && (st.st_mode & 07777) == 0640,
+          "a removed node of /dev/zero's device is not that device, or lost its mode (0%o)", st.st_mode & 07777);
 
     /* directory fd, cwd, umask */
     CHECK(fstat(fdir, &st) == 0 && S_ISDIR(st.st_mode), "directory fd");

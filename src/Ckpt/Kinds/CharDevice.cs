@@ -44,6 +44,8 @@ public sealed class CharDevice : IFileKind
         if (Pty.TryCheckpointSlave(ctx, f, objref)) return;
         var p = new PayloadWriter().U32(objref).Str(f.Link).I32(FileCalls.MajorOf(f.Stat.Rdev)).I32(FileCalls.MinorOf(f.Stat.Rdev))
             .I32(f.Flags & ~FileCalls.O_CLOEXEC).I64(f.Pos);
+        // appended fields: the node's permission bits and owner (a removed node is made again with them)
+        p.U32(f.Stat.Mode & 0xfff).U32(f.Stat.Uid).U32(f.Stat.Gid);
         ctx.Image.Write(RecordKind.CharDevice, p);
     }
 
@@ -51,6 +53,8 @@ public sealed class CharDevice : IFileKind
     {
         var r = rec.Reader();
         uint objref = r.U32(); string path = r.Str(); int major = r.I32(), minor = r.I32(); int flags = r.I32(); long pos = r.I64();
+        uint perms = r.AtEnd ? 0x180 /* 0600 */ : r.U32() & 0xfff;
+        uint uid = r.AtEnd ? 0 : r.U32(), gid = r.AtEnd ? 0 : r.U32();
         r.End();
         if (IsTerminal(major, minor) && path != "/dev/tty" && OwnTerminal() is { } mine && mine != path)
         {
@@ -63,10 +67,16 @@ public sealed class CharDevice : IFileKind
         {
             // a node removed while open: made again under its name, opened, and removed
             path = path[..^10];
-            if (!File.Exists(path) && FileCalls.Mknod(path, StatBuf.S_IFCHR | 0x180 /* 0600 */, FileCalls.MakeDev(major, minor)) == 0)
+            if (!File.Exists(path) && FileCalls.Mknod(path, StatBuf.S_IFCHR | 0x180 /* 0600 until opened */, FileCalls.MakeDev(major, minor)) == 0)
             {
                 long got;
-                try { got = ctx.TryOpenInVessel(path, openFlags); }
+                try
+                {
+                    got = ctx.TryOpenInVessel(path, openFlags);
+                    // its owner and mode, as the original node had them (what fstat shows)
+                    SocketCalls.Lchown(path, uid, gid);
+                    SocketCalls.Chmod(path, perms);
+                }
                 finally { FileCalls.Unlink(path); }
                 if (got >= 0)
                 {

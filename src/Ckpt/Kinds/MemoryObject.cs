@@ -326,6 +326,12 @@ public sealed class MemoryObject : IFileKind
     {
         var o = Find(ctx, obj, what);
         ApplyEarlySeals(o);
+        // a memfd mapped for writing: through the description memfd_create made (one opened again through
+        // /proc would count as a writer as long as the mapping holds it: exec of the memfd, ETXTBSY)
+        // (not with O_APPEND, which a read-write fd of the image may have set on it: no writable shared mapping then)
+        if (o.Type == ObjectType.Memfd && (flags & FileCalls.O_ACCMODE) == FileCalls.O_RDWR
+            && (FileCalls.Fcntl(o.Master, FileCalls.F_GETFL, 0) & FileCalls.O_APPEND) == 0)
+            return ctx.Install(o.Master);
         return ctx.OpenInVessel($"/proc/{Environment.ProcessId}/fd/{o.Master}", flags);
     }
 
