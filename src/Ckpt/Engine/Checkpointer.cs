@@ -286,7 +286,7 @@ public static class Checkpointer
         SeizeThreads(s, pid, ctx.Threads);
         f = ProcStat.Read(pid);
         // job control's stop signal (a task stopped by SIGTSTP, SIGTTIN or SIGTTOU is stopped so again)
-        int stopSignal = stopped && task.EventStopSignal is 20 or 21 or 22 ? task.EventStopSignal : stopped ? TracedTask.SIGSTOP : 0;
+        int stopSignal = !stopped ? 0 : TracedTask.IsJobControlStop(task.EventStopSignal) ? task.EventStopSignal : TracedTask.SIGSTOP;
         if (stopped) s.Log.Debug($"pid {pid} is stopped (signal {task.EventStopSignal})");
         return new TreeEntry(pid, pid == root ? f.PPid : parent, f.Pgrp, f.Session, f.ExitSignal, f.Comm) { Threads = ctx.Threads.Count, Stopped = stopped, StopSignal = stopSignal };
     }

@@ -107,7 +107,7 @@ public static class Restorer
             {
                 CpuState.Release(ctx);   // per-thread policy, nice and affinity (the vessels ran pinned to the tracer's CPU)
                 bool stop = opt.Frozen || ctx.Stopped;
-                int job = !opt.Frozen && ctx.Stopped && ctx.StopSignal is 20 or 21 or 22 ? ctx.StopSignal : 0;
+                int job = !opt.Frozen && ctx.Stopped && TracedTask.IsJobControlStop(ctx.StopSignal) ? ctx.StopSignal : 0;
                 if (job != 0)
                 {
                     // stopped again by the signal that had stopped it (what wait reports); the other threads

@@ -62,7 +62,7 @@ public sealed class ProcessTree : IStateKind
         {
             int pid = r.I32(), sig = r.I32();
             int at = list.FindIndex(e => e.Pid == pid);
-            if (at < 0 || !list[at].Stopped || sig is not (20 or 21 or 22))
+            if (at < 0 || !list[at].Stopped || !TracedTask.IsJobControlStop(sig))
                 throw new ImageFormatException($"Tree record at offset {rec.Offset}: stop signal {sig} for pid {pid}, which is not a stopped process");
             list[at] = list[at] with { StopSignal = sig };
         }
@@ -146,7 +146,7 @@ public sealed class ProcessTree : IStateKind
                 {
                     VesselOf(step.Pid).InjectChecked("setsid", Nr.setsid);
                     pgid[step.Pid] = step.Pid;
-                    if (step.Helper || helpers.ContainsKey(step.Pid)) continue;
+                    if (helpers.ContainsKey(step.Pid)) continue;
                     leads.Add(step.Pid);
                     // its controlling terminal before it forks: the session inherits it
                     if (fg.TryGetValue(step.Pid, out var tty)) Pty.AcquireCtty(s.Find(step.Pid)!, tty.Index);
@@ -174,7 +174,6 @@ public sealed class ProcessTree : IStateKind
             {
                 var h = helpers[id] = Vessel.CreateChild(VesselOf(by), id, 0, ShareFlags.None);
                 h.InjectChecked("setpgid", Nr.setpgid, 0, 0);
-                plan.Helpers.Add((id, by, 0));
             }
             var pids = tree.Select(e => e.Pid).ToHashSet();
             foreach (var e in tree)
@@ -211,12 +210,13 @@ public sealed class ProcessTree : IStateKind
     /// orphan taken in by a subreaper, a child made with CLONE_PARENT) is forked for its parent by a
     /// sibling in that session (clone3 with CLONE_PARENT); and a session whose leader has exited gets a
     /// helper process with the leader's pid that calls setsid, forks its members for their parent, and exits
-    /// once the tree is built. Groups: see <see cref="GroupPlan"/>.
+    /// once the tree is built. A group whose leader exited (and that no session helper leads) gets a
+    /// helper with the leader's pid, forked by one of its members, that leads it until the members joined.
     /// </summary>
     internal sealed class TreePlan
     {
         public readonly List<TreeStep> Steps = new();
-        /// <summary>Helper processes (pid, parent), exited and reaped once the groups are made.</summary>
+        /// <summary>Helper processes (pid, parent, exit signal), session helpers then group helpers: exited and reaped once the groups are made.</summary>
         public readonly List<(int Pid, int Parent, int ExitSignal)> Helpers = new();
         /// <summary>Groups whose leader has exited and that no session helper leads: a helper (pid) forked by a member (by).</summary>
         public readonly List<(int Pid, int By)> GroupHelpers = new();
@@ -312,6 +312,7 @@ public sealed class ProcessTree : IStateKind
             if (aliveOutside(e.Pgid))
                 throw new TreePlanException(e.Pid, $"it is in process group {e.Pgid}, led by a process outside the tree; checkpoint the tree that holds the group leader");
             plan.GroupHelpers.Add((e.Pgid, e.Pid));
+            plan.Helpers.Add((e.Pgid, e.Pid, 0));   // exit signal 0: its exit signals no one
             plan.HelperIds.Add(e.Pgid);
         }
         return plan;

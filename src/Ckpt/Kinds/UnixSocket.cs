@@ -714,7 +714,7 @@ public sealed unsafe class UnixSocket : IFileKind
                         throw new CkptException($"restart: {what} has connections waiting to be accepted, and another file is at its path {path} now: its clients cannot connect to it again", ExitCodes.RestoreConflict);
                     if (path.Length > 0 && !hidden) RemoveStale(path, type, what);
                     bindAddr ??= addr;   // addr (absolute) is where ckpt sends the queued datagrams from
-                    long b = hidden ? BindHidden(ctx, vfd, bindAddr, path, raw) : ctx.Vessel.Inject(Nr.bind, vfd, (long)ctx.PutScratch(0, bindAddr), bindAddr.Length);
+                    long b = hidden ? BindHidden(ctx, vfd, bindAddr, path) : ctx.Vessel.Inject(Nr.bind, vfd, (long)ctx.PutScratch(0, bindAddr), bindAddr.Length);
                     if (b < 0)
                         throw new CkptException($"restart: cannot bind {what} to {(path.Length > 0 ? path : ShowName(name))} again: {Errors.Describe((int)-b)}", ExitCodes.RestoreConflict);
                     if (path.Length > 0 && !hidden)
@@ -773,7 +773,7 @@ public sealed unsafe class UnixSocket : IFileKind
     /// there and goes back to ckpt's namespace (the socket keeps its tmpfs); the file at the path is not
     /// touched, and the cwd and root, which setns resets, are set later by FsState.
     /// </summary>
-    private static long BindHidden(RestoreContext ctx, int vfd, byte[] addr, string path, string raw)
+    private static long BindHidden(RestoreContext ctx, int vfd, byte[] addr, string path)
     {
         const int CLONE_NEWNS = 0x20000;
         const long MS_REC = 0x4000, MS_PRIVATE = 1 << 18;
@@ -794,8 +794,6 @@ public sealed unsafe class UnixSocket : IFileKind
                     d = Path.Combine(d, Path.GetRelativePath(d, dir).Split('/')[0]);
                     ctx.Inject($"mkdir({d})", Nr.mkdir, (long)Str(0, d), 0x1ed /* 0755 */);
                 }
-                // a name relative to the directory it was bound in: bound from there (in the tmpfs now)
-                if (!raw.StartsWith('/') && addr.Length > 2 && addr[2] != '/') ctx.Inject($"chdir({dir})", Nr.chdir, (long)Str(0, dir));
                 long b = ctx.Vessel.Inject(Nr.bind, vfd, (long)ctx.PutScratch(0, addr), addr.Length);
                 // kept (by ckpt's fd of it) for the sockets of the tree connected to this one (ConnectTo)
                 int hns = ctx.OpenInVessel("/proc/self/ns/mnt", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC);

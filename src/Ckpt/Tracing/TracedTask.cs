@@ -81,6 +81,9 @@ public sealed unsafe class TracedTask
         return t;
     }
 
+    /// <summary>Whether <paramref name="sig"/> is one of job control's stop signals (SIGTSTP, SIGTTIN, SIGTTOU), which a process group orphaned ignores, unlike SIGSTOP.</summary>
+    public static bool IsJobControlStop(int sig) => sig is 20 or 21 or 22;
+
     /// <summary>The signal of the last event stop: a group-stop's stopping signal (a task seized while stopped by job control), or SIGTRAP.</summary>
     public int EventStopSignal { get; private set; }
 
