@@ -128,6 +128,10 @@ public static class Program
         using var file = new FileStream(new SafeFileHandle(fd, ownsHandle: toFile), FileAccess.Write, 0);
         var progress = StderrIsTerminal ? new ProgressStream(file, "written") : null;
         Stream stream = progress ?? (Stream)file;
+        // into a regular file (not appending), the image is written by position: the threads that read
+        // pages write them too (a stream has one writer)
+        bool positional = (toFile ? regular : FileCalls.FstatOrThrow(fd).Type == StatBuf.S_IFREG)
+            && (FileCalls.Fcntl(fd, 3 /* F_GETFL */, 0) & FileCalls.O_APPEND) == 0;
         bool ok = false;
         try
         {
@@ -137,6 +141,7 @@ public static class Program
             {
                 Kill = kill, External = external, Freezer = freezer, Log = log, Cancelled = () => s_cancelled,
                 OwnFiles = new[] { toFile ? output : null, logPath }.OfType<string>().Select(Path.GetFullPath).ToArray(),
+                PositionalFile = positional ? fd : -1, Progress = positional && progress != null ? progress.Report : null,
             }); }
             finally { progress?.Done(); }
             if (regular && FileCalls.Ftruncate(fd, r.Bytes) != 0)

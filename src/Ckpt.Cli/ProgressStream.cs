@@ -9,9 +9,12 @@ internal sealed class ProgressStream(Stream inner, string verb) : Stream
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private bool _shown;
 
-    private void Count(int n)
+    private void Count(int n) => Report(_bytes + n);
+
+    /// <summary>The bytes gone by so far (for an image written without this stream).</summary>
+    public void Report(long bytes)
     {
-        _bytes += n;
+        _bytes = bytes;
         long now = _clock.ElapsedMilliseconds;
         if (now - _lastShown < 100) return;
         _lastShown = now;

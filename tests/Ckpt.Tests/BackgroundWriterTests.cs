@@ -44,6 +44,98 @@ public class BackgroundWriterTests
         Assert.Equal(400, records);
     }
 
+    /// <summary>
+    /// The same records into a file by position (after 100 bytes already there): each Pages record is
+    /// placed, then written whole by another thread and settled, several at a time in reverse order.
+    /// </summary>
+    private static byte[] SamplePositional(out long offsetAfter)
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"ckpt-positional-{Environment.ProcessId}");
+        int fd = Ckpt.Native.FileCalls.Open(path, Ckpt.Native.FileCalls.O_RDWR | Ckpt.Native.FileCalls.O_CREAT | Ckpt.Native.FileCalls.O_TRUNC, 0x180);
+        Assert.True(fd >= 0);
+        try
+        {
+            Ckpt.Native.FileCalls.PwriteAll(fd, new byte[100], 0);
+            Assert.Equal(100, Ckpt.Native.FileCalls.Lseek(fd, 100, 0));
+            long reported = 0;
+            var w = ImageWriter.Positional(fd, 4096, b => reported = b);
+            var rnd = new Random(7);
+            var pending = new List<(int Ticket, long At, byte[] Head, byte[] Data)>();
+            void SettleAll()
+            {
+                // written by another thread, settled last first
+                var t = new Thread(() =>
+                {
+                    foreach (var (_, at, head, data) in pending)
+                    {
+                        var hdr = new byte[ImageWriter.HeaderSize];
+                        ImageWriter.Frame(hdr, RecordKind.Pages, head.Length + data.Length);
+                        var sum = BitConverter.GetBytes(ImageWriter.Checksum(RecordKind.Pages, head, data));
+                        Ckpt.Native.FileCalls.PwriteAll(fd, [.. hdr, .. head, .. data, .. sum], at);
+                    }
+                });
+                t.Start();
+                t.Join();
+                for (int k = pending.Count - 1; k >= 0; k--)
+                    w.Settle(pending[k].Ticket, ImageWriter.Checksum(RecordKind.Pages, pending[k].Head, pending[k].Data));
+                pending.Clear();
+            }
+            for (int i = 0; i < 200; i++)
+            {
+                var small = new byte[rnd.Next(0, 3000)];
+                rnd.NextBytes(small);
+                w.Write(RecordKind.Vma, small);
+                var big = new byte[rnd.Next(1, 20000)];
+                rnd.NextBytes(big);
+                var head = new byte[] { 1, 2, 3, (byte)i };
+                long at = w.Reserve(RecordKind.Pages, head.Length, big.Length, out int ticket);
+                pending.Add((ticket, at, head, big));
+                if (i % 7 == 6) SettleAll();
+            }
+            SettleAll();
+            w.Finish();
+            Assert.Equal(w.BytesWritten, reported);
+            w.Dispose();
+            offsetAfter = Ckpt.Native.FileCalls.Lseek(fd, 0, 1);
+            var all = File.ReadAllBytes(path);
+            Assert.Equal(new byte[100], all[..100]);
+            return all[100..];
+        }
+        finally
+        {
+            Ckpt.Native.FileCalls.Close(fd);
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public void PositionalImageIsTheSameAsAStreamedOne()
+    {
+        var streamed = Sample(background: false);
+        var positional = SamplePositional(out long offsetAfter);
+        Assert.Equal(streamed, positional);
+        Assert.Equal(100 + streamed.Length, offsetAfter);   // the file's offset is left after the image
+    }
+
+    [Fact]
+    public void APositionalImageCannotFinishWithARecordUnsettled()
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"ckpt-unsettled-{Environment.ProcessId}");
+        int fd = Ckpt.Native.FileCalls.Open(path, Ckpt.Native.FileCalls.O_RDWR | Ckpt.Native.FileCalls.O_CREAT | Ckpt.Native.FileCalls.O_TRUNC, 0x180);
+        try
+        {
+            var w = ImageWriter.Positional(fd, 4096, null);
+            w.Reserve(RecordKind.Pages, 4, 4096, out _);
+            w.Write(RecordKind.Vma, new byte[10]);
+            Assert.Throws<InvalidOperationException>(w.Finish);
+        }
+        finally
+        {
+            Ckpt.Native.FileCalls.Close(fd);
+            File.Delete(path);
+        }
+    }
+
     private sealed class FailingStream(int after) : Stream
     {
         private int _written;

@@ -19,6 +19,13 @@ public sealed class CheckpointOptions
     public string? Freezer { get; init; }
     /// <summary>Files ckpt itself writes during the checkpoint (the image, the log), for messages about their side effects.</summary>
     public IReadOnlyList<string> OwnFiles { get; init; } = [];
+    /// <summary>
+    /// A regular file (not O_APPEND) to write the image into by position, from its offset, instead of
+    /// the output stream: the threads that read pages write them too. -1: the stream.
+    /// </summary>
+    public int PositionalFile { get; init; } = -1;
+    /// <summary>With <see cref="PositionalFile"/>: told the bytes written so far, for a progress display.</summary>
+    public Action<long>? Progress { get; init; }
 }
 
 public sealed record CheckpointResult(long Bytes, long Records, TimeSpan Frozen, int Processes = 1, int Threads = 1);
@@ -357,7 +364,9 @@ public static class Checkpointer
         // could starve this one there, when another CPU has room)
         // 64 KiB staging buffers: what is staged between two page chunks is small, and each buffer handed
         // to the writer thread is replaced by a spare or a new one (1 MiB ones cost a GC per small checkpoint)
-        using var writer = new ImageWriter(output, bufferSize: 64 << 10, background: true);
+        using var writer = opt.PositionalFile >= 0
+            ? ImageWriter.Positional(opt.PositionalFile, 64 << 10, opt.Progress)
+            : new ImageWriter(output, bufferSize: 64 << 10, background: true);
         var s = new CheckpointSession { Image = writer, Log = log, Cancelled = opt.Cancelled, External = opt.External, OwnFiles = opt.OwnFiles };
         bool ok = false;
         string? quiesceTable = null;

@@ -6,6 +6,9 @@ namespace Ckpt.Image;
 /// <summary>
 /// Writes the image stream front to back, never seeking: the magic, then records framed as
 /// [u32 kind][u32 flags][u64 length][payload][u64 XxHash3 of header and payload], then the trailer.
+/// Into a regular file it may write by position instead (<see cref="Positional"/>): the bytes and their
+/// order in the file are the same, but a large record's place can be reserved and filled by another
+/// thread (<see cref="Reserve"/>), so that several threads write pages at once.
 /// </summary>
 public sealed class ImageWriter : IDisposable
 {
@@ -22,6 +25,10 @@ public sealed class ImageWriter : IDisposable
     private readonly XxHash3 _stream = new();
     private readonly XxHash3 _record = new();
     private bool _finished;
+    /// <summary>Positional mode: the file written with pwrite, and the offset of the stream's first byte in it.</summary>
+    private readonly int _fd = -1;
+    private readonly long _base;
+    private readonly Action<long>? _progress;
 
     public long RecordCount { get; private set; }
     public long BytesWritten { get; private set; }
@@ -32,10 +39,28 @@ public sealed class ImageWriter : IDisposable
     /// <see cref="Flush"/> waits until everything is out, and a write error surfaces at the next call.
     /// </param>
     public ImageWriter(Stream output, int bufferSize = 1 << 20, bool background = false)
+        : this(output, -1, bufferSize, background, null) { }
+
+    /// <summary>
+    /// A writer into the regular file <paramref name="fd"/> (not O_APPEND), by position from its current
+    /// offset (left after the image once it is finished). <paramref name="progress"/> is told the bytes
+    /// written or reserved so far, from the caller's thread.
+    /// </summary>
+    public static ImageWriter Positional(int fd, int bufferSize, Action<long>? progress)
+        => new(Stream.Null, fd, bufferSize, false, progress);
+
+    private ImageWriter(Stream output, int fd, int bufferSize, bool background, Action<long>? progress)
     {
         _out = output;
         _buf = GC.AllocateUninitializedArray<byte>(bufferSize);
-        if (background) _bg = new BackgroundSink(output);
+        if (fd >= 0)
+        {
+            _fd = fd;
+            _base = Native.FileCalls.Lseek(fd, 0, 1 /* SEEK_CUR */);
+            if (_base < 0) throw Native.SyscallException.Last("lseek of the image file");
+            _progress = progress;
+        }
+        else if (background) _bg = new BackgroundSink(output);
         Span<byte> start = stackalloc byte[12];
         Magic.CopyTo(start);
         BinaryPrimitives.WriteUInt32LittleEndian(start[8..], FormatVersion);
@@ -110,10 +135,76 @@ public sealed class ImageWriter : IDisposable
         _bg.Enqueue(data, length, done);
         BytesWritten += length;
         Put(sum);
-        _stream.Append(hdr);
-        _stream.Append(sum);
+        HashRecord(hdr, sum);
         RecordCount++;
     }
+
+    /// <summary>Whether records can be placed by <see cref="Reserve"/> (positional mode).</summary>
+    public bool CanReserve => _fd >= 0;
+
+    /// <summary>The file positional mode writes (-1 otherwise).</summary>
+    public int PositionalFile => _fd;
+
+    /// <summary>
+    /// Positional mode: takes the place of a record of <paramref name="kind"/> whose payload is
+    /// <paramref name="part1Length"/> + <paramref name="dataLength"/> bytes, and returns its file offset;
+    /// the caller writes it there whole (<see cref="Frame"/> gives its header) and gives its checksum
+    /// with <see cref="Settle"/> (<paramref name="ticket"/>) before the image is finished.
+    /// </summary>
+    public long Reserve(RecordKind kind, int part1Length, int dataLength, out int ticket)
+    {
+        if (_fd < 0) throw new InvalidOperationException("Reserve needs a positional writer");
+        if (_finished) throw new InvalidOperationException("image already finished");
+        if ((long)part1Length + dataLength > ImageReader.MaxRecordLength)
+            throw new ArgumentException($"a {kind} record of {(long)part1Length + dataLength} bytes exceeds the {ImageReader.MaxRecordLength}-byte record limit");
+        FlushBuffer();
+        var hdr = new byte[HeaderSize];
+        Header(hdr, kind, RecordFlags.None, part1Length + dataLength);
+        ticket = _later.Count;
+        _later.Add((hdr, null));
+        RecordCount++;
+        long at = _base + BytesWritten;
+        BytesWritten += HeaderSize + part1Length + dataLength + ChecksumSize;
+        _progress?.Invoke(BytesWritten);
+        return at;
+    }
+
+    /// <summary>The checksum of a record placed by <see cref="Reserve"/>.</summary>
+    public void Settle(int ticket, ulong checksum)
+    {
+        var (hdr, sum) = _later[ticket];
+        if (sum != null) throw new InvalidOperationException($"record {ticket} settled twice");
+        _later[ticket] = (hdr, checksum);
+        // the stream checksum takes the records in order: as far as they are known
+        Span<byte> s = stackalloc byte[ChecksumSize];
+        while (_hashed < _later.Count && _later[_hashed].Sum is ulong known)
+        {
+            BinaryPrimitives.WriteUInt64LittleEndian(s, known);
+            _stream.Append(_later[_hashed].Hdr);
+            _stream.Append(s);
+            _hashed++;
+        }
+        if (_hashed == _later.Count) { _later.Clear(); _hashed = 0; }
+    }
+
+    /// <summary>
+    /// Records whose checksum was not known when they were placed, and those after them, in order (their
+    /// header, and checksum once known): the stream checksum takes them as they are settled.
+    /// <see cref="_hashed"/> of them are in it.
+    /// </summary>
+    private readonly List<(byte[] Hdr, ulong? Sum)> _later = new();
+    private int _hashed;
+
+    /// <summary>Adds a record's header and checksum to the stream checksum, or to the records waiting for an earlier one's.</summary>
+    private void HashRecord(ReadOnlySpan<byte> hdr, ReadOnlySpan<byte> sum)
+    {
+        if (_later.Count > 0) { _later.Add((hdr.ToArray(), BinaryPrimitives.ReadUInt64LittleEndian(sum))); return; }
+        _stream.Append(hdr);
+        _stream.Append(sum);
+    }
+
+    /// <summary>The 16-byte header of a record of <paramref name="kind"/> with a payload of <paramref name="length"/> bytes (no flags).</summary>
+    public static void Frame(Span<byte> hdr, RecordKind kind, int length) => Header(hdr, kind, RecordFlags.None, length);
 
     private void CheckLength(RecordKind kind, ReadOnlySpan<byte> part1, ReadOnlySpan<byte> part2)
     {
@@ -134,14 +225,14 @@ public sealed class ImageWriter : IDisposable
         Span<byte> sum = stackalloc byte[ChecksumSize];
         BinaryPrimitives.WriteUInt64LittleEndian(sum, checksum);
         Put(hdr); Put(part1); Put(part2); Put(sum);
-        _stream.Append(hdr);
-        _stream.Append(sum);
+        HashRecord(hdr, sum);
         RecordCount++;
     }
 
     /// <summary>Writes the trailer (record count, byte count, stream checksum) and flushes.</summary>
     public void Finish()
     {
+        if (_later.Count > 0) throw new InvalidOperationException($"record {_hashed} of those placed has no checksum");
         var p = new PayloadWriter().U64((ulong)RecordCount).U64((ulong)(BytesWritten + _used)).U64(_stream.GetCurrentHashAsUInt64());
         Write(RecordKind.Trailer, p.Span);
         _finished = true;
@@ -153,8 +244,10 @@ public sealed class ImageWriter : IDisposable
         if (_bg == null && data.Length >= _buf.Length / 2)
         {
             FlushBuffer();
-            _out.Write(data);
+            if (_fd >= 0) Native.FileCalls.PwriteAll(_fd, data, _base + BytesWritten, "write of the image");
+            else _out.Write(data);
             BytesWritten += data.Length;
+            _progress?.Invoke(BytesWritten);
             return;
         }
         // (with a background writer, everything not handed over is staged: the caller reuses its buffers)
@@ -178,9 +271,11 @@ public sealed class ImageWriter : IDisposable
             _bg.Enqueue(b, _used, () => _spare.Add(b));
             _buf = _spare.TryTake(out var next) ? next : GC.AllocateUninitializedArray<byte>(b.Length);
         }
+        else if (_fd >= 0) Native.FileCalls.PwriteAll(_fd, _buf.AsSpan(0, _used), _base + BytesWritten, "write of the image");
         else _out.Write(_buf, 0, _used);
         BytesWritten += _used;
         _used = 0;
+        _progress?.Invoke(BytesWritten);
     }
 
     /// <summary>Everything so far is written to the output (waits for the writer thread).</summary>
@@ -188,6 +283,11 @@ public sealed class ImageWriter : IDisposable
     {
         FlushBuffer();
         if (_bg != null) _bg.Drain();
+        else if (_fd >= 0)
+        {
+            // the file's offset after the image, as if it had been written front to back
+            if (Native.FileCalls.Lseek(_fd, _base + BytesWritten, 0 /* SEEK_SET */) < 0) throw Native.SyscallException.Last("lseek of the image file");
+        }
         else _out.Flush();
     }
 

@@ -55,7 +55,8 @@ public sealed unsafe class MemoryRegion : IStateKind
 
     public void Checkpoint(CheckpointContext ctx)
     {
-        var prep = ctx.Existing<Prepared>() ?? Prepare(ctx, PageCopier.Buffers);
+        // (written by position, chunks wait for their turn in their reading thread: more of them keep both threads busy)
+        var prep = ctx.Existing<Prepared>() ?? Prepare(ctx, ctx.Image.CanReserve ? PageCopier.PositionalBuffers : PageCopier.Buffers);
         try
         {
             // the regions' flags come from smaps, whose read walks every page (~20 ms per GiB): read here,
@@ -64,6 +65,7 @@ public sealed unsafe class MemoryRegion : IStateKind
             // the pages: a reader thread pulls chunks out of the target and checksums them while this
             // thread writes the records, in order
             var copier = prep.Copier;
+            var tickets = ctx.Image.CanReserve ? new int[copier.Count] : [];
             foreach (var (v, backing, pages, huge, first, n) in prep.Plan)
             {
                 ctx.ThrowIfCancelled();
@@ -75,13 +77,22 @@ public sealed unsafe class MemoryRegion : IStateKind
                     _ => 0,
                 };
                 WriteVma(ctx, v, backing, pages, obj, huge, prep.Guards.GetValueOrDefault(v.Start));
+                if (ctx.Image.CanReserve)
+                {
+                    // into a file, each chunk's record is written by the thread that reads it, at the place
+                    // taken for it here (its checksum goes into the stream's once known: Complete)
+                    for (int i = first; i < first + n; i++)
+                        copier.Place(i, ctx.Image.Reserve(RecordKind.Pages, copier.HeadLength(i), copier.DataLength(i), out tickets[i]));
+                    continue;
+                }
                 for (int i = 0; i < n; i++)
                 {
-                    var c = copier.Take(first + i);
                     // the chunk's pages go to the output without a copy; the chunk comes back once written
+                    var c = copier.Take(first + i);
                     ctx.Image.WriteOwned(RecordKind.Pages, c.Head.AsSpan(0, c.HeadLength), c.Data, c.DataLength, c.Checksum, () => copier.Return(c));
                 }
             }
+            copier.Complete(ctx.Image, tickets);
         }
         finally { prep.Dispose(); }
         // the next process's pages are read meanwhile: while this thread saves the rest of this process
@@ -215,7 +226,7 @@ public sealed unsafe class MemoryRegion : IStateKind
             plan.Add((v, backing, runs.Sum(r => (long)r.Pages), backing == Backing.AnonPrivate ? DenseBlocks(runs) : [], first, chunks.Count - first));
         }
         ctx.Session.Log.Debug($"pid {ctx.Pid}: plan of {plan.Count} region(s), {chunks.Count} chunk(s) in {System.Diagnostics.Stopwatch.GetElapsedTime(tPlan).TotalMilliseconds:F1} ms");
-        var prep = new Prepared { Plan = plan, Copier = new PageCopier(ctx.Pid, chunks, ctx.Session.State<ChunkPool>(), buffers), Owner = ctx, Guards = guards };
+        var prep = new Prepared { Plan = plan, Copier = new PageCopier(ctx.Pid, chunks, ctx.Session.State<ChunkPool>(), buffers, ctx.Image.PositionalFile), Owner = ctx, Guards = guards };
         ctx.Set(prep);
         return prep;
     }
@@ -461,6 +472,8 @@ public sealed unsafe class MemoryRegion : IStateKind
     {
         public readonly byte[] Data = GC.AllocateUninitializedArray<byte>(ChunkPages * PageSize, pinned: true);
         public readonly byte[] Head = new byte[4 + MaxRunsPerChunk * 12];
+        /// <summary>Written by position: the record's header and checksum.</summary>
+        public readonly byte[] Frame = new byte[ImageWriter.HeaderSize], Sum = new byte[ImageWriter.ChecksumSize];
         public int Index, HeadLength, DataLength, Worker;
         public ulong Checksum;
         public Exception? Error;
@@ -471,11 +484,15 @@ public sealed unsafe class MemoryRegion : IStateKind
     /// needs no ptrace stop ownership), a few buffers ahead of the writer: one thread per CPU for a large
     /// process (chunk i is read by thread i mod N, each with its own buffers), so that reading and
     /// checksumming, the costliest part of a checkpoint, use every CPU. Falls back to /proc/PID/mem for
-    /// pages the target cannot read itself (PROT_NONE).
+    /// pages the target cannot read itself (PROT_NONE). Into an image file written by position, each
+    /// thread also writes the records of the chunks it read, at the places the writer took for them
+    /// (<see cref="Place"/>), and their checksums join the stream's at the end (<see cref="Complete"/>):
+    /// the copies into the file are shared by the CPUs too, and a thread waits for nobody but the
+    /// placing, so one buffer or two, still in its CPU's cache, are enough.
     /// </summary>
     private sealed class PageCopier : IDisposable
     {
-        public const int Buffers = 3;
+        public const int Buffers = 3, PositionalBuffers = 2;
         /// <summary>Processes with fewer chunks than this get one reading thread (a thread costs ~0.1 ms to start).</summary>
         private const int ParallelChunks = 32;
         private const int MaxWorkers = 4;
@@ -486,6 +503,13 @@ public sealed unsafe class MemoryRegion : IStateKind
 
         private readonly ChunkPool _pool;
         private readonly List<Chunk> _own = new();
+        /// <summary>The image file written by position, or -1.</summary>
+        private readonly int _file;
+        /// <summary>Written by position: each chunk's offset in the file (known for the first <see cref="_placed"/>), and its checksum once read.</summary>
+        private readonly long[] _offsets = [];
+        private readonly ulong[] _sums = [];
+        private int _placed;
+        private readonly object _placing = new();
 
         private sealed class Worker
         {
@@ -493,13 +517,21 @@ public sealed unsafe class MemoryRegion : IStateKind
             public readonly HandoffQueue<Chunk> Full = new();
             public Thread? Thread;
             public int Mem = -1;
+            /// <summary>Written by position: what made the thread stop.</summary>
+            public Exception? Error;
         }
 
-        public PageCopier(int pid, List<List<(ulong Addr, int Pages)>> chunks, ChunkPool pool, int buffers)
+        public int Count => _chunks.Count;
+        public int HeadLength(int index) => 4 + _chunks[index].Count * 12;
+        public int DataLength(int index) => _chunks[index].Sum(r => r.Pages) * PageSize;
+
+        public PageCopier(int pid, List<List<(ulong Addr, int Pages)>> chunks, ChunkPool pool, int buffers, int file = -1)
         {
             _pid = pid;
+            _file = file;
             _chunks = chunks;
             _pool = pool;
+            if (file >= 0) { _offsets = new long[chunks.Count]; _sums = new ulong[chunks.Count]; }
             int n = chunks.Count < ParallelChunks ? 1 : Math.Clamp(Environment.ProcessorCount, 1, MaxWorkers);
             _workers = new Worker[n];
             for (int w = 0; w < n; w++) _workers[w] = new Worker();
@@ -540,8 +572,29 @@ public sealed unsafe class MemoryRegion : IStateKind
             _pool.Free.Add(c);
         }
 
+        /// <summary>Written by position: chunk <paramref name="index"/> (the next one) goes at <paramref name="offset"/> of the file.</summary>
+        public void Place(int index, long offset)
+        {
+            if (index != _placed) throw new InvalidOperationException($"page chunk {index} placed after {_placed - 1}");
+            _offsets[index] = offset;
+            lock (_placing) { _placed = index + 1; Monitor.PulseAll(_placing); }
+        }
+
+        /// <summary>
+        /// Written by position: waits until the threads wrote every chunk (all were placed), then gives the
+        /// image each chunk's checksum for its place (<paramref name="tickets"/>); a thread's error is thrown.
+        /// </summary>
+        public void Complete(ImageWriter image, int[] tickets)
+        {
+            if (_file < 0) return;
+            foreach (var w in _workers) w.Thread?.Join();
+            foreach (var w in _workers) if (w.Error is { } e) throw new AggregateException("saving pages failed", e).InnerException!;
+            for (int i = 0; i < _chunks.Count; i++) image.Settle(tickets[i], _sums[i]);
+        }
+
         private void Run(int w)
         {
+            if (_file >= 0) { RunPositional(w); return; }
             var me = _workers[w];
             try
             {
@@ -554,6 +607,74 @@ public sealed unsafe class MemoryRegion : IStateKind
                 }
             }
             catch (OperationCanceledException) { }
+        }
+
+        /// <summary>
+        /// Written by position: reads its chunks, each into a free buffer, and writes each once placed (in
+        /// order, waiting for the placing only when no buffer is free).
+        /// </summary>
+        private void RunPositional(int w)
+        {
+            var me = _workers[w];
+            var filled = new Queue<Chunk>();
+            try
+            {
+                for (int i = w; i < _chunks.Count; i += _workers.Length)
+                {
+                    while (filled.Count > 0 && IsPlaced(filled.Peek().Index, wait: false)) WriteOut(me, filled.Dequeue());
+                    Chunk? c;
+                    while (!me.Free.TryTakeNow(out c))
+                    {
+                        if (!IsPlaced(filled.Peek().Index, wait: true)) return;
+                        WriteOut(me, filled.Dequeue());
+                    }
+                    Fill(me, c, i);
+                    _sums[i] = c.Checksum;
+                    filled.Enqueue(c);
+                }
+                while (filled.Count > 0)
+                {
+                    if (!IsPlaced(filled.Peek().Index, wait: true)) return;
+                    WriteOut(me, filled.Dequeue());
+                }
+            }
+            catch (Exception e) { me.Error = e; }
+        }
+
+        /// <summary>Whether chunk <paramref name="index"/> has its place; with <paramref name="wait"/>, waits for it (false: the copier was stopped).</summary>
+        private bool IsPlaced(int index, bool wait)
+        {
+            if (Volatile.Read(ref _placed) > index) return true;
+            if (!wait) return false;
+            lock (_placing)
+                while (_placed <= index)
+                {
+                    if (_stop.IsCancellationRequested) return false;
+                    Monitor.Wait(_placing, 100);
+                }
+            return true;
+        }
+
+        /// <summary>Writes a chunk's whole record (header, runs, pages, checksum) at its place in the file; the chunk is free again.</summary>
+        private void WriteOut(Worker me, Chunk c)
+        {
+            ImageWriter.Frame(c.Frame, RecordKind.Pages, c.HeadLength + c.DataLength);
+            BinaryPrimitives.WriteUInt64LittleEndian(c.Sum, c.Checksum);
+            fixed (byte* f = c.Frame)
+            fixed (byte* h = c.Head)
+            fixed (byte* d = c.Data)
+            fixed (byte* z = c.Sum)
+            {
+                Span<Iovec> iov =
+                [
+                    new Iovec { Base = (nint)f, Len = (nuint)c.Frame.Length },
+                    new Iovec { Base = (nint)h, Len = (nuint)c.HeadLength },
+                    new Iovec { Base = (nint)d, Len = (nuint)c.DataLength },
+                    new Iovec { Base = (nint)z, Len = (nuint)c.Sum.Length },
+                ];
+                FileCalls.PwritevAll(_file, iov, _offsets[c.Index], "write of the image");
+            }
+            me.Free.Add(c);
         }
 
         private void Fill(Worker me, Chunk c, int index)
@@ -617,6 +738,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         public void Dispose()
         {
             _stop.Cancel();
+            lock (_placing) Monitor.PulseAll(_placing);
             foreach (var w in _workers) w.Thread?.Join();
             foreach (var w in _workers) if (w.Mem >= 0) FileCalls.Close(w.Mem);
             // chunks still being written out go to the pool when they come back (Return)

@@ -41,6 +41,9 @@ public static unsafe partial class FileCalls
     [LibraryImport("libc", EntryPoint = "pwrite64", SetLastError = true)]
     public static partial nint Pwrite(int fd, byte* buf, nuint count, long offset);
 
+    [LibraryImport("libc", EntryPoint = "pwritev64", SetLastError = true)]
+    public static partial nint Pwritev(int fd, Iovec* iov, int iovcnt, long offset);
+
     [LibraryImport("libc", EntryPoint = "lseek64", SetLastError = true)]
     public static partial long Lseek(int fd, long offset, int whence);
 
@@ -302,6 +305,25 @@ public static unsafe partial class FileCalls
                 if (n < 0 && Marshal.GetLastPInvokeError() == Errors.EINTR) continue;
                 if (n <= 0) throw SyscallException.Last(what);
                 done += n;
+            }
+        }
+    }
+
+    /// <summary>Writes the buffers <paramref name="iov"/> one after the other at offset <paramref name="off"/>; retried on EINTR and short writes.</summary>
+    public static void PwritevAll(int fd, Span<Iovec> iov, long off, string what = "pwritev")
+    {
+        fixed (Iovec* v = iov)
+        {
+            int i = 0;
+            while (i < iov.Length)
+            {
+                nint n = Pwritev(fd, v + i, iov.Length - i, off);
+                if (n < 0 && Marshal.GetLastPInvokeError() == Errors.EINTR) continue;
+                if (n <= 0) throw SyscallException.Last(what);
+                off += n;
+                // past the buffers written whole; into the one written in part
+                while (i < iov.Length && n >= (nint)v[i].Len) { n -= (nint)v[i].Len; i++; }
+                if (n > 0) { v[i].Base += n; v[i].Len -= (nuint)n; }
             }
         }
     }
