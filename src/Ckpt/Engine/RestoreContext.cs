@@ -37,7 +37,9 @@ public sealed class RestoreSession : StateBag
     public List<RestoreContext> Processes { get; } = new();
     /// <summary>The process whose records are being read.</summary>
     public RestoreContext? Current { get; set; }
-    public bool MultiProcess => Processes.Count > 1;
+    /// <summary>Processes forked only when their Process record comes, from their parent (whose pages they share): pid → entry.</summary>
+    public Dictionary<int, TreeEntry> Late { get; } = new();
+    public bool MultiProcess => Processes.Count + Late.Count > 1;
     /// <summary>The signal actions every vessel has when it is created (ckpt's own, taken just before the first fork; index = signal).</summary>
     public Native.KernelSigaction[]? VesselActions { get; set; }
 
@@ -101,6 +103,12 @@ public sealed class RestoreContext : TargetContext
     public bool Stopped { get; set; }
     /// <summary>The signal that had stopped it: job control's SIGTSTP, SIGTTIN or SIGTTOU, else 0 (SIGSTOP).</summary>
     public int StopSignal { get; set; }
+    /// <summary>
+    /// Forked from its restored parent (<see cref="RestoreSession.Late"/>), not from a fresh vessel: it
+    /// holds the parent's regions (those its image has too are kept by MmState, and the ones its Vma
+    /// records say were inherited keep their pages) and signal actions (all set again).
+    /// </summary>
+    public bool LateForked { get; init; }
     /// <summary>ckpt's fds were closed in the vessel already (all but the candidates for external fds, in <see cref="Inherited"/>).</summary>
     public bool FdsCleaned { get; set; }
     /// <summary>Its Process record was read (the vessel holds its state, not just a copy of ckpt).</summary>

@@ -92,6 +92,7 @@ public static class Restorer
                 }
             }
             if (s.Processes.Count == 0) throw new ImageFormatException("image holds no process");
+            if (s.Late.Count > 0) throw new ImageFormatException($"image holds no state for pid {s.Late.Keys.First()} of its tree");
             if (s.Processes.FirstOrDefault(p => !p.Started) is { } missing)
                 throw new ImageFormatException($"image holds no state for pid {missing.Pid} of its tree");
             // kind by kind, each for every process: a step that ties processes together (a connection waiting
@@ -149,6 +150,8 @@ public static class Restorer
         RestoreContext ctx;
         if (s.Tree != null)
         {
+            // a process forked from its parent now that the parent's memory is in place
+            if (s.Late.Remove(pid, out var late)) ProcessTree.ForkLate(s, late);
             ctx = s.Find(pid) ?? throw new ImageFormatException($"Process record at offset {rec.Offset}: pid {pid} is not a live process of the tree");
             if (ctx.Started) throw new ImageFormatException($"Process record at offset {rec.Offset}: pid {pid} twice");
         }

@@ -76,7 +76,8 @@ public static unsafe class Vessel
     /// - no /proc entry holds the pid: a task that has just died leaves /proc a few ms before the kernel
     ///   frees its pid number (a restart right after <c>checkpoint --kill</c>): up to ~200 ms;
     /// - the holder is a zombie: the processes of a tree just killed by <c>checkpoint --kill</c> are
-    ///   orphans that pid 1 reaps, which may take seconds: up to ~3 s.
+    ///   orphans that pid 1 reaps, which may take seconds: up to ~3 s;
+    /// - the holder has a SIGKILL pending (it is exiting): up to ~1 s.
     /// A pid held by a live task fails at once, unless the image comes through a pipe
     /// (<see cref="Input"/>): the tree may be that of a <c>checkpoint --kill</c> on this machine writing
     /// into the pipe, which kills its tree only once the whole image is written. Then the rest of the
@@ -92,6 +93,9 @@ public static unsafe class Vessel
                 var st = Proc.ProcStatus.Read(pid);
                 int limit;
                 if (st.State == 'Z') limit = 3000;
+                // killed and still exiting (a tree just killed by checkpoint --kill: a process with much
+                // memory takes a while to free it): up to ~1 s
+                else if (st.State == 'X' || ((st.ShdPnd | st.SigPnd) & (1UL << 8)) != 0) limit = 1000;
                 else if (Input is not { } input) return false;
                 else
                 {

@@ -66,7 +66,7 @@ public sealed unsafe class MemoryRegion : IStateKind
             // thread writes the records, in order
             var copier = prep.Copier;
             var tickets = ctx.Image.CanReserve ? new int[copier.Count] : [];
-            foreach (var (v, backing, pages, huge, first, n) in prep.Plan)
+            foreach (var (v, backing, pages, huge, first, n, inherited) in prep.Plan)
             {
                 ctx.ThrowIfCancelled();
                 // a memory object is written (once) before the first region that maps it
@@ -76,7 +76,7 @@ public sealed unsafe class MemoryRegion : IStateKind
                     Backing.SysvShm => SysvShm.SaveMapped(ctx, v),
                     _ => 0,
                 };
-                WriteVma(ctx, v, backing, pages, obj, huge, prep.Guards.GetValueOrDefault(v.Start));
+                WriteVma(ctx, v, backing, pages, obj, huge, prep.Guards.GetValueOrDefault(v.Start), inherited);
                 if (ctx.Image.CanReserve)
                 {
                     // into a file, each chunk's record is written by the thread that reads it, at the place
@@ -178,7 +178,7 @@ public sealed unsafe class MemoryRegion : IStateKind
     /// <summary>A process's plan (its regions with the runs of pages saved, cut into chunks) and the copier reading them.</summary>
     private sealed class Prepared : IDisposable
     {
-        public required List<(VmaInfo Vma, Backing Backing, long Pages, List<(ulong Addr, uint Blocks)> Huge, int FirstChunk, int Chunks)> Plan { get; init; }
+        public required List<(VmaInfo Vma, Backing Backing, long Pages, List<(ulong Addr, uint Blocks)> Huge, int FirstChunk, int Chunks, List<(ulong Addr, int Pages)> Inherited)> Plan { get; init; }
         public required PageCopier Copier { get; init; }
         public required CheckpointContext Owner { get; init; }
         /// <summary>Guard pages (MADV_GUARD_INSTALL) of each region, by its start: installed again at restart.</summary>
@@ -195,13 +195,28 @@ public sealed unsafe class MemoryRegion : IStateKind
     /// <summary>Plans the pages of a process and starts reading them.</summary>
     private static Prepared Prepare(CheckpointContext ctx, int buffers)
     {
-        var plan = new List<(VmaInfo Vma, Backing Backing, long Pages, List<(ulong Addr, uint Blocks)> Huge, int FirstChunk, int Chunks)>();
+        var plan = new List<(VmaInfo Vma, Backing Backing, long Pages, List<(ulong Addr, uint Blocks)> Huge, int FirstChunk, int Chunks, List<(ulong Addr, int Pages)> Inherited)>();
         var chunks = new List<List<(ulong Addr, int Pages)>>();
         long tPlan = System.Diagnostics.Stopwatch.GetTimestamp();
         var pagemapBuffer = new byte[PagemapBatch * 8];   // one buffer for every region
-        var found = new List<(VmaInfo Vma, Backing Backing, List<(ulong Addr, int Pages)> Runs)>();
+        var found = new List<(VmaInfo Vma, Backing Backing, List<(ulong Addr, int Pages)> Runs, List<(ulong Addr, int Pages)> Inherited)>();
         var guards = new Dictionary<ulong, List<(ulong Addr, int Pages)>>();
-        long total = 0;
+        long total = 0, shared = 0;
+        // forked late at restart (ProcessTree.LateForkable): pages still shared with the parent are inherited from it
+        var parent = ctx.Session.Existing<ProcessTree.LateForks>()?.Pids.Contains(ctx.Pid) == true
+            ? ctx.Session.Find(ctx.Session.Tree.First(e => e.Pid == ctx.Pid).PPid) : null;
+        Dictionary<(ulong, ulong), VmaInfo>? theirs = null;
+        FileStream? theirPagemap = null;
+        bool multi = ctx.Session.Tree.Count > 1;
+        var sharedRanges = new List<(ulong Start, ulong End)>();
+        if (parent != null)
+        {
+            if (!ctx.VmFlagsKnown) ReadVmFlags(ctx);
+            if (!parent.VmFlagsKnown) ReadVmFlags(parent);
+            theirs = parent.Vmas.ToDictionary(v => (v.Start, v.End));
+            theirPagemap = new FileStream($"/proc/{parent.Pid}/pagemap", FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 0);
+        }
+        using (theirPagemap)
         using (var pagemap = new FileStream($"/proc/{ctx.Pid}/pagemap", FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 0))
         {
             foreach (var v in ctx.Vmas)
@@ -212,26 +227,141 @@ public sealed unsafe class MemoryRegion : IStateKind
                 var runs = backing is Backing.FileShared or Backing.ObjectShared or Backing.SysvShm or Backing.Vdso ? [] : PresentRuns(pagemap, v, backing, pagemapBuffer, g);
                 if (g.Count > 0) guards[v.Start] = g;
                 if (ctx.VmFlagsKnown && v.VmFlags.Contains("dp")) runs = [];   // droppable: the pages may go
-                found.Add((v, backing, runs));
+                List<(ulong Addr, int Pages)> inherited = [];
+                // in a tree, anonymous pages may be shared (copy on write) between processes: a late fork
+                // inherits those its parent has at the same place, the others are read without unsharing
+                if (multi && runs.Count > 0 && backing is Backing.AnonPrivate or Backing.FilePrivate or Backing.ObjectPrivate)
+                {
+                    bool fromParent = theirs != null && backing == Backing.AnonPrivate && g.Count == 0
+                        && theirs.TryGetValue((v.Start, v.End), out var tv) && Inheritable(v, tv);
+                    inherited = ExamineSharing(pagemap, fromParent ? theirPagemap : null, runs, pagemapBuffer, sharedRanges);
+                }
+                found.Add((v, backing, runs, inherited));
                 total += runs.Sum(r => (long)r.Pages);
+                shared += inherited.Sum(r => (long)r.Pages);
             }
         }
+        if (parent != null) ctx.Session.Log.Debug($"pid {ctx.Pid}: {shared} page(s) shared with its parent {parent.Pid}, inherited at restart");
+        if (sharedRanges.Count > 0) ctx.Session.Log.Debug($"pid {ctx.Pid}: {sharedRanges.Sum(r => (long)(r.End - r.Start)) / PageSize} page(s) shared with other processes, read through /proc/PID/mem");
         // a small process gets small Pages records: the page buffers of both sides are fresh memory,
         // faulted in page by page the first time they are used (3 MiB of them cost ~2 ms here)
         int limit = total < SmallProcessPages ? SmallChunkPages : ChunkPages;
-        foreach (var (v, backing, runs) in found)
+        foreach (var (v, backing, runs, inherited) in found)
         {
             int first = chunks.Count;
             CutChunks(runs, chunks, limit);
-            plan.Add((v, backing, runs.Sum(r => (long)r.Pages), backing == Backing.AnonPrivate ? DenseBlocks(runs) : [], first, chunks.Count - first));
+            // (huge pages would be copies of the inherited ones)
+            plan.Add((v, backing, runs.Sum(r => (long)r.Pages), backing == Backing.AnonPrivate && inherited.Count == 0 ? DenseBlocks(runs) : [], first, chunks.Count - first, inherited));
         }
         ctx.Session.Log.Debug($"pid {ctx.Pid}: plan of {plan.Count} region(s), {chunks.Count} chunk(s) in {System.Diagnostics.Stopwatch.GetElapsedTime(tPlan).TotalMilliseconds:F1} ms");
-        var prep = new Prepared { Plan = plan, Copier = new PageCopier(ctx.Pid, chunks, ctx.Session.State<ChunkPool>(), buffers, ctx.Image.PositionalFile), Owner = ctx, Guards = guards };
+        // chunks with pages shared with other processes: process_vm_readv pins what it reads, which
+        // makes a page shared copy-on-write the process's own copy (FOLL_PIN unshares); /proc/PID/mem does not
+        var viaMem = new bool[chunks.Count];
+        if (sharedRanges.Count > 0)
+            for (int i = 0; i < chunks.Count; i++)
+                viaMem[i] = chunks[i].Any(r => Overlaps(sharedRanges, r.Addr, r.Addr + (ulong)r.Pages * PageSize));
+        var prep = new Prepared { Plan = plan, Copier = new PageCopier(ctx.Pid, chunks, ctx.Session.State<ChunkPool>(), buffers, ctx.Image.PositionalFile, viaMem), Owner = ctx, Guards = guards };
         ctx.Set(prep);
         return prep;
     }
 
     public const ulong HugeBlock = 2 << 20;
+
+    /// <summary>
+    /// Whether a region of a process forked late can be its parent's region at the same addresses,
+    /// inherited by the fork: private anonymous memory in both, with the same name and flags, that the
+    /// parent neither keeps from its children (MADV_DONTFORK) nor gives them wiped (MADV_WIPEONFORK).
+    /// </summary>
+    private static bool Inheritable(VmaInfo mine, VmaInfo theirs)
+    {
+        if (theirs.Inode != 0 || theirs.Shared || theirs.Path != mine.Path) return false;
+        if (theirs.VmFlags.Contains("dc") || theirs.VmFlags.Contains("wf") || mine.VmFlags.Contains("dp") || theirs.VmFlags.Contains("dp")) return false;
+        foreach (string f in (string[])["gd", "nr"]) if (mine.VmFlags.Contains(f) != theirs.VmFlags.Contains(f)) return false;
+        foreach (var (f, _, _) in AdviceMap) if (mine.VmFlags.Contains(f) != theirs.VmFlags.Contains(f)) return false;
+        return true;
+    }
+
+    private const ulong PagemapPresent = 1UL << 63, PagemapSwapped = 1UL << 62, PagemapExclusive = 1UL << 56, PagemapPfn = (1UL << 55) - 1;
+
+    /// <summary>
+    /// Looks at the pagemap entries of <paramref name="runs"/>: pages mapped by other processes too (not
+    /// exclusive: shared copy on write since a fork) are added to <paramref name="shared"/> (sorted ranges;
+    /// they are read without being unshared), and with <paramref name="parents"/> (a process forked late,
+    /// the parent's pagemap) the very pages of the parent at the same addresses (the same page frame: not
+    /// written by either since the fork) are taken out of <paramref name="runs"/> and returned as runs:
+    /// the restart inherits them by the fork. Page frames are shown to root only (elsewhere they read 0,
+    /// and nothing is taken).
+    /// </summary>
+    private static List<(ulong Addr, int Pages)> ExamineSharing(FileStream mine, FileStream? parents, List<(ulong Addr, int Pages)> runs, byte[] buf,
+        List<(ulong Start, ulong End)> shared)
+    {
+        var inherited = new List<(ulong Addr, int Pages)>();
+        var own = new List<(ulong Addr, int Pages)>();
+        var theirs = parents != null ? new byte[ChunkPages * 8] : [];
+        foreach (var (addr, pages) in runs)
+        {
+            // (runs are at most a chunk long)
+            long off = (long)(addr / PageSize * 8);
+            int len = pages * 8;
+            if (RandomAccess.Read(mine.SafeFileHandle, buf.AsSpan(0, len), off) != len
+                || (parents != null && RandomAccess.Read(parents.SafeFileHandle, theirs.AsSpan(0, len), off) != len))
+                throw new IOException($"short read of a pagemap at 0x{addr:x}");
+            int k = 0;
+            while (k < pages)
+            {
+                int kind = Kind(k), j = k + 1;
+                while (j < pages && Kind(j) == kind) j++;
+                ulong a = addr + (ulong)k * PageSize;
+                if (kind == 2)
+                {
+                    if (inherited.Count > 0 && inherited[^1].Addr + (ulong)inherited[^1].Pages * PageSize == a) inherited[^1] = (inherited[^1].Addr, inherited[^1].Pages + j - k);
+                    else inherited.Add((a, j - k));
+                }
+                else
+                {
+                    // own runs stay within their run (a chunk at most)
+                    if (k > 0 && own.Count > 0 && own[^1].Addr + (ulong)own[^1].Pages * PageSize == a) own[^1] = (own[^1].Addr, own[^1].Pages + j - k);
+                    else own.Add((a, j - k));
+                    if (kind == 1)
+                    {
+                        ulong e = a + (ulong)(j - k) * PageSize;
+                        if (shared.Count > 0 && shared[^1].End == a) shared[^1] = (shared[^1].Start, e);
+                        else shared.Add((a, e));
+                    }
+                }
+                k = j;
+            }
+        }
+        runs.Clear();
+        runs.AddRange(own);
+        return inherited;
+
+        // 0: its own, 1: shared with some process, 2: the parent's very page
+        int Kind(int k)
+        {
+            ulong a = BinaryPrimitives.ReadUInt64LittleEndian(buf.AsSpan(k * 8));
+            if ((a & PagemapPresent) == 0 || (a & PagemapExclusive) != 0) return 0;
+            if (parents == null) return 1;
+            ulong b = BinaryPrimitives.ReadUInt64LittleEndian(theirs.AsSpan(k * 8));
+            bool same = (b & PagemapPresent) != 0 && (a & PagemapSwapped) == 0 && (b & PagemapSwapped) == 0
+                && (a & PagemapPfn) != 0 && (a & PagemapPfn) == (b & PagemapPfn);
+            return same ? 2 : 1;
+        }
+    }
+
+    /// <summary>Whether [start, end) meets one of the sorted, disjoint <paramref name="ranges"/>.</summary>
+    private static bool Overlaps(List<(ulong Start, ulong End)> ranges, ulong start, ulong end)
+    {
+        int lo = 0, hi = ranges.Count - 1;
+        while (lo <= hi)
+        {
+            int mid = (lo + hi) / 2;
+            if (ranges[mid].End <= start) lo = mid + 1;
+            else if (ranges[mid].Start >= end) hi = mid - 1;
+            else return true;
+        }
+        return false;
+    }
 
     /// <summary>
     /// The 2 MiB-aligned blocks whose every page is saved (runs of blocks): the restart may rebuild them
@@ -412,7 +542,7 @@ public sealed unsafe class MemoryRegion : IStateKind
     }
 
     private static void WriteVma(CheckpointContext ctx, VmaInfo v, Backing b, long pages, uint obj, List<(ulong Addr, uint Blocks)> huge,
-        List<(ulong Addr, int Pages)>? guards)
+        List<(ulong Addr, int Pages)>? guards, List<(ulong Addr, int Pages)> inherited)
     {
         var p = new PayloadWriter();
         p.U64(v.Start).U64(v.End);
@@ -453,6 +583,9 @@ public sealed unsafe class MemoryRegion : IStateKind
         // appended field: the runs of guard pages (MADV_GUARD_INSTALL)
         p.U32((uint)(guards?.Count ?? 0));
         foreach (var (a, n) in guards ?? []) p.U64(a).U32((uint)n);
+        // appended field: the runs of pages the restart inherits from the parent (a process forked late)
+        p.U32((uint)inherited.Count);
+        foreach (var (a, n) in inherited) p.U64(a).U32((uint)n);
         ctx.Image.Write(RecordKind.Vma, p);
     }
 
@@ -525,10 +658,14 @@ public sealed unsafe class MemoryRegion : IStateKind
         public int HeadLength(int index) => 4 + _chunks[index].Count * 12;
         public int DataLength(int index) => _chunks[index].Sum(r => r.Pages) * PageSize;
 
-        public PageCopier(int pid, List<List<(ulong Addr, int Pages)>> chunks, ChunkPool pool, int buffers, int file = -1)
+        /// <summary>Chunks read through /proc/PID/mem (pages shared copy on write, which process_vm_readv would unshare).</summary>
+        private readonly bool[] _viaMem;
+
+        public PageCopier(int pid, List<List<(ulong Addr, int Pages)>> chunks, ChunkPool pool, int buffers, int file = -1, bool[]? viaMem = null)
         {
             _pid = pid;
             _file = file;
+            _viaMem = viaMem ?? new bool[chunks.Count];
             _chunks = chunks;
             _pool = pool;
             if (file >= 0) { _offsets = new long[chunks.Count]; _sums = new ulong[chunks.Count]; }
@@ -691,11 +828,11 @@ public sealed unsafe class MemoryRegion : IStateKind
             }
             c.HeadLength = 4 + runs.Count * 12;
             c.DataLength = pages * PageSize;
-            Read(me, runs, c.Data);
+            Read(me, runs, c.Data, _viaMem[index]);
             c.Checksum = ImageWriter.Checksum(RecordKind.Pages, c.Head.AsSpan(0, c.HeadLength), c.Data.AsSpan(0, c.DataLength));
         }
 
-        private void Read(Worker me, List<(ulong Addr, int Pages)> runs, byte[] data)
+        private void Read(Worker me, List<(ulong Addr, int Pages)> runs, byte[] data, bool viaMem)
         {
             int n = runs.Count;
             var local = new Iovec[n];
@@ -712,7 +849,7 @@ public sealed unsafe class MemoryRegion : IStateKind
                     r[k] = new Iovec { Base = (nint)runs[k].Addr, Len = (nuint)len };
                     off += len;
                 }
-                nint got = MemoryCalls.ProcessVmReadv(_pid, l, (ulong)n, r, (ulong)n, 0);
+                nint got = viaMem ? -1 : MemoryCalls.ProcessVmReadv(_pid, l, (ulong)n, r, (ulong)n, 0);
                 if (got == off) return;
                 // partial: a protected region (PROT_NONE, or unreadable); /proc/PID/mem reads regardless
                 if (me.Mem < 0)
@@ -872,7 +1009,19 @@ public sealed unsafe class MemoryRegion : IStateKind
                 throw new ImageFormatException($"Vma record at offset {rec.Offset} has guard pages outside its region");
             guards.Add((a, n * PageSize));
         }
+        var inherited = new List<(ulong Addr, ulong Len)>();
+        uint ninherited = r.AtEnd ? 0 : r.U32();
+        for (uint i = 0; i < ninherited; i++)
+        {
+            ulong a = r.U64(), n = r.U32();
+            if (a % PageSize != 0 || a < start || n == 0 || a + n * PageSize > end || (inherited.Count > 0 && a < inherited[^1].Addr + inherited[^1].Len))
+                throw new ImageFormatException($"Vma record at offset {rec.Offset} has inherited pages outside its region or out of order");
+            inherited.Add((a, n * PageSize));
+        }
         r.End();
+        if (inherited.Count > 0 && (!ctx.LateForked || b != Backing.AnonPrivate))
+            throw new ImageFormatException($"Vma record at offset {rec.Offset}: pages inherited from the parent in a region of a process not forked from it at restart");
+        if (inherited.Count > 0) st.Huge.Clear();
         if (b == Backing.HugetlbPrivate && hugetlbShift is < 13 or > 40)
             throw new ImageFormatException($"Vma record at offset {rec.Offset}: huge pages of 2^{hugetlbShift} bytes");
         if (b != Backing.AnonPrivate || growsDown || (adv & Advice.NoHugePage) != 0 || !ctx.Session.Options.HugePages || !SystemAllowsThp()) st.Huge.Clear();
@@ -943,7 +1092,24 @@ public sealed unsafe class MemoryRegion : IStateKind
         var batch = ctx.Batch;
         byte[]? anonName = path.StartsWith("[anon:") && path.Length > 7 ? System.Text.Encoding.UTF8.GetBytes(path[6..^1] + "\0") : null;
         batch.Reserve(2 + AdviceMap.Length + 1 + guards.Count, anonName?.Length ?? 0);
-        if (b == Backing.SysvShm)
+        if (inherited.Count > 0)
+        {
+            // the parent's region, inherited by the fork: the pages of the parent that were not shared
+            // any more go (this process's own follow in Pages records), the protection is this region's
+            batch.AddChecked("mprotect", Nr.mprotect, (long)start, (long)len, mapProt);
+            ulong at = start;
+            foreach (var (a, l) in inherited.Append((end, 0UL)))
+            {
+                if (a > at)
+                {
+                    batch.Reserve(1, 0);
+                    batch.AddChecked("madvise(MADV_DONTNEED)", Nr.madvise, (long)at, (long)(a - at), 4 /* MADV_DONTNEED */);
+                }
+                at = a + l;
+            }
+            batch.Reserve(2 + AdviceMap.Length + 1 + guards.Count, anonName?.Length ?? 0);
+        }
+        else if (b == Backing.SysvShm)
         {
             batch.Flush();   // attached at once, in order
             long got = SysvShm.AttachInVessel(ctx, obj, start, len, prot);
@@ -1349,6 +1515,8 @@ public sealed unsafe class MemoryRegion : IStateKind
         int hugetlbShift = r.AtEnd ? 0 : r.U8();
         long guardPages = 0;
         for (uint i = 0, n = r.AtEnd ? 0 : r.U32(); i < n; i++) { r.U64(); guardPages += r.U32(); }
+        long inheritedPages = 0;
+        for (uint i = 0, n = r.AtEnd ? 0 : r.U32(); i < n; i++) { r.U64(); inheritedPages += r.U32(); }
         string perms = $"{((prot & 1) != 0 ? 'r' : '-')}{((prot & 2) != 0 ? 'w' : '-')}{((prot & 4) != 0 ? 'x' : '-')}{(b is Backing.AnonShared or Backing.FileShared or Backing.ObjectShared or Backing.SysvShm or Backing.AioRing ? 's' : 'p')}";
         var node = new InfoNode().Set("range", $"{start:x}-{end:x}").Set("prot", perms).Set("backing", b.ToString())
             .Set("offset", off).Set("path", path).Set("pages_saved", pages).Set("flags", (gd ? "growsdown " : "") + (nr ? "noreserve" : ""));
@@ -1356,6 +1524,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         if (blocks > 0) node.Set("full_2m_blocks", blocks);
         if (hugetlbShift > 0) node.Set("huge_page_kib", 1L << hugetlbShift >> 10);
         if (guardPages > 0) node.Set("guard_pages", guardPages);
+        if (inheritedPages > 0) node.Set("pages_inherited", inheritedPages);
         if ((adv & Advice.Droppable) != 0) node.Set("droppable", true);
         map.Add(node);
     }

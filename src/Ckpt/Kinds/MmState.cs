@@ -147,7 +147,17 @@ public sealed class MmState : IStateKind
         // (done once in the root of a tree, before its children were forked: FdsCleaned)
         if (!ctx.Shares.HasFlag(ShareFlags.Files) && !ctx.FdsCleaned) KeepInheritable(ctx);
         var vdso = vessel.Where(v => VdsoNames.Contains(v.Path)).ToList();
-        foreach (var (start, len) in AllBut(vdso.Select(v => (v.Start, v.End)).Append((t, t + RestoreContext.TrampolineSize))))
+        var keep = vdso.Select(v => (v.Start, v.End)).Append((t, t + RestoreContext.TrampolineSize));
+        // forked from its restored parent: what lies where its own regions go stays for now (a region its
+        // image says was inherited keeps its pages; the others are mapped over)
+        if (ctx.LateForked)
+        {
+            // (only private anonymous memory can be inherited: the rest goes, a SysV attach cannot be made over it)
+            var anon = vessel.Where(v => v.Inode == 0 && !v.Shared && (v.Path is "" or "[heap]" or "[stack]" || v.Path.StartsWith("[anon:", StringComparison.Ordinal))).ToList();
+            keep = keep.Concat(image.Where(x => x.Special == 0)
+                .SelectMany(x => anon.Where(v => v.Start < x.End && v.End > x.Start).Select(v => (Math.Max(v.Start, x.Start), Math.Min(v.End, x.End)))));
+        }
+        foreach (var (start, len) in AllBut(keep))
             ctx.Batch.AddChecked("munmap", Nr.munmap, (long)start, (long)len);
 
         // the unmaps and the vDSO moves run in one batch (from the trampoline, which stays)

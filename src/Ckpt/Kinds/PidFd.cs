@@ -48,18 +48,20 @@ public sealed class PidFd : IFileKind
         if (pid <= 0 || (flags & ~(FileCalls.O_NONBLOCK | PIDFD_THREAD)) != 0)
             throw new ImageFormatException($"PidFd record at offset {rec.Offset}: pid {pid}, flags 0x{flags:x}");
         bool thread = ctx.Session.Tree != null ? !ctx.Session.Tree.Any(e => e.Pid == pid) : pid != ctx.Pid;
-        if (thread)
+        // a thread made later, or a process forked late (ProcessTree.ForkLate): the process's own pidfd
+        // holds the fd until Finish
+        bool later = thread || ctx.Session.Late.ContainsKey(pid);
+        if (later)
         {
-            // a thread made later: the process's pidfd holds the fd until Finish
-            if ((flags & PIDFD_THREAD) == 0) throw new ImageFormatException($"PidFd record at offset {rec.Offset}: pid {pid} is no process of the image, and the pidfd is no thread's");
+            if (thread && (flags & PIDFD_THREAD) == 0) throw new ImageFormatException($"PidFd record at offset {rec.Offset}: pid {pid} is no process of the image, and the pidfd is no thread's");
             ctx.Session.State<ThreadPidfds>().List.Add((objref, pid, flags));
         }
-        long fd = ctx.Vessel.Inject(Nr.pidfd_open, thread ? ctx.Pid : pid, thread ? flags & ~PIDFD_THREAD : flags);
+        long fd = ctx.Vessel.Inject(Nr.pidfd_open, later ? ctx.Pid : pid, later ? flags & ~PIDFD_THREAD : flags);
         if (fd < 0) throw new CkptException($"restart: cannot open a pidfd of pid {pid} again: {Errors.Describe((int)-fd)}", ExitCodes.RestoreConflict);
         ctx.Files.SetRestored(objref, (int)fd);
     }
 
-    /// <summary>Thread pidfds to open once the threads exist: (objref, tid, flags).</summary>
+    /// <summary>Pidfds to open once their thread or process exists: (objref, tid or pid, flags).</summary>
     private sealed class ThreadPidfds { public readonly List<(uint Objref, int Tid, int Flags)> List = new(); }
 
     public void Finish(RestoreContext ctx)
@@ -72,7 +74,7 @@ public sealed class PidFd : IFileKind
             // the threads of its process are made now if they are not yet (they would be in CpuState's Finish)
             if (ctx.Session.Processes.FirstOrDefault(p => CpuState.SavedTids(p).Contains(tid)) is { } owner) CpuState.CreateThreads(owner);
             long fresh = ctx.Vessel.Inject(Nr.pidfd_open, tid, flags);
-            if (fresh < 0) throw new CkptException($"restart: cannot open a pidfd of thread {tid} again: {Errors.Describe((int)-fresh)}", ExitCodes.RestoreConflict);
+            if (fresh < 0) throw new CkptException($"restart: cannot open a pidfd of {((flags & PIDFD_THREAD) != 0 ? "thread" : "pid")} {tid} again: {Errors.Describe((int)-fresh)}", ExitCodes.RestoreConflict);
             foreach (int fd in fds)
             {
                 long fdFlags = ctx.Inject("fcntl(F_GETFD)", Nr.fcntl, fd, FileCalls.F_GETFD);

@@ -190,7 +190,7 @@ public sealed class ProcessAttributes : IStateKind
         }
         else if (s.Pgid == ctx.Pid) batch.AddChecked("setpgid", Nr.setpgid, 0, 0);
         batch.Flush();
-        var mine = ProcLimits.Read(Environment.ProcessId);   // what the vessel inherited
+        var mine = ProcLimits.Read(ctx.LateForked ? ctx.Pid : Environment.ProcessId);   // what the vessel inherited (from ckpt, or from its restored parent)
         for (int i = 0; i < RlimitCount; i++)
         {
             var want = s.Limits[i];

@@ -37,12 +37,57 @@ public sealed class ProcessTree : IStateKind
         var jobStopped = s.Tree.Where(e => e.Stopped && e.StopSignal is not (0 or TracedTask.SIGSTOP)).ToList();
         p.U32((uint)jobStopped.Count);
         foreach (var e in jobStopped) p.I32(e.Pid).I32(e.StopSignal);
+        // appended: processes forked at restart only once their parent's memory is in place, so that the
+        // pages they still share with it are shared again (their Vma records say which)
+        var late = s.State<LateForks>().Pids;
+        late.UnionWith(LateForkable(s, cttys.Select(c => c.Pid).ToHashSet()));
+        p.U32((uint)late.Count);
+        foreach (var e in s.Tree) if (late.Contains(e.Pid)) p.I32(e.Pid);
         s.Image.Write(RecordKind.Tree, p);
     }
 
-    private static List<TreeEntry> Read(Record rec) => Read(rec, out _);
+    /// <summary>Checkpoint: the processes the Tree record says are forked late (<see cref="LateForkable"/>).</summary>
+    public sealed class LateForks { public readonly HashSet<int> Pids = new(); }
 
-    private static List<TreeEntry> Read(Record rec, out List<(int Pid, int Index, int Tpgid)> cttys)
+    /// <summary>
+    /// Processes that restart can fork from their parent once the parent's memory is in place, instead of
+    /// with the tree, so that they inherit its pages (copy on write, as a fork made them): a process
+    /// without children, forked by its parent as the tree is built (not for it by a sibling, no helper),
+    /// that shares nothing else with it, whose session and group are its parent's or its own (made by
+    /// setsid or setpgid once forked) and that holds no controlling terminal; and that has anonymous
+    /// memory at the very addresses its parent has some (where pages can be shared); not where the parent
+    /// has no_new_privs and it has not, nor where the two have different root directories.
+    /// </summary>
+    private static IEnumerable<int> LateForkable(CheckpointSession s, HashSet<int> cttyLeaders)
+    {
+        if (s.Tree.Count < 2) yield break;
+        TreePlan plan;
+        try { plan = Plan(s.Tree, _ => false); }
+        catch (TreePlanException) { yield break; }
+        var byPid = s.Tree.ToDictionary(e => e.Pid);
+        var parents = s.Tree.Select(e => e.PPid).ToHashSet();
+        var busy = plan.Steps.Where(st => !st.Setsid).Select(st => st.By)
+            .Concat(plan.GroupHelpers.Select(g => g.By)).Concat(plan.Helpers.Select(h => h.Parent)).ToHashSet();
+        foreach (var e in s.Tree.Skip(1))
+        {
+            if (e.Zombie || e.Shares != ShareFlags.None || parents.Contains(e.Pid) || busy.Contains(e.Pid) || cttyLeaders.Contains(e.Pid)) continue;
+            if (!byPid.TryGetValue(e.PPid, out var parent) || parent.Zombie) continue;
+            var fork = plan.Steps.FirstOrDefault(st => !st.Setsid && st.Pid == e.Pid);
+            if (fork.Pid != e.Pid || fork.By != e.PPid || fork.ForParent || fork.Helper) continue;
+            if (e.Sid != parent.Sid && e.Sid != e.Pid) continue;
+            if (e.Pgid != parent.Pgid && e.Pgid != e.Pid) continue;
+            if (s.Find(e.Pid) is not { } mine || s.Find(e.PPid) is not { } theirs) continue;
+            // what the fork would give it and cannot be undone (no_new_privs), or that it would undo wrongly
+            // (a root directory: chroot works from the current one)
+            if (theirs.Status.NoNewPrivs && !mine.Status.NoNewPrivs) continue;
+            if (FileCalls.ReadLink($"/proc/{e.Pid}/root") != FileCalls.ReadLink($"/proc/{e.PPid}/root")) continue;
+            var anon = theirs.Vmas.Where(v => v.Inode == 0 && !v.Shared).Select(v => (v.Start, v.End)).ToHashSet();
+            if (mine.Vmas.Any(v => v.Inode == 0 && !v.Shared && anon.Contains((v.Start, v.End)))) yield return e.Pid;
+        }
+    }
+
+
+    private static List<TreeEntry> Read(Record rec, out List<(int Pid, int Index, int Tpgid)> cttys, out List<int> late)
     {
         var r = rec.Reader();
         uint n = r.U32();
@@ -66,6 +111,16 @@ public sealed class ProcessTree : IStateKind
                 throw new ImageFormatException($"Tree record at offset {rec.Offset}: stop signal {sig} for pid {pid}, which is not a stopped process");
             list[at] = list[at] with { StopSignal = sig };
         }
+        late = new();
+        uint nl = r.AtEnd ? 0 : r.U32();
+        for (uint i = 0; i < nl; i++)
+        {
+            int pid = r.I32();
+            int at = list.FindIndex(e => e.Pid == pid);
+            if (at <= 0 || list[at].Zombie || list[at].Shares != ShareFlags.None || list.Any(e => e.PPid == pid) || late.Contains(pid))
+                throw new ImageFormatException($"Tree record at offset {rec.Offset}: pid {pid} cannot be forked late (not a live process without children)");
+            late.Add(pid);
+        }
         r.End();
         foreach (var (pid, index, _) in cttys)
             if (index < 0 || list.FirstOrDefault(e => e.Pid == pid) is not { } leader || leader.Sid != pid || leader.Zombie)
@@ -86,7 +141,8 @@ public sealed class ProcessTree : IStateKind
     public static void Restore(RestoreSession s, Record rec)
     {
         if (s.Tree != null || s.Processes.Count > 0) throw new ImageFormatException($"Tree record at offset {rec.Offset} is not the first record");
-        var tree = s.Tree = Read(rec, out var cttys);
+        var tree = s.Tree = Read(rec, out var cttys, out var lateList);
+        foreach (int pid in lateList) s.Late[pid] = tree.First(e => e.Pid == pid);
         var fg = s.State<Pty.Foreground>().ByLeader;
         foreach (var (pid, index, tpgid) in cttys) fg[pid] = (index, tpgid);
         var root = tree[0];
@@ -142,6 +198,8 @@ public sealed class ProcessTree : IStateKind
         {
             foreach (var step in plan.Steps)
             {
+                // forked (and given its session) when its Process record comes: ForkLate
+                if (s.Late.ContainsKey(step.Pid)) continue;
                 if (step.Setsid)
                 {
                     VesselOf(step.Pid).InjectChecked("setsid", Nr.setsid);
@@ -165,7 +223,7 @@ public sealed class ProcessTree : IStateKind
             // members), then members join theirs; a group led by a process outside the tree was the root's,
             // and is the root's group here
             foreach (var e in tree)
-                if (e.Pgid == e.Pid && pgid[e.Pid] != e.Pid && !leads.Contains(e.Pid))
+                if (e.Pgid == e.Pid && !s.Late.ContainsKey(e.Pid) && pgid[e.Pid] != e.Pid && !leads.Contains(e.Pid))
                 {
                     s.Find(e.Pid)!.Vessel.InjectChecked("setpgid", Nr.setpgid, 0, 0);
                     pgid[e.Pid] = e.Pid;
@@ -178,6 +236,7 @@ public sealed class ProcessTree : IStateKind
             var pids = tree.Select(e => e.Pid).ToHashSet();
             foreach (var e in tree)
             {
+                if (s.Late.ContainsKey(e.Pid)) continue;
                 int want = e.Pgid == e.Pid || pids.Contains(e.Pgid) || plan.HelperIds.Contains(e.Pgid) ? e.Pgid : pgid[root.Pid];
                 if (pgid[e.Pid] == want || leads.Contains(e.Pid)) continue;
                 long rc = s.Find(e.Pid)!.Vessel.Inject(Nr.setpgid, 0, want);
@@ -318,6 +377,49 @@ public sealed class ProcessTree : IStateKind
         return plan;
     }
 
+    /// <summary>
+    /// Forks a process of <see cref="RestoreSession.Late"/> from its parent, whose records were all read
+    /// (its memory is in place: the child inherits its pages, copy on write), with the saved pid: the child
+    /// gets a fresh fd table (ckpt's candidates for external fds only, high up, as every vessel), sets all
+    /// its signal actions (SignalState), keeps the parent's regions that its image has too (MmState) and
+    /// makes its session or group as the tree had it. Its place in the order of processes is last: it has
+    /// no children.
+    /// </summary>
+    public static RestoreContext ForkLate(RestoreSession s, TreeEntry e)
+    {
+        var parent = s.Find(e.PPid);
+        if (parent is not { Started: true } || parent.Trampoline == 0)
+            throw new ImageFormatException($"pid {e.Pid} is to be forked from its parent {e.PPid}, whose state does not come before it");
+        parent.FlushBatch();
+        var child = Vessel.InjectClone(parent.Vessel, parent.Scratch, new CloneArgs { ExitSignal = (ulong)e.ExitSignal }, e.Pid, "pid",
+            "stop the process that holds it (or restart in a new pid namespace)");
+        child.SyscallGadget = parent.Trampoline;
+        var ctx = new RestoreContext
+        {
+            Session = s, Task = child, Pid = e.Pid, VesselAffinity = parent.VesselAffinity, Stopped = e.Stopped, StopSignal = e.StopSignal,
+            FdsCleaned = true, LateForked = true, Trampoline = parent.Trampoline,
+        };
+        s.Processes.Add(ctx);
+        // the parent's fds go; ckpt's stdin, stdout, stderr and --inherit-fd ones come, at the top of the range
+        ctx.Inject("close_range", Nr.close_range, 0, uint.MaxValue, 0);
+        var wanted = new SortedSet<int>(s.Options.InheritFds.Values) { 0, 1, 2 };
+        int limit = (int)Math.Min(ProcLimits.Read(e.Pid)[ProcLimits.RLIMIT_NOFILE].Soft, 1 << 20);
+        int next = limit - wanted.Count;
+        foreach (int src in wanted)
+        {
+            if (FileCalls.Fcntl(src, 1 /* F_GETFD */, 0) < 0) continue;
+            int got = ctx.Install(src);
+            long high = child.Inject(Nr.fcntl, got, 1030 /* F_DUPFD_CLOEXEC */, next);
+            child.Inject(Nr.close, got);
+            if (high >= 0) { ctx.Inherited[src] = (int)high; next = (int)high + 1; }
+        }
+        ctx.CloseInstaller();
+        if (e.Sid == e.Pid) child.InjectChecked("setsid", Nr.setsid);
+        else if (e.Pgid == e.Pid) child.InjectChecked("setpgid", Nr.setpgid, 0, 0);
+        s.Log.Debug($"pid {e.Pid} forked from {e.PPid} once its memory was in place");
+        return ctx;
+    }
+
     /// <summary>Makes the vessel exit as the zombie did, then takes the SIGCHLD that tells its parent back (it was not pending at the checkpoint).</summary>
     private static void MakeZombie(RestoreSession s, TreeEntry e)
     {
@@ -399,7 +501,8 @@ public sealed class ProcessTree : IStateKind
     public void Describe(Record rec, InfoNode info)
     {
         var list = info.List("tree");
-        foreach (var e in Read(rec))
+        var entries = Read(rec, out _, out var late);
+        foreach (var e in entries)
         {
             var n = new InfoNode().Set("pid", e.Pid).Set("ppid", e.PPid).Set("pgid", e.Pgid).Set("sid", e.Sid).Set("threads", e.Threads).Set("comm", e.Comm);
             if (e.Zombie) n.Set("zombie", true).Set("wait_status", $"0x{e.WaitStatus:x}");
@@ -407,6 +510,7 @@ public sealed class ProcessTree : IStateKind
             if (e.Shares != ShareFlags.None) n.Set("shares_with_parent", e.Shares.ToString());
             if (e.Stopped) n.Set("stopped", true);
             if (e.StopSignal is not (0 or TracedTask.SIGSTOP)) n.Set("stop_signal", e.StopSignal);
+            if (late.Contains(e.Pid)) n.Set("forked_late", true);
             list.Add(n);
         }
     }

@@ -65,7 +65,8 @@ public sealed class SignalState : IStateKind
         // every signal: the saved action, or SIG_DFL; the vessel inherited ckpt's own actions, so only
         // those that differ are set (most are SIG_DFL in both)
         // (all in one batch: one ptrace round trip)
-        var inherited = ctx.Session.VesselActions;
+        // (a process forked from its restored parent has the parent's: all are set)
+        var inherited = ctx.LateForked ? null : ctx.Session.VesselActions;
         var batch = ctx.Batch;
         for (int sig = 1; sig <= 64; sig++)
         {

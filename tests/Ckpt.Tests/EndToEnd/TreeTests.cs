@@ -87,6 +87,31 @@ public sealed class TreeTests(E2eEnvironment env)
         r.AssertPassed().AssertRestoredExit0().Cleanup();
     }
 
+    /// <summary>
+    /// Pages a parent and its forked children share copy on write stay shared: a checkpoint that leaves the
+    /// tree running does not make them copies (process_vm_readv would), the image holds them once, and
+    /// the restart forks the children from their restored parent, so that each child's pagemap shows the
+    /// parent's very pages where neither wrote (the program checks it, contents too, after the restart).
+    /// </summary>
+    [Fact]
+    public void CopyOnWritePagesStaySharedWithTheParent()
+    {
+        env.Program("cow");
+        var r = new E2eScript(env, "cow").Run("""
+            start "$W/out" "$BIN/cow"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            ck checkpoint $P -o "$W/img0" --log "$W/ck0.log" -v || fail "the checkpoint that leaves the tree running failed"
+            checkpoint_kill_tree COW
+            size=$(stat -c %s "$W/img")
+            # three processes with the same 32 MiB region: the shared pages are saved once
+            [ "$size" -lt $((48 << 20)) ] || fail "image of $size bytes: the shared pages were saved more than once"
+            ck info "$W/img" | grep -q 'forked_late=True' || fail "ckpt info shows no process forked late"
+            restart_detached
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
     /// <summary>A running child and a zombie child: after restart the zombie's status is waited for, the running child signalled and reaped.</summary>
     [Fact]
     public void RunningAndZombieChildren()
