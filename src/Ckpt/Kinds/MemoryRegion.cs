@@ -230,7 +230,8 @@ public sealed unsafe class MemoryRegion : IStateKind
                 List<(ulong Addr, int Pages)> inherited = [];
                 // in a tree, anonymous pages may be shared (copy on write) between processes: a late fork
                 // inherits those its parent has at the same place, the others are read without unsharing
-                if (multi && runs.Count > 0 && backing is Backing.AnonPrivate or Backing.FilePrivate or Backing.ObjectPrivate)
+                // (smaps, when read at the freeze, tells regions whose pages are all the process's own)
+                if (multi && runs.Count > 0 && v.SharedKb != 0 && backing is Backing.AnonPrivate or Backing.FilePrivate or Backing.ObjectPrivate)
                 {
                     bool fromParent = theirs != null && backing == Backing.AnonPrivate && g.Count == 0
                         && theirs.TryGetValue((v.Start, v.End), out var tv) && Inheritable(v, tv);

@@ -81,8 +81,9 @@ public sealed class ProcessTree : IStateKind
             // (a root directory: chroot works from the current one)
             if (theirs.Status.NoNewPrivs && !mine.Status.NoNewPrivs) continue;
             if (FileCalls.ReadLink($"/proc/{e.Pid}/root") != FileCalls.ReadLink($"/proc/{e.PPid}/root")) continue;
+            // (smaps, read at the freeze for a small process, tells whether any of those pages is shared)
             var anon = theirs.Vmas.Where(v => v.Inode == 0 && !v.Shared).Select(v => (v.Start, v.End)).ToHashSet();
-            if (mine.Vmas.Any(v => v.Inode == 0 && !v.Shared && anon.Contains((v.Start, v.End)))) yield return e.Pid;
+            if (mine.Vmas.Any(v => v.Inode == 0 && !v.Shared && v.SharedKb != 0 && anon.Contains((v.Start, v.End)))) yield return e.Pid;
         }
     }
 

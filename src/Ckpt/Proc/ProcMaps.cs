@@ -15,6 +15,8 @@ public sealed class VmaInfo
     public HashSet<string> VmFlags = new();
     /// <summary>Resident and swapped kB from smaps ("Rss:", "Swap:"); -1 when not known (maps).</summary>
     public long RssKb = -1, SwapKb = -1;
+    /// <summary>kB of its pages mapped by other processes too, from smaps ("Shared_Clean:" + "Shared_Dirty:"); -1 when not known (maps).</summary>
+    public long SharedKb = -1;
 
     public ulong Length => End - Start;
     public bool IsSpecial => Path.StartsWith('[') && Path.EndsWith(']');
@@ -44,12 +46,15 @@ public static class ProcMaps
                     list[^1].VmFlags.Add(f);
                 continue;
             }
-            if (list.Count > 0 && (line.StartsWith("Rss:") || line.StartsWith("Swap:")))
+            if (list.Count > 0 && (line.StartsWith("Rss:") || line.StartsWith("Swap:") || line.StartsWith("Shared_")))
             {
                 var num = line[(line.IndexOf(':') + 1)..].Trim();
                 int sp2 = num.IndexOf(' ');
                 long kb = long.Parse(sp2 < 0 ? num : num[..sp2], CultureInfo.InvariantCulture);
-                if (line[0] == 'R') list[^1].RssKb = kb; else list[^1].SwapKb = kb;
+                var v = list[^1];
+                if (line[0] == 'R') v.RssKb = kb;
+                else if (line[1] == 'w') v.SwapKb = kb;
+                else v.SharedKb = Math.Max(v.SharedKb, 0) + kb;
                 continue;
             }
             int dash = line.IndexOf('-');
