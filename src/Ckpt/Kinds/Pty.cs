@@ -21,10 +21,12 @@ namespace Ckpt.Kinds;
 /// Finish. Output written on the slave side and not yet read by the master's holder is saved: read out of
 /// the master and written back through the slave with output processing (OPOST) off for that moment, so
 /// that it is not processed twice; the restart writes it the same way into the new pty. Input typed and
-/// not read on the slave side is saved the same way when the slave is not in canonical mode (an editor,
-/// a pager: read out of the slave, written back through the master with input processing off); in
-/// canonical mode it cannot be put back as it was (line boundaries, a partial line that no read shows):
-/// such a pty is refused, as is output queued in packet mode or on a locked pty.
+/// not read on the slave side is saved the same way (read out of the slave, written back through the
+/// master with input processing off); in canonical mode (a shell's line being typed) it is read with
+/// canonical mode left for that moment, whole lines and the partial one, and written back in canonical
+/// mode with echo, signals and the editing characters off, so that the same lines form again. Refused:
+/// output queued in packet mode or on a locked pty, input on a locked pty, and canonical input with a
+/// line ended by EOF (kept as a NUL a raw read cannot tell apart).
 /// </para>
 /// </summary>
 public sealed unsafe class Pty : IFileKind
@@ -122,15 +124,26 @@ public sealed unsafe class Pty : IFileKind
                 output = TakeQueued(mine, ctx.Pid, what);
                 WriteOutput(index, output, ctx.Pid, what);
             }
-            // typed (written to the master), not read yet on the slave side: read out and put back when the
-            // slave is not in canonical mode
+            // typed (written to the master), not read yet on the slave side: read out and put back
             int inq = SlaveInputQueue(index);
             byte[] input = [];
-            if (inq > 0)
+            uint lflag = *(uint*)(termios + 12);
+            if (locked != 0)
             {
-                uint lflag = *(uint*)(termios + 12);
-                if ((lflag & ICANON) != 0 || locked != 0)
-                    throw new NotCheckpointableException(ctx.Pid, $"{what} has {inq} bytes of input not read yet on /dev/pts/{index}{((lflag & ICANON) != 0 ? " in canonical mode" : "")}, which cannot be put back; checkpoint again once it has read them");
+                if (inq > 0) throw new NotCheckpointableException(ctx.Pid, $"{what} has {inq} bytes of input not read yet on /dev/pts/{index}, which cannot be read on a locked pty; checkpoint again once it has read them");
+            }
+            else if ((lflag & ICANON) != 0)
+            {
+                // in canonical mode a partial line is not counted by FIONREAD: looked for always
+                input = TakeCanonicalInput(index, ctx.Pid, what);
+                WriteInput(master: mine, index, input, ctx.Pid, what);
+                // (a line ended by EOF is kept as a NUL byte the line discipline marks, which a raw read
+                // cannot tell from a NUL typed)
+                if (input.Contains((byte)0))
+                    throw new NotCheckpointableException(ctx.Pid, $"{what} has {input.Length} bytes of input not read yet on /dev/pts/{index} with a line ended by EOF (^D) or a NUL in it, which cannot be put back as it was; checkpoint again once it has read them");
+            }
+            else if (inq > 0)
+            {
                 input = TakeInput(index, ctx.Pid, what);
                 WriteInput(master: mine, index, input, ctx.Pid, what);
             }
@@ -173,13 +186,66 @@ public sealed unsafe class Pty : IFileKind
     }
 
     /// <summary>
+    /// The input waiting on the slave side of pty <paramref name="index"/> in canonical mode, whole lines
+    /// and the partial one: canonical mode is left for that moment (the line discipline then hands all it
+    /// holds to a read), and entered again with nothing queued.
+    /// </summary>
+    private static byte[] TakeCanonicalInput(int index, int pid, string what)
+    {
+        int s = FileCalls.Open($"/dev/pts/{index}", FileCalls.O_RDWR | FileCalls.O_NOCTTY | FileCalls.O_NONBLOCK | FileCalls.O_CLOEXEC, 0);
+        if (s < 0) throw SyscallException.Last($"open /dev/pts/{index}", pid, what);
+        byte* saved = stackalloc byte[64], raw = stackalloc byte[64];
+        try
+        {
+            if (EventCalls.Ioctl(s, (nuint)TCGETS, saved) != 0) throw SyscallException.Last("ioctl(TCGETS)", pid, what);
+            new Span<byte>(saved, 64).CopyTo(new Span<byte>(raw, 64));
+            *(uint*)(raw + 12) &= ~ICANON;
+            raw[CcOffset + VMIN] = 1;
+            raw[CcOffset + VTIME] = 0;
+            if (EventCalls.Ioctl(s, (nuint)TCSETS, raw) != 0) throw SyscallException.Last("ioctl(TCSETS)", pid, what);
+            try { return TakeQueued(s, pid, what); }
+            finally { EventCalls.Ioctl(s, (nuint)TCSETS, saved); }
+        }
+        finally { FileCalls.Close(s); }
+    }
+
+    /// <summary>Offset of c_cc in struct termios, and the indexes of its characters used here.</summary>
+    private const int CcOffset = 17, VERASE = 2, VKILL = 3, VEOF = 4, VTIME = 5, VMIN = 6, VEOL = 11, VREPRINT = 12, VWERASE = 14, VLNEXT = 15, VEOL2 = 16;
+
+    /// <summary>
     /// Writes input into pty <paramref name="index"/> through its master (<paramref name="master"/>) with
     /// the slave's input processing off for that moment (no translation, no signal characters, no echo),
-    /// so that its reader gets it exactly as given.
+    /// so that its reader gets it exactly as given. In canonical mode, canonical mode stays (the lines
+    /// form again, the last one partial if it was) and the editing characters are off (erase, kill, EOF,
+    /// word erase, reprint, literal next: the bytes queued are what their editing left).
     /// </summary>
     private static void WriteInput(int master, int index, byte[] data, int pid, string what)
     {
         if (data.Length == 0) return;
+        byte* t = stackalloc byte[64];
+        if (EventCalls.Ioctl(master, (nuint)TCGETS, t) != 0) throw SyscallException.Last("ioctl(TCGETS)", pid, what);
+        if ((*(uint*)(t + 12) & ICANON) != 0)
+        {
+            // the whole lines (up to the last newline or end-of-line character) show in FIONREAD once taken in
+            byte eol = t[CcOffset + VEOL], eol2 = t[CcOffset + VEOL2];
+            int whole = 0;
+            for (int i = 0; i < data.Length; i++)
+                if (data[i] == (byte)'\n' || (eol != 0 && data[i] == eol) || (eol2 != 0 && data[i] == eol2)) whole = i + 1;
+            WriteUnprocessed(master, data, "write (pty input)", pid, what, flags =>
+            {
+                flags[0] = 0;                                    // c_iflag: no ICRNL, IXON, ISTRIP...
+                flags[3] &= ~(0x1u | 0x8u | 0x40u | 0x8000u);   // c_lflag: no ISIG, ECHO, ECHONL, IEXTEN
+            }, settle: () =>
+            {
+                for (int i = 0; i < 200 && SlaveInputQueue(index) < whole; i++) Thread.Sleep(1);
+                // a partial line is not counted: a moment for the line discipline to take it in
+                if (whole < data.Length) Thread.Sleep(5);
+            }, cc: cc =>
+            {
+                foreach (int c in (int[])[VERASE, VKILL, VEOF, VREPRINT, VWERASE, VLNEXT]) cc[c] = 0;
+            });
+            return;
+        }
         WriteUnprocessed(master, data, "write (pty input)", pid, what, flags =>
         {
             flags[0] = 0;                                              // c_iflag: no ICRNL, IXON, ISTRIP...
@@ -208,16 +274,20 @@ public sealed unsafe class Pty : IFileKind
     /// <summary>The termios flag words c_iflag, c_oflag, c_cflag, c_lflag, to change for <see cref="WriteUnprocessed"/>.</summary>
     private delegate void TermiosFlags(Span<uint> flags);
 
+    /// <summary>The termios control characters (c_cc), to change for <see cref="WriteUnprocessed"/>.</summary>
+    private delegate void TermiosChars(Span<byte> cc);
+
     /// <summary>
     /// Writes <paramref name="data"/> to a pty fd with its termios flags changed by <paramref name="change"/>
     /// for that moment (until <paramref name="settle"/> returns), then put back.
     /// </summary>
-    private static void WriteUnprocessed(int fd, byte[] data, string op, int pid, string what, TermiosFlags change, Action? settle = null)
+    private static void WriteUnprocessed(int fd, byte[] data, string op, int pid, string what, TermiosFlags change, Action? settle = null, TermiosChars? cc = null)
     {
         byte* saved = stackalloc byte[64], raw = stackalloc byte[64];
         if (EventCalls.Ioctl(fd, (nuint)TCGETS, saved) != 0) throw SyscallException.Last("ioctl(TCGETS)", pid, what);
         new Span<byte>(saved, 64).CopyTo(new Span<byte>(raw, 64));
         change(new Span<uint>(raw, 4));
+        cc?.Invoke(new Span<byte>(raw + CcOffset, TermiosSize - CcOffset));
         if (EventCalls.Ioctl(fd, (nuint)TCSETS, raw) != 0) throw SyscallException.Last("ioctl(TCSETS)", pid, what);
         try
         {

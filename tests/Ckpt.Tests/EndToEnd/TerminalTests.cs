@@ -68,4 +68,26 @@ public sealed class TerminalTests(E2eEnvironment env)
         Assert.Contains("pty master", r.File("info.txt"));
         r.Cleanup();
     }
+
+    /// <summary>
+    /// Input typed on a pty in canonical mode and not read yet (whole lines, one with a literal ^C, and a
+    /// partial line that FIONREAD does not count) survives a checkpoint that leaves the tree running and a
+    /// restart: the same lines are read, nothing is echoed again, the partial line completes (the program
+    /// checks). The checkpoint refused such a pty before.
+    /// </summary>
+    [Fact]
+    public void CanonicalInputNotReadYet()
+    {
+        env.Program("ptycanon");
+        var r = new E2eScript(env, "ptycanon").Run("""
+            start "$W/out" "$BIN/ptycanon"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            ck checkpoint $P -o "$W/img0" --log "$W/ck0.log" -v || fail "the checkpoint that leaves it running failed"
+            checkpoint_kill
+            restart_detached
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0();
+        r.Cleanup();
+    }
 }
