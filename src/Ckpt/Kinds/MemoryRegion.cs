@@ -233,7 +233,7 @@ public sealed unsafe class MemoryRegion : IStateKind
                 // (smaps, when read at the freeze, tells regions whose pages are all the process's own)
                 if (multi && runs.Count > 0 && v.SharedKb != 0 && backing is Backing.AnonPrivate or Backing.FilePrivate or Backing.ObjectPrivate)
                 {
-                    bool fromParent = theirs != null && backing == Backing.AnonPrivate && g.Count == 0
+                    bool fromParent = theirs != null && backing is (Backing.AnonPrivate or Backing.FilePrivate) && g.Count == 0
                         && theirs.TryGetValue((v.Start, v.End), out var tv) && Inheritable(v, tv);
                     inherited = ExamineSharing(pagemap, fromParent ? theirPagemap : null, runs, pagemapBuffer, sharedRanges);
                 }
@@ -270,12 +270,14 @@ public sealed unsafe class MemoryRegion : IStateKind
 
     /// <summary>
     /// Whether a region of a process forked late can be its parent's region at the same addresses,
-    /// inherited by the fork: private anonymous memory in both, with the same name and flags, that the
-    /// parent neither keeps from its children (MADV_DONTFORK) nor gives them wiped (MADV_WIPEONFORK).
+    /// inherited by the fork: private anonymous memory in both, or a private mapping of the same file at
+    /// the same offset, with the same name and flags, that the parent neither keeps from its children
+    /// (MADV_DONTFORK) nor gives them wiped (MADV_WIPEONFORK).
     /// </summary>
     private static bool Inheritable(VmaInfo mine, VmaInfo theirs)
     {
-        if (theirs.Inode != 0 || theirs.Shared || theirs.Path != mine.Path) return false;
+        if (theirs.Shared || theirs.Path != mine.Path || theirs.Inode != mine.Inode || theirs.Offset != mine.Offset
+            || theirs.DevMajor != mine.DevMajor || theirs.DevMinor != mine.DevMinor) return false;
         if (theirs.VmFlags.Contains("dc") || theirs.VmFlags.Contains("wf") || mine.VmFlags.Contains("dp") || theirs.VmFlags.Contains("dp")) return false;
         foreach (string f in (string[])["gd", "nr"]) if (mine.VmFlags.Contains(f) != theirs.VmFlags.Contains(f)) return false;
         foreach (var (f, _, _) in AdviceMap) if (mine.VmFlags.Contains(f) != theirs.VmFlags.Contains(f)) return false;
@@ -1020,7 +1022,7 @@ public sealed unsafe class MemoryRegion : IStateKind
             inherited.Add((a, n * PageSize));
         }
         r.End();
-        if (inherited.Count > 0 && (!ctx.LateForked || b != Backing.AnonPrivate))
+        if (inherited.Count > 0 && (!ctx.LateForked || b is not (Backing.AnonPrivate or Backing.FilePrivate)))
             throw new ImageFormatException($"Vma record at offset {rec.Offset}: pages inherited from the parent in a region of a process not forked from it at restart");
         if (inherited.Count > 0) st.Huge.Clear();
         if (b == Backing.HugetlbPrivate && hugetlbShift is < 13 or > 40)
@@ -1043,7 +1045,8 @@ public sealed unsafe class MemoryRegion : IStateKind
         // fds whose close is queued stay open until the flush: keep them few
         if (ctx.PendingBatchCalls == 0) st.ClosesQueued = 0;
         else if (st.ClosesQueued >= 64) { ctx.FlushBatch(); st.ClosesQueued = 0; }
-        switch (b)
+        // (a region inherited from the parent is there already: nothing to open or map)
+        if (inherited.Count == 0) switch (b)
         {
             case Backing.AnonPrivate:
                 flags |= ((adv & Advice.Droppable) != 0 ? MemoryCalls.MAP_DROPPABLE : MemoryCalls.MAP_PRIVATE) | MemoryCalls.MAP_ANONYMOUS;

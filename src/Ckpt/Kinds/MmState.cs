@@ -152,8 +152,11 @@ public sealed class MmState : IStateKind
         // image says was inherited keeps its pages; the others are mapped over)
         if (ctx.LateForked)
         {
-            // (only private anonymous memory can be inherited: the rest goes, a SysV attach cannot be made over it)
-            var anon = vessel.Where(v => v.Inode == 0 && !v.Shared && (v.Path is "" or "[heap]" or "[stack]" || v.Path.StartsWith("[anon:", StringComparison.Ordinal))).ToList();
+            // (only private anonymous memory and private mappings of files can be inherited: the rest goes,
+            // a SysV attach cannot be made over it, huge pages held would be missing)
+            var anon = vessel.Where(v => !v.Shared && (v.Inode == 0
+                ? v.Path is "" or "[heap]" or "[stack]" || v.Path.StartsWith("[anon:", StringComparison.Ordinal)
+                : v.Path.StartsWith('/') && !v.IsDeleted)).ToList();
             keep = keep.Concat(image.Where(x => x.Special == 0)
                 .SelectMany(x => anon.Where(v => v.Start < x.End && v.End > x.Start).Select(v => (Math.Max(v.Start, x.Start), Math.Min(v.End, x.End)))));
         }

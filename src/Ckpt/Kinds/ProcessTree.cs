@@ -46,6 +46,14 @@ public sealed class ProcessTree : IStateKind
         s.Image.Write(RecordKind.Tree, p);
     }
 
+    /// <summary>The pid of a /proc/PID or /proc/PID/... path, else null.</summary>
+    private static int? ProcPid(string path)
+    {
+        var rest = path.AsSpan(6);
+        int slash = rest.IndexOf('/');
+        return int.TryParse(slash < 0 ? rest : rest[..slash], out int pid) ? pid : null;
+    }
+
     /// <summary>Checkpoint: the processes the Tree record says are forked late (<see cref="LateForkable"/>).</summary>
     public sealed class LateForks { public readonly HashSet<int> Pids = new(); }
 
@@ -56,7 +64,8 @@ public sealed class ProcessTree : IStateKind
     /// that shares nothing else with it, whose session and group are its parent's or its own (made by
     /// setsid or setpgid once forked) and that holds no controlling terminal; and that has anonymous
     /// memory at the very addresses its parent has some (where pages can be shared); not where the parent
-    /// has no_new_privs and it has not, nor where the two have different root directories.
+    /// has no_new_privs and it has not, nor where the two have different root directories, nor where the
+    /// tree holds its /proc files open.
     /// </summary>
     private static IEnumerable<int> LateForkable(CheckpointSession s, HashSet<int> cttyLeaders)
     {
@@ -68,6 +77,11 @@ public sealed class ProcessTree : IStateKind
         var parents = s.Tree.Select(e => e.PPid).ToHashSet();
         var busy = plan.Steps.Where(st => !st.Setsid).Select(st => st.By)
             .Concat(plan.GroupHelpers.Select(g => g.By)).Concat(plan.Helpers.Select(h => h.Parent)).ToHashSet();
+        // a process whose /proc files the tree holds open: they are opened again with the holder's fds,
+        // before a late fork would have made it
+        foreach (var ctx in s.Processes)
+            foreach (var f in ctx.OpenFiles)
+                if (f.Link.StartsWith("/proc/", StringComparison.Ordinal) && ProcPid(f.Link) is int held) busy.Add(held);
         foreach (var e in s.Tree.Skip(1))
         {
             if (e.Zombie || e.Shares != ShareFlags.None || parents.Contains(e.Pid) || busy.Contains(e.Pid) || cttyLeaders.Contains(e.Pid)) continue;

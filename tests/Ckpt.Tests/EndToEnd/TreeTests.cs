@@ -91,14 +91,15 @@ public sealed class TreeTests(E2eEnvironment env)
     /// Pages a parent and its forked children share copy on write stay shared: a checkpoint that leaves the
     /// tree running does not make them copies (process_vm_readv would), the image holds them once, and
     /// the restart forks the children from their restored parent, so that each child's pagemap shows the
-    /// parent's very pages where neither wrote (the program checks it, contents too, after the restart).
+    /// parent's very pages where neither wrote (the program checks it, contents too, after the restart),
+    /// in anonymous memory and in a private mapping of a file (the copies its pages were written into).
     /// </summary>
     [Fact]
     public void CopyOnWritePagesStaySharedWithTheParent()
     {
         env.Program("cow");
         var r = new E2eScript(env, "cow").Run("""
-            start "$W/out" "$BIN/cow"
+            start "$W/out" "$BIN/cow" "$W/cowfile"
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
             ck checkpoint $P -o "$W/img0" --log "$W/ck0.log" -v || fail "the checkpoint that leaves the tree running failed"
             checkpoint_kill_tree COW
