@@ -95,8 +95,7 @@ public static unsafe partial class FileCalls
     public static partial int Mknod(string path, uint mode, ulong dev);
 
     /// <summary>The dev_t of major:minor (glibc's makedev).</summary>
-    public static ulong MakeDev(int major, int minor) =>
-        ((ulong)(uint)major & 0xfff) << 8 | ((ulong)(uint)major & ~0xfffUL) << 32 | ((ulong)(uint)minor & 0xff) | ((ulong)(uint)minor & ~0xffUL) << 12;
+    public static ulong MakeDev(int major, int minor) => MakeDev((ulong)(uint)major, (ulong)(uint)minor);
 
     [LibraryImport("libc", EntryPoint = "mkdir", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int Mkdir(string path, uint mode);
