@@ -207,7 +207,9 @@ public sealed unsafe class MemoryRegion : IStateKind
             ? ctx.Session.Find(ctx.Session.Tree.First(e => e.Pid == ctx.Pid).PPid) : null;
         Dictionary<(ulong, ulong), VmaInfo>? theirs = null;
         FileStream? theirPagemap = null;
-        bool multi = ctx.Session.Tree.Count > 1;
+        // pages shared copy on write: in a tree, or with the parent of a lone process that runs the same
+        // program (a worker checkpointed without its master)
+        bool multi = ctx.Session.Tree.Count > 1 || ctx.Session.State<ParentSharing>().SameProgram(ctx.Session.Tree[0]);
         var sharedRanges = new List<(ulong Start, ulong End)>();
         if (parent != null)
         {
@@ -267,6 +269,14 @@ public sealed unsafe class MemoryRegion : IStateKind
     }
 
     public const ulong HugeBlock = 2 << 20;
+
+    /// <summary>Whether the root of the tree runs the program its parent (outside the tree) runs: it may have been forked without exec, and share pages with it.</summary>
+    private sealed class ParentSharing
+    {
+        private bool? _same;
+        public bool SameProgram(TreeEntry root) => _same ??= root.PPid > 1
+            && FileCalls.ReadLink($"/proc/{root.Pid}/exe") is { } exe && exe == FileCalls.ReadLink($"/proc/{root.PPid}/exe");
+    }
 
     /// <summary>
     /// Whether a region of a process forked late can be its parent's region at the same addresses,

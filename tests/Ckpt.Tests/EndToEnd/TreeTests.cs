@@ -89,7 +89,7 @@ public sealed class TreeTests(E2eEnvironment env)
 
     /// <summary>
     /// Pages a parent and its forked children share copy on write stay shared: a checkpoint that leaves the
-    /// tree running does not make them copies (process_vm_readv would), the image holds them once, and
+    /// tree, or one child alone, running does not make them copies (process_vm_readv would), the image holds them once, and
     /// the restart forks the children from their restored parent, so that each child's pagemap shows the
     /// parent's very pages where neither wrote (the program checks it, contents too, after the restart),
     /// in anonymous memory and in a private mapping of a file (the copies its pages were written into).
@@ -102,6 +102,9 @@ public sealed class TreeTests(E2eEnvironment env)
             start "$W/out" "$BIN/cow" "$W/cowfile"
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
             ck checkpoint $P -o "$W/img0" --log "$W/ck0.log" -v || fail "the checkpoint that leaves the tree running failed"
+            # a child alone (its parent, outside what is checkpointed, runs the same program)
+            set -- $(grep '^COW' "$W/out")
+            ck checkpoint $2 -o "$W/img1" --log "$W/ck1.log" -v || fail "the checkpoint of child $2 alone failed"
             checkpoint_kill_tree COW
             size=$(stat -c %s "$W/img")
             # three processes with the same 32 MiB region: the shared pages are saved once
