@@ -77,7 +77,8 @@ public static unsafe class Vessel
     ///   frees its pid number (a restart right after <c>checkpoint --kill</c>): up to ~200 ms;
     /// - the holder is a zombie: the processes of a tree just killed by <c>checkpoint --kill</c> are
     ///   orphans that pid 1 reaps, which may take seconds: up to ~3 s;
-    /// - the holder has a SIGKILL pending (it is exiting): up to ~1 s.
+    /// - the holder has a SIGKILL pending (it is exiting): up to ~1 s;
+    /// - no task has it, but it is the group or session id of processes that are all exiting or exited: up to ~3 s.
     /// A pid held by a live task fails at once, unless the image comes through a pipe
     /// (<see cref="Input"/>): the tree may be that of a <c>checkpoint --kill</c> on this machine writing
     /// into the pipe, which kills its tree only once the whole image is written. Then the rest of the
@@ -113,10 +114,35 @@ public static unsafe class Vessel
             }
             catch (IOException) { }   // gone meanwhile: try again
         }
-        // its own budget: a zombie reaped after a while leaves its pid number a few ms after its /proc entry
-        if (++w.GoneTries > 200) return false;
+        // its own budget: a zombie reaped after a while leaves its pid number a few ms after its /proc entry;
+        // a pid held as the process group or session id of processes that are exiting or exited (the
+        // members of a tree just killed by checkpoint --kill, orphans that pid 1 reaps every few seconds)
+        // is freed once they are reaped: up to ~3 s
+        ++w.GoneTries;
+        if (w.GoneTries > 200 && (w.GoneTries > 3000 || (w.GoneTries % 100 == 1 && !HeldByTheDying(pid)))) return false;
         Thread.Sleep(1);
         return true;
+    }
+
+    /// <summary>Whether every process whose group or session id is <paramref name="pid"/> is a zombie or has a SIGKILL pending (and there is one).</summary>
+    private static bool HeldByTheDying(int pid)
+    {
+        bool any = false;
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out int other)) continue;
+            try
+            {
+                var st = Proc.ProcStat.Read(other);
+                if (st.Session != pid && st.Pgrp != pid) continue;
+                any = true;
+                if (st.State is 'Z' or 'X') continue;
+                var status = Proc.ProcStatus.Read(other);
+                if (((status.ShdPnd | status.SigPnd) & (1UL << 8)) == 0) return false;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException) { }
+        }
+        return any;
     }
 
     /// <summary>

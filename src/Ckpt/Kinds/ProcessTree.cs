@@ -54,6 +54,9 @@ public sealed class ProcessTree : IStateKind
         return int.TryParse(slash < 0 ? rest : rest[..slash], out int pid) ? pid : null;
     }
 
+    /// <summary>kB of memory a child must share with its parent (as smaps shows it, where it was read at the freeze) to be forked late.</summary>
+    private const long LateForkMinSharedKb = 1024;
+
     /// <summary>Checkpoint: the processes the Tree record says are forked late (<see cref="LateForkable"/>).</summary>
     public sealed class LateForks { public readonly HashSet<int> Pids = new(); }
 
@@ -63,7 +66,7 @@ public sealed class ProcessTree : IStateKind
     /// without children, forked by its parent as the tree is built (not for it by a sibling, no helper),
     /// that shares nothing else with it, whose session and group are its parent's or its own (made by
     /// setsid or setpgid once forked) and that holds no controlling terminal; and that has anonymous
-    /// memory at the very addresses its parent has some (where pages can be shared); not where the parent
+    /// memory at the very addresses its parent has some, 1 MiB of it shared at least (where smaps tells); not where the parent
     /// has no_new_privs and it has not, nor where the two have different root directories, nor where the
     /// tree holds its /proc files open.
     /// </summary>
@@ -95,9 +98,13 @@ public sealed class ProcessTree : IStateKind
             // (a root directory: chroot works from the current one)
             if (theirs.Status.NoNewPrivs && !mine.Status.NoNewPrivs) continue;
             if (FileCalls.ReadLink($"/proc/{e.Pid}/root") != FileCalls.ReadLink($"/proc/{e.PPid}/root")) continue;
-            // (smaps, read at the freeze for a small process, tells whether any of those pages is shared)
+            // (smaps, read at the freeze for a small process, tells how much of that memory is shared: a
+            // late fork costs ~1 ms, worth it from 1 MiB shared on; a few pages of library data are not)
+            // (anonymous regions only: a private file mapping's shared pages are mostly the file's own, in
+            // every process that maps the library)
             var anon = theirs.Vmas.Where(v => v.Inode == 0 && !v.Shared).Select(v => (v.Start, v.End)).ToHashSet();
-            if (mine.Vmas.Any(v => v.Inode == 0 && !v.Shared && v.SharedKb != 0 && anon.Contains((v.Start, v.End)))) yield return e.Pid;
+            var same = mine.Vmas.Where(v => v.Inode == 0 && !v.Shared && anon.Contains((v.Start, v.End))).ToList();
+            if (same.Any(v => v.SharedKb < 0) || same.Sum(v => v.SharedKb) >= LateForkMinSharedKb) yield return e.Pid;
         }
     }
 
