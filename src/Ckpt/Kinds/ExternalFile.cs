@@ -35,6 +35,10 @@ public sealed class ExternalFile : IStateKind
         uint objref = r.U32(); int fd = r.I32(); string link = r.Str(); int flags = r.I32();
         r.End();
         int source = ctx.Options.InheritFds.TryGetValue(fd, out var s) ? s : fd;
+        // a process forked late from its restored parent has none of ckpt's fds: given now
+        if (ctx.LateForked && !ctx.Inherited.ContainsKey(source) && (source is 0 or 1 or 2 || ctx.Options.InheritFds.ContainsValue(source))
+            && FileCalls.Fcntl(source, 1 /* F_GETFD */, 0) >= 0)
+            ctx.Inherited[source] = ctx.Install(source);
         if (!ctx.Inherited.TryGetValue(source, out int vesselFd))
             throw new CkptException($"restart: fd {fd} of the image was external ({link}); hand in a replacement with --inherit-fd {fd}:FD", ExitCodes.RestoreConflict);
         ctx.Inject("fcntl(F_SETFL)", Nr.fcntl, vesselFd, FileCalls.F_SETFL, flags & (FileCalls.O_NONBLOCK | FileCalls.O_APPEND));

@@ -54,9 +54,6 @@ public sealed class ProcessTree : IStateKind
         return int.TryParse(slash < 0 ? rest : rest[..slash], out int pid) ? pid : null;
     }
 
-    /// <summary>kB of memory a child must share with its parent (as smaps shows it, where it was read at the freeze) to be forked late.</summary>
-    private const long LateForkMinSharedKb = 1024;
-
     /// <summary>Checkpoint: the processes the Tree record says are forked late (<see cref="LateForkable"/>).</summary>
     public sealed class LateForks { public readonly HashSet<int> Pids = new(); }
 
@@ -66,7 +63,7 @@ public sealed class ProcessTree : IStateKind
     /// without children, forked by its parent as the tree is built (not for it by a sibling, no helper),
     /// that shares nothing else with it, whose session and group are its parent's or its own (made by
     /// setsid or setpgid once forked) and that holds no controlling terminal; and that has anonymous
-    /// memory at the very addresses its parent has some, 1 MiB of it shared at least (where smaps tells); not where the parent
+    /// memory at the very addresses its parent has some, some of it shared (where smaps tells); not where the parent
     /// has no_new_privs and it has not, nor where the two have different root directories, nor where the
     /// tree holds its /proc files open.
     /// </summary>
@@ -98,13 +95,12 @@ public sealed class ProcessTree : IStateKind
             // (a root directory: chroot works from the current one)
             if (theirs.Status.NoNewPrivs && !mine.Status.NoNewPrivs) continue;
             if (FileCalls.ReadLink($"/proc/{e.Pid}/root") != FileCalls.ReadLink($"/proc/{e.PPid}/root")) continue;
-            // (smaps, read at the freeze for a small process, tells how much of that memory is shared: a
-            // late fork costs ~1 ms, worth it from 1 MiB shared on; a few pages of library data are not)
+            // (smaps, read at the freeze for a small process, tells whether any of that memory is shared)
             // (anonymous regions only: a private file mapping's shared pages are mostly the file's own, in
             // every process that maps the library)
             var anon = theirs.Vmas.Where(v => v.Inode == 0 && !v.Shared).Select(v => (v.Start, v.End)).ToHashSet();
             var same = mine.Vmas.Where(v => v.Inode == 0 && !v.Shared && anon.Contains((v.Start, v.End))).ToList();
-            if (same.Any(v => v.SharedKb < 0) || same.Sum(v => v.SharedKb) >= LateForkMinSharedKb) yield return e.Pid;
+            if (same.Any(v => v.SharedKb != 0)) yield return e.Pid;
         }
     }
 
@@ -402,7 +398,7 @@ public sealed class ProcessTree : IStateKind
     /// <summary>
     /// Forks a process of <see cref="RestoreSession.Late"/> from its parent, whose records were all read
     /// (its memory is in place: the child inherits its pages, copy on write), with the saved pid: the child
-    /// gets a fresh fd table (ckpt's candidates for external fds only, high up, as every vessel), sets all
+    /// gets an empty fd table (ckpt's candidates for external fds come when wanted), sets all
     /// its signal actions (SignalState), keeps the parent's regions that its image has too (MmState) and
     /// makes its session or group as the tree had it. Its place in the order of processes is last: it has
     /// no children.
@@ -422,20 +418,9 @@ public sealed class ProcessTree : IStateKind
             FdsCleaned = true, LateForked = true, Trampoline = parent.Trampoline,
         };
         s.Processes.Add(ctx);
-        // the parent's fds go; ckpt's stdin, stdout, stderr and --inherit-fd ones come, at the top of the range
+        // the parent's fds go (ckpt's stdin, stdout, stderr and --inherit-fd ones are installed when an
+        // External record wants one: ExternalFile)
         ctx.Inject("close_range", Nr.close_range, 0, uint.MaxValue, 0);
-        var wanted = new SortedSet<int>(s.Options.InheritFds.Values) { 0, 1, 2 };
-        int limit = (int)Math.Min(ProcLimits.Read(e.Pid)[ProcLimits.RLIMIT_NOFILE].Soft, 1 << 20);
-        int next = limit - wanted.Count;
-        foreach (int src in wanted)
-        {
-            if (FileCalls.Fcntl(src, 1 /* F_GETFD */, 0) < 0) continue;
-            int got = ctx.Install(src);
-            long high = child.Inject(Nr.fcntl, got, 1030 /* F_DUPFD_CLOEXEC */, next);
-            child.Inject(Nr.close, got);
-            if (high >= 0) { ctx.Inherited[src] = (int)high; next = (int)high + 1; }
-        }
-        ctx.CloseInstaller();
         if (e.Sid == e.Pid) child.InjectChecked("setsid", Nr.setsid);
         else if (e.Pgid == e.Pid) child.InjectChecked("setpgid", Nr.setpgid, 0, 0);
         s.Log.Debug($"pid {e.Pid} forked from {e.PPid} once its memory was in place");
