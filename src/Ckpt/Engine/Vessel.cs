@@ -96,7 +96,7 @@ public static unsafe class Vessel
                 if (st.State == 'Z') limit = 3000;
                 // killed and still exiting (a tree just killed by checkpoint --kill: a process with much
                 // memory takes a while to free it): up to ~1 s
-                else if (st.State == 'X' || ((st.ShdPnd | st.SigPnd) & (1UL << 8)) != 0) limit = 1000;
+                else if (st.State == 'X' || BeingKilled(st)) limit = 1000;
                 else if (Input is not { } input) return false;
                 else
                 {
@@ -124,25 +124,34 @@ public static unsafe class Vessel
         return true;
     }
 
+    /// <summary>A SIGKILL is pending for the process: it is exiting.</summary>
+    private static bool BeingKilled(Proc.ProcStatus st) => ((st.ShdPnd | st.SigPnd) & (1UL << 8)) != 0;
+
     /// <summary>Whether every process whose group or session id is <paramref name="pid"/> is a zombie or has a SIGKILL pending (and there is one).</summary>
     private static bool HeldByTheDying(int pid)
     {
         bool any = false;
-        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        foreach (var (other, st) in HoldersOfId(pid))
         {
-            if (!int.TryParse(Path.GetFileName(dir), out int other)) continue;
-            try
-            {
-                var st = Proc.ProcStat.Read(other);
-                if (st.Session != pid && st.Pgrp != pid) continue;
-                any = true;
-                if (st.State is 'Z' or 'X') continue;
-                var status = Proc.ProcStatus.Read(other);
-                if (((status.ShdPnd | status.SigPnd) & (1UL << 8)) == 0) return false;
-            }
+            any = true;
+            if (st.State is 'Z' or 'X') continue;
+            try { if (!BeingKilled(Proc.ProcStatus.Read(other))) return false; }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException) { }
         }
         return any;
+    }
+
+    /// <summary>The processes (pid, stat) whose session or process group id is <paramref name="pid"/>; those gone while read are left out.</summary>
+    private static IEnumerable<(int Pid, Proc.ProcStat Stat)> HoldersOfId(int pid)
+    {
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out int other)) continue;
+            Proc.ProcStat st;
+            try { st = Proc.ProcStat.Read(other); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException) { continue; }
+            if (st.Session == pid || st.Pgrp == pid) yield return (other, st);
+        }
     }
 
     /// <summary>
@@ -158,17 +167,8 @@ public static unsafe class Vessel
                 var st = Proc.ProcStat.Read(pid);
                 return $" (by {(st.Pid == pid && File.Exists($"/proc/{pid}/task/{pid}/stat") ? "process" : "task")} {pid}, {st.Comm})";
             }
-            foreach (var dir in Directory.EnumerateDirectories("/proc"))
-            {
-                if (!int.TryParse(Path.GetFileName(dir), out int other)) continue;
-                try
-                {
-                    var st = Proc.ProcStat.Read(other);
-                    if (st.Session == pid || st.Pgrp == pid)
-                        return $" (as the {(st.Session == pid ? "session" : "process group")} id of process {other}, {st.Comm}, which outlived its leader)";
-                }
-                catch (IOException) { }
-            }
+            foreach (var (other, st) in HoldersOfId(pid))
+                return $" (as the {(st.Session == pid ? "session" : "process group")} id of process {other}, {st.Comm}, which outlived its leader)";
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException) { }
         return "";
