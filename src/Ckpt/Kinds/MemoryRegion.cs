@@ -668,6 +668,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         }
 
         public int Count => _chunks.Count;
+        /// <summary>The sizes of chunk <paramref name="index"/>'s Pages record: the run count and runs, then the pages.</summary>
         public int HeadLength(int index) => 4 + _chunks[index].Count * 12;
         public int DataLength(int index) => _chunks[index].Sum(r => r.Pages) * PageSize;
 
@@ -832,15 +833,14 @@ public sealed unsafe class MemoryRegion : IStateKind
             var runs = _chunks[index];
             c.Index = index;
             BinaryPrimitives.WriteUInt32LittleEndian(c.Head, (uint)runs.Count);
-            int pages = 0;
             for (int k = 0; k < runs.Count; k++)
             {
                 BinaryPrimitives.WriteUInt64LittleEndian(c.Head.AsSpan(4 + k * 12), runs[k].Addr);
                 BinaryPrimitives.WriteUInt32LittleEndian(c.Head.AsSpan(12 + k * 12), (uint)runs[k].Pages);
-                pages += runs[k].Pages;
             }
-            c.HeadLength = 4 + runs.Count * 12;
-            c.DataLength = pages * PageSize;
+            // (the sizes a positional writer took the record's place with)
+            c.HeadLength = HeadLength(index);
+            c.DataLength = DataLength(index);
             Read(me, runs, c.Data, _viaMem[index]);
             c.Checksum = ImageWriter.Checksum(RecordKind.Pages, c.Head.AsSpan(0, c.HeadLength), c.Data.AsSpan(0, c.DataLength));
         }
@@ -865,6 +865,7 @@ public sealed unsafe class MemoryRegion : IStateKind
                 nint got = viaMem ? -1 : MemoryCalls.ProcessVmReadv(_pid, l, (ulong)n, r, (ulong)n, 0);
                 if (got == off) return;
                 // partial: a protected region (PROT_NONE, or unreadable); /proc/PID/mem reads regardless
+                // (and, not pinning what it reads, leaves pages shared copy on write shared: viaMem)
                 if (me.Mem < 0)
                 {
                     me.Mem = FileCalls.Open($"/proc/{_pid}/mem", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
