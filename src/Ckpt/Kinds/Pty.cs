@@ -194,17 +194,10 @@ public sealed unsafe class Pty : IFileKind
     {
         int s = FileCalls.Open($"/dev/pts/{index}", FileCalls.O_RDWR | FileCalls.O_NOCTTY | FileCalls.O_NONBLOCK | FileCalls.O_CLOEXEC, 0);
         if (s < 0) throw SyscallException.Last($"open /dev/pts/{index}", pid, what);
-        byte* saved = stackalloc byte[64], raw = stackalloc byte[64];
         try
         {
-            if (EventCalls.Ioctl(s, (nuint)TCGETS, saved) != 0) throw SyscallException.Last("ioctl(TCGETS)", pid, what);
-            new Span<byte>(saved, 64).CopyTo(new Span<byte>(raw, 64));
-            *(uint*)(raw + 12) &= ~ICANON;
-            raw[CcOffset + VMIN] = 1;
-            raw[CcOffset + VTIME] = 0;
-            if (EventCalls.Ioctl(s, (nuint)TCSETS, raw) != 0) throw SyscallException.Last("ioctl(TCSETS)", pid, what);
-            try { return TakeQueued(s, pid, what); }
-            finally { EventCalls.Ioctl(s, (nuint)TCSETS, saved); }
+            return WithTermios(s, pid, what, flags => flags[3] &= ~ICANON, cc => { cc[VMIN] = 1; cc[VTIME] = 0; },
+                () => TakeQueued(s, pid, what));
         }
         finally { FileCalls.Close(s); }
     }
@@ -224,38 +217,31 @@ public sealed unsafe class Pty : IFileKind
         if (data.Length == 0) return;
         byte* t = stackalloc byte[64];
         if (EventCalls.Ioctl(master, (nuint)TCGETS, t) != 0) throw SyscallException.Last("ioctl(TCGETS)", pid, what);
-        if ((*(uint*)(t + 12) & ICANON) != 0)
+        bool canonical = (*(uint*)(t + 12) & ICANON) != 0;
+        // what shows in FIONREAD once taken in: all of it, or in canonical mode the whole lines (up to the
+        // last newline or end-of-line character)
+        int whole = data.Length;
+        if (canonical)
         {
-            // the whole lines (up to the last newline or end-of-line character) show in FIONREAD once taken in
             byte eol = t[CcOffset + VEOL], eol2 = t[CcOffset + VEOL2];
-            int whole = 0;
+            whole = 0;
             for (int i = 0; i < data.Length; i++)
                 if (data[i] == (byte)'\n' || (eol != 0 && data[i] == eol) || (eol2 != 0 && data[i] == eol2)) whole = i + 1;
-            WriteUnprocessed(master, data, "write (pty input)", pid, what, flags =>
-            {
-                flags[0] = 0;                                    // c_iflag: no ICRNL, IXON, ISTRIP...
-                flags[3] &= ~(0x1u | 0x8u | 0x40u | 0x8000u);   // c_lflag: no ISIG, ECHO, ECHONL, IEXTEN
-            }, settle: () =>
-            {
-                for (int i = 0; i < 200 && SlaveInputQueue(index) < whole; i++) Thread.Sleep(1);
-                // a partial line is not counted: a moment for the line discipline to take it in
-                if (whole < data.Length) Thread.Sleep(5);
-            }, cc: cc =>
-            {
-                foreach (int c in (int[])[VERASE, VKILL, VEOF, VREPRINT, VWERASE, VLNEXT]) cc[c] = 0;
-            });
-            return;
         }
         WriteUnprocessed(master, data, "write (pty input)", pid, what, flags =>
         {
-            flags[0] = 0;                                              // c_iflag: no ICRNL, IXON, ISTRIP...
-            flags[3] &= ~(ICANON | 0x1u | 0x8u | 0x40u | 0x8000u);     // c_lflag: no ISIG, ECHO, ECHONL, IEXTEN
+            flags[0] = 0;                                                                   // c_iflag: no ICRNL, IXON, ISTRIP...
+            flags[3] &= ~((canonical ? 0 : ICANON) | 0x1u | 0x8u | 0x40u | 0x8000u);     // c_lflag: no ISIG, ECHO, ECHONL, IEXTEN
         }, settle: () =>
         {
             // the line discipline takes it in from a work queue: wait until the reader side holds it all,
-            // before the flags are put back
-            for (int i = 0; i < 200 && SlaveInputQueue(index) < data.Length; i++) Thread.Sleep(1);
-        });
+            // before the flags are put back (a partial line is not counted: a moment more for it)
+            for (int i = 0; i < 200 && SlaveInputQueue(index) < whole; i++) Thread.Sleep(1);
+            if (whole < data.Length) Thread.Sleep(5);
+        }, cc: canonical ? cc =>
+        {
+            foreach (int c in (int[])[VERASE, VKILL, VEOF, VREPRINT, VWERASE, VLNEXT]) cc[c] = 0;
+        } : null);
     }
 
     /// <summary>
@@ -282,6 +268,15 @@ public sealed unsafe class Pty : IFileKind
     /// for that moment (until <paramref name="settle"/> returns), then put back.
     /// </summary>
     private static void WriteUnprocessed(int fd, byte[] data, string op, int pid, string what, TermiosFlags change, Action? settle = null, TermiosChars? cc = null)
+        => WithTermios(fd, pid, what, change, cc, () =>
+        {
+            FileCalls.WriteAll(fd, data, op, pid, what);
+            settle?.Invoke();
+            return 0;
+        });
+
+    /// <summary>Runs <paramref name="body"/> with the pty fd's termios flags and control characters changed for that moment, then put back.</summary>
+    private static T WithTermios<T>(int fd, int pid, string what, TermiosFlags change, TermiosChars? cc, Func<T> body)
     {
         byte* saved = stackalloc byte[64], raw = stackalloc byte[64];
         if (EventCalls.Ioctl(fd, (nuint)TCGETS, saved) != 0) throw SyscallException.Last("ioctl(TCGETS)", pid, what);
@@ -289,11 +284,7 @@ public sealed unsafe class Pty : IFileKind
         change(new Span<uint>(raw, 4));
         cc?.Invoke(new Span<byte>(raw + CcOffset, TermiosSize - CcOffset));
         if (EventCalls.Ioctl(fd, (nuint)TCSETS, raw) != 0) throw SyscallException.Last("ioctl(TCSETS)", pid, what);
-        try
-        {
-            FileCalls.WriteAll(fd, data, op, pid, what);
-            settle?.Invoke();
-        }
+        try { return body(); }
         finally { EventCalls.Ioctl(fd, (nuint)TCSETS, saved); }
     }
 
