@@ -165,7 +165,6 @@ public static class Restorer
         s.Current = ctx;
     }
 
-    /// <summary>A failed restart leaves nothing behind: every vessel is killed and reaped.</summary>
     /// <summary>Waits (up to 200 ms) until the main thread of <paramref name="pid"/> is stopped (state T).</summary>
     private static bool WaitStopped(int pid)
     {
@@ -178,6 +177,7 @@ public static class Restorer
         return false;
     }
 
+    /// <summary>A failed restart leaves nothing behind: every vessel is killed and reaped.</summary>
     private static void KillAll(RestoreSession s)
     {
         if (s.Processes.Count == 0 || s.Processes.All(p => p.Pid <= 0)) return;

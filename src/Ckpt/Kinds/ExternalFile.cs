@@ -36,7 +36,7 @@ public sealed class ExternalFile : IStateKind
         r.End();
         int source = ctx.Options.InheritFds.TryGetValue(fd, out var s) ? s : fd;
         // a process forked late from its restored parent has none of ckpt's fds: given now
-        if (ctx.LateForked && !ctx.Inherited.ContainsKey(source) && (source is 0 or 1 or 2 || ctx.Options.InheritFds.ContainsValue(source))
+        if (ctx.LateForked && !ctx.Inherited.ContainsKey(source) && MmState.InheritableFds(ctx.Options).Contains(source)
             && FileCalls.Fcntl(source, 1 /* F_GETFD */, 0) >= 0)
             ctx.Inherited[source] = ctx.Install(source);
         if (!ctx.Inherited.TryGetValue(source, out int vesselFd))

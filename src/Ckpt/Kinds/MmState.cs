@@ -175,7 +175,7 @@ public sealed class MmState : IStateKind
     /// </summary>
     internal static void KeepInheritable(RestoreContext ctx)
     {
-        var wanted = new SortedSet<int>(ctx.Options.InheritFds.Values) { 0, 1, 2 };
+        var wanted = InheritableFds(ctx.Options);
         int limit = (int)Math.Min(ProcLimits.Read(Environment.ProcessId)[ProcLimits.RLIMIT_NOFILE].Soft, 1 << 20);
         int next = limit - wanted.Count;
         foreach (int src in wanted)
@@ -187,6 +187,9 @@ public sealed class MmState : IStateKind
         ctx.Inject("close_range", Nr.close_range, 0, low - 1, 0);
         ctx.Inject("close_range", Nr.close_range, next, uint.MaxValue, 0);
     }
+
+    /// <summary>ckpt's fds that may replace external fds: stdin, stdout, stderr and those named by --inherit-fd.</summary>
+    internal static SortedSet<int> InheritableFds(RestoreOptions options) => new(options.InheritFds.Values) { 0, 1, 2 };
 
     private static void MoveVdso(RestoreContext ctx, List<VmaInfo> here, List<(ulong Start, ulong End, string Name)> want,
         List<(ulong Start, ulong End, int Special)> image)

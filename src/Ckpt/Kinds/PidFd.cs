@@ -54,7 +54,7 @@ public sealed class PidFd : IFileKind
         if (later)
         {
             if (thread && (flags & PIDFD_THREAD) == 0) throw new ImageFormatException($"PidFd record at offset {rec.Offset}: pid {pid} is no process of the image, and the pidfd is no thread's");
-            ctx.Session.State<ThreadPidfds>().List.Add((objref, pid, flags));
+            ctx.Session.State<PendingPidfds>().List.Add((objref, pid, flags));
         }
         long fd = ctx.Vessel.Inject(Nr.pidfd_open, later ? ctx.Pid : pid, later ? flags & ~PIDFD_THREAD : flags);
         if (fd < 0) throw new CkptException($"restart: cannot open a pidfd of pid {pid} again: {Errors.Describe((int)-fd)}", ExitCodes.RestoreConflict);
@@ -62,11 +62,11 @@ public sealed class PidFd : IFileKind
     }
 
     /// <summary>Pidfds to open once their thread or process exists: (objref, tid or pid, flags).</summary>
-    private sealed class ThreadPidfds { public readonly List<(uint Objref, int Tid, int Flags)> List = new(); }
+    private sealed class PendingPidfds { public readonly List<(uint Objref, int Tid, int Flags)> List = new(); }
 
     public void Finish(RestoreContext ctx)
     {
-        if (ctx.Session.Existing<ThreadPidfds>() is not { } pending) return;
+        if (ctx.Session.Existing<PendingPidfds>() is not { } pending) return;
         foreach (var (objref, tid, flags) in pending.List)
         {
             var fds = FdTable.FinalFds(ctx, objref);

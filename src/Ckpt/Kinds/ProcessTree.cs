@@ -104,7 +104,6 @@ public sealed class ProcessTree : IStateKind
         }
     }
 
-
     private static List<TreeEntry> Read(Record rec, out List<(int Pid, int Index, int Tpgid)> cttys, out List<int> late)
     {
         var r = rec.Reader();
