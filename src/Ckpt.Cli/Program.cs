@@ -29,9 +29,10 @@ public static class Program
         var kill = new Option<bool>("--kill") { Description = "kill the tree after a successful checkpoint (for migration)" };
         var external = new Option<bool>("--external") { Description = "save pipe ends shared with processes outside the tree (e.g. stdout piped to the caller) as external; restart replaces them" };
         var freezer = new Option<string?>("--freezer") { Description = "freeze this cgroup (v2 cgroup.freeze or v1 freezer; a path or a name) while the tree is seized, for trees that fork fast" };
-        var checkpoint = new Command("checkpoint", "save a running process and all its descendants into an image stream") { pid, output, kill, external, freezer, logFile, verbose };
+        var skipInFlight = new Option<bool>("--skip-in-flight") { Description = "leave out TCP connections waiting to be accepted that a listener of the tree has not accepted after a moment (their clients see them reset once the listener is gone) instead of refusing" };
+        var checkpoint = new Command("checkpoint", "save a running process and all its descendants into an image stream") { pid, output, kill, external, skipInFlight, freezer, logFile, verbose };
         checkpoint.SetAction(r => Guard(r.GetValue(logFile), Verbosity(r.GetResult(verbose)), log =>
-            Checkpoint(r.GetValue(pid), r.GetValue(output), r.GetValue(kill), r.GetValue(external), r.GetValue(freezer), r.GetValue(logFile), log)));
+            Checkpoint(r.GetValue(pid), r.GetValue(output), r.GetValue(kill), r.GetValue(external), r.GetValue(skipInFlight), r.GetValue(freezer), r.GetValue(logFile), log)));
 
         var input = new Option<string?>("--input", "-i") { Description = "image file; '-' or absent: standard input" };
         var detach = new Option<bool>("--detach") { Description = "return as soon as the process runs, leaving it reparented" };
@@ -106,7 +107,7 @@ public static class Program
 
     private static bool StderrIsTerminal => !Console.IsErrorRedirected;
 
-    private static int Checkpoint(int pid, string? output, bool kill, bool external, string? freezer, string? logPath, Log log)
+    private static int Checkpoint(int pid, string? output, bool kill, bool external, bool skipInFlight, string? freezer, string? logPath, Log log)
     {
         int fd;
         bool toFile = output != null && output != "-", regular = false;
@@ -139,7 +140,7 @@ public static class Program
             CheckpointResult r;
             try { r = Checkpointer.Run(pid, stream, new CheckpointOptions
             {
-                Kill = kill, External = external, Freezer = freezer, Log = log, Cancelled = () => s_cancelled,
+                Kill = kill, External = external, SkipInFlight = skipInFlight, Freezer = freezer, Log = log, Cancelled = () => s_cancelled,
                 OwnFiles = new[] { toFile ? output : null, logPath }.OfType<string>().Select(Path.GetFullPath).ToArray(),
                 PositionalFile = positional ? fd : -1, Progress = positional && progress != null ? progress.Report : null,
             }); }
@@ -147,6 +148,9 @@ public static class Program
             if (regular && FileCalls.Ftruncate(fd, r.Bytes) != 0)
                 return Fail($"cannot cut {output} to the image's size: {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.Failure);
             ok = true;
+            // connections lost to the image are said whether or not stderr is a terminal
+            if (r.SkippedInFlight > 0)
+                Console.Error.WriteLine($"ckpt: warning: {r.SkippedInFlight} TCP connection(s) waiting to be accepted were left out of the image (--skip-in-flight)");
             if (StderrIsTerminal)
                 Console.Error.WriteLine($"ckpt: checkpointed pid {pid}{(r.Processes > 1 ? $" and {r.Processes - 1} descendant(s)" : "")}: {r.Bytes / 1048576.0:F1} MiB, {r.Records} records in {sw.Elapsed.TotalMilliseconds:F0} ms{(kill ? (r.Processes > 1 ? "; processes killed" : "; process killed") : "")}");
             return ExitCodes.Ok;

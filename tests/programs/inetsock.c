@@ -11,7 +11,9 @@
  * IPV6_FREEBIND set for the bind and cleared after; two listeners sharing a port (SO_REUSEPORT, cleared on
  * the first since); two UDP-Lite sockets (one with a send checksum coverage of 20).
  * With "pending": also a listener with a connection it has not accepted yet, which the checkpoint must
- * refuse. */
+ * refuse. With "skipped": the same, checkpointed with --skip-in-flight: after the restart the listener
+ * listens on its port with nothing waiting (the connection was left out) and accepts a new one, and the
+ * client of the connection left out is reset when it sends. */
 #include "e2e.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -127,9 +129,10 @@ int main(int argc, char **argv)
     struct sockaddr_storage aul1;
     socklen_t lul1 = name_of(ul1, &aul1);
     MUST(connect(ul2, (struct sockaddr *)&aul1, lul1) == 0);
-    if (argc > 1 && !strcmp(argv[1], "pending")) {
-        int l2 = socket(AF_INET, SOCK_STREAM, 0), c = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_storage a2;
+    int skipped = argc > 1 && !strcmp(argv[1], "skipped"), l2 = -1, c = -1;
+    struct sockaddr_storage a2;
+    if (argc > 1 && (!strcmp(argv[1], "pending") || skipped)) {
+        l2 = socket(AF_INET, SOCK_STREAM, 0), c = socket(AF_INET, SOCK_STREAM, 0);
         MUST(l2 >= 0 && c >= 0 && bind(l2, (struct sockaddr *)&lo, sizeof lo) == 0 && listen(l2, 4) == 0);
         socklen_t l2l = name_of(l2, &a2);
         MUST(connect(c, (struct sockaddr *)&a2, l2l) == 0);
@@ -222,5 +225,17 @@ int main(int argc, char **argv)
     ssize_t got = -1;
     for (int i = 0; i < 100 && got < 0; i++) { got = recvfrom(u1, buf, sizeof buf, 0, (struct sockaddr *)&from, &fl); if (got < 0) usleep(10000); }
     CHECK(got == 5 && !memcmp(buf, "dgram", 5) && port(&from) == port(&au2), "datagram: %zd bytes from port %d", got, got < 0 ? 0 : port(&from));
+    if (skipped) {
+        name_of(l2, &now);
+        CHECK(!memcmp(&now, &a2, sizeof now) && opt(l2, SOL_SOCKET, SO_ACCEPTCONN) == 1, "the listener whose connection was left out: port %d (was %d)", port(&now), port(&a2));
+        int fl2 = fcntl(l2, F_GETFL);
+        CHECK(fcntl(l2, F_SETFL, fl2 | O_NONBLOCK) == 0 && accept(l2, NULL, NULL) < 0 && errno == EAGAIN, "a connection waits on the listener after the restart");
+        CHECK(fcntl(l2, F_SETFL, fl2) == 0 && accepts(l2, &a2, sizeof(struct sockaddr_in)), "the listener whose connection was left out does not accept");
+        /* its client: the other end is gone, the listener answers what it sends with a reset */
+        char b[4];
+        struct pollfd p = { .fd = c, .events = POLLIN };
+        CHECK(send(c, "x", 1, MSG_NOSIGNAL) == 1, "the client of the connection left out cannot send: %s", strerror(errno));
+        CHECK(poll(&p, 1, 5000) == 1 && recv(c, b, sizeof b, 0) < 0 && errno == ECONNRESET, "the client of the connection left out was not reset (%s)", strerror(errno));
+    }
     return e2e_finish();
 }

@@ -56,6 +56,10 @@ public sealed class CheckpointSession : StateBag
     public Func<bool> Cancelled { get; init; } = () => false;
     /// <summary>Save objects shared with processes outside the tree as external instead of refusing (--external).</summary>
     public bool External { get; init; }
+    /// <summary>Leave out TCP connections a listener of the tree has not accepted instead of refusing (--skip-in-flight).</summary>
+    public bool SkipInFlight { get; init; }
+    /// <summary>Connections left out under <see cref="SkipInFlight"/>.</summary>
+    public int SkippedInFlight { get; set; }
     /// <summary>Files ckpt itself writes during the checkpoint (full paths: the image, the log).</summary>
     public IReadOnlyList<string> OwnFiles { get; init; } = [];
 

@@ -15,6 +15,11 @@ public sealed class CheckpointOptions
     public Func<bool> Cancelled { get; init; } = () => false;
     /// <summary>Save objects shared with processes outside the tree as external (--external).</summary>
     public bool External { get; init; }
+    /// <summary>
+    /// Leave out TCP connections waiting to be accepted by a listener of the tree that it has not accepted
+    /// after a moment (--skip-in-flight); their clients see them reset once the listener is gone.
+    /// </summary>
+    public bool SkipInFlight { get; init; }
     /// <summary>A cgroup frozen while the tree is seized (--freezer), for trees that fork faster than they are seized.</summary>
     public string? Freezer { get; init; }
     /// <summary>Files ckpt itself writes during the checkpoint (the image, the log), for messages about their side effects.</summary>
@@ -28,7 +33,7 @@ public sealed class CheckpointOptions
     public Action<long>? Progress { get; init; }
 }
 
-public sealed record CheckpointResult(long Bytes, long Records, TimeSpan Frozen, int Processes = 1, int Threads = 1);
+public sealed record CheckpointResult(long Bytes, long Records, TimeSpan Frozen, int Processes = 1, int Threads = 1, int SkippedInFlight = 0);
 
 /// <summary>
 /// Checkpoint of the process tree rooted at a pid: freeze every task of the tree (rescanning until no
@@ -367,7 +372,7 @@ public static class Checkpointer
         using var writer = opt.PositionalFile >= 0
             ? ImageWriter.Positional(opt.PositionalFile, 64 << 10, opt.Progress)
             : new ImageWriter(output, bufferSize: 64 << 10, background: true);
-        var s = new CheckpointSession { Image = writer, Log = log, Cancelled = opt.Cancelled, External = opt.External, OwnFiles = opt.OwnFiles };
+        var s = new CheckpointSession { Image = writer, Log = log, Cancelled = opt.Cancelled, External = opt.External, SkipInFlight = opt.SkipInFlight, OwnFiles = opt.OwnFiles };
         bool ok = false;
         string? quiesceTable = null;
         var quiesceHeld = new HashSet<string>();
@@ -499,7 +504,7 @@ public static class Checkpointer
             if (lockTable != null) InetSocket.LockConnections(s, lockTable, listeners);
             log.Info($"image complete: {writer.RecordCount} records, {writer.BytesWritten} bytes");
             ok = true;
-            return new CheckpointResult(writer.BytesWritten, writer.RecordCount, frozen.Elapsed, s.Tree.Count, s.Processes.Sum(p => p.Threads.Count));
+            return new CheckpointResult(writer.BytesWritten, writer.RecordCount, frozen.Elapsed, s.Tree.Count, s.Processes.Sum(p => p.Threads.Count), s.SkippedInFlight);
         }
         finally
         {

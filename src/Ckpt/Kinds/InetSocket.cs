@@ -130,8 +130,14 @@ public sealed unsafe class InetSocket : IStateKind
                 if (tcpState == TCP_STATE_LISTEN)
                 {
                     uint waiting = *(uint*)(info + 24), max = *(uint*)(info + 28);
+                    // (the tree was let go a moment to accept them, new ones held back: see QuiesceListeners)
+                    if (waiting > 0 && !ctx.Session.SkipInFlight)
+                        throw new NotCheckpointableException(ctx.Pid, $"{what} is listening with {waiting} connection(s) waiting to be accepted, which it did not accept when let go a moment; checkpoint once they were accepted, or leave them out with --skip-in-flight");
                     if (waiting > 0)
-                        throw new NotCheckpointableException(ctx.Pid, $"{what} is listening with {waiting} connection(s) waiting to be accepted, which is not supported yet; checkpoint once they were accepted");
+                    {
+                        ctx.Session.Log.Info($"pid {ctx.Pid}: {what}: {waiting} connection(s) waiting to be accepted left out (--skip-in-flight)");
+                        ctx.Session.SkippedInFlight += (int)waiting;
+                    }
                     state = State.Listening;
                     backlog = (int)max;
                 }

@@ -230,6 +230,29 @@ public sealed class InetSocketTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// The same listener checkpointed with --skip-in-flight: the connection it did not accept is left out
+    /// (said on stderr, not refused), the restarted listener has nothing waiting and accepts new ones, and
+    /// the client of the connection left out is reset when it sends.
+    /// </summary>
+    [Fact]
+    public void ListenerWithConnectionWaitingIsSavedWithoutItWhenAsked()
+    {
+        env.Program("inetsock");
+        var r = new E2eScript(env, "inetsock-skipped").Run("""
+            start "$W/out" "$BIN/inetsock" skipped
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            ck checkpoint $P --kill --skip-in-flight -o "$W/img" --log "$W/ck.log" -v 2>"$W/err.txt" || fail "checkpoint failed: $(cat "$W/err.txt")"
+            wait $P 2>/dev/null
+            restart_detached
+            finish_detached
+            """);
+        r.AssertPassed();
+        Assert.Contains("1 TCP connection(s) waiting to be accepted were left out", r.File("err.txt"));
+        r.AssertRestoredExit0();
+        r.Cleanup();
+    }
+
+    /// <summary>
     /// Half-closed connections, both ends held: CLOSE_WAIT with unread data (its peer gone) reads the data
     /// then end of file; FIN_WAIT2 against CLOSE_WAIT still carries data the other way and ends when the
     /// other end closes.
