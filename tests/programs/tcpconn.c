@@ -2,7 +2,9 @@
  * in flight both ways: 64 KiB the server end has not read yet, and as much as fits in the client's
  * receive queue and the server's send queue (the server writes until its non-blocking send would
  * block). After the restart every byte arrives once and in order, the connection carries new data
- * both ways, its addresses and options are the same, and the listener still accepts. */
+ * both ways, its addresses and options are the same, and the listener still accepts. Its segments are
+ * as large as before (up to 32755 bytes: a restored connection's size is clamped with TCP_MAXSEG, which
+ * takes at most 32767 with the timestamp option; loopback's are 65483), not the default 524. */
 #include "e2e.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -59,6 +61,7 @@ int main(void)
     }
     int outq = 0;
     ioctl(s, TIOCOUTQ, &outq);
+    int mss_c = opt(c, IPPROTO_TCP, TCP_MAXSEG), mss_s = opt(s, IPPROTO_TCP, TCP_MAXSEG);
     say("INFLIGHT sent %zu, %d still in the server's send queue", sent, outq);
     say("READY");
     e2e_wait_usr1();
@@ -68,6 +71,8 @@ int main(void)
     l = sizeof pa;
     CHECK(getpeername(c, (struct sockaddr *)&pa, &l) == 0 && !memcmp(&pa, &sa, sizeof pa), "client's peer changed");
     CHECK(opt(c, IPPROTO_TCP, TCP_NODELAY) == 1, "TCP_NODELAY lost");
+    CHECK(opt(c, IPPROTO_TCP, TCP_MAXSEG) >= (mss_c < 32755 ? mss_c : 32755) && opt(s, IPPROTO_TCP, TCP_MAXSEG) >= (mss_s < 32755 ? mss_s : 32755),
+          "segment sizes %d and %d, were %d and %d", opt(c, IPPROTO_TCP, TCP_MAXSEG), opt(s, IPPROTO_TCP, TCP_MAXSEG), mss_c, mss_s);
     CHECK(opt(s, SOL_SOCKET, SO_REUSEADDR) == 1, "SO_REUSEADDR of the accepted end lost");
     CHECK(opt(c, SOL_SOCKET, SO_REUSEADDR) == 0, "SO_REUSEADDR of the client end set");
     CHECK(fcntl(s, F_GETFL) & O_NONBLOCK, "the server end lost O_NONBLOCK");

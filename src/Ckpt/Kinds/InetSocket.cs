@@ -45,6 +45,8 @@ public sealed unsafe class InetSocket : IStateKind
     /// <summary>Connection states rebuilt: established, or half-closed by either side or both.</summary>
     private const int TCP_FIN_WAIT1 = 4, TCP_FIN_WAIT2 = 5, TCP_CLOSE_WAIT = 8, TCP_LAST_ACK = 9, TCP_CLOSING = 11, TCP_SYN_SENT = 2, TCP_SYN_RECV = 3;
     private const byte FinSent = 1, FinReceived = 2;
+    /// <summary>TCP_MAXSEG's range (TCP_MIN_MSS, MAX_TCP_WINDOW), and what the timestamp option takes of each segment.</summary>
+    private const int MinUserMss = 88, MaxUserMss = 32767, TcpTimestampOptionBytes = 12;
     private const int TCP_MAXSEG = 2, TCP_REPAIR = 19, TCP_REPAIR_QUEUE = 20, TCP_QUEUE_SEQ = 21, TCP_REPAIR_OPTIONS = 22,
         TCP_TIMESTAMP = 24, TCP_REPAIR_WINDOW = 29, TCP_RECV_QUEUE = 1, TCP_SEND_QUEUE = 2, TCP_REPAIR_OFF_NO_WP = -1;
     private const int TCPOPT_MSS = 2, TCPOPT_WINDOW = 3, TCPOPT_SACK_PERM = 4, TCPOPT_TIMESTAMP = 8;
@@ -977,8 +979,16 @@ public sealed unsafe class InetSocket : IStateKind
         SocketCalls.SetInt(mine, IPPROTO_TCP, TCP_QUEUE_SEQ, (int)recvSeq, "TCP_QUEUE_SEQ", pid, what);
         fixed (byte* a = local)
             if (SocketCalls.Bind(mine, a, local.Length) != 0) throw SyscallException.Last("bind", pid, what);
+        // the segment size as the program's own clamp before connect, which sizes the segments from it: the
+        // clamp TCP_REPAIR_OPTIONS sets after connect does not size them again, and a connection went on
+        // with the 524-byte segments of the default clamp (a clamp counts the timestamp option, the size
+        // saved does not; TCP_MAXSEG takes at most 32767, so loopback's 64 KiB segments come back halved)
+        int clamp = Math.Min(mss + ((tcpOptions & TCPI_OPT_TIMESTAMPS) != 0 ? TcpTimestampOptionBytes : 0), MaxUserMss);
+        if (clamp >= MinUserMss) SocketCalls.SetInt(mine, IPPROTO_TCP, TCP_MAXSEG, clamp, "TCP_MAXSEG", pid, what);
         fixed (byte* a = peer)
             if (SocketCalls.Connect(mine, a, peer.Length) != 0) throw SyscallException.Last("connect (repair mode)", pid, what);
+        // (and no clamp of the program's any more, as before)
+        if (clamp >= MinUserMss) SocketCalls.SetInt(mine, IPPROTO_TCP, TCP_MAXSEG, 0, "TCP_MAXSEG", pid, what);
         // the socket options after bind: SO_REUSEADDR would take back the forced reuse of repair mode
         foreach (var (level, name, value) in options)
         {
