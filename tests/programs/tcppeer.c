@@ -7,7 +7,8 @@
  * "CLIENT OK n" and exits 0, or "CLIENT ERROR ..." (a reset: the server's host answered while it was
  * down) and exits 1.
  * "slowserver" and "burst PORT SECONDS": a server slower to accept than its clients connect (see below).
- * "server PORT" listens on that port; "connecting PORT": see connecting(). */
+ * "server PORT" listens on that port; "connecting PORT": see connecting(); "pusher" and "sink PORT
+ * SECONDS": see pusher(). */
 #include "e2e.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -167,11 +168,75 @@ static int connecting(int port)
     return e2e_finish();
 }
 
+/* "pusher": a server that writes to its one client, outside the tree, until its send queue is full (the
+ * client does not read yet: most of it is not sent), then shuts the connection down for writing (its FIN
+ * queued behind that data) and prints "PUSHED n" and READY; exits 0 after SIGUSR1.
+ * "sink PORT SECONDS": connects, shuts its end for writing, reads nothing for SECONDS, then reads to the end (15 s at most) and
+ * prints "SINK OK n" (n bytes, each right) or "SINK ERROR ...". */
+static unsigned char pushed_byte(long i) { return (unsigned char)(i * 7 % 251); }
+
+static int pusher(void)
+{
+    e2e_init();
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t l = sizeof a;
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    MUST(s >= 0 && bind(s, (struct sockaddr *)&a, sizeof a) == 0 && listen(s, 1) == 0);
+    MUST(getsockname(s, (struct sockaddr *)&a, &l) == 0);
+    say("PORT %d", ntohs(a.sin_port));
+    int c = accept(s, NULL, NULL);
+    MUST(c >= 0 && fcntl(c, F_SETFL, O_NONBLOCK) == 0);
+    static unsigned char b[1 << 16];
+    long n = 0;
+    for (;;) {
+        for (int i = 0; i < (int)sizeof b; i++) b[i] = pushed_byte(n + i);
+        ssize_t k = send(c, b, sizeof b, MSG_NOSIGNAL);
+        if (k < 0 && errno == EAGAIN) {
+            struct pollfd p = { c, POLLOUT, 0 };
+            if (poll(&p, 1, 300) == 0) break;   /* nothing drained for 300 ms: the client's window is shut */
+            continue;
+        }
+        MUST(k > 0);
+        n += k;
+    }
+    MUST(shutdown(c, SHUT_WR) == 0);
+    say("PUSHED %ld", n);
+    say("READY");
+    e2e_wait_usr1();
+    return e2e_finish();
+}
+
+static int sink(int port, double seconds)
+{
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) != 0) { say("SINK ERROR connect: %s", strerror(errno)); return 1; }
+    /* nothing to send: the server's end is half-closed by our FIN, then closes its own (LAST_ACK) */
+    if (shutdown(s, SHUT_WR) != 0) { say("SINK ERROR shutdown: %s", strerror(errno)); return 1; }
+    usleep((useconds_t)(seconds * 1e6));
+    static unsigned char b[1 << 16];
+    long n = 0;
+    for (;;) {
+        struct pollfd p = { s, POLLIN, 0 };
+        if (poll(&p, 1, 15000) != 1) { say("SINK ERROR nothing more after %ld bytes for 15 s", n); return 1; }
+        ssize_t k = read(s, b, sizeof b);
+        if (k < 0) { say("SINK ERROR read after %ld bytes: %s", n, strerror(errno)); return 1; }
+        if (k == 0) break;
+        for (ssize_t i = 0; i < k; i++)
+            if (b[i] != pushed_byte(n + i)) { say("SINK ERROR byte %ld is %d", n + i, b[i]); return 1; }
+        n += k;
+    }
+    say("SINK OK %ld", n);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "server") == 0) return server(argc > 2 ? atoi(argv[2]) : 0);
     if (argc > 2 && strcmp(argv[1], "connecting") == 0) return connecting(atoi(argv[2]));
     if (argc > 1 && strcmp(argv[1], "slowserver") == 0) return slowserver();
+    if (argc > 1 && strcmp(argv[1], "pusher") == 0) return pusher();
+    if (argc > 3 && strcmp(argv[1], "sink") == 0) return sink(atoi(argv[2]), atof(argv[3]));
     if (argc > 3 && strcmp(argv[1], "burst") == 0) return burst(atoi(argv[2]), atof(argv[3]));
     if (argc > 3 && strcmp(argv[1], "client") == 0) return client(atoi(argv[2]), atof(argv[3]));
     say("usage: tcppeer server | client PORT SECONDS");

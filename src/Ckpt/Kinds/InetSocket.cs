@@ -51,7 +51,7 @@ public sealed unsafe class InetSocket : IStateKind
         TCP_TIMESTAMP = 24, TCP_REPAIR_WINDOW = 29, TCP_RECV_QUEUE = 1, TCP_SEND_QUEUE = 2, TCP_REPAIR_OFF_NO_WP = -1;
     private const int TCPOPT_MSS = 2, TCPOPT_WINDOW = 3, TCPOPT_SACK_PERM = 4, TCPOPT_TIMESTAMP = 8;
     private const int TCPI_OPT_TIMESTAMPS = 1, TCPI_OPT_SACK = 2, TCPI_OPT_WSCALE = 4;
-    private const uint SIOCOUTQ = 0x5411;
+    private const uint SIOCOUTQ = 0x5411, SIOCOUTQNSD = 0x894B;
     private const int MaxQueue = 32 << 20;
     private const int SO_SNDBUF = 7, SO_RCVBUF = 8;
 
@@ -373,6 +373,10 @@ public sealed unsafe class InetSocket : IStateKind
         // write_seq - outq = the first byte not acknowledged (the FIN counts in outq while unacknowledged)
         uint sendSeq = (uint)SocketCalls.GetInt(copy, IPPROTO_TCP, TCP_QUEUE_SEQ, "TCP_QUEUE_SEQ", ctx.Pid, what) - (uint)outq - (tcpState == TCP_FIN_WAIT2 ? 1u : 0u);
         byte[] sendQueue = Peek(copy, outq - (finUnacked && outq > 0 ? 1 : 0), ctx.Pid, what + " send queue");
+        // the tail of it not sent yet (write_seq - snd_nxt: a FIN queued behind it counts one)
+        int unsent = 0;
+        if (EventCalls.Ioctl(copy, SIOCOUTQNSD, &unsent) != 0) throw SyscallException.Last("ioctl(SIOCOUTQNSD)", ctx.Pid, what);
+        unsent = Math.Clamp(unsent - (finUnacked && unsent > 0 ? 1 : 0), 0, sendQueue.Length);
         SocketCalls.SetInt(copy, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE", ctx.Pid, what);
         // rcv_nxt counts the peer's FIN; SIOCINQ does not
         uint recvSeq = (uint)SocketCalls.GetInt(copy, IPPROTO_TCP, TCP_QUEUE_SEQ, "TCP_QUEUE_SEQ", ctx.Pid, what) - (uint)inq - ((fins & FinReceived) != 0 ? 1u : 0u);
@@ -383,9 +387,9 @@ public sealed unsafe class InetSocket : IStateKind
         int wl = 20;
         if (SocketCalls.GetSockOpt(copy, IPPROTO_TCP, TCP_REPAIR_WINDOW, win, &wl) != 0 || wl != 20) throw SyscallException.Last("getsockopt(TCP_REPAIR_WINDOW)", ctx.Pid, what);
         byte options = info[5], scales = info[6];
-        ctx.Log.Debug($"pid {ctx.Pid} {what}: send seq {sendSeq} + {outq} queued, receive seq {recvSeq} + {inq} queued, mss {mss}, options 0x{options:x}");
+        ctx.Log.Debug($"pid {ctx.Pid} {what}: send seq {sendSeq} + {outq} queued ({unsent} not sent yet), receive seq {recvSeq} + {inq} queued, mss {mss}, options 0x{options:x}");
         return new PayloadWriter().U32(sendSeq).U32(recvSeq).I32(mss).U8(options).U8((byte)(scales & 0xf)).U8((byte)(scales >> 4))
-            .I32(timestamp).Raw(new ReadOnlySpan<byte>(win, 20)).Bytes(sendQueue).Bytes(recvQueue).U8(fins).ToArray();
+            .I32(timestamp).Raw(new ReadOnlySpan<byte>(win, 20)).Bytes(sendQueue).Bytes(recvQueue).U8(fins).U32((uint)unsent).ToArray();
     }
 
     /// <summary>The queue selected by TCP_REPAIR_QUEUE, read without being consumed.</summary>
@@ -945,7 +949,8 @@ public sealed unsafe class InetSocket : IStateKind
     private sealed class ReuseportAfterBind { public readonly List<int> Fds = new(); }
 
     /// <summary>Connections rebuilt in repair mode: ckpt's copies, which leave repair mode in Finish.</summary>
-    private sealed class Repairing { public readonly List<(int Fd, string What, byte Fins, bool Reuse)> Fds = new(); }
+    /// <summary>Connections rebuilt in repair mode, until Finish; Unsent: the tail of the send queue to send once out of it.</summary>
+    private sealed class Repairing { public readonly List<(int Fd, string What, byte Fins, bool Reuse, byte[] Unsent)> Fds = new(); }
 
     /// <summary>
     /// An established connection: created in the process, then rebuilt by ckpt on its own copy in
@@ -963,14 +968,22 @@ public sealed unsafe class InetSocket : IStateKind
         byte[] window = r.Raw(20).ToArray();
         byte[] sendQueue = r.Bytes().ToArray(), recvQueue = r.Bytes().ToArray();
         byte fins = r.U8();
+        uint unsent = r.AtEnd ? 0 : r.U32();
         r.End();
         if ((fins & ~(FinSent | FinReceived)) != 0) throw new ImageFormatException($"InetSocket record at offset {rec.Offset}: FIN flags 0x{fins:x}");
+        if (unsent > sendQueue.Length) throw new ImageFormatException($"InetSocket record at offset {rec.Offset}: {unsent} bytes not sent of a send queue of {sendQueue.Length}");
         string what = $"TCP connection {Show(local)} -> {Show(peer)}";
         int fd = (int)ctx.Inject("socket", Nr.socket, domain, SocketCalls.TypeFor(SocketCalls.SOCK_STREAM, flags), protocol);
         ctx.Files.SetRestored(objref, fd);
         int mine = ctx.GrabFd(fd);
         bool reuse = options.Any(o => o.Level == SocketCalls.SOL_SOCKET && o.Name == SO_REUSEADDR && o.Value.AsSpan().ContainsAnyExcept((byte)0));
-        ctx.Session.State<Repairing>().Fds.Add((mine, what, fins, reuse));
+        // what was not sent yet is sent once out of repair mode, as any data the program writes: in repair
+        // mode it would count as sent, and only ever go out retransmitted, one segment per timeout (the
+        // timeouts growing from round-trip times measured against the restart's moment: a connection to a
+        // peer that had stopped reading stalled for good)
+        byte[] tail = sendQueue[(sendQueue.Length - (int)unsent)..];
+        sendQueue = sendQueue[..(sendQueue.Length - (int)unsent)];
+        ctx.Session.State<Repairing>().Fds.Add((mine, what, fins, reuse, tail));
         int pid = ctx.Pid;
         SocketCalls.SetInt(mine, IPPROTO_TCP, TCP_REPAIR, 1, "TCP_REPAIR", pid, what);
         SocketCalls.SetInt(mine, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE", pid, what);
@@ -1141,22 +1154,72 @@ public sealed unsafe class InetSocket : IStateKind
             rp.Fds.Clear();
         }
         if (ctx.Session.Existing<Repairing>() is not { } r) { Unlock(ctx.Session); return; }
-        foreach (var (fd, what, fins, reuse) in r.Fds)
+        try
         {
-            try
+            foreach (var (fd, what, fins, reuse, _) in r.Fds)
             {
                 SocketCalls.SetInt(fd, IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP, "TCP_REPAIR", ctx.Pid, what);
                 // leaving repair mode cleared SO_REUSEADDR
                 if (reuse) SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR", ctx.Pid, what);
-                // a half-closed connection: the peer's FIN (reads end once the queue is read) and ours
-                // (sent again, at its sequence number: the peer acknowledges it again or takes it now)
+                // a half-closed connection: the peer's FIN (reads end once the queue is read)
                 if ((fins & FinReceived) != 0 && SocketCalls.Shutdown(fd, SocketCalls.SHUT_RD) != 0) throw SyscallException.Last("shutdown(SHUT_RD)", ctx.Pid, what);
+            }
+            // the peers' packets go through again: what is sent now reaches them
+            Unlock(ctx.Session);
+            foreach (var (fd, what, fins, reuse, unsent) in r.Fds)
+            {
+                SendUnsent(fd, unsent, ctx.Pid, what);
+                // a window probe now that it reaches the peer (leaving repair mode sends one): the window
+                // saved may be one the peer has opened since, its update lost while the connection was held,
+                // and the timer of the probes that would ask again starts at a second and doubles
+                if (unsent.Length > 0)
+                {
+                    SocketCalls.SetInt(fd, IPPROTO_TCP, TCP_REPAIR, 1, "TCP_REPAIR", ctx.Pid, what);
+                    SocketCalls.SetInt(fd, IPPROTO_TCP, TCP_REPAIR, 0, "TCP_REPAIR", ctx.Pid, what);
+                    if (reuse) SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR", ctx.Pid, what);
+                }
+                // our FIN, after the data (sent again at its sequence number when it had gone out: the peer
+                // acknowledges it again or takes it now)
                 if ((fins & FinSent) != 0 && SocketCalls.Shutdown(fd, SocketCalls.SHUT_WR) != 0) throw SyscallException.Last("shutdown(SHUT_WR)", ctx.Pid, what);
             }
-            finally { FileCalls.Close(fd); }
         }
-        r.Fds.Clear();
-        Unlock(ctx.Session);
+        finally
+        {
+            foreach (var c in r.Fds) FileCalls.Close(c.Fd);
+            r.Fds.Clear();
+            Unlock(ctx.Session);
+        }
+    }
+
+    /// <summary>
+    /// Queues the part of a connection's send queue that had not been sent, out of repair mode: the buffer
+    /// is raised for it if it does not fit (without waiting for the peer), and put back after.
+    /// </summary>
+    private static void SendUnsent(int fd, byte[] data, int pid, string what)
+    {
+        if (data.Length == 0) return;
+        int before = SocketCalls.GetInt(fd, SocketCalls.SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF", pid);
+        fixed (byte* d = data)
+        {
+            int done = 0;
+            bool raised = false;
+            while (done < data.Length)
+            {
+                nint n = SocketCalls.Send(fd, d + done, (nuint)(data.Length - done), SocketCalls.MSG_NOSIGNAL | SocketCalls.MSG_DONTWAIT);
+                if (n > 0) { done += (int)n; continue; }
+                int e = Marshal.GetLastPInvokeError();
+                if (n < 0 && e == Errors.EINTR) continue;
+                if (n < 0 && e is Errors.EAGAIN or 12 /* ENOMEM */ && !raised)
+                {
+                    raised = true;
+                    long room = (long)before + 2L * (data.Length - done) + (1 << 20);
+                    SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, SocketCalls.SO_SNDBUFFORCE, (int)Math.Min(room / 2, int.MaxValue / 2), "SO_SNDBUFFORCE", pid, what);
+                    continue;
+                }
+                throw SyscallException.Last($"send (the {data.Length - done} bytes of the send queue not sent yet)", pid, what);
+            }
+            if (raised) SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, SocketCalls.SO_SNDBUFFORCE, before / 2, "SO_SNDBUFFORCE", pid, what);
+        }
     }
 
     public void Describe(Record rec, InfoNode info)

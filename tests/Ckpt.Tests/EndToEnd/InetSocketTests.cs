@@ -117,6 +117,39 @@ public sealed class InetSocketTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// A server migrated with --kill while its client outside the tree is not reading: most of its send
+    /// queue was never sent, and its FIN waits behind it. After the restart the client reads every byte,
+    /// in order, then the end (the unsent part goes out as data written anew, after a window probe; in
+    /// repair mode it counted as sent and went out one segment per retransmission timeout, which kept
+    /// growing: the client waited for good).
+    /// </summary>
+    [Fact]
+    public void UnsentDataReachesAClientThatStoppedReading()
+    {
+        env.Program("tcppeer");
+        var r = new E2eScript(env, "tcppeer-unsent").Run("""
+            start "$W/out" "$BIN/tcppeer" pusher
+            wait_for "$W/out" '^PORT' 15 || fail "the server did not print PORT"
+            port=$(sed -n 's/^PORT //p' "$W/out")
+            "$BIN/tcppeer" sink "$port" 4 > "$W/client.out" 2>&1 &
+            C=$!
+            wait_for "$W/out" '^READY' 15 || fail "the server did not print READY"
+            ck checkpoint $P -o "$W/img" --kill --log "$W/ck.log" -v -v 2>"$W/ck.err" || fail "checkpoint failed: $(cat "$W/ck.err")"
+            wait $P 2>/dev/null
+            restart_detached
+            wait $C; echo "CLIENT: $?"
+            echo "PUSHED: $(sed -n 's/^PUSHED //p' "$W/out")"
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0();
+        var pushed = Regex.Match(r.Stdout, @"PUSHED: (\d+)").Groups[1].Value;
+        Assert.True(r.Stdout.Contains("CLIENT: 0"), $"the client did not get the data: {r.File("client.out")}{r.Diagnostics}");
+        Assert.Contains($"SINK OK {pushed}", r.File("client.out"));
+        Assert.Matches(@"\(\d*[1-9]\d* not sent yet\)", r.File("ck.log"));
+        r.Cleanup();
+    }
+
+    /// <summary>
     /// A checkpoint that leaves the tree running (saved, or refused because the peer sent meanwhile),
     /// taken while the server is blocked reading a connection its client keeps using: the server goes on
     /// reading (the connection left repair mode before the tree ran again; it used to get EPERM).
