@@ -1068,8 +1068,7 @@ public sealed unsafe class InetSocket : IStateKind
                         if (e is Errors.EAGAIN or 12 /* ENOMEM */ && before < 0)
                         {
                             before = SocketCalls.GetInt(fd, SocketCalls.SOL_SOCKET, size, send ? "SO_SNDBUF" : "SO_RCVBUF", pid);
-                            long room = (long)before + 2L * (data.Length - done) + (1 << 20);
-                            SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, force, (int)Math.Min(room / 2, int.MaxValue / 2), forceName, pid, what);
+                            SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, force, BufferFor(before, data.Length - done), forceName, pid, what);
                             continue;
                         }
                     }
@@ -1081,6 +1080,14 @@ public sealed unsafe class InetSocket : IStateKind
         }
         finally { SocketCalls.SetSockOpt(fd, SocketCalls.SOL_SOCKET, SO_SNDTIMEO, timeo, 16); }
     }
+
+    /// <summary>
+    /// What to give SO_SNDBUFFORCE/SO_RCVBUFFORCE (which doubles it) for a buffer of <paramref name="before"/>
+    /// bytes (as getsockopt reports it) to take <paramref name="remaining"/> more: each byte queued costs
+    /// about twice its size in buffer accounting, plus 1 MiB to spare.
+    /// </summary>
+    private static int BufferFor(int before, int remaining)
+        => (int)Math.Min(((long)before + 2L * remaining + (1 << 20)) / 2, int.MaxValue / 2);
 
     /// <summary>The value to give setsockopt: the buffer sizes halved (the kernel doubles what it is given, and reports the doubled value).</summary>
     internal static byte[] Settable(int level, int name, byte[] value)
@@ -1212,8 +1219,7 @@ public sealed unsafe class InetSocket : IStateKind
                 if (n < 0 && e is Errors.EAGAIN or 12 /* ENOMEM */ && !raised)
                 {
                     raised = true;
-                    long room = (long)before + 2L * (data.Length - done) + (1 << 20);
-                    SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, SocketCalls.SO_SNDBUFFORCE, (int)Math.Min(room / 2, int.MaxValue / 2), "SO_SNDBUFFORCE", pid, what);
+                    SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, SocketCalls.SO_SNDBUFFORCE, BufferFor(before, data.Length - done), "SO_SNDBUFFORCE", pid, what);
                     continue;
                 }
                 throw SyscallException.Last($"send (the {data.Length - done} bytes of the send queue not sent yet)", pid, what);
