@@ -48,7 +48,7 @@ public sealed unsafe class InetSocket : IStateKind
     /// <summary>TCP_MAXSEG's range (TCP_MIN_MSS, MAX_TCP_WINDOW), and what the timestamp option takes of each segment.</summary>
     private const int MinUserMss = 88, MaxUserMss = 32767, TcpTimestampOptionBytes = 12;
     private const int TCP_MAXSEG = 2, TCP_REPAIR = 19, TCP_REPAIR_QUEUE = 20, TCP_QUEUE_SEQ = 21, TCP_REPAIR_OPTIONS = 22,
-        TCP_TIMESTAMP = 24, TCP_REPAIR_WINDOW = 29, TCP_RECV_QUEUE = 1, TCP_SEND_QUEUE = 2, TCP_REPAIR_OFF_NO_WP = -1;
+        TCP_TIMESTAMP = 24, TCP_REPAIR_WINDOW = 29, TCP_RECV_QUEUE = 1, TCP_SEND_QUEUE = 2, TCP_REPAIR_OFF = 0, TCP_REPAIR_OFF_NO_WP = -1;
     private const int TCPOPT_MSS = 2, TCPOPT_WINDOW = 3, TCPOPT_SACK_PERM = 4, TCPOPT_TIMESTAMP = 8;
     private const int TCPI_OPT_TIMESTAMPS = 1, TCPI_OPT_SACK = 2, TCPI_OPT_WSCALE = 4;
     private const uint SIOCOUTQ = 0x5411, SIOCOUTQNSD = 0x894B;
@@ -133,10 +133,10 @@ public sealed unsafe class InetSocket : IStateKind
                 {
                     uint waiting = *(uint*)(info + 24), max = *(uint*)(info + 28);
                     // (the tree was let go a moment to accept them, new ones held back: see QuiesceListeners)
-                    if (waiting > 0 && !ctx.Session.SkipInFlight)
-                        throw new NotCheckpointableException(ctx.Pid, $"{what} is listening with {waiting} connection(s) waiting to be accepted, which it did not accept when let go a moment; checkpoint once they were accepted, or leave them out with --skip-in-flight");
                     if (waiting > 0)
                     {
+                        if (!ctx.Session.SkipInFlight)
+                            throw new NotCheckpointableException(ctx.Pid, $"{what} is listening with {waiting} connection(s) waiting to be accepted, which it did not accept when let go a moment; checkpoint once they were accepted, or leave them out with --skip-in-flight");
                         ctx.Session.Log.Info($"pid {ctx.Pid}: {what}: {waiting} connection(s) waiting to be accepted left out (--skip-in-flight)");
                         ctx.Session.SkippedInFlight += (int)waiting;
                     }
@@ -340,8 +340,7 @@ public sealed unsafe class InetSocket : IStateKind
         batch.Flush();
     }
 
-    /// <summary>Sockets put in repair mode by this checkpoint: ckpt's copies, left in repair mode until it ends.</summary>
-    /// <summary>Connections in repair mode during the checkpoint; Reuse: SO_REUSEADDR, which leaving repair mode clears.</summary>
+    /// <summary>Connections put in repair mode by this checkpoint (ckpt's copies, left in it until it ends); Reuse: SO_REUSEADDR, which leaving repair mode clears.</summary>
     private sealed class Repaired { public readonly List<(int Fd, int Inq, int Pid, string What, bool Reuse)> Fds = new(); }
 
     /// <summary>
@@ -948,8 +947,7 @@ public sealed unsafe class InetSocket : IStateKind
     /// <summary>Sockets given SO_REUSEPORT for their bind only (ckpt's copies): cleared in Finish, once every socket is bound.</summary>
     private sealed class ReuseportAfterBind { public readonly List<int> Fds = new(); }
 
-    /// <summary>Connections rebuilt in repair mode: ckpt's copies, which leave repair mode in Finish.</summary>
-    /// <summary>Connections rebuilt in repair mode, until Finish; Unsent: the tail of the send queue to send once out of it.</summary>
+    /// <summary>Connections rebuilt in repair mode: ckpt's copies, which leave repair mode in Finish; Unsent: the tail of the send queue to send once out of it.</summary>
     private sealed class Repairing { public readonly List<(int Fd, string What, byte Fins, bool Reuse, byte[] Unsent)> Fds = new(); }
 
     /// <summary>
@@ -1020,8 +1018,8 @@ public sealed unsafe class InetSocket : IStateKind
         fixed (uint* o = raw)
             if (SocketCalls.SetSockOpt(mine, IPPROTO_TCP, TCP_REPAIR_OPTIONS, o, raw.Length * 4) != 0) throw SyscallException.Last("setsockopt(TCP_REPAIR_OPTIONS)", pid, what);
         if ((tcpOptions & TCPI_OPT_TIMESTAMPS) != 0) SocketCalls.SetInt(mine, IPPROTO_TCP, TCP_TIMESTAMP, timestamp, "TCP_TIMESTAMP", pid, what);
-        SendQueue(mine, TCP_RECV_QUEUE, recvQueue, mss, pid, what);
-        SendQueue(mine, TCP_SEND_QUEUE, sendQueue, mss, pid, what);
+        SendQueue(mine, TCP_RECV_QUEUE, recvQueue, pid, what);
+        SendQueue(mine, TCP_SEND_QUEUE, sendQueue, pid, what);
         // the window was saved with rcv_nxt past the peer's FIN (when one was received): the kernel wants
         // rcv_wup and snd_wl1 no later than the rcv_nxt rebuilt here (the FIN comes back with shutdown)
         uint rcvNxt = recvSeq + (uint)recvQueue.Length;
@@ -1034,7 +1032,7 @@ public sealed unsafe class InetSocket : IStateKind
     }
 
     /// <summary>Fills a queue in repair mode: what is sent goes into the selected queue, not to the network.</summary>
-    private static void SendQueue(int fd, int queue, byte[] data, int mss, int pid, string what)
+    private static void SendQueue(int fd, int queue, byte[] data, int pid, string what)
     {
         if (data.Length == 0) return;
         SocketCalls.SetInt(fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, queue, "TCP_REPAIR_QUEUE", pid, what);
@@ -1043,42 +1041,56 @@ public sealed unsafe class InetSocket : IStateKind
         // does: after a second without progress the buffer is raised for the rest of the queue (the original's
         // may have grown by autotuning, and each piece costs more than its bytes), and put back once it is in
         bool send = queue == TCP_SEND_QUEUE;
-        int size = send ? SO_SNDBUF : SO_RCVBUF, force = send ? SocketCalls.SO_SNDBUFFORCE : SocketCalls.SO_RCVBUFFORCE;
-        string forceName = send ? "SO_SNDBUFFORCE" : "SO_RCVBUFFORCE";
-        int before = -1;
         long* timeo = stackalloc long[2];
         int tl = 16;
         if (SocketCalls.GetSockOpt(fd, SocketCalls.SOL_SOCKET, SO_SNDTIMEO, timeo, &tl) != 0) throw SyscallException.Last("getsockopt(SO_SNDTIMEO)", pid, what);
         long* second = stackalloc long[2] { 1, 0 };
         if (SocketCalls.SetSockOpt(fd, SocketCalls.SOL_SOCKET, SO_SNDTIMEO, second, 16) != 0) throw SyscallException.Last("setsockopt(SO_SNDTIMEO)", pid, what);
-        try
-        {
-            fixed (byte* d = data)
-            {
-                int done = 0;
-                while (done < data.Length)
-                {
-                    // in pieces of 64 KiB: each becomes a buffer of its own in the queue
-                    int len = Math.Min(data.Length - done, 64 << 10);
-                    nint n = SocketCalls.Send(fd, d + done, (nuint)len, SocketCalls.MSG_NOSIGNAL);
-                    if (n < 0)
-                    {
-                        int e = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
-                        if (e == Errors.EINTR) continue;
-                        if (e is Errors.EAGAIN or 12 /* ENOMEM */ && before < 0)
-                        {
-                            before = SocketCalls.GetInt(fd, SocketCalls.SOL_SOCKET, size, send ? "SO_SNDBUF" : "SO_RCVBUF", pid);
-                            SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, force, BufferFor(before, data.Length - done), forceName, pid, what);
-                            continue;
-                        }
-                    }
-                    if (n <= 0) throw SyscallException.Last($"send (repair {(send ? "send" : "receive")} queue, {done} of {data.Length} bytes in)", pid, what);
-                    done += (int)n;
-                }
-            }
-            if (before >= 0) SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, force, before / 2, forceName, pid, what);
-        }
+        try { SendAll(fd, data, SocketCalls.MSG_NOSIGNAL, send, $"repair {(send ? "send" : "receive")} queue", pid, what); }
         finally { SocketCalls.SetSockOpt(fd, SocketCalls.SOL_SOCKET, SO_SNDTIMEO, timeo, 16); }
+    }
+
+    /// <summary>
+    /// Sends all of <paramref name="data"/> with <paramref name="flags"/>, in pieces of 64 KiB (each becomes a
+    /// buffer of its own in the queue). When the buffer (the send buffer, or with <paramref name="send"/>
+    /// false the receive buffer a repair-mode send fills) has no room (EAGAIN, ENOMEM), it is raised once for
+    /// the rest, and put back once everything is in.
+    /// </summary>
+    private static void SendAll(int fd, byte[] data, int flags, bool send, string queue, int pid, string what)
+    {
+        int size = send ? SO_SNDBUF : SO_RCVBUF, force = send ? SocketCalls.SO_SNDBUFFORCE : SocketCalls.SO_RCVBUFFORCE;
+        string forceName = send ? "SO_SNDBUFFORCE" : "SO_RCVBUFFORCE";
+        int before = -1;
+        fixed (byte* d = data)
+        {
+            int done = 0;
+            while (done < data.Length)
+            {
+                int len = Math.Min(data.Length - done, 64 << 10);
+                nint n = SocketCalls.Send(fd, d + done, (nuint)len, flags);
+                if (n < 0)
+                {
+                    int e = Marshal.GetLastPInvokeError();
+                    if (e == Errors.EINTR) continue;
+                    if (e is Errors.EAGAIN or 12 /* ENOMEM */ && before < 0)
+                    {
+                        before = SocketCalls.GetInt(fd, SocketCalls.SOL_SOCKET, size, send ? "SO_SNDBUF" : "SO_RCVBUF", pid);
+                        SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, force, BufferFor(before, data.Length - done), forceName, pid, what);
+                        continue;
+                    }
+                }
+                if (n <= 0) throw SyscallException.Last($"send ({queue}, {done} of {data.Length} bytes in)", pid, what);
+                done += (int)n;
+            }
+        }
+        if (before >= 0) SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, force, before / 2, forceName, pid, what);
+    }
+
+    /// <summary>Takes a rebuilt connection out of repair mode (<paramref name="mode"/>: with a window probe or without), and sets SO_REUSEADDR again, which leaving it clears.</summary>
+    private static void LeaveRepair(int fd, int mode, bool reuse, int pid, string what)
+    {
+        SocketCalls.SetInt(fd, IPPROTO_TCP, TCP_REPAIR, mode, "TCP_REPAIR", pid, what);
+        if (reuse) SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR", pid, what);
     }
 
     /// <summary>
@@ -1152,7 +1164,10 @@ public sealed unsafe class InetSocket : IStateKind
         7 => "CLOSE", 8 => "CLOSE_WAIT", 9 => "LAST_ACK", 10 => "LISTEN", 11 => "CLOSING", _ => $"#{s}",
     };
 
-    /// <summary>Connections leave repair mode once every socket of the tree exists (without a window probe), and ckpt drops its copies.</summary>
+    /// <summary>
+    /// Connections leave repair mode once every socket of the tree exists (without a window probe), the
+    /// network lock goes, then each gets what it had not sent (and a window probe) and its FIN; ckpt drops its copies.
+    /// </summary>
     public void Finish(RestoreContext ctx)
     {
         if (ctx.Session.Existing<ReuseportAfterBind>() is { Fds.Count: > 0 } rp)
@@ -1165,9 +1180,7 @@ public sealed unsafe class InetSocket : IStateKind
         {
             foreach (var (fd, what, fins, reuse, _) in r.Fds)
             {
-                SocketCalls.SetInt(fd, IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP, "TCP_REPAIR", ctx.Pid, what);
-                // leaving repair mode cleared SO_REUSEADDR
-                if (reuse) SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR", ctx.Pid, what);
+                LeaveRepair(fd, TCP_REPAIR_OFF_NO_WP, reuse, ctx.Pid, what);
                 // a half-closed connection: the peer's FIN (reads end once the queue is read)
                 if ((fins & FinReceived) != 0 && SocketCalls.Shutdown(fd, SocketCalls.SHUT_RD) != 0) throw SyscallException.Last("shutdown(SHUT_RD)", ctx.Pid, what);
             }
@@ -1175,15 +1188,15 @@ public sealed unsafe class InetSocket : IStateKind
             Unlock(ctx.Session);
             foreach (var (fd, what, fins, reuse, unsent) in r.Fds)
             {
-                SendUnsent(fd, unsent, ctx.Pid, what);
+                // the part of the send queue that had not been sent, as data written anew (without waiting for the peer)
+                SendAll(fd, unsent, SocketCalls.MSG_NOSIGNAL | SocketCalls.MSG_DONTWAIT, send: true, "the send queue not sent yet", ctx.Pid, what);
                 // a window probe now that it reaches the peer (leaving repair mode sends one): the window
                 // saved may be one the peer has opened since, its update lost while the connection was held,
                 // and the timer of the probes that would ask again starts at a second and doubles
                 if (unsent.Length > 0)
                 {
                     SocketCalls.SetInt(fd, IPPROTO_TCP, TCP_REPAIR, 1, "TCP_REPAIR", ctx.Pid, what);
-                    SocketCalls.SetInt(fd, IPPROTO_TCP, TCP_REPAIR, 0, "TCP_REPAIR", ctx.Pid, what);
-                    if (reuse) SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR", ctx.Pid, what);
+                    LeaveRepair(fd, TCP_REPAIR_OFF, reuse, ctx.Pid, what);
                 }
                 // our FIN, after the data (sent again at its sequence number when it had gone out: the peer
                 // acknowledges it again or takes it now)
@@ -1195,36 +1208,6 @@ public sealed unsafe class InetSocket : IStateKind
             foreach (var c in r.Fds) FileCalls.Close(c.Fd);
             r.Fds.Clear();
             Unlock(ctx.Session);
-        }
-    }
-
-    /// <summary>
-    /// Queues the part of a connection's send queue that had not been sent, out of repair mode: the buffer
-    /// is raised for it if it does not fit (without waiting for the peer), and put back after.
-    /// </summary>
-    private static void SendUnsent(int fd, byte[] data, int pid, string what)
-    {
-        if (data.Length == 0) return;
-        int before = SocketCalls.GetInt(fd, SocketCalls.SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF", pid);
-        fixed (byte* d = data)
-        {
-            int done = 0;
-            bool raised = false;
-            while (done < data.Length)
-            {
-                nint n = SocketCalls.Send(fd, d + done, (nuint)(data.Length - done), SocketCalls.MSG_NOSIGNAL | SocketCalls.MSG_DONTWAIT);
-                if (n > 0) { done += (int)n; continue; }
-                int e = Marshal.GetLastPInvokeError();
-                if (n < 0 && e == Errors.EINTR) continue;
-                if (n < 0 && e is Errors.EAGAIN or 12 /* ENOMEM */ && !raised)
-                {
-                    raised = true;
-                    SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, SocketCalls.SO_SNDBUFFORCE, BufferFor(before, data.Length - done), "SO_SNDBUFFORCE", pid, what);
-                    continue;
-                }
-                throw SyscallException.Last($"send (the {data.Length - done} bytes of the send queue not sent yet)", pid, what);
-            }
-            if (raised) SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, SocketCalls.SO_SNDBUFFORCE, before / 2, "SO_SNDBUFFORCE", pid, what);
         }
     }
 
