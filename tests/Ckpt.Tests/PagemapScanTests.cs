@@ -8,7 +8,9 @@ namespace Ckpt.Tests;
 /// <summary>
 /// The runs of pages a checkpoint saves, found by the kernel (PAGEMAP_SCAN) and by reading the pagemap
 /// entry by entry, on memory of this process laid out for the purpose: they agree, except that pages
-/// mapped to the shared zero page are not saved by the scan.
+/// mapped to the shared zero page are not saved by the scan. (A kernel may have no shared zero page, as a
+/// PVM guest booted with pvm_no_zero_page=1: a read of untouched memory then gets a page of its own, which
+/// both save.)
 /// </summary>
 public unsafe class PagemapScanTests
 {
@@ -22,6 +24,19 @@ public unsafe class PagemapScanTests
         var scanned = new List<(ulong, int)>();
         Assert.True(MemoryRegion.ScannedRuns(pagemap, v, b, scanned), "PAGEMAP_SCAN is missing on this kernel");
         return (scanned, MemoryRegion.ReadRuns(pagemap, v, b, new byte[8192 * 8]));
+    }
+
+    /// <summary>Whether the present page at addr is the shared zero page: present but not mapped exclusively
+    /// (pagemap bit 56), which a page of this process's own always is.</summary>
+    private static bool SharedZeroPage(ulong addr)
+    {
+        using var pagemap = new FileStream("/proc/self/pagemap", FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 0);
+        var entry = new byte[8];
+        pagemap.Position = (long)(addr / Page * 8);
+        pagemap.ReadExactly(entry);
+        ulong e = BitConverter.ToUInt64(entry);
+        Assert.True((e & (1UL << 63)) != 0, "the page read is not present");
+        return (e & (1UL << 56)) == 0;
     }
 
     [Fact]
@@ -40,7 +55,7 @@ public unsafe class PagemapScanTests
             ulong a = (ulong)p;
             var (scanned, read) = Both(a, a + n * Page, MemoryRegion.Backing.AnonPrivate);
             var expected = new List<(ulong, int)> { (a, 10), (a + 20 * Page, 1), (a + 30 * Page, 256), (a + 286 * Page, 44) };
-            Assert.Equal(expected, scanned);
+            Assert.Equal(SharedZeroPage(a + 400 * Page) ? expected : expected.Append((a + 400 * Page, 6)).ToList(), scanned);
             Assert.Equal(expected.Append((a + 400 * Page, 6)).ToList(), read);
         }
         finally { MemoryCalls.Munmap(p, n * Page); }

@@ -16,11 +16,12 @@ public sealed class InterruptTests(E2eEnvironment env)
     public void CheckpointInterruptedBySignal(string signal)
     {
         env.Program("memory");
-        // the image goes into a pipe nobody reads for 2 s: ckpt is stuck mid-image when the signal comes
+        // the image goes into a pipe nobody reads until the signal was sent (0.3 s more; 20 s at most): ckpt
+        // is stuck mid-image when the signal comes, however slowly the script runs
         var r = new E2eScript(env, "interrupted-" + signal).Run($$"""
             start "$W/out" "$BIN/memory" "$W"
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
-            ( "$CKPT" checkpoint $P --log "$W/ck.log" 2>"$W/err.txt"; echo $? > "$W/rc" ) | ( sleep 2; cat >/dev/null ) &
+            ( "$CKPT" checkpoint $P --log "$W/ck.log" 2>"$W/err.txt"; echo $? > "$W/rc" ) | ( for i in $(seq 1 400); do [ -e "$W/sent" ] && break; sleep 0.05; done; sleep 0.3; cat >/dev/null ) &
             pipeline=$!
             for i in $(seq 1 100); do C=$(pgrep -f "^$CKPT checkpoint $P" | head -1); [ -n "$C" ] && break; sleep 0.02; done
             [ -n "$C" ] || fail "ckpt did not start"
@@ -28,6 +29,7 @@ public sealed class InterruptTests(E2eEnvironment env)
             wait_for "$W/ck.log" 'frozen' 20 || fail "ckpt did not freeze the target"
             sleep 0.2
             kill -{{signal}} $C
+            touch "$W/sent"
             wait $pipeline
             echo "RC: $(cat "$W/rc")"
             alive $P || fail "the target died"
