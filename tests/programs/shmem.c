@@ -2,7 +2,8 @@
  * - a sealed memfd (1 MiB, with a hole) mapped twice, RW and RX at another offset (the "doublemapper"),
  *   kept open at fd 42 with a file position, and mapped MAP_PRIVATE with a copy-on-write page;
  * - MAP_SHARED|MAP_ANONYMOUS memory;
- * - a deleted file mapped shared (no fd left), and another deleted file mapped private and open at fd 43;
+ * - a deleted file mapped shared (no fd left), and another deleted file mapped private and open at fd 43
+ *   (opened with O_NOFOLLOW);
  * - a SysV segment (IPC_PRIVATE, removed: it lives as long as it is attached) when argv[2] is "sysv".
  * After the restart: contents, sharing between the mappings and the fds, the private page, seals,
  * names in /proc/self/maps. */
@@ -94,9 +95,10 @@ int main(int argc, char **argv)
     fill(dm, 200 * K, 5);
     MUST(unlink(path) == 0 && close(df) == 0);
 
-    /* a deleted file mapped private (read-only), also open at fd 43 */
+    /* a deleted file mapped private (read-only), also open at fd 43, opened with O_NOFOLLOW as shm_open
+     * does (an MPI library's shared segment) */
     snprintf(path, sizeof path, "%s/both.dat", argv[1]);
-    int bf = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    int bf = open(path, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600);
     MUST(bf >= 0);
     fill(buf, 64 * K, 6);
     MUST(write_full(bf, buf, 64 * K) == 64 * K);

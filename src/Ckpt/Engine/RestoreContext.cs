@@ -172,6 +172,9 @@ public sealed class RestoreContext : TargetContext
     /// <summary>As <see cref="OpenInVessel"/>, returning the fd or -errno.</summary>
     public long TryOpenInVessel(string path, int flags, int mode = 0)
     {
+        // an fd's link under /proc is followed to reach its file: a description opened with O_NOFOLLOW
+        // (shm_open adds it) and reopened through one would get ELOOP (it loses the flag, which only open reads)
+        if (path.StartsWith("/proc/", StringComparison.Ordinal) && path.Contains("/fd/", StringComparison.Ordinal)) flags &= ~FileCalls.O_NOFOLLOW;
         var bytes = Encoding.UTF8.GetBytes(path + "\0");
         ulong p;
         if (Trampoline != 0) p = PutScratch(ScratchSize - 4096, bytes);

@@ -24,9 +24,9 @@ public static class Restorer
         var header = ImageHeader.Read(reader);
         CheckHeader(header);
         Vessel.Input = opt.Spool;
-        Vessel.SpoolLog = m => log.Info(m);
+        Vessel.WaitLog = m => log.Info(m);
         try { return TracerThread.Run(() => RunTraced(reader, header, opt, log)); }
-        finally { Vessel.Input = null; Vessel.SpoolLog = null; }
+        finally { Vessel.Input = null; Vessel.WaitLog = null; }
     }
 
     /// <summary>Records read and verified ahead of the one being restored.</summary>

@@ -93,22 +93,24 @@ public static unsafe class Vessel
             {
                 var st = Proc.ProcStatus.Read(pid);
                 int limit;
-                if (st.State == 'Z') limit = 3000;
+                string? holder = null;
+                if (st.State == 'Z') (limit, holder) = (3000, "a zombie");
                 // killed and still exiting (a tree just killed by checkpoint --kill: a process with much
                 // memory takes a while to free it): up to ~1 s
-                else if (st.State == 'X' || BeingKilled(st)) limit = 1000;
+                else if (st.State == 'X' || BeingKilled(st)) (limit, holder) = (1000, "a process being killed");
                 else if (Input is not { } input) return false;
                 else
                 {
                     if (!input.Spooling)
                     {
-                        SpoolLog?.Invoke($"pid {pid} is in use and the image comes through a pipe: the rest of it goes into a spool file while its writer (a checkpoint --kill of this machine?) finishes");
+                        WaitLog?.Invoke($"pid {pid} is in use and the image comes through a pipe: the rest of it goes into a spool file while its writer (a checkpoint --kill of this machine?) finishes");
                         input.StartSpooling(Path.GetTempPath());
                     }
                     if (!input.AtEnd) { Thread.Sleep(2); return true; }
                     limit = 1000;
                 }
                 if (++w.Tries > limit) return false;
+                if (w.Tries == 1 && holder != null) WaitLog?.Invoke($"pid {pid} is still held by {holder} (of a tree just killed by checkpoint --kill?): waiting for it to be freed");
                 Thread.Sleep(1);
                 return true;
             }
@@ -118,7 +120,7 @@ public static unsafe class Vessel
         // a pid held as the process group or session id of processes that are exiting or exited (the
         // members of a tree just killed by checkpoint --kill, orphans that pid 1 reaps every few seconds)
         // is freed once they are reaped: up to ~3 s
-        ++w.GoneTries;
+        if (++w.GoneTries == 20) WaitLog?.Invoke($"pid {pid} is not free yet (just exited, or the group or session id of exiting processes): waiting for it to be freed");
         if (w.GoneTries > 200 && (w.GoneTries > 3000 || (w.GoneTries % 100 == 1 && !HeldByTheDying(pid)))) return false;
         Thread.Sleep(1);
         return true;
@@ -179,8 +181,8 @@ public static unsafe class Vessel
 
     /// <summary>The image input of the restart, when it comes through a pipe (set by the restorer for its run).</summary>
     public static Image.SpoolingInput? Input { get; set; }
-    /// <summary>Where <see cref="RetryTakenPid"/> says that it spools the input.</summary>
-    public static Action<string>? SpoolLog { get; set; }
+    /// <summary>Where <see cref="RetryTakenPid"/> says that it waits for a pid or spools the input.</summary>
+    public static Action<string>? WaitLog { get; set; }
 
     /// <summary>Forks a vessel whose pid is <paramref name="pid"/>; it is our child, parked in pause().</summary>
     public static int Create(int pid)
