@@ -67,7 +67,9 @@ public sealed class ImageReader
     {
         _in = input;
         _payloads = new byte[Math.Max(1, payloadRing)][];
-        for (int i = 0; i < _payloads.Length; i++) _payloads[i] = new byte[1 << 16];
+        // a page each to start with (most records are small), grown to the records that need more: every
+        // buffer is fresh memory, whose page faults are a good part of a small restart's time
+        for (int i = 0; i < _payloads.Length; i++) _payloads[i] = GC.AllocateUninitializedArray<byte>(4096);
         _buf = GC.AllocateUninitializedArray<byte>(bufferSize);
         Span<byte> start = stackalloc byte[12];
         if (!TryFill(start)) throw new ImageFormatException("not a ckpt image: the input is empty or shorter than the image magic");
