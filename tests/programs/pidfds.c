@@ -1,7 +1,9 @@
 /* pidfds: a non-blocking pidfd of a running child and a pidfd of a child that has exited (a zombie,
- * not reaped), and a thread pidfd (PIDFD_THREAD) of a thread of the process. After the restart the
- * running child is still running for its pidfd (not readable), is signalled and waited for through it;
- * the zombie's pidfd is readable and gives its exit status; the thread's pidfd names that thread.
+ * not reaped), and a thread pidfd (PIDFD_THREAD) of a thread of the process; pidfds of two children that
+ * exited and were reaped, one non-blocking. After the restart the running child is still running for its
+ * pidfd (not readable), is signalled and waited for through it; the zombie's pidfd is readable and gives
+ * its exit status; the thread's pidfd names that thread; the reaped ones' are readable, name no process
+ * (Pid -1), cannot be waited for or signalled, and are still two different processes'.
  *
  * build: pidfds -pthread
  */
@@ -9,6 +11,7 @@
 #include <pthread.h>
 #include <poll.h>
 #include <sys/wait.h>
+#include <sys/stat.h>
 
 #ifndef P_PIDFD
 #define P_PIDFD 3
@@ -51,6 +54,18 @@ int main(void)
     siginfo_t si;
     memset(&si, 0, sizeof si);
     MUST(waitid(P_PID, b, &si, WEXITED | WNOWAIT) == 0);   /* b is a zombie now */
+    /* two children reaped, whose pidfds stay */
+    int reaped[2];
+    for (int i = 0; i < 2; i++) {
+        pid_t c = fork();
+        MUST(c >= 0);
+        if (c == 0) _exit(3);
+        reaped[i] = syscall(SYS_pidfd_open, c, i == 0 ? O_NONBLOCK : 0);
+        MUST(reaped[i] >= 0 && waitpid(c, NULL, 0) == c && fdinfo_pid(reaped[i]) == -1);
+    }
+    struct stat r0, r1;
+    MUST(fstat(reaped[0], &r0) == 0 && fstat(reaped[1], &r1) == 0);
+    int distinct = r0.st_ino != r1.st_ino;   /* pidfs (6.9+): an inode per process */
     pthread_t th;
     MUST(pthread_create(&th, NULL, sleeper, NULL) == 0);
     for (int i = 0; i < 1000 && !thread_tid; i++) usleep(1000);
@@ -67,6 +82,17 @@ int main(void)
     memset(&si, 0, sizeof si);
     CHECK(syscall(SYS_waitid, P_PIDFD, pb, &si, WEXITED, NULL) == 0 && si.si_pid == b && si.si_code == CLD_EXITED && si.si_status == 7,
           "waitid on the zombie's pidfd: pid %d code %d status %d (%s)", si.si_pid, si.si_code, si.si_status, strerror(errno));
+    for (int i = 0; i < 2; i++) {
+        CHECK(fdinfo_pid(reaped[i]) == -1, "reaped pidfd %d names pid %d", i, fdinfo_pid(reaped[i]));
+        CHECK(readable(reaped[i]), "reaped pidfd %d is not readable", i);
+        CHECK(syscall(SYS_waitid, P_PIDFD, reaped[i], &si, WEXITED | WNOHANG, NULL) == -1 && errno == ECHILD,
+              "waitid on reaped pidfd %d: %s", i, strerror(errno));
+        CHECK(syscall(SYS_pidfd_send_signal, reaped[i], SIGTERM, NULL, 0) == -1 && errno == ESRCH,
+              "pidfd_send_signal on reaped pidfd %d: %s", i, strerror(errno));
+    }
+    CHECK((fcntl(reaped[0], F_GETFL) & O_NONBLOCK) && !(fcntl(reaped[1], F_GETFL) & O_NONBLOCK), "the reaped pidfds' O_NONBLOCK differs");
+    CHECK(fstat(reaped[0], &r0) == 0 && fstat(reaped[1], &r1) == 0 && (r0.st_ino != r1.st_ino) == distinct,
+          "the reaped pidfds are %s, were %s", r0.st_ino != r1.st_ino ? "distinct" : "one", distinct ? "distinct" : "one");
     CHECK(syscall(SYS_pidfd_send_signal, pa, SIGTERM, NULL, 0) == 0, "pidfd_send_signal: %s", strerror(errno));
     struct pollfd p = { .fd = pa, .events = POLLIN };
     CHECK(poll(&p, 1, 5000) == 1, "the pidfd did not report the child's end");

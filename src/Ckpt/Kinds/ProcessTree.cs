@@ -487,7 +487,7 @@ public sealed class ProcessTree : IStateKind
     }
 
     /// <summary>A helper exits; its parent reaps it and takes the signal of its exit back.</summary>
-    private static void EndHelper(Tracing.TracedTask helper, Tracing.TracedTask parent, int sig)
+    internal static void EndHelper(Tracing.TracedTask helper, Tracing.TracedTask parent, int sig)
     {
         int pid = helper.Tid;
         try { helper.Inject(Nr.exit_group, 0); }
