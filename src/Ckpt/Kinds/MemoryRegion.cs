@@ -1046,7 +1046,8 @@ public sealed unsafe class MemoryRegion : IStateKind
         ulong len = end - start;
         if (b == Backing.Vdso)
         {
-            if (path == "[vdso]" && vdsoHash != OwnVdsoHash())
+            // (a vDSO put back as a proxy is the checkpointed one: VdsoProxy)
+            if (path == "[vdso]" && vdsoHash != OwnVdsoHash() && ctx.Existing<VdsoProxy.Built>() == null)
                 throw new CkptException("restart: this kernel's vDSO differs from the checkpointed one; restart on a machine with the same kernel", ExitCodes.RestoreConflict);
             return; // moved into place with the layout (MmState)
         }
@@ -1156,12 +1157,13 @@ public sealed unsafe class MemoryRegion : IStateKind
     }
 
     private static ulong s_ownVdsoHash;
-    private static ulong OwnVdsoHash()
+    internal static ulong OwnVdsoHash() => s_ownVdsoHash != 0 ? s_ownVdsoHash : s_ownVdsoHash = XxHash3.HashToUInt64(OwnVdso());
+
+    /// <summary>The contents of this kernel's vDSO (ckpt's own), empty if ckpt has none mapped.</summary>
+    internal static byte[] OwnVdso()
     {
-        if (s_ownVdsoHash != 0) return s_ownVdsoHash;
         var v = ProcMaps.ReadMaps(Environment.ProcessId).FirstOrDefault(x => x.Path == "[vdso]");
-        if (v == null) return 0;
-        return s_ownVdsoHash = XxHash3.HashToUInt64(new ReadOnlySpan<byte>((void*)v.Start, (int)v.Length));
+        return v == null ? [] : new ReadOnlySpan<byte>((void*)v.Start, (int)v.Length).ToArray();
     }
 
     /// <summary>Whether transparent huge pages are not turned off for the whole machine ("never").</summary>

@@ -33,6 +33,7 @@ public sealed class MmState : IStateKind
         public string Exe = "";
         public long Membarrier = -1;
         public int Mlockall;
+        public byte[]? Vdso;
     }
 
     private const int MCL_FUTURE = 2, MCL_ONFAULT = 4;
@@ -70,6 +71,12 @@ public sealed class MmState : IStateKind
         p.I64(reg);
         // appended field: mlockall flags for the regions mapped later (only probed where memory is locked)
         p.U8((byte)(ctx.Status.VmLckKb > 0 ? ProbeMlockall(ctx) : 0));
+        // appended field: the vDSO's contents (empty if it was unmapped), so that a restart on a kernel
+        // whose vDSO differs can put it back with its functions leading to the new one (VdsoProxy)
+        var vdso = ctx.Vmas.FirstOrDefault(v => v.Path == "[vdso]");
+        var vdsoBytes = vdso == null ? [] : new byte[vdso.Length];
+        if (vdso != null) MemoryCalls.ReadRemote(ctx.Pid, vdso.Start, vdsoBytes);
+        p.Bytes(vdsoBytes);
         ctx.Image.Write(RecordKind.MmState, p);
     }
 
@@ -117,12 +124,13 @@ public sealed class MmState : IStateKind
         st.Membarrier = r.AtEnd ? -1 : r.I64();
         st.Mlockall = r.AtEnd ? 0 : r.U8();
         if ((st.Mlockall & ~(MCL_FUTURE | MCL_ONFAULT)) != 0) throw new ImageFormatException($"MmState record at offset {rec.Offset}: mlockall flags 0x{st.Mlockall:x}");
+        st.Vdso = r.AtEnd ? null : r.Bytes().ToArray();
         r.End();
-        PrepareVessel(ctx, ranges);
+        PrepareVessel(ctx, ranges, st.Vdso);
     }
 
     /// <summary>Trampoline outside the image's regions, then nothing else of the vessel left but the vDSO, moved.</summary>
-    private static void PrepareVessel(RestoreContext ctx, List<(ulong Start, ulong End, int Special)> image)
+    private static void PrepareVessel(RestoreContext ctx, List<(ulong Start, ulong End, int Special)> image, byte[]? oldVdso)
     {
         var task = ctx.Vessel;
         var vessel = ProcMaps.ReadMaps(ctx.Pid);
@@ -164,7 +172,9 @@ public sealed class MmState : IStateKind
             ctx.Batch.AddChecked("munmap", Nr.munmap, (long)start, (long)len);
 
         // the unmaps and the vDSO moves run in one batch (from the trampoline, which stays)
-        MoveVdso(ctx, vdso, image.Where(x => x.Special > 0).Select(x => (x.Start, x.End, Name: VdsoNames[x.Special - 1])).ToList(), image);
+        var want = image.Where(x => x.Special > 0).Select(x => (x.Start, x.End, Name: VdsoNames[x.Special - 1])).ToList();
+        if (VdsoProxy.Needed(vdso, want, oldVdso)) VdsoProxy.Build(ctx, vdso, want, image, oldVdso!);
+        else MoveVdso(ctx, vdso, want, image);
         ctx.FlushBatch();
     }
 
@@ -191,7 +201,7 @@ public sealed class MmState : IStateKind
     /// <summary>ckpt's fds that may replace external fds: stdin, stdout, stderr and those named by --inherit-fd.</summary>
     internal static SortedSet<int> InheritableFds(RestoreOptions options) => new(options.InheritFds.Values) { 0, 1, 2 };
 
-    private static void MoveVdso(RestoreContext ctx, List<VmaInfo> here, List<(ulong Start, ulong End, string Name)> want,
+    internal static void MoveVdso(RestoreContext ctx, List<VmaInfo> here, List<(ulong Start, ulong End, string Name)> want,
         List<(ulong Start, ulong End, int Special)> image)
     {
         if (want.Count == 0)
@@ -206,11 +216,7 @@ public sealed class MmState : IStateKind
             ctx.Batch.AddChecked("munmap vdso", Nr.munmap, (long)v.Start, (long)v.Length);
         var mine = here.Where(v => names.Contains(v.Path)).OrderBy(v => v.Start).ToList();
         var theirs = want.OrderBy(v => v.Start).ToList();
-        bool same = mine.Count == theirs.Count;
-        for (int i = 0; same && i < mine.Count; i++)
-            same = mine[i].Path == theirs[i].Name && mine[i].Length == theirs[i].End - theirs[i].Start
-                && mine[i].Start - mine[0].Start == theirs[i].Start - theirs[0].Start;
-        if (!same)
+        if (!SameVdsoLayout(here, want))
             throw new CkptException("restart: the vDSO layout of this kernel differs from the checkpointed one; restart on a machine with the same kernel", ExitCodes.RestoreConflict);
         long delta = (long)(theirs[0].Start - mine[0].Start);
         if (delta == 0) return;
@@ -226,7 +232,20 @@ public sealed class MmState : IStateKind
         else Remap(ctx, mine.Select(v => (v.Start, v.Length)).ToList(), delta);
     }
 
-    private static void Remap(RestoreContext ctx, List<(ulong Start, ulong Len)> pieces, long delta)
+    /// <summary>Whether the pieces of this kernel's vDSO trio that the image has are the same pieces, of the same sizes, in the same relative places.</summary>
+    internal static bool SameVdsoLayout(List<VmaInfo> here, List<(ulong Start, ulong End, string Name)> want)
+    {
+        var names = want.Select(w => w.Name).ToHashSet();
+        var mine = here.Where(v => names.Contains(v.Path)).OrderBy(v => v.Start).ToList();
+        var theirs = want.OrderBy(v => v.Start).ToList();
+        bool same = mine.Count == theirs.Count;
+        for (int i = 0; same && i < mine.Count; i++)
+            same = mine[i].Path == theirs[i].Name && mine[i].Length == theirs[i].End - theirs[i].Start
+                && mine[i].Start - mine[0].Start == theirs[i].Start - theirs[0].Start;
+        return same;
+    }
+
+    internal static void Remap(RestoreContext ctx, List<(ulong Start, ulong Len)> pieces, long delta)
     {
         foreach (var (s, l) in pieces)
             ctx.Batch.AddChecked("mremap vdso", Nr.mremap, (long)s, (long)l, (long)l,

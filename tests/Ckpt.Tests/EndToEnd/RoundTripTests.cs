@@ -20,6 +20,26 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
     }
 
+    /// <summary>
+    /// The vDSO's functions called by a program after a restart (vdso.c: glibc's clock_gettime and the
+    /// others, a thread calling clock_gettime without pause). "proxy": restarted with CKPT_VDSO_PROXY=1, as
+    /// on a kernel whose vDSO differs (a migration): the checkpointed vDSO is put back with its functions
+    /// leading to the kernel's, moved elsewhere (the restart refused a different vDSO before).
+    /// </summary>
+    [Theory]
+    [InlineData("proxy")]
+    [InlineData("same")]
+    public void VdsoFunctions(string mode)
+    {
+        env.Program("vdso");
+        var r = new E2eScript(env, "vdso-" + mode).Run(E2eScript.RoundTrip($"\"$BIN/vdso\" {mode}",
+            before: mode == "proxy" ? "export CKPT_VDSO_PROXY=1" : ""));
+        r.AssertPassed().AssertRestoredExit0();
+        if (mode == "same") r.AssertSameLayout();
+        else Assert.Contains("the checkpointed vDSO put back", r.File("rs.log"));
+        r.Cleanup();
+    }
+
     [Fact]
     public void Memory()
     {
