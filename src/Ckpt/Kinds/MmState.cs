@@ -1,3 +1,4 @@
+using System.IO.Hashing;
 using System.Text;
 using Ckpt.Engine;
 using Ckpt.Image;
@@ -352,5 +353,7 @@ public sealed class MmState : IStateKind
             mm.Set("membarrier", string.Join('|', MembarrierRegistrations.Where(m => (reg & m.Cmd) != 0).Select(m => m.Name.ToLowerInvariant())));
         if (!r.AtEnd && r.U8() is var mcl and not 0)
             mm.Set("mlockall", (mcl & MCL_ONFAULT) != 0 ? "future|onfault" : "future");
+        if (!r.AtEnd && r.Bytes() is { Length: > 0 } vdso)
+            mm.Set("vdso", $"{vdso.Length} bytes, {(XxHash3.HashToUInt64(vdso) == MemoryRegion.OwnVdsoHash() ? "this kernel's" : "not this kernel's (a restart here puts it back as a proxy)")}");
     }
 }
