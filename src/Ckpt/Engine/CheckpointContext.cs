@@ -78,7 +78,7 @@ public sealed class CheckpointSession : StateBag
     /// <summary>Tasks seized (and stopped) before the tree walk, under --freezer: tid → task.</summary>
     public Dictionary<int, TracedTask> Preseized { get; } = new();
 
-    public CheckpointContext? Find(int pid) => Processes.FirstOrDefault(p => p.Pid == pid);
+    public CheckpointContext? Find(int pid) => Processes.FirstOrDefault(p => p.ProcessId == pid);
 
     /// <summary>
     /// The tree's namespace of kind <paramref name="name"/> (/proc/PID/ns/NAME), which every live process of
@@ -88,7 +88,7 @@ public sealed class CheckpointSession : StateBag
     public (string? Root, bool Own) TreeNamespace(string name, string what)
     {
         string? mine = FileCalls.ReadLink($"/proc/self/ns/{name}");
-        string? root = FileCalls.ReadLink($"/proc/{Tree[0].Pid}/ns/{name}");
+        string? root = FileCalls.ReadLink($"/proc/{Find(Tree[0].Pid)?.Pid ?? Tree[0].Pid}/ns/{name}");
         if (mine == null || root == null) return (null, false);
         foreach (var ctx in Processes)
         {
@@ -151,6 +151,8 @@ public sealed record TreeEntry(int Pid, int PPid, int Pgid, int Sid, int ExitSig
     public bool Stopped { get; init; }
     /// <summary>The signal that stopped it (SIGSTOP, or job control's SIGTSTP, SIGTTIN, SIGTTOU); 0 when not stopped.</summary>
     public int StopSignal { get; init; }
+    /// <summary>Its main thread exited while other threads run (a zombie leader): restored with it exiting again.</summary>
+    public bool LeaderExited { get; init; }
 }
 
 [Flags]
@@ -163,7 +165,16 @@ public sealed class CheckpointContext : TargetContext
     public override int TargetPid => Pid;
 
     public required CheckpointSession Session { get; init; }
+    /// <summary>
+    /// The task through which the process is read and injected into: its main thread, or, when that
+    /// exited while other threads run (a zombie leader: its /proc entries are empty and it cannot be
+    /// traced), one of those threads (/proc/TID gives the process's memory, fds and attributes too).
+    /// </summary>
     public required int Pid { get; init; }
+    /// <summary>The process id when <see cref="Pid"/> is a thread standing for an exited main thread, else 0.</summary>
+    public int Tgid { get; init; }
+    /// <summary>The process's id (its thread group's): what the image and other processes know it by.</summary>
+    public int ProcessId => Tgid != 0 ? Tgid : Pid;
 
     private Proc.ProcStatus? _status;
     /// <summary>

@@ -61,10 +61,11 @@ public static class Checkpointer
         try { f = ProcStat.Read(pid); }
         catch (IOException) { throw new CkptException($"no process with pid {pid}", ExitCodes.NoTarget); }
         if (f.IsKernelThread) throw new NotCheckpointableException(pid, "it is a kernel thread");
-        if (f.State == 'Z') throw new NotCheckpointableException(pid, "it is a zombie (exited, not yet reaped)");
+        int live = LiveThread(pid, f);
+        if (live == 0) throw new NotCheckpointableException(pid, "it is a zombie (exited, not yet reaped)");
         if (IsAncestorOfCkpt(pid))
             throw new NotCheckpointableException(pid, "it is an ancestor of ckpt itself (the tree would include ckpt); run ckpt from outside the tree");
-        Validate(pid);
+        Validate(pid, live);
     }
 
     private static bool IsAncestorOfCkpt(int pid)
@@ -78,16 +79,27 @@ public static class Checkpointer
         return false;
     }
 
-    /// <summary>Checks that hold for every live process of the tree, before it is seized.</summary>
-    private static void Validate(int pid)
+    /// <summary>
+    /// The task through which process <paramref name="pid"/> is read: itself, or, when its main thread
+    /// exited while others run (a zombie leader), the first of those; 0 when the whole process exited.
+    /// </summary>
+    private static int LiveThread(int pid, ProcStat f)
+    {
+        if (f.State is not ('Z' or 'X')) return pid;
+        try { return f.State == 'Z' ? ThreadIds(pid).FirstOrDefault(t => t != pid) : 0; }
+        catch (IOException) { return 0; }
+    }
+
+    /// <summary>Checks that hold for every live process of the tree, before it is seized (read through <paramref name="live"/>, <see cref="LiveThread"/>).</summary>
+    private static void Validate(int pid, int live)
     {
         ProcStatus status;
-        try { status = ProcStatus.Read(pid); }
+        try { status = ProcStatus.Read(live); }
         catch (IOException) { throw new CkptException($"no process with pid {pid}", ExitCodes.NoTarget); }
         if (status.Tgid != pid) throw new NotCheckpointableException(pid, $"it is a thread of process {status.Tgid}; checkpoint the process");
         if (status.TracerPid != 0 && status.TracerPid != ProcessCalls.GetTid())   // seized by us already (--freezer)
             throw new NotCheckpointableException(pid, $"it is already traced by pid {status.TracerPid} (a debugger or strace); detach that first");
-        CheckNamespaces(pid);
+        CheckNamespaces(live);
     }
 
     /// <summary>The namespaces a process of the tree may be in: ckpt's own, since restart rebuilds the tree in
@@ -138,9 +150,10 @@ public static class Checkpointer
     }
 
     /// <summary>Seizes and stops every other thread, rescanning until no new thread appears.</summary>
-    private static void SeizeThreads(CheckpointSession s, int pid, List<(TracedTask Task, UserRegs Regs, ulong SigMask)> threads)
+    private static void SeizeThreads(CheckpointSession s, int pid, List<(TracedTask Task, UserRegs Regs, ulong SigMask)> threads, int exited = 0)
     {
         var seen = threads.Select(t => t.Task.Tid).ToHashSet();
+        if (exited != 0) seen.Add(exited);   // a main thread that exited (a zombie: it cannot be traced)
         bool found = true;
         while (found)
         {
@@ -213,7 +226,7 @@ public static class Checkpointer
             if (kids.TryGetValue(pid, out var list)) foreach (int c in list.Order()) Visit(c);
         }
         Visit(root);
-        var ctxs = s.Processes.ToDictionary(p => p.Pid);
+        var ctxs = s.Processes.ToDictionary(p => p.ProcessId);
         var ordered = s.Tree.Where(e => !e.Zombie).Select(e => ctxs[e.Pid]).ToList();
         s.Processes.Clear();
         s.Processes.AddRange(ordered);
@@ -240,14 +253,16 @@ public static class Checkpointer
                 int pid = pending.Dequeue();
                 ProcStat f;
                 try { f = ProcStat.Read(pid); } catch (IOException) { continue; }
-                if (f.State is 'Z' or 'X') continue;
-                Validate(pid);
-                foreach (int tid in ThreadIds(pid))
+                int live = LiveThread(pid, f);
+                if (live == 0) continue;
+                Validate(pid, live);
+                foreach (int tid in ThreadIds(live))
                 {
+                    if (tid == pid && live != pid) continue;   // a main thread that exited
                     try { order.Add(s.Preseized[tid] = TracedTask.SeizeNoWait(tid)); }
                     catch (SyscallException e) when (e.Errno == Errors.ESRCH) { }
                 }
-                foreach (int c in Children(pid)) if (seen.Add(c)) pending.Enqueue(c);
+                foreach (int c in Children(live)) if (seen.Add(c)) pending.Enqueue(c);
             }
         }
         finally { fz.Thaw(); }
@@ -264,22 +279,28 @@ public static class Checkpointer
     {
         ProcStat f;
         try { f = ProcStat.Read(pid); } catch (IOException) { return null; }
-        if (f.State == 'Z' || f.State == 'X')
+        // the task that stands for the process: its main thread, or one still running if that exited
+        int live = LiveThread(pid, f);
+        if (live == 0)
         {
             if (pid == root) throw new NotCheckpointableException(pid, "it exited");
-            if (ThreadIds(pid).Length > 1)
-                throw new NotCheckpointableException(pid, "its main thread exited while other threads still run (a zombie leader), which is not supported");
             return new TreeEntry(pid, parent, f.Pgrp, f.Session, f.ExitSignal, f.Comm) { Zombie = true, WaitStatus = f.ExitCode, Threads = 0 };
         }
-        if (pid != root) Validate(pid);
+        var leader = f;   // (a zombie leader's stat keeps the process's name and exit signal)
+        if (live != pid)
+        {
+            try { f = ProcStat.Read(live); } catch (IOException) { return SeizeOne(s, pid, parent, root); }   // it ended meanwhile
+            s.Log.Debug($"pid {pid}: its main thread exited; thread {live} stands for it");
+        }
+        if (pid != root) Validate(pid, live);
         // a parent waiting for its vfork child to exec or exit cannot be stopped (the interrupt would
         // wait for as long as the child): find such a child before seizing
-        foreach (int c in Children(pid))
-            if (ProcessCalls.Kcmp(pid, c, ProcessCalls.KCMP_VM, 0, 0) == 0 && !IsZombie(c))
+        foreach (int c in Children(live))
+            if (ProcessCalls.Kcmp(live, c, ProcessCalls.KCMP_VM, 0, 0) == 0 && !IsZombie(c))
                 throw new VforkPendingException(c, $"it shares the memory of its parent {pid} (a vfork child that has not called exec yet, or a child created with CLONE_VM), which is not supported");
         bool stopped = f.State == 'T';
         TracedTask task;
-        try { task = s.Preseized.Remove(pid, out var pre) ? pre : TracedTask.SeizeAndStop(pid); }
+        try { task = s.Preseized.Remove(live, out var pre) ? pre : TracedTask.SeizeAndStop(live); }
         catch (SyscallException e) when (e.Errno == Errors.EPERM && pid != root && IsZombie(pid)) { return SeizeOne(s, pid, parent, root); }
         catch (SyscallException e) when (e.Errno == Errors.EPERM)
         {
@@ -287,20 +308,22 @@ public static class Checkpointer
         }
         catch (SyscallException e) when (e.Errno == Errors.ESRCH)
         {
+            if (live != pid) return SeizeOne(s, pid, parent, root);
             if (pid == root) throw new CkptException($"no process with pid {pid}", ExitCodes.NoTarget);
             return IsZombie(pid) ? SeizeOne(s, pid, parent, root) : null;
         }
-        catch (TaskGoneException) when (pid != root) { return IsZombie(pid) ? SeizeOne(s, pid, parent, root) : null; }
-        var ctx = new CheckpointContext { Session = s, Pid = pid };
-        ctx.Threads.Add((task, CpuState.RestartIfEndedByFreeze(pid, task, task.GetRegs()), task.GetSigMask()));
+        catch (TaskGoneException) when (pid != root || live != pid) { return IsZombie(pid) ? SeizeOne(s, pid, parent, root) : null; }
+        var ctx = new CheckpointContext { Session = s, Pid = live, Tgid = live != pid ? pid : 0 };
+        ctx.Threads.Add((task, CpuState.RestartIfEndedByFreeze(live, task, task.GetRegs()), task.GetSigMask()));
         s.Processes.Add(ctx);   // from here on, released (or killed) with the others
         task.SetSigMask(ulong.MaxValue);
-        SeizeThreads(s, pid, ctx.Threads);
-        f = ProcStat.Read(pid);
+        SeizeThreads(s, live, ctx.Threads, exited: live != pid ? pid : 0);
+        f = ProcStat.Read(live);
         // job control's stop signal (a task stopped by SIGTSTP, SIGTTIN or SIGTTOU is stopped so again)
         int stopSignal = !stopped ? 0 : TracedTask.IsJobControlStop(task.EventStopSignal) ? task.EventStopSignal : TracedTask.SIGSTOP;
         if (stopped) s.Log.Debug($"pid {pid} is stopped (signal {task.EventStopSignal})");
-        return new TreeEntry(pid, pid == root ? f.PPid : parent, f.Pgrp, f.Session, f.ExitSignal, f.Comm) { Threads = ctx.Threads.Count, Stopped = stopped, StopSignal = stopSignal };
+        return new TreeEntry(pid, pid == root ? f.PPid : parent, f.Pgrp, f.Session, leader.ExitSignal, leader.Comm)
+            { Threads = ctx.Threads.Count, Stopped = stopped, StopSignal = stopSignal, LeaderExited = live != pid };
     }
 
     /// <summary>Releases every process of a tree frozen but not yet injected into, to freeze it again.</summary>
@@ -339,15 +362,17 @@ public static class Checkpointer
         {
             if (!e.Zombie)
             {
+                // (through the tasks that stand for processes whose main thread exited)
+                int me = s.Find(e.Pid)?.Pid ?? e.Pid, parent = s.Find(e.PPid)?.Pid ?? e.PPid;
                 string? shared = null;
-                if (ProcessCalls.Kcmp(e.Pid, e.PPid, ProcessCalls.KCMP_VM, 0, 0) == 0)
+                if (ProcessCalls.Kcmp(me, parent, ProcessCalls.KCMP_VM, 0, 0) == 0)
                     shared = "its memory (a vfork child, or created with CLONE_VM)";
-                else if (ProcessCalls.Kcmp(e.Pid, e.PPid, ProcessCalls.KCMP_SIGHAND, 0, 0) == 0) shared = "its signal handlers (CLONE_SIGHAND)";
+                else if (ProcessCalls.Kcmp(me, parent, ProcessCalls.KCMP_SIGHAND, 0, 0) == 0) shared = "its signal handlers (CLONE_SIGHAND)";
                 if (shared != null)
                     throw new NotCheckpointableException(e.Pid, $"it shares {shared} with its parent {e.PPid}, which is not supported");
                 // an fd table or fs shared with the parent (clone with CLONE_FILES / CLONE_FS) is shared again
-                if (ProcessCalls.Kcmp(e.Pid, e.PPid, ProcessCalls.KCMP_FILES, 0, 0) == 0) e.Shares |= ShareFlags.Files;
-                if (ProcessCalls.Kcmp(e.Pid, e.PPid, ProcessCalls.KCMP_FS, 0, 0) == 0) e.Shares |= ShareFlags.Fs;
+                if (ProcessCalls.Kcmp(me, parent, ProcessCalls.KCMP_FILES, 0, 0) == 0) e.Shares |= ShareFlags.Files;
+                if (ProcessCalls.Kcmp(me, parent, ProcessCalls.KCMP_FS, 0, 0) == 0) e.Shares |= ShareFlags.Fs;
             }
         }
         // sessions and groups: as restart will build them (a leader that exited gets a helper there)

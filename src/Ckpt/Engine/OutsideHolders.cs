@@ -32,7 +32,7 @@ public sealed class OutsideHolders
     /// <summary>The pids in /proc but ckpt's own and the tree's (read without a stat per entry).</summary>
     private static IEnumerable<int> OtherProcesses(CheckpointSession s)
     {
-        var tree = s.Processes.Select(p => p.Pid).ToHashSet();
+        var tree = s.Processes.Select(p => p.ProcessId).ToHashSet();
         int self = Environment.ProcessId;
         foreach (string name in FileCalls.ListDir("/proc") ?? [])
             if (int.TryParse(name, out int pid) && pid != self && !tree.Contains(pid)) yield return pid;

@@ -201,8 +201,10 @@ public sealed class CpuState : IStateKind
         if (s.XState.Length != ctx.Header.XstateSize)
             throw new ImageFormatException($"Thread record at offset {rec.Offset}: xstate of {s.XState.Length} bytes, header says {ctx.Header.XstateSize}");
         var all = ctx.State<SavedThreads>().List;
-        if (all.Count == 0 && s.Tid != ctx.Pid)
-            throw new ImageFormatException($"Thread record at offset {rec.Offset}: the first thread is {s.Tid}, not the leader {ctx.Pid}");
+        if (ctx.LeaderExited ? s.Tid == ctx.Pid : all.Count == 0 && s.Tid != ctx.Pid)
+            throw new ImageFormatException(ctx.LeaderExited
+                ? $"Thread record at offset {rec.Offset}: thread {s.Tid} is the main thread, which had exited"
+                : $"Thread record at offset {rec.Offset}: the first thread is {s.Tid}, not the leader {ctx.Pid}");
         all.Add(s);
     }
 
@@ -232,8 +234,42 @@ public sealed class CpuState : IStateKind
         if (all.Count == 0) throw new ImageFormatException("image holds no thread");
         var leader = ctx.Vessel;
         CreateThreads(ctx);
-        foreach (var s in all.Skip(1)) RestoreThread(ctx, ctx.OtherThreads.First(t => t.Tid == s.Tid), s);
-        RestoreThread(ctx, leader, all[0], last: true);
+        foreach (var s in all.Skip(ctx.LeaderExited ? 0 : 1)) RestoreThread(ctx, ctx.OtherThreads.First(t => t.Tid == s.Tid), s);
+        if (ctx.LeaderExited) ExitAgain(ctx);
+        else RestoreThread(ctx, leader, all[0], last: true);
+    }
+
+    /// <summary>
+    /// A main thread that had exited while the other threads ran (a zombie leader): the vessel, which is
+    /// that thread, makes its last calls, then is left to run only <c>exit(0)</c> from a syscall
+    /// instruction of the vDSO (the trampoline is gone by then) with every signal blocked: it exits as
+    /// soon as ckpt lets it go, and is a zombie leader again.
+    /// </summary>
+    private static void ExitAgain(RestoreContext ctx)
+    {
+        var task = ctx.Vessel;
+        ulong gadget = SyscallInVdso(ctx.Pid);
+        ProcessAttributes.FinishDumpable(ctx);   // after the credentials, and after the last write through /proc
+        if (gadget != 0) task.InjectChecked("munmap trampoline", Nr.munmap, (long)ctx.Trampoline, RestoreContext.TrampolineSize);
+        else { gadget = ctx.Trampoline; ctx.Log.Info($"pid {ctx.Pid}: no vDSO to exit the main thread from; the trampoline stays mapped"); }
+        var regs = task.GetRegs();
+        regs.Rip = gadget;
+        regs.Rax = (ulong)Nr.exit;
+        regs.Rdi = 0;
+        regs.OrigRax = ulong.MaxValue;
+        task.SetSigMask(ulong.MaxValue);
+        task.SetRegs(regs);
+    }
+
+    /// <summary>The address of a syscall instruction in the process's [vdso], or 0 if it has none.</summary>
+    private static ulong SyscallInVdso(int pid)
+    {
+        var v = ProcMaps.ReadMaps(pid).FirstOrDefault(x => x.Path == "[vdso]");
+        if (v == null) return 0;
+        var bytes = new byte[v.Length];
+        MemoryCalls.ReadRemote(pid, v.Start, bytes);
+        int at = bytes.AsSpan().IndexOf((ReadOnlySpan<byte>)[0x0f, 0x05]);
+        return at < 0 ? 0 : v.Start + (ulong)at;
     }
 
     /// <summary>
@@ -250,7 +286,7 @@ public sealed class CpuState : IStateKind
         threads.Created = true;
         // the seccomp filters all threads start with: in the leader first, inherited (shared) by each thread made
         if (threads.List.Count > 1) Seccomp.InstallShared(ctx);
-        foreach (var s in threads.List.Skip(1)) ctx.OtherThreads.Add(CreateThread(ctx, s.Tid));
+        foreach (var s in threads.List.Skip(ctx.LeaderExited ? 0 : 1)) ctx.OtherThreads.Add(CreateThread(ctx, s.Tid));
     }
 
     /// <summary>Whether thread <paramref name="tid"/> has credentials of its own in the image (set on it by <see cref="Credentials.SetThreadOwn"/>).</summary>

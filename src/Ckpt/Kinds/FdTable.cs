@@ -55,7 +55,7 @@ public sealed class FdTable : IStateKind
         var byInode = ctx.Session.FilesByInode;
         var refs = new List<(OpenFile File, uint Ref)>();
         // the fds a child inherited across fork are mostly its parent's same fd numbers: one kcmp each
-        int ppid = ctx.Session.Tree.FirstOrDefault(e => e.Pid == ctx.Pid)?.PPid ?? 0;
+        int ppid = ctx.Session.Tree.FirstOrDefault(e => e.Pid == ctx.ProcessId)?.PPid ?? 0;
         var parentRefs = ctx.Session.Find(ppid)?.State<Refs>().ByFd;
         foreach (var f in ctx.OpenFiles)
         {

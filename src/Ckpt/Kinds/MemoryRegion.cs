@@ -203,8 +203,8 @@ public sealed unsafe class MemoryRegion : IStateKind
         var guards = new Dictionary<ulong, List<(ulong Addr, int Pages)>>();
         long total = 0, shared = 0;
         // forked late at restart (ProcessTree.LateForkable): pages still shared with the parent are inherited from it
-        var parent = ctx.Session.Existing<ProcessTree.LateForks>()?.Pids.Contains(ctx.Pid) == true
-            ? ctx.Session.Find(ctx.Session.Tree.First(e => e.Pid == ctx.Pid).PPid) : null;
+        var parent = ctx.Session.Existing<ProcessTree.LateForks>()?.Pids.Contains(ctx.ProcessId) == true
+            ? ctx.Session.Find(ctx.Session.Tree.First(e => e.Pid == ctx.ProcessId).PPid) : null;
         Dictionary<(ulong, ulong), VmaInfo>? theirs = null;
         FileStream? theirPagemap = null;
         // pages shared copy on write: in a tree, or with the parent of a lone process that runs the same

@@ -78,8 +78,8 @@ public sealed class ProcessAttributes : IStateKind
         if (Kthreadd && ProcessCalls.Kcmp(2, pid, ProcessCalls.KCMP_SYSVSEM, 0, 0) is 1 or 2 && SysvSemaphoresExist(ctx))
             ctx.Log.Info($"pid {pid} has a SysV semaphore undo list (SEM_UNDO): its adjustments are not saved (with --kill the kernel applies them now)");
         var p = new PayloadWriter();
-        p.I32(pid).I32(f.PPid);
-        p.Str(File.ReadAllText($"/proc/{pid}/comm").TrimEnd('\n'));
+        p.I32(ctx.ProcessId).I32(f.PPid);
+        p.Str(File.ReadAllText($"/proc/{ctx.ProcessId}/comm").TrimEnd('\n'));   // (a zombie main thread's is the process's name)
         p.Strs(File.ReadAllText($"/proc/{pid}/cmdline").Split('\0', StringSplitOptions.None).SkipLast(1).ToList());
         p.I32(f.Nice);
         foreach (var (soft, hard) in ProcLimits.Read(pid)) p.U64(soft).U64(hard);

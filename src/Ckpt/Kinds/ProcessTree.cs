@@ -43,6 +43,10 @@ public sealed class ProcessTree : IStateKind
         late.UnionWith(LateForkable(s, cttys.Select(c => c.Pid).ToHashSet()));
         p.U32((uint)late.Count);
         foreach (var e in s.Tree) if (late.Contains(e.Pid)) p.I32(e.Pid);
+        // appended: processes whose main thread exited while other threads run (zombie leaders)
+        var leaderless = s.Tree.Where(e => e.LeaderExited).ToList();
+        p.U32((uint)leaderless.Count);
+        foreach (var e in leaderless) p.I32(e.Pid);
         s.Image.Write(RecordKind.Tree, p);
     }
 
@@ -85,7 +89,7 @@ public sealed class ProcessTree : IStateKind
         foreach (var e in s.Tree.Skip(1))
         {
             if (e.Zombie || e.Shares != ShareFlags.None || parents.Contains(e.Pid) || busy.Contains(e.Pid) || cttyLeaders.Contains(e.Pid)) continue;
-            if (!byPid.TryGetValue(e.PPid, out var parent) || parent.Zombie) continue;
+            if (!byPid.TryGetValue(e.PPid, out var parent) || parent.Zombie || e.LeaderExited || parent.LeaderExited) continue;
             var fork = plan.Steps.FirstOrDefault(st => !st.Setsid && st.Pid == e.Pid);
             if (fork.Pid != e.Pid || fork.By != e.PPid || fork.ForParent || fork.Helper) continue;
             if (e.Sid != parent.Sid && e.Sid != e.Pid) continue;
@@ -94,7 +98,7 @@ public sealed class ProcessTree : IStateKind
             // what the fork would give it and cannot be undone (no_new_privs), or that it would undo wrongly
             // (a root directory: chroot works from the current one)
             if (theirs.Status.NoNewPrivs && !mine.Status.NoNewPrivs) continue;
-            if (FileCalls.ReadLink($"/proc/{e.Pid}/root") != FileCalls.ReadLink($"/proc/{e.PPid}/root")) continue;
+            if (FileCalls.ReadLink($"/proc/{mine.Pid}/root") != FileCalls.ReadLink($"/proc/{theirs.Pid}/root")) continue;
             // (smaps, read at the freeze for a small process, tells whether any of that memory is shared)
             // (anonymous regions only: a private file mapping's shared pages are mostly the file's own, in
             // every process that maps the library)
@@ -138,6 +142,15 @@ public sealed class ProcessTree : IStateKind
                 throw new ImageFormatException($"Tree record at offset {rec.Offset}: pid {pid} cannot be forked late (not a live process without children)");
             late.Add(pid);
         }
+        uint nx = r.AtEnd ? 0 : r.U32();
+        for (uint i = 0; i < nx; i++)
+        {
+            int pid = r.I32();
+            int at = list.FindIndex(e => e.Pid == pid);
+            if (at < 0 || list[at].Zombie || list[at].Threads < 1 || late.Contains(pid))
+                throw new ImageFormatException($"Tree record at offset {rec.Offset}: pid {pid} cannot be a process whose main thread exited");
+            list[at] = list[at] with { LeaderExited = true };
+        }
         r.End();
         foreach (var (pid, index, _) in cttys)
             if (index < 0 || list.FirstOrDefault(e => e.Pid == pid) is not { } leader || leader.Sid != pid || leader.Zombie)
@@ -180,6 +193,7 @@ public sealed class ProcessTree : IStateKind
         foreach (var ns in KindTable.Ordered.OfType<ITreeNamespace>()) ns.Enter(rootCtx);
         rootCtx.Stopped = root.Stopped;
         rootCtx.StopSignal = root.StopSignal;
+        rootCtx.LeaderExited = root.LeaderExited;
         s.Processes.Add(rootCtx);
         // its children are forked from it: first drop ckpt's memory, fds and signal handlers from it, so
         // that they inherit nothing to undo
@@ -231,7 +245,7 @@ public sealed class ProcessTree : IStateKind
                 pgid[step.Pid] = pgid[step.By];
                 if (step.Helper) { helpers[step.Pid] = child; continue; }
                 var e = entries[step.Pid];
-                var ctx = new RestoreContext { Session = s, Task = child, Pid = e.Pid, VesselAffinity = rootCtx.VesselAffinity, Shares = e.Shares, Stopped = e.Stopped, StopSignal = e.StopSignal, FdsCleaned = true };
+                var ctx = new RestoreContext { Session = s, Task = child, Pid = e.Pid, VesselAffinity = rootCtx.VesselAffinity, Shares = e.Shares, Stopped = e.Stopped, StopSignal = e.StopSignal, FdsCleaned = true, LeaderExited = e.LeaderExited };
                 foreach (var (k, v) in rootCtx.Inherited) ctx.Inherited[k] = v;
                 s.Processes.Add(ctx);
             }
@@ -517,6 +531,7 @@ public sealed class ProcessTree : IStateKind
             if (e.Stopped) n.Set("stopped", true);
             if (e.StopSignal is not (0 or TracedTask.SIGSTOP)) n.Set("stop_signal", e.StopSignal);
             if (late.Contains(e.Pid)) n.Set("forked_late", true);
+            if (e.LeaderExited) n.Set("main_thread_exited", true);
             list.Add(n);
         }
     }

@@ -7,7 +7,7 @@ public static class Nr
 {
     public const long read = 0, write = 1, open = 2, close = 3, fstat = 5, lseek = 8, mmap = 9, mprotect = 10,
         munmap = 11, brk = 12, rt_sigaction = 13, rt_sigprocmask = 14, pread64 = 17, pwrite64 = 18,
-        madvise = 28, mincore = 27, mlockall = 151, dup = 32, dup2 = 33, pause = 34, getitimer = 36, setitimer = 38, getpid = 39,
+        madvise = 28, mincore = 27, mlockall = 151, dup = 32, dup2 = 33, pause = 34, getitimer = 36, setitimer = 38, getpid = 39, exit = 60,
         fcntl = 72, fchdir = 81, chdir = 80, umask = 95, setuid = 105, setgid = 106, setgroups = 116,
         setresuid = 117, setresgid = 119, capget = 125, capset = 126, rt_sigqueueinfo = 129,
         sigaltstack = 131, setpriority = 141, prctl = 157, arch_prctl = 158, chroot = 161,

@@ -52,9 +52,14 @@ public sealed class E2eScript
         }
         # layout PID TAG: snapshots the memory map and the fds (with what they refer to) of PID into
         # $W/maps-TAG.txt and $W/fds-TAG.txt (compared by E2eResult.AssertSameLayout)
+        # (through a live thread where the main thread exited: a zombie's own entries are empty)
         layout() {
-          cat /proc/$1/maps > "$W/maps-$2.txt"
-          for f in /proc/$1/fd/*; do echo "${f##*/} $(readlink "$f")"; done > "$W/fds-$2.txt"
+          local d=/proc/$1
+          if grep -q '^State:[[:space:]]*Z' $d/status 2>/dev/null; then
+            for t in $d/task/*; do grep -q '^State:[[:space:]]*Z' $t/status 2>/dev/null || { d=$t; break; }; done
+          fi
+          cat $d/maps > "$W/maps-$2.txt"
+          for f in $d/fd/*; do echo "${f##*/} $(readlink "$f")"; done > "$W/fds-$2.txt"
         }
         # gone SECONDS PID...: waits until no process (not even a zombie) holds any of the PIDs
         gone() {

@@ -40,6 +40,22 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.Cleanup();
     }
 
+    /// <summary>
+    /// A process whose main thread exited (pthread_exit) while two threads run: a zombie thread-group
+    /// leader (zleader.c), as the root and as a child of the root. After the restart the main thread is a
+    /// zombie again, the threads have their ids, memory and file, and the process exits with 0 (it was
+    /// refused before).
+    /// </summary>
+    [Theory]
+    [InlineData("")]
+    [InlineData("child")]
+    public void MainThreadExited(string mode)
+    {
+        env.Program("zleader");
+        var r = new E2eScript(env, "zleader" + mode).Run(E2eScript.RoundTrip($"\"$BIN/zleader\" {mode}"));
+        r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
+    }
+
     [Fact]
     public void Memory()
     {
