@@ -36,6 +36,21 @@ public sealed class CgroupFreezer : IDisposable
         return set;
     }
 
+    /// <summary>
+    /// Whether process <paramref name="pid"/> is in the cgroup: listed in cgroup.procs, or one of its threads
+    /// listed in tasks (v1) or cgroup.threads (v2): a process whose main thread exited is not listed as a process.
+    /// </summary>
+    public bool Holds(int pid)
+    {
+        if (Pids().Contains(pid)) return true;
+        string list = System.IO.Path.Combine(Path, _v2 ? "cgroup.threads" : "tasks");
+        if (!File.Exists(list)) return false;
+        var tids = new HashSet<int>();
+        foreach (var l in File.ReadLines(list)) if (int.TryParse(l, out int t)) tids.Add(t);
+        try { return Directory.GetDirectories($"/proc/{pid}/task").Any(d => int.TryParse(System.IO.Path.GetFileName(d), out int t) && tids.Contains(t)); }
+        catch (IOException) { return false; }
+    }
+
     /// <summary>Freezes the cgroup and waits until every task in it is frozen.</summary>
     public void Freeze(Log log)
     {

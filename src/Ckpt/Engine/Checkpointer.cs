@@ -240,7 +240,7 @@ public static class Checkpointer
     private static void PreseizeFrozen(CheckpointSession s, int root, string cgroup)
     {
         using var fz = CgroupFreezer.Open(cgroup);
-        if (!fz.Pids().Contains(root))
+        if (!fz.Holds(root))
             throw new CkptException($"--freezer: pid {root} is not in {fz.Path}; move the tree into it first (echo PID > {fz.Path}/cgroup.procs)", ExitCodes.Usage);
         fz.Freeze(s.Log);
         var order = new List<TracedTask>();
