@@ -499,6 +499,7 @@ public static class Checkpointer
                 Architecture = "x86_64", PageSize = 4096, Xcr0 = BitConverter.ToUInt64(xstate!, 464), XstateSize = (uint)xstate!.Length,
                 TimeUnixNs = (long)(started - DateTime.UnixEpoch).TotalMicroseconds * 1000,
                 Hostname = Environment.MachineName, RootPid = pid,
+                XstateLayout = XstateLayout.Of(BitConverter.ToUInt64(xstate!, 464)),
             }.Write(writer);
             // the tree's namespaces (clocks first) before the Tree: the restart makes them before it forks any process of it
             foreach (var ns in KindTable.Ordered.OfType<ITreeNamespace>()) ns.Write(s);

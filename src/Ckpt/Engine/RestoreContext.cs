@@ -35,6 +35,8 @@ public sealed class RestoreSession : StateBag
     public List<TreeEntry>? Tree { get; set; }
     /// <summary>Every process being rebuilt, in creation order.</summary>
     public List<RestoreContext> Processes { get; } = new();
+    /// <summary>How the image's xstate buffers are laid out for this CPU, where they differ (<see cref="Kinds.XstateLayout"/>).</summary>
+    public Kinds.XstateLayout.Plan? Xstate { get; set; }
     /// <summary>The process whose records are being read.</summary>
     public RestoreContext? Current { get; set; }
     /// <summary>Processes forked only when their Process record comes, from their parent (whose pages they share): pid → entry.</summary>

@@ -367,7 +367,7 @@ public sealed class CpuState : IStateKind
             task.InjectChecked("munmap trampoline", Nr.munmap, (long)ctx.Trampoline, RestoreContext.TrampolineSize);
         }
         task.SetSigMask(s.SigMask);
-        task.SetXState(s.XState);
+        task.SetXState(ctx.Session.Xstate is { } plan ? XstateLayout.Relayout(s.XState, plan) : s.XState);
         task.SetRegs(ResumeRegs(s.Regs));
     }
 

@@ -148,8 +148,9 @@ public sealed class ProcessAttributes : IStateKind
             task.SetSigMask(ulong.MaxValue);
             var xs = task.GetXState();
             ulong xcr0 = BitConverter.ToUInt64(xs, 464);
-            if ((ctx.Header.Xcr0 & ~xcr0) != 0 || xs.Length != ctx.Header.XstateSize)
-                throw new CkptException($"restart: the image uses CPU state features 0x{ctx.Header.Xcr0:x} ({ctx.Header.XstateSize} bytes); this CPU has 0x{xcr0:x} ({xs.Length} bytes)", ExitCodes.BadImage);
+            // (a CPU that has every feature the image uses, with another buffer: the threads' xstate is laid out again)
+            ctx.Session.Xstate ??= XstateLayout.PlanFor(ctx.Header, xcr0, xs.Length, XstateLayout.Of(xcr0));
+            if (ctx.Session.Xstate != null) ctx.Log.Info($"xstate laid out again for this CPU: {ctx.Header.XstateSize} -> {xs.Length} bytes");
             var rseq = task.GetRseq();
             if (rseq.RseqAbiPointer != 0)
                 ctx.Inject("rseq unregister", Nr.rseq, (long)rseq.RseqAbiPointer, rseq.RseqAbiSize, 1 /* RSEQ_FLAG_UNREGISTER */, rseq.Signature);

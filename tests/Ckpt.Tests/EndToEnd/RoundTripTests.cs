@@ -268,6 +268,74 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
     }
 
+    /// <summary>
+    /// AVX-512 registers saved with another CPU's xstate layout (the image rewritten as a CPU whose
+    /// extended components lie 256 bytes further on would have written it): the restart lays the threads'
+    /// xstate out again for this CPU (it refused a buffer of another size before), and fpu_avx512 finds
+    /// its registers intact.
+    /// </summary>
+    [Fact]
+    public void XstateLaidOutForAnotherCpu()
+    {
+        Assert.SkipUnless(env.HasAvx512, "this CPU has no AVX-512");
+        env.Program("fpu_avx512");
+        var s = new E2eScript(env, "xstate-relayout");
+        var first = s.Run("""
+            start "$W/out" "$BIN/fpu_avx512"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            sleep 0.1
+            echo $P > "$W/pid"
+            checkpoint_kill
+            echo CHECKPOINTED
+            """);
+        Assert.True(first.Stdout.Contains("CHECKPOINTED"), $"the checkpoint failed{first.Diagnostics}");
+        string img = Path.Combine(s.W, "img");
+        WithShiftedXstate(img, img + ".other", 256);
+        File.Move(img + ".other", img, overwrite: true);
+        var r = s.Run("""
+            P=$(cat "$W/pid")
+            restart_detached
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.Contains("xstate laid out again", r.File("rs.log"));
+        r.Cleanup();
+    }
+
+    /// <summary>Copies an image, its xstate buffers (Thread records) and header as a CPU whose extended components lie <paramref name="shift"/> bytes further would have them.</summary>
+    private static void WithShiftedXstate(string from, string to, uint shift)
+    {
+        using var input = File.OpenRead(from);
+        var reader = new Ckpt.Image.ImageReader(input);
+        var h = Ckpt.Image.ImageHeader.Read(reader);
+        Assert.NotEmpty(h.XstateLayout);
+        int size = (int)(h.XstateSize + shift);
+        using var output = File.Create(to);
+        using var w = new Ckpt.Image.ImageWriter(output);
+        new Ckpt.Image.ImageHeader
+        {
+            ToolVersion = h.ToolVersion, KernelRelease = h.KernelRelease, Architecture = h.Architecture, PageSize = h.PageSize,
+            Xcr0 = h.Xcr0, XstateSize = (uint)size, TimeUnixNs = h.TimeUnixNs, Hostname = h.Hostname, RootPid = h.RootPid,
+            XstateLayout = h.XstateLayout.Select(c => (c.Bit, c.Offset + shift, c.Size)).ToArray(),
+        }.Write(w);
+        while (reader.Next() is { } rec)
+        {
+            var p = rec.Payload.ToArray();
+            if (rec.Kind == Ckpt.Image.RecordKind.Thread)
+            {
+                const int at = 4 + 216;   // tid, user_regs_struct
+                int len = BitConverter.ToInt32(p, at);
+                Assert.Equal((int)h.XstateSize, len);
+                var wide = new byte[size];
+                p.AsSpan(at + 4, 576).CopyTo(wide);
+                foreach (var (_, off, n) in h.XstateLayout) p.AsSpan(at + 4 + (int)off, (int)n).CopyTo(wide.AsSpan((int)(off + shift)));
+                p = [.. p.AsSpan(0, at), .. BitConverter.GetBytes(size), .. wide, .. p.AsSpan(at + 4 + len)];
+            }
+            w.Write(rec.Kind, p, rec.Flags);
+        }
+        w.Finish();
+    }
+
     [Fact]
     public void ProcessAttributes()
     {
