@@ -301,7 +301,7 @@ public static class Checkpointer
         bool stopped = f.State == 'T';
         TracedTask task;
         try { task = s.Preseized.Remove(live, out var pre) ? pre : TracedTask.SeizeAndStop(live); }
-        catch (SyscallException e) when (e.Errno == Errors.EPERM && pid != root && IsZombie(pid)) { return SeizeOne(s, pid, parent, root); }
+        catch (SyscallException e) when (e.Errno == Errors.EPERM && pid != root && live == pid && IsZombie(pid)) { return SeizeOne(s, pid, parent, root); }
         catch (SyscallException e) when (e.Errno == Errors.EPERM)
         {
             throw new CkptException($"cannot trace pid {pid}: {e.Message}; run ckpt as root or as the process's owner", ExitCodes.Permission);
