@@ -442,7 +442,8 @@ public static class Checkpointer
                     foreach (var ctx in s.Processes)
                     {
                         ctx.Vmas = MemoryRegion.ReadRegions(ctx);
-                        ulong gadget = FindSyscallInstruction(ctx.Pid, ctx.Vmas);
+                        ulong gadget = TracedTask.FindSyscallInstruction(ctx.Pid, ctx.Vmas);
+                        if (gadget == 0) throw new NotCheckpointableException(ctx.Pid, "no syscall instruction found in its executable mappings");
                         foreach (var t in ctx.Threads) t.Task.SyscallGadget = gadget;
                         ctx.OpenFiles.AddRange(FdTable.ReadOpenFiles(ctx.Pid));
                         xstate ??= ctx.Task.GetXState();
@@ -613,16 +614,4 @@ public static class Checkpointer
         }
     }
 
-    /// <summary>Any 0f 05 (syscall) in the vDSO or, failing that, in executable code of the target.</summary>
-    private static ulong FindSyscallInstruction(int pid, List<VmaInfo> vmas)
-    {
-        foreach (var v in vmas.Where(v => v.Exec && v.Path != "[vsyscall]").OrderBy(v => v.Path == "[vdso]" ? 0 : 1))
-        {
-            var buf = new byte[Math.Min(v.Length, 1UL << 20)];
-            try { MemoryCalls.ReadRemote(pid, v.Start, buf); } catch (SyscallException) { continue; }
-            for (int i = 0; i + 1 < buf.Length; i++)
-                if (buf[i] == 0x0f && buf[i + 1] == 0x05) return v.Start + (ulong)i;
-        }
-        throw new NotCheckpointableException(pid, "no syscall instruction found in its executable mappings");
-    }
 }

@@ -238,11 +238,12 @@ public static unsafe class Vessel
     /// (the arguments written at <paramref name="scratch"/>, the id 256 bytes further), retrying while the id
     /// is about to be freed (<see cref="RetryTakenPid"/>); returns the new task, attached and stopped
     /// (PTRACE_O_TRACEFORK/CLONE). An id in use fails naming it (<paramref name="what"/>: "pid", "thread id").
+    /// Id 0: any id the kernel gives.
     /// </summary>
     public static Tracing.TracedTask InjectClone(Tracing.TracedTask parent, ulong scratch, CloneArgs args, int id, string what, string hint)
     {
-        args.SetTid = scratch + 256;
-        args.SetTidSize = 1;
+        args.SetTid = id != 0 ? scratch + 256 : 0;
+        args.SetTidSize = id != 0 ? 1UL : 0;
         var bytes = new byte[256 + 4];
         MemoryMarshal.Write(bytes, in args);
         BitConverter.TryWriteBytes(bytes.AsSpan(256), id);
@@ -250,10 +251,10 @@ public static unsafe class Vessel
         long r;
         var wait = new PidWait();
         do r = parent.Inject(Nr.clone3, (long)scratch, sizeof(CloneArgs));
-        while (r == -Errors.EEXIST && RetryTakenPid(id, wait));
+        while (r == -Errors.EEXIST && id != 0 && RetryTakenPid(id, wait));
         if (r == -Errors.EEXIST)
             throw new CkptException($"restart: {what} {id} is already in use{TakenBy(id)}; {hint}", ExitCodes.RestoreConflict);
-        if (r < 0) throw new SyscallException($"clone3 {what} {id} (injected)", (int)-r, parent.Tid);
+        if (r < 0) throw new SyscallException($"clone3 {what}{(id != 0 ? $" {id}" : "")} (injected)", (int)-r, parent.Tid);
         return Tracing.TracedTask.Adopt((int)r);
     }
 }

@@ -242,16 +242,16 @@ public sealed class CpuState : IStateKind
     /// <summary>
     /// A main thread that had exited while the other threads ran (a zombie leader): the vessel, which is
     /// that thread, makes its last calls, then is left to run only <c>exit(0)</c> from a syscall
-    /// instruction of the vDSO (the trampoline is gone by then) with every signal blocked: it exits as
-    /// soon as ckpt lets it go, and is a zombie leader again.
+    /// instruction of the process (its vDSO's, else its code's: the trampoline is gone by then) with every
+    /// signal blocked: it exits as soon as ckpt lets it go, and is a zombie leader again.
     /// </summary>
     private static void ExitAgain(RestoreContext ctx)
     {
         var task = ctx.Vessel;
-        ulong gadget = SyscallInVdso(ctx.Pid);
+        ulong gadget = TracedTask.FindSyscallInstruction(ctx.Pid, ProcMaps.ReadMaps(ctx.Pid).Where(v => v.Start != ctx.Trampoline));
         ProcessAttributes.FinishDumpable(ctx);   // after the credentials, and after the last write through /proc
         if (gadget != 0) task.InjectChecked("munmap trampoline", Nr.munmap, (long)ctx.Trampoline, RestoreContext.TrampolineSize);
-        else { gadget = ctx.Trampoline; ctx.Log.Info($"pid {ctx.Pid}: no vDSO to exit the main thread from; the trampoline stays mapped"); }
+        else { gadget = ctx.Trampoline; ctx.Log.Info($"pid {ctx.Pid}: no syscall instruction to exit the main thread from; the trampoline stays mapped"); }
         var regs = task.GetRegs();
         regs.Rip = gadget;
         regs.Rax = (ulong)Nr.exit;
@@ -261,16 +261,6 @@ public sealed class CpuState : IStateKind
         task.SetRegs(regs);
     }
 
-    /// <summary>The address of a syscall instruction in the process's [vdso], or 0 if it has none.</summary>
-    private static ulong SyscallInVdso(int pid)
-    {
-        var v = ProcMaps.ReadMaps(pid).FirstOrDefault(x => x.Path == "[vdso]");
-        if (v == null) return 0;
-        var bytes = new byte[v.Length];
-        MemoryCalls.ReadRemote(pid, v.Start, bytes);
-        int at = bytes.AsSpan().IndexOf((ReadOnlySpan<byte>)[0x0f, 0x05]);
-        return at < 0 ? 0 : v.Start + (ulong)at;
-    }
 
     /// <summary>
     /// Creates the other threads of the process (once; later calls do nothing), with their saved tids and

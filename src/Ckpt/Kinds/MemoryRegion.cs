@@ -1159,11 +1159,13 @@ public sealed unsafe class MemoryRegion : IStateKind
     private static ulong s_ownVdsoHash;
     internal static ulong OwnVdsoHash() => s_ownVdsoHash != 0 ? s_ownVdsoHash : s_ownVdsoHash = XxHash3.HashToUInt64(OwnVdso());
 
-    /// <summary>The contents of this kernel's vDSO (ckpt's own), empty if ckpt has none mapped.</summary>
+    private static byte[]? s_ownVdso;
+    /// <summary>The contents of this kernel's vDSO (ckpt's own, read once), empty if ckpt has none mapped.</summary>
     internal static byte[] OwnVdso()
     {
+        if (s_ownVdso != null) return s_ownVdso;
         var v = ProcMaps.ReadMaps(Environment.ProcessId).FirstOrDefault(x => x.Path == "[vdso]");
-        return v == null ? [] : new ReadOnlySpan<byte>((void*)v.Start, (int)v.Length).ToArray();
+        return s_ownVdso = v == null ? [] : new ReadOnlySpan<byte>((void*)v.Start, (int)v.Length).ToArray();
     }
 
     /// <summary>Whether transparent huge pages are not turned off for the whole machine ("never").</summary>

@@ -76,15 +76,11 @@ public sealed class PidFd : IFileKind
     private static int OpenOfReaped(RestoreContext ctx, int flags)
     {
         const ulong CLONE_VM = 0x100, CLONE_PIDFD = 0x1000;
-        var args = new CloneArgs { Flags = CLONE_VM | CLONE_PIDFD, Pidfd = ctx.Scratch + 256 };
-        var bytes = new byte[CloneArgs.Size];
-        System.Runtime.InteropServices.MemoryMarshal.Write(bytes, in args);
-        ulong at = ctx.PutScratch(0, bytes);
-        long tid = ctx.Vessel.Inject(Nr.clone3, (long)at, CloneArgs.Size);
-        if (tid < 0) throw new SyscallException("clone3 (a process for a pidfd of a reaped one, injected)", (int)-tid, ctx.Pid);
-        var helper = Tracing.TracedTask.Adopt((int)tid);
+        const int PidfdAt = 512;   // past the arguments and the (unused) id InjectClone writes
+        var args = new CloneArgs { Flags = CLONE_VM | CLONE_PIDFD, Pidfd = ctx.Scratch + PidfdAt };
+        var helper = Vessel.InjectClone(ctx.Vessel, ctx.Scratch, args, 0, "process for a pidfd of a reaped one", "");
         helper.SyscallGadget = ctx.Vessel.SyscallGadget;
-        int fd = BitConverter.ToInt32(ctx.GetScratch(256, 4));
+        int fd = BitConverter.ToInt32(ctx.GetScratch(PidfdAt, 4));
         ProcessTree.EndHelper(helper, ctx.Vessel, 0);
         // CLONE_PIDFD's pidfd is O_RDWR and close-on-exec (the fd's flag is set where it is placed)
         if ((flags & FileCalls.O_NONBLOCK) != 0) ctx.Inject("fcntl(F_SETFL)", Nr.fcntl, fd, FileCalls.F_SETFL, FileCalls.O_NONBLOCK);

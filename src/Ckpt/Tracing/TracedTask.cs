@@ -15,6 +15,19 @@ public sealed unsafe class TracedTask
     public int Tid { get; }
     /// <summary>Address of a <c>syscall</c> instruction in the task used for injection.</summary>
     public ulong SyscallGadget { get; set; }
+
+    /// <summary>Any 0f 05 (syscall) of process <paramref name="pid"/> in the vDSO or, failing that, in executable code of <paramref name="vmas"/>; 0 if none.</summary>
+    public static ulong FindSyscallInstruction(int pid, IEnumerable<Proc.VmaInfo> vmas)
+    {
+        foreach (var v in vmas.Where(v => v.Exec && v.Path != "[vsyscall]").OrderBy(v => v.Path == "[vdso]" ? 0 : 1))
+        {
+            var buf = new byte[Math.Min(v.Length, 1UL << 20)];
+            try { MemoryCalls.ReadRemote(pid, v.Start, buf); } catch (SyscallException) { continue; }
+            for (int i = 0; i + 1 < buf.Length; i++)
+                if (buf[i] == 0x0f && buf[i + 1] == 0x05) return v.Start + (ulong)i;
+        }
+        return 0;
+    }
     public bool Attached { get; private set; }
 
     /// <summary>Signals that arrived while we held the task; re-delivered when it is released.</summary>
