@@ -10,7 +10,8 @@ namespace Ckpt.Kinds;
 /// Unix domain sockets (stream, datagram, seqpacket). A socket is known by its inode (fd link
 /// <c>socket:[INO]</c>); sock_diag gives its type, state, peer, address, queue lengths and shutdown
 /// state. Saved: a connected pair whose two ends the tree holds (socketpair, or a connection accepted
-/// from a listener: restored as a socketpair, without the addresses), a socket whose peer was closed,
+/// from a listener: restored as a socketpair, without the addresses), with the peer credentials of each
+/// end (rebuilt by the process, or a helper with the pid, that made it: <see cref="Maker"/>), a socket whose peer was closed,
 /// an unconnected socket (bound to a path or an abstract name, or not), a listening socket with no
 /// connection waiting. The bytes or messages queued in each socket's receive queue are read without
 /// being consumed (MSG_PEEK walking with SO_PEEK_OFF on a pidfd_getfd copy) and written again at restart
@@ -104,6 +105,8 @@ public sealed unsafe class UnixSocket : IFileKind
                 peer = listener.Ino;
             }
         }
+        CheckpointContext? pairHolder = null;
+        int pairFd = -1;
         if (rel is not (Relation.Listening or Relation.Waiting or Relation.ConnectedTo) && d.Peer is uint p2)
         {
             uint p = p2;
@@ -111,6 +114,7 @@ public sealed unsafe class UnixSocket : IFileKind
             var holder = p == 0 ? null : FindInTree(ctx, peerLink);
             if (holder is { } h)
             {
+                (pairHolder, pairFd) = (ctx.Session.FirstHolderOf(peerLink)!.Value.P, h.Fd);
                 if (!st.Diag.TryGetValue(p, out var pd) || pd.Peer != ino)
                     throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to {peerLink} (pid {h.Pid} fd {h.Fd}{(pd?.Name is { Length: > 0 } ? ", " + ShowName(pd.Name) : "")}), which is not connected back to it (a datagram socket connected to a bound one); not supported yet");
                 rel = Relation.Pair;
@@ -166,6 +170,10 @@ public sealed unsafe class UnixSocket : IFileKind
         int mine = ctx.GrabFd(f.Fd);
         int sndbuf, rcvbuf, peekOff;
         bool passcred;
+        // the peer credentials this end reports (who made the connection), and for a pair its peer's:
+        // the process that holds the other end reads them through it
+        var cred = NoCred;
+        var peerCred = NoCred;
         List<(byte[] Data, int[]? Fds)> queue;
         // the sender of each datagram queued in a socket that is not one end of a pair (which only its peer sends to)
         var senders = d.Type == SocketCalls.SOCK_DGRAM && rel is Relation.Unconnected or Relation.ConnectedTo ? new List<byte[]?>() : null;
@@ -175,6 +183,16 @@ public sealed unsafe class UnixSocket : IFileKind
             rcvbuf = SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_RCVBUF, "SO_RCVBUF", ctx.Pid);
             passcred = SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_PASSCRED, "SO_PASSCRED", ctx.Pid) != 0;
             peekOff = SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_PEEK_OFF, "SO_PEEK_OFF", ctx.Pid);
+            if (rel is Relation.Pair or Relation.PeerClosed)
+            {
+                cred = PeerCredentials.Of(SocketCalls.PeerCred(mine, ctx.Pid, what));
+                if (pairHolder != null)
+                {
+                    int theirs = pairHolder.GrabFd(pairFd);
+                    try { peerCred = PeerCredentials.Of(SocketCalls.PeerCred(theirs, pairHolder.Pid, $"fd {pairFd}")); }
+                    finally { FileCalls.Close(theirs); }
+                }
+            }
             // a stream or seqpacket socket that is not connected has no queue (and recvmsg says ENOTCONN)
             bool hasQueue = rel is Relation.Pair or Relation.PeerClosed or Relation.ConnectedTo || (rel == Relation.Unconnected && d.Type == SocketCalls.SOCK_DGRAM);
             queue = hasQueue ? PeekQueue(mine, d, peekOff, ctx.Pid, what, senders) : [];
@@ -198,6 +216,9 @@ public sealed unsafe class UnixSocket : IFileKind
         w.U32((uint)waiting.Length);
         foreach (uint c in waiting) w.U64(c);
         w.Bytes(connectTo);
+        // appended: the peer credentials of this end and of its peer (a pair)
+        WriteCred(w, cred);
+        WriteCred(w, peerCred);
         ctx.Image.Write(RecordKind.UnixSocket, w);
         if (rights.Count > 0)
         {
@@ -656,6 +677,13 @@ public sealed unsafe class UnixSocket : IFileKind
         var waiting = new ulong[r.AtEnd ? 0 : (int)r.U32()];
         for (int i = 0; i < waiting.Length; i++) waiting[i] = r.U64();
         byte[] connectTo = r.AtEnd ? [] : r.Bytes().ToArray();
+        var cred = NoCred;
+        var peerCred = NoCred;
+        if (!r.AtEnd)
+        {
+            cred = new PeerCredentials(r.I32(), r.U32(), r.U32());
+            peerCred = new PeerCredentials(r.I32(), r.U32(), r.U32());
+        }
         r.End();
         if (rel == Relation.ConnectedTo && (connectTo.Length == 0 || type != SocketCalls.SOCK_DGRAM))
             throw new ImageFormatException($"UnixSocket record at offset {rec.Offset}: a socket connected to a bound one without its address, or not a datagram socket");
@@ -674,14 +702,14 @@ public sealed unsafe class UnixSocket : IFileKind
                     vfd = ctx.Install(mine);   // the other end was rebuilt first, with this one
                     break;
                 }
-                (vfd, mine, int other) = CreatePair(ctx, type);
+                (vfd, mine, int other) = CreatePair(ctx, type, cred, peerCred);
                 st.Mine[ino] = mine;
                 st.Mine[peer] = other;
                 st.SendFrom[ino] = (other, null, type);
                 st.SendFrom[peer] = (mine, null, type);
                 break;
             case Relation.PeerClosed:
-                (vfd, mine, int closed) = CreatePair(ctx, type);   // ckpt closes `closed` at the end of the restart
+                (vfd, mine, int closed) = CreatePair(ctx, type, cred, NoCred);   // ckpt closes `closed` at the end of the restart
                 st.Mine[ino] = mine;
                 st.SendFrom[ino] = (closed, null, type);
                 shutdown = 0;   // the close of the other end sets it again
@@ -741,20 +769,182 @@ public sealed unsafe class UnixSocket : IFileKind
         ctx.Files.SetRestored(objref, vfd);
     }
 
-    /// <summary>socketpair() run in the vessel (so that its peer credentials name the restored pid); ckpt keeps a copy of both ends.</summary>
-    private static (int VesselFd, int Mine, int Other) CreatePair(RestoreContext ctx, int type)
+    /// <summary>
+    /// The peer credentials a connected unix socket reports (SO_PEERCRED): the process that made the
+    /// connection or the pair (its pid in ckpt's pid namespace), with its effective uid and gid then.
+    /// </summary>
+    private readonly record struct PeerCredentials(int Pid, uint Uid, uint Gid)
     {
-        ulong sv = ctx.PutScratch(0, new byte[8]);
-        ctx.Inject("socketpair", Nr.socketpair, SocketCalls.AF_UNIX, type | SocketCalls.SOCK_CLOEXEC, 0, (long)sv);
-        var b = ctx.GetScratch(0, 8);
-        int v0 = BitConverter.ToInt32(b, 0), v1 = BitConverter.ToInt32(b, 4);
-        int mine = ctx.Session.Own(ctx.GrabFd(v0));
-        int other = ctx.Session.Own(ctx.GrabFd(v1));
-        ctx.Inject("close", Nr.close, v1);
+        public bool Known => Pid > 0;
+        public static PeerCredentials Of((int Pid, uint Uid, uint Gid) c) => new(c.Pid, c.Uid, c.Gid);
+        public override string ToString() => $"pid {Pid} uid {Uid} gid {Gid}";
+    }
+
+    /// <summary>None recorded (what the kernel reports then), or an image without them.</summary>
+    private static readonly PeerCredentials NoCred = new(0, uint.MaxValue, uint.MaxValue);
+
+    private static void WriteCred(PayloadWriter w, PeerCredentials c) => w.I32(c.Pid).U32(c.Uid).U32(c.Gid);
+
+    /// <summary>
+    /// The two ends of a connected pair, made so that each reports the peer credentials it had
+    /// (<paramref name="cred"/> for the end the record is about, <paramref name="peerCred"/> for its peer):
+    /// by one socketpair() when both name the same (a pair some process made), else by a connection
+    /// (an accepted one: the client end names the listener's maker, the accepted end the connector). The
+    /// calls run in a task with the pid and the effective ids named (<see cref="Maker"/>). The vessel gets
+    /// the record's end; ckpt keeps a copy of both.
+    /// </summary>
+    private static (int VesselFd, int Mine, int Other) CreatePair(RestoreContext ctx, int type, PeerCredentials cred, PeerCredentials peerCred)
+    {
+        int mine, other;
+        if (!cred.Known || !peerCred.Known || peerCred == cred || type == SocketCalls.SOCK_DGRAM)
+        {
+            using var m = Maker.For(ctx, cred);
+            m.Become(cred);
+            ulong sv = m.Put(0, new byte[8]);
+            m.Call("socketpair", Nr.socketpair, SocketCalls.AF_UNIX, type | SocketCalls.SOCK_CLOEXEC, 0, (long)sv);
+            m.Back();
+            var b = m.Get(0, 8);
+            mine = m.Take(BitConverter.ToInt32(b, 0));
+            other = m.Take(BitConverter.ToInt32(b, 4));
+        }
+        else (mine, other) = Connect(ctx, type, cred, peerCred);
+        int vfd = ctx.Install(mine);
         // room to queue the saved data whatever the saved buffer size (set back in Finish)
         SetBuffer(mine, SocketCalls.SO_SNDBUFFORCE, 16 << 20);
         SetBuffer(other, SocketCalls.SO_SNDBUFFORCE, 16 << 20);
-        return (v0, mine, other);
+        return (vfd, mine, other);
+    }
+
+    /// <summary>
+    /// A connection between two new sockets whose peer credentials differ: a listener made by a task
+    /// with <paramref name="cred"/> (bound to an abstract name the kernel picks: the ends report it as
+    /// their address), a client connected by one with <paramref name="peerCred"/>, and the accepted end;
+    /// returns (client, accepted), ckpt's copies.
+    /// </summary>
+    private static (int Client, int Accepted) Connect(RestoreContext ctx, int type, PeerCredentials cred, PeerCredentials peerCred)
+    {
+        using var a = Maker.For(ctx, cred);
+        using var second = cred.Pid == peerCred.Pid ? null : Maker.For(ctx, peerCred);
+        var b = second ?? a;
+        a.Become(cred);
+        int l = (int)a.Call("socket", Nr.socket, SocketCalls.AF_UNIX, type | SocketCalls.SOCK_CLOEXEC, 0);
+        a.Call("bind (autobind)", Nr.bind, l, (long)a.Put(0, [SocketCalls.AF_UNIX, 0]), 2);
+        a.Call("listen", Nr.listen, l, 1);
+        a.Back();
+        byte[] addr = new byte[110];
+        int len = addr.Length;
+        int copy = a.Take(l, close: false);
+        fixed (byte* p = addr)
+            if (SocketCalls.GetSockName(copy, p, &len) != 0) throw SyscallException.Last("getsockname (autobound listener)");
+        FileCalls.Close(copy);
+        b.Become(peerCred);
+        int c = (int)b.Call("socket", Nr.socket, SocketCalls.AF_UNIX, type | SocketCalls.SOCK_CLOEXEC, 0);
+        b.Call("connect", Nr.connect, c, (long)b.Put(0, addr.AsSpan(0, len)), len);
+        b.Back();
+        int s = (int)a.Call("accept4", Nr.accept4, l, 0, 0, SocketCalls.SOCK_CLOEXEC);
+        a.Call("close", Nr.close, l);
+        return (b.Take(c), a.Take(s));
+    }
+
+    /// <summary>
+    /// A task that makes sockets as the process <see cref="PeerCredentials.Pid"/> did: that process's
+    /// vessel if the tree has it already; else, the pid being free (a process that exited, like a child that
+    /// made a pair and was reaped, or one of the tree forked later), a helper forked by the holder with that
+    /// pid (CLONE_VM|CLONE_FILES: what it makes is in the holder's fd table), which exits and is reaped once
+    /// done (the sockets keep its pid number); else (the pid is taken) the holder itself, whose pid the
+    /// sockets then report. <see cref="Become"/>
+    /// takes the effective ids for the calls that record them (vessels are root until their credentials
+    /// are set, in Finish), <see cref="Back"/> gives them up.
+    /// </summary>
+    private sealed class Maker : IDisposable
+    {
+        private readonly RestoreContext _ctx;
+        private readonly Tracing.TracedTask _task;
+        private readonly RestoreContext _fds;
+        private readonly ulong _scratch;
+        private readonly bool _helper;
+        private PeerCredentials _as = NoCred;
+
+        private Maker(RestoreContext ctx, Tracing.TracedTask task, RestoreContext fds, ulong scratch, bool helper)
+            => (_ctx, _task, _fds, _scratch, _helper) = (ctx, task, fds, scratch, helper);
+
+        public static Maker For(RestoreContext ctx, PeerCredentials cred)
+        {
+            var own = new Maker(ctx, ctx.Vessel, ctx, ctx.Scratch + 1024, helper: false);
+            if (!cred.Known || cred.Pid == ctx.Pid) return own;
+            var s = ctx.Session;
+            if (s.Find(cred.Pid) is { Task: not null } o)
+            {
+                o.FlushBatch();
+                return new Maker(ctx, o.Vessel, o, o.Trampoline != 0 ? o.Scratch : Vessel.Scratch, helper: false);
+            }
+            // (a process of the tree forked later gets the pid once the helper is gone)
+            if (Directory.Exists($"/proc/{cred.Pid}")) return Fallback(own, cred, "is in use");
+            const ulong CLONE_VM = 0x100, CLONE_FILES = 0x400;
+            try
+            {
+                var helper = Vessel.InjectClone(ctx.Vessel, ctx.Scratch, new CloneArgs { Flags = CLONE_VM | CLONE_FILES }, cred.Pid, "pid", "");
+                helper.SyscallGadget = ctx.Vessel.SyscallGadget;
+                return new Maker(ctx, helper, ctx, ctx.Scratch + 1024, helper: true);
+            }
+            catch (CkptException e) { return Fallback(own, cred, $"cannot be taken ({e.Message})"); }
+        }
+
+        private static Maker Fallback(Maker own, PeerCredentials cred, string why)
+        {
+            own._ctx.Log.Info($"a unix socket's peer credentials name pid {cred.Pid}, which {why}: made by pid {own._ctx.Pid}, whose pid they name instead");
+            return own;
+        }
+
+        public long Call(string name, long nr, long a1 = 0, long a2 = 0, long a3 = 0, long a4 = 0)
+            => _task.InjectChecked(name, nr, a1, a2, a3, a4);
+
+        public ulong Put(int offset, ReadOnlySpan<byte> data)
+        {
+            MemoryCalls.WriteRemote(_task.Tid, _scratch + (ulong)offset, data);
+            return _scratch + (ulong)offset;
+        }
+
+        public byte[] Get(int offset, int length)
+        {
+            var b = new byte[length];
+            MemoryCalls.ReadRemote(_task.Tid, _scratch + (ulong)offset, b);
+            return b;
+        }
+
+        /// <summary>ckpt's copy of fd <paramref name="fd"/> of the task (kept for the restart), closed in the task.</summary>
+        public int Take(int fd, bool close = true)
+        {
+            int mine = _fds.GrabFd(fd);
+            if (close) Call("close", Nr.close, fd);
+            return close ? _ctx.Session.Own(mine) : mine;
+        }
+
+        public void Become(PeerCredentials c)
+        {
+            if (!c.Known) return;
+            if (c.Gid != 0) Call("setresgid", Nr.setresgid, -1, c.Gid, -1);
+            if (c.Uid != 0) Call("setresuid", Nr.setresuid, -1, c.Uid, -1);
+            _as = c;
+        }
+
+        public void Back()
+        {
+            if (!_as.Known) return;
+            if (_as.Uid != 0) Call("setresuid", Nr.setresuid, -1, 0, -1);
+            if (_as.Gid != 0) Call("setresgid", Nr.setresgid, -1, 0, -1);
+            _as = NoCred;
+        }
+
+        public void Dispose()
+        {
+            if (_helper) ProcessTree.EndHelper(_task, _ctx.Vessel, 0);
+            else if (_as.Known)
+            {
+                try { Back(); }
+                catch (Exception e) { _ctx.Log.Error($"giving up the ids taken for a unix socket: {e.Message}"); }
+            }
+        }
     }
 
     /// <summary>SO_SNDBUFFORCE / SO_RCVBUFFORCE (any size; needs CAP_NET_ADMIN), else SO_SNDBUF / SO_RCVBUF (capped by the sysctl maximum).</summary>
@@ -1072,6 +1262,10 @@ public sealed unsafe class UnixSocket : IFileKind
         uint objref = r.U32(); ulong ino = r.U64(); int type = r.U8(); var rel = (Relation)r.U8(); ulong peer = r.U64();
         int flags = r.I32(); int shutdown = r.U8(); int sndbuf = r.I32(); int rcvbuf = r.I32(); bool passcred = r.Bool();
         r.I32(); byte[] name = r.Bytes().ToArray(); string path = r.Str(); r.U32(); r.U32(); r.U32(); int backlog = r.I32(); uint msgs = r.U32();
+        if (!r.AtEnd) r.Bool();
+        for (uint i = 0, n = r.AtEnd ? 0 : r.U32(); i < n; i++) r.U64();
+        if (!r.AtEnd) r.Bytes();
+        var cred = r.AtEnd ? NoCred : new PeerCredentials(r.I32(), r.U32(), r.U32());
         var node = new InfoNode().Set("kind", $"unix {TypeName(type)} socket").Set("path", $"socket:[{ino}]")
             .Set("flags", RegularFile.OpenFlags(flags)).Set("relation", rel switch
             {
@@ -1086,6 +1280,7 @@ public sealed unsafe class UnixSocket : IFileKind
         if (shutdown != 0) node.Set("shutdown", shutdown switch { 1 => "read", 2 => "write", _ => "read and write" });
         node.Set("sndbuf", sndbuf).Set("rcvbuf", rcvbuf).Set("queued messages", msgs);
         if (passcred) node.Set("passcred", true);
+        if (cred.Known) node.Set("peer credentials", cred.ToString());
         info.Child("files").Set(objref.ToString(), node);
     }
 }

@@ -13,7 +13,7 @@ public static unsafe partial class SocketCalls
     public const int AF_UNIX = 1, AF_INET = 2, AF_INET6 = 10, AF_NETLINK = 16, AF_PACKET = 17;
     public const int SOCK_STREAM = 1, SOCK_DGRAM = 2, SOCK_RAW = 3, SOCK_SEQPACKET = 5, SOCK_CLOEXEC = 0x80000, SOCK_NONBLOCK = 0x800;
     public const int SOL_SOCKET = 1;
-    public const int SO_TYPE = 3, SO_SNDBUF = 7, SO_RCVBUF = 8, SO_PASSCRED = 16, SO_SNDBUFFORCE = 32, SO_RCVBUFFORCE = 33,
+    public const int SO_TYPE = 3, SO_SNDBUF = 7, SO_RCVBUF = 8, SO_PASSCRED = 16, SO_PEERCRED = 17, SO_SNDBUFFORCE = 32, SO_RCVBUFFORCE = 33,
         SO_PROTOCOL = 38, SO_DOMAIN = 39, SO_PEEK_OFF = 42;
     public const int MSG_PEEK = 2, MSG_CTRUNC = 8, MSG_TRUNC = 0x20, MSG_DONTWAIT = 0x40, MSG_EOR = 0x80, MSG_NOSIGNAL = 0x4000, MSG_CMSG_CLOEXEC = 0x40000000;
     public const int SCM_RIGHTS = 1, SCM_CREDENTIALS = 2;
@@ -93,6 +93,18 @@ public static unsafe partial class SocketCalls
         int v = 0, len = 4;
         if (GetSockOpt(fd, level, name, &v, &len) != 0) throw SyscallException.Last($"getsockopt({what})", pid, detail);
         return v;
+    }
+
+    /// <summary>
+    /// SO_PEERCRED: the process (its id in ckpt's pid namespace) and the effective uid and gid that made
+    /// the connection (or socketpair), as the kernel recorded them then; pid 0 and ids -1 where none was.
+    /// </summary>
+    public static (int Pid, uint Uid, uint Gid) PeerCred(int fd, int pid = 0, string? detail = null)
+    {
+        int* c = stackalloc int[3];
+        int len = 12;
+        if (GetSockOpt(fd, SOL_SOCKET, SO_PEERCRED, c, &len) != 0) throw SyscallException.Last("getsockopt(SO_PEERCRED)", pid, detail);
+        return (c[0], (uint)c[1], (uint)c[2]);
     }
 
     public static void SetInt(int fd, int level, int name, int value, string what, int pid = 0, string? detail = null)

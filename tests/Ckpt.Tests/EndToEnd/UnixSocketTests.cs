@@ -38,6 +38,32 @@ public sealed class UnixSocketTests(E2eEnvironment env)
         r.Cleanup();
     }
 
+    /// <summary>
+    /// Peer credentials (SO_PEERCRED) come back as they were, not as ckpt's: a pair made by a child with
+    /// other ids that exited, a pair the process made, an accepted connection whose client runs with other
+    /// ids (each end names the other process), a pair made by a child with other ids that passed one end
+    /// on. Checked after a second checkpoint of the restored tree too.
+    /// </summary>
+    [Fact]
+    public void UnixPeerCredentialsAcrossRestart()
+    {
+        env.Program("peercred");
+        var r = new E2eScript(env, "peercred").Run("""
+            start "$W/out" "$BIN/peercred"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            set -- $(sed -n 's/^CHILD //p' "$W/out")
+            checkpoint_kill
+            gone 10 "$@" || fail "the killed children still hold their pids"
+            restart_detached
+            ck checkpoint $P -o "$W/img2" --kill || fail "the second checkpoint failed"
+            gone 10 $P "$@" || fail "the killed tree still holds its pids"
+            ck restart -i "$W/img2" --detach > /dev/null || fail "the second restart failed"
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0();
+        r.Cleanup();
+    }
+
     /// <summary>The other end of a socketpair is held by a process outside the tree: refused naming it (or saved as external), and the program goes on.</summary>
     [Fact]
     public void UnixPeerOutsideTheTreeIsRefused()
