@@ -77,16 +77,18 @@ public static class Program
             var log = new Log(logWriter, logWriter != null ? Math.Max(1, verbosity + 1) : 0);
             using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
             using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+            // (the exception's text, with its stack trace, only for a log: making it costs ~1 ms)
+            void Details(Exception e) { if (log.Enabled(0)) log.Error(e.ToString()); }
             try { return body(log); }
-            catch (CkptException e) { log.Error(e.ToString()); return Fail(e.Message, e.ExitCode); }
-            catch (ImageFormatException e) { log.Error(e.ToString()); return Fail(e.Message + "; the image cannot be used", ExitCodes.BadImage); }
-            catch (SyscallException e) { log.Error(e.ToString()); return Fail(e.Message + (logPath == null ? "; rerun with --log FILE for details" : ""), ExitCodes.Internal); }
+            catch (CkptException e) { Details(e); return Fail(e.Message, e.ExitCode); }
+            catch (ImageFormatException e) { Details(e); return Fail(e.Message + "; the image cannot be used", ExitCodes.BadImage); }
+            catch (SyscallException e) { Details(e); return Fail(e.Message + (logPath == null ? "; rerun with --log FILE for details" : ""), ExitCodes.Internal); }
             catch (IOException e) when (s_cancelled || e.HResult == 32 || e.Message.Contains("pipe", StringComparison.OrdinalIgnoreCase))
             {
-                log.Error(e.ToString());
+                Details(e);
                 return Fail($"output closed: {e.Message}", ExitCodes.Failure);
             }
-            catch (Exception e) { log.Error(e.ToString()); return Fail($"internal error: {e.Message}", ExitCodes.Internal); }
+            catch (Exception e) { Details(e); return Fail($"internal error: {e.Message}", ExitCodes.Internal); }
         }
         finally { logWriter?.Dispose(); }
     }
