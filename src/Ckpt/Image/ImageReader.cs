@@ -98,7 +98,7 @@ public sealed class ImageReader
                 throw new ImageFormatException($"image is corrupted: record at offset {at} claims {len} bytes");
             _slot = (_slot + 1) % _payloads.Length;
             ref var buffer = ref _payloads[_slot];
-            if (buffer.Length < (int)len) buffer = GC.AllocateUninitializedArray<byte>(Math.Max((int)len, buffer.Length * 2));
+            if (buffer.Length < (int)len) buffer = Populated(Math.Max((int)len, buffer.Length * 2));
             var payload = buffer.AsSpan(0, (int)len);
             if (!TryFill(payload) || !TryFill(sum))
                 throw new ImageFormatException($"image is truncated: record at offset {at} is cut short");
@@ -133,6 +133,23 @@ public sealed class ImageReader
             }
             return new Record(kind, flags, buffer.AsMemory(0, (int)len), at, later ? want : null);
         }
+    }
+
+    /// <summary>
+    /// A new payload buffer whose pages are made present at once (MADV_POPULATE_WRITE, one call) when it
+    /// spans several: the read into it would take a page fault per page, each several times dearer on a
+    /// VM with shadow page tables than the kernel's own population.
+    /// </summary>
+    private static unsafe byte[] Populated(int length)
+    {
+        if (length < 4 * 4096) return GC.AllocateUninitializedArray<byte>(length);
+        var b = GC.AllocateUninitializedArray<byte>(length, pinned: true);
+        fixed (byte* p = b)
+        {
+            ulong start = ((ulong)p + 4095) & ~4095UL, end = ((ulong)p + (ulong)length) & ~4095UL;
+            if (end > start) Native.Sys.Call(Native.Nr.madvise, (long)start, (long)(end - start), Native.MemoryCalls.MADV_POPULATE_WRITE);
+        }
+        return b;
     }
 
     /// <summary>The next record, which must be of the given kind.</summary>

@@ -28,7 +28,7 @@ public static unsafe partial class MemoryCalls
     [LibraryImport("libc", EntryPoint = "munmap", SetLastError = true)]
     public static partial int Munmap(nint addr, nuint len);
 
-    public const int MADV_COLLAPSE = 25;
+    public const int MADV_COLLAPSE = 25, MADV_POPULATE_WRITE = 23;
 
     [LibraryImport("libc", EntryPoint = "process_madvise", SetLastError = true)]
     public static partial nint ProcessMadvise(int pidfd, Iovec* iov, ulong n, int advice, uint flags);
