@@ -10,7 +10,7 @@ namespace Ckpt.Kinds;
 /// (fdinfo <c>Pid</c>), which must be a process of the tree (it keeps its pid at restart), and
 /// O_NONBLOCK. Restart: injected <c>pidfd_open(pid, flags)</c> once the tree exists (every process of
 /// it, zombies included, is created before any other record). A pidfd of a process that exited and was
-/// reaped (fdinfo Pid -1) is saved with pid 0 and made again as one of a helper process that exits and
+/// reaped (fdinfo Pid -1) is saved with pid 0, its identity and exit status, and made again as one of a helper process that exits and
 /// is reaped (<see cref="OpenOfReaped"/>). Refused: a pidfd of a process outside the tree. A thread pidfd (PIDFD_THREAD) of a thread
 /// other than a leader is made once the threads exist (CpuState makes them in Credentials' Finish):
 /// another pidfd holds its fd until then, and this kind's Finish, after theirs, puts the thread's in its
@@ -38,19 +38,44 @@ public sealed class PidFd : IFileKind
         else if (!ctx.Session.Tree.Any(e => e.Pid == pid) && !ctx.Session.Tree.Any(e => !e.Zombie && Directory.Exists($"/proc/{e.Pid}/task/{pid}")))
             throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} is a pidfd of pid {pid}, which is outside the tree; checkpoint a tree that holds it");
         int flags = f.Flags & (FileCalls.O_NONBLOCK | PIDFD_THREAD);
-        ctx.Image.Write(RecordKind.PidFd, new PayloadWriter().U32(objref).I32(pid).I32(flags));
+        var w = new PayloadWriter().U32(objref).I32(pid).I32(flags);
+        // appended: a reaped process's identity (its pidfs inode: pidfds of one process share it) and the
+        // status it ended with, when the kernel kept it (PIDFD_GET_INFO, Linux 6.13)
+        ulong identity = 0;
+        int status = -1;
+        if (pid == 0)
+        {
+            int copy = ctx.GrabFd(f.Fd);
+            try { identity = FileCalls.FstatOrThrow(copy).Ino; status = ExitStatus(copy); }
+            finally { FileCalls.Close(copy); }
+        }
+        ctx.Image.Write(RecordKind.PidFd, w.U64(identity).I32(status));
+    }
+
+    /// <summary>The wait status a pidfd's reaped process ended with (PIDFD_GET_INFO with PIDFD_INFO_EXIT), or -1 when the kernel does not say.</summary>
+    private static unsafe int ExitStatus(int pidfd)
+    {
+        const ulong PIDFD_INFO_EXIT = 1 << 3;
+        const uint PIDFD_GET_INFO = 0xC040FF0B;   // _IOWR(0xFF, 11, 64-byte struct pidfd_info)
+        var info = stackalloc ulong[8];
+        for (int i = 0; i < 8; i++) info[i] = 0;
+        info[0] = PIDFD_INFO_EXIT;
+        if (Sys.Call(Nr.ioctl, pidfd, PIDFD_GET_INFO, (long)info) != 0 || (info[0] & PIDFD_INFO_EXIT) == 0) return -1;
+        return ((int*)info)[15];   // exit_code, the struct's last field (offset 60)
     }
 
     public void Restore(RestoreContext ctx, Record rec)
     {
         var r = rec.Reader();
         uint objref = r.U32(); int pid = r.I32(), flags = r.I32();
+        ulong identity = r.AtEnd ? 0 : r.U64();
+        int status = r.AtEnd ? -1 : r.I32();
         r.End();
         if (pid < 0 || (flags & ~(FileCalls.O_NONBLOCK | PIDFD_THREAD)) != 0)
             throw new ImageFormatException($"PidFd record at offset {rec.Offset}: pid {pid}, flags 0x{flags:x}");
         if (pid == 0)
         {
-            ctx.Files.SetRestored(objref, OpenOfReaped(ctx, flags));
+            ctx.Files.SetRestored(objref, OpenOfReaped(ctx, flags, identity, status));
             return;
         }
         bool thread = ctx.Session.Tree != null ? !ctx.Session.Tree.Any(e => e.Pid == pid) : pid != ctx.Pid;
@@ -70,21 +95,71 @@ public sealed class PidFd : IFileKind
     /// <summary>
     /// A pidfd of a process that exited and was reaped: the vessel forks a helper that shares its memory
     /// (clone3 with CLONE_PIDFD, for the pidfd; attached and stopped as it is born, it runs nothing of its
-    /// own), which exits, and the vessel reaps it. Each such pidfd gets a helper of its own: two
-    /// descriptions of one reaped process come back as pidfds of two (their pidfs inodes differ).
+    /// own). The pidfds of one reaped process (one <paramref name="identity"/>, in any process of the tree)
+    /// are pidfds of one helper (pidfd_open while it lives: they share its inode, as the originals did);
+    /// the helpers end once every record is read, in the first Finish, the way the processes had ended
+    /// (<paramref name="status"/>: an exit code or a signal, which PIDFD_GET_INFO then reports; exit 0
+    /// when it was not known), and their vessels reap them. An image without identities gets a helper
+    /// per description, ended at once.
     /// </summary>
-    private static int OpenOfReaped(RestoreContext ctx, int flags)
+    private static int OpenOfReaped(RestoreContext ctx, int flags, ulong identity, int status)
     {
+        var reaped = ctx.Session.State<Reaped>().ByIdentity;
+        int fd;
+        if (identity != 0 && reaped.TryGetValue(identity, out var known))
+        {
+            fd = (int)ctx.Inject("pidfd_open (a reaped process's helper)", Nr.pidfd_open, known.Helper.Tid, flags & FileCalls.O_NONBLOCK);
+            return fd;
+        }
         const ulong CLONE_VM = 0x100, CLONE_PIDFD = 0x1000;
         const int PidfdAt = 512;   // past the arguments and the (unused) id InjectClone writes
         var args = new CloneArgs { Flags = CLONE_VM | CLONE_PIDFD, Pidfd = ctx.Scratch + PidfdAt };
         var helper = Vessel.InjectClone(ctx.Vessel, ctx.Scratch, args, 0, "process for a pidfd of a reaped one", "");
         helper.SyscallGadget = ctx.Vessel.SyscallGadget;
-        int fd = BitConverter.ToInt32(ctx.GetScratch(PidfdAt, 4));
-        ProcessTree.EndHelper(helper, ctx.Vessel, 0);
+        fd = BitConverter.ToInt32(ctx.GetScratch(PidfdAt, 4));
+        if (identity != 0) reaped[identity] = (helper, ctx, status);
+        else ProcessTree.EndHelper(helper, ctx.Vessel, 0);
         // CLONE_PIDFD's pidfd is O_RDWR and close-on-exec (the fd's flag is set where it is placed)
         if ((flags & FileCalls.O_NONBLOCK) != 0) ctx.Inject("fcntl(F_SETFL)", Nr.fcntl, fd, FileCalls.F_SETFL, FileCalls.O_NONBLOCK);
         return fd;
+    }
+
+    /// <summary>The helpers standing for reaped processes, by identity: alive until the first Finish.</summary>
+    private sealed class Reaped { public readonly Dictionary<ulong, (Tracing.TracedTask Helper, RestoreContext Parent, int Status)> ByIdentity = new(); }
+
+    /// <summary>
+    /// A helper ends as its process did: exit(code), or killed by the signal (its default action, no core
+    /// file); its vessel reaps it.
+    /// </summary>
+    private static void End(Tracing.TracedTask helper, RestoreContext parent, int status)
+    {
+        int pid = helper.Tid;
+        if (status == -1 || Ptrace.Exited(status))
+        {
+            ProcessTree.EndHelper(helper, parent.Vessel, 0, status == -1 ? 0 : Ptrace.ExitCode(status));
+            return;
+        }
+        int sig = Ptrace.TermSig(status);
+        if (sig != 9 && sig != 19)
+        {
+            MemoryCalls.WriteRemote(pid, parent.Scratch, new byte[32]);   // SIG_DFL, no flags, empty mask
+            helper.InjectChecked("rt_sigaction", Nr.rt_sigaction, sig, (long)parent.Scratch, 0, 8);
+        }
+        unsafe
+        {
+            var none = new RLimit();
+            ProcessCalls.Prlimit(pid, 4 /* RLIMIT_CORE */, &none, null);
+        }
+        helper.SetSigMask(0);
+        // let go in a pause() (the gadget, a syscall instruction), where the signal finds it
+        var regs = helper.GetRegs();
+        regs.Rip = helper.SyscallGadget;
+        regs.Rax = 34;   // pause
+        regs.OrigRax = Tracing.TracedTask.NoSyscall;
+        helper.SetRegs(regs);
+        helper.Detach();
+        ProcessCalls.Kill(pid, sig);
+        ProcessTree.ReapHelper(pid, parent.Vessel);
     }
 
     /// <summary>Pidfds to open once their thread or process exists: (objref, tid or pid, flags).</summary>
@@ -92,6 +167,11 @@ public sealed class PidFd : IFileKind
 
     public void Finish(RestoreContext ctx)
     {
+        if (ctx.Session.Existing<Reaped>() is { ByIdentity.Count: > 0 } reaped)
+        {
+            foreach (var (helper, parent, status) in reaped.ByIdentity.Values) End(helper, parent, status);
+            reaped.ByIdentity.Clear();
+        }
         if (ctx.Session.Existing<PendingPidfds>() is not { } pending) return;
         foreach (var (objref, tid, flags) in pending.List)
         {

@@ -501,11 +501,18 @@ public sealed class ProcessTree : IStateKind
     }
 
     /// <summary>A helper exits; its parent reaps it and takes the signal of its exit back.</summary>
-    internal static void EndHelper(Tracing.TracedTask helper, Tracing.TracedTask parent, int sig)
+    internal static void EndHelper(Tracing.TracedTask helper, Tracing.TracedTask parent, int sig, int exitCode = 0)
     {
         int pid = helper.Tid;
-        try { helper.Inject(Nr.exit_group, 0); }
+        try { helper.Inject(Nr.exit_group, exitCode); }
         catch (TaskGoneException) { }
+        ReapHelper(pid, parent);
+        if (sig > 0) TakeSignal(parent, sig);
+    }
+
+    /// <summary>The parent of an exiting helper reaps it (waits up to 5 s for it to have exited).</summary>
+    internal static void ReapHelper(int pid, Tracing.TracedTask parent)
+    {
         const long WNOHANG = 1, __WALL = 0x40000000;
         var until = DateTime.UtcNow.AddSeconds(5);
         while (parent.Inject(Nr.wait4, pid, 0, WNOHANG | __WALL, 0) != pid)
@@ -513,7 +520,6 @@ public sealed class ProcessTree : IStateKind
             if (DateTime.UtcNow > until) throw new CkptException($"restart: helper process {pid} did not exit", ExitCodes.Internal);
             Thread.Sleep(1);
         }
-        if (sig > 0) TakeSignal(parent, sig);
     }
 
     public void Finish(RestoreContext ctx) { }
