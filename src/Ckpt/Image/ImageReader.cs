@@ -135,20 +135,12 @@ public sealed class ImageReader
         }
     }
 
-    /// <summary>
-    /// A new payload buffer whose pages are made present at once (MADV_POPULATE_WRITE, one call) when it
-    /// spans several: the read into it would take a page fault per page, each several times dearer on a
-    /// VM with shadow page tables than the kernel's own population.
-    /// </summary>
+    /// <summary>A new payload buffer whose pages are made present at once when it spans several (the read into it would fault on each).</summary>
     private static unsafe byte[] Populated(int length)
     {
         if (length < 4 * 4096) return GC.AllocateUninitializedArray<byte>(length);
         var b = GC.AllocateUninitializedArray<byte>(length, pinned: true);
-        fixed (byte* p = b)
-        {
-            ulong start = ((ulong)p + 4095) & ~4095UL, end = ((ulong)p + (ulong)length) & ~4095UL;
-            if (end > start) Native.Sys.Call(Native.Nr.madvise, (long)start, (long)(end - start), Native.MemoryCalls.MADV_POPULATE_WRITE);
-        }
+        fixed (byte* p = b) Native.MemoryCalls.PopulateWrite(p, length);
         return b;
     }
 

@@ -626,18 +626,14 @@ public sealed unsafe class MemoryRegion : IStateKind
         private int _populated;
 
         /// <summary>
-        /// Makes the first <paramref name="length"/> bytes of the (fresh) buffer present in one call
-        /// (MADV_POPULATE_WRITE) before the read fills them: a page fault per page costs several times
-        /// more on a VM with shadow page tables. Only what chunks use, as they come (a small process's are smaller).
+        /// Makes the first <paramref name="length"/> bytes of the (fresh) buffer present before the read
+        /// fills them (<see cref="MemoryCalls.PopulateWrite"/>): only what chunks use, as they come (a small
+        /// process's are smaller).
         /// </summary>
         public void Populate(int length)
         {
             if (length <= _populated) return;
-            fixed (byte* d = Data)
-            {
-                ulong from = ((ulong)(d + _populated) + PageSize - 1) & ~(ulong)(PageSize - 1), to = ((ulong)(d + length)) & ~(ulong)(PageSize - 1);
-                if (to > from) Sys.Call(Nr.madvise, (long)from, (long)(to - from), MemoryCalls.MADV_POPULATE_WRITE);
-            }
+            fixed (byte* d = Data) MemoryCalls.PopulateWrite(d + _populated, length - _populated);
             _populated = length;
         }
     }

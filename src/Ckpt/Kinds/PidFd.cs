@@ -127,41 +127,6 @@ public sealed class PidFd : IFileKind
     /// <summary>The helpers standing for reaped processes, by identity: alive until the first Finish.</summary>
     private sealed class Reaped { public readonly Dictionary<ulong, (Tracing.TracedTask Helper, RestoreContext Parent, int Status)> ByIdentity = new(); }
 
-    /// <summary>
-    /// A helper ends as its process did: exit(code), or killed by the signal (its default action, no core
-    /// file); its vessel reaps it.
-    /// </summary>
-    private static void End(Tracing.TracedTask helper, RestoreContext parent, int status)
-    {
-        int pid = helper.Tid;
-        if (status == -1 || Ptrace.Exited(status))
-        {
-            ProcessTree.EndHelper(helper, parent.Vessel, 0, status == -1 ? 0 : Ptrace.ExitCode(status));
-            return;
-        }
-        int sig = Ptrace.TermSig(status);
-        if (sig != 9 && sig != 19)
-        {
-            MemoryCalls.WriteRemote(pid, parent.Scratch, new byte[32]);   // SIG_DFL, no flags, empty mask
-            helper.InjectChecked("rt_sigaction", Nr.rt_sigaction, sig, (long)parent.Scratch, 0, 8);
-        }
-        unsafe
-        {
-            var none = new RLimit();
-            ProcessCalls.Prlimit(pid, 4 /* RLIMIT_CORE */, &none, null);
-        }
-        helper.SetSigMask(0);
-        // let go in a pause() (the gadget, a syscall instruction), where the signal finds it
-        var regs = helper.GetRegs();
-        regs.Rip = helper.SyscallGadget;
-        regs.Rax = 34;   // pause
-        regs.OrigRax = Tracing.TracedTask.NoSyscall;
-        helper.SetRegs(regs);
-        helper.Detach();
-        ProcessCalls.Kill(pid, sig);
-        ProcessTree.ReapHelper(pid, parent.Vessel);
-    }
-
     /// <summary>Pidfds to open once their thread or process exists: (objref, tid or pid, flags).</summary>
     private sealed class PendingPidfds { public readonly List<(uint Objref, int Tid, int Flags)> List = new(); }
 
@@ -169,7 +134,12 @@ public sealed class PidFd : IFileKind
     {
         if (ctx.Session.Existing<Reaped>() is { ByIdentity.Count: > 0 } reaped)
         {
-            foreach (var (helper, parent, status) in reaped.ByIdentity.Values) End(helper, parent, status);
+            // each ends as its process did (exit 0 when that is not known), and its vessel reaps it
+            foreach (var (helper, parent, status) in reaped.ByIdentity.Values)
+            {
+                ProcessTree.EndAs(helper, status == -1 ? 0 : status, parent.Scratch, helper.SyscallGadget);
+                ProcessTree.ReapHelper(helper.Tid, parent.Vessel);
+            }
             reaped.ByIdentity.Clear();
         }
         if (ctx.Session.Existing<PendingPidfds>() is not { } pending) return;

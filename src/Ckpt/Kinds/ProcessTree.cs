@@ -449,32 +449,7 @@ public sealed class ProcessTree : IStateKind
         var name = System.Text.Encoding.UTF8.GetBytes(e.Comm + "\0");
         MemoryCalls.WriteRemote(e.Pid, Vessel.Scratch, name.AsSpan(0, Math.Min(name.Length, 16)));
         task.InjectChecked("prctl(PR_SET_NAME)", Nr.prctl, 15 /* PR_SET_NAME */, (long)Vessel.Scratch);
-        if (Ptrace.Exited(st))
-        {
-            try { task.Inject(Nr.exit_group, Ptrace.ExitCode(st)); }
-            catch (TaskGoneException) { }
-        }
-        else
-        {
-            int sig = Ptrace.TermSig(st);
-            // the default action, unblocked (SIGKILL's and SIGSTOP's cannot be changed, nor blocked); no core file
-            if (sig != 9 && sig != 19)
-            {
-                var act = new byte[32];   // SIG_DFL, no flags, empty mask
-                MemoryCalls.WriteRemote(e.Pid, Vessel.Scratch, act);
-                task.InjectChecked("rt_sigaction", Nr.rt_sigaction, sig, (long)Vessel.Scratch, 0, 8);
-            }
-            MemoryCalls.WriteRemote(e.Pid, Vessel.Scratch, new byte[16]);
-            task.InjectChecked("prlimit64(RLIMIT_CORE)", Nr.prlimit64, 0, 4 /* RLIMIT_CORE */, (long)Vessel.Scratch, 0);
-            task.SetSigMask(0);
-            // resume in the vessel's pause() loop, where the signal finds it
-            var regs = task.GetRegs();
-            regs.Rip = Vessel.PauseLoop;
-            regs.OrigRax = TracedTask.NoSyscall;
-            task.SetRegs(regs);
-            task.Detach();
-            ProcessCalls.Kill(e.Pid, sig);
-        }
+        EndAs(task, st, Vessel.Scratch, Vessel.PauseLoop);
         ctx.Task = null;
         s.Processes.Remove(ctx);
         var until = DateTime.UtcNow.AddSeconds(5);
@@ -491,6 +466,40 @@ public sealed class ProcessTree : IStateKind
         s.Log.Debug($"pid {e.Pid} is a zombie again (status 0x{st:x})");
     }
 
+    /// <summary>
+    /// Makes a traced task end the way wait status <paramref name="status"/> says a process ended:
+    /// exit_group(code), or killed by the signal, with its default action, unblocked (SIGKILL's and
+    /// SIGSTOP's cannot be changed, nor blocked) and no core file: the task is let go at
+    /// <paramref name="pauseAt"/>, a pause() (a syscall instruction, rax set to pause; the vessel's pause
+    /// loop sets it itself), where the signal finds it. <paramref name="scratch"/>: writable memory of
+    /// the task for the calls' arguments. Nobody reaps it here.
+    /// </summary>
+    internal static void EndAs(Tracing.TracedTask task, int status, ulong scratch, ulong pauseAt)
+    {
+        if (Ptrace.Exited(status))
+        {
+            try { task.Inject(Nr.exit_group, Ptrace.ExitCode(status)); }
+            catch (TaskGoneException) { }
+            return;
+        }
+        int sig = Ptrace.TermSig(status);
+        if (sig != 9 && sig != 19)
+        {
+            MemoryCalls.WriteRemote(task.Tid, scratch, new byte[32]);   // SIG_DFL, no flags, empty mask
+            task.InjectChecked("rt_sigaction", Nr.rt_sigaction, sig, (long)scratch, 0, 8);
+        }
+        MemoryCalls.WriteRemote(task.Tid, scratch, new byte[16]);
+        task.InjectChecked("prlimit64(RLIMIT_CORE)", Nr.prlimit64, 0, 4 /* RLIMIT_CORE */, (long)scratch, 0);
+        task.SetSigMask(0);
+        var regs = task.GetRegs();
+        regs.Rip = pauseAt;
+        regs.Rax = Nr.pause;
+        regs.OrigRax = TracedTask.NoSyscall;
+        task.SetRegs(regs);
+        task.Detach();
+        ProcessCalls.Kill(task.Tid, sig);
+    }
+
     /// <summary>Takes signal <paramref name="sig"/> out of a vessel's pending queues (one the image does not have).</summary>
     private static void TakeSignal(Tracing.TracedTask vessel, int sig)
     {
@@ -501,10 +510,10 @@ public sealed class ProcessTree : IStateKind
     }
 
     /// <summary>A helper exits; its parent reaps it and takes the signal of its exit back.</summary>
-    internal static void EndHelper(Tracing.TracedTask helper, Tracing.TracedTask parent, int sig, int exitCode = 0)
+    internal static void EndHelper(Tracing.TracedTask helper, Tracing.TracedTask parent, int sig)
     {
         int pid = helper.Tid;
-        try { helper.Inject(Nr.exit_group, exitCode); }
+        try { helper.Inject(Nr.exit_group, 0); }
         catch (TaskGoneException) { }
         ReapHelper(pid, parent);
         if (sig > 0) TakeSignal(parent, sig);

@@ -111,12 +111,12 @@ public sealed unsafe class UnixSocket : IFileKind
         {
             uint p = p2;
             string peerLink = $"socket:[{p}]";
-            var holder = p == 0 ? null : FindInTree(ctx, peerLink);
+            var holder = p == 0 ? null : ctx.Session.FirstHolderOf(peerLink);
             if (holder is { } h)
             {
-                (pairHolder, pairFd) = (ctx.Session.FirstHolderOf(peerLink)!.Value.P, h.Fd);
+                (pairHolder, pairFd) = (h.P, h.F.Fd);
                 if (!st.Diag.TryGetValue(p, out var pd) || pd.Peer != ino)
-                    throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to {peerLink} (pid {h.Pid} fd {h.Fd}{(pd?.Name is { Length: > 0 } ? ", " + ShowName(pd.Name) : "")}), which is not connected back to it (a datagram socket connected to a bound one); not supported yet");
+                    throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to {peerLink} (pid {h.P.Pid} fd {h.F.Fd}{(pd?.Name is { Length: > 0 } ? ", " + ShowName(pd.Name) : "")}), which is not connected back to it (a datagram socket connected to a bound one); not supported yet");
                 rel = Relation.Pair;
                 peer = p;
             }

@@ -30,6 +30,18 @@ public static unsafe partial class MemoryCalls
 
     public const int MADV_COLLAPSE = 25, MADV_POPULATE_WRITE = 23;
 
+    /// <summary>
+    /// Makes the whole pages of ckpt's own memory in [<paramref name="start"/>, +<paramref name="length"/>)
+    /// present in one call (MADV_POPULATE_WRITE) before they are filled: a page fault per page costs
+    /// several times more on a VM with shadow page tables (~13 us against ~1 us, plus ~6 us at first
+    /// touch, measured). Best effort: a failure leaves them to fault in.
+    /// </summary>
+    public static void PopulateWrite(byte* start, long length)
+    {
+        ulong from = ((ulong)start + 4095) & ~4095UL, to = ((ulong)start + (ulong)length) & ~4095UL;
+        if (to > from) Sys.Call(Nr.madvise, (long)from, (long)(to - from), MADV_POPULATE_WRITE);
+    }
+
     [LibraryImport("libc", EntryPoint = "process_madvise", SetLastError = true)]
     public static partial nint ProcessMadvise(int pidfd, Iovec* iov, ulong n, int advice, uint flags);
 
