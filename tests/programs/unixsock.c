@@ -23,6 +23,7 @@
 #include "e2e.h"
 #include <poll.h>
 #include <stddef.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -276,7 +277,10 @@ static int open_fds(void)
  * by the process) and a file only in flight (at offset 3); "m2" with nothing; "m3" with one end of a
  * stream pair (only in flight) that has "inner" queued in it. A stream pair holds "abc", then "D" with
  * an eventfd (count 7) only in flight, then "ef". After the restart every file arrives with its message,
- * is the same description as before (the pipe end shares its flags with the one held), and works. */
+ * is the same description as before (the pipe end shares its flags with the one held), and works.
+ * A loop (zdtm scm06): two bound datagram sockets, each with both in flight in its queue. An epoll only
+ * in flight (zdtm scm05) that watches a socket with data queued. The process then runs as another user
+ * (nobody), which may not take files from root's ckpt (pidfd_getfd). */
 static int rights_mode(const char *dir)
 {
     int dg[2], st[2], in[2], p[2];
@@ -296,9 +300,31 @@ static int rights_mode(const char *dir)
     send_fds(st[0], "abc", NULL, 0);
     send_fds(st[0], "D", &ev, 1);
     send_fds(st[0], "ef", NULL, 0);
+    /* the loop: lp[i] bound to "\0ckpt-loop-PID-i", lp[0] holds (lp[0], lp[1]) and lp[1] holds (lp[0], lp[1]) */
+    int lp[2];
+    MUST(socketpair(AF_UNIX, SOCK_DGRAM, 0, lp) == 0);
+    char lname[2][64];
+    for (int i = 0; i < 2; i++) {
+        struct sockaddr_un a;
+        snprintf(lname[i], sizeof lname[i], "ckpt-loop-%d-%d", (int)getpid(), i);
+        socklen_t al = abstract_addr(&a, lname[i]);
+        MUST(bind(lp[i], (struct sockaddr *)&a, al) == 0);
+    }
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++) send_fds(lp[1 - i], j ? "L1" : "L0", &lp[j], 1);
+    /* the epoll only in flight in w[1]'s queue, which it watches; a byte queued after it */
+    int w[2];
+    MUST(socketpair(AF_UNIX, SOCK_DGRAM, 0, w) == 0);
+    int ep = epoll_create1(0);
+    struct epoll_event ee = { .events = EPOLLIN, .data.u64 = 77 };
+    MUST(ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, w[1], &ee) == 0);
+    send_fds(w[0], "E", &ep, 1);
+    MUST(send(w[0], "x", 1, 0) == 1);
+    close(ep);
     close(f);
     close(ev);
     close(in[1]);
+    MUST(setresgid(65534, 65534, 65534) == 0 && setresuid(65534, 65534, 65534) == 0);
     int before = open_fds();
     say("SOCKFD %d", dg[1]);
     say("READY");
@@ -338,6 +364,24 @@ static int rights_mode(const char *dir)
     CHECK(got == 6 && strcmp(all, "abcDef") == 0, "the stream holds '%s'", all);
     uint64_t v = 0;
     CHECK(evfd >= 0 && read(evfd, &v, 8) == 8 && v == 7, "the eventfd in flight: %s, count %lu", evfd < 0 ? "not received" : "received", (unsigned long)v);
+    /* the loop: each socket's queue gives lp[0] then lp[1], each still bound to its name */
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++) {
+            int got1 = -1;
+            CHECK(recv_fds(lp[i], b, sizeof b, &got1, &n) == 2 && n == 1 && b[0] == 'L' && b[1] == '0' + j, "loop %d message %d: '%.2s' with %d fds", i, j, b, n);
+            if (n != 1) continue;
+            struct sockaddr_un a;
+            socklen_t al = sizeof a;
+            CHECK(getsockname(got1, (struct sockaddr *)&a, &al) == 0 && al == offsetof(struct sockaddr_un, sun_path) + 1 + strlen(lname[j])
+                  && memcmp(a.sun_path + 1, lname[j], strlen(lname[j])) == 0, "loop %d message %d: the socket in flight is not lp[%d]", i, j, j);
+            close(got1);
+        }
+    /* the epoll in flight still watches w[1] and sees its byte */
+    CHECK(recv_fds(w[1], b, sizeof b, fds, &n) == 1 && b[0] == 'E' && n == 1, "the epoll's message: %d fds", n);
+    if (n == 1) {
+        struct epoll_event oe = { 0 };
+        CHECK(epoll_wait(fds[0], &oe, 1, 0) == 1 && oe.data.u64 == 77 && (oe.events & EPOLLIN), "the epoll in flight does not report w[1] (data %lu)", (unsigned long)oe.data.u64);
+    }
     return e2e_finish();
 }
 

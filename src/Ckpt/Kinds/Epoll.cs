@@ -142,49 +142,64 @@ public sealed class Epoll : IFileKind
 
     public void Finish(RestoreContext ctx)
     {
-        Span<byte> ev = stackalloc byte[12];   // struct epoll_event is packed on x86-64
         foreach (var (objref, watches, closed) in ctx.State<RestoreState>().Epolls)
         {
             var fds = FdTable.FinalFds(ctx, objref);
-            if (fds.Count == 0) continue;   // held by no fd (cannot happen with an image of one process)
-            int epfd = fds[0];
-            for (int i = 0; i < watches.Count; i++)
+            // an epoll only in flight in a unix socket's queue: ckpt's copy is put in the process for the moment
+            int epfd = fds.Count > 0 ? fds[0] : ctx.Session.Masters.TryGetValue(objref, out int master) ? ctx.Install(master) : -1;
+            if (epfd < 0) continue;   // held by no fd (cannot happen with an image of one process)
+            try { AddWatches(ctx, epfd, watches, closed); }
+            finally
             {
-                var w = watches[i];
-                BinaryPrimitives.WriteUInt32LittleEndian(ev, w.Events);
-                BinaryPrimitives.WriteUInt64LittleEndian(ev[4..], w.Data);
-                ulong p = ctx.PutScratch(0, ev);
-                // a watch of a closed fd: its file is put at that number for the moment it is added (the fd
-                // open at that number now, if any, is set aside meanwhile)
-                bool temporary = closed.TryGetValue(i, out int via);
-                long aside = -1, asideFlags = -1;
-                if (temporary)
+                if (fds.Count == 0)
                 {
-                    asideFlags = ctx.Vessel.Inject(Nr.fcntl, w.Tfd, FileCalls.F_GETFD);
-                    if (asideFlags >= 0)
-                    {
-                        aside = ctx.Vessel.Inject(Nr.fcntl, w.Tfd, 1030 /* F_DUPFD_CLOEXEC */, 0);
-                        if (aside < 0) throw new CkptException($"restart: epoll fd {epfd}: fd {w.Tfd} cannot be set aside: {Errors.Describe((int)-aside)}", ExitCodes.RestoreConflict);
-                    }
-                    long d = ctx.Vessel.Inject(Nr.dup3, via, w.Tfd, FileCalls.O_CLOEXEC);
-                    if (d < 0) throw new CkptException($"restart: epoll fd {epfd} cannot watch the file of fd {via} as fd {w.Tfd} again: dup3: {Errors.Describe((int)-d)}", ExitCodes.RestoreConflict);
+                    ctx.Vessel.Inject(Nr.close, epfd);
+                    ctx.CloseInstaller();
                 }
-                long rc = ctx.Vessel.Inject(Nr.epoll_ctl, epfd, EventCalls.EPOLL_CTL_ADD, w.Tfd, (long)p);
-                if (temporary)
-                {
-                    if (aside >= 0)
-                    {
-                        // the fd that was there comes back, with its close-on-exec flag
-                        ctx.Vessel.Inject(Nr.dup3, aside, w.Tfd, (asideFlags & 1 /* FD_CLOEXEC */) != 0 ? FileCalls.O_CLOEXEC : 0);
-                        ctx.Vessel.Inject(Nr.close, aside);
-                    }
-                    else ctx.Vessel.Inject(Nr.close, w.Tfd);
-                }
-                if (rc < 0)
-                    throw new CkptException($"restart: epoll fd {epfd} cannot watch fd {w.Tfd} again (events {w.Events:x}): epoll_ctl: {Errors.Describe((int)-rc)}", ExitCodes.RestoreConflict);
             }
-            ctx.Log.Debug($"epoll fd {epfd}: {watches.Count} watch(es) added");
         }
+    }
+
+    /// <summary>Adds the saved watches to the epoll at fd <paramref name="epfd"/> of the process.</summary>
+    private static void AddWatches(RestoreContext ctx, int epfd, List<Watch> watches, Dictionary<int, int> closed)
+    {
+        Span<byte> ev = stackalloc byte[12];   // struct epoll_event is packed on x86-64
+        for (int i = 0; i < watches.Count; i++)
+        {
+            var w = watches[i];
+            BinaryPrimitives.WriteUInt32LittleEndian(ev, w.Events);
+            BinaryPrimitives.WriteUInt64LittleEndian(ev[4..], w.Data);
+            ulong p = ctx.PutScratch(0, ev);
+            // a watch of a closed fd: its file is put at that number for the moment it is added (the fd
+            // open at that number now, if any, is set aside meanwhile)
+            bool temporary = closed.TryGetValue(i, out int via);
+            long aside = -1, asideFlags = -1;
+            if (temporary)
+            {
+                asideFlags = ctx.Vessel.Inject(Nr.fcntl, w.Tfd, FileCalls.F_GETFD);
+                if (asideFlags >= 0)
+                {
+                    aside = ctx.Vessel.Inject(Nr.fcntl, w.Tfd, 1030 /* F_DUPFD_CLOEXEC */, 0);
+                    if (aside < 0) throw new CkptException($"restart: epoll fd {epfd}: fd {w.Tfd} cannot be set aside: {Errors.Describe((int)-aside)}", ExitCodes.RestoreConflict);
+                }
+                long d = ctx.Vessel.Inject(Nr.dup3, via, w.Tfd, FileCalls.O_CLOEXEC);
+                if (d < 0) throw new CkptException($"restart: epoll fd {epfd} cannot watch the file of fd {via} as fd {w.Tfd} again: dup3: {Errors.Describe((int)-d)}", ExitCodes.RestoreConflict);
+            }
+            long rc = ctx.Vessel.Inject(Nr.epoll_ctl, epfd, EventCalls.EPOLL_CTL_ADD, w.Tfd, (long)p);
+            if (temporary)
+            {
+                if (aside >= 0)
+                {
+                    // the fd that was there comes back, with its close-on-exec flag
+                    ctx.Vessel.Inject(Nr.dup3, aside, w.Tfd, (asideFlags & 1 /* FD_CLOEXEC */) != 0 ? FileCalls.O_CLOEXEC : 0);
+                    ctx.Vessel.Inject(Nr.close, aside);
+                }
+                else ctx.Vessel.Inject(Nr.close, w.Tfd);
+            }
+            if (rc < 0)
+                throw new CkptException($"restart: epoll fd {epfd} cannot watch fd {w.Tfd} again (events {w.Events:x}): epoll_ctl: {Errors.Describe((int)-rc)}", ExitCodes.RestoreConflict);
+        }
+        ctx.Log.Debug($"epoll fd {epfd}: {watches.Count} watch(es) added");
     }
 
     public static string EventNames(uint ev)

@@ -82,6 +82,8 @@ public sealed class FdTable : IStateKind
             refs.Add((f, objref));
             ctx.State<Refs>().ByFd[f.Fd] = objref;
         }
+        // the queues of unix sockets that carry files in flight, now that each of those files has its objref
+        UnixSocket.WriteQueues(ctx);
         var table = refs.Where(x => !x.File.InFlight).ToList();
         var p = new PayloadWriter().U32((uint)table.Count);
         foreach (var (f, r) in table) p.I32(f.Fd).Bool((f.Flags & FileCalls.O_CLOEXEC) != 0).U32(r);

@@ -199,12 +199,13 @@ public sealed unsafe class UnixSocket : IFileKind
         }
         finally { FileCalls.Close(mine); }
         long total = queue.Sum(m => (long)m.Data.Length);
-        // files in flight: the descriptions InstallInFlight put in the process (saved before this socket)
-        var rights = new List<(int Index, uint[] Refs)>();
+        // files in flight: the process's fds for them that InstallInFlight made (their objrefs are known
+        // once every file of the process is saved: a socket may carry itself, or one saved after it)
+        var rights = new List<(int Index, int[] Fds)>();
         for (int i = 0; i < queue.Count; i++)
         {
             if (queue[i].Fds is not { } fds) continue;
-            try { rights.Add((i, fds.Select(r => InFlightObjref(ctx, r, what)).ToArray())); }
+            try { rights.Add((i, fds.Select(r => InFlightFd(ctx, r)).ToArray())); }
             finally { foreach (int r in fds) FileCalls.Close(r); }
         }
         if (queue.Count > 0 && rel is Relation.Unconnected or Relation.ConnectedTo && (name.Length == 0 || d.Type != SocketCalls.SOCK_DGRAM))
@@ -219,42 +220,16 @@ public sealed unsafe class UnixSocket : IFileKind
         // appended: the peer credentials of this end and of its peer (a pair)
         WriteCred(w, cred);
         WriteCred(w, peerCred);
+        // appended: whether an end of a datagram pair is bound to its abstract name again (a stream's or
+        // seqpacket's name may be the one of the listener it was accepted from, which cannot be told apart)
+        bool rebind = rel is Relation.Pair or Relation.PeerClosed && name.Length > 1 && name[0] == 0 && d.Type == SocketCalls.SOCK_DGRAM;
+        w.Bool(rebind);
         ctx.Image.Write(RecordKind.UnixSocket, w);
-        if (rights.Count > 0)
-        {
-            var rw = new PayloadWriter().U64(ino).U32((uint)rights.Count);
-            foreach (var (index, refs) in rights)
-            {
-                rw.U32((uint)index).U32((uint)refs.Length);
-                foreach (uint r in refs) rw.U32(r);
-            }
-            ctx.Image.Write(RecordKind.UnixSocketRights, rw);
-        }
-        // the senders' addresses (optional: a reader without it sends them from an unbound socket)
-        if (senders != null && senders.Any(x => x != null))
-        {
-            var sw = new PayloadWriter().U64(ino).U32((uint)senders.Count(x => x != null));
-            for (int i = 0; i < senders.Count; i++)
-                if (senders[i] is { } a) sw.U32((uint)i).Bytes(a);
-            ctx.Image.Write(RecordKind.UnixSocketSenders, sw, RecordFlags.Optional);
-        }
-        // the queue: messages in order, in records of at most QueueChunk bytes (a stream is cut anywhere)
-        var q = new PayloadWriter();
-        int inRecord = 0, bytes = 0;
-        void Flush()
-        {
-            if (inRecord == 0) return;
-            var head = new PayloadWriter().U64(ino).U32((uint)inRecord);
-            ctx.Image.Write(RecordKind.UnixSocketQueue, head.Span, q.Span);
-            q.Clear(); inRecord = 0; bytes = 0;
-        }
-        foreach (var (m, _) in queue)
-        {
-            if (inRecord > 0 && bytes + m.Length > QueueChunk) Flush();
-            q.Bytes(m); inRecord++; bytes += m.Length;
-        }
-        Flush();
-        ctx.Log.Info($"{what}: {rel}, {queue.Count} message(s), {total} bytes queued{(rights.Count > 0 ? $", {rights.Sum(x => x.Refs.Length)} file(s) in flight" : "")}{(waiting.Length > 0 ? $", {waiting.Length} connection(s) waiting to be accepted" : "")}");
+        // the queue, after the files in flight in it (by objref) and the senders' addresses: written by
+        // WriteQueues once every file of the process is saved if files are in flight, else now
+        if (rights.Count > 0) ctx.State<PendingQueues>().List.Add((ino, queue, senders, rights));
+        else WriteQueue(ctx, ino, queue, senders, null);
+        ctx.Log.Info($"{what}: {rel}, {queue.Count} message(s), {total} bytes queued{(rights.Count > 0 ? $", {rights.Sum(x => x.Fds.Length)} file(s) in flight" : "")}{(waiting.Length > 0 ? $", {waiting.Length} connection(s) waiting to be accepted" : "")}");
     }
 
     /// <summary>
@@ -460,10 +435,12 @@ public sealed unsafe class UnixSocket : IFileKind
 
     /// <summary>
     /// Puts every file in flight in the unix sockets of the process (SCM_RIGHTS messages in their receive
-    /// queues, and in the queues of sockets themselves in flight) into the process as an fd of its own,
-    /// through a pidfd of ckpt (pidfd_getfd, injected), so that each is saved as any description, and
-    /// shared with its other holders; <see cref="FdTable"/> leaves them out of the fd table, and the
-    /// process closes them when it is released. Called once the scratch area is in place, before any kind.
+    /// queues, and in the queues of sockets themselves in flight) into the process as an fd of its own, so
+    /// that each is saved as any description, and shared with its other holders; <see cref="FdTable"/>
+    /// leaves them out of the fd table, and the process closes them when it is released. They are passed
+    /// the way the process got them: ckpt sends them (SCM_RIGHTS) into a socket pair made in the process,
+    /// which receives them (injected recvmsg); a process of another user may not take files from ckpt by
+    /// pidfd_getfd. Called once the scratch area is in place, before any kind.
     /// </summary>
     public static void InstallInFlight(CheckpointContext ctx)
     {
@@ -472,7 +449,7 @@ public sealed unsafe class UnixSocket : IFileKind
         if (work.Count == 0) return;
         var scanned = new HashSet<ulong>();
         var installed = new List<OpenFile>();
-        int ckptPidfd = -1;
+        RightsPassage? passage = null;
         try
         {
             while (work.TryDequeue(out var f))
@@ -495,23 +472,22 @@ public sealed unsafe class UnixSocket : IFileKind
                 var fds = queue.SelectMany(m => m.Fds ?? []).ToList();
                 try
                 {
-                    foreach (int r in fds)
+                    for (int at = 0; at < fds.Count; at += MaxRights)
                     {
-                        if (ckptPidfd < 0) ckptPidfd = (int)ctx.Inject("pidfd_open (ckpt)", Nr.pidfd_open, Environment.ProcessId, 0);
-                        int t = (int)ctx.Inject("pidfd_getfd (a file in flight)", Nr.pidfd_getfd, ckptPidfd, r, 0);
-                        ctx.InFlightFds.Add(t);
-                        var of = FdTable.ReadOpenFile(ctx.Pid, t) with { InFlight = true };
-                        installed.Add(of);
-                        if (of.Link.StartsWith("socket:[")) work.Enqueue(of);
+                        passage ??= new RightsPassage(ctx);
+                        foreach (int t in passage.Pass(fds.Skip(at).Take(MaxRights).ToArray()))
+                        {
+                            ctx.InFlightFds.Add(t);
+                            var of = FdTable.ReadOpenFile(ctx.Pid, t) with { InFlight = true };
+                            installed.Add(of);
+                            if (of.Link.StartsWith("socket:[")) work.Enqueue(of);
+                        }
                     }
                 }
                 finally { foreach (int r in fds) FileCalls.Close(r); }
             }
         }
-        finally
-        {
-            if (ckptPidfd >= 0) ctx.Task.Inject(Nr.close, ckptPidfd);
-        }
+        finally { passage?.Close(); }
         if (installed.Count == 0) return;
         // a file met in flight inside another one in flight is saved before it
         installed.Reverse();
@@ -519,19 +495,151 @@ public sealed unsafe class UnixSocket : IFileKind
         ctx.Log.Debug($"pid {ctx.Pid}: {installed.Count} file(s) in flight in unix sockets, installed as fds {string.Join(',', ctx.InFlightFds)}");
     }
 
-    /// <summary>The objref of the description that fd <paramref name="mine"/> of ckpt (from a peek) refers to: one of the files installed in flight.</summary>
-    private static uint InFlightObjref(CheckpointContext ctx, int mine, string what)
+    /// <summary>The most fds one SCM_RIGHTS message may carry (SCM_MAX_FD).</summary>
+    private const int MaxRights = 253;
+
+    /// <summary>
+    /// A datagram socket pair made in a frozen process for the checkpoint: ckpt holds one end and sends
+    /// files (SCM_RIGHTS) through it; the process receives them on the other by an injected recvmsg, whose
+    /// message header, one byte of data and control buffer are in the scratch area's result part.
+    /// </summary>
+    private sealed class RightsPassage
+    {
+        private readonly CheckpointContext _ctx;
+        private readonly int _theirs, _mine;
+        private const int Pair = CheckpointContext.OutOffset, Header = Pair + 64, Vec = Header + 64, Byte = Vec + 16, Control = Byte + 16;
+
+        public RightsPassage(CheckpointContext ctx)
+        {
+            _ctx = ctx;
+            ctx.Inject("socketpair (to pass the files in flight)", Nr.socketpair, SocketCalls.AF_UNIX,
+                SocketCalls.SOCK_DGRAM | SocketCalls.SOCK_CLOEXEC, 0, (long)(ctx.Scratch + Pair));
+            var sv = ctx.ReadScratch(Pair, 8);
+            _theirs = BitConverter.ToInt32(sv, 0);
+            int other = BitConverter.ToInt32(sv, 4);
+            try { _mine = ctx.GrabFd(other); }
+            catch { ctx.Task.Inject(Nr.close, _theirs); throw; }
+            finally { ctx.Task.Inject(Nr.close, other); }
+        }
+
+        /// <summary>Sends <paramref name="fds"/> (ckpt's) and returns the process's fds for them, in order.</summary>
+        public int[] Pass(int[] fds)
+        {
+            var ctl = new byte[16 + fds.Length * 4];
+            BitConverter.TryWriteBytes(ctl, (long)ctl.Length);
+            BitConverter.TryWriteBytes(ctl.AsSpan(8), SocketCalls.SOL_SOCKET);
+            BitConverter.TryWriteBytes(ctl.AsSpan(12), SocketCalls.SCM_RIGHTS);
+            for (int i = 0; i < fds.Length; i++) BitConverter.TryWriteBytes(ctl.AsSpan(16 + 4 * i), fds[i]);
+            byte one = 1;
+            fixed (byte* c = ctl)
+            {
+                var iov = new SocketCalls.IoVec { Base = &one, Len = 1 };
+                var mh = new SocketCalls.MsgHdr { Iov = &iov, IovLen = 1, Control = c, ControlLen = (nuint)ctl.Length };
+                nint n;
+                do n = SocketCalls.SendMsg(_mine, &mh, SocketCalls.MSG_DONTWAIT | SocketCalls.MSG_NOSIGNAL);
+                while (n < 0 && Marshal.GetLastPInvokeError() == Errors.EINTR);
+                if (n < 0) throw SyscallException.Last("sendmsg (files in flight, to the process)", _ctx.Pid);
+            }
+            // struct msghdr { name, namelen, iov, iovlen, control, controllen, flags } and its iovec, in the process
+            ulong s = _ctx.Scratch;
+            var head = new byte[56];
+            BitConverter.TryWriteBytes(head.AsSpan(16), s + Vec);
+            BitConverter.TryWriteBytes(head.AsSpan(24), 1L);
+            BitConverter.TryWriteBytes(head.AsSpan(32), s + Control);
+            BitConverter.TryWriteBytes(head.AsSpan(40), (long)CmsgRoom);
+            var vec = new byte[16];
+            BitConverter.TryWriteBytes(vec, s + Byte);
+            BitConverter.TryWriteBytes(vec.AsSpan(8), 1L);
+            _ctx.WriteScratch(Header, head);
+            _ctx.WriteScratch(Vec, vec);
+            _ctx.Inject("recvmsg (files in flight)", Nr.recvmsg, _theirs, (long)(s + Header), SocketCalls.MSG_CMSG_CLOEXEC | SocketCalls.MSG_DONTWAIT);
+            var back = _ctx.ReadScratch(Control, CmsgRoom);
+            int flags = BitConverter.ToInt32(_ctx.ReadScratch(Header + 48, 4));
+            fixed (byte* b = back)
+            {
+                var got = Rights(b, (int)Math.Min(BitConverter.ToInt64(_ctx.ReadScratch(Header + 40, 8)), CmsgRoom), 0, _ctx.Pid, "");
+                if ((flags & SocketCalls.MSG_CTRUNC) != 0 || got == null || got.Length != fds.Length)
+                {
+                    foreach (int t in got ?? []) _ctx.Task.Inject(Nr.close, t);
+                    throw new NotCheckpointableException(_ctx.Pid, $"{fds.Length} file(s) in flight in its unix sockets could not be put in the process for the checkpoint ({got?.Length ?? 0} came): its fd limit (RLIMIT_NOFILE) is reached; raise it");
+                }
+                return got;
+            }
+        }
+
+        public void Close()
+        {
+            FileCalls.Close(_mine);
+            _ctx.Task.Inject(Nr.close, _theirs);
+        }
+    }
+
+    /// <summary>The process's fd for the description that fd <paramref name="mine"/> of ckpt (from a peek) refers to: one of the files installed in flight.</summary>
+    private static int InFlightFd(CheckpointContext ctx, int mine)
     {
         var st = FileCalls.FstatOrThrow(mine, ctx.Pid);
-        var refs = ctx.State<FdTable.Refs>().ByFd;
         foreach (var f in ctx.OpenFiles)
         {
             if (!f.InFlight || f.Stat.Dev != st.Dev || f.Stat.Ino != st.Ino) continue;
-            if (ProcessCalls.Kcmp(Environment.ProcessId, ctx.Pid, ProcessCalls.KCMP_FILE, mine, f.Fd) != 0) continue;
-            if (refs.TryGetValue(f.Fd, out uint objref)) return objref;
-            throw new NotCheckpointableException(ctx.Pid, $"{what} has in flight a file whose own queue holds it in flight in turn (a loop of sockets in flight); not supported");
+            if (ProcessCalls.Kcmp(Environment.ProcessId, ctx.Pid, ProcessCalls.KCMP_FILE, mine, f.Fd) == 0) return f.Fd;
         }
-        throw new CkptException($"pid {ctx.Pid} {what}: a file in flight was not installed for the checkpoint", ExitCodes.Internal);
+        throw new CkptException($"pid {ctx.Pid}: a file in flight in a unix socket was not installed for the checkpoint", ExitCodes.Internal);
+    }
+
+    /// <summary>Queues that carry files in flight, written once every file of the process has its objref.</summary>
+    private sealed class PendingQueues { public readonly List<(ulong Ino, List<(byte[] Data, int[]? Fds)> Queue, List<byte[]?>? Senders, List<(int Index, int[] Fds)> Rights)> List = new(); }
+
+    /// <summary>
+    /// Writes the queues that carry files in flight, after every file of the process (<see cref="FdTable"/>
+    /// calls it before its table): each file in flight by the objref of the description it is.
+    /// </summary>
+    public static void WriteQueues(CheckpointContext ctx)
+    {
+        if (ctx.Existing<PendingQueues>() is not { } pending) return;
+        var byFd = ctx.State<FdTable.Refs>().ByFd;
+        foreach (var (ino, queue, senders, rights) in pending.List)
+            WriteQueue(ctx, ino, queue, senders, rights.Select(x => (x.Index, x.Fds.Select(fd => byFd.TryGetValue(fd, out uint r) ? r
+                : throw new CkptException($"pid {ctx.Pid}: the file in flight installed as fd {fd} was not saved", ExitCodes.Internal)).ToArray())).ToList());
+        ctx.Forget<PendingQueues>();
+    }
+
+    /// <summary>A socket's queue: which messages carry files (by objref), who sent each datagram, then the messages.</summary>
+    private static void WriteQueue(CheckpointContext ctx, ulong ino, List<(byte[] Data, int[]? Fds)> queue, List<byte[]?>? senders, List<(int Index, uint[] Refs)>? rights)
+    {
+        if (rights is { Count: > 0 })
+        {
+            var rw = new PayloadWriter().U64(ino).U32((uint)rights.Count);
+            foreach (var (index, refs) in rights)
+            {
+                rw.U32((uint)index).U32((uint)refs.Length);
+                foreach (uint r in refs) rw.U32(r);
+            }
+            ctx.Image.Write(RecordKind.UnixSocketRights, rw);
+        }
+        // the senders' addresses (optional: a reader without it sends them from an unbound socket)
+        if (senders != null && senders.Any(x => x != null))
+        {
+            var sw = new PayloadWriter().U64(ino).U32((uint)senders.Count(x => x != null));
+            for (int i = 0; i < senders.Count; i++)
+                if (senders[i] is { } a) sw.U32((uint)i).Bytes(a);
+            ctx.Image.Write(RecordKind.UnixSocketSenders, sw, RecordFlags.Optional);
+        }
+        // the messages in order, in records of at most QueueChunk bytes (a stream is cut anywhere)
+        var q = new PayloadWriter();
+        int inRecord = 0, bytes = 0;
+        void Flush()
+        {
+            if (inRecord == 0) return;
+            var head = new PayloadWriter().U64(ino).U32((uint)inRecord);
+            ctx.Image.Write(RecordKind.UnixSocketQueue, head.Span, q.Span);
+            q.Clear(); inRecord = 0; bytes = 0;
+        }
+        foreach (var (m, _) in queue)
+        {
+            if (inRecord > 0 && bytes + m.Length > QueueChunk) Flush();
+            q.Bytes(m); inRecord++; bytes += m.Length;
+        }
+        Flush();
     }
 
     private static string DescribeOther(CheckpointContext ctx, in OpenFile f)
@@ -684,7 +792,10 @@ public sealed unsafe class UnixSocket : IFileKind
             cred = new PeerCredentials(r.I32(), r.U32(), r.U32());
             peerCred = new PeerCredentials(r.I32(), r.U32(), r.U32());
         }
+        bool rebind = !r.AtEnd && r.Bool();
         r.End();
+        if (rebind && (rel is not (Relation.Pair or Relation.PeerClosed) || name.Length < 2 || name[0] != 0))
+            throw new ImageFormatException($"UnixSocket record at offset {rec.Offset}: a socket to bind to its name again that is not an end of a pair with an abstract name");
         if (rel == Relation.ConnectedTo && (connectTo.Length == 0 || type != SocketCalls.SOCK_DGRAM))
             throw new ImageFormatException($"UnixSocket record at offset {rec.Offset}: a socket connected to a bound one without its address, or not a datagram socket");
         if (waiting.Length > 0 && rel != Relation.Listening)
@@ -742,7 +853,7 @@ public sealed unsafe class UnixSocket : IFileKind
                         throw new CkptException($"restart: {what} has connections waiting to be accepted, and another file is at its path {path} now: its clients cannot connect to it again", ExitCodes.RestoreConflict);
                     if (path.Length > 0 && !hidden) RemoveStale(path, type, what);
                     bindAddr ??= addr;   // addr (absolute) is where ckpt sends the queued datagrams from
-                    long b = hidden ? BindHidden(ctx, vfd, bindAddr, path) : ctx.Vessel.Inject(Nr.bind, vfd, (long)ctx.PutScratch(0, bindAddr), bindAddr.Length);
+                    long b = hidden ? BindHidden(ctx, vfd, bindAddr, path) : BindAgain(ctx, vfd, bindAddr);
                     if (b < 0)
                         throw new CkptException($"restart: cannot bind {what} to {(path.Length > 0 ? path : ShowName(name))} again: {Errors.Describe((int)-b)}", ExitCodes.RestoreConflict);
                     if (path.Length > 0 && !hidden)
@@ -763,10 +874,43 @@ public sealed unsafe class UnixSocket : IFileKind
             default:
                 throw new ImageFormatException($"UnixSocket record at offset {rec.Offset} has relation {(int)rel}");
         }
+        if (rebind)
+        {
+            long b = BindAgain(ctx, vfd, SocketCalls.UnixAddress(name));
+            if (b < 0) throw new CkptException($"restart: cannot bind {what} to {ShowName(name)} again: {Errors.Describe((int)-b)}", ExitCodes.RestoreConflict);
+        }
         ctx.Inject("fcntl(F_SETFL)", Nr.fcntl, vfd, FileCalls.F_SETFL, flags & FileCalls.O_NONBLOCK);
         if (passcred) SocketCalls.SetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_PASSCRED, 1, "SO_PASSCRED");
         st.Pending.Add((mine, shutdown, sndbuf, rcvbuf, peekOff));
         ctx.Files.SetRestored(objref, vfd);
+    }
+
+    /// <summary>
+    /// Binds fd <paramref name="vfd"/> of the process to <paramref name="addr"/>; returns 0 or -errno. A name
+    /// still taken (EADDRINUSE) may be held by the checkpointed sockets themselves, dead but not yet
+    /// collected: sockets that carried each other in flight (a loop) outlive their process until the
+    /// kernel's garbage collector of sockets in flight runs, which sending a file (SCM_RIGHTS) starts.
+    /// </summary>
+    private static long BindAgain(RestoreContext ctx, int vfd, byte[] addr)
+    {
+        long b = ctx.Vessel.Inject(Nr.bind, vfd, (long)ctx.PutScratch(0, addr), addr.Length);
+        for (int i = 0; i < 20 && b == -SocketCalls.EADDRINUSE; i++)
+        {
+            CollectGarbageInFlight();
+            if (i > 0) Thread.Sleep(5);
+            b = ctx.Vessel.Inject(Nr.bind, vfd, (long)ctx.PutScratch(0, addr), addr.Length);
+        }
+        return b;
+    }
+
+    /// <summary>Starts the kernel's collection of unix sockets that are only in flight in each other's queues (sends a file over a pair of ckpt's).</summary>
+    private static void CollectGarbageInFlight()
+    {
+        int* sv = stackalloc int[2];
+        if (SocketCalls.SocketPair(SocketCalls.AF_UNIX, SocketCalls.SOCK_DGRAM | SocketCalls.SOCK_CLOEXEC, 0, sv) != 0) return;
+        SendQueued(new RestoreState(), (sv[0], null, SocketCalls.SOCK_DGRAM), [1], 0, [sv[0]]);   // sv[0] in sv[1]'s queue: no loop
+        FileCalls.Close(sv[0]);
+        FileCalls.Close(sv[1]);
     }
 
     /// <summary>

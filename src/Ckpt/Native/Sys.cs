@@ -20,7 +20,7 @@ public static class Nr
         ioctl = 16, clock_gettime = 228, epoll_ctl = 233, inotify_add_watch = 254, inotify_rm_watch = 255,
         timerfd_create = 283, timerfd_settime = 286, timerfd_gettime = 287, signalfd4 = 289, eventfd2 = 290,
         epoll_create1 = 291, inotify_init1 = 294, fanotify_init = 300, fanotify_mark = 301, open_by_handle_at = 304,
-        socket = 41, connect = 42, shutdown = 48, bind = 49, listen = 50, socketpair = 53, setsockopt = 54, accept4 = 288,
+        socket = 41, connect = 42, shutdown = 48, bind = 49, listen = 50, socketpair = 53, setsockopt = 54, accept4 = 288, recvmsg = 47,
         timer_create = 222, timer_settime = 223, timer_gettime = 224, timer_getoverrun = 225, timer_delete = 226,
         personality = 135, userfaultfd = 323, ioprio_set = 251, ioprio_get = 252, io_setup = 206, io_submit = 209, unshare = 272, setns = 308, membarrier = 324,
         uname = 63, sethostname = 170, setdomainname = 171, setfsuid = 122, setfsgid = 123;
