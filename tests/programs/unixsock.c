@@ -2,7 +2,8 @@
  *
  * Default mode: a stream pair with bytes queued both ways (one end non-blocking, with its own
  * SO_SNDBUF), a datagram pair with 3 messages of different sizes queued (boundaries checked) and one
- * the other way (SO_PASSCRED and a peek offset on the receiver), a seqpacket pair with 2 records,
+ * the other way (SO_PASSCRED, SO_PASSSEC and a peek offset on the receiver), a seqpacket pair with 2
+ * records (SO_PRIORITY, SO_RCVTIMEO and SO_RCVLOWAT on one end),
  * a stream pair shut down for writing one way, a stream socket whose peer was closed with data left
  * for it, a stream pair split between parent and child (fork) with data in flight from the child,
  * a listener bound to a relative path and one to an abstract name, a connection accepted from the
@@ -547,6 +548,7 @@ int main(int argc, char **argv)
     int one = 1, zero = 0;
     MUST(setsockopt(d[1], SOL_SOCKET, SO_PASSCRED, &one, sizeof one) == 0);
     MUST(setsockopt(d[1], SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof zero) == 0);
+    MUST(setsockopt(d[1], SOL_SOCKET, SO_PASSSEC, &one, sizeof one) == 0);
     char pk[32];
     MUST(recv(d[1], pk, sizeof pk, MSG_PEEK) == 17);   /* the peek offset is now 17 */
 
@@ -555,6 +557,10 @@ int main(int argc, char **argv)
     MUST(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, q) == 0);
     MUST(send(q[1], "record-one", 10, 0) == 10);
     MUST(send(q[1], "record-2", 8, 0) == 8);
+    int prio = 5, lowat = 3;
+    struct timeval tv = { 7, 500000 };
+    MUST(setsockopt(q[0], SOL_SOCKET, SO_PRIORITY, &prio, sizeof prio) == 0 && setsockopt(q[0], SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat) == 0
+         && setsockopt(q[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0);
 
     /* stream pair shut down for writing by h[0], with data before the shutdown */
     int h[2];
@@ -672,6 +678,7 @@ int main(int argc, char **argv)
     /* datagrams: boundaries, order, peek offset, SO_PASSCRED */
     CHECK(sockopt(d[1], SO_PEEK_OFF) == 17, "dgram: SO_PEEK_OFF %d, want 17", sockopt(d[1], SO_PEEK_OFF));
     CHECK(sockopt(d[1], SO_PASSCRED) == 1 && sockopt(d[0], SO_PASSCRED) == 0, "dgram: SO_PASSCRED");
+    CHECK(sockopt(d[1], SO_PASSSEC) == 1 && sockopt(d[0], SO_PASSSEC) == 0, "dgram: SO_PASSSEC");
     CHECK(sockopt(d[1], SO_TYPE) == SOCK_DGRAM, "dgram: type");
     ssize_t n = recv(d[1], b, sizeof b, 0);
     CHECK(n == 17 && memcmp(b, "first-17-bytes-xx", 17) == 0, "dgram 1: %zd bytes", n);
@@ -686,6 +693,10 @@ int main(int argc, char **argv)
 
     /* seqpacket */
     CHECK(sockopt(q[0], SO_TYPE) == SOCK_SEQPACKET, "seqpacket: type");
+    CHECK(sockopt(q[0], SO_PRIORITY) == 5 && sockopt(q[0], SO_RCVLOWAT) == 3 && sockopt(q[1], SO_PRIORITY) == 0, "seqpacket: SO_PRIORITY %d, SO_RCVLOWAT %d", sockopt(q[0], SO_PRIORITY), sockopt(q[0], SO_RCVLOWAT));
+    struct timeval rtv = { 0, 0 };
+    socklen_t rl = sizeof rtv;
+    CHECK(getsockopt(q[0], SOL_SOCKET, SO_RCVTIMEO, &rtv, &rl) == 0 && rtv.tv_sec == 7 && rtv.tv_usec == 500000, "seqpacket: SO_RCVTIMEO %ld.%06ld", (long)rtv.tv_sec, (long)rtv.tv_usec);
     n = recv(q[0], b, sizeof b, MSG_DONTWAIT);
     CHECK(n == 10 && memcmp(b, "record-one", 10) == 0, "seqpacket 1: %zd", n);
     n = recv(q[0], b, sizeof b, MSG_DONTWAIT);

@@ -50,6 +50,21 @@ public sealed unsafe class UnixSocket : IFileKind
     private const int MaxQueueBytes = 32 << 20;
     private const int QueueChunk = 4 << 20;
 
+    /// <summary>
+    /// Socket options saved when they differ from a fresh unix socket's (the buffer sizes, SO_PASSCRED and
+    /// SO_PEEK_OFF have fields of their own): SO_PASSSEC, SO_PASSPIDFD, SO_PRIORITY, SO_RCVLOWAT, SO_MARK,
+    /// SO_RCVTIMEO, SO_SNDTIMEO, SO_TIMESTAMP, SO_TIMESTAMPNS, SO_KEEPALIVE, SO_LINGER, SO_OOBINLINE,
+    /// SO_DONTROUTE, SO_NO_CHECK.
+    /// </summary>
+    private static readonly (int Level, int Name, int Size)[] Options =
+    [
+        (SocketCalls.SOL_SOCKET, 34, 4), (SocketCalls.SOL_SOCKET, 76, 4), (SocketCalls.SOL_SOCKET, 12, 4),
+        (SocketCalls.SOL_SOCKET, 18, 4), (SocketCalls.SOL_SOCKET, 36, 4), (SocketCalls.SOL_SOCKET, 20, 16),
+        (SocketCalls.SOL_SOCKET, 21, 16), (SocketCalls.SOL_SOCKET, 29, 4), (SocketCalls.SOL_SOCKET, 35, 4),
+        (SocketCalls.SOL_SOCKET, 9, 4), (SocketCalls.SOL_SOCKET, 13, 8), (SocketCalls.SOL_SOCKET, 10, 4),
+        (SocketCalls.SOL_SOCKET, 5, 4), (SocketCalls.SOL_SOCKET, 11, 4),
+    ];
+
     public bool Handles(in OpenFile f) => f.Link.StartsWith("socket:[");
 
     public void Checkpoint(CheckpointContext ctx) { }
@@ -170,6 +185,7 @@ public sealed unsafe class UnixSocket : IFileKind
         int mine = ctx.GrabFd(f.Fd);
         int sndbuf, rcvbuf, peekOff;
         bool passcred;
+        List<(int Level, int Name, byte[] Value)> options;
         // the peer credentials this end reports (who made the connection), and for a pair its peer's:
         // the process that holds the other end reads them through it
         var cred = NoCred;
@@ -182,6 +198,7 @@ public sealed unsafe class UnixSocket : IFileKind
             sndbuf = SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_SNDBUF, "SO_SNDBUF", ctx.Pid);
             rcvbuf = SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_RCVBUF, "SO_RCVBUF", ctx.Pid);
             passcred = SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_PASSCRED, "SO_PASSCRED", ctx.Pid) != 0;
+            options = InetSocket.ChangedOptions(mine, SocketCalls.AF_UNIX, d.Type, 0, ctx.Pid, Options);
             peekOff = SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_PEEK_OFF, "SO_PEEK_OFF", ctx.Pid);
             if (rel is Relation.Pair or Relation.PeerClosed)
             {
@@ -224,6 +241,9 @@ public sealed unsafe class UnixSocket : IFileKind
         // seqpacket's name may be the one of the listener it was accepted from, which cannot be told apart)
         bool rebind = rel is Relation.Pair or Relation.PeerClosed && name.Length > 1 && name[0] == 0 && d.Type == SocketCalls.SOCK_DGRAM;
         w.Bool(rebind);
+        // appended: the socket options that differ from a fresh socket's
+        w.U32((uint)options.Count);
+        foreach (var (level, oname, value) in options) w.I32(level).I32(oname).Bytes(value);
         ctx.Image.Write(RecordKind.UnixSocket, w);
         // the queue, after the files in flight in it (by objref) and the senders' addresses: written by
         // WriteQueues once every file of the process is saved if files are in flight, else now
@@ -793,6 +813,8 @@ public sealed unsafe class UnixSocket : IFileKind
             peerCred = new PeerCredentials(r.I32(), r.U32(), r.U32());
         }
         bool rebind = !r.AtEnd && r.Bool();
+        var options = new List<(int Level, int Name, byte[] Value)>();
+        for (uint i = 0, n = r.AtEnd ? 0 : r.U32(); i < n; i++) options.Add((r.I32(), r.I32(), r.Bytes().ToArray()));
         r.End();
         if (rebind && (rel is not (Relation.Pair or Relation.PeerClosed) || name.Length < 2 || name[0] != 0))
             throw new ImageFormatException($"UnixSocket record at offset {rec.Offset}: a socket to bind to its name again that is not an end of a pair with an abstract name");
@@ -881,6 +903,9 @@ public sealed unsafe class UnixSocket : IFileKind
         }
         ctx.Inject("fcntl(F_SETFL)", Nr.fcntl, vfd, FileCalls.F_SETFL, flags & FileCalls.O_NONBLOCK);
         if (passcred) SocketCalls.SetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_PASSCRED, 1, "SO_PASSCRED");
+        foreach (var (level, oname, value) in options)
+            fixed (byte* v = value)
+                if (SocketCalls.SetSockOpt(mine, level, oname, v, value.Length) != 0) throw SyscallException.Last($"setsockopt({level}, {oname})", 0, what);
         st.Pending.Add((mine, shutdown, sndbuf, rcvbuf, peekOff));
         ctx.Files.SetRestored(objref, vfd);
     }
