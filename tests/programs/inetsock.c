@@ -1,5 +1,5 @@
 /* inetsock [established]: TCP and UDP sockets without connection state: an IPv4 listener (SO_REUSEADDR,
- * TCP_NODELAY, backlog 7), an IPv6 listener (IPV6_V6ONLY), an unbound TCP socket (SO_KEEPALIVE), a
+ * TCP_NODELAY, backlog 7), an IPv6 listener (IPV6_V6ONLY), an unbound TCP socket (SO_KEEPALIVE, SO_DONTROUTE), a
  * bound TCP socket not listening, a bound UDP socket (SO_RCVBUF) and a UDP socket connected to it.
  * After the restart every address and option is the same, the listeners accept connections, the
  * bound socket can listen, and a datagram goes from the connected UDP socket to the bound one.
@@ -70,7 +70,7 @@ int main(int argc, char **argv)
     MUST(t6 >= 0 && setsockopt(t6, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) == 0);
     MUST(bind(t6, (struct sockaddr *)&lo6, sizeof lo6) == 0 && listen(t6, 3) == 0);
     int tc = socket(AF_INET, SOCK_STREAM, 0);
-    MUST(tc >= 0 && setsockopt(tc, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) == 0);
+    MUST(tc >= 0 && setsockopt(tc, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) == 0 && setsockopt(tc, SOL_SOCKET, SO_DONTROUTE, &one, sizeof one) == 0);
     /* its send buffer size locked (SO_BUF_LOCK, without setting a size), quick acks off */
     int off = 0;
     MUST(setsockopt(tc, SOL_SOCKET, 72 /* SO_BUF_LOCK */, &one, sizeof one) == 0 && setsockopt(tc, IPPROTO_TCP, TCP_QUICKACK, &off, sizeof off) == 0);
@@ -161,7 +161,7 @@ int main(int argc, char **argv)
     CHECK(opt(t1, SOL_SOCKET, SO_REUSEADDR) == 1, "SO_REUSEADDR %d", opt(t1, SOL_SOCKET, SO_REUSEADDR));
     CHECK(opt(t1, IPPROTO_TCP, TCP_NODELAY) == 1, "TCP_NODELAY %d", opt(t1, IPPROTO_TCP, TCP_NODELAY));
     CHECK(opt(t6, IPPROTO_IPV6, IPV6_V6ONLY) == 1, "IPV6_V6ONLY %d", opt(t6, IPPROTO_IPV6, IPV6_V6ONLY));
-    CHECK(opt(tc, SOL_SOCKET, SO_KEEPALIVE) == 1, "SO_KEEPALIVE %d", opt(tc, SOL_SOCKET, SO_KEEPALIVE));
+    CHECK(opt(tc, SOL_SOCKET, SO_KEEPALIVE) == 1 && opt(tc, SOL_SOCKET, SO_DONTROUTE) == 1, "SO_KEEPALIVE %d, SO_DONTROUTE %d", opt(tc, SOL_SOCKET, SO_KEEPALIVE), opt(tc, SOL_SOCKET, SO_DONTROUTE));
     CHECK(opt(tb, SOL_SOCKET, SO_KEEPALIVE) == 0, "SO_KEEPALIVE set where it was not");
     CHECK(opt(tc, SOL_SOCKET, 72) == 1, "SO_BUF_LOCK %d, want 1", opt(tc, SOL_SOCKET, 72));
     CHECK(opt(tc, IPPROTO_TCP, TCP_QUICKACK) == 0, "TCP_QUICKACK %d, want 0", opt(tc, IPPROTO_TCP, TCP_QUICKACK));

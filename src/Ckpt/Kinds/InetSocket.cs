@@ -64,6 +64,7 @@ public sealed unsafe class InetSocket : IStateKind
         (SocketCalls.SOL_SOCKET, 18, 4, "SO_RCVLOWAT", Any), (SocketCalls.SOL_SOCKET, 13, 8, "SO_LINGER", Any),
         (SocketCalls.SOL_SOCKET, 20, 16, "SO_RCVTIMEO", Any), (SocketCalls.SOL_SOCKET, 21, 16, "SO_SNDTIMEO", Any),
         (SocketCalls.SOL_SOCKET, 36, 4, "SO_MARK", Any), (SocketCalls.SOL_SOCKET, 29, 4, "SO_TIMESTAMP", Any),
+        (SocketCalls.SOL_SOCKET, 5, 4, "SO_DONTROUTE", Any), (SocketCalls.SOL_SOCKET, 11, 4, "SO_NO_CHECK", Any),
         (SocketCalls.SOL_SOCKET, SO_SNDBUF, 4, "SO_SNDBUF", Any), (SocketCalls.SOL_SOCKET, SO_RCVBUF, 4, "SO_RCVBUF", Any),
         // after the sizes, which lock them too: the locks as they are
         (SocketCalls.SOL_SOCKET, 72, 4, "SO_BUF_LOCK", Any),
