@@ -471,6 +471,8 @@ public static class Checkpointer
                 LetGo(s, log);
                 Thread.Sleep(Math.Min(5 * (quiesce + 1), 50));
             }
+            // nothing reaches the tree's connections from here on until the end of the checkpoint
+            InetSocket.HoldConnections(s, InetSocket.TcpSockets(s));
             unpreempted.Dispose();
             held.Dispose();
             holding = false;
@@ -554,6 +556,7 @@ public static class Checkpointer
                     ctx.Close();
                 }
             if (killing) InetSocket.EndCheckpoint(s, killed: true);
+            InetSocket.EndHold(s);
             InetSocket.EndQuiesce(s, quiesceTable);
             log.Info($"tree frozen for {frozen.Elapsed.TotalMilliseconds:F3} ms");
             if (first != null && ok) throw first;

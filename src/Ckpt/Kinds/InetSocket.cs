@@ -147,7 +147,7 @@ public sealed unsafe class InetSocket : IStateKind
                 else if (tcpState is TCP_STATE_ESTABLISHED or TCP_FIN_WAIT1 or TCP_FIN_WAIT2 or TCP_CLOSE_WAIT or TCP_LAST_ACK or TCP_CLOSING && peer != null)
                 {
                     state = State.Established;
-                    connection = ReadConnection(ctx, f.Fd, mine, info, what, tcpState);
+                    connection = ReadConnection(ctx, f.Fd, mine, info, what, tcpState, local, peer);
                 }
                 else if (tcpState == TCP_STATE_CLOSE && len >= 144 && (*(uint*)(info + 136) != 0 || *(uint*)(info + 140) != 0))
                 {
@@ -342,13 +342,25 @@ public sealed unsafe class InetSocket : IStateKind
     }
 
     /// <summary>Connections put in repair mode by this checkpoint (ckpt's copies, left in it until it ends); Reuse: SO_REUSEADDR, which leaving repair mode clears.</summary>
-    private sealed class Repaired { public readonly List<(int Fd, int Inq, int Pid, string What, bool Reuse)> Fds = new(); }
+    private sealed class Repaired { public readonly List<Connection> Fds = new(); }
+
+    /// <summary>
+    /// A connection read in repair mode: ckpt's copy (in repair mode until the end of the checkpoint), its
+    /// receive queue's length then, and the sequence numbers saved: the first byte the peer has not had
+    /// acknowledged (<c>SendStart</c>) and the first byte not received (<c>RecvEnd</c>).
+    /// </summary>
+    private sealed record Connection(int Fd, int Pid, string What, bool Reuse, byte[] Local, byte[] Peer)
+    {
+        public int Inq { get; set; }
+        public uint SendStart { get; set; }
+        public uint RecvEnd { get; set; }
+    }
 
     /// <summary>
     /// The state of an established connection, read in repair mode (which it stays in until
     /// <see cref="EndCheckpoint"/>): the payload tail of its InetSocket record.
     /// </summary>
-    private static byte[] ReadConnection(CheckpointContext ctx, int fd, int mine, byte* info, string what, int tcpState)
+    private static byte[] ReadConnection(CheckpointContext ctx, int fd, int mine, byte* info, string what, int tcpState, byte[] local, byte[] peer)
     {
         // half-closed: our FIN sent (unacknowledged in FIN_WAIT1, CLOSING, LAST_ACK; acknowledged in
         // FIN_WAIT2), the peer's FIN received (CLOSE_WAIT, LAST_ACK, CLOSING). A FIN takes one sequence
@@ -362,25 +374,44 @@ public sealed unsafe class InetSocket : IStateKind
         var repaired = ctx.Session.State<Repaired>().Fds;
         // (repair mode forces address reuse, and leaving it clears SO_REUSEADDR: set again then)
         bool reuse = SocketCalls.GetInt(copy, SocketCalls.SOL_SOCKET, SO_REUSEADDR, "SO_REUSEADDR", ctx.Pid) != 0;
-        repaired.Add((copy, 0, ctx.Pid, what, reuse));
+        var conn = new Connection(copy, ctx.Pid, what, reuse, local, peer);
+        repaired.Add(conn);
         SocketCalls.SetInt(copy, IPPROTO_TCP, TCP_REPAIR, 1, "TCP_REPAIR", ctx.Pid, what);
-        int outq = 0, inq = 0;
-        if (EventCalls.Ioctl(copy, SIOCOUTQ, &outq) != 0) throw SyscallException.Last("ioctl(SIOCOUTQ)", ctx.Pid, what);
-        if (EventCalls.Ioctl(copy, EventCalls.FIONREAD, &inq) != 0) throw SyscallException.Last("ioctl(SIOCINQ)", ctx.Pid, what);
-        repaired[^1] = (copy, inq, ctx.Pid, what, reuse);
-        if (outq > MaxQueue || inq > MaxQueue) throw new NotCheckpointableException(ctx.Pid, $"{what} holds more than {MaxQueue >> 20} MiB in a queue");
-        SocketCalls.SetInt(copy, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE", ctx.Pid, what);
-        // write_seq - outq = the first byte not acknowledged (the FIN counts in outq while unacknowledged)
-        uint sendSeq = (uint)SocketCalls.GetInt(copy, IPPROTO_TCP, TCP_QUEUE_SEQ, "TCP_QUEUE_SEQ", ctx.Pid, what) - (uint)outq - (tcpState == TCP_FIN_WAIT2 ? 1u : 0u);
-        byte[] sendQueue = Peek(copy, outq - (finUnacked && outq > 0 ? 1 : 0), ctx.Pid, what + " send queue");
-        // the tail of it not sent yet (write_seq - snd_nxt: a FIN queued behind it counts one)
-        int unsent = 0;
-        if (EventCalls.Ioctl(copy, SIOCOUTQNSD, &unsent) != 0) throw SyscallException.Last("ioctl(SIOCOUTQNSD)", ctx.Pid, what);
+        // each queue is read while nothing changes it: the kernel goes on taking segments for a frozen
+        // process (the receive queue grows) and acknowledgements (the send queue shrinks); a queue whose
+        // sequence number or length moved between the start and the end of its reading is read again
+        int outq = 0, inq = 0, unsent = 0;
+        uint sendSeq = 0, recvSeq = 0;
+        byte[] sendQueue = [], recvQueue = [];
+        for (int attempt = 0; ; attempt++)
+        {
+            if (attempt == 100) throw new NotCheckpointableException(ctx.Pid, $"{what} kept receiving, or being acknowledged, while its queues were read; checkpoint again");
+            SocketCalls.SetInt(copy, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE", ctx.Pid, what);
+            if (EventCalls.Ioctl(copy, SIOCOUTQ, &outq) != 0) throw SyscallException.Last("ioctl(SIOCOUTQ)", ctx.Pid, what);
+            if (outq > MaxQueue) throw new NotCheckpointableException(ctx.Pid, $"{what} holds more than {MaxQueue >> 20} MiB in a queue");
+            // write_seq - outq = the first byte not acknowledged (the FIN counts in outq while unacknowledged)
+            sendSeq = (uint)SocketCalls.GetInt(copy, IPPROTO_TCP, TCP_QUEUE_SEQ, "TCP_QUEUE_SEQ", ctx.Pid, what) - (uint)outq - (tcpState == TCP_FIN_WAIT2 ? 1u : 0u);
+            int sendLength = outq - (finUnacked && outq > 0 ? 1 : 0);
+            sendQueue = Peek(copy, sendLength, ctx.Pid, what + " send queue");
+            // the tail of it not sent yet (write_seq - snd_nxt: a FIN queued behind it counts one)
+            if (EventCalls.Ioctl(copy, SIOCOUTQNSD, &unsent) != 0) throw SyscallException.Last("ioctl(SIOCOUTQNSD)", ctx.Pid, what);
+            int outqAfter = 0;
+            if (EventCalls.Ioctl(copy, SIOCOUTQ, &outqAfter) != 0) throw SyscallException.Last("ioctl(SIOCOUTQ)", ctx.Pid, what);
+            SocketCalls.SetInt(copy, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE", ctx.Pid, what);
+            uint rcvNxt = (uint)SocketCalls.GetInt(copy, IPPROTO_TCP, TCP_QUEUE_SEQ, "TCP_QUEUE_SEQ", ctx.Pid, what);
+            if (EventCalls.Ioctl(copy, EventCalls.FIONREAD, &inq) != 0) throw SyscallException.Last("ioctl(SIOCINQ)", ctx.Pid, what);
+            if (inq > MaxQueue) throw new NotCheckpointableException(ctx.Pid, $"{what} holds more than {MaxQueue >> 20} MiB in a queue");
+            recvQueue = Peek(copy, inq, ctx.Pid, what + " receive queue");
+            uint rcvNxtAfter = (uint)SocketCalls.GetInt(copy, IPPROTO_TCP, TCP_QUEUE_SEQ, "TCP_QUEUE_SEQ", ctx.Pid, what);
+            // rcv_nxt counts the peer's FIN; SIOCINQ does not
+            recvSeq = rcvNxt - (uint)inq - ((fins & FinReceived) != 0 ? 1u : 0u);
+            if (outqAfter == outq && sendQueue.Length == sendLength && rcvNxtAfter == rcvNxt && recvQueue.Length == inq) break;
+            ctx.Log.Debug($"pid {ctx.Pid} {what}: a queue moved while it was read (send {outq} -> {outqAfter}, receive seq {rcvNxt} -> {rcvNxtAfter}); read again");
+        }
+        conn.Inq = inq;
         unsent = Math.Clamp(unsent - (finUnacked && unsent > 0 ? 1 : 0), 0, sendQueue.Length);
-        SocketCalls.SetInt(copy, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE", ctx.Pid, what);
-        // rcv_nxt counts the peer's FIN; SIOCINQ does not
-        uint recvSeq = (uint)SocketCalls.GetInt(copy, IPPROTO_TCP, TCP_QUEUE_SEQ, "TCP_QUEUE_SEQ", ctx.Pid, what) - (uint)inq - ((fins & FinReceived) != 0 ? 1u : 0u);
-        byte[] recvQueue = Peek(copy, inq, ctx.Pid, what + " receive queue");
+        conn.SendStart = sendSeq;
+        conn.RecvEnd = recvSeq + (uint)inq;
         int mss = SocketCalls.GetInt(copy, IPPROTO_TCP, TCP_MAXSEG, "TCP_MAXSEG", ctx.Pid, what);
         int timestamp = SocketCalls.GetInt(copy, IPPROTO_TCP, TCP_TIMESTAMP, "TCP_TIMESTAMP", ctx.Pid, what);
         byte* win = stackalloc byte[20];
@@ -392,17 +423,18 @@ public sealed unsafe class InetSocket : IStateKind
             .I32(timestamp).Raw(new ReadOnlySpan<byte>(win, 20)).Bytes(sendQueue).Bytes(recvQueue).U8(fins).U32((uint)unsent).ToArray();
     }
 
-    /// <summary>The queue selected by TCP_REPAIR_QUEUE, read without being consumed.</summary>
+    /// <summary>The queue selected by TCP_REPAIR_QUEUE, read without being consumed: what there is of its first <paramref name="length"/> bytes.</summary>
     private static byte[] Peek(int fd, int length, int pid, string what)
     {
         var data = new byte[length];
         if (length == 0) return data;
+        nint n;
         fixed (byte* d = data)
         {
-            nint n = SocketCalls.Recv(fd, d, (nuint)length, SocketCalls.MSG_PEEK | SocketCalls.MSG_DONTWAIT);
-            if (n != length) throw n < 0 ? SyscallException.Last("recv(MSG_PEEK)", pid, what) : new NotCheckpointableException(pid, $"{what}: {n} of {length} bytes could be read");
+            n = SocketCalls.Recv(fd, d, (nuint)length, SocketCalls.MSG_PEEK | SocketCalls.MSG_DONTWAIT);
+            if (n < 0 && Marshal.GetLastPInvokeError() != Errors.EAGAIN) throw SyscallException.Last("recv(MSG_PEEK)", pid, what);
         }
-        return data;
+        return n == length ? data : data.AsSpan(0, (int)Math.Max(n, 0)).ToArray();
     }
 
     /// <summary>
@@ -441,8 +473,8 @@ public sealed unsafe class InetSocket : IStateKind
     public static void LockConnections(CheckpointSession s, string table, List<byte[]> listeners)
     {
         var conns = new List<(byte[] Local, byte[] Peer)>();
-        foreach (var (fd, _, _, _, _) in s.Existing<Repaired>()?.Fds ?? [])
-            if (Address(fd, peer: false) is { } local && Address(fd, peer: true) is { } peer) conns.Add((local, peer));
+        foreach (var c in s.Existing<Repaired>()?.Fds ?? [])
+            if (Address(c.Fd, peer: false) is { } local && Address(c.Fd, peer: true) is { } peer) conns.Add((local, peer));
         try
         {
             NetfilterCalls.AddDropTable(table, conns, listeners, DateTime.UtcNow + ListenerHold);
@@ -581,6 +613,55 @@ public sealed unsafe class InetSocket : IStateKind
         finally { foreach (int c in copies) FileCalls.Close(c); }
     }
 
+    /// <summary>
+    /// Before any connection is read: an nf_tables table drops every packet sent to the tree's
+    /// connections (established or half-closed) until the end of the checkpoint
+    /// (<see cref="EndHold"/>). Nothing then arrives nor is acknowledged while their queues are read, one
+    /// after the other: two ends of a connection within the tree are saved as they were at one moment (the
+    /// kernel goes on moving data between them for a frozen tree: an end read after its peer had received
+    /// bytes the peer's saved state had not sent yet, whose acknowledgements the restarted sender then
+    /// ignored, and the connection stalled for good), and a peer outside the tree gets no acknowledgement
+    /// for bytes the image would not hold. What is dropped meanwhile is sent again by TCP. Where nf_tables
+    /// cannot be used, the log says so and the queues are read as they are (a tree about to be killed is
+    /// then refused if one received more meanwhile, <see cref="VerifyConnections"/>).
+    /// </summary>
+    public static void HoldConnections(CheckpointSession s, List<(int Pid, int Fd, byte[] Local, int State, uint Waiting)> tcp)
+    {
+        var conns = new List<(byte[] Local, byte[] Peer)>();
+        foreach (var (pid, fd, local, state, _) in tcp)
+        {
+            if (state is not (TCP_STATE_ESTABLISHED or TCP_FIN_WAIT1 or TCP_FIN_WAIT2 or TCP_CLOSE_WAIT or TCP_LAST_ACK or TCP_CLOSING)) continue;
+            if (s.Processes.FirstOrDefault(p => p.Pid == pid) is not { } ctx) continue;
+            int mine;
+            try { mine = ctx.GrabFd(fd); } catch (SyscallException) { continue; }
+            try { if (Address(mine, peer: true) is { } peer) conns.Add((local, peer)); }
+            finally { FileCalls.Close(mine); }
+        }
+        if (conns.Count == 0) return;
+        string table = $"ckpt_hold_{s.Tree[0].Pid}_{DateTime.UtcNow:yyyyMMddHHmmssfff}";
+        try
+        {
+            NetfilterCalls.AddDropTable(table, conns);
+            s.Set(new HoldState { Table = table });
+            s.Log.Debug($"{conns.Count} TCP connection(s) held by nf_tables table inet {table} while they are read");
+        }
+        catch (SyscallException e)
+        {
+            s.Log.Info($"the TCP connections could not be held while they are read ({e.Message}): they are read as they are");
+        }
+    }
+
+    private sealed class HoldState { public string? Table; }
+
+    /// <summary>Removes the table of <see cref="HoldConnections"/> (after the connections left repair mode, or after the lock that outlasts a killed tree is in place).</summary>
+    public static void EndHold(CheckpointSession s)
+    {
+        if (s.Existing<HoldState>() is not { Table: { } table } st) return;
+        st.Table = null;
+        try { NetfilterCalls.DeleteTable(table); }
+        catch (SyscallException e) { s.Log.Error($"cannot remove the nf_tables table inet {table}: {e.Message}; remove it with 'nft delete table inet {table}'"); }
+    }
+
     public static bool ConnectionsOpening(CheckpointSession s, List<(int Pid, int Fd, byte[] Local, int State, uint Waiting)> tcp)
     {
         var opening = tcp.Where(t => t.State is TCP_SYN_SENT or TCP_SYN_RECV).ToList();
@@ -617,11 +698,20 @@ public sealed unsafe class InetSocket : IStateKind
     public static void VerifyConnections(CheckpointSession s)
     {
         if (s.Existing<Repaired>() is not { } r) return;
-        foreach (var (fd, inq, pid, what, _) in r.Fds)
+        foreach (var c in r.Fds)
         {
             int now = 0;
-            if (EventCalls.Ioctl(fd, EventCalls.FIONREAD, &now) == 0 && now != inq)
-                throw new NotCheckpointableException(pid, $"{what} received {now - inq} more bytes while it was being checkpointed; checkpoint again (the tree goes on)");
+            if (EventCalls.Ioctl(c.Fd, EventCalls.FIONREAD, &now) != 0 || now == c.Inq) continue;
+            // the peer is a connection of the tree whose saved send queue still holds what came since
+            // (what it had acknowledged is no later than what this end saved): it sends it again after the
+            // restart, as it would after a lost segment
+            var peer = r.Fds.FirstOrDefault(o => o.Local.AsSpan().SequenceEqual(c.Peer) && o.Peer.AsSpan().SequenceEqual(c.Local));
+            if (peer != null && (int)(c.RecvEnd - peer.SendStart) >= 0)
+            {
+                s.Log.Debug($"{c.What} received {now - c.Inq} more bytes while it was being checkpointed, which its peer in the tree ({peer.What}) sends again");
+                continue;
+            }
+            throw new NotCheckpointableException(c.Pid, $"{c.What} received {now - c.Inq} more bytes while it was being checkpointed; checkpoint again (the tree goes on)");
         }
     }
 
@@ -632,7 +722,7 @@ public sealed unsafe class InetSocket : IStateKind
     public static void EndCheckpoint(CheckpointSession s, bool killed)
     {
         if (s.Existing<Repaired>() is not { } r) return;
-        foreach (var (fd, _, _, what, reuse) in r.Fds)
+        foreach (var (fd, _, what, reuse, _, _) in r.Fds)
         {
             if (!killed)
             {
@@ -1054,7 +1144,7 @@ public sealed unsafe class InetSocket : IStateKind
     /// <summary>
     /// Sends all of <paramref name="data"/> with <paramref name="flags"/>, in pieces of 64 KiB (each becomes a
     /// buffer of its own in the queue). When the buffer (the send buffer, or with <paramref name="send"/>
-    /// false the receive buffer a repair-mode send fills) has no room (EAGAIN, ENOMEM), it is raised once for
+    /// false the receive buffer a repair-mode send fills) has no room (EAGAIN, ENOMEM, ENOBUFS), it is raised once for
     /// the rest, and put back once everything is in.
     /// </summary>
     private static void SendAll(int fd, byte[] data, int flags, bool send, string queue, int pid, string what)
@@ -1073,7 +1163,9 @@ public sealed unsafe class InetSocket : IStateKind
                 {
                     int e = Marshal.GetLastPInvokeError();
                     if (e == Errors.EINTR) continue;
-                    if (e is Errors.EAGAIN or 12 /* ENOMEM */ && before < 0)
+                    // (a repair-mode send into the receive queue reports a full buffer as ENOMEM, or as
+                    // ENOBUFS when its buffer was allocated before the charge failed)
+                    if (e is Errors.EAGAIN or 12 /* ENOMEM */ or 105 /* ENOBUFS */ && before < 0)
                     {
                         before = SocketCalls.GetInt(fd, SocketCalls.SOL_SOCKET, size, send ? "SO_SNDBUF" : "SO_RCVBUF", pid);
                         SocketCalls.SetInt(fd, SocketCalls.SOL_SOCKET, force, BufferFor(before, data.Length - done), forceName, pid, what);

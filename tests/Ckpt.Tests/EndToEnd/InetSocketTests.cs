@@ -79,6 +79,31 @@ public sealed class InetSocketTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// A loopback connection whose two ends the process holds, with traffic both ways in small writes and
+    /// 32 MiB buffers (zdtm socket-tcpbuf-local): the kernel goes on moving data between the ends after the
+    /// tree is frozen. Checkpointed and restarted twice, every byte arrives once and in order afterwards (an
+    /// end read after its peer had sent it more than the peer's saved state said: the connection stalled for
+    /// good; a segment that came while a queue was read: bytes lost).
+    /// </summary>
+    [Fact]
+    public void ConnectionWithTrafficBothWaysIsSavedAtOneMoment()
+    {
+        env.Program("tcpflow");
+        var r = new E2eScript(env, "tcpflow").Run("""
+            start "$W/out" "$BIN/tcpflow"
+            wait_for "$W/out" '^READY' 30 || fail "the program did not print READY"
+            sleep 0.2
+            checkpoint_kill
+            restart_detached
+            sleep 0.3
+            checkpoint_kill
+            restart_detached
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
+    /// <summary>
     /// A server migrated with --kill whose client, outside the tree, keeps sending while the server is down:
     /// the connection is held by an nf_tables table from the end of the checkpoint until the restart, so
     /// the client's packets wait (retransmitted) instead of getting a reset, and every exchange completes.
