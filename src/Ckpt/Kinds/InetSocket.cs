@@ -354,6 +354,8 @@ public sealed unsafe class InetSocket : IStateKind
         public int Inq { get; set; }
         public uint SendStart { get; set; }
         public uint RecvEnd { get; set; }
+        /// <summary>The first byte not sent yet (the rest of the send queue goes out as new data after the restart).</summary>
+        public uint SendNext { get; set; }
     }
 
     /// <summary>
@@ -411,6 +413,7 @@ public sealed unsafe class InetSocket : IStateKind
         conn.Inq = inq;
         unsent = Math.Clamp(unsent - (finUnacked && unsent > 0 ? 1 : 0), 0, sendQueue.Length);
         conn.SendStart = sendSeq;
+        conn.SendNext = sendSeq + (uint)(sendQueue.Length - unsent);
         conn.RecvEnd = recvSeq + (uint)inq;
         int mss = SocketCalls.GetInt(copy, IPPROTO_TCP, TCP_MAXSEG, "TCP_MAXSEG", ctx.Pid, what);
         int timestamp = SocketCalls.GetInt(copy, IPPROTO_TCP, TCP_TIMESTAMP, "TCP_TIMESTAMP", ctx.Pid, what);
@@ -700,6 +703,12 @@ public sealed unsafe class InetSocket : IStateKind
         if (s.Existing<Repaired>() is not { } r) return;
         foreach (var c in r.Fds)
         {
+            // an end saved with more received than its peer in the tree was saved as having sent (read
+            // after the peer sent more, without the hold): its acknowledgements would be beyond anything
+            // the restarted peer sent, which ignores them, and the connection would stall
+            if (r.Fds.FirstOrDefault(o => o.Local.AsSpan().SequenceEqual(c.Peer) && o.Peer.AsSpan().SequenceEqual(c.Local)) is { } sender
+                && (int)(c.RecvEnd - sender.SendNext) > 0)
+                throw new NotCheckpointableException(c.Pid, $"{c.What} was read after its peer in the tree ({sender.What}) sent it {c.RecvEnd - sender.SendNext} more bytes; checkpoint again (the tree goes on)");
             int now = 0;
             if (EventCalls.Ioctl(c.Fd, EventCalls.FIONREAD, &now) != 0 || now == c.Inq) continue;
             // the peer is a connection of the tree whose saved send queue still holds what came since
