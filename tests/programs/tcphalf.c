@@ -7,7 +7,8 @@
  * client end had a port of the kernel's choosing (given back when it ended) and whose ends may not bind
  * their ports again; one whose client end was bound to a port by the program (kept); one reset by its
  * peer (the reset already read). After the restart each reads end of file, cannot send (EPIPE), polls
- * POLLHUP, and the bound one still has its port. */
+ * POLLHUP, has the same address and the same peer address (SO_PEERNAME; getpeername says ENOTCONN), and
+ * the bound one still has its port. */
 #include "e2e.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -68,6 +69,12 @@ int main(void)
     MUST(read(c5, &x, 1) < 0 && errno == ECONNRESET);
     MUST(state(c3) == TCP_CLOSE && state(s3) == TCP_CLOSE && state(c4) == TCP_CLOSE && state(c5) == TCP_CLOSE);
     MUST(state(s1) == TCP_CLOSE_WAIT && state(s2) == TCP_FIN_WAIT2 && state(c2) == TCP_CLOSE_WAIT);
+    int ended[] = { c3, s3, c4, s4, c5 };
+    struct sockaddr_in names[5], peers[5];
+    for (int i = 0; i < 5; i++) {
+        socklen_t nl = sizeof names[i], pl = sizeof peers[i];
+        MUST(getsockname(ended[i], (struct sockaddr *)&names[i], &nl) == 0 && getsockopt(ended[i], SOL_SOCKET, SO_PEERNAME, &peers[i], &pl) == 0);
+    }
     say("READY");
     e2e_wait_usr1();
 
@@ -81,9 +88,16 @@ int main(void)
     close(c2);
     CHECK(read(s2, buf, sizeof buf) == 0, "the FIN_WAIT2 end does not see the end of file after the client closed");
 
-    int ended[] = { c3, s3, c4, s4, c5 };
     for (int i = 0; i < 5; i++) {
         int fd = ended[i];
+        struct sockaddr_in n, pn;
+        socklen_t nl = sizeof n, pl = sizeof pn;
+        CHECK(getsockname(fd, (struct sockaddr *)&n, &nl) == 0 && n.sin_port == names[i].sin_port && n.sin_addr.s_addr == names[i].sin_addr.s_addr,
+              "ended connection %d: address port %d, was %d", i, ntohs(n.sin_port), ntohs(names[i].sin_port));
+        CHECK(getsockopt(fd, SOL_SOCKET, SO_PEERNAME, &pn, &pl) == 0 && pn.sin_port == peers[i].sin_port && pn.sin_addr.s_addr == peers[i].sin_addr.s_addr,
+              "ended connection %d: SO_PEERNAME gives port %d (%s), was %d", i, ntohs(pn.sin_port), strerror(errno), ntohs(peers[i].sin_port));
+        pl = sizeof pn;
+        CHECK(getpeername(fd, (struct sockaddr *)&pn, &pl) < 0 && errno == ENOTCONN, "ended connection %d: getpeername does not say ENOTCONN", i);
         CHECK(state(fd) == TCP_CLOSE, "ended connection %d: state %d", i, state(fd));
         errno = 0;
         CHECK(read(fd, buf, sizeof buf) == 0, "ended connection %d: read does not give end of file (%s)", i, strerror(errno));

@@ -158,9 +158,15 @@ public sealed unsafe class InetSocket : IStateKind
                     if (EventCalls.Ioctl(mine, EventCalls.FIONREAD, &unread) == 0 && unread > 0)
                         throw new NotCheckpointableException(ctx.Pid, $"{what} is a closed TCP connection with {unread} byte(s) it has not read yet, which is not supported yet; checkpoint once the program has read them");
                     state = State.Closed;
-                    var bound = ctx.Session.State<BoundInactive>();
-                    bound.Inodes ??= SocketCalls.TcpBoundInactive();
-                    if (!bound.Inodes.Contains((uint)f.Stat.Ino)) local = [];
+                    // the address it was connected to (SO_PEERNAME gives it still; getpeername says ENOTCONN):
+                    // rebuilt with it and its own address (ClosedWithPeer)
+                    peer = PeerName(mine, domain);
+                    if (peer == null)
+                    {
+                        var bound = ctx.Session.State<BoundInactive>();
+                        bound.Inodes ??= SocketCalls.TcpBoundInactive();
+                        if (!bound.Inodes.Contains((uint)f.Stat.Ino)) local = [];
+                    }
                 }
                 else if (tcpState is TCP_SYN_SENT or TCP_SYN_RECV)
                     throw new NotCheckpointableException(ctx.Pid, $"{what} is a TCP connection{(peer != null ? " to " + Show(peer) : "")} still being opened ({TcpStateName(tcpState)}) after the tree was let go for about 3 s to finish it; checkpoint once it is established");
@@ -194,7 +200,7 @@ public sealed unsafe class InetSocket : IStateKind
                 if (peer != null) state = State.Connected;
             }
             var p = new PayloadWriter().U32(objref).I32(f.Flags & ~FileCalls.O_CLOEXEC).I32(domain).I32(type).I32(protocol)
-                .U8((byte)state).I32(backlog).Bytes(local).Bytes(state is State.Connected or State.Established ? peer! : []);
+                .U8((byte)state).I32(backlog).Bytes(local).Bytes(state is State.Connected or State.Established or State.Closed ? peer ?? [] : []);
             var options = ChangedOptions(mine, domain, type, raw ? RawProtocol + protocol : protocol, ctx.Pid);
             // a connection is in repair mode by now, which reads as SO_REUSEADDR 2 (forced): what the
             // program set was read before
@@ -890,6 +896,46 @@ public sealed unsafe class InetSocket : IStateKind
     }
 
     /// <summary>The socket's own address or its peer's (null: not connected).</summary>
+    /// <summary>
+    /// A TCP connection that had ended (state CLOSE, its addresses kept: SO_PEERNAME and getsockname give
+    /// them, reads give 0, writes fail): on ckpt's copy in repair mode, bound to its address (repair mode
+    /// forces the reuse) and connected to its peer without a handshake, then ended by SOCK_DESTROY, whose
+    /// ECONNABORTED is taken off (SO_ERROR). Its send sequence is set far from anything the peer expects
+    /// (the end sends a reset, which the peer drops; the network lock drops it too).
+    /// </summary>
+    private static void ClosedWithPeer(RestoreContext ctx, int fd, byte[] local, byte[] peer, string what)
+    {
+        int mine = ctx.GrabFd(fd);
+        try
+        {
+            SocketCalls.SetInt(mine, IPPROTO_TCP, TCP_REPAIR, 1, "TCP_REPAIR", ctx.Pid, what);
+            SocketCalls.SetInt(mine, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE", ctx.Pid, what);
+            SocketCalls.SetInt(mine, IPPROTO_TCP, TCP_QUEUE_SEQ, Random.Shared.Next(), "TCP_QUEUE_SEQ", ctx.Pid, what);
+            fixed (byte* l = local)
+                if (SocketCalls.Bind(mine, l, local.Length) != 0) throw SyscallException.Last("bind (a TCP connection that had ended)", ctx.Pid, what);
+            fixed (byte* p = peer)
+                if (SocketCalls.Connect(mine, p, peer.Length) != 0) throw SyscallException.Last($"connect (repair mode) to {Show(peer)}", ctx.Pid, what);
+            try { SocketCalls.DestroyTcp(local, peer); }
+            catch (SyscallException e)
+            {
+                throw new CkptException($"restart: the {what} (a connection to {Show(peer)} that had ended) cannot be ended again: {e.Message} (the kernel needs CONFIG_INET_DIAG_DESTROY)", ExitCodes.RestoreConflict);
+            }
+            SocketCalls.SetInt(mine, IPPROTO_TCP, TCP_REPAIR, 0, "TCP_REPAIR", ctx.Pid, what);
+            SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, 4 /* SO_ERROR */, "SO_ERROR", ctx.Pid, what);
+        }
+        finally { FileCalls.Close(mine); }
+    }
+
+    /// <summary>The peer address SO_PEERNAME gives (a TCP socket whose connection ended keeps it), or null.</summary>
+    private static byte[]? PeerName(int fd, int domain)
+    {
+        byte* a = stackalloc byte[128];
+        int len = domain == SocketCalls.AF_INET6 ? 28 : 16;   // (a buffer longer than the address is refused: EINVAL)
+        if (SocketCalls.GetSockOpt(fd, SocketCalls.SOL_SOCKET, 28 /* SO_PEERNAME */, a, &len) != 0 || len < 8) return null;
+        var addr = new ReadOnlySpan<byte>(a, Math.Min(len, 128)).ToArray();
+        return HasAddress(addr) || addr.AsSpan(2, 2).ContainsAnyExcept((byte)0) ? addr : null;
+    }
+
     private static byte[]? Address(int fd, bool peer)
     {
         byte* a = stackalloc byte[128];
@@ -1015,7 +1061,9 @@ public sealed unsafe class InetSocket : IStateKind
         bool reuseportForBind = sharedPort && !options.Any(o => (o.Level, o.Name) == (SocketCalls.SOL_SOCKET, 15) && o.Value.AsSpan().ContainsAnyExcept((byte)0));
         if (reuseportForBind)
             batch.AddChecked("setsockopt(SO_REUSEPORT)", Nr.setsockopt, fd, SocketCalls.SOL_SOCKET, 15, (long)batch.AddData(BitConverter.GetBytes(1)), 4);
-        if (HasAddress(local))
+        // a connection that ended with its addresses: made by ckpt (ClosedWithPeer), not bound here
+        bool closedWithPeer = state == State.Closed && peer.Length > 0;
+        if (HasAddress(local) && !closedWithPeer)
             batch.Add(Nr.bind, fd, (long)batch.AddData(local), local.Length, stopOnError: true, check: got =>
             {
                 if (got < 0) throw new CkptException($"restart: cannot bind the {what} again: {Errors.Describe((int)-got)}{(got == -SocketCalls.EADDRINUSE ? " (the address is in use: is the checkpointed process, or another one, still holding it?)" : "")}", ExitCodes.RestoreConflict);
@@ -1024,9 +1072,10 @@ public sealed unsafe class InetSocket : IStateKind
             batch.AddChecked("setsockopt(IP_FREEBIND)", Nr.setsockopt, fd, fb.Level, fb.Name, (long)batch.AddData(BitConverter.GetBytes(0)), 4);
         if (state == State.Listening) batch.AddChecked($"listen of the {what}", Nr.listen, fd, backlog);
         // on a socket never connected, shutdown fails with ENOTCONN but still marks both directions shut
-        else if (state == State.Closed) batch.Add(Nr.shutdown, fd, 2 /* SHUT_RDWR */);
+        else if (state == State.Closed && !closedWithPeer) batch.Add(Nr.shutdown, fd, 2 /* SHUT_RDWR */);
         else if (state == State.Connected) batch.AddChecked($"connect of the {what} to {Show(peer)}", Nr.connect, fd, (long)batch.AddData(peer), peer.Length);
         batch.Flush();
+        if (closedWithPeer) ClosedWithPeer(ctx, fd, local, peer, what);
         if (reuseportForBind) ctx.Session.State<ReuseportAfterBind>().Fds.Add(ctx.Session.Own(ctx.GrabFd(fd)));
         if (groups.Count > 0) JoinGroups(ctx, fd, domain, groups, what);
         if (datagrams.Count > 0)

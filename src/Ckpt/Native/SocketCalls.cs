@@ -266,6 +266,52 @@ public static unsafe partial class SocketCalls
         return result;
     }
 
+    /// <summary>
+    /// Ends the TCP socket of ckpt's network namespace with these local and peer addresses (sockaddr_in or
+    /// sockaddr_in6) by SOCK_DESTROY (tcp_abort: the socket is closed with ECONNABORTED as its pending
+    /// error, keeping its addresses). Needs CAP_NET_ADMIN and CONFIG_INET_DIAG_DESTROY.
+    /// </summary>
+    public static void DestroyTcp(byte[] local, byte[] peer)
+    {
+        const int SOCK_DESTROY = 21;
+        // nlmsghdr (16) + inet_diag_req_v2: family, protocol, ext, pad, states, inet_diag_sockid
+        // (sport, dport: big-endian 16; src, dst: 4 x 32; if: 32; cookie: 2 x 32)
+        var req = new byte[72];
+        ushort family = BinaryPrimitives.ReadUInt16LittleEndian(local);
+        bool v6 = family == AF_INET6;
+        req[16] = (byte)family;
+        req[17] = 6;   // IPPROTO_TCP
+        BinaryPrimitives.WriteUInt32LittleEndian(req.AsSpan(20), uint.MaxValue);
+        local.AsSpan(2, 2).CopyTo(req.AsSpan(24));
+        peer.AsSpan(2, 2).CopyTo(req.AsSpan(26));
+        local.AsSpan(v6 ? 8 : 4, v6 ? 16 : 4).CopyTo(req.AsSpan(28));
+        peer.AsSpan(v6 ? 8 : 4, v6 ? 16 : 4).CopyTo(req.AsSpan(44));
+        BinaryPrimitives.WriteUInt32LittleEndian(req.AsSpan(64), uint.MaxValue);   // INET_DIAG_NOCOOKIE
+        BinaryPrimitives.WriteUInt32LittleEndian(req.AsSpan(68), uint.MaxValue);
+        BinaryPrimitives.WriteUInt32LittleEndian(req, (uint)req.Length);
+        BinaryPrimitives.WriteUInt16LittleEndian(req.AsSpan(4), SOCK_DESTROY);
+        BinaryPrimitives.WriteUInt16LittleEndian(req.AsSpan(6), NLM_F_REQUEST | 4 /* NLM_F_ACK */);
+        BinaryPrimitives.WriteUInt32LittleEndian(req.AsSpan(8), 1);
+        int nl = Socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+        if (nl < 0) throw SyscallException.Last("socket(AF_NETLINK, NETLINK_SOCK_DIAG)");
+        try
+        {
+            fixed (byte* r = req)
+                if (Send(nl, r, (nuint)req.Length, 0) != req.Length) throw SyscallException.Last("send(SOCK_DESTROY)");
+            var buf = new byte[512];
+            nint n;
+            do { fixed (byte* b = buf) n = Recv(nl, b, (nuint)buf.Length, 0); }
+            while (n < 0 && Marshal.GetLastPInvokeError() == Errors.EINTR);
+            if (n < 0) throw SyscallException.Last("recv(SOCK_DESTROY)");
+            if (n >= 20 && BinaryPrimitives.ReadUInt16LittleEndian(buf.AsSpan(4)) == NLMSG_ERROR)
+            {
+                int err = -BinaryPrimitives.ReadInt32LittleEndian(buf.AsSpan(16));
+                if (err != 0) throw new SyscallException("SOCK_DESTROY", err);
+            }
+        }
+        finally { FileCalls.Close(nl); }
+    }
+
     /// <summary>Sends a sock_diag dump request (its nlmsghdr filled in here) and hands each answer's payload to <paramref name="onMessage"/>.</summary>
     private static void Dump(byte[] request, SpanAction onMessage, string what)
     {
