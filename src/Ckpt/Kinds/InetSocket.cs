@@ -911,8 +911,19 @@ public sealed unsafe class InetSocket : IStateKind
             SocketCalls.SetInt(mine, IPPROTO_TCP, TCP_REPAIR, 1, "TCP_REPAIR", ctx.Pid, what);
             SocketCalls.SetInt(mine, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE", ctx.Pid, what);
             SocketCalls.SetInt(mine, IPPROTO_TCP, TCP_QUEUE_SEQ, Random.Shared.Next(), "TCP_QUEUE_SEQ", ctx.Pid, what);
-            fixed (byte* l = local)
-                if (SocketCalls.Bind(mine, l, local.Length) != 0) throw SyscallException.Last("bind (a TCP connection that had ended)", ctx.Pid, what);
+            // (an address this machine does not have, after a migration: bound with IP_FREEBIND, cleared after)
+            bool v6 = BinaryPrimitives.ReadUInt16LittleEndian(local) == SocketCalls.AF_INET6;
+            int rc;
+            fixed (byte* l = local) rc = SocketCalls.Bind(mine, l, local.Length);
+            if (rc != 0 && Marshal.GetLastPInvokeError() == 99 /* EADDRNOTAVAIL */)
+            {
+                SocketCalls.SetInt(mine, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? 78 : 15, 1, "IP_FREEBIND", ctx.Pid, what);
+                fixed (byte* l = local) rc = SocketCalls.Bind(mine, l, local.Length);
+                int e = Marshal.GetLastPInvokeError();
+                SocketCalls.SetInt(mine, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? 78 : 15, 0, "IP_FREEBIND", ctx.Pid, what);
+                if (rc != 0) throw new SyscallException("bind (a TCP connection that had ended)", e, ctx.Pid, what);
+            }
+            if (rc != 0) throw SyscallException.Last("bind (a TCP connection that had ended)", ctx.Pid, what);
             fixed (byte* p = peer)
                 if (SocketCalls.Connect(mine, p, peer.Length) != 0) throw SyscallException.Last($"connect (repair mode) to {Show(peer)}", ctx.Pid, what);
             try { SocketCalls.DestroyTcp(local, peer); }
