@@ -410,6 +410,8 @@ public static class Checkpointer
         {
             byte[]? xstate = null;
             bool opening = false;
+            // the tree's TCP sockets as the last freeze found them (none after the last moment let go)
+            List<(int Pid, int Fd, byte[] Local, int State, uint Waiting)>? tcpAtFreeze = null;
             for (int quiesce = 0; ; quiesce++)
             {
                 using (log.Phase("freeze"))
@@ -464,6 +466,7 @@ public static class Checkpointer
                 if (!wait)
                 {
                     InetSocket.SettleConnections(s, tcp);
+                    tcpAtFreeze = tcp;
                     break;
                 }
                 s.Forget<QueuesAtFreeze>();
@@ -472,7 +475,7 @@ public static class Checkpointer
                 Thread.Sleep(Math.Min(5 * (quiesce + 1), 50));
             }
             // nothing reaches the tree's connections from here on until the end of the checkpoint
-            InetSocket.HoldConnections(s, InetSocket.TcpSockets(s));
+            InetSocket.HoldConnections(s, tcpAtFreeze ?? InetSocket.TcpSockets(s));
             unpreempted.Dispose();
             held.Dispose();
             holding = false;

@@ -709,18 +709,18 @@ public sealed unsafe class InetSocket : IStateKind
         if (s.Existing<Repaired>() is not { } r) return;
         foreach (var c in r.Fds)
         {
+            // the other end of the connection, when the tree holds it
+            var peer = r.Fds.FirstOrDefault(o => o.Local.AsSpan().SequenceEqual(c.Peer) && o.Peer.AsSpan().SequenceEqual(c.Local));
             // an end saved with more received than its peer in the tree was saved as having sent (read
             // after the peer sent more, without the hold): its acknowledgements would be beyond anything
             // the restarted peer sent, which ignores them, and the connection would stall
-            if (r.Fds.FirstOrDefault(o => o.Local.AsSpan().SequenceEqual(c.Peer) && o.Peer.AsSpan().SequenceEqual(c.Local)) is { } sender
-                && (int)(c.RecvEnd - sender.SendNext) > 0)
-                throw new NotCheckpointableException(c.Pid, $"{c.What} was read after its peer in the tree ({sender.What}) sent it {c.RecvEnd - sender.SendNext} more bytes; checkpoint again (the tree goes on)");
+            if (peer != null && (int)(c.RecvEnd - peer.SendNext) > 0)
+                throw new NotCheckpointableException(c.Pid, $"{c.What} was read after its peer in the tree ({peer.What}) sent it {c.RecvEnd - peer.SendNext} more bytes; checkpoint again (the tree goes on)");
             int now = 0;
             if (EventCalls.Ioctl(c.Fd, EventCalls.FIONREAD, &now) != 0 || now == c.Inq) continue;
             // the peer is a connection of the tree whose saved send queue still holds what came since
             // (what it had acknowledged is no later than what this end saved): it sends it again after the
             // restart, as it would after a lost segment
-            var peer = r.Fds.FirstOrDefault(o => o.Local.AsSpan().SequenceEqual(c.Peer) && o.Peer.AsSpan().SequenceEqual(c.Local));
             if (peer != null && (int)(c.RecvEnd - peer.SendStart) >= 0)
             {
                 s.Log.Debug($"{c.What} received {now - c.Inq} more bytes while it was being checkpointed, which its peer in the tree ({peer.What}) sends again");
@@ -899,11 +899,12 @@ public sealed unsafe class InetSocket : IStateKind
     /// <summary>
     /// A TCP connection that had ended (state CLOSE, its addresses kept: SO_PEERNAME and getsockname give
     /// them, reads give 0, writes fail): on ckpt's copy in repair mode, bound to its address (repair mode
-    /// forces the reuse) and connected to its peer without a handshake, then ended by SOCK_DESTROY, whose
+    /// forces the reuse; <paramref name="freebind"/>, set by Restore for an address this machine does not
+    /// have, is cleared after the bind) and connected to its peer without a handshake, then ended by SOCK_DESTROY, whose
     /// ECONNABORTED is taken off (SO_ERROR). Its send sequence is set far from anything the peer expects
     /// (the end sends a reset, which the peer drops; the network lock drops it too).
     /// </summary>
-    private static void ClosedWithPeer(RestoreContext ctx, int fd, byte[] local, byte[] peer, string what)
+    private static void ClosedWithPeer(RestoreContext ctx, int fd, byte[] local, byte[] peer, string what, (int Level, int Name)? freebind)
     {
         int mine = ctx.GrabFd(fd);
         try
@@ -911,19 +912,10 @@ public sealed unsafe class InetSocket : IStateKind
             SocketCalls.SetInt(mine, IPPROTO_TCP, TCP_REPAIR, 1, "TCP_REPAIR", ctx.Pid, what);
             SocketCalls.SetInt(mine, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE", ctx.Pid, what);
             SocketCalls.SetInt(mine, IPPROTO_TCP, TCP_QUEUE_SEQ, Random.Shared.Next(), "TCP_QUEUE_SEQ", ctx.Pid, what);
-            // (an address this machine does not have, after a migration: bound with IP_FREEBIND, cleared after)
-            bool v6 = BinaryPrimitives.ReadUInt16LittleEndian(local) == SocketCalls.AF_INET6;
-            int rc;
-            fixed (byte* l = local) rc = SocketCalls.Bind(mine, l, local.Length);
-            if (rc != 0 && Marshal.GetLastPInvokeError() == 99 /* EADDRNOTAVAIL */)
-            {
-                SocketCalls.SetInt(mine, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? 78 : 15, 1, "IP_FREEBIND", ctx.Pid, what);
-                fixed (byte* l = local) rc = SocketCalls.Bind(mine, l, local.Length);
-                int e = Marshal.GetLastPInvokeError();
-                SocketCalls.SetInt(mine, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? 78 : 15, 0, "IP_FREEBIND", ctx.Pid, what);
-                if (rc != 0) throw new SyscallException("bind (a TCP connection that had ended)", e, ctx.Pid, what);
-            }
-            if (rc != 0) throw SyscallException.Last("bind (a TCP connection that had ended)", ctx.Pid, what);
+            fixed (byte* l = local)
+                if (SocketCalls.Bind(mine, l, local.Length) != 0) throw SyscallException.Last("bind (a TCP connection that had ended)", ctx.Pid, what);
+            // (an address this machine does not have: IP_FREEBIND, set for the bind by Restore, is cleared now)
+            if (freebind is { } fb) SocketCalls.SetInt(mine, fb.Level, fb.Name, 0, "IP_FREEBIND", ctx.Pid, what);
             fixed (byte* p = peer)
                 if (SocketCalls.Connect(mine, p, peer.Length) != 0) throw SyscallException.Last($"connect (repair mode) to {Show(peer)}", ctx.Pid, what);
             try { SocketCalls.DestroyTcp(local, peer); }
@@ -1079,14 +1071,14 @@ public sealed unsafe class InetSocket : IStateKind
             {
                 if (got < 0) throw new CkptException($"restart: cannot bind the {what} again: {Errors.Describe((int)-got)}{(got == -SocketCalls.EADDRINUSE ? " (the address is in use: is the checkpointed process, or another one, still holding it?)" : "")}", ExitCodes.RestoreConflict);
             });
-        if (freebind is { } fb)
+        if (freebind is { } fb && !closedWithPeer)
             batch.AddChecked("setsockopt(IP_FREEBIND)", Nr.setsockopt, fd, fb.Level, fb.Name, (long)batch.AddData(BitConverter.GetBytes(0)), 4);
         if (state == State.Listening) batch.AddChecked($"listen of the {what}", Nr.listen, fd, backlog);
         // on a socket never connected, shutdown fails with ENOTCONN but still marks both directions shut
         else if (state == State.Closed && !closedWithPeer) batch.Add(Nr.shutdown, fd, 2 /* SHUT_RDWR */);
         else if (state == State.Connected) batch.AddChecked($"connect of the {what} to {Show(peer)}", Nr.connect, fd, (long)batch.AddData(peer), peer.Length);
         batch.Flush();
-        if (closedWithPeer) ClosedWithPeer(ctx, fd, local, peer, what);
+        if (closedWithPeer) ClosedWithPeer(ctx, fd, local, peer, what, freebind);
         if (reuseportForBind) ctx.Session.State<ReuseportAfterBind>().Fds.Add(ctx.Session.Own(ctx.GrabFd(fd)));
         if (groups.Count > 0) JoinGroups(ctx, fd, domain, groups, what);
         if (datagrams.Count > 0)

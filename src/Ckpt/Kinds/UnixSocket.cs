@@ -545,11 +545,7 @@ public sealed unsafe class UnixSocket : IFileKind
         /// <summary>Sends <paramref name="fds"/> (ckpt's) and returns the process's fds for them, in order.</summary>
         public int[] Pass(int[] fds)
         {
-            var ctl = new byte[16 + fds.Length * 4];
-            BitConverter.TryWriteBytes(ctl, (long)ctl.Length);
-            BitConverter.TryWriteBytes(ctl.AsSpan(8), SocketCalls.SOL_SOCKET);
-            BitConverter.TryWriteBytes(ctl.AsSpan(12), SocketCalls.SCM_RIGHTS);
-            for (int i = 0; i < fds.Length; i++) BitConverter.TryWriteBytes(ctl.AsSpan(16 + 4 * i), fds[i]);
+            var ctl = RightsControl(fds);
             byte one = 1;
             fixed (byte* c = ctl)
             {
@@ -1261,6 +1257,17 @@ public sealed unsafe class UnixSocket : IFileKind
         finally { FileCalls.Close(tmp); }
     }
 
+    /// <summary>The control data of a message that carries <paramref name="fds"/> (SCM_RIGHTS): cmsghdr { u64 len; i32 level; i32 type; } then the fds, padded to 8 bytes.</summary>
+    private static byte[] RightsControl(int[] fds)
+    {
+        var ctl = new byte[(16 + fds.Length * 4 + 7) & ~7];
+        BitConverter.TryWriteBytes(ctl, (long)(16 + fds.Length * 4));
+        BitConverter.TryWriteBytes(ctl.AsSpan(8), SocketCalls.SOL_SOCKET);
+        BitConverter.TryWriteBytes(ctl.AsSpan(12), SocketCalls.SCM_RIGHTS);
+        for (int i = 0; i < fds.Length; i++) BitConverter.TryWriteBytes(ctl.AsSpan(16 + 4 * i), fds[i]);
+        return ctl;
+    }
+
     private static void SendQueued(RestoreState st, (int Fd, byte[]? Addr, int Type) from, ReadOnlySpan<byte> msg, ulong ino, int[]? fds = null, int via = -1)
     {
         int fd = from.Fd;
@@ -1278,16 +1285,7 @@ public sealed unsafe class UnixSocket : IFileKind
             fd = st.Sender;
         }
         bool stream = from.Type == SocketCalls.SOCK_STREAM;
-        // SCM_RIGHTS: cmsghdr { u64 len; i32 level; i32 type; } then the fds
-        byte[]? ctl = null;
-        if (fds is { Length: > 0 })
-        {
-            ctl = new byte[(16 + fds.Length * 4 + 7) & ~7];
-            BitConverter.TryWriteBytes(ctl, (long)(16 + fds.Length * 4));
-            BitConverter.TryWriteBytes(ctl.AsSpan(8), SocketCalls.SOL_SOCKET);
-            BitConverter.TryWriteBytes(ctl.AsSpan(12), SocketCalls.SCM_RIGHTS);
-            for (int i = 0; i < fds.Length; i++) BitConverter.TryWriteBytes(ctl.AsSpan(16 + 4 * i), fds[i]);
-        }
+        byte[]? ctl = fds is { Length: > 0 } ? RightsControl(fds) : null;
         fixed (byte* p = msg)
         fixed (byte* a = addr)
         fixed (byte* c = ctl)
