@@ -71,7 +71,7 @@ public sealed class CgroupFreezer : IDisposable
     private bool IsFrozen()
     {
         if (_v2) return File.ReadLines(System.IO.Path.Combine(Path, "cgroup.events")).Any(l => l.Trim() == "frozen 1");
-        return File.ReadAllText(System.IO.Path.Combine(Path, "freezer.state")).Trim() == "FROZEN";
+        return Native.FileCalls.ReadText(System.IO.Path.Combine(Path, "freezer.state")).Trim() == "FROZEN";
     }
 
     public void Thaw()

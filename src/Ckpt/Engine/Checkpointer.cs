@@ -140,7 +140,7 @@ public static class Checkpointer
         {
             try
             {
-                foreach (var s in File.ReadAllText($"/proc/{pid}/task/{tid}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries))
+                foreach (var s in Native.FileCalls.ReadText($"/proc/{pid}/task/{tid}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries))
                     kids.Add(int.Parse(s));
             }
             catch (IOException) { }   // the thread exited meanwhile
@@ -501,7 +501,7 @@ public static class Checkpointer
             }
             new ImageHeader
             {
-                ToolVersion = ToolInfo.Version, KernelRelease = File.ReadAllText("/proc/sys/kernel/osrelease").Trim(),
+                ToolVersion = ToolInfo.Version, KernelRelease = Native.FileCalls.ReadText("/proc/sys/kernel/osrelease").Trim(),
                 Architecture = "x86_64", PageSize = 4096, Xcr0 = BitConverter.ToUInt64(xstate!, 464), XstateSize = (uint)xstate!.Length,
                 TimeUnixNs = (long)(started - DateTime.UnixEpoch).TotalMicroseconds * 1000,
                 Hostname = Environment.MachineName, RootPid = pid,
@@ -562,6 +562,7 @@ public static class Checkpointer
             InetSocket.EndHold(s);
             InetSocket.EndQuiesce(s, quiesceTable);
             log.Info($"tree frozen for {frozen.Elapsed.TotalMilliseconds:F3} ms");
+            log.GcSummary();
             if (first != null && ok) throw first;
         }
     }

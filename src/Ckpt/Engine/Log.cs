@@ -58,6 +58,13 @@ public sealed class Log
 
     public void Info(string m) => Write(1, m);
     public void Debug(string m) => Write(2, m);
+
+    /// <summary>ckpt's own garbage collections so far (a debug line): allocation the engine could spare shows here.</summary>
+    public void GcSummary()
+    {
+        if (Enabled(2))
+            Debug($"ckpt's garbage collections: {GC.CollectionCount(0)} gen0, {GC.CollectionCount(1)} gen1, {GC.CollectionCount(2)} gen2; paused {GC.GetTotalPauseDuration().TotalMilliseconds:F3} ms, {GC.GetTotalAllocatedBytes() / 1048576.0:F1} MiB allocated");
+    }
     public void Error(string m) => Write(0, "error: " + m);
 
     /// <summary>Times a phase: <c>using (log.Phase("memory")) {...}</c>.</summary>

@@ -129,6 +129,7 @@ public static class Restorer
                 }
                 log.Info($"pid {ctx.Pid} released{(stop ? $" stopped (signal {(job != 0 ? job : TracedTask.SIGSTOP)})" : "")}");
             }
+            log.GcSummary();
             return s.Processes[0].Pid;
         }
         catch

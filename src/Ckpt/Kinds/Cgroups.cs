@@ -42,13 +42,13 @@ public sealed class Cgroups : IStateKind
 
     public void Checkpoint(CheckpointContext ctx)
     {
-        var own = Parse(File.ReadAllText($"/proc/{ctx.Pid}/cgroup"));
+        var own = Parse(Native.FileCalls.ReadText($"/proc/{ctx.Pid}/cgroup"));
         foreach (var t in ctx.Threads)
         {
             if (t.Task.Tid == ctx.Pid) continue;
             try
             {
-                if (File.ReadAllText($"/proc/{ctx.Pid}/task/{t.Task.Tid}/cgroup") is var text && !Parse(text).SequenceEqual(own))
+                if (Native.FileCalls.ReadText($"/proc/{ctx.Pid}/task/{t.Task.Tid}/cgroup") is var text && !Parse(text).SequenceEqual(own))
                     ctx.Session.Log.Info($"pid {ctx.Pid}: thread {t.Task.Tid} is in other cgroups than its process; it is restored in the process's");
             }
             catch (IOException) { }
@@ -87,7 +87,7 @@ public sealed class Cgroups : IStateKind
         foreach (var name in Settings)
         {
             if (!present.Contains(name)) continue;
-            try { if (File.ReadAllText(Path.Combine(dir, name)).TrimEnd('\n') is var v && v.Length > 0 && !v.Contains('\n')) values.Add(name + "=" + v); }
+            try { if (Native.FileCalls.ReadText(Path.Combine(dir, name)).TrimEnd('\n') is var v && v.Length > 0 && !v.Contains('\n')) values.Add(name + "=" + v); }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }   // unreadable here
         }
         return values;
@@ -163,7 +163,7 @@ public sealed class Cgroups : IStateKind
     public void Restore(RestoreContext ctx, Record rec)
     {
         var saved = Read(rec);
-        var now = Parse(File.ReadAllText($"/proc/{ctx.Pid}/cgroup"));
+        var now = Parse(Native.FileCalls.ReadText($"/proc/{ctx.Pid}/cgroup"));
         foreach (var (m, settings) in saved)
         {
             // the same hierarchy here: cgroup v2, or the v1 one with the same controllers (ids differ between machines)
@@ -228,8 +228,8 @@ public sealed class Cgroups : IStateKind
     private static bool Frozen(string dir)
     {
         string v1 = Path.Combine(dir, "freezer.state"), freeze = Path.Combine(dir, "cgroup.freeze"), events = Path.Combine(dir, "cgroup.events");
-        if (File.Exists(v1) && File.ReadAllText(v1).Trim() != "THAWED") return true;
-        if (File.Exists(freeze) && File.ReadAllText(freeze).Trim() == "1") return true;
+        if (File.Exists(v1) && Native.FileCalls.ReadText(v1).Trim() != "THAWED") return true;
+        if (File.Exists(freeze) && Native.FileCalls.ReadText(freeze).Trim() == "1") return true;
         return File.Exists(events) && File.ReadAllLines(events).Any(l => l.Trim() == "frozen 1");
     }
 

@@ -79,7 +79,7 @@ public sealed class CpuState : IStateKind
             {
                 try
                 {
-                    var lines = Credentials.CredentialLines(File.ReadAllText($"/proc/{pid}/status")).ToArray();
+                    var lines = Credentials.CredentialLines(Native.FileCalls.ReadText($"/proc/{pid}/status")).ToArray();
                     for (int i = 0; i < tids.Length; i++)
                     {
                         var c = tids[i] == pid ? null : Credentials.ThreadOwn(pid, tids[i], lines);
@@ -134,7 +134,7 @@ public sealed class CpuState : IStateKind
             p.U64(head).U64(len);
         }
         p.Raw(outs.AsSpan(8, StackT.SizeOf));
-        p.Str(File.ReadAllText($"/proc/{ctx.Pid}/task/{task.Tid}/comm").TrimEnd('\n'));   // added in format 1: per-thread name
+        p.Str(Native.FileCalls.ReadText($"/proc/{ctx.Pid}/task/{task.Tid}/comm").TrimEnd('\n'));   // added in format 1: per-thread name
         // appended fields: timer slack, parent-death signal (both only readable by the thread itself),
         // scheduling policy and priority, nice, CPU affinity (read by tid from ckpt)
         p.U64((ulong)res[2]);

@@ -156,7 +156,7 @@ public sealed class Credentials : IStateKind
     /// <summary>Sets the ids, groups and capability sets of one thread of the vessel (each thread has its own).</summary>
     private static void SetIdsAndCapabilities(RestoreContext ctx, TracedTask task, Saved s)
     {
-        int lastCap = int.TryParse(File.ReadAllText("/proc/sys/kernel/cap_last_cap").Trim(), out var lc) ? lc : 63;
+        int lastCap = int.TryParse(Native.FileCalls.ReadText("/proc/sys/kernel/cap_last_cap").Trim(), out var lc) ? lc : 63;
         const int PR_CAPBSET_DROP = 24, PR_CAP_AMBIENT = 47, PR_CAP_AMBIENT_RAISE = 2;
         var groups = new byte[s.Groups.Length * 4];
         Buffer.BlockCopy(s.Groups, 0, groups, 0, groups.Length);

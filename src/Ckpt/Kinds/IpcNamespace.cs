@@ -96,10 +96,10 @@ public sealed class IpcNamespace : ITreeNamespace
         Join(r.Pid);
         var p = new PayloadWriter();
         p.U32((uint)Limits.Length);
-        foreach (var name in Limits) p.Str(name).Str(File.ReadAllText($"/proc/sys/kernel/{name}").Trim());
+        foreach (var name in Limits) p.Str(name).Str(Native.FileCalls.ReadText($"/proc/sys/kernel/{name}").Trim());
 
         var queues = new List<Queue>();
-        int msgmax = int.Parse(File.ReadAllText("/proc/sys/kernel/msgmax").Trim(), CultureInfo.InvariantCulture);
+        int msgmax = int.Parse(Native.FileCalls.ReadText("/proc/sys/kernel/msgmax").Trim(), CultureInfo.InvariantCulture);
         var buffer = new byte[8 + Math.Max(msgmax, 8192)];
         foreach (var row in Table("msg"))
         {

@@ -192,13 +192,15 @@ public sealed unsafe class MemoryRegion : IStateKind
         foreach (var ctx in s.Processes) ctx.Existing<Prepared>()?.Dispose();
     }
 
+    [ThreadStatic] private static byte[]? t_pagemapBuffer;
+
     /// <summary>Plans the pages of a process and starts reading them.</summary>
     private static Prepared Prepare(CheckpointContext ctx, int buffers)
     {
         var plan = new List<(VmaInfo Vma, Backing Backing, long Pages, List<(ulong Addr, uint Blocks)> Huge, int FirstChunk, int Chunks, List<(ulong Addr, int Pages)> Inherited)>();
         var chunks = new List<List<(ulong Addr, int Pages)>>();
         long tPlan = System.Diagnostics.Stopwatch.GetTimestamp();
-        var pagemapBuffer = new byte[PagemapBatch * 8];   // one buffer for every region
+        var pagemapBuffer = t_pagemapBuffer ??= new byte[PagemapBatch * 8];   // one buffer for every region (and process)
         var found = new List<(VmaInfo Vma, Backing Backing, List<(ulong Addr, int Pages)> Runs, List<(ulong Addr, int Pages)> Inherited)>();
         var guards = new Dictionary<ulong, List<(ulong Addr, int Pages)>>();
         long total = 0, shared = 0;
@@ -945,11 +947,21 @@ public sealed unsafe class MemoryRegion : IStateKind
         public ulong RegStart, RegLen;
         /// <summary>
         /// Small Pages records kept until the mappings queued in the batch are made: their runs, and their
-        /// pages back to back in <see cref="DeferredData"/>.
+        /// pages back to back in the session's <see cref="DeferBuffer"/>.
         /// </summary>
         public readonly List<Iovec> DeferredRuns = new();
-        public byte[]? DeferredData;
         public int DeferredBytes;
+    }
+
+    /// <summary>
+    /// The pages of the small Pages records kept (<see cref="Defer"/>): one buffer for the whole restart,
+    /// held by one process at a time (a buffer per process was 1 MiB of fresh memory each: page faults,
+    /// and a full garbage collection every few processes of a large tree).
+    /// </summary>
+    private sealed class DeferBuffer
+    {
+        public readonly byte[] Data = GC.AllocateUninitializedArray<byte>(DeferBytes);
+        public RestoreContext? Owner;
     }
 
     /// <summary>Pages records up to this size wait in ckpt for the mappings of the regions queued with theirs.</summary>
@@ -966,7 +978,8 @@ public sealed unsafe class MemoryRegion : IStateKind
         ctx.FlushBatch();
         if (ctx.Existing<RestoreState>() is not { DeferredRuns.Count: > 0 } st) return;
         var runs = CollectionsMarshal.AsSpan(st.DeferredRuns);
-        fixed (byte* data = st.DeferredData)
+        var buffer = ctx.Session.State<DeferBuffer>();
+        fixed (byte* data = buffer.Data)
         {
             long at = 0;
             for (int i = 0; i < runs.Length; i += MaxRunsPerChunk)
@@ -979,6 +992,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         }
         st.DeferredRuns.Clear();
         st.DeferredBytes = 0;
+        buffer.Owner = null;
     }
 
     /// <summary>Closes the vessel's fd of the last mapped file (before the fds are placed), after the queued calls.</summary>
@@ -1194,7 +1208,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         if (s_thpMode != null) return s_thpMode;
         try
         {
-            string text = File.ReadAllText("/sys/kernel/mm/transparent_hugepage/enabled");
+            string text = Native.FileCalls.ReadText("/sys/kernel/mm/transparent_hugepage/enabled");
             int open = text.IndexOf('['), close = text.IndexOf(']');
             s_thpMode = open >= 0 && close > open ? text[(open + 1)..close] : "never";
         }
@@ -1366,14 +1380,17 @@ public sealed unsafe class MemoryRegion : IStateKind
     private static void Defer(RestoreContext ctx, RestoreState st, Record rec)
     {
         rec.Verify();
+        var buffer = ctx.Session.State<DeferBuffer>();
+        // (the records of one process come together: another's pages kept are written first all the same)
+        if (buffer.Owner is { } other && other != ctx) RunMappingsAndDeferredPages(other);
         // (its pages are the payload but for the header: a little less than the payload)
         if (st.DeferredBytes + rec.Payload.Length > DeferBytes) RunMappingsAndDeferredPages(ctx);
         var (nruns, head) = ParseRuns(rec, st, st.Remote);
         st.DeferredRuns.AddRange(st.Remote.AsSpan(0, nruns));
-        st.DeferredData ??= GC.AllocateUninitializedArray<byte>(DeferBytes);
         var pages = rec.Payload.Span[head..];
-        pages.CopyTo(st.DeferredData.AsSpan(st.DeferredBytes));
+        pages.CopyTo(buffer.Data.AsSpan(st.DeferredBytes));
         st.DeferredBytes += pages.Length;
+        buffer.Owner = ctx;
     }
 
     /// <summary>

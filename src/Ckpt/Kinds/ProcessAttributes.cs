@@ -55,7 +55,7 @@ public sealed class ProcessAttributes : IStateKind
         var seen = ctx.Session.State<SemaphoreSets>();
         if (seen.Exist == null)
         {
-            try { seen.Exist = IpcNamespace.Entries(File.ReadAllText("/proc/sysvipc/sem")) > 0; }
+            try { seen.Exist = IpcNamespace.Entries(Native.FileCalls.ReadText("/proc/sysvipc/sem")) > 0; }
             catch (IOException) { seen.Exist = true; }
         }
         return seen.Exist.Value;
@@ -79,8 +79,8 @@ public sealed class ProcessAttributes : IStateKind
             ctx.Log.Info($"pid {pid} has a SysV semaphore undo list (SEM_UNDO): its adjustments are not saved (with --kill the kernel applies them now)");
         var p = new PayloadWriter();
         p.I32(ctx.ProcessId).I32(f.PPid);
-        p.Str(File.ReadAllText($"/proc/{ctx.ProcessId}/comm").TrimEnd('\n'));   // (a zombie main thread's is the process's name)
-        p.Strs(File.ReadAllText($"/proc/{pid}/cmdline").Split('\0', StringSplitOptions.None).SkipLast(1).ToList());
+        p.Str(Native.FileCalls.ReadText($"/proc/{ctx.ProcessId}/comm").TrimEnd('\n'));   // (a zombie main thread's is the process's name)
+        p.Strs(Native.FileCalls.ReadText($"/proc/{pid}/cmdline").Split('\0', StringSplitOptions.None).SkipLast(1).ToList());
         p.I32(f.Nice);
         foreach (var (soft, hard) in ProcLimits.Read(pid)) p.U64(soft).U64(hard);
         // the calls only the process itself can make, in one round trip: its 3 itimers, then (for the
@@ -98,11 +98,11 @@ public sealed class ProcessAttributes : IStateKind
         p.Bool(ctx.Status.NoNewPrivs);   // trailing fields: absent in older images
         p.I32(f.Pgrp).I32(f.Session);
         // appended fields: personality, child subreaper, dumpable, THP disable
-        p.U32(Convert.ToUInt32(File.ReadAllText($"/proc/{pid}/personality").Trim(), 16));
+        p.U32(Convert.ToUInt32(Native.FileCalls.ReadText($"/proc/{pid}/personality").Trim(), 16));
         p.Bool(BitConverter.ToInt32(outs.AsSpan(3 * ItimerVal.Size)) != 0);
         p.I32((int)res[4]);
         p.U32((uint)res[5]);
-        p.I32(int.Parse(File.ReadAllText($"/proc/{pid}/oom_score_adj").Trim(), System.Globalization.CultureInfo.InvariantCulture));
+        p.I32(int.Parse(Native.FileCalls.ReadText($"/proc/{pid}/oom_score_adj").Trim(), System.Globalization.CultureInfo.InvariantCulture));
         // appended field: the audit login uid (set by pam_loginuid for a login session; -1 when unset)
         p.U32(FileCalls.ReadSmallText($"/proc/{pid}/loginuid") is { } lu && uint.TryParse(lu.Trim(), out uint loginUid) ? loginUid : uint.MaxValue);
         ctx.Image.Write(RecordKind.Process, p);
@@ -251,7 +251,7 @@ public sealed class ProcessAttributes : IStateKind
             string path = $"/proc/{ctx.Pid}/oom_score_adj";
             try
             {
-                if (File.ReadAllText(path).Trim() != oom.ToString(System.Globalization.CultureInfo.InvariantCulture))
+                if (Native.FileCalls.ReadText(path).Trim() != oom.ToString(System.Globalization.CultureInfo.InvariantCulture))
                     File.WriteAllText(path, oom.ToString(System.Globalization.CultureInfo.InvariantCulture));
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)

@@ -42,7 +42,7 @@ public sealed unsafe class Seccomp : IStateKind
         {
             int tid = task.Tid;
             // most threads are not under seccomp: look at the one line before parsing all of status
-            string text = File.ReadAllText($"/proc/{ctx.Pid}/task/{tid}/status");
+            string text = Native.FileCalls.ReadText($"/proc/{ctx.Pid}/task/{tid}/status");
             int line = text.IndexOf("\nSeccomp:", StringComparison.Ordinal);
             if (line >= 0 && text.AsSpan(line + 9).TrimStart().StartsWith("0")) { threads.Add((tid, 0, [])); continue; }
             var status = ProcStatus.Parse(text);

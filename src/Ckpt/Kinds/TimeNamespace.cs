@@ -39,7 +39,7 @@ public sealed class TimeNamespace : ITreeNamespace
     /// <summary>This boot's id; "" where it cannot be read (the boot is then taken to be the same).</summary>
     private static string BootId()
     {
-        try { return File.ReadAllText("/proc/sys/kernel/random/boot_id").Trim(); }
+        try { return Native.FileCalls.ReadText("/proc/sys/kernel/random/boot_id").Trim(); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return ""; }
     }
 
@@ -87,7 +87,7 @@ public sealed class TimeNamespace : ITreeNamespace
     public void Write(CheckpointSession s)
     {
         bool ownNamespace = OwnNamespace(s);
-        var (mono, boot) = ownNamespace ? ParseOffsets(File.ReadAllText($"/proc/{s.Tree[0].Pid}/timens_offsets")) : (0, 0);
+        var (mono, boot) = ownNamespace ? ParseOffsets(Native.FileCalls.ReadText($"/proc/{s.Tree[0].Pid}/timens_offsets")) : (0, 0);
         var c = new Clocks(BootId(), EventCalls.ClockNs(CLOCK_REALTIME), EventCalls.ClockNs(CLOCK_MONOTONIC), EventCalls.ClockNs(CLOCK_BOOTTIME), mono, boot);
         var p = new PayloadWriter().Str(c.BootId).I64(c.Realtime).I64(c.Monotonic).I64(c.Boottime).I64(c.MonotonicOffset).I64(c.BoottimeOffset);
         // optional: an older reader restarts the tree with the machine's clocks, as it did before

@@ -220,25 +220,26 @@ public static unsafe partial class FileCalls
     }
 
     /// <summary>
-    /// The whole text of a small file such as /proc/PID/fdinfo/FD (open, read, close: no stream), or null
-    /// when it cannot be opened (errno set).
+    /// The whole text of a small file such as /proc/PID/fdinfo/FD (open, read, close: no stream, and no
+    /// buffer but the string made), or null when it cannot be opened or read (errno set).
     /// </summary>
     public static string? ReadSmallText(string path)
     {
         int fd = Open(path, O_RDONLY | O_CLOEXEC, 0);
         if (fd < 0) return null;
+        byte[]? rented = null;
         try
         {
-            Span<byte> small = stackalloc byte[4096];
-            Span<byte> buf = small;
+            Span<byte> buf = stackalloc byte[4096];
             int len = 0;
             while (true)
             {
                 if (len == buf.Length)
                 {
-                    var grown = new byte[buf.Length * 2];
+                    var grown = System.Buffers.ArrayPool<byte>.Shared.Rent(buf.Length * 2);
                     buf.CopyTo(grown);
-                    buf = grown;
+                    if (rented != null) System.Buffers.ArrayPool<byte>.Shared.Return(rented);
+                    buf = rented = grown;
                 }
                 nint n;
                 fixed (byte* b = buf) n = Read(fd, b + len, (nuint)(buf.Length - len));
@@ -252,7 +253,31 @@ public static unsafe partial class FileCalls
             }
             return System.Text.Encoding.UTF8.GetString(buf[..len]);
         }
-        finally { Close(fd); }
+        finally
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            Close(fd);
+            if (rented != null) System.Buffers.ArrayPool<byte>.Shared.Return(rented);
+            Marshal.SetLastPInvokeError(errno);
+        }
+    }
+
+    /// <summary>
+    /// The whole text of a file of /proc, /sys or /sys/fs/cgroup, as File.ReadAllText gives it and failing
+    /// as it does (FileNotFoundException when it or its process is gone, UnauthorizedAccessException when
+    /// not allowed, IOException otherwise), without its stream and buffers: ckpt reads several per process.
+    /// </summary>
+    public static string ReadText(string path)
+    {
+        if (ReadSmallText(path) is { } text) return text;
+        int errno = Marshal.GetLastPInvokeError();
+        string message = $"{path}: {Errors.Describe(errno)}";
+        throw errno switch
+        {
+            2 /* ENOENT */ or 3 /* ESRCH */ => new FileNotFoundException(message, path),
+            1 /* EPERM */ or 13 /* EACCES */ => new UnauthorizedAccessException(message),
+            _ => new IOException(message, errno),
+        };
     }
 
     /// <summary>Reads until dst is full or end of input; returns bytes read.</summary>

@@ -90,7 +90,7 @@ public static unsafe partial class ProcessCalls
     public static ulong[] OnlineCpus()
     {
         var mask = new ulong[16];
-        foreach (var part in File.ReadAllText("/sys/devices/system/cpu/online").Trim().Split(',', StringSplitOptions.RemoveEmptyEntries))
+        foreach (var part in Native.FileCalls.ReadText("/sys/devices/system/cpu/online").Trim().Split(',', StringSplitOptions.RemoveEmptyEntries))
         {
             var ends = part.Split('-');
             int lo = int.Parse(ends[0]), hi = ends.Length > 1 ? int.Parse(ends[1]) : lo;

@@ -32,7 +32,7 @@ public static class ProcLimits
         "locks", "signals", "bytes", "", "", "us",
     ];
 
-    public static (ulong Soft, ulong Hard)[] Read(int pid) => Parse(File.ReadAllText($"/proc/{pid}/limits"));
+    public static (ulong Soft, ulong Hard)[] Read(int pid) => Parse(Native.FileCalls.ReadText($"/proc/{pid}/limits"));
 
     /// <summary>
     /// Parses the text of /proc/PID/limits. Rows are found by name, so their order does not matter; rows

@@ -28,8 +28,8 @@ public sealed class VmaInfo
 /// <summary>Parses /proc/PID/maps and /proc/PID/smaps.</summary>
 public static class ProcMaps
 {
-    public static List<VmaInfo> ReadSmaps(int pid) => Parse(File.ReadAllText($"/proc/{pid}/smaps"));
-    public static List<VmaInfo> ReadMaps(int pid) => Parse(File.ReadAllText($"/proc/{pid}/maps"));
+    public static List<VmaInfo> ReadSmaps(int pid) => Parse(Native.FileCalls.ReadText($"/proc/{pid}/smaps"));
+    public static List<VmaInfo> ReadMaps(int pid) => Parse(Native.FileCalls.ReadText($"/proc/{pid}/maps"));
 
     /// <summary>Parses maps or smaps text: header lines start a VMA, "VmFlags:" lines fill its flags.</summary>
     public static List<VmaInfo> Parse(string text)

@@ -55,8 +55,8 @@ public sealed class ProcStat
     public string Field(int n) => n >= 1 && n <= _fields.Length ? _fields[n - 1]
         : throw new ArgumentOutOfRangeException(nameof(n), $"stat has {_fields.Length} fields");
 
-    public static ProcStat Read(int pid) => Parse(File.ReadAllText($"/proc/{pid}/stat"));
-    public static ProcStat Read(int pid, int tid) => Parse(File.ReadAllText($"/proc/{pid}/task/{tid}/stat"));
+    public static ProcStat Read(int pid) => Parse(Native.FileCalls.ReadText($"/proc/{pid}/stat"));
+    public static ProcStat Read(int pid, int tid) => Parse(Native.FileCalls.ReadText($"/proc/{pid}/task/{tid}/stat"));
 
     public static ProcStat Parse(string text) => new(text);
 

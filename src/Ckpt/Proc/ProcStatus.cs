@@ -53,9 +53,9 @@ public sealed class ProcStatus
     public uint SavedGid => Gid[2];
     public uint FsGid => Gid[3];
 
-    public static ProcStatus Read(int pid) => Parse(File.ReadAllText($"/proc/{pid}/status"));
+    public static ProcStatus Read(int pid) => Parse(Native.FileCalls.ReadText($"/proc/{pid}/status"));
     /// <summary>One thread's status (its own SigPnd, SigBlk...).</summary>
-    public static ProcStatus Read(int pid, int tid) => Parse(File.ReadAllText($"/proc/{pid}/task/{tid}/status"));
+    public static ProcStatus Read(int pid, int tid) => Parse(Native.FileCalls.ReadText($"/proc/{pid}/task/{tid}/status"));
 
     /// <summary>Parses the text of /proc/PID/status. Every field except Umask must be present.</summary>
     public static ProcStatus Parse(string text)

@@ -27,7 +27,7 @@ public static class ProcTimers
     public static List<Timer> Read(int pid)
     {
         string text;
-        try { text = File.ReadAllText($"/proc/{pid}/timers"); }
+        try { text = Native.FileCalls.ReadText($"/proc/{pid}/timers"); }
         catch (FileNotFoundException) { return []; }   // a kernel without CONFIG_CHECKPOINT_RESTORE: the caller checks
         return Parse(text);
     }
