@@ -960,8 +960,18 @@ public sealed unsafe class MemoryRegion : IStateKind
     /// </summary>
     private sealed class DeferBuffer
     {
-        public readonly byte[] Data = GC.AllocateUninitializedArray<byte>(DeferBytes);
+        public readonly byte[] Data = GC.AllocateUninitializedArray<byte>(DeferBytes, pinned: true);
         public RestoreContext? Owner;
+        private int _populated;
+
+        /// <summary>Makes the buffer present up to <paramref name="length"/> (64 KiB steps) before pages are copied in: one call, not a fault per page.</summary>
+        public void Populate(int length)
+        {
+            if (length <= _populated) return;
+            int to = Math.Min(DeferBytes, (length + 0xffff) & ~0xffff);
+            fixed (byte* d = Data) MemoryCalls.PopulateWrite(d + _populated, to - _populated);
+            _populated = to;
+        }
     }
 
     /// <summary>Pages records up to this size wait in ckpt for the mappings of the regions queued with theirs.</summary>
@@ -1388,6 +1398,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         var (nruns, head) = ParseRuns(rec, st, st.Remote);
         st.DeferredRuns.AddRange(st.Remote.AsSpan(0, nruns));
         var pages = rec.Payload.Span[head..];
+        buffer.Populate(st.DeferredBytes + pages.Length);
         pages.CopyTo(buffer.Data.AsSpan(st.DeferredBytes));
         st.DeferredBytes += pages.Length;
         buffer.Owner = ctx;

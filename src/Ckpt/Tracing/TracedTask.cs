@@ -162,17 +162,20 @@ public sealed unsafe class TracedTask
         Ptrace.Call(Ptrace.SETREGSET, Tid, Ptrace.NT_PRSTATUS, (nint)(&io), "SETREGSET NT_PRSTATUS");
     }
 
+    /// <summary>The thread's xstate (as many bytes as the kernel gives: its XSAVE layout's size).</summary>
     public byte[] GetXState()
     {
-        var buf = new byte[16384];
+        // read into a buffer kept for the tracer thread, then copied at its size (a fresh 16 KiB array per
+        // thread was new memory each time: page faults that cost more than the call)
+        var buf = t_xstateBuffer ??= GC.AllocateUninitializedArray<byte>(16384);
         fixed (byte* p = buf)
         {
             var io = new Iovec { Base = (nint)p, Len = (nuint)buf.Length };
             Ptrace.Call(Ptrace.GETREGSET, Tid, Ptrace.NT_X86_XSTATE, (nint)(&io), "GETREGSET NT_X86_XSTATE");
-            Array.Resize(ref buf, (int)io.Len);
+            return buf.AsSpan(0, (int)io.Len).ToArray();
         }
-        return buf;
     }
+    [ThreadStatic] private static byte[]? t_xstateBuffer;
 
     public void SetXState(byte[] xstate)
     {
@@ -199,13 +202,12 @@ public sealed unsafe class TracedTask
     public List<byte[]> PeekSiginfo(bool shared)
     {
         var list = new List<byte[]>();
-        var buf = new byte[128 * 32];
+        var buf = stackalloc byte[128 * 32];
         while (true)
         {
             var args = new PeekSiginfoArgs { Off = (ulong)list.Count, Flags = shared ? (uint)Ptrace.PEEKSIGINFO_SHARED : 0, Nr = 32 };
-            long n;
-            fixed (byte* p = buf) n = Ptrace.Call(Ptrace.PEEKSIGINFO, Tid, (nint)(&args), (nint)p, "PEEKSIGINFO");
-            for (int i = 0; i < n; i++) list.Add(buf.AsSpan(i * 128, 128).ToArray());
+            long n = Ptrace.Call(Ptrace.PEEKSIGINFO, Tid, (nint)(&args), (nint)buf, "PEEKSIGINFO");
+            for (int i = 0; i < n; i++) list.Add(new ReadOnlySpan<byte>(buf + i * 128, 128).ToArray());
             if (n < 32) return list;
         }
     }
