@@ -7,7 +7,9 @@ public static class ImageInfo
 {
     public static InfoNode Describe(Stream input)
     {
-        var reader = new ImageReader(input);
+        // (a 64 KiB staging buffer: records of pages are read straight into their payload buffer, and a
+        // larger one is fresh memory to fault in for nothing)
+        var reader = new ImageReader(input, bufferSize: 64 << 10);
         var h = ImageHeader.Read(reader);
         var info = new InfoNode();
         info.Child("header").Set("format_version", reader.FormatVersion).Set("tool_version", h.ToolVersion)
