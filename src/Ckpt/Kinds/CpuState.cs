@@ -47,7 +47,9 @@ public sealed class CpuState : IStateKind
     /// <summary>Timer slack (ns), parent-death signal, scheduling policy (SCHED_RESET_ON_FORK included) and priority, nice, CPU affinity (16 words).</summary>
     private sealed record Extra(ulong TimerSlack, int PdeathSig, int Policy, int Priority, int Nice, ulong[] Affinity);
 
-    private const int PR_SET_PDEATHSIG = 1, PR_GET_PDEATHSIG = 2, PR_GET_TIMERSLACK = 30, PR_SET_TIMERSLACK = 29;
+    private const int PR_SET_PDEATHSIG = 1, PR_GET_PDEATHSIG = 2, PR_GET_TIMERSLACK = 30, PR_SET_TIMERSLACK = 29, PR_GET_NAME = 16;
+    /// <summary>Where PR_GET_NAME puts a thread's name in the scratch output (after the tid address, stack_t and parent-death signal).</summary>
+    private static readonly int NameAt = 8 + StackT.SizeOf + 8;
     private const int AffinityWords = 16;
 
     private sealed class SavedThreads { public readonly List<Saved> List = new(); public bool Created; }
@@ -124,8 +126,9 @@ public sealed class CpuState : IStateKind
             ("prctl(PR_GET_TID_ADDRESS)", Nr.prctl, PR_GET_TID_ADDRESS, o, 0, true),
             ("sigaltstack", Nr.sigaltstack, 0, o + 8, 0, true),
             ("prctl(PR_GET_TIMERSLACK)", Nr.prctl, PR_GET_TIMERSLACK, 0, 0, true),
-            ("prctl(PR_GET_PDEATHSIG)", Nr.prctl, PR_GET_PDEATHSIG, o + 8 + StackT.SizeOf, 0, true));
-        var outs = ctx.ReadScratch(O, 8 + StackT.SizeOf + 4);
+            ("prctl(PR_GET_PDEATHSIG)", Nr.prctl, PR_GET_PDEATHSIG, o + 8 + StackT.SizeOf, 0, true),
+            ("prctl(PR_GET_NAME)", Nr.prctl, PR_GET_NAME, o + NameAt, 0, true));
+        var outs = ctx.ReadScratch(O, NameAt + 16);
         p.U64(BitConverter.ToUInt64(outs));
         unsafe
         {
@@ -134,7 +137,10 @@ public sealed class CpuState : IStateKind
             p.U64(head).U64(len);
         }
         p.Raw(outs.AsSpan(8, StackT.SizeOf));
-        p.Str(Native.FileCalls.ReadText($"/proc/{ctx.Pid}/task/{task.Tid}/comm").TrimEnd('\n'));   // added in format 1: per-thread name
+        // added in format 1: per-thread name (as /proc/PID/task/TID/comm shows it, read by the thread itself)
+        var name = outs.AsSpan(NameAt, 16);
+        int nul = name.IndexOf((byte)0);
+        p.Str(System.Text.Encoding.UTF8.GetString(nul >= 0 ? name[..nul] : name));
         // appended fields: timer slack, parent-death signal (both only readable by the thread itself),
         // scheduling policy and priority, nice, CPU affinity (read by tid from ckpt)
         p.U64((ulong)res[2]);
@@ -143,7 +149,10 @@ public sealed class CpuState : IStateKind
         if (policy < 0) throw SyscallException.Last("sched_getscheduler", task.Tid);
         int prio = 0;
         if (ProcessCalls.SchedGetParam(task.Tid, &prio) < 0) throw SyscallException.Last("sched_getparam", task.Tid);
-        p.I32(policy).I32(prio).I32(ProcStat.Read(ctx.Pid, task.Tid).Nice);
+        Marshal.SetLastPInvokeError(0);
+        int nice = ProcessCalls.GetPriority(0 /* PRIO_PROCESS: of a tid, that thread's */, task.Tid);
+        if (nice == -1 && Marshal.GetLastPInvokeError() != 0) throw SyscallException.Last("getpriority", task.Tid);
+        p.I32(policy).I32(prio).I32(nice);
         var mask = ProcessCalls.GetAffinity(task.Tid);
         int words = mask.Length;
         while (words > 1 && mask[words - 1] == 0) words--;
