@@ -632,12 +632,19 @@ public sealed unsafe class MemoryRegion : IStateKind
         /// fills them (<see cref="MemoryCalls.PopulateWrite"/>): only what chunks use, as they come (a small
         /// process's are smaller).
         /// </summary>
-        public void Populate(int length)
-        {
-            if (length <= _populated) return;
-            fixed (byte* d = Data) MemoryCalls.PopulateWrite(d + _populated, length - _populated);
-            _populated = length;
-        }
+        public void Populate(int length) => PopulateUpTo(Data, ref _populated, length);
+    }
+
+    /// <summary>
+    /// Makes a fresh pinned buffer present up to <paramref name="length"/> bytes, from where it already is
+    /// (<paramref name="populated"/>, moved on) by one madvise (<see cref="MemoryCalls.PopulateWrite"/>)
+    /// instead of a fault per page as it is filled.
+    /// </summary>
+    private static void PopulateUpTo(byte[] data, ref int populated, int length)
+    {
+        if (length <= populated) return;
+        fixed (byte* d = data) MemoryCalls.PopulateWrite(d + populated, length - populated);
+        populated = length;
     }
 
     /// <summary>
@@ -965,13 +972,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         private int _populated;
 
         /// <summary>Makes the buffer present up to <paramref name="length"/> (64 KiB steps) before pages are copied in: one call, not a fault per page.</summary>
-        public void Populate(int length)
-        {
-            if (length <= _populated) return;
-            int to = Math.Min(DeferBytes, (length + 0xffff) & ~0xffff);
-            fixed (byte* d = Data) MemoryCalls.PopulateWrite(d + _populated, to - _populated);
-            _populated = to;
-        }
+        public void Populate(int length) => PopulateUpTo(Data, ref _populated, Math.Min(DeferBytes, (length + 0xffff) & ~0xffff));
     }
 
     /// <summary>Pages records up to this size wait in ckpt for the mappings of the regions queued with theirs.</summary>
