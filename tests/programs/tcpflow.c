@@ -7,6 +7,7 @@
  * SIGUSR1 both ends stop writing, shut down, and read everything the other sent: every byte once, in
  * order (a pattern), and the counts match. Prints READY after the first round. */
 #include "e2e.h"
+#include "e2e_tcp.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -52,15 +53,7 @@ int main(void)
 {
     e2e_init();
     int big = BUF;
-    struct sockaddr_in lo = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) }, la;
-    socklen_t l = sizeof la;
-    int lst = socket(AF_INET, SOCK_STREAM, 0);
-    MUST(lst >= 0 && bind(lst, (struct sockaddr *)&lo, sizeof lo) == 0 && listen(lst, 1) == 0 && getsockname(lst, (struct sockaddr *)&la, &l) == 0);
-    int c = socket(AF_INET, SOCK_STREAM, 0);
-    MUST(c >= 0 && setsockopt(c, SOL_SOCKET, SO_SNDBUF, &big, sizeof big) == 0 && setsockopt(c, SOL_SOCKET, SO_RCVBUF, &big, sizeof big) == 0);
-    MUST(connect(c, (struct sockaddr *)&la, sizeof la) == 0);
-    int s = accept(lst, NULL, NULL);
-    MUST(s >= 0 && setsockopt(s, SOL_SOCKET, SO_SNDBUF, &big, sizeof big) == 0 && setsockopt(s, SOL_SOCKET, SO_RCVBUF, &big, sizeof big) == 0);
+    int c, s, lst = tcp_loopback_pair(big, &c, &s);
     close(lst);
     size_t sent_c = 0, sent_s = 0, got_s = 0, got_c = 0, bad = 0;
     int rounds = 0;

@@ -4,6 +4,7 @@
  * acknowledges anything: filling such a send queue must not wait (it once hung the restart for good).
  * After the restart each end reads everything the other sent, in order, and the connection still works. */
 #include "e2e.h"
+#include "e2e_tcp.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -44,15 +45,8 @@ int main(void)
 {
     e2e_init();
     int one = 1, big = BUF;
-    struct sockaddr_in lo = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) }, la;
-    socklen_t l = sizeof la;
-    int lst = socket(AF_INET, SOCK_STREAM, 0);
-    MUST(lst >= 0 && bind(lst, (struct sockaddr *)&lo, sizeof lo) == 0 && listen(lst, 1) == 0 && getsockname(lst, (struct sockaddr *)&la, &l) == 0);
-    int c = socket(AF_INET, SOCK_STREAM, 0);
-    MUST(c >= 0 && setsockopt(c, SOL_SOCKET, SO_SNDBUF, &big, sizeof big) == 0 && setsockopt(c, SOL_SOCKET, SO_RCVBUF, &big, sizeof big) == 0);
-    MUST(connect(c, (struct sockaddr *)&la, sizeof la) == 0);
-    int s = accept(lst, NULL, NULL);
-    MUST(s >= 0 && setsockopt(s, SOL_SOCKET, SO_SNDBUF, &big, sizeof big) == 0 && setsockopt(s, SOL_SOCKET, SO_RCVBUF, &big, sizeof big) == 0);
+    int c, s;
+    tcp_loopback_pair(big, &c, &s);
     MUST(setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0);
     size_t from_c = 0, from_s = 0;
     fill_up(c, 61, &from_c);
