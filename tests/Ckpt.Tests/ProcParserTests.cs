@@ -559,6 +559,48 @@ public unsafe class ProcParserTests
     }
 
     [Fact]
+    public void ReadLines_GivesEveryLineWhateverItsLengthAndTheBufferBoundaries()
+    {
+        // lines shorter and longer than the 64 KiB buffer, lines across its boundaries, an empty line, a
+        // last line without its newline, and bytes that are not ASCII
+        var rnd = new Random(7);
+        var lines = new List<string> { "first", "", new string('x', 200_000), "ünïcödé ✓" };
+        for (int i = 0; i < 3000; i++) lines.Add(new string((char)('a' + i % 26), rnd.Next(0, 300)));
+        lines.Add(new string('y', 65536));
+        lines.Add("last, without a newline");
+        string path = Path.Combine(Path.GetTempPath(), $"ckpt-lines-{Environment.ProcessId}");
+        File.WriteAllText(path, string.Join('\n', lines));
+        try
+        {
+            var got = new List<string>();
+            FileCalls.ReadLines(path, l => got.Add(System.Text.Encoding.UTF8.GetString(l)));
+            Assert.Equal(lines, got);
+        }
+        finally { File.Delete(path); }
+        Assert.Throws<FileNotFoundException>(() => FileCalls.ReadLines("/proc/self/no-such-file", _ => { }));
+    }
+
+    [Fact]
+    public void Smaps_ReadAsItComesEqualsTheWholeTextParsed()
+    {
+        // a process that does not change: the same regions, paths, sizes and flags both ways
+        var child = System.Diagnostics.Process.Start("sleep", "30");
+        try
+        {
+            Thread.Sleep(100);
+            foreach (var file in new[] { "smaps", "maps" })
+            {
+                var streamed = file == "smaps" ? ProcMaps.ReadSmaps(child.Id) : ProcMaps.ReadMaps(child.Id);
+                var whole = ProcMaps.Parse(File.ReadAllText($"/proc/{child.Id}/{file}"));
+                Assert.True(streamed.Count > 5);
+                Assert.Equal(whole.Select(v => $"{v} {v.Offset} {v.DevMajor}:{v.DevMinor} {v.Inode} {v.RssKb} {v.SwapKb} {v.SharedKb} {string.Join(',', v.VmFlags.Order())}"),
+                    streamed.Select(v => $"{v} {v.Offset} {v.DevMajor}:{v.DevMinor} {v.Inode} {v.RssKb} {v.SwapKb} {v.SharedKb} {string.Join(',', v.VmFlags.Order())}"));
+            }
+        }
+        finally { child.Kill(); child.WaitForExit(); }
+    }
+
+    [Fact]
     public void Maps_LiveFileWithSpacesAndParenthesesThenDeleted()
     {
         string dir = Directory.CreateTempSubdirectory("ckpt-maps-").FullName;

@@ -53,17 +53,24 @@ public sealed class OutsideHolders
             string dir = $"/proc/{pid}";
             try
             {
-                foreach (var line in (FileCalls.ReadSmallText($"{dir}/maps") ?? "").Split('\n'))
+                // (read as it comes, a line made a string only when it matters: a process of many regions
+                // has megabytes of maps, and every process on the machine is read)
+                try
                 {
-                    // start-end perms offset MAJ:MIN inode path: only shared-memory-like backings matter
-                    if (!line.Contains("(deleted)") && !line.Contains("/SYSV")) continue;
-                    var f = line.Split(' ', 6, StringSplitOptions.RemoveEmptyEntries);
-                    if (f.Length < 6) continue;
-                    var mm = f[3].Split(':');
-                    ulong major = ulong.Parse(mm[0], NumberStyles.HexNumber), minor = ulong.Parse(mm[1], NumberStyles.HexNumber);
-                    ulong ino = ulong.Parse(f[4], CultureInfo.InvariantCulture);
-                    index.TryAdd((FileCalls.MakeDev(major, minor), ino), (pid, $"mapping {f[0]} ({f[5].Trim()})"));
+                    FileCalls.ReadLines($"{dir}/maps", bytes =>
+                    {
+                        // start-end perms offset MAJ:MIN inode path: only shared-memory-like backings matter
+                        if (bytes.IndexOf("(deleted)"u8) < 0 && bytes.IndexOf("/SYSV"u8) < 0) return;
+                        var line = System.Text.Encoding.UTF8.GetString(bytes);
+                        var f = line.Split(' ', 6, StringSplitOptions.RemoveEmptyEntries);
+                        if (f.Length < 6) return;
+                        var mm = f[3].Split(':');
+                        ulong major = ulong.Parse(mm[0], NumberStyles.HexNumber), minor = ulong.Parse(mm[1], NumberStyles.HexNumber);
+                        ulong ino = ulong.Parse(f[4], CultureInfo.InvariantCulture);
+                        index.TryAdd((FileCalls.MakeDev(major, minor), ino), (pid, $"mapping {f[0]} ({f[5].Trim()})"));
+                    });
                 }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
                 // a memfd, shared anonymous memory or a deleted file has no link left (st_nlink 0): only
                 // those fds are named (readlink), the others cost one fstatat each
                 FileCalls.StatEntries($"{dir}/fd", (name, st) =>

@@ -270,9 +270,62 @@ public static unsafe partial class FileCalls
     public static string ReadText(string path)
     {
         if (ReadSmallText(path) is { } text) return text;
-        int errno = Marshal.GetLastPInvokeError();
+        throw ReadFailure(path, Marshal.GetLastPInvokeError());
+    }
+
+    /// <summary>
+    /// Hands each line of a file of /proc or /sys (without its newline) to <paramref name="line"/> as it is
+    /// read, a buffer at a time, failing as <see cref="ReadText"/> does: for files too large to be read
+    /// whole into a string (the smaps of a process of many regions).
+    /// </summary>
+    public static void ReadLines(string path, Action<ReadOnlySpan<byte>> line)
+    {
+        int fd = Open(path, O_RDONLY | O_CLOEXEC, 0);
+        if (fd < 0) throw ReadFailure(path, Marshal.GetLastPInvokeError());
+        var buf = System.Buffers.ArrayPool<byte>.Shared.Rent(64 << 10);
+        try
+        {
+            int len = 0;
+            while (true)
+            {
+                if (len == buf.Length)
+                {
+                    // a line longer than the buffer
+                    var grown = System.Buffers.ArrayPool<byte>.Shared.Rent(buf.Length * 2);
+                    buf.AsSpan(0, len).CopyTo(grown);
+                    System.Buffers.ArrayPool<byte>.Shared.Return(buf);
+                    buf = grown;
+                }
+                nint n;
+                fixed (byte* b = buf) n = Read(fd, b + len, (nuint)(buf.Length - len));
+                if (n < 0)
+                {
+                    int errno = Marshal.GetLastPInvokeError();
+                    if (errno == Errors.EINTR) continue;
+                    throw ReadFailure(path, errno);
+                }
+                if (n == 0) break;
+                len += (int)n;
+                // the complete lines; the last, partial one moves to the front
+                var data = buf.AsSpan(0, len);
+                int at = 0;
+                for (int nl; (nl = data[at..].IndexOf((byte)'\n')) >= 0; at += nl + 1) line(data.Slice(at, nl));
+                data[at..].CopyTo(buf);
+                len -= at;
+            }
+            if (len > 0) line(buf.AsSpan(0, len));
+        }
+        finally
+        {
+            Close(fd);
+            System.Buffers.ArrayPool<byte>.Shared.Return(buf);
+        }
+    }
+
+    private static Exception ReadFailure(string path, int errno)
+    {
         string message = $"{path}: {Errors.Describe(errno)}";
-        throw errno switch
+        return errno switch
         {
             2 /* ENOENT */ or 3 /* ESRCH */ => new FileNotFoundException(message, path),
             1 /* EPERM */ or 13 /* EACCES */ => new UnauthorizedAccessException(message),
