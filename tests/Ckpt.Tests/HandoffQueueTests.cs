@@ -36,6 +36,45 @@ public class HandoffQueueTests
     }
 
     [Fact]
+    public void WeightsCountAgainstTheCapacityAndAFullQueueDrainsToHalfBeforeTheAdderGoesOn()
+    {
+        // capacity 8: a "large" item (negative) weighs 4, a small one 1
+        var q = new HandoffQueue<int>(capacity: 8, weight: x => x < 0 ? 4 : 1);
+        var ct = TestContext.Current.CancellationToken;
+        q.Add(-1, ct);
+        q.Add(-2, ct);   // 8 of 8
+        var added = new List<int>();
+        var t = new Thread(() => { q.Add(3, ct); lock (added) added.Add(3); });
+        t.Start();
+        Assert.False(t.Join(100));                  // full: waits
+        Assert.Equal(-1, q.Take(ct));               // 4 of 8: room for it, and down to half
+        Assert.True(t.Join(5000));
+        Assert.Equal(-2, q.Take(ct));
+        Assert.Equal(3, q.Take(ct));
+        // eight small ones fill it; the ninth waits until it is down to four, not only until one left
+        for (int i = 0; i < 8; i++) q.Add(i, ct);
+        var ninth = new Thread(() => q.Add(8, ct));
+        ninth.Start();
+        for (int i = 0; i < 3; i++) { Assert.Equal(i, q.Take(ct)); Assert.False(ninth.Join(50)); }
+        Assert.Equal(3, q.Take(ct));                // 4 of 8
+        Assert.True(ninth.Join(5000));
+        for (int i = 4; i <= 8; i++) Assert.Equal(i, q.Take(ct));
+        Assert.False(q.TryTakeNow(out _));
+    }
+
+    [Fact]
+    public void ManyItemsOfMixedWeightsComeOutInOrderAcrossThreads()
+    {
+        var q = new HandoffQueue<int>(capacity: 64, weight: x => x % 10 == 0 ? 32 : 1);
+        var producer = new Thread(() => { for (int i = 0; i < 20_000; i++) q.Add(i, TestContext.Current.CancellationToken); q.CompleteAdding(); });
+        producer.Start();
+        int expected = 0;
+        while (q.TryTake(out int v, TestContext.Current.CancellationToken)) Assert.Equal(expected++, v);
+        producer.Join();
+        Assert.Equal(20_000, expected);
+    }
+
+    [Fact]
     public void TakeOnACompletedEmptyQueueFails()
     {
         var q = new HandoffQueue<string>();

@@ -2,39 +2,54 @@ namespace Ckpt.Engine;
 
 /// <summary>
 /// A first-in first-out queue between the engine's threads (image reader, page copier, image writer,
-/// tracer) whose waits block at once instead of spinning. BlockingCollection, SemaphoreSlim and
-/// ManualResetEventSlim spin (sched_yield) before they block: on a machine with as many busy threads
-/// as CPUs, the spinning thread takes the CPU from the thread it waits for (measured: ~5% of a 1 GiB
-/// restart's CPU time went to spinning). A wait spins only a few microseconds first, without yielding:
-/// enough for a stream of small items (a process of 40000 small regions is 60000 records, and a sleep
-/// and wake-up per record cost ~16 us each), too short to take the CPU from anyone.
+/// tracer) whose waits block at once instead of spinning, and wake a waiter only when it can go on.
+/// BlockingCollection, SemaphoreSlim and ManualResetEventSlim spin (sched_yield) before they block: on a
+/// machine with as many busy threads as CPUs, the spinning thread takes the CPU from the thread it waits
+/// for. Waking is what costs most here (a sleep and a wake-up, ~15-30 us on a virtual machine): an adder
+/// that found the queue full sleeps until it is down to half its capacity (<see cref="LowWater"/>), not
+/// until the first item leaves, so that a producer faster than its consumer fills it in bursts, and
+/// nobody is signalled who is not waiting. Items may weigh more than one (<c>weight</c>): the capacity
+/// is in weight, so that a queue can hold many small items or a few large ones.
 /// </summary>
 public sealed class HandoffQueue<T>
 {
     private readonly Queue<T> _items = new();
     private readonly int _capacity;
-    private volatile bool _completed;
-    private volatile int _count;   // _items.Count, for the spin before the lock
-    private const int SpinRounds = 20;
+    private readonly Func<T, int>? _weight;
+    private int _queued;            // the weight of the items queued
+    private int _addersWaiting, _takersWaiting;
+    private bool _completed;
 
-    /// <param name="capacity">Items queued at most; <see cref="Add"/> waits for room beyond that.</param>
-    public HandoffQueue(int capacity = int.MaxValue)
+    /// <param name="capacity">Weight queued at most; <see cref="Add"/> waits for room beyond that.</param>
+    /// <param name="weight">An item's weight (1 to <paramref name="capacity"/>); 1 each when null.</param>
+    public HandoffQueue(int capacity = int.MaxValue, Func<T, int>? weight = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
         _capacity = capacity;
+        _weight = weight;
     }
+
+    /// <summary>The weight an adder that found the queue full waits for it to come down to.</summary>
+    private int LowWater => _capacity / 2;
+
+    private int WeightOf(T item) => _weight == null ? 1 : Math.Clamp(_weight(item), 1, _capacity);
 
     /// <summary>Queues an item, waiting for room; throws <see cref="OperationCanceledException"/> when cancelled first.</summary>
     public void Add(T item, CancellationToken token = default)
     {
-        for (int i = 0; i < SpinRounds && _count >= _capacity; i++) Thread.SpinWait(16);
+        int w = WeightOf(item);
         lock (_items)
         {
             if (_completed) throw new InvalidOperationException("the queue was completed");
-            if (_items.Count >= _capacity) WaitUntil(() => _items.Count < _capacity, token);
+            if (_queued + w > _capacity)
+            {
+                _addersWaiting++;
+                try { WaitUntil(() => _queued + w <= _capacity && _queued <= LowWater, token); }
+                finally { _addersWaiting--; }
+            }
             _items.Enqueue(item);
-            _count = _items.Count;
-            Monitor.PulseAll(_items);
+            _queued += w;
+            if (_takersWaiting > 0) Monitor.PulseAll(_items);
         }
     }
 
@@ -45,10 +60,14 @@ public sealed class HandoffQueue<T>
     /// <summary>The next item, waiting for one; false when the queue is completed and empty.</summary>
     public bool TryTake(out T item, CancellationToken token = default)
     {
-        for (int i = 0; i < SpinRounds && _count == 0 && !_completed; i++) Thread.SpinWait(16);
         lock (_items)
         {
-            if (_items.Count == 0 && !_completed) WaitUntil(() => _items.Count > 0 || _completed, token);
+            if (_items.Count == 0 && !_completed)
+            {
+                _takersWaiting++;
+                try { WaitUntil(() => _items.Count > 0 || _completed, token); }
+                finally { _takersWaiting--; }
+            }
             return DequeueLocked(out item);
         }
     }
@@ -59,13 +78,13 @@ public sealed class HandoffQueue<T>
         lock (_items) return DequeueLocked(out item);
     }
 
-    /// <summary>Takes the first item, if any, and wakes whoever waits for room (the lock is held).</summary>
+    /// <summary>Takes the first item, if any, and wakes an adder waiting for room once there is (the lock is held).</summary>
     private bool DequeueLocked(out T item)
     {
         if (_items.Count == 0) { item = default!; return false; }
         item = _items.Dequeue();
-        _count = _items.Count;
-        Monitor.PulseAll(_items);
+        _queued -= WeightOf(item);
+        if (_addersWaiting > 0 && _queued <= LowWater) Monitor.PulseAll(_items);
         return true;
     }
 

@@ -17,10 +17,12 @@ public static class Restorer
     {
         // payloads stay valid from the oldest record in use to the newest: a Pages record still being
         // written by the page-writing helper (at most two behind), the one being restored, the records
-        // queued ahead and the one the reader is filling
+        // queued ahead and the one the reader is filling; small and large records each have their ring,
+        // as the queue holds up to ReadAheadSmall small records but only ReadAhead large ones
         // (a small buffer: large payloads are read straight into their own buffer, not copied through it)
         // Pages records are checked by the thread that writes them into their process, before it does
-        var reader = new ImageReader(input, bufferSize: 64 << 10, payloadRing: ReadAhead + 4) { ConsumerVerifies = RecordKind.Pages };
+        var reader = new ImageReader(input, bufferSize: 64 << 10, payloadRing: ReadAhead + 4, smallPayloadRing: ReadAheadSmall + 4)
+            { ConsumerVerifies = RecordKind.Pages };
         var header = ImageHeader.Read(reader);
         CheckHeader(header);
         Vessel.Input = opt.Spool;
@@ -29,8 +31,13 @@ public static class Restorer
         finally { Vessel.Input = null; Vessel.WaitLog = null; }
     }
 
-    /// <summary>Records read and verified ahead of the one being restored.</summary>
-    private const int ReadAhead = 2;
+    /// <summary>
+    /// Records read and verified ahead of the one being restored: large ones (more than
+    /// <see cref="ImageReader.SmallPayload"/> bytes), or small ones (a process of many regions is a long
+    /// run of small records: handed over one or two at a time, the two threads took turns to sleep and
+    /// wake for each, ~28 us a record here).
+    /// </summary>
+    private const int ReadAhead = 2, ReadAheadSmall = 64;
 
     public static void CheckHeader(ImageHeader h)
     {
@@ -45,7 +52,7 @@ public static class Restorer
         {
             using (log.Phase("read and rebuild"))
             {
-                using var ahead = new ReadAheadQueue(reader, ReadAhead);
+                using var ahead = new ReadAheadQueue(reader, ReadAhead, ReadAheadSmall);
                 // time spent per record kind (and waiting for the next record), for the log
                 var spent = new Dictionary<RecordKind, (long Ticks, int Count)>();
                 long waited = 0, t0 = System.Diagnostics.Stopwatch.GetTimestamp();
@@ -200,9 +207,13 @@ internal sealed class ReadAheadQueue : IDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly Thread _thread;
 
-    public ReadAheadQueue(ImageReader reader, int ahead)
+    /// <param name="ahead">Large records queued at most.</param>
+    /// <param name="aheadSmall">Small records queued at most (a multiple of <paramref name="ahead"/>).</param>
+    public ReadAheadQueue(ImageReader reader, int ahead, int aheadSmall)
     {
-        _queue = new(capacity: ahead);
+        // in weight: a small record 1, a large one aheadSmall / ahead
+        int large = aheadSmall / ahead;
+        _queue = new(capacity: aheadSmall, weight: x => x.Rec is { } r && r.Payload.Length > ImageReader.SmallPayload ? large : 1);
         _thread = TracerThread.StartHelper("ckpt-read", () =>
         {
             try

@@ -40,8 +40,11 @@ public sealed class ImageReader
     private readonly Stream _in;
     private readonly byte[] _buf;
     private int _pos, _end;
-    private readonly byte[][] _payloads;
-    private int _slot;
+    private readonly byte[][] _smallPayloads;
+    /// <summary>The ring's buffers: arrays while small, then buffers outside the GC heap (<see cref="_owners"/>).</summary>
+    private readonly Memory<byte>[] _payloads;
+    private readonly Native.NativeBuffer?[] _owners;
+    private int _slot, _smallSlot;
     private readonly XxHash3 _stream = new();
     private readonly XxHash3 _record = new();
     private long _offset;   // stream offset of _buf[_pos]
@@ -59,17 +62,29 @@ public sealed class ImageReader
     public long Position => _offset;
     public bool Finished => _trailerSeen;
 
+    /// <summary>Payloads of at most this many bytes are small (see <see cref="ImageReader(Stream, int, int, int)"/>).</summary>
+    public const int SmallPayload = 64 << 10;
+
     /// <param name="payloadRing">
     /// How many payload buffers rotate: a returned record stays valid until that many more calls to
     /// <see cref="Next"/>, so a consumer thread can use it while this reader reads ahead.
     /// </param>
-    public ImageReader(Stream input, int bufferSize = 1 << 20, int payloadRing = 1)
+    /// <param name="smallPayloadRing">
+    /// When not 0, records of at most <see cref="SmallPayload"/> bytes have their own ring of that many
+    /// buffers: a small record stays valid until that many more small records are read, a large one until
+    /// <paramref name="payloadRing"/> more large ones are (a consumer can then be many small records behind
+    /// without keeping as many large buffers).
+    /// </param>
+    public ImageReader(Stream input, int bufferSize = 1 << 20, int payloadRing = 1, int smallPayloadRing = 0)
     {
         _in = input;
-        _payloads = new byte[Math.Max(1, payloadRing)][];
+        _payloads = new Memory<byte>[Math.Max(1, payloadRing)];
+        _owners = new Native.NativeBuffer?[_payloads.Length];
+        _smallPayloads = new byte[smallPayloadRing][];
         // a page each to start with (most records are small), grown to the records that need more: every
         // buffer is fresh memory, whose page faults are a good part of a small restart's time
         for (int i = 0; i < _payloads.Length; i++) _payloads[i] = GC.AllocateUninitializedArray<byte>(4096);
+        for (int i = 0; i < _smallPayloads.Length; i++) _smallPayloads[i] = GC.AllocateUninitializedArray<byte>(512);
         _buf = GC.AllocateUninitializedArray<byte>(bufferSize);
         Span<byte> start = stackalloc byte[12];
         if (!TryFill(start)) throw new ImageFormatException("not a ckpt image: the input is empty or shorter than the image magic");
@@ -96,10 +111,8 @@ public sealed class ImageReader
             ulong len = BinaryPrimitives.ReadUInt64LittleEndian(hdr[8..]);
             if (len > MaxRecordLength)
                 throw new ImageFormatException($"image is corrupted: record at offset {at} claims {len} bytes");
-            _slot = (_slot + 1) % _payloads.Length;
-            ref var buffer = ref _payloads[_slot];
-            if (buffer.Length < (int)len) buffer = Populated(Math.Max((int)len, buffer.Length * 2));
-            var payload = buffer.AsSpan(0, (int)len);
+            var memory = NextBuffer((int)len)[..(int)len];
+            var payload = memory.Span;
             if (!TryFill(payload) || !TryFill(sum))
                 throw new ImageFormatException($"image is truncated: record at offset {at} is cut short");
             ulong want = BinaryPrimitives.ReadUInt64LittleEndian(sum);
@@ -131,16 +144,42 @@ public sealed class ImageReader
                 if ((flags & RecordFlags.Optional) != 0) continue;
                 throw new ImageFormatException($"image holds a record of unknown kind {(uint)kind} at offset {at}; it needs a newer ckpt");
             }
-            return new Record(kind, flags, buffer.AsMemory(0, (int)len), at, later ? want : null);
+            return new Record(kind, flags, memory, at, later ? want : null);
         }
     }
 
-    /// <summary>A new payload buffer whose pages are made present at once when it spans several (the read into it would fault on each).</summary>
-    private static unsafe byte[] Populated(int length)
+    /// <summary>The buffer the next payload of <paramref name="length"/> bytes goes into: the next of its size's ring, grown as needed.</summary>
+    private Memory<byte> NextBuffer(int length)
     {
-        if (length < 4 * 4096) return GC.AllocateUninitializedArray<byte>(length);
-        var b = GC.AllocateUninitializedArray<byte>(length, pinned: true);
-        fixed (byte* p = b) Native.MemoryCalls.PopulateWrite(p, length);
+        if (_smallPayloads.Length > 0 && length <= SmallPayload)
+        {
+            _smallSlot = (_smallSlot + 1) % _smallPayloads.Length;
+            ref byte[] small = ref _smallPayloads[_smallSlot];
+            if (small.Length < length) small = GC.AllocateUninitializedArray<byte>(Math.Min(SmallPayload, Math.Max(length, small.Length * 2)));
+            return small;
+        }
+        _slot = (_slot + 1) % _payloads.Length;
+        if (_payloads[_slot].Length < length)
+        {
+            // (the record that used this buffer last is done with: the ring came round to it)
+            ((IDisposable?)_owners[_slot])?.Dispose();
+            _owners[_slot] = null;
+            int size = Math.Max(length, _payloads[_slot].Length * 2);
+            if (size < 4 * 4096) _payloads[_slot] = GC.AllocateUninitializedArray<byte>(size);
+            else
+            {
+                _owners[_slot] = Populated(size);
+                _payloads[_slot] = _owners[_slot]!.Memory;
+            }
+        }
+        return _payloads[_slot];
+    }
+
+    /// <summary>A new payload buffer (outside the GC heap) whose pages are made present at once (the read into it would fault on each).</summary>
+    private static unsafe Native.NativeBuffer Populated(int length)
+    {
+        var b = new Native.NativeBuffer(length);
+        Native.MemoryCalls.PopulateWrite(b.Pointer, length);
         return b;
     }
 
