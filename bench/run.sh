@@ -36,7 +36,7 @@ failures=()
 is_ours() {     # is this pid still one of our memhog targets (and not a reused pid)?
   local cmd
   cmd="$(tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline")" || return 1
-  [[ "$cmd" == "$work/memhog "* || "$cmd" == "$work/threads "* || "$cmd" == "$work/tree "* ]]
+  [[ "$cmd" == "$work/memhog "* || "$cmd" == "$work/threads "* || "$cmd" == "$work/tree "* || "$cmd" == "$work/regions "* ]]
 }
 
 cleanup() {
@@ -61,7 +61,7 @@ if ! timeout 900 "$root/ckpt" --help >"$work/build.log" 2>&1; then
 fi
 ckpt="$root/artifacts/native/ckpt"
 [[ -x "$ckpt" ]] || { say "bench: $ckpt missing after the build"; exit 1; }
-for prog in memhog memcpy timeit threads tree; do
+for prog in memhog memcpy timeit threads tree regions; do
   gcc -O2 -Wall -pthread -o "$work/$prog" "$root/bench/$prog.c" || { say "bench: cannot compile bench/$prog.c"; exit 1; }
 done
 
@@ -307,6 +307,40 @@ for ((i = 1; i <= runs; i++)); do
 done
 t_ck_med="$(median "${t_ck[@]}")" t_rs_med="$(median "${t_rs[@]}")"
 
+# ---------------------------------------------------------------- many regions
+nreg=20000
+say "== process of $((2 * nreg)) one-page regions, $runs runs (checkpoint --kill, reap, restart --detach)"
+g_ck=() g_rs=()
+for ((i = 1; i <= runs; i++)); do
+  ready="$work/regions$i.ready" img="$shm/regions$i.img"
+  "$work/regions" "$nreg" "$ready" </dev/null >/dev/null 2>&1 &
+  p=$!
+  targets+=("$p")
+  wait_line "$ready" '^READY' 30 "$p" || { fail "regions run $i: the target did not start"; break; }
+  {
+    run_timed 60 /dev/null "$ckpt" checkpoint "$p" -o "$img" --kill
+    kill -KILL "$p" || true
+    wait "$p" || true
+  } 2>/dev/null
+  if ((STATUS != 0)); then fail "regions checkpoint run $i: exit $STATUS: $(cat "$work/stderr")"; break; fi
+  g_ck+=("$T_US")
+  run_timed 60 "$work/rs.out" "$ckpt" restart -i "$img" --detach
+  newpid="$(head -n 1 "$work/rs.out" 2>/dev/null || true)"
+  if ((STATUS != 0)) || [[ "$newpid" != "$p" ]]; then
+    fail "regions restart run $i: exit $STATUS, printed '$newpid' (want $p): $(cat "$work/stderr")"
+    [[ "$newpid" =~ ^[0-9]+$ ]] && { targets+=("$newpid"); stop_restored "$newpid"; }
+    break
+  fi
+  targets+=("$newpid")
+  g_rs+=("$T_US")
+  got="$(wc -l <"/proc/$newpid/maps" 2>/dev/null || echo 0)"
+  ((got >= 2 * nreg)) || fail "regions restart run $i: $got regions after restart, want at least $((2 * nreg))"
+  stop_restored "$newpid"
+  rm -f "$img"
+  say "   run $i: checkpoint $(ms "${g_ck[-1]}") ms, restart $(ms "${g_rs[-1]}") ms"
+done
+g_ck_med="$(median "${g_ck[@]}")" g_rs_med="$(median "${g_rs[@]}")"
+
 # ---------------------------------------------------------------- many busy threads
 # 1000 threads waking every millisecond keep both CPUs busy: every seize and stop of the freeze is a
 # hand-over with one of them (checkpoints that leave the process running, to /dev/null)
@@ -409,6 +443,8 @@ row "small: image size" "$s_img B" "" "" "" ""
 row "small: peak RSS (checkpoint / restart)" "$(mib "$s_ck_rss")/$(mib "$s_rs_rss") MiB" "" "" "< 64 MiB" "$(verdict "$small_rss_mib" "<" 64)"
 row "$nthreads threads: checkpoint --kill, median of ${#t_ck[@]}" "$( ((${#t_ck[@]})) && echo "$(ms "$t_ck_med") ms" || echo FAILED)" "" "" "< 50 ms" "$( ((${#t_ck[@]})) && verdict "$(ms "$t_ck_med")" "<" 50 || echo FAILED)"
 row "$nthreads threads: restart --detach, median of ${#t_rs[@]}" "$( ((${#t_rs[@]})) && echo "$(ms "$t_rs_med") ms" || echo FAILED)" "" "" "< 50 ms" "$( ((${#t_rs[@]})) && verdict "$(ms "$t_rs_med")" "<" 50 || echo FAILED)"
+row "$((2 * nreg)) regions: checkpoint --kill, median of ${#g_ck[@]}" "$( ((${#g_ck[@]})) && echo "$(ms "$g_ck_med") ms" || echo FAILED)" "" "" "" ""
+row "$((2 * nreg)) regions: restart --detach, median of ${#g_rs[@]}" "$( ((${#g_rs[@]})) && echo "$(ms "$g_rs_med") ms" || echo FAILED)" "" "" "" ""
 row "$busy_n threads waking every ms: checkpoint, median of ${#b_ck[@]}" "$( ((${#b_ck[@]})) && echo "$(ms "$b_ck_med") ms" || echo FAILED)" "" "" "" ""
 # (the wall time adds ckpt's own start before it can raise its priority, at the CPU share 1000 busy threads leave it)
 row "  target frozen during those, median" "$( ((${#b_fz[@]})) && echo "$(ms "$b_fz_med") ms" || echo FAILED)" "" "" "" ""

@@ -21,7 +21,7 @@ public class BackgroundWriterTests
             var head = new byte[] { 1, 2, 3, (byte)i };
             int n = i;
             // the caller's buffer is reused right after the call unless handed over (WriteOwned)
-            w.WriteOwned(RecordKind.Pages, head, big, big.Length, ImageWriter.Checksum(RecordKind.Pages, head, big), () => returned?.Add(n));
+            w.WriteOwned(RecordKind.Pages, head, big, ImageWriter.Checksum(RecordKind.Pages, head, big), () => returned?.Add(n));
             Array.Clear(small);
         }
         w.Finish();

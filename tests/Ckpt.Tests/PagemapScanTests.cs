@@ -20,7 +20,7 @@ public unsafe class PagemapScanTests
     {
         var v = ProcMaps.ReadSmaps(Environment.ProcessId).Single(x => x.Start <= start && end <= x.End);
         v = new VmaInfo { Start = start, End = end, Path = v.Path, Inode = v.Inode, RssKb = v.RssKb, SwapKb = v.SwapKb };
-        using var pagemap = new FileStream($"/proc/{Environment.ProcessId}/pagemap", FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 0);
+        using var pagemap = File.OpenHandle($"/proc/{Environment.ProcessId}/pagemap", FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
         var scanned = new List<(ulong, int)>();
         Assert.True(MemoryRegion.ScannedRuns(pagemap, v, b, scanned), "PAGEMAP_SCAN is missing on this kernel");
         return (scanned, MemoryRegion.ReadRuns(pagemap, v, b, new byte[8192 * 8]));

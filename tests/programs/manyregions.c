@@ -1,14 +1,46 @@
 /* Many small regions: 6000 one-page regions of alternating protections, each writable one holding its
  * own data, and a few threads. After restart every page must hold its data and every region its
- * protection (the regions are rebuilt in batches, their pages written after the batch). */
+ * protection (the regions are rebuilt in batches, their pages written after the batch). Also, where the
+ * kernel has them (Linux 6.13): guard pages in two adjoining regions without any data (read-only, then
+ * read-write: their guard pages are one run to the kernel's scan), at the end of the first and the start
+ * of the second, and in the middle of a third; they must still fault after the restart, the pages
+ * around them must not. */
 #define _GNU_SOURCE
 #include "e2e.h"
 #include <pthread.h>
 #include <sys/mman.h>
+#include <setjmp.h>
+#include <signal.h>
 
 #define N 6000
 
 static void *idle(void *a) { (void)a; for (;;) pause(); return NULL; }
+
+static sigjmp_buf fault_jmp;
+static void on_segv(int s) { (void)s; siglongjmp(fault_jmp, 1); }
+
+/* Whether reading p faults (SIGSEGV). */
+static int faults(volatile char *p)
+{
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_segv;
+    sigaction(SIGSEGV, &sa, &old);
+    int f = 0;
+    if (sigsetjmp(fault_jmp, 1) == 0) (void)*p;
+    else f = 1;
+    sigaction(SIGSEGV, &old, NULL);
+    return f;
+}
+
+/* The guard pattern of the 12 pages at g: 1 where a page is a guard page. */
+static const int guard_at[12] = { 0, 0, 1, 1, 1, 1, 0, 0, 0, 1, 0, 0 };
+
+static int guards_hold(char *g)
+{
+    for (int i = 0; i < 12; i++) if (faults(g + i * 4096) != guard_at[i]) return 0;
+    return 1;
+}
 
 int main(void)
 {
@@ -23,8 +55,16 @@ int main(void)
     }
     pthread_t t[8];
     for (int i = 0; i < 8; i++) MUST(pthread_create(&t[i], NULL, idle, NULL) == 0);
+    /* pages 0-3 read-only, 4-7 read-write, 8-11 read-only; guard pages 2-5 (across the first two) and 9 */
+    char *g = mmap(NULL, 12 * page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    MUST(g != MAP_FAILED);
+    MUST(mprotect(g + 4 * page, 4 * page, PROT_READ | PROT_WRITE) == 0);
+    int guards = madvise(g + 2 * page, 4 * page, 102 /* MADV_GUARD_INSTALL */) == 0
+        && madvise(g + 9 * page, page, 102) == 0;
+    /* (not read before the checkpoint: regions without any page, whose guard pages are found by one scan) */
     say("READY");
     e2e_wait_usr1();
+    if (guards) CHECK(guards_hold(g), "the guard pages of regions without data are not where they were after the restart");
 
     int wrong = 0;
     for (int i = 0; i < N; i++) {

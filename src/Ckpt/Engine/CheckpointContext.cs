@@ -244,6 +244,10 @@ public sealed class CheckpointContext : TargetContext
     /// to memory go to scratch offsets at or above <see cref="OutOffset"/>.
     /// </summary>
     public long[] InjectAll(TracedTask task, params (string Name, long Nr, long A1, long A2, long A3, bool Checked)[] calls)
+        => InjectAll(task, Array.ConvertAll(calls, c => (c.Name, c.Nr, c.A1, c.A2, c.A3, 0L, c.Checked)));
+
+    /// <summary>As <see cref="InjectAll(TracedTask, ValueTuple{string, long, long, long, long, bool}[])"/>, for calls of four arguments.</summary>
+    public long[] InjectAll(TracedTask task, params (string Name, long Nr, long A1, long A2, long A3, long A4, bool Checked)[] calls)
     {
         var results = new long[calls.Length];
         if (BatchCode == 0)
@@ -251,7 +255,7 @@ public sealed class CheckpointContext : TargetContext
             for (int i = 0; i < calls.Length; i++)
             {
                 var c = calls[i];
-                results[i] = c.Checked ? task.InjectChecked(c.Name, c.Nr, c.A1, c.A2, c.A3) : task.Inject(c.Nr, c.A1, c.A2, c.A3);
+                results[i] = c.Checked ? task.InjectChecked(c.Name, c.Nr, c.A1, c.A2, c.A3, c.A4) : task.Inject(c.Nr, c.A1, c.A2, c.A3, c.A4);
             }
             return results;
         }
@@ -260,7 +264,7 @@ public sealed class CheckpointContext : TargetContext
         {
             int k = i;
             var c = calls[i];
-            batch.Add(c.Nr, c.A1, c.A2, c.A3, stopOnError: c.Checked, check: r => results[k] = r, name: c.Name);
+            batch.Add(c.Nr, c.A1, c.A2, c.A3, c.A4, stopOnError: c.Checked, check: r => results[k] = r, name: c.Name);
         }
         batch.Flush();
         return results;

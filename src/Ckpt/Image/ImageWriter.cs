@@ -112,27 +112,28 @@ public sealed class ImageWriter : IDisposable
     }
 
     /// <summary>
-    /// A record whose payload is <paramref name="part1"/> and the first <paramref name="length"/> bytes of
-    /// <paramref name="data"/>, with its checksum computed by the caller. <paramref name="data"/> is handed
+    /// A record whose payload is <paramref name="part1"/> and <paramref name="data"/>, with its checksum
+    /// computed by the caller. <paramref name="data"/> is handed
     /// over until <paramref name="done"/> is called (at once without a background writer, else from the
     /// writer thread once it is written, or given up after a write error).
     /// </summary>
-    public void WriteOwned(RecordKind kind, ReadOnlySpan<byte> part1, byte[] data, int length, ulong checksum, Action done)
+    public void WriteOwned(RecordKind kind, ReadOnlySpan<byte> part1, ReadOnlyMemory<byte> data, ulong checksum, Action done)
     {
+        int length = data.Length;
         if (_bg == null)
         {
-            try { WriteChecksummed(kind, part1, data.AsSpan(0, length), checksum); }
+            try { WriteChecksummed(kind, part1, data.Span, checksum); }
             finally { done(); }
             return;
         }
-        CheckLength(kind, part1, data.AsSpan(0, length));
+        CheckLength(kind, part1, data.Span);
         Span<byte> hdr = stackalloc byte[HeaderSize];
         Header(hdr, kind, RecordFlags.None, part1.Length + length);
         Span<byte> sum = stackalloc byte[ChecksumSize];
         BinaryPrimitives.WriteUInt64LittleEndian(sum, checksum);
         Put(hdr); Put(part1);
         FlushBuffer();
-        _bg.Enqueue(data, length, done);
+        _bg.Enqueue(data, done);
         BytesWritten += length;
         Put(sum);
         HashRecord(hdr, sum);
@@ -268,7 +269,7 @@ public sealed class ImageWriter : IDisposable
         if (_bg != null)
         {
             var b = _buf;
-            _bg.Enqueue(b, _used, () => _spare.Add(b));
+            _bg.Enqueue(b.AsMemory(0, _used), () => _spare.Add(b));
             _buf = _spare.TryTake(out var next) ? next : GC.AllocateUninitializedArray<byte>(b.Length);
         }
         else if (_fd >= 0) Native.FileCalls.PwriteAll(_fd, _buf.AsSpan(0, _used), _base + BytesWritten, "write of the image");
@@ -305,7 +306,7 @@ public sealed class ImageWriter : IDisposable
     private sealed class BackgroundSink : IDisposable
     {
         private readonly Stream _out;
-        private readonly Engine.HandoffQueue<(byte[]? Buf, int Len, Action? Done, Engine.Gate? Drained)> _queue = new(capacity: 8);
+        private readonly Engine.HandoffQueue<(ReadOnlyMemory<byte> Buf, Action? Done, Engine.Gate? Drained)> _queue = new(capacity: 8);
         private readonly Thread _thread;
         private volatile System.Runtime.ExceptionServices.ExceptionDispatchInfo? _error;
 
@@ -319,11 +320,11 @@ public sealed class ImageWriter : IDisposable
         {
             while (_queue.TryTake(out var item))
             {
-                var (buf, len, done, drained) = item;
+                var (buf, done, drained) = item;
                 if (drained != null) { drained.Open(); continue; }
                 if (_error == null)
                 {
-                    try { _out.Write(buf!, 0, len); }
+                    try { _out.Write(buf.Span); }
                     catch (Exception e) { _error = System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e); }
                 }
                 done?.Invoke();
@@ -332,16 +333,16 @@ public sealed class ImageWriter : IDisposable
 
         private void ThrowIfFailed() => _error?.Throw();
 
-        public void Enqueue(byte[] buf, int len, Action? done)
+        public void Enqueue(ReadOnlyMemory<byte> buf, Action? done)
         {
             ThrowIfFailed();
-            _queue.Add((buf, len, done, null));
+            _queue.Add((buf, done, null));
         }
 
         public void Drain()
         {
             var ev = new Engine.Gate();
-            _queue.Add((null, 0, null, ev));
+            _queue.Add((default, null, ev));
             ev.Wait();
             ThrowIfFailed();
             _out.Flush();

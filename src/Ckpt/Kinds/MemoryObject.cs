@@ -52,7 +52,7 @@ public sealed class MemoryObject : IFileKind
     {
         /// <summary>Objects written so far: (dev, ino) of the backing → objref.</summary>
         public readonly Dictionary<(ulong Dev, ulong Ino), uint> Objects = new();
-        public byte[]? Buffer;
+        public NativeBuffer? Buffer;
     }
 
     public void CheckpointFile(CheckpointContext ctx, in OpenFile f, uint objref)
@@ -131,7 +131,7 @@ public sealed class MemoryObject : IFileKind
     /// </summary>
     internal static unsafe void SaveData(CheckpointContext ctx, RecordKind kind, uint objref, int fd, long size, string path, bool skipZeros = false)
     {
-        var buf = ctx.Session.State<CheckpointState>().Buffer ??= GC.AllocateUninitializedArray<byte>(DataChunk);
+        var buf = ctx.Session.State<CheckpointState>().Buffer ??= new NativeBuffer(DataChunk);
         var head = new PayloadWriter();
         long off = 0;
         while (off < size)
@@ -145,19 +145,18 @@ public sealed class MemoryObject : IFileKind
             {
                 int want = (int)Math.Min(DataChunk, hole - data);
                 int got = 0;
-                fixed (byte* b = buf)
-                    while (got < want)
-                    {
-                        nint n = FileCalls.Pread(fd, b + got, (nuint)(want - got), data + got);
-                        if (n < 0) throw SyscallException.Last("pread", ctx.Pid, path);
-                        if (n == 0) break;
-                        got += (int)n;
-                    }
+                while (got < want)
+                {
+                    nint n = FileCalls.Pread(fd, buf.Pointer + got, (nuint)(want - got), data + got);
+                    if (n < 0) throw SyscallException.Last("pread", ctx.Pid, path);
+                    if (n == 0) break;
+                    got += (int)n;
+                }
                 if (got == 0) { hole = data; break; }   // shrunk meanwhile: nothing more to read
-                if (skipZeros && !buf.AsSpan(0, got).ContainsAnyExcept((byte)0)) { data += got; continue; }
+                if (skipZeros && !buf.Span[..got].ContainsAnyExcept((byte)0)) { data += got; continue; }
                 head.Clear();
                 head.U32(objref).I64(data);
-                ctx.Image.Write(kind, head.Span, buf.AsSpan(0, got));
+                ctx.Image.Write(kind, head.Span, buf.Span[..got]);
                 data += got;
             }
             off = Math.Max(hole, off + 1);

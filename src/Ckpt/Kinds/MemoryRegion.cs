@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.IO.Hashing;
 using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
 using Ckpt.Engine;
 using Ckpt.Image;
 using Ckpt.Native;
@@ -89,7 +90,7 @@ public sealed unsafe class MemoryRegion : IStateKind
                 {
                     // the chunk's pages go to the output without a copy; the chunk comes back once written
                     var c = copier.Take(first + i);
-                    ctx.Image.WriteOwned(RecordKind.Pages, c.Head.AsSpan(0, c.HeadLength), c.Data, c.DataLength, c.Checksum, () => copier.Return(c));
+                    ctx.Image.WriteOwned(RecordKind.Pages, c.Head.AsSpan(0, c.HeadLength), c.Data.Memory[..c.DataLength], c.Checksum, () => copier.Return(c));
                 }
             }
             copier.Complete(ctx.Image, tickets);
@@ -208,7 +209,8 @@ public sealed unsafe class MemoryRegion : IStateKind
         var parent = ctx.Session.Existing<ProcessTree.LateForks>()?.Pids.Contains(ctx.ProcessId) == true
             ? ctx.Session.Find(ctx.Session.Tree.First(e => e.Pid == ctx.ProcessId).PPid) : null;
         Dictionary<(ulong, ulong), VmaInfo>? theirs = null;
-        FileStream? theirPagemap = null;
+        // (handles, not FileStreams: a FileStream's handle, asked for, costs an lseek to agree with its position)
+        SafeFileHandle? theirPagemap = null;
         // pages shared copy on write: in a tree, or with the parent of a lone process that runs the same
         // program (a worker checkpointed without its master)
         bool multi = ctx.Session.Tree.Count > 1 || ctx.Session.State<ParentSharing>().SameProgram(ctx.Session.Tree[0]);
@@ -218,17 +220,31 @@ public sealed unsafe class MemoryRegion : IStateKind
             if (!ctx.VmFlagsKnown) ReadVmFlags(ctx);
             if (!parent.VmFlagsKnown) ReadVmFlags(parent);
             theirs = parent.Vmas.ToDictionary(v => (v.Start, v.End));
-            theirPagemap = new FileStream($"/proc/{parent.Pid}/pagemap", FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 0);
+            theirPagemap = File.OpenHandle($"/proc/{parent.Pid}/pagemap", FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
         }
         using (theirPagemap)
-        using (var pagemap = new FileStream($"/proc/{ctx.Pid}/pagemap", FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 0))
+        using (var pagemap = File.OpenHandle($"/proc/{ctx.Pid}/pagemap", FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
         {
+            var allGuards = GuardsOfEmptyRegions(pagemap, ctx.Vmas);
+            int nextGuard = 0;
             foreach (var v in ctx.Vmas)
             {
                 if (v.Path == "[vsyscall]") continue;
                 var backing = Classify(ctx.Pid, v);
                 var g = new List<(ulong Addr, int Pages)>();
-                var runs = backing is Backing.FileShared or Backing.ObjectShared or Backing.SysvShm or Backing.Vdso ? [] : PresentRuns(pagemap, v, backing, pagemapBuffer, g);
+                var runs = backing is Backing.FileShared or Backing.ObjectShared or Backing.SysvShm or Backing.Vdso ? [] : PresentRuns(pagemap, v, backing, pagemapBuffer, g, allGuards != null);
+                if (allGuards != null && IsEmpty(v, backing))
+                {
+                    // its guard pages, from the scan of every empty region at once
+                    // (the scan joins the guard pages of adjoining regions into one run: cut at the region's ends)
+                    static ulong GuardEnd((ulong Addr, int Pages) x) => x.Addr + (ulong)x.Pages * PageSize;
+                    while (nextGuard < allGuards.Count && GuardEnd(allGuards[nextGuard]) <= v.Start) nextGuard++;
+                    for (int k = nextGuard; k < allGuards.Count && allGuards[k].Addr < v.End; k++)
+                    {
+                        ulong ga = Math.Max(allGuards[k].Addr, v.Start), ge = Math.Min(GuardEnd(allGuards[k]), v.End);
+                        g.Add((ga, (int)((ge - ga) / PageSize)));
+                    }
+                }
                 if (g.Count > 0) guards[v.Start] = g;
                 if (ctx.VmFlagsKnown && v.VmFlags.Contains("dp")) runs = [];   // droppable: the pages may go
                 List<(ulong Addr, int Pages)> inherited = [];
@@ -307,7 +323,7 @@ public sealed unsafe class MemoryRegion : IStateKind
     /// the restart inherits them by the fork. Page frames are shown to root only (elsewhere they read 0,
     /// and nothing is taken).
     /// </summary>
-    private static List<(ulong Addr, int Pages)> ExamineSharing(FileStream mine, FileStream? parents, List<(ulong Addr, int Pages)> runs, byte[] buf,
+    private static List<(ulong Addr, int Pages)> ExamineSharing(SafeFileHandle mine, SafeFileHandle? parents, List<(ulong Addr, int Pages)> runs, byte[] buf,
         List<(ulong Start, ulong End)> shared)
     {
         var inherited = new List<(ulong Addr, int Pages)>();
@@ -318,8 +334,8 @@ public sealed unsafe class MemoryRegion : IStateKind
             // (runs are at most a chunk long)
             long off = (long)(addr / PageSize * 8);
             int len = pages * 8;
-            if (RandomAccess.Read(mine.SafeFileHandle, buf.AsSpan(0, len), off) != len
-                || (parents != null && RandomAccess.Read(parents.SafeFileHandle, theirs.AsSpan(0, len), off) != len))
+            if (RandomAccess.Read(mine, buf.AsSpan(0, len), off) != len
+                || (parents != null && RandomAccess.Read(parents, theirs.AsSpan(0, len), off) != len))
                 throw new IOException($"short read of a pagemap at 0x{addr:x}");
             int k = 0;
             while (k < pages)
@@ -442,7 +458,7 @@ public sealed unsafe class MemoryRegion : IStateKind
     /// <summary>Runs of pages to save, from /proc/PID/pagemap.</summary>
     private const int PagemapBatch = 8192;
 
-    private static List<(ulong Addr, int Pages)> PresentRuns(FileStream pagemap, VmaInfo v, Backing b, byte[] buf, List<(ulong Addr, int Pages)> guards)
+    private static List<(ulong Addr, int Pages)> PresentRuns(SafeFileHandle pagemap, VmaInfo v, Backing b, byte[] buf, List<(ulong Addr, int Pages)> guards, bool guardsKnown)
     {
         var runs = new List<(ulong, int)>();
         // an AIO ring: all of it (header and events; the kernel made every page)
@@ -450,18 +466,51 @@ public sealed unsafe class MemoryRegion : IStateKind
         // nothing resident or swapped (smaps): no page to look for; spares reading the pagemap of huge
         // reservations (the .NET GC reserves tens of GiB PROT_NONE: ~100 ms of pagemap per 48 GiB)
         // (huge pages of hugetlbfs, VmFlags ht, are not counted in Rss); guard pages are looked for by
-        // the kernel's scan, which skips what has no page table
-        if (v.RssKb == 0 && v.SwapKb == 0 && b != Backing.HugetlbPrivate && !v.VmFlags.Contains("ht"))
+        // the kernel's scan, which skips what has no page table (all regions' at once when they are many)
+        if (IsEmpty(v, b))
         {
-            if (PagemapScanWorks && s_scanGuards) ScannedRuns(pagemap, v, b, runs, guards, guardsOnly: true);
+            if (!guardsKnown && PagemapScanWorks && s_scanGuards) ScannedRuns(pagemap, v, b, runs, guards, guardsOnly: true);
             return runs;
         }
         if (PagemapScanWorks && ScannedRuns(pagemap, v, b, runs, guards)) return runs;
         return ReadRuns(pagemap, v, b, buf, guards);
     }
 
+    /// <summary>A region with nothing resident or swapped (smaps; not known from maps): only its guard pages are looked for.</summary>
+    private static bool IsEmpty(VmaInfo v, Backing b)
+        => v.RssKb == 0 && v.SwapKb == 0 && b is not (Backing.HugetlbPrivate or Backing.AioRing) && !v.VmFlags.Contains("ht");
+
+    /// <summary>Empty regions above which their guard pages are found by one scan of the address space, not one per region.</summary>
+    private const int GuardScanRegions = 256;
+
+    /// <summary>
+    /// The guard pages of a process with many empty regions (a thread's stack guard, the PROT_NONE pages
+    /// between allocations...), found by one PAGEMAP_SCAN of its address space, in address order: a scan
+    /// per region cost ~5 us each (40000 regions: 200 ms). Null when its empty regions are few, or the
+    /// kernel cannot tell guard pages: each region is then scanned itself.
+    /// </summary>
+    private static List<(ulong Addr, int Pages)>? GuardsOfEmptyRegions(SafeFileHandle pagemap, List<VmaInfo> vmas)
+    {
+        if (!PagemapScanWorks || !s_scanGuards) return null;
+        int empty = 0;
+        ulong start = ulong.MaxValue, end = 0;
+        foreach (var v in vmas)
+        {
+            if (v.Path == "[vsyscall]") continue;
+            start = Math.Min(start, v.Start);
+            end = Math.Max(end, v.End);
+            if (v.RssKb == 0 && v.SwapKb == 0) empty++;
+        }
+        if (empty < GuardScanRegions) return null;
+        var guards = new List<(ulong Addr, int Pages)>();
+        // (a region that is not empty has its guard pages found with its pages: both scans may find them)
+        var whole = new VmaInfo { Start = start, End = end };
+        if (!ScannedRuns(pagemap, whole, Backing.AnonPrivate, [], guards, guardsOnly: true) || !s_scanGuards) return null;
+        return guards;
+    }
+
     /// <summary>The runs to save, from the pagemap read entry by entry (kernels without PAGEMAP_SCAN).</summary>
-    internal static List<(ulong Addr, int Pages)> ReadRuns(FileStream pagemap, VmaInfo v, Backing b, byte[] buf, List<(ulong Addr, int Pages)>? guards = null)
+    internal static List<(ulong Addr, int Pages)> ReadRuns(SafeFileHandle pagemap, VmaInfo v, Backing b, byte[] buf, List<(ulong Addr, int Pages)>? guards = null)
     {
         var runs = new List<(ulong, int)>();
         const int Batch = PagemapBatch;
@@ -471,8 +520,8 @@ public sealed unsafe class MemoryRegion : IStateKind
         {
             int n = (int)Math.Min(Batch, npages - i);
             ulong first = v.Start / PageSize + i;
-            pagemap.Position = (long)(first * 8);
-            pagemap.ReadExactly(buf, 0, n * 8);
+            if (RandomAccess.Read(pagemap, buf.AsSpan(0, n * 8), (long)(first * 8)) != n * 8)
+                throw new IOException($"short read of a pagemap at 0x{first * PageSize:x}");
             for (int k = 0; k < n; k++)
             {
                 ulong e = BinaryPrimitives.ReadUInt64LittleEndian(buf.AsSpan(k * 8));
@@ -507,7 +556,7 @@ public sealed unsafe class MemoryRegion : IStateKind
     /// written (anonymous copies), not the file's own. Much quicker than reading 8 bytes of pagemap per
     /// page (a 1 GiB region: ~1 ms instead of ~9). False when the kernel does not have it.
     /// </summary>
-    internal static bool ScannedRuns(FileStream pagemap, VmaInfo v, Backing b, List<(ulong Addr, int Pages)> runs,
+    internal static bool ScannedRuns(SafeFileHandle pagemap, VmaInfo v, Backing b, List<(ulong Addr, int Pages)> runs,
         List<(ulong Addr, int Pages)>? guards = null, bool guardsOnly = false)
     {
         var regions = t_regions ??= new PageRegion[1024];
@@ -515,7 +564,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         if (b is Backing.FilePrivate or Backing.ObjectPrivate) { inverted |= MemoryCalls.PAGE_IS_FILE; mask |= MemoryCalls.PAGE_IS_FILE; }
         ulong anyOf = MemoryCalls.PAGE_IS_PRESENT | MemoryCalls.PAGE_IS_SWAPPED;
         if (guardsOnly) { inverted = mask = 0; anyOf = MemoryCalls.PAGE_IS_GUARD; }
-        int fd = (int)pagemap.SafeFileHandle.DangerousGetHandle();
+        int fd = (int)pagemap.DangerousGetHandle();
         ulong at = v.Start;
         while (at < v.End)
         {
@@ -618,7 +667,8 @@ public sealed unsafe class MemoryRegion : IStateKind
 
     private sealed class Chunk
     {
-        public readonly byte[] Data = GC.AllocateUninitializedArray<byte>(ChunkPages * PageSize, pinned: true);
+        /// <summary>The pages (outside the GC heap: see <see cref="NativeBuffer"/>).</summary>
+        public readonly NativeBuffer Data = new(ChunkPages * PageSize);
         public readonly byte[] Head = new byte[4 + MaxRunsPerChunk * 12];
         /// <summary>Written by position: the record's header and checksum.</summary>
         public readonly byte[] Frame = new byte[ImageWriter.HeaderSize], Sum = new byte[ImageWriter.ChecksumSize];
@@ -636,14 +686,14 @@ public sealed unsafe class MemoryRegion : IStateKind
     }
 
     /// <summary>
-    /// Makes a fresh pinned buffer present up to <paramref name="length"/> bytes, from where it already is
+    /// Makes a fresh buffer present up to <paramref name="length"/> bytes, from where it already is
     /// (<paramref name="populated"/>, moved on) by one madvise (<see cref="MemoryCalls.PopulateWrite"/>)
     /// instead of a fault per page as it is filled.
     /// </summary>
-    private static void PopulateUpTo(byte[] data, ref int populated, int length)
+    private static void PopulateUpTo(NativeBuffer data, ref int populated, int length)
     {
         if (length <= populated) return;
-        fixed (byte* d = data) MemoryCalls.PopulateWrite(d + populated, length - populated);
+        MemoryCalls.PopulateWrite(data.Pointer + populated, length - populated);
         populated = length;
     }
 
@@ -833,9 +883,9 @@ public sealed unsafe class MemoryRegion : IStateKind
         {
             ImageWriter.Frame(c.Frame, RecordKind.Pages, c.HeadLength + c.DataLength);
             BinaryPrimitives.WriteUInt64LittleEndian(c.Sum, c.Checksum);
+            byte* d = c.Data.Pointer;
             fixed (byte* f = c.Frame)
             fixed (byte* h = c.Head)
-            fixed (byte* d = c.Data)
             fixed (byte* z = c.Sum)
             {
                 Span<Iovec> iov =
@@ -865,15 +915,15 @@ public sealed unsafe class MemoryRegion : IStateKind
             c.DataLength = DataLength(index);
             c.Populate(c.DataLength);
             Read(me, runs, c.Data, _viaMem[index]);
-            c.Checksum = ImageWriter.Checksum(RecordKind.Pages, c.Head.AsSpan(0, c.HeadLength), c.Data.AsSpan(0, c.DataLength));
+            c.Checksum = ImageWriter.Checksum(RecordKind.Pages, c.Head.AsSpan(0, c.HeadLength), c.Data.Span[..c.DataLength]);
         }
 
-        private void Read(Worker me, List<(ulong Addr, int Pages)> runs, byte[] data, bool viaMem)
+        private void Read(Worker me, List<(ulong Addr, int Pages)> runs, NativeBuffer data, bool viaMem)
         {
             int n = runs.Count;
             var local = new Iovec[n];
             var remote = new Iovec[n];
-            fixed (byte* d = data)
+            byte* d = data.Pointer;
             fixed (Iovec* l = local)
             fixed (Iovec* r = remote)
             {
@@ -967,7 +1017,7 @@ public sealed unsafe class MemoryRegion : IStateKind
     /// </summary>
     private sealed class DeferBuffer
     {
-        public readonly byte[] Data = GC.AllocateUninitializedArray<byte>(DeferBytes, pinned: true);
+        public readonly NativeBuffer Data = new(DeferBytes);
         public RestoreContext? Owner;
         private int _populated;
 
@@ -990,16 +1040,14 @@ public sealed unsafe class MemoryRegion : IStateKind
         if (ctx.Existing<RestoreState>() is not { DeferredRuns.Count: > 0 } st) return;
         var runs = CollectionsMarshal.AsSpan(st.DeferredRuns);
         var buffer = ctx.Session.State<DeferBuffer>();
-        fixed (byte* data = buffer.Data)
+        byte* data = buffer.Data.Pointer;
+        long at = 0;
+        for (int i = 0; i < runs.Length; i += MaxRunsPerChunk)
         {
-            long at = 0;
-            for (int i = 0; i < runs.Length; i += MaxRunsPerChunk)
-            {
-                int n = Math.Min(MaxRunsPerChunk, runs.Length - i);
-                runs.Slice(i, n).CopyTo(st.Remote);
-                WriteRuns(ctx.Pid, -1, data + at, st.Local, st.Remote, n);
-                foreach (var r in runs.Slice(i, n)) at += (long)r.Len;
-            }
+            int n = Math.Min(MaxRunsPerChunk, runs.Length - i);
+            runs.Slice(i, n).CopyTo(st.Remote);
+            WriteRuns(ctx.Pid, -1, data + at, st.Local, st.Remote, n);
+            foreach (var r in runs.Slice(i, n)) at += (long)r.Len;
         }
         st.DeferredRuns.Clear();
         st.DeferredBytes = 0;
@@ -1400,7 +1448,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         st.DeferredRuns.AddRange(st.Remote.AsSpan(0, nruns));
         var pages = rec.Payload.Span[head..];
         buffer.Populate(st.DeferredBytes + pages.Length);
-        pages.CopyTo(buffer.Data.AsSpan(st.DeferredBytes));
+        pages.CopyTo(buffer.Data.Span[st.DeferredBytes..]);
         st.DeferredBytes += pages.Length;
         buffer.Owner = ctx;
     }

@@ -102,6 +102,8 @@ public sealed class RegularFile : IFileKind
     {
         /// <summary>Unlinked files met so far: (dev, ino) → objref of the first description, which holds the content.</summary>
         public readonly Dictionary<(ulong, ulong), uint> Unlinked = new();
+        /// <summary>The content is read through this, kept for the next file.</summary>
+        public NativeBuffer? Buffer;
     }
 
     private static unsafe void SaveContent(CheckpointContext ctx, OpenFile f, uint objref)
@@ -109,7 +111,7 @@ public sealed class RegularFile : IFileKind
         int fd = ctx.GrabFd(f.Fd);
         try
         {
-            var buf = new byte[DataChunk];
+            var buf = ctx.Session.State<CheckpointState>().Buffer ??= new NativeBuffer(DataChunk);
             long off = 0;
             while (off < f.Stat.Size)
             {
@@ -117,10 +119,10 @@ public sealed class RegularFile : IFileKind
                 long data = FileCalls.Lseek(fd, off, FileCalls.SEEK_DATA);
                 if (data < 0) break;
                 long n;
-                fixed (byte* b = buf) n = FileCalls.Pread(fd, b, (nuint)Math.Min(DataChunk, f.Stat.Size - data), data);
+                n = FileCalls.Pread(fd, buf.Pointer, (nuint)Math.Min(DataChunk, f.Stat.Size - data), data);
                 if (n < 0) throw SyscallException.Last("pread (unlinked file)", ctx.Pid);
                 if (n == 0) break;
-                ctx.Image.Write(RecordKind.FileData, new PayloadWriter().U32(objref).I64(data).Span, buf.AsSpan(0, (int)n));
+                ctx.Image.Write(RecordKind.FileData, new PayloadWriter().U32(objref).I64(data).Span, buf.Span[..(int)n]);
                 off = data + n;
             }
         }

@@ -29,12 +29,19 @@ public sealed class SignalState : IStateKind
         var handlers = new List<(int Sig, KernelSigaction Act)>();
         var status = ctx.Status;
         ulong set = status.SigIgn | status.SigCgt;   // only these have a disposition other than SIG_DFL
+        var sigs = new List<int>();
         for (int sig = 1; sig <= 64; sig++)
+            if (sig is not (9 or 19) && (set & (1UL << (sig - 1))) != 0) sigs.Add(sig);
+        // every action read in one batch (one ptrace round trip), each into its own place of the scratch area
+        var calls = new (string, long, long, long, long, long, bool)[sigs.Count];
+        for (int i = 0; i < sigs.Count; i++)
+            calls[i] = ("rt_sigaction", Nr.rt_sigaction, sigs[i], 0, (long)ctx.Scratch + CheckpointContext.OutOffset + i * KernelSigaction.Size, 8, true);
+        ctx.InjectAll(ctx.Task, calls);
+        var acts = ctx.ReadScratch(CheckpointContext.OutOffset, sigs.Count * KernelSigaction.Size);
+        for (int i = 0; i < sigs.Count; i++)
         {
-            if (sig is 9 or 19 || (set & (1UL << (sig - 1))) == 0) continue;
-            ctx.Inject("rt_sigaction", Nr.rt_sigaction, sig, 0, (long)ctx.Scratch, 8);
-            var act = MmState.FromBytes<KernelSigaction>(ctx.ReadScratch(0, KernelSigaction.Size));
-            if (act.Handler != 0 || act.Flags != 0 || act.Mask != 0) handlers.Add((sig, act));
+            var act = MmState.FromBytes<KernelSigaction>(acts.AsSpan(i * KernelSigaction.Size, KernelSigaction.Size));
+            if (act.Handler != 0 || act.Flags != 0 || act.Mask != 0) handlers.Add((sigs[i], act));
         }
         var p = new PayloadWriter().U32((uint)handlers.Count);
         foreach (var (sig, a) in handlers) p.I32(sig).U64(a.Handler).U64(a.Flags).U64(a.Restorer).U64(a.Mask);
