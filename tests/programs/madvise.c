@@ -5,24 +5,8 @@
  * the middle of a written region (MADV_GUARD_INSTALL: they fault, the pages around keep their data),
  * and a droppable mapping (MAP_DROPPABLE, VmFlags "dp", as glibc's getrandom state), which stays one. */
 #include "e2e.h"
+#include "e2e_faults.h"
 #include <sys/mman.h>
-#include <setjmp.h>
-
-static sigjmp_buf fault_jmp;
-static void on_segv(int sig) { (void)sig; siglongjmp(fault_jmp, 1); }
-/* Whether reading p faults (SIGSEGV). */
-static int faults(volatile char *p)
-{
-    struct sigaction sa, old;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_segv;
-    sigaction(SIGSEGV, &sa, &old);
-    int f = 0;
-    if (sigsetjmp(fault_jmp, 1) == 0) (void)*p;
-    else f = 1;
-    sigaction(SIGSEGV, &old, NULL);
-    return f;
-}
 
 #define LEN (16 * 4096)
 

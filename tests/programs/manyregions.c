@@ -7,31 +7,13 @@
  * around them must not. */
 #define _GNU_SOURCE
 #include "e2e.h"
+#include "e2e_faults.h"
 #include <pthread.h>
 #include <sys/mman.h>
-#include <setjmp.h>
-#include <signal.h>
 
 #define N 6000
 
 static void *idle(void *a) { (void)a; for (;;) pause(); return NULL; }
-
-static sigjmp_buf fault_jmp;
-static void on_segv(int s) { (void)s; siglongjmp(fault_jmp, 1); }
-
-/* Whether reading p faults (SIGSEGV). */
-static int faults(volatile char *p)
-{
-    struct sigaction sa, old;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_segv;
-    sigaction(SIGSEGV, &sa, &old);
-    int f = 0;
-    if (sigsetjmp(fault_jmp, 1) == 0) (void)*p;
-    else f = 1;
-    sigaction(SIGSEGV, &old, NULL);
-    return f;
-}
 
 /* The guard pattern of the 12 pages at g: 1 where a page is a guard page. */
 static const int guard_at[12] = { 0, 0, 1, 1, 1, 1, 0, 0, 0, 1, 0, 0 };
