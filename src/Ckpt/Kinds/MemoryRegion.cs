@@ -605,10 +605,14 @@ public sealed unsafe class MemoryRegion : IStateKind
         return true;
     }
 
+    [ThreadStatic] private static PayloadWriter? t_vmaPayload;
+
     private static void WriteVma(CheckpointContext ctx, VmaInfo v, Backing b, long pages, uint obj, List<(ulong Addr, uint Blocks)> huge,
         List<(ulong Addr, int Pages)>? guards, List<(ulong Addr, int Pages)> inherited)
     {
-        var p = new PayloadWriter();
+        // (one writer for every region: its record is copied out by Write)
+        var p = t_vmaPayload ??= new PayloadWriter();
+        p.Clear();
         p.U64(v.Start).U64(v.End);
         p.U32((uint)((v.Read ? 1 : 0) | (v.Write ? 2 : 0) | (v.Exec ? 4 : 0)));
         p.U8((byte)b);
