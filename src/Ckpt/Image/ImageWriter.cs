@@ -113,9 +113,9 @@ public sealed class ImageWriter : IDisposable
 
     /// <summary>
     /// A record whose payload is <paramref name="part1"/> and <paramref name="data"/>, with its checksum
-    /// computed by the caller. <paramref name="data"/> is handed
-    /// over until <paramref name="done"/> is called (at once without a background writer, else from the
-    /// writer thread once it is written, or given up after a write error).
+    /// computed by the caller. <paramref name="data"/> is handed over until <paramref name="done"/> is
+    /// called (at once without a background writer, else from the writer thread once it is written, or
+    /// given up after a write error).
     /// </summary>
     public void WriteOwned(RecordKind kind, ReadOnlySpan<byte> part1, ReadOnlyMemory<byte> data, ulong checksum, Action done)
     {

@@ -17,7 +17,6 @@ public sealed class RegularFile : IFileKind
     public string Name => "regular file";
     public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.RegularFile, RecordKind.FileData];
     public int FinishOrder => 45;
-    public const int DataChunk = 4 << 20;
 
     public bool Handles(in OpenFile f) => f.Link.StartsWith('/')
         && (f.Stat.Type is StatBuf.S_IFREG or StatBuf.S_IFDIR || f.Stat.Type == StatBuf.S_IFLNK && (f.Flags & FileCalls.O_PATH) != 0);
@@ -102,30 +101,13 @@ public sealed class RegularFile : IFileKind
     {
         /// <summary>Unlinked files met so far: (dev, ino) → objref of the first description, which holds the content.</summary>
         public readonly Dictionary<(ulong, ulong), uint> Unlinked = new();
-        /// <summary>The content is read through this, kept for the next file.</summary>
-        public NativeBuffer? Buffer;
     }
 
-    private static unsafe void SaveContent(CheckpointContext ctx, OpenFile f, uint objref)
+    /// <summary>An unlinked file's data ranges as FileData records (the format of a memory object's data: <see cref="MemoryObject.SaveData"/>).</summary>
+    private static void SaveContent(CheckpointContext ctx, OpenFile f, uint objref)
     {
         int fd = ctx.GrabFd(f.Fd);
-        try
-        {
-            var buf = ctx.Session.State<CheckpointState>().Buffer ??= new NativeBuffer(DataChunk);
-            long off = 0;
-            while (off < f.Stat.Size)
-            {
-                // skip holes: only the data ranges are saved
-                long data = FileCalls.Lseek(fd, off, FileCalls.SEEK_DATA);
-                if (data < 0) break;
-                long n;
-                n = FileCalls.Pread(fd, buf.Pointer, (nuint)Math.Min(DataChunk, f.Stat.Size - data), data);
-                if (n < 0) throw SyscallException.Last("pread (unlinked file)", ctx.Pid);
-                if (n == 0) break;
-                ctx.Image.Write(RecordKind.FileData, new PayloadWriter().U32(objref).I64(data).Span, buf.Span[..(int)n]);
-                off = data + n;
-            }
-        }
+        try { MemoryObject.SaveData(ctx, RecordKind.FileData, objref, fd, f.Stat.Size, f.Link); }
         finally { FileCalls.Close(fd); }
     }
 

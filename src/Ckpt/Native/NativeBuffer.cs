@@ -6,9 +6,10 @@ namespace Ckpt.Native;
 /// A buffer of anonymous memory (mmap) outside the GC heap, for the large buffers kept for a whole
 /// checkpoint or restart (page chunks, payloads of large records): allocated on the GC heap they counted
 /// toward its budget for large objects, whose first few MiB set off a full collection (a .NET app's
-/// checkpoint paused ~4 ms for it, a tenth of its freeze). Its memory is made present as it is first
-/// used, like a fresh array's. Unmapped when disposed, else when ckpt exits (they are pooled for the
-/// session: no finalizer, which could unmap one while a span still points into it).
+/// checkpoint now has one gen0 collection instead of a gen2 one; its time did not change, fresh memory
+/// costs what the pause did). Its memory is made present as it is first used, like a fresh array's.
+/// Unmapped when disposed, else when ckpt exits (they are pooled for the session: no finalizer, which
+/// could unmap one while a span still points into it).
 /// </summary>
 public sealed unsafe class NativeBuffer : MemoryManager<byte>
 {
