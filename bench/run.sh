@@ -112,6 +112,43 @@ start_target() {
 # stop_restored PID: kills a restarted process (not our child: pid 1 reaps it)
 stop_restored() { is_ours "$1" && kill -KILL "$1" 2>/dev/null; return 0; }
 
+# kill_restart_cycles NAME CHECK PROG ARGS...: $runs times, starts "$work/PROG ARGS... READYFILE" as our
+# child, checkpoints it --kill, restarts it --detach (same pid), runs "CHECK PID" on the restarted process
+# (a failure message on stdout when it is not as it was), stops it; the wall times go to CK_US and RS_US
+kill_restart_cycles() {
+  local name="$1" check="$2" prog="$3" i p ready img newpid bad
+  shift 3
+  CK_US=() RS_US=()
+  for ((i = 1; i <= runs; i++)); do
+    ready="$work/$name$i.ready" img="$shm/$name$i.img"
+    "$work/$prog" "$@" "$ready" </dev/null >/dev/null 2>&1 &
+    p=$!
+    targets+=("$p")
+    wait_line "$ready" '^READY' 30 "$p" || { fail "$name run $i: the target did not start"; break; }
+    {
+      run_timed 60 /dev/null "$ckpt" checkpoint "$p" -o "$img" --kill
+      kill -KILL "$p" || true
+      wait "$p" || true
+    } 2>/dev/null
+    if ((STATUS != 0)); then fail "$name checkpoint run $i: exit $STATUS: $(cat "$work/stderr")"; break; fi
+    CK_US+=("$T_US")
+    run_timed 60 "$work/rs.out" "$ckpt" restart -i "$img" --detach
+    newpid="$(head -n 1 "$work/rs.out" 2>/dev/null || true)"
+    if ((STATUS != 0)) || [[ "$newpid" != "$p" ]]; then
+      fail "$name restart run $i: exit $STATUS, printed '$newpid' (want $p): $(cat "$work/stderr")"
+      [[ "$newpid" =~ ^[0-9]+$ ]] && { targets+=("$newpid"); stop_restored "$newpid"; }
+      break
+    fi
+    targets+=("$newpid")
+    RS_US+=("$T_US")
+    bad="$("$check" "$newpid")"
+    [[ -z "$bad" ]] || fail "$name restart run $i: $bad"
+    stop_restored "$newpid"
+    rm -f "$img"
+    say "   run $i: checkpoint $(ms "${CK_US[-1]}") ms, restart $(ms "${RS_US[-1]}") ms"
+  done
+}
+
 # verify_memory PID LOG: the process recomputes its checksum; it must equal the one it started with
 verify_memory() {
   local pid="$1" log="$2" want got before end=$((SECONDS + 60))
@@ -276,69 +313,25 @@ s_ck_med="$(median "${s_ck[@]}")" s_rs_med="$(median "${s_rs[@]}")"
 # ---------------------------------------------------------------- many threads
 nthreads=64
 say "== $nthreads-thread process, $runs runs (checkpoint --kill, reap, restart --detach)"
-t_ck=() t_rs=()
-for ((i = 1; i <= runs; i++)); do
-  ready="$work/threads$i.ready" img="$shm/threads$i.img"
-  "$work/threads" "$nthreads" "$ready" </dev/null >/dev/null 2>&1 &
-  p=$!
-  targets+=("$p")
-  wait_line "$ready" '^READY' 30 "$p" || { fail "threads run $i: the target did not start"; break; }
-  {
-    run_timed 60 /dev/null "$ckpt" checkpoint "$p" -o "$img" --kill
-    kill -KILL "$p" || true
-    wait "$p" || true
-  } 2>/dev/null
-  if ((STATUS != 0)); then fail "threads checkpoint run $i: exit $STATUS: $(cat "$work/stderr")"; break; fi
-  t_ck+=("$T_US")
-  run_timed 60 "$work/rs.out" "$ckpt" restart -i "$img" --detach
-  newpid="$(head -n 1 "$work/rs.out" 2>/dev/null || true)"
-  if ((STATUS != 0)) || [[ "$newpid" != "$p" ]]; then
-    fail "threads restart run $i: exit $STATUS, printed '$newpid' (want $p): $(cat "$work/stderr")"
-    [[ "$newpid" =~ ^[0-9]+$ ]] && { targets+=("$newpid"); stop_restored "$newpid"; }
-    break
-  fi
-  targets+=("$newpid")
-  t_rs+=("$T_US")
-  got="$(ls "/proc/$newpid/task" 2>/dev/null | wc -l)"
-  ((got == nthreads)) || fail "threads restart run $i: $got threads after restart, want $nthreads"
-  stop_restored "$newpid"
-  rm -f "$img"
-  say "   run $i: checkpoint $(ms "${t_ck[-1]}") ms, restart $(ms "${t_rs[-1]}") ms"
-done
+threads_check() {
+  local got
+  got="$(ls "/proc/$1/task" 2>/dev/null | wc -l)"
+  ((got == nthreads)) || echo "$got threads after restart, want $nthreads"
+}
+kill_restart_cycles threads threads_check threads "$nthreads"
+t_ck=("${CK_US[@]}") t_rs=("${RS_US[@]}")
 t_ck_med="$(median "${t_ck[@]}")" t_rs_med="$(median "${t_rs[@]}")"
 
 # ---------------------------------------------------------------- many regions
 nreg=20000
 say "== process of $((2 * nreg)) one-page regions, $runs runs (checkpoint --kill, reap, restart --detach)"
-g_ck=() g_rs=()
-for ((i = 1; i <= runs; i++)); do
-  ready="$work/regions$i.ready" img="$shm/regions$i.img"
-  "$work/regions" "$nreg" "$ready" </dev/null >/dev/null 2>&1 &
-  p=$!
-  targets+=("$p")
-  wait_line "$ready" '^READY' 30 "$p" || { fail "regions run $i: the target did not start"; break; }
-  {
-    run_timed 60 /dev/null "$ckpt" checkpoint "$p" -o "$img" --kill
-    kill -KILL "$p" || true
-    wait "$p" || true
-  } 2>/dev/null
-  if ((STATUS != 0)); then fail "regions checkpoint run $i: exit $STATUS: $(cat "$work/stderr")"; break; fi
-  g_ck+=("$T_US")
-  run_timed 60 "$work/rs.out" "$ckpt" restart -i "$img" --detach
-  newpid="$(head -n 1 "$work/rs.out" 2>/dev/null || true)"
-  if ((STATUS != 0)) || [[ "$newpid" != "$p" ]]; then
-    fail "regions restart run $i: exit $STATUS, printed '$newpid' (want $p): $(cat "$work/stderr")"
-    [[ "$newpid" =~ ^[0-9]+$ ]] && { targets+=("$newpid"); stop_restored "$newpid"; }
-    break
-  fi
-  targets+=("$newpid")
-  g_rs+=("$T_US")
-  got="$(wc -l <"/proc/$newpid/maps" 2>/dev/null || echo 0)"
-  ((got >= 2 * nreg)) || fail "regions restart run $i: $got regions after restart, want at least $((2 * nreg))"
-  stop_restored "$newpid"
-  rm -f "$img"
-  say "   run $i: checkpoint $(ms "${g_ck[-1]}") ms, restart $(ms "${g_rs[-1]}") ms"
-done
+regions_check() {
+  local got
+  got="$(wc -l <"/proc/$1/maps" 2>/dev/null || echo 0)"
+  ((got >= 2 * nreg)) || echo "$got regions after restart, want at least $((2 * nreg))"
+}
+kill_restart_cycles regions regions_check regions "$nreg"
+g_ck=("${CK_US[@]}") g_rs=("${RS_US[@]}")
 g_ck_med="$(median "${g_ck[@]}")" g_rs_med="$(median "${g_rs[@]}")"
 
 # ---------------------------------------------------------------- many busy threads
