@@ -218,6 +218,73 @@ public class ImageFormatTests
         }
     }
 
+    /// <summary>Records of distinct large payloads (above the small ring's size), one byte pattern each.</summary>
+    private static byte[] LargeRecords(int count, out byte[][] payloads)
+    {
+        var all = payloads = Enumerable.Range(0, count).Select(i => RandomBytes(ImageReader.SmallPayload + 1000 + i * 4096, 100 + i)).ToArray();
+        return Image(w => { foreach (var p in all) w.Write(RecordKind.Pages, p); });
+    }
+
+    [Fact]
+    public void PayloadRing_AHeldRecordOutlivesTheRingUntilReleased()
+    {
+        var image = LargeRecords(12, out var payloads);
+        var r = new ImageReader(new MemoryStream(image), payloadRing: 2, smallPayloadRing: 4);
+        var first = r.Next()!.Value;
+        Assert.True(first.TryHold());
+        var second = r.Next()!.Value;
+        Assert.True(second.TryHold());
+        // ten more records through a ring of two: neither held payload is written over
+        for (int i = 2; i < 12; i++)
+        {
+            var rec = r.Next()!.Value;
+            Assert.Equal(payloads[i], rec.Payload.ToArray());
+            Assert.Equal(payloads[0], first.Payload.ToArray());
+            Assert.Equal(payloads[1], second.Payload.ToArray());
+            if (i == 6) second.Release();
+        }
+        first.Release();
+        Assert.Null(r.Next());
+        Assert.Throws<InvalidOperationException>(() => first.Release());
+        // without a hold, the ring comes round to a record after two more (records of one size: the buffer is
+        // reused as it is)
+        var equal = Enumerable.Range(0, 3).Select(i => RandomBytes(payloads[0].Length, 200 + i)).ToArray();
+        var plain = new ImageReader(new MemoryStream(Image(w => { foreach (var p in equal) w.Write(RecordKind.Pages, p); })), payloadRing: 2, smallPayloadRing: 4);
+        var kept = plain.Next()!.Value;
+        plain.Next(); plain.Next();
+        Assert.Equal(equal[2], kept.Payload.ToArray());
+    }
+
+    [Fact]
+    public void PayloadRing_ConsumerReleasesEachLargeRecordAndSmallOnesCannotBeHeld()
+    {
+        var image = LargeRecords(10, out var payloads);
+        var r = new ImageReader(new MemoryStream(image), smallPayloadRing: 4, consumerReleases: true);
+        // records not released yet stay as they were, however many follow
+        var kept = new List<Ckpt.Image.Record>();
+        for (int i = 0; i < 10; i++)
+        {
+            kept.Add(r.Next()!.Value);
+            for (int k = 0; k <= i; k++) Assert.Equal(payloads[k], kept[k].Payload.ToArray());
+        }
+        Assert.Null(r.Next());
+        foreach (var k in kept) k.Release();
+        // a released one is reused: one buffer serves every record read one at a time
+        var same = Image(w => { w.Write(RecordKind.Pages, payloads[0]); w.Write(RecordKind.Pages, payloads[0].Reverse().ToArray()); });
+        var again = new ImageReader(new MemoryStream(same), smallPayloadRing: 4, consumerReleases: true);
+        var one = again.Next()!.Value;
+        var at = one.Payload;
+        one.Release();
+        var two = again.Next()!.Value;
+        Assert.Equal(payloads[0].Reverse().ToArray(), two.Payload.ToArray());
+        Assert.True(System.Runtime.InteropServices.MemoryMarshal.TryGetMemoryManager(two.Payload, out System.Buffers.MemoryManager<byte>? m2)
+            && System.Runtime.InteropServices.MemoryMarshal.TryGetMemoryManager(at, out System.Buffers.MemoryManager<byte>? m1) && m1 == m2);
+        // small payloads rotate in their ring: not held
+        var small = Image(w => w.Write(RecordKind.Pages, [1, 2, 3]));
+        var rs = new ImageReader(new MemoryStream(small), smallPayloadRing: 4, consumerReleases: true);
+        Assert.False(rs.Next()!.Value.TryHold());
+    }
+
     [Fact]
     public void Writer_RefusesRecordsAfterFinish()
     {

@@ -72,7 +72,8 @@ public sealed class Log
 
     public readonly struct PhaseTimer(Log log, string name) : IDisposable
     {
-        private readonly long _start = Stopwatch.GetTimestamp();
-        public void Dispose() => log.Info($"phase {name}: {Stopwatch.GetElapsedTime(_start).TotalMilliseconds:F3} ms");
+        private readonly long _start = Stopwatch.GetTimestamp(), _allocated = GC.GetAllocatedBytesForCurrentThread();
+        public void Dispose() => log.Info($"phase {name}: {Stopwatch.GetElapsedTime(_start).TotalMilliseconds:F3} ms"
+            + (log.Enabled(2) ? $", {(GC.GetAllocatedBytesForCurrentThread() - _allocated) >> 10} KiB allocated" : ""));
     }
 }

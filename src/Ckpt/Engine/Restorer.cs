@@ -15,13 +15,12 @@ public static class Restorer
 {
     public static int Run(Stream input, RestoreOptions opt, Log log)
     {
-        // payloads stay valid from the oldest record in use to the newest: a Pages record still being
-        // written by the page-writing helper (at most two behind), the one being restored, the records
-        // queued ahead and the one the reader is filling; small and large records each have their ring,
-        // as the queue holds up to ReadAheadSmall small records but only ReadAhead large ones
+        // small payloads stay valid from the oldest record in use to the newest: the one being restored,
+        // the records queued ahead and the one the reader is filling; large ones until the tracer thread
+        // goes on to the next record, or the page-writing helper is done with them
         // (a small buffer: large payloads are read straight into their own buffer, not copied through it)
         // Pages records are checked by the thread that writes them into their process, before it does
-        var reader = new ImageReader(input, bufferSize: 64 << 10, payloadRing: ReadAhead + 4, smallPayloadRing: ReadAheadSmall + 4)
+        var reader = new ImageReader(input, bufferSize: 64 << 10, smallPayloadRing: ReadAheadSmall + 4, consumerReleases: true)
             { ConsumerVerifies = RecordKind.Pages };
         var header = ImageHeader.Read(reader);
         CheckHeader(header);
@@ -32,12 +31,13 @@ public static class Restorer
     }
 
     /// <summary>
-    /// Records read and verified ahead of the one being restored: large ones (more than
-    /// <see cref="ImageReader.SmallPayload"/> bytes), or small ones (a process of many regions is a long
-    /// run of small records: handed over one or two at a time, the two threads took turns to sleep and
-    /// wake for each, ~28 us a record here).
+    /// Records read and verified ahead of the one being restored: up to <see cref="ReadAheadSmall"/> small
+    /// ones (a process of many regions is a long run of small records: handed over one or two at a time,
+    /// the two threads took turns to sleep and wake for each, ~28 us a record here), fewer large ones, up to
+    /// <see cref="ReadAheadBytes"/> (a tree of small processes: the reader reads the next process's pages
+    /// while the tracer thread rebuilds the rest of this one).
     /// </summary>
-    private const int ReadAhead = 2, ReadAheadSmall = 64;
+    private const int ReadAheadSmall = 64, ReadAheadBytes = 4 << 20;
 
     public static void CheckHeader(ImageHeader h)
     {
@@ -52,10 +52,10 @@ public static class Restorer
         {
             using (log.Phase("read and rebuild"))
             {
-                using var ahead = new ReadAheadQueue(reader, ReadAhead, ReadAheadSmall);
+                using var ahead = new ReadAheadQueue(reader, ReadAheadSmall, ReadAheadBytes);
                 // time spent per record kind (and waiting for the next record), for the log
-                var spent = new Dictionary<RecordKind, (long Ticks, int Count)>();
-                long waited = 0, t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+                var spent = new Dictionary<RecordKind, (long Ticks, int Count, long Bytes)>();
+                long waited = 0, t0 = System.Diagnostics.Stopwatch.GetTimestamp(), a0 = GC.GetAllocatedBytesForCurrentThread();
                 while (ahead.Next() is { } rec)
                 {
                     long t1 = System.Diagnostics.Stopwatch.GetTimestamp();
@@ -68,10 +68,11 @@ public static class Restorer
                     if (rec.Kind is not (RecordKind.Vma or RecordKind.Pages) && s.Current is { } cur)
                     {
                         MemoryRegion.RunMappingsAndDeferredPages(cur);
-                        long tf = System.Diagnostics.Stopwatch.GetTimestamp();
-                        var (vt, vn) = spent.GetValueOrDefault(RecordKind.Vma);
-                        spent[RecordKind.Vma] = (vt + tf - t1, vn);
+                        long tf = System.Diagnostics.Stopwatch.GetTimestamp(), af = GC.GetAllocatedBytesForCurrentThread();
+                        var (vt, vn, vb) = spent.GetValueOrDefault(RecordKind.Vma);
+                        spent[RecordKind.Vma] = (vt + tf - t1, vn, vb + af - a0);
                         t1 = tf;
+                        a0 = af;
                     }
                     if (s.Tree == null && KindTable.ForRecord(rec) is ITreeNamespace ns) ns.Restore(s, rec);
                     else if (rec.Kind == RecordKind.Tree) ProcessTree.Restore(s, rec);
@@ -82,14 +83,16 @@ public static class Restorer
                         KindTable.ForRecord(rec).Restore(ctx, rec);
                     }
                     t0 = System.Diagnostics.Stopwatch.GetTimestamp();
-                    var (ticks, n) = spent.GetValueOrDefault(rec.Kind);
-                    spent[rec.Kind] = (ticks + t0 - t1, n + 1);
+                    long a1 = GC.GetAllocatedBytesForCurrentThread();
+                    var (ticks, n, bytes) = spent.GetValueOrDefault(rec.Kind);
+                    spent[rec.Kind] = (ticks + t0 - t1, n + 1, bytes + a1 - a0);
+                    a0 = a1;
                 }
                 MemoryRegion.WaitForPages(s, processDone: true);
                 if (s.Current is { } last) MemoryRegion.RunMappingsAndDeferredPages(last);
                 static string Ms(long ticks) => (ticks * 1000.0 / System.Diagnostics.Stopwatch.Frequency).ToString("F3");
-                foreach (var (kind, (ticks, n)) in spent.OrderByDescending(x => x.Value.Ticks))
-                    log.Debug($"restore of {n} {kind} record(s): {Ms(ticks)} ms");
+                foreach (var (kind, (ticks, n, bytes)) in spent.OrderByDescending(x => x.Value.Ticks))
+                    log.Debug($"restore of {n} {kind} record(s): {Ms(ticks)} ms, {bytes >> 10} KiB allocated");
                 log.Debug($"waiting for records: {Ms(waited)} ms");
                 foreach (var p in s.Processes)
                 {
@@ -207,13 +210,14 @@ internal sealed class ReadAheadQueue : IDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly Thread _thread;
 
-    /// <param name="ahead">Large records queued at most.</param>
-    /// <param name="aheadSmall">Small records queued at most (a multiple of <paramref name="ahead"/>).</param>
-    public ReadAheadQueue(ImageReader reader, int ahead, int aheadSmall)
+    private Record? _current;
+
+    /// <param name="records">Records queued at most.</param>
+    /// <param name="bytes">Payload bytes of the large records queued at most: a large record counts as many records as it holds SmallPayload bytes or part of it.</param>
+    public ReadAheadQueue(ImageReader reader, int records, int bytes)
     {
-        // in weight: a small record 1, a large one aheadSmall / ahead
-        int large = aheadSmall / ahead;
-        _queue = new(capacity: aheadSmall, weight: x => x.Rec is { } r && r.Payload.Length > ImageReader.SmallPayload ? large : 1);
+        int unit = Math.Max(ImageReader.SmallPayload, bytes / records);
+        _queue = new(capacity: records, weight: x => x.Rec is { } r && r.Payload.Length > ImageReader.SmallPayload ? Math.Min(records, (r.Payload.Length + unit - 1) / unit) : 1);
         _thread = TracerThread.StartHelper("ckpt-read", () =>
         {
             try
@@ -231,9 +235,13 @@ internal sealed class ReadAheadQueue : IDisposable
         });
     }
 
+    /// <summary>The next record; the one returned before is done with (its payload buffer may be reused).</summary>
     public Record? Next()
     {
+        _current?.Release();
+        _current = null;
         var (rec, error) = _queue.Take();
+        _current = rec;
         if (error != null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(error);
         return rec;
     }

@@ -3,9 +3,25 @@ using System.IO.Hashing;
 
 namespace Ckpt.Image;
 
-/// <summary>One record as read: its payload is valid until the next call to <see cref="ImageReader.Next"/>.</summary>
+/// <summary>One record as read: its payload is valid until the next call to <see cref="ImageReader.Next"/> (see its ring).</summary>
 public readonly struct Record(RecordKind kind, RecordFlags flags, ReadOnlyMemory<byte> payload, long offset, ulong? unverifiedSum = null)
 {
+    internal Record(RecordKind kind, RecordFlags flags, ReadOnlyMemory<byte> payload, long offset, ulong? unverifiedSum, ImageReader source, int slot)
+        : this(kind, flags, payload, offset, unverifiedSum) { _source = source; _slot = slot; }
+
+    private readonly ImageReader? _source;
+    private readonly int _slot = -1;
+
+    /// <summary>
+    /// Keeps the payload valid past the reader's ring until <see cref="Release"/>, for a consumer that may
+    /// be many records behind (the restart's page writer). Only a large payload can be held (false for a
+    /// small one, or a record not from a reader with a ring): call while the payload is still valid.
+    /// </summary>
+    public bool TryHold() => _source != null && _slot >= 0 && _source.Hold(_slot);
+
+    /// <summary>Ends a <see cref="TryHold"/>, or the consumer's use of the record (see the reader's consumerReleases).</summary>
+    public void Release() => _source?.Release(_slot);
+
     public RecordKind Kind { get; } = kind;
     public RecordFlags Flags { get; } = flags;
     public ReadOnlyMemory<byte> Payload { get; } = payload;
@@ -41,10 +57,25 @@ public sealed class ImageReader
     private readonly byte[] _buf;
     private int _pos, _end;
     private readonly byte[][] _smallPayloads;
-    /// <summary>The ring's buffers: arrays while small, then buffers outside the GC heap (<see cref="_owners"/>).</summary>
-    private readonly Memory<byte>[] _payloads;
-    private readonly Native.NativeBuffer?[] _owners;
-    private int _slot, _smallSlot;
+    /// <summary>
+    /// The large payload buffers. In a ring (<see cref="_ring"/> above 0), a buffer is reused once that
+    /// many more large records were read since it was filled and nobody holds it (<see cref="Record.TryHold"/>);
+    /// with the consumer releasing each record (<see cref="_ring"/> 0), once it is released and not held.
+    /// The oldest such buffer is taken, a new one made when there is none.
+    /// </summary>
+    private readonly List<PayloadBuffer> _large = new();
+    private readonly int _ring;
+    private long _largeReads;
+    private int _smallSlot;
+
+    private sealed class PayloadBuffer
+    {
+        /// <summary>An array while small, then a buffer outside the GC heap (<see cref="Owner"/>).</summary>
+        public Memory<byte> Memory = GC.AllocateUninitializedArray<byte>(4096);
+        public Native.NativeBuffer? Owner;
+        public long Filled = long.MinValue / 2;
+        public int Holds;
+    }
     private readonly XxHash3 _stream = new();
     private readonly XxHash3 _record = new();
     private long _offset;   // stream offset of _buf[_pos]
@@ -67,7 +98,13 @@ public sealed class ImageReader
 
     /// <param name="payloadRing">
     /// How many payload buffers rotate: a returned record stays valid until that many more calls to
-    /// <see cref="Next"/>, so a consumer thread can use it while this reader reads ahead.
+    /// <see cref="Next"/> (or, held, until it is released), so a consumer thread can use it while this
+    /// reader reads ahead.
+    /// </param>
+    /// <param name="consumerReleases">
+    /// Instead of the ring of large payloads: a large payload stays valid until the consumer calls
+    /// <see cref="Record.Release"/> on its record (and any hold ends); the reader makes as many buffers
+    /// as are in use (a consumer that reads ahead by bytes, not records, keeps few of the largest).
     /// </param>
     /// <param name="smallPayloadRing">
     /// When not 0, records of at most <see cref="SmallPayload"/> bytes have their own ring of that many
@@ -75,15 +112,14 @@ public sealed class ImageReader
     /// <paramref name="payloadRing"/> more large ones are (a consumer can then be many small records behind
     /// without keeping as many large buffers).
     /// </param>
-    public ImageReader(Stream input, int bufferSize = 1 << 20, int payloadRing = 1, int smallPayloadRing = 0)
+    public ImageReader(Stream input, int bufferSize = 1 << 20, int payloadRing = 1, int smallPayloadRing = 0, bool consumerReleases = false)
     {
         _in = input;
-        _payloads = new Memory<byte>[Math.Max(1, payloadRing)];
-        _owners = new Native.NativeBuffer?[_payloads.Length];
+        _ring = consumerReleases ? 0 : Math.Max(1, payloadRing);
         _smallPayloads = new byte[smallPayloadRing][];
         // a page each to start with (most records are small), grown to the records that need more: every
         // buffer is fresh memory, whose page faults are a good part of a small restart's time
-        for (int i = 0; i < _payloads.Length; i++) _payloads[i] = GC.AllocateUninitializedArray<byte>(4096);
+        for (int i = 0; i < _ring; i++) _large.Add(new PayloadBuffer());
         for (int i = 0; i < _smallPayloads.Length; i++) _smallPayloads[i] = GC.AllocateUninitializedArray<byte>(512);
         _buf = GC.AllocateUninitializedArray<byte>(bufferSize);
         Span<byte> start = stackalloc byte[12];
@@ -111,7 +147,8 @@ public sealed class ImageReader
             ulong len = BinaryPrimitives.ReadUInt64LittleEndian(hdr[8..]);
             if (len > MaxRecordLength)
                 throw new ImageFormatException($"image is corrupted: record at offset {at} claims {len} bytes");
-            var memory = NextBuffer((int)len)[..(int)len];
+            var (buffer, slot) = NextBuffer((int)len);
+            var memory = buffer[..(int)len];
             var payload = memory.Span;
             if (!TryFill(payload) || !TryFill(sum))
                 throw new ImageFormatException($"image is truncated: record at offset {at} is cut short");
@@ -133,6 +170,7 @@ public sealed class ImageReader
                 if (count != (ulong)_records || bytes != (ulong)at || hash != _stream.GetCurrentHashAsUInt64())
                     throw new ImageFormatException($"image is corrupted: the trailer does not match the {_records} records before it");
                 _trailerSeen = true;
+                if (_ring == 0) Release(slot);
                 if (TryFill(one)) throw new ImageFormatException($"image is corrupted: data follows the trailer at offset {_offset - 1}");
                 return null;
             }
@@ -141,38 +179,73 @@ public sealed class ImageReader
             _records++;
             if (!Enum.IsDefined(kind))
             {
-                if ((flags & RecordFlags.Optional) != 0) continue;
+                if ((flags & RecordFlags.Optional) != 0) { if (_ring == 0) Release(slot); continue; }   // (nobody else will)
                 throw new ImageFormatException($"image holds a record of unknown kind {(uint)kind} at offset {at}; it needs a newer ckpt");
             }
-            return new Record(kind, flags, memory, at, later ? want : null);
+            return new Record(kind, flags, memory, at, later ? want : null, this, slot);
         }
     }
 
-    /// <summary>The buffer the next payload of <paramref name="length"/> bytes goes into: the next of its size's ring, grown as needed.</summary>
-    private Memory<byte> NextBuffer(int length)
+    /// <summary>
+    /// The buffer the next payload of <paramref name="length"/> bytes goes into, grown as needed: the next
+    /// of the small ring, or a large buffer (and its slot, for <see cref="Record.TryHold"/>; -1 for a small one).
+    /// </summary>
+    private (Memory<byte> Buffer, int Slot) NextBuffer(int length)
     {
         if (_smallPayloads.Length > 0 && length <= SmallPayload)
         {
             _smallSlot = (_smallSlot + 1) % _smallPayloads.Length;
             ref byte[] small = ref _smallPayloads[_smallSlot];
             if (small.Length < length) small = GC.AllocateUninitializedArray<byte>(Math.Min(SmallPayload, Math.Max(length, small.Length * 2)));
-            return small;
+            return (small, -1);
         }
-        _slot = (_slot + 1) % _payloads.Length;
-        if (_payloads[_slot].Length < length)
+        long n = ++_largeReads;
+        PayloadBuffer? b = null;
+        int slot = -1;
+        lock (_large)
         {
-            // (the record that used this buffer last is done with: the ring came round to it)
-            ((IDisposable?)_owners[_slot])?.Dispose();
-            _owners[_slot] = null;
-            int size = Math.Max(length, _payloads[_slot].Length * 2);
-            if (size < 4 * 4096) _payloads[_slot] = GC.AllocateUninitializedArray<byte>(size);
+            for (int i = 0; i < _large.Count; i++)
+            {
+                var c = _large[i];
+                if (c.Holds != 0 || c.Filled > n - _ring) continue;
+                // one that is large enough, else the oldest
+                bool fits = c.Memory.Length >= length;
+                if (b == null || (fits && b.Memory.Length < length) || (fits == b.Memory.Length >= length && c.Filled < b.Filled)) { b = c; slot = i; }
+            }
+            if (b == null) { b = new PayloadBuffer(); slot = _large.Count; _large.Add(b); }
+            b.Filled = n;
+            if (_ring == 0) b.Holds = 1;   // the consumer's, until it releases the record
+        }
+        if (b.Memory.Length < length)
+        {
+            // (the record that used this buffer last is done with: the ring came round to it, and nobody holds it)
+            ((IDisposable?)b.Owner)?.Dispose();
+            b.Owner = null;
+            int size = Math.Max(length, b.Memory.Length * 2);
+            if (size < 4 * 4096) b.Memory = GC.AllocateUninitializedArray<byte>(size);
             else
             {
-                _owners[_slot] = Populated(size);
-                _payloads[_slot] = _owners[_slot]!.Memory;
+                b.Owner = Populated(size);
+                b.Memory = b.Owner.Memory;
             }
         }
-        return _payloads[_slot];
+        return (b.Memory, slot);
+    }
+
+    internal bool Hold(int slot)
+    {
+        lock (_large) _large[slot].Holds++;
+        return true;
+    }
+
+    internal void Release(int slot)
+    {
+        if (slot < 0) return;
+        lock (_large)
+        {
+            if (_large[slot].Holds <= 0) throw new InvalidOperationException("payload buffer released more often than held");
+            _large[slot].Holds--;
+        }
     }
 
     /// <summary>A new payload buffer (outside the GC heap) whose pages are made present at once (the read into it would fault on each).</summary>

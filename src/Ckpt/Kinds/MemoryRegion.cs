@@ -981,6 +981,8 @@ public sealed unsafe class MemoryRegion : IStateKind
 
     // ---------------------------------------------------------------- restart
 
+    [ThreadStatic] private static Iovec[]? t_local, t_remote;
+
     private sealed class RestoreState
     {
         public readonly List<(ulong Start, ulong Len, int Prot)> Reprotect = new();
@@ -988,8 +990,8 @@ public sealed unsafe class MemoryRegion : IStateKind
         public readonly List<(ulong Start, ulong Len, bool OnFault)> Lock = new();
         /// <summary>AIO rings, in anonymous memory until they are made again in Finish.</summary>
         public readonly List<(ulong Start, ulong Len)> AioRings = new();
-        public readonly Iovec[] Local = new Iovec[MaxRunsPerChunk];
-        public readonly Iovec[] Remote = new Iovec[MaxRunsPerChunk];
+        /// <summary>Runs of the record being written (used from parsing to writing, never across records): one pair for every process restored by this thread.</summary>
+        public readonly Iovec[] Local = t_local ??= new Iovec[MaxRunsPerChunk], Remote = t_remote ??= new Iovec[MaxRunsPerChunk];
         public ulong CurStart, CurEnd;
         /// <summary>The current region's blocks to rebuild as huge pages before its first Pages record is written.</summary>
         public readonly List<Iovec> Huge = new();
@@ -1325,22 +1327,6 @@ public sealed unsafe class MemoryRegion : IStateKind
         return -1;
     }
 
-    /// <summary>
-    /// The pages of the registered region are all in: unregisters it (the process's own faults and
-    /// the kernel's accesses there are ordinary again); at the end of the process's records, closes the
-    /// userfaultfd as well.
-    /// </summary>
-    private static void UnregisterRegion(RestoreContext ctx, bool processDone)
-    {
-        if (ctx.Existing<RestoreState>() is not { } st) return;
-        if (st.RegLen != 0)
-        {
-            var (start, len) = (st.RegStart, st.RegLen);
-            st.RegLen = 0;
-            MemoryCalls.UffdUnregister(st.Uffd, start, len, ctx.Pid);
-        }
-        if (processDone && st.Uffd >= 0) { FileCalls.Close(st.Uffd); st.Uffd = -1; }
-    }
     private static readonly byte[] s_zeroPage = GC.AllocateArray<byte>(PageSize, pinned: true);
 
     /// <summary>
@@ -1389,9 +1375,6 @@ public sealed unsafe class MemoryRegion : IStateKind
     {
         if (!st.CurUffd && st.Huge.Count == 0 && rec.Payload.Length <= DeferMaxRecord + 4 + 12)
         {
-            // the record the helper is writing stays valid only for a few more records of the reader:
-            // it must be done before this thread goes on past it without taking turns
-            ctx.Session.Existing<PageWriter>()?.Wait();
             Defer(ctx, st, rec);
             return;
         }
@@ -1399,12 +1382,10 @@ public sealed unsafe class MemoryRegion : IStateKind
         if (ctx.PendingBatchCalls > 0 || st.DeferredRuns.Count > 0) RunMappingsAndDeferredPages(ctx);
         if (st.Huge.Count > 0) CollapseDense(ctx, st);
         var writer = ctx.Session.State<PageWriter>();
-        // every other record goes to the helper: the one after it is written here meanwhile
-        bool handOver = writer.TakeTurn();
-        var remote = handOver ? writer.Remote : st.Remote;
         int uffd = st.CurUffd ? RegisterRegion(ctx, st) : -1;
-        var (nruns, head) = ParseRuns(rec, st, remote);
-        if (handOver) { writer.Start(ctx.Pid, uffd, rec, head, nruns); return; }
+        var (nruns, head) = ParseRuns(rec, st, st.Remote);
+        // to the helper while it has room; else written here (both threads then write pages)
+        if (writer.TryStart(ctx.Pid, uffd, rec, head, st.Remote, nruns)) return;
         rec.Verify();
         fixed (byte* d = rec.Payload.Span)
             WriteRuns(ctx.Pid, uffd, d + head, st.Local, st.Remote, nruns);
@@ -1502,92 +1483,162 @@ public sealed unsafe class MemoryRegion : IStateKind
     }
 
     /// <summary>
-    /// Pages records written are all in the processes (the helper is done): before any record that is not
-    /// a Pages record, and before the processes are finished (a region is made read-only then). The
-    /// region they went into is unregistered from the userfaultfd; <paramref name="processDone"/>: the
-    /// next record belongs to another process (or there is none), the userfaultfd is closed.
+    /// At every record but a Pages record: the registered region's pages are all handed out, so it is
+    /// unregistered from the userfaultfd once they are in (by the helper, after the pages it still has to
+    /// write, or here). <paramref name="processDone"/>: the next record belongs to another process (or
+    /// there is none): waits until every page handed to the helper is in its process, and closes the
+    /// userfaultfd. The helper may be behind by a region or two until then: the records of the rest of a
+    /// process (its fds, signals...) do not touch the pages of its regions, and its threads run only
+    /// after every process's records.
     /// </summary>
     public static void WaitForPages(RestoreSession s, bool processDone)
     {
-        s.Existing<PageWriter>()?.Wait();
-        if (s.Current is { } cur) UnregisterRegion(cur, processDone);
+        var writer = s.Existing<PageWriter>();
+        if (s.Current is { } cur && cur.Existing<RestoreState>() is { } st)
+        {
+            if (st.RegLen != 0)
+            {
+                var (start, len) = (st.RegStart, st.RegLen);
+                st.RegLen = 0;
+                if (writer == null || !writer.QueueUnregister(st.Uffd, start, len, cur.Pid)) MemoryCalls.UffdUnregister(st.Uffd, start, len, cur.Pid);
+            }
+            if (processDone)
+            {
+                writer?.Wait();
+                if (st.Uffd >= 0) { FileCalls.Close(st.Uffd); st.Uffd = -1; }
+            }
+        }
+        else if (processDone) writer?.Wait();
     }
 
     /// <summary>Stops the helper that writes pages (at the end of a restart, whether it worked or not).</summary>
     public static void StopPageWriter(RestoreSession s) => s.Existing<PageWriter>()?.Dispose();
 
     /// <summary>
-    /// A helper thread that writes one Pages record into its process while the tracer thread writes the
-    /// next: filling new memory is mostly the kernel allocating and clearing pages, and two CPUs do that
-    /// about twice as fast as one (measured: 1 GiB in 390 ms with one thread, 205 ms with two). It holds
-    /// at most one record, pinned; the image reader keeps one more payload buffer for it.
+    /// A helper thread that writes Pages records into their processes while the tracer thread goes on with
+    /// the next records: filling new memory is mostly the kernel allocating and clearing pages, and two CPUs
+    /// do that about twice as fast as one (measured: 1 GiB in 390 ms with one thread, 205 ms with two); in a
+    /// tree of small processes, the tracer thread rebuilds the rest of a process (fds, signals, the next
+    /// process's creation) while the helper writes its pages. It takes a record while it has fewer than
+    /// <see cref="MaxRecords"/> and <see cref="MaxBytes"/> to write, the record's payload held
+    /// (<see cref="Record.TryHold"/>: the image reader's ring goes round it); the tracer thread writes the
+    /// others itself. Only large payloads can be held: small records are written by the tracer thread.
     /// </summary>
     private sealed class PageWriter : IDisposable
     {
-        public readonly Iovec[] Remote = new Iovec[MaxRunsPerChunk];
-        private readonly Iovec[] _local = new Iovec[MaxRunsPerChunk];
-        private readonly Gate _go = new();
-        private readonly Gate _idle = new(open: true);
-        private Thread? _thread;
-        private volatile bool _stop;
-        private int _pid, _uffd, _nruns, _dataOffset;
-        private Record _rec;
-        private System.Buffers.MemoryHandle _pin;
-        private Exception? _error;
+        private const int MaxRecords = 32;
+        private const long MaxBytes = 4 << 20;
 
-        private bool _helperTurn;
-
-        /// <summary>
-        /// Whether the next record goes to the helper: every other one, so that it is never more than one
-        /// record behind the tracer thread (the image reader reuses payload buffers after that).
-        /// </summary>
-        public bool TakeTurn()
+        private struct Item
         {
-            _helperTurn = !_helperTurn;
-            if (_helperTurn) Wait();
-            return _helperTurn;
+            public int Pid, Uffd, Nruns, DataOffset;
+            public Record Rec;
+            public System.Buffers.MemoryHandle Pin;
+            /// <summary>The runs (null: unregister <see cref="Start"/>..+<see cref="Len"/> from <see cref="Uffd"/>).</summary>
+            public Iovec[]? Remote;
+            public ulong Start, Len;
         }
 
-        /// <summary>Hands over a record whose runs are in <see cref="Remote"/>; it must stay valid until <see cref="Wait"/>.</summary>
-        public void Start(int pid, int uffd, Record rec, int dataOffset, int nruns)
+        private readonly Queue<Item> _queue = new();
+        private readonly Stack<Iovec[]> _runArrays = new();
+        private readonly Iovec[] _local = new Iovec[MaxRunsPerChunk];
+        private Thread? _thread;
+        private bool _stop;
+        private int _records;
+        private long _bytes;
+        private Exception? _error;
+
+        /// <summary>
+        /// Hands over a Pages record whose runs are <paramref name="remote"/>[..<paramref name="nruns"/>]
+        /// (copied), to write after the ones before it; false when the helper has enough to do or the
+        /// payload cannot be held (the caller writes it).
+        /// </summary>
+        public bool TryStart(int pid, int uffd, Record rec, int dataOffset, Iovec[] remote, int nruns)
         {
-            _pid = pid; _uffd = uffd; _nruns = nruns; _dataOffset = dataOffset;
-            _rec = rec;
-            _pin = rec.Payload.Pin();
-            _idle.Close();
+            lock (_queue)
+            {
+                if (_error != null || _records >= MaxRecords || _bytes + rec.Payload.Length > MaxBytes) return false;
+                if (!rec.TryHold()) return false;
+                var runs = _runArrays.Count > 0 ? _runArrays.Pop() : new Iovec[MaxRunsPerChunk];
+                remote.AsSpan(0, nruns).CopyTo(runs);
+                _queue.Enqueue(new Item { Pid = pid, Uffd = uffd, Nruns = nruns, DataOffset = dataOffset, Rec = rec, Pin = rec.Payload.Pin(), Remote = runs });
+                _records++;
+                _bytes += rec.Payload.Length;
+                Monitor.PulseAll(_queue);
+            }
             _thread ??= Tracing.TracerThread.StartHelper("ckpt-pagewrite", Run);
-            _go.Open();
+            return true;
+        }
+
+        /// <summary>Queues the unregistration of a region behind the pages still to write; false when there are none (the caller does it now).</summary>
+        public bool QueueUnregister(int uffd, ulong start, ulong len, int pid)
+        {
+            lock (_queue)
+            {
+                if (_records == 0) return false;
+                _queue.Enqueue(new Item { Pid = pid, Uffd = uffd, Start = start, Len = len });
+                Monitor.PulseAll(_queue);
+                return true;
+            }
         }
 
         private void Run()
         {
             while (true)
             {
-                _go.Wait();
-                _go.Close();   // opened again by the next Start, which comes after _idle opens
-                if (_stop) return;
-                // checked here, on this thread, before any of it is written
-                try { _rec.Verify(); WriteRuns(_pid, _uffd, (byte*)_pin.Pointer + _dataOffset, _local, Remote, _nruns); }
-                catch (Exception e) { _error ??= e; }
-                _pin.Dispose();
-                _idle.Open();
+                Item it;
+                lock (_queue)
+                {
+                    while (_queue.Count == 0 && !_stop) Monitor.Wait(_queue);
+                    if (_queue.Count == 0) return;
+                    it = _queue.Peek();
+                }
+                try
+                {
+                    // checked here, on this thread, before any of it is written; after a failure, the rest is only let go
+                    if (_error == null)
+                    {
+                        if (it.Remote == null) MemoryCalls.UffdUnregister(it.Uffd, it.Start, it.Len, it.Pid);
+                        else { it.Rec.Verify(); WriteRuns(it.Pid, it.Uffd, (byte*)it.Pin.Pointer + it.DataOffset, _local, it.Remote, it.Nruns); }
+                    }
+                }
+                catch (Exception e) { lock (_queue) _error ??= e; }
+                lock (_queue)
+                {
+                    _queue.Dequeue();
+                    if (it.Remote != null) Done(it);
+                    Monitor.PulseAll(_queue);
+                }
             }
         }
 
-        /// <summary>Waits until the record handed over is written; a failure to write it is thrown here.</summary>
+        /// <summary>Lets go of a record's payload (under the lock).</summary>
+        private void Done(Item it)
+        {
+            it.Pin.Dispose();
+            it.Rec.Release();
+            _runArrays.Push(it.Remote!);
+            _records--;
+            _bytes -= it.Rec.Payload.Length;
+        }
+
+        /// <summary>Waits until every record and unregistration handed over is done; a failure to write one is thrown here.</summary>
         public void Wait()
         {
-            _idle.Wait();
-            if (_error is { } e) { _error = null; System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e); }
+            lock (_queue)
+            {
+                while (_queue.Count > 0) Monitor.Wait(_queue);
+                if (_error is { } e) { _error = null; System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e); }
+            }
         }
 
         public void Dispose()
         {
-            _idle.Wait();
-            _stop = true;
-            _go.Open();
+            lock (_queue) { _stop = true; _error ??= new OperationCanceledException(); Monitor.PulseAll(_queue); }
             _thread?.Join();
             _thread = null;
+            // (nothing is left when the thread was never started)
+            lock (_queue) while (_queue.Count > 0) { var it = _queue.Dequeue(); if (it.Remote != null) Done(it); }
         }
     }
 
