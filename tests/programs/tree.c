@@ -7,6 +7,10 @@
  *   ├── z2: zombie, killed by SIGTERM
  *   └── z3: zombie, killed by SIGKILL (whose action cannot be set: the restart must not try)
  * root also holds the read end of a pipe whose write end no one holds any more (data, then EOF).
+ * Signal actions differ between parent and child: root catches SIGUSR2 and ignores SIGHUP; c1 catches SIGUSR2
+ * with another handler and takes SIGHUP's default; g, c1's child, catches SIGUSR2 with root's handler again;
+ * c2 keeps root's SIGUSR2 and takes SIGHUP's default (g and c2, forked late at restart, differ from the parent
+ * they are forked from). Each checks its own.
  * After SIGUSR1, root checks groups, sessions and zombies, then tells each child to check itself
  * (SIGUSR1) and collects their exit statuses. */
 #include "e2e.h"
@@ -18,6 +22,20 @@ static int check_self(pid_t want_ppid, pid_t want_pgid, pid_t want_sid)
     if (getppid() != want_ppid) { say("FAIL: pid %d: parent %d, want %d", getpid(), getppid(), want_ppid); bad = 1; }
     if (getpgid(0) != want_pgid) { say("FAIL: pid %d: group %d, want %d", getpid(), getpgid(0), want_pgid); bad = 1; }
     if (getsid(0) != want_sid) { say("FAIL: pid %d: session %d, want %d", getpid(), getsid(0), want_sid); bad = 1; }
+    return bad;
+}
+
+static void on_usr2_root(int sig) { (void)sig; }
+static void on_usr2_c1(int sig) { (void)sig; }
+
+/* 1 (and says why) when SIGUSR2's handler or SIGHUP's action is not the one wanted */
+static int check_actions(void (*usr2)(int), void (*hup)(int))
+{
+    struct sigaction a, h;
+    MUST(sigaction(SIGUSR2, NULL, &a) == 0 && sigaction(SIGHUP, NULL, &h) == 0);
+    int bad = 0;
+    if (a.sa_handler != usr2) { say("FAIL: pid %d: SIGUSR2 handler %p, want %p", getpid(), (void *)a.sa_handler, (void *)usr2); bad = 1; }
+    if (h.sa_handler != hup) { say("FAIL: pid %d: SIGHUP action %p, want %p", getpid(), (void *)h.sa_handler, (void *)hup); bad = 1; }
     return bad;
 }
 
@@ -40,23 +58,26 @@ int main(void)
     sigemptyset(&usr1);
     sigaddset(&usr1, SIGUSR1);
     MUST(sigprocmask(SIG_BLOCK, &usr1, NULL) == 0);   /* children wait for it with sigwait */
+    MUST(signal(SIGUSR2, on_usr2_root) != SIG_ERR && signal(SIGHUP, SIG_IGN) != SIG_ERR);
 
     pid_t c1 = fork();
     MUST(c1 >= 0);
     if (c1 == 0) {
         close(p[0]); close(p[1]); close(gone[0]);
         MUST(setpgid(0, 0) == 0);
+        MUST(signal(SIGUSR2, on_usr2_c1) != SIG_ERR && signal(SIGHUP, SIG_DFL) != SIG_ERR);
         pid_t me = getpid();
         pid_t g = fork();
         MUST(g >= 0);
         if (g == 0) {
+            MUST(signal(SIGUSR2, on_usr2_root) != SIG_ERR);
             int sig;
             sigwait(&usr1, &sig);
-            _exit(check_self(me, me, root) ? 1 : 0);
+            _exit(check_self(me, me, root) | check_actions(on_usr2_root, SIG_DFL) ? 1 : 0);
         }
         int sig;
         sigwait(&usr1, &sig);
-        int bad = check_self(root, me, root);
+        int bad = check_self(root, me, root) | check_actions(on_usr2_c1, SIG_DFL);
         if (write(shared, "abc", 3) != 3) { say("FAIL: c1: write to the shared file: %s", strerror(errno)); bad = 1; }
         kill(g, SIGUSR1);
         int st;
@@ -68,9 +89,10 @@ int main(void)
     if (c2 == 0) {
         close(p[1]); close(gone[0]);
         MUST(setsid() > 0);
+        MUST(signal(SIGHUP, SIG_DFL) != SIG_ERR);
         int sig;
         sigwait(&usr1, &sig);
-        int bad = check_self(root, getpid(), getpid());
+        int bad = check_self(root, getpid(), getpid()) | check_actions(on_usr2_root, SIG_DFL);
         char buf[64];
         size_t got = 0;
         ssize_t n;
@@ -105,6 +127,7 @@ int main(void)
     e2e_wait_usr1();
 
     CHECK(getsid(0) == root && getpgid(0) == root, "root: session %d group %d", getsid(0), getpgid(0));
+    CHECK(check_actions(on_usr2_root, SIG_IGN) == 0, "root: signal actions (above)");
     CHECK(getpgid(c1) == c1, "c1 is in group %d, want its own", getpgid(c1));
     CHECK(getsid(c1) == root, "c1 is in session %d, want %d", getsid(c1), root);
     CHECK(getsid(c2) == c2, "c2 is in session %d, want its own", getsid(c2));

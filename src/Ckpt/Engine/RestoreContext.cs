@@ -111,6 +111,8 @@ public sealed class RestoreContext : TargetContext
     /// records say were inherited keep their pages) and signal actions (all set again).
     /// </summary>
     public bool LateForked { get; init; }
+    /// <summary>The process it was forked from when <see cref="LateForked"/>.</summary>
+    public RestoreContext? ForkedFrom { get; init; }
     /// <summary>Its main thread had exited while other threads ran (a zombie leader): the vessel, which is that thread, exits again once the others are made (<see cref="Kinds.CpuState"/>).</summary>
     public bool LeaderExited { get; set; }
     /// <summary>ckpt's fds were closed in the vessel already (all but the candidates for external fds, in <see cref="Inherited"/>).</summary>

@@ -428,7 +428,7 @@ public sealed class ProcessTree : IStateKind
         var ctx = new RestoreContext
         {
             Session = s, Task = child, Pid = e.Pid, VesselAffinity = parent.VesselAffinity, Stopped = e.Stopped, StopSignal = e.StopSignal,
-            FdsCleaned = true, LateForked = true, Trampoline = parent.Trampoline,
+            FdsCleaned = true, LateForked = true, ForkedFrom = parent, Trampoline = parent.Trampoline,
         };
         s.Processes.Add(ctx);
         // the parent's fds go (ckpt's stdin, stdout, stderr and --inherit-fd ones are installed when an

@@ -17,7 +17,14 @@ public sealed class SignalState : IStateKind
     public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.SignalHandlers, RecordKind.SharedPending];
     public int FinishOrder => 50;
 
-    private sealed class Saved { public List<byte[]> Shared = new(); }
+    private sealed class Saved
+    {
+        public List<byte[]> Shared = new();
+        /// <summary>The process's signal actions once restored (by signal number; SIGKILL and SIGSTOP left default).</summary>
+        public KernelSigaction[]? Actions;
+    }
+
+    private static readonly string[] s_sigactionNames = Enumerable.Range(0, 65).Select(sig => $"rt_sigaction({sig})").ToArray();
 
     public void Checkpoint(CheckpointContext ctx)
     {
@@ -62,29 +69,32 @@ public sealed class SignalState : IStateKind
             r.End();
             return;
         }
-        var saved = new Dictionary<int, KernelSigaction>();
+        var actions = new KernelSigaction[65];
         for (int i = 0; i < n; i++)
         {
             int sig = r.I32();
-            saved[sig] = new KernelSigaction { Handler = r.U64(), Flags = r.U64(), Restorer = r.U64(), Mask = r.U64() };
+            var act = new KernelSigaction { Handler = r.U64(), Flags = r.U64(), Restorer = r.U64(), Mask = r.U64() };
+            if (sig is < 1 or > 64) throw new ImageFormatException($"SignalHandlers record at offset {rec.Offset} has an action for signal {sig}");
+            actions[sig] = act;
         }
         r.End();
         // every signal: the saved action, or SIG_DFL; the vessel inherited ckpt's own actions, so only
-        // those that differ are set (most are SIG_DFL in both)
+        // those that differ are set (most are SIG_DFL in both); a process forked from its restored parent
+        // has the parent's (as restored: the parent's records all come before it)
         // (all in one batch: one ptrace round trip)
-        // (a process forked from its restored parent has the parent's: all are set)
-        var inherited = ctx.LateForked ? null : ctx.Session.VesselActions;
+        var inherited = ctx.LateForked ? ctx.ForkedFrom?.Existing<Saved>()?.Actions : ctx.Session.VesselActions;
         var batch = ctx.Batch;
         for (int sig = 1; sig <= 64; sig++)
         {
             if (sig is 9 or 19) continue;
-            var act = saved.GetValueOrDefault(sig);
+            var act = actions[sig];
             if (inherited != null && inherited[sig] is var h && h.Handler == act.Handler && h.Flags == act.Flags && h.Restorer == act.Restorer && h.Mask == act.Mask) continue;
             batch.Reserve(1, KernelSigaction.Size);
             ulong a = batch.AddData(MmState.StructBytes(ref act));
-            batch.AddChecked($"rt_sigaction({sig})", Nr.rt_sigaction, sig, (long)a, 0, 8);
+            batch.AddChecked(s_sigactionNames[sig], Nr.rt_sigaction, sig, (long)a, 0, 8);
         }
         batch.Flush();
+        ctx.State<Saved>().Actions = actions;
     }
 
     /// <summary>
