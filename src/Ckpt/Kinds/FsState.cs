@@ -54,27 +54,27 @@ public sealed class FsState : IStateKind
     public void Finish(RestoreContext ctx)
     {
         var s = ctx.State<Saved>();
-        long rc;
+        // one batch: one ptrace round trip
+        var batch = ctx.Batch;
+        void Entered(long rc)
+        {
+            if (rc < 0) throw new CkptException($"restart: cannot enter the working directory {s.Cwd}{(s.CwdRemoved ? " (removed)" : "")}: {Errors.Describe((int)-rc)}", ExitCodes.RestoreConflict);
+        }
+        var cwd = Encoding.UTF8.GetBytes(s.Cwd + "\0");
+        var root = Encoding.UTF8.GetBytes(s.Root + "\0");
+        batch.Reserve(4, cwd.Length + root.Length);
         if (s.CwdRemoved)
         {
             var st = s.CwdStat;
             int dir = RegularFile.DeletedDirectory(ctx.Session, st.Dev, st.Ino, s.Cwd, st.Mode, st.Uid, st.Gid);
             int vfd = ctx.OpenInVessel($"/proc/{Environment.ProcessId}/fd/{dir}", FileCalls.O_PATH | FileCalls.O_DIRECTORY | FileCalls.O_CLOEXEC);
-            rc = ctx.Vessel.Inject(Nr.fchdir, vfd);
-            ctx.Inject("close", Nr.close, vfd);
+            batch.Add(Nr.fchdir, vfd, stopOnError: true, check: Entered);
+            batch.AddChecked("close", Nr.close, vfd);
         }
-        else
-        {
-            ulong cwd = ctx.PutScratch(0, Encoding.UTF8.GetBytes(s.Cwd + "\0"));
-            rc = ctx.Vessel.Inject(Nr.chdir, (long)cwd);
-        }
-        if (rc < 0) throw new CkptException($"restart: cannot enter the working directory {s.Cwd}{(s.CwdRemoved ? " (removed)" : "")}: {Errors.Describe((int)-rc)}", ExitCodes.RestoreConflict);
-        if (s.Root != "/")
-        {
-            ulong p = ctx.PutScratch(0, Encoding.UTF8.GetBytes(s.Root + "\0"));
-            ctx.Inject("chroot", Nr.chroot, (long)p);
-        }
-        ctx.Inject("umask", Nr.umask, s.Umask);
+        else batch.Add(Nr.chdir, (long)batch.AddData(cwd), stopOnError: true, check: Entered);
+        if (s.Root != "/") batch.AddChecked("chroot", Nr.chroot, (long)batch.AddData(root));
+        batch.AddChecked("umask", Nr.umask, s.Umask);
+        batch.Flush();
     }
 
     public void Describe(Record rec, InfoNode info)

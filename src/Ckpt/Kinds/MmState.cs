@@ -287,7 +287,10 @@ public sealed class MmState : IStateKind
         // an executable deleted (or replaced) since it started is the deleted file rebuilt for its mappings
         string exe = st.Exe.EndsWith(" (deleted)", StringComparison.Ordinal) ? MemoryObject.DeletedFilePath(ctx, st.Exe[..^10]) ?? st.Exe : st.Exe;
         int exeFd = ctx.OpenInVessel(exe, FileCalls.O_RDONLY | FileCalls.O_CLOEXEC);
-        ulong auxv = ctx.PutScratch(0, st.Auxv);
+        // the rest in one batch (one ptrace round trip), its data in the batch's area
+        var batch = ctx.Batch;
+        batch.Reserve(3 + MembarrierRegistrations.Length, st.Auxv.Length + 8 + PrctlMmMap.Size);
+        ulong auxv = batch.AddData(st.Auxv);
         var map = new PrctlMmMap
         {
             StartCode = st.Fields[0], EndCode = st.Fields[1], StartData = st.Fields[2], EndData = st.Fields[3],
@@ -295,17 +298,18 @@ public sealed class MmState : IStateKind
             ArgEnd = st.Fields[8], EnvStart = st.Fields[9], EnvEnd = st.Fields[10],
             Auxv = auxv, AuxvSize = (uint)st.Auxv.Length, ExeFd = (uint)exeFd,
         };
-        ulong mapAddr = ctx.PutScratch(4096, StructBytes(ref map));
+        ulong mapAddr = batch.AddData(StructBytes(ref map));
         const int PR_SET_MM = 35, PR_SET_MM_MAP = 14;
-        ctx.Inject("prctl(PR_SET_MM_MAP)", Nr.prctl, PR_SET_MM, PR_SET_MM_MAP, (long)mapAddr, PrctlMmMap.Size, 0);
-        ctx.Inject("close", Nr.close, exeFd);
-        RegisterMembarrier(ctx, st.Membarrier);
+        batch.AddChecked("prctl(PR_SET_MM_MAP)", Nr.prctl, PR_SET_MM, PR_SET_MM_MAP, (long)mapAddr, PrctlMmMap.Size, 0);
+        batch.AddChecked("close", Nr.close, exeFd);
+        RegisterMembarrier(ctx, batch, st.Membarrier);
         // once every region is mapped (and locked or not as it was): those mapped from now on are locked
         if (st.Mlockall != 0)
-        {
-            long got = ctx.Vessel.Inject(Nr.mlockall, st.Mlockall);
-            if (got < 0) throw new CkptException($"restart: pid {ctx.Pid} had mlockall(MCL_FUTURE) in force, which cannot be set again: {Errors.Describe((int)-got)}; raise RLIMIT_MEMLOCK or restart as root", ExitCodes.RestoreConflict);
-        }
+            batch.Add(Nr.mlockall, st.Mlockall, stopOnError: true, check: got =>
+            {
+                if (got < 0) throw new CkptException($"restart: pid {ctx.Pid} had mlockall(MCL_FUTURE) in force, which cannot be set again: {Errors.Describe((int)-got)}; raise RLIMIT_MEMLOCK or restart as root", ExitCodes.RestoreConflict);
+            });
+        batch.Flush();
     }
 
     /// <summary>
@@ -313,15 +317,17 @@ public sealed class MmState : IStateKind
     /// forked from ckpt, may already be registered for some: a registration cannot be undone, and an
     /// extra one changes nothing for a process that does not use those commands.)
     /// </summary>
-    private static void RegisterMembarrier(RestoreContext ctx, long mask)
+    private static void RegisterMembarrier(RestoreContext ctx, SyscallBatch batch, long mask)
     {
         if (mask <= 0) return;
         foreach (var (cmd, name) in MembarrierRegistrations)
         {
             if ((mask & cmd) == 0) continue;
-            long got = ctx.Vessel.Inject(Nr.membarrier, cmd, 0, 0);
-            if (got < 0)
-                throw new CkptException($"restart: pid {ctx.Pid} was registered for membarrier {name}, which this kernel refuses ({Errors.Describe((int)-got)}); restart on a kernel that has it", ExitCodes.RestoreConflict);
+            batch.Add(Nr.membarrier, cmd, 0, 0, stopOnError: true, check: got =>
+            {
+                if (got < 0)
+                    throw new CkptException($"restart: pid {ctx.Pid} was registered for membarrier {name}, which this kernel refuses ({Errors.Describe((int)-got)}); restart on a kernel that has it", ExitCodes.RestoreConflict);
+            });
         }
         ctx.Session.Log.Debug($"pid {ctx.Pid}: membarrier registrations 0x{mask:x} made again");
     }

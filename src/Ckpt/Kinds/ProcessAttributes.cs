@@ -268,7 +268,12 @@ public sealed class ProcessAttributes : IStateKind
         }
         // personality is per task: set in the leader, the other threads (created later from it) inherit it.
         // Setting it after the memory was mapped is fine: it only steers later mmap/exec choices.
-        long old = ctx.Vessel.Inject(Nr.personality, 0xffffffffL);
+        // the two values to compare read in one batch (one ptrace round trip)
+        long old = 0, thp = 0;
+        var batch = ctx.Batch;
+        batch.Add(Nr.personality, 0xffffffffL, check: got => old = got);
+        batch.Add(Nr.prctl, PR_GET_THP_DISABLE, check: got => thp = got);
+        batch.Flush();
         if (old != m.Personality)
         {
             long rc = ctx.Vessel.Inject(Nr.personality, m.Personality);
@@ -279,7 +284,6 @@ public sealed class ProcessAttributes : IStateKind
             long rc = ctx.Vessel.Inject(Nr.prctl, ProcessCalls.PR_SET_CHILD_SUBREAPER, 1);
             if (rc < 0) ctx.Log.Info($"pid {ctx.Pid}: the child subreaper flag could not be restored ({Errors.Describe((int)-rc)})");
         }
-        long thp = ctx.Vessel.Inject(Nr.prctl, PR_GET_THP_DISABLE);
         if (thp != m.ThpDisable)
         {
             // bit 0: disabled; other bits: the flags it was disabled with (PR_THP_DISABLE_EXCEPT_ADVISED)
