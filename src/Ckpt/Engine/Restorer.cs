@@ -206,28 +206,41 @@ public static class Restorer
 /// </summary>
 internal sealed class ReadAheadQueue : IDisposable
 {
-    private readonly HandoffQueue<(Record? Rec, Exception? Error)> _queue;
+    private readonly HandoffQueue<(Record? Rec, Exception? Error, int Weight)> _queue;
     private readonly CancellationTokenSource _stop = new();
     private readonly Thread _thread;
 
     private Record? _current;
 
     /// <param name="records">Records queued at most.</param>
-    /// <param name="bytes">Payload bytes of the large records queued at most: a large record counts as many records as it holds SmallPayload bytes or part of it.</param>
+    /// <param name="bytes">
+    /// Payload bytes of the large records queued at most, once a quarter of that much was read: until then
+    /// a quarter of what was read, or 512 KiB (each large payload is a buffer of its own, fresh memory the
+    /// first time, whose page faults cost a small restart more than reading ahead saves it). A large record
+    /// counts as many records as it holds that many bytes / <paramref name="records"/>.
+    /// </param>
     public ReadAheadQueue(ImageReader reader, int records, int bytes)
     {
-        int unit = Math.Max(ImageReader.SmallPayload, bytes / records);
-        _queue = new(capacity: records, weight: x => x.Rec is { } r && r.Payload.Length > ImageReader.SmallPayload ? Math.Min(records, (r.Payload.Length + unit - 1) / unit) : 1);
+        _queue = new(capacity: records, weight: x => x.Weight);
         _thread = TracerThread.StartHelper("ckpt-read", () =>
         {
             try
             {
+                long read = 0;
                 while (true)
                 {
                     Record? r;
                     try { r = reader.Next(); }
-                    catch (Exception e) { _queue.Add((null, e), _stop.Token); return; }
-                    _queue.Add((r, null), _stop.Token);
+                    catch (Exception e) { _queue.Add((null, e, 1), _stop.Token); return; }
+                    int weight = 1;
+                    if (r is { } rec && rec.Payload.Length > ImageReader.SmallPayload)
+                    {
+                        long ahead = Math.Clamp(read / 4, 512 << 10, bytes);
+                        long unit = Math.Max(1, ahead / records);
+                        weight = (int)Math.Min(records, (rec.Payload.Length + unit - 1) / unit);
+                        read += rec.Payload.Length;
+                    }
+                    _queue.Add((r, null, weight), _stop.Token);
                     if (r == null) return;
                 }
             }
@@ -240,7 +253,7 @@ internal sealed class ReadAheadQueue : IDisposable
     {
         _current?.Release();
         _current = null;
-        var (rec, error) = _queue.Take();
+        var (rec, error, _) = _queue.Take();
         _current = rec;
         if (error != null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(error);
         return rec;

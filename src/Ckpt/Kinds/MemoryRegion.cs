@@ -1520,14 +1520,20 @@ public sealed unsafe class MemoryRegion : IStateKind
     /// do that about twice as fast as one (measured: 1 GiB in 390 ms with one thread, 205 ms with two); in a
     /// tree of small processes, the tracer thread rebuilds the rest of a process (fds, signals, the next
     /// process's creation) while the helper writes its pages. It takes a record while it has fewer than
-    /// <see cref="MaxRecords"/> and <see cref="MaxBytes"/> to write, the record's payload held
+    /// <see cref="MaxRecords"/> and <see cref="MaxBytes"/> (at first less) to write, the record's payload held
     /// (<see cref="Record.TryHold"/>: the image reader's ring goes round it); the tracer thread writes the
     /// others itself. Only large payloads can be held: small records are written by the tracer thread.
     /// </summary>
     private sealed class PageWriter : IDisposable
     {
         private const int MaxRecords = 32;
-        private const long MaxBytes = 4 << 20;
+        /// <summary>
+        /// Payload bytes it takes at most, once four times that much was offered: until then a quarter of
+        /// what was offered, or 512 KiB (each payload held is a buffer of the image reader's, fresh memory the
+        /// first time, whose page faults cost a small restart more than the helper's lead saves it).
+        /// </summary>
+        private const long MaxBytes = 4 << 20, MinBytes = 512 << 10;
+        private long _offered;
 
         private struct Item
         {
@@ -1557,7 +1563,9 @@ public sealed unsafe class MemoryRegion : IStateKind
         {
             lock (_queue)
             {
-                if (_error != null || _records >= MaxRecords || _bytes + rec.Payload.Length > MaxBytes) return false;
+                _offered += rec.Payload.Length;
+                long limit = Math.Clamp(_offered / 4, MinBytes, MaxBytes);
+                if (_error != null || _records >= MaxRecords || (_records > 0 && _bytes + rec.Payload.Length > limit)) return false;
                 if (!rec.TryHold()) return false;
                 var runs = _runArrays.Count > 0 ? _runArrays.Pop() : new Iovec[MaxRunsPerChunk];
                 remote.AsSpan(0, nruns).CopyTo(runs);
