@@ -490,6 +490,8 @@ public static class Checkpointer
                 bool exec = !(scratch < 0 && scratch > -4096);
                 if (!exec)
                     scratch = ctx.Task.Inject(Nr.mmap, 0, CheckpointContext.ScratchSize, rw, MemoryCalls.MAP_PRIVATE | MemoryCalls.MAP_ANONYMOUS, -1, 0);
+                if (scratch == -Errors.ENOMEM && AtMapCountLimit(ctx) is { } limit)
+                    throw new NotCheckpointableException(ctx.Pid, $"it has {ctx.Vmas.Count} memory mappings, as many as vm.max_map_count ({limit}) allows, and the checkpoint needs one more in it for a moment; raise the limit (sysctl vm.max_map_count={limit + 1024}) and checkpoint again");
                 if (scratch < 0 && scratch > -4096) throw new SyscallException("mmap scratch (injected)", (int)-scratch, ctx.Pid);
                 ctx.Scratch = (ulong)scratch;
                 if (exec)
@@ -565,6 +567,17 @@ public static class Checkpointer
             log.GcSummary();
             if (first != null && ok) throw first;
         }
+    }
+
+    /// <summary>vm.max_map_count when the process has (nearly) that many mappings, else null.</summary>
+    private static long? AtMapCountLimit(CheckpointContext ctx)
+    {
+        try
+        {
+            long limit = long.Parse(Native.FileCalls.ReadText("/proc/sys/vm/max_map_count").Trim(), System.Globalization.CultureInfo.InvariantCulture);
+            return ctx.Vmas.Count + 2 >= limit ? limit : null;
+        }
+        catch (Exception e) when (e is IOException or FormatException or UnauthorizedAccessException) { return null; }
     }
 
     [ThreadStatic] private static int t_cpu;

@@ -105,6 +105,19 @@ public sealed class FailureTests(E2eEnvironment env)
         r.AssertRefused("message queue", "IPC namespace");
     }
 
+    /// <summary>
+    /// A process with as many mappings as vm.max_map_count allows: the checkpoint needs one more in it for a
+    /// moment, so it is refused with a line that names the limit and how to raise it (it was an internal
+    /// error, "mmap scratch (injected): ENOMEM"); the process keeps its mappings and data.
+    /// </summary>
+    [Fact]
+    public void ProcessAtTheMappingLimitIsRefusedNamingIt()
+    {
+        env.Program("mapmax");
+        var r = new E2eScript(env, "mapmax").Run(E2eScript.Refused("\"$BIN/mapmax\""));
+        r.AssertRefused("memory mappings", "vm.max_map_count", "sysctl");
+    }
+
     /// <summary>Standard output is a pipe to another process (the common `prog | tee log`): refused naming fd 1.</summary>
     [Fact]
     public void CheckpointWithPipeToAnotherProcess()
