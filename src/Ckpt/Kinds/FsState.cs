@@ -21,6 +21,8 @@ public sealed class FsState : IStateKind
         /// <summary>The working directory was removed (Cwd without " (deleted)"), and what it was.</summary>
         public bool CwdRemoved;
         public StatBuf CwdStat;
+        /// <summary>The working directory was /proc/N of a process N that has ended since (Cwd "/proc/N (deleted)"): N, else 0.</summary>
+        public int GoneProc;
     }
 
     public void Checkpoint(CheckpointContext ctx)
@@ -35,9 +37,15 @@ public sealed class FsState : IStateKind
             removed = true;
             cwd = cwd[..^10];
         }
+        // the /proc directory of a process that has ended since (its entry is unhashed): one is made so again
+        int goneProc = 0;
+        if (!removed && cwd.EndsWith(" (deleted)") && cwd.StartsWith("/proc/", StringComparison.Ordinal) && int.TryParse(cwd[6..^10], out int gone)
+            && gone > 0 && FileCalls.TryStat($"/proc/{ctx.Pid}/cwd", out var cs) && FileCalls.TryStat("/proc", out var ps) && cs.Dev == ps.Dev)
+            goneProc = gone;
         uint umask = (uint)(ctx.Status.Umask ?? 18 /* 022 */);
         var p = new PayloadWriter().Str(cwd).Str(root).U32(umask).Bool(removed);
         if (removed) p.U64(st.Dev).U64(st.Ino).U32(st.Mode).U32(st.Uid).U32(st.Gid);
+        p.I32(goneProc);
         ctx.Image.Write(RecordKind.FsState, p);
     }
 
@@ -48,6 +56,7 @@ public sealed class FsState : IStateKind
         s.Cwd = r.Str(); s.Root = r.Str(); s.Umask = r.U32();
         s.CwdRemoved = !r.AtEnd && r.Bool();
         if (s.CwdRemoved) s.CwdStat = new StatBuf { Dev = r.U64(), Ino = r.U64(), Mode = r.U32(), Uid = r.U32(), Gid = r.U32() };
+        s.GoneProc = r.AtEnd ? 0 : r.I32();
         r.End();
     }
 
@@ -63,7 +72,24 @@ public sealed class FsState : IStateKind
         var cwd = Encoding.UTF8.GetBytes(s.Cwd + "\0");
         var root = Encoding.UTF8.GetBytes(s.Root + "\0");
         batch.Reserve(4, cwd.Length + root.Length);
-        if (s.CwdRemoved)
+        if (s.GoneProc > 0)
+        {
+            // a process of ckpt's for a moment (with the pid it had, if free): the vessel enters its /proc
+            // directory, then it ends and is reaped, and the directory is unhashed as it was
+            int helper = GoneProcHelper(s.GoneProc);
+            try
+            {
+                batch.Add(Nr.chdir, (long)batch.AddData(Encoding.UTF8.GetBytes($"/proc/{helper}\0")), stopOnError: true, check: Entered);
+                batch.Flush();
+            }
+            finally
+            {
+                ProcessCalls.Kill(helper, 9);
+                Ptrace.Wait(helper);
+            }
+            if (helper != s.GoneProc) ctx.Log.Info($"pid {ctx.Pid}: working directory /proc/{helper} (deleted) instead of {s.Cwd}: pid {s.GoneProc} is in use");
+        }
+        else if (s.CwdRemoved)
         {
             var st = s.CwdStat;
             int dir = RegularFile.DeletedDirectory(ctx.Session, st.Dev, st.Ino, s.Cwd, st.Mode, st.Uid, st.Gid);
@@ -75,6 +101,18 @@ public sealed class FsState : IStateKind
         if (s.Root != "/") batch.AddChecked("chroot", Nr.chroot, (long)batch.AddData(root));
         batch.AddChecked("umask", Nr.umask, s.Umask);
         batch.Flush();
+    }
+
+    /// <summary>A process parked in pause(), child of this thread, with pid <paramref name="want"/> if it is free, else one of the next.</summary>
+    private static int GoneProcHelper(int want)
+    {
+        for (int pid = want; pid < want + 1000; pid++)
+        {
+            if (Directory.Exists($"/proc/{pid}")) continue;
+            try { return Vessel.Create(pid); }
+            catch (CkptException) { }
+        }
+        throw new CkptException($"restart: no free pid near {want} for the ended process whose /proc directory was the working directory", ExitCodes.RestoreConflict);
     }
 
     public void Describe(Record rec, InfoNode info)

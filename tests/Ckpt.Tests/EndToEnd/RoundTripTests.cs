@@ -209,6 +209,19 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
     }
 
+    /// <summary>
+    /// A working directory that is the /proc directory of a process that has ended since (zdtm unhashed_proc):
+    /// the restart failed ("cannot enter /proc/N (deleted)"); now a process of ckpt's gets the pid for a
+    /// moment and the vessel enters its directory before it ends.
+    /// </summary>
+    [Fact]
+    public void WorkingDirectoryOfAnEndedProcess()
+    {
+        env.Program("procgone");
+        var r = new E2eScript(env, "procgone").Run(E2eScript.RoundTrip("\"$BIN/procgone\""));
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
     [Fact]
     public void ThousandsOfFds()
     {
