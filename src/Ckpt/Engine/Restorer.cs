@@ -56,10 +56,20 @@ public static class Restorer
                 // time spent per record kind (and waiting for the next record), for the log
                 var spent = new Dictionary<RecordKind, (long Ticks, int Count, long Bytes)>();
                 long waited = 0, t0 = System.Diagnostics.Stopwatch.GetTimestamp(), a0 = GC.GetAllocatedBytesForCurrentThread();
+                // the time and allocation since the last mark go to one kind's account
+                void Charge(RecordKind kind, int records)
+                {
+                    long now = System.Diagnostics.Stopwatch.GetTimestamp(), allocated = GC.GetAllocatedBytesForCurrentThread();
+                    var (ticks, n, bytes) = spent.GetValueOrDefault(kind);
+                    spent[kind] = (ticks + now - t0, n + records, bytes + allocated - a0);
+                    t0 = now;
+                    a0 = allocated;
+                }
                 while (ahead.Next() is { } rec)
                 {
                     long t1 = System.Diagnostics.Stopwatch.GetTimestamp();
                     waited += t1 - t0;
+                    t0 = t1;
                     s.ThrowIfCancelled();
                     // pages handed to the page-writing helper are in place before any other record
                     if (rec.Kind != RecordKind.Pages) MemoryRegion.WaitForPages(s, processDone: rec.Kind is RecordKind.Process or RecordKind.Tree);
@@ -68,11 +78,7 @@ public static class Restorer
                     if (rec.Kind is not (RecordKind.Vma or RecordKind.Pages) && s.Current is { } cur)
                     {
                         MemoryRegion.RunMappingsAndDeferredPages(cur);
-                        long tf = System.Diagnostics.Stopwatch.GetTimestamp(), af = GC.GetAllocatedBytesForCurrentThread();
-                        var (vt, vn, vb) = spent.GetValueOrDefault(RecordKind.Vma);
-                        spent[RecordKind.Vma] = (vt + tf - t1, vn, vb + af - a0);
-                        t1 = tf;
-                        a0 = af;
+                        Charge(RecordKind.Vma, 0);
                     }
                     if (s.Tree == null && KindTable.ForRecord(rec) is ITreeNamespace ns) ns.Restore(s, rec);
                     else if (rec.Kind == RecordKind.Tree) ProcessTree.Restore(s, rec);
@@ -82,11 +88,7 @@ public static class Restorer
                         var ctx = s.Current ?? throw new ImageFormatException($"record {rec.Kind} at offset {rec.Offset} comes before any Process record");
                         KindTable.ForRecord(rec).Restore(ctx, rec);
                     }
-                    t0 = System.Diagnostics.Stopwatch.GetTimestamp();
-                    long a1 = GC.GetAllocatedBytesForCurrentThread();
-                    var (ticks, n, bytes) = spent.GetValueOrDefault(rec.Kind);
-                    spent[rec.Kind] = (ticks + t0 - t1, n + 1, bytes + a1 - a0);
-                    a0 = a1;
+                    Charge(rec.Kind, 1);
                 }
                 MemoryRegion.WaitForPages(s, processDone: true);
                 if (s.Current is { } last) MemoryRegion.RunMappingsAndDeferredPages(last);
@@ -214,10 +216,8 @@ internal sealed class ReadAheadQueue : IDisposable
 
     /// <param name="records">Records queued at most.</param>
     /// <param name="bytes">
-    /// Payload bytes of the large records queued at most, once a quarter of that much was read: until then
-    /// a quarter of what was read, or 512 KiB (each large payload is a buffer of its own, fresh memory the
-    /// first time, whose page faults cost a small restart more than reading ahead saves it). A large record
-    /// counts as many records as it holds that many bytes / <paramref name="records"/>.
+    /// Payload bytes of the large records queued at most, once enough was read (<see cref="ImageReader.LeadFor"/>).
+    /// A large record counts as many records as it holds that many bytes / <paramref name="records"/>.
     /// </param>
     public ReadAheadQueue(ImageReader reader, int records, int bytes)
     {
@@ -235,7 +235,7 @@ internal sealed class ReadAheadQueue : IDisposable
                     int weight = 1;
                     if (r is { } rec && rec.Payload.Length > ImageReader.SmallPayload)
                     {
-                        long ahead = Math.Clamp(read / 4, 512 << 10, bytes);
+                        long ahead = ImageReader.LeadFor(read, bytes);
                         long unit = Math.Max(1, ahead / records);
                         weight = (int)Math.Min(records, (rec.Payload.Length + unit - 1) / unit);
                         read += rec.Payload.Length;

@@ -17,7 +17,12 @@ public readonly struct Record(RecordKind kind, RecordFlags flags, ReadOnlyMemory
     /// be many records behind (the restart's page writer). Only a large payload can be held (false for a
     /// small one, or a record not from a reader with a ring): call while the payload is still valid.
     /// </summary>
-    public bool TryHold() => _source != null && _slot >= 0 && _source.Hold(_slot);
+    public bool TryHold()
+    {
+        if (_source == null || _slot < 0) return false;
+        _source.Hold(_slot);
+        return true;
+    }
 
     /// <summary>Ends a <see cref="TryHold"/>, or the consumer's use of the record (see the reader's consumerReleases).</summary>
     public void Release() => _source?.Release(_slot);
@@ -95,6 +100,15 @@ public sealed class ImageReader
 
     /// <summary>Payloads of at most this many bytes are small (see <see cref="ImageReader(Stream, int, int, int)"/>).</summary>
     public const int SmallPayload = 64 << 10;
+
+    /// <summary>
+    /// How many bytes of large payloads a consumer may keep in use ahead of (or behind) the record being
+    /// restored, once <paramref name="seen"/> bytes of them went by: a quarter of that, from 512 KiB up to
+    /// <paramref name="most"/>. Each payload in use is a buffer of its own, fresh memory the first time,
+    /// whose page faults cost a small restart more than a long lead saves it (a 4 MiB process read 4 MiB
+    /// ahead restarted in 37-42 ms instead of 29).
+    /// </summary>
+    public static long LeadFor(long seen, long most) => Math.Clamp(seen / 4, 512 << 10, most);
 
     /// <param name="payloadRing">
     /// How many payload buffers rotate: a returned record stays valid until that many more calls to
@@ -232,10 +246,9 @@ public sealed class ImageReader
         return (b.Memory, slot);
     }
 
-    internal bool Hold(int slot)
+    internal void Hold(int slot)
     {
         lock (_large) _large[slot].Holds++;
-        return true;
     }
 
     internal void Release(int slot)

@@ -1527,12 +1527,8 @@ public sealed unsafe class MemoryRegion : IStateKind
     private sealed class PageWriter : IDisposable
     {
         private const int MaxRecords = 32;
-        /// <summary>
-        /// Payload bytes it takes at most, once four times that much was offered: until then a quarter of
-        /// what was offered, or 512 KiB (each payload held is a buffer of the image reader's, fresh memory the
-        /// first time, whose page faults cost a small restart more than the helper's lead saves it).
-        /// </summary>
-        private const long MaxBytes = 4 << 20, MinBytes = 512 << 10;
+        /// <summary>Payload bytes it takes at most, once enough was offered (<see cref="ImageReader.LeadFor"/>: each payload held is a buffer of the image reader's).</summary>
+        private const long MaxBytes = 4 << 20;
         private long _offered;
 
         private struct Item
@@ -1564,7 +1560,7 @@ public sealed unsafe class MemoryRegion : IStateKind
             lock (_queue)
             {
                 _offered += rec.Payload.Length;
-                long limit = Math.Clamp(_offered / 4, MinBytes, MaxBytes);
+                long limit = ImageReader.LeadFor(_offered, MaxBytes);
                 if (_error != null || _records >= MaxRecords || (_records > 0 && _bytes + rec.Payload.Length > limit)) return false;
                 if (!rec.TryHold()) return false;
                 var runs = _runArrays.Count > 0 ? _runArrays.Pop() : new Iovec[MaxRunsPerChunk];
