@@ -18,7 +18,8 @@ static void on_sig(int sig, siginfo_t *si, void *uc)
 {
     (void)uc;
     if (sig == SIGRTMIN + 2) got1_fd = si->si_fd;
-    if (sig == SIGRTMIN + 3) { got2_fd = si->si_fd; got2_tid = (int)syscall(SYS_gettid); }
+    /* the thread first: main stops waiting as soon as it sees the fd */
+    if (sig == SIGRTMIN + 3) { got2_tid = (int)syscall(SYS_gettid); got2_fd = si->si_fd; }
 }
 
 static void *worker(void *arg)
@@ -75,7 +76,7 @@ int main(void)
     check_owner("socket", sv[0], F_OWNER_PGRP, getpgrp(), 0, 0);
     CHECK(got1_fd == -1 && got2_fd == -1, "a signal came before any data was written (%d, %d)", got1_fd, got2_fd);
     MUST(write(p1[1], "x", 1) == 1 && write(p2[1], "y", 1) == 1);
-    for (int i = 0; i < 2000 && (got1_fd < 0 || got2_fd < 0); i++) usleep(1000);
+    for (int i = 0; i < 2000 && (got1_fd < 0 || got2_fd < 0 || got2_tid < 0); i++) usleep(1000);
     CHECK(got1_fd == p1[0], "SIGRTMIN+2 for the first pipe: si_fd %d, expected %d", got1_fd, p1[0]);
     CHECK(got2_fd == p2[0], "SIGRTMIN+3 for the second pipe: si_fd %d, expected %d", got2_fd, p2[0]);
     CHECK(got2_tid == worker_tid, "SIGRTMIN+3 was handled by thread %d, not by its owner %d", got2_tid, worker_tid);
