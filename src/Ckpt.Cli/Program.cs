@@ -191,9 +191,10 @@ public static class Program
         if (spool != null) stream = spool;
         int pid;
         var progress = StderrIsTerminal ? new ProgressStream(stream, "read") : null;
+        var job = detach || frozen ? null : JobControl.OfCaller(log);
         using (stream)
         {
-            try { pid = Restorer.Run(progress ?? stream, new RestoreOptions { Detach = detach, Frozen = frozen, HugePages = hugePages, TimeNamespace = timeNamespace, InheritFds = inherit, Spool = spool, Cancelled = () => s_cancelled }, log); }
+            try { pid = Restorer.Run(progress ?? stream, new RestoreOptions { Detach = detach, Frozen = frozen, HugePages = hugePages, TimeNamespace = timeNamespace, InheritFds = inherit, Spool = spool, Job = job, Cancelled = () => s_cancelled }, log); }
             finally { progress?.Done(); }
         }
         if (detach || frozen)
@@ -201,20 +202,11 @@ public static class Program
             Console.Out.WriteLine(pid);
             return ExitCodes.Ok;
         }
-        // like running it: wait for the process and exit with its status; a SIGTERM or SIGINT sent to
-        // ckpt from now on is passed on to it
+        // like running it: wait for the process and exit with its status (from the foreground of a
+        // terminal, the process has it meanwhile: JobControl); a SIGTERM or SIGINT sent to ckpt from now
+        // on is passed on to it
         s_waitingFor = pid;
-        while (true)
-        {
-            int r = Ptrace.WaitAny(out int st, 0);
-            if (r == -Errors.EINTR) continue;
-            if (r == pid || r < 0)
-            {
-                if (r < 0) return Fail($"lost track of pid {pid}", ExitCodes.Internal);
-                if (Ptrace.Exited(st)) return Ptrace.ExitCode(st);
-                if (!Ptrace.Stopped(st)) return 128 + Ptrace.TermSig(st);
-            }
-        }
+        return JobControl.Wait(pid, job);
     }
 
     private static FileStream OpenInput(string path)

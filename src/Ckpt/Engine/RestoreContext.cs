@@ -18,6 +18,8 @@ public sealed class RestoreOptions
     public Func<bool> Cancelled { get; init; } = () => false;
     /// <summary>Replacements for external fds: image fd → fd of ckpt (--inherit-fd); default: the same number.</summary>
     public Dictionary<int, int> InheritFds { get; init; } = new();
+    /// <summary>The caller waits for the tree from the foreground of its terminal: the root's group gets that foreground as the tree is released.</summary>
+    public JobControl? Job { get; init; }
 }
 
 /// <summary>

@@ -113,6 +113,7 @@ public static class Restorer
                 foreach (var ctx in s.Processes)
                     using (log.Phase(s.MultiProcess ? $"finish {kind.Name} {ctx.Pid}" : "finish " + kind.Name)) kind.Finish(ctx);
             s.Close();
+            opt.Job?.HandTo(s.Processes[0].Pid);
             // children first, so that a parent released early never sees a child still stopped
             TracerThread.RaiseAll();
             using var unpreempted = TracerThread.UnpreemptedFromHere();
@@ -148,6 +149,7 @@ public static class Restorer
         {
             s.Close();
             KillAll(s);
+            opt.Job?.TakeBack();
             throw;
         }
         finally

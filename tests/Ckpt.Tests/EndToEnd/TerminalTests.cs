@@ -54,6 +54,62 @@ public sealed class TerminalTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// A program started from a shell with job control leads a process group of its own. Restarted by a
+    /// `ckpt restart` that a shell with job control runs in the foreground of another terminal, its group
+    /// must get that terminal's foreground (else its first read or tcsetattr stops it for good, SIGTTIN or
+    /// SIGTTOU). Stopped as by Ctrl-Z, ckpt stops too, so the shell sees its job stopped; `fg` continues the
+    /// program with the terminal (the program checks its group, tcgetpgrp and tcsetattr before and after).
+    /// </summary>
+    [Fact]
+    public void ForegroundJobOfTheRestartingShell()
+    {
+        env.Program("fgjob");
+        var r = new E2eScript(env, "fgjob").Run("""
+            command -v script >/dev/null || fail "script (util-linux) is missing"
+            cat > "$W/first.sh" <<FIRST
+            set -m
+            exec 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-
+            "$BIN/fgjob" &
+            P=\$!
+            echo \$P > "$W/pid"
+            for i in \$(seq 100); do [ "\$(awk '{print \$5}' /proc/\$P/stat)" = \$P ] && break; sleep 0.05; done
+            sleep 0.3
+            "$CKPT" checkpoint \$P -o "$W/img" --kill --log "$W/ck.log" -v || exit 10
+            wait \$P 2>/dev/null
+            touch "$W/first-done"
+            sleep 4   # keeps this terminal, so that the second one is another
+            exit 0
+            FIRST
+            cat > "$W/second.sh" <<SECOND
+            set -m
+            exec 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-
+            P=\$(cat "$W/pid")
+            ( sleep 1; kill -USR1 \$P ) &
+            "$CKPT" restart -i "$W/img" --log "$W/rs.log" -v; echo "RESTART-STATUS: \$?"
+            fg; echo "FG-STATUS: \$?"
+            SECOND
+            script -qec "bash $W/first.sh" /dev/null > "$W/first.txt" 2>&1 &
+            S=$!
+            wait_for "$W/ck.log" 'image complete' 20 || fail "no checkpoint in the first terminal"
+            for i in $(seq 100); do [ -e "$W/first-done" ] && break; sleep 0.05; done
+            P=$(cat "$W/pid")
+            gone 10 $P || fail "the first program still holds its pid"
+            timeout 30 script -qec "bash $W/second.sh" /dev/null > "$W/second.txt" 2>&1; echo "SECOND: $?"
+            kill -9 $P 2>/dev/null
+            wait $S; echo "FIRST: $?"
+            """);
+        r.AssertScriptOk();
+        Assert.Contains("FIRST: 0", r.Stdout);
+        var second = r.File("second.txt");
+        Assert.True(r.File("first.txt").Contains("READY"), $"the program did not start in the first terminal{r.Diagnostics}");
+        Assert.True(second.Contains("STOPPING") && second.Contains("CONTINUED") && second.Contains("PASS") && !second.Contains("FAIL"),
+            $"the program should pass its checks in the second terminal{r.Diagnostics}");
+        Assert.True(second.Contains("RESTART-STATUS: 148") && second.Contains("FG-STATUS: 0"),
+            $"ckpt should stop with the program (148: SIGTSTP) and end with it after fg (0){r.Diagnostics}");
+        Assert.Contains("SECOND: 0", r.Stdout);
+    }
+
+    /// <summary>
     /// A pseudo-terminal whose master the tree holds (as tmux or script do): a child leads a session with
     /// the pty as its controlling terminal, a grandchild's group in the foreground. After the restart the
     /// pty has its old name and settings, and the grandchild, reading it, finds the same controlling
