@@ -20,7 +20,9 @@ namespace Ckpt.Engine;
 /// </summary>
 public sealed unsafe class JobControl
 {
-    private const int SIGTTIN = 21, SIGTTOU = 22, SIG_BLOCK = 0, SIG_SETMASK = 2, WUNTRACED = 2;
+    private const int SIGTTIN = 21, SIGTTOU = 22, SIGWINCH = 28, SIG_BLOCK = 0, SIG_SETMASK = 2, WUNTRACED = 2;
+    private const ulong TCSETS = 0x5402;
+    private int _redrawGroup;
     private readonly int _fd;        // ckpt's fd on its controlling terminal
     private readonly int _own;       // ckpt's process group
     private int _job;                // the group given the terminal, 0 before
@@ -47,13 +49,37 @@ public sealed unsafe class JobControl
     /// <summary>The group that has the terminal's foreground because of ckpt, or 0.</summary>
     public int Foreground => _job;
 
+    private byte[]? _termios;        // the program's settings of this terminal, from the image
+    private bool _redraw;
+
     /// <summary>
-    /// Right before the tree is released: the root's group gets the terminal's foreground, if it is a group
-    /// of ckpt's session other than ckpt's own (a root in ckpt's group has it already).
+    /// A terminal of the image reopened as <paramref name="major"/>:<paramref name="minor"/>, with the
+    /// settings it had: when that is ckpt's terminal, they are applied as the tree is released (an editor's
+    /// raw mode: the shell that ran ckpt had its own in place), and the tree's foreground group is sent
+    /// SIGWINCH once it runs, as after a resize, so that a full-screen program draws itself again (on
+    /// another terminal, or over what the shell wrote since). The first terminal fd of the tree decides.
+    /// </summary>
+    public void Settings(int major, int minor, byte[] termios)
+    {
+        StatBuf st;
+        if (_termios != null || FileCalls.Fstat(_fd, &st) != 0 || FileCalls.MajorOf(st.Rdev) != major || FileCalls.MinorOf(st.Rdev) != minor) return;
+        _termios = termios;
+        _redraw = true;
+    }
+
+    /// <summary>
+    /// Right before the tree is released: the program's settings of the terminal (<see cref="Settings"/>),
+    /// and the terminal's foreground to the root's group, if it is a group of ckpt's session other than
+    /// ckpt's own (a root in ckpt's group has it already).
     /// </summary>
     public void HandTo(int rootPid)
     {
+        if (_termios != null)
+            fixed (byte* t = _termios)
+                if (EventCalls.Ioctl(_fd, (nuint)TCSETS, t) != 0)
+                    _log.Info($"the terminal settings of the image not applied: {Errors.Describe(System.Runtime.InteropServices.Marshal.GetLastPInvokeError())}");
         int pg = ProcessCalls.GetPgid(rootPid);
+        _redrawGroup = pg;
         if (pg <= 0 || pg == _own || ProcessCalls.GetSid(rootPid) != ProcessCalls.GetSid(0)) return;
         if (ProcessCalls.TcSetPgrp(_fd, pg) != 0)
         {
@@ -84,6 +110,7 @@ public sealed unsafe class JobControl
         // stops are relayed only where someone can continue ckpt: a parent doing job control put it in a
         // group of its own (a script without job control would stop with it, for good)
         bool relay = job != null && job._job != 0 && ProcessCalls.GetPgid(ProcessCalls.GetPPid()) != job._own;
+        if (job is { _redraw: true, _redrawGroup: > 0 }) ProcessCalls.Kill(-job._redrawGroup, SIGWINCH);
         while (true)
         {
             int r = Ptrace.WaitAny(out int st, relay ? WUNTRACED : 0);

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using Ckpt.Engine;
 using Ckpt.Image;
 using Ckpt.Native;
@@ -46,7 +47,31 @@ public sealed class CharDevice : IFileKind
             .I32(f.Flags & ~FileCalls.O_CLOEXEC).I64(f.Pos);
         // appended fields: the node's permission bits and owner (a removed node is made again with them)
         p.U32(f.Stat.Mode & 0xfff).U32(f.Stat.Uid).U32(f.Stat.Gid);
+        // appended, for a terminal: its settings and window size (raw mode of an editor, echo off...)
+        if (IsTerminal(FileCalls.MajorOf(f.Stat.Rdev), FileCalls.MinorOf(f.Stat.Rdev)) && f.Link != "/dev/tty")
+        {
+            var (termios, winsize) = TerminalSettings(ctx, f.Fd);
+            p.Bytes(termios).Bytes(winsize);
+        }
         ctx.Image.Write(RecordKind.CharDevice, p);
+    }
+
+    private const ulong TCGETS = 0x5401, TIOCGWINSZ = 0x5413;
+    public const int TermiosSize = 36, WinsizeSize = 8;
+
+    /// <summary>The termios and window size of the terminal at fd <paramref name="fd"/> of the process (empty where the ioctl fails).</summary>
+    private static unsafe (byte[] Termios, byte[] Winsize) TerminalSettings(CheckpointContext ctx, int fd)
+    {
+        int mine = ctx.GrabFd(fd);
+        try
+        {
+            byte* t = stackalloc byte[64];
+            byte* w = stackalloc byte[WinsizeSize];
+            byte[] termios = EventCalls.Ioctl(mine, (nuint)TCGETS, t) == 0 ? new ReadOnlySpan<byte>(t, TermiosSize).ToArray() : [];
+            byte[] winsize = EventCalls.Ioctl(mine, (nuint)TIOCGWINSZ, w) == 0 ? new ReadOnlySpan<byte>(w, WinsizeSize).ToArray() : [];
+            return (termios, winsize);
+        }
+        finally { FileCalls.Close(mine); }
     }
 
     public void Restore(RestoreContext ctx, Record rec)
@@ -55,13 +80,18 @@ public sealed class CharDevice : IFileKind
         uint objref = r.U32(); string path = r.Str(); int major = r.I32(), minor = r.I32(); int flags = r.I32(); long pos = r.I64();
         uint perms = r.AtEnd ? 0x180 /* 0600 */ : r.U32() & 0xfff;
         uint uid = r.AtEnd ? 0 : r.U32(), gid = r.AtEnd ? 0 : r.U32();
+        byte[] termios = r.AtEnd ? [] : r.Bytes().ToArray(), winsize = r.AtEnd ? [] : r.Bytes().ToArray();
         r.End();
+        if (termios.Length is not (0 or TermiosSize) || winsize.Length is not (0 or WinsizeSize))
+            throw new ImageFormatException($"CharDevice record at offset {rec.Offset}: terminal settings of {termios.Length} and {winsize.Length} bytes");
         if (IsTerminal(major, minor) && path != "/dev/tty" && OwnTerminal() is { } mine && mine != path)
         {
             ctx.Log.Info($"terminal {path} of the image replaced by {mine}, the terminal of ckpt restart");
             path = mine;
             if (FileCalls.TryStat(path, out var t)) { major = FileCalls.MajorOf(t.Rdev); minor = FileCalls.MinorOf(t.Rdev); }
         }
+        // the terminal ckpt waits in the foreground of: the program's settings on it as the tree is released
+        if (termios.Length > 0) ctx.Session.Options.Job?.Settings(major, minor, termios);
         int openFlags = (flags & ~(FileCalls.O_CREAT | FileCalls.O_TRUNC | FileCalls.O_EXCL)) | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC;
         if (path.EndsWith(" (deleted)"))
         {
@@ -137,7 +167,16 @@ public sealed class CharDevice : IFileKind
     {
         var r = rec.Reader();
         uint objref = r.U32(); string path = r.Str(); int major = r.I32(), minor = r.I32(); int flags = r.I32();
-        info.Child("files").Set(objref.ToString(), new InfoNode().Set("kind", "char device").Set("path", path)
-            .Set("device", $"{major}:{minor}").Set("flags", RegularFile.OpenFlags(flags)));
+        var node = new InfoNode().Set("kind", "char device").Set("path", path)
+            .Set("device", $"{major}:{minor}").Set("flags", RegularFile.OpenFlags(flags));
+        r.I64();
+        if (!r.AtEnd) { r.U32(); r.U32(); r.U32(); }
+        if (!r.AtEnd && r.Bytes() is { Length: TermiosSize } t && r.Bytes() is var w)
+        {
+            uint lflag = BinaryPrimitives.ReadUInt32LittleEndian(t[12..]);
+            node.Set("terminal mode", $"{((lflag & 2) != 0 ? "canonical" : "raw")}, echo {((lflag & 8) != 0 ? "on" : "off")}");
+            if (w.Length == WinsizeSize) node.Set("window", $"{BinaryPrimitives.ReadUInt16LittleEndian(w[2..])}x{BinaryPrimitives.ReadUInt16LittleEndian(w)}");
+        }
+        info.Child("files").Set(objref.ToString(), node);
     }
 }
