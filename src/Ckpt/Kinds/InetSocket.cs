@@ -35,7 +35,7 @@ public sealed unsafe class InetSocket : IStateKind
     public int FinishOrder => 76;
 
     /// <summary>Closed: a TCP connection that ended (both FINs, a reset, a refused connect): nothing to read or write any more.</summary>
-    private enum State : byte { Unconnected = 0, Listening = 1, Connected = 2, Established = 3, Closed = 4 }
+    private enum State : byte { Unconnected = 0, Listening = 1, Connected = 2, Established = 3, Closed = 4, Opening = 5 }
 
     /// <summary>The TCP sockets holding a port while neither listening nor connected (one sock_diag dump per checkpoint, when needed).</summary>
     private sealed class BoundInactive { public HashSet<uint>? Inodes; }
@@ -52,6 +52,7 @@ public sealed unsafe class InetSocket : IStateKind
     private const int TCPOPT_MSS = 2, TCPOPT_WINDOW = 3, TCPOPT_SACK_PERM = 4, TCPOPT_TIMESTAMP = 8;
     private const int TCPI_OPT_TIMESTAMPS = 1, TCPI_OPT_SACK = 2, TCPI_OPT_WSCALE = 4;
     private const uint SIOCOUTQ = 0x5411, SIOCOUTQNSD = 0x894B;
+    private const int EINPROGRESS = 115;
     private const int MaxQueue = 32 << 20;
     private const int SO_SNDBUF = 7, SO_RCVBUF = 8;
 
@@ -168,6 +169,18 @@ public sealed unsafe class InetSocket : IStateKind
                         if (!bound.Inodes.Contains((uint)f.Stat.Ino)) local = [];
                     }
                 }
+                else if (tcpState == TCP_SYN_SENT && PeerName(mine, domain) is { } opening)
+                {
+                    // a connect waiting for its answer (a peer slow, down, or dropping it): opened again at
+                    // restart from the same address and port, with a handshake of its own; the program's
+                    // connect, restarted, waits for it as it did (getpeername says ENOTCONN meanwhile:
+                    // SO_PEERNAME tells where to). Data sent with the SYN (TCP Fast Open) is not saved
+                    int outq = 0;
+                    if (EventCalls.Ioctl(mine, SIOCOUTQ, &outq) == 0 && outq > 0)
+                        throw new NotCheckpointableException(ctx.Pid, $"{what} is a TCP connection to {Show(opening)} still being opened with {outq} byte(s) sent with its SYN (TCP Fast Open), which is not supported; checkpoint once it is established");
+                    state = State.Opening;
+                    peer = opening;
+                }
                 else if (tcpState is TCP_SYN_SENT or TCP_SYN_RECV)
                     throw new NotCheckpointableException(ctx.Pid, $"{what} is a TCP connection{(peer != null ? " to " + Show(peer) : "")} still being opened ({TcpStateName(tcpState)}) after the tree was let go for about 3 s to finish it; checkpoint once it is established");
                 else if (tcpState != TCP_STATE_CLOSE)
@@ -200,7 +213,7 @@ public sealed unsafe class InetSocket : IStateKind
                 if (peer != null) state = State.Connected;
             }
             var p = new PayloadWriter().U32(objref).I32(f.Flags & ~FileCalls.O_CLOEXEC).I32(domain).I32(type).I32(protocol)
-                .U8((byte)state).I32(backlog).Bytes(local).Bytes(state is State.Connected or State.Established or State.Closed ? peer ?? [] : []);
+                .U8((byte)state).I32(backlog).Bytes(local).Bytes(state is State.Connected or State.Established or State.Closed or State.Opening ? peer ?? [] : []);
             var options = ChangedOptions(mine, domain, type, raw ? RawProtocol + protocol : protocol, ctx.Pid);
             // a connection is in repair mode by now, which reads as SO_REUSEADDR 2 (forced): what the
             // program set was read before
@@ -569,11 +582,6 @@ public sealed unsafe class InetSocket : IStateKind
     }
 
     /// <summary>
-    /// TCP connections of the frozen tree being opened (SYN_SENT: a connect waiting for its answer;
-    /// SYN_RECV): they cannot be saved, and are usually established within a round trip, so the tree is
-    /// let go a moment for them as for listeners.
-    /// </summary>
-    /// <summary>
     /// Waits (up to 200 ms) until the queues of the tree's TCP connections stop changing: a frozen tree
     /// still has data in flight that the kernel goes on delivering as windows allow (between two processes
     /// of the tree on loopback, until the receiver's window is full), and a connection read while its queue
@@ -671,9 +679,15 @@ public sealed unsafe class InetSocket : IStateKind
         catch (SyscallException e) { s.Log.Error($"cannot remove the nf_tables table inet {table}: {e.Message}; remove it with 'nft delete table inet {table}'"); }
     }
 
+    /// <summary>
+    /// TCP sockets of the frozen tree in SYN_RECV (a connection being accepted that a socket holds, with
+    /// TCP Fast Open): they cannot be saved, and are usually established within a round trip, so the tree
+    /// is let go a moment for them as for listeners. (A connect waiting for its answer, SYN_SENT, is saved
+    /// as it is: State.Opening.)
+    /// </summary>
     public static bool ConnectionsOpening(CheckpointSession s, List<(int Pid, int Fd, byte[] Local, int State, uint Waiting)> tcp)
     {
-        var opening = tcp.Where(t => t.State is TCP_SYN_SENT or TCP_SYN_RECV).ToList();
+        var opening = tcp.Where(t => t.State == TCP_SYN_RECV).ToList();
         foreach (var (pid, fd, _, state, _) in opening) s.Log.Debug($"pid {pid} fd {fd}: a TCP connection in state {TcpStateName(state)}");
         return opening.Count > 0;
     }
@@ -1011,8 +1025,9 @@ public sealed unsafe class InetSocket : IStateKind
         uint n = r.U32();
         var options = new List<(int Level, int Name, byte[] Value)>();
         for (uint i = 0; i < n; i++) options.Add((r.I32(), r.I32(), r.Bytes().ToArray()));
-        if (domain is not (SocketCalls.AF_INET or SocketCalls.AF_INET6) || state > State.Closed || local.Length > 128 || peer.Length > 128
-            || state is State.Established or State.Closed && type != SocketCalls.SOCK_STREAM)
+        if (domain is not (SocketCalls.AF_INET or SocketCalls.AF_INET6) || state > State.Opening || local.Length > 128 || peer.Length > 128
+            || state is State.Established or State.Closed or State.Opening && type != SocketCalls.SOCK_STREAM
+            || state == State.Opening && (peer.Length == 0 || !HasAddress(local)))
             throw new ImageFormatException($"InetSocket record at offset {rec.Offset} is not a TCP, UDP or raw socket this tool can rebuild");
         if (state == State.Established)
         {
@@ -1038,7 +1053,9 @@ public sealed unsafe class InetSocket : IStateKind
             throw new ImageFormatException($"InetSocket record at offset {rec.Offset}: datagrams queued in an unbound socket");
         bool icmp = type == SocketCalls.SOCK_DGRAM && protocol is IPPROTO_ICMP or IPPROTO_ICMPV6;
         string what = $"{(type == SocketCalls.SOCK_STREAM ? "TCP" : type == SOCK_RAW ? $"raw (protocol {protocol})" : icmp ? "ICMP echo" : "UDP")} socket {Show(local)}";
-        long made = ctx.Vessel.Inject(Nr.socket, domain, SocketCalls.TypeFor(type, flags), protocol);
+        // (a connection being opened: its connect must not wait, O_NONBLOCK until it was made)
+        bool opening = state == State.Opening;
+        long made = ctx.Vessel.Inject(Nr.socket, domain, SocketCalls.TypeFor(type, opening ? flags | FileCalls.O_NONBLOCK : flags), protocol);
         if (made == -Errors.EACCES && icmp)
             throw new CkptException($"restart: cannot make the {what} again: this machine's net.ipv4.ping_group_range does not include the group ckpt runs as (sysctl net.ipv4.ping_group_range='0 2147483647' allows every group)", ExitCodes.RestoreConflict);
         if (made < 0) throw new SyscallException("socket (injected)", (int)-made, ctx.Pid, what);
@@ -1077,6 +1094,16 @@ public sealed unsafe class InetSocket : IStateKind
         // on a socket never connected, shutdown fails with ENOTCONN but still marks both directions shut
         else if (state == State.Closed && !closedWithPeer) batch.Add(Nr.shutdown, fd, 2 /* SHUT_RDWR */);
         else if (state == State.Connected) batch.AddChecked($"connect of the {what} to {Show(peer)}", Nr.connect, fd, (long)batch.AddData(peer), peer.Length);
+        else if (opening)
+        {
+            // the SYN goes out now; an error at once (no route from this machine) leaves it unconnected, and
+            // the program's connect, restarted, tries again
+            batch.Add(Nr.connect, fd, (long)batch.AddData(peer), peer.Length, check: got =>
+            {
+                if (got < 0 && got != -EINPROGRESS) ctx.Log.Info($"pid {ctx.Pid} fd {fd}: the {what} being opened to {Show(peer)} could not be opened again: {Errors.Describe((int)-got)}");
+            });
+            if ((flags & FileCalls.O_NONBLOCK) == 0) batch.AddChecked("fcntl(F_SETFL)", Nr.fcntl, fd, 4 /* F_SETFL */, 0);
+        }
         batch.Flush();
         if (closedWithPeer) ClosedWithPeer(ctx, fd, local, peer, what, freebind);
         if (reuseportForBind) ctx.Session.State<ReuseportAfterBind>().Fds.Add(ctx.Session.Own(ctx.GrabFd(fd)));
@@ -1378,9 +1405,9 @@ public sealed unsafe class InetSocket : IStateKind
         byte[] local = r.Bytes().ToArray(), peer = r.Bytes().ToArray();
         uint n = r.U32();
         var node = new InfoNode().Set("kind", $"{(type == SocketCalls.SOCK_STREAM ? "tcp" : type == SOCK_RAW ? "raw" : "udp")}{(domain == SocketCalls.AF_INET6 ? "6" : "")} socket")
-            .Set("path", Show(local) + (state is State.Connected or State.Established ? " -> " + Show(peer) : "")).Set("flags", RegularFile.OpenFlags(flags)).Set("address", Show(local)).Set("state", state.ToString().ToLowerInvariant());
+            .Set("path", Show(local) + (state is State.Connected or State.Established or State.Opening ? " -> " + Show(peer) : "")).Set("flags", RegularFile.OpenFlags(flags)).Set("address", Show(local)).Set("state", state.ToString().ToLowerInvariant());
         if (state == State.Listening) node.Set("backlog", backlog);
-        if (state is State.Connected or State.Established) node.Set("peer", Show(peer));
+        if (state is State.Connected or State.Established or State.Opening) node.Set("peer", Show(peer));
         if (n > 0) node.Set("options_set", n);
         for (uint i = 0; i < n; i++) { r.I32(); r.I32(); r.Bytes(); }
         if (state == State.Established)
