@@ -26,6 +26,7 @@ public class HandoffQueueTests
         Exception? caught = null;
         var t = new Thread(() => { try { q.Add(2, cts.Token); } catch (Exception e) { caught = e; } });
         t.Start();
+        Blocked(t);
         Assert.False(t.Join(100));   // full: the second Add waits
         cts.Cancel();
         Assert.True(t.Join(5000));
@@ -33,6 +34,13 @@ public class HandoffQueueTests
         Assert.True(q.TryTakeNow(out int v));
         Assert.Equal(1, v);
         Assert.False(q.TryTakeNow(out _));
+    }
+
+    /// <summary>Waits until the thread blocks (in the queue's wait): a thread started on a busy machine may not have run yet.</summary>
+    private static void Blocked(Thread t)
+    {
+        var until = DateTime.UtcNow.AddSeconds(10);
+        while ((t.ThreadState & ThreadState.WaitSleepJoin) == 0 && t.IsAlive && DateTime.UtcNow < until) Thread.Sleep(1);
     }
 
     [Fact]
@@ -46,6 +54,7 @@ public class HandoffQueueTests
         var added = new List<int>();
         var t = new Thread(() => { q.Add(3, ct); lock (added) added.Add(3); });
         t.Start();
+        Blocked(t);
         Assert.False(t.Join(100));                  // full: waits
         Assert.Equal(-1, q.Take(ct));               // 4 of 8: room for it, and down to half
         Assert.True(t.Join(5000));
@@ -55,6 +64,7 @@ public class HandoffQueueTests
         for (int i = 0; i < 8; i++) q.Add(i, ct);
         var ninth = new Thread(() => q.Add(8, ct));
         ninth.Start();
+        Blocked(ninth);   // (an adder that comes once one item left finds room: only one that found it full waits for half)
         for (int i = 0; i < 3; i++) { Assert.Equal(i, q.Take(ct)); Assert.False(ninth.Join(50)); }
         Assert.Equal(3, q.Take(ct));                // 4 of 8
         Assert.True(ninth.Join(5000));
