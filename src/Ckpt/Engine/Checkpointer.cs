@@ -68,6 +68,18 @@ public static class Checkpointer
         Validate(pid, live);
     }
 
+    /// <summary>Whether <paramref name="pid"/> is <paramref name="root"/> or one of its descendants (parent links in /proc).</summary>
+    private static bool Descends(int pid, int root)
+    {
+        for (int p = pid, steps = 0; p > 1 && steps < 4096; steps++)
+        {
+            if (p == root) return true;
+            try { p = ProcStat.Read(p).PPid; }
+            catch (IOException) { return false; }
+        }
+        return false;
+    }
+
     private static bool IsAncestorOfCkpt(int pid)
     {
         int p = Environment.ProcessId;
@@ -91,14 +103,16 @@ public static class Checkpointer
     }
 
     /// <summary>Checks that hold for every live process of the tree, before it is seized (read through <paramref name="live"/>, <see cref="LiveThread"/>).</summary>
-    private static void Validate(int pid, int live)
+    private static void Validate(int pid, int live, int root = 0)
     {
         ProcStatus status;
         try { status = ProcStatus.Read(live); }
         catch (IOException) { throw new CkptException($"no process with pid {pid}", ExitCodes.NoTarget); }
         if (status.Tgid != pid) throw new NotCheckpointableException(pid, $"it is a thread of process {status.Tgid}; checkpoint the process");
         if (status.TracerPid != 0 && status.TracerPid != ProcessCalls.GetTid())   // seized by us already (--freezer)
-            throw new NotCheckpointableException(pid, $"it is already traced by pid {status.TracerPid} (a debugger or strace); detach that first");
+            throw new NotCheckpointableException(pid, root != 0 && Descends(status.TracerPid, root)
+                ? $"it is traced by pid {status.TracerPid}, a process of the tree being checkpointed (a debugger or strace in the tree), and a trace cannot be saved; checkpoint once the tracer has detached or ended"
+                : $"it is already traced by pid {status.TracerPid} (a debugger or strace); detach that first");
         CheckNamespaces(live);
     }
 
@@ -255,7 +269,7 @@ public static class Checkpointer
                 try { f = ProcStat.Read(pid); } catch (IOException) { continue; }
                 int live = LiveThread(pid, f);
                 if (live == 0) continue;
-                Validate(pid, live);
+                Validate(pid, live, root);
                 foreach (int tid in ThreadIds(live))
                 {
                     if (tid == pid && live != pid) continue;   // a main thread that exited
@@ -292,7 +306,7 @@ public static class Checkpointer
             try { f = ProcStat.Read(live); } catch (IOException) { return SeizeOne(s, pid, parent, root); }   // it ended meanwhile
             s.Log.Debug($"pid {pid}: its main thread exited; thread {live} stands for it");
         }
-        if (pid != root) Validate(pid, live);
+        if (pid != root) Validate(pid, live, root);
         // a parent waiting for its vfork child to exec or exit cannot be stopped (the interrupt would
         // wait for as long as the child): find such a child before seizing
         foreach (int c in Children(live))
