@@ -13,37 +13,19 @@ public sealed class TerminalTests(E2eEnvironment env)
     public void ProgramMovesToTheTerminalOfTheRestart()
     {
         env.Program("sleeper");
-        var r = new E2eScript(env, "terminal").Run("""
-            command -v script >/dev/null || fail "script (util-linux) is missing"
-            cat > "$W/first.sh" <<FIRST
-            exec 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-
-            "$BIN/sleeper" &
-            P=\$!
-            echo \$P > "$W/pid"
-            sleep 0.5
-            readlink /proc/\$P/fd/1 > "$W/tty1"
-            "$CKPT" checkpoint \$P -o "$W/img" --kill --log "$W/ck.log" -v || exit 10
-            wait \$P 2>/dev/null
-            touch "$W/first-done"
-            sleep 4   # keeps this terminal, so that the second one is another
-            exit 0
-            FIRST
-            cat > "$W/second.sh" <<SECOND
-            exec 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-
-            tty > "$W/tty2"
-            "$CKPT" restart -i "$W/img" --log "$W/rs.log" -v; echo "RESTART-STATUS: \$?"
-            SECOND
-            script -qec "bash $W/first.sh" /dev/null > "$W/first.txt" 2>&1 &
-            S=$!
-            wait_for "$W/ck.log" 'image complete' 20 || fail "no checkpoint in the first terminal"
-            for i in $(seq 100); do [ -e "$W/first-done" ] && break; sleep 0.05; done
-            P=$(cat "$W/pid")
-            gone 10 $P || fail "the first program still holds its pid"
-            script -qec "bash $W/second.sh" /dev/null > "$W/second.txt" 2>&1; echo "SECOND: $?"
-            wait $S; echo "FIRST: $?"
-            echo "TTY1: $(cat "$W/tty1")"
-            echo "TTY2: $(cat "$W/tty2")"
-            """);
+        var r = new E2eScript(env, "terminal").Run(TwoTerminals("sleeper",
+            firstBeforeCheckpoint: """
+                sleep 0.5
+                readlink /proc/\$P/fd/1 > "$W/tty1"
+                """,
+            second: """
+                tty > "$W/tty2"
+                "$CKPT" restart -i "$W/img" --log "$W/rs.log" -v; echo "RESTART-STATUS: \$?"
+                """,
+            after: """
+                echo "TTY1: $(cat "$W/tty1")"
+                echo "TTY2: $(cat "$W/tty2")"
+                """));
         r.AssertScriptOk();
         Assert.Contains("FIRST: 0", r.Stdout);
         var first = r.File("first.txt");
@@ -64,40 +46,17 @@ public sealed class TerminalTests(E2eEnvironment env)
     public void ForegroundJobOfTheRestartingShell()
     {
         env.Program("fgjob");
-        var r = new E2eScript(env, "fgjob").Run("""
-            command -v script >/dev/null || fail "script (util-linux) is missing"
-            cat > "$W/first.sh" <<FIRST
-            set -m
-            exec 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-
-            "$BIN/fgjob" &
-            P=\$!
-            echo \$P > "$W/pid"
-            for i in \$(seq 100); do [ "\$(awk '{print \$5}' /proc/\$P/stat)" = \$P ] && break; sleep 0.05; done
-            sleep 0.3
-            "$CKPT" checkpoint \$P -o "$W/img" --kill --log "$W/ck.log" -v || exit 10
-            wait \$P 2>/dev/null
-            touch "$W/first-done"
-            sleep 4   # keeps this terminal, so that the second one is another
-            exit 0
-            FIRST
-            cat > "$W/second.sh" <<SECOND
-            set -m
-            exec 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-
-            P=\$(cat "$W/pid")
-            ( sleep 1; kill -USR1 \$P ) &
-            "$CKPT" restart -i "$W/img" --log "$W/rs.log" -v; echo "RESTART-STATUS: \$?"
-            fg; echo "FG-STATUS: \$?"
-            SECOND
-            script -qec "bash $W/first.sh" /dev/null > "$W/first.txt" 2>&1 &
-            S=$!
-            wait_for "$W/ck.log" 'image complete' 20 || fail "no checkpoint in the first terminal"
-            for i in $(seq 100); do [ -e "$W/first-done" ] && break; sleep 0.05; done
-            P=$(cat "$W/pid")
-            gone 10 $P || fail "the first program still holds its pid"
-            timeout 30 script -qec "bash $W/second.sh" /dev/null > "$W/second.txt" 2>&1; echo "SECOND: $?"
-            kill -9 $P 2>/dev/null
-            wait $S; echo "FIRST: $?"
-            """);
+        var r = new E2eScript(env, "fgjob").Run(TwoTerminals("fgjob", jobControl: true,
+            firstBeforeCheckpoint: """
+                for i in \$(seq 100); do [ "\$(awk '{print \$5}' /proc/\$P/stat)" = \$P ] && break; sleep 0.05; done
+                sleep 0.3
+                """,
+            second: """
+                P=\$(cat "$W/pid")
+                ( sleep 1; kill -USR1 \$P ) &
+                "$CKPT" restart -i "$W/img" --log "$W/rs.log" -v; echo "RESTART-STATUS: \$?"
+                fg; echo "FG-STATUS: \$?"
+                """));
         r.AssertScriptOk();
         Assert.Contains("FIRST: 0", r.Stdout);
         var second = r.File("second.txt");
@@ -146,4 +105,44 @@ public sealed class TerminalTests(E2eEnvironment env)
         r.AssertPassed().AssertRestoredExit0();
         r.Cleanup();
     }
+
+    /// <summary>
+    /// A scenario of two terminals (`script` sessions): in the first a shell starts PROGRAM in the
+    /// background (with job control: `set -m`, a process group of its own), runs
+    /// <paramref name="firstBeforeCheckpoint"/>, checkpoints it with --kill and keeps its terminal a few
+    /// seconds; once the pid is free, the second terminal runs <paramref name="second"/> (at most 30 s),
+    /// then <paramref name="after"/>. Its output: first.txt, second.txt, "SECOND: status", "FIRST: status".
+    /// In the two shell scripts, `\$` stands for a `$` of the script itself.
+    /// </summary>
+    private static string TwoTerminals(string program, string firstBeforeCheckpoint, string second, string after = "", bool jobControl = false) => $$"""
+        command -v script >/dev/null || fail "script (util-linux) is missing"
+        cat > "$W/first.sh" <<FIRST
+        {{(jobControl ? "set -m" : "")}}
+        exec 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-
+        "$BIN/{{program}}" &
+        P=\$!
+        echo \$P > "$W/pid"
+        {{firstBeforeCheckpoint}}
+        "$CKPT" checkpoint \$P -o "$W/img" --kill --log "$W/ck.log" -v || exit 10
+        wait \$P 2>/dev/null
+        touch "$W/first-done"
+        sleep 4   # keeps this terminal, so that the second one is another
+        exit 0
+        FIRST
+        cat > "$W/second.sh" <<SECOND
+        {{(jobControl ? "set -m" : "")}}
+        exec 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-
+        {{second}}
+        SECOND
+        script -qec "bash $W/first.sh" /dev/null > "$W/first.txt" 2>&1 &
+        S=$!
+        wait_for "$W/ck.log" 'image complete' 20 || fail "no checkpoint in the first terminal"
+        for i in $(seq 100); do [ -e "$W/first-done" ] && break; sleep 0.05; done
+        P=$(cat "$W/pid")
+        gone 10 $P || fail "the first program still holds its pid"
+        timeout 30 script -qec "bash $W/second.sh" /dev/null > "$W/second.txt" 2>&1; echo "SECOND: $?"
+        kill -9 $P 2>/dev/null
+        wait $S; echo "FIRST: $?"
+        {{after}}
+        """;
 }
