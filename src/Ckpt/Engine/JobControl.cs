@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Ckpt.Native;
 using Ckpt.Tracing;
 
@@ -22,11 +23,12 @@ public sealed unsafe class JobControl
 {
     private const int SIGTTIN = 21, SIGTTOU = 22, SIGWINCH = 28, SIG_BLOCK = 0, SIG_SETMASK = 2, WUNTRACED = 2;
     private const ulong TCSETS = 0x5402;
-    private int _redrawGroup;
     private readonly int _fd;        // ckpt's fd on its controlling terminal
     private readonly int _own;       // ckpt's process group
-    private int _job;                // the group given the terminal, 0 before
     private readonly Log _log;
+    private int _job;                // the group given the terminal, 0 before
+    private byte[]? _termios;        // the program's settings of this terminal, from the image
+    private int _redraw;             // the group sent SIGWINCH once the tree runs (settings applied), 0 for none
 
     private JobControl(int fd, int own, Log log) { _fd = fd; _own = own; _log = log; }
 
@@ -46,12 +48,6 @@ public sealed unsafe class JobControl
         return null;
     }
 
-    /// <summary>The group that has the terminal's foreground because of ckpt, or 0.</summary>
-    public int Foreground => _job;
-
-    private byte[]? _termios;        // the program's settings of this terminal, from the image
-    private bool _redraw;
-
     /// <summary>
     /// A terminal of the image reopened as <paramref name="major"/>:<paramref name="minor"/>, with the
     /// settings it had: when that is ckpt's terminal, they are applied as the tree is released (an editor's
@@ -64,7 +60,6 @@ public sealed unsafe class JobControl
         StatBuf st;
         if (_termios != null || FileCalls.Fstat(_fd, &st) != 0 || FileCalls.MajorOf(st.Rdev) != major || FileCalls.MinorOf(st.Rdev) != minor) return;
         _termios = termios;
-        _redraw = true;
     }
 
     /// <summary>
@@ -77,13 +72,13 @@ public sealed unsafe class JobControl
         if (_termios != null)
             fixed (byte* t = _termios)
                 if (EventCalls.Ioctl(_fd, (nuint)TCSETS, t) != 0)
-                    _log.Info($"the terminal settings of the image not applied: {Errors.Describe(System.Runtime.InteropServices.Marshal.GetLastPInvokeError())}");
+                    _log.Info($"the terminal settings of the image not applied: {Errors.Describe(Marshal.GetLastPInvokeError())}");
         int pg = ProcessCalls.GetPgid(rootPid);
-        _redrawGroup = pg;
+        if (_termios != null) _redraw = pg;
         if (pg <= 0 || pg == _own || ProcessCalls.GetSid(rootPid) != ProcessCalls.GetSid(0)) return;
         if (ProcessCalls.TcSetPgrp(_fd, pg) != 0)
         {
-            _log.Info($"the terminal's foreground not given to process group {pg}: {Errors.Describe(System.Runtime.InteropServices.Marshal.GetLastPInvokeError())}");
+            _log.Info($"the terminal's foreground not given to process group {pg}: {Errors.Describe(Marshal.GetLastPInvokeError())}");
             return;
         }
         _job = pg;
@@ -110,7 +105,7 @@ public sealed unsafe class JobControl
         // stops are relayed only where someone can continue ckpt: a parent doing job control put it in a
         // group of its own (a script without job control would stop with it, for good)
         bool relay = job != null && job._job != 0 && ProcessCalls.GetPgid(ProcessCalls.GetPPid()) != job._own;
-        if (job is { _redraw: true, _redrawGroup: > 0 }) ProcessCalls.Kill(-job._redrawGroup, SIGWINCH);
+        if (job is { _redraw: > 0 }) ProcessCalls.Kill(-job._redraw, SIGWINCH);
         while (true)
         {
             int r = Ptrace.WaitAny(out int st, relay ? WUNTRACED : 0);
