@@ -116,6 +116,17 @@ public static class Program
 
     private static bool StderrIsTerminal => !Console.IsErrorRedirected;
 
+    /// <summary>
+    /// The image and log files by full path (a plain loop: LINQ's Select on what OfType returns is a generic
+    /// virtual method, which a Native AOT program resolves through its type loader, ~0.5 ms at each start).
+    /// </summary>
+    private static string[] OwnFiles(params string?[] paths)
+    {
+        var own = new List<string>(paths.Length);
+        foreach (var p in paths) if (p != null) own.Add(Path.GetFullPath(p));
+        return own.ToArray();
+    }
+
     private static int Checkpoint(int pid, string? output, bool kill, bool external, bool skipInFlight, string? freezer, string? logPath, Log log)
     {
         int fd;
@@ -150,7 +161,7 @@ public static class Program
             try { r = Checkpointer.Run(pid, stream, new CheckpointOptions
             {
                 Kill = kill, External = external, SkipInFlight = skipInFlight, Freezer = freezer, Log = log, Cancelled = () => s_cancelled,
-                OwnFiles = new[] { toFile ? output : null, logPath }.OfType<string>().Select(Path.GetFullPath).ToArray(),
+                OwnFiles = OwnFiles(toFile ? output : null, logPath),
                 PositionalFile = positional ? fd : -1, Progress = positional && progress != null ? progress.Report : null,
             }); }
             finally { progress?.Done(); }

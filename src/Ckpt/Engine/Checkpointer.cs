@@ -241,7 +241,10 @@ public static class Checkpointer
         }
         Visit(root);
         var ctxs = s.Processes.ToDictionary(p => p.ProcessId);
-        var ordered = s.Tree.Where(e => !e.Zombie).Select(e => ctxs[e.Pid]).ToList();
+        // (a loop: Select on what Where returns is a generic virtual call, which a Native AOT program
+        // resolves at its first use through its type loader, ~0.5 ms of a small checkpoint)
+        var ordered = new List<CheckpointContext>(ctxs.Count);
+        foreach (var e in s.Tree) if (!e.Zombie) ordered.Add(ctxs[e.Pid]);
         s.Processes.Clear();
         s.Processes.AddRange(ordered);
     }

@@ -173,7 +173,8 @@ public sealed class MmState : IStateKind
             ctx.Batch.AddChecked("munmap", Nr.munmap, (long)start, (long)len);
 
         // the unmaps and the vDSO moves run in one batch (from the trampoline, which stays)
-        var want = image.Where(x => x.Special > 0).Select(x => (x.Start, x.End, Name: VdsoNames[x.Special - 1])).ToList();
+        var want = new List<(ulong Start, ulong End, string Name)>();
+        foreach (var x in image) if (x.Special > 0) want.Add((x.Start, x.End, VdsoNames[x.Special - 1]));
         if (VdsoProxy.Needed(vdso, want, oldVdso)) VdsoProxy.Build(ctx, vdso, want, image, oldVdso!);
         else MoveVdso(ctx, vdso, want, image);
         ctx.FlushBatch();

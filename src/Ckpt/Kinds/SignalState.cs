@@ -24,7 +24,15 @@ public sealed class SignalState : IStateKind
         public KernelSigaction[]? Actions;
     }
 
-    private static readonly string[] s_sigactionNames = Enumerable.Range(0, 65).Select(sig => $"rt_sigaction({sig})").ToArray();
+    private static readonly string[] s_sigactionNames = SigactionNames();
+
+    // (a loop: Select on Enumerable.Range is a generic virtual call, slow at its first use in Native AOT)
+    private static string[] SigactionNames()
+    {
+        var names = new string[65];
+        for (int sig = 0; sig < names.Length; sig++) names[sig] = $"rt_sigaction({sig})";
+        return names;
+    }
 
     public void Checkpoint(CheckpointContext ctx)
     {
