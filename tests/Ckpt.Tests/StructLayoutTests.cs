@@ -38,6 +38,7 @@ public class StructLayoutTests
         #include <linux/prctl.h>
         #include <sys/ioctl.h>
         #include <linux/userfaultfd.h>
+        #include <asm/termbits.h>   /* the kernel's struct termios (glibc's, from termios.h, is larger) */
 
         /* The kernel's struct sigaction for rt_sigaction on x86-64 (not glibc's, whose mask is 128 bytes). */
         struct kernel_sigaction {
@@ -142,6 +143,16 @@ public class StructLayoutTests
         ("UFFDIO_REGISTER_MODE_MISSING", MemoryCalls.UFFDIO_REGISTER_MODE_MISSING, "UFFDIO_REGISTER_MODE_MISSING"),
         ("UFFDIO_COPY_MODE_DONTWAKE", MemoryCalls.UFFDIO_COPY_MODE_DONTWAKE, "UFFDIO_COPY_MODE_DONTWAKE"),
         ("userfaultfd", (ulong)Nr.userfaultfd, "__NR_userfaultfd"),
+        ("TCGETS", TerminalCalls.TCGETS, "TCGETS"),
+        ("TCSETS", TerminalCalls.TCSETS, "TCSETS"),
+        ("TIOCGWINSZ", TerminalCalls.TIOCGWINSZ, "TIOCGWINSZ"),
+        ("TIOCSWINSZ", TerminalCalls.TIOCSWINSZ, "TIOCSWINSZ"),
+        ("TIOCSPGRP", TerminalCalls.TIOCSPGRP, "TIOCSPGRP"),
+        ("TermiosSize", TerminalCalls.TermiosSize, "sizeof(struct termios)"),
+        ("WinsizeSize", TerminalCalls.WinsizeSize, "sizeof(struct winsize)"),
+        ("LflagOffset", TerminalCalls.LflagOffset, "offsetof(struct termios, c_lflag)"),
+        ("ICANON", TerminalCalls.ICANON, "ICANON"),
+        ("ECHO", TerminalCalls.ECHO, "ECHO"),
     ];
 
     public static TheoryData<string> ConstantNames()

@@ -80,16 +80,7 @@ public static class Checkpointer
         return false;
     }
 
-    private static bool IsAncestorOfCkpt(int pid)
-    {
-        int p = Environment.ProcessId;
-        for (int i = 0; i < 64 && p > 1; i++)
-        {
-            try { p = ProcStat.Read(p).PPid; } catch (IOException) { return false; }
-            if (p == pid) return true;
-        }
-        return false;
-    }
+    private static bool IsAncestorOfCkpt(int pid) => Descends(ProcessCalls.GetPPid(), pid);
 
     /// <summary>
     /// The task through which process <paramref name="pid"/> is read: itself, or, when its main thread

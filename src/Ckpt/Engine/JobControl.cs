@@ -22,7 +22,6 @@ namespace Ckpt.Engine;
 public sealed unsafe class JobControl
 {
     private const int SIGTTIN = 21, SIGTTOU = 22, SIGWINCH = 28, SIG_BLOCK = 0, SIG_SETMASK = 2, WUNTRACED = 2;
-    private const ulong TCSETS = 0x5402;
     private readonly int _fd;        // ckpt's fd on its controlling terminal
     private readonly int _own;       // ckpt's process group
     private readonly Log _log;
@@ -42,7 +41,7 @@ public sealed unsafe class JobControl
         int own = ProcessCalls.GetPgid(0);
         for (int fd = 0; fd <= 2; fd++)
         {
-            int fg = ProcessCalls.TcGetPgrp(fd);
+            int fg = TerminalCalls.TcGetPgrp(fd);
             if (fg > 0) return fg == own ? new JobControl(fd, own, log) : null;
         }
         return null;
@@ -71,12 +70,12 @@ public sealed unsafe class JobControl
     {
         if (_termios != null)
             fixed (byte* t = _termios)
-                if (EventCalls.Ioctl(_fd, (nuint)TCSETS, t) != 0)
+                if (EventCalls.Ioctl(_fd, (nuint)TerminalCalls.TCSETS, t) != 0)
                     _log.Info($"the terminal settings of the image not applied: {Errors.Describe(Marshal.GetLastPInvokeError())}");
         int pg = ProcessCalls.GetPgid(rootPid);
         if (_termios != null) _redraw = pg;
         if (pg <= 0 || pg == _own || ProcessCalls.GetSid(rootPid) != ProcessCalls.GetSid(0)) return;
-        if (ProcessCalls.TcSetPgrp(_fd, pg) != 0)
+        if (TerminalCalls.TcSetPgrp(_fd, pg) != 0)
         {
             _log.Info($"the terminal's foreground not given to process group {pg}: {Errors.Describe(Marshal.GetLastPInvokeError())}");
             return;
@@ -88,11 +87,11 @@ public sealed unsafe class JobControl
     /// <summary>The terminal back to ckpt's group, if the group it was given to still has it.</summary>
     public void TakeBack()
     {
-        if (_job == 0 || ProcessCalls.TcGetPgrp(_fd) != _job) return;
+        if (_job == 0 || TerminalCalls.TcGetPgrp(_fd) != _job) return;
         // from a background group: SIGTTOU, unless blocked
         ulong block = 1UL << (SIGTTOU - 1), old = 0;
         Sys.Call(Nr.rt_sigprocmask, SIG_BLOCK, (long)&block, (long)&old, 8);
-        ProcessCalls.TcSetPgrp(_fd, _own);
+        TerminalCalls.TcSetPgrp(_fd, _own);
         Sys.Call(Nr.rt_sigprocmask, SIG_SETMASK, (long)&old, 0, 8);
     }
 
@@ -126,15 +125,15 @@ public sealed unsafe class JobControl
     private void Suspend(int sig)
     {
         bool forTerminal = sig is SIGTTIN or SIGTTOU;
-        if (!(forTerminal && ProcessCalls.TcGetPgrp(_fd) == _own))
+        if (!(forTerminal && TerminalCalls.TcGetPgrp(_fd) == _own))
         {
             _log.Info($"process group {_job} stopped (signal {sig}): ckpt stops too");
             TakeBack();
             ProcessCalls.Kill(0, sig);   // ckpt's group, as the terminal would have done: ckpt stops here
         }
-        if (ProcessCalls.TcGetPgrp(_fd) == _own && ProcessCalls.TcSetPgrp(_fd, _job) != 0)
+        if (TerminalCalls.TcGetPgrp(_fd) == _own && TerminalCalls.TcSetPgrp(_fd, _job) != 0)
             _log.Info($"the terminal's foreground not given back to process group {_job}");
         ProcessCalls.Kill(-_job, TracedTask.SIGCONT);
-        _log.Info($"continued: process group {_job} continued{(ProcessCalls.TcGetPgrp(_fd) == _job ? " in the foreground" : "")}");
+        _log.Info($"continued: process group {_job} continued{(TerminalCalls.TcGetPgrp(_fd) == _job ? " in the foreground" : "")}");
     }
 }

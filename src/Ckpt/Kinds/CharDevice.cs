@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using Ckpt.Engine;
 using Ckpt.Image;
 using Ckpt.Native;
+using static Ckpt.Native.TerminalCalls;
 
 namespace Ckpt.Kinds;
 
@@ -55,9 +56,6 @@ public sealed class CharDevice : IFileKind
         }
         ctx.Image.Write(RecordKind.CharDevice, p);
     }
-
-    private const ulong TCGETS = 0x5401, TIOCGWINSZ = 0x5413;
-    public const int TermiosSize = 36, WinsizeSize = 8;
 
     /// <summary>The termios and window size of the terminal at fd <paramref name="fd"/> of the process (empty where the ioctl fails).</summary>
     private static unsafe (byte[] Termios, byte[] Winsize) TerminalSettings(CheckpointContext ctx, int fd)
@@ -173,8 +171,8 @@ public sealed class CharDevice : IFileKind
         if (!r.AtEnd) { r.U32(); r.U32(); r.U32(); }
         if (!r.AtEnd && r.Bytes() is { Length: TermiosSize } t && r.Bytes() is var w)
         {
-            uint lflag = BinaryPrimitives.ReadUInt32LittleEndian(t[12..]);
-            node.Set("terminal mode", $"{((lflag & 2) != 0 ? "canonical" : "raw")}, echo {((lflag & 8) != 0 ? "on" : "off")}");
+            uint lflag = BinaryPrimitives.ReadUInt32LittleEndian(t[LflagOffset..]);
+            node.Set("terminal mode", $"{((lflag & ICANON) != 0 ? "canonical" : "raw")}, echo {((lflag & ECHO) != 0 ? "on" : "off")}");
             if (w.Length == WinsizeSize) node.Set("window", $"{BinaryPrimitives.ReadUInt16LittleEndian(w[2..])}x{BinaryPrimitives.ReadUInt16LittleEndian(w)}");
         }
         info.Child("files").Set(objref.ToString(), node);

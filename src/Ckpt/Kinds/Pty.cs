@@ -3,6 +3,7 @@ using System.Globalization;
 using Ckpt.Engine;
 using Ckpt.Image;
 using Ckpt.Native;
+using static Ckpt.Native.TerminalCalls;
 using Ckpt.Proc;
 
 namespace Ckpt.Kinds;
@@ -36,9 +37,9 @@ public sealed unsafe class Pty : IFileKind
     public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.Pty];
     public int FinishOrder => 48;
 
-    private const ulong TCGETS = 0x5401, TCSETS = 0x5402, TIOCGWINSZ = 0x5413, TIOCSWINSZ = 0x5414, TIOCGPKT = 0x80045438, TIOCPKT = 0x5420,
-        TIOCGPTLCK = 0x80045439, TIOCSPTLCK = 0x40045431, TIOCGPTN = 0x80045430, TIOCSCTTY = 0x540E, TIOCSPGRP = 0x5410;
-    private const int TermiosSize = 36, WinsizeSize = 8;
+    // (the terminal ioctls and sizes any terminal has: TerminalCalls)
+    private const ulong TIOCGPKT = 0x80045438, TIOCPKT = 0x5420,
+        TIOCGPTLCK = 0x80045439, TIOCSPTLCK = 0x40045431, TIOCGPTN = 0x80045430, TIOCSCTTY = 0x540E;
     private const byte RoleMaster = 0, RoleSlave = 1;
 
     public bool Handles(in OpenFile f)
@@ -127,7 +128,7 @@ public sealed unsafe class Pty : IFileKind
             // typed (written to the master), not read yet on the slave side: read out and put back
             int inq = SlaveInputQueue(index);
             byte[] input = [];
-            uint lflag = *(uint*)(termios + 12);
+            uint lflag = *(uint*)(termios + LflagOffset);
             if (locked != 0)
             {
                 if (inq > 0) throw new NotCheckpointableException(ctx.Pid, $"{what} has {inq} bytes of input not read yet on /dev/pts/{index}, which cannot be read on a locked pty; checkpoint again once it has read them");
@@ -174,8 +175,6 @@ public sealed unsafe class Pty : IFileKind
         return all.ToArray();
     }
 
-    private const uint ICANON = 2;
-
     /// <summary>The input waiting on the slave side of pty <paramref name="index"/> (not in canonical mode), read through a slave description of ckpt.</summary>
     private static byte[] TakeInput(int index, int pid, string what)
     {
@@ -217,7 +216,7 @@ public sealed unsafe class Pty : IFileKind
         if (data.Length == 0) return;
         byte* t = stackalloc byte[64];
         if (EventCalls.Ioctl(master, (nuint)TCGETS, t) != 0) throw SyscallException.Last("ioctl(TCGETS)", pid, what);
-        bool canonical = (*(uint*)(t + 12) & ICANON) != 0;
+        bool canonical = (*(uint*)(t + LflagOffset) & ICANON) != 0;
         // what shows in FIONREAD once taken in: all of it, or in canonical mode the whole lines (up to the
         // last newline or end-of-line character)
         int whole = data.Length;

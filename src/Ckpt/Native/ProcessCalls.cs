@@ -26,14 +26,6 @@ public static unsafe partial class ProcessCalls
     [LibraryImport("libc", EntryPoint = "getsid", SetLastError = true)]
     public static partial int GetSid(int pid);
 
-    /// <summary>tcgetpgrp(3): the foreground process group of the terminal <paramref name="fd"/>, which must be the caller's controlling terminal (else -1, ENOTTY).</summary>
-    [LibraryImport("libc", EntryPoint = "tcgetpgrp", SetLastError = true)]
-    public static partial int TcGetPgrp(int fd);
-
-    /// <summary>tcsetpgrp(3): makes <paramref name="pgrp"/> (a group of the caller's session) the foreground group of the caller's controlling terminal.</summary>
-    [LibraryImport("libc", EntryPoint = "tcsetpgrp", SetLastError = true)]
-    public static partial int TcSetPgrp(int fd, int pgrp);
-
     [LibraryImport("libc", EntryPoint = "gettid")]
     public static partial int GetTid();
 

@@ -29,6 +29,16 @@ public sealed class CliTests(E2eEnvironment env)
         Assert.Matches(@"^\d+\.\d+\.\d+", version.Stdout.Trim());
     }
 
+    /// <summary>A checkpoint of a process ckpt descends from (its own shell; `; exit` keeps bash from
+    /// running ckpt in its place) is refused: the tree would hold ckpt.</summary>
+    [Fact]
+    public void AncestorOfCkptIsRefused()
+    {
+        var r = Exec.Run("bash", ["-c", $"\"{env.Ckpt}\" checkpoint $$ -o /dev/null; exit $?"], TimeSpan.FromSeconds(30));
+        Assert.Equal(69, r.Code);
+        Assert.Contains("ancestor of ckpt", r.Stderr);
+    }
+
     [Theory]
     [InlineData(new string[0], "Required command")]
     [InlineData(new[] { "checkpoint" }, "Required argument")]
