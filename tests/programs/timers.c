@@ -11,6 +11,7 @@
  * build: timers_threadcpu -DTHREAD_CPU
  */
 #include "e2e.h"
+#include <pthread.h>
 #include <stdatomic.h>
 
 #define RT_SIG (SIGRTMIN + 1)
@@ -18,6 +19,21 @@
 #define MS 1000000L
 
 static volatile sig_atomic_t ticks, bad_value, bad_code, bad_id;
+
+/* glibc runs each SIGEV_THREAD expiry in a new thread, on a stack from its cache of freed ones, and maps a
+ * new stack when every cached one is in use (two runs overlapping): n stacks cached up front (n threads
+ * alive at once, then joined), so that the memory map does not change between the layout the test takes
+ * before the checkpoint and the checkpoint itself */
+static pthread_barrier_t warm;
+static void *warm_thread(void *a) { (void)a; pthread_barrier_wait(&warm); return NULL; }
+static void cache_stacks(int n)
+{
+    pthread_t t[8];
+    MUST(n <= 8 && pthread_barrier_init(&warm, NULL, (unsigned)n) == 0);
+    for (int i = 0; i < n; i++) MUST(pthread_create(&t[i], NULL, warm_thread, NULL) == 0);
+    for (int i = 0; i < n; i++) MUST(pthread_join(t[i], NULL) == 0);
+    pthread_barrier_destroy(&warm);
+}
 static int periodic_kid;
 static atomic_int thread_calls, thread_bad;
 
@@ -87,6 +103,7 @@ int main(void)
     ev.sigev_notify = SIGEV_NONE;
     MUST(timer_create(CLOCK_PROCESS_CPUTIME_ID, &ev, &cpu) == 0);
 
+    cache_stacks(3);
     memset(&ev, 0, sizeof ev);
     ev.sigev_notify = SIGEV_THREAD;
     ev.sigev_notify_function = on_thread;
