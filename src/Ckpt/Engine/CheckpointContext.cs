@@ -153,6 +153,12 @@ public sealed record TreeEntry(int Pid, int PPid, int Pgid, int Sid, int ExitSig
     public int StopSignal { get; init; }
     /// <summary>Its main thread exited while other threads run (a zombie leader): restored with it exiting again.</summary>
     public bool LeaderExited { get; init; }
+    /// <summary>
+    /// The root only: its session's leader had exited (a daemon that forked twice, a job whose shell is
+    /// gone): restart makes the session again with a helper of the leader's pid, instead of taking the
+    /// root into its own session.
+    /// </summary>
+    public bool SessionLeaderExited { get; set; }
 }
 
 [Flags]

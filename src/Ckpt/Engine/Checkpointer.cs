@@ -384,8 +384,13 @@ public static class Checkpointer
             }
         }
         // sessions and groups: as restart will build them (a leader that exited gets a helper there)
-        try { ProcessTree.Plan(s.Tree, id => !byPid.ContainsKey(id) && (ProcessCalls.Kill(id, 0) == 0 || Marshal.GetLastPInvokeError() != Errors.ESRCH)); }
+        bool AliveOutside(int id) => !byPid.ContainsKey(id) && (ProcessCalls.Kill(id, 0) == 0 || Marshal.GetLastPInvokeError() != Errors.ESRCH);
+        try { ProcessTree.Plan(s.Tree, AliveOutside); }
         catch (ProcessTree.TreePlanException e) { throw new NotCheckpointableException(e.Pid, e.Message); }
+        // the root's session: one whose leader has exited (a zombie not reaped yet too) is made again at
+        // restart (a session id of 0 is one of an ancestor pid namespace's)
+        var top = s.Tree[0];
+        top.SessionLeaderExited = top.Sid > 0 && top.Sid != top.Pid && !byPid.ContainsKey(top.Sid) && (!AliveOutside(top.Sid) || IsZombie(top.Sid));
     }
 
     private static CheckpointResult RunTraced(int pid, Stream output, CheckpointOptions opt)

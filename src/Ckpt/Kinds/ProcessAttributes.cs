@@ -129,20 +129,36 @@ public sealed class ProcessAttributes : IStateKind
         if (ctx.Task == null) CreateVessel(ctx, pid);
     }
 
-    /// <summary>Forks the vessel of the root process with its pid, seizes it and readies it for injection.</summary>
-    internal static void CreateVessel(RestoreContext ctx, int pid)
+    /// <summary>
+    /// Forks the vessel of the root process with its pid, seizes it and readies it for injection. With
+    /// <paramref name="by"/> (a vessel of ckpt's, the helper that makes the root's session), that vessel
+    /// forks it for ckpt (CLONE_PARENT): it is ckpt's child in the helper's session.
+    /// </summary>
+    internal static void CreateVessel(RestoreContext ctx, int pid, RestoreContext? by = null)
     {
         ctx.Session.VesselActions ??= SignalState.OwnActions();
-        int got = Vessel.Create(pid);
+        // (forked by the helper: created before anything can fail, so that a failure kills only a vessel)
+        TracedTask? child = by == null ? null : Vessel.CreateChild(by.Vessel, pid, 17, forParent: true);
+        int got = child?.Tid ?? Vessel.Create(pid);
         ctx.Pid = got;
         try
         {
-            // tracer and vessel on one CPU: ptrace round trips are several times slower across CPUs
-            ctx.VesselAffinity = ProcessCalls.GetAffinity(got);
-            var one = ProcessCalls.SingleCpu(ProcessCalls.GetCpu());
-            ProcessCalls.SetAffinity(0, one);
-            ProcessCalls.SetAffinity(got, one);
-            var task = TracedTask.SeizeAndStop(got, RestoreContext.VesselOptions);
+            TracedTask task;
+            if (child == null)
+            {
+                // tracer and vessel on one CPU: ptrace round trips are several times slower across CPUs
+                ctx.VesselAffinity = ProcessCalls.GetAffinity(got);
+                var one = ProcessCalls.SingleCpu(ProcessCalls.GetCpu());
+                ProcessCalls.SetAffinity(0, one);
+                ProcessCalls.SetAffinity(got, one);
+                task = TracedTask.SeizeAndStop(got, RestoreContext.VesselOptions);
+            }
+            else
+            {
+                // (on the helper's CPU, whose affinity it inherits)
+                ctx.VesselAffinity = by!.VesselAffinity;
+                task = child;
+            }
             ctx.Task = task;
             task.SyscallGadget = Vessel.Gadget;
             task.SetSigMask(ulong.MaxValue);

@@ -47,6 +47,8 @@ public sealed class ProcessTree : IStateKind
         var leaderless = s.Tree.Where(e => e.LeaderExited).ToList();
         p.U32((uint)leaderless.Count);
         foreach (var e in leaderless) p.I32(e.Pid);
+        // appended: whether the root's session leader had exited (the session is made again by a helper)
+        p.Bool(s.Tree[0].SessionLeaderExited);
         s.Image.Write(RecordKind.Tree, p);
     }
 
@@ -151,6 +153,12 @@ public sealed class ProcessTree : IStateKind
                 throw new ImageFormatException($"Tree record at offset {rec.Offset}: pid {pid} cannot be a process whose main thread exited");
             list[at] = list[at] with { LeaderExited = true };
         }
+        if (!r.AtEnd && r.Bool())
+        {
+            if (list[0].Sid <= 0 || list[0].Sid == list[0].Pid || list.Any(e => e.Pid == list[0].Sid))
+                throw new ImageFormatException($"Tree record at offset {rec.Offset}: the root's session {list[0].Sid} is to be made again, but it is not one whose leader exited");
+            list[0].SessionLeaderExited = true;
+        }
         r.End();
         foreach (var (pid, index, _) in cttys)
             if (index < 0 || list.FirstOrDefault(e => e.Pid == pid) is not { } leader || leader.Sid != pid || leader.Zombie)
@@ -188,7 +196,8 @@ public sealed class ProcessTree : IStateKind
             }
         }
         var rootCtx = new RestoreContext { Session = s };
-        ProcessAttributes.CreateVessel(rootCtx, root.Pid);
+        bool sessionMade = root.SessionLeaderExited && MakeRootSession(s, rootCtx, root);
+        if (!sessionMade) ProcessAttributes.CreateVessel(rootCtx, root.Pid);
         // the tree's namespaces (time, UTS, IPC) when it has its own: the other vessels are forked inside
         foreach (var ns in KindTable.Ordered.OfType<ITreeNamespace>()) ns.Enter(rootCtx);
         rootCtx.Stopped = root.Stopped;
@@ -207,13 +216,16 @@ public sealed class ProcessTree : IStateKind
         // the process group each process is in now: a child starts in its creator's
         var pgid = new Dictionary<int, int>();
         var leads = new HashSet<int>();
-        if (root.Sid == root.Pid || s.Options.Frozen)
+        if (sessionMade) pgid[root.Pid] = root.Sid;
+        else if (root.Sid == root.Pid || s.Options.Frozen || root.SessionLeaderExited)
         {
             // left stopped in ckpt's process group, a --frozen tree would be killed by SIGHUP when ckpt
             // exits (a group with a stopped member becomes orphaned); in a session of its own it waits
             rootCtx.Vessel.InjectChecked("setsid", Nr.setsid);
             if (fg.TryGetValue(root.Pid, out var rootTty)) Pty.AcquireCtty(rootCtx, rootTty.Index);
-            if (root.Sid != root.Pid) s.Log.Info("--frozen: the tree was given a session of its own so that it outlives ckpt while stopped");
+            if (root.SessionLeaderExited)
+                s.Log.Info($"the root's session {root.Sid} (whose leader had exited) cannot be made again, its id being taken here: the root leads a session of its own instead");
+            else if (root.Sid != root.Pid) s.Log.Info("--frozen: the tree was given a session of its own so that it outlives ckpt while stopped");
             pgid[root.Pid] = root.Pid;
             leads.Add(root.Pid);
         }
@@ -440,6 +452,36 @@ public sealed class ProcessTree : IStateKind
         return ctx;
     }
 
+    /// <summary>
+    /// The root's session, whose leader had exited (a daemon that forked twice): a helper vessel with the
+    /// leader's pid calls setsid and forks the root's vessel for ckpt (CLONE_PARENT), then is killed and
+    /// reaped; the root lives on in that session and its group, without a controlling terminal, as it
+    /// did. False when that pid is taken here (the caller gives the root a session of its own).
+    /// </summary>
+    private static bool MakeRootSession(RestoreSession s, RestoreContext rootCtx, TreeEntry root)
+    {
+        var helper = new RestoreContext { Session = s };
+        try { ProcessAttributes.CreateVessel(helper, root.Sid); }
+        catch (CkptException e) when (e.ExitCode == ExitCodes.RestoreConflict)
+        {
+            s.Log.Debug($"no helper for the root's session: {e.Message}");
+            return false;
+        }
+        int id = helper.Pid;
+        try
+        {
+            helper.Vessel.InjectChecked("setsid", Nr.setsid);
+            ProcessAttributes.CreateVessel(rootCtx, root.Pid, helper);
+        }
+        finally
+        {
+            ProcessCalls.Kill(id, TracedTask.SIGKILL);
+            Ptrace.Wait(id);
+        }
+        s.Log.Debug($"the root's session {root.Sid} made again by a helper");
+        return true;
+    }
+
     /// <summary>Makes the vessel exit as the zombie did, then takes the SIGCHLD that tells its parent back (it was not pending at the checkpoint).</summary>
     private static void MakeZombie(RestoreSession s, TreeEntry e)
     {
@@ -547,6 +589,7 @@ public sealed class ProcessTree : IStateKind
             if (e.StopSignal is not (0 or TracedTask.SIGSTOP)) n.Set("stop_signal", e.StopSignal);
             if (late.Contains(e.Pid)) n.Set("forked_late", true);
             if (e.LeaderExited) n.Set("main_thread_exited", true);
+            if (e.SessionLeaderExited) n.Set("session_leader_exited", true);
             list.Add(n);
         }
     }

@@ -298,6 +298,46 @@ public sealed class TreeTests(E2eEnvironment env)
         r.AssertPassed().AssertRestoredExit0().Cleanup();
     }
 
+    /// <summary>
+    /// A daemon that forked twice (daemon.c): its session and group are those of a process that exited (a
+    /// zombie at the checkpoint).
+    /// Restart makes that session again (a helper with the old leader's pid calls setsid and forks the
+    /// root for ckpt), so the daemon and its child are in it and its group, not in the session of the
+    /// restarting shell; the daemon checks that itself. With that pid taken at restart, the daemon leads a
+    /// session of its own instead (never the restarting shell's).
+    /// </summary>
+    [Fact]
+    public void DaemonInTheSessionOfAnExitedLeader()
+    {
+        env.Program("daemon");
+        var r = new E2eScript(env, "daemon").Run("""
+            start "$W/out" "$BIN/daemon"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            set -- $(grep '^DAEMON' "$W/out"); shift
+            MAIN=$P P=$1 A=$2
+            [ "$(ps -o sid=,pgid= -p $P | xargs)" = "$A $A" ] || fail "the daemon is not in session and group $A before the checkpoint"
+            case "$(ps -o stat= -p $A)" in Z*) ;; *) fail "the session's leader $A is not a zombie";; esac
+            ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v -v || fail "checkpoint failed"
+            ck info "$W/img" | grep -q 'session_leader_exited=True' || fail "ckpt info does not show that the session's leader had exited"
+            kill -KILL $MAIN $(ps -o pid= -s $A)
+            gone 10 $P $A || fail "the daemon or its session's leader is still there"
+            # the session's id taken: a session of its own
+            "$BIN/daemon" hold $A > "$W/hold.txt" || fail "cannot take pid $A"
+            restart_detached
+            [ "$(ps -o sid=,pgid= -p $P | xargs)" = "$P $P" ] || fail "with pid $A taken, the daemon is in session and group '$(ps -o sid=,pgid= -p $P | xargs)', not its own"
+            grep -q 'cannot be made again' "$W/rs.log" || fail "the restart log does not say why the session was not made again"
+            kill -KILL $A $(ps -o pid= -s $P)
+            gone 10 $P $A || fail "the held pid or the daemon is still there"
+            # the session made again
+            restart_detached
+            [ "$(ps -o sid=,pgid= -p $P | xargs)" = "$A $A" ] || fail "the restored daemon is in session and group '$(ps -o sid=,pgid= -p $P | xargs)', want $A"
+            [ -e /proc/$A ] && fail "the helper $A is still there"
+            [ "$(ps -o sid= -p $$ | xargs)" = "$A" ] && fail "the script is in the daemon's session"
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
     /// <summary>A pid of the tree still in use at restart: restart fails (71) naming it, and leaves no process behind.</summary>
     [Fact]
     public void PidOfTheTreeInUseAtRestart()
