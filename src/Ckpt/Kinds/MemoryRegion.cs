@@ -281,7 +281,10 @@ public sealed unsafe class MemoryRegion : IStateKind
         if (sharedRanges.Count > 0)
             for (int i = 0; i < chunks.Count; i++)
                 viaMem[i] = chunks[i].Any(r => Overlaps(sharedRanges, r.Addr, r.Addr + (ulong)r.Pages * PageSize));
-        var prep = new Prepared { Plan = plan, Copier = new PageCopier(ctx.Pid, chunks, ctx.Session.State<ChunkPool>(), buffers, ctx.Image.PositionalFile, viaMem), Owner = ctx, Guards = guards };
+        // a small process: its pages are read by the tracer thread as they are written (PageCopier's
+        // inline; in a tree of small processes too: the threads' starts cost more than the overlap gains)
+        bool inline = total < InlinePages;
+        var prep = new Prepared { Plan = plan, Copier = new PageCopier(ctx.Pid, chunks, ctx.Session.State<ChunkPool>(), buffers, ctx.Image.PositionalFile, viaMem, inline), Owner = ctx, Guards = guards };
         ctx.Set(prep);
         return prep;
     }
@@ -416,6 +419,8 @@ public sealed unsafe class MemoryRegion : IStateKind
     /// <summary>Processes saving fewer pages than this are cut into Pages records of <see cref="SmallChunkPages"/>.</summary>
     private const long SmallProcessPages = 8192;   // 32 MiB
     private const int SmallChunkPages = 64;
+    /// <summary>A process saving fewer pages than this has them read by the tracer thread itself (no page thread).</summary>
+    private const long InlinePages = 4096;   // 16 MiB
 
     /// <summary>Cuts runs into chunks (one Pages record each) of at most <paramref name="limit"/> pages, splitting longer runs.</summary>
     internal static void CutChunks(List<(ulong Addr, int Pages)> runs, List<List<(ulong Addr, int Pages)>> chunks, int limit)
@@ -751,19 +756,28 @@ public sealed unsafe class MemoryRegion : IStateKind
         /// <summary>Chunks read through /proc/PID/mem (pages shared copy on write, which process_vm_readv would unshare).</summary>
         private readonly bool[] _viaMem;
 
-        public PageCopier(int pid, List<List<(ulong Addr, int Pages)>> chunks, ChunkPool pool, int buffers, int file = -1, bool[]? viaMem = null)
+        /// <summary>
+        /// No thread: the caller reads each chunk when it takes it (or, into a file, places it), with buffers
+        /// of its own. For a small process, whose few chunks leave nothing to overlap: a thread costs its start
+        /// and a hand-over per chunk, and each buffer page its first touch (~10 us on this kind of VM).
+        /// </summary>
+        private readonly bool _inline;
+
+        public PageCopier(int pid, List<List<(ulong Addr, int Pages)>> chunks, ChunkPool pool, int buffers, int file = -1, bool[]? viaMem = null, bool inline = false)
         {
             _pid = pid;
             _file = file;
             _viaMem = viaMem ?? new bool[chunks.Count];
             _chunks = chunks;
             _pool = pool;
+            _inline = inline;
             if (file >= 0) { _offsets = new long[chunks.Count]; _sums = new ulong[chunks.Count]; }
-            int n = chunks.Count < ParallelChunks ? 1 : Math.Clamp(Environment.ProcessorCount, 1, MaxWorkers);
+            int n = chunks.Count < ParallelChunks || inline ? 1 : Math.Clamp(Environment.ProcessorCount, 1, MaxWorkers);
             _workers = new Worker[n];
             for (int w = 0; w < n; w++) _workers[w] = new Worker();
             if (chunks.Count == 0) return;
-            int each = Math.Max(2, buffers / n);
+            // (inline into a file: each chunk is written out before the next is read)
+            int each = inline && file >= 0 ? 1 : Math.Max(2, buffers / n);
             for (int w = 0; w < n; w++)
             {
                 for (int i = 0; i < Math.Min(each, (chunks.Count - w + n - 1) / n); i++)
@@ -774,6 +788,7 @@ public sealed unsafe class MemoryRegion : IStateKind
                     _own.Add(c);
                     _workers[w].Free.Add(c);
                 }
+                if (inline) continue;
                 int worker = w;
                 _workers[w].Thread = Tracing.TracerThread.StartHelper("ckpt-pages", () => Run(worker));
             }
@@ -781,6 +796,13 @@ public sealed unsafe class MemoryRegion : IStateKind
 
         public Chunk Take(int index)
         {
+            if (_inline)
+            {
+                // (a buffer comes back once the writer wrote it out)
+                var free = _workers[0].Free.Take();
+                Fill(_workers[0], free, index);
+                return free;
+            }
             var c = _workers[index % _workers.Length].Full.Take();
             if (c.Error != null) throw new AggregateException("reading pages failed", c.Error).InnerException!;
             if (c.Index != index) throw new InvalidOperationException($"page chunk {c.Index} arrived for {index}");
@@ -804,6 +826,16 @@ public sealed unsafe class MemoryRegion : IStateKind
         {
             if (index != _placed) throw new InvalidOperationException($"page chunk {index} placed after {_placed - 1}");
             _offsets[index] = offset;
+            if (_inline)
+            {
+                var me = _workers[0];
+                var c = me.Free.Take();
+                Fill(me, c, index);
+                _sums[index] = c.Checksum;
+                _placed = index + 1;
+                WriteOut(me, c);
+                return;
+            }
             lock (_placing) { _placed = index + 1; Monitor.PulseAll(_placing); }
         }
 
