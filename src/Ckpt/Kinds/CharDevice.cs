@@ -27,15 +27,10 @@ public sealed class CharDevice : IFileKind
         int major = FileCalls.MajorOf(f.Stat.Rdev), minor = FileCalls.MinorOf(f.Stat.Rdev);
         // a memory device is the same device under any name (a node of a chroot's /dev, one removed since)
         if (MemoryDevice(major, minor) != null) return true;
-        if (!f.Link.StartsWith("/dev/")) return false;
-        return major switch
-        {
-            1 => minor is 3 or 5 or 7 or 8 or 9,        // null zero full random urandom
-            5 => minor is 0 or 1,                       // /dev/tty, /dev/console
-            4 => true,                                  // virtual consoles and serial ttys
-            >= 136 and <= 143 => true,                  // /dev/pts/N
-            _ => false,
-        };
+        // so is a terminal: reopened through its node (one outside /dev too: a chroot's or a container's
+        // /dev, a node made with mknod), checked by major:minor
+        if (!f.Link.StartsWith('/')) return false;
+        return IsTerminal(major, minor);   // virtual consoles, serial ttys, /dev/tty, /dev/console, /dev/pts/N
     }
 
     public void Checkpoint(CheckpointContext ctx) { }
@@ -51,23 +46,33 @@ public sealed class CharDevice : IFileKind
         // appended, for a terminal: its settings and window size (raw mode of an editor, echo off...)
         if (IsTerminal(FileCalls.MajorOf(f.Stat.Rdev), FileCalls.MinorOf(f.Stat.Rdev)) && f.Link != "/dev/tty")
         {
-            var (termios, winsize) = TerminalSettings(ctx, f.Fd);
+            var (termios, winsize, hungUp) = TerminalSettings(ctx, f.Fd);
             p.Bytes(termios).Bytes(winsize);
+            // appended: hung up (its master closed, its modem line dropped, vhangup): restart gives a
+            // hung-up terminal back, never the one now at that name
+            p.Bool(hungUp);
+            if (hungUp) ctx.Log.Info($"pid {ctx.Pid}: fd {f.Fd} ({f.Link}) is a terminal that was hung up: restart gives it a hung-up terminal");
         }
         ctx.Image.Write(RecordKind.CharDevice, p);
     }
 
-    /// <summary>The termios and window size of the terminal at fd <paramref name="fd"/> of the process (empty where the ioctl fails).</summary>
-    private static unsafe (byte[] Termios, byte[] Winsize) TerminalSettings(CheckpointContext ctx, int fd)
+    /// <summary>
+    /// The termios and window size of the terminal at fd <paramref name="fd"/> of the process (empty where
+    /// the ioctl fails), and whether it was hung up: a hung-up terminal's open files answer every ioctl but
+    /// a few with EIO (the kernel gave them the file operations of a hung-up tty).
+    /// </summary>
+    private static unsafe (byte[] Termios, byte[] Winsize, bool HungUp) TerminalSettings(CheckpointContext ctx, int fd)
     {
         int mine = ctx.GrabFd(fd);
         try
         {
             byte* t = stackalloc byte[64];
             byte* w = stackalloc byte[WinsizeSize];
-            byte[] termios = EventCalls.Ioctl(mine, (nuint)TCGETS, t) == 0 ? new ReadOnlySpan<byte>(t, TermiosSize).ToArray() : [];
+            if (EventCalls.Ioctl(mine, (nuint)TCGETS, t) != 0)
+                return ([], [], System.Runtime.InteropServices.Marshal.GetLastPInvokeError() == Errors.EIO);
+            byte[] termios = new ReadOnlySpan<byte>(t, TermiosSize).ToArray();
             byte[] winsize = EventCalls.Ioctl(mine, (nuint)TIOCGWINSZ, w) == 0 ? new ReadOnlySpan<byte>(w, WinsizeSize).ToArray() : [];
-            return (termios, winsize);
+            return (termios, winsize, false);
         }
         finally { FileCalls.Close(mine); }
     }
@@ -79,10 +84,19 @@ public sealed class CharDevice : IFileKind
         uint perms = r.AtEnd ? 0x180 /* 0600 */ : r.U32() & 0xfff;
         uint uid = r.AtEnd ? 0 : r.U32(), gid = r.AtEnd ? 0 : r.U32();
         byte[] termios = r.AtEnd ? [] : r.Bytes().ToArray(), winsize = r.AtEnd ? [] : r.Bytes().ToArray();
+        bool hungUp = !r.AtEnd && r.Bool();
         r.End();
         if (termios.Length is not (0 or TermiosSize) || winsize.Length is not (0 or WinsizeSize))
             throw new ImageFormatException($"CharDevice record at offset {rec.Offset}: terminal settings of {termios.Length} and {winsize.Length} bytes");
-        if (IsTerminal(major, minor) && path != "/dev/tty" && OwnTerminal() is { } mine && mine != path)
+        if (hungUp)
+        {
+            if (!IsTerminal(major, minor)) throw new ImageFormatException($"CharDevice record at offset {rec.Offset}: device {major}:{minor} hung up, but it is not a terminal");
+            Placed(ctx, objref, HungUpTerminal(ctx, flags), 0);
+            ctx.Log.Debug($"terminal {path}: hung up, as it was (a pty whose master is closed)");
+            return;
+        }
+        // (the system console stays the console)
+        if (IsTerminal(major, minor) && path != "/dev/tty" && !(major == 5 && minor == 1) && OwnTerminal() is { } mine && mine != path)
         {
             ctx.Log.Info($"terminal {path} of the image replaced by {mine}, the terminal of ckpt restart");
             path = mine;
@@ -122,6 +136,29 @@ public sealed class CharDevice : IFileKind
         if (!IsDevice(path, major, minor))
             throw new CkptException($"restart: device {path} ({major}:{minor}) is not present here{(IsTerminal(major, minor) ? "; restart from a terminal to give the processes that one" : "")}", ExitCodes.RestoreConflict);
         Placed(ctx, objref, ctx.OpenInVessel(path, openFlags), pos);
+    }
+
+    /// <summary>
+    /// A hung-up terminal for the vessel: the slave of a new pty (opened through its master, TIOCGPTPEER,
+    /// with the saved flags), whose master is then closed: the kernel hangs the slave up as it did the
+    /// original (reads give end of file, writes and most ioctls EIO; its node is gone).
+    /// </summary>
+    private static unsafe int HungUpTerminal(RestoreContext ctx, int flags)
+    {
+        int master = FileCalls.Open("/dev/ptmx", FileCalls.O_RDWR | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC, 0);
+        if (master < 0) throw SyscallException.Last("open /dev/ptmx (for a hung-up terminal)", ctx.Pid);
+        int slave;
+        try
+        {
+            int unlock = 0;
+            if (EventCalls.Ioctl(master, (nuint)TIOCSPTLCK, &unlock) != 0) throw SyscallException.Last("ioctl(TIOCSPTLCK)", ctx.Pid);
+            int open = (flags & ~(FileCalls.O_CREAT | FileCalls.O_TRUNC | FileCalls.O_EXCL)) | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC;
+            slave = EventCalls.Ioctl(master, (nuint)TIOCGPTPEER, (void*)(nint)open);
+            if (slave < 0) throw SyscallException.Last("ioctl(TIOCGPTPEER)", ctx.Pid);
+        }
+        finally { FileCalls.Close(master); }
+        try { return ctx.Install(slave); }
+        finally { FileCalls.Close(slave); }
     }
 
     private static void Placed(RestoreContext ctx, uint objref, int fd, long pos)
@@ -175,6 +212,8 @@ public sealed class CharDevice : IFileKind
             node.Set("terminal mode", $"{((lflag & ICANON) != 0 ? "canonical" : "raw")}, echo {((lflag & ECHO) != 0 ? "on" : "off")}");
             if (w.Length == WinsizeSize) node.Set("window", $"{BinaryPrimitives.ReadUInt16LittleEndian(w[2..])}x{BinaryPrimitives.ReadUInt16LittleEndian(w)}");
         }
+        else if (!r.AtEnd) r.Bytes();
+        if (!r.AtEnd && r.Bool()) node.Set("terminal", "hung up");
         info.Child("files").Set(objref.ToString(), node);
     }
 }

@@ -37,9 +37,7 @@ public sealed unsafe class Pty : IFileKind
     public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.Pty];
     public int FinishOrder => 48;
 
-    // (the terminal ioctls and sizes any terminal has: TerminalCalls)
-    private const ulong TIOCGPKT = 0x80045438, TIOCPKT = 0x5420,
-        TIOCGPTLCK = 0x80045439, TIOCSPTLCK = 0x40045431, TIOCGPTN = 0x80045430, TIOCSCTTY = 0x540E;
+    // (the terminal and pty ioctls: TerminalCalls)
     private const byte RoleMaster = 0, RoleSlave = 1;
 
     public bool Handles(in OpenFile f)

@@ -114,6 +114,34 @@ public sealed class TerminalTests(E2eEnvironment env)
     /// then <paramref name="after"/>. Its output: first.txt, second.txt, "SECOND: status", "FIRST: status".
     /// In the two shell scripts, `\$` stands for a `$` of the script itself.
     /// </summary>
+    /// <summary>
+    /// Terminals that were hung up (hangup.c: a pty whose master was closed, as a job left behind by a
+    /// closed terminal window or ssh session has): restart gives them back hung up (reads end of file,
+    /// writes EIO), not the terminal now at that name, which another pty holds meanwhile (before: the
+    /// restart opened that one, or failed when there was none). zdtm's pty04 is such a case.
+    /// </summary>
+    [Fact]
+    public void HungUpTerminal()
+    {
+        env.Program("hangup");
+        var r = new E2eScript(env, "hangup").Run("""
+            start "$W/out" "$BIN/hangup"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            name=$(sed -n 's/^HUNG //p' "$W/out")
+            checkpoint_kill
+            ck info "$W/img" | grep -q 'terminal: hung up' || fail "ckpt info does not show a hung-up terminal"
+            # another pty takes the name meanwhile (the lowest free index)
+            python3 -c 'import os,sys,time; m,s=os.openpty(); print(os.ttyname(s), flush=True); time.sleep(60)' > "$W/other" &
+            H=$!
+            wait_for "$W/other" '^/dev/pts/' 10 || fail "no other pty"
+            echo "NAME: $name OTHER: $(cat "$W/other")"
+            restart_detached
+            finish_detached
+            kill $H
+            """);
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
     private static string TwoTerminals(string program, string firstBeforeCheckpoint, string second, string after = "", bool jobControl = false) => $$"""
         command -v script >/dev/null || fail "script (util-linux) is missing"
         cat > "$W/first.sh" <<FIRST
