@@ -4,7 +4,8 @@
  * - MAP_SHARED|MAP_ANONYMOUS memory;
  * - a deleted file mapped shared (no fd left), and another deleted file mapped private and open at fd 43
  *   (opened with O_NOFOLLOW);
- * - a SysV segment (IPC_PRIVATE, removed: it lives as long as it is attached) when argv[2] is "sysv".
+ * - a SysV segment (IPC_PRIVATE, removed: it lives as long as it is attached) when argv[2] is "sysv",
+ *   attached twice: whole, and in parts (a page unmapped, the last two made read-only).
  * After the restart: contents, sharing between the mappings and the fds, the private page, seals,
  * names in /proc/self/maps. */
 #include "e2e.h"
@@ -16,6 +17,22 @@
 #define K 1024
 #define M (1024 * 1024)
 #define MEMFD_NAME "ckpt-shmem-test"
+
+/* the permissions and file offset of the mapping at p, from /proc/self/maps */
+static int map_perms(void *p, char perms[8], unsigned long *off)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f) return 0;
+    char line[512];
+    int found = 0;
+    while (!found && fgets(line, sizeof line, f)) {
+        unsigned long s, e;
+        if (sscanf(line, "%lx-%lx %7s %lx", &s, &e, perms, off) == 4 && (unsigned long)p >= s && (unsigned long)p < e) found = 1;
+    }
+    fclose(f);
+    if (!found) strcpy(perms, "none");
+    return found;
+}
 
 static ino_t map_ino(void *p)
 {
@@ -109,13 +126,17 @@ int main(int argc, char **argv)
 
     /* SysV: IPC_PRIVATE, marked for removal once detached */
     int shmid = -1;
-    uint8_t *sv = NULL;
+    uint8_t *sv = NULL, *sv2 = NULL;
     if (sysv) {
         shmid = shmget(IPC_PRIVATE, 3 * 4096 + 100, IPC_CREAT | 0600);
         MUST(shmid >= 0);
         sv = shmat(shmid, NULL, 0);
         MUST(sv != (void *)-1);
         fill(sv, 3 * 4096 + 100, 7);
+        /* attached again, in parts: its second page unmapped, its last two read-only */
+        sv2 = shmat(shmid, NULL, 0);
+        MUST(sv2 != (void *)-1);
+        MUST(munmap(sv2 + 4096, 4096) == 0 && mprotect(sv2 + 2 * 4096, 2 * 4096, PROT_READ) == 0);
         MUST(shmctl(shmid, IPC_RMID, NULL) == 0);
     }
 
@@ -197,7 +218,18 @@ int main(int argc, char **argv)
         struct shmid_ds ds;
         CHECK(shmctl(shmid, IPC_STAT, &ds) == 0, "shmctl IPC_STAT %d: %s", shmid, strerror(errno));
         CHECK(ds.shm_segsz == 3 * 4096 + 100, "SysV size %zu", ds.shm_segsz);
-        CHECK(ds.shm_nattch == 1, "SysV nattch %lu", (unsigned long)ds.shm_nattch);
+        /* (one attach whole, one in two parts: a count per mapping) */
+        CHECK(ds.shm_nattch == 3, "SysV nattch %lu", (unsigned long)ds.shm_nattch);
+        char perms[8];
+        unsigned long off;
+        CHECK(map_perms(sv2, perms, &off) && !strcmp(perms, "rw-s") && off == 0, "the second attach's first page: %s at %lu", perms, off);
+        CHECK(map_perms(sv2 + 2 * 4096, perms, &off) && !strcmp(perms, "r--s") && off == 2 * 4096, "the second attach's read-only part: %s at %lu", perms, off);
+        unsigned char vec;
+        CHECK(mincore(sv2 + 4096, 4096, &vec) == -1 && errno == ENOMEM, "the second attach's unmapped page is mapped");
+        CHECK(sv2[10] == sv[10] && memcmp(sv2 + 2 * 4096, sv + 2 * 4096, 4096 + 100) == 0, "the second attach's parts differ from the first");
+        sv2[20] = 0x3c;
+        CHECK(sv[20] == 0x3c, "a write through the second attach does not show in the first");
+        CHECK(map_ino(sv2) == (ino_t)shmid && map_ino(sv2 + 2 * 4096) == (ino_t)shmid, "the second attach maps another segment");
         CHECK(ds.shm_perm.mode & SHM_DEST, "SysV segment is no longer marked for removal");
         CHECK(map_ino(sv) == (ino_t)shmid, "SysV mapping inode %lu, shmid %d", (unsigned long)map_ino(sv), shmid);
         CHECK(shmdt(sv) == 0, "shmdt");

@@ -1253,7 +1253,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         else if (b == Backing.SysvShm)
         {
             batch.Flush();   // attached at once, in order
-            long got = SysvShm.AttachInVessel(ctx, obj, start, len, prot);
+            long got = SysvShm.AttachInVessel(ctx, obj, start, len, prot, pgoff);
             if (got != (long)start) Failed(got);
         }
         else batch.Add(Nr.mmap, (long)start, (long)len, mapProt, flags, fd, (long)pgoff, stopOnError: true,

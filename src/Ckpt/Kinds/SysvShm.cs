@@ -44,9 +44,7 @@ public sealed unsafe class SysvShm : IStateKind
         int shmid = (int)v.Inode;
         if (!SharedMemoryCalls.Stat(shmid, out var info) || info.Key != key)
             throw new NotCheckpointableException(ctx.Pid, $"{where}: SysV segment {shmid} cannot be read (another IPC namespace?)");
-        ulong rounded = (info.Size + MemoryRegion.PageSize - 1) / MemoryRegion.PageSize * MemoryRegion.PageSize;
-        if (v.Offset != 0 || v.Length != rounded)
-            throw new NotCheckpointableException(ctx.Pid, $"{where}: only part of SysV segment {shmid} is attached there (split by munmap or mprotect), which is not supported");
+        // (a part of an attach, split by munmap or mprotect, is attached again as that part: AttachInVessel)
         var state = ctx.Session.State<CheckpointState>();
         if (state.Segments.TryGetValue(shmid, out uint known)) return known;
         // attached outside the tree too (more attaches than the tree's): refused, naming the other user
@@ -145,12 +143,26 @@ public sealed unsafe class SysvShm : IStateKind
     }
 
     /// <summary>Attaches segment <paramref name="obj"/> in the vessel at <paramref name="start"/> with <paramref name="prot"/>; returns what shmat returned.</summary>
-    public static long AttachInVessel(RestoreContext ctx, uint obj, ulong start, ulong len, int prot)
+    public static long AttachInVessel(RestoreContext ctx, uint obj, ulong start, ulong len, int prot, ulong offset)
     {
         if (!ctx.Session.State<RestoreState>().Segments.TryGetValue(obj, out var seg))
             throw new ImageFormatException($"mapping {start:x} refers to SysV segment {obj}, which the image never defined");
+        ulong rounded = (seg.Size + MemoryRegion.PageSize - 1) / MemoryRegion.PageSize * MemoryRegion.PageSize;
+        if (offset % MemoryRegion.PageSize != 0 || offset >= rounded || len > rounded - offset)
+            throw new ImageFormatException($"mapping {start:x}-{start + len:x} lies outside SysV segment {obj} ({seg.Size} bytes) at offset {offset}");
         int flags = ((prot & MemoryCalls.PROT_WRITE) == 0 ? SharedMemoryCalls.SHM_RDONLY : 0) | ((prot & MemoryCalls.PROT_EXEC) != 0 ? SharedMemoryCalls.SHM_EXEC : 0);
-        long got = ctx.Vessel.Inject(SharedMemoryCalls.NrShmat, seg.Shmid, (long)start, flags);
+        long got;
+        if (offset == 0 && len == rounded) got = ctx.Vessel.Inject(SharedMemoryCalls.NrShmat, seg.Shmid, (long)start, flags);
+        else
+        {
+            // a part of an attach (the rest unmapped, or another protection): the whole segment attached
+            // where the kernel likes, that part moved to its place (mremap), the rest detached
+            long whole = ctx.Vessel.Inject(SharedMemoryCalls.NrShmat, seg.Shmid, 0, flags);
+            if (whole < 0 && whole > -4096) return whole;
+            const long MREMAP_MAYMOVE = 1, MREMAP_FIXED = 2;
+            got = ctx.Vessel.Inject(Nr.mremap, whole + (long)offset, (long)len, (long)len, MREMAP_MAYMOVE | MREMAP_FIXED, (long)start);
+            ctx.Inject("munmap", Nr.munmap, whole, (long)rounded);
+        }
         if (got != (long)start) return got;
         // shmat gives read (and write, exec); the region may have been mprotect-ed since
         int attached = MemoryCalls.PROT_READ | ((prot & MemoryCalls.PROT_WRITE) != 0 ? MemoryCalls.PROT_WRITE : 0) | ((prot & MemoryCalls.PROT_EXEC) != 0 ? MemoryCalls.PROT_EXEC : 0);

@@ -61,7 +61,11 @@ public sealed class ShmemTests(E2eEnvironment env)
         r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
     }
 
-    /// <summary>The same with a SysV segment (IPC_PRIVATE, marked for removal): recreated with its shmid, still marked.</summary>
+    /// <summary>
+    /// The same with a SysV segment (IPC_PRIVATE, marked for removal): recreated with its shmid, still marked,
+    /// attached twice: whole, and in parts (a page unmapped, the rest made read-only), each part attached
+    /// again at its place and offset (the checkpoint refused such parts before).
+    /// </summary>
     [Fact]
     public void ShmemWithSysvSegment()
     {
