@@ -1,5 +1,6 @@
 /* files DIR: regular files with offsets and flags, shared descriptions (dup, F_DUPFD), close-on-exec,
- * an unlinked-while-open file, devices, a directory fd, the working directory and the umask. */
+ * an unlinked-while-open file, one removed under its name but linked under another, devices, a
+ * directory fd, the working directory and the umask. */
 #include "e2e.h"
 #include <dirent.h>
 #include <sys/stat.h>
@@ -113,6 +114,16 @@ int main(int argc, char **argv)
     int fznode = open("zero.node", O_RDONLY | O_CLOEXEC);
     MUST(fznode >= 0 && unlink("zero.node") == 0);
 
+    /* removed under one name, still there under another (a hard link beside it) */
+    char linked[1200], other[1200];
+    snprintf(linked, sizeof linked, "%s/linked.dat", argv[1]);
+    snprintf(other, sizeof other, "%s/linked.other", argv[1]);
+    int fl = open(linked, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    MUST(fl >= 0 && write_full(fl, "linked data", 11) == 11 && link(linked, other) == 0 && unlink(linked) == 0);
+    MUST(lseek(fl, 4, SEEK_SET) == 4);
+    struct stat lst;
+    MUST(fstat(fl, &lst) == 0 && lst.st_nlink == 1);
+
     say("READY");
     snapshot(before);   /* after READY: the offset of stdout moved */
     e2e_wait_usr1();
@@ -212,6 +223,18 @@ int main(int argc, char **argv)
     CHECK(read(fznode, buf, 64) == 64 && memcmp(buf, zeros, 64) == 0, "a removed node of /dev/zero's device: read");
     CHECK(fstat(fznode, &st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 5) && (st.st_mode & 07777) == 0640,
           "a removed node of /dev/zero's device is not that device, or lost its mode (0%o)", st.st_mode & 07777);
+
+    {
+        struct stat now_l, now_o;
+        CHECK(fstat(fl, &now_l) == 0 && now_l.st_ino == lst.st_ino && stat(other, &now_o) == 0 && now_o.st_ino == lst.st_ino,
+              "the file removed under one name is not the one of its other name");
+        CHECK(read(fl, buf, 4) == 4 && memcmp(buf, "ed d", 4) == 0, "the file removed under one name: offset or content");
+        CHECK(access(linked, F_OK) != 0 && errno == ENOENT, "the removed name is back");
+        CHECK(pwrite(fl, "L", 1, 0) == 1, "write to the file removed under one name");
+        int fo = open(other, O_RDONLY);
+        CHECK(fo >= 0 && read(fo, buf, 1) == 1 && buf[0] == 'L', "a write does not show through the other name");
+        if (fo >= 0) close(fo);
+    }
 
     /* directory fd, cwd, umask */
     CHECK(fstat(fdir, &st) == 0 && S_ISDIR(st.st_mode), "directory fd");

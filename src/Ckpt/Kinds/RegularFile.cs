@@ -43,6 +43,23 @@ public sealed class RegularFile : IFileKind
         return "";
     }
 
+    /// <summary>
+    /// Another name of the file <paramref name="st"/> (a hard link) in the directory of <paramref name="removed"/>,
+    /// a name it had: the entry of that directory with its device and inode, or null.
+    /// </summary>
+    private static string? OtherName(string removed, in StatBuf st)
+    {
+        string? dir = Path.GetDirectoryName(removed);
+        if (dir == null) return null;
+        try
+        {
+            foreach (var entry in Directory.EnumerateFileSystemEntries(dir))
+                if (FileCalls.TryLstat(entry, out var e) && e.Ino == st.Ino && e.Dev == st.Dev && e.Type == st.Type) return entry;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        return null;
+    }
+
     /// <summary>SECRETMEM_MAGIC: the file system of memfd_secret areas.</summary>
     private const long SecretmemMagic = 0x5345434d;
 
@@ -61,6 +78,14 @@ public sealed class RegularFile : IFileKind
             finally { FileCalls.Close(mine); }
         }
         StatBuf st = default;
+        // removed under this name, but it has others (hard links): reopened by one in the same directory
+        string? removedName = null;
+        if (!deleted && !link && f.Link.EndsWith(" (deleted)") && OtherName(path[..^10], f.Stat) is { } other)
+        {
+            ctx.Log.Info($"pid {ctx.Pid}: fd {f.Fd}: {path[..^10]} was removed; the file is reopened by another of its names, {other}");
+            removedName = path[..^10];
+            path = other;
+        }
         bool found = deleted || (link ? FileCalls.TryLstat(path, out st) : FileCalls.TryStat(path, out st));
         if (!found && Marshal.GetLastPInvokeError() is Errors.EACCES or Errors.EPERM)
             throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd}: {path} cannot be looked up by this user (permission denied); checkpoint as a user who can reach it, or as root");
@@ -81,7 +106,7 @@ public sealed class RegularFile : IFileKind
             }
             finally { FileCalls.Close(mine); }
             if (f.Link.EndsWith(" (deleted)"))
-                throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd}: {path[..^10]} was removed, but the open file still has {f.Stat.Nlink} other name(s) (hard links), which ckpt cannot find; checkpoint once the process has closed it, or give it back its name");
+                throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd}: {path[..^10]} was removed, but the open file still has {f.Stat.Nlink} other name(s) (hard links), none in its directory, which ckpt cannot find; checkpoint once the process has closed it, or give it back its name");
             throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd}: {path} no longer names the open file (renamed or replaced{(fs is "" or "tmpfs" or "ext4" or "xfs" or "btrfs" or "overlay" ? "" : $"; it is on a {fs} file system")})");
         }
         // another description of an unlinked file already saved: refer to it (the content is saved once)
@@ -90,8 +115,10 @@ public sealed class RegularFile : IFileKind
             sameAs = ctx.Session.State<CheckpointState>().Unlinked[(f.Stat.Dev, f.Stat.Ino)];
         var p = new PayloadWriter().U32(objref).Str(path).I32(f.Flags & ~FileCalls.O_CLOEXEC).I64(f.Pos)
             .I64(f.Stat.Size).U32(f.Stat.Mode).Bool(deleted).U32(sameAs).U64(f.Stat.Dev).U64(f.Stat.Ino).U32(f.Stat.Uid).U32(f.Stat.Gid);
-        // appended field, for a removed symbolic link only: its target
-        if (linkTarget != null) p.Str(linkTarget);
+        // appended fields: the target of a removed symbolic link ("" for others); the name a file (open by
+        // another of its names) was removed from
+        if (linkTarget != null || removedName != null) p.Str(linkTarget ?? "");
+        if (removedName != null) p.Str(removedName);
         ctx.Image.Write(RecordKind.RegularFile, p);
         // a removed directory is empty, a link has no content: nothing to save
         if (deleted && sameAs == 0 && f.Stat.Type is not (StatBuf.S_IFDIR or StatBuf.S_IFLNK)) SaveContent(ctx, f, objref);
@@ -134,6 +161,8 @@ public sealed class RegularFile : IFileKind
         ulong dev = r.U64OrDefault(0), ino = r.U64OrDefault(0);
         uint uid = r.AtEnd ? 0 : r.U32(), gid = r.AtEnd ? 0 : r.U32();
         string? linkTarget = r.AtEnd ? null : r.Str();
+        if (linkTarget == "") linkTarget = null;
+        string? removedName = r.AtEnd ? null : r.Str();
         r.End();
         int fd;
         if (deleted && (mode & StatBuf.S_IFMT) == StatBuf.S_IFLNK)
@@ -182,7 +211,15 @@ public sealed class RegularFile : IFileKind
                     throw new CkptException($"restart: {path} changed since the checkpoint (size {size} -> {st.Size})", ExitCodes.RestoreConflict);
                 ctx.Log.Info($"{path} (open for writing only) changed size since the checkpoint ({size} -> {st.Size}); kept");
             }
-            fd = ctx.OpenInVessel(path, FileCalls.ReopenFlags(flags) | FileCalls.O_CLOEXEC);
+            // a file removed under the name it was opened by, open by another: given that name again
+            // for the open (then removed), so that the fd shows "NAME (deleted)" as it did; opened by
+            // the other if the name is taken
+            if (removedName != null && FileCalls.Link(path, removedName) == 0)
+            {
+                try { fd = ctx.OpenInVessel(removedName, FileCalls.ReopenFlags(flags) | FileCalls.O_CLOEXEC); }
+                finally { FileCalls.Unlink(removedName); }
+            }
+            else fd = ctx.OpenInVessel(path, FileCalls.ReopenFlags(flags) | FileCalls.O_CLOEXEC);
         }
         else fd = RestoreUnlinked(ctx, objref, path, flags, mode, size);
         if (pos != 0) ctx.Inject("lseek", Nr.lseek, fd, pos, FileCalls.SEEK_SET);
@@ -266,8 +303,13 @@ public sealed class RegularFile : IFileKind
             return;
         }
         string path = r.Str(); int flags = r.I32(); long pos = r.I64(); long size = r.I64(); r.U32(); bool deleted = r.Bool();
-        info.Child("files").Set(objref.ToString(), new InfoNode().Set("kind", deleted ? "unlinked file" : "file").Set("path", path)
-            .Set("flags", OpenFlags(flags)).Set("pos", pos).Set("size", size));
+        var node = new InfoNode().Set("kind", deleted ? "unlinked file" : "file").Set("path", path)
+            .Set("flags", OpenFlags(flags)).Set("pos", pos).Set("size", size);
+        if (!r.AtEnd) { r.U32(); r.U64OrDefault(0); r.U64OrDefault(0); }
+        if (!r.AtEnd) { r.U32(); r.U32(); }
+        if (!r.AtEnd && r.Str() is { Length: > 0 } target) node.Set("link_target", target);
+        if (!r.AtEnd) node.Set("removed_name", r.Str());
+        info.Child("files").Set(objref.ToString(), node);
     }
 
     public static string OpenFlags(int flags)

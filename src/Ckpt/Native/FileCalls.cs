@@ -157,6 +157,10 @@ public static unsafe partial class FileCalls
     [LibraryImport("libc", EntryPoint = "symlink", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int Symlink(string target, string path);
 
+    /// <summary>link(2): a new name (hard link) <paramref name="path"/> for the file <paramref name="existing"/>.</summary>
+    [LibraryImport("libc", EntryPoint = "link", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Link(string existing, string path);
+
     /// <summary>The target of a symbolic link (a /proc magic link: fd, exe, cwd...), or null (errno set).</summary>
     public static string? ReadLink(string path)
     {
