@@ -1,7 +1,8 @@
 /* locks DIR: file locks held across a restart: a flock write lock on DIR/a (held by a description the
  * process shares with a child), POSIX locks on DIR/b (write on bytes 10-19, read from 100 to EOF,
  * through a dup'd fd too), an OFD write lock on bytes 5-7 of DIR/c, a read lease on DIR/d and a write
- * lease on DIR/e. After the restart another process (forked then) must find each lock held exactly as
+ * lease on DIR/e, and two leases being broken at the checkpoint (DIR/f: read, broken to none; DIR/g:
+ * write, brought down to read). After the restart another process (forked then) must find each lock held exactly as
  * before (an open that breaks a lease waits for it: non-blocking, it fails with EWOULDBLOCK and the
  * holder gets SIGIO), and the holder can still release them. */
 #include "e2e.h"
@@ -10,6 +11,9 @@
 
 static volatile sig_atomic_t breaks;
 static void on_sigio(int sig) { (void)sig; breaks++; }
+/* breaks of the leases being broken at the checkpoint (F_SETSIG: SIGRTMIN+1, with the fd) */
+static volatile sig_atomic_t rt_breaks, rt_fd = -1;
+static void on_rt(int sig, siginfo_t *si, void *uc) { (void)sig; (void)uc; rt_breaks++; rt_fd = si->si_fd; }
 
 static int plock(int fd, int cmd, short type, off_t start, off_t len, struct flock *out)
 {
@@ -41,6 +45,26 @@ int main(int argc, char **argv)
     int fb2 = dup(fb);
     MUST(fb2 >= 0);
     MUST(plock(fc, F_OFD_SETLK, F_WRLCK, 5, 3, NULL) == 0);
+    /* leases being broken at the checkpoint: a read lease on DIR/f broken by an open for writing (to
+     * none), a write lease on DIR/g broken by an open for reading (to read); each break signalled once */
+    char fpath[256], gpath[256];
+    snprintf(fpath, sizeof fpath, "%s/f", argv[1]);
+    snprintf(gpath, sizeof gpath, "%s/g", argv[1]);
+    struct sigaction rt;
+    memset(&rt, 0, sizeof rt);
+    rt.sa_sigaction = on_rt;
+    rt.sa_flags = SA_SIGINFO;
+    MUST(sigaction(SIGRTMIN + 1, &rt, NULL) == 0);
+    close(open(fpath, O_RDWR | O_CREAT, 0600));
+    int ff = open(fpath, O_RDONLY), fg = open(gpath, O_RDWR | O_CREAT, 0600);
+    MUST(ff >= 0 && fg >= 0);
+    MUST(fcntl(ff, F_SETLEASE, F_RDLCK) == 0 && fcntl(ff, F_SETSIG, SIGRTMIN + 1) == 0);
+    MUST(fcntl(fg, F_SETLEASE, F_WRLCK) == 0 && fcntl(fg, F_SETSIG, SIGRTMIN + 1) == 0);
+    MUST(open(fpath, O_WRONLY | O_NONBLOCK) < 0 && errno == EWOULDBLOCK);
+    MUST(open(gpath, O_RDONLY | O_NONBLOCK) < 0 && errno == EWOULDBLOCK);
+    for (int i = 0; i < 1000 && rt_breaks < 2; i++) usleep(1000);
+    MUST(rt_breaks == 2);
+    MUST(fcntl(ff, F_GETLEASE) == F_UNLCK && fcntl(fg, F_GETLEASE) == F_RDLCK);
     int sync[2];
     MUST(pipe(sync) == 0);
     pid_t sharer = fork();   /* holds fa's description too (and so the flock) */
@@ -50,6 +74,14 @@ int main(int argc, char **argv)
     say("READY");
     e2e_wait_usr1();
     CHECK(fcntl(fd_, F_GETLEASE) == F_RDLCK && fcntl(fe, F_GETLEASE) == F_WRLCK, "leases %d and %d instead of a read and a write lease", fcntl(fd_, F_GETLEASE), fcntl(fe, F_GETLEASE));
+    /* the leases being broken: still breaking to the same types, no second signal, their signal kept */
+    usleep(20000);
+    CHECK(rt_breaks == 2, "%d break signals for the leases being broken (2 before the checkpoint)", (int)rt_breaks);
+    CHECK(fcntl(ff, F_GETLEASE) == F_UNLCK && fcntl(fg, F_GETLEASE) == F_RDLCK, "leases being broken at the checkpoint: %d and %d instead of %d and %d",
+          fcntl(ff, F_GETLEASE), fcntl(fg, F_GETLEASE), F_UNLCK, F_RDLCK);
+    CHECK(fcntl(ff, F_GETSIG) == SIGRTMIN + 1 && fcntl(fg, F_GETSIG) == SIGRTMIN + 1, "the break signal of the leases being broken is lost");
+    CHECK(open(gpath, O_WRONLY | O_NONBLOCK) < 0 && errno == EWOULDBLOCK, "the write lease being brought down to read no longer stops a writer");
+    CHECK(fcntl(ff, F_SETLEASE, F_UNLCK) == 0 && fcntl(fg, F_SETLEASE, F_UNLCK) == 0, "cannot give up the leases being broken: %s", strerror(errno));
 
     pid_t me = getpid(), child = fork();
     MUST(child >= 0);

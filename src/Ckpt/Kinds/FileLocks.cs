@@ -17,8 +17,11 @@ namespace Ckpt.Kinds;
 /// injection in the process, on the fd the lock was seen on; a lock someone else holds meanwhile makes
 /// the restart fail naming the file. Leases (fcntl F_SETLEASE: held by a description) are taken again
 /// with F_SETLEASE by the process itself, which makes it the owner the break signal goes to, as the
-/// kernel does; a lease being broken (someone opened the file, or tried to, and the holder has not given it up) is
-/// refused, since the opener's wait cannot be saved.
+/// kernel does. A lease being broken (someone opened the file, or tried to, and the holder has not given
+/// it up yet) is taken again and broken again the same way (ckpt opens the file without blocking, with
+/// no owner on it meanwhile, so that no second signal comes: the process had its signal); the kernel's
+/// break timer (lease-break-time) starts anew. An opener in the tree waiting for the break restarts its
+/// open, which waits again.
 /// </summary>
 public sealed unsafe class FileLocks : IStateKind
 {
@@ -27,9 +30,10 @@ public sealed unsafe class FileLocks : IStateKind
     public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.FileLocks];
     public int FinishOrder => 41;
 
-    private enum Kind : byte { Flock = 1, Posix = 2, Ofd = 3, Lease = 4 }
+    /// <summary>BreakingLease: a lease being broken; its record's write says the lease held (write or read), its start the break's target (0: none, F_UNLCK; 1: read, F_RDLCK).</summary>
+    private enum Kind : byte { Flock = 1, Posix = 2, Ofd = 3, Lease = 4, BreakingLease = 5 }
 
-    private const int F_SETLK = 6, F_OFD_SETLK = 37, F_SETLEASE = 1024, F_RDLCK = 0, F_WRLCK = 1;
+    private const int F_SETLK = 6, F_OFD_SETLK = 37, F_SETLEASE = 1024, F_SETOWN = 8, F_RDLCK = 0, F_WRLCK = 1;
     private const int LOCK_SH = 1, LOCK_EX = 2, LOCK_NB = 4;
 
     /// <summary>Descriptions whose locks are written already (by an earlier fd or process).</summary>
@@ -68,8 +72,19 @@ public sealed unsafe class FileLocks : IStateKind
                     "LEASE" => Kind.Lease,
                     _ => throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} ({f.Link}) holds a {w[1]} lock, which is not supported yet"),
                 };
+                if (kind == Kind.Lease && w[2] == "BREAKING")
+                {
+                    // lease: BREAKING, then the type it is being broken to: none, or read (a write lease
+                    // downgraded); the type held is not shown: a write lease when it goes to read, else
+                    // as the fd allows (a read lease cannot be taken on a file open for writing)
+                    if (w[3] is not ("UNLCK" or "READ")) throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} ({f.Link}) holds a lease being broken to {w[3]}, which is not supported");
+                    if (!st.DescriptionsDone.Add(objref)) continue;
+                    bool toRead = w[3] == "READ";
+                    locks.Add((f.Fd, Kind.BreakingLease, toRead || (f.Flags & FileCalls.O_ACCMODE) != FileCalls.O_RDONLY, toRead ? 1 : 0, -1));
+                    continue;
+                }
                 if (kind == Kind.Lease && w[2] != "ACTIVE")
-                    throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} ({f.Link}) holds a lease that is being broken (another process opened the file, or tried to, and the holder has not given the lease up yet); try again once it has");
+                    throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} ({f.Link}) holds a lease in state {w[2]}, which is not supported");
                 if (kind != Kind.Lease && w[2] != "ADVISORY") throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} ({f.Link}) holds a {w[2]} lock, which is not supported");
                 if (w[3] is not ("READ" or "WRITE")) throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} ({f.Link}) holds a lock of type {w[3]}, which is not supported");
                 long start = long.Parse(w[6], CultureInfo.InvariantCulture), end = w[7] == "EOF" ? -1 : long.Parse(w[7], CultureInfo.InvariantCulture);
@@ -97,13 +112,15 @@ public sealed unsafe class FileLocks : IStateKind
             var kind = (Kind)r.U8();
             bool write = r.Bool();
             long start = r.I64(), end = r.I64();
-            if (kind is not (Kind.Flock or Kind.Posix or Kind.Ofd or Kind.Lease) || start < 0 || end < -1 || end >= 0 && end < start)
+            if (kind is not (Kind.Flock or Kind.Posix or Kind.Ofd or Kind.Lease or Kind.BreakingLease) || start < 0 || end < -1 || end >= 0 && end < start
+                || kind == Kind.BreakingLease && (start > 1 || start == 1 && !write))
                 throw new ImageFormatException($"FileLocks record at offset {rec.Offset}: lock {i} is impossible");
-            string what = $"the {(write ? "write" : "read")} {kind switch { Kind.Flock => "flock lock", Kind.Posix => "POSIX lock", Kind.Lease => "lease", _ => "OFD lock" }}{(kind is Kind.Flock or Kind.Lease ? "" : $" on bytes {start}-{(end < 0 ? "EOF" : end.ToString(CultureInfo.InvariantCulture))}")} of fd {fd} ({Target(ctx, fd)})";
+            bool lease = kind is Kind.Lease or Kind.BreakingLease;
+            string what = $"the {(write ? "write" : "read")} {kind switch { Kind.Flock => "flock lock", Kind.Posix => "POSIX lock", Kind.Lease or Kind.BreakingLease => "lease", _ => "OFD lock" }}{(kind is Kind.Flock || lease ? "" : $" on bytes {start}-{(end < 0 ? "EOF" : end.ToString(CultureInfo.InvariantCulture))}")} of fd {fd} ({Target(ctx, fd)})";
             void Check(long got)
             {
                 if (got < 0)
-                    throw new CkptException($"restart: cannot take {what} again: {Errors.Describe((int)-got)}{(got is -11 or -13 ? kind == Kind.Lease ? " (the file is open elsewhere in a way the lease excludes)" : " (another process holds a conflicting lock)" : "")}", ExitCodes.RestoreConflict);
+                    throw new CkptException($"restart: cannot take {what} again: {Errors.Describe((int)-got)}{(got is -11 or -13 ? lease ? " (the file is open elsewhere in a way the lease excludes)" : " (another process holds a conflicting lock)" : "")}", ExitCodes.RestoreConflict);
             }
             if (kind == Kind.Flock)
             {
@@ -113,6 +130,16 @@ public sealed unsafe class FileLocks : IStateKind
             if (kind == Kind.Lease)
             {
                 batch.Add(Nr.fcntl, fd, F_SETLEASE, write ? F_WRLCK : F_RDLCK, stopOnError: true, check: Check);
+                continue;
+            }
+            if (kind == Kind.BreakingLease)
+            {
+                // taken, its owner (F_SETLEASE made the process it) cleared until FileOwner sets the saved
+                // one, and broken by an open that does not wait
+                batch.Add(Nr.fcntl, fd, F_SETLEASE, write ? F_WRLCK : F_RDLCK, stopOnError: true, check: Check);
+                batch.AddChecked("fcntl(F_SETOWN)", Nr.fcntl, fd, F_SETOWN, 0);
+                batch.Flush();
+                BreakLease(ctx, fd, toRead: start == 1, what);
                 continue;
             }
             // struct flock: short l_type, short l_whence, (pad) off_t l_start, off_t l_len, pid_t l_pid, (pad)
@@ -125,6 +152,25 @@ public sealed unsafe class FileLocks : IStateKind
         }
         r.End();
         batch.Flush();
+    }
+
+    /// <summary>
+    /// Breaks the lease on fd <paramref name="fd"/> of the process as an opener does: ckpt opens the file
+    /// without blocking (O_NONBLOCK: EWOULDBLOCK once the break began), for reading to bring a write lease
+    /// down to a read one, else for writing (no lease left).
+    /// </summary>
+    private static void BreakLease(RestoreContext ctx, int fd, bool toRead, string what)
+    {
+        int mine = FileCalls.Open($"/proc/{ctx.Pid}/fd/{fd}", (toRead ? FileCalls.O_RDONLY : FileCalls.O_WRONLY) | FileCalls.O_NONBLOCK | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC, 0);
+        if (mine >= 0)
+        {
+            FileCalls.Close(mine);
+            throw new CkptException($"restart: {what} could not be broken again (an open for {(toRead ? "reading" : "writing")} did not conflict with it)", ExitCodes.RestoreConflict);
+        }
+        int e = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
+        if (e != Errors.EAGAIN)
+            throw new CkptException($"restart: {what} could not be broken again: {Errors.Describe(e)}", ExitCodes.RestoreConflict);
+        ctx.Log.Debug($"{what}: broken again (to {(toRead ? "read" : "none")})");
     }
 
     private static string Target(RestoreContext ctx, int fd)
@@ -143,8 +189,10 @@ public sealed unsafe class FileLocks : IStateKind
         for (uint i = 0; i < n; i++)
         {
             int fd = r.I32(); var kind = (Kind)r.U8(); bool write = r.Bool(); long start = r.I64(), end = r.I64();
-            list.Add(new InfoNode().Set("fd", fd).Set("kind", kind.ToString().ToLowerInvariant()).Set("type", write ? "write" : "read")
-                .Set("range", kind is Kind.Flock or Kind.Lease ? "whole file" : $"{start}-{(end < 0 ? "EOF" : end.ToString(CultureInfo.InvariantCulture))}"));
+            var node = new InfoNode().Set("fd", fd).Set("kind", kind == Kind.BreakingLease ? "lease" : kind.ToString().ToLowerInvariant()).Set("type", write ? "write" : "read")
+                .Set("range", kind is Kind.Flock or Kind.Lease or Kind.BreakingLease ? "whole file" : $"{start}-{(end < 0 ? "EOF" : end.ToString(CultureInfo.InvariantCulture))}");
+            if (kind == Kind.BreakingLease) node.Set("being_broken_to", start == 1 ? "read" : "none");
+            list.Add(node);
         }
     }
 }
