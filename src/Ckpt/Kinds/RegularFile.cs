@@ -89,7 +89,10 @@ public sealed class RegularFile : IFileKind
         bool found = deleted || (link ? FileCalls.TryLstat(path, out st) : FileCalls.TryStat(path, out st));
         if (!found && Marshal.GetLastPInvokeError() is Errors.EACCES or Errors.EPERM)
             throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd}: {path} cannot be looked up by this user (permission denied); checkpoint as a user who can reach it, or as root");
-        if (!deleted && (!found || st.Ino != f.Stat.Ino || st.Dev != f.Stat.Dev))
+        // a /proc file of a process that has exited since it was opened (reads fail with ESRCH)
+        int deadPid = !deleted && !found && DeadProcess(ctx, f, path) is int dp ? dp : 0;
+        if (deadPid != 0) ctx.Log.Info($"pid {ctx.Pid}: fd {f.Fd} ({path}) is a /proc file of process {deadPid}, which has exited: opened again through a stand-in with that pid at restart");
+        if (!deleted && deadPid == 0 && (!found || st.Ino != f.Stat.Ino || st.Dev != f.Stat.Dev))
         {
             string fs = MountFsType(ctx.Pid, f.MntId);
             int mine = ctx.GrabFd(f.Fd);
@@ -117,8 +120,10 @@ public sealed class RegularFile : IFileKind
             .I64(f.Stat.Size).U32(f.Stat.Mode).Bool(deleted).U32(sameAs).U64(f.Stat.Dev).U64(f.Stat.Ino).U32(f.Stat.Uid).U32(f.Stat.Gid);
         // appended fields: the target of a removed symbolic link ("" for others); the name a file (open by
         // another of its names) was removed from
-        if (linkTarget != null || removedName != null) p.Str(linkTarget ?? "");
-        if (removedName != null) p.Str(removedName);
+        // the pid of the exited process whose /proc file this is
+        if (linkTarget != null || removedName != null || deadPid != 0) p.Str(linkTarget ?? "");
+        if (removedName != null || deadPid != 0) p.Str(removedName ?? "");
+        if (deadPid != 0) p.I32(deadPid);
         ctx.Image.Write(RecordKind.RegularFile, p);
         // a removed directory is empty, a link has no content: nothing to save
         if (deleted && sameAs == 0 && f.Stat.Type is not (StatBuf.S_IFDIR or StatBuf.S_IFLNK)) SaveContent(ctx, f, objref);
@@ -163,7 +168,11 @@ public sealed class RegularFile : IFileKind
         string? linkTarget = r.AtEnd ? null : r.Str();
         if (linkTarget == "") linkTarget = null;
         string? removedName = r.AtEnd ? null : r.Str();
+        if (removedName == "") removedName = null;
+        int deadPid = r.AtEnd ? 0 : r.I32();
         r.End();
+        if (deadPid != 0 && (deleted || deadPid < 0 || !path.StartsWith($"/proc/{deadPid}/", StringComparison.Ordinal)))
+            throw new ImageFormatException($"RegularFile record at offset {rec.Offset}: {path} is no /proc file of pid {deadPid}");
         int fd;
         if (deleted && (mode & StatBuf.S_IFMT) == StatBuf.S_IFLNK)
         {
@@ -196,6 +205,7 @@ public sealed class RegularFile : IFileKind
             int first = ctx.FileFd(sameAs, $"unlinked file {path}");
             fd = ctx.OpenInVessel($"/proc/self/fd/{first}", FileCalls.ReopenFlags(flags) | FileCalls.O_CLOEXEC);
         }
+        else if (deadPid != 0) fd = OpenDeadProcFile(ctx, path, deadPid, flags);
         else if (!deleted)
         {
             if (!((mode & StatBuf.S_IFMT) == StatBuf.S_IFLNK ? FileCalls.TryLstat(path, out var st) : FileCalls.TryStat(path, out st)))
@@ -225,6 +235,43 @@ public sealed class RegularFile : IFileKind
         if (pos != 0) ctx.Inject("lseek", Nr.lseek, fd, pos, FileCalls.SEEK_SET);
         ctx.Files.SetRestored(objref, fd);
     }
+
+    /// <summary>
+    /// A /proc file of a process that had exited: a stand-in with that pid (a vessel of ckpt's, parked)
+    /// lives while the process opens the file, then is killed and reaped: the fd refers to an exited
+    /// process's file, as it did. The pid must be free here.
+    /// </summary>
+    private static int OpenDeadProcFile(RestoreContext ctx, string path, int pid, int flags)
+    {
+        if (Directory.Exists($"/proc/{pid}"))
+            throw new CkptException($"restart: {path} (open in the image) was a file of process {pid}, which had exited; pid {pid} is a live process here{Vessel.TakenBy(pid)}", ExitCodes.RestoreConflict);
+        int standIn = Vessel.Create(pid);
+        try { return ctx.OpenInVessel(path, FileCalls.ReopenFlags(flags) | FileCalls.O_CLOEXEC); }
+        finally
+        {
+            ProcessCalls.Kill(standIn, Tracing.TracedTask.SIGKILL);
+            Ptrace.Wait(standIn);
+        }
+    }
+
+    /// <summary>
+    /// The pid whose /proc directory <paramref name="path"/> is in, if that process has exited and the fd
+    /// is a file of the proc file system (a file of /proc/PID opened while it lived), else null.
+    /// </summary>
+    private static int? DeadProcess(CheckpointContext ctx, in OpenFile f, string path)
+    {
+        if (!path.StartsWith("/proc/", StringComparison.Ordinal)) return null;
+        var rest = path.AsSpan(6);
+        int slash = rest.IndexOf('/');
+        if (slash <= 0 || !int.TryParse(rest[..slash], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int pid) || pid <= 0) return null;
+        if (Directory.Exists($"/proc/{pid}")) return null;
+        int mine = ctx.GrabFd(f.Fd);
+        try { return FileCalls.FstatfsType(mine) == ProcSuperMagic ? pid : null; }
+        finally { FileCalls.Close(mine); }
+    }
+
+    /// <summary>PROC_SUPER_MAGIC: the proc file system.</summary>
+    private const long ProcSuperMagic = 0x9fa0;
 
     private static int RestoreUnlinked(RestoreContext ctx, uint objref, string path, int flags, uint mode, long size)
     {
@@ -308,7 +355,8 @@ public sealed class RegularFile : IFileKind
         if (!r.AtEnd) { r.U32(); r.U64OrDefault(0); r.U64OrDefault(0); }
         if (!r.AtEnd) { r.U32(); r.U32(); }
         if (!r.AtEnd && r.Str() is { Length: > 0 } target) node.Set("link_target", target);
-        if (!r.AtEnd) node.Set("removed_name", r.Str());
+        if (!r.AtEnd && r.Str() is { Length: > 0 } removed) node.Set("removed_name", removed);
+        if (!r.AtEnd) node.Set("exited_pid", r.I32());
         info.Child("files").Set(objref.ToString(), node);
     }
 

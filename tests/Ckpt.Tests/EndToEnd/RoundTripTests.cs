@@ -201,6 +201,21 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.Cleanup();
     }
 
+    /// <summary>
+    /// /proc files of a process that exited after they were opened (deadproc.c): saved (the checkpoint
+    /// refused them before) and opened again through a stand-in with that pid, killed once they are open:
+    /// they read after the restart as before (stat fails with ESRCH), and the pid is free again.
+    /// </summary>
+    [Fact]
+    public void ProcFilesOfAnExitedProcess()
+    {
+        env.Program("deadproc");
+        var r = new E2eScript(env, "deadproc").Run(E2eScript.RoundTrip("\"$BIN/deadproc\"", afterRestart: E2eScript.SaveInfo));
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.Contains("exited_pid", r.File("info.txt"));
+        r.Cleanup();
+    }
+
     [Fact]
     public void Files()
     {
