@@ -215,6 +215,22 @@ public static unsafe class Vessel
     private const int MADV_DONTFORK = 10, MADV_DOFORK = 11;
 
     /// <summary>
+    /// A stand-in for an ended process whose /proc files the tree holds (a working directory, an open
+    /// file): a vessel parked in pause(), child of this thread, with pid <paramref name="want"/> if it is
+    /// free, else one of the next; the caller kills and reaps it once its /proc entry was used.
+    /// </summary>
+    public static int StandIn(int want, string forWhat)
+    {
+        for (int pid = want; pid < want + 1000; pid++)
+        {
+            if (Directory.Exists($"/proc/{pid}")) continue;
+            try { return Create(pid); }
+            catch (CkptException) { }
+        }
+        throw new CkptException($"restart: no free pid near {want} for {forWhat}", ExitCodes.RestoreConflict);
+    }
+
+    /// <summary>
     /// The parts of ckpt's memory a vessel does without, marked not to be copied (MADV_DONTFORK) while it
     /// is forked: all but the blob, the scratch page, the vDSO and the mapping of the calling thread's
     /// stack and thread area (the kernel writes the rseq area there whenever the vessel is scheduled, until

@@ -76,7 +76,7 @@ public sealed class FsState : IStateKind
         {
             // a process of ckpt's for a moment (with the pid it had, if free): the vessel enters its /proc
             // directory, then it ends and is reaped, and the directory is unhashed as it was
-            int helper = GoneProcHelper(s.GoneProc);
+            int helper = Vessel.StandIn(s.GoneProc, "the ended process whose /proc directory was the working directory");
             try
             {
                 batch.Add(Nr.chdir, (long)batch.AddData(Encoding.UTF8.GetBytes($"/proc/{helper}\0")), stopOnError: true, check: Entered);
@@ -103,17 +103,6 @@ public sealed class FsState : IStateKind
         batch.Flush();
     }
 
-    /// <summary>A process parked in pause(), child of this thread, with pid <paramref name="want"/> if it is free, else one of the next.</summary>
-    private static int GoneProcHelper(int want)
-    {
-        for (int pid = want; pid < want + 1000; pid++)
-        {
-            if (Directory.Exists($"/proc/{pid}")) continue;
-            try { return Vessel.Create(pid); }
-            catch (CkptException) { }
-        }
-        throw new CkptException($"restart: no free pid near {want} for the ended process whose /proc directory was the working directory", ExitCodes.RestoreConflict);
-    }
 
     public void Describe(Record rec, InfoNode info)
     {

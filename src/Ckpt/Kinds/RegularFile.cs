@@ -237,16 +237,16 @@ public sealed class RegularFile : IFileKind
     }
 
     /// <summary>
-    /// A /proc file of a process that had exited: a stand-in with that pid (a vessel of ckpt's, parked)
-    /// lives while the process opens the file, then is killed and reaped: the fd refers to an exited
-    /// process's file, as it did. The pid must be free here.
+    /// A /proc file of a process that had exited: a stand-in with that pid (a vessel of ckpt's, parked;
+    /// a pid near it if it is taken here) lives while the process opens the file, then is killed and
+    /// reaped: the fd refers to an exited process's file, as it did.
     /// </summary>
     private static int OpenDeadProcFile(RestoreContext ctx, string path, int pid, int flags)
     {
-        if (Directory.Exists($"/proc/{pid}"))
-            throw new CkptException($"restart: {path} (open in the image) was a file of process {pid}, which had exited; pid {pid} is a live process here{Vessel.TakenBy(pid)}", ExitCodes.RestoreConflict);
-        int standIn = Vessel.Create(pid);
-        try { return ctx.OpenInVessel(path, FileCalls.ReopenFlags(flags) | FileCalls.O_CLOEXEC); }
+        int standIn = Vessel.StandIn(pid, $"the ended process whose file {path} was open");
+        string at = standIn == pid ? path : $"/proc/{standIn}/{path[$"/proc/{pid}/".Length..]}";
+        if (standIn != pid) ctx.Log.Info($"pid {ctx.Pid}: {at} opened instead of {path} (of an ended process): pid {pid} is in use");
+        try { return ctx.OpenInVessel(at, FileCalls.ReopenFlags(flags) | FileCalls.O_CLOEXEC); }
         finally
         {
             ProcessCalls.Kill(standIn, Tracing.TracedTask.SIGKILL);
