@@ -24,6 +24,29 @@ public static class Program
         var verbose = new Option<bool>("--verbose", "-v") { Description = "more detail in the log (repeat: -v -v)" };
         var logFile = new Option<string?>("--log") { Description = "write a detailed log (what was saved, phase timings) to FILE" };
 
+        // the help and version options only when asked for: their descriptions are resources, which the
+        // first lookup reads through reflection (~1.3 ms of every start)
+        const string about = "ckpt: checkpoint and restart Linux processes";
+        Command root = args.Any(a => a is "-h" or "--help" or "-?" or "/h" or "/?" or "--version")
+            ? new RootCommand(about) : new Command("ckpt", about);
+        // only the command named, when one is (each option made costs its start a little); all of them
+        // for help, or a usage error that names them
+        string? named = args.Length > 0 && args[0] is "checkpoint" or "restart" or "info" ? args[0] : null;
+        if (named is null or "checkpoint") root.Subcommands.Add(CheckpointCommand(logFile, verbose));
+        if (named is null or "restart") root.Subcommands.Add(RestartCommand(logFile, verbose));
+        if (named is null or "info") root.Subcommands.Add(InfoCommand(logFile, verbose));
+        var parsed = root.Parse(args);
+        if (parsed.Errors.Count > 0)
+        {
+            foreach (var e in parsed.Errors) Console.Error.WriteLine($"ckpt: {e.Message}");
+            Console.Error.WriteLine("ckpt: see 'ckpt --help'");
+            return ExitCodes.Usage;
+        }
+        return parsed.Invoke();
+    }
+
+    private static Command CheckpointCommand(Option<string?> logFile, Option<bool> verbose)
+    {
         var pid = new Argument<int>("pid") { Description = "process to checkpoint" };
         var output = new Option<string?>("--output", "-o") { Description = "image file (mode 0600); '-' or absent: standard output" };
         var kill = new Option<bool>("--kill") { Description = "kill the tree after a successful checkpoint (for migration)" };
@@ -33,7 +56,11 @@ public static class Program
         var checkpoint = new Command("checkpoint", "save a running process and all its descendants into an image stream") { pid, output, kill, external, skipInFlight, freezer, logFile, verbose };
         checkpoint.SetAction(r => Guard(r.GetValue(logFile), Verbosity(r.GetResult(verbose)), log =>
             Checkpoint(r.GetValue(pid), r.GetValue(output), r.GetValue(kill), r.GetValue(external), r.GetValue(skipInFlight), r.GetValue(freezer), r.GetValue(logFile), log)));
+        return checkpoint;
+    }
 
+    private static Command RestartCommand(Option<string?> logFile, Option<bool> verbose)
+    {
         var input = new Option<string?>("--input", "-i") { Description = "image file; '-' or absent: standard input" };
         var detach = new Option<bool>("--detach") { Description = "return as soon as the process runs, leaving it reparented" };
         var frozen = new Option<bool>("--frozen") { Description = "restore the process stopped (SIGSTOP), for inspection" };
@@ -46,28 +73,16 @@ public static class Program
         var restart = new Command("restart", "recreate a process from an image, with its original pid") { input, detach, frozen, huge, timens, inherit, logFile, verbose };
         restart.SetAction(r => Guard(r.GetValue(logFile), Verbosity(r.GetResult(verbose)), log =>
             Restart(r.GetValue(input), r.GetValue(detach), r.GetValue(frozen), r.GetValue(huge), r.GetValue(timens), ParseInherit(r.GetValue(inherit)), log)));
+        return restart;
+    }
 
+    private static Command InfoCommand(Option<string?> logFile, Option<bool> verbose)
+    {
         var file = new Argument<string>("image") { Description = "image file, or - for standard input" };
         var json = new Option<bool>("--json") { Description = "print JSON instead of text" };
         var info = new Command("info", "describe what an image holds, without restarting it") { file, json, logFile, verbose };
         info.SetAction(r => Guard(r.GetValue(logFile), Verbosity(r.GetResult(verbose)), log => Info(r.GetValue(file)!, r.GetValue(json))));
-
-        // the help and version options only when asked for: their descriptions are resources, which the
-        // first lookup reads through reflection (~1.3 ms of every start)
-        const string about = "ckpt: checkpoint and restart Linux processes";
-        Command root = args.Any(a => a is "-h" or "--help" or "-?" or "/h" or "/?" or "--version")
-            ? new RootCommand(about) : new Command("ckpt", about);
-        root.Subcommands.Add(checkpoint);
-        root.Subcommands.Add(restart);
-        root.Subcommands.Add(info);
-        var parsed = root.Parse(args);
-        if (parsed.Errors.Count > 0)
-        {
-            foreach (var e in parsed.Errors) Console.Error.WriteLine($"ckpt: {e.Message}");
-            Console.Error.WriteLine("ckpt: see 'ckpt --help'");
-            return ExitCodes.Usage;
-        }
-        return parsed.Invoke();
+        return info;
     }
 
     /// <summary>How many times -v/--verbose was given (-vv counts twice).</summary>
