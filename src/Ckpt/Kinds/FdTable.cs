@@ -180,34 +180,89 @@ public sealed class FdTable : IStateKind
             foreach (var (objref, vfd) in ctx.Files.Restored)
                 if (!ctx.Session.Masters.ContainsKey(objref)) ctx.Session.Masters[objref] = ctx.GrabFd(vfd);
         var temps = ctx.Files.Restored.Select(kv => kv.Value).ToHashSet();
-        var finals = entries.Select(e => e.Fd).ToHashSet();
-        // F_DUPFD gives the lowest free number at or above this: never a final number, never a temporary
-        int top = finals.DefaultIfEmpty(0).Max() + 1;
-        // move every temporary fd that sits on a final number out of the way first: one batch (the
-        // numbers F_DUPFD chose come back with it), then the placements and closes in another (a ptrace
-        // round trip per few hundred calls instead of two per fd)
-        var moved = new Dictionary<int, int>();
         var batch = ctx.Batch;
-        foreach (int t in temps.Where(finals.Contains))
+        foreach (var (fd, temp, flags) in Placements(entries, temps, ctx.Inherited.Values))
         {
-            int from = t;
-            batch.Add(Nr.fcntl, t, 1030 /* F_DUPFD_CLOEXEC */, top, check: got =>
+            int from = temp, to = fd;
+            if (flags < 0) batch.AddChecked("close", Nr.close, from);
+            else if (from == to) batch.AddChecked("fcntl(F_SETFD)", Nr.fcntl, to, 2 /* F_SETFD */, flags == FileCalls.O_CLOEXEC ? 1 : 0);
+            else batch.Add(Nr.dup3, from, to, flags, check: got =>
             {
-                if (got < 0) throw new SyscallException("fcntl(F_DUPFD_CLOEXEC) (injected)", (int)-got, ctx.Pid, $"fd {from}");
-                moved[from] = (int)got;
+                if (got < 0) throw new SyscallException("dup3 (injected)", (int)-got, ctx.Pid, $"fd {from} to {to}");
             });
-            batch.AddChecked("close", Nr.close, t);
         }
         batch.Flush();
-        int Cur(int t) => moved.TryGetValue(t, out var m) ? m : t;
-        foreach (var (fd, cloexec, temp) in entries)
-            batch.AddChecked("dup3", Nr.dup3, Cur(temp), fd, cloexec ? FileCalls.O_CLOEXEC : 0);
+    }
+
+    /// <summary>
+    /// The calls that put each description at its final numbers, in order: (fd, temp, flags) is
+    /// dup3(temp, fd, flags), or fcntl(F_SETFD) when the temporary is at that very number, or, with flags
+    /// -1, close(temp). The temporaries (one per description, at the lowest numbers the kernel gave) sit
+    /// among the final numbers: finals are placed in ascending order, a temporary in the way moved first
+    /// to the lowest free number that no final still to be placed needs, and each temporary closed once
+    /// its description has all its numbers, so that the table never holds many more fds than it will in
+    /// the end (a process near its fd limit, every fd its own description, would not fit twice).
+    /// <paramref name="others"/>: more fds of the vessel (ckpt's replacements for external fds), closed
+    /// unless one is a temporary.
+    /// </summary>
+    internal static List<(int Fd, int Temp, int Flags)> Placements(List<(int Fd, bool Cloexec, int Temp)> entries, HashSet<int> temps, IEnumerable<int> others)
+    {
+        var calls = new List<(int, int, int)>();
+        var finals = new HashSet<int>();
+        var left = new Dictionary<int, int>();   // temporary -> its final numbers still to place
+        foreach (var (fd, _, temp) in entries)
+        {
+            finals.Add(fd);
+            left[temp] = left.GetValueOrDefault(temp) + 1;
+        }
+        var at = new Dictionary<int, int>();     // temporary (by its first number) -> where it is now
+        var holder = new Dictionary<int, int>(); // number -> the temporary there
         foreach (int t in temps)
-            if (!finals.Contains(Cur(t))) batch.AddChecked("close", Nr.close, Cur(t));
-        // ckpt's own fds kept as replacements for external fds, and not used
-        foreach (int v in ctx.Inherited.Values)
-            if (!temps.Contains(v) && !finals.Contains(v)) batch.AddChecked("close", Nr.close, v);
-        batch.Flush();
+        {
+            if (!left.ContainsKey(t)) { calls.Add((t, t, -1)); continue; }   // no fd of the table: closed now
+            at[t] = t;
+            holder[t] = t;
+        }
+        var spare = new HashSet<int>(others.Where(o => !temps.Contains(o)));
+        var placed = new HashSet<int>();
+        int cursor = 0;
+        bool Free(int n) => !holder.ContainsKey(n) && !placed.Contains(n) && !spare.Contains(n);
+        foreach (var (fd, cloexec, temp) in entries.OrderBy(e => e.Fd))
+        {
+            int flags = cloexec ? FileCalls.O_CLOEXEC : 0;
+            int where = at[temp];
+            if (where == fd) calls.Add((fd, fd, flags));
+            else
+            {
+                if (holder.TryGetValue(fd, out int other))
+                {
+                    // another description's temporary is in the way: to the lowest free number that no
+                    // final still to place needs (or, if there is none below it, one still to place)
+                    while (!(Free(cursor) && (!finals.Contains(cursor) || cursor > fd))) cursor++;
+                    int to = cursor;
+                    calls.Add((to, fd, FileCalls.O_CLOEXEC));
+                    holder.Remove(fd);
+                    holder[to] = other;
+                    at[other] = to;
+                }
+                spare.Remove(fd);   // (an unused replacement on a final number is closed by the dup3)
+                calls.Add((fd, where, flags));
+            }
+            holder.Remove(fd);
+            placed.Add(fd);
+            if (--left[temp] == 0)
+            {
+                int now = at[temp];
+                if (!placed.Contains(now))
+                {
+                    calls.Add((now, now, -1));
+                    holder.Remove(now);
+                    if (now < cursor) cursor = now;
+                }
+            }
+        }
+        foreach (int o in spare) calls.Add((o, o, -1));
+        return calls;
     }
 
     /// <summary>Checkpoint: the objref of each fd of the process (filled when the table is written).</summary>

@@ -184,10 +184,10 @@ public sealed class ProcessTree : IStateKind
         var fg = s.State<Pty.Foreground>().ByLeader;
         foreach (var (pid, index, tpgid) in cttys) fg[pid] = (index, tpgid);
         var root = tree[0];
-        if (tree.Count > 1)
         {
-            // a tree holds more fds than one process (the masters in ckpt): raise ckpt's soft limit,
-            // before the vessels inherit it
+            // a process may have raised its fd limit above the one ckpt was started with, and a tree holds
+            // more fds than one process (the masters in ckpt): ckpt's soft limit raised to its hard one
+            // before the vessels inherit it (each gets its own limits in Finish)
             var lim = ProcLimits.Read(Environment.ProcessId)[ProcLimits.RLIMIT_NOFILE];
             if (lim.Soft < lim.Hard)
             {

@@ -202,6 +202,27 @@ public sealed class RoundTripTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// A process that raised its fd limit and holds nearly that many fds, each its own description
+    /// (manyfds.c), restarted by a ckpt whose soft limit is lower: ckpt raises its own for the vessel, and
+    /// the fds are placed without room for twice as many (before: EMFILE when the temporaries were moved
+    /// above the final numbers).
+    /// </summary>
+    [Fact]
+    public void FdsUpToTheProcesssLimit()
+    {
+        env.Program("manyfds");
+        var r = new E2eScript(env, "manyfds").Run("""
+            start "$W/out" "$BIN/manyfds"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            checkpoint_kill
+            ulimit -Sn 1024
+            restart_detached
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
+    /// <summary>
     /// /proc files of a process that exited after they were opened (deadproc.c): saved (the checkpoint
     /// refused them before) and opened again through a stand-in with that pid, killed once they are open:
     /// they read after the restart as before (stat fails with ESRCH), and the pid is free again.
