@@ -1,39 +1,59 @@
-/* manyfds: a process that raised its fd limit and holds nearly that many fds, each its own description
- * (plus a few dup'd ones), numbered densely from 3 up. After SIGUSR1 it checks that every fd is there,
- * refers to /dev/null or to the same file as its twin, and that its limit is the one it set. Restarted
- * by a ckpt whose own soft limit is lower, it needs ckpt to raise it for the vessel, and the fds to be
- * placed without needing room for twice as many. */
+/* Thousands of fds: 1500 descriptions of one file (each at its own offset), dups of every tenth at
+ * high numbers, 300 pipes holding data and 300 socket pairs holding data. After restart every fd
+ * must still refer to its own description (the dups share it), and the data must be there. */
+#define _GNU_SOURCE
 #include "e2e.h"
+#include <fcntl.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
-#include <sys/sysmacros.h>
+#include <sys/socket.h>
 
-#define LIMIT 3000
-#define FDS 2990
+#define NFILES 1500
+#define NPIPES 300
+#define NPAIRS 300
 
-int main(void)
+int main(int argc, char **argv)
 {
     e2e_init();
-    struct rlimit rl;
-    MUST(getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max >= LIMIT);
-    rl.rlim_cur = LIMIT;
+    MUST(argc == 2);
+    struct rlimit rl = { 8192, 8192 };
     MUST(setrlimit(RLIMIT_NOFILE, &rl) == 0);
-    for (int i = 3; i < FDS; i++) {
-        int fd = i % 100 == 0 ? dup(i - 1) : open("/dev/null", i % 2 ? O_RDONLY : O_WRONLY | O_CLOEXEC);
-        MUST(fd == i);
+    static int f[NFILES], dupd[NFILES], p[NPIPES][2], s[NPAIRS][2];
+    for (int i = 0; i < NFILES; i++) {
+        f[i] = open(argv[1], O_RDONLY);
+        MUST(f[i] >= 0 && lseek(f[i], i, SEEK_SET) == i);
+        dupd[i] = -1;
+        if (i % 10 == 0) MUST((dupd[i] = fcntl(f[i], F_DUPFD, 6000 + i)) >= 0);
+    }
+    for (int i = 0; i < NPIPES; i++) {
+        MUST(pipe(p[i]) == 0);
+        MUST(write(p[i][1], &i, sizeof i) == sizeof i);
+    }
+    for (int i = 0; i < NPAIRS; i++) {
+        MUST(socketpair(AF_UNIX, SOCK_STREAM, 0, s[i]) == 0);
+        MUST(write(s[i][0], &i, sizeof i) == sizeof i);
     }
     say("READY");
     e2e_wait_usr1();
-    int missing = 0, wrong = 0;
-    for (int i = 3; i < FDS; i++) {
-        struct stat st;
-        if (fstat(i, &st) != 0) { missing++; continue; }
-        if (!S_ISCHR(st.st_mode) || st.st_rdev != makedev(1, 3)) wrong++;
-        int fl = fcntl(i, F_GETFD);
-        if (i % 100 != 0 && ((fl & FD_CLOEXEC) != 0) != (i % 2 == 0)) wrong++;
+
+    int wrong = 0, unshared = 0, lost = 0;
+    for (int i = 0; i < NFILES; i++) {
+        if (lseek(f[i], 0, SEEK_CUR) != i) wrong++;
+        if (dupd[i] >= 0) {
+            lseek(dupd[i], 100000 + i, SEEK_SET);   /* moves f[i] too when it is still shared */
+            if (lseek(f[i], 0, SEEK_CUR) != 100000 + i) unshared++;
+        }
     }
-    CHECK(missing == 0 && wrong == 0, "%d fds missing, %d wrong", missing, wrong);
-    CHECK(fcntl(FDS, F_GETFD) < 0, "fd %d is open", FDS);
-    CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur == LIMIT, "fd limit %lu, want %d", (unsigned long)rl.rlim_cur, LIMIT);
+    for (int i = 0; i < NFILES; i += 10) if (i + 1 < NFILES && lseek(f[i + 1], 0, SEEK_CUR) != i + 1) wrong++;
+    for (int i = 0; i < NPIPES; i++) {
+        int v = -1;
+        if (read(p[i][0], &v, sizeof v) != sizeof v || v != i) lost++;
+    }
+    for (int i = 0; i < NPAIRS; i++) {
+        int v = -1;
+        if (read(s[i][1], &v, sizeof v) != sizeof v || v != i) lost++;
+    }
+    CHECK(wrong == 0, "%d descriptions at the wrong offset", wrong);
+    CHECK(unshared == 0, "%d dup'ed fds no longer share their description", unshared);
+    CHECK(lost == 0, "%d pipes or socket pairs lost their data", lost);
     return e2e_finish();
 }

@@ -203,16 +203,16 @@ public sealed class RoundTripTests(E2eEnvironment env)
 
     /// <summary>
     /// A process that raised its fd limit and holds nearly that many fds, each its own description
-    /// (manyfds.c), restarted by a ckpt whose soft limit is lower: ckpt raises its own for the vessel, and
+    /// (fdlimit.c), restarted by a ckpt whose soft limit is lower: ckpt raises its own for the vessel, and
     /// the fds are placed without room for twice as many (before: EMFILE when the temporaries were moved
     /// above the final numbers).
     /// </summary>
     [Fact]
     public void FdsUpToTheProcesssLimit()
     {
-        env.Program("manyfds");
-        var r = new E2eScript(env, "manyfds").Run("""
-            start "$W/out" "$BIN/manyfds"
+        env.Program("fdlimit");
+        var r = new E2eScript(env, "fdlimit").Run("""
+            start "$W/out" "$BIN/fdlimit"
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
             checkpoint_kill
             ulimit -Sn 1024
