@@ -214,6 +214,13 @@ public static unsafe class Vessel
 
     private const int MADV_DONTFORK = 10, MADV_DOFORK = 11;
 
+    /// <summary>Kills a vessel of ckpt's (a child of this thread: a helper, a stand-in, a vessel whose set-up failed) and reaps it.</summary>
+    public static void KillAndReap(int pid)
+    {
+        ProcessCalls.Kill(pid, Tracing.TracedTask.SIGKILL);
+        Ptrace.Wait(pid);
+    }
+
     /// <summary>
     /// A stand-in for an ended process whose /proc files the tree holds (a working directory, an open
     /// file): a vessel parked in pause(), child of this thread, with pid <paramref name="want"/> if it is

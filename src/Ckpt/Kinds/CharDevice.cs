@@ -88,10 +88,11 @@ public sealed class CharDevice : IFileKind
         r.End();
         if (termios.Length is not (0 or TermiosSize) || winsize.Length is not (0 or WinsizeSize))
             throw new ImageFormatException($"CharDevice record at offset {rec.Offset}: terminal settings of {termios.Length} and {winsize.Length} bytes");
+        int openFlags = (flags & ~(FileCalls.O_CREAT | FileCalls.O_TRUNC | FileCalls.O_EXCL)) | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC;
         if (hungUp)
         {
             if (!IsTerminal(major, minor)) throw new ImageFormatException($"CharDevice record at offset {rec.Offset}: device {major}:{minor} hung up, but it is not a terminal");
-            Placed(ctx, objref, HungUpTerminal(ctx, flags), 0);
+            Placed(ctx, objref, HungUpTerminal(ctx, openFlags), 0);
             ctx.Log.Debug($"terminal {path}: hung up, as it was (a pty whose master is closed)");
             return;
         }
@@ -104,7 +105,6 @@ public sealed class CharDevice : IFileKind
         }
         // the terminal ckpt waits in the foreground of: the program's settings on it as the tree is released
         if (termios.Length > 0) ctx.Session.Options.Job?.Settings(major, minor, termios);
-        int openFlags = (flags & ~(FileCalls.O_CREAT | FileCalls.O_TRUNC | FileCalls.O_EXCL)) | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC;
         if (path.EndsWith(" (deleted)"))
         {
             // a node removed while open: made again under its name, opened, and removed
@@ -140,10 +140,10 @@ public sealed class CharDevice : IFileKind
 
     /// <summary>
     /// A hung-up terminal for the vessel: the slave of a new pty (opened through its master, TIOCGPTPEER,
-    /// with the saved flags), whose master is then closed: the kernel hangs the slave up as it did the
+    /// with <paramref name="openFlags"/>), whose master is then closed: the kernel hangs the slave up as it did the
     /// original (reads give end of file, writes and most ioctls EIO; its node is gone).
     /// </summary>
-    private static unsafe int HungUpTerminal(RestoreContext ctx, int flags)
+    private static unsafe int HungUpTerminal(RestoreContext ctx, int openFlags)
     {
         int master = FileCalls.Open("/dev/ptmx", FileCalls.O_RDWR | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC, 0);
         if (master < 0) throw SyscallException.Last("open /dev/ptmx (for a hung-up terminal)", ctx.Pid);
@@ -152,8 +152,7 @@ public sealed class CharDevice : IFileKind
         {
             int unlock = 0;
             if (EventCalls.Ioctl(master, (nuint)TIOCSPTLCK, &unlock) != 0) throw SyscallException.Last("ioctl(TIOCSPTLCK)", ctx.Pid);
-            int open = (flags & ~(FileCalls.O_CREAT | FileCalls.O_TRUNC | FileCalls.O_EXCL)) | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC;
-            slave = EventCalls.Ioctl(master, (nuint)TIOCGPTPEER, (void*)(nint)open);
+            slave = EventCalls.Ioctl(master, (nuint)TIOCGPTPEER, (void*)(nint)openFlags);
             if (slave < 0) throw SyscallException.Last("ioctl(TIOCGPTPEER)", ctx.Pid);
         }
         finally { FileCalls.Close(master); }

@@ -127,19 +127,17 @@ public sealed unsafe class FileLocks : IStateKind
                 batch.Add(Nr.flock, fd, (write ? LOCK_EX : LOCK_SH) | LOCK_NB, stopOnError: true, check: Check);
                 continue;
             }
-            if (kind == Kind.Lease)
+            if (lease)
             {
                 batch.Add(Nr.fcntl, fd, F_SETLEASE, write ? F_WRLCK : F_RDLCK, stopOnError: true, check: Check);
-                continue;
-            }
-            if (kind == Kind.BreakingLease)
-            {
-                // taken, its owner (F_SETLEASE made the process it) cleared until FileOwner sets the saved
-                // one, and broken by an open that does not wait
-                batch.Add(Nr.fcntl, fd, F_SETLEASE, write ? F_WRLCK : F_RDLCK, stopOnError: true, check: Check);
-                batch.AddChecked("fcntl(F_SETOWN)", Nr.fcntl, fd, F_SETOWN, 0);
-                batch.Flush();
-                BreakLease(ctx, fd, toRead: start == 1, what);
+                if (kind == Kind.BreakingLease)
+                {
+                    // being broken: its owner (F_SETLEASE made the process it) cleared until FileOwner sets
+                    // the saved one, and broken by an open that does not wait
+                    batch.AddChecked("fcntl(F_SETOWN)", Nr.fcntl, fd, F_SETOWN, 0);
+                    batch.Flush();
+                    BreakLease(ctx, fd, toRead: start == 1, what);
+                }
                 continue;
             }
             // struct flock: short l_type, short l_whence, (pad) off_t l_start, off_t l_len, pid_t l_pid, (pad)

@@ -82,11 +82,7 @@ public sealed class FsState : IStateKind
                 batch.Add(Nr.chdir, (long)batch.AddData(Encoding.UTF8.GetBytes($"/proc/{helper}\0")), stopOnError: true, check: Entered);
                 batch.Flush();
             }
-            finally
-            {
-                ProcessCalls.Kill(helper, 9);
-                Ptrace.Wait(helper);
-            }
+            finally { Vessel.KillAndReap(helper); }
             if (helper != s.GoneProc) ctx.Log.Info($"pid {ctx.Pid}: working directory /proc/{helper} (deleted) instead of {s.Cwd}: pid {s.GoneProc} is in use");
         }
         else if (s.CwdRemoved)
@@ -102,7 +98,6 @@ public sealed class FsState : IStateKind
         batch.AddChecked("umask", Nr.umask, s.Umask);
         batch.Flush();
     }
-
 
     public void Describe(Record rec, InfoNode info)
     {

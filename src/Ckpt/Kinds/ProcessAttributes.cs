@@ -174,8 +174,7 @@ public sealed class ProcessAttributes : IStateKind
         }
         catch
         {
-            ProcessCalls.Kill(got, TracedTask.SIGKILL);
-            Ptrace.Wait(got);
+            Vessel.KillAndReap(got);
             throw;
         }
     }

@@ -53,7 +53,7 @@ public sealed class ProcessTree : IStateKind
     }
 
     /// <summary>The pid of a /proc/PID or /proc/PID/... path, else null.</summary>
-    private static int? ProcPid(string path)
+    internal static int? ProcPid(string path)
     {
         var rest = path.AsSpan(6);
         int slash = rest.IndexOf('/');
@@ -184,17 +184,7 @@ public sealed class ProcessTree : IStateKind
         var fg = s.State<Pty.Foreground>().ByLeader;
         foreach (var (pid, index, tpgid) in cttys) fg[pid] = (index, tpgid);
         var root = tree[0];
-        {
-            // a process may have raised its fd limit above the one ckpt was started with, and a tree holds
-            // more fds than one process (the masters in ckpt): ckpt's soft limit raised to its hard one
-            // before the vessels inherit it (each gets its own limits in Finish)
-            var lim = ProcLimits.Read(Environment.ProcessId)[ProcLimits.RLIMIT_NOFILE];
-            if (lim.Soft < lim.Hard)
-            {
-                var want = new RLimit { Cur = lim.Hard, Max = lim.Hard };
-                unsafe { ProcessCalls.Prlimit(0, ProcLimits.RLIMIT_NOFILE, &want, null); }
-            }
-        }
+        RaiseFdLimit();
         var rootCtx = new RestoreContext { Session = s };
         bool sessionMade = root.SessionLeaderExited && MakeRootSession(s, rootCtx, root);
         if (!sessionMade) ProcessAttributes.CreateVessel(rootCtx, root.Pid);
@@ -453,6 +443,19 @@ public sealed class ProcessTree : IStateKind
     }
 
     /// <summary>
+    /// ckpt's soft fd limit raised to its hard one before the vessels inherit it (each gets its own limits
+    /// in Finish): a process may have raised its limit above the one ckpt was started with, and a tree
+    /// holds more fds than one process (the masters in ckpt).
+    /// </summary>
+    private static unsafe void RaiseFdLimit()
+    {
+        var lim = ProcLimits.Read(Environment.ProcessId)[ProcLimits.RLIMIT_NOFILE];
+        if (lim.Soft >= lim.Hard) return;
+        var want = new RLimit { Cur = lim.Hard, Max = lim.Hard };
+        ProcessCalls.Prlimit(0, ProcLimits.RLIMIT_NOFILE, &want, null);
+    }
+
+    /// <summary>
     /// The root's session, whose leader had exited (a daemon that forked twice): a helper vessel with the
     /// leader's pid calls setsid and forks the root's vessel for ckpt (CLONE_PARENT), then is killed and
     /// reaped; the root lives on in that session and its group, without a controlling terminal, as it
@@ -473,11 +476,7 @@ public sealed class ProcessTree : IStateKind
             helper.Vessel.InjectChecked("setsid", Nr.setsid);
             ProcessAttributes.CreateVessel(rootCtx, root.Pid, helper);
         }
-        finally
-        {
-            ProcessCalls.Kill(id, TracedTask.SIGKILL);
-            Ptrace.Wait(id);
-        }
+        finally { Vessel.KillAndReap(id); }
         s.Log.Debug($"the root's session {root.Sid} made again by a helper");
         return true;
     }

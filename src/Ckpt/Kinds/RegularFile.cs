@@ -118,9 +118,9 @@ public sealed class RegularFile : IFileKind
             sameAs = ctx.Session.State<CheckpointState>().Unlinked[(f.Stat.Dev, f.Stat.Ino)];
         var p = new PayloadWriter().U32(objref).Str(path).I32(f.Flags & ~FileCalls.O_CLOEXEC).I64(f.Pos)
             .I64(f.Stat.Size).U32(f.Stat.Mode).Bool(deleted).U32(sameAs).U64(f.Stat.Dev).U64(f.Stat.Ino).U32(f.Stat.Uid).U32(f.Stat.Gid);
-        // appended fields: the target of a removed symbolic link ("" for others); the name a file (open by
-        // another of its names) was removed from
-        // the pid of the exited process whose /proc file this is
+        // appended fields, each written when it or a later one is there: the target of a removed symbolic
+        // link; the name a file open by another of its names was removed from; the pid of the exited
+        // process whose /proc file this is
         if (linkTarget != null || removedName != null || deadPid != 0) p.Str(linkTarget ?? "");
         if (removedName != null || deadPid != 0) p.Str(removedName ?? "");
         if (deadPid != 0) p.I32(deadPid);
@@ -247,11 +247,7 @@ public sealed class RegularFile : IFileKind
         string at = standIn == pid ? path : $"/proc/{standIn}/{path[$"/proc/{pid}/".Length..]}";
         if (standIn != pid) ctx.Log.Info($"pid {ctx.Pid}: {at} opened instead of {path} (of an ended process): pid {pid} is in use");
         try { return ctx.OpenInVessel(at, FileCalls.ReopenFlags(flags) | FileCalls.O_CLOEXEC); }
-        finally
-        {
-            ProcessCalls.Kill(standIn, Tracing.TracedTask.SIGKILL);
-            Ptrace.Wait(standIn);
-        }
+        finally { Vessel.KillAndReap(standIn); }
     }
 
     /// <summary>
@@ -260,11 +256,8 @@ public sealed class RegularFile : IFileKind
     /// </summary>
     private static int? DeadProcess(CheckpointContext ctx, in OpenFile f, string path)
     {
-        if (!path.StartsWith("/proc/", StringComparison.Ordinal)) return null;
-        var rest = path.AsSpan(6);
-        int slash = rest.IndexOf('/');
-        if (slash <= 0 || !int.TryParse(rest[..slash], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int pid) || pid <= 0) return null;
-        if (Directory.Exists($"/proc/{pid}")) return null;
+        if (!path.StartsWith("/proc/", StringComparison.Ordinal) || ProcessTree.ProcPid(path) is not int pid || pid <= 0
+            || !path.StartsWith($"/proc/{pid}/", StringComparison.Ordinal) || Directory.Exists($"/proc/{pid}")) return null;
         int mine = ctx.GrabFd(f.Fd);
         try { return FileCalls.FstatfsType(mine) == ProcSuperMagic ? pid : null; }
         finally { FileCalls.Close(mine); }
