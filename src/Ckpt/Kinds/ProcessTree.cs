@@ -243,7 +243,8 @@ public sealed class ProcessTree : IStateKind
                     if (fg.TryGetValue(step.Pid, out var tty)) Pty.AcquireCtty(s.Find(step.Pid)!, tty.Index);
                     continue;
                 }
-                var child = Vessel.CreateChild(VesselOf(step.By), step.Pid, step.ExitSignal, step.Shares, forParent: step.ForParent);
+                // (a go-between's pid is any: its id in the plan is negative)
+                var child = Vessel.CreateChild(VesselOf(step.By), Math.Max(step.Pid, 0), step.ExitSignal, step.Shares, forParent: step.ForParent);
                 pgid[step.Pid] = pgid[step.By];
                 if (step.Helper) { helpers[step.Pid] = child; continue; }
                 var e = entries[step.Pid];
@@ -251,7 +252,7 @@ public sealed class ProcessTree : IStateKind
                 foreach (var (k, v) in rootCtx.Inherited) ctx.Inherited[k] = v;
                 s.Processes.Add(ctx);
             }
-            s.Log.Debug($"{tree.Count} vessels created{(helpers.Count > 0 ? $", and {helpers.Count} helper(s) for sessions whose leader exited" : "")}");
+            s.Log.Debug($"{tree.Count} vessels created{(helpers.Count > 0 ? $", and {helpers.Count} helper(s) for sessions whose leader exited or for processes adopted by a subreaper" : "")}");
             // process groups: leaders first (a group whose leader exited gets a helper forked by one of its
             // members), then members join theirs; a group led by a process outside the tree was the root's,
             // and is the root's group here
@@ -276,11 +277,20 @@ public sealed class ProcessTree : IStateKind
                 if (rc < 0) throw new CkptException($"restart: pid {e.Pid} cannot join process group {want}: {Errors.Describe((int)-rc)}", ExitCodes.RestoreConflict);
                 pgid[e.Pid] = want;
             }
-            // the helpers' work is done: each exits, and its parent takes back the exit and its signal
+            // the helpers' work is done: each exits, and its parent takes back the exit and its signal; a
+            // go-between's child is adopted by its parent in the tree, a subreaper for that moment
             foreach (var (id, parent, sig) in plan.Helpers)
             {
+                bool adopting = plan.Adoptions.TryGetValue(id, out var adoption);
+                if (adopting) VesselOf(adoption.Adopter).InjectChecked("prctl(PR_SET_CHILD_SUBREAPER)", Nr.prctl, ProcessCalls.PR_SET_CHILD_SUBREAPER, 1);
                 EndHelper(helpers[id], VesselOf(parent), sig);
                 helpers.Remove(id);
+                if (!adopting) continue;
+                VesselOf(adoption.Adopter).InjectChecked("prctl(PR_SET_CHILD_SUBREAPER)", Nr.prctl, ProcessCalls.PR_SET_CHILD_SUBREAPER, 0);
+                int ppid = ProcStat.Read(adoption.Child).PPid;
+                if (ppid != adoption.Adopter)
+                    throw new CkptException($"restart: pid {adoption.Child} was to be adopted by {adoption.Adopter}, but its parent is {ppid}", ExitCodes.Internal);
+                s.Log.Debug($"pid {adoption.Child} adopted by {adoption.Adopter}");
             }
         }
         catch
@@ -291,33 +301,48 @@ public sealed class ProcessTree : IStateKind
         foreach (var e in tree.Where(e => e.Zombie)) MakeZombie(s, e);
     }
 
-    /// <summary>A step of building the tree: a process forked (by its parent, or for it by a process in the session it needs), or a leader's setsid.</summary>
+    /// <summary>
+    /// A step of building the tree: a process forked (by its parent, or for it by a process in the session
+    /// it needs), or a leader's setsid. A helper's pid may be negative: a go-between with any pid, which
+    /// forks one process and exits at the end so that the process is adopted by the subreaper it belongs to.
+    /// </summary>
     internal readonly record struct TreeStep(bool Setsid, int Pid, int By, bool ForParent, int ExitSignal, ShareFlags Shares, bool Helper);
 
     /// <summary>
     /// How restart builds the tree's sessions (worked out at checkpoint time too, so that a tree it cannot
     /// build is refused there). A process inherits the session its creator is in when it forks it, so:
     /// a session leader's setsid is put off until it has forked the children born in its first session
-    /// (a process that called setsid after forking); a process whose session its parent is not in (an
-    /// orphan taken in by a subreaper, a child made with CLONE_PARENT) is forked for its parent by a
-    /// sibling in that session (clone3 with CLONE_PARENT); and a session whose leader has exited gets a
-    /// helper process with the leader's pid that calls setsid, forks its members for their parent, and exits
-    /// once the tree is built. A group whose leader exited (and that no session helper leads) gets a
+    /// (a process that called setsid after forking), and a leader whose children are in a session that is
+    /// neither its own nor its parent's is forked in that session, as it must have been; a process whose
+    /// session its parent is not in (an orphan taken in by a subreaper, a child made with CLONE_PARENT) is
+    /// forked for its parent by a sibling in that session (clone3 with CLONE_PARENT), or else by a
+    /// go-between forked by a process of that session below its parent, which exits once the tree is built
+    /// so that the parent, a subreaper for that moment, adopts it (as the kernel gave it that parent); a
+    /// session whose leader has exited gets a helper process with the leader's pid that calls setsid, forks
+    /// its members, and exits once the tree is built (forked by the deepest of its members' parents, so
+    /// that the others are above it). A group whose leader exited (and that no session helper leads) gets a
     /// helper with the leader's pid, forked by one of its members, that leads it until the members joined.
     /// </summary>
     internal sealed class TreePlan
     {
         public readonly List<TreeStep> Steps = new();
-        /// <summary>Helper processes (pid, parent, exit signal), session helpers then group helpers: exited and reaped once the groups are made.</summary>
+        /// <summary>
+        /// Helper processes (pid, parent, exit signal), in the order they exit once the groups are made:
+        /// session helpers and go-betweens, the last forked first, then group helpers.
+        /// </summary>
         public readonly List<(int Pid, int Parent, int ExitSignal)> Helpers = new();
         /// <summary>Groups whose leader has exited and that no session helper leads: a helper (pid) forked by a member (by).</summary>
         public readonly List<(int Pid, int By)> GroupHelpers = new();
         /// <summary>Pids of processes that lead, or of helpers that stand for, each group to be made.</summary>
         public readonly HashSet<int> HelperIds = new();
+        /// <summary>Go-betweens (negative ids): the process each forks, and the subreaper that adopts it when the go-between exits.</summary>
+        public readonly Dictionary<int, (int Child, int Adopter)> Adoptions = new();
     }
 
     /// <summary>Why a tree cannot be built: the process and what about it.</summary>
     internal sealed class TreePlanException(int pid, string what) : Exception(what) { public int Pid { get; } = pid; }
+
+    private const int SIGCHLD = 17;
 
     /// <param name="aliveOutside">whether a pid (of a session or group leader not in the tree) is a live process outside it</param>
     internal static TreePlan Plan(IReadOnlyList<TreeEntry> tree, Func<int, bool> aliveOutside)
@@ -325,19 +350,29 @@ public sealed class ProcessTree : IStateKind
         var plan = new TreePlan();
         var root = tree[0];
         var pids = tree.Select(e => e.Pid).ToHashSet();
-        // each created process (of the tree or a helper): its session now, parent, exit signal
+        var byPid = tree.ToDictionary(e => e.Pid);
+        // each created process (of the tree, a helper or a go-between): its session now, its parent while
+        // the tree is built, exit signal, what it shares with its parent
         var sid = new Dictionary<int, int> { [root.Pid] = root.Sid };
         var parentOf = new Dictionary<int, int>();
         var exitSignal = new Dictionary<int, int> { [root.Pid] = root.ExitSignal };
         var shares = new Dictionary<int, ShareFlags> { [root.Pid] = ShareFlags.None };
+        var order = new List<int> { root.Pid };   // created processes, in creation order
         var pending = new List<int>();   // leaders that have not called setsid yet (in creation order)
+        var exiting = new List<(int Pid, int Parent, int ExitSignal)>();   // session helpers and go-betweens
+        int nextTemp = 0;
+        void Created(int pid, int parent, int session, int signal, ShareFlags share)
+        {
+            sid[pid] = session;
+            parentOf[pid] = parent;
+            exitSignal[pid] = signal;
+            shares[pid] = share;
+            order.Add(pid);
+        }
         void Fork(TreeEntry e, int by, bool forParent)
         {
             plan.Steps.Add(new TreeStep(false, e.Pid, by, forParent, e.ExitSignal, e.Shares, false));
-            sid[e.Pid] = sid[by];
-            parentOf[e.Pid] = e.PPid;
-            exitSignal[e.Pid] = e.ExitSignal;
-            shares[e.Pid] = e.Shares;
+            Created(e.Pid, forParent ? parentOf[by] : by, sid[by], e.ExitSignal, e.Shares);
             if (e.Sid == e.Pid) pending.Add(e.Pid);
         }
         void Setsid(int pid)
@@ -346,38 +381,107 @@ public sealed class ProcessTree : IStateKind
             sid[pid] = pid;
             pending.Remove(pid);
         }
-        bool TryCreate(TreeEntry e, bool allowSetsid)
+        bool Above(int ancestor, int pid)
         {
-            int want = e.Sid, parent = e.PPid;
-            if (want == e.Pid || sid[parent] == want) { Fork(e, parent, false); return true; }
+            for (int p = pid; parentOf.TryGetValue(p, out int up); p = up)
+                if (up == ancestor) return true;
+            return false;
+        }
+        // forked by a go-between that a process of the session forks below the parent, adopted by the
+        // parent when the go-between exits (an adopted process's exit signal is SIGCHLD)
+        // (at level 2 by the session's leader, which calls setsid first)
+        bool ForkAdopted(TreeEntry e, int session, int level)
+        {
+            if (e.ExitSignal != SIGCHLD || e.Shares != ShareFlags.None) return false;
+            int creator = order.FirstOrDefault(c => c > 0 && sid[c] == session && Above(e.PPid, c));
+            if (creator == 0 && level >= 2 && pending.Contains(session) && Above(e.PPid, session))
+            {
+                Setsid(session);
+                creator = session;
+            }
+            if (creator == 0) return false;
+            int temp = --nextTemp;
+            plan.Steps.Add(new TreeStep(false, temp, creator, false, 0, ShareFlags.None, true));
+            Created(temp, creator, sid[creator], 0, ShareFlags.None);
+            exiting.Add((temp, creator, 0));
+            plan.Adoptions[temp] = (e.Pid, e.PPid);
+            Fork(e, temp, false);
+            return true;
+        }
+        // level 0: only what needs nothing put off; 1: also a fallback that might have waited (a leader
+        // forked in its parent's session, a session helper forked before all its members' parents are);
+        // 2: also a pending leader's setsid
+        bool CreateIn(TreeEntry e, int want, int level)
+        {
+            int parent = e.PPid;
+            if (sid[parent] == want) { Fork(e, parent, false); return true; }
             if (want == parent && pending.Contains(parent))
             {
-                if (!allowSetsid) return false;
+                if (level < 2) return false;
                 Setsid(parent);
                 Fork(e, parent, false);
                 return true;
             }
             // forked for its parent by a sibling already in that session (which it shares nothing with)
-            if (e.Shares != ShareFlags.None) return false;
-            foreach (var (f, p) in parentOf)
-                if (p == parent && exitSignal[f] == e.ExitSignal && shares[f] == ShareFlags.None
-                    && (sid[f] == want || f == want && allowSetsid && pending.Contains(f)))
-                {
-                    if (sid[f] != want) Setsid(f);
-                    Fork(e, f, true);
-                    return true;
-                }
-            // a session whose leader exited: a helper with the leader's pid leads it
+            if (e.Shares == ShareFlags.None)
+                foreach (int f in order)
+                    if (f > 0 && parentOf.TryGetValue(f, out int p) && p == parent && exitSignal[f] == e.ExitSignal && shares[f] == ShareFlags.None
+                        && (sid[f] == want || f == want && level >= 2 && pending.Contains(f)))
+                    {
+                        if (sid[f] != want) Setsid(f);
+                        Fork(e, f, true);
+                        return true;
+                    }
+            if (ForkAdopted(e, want, level)) return true;
+            // a session whose leader exited: a helper with the leader's pid leads it, forked by the deepest
+            // of the parents its members have outside it (all of them once they exist, each above the next)
             if (pids.Contains(want) || want == root.Sid || sid.ContainsKey(want) || aliveOutside(want)) return false;
-            plan.Steps.Add(new TreeStep(false, want, parent, false, e.ExitSignal, ShareFlags.None, true));
-            plan.Helpers.Add((want, parent, e.ExitSignal));
+            var outside = tree.Where(m => m.Sid == want && byPid.TryGetValue(m.PPid, out var pm) && pm.Sid != want).Select(m => m.PPid).Distinct().ToList();
+            if (level < 1 && outside.Any(o => !sid.ContainsKey(o))) return false;
+            int by = parent;
+            foreach (int o in outside)
+                if (sid.ContainsKey(o) && o != by && Above(by, o)) by = o;
+            if (outside.Any(o => sid.ContainsKey(o) && o != by && !Above(o, by))) by = parent;
+            int signal = by == parent ? e.ExitSignal : SIGCHLD;
+            plan.Steps.Add(new TreeStep(false, want, by, false, signal, ShareFlags.None, true));
+            exiting.Add((want, by, signal));
             plan.HelperIds.Add(want);
-            sid[want] = sid[parent];
-            parentOf[want] = parent;
-            exitSignal[want] = e.ExitSignal;
-            shares[want] = ShareFlags.None;
+            Created(want, by, sid[by], signal, ShareFlags.None);
             Setsid(want);
-            Fork(e, want, true);
+            if (by == parent) { Fork(e, want, true); return true; }
+            if (!ForkAdopted(e, want, level))
+                throw new TreePlanException(e.Pid, $"it is in session {want}, whose leader exited, and no process of it can be forked below its parent {parent}");
+            return true;
+        }
+        // the sessions other than its own that a leader was in when it forked its children: those of its
+        // children that are not leaders, and those its children that are leaders were born in (recursively)
+        var foreignOf = new Dictionary<int, List<int>>();
+        List<int> Foreign(int leader)
+        {
+            if (foreignOf.TryGetValue(leader, out var known)) return known;
+            var set = new List<int>();
+            foreach (var c in tree)
+                if (c.PPid == leader && c.Pid != root.Pid)
+                    foreach (int f in c.Sid != c.Pid ? [c.Sid] : Foreign(c.Pid))
+                        if (f != leader && !set.Contains(f)) set.Add(f);
+            return foreignOf[leader] = set;
+        }
+        bool TryCreate(TreeEntry e, int level)
+        {
+            if (e.Sid != e.Pid) return CreateIn(e, e.Sid, level);
+            // a leader: forked in the session its children are in when that is not its own (it was born
+            // there and called setsid after forking them), else in its parent's
+            var foreign = Foreign(e.Pid);
+            if (foreign.Count == 0 || foreign.Contains(sid[e.PPid])) { Fork(e, e.PPid, false); return true; }
+            foreach (int f in foreign)
+                if (CreateIn(e, f, 0)) return true;
+            // the session of a leader that has not called setsid yet (its parent, or another process): once
+            // setsid may be called
+            var leaders = foreign.Where(f => sid.ContainsKey(f) && pending.Contains(f)).ToList();
+            if (level < 1 || leaders.Count > 0 && level < 2) return false;
+            foreach (int f in leaders)
+                if (CreateIn(e, f, 2)) return true;
+            Fork(e, e.PPid, false);
             return true;
         }
         var remaining = tree.Skip(1).ToList();
@@ -385,11 +489,12 @@ public sealed class ProcessTree : IStateKind
         {
             bool progress = false;
             for (int i = 0; i < remaining.Count; i++)
-                if (sid.ContainsKey(remaining[i].PPid) && TryCreate(remaining[i], allowSetsid: false)) { remaining.RemoveAt(i--); progress = true; }
+                if (sid.ContainsKey(remaining[i].PPid) && TryCreate(remaining[i], 0)) { remaining.RemoveAt(i--); progress = true; }
             if (progress) continue;
-            // the setsid of a leader, put off while it had children born in its first session to fork
-            for (int i = 0; i < remaining.Count && !progress; i++)
-                if (sid.ContainsKey(remaining[i].PPid) && TryCreate(remaining[i], allowSetsid: true)) { remaining.RemoveAt(i); progress = true; }
+            // a fallback, else the setsid of a leader put off while it had children born in its first session to fork
+            for (int level = 1; level <= 2 && !progress; level++)
+                for (int i = 0; i < remaining.Count && !progress; i++)
+                    if (sid.ContainsKey(remaining[i].PPid) && TryCreate(remaining[i], level)) { remaining.RemoveAt(i); progress = true; }
             if (progress) continue;
             var stuck = remaining.First(e => sid.ContainsKey(e.PPid));
             string why = stuck.Shares != ShareFlags.None ? $" and shares its {(stuck.Shares.HasFlag(ShareFlags.Files) ? "fd table" : "working directory")} with it"
@@ -397,6 +502,9 @@ public sealed class ProcessTree : IStateKind
             throw new TreePlanException(stuck.Pid, $"it is in session {stuck.Sid}, which its parent {stuck.PPid} is not in{why}; such a session cannot be recreated");
         }
         foreach (int p in pending.ToList()) Setsid(p);
+        // the last forked exits first: a go-between's parent and the subreaper above it are still there
+        exiting.Reverse();
+        plan.Helpers.AddRange(exiting);
         // groups whose leader exited (not the root's group, which may be led from outside)
         foreach (var e in tree)
         {

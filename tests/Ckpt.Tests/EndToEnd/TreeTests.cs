@@ -62,7 +62,10 @@ public sealed class TreeTests(E2eEnvironment env)
     /// Sessions and groups that forking each process from its parent cannot make (sessions.c): a child left
     /// in the session its parent had before calling setsid, a parent with children in two sessions, orphans
     /// taken in by the subreaper root in a session or group whose leader has exited, and an orphan in the
-    /// session of a live sibling. The checkpoint refused these before; each process checks its parent,
+    /// session of a live sibling; and zdtm's session02 tree: members of two sessions whose leaders exited
+    /// under parents in other sessions, orphans adopted by a subreaper that is not the root, a leader born
+    /// in an exited leader's session (restart forks those through go-betweens that exit so that the
+    /// subreaper adopts them). The checkpoint refused these before; each process checks its parent,
     /// group and session after the restart, and the root reaps exactly its own children (no helper left).
     /// </summary>
     [Fact]
@@ -82,6 +85,8 @@ public sealed class TreeTests(E2eEnvironment env)
             [ -e /proc/$g ] && fail "the helper for group $g is still there"
             ps -o pid=,ppid=,pgid=,sid= -s $h > "$W/ps-h.txt"
             [ -s "$W/ps-h.txt" ] || fail "no process is in session $h after the restart"
+            # (the orphans of P's part were forked by go-betweens and adopted by their subreapers)
+            [ "$(grep -c 'adopted by' "$W/rs.log")" -ge 2 ] || fail "the restart log shows fewer than 2 processes adopted by a subreaper"
             finish_detached
             """);
         r.AssertPassed().AssertRestoredExit0().Cleanup();
