@@ -119,7 +119,10 @@ static int outside_mode(void)
  * second instance of a server takes the path), and a datagram socket bound to DIR/gone/dg whose
  * directory was removed. After the restart both still have their names (getsockname), the regular file
  * is untouched, no directory DIR/gone came back, and the listener still listens (a connection made
- * through its fd's address family alone is not possible: it is checked with SO_ACCEPTCONN). */
+ * through its fd's address family alone is not possible: it is checked with SO_ACCEPTCONN).
+ * And three datagram sockets bound to DIR/twice one after the other, each of the first two with a client
+ * connected to it before its file was removed and the next one bound (as zdtm's sk-unix01): after the
+ * restart each client still sends to its own socket only. */
 static int replaced_mode(const char *dir)
 {
     char p1[200], d2[200], p2[220];
@@ -138,6 +141,18 @@ static int replaced_mode(const char *dir)
     int f = open(p1, O_WRONLY | O_CREAT | O_EXCL, 0644);
     MUST(f >= 0 && write(f, "occupant", 8) == 8);
     close(f);
+    char p3[220];
+    snprintf(p3, sizeof p3, "%s/twice", dir);
+    struct sockaddr_un a3;
+    socklen_t l3 = path_addr(&a3, p3);
+    int tw[3], twc[2];
+    for (int i = 0; i < 3; i++) {
+        tw[i] = socket(AF_UNIX, SOCK_DGRAM, 0);
+        MUST(tw[i] >= 0 && bind(tw[i], (struct sockaddr *)&a3, l3) == 0);
+        if (i == 2) break;
+        twc[i] = socket(AF_UNIX, SOCK_DGRAM, 0);
+        MUST(twc[i] >= 0 && connect(twc[i], (struct sockaddr *)&a3, l3) == 0 && unlink(p3) == 0);
+    }
     say("READY");
     e2e_wait_usr1();
     struct sockaddr_un got;
@@ -158,6 +173,17 @@ static int replaced_mode(const char *dir)
     CHECK(getpeername(dgc, (struct sockaddr *)&got, &gl) == 0 && strcmp(got.sun_path, p2) == 0, "the client's peer is '%s'", gl > 2 ? got.sun_path : "");
     char b[8] = "";
     CHECK(send(dgc, "hi", 2, 0) == 2 && recv(dg, b, sizeof b, MSG_DONTWAIT) == 2 && !memcmp(b, "hi", 2), "the client cannot send to the datagram socket: %s", strerror(errno));
+    for (int i = 0; i < 2; i++) {
+        char m = 'a' + i, g = 0;
+        CHECK(send(twc[i], &m, 1, 0) == 1, "client %d of %s cannot send: %s", i, p3, strerror(errno));
+        for (int j = 0; j < 3; j++) {
+            ssize_t n = recv(tw[j], &g, 1, MSG_DONTWAIT);
+            if (j == i) CHECK(n == 1 && g == m, "socket %d bound to %s did not get its client's datagram", j, p3);
+            else CHECK(n < 0 && errno == EAGAIN, "socket %d bound to %s got client %d's datagram", j, p3, i);
+        }
+        gl = sizeof got;
+        CHECK(getsockname(tw[i], (struct sockaddr *)&got, &gl) == 0 && strcmp(got.sun_path, p3) == 0, "socket %d's name is '%s'", i, gl > 2 ? got.sun_path : "");
+    }
     return e2e_finish();
 }
 

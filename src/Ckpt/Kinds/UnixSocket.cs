@@ -285,10 +285,9 @@ public sealed unsafe class UnixSocket : IFileKind
         if (!ours && !reachable)
             throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to socket:[{peer}] bound to {path}, whose socket file was removed or replaced since; it cannot be reached again");
         // (one of the tree whose name another file took, or whose directory went, is bound again where no
-        // path reaches it, BindHidden; the connect goes through the mount namespace it was bound in, which
-        // is known by the name: refused when several sockets of the tree were bound to that name)
-        if (ours && !reachable && diag.Values.Count(x => x.Ino != peer && x.Name != null && x.Name.AsSpan().SequenceEqual(name) && FindInTree(ctx, $"socket:[{x.Ino}]") != null) > 0)
-            throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to socket:[{peer}] bound to {path}, whose file is gone, and another socket of the tree was bound to that name too; which one it is connected to could not be told apart at restart");
+        // path reaches it, BindHidden; the connect goes through the mount namespace it was bound in, known
+        // by its inode: several sockets of the tree may have been bound to that name, each removed before
+        // the next was bound)
         if (Encoding.UTF8.GetByteCount(path) > 107)
             throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to {path}, too long a path to connect to again");
         return Encoding.UTF8.GetBytes(path);
@@ -736,7 +735,7 @@ public sealed unsafe class UnixSocket : IFileKind
         /// <summary>An unbound datagram socket of ckpt that sends the queues of unconnected datagram sockets.</summary>
         public int Sender = -1;
         /// <summary>Datagram sockets connected to a bound one (ckpt's copy, the peer's address): connected once every queue was written.</summary>
-        public readonly List<(int Mine, byte[] Addr, string What)> Connects = new();
+        public readonly List<(int Mine, byte[] Addr, ulong Peer, string What)> Connects = new();
         /// <summary>Sockets waiting to be accepted, by inode: connected by their listener's Finish.</summary>
         public readonly Dictionary<ulong, (RestoreContext Ctx, uint Objref, int Mine, string What)> Clients = new();
     }
@@ -871,7 +870,7 @@ public sealed unsafe class UnixSocket : IFileKind
                         throw new CkptException($"restart: {what} has connections waiting to be accepted, and another file is at its path {path} now: its clients cannot connect to it again", ExitCodes.RestoreConflict);
                     if (path.Length > 0 && !hidden) RemoveStale(path, type, what);
                     bindAddr ??= addr;   // addr (absolute) is where ckpt sends the queued datagrams from
-                    long b = hidden ? BindHidden(ctx, vfd, bindAddr, path) : BindAgain(ctx, vfd, bindAddr);
+                    long b = hidden ? BindHidden(ctx, vfd, bindAddr, path, ino) : BindAgain(ctx, vfd, bindAddr);
                     if (b < 0)
                         throw new CkptException($"restart: cannot bind {what} to {(path.Length > 0 ? path : ShowName(name))} again: {Errors.Describe((int)-b)}", ExitCodes.RestoreConflict);
                     if (path.Length > 0 && !hidden)
@@ -887,7 +886,7 @@ public sealed unsafe class UnixSocket : IFileKind
                 if (rel == Relation.Listening)
                     ctx.State<Listens>().List.Add((objref, backlog, what, waiting, addr, removed && !hidden && waiting.Length > 0 ? path : null));
                 if (rel == Relation.Waiting) st.Clients[ino] = (ctx, objref, mine, what);
-                if (rel == Relation.ConnectedTo) st.Connects.Add((mine, SocketCalls.UnixAddress(connectTo), what));
+                if (rel == Relation.ConnectedTo) st.Connects.Add((mine, SocketCalls.UnixAddress(connectTo), peer, what));
                 break;
             default:
                 throw new ImageFormatException($"UnixSocket record at offset {rec.Offset} has relation {(int)rel}");
@@ -1128,7 +1127,7 @@ public sealed unsafe class UnixSocket : IFileKind
     /// there and goes back to ckpt's namespace (the socket keeps its tmpfs); the file at the path is not
     /// touched, and the cwd and root, which setns resets, are set later by FsState.
     /// </summary>
-    private static long BindHidden(RestoreContext ctx, int vfd, byte[] addr, string path)
+    private static long BindHidden(RestoreContext ctx, int vfd, byte[] addr, string path, ulong ino)
     {
         const int CLONE_NEWNS = 0x20000;
         const long MS_REC = 0x4000, MS_PRIVATE = 1 << 18;
@@ -1152,7 +1151,7 @@ public sealed unsafe class UnixSocket : IFileKind
                 long b = ctx.Vessel.Inject(Nr.bind, vfd, (long)ctx.PutScratch(0, addr), addr.Length);
                 // kept (by ckpt's fd of it) for the sockets of the tree connected to this one (ConnectTo)
                 int hns = ctx.OpenInVessel("/proc/self/ns/mnt", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC);
-                ctx.Session.State<HiddenBinds>().NamespaceByPath[path] = ctx.Session.Own(ctx.GrabFd(hns));
+                ctx.Session.State<HiddenBinds>().NamespaceBySocket[ino] = ctx.Session.Own(ctx.GrabFd(hns));
                 ctx.Inject("close", Nr.close, hns);
                 return b;
             }
@@ -1161,24 +1160,26 @@ public sealed unsafe class UnixSocket : IFileKind
         finally { ctx.Inject("close", Nr.close, ns); }
     }
 
-    /// <summary>The mount namespaces (ckpt's fds) in which sockets bound where no path reaches them can be reached by their path.</summary>
-    private sealed class HiddenBinds { public readonly Dictionary<string, int> NamespaceByPath = new(); }
+    /// <summary>
+    /// The mount namespaces (ckpt's fds) in which sockets bound where no path reaches them (by their saved
+    /// inode: several may have had one name, each removed before the next was bound) can be reached by their path.
+    /// </summary>
+    private sealed class HiddenBinds { public readonly Dictionary<ulong, int> NamespaceBySocket = new(); }
 
     /// <summary>
     /// connect() of ckpt's copy <paramref name="fd"/> to <paramref name="addr"/>; to a socket bound by
     /// <see cref="BindHidden"/>, from a thread of its own that enters the mount namespace where its path
     /// leads to it (setns wants the thread's fs unshared first). 0, or errno.
     /// </summary>
-    private static int ConnectTo(RestoreSession s, int fd, byte[] addr)
+    private static int ConnectTo(RestoreSession s, int fd, byte[] addr, ulong peer)
     {
-        string path = Encoding.UTF8.GetString(addr.AsSpan(2)).TrimEnd('\0');
         int err = 0;
         void Connect()
         {
             fixed (byte* a = addr)
                 if (SocketCalls.Connect(fd, a, addr.Length) != 0) err = Marshal.GetLastPInvokeError();
         }
-        if (s.Existing<HiddenBinds>() is not { } hidden || !hidden.NamespaceByPath.TryGetValue(path, out int ns))
+        if (s.Existing<HiddenBinds>() is not { } hidden || !hidden.NamespaceBySocket.TryGetValue(peer, out int ns))
         {
             Connect();
             return err;
@@ -1325,9 +1326,9 @@ public sealed unsafe class UnixSocket : IFileKind
             st.Deferred.Clear();
             // datagram sockets connect to their peers once their queues are written (a connected socket
             // takes messages from its peer only) and every socket is bound (before removed files go)
-            foreach (var (fd, addr, what) in st.Connects)
+            foreach (var (fd, addr, peer, what) in st.Connects)
             {
-                int e = ConnectTo(ctx.Session, fd, addr);
+                int e = ConnectTo(ctx.Session, fd, addr, peer);
                 if (e != 0)
                     throw new CkptException($"restart: {what} cannot connect to {ShowName(addr.AsSpan(2).ToArray())} again: {Errors.Describe(e)}", ExitCodes.RestoreConflict);
             }

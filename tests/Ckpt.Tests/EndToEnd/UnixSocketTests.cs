@@ -97,7 +97,9 @@ public sealed class UnixSocketTests(E2eEnvironment env)
     /// </summary>
     /// <summary>
     /// Sockets whose file another file took (a listener), or whose directory was removed (a datagram socket):
-    /// bound again by their names where no path reaches them, the other file untouched (refused before).
+    /// bound again by their names where no path reaches them, the other file untouched (refused before);
+    /// and datagram sockets bound to one name in turn, each with a client (the first two removed before the
+    /// next was bound): each client reaches its own socket again (refused before: zdtm sk-unix01).
     /// </summary>
     [Fact]
     public void UnixSocketsWhoseFileWasReplacedOrWhoseDirectoryWent()
