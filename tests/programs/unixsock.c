@@ -122,7 +122,11 @@ static int outside_mode(void)
  * through its fd's address family alone is not possible: it is checked with SO_ACCEPTCONN).
  * And three datagram sockets bound to DIR/twice one after the other, each of the first two with a client
  * connected to it before its file was removed and the next one bound (as zdtm's sk-unix01): after the
- * restart each client still sends to its own socket only. */
+ * restart each client still sends to its own socket only.
+ * And two datagram sockets bound by relative names in DIR, each with a client connected by that name,
+ * whose files were removed (a FIFO took the first one's name), the process's cwd then changed to /
+ * (as zdtm's fifo_upon_unix_socket01): after the restart both have their relative names, no file is at
+ * the second's name, the FIFO is untouched, and each client still sends to its own socket. */
 static int replaced_mode(const char *dir)
 {
     char p1[200], d2[200], p2[220];
@@ -153,6 +157,18 @@ static int replaced_mode(const char *dir)
         twc[i] = socket(AF_UNIX, SOCK_DGRAM, 0);
         MUST(twc[i] >= 0 && connect(twc[i], (struct sockaddr *)&a3, l3) == 0 && unlink(p3) == 0);
     }
+    MUST(chdir(dir) == 0);
+    struct sockaddr_un ra[2];
+    socklen_t rl[2] = { path_addr(&ra[0], "rel1"), path_addr(&ra[1], "rel2") };
+    int rs[2], rc[2];
+    for (int i = 0; i < 2; i++) {
+        rs[i] = socket(AF_UNIX, SOCK_DGRAM, 0);
+        rc[i] = socket(AF_UNIX, SOCK_DGRAM, 0);
+        MUST(rs[i] >= 0 && rc[i] >= 0 && bind(rs[i], (struct sockaddr *)&ra[i], rl[i]) == 0 && connect(rc[i], (struct sockaddr *)&ra[i], rl[i]) == 0);
+        MUST(unlink(ra[i].sun_path) == 0);
+    }
+    MUST(mkfifo("rel1", 0600) == 0);
+    MUST(chdir("/") == 0);
     say("READY");
     e2e_wait_usr1();
     struct sockaddr_un got;
@@ -184,6 +200,18 @@ static int replaced_mode(const char *dir)
         gl = sizeof got;
         CHECK(getsockname(tw[i], (struct sockaddr *)&got, &gl) == 0 && strcmp(got.sun_path, p3) == 0, "socket %d's name is '%s'", i, gl > 2 ? got.sun_path : "");
     }
+    for (int i = 0; i < 2; i++) {
+        char m = 'x' + i, g = 0;
+        gl = sizeof got;
+        CHECK(getsockname(rs[i], (struct sockaddr *)&got, &gl) == 0 && strcmp(got.sun_path, ra[i].sun_path) == 0, "the socket bound to %s is named '%s'", ra[i].sun_path, gl > 2 ? got.sun_path : "");
+        CHECK(send(rc[i], &m, 1, 0) == 1 && recv(rs[i], &g, 1, MSG_DONTWAIT) == 1 && g == m, "the client of %s cannot send to it: %s", ra[i].sun_path, strerror(errno));
+    }
+    char rp[220];
+    snprintf(rp, sizeof rp, "%s/rel1", dir);
+    CHECK(lstat(rp, &st) == 0 && S_ISFIFO(st.st_mode), "the FIFO at %s is gone or changed", rp);
+    snprintf(rp, sizeof rp, "%s/rel2", dir);
+    CHECK(lstat(rp, &st) != 0, "a file is at %s (the socket's file was removed)", rp);
+    CHECK(access("/rel1", F_OK) != 0 && access("/rel2", F_OK) != 0, "a socket file was made in /");
     return e2e_finish();
 }
 

@@ -160,12 +160,15 @@ public sealed unsafe class UnixSocket : IFileKind
         {
             string raw = Encoding.UTF8.GetString(name).TrimEnd('\0');
             path = raw.StartsWith('/') ? raw : Path.Combine(MmState.ProcLink($"/proc/{ctx.Pid}/cwd"), raw);
+            // a relative name: the directory it was bound in is where its socket file is (or was, if removed)
+            bool known = raw.StartsWith('/');
+            if (!known && BoundFile(ctx, f.Fd) is { } bound && bound.Path.EndsWith("/" + raw, StringComparison.Ordinal))
+                (path, known) = (bound.Path, true);
             if (!FileCalls.TryStat(path, out var fst))
             {
                 // its socket file was removed (the process unlinks it once bound, or a cleanup did):
                 // bound again at restart, and removed again once the queues are written
-                // (a relative name is only known relative to the cwd of now, maybe not the one it was bound in)
-                if (Marshal.GetLastPInvokeError() != Errors.ENOENT || !raw.StartsWith('/'))
+                if (Marshal.GetLastPInvokeError() != Errors.ENOENT || !known)
                     throw new NotCheckpointableException(ctx.Pid, $"{what} is bound to {path}, whose socket file was removed or moved since; it cannot be bound again");
                 removed = true;
             }
@@ -173,7 +176,7 @@ public sealed unsafe class UnixSocket : IFileKind
             {
                 // another file took its name (a new instance of a server made its socket there): bound
                 // again by that name where the other file cannot be seen (BindHidden)
-                if (!raw.StartsWith('/'))
+                if (!known)
                     throw new NotCheckpointableException(ctx.Pid, $"{what} is bound to {path}, where another file is now; it cannot be bound again");
                 removed = true;
             }
@@ -272,11 +275,17 @@ public sealed unsafe class UnixSocket : IFileKind
         string path = raw;
         if (!raw.StartsWith('/'))
         {
-            // a relative name: relative to the directory of a holder (the tree's, or an outside one's)
-            int? holder = FindInTree(ctx, $"socket:[{peer}]")?.Pid ?? OutsideHolders.FindFd(ctx.Session, $"socket:[{peer}]")?.Pid;
-            if (holder == null)
-                throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to socket:[{peer}] bound to the relative name {raw}, whose directory is not known");
-            path = Path.Combine(MmState.ProcLink($"/proc/{holder}/cwd"), raw);
+            // a relative name: where its socket file is (or was), else relative to the directory of a
+            // holder (the tree's, or an outside one's)
+            if (ctx.Session.FirstHolderOf($"socket:[{peer}]") is { } h && BoundFile(h.P, h.F.Fd) is { } bound && bound.Path.EndsWith("/" + raw, StringComparison.Ordinal))
+                path = bound.Path;
+            else
+            {
+                int? holder = FindInTree(ctx, $"socket:[{peer}]")?.Pid ?? OutsideHolders.FindFd(ctx.Session, $"socket:[{peer}]")?.Pid;
+                if (holder == null)
+                    throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to socket:[{peer}] bound to the relative name {raw}, whose directory is not known");
+                path = Path.Combine(MmState.ProcLink($"/proc/{holder}/cwd"), raw);
+            }
         }
         // a socket of the tree (or this one) is bound again at restart, before the connects (its own record
         // checks its file); one outside must still be reachable by its name
@@ -314,6 +323,31 @@ public sealed unsafe class UnixSocket : IFileKind
     }
 
     /// <summary>A process of the tree holding <paramref name="link"/>.</summary>
+    /// <summary>
+    /// Where the socket file of a unix socket (fd <paramref name="fd"/> of the process) bound to a path is
+    /// now (SIOCUNIXFILE: its path, " (deleted)" taken off), and whether it was removed; null if the kernel
+    /// does not tell (not bound to a path, or not allowed).
+    /// </summary>
+    private static (string Path, bool Removed)? BoundFile(CheckpointContext holder, int fd)
+    {
+        int copy = holder.GrabFd(fd);
+        try
+        {
+            int file = EventCalls.Ioctl(copy, SocketCalls.SIOCUNIXFILE, null);
+            if (file < 0) return null;
+            try
+            {
+                string? link = FileCalls.ReadLink($"/proc/self/fd/{file}");
+                if (link == null || !link.StartsWith('/')) return null;
+                StatBuf st;
+                bool removed = link.EndsWith(" (deleted)", StringComparison.Ordinal) && FileCalls.Fstat(file, &st) == 0 && st.Nlink == 0;
+                return (removed ? link[..^" (deleted)".Length] : link, removed);
+            }
+            finally { FileCalls.Close(file); }
+        }
+        finally { FileCalls.Close(copy); }
+    }
+
     private static (int Pid, int Fd)? FindInTree(CheckpointContext ctx, string link)
         => ctx.Session.FirstHolderOf(link) is { } h ? (h.P.Pid, h.F.Fd) : null;
 
@@ -856,16 +890,17 @@ public sealed unsafe class UnixSocket : IFileKind
                     addr = path.Length > 0 ? SocketCalls.UnixAddress(Encoding.UTF8.GetBytes(path)) : SocketCalls.UnixAddress(name);
                     string raw = Encoding.UTF8.GetString(name).TrimEnd('\0');
                     byte[]? bindAddr = null;
+                    // a socket whose file was removed or replaced, where something is now: bound where that cannot be seen
+                    hidden = removed && path.Length > 0 && (FileCalls.TryLstat(path, out _) || !Directory.Exists(Path.GetDirectoryName(path)));
                     if (path.Length > 0 && !raw.StartsWith('/') && path.EndsWith("/" + raw, StringComparison.Ordinal))
                     {
                         // bound by a relative name: bound again by that name from the directory it was relative
-                        // to, so that getsockname gives the same name (the cwd is set in FsState's Finish)
+                        // to, so that getsockname gives the same name (the cwd is set in FsState's Finish; a
+                        // hidden one's directory is made and entered on its tmpfs, BindHidden)
                         string dir = path[..^(raw.Length + 1)];
                         long cd = ctx.Vessel.Inject(Nr.chdir, (long)ctx.PutScratch(0, Encoding.UTF8.GetBytes((dir.Length == 0 ? "/" : dir) + "\0")));
-                        if (cd == 0) bindAddr = SocketCalls.UnixAddress(Encoding.UTF8.GetBytes(raw));
+                        if (cd == 0 || hidden) bindAddr = SocketCalls.UnixAddress(Encoding.UTF8.GetBytes(raw));
                     }
-                    // a socket whose file was removed or replaced, where something is now: bound where that cannot be seen
-                    hidden = removed && path.Length > 0 && (FileCalls.TryLstat(path, out _) || !Directory.Exists(Path.GetDirectoryName(path)));
                     if (hidden && waiting.Length > 0)
                         throw new CkptException($"restart: {what} has connections waiting to be accepted, and another file is at its path {path} now: its clients cannot connect to it again", ExitCodes.RestoreConflict);
                     if (path.Length > 0 && !hidden) RemoveStale(path, type, what);
@@ -1148,6 +1183,8 @@ public sealed unsafe class UnixSocket : IFileKind
                     d = Path.Combine(d, Path.GetRelativePath(d, dir).Split('/')[0]);
                     ctx.Inject($"mkdir({d})", Nr.mkdir, (long)Str(0, d), 0x1ed /* 0755 */);
                 }
+                // (a relative name is bound from the directory, as it is on the tmpfs now)
+                if (addr.Length > 2 && addr[2] != (byte)'/') ctx.Inject($"chdir({dir})", Nr.chdir, (long)Str(0, dir));
                 long b = ctx.Vessel.Inject(Nr.bind, vfd, (long)ctx.PutScratch(0, addr), addr.Length);
                 // kept (by ckpt's fd of it) for the sockets of the tree connected to this one (ConnectTo)
                 int hns = ctx.OpenInVessel("/proc/self/ns/mnt", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC);

@@ -13,6 +13,8 @@ public static unsafe partial class SocketCalls
     public const int AF_UNIX = 1, AF_INET = 2, AF_INET6 = 10, AF_NETLINK = 16, AF_PACKET = 17;
     public const int SOCK_STREAM = 1, SOCK_DGRAM = 2, SOCK_RAW = 3, SOCK_SEQPACKET = 5, SOCK_CLOEXEC = 0x80000, SOCK_NONBLOCK = 0x800;
     public const int SOL_SOCKET = 1;
+    /// <summary>ioctl on a unix socket bound to a path: an O_PATH fd of its socket file (wherever it is now, removed or not).</summary>
+    public const uint SIOCUNIXFILE = 0x89E0;
     public const int SO_TYPE = 3, SO_SNDBUF = 7, SO_RCVBUF = 8, SO_PASSCRED = 16, SO_PEERCRED = 17, SO_SNDBUFFORCE = 32, SO_RCVBUFFORCE = 33,
         SO_PROTOCOL = 38, SO_DOMAIN = 39, SO_PEEK_OFF = 42;
     public const int MSG_PEEK = 2, MSG_CTRUNC = 8, MSG_TRUNC = 0x20, MSG_DONTWAIT = 0x40, MSG_EOR = 0x80, MSG_NOSIGNAL = 0x4000, MSG_CMSG_CLOEXEC = 0x40000000;

@@ -99,7 +99,10 @@ public sealed class UnixSocketTests(E2eEnvironment env)
     /// Sockets whose file another file took (a listener), or whose directory was removed (a datagram socket):
     /// bound again by their names where no path reaches them, the other file untouched (refused before);
     /// and datagram sockets bound to one name in turn, each with a client (the first two removed before the
-    /// next was bound): each client reaches its own socket again (refused before: zdtm sk-unix01).
+    /// next was bound): each client reaches its own socket again (refused before: zdtm sk-unix01); and
+    /// sockets bound by relative names whose files were removed (a FIFO took one name) before the cwd
+    /// changed: bound again in the directory the kernel names (SIOCUNIXFILE), not the cwd of the checkpoint
+    /// (refused before: zdtm fifo_upon_unix_socket01).
     /// </summary>
     [Fact]
     public void UnixSocketsWhoseFileWasReplacedOrWhoseDirectoryWent()
