@@ -205,7 +205,7 @@ public static unsafe class Vessel
             foreach (var (start, len) in notCopied) Sys.Call(Nr.madvise, (long)start, (long)len, MADV_DOFORK);
         }
         if (r == -Errors.EEXIST)
-            throw new CkptException($"restart: pid {pid} is already in use{TakenBy(pid)}; stop the process that holds it (or restart in a new pid namespace)", ExitCodes.RestoreConflict);
+            throw new CkptException($"restart: pid {pid} is already in use{TakenBy(pid)}; {PidTakenHint}", ExitCodes.RestoreConflict);
         if (r == -Errors.EPERM)
             throw new CkptException($"restart: creating a process with pid {pid} needs root (CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN); run ckpt restart as root", ExitCodes.Permission);
         if (r < 0) throw new SyscallException("clone3 (set_tid)", (int)-r, pid);
@@ -283,6 +283,12 @@ public static unsafe class Vessel
     }
 
     /// <summary>
+    /// What to do when a pid of the tree is taken here: in a pid namespace of its own (ckpt its init) every
+    /// pid is free; the tree ends with ckpt there, so not with --detach.
+    /// </summary>
+    internal const string PidTakenHint = "stop the process that holds it, or restart the tree in a pid namespace of its own: unshare --pid --fork --mount-proc ckpt restart ... (without --detach)";
+
+    /// <summary>
     /// Forks a child of the fresh vessel <paramref name="parent"/> (still a copy of ckpt) whose pid is
     /// <paramref name="pid"/>, by an injected clone3; the child is attached by PTRACE_O_TRACEFORK/CLONE
     /// and returned stopped.
@@ -294,7 +300,7 @@ public static unsafe class Vessel
         // forParent: a child of the caller's parent (which gets the caller's exit signal: clone3 takes none then)
         if (forParent) flags |= CLONE_PARENT;
         var args = new CloneArgs { Flags = flags, ExitSignal = forParent ? 0 : (ulong)exitSignal };
-        var child = InjectClone(parent, Scratch, args, pid, "pid", "stop the process that holds it (or restart in a new pid namespace)");
+        var child = InjectClone(parent, Scratch, args, pid, "pid", PidTakenHint);
         child.SyscallGadget = Gadget;
         return child;
     }

@@ -533,7 +533,7 @@ public sealed class ProcessTree : IStateKind
             throw new ImageFormatException($"pid {e.Pid} is to be forked from its parent {e.PPid}, whose state does not come before it");
         parent.FlushBatch();
         var child = Vessel.InjectClone(parent.Vessel, parent.Scratch, new CloneArgs { ExitSignal = (ulong)e.ExitSignal }, e.Pid, "pid",
-            "stop the process that holds it (or restart in a new pid namespace)");
+            Vessel.PidTakenHint);
         child.SyscallGadget = parent.Trampoline;
         var ctx = new RestoreContext
         {

@@ -343,7 +343,10 @@ public sealed class TreeTests(E2eEnvironment env)
         r.AssertPassed().AssertRestoredExit0().Cleanup();
     }
 
-    /// <summary>A pid of the tree still in use at restart: restart fails (71) naming it, and leaves no process behind.</summary>
+    /// <summary>
+    /// A pid of the tree still in use at restart: restart fails (71) naming it, and leaves no process behind;
+    /// restarted in a pid namespace of its own, as the message says, the tree runs and ends well.
+    /// </summary>
     [Fact]
     public void PidOfTheTreeInUseAtRestart()
     {
@@ -361,6 +364,16 @@ public sealed class TreeTests(E2eEnvironment env)
             echo "RUNNING: $RUNNING"
             sleep 0.2
             [ -e /proc/$P ] && fail "the failed restart left pid $P behind"
+            alive $RUNNING || fail "the process holding the pid was harmed"
+            # in a pid namespace of its own (as the message says) every pid is free: the tree runs there, a
+            # copy of the one still running here, and verifies itself (its children, the zombie's status)
+            grep -q 'unshare --pid --fork --mount-proc' "$W/err.txt" || fail "the message does not say how to restart in a pid namespace of its own"
+            unshare --pid --fork --mount-proc sh -c '
+              "$1" restart -i "$2" & ck=$!
+              n=200; until grep -q children /proc/$3/comm 2>/dev/null && grep -q "^TracerPid:[[:space:]]*0$" /proc/$3/status; do
+                n=$((n - 1)); [ $n -gt 0 ] || break; sleep 0.05; done
+              kill -USR1 $3; wait $ck; echo "NS-RC: $?"' _ "$CKPT" "$W/img" $P > "$W/ns.txt" 2>&1
+            grep -q 'NS-RC: 0' "$W/ns.txt" || fail "the restart in a pid namespace of its own did not end with 0: $(cat "$W/ns.txt")"
             alive $RUNNING || fail "the process holding the pid was harmed"
             kill -KILL $RUNNING
             """);
