@@ -50,12 +50,17 @@ public static class Program
         var pid = new Argument<int>("pid") { Description = "process to checkpoint" };
         var output = new Option<string?>("--output", "-o") { Description = "image file (mode 0600); '-' or absent: standard output" };
         var kill = new Option<bool>("--kill") { Description = "kill the tree after a successful checkpoint (for migration)" };
+        var leaveStopped = new Option<bool>("--leave-stopped") { Description = "leave the tree stopped (SIGSTOP) after a successful checkpoint: kill -CONT goes on, kill -KILL ends it once the restart elsewhere worked" };
         var external = new Option<bool>("--external") { Description = "save pipe ends shared with processes outside the tree (e.g. stdout piped to the caller) as external; restart replaces them" };
         var freezer = new Option<string?>("--freezer") { Description = "freeze this cgroup (v2 cgroup.freeze or v1 freezer; a path or a name) while the tree is seized, for trees that fork fast" };
         var skipInFlight = new Option<bool>("--skip-in-flight") { Description = "leave out TCP connections waiting to be accepted that a listener of the tree has not accepted after a moment (their clients see them reset once the listener is gone) instead of refusing" };
-        var checkpoint = new Command("checkpoint", "save a running process and all its descendants into an image stream") { pid, output, kill, external, skipInFlight, freezer, logFile, verbose };
+        var checkpoint = new Command("checkpoint", "save a running process and all its descendants into an image stream") { pid, output, kill, leaveStopped, external, skipInFlight, freezer, logFile, verbose };
+        checkpoint.Validators.Add(r =>
+        {
+            if (r.GetValue(kill) && r.GetValue(leaveStopped)) r.AddError("--kill and --leave-stopped cannot be given together");
+        });
         checkpoint.SetAction(r => Guard(r.GetValue(logFile), Verbosity(r.GetResult(verbose)), log =>
-            Checkpoint(r.GetValue(pid), r.GetValue(output), r.GetValue(kill), r.GetValue(external), r.GetValue(skipInFlight), r.GetValue(freezer), r.GetValue(logFile), log)));
+            Checkpoint(r.GetValue(pid), r.GetValue(output), r.GetValue(kill), r.GetValue(leaveStopped), r.GetValue(external), r.GetValue(skipInFlight), r.GetValue(freezer), r.GetValue(logFile), log)));
         return checkpoint;
     }
 
@@ -142,7 +147,7 @@ public static class Program
         return own.ToArray();
     }
 
-    private static int Checkpoint(int pid, string? output, bool kill, bool external, bool skipInFlight, string? freezer, string? logPath, Log log)
+    private static int Checkpoint(int pid, string? output, bool kill, bool leaveStopped, bool external, bool skipInFlight, string? freezer, string? logPath, Log log)
     {
         int fd;
         bool toFile = output != null && output != "-", regular = false;
@@ -175,7 +180,7 @@ public static class Program
             CheckpointResult r;
             try { r = Checkpointer.Run(pid, stream, new CheckpointOptions
             {
-                Kill = kill, External = external, SkipInFlight = skipInFlight, Freezer = freezer, Log = log, Cancelled = () => s_cancelled,
+                Kill = kill, LeaveStopped = leaveStopped, External = external, SkipInFlight = skipInFlight, Freezer = freezer, Log = log, Cancelled = () => s_cancelled,
                 OwnFiles = OwnFiles(toFile ? output : null, logPath),
                 PositionalFile = positional ? fd : -1, Progress = positional && progress != null ? progress.Report : null,
             }); }

@@ -11,6 +11,11 @@ public sealed class CheckpointOptions
 {
     /// <summary>Kill the tree once the image is complete (for migration).</summary>
     public bool Kill { get; init; }
+    /// <summary>
+    /// Leave every process of the tree stopped (SIGSTOP) once the image is complete (--leave-stopped): a
+    /// migration that can still fall back (SIGCONT) or end it (SIGKILL) once the restart elsewhere worked.
+    /// </summary>
+    public bool LeaveStopped { get; init; }
     public Log Log { get; init; } = Log.None;
     public Func<bool> Cancelled { get; init; } = () => false;
     /// <summary>Save objects shared with processes outside the tree as external (--external).</summary>
@@ -569,11 +574,12 @@ public static class Checkpointer
                 foreach (var ctx in Enumerable.Reverse(s.Processes))
                 {
                     if (!(ok && opt.Kill)) FollowCpu(ctx.Pid);
-                    try { Release(ctx, kill: ok && opt.Kill, log); }
+                    try { Release(ctx, kill: ok && opt.Kill, log, stop: ok && opt.LeaveStopped); }
                     catch (Exception e) { first ??= e; }
                     ctx.Close();
                 }
             if (killing) InetSocket.EndCheckpoint(s, killed: true);
+            if (ok && opt.LeaveStopped) WaitStopped(s, log);
             InetSocket.EndHold(s);
             InetSocket.EndQuiesce(s, quiesceTable);
             log.Info($"tree frozen for {frozen.Elapsed.TotalMilliseconds:F3} ms");
@@ -610,7 +616,26 @@ public static class Checkpointer
     }
 
     /// <summary>Undoes the injection (scratch page, registers) and lets the process go, or kills it.</summary>
-    private static void Release(CheckpointContext ctx, bool kill, Log log)
+    /// <summary>Waits (up to about a second in all) until every process of the tree has stopped on the SIGSTOP its release left pending.</summary>
+    private static void WaitStopped(CheckpointSession s, Log log)
+    {
+        var until = DateTime.UtcNow.AddSeconds(1);
+        foreach (var ctx in s.Processes)
+        {
+            int pid = ctx.Tgid != 0 ? ctx.Tgid : ctx.Pid;
+            while (true)
+            {
+                char state;
+                try { state = ProcStat.Read(ctx.Pid).State; } catch (IOException) { break; }
+                if (state is 'T' or 't' or 'Z' or 'X' || DateTime.UtcNow > until) break;
+                Thread.Sleep(1);
+            }
+            log.Debug($"pid {pid} left stopped");
+        }
+    }
+
+    /// <param name="stop">leave it stopped: a SIGSTOP is queued while it is still held, and stops it once let go</param>
+    private static void Release(CheckpointContext ctx, bool kill, Log log, bool stop = false)
     {
         var threads = ctx.Threads;
         var leader = threads[0].Task;
@@ -631,6 +656,9 @@ public static class Checkpointer
             // runs yet (see TracedTask.BeginFreshStop)
             foreach (var (t, _, _) in threads) t.BeginFreshStop();
             foreach (var (t, _, _) in threads) t.EndFreshStop();
+            // (queued once no thread runs again while held: a thread resumed before the detach would stop
+            // for its tracer on it instead)
+            if (stop) ProcessCalls.Kill(ctx.Tgid != 0 ? ctx.Tgid : ctx.Pid, TracedTask.SIGSTOP);
             // the other threads first, the leader last
             foreach (var (t, regs, mask) in threads.Skip(1).Append(threads[0]))
             {

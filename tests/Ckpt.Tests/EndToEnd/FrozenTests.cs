@@ -38,4 +38,35 @@ public sealed class FrozenTests(E2eEnvironment env)
         Assert.Contains("INNER: 0", r.Stdout);
         Assert.Contains("STATE: T", r.Stdout);
     }
+
+    /// <summary>
+    /// checkpoint --leave-stopped: every process of the tree is stopped when ckpt exits and stays so; after
+    /// SIGCONT the original goes on and verifies itself (the fallback of a migration), and the image
+    /// restarts as well once it has ended. --kill with it is a usage error.
+    /// </summary>
+    [Fact]
+    public void CheckpointLeavesTheTreeStopped()
+    {
+        env.Program("children");
+        var r = new E2eScript(env, "leave-stopped").Run("""
+            start "$W/out" "$BIN/children"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            set -- $(grep '^CHILDREN' "$W/out"); shift
+            C=$1
+            ck checkpoint $P --kill --leave-stopped -o "$W/x" 2>"$W/usage.txt"; echo "BOTH: $?"
+            ck checkpoint $P -o "$W/img" --leave-stopped --log "$W/ck.log" -v || fail "checkpoint failed"
+            for p in $P $C; do [ "$(awk '{print $3}' /proc/$p/stat)" = T ] || fail "pid $p is not stopped when ckpt exits"; done
+            sleep 0.3
+            for p in $P $C; do [ "$(awk '{print $3}' /proc/$p/stat)" = T ] || fail "pid $p did not stay stopped"; done
+            kill -CONT $P $C
+            kill -USR1 $P
+            wait $P; echo "ORIGINAL: $?"
+            gone 10 $P $C || fail "the original tree is still there"
+            restart_detached
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+        Assert.Contains("BOTH: 64", r.Stdout);
+        Assert.Contains("ORIGINAL: 0", r.Stdout);
+    }
 }
