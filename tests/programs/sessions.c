@@ -199,17 +199,7 @@ int main(void)
     for (int i = 0; i < MEMBERS; i++) MUST(read_full(rep[0], who[i], sizeof who[i]) == sizeof who[i]);
     /* the orphans are R's once their parent has exited */
     for (int i = 0; i < MEMBERS; i++)
-        for (int t = 0; t < 2000 && who[i][1] == r; t++) {
-            char path[64], buf[256];
-            snprintf(path, sizeof path, "/proc/%d/stat", who[i][0]);
-            int fd = open(path, O_RDONLY);
-            ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
-            if (fd >= 0) close(fd);
-            int ppid = 0;
-            if (n > 0) { buf[n] = 0; sscanf(strrchr(buf, ')') + 2, "%*c %d", &ppid); }
-            if (ppid == r) break;
-            usleep(1000);
-        }
+        if (who[i][1] == r) wait_parent(who[i][0], r);
     say("SESSIONS %d %d %d %d %d", a, d, h, g, l);
     say("READY");
     e2e_wait_usr1();
