@@ -322,7 +322,6 @@ public sealed unsafe class UnixSocket : IFileKind
         return null;
     }
 
-    /// <summary>A process of the tree holding <paramref name="link"/>.</summary>
     /// <summary>
     /// Where the socket file of a unix socket (fd <paramref name="fd"/> of the process) bound to a path is
     /// now (SIOCUNIXFILE: its path, " (deleted)" taken off), and whether it was removed; null if the kernel
@@ -348,6 +347,7 @@ public sealed unsafe class UnixSocket : IFileKind
         finally { FileCalls.Close(copy); }
     }
 
+    /// <summary>A process of the tree holding <paramref name="link"/>.</summary>
     private static (int Pid, int Fd)? FindInTree(CheckpointContext ctx, string link)
         => ctx.Session.FirstHolderOf(link) is { } h ? (h.P.Pid, h.F.Fd) : null;
 

@@ -91,11 +91,6 @@ public sealed class UnixSocketTests(E2eEnvironment env)
     }
 
     /// <summary>
-    /// Datagram sockets connected to bound ones that are not connected back (a client of a server of the
-    /// process, a socket connected to itself, a client of a server outside the tree) connect to them again:
-    /// each sends to its peer only, the queued datagrams are there, the outside server answers.
-    /// </summary>
-    /// <summary>
     /// Sockets whose file another file took (a listener), or whose directory was removed (a datagram socket):
     /// bound again by their names where no path reaches them, the other file untouched (refused before);
     /// and datagram sockets bound to one name in turn, each with a client (the first two removed before the
@@ -120,6 +115,11 @@ public sealed class UnixSocketTests(E2eEnvironment env)
         r.AssertPassed().AssertRestoredExit0().Cleanup();
     }
 
+    /// <summary>
+    /// Datagram sockets connected to bound ones that are not connected back (a client of a server of the
+    /// process, a socket connected to itself, a client of a server outside the tree) connect to them again:
+    /// each sends to its peer only, the queued datagrams are there, the outside server answers.
+    /// </summary>
     [Fact]
     public void UnixDatagramClientsOfBoundSockets()
     {
