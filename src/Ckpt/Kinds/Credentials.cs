@@ -142,6 +142,7 @@ public sealed class Credentials : IStateKind
             // have with its own credentials: they are made now (inheriting filters put in just before), and
             // each is given the process's credentials (a thread with its own gets them later, CpuState)
             CpuState.CreateThreads(ctx);
+            PosixTimers.StandIns(ctx);
             SetIdsAndCapabilities(ctx, s);
             foreach (var t in ctx.OtherThreads)
                 if (!CpuState.HasOwnCredentials(ctx, t.Tid)) SetIdsAndCapabilities(ctx, t, s);

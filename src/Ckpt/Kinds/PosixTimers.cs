@@ -3,6 +3,7 @@ using Ckpt.Engine;
 using Ckpt.Image;
 using Ckpt.Native;
 using Ckpt.Proc;
+using Ckpt.Tracing;
 using static Ckpt.Proc.ProcTimers;
 
 namespace Ckpt.Kinds;
@@ -19,7 +20,9 @@ namespace Ckpt.Kinds;
 /// from the timer_t it is given; without it, timers are created in ascending id order from the vessel's
 /// first id, with filler timers created and deleted to skip gaps (refused if an id cannot be reached) —
 /// and armed with <c>timer_settime</c> for the time it had left (relative: the time between checkpoint
-/// and restart is not counted, and a timer armed with TIMER_ABSTIME comes back relative).
+/// and restart is not counted, and a timer armed with TIMER_ABSTIME comes back relative). A
+/// SIGEV_THREAD_ID timer whose thread has exited (it signals no one) is made for a stand-in thread with
+/// that tid, made before the credentials change (<see cref="StandIns"/>), which exits once the timers exist.
 /// CPU-time clocks are restored as they are (CLOCK_PROCESS_CPUTIME_ID and pthread_getcpuclockid clocks
 /// of the process's own threads count the CPU time used from the restart on); a CLOCK_THREAD_CPUTIME_ID
 /// timer of a multi-threaded process (/proc does not tell which thread's time it measures), a timer on
@@ -73,8 +76,8 @@ public sealed class PosixTimers : IStateKind
     /// <summary>Refuses what the restart could not rebuild faithfully.</summary>
     private static void Check(int pid, in ProcTimers.Timer t, HashSet<int> tids)
     {
-        if (t.ToThread && !tids.Contains(t.NotifyPid))
-            throw new NotCheckpointableException(pid, $"POSIX timer {t.Id} signals thread {t.NotifyPid}, which has exited (SIGEV_THREAD_ID)");
+        // (a timer that signals a thread that has exited signals no one: restart makes it for a thread
+        // with that tid that exits once the timer exists, ExitedThreads)
         if ((t.Notify & ~SIGEV_THREAD_ID) is not (SIGEV_SIGNAL or SIGEV_NONE or SIGEV_THREAD) || t.Notify == (SIGEV_NONE | SIGEV_THREAD_ID))
             throw new NotCheckpointableException(pid, $"POSIX timer {t.Id} has an unknown notification {t.Notify}");
         if (t.ClockId >= 0) return;
@@ -112,7 +115,8 @@ public sealed class PosixTimers : IStateKind
     {
         var list = ctx.State<SavedTimers>().List;
         if (list.Count == 0) return;
-        // a timer that signals a thread, or measures one's CPU time, needs that thread to exist
+        // a timer that signals a thread, or measures one's CPU time, needs that thread to exist; one that
+        // signals a thread that had exited, a thread with that tid for the moment (StandIns)
         var tids = CpuState.SavedTids(ctx).ToHashSet();
         bool needThreads = false;
         foreach (var t in list)
@@ -121,16 +125,27 @@ public sealed class PosixTimers : IStateKind
                 : t.Clock < 0 && DecodeCpuClock(t.Clock) is { PerThread: true, Pid: var c } && c != 0 ? c : ctx.Pid;
             if (thread == ctx.Pid) continue;
             if (!tids.Contains(thread))
-                throw new ImageFormatException($"POSIX timer {t.Id} of pid {ctx.Pid} names thread {thread}, which the image does not hold");
+            {
+                if ((t.Notify & SIGEV_THREAD_ID) == 0 || thread <= 0)
+                    throw new ImageFormatException($"POSIX timer {t.Id} of pid {ctx.Pid} names thread {thread}, which the image does not hold");
+                continue;
+            }
             needThreads = true;
         }
         if (needThreads) CpuState.CreateThreads(ctx);
+        var standIns = StandIns(ctx);
 
         long on = ctx.Vessel.Inject(Nr.prctl, PR_TIMER_CREATE_RESTORE_IDS, PR_TIMER_CREATE_RESTORE_IDS_ON);
         bool byId = on == 0;
         if (!byId) ctx.Log.Info($"pid {ctx.Pid}: prctl(PR_TIMER_CREATE_RESTORE_IDS): {Errors.Describe((int)-on)}; POSIX timers are created in id order");
         foreach (var t in list) Create(ctx, t, byId);
         if (byId) ctx.Inject("prctl(PR_TIMER_CREATE_RESTORE_IDS, OFF)", Nr.prctl, PR_TIMER_CREATE_RESTORE_IDS, PR_TIMER_CREATE_RESTORE_IDS_OFF);
+        // the threads standing for exited ones exit: their timers signal no one again, as they did
+        foreach (var t in standIns)
+        {
+            try { t.Inject(Nr.exit, 0); }
+            catch (TaskGoneException) { }
+        }
         // armed last, all together, so that they start as close as possible to the release
         foreach (var t in list)
         {
@@ -140,6 +155,36 @@ public sealed class PosixTimers : IStateKind
             ctx.Inject($"timer_settime({t.Id})", Nr.timer_settime, t.Id, 0, (long)a, 0);
         }
         ctx.Log.Debug($"pid {ctx.Pid}: {list.Count} POSIX timer(s) restored{(byId ? "" : " (in id order)")}");
+    }
+
+    private sealed class MadeStandIns { public List<TracedTask>? List; }
+
+    /// <summary>
+    /// A thread of the process for each tid a timer signals whose thread had exited (a SIGEV_THREAD_ID
+    /// timer outlives the thread it was made for, and signals no one then): made with that tid, traced
+    /// and stopped, for <c>timer_create</c> to accept the tid; it exits once the timers exist. Made once:
+    /// by Credentials before the process's own credentials take away the privilege clone3's set_tid needs.
+    /// </summary>
+    public static List<TracedTask> StandIns(RestoreContext ctx)
+    {
+        var state = ctx.State<MadeStandIns>();
+        if (state.List != null) return state.List;
+        var tids = CpuState.SavedTids(ctx).ToHashSet();
+        var exited = new SortedSet<int>();
+        foreach (var t in ctx.State<SavedTimers>().List)
+            if ((t.Notify & SIGEV_THREAD_ID) != 0 && t.Target > 0 && t.Target != ctx.Pid && !tids.Contains(t.Target)) exited.Add(t.Target);
+        const ulong CLONE_VM = 0x100, CLONE_FS = 0x200, CLONE_FILES = 0x400, CLONE_SIGHAND = 0x800, CLONE_THREAD = 0x10000, CLONE_SYSVSEM = 0x40000;
+        var made = state.List = new List<TracedTask>();
+        foreach (int tid in exited)
+        {
+            var args = new CloneArgs { Flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM };
+            var t = Vessel.InjectClone(ctx.Vessel, ctx.Scratch, args, tid, "thread id",
+                "stop the process that holds it (a POSIX timer of the process signals a thread of that id, which had exited)");
+            t.SyscallGadget = ctx.Trampoline;
+            made.Add(t);
+            ctx.Log.Debug($"pid {ctx.Pid}: thread {tid} stands for an exited thread a POSIX timer signals");
+        }
+        return made;
     }
 
     /// <summary>The kernel's struct sigevent (64 bytes on x86-64): value, signo, notify, then the tid.</summary>

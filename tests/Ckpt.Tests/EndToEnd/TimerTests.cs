@@ -28,6 +28,20 @@ public sealed class TimerTests(E2eEnvironment env)
         r.Cleanup();
     }
 
+    /// <summary>
+    /// A SIGEV_THREAD_ID timer whose thread has exited (deadtimer.c; zdtm's dead_thread_posix_timer): the
+    /// checkpoint refused it before; restart makes it for a thread with that tid that exits once the
+    /// timer exists, so the timer is there under its id, names that tid, keeps its interval and still
+    /// signals no one.
+    /// </summary>
+    [Fact]
+    public void TimerOfAThreadThatExited()
+    {
+        env.Program("deadtimer");
+        var r = new E2eScript(env, "deadtimer").Run(E2eScript.RoundTrip("\"$BIN/deadtimer\""));
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
     /// <summary>A checkpoint without --kill reads the timers without disturbing them.</summary>
     [Fact]
     public void CheckpointLeavesTimersRunning()
