@@ -44,7 +44,12 @@ public sealed unsafe class InetSocket : IStateKind
     private const int TCP_INFO = 11, TCP_STATE_ESTABLISHED = 1, TCP_STATE_LISTEN = 10, TCP_STATE_CLOSE = 7;
     /// <summary>Connection states rebuilt: established, or half-closed by either side or both.</summary>
     private const int TCP_FIN_WAIT1 = 4, TCP_FIN_WAIT2 = 5, TCP_CLOSE_WAIT = 8, TCP_LAST_ACK = 9, TCP_CLOSING = 11, TCP_SYN_SENT = 2, TCP_SYN_RECV = 3;
-    private const byte FinSent = 1, FinReceived = 2;
+    /// <summary>
+    /// The half-closes of a connection: our FIN sent, the peer's received, and reads shut without a FIN
+    /// (shutdown(SHUT_RD) of the program, or a connection restarted from a FIN received: ESTABLISHED or a
+    /// FIN_WAIT state with reads ended, whose receive sequence counts no FIN).
+    /// </summary>
+    private const byte FinSent = 1, FinReceived = 2, ReadsShut = 4;
     /// <summary>TCP_MAXSEG's range (TCP_MIN_MSS, MAX_TCP_WINDOW), and what the timestamp option takes of each segment.</summary>
     private const int MinUserMss = 88, MaxUserMss = 32767, TcpTimestampOptionBytes = 12;
     private const int TCP_MAXSEG = 2, TCP_REPAIR = 19, TCP_REPAIR_QUEUE = 20, TCP_QUEUE_SEQ = 21, TCP_REPAIR_OPTIONS = 22,
@@ -261,6 +266,9 @@ public sealed unsafe class InetSocket : IStateKind
     /// <summary>The UDP sockets shut down in some direction, by inode (one inet_diag dump per checkpoint).</summary>
     private sealed class UdpShutdowns { public Dictionary<uint, int>? ByInode; }
 
+    /// <summary>The TCP sockets shut down in some direction, by inode (one inet_diag dump per checkpoint).</summary>
+    private sealed class TcpShutdowns { public Dictionary<uint, int>? ByInode; }
+
     // multicast memberships: struct group_filter { u32 interface; (pad); sockaddr_storage group; u32 fmode; u32 numsrc; sockaddr_storage sources[] }
     private const int MCAST_JOIN_GROUP = 42, MCAST_MSFILTER = 48, GroupFilterHead = 144, SockaddrStorage = 128, MaxSources = 64;
 
@@ -389,6 +397,13 @@ public sealed unsafe class InetSocket : IStateKind
         // restart gives again with shutdown() once the connection is rebuilt
         byte fins = (byte)((tcpState is TCP_FIN_WAIT1 or TCP_FIN_WAIT2 or TCP_LAST_ACK or TCP_CLOSING ? FinSent : 0)
             | (tcpState is TCP_CLOSE_WAIT or TCP_LAST_ACK or TCP_CLOSING ? FinReceived : 0));
+        // reads shut with no FIN received (only inet_diag shows it)
+        if ((fins & FinReceived) == 0)
+        {
+            var shut = ctx.Session.State<TcpShutdowns>();
+            shut.ByInode ??= SocketCalls.InetShutdowns(IPPROTO_TCP);
+            if ((shut.ByInode.GetValueOrDefault((uint)FileCalls.FstatOrThrow(mine, ctx.Pid).Ino) & 1) != 0) fins |= ReadsShut;
+        }
         bool finUnacked = tcpState is TCP_FIN_WAIT1 or TCP_LAST_ACK or TCP_CLOSING;
         int copy = FileCalls.Fcntl(mine, 1030 /* F_DUPFD_CLOEXEC */, 0);
         if (copy < 0) throw SyscallException.Last("fcntl(F_DUPFD_CLOEXEC)", ctx.Pid);
@@ -1147,7 +1162,8 @@ public sealed unsafe class InetSocket : IStateKind
         byte fins = r.U8();
         uint unsent = r.AtEnd ? 0 : r.U32();
         r.End();
-        if ((fins & ~(FinSent | FinReceived)) != 0) throw new ImageFormatException($"InetSocket record at offset {rec.Offset}: FIN flags 0x{fins:x}");
+        if ((fins & ~(FinSent | FinReceived | ReadsShut)) != 0 || (fins & (FinReceived | ReadsShut)) == (FinReceived | ReadsShut))
+            throw new ImageFormatException($"InetSocket record at offset {rec.Offset}: FIN flags 0x{fins:x}");
         if (unsent > sendQueue.Length) throw new ImageFormatException($"InetSocket record at offset {rec.Offset}: {unsent} bytes not sent of a send queue of {sendQueue.Length}");
         string what = $"TCP connection {Show(local)} -> {Show(peer)}";
         int fd = (int)ctx.Inject("socket", Nr.socket, domain, SocketCalls.TypeFor(SocketCalls.SOCK_STREAM, flags), protocol);
@@ -1363,7 +1379,7 @@ public sealed unsafe class InetSocket : IStateKind
             {
                 LeaveRepair(fd, TCP_REPAIR_OFF_NO_WP, reuse, ctx.Pid, what);
                 // a half-closed connection: the peer's FIN (reads end once the queue is read)
-                if ((fins & FinReceived) != 0 && SocketCalls.Shutdown(fd, SocketCalls.SHUT_RD) != 0) throw SyscallException.Last("shutdown(SHUT_RD)", ctx.Pid, what);
+                if ((fins & (FinReceived | ReadsShut)) != 0 && SocketCalls.Shutdown(fd, SocketCalls.SHUT_RD) != 0) throw SyscallException.Last("shutdown(SHUT_RD)", ctx.Pid, what);
             }
             // the peers' packets go through again: what is sent now reaches them
             Unlock(ctx.Session);
@@ -1415,7 +1431,9 @@ public sealed unsafe class InetSocket : IStateKind
             r.U32(); r.U32(); node.Set("mss", r.I32()); r.U8(); r.U8(); r.U8(); r.I32(); r.Raw(20);
             node.Set("send_queue_bytes", r.Bytes().Length).Set("receive_queue_bytes", r.Bytes().Length);
             byte fins = r.U8();
-            if (fins != 0) node.Set("half_closed", ((fins & FinSent) != 0 ? "fin sent" : "") + (fins == (FinSent | FinReceived) ? ", " : "") + ((fins & FinReceived) != 0 ? "fin received" : ""));
+            if (fins != 0)
+                node.Set("half_closed", string.Join(", ", new[] { (FinSent, "fin sent"), (FinReceived, "fin received"), (ReadsShut, "reads shut") }
+                    .Where(x => (fins & x.Item1) != 0).Select(x => x.Item2)));
         }
         else if (type == SocketCalls.SOCK_DGRAM && !r.AtEnd)
         {

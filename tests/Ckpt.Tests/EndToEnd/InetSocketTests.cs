@@ -328,6 +328,30 @@ public sealed class InetSocketTests(E2eEnvironment env)
         r.Cleanup();
     }
 
+    /// <summary>
+    /// The same connections checkpointed and restarted twice: a connection rebuilt from a FIN received has
+    /// its reads shut without a FIN (ESTABLISHED), which the second checkpoint saves as such ("reads
+    /// shut"); before, the second restart lost it, and reading the CLOSE_WAIT end waited for ever.
+    /// </summary>
+    [Fact]
+    public void HalfClosedConnectionsTwice()
+    {
+        env.Program("tcphalf");
+        var r = new E2eScript(env, "tcphalf-twice").Run("""
+            start "$W/out" "$BIN/tcphalf"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            checkpoint_kill
+            restart_detached
+            checkpoint_kill
+            ck info "$W/img" > "$W/info.txt" || fail "ckpt info failed"
+            restart_detached
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.Contains("reads shut", r.File("info.txt"));
+        r.Cleanup();
+    }
+
     /// <summary>Raw sockets (ICMP over IPv4 and IPv6, with their filters; one connected, with a TTL): same options after the restart, and an echo request sent then gets its reply through the filter.</summary>
     [Fact]
     public void RawSockets()
