@@ -230,7 +230,7 @@ public sealed unsafe class MemoryRegion : IStateKind
             foreach (var v in ctx.Vmas)
             {
                 if (v.Path == "[vsyscall]") continue;
-                var backing = Classify(ctx.Pid, v);
+                var backing = Classify(ctx.Pid, v, ctx.Log);
                 var g = new List<(ulong Addr, int Pages)>();
                 var runs = backing is Backing.FileShared or Backing.ObjectShared or Backing.SysvShm or Backing.Vdso ? [] : PresentRuns(pagemap, v, backing, pagemapBuffer, g, allGuards != null);
                 if (allGuards != null && IsEmpty(v, backing))
@@ -441,7 +441,15 @@ public sealed unsafe class MemoryRegion : IStateKind
         if (chunk.Count > 0) chunks.Add(chunk);
     }
 
-    private static Backing Classify(int pid, VmaInfo v)
+    /// <summary>Another name, in the same directory, of a mapped regular file removed under its name but still linked; else null.</summary>
+    private static string? OtherNameOfMapped(int pid, VmaInfo v)
+    {
+        if (!FileCalls.TryStat($"/proc/{pid}/map_files/{v.Start:x}-{v.End:x}", out var st) || st.Type != StatBuf.S_IFREG || st.Nlink == 0 || st.Ino != v.Inode)
+            return null;
+        return RegularFile.OtherName(v.Path[..^10], st);
+    }
+
+    private static Backing Classify(int pid, VmaInfo v, Log log)
     {
         if (MmState.VdsoNames.Contains(v.Path)) return Backing.Vdso;
         if (v.Path.StartsWith('[') && v.Path != "[heap]" && v.Path != "[stack]" && !v.Path.StartsWith("[anon:"))
@@ -453,6 +461,15 @@ public sealed unsafe class MemoryRegion : IStateKind
         if (v.Path == "anon_inode:[io_uring]")
             throw new NotCheckpointableException(pid, $"mapping {v.Start:x}-{v.End:x} is the ring of an io_uring instance, which cannot be saved (its kernel-side positions cannot be set again); configure the program not to use io_uring");
         if (v.Inode == 0) return v.Shared ? Backing.AnonShared : Backing.AnonPrivate;
+        // a file removed under the name it is mapped by that has another name in that directory (glibc's
+        // sem_open maps a temporary name it links to the semaphore's, then removes; Python's multiprocessing
+        // keeps such semaphores): mapped again by that other name
+        if (MemoryObject.IsObjectPath(v.Path) && OtherNameOfMapped(pid, v) is { } other)
+        {
+            log.Info($"pid {pid}: mapping {v.Start:x}-{v.End:x}: {v.Path[..^10]} was removed; the file is mapped again by another of its names, {other}");
+            v.Path = other;
+            return v.Shared ? Backing.FileShared : Backing.FilePrivate;
+        }
         // memfd, shared anonymous memory ("/dev/zero (deleted)"), deleted files: saved once as memory objects
         if (MemoryObject.IsObjectPath(v.Path)) return v.Shared ? Backing.ObjectShared : Backing.ObjectPrivate;
         if (v.IsDeleted || !v.Path.StartsWith('/'))

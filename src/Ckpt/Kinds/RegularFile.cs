@@ -47,7 +47,7 @@ public sealed class RegularFile : IFileKind
     /// Another name of the file <paramref name="st"/> (a hard link) in the directory of <paramref name="removed"/>,
     /// a name it had: the entry of that directory with its device and inode, or null.
     /// </summary>
-    private static string? OtherName(string removed, in StatBuf st)
+    internal static string? OtherName(string removed, in StatBuf st)
     {
         string? dir = Path.GetDirectoryName(removed);
         if (dir == null) return null;

@@ -38,6 +38,20 @@ public sealed class ShmemTests(E2eEnvironment env)
     }
 
     /// <summary>The restored process is checkpointed and restarted again: its objects are as checkpointable as the original's.</summary>
+    /// <summary>
+    /// A POSIX named semaphore shared by a process and its child (namedsem.c): its mapping shows the
+    /// removed temporary name glibc made it under, of a file still linked by the semaphore's name; it was
+    /// refused, it is mapped again by that name (Python's multiprocessing semaphores, forkserver and spawn
+    /// start methods, are such). The two processes still share it, and it is still reached by its name.
+    /// </summary>
+    [Fact]
+    public void NamedSemaphoreSharedWithAChild()
+    {
+        env.Program("namedsem");
+        var r = new E2eScript(env, "namedsem").Run(E2eScript.RoundTrip("\"$BIN/namedsem\""));
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
     [Fact]
     public void ShmemTwiceInARow()
     {
