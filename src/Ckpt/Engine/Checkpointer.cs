@@ -615,7 +615,6 @@ public static class Checkpointer
         catch (IOException) { }
     }
 
-    /// <summary>Undoes the injection (scratch page, registers) and lets the process go, or kills it.</summary>
     /// <summary>Waits (up to about a second in all) until every process of the tree has stopped on the SIGSTOP its release left pending.</summary>
     private static void WaitStopped(CheckpointSession s, Log log)
     {
@@ -634,6 +633,7 @@ public static class Checkpointer
         }
     }
 
+    /// <summary>Undoes the injection (scratch page, registers) and lets the process go, or kills it.</summary>
     /// <param name="stop">leave it stopped: a SIGSTOP is queued while it is still held, and stops it once let go</param>
     private static void Release(CheckpointContext ctx, bool kill, Log log, bool stop = false)
     {

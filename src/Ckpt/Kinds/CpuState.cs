@@ -294,11 +294,12 @@ public sealed class CpuState : IStateKind
     /// <summary>The tids of the image's threads of this process (the leader first), as read so far.</summary>
     public static IEnumerable<int> SavedTids(RestoreContext ctx) => ctx.State<SavedThreads>().List.Select(s => s.Tid);
 
-    private static unsafe TracedTask CreateThread(RestoreContext ctx, int tid)
+    /// <summary>A thread of the vessel with tid <paramref name="tid"/>, traced and stopped; <paramref name="hint"/>: what to do when the tid is taken.</summary>
+    internal static unsafe TracedTask CreateThread(RestoreContext ctx, int tid, string hint = "stop the process that holds it")
     {
         const ulong CLONE_VM = 0x100, CLONE_FS = 0x200, CLONE_FILES = 0x400, CLONE_SIGHAND = 0x800, CLONE_THREAD = 0x10000, CLONE_SYSVSEM = 0x40000;
         var args = new CloneArgs { Flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM };
-        var t = Vessel.InjectClone(ctx.Vessel, ctx.Scratch, args, tid, "thread id", "stop the process that holds it");
+        var t = Vessel.InjectClone(ctx.Vessel, ctx.Scratch, args, tid, "thread id", hint);
         t.SyscallGadget = ctx.Trampoline;
         return t;
     }

@@ -77,7 +77,7 @@ public sealed class PosixTimers : IStateKind
     private static void Check(int pid, in ProcTimers.Timer t, HashSet<int> tids)
     {
         // (a timer that signals a thread that has exited signals no one: restart makes it for a thread
-        // with that tid that exits once the timer exists, ExitedThreads)
+        // with that tid that exits once the timer exists, StandIns)
         if ((t.Notify & ~SIGEV_THREAD_ID) is not (SIGEV_SIGNAL or SIGEV_NONE or SIGEV_THREAD) || t.Notify == (SIGEV_NONE | SIGEV_THREAD_ID))
             throw new NotCheckpointableException(pid, $"POSIX timer {t.Id} has an unknown notification {t.Notify}");
         if (t.ClockId >= 0) return;
@@ -173,15 +173,10 @@ public sealed class PosixTimers : IStateKind
         var exited = new SortedSet<int>();
         foreach (var t in ctx.State<SavedTimers>().List)
             if ((t.Notify & SIGEV_THREAD_ID) != 0 && t.Target > 0 && t.Target != ctx.Pid && !tids.Contains(t.Target)) exited.Add(t.Target);
-        const ulong CLONE_VM = 0x100, CLONE_FS = 0x200, CLONE_FILES = 0x400, CLONE_SIGHAND = 0x800, CLONE_THREAD = 0x10000, CLONE_SYSVSEM = 0x40000;
         var made = state.List = new List<TracedTask>();
         foreach (int tid in exited)
         {
-            var args = new CloneArgs { Flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM };
-            var t = Vessel.InjectClone(ctx.Vessel, ctx.Scratch, args, tid, "thread id",
-                "stop the process that holds it (a POSIX timer of the process signals a thread of that id, which had exited)");
-            t.SyscallGadget = ctx.Trampoline;
-            made.Add(t);
+            made.Add(CpuState.CreateThread(ctx, tid, "stop the process that holds it (a POSIX timer of the process signals a thread of that id, which had exited)"));
             ctx.Log.Debug($"pid {ctx.Pid}: thread {tid} stands for an exited thread a POSIX timer signals");
         }
         return made;

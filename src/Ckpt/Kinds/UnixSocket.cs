@@ -162,8 +162,8 @@ public sealed unsafe class UnixSocket : IFileKind
             path = raw.StartsWith('/') ? raw : Path.Combine(MmState.ProcLink($"/proc/{ctx.Pid}/cwd"), raw);
             // a relative name: the directory it was bound in is where its socket file is (or was, if removed)
             bool known = raw.StartsWith('/');
-            if (!known && BoundFile(ctx, f.Fd) is { } bound && bound.Path.EndsWith("/" + raw, StringComparison.Ordinal))
-                (path, known) = (bound.Path, true);
+            if (!known && BoundFile(ctx, f.Fd) is { } bound && bound.EndsWith("/" + raw, StringComparison.Ordinal))
+                (path, known) = (bound, true);
             if (!FileCalls.TryStat(path, out var fst))
             {
                 // its socket file was removed (the process unlinks it once bound, or a cleanup did):
@@ -277,11 +277,12 @@ public sealed unsafe class UnixSocket : IFileKind
         {
             // a relative name: where its socket file is (or was), else relative to the directory of a
             // holder (the tree's, or an outside one's)
-            if (ctx.Session.FirstHolderOf($"socket:[{peer}]") is { } h && BoundFile(h.P, h.F.Fd) is { } bound && bound.Path.EndsWith("/" + raw, StringComparison.Ordinal))
-                path = bound.Path;
+            var inTree = ctx.Session.FirstHolderOf($"socket:[{peer}]");
+            if (inTree is { } h && BoundFile(h.P, h.F.Fd) is { } bound && bound.EndsWith("/" + raw, StringComparison.Ordinal))
+                path = bound;
             else
             {
-                int? holder = FindInTree(ctx, $"socket:[{peer}]")?.Pid ?? OutsideHolders.FindFd(ctx.Session, $"socket:[{peer}]")?.Pid;
+                int? holder = inTree?.P.Pid ?? OutsideHolders.FindFd(ctx.Session, $"socket:[{peer}]")?.Pid;
                 if (holder == null)
                     throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to socket:[{peer}] bound to the relative name {raw}, whose directory is not known");
                 path = Path.Combine(MmState.ProcLink($"/proc/{holder}/cwd"), raw);
@@ -324,10 +325,10 @@ public sealed unsafe class UnixSocket : IFileKind
 
     /// <summary>
     /// Where the socket file of a unix socket (fd <paramref name="fd"/> of the process) bound to a path is
-    /// now (SIOCUNIXFILE: its path, " (deleted)" taken off), and whether it was removed; null if the kernel
-    /// does not tell (not bound to a path, or not allowed).
+    /// now, or was if removed (SIOCUNIXFILE: its path, " (deleted)" taken off); null if the kernel does not
+    /// tell (not bound to a path, or not allowed).
     /// </summary>
-    private static (string Path, bool Removed)? BoundFile(CheckpointContext holder, int fd)
+    private static string? BoundFile(CheckpointContext holder, int fd)
     {
         int copy = holder.GrabFd(fd);
         try
@@ -338,9 +339,7 @@ public sealed unsafe class UnixSocket : IFileKind
             {
                 string? link = FileCalls.ReadLink($"/proc/self/fd/{file}");
                 if (link == null || !link.StartsWith('/')) return null;
-                StatBuf st;
-                bool removed = link.EndsWith(" (deleted)", StringComparison.Ordinal) && FileCalls.Fstat(file, &st) == 0 && st.Nlink == 0;
-                return (removed ? link[..^" (deleted)".Length] : link, removed);
+                return link.EndsWith(" (deleted)", StringComparison.Ordinal) ? link[..^" (deleted)".Length] : link;
             }
             finally { FileCalls.Close(file); }
         }
