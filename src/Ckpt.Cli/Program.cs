@@ -20,7 +20,11 @@ public static class Program
         // frozen, see Checkpointer.Run): the command-line parsing before it, and the exit after it, took
         // seconds when the tree's many busy threads had the CPUs
         // (never put back: the process ends at that policy)
+        // first: the pages of the young objects this command is about to allocate, present at once
+        MemoryCalls.PopulateAllocationArea(1 << 20);
         if (args.Length > 0 && args[0] == "checkpoint") _ = Ckpt.Tracing.TracerThread.Unpreempted();
+        // the tracer thread, made while the command line is parsed here, sets up the signal handlers first
+        if (args.Length > 0 && args[0] is "checkpoint" or "restart") Ckpt.Tracing.TracerThread.Prestart(HandleSignals);
         var verbose = new Option<bool>("--verbose", "-v") { Description = "more detail in the log (repeat: -v -v)" };
         var logFile = new Option<string?>("--log") { Description = "write a detailed log (what was saved, phase timings) to FILE" };
 
@@ -102,8 +106,7 @@ public static class Program
         {
             if (logPath != null) logWriter = new StreamWriter(logPath, append: false, new UTF8Encoding(false));
             var log = new Log(logWriter, logWriter != null ? Math.Max(1, verbosity + 1) : 0);
-            using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
-            using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+            HandleSignals();
             // (the exception's text, with its stack trace, only for a log: making it costs ~1 ms)
             void Details(Exception e) { if (log.Enabled(0)) log.Error(e.ToString()); }
             try { return body(log); }
@@ -118,6 +121,19 @@ public static class Program
             catch (Exception e) { Details(e); return Fail($"internal error: {e.Message}", ExitCodes.Internal); }
         }
         finally { logWriter?.Dispose(); }
+    }
+
+    private static readonly object s_signalsGate = new();
+    private static PosixSignalRegistration? s_sigint, s_sigterm;
+
+    /// <summary>SIGINT and SIGTERM to <see cref="OnSignal"/> from now to the command's exit (once, from any thread).</summary>
+    private static void HandleSignals()
+    {
+        lock (s_signalsGate)
+        {
+            s_sigint ??= PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
+            s_sigterm ??= PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+        }
     }
 
     private static void OnSignal(PosixSignalContext c)

