@@ -246,9 +246,10 @@ public static class Program
         int pid;
         var progress = StderrIsTerminal ? new ProgressStream(stream, "read") : null;
         var job = detach || frozen ? null : JobControl.OfCaller(log);
+        using var relay = TerminalRelay.OfCaller(job, log);
         using (stream)
         {
-            try { pid = Restorer.Run(progress ?? stream, new RestoreOptions { Detach = detach, Frozen = frozen, HugePages = hugePages, TimeNamespace = timeNamespace, InheritFds = inherit, Spool = spool, Job = job, Cancelled = () => s_cancelled }, log); }
+            try { pid = Restorer.Run(progress ?? stream, new RestoreOptions { Detach = detach, Frozen = frozen, HugePages = hugePages, TimeNamespace = timeNamespace, InheritFds = inherit, Spool = spool, Job = job, Relay = relay, Cancelled = () => s_cancelled }, log); }
             finally { progress?.Done(); }
         }
         if (detach || frozen)
@@ -260,7 +261,8 @@ public static class Program
         // terminal, the process has it meanwhile: JobControl); a SIGTERM or SIGINT sent to ckpt from now
         // on is passed on to it
         s_waitingFor = pid;
-        return JobControl.Wait(pid, job);
+        // a root that led a session on a terminal: its new terminal is relayed to ckpt's until it ends
+        return relay is { Active: true } ? relay.Run(pid) : JobControl.Wait(pid, job);
     }
 
     private static FileStream OpenInput(string path)

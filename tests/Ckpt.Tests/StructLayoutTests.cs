@@ -37,6 +37,7 @@ public class StructLayoutTests
         #include <linux/ptrace.h>
         #include <linux/prctl.h>
         #include <sys/ioctl.h>
+        #include <poll.h>
         #include <linux/userfaultfd.h>
         #include <asm/termbits.h>   /* the kernel's struct termios (glibc's, from termios.h, is larger) */
 
@@ -129,6 +130,10 @@ public class StructLayoutTests
         [
             F("Cur", "rlim_cur"), F("Max", "rlim_max"),
         ]),
+        new(typeof(PollFd), "struct pollfd",
+        [
+            F("Fd", "fd"), F("Events", "events"), F("Revents", "revents"),
+        ]),
     ];
 
     /// <summary>Constants the engine passes to the kernel, with the C expression that defines them.</summary>
@@ -160,6 +165,32 @@ public class StructLayoutTests
         ("LflagOffset", TerminalCalls.LflagOffset, "offsetof(struct termios, c_lflag)"),
         ("ICANON", TerminalCalls.ICANON, "ICANON"),
         ("ECHO", TerminalCalls.ECHO, "ECHO"),
+        ("IflagOffset", TerminalCalls.IflagOffset, "offsetof(struct termios, c_iflag)"),
+        ("OflagOffset", TerminalCalls.OflagOffset, "offsetof(struct termios, c_oflag)"),
+        ("CflagOffset", TerminalCalls.CflagOffset, "offsetof(struct termios, c_cflag)"),
+        ("CcOffset", TerminalCalls.CcOffset, "offsetof(struct termios, c_cc)"),
+        ("VTIME", TerminalCalls.VTIME, "VTIME"),
+        ("VMIN", TerminalCalls.VMIN, "VMIN"),
+        ("IGNBRK", TerminalCalls.IGNBRK, "IGNBRK"),
+        ("BRKINT", TerminalCalls.BRKINT, "BRKINT"),
+        ("PARMRK", TerminalCalls.PARMRK, "PARMRK"),
+        ("ISTRIP", TerminalCalls.ISTRIP, "ISTRIP"),
+        ("INLCR", TerminalCalls.INLCR, "INLCR"),
+        ("IGNCR", TerminalCalls.IGNCR, "IGNCR"),
+        ("ICRNL", TerminalCalls.ICRNL, "ICRNL"),
+        ("IXON", TerminalCalls.IXON, "IXON"),
+        ("OPOST", TerminalCalls.OPOST, "OPOST"),
+        ("CSIZE", TerminalCalls.CSIZE, "CSIZE"),
+        ("CS8", TerminalCalls.CS8, "CS8"),
+        ("PARENB", TerminalCalls.PARENB, "PARENB"),
+        ("ISIG", TerminalCalls.ISIG, "ISIG"),
+        ("ECHONL", TerminalCalls.ECHONL, "ECHONL"),
+        ("IEXTEN", TerminalCalls.IEXTEN, "IEXTEN"),
+        ("POLLIN", (ulong)TerminalCalls.POLLIN, "POLLIN"),
+        ("POLLOUT", (ulong)TerminalCalls.POLLOUT, "POLLOUT"),
+        ("POLLERR", (ulong)TerminalCalls.POLLERR, "POLLERR"),
+        ("POLLHUP", (ulong)TerminalCalls.POLLHUP, "POLLHUP"),
+        ("POLLNVAL", (ulong)TerminalCalls.POLLNVAL, "POLLNVAL"),
     ];
 
     public static TheoryData<string> ConstantNames()

@@ -20,6 +20,8 @@ public sealed class RestoreOptions
     public Dictionary<int, int> InheritFds { get; init; } = new();
     /// <summary>The caller waits for the tree from the foreground of its terminal: the root's group gets that foreground as the tree is released.</summary>
     public JobControl? Job { get; init; }
+    /// <summary>The caller can relay its terminal to a new pty for a root that led a session on a terminal outside the tree (<see cref="TerminalRelay"/>).</summary>
+    public TerminalRelay? Relay { get; init; }
 }
 
 /// <summary>

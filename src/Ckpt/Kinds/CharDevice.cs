@@ -96,8 +96,16 @@ public sealed class CharDevice : IFileKind
             ctx.Log.Debug($"terminal {path}: hung up, as it was (a pty whose master is closed)");
             return;
         }
+        // a terminal a new pty stands for (TerminalRelay): opened on it, with the settings it had
+        if (IsTerminal(major, minor) && path != "/dev/tty" && ctx.Session.Options.Relay is { } relay && relay.Stands(major, minor, termios))
+        {
+            ctx.Log.Info($"terminal {path} of the image replaced by /dev/pts/{relay.Index}, the new pty that stands for it");
+            path = $"/dev/pts/{relay.Index}";
+            if (FileCalls.TryStat(path, out var t)) { major = FileCalls.MajorOf(t.Rdev); minor = FileCalls.MinorOf(t.Rdev); }
+            termios = [];
+        }
         // (the system console stays the console)
-        if (IsTerminal(major, minor) && path != "/dev/tty" && !(major == 5 && minor == 1) && OwnTerminal() is { } mine && mine != path)
+        else if (IsTerminal(major, minor) && path != "/dev/tty" && !(major == 5 && minor == 1) && OwnTerminal() is { } mine && mine != path)
         {
             ctx.Log.Info($"terminal {path} of the image replaced by {mine}, the terminal of ckpt restart");
             path = mine;

@@ -49,6 +49,11 @@ public sealed class ProcessTree : IStateKind
         foreach (var e in leaderless) p.I32(e.Pid);
         // appended: whether the root's session leader had exited (the session is made again by a helper)
         p.Bool(s.Tree[0].SessionLeaderExited);
+        // appended: session leaders whose controlling terminal is outside the tree (a restart from a
+        // terminal gives the root a new pty that stands for it: TerminalRelay)
+        var outside = Pty.OutsideCttys(s);
+        p.U32((uint)outside.Count);
+        foreach (var (pid, major, minor, tpgid) in outside) p.I32(pid).I32(major).I32(minor).I32(tpgid);
         s.Image.Write(RecordKind.Tree, p);
     }
 
@@ -111,6 +116,10 @@ public sealed class ProcessTree : IStateKind
     }
 
     private static List<TreeEntry> Read(Record rec, out List<(int Pid, int Index, int Tpgid)> cttys, out List<int> late)
+        => Read(rec, out cttys, out late, out _);
+
+    private static List<TreeEntry> Read(Record rec, out List<(int Pid, int Index, int Tpgid)> cttys, out List<int> late,
+        out List<(int Pid, int Major, int Minor, int Tpgid)> outside)
     {
         var r = rec.Reader();
         uint n = r.U32();
@@ -159,10 +168,17 @@ public sealed class ProcessTree : IStateKind
                 throw new ImageFormatException($"Tree record at offset {rec.Offset}: the root's session {list[0].Sid} is to be made again, but it is not one whose leader exited");
             list[0].SessionLeaderExited = true;
         }
+        outside = new();
+        uint no = r.AtEnd ? 0 : r.U32();
+        for (uint i = 0; i < no; i++) outside.Add((r.I32(), r.I32(), r.I32(), r.I32()));
         r.End();
+        bool Leads(int pid) => list.FirstOrDefault(e => e.Pid == pid) is { } leader && leader.Sid == pid && !leader.Zombie;
         foreach (var (pid, index, _) in cttys)
-            if (index < 0 || list.FirstOrDefault(e => e.Pid == pid) is not { } leader || leader.Sid != pid || leader.Zombie)
+            if (index < 0 || !Leads(pid))
                 throw new ImageFormatException($"Tree record at offset {rec.Offset}: pid {pid} has a controlling terminal but leads no live session");
+        foreach (var (pid, major, minor, _) in outside)
+            if (major <= 0 || minor < 0 || !Leads(pid) || cttys.Any(c => c.Pid == pid))
+                throw new ImageFormatException($"Tree record at offset {rec.Offset}: pid {pid} has a controlling terminal {major}:{minor} outside the tree but leads no live session or has another");
         var seen = new HashSet<int>();
         foreach (var e in list)
         {
@@ -179,7 +195,7 @@ public sealed class ProcessTree : IStateKind
     public static void Restore(RestoreSession s, Record rec)
     {
         if (s.Tree != null || s.Processes.Count > 0) throw new ImageFormatException($"Tree record at offset {rec.Offset} is not the first record");
-        var tree = s.Tree = Read(rec, out var cttys, out var lateList);
+        var tree = s.Tree = Read(rec, out var cttys, out var lateList, out var outside);
         foreach (int pid in lateList) s.Late[pid] = tree.First(e => e.Pid == pid);
         var fg = s.State<Pty.Foreground>().ByLeader;
         foreach (var (pid, index, tpgid) in cttys) fg[pid] = (index, tpgid);
@@ -213,6 +229,13 @@ public sealed class ProcessTree : IStateKind
             // exits (a group with a stopped member becomes orphaned); in a session of its own it waits
             rootCtx.Vessel.InjectChecked("setsid", Nr.setsid);
             if (fg.TryGetValue(root.Pid, out var rootTty)) Pty.AcquireCtty(rootCtx, rootTty.Index);
+            else if (s.Options.Relay is { } relay && !root.SessionLeaderExited && outside.FirstOrDefault(o => o.Pid == root.Pid) is { Pid: > 0 } theirs)
+            {
+                // its terminal was outside the tree: a new pty that ckpt relays to its own terminal
+                relay.Open(root.Pid, theirs.Major, theirs.Minor);
+                Pty.TakeCtty(rootCtx, relay.Index);
+                fg[root.Pid] = (relay.Index, theirs.Tpgid);
+            }
             if (root.SessionLeaderExited)
                 s.Log.Info($"the root's session {root.Sid} (whose leader had exited) cannot be made again, its id being taken here: the root leads a session of its own instead");
             else if (root.Sid != root.Pid) s.Log.Info("--frozen: the tree was given a session of its own so that it outlives ckpt while stopped");
@@ -685,7 +708,7 @@ public sealed class ProcessTree : IStateKind
     public void Describe(Record rec, InfoNode info)
     {
         var list = info.List("tree");
-        var entries = Read(rec, out _, out var late);
+        var entries = Read(rec, out var cttys, out var late, out var outside);
         foreach (var e in entries)
         {
             var n = new InfoNode().Set("pid", e.Pid).Set("ppid", e.PPid).Set("pgid", e.Pgid).Set("sid", e.Sid).Set("threads", e.Threads).Set("comm", e.Comm);
@@ -697,6 +720,10 @@ public sealed class ProcessTree : IStateKind
             if (late.Contains(e.Pid)) n.Set("forked_late", true);
             if (e.LeaderExited) n.Set("main_thread_exited", true);
             if (e.SessionLeaderExited) n.Set("session_leader_exited", true);
+            foreach (var c in cttys)
+                if (c.Pid == e.Pid) n.Set("controlling_terminal", $"/dev/pts/{c.Index} (of the tree), foreground group {c.Tpgid}");
+            foreach (var o in outside)
+                if (o.Pid == e.Pid) n.Set("controlling_terminal", $"{o.Major}:{o.Minor}{(Pty.IsSlave(o.Major) ? $" (/dev/pts/{Pty.SlaveIndex(o.Major, o.Minor)})" : "")}, outside the tree, foreground group {o.Tpgid}");
             list.Add(n);
         }
     }

@@ -12,8 +12,9 @@ namespace Ckpt.Kinds;
 /// Pseudo-terminals whose master (<c>/dev/ptmx</c>) a process of the tree holds (tmux, screen, script,
 /// expect...): the master with its pty index, termios, window size, packet mode and lock; the slaves
 /// (<c>/dev/pts/N</c>) held in the tree; the controlling terminal of each session leader whose
-/// terminal is such a pty, and its foreground process group (appended to the Tree record). A slave
-/// whose master is outside the tree is a terminal handed over by <see cref="CharDevice"/>.
+/// terminal is such a pty, and its foreground process group (appended to the Tree record), and of each
+/// leader whose terminal is another (by device, for <see cref="TerminalRelay"/>). A slave whose master is
+/// outside the tree is a terminal handed over by <see cref="CharDevice"/>.
 /// <para>
 /// Restart: a pty gets its old index by opening /dev/ptmx until that index comes (the lower ones held
 /// meanwhile): ckpt keeps a copy of each master, installed in the processes that hold it. A session
@@ -86,15 +87,33 @@ public sealed unsafe class Pty : IFileKind
     {
         var list = new List<(int, int, int)>();
         var masters = InternalMasters(s);
+        foreach (var (pid, major, minor, tpgid) in LeaderTerminals(s))
+            if (IsSlave(major) && masters.ContainsKey(SlaveIndex(major, minor))) list.Add((pid, SlaveIndex(major, minor), tpgid));
+        return list;
+    }
+
+    /// <summary>
+    /// The session leaders of the tree whose controlling terminal is not a pty of the tree (a terminal
+    /// window's, a console...): (leader, the terminal's major:minor, foreground group). Written at the end of
+    /// the Tree record: a restart from a terminal gives such a leader a new pty (<see cref="TerminalRelay"/>).
+    /// </summary>
+    public static List<(int Pid, int Major, int Minor, int Tpgid)> OutsideCttys(CheckpointSession s)
+    {
+        var masters = InternalMasters(s);
+        return LeaderTerminals(s).Where(t => !(IsSlave(t.Major) && masters.ContainsKey(SlaveIndex(t.Major, t.Minor)))).ToList();
+    }
+
+    /// <summary>Each live session leader of the tree that has a controlling terminal: its device and foreground group (/proc/PID/stat).</summary>
+    private static List<(int Pid, int Major, int Minor, int Tpgid)> LeaderTerminals(CheckpointSession s)
+    {
+        var list = new List<(int, int, int, int)>();
         foreach (var e in s.Tree)
         {
             if (e.Zombie || e.Sid != e.Pid) continue;
             var stat = ProcStat.Read(e.Pid);
             int ttyNr = int.Parse(stat.Field(7), CultureInfo.InvariantCulture), tpgid = int.Parse(stat.Field(8), CultureInfo.InvariantCulture);
             if (ttyNr == 0) continue;
-            int major = (ttyNr >> 8) & 0xfff, minor = (ttyNr & 0xff) | ((ttyNr >> 12) & 0xfff00);
-            if (!IsSlave(major) || !masters.ContainsKey(SlaveIndex(major, minor))) continue;   // another terminal: handed over
-            list.Add((e.Pid, SlaveIndex(major, minor), tpgid));
+            list.Add((e.Pid, (ttyNr >> 8) & 0xfff, (ttyNr & 0xff) | ((ttyNr >> 12) & 0xfff00), tpgid));
         }
         return list;
     }
@@ -359,6 +378,12 @@ public sealed unsafe class Pty : IFileKind
     public static void AcquireCtty(RestoreContext ctx, int index)
     {
         Make(ctx, index);
+        TakeCtty(ctx, index);
+    }
+
+    /// <summary>Session leader <paramref name="ctx"/> takes /dev/pts/<paramref name="index"/>, which exists, as its controlling terminal.</summary>
+    public static void TakeCtty(RestoreContext ctx, int index)
+    {
         int fd = ctx.OpenInVessel($"/dev/pts/{index}", FileCalls.O_RDWR | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC);
         long rc = ctx.Vessel.Inject(Nr.ioctl, fd, (long)TIOCSCTTY, 0);
         ctx.Inject("close", Nr.close, fd);

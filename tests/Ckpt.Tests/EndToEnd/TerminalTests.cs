@@ -69,6 +69,44 @@ public sealed class TerminalTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// The leader of a session on a terminal outside the tree (ctty.c, started by ptyhost as a terminal
+    /// window starts its shell), checkpointed and restarted by a `ckpt restart` that waits in the
+    /// foreground of another window. The terminal of the restart is the controlling terminal of the
+    /// caller's session already: the leader gets a new pty, relayed to it (before: no controlling terminal
+    /// at all, tcgetsid and /dev/tty failing, no job control). The program checks its session, foreground
+    /// group, /dev/tty, a child's group taking the foreground, its echo-off setting, the new window's size
+    /// with SIGWINCH, and reads the line typed into the new window; ckpt exits with its status.
+    /// </summary>
+    [Fact]
+    public void SessionLeaderGetsATerminalThroughTheRestart()
+    {
+        env.Program("ctty");
+        env.Program("ptyhost");
+        var r = new E2eScript(env, "ctty").Run("""
+            "$BIN/ptyhost" 80 24 "$W/first.txt" "$W/in1" "$BIN/ctty" </dev/null >/dev/null 2>&1 &
+            H=$!
+            wait_for "$W/first.txt" '^READY' 15 || fail "the program did not start in the first window"
+            P=$(sed -n 's/^READY pid=\([0-9]*\).*/\1/p' "$W/first.txt" | head -n 1)
+            checkpoint_kill
+            wait $H
+            ck info "$W/img" | grep -q 'outside the tree' || fail "ckpt info does not show the controlling terminal outside the tree"
+            "$BIN/ptyhost" 100 30 "$W/second.txt" "$W/in2" bash -c "\"$CKPT\" restart -i \"$W/img\" --log \"$W/rs.log\" -v; echo RESTART-STATUS: \$?" </dev/null >/dev/null 2>&1 &
+            H=$!
+            wait_for "$W/rs.log" "pid $P released" 20 || fail "no restart in the second window"
+            kill -USR1 $P
+            wait_for "$W/second.txt" '^READING' 15 || fail "the restored program did not get to its read"
+            printf 'hello\n' >> "$W/in2"
+            wait_exit $H 20; echo "HOST: $?"
+            """);
+        r.AssertScriptOk();
+        var second = r.File("second.txt");
+        Assert.True(second.Contains("PASS") && !second.Contains("FAIL") && second.Contains("RESTART-STATUS: 0"),
+            $"the program should pass its checks in the second window, and ckpt end with it{r.Diagnostics}");
+        Assert.Contains("HOST: 0", r.Stdout);
+        Assert.Contains("stands for it", r.File("rs.log"));
+    }
+
+    /// <summary>
     /// A pseudo-terminal whose master the tree holds (as tmux or script do): a child leads a session with
     /// the pty as its controlling terminal, a grandchild's group in the foreground. After the restart the
     /// pty has its old name and settings, and the grandchild, reading it, finds the same controlling
