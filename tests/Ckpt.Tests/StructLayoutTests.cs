@@ -153,6 +153,7 @@ public class StructLayoutTests
         ("TIOCGWINSZ", TerminalCalls.TIOCGWINSZ, "TIOCGWINSZ"),
         ("TIOCSWINSZ", TerminalCalls.TIOCSWINSZ, "TIOCSWINSZ"),
         ("TIOCSPGRP", TerminalCalls.TIOCSPGRP, "TIOCSPGRP"),
+        ("TIOCGPGRP", TerminalCalls.TIOCGPGRP, "TIOCGPGRP"),
         ("TIOCSCTTY", TerminalCalls.TIOCSCTTY, "TIOCSCTTY"),
         ("TIOCGPKT", TerminalCalls.TIOCGPKT, "TIOCGPKT"),
         ("TIOCPKT", TerminalCalls.TIOCPKT, "TIOCPKT"),

@@ -135,20 +135,15 @@ public sealed unsafe class TerminalRelay : IDisposable
             if (_saved != null)
                 fixed (byte* s = _saved) EventCalls.Ioctl(0, (nuint)TCSETS, s);
         }
-        while (true)
-        {
-            int r = Ptrace.WaitAny(out int st, 0);
-            if (r == -Errors.EINTR) continue;
-            if (r < 0) throw new CkptException($"lost track of pid {pid}", ExitCodes.Internal);
-            if (r == pid) return Ptrace.Exited(st) ? Ptrace.ExitCode(st) : 128 + Ptrace.TermSig(st);
-        }
+        // its status (it has ended), as a restart without a relay waits for it
+        return JobControl.Wait(pid, null);
     }
 
     /// <summary>The foreground process group of the pty's slave side, asked through its master (TIOCGPGRP).</summary>
     private static int TcGetPgrpOf(int master)
     {
         int pg = 0;
-        return EventCalls.Ioctl(master, 0x540F /* TIOCGPGRP */, &pg) == 0 ? pg : -1;
+        return EventCalls.Ioctl(master, (nuint)TIOCGPGRP, &pg) == 0 ? pg : -1;
     }
 
     /// <summary>
@@ -179,8 +174,7 @@ public sealed unsafe class TerminalRelay : IDisposable
                 // the program's output first: what it wrote before it ended comes out before the end
                 if (mi >= 0 && fds[mi].Revents != 0)
                 {
-                    if ((fds[mi].Revents & POLLIN) != 0 || (fds[mi].Revents & (POLLHUP | POLLERR)) != 0)
-                        master = Drain(b, buf.Length, output);
+                    if ((fds[mi].Revents & (POLLIN | POLLHUP | POLLERR)) != 0) master = Drain(b, buf.Length, output);
                     if (master && (fds[mi].Revents & POLLOUT) != 0 && pendingLen > 0)
                     {
                         nint w = FileCalls.Write(_master, q + pendingAt, (nuint)pendingLen);
@@ -191,13 +185,9 @@ public sealed unsafe class TerminalRelay : IDisposable
                 if (ii >= 0 && fds[ii].Revents != 0)
                 {
                     nint got = FileCalls.Read(0, q, (nuint)pending.Length);
+                    // (written to the master when it takes it: the next poll)
                     if (got > 0) { pendingAt = 0; pendingLen = (int)got; }
                     else if (got == 0 || Marshal.GetLastPInvokeError() is not (Errors.EAGAIN or Errors.EINTR)) input = false;
-                    if (pendingLen > 0 && master)
-                    {
-                        nint w = FileCalls.Write(_master, q, (nuint)pendingLen);
-                        if (w > 0) { pendingAt = (int)w; pendingLen -= (int)w; }
-                    }
                 }
                 if ((fds[pi].Revents & POLLIN) != 0)
                 {

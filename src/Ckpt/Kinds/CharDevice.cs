@@ -96,20 +96,27 @@ public sealed class CharDevice : IFileKind
             ctx.Log.Debug($"terminal {path}: hung up, as it was (a pty whose master is closed)");
             return;
         }
-        // a terminal a new pty stands for (TerminalRelay): opened on it, with the settings it had
-        if (IsTerminal(major, minor) && path != "/dev/tty" && ctx.Session.Options.Relay is { } relay && relay.Stands(major, minor, termios))
+        if (IsTerminal(major, minor) && path != "/dev/tty")
         {
-            ctx.Log.Info($"terminal {path} of the image replaced by /dev/pts/{relay.Index}, the new pty that stands for it");
-            path = $"/dev/pts/{relay.Index}";
-            if (FileCalls.TryStat(path, out var t)) { major = FileCalls.MajorOf(t.Rdev); minor = FileCalls.MinorOf(t.Rdev); }
-            termios = [];
-        }
-        // (the system console stays the console)
-        else if (IsTerminal(major, minor) && path != "/dev/tty" && !(major == 5 && minor == 1) && OwnTerminal() is { } mine && mine != path)
-        {
-            ctx.Log.Info($"terminal {path} of the image replaced by {mine}, the terminal of ckpt restart");
-            path = mine;
-            if (FileCalls.TryStat(path, out var t)) { major = FileCalls.MajorOf(t.Rdev); minor = FileCalls.MinorOf(t.Rdev); }
+            string? instead = null;
+            // a terminal a new pty stands for (TerminalRelay): opened on it, with the settings it had
+            if (ctx.Session.Options.Relay is { } relay && relay.Stands(major, minor, termios))
+            {
+                instead = $"/dev/pts/{relay.Index}";
+                ctx.Log.Info($"terminal {path} of the image replaced by {instead}, the new pty that stands for it");
+                termios = [];
+            }
+            // (the system console stays the console)
+            else if (!(major == 5 && minor == 1) && OwnTerminal() is { } mine && mine != path)
+            {
+                instead = mine;
+                ctx.Log.Info($"terminal {path} of the image replaced by {mine}, the terminal of ckpt restart");
+            }
+            if (instead != null)
+            {
+                path = instead;
+                if (FileCalls.TryStat(path, out var t)) { major = FileCalls.MajorOf(t.Rdev); minor = FileCalls.MinorOf(t.Rdev); }
+            }
         }
         // the terminal ckpt waits in the foreground of: the program's settings on it as the tree is released
         if (termios.Length > 0) ctx.Session.Options.Job?.Settings(major, minor, termios);

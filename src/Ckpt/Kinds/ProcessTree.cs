@@ -30,7 +30,7 @@ public sealed class ProcessTree : IStateKind
         foreach (var e in s.Tree)
             p.I32(e.Pid).I32(e.PPid).I32(e.Pgid).I32(e.Sid).I32(e.ExitSignal).Bool(e.Zombie).I32(e.WaitStatus).I32(e.Threads).Str(e.Comm).U32((uint)e.Shares).Bool(e.Stopped);
         // appended: session leaders whose controlling terminal is a pty of the tree
-        var cttys = Pty.Cttys(s);
+        var (cttys, outside) = Pty.Cttys(s);
         p.U32((uint)cttys.Count);
         foreach (var (pid, index, tpgid) in cttys) p.I32(pid).I32(index).I32(tpgid);
         // appended: processes stopped by job control's SIGTSTP, SIGTTIN or SIGTTOU (others: SIGSTOP)
@@ -51,7 +51,6 @@ public sealed class ProcessTree : IStateKind
         p.Bool(s.Tree[0].SessionLeaderExited);
         // appended: session leaders whose controlling terminal is outside the tree (a restart from a
         // terminal gives the root a new pty that stands for it: TerminalRelay)
-        var outside = Pty.OutsideCttys(s);
         p.U32((uint)outside.Count);
         foreach (var (pid, major, minor, tpgid) in outside) p.I32(pid).I32(major).I32(minor).I32(tpgid);
         s.Image.Write(RecordKind.Tree, p);
@@ -114,9 +113,6 @@ public sealed class ProcessTree : IStateKind
             if (same.Any(v => v.SharedKb != 0)) yield return e.Pid;
         }
     }
-
-    private static List<TreeEntry> Read(Record rec, out List<(int Pid, int Index, int Tpgid)> cttys, out List<int> late)
-        => Read(rec, out cttys, out late, out _);
 
     private static List<TreeEntry> Read(Record rec, out List<(int Pid, int Index, int Tpgid)> cttys, out List<int> late,
         out List<(int Pid, int Major, int Minor, int Tpgid)> outside)

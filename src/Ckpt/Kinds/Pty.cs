@@ -80,27 +80,20 @@ public sealed unsafe class Pty : IFileKind
     }
 
     /// <summary>
-    /// The controlling terminal of each session leader of the tree that is a pty of the tree: (leader,
-    /// pty index, foreground group). Written at the end of the Tree record.
+    /// The controlling terminal of each session leader of the tree: those that are a pty of the tree
+    /// (leader, pty index, foreground group), and the others (a terminal window's, a console...: leader,
+    /// the terminal's major:minor, foreground group; a restart from a terminal gives such a leader a new
+    /// pty, <see cref="TerminalRelay"/>). Both written in the Tree record.
     /// </summary>
-    public static List<(int Pid, int Index, int Tpgid)> Cttys(CheckpointSession s)
+    public static (List<(int Pid, int Index, int Tpgid)> Inside, List<(int Pid, int Major, int Minor, int Tpgid)> Outside) Cttys(CheckpointSession s)
     {
-        var list = new List<(int, int, int)>();
+        var inside = new List<(int, int, int)>();
+        var outside = new List<(int, int, int, int)>();
         var masters = InternalMasters(s);
         foreach (var (pid, major, minor, tpgid) in LeaderTerminals(s))
-            if (IsSlave(major) && masters.ContainsKey(SlaveIndex(major, minor))) list.Add((pid, SlaveIndex(major, minor), tpgid));
-        return list;
-    }
-
-    /// <summary>
-    /// The session leaders of the tree whose controlling terminal is not a pty of the tree (a terminal
-    /// window's, a console...): (leader, the terminal's major:minor, foreground group). Written at the end of
-    /// the Tree record: a restart from a terminal gives such a leader a new pty (<see cref="TerminalRelay"/>).
-    /// </summary>
-    public static List<(int Pid, int Major, int Minor, int Tpgid)> OutsideCttys(CheckpointSession s)
-    {
-        var masters = InternalMasters(s);
-        return LeaderTerminals(s).Where(t => !(IsSlave(t.Major) && masters.ContainsKey(SlaveIndex(t.Major, t.Minor)))).ToList();
+            if (IsSlave(major) && masters.ContainsKey(SlaveIndex(major, minor))) inside.Add((pid, SlaveIndex(major, minor), tpgid));
+            else outside.Add((pid, major, minor, tpgid));
+        return (inside, outside);
     }
 
     /// <summary>Each live session leader of the tree that has a controlling terminal: its device and foreground group (/proc/PID/stat).</summary>

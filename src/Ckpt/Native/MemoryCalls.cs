@@ -59,8 +59,7 @@ public static unsafe partial class MemoryCalls
         ulong from = (at + 4095) & ~4095UL, end = (at & ~(ulong)(region - 1)) + region;
         ulong to = Math.Min(from + (ulong)length, end);
         if (to <= from) return;
-        if (Sys.Call(Nr.mprotect, (long)from, (long)(to - from), PROT_READ | PROT_WRITE) < 0) return;
-        Sys.Call(Nr.madvise, (long)from, (long)(to - from), MADV_POPULATE_WRITE);
+        if (Sys.Call(Nr.mprotect, (long)from, (long)(to - from), PROT_READ | PROT_WRITE) == 0) PopulateWrite((byte*)from, (long)(to - from));
     }
 
     [LibraryImport("libc", EntryPoint = "process_madvise", SetLastError = true)]

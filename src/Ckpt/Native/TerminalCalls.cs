@@ -8,7 +8,7 @@ namespace Ckpt.Native;
 /// </summary>
 public static partial class TerminalCalls
 {
-    public const ulong TCGETS = 0x5401, TCSETS = 0x5402, TIOCGWINSZ = 0x5413, TIOCSWINSZ = 0x5414, TIOCSPGRP = 0x5410, TIOCSCTTY = 0x540E;
+    public const ulong TCGETS = 0x5401, TCSETS = 0x5402, TIOCGWINSZ = 0x5413, TIOCSWINSZ = 0x5414, TIOCSPGRP = 0x5410, TIOCGPGRP = 0x540F, TIOCSCTTY = 0x540E;
     /// <summary>Pseudo-terminals: packet mode, the lock and index of a pty, and a master's slave opened through it (TIOCGPTPEER).</summary>
     public const ulong TIOCGPKT = 0x80045438, TIOCPKT = 0x5420, TIOCGPTLCK = 0x80045439, TIOCSPTLCK = 0x40045431,
         TIOCGPTN = 0x80045430, TIOCGPTPEER = 0x5441;
