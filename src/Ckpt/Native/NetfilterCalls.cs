@@ -235,6 +235,7 @@ public static unsafe class NetfilterCalls
                 }
             }
         }
-        finally { FileCalls.Close(fd); }
+        // its release may wait for an RCU grace period (a table deleted: see CloseAside)
+        finally { ProcessCalls.CloseAside(fd); }
     }
 }

@@ -126,6 +126,119 @@ public static unsafe partial class ProcessCalls
         return parts.Count == 0 ? "none" : string.Join(",", parts);
     }
 
+    // long closer(clone_args *a, size_t size, int fd, clone_args *b)
+    //  0: 49 89 c8            mov r8, rcx
+    //  3: b8 b3 01 00 00      mov eax, 435 (clone3 a: CLONE_VM | CLONE_FILES | CLONE_VFORK)
+    //  8: 0f 05               syscall
+    //  a: 48 85 c0            test rax, rax
+    //  d: 74 01               je child_a
+    //  f: c3                  ret                      (parent: rax = pid of a or -errno)
+    //     child_a:
+    // 10: 41 89 d4            mov r12d, edx
+    // 13: 4c 89 c7            mov rdi, r8
+    // 16: b8 b3 01 00 00      mov eax, 435 (clone3 b: CLONE_VM, a copy of the fd table)
+    // 1b: 0f 05               syscall
+    // 1d: 48 85 c0            test rax, rax
+    // 20: 74 21               je child_b
+    // 22: 78 13               js fail_b
+    // 24: 44 89 e7            mov edi, r12d            close(fd): in the table a shares with ckpt
+    // 27: b8 03 00 00 00      mov eax, 3
+    // 2c: 0f 05               syscall
+    // 2e: 31 ff               xor edi, edi
+    // 30: b8 3c 00 00 00      mov eax, 60              exit(0)
+    // 35: 0f 05               syscall
+    //     fail_b:
+    // 37: bf 01 00 00 00      mov edi, 1
+    // 3c: b8 3c 00 00 00      mov eax, 60              exit(1)
+    // 41: 0f 05               syscall
+    //     child_b:
+    // 43: 45 85 e4            test r12d, r12d
+    // 46: 74 10               je high
+    // 48: 31 ff               xor edi, edi             close_range(0, fd - 1, 0)
+    // 4a: 41 8d 74 24 ff      lea esi, [r12 - 1]
+    // 4f: 31 d2               xor edx, edx
+    // 51: b8 b4 01 00 00      mov eax, 436
+    // 56: 0f 05               syscall
+    //     high:
+    // 58: 41 8d 7c 24 01      lea edi, [r12 + 1]       close_range(fd + 1, ~0, 0)
+    // 5d: be ff ff ff ff      mov esi, 0xffffffff
+    // 62: 31 d2               xor edx, edx
+    // 64: b8 b4 01 00 00      mov eax, 436
+    // 69: 0f 05               syscall
+    // 6b: 44 89 e7            mov edi, r12d            close(fd): the last reference
+    // 6e: b8 03 00 00 00      mov eax, 3
+    // 73: 0f 05               syscall
+    // 75: 31 ff               xor edi, edi
+    // 77: b8 3c 00 00 00      mov eax, 60              exit(0)
+    // 7c: 0f 05               syscall
+    // 7e: 0f 0b               ud2
+    private static ReadOnlySpan<byte> CloserCode =>
+    [
+        0x49, 0x89, 0xc8, 0xb8, 0xb3, 0x01, 0x00, 0x00, 0x0f, 0x05, 0x48, 0x85, 0xc0, 0x74, 0x01, 0xc3,
+        0x41, 0x89, 0xd4, 0x4c, 0x89, 0xc7, 0xb8, 0xb3, 0x01, 0x00, 0x00, 0x0f, 0x05, 0x48, 0x85, 0xc0, 0x74, 0x21, 0x78, 0x13,
+        0x44, 0x89, 0xe7, 0xb8, 0x03, 0x00, 0x00, 0x00, 0x0f, 0x05, 0x31, 0xff, 0xb8, 0x3c, 0x00, 0x00, 0x00, 0x0f, 0x05,
+        0xbf, 0x01, 0x00, 0x00, 0x00, 0xb8, 0x3c, 0x00, 0x00, 0x00, 0x0f, 0x05,
+        0x45, 0x85, 0xe4, 0x74, 0x10, 0x31, 0xff, 0x41, 0x8d, 0x74, 0x24, 0xff, 0x31, 0xd2, 0xb8, 0xb4, 0x01, 0x00, 0x00, 0x0f, 0x05,
+        0x41, 0x8d, 0x7c, 0x24, 0x01, 0xbe, 0xff, 0xff, 0xff, 0xff, 0x31, 0xd2, 0xb8, 0xb4, 0x01, 0x00, 0x00, 0x0f, 0x05,
+        0x44, 0x89, 0xe7, 0xb8, 0x03, 0x00, 0x00, 0x00, 0x0f, 0x05, 0x31, 0xff, 0xb8, 0x3c, 0x00, 0x00, 0x00, 0x0f, 0x05, 0x0f, 0x0b,
+    ];
+
+    private static nint s_closer;
+    private static readonly Lock s_closerLock = new();
+
+    /// <summary>
+    /// Closes <paramref name="fd"/> so that a release that waits holds up neither ckpt nor its exit: a
+    /// NETLINK_NETFILTER socket that deleted an nf_tables table waits in its release for nf_tables'
+    /// destroy work, an RCU grace period (12-17 ms on this machine). The last reference goes to a
+    /// process that shares ckpt's memory and runs no managed code (a few bytes of machine code): a child
+    /// <c>a</c> (clone3 CLONE_VM | CLONE_FILES | CLONE_VFORK: ckpt's calling thread waits until it exits)
+    /// makes <c>b</c> (CLONE_VM: a copy of the fd table, so a reference to the file), closes the fd in the
+    /// table it shares with ckpt and exits; <c>b</c> closes every other fd (a pipe to ckpt's caller must
+    /// see its end when ckpt exits), then this one, waits there and exits (reparented, reaped by ckpt's
+    /// subreaper or pid 1). Their stack is a page of their own, used only if a signal came to them.
+    /// Falls back to a plain close when a clone fails.
+    /// </summary>
+    public static void CloseAside(int fd)
+    {
+        nint code;
+        lock (s_closerLock)
+        {
+            if (s_closer == 0)
+            {
+                // the code page, and below it the children's stack page
+                nint p = MemoryCalls.Mmap(0, 8192, MemoryCalls.PROT_READ | MemoryCalls.PROT_WRITE,
+                    MemoryCalls.MAP_PRIVATE | MemoryCalls.MAP_ANONYMOUS, -1, 0);
+                if (p != -1)
+                {
+                    CloserCode.CopyTo(new Span<byte>((void*)(p + 4096), 4096));
+                    if (Sys.Call(Nr.mprotect, p + 4096, 4096, MemoryCalls.PROT_READ | MemoryCalls.PROT_EXEC) == 0) s_closer = p + 4096;
+                    else MemoryCalls.Munmap(p, 8192);
+                }
+            }
+            code = s_closer;
+        }
+        if (code != 0)
+        {
+            ulong stack = (ulong)(code - 4096);
+            var a = new CloneArgs { Flags = CLONE_VM | CLONE_FILES | CLONE_VFORK, ExitSignal = 17 /* SIGCHLD */, Stack = stack, StackSize = 4096 };
+            var b = new CloneArgs { Flags = CLONE_VM, ExitSignal = 17, Stack = stack, StackSize = 4096 };
+            var fn = (delegate* unmanaged<CloneArgs*, ulong, int, CloneArgs*, long>)code;
+            long pid = fn(&a, (ulong)sizeof(CloneArgs), fd, &b);
+            if (pid > 0)
+            {
+                // a has exited (CLONE_VFORK): status 0 when it closed the fd, 1 when b could not be made;
+                // reaped by another thread's wait meanwhile (a restart waiting for its children): taken as done
+                int st;
+                try { st = Ptrace.Wait((int)pid); }
+                catch (SyscallException) { return; }
+                if (Ptrace.Exited(st) && Ptrace.ExitCode(st) == 0) return;
+            }
+        }
+        FileCalls.Close(fd);
+    }
+
+    private const ulong CLONE_VM = 0x100, CLONE_FILES = 0x400, CLONE_VFORK = 0x4000;
+
     public static ulong[] SingleCpu(int cpu)
     {
         var mask = new ulong[16];
