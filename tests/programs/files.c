@@ -1,8 +1,9 @@
 /* files DIR: regular files with offsets and flags, shared descriptions (dup, F_DUPFD), close-on-exec,
- * an unlinked-while-open file, one removed under its name but linked under another, devices, a
- * directory fd, the working directory and the umask. */
+ * an unlinked-while-open file (fds and a region by three of its names), one removed under its name
+ * but linked under another, devices, a directory fd, the working directory and the umask. */
 #include "e2e.h"
 #include <dirent.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
@@ -25,6 +26,12 @@ static void snapshot(struct fdsnap *s)
 }
 
 static off_t pos(int fd) { return lseek(fd, 0, SEEK_CUR); }
+
+static int ends_with(const char *s, const char *end)
+{
+    size_t n = strlen(s), m = strlen(end);
+    return n >= m && strcmp(s + n - m, end) == 0;
+}
 
 static int count_entries(const char *dir, char *names, size_t len)
 {
@@ -79,12 +86,18 @@ int main(int argc, char **argv)
     MUST(fchmod(fu, 0664) == 0);   /* a mode the umask of whoever recreates it could change */
     MUST(pwrite(fu, gone, 100, 1 << 20) == 100);
     MUST(ftruncate(fu, (1 << 21)) == 0);   /* and a trailing hole: the size is 2 MiB */
+    /* the second description by a second name (a hard link), and a region mapping it by a third */
+    MUST(link("gone.dat", "gone2.dat") == 0 && link("gone.dat", "gone3.dat") == 0);
+    int fu_ro = open("gone2.dat", O_RDONLY | O_CLOEXEC);
+    MUST(fu_ro >= 0);
+    int fu_map = open("gone3.dat", O_RDONLY | O_CLOEXEC);
+    MUST(fu_map >= 0);
+    char *gone_map = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fu_map, 0);
+    MUST(gone_map != MAP_FAILED && close(fu_map) == 0);   /* (mmap sets the access time: before futimens) */
     struct timespec gone_times[2] = { { 1000000, 5 }, { 123456, 789 } };   /* atime, mtime of long ago */
     MUST(futimens(fu, gone_times) == 0);
-    int fu_ro = open("gone.dat", O_RDONLY | O_CLOEXEC);
-    MUST(fu_ro >= 0);
     MUST(lseek(fu, 777, SEEK_SET) == 777 && lseek(fu_ro, 888, SEEK_SET) == 888);
-    MUST(unlink("gone.dat") == 0);
+    MUST(unlink("gone.dat") == 0 && unlink("gone2.dat") == 0 && unlink("gone3.dat") == 0);
 
     /* an O_TMPFILE file: never had a name */
     int ft = open(".", O_TMPFILE | O_RDWR, 0600);
@@ -182,7 +195,16 @@ int main(int argc, char **argv)
     snprintf(lpath, sizeof lpath, "/proc/self/fd/%d", fu);
     ssize_t ll = readlink(lpath, link, sizeof link - 1);
     link[ll > 0 ? ll : 0] = 0;
-    CHECK(ll > 0 && strstr(link, " (deleted)") != NULL, "fd %d of the unlinked file links to '%s'", fu, link);
+    CHECK(ll > 0 && ends_with(link, "/gone.dat (deleted)"), "fd %d of the unlinked file links to '%s'", fu, link);
+    snprintf(lpath, sizeof lpath, "/proc/self/fd/%d", fu_ro);
+    ll = readlink(lpath, link, sizeof link - 1);
+    link[ll > 0 ? ll : 0] = 0;
+    CHECK(ll > 0 && ends_with(link, "/gone2.dat (deleted)"), "fd %d of the unlinked file, opened by its second name, links to '%s'", fu_ro, link);
+    snprintf(lpath, sizeof lpath, "/proc/self/map_files/%lx-%lx", (unsigned long)gone_map, (unsigned long)gone_map + 4096);
+    ll = readlink(lpath, link, sizeof link - 1);
+    link[ll > 0 ? ll : 0] = 0;
+    CHECK(ll > 0 && ends_with(link, "/gone3.dat (deleted)"), "the region of the unlinked file, mapped by its third name, shows '%s'", link);
+    CHECK(memcmp(gone_map, gone, 4096) == 0, "the region of the unlinked file holds other data");
     struct stat st2;
     CHECK(fstat(fu_ro, &st2) == 0 && st2.st_ino == st.st_ino && st2.st_dev == st.st_dev,
           "the two descriptions of the unlinked file are different files now (ino %lu and %lu)",

@@ -52,6 +52,8 @@ public sealed class MemoryObject : IFileKind
     {
         /// <summary>Objects written so far: (dev, ino) of the backing → objref.</summary>
         public readonly Dictionary<(ulong Dev, ulong Ino), uint> Objects = new();
+        /// <summary>The name each deleted file was saved by (its first holder's), by objref.</summary>
+        public readonly Dictionary<uint, string> Names = new();
         public NativeBuffer? Buffer;
     }
 
@@ -60,6 +62,9 @@ public sealed class MemoryObject : IFileKind
         int pid = ctx.Pid, fd = f.Fd;
         uint obj = Save(ctx, f.Link, f.Stat, $"fd {f.Fd}", () => OpenOrThrow($"/proc/{pid}/fd/{fd}", pid));
         var p = new PayloadWriter().U32(objref).U32(obj).I32(f.Flags & ~FileCalls.O_CLOEXEC).I64(f.Pos);
+        // appended: the name the description was opened by (a deleted file linked under several names
+        // shows each description's own); empty when it is the object's
+        p.Str(DeletedName(f.Link) is { } own && own != ObjectName(ctx, obj) ? own : "");
         ctx.Image.Write(RecordKind.MemoryFile, p);
     }
 
@@ -72,6 +77,29 @@ public sealed class MemoryObject : IFileKind
         int pid = ctx.Pid;
         return Save(ctx, v.Path, st, $"mapping {v.Start:x}-{v.End:x}", () => OpenOrThrow(mf, pid));
     }
+
+    /// <summary>The path of a deleted file's link or maps entry without " (deleted)"; null for the others.</summary>
+    private static string? DeletedName(string link)
+        => IsObjectPath(link) && !link.StartsWith(MemfdPrefix, StringComparison.Ordinal) && link != SharedAnonPath && link != MemoryRegion.HugetlbAnonPath
+            ? link[..^Deleted.Length] : null;
+
+    /// <summary>The names other than <paramref name="name"/> that fds and regions of the tree show for the deleted file <paramref name="st"/>.</summary>
+    private static List<string> Aliases(CheckpointSession s, in StatBuf st, string name)
+    {
+        var names = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (var p in s.Processes)
+        {
+            foreach (var f in p.OpenFiles)
+                if (f.Stat.Ino == st.Ino && f.Stat.Dev == st.Dev && DeletedName(f.Link) is { } n) names.Add(n);
+            foreach (var v in p.Vmas)
+                if (v.Inode == st.Ino && FileCalls.MakeDev(v.DevMajor, v.DevMinor) == st.Dev && DeletedName(v.Path) is { } n) names.Add(n);
+        }
+        names.Remove(name);
+        return [.. names];
+    }
+
+    private static string? ObjectName(CheckpointContext ctx, uint obj)
+        => ctx.Session.State<CheckpointState>().Names.GetValueOrDefault(obj);
 
     internal static int OpenOrThrow(string path, int pid)
     {
@@ -102,6 +130,7 @@ public sealed class MemoryObject : IFileKind
             throw new NotCheckpointableException(ctx.Pid, $"{what} ({path}) is shared with pid {outside.Pid} outside the tree ({outside.Where}); the restarted tree would no longer share it: checkpoint a tree that holds every user");
         uint objref = ctx.Files.Intern($"mem:{st.Dev}:{st.Ino}").Ref;
         state.Objects[(st.Dev, st.Ino)] = objref;
+        if (type == ObjectType.DeletedFile) state.Names[objref] = name;
         int fd = open();
         try
         {
@@ -116,6 +145,11 @@ public sealed class MemoryObject : IFileKind
             p.U8(type == ObjectType.HugetlbShared ? (byte)MemoryCalls.HugePageShift(st) : (byte)0);
             // appended: access and modification times (set again once the data are in)
             p.I64(st.AtimeSec).I64(st.AtimeNsec).I64(st.MtimeSec).I64(st.MtimeNsec);
+            // appended: the other names a deleted file's fds and regions in the tree show (it was linked
+            // under several, each opened or mapped by its own, then all removed)
+            var aliases = type == ObjectType.DeletedFile ? Aliases(ctx.Session, st, name) : [];
+            p.U32((uint)aliases.Count);
+            foreach (var a in aliases) p.Str(a);
             ctx.Image.Write(RecordKind.MemoryObject, p);
             // hugetlbfs shows every byte as data (no SEEK_HOLE): its untouched pages read as zeros, not saved
             SaveData(ctx, RecordKind.MemoryObjectData, objref, fd, st.Size, path, skipZeros: type == ObjectType.HugetlbShared);
@@ -179,6 +213,8 @@ public sealed class MemoryObject : IFileKind
         public long MappedLength;
         /// <summary>Access and modification times (sec, nsec each), set once the data are in; null in older images.</summary>
         public long[]? Times;
+        /// <summary>A deleted file: ckpt's read-only fd of it opened by each of its names (<see cref="GiveNames"/>).</summary>
+        public readonly Dictionary<string, int> Named = new(StringComparer.Ordinal);
     }
 
     private sealed class RestoreState
@@ -222,8 +258,10 @@ public sealed class MemoryObject : IFileKind
             case RecordKind.MemoryFile:
             {
                 uint obj = r.U32(); int flags = r.I32(); long pos = r.I64();
+                string? own = r.AtEnd ? null : r.Str();
                 r.End();
-                int fd = GiveMemfd(ctx, obj, flags) ?? OpenInVessel(ctx, obj, FileCalls.ReopenFlags(flags) | FileCalls.O_CLOEXEC, $"fd description {objref}");
+                int fd = GiveMemfd(ctx, obj, flags)
+                    ?? OpenInVessel(ctx, obj, FileCalls.ReopenFlags(flags) | FileCalls.O_CLOEXEC, $"fd description {objref}", own is null or "" ? null : own);
                 if (pos != 0) ctx.Inject("lseek", Nr.lseek, fd, pos, FileCalls.SEEK_SET);
                 ctx.Files.SetRestored(objref, fd);
                 return;
@@ -233,6 +271,8 @@ public sealed class MemoryObject : IFileKind
         string name = r.Str(); long size = r.I64(); uint mode = r.U32(), uid = r.U32(), gid = r.U32(), seals = r.U32();
         int hugeShift = r.AtEnd ? 0 : r.U8();
         long[]? times = r.AtEnd ? null : [r.I64(), r.I64(), r.I64(), r.I64()];
+        var aliases = new string[r.AtEnd ? 0 : r.U32()];
+        for (int i = 0; i < aliases.Length; i++) aliases[i] = r.Str();
         r.End();
         if (type == ObjectType.HugetlbShared && hugeShift is < 13 or > 40)
             throw new ImageFormatException($"MemoryObject record at offset {rec.Offset}: huge pages of 2^{hugeShift} bytes");
@@ -247,13 +287,14 @@ public sealed class MemoryObject : IFileKind
             ObjectType.DeletedFile => CreateDeletedFile(name),
             _ => throw new ImageFormatException($"MemoryObject record at offset {rec.Offset} has unknown type {(int)type}"),
         };
-        st.Objects[objref] = new Restored { Type = type, Name = name, Master = master, Seals = seals, Mapped = mapped, MappedLength = mapped != 0 ? size : 0, Times = times };
-        if (type == ObjectType.DeletedFile && !st.DeletedFiles.ContainsKey(name))
+        var made = new Restored { Type = type, Name = name, Master = master, Seals = seals, Mapped = mapped, MappedLength = mapped != 0 ? size : 0, Times = times };
+        st.Objects[objref] = made;
+        if (type == ObjectType.DeletedFile)
         {
-            // read-only: an executable cannot be set while a description writes to it (ETXTBSY, reported as EACCES)
-            int keep = FileCalls.Open($"/proc/self/fd/{master}", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
-            if (keep < 0) throw SyscallException.Last("open", 0, $"memory object {name}");
-            st.DeletedFiles[name] = ctx.Session.Own(keep);
+            GiveNames(ctx.Session, made, [name, .. aliases]);
+            // an executable is set through the file opened by its name
+            if (!st.DeletedFiles.ContainsKey(name))
+                st.DeletedFiles[name] = made.Named.TryGetValue(name, out int k) ? k : ctx.Session.Own(OpenOrThrow($"/proc/self/fd/{master}", 0));
         }
         if (type is not (ObjectType.SharedAnon or ObjectType.HugetlbShared))
         {
@@ -302,28 +343,70 @@ public sealed class MemoryObject : IFileKind
     }
 
     /// <summary>
-    /// A new file under the saved name (so that maps and fd links show "PATH (deleted)" as before),
-    /// unlinked at once; an O_TMPFILE file in its directory (or /tmp) when the name is taken.
+    /// The file of a deleted file: an O_TMPFILE file in its directory, which is then given its names
+    /// (<see cref="GiveNames"/>: maps and fd links show "PATH (deleted)" by the name each had, a file deleted
+    /// under several names shows each); where the file system has no O_TMPFILE, a new file under the
+    /// saved name, unlinked at once (every open shows that name); in /tmp when its directory is gone.
     /// </summary>
     private static int CreateDeletedFile(string path)
     {
-        int fd = FileCalls.Open(path, FileCalls.O_RDWR | FileCalls.O_CREAT | FileCalls.O_EXCL | FileCalls.O_CLOEXEC, 0600);
+        string dir = Path.GetDirectoryName(path) is { Length: > 0 } d && Directory.Exists(d) ? d : "/tmp";
+        int fd = FileCalls.Open(dir, FileCalls.O_TMPFILE | FileCalls.O_RDWR | FileCalls.O_CLOEXEC, 0600);
+        if (fd >= 0) return fd;
+        fd = FileCalls.Open(path, FileCalls.O_RDWR | FileCalls.O_CREAT | FileCalls.O_EXCL | FileCalls.O_CLOEXEC, 0600);
         if (fd >= 0)
         {
             if (FileCalls.Unlink(path) != 0) { FileCalls.Close(fd); throw SyscallException.Last("unlink", 0, path); }
             return fd;
         }
-        string dir = Path.GetDirectoryName(path) is { Length: > 0 } d && Directory.Exists(d) ? d : "/tmp";
-        fd = FileCalls.Open(dir, FileCalls.O_TMPFILE | FileCalls.O_RDWR | FileCalls.O_CLOEXEC, 0600);
-        if (fd < 0 && dir != "/tmp") fd = FileCalls.Open("/tmp", FileCalls.O_TMPFILE | FileCalls.O_RDWR | FileCalls.O_CLOEXEC, 0600);
+        if (dir != "/tmp") fd = FileCalls.Open("/tmp", FileCalls.O_TMPFILE | FileCalls.O_RDWR | FileCalls.O_CLOEXEC, 0600);
         if (fd < 0) throw new CkptException($"restart: cannot recreate the deleted file {path}: {Errors.Describe(System.Runtime.InteropServices.Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
         return fd;
     }
 
-    /// <summary>Opens memory object <paramref name="obj"/> in the vessel (to map it, or as an fd); returns the vessel's fd.</summary>
-    public static int OpenInVessel(RestoreContext ctx, uint obj, int flags, string what)
+    /// <summary>
+    /// Gives the deleted file <paramref name="o"/> its names: it is linked under each (an O_TMPFILE file can
+    /// be linked once: by the first name that is free, the others from that one), opened there by ckpt
+    /// (read-only: an executable cannot be set while a description writes to it) and unlinked at once, so
+    /// that what is opened through one of those fds shows "NAME (deleted)". A name another file has now
+    /// is left out (opened through the master instead), as are all of them where the file system has no
+    /// O_TMPFILE (the master was made under the first name).
+    /// </summary>
+    private static void GiveNames(RestoreSession s, Restored o, string[] names)
+    {
+        string? anchor = null;
+        var linked = new List<string>();
+        try
+        {
+            foreach (var n in names)
+            {
+                bool ok = anchor == null
+                    ? FileCalls.Linkat(FileCalls.AT_FDCWD, $"/proc/self/fd/{o.Master}", FileCalls.AT_FDCWD, n, FileCalls.AT_SYMLINK_FOLLOW) == 0
+                    : FileCalls.Link(anchor, n) == 0;
+                if (!ok) continue;
+                anchor ??= n;
+                linked.Add(n);
+                int fd = FileCalls.Open(n, FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
+                if (fd < 0) throw SyscallException.Last("open", 0, $"deleted file {n}");
+                o.Named[n] = s.Own(fd);
+            }
+        }
+        finally
+        {
+            foreach (var n in linked) FileCalls.Unlink(n);
+        }
+    }
+
+    /// <summary>
+    /// Opens memory object <paramref name="obj"/> in the vessel (to map it, or as an fd); returns the vessel's
+    /// fd. A deleted file is opened by <paramref name="name"/> (the path its region or fd showed, without
+    /// " (deleted)"; null: the object's) where it could be given that name.
+    /// </summary>
+    public static int OpenInVessel(RestoreContext ctx, uint obj, int flags, string what, string? name = null)
     {
         var o = Find(ctx, obj, what);
+        if (o.Type == ObjectType.DeletedFile && o.Named.TryGetValue(name ?? o.Name, out int named))
+            return ctx.OpenInVessel($"/proc/{Environment.ProcessId}/fd/{named}", flags);
         ApplyEarlySeals(o);
         // a memfd mapped for writing: through the description memfd_create made (one opened again through
         // /proc would count as a writer as long as the mapping holds it: exec of the memfd, ETXTBSY)

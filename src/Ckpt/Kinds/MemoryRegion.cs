@@ -1236,7 +1236,9 @@ public sealed unsafe class MemoryRegion : IStateKind
             case Backing.ObjectPrivate:
                 bool shared = b == Backing.ObjectShared;
                 bool write = shared && ((prot & MemoryCalls.PROT_WRITE) != 0 || mayWrite);
-                fd = MemoryObject.OpenInVessel(ctx, obj, (write ? FileCalls.O_RDWR : FileCalls.O_RDONLY) | FileCalls.O_CLOEXEC, $"mapping {start:x}-{end:x}");
+                // a deleted file by the name this region showed (it may have been deleted under several)
+                fd = MemoryObject.OpenInVessel(ctx, obj, (write ? FileCalls.O_RDWR : FileCalls.O_RDONLY) | FileCalls.O_CLOEXEC, $"mapping {start:x}-{end:x}",
+                    path.EndsWith(" (deleted)", StringComparison.Ordinal) ? path[..^10] : null);
                 flags |= shared ? MemoryCalls.MAP_SHARED : MemoryCalls.MAP_PRIVATE;
                 break;
             case Backing.SysvShm: break;

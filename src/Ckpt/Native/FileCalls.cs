@@ -161,6 +161,12 @@ public static unsafe partial class FileCalls
     [LibraryImport("libc", EntryPoint = "link", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int Link(string existing, string path);
 
+    /// <summary>linkat(2); with <see cref="AT_SYMLINK_FOLLOW"/>, <paramref name="existing"/> may be a /proc fd link (of an O_TMPFILE file: a name for it).</summary>
+    [LibraryImport("libc", EntryPoint = "linkat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Linkat(int olddirfd, string existing, int newdirfd, string path, int flags);
+
+    public const int AT_SYMLINK_FOLLOW = 0x400;
+
     /// <summary>The target of a symbolic link (a /proc magic link: fd, exe, cwd...), or null (errno set).</summary>
     public static string? ReadLink(string path)
     {
