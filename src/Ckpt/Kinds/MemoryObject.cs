@@ -79,7 +79,7 @@ public sealed class MemoryObject : IFileKind
     }
 
     /// <summary>The path of a deleted file's link or maps entry without " (deleted)"; null for the others.</summary>
-    private static string? DeletedName(string link)
+    internal static string? DeletedName(string link)
         => IsObjectPath(link) && !link.StartsWith(MemfdPrefix, StringComparison.Ordinal) && link != SharedAnonPath && link != MemoryRegion.HugetlbAnonPath
             ? link[..^Deleted.Length] : null;
 

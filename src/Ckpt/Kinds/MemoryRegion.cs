@@ -1238,7 +1238,7 @@ public sealed unsafe class MemoryRegion : IStateKind
                 bool write = shared && ((prot & MemoryCalls.PROT_WRITE) != 0 || mayWrite);
                 // a deleted file by the name this region showed (it may have been deleted under several)
                 fd = MemoryObject.OpenInVessel(ctx, obj, (write ? FileCalls.O_RDWR : FileCalls.O_RDONLY) | FileCalls.O_CLOEXEC, $"mapping {start:x}-{end:x}",
-                    path.EndsWith(" (deleted)", StringComparison.Ordinal) ? path[..^10] : null);
+                    MemoryObject.DeletedName(path));
                 flags |= shared ? MemoryCalls.MAP_SHARED : MemoryCalls.MAP_PRIVATE;
                 break;
             case Backing.SysvShm: break;
