@@ -2,7 +2,8 @@
  * blocking), and closes the master: the kernel hangs the slave up (a job left behind by a closed
  * terminal window or ssh session has such stdio). Prints "HUNG /dev/pts/N" and READY; after SIGUSR1 it
  * checks that both are still hung up (reads give end of file, writes EIO: not a live terminal, even if
- * another pty has that index now), terminals by major, the second still non-blocking. */
+ * another pty has that index now), terminals by major, the second still non-blocking, both still of one
+ * terminal (same device, same "/dev/pts/N (deleted)" link). */
 #include "e2e.h"
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -42,5 +43,15 @@ int main(void)
     e2e_wait_usr1();
     check_hung(s1, "slave", 0);
     check_hung(s2, "second slave", 1);
+    /* still two descriptions of one terminal: the same device, the same name */
+    struct stat a, b;
+    CHECK(fstat(s1, &a) == 0 && fstat(s2, &b) == 0 && a.st_rdev == b.st_rdev,
+          "the two slaves are of different terminals now (%u:%u and %u:%u)", major(a.st_rdev), minor(a.st_rdev), major(b.st_rdev), minor(b.st_rdev));
+    char l1[128] = "", l2[128] = "", p[64];
+    snprintf(p, sizeof p, "/proc/self/fd/%d", s1);
+    ssize_t n1 = readlink(p, l1, sizeof l1 - 1);
+    snprintf(p, sizeof p, "/proc/self/fd/%d", s2);
+    ssize_t n2 = readlink(p, l2, sizeof l2 - 1);
+    CHECK(n1 > 0 && n1 == n2 && strcmp(l1, l2) == 0 && strstr(l1, " (deleted)") != NULL, "the slaves link to '%s' and '%s'", l1, l2);
     return e2e_finish();
 }

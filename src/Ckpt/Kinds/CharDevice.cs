@@ -92,7 +92,7 @@ public sealed class CharDevice : IFileKind
         if (hungUp)
         {
             if (!IsTerminal(major, minor)) throw new ImageFormatException($"CharDevice record at offset {rec.Offset}: device {major}:{minor} hung up, but it is not a terminal");
-            Placed(ctx, objref, HungUpTerminal(ctx, openFlags), 0);
+            Placed(ctx, objref, HungUpTerminal(ctx, openFlags, major, minor), 0);
             ctx.Log.Debug($"terminal {path}: hung up, as it was (a pty whose master is closed)");
             return;
         }
@@ -158,22 +158,42 @@ public sealed class CharDevice : IFileKind
     /// with <paramref name="openFlags"/>), whose master is then closed: the kernel hangs the slave up as it did the
     /// original (reads give end of file, writes and most ioctls EIO; its node is gone).
     /// </summary>
-    private static unsafe int HungUpTerminal(RestoreContext ctx, int openFlags)
+    private static unsafe int HungUpTerminal(RestoreContext ctx, int openFlags, int major, int minor)
     {
-        int master = FileCalls.Open("/dev/ptmx", FileCalls.O_RDWR | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC, 0);
-        if (master < 0) throw SyscallException.Last("open /dev/ptmx (for a hung-up terminal)", ctx.Pid);
-        int slave;
-        try
+        // a pty's slave gets the index it had when that is free here (its fd links show "/dev/pts/N
+        // (deleted)"): /dev/ptmx is opened until that index comes, the lower ones held meanwhile; the
+        // lowest free above it when it is taken. Its master is kept until every description of the
+        // image is made, so that the slaves of one pty are slaves of one pty again (Finish closes it)
+        int want = Pty.IsSlave(major) ? Pty.SlaveIndex(major, minor) : -1;
+        var masters = ctx.Session.State<HungUpPtys>().Masters;
+        if (want < 0 || !masters.TryGetValue(want, out int master))
         {
-            int unlock = 0;
-            if (EventCalls.Ioctl(master, (nuint)TIOCSPTLCK, &unlock) != 0) throw SyscallException.Last("ioctl(TIOCSPTLCK)", ctx.Pid);
-            slave = EventCalls.Ioctl(master, (nuint)TIOCGPTPEER, (void*)(nint)openFlags);
-            if (slave < 0) throw SyscallException.Last("ioctl(TIOCGPTPEER)", ctx.Pid);
+            var held = new List<int>();
+            master = -1;
+            try
+            {
+                while (true)
+                {
+                    if (master >= 0) held.Add(master);
+                    master = FileCalls.Open("/dev/ptmx", FileCalls.O_RDWR | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC, 0);
+                    if (master < 0) throw SyscallException.Last("open /dev/ptmx (for a hung-up terminal)", ctx.Pid);
+                    if (want < 0 || held.Count >= 4096 || Pty.Index(master, ctx.Pid, "/dev/ptmx") >= want) break;
+                }
+                int unlock = 0;
+                if (EventCalls.Ioctl(master, (nuint)TIOCSPTLCK, &unlock) != 0) throw SyscallException.Last("ioctl(TIOCSPTLCK)", ctx.Pid);
+            }
+            catch { if (master >= 0) FileCalls.Close(master); throw; }
+            finally { foreach (int fd in held) FileCalls.Close(fd); }
+            masters[want < 0 ? --ctx.Session.State<HungUpPtys>().Other : want] = master;
         }
-        finally { FileCalls.Close(master); }
+        int slave = EventCalls.Ioctl(master, (nuint)TIOCGPTPEER, (void*)(nint)openFlags);
+        if (slave < 0) throw SyscallException.Last("ioctl(TIOCGPTPEER)", ctx.Pid);
         try { return ctx.Install(slave); }
         finally { FileCalls.Close(slave); }
     }
+
+    /// <summary>The masters of the ptys made for hung-up terminals, by the index their slaves had (terminals that were no pty: negative keys).</summary>
+    private sealed class HungUpPtys { public readonly Dictionary<int, int> Masters = new(); public int Other; }
 
     private static void Placed(RestoreContext ctx, uint objref, int fd, long pos)
     {
@@ -210,7 +230,13 @@ public sealed class CharDevice : IFileKind
         return null;
     }
 
-    public void Finish(RestoreContext ctx) { }
+    /// <summary>The masters kept for hung-up terminals are closed: their slaves in the processes hang up, as they were.</summary>
+    public void Finish(RestoreContext ctx)
+    {
+        if (ctx.Session.Existing<HungUpPtys>() is not { } h) return;
+        foreach (int m in h.Masters.Values) FileCalls.Close(m);
+        h.Masters.Clear();
+    }
 
     public void Describe(Record rec, InfoNode info)
     {

@@ -45,7 +45,7 @@ public sealed unsafe class Pty : IFileKind
         => f.Stat.Type == StatBuf.S_IFCHR && FileCalls.MajorOf(f.Stat.Rdev) == 5 && FileCalls.MinorOf(f.Stat.Rdev) == 2;
 
     /// <summary>The pty number N (of /dev/pts/N) of a master fd of ckpt (TIOCGPTN).</summary>
-    private static int Index(int master, int pid, string what)
+    internal static int Index(int master, int pid, string what)
     {
         int n = 0;
         if (EventCalls.Ioctl(master, (nuint)TIOCGPTN, &n) != 0) throw SyscallException.Last("ioctl(TIOCGPTN)", pid, what);
