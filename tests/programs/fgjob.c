@@ -48,6 +48,8 @@ int main(void)
     MUST(kill(0, SIGTSTP) == 0);
     say("CONTINUED");
     CHECK(tcgetpgrp(0) == getpgrp(), "after fg, the foreground group of its terminal is %d, not its own %d", (int)tcgetpgrp(0), (int)getpgrp());
+    MUST(tcgetattr(0, &now) == 0);
+    CHECK((now.c_lflag & (ICANON | ECHO)) == 0, "after fg, the terminal's settings are not the program's: lflag 0x%x", (unsigned)now.c_lflag);
     CHECK(tcsetattr(0, TCSANOW, &t) == 0, "tcsetattr after fg: %s", strerror(errno));
     return e2e_finish();
 }

@@ -21,7 +21,7 @@ namespace Ckpt.Engine;
 /// </summary>
 public sealed unsafe class JobControl
 {
-    private const int SIGTTIN = 21, SIGTTOU = 22, SIGWINCH = 28, SIG_BLOCK = 0, SIG_SETMASK = 2, WUNTRACED = 2;
+    private const int SIGCONT = 18, SIGTTIN = 21, SIGTTOU = 22, SIGWINCH = 28, SIG_BLOCK = 0, SIG_SETMASK = 2, WUNTRACED = 2;
     private readonly int _fd;        // ckpt's fd on its controlling terminal
     private readonly int _own;       // ckpt's process group
     private readonly Log _log;
@@ -118,6 +118,32 @@ public sealed unsafe class JobControl
     }
 
     /// <summary>
+    /// Stops ckpt's process group with <paramref name="sig"/>, as the terminal would have done, and returns
+    /// once ckpt was continued. The other processes of the group (a <c>tee</c> ckpt's output goes through)
+    /// are sent it first; ckpt sends it to this thread (tgkill), which stops on its way back from the call:
+    /// sent to the whole group, the signal could be taken by another thread of ckpt and this one go on
+    /// before the stop, handing the terminal and SIGCONT to the root's group while ckpt was not stopped yet.
+    /// </summary>
+    private void StopOwnGroup(int sig)
+    {
+        // .NET's handler of SIGCONT (installed with its signal handling) sets the terminal back to the
+        // settings it found when ckpt started, from the foreground over the program's, and from the
+        // background under a SIGTTOU handler of its own whose removal races with the SIGTTOU that the
+        // kernel sends the group: ckpt stopped again once the root had the terminal. ckpt wants nothing
+        // done on SIGCONT: its default action (continue) only
+        KernelSigaction dfl = default;
+        Sys.Call(Nr.rt_sigaction, SIGCONT, (long)&dfl, 0, 8);
+        int self = ProcessCalls.GetPid();
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out int pid) || pid == self) continue;
+            try { if (Proc.ProcStat.Read(pid).Pgrp == _own) ProcessCalls.Kill(pid, sig); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException) { }
+        }
+        Sys.Call(Nr.tgkill, self, ProcessCalls.GetTid(), sig);
+    }
+
+    /// <summary>
     /// The root stopped: ckpt stops the same way, terminal back first; once continued, the root's group too.
     /// A stop for reading or setting the terminal from the background (SIGTTIN, SIGTTOU) once ckpt's group
     /// has the foreground again (the shell's <c>fg</c> after a <c>bg</c>) hands it the terminal instead.
@@ -129,7 +155,7 @@ public sealed unsafe class JobControl
         {
             _log.Info($"process group {_job} stopped (signal {sig}): ckpt stops too");
             TakeBack();
-            ProcessCalls.Kill(0, sig);   // ckpt's group, as the terminal would have done: ckpt stops here
+            StopOwnGroup(sig);
         }
         if (TerminalCalls.TcGetPgrp(_fd) == _own && TerminalCalls.TcSetPgrp(_fd, _job) != 0)
             _log.Info($"the terminal's foreground not given back to process group {_job}");
