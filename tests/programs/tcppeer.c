@@ -8,13 +8,15 @@
  * down) and exits 1.
  * "slowserver" and "burst PORT SECONDS": a server slower to accept than its clients connect (see below).
  * "server PORT" listens on that port; "connecting PORT": see connecting(); "pusher" and "sink PORT
- * SECONDS": see pusher(). */
+ * SECONDS": see pusher(); "corked ROUNDS" and "collector PORT ROUNDS": see corked(). */
 #include "e2e.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <poll.h>
+#include <netinet/tcp.h>
+#include <sys/ioctl.h>
 
 static int read_line(int fd, char *b, int max)
 {
@@ -230,6 +232,104 @@ static int sink(int port, double seconds)
     return 0;
 }
 
+/* "corked ROUNDS": a server (prints "PORT n") with a child writing to 1 GiB of memory (its pages make the
+ * checkpoint of the tree last well over 200 ms after this process's connection was read). Each round it
+ * corks the connection to its one client (TCP_CORK), writes CORK_CHUNK bytes, less than a segment (held
+ * back: not sent), prints "CORKED r", and waits for SIGUSR1; then uncorks (they go out). After the last
+ * round it closes the connection and exits 0 once its child ended.
+ * The kernel sends corked bytes by itself 200 ms after they were written (the timer that also sends
+ * window probes), whether the process runs, is frozen or is being checkpointed.
+ * "collector PORT ROUNDS": connects and reads nothing until told: at each SIGUSR1, prints "RECEIVED r n",
+ * the bytes that came so far (FIONREAD); after ROUNDS of them reads to the end, checks every byte and
+ * prints "COLLECTED OK n" (exit 0) or "COLLECTED ERROR ..." (exit 1). */
+#define CORK_CHUNK 1000
+static unsigned char corked_byte(long i) { return (unsigned char)(i * 13 % 241); }
+
+static int corked(int rounds)
+{
+    e2e_init();
+    e2e_block_usr1(1);
+    int ready[2];
+    MUST(pipe(ready) == 0);
+    pid_t kid = fork();
+    MUST(kid >= 0);
+    if (kid == 0) {
+        /* every page written again and again (a restarted tree's checkpoint copies them all too); the
+         * parent goes on once each was written */
+        size_t n = 1ul << 30;
+        char *m = malloc(n);
+        MUST(m != NULL);
+        close(ready[0]);
+        e2e_block_usr1(0);
+        for (char v = 1; !e2e_go; v++) {
+            for (size_t i = 0; i < n; i += 4096) m[i] = v;
+            if (ready[1] >= 0) { MUST(write(ready[1], "", 1) == 1); close(ready[1]); ready[1] = -1; }
+            usleep(20000);
+        }
+        _exit(0);
+    }
+    e2e_block_usr1(0);
+    close(ready[1]);
+    char one;
+    MUST(read(ready[0], &one, 1) == 1);
+    close(ready[0]);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t l = sizeof a;
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    MUST(s >= 0 && bind(s, (struct sockaddr *)&a, sizeof a) == 0 && listen(s, 1) == 0);
+    MUST(getsockname(s, (struct sockaddr *)&a, &l) == 0);
+    say("PORT %d", ntohs(a.sin_port));
+    int c = accept(s, NULL, NULL);
+    MUST(c >= 0);
+    unsigned char b[CORK_CHUNK];
+    long sent = 0;
+    for (int r = 1; r <= rounds; r++) {
+        int on = 1, off = 0;
+        MUST(setsockopt(c, IPPROTO_TCP, TCP_CORK, &on, sizeof on) == 0);
+        for (int i = 0; i < CORK_CHUNK; i++) b[i] = corked_byte(sent + i);
+        CHECK(write(c, b, sizeof b) == (ssize_t)sizeof b, "write: %s", strerror(errno));
+        sent += CORK_CHUNK;
+        say("CORKED %d", r);
+        e2e_wait_usr1();
+        e2e_go = 0;
+        CHECK(setsockopt(c, IPPROTO_TCP, TCP_CORK, &off, sizeof off) == 0, "uncork: %s", strerror(errno));
+    }
+    close(c);
+    kill(kid, SIGUSR1);
+    e2e_child_verdict(kid, "the child holding memory");
+    return e2e_finish();
+}
+
+static int collector(int port, int rounds)
+{
+    e2e_init();
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) != 0) { say("COLLECTED ERROR connect: %s", strerror(errno)); return 1; }
+    for (int r = 1; r <= rounds; r++) {
+        e2e_wait_usr1();
+        e2e_go = 0;
+        int n = -1;
+        MUST(ioctl(s, FIONREAD, &n) == 0);
+        say("RECEIVED %d %d", r, n);
+    }
+    static unsigned char b[1 << 16];
+    long n = 0;
+    for (;;) {
+        struct pollfd p = { s, POLLIN, 0 };
+        if (poll(&p, 1, 15000) != 1) { say("COLLECTED ERROR nothing more after %ld bytes for 15 s", n); return 1; }
+        ssize_t k = read(s, b, sizeof b);
+        if (k < 0) { say("COLLECTED ERROR read after %ld bytes: %s", n, strerror(errno)); return 1; }
+        if (k == 0) break;
+        for (ssize_t i = 0; i < k; i++)
+            if (b[i] != corked_byte(n + i)) { say("COLLECTED ERROR byte %ld is %d", n + i, b[i]); return 1; }
+        n += k;
+    }
+    if (n != (long)rounds * CORK_CHUNK) { say("COLLECTED ERROR %ld bytes, not %d", n, rounds * CORK_CHUNK); return 1; }
+    say("COLLECTED OK %ld", n);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "server") == 0) return server(argc > 2 ? atoi(argv[2]) : 0);
@@ -237,6 +337,8 @@ int main(int argc, char **argv)
     if (argc > 1 && strcmp(argv[1], "slowserver") == 0) return slowserver();
     if (argc > 1 && strcmp(argv[1], "pusher") == 0) return pusher();
     if (argc > 3 && strcmp(argv[1], "sink") == 0) return sink(atoi(argv[2]), atof(argv[3]));
+    if (argc > 2 && strcmp(argv[1], "corked") == 0) return corked(atoi(argv[2]));
+    if (argc > 3 && strcmp(argv[1], "collector") == 0) return collector(atoi(argv[2]), atoi(argv[3]));
     if (argc > 3 && strcmp(argv[1], "burst") == 0) return burst(atoi(argv[2]), atof(argv[3]));
     if (argc > 3 && strcmp(argv[1], "client") == 0) return client(atoi(argv[2]), atof(argv[3]));
     say("usage: tcppeer server | client PORT SECONDS");

@@ -503,9 +503,10 @@ public sealed unsafe class InetSocket : IStateKind
     /// <summary>
     /// Once the image is complete and before the tree is killed: an nf_tables table drops what each
     /// peer sends to the connections (no socket answers for them until the restart; the kernel would
-    /// answer with a reset, and the peer would drop the connection). The peer's packets are retransmitted
-    /// until the restart removes the table. Where nf_tables cannot be used, the log says so and the
-    /// connections are left as before (a peer that sends meanwhile gets a reset).
+    /// answer with a reset, and the peer would drop the connection), and what the connections still send
+    /// until they are closed (nothing the image holds as not sent may reach the peer). The peer's packets
+    /// are retransmitted until the restart removes the table. Where nf_tables cannot be used, the log says
+    /// so and the connections are left as before (a peer that sends meanwhile gets a reset).
     /// </summary>
     public static void LockConnections(CheckpointSession s, string table, List<byte[]> listeners)
     {
@@ -647,13 +648,17 @@ public sealed unsafe class InetSocket : IStateKind
 
     /// <summary>
     /// Before any connection is read: an nf_tables table drops every packet sent to the tree's
-    /// connections (established or half-closed) until the end of the checkpoint
-    /// (<see cref="EndHold"/>). Nothing then arrives nor is acknowledged while their queues are read, one
-    /// after the other: two ends of a connection within the tree are saved as they were at one moment (the
-    /// kernel goes on moving data between them for a frozen tree: an end read after its peer had received
-    /// bytes the peer's saved state had not sent yet, whose acknowledgements the restarted sender then
-    /// ignored, and the connection stalled for good), and a peer outside the tree gets no acknowledgement
-    /// for bytes the image would not hold. What is dropped meanwhile is sent again by TCP. Where nf_tables
+    /// connections (established or half-closed), and every packet they send, until the end of the
+    /// checkpoint (<see cref="EndHold"/>). Nothing then arrives nor is acknowledged while their queues are
+    /// read, one after the other: two ends of a connection within the tree are saved as they were at one
+    /// moment (the kernel goes on moving data between them for a frozen tree: an end read after its peer
+    /// had received bytes the peer's saved state had not sent yet, whose acknowledgements the restarted
+    /// sender then ignored, and the connection stalled for good), a peer outside the tree gets no
+    /// acknowledgement for bytes the image would not hold, and no byte the image holds as not sent yet
+    /// (the kernel sends for a frozen process: corked or window-probe data when its 200 ms timer fires,
+    /// loss probes; such bytes, sent again as new data after the restart, were acknowledged past what the
+    /// restarted end had sent, which dropped every segment of the peer: zdtm socket-tcpbuf hung for good).
+    /// What is dropped meanwhile is sent again by TCP. Where nf_tables
     /// cannot be used, the log says so and the queues are read as they are (a tree about to be killed is
     /// then refused if one received more meanwhile, <see cref="VerifyConnections"/>).
     /// </summary>

@@ -4,10 +4,11 @@ using System.Runtime.InteropServices;
 namespace Ckpt.Native;
 
 /// <summary>
-/// nf_tables over netlink (NETLINK_NETFILTER): a table of the inet family whose one input chain drops
-/// the packets of given TCP connections, and its removal. It holds migrated connections while no socket
-/// answers for them (between `checkpoint --kill` and the restart): without it the kernel answers their
-/// peer's packets with a reset. Messages are sent as one nfnetlink batch; every message asks for an ack.
+/// nf_tables over netlink (NETLINK_NETFILTER): a table of the inet family whose input chain drops the
+/// packets sent to given TCP connections and whose output chain drops those they send, and its removal.
+/// It holds migrated connections while no socket answers for them (between `checkpoint --kill` and the
+/// restart): without it the kernel answers their peer's packets with a reset. Messages are sent as one
+/// nfnetlink batch; every message asks for an ack.
 /// </summary>
 public static unsafe class NetfilterCalls
 {
@@ -18,7 +19,7 @@ public static unsafe class NetfilterCalls
     private const int NFT_MSG_NEWTABLE = 0, NFT_MSG_DELTABLE = 2, NFT_MSG_NEWCHAIN = 3, NFT_MSG_NEWRULE = 6;
     private const byte NFPROTO_INET = 1, NFPROTO_IPV4 = 2, NFPROTO_IPV6 = 10;
     private const ushort NLA_F_NESTED = 0x8000;
-    private const int NF_DROP = 0, NF_ACCEPT = 1, NF_INET_LOCAL_IN = 1;
+    private const int NF_DROP = 0, NF_ACCEPT = 1, NF_INET_LOCAL_IN = 1, NF_INET_LOCAL_OUT = 3;
     private const int NFT_META_NFPROTO = 15, NFT_META_L4PROTO = 16, NFT_META_TIME_NS = 30;
     private const int NFT_PAYLOAD_NETWORK_HEADER = 1, NFT_PAYLOAD_TRANSPORT_HEADER = 2;
     private const int NFT_REG_VERDICT = 0, NFT_REG_1 = 1, NFT_CMP_EQ = 0, NFT_CMP_LT = 2, NFT_BYTEORDER_HTON = 1;
@@ -131,11 +132,30 @@ public static unsafe class NetfilterCalls
         return mapped ? (true, a6[12..16], port) : (false, a6, port);
     }
 
+    /// <summary>A rule of <paramref name="chain"/> that drops the TCP packets from address and port <paramref name="from"/> to <paramref name="to"/>.</summary>
+    private static byte[] ConnectionRule(string table, string chain, byte[] from, byte[] to, uint seq)
+    {
+        var (v4, fa, fp) = Split(from);
+        var (_, ta, tp) = Split(to);
+        var m = new Msg(NftType(NFT_MSG_NEWRULE), NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND, seq, NFPROTO_INET)
+            .Str(1 /* NFTA_RULE_TABLE */, table).Str(2 /* NFTA_RULE_CHAIN */, chain).Begin(4 /* NFTA_RULE_EXPRESSIONS */);
+        Meta(m, NFT_META_NFPROTO, v4 ? NFPROTO_IPV4 : NFPROTO_IPV6);
+        Meta(m, NFT_META_L4PROTO, 6 /* TCP */);
+        Payload(m, NFT_PAYLOAD_NETWORK_HEADER, v4 ? 12 : 8, fa);    // source address
+        Payload(m, NFT_PAYLOAD_NETWORK_HEADER, v4 ? 16 : 24, ta);   // destination address
+        Payload(m, NFT_PAYLOAD_TRANSPORT_HEADER, 0, fp);
+        Payload(m, NFT_PAYLOAD_TRANSPORT_HEADER, 2, tp);
+        Expr(m, "immediate", d => d.Be32(1 /* NFTA_IMMEDIATE_DREG */, NFT_REG_VERDICT)
+            .Begin(2 /* NFTA_IMMEDIATE_DATA */).Begin(2 /* NFTA_DATA_VERDICT */).Be32(1 /* NFTA_VERDICT_CODE */, NF_DROP).End().End());
+        return m.End().Bytes();
+    }
+
     /// <summary>
     /// Makes table <paramref name="table"/> (family inet) with an input chain that drops the packets each
     /// peer sends to its connection's local address and port, and the connection requests (SYN without
     /// ACK) sent to each of <paramref name="listeners"/> (a local address and port; any address when it is
-    /// 0.0.0.0 or ::), until <paramref name="listenersUntil"/> when given. Throws a <see cref="SyscallException"/>
+    /// 0.0.0.0 or ::), until <paramref name="listenersUntil"/> when given; and, when there are connections,
+    /// an output chain that drops what each connection sends to its peer. Throws a <see cref="SyscallException"/>
     /// when nf_tables refuses (no such support in this kernel, no CAP_NET_ADMIN).
     /// </summary>
     public static void AddDropTable(string table, IReadOnlyList<(byte[] Local, byte[] Peer)> connections, IReadOnlyList<byte[]>? listeners = null,
@@ -149,21 +169,21 @@ public static unsafe class NetfilterCalls
             .Str(1 /* NFTA_CHAIN_TABLE */, table).Str(3 /* NFTA_CHAIN_NAME */, "input")
             .Begin(4 /* NFTA_CHAIN_HOOK */).Be32(1 /* NFTA_HOOK_HOOKNUM */, NF_INET_LOCAL_IN).Be32(2 /* NFTA_HOOK_PRIORITY */, -200).End()
             .Be32(5 /* NFTA_CHAIN_POLICY */, NF_ACCEPT).Str(7 /* NFTA_CHAIN_TYPE */, "filter").Bytes());
+        // what a held socket sends is dropped too: its kernel goes on transmitting for a frozen or killed
+        // process (the 200 ms timer that sends corked or window-probe data, loss probes, pacing), and a
+        // peer outside the tree that got bytes after the socket's state was read acknowledges beyond
+        // what the restarted socket has sent, which drops every such segment as acknowledging unsent
+        // data (with the peer's own data in it): the connection hung for good. Dropped at the output
+        // hook, the send fails (EPERM) and the socket's sequence numbers stay where they were read
+        if (connections.Count > 0)
+            msgs.Add(new Msg(NftType(NFT_MSG_NEWCHAIN), create, ++seq, NFPROTO_INET)
+                .Str(1 /* NFTA_CHAIN_TABLE */, table).Str(3 /* NFTA_CHAIN_NAME */, "output")
+                .Begin(4 /* NFTA_CHAIN_HOOK */).Be32(1 /* NFTA_HOOK_HOOKNUM */, NF_INET_LOCAL_OUT).Be32(2 /* NFTA_HOOK_PRIORITY */, -200).End()
+                .Be32(5 /* NFTA_CHAIN_POLICY */, NF_ACCEPT).Str(7 /* NFTA_CHAIN_TYPE */, "filter").Bytes());
         foreach (var (local, peer) in connections)
         {
-            var (v4, la, lp) = Split(local);
-            var (_, pa, pp) = Split(peer);
-            var m = new Msg(NftType(NFT_MSG_NEWRULE), create | NLM_F_APPEND, ++seq, NFPROTO_INET)
-                .Str(1 /* NFTA_RULE_TABLE */, table).Str(2 /* NFTA_RULE_CHAIN */, "input").Begin(4 /* NFTA_RULE_EXPRESSIONS */);
-            Meta(m, NFT_META_NFPROTO, v4 ? NFPROTO_IPV4 : NFPROTO_IPV6);
-            Meta(m, NFT_META_L4PROTO, 6 /* TCP */);
-            Payload(m, NFT_PAYLOAD_NETWORK_HEADER, v4 ? 12 : 8, pa);    // source address: the peer
-            Payload(m, NFT_PAYLOAD_NETWORK_HEADER, v4 ? 16 : 24, la);   // destination: the connection's local address
-            Payload(m, NFT_PAYLOAD_TRANSPORT_HEADER, 0, pp);
-            Payload(m, NFT_PAYLOAD_TRANSPORT_HEADER, 2, lp);
-            Expr(m, "immediate", d => d.Be32(1 /* NFTA_IMMEDIATE_DREG */, NFT_REG_VERDICT)
-                .Begin(2 /* NFTA_IMMEDIATE_DATA */).Begin(2 /* NFTA_DATA_VERDICT */).Be32(1 /* NFTA_VERDICT_CODE */, NF_DROP).End().End());
-            msgs.Add(m.End().Bytes());
+            msgs.Add(ConnectionRule(table, "input", from: peer, to: local, ++seq));
+            msgs.Add(ConnectionRule(table, "output", from: local, to: peer, ++seq));
         }
         foreach (var local in listeners ?? [])
         {
