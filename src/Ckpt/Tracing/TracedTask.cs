@@ -135,8 +135,10 @@ public sealed unsafe class TracedTask
                 continue;
             }
             if (ev != 0) { Ptrace.Call(expectSyscall ? Ptrace.SYSCALL : Ptrace.CONT, Tid, 0, 0, "resume"); continue; }
-            // signal-delivery stop: hold the signal back, give it back on release
-            if (sig != SIGSTOP && sig != SIGTRAP) DeferredSignals.Add(sig);
+            // signal-delivery stop: hold the signal back, give it back on release (a SIGSTOP too: sent
+            // while the task was held, or pending in a stopped task, dropped it would leave the task
+            // running, or change a stopped one's pending signals)
+            if (sig != SIGTRAP) DeferredSignals.Add(sig);
             if (expectEventStop)
             {
                 // an interrupt is still pending; resume so that it is taken
@@ -405,7 +407,7 @@ public sealed unsafe class TracedTask
                     $"injected batch of {calls.Length} calls in task {Tid} faulted: signal {sig} (code {code}{addr}) at rip 0x{regs.Rip:x}, at {which}");
             }
             // a signal sent by someone else (only SIGTRAP is unblocked): hold it back like WaitStop does
-            if (sig != SIGSTOP) DeferredSignals.Add(sig);
+            DeferredSignals.Add(sig);
             Ptrace.Call(Ptrace.CONT, Tid, 0, 0, "CONT");
         }
     }
@@ -477,14 +479,17 @@ public sealed unsafe class TracedTask
         _injectBase = null;
     }
 
-    /// <summary>Releases the task, giving back any held-back signal (or stopping it with SIGSTOP).</summary>
+    /// <summary>
+    /// Releases the task with <paramref name="signal"/> (a stop asked for by the caller), then gives back
+    /// every held-back signal, sent again: the signal of a detach is dropped when the task is at an
+    /// interrupt stop, as it is after injected calls (a SIGSTOP sent during a checkpoint left the process running).
+    /// </summary>
     public void Detach(int signal = 0)
     {
         if (!Attached) return;
-        int sig = signal != 0 ? signal : DeferredSignals.Count > 0 ? DeferredSignals[0] : 0;
-        Ptrace.Call(Ptrace.DETACH, Tid, 0, sig, "DETACH");
+        Ptrace.Call(Ptrace.DETACH, Tid, 0, signal, "DETACH");
         Attached = false;
-        foreach (var s in DeferredSignals.Skip(signal != 0 ? 0 : 1)) ProcessCalls.Kill(Tid, s);
+        foreach (var s in DeferredSignals) ProcessCalls.Kill(Tid, s);
     }
 
     /// <summary>Best-effort detach for cleanup paths; never throws.</summary>

@@ -69,4 +69,35 @@ public sealed class FrozenTests(E2eEnvironment env)
         Assert.Contains("BOTH: 64", r.Stdout);
         Assert.Contains("ORIGINAL: 0", r.Stdout);
     }
+
+    /// <summary>
+    /// A checkpoint leaves a stopped process's signals as they were: sent SIGSTOP again while stopped (the
+    /// signal stays pending until SIGCONT discards it), it still has it pending afterwards, and it still
+    /// goes on after SIGCONT. Before, the checkpoint's injected calls took the pending SIGSTOP and dropped
+    /// it (and a SIGSTOP sent while the checkpoint held a running process was lost: it went on running).
+    /// </summary>
+    [Fact]
+    public void CheckpointKeepsAStoppedProcessPendingStop()
+    {
+        env.Program("sleeper");
+        var r = new E2eScript(env, "pending-stop").Run("""
+            start "$W/out" "$BIN/sleeper"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            kill -STOP $P
+            for i in $(seq 100); do [ "$(awk '{print $3}' /proc/$P/stat)" = T ] && break; sleep 0.02; done
+            kill -STOP $P
+            pending() { printf '%d' $(( 0x$(sed -n 's/^ShdPnd:[[:space:]]*//p' /proc/$P/status) >> 18 & 1 )); }
+            [ "$(pending)" = 1 ] || fail "no SIGSTOP pending before the checkpoint"
+            ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v || fail "checkpoint failed"
+            echo "STATE: $(awk '{print $3}' /proc/$P/stat) PENDING: $(pending)"
+            kill -CONT $P
+            sleep 0.2
+            echo "AFTER CONT: $(awk '{print $3}' /proc/$P/stat)"
+            kill -9 $P
+            """);
+        r.AssertScriptOk();
+        Assert.Contains("STATE: T PENDING: 1", r.Stdout);
+        Assert.DoesNotContain("AFTER CONT: T", r.Stdout);
+        r.Cleanup();
+    }
 }
