@@ -177,6 +177,24 @@ static int connecting(int port)
  * prints "SINK OK n" (n bytes, each right) or "SINK ERROR ...". */
 static unsigned char pushed_byte(long i) { return (unsigned char)(i * 7 % 251); }
 
+/* Reads s to its end, each byte checked against expect(offset); returns the count, or -1 after saying
+ * "TAG ERROR ..." (nothing for 15 s, a read error, a byte that differs). */
+static long read_checked(int s, const char *tag, unsigned char (*expect)(long))
+{
+    static unsigned char b[1 << 16];
+    long n = 0;
+    for (;;) {
+        struct pollfd p = { s, POLLIN, 0 };
+        if (poll(&p, 1, 15000) != 1) { say("%s ERROR nothing more after %ld bytes for 15 s", tag, n); return -1; }
+        ssize_t k = read(s, b, sizeof b);
+        if (k < 0) { say("%s ERROR read after %ld bytes: %s", tag, n, strerror(errno)); return -1; }
+        if (k == 0) return n;
+        for (ssize_t i = 0; i < k; i++)
+            if (b[i] != expect(n + i)) { say("%s ERROR byte %ld is %d", tag, n + i, b[i]); return -1; }
+        n += k;
+    }
+}
+
 static int pusher(void)
 {
     e2e_init();
@@ -216,18 +234,8 @@ static int sink(int port, double seconds)
     /* nothing to send: the server's end is half-closed by our FIN, then closes its own (LAST_ACK) */
     if (shutdown(s, SHUT_WR) != 0) { say("SINK ERROR shutdown: %s", strerror(errno)); return 1; }
     usleep((useconds_t)(seconds * 1e6));
-    static unsigned char b[1 << 16];
-    long n = 0;
-    for (;;) {
-        struct pollfd p = { s, POLLIN, 0 };
-        if (poll(&p, 1, 15000) != 1) { say("SINK ERROR nothing more after %ld bytes for 15 s", n); return 1; }
-        ssize_t k = read(s, b, sizeof b);
-        if (k < 0) { say("SINK ERROR read after %ld bytes: %s", n, strerror(errno)); return 1; }
-        if (k == 0) break;
-        for (ssize_t i = 0; i < k; i++)
-            if (b[i] != pushed_byte(n + i)) { say("SINK ERROR byte %ld is %d", n + i, b[i]); return 1; }
-        n += k;
-    }
+    long n = read_checked(s, "SINK", pushed_byte);
+    if (n < 0) return 1;
     say("SINK OK %ld", n);
     return 0;
 }
@@ -313,18 +321,8 @@ static int collector(int port, int rounds)
         MUST(ioctl(s, FIONREAD, &n) == 0);
         say("RECEIVED %d %d", r, n);
     }
-    static unsigned char b[1 << 16];
-    long n = 0;
-    for (;;) {
-        struct pollfd p = { s, POLLIN, 0 };
-        if (poll(&p, 1, 15000) != 1) { say("COLLECTED ERROR nothing more after %ld bytes for 15 s", n); return 1; }
-        ssize_t k = read(s, b, sizeof b);
-        if (k < 0) { say("COLLECTED ERROR read after %ld bytes: %s", n, strerror(errno)); return 1; }
-        if (k == 0) break;
-        for (ssize_t i = 0; i < k; i++)
-            if (b[i] != corked_byte(n + i)) { say("COLLECTED ERROR byte %ld is %d", n + i, b[i]); return 1; }
-        n += k;
-    }
+    long n = read_checked(s, "COLLECTED", corked_byte);
+    if (n < 0) return 1;
     if (n != (long)rounds * CORK_CHUNK) { say("COLLECTED ERROR %ld bytes, not %d", n, rounds * CORK_CHUNK); return 1; }
     say("COLLECTED OK %ld", n);
     return 0;
