@@ -73,8 +73,9 @@ public sealed class FrozenTests(E2eEnvironment env)
     /// <summary>
     /// A checkpoint leaves a stopped process's signals as they were: sent SIGSTOP again while stopped (the
     /// signal stays pending until SIGCONT discards it), it still has it pending afterwards, and it still
-    /// goes on after SIGCONT. Before, the checkpoint's injected calls took the pending SIGSTOP and dropped
-    /// it (and a SIGSTOP sent while the checkpoint held a running process was lost: it went on running).
+    /// goes on after SIGCONT; restarted, it is stopped with the SIGSTOP pending too. Before, the
+    /// checkpoint's injected calls took the pending SIGSTOP and dropped it (and a SIGSTOP sent while the
+    /// checkpoint held a running process was lost: it went on running).
     /// </summary>
     [Fact]
     public void CheckpointKeepsAStoppedProcessPendingStop()
@@ -83,9 +84,12 @@ public sealed class FrozenTests(E2eEnvironment env)
         var r = new E2eScript(env, "pending-stop").Run("""
             start "$W/out" "$BIN/sleeper"
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
-            kill -STOP $P
-            for i in $(seq 100); do [ "$(awk '{print $3}' /proc/$P/stat)" = T ] && break; sleep 0.02; done
-            kill -STOP $P
+            stop_twice() {
+              kill -STOP $P
+              for i in $(seq 100); do [ "$(awk '{print $3}' /proc/$P/stat)" = T ] && break; sleep 0.02; done
+              kill -STOP $P
+            }
+            stop_twice
             pending() { printf '%d' $(( 0x$(sed -n 's/^ShdPnd:[[:space:]]*//p' /proc/$P/status) >> 18 & 1 )); }
             [ "$(pending)" = 1 ] || fail "no SIGSTOP pending before the checkpoint"
             ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v || fail "checkpoint failed"
@@ -93,11 +97,21 @@ public sealed class FrozenTests(E2eEnvironment env)
             kill -CONT $P
             sleep 0.2
             echo "AFTER CONT: $(awk '{print $3}' /proc/$P/stat)"
+            # the image holds it too: restarted stopped, with the SIGSTOP pending, and going on after SIGCONT
+            stop_twice
+            checkpoint_kill
+            restart_detached
+            echo "RESTARTED: $(awk '{print $3}' /proc/$P/stat) PENDING: $(pending)"
+            kill -CONT $P
+            sleep 0.2
+            echo "RESTARTED AFTER CONT: $(awk '{print $3}' /proc/$P/stat)"
             kill -9 $P
             """);
         r.AssertScriptOk();
         Assert.Contains("STATE: T PENDING: 1", r.Stdout);
         Assert.DoesNotContain("AFTER CONT: T", r.Stdout);
+        Assert.Contains("RESTARTED: T PENDING: 1", r.Stdout);
+        Assert.DoesNotContain("RESTARTED AFTER CONT: T", r.Stdout);
         r.Cleanup();
     }
 }
