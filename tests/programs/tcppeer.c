@@ -195,16 +195,23 @@ static long read_checked(int s, const char *tag, unsigned char (*expect)(long))
     }
 }
 
-static int pusher(void)
+/* Listens on a loopback port the kernel picks, says "PORT N", and returns the first connection accepted
+ * (or -1). */
+static int accept_one(void)
 {
-    e2e_init();
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     socklen_t l = sizeof a;
     int s = socket(AF_INET, SOCK_STREAM, 0);
     MUST(s >= 0 && bind(s, (struct sockaddr *)&a, sizeof a) == 0 && listen(s, 1) == 0);
     MUST(getsockname(s, (struct sockaddr *)&a, &l) == 0);
     say("PORT %d", ntohs(a.sin_port));
-    int c = accept(s, NULL, NULL);
+    return accept(s, NULL, NULL);
+}
+
+static int pusher(void)
+{
+    e2e_init();
+    int c = accept_one();
     MUST(c >= 0 && fcntl(c, F_SETFL, O_NONBLOCK) == 0);
     static unsigned char b[1 << 16];
     long n = 0;
@@ -281,13 +288,7 @@ static int corked(int rounds)
     char one;
     MUST(read(ready[0], &one, 1) == 1);
     close(ready[0]);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t l = sizeof a;
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    MUST(s >= 0 && bind(s, (struct sockaddr *)&a, sizeof a) == 0 && listen(s, 1) == 0);
-    MUST(getsockname(s, (struct sockaddr *)&a, &l) == 0);
-    say("PORT %d", ntohs(a.sin_port));
-    int c = accept(s, NULL, NULL);
+    int c = accept_one();
     MUST(c >= 0);
     unsigned char b[CORK_CHUNK];
     long sent = 0;
