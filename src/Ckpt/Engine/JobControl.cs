@@ -134,12 +134,8 @@ public sealed unsafe class JobControl
         KernelSigaction dfl = default;
         Sys.Call(Nr.rt_sigaction, SIGCONT, (long)&dfl, 0, 8);
         int self = ProcessCalls.GetPid();
-        foreach (var dir in Directory.EnumerateDirectories("/proc"))
-        {
-            if (!int.TryParse(Path.GetFileName(dir), out int pid) || pid == self) continue;
-            try { if (Proc.ProcStat.Read(pid).Pgrp == _own) ProcessCalls.Kill(pid, sig); }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException) { }
-        }
+        foreach (var (pid, st) in Vessel.HoldersOfId(_own))
+            if (st.Pgrp == _own && pid != self) ProcessCalls.Kill(pid, sig);
         Sys.Call(Nr.tgkill, self, ProcessCalls.GetTid(), sig);
     }
 

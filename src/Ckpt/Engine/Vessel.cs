@@ -144,7 +144,7 @@ public static unsafe class Vessel
     }
 
     /// <summary>The processes (pid, stat) whose session or process group id is <paramref name="pid"/>; those gone while read are left out.</summary>
-    private static IEnumerable<(int Pid, Proc.ProcStat Stat)> HoldersOfId(int pid)
+    internal static IEnumerable<(int Pid, Proc.ProcStat Stat)> HoldersOfId(int pid)
     {
         foreach (var dir in Directory.EnumerateDirectories("/proc"))
         {
