@@ -36,7 +36,7 @@ failures=()
 is_ours() {     # is this pid still one of our memhog targets (and not a reused pid)?
   local cmd
   cmd="$(tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline")" || return 1
-  [[ "$cmd" == "$work/memhog "* || "$cmd" == "$work/threads "* || "$cmd" == "$work/tree "* || "$cmd" == "$work/regions "* ]]
+  [[ "$cmd" == "$work/memhog "* || "$cmd" == "$work/threads "* || "$cmd" == "$work/tree "* || "$cmd" == "$work/regions "* || "$cmd" == "$work/fds "* ]]
 }
 
 cleanup() {
@@ -61,7 +61,7 @@ if ! timeout 900 "$root/ckpt" --help >"$work/build.log" 2>&1; then
 fi
 ckpt="$root/artifacts/native/ckpt"
 [[ -x "$ckpt" ]] || { say "bench: $ckpt missing after the build"; exit 1; }
-for prog in memhog memcpy timeit threads tree regions; do
+for prog in memhog memcpy timeit threads tree regions fds; do
   gcc -O2 -Wall -pthread -o "$work/$prog" "$root/bench/$prog.c" || { say "bench: cannot compile bench/$prog.c"; exit 1; }
 done
 
@@ -334,6 +334,18 @@ kill_restart_cycles regions regions_check regions "$nreg"
 g_ck=("${CK_US[@]}") g_rs=("${RS_US[@]}")
 g_ck_med="$(median "${g_ck[@]}")" g_rs_med="$(median "${g_rs[@]}")"
 
+# ---------------------------------------------------------------- many fds
+nfds=10000
+say "== process of $nfds fds (files, dups, pipes and socket pairs whose other end is closed), $runs runs (checkpoint --kill, reap, restart --detach)"
+fds_check() {
+  local got
+  got="$(ls "/proc/$1/fd" 2>/dev/null | wc -l)"
+  ((got >= nfds)) || echo "$got fds after restart, want at least $nfds"
+}
+kill_restart_cycles fds fds_check fds "$nfds"
+d_ck=("${CK_US[@]}") d_rs=("${RS_US[@]}")
+d_ck_med="$(median "${d_ck[@]}")" d_rs_med="$(median "${d_rs[@]}")"
+
 # ---------------------------------------------------------------- many busy threads
 # 1000 threads waking every millisecond keep both CPUs busy: every seize and stop of the freeze is a
 # hand-over with one of them (checkpoints that leave the process running, to /dev/null)
@@ -438,6 +450,8 @@ row "$nthreads threads: checkpoint --kill, median of ${#t_ck[@]}" "$( ((${#t_ck[
 row "$nthreads threads: restart --detach, median of ${#t_rs[@]}" "$( ((${#t_rs[@]})) && echo "$(ms "$t_rs_med") ms" || echo FAILED)" "" "" "< 50 ms" "$( ((${#t_rs[@]})) && verdict "$(ms "$t_rs_med")" "<" 50 || echo FAILED)"
 row "$((2 * nreg)) regions: checkpoint --kill, median of ${#g_ck[@]}" "$( ((${#g_ck[@]})) && echo "$(ms "$g_ck_med") ms" || echo FAILED)" "" "" "" ""
 row "$((2 * nreg)) regions: restart --detach, median of ${#g_rs[@]}" "$( ((${#g_rs[@]})) && echo "$(ms "$g_rs_med") ms" || echo FAILED)" "" "" "" ""
+row "$nfds fds: checkpoint --kill, median of ${#d_ck[@]}" "$( ((${#d_ck[@]})) && echo "$(ms "$d_ck_med") ms" || echo FAILED)" "" "" "" ""
+row "$nfds fds: restart --detach, median of ${#d_rs[@]}" "$( ((${#d_rs[@]})) && echo "$(ms "$d_rs_med") ms" || echo FAILED)" "" "" "" ""
 row "$busy_n threads waking every ms: checkpoint, median of ${#b_ck[@]}" "$( ((${#b_ck[@]})) && echo "$(ms "$b_ck_med") ms" || echo FAILED)" "" "" "" ""
 # (the wall time adds ckpt's own start before it can raise its priority, at the CPU share 1000 busy threads leave it)
 row "  target frozen during those, median" "$( ((${#b_fz[@]})) && echo "$(ms "$b_fz_med") ms" || echo FAILED)" "" "" "" ""

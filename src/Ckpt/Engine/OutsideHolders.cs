@@ -4,7 +4,7 @@ using Ckpt.Native;
 namespace Ckpt.Engine;
 
 /// <summary>
-/// Which processes outside the tree map or hold open a memory object (shared anonymous memory, a memfd,
+/// Which processes outside the tree hold the other end of a pipe or socket (<see cref="FindFd"/>), or map or hold open a memory object (shared anonymous memory, a memfd,
 /// a deleted file, a SysV segment): read once per checkpoint, the first time a memory object is saved,
 /// from every other process's /proc/PID/maps and its fds that name a memfd or a deleted file.
 /// </summary>
@@ -12,21 +12,39 @@ public sealed class OutsideHolders
 {
     private Dictionary<(ulong Dev, ulong Ino), (int Pid, string Where)>? _index;
 
+    private Dictionary<string, List<(int Pid, int Fd)>>? _fds;
+
     /// <summary>
     /// A process outside the tree with an fd whose link is <paramref name="link"/> (a pipe or socket
-    /// end) and that <paramref name="accept"/> takes (given its pid and fd), or null. Scanned only when
-    /// an end is missing from the tree.
+    /// end) and that <paramref name="accept"/> takes (given its pid and fd), or null. The fds of every
+    /// other process are read once per checkpoint, when an end is first missing from the tree (a tree
+    /// with thousands of pipes or connections whose other end was closed looks for each of them).
     /// </summary>
-    public static (int Pid, int Fd)? FindFd(CheckpointSession s, string link, Func<int, int, bool>? accept = null)
+    public (int Pid, int Fd)? FindFd(CheckpointSession s, string link, Func<int, int, bool>? accept = null)
     {
+        _fds ??= IndexFds(s);
+        if (!_fds.TryGetValue(link, out var holders)) return null;
+        foreach (var (pid, fd) in holders)
+        {
+            try { if (accept == null || accept(pid, fd)) return (pid, fd); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        }
+        return null;
+    }
+
+    /// <summary>Every fd of the processes outside the tree whose link is a pipe, a socket or a FIFO's path, by link.</summary>
+    private static Dictionary<string, List<(int Pid, int Fd)>> IndexFds(CheckpointSession s)
+    {
+        var index = new Dictionary<string, List<(int Pid, int Fd)>>();
         foreach (int pid in OtherProcesses(s))
             foreach (string name in FileCalls.ListDir($"/proc/{pid}/fd") ?? [])
             {
-                if (FileCalls.ReadLink($"/proc/{pid}/fd/{name}") != link || !int.TryParse(name, out int n)) continue;
-                try { if (accept == null || accept(pid, n)) return (pid, n); }
-                catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+                if (FileCalls.ReadLink($"/proc/{pid}/fd/{name}") is not { } link || !int.TryParse(name, out int fd)) continue;
+                if (!(link.StartsWith('/') || link.StartsWith("pipe:[", StringComparison.Ordinal) || link.StartsWith("socket:[", StringComparison.Ordinal))) continue;
+                if (!index.TryGetValue(link, out var l)) index[link] = l = new(1);
+                l.Add((pid, fd));
             }
-        return null;
+        return index;
     }
 
     /// <summary>The pids in /proc but ckpt's own and the tree's (read without a stat per entry).</summary>

@@ -52,12 +52,12 @@ public sealed unsafe class Pipe : IFileKind
                 if (o.AccessMode != FileCalls.O_WRONLY) reader ??= (p, o);
                 if (o.AccessMode != FileCalls.O_RDONLY) writer ??= (p, o);
             }
-        if (reader == null || writer == null)
+        if ((reader == null || writer == null) && !NoOtherEnd(ctx, f, reader == null))
         {
             // the other end: held outside the tree (refused, or external), or by no one at all (closed)
             // an outside holder of the missing end: its access mode, or read-write (a FIFO)
             int mode = reader == null ? FileCalls.O_RDONLY : FileCalls.O_WRONLY;
-            var outside = OutsideHolders.FindFd(ctx.Session, link, (pid, fd) =>
+            var outside = ctx.Session.State<OutsideHolders>().FindFd(ctx.Session, link, (pid, fd) =>
             {
                 var flags = ProcFdInfo.Read(pid, fd).Field("flags");
                 int acc = flags == null ? -1 : Convert.ToInt32(flags, 8) & FileCalls.O_ACCMODE;
@@ -96,6 +96,24 @@ public sealed unsafe class Pipe : IFileKind
             .I32(f.Flags & ~FileCalls.O_CLOEXEC).I32(capacity).Bool(first).Str(fifo ? link : "");
         ctx.Image.Write(RecordKind.Pipe, w);
         if (first) ctx.Image.Write(RecordKind.PipeData, new PayloadWriter().U64(id).Span, data);
+    }
+
+    /// <summary>
+    /// Whether the end missing from the tree is held by no one at all (so no process outside need be
+    /// looked for): a write end whose pipe has no reader polls POLLERR, a read end whose pipe has had no
+    /// writer since a writer was there polls POLLHUP (a FIFO's read end opened when no writer had come
+    /// polls neither: looked for).
+    /// </summary>
+    private static bool NoOtherEnd(CheckpointContext ctx, in OpenFile f, bool readerMissing)
+    {
+        int mine = ctx.GrabFd(f.Fd);
+        try
+        {
+            var pfd = new PollFd { Fd = mine, Events = (short)(TerminalCalls.POLLIN | TerminalCalls.POLLOUT) };
+            if (TerminalCalls.Poll(&pfd, 1, 0) < 0) return false;
+            return (pfd.Revents & (readerMissing ? TerminalCalls.POLLERR : TerminalCalls.POLLHUP)) != 0;
+        }
+        finally { FileCalls.Close(mine); }
     }
 
     /// <summary>Copies what is queued in a pipe without consuming it: tee into a pipe of our own, then read that.</summary>

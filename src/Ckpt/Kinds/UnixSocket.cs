@@ -69,7 +69,24 @@ public sealed unsafe class UnixSocket : IFileKind
 
     public void Checkpoint(CheckpointContext ctx) { }
 
-    private sealed class CheckpointState { public Dictionary<uint, SocketCalls.UnixDiag>? Diag; }
+    private sealed class CheckpointState
+    {
+        public Dictionary<uint, SocketCalls.UnixDiag>? Diag;
+        private Dictionary<uint, SocketCalls.UnixDiag>? _listenerOf;
+
+        /// <summary>The listening socket connection <paramref name="ino"/> waits to be accepted by, or null (an index of every listener's queue, made once).</summary>
+        public SocketCalls.UnixDiag? ListenerOf(uint ino)
+        {
+            if (_listenerOf == null)
+            {
+                _listenerOf = new();
+                foreach (var l in Diag!.Values)
+                    if (l.State == SocketCalls.TCP_LISTEN)
+                        foreach (uint c in l.Icons) _listenerOf.TryAdd(c, l);
+            }
+            return _listenerOf.GetValueOrDefault(ino);
+        }
+    }
 
     public void CheckpointFile(CheckpointContext ctx, in OpenFile f, uint objref)
     {
@@ -108,7 +125,7 @@ public sealed unsafe class UnixSocket : IFileKind
         else if (d.Peer is uint p)
         {
             if (p == ino) throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to itself, which is not supported");
-            var listener = st.Diag.Values.FirstOrDefault(l => l.State == SocketCalls.TCP_LISTEN && l.Icons.Contains(ino));
+            var listener = st.ListenerOf(ino);
             if (listener != null)
             {
                 string of = $"the listening socket {ShowName(listener.Name)} (socket:[{listener.Ino}])";
@@ -137,7 +154,7 @@ public sealed unsafe class UnixSocket : IFileKind
             }
             else
             {
-                var outside = p == 0 ? null : OutsideHolders.FindFd(ctx.Session, peerLink);
+                var outside = p == 0 ? null : ctx.Session.State<OutsideHolders>().FindFd(ctx.Session, peerLink);
                 if (outside != null && ctx.External)
                 {
                     ExternalFile.Instance.CheckpointFile(ctx, f, objref);
@@ -282,7 +299,7 @@ public sealed unsafe class UnixSocket : IFileKind
                 path = bound;
             else
             {
-                int? holder = inTree?.P.Pid ?? OutsideHolders.FindFd(ctx.Session, $"socket:[{peer}]")?.Pid;
+                int? holder = inTree?.P.Pid ?? ctx.Session.State<OutsideHolders>().FindFd(ctx.Session, $"socket:[{peer}]")?.Pid;
                 if (holder == null)
                     throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to socket:[{peer}] bound to the relative name {raw}, whose directory is not known");
                 path = Path.Combine(MmState.ProcLink($"/proc/{holder}/cwd"), raw);
