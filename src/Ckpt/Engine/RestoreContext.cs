@@ -56,6 +56,9 @@ public sealed class RestoreSession : StateBag
     /// <summary>An fd of ckpt that lives until the end of the restart (closed then, success or not).</summary>
     public int Own(int fd) { _ownFds.Add(fd); return fd; }
 
+    /// <summary>Closes an fd given to <see cref="Own"/> before the end of the restart.</summary>
+    public void CloseOwn(int fd) { if (_ownFds.Remove(fd)) FileCalls.Close(fd); }
+
     public RestoreContext? Find(int pid) => Processes.FirstOrDefault(p => p.Pid == pid);
 
     public void ThrowIfCancelled()

@@ -52,8 +52,13 @@ public sealed unsafe class Pipe : IFileKind
                 if (o.AccessMode != FileCalls.O_WRONLY) reader ??= (p, o);
                 if (o.AccessMode != FileCalls.O_RDONLY) writer ??= (p, o);
             }
-        if ((reader == null || writer == null) && !NoOtherEnd(ctx, f, reader == null))
+        bool holdsBackHangup = false;
+        if ((reader == null || writer == null) && !NoOtherEnd(ctx, f, reader == null, out bool hangup))
         {
+            // a FIFO's read end opened (O_NONBLOCK) when it had no writer, none having come since: the
+            // kernel holds back POLLHUP for it (a program polling its control FIFO relies on that: it
+            // would spin)
+            holdsBackHangup = fifo && writer == null && f.AccessMode == FileCalls.O_RDONLY && !hangup;
             // the other end: held outside the tree (refused, or external), or by no one at all (closed)
             // an outside holder of the missing end: its access mode, or read-write (a FIFO)
             int mode = reader == null ? FileCalls.O_RDONLY : FileCalls.O_WRONLY;
@@ -93,7 +98,7 @@ public sealed unsafe class Pipe : IFileKind
             finally { FileCalls.Close(mine); }
         }
         var w = new PayloadWriter().U32(objref).U64(id).U8((byte)(f.AccessMode == FileCalls.O_RDONLY ? 0 : 1))
-            .I32(f.Flags & ~FileCalls.O_CLOEXEC).I32(capacity).Bool(first).Str(fifo ? link : "");
+            .I32(f.Flags & ~FileCalls.O_CLOEXEC).I32(capacity).Bool(first).Str(fifo ? link : "").Bool(holdsBackHangup);
         ctx.Image.Write(RecordKind.Pipe, w);
         if (first) ctx.Image.Write(RecordKind.PipeData, new PayloadWriter().U64(id).Span, data);
     }
@@ -104,13 +109,13 @@ public sealed unsafe class Pipe : IFileKind
     /// writer since a writer was there polls POLLHUP (a FIFO's read end opened when no writer had come
     /// polls neither: looked for).
     /// </summary>
-    private static bool NoOtherEnd(CheckpointContext ctx, in OpenFile f, bool readerMissing)
+    private static bool NoOtherEnd(CheckpointContext ctx, in OpenFile f, bool readerMissing, out bool hangup)
     {
         int mine = ctx.GrabFd(f.Fd);
         try
         {
             var pfd = new PollFd { Fd = mine, Events = (short)(TerminalCalls.POLLIN | TerminalCalls.POLLOUT) };
-            if (TerminalCalls.Poll(&pfd, 1, 0) < 0) return false;
+            hangup = TerminalCalls.Poll(&pfd, 1, 0) >= 0 && (pfd.Revents & TerminalCalls.POLLHUP) != 0;
             return (pfd.Revents & (readerMissing ? TerminalCalls.POLLERR : TerminalCalls.POLLHUP)) != 0;
         }
         finally { FileCalls.Close(mine); }
@@ -144,6 +149,8 @@ public sealed unsafe class Pipe : IFileKind
         /// <summary>Pipes created so far, in ckpt itself: id → (read end, write end, ends already given to a description).</summary>
         public readonly Dictionary<ulong, (int Read, int Write)> Pipes = new();
         public readonly HashSet<int> Used = new();
+        /// <summary>FIFO read ends that hold back POLLHUP, opened once their FIFO's queued bytes are in: FIFO id → the end.</summary>
+        public readonly Dictionary<ulong, (RestoreContext Ctx, uint Objref, string Path, int Flags)> HangupHeldBack = new();
     }
 
     public void Restore(RestoreContext ctx, Record rec)
@@ -156,14 +163,16 @@ public sealed unsafe class Pipe : IFileKind
             var data = rec.Payload.Span[8..];
             if (!st.Pipes.TryGetValue(pid, out var ends)) throw new ImageFormatException($"PipeData record at offset {rec.Offset} for an unknown pipe");
             if (data.Length > 0) FileCalls.WriteAll(ends.Write, data);
+            if (st.HangupHeldBack.Remove(pid, out var held)) OpenHoldingBackHangup(held.Ctx, st, held.Objref, pid, held.Path, held.Flags);
             return;
         }
-        uint objref = r.U32(); ulong id = r.U64(); int end = r.U8(); int flags = r.I32(); int capacity = r.I32(); r.Bool();
+        uint objref = r.U32(); ulong id = r.U64(); int end = r.U8(); int flags = r.I32(); int capacity = r.I32(); bool first = r.Bool();
         string fifo = r.AtEnd ? "" : r.Str();
+        bool holdsBackHangup = !r.AtEnd && r.Bool();
         r.End();
         if (fifo.Length > 0)
         {
-            RestoreFifoEnd(ctx, st, objref, id, fifo, flags, capacity);
+            RestoreFifoEnd(ctx, st, objref, id, fifo, flags, capacity, first, holdsBackHangup);
             return;
         }
         if (!st.Pipes.TryGetValue(id, out var e))
@@ -188,9 +197,14 @@ public sealed unsafe class Pipe : IFileKind
 
     /// <summary>
     /// An end of a FIFO: ckpt opens it read-write first (so that no open blocks and the queued bytes have
-    /// somewhere to live), then the process opens its end by name with its access mode and flags.
+    /// somewhere to live), then the process opens its end by name with its access mode and flags. A read
+    /// end that held back POLLHUP (opened with no writer, none having come since) is opened once ckpt's
+    /// writer is gone, after the queued bytes went in (<see cref="OpenHoldingBackHangup"/>); any other read
+    /// end opened then is opened while a writer of ckpt's is there, so that it reports POLLHUP as before
+    /// (which makes the kernel's writer count move on: one of each kind on a FIFO, the one that held back
+    /// POLLHUP restored first, loses that).
     /// </summary>
-    private static void RestoreFifoEnd(RestoreContext ctx, RestoreState st, uint objref, ulong id, string path, int flags, int capacity)
+    private static void RestoreFifoEnd(RestoreContext ctx, RestoreState st, uint objref, ulong id, string path, int flags, int capacity, bool first, bool holdsBackHangup)
     {
         bool removed = path.EndsWith(Deleted, StringComparison.Ordinal);
         if (!st.Pipes.TryGetValue(id, out var ends))
@@ -208,7 +222,45 @@ public sealed unsafe class Pipe : IFileKind
                 throw SyscallException.Last($"fcntl(F_SETPIPE_SZ {capacity})");
             st.Pipes[id] = ends = (m, m);
         }
-        int fd = ctx.OpenInVessel(removed ? $"/proc/{Environment.ProcessId}/fd/{ends.Read}" : path, (flags & FileCalls.O_ACCMODE) | FileCalls.O_NONBLOCK | FileCalls.O_CLOEXEC);
+        if (holdsBackHangup)
+        {
+            // its queued bytes come next (PipeData) and need ckpt's writer: opened after them
+            if (first) st.HangupHeldBack[id] = (ctx, objref, path, flags);
+            else OpenHoldingBackHangup(ctx, st, objref, id, path, flags);
+            return;
+        }
+        int writer = -1;
+        if (ends.Write < 0 && (flags & FileCalls.O_ACCMODE) == FileCalls.O_RDONLY)
+        {
+            writer = FileCalls.Open($"/proc/self/fd/{ends.Read}", FileCalls.O_WRONLY | FileCalls.O_NONBLOCK | FileCalls.O_CLOEXEC, 0);
+            if (writer < 0) throw SyscallException.Last($"open {path} (a writer while a read end is opened)");
+        }
+        try { Open(ctx, objref, removed ? $"/proc/{Environment.ProcessId}/fd/{ends.Read}" : path, flags); }
+        finally { if (writer >= 0) FileCalls.Close(writer); }
+    }
+
+    /// <summary>
+    /// A FIFO's read end that held back POLLHUP: ckpt's writer is closed first (a read-only fd of ckpt's
+    /// keeps the FIFO and its bytes), so that the end is opened with no writer, as it was.
+    /// </summary>
+    private static void OpenHoldingBackHangup(RestoreContext ctx, RestoreState st, uint objref, ulong id, string path, int flags)
+    {
+        var ends = st.Pipes[id];
+        if (ends.Write >= 0)
+        {
+            int ro = FileCalls.Open($"/proc/self/fd/{ends.Read}", FileCalls.O_RDONLY | FileCalls.O_NONBLOCK | FileCalls.O_CLOEXEC, 0);
+            if (ro < 0) throw SyscallException.Last($"open {path} (read-only, for a read end that holds back POLLHUP)");
+            ctx.Session.Own(ro);
+            ctx.Session.CloseOwn(ends.Write);
+            st.Pipes[id] = ends = (ro, -1);
+        }
+        Open(ctx, objref, path.EndsWith(Deleted, StringComparison.Ordinal) ? $"/proc/{Environment.ProcessId}/fd/{ends.Read}" : path, flags);
+    }
+
+    /// <summary>The process opens a FIFO end by <paramref name="path"/> (never blocking), then gets its own flags.</summary>
+    private static void Open(RestoreContext ctx, uint objref, string path, int flags)
+    {
+        int fd = ctx.OpenInVessel(path, (flags & FileCalls.O_ACCMODE) | FileCalls.O_NONBLOCK | FileCalls.O_CLOEXEC);
         ctx.Inject("fcntl(F_SETFL)", Nr.fcntl, fd, FileCalls.F_SETFL, flags & (FileCalls.O_NONBLOCK | FileCalls.O_APPEND));
         ctx.Files.SetRestored(objref, fd);
     }
