@@ -188,7 +188,7 @@ public static class Checkpointer
                 }
                 // every signal is held pending while the task is ours: one dequeued by an injected call
                 // would only be known to us; pending, it is saved and delivered once the mask is back
-                threads.Add((t, CpuState.RestartIfEndedByFreeze(pid, t, t.GetRegs()), t.GetSigMask()));
+                threads.Add((t, CpuState.FrozenRegs(pid, t, s.Log), t.GetSigMask()));
                 t.SetSigMask(ulong.MaxValue);
             }
         }
@@ -327,7 +327,7 @@ public static class Checkpointer
         }
         catch (TaskGoneException) when (pid != root || live != pid) { return IsZombie(pid) ? SeizeOne(s, pid, parent, root) : null; }
         var ctx = new CheckpointContext { Session = s, Pid = live, Tgid = live != pid ? pid : 0 };
-        ctx.Threads.Add((task, CpuState.RestartIfEndedByFreeze(live, task, task.GetRegs()), task.GetSigMask()));
+        ctx.Threads.Add((task, CpuState.FrozenRegs(live, task, s.Log), task.GetSigMask()));
         s.Processes.Add(ctx);   // from here on, released (or killed) with the others
         task.SetSigMask(ulong.MaxValue);
         SeizeThreads(s, live, ctx.Threads, exited: live != pid ? pid : 0);

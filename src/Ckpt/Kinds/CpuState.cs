@@ -107,7 +107,6 @@ public sealed class CpuState : IStateKind
     private static unsafe void CheckpointThread(CheckpointContext ctx, TracedTask task, UserRegs regs, ulong sigmask, ThreadCredentialsAhead? creds, int index)
     {
         var rseq = task.GetRseq();
-        FixupRseq(ctx, task.Tid, ref regs, rseq);
         var p = new PayloadWriter();
         p.I32(task.Tid);
         p.Raw(MmState.StructBytes(ref regs));
@@ -169,24 +168,6 @@ public sealed class CpuState : IStateKind
             ctx.Log.Debug($"pid {ctx.Pid}: thread {task.Tid} has credentials of its own");
         }
         ctx.Image.Write(RecordKind.Thread, p);
-    }
-
-    /// <summary>A thread stopped inside an rseq critical section resumes at its abort handler.</summary>
-    private static void FixupRseq(CheckpointContext ctx, int tid, ref UserRegs regs, RseqConfiguration rseq)
-    {
-        if (rseq.RseqAbiPointer == 0) return;
-        var b = new byte[8];
-        MemoryCalls.ReadRemote(ctx.Pid, rseq.RseqAbiPointer + 8, b);
-        ulong cs = BitConverter.ToUInt64(b);
-        if (cs == 0) return;
-        var d = new byte[32];
-        MemoryCalls.ReadRemote(ctx.Pid, cs, d);
-        ulong start = BitConverter.ToUInt64(d.AsSpan(8)), len = BitConverter.ToUInt64(d.AsSpan(16)), abort = BitConverter.ToUInt64(d.AsSpan(24));
-        if (regs.Rip >= start && regs.Rip < start + len)
-        {
-            ctx.Log.Info($"thread {tid} stopped in an rseq critical section; it will resume at the abort handler 0x{abort:x}");
-            regs.Rip = abort;
-        }
     }
 
     public void Restore(RestoreContext ctx, Record rec)
@@ -454,6 +435,56 @@ public sealed class CpuState : IStateKind
     /// the syscall instruction, rax = its number. Without this, a mere checkpoint made epoll_wait,
     /// sigwaitinfo and the like fail with EINTR in the program. A timeout starts again.
     /// </summary>
+    /// <summary>
+    /// The registers of a thread just frozen, as it goes on from the freeze: see
+    /// <see cref="RestartIfEndedByFreeze"/> and <see cref="LeaveRseqCriticalSection"/>. Read before any
+    /// call is injected into the thread.
+    /// </summary>
+    public static UserRegs FrozenRegs(int pid, Tracing.TracedTask task, Log log)
+        => LeaveRseqCriticalSection(pid, task, RestartIfEndedByFreeze(pid, task, task.GetRegs()), log);
+
+    /// <summary>
+    /// A thread frozen inside an rseq critical section (a per-CPU operation of tcmalloc, LTTng-UST or
+    /// librseq, which the kernel restarts from its abort handler when the thread is preempted in it) is
+    /// moved to the abort handler now, in the live thread too, as the kernel would move it when it goes
+    /// on: a call injected into it returns to user space outside the section, and the kernel then clears
+    /// the thread's rseq_cs, so that the section would go on unprotected afterwards (in the process left
+    /// running as in the restarted one). The handler must carry the registration's signature in the 4
+    /// bytes before it (the kernel kills the thread otherwise): a section whose handler does not is left
+    /// as it is.
+    /// </summary>
+    public static UserRegs LeaveRseqCriticalSection(int pid, Tracing.TracedTask task, UserRegs regs, Log log)
+    {
+        var rseq = task.GetRseq();
+        if (rseq.RseqAbiPointer == 0) return regs;
+        static bool Read(int pid, ulong at, Span<byte> into)
+        {
+            try { MemoryCalls.ReadRemote(pid, at, into); return true; }
+            catch (SyscallException) { return false; }
+        }
+        Span<byte> b = stackalloc byte[8];
+        if (!Read(pid, rseq.RseqAbiPointer + 8, b)) return regs;
+        ulong cs = BitConverter.ToUInt64(b);
+        if (cs == 0) return regs;
+        // struct rseq_cs: u32 version, u32 flags, u64 start_ip, u64 post_commit_offset, u64 abort_ip
+        Span<byte> d = stackalloc byte[32];
+        if (!Read(pid, cs, d)) return regs;
+        ulong start = BitConverter.ToUInt64(d[8..]), len = BitConverter.ToUInt64(d[16..]), abort = BitConverter.ToUInt64(d[24..]);
+        if (regs.Rip < start || regs.Rip - start >= len) return regs;
+        Span<byte> sig = stackalloc byte[4];
+        if (abort < 4 || !Read(pid, abort - 4, sig) || BitConverter.ToUInt32(sig) != rseq.Signature)
+        {
+            log.Info($"thread {task.Tid} stopped in an rseq critical section whose abort handler 0x{abort:x} lacks the signature 0x{rseq.Signature:x}; left as it is");
+            return regs;
+        }
+        log.Info($"thread {task.Tid} stopped in an rseq critical section (0x{start:x}+{len}); it goes on at its abort handler 0x{abort:x}");
+        var live = task.GetRegs();
+        live.Rip = abort;
+        task.SetRegs(live);
+        regs.Rip = abort;
+        return regs;
+    }
+
     public static UserRegs RestartIfEndedByFreeze(int pid, Tracing.TracedTask task, UserRegs regs)
     {
         const long EINTR = -4;

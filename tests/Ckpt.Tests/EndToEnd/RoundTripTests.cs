@@ -291,6 +291,29 @@ public sealed class RoundTripTests(E2eEnvironment env)
         r.AssertPassed().AssertRestoredExit0().AssertSameLayout().Cleanup();
     }
 
+    /// <summary>
+    /// Two threads (the main one too) spinning inside rseq critical sections: checkpoints that leave the
+    /// process running, then one with --kill and a restart; no section may go on without its protection
+    /// (a thread frozen in one goes on at its abort handler, in the running process as in the restarted).
+    /// </summary>
+    [Fact]
+    public void RseqCriticalSections()
+    {
+        env.Program("rseqcs");
+        var r = new E2eScript(env, "rseqcs").Run("""
+            start "$W/out" "$BIN/rseqcs"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            for i in 1 2 3; do ck checkpoint $P -o /dev/null --log "$W/ck$i.log" -v || fail "checkpoint $i (leaving it running) failed"; done
+            checkpoint_kill
+            restart_detached
+            sleep 0.2
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.Contains("rseq critical section", string.Concat(r.File("ck1.log"), r.File("ck2.log"), r.File("ck3.log"), r.File("ck.log")));
+        r.Cleanup();
+    }
+
     [Fact]
     public void Signals()
     {
