@@ -53,6 +53,7 @@ public enum RecordKind : uint
     UnixSocketQueue = 61,  // Kinds/UnixSocket.cs (messages or bytes waiting in a unix socket's receive queue)
     UnixSocketRights = 65, // Kinds/UnixSocket.cs (which queued messages carry files in flight, SCM_RIGHTS, by objref)
     UnixSocketSenders = 68, // Kinds/UnixSocket.cs (optional: the bound sender of each queued datagram, by message index)
+    UnixSocketCreds = 69,   // Kinds/UnixSocket.cs (optional: the credentials, SCM_CREDENTIALS, each queued message came with, by message index)
     SocketFilters = 64,    // Kinds/SocketFilter.cs (classic BPF filters attached to sockets, by fd, with their lock flag)
     NetlinkSocket = 63,    // Kinds/NetlinkSocket.cs (a netlink socket: protocol, port id, groups, options)
     PacketSocket = 67,     // Kinds/PacketSocket.cs (an AF_PACKET socket: type, protocol, interface by name, options)

@@ -22,7 +22,7 @@ public sealed unsafe class UnixSocket : IFileKind
 {
     public static readonly UnixSocket Instance = new();
     public string Name => "unix socket";
-    public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.UnixSocket, RecordKind.UnixSocketQueue, RecordKind.UnixSocketRights, RecordKind.UnixSocketSenders];
+    public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.UnixSocket, RecordKind.UnixSocketQueue, RecordKind.UnixSocketRights, RecordKind.UnixSocketSenders, RecordKind.UnixSocketCreds];
     /// <summary>After the credentials (70): listen() records the caller's credentials as the peer credentials of future connections.</summary>
     public int FinishOrder => 75;
 
@@ -213,6 +213,7 @@ public sealed unsafe class UnixSocket : IFileKind
         List<(byte[] Data, int[]? Fds)> queue;
         // the sender of each datagram queued in a socket that is not one end of a pair (which only its peer sends to)
         var senders = d.Type == SocketCalls.SOCK_DGRAM && rel is Relation.Unconnected or Relation.ConnectedTo ? new List<byte[]?>() : null;
+        List<PeerCredentials?>? creds = null;
         try
         {
             sndbuf = SocketCalls.GetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_SNDBUF, "SO_SNDBUF", ctx.Pid);
@@ -232,7 +233,9 @@ public sealed unsafe class UnixSocket : IFileKind
             }
             // a stream or seqpacket socket that is not connected has no queue (and recvmsg says ENOTCONN)
             bool hasQueue = rel is Relation.Pair or Relation.PeerClosed or Relation.ConnectedTo || (rel == Relation.Unconnected && d.Type == SocketCalls.SOCK_DGRAM);
-            queue = hasQueue ? PeekQueue(mine, d, peekOff, ctx.Pid, what, senders) : [];
+            // the credentials each message came with, which a receiver with SO_PASSCRED reads with it
+            if (hasQueue && passcred) creds = new();
+            queue = hasQueue ? PeekQueue(mine, d, peekOff, ctx.Pid, what, senders, creds) : [];
         }
         finally { FileCalls.Close(mine); }
         long total = queue.Sum(m => (long)m.Data.Length);
@@ -267,8 +270,8 @@ public sealed unsafe class UnixSocket : IFileKind
         ctx.Image.Write(RecordKind.UnixSocket, w);
         // the queue, after the files in flight in it (by objref) and the senders' addresses: written by
         // WriteQueues once every file of the process is saved if files are in flight, else now
-        if (rights.Count > 0) ctx.State<PendingQueues>().List.Add((ino, queue, senders, rights));
-        else WriteQueue(ctx, ino, queue, senders, null);
+        if (rights.Count > 0) ctx.State<PendingQueues>().List.Add((ino, queue, senders, rights, creds));
+        else WriteQueue(ctx, ino, queue, senders, null, creds);
         ctx.Log.Info($"{what}: {rel}, {queue.Count} message(s), {total} bytes queued{(rights.Count > 0 ? $", {rights.Sum(x => x.Fds.Length)} file(s) in flight" : "")}{(waiting.Length > 0 ? $", {waiting.Length} connection(s) waiting to be accepted" : "")}");
     }
 
@@ -375,7 +378,8 @@ public sealed unsafe class UnixSocket : IFileKind
     /// </summary>
     [ThreadStatic] private static byte[]? t_peekBuffer;
 
-    private static List<(byte[] Data, int[]? Fds)> PeekQueue(int fd, SocketCalls.UnixDiag d, int savedPeekOff, int pid, string what, List<byte[]?>? senders = null)
+    private static List<(byte[] Data, int[]? Fds)> PeekQueue(int fd, SocketCalls.UnixDiag d, int savedPeekOff, int pid, string what, List<byte[]?>? senders = null,
+        List<PeerCredentials?>? creds = null)
     {
         var msgs = new List<(byte[] Data, int[]? Fds)>();
         bool stream = d.Type == SocketCalls.SOCK_STREAM;
@@ -388,6 +392,7 @@ public sealed unsafe class UnixSocket : IFileKind
             var ctl = new byte[CmsgRoom];
             var from = new byte[110];   // sockaddr_un
             byte[]? curFrom = null;
+            PeerCredentials? curCred = null;
             var cur = new MemoryStream();
             List<int>? curFds = null;
             long total = 0;
@@ -407,6 +412,7 @@ public sealed unsafe class UnixSocket : IFileKind
                     n = SocketCalls.RecvMsg(fd, &mh, SocketCalls.MSG_PEEK | SocketCalls.MSG_DONTWAIT | SocketCalls.MSG_CMSG_CLOEXEC);
                     flags = mh.Flags;
                     if (n >= 0) fds = Rights(c, (int)mh.ControlLen, flags, pid, what);
+                    if (n >= 0 && creds != null && cur.Length == 0) curCred = Credentials(c, (int)mh.ControlLen);
                     // the sender's address (sun_path bytes; none from an unbound sender)
                     if (n >= 0 && !stream && cur.Length == 0) curFrom = mh.NameLen > 2 ? from.AsSpan(2, Math.Min(mh.NameLen, from.Length) - 2).ToArray() : null;
                 }
@@ -427,18 +433,40 @@ public sealed unsafe class UnixSocket : IFileKind
                 // (a stream's peek glues the bytes before a piece that carries files to it, and no call
                 // tells where that piece starts: the files come back with the glued bytes, which a
                 // reader of the whole gets the same way)
-                if (stream) { msgs.Add((buf[..(int)n], curFds?.ToArray())); curFds = null; continue; }
+                if (stream) { msgs.Add((buf[..(int)n], curFds?.ToArray())); creds?.Add(curCred); curFds = null; continue; }
                 cur.Write(buf, 0, (int)n);
                 if ((flags & SocketCalls.MSG_TRUNC) != 0) continue;   // the rest of this message comes next
                 msgs.Add((cur.ToArray(), curFds?.ToArray()));
                 senders?.Add(curFrom);
+                creds?.Add(curCred);
                 curFds = null;
                 cur.SetLength(0);
                 if (msgs.Count > 1 << 20) { CloseAll(msgs, null); throw new NotCheckpointableException(pid, $"{what} has more than 2^20 messages queued"); }
             }
             // a stream's pieces make one block of bytes, unless files are in flight: each piece then
             // keeps the files that came with it (a peek stops after the piece that carries files)
-            if (stream && msgs.Count > 1 && !anyFds) msgs = [(msgs.SelectMany(m => m.Data).ToArray(), null)];
+            // (a peek stops where the writer changes when the credentials are read: pieces of one writer
+            // make one block, each with its writer's credentials)
+            if (stream && msgs.Count > 1 && !anyFds)
+            {
+                if (creds == null) msgs = [(msgs.SelectMany(m => m.Data).ToArray(), null)];
+                else
+                {
+                    var joined = new List<(byte[] Data, int[]? Fds)>();
+                    var joinedCreds = new List<PeerCredentials?>();
+                    for (int i = 0; i < msgs.Count;)
+                    {
+                        int j = i + 1;
+                        while (j < msgs.Count && creds[j] == creds[i]) j++;
+                        joined.Add((msgs.Skip(i).Take(j - i).SelectMany(m => m.Data).ToArray(), null));
+                        joinedCreds.Add(creds[i]);
+                        i = j;
+                    }
+                    msgs = joined;
+                    creds.Clear();
+                    creds.AddRange(joinedCreds);
+                }
+            }
         }
         finally
         {
@@ -454,6 +482,21 @@ public sealed unsafe class UnixSocket : IFileKind
     {
         foreach (var (_, fds) in msgs) foreach (int f in fds ?? []) FileCalls.Close(f);
         foreach (int f in more ?? []) FileCalls.Close(f);
+    }
+
+    /// <summary>The credentials (SCM_CREDENTIALS) in the control data of a peek, or null.</summary>
+    private static PeerCredentials? Credentials(byte* c, int len)
+    {
+        for (int off = 0; off + 16 <= len;)
+        {
+            long clen = *(long*)(c + off);
+            int level = *(int*)(c + off + 8), type = *(int*)(c + off + 12);
+            if (clen < 16 || off + clen > len) break;
+            if (level == SocketCalls.SOL_SOCKET && type == SocketCalls.SCM_CREDENTIALS && clen >= 28)
+                return new PeerCredentials(*(int*)(c + off + 16), *(uint*)(c + off + 20), *(uint*)(c + off + 24));
+            off += (int)((clen + 7) & ~7L);
+        }
+        return null;
     }
 
     /// <summary>The fds a peek gave ckpt for files in flight (SCM_RIGHTS), or null; a cut control message is refused.</summary>
@@ -652,7 +695,7 @@ public sealed unsafe class UnixSocket : IFileKind
     }
 
     /// <summary>Queues that carry files in flight, written once every file of the process has its objref.</summary>
-    private sealed class PendingQueues { public readonly List<(ulong Ino, List<(byte[] Data, int[]? Fds)> Queue, List<byte[]?>? Senders, List<(int Index, int[] Fds)> Rights)> List = new(); }
+    private sealed class PendingQueues { public readonly List<(ulong Ino, List<(byte[] Data, int[]? Fds)> Queue, List<byte[]?>? Senders, List<(int Index, int[] Fds)> Rights, List<PeerCredentials?>? Creds)> List = new(); }
 
     /// <summary>
     /// Writes the queues that carry files in flight, after every file of the process (<see cref="FdTable"/>
@@ -662,15 +705,24 @@ public sealed unsafe class UnixSocket : IFileKind
     {
         if (ctx.Existing<PendingQueues>() is not { } pending) return;
         var byFd = ctx.State<FdTable.Refs>().ByFd;
-        foreach (var (ino, queue, senders, rights) in pending.List)
+        foreach (var (ino, queue, senders, rights, creds) in pending.List)
             WriteQueue(ctx, ino, queue, senders, rights.Select(x => (x.Index, x.Fds.Select(fd => byFd.TryGetValue(fd, out uint r) ? r
-                : throw new CkptException($"pid {ctx.Pid}: the file in flight installed as fd {fd} was not saved", ExitCodes.Internal)).ToArray())).ToList());
+                : throw new CkptException($"pid {ctx.Pid}: the file in flight installed as fd {fd} was not saved", ExitCodes.Internal)).ToArray())).ToList(), creds);
         ctx.Forget<PendingQueues>();
     }
 
     /// <summary>A socket's queue: which messages carry files (by objref), who sent each datagram, then the messages.</summary>
-    private static void WriteQueue(CheckpointContext ctx, ulong ino, List<(byte[] Data, int[]? Fds)> queue, List<byte[]?>? senders, List<(int Index, uint[] Refs)>? rights)
+    private static void WriteQueue(CheckpointContext ctx, ulong ino, List<(byte[] Data, int[]? Fds)> queue, List<byte[]?>? senders, List<(int Index, uint[] Refs)>? rights,
+        List<PeerCredentials?>? creds)
     {
+        // the credentials of each message (optional: a reader without it sends them as ckpt's)
+        if (creds != null && creds.Any(c => c != null))
+        {
+            var cw = new PayloadWriter().U64(ino).U32((uint)creds.Count(c => c != null));
+            for (int i = 0; i < creds.Count; i++)
+                if (creds[i] is { } c) cw.U32((uint)i).I32(c.Pid).U32(c.Uid).U32(c.Gid);
+            ctx.Image.Write(RecordKind.UnixSocketCreds, cw, RecordFlags.Optional);
+        }
         if (rights is { Count: > 0 })
         {
             var rw = new PayloadWriter().U64(ino).U32((uint)rights.Count);
@@ -776,10 +828,12 @@ public sealed unsafe class UnixSocket : IFileKind
         public readonly Dictionary<ulong, uint> Sent = new();
         /// <summary>Sockets whose queued datagrams came from bound senders: message index → the sender's address (sun_path bytes).</summary>
         public readonly Dictionary<ulong, Dictionary<uint, byte[]>> Senders = new();
+        /// <summary>The credentials queued messages came with (UnixSocketCreds): socket inode → message index → credentials.</summary>
+        public readonly Dictionary<ulong, Dictionary<uint, PeerCredentials>> Creds = new();
         /// <summary>Every socket rebuilt with an address: its sun_path bytes (as a string key) → ckpt's copy (the senders of queued datagrams).</summary>
         public readonly Dictionary<string, int> ByName = new();
         /// <summary>The queues of those sockets, in order, written in Finish with their files and senders.</summary>
-        public readonly List<(ulong Ino, (int Fd, byte[]? Addr, int Type) From, byte[] Msg, uint[]? Refs, byte[]? Sender)> Deferred = new();
+        public readonly List<(ulong Ino, (int Fd, byte[]? Addr, int Type) From, byte[] Msg, uint[]? Refs, byte[]? Sender, PeerCredentials? Cred)> Deferred = new();
         /// <summary>Socket files made by bind() for sockets whose file had been removed: removed again once the queues are written.</summary>
         public readonly List<string> Removed = new();
         /// <summary>An unbound datagram socket of ckpt that sends the queues of unconnected datagram sockets.</summary>
@@ -822,6 +876,20 @@ public sealed unsafe class UnixSocket : IFileKind
                 throw new ImageFormatException($"UnixSocketSenders record at offset {rec.Offset} for an unknown socket:[{sino}], or a second one");
             return;
         }
+        if (rec.Kind == RecordKind.UnixSocketCreds)
+        {
+            ulong cino = r.U64();
+            var byIndex = new Dictionary<uint, PeerCredentials>();
+            for (uint i = 0, n = r.U32(); i < n; i++)
+            {
+                uint index = r.U32();
+                if (!byIndex.TryAdd(index, new PeerCredentials(r.I32(), r.U32(), r.U32()))) throw new ImageFormatException($"UnixSocketCreds record at offset {rec.Offset}: message {index} twice");
+            }
+            r.End();
+            if (!st.SendFrom.ContainsKey(cino) || !st.Creds.TryAdd(cino, byIndex))
+                throw new ImageFormatException($"UnixSocketCreds record at offset {rec.Offset} for an unknown socket:[{cino}], or a second one");
+            return;
+        }
         if (rec.Kind == RecordKind.UnixSocketQueue)
         {
             ulong qino = r.U64(); uint count = r.U32();
@@ -831,13 +899,16 @@ public sealed unsafe class UnixSocket : IFileKind
             // every description and every bound socket was rebuilt
             st.Rights.TryGetValue(qino, out var rights);
             st.Senders.TryGetValue(qino, out var senders);
+            st.Creds.TryGetValue(qino, out var creds);
+            using var standIns = new CredentialPids(ctx);
             for (uint i = 0; i < count; i++)
             {
                 var msg = r.Bytes();
-                if (rights == null && senders == null) { SendQueued(st, from, msg, qino); continue; }
                 uint index = st.Sent.TryGetValue(qino, out uint k) ? k : 0;
                 st.Sent[qino] = index + 1;
-                st.Deferred.Add((qino, from, msg.ToArray(), rights?.GetValueOrDefault(index), senders?.GetValueOrDefault(index)));
+                PeerCredentials? came = creds != null && creds.TryGetValue(index, out var c) ? c : null;
+                if (rights == null && senders == null) { SendQueued(st, from, msg, qino, cred: came, pids: standIns); continue; }
+                st.Deferred.Add((qino, from, msg.ToArray(), rights?.GetValueOrDefault(index), senders?.GetValueOrDefault(index), came));
             }
             r.End();
             return;
@@ -988,6 +1059,32 @@ public sealed unsafe class UnixSocket : IFileKind
     /// The peer credentials a connected unix socket reports (SO_PEERCRED): the process that made the
     /// connection or the pair (its pid in ckpt's pid namespace), with its effective uid and gid then.
     /// </summary>
+    /// <summary>
+    /// Stand-ins (<see cref="Vessel.StandIn"/>) for the ended senders of queued messages, whose pid the
+    /// credentials they are sent with again must name: made when first needed, ended on Dispose.
+    /// </summary>
+    private sealed class CredentialPids(RestoreContext ctx) : IDisposable
+    {
+        private readonly Dictionary<int, int> _standIns = new();
+
+        /// <summary><paramref name="pid"/> if a process has it, else a stand-in's pid (that one if it can get it).</summary>
+        public int Existing(int pid)
+        {
+            if (_standIns.TryGetValue(pid, out int s)) return s;
+            if (Directory.Exists($"/proc/{pid}")) return pid;
+            s = Vessel.StandIn(pid, $"the ended sender of a message queued in a unix socket");
+            if (s != pid) ctx.Log.Info($"pid {ctx.Pid}: messages queued by pid {pid}, which has ended, are queued again as from pid {s} (pid {pid} is in use)");
+            _standIns[pid] = s;
+            return s;
+        }
+
+        public void Dispose()
+        {
+            foreach (int s in _standIns.Values) Vessel.KillAndReap(s);
+            _standIns.Clear();
+        }
+    }
+
     private readonly record struct PeerCredentials(int Pid, uint Uid, uint Gid)
     {
         public bool Known => Pid > 0;
@@ -1275,17 +1372,18 @@ public sealed unsafe class UnixSocket : IFileKind
     /// there for the moment; when the address is taken by a socket outside the restart, from an unbound one
     /// (the address is lost: logged).
     /// </summary>
-    private static void SendAs(RestoreContext ctx, RestoreState st, byte[] sender, (int Fd, byte[]? Addr, int Type) to, ReadOnlySpan<byte> msg, ulong ino, int[]? fds)
+    private static void SendAs(RestoreContext ctx, RestoreState st, byte[] sender, (int Fd, byte[]? Addr, int Type) to, ReadOnlySpan<byte> msg, ulong ino, int[]? fds,
+        PeerCredentials? cred, CredentialPids pids)
     {
         if (st.ByName.TryGetValue(Convert.ToHexString(sender), out int mine))
         {
-            SendQueued(st, (-1, to.Addr, to.Type), msg, ino, fds, mine);
+            SendQueued(st, (-1, to.Addr, to.Type), msg, ino, fds, mine, cred, pids);
             return;
         }
         if (sender[0] != 0 && sender[0] != (byte)'/')
         {
             ctx.Log.Info($"socket:[{ino}]: a queued datagram from {ShowName(sender)} (a relative name) is sent from an unbound socket");
-            SendQueued(st, (-1, to.Addr, to.Type), msg, ino, fds);
+            SendQueued(st, (-1, to.Addr, to.Type), msg, ino, fds, cred: cred, pids: pids);
             return;
         }
         int tmp = SocketCalls.Socket(SocketCalls.AF_UNIX, SocketCalls.SOCK_DGRAM | SocketCalls.SOCK_CLOEXEC, 0);
@@ -1298,13 +1396,13 @@ public sealed unsafe class UnixSocket : IFileKind
             if (rc != 0)
             {
                 ctx.Log.Info($"socket:[{ino}]: a queued datagram from {ShowName(sender)} is sent from an unbound socket (that address is in use: {Errors.Describe(Marshal.GetLastPInvokeError())})");
-                SendQueued(st, (-1, to.Addr, to.Type), msg, ino, fds);
+                SendQueued(st, (-1, to.Addr, to.Type), msg, ino, fds, cred: cred, pids: pids);
                 return;
             }
             try
             {
                 SetBuffer(tmp, SocketCalls.SO_SNDBUFFORCE, 16 << 20);
-                SendQueued(st, (-1, to.Addr, to.Type), msg, ino, fds, tmp);
+                SendQueued(st, (-1, to.Addr, to.Type), msg, ino, fds, tmp, cred, pids);
             }
             finally { if (sender[0] != 0) FileCalls.Unlink(Encoding.UTF8.GetString(sender).TrimEnd('\0')); }
         }
@@ -1322,7 +1420,8 @@ public sealed unsafe class UnixSocket : IFileKind
         return ctl;
     }
 
-    private static void SendQueued(RestoreState st, (int Fd, byte[]? Addr, int Type) from, ReadOnlySpan<byte> msg, ulong ino, int[]? fds = null, int via = -1)
+    private static void SendQueued(RestoreState st, (int Fd, byte[]? Addr, int Type) from, ReadOnlySpan<byte> msg, ulong ino, int[]? fds = null, int via = -1,
+        PeerCredentials? cred = null, CredentialPids? pids = null)
     {
         int fd = from.Fd;
         byte[]? addr = null;
@@ -1340,6 +1439,19 @@ public sealed unsafe class UnixSocket : IFileKind
         }
         bool stream = from.Type == SocketCalls.SOCK_STREAM;
         byte[]? ctl = fds is { Length: > 0 } ? RightsControl(fds) : null;
+        // the credentials it came with: the kernel takes them from root (CAP_SETUID, CAP_SETGID and
+        // CAP_SYS_ADMIN) for a pid that exists, a stand-in's when the sender has ended
+        if (cred is { } cr && pids != null && cr.Pid > 0)
+        {
+            var cc = new byte[32];
+            BitConverter.TryWriteBytes(cc.AsSpan(0), 28L);
+            BitConverter.TryWriteBytes(cc.AsSpan(8), SocketCalls.SOL_SOCKET);
+            BitConverter.TryWriteBytes(cc.AsSpan(12), SocketCalls.SCM_CREDENTIALS);
+            BitConverter.TryWriteBytes(cc.AsSpan(16), pids.Existing(cr.Pid));
+            BitConverter.TryWriteBytes(cc.AsSpan(20), cr.Uid);
+            BitConverter.TryWriteBytes(cc.AsSpan(24), cr.Gid);
+            ctl = ctl == null ? cc : [.. cc, .. ctl];
+        }
         fixed (byte* p = msg)
         fixed (byte* a = addr)
         fixed (byte* c = ctl)
@@ -1369,12 +1481,13 @@ public sealed unsafe class UnixSocket : IFileKind
         if (!st.Applied)
         {
             // the queues that carry files in flight, with ckpt's copies of the files (FdTable kept them)
-            foreach (var (qino, from, msg, refs, sender) in st.Deferred)
+            using var standIns = new CredentialPids(ctx);
+            foreach (var (qino, from, msg, refs, sender, cred) in st.Deferred)
             {
                 int[]? fds = refs?.Select(o => ctx.Session.Masters.TryGetValue(o, out int m) ? m
                     : throw new ImageFormatException($"socket:[{qino}] has in flight the description {o}, which no FdTable kept")).ToArray();
-                if (sender != null && from.Addr != null) SendAs(ctx, st, sender, from, msg, qino, fds);
-                else SendQueued(st, from, msg, qino, fds);
+                if (sender != null && from.Addr != null) SendAs(ctx, st, sender, from, msg, qino, fds, cred, standIns);
+                else SendQueued(st, from, msg, qino, fds, cred: cred, pids: standIns);
             }
             st.Deferred.Clear();
             // datagram sockets connect to their peers once their queues are written (a connected socket
@@ -1467,6 +1580,14 @@ public sealed unsafe class UnixSocket : IFileKind
             var senders = new List<string>();
             for (uint i = 0; i < ns; i++) { uint index = r.U32(); senders.Add($"message {index}: {ShowName(r.Bytes().ToArray())}"); }
             info.Child("datagram senders").Set($"socket:[{sino}]", string.Join("; ", senders));
+            return;
+        }
+        if (rec.Kind == RecordKind.UnixSocketCreds)
+        {
+            ulong cino = r.U64(); uint nc = r.U32();
+            var creds = new List<string>();
+            for (uint i = 0; i < nc; i++) { uint index = r.U32(); creds.Add($"message {index}: pid {r.I32()} uid {r.U32()} gid {r.U32()}"); }
+            info.Child("message credentials").Set($"socket:[{cino}]", string.Join("; ", creds));
             return;
         }
         if (rec.Kind == RecordKind.UnixSocketQueue)

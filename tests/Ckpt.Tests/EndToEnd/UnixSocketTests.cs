@@ -232,4 +232,23 @@ public sealed class UnixSocketTests(E2eEnvironment env)
         Assert.True(err.Contains($"fd {fd} ") && err.Contains("waiting to be accepted"), $"the message should name fd {fd} and the waiting connection{r.Diagnostics}");
         r.Cleanup();
     }
+
+    /// <summary>
+    /// Messages queued for a receiver that reads their credentials (SO_PASSCRED): datagrams of a live child
+    /// with its own uid and gid and of a child that ended, a stream of two writers: each keeps its sender's
+    /// pid, uid and gid (a stand-in holds the ended one's pid while its message is queued again).
+    /// </summary>
+    [Fact]
+    public void QueuedMessagesKeepTheirCredentials()
+    {
+        env.Program("credq");
+        var r = new E2eScript(env, "credq").Run("""
+            start "$W/out" "$BIN/credq"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            checkpoint_kill_tree CHILD
+            restart_detached
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
 }
