@@ -1390,19 +1390,13 @@ public sealed unsafe class InetSocket : IStateKind
             Unlock(ctx.Session);
             foreach (var (fd, what, fins, reuse, unsent) in r.Fds)
             {
-                // the part of the send queue that had not been sent, as data written anew (without waiting for the peer)
-                SendAll(fd, unsent, SocketCalls.MSG_NOSIGNAL | SocketCalls.MSG_DONTWAIT, send: true, "the send queue not sent yet", ctx.Pid, what);
-                // a window probe now that it reaches the peer (leaving repair mode sends one): the window
-                // saved may be one the peer has opened since, its update lost while the connection was held,
-                // and the timer of the probes that would ask again starts at a second and doubles
-                if (unsent.Length > 0)
+                try { Resume(ctx, fd, what, fins, reuse, unsent); }
+                catch (SyscallException e) when (e.Errno is Errors.ECONNRESET or Errors.EPIPE or Errors.ENOTCONN)
                 {
-                    SocketCalls.SetInt(fd, IPPROTO_TCP, TCP_REPAIR, 1, "TCP_REPAIR", ctx.Pid, what);
-                    LeaveRepair(fd, TCP_REPAIR_OFF, reuse, ctx.Pid, what);
+                    // its peer reset it once its packets went through again (a peer that had gone meanwhile,
+                    // or had been told the connection was gone): the program finds it reset, as it would have
+                    ctx.Log.Info($"pid {ctx.Pid}: {what} was reset by its peer as it was restored ({e.Message}); the program finds it reset");
                 }
-                // our FIN, after the data (sent again at its sequence number when it had gone out: the peer
-                // acknowledges it again or takes it now)
-                if ((fins & FinSent) != 0 && SocketCalls.Shutdown(fd, SocketCalls.SHUT_WR) != 0) throw SyscallException.Last("shutdown(SHUT_WR)", ctx.Pid, what);
             }
         }
         finally
@@ -1411,6 +1405,24 @@ public sealed unsafe class InetSocket : IStateKind
             r.Fds.Clear();
             Unlock(ctx.Session);
         }
+    }
+
+    /// <summary>A restored connection, out of repair mode with the peers' packets let through, sends what it had not sent yet, then its FIN if it had sent one.</summary>
+    private static void Resume(RestoreContext ctx, int fd, string what, int fins, bool reuse, byte[] unsent)
+    {
+        // the part of the send queue that had not been sent, as data written anew (without waiting for the peer)
+        SendAll(fd, unsent, SocketCalls.MSG_NOSIGNAL | SocketCalls.MSG_DONTWAIT, send: true, "the send queue not sent yet", ctx.Pid, what);
+        // a window probe now that it reaches the peer (leaving repair mode sends one): the window
+        // saved may be one the peer has opened since, its update lost while the connection was held,
+        // and the timer of the probes that would ask again starts at a second and doubles
+        if (unsent.Length > 0)
+        {
+            SocketCalls.SetInt(fd, IPPROTO_TCP, TCP_REPAIR, 1, "TCP_REPAIR", ctx.Pid, what);
+            LeaveRepair(fd, TCP_REPAIR_OFF, reuse, ctx.Pid, what);
+        }
+        // our FIN, after the data (sent again at its sequence number when it had gone out: the peer
+        // acknowledges it again or takes it now)
+        if ((fins & FinSent) != 0 && SocketCalls.Shutdown(fd, SocketCalls.SHUT_WR) != 0) throw SyscallException.Last("shutdown(SHUT_WR)", ctx.Pid, what);
     }
 
     public void Describe(Record rec, InfoNode info)
