@@ -26,7 +26,14 @@ public static class Restorer
         CheckHeader(header);
         Vessel.Input = opt.Spool;
         Vessel.WaitLog = m => log.Info(m);
-        try { return TracerThread.Run(() => RunTraced(reader, header, opt, log)); }
+        try
+        {
+            int pid = TracerThread.Run(() => RunTraced(reader, header, opt, log));
+            // (a mapped image, once everything read from it is done with; after a failure a helper thread
+            // may still be letting go of its pages: left mapped until ckpt exits)
+            reader.Dispose();
+            return pid;
+        }
         finally { Vessel.Input = null; Vessel.WaitLog = null; }
     }
 
