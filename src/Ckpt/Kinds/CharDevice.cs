@@ -197,7 +197,9 @@ public sealed class CharDevice : IFileKind
 
     private static void Placed(RestoreContext ctx, uint objref, int fd, long pos)
     {
-        if (pos != 0) ctx.Vessel.Inject(Nr.lseek, fd, pos, FileCalls.SEEK_SET);
+        // (a device that cannot seek, a terminal, keeps its offset 0)
+        try { ctx.SetOffsetAndFlags(fd, pos, -1, $"fd {fd}"); }
+        catch (SyscallException) { }
         ctx.Files.SetRestored(objref, fd);
     }
 

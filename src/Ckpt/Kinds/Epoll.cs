@@ -135,7 +135,7 @@ public sealed class Epoll : IFileKind
         }
         r.End();
         int fd = (int)ctx.Inject("epoll_create1", Nr.epoll_create1, FileCalls.O_CLOEXEC);
-        if ((flags & FileCalls.O_NONBLOCK) != 0) ctx.Inject("fcntl(F_SETFL)", Nr.fcntl, fd, FileCalls.F_SETFL, FileCalls.O_NONBLOCK);
+        if ((flags & FileCalls.O_NONBLOCK) != 0) ctx.SetOffsetAndFlags(fd, 0, FileCalls.O_NONBLOCK, "an epoll instance");
         ctx.Files.SetRestored(objref, fd);
         if (watches.Count > 0) ctx.State<RestoreState>().Epolls.Add((objref, watches, closed));
     }

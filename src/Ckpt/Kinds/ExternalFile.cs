@@ -41,7 +41,7 @@ public sealed class ExternalFile : IStateKind
             ctx.Inherited[source] = ctx.Install(source);
         if (!ctx.Inherited.TryGetValue(source, out int vesselFd))
             throw new CkptException($"restart: fd {fd} of the image was external ({link}); hand in a replacement with --inherit-fd {fd}:FD", ExitCodes.RestoreConflict);
-        ctx.Inject("fcntl(F_SETFL)", Nr.fcntl, vesselFd, FileCalls.F_SETFL, flags & (FileCalls.O_NONBLOCK | FileCalls.O_APPEND));
+        ctx.SetOffsetAndFlags(vesselFd, 0, flags & (FileCalls.O_NONBLOCK | FileCalls.O_APPEND), "an external file");
         ctx.Files.SetRestored(objref, vesselFd);
         ctx.Log.Info($"fd {fd} ({link}) replaced by fd {source} of ckpt");
     }

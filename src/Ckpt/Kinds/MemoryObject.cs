@@ -262,7 +262,7 @@ public sealed class MemoryObject : IFileKind
                 r.End();
                 int fd = GiveMemfd(ctx, obj, flags)
                     ?? OpenInVessel(ctx, obj, FileCalls.ReopenFlags(flags) | FileCalls.O_CLOEXEC, $"fd description {objref}", own is null or "" ? null : own);
-                if (pos != 0) ctx.Inject("lseek", Nr.lseek, fd, pos, FileCalls.SEEK_SET);
+                ctx.SetOffsetAndFlags(fd, pos, -1, "a memory object's file");
                 ctx.Files.SetRestored(objref, fd);
                 return;
             }
@@ -434,7 +434,7 @@ public sealed class MemoryObject : IFileKind
         ApplyEarlySeals(o);
         int fd = ctx.Install(o.Master);
         const int settable = FileCalls.O_APPEND | FileCalls.O_NONBLOCK | 0x40000 /* O_NOATIME */ | 0x4000 /* O_DIRECT */;
-        if ((flags & settable) != 0) ctx.Inject("fcntl(F_SETFL)", Nr.fcntl, fd, FileCalls.F_SETFL, flags & settable);
+        if ((flags & settable) != 0) ctx.SetOffsetAndFlags(fd, 0, flags & settable, "a memory object's file");
         return fd;
     }
 

@@ -120,7 +120,7 @@ public sealed class PidFd : IFileKind
         if (identity != 0) reaped[identity] = (helper, ctx, status);
         else ProcessTree.EndHelper(helper, ctx.Vessel, 0);
         // CLONE_PIDFD's pidfd is O_RDWR and close-on-exec (the fd's flag is set where it is placed)
-        if ((flags & FileCalls.O_NONBLOCK) != 0) ctx.Inject("fcntl(F_SETFL)", Nr.fcntl, fd, FileCalls.F_SETFL, FileCalls.O_NONBLOCK);
+        if ((flags & FileCalls.O_NONBLOCK) != 0) ctx.SetOffsetAndFlags(fd, 0, FileCalls.O_NONBLOCK, "a pidfd");
         return fd;
     }
 

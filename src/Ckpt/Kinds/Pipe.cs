@@ -191,7 +191,8 @@ public sealed unsafe class Pipe : IFileKind
         if (st.Used.Add(mine)) fd = ctx.Install(mine);
         // a second description of the same end (the pipe reopened through /proc): open it anew
         else fd = ctx.OpenInVessel($"/proc/{Environment.ProcessId}/fd/{mine}", (flags & FileCalls.O_ACCMODE) | FileCalls.O_CLOEXEC);
-        ctx.Inject("fcntl(F_SETFL)", Nr.fcntl, fd, FileCalls.F_SETFL, flags & (FileCalls.O_NONBLOCK | FileCalls.O_APPEND));
+        // (a fresh description, ckpt's pipe2's or reopened, has neither flag)
+        if ((flags & (FileCalls.O_NONBLOCK | FileCalls.O_APPEND)) != 0) ctx.SetOffsetAndFlags(fd, 0, flags & (FileCalls.O_NONBLOCK | FileCalls.O_APPEND), "a pipe end");
         ctx.Files.SetRestored(objref, fd);
     }
 
@@ -261,7 +262,7 @@ public sealed unsafe class Pipe : IFileKind
     private static void Open(RestoreContext ctx, uint objref, string path, int flags)
     {
         int fd = ctx.OpenInVessel(path, (flags & FileCalls.O_ACCMODE) | FileCalls.O_NONBLOCK | FileCalls.O_CLOEXEC);
-        ctx.Inject("fcntl(F_SETFL)", Nr.fcntl, fd, FileCalls.F_SETFL, flags & (FileCalls.O_NONBLOCK | FileCalls.O_APPEND));
+        ctx.SetOffsetAndFlags(fd, 0, flags & (FileCalls.O_NONBLOCK | FileCalls.O_APPEND), $"the FIFO {path}");
         ctx.Files.SetRestored(objref, fd);
     }
 

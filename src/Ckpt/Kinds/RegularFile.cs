@@ -232,7 +232,7 @@ public sealed class RegularFile : IFileKind
             else fd = ctx.OpenInVessel(path, FileCalls.ReopenFlags(flags) | FileCalls.O_CLOEXEC);
         }
         else fd = RestoreUnlinked(ctx, objref, path, flags, mode, size);
-        if (pos != 0) ctx.Inject("lseek", Nr.lseek, fd, pos, FileCalls.SEEK_SET);
+        ctx.SetOffsetAndFlags(fd, pos, -1, path);
         ctx.Files.SetRestored(objref, fd);
     }
 

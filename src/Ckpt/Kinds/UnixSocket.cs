@@ -1018,7 +1018,7 @@ public sealed unsafe class UnixSocket : IFileKind
             long b = BindAgain(ctx, vfd, SocketCalls.UnixAddress(name));
             if (b < 0) throw new CkptException($"restart: cannot bind {what} to {ShowName(name)} again: {Errors.Describe((int)-b)}", ExitCodes.RestoreConflict);
         }
-        ctx.Inject("fcntl(F_SETFL)", Nr.fcntl, vfd, FileCalls.F_SETFL, flags & FileCalls.O_NONBLOCK);
+        ctx.SetOffsetAndFlags(vfd, 0, flags & FileCalls.O_NONBLOCK, "a unix socket");
         if (passcred) SocketCalls.SetInt(mine, SocketCalls.SOL_SOCKET, SocketCalls.SO_PASSCRED, 1, "SO_PASSCRED");
         foreach (var (level, oname, value) in options)
             fixed (byte* v = value)
