@@ -206,7 +206,7 @@ public static class Program
             ok = true;
             // connections lost to the image are said whether or not stderr is a terminal
             if (r.SkippedInFlight > 0)
-                Console.Error.WriteLine($"ckpt: warning: {r.SkippedInFlight} TCP connection(s) waiting to be accepted were left out of the image (--skip-in-flight)");
+                Console.Error.WriteLine($"ckpt: warning: {r.SkippedInFlight} connection(s) waiting to be accepted were left out of the image (--skip-in-flight)");
             if (StderrIsTerminal)
                 Console.Error.WriteLine($"ckpt: checkpointed pid {pid}{(r.Processes > 1 ? $" and {r.Processes - 1} descendant(s)" : "")}: {r.Bytes / 1048576.0:F1} MiB, {r.Records} records in {sw.Elapsed.TotalMilliseconds:F0} ms{(kill ? (r.Processes > 1 ? "; processes killed" : "; process killed") : "")}");
             return ExitCodes.Ok;

@@ -109,11 +109,19 @@ public sealed unsafe class UnixSocket : IFileKind
         bool InTree(uint i) => FindInTree(ctx, $"socket:[{i}]") != null;
         if (d.State == SocketCalls.TCP_LISTEN)
         {
+            waiting = d.Icons;
             if (WaitingProblem(st.Diag, d, InTree) is { } why)
-                throw new NotCheckpointableException(ctx.Pid, $"{what} is listening with {Math.Max(d.Icons.Length, (int)d.RQueue)} connection(s) waiting to be accepted, {why}, which is not supported; checkpoint once they were accepted");
+            {
+                int all = Math.Max(d.Icons.Length, (int)d.RQueue);
+                if (!ctx.Session.SkipInFlight)
+                    throw new NotCheckpointableException(ctx.Pid, $"{what} is listening with {all} connection(s) waiting to be accepted, {why}, which is not supported; checkpoint once they were accepted, or leave those out with --skip-in-flight");
+                // (their clients find them closed once the listener is gone, as when a server ends)
+                waiting = d.Icons.Where(c => ConnectionProblem(st.Diag, c, InTree) == null).ToArray();
+                ctx.Session.Log.Info($"pid {ctx.Pid}: {what}: {all - waiting.Length} connection(s) waiting to be accepted left out (--skip-in-flight): {why}");
+                ctx.Session.SkippedInFlight += all - waiting.Length;
+            }
             rel = Relation.Listening;
             backlog = (int)d.WQueue;
-            waiting = d.Icons;
         }
         byte[] connectTo = [];
         if (d.Peer is uint cp && d.Type == SocketCalls.SOCK_DGRAM && DatagramPeerAddress(ctx, st.Diag, d, cp, what) is { } to)
@@ -131,7 +139,8 @@ public sealed unsafe class UnixSocket : IFileKind
                 string of = $"the listening socket {ShowName(listener.Name)} (socket:[{listener.Ino}])";
                 if (!InTree(listener.Ino))
                     throw new NotCheckpointableException(ctx.Pid, $"{what} waits to be accepted by {of}, which is held outside the tree; not supported");
-                if (WaitingProblem(st.Diag, listener, InTree) is { } why)
+                // (with --skip-in-flight the listener leaves out only the connections that cannot be saved)
+                if ((ctx.Session.SkipInFlight ? ConnectionProblem(st.Diag, ino, InTree) : WaitingProblem(st.Diag, listener, InTree)) is { } why)
                     throw new NotCheckpointableException(ctx.Pid, $"{what} waits to be accepted by {of}, whose waiting connections cannot be saved: {why}; checkpoint once they were accepted");
                 rel = Relation.Waiting;
                 peer = listener.Ino;
@@ -334,12 +343,18 @@ public sealed unsafe class UnixSocket : IFileKind
         if (listener.RQueue != listener.Icons.Length || listener.Icons.Contains(0u))
             return "one of them from a socket closed since (what it sent cannot be read)";
         foreach (uint c in listener.Icons)
-        {
-            if (!inTree(c)) return $"one from socket:[{c}], held outside the tree";
-            if (!diag.TryGetValue(c, out var cd)) return $"one from socket:[{c}], which sock_diag does not list";
-            if (cd.WQueue > 0) return $"one from socket:[{c}], which sent data that waits unread with the connection";
-            if (cd.Shutdown != 0) return $"one from socket:[{c}], which was shut down";
-        }
+            if (ConnectionProblem(diag, c, inTree) is { } why) return why;
+        return null;
+    }
+
+    /// <summary>Why the waiting connection from client socket <paramref name="c"/> cannot be saved, or null.</summary>
+    private static string? ConnectionProblem(Dictionary<uint, SocketCalls.UnixDiag> diag, uint c, Func<uint, bool> inTree)
+    {
+        if (c == 0) return "one of them from a socket closed since (what it sent cannot be read)";
+        if (!inTree(c)) return $"one from socket:[{c}], held outside the tree";
+        if (!diag.TryGetValue(c, out var cd)) return $"one from socket:[{c}], which sock_diag does not list";
+        if (cd.WQueue > 0) return $"one from socket:[{c}], which sent data that waits unread with the connection";
+        if (cd.Shutdown != 0) return $"one from socket:[{c}], which was shut down";
         return null;
     }
 

@@ -356,7 +356,7 @@ public sealed class InetSocketTests(E2eEnvironment env)
             finish_detached
             """);
         r.AssertPassed();
-        Assert.Contains("1 TCP connection(s) waiting to be accepted were left out", r.File("err.txt"));
+        Assert.Contains("1 connection(s) waiting to be accepted were left out", r.File("err.txt"));
         r.AssertRestoredExit0();
         r.Cleanup();
     }

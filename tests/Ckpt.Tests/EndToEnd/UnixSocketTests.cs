@@ -251,4 +251,45 @@ public sealed class UnixSocketTests(E2eEnvironment env)
             """);
         r.AssertPassed().AssertRestoredExit0().Cleanup();
     }
+
+    /// <summary>
+    /// A unix listener with a connection waiting to be accepted whose client, outside the tree, already sent
+    /// its request: refused (naming --skip-in-flight) after the tree had its moments to accept, the tree
+    /// going on; with --skip-in-flight --kill, saved without it: the restarted listener has nothing
+    /// waiting and serves a new client, and the outside client finds its connection closed.
+    /// </summary>
+    [Fact]
+    public void ListenerWithAWaitingRequestFromOutsideIsSkippedInFlight()
+    {
+        env.Program("ulisten");
+        var r = new E2eScript(env, "ulisten").Run("""
+            start "$W/out" "$BIN/ulisten" "$W"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            python3 -c '
+            import socket, sys, time
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(sys.argv[1]); s.sendall(b"GET")
+            open(sys.argv[2], "w").write("CONNECTED\n")
+            try:
+                s.settimeout(30); got = s.recv(10)
+                open(sys.argv[2], "a").write("CLOSED %r\n" % got)
+            except Exception as e:
+                open(sys.argv[2], "a").write("ERROR %s\n" % e)
+            ' "$W/sock" "$W/client.out" </dev/null >/dev/null 2>&1 &
+            C=$!
+            wait_for "$W/client.out" '^CONNECTED' 15 || fail "the outside client did not connect"
+            ck checkpoint $P -o "$W/refused" --log "$W/ck0.log" 2>"$W/err.txt"; echo "REFUSED: $?"
+            grep -q -- '--skip-in-flight' "$W/err.txt" || fail "the refusal does not name --skip-in-flight: $(cat "$W/err.txt")"
+            alive $P || fail "the program did not survive the refused checkpoint"
+            ck checkpoint $P -o "$W/img" --kill --skip-in-flight --log "$W/ck.log" -v -v 2>"$W/skip.txt" || fail "checkpoint --skip-in-flight failed"
+            wait $P 2>/dev/null
+            n=100; while alive $P && [ $n -gt 0 ]; do n=$((n - 1)); sleep 0.05; done
+            wait_for "$W/client.out" '^(CLOSED|ERROR)' 15 || fail "the outside client did not see its connection closed: $(cat "$W/client.out")"
+            restart_detached
+            finish_detached
+            """);
+        Assert.Contains("REFUSED: 69", r.Stdout);
+        Assert.Contains("1 connection(s) waiting to be accepted were left out", r.File("skip.txt"));
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
 }
