@@ -135,7 +135,7 @@ public static class Restorer
                     // are let go once the group stop began, so that they stop with it. A process group that
                     // became orphaned does not stop for job control's signals: SIGSTOP then
                     ctx.Vessel.Detach(job);
-                    if (!WaitStopped(ctx.Pid))
+                    if (!TracedTask.WaitStopped(ctx.Pid))
                     {
                         ProcessCalls.Kill(ctx.Pid, TracedTask.SIGSTOP);
                         log.Info($"pid {ctx.Pid}: signal {job} did not stop it (an orphaned process group); SIGSTOP instead");
@@ -188,17 +188,6 @@ public static class Restorer
     }
 
     /// <summary>Waits (up to 200 ms) until the main thread of <paramref name="pid"/> is stopped (state T).</summary>
-    private static bool WaitStopped(int pid)
-    {
-        for (int i = 0; i < 200; i++)
-        {
-            try { if (Proc.ProcStat.Read(pid).State == 'T') return true; }
-            catch (IOException) { return false; }
-            Thread.Sleep(1);
-        }
-        return false;
-    }
-
     /// <summary>A failed restart leaves nothing behind: every vessel is killed and reaped.</summary>
     private static void KillAll(RestoreSession s)
     {

@@ -113,6 +113,9 @@ public sealed class CpuState : IStateKind
         p.Bytes(task.GetXState());
         p.U64(sigmask);
         var pending = task.PeekSiginfo(shared: false);
+        // a signal sent to this thread alone that the checkpoint's calls took out of its queue (held back by
+        // the tracer) is pending for it (SignalState saves the others with the process's)
+        foreach (var (_, info) in task.DeferredSignals) if (Tracing.TracedTask.SentToThread(info)) pending.Add(info);
         p.U32((uint)pending.Count);
         foreach (var si in pending) p.Raw(si);
         p.U64(rseq.RseqAbiPointer).U32(rseq.RseqAbiSize).U32(rseq.Signature);

@@ -63,15 +63,12 @@ public sealed class SignalState : IStateKind
         ctx.Image.Write(RecordKind.SignalHandlers, p);
         var shared = ctx.Task.PeekSiginfo(shared: true);
         // signals the injected calls took out of the queues (held back by the tracer, given back to the
-        // process on release) are pending too: a SIGSTOP sent again to a stopped process, a signal that
-        // came while the process was held. Their siginfo was not kept: saved as sent by kill() (SI_USER)
+        // process on release) are pending too, with their siginfo: a SIGSTOP sent again to a stopped
+        // process, a signal that came while the process was held (one sent to a thread alone is pending
+        // for that thread: CpuState)
         foreach (var (t, _, _) in ctx.Threads)
-            foreach (int sig in t.DeferredSignals)
-            {
-                var si = new byte[128];
-                BitConverter.TryWriteBytes(si, sig);   // si_signo; si_errno and si_code (SI_USER) 0
-                shared.Add(si);
-            }
+            foreach (var (_, info) in t.DeferredSignals)
+                if (!Tracing.TracedTask.SentToThread(info)) shared.Add(info);
         var q = new PayloadWriter().U32((uint)shared.Count);
         foreach (var si in shared) q.Raw(si);
         ctx.Image.Write(RecordKind.SharedPending, q);

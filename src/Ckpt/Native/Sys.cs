@@ -11,7 +11,7 @@ public static class Nr
         fcntl = 72, fchdir = 81, chdir = 80, umask = 95, setuid = 105, setgid = 106, setgroups = 116,
         setresuid = 117, setresgid = 119, capget = 125, capset = 126, rt_sigqueueinfo = 129,
         sigaltstack = 131, setpriority = 141, prctl = 157, arch_prctl = 158, chroot = 161,
-        gettid = 186, set_tid_address = 218, restart_syscall = 219, exit_group = 231, tgkill = 234,
+        gettid = 186, set_tid_address = 218, restart_syscall = 219, exit_group = 231, tgkill = 234, tkill = 200,
         openat = 257, set_robust_list = 273, get_robust_list = 274, dup3 = 292, pipe2 = 293,
         rt_tgsigqueueinfo = 297, prlimit64 = 302, kcmp = 312, memfd_create = 319, rseq = 334, seccomp = 317, flock = 73, mlock2 = 325, mq_open = 240,
         pidfd_open = 434, clone3 = 435, close_range = 436, pidfd_getfd = 438, mremap = 25,

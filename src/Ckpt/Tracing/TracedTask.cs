@@ -30,8 +30,17 @@ public sealed unsafe class TracedTask
     }
     public bool Attached { get; private set; }
 
-    /// <summary>Signals that arrived while we held the task; re-delivered when it is released.</summary>
-    public List<int> DeferredSignals { get; } = new();
+    /// <summary>
+    /// Signals that arrived while we held the task (taken at their signal-delivery stop, with their
+    /// siginfo); given back when it is released (<see cref="Detach"/>).
+    /// </summary>
+    public List<(int Sig, byte[] Info)> DeferredSignals { get; } = new();
+
+    /// <summary>si_code of a signal sent to one thread with tkill or tgkill (pthread_kill).</summary>
+    public const int SI_TKILL = -6;
+
+    /// <summary>Whether a held-back signal had been sent to its thread alone (tkill, tgkill: pthread_kill).</summary>
+    public static bool SentToThread(byte[] info) => BitConverter.ToInt32(info, 8) == SI_TKILL;
 
     private TracedTask(int tid) { Tid = tid; }
 
@@ -138,7 +147,7 @@ public sealed unsafe class TracedTask
             // signal-delivery stop: hold the signal back, give it back on release (a SIGSTOP too: sent
             // while the task was held, or pending in a stopped task, dropped it would leave the task
             // running, or change a stopped one's pending signals)
-            if (sig != SIGTRAP) DeferredSignals.Add(sig);
+            if (sig != SIGTRAP) DeferredSignals.Add((sig, GetSiginfo()));
             if (expectEventStop)
             {
                 // an interrupt is still pending; resume so that it is taken
@@ -407,7 +416,7 @@ public sealed unsafe class TracedTask
                     $"injected batch of {calls.Length} calls in task {Tid} faulted: signal {sig} (code {code}{addr}) at rip 0x{regs.Rip:x}, at {which}");
             }
             // a signal sent by someone else (only SIGTRAP is unblocked): hold it back like WaitStop does
-            DeferredSignals.Add(sig);
+            DeferredSignals.Add((sig, info));
             Ptrace.Call(Ptrace.CONT, Tid, 0, 0, "CONT");
         }
     }
@@ -482,14 +491,43 @@ public sealed unsafe class TracedTask
     /// <summary>
     /// Releases the task with <paramref name="signal"/> (a stop asked for by the caller), then gives back
     /// every held-back signal, sent again: the signal of a detach is dropped when the task is at an
-    /// interrupt stop, as it is after injected calls (a SIGSTOP sent during a checkpoint left the process running).
+    /// interrupt stop, as it is after injected calls (a SIGSTOP sent during a checkpoint left the process
+    /// running). One sent to this thread alone (pthread_kill: a runtime that suspends a thread for its
+    /// garbage collector waits for that very thread) goes to it again (tkill); one queued with its data
+    /// (sigqueue, a POSIX timer, SIGIO) is queued again with its siginfo (rt_sigqueueinfo, which takes
+    /// such codes from another process); the rest (kill, the kernel's) go to the process again (kill).
     /// </summary>
     public void Detach(int signal = 0)
     {
         if (!Attached) return;
         Ptrace.Call(Ptrace.DETACH, Tid, 0, signal, "DETACH");
         Attached = false;
-        foreach (var s in DeferredSignals) ProcessCalls.Kill(Tid, s);
+        // a stop given with the detach is taken first: a SIGSTOP of theirs sent before it would be the one
+        // taken (a second SIGSTOP pending is dropped), and none would stay pending as one was
+        if (signal != 0 && DeferredSignals.Count > 0) WaitStopped(Tid);
+        foreach (var (sig, info) in DeferredSignals)
+        {
+            int code = BitConverter.ToInt32(info, 8);
+            if (code == SI_TKILL) Sys.Call(Nr.tkill, Tid, sig);
+            else if (code < 0)
+            {
+                fixed (byte* p = info)
+                    if (Sys.Call(Nr.rt_sigqueueinfo, Tid, sig, (long)p) != 0) ProcessCalls.Kill(Tid, sig);
+            }
+            else ProcessCalls.Kill(Tid, sig);
+        }
+    }
+
+    /// <summary>Waits (up to ~200 ms) until task <paramref name="pid"/> is stopped; false if it is not by then, or is gone.</summary>
+    public static bool WaitStopped(int pid)
+    {
+        for (int i = 0; i < 200; i++)
+        {
+            try { if (Proc.ProcStat.Read(pid).State == 'T') return true; }
+            catch (IOException) { return false; }
+            Thread.Sleep(1);
+        }
+        return false;
     }
 
     /// <summary>Best-effort detach for cleanup paths; never throws.</summary>

@@ -114,4 +114,51 @@ public sealed class FrozenTests(E2eEnvironment env)
         Assert.DoesNotContain("RESTARTED AFTER CONT: T", r.Stdout);
         r.Cleanup();
     }
+
+    /// <summary>
+    /// A SIGSTOP sent to one thread alone (tkill) of a stopped process stays pending for that thread, not the
+    /// process, through a checkpoint that leaves it running and through a restart (the checkpoint's calls
+    /// take it out of the queue: it is given back to that thread, and saved as that thread's).
+    /// </summary>
+    [Fact]
+    public void CheckpointKeepsAThreadsPendingStop()
+    {
+        env.Program("twothreads");
+        env.Program("tkill");
+        var r = new E2eScript(env, "thread-pending-stop").Run("""
+            start "$W/out" "$BIN/twothreads"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            T=$(sed -n 's/^THREAD //p' "$W/out")
+            # the other thread, then the main one (which takes what the restart's release sends it first)
+            for X in $T $P; do
+              stop_twice() {
+                "$BIN/tkill" $X 19
+                for i in $(seq 100); do [ "$(awk '{print $3}' /proc/$P/stat)" = T ] && break; sleep 0.02; done
+                "$BIN/tkill" $X 19
+              }
+              bit() { printf '%d' $(( 0x$(sed -n "s/^$2:[[:space:]]*//p" $1) >> 18 & 1 )); }
+              pending() { echo "thread $(bit /proc/$P/task/$X/status SigPnd) process $(bit /proc/$P/status ShdPnd)"; }
+              stop_twice
+              echo "BEFORE $X: $(pending)"
+              ck checkpoint $P -o "$W/img" --log "$W/ck.log" -v || fail "checkpoint failed"
+              echo "STATE $X: $(awk '{print $3}' /proc/$P/stat) PENDING: $(pending)"
+              kill -CONT $P
+              stop_twice
+              checkpoint_kill
+              restart_detached
+              echo "RESTARTED $X: $(awk '{print $3}' /proc/$P/stat) PENDING: $(pending)"
+              kill -CONT $P
+              sleep 0.2
+              echo "RESTARTED AFTER CONT $X: $(awk '{print $3}' /proc/$P/stat)"
+            done
+            finish_detached
+            """);
+        r.AssertScriptOk();
+        var lines = r.Stdout.Split('\n');
+        Assert.Equal(2, lines.Count(l => l.StartsWith("BEFORE ") && l.EndsWith(": thread 1 process 0")));
+        Assert.Equal(2, lines.Count(l => l.StartsWith("STATE ") && l.EndsWith(": T PENDING: thread 1 process 0")));
+        Assert.Equal(2, lines.Count(l => l.StartsWith("RESTARTED ") && !l.Contains("AFTER") && l.EndsWith(": T PENDING: thread 1 process 0")));
+        Assert.DoesNotContain(lines, l => l.StartsWith("RESTARTED AFTER CONT") && l.EndsWith(": T"));
+        r.AssertRestoredExit0().Cleanup();
+    }
 }
