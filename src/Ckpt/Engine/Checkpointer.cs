@@ -477,8 +477,9 @@ public static class Checkpointer
                 // (each looked at, so that the inotify and netlink queues are known as they were at this moment)
                 s.Set(new QueuesAtFreeze());
                 var tcp = InetSocket.TcpSockets(s);
+                if (InetSocket.HoldListeners(s, tcp, ref quiesceTable, quiesceHeld)) tcp = InetSocket.TcpSockets(s);
                 opening = InetSocket.ConnectionsOpening(s, tcp);
-                bool wait = InetSocket.QuiesceListeners(s, tcp, ref quiesceTable, quiesceHeld) | opening
+                bool wait = InetSocket.ListenersWaiting(tcp) | opening
                     | UnixSocket.HasWaitingConnections(s) | Inotify.HasQueuedEvents(s) | NetlinkSocket.HasQueuedMessages(s)
                     | InetSocket.HasQueuedRawPackets(s) | PacketSocket.HasQueuedPackets(s);
                 if (!wait)

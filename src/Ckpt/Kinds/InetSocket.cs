@@ -139,7 +139,7 @@ public sealed unsafe class InetSocket : IStateKind
                 if (tcpState == TCP_STATE_LISTEN)
                 {
                     uint waiting = *(uint*)(info + 24), max = *(uint*)(info + 28);
-                    // (the tree was let go a moment to accept them, new ones held back: see QuiesceListeners)
+                    // (the tree was let go a moment to accept them, new ones held back: see HoldListeners)
                     if (waiting > 0)
                     {
                         if (!ctx.Session.SkipInFlight)
@@ -569,33 +569,41 @@ public sealed unsafe class InetSocket : IStateKind
     }
 
     /// <summary>
-    /// Listeners of the frozen tree with connections waiting to be accepted (those connections cannot be
-    /// saved): their connection requests are held back by an nf_tables table (made, or made again with
-    /// more listeners), so that once the tree runs a moment its listeners accept what waits and no new
-    /// connection completes before it is frozen again. Returns false when there is nothing to wait for,
-    /// or when nf_tables cannot be used (the checkpoint then refuses the listener as before).
+    /// Every TCP listener of the frozen tree gets its new connection requests (SYN without ACK) held back by
+    /// an nf_tables table from the first look at it until the end of the checkpoint (<see cref="EndQuiesce"/>):
+    /// the kernel completes handshakes for a frozen listener, and a connection that came into its accept
+    /// queue while the tree was read could not be saved (an ASP.NET Core server under a steady stream of
+    /// clients refused one checkpoint in two); its client retransmits its SYN a second later. Connections
+    /// already waiting get the tree's moments to be accepted (<see cref="ListenersWaiting"/>). Returns
+    /// true when the table was made or grew (the listeners are then looked at again: a connection could
+    /// complete before it took effect); false when nothing changed or nf_tables cannot be used (a
+    /// connection waiting then refuses the checkpoint, as before).
     /// </summary>
-    public static bool QuiesceListeners(CheckpointSession s, List<(int Pid, int Fd, byte[] Local, int State, uint Waiting)> tcp, ref string? table, HashSet<string> held)
+    public static bool HoldListeners(CheckpointSession s, List<(int Pid, int Fd, byte[] Local, int State, uint Waiting)> tcp, ref string? table, HashSet<string> held)
     {
-        var waiting = tcp.Where(l => l.State == TCP_STATE_LISTEN && l.Waiting > 0).ToList();
-        if (waiting.Count == 0) return false;
         bool grew = false;
-        foreach (var l in waiting) grew |= held.Add(Convert.ToHexString(l.Local));
-        if (!grew && table != null) return true;   // held already: the listeners only need a moment to accept
+        foreach (var l in tcp) if (l.State == TCP_STATE_LISTEN) grew |= held.Add(Convert.ToHexString(l.Local));
+        if (!grew) return false;
+        // the new table first, then the old one goes: no moment without one
+        string next = $"ckpt_q_{s.Tree[0].Pid}_{DateTime.UtcNow:yyyyMMddHHmmssfff}_{held.Count}";
         try
         {
-            if (table != null) NetfilterCalls.DeleteTable(table);
-            table ??= $"ckpt_q_{s.Tree[0].Pid}_{DateTime.UtcNow:yyyyMMddHHmmssfff}";
-            NetfilterCalls.AddDropTable(table, [], held.Select(Convert.FromHexString).ToList());
-            s.Log.Info($"{waiting.Count} listener(s) with connections waiting to be accepted: new connection requests held by nf_tables table inet {table} while they accept them");
-            return true;
+            NetfilterCalls.AddDropTable(next, [], held.Select(Convert.FromHexString).ToList());
+            s.Log.Info($"{held.Count} listener(s): new connection requests held by nf_tables table inet {next} while the tree is checkpointed");
         }
         catch (SyscallException e)
         {
-            s.Log.Info($"listeners with connections waiting cannot be quiesced ({e.Message})");
+            s.Log.Info($"the listeners' new connection requests cannot be held back ({e.Message})");
             return false;
         }
+        if (table != null) EndQuiesce(s, table);
+        table = next;
+        return true;
     }
+
+    /// <summary>Whether a listener of the tree has connections waiting to be accepted (the tree is then let go a moment to accept them).</summary>
+    public static bool ListenersWaiting(List<(int Pid, int Fd, byte[] Local, int State, uint Waiting)> tcp)
+        => tcp.Any(l => l.State == TCP_STATE_LISTEN && l.Waiting > 0);
 
     /// <summary>
     /// Waits (up to 200 ms) until the queues of the tree's TCP connections stop changing: a frozen tree
