@@ -203,16 +203,7 @@ public sealed unsafe class ImageReader : IDisposable
             _mapped[slot] = ((nint)p, length, 1);   // the consumer's, until it releases the record
         }
         _offset += length;
-        return (new MappedSlice(p, length).Memory, slot);
-    }
-
-    /// <summary>A slice of the mapped input as <see cref="Memory{T}"/> (the mapping outlives it).</summary>
-    private sealed class MappedSlice(byte* p, int length) : System.Buffers.MemoryManager<byte>
-    {
-        public override Span<byte> GetSpan() => new(p, length);
-        public override System.Buffers.MemoryHandle Pin(int elementIndex = 0) => new(p + elementIndex);
-        public override void Unpin() { }
-        protected override void Dispose(bool disposing) { }
+        return (new Native.NativeBuffer(p, length).Memory, slot);   // (the mapping outlives it)
     }
 
     /// <summary>The next record, or null after the trailer (which is verified and not returned).</summary>

@@ -499,18 +499,30 @@ public sealed unsafe class UnixSocket : IFileKind
         foreach (int f in more ?? []) FileCalls.Close(f);
     }
 
+    /// <summary>
+    /// The next control message in <paramref name="c"/>[..<paramref name="len"/>] from <paramref name="off"/>
+    /// (moved past it): its level, type and where its data is; false after the last whole one.
+    /// </summary>
+    private static bool NextCmsg(byte* c, int len, ref int off, out int level, out int type, out int data, out int dataLen)
+    {
+        level = type = data = dataLen = 0;
+        if (off + 16 > len) return false;
+        long clen = *(long*)(c + off);
+        if (clen < 16 || off + clen > len) return false;
+        level = *(int*)(c + off + 8);
+        type = *(int*)(c + off + 12);
+        data = off + 16;
+        dataLen = (int)clen - 16;
+        off += (int)((clen + 7) & ~7L);
+        return true;
+    }
+
     /// <summary>The credentials (SCM_CREDENTIALS) in the control data of a peek, or null.</summary>
     private static PeerCredentials? Credentials(byte* c, int len)
     {
-        for (int off = 0; off + 16 <= len;)
-        {
-            long clen = *(long*)(c + off);
-            int level = *(int*)(c + off + 8), type = *(int*)(c + off + 12);
-            if (clen < 16 || off + clen > len) break;
-            if (level == SocketCalls.SOL_SOCKET && type == SocketCalls.SCM_CREDENTIALS && clen >= 28)
-                return new PeerCredentials(*(int*)(c + off + 16), *(uint*)(c + off + 20), *(uint*)(c + off + 24));
-            off += (int)((clen + 7) & ~7L);
-        }
+        for (int off = 0; NextCmsg(c, len, ref off, out int level, out int type, out int d, out int n);)
+            if (level == SocketCalls.SOL_SOCKET && type == SocketCalls.SCM_CREDENTIALS && n >= 12)
+                return new PeerCredentials(*(int*)(c + d), *(uint*)(c + d + 4), *(uint*)(c + d + 8));
         return null;
     }
 
@@ -518,15 +530,9 @@ public sealed unsafe class UnixSocket : IFileKind
     private static int[]? Rights(byte* c, int len, int flags, int pid, string what)
     {
         List<int>? fds = null;
-        for (int off = 0; off + 16 <= len;)
-        {
-            long clen = *(long*)(c + off);
-            int level = *(int*)(c + off + 8), type = *(int*)(c + off + 12);
-            if (clen < 16 || off + clen > len) break;
+        for (int off = 0; NextCmsg(c, len, ref off, out int level, out int type, out int d, out int n);)
             if (level == SocketCalls.SOL_SOCKET && type == SocketCalls.SCM_RIGHTS)
-                for (int i = 16; i + 4 <= clen; i += 4) (fds ??= new()).Add(*(int*)(c + off + i));
-            off += (int)((clen + 7) & ~7L);
-        }
+                for (int i = 0; i + 4 <= n; i += 4) (fds ??= new()).Add(*(int*)(c + d + i));
         if ((flags & SocketCalls.MSG_CTRUNC) != 0)
         {
             foreach (int f in fds ?? []) FileCalls.Close(f);

@@ -15,6 +15,17 @@ public sealed unsafe class NativeBuffer : MemoryManager<byte>
 {
     private byte* _p;
 
+    private readonly bool _owned = true;
+
+    /// <summary>Memory someone else maps and unmaps (a slice of a mapped file): Dispose leaves it.</summary>
+    public NativeBuffer(byte* p, int length)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(length);
+        _p = p;
+        Length = length;
+        _owned = false;
+    }
+
     public NativeBuffer(int length)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(length);
@@ -36,7 +47,7 @@ public sealed unsafe class NativeBuffer : MemoryManager<byte>
     protected override void Dispose(bool disposing)
     {
         if (_p == null) return;
-        MemoryCalls.Munmap((nint)_p, (nuint)Length);
+        if (_owned) MemoryCalls.Munmap((nint)_p, (nuint)Length);
         _p = null;
     }
 }
