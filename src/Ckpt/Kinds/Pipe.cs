@@ -302,9 +302,12 @@ public sealed unsafe class Pipe : IFileKind
         }
         uint objref = r.U32(); ulong pid = r.U64(); int end = r.U8(); int flags = r.I32(); int cap = r.I32(); r.Bool();
         string fifo = r.AtEnd ? "" : r.Str();
+        bool holdsBackHangup = !r.AtEnd && r.Bool();
         string what = fifo.Length > 0 ? ((flags & FileCalls.O_ACCMODE) == FileCalls.O_RDWR ? "fifo (read-write)" : end == 0 ? "fifo read end" : "fifo write end")
             : end == 0 ? "pipe read end" : "pipe write end";
-        info.Child("files").Set(objref.ToString(), new InfoNode().Set("kind", what)
-            .Set("path", fifo.Length > 0 ? fifo : $"pipe:[{pid}]").Set("flags", RegularFile.OpenFlags(flags)).Set("capacity", cap));
+        var node = new InfoNode().Set("kind", what)
+            .Set("path", fifo.Length > 0 ? fifo : $"pipe:[{pid}]").Set("flags", RegularFile.OpenFlags(flags)).Set("capacity", cap);
+        if (holdsBackHangup) node.Set("holds_back_hangup", true);
+        info.Child("files").Set(objref.ToString(), node);
     }
 }

@@ -482,6 +482,7 @@ public sealed class TreeTests(E2eEnvironment env)
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
             checkpoint_kill_tree CHILD
             ck info "$W/img" | grep -q 'kind=fifo' || fail "ckpt info shows no FIFO"
+            ck info "$W/img" --json | grep -q '"holds_back_hangup": true' || fail "ckpt info does not show the control FIFO's ends holding back POLLHUP"
             restart_detached
             finish_detached
             """);
