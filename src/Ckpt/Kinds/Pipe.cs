@@ -192,7 +192,7 @@ public sealed unsafe class Pipe : IFileKind
         // a second description of the same end (the pipe reopened through /proc): open it anew
         else fd = ctx.OpenInVessel($"/proc/{Environment.ProcessId}/fd/{mine}", (flags & FileCalls.O_ACCMODE) | FileCalls.O_CLOEXEC);
         // (a fresh description, ckpt's pipe2's or reopened, has neither flag)
-        if ((flags & (FileCalls.O_NONBLOCK | FileCalls.O_APPEND)) != 0) ctx.SetOffsetAndFlags(fd, 0, flags & (FileCalls.O_NONBLOCK | FileCalls.O_APPEND), "a pipe end");
+        if ((flags & StatusFlags) != 0) ctx.SetOffsetAndFlags(fd, 0, flags & StatusFlags, "a pipe end");
         ctx.Files.SetRestored(objref, fd);
     }
 
@@ -236,7 +236,7 @@ public sealed unsafe class Pipe : IFileKind
             writer = FileCalls.Open($"/proc/self/fd/{ends.Read}", FileCalls.O_WRONLY | FileCalls.O_NONBLOCK | FileCalls.O_CLOEXEC, 0);
             if (writer < 0) throw SyscallException.Last($"open {path} (a writer while a read end is opened)");
         }
-        try { Open(ctx, objref, removed ? $"/proc/{Environment.ProcessId}/fd/{ends.Read}" : path, flags); }
+        try { Open(ctx, objref, EndPath(path, ends.Read), flags); }
         finally { if (writer >= 0) FileCalls.Close(writer); }
     }
 
@@ -255,14 +255,21 @@ public sealed unsafe class Pipe : IFileKind
             ctx.Session.CloseOwn(ends.Write);
             st.Pipes[id] = ends = (ro, -1);
         }
-        Open(ctx, objref, path.EndsWith(Deleted, StringComparison.Ordinal) ? $"/proc/{Environment.ProcessId}/fd/{ends.Read}" : path, flags);
+        Open(ctx, objref, EndPath(path, ends.Read), flags);
     }
+
+    /// <summary>The status flags of an end that a restart sets (the access mode comes with its open).</summary>
+    private const int StatusFlags = FileCalls.O_NONBLOCK | FileCalls.O_APPEND;
+
+    /// <summary>What a FIFO end is opened by: its name, or ckpt's fd of it when its name was removed.</summary>
+    private static string EndPath(string path, int ckptFd)
+        => path.EndsWith(Deleted, StringComparison.Ordinal) ? $"/proc/{Environment.ProcessId}/fd/{ckptFd}" : path;
 
     /// <summary>The process opens a FIFO end by <paramref name="path"/> (never blocking), then gets its own flags.</summary>
     private static void Open(RestoreContext ctx, uint objref, string path, int flags)
     {
         int fd = ctx.OpenInVessel(path, (flags & FileCalls.O_ACCMODE) | FileCalls.O_NONBLOCK | FileCalls.O_CLOEXEC);
-        ctx.SetOffsetAndFlags(fd, 0, flags & (FileCalls.O_NONBLOCK | FileCalls.O_APPEND), $"the FIFO {path}");
+        ctx.SetOffsetAndFlags(fd, 0, flags & StatusFlags, $"the FIFO {path}");
         ctx.Files.SetRestored(objref, fd);
     }
 

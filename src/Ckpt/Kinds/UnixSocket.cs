@@ -1441,6 +1441,19 @@ public sealed unsafe class UnixSocket : IFileKind
         return ctl;
     }
 
+    /// <summary>The control data of a message sent with credentials (SCM_CREDENTIALS): cmsghdr then struct ucred { pid, uid, gid }, padded to 8 bytes.</summary>
+    private static byte[] CredentialsControl(int pid, uint uid, uint gid)
+    {
+        var ctl = new byte[32];
+        BitConverter.TryWriteBytes(ctl, 28L);
+        BitConverter.TryWriteBytes(ctl.AsSpan(8), SocketCalls.SOL_SOCKET);
+        BitConverter.TryWriteBytes(ctl.AsSpan(12), SocketCalls.SCM_CREDENTIALS);
+        BitConverter.TryWriteBytes(ctl.AsSpan(16), pid);
+        BitConverter.TryWriteBytes(ctl.AsSpan(20), uid);
+        BitConverter.TryWriteBytes(ctl.AsSpan(24), gid);
+        return ctl;
+    }
+
     private static void SendQueued(RestoreState st, (int Fd, byte[]? Addr, int Type) from, ReadOnlySpan<byte> msg, ulong ino, int[]? fds = null, int via = -1,
         PeerCredentials? cred = null, CredentialPids? pids = null)
     {
@@ -1464,13 +1477,7 @@ public sealed unsafe class UnixSocket : IFileKind
         // CAP_SYS_ADMIN) for a pid that exists, a stand-in's when the sender has ended
         if (cred is { } cr && pids != null && cr.Pid > 0)
         {
-            var cc = new byte[32];
-            BitConverter.TryWriteBytes(cc.AsSpan(0), 28L);
-            BitConverter.TryWriteBytes(cc.AsSpan(8), SocketCalls.SOL_SOCKET);
-            BitConverter.TryWriteBytes(cc.AsSpan(12), SocketCalls.SCM_CREDENTIALS);
-            BitConverter.TryWriteBytes(cc.AsSpan(16), pids.Existing(cr.Pid));
-            BitConverter.TryWriteBytes(cc.AsSpan(20), cr.Uid);
-            BitConverter.TryWriteBytes(cc.AsSpan(24), cr.Gid);
+            var cc = CredentialsControl(pids.Existing(cr.Pid), cr.Uid, cr.Gid);
             ctl = ctl == null ? cc : [.. cc, .. ctl];
         }
         fixed (byte* p = msg)

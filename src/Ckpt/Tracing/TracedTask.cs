@@ -507,9 +507,8 @@ public sealed unsafe class TracedTask
         if (signal != 0 && DeferredSignals.Count > 0) WaitStopped(Tid);
         foreach (var (sig, info) in DeferredSignals)
         {
-            int code = BitConverter.ToInt32(info, 8);
-            if (code == SI_TKILL) Sys.Call(Nr.tkill, Tid, sig);
-            else if (code < 0)
+            if (SentToThread(info)) Sys.Call(Nr.tkill, Tid, sig);
+            else if (BitConverter.ToInt32(info, 8) < 0)
             {
                 fixed (byte* p = info)
                     if (Sys.Call(Nr.rt_sigqueueinfo, Tid, sig, (long)p) != 0) ProcessCalls.Kill(Tid, sig);
