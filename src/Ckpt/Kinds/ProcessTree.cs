@@ -366,6 +366,35 @@ public sealed class ProcessTree : IStateKind
     /// <param name="aliveOutside">whether a pid (of a session or group leader not in the tree) is a live process outside it</param>
     internal static TreePlan Plan(IReadOnlyList<TreeEntry> tree, Func<int, bool> aliveOutside)
     {
+        // the fallbacks taken when nothing can be made without one, in the order tried: each order builds
+        // some trees the other does not; the first plan that gives every process its place is taken
+        TreePlanException? first = null;
+        foreach (Allow[] steps in FallbackOrders)
+        {
+            try { return Plan(tree, aliveOutside, steps); }
+            catch (TreePlanException e) { first ??= e; }
+        }
+        throw first!;
+    }
+
+    /// <summary>
+    /// What a step of planning may do beyond what needs nothing put off: a fallback that might have waited (a
+    /// leader forked in its parent's session, a session helper forked before all its members' parents are), a
+    /// pending leader's setsid, a leader forked in its parent's session although the leader of a session its
+    /// children are in is yet to be made.
+    /// </summary>
+    [Flags]
+    private enum Allow { None = 0, Fallback = 1, Setsid = 2, Force = 4 }
+
+    /// <summary>What is allowed when nothing can be made otherwise, step by step, in the orders <see cref="Plan(IReadOnlyList{TreeEntry}, Func{int, bool})"/> tries.</summary>
+    private static readonly Allow[][] FallbackOrders =
+    [
+        [Allow.Fallback, Allow.Fallback | Allow.Setsid, Allow.Fallback | Allow.Setsid | Allow.Force],
+        [Allow.Setsid, Allow.Fallback | Allow.Setsid, Allow.Fallback | Allow.Setsid | Allow.Force],
+    ];
+
+    private static TreePlan Plan(IReadOnlyList<TreeEntry> tree, Func<int, bool> aliveOutside, Allow[] steps)
+    {
         var plan = new TreePlan();
         var root = tree[0];
         var pids = tree.Select(e => e.Pid).ToHashSet();
@@ -391,7 +420,8 @@ public sealed class ProcessTree : IStateKind
         void Fork(TreeEntry e, int by, bool forParent)
         {
             plan.Steps.Add(new TreeStep(false, e.Pid, by, forParent, e.ExitSignal, e.Shares, false));
-            Created(e.Pid, forParent ? parentOf[by] : by, sid[by], e.ExitSignal, e.Shares);
+            // (with CLONE_PARENT the child takes its creator's exit signal)
+            Created(e.Pid, forParent ? parentOf[by] : by, sid[by], forParent ? exitSignal[by] : e.ExitSignal, e.Shares);
             if (e.Sid == e.Pid) pending.Add(e.Pid);
         }
         void Setsid(int pid)
@@ -408,12 +438,12 @@ public sealed class ProcessTree : IStateKind
         }
         // forked by a go-between that a process of the session forks below the parent, adopted by the
         // parent when the go-between exits (an adopted process's exit signal is SIGCHLD)
-        // (at level 2 by the session's leader, which calls setsid first)
-        bool ForkAdopted(TreeEntry e, int session, int level)
+        // (when setsid is allowed, by the session's leader, which calls setsid first)
+        bool ForkAdopted(TreeEntry e, int session, Allow allow)
         {
             if (e.ExitSignal != SIGCHLD || e.Shares != ShareFlags.None) return false;
             int creator = order.FirstOrDefault(c => c > 0 && sid[c] == session && Above(e.PPid, c));
-            if (creator == 0 && level >= 2 && pending.Contains(session) && Above(e.PPid, session))
+            if (creator == 0 && allow.HasFlag(Allow.Setsid) && pending.Contains(session) && Above(e.PPid, session))
             {
                 Setsid(session);
                 creator = session;
@@ -427,16 +457,13 @@ public sealed class ProcessTree : IStateKind
             Fork(e, temp, false);
             return true;
         }
-        // level 0: only what needs nothing put off; 1: also a fallback that might have waited (a leader
-        // forked in its parent's session, a session helper forked before all its members' parents are);
-        // 2: also a pending leader's setsid
-        bool CreateIn(TreeEntry e, int want, int level)
+        bool CreateIn(TreeEntry e, int want, Allow allow)
         {
             int parent = e.PPid;
             if (sid[parent] == want) { Fork(e, parent, false); return true; }
             if (want == parent && pending.Contains(parent))
             {
-                if (level < 2) return false;
+                if (!allow.HasFlag(Allow.Setsid)) return false;
                 Setsid(parent);
                 Fork(e, parent, false);
                 return true;
@@ -445,18 +472,18 @@ public sealed class ProcessTree : IStateKind
             if (e.Shares == ShareFlags.None)
                 foreach (int f in order)
                     if (f > 0 && parentOf.TryGetValue(f, out int p) && p == parent && exitSignal[f] == e.ExitSignal && shares[f] == ShareFlags.None
-                        && (sid[f] == want || f == want && level >= 2 && pending.Contains(f)))
+                        && (sid[f] == want || f == want && allow.HasFlag(Allow.Setsid) && pending.Contains(f)))
                     {
                         if (sid[f] != want) Setsid(f);
                         Fork(e, f, true);
                         return true;
                     }
-            if (ForkAdopted(e, want, level)) return true;
+            if (ForkAdopted(e, want, allow)) return true;
             // a session whose leader exited: a helper with the leader's pid leads it, forked by the deepest
             // of the parents its members have outside it (all of them once they exist, each above the next)
             if (pids.Contains(want) || want == root.Sid || sid.ContainsKey(want) || aliveOutside(want)) return false;
             var outside = tree.Where(m => m.Sid == want && byPid.TryGetValue(m.PPid, out var pm) && pm.Sid != want).Select(m => m.PPid).Distinct().ToList();
-            if (level < 1 && outside.Any(o => !sid.ContainsKey(o))) return false;
+            if (!allow.HasFlag(Allow.Fallback) && outside.Any(o => !sid.ContainsKey(o))) return false;
             int by = parent;
             foreach (int o in outside)
                 if (sid.ContainsKey(o) && o != by && Above(by, o)) by = o;
@@ -468,7 +495,7 @@ public sealed class ProcessTree : IStateKind
             Created(want, by, sid[by], signal, ShareFlags.None);
             Setsid(want);
             if (by == parent) { Fork(e, want, true); return true; }
-            if (!ForkAdopted(e, want, level))
+            if (!ForkAdopted(e, want, allow))
                 throw new TreePlanException(e.Pid, $"it is in session {want}, whose leader exited, and no process of it can be forked below its parent {parent}");
             return true;
         }
@@ -485,21 +512,32 @@ public sealed class ProcessTree : IStateKind
                         if (f != leader && !set.Contains(f)) set.Add(f);
             return foreignOf[leader] = set;
         }
-        bool TryCreate(TreeEntry e, int level)
+        bool Descends(int pid, int ancestor)
         {
-            if (e.Sid != e.Pid) return CreateIn(e, e.Sid, level);
+            for (int p = pid; byPid.TryGetValue(p, out var pe) && p != root.Pid; p = pe.PPid)
+                if (pe.PPid == ancestor) return true;
+            return false;
+        }
+        bool TryCreate(TreeEntry e, Allow allow)
+        {
+            if (e.Sid != e.Pid) return CreateIn(e, e.Sid, allow);
             // a leader: forked in the session its children are in when that is not its own (it was born
             // there and called setsid after forking them), else in its parent's
             var foreign = Foreign(e.Pid);
             if (foreign.Count == 0 || foreign.Contains(sid[e.PPid])) { Fork(e, e.PPid, false); return true; }
             foreach (int f in foreign)
-                if (CreateIn(e, f, 0)) return true;
+                if (CreateIn(e, f, Allow.None)) return true;
             // the session of a leader that has not called setsid yet (its parent, or another process): once
             // setsid may be called
             var leaders = foreign.Where(f => sid.ContainsKey(f) && pending.Contains(f)).ToList();
-            if (level < 1 || leaders.Count > 0 && level < 2) return false;
-            foreach (int f in leaders)
-                if (CreateIn(e, f, 2)) return true;
+            if (allow.HasFlag(Allow.Setsid))
+                foreach (int f in leaders)
+                    if (CreateIn(e, f, allow)) return true;
+            if (!allow.HasFlag(Allow.Fallback) || leaders.Count > 0 && !allow.HasFlag(Allow.Setsid)) return false;
+            // a session whose leader is yet to be created: wait for it, as long as anything else can be made
+            // (not for one led by a descendant: a process's ancestors were all its ancestors when it was
+            // born, and its session is younger than them)
+            if (!allow.HasFlag(Allow.Force) && foreign.Any(f => pids.Contains(f) && !sid.ContainsKey(f) && !Descends(f, e.Pid))) return false;
             Fork(e, e.PPid, false);
             return true;
         }
@@ -508,12 +546,15 @@ public sealed class ProcessTree : IStateKind
         {
             bool progress = false;
             for (int i = 0; i < remaining.Count; i++)
-                if (sid.ContainsKey(remaining[i].PPid) && TryCreate(remaining[i], 0)) { remaining.RemoveAt(i--); progress = true; }
+                if (sid.ContainsKey(remaining[i].PPid) && TryCreate(remaining[i], Allow.None)) { remaining.RemoveAt(i--); progress = true; }
             if (progress) continue;
             // a fallback, else the setsid of a leader put off while it had children born in its first session to fork
-            for (int level = 1; level <= 2 && !progress; level++)
+            foreach (Allow allow in steps)
+            {
                 for (int i = 0; i < remaining.Count && !progress; i++)
-                    if (sid.ContainsKey(remaining[i].PPid) && TryCreate(remaining[i], level)) { remaining.RemoveAt(i); progress = true; }
+                    if (sid.ContainsKey(remaining[i].PPid) && TryCreate(remaining[i], allow)) { remaining.RemoveAt(i); progress = true; }
+                if (progress) break;
+            }
             if (progress) continue;
             var stuck = remaining.First(e => sid.ContainsKey(e.PPid));
             string why = stuck.Shares != ShareFlags.None ? $" and shares its {(stuck.Shares.HasFlag(ShareFlags.Files) ? "fd table" : "working directory")} with it"
@@ -521,6 +562,14 @@ public sealed class ProcessTree : IStateKind
             throw new TreePlanException(stuck.Pid, $"it is in session {stuck.Sid}, which its parent {stuck.PPid} is not in{why}; such a session cannot be recreated");
         }
         foreach (int p in pending.ToList()) Setsid(p);
+        // each process in its session, under its parent (a go-between's child adopted by it), with its exit signal
+        foreach (var e in tree.Skip(1))
+        {
+            int parent = parentOf[e.Pid];
+            if (parent < 0 && plan.Adoptions.TryGetValue(parent, out var adoption)) parent = adoption.Adopter;
+            if (sid[e.Pid] != e.Sid || parent != e.PPid || exitSignal[e.Pid] != e.ExitSignal)
+                throw new TreePlanException(e.Pid, $"it is in session {e.Sid} under its parent {e.PPid}, a place in the tree that could not be made again");
+        }
         // the last forked exits first: a go-between's parent and the subreaper above it are still there
         exiting.Reverse();
         plan.Helpers.AddRange(exiting);
