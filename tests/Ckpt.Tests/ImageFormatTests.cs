@@ -285,6 +285,39 @@ public class ImageFormatTests
         Assert.False(rs.Next()!.Value.TryHold());
     }
 
+    /// <summary>
+    /// An image file read through its mapping (restart) that someone shrinks meanwhile is an image cut
+    /// short, not a SIGBUS ending ckpt (and the half-built tree with it): for a large record (handed out
+    /// as the mapped memory) and for small ones (copied out of it).
+    /// </summary>
+    [Fact]
+    public void MappedFileThatShrinksWhileReadIsTruncated()
+    {
+        var image = Image(w =>
+        {
+            w.Write(RecordKind.Process, [1, 2, 3]);
+            w.Write(RecordKind.Pages, RandomBytes(3 << 20, 7));
+            for (int i = 0; i < 2000; i++) w.Write(RecordKind.Process, RandomBytes(700, i));
+        });
+        string path = Path.Combine(Path.GetTempPath(), $"ckpt-shrink-{Environment.ProcessId}.img");
+        try
+        {
+            // cut inside the large record, and inside the small ones after it (past the first MiB read ahead)
+            foreach (long cut in new long[] { 1 << 20, image.Length - 4096 })
+            {
+                File.WriteAllBytes(path, image);
+                using var input = new FileStream(path, FileMode.Open, FileAccess.Read);
+                var r = new ImageReader(input, smallPayloadRing: 4, consumerReleases: true);
+                Assert.Equal(RecordKind.Process, r.Next()!.Value.Kind);
+                using (var shrink = new FileStream(path, FileMode.Open, FileAccess.Write)) shrink.SetLength(cut);
+                var e = Assert.Throws<ImageFormatException>(() => { while (r.Next() is { } rec) if (rec.Kind == RecordKind.Pages) { rec.Verify(); rec.Release(); } });
+                Assert.Contains("truncated", e.Message);
+                r.Dispose();
+            }
+        }
+        finally { File.Delete(path); }
+    }
+
     [Fact]
     public void Writer_RefusesRecordsAfterFinish()
     {

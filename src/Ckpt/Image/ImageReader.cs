@@ -92,6 +92,10 @@ public sealed unsafe class ImageReader : IDisposable
     /// </summary>
     private byte* _map;
     private long _mapStart, _mapLength;
+    /// <summary>Where in the mapping the pages made present (<see cref="MakePresent"/>) end.</summary>
+    private long _present;
+    /// <summary>How far past what is read now small reads make the mapping present: one call per this much.</summary>
+    private const long PresentAhead = 1 << 20;
     /// <summary>The mapped payloads in use (slot - <see cref="MappedSlotBase"/> → range and holds): dropped from ckpt's memory (MADV_DONTNEED) when released.</summary>
     private readonly Dictionary<int, (nint Start, int Length, int Holds)> _mapped = new();
     private int _nextMapped;
@@ -179,6 +183,31 @@ public sealed unsafe class ImageReader : IDisposable
         _map = (byte*)p;
         _mapStart = at;
         _mapLength = st.Size;
+        _present = at & ~4095L;
+    }
+
+    /// <summary>
+    /// Makes the mapping present from <paramref name="at"/> (an offset in the file) for
+    /// <paramref name="length"/> bytes, and at least <paramref name="ahead"/> bytes on, before it is read:
+    /// a file that shrank since it was mapped is an image cut short (MADV_POPULATE_READ fails where
+    /// reading would have been a SIGBUS, which would end ckpt and the half-built tree with it). Only a
+    /// truncation between this call and the read is left to the fault.
+    /// </summary>
+    private void MakePresent(long at, long length, long ahead)
+    {
+        long end = at + length;
+        if (end <= _present) return;
+        long from = Math.Max(_present, at & ~4095L);
+        long to = Math.Min((Math.Max(end, from + ahead) + 4095) & ~4095L, (_mapLength + 4095) & ~4095L);
+        const int MADV_POPULATE_READ = 22;
+        if (Native.Sys.Call(Native.Nr.madvise, (long)_map + from, to - from, MADV_POPULATE_READ) == -1)
+        {
+            int err = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
+            if (err == Native.Errors.EFAULT)
+                throw new ImageFormatException($"image is truncated: its file no longer reaches offset {end - _mapStart} (it shrank while it was read)");
+            to = _mapLength + 4095;   // (a kernel without it: pages fault in as they are read, unguarded)
+        }
+        _present = to;
     }
 
     /// <summary>Unmaps a mapped input (the records read from it must not be used any more).</summary>
@@ -193,9 +222,7 @@ public sealed unsafe class ImageReader : IDisposable
     private (Memory<byte> Buffer, int Slot) MappedPayload(int length)
     {
         byte* p = _map + _mapStart + _offset;
-        const int MADV_POPULATE_READ = 22;
-        long from = (long)p & ~4095L, to = ((long)p + length + 4095) & ~4095L;
-        Native.Sys.Call(Native.Nr.madvise, from, to - from, MADV_POPULATE_READ);
+        MakePresent(_mapStart + _offset, length, 0);
         int slot;
         lock (_mapped)
         {
@@ -365,6 +392,7 @@ public sealed unsafe class ImageReader : IDisposable
         {
             long at = _mapStart + _offset;
             if (at + dst.Length > _mapLength) return false;
+            MakePresent(at, dst.Length, PresentAhead);
             new ReadOnlySpan<byte>(_map + at, dst.Length).CopyTo(dst);
             _offset += dst.Length;
             return true;
