@@ -16,7 +16,7 @@ public static unsafe class NetfilterCalls
     private const ushort NLM_F_REQUEST = 1, NLM_F_ACK = 4, NLM_F_CREATE = 0x400, NLM_F_APPEND = 0x800;
     private const ushort NLMSG_ERROR = 2, NFNL_MSG_BATCH_BEGIN = 16, NFNL_MSG_BATCH_END = 17;
     private const int NFNL_SUBSYS_NFTABLES = 10;
-    private const int NFT_MSG_NEWTABLE = 0, NFT_MSG_DELTABLE = 2, NFT_MSG_NEWCHAIN = 3, NFT_MSG_NEWRULE = 6;
+    private const int NFT_MSG_NEWTABLE = 0, NFT_MSG_GETTABLE = 1, NFT_MSG_DELTABLE = 2, NFT_MSG_NEWCHAIN = 3, NFT_MSG_NEWRULE = 6;
     private const byte NFPROTO_INET = 1, NFPROTO_IPV4 = 2, NFPROTO_IPV6 = 10;
     private const ushort NLA_F_NESTED = 0x8000;
     private const int NF_DROP = 0, NF_ACCEPT = 1, NF_INET_LOCAL_IN = 1, NF_INET_LOCAL_OUT = 3;
@@ -212,25 +212,30 @@ public static unsafe class NetfilterCalls
     public static bool DeleteTable(string table)
     {
         uint seq = (uint)Environment.TickCount;
+        // one that is not there is found by a get: a delete that fails takes nf_tables' abort path, which
+        // waited about 17 ms here (each restart of an image taken on another machine, or restarted before)
+        var get = new Msg(NftType(NFT_MSG_GETTABLE), NLM_F_REQUEST | NLM_F_ACK, ++seq, NFPROTO_INET).Str(1, table).Bytes();
+        try { Send([get], seq, $"nf_tables table {table}", batch: false); }
+        catch (SyscallException e) when (e.Errno == Errors.ENOENT) { return false; }
         var msg = new Msg(NftType(NFT_MSG_DELTABLE), NLM_F_REQUEST | NLM_F_ACK, ++seq, NFPROTO_INET).Str(1, table).Bytes();
         try { Send([msg], seq, $"nf_tables table {table}"); }
         catch (SyscallException e) when (e.Errno == Errors.ENOENT) { return false; }
         return true;
     }
 
-    /// <summary>Sends <paramref name="msgs"/> in one batch and waits for the ack of each (the first error throws).</summary>
-    private static void Send(List<byte[]> msgs, uint lastSeq, string what)
+    /// <summary>Sends <paramref name="msgs"/> in one batch (or, for gets, as they are) and waits for the ack of each (the first error throws).</summary>
+    private static void Send(List<byte[]> msgs, uint lastSeq, string what, bool batch = true)
     {
         uint firstSeq = lastSeq - (uint)msgs.Count + 1;
-        var batch = new List<byte>();
-        batch.AddRange(new Msg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, firstSeq - 1, 0, NFNL_SUBSYS_NFTABLES).Bytes());
-        foreach (var m in msgs) batch.AddRange(m);
-        batch.AddRange(new Msg(NFNL_MSG_BATCH_END, NLM_F_REQUEST, lastSeq + 1, 0, NFNL_SUBSYS_NFTABLES).Bytes());
+        var all = new List<byte>();
+        if (batch) all.AddRange(new Msg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, firstSeq - 1, 0, NFNL_SUBSYS_NFTABLES).Bytes());
+        foreach (var m in msgs) all.AddRange(m);
+        if (batch) all.AddRange(new Msg(NFNL_MSG_BATCH_END, NLM_F_REQUEST, lastSeq + 1, 0, NFNL_SUBSYS_NFTABLES).Bytes());
         int fd = SocketCalls.Socket(16 /* AF_NETLINK */, SocketCalls.SOCK_RAW | SocketCalls.SOCK_CLOEXEC, NETLINK_NETFILTER);
         if (fd < 0) throw SyscallException.Last("socket(AF_NETLINK, NETLINK_NETFILTER)", 0, what);
         try
         {
-            var data = batch.ToArray();
+            var data = all.ToArray();
             fixed (byte* p = data)
                 if (SocketCalls.Send(fd, p, (nuint)data.Length, 0) != data.Length) throw SyscallException.Last("send (nf_tables batch)", 0, what);
             var buf = new byte[8192];
@@ -256,6 +261,6 @@ public static unsafe class NetfilterCalls
             }
         }
         // its release may wait for an RCU grace period (a table deleted: see CloseAside)
-        finally { ProcessCalls.CloseAside(fd); }
+        finally { if (batch) ProcessCalls.CloseAside(fd); else FileCalls.Close(fd); }
     }
 }
