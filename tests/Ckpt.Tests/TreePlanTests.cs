@@ -26,6 +26,16 @@ public sealed class TreePlanTests
     {
         public readonly Dictionary<int, Proc> Procs = new() { [1] = new Proc { Pid = 1, Parent = 0, Sid = 1, ExitSignal = SIGCHLD, Subreaper = true } };
 
+        /// <summary>A model whose first process, <paramref name="root"/>, is a child of the outside in its session.</summary>
+        public static Model Rooted(int root, bool subreaper)
+        {
+            var m = new Model();
+            m.Fork(1, root, false, SIGCHLD);
+            m.Procs[root].Sid = 1;
+            m.Procs[root].Subreaper = subreaper;
+            return m;
+        }
+
         public Proc Fork(int by, int pid, bool forParent, int exitSignal)
         {
             var creator = Procs[by];
@@ -124,10 +134,8 @@ public sealed class TreePlanTests
     [Fact]
     public void SessionsWhoseMembersWereAdoptedBySubreapers()
     {
-        var m = new Model();
         int root = 100;
-        m.Fork(1, root, false, SIGCHLD);
-        m.Procs[root].Sid = 1;
+        var m = Model.Rooted(root, subreaper: false);
         int Id(int i) => 200 + i;
         m.Fork(root, Id(0), false, SIGCHLD);
         m.Procs[Id(0)].Subreaper = true;
@@ -164,10 +172,7 @@ public sealed class TreePlanTests
     [Fact]
     public void DaemonAdoptedByTheRoot()
     {
-        var m = new Model();
-        m.Fork(1, 100, false, SIGCHLD);
-        m.Procs[100].Sid = 1;
-        m.Procs[100].Subreaper = true;
+        var m = Model.Rooted(100, subreaper: true);
         m.Fork(100, 101, false, SIGCHLD);
         m.Setsid(101);
         m.Fork(101, 102, false, SIGCHLD);
@@ -192,11 +197,8 @@ public sealed class TreePlanTests
         int rebuilt = 0, refused = 0;
         for (int round = 0; round < 5000; round++)
         {
-            var m = new Model();
             int root = 100, nextPid = 101;
-            m.Fork(1, root, false, SIGCHLD);
-            m.Procs[root].Sid = 1;
-            m.Procs[root].Subreaper = rng.Next(2) == 0;
+            var m = Model.Rooted(root, subreaper: rng.Next(2) == 0);
             var live = new List<int> { root };
             int steps = rng.Next(5, 60);
             for (int i = 0; i < steps; i++)
@@ -241,11 +243,8 @@ public sealed class TreePlanTests
         int rebuilt = 0, refused = 0;
         for (int round = 0; round < 200; round++)
         {
-            var m = new Model();
             int root = 100, nextPid = 101;
-            m.Fork(1, root, false, SIGCHLD);
-            m.Procs[root].Sid = 1;
-            m.Procs[root].Subreaper = true;
+            var m = Model.Rooted(root, subreaper: true);
             var made = new List<int> { root };
             while (made.Count < 400)
             {
