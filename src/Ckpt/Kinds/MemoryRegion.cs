@@ -1048,6 +1048,12 @@ public sealed unsafe class MemoryRegion : IStateKind
         public string? OpenPath;
         public bool OpenRw;
         public int OpenFd = -1;
+        /// <summary>
+        /// The memory objects mapped so far, each still open in the vessel for its next region (a runtime
+        /// that maps one memfd many times over, as .NET's double mapping does: 110 regions, one open each),
+        /// closed with the last mapped file.
+        /// </summary>
+        public readonly Dictionary<(uint Obj, bool Write, string? Name), int> ObjectFds = new();
         /// <summary>fds opened in the vessel whose close is queued in the batch, not run yet.</summary>
         public int ClosesQueued;
         /// <summary>The current region's pages go in with UFFDIO_COPY (see <see cref="Uffd"/>).</summary>
@@ -1112,7 +1118,9 @@ public sealed unsafe class MemoryRegion : IStateKind
     /// <summary>Closes the vessel's fd of the last mapped file (before the fds are placed), after the queued calls.</summary>
     public static void CloseMappedFile(RestoreContext ctx)
     {
-        QueueCloseMappedFile(ctx, ctx.State<RestoreState>());
+        var st = ctx.State<RestoreState>();
+        QueueCloseMappedFile(ctx, st);
+        QueueCloseObjects(ctx, st);
         ctx.FlushBatch();
     }
 
@@ -1122,6 +1130,13 @@ public sealed unsafe class MemoryRegion : IStateKind
         if (st.OpenFd >= 0) { ctx.Batch.AddChecked("close", Nr.close, st.OpenFd); st.ClosesQueued++; }
         st.OpenFd = -1;
         st.OpenPath = null;
+    }
+
+    /// <summary>Closes the vessel's fds of every memory object mapped (before the fds are placed), after the queued calls.</summary>
+    private static void QueueCloseObjects(RestoreContext ctx, RestoreState st)
+    {
+        foreach (int fd in st.ObjectFds.Values) ctx.Batch.AddChecked("close", Nr.close, fd);
+        st.ObjectFds.Clear();
     }
 
     public void Restore(RestoreContext ctx, Record rec)
@@ -1196,6 +1211,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         int mapProt = pages > 0 ? prot | MemoryCalls.PROT_READ | MemoryCalls.PROT_WRITE : prot;
         int flags = MemoryCalls.MAP_FIXED | (growsDown ? MemoryCalls.MAP_GROWSDOWN : 0) | (noReserve ? MemoryCalls.MAP_NORESERVE : 0);
         int fd = -1;
+        bool keep = false;   // fd stays open for the next regions (a memory object's)
         // fds whose close is queued stay open until the flush: keep them few
         if (ctx.PendingBatchCalls == 0) st.ClosesQueued = 0;
         else if (st.ClosesQueued >= 64) { ctx.FlushBatch(); st.ClosesQueued = 0; }
@@ -1237,8 +1253,11 @@ public sealed unsafe class MemoryRegion : IStateKind
                 bool shared = b == Backing.ObjectShared;
                 bool write = shared && ((prot & MemoryCalls.PROT_WRITE) != 0 || mayWrite);
                 // a deleted file by the name this region showed (it may have been deleted under several)
-                fd = MemoryObject.OpenInVessel(ctx, obj, (write ? FileCalls.O_RDWR : FileCalls.O_RDONLY) | FileCalls.O_CLOEXEC, $"mapping {start:x}-{end:x}",
-                    MemoryObject.DeletedName(path));
+                string? name = MemoryObject.DeletedName(path);
+                if (!st.ObjectFds.TryGetValue((obj, write, name), out fd))
+                    st.ObjectFds[(obj, write, name)] = fd = MemoryObject.OpenInVessel(ctx, obj,
+                        (write ? FileCalls.O_RDWR : FileCalls.O_RDONLY) | FileCalls.O_CLOEXEC, $"mapping {start:x}-{end:x}", name);
+                keep = true;
                 flags |= shared ? MemoryCalls.MAP_SHARED : MemoryCalls.MAP_PRIVATE;
                 break;
             case Backing.SysvShm: break;
@@ -1279,7 +1298,7 @@ public sealed unsafe class MemoryRegion : IStateKind
             check: got => { if (got != (long)start) Failed(got); });
         // the fd is closed at once (a mapped file's at the next file, or before the fds are placed):
         // fd numbers are placed later and must not meet leftovers
-        if (fd >= 0 && fd != st.OpenFd) { batch.AddChecked("close", Nr.close, fd); st.ClosesQueued++; }
+        if (fd >= 0 && fd != st.OpenFd && !keep) { batch.AddChecked("close", Nr.close, fd); st.ClosesQueued++; }
         if (mapProt != prot) st.Reprotect.Add((start, len, prot));
         foreach (var (_, a, madv) in AdviceMap)
             if ((adv & a) != 0 && madv >= 0) batch.Add(Nr.madvise, (long)start, (long)len, madv);
