@@ -7,8 +7,8 @@ namespace Ckpt.Native;
 /// nf_tables over netlink (NETLINK_NETFILTER): a table of the inet family whose input chain drops the
 /// packets sent to given TCP connections and whose output chain drops those they send, and its removal.
 /// It holds migrated connections while no socket answers for them (between `checkpoint --kill` and the
-/// restart): without it the kernel answers their peer's packets with a reset. Messages are sent as one
-/// nfnetlink batch; every message asks for an ack.
+/// restart): without it the kernel answers their peer's packets with a reset. Changes are sent as one
+/// nfnetlink batch, a get by itself; every message asks for an ack.
 /// </summary>
 public static unsafe class NetfilterCalls
 {
