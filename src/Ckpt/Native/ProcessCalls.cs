@@ -195,7 +195,7 @@ public static unsafe partial class ProcessCalls
     /// makes <c>b</c> (CLONE_VM: a copy of the fd table, so a reference to the file), closes the fd in the
     /// table it shares with ckpt and exits; <c>b</c> closes every other fd (a pipe to ckpt's caller must
     /// see its end when ckpt exits), then this one, waits there and exits (reparented, reaped by ckpt's
-    /// subreaper or pid 1). Their stack is a page of their own, used only if a signal came to them.
+    /// subreaper or pid 1). They start with every signal blocked; their stack is a page of their own.
     /// Falls back to a plain close when a clone fails.
     /// </summary>
     public static void CloseAside(int fd)
@@ -223,7 +223,14 @@ public static unsafe partial class ProcessCalls
             var a = new CloneArgs { Flags = CLONE_VM | CLONE_FILES | CLONE_VFORK, ExitSignal = 17 /* SIGCHLD */, Stack = stack, StackSize = 4096 };
             var b = new CloneArgs { Flags = CLONE_VM, ExitSignal = 17, Stack = stack, StackSize = 4096 };
             var fn = (delegate* unmanaged<CloneArgs*, ulong, int, CloneArgs*, long>)code;
-            long pid = fn(&a, (ulong)sizeof(CloneArgs), fd, &b);
+            // the children start with every signal blocked (they inherit this thread's mask): a handler of
+            // ckpt's would run on their page of stack, and a job-control stop of a would hold this thread
+            // in the vfork as long as it lasts
+            ulong all = ~0UL, old = 0;
+            Sys.Call(Nr.rt_sigprocmask, 2 /* SIG_SETMASK */, (long)&all, (long)&old, 8);
+            long pid;
+            try { pid = fn(&a, (ulong)sizeof(CloneArgs), fd, &b); }
+            finally { Sys.Call(Nr.rt_sigprocmask, 2 /* SIG_SETMASK */, (long)&old, 0, 8); }
             if (pid > 0)
             {
                 // a has exited (CLONE_VFORK): status 0 when it closed the fd, 1 when b could not be made;
