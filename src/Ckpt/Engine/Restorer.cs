@@ -145,6 +145,10 @@ public static class Restorer
                 else
                 {
                     ctx.Vessel.Detach(stop ? TracedTask.SIGSTOP : 0);
+                    // the other threads are let go once the group stop began: one let go before would take a
+                    // SIGSTOP pending for it alone to stop the group (the detach's own signal is not given to a
+                    // thread in another kind of stop), and it would be pending no more (seen under load)
+                    if (stop && ctx.OtherThreads.Count > 0) TracedTask.WaitStopped(ctx.Pid);
                     foreach (var t in ctx.OtherThreads) t.Detach(stop ? TracedTask.SIGSTOP : 0);
                 }
                 log.Info($"pid {ctx.Pid} released{(stop ? $" stopped (signal {(job != 0 ? job : TracedTask.SIGSTOP)})" : "")}");

@@ -157,7 +157,7 @@ public sealed class FrozenTests(E2eEnvironment env)
         var lines = r.Stdout.Split('\n');
         Assert.Equal(2, lines.Count(l => l.StartsWith("BEFORE ") && l.EndsWith(": thread 1 process 0")));
         Assert.Equal(2, lines.Count(l => l.StartsWith("STATE ") && l.EndsWith(": T PENDING: thread 1 process 0")));
-        Assert.Equal(2, lines.Count(l => l.StartsWith("RESTARTED ") && !l.Contains("AFTER") && l.EndsWith(": T PENDING: thread 1 process 0")));
+        Assert.True(2 == lines.Count(l => l.StartsWith("RESTARTED ") && !l.Contains("AFTER") && l.EndsWith(": T PENDING: thread 1 process 0")), r.Stdout);
         Assert.DoesNotContain(lines, l => l.StartsWith("RESTARTED AFTER CONT") && l.EndsWith(": T"));
         r.AssertRestoredExit0().Cleanup();
     }
