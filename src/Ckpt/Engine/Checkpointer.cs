@@ -317,7 +317,9 @@ public static class Checkpointer
         catch (SyscallException e) when (e.Errno == Errors.EPERM && pid != root && live == pid && IsZombie(pid)) { return SeizeOne(s, pid, parent, root); }
         catch (SyscallException e) when (e.Errno == Errors.EPERM)
         {
-            throw new CkptException($"cannot trace pid {pid}: {e.Message}; run ckpt as root or as the process's owner", ExitCodes.Permission);
+            throw new CkptException($"cannot trace pid {pid}: {e.Message}; " + (ProcessCalls.GetEuid() == 0
+                ? "the kernel refuses it even to root (a protected process: by a security module or a ptrace policy, or one of another user namespace)"
+                : "run ckpt as root or as the process's owner"), ExitCodes.Permission);
         }
         catch (SyscallException e) when (e.Errno == Errors.ESRCH)
         {
