@@ -116,11 +116,11 @@ public static class Checkpointer
     /// the namespaces of `ckpt restart` and saves none of their state (mounts, network devices, hostname,
     /// pid numbering...). pid_for_children differs once a process has called unshare for its future
     /// children. The time, UTS and IPC namespaces are the exceptions: the tree may have one of its own (TimeNamespace,
-    /// UtsNamespace, IpcNamespace: an empty one).</summary>
+    /// UtsNamespace, IpcNamespace: an empty one), and so are pid namespaces below ckpt's that the tree holds whole
+    /// (PidNamespace).</summary>
     private static readonly (string Name, string What)[] Namespaces =
     [
-        ("mnt", "mount"), ("pid", "pid"), ("pid_for_children", "pid (for its children, after unshare)"),
-        ("net", "network"), ("user", "user"), ("cgroup", "cgroup"),
+        ("mnt", "mount"), ("net", "network"), ("user", "user"), ("cgroup", "cgroup"),
     ];
 
     /// <summary>ckpt's own namespaces, in <see cref="Namespaces"/> order (null: a kind this kernel does not have), read once.</summary>

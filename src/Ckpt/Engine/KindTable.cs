@@ -15,6 +15,7 @@ public static class KindTable
         TimeNamespace.Instance,       // Clocks: written before the Tree, read before the vessels are forked
         UtsNamespace.Instance,        // the tree's own UTS namespace: likewise
         IpcNamespace.Instance,        // the tree's own (empty) IPC namespace: likewise
+        PidNamespace.Instance,        // the tree's pid namespaces and each task's ids there: likewise
         ProcessAttributes.Instance,   // Process: pid, comm, rlimits, nice, itimers (creates the vessel)
         Cgroups.Instance,             // cgroup membership (joined before the memory is filled: pages are charged to it)
         Credentials.Instance,         // uids, gids, groups, capabilities

@@ -209,7 +209,11 @@ public sealed class RestoreContext : TargetContext
     /// </summary>
     public int Install(int ckptFd)
     {
-        if (_ckptPidfd < 0) _ckptPidfd = (int)Inject("pidfd_open (ckpt)", Nr.pidfd_open, Environment.ProcessId, 0);
+        if (_ckptPidfd < 0)
+            _ckptPidfd = Kinds.PidNamespace.Current?.NsOf(Pid) is > 0
+                // ckpt cannot be seen from a pid namespace of the tree: its pidfd of itself, reopened
+                ? OpenInVessel($"/proc/{Environment.ProcessId}/fd/{Kinds.PidNamespace.CkptPidfd}", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC)
+                : (int)Inject("pidfd_open (ckpt)", Nr.pidfd_open, Environment.ProcessId, 0);
         return (int)Inject("pidfd_getfd", Nr.pidfd_getfd, _ckptPidfd, ckptFd, 0);
     }
 

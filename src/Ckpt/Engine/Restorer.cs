@@ -55,6 +55,7 @@ public static class Restorer
     private static int RunTraced(ImageReader reader, ImageHeader header, RestoreOptions opt, Log log)
     {
         var s = new RestoreSession { Header = header, Log = log, Options = opt };
+        PidNamespace.Reset();
         try
         {
             using (log.Phase("read and rebuild"))

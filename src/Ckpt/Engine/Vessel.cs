@@ -188,12 +188,18 @@ public static unsafe class Vessel
     public static int Create(int pid)
     {
         _ = Scratch;
-        int want = pid;
-        var args = new CloneArgs { ExitSignal = 17 /* SIGCHLD */, SetTid = (ulong)&want, SetTidSize = 1 };
+        // the init of a pid namespace of the tree: made with its namespace, with its id at each level
+        bool newNs = Kinds.PidNamespace.Current is { } layout && layout.Tasks.ContainsKey(pid);
+        int[] ids = newNs ? Kinds.PidNamespace.Current!.SetTid(pid) : [pid];
+        if (newNs && (ids.Length != 2 || ids[0] != 1))
+            throw new CkptException($"restart: pid {pid} is to be made by ckpt but is not the init of a pid namespace below ckpt's", ExitCodes.RestoreConflict);
+        int* want = stackalloc int[ids.Length];
+        for (int i = 0; i < ids.Length; i++) want[i] = ids[i];
+        var args = new CloneArgs { ExitSignal = 17 /* SIGCHLD */, SetTid = (ulong)want, SetTidSize = (ulong)ids.Length, Flags = newNs ? CLONE_NEWPID : 0 };
         var fn = (delegate* unmanaged<CloneArgs*, ulong, long>)Blob;
         long r;
         var wait = new PidWait();
-        var notCopied = NotForked((ulong)&want);
+        var notCopied = NotForked((ulong)want);
         foreach (var (start, len) in notCopied) Sys.Call(Nr.madvise, (long)start, (long)len, MADV_DONTFORK);
         try
         {
@@ -209,8 +215,11 @@ public static unsafe class Vessel
         if (r == -Errors.EPERM)
             throw new CkptException($"restart: creating a process with pid {pid} needs root (CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN); run ckpt restart as root", ExitCodes.Permission);
         if (r < 0) throw new SyscallException("clone3 (set_tid)", (int)-r, pid);
+        Kinds.PidNamespace.Made((int)r, 0, newNs, (int)r);
         return (int)r;
     }
+
+    private const ulong CLONE_NEWPID = 0x20000000, CLONE_THREAD = 0x10000;
 
     private const int MADV_DONTFORK = 10, MADV_DOFORK = 11;
 
@@ -314,19 +323,31 @@ public static unsafe class Vessel
     /// </summary>
     public static Tracing.TracedTask InjectClone(Tracing.TracedTask parent, ulong scratch, CloneArgs args, int id, string what, string hint)
     {
-        args.SetTid = id != 0 ? scratch + 256 : 0;
-        args.SetTidSize = id != 0 ? 1UL : 0;
-        var bytes = new byte[256 + 4];
+        // its ids in the tree's pid namespaces (the init of one: made with it; into one the parent is not
+        // forking into: the parent enters it for this clone)
+        var (newNs, ids) = Kinds.PidNamespace.Plan(parent, scratch, id, (args.Flags & CLONE_THREAD) != 0, out bool entered);
+        if (newNs) args.Flags |= CLONE_NEWPID;
+        args.SetTid = ids.Length > 0 ? scratch + 256 : 0;
+        args.SetTidSize = (ulong)ids.Length;
+        var bytes = new byte[256 + 4 * Math.Max(ids.Length, 1)];
         MemoryMarshal.Write(bytes, in args);
-        BitConverter.TryWriteBytes(bytes.AsSpan(256), id);
+        for (int i = 0; i < ids.Length; i++) BitConverter.TryWriteBytes(bytes.AsSpan(256 + 4 * i), ids[i]);
         MemoryCalls.WriteRemote(parent.Tid, scratch, bytes);
         long r;
         var wait = new PidWait();
-        do r = parent.Inject(Nr.clone3, (long)scratch, sizeof(CloneArgs));
-        while (r == -Errors.EEXIST && id != 0 && RetryTakenPid(id, wait));
+        parent.LastNewTask = 0;
+        try
+        {
+            do r = parent.Inject(Nr.clone3, (long)scratch, sizeof(CloneArgs));
+            while (r == -Errors.EEXIST && id != 0 && RetryTakenPid(id, wait));
+        }
+        finally { if (entered) Kinds.PidNamespace.Leave(parent, scratch); }
         if (r == -Errors.EEXIST)
             throw new CkptException($"restart: {what} {id} is already in use{TakenBy(id)}; {hint}", ExitCodes.RestoreConflict);
         if (r < 0) throw new SyscallException($"clone3 {what}{(id != 0 ? $" {id}" : "")} (injected)", (int)-r, parent.Tid);
-        return Tracing.TracedTask.Adopt((int)r);
+        // (the clone's result is the id in the parent's pid namespace; the fork event gives ckpt's)
+        int got = parent.LastNewTask != 0 ? parent.LastNewTask : (int)r;
+        Kinds.PidNamespace.Made(got, parent.Tid, newNs, (int)r);
+        return Tracing.TracedTask.Adopt(got);
     }
 }

@@ -340,7 +340,7 @@ public sealed class CpuState : IStateKind
         {
             int sig = BitConverter.ToInt32(si);
             ulong a = ctx.PutScratch(0, si);
-            task.InjectChecked("rt_tgsigqueueinfo", Nr.rt_tgsigqueueinfo, ctx.Pid, s.Tid, sig, (long)a);
+            task.InjectChecked("rt_tgsigqueueinfo", Nr.rt_tgsigqueueinfo, PidNamespace.Seen(task.Tid, ctx.Pid), PidNamespace.Seen(task.Tid, s.Tid), sig, (long)a);
         }
         // the thread's seccomp filters (suspended by the trace until ckpt lets it go)
         Seccomp.Install(ctx, task, s.Tid);

@@ -121,7 +121,8 @@ public sealed unsafe class FileOwner : IStateKind
             {
                 var ex = new byte[8];
                 BitConverter.TryWriteBytes(ex, o.OwnerType);
-                BitConverter.TryWriteBytes(ex.AsSpan(4), o.Owner);
+                // (the owner as the process's pid namespace sees it: none it cannot see, as for one that is gone)
+                BitConverter.TryWriteBytes(ex.AsSpan(4), PidNamespace.Seen(ctx.Vessel.Tid, o.Owner) is int seen and > 0 ? seen : int.MaxValue);
                 batch.Reserve(1, ex.Length);
                 var owner = o;
                 batch.Add(Nr.fcntl, o.Fd, F_SETOWN_EX, (long)batch.AddData(ex), check: got =>

@@ -87,7 +87,7 @@ public sealed class PidFd : IFileKind
             if (thread && (flags & PIDFD_THREAD) == 0) throw new ImageFormatException($"PidFd record at offset {rec.Offset}: pid {pid} is no process of the image, and the pidfd is no thread's");
             ctx.Session.State<PendingPidfds>().List.Add((objref, pid, flags));
         }
-        long fd = ctx.Vessel.Inject(Nr.pidfd_open, later ? ctx.Pid : pid, later ? flags & ~PIDFD_THREAD : flags);
+        long fd = PidNamespace.PidfdOpen(ctx, later ? ctx.Pid : pid, later ? flags & ~PIDFD_THREAD : flags);
         if (fd < 0) throw new CkptException($"restart: cannot open a pidfd of pid {pid} again: {Errors.Describe((int)-fd)}", ExitCodes.RestoreConflict);
         ctx.Files.SetRestored(objref, (int)fd);
     }
@@ -108,7 +108,9 @@ public sealed class PidFd : IFileKind
         int fd;
         if (identity != 0 && reaped.TryGetValue(identity, out var known))
         {
-            fd = (int)ctx.Inject("pidfd_open (a reaped process's helper)", Nr.pidfd_open, known.Helper.Tid, flags & FileCalls.O_NONBLOCK);
+            long got = PidNamespace.PidfdOpen(ctx, known.Helper.Tid, flags & FileCalls.O_NONBLOCK);
+            if (got < 0) throw new SyscallException("pidfd_open (a reaped process's helper) (injected)", (int)-got, ctx.Pid);
+            fd = (int)got;
             return fd;
         }
         const ulong CLONE_VM = 0x100, CLONE_PIDFD = 0x1000;
@@ -149,7 +151,7 @@ public sealed class PidFd : IFileKind
             if (fds.Count == 0) continue;
             // the threads of its process are made now if they are not yet (they would be in CpuState's Finish)
             if (ctx.Session.Processes.FirstOrDefault(p => CpuState.SavedTids(p).Contains(tid)) is { } owner) CpuState.CreateThreads(owner);
-            long fresh = ctx.Vessel.Inject(Nr.pidfd_open, tid, flags);
+            long fresh = PidNamespace.PidfdOpen(ctx, tid, flags);
             if (fresh < 0) throw new CkptException($"restart: cannot open a pidfd of {((flags & PIDFD_THREAD) != 0 ? "thread" : "pid")} {tid} again: {Errors.Describe((int)-fresh)}", ExitCodes.RestoreConflict);
             foreach (int fd in fds)
             {

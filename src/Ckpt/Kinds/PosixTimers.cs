@@ -183,19 +183,20 @@ public sealed class PosixTimers : IStateKind
     }
 
     /// <summary>The kernel's struct sigevent (64 bytes on x86-64): value, signo, notify, then the tid.</summary>
-    private static byte[] SigEvent(in Saved t)
+    private static byte[] SigEvent(in Saved t, int viewer)
     {
         var b = new byte[64];
         BitConverter.TryWriteBytes(b.AsSpan(0), t.SigValue);
         BitConverter.TryWriteBytes(b.AsSpan(8), t.Signal);
         BitConverter.TryWriteBytes(b.AsSpan(12), t.Notify);
-        if ((t.Notify & SIGEV_THREAD_ID) != 0) BitConverter.TryWriteBytes(b.AsSpan(16), t.Target);
+        // (the thread as the process's pid namespace sees it)
+        if ((t.Notify & SIGEV_THREAD_ID) != 0) BitConverter.TryWriteBytes(b.AsSpan(16), PidNamespace.Seen(viewer, t.Target));
         return b;
     }
 
     private static void Create(RestoreContext ctx, in Saved t, bool byId)
     {
-        ulong ev = ctx.PutScratch(0, SigEvent(t));
+        ulong ev = ctx.PutScratch(0, SigEvent(t, ctx.Vessel.Tid));
         ulong idp = ctx.PutScratch(64, BitConverter.GetBytes(t.Id));
         for (int fillers = 0; ; fillers++)
         {

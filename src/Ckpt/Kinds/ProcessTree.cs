@@ -292,7 +292,11 @@ public sealed class ProcessTree : IStateKind
                 if (s.Late.ContainsKey(e.Pid)) continue;
                 int want = e.Pgid == e.Pid || pids.Contains(e.Pgid) || plan.HelperIds.Contains(e.Pgid) ? e.Pgid : pgid[root.Pid];
                 if (pgid[e.Pid] == want || leads.Contains(e.Pid)) continue;
-                long rc = s.Find(e.Pid)!.Vessel.Inject(Nr.setpgid, 0, want);
+                var member = s.Find(e.Pid)!.Vessel;
+                // (the group's id as the member's pid namespace sees it)
+                int seen = PidNamespace.Seen(member.Tid, want);
+                if (seen == 0) throw new CkptException($"restart: pid {e.Pid} cannot join process group {want}, which its pid namespace cannot see", ExitCodes.RestoreConflict);
+                long rc = member.Inject(Nr.setpgid, 0, seen);
                 if (rc < 0) throw new CkptException($"restart: pid {e.Pid} cannot join process group {want}: {Errors.Describe((int)-rc)}", ExitCodes.RestoreConflict);
                 pgid[e.Pid] = want;
             }
@@ -741,7 +745,10 @@ public sealed class ProcessTree : IStateKind
     {
         const long WNOHANG = 1, __WALL = 0x40000000;
         var until = DateTime.UtcNow.AddSeconds(5);
-        while (parent.Inject(Nr.wait4, pid, 0, WNOHANG | __WALL, 0) != pid)
+        // (its id as the parent's pid namespace sees it)
+        int seen = PidNamespace.Seen(parent.Tid, pid);
+        if (seen <= 0) throw new CkptException($"restart: helper process {pid} cannot be seen by its parent {parent.Tid}", ExitCodes.Internal);
+        while (parent.Inject(Nr.wait4, seen, 0, WNOHANG | __WALL, 0) != seen)
         {
             if (DateTime.UtcNow > until) throw new CkptException($"restart: helper process {pid} did not exit", ExitCodes.Internal);
             Thread.Sleep(1);

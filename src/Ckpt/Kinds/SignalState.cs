@@ -147,7 +147,7 @@ public sealed class SignalState : IStateKind
         foreach (var si in ctx.State<Saved>().Shared)
         {
             ulong a = ctx.PutScratch(0, si);
-            ctx.Inject("rt_sigqueueinfo", Nr.rt_sigqueueinfo, ctx.Pid, BitConverter.ToInt32(si), (long)a);
+            ctx.Inject("rt_sigqueueinfo", Nr.rt_sigqueueinfo, PidNamespace.Seen(ctx.Pid, ctx.Pid), BitConverter.ToInt32(si), (long)a);
         }
     }
 

@@ -18,6 +18,8 @@ public sealed class ProcStatus
     public int Pid { get; init; }
     public int PPid { get; init; }
     public int TracerPid { get; init; }
+    /// <summary>NSpid: the task's id in the pid namespace of /proc's mount (first) and in each namespace below it down to its own (last); just <see cref="Pid"/> where the kernel prints none.</summary>
+    public int[] NsPid { get; init; } = [];
     /// <summary>Real, effective, saved set and filesystem UID.</summary>
     public uint[] Uid { get; init; } = [];
     /// <summary>Real, effective, saved set and filesystem GID.</summary>
@@ -110,6 +112,7 @@ public sealed class ProcStatus
             Pid = Int("Pid"),
             PPid = Int("PPid"),
             TracerPid = Int("TracerPid"),
+            NsPid = kv.TryGetValue("NSpid", out var nspid) ? NsIds(nspid) : [Int("Pid")],
             Uid = Ids("Uid", Get("Uid"), 4),
             Gid = Ids("Gid", Get("Gid"), 4),
             Groups = Ids("Groups", Get("Groups"), -1),
@@ -130,6 +133,13 @@ public sealed class ProcStatus
             Seccomp = Int("Seccomp"),
             VmLckKb = kv.TryGetValue("VmLck", out var lck) && long.TryParse(lck.Split(' ')[0], NumberStyles.Integer, CultureInfo.InvariantCulture, out long kb) ? kb : 0,
         };
+    }
+
+    private static int[] NsIds(string value)
+    {
+        var parts = value.Split((char[])['\t', ' '], StringSplitOptions.RemoveEmptyEntries);
+        if (parts.Length == 0) throw new FormatException("empty NSpid field");
+        return parts.Select(x => ParseInt("NSpid", x)).ToArray();
     }
 
     /// <summary>Undoes the kernel's escaping of the name in status: only backslash and newline are escaped.</summary>

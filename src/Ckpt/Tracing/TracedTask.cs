@@ -106,6 +106,9 @@ public sealed unsafe class TracedTask
     /// <summary>Whether <paramref name="sig"/> is one of job control's stop signals (SIGTSTP, SIGTTIN, SIGTTOU), which a process group orphaned ignores, unlike SIGSTOP.</summary>
     public static bool IsJobControlStop(int sig) => sig is 20 or 21 or 22;
 
+    /// <summary>The id (in ckpt's pid namespace) of the last task this one forked or cloned while traced; 0 before any.</summary>
+    public int LastNewTask { get; set; }
+
     /// <summary>The signal of the last event stop: a group-stop's stopping signal (a task seized while stopped by job control), or SIGTRAP.</summary>
     public int EventStopSignal { get; private set; }
 
@@ -143,7 +146,18 @@ public sealed unsafe class TracedTask
                 Ptrace.Call(expectSyscall ? Ptrace.SYSCALL : Ptrace.CONT, Tid, 0, 0, "resume");
                 continue;
             }
-            if (ev != 0) { Ptrace.Call(expectSyscall ? Ptrace.SYSCALL : Ptrace.CONT, Tid, 0, 0, "resume"); continue; }
+            if (ev != 0)
+            {
+                // a fork or clone the task made (an injected clone3): the new task's id as ckpt sees it (the
+                // clone's result is the id in the task's own pid namespace)
+                if (ev is Ptrace.EVENT_FORK or Ptrace.EVENT_VFORK or Ptrace.EVENT_CLONE)
+                {
+                    ulong msg = 0;
+                    if (Ptrace.Raw(Ptrace.GETEVENTMSG, Tid, 0, (nint)(&msg)) == 0) LastNewTask = (int)msg;
+                }
+                Ptrace.Call(expectSyscall ? Ptrace.SYSCALL : Ptrace.CONT, Tid, 0, 0, "resume");
+                continue;
+            }
             // signal-delivery stop: hold the signal back, give it back on release (a SIGSTOP too: sent
             // while the task was held, or pending in a stopped task, dropped it would leave the task
             // running, or change a stopped one's pending signals)

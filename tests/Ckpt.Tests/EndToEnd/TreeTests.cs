@@ -344,6 +344,78 @@ public sealed class TreeTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// A tree with pid namespaces of its own (pidns.c): a root in ckpt's namespace whose children go into a
+    /// namespace it made (the first its init, the second forked in from outside), an orphan adopted by that
+    /// init, a thread, a pidfd held inside, and a namespace nested in it. Every task keeps its ids at every
+    /// level (checked here through NSpid, and by each process on its own ids), and the processes that had
+    /// unshared still fork into the namespace they did.
+    /// </summary>
+    [Fact]
+    public void PidNamespacesOfTheTree()
+    {
+        env.Program("pidns");
+        var r = new E2eScript(env, "pidns").Run("""
+            start "$W/out" "$BIN/pidns"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            set -- $(grep '^PIDNS' "$W/out"); shift
+            A=$2 D=$3
+            # $P and its descendants, with their ids at every level
+            desc() { echo $1; for c in $(cat /proc/$1/task/*/children 2>/dev/null); do desc $c; done; }
+            nspids() { for p in $(desc $P | sort -n); do echo "$p $(sed -n 's/^NSpid:[[:space:]]*//p' /proc/$p/status | xargs)"; done; }
+            nspids > "$W/ids-before.txt"
+            checkpoint_kill
+            ck info "$W/img" --json > "$W/info.json" || fail "ckpt info failed"
+            restart_detached
+            nspids > "$W/ids-after.txt"
+            cmp -s "$W/ids-before.txt" "$W/ids-after.txt" || fail "ids differ: $(paste "$W/ids-before.txt" "$W/ids-after.txt")"
+            grep -q "^$A $A 1\$" "$W/ids-after.txt" || fail "A is not pid 1 of its namespace"
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.Equal(5, r.File("ids-after.txt").Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+        using var info = JsonDocument.Parse(r.File("info.json"));
+        Assert.Equal(2, info.RootElement.GetProperty("pid_namespaces").GetArrayLength());
+        r.Cleanup();
+    }
+
+    /// <summary>
+    /// The init of a pid namespace (<c>unshare --pid --fork</c>) checkpointed as the root, with its tree: it
+    /// is restarted as pid 1 of a new namespace, its ids the same at both levels; and a process of a
+    /// namespace whose init is not in the tree is refused, naming the init, and left running.
+    /// </summary>
+    [Fact]
+    public void PidNamespaceInitAsTheRoot()
+    {
+        env.Program("tree");
+        var r = new E2eScript(env, "pidns-init").Run("""
+            start "$W/out" unshare --pid --fork "$BIN/tree"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            U=$P
+            P=$(pgrep -P $U)
+            [ -n "$P" ] || fail "no init under unshare"
+            grep -q '^NSpid:.*[[:space:]]1$' /proc/$P/status || fail "the program is not pid 1 of its namespace"
+            C=$(pgrep -P $P | head -n 1)
+            ck checkpoint $C -o "$W/img-c" --log "$W/ck-c.log" 2>"$W/err.txt"; echo "RC-CHILD: $?"
+            alive $C || fail "the refused child died"
+            # $P and its descendants, with their ids at every level
+            desc() { echo $1; for c in $(cat /proc/$1/task/*/children 2>/dev/null); do desc $c; done; }
+            nspids() { for p in $(desc $P | sort -n); do echo "$p $(sed -n 's/^NSpid:[[:space:]]*//p' /proc/$p/status | xargs)"; done; }
+            nspids > "$W/ids-before.txt"
+            checkpoint_kill
+            wait $U 2>/dev/null
+            restart_detached
+            nspids > "$W/ids-after.txt"
+            cmp -s "$W/ids-before.txt" "$W/ids-after.txt" || fail "ids differ: $(paste "$W/ids-before.txt" "$W/ids-after.txt")"
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.Contains("RC-CHILD: 69", r.Stdout);
+        Assert.Contains("whose init", r.File("err.txt"));
+        Assert.True(r.File("ids-after.txt").Split('\n', StringSplitOptions.RemoveEmptyEntries).Length >= 3, $"too few processes{r.Diagnostics}");
+        r.Cleanup();
+    }
+
+    /// <summary>
     /// A pid of the tree still in use at restart: restart fails (71) naming it, and leaves no process behind;
     /// restarted in a pid namespace of its own, as the message says, the tree runs and ends well.
     /// </summary>
