@@ -117,10 +117,10 @@ public static class Checkpointer
     /// pid numbering...). pid_for_children differs once a process has called unshare for its future
     /// children. The time, UTS and IPC namespaces are the exceptions: the tree may have one of its own (TimeNamespace,
     /// UtsNamespace, IpcNamespace: an empty one), and so are pid namespaces below ckpt's that the tree holds whole
-    /// (PidNamespace).</summary>
+    /// (PidNamespace) and a mount namespace that is ckpt's mounts and proc mounts of its own (MountNamespace).</summary>
     private static readonly (string Name, string What)[] Namespaces =
     [
-        ("mnt", "mount"), ("net", "network"), ("user", "user"), ("cgroup", "cgroup"),
+        ("net", "network"), ("user", "user"), ("cgroup", "cgroup"),
     ];
 
     /// <summary>ckpt's own namespaces, in <see cref="Namespaces"/> order (null: a kind this kernel does not have), read once.</summary>

@@ -120,6 +120,8 @@ public static class Restorer
             foreach (var kind in KindTable.Ordered.OrderBy(k => k.FinishOrder))
                 foreach (var ctx in s.Processes)
                     using (log.Phase(s.MultiProcess ? $"finish {kind.Name} {ctx.Pid}" : "finish " + kind.Name)) kind.Finish(ctx);
+            // the tree's own proc mounts, once no call injected into it names a /proc/PID of ckpt's namespace
+            MountNamespace.MountProcs(s);
             s.Close();
             opt.Job?.HandTo(s.Processes[0].Pid);
             // children first, so that a parent released early never sees a child still stopped

@@ -23,6 +23,7 @@ public enum RecordKind : uint
     Clocks = 22,         // Kinds/TimeNamespace.cs (optional, before the Tree: the machine's boot and clocks, the tree's time namespace offsets)
     UtsNamespace = 23,   // Kinds/UtsNamespace.cs (optional, before the Tree: the host and domain names of the tree's own UTS namespace)
     IpcNamespace = 24,   // Kinds/IpcNamespace.cs (optional, before the Tree: the tree had an IPC namespace of its own, empty)
+    MountNamespace = 26, // Kinds/MountNamespace.cs (before the Tree: the tree's own mount namespace, ckpt's mounts and proc mounts of its own)
     PidNamespace = 25,   // Kinds/PidNamespace.cs (before the Tree: the tree's pid namespaces below ckpt's, each task's ids in them)
     Tree = 20,           // Kinds/ProcessTree.cs (every process of the tree, zombies included; first after the header)
 

@@ -23,7 +23,7 @@ public static class Nr
         socket = 41, connect = 42, shutdown = 48, bind = 49, listen = 50, socketpair = 53, setsockopt = 54, accept4 = 288, recvmsg = 47,
         timer_create = 222, timer_settime = 223, timer_gettime = 224, timer_getoverrun = 225, timer_delete = 226,
         personality = 135, userfaultfd = 323, ioprio_set = 251, ioprio_get = 252, io_setup = 206, io_submit = 209, unshare = 272, setns = 308, membarrier = 324,
-        uname = 63, sethostname = 170, setdomainname = 171, setfsuid = 122, setfsgid = 123;
+        uname = 63, move_mount = 429, fsopen = 430, fsconfig = 431, fsmount = 432, sethostname = 170, setdomainname = 171, setfsuid = 122, setfsgid = 123;
 }
 
 /// <summary>The raw syscall(2) entry of libc, for calls libc does not wrap.</summary>

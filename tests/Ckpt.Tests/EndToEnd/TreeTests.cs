@@ -416,6 +416,48 @@ public sealed class TreeTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// The usual way to run a program in a pid namespace, <c>unshare --pid --fork --mount-proc</c>: a mount
+    /// namespace of its own whose only mount of its own is a proc of the new pid namespace on /proc. The
+    /// init is restarted in new namespaces of both kinds, its /proc a proc of its pid namespace again (the
+    /// program checks /proc/self, what /proc lists and its child's NSpid). A mount namespace with another
+    /// mount of its own (a tmpfs) is refused, naming it, and left running.
+    /// </summary>
+    [Fact]
+    public void PidNamespaceWithItsOwnProc()
+    {
+        env.Program("procns");
+        env.Program("signals");
+        var r = new E2eScript(env, "procns").Run("""
+            start "$W/out-tmpfs" unshare --mount sh -c 'mount -t tmpfs none /mnt && exec "$1"' _ "$BIN/signals"
+            wait_for "$W/out-tmpfs" '^READY' 15 || fail "the program with a tmpfs did not print READY"
+            T=$P
+            ck checkpoint $T -o "$W/img-t" --log "$W/ck-t.log" 2>"$W/err-tmpfs.txt"; echo "RC-TMPFS: $?"
+            alive $T || fail "the refused program died"
+            kill -KILL $T
+            start "$W/out" unshare --pid --fork --mount-proc "$BIN/procns"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            U=$P
+            P=$(pgrep -P $U)
+            [ -n "$P" ] || fail "no init under unshare"
+            checkpoint_kill
+            wait $U 2>/dev/null
+            ck info "$W/img" > "$W/info.txt" || fail "ckpt info failed"
+            restart_detached
+            [ "$(readlink /proc/$P/ns/mnt)" != "$(readlink /proc/self/ns/mnt)" ] || fail "the restarted init is in the script's mount namespace"
+            grep ' /proc .* - proc ' /proc/$P/mountinfo > "$W/proc-mounts.txt"
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.Contains("RC-TMPFS: 69", r.Stdout);
+        Assert.Contains("tmpfs on /mnt", r.File("err-tmpfs.txt"));
+        Assert.Contains("proc_mounts", r.File("info.txt"));
+        // the copy of the script's /proc, and the tree's own on top of it (nosuid, nodev, noexec as unshare made it)
+        var mounts = r.File("proc-mounts.txt").Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(mounts.Length == 2 && mounts[1].Contains("nosuid,nodev,noexec"), $"proc mounts: {r.File("proc-mounts.txt")}{r.Diagnostics}");
+        r.Cleanup();
+    }
+
+    /// <summary>
     /// A pid of the tree still in use at restart: restart fails (71) naming it, and leaves no process behind;
     /// restarted in a pid namespace of its own, as the message says, the tree runs and ends well.
     /// </summary>
