@@ -44,6 +44,16 @@ static int run_c(void)
     return e2e_failures ? 1 : 0;
 }
 
+/* G: a daemon in N, forked twice (its session leader F exited): adopted by A, in F's session. */
+static int run_g(pid_t sid)
+{
+    e2e_child_wait_usr1();
+    CHECK(getsid(0) == sid, "G: getsid %d, expected %d (the session of its exited leader)", getsid(0), sid);
+    CHECK(getpgid(0) == sid, "G: getpgid %d, expected %d", getpgid(0), sid);
+    CHECK(getppid() == 1, "G: getppid %d, expected 1 (adopted by the namespace's init)", getppid());
+    return e2e_failures ? 1 : 0;
+}
+
 /* E: init of N2 (pid 1 there), its parent A outside it. */
 static int run_e(void)
 {
@@ -74,6 +84,20 @@ static int run_a(void)
     MUST(pidfd >= 0);
     int nsfd = open("/proc/self/ns/pid", O_RDONLY);   /* its own namespace, held open */
     MUST(nsfd >= 0);
+    /* a daemon: F makes a session, forks G and exits */
+    pid_t f = fork();
+    MUST(f >= 0);
+    if (f == 0) {
+        MUST(setsid() == getpid());
+        pid_t g = fork();
+        MUST(g >= 0);
+        if (g == 0) _exit(run_g(getsid(0)));
+        MUST(write(pipe_w, &g, sizeof g) == sizeof g);
+        _exit(0);
+    }
+    pid_t g;
+    MUST(read(pipe_r, &g, sizeof g) == sizeof g);
+    MUST(waitpid(f, &st, 0) == f);
     MUST(unshare(CLONE_NEWPID) == 0);
     pid_t e = fork();
     MUST(e >= 0);
@@ -86,6 +110,8 @@ static int run_a(void)
           "A: the namespace file it holds is not its namespace");
     CHECK(syscall(SYS_pidfd_send_signal, pidfd, SIGUSR1, NULL, 0) == 0, "A: pidfd_send_signal to C: %s", strerror(errno));
     e2e_child_verdict(c, "C");
+    CHECK(kill(g, SIGUSR1) == 0, "A: kill G: %s", strerror(errno));
+    e2e_child_verdict(g, "G");
     /* a new child goes into N2, after E (while E lives: its end ends N2) */
     pid_t x = fork();
     MUST(x >= 0);
@@ -129,7 +155,7 @@ int main(void)
     MUST(d >= 0);
     if (d == 0) _exit(run_d());
     e2e_block_usr1(0);
-    /* wait until C and E exist (A forks E last, then sleeps in sigwait) */
+    /* wait until C, G and E are A's (A forks E last, then sleeps in sigwait) */
     char link[64], self[64];
     for (int i = 0; i < 500; i++) {
         char path[64];
@@ -137,7 +163,7 @@ int main(void)
         FILE *f = fopen(path, "r");
         int n = 0, x;
         if (f) { while (fscanf(f, "%d", &x) == 1) n++; fclose(f); }
-        if (n >= 2) break;
+        if (n >= 3) break;
         usleep(10000);
     }
     ns_link(getpid(), "pid", self, sizeof self);

@@ -14,7 +14,8 @@ namespace Ckpt.Kinds;
 /// Checkpoint: every namespace a process of the tree is in must have its init (pid 1 there) in the tree,
 /// and every process in it must be in the tree (a namespace is rebuilt whole or not at all); its parent is
 /// ckpt's namespace or another of the tree's (<c>NS_GET_PARENT</c>). Each task's ids come from NSpid in
-/// /proc/PID/task/TID/status. A process whose children go into another namespace than its own
+/// /proc/PID/task/TID/status, and the ids of a session or group whose leader exited (made again by a
+/// helper) from a member's NSsid or NSpgid. A process whose children go into another namespace than its own
 /// (pid_for_children, after <c>unshare(CLONE_NEWPID)</c> or <c>setns</c>) has that namespace saved: one of the
 /// tree's, or a new one still empty (a child of its own, made again by <c>unshare</c>). One PidNamespace record
 /// before the Tree record, only when the tree has such a namespace.
@@ -208,6 +209,16 @@ public sealed class PidNamespace : ITreeNamespace
             if (nspid.Length - 1 != layout.Spaces[n].Depth)
                 throw new NotCheckpointableException(pid, $"thread {tid}: its ids ({string.Join(' ', nspid)}) do not match the depth of its pid namespace");
             layout.Tasks[tid] = (n, nspid[1..]);
+        }
+        // the ids of sessions and groups whose leader exited, where a member in a namespace of the tree sees
+        // them: the restart makes a helper with those ids to make the session or group
+        foreach (var e in s.Tree)
+        {
+            if (e.Zombie || index[own[e.Pid]] is not (int n and > 0)) continue;
+            var st = ProcStatus.Read(e.Pid);
+            foreach (var nsids in new[] { st.NsSid, st.NsPgid })
+                if (nsids.Length == layout.Spaces[n].Depth + 1 && nsids.All(x => x > 0) && !layout.Tasks.ContainsKey(nsids[0]) && !pidOf.ContainsKey(nsids[0]))
+                    layout.Tasks[nsids[0]] = (n, nsids[1..]);
         }
         var p = new PayloadWriter().U32((uint)layout.Spaces.Count - 1);
         foreach (var sp in layout.Spaces.Skip(1)) p.U32((uint)sp.Parent).I32(sp.Init);

@@ -20,6 +20,9 @@ public sealed class ProcStatus
     public int TracerPid { get; init; }
     /// <summary>NSpid: the task's id in the pid namespace of /proc's mount (first) and in each namespace below it down to its own (last); just <see cref="Pid"/> where the kernel prints none.</summary>
     public int[] NsPid { get; init; } = [];
+    /// <summary>NSpgid and NSsid: the process group and session ids at the same levels as <see cref="NsPid"/> (0 where a level cannot see them); empty where the kernel prints none.</summary>
+    public int[] NsPgid { get; init; } = [];
+    public int[] NsSid { get; init; } = [];
     /// <summary>Real, effective, saved set and filesystem UID.</summary>
     public uint[] Uid { get; init; } = [];
     /// <summary>Real, effective, saved set and filesystem GID.</summary>
@@ -113,6 +116,8 @@ public sealed class ProcStatus
             PPid = Int("PPid"),
             TracerPid = Int("TracerPid"),
             NsPid = kv.TryGetValue("NSpid", out var nspid) ? NsIds(nspid) : [Int("Pid")],
+            NsPgid = kv.TryGetValue("NSpgid", out var nspgid) ? NsIds(nspgid) : [],
+            NsSid = kv.TryGetValue("NSsid", out var nssid) ? NsIds(nssid) : [],
             Uid = Ids("Uid", Get("Uid"), 4),
             Gid = Ids("Gid", Get("Gid"), 4),
             Groups = Ids("Groups", Get("Groups"), -1),

@@ -372,7 +372,7 @@ public sealed class TreeTests(E2eEnvironment env)
             finish_detached
             """);
         r.AssertPassed().AssertRestoredExit0();
-        Assert.Equal(5, r.File("ids-after.txt").Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+        Assert.Equal(6, r.File("ids-after.txt").Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
         using var info = JsonDocument.Parse(r.File("info.json"));
         Assert.Equal(2, info.RootElement.GetProperty("pid_namespaces").GetArrayLength());
         r.Cleanup();
