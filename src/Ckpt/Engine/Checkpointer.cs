@@ -117,10 +117,11 @@ public static class Checkpointer
     /// pid numbering...). pid_for_children differs once a process has called unshare for its future
     /// children. The time, UTS and IPC namespaces are the exceptions: the tree may have one of its own (TimeNamespace,
     /// UtsNamespace, IpcNamespace: an empty one), and so are pid namespaces below ckpt's that the tree holds whole
-    /// (PidNamespace) and a mount namespace that is ckpt's mounts and proc mounts of its own (MountNamespace).</summary>
+    /// (PidNamespace), a mount namespace that is ckpt's mounts and proc mounts of its own (MountNamespace) and a
+    /// network namespace with lo alone (NetNamespace).</summary>
     private static readonly (string Name, string What)[] Namespaces =
     [
-        ("net", "network"), ("user", "user"), ("cgroup", "cgroup"),
+        ("user", "user"), ("cgroup", "cgroup"),
     ];
 
     /// <summary>ckpt's own namespaces, in <see cref="Namespaces"/> order (null: a kind this kernel does not have), read once.</summary>
@@ -460,6 +461,8 @@ public static class Checkpointer
                     }
                 log.Info($"tree of {s.Tree.Count} process(es), {s.Processes.Sum(p => p.Threads.Count)} thread(s) frozen");
                 CheckRelations(s);
+                // (before any socket is looked at: sock_diag and the /proc/thread-self/net tables of the tree's namespace)
+                NetNamespace.JoinTreeNamespace(s);
                 using (log.Phase("read maps and fds"))
                     foreach (var ctx in s.Processes)
                     {

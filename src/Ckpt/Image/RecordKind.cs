@@ -24,6 +24,7 @@ public enum RecordKind : uint
     UtsNamespace = 23,   // Kinds/UtsNamespace.cs (optional, before the Tree: the host and domain names of the tree's own UTS namespace)
     IpcNamespace = 24,   // Kinds/IpcNamespace.cs (optional, before the Tree: the tree had an IPC namespace of its own, empty)
     MountNamespace = 26, // Kinds/MountNamespace.cs (before the Tree: the tree's own mount namespace, ckpt's mounts and proc mounts of its own)
+    NetNamespace = 27,   // Kinds/NetNamespace.cs (before the Tree: the tree's own network namespace, lo alone)
     PidNamespace = 25,   // Kinds/PidNamespace.cs (before the Tree: the tree's pid namespaces below ckpt's, each task's ids in them)
     Tree = 20,           // Kinds/ProcessTree.cs (every process of the tree, zombies included; first after the header)
 

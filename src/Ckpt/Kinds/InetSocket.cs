@@ -317,7 +317,7 @@ public sealed unsafe class InetSocket : IStateKind
             {
                 // Idx Device : Count Querier, then one indented line per group: the address as a u32 in host order, Users, ...
                 int idx = 0; string dev = "";
-                foreach (var line in File.ReadLines("/proc/net/igmp").Skip(1))
+                foreach (var line in File.ReadLines("/proc/thread-self/net/igmp").Skip(1))
                 {
                     var w = line.Split(['\t', ' '], StringSplitOptions.RemoveEmptyEntries);
                     if (w.Length == 0) continue;
@@ -332,7 +332,7 @@ public sealed unsafe class InetSocket : IStateKind
             else
             {
                 // index device group(32 hex digits, network order) users flags timer
-                foreach (var line in File.ReadLines("/proc/net/igmp6"))
+                foreach (var line in File.ReadLines("/proc/thread-self/net/igmp6"))
                 {
                     var w = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
                     if (w.Length < 3 || w[2].Length != 32 || !int.TryParse(w[0], out int idx)) continue;

@@ -39,14 +39,14 @@ public sealed unsafe class NetlinkSocket : IStateKind
     /// Does a netlink socket of the frozen tree have messages queued (notifications or answers it has not
     /// read yet)? Then the tree is let go a moment to read them and frozen again
     /// (<see cref="Engine.Checkpointer"/>), as for inotify. The receive memory of each is read from
-    /// /proc/net/netlink (the tree is in ckpt's network namespace), without a copy of every socket fd.
+    /// /proc/thread-self/net/netlink (of the tracer thread's network namespace: the tree's), without a copy of every socket fd.
     /// What each held at the last look is what the image is taken with: messages queued later come
     /// after the checkpoint's moment.
     /// </summary>
     public static bool HasQueuedMessages(CheckpointSession s) => QueuesAtFreeze.NoteSockets(s, () =>
     {
         var rmem = new Dictionary<ulong, long>();
-        foreach (var line in File.ReadLines("/proc/self/net/netlink").Skip(1))
+        foreach (var line in File.ReadLines("/proc/thread-self/net/netlink").Skip(1))
         {
             var f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
             if (f.Length >= 10 && long.TryParse(f[4], out long r) && ulong.TryParse(f[9], out ulong ino)) rmem[ino] = r;

@@ -83,7 +83,7 @@ public sealed unsafe class PacketSocket : IStateKind
         var rmem = new Dictionary<ulong, long>();
         try
         {
-            foreach (var line in File.ReadLines("/proc/self/net/packet").Skip(1))
+            foreach (var line in File.ReadLines("/proc/thread-self/net/packet").Skip(1))
             {
                 var w = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
                 if (w.Length >= 9 && long.TryParse(w[6], out long r) && ulong.TryParse(w[8], out ulong ino)) rmem[ino] = r;

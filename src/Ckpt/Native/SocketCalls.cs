@@ -241,7 +241,7 @@ public static unsafe partial class SocketCalls
     private static Dictionary<ulong, (byte[]? Peer, long Queued)> ProcNetSockets(string table)
     {
         var result = new Dictionary<ulong, (byte[]?, long)>();
-        foreach (var (file, family) in new[] { ($"/proc/self/net/{table}", AF_INET), ($"/proc/self/net/{table}6", AF_INET6) })
+        foreach (var (file, family) in new[] { ($"/proc/thread-self/net/{table}", AF_INET), ($"/proc/thread-self/net/{table}6", AF_INET6) })
         {
             List<string> lines;
             try { lines = File.ReadLines(file).Skip(1).ToList(); } catch (IOException) { continue; }

@@ -66,6 +66,39 @@ public sealed class InetSocketTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// The same connection in a network namespace of its own with lo alone (<c>unshare --net</c>, lo brought
+    /// up): the restarted process is in a new network namespace (not the script's), lo up, and the
+    /// connection goes on there. A namespace with another device (a veth pair) is refused naming it.
+    /// </summary>
+    [Fact]
+    public void ConnectionInANetworkNamespaceOfItsOwn()
+    {
+        env.Program("tcpconn");
+        env.Program("signals");
+        var r = new E2eScript(env, "tcpconn-netns").Run(E2eScript.RoundTrip(
+            "unshare --net sh -c 'ip link set lo up && exec \"$1\"' _ \"$BIN/tcpconn\"",
+            before: """
+                start "$W/out-veth" unshare --net sh -c 'ip link add v0 type veth peer name v1 && exec "$1"' _ "$BIN/signals"
+                wait_for "$W/out-veth" '^READY' 15 || fail "the program with a veth pair did not print READY"
+                ck checkpoint $P -o "$W/img-veth" --log "$W/ck-veth.log" 2>"$W/err-veth.txt"; echo "RC-VETH: $?"
+                alive $P || fail "the refused program died"
+                kill -KILL $P
+                """,
+            afterRestart: E2eScript.SaveInfo + """
+                [ "$(readlink /proc/$P/ns/net)" != "$(readlink /proc/self/ns/net)" ] || fail "the restarted process is in the script's network namespace"
+                nsenter -t $P -n cat /proc/self/net/dev | tail -n +3 | cut -d: -f1 | xargs > "$W/devices.txt"
+                nsenter -t $P -n ip -o link show lo > "$W/lo.txt"
+                """));
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.Contains("RC-VETH: 69", r.Stdout);
+        Assert.Contains("device v", r.File("err-veth.txt"));
+        Assert.Equal("lo", r.File("devices.txt").Trim());
+        Assert.Contains("UP", r.File("lo.txt"));
+        Assert.Matches(@"state: established", r.File("info.txt"));
+        r.Cleanup();
+    }
+
+    /// <summary>
     /// A loopback connection whose two ends the process holds, with 1 MiB buffers full both ways: both are
     /// rebuilt in repair mode, where nothing is acknowledged, so filling the send queues must not wait for
     /// room (the restart once hung there for good); afterwards each end gets all the other sent.
