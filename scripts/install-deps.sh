@@ -5,6 +5,8 @@ need=()
 command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 command -v setsid >/dev/null 2>&1 || need+=(util-linux)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v pgrep >/dev/null 2>&1 || need+=(procps)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)   # tests in a network namespace of their own bring lo up
 if ! command -v dotnet >/dev/null 2>&1 || ! dotnet --list-sdks 2>/dev/null | grep -q '^10\.'; then
   need+=(dotnet-sdk-10.0)
 fi
