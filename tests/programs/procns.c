@@ -3,6 +3,7 @@
  * its two processes, a child's /proc/PID/status has its id of the namespace) before and after. */
 #include "e2e.h"
 #include <dirent.h>
+#include <sys/stat.h>
 
 static int count_pids(void)
 {
@@ -41,6 +42,10 @@ int main(void)
 {
     e2e_init();
     MUST(getpid() == 1);
+    /* files held open on its own proc: its status, and the proc's root directory */
+    int status_fd = open("/proc/self/status", O_RDONLY);
+    int dir_fd = open("/proc", O_RDONLY | O_DIRECTORY);
+    MUST(status_fd >= 0 && dir_fd >= 0);
     pid_t child = fork();
     MUST(child >= 0);
     if (child == 0) { for (;;) pause(); }
@@ -49,6 +54,12 @@ int main(void)
     say("READY");
     e2e_wait_usr1();
     check_proc(child, "after");
+    char buf[4096];
+    ssize_t got = pread(status_fd, buf, sizeof buf - 1, 0);
+    if (got > 0) buf[got] = 0;
+    CHECK(got > 0 && strstr(buf, "NSpid:\t1\n") != NULL, "the status it holds open is not its own in its namespace's proc");
+    struct stat st;
+    CHECK(fstatat(dir_fd, "1/status", &st, 0) == 0, "the /proc directory it holds open has no 1/status: %s", strerror(errno));
     kill(child, SIGKILL);
     waitpid(child, NULL, 0);
     return e2e_finish();

@@ -17,16 +17,18 @@ namespace Ckpt.Kinds;
 /// not the ids, the order or the propagation): every mount of the tree's must be one of ckpt's, but for
 /// proc mounts of its own, each saved with its mount point, options and pid namespace (the init, in the
 /// tree, of the namespace whose pid 1 is the /1 of that proc; 0: ckpt's). Any other mount of its own (a
-/// tmpfs, a bind mount...) is refused, as is an fd open on one of its proc mounts. A mount of ckpt's the
-/// tree does not have is only logged. One MountNamespace record before the Tree record.
+/// tmpfs, a bind mount...) is refused. A file open on one of its proc mounts is saved by RegularFile with
+/// the mount and its path under it (<see cref="OnOwnProc"/>). A mount of ckpt's the tree does not have is
+/// only logged. One MountNamespace record before the Tree record.
 /// </para>
 /// <para>
 /// Restart: the root's fresh vessel makes a new mount namespace (injected <c>unshare(CLONE_NEWNS)</c>, all
 /// mounts then made private, as unshare(1) does) before the other vessels are forked; the proc mounts are
-/// made once every process is rebuilt, just before they are let go (the calls injected until then name
-/// /proc/PID paths of ckpt's namespace), by a thread of ckpt that enters the tree's mount namespace:
-/// <c>fsopen("proc")</c> with <c>pidns</c> set to the namespace's file, the saved super options,
-/// <c>fsmount</c> with the mount options, <c>move_mount</c> onto the mount point.
+/// put in place once every process is rebuilt, just before they are let go (the calls injected until then
+/// name /proc/PID paths of ckpt's namespace), by a thread of ckpt that enters the tree's mount namespace
+/// (<c>move_mount</c> onto the mount point). Each is made detached by ckpt (<c>fsopen("proc")</c> with
+/// <c>pidns</c> set to the namespace's file, the saved super options, <c>fsmount</c> with the mount
+/// options) when a file on it is first opened again (<see cref="OpenOnOwnProc"/>), or then.
 /// </para>
 /// </summary>
 public sealed class MountNamespace : ITreeNamespace
@@ -83,15 +85,40 @@ public sealed class MountNamespace : ITreeNamespace
         }
         foreach (var (key, n) in mine)
             if (n > 0) s.Log.Info($"a mount of ckpt's mount namespace is not in the tree's ({key}); the restarted tree's namespace, a copy of ckpt's, will have it");
-        foreach (var ctx in s.Processes)
-            foreach (var f in ctx.OpenFiles)
-                if (procIds.Contains(f.MntId))
-                    throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} ({f.Link}) is open on the tree's own proc mount, which is mounted again only once the tree is rebuilt; not supported");
+        // files open on them (RegularFile): saved by mount and path under it
+        var ownProcs = s.State<OwnProcs>();
+        ownProcs.Root = rootPid;
+        for (int i = 0, k = 0; i < theirs.Count; i++)
+            if (procIds.Contains(theirs[i].Id)) ownProcs.ByMountId[theirs[i].Id] = (k++, theirs[i].MountPoint);
         var p = new PayloadWriter().U32((uint)procs.Count);
         foreach (var m in procs) p.Str(m.MountPoint).U32(m.Attributes).Str(m.Options).I32(m.Init).Str(m.Source);
         // not optional: a reader that skipped it would run the tree in the restart's mounts, its /proc of another pid namespace
         s.Image.Write(RecordKind.MountNamespace, p);
         s.Log.Info($"the tree is in a mount namespace of its own ({root}) with {procs.Count} proc mount(s) of its own: {string.Join(", ", procs.Select(m => $"{m.MountPoint} (pid namespace of {(m.Init == 0 ? "ckpt" : m.Init)})"))}");
+    }
+
+    /// <summary>Checkpoint: the tree's own proc mounts by mount id → (index in the record, mount point), and the root's pid (whose /proc/PID/root reaches them).</summary>
+    public sealed class OwnProcs
+    {
+        public readonly Dictionary<int, (int Index, string MountPoint)> ByMountId = new();
+        public int Root;
+    }
+
+    /// <summary>
+    /// Checkpoint: fd <paramref name="f"/>'s place on one of the tree's own proc mounts (its index, the path
+    /// under it; "" for its root), or null when the file is on none. A file of a process that has ended (its
+    /// /proc/PID is gone there) is refused.
+    /// </summary>
+    public static (int Index, string Relative)? OnOwnProc(CheckpointContext ctx, in OpenFile f)
+    {
+        if (ctx.Session.Existing<OwnProcs>() is not { } own || !own.ByMountId.TryGetValue(f.MntId, out var m)) return null;
+        string mp = m.MountPoint.TrimEnd('/');
+        if (!(f.Link == m.MountPoint || f.Link.StartsWith(mp + "/", StringComparison.Ordinal)))
+            throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} ({f.Link}) is on the tree's own proc mount at {m.MountPoint}, but not under that path (a mount over it?); not supported");
+        string rel = f.Link.Length > mp.Length ? f.Link[(mp.Length + 1)..] : "";
+        if (!FileCalls.TryLstat($"/proc/{own.Root}/root{f.Link}", out _))
+            throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} ({f.Link}) is a file of the tree's own proc whose process has ended; not supported");
+        return (m.Index, rel);
     }
 
     private static uint Attributes(CheckpointSession s, Mount m)
@@ -146,7 +173,47 @@ public sealed class MountNamespace : ITreeNamespace
         return list;
     }
 
-    private sealed class Pending { public List<ProcMount> Mounts = new(); }
+    private sealed class Pending
+    {
+        public List<ProcMount> Mounts = new();
+        /// <summary>The proc file systems made so far, detached until <see cref="MountProcs"/> puts them in place (by index; -1: not made).</summary>
+        public int[] MountFds = [];
+    }
+
+    /// <summary>
+    /// Restart: a file on the tree's own proc mount <paramref name="index"/> (its path under it:
+    /// <paramref name="relative"/>), opened by ckpt on that proc, made now and detached until every process
+    /// is rebuilt (the same mount is then put in place, so the file is on it), and installed in the vessel.
+    /// </summary>
+    public static int OpenOnOwnProc(RestoreContext ctx, int index, string relative, int flags)
+    {
+        var p = ctx.Session.Existing<Pending>();
+        if (p == null || index < 0 || index >= p.Mounts.Count)
+            throw new ImageFormatException($"a file is on proc mount {index} of the tree's mount namespace, which the image does not have");
+        int mfd = Detached(p, index);
+        int mine = FileCalls.OpenAt(mfd, relative.Length == 0 ? "." : relative, FileCalls.ReopenFlags(flags) | FileCalls.O_CLOEXEC, 0);
+        if (mine < 0) throw new CkptException($"restart: cannot open {p.Mounts[index].MountPoint.TrimEnd('/')}/{relative} of the tree's own proc: {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
+        try { return ctx.Install(mine); }
+        finally { FileCalls.Close(mine); }
+    }
+
+    /// <summary>The detached proc file system of mount <paramref name="index"/>, made once (for its pid namespace, whose init exists by now).</summary>
+    private static int Detached(Pending p, int index)
+    {
+        if (p.MountFds.Length != p.Mounts.Count) p.MountFds = Enumerable.Repeat(-1, p.Mounts.Count).ToArray();
+        if (p.MountFds[index] >= 0) return p.MountFds[index];
+        var m = p.Mounts[index];
+        string nsPath = m.Init == 0 ? "/proc/self/ns/pid" : $"/proc/{m.Init}/ns/pid";
+        int pidns = FileCalls.Open(nsPath, FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
+        if (pidns < 0) throw SyscallException.Last("open", m.Init, nsPath);
+        try
+        {
+            var (mfd, failed) = MakeProc(m, pidns);
+            if (failed != null) throw new CkptException($"restart: {failed}", ExitCodes.RestoreConflict);
+            return p.MountFds[index] = mfd;
+        }
+        finally { FileCalls.Close(pidns); }
+    }
 
     public void Restore(RestoreSession s, Record rec) => s.Set(new Pending { Mounts = Read(rec) });
 
@@ -169,12 +236,12 @@ public sealed class MountNamespace : ITreeNamespace
     {
         if (s.Existing<Pending>() is not { Mounts.Count: > 0 } p) return;
         int root = s.Processes[0].Pid;
-        // every namespace file opened now, in ckpt's namespace (a proc mounted on /proc hides the others' /proc/PID)
-        var fds = new List<int>();
+        // every proc made now, in ckpt's namespace (where /proc/PID of the inits can be opened), detached
+        var mfds = Enumerable.Range(0, p.Mounts.Count).Select(i => Detached(p, i)).ToArray();
+        int mnt = FileCalls.Open($"/proc/{root}/ns/mnt", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
+        if (mnt < 0) throw SyscallException.Last("open", root, $"/proc/{root}/ns/mnt");
         try
         {
-            int mnt = Open($"/proc/{root}/ns/mnt", fds);
-            var pidns = p.Mounts.Select(m => Open(m.Init == 0 ? "/proc/self/ns/pid" : $"/proc/{m.Init}/ns/pid", fds)).ToList();
             string? failed = null;
             var th = new Thread(() =>
             {
@@ -184,33 +251,38 @@ public sealed class MountNamespace : ITreeNamespace
                     failed = $"cannot enter the tree's mount namespace: {Errors.Describe(Marshal.GetLastPInvokeError())}";
                     return;
                 }
-                for (int i = 0; i < p.Mounts.Count && failed == null; i++) failed = MountProc(p.Mounts[i], pidns[i]);
+                for (int i = 0; i < p.Mounts.Count && failed == null; i++) failed = Attach(mfds[i], p.Mounts[i].MountPoint);
             }) { Name = "ckpt-mount-proc" };
             th.Start();
             th.Join();
             if (failed != null) throw new CkptException($"restart: {failed}", ExitCodes.RestoreConflict);
             s.Log.Info($"the tree's mount namespace has its proc mount(s) again: {string.Join(", ", p.Mounts.Select(m => m.MountPoint))}");
         }
-        finally { foreach (int fd in fds) FileCalls.Close(fd); }
+        finally
+        {
+            FileCalls.Close(mnt);
+            foreach (int fd in mfds) FileCalls.Close(fd);
+            p.MountFds = [];
+        }
     }
 
-    private static int Open(string path, List<int> fds)
+    /// <summary>move_mount of the detached mount <paramref name="mfd"/> onto <paramref name="mountPoint"/> of the calling thread's mount namespace; null, or what failed.</summary>
+    private static string? Attach(int mfd, string mountPoint)
     {
-        int fd = FileCalls.Open(path, FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
-        if (fd < 0) throw SyscallException.Last("open", 0, path);
-        fds.Add(fd);
-        return fd;
+        long r = Sys.Call(Nr.move_mount, mfd, (long)Z("", out var h2), FileCalls.AT_FDCWD, (long)Z(mountPoint, out var h3), MOVE_MOUNT_F_EMPTY_PATH);
+        h2.Free(); h3.Free();
+        return r == 0 ? null : $"move_mount of a proc onto {mountPoint}: {Errors.Describe(Marshal.GetLastPInvokeError())}";
     }
 
     private const long FSOPEN_CLOEXEC = 1, FSMOUNT_CLOEXEC = 1, MOVE_MOUNT_F_EMPTY_PATH = 4;
     private const int FSCONFIG_SET_FLAG = 0, FSCONFIG_SET_STRING = 1, FSCONFIG_SET_FD = 5, FSCONFIG_CMD_CREATE = 6;
 
-    /// <summary>One proc mount with the new mount API, from the calling thread (in the tree's mount namespace); null, or what failed.</summary>
-    private static unsafe string? MountProc(ProcMount m, int pidns)
+    /// <summary>A detached proc mount with the new mount API for pid namespace <paramref name="pidns"/>: its fd, or what failed.</summary>
+    private static (int Fd, string? Failed) MakeProc(ProcMount m, int pidns)
     {
         long fs = Sys.Call(Nr.fsopen, (long)Z("proc", out var h1), FSOPEN_CLOEXEC);
         h1.Free();
-        if (fs < 0) return $"fsopen(proc) for {m.MountPoint}: {Errors.Describe(Marshal.GetLastPInvokeError())}";
+        if (fs < 0) return (-1, $"fsopen(proc) for {m.MountPoint}: {Errors.Describe(Marshal.GetLastPInvokeError())}");
         try
         {
             string? Config(int cmd, string? key, string? value, int aux)
@@ -224,23 +296,17 @@ public sealed class MountNamespace : ITreeNamespace
                 }
                 finally { if (hk.IsAllocated) hk.Free(); if (hv.IsAllocated) hv.Free(); }
             }
-            if (Config(FSCONFIG_SET_FD, "pidns", null, pidns) is { } e1) return e1;
-            if (m.Source.Length > 0 && Config(FSCONFIG_SET_STRING, "source", m.Source, 0) is { } e0) return e0;
+            if (Config(FSCONFIG_SET_FD, "pidns", null, pidns) is { } e1) return (-1, e1);
+            if (m.Source.Length > 0 && Config(FSCONFIG_SET_STRING, "source", m.Source, 0) is { } e0) return (-1, e0);
             foreach (var o in m.Options.Split(',', StringSplitOptions.RemoveEmptyEntries))
             {
                 int eq = o.IndexOf('=');
-                if ((eq < 0 ? Config(FSCONFIG_SET_FLAG, o, null, 0) : Config(FSCONFIG_SET_STRING, o[..eq], o[(eq + 1)..], 0)) is { } e2) return e2;
+                if ((eq < 0 ? Config(FSCONFIG_SET_FLAG, o, null, 0) : Config(FSCONFIG_SET_STRING, o[..eq], o[(eq + 1)..], 0)) is { } e2) return (-1, e2);
             }
-            if (Config(FSCONFIG_CMD_CREATE, null, null, 0) is { } e3) return e3;
+            if (Config(FSCONFIG_CMD_CREATE, null, null, 0) is { } e3) return (-1, e3);
             long mfd = Sys.Call(Nr.fsmount, fs, FSMOUNT_CLOEXEC, m.Attributes);
-            if (mfd < 0) return $"fsmount of the proc mount on {m.MountPoint}: {Errors.Describe(Marshal.GetLastPInvokeError())}";
-            try
-            {
-                long r = Sys.Call(Nr.move_mount, mfd, (long)Z("", out var h2), FileCalls.AT_FDCWD, (long)Z(m.MountPoint, out var h3), MOVE_MOUNT_F_EMPTY_PATH);
-                h2.Free(); h3.Free();
-                return r == 0 ? null : $"move_mount of a proc onto {m.MountPoint}: {Errors.Describe(Marshal.GetLastPInvokeError())}";
-            }
-            finally { FileCalls.Close((int)mfd); }
+            if (mfd < 0) return (-1, $"fsmount of the proc mount on {m.MountPoint}: {Errors.Describe(Marshal.GetLastPInvokeError())}");
+            return ((int)mfd, null);
         }
         finally { FileCalls.Close((int)fs); }
     }

@@ -65,6 +65,14 @@ public sealed class RegularFile : IFileKind
 
     public void CheckpointFile(CheckpointContext ctx, in OpenFile f, uint objref)
     {
+        // a file of the tree's own proc (unshare --mount-proc): by that mount and its path under it
+        if (MountNamespace.OnOwnProc(ctx, f) is { } onProc)
+        {
+            ctx.Image.Write(RecordKind.RegularFile, new PayloadWriter().U32(objref).Str(f.Link).I32(f.Flags & ~FileCalls.O_CLOEXEC).I64(f.Pos)
+                .I64(f.Stat.Size).U32(f.Stat.Mode).Bool(false).U32(0).U64(f.Stat.Dev).U64(f.Stat.Ino).U32(f.Stat.Uid).U32(f.Stat.Gid)
+                .Str("").Str("").I32(0).I32(onProc.Index + 1).Str(onProc.Relative));
+            return;
+        }
         bool deleted = f.Link.EndsWith(" (deleted)") && f.Stat.Nlink == 0;
         string path = deleted ? f.Link[..^10] : f.Link;
         // an O_PATH fd of a symbolic link (O_NOFOLLOW): the link itself, by its name
@@ -170,7 +178,19 @@ public sealed class RegularFile : IFileKind
         string? removedName = r.AtEnd ? null : r.Str();
         if (removedName == "") removedName = null;
         int deadPid = r.AtEnd ? 0 : r.I32();
+        // appended: on the tree's own proc mount N (N > 0: index + 1), at this path under it
+        int onProc = r.AtEnd ? 0 : r.I32();
+        string relative = onProc > 0 ? r.Str() : "";
         r.End();
+        if (onProc > 0)
+        {
+            if (deleted || deadPid != 0 || relative.StartsWith('/') || relative.Split('/').Contains(".."))
+                throw new ImageFormatException($"RegularFile record at offset {rec.Offset}: {path} on proc mount {onProc - 1} at '{relative}'");
+            int pfd = MountNamespace.OpenOnOwnProc(ctx, onProc - 1, relative, flags);
+            ctx.SetOffsetAndFlags(pfd, pos, -1, path);
+            ctx.Files.SetRestored(objref, pfd);
+            return;
+        }
         if (deadPid != 0 && (deleted || deadPid < 0 || !path.StartsWith($"/proc/{deadPid}/", StringComparison.Ordinal)))
             throw new ImageFormatException($"RegularFile record at offset {rec.Offset}: {path} is no /proc file of pid {deadPid}");
         int fd;
@@ -349,7 +369,8 @@ public sealed class RegularFile : IFileKind
         if (!r.AtEnd) { r.U32(); r.U32(); }
         if (!r.AtEnd && r.Str() is { Length: > 0 } target) node.Set("link_target", target);
         if (!r.AtEnd && r.Str() is { Length: > 0 } removed) node.Set("removed_name", removed);
-        if (!r.AtEnd) node.Set("exited_pid", r.I32());
+        if (!r.AtEnd && r.I32() is int exited and not 0) node.Set("exited_pid", exited);
+        if (!r.AtEnd && r.I32() is int onProc and > 0) node.Set("on_own_proc_mount", onProc - 1).Set("under_mount", r.Str());
         info.Child("files").Set(objref.ToString(), node);
     }
 
