@@ -311,6 +311,8 @@ public static unsafe class Vessel
         var args = new CloneArgs { Flags = flags, ExitSignal = forParent ? 0 : (ulong)exitSignal };
         var child = InjectClone(parent, Scratch, args, pid, "pid", PidTakenHint);
         child.SyscallGadget = Gadget;
+        // the init of a pid namespace of the tree: ids made at will there from now on stay clear of the image's
+        Kinds.PidNamespace.PrimeCursor(child, Scratch);
         return child;
     }
 

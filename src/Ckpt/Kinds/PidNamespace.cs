@@ -60,8 +60,13 @@ public sealed class PidNamespace : ITreeNamespace
         public readonly Dictionary<int, int> ForChildren = new();
         /// <summary>Restart: the namespaces that exist (their init was made).</summary>
         public readonly HashSet<int> Made = [0];
+        /// <summary>Restart: the namespaces whose next free id was set past the image's ids (<see cref="PrimeCursor"/>).</summary>
+        public readonly HashSet<int> Primed = [0];
         /// <summary>Restart: tasks made that the image does not list (go-betweens, helpers) → their namespace, and their id as their parent's namespace (<c>In</c>) sees it.</summary>
         public readonly Dictionary<int, (int Ns, int Id, int In)> Others = new();
+
+        /// <summary>Restart: an id the image names whose task had exited (a timer's target thread), → the task made to stand for it with ids of its own.</summary>
+        public readonly Dictionary<int, int> Aliases = new();
 
         public int NsOf(int hostTid) => Tasks.TryGetValue(hostTid, out var t) ? t.Ns : Others.GetValueOrDefault(hostTid).Ns;
 
@@ -81,6 +86,7 @@ public sealed class PidNamespace : ITreeNamespace
         {
             int v = NsOf(viewer);
             if (v == 0 || hostId <= 0) return hostId;
+            if (Aliases.TryGetValue(hostId, out int alias)) hostId = alias;
             if (Others.TryGetValue(hostId, out var o)) return o.In == v ? o.Id : 0;
             if (!Tasks.TryGetValue(hostId, out var t) || !Within(t.Ns, v)) return 0;
             return t.Ids[Spaces[v].Depth - 1];
@@ -401,6 +407,30 @@ public sealed class PidNamespace : ITreeNamespace
         if (mine < 0) return -System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
         try { return ctx.Install((int)mine); }
         finally { FileCalls.Close((int)mine); }
+    }
+
+    /// <summary>
+    /// Once the init of a namespace exists (<paramref name="task"/>, ready for injection): the namespace's
+    /// ns_last_pid is set to the highest id the image has in it, so that a task made with any id there (a
+    /// go-between, a helper for a reaped process's pidfd) takes none of the ids still to be given (a new
+    /// namespace hands out 2, 3... next). Written from inside, where /proc/sys/kernel/ns_last_pid is the
+    /// namespace's own.
+    /// </summary>
+    internal static void PrimeCursor(Tracing.TracedTask task, ulong scratch)
+    {
+        var l = t_current;
+        if (l == null || l.NsOf(task.Tid) is not (int n and > 0) || !l.Primed.Add(n)) return;
+        int max = l.Tasks.Values.Where(t => t.Ns == n).Select(t => t.Ids[^1]).DefaultIfEmpty(0).Max();
+        if (max <= 1) return;
+        const string path = "/proc/sys/kernel/ns_last_pid";
+        MemoryCalls.WriteRemote(task.Tid, scratch, System.Text.Encoding.ASCII.GetBytes(path + "\0"));
+        long fd = task.Inject(Nr.openat, FileCalls.AT_FDCWD, (long)scratch, FileCalls.O_WRONLY | FileCalls.O_CLOEXEC, 0);
+        if (fd < 0) throw new SyscallException($"open {path} (injected)", (int)-fd, task.Tid);
+        var text = System.Text.Encoding.ASCII.GetBytes(max.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        MemoryCalls.WriteRemote(task.Tid, scratch, text);
+        long w = task.Inject(Nr.write, fd, (long)scratch, text.Length);
+        task.Inject(Nr.close, fd);
+        if (w != text.Length) throw new SyscallException($"write {path} (injected)", w < 0 ? (int)-w : Errors.EIO, task.Tid);
     }
 
     /// <summary>Puts <paramref name="task"/>'s pid_for_children back to its own namespace after <see cref="Plan"/> had it enter another.</summary>

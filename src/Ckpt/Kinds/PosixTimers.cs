@@ -176,6 +176,16 @@ public sealed class PosixTimers : IStateKind
         var made = state.List = new List<TracedTask>();
         foreach (int tid in exited)
         {
+            // in a pid namespace of the tree, where the exited thread's id there is not known: a thread with
+            // ids of its own stands for it (the timer signals no one either way)
+            if (PidNamespace.Current is { } layout && layout.NsOf(ctx.Pid) > 0 && !layout.Tasks.ContainsKey(tid))
+            {
+                var any = CpuState.CreateThread(ctx, 0);
+                layout.Aliases[tid] = any.Tid;
+                made.Add(any);
+                ctx.Log.Debug($"pid {ctx.Pid}: thread {any.Tid} stands for exited thread {tid} a POSIX timer signals (its id in the process's pid namespace is not known)");
+                continue;
+            }
             made.Add(CpuState.CreateThread(ctx, tid, "stop the process that holds it (a POSIX timer of the process signals a thread of that id, which had exited)"));
             ctx.Log.Debug($"pid {ctx.Pid}: thread {tid} stands for an exited thread a POSIX timer signals");
         }

@@ -161,6 +161,8 @@ public sealed class ProcessAttributes : IStateKind
             }
             ctx.Task = task;
             task.SyscallGadget = Vessel.Gadget;
+            // the root as the init of a pid namespace of the tree: ids made at will there stay clear of the image's
+            PidNamespace.PrimeCursor(task, Vessel.Scratch);
             task.SetSigMask(ulong.MaxValue);
             var xs = task.GetXState();
             ulong xcr0 = BitConverter.ToUInt64(xs, 464);

@@ -458,6 +458,38 @@ public sealed class TreeTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// Programs of other tests run as the init of new pid, mount and network namespaces (<c>unshare --pid
+    /// --fork --mount-proc --net</c>, lo up) and verify themselves after the restart: pidfds of reaped
+    /// processes (helpers made with any id inside the new namespace must not take an id the image still
+    /// has to give: they did before ns_last_pid was set), sessions and groups whose leaders exited, POSIX
+    /// timers signalling threads, and the tree of groups, sessions and zombies.
+    /// </summary>
+    [Theory]
+    [InlineData("pidfds")]
+    [InlineData("sessions")]
+    [InlineData("timers")]
+    [InlineData("tree")]
+    public void ProgramAsTheInitOfItsNamespaces(string program)
+    {
+        env.Program(program);
+        var r = new E2eScript(env, $"nsinit-{program}").Run($$"""
+            start "$W/out" unshare --pid --fork --mount-proc --net sh -c 'ip link set lo up && exec "$1"' _ "$BIN/{{program}}"
+            """ + """
+
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            U=$P
+            P=$(pgrep -P $U)
+            [ -n "$P" ] || fail "no init under unshare"
+            checkpoint_kill
+            wait $U 2>/dev/null
+            restart_detached
+            grep -q '^NSpid:.*[[:space:]]1$' /proc/$P/status || fail "the restarted program is not pid 1 of its namespace"
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0().Cleanup();
+    }
+
+    /// <summary>
     /// A pid of the tree still in use at restart: restart fails (71) naming it, and leaves no process behind;
     /// restarted in a pid namespace of its own, as the message says, the tree runs and ends well.
     /// </summary>
