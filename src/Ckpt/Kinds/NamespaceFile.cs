@@ -9,7 +9,7 @@ namespace Ckpt.Kinds;
 /// Namespace files held open (<c>/proc/PID/ns/KIND</c>, whose fd link reads <c>KIND:[INO]</c>: a program
 /// keeping a namespace to setns into, a tool like <c>ip netns</c>). Saved: the kind, and which namespace:
 /// ckpt's own of that kind (the tree runs in it, and is rebuilt in the namespaces of `ckpt restart`), or
-/// the holder's own (a UTS, IPC, time or pid namespace the tree has and that is rebuilt with it). Restart:
+/// the holder's own (a UTS, IPC, time, pid, mount or network namespace the tree has and that is rebuilt with it). Restart:
 /// ckpt opens <c>/proc/self/ns/KIND</c> or the rebuilt process's <c>/proc/PID/ns/KIND</c> and installs it.
 /// Any other namespace (one ckpt does not rebuild) is refused.
 /// </summary>
@@ -34,8 +34,9 @@ public sealed partial class NamespaceFile : IFileKind
         string kind = LinkPattern().Match(f.Link).Groups[1].Value;
         Whose whose;
         if (FileCalls.ReadLink($"/proc/self/ns/{kind}") == f.Link) whose = Whose.Ckpt;
-        // (a pid namespace other than ckpt's is one of the tree's: PidNamespace saves it, and refuses a tree that does not hold it whole)
-        else if (FileCalls.ReadLink($"/proc/{ctx.Pid}/ns/{kind}") == f.Link && kind is "uts" or "ipc" or "time" or "pid") whose = Whose.Holder;
+        // (a pid, mount or network namespace other than ckpt's is one of the tree's: PidNamespace, MountNamespace
+        // and NetNamespace save it, or refuse the tree)
+        else if (FileCalls.ReadLink($"/proc/{ctx.Pid}/ns/{kind}") == f.Link && kind is "uts" or "ipc" or "time" or "pid" or "mnt" or "net") whose = Whose.Holder;
         else
             throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} is the {kind} namespace {f.Link}, which is neither ckpt's nor one the tree has of its own and that is rebuilt with it; not supported");
         ctx.Image.Write(RecordKind.NamespaceFile, new PayloadWriter().U32(objref).Str(kind).U8((byte)whose).I32(f.Flags & ~FileCalls.O_CLOEXEC));
