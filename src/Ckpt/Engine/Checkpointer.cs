@@ -118,10 +118,10 @@ public static class Checkpointer
     /// children. The time, UTS and IPC namespaces are the exceptions: the tree may have one of its own (TimeNamespace,
     /// UtsNamespace, IpcNamespace: an empty one), and so are pid namespaces below ckpt's that the tree holds whole
     /// (PidNamespace), a mount namespace that is ckpt's mounts and proc mounts of its own (MountNamespace) and a
-    /// network namespace with lo alone (NetNamespace).</summary>
+    /// network namespace with lo alone (NetNamespace); a cgroup namespace is saved by its roots (CgroupNamespace).</summary>
     private static readonly (string Name, string What)[] Namespaces =
     [
-        ("user", "user"), ("cgroup", "cgroup"),
+        ("user", "user"),
     ];
 
     /// <summary>ckpt's own namespaces, in <see cref="Namespaces"/> order (null: a kind this kernel does not have), read once.</summary>

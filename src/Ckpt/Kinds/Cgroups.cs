@@ -199,6 +199,23 @@ public sealed class Cgroups : IStateKind
         }
     }
 
+    /// <summary>
+    /// Moves process <paramref name="pid"/> into cgroup <paramref name="m"/> (made, without settings, when
+    /// it does not exist); null, or why it could not (not reachable here, frozen, refused).
+    /// </summary>
+    internal static string? Join(RestoreSession s, int pid, Membership m)
+    {
+        if (DirOf(m, CgroupMounts(s)) is not { } dir) return "not reachable here (hierarchy not mounted, or mounted without that part)";
+        try
+        {
+            if (!Directory.Exists(dir)) Directory.CreateDirectory(dir);
+            if (Frozen(dir)) return "frozen";
+            File.WriteAllText(Path.Combine(dir, "cgroup.procs"), pid.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            return null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return e.Message; }
+    }
+
     /// <summary>Writes the saved settings into a cgroup just made; one that cannot be written is logged.</summary>
     private static void Apply(RestoreContext ctx, string what, string dir, string[] settings)
     {

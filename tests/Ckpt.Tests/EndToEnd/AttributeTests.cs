@@ -89,6 +89,34 @@ public sealed class AttributeTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// A process in a cgroup namespace of its own (<c>unshare --cgroup</c> from a test cgroup, then a cgroup
+    /// below it joined): /proc/self/cgroup shows its cgroups relative to the namespace's root, and reads the
+    /// same after the restart (the program checks), which rebuilt the namespace rooted at the same cgroup
+    /// (made again: it is removed while the process is down).
+    /// </summary>
+    [Fact]
+    public void CgroupNamespaceOfItsOwn()
+    {
+        env.Program("cgroups");
+        var script = E2eScript.RoundTrip("sh -c 'echo $$ > \"$1/cgroup.procs\" && exec unshare --cgroup \"$2\" \"$1/sub\"' _ \"$V1\" \"$BIN/cgroups\"",
+            before: """
+                V1=/sys/fs/cgroup/pids/ckpt-e2e-ns-$$
+                mkdir -p "$V1/sub" || fail "cannot make test cgroups"
+                trap 'rmdir "$V1/sub" "$V1" 2>/dev/null' EXIT
+                """,
+            afterRestart: E2eScript.SaveInfo + """
+                [ "$(readlink /proc/$P/ns/cgroup)" != "$(readlink /proc/self/ns/cgroup)" ] || fail "the restarted process is in the script's cgroup namespace"
+                grep pids /proc/$P/cgroup > "$W/cg-after.txt"
+                """);
+        script = script.Replace("checkpoint_kill\n", "checkpoint_kill\nrmdir \"$V1/sub\" \"$V1\" || fail \"cannot remove the test cgroups\"\n");
+        var r = new E2eScript(env, "cgroupns").Run(script);
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.Contains("pids:/ckpt-e2e-ns-", r.File("cg-after.txt"));
+        Assert.Contains("cgroup_namespace", r.File("info.txt"));
+        r.Cleanup();
+    }
+
+    /// <summary>
     /// A process in a time namespace of its own (started under unshare --time with day-long offsets), with
     /// an absolute monotonic sleep under way: the checkpoint saves the namespace's offsets, the restart
     /// makes one with the same offsets, and the clocks go on where they were (a restart with the machine's

@@ -81,7 +81,7 @@ public sealed class FailureTests(E2eEnvironment env)
     }
 
     /// <summary>
-    /// The target runs in a namespace of its own whose state is not saved (here cgroup, made by unshare, which
+    /// The target runs in a namespace of its own whose state is not saved (here user, made by unshare, which
     /// then execs it): restart would bring it back in ckpt's namespace, so the checkpoint refuses, naming the
     /// pid and the namespace.
     /// </summary>
@@ -89,8 +89,8 @@ public sealed class FailureTests(E2eEnvironment env)
     public void CheckpointInOtherNamespaceIsRefused()
     {
         env.Program("signals");
-        var r = new E2eScript(env, "namespace").Run(E2eScript.Refused("unshare --cgroup \"$BIN/signals\""));
-        r.AssertRefused("cgroup namespace");
+        var r = new E2eScript(env, "namespace").Run(E2eScript.Refused("unshare --user \"$BIN/signals\""));
+        r.AssertRefused("user namespace");
     }
 
     /// <summary>
