@@ -189,10 +189,10 @@ public static unsafe class Vessel
     {
         _ = Scratch;
         // the init of a pid namespace of the tree: made with its namespace, with its id at each level
-        bool newNs = Kinds.PidNamespace.Current is { } layout && layout.Tasks.ContainsKey(pid);
+        // (the image's other tasks, or ids it names, are never made by ckpt itself: a stand-in or helper with such an id is made plainly)
+        bool newNs = Kinds.PidNamespace.Current is { } layout && layout.Tasks.TryGetValue(pid, out var t) && t.Ids.Length == 1 && t.Ids[0] == 1
+            && layout.Spaces[t.Ns].Init == pid;
         int[] ids = newNs ? Kinds.PidNamespace.Current!.SetTid(pid) : [pid];
-        if (newNs && (ids.Length != 2 || ids[0] != 1))
-            throw new CkptException($"restart: pid {pid} is to be made by ckpt but is not the init of a pid namespace below ckpt's", ExitCodes.RestoreConflict);
         int* want = stackalloc int[ids.Length];
         for (int i = 0; i < ids.Length; i++) want[i] = ids[i];
         var args = new CloneArgs { ExitSignal = 17 /* SIGCHLD */, SetTid = (ulong)want, SetTidSize = (ulong)ids.Length, Flags = newNs ? CLONE_NEWPID : 0 };
