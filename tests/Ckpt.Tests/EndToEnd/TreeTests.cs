@@ -381,7 +381,9 @@ public sealed class TreeTests(E2eEnvironment env)
     /// <summary>
     /// The init of a pid namespace (<c>unshare --pid --fork</c>) checkpointed as the root, with its tree: it
     /// is restarted as pid 1 of a new namespace, its ids the same at both levels; and a process of a
-    /// namespace whose init is not in the tree is refused, naming the init, and left running.
+    /// namespace whose init is not in the tree is refused, naming the init, and left running. The image is
+    /// restarted again by a ckpt that is itself the init of a pid namespace (the tree's ids are relative to
+    /// ckpt's namespace).
     /// </summary>
     [Fact]
     public void PidNamespaceInitAsTheRoot()
@@ -407,8 +409,18 @@ public sealed class TreeTests(E2eEnvironment env)
             nspids > "$W/ids-after.txt"
             cmp -s "$W/ids-before.txt" "$W/ids-after.txt" || fail "ids differ: $(paste "$W/ids-before.txt" "$W/ids-after.txt")"
             finish_detached
+            # the same image restarted by a ckpt that is itself the init of a pid namespace: the tree's
+            # namespace is made one level deeper, its ids relative to ckpt's the same
+            unshare --pid --fork --mount-proc sh -c '
+              "$1" restart -i "$2" & ck=$!
+              n=200; until grep -q "^TracerPid:[[:space:]]*0$" /proc/$3/status 2>/dev/null; do n=$((n - 1)); [ $n -gt 0 ] || break; sleep 0.05; done
+              sed -n "s/^NSpid:[[:space:]]*//p" /proc/$3/status > "$4"
+              kill -USR1 $3; wait $ck; echo "NS-RC: $?"' _ "$CKPT" "$W/img" $P "$W/nested-ids.txt" > "$W/ns.txt" 2>&1
+            grep -q 'NS-RC: 0' "$W/ns.txt" || fail "the restart by a ckpt in a pid namespace did not end with 0: $(cat "$W/ns.txt")"
             """);
         r.AssertPassed().AssertRestoredExit0();
+        // seen from inside ckpt's namespace: the root's old id there, and 1 in its own
+        Assert.Matches(@"^\d+\s+1\s*$", r.File("nested-ids.txt"));
         Assert.Contains("RC-CHILD: 69", r.Stdout);
         Assert.Contains("whose init", r.File("err.txt"));
         Assert.True(r.File("ids-after.txt").Split('\n', StringSplitOptions.RemoveEmptyEntries).Length >= 3, $"too few processes{r.Diagnostics}");
