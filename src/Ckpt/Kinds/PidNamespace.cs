@@ -226,6 +226,14 @@ public sealed class PidNamespace : ITreeNamespace
                 if (nsids.Length == layout.Spaces[n].Depth + 1 && nsids.All(x => x > 0) && !layout.Tasks.ContainsKey(nsids[0]) && !pidOf.ContainsKey(nsids[0]))
                     layout.Tasks[nsids[0]] = (n, nsids[1..]);
         }
+        // the threads POSIX timers signal that had exited: their id in a namespace one below ckpt's, from a
+        // proc of that namespace the process sees (/proc/PID/timers there names it as the namespace does)
+        foreach (var e in s.Tree)
+        {
+            if (e.Zombie || index[own[e.Pid]] is not (int n and > 0) || layout.Spaces[n].Depth != 1) continue;
+            foreach (var (hostTid, nsTid) in ExitedTimerTargets(e.Pid, ids[e.Pid][^1]))
+                if (!pidOf.ContainsKey(hostTid) && !layout.Tasks.ContainsKey(hostTid)) layout.Tasks[hostTid] = (n, [nsTid]);
+        }
         var p = new PayloadWriter().U32((uint)layout.Spaces.Count - 1);
         foreach (var sp in layout.Spaces.Skip(1)) p.U32((uint)sp.Parent).I32(sp.Init);
         p.U32((uint)layout.Tasks.Count);
@@ -241,6 +249,29 @@ public sealed class PidNamespace : ITreeNamespace
         s.Log.Info($"the tree has {layout.Spaces.Count - 1} pid namespace(s) of its own: " +
             string.Join(", ", layout.Spaces.Skip(1).Select((sp, i) => sp.Init != 0 ? $"init {sp.Init} (depth {sp.Depth})" : $"an empty one (depth {sp.Depth})")));
     }
+
+    /// <summary>
+    /// The SIGEV_THREAD_ID targets of process <paramref name="pid"/>'s POSIX timers (host tid, id in its
+    /// namespace), read from /proc/PID/timers of ckpt's proc and of the proc mounted on /proc where the
+    /// process is (when that is one of its own namespace: its /proc/NSPID is the process). None otherwise.
+    /// </summary>
+    private static IEnumerable<(int Host, int Inner)> ExitedTimerTargets(int pid, int nsPid)
+    {
+        List<ProcTimers.Timer> host, inner;
+        try
+        {
+            string theirs = $"/proc/{pid}/root/proc/{nsPid}";
+            if (!ProcTimers.Available(pid) || ProcStat.Read(pid).Field(22) != StartTime($"{theirs}/stat")) return [];
+            host = ProcTimers.Read(pid);
+            if (!host.Any(t => t.ToThread)) return [];
+            inner = ProcTimers.Parse(FileCalls.ReadText($"{theirs}/timers"));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException) { return []; }
+        return host.Where(t => t.ToThread).Select(t => (t.NotifyPid, inner.FirstOrDefault(x => x.Id == t.Id).NotifyPid)).Where(x => x.Item2 > 0).ToList();
+    }
+
+    /// <summary>Field 22 (start time) of a /proc/PID/stat file at <paramref name="path"/>.</summary>
+    private static string StartTime(string path) => ProcStat.Parse(FileCalls.ReadText(path)).Field(22);
 
     /// <summary>Adds namespace <paramref name="ns"/> (of process <paramref name="pid"/>, <paramref name="depth"/> below ckpt's) to the layout after its parent, once.</summary>
     private static void Place(CheckpointSession s, Layout layout, Dictionary<string, int> index, string mine, string ns, int pid, int depth)

@@ -474,12 +474,14 @@ public sealed class TreeTests(E2eEnvironment env)
     /// --fork --mount-proc --net</c>, lo up) and verify themselves after the restart: pidfds of reaped
     /// processes (helpers made with any id inside the new namespace must not take an id the image still
     /// has to give: they did before ns_last_pid was set), sessions and groups whose leaders exited, POSIX
-    /// timers signalling threads, and the tree of groups, sessions and zombies.
+    /// timers signalling threads, one signalling a thread that exited (its id in the namespace read from the
+    /// namespace's own proc: the program checks /proc/self/timers), and the tree of groups, sessions and zombies.
     /// </summary>
     [Theory]
     [InlineData("pidfds")]
     [InlineData("sessions")]
     [InlineData("timers")]
+    [InlineData("deadtimer")]
     [InlineData("tree")]
     public void ProgramAsTheInitOfItsNamespaces(string program)
     {
