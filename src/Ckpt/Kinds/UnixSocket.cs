@@ -1128,7 +1128,7 @@ public sealed unsafe class UnixSocket : IFileKind
     /// </summary>
     private static (int VesselFd, int Mine, int Other) CreatePair(RestoreContext ctx, int type, PeerCredentials cred, PeerCredentials peerCred)
     {
-        int mine, other;
+        int mine, other, kept = -1;
         if (!cred.Known || !peerCred.Known || peerCred == cred || type == SocketCalls.SOCK_DGRAM)
         {
             using var m = Maker.For(ctx, cred);
@@ -1137,11 +1137,15 @@ public sealed unsafe class UnixSocket : IFileKind
             m.Call("socketpair", Nr.socketpair, SocketCalls.AF_UNIX, type | SocketCalls.SOCK_CLOEXEC, 0, (long)sv);
             m.Back();
             var b = m.Get(0, 8);
-            mine = m.Take(BitConverter.ToInt32(b, 0));
+            int first = BitConverter.ToInt32(b, 0);
+            // made in the vessel's own fd table (by the vessel, or a helper sharing it): the vessel keeps its end
+            // where it is (a close and an install less: two ptrace round trips per pair)
+            if (m.InTableOf(ctx)) mine = ctx.Session.Own(m.Take(kept = first, close: false));
+            else mine = m.Take(first);
             other = m.Take(BitConverter.ToInt32(b, 4));
         }
         else (mine, other) = Connect(ctx, type, cred, peerCred);
-        int vfd = ctx.Install(mine);
+        int vfd = kept >= 0 ? kept : ctx.Install(mine);
         // room to queue the saved data whatever the saved buffer size (set back in Finish)
         SetBuffer(mine, SocketCalls.SO_SNDBUFFORCE, 16 << 20);
         SetBuffer(other, SocketCalls.SO_SNDBUFFORCE, 16 << 20);
@@ -1246,6 +1250,9 @@ public sealed unsafe class UnixSocket : IFileKind
         }
 
         /// <summary>ckpt's copy of fd <paramref name="fd"/> of the task (kept for the restart), closed in the task.</summary>
+        /// <summary>Whether what this task makes is in <paramref name="ctx"/>'s fd table (its vessel, or a helper sharing it).</summary>
+        public bool InTableOf(RestoreContext ctx) => _fds == ctx;
+
         public int Take(int fd, bool close = true)
         {
             int mine = _fds.GrabFd(fd);
