@@ -55,13 +55,7 @@ public sealed class IpcNamespace : ITreeNamespace
     }
 
     /// <summary>Moves the calling thread (ckpt's tracer thread) into the IPC namespace of <paramref name="pid"/>.</summary>
-    private static void Join(int pid)
-    {
-        int fd = FileCalls.Open($"/proc/{pid}/ns/ipc", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
-        if (fd < 0) throw SyscallException.Last("open ns/ipc", pid);
-        try { if (ProcessCalls.Setns(fd, CLONE_NEWIPC) != 0) throw SyscallException.Last("setns(CLONE_NEWIPC)", pid); }
-        finally { FileCalls.Close(fd); }
-    }
+    private static void Join(int pid) => ProcessCalls.JoinNamespace(pid, "ipc", CLONE_NEWIPC);
 
     /// <summary>The rows of a /proc/sysvipc file of the calling thread's namespace, by column name.</summary>
     private static List<Dictionary<string, string>> Table(string file)

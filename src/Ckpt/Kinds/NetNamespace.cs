@@ -51,10 +51,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
 
     private static void Join(int pid)
     {
-        int fd = FileCalls.Open($"/proc/{pid}/ns/net", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
-        if (fd < 0) throw SyscallException.Last("open ns/net", pid);
-        try { if (ProcessCalls.Setns(fd, CLONE_NEWNET) != 0) throw SyscallException.Last("setns(CLONE_NEWNET)", pid); }
-        finally { FileCalls.Close(fd); }
+        ProcessCalls.JoinNamespace(pid, "net", CLONE_NEWNET);
         t_joined = true;
     }
 

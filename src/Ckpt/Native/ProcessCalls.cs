@@ -12,6 +12,15 @@ public static unsafe partial class ProcessCalls
     [LibraryImport("libc", EntryPoint = "setns", SetLastError = true)]
     public static partial int Setns(int fd, int nstype);
 
+    /// <summary>Moves the calling thread into process <paramref name="pid"/>'s namespace of kind <paramref name="kind"/> (/proc/PID/ns/KIND, CLONE_NEW* <paramref name="nstype"/>); throws naming the call.</summary>
+    public static void JoinNamespace(int pid, string kind, int nstype)
+    {
+        int fd = FileCalls.Open($"/proc/{pid}/ns/{kind}", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
+        if (fd < 0) throw SyscallException.Last($"open ns/{kind}", pid);
+        try { if (Setns(fd, nstype) != 0) throw SyscallException.Last($"setns(ns/{kind})", pid); }
+        finally { FileCalls.Close(fd); }
+    }
+
     [LibraryImport("libc", EntryPoint = "getpid")]
     public static partial int GetPid();
 
