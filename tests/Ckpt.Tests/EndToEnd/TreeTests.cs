@@ -343,6 +343,12 @@ public sealed class TreeTests(E2eEnvironment env)
         r.AssertPassed().AssertRestoredExit0().Cleanup();
     }
 
+    /// <summary>Script functions: <c>nspids</c> lists $P and its descendants (<c>desc PID</c>), each with its ids at every pid namespace level (NSpid).</summary>
+    private const string NsIds = """
+        desc() { echo $1; for c in $(cat /proc/$1/task/*/children 2>/dev/null); do desc $c; done; }
+        nspids() { for p in $(desc $P | sort -n); do echo "$p $(sed -n 's/^NSpid:[[:space:]]*//p' /proc/$p/status | xargs)"; done; }
+        """;
+
     /// <summary>
     /// A tree with pid namespaces of its own (pidns.c): a root in ckpt's namespace whose children go into a
     /// namespace it made (the first its init, the second forked in from outside), an orphan adopted by that
@@ -354,14 +360,11 @@ public sealed class TreeTests(E2eEnvironment env)
     public void PidNamespacesOfTheTree()
     {
         env.Program("pidns");
-        var r = new E2eScript(env, "pidns").Run("""
+        var r = new E2eScript(env, "pidns").Run(NsIds + "\n" + """
             start "$W/out" "$BIN/pidns"
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
             set -- $(grep '^PIDNS' "$W/out"); shift
             A=$2 D=$3
-            # $P and its descendants, with their ids at every level
-            desc() { echo $1; for c in $(cat /proc/$1/task/*/children 2>/dev/null); do desc $c; done; }
-            nspids() { for p in $(desc $P | sort -n); do echo "$p $(sed -n 's/^NSpid:[[:space:]]*//p' /proc/$p/status | xargs)"; done; }
             nspids > "$W/ids-before.txt"
             checkpoint_kill
             ck info "$W/img" --json > "$W/info.json" || fail "ckpt info failed"
@@ -389,7 +392,7 @@ public sealed class TreeTests(E2eEnvironment env)
     public void PidNamespaceInitAsTheRoot()
     {
         env.Program("tree");
-        var r = new E2eScript(env, "pidns-init").Run("""
+        var r = new E2eScript(env, "pidns-init").Run(NsIds + "\n" + """
             start "$W/out" unshare --pid --fork "$BIN/tree"
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
             U=$P
@@ -399,9 +402,6 @@ public sealed class TreeTests(E2eEnvironment env)
             C=$(pgrep -P $P | head -n 1)
             ck checkpoint $C -o "$W/img-c" --log "$W/ck-c.log" 2>"$W/err.txt"; echo "RC-CHILD: $?"
             alive $C || fail "the refused child died"
-            # $P and its descendants, with their ids at every level
-            desc() { echo $1; for c in $(cat /proc/$1/task/*/children 2>/dev/null); do desc $c; done; }
-            nspids() { for p in $(desc $P | sort -n); do echo "$p $(sed -n 's/^NSpid:[[:space:]]*//p' /proc/$p/status | xargs)"; done; }
             nspids > "$W/ids-before.txt"
             checkpoint_kill
             wait $U 2>/dev/null
