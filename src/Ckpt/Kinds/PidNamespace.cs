@@ -454,9 +454,7 @@ public sealed class PidNamespace : ITreeNamespace
         int max = l.Tasks.Values.Where(t => t.Ns == n).Select(t => t.Ids[^1]).DefaultIfEmpty(0).Max();
         if (max <= 1) return;
         const string path = "/proc/sys/kernel/ns_last_pid";
-        MemoryCalls.WriteRemote(task.Tid, scratch, System.Text.Encoding.ASCII.GetBytes(path + "\0"));
-        long fd = task.Inject(Nr.openat, FileCalls.AT_FDCWD, (long)scratch, FileCalls.O_WRONLY | FileCalls.O_CLOEXEC, 0);
-        if (fd < 0) throw new SyscallException($"open {path} (injected)", (int)-fd, task.Tid);
+        long fd = OpenIn(task, scratch, path, FileCalls.O_WRONLY);
         var text = System.Text.Encoding.ASCII.GetBytes(max.ToString(System.Globalization.CultureInfo.InvariantCulture));
         MemoryCalls.WriteRemote(task.Tid, scratch, text);
         long w = task.Inject(Nr.write, fd, (long)scratch, text.Length);
@@ -470,13 +468,19 @@ public sealed class PidNamespace : ITreeNamespace
     /// <summary>Injected setns(open(<paramref name="path"/>), CLONE_NEWPID) into <paramref name="task"/>: its next children go into that namespace.</summary>
     private static void Enter(Tracing.TracedTask task, ulong scratch, string path, string what)
     {
-        var bytes = System.Text.Encoding.UTF8.GetBytes(path + "\0");
-        MemoryCalls.WriteRemote(task.Tid, scratch, bytes);
-        long fd = task.Inject(Nr.openat, FileCalls.AT_FDCWD, (long)scratch, FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
-        if (fd < 0) throw new SyscallException($"open {path} (injected)", (int)-fd, task.Tid);
+        long fd = OpenIn(task, scratch, path, FileCalls.O_RDONLY);
         long r = task.Inject(Nr.setns, fd, CLONE_NEWPID);
         task.Inject(Nr.close, fd);
         if (r < 0) throw new SyscallException($"setns into {what} (injected)", (int)-r, task.Tid);
+    }
+
+    /// <summary>Injected openat(<paramref name="path"/>, <paramref name="flags"/> | O_CLOEXEC) in <paramref name="task"/> (a vessel that may have no trampoline yet: the path goes to <paramref name="scratch"/>); the fd, or throws naming the path.</summary>
+    private static long OpenIn(Tracing.TracedTask task, ulong scratch, string path, int flags)
+    {
+        MemoryCalls.WriteRemote(task.Tid, scratch, System.Text.Encoding.UTF8.GetBytes(path + "\0"));
+        long fd = task.Inject(Nr.openat, FileCalls.AT_FDCWD, (long)scratch, flags | FileCalls.O_CLOEXEC, 0);
+        if (fd < 0) throw new SyscallException($"open {path} (injected)", (int)-fd, task.Tid);
+        return fd;
     }
 
     /// <summary>Sets the process's pid_for_children as it was: after its threads were made (threads cannot be made while it differs).</summary>
