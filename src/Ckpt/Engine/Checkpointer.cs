@@ -109,36 +109,6 @@ public static class Checkpointer
             throw new NotCheckpointableException(pid, root != 0 && Descends(status.TracerPid, root)
                 ? $"it is traced by pid {status.TracerPid}, a process of the tree being checkpointed (a debugger or strace in the tree), and a trace cannot be saved; checkpoint once the tracer has detached or ended"
                 : $"it is already traced by pid {status.TracerPid} (a debugger or strace); detach that first");
-        CheckNamespaces(live);
-    }
-
-    /// <summary>The namespaces a process of the tree may be in: ckpt's own, since restart rebuilds the tree in
-    /// the namespaces of `ckpt restart` and saves none of their state (mounts, network devices, hostname,
-    /// pid numbering...). pid_for_children differs once a process has called unshare for its future
-    /// children. The time, UTS and IPC namespaces are the exceptions: the tree may have one of its own (TimeNamespace,
-    /// UtsNamespace, IpcNamespace: an empty one), and so are pid namespaces below ckpt's that the tree holds whole
-    /// (PidNamespace), a mount namespace that is ckpt's mounts and proc mounts of its own (MountNamespace) and a
-    /// network namespace with lo alone (NetNamespace); a cgroup namespace is saved by its roots (CgroupNamespace).</summary>
-    private static readonly (string Name, string What)[] Namespaces =
-    [
-        ("user", "user"),
-    ];
-
-    /// <summary>ckpt's own namespaces, in <see cref="Namespaces"/> order (null: a kind this kernel does not have), read once.</summary>
-    private static readonly Lazy<string?[]> OwnNamespaces = new(() => Namespaces.Select(n => FileCalls.ReadLink($"/proc/self/ns/{n.Name}")).ToArray());
-
-    private static void CheckNamespaces(int pid)
-    {
-        var own = OwnNamespaces.Value;
-        for (int i = 0; i < Namespaces.Length; i++)
-        {
-            var (name, what) = Namespaces[i];
-            string? mine = own[i];
-            if (mine == null) continue;   // a namespace kind this kernel does not have
-            string? its = FileCalls.ReadLink($"/proc/{pid}/ns/{name}");
-            if (its != null && its != mine)
-                throw new NotCheckpointableException(pid, $"it is in a {what} namespace of its own ({its}; ckpt's is {mine}); namespaces are not saved, checkpoint a process of ckpt's namespaces or run ckpt inside that one");
-        }
     }
 
     private static int[] ThreadIds(int pid)

@@ -12,6 +12,7 @@ public static class KindTable
     public static readonly IStateKind[] Ordered =
     [
         ProcessTree.Instance,         // Tree: every process of the tree (written once, first; creates the vessels)
+        UserNamespace.Instance,       // the tree's user namespace: made before the namespaces it owns and the vessels
         TimeNamespace.Instance,       // Clocks: written before the Tree, read before the vessels are forked
         UtsNamespace.Instance,        // the tree's own UTS namespace: likewise
         IpcNamespace.Instance,        // the tree's own (empty) IPC namespace: likewise

@@ -56,6 +56,8 @@ public static class Restorer
     {
         var s = new RestoreSession { Header = header, Log = log, Options = opt };
         PidNamespace.Reset();
+        UserNamespace.Reset();
+        UserNamespace.CurrentSession = s;
         try
         {
             using (log.Phase("read and rebuild"))

@@ -193,22 +193,35 @@ public static unsafe class Vessel
         bool newNs = Kinds.PidNamespace.Current is { } layout && layout.Tasks.TryGetValue(pid, out var t) && t.Ids.Length == 1 && t.Ids[0] == 1
             && layout.Spaces[t.Ns].Init == pid;
         int[] ids = newNs ? Kinds.PidNamespace.Current!.SetTid(pid) : [pid];
+        // a namespace owned by the tree's user namespace is made by a helper inside that one, and this thread
+        // forks the init into it (pid_for_children entered for the fork)
+        int into = newNs ? Kinds.UserNamespace.MakePidNamespaceFor(pid) : -1;
         int* want = stackalloc int[ids.Length];
         for (int i = 0; i < ids.Length; i++) want[i] = ids[i];
-        var args = new CloneArgs { ExitSignal = 17 /* SIGCHLD */, SetTid = (ulong)want, SetTidSize = (ulong)ids.Length, Flags = newNs ? CLONE_NEWPID : 0 };
-        var fn = (delegate* unmanaged<CloneArgs*, ulong, long>)Blob;
+        var args = new CloneArgs { ExitSignal = 17 /* SIGCHLD */, SetTid = (ulong)want, SetTidSize = (ulong)ids.Length, Flags = newNs && into < 0 ? CLONE_NEWPID : 0 };
         long r;
         var wait = new PidWait();
-        var notCopied = NotForked((ulong)want);
-        foreach (var (start, len) in notCopied) Sys.Call(Nr.madvise, (long)start, (long)len, MADV_DONTFORK);
+        int own = -1;
+        if (into >= 0)
+        {
+            own = FileCalls.Open("/proc/thread-self/ns/pid", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
+            if (own < 0) throw SyscallException.Last("open /proc/thread-self/ns/pid");
+            if (ProcessCalls.Setns(into, (int)CLONE_NEWPID) != 0) { var e = SyscallException.Last("setns (the pid namespace of the init)", pid); FileCalls.Close(own); throw e; }
+        }
         try
         {
-            do r = fn(&args, (ulong)sizeof(CloneArgs));
+            do r = Fork(&args, (ulong)want);
             while (r == -Errors.EEXIST && RetryTakenPid(pid, wait));
         }
         finally
         {
-            foreach (var (start, len) in notCopied) Sys.Call(Nr.madvise, (long)start, (long)len, MADV_DOFORK);
+            if (own >= 0)
+            {
+                int back = ProcessCalls.Setns(own, (int)CLONE_NEWPID);
+                FileCalls.Close(own);
+                Kinds.UserNamespace.CurrentSession?.CloseOwn(into);
+                if (back != 0) throw SyscallException.Last("setns (ckpt's own pid namespace)");
+            }
         }
         if (r == -Errors.EEXIST)
             throw new CkptException($"restart: pid {pid} is already in use{TakenBy(pid)}; {PidTakenHint}", ExitCodes.RestoreConflict);
@@ -217,6 +230,43 @@ public static unsafe class Vessel
         if (r < 0) throw new SyscallException("clone3 (set_tid)", (int)-r, pid);
         Kinds.PidNamespace.Made((int)r, 0, newNs, (int)r);
         return (int)r;
+    }
+
+    /// <summary>clone3 by the blob (the child parks in pause()), with ckpt's memory but the blob's few pages marked not to be copied meanwhile.</summary>
+    private static long Fork(CloneArgs* args, ulong stackAddress)
+    {
+        var fn = (delegate* unmanaged<CloneArgs*, ulong, long>)Blob;
+        var notCopied = NotForked(stackAddress);
+        foreach (var (start, len) in notCopied) Sys.Call(Nr.madvise, (long)start, (long)len, MADV_DONTFORK);
+        try { return fn(args, (ulong)sizeof(CloneArgs)); }
+        finally
+        {
+            foreach (var (start, len) in notCopied) Sys.Call(Nr.madvise, (long)start, (long)len, MADV_DOFORK);
+        }
+    }
+
+    /// <summary>
+    /// A short-lived helper vessel with whatever pid the kernel gives, seized and ready for injection (a
+    /// copy of ckpt, parked in pause()); the caller kills and reaps it with <see cref="KillAndReap"/>.
+    /// </summary>
+    public static Tracing.TracedTask CreateHelper()
+    {
+        _ = Scratch;
+        int anchor = 0;
+        var args = new CloneArgs { ExitSignal = 17 /* SIGCHLD */ };
+        long r = Fork(&args, (ulong)&anchor);
+        if (r < 0) throw new SyscallException("clone3 (helper)", (int)-r, 0);
+        try
+        {
+            var task = Tracing.TracedTask.SeizeAndStop((int)r, RestoreContext.VesselOptions);
+            task.SyscallGadget = Gadget;
+            return task;
+        }
+        catch
+        {
+            KillAndReap((int)r);
+            throw;
+        }
     }
 
     private const ulong CLONE_NEWPID = 0x20000000, CLONE_THREAD = 0x10000;
@@ -328,6 +378,9 @@ public static unsafe class Vessel
         // its ids in the tree's pid namespaces (the init of one: made with it; into one the parent is not
         // forking into: the parent enters it for this clone)
         var (newNs, ids) = Kinds.PidNamespace.Plan(parent, scratch, id, (args.Flags & CLONE_THREAD) != 0, out bool entered);
+        // a thread of a process inside the tree's user namespace: its id at ckpt's level comes from ns_last_pid
+        if ((args.Flags & CLONE_THREAD) != 0 && id != 0 && Kinds.UserNamespace.SettableLevels(parent.Tid, ids) is int settable)
+            return InjectThreadByCursor(parent, scratch, args, ids, settable, what, hint);
         if (newNs) args.Flags |= CLONE_NEWPID;
         args.SetTid = ids.Length > 0 ? scratch + 256 : 0;
         args.SetTidSize = (ulong)ids.Length;
@@ -351,5 +404,42 @@ public static unsafe class Vessel
         int got = parent.LastNewTask != 0 ? parent.LastNewTask : (int)r;
         Kinds.PidNamespace.Made(got, parent.Tid, newNs, (int)r);
         return Tracing.TracedTask.Adopt(got);
+    }
+
+    /// <summary>
+    /// A thread of <paramref name="parent"/> (inside a user namespace that cannot choose ids at ckpt's level)
+    /// with ids <paramref name="ids"/> (innermost first): set_tid gives the first <paramref name="settable"/>,
+    /// ckpt's ns_last_pid the last, just before the clone. A thread that got another id (a process forked
+    /// meanwhile took it) exits and the clone is tried again.
+    /// </summary>
+    private static Tracing.TracedTask InjectThreadByCursor(Tracing.TracedTask parent, ulong scratch, CloneArgs args, int[] ids, int settable, string what, string hint)
+    {
+        int want = ids[^1];
+        args.SetTid = settable > 0 ? scratch + 256 : 0;
+        args.SetTidSize = (ulong)settable;
+        var bytes = new byte[256 + 4 * Math.Max(settable, 1)];
+        MemoryMarshal.Write(bytes, in args);
+        for (int i = 0; i < settable; i++) BitConverter.TryWriteBytes(bytes.AsSpan(256 + 4 * i), ids[i]);
+        for (int attempt = 0; ; attempt++)
+        {
+            if (Directory.Exists($"/proc/{want}"))
+                throw new CkptException($"restart: {what} {want} is already in use{TakenBy(want)}; {hint}", ExitCodes.RestoreConflict);
+            MemoryCalls.WriteRemote(parent.Tid, scratch, bytes);
+            parent.LastNewTask = 0;
+            Kinds.UserNamespace.PrimeThreadId(want);
+            long r = parent.Inject(Nr.clone3, (long)scratch, sizeof(CloneArgs));
+            if (r < 0) throw new SyscallException($"clone3 {what} {want} (injected, inside its user namespace)", (int)-r, parent.Tid);
+            int got = parent.LastNewTask != 0 ? parent.LastNewTask : (int)r;
+            var task = Tracing.TracedTask.Adopt(got);
+            if (got == want)
+            {
+                Kinds.PidNamespace.Made(got, parent.Tid, false, (int)r);
+                return task;
+            }
+            try { task.Inject(Nr.exit, 0); }
+            catch (Tracing.TaskGoneException) { }
+            if (attempt == 20)
+                throw new CkptException($"restart: {what} {want} could not be had (another process took the id each time, {got} the last); run the restart again", ExitCodes.RestoreConflict);
+        }
     }
 }

@@ -25,6 +25,7 @@ public enum RecordKind : uint
     IpcNamespace = 24,   // Kinds/IpcNamespace.cs (optional, before the Tree: the tree had an IPC namespace of its own, empty)
     MountNamespace = 26, // Kinds/MountNamespace.cs (before the Tree: the tree's own mount namespace, ckpt's mounts and proc mounts of its own)
     NetNamespace = 27,   // Kinds/NetNamespace.cs (before the Tree: the tree's own network namespace, lo alone)
+    UserNamespace = 29,  // Kinds/UserNamespace.cs (before the Tree and the other namespaces: the tree's user namespace, its maps, the namespaces it owns)
     CgroupNamespace = 28, // Kinds/CgroupNamespace.cs (before the Tree: the roots of the tree's own cgroup namespace)
     PidNamespace = 25,   // Kinds/PidNamespace.cs (before the Tree: the tree's pid namespaces below ckpt's, each task's ids in them)
     Tree = 20,           // Kinds/ProcessTree.cs (every process of the tree, zombies included; first after the header)

@@ -112,7 +112,11 @@ public sealed class CgroupNamespace : ITreeNamespace
             if (Cgroups.Join(s, root.Pid, m) is { } why)
                 s.Log.Info($"the root of the tree's cgroup namespace {(m.Hierarchy == 0 ? "v2" : m.Controllers)}:{m.Path} cannot be joined ({why}); the namespace is rooted at {cur.Path} there");
         }
-        long r = root.Vessel.Inject(Nr.unshare, CLONE_NEWCGROUP);
+        // (made inside the tree's user namespace when it owns it: by a helper moved to the same roots first)
+        long r = UserNamespace.Unshare(root, "cgroup", helper =>
+        {
+            foreach (var m in p.Roots) Cgroups.Join(s, helper, m);
+        });
         if (r < 0) throw new CkptException($"restart: cannot make the tree's cgroup namespace (unshare): {Errors.Describe((int)-r)}; restart as root", ExitCodes.Permission);
         s.Log.Info("the tree runs in a cgroup namespace of its own");
     }

@@ -24,7 +24,32 @@ public sealed class Credentials : IStateKind
         public uint[] Groups = [];
         public ulong Inh, Prm, Eff, Bnd, Amb;
         public long Securebits = -1;
+        /// <summary>The groups are in place already (set before the process entered its user namespace).</summary>
+        public bool GroupsSet;
     }
+
+    /// <summary>
+    /// <paramref name="s"/> as the tree's user namespace sees it, for a process inside it: its ids through the
+    /// namespace's maps (checked at checkpoint), its groups left as set before it entered (the process's own)
+    /// or, for a thread with groups of its own, mapped too.
+    /// </summary>
+    private static Saved Inside(RestoreContext ctx, Saved s, UserNamespace.State ns)
+    {
+        uint Map(UserNamespace.Range[] map, uint id, string what)
+            => UserNamespace.Inside(map, id) ?? throw new CkptException($"restart: pid {ctx.Pid}'s {what} {id} has no id in the tree's user namespace", ExitCodes.RestoreConflict);
+        var process = ctx.State<Saved>();
+        return new Saved
+        {
+            Uid = s.Uid.Select(u => Map(ns.Uids, u, "uid")).ToArray(),
+            Gid = s.Gid.Select(g => Map(ns.Gids, g, "gid")).ToArray(),
+            Groups = s.Groups.SequenceEqual(process.Groups) ? s.Groups : s.Groups.Select(g => Map(ns.Gids, g, "supplementary gid")).ToArray(),
+            GroupsSet = s.Groups.SequenceEqual(process.Groups),
+            Inh = s.Inh, Prm = s.Prm, Eff = s.Eff, Bnd = s.Bnd, Amb = s.Amb, Securebits = s.Securebits,
+        };
+    }
+
+    /// <summary>The process's saved credentials (as ckpt's user namespace sees them), once its Credentials record was read.</summary>
+    internal static Saved SavedOf(RestoreContext ctx) => ctx.State<Saved>();
 
     private const int PR_GET_SECUREBITS = 27, PR_SET_SECUREBITS = 28, PR_SET_KEEPCAPS = 8, CAP_SETPCAP = 8;
     private const long SECBIT_KEEP_CAPS = 1 << 4;
@@ -135,7 +160,8 @@ public sealed class Credentials : IStateKind
         var s = ctx.State<Saved>();
         // the vessel carries ckpt's own credentials: nothing to do when the image has the same
         var me = ProcStatus.Read(Environment.ProcessId);
-        if (!(me.Uid.SequenceEqual(s.Uid) && me.Gid.SequenceEqual(s.Gid) && me.Groups.SequenceEqual(s.Groups)
+        // (a process inside the tree's user namespace has its ids and capabilities to be set relative to it)
+        if (UserNamespace.Joined(ctx.Pid) || !(me.Uid.SequenceEqual(s.Uid) && me.Gid.SequenceEqual(s.Gid) && me.Groups.SequenceEqual(s.Groups)
             && me.CapInh == s.Inh && me.CapPrm == s.Prm && me.CapEff == s.Eff && me.CapBnd == s.Bnd && me.CapAmb == s.Amb))
         {
             // threads are made with their ids by clone3's set_tid, which needs a privilege the process may not
@@ -159,10 +185,14 @@ public sealed class Credentials : IStateKind
     {
         int lastCap = int.TryParse(Native.FileCalls.ReadText("/proc/sys/kernel/cap_last_cap").Trim(), out var lc) ? lc : 63;
         const int PR_CAPBSET_DROP = 24, PR_CAP_AMBIENT = 47, PR_CAP_AMBIENT_RAISE = 2;
-        var groups = new byte[s.Groups.Length * 4];
-        Buffer.BlockCopy(s.Groups, 0, groups, 0, groups.Length);
-        ulong g = ctx.PutScratch(0, groups.Length > 0 ? groups : new byte[4]);
-        task.InjectChecked("setgroups", Nr.setgroups, s.Groups.Length, (long)g);
+        if (UserNamespace.Joined(ctx.Pid)) s = Inside(ctx, s, UserNamespace.Current!);
+        if (!s.GroupsSet)
+        {
+            var groups = new byte[s.Groups.Length * 4];
+            Buffer.BlockCopy(s.Groups, 0, groups, 0, groups.Length);
+            ulong g = ctx.PutScratch(0, groups.Length > 0 ? groups : new byte[4]);
+            task.InjectChecked("setgroups", Nr.setgroups, s.Groups.Length, (long)g);
+        }
         for (int cap = 0; cap <= lastCap; cap++)
             if ((s.Bnd & (1UL << cap)) == 0)
             {

@@ -210,12 +210,19 @@ public sealed class IpcNamespace : ITreeNamespace
     public void Enter(RestoreContext root)
     {
         if (root.Session.Existing<Pending>() is not { } p) return;
-        long r = root.Vessel.Inject(Nr.unshare, CLONE_NEWIPC);
+        long r = UserNamespace.Unshare(root, "ipc");
         if (r < 0) throw new CkptException($"restart: cannot make the tree's IPC namespace (unshare): {Errors.Describe((int)-r)}; restart as root", ExitCodes.Permission);
         Join(root.Pid);
         var log = root.Session.Log;
         foreach (var (name, value) in p.Limits)
-            try { File.WriteAllText($"/proc/sys/kernel/{name}", value); }
+            try
+            {
+                // (only what differs: in a namespace owned by the tree's user namespace these are its root's to write)
+                string path = $"/proc/sys/kernel/{name}";
+                if (string.Join(' ', File.ReadAllText(path).Split((char[])[' ', '\t', '\n'], StringSplitOptions.RemoveEmptyEntries))
+                    != string.Join(' ', value.Split((char[])[' ', '\t', '\n'], StringSplitOptions.RemoveEmptyEntries)))
+                    File.WriteAllText(path, value);
+            }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException) { log.Info($"IPC namespace: kernel.{name} = {value} cannot be set again ({e.Message})"); }
         foreach (var q in p.Queues)
         {

@@ -221,7 +221,7 @@ public sealed class MountNamespace : ITreeNamespace
     public void Enter(RestoreContext root)
     {
         if (root.Session.Existing<Pending>() is null) return;
-        long r = root.Vessel.Inject(Nr.unshare, CLONE_NEWNS);
+        long r = UserNamespace.Unshare(root, "mnt");
         if (r < 0) throw new CkptException($"restart: cannot make the tree's mount namespace (unshare): {Errors.Describe((int)-r)}; restart as root", ExitCodes.Permission);
         MemoryCalls.WriteRemote(root.Pid, Engine.Vessel.Scratch, "/\0"u8);
         r = root.Vessel.Inject(Nr.mount, 0, (long)Engine.Vessel.Scratch, 0, MS_REC | MS_PRIVATE, 0);

@@ -111,7 +111,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
     {
         var s = root.Session;
         if (s.Existing<Pending>() is not { } p) return;
-        long r = root.Vessel.Inject(Nr.unshare, CLONE_NEWNET);
+        long r = UserNamespace.Unshare(root, "net");
         if (r < 0) throw new CkptException($"restart: cannot make the tree's network namespace (unshare): {Errors.Describe((int)-r)}; restart as root", ExitCodes.Permission);
         Join(root.Pid);
         if (p.LoopbackUp) Flags("lo", (short)(Flags("lo") | IFF_UP));

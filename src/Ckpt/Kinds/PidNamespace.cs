@@ -58,6 +58,8 @@ public sealed class PidNamespace : ITreeNamespace
         public readonly Dictionary<int, (int Ns, int[] Ids)> Tasks = new();
         /// <summary>host pid → the namespace its children go into, where that is not its own.</summary>
         public readonly Dictionary<int, int> ForChildren = new();
+        /// <summary>The namespaces owned by the tree's user namespace (UserNamespace), not ckpt's: made inside that one.</summary>
+        public readonly HashSet<int> OwnedByUser = [];
         /// <summary>Restart: the namespaces that exist (their init was made).</summary>
         public readonly HashSet<int> Made = [0];
         /// <summary>Restart: the namespaces whose next free id was set past the image's ids (<see cref="PrimeCursor"/>).</summary>
@@ -234,6 +236,13 @@ public sealed class PidNamespace : ITreeNamespace
             foreach (var (hostTid, nsTid) in ExitedTimerTargets(e.Pid, ids[e.Pid][^1]))
                 if (!pidOf.ContainsKey(hostTid) && !layout.Tasks.ContainsKey(hostTid)) layout.Tasks[hostTid] = (n, [nsTid]);
         }
+        // which are owned by the tree's user namespace (made inside it at restart)
+        for (int n = 1; n < layout.Spaces.Count; n++)
+        {
+            var sp = layout.Spaces[n];
+            bool owned = sp.Init != 0 ? UserNamespace.OwnedByTree(sp.Init, "pid") : UserNamespace.OwnedByTree(layout.ForChildren.First(x => x.Value == n).Key, "pid_for_children");
+            if (owned) layout.OwnedByUser.Add(n);
+        }
         var p = new PayloadWriter().U32((uint)layout.Spaces.Count - 1);
         foreach (var sp in layout.Spaces.Skip(1)) p.U32((uint)sp.Parent).I32(sp.Init);
         p.U32((uint)layout.Tasks.Count);
@@ -244,6 +253,11 @@ public sealed class PidNamespace : ITreeNamespace
         }
         p.U32((uint)layout.ForChildren.Count);
         foreach (var (pid, n) in layout.ForChildren.OrderBy(x => x.Key)) p.I32(pid).U32((uint)n);
+        if (layout.OwnedByUser.Count > 0)
+        {
+            p.U32((uint)layout.OwnedByUser.Count);
+            foreach (int n in layout.OwnedByUser.Order()) p.U32((uint)n);
+        }
         // not optional: a reader that skipped it would rebuild the tree with other ids than the program knows
         s.Image.Write(RecordKind.PidNamespace, p);
         s.Log.Info($"the tree has {layout.Spaces.Count - 1} pid namespace(s) of its own: " +
@@ -356,6 +370,12 @@ public sealed class PidNamespace : ITreeNamespace
             if (pid <= 0 || ns > n) throw new ImageFormatException($"{at}: pid {pid}'s children go into namespace {ns}");
             l.ForChildren[pid] = (int)ns;
         }
+        uint owned = r.AtEnd ? 0 : r.U32();
+        for (int i = 0; i < owned; i++)
+        {
+            uint ns = r.U32();
+            if (ns == 0 || ns > n || !l.OwnedByUser.Add((int)ns)) throw new ImageFormatException($"{at}: namespace {ns} owned by the tree's user namespace");
+        }
         r.End();
         for (int i = 1; i < l.Spaces.Count; i++)
         {
@@ -406,7 +426,18 @@ public sealed class PidNamespace : ITreeNamespace
         if (l.Spaces[t.Ns].Parent == from && !l.Made.Contains(t.Ns))
         {
             if (t.Ids[^1] != 1) throw new CkptException($"restart: pid {id} is to be made before the init of its pid namespace", ExitCodes.RestoreConflict);
-            return (true, l.SetTid(id));
+            if (!l.OwnedByUser.Contains(t.Ns)) return (true, l.SetTid(id));
+            // owned by the tree's user namespace: made inside that one by a helper, the parent forks into it
+            int parentInit = l.Spaces[from].Init;
+            int fd = UserNamespace.MakeOwned(UserNamespace.CurrentSession!, (int)CLONE_NEWPID, "pid_for_children", parentInit: parentInit);
+            try
+            {
+                long r = UserNamespace.Enter(parent, scratch, fd, (int)CLONE_NEWPID);
+                if (r < 0) throw new SyscallException("setns into a new pid namespace of the tree's user namespace (injected)", (int)-r, parent.Tid);
+            }
+            finally { UserNamespace.CurrentSession!.CloseOwn(fd); }
+            enteredFrom = true;
+            return (false, l.SetTid(id));
         }
         int init = l.Spaces[t.Ns].Init;
         if (!l.Made.Contains(t.Ns) || !l.Within(t.Ns, from))

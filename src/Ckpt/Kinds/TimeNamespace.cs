@@ -145,6 +145,17 @@ public sealed class TimeNamespace : ITreeNamespace
     {
         var s = root.Session;
         if (s.Existing<Pending>() is not { } p) return;
+        if (UserNamespace.Current?.Owns("time") == true)
+        {
+            // owned by the tree's user namespace: made inside it by a helper, whose offsets ckpt writes, then entered
+            int made = UserNamespace.MakeOwned(s, (int)CLONE_NEWTIME, "time_for_children",
+                before: helper => File.WriteAllText($"/proc/{helper}/timens_offsets", FormatOffsets(p.Monotonic, p.Boottime)));
+            long joined = UserNamespace.Enter(root.Vessel, Engine.Vessel.Scratch, made, (int)CLONE_NEWTIME);
+            s.CloseOwn(made);
+            if (joined < 0) throw new CkptException($"restart: cannot enter the tree's time namespace (setns): {Errors.Describe((int)-joined)}", ExitCodes.RestoreConflict);
+            s.Log.Info($"the tree runs in a time namespace of its user namespace ({p.Why}): offsets monotonic {p.Monotonic} ns, boottime {p.Boottime} ns");
+            return;
+        }
         long r = root.Vessel.Inject(Nr.unshare, CLONE_NEWTIME);
         if (r < 0)
         {

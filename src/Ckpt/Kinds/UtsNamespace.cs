@@ -80,7 +80,7 @@ public sealed class UtsNamespace : ITreeNamespace
     {
         var s = root.Session;
         if (s.Existing<Pending>() is not { } p) return;
-        long r = root.Vessel.Inject(Nr.unshare, CLONE_NEWUTS);
+        long r = UserNamespace.Unshare(root, "uts");
         if (r < 0) throw new CkptException($"restart: cannot make the tree's UTS namespace (unshare): {Errors.Describe((int)-r)}; restart as root", ExitCodes.Permission);
         foreach (var (name, nr, what) in new[] { (p.Host, Nr.sethostname, "sethostname"), (p.Domain, Nr.setdomainname, "setdomainname") })
         {

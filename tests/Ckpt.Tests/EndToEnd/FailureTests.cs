@@ -81,16 +81,15 @@ public sealed class FailureTests(E2eEnvironment env)
     }
 
     /// <summary>
-    /// The target runs in a namespace of its own whose state is not saved (here user, made by unshare, which
-    /// then execs it): restart would bring it back in ckpt's namespace, so the checkpoint refuses, naming the
-    /// pid and the namespace.
+    /// The target runs in a namespace that is not saved (here a user namespace nested in another, made by
+    /// unshare twice, which then execs it): the checkpoint refuses, naming the pid and the namespace.
     /// </summary>
     [Fact]
     public void CheckpointInOtherNamespaceIsRefused()
     {
         env.Program("signals");
-        var r = new E2eScript(env, "namespace").Run(E2eScript.Refused("unshare --user \"$BIN/signals\""));
-        r.AssertRefused("user namespace");
+        var r = new E2eScript(env, "namespace").Run(E2eScript.Refused("unshare --user --map-root-user unshare --user --map-root-user \"$BIN/signals\""));
+        r.AssertRefused("user namespace", "nested");
     }
 
     /// <summary>

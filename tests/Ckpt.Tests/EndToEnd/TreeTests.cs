@@ -504,6 +504,58 @@ public sealed class TreeTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// A tree in a user namespace of its own, made four ways: by an unprivileged user with <c>unshare
+    /// --map-root-user</c> (its uid mapped to 0, setgroups denied), the same user with every namespace the
+    /// user namespace can own (UTS, IPC, network with lo up, mount with its own proc, cgroup, pid: the
+    /// program is the init), root with <c>unshare --map-root-user --uts</c>, and the program making them
+    /// itself as a rootless container engine does (0-65535 mapped to 100000-165535, setgroups allowed and
+    /// used, a child that became uid 1000 inside, pid, mount, network and UTS namespaces owned by it). The
+    /// program (userns.c) compares after the restart what it sees from inside: maps, ids, groups, capabilities,
+    /// which namespaces its user namespace owns, and what that lets it do (set the host name, bring lo up),
+    /// for its main thread, two threads (their tids, made from inside the namespace) and the child.
+    /// </summary>
+    [Theory]
+    [InlineData("user")]
+    [InlineData("owning")]
+    [InlineData("root")]
+    [InlineData("wide")]
+    public void ProgramInAUserNamespace(string how)
+    {
+        env.Program("userns");
+        string start = how switch
+        {
+            "user" => "setpriv --reuid 1000 --regid 1000 --clear-groups unshare --map-root-user \"$D/userns\"",
+            "owning" => "setpriv --reuid 1000 --regid 1000 --clear-groups unshare --map-root-user --uts --ipc --net --mount --cgroup --pid --fork --mount-proc sh -c 'ip link set lo up && exec \"$1\"' _ \"$D/userns\"",
+            "root" => "unshare --map-root-user --uts \"$D/userns\"",
+            _ => "\"$D/userns\" wide",
+        };
+        // the program proper: the started process, its child (unshare --fork), or its grandchild (wide)
+        string pick = how switch { "owning" => "P=$(pgrep -P $U)", "wide" => "P=$(pgrep -P $(pgrep -P $U))", _ => "P=$U" };
+        var r = new E2eScript(env, $"userns-{how}").Run($$"""
+            # (a directory an unprivileged user can reach: the test's own is root's alone)
+            D=$(mktemp -d /tmp/ckpt-userns.XXXXXX) && chmod 755 "$D" && cp "$BIN/userns" "$D/" || fail "cannot copy the program"
+            trap 'rm -rf "$D"' EXIT
+            start "$W/out" {{start}}
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            U=$P
+            {{pick}}
+            [ -n "$P" ] || fail "no program under the launcher"
+            [ "$(readlink /proc/$P/ns/user)" != "$(readlink /proc/self/ns/user)" ] || fail "the program is not in a user namespace of its own"
+            checkpoint_kill
+            wait $U 2>/dev/null
+            restart_detached
+            [ "$(readlink /proc/$P/ns/user)" != "$(readlink /proc/self/ns/user)" ] || fail "the restarted program is in the script's user namespace"
+            cat /proc/$P/uid_map > "$W/uid_map.txt"
+            {{E2eScript.SaveInfo}}
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.Contains("user_namespace", r.File("info.txt"));
+        Assert.Matches(how == "wide" ? @"^\s*0\s+100000\s+65536\s*$" : how == "root" ? @"^\s*0\s+0\s+1\s*$" : @"^\s*0\s+1000\s+1\s*$", r.File("uid_map.txt"));
+        r.Cleanup();
+    }
+
+    /// <summary>
     /// A pid of the tree still in use at restart: restart fails (71) naming it, and leaves no process behind;
     /// restarted in a pid namespace of its own, as the message says, the tree runs and ends well.
     /// </summary>
