@@ -23,6 +23,7 @@
 #include <linux/nsfs.h>
 #include <sched.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 
 #define NKINDS 7
 static const char *kinds[NKINDS] = { "uts", "ipc", "net", "mnt", "cgroup", "pid", "time" };
@@ -34,6 +35,7 @@ struct view {
     uint32_t eff[2], prm[2];
     int owned[NKINDS];
     pid_t pid, tid;
+    int dumpable;
 };
 
 static void read_text(const char *path, char *out, size_t n)
@@ -80,6 +82,7 @@ static void look(struct view *v)
     for (int i = 0; i < NKINDS; i++) v->owned[i] = owned_by_mine(kinds[i]);
     v->pid = getpid();
     v->tid = (pid_t)syscall(SYS_gettid);
+    v->dumpable = prctl(PR_GET_DUMPABLE);
 }
 
 static void compare(const char *who, const struct view *a, const struct view *b)
@@ -96,6 +99,7 @@ static void compare(const char *who, const struct view *a, const struct view *b)
     for (int i = 0; i < NKINDS; i++)
         CHECK(a->owned[i] == b->owned[i], "%s: its %s namespace %s owned by its user namespace, it was%s", who, kinds[i],
               b->owned[i] == 1 ? "is" : "is not", a->owned[i] == 1 ? "" : " not");
+    CHECK(a->dumpable == b->dumpable, "%s: dumpable %d, was %d", who, b->dumpable, a->dumpable);
     CHECK(a->pid == b->pid && a->tid == b->tid, "%s: pid/tid %d/%d, were %d/%d", who, b->pid, b->tid, a->pid, a->tid);
 }
 

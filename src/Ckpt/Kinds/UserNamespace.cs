@@ -426,6 +426,10 @@ public sealed class UserNamespace : ITreeNamespace
         ulong g = ctx.PutScratch(0, groups.Length > 0 ? groups : new byte[4]);
         ctx.Vessel.InjectChecked("setgroups", Nr.setgroups, creds.Groups.Length, (long)g);
         Join(ctx.Vessel, ctx.Scratch, st, $"pid {ctx.Pid}");
+        // entering made it not dumpable (its credentials moved to a namespace its uid does not own), and so
+        // out of reach of the other members (opening /proc/PID/ns/pid of an init in it, for pid_for_children):
+        // dumpable meanwhile; its own setting comes back at its release (ProcessAttributes.FinishDumpable)
+        ctx.Vessel.InjectChecked("prctl(PR_SET_DUMPABLE)", Nr.prctl, 4 /* PR_SET_DUMPABLE */, 1);
         st.Joined.Add(ctx.Pid);
         CpuState.CreateThreads(ctx);
     }

@@ -519,12 +519,14 @@ public sealed class TreeTests(E2eEnvironment env)
     [InlineData("owning")]
     [InlineData("root")]
     [InlineData("wide")]
+    [InlineData("launcher")]
     public void ProgramInAUserNamespace(string how)
     {
         env.Program("userns");
         string start = how switch
         {
             "user" => "setpriv --reuid 1000 --regid 1000 --clear-groups unshare --map-root-user \"$D/userns\"",
+            "launcher" => "setpriv --reuid 1000 --regid 1000 --clear-groups unshare --map-root-user --pid --fork --mount-proc \"$D/userns\"",
             "owning" => "setpriv --reuid 1000 --regid 1000 --clear-groups unshare --map-root-user --uts --ipc --net --mount --cgroup --pid --fork --mount-proc sh -c 'ip link set lo up && exec \"$1\"' _ \"$D/userns\"",
             "root" => "unshare --map-root-user --uts \"$D/userns\"",
             _ => "\"$D/userns\" wide",
@@ -547,7 +549,14 @@ public sealed class TreeTests(E2eEnvironment env)
             [ "$(readlink /proc/$P/ns/user)" != "$(readlink /proc/self/ns/user)" ] || fail "the restarted program is in the script's user namespace"
             cat /proc/$P/uid_map > "$W/uid_map.txt"
             {{E2eScript.SaveInfo}}
-            finish_detached
+            {{(how == "launcher" ? """
+                # unshare itself was checkpointed: its child, the program, gets the signal; unshare ends with it
+                [ "$(readlink /proc/$P/ns/pid_for_children)" = "$(readlink /proc/$(pgrep -P $P)/ns/pid)" ] || fail "unshare's children do not go into the program's pid namespace"
+                seen=$(times_reaped $P)
+                kill -USR1 $(pgrep -P $P) || fail "no program under the restored unshare"
+                st=$(reaped $P 30 "$seen") || fail "the restored unshare did not end within 30 s"
+                echo "RESTORED: $st"
+                """ : "finish_detached")}}
             """);
         r.AssertPassed().AssertRestoredExit0();
         Assert.Contains("user_namespace", r.File("info.txt"));
