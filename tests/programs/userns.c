@@ -8,7 +8,8 @@
  * With the argument "wide" (run as root) it makes its namespaces itself, as a rootless container engine
  * does: a user namespace mapping 0-65535 to 100000-165535 of the host (setgroups allowed), owning new pid,
  * mount, network and UTS namespaces, with a proc of its own; the program proper runs as uid 0 there, as
- * the init (pid 1) of that pid namespace, a grandchild of the one started.
+ * the init (pid 1) of that pid namespace, a grandchild of the one started ("wide PROGRAM ARGS...": that
+ * program instead).
  *
  * build: userns -pthread
  */
@@ -137,7 +138,7 @@ static void *thread_main(void *arg)
 }
 
 /* "wide": the namespaces made as a rootless container engine would, the program run as their init. */
-static int wide(char *self)
+static int wide(char *self, char **prog)
 {
     int go[2], made[2];
     MUST(pipe(go) == 0 && pipe(made) == 0);
@@ -154,7 +155,8 @@ static int wide(char *self)
         if (init == 0) {
             MUST(mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0);
             MUST(mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) == 0);
-            execl(self, self, (char *)NULL);
+            if (prog[0]) execv(prog[0], prog);   /* another program in its place */
+            else execl(self, self, (char *)NULL);
             _exit(127);
         }
         int st;
@@ -178,7 +180,7 @@ static int wide(char *self)
 int main(int argc, char **argv)
 {
     e2e_init();
-    if (argc > 1 && strcmp(argv[1], "wide") == 0) return wide(argv[0]);
+    if (argc > 1 && strcmp(argv[1], "wide") == 0) return wide(argv[0], argv + 2);
     struct view before, after;
     /* with a map wide enough, groups of its own (where setgroups is allowed) */
     look(&before);
