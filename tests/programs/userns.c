@@ -2,8 +2,9 @@
  * namespace looks from inside: the uid and gid maps, setgroups, its ids, groups and capabilities, which
  * of its other namespaces its user namespace owns (NS_GET_USERNS), and what it may do with that (set the
  * host name of a UTS namespace it owns, bring lo up in a network namespace it owns); a child (its ids
- * changed inside when the map allows) and two threads (their tids) do the same. After the restart all of
- * it must be as it was: same maps, same ids as the namespace sees them, same owners, same privileges.
+ * changed inside when the map allows) and two threads (their tids) do the same, and it holds an fd of its
+ * user namespace open. After the restart all of it must be as it was: same maps, same ids as the namespace
+ * sees them, same owners, same privileges, the fd naming its namespace.
  *
  * With the argument "wide" (run as root) it makes its namespaces itself, as a rootless container engine
  * does: a user namespace mapping 0-65535 to 100000-165535 of the host (setgroups allowed), owning new pid,
@@ -210,12 +211,17 @@ int main(int argc, char **argv)
     for (long i = 0; i < 2; i++) MUST(pthread_create(&th[i], NULL, thread_main, (void *)i) == 0);
     while (thread_before[0].tid == 0 || thread_before[1].tid == 0) usleep(1000);
     look(&before);
+    int ufd = open("/proc/self/ns/user", O_RDONLY);   /* held open: the same namespace after the restart */
+    MUST(ufd >= 0);
     say("READY maps '%s' owned uts %d net %d mnt %d pid %d", before.uid_map, before.owned[0], before.owned[2], before.owned[3], before.owned[5]);
     e2e_wait_usr1();
     go = 1;
     for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
     look(&after);
     compare("main", &before, &after);
+    struct stat held, now;
+    CHECK(fstat(ufd, &held) == 0 && stat("/proc/self/ns/user", &now) == 0 && held.st_ino == now.st_ino,
+          "the user namespace fd held names another namespace than its own");
     for (int i = 0; i < 2; i++) compare(i ? "thread 2" : "thread 1", &thread_before[i], &thread_after[i]);
     privileged("main", &after);
     kill(child, SIGUSR1);

@@ -9,7 +9,7 @@ namespace Ckpt.Kinds;
 /// Namespace files held open (<c>/proc/PID/ns/KIND</c>, whose fd link reads <c>KIND:[INO]</c>: a program
 /// keeping a namespace to setns into, a tool like <c>ip netns</c>). Saved: the kind, and which namespace:
 /// ckpt's own of that kind (the tree runs in it, and is rebuilt in the namespaces of `ckpt restart`), or
-/// the holder's own (a UTS, IPC, time, pid, mount or network namespace the tree has and that is rebuilt with it). Restart:
+/// the holder's own (a UTS, IPC, time, pid, mount, network or user namespace the tree has and that is rebuilt with it). Restart:
 /// ckpt opens <c>/proc/self/ns/KIND</c> or the rebuilt process's <c>/proc/PID/ns/KIND</c> and installs it.
 /// Any other namespace (one ckpt does not rebuild) is refused.
 /// </summary>
@@ -36,7 +36,7 @@ public sealed partial class NamespaceFile : IFileKind
         if (FileCalls.ReadLink($"/proc/self/ns/{kind}") == f.Link) whose = Whose.Ckpt;
         // (a pid, mount or network namespace other than ckpt's is one of the tree's: PidNamespace, MountNamespace
         // and NetNamespace save it, or refuse the tree)
-        else if (FileCalls.ReadLink($"/proc/{ctx.Pid}/ns/{kind}") == f.Link && kind is "uts" or "ipc" or "time" or "pid" or "mnt" or "net") whose = Whose.Holder;
+        else if (FileCalls.ReadLink($"/proc/{ctx.Pid}/ns/{kind}") == f.Link && kind is "uts" or "ipc" or "time" or "pid" or "mnt" or "net" or "user") whose = Whose.Holder;
         else
             throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} is the {kind} namespace {f.Link}, which is neither ckpt's nor one the tree has of its own and that is rebuilt with it; not supported");
         ctx.Image.Write(RecordKind.NamespaceFile, new PayloadWriter().U32(objref).Str(kind).U8((byte)whose).I32(f.Flags & ~FileCalls.O_CLOEXEC));
@@ -49,7 +49,10 @@ public sealed partial class NamespaceFile : IFileKind
         r.End();
         if (!LinkPattern().IsMatch($"{kind}:[0]") || whose > Whose.Holder)
             throw new ImageFormatException($"NamespaceFile record at offset {rec.Offset}: namespace kind '{kind}', holder {(int)whose}");
-        string path = whose == Whose.Ckpt ? $"/proc/self/ns/{kind}" : $"/proc/{ctx.Pid}/ns/{kind}";
+        // (the holder enters its user namespace only at the end: ckpt's fd of it, UserNamespace)
+        string path = whose == Whose.Ckpt ? $"/proc/self/ns/{kind}"
+            : kind == "user" ? $"/proc/self/fd/{(UserNamespace.Current ?? throw new ImageFormatException($"NamespaceFile record at offset {rec.Offset}: the holder's own user namespace, in an image without one")).Fd}"
+            : $"/proc/{ctx.Pid}/ns/{kind}";
         int mine = FileCalls.Open(path, FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
         if (mine < 0) throw SyscallException.Last("open", ctx.Pid, path);
         ctx.Session.Own(mine);
