@@ -301,23 +301,7 @@ public sealed class PidNamespace : ITreeNamespace
     }
 
     /// <summary>The parent of the pid namespace /proc/PID/ns/<paramref name="which"/> (NS_GET_PARENT), as a link text; null if it cannot be had.</summary>
-    private static unsafe string? ParentOf(int pid, string which)
-    {
-        int fd = FileCalls.Open($"/proc/{pid}/ns/{which}", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
-        if (fd < 0) return null;
-        try
-        {
-            int parent = (int)Sys.Call(Nr.ioctl, fd, NS_GET_PARENT);
-            if (parent < 0) return null;
-            try
-            {
-                StatBuf st;
-                return FileCalls.Fstat(parent, &st) == 0 ? $"pid:[{st.Ino}]" : null;
-            }
-            finally { FileCalls.Close(parent); }
-        }
-        finally { FileCalls.Close(fd); }
-    }
+    private static string? ParentOf(int pid, string which) => UserNamespace.Related(pid, which, NS_GET_PARENT);
 
     /// <summary>The host pid of the init of namespace <paramref name="ns"/> (a process in it whose last NSpid is 1), 0 when none is found.</summary>
     private static int FindInit(string ns)
@@ -506,7 +490,7 @@ public sealed class PidNamespace : ITreeNamespace
     }
 
     /// <summary>Injected openat(<paramref name="path"/>, <paramref name="flags"/> | O_CLOEXEC) in <paramref name="task"/> (a vessel that may have no trampoline yet: the path goes to <paramref name="scratch"/>); the fd, or throws naming the path.</summary>
-    private static long OpenIn(Tracing.TracedTask task, ulong scratch, string path, int flags)
+    internal static long OpenIn(Tracing.TracedTask task, ulong scratch, string path, int flags)
     {
         MemoryCalls.WriteRemote(task.Tid, scratch, System.Text.Encoding.UTF8.GetBytes(path + "\0"));
         long fd = task.Inject(Nr.openat, FileCalls.AT_FDCWD, (long)scratch, flags | FileCalls.O_CLOEXEC, 0);

@@ -188,7 +188,7 @@ public sealed class UserNamespace : ITreeNamespace
     }
 
     /// <summary>The namespace an ioctl on /proc/PID/ns/WHICH returns (its parent, its owner), as a link text; null if it cannot be had.</summary>
-    private static unsafe string? Related(int pid, string which, uint request)
+    internal static unsafe string? Related(int pid, string which, uint request)
     {
         int fd = FileCalls.Open($"/proc/{pid}/ns/{which}", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
         if (fd < 0) return null;
@@ -324,7 +324,7 @@ public sealed class UserNamespace : ITreeNamespace
             Join(helper, Vessel.Scratch, st, "its helper");
             if (parentInit != 0)
             {
-                long pfd = OpenIn(helper, $"/proc/{parentInit}/ns/pid");
+                long pfd = PidNamespace.OpenIn(helper, Vessel.Scratch, $"/proc/{parentInit}/ns/pid", FileCalls.O_RDONLY);
                 long e = helper.Inject(Nr.setns, pfd, 0x20000000 /* CLONE_NEWPID */);
                 helper.Inject(Nr.close, pfd);
                 if (e < 0) throw new SyscallException($"setns into the pid namespace of {parentInit} (injected)", (int)-e, helper.Tid);
@@ -372,7 +372,7 @@ public sealed class UserNamespace : ITreeNamespace
     /// <summary>Injected setns of <paramref name="task"/> into the namespace of ckpt's fd <paramref name="fd"/> (reopened through /proc/CKPT/fd/N); 0 or -errno.</summary>
     internal static long Enter(Tracing.TracedTask task, ulong scratch, int fd, int flag)
     {
-        long mine = OpenIn(task, $"/proc/{Environment.ProcessId}/fd/{fd}", scratch);
+        long mine = PidNamespace.OpenIn(task, scratch, $"/proc/{Environment.ProcessId}/fd/{fd}", FileCalls.O_RDONLY);
         long r = task.Inject(Nr.setns, mine, flag);
         task.Inject(Nr.close, mine);
         return r;
@@ -394,15 +394,6 @@ public sealed class UserNamespace : ITreeNamespace
     {
         long r = Enter(task, scratch, st.Fd, CLONE_NEWUSER);
         if (r < 0) throw new SyscallException($"setns into the tree's user namespace ({what}, injected)", (int)-r, task.Tid);
-    }
-
-    private static long OpenIn(Tracing.TracedTask task, string path, ulong scratch = 0)
-    {
-        if (scratch == 0) scratch = Vessel.Scratch;
-        MemoryCalls.WriteRemote(task.Tid, scratch, Encoding.UTF8.GetBytes(path + "\0"));
-        long fd = task.Inject(Nr.openat, FileCalls.AT_FDCWD, (long)scratch, FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
-        if (fd < 0) throw new SyscallException($"open {path} (injected)", (int)-fd, task.Tid);
-        return fd;
     }
 
     /// <summary>Nothing for the root here: the namespaces it owns are entered by their kinds (<see cref="Unshare"/>), the user namespace itself at Finish.</summary>
