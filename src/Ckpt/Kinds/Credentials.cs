@@ -186,13 +186,7 @@ public sealed class Credentials : IStateKind
         int lastCap = int.TryParse(Native.FileCalls.ReadText("/proc/sys/kernel/cap_last_cap").Trim(), out var lc) ? lc : 63;
         const int PR_CAPBSET_DROP = 24, PR_CAP_AMBIENT = 47, PR_CAP_AMBIENT_RAISE = 2;
         if (UserNamespace.Joined(ctx.Pid)) s = Inside(ctx, s, UserNamespace.Current!);
-        if (!s.GroupsSet)
-        {
-            var groups = new byte[s.Groups.Length * 4];
-            Buffer.BlockCopy(s.Groups, 0, groups, 0, groups.Length);
-            ulong g = ctx.PutScratch(0, groups.Length > 0 ? groups : new byte[4]);
-            task.InjectChecked("setgroups", Nr.setgroups, s.Groups.Length, (long)g);
-        }
+        if (!s.GroupsSet) SetGroups(ctx, task, s.Groups);
         for (int cap = 0; cap <= lastCap; cap++)
             if ((s.Bnd & (1UL << cap)) == 0)
             {
@@ -216,6 +210,15 @@ public sealed class Credentials : IStateKind
         for (int cap = 0; cap < 64; cap++)
             if ((s.Amb & (1UL << cap)) != 0) task.InjectChecked("prctl(PR_CAP_AMBIENT)", Nr.prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0);
         task.InjectChecked("prctl(PR_SET_KEEPCAPS)", Nr.prctl, PR_SET_KEEPCAPS, 0);
+    }
+
+    /// <summary>Injected setgroups of <paramref name="groups"/> into <paramref name="task"/> (one thread of the vessel).</summary>
+    internal static void SetGroups(RestoreContext ctx, TracedTask task, uint[] groups)
+    {
+        var bytes = new byte[groups.Length * 4];
+        Buffer.BlockCopy(groups, 0, bytes, 0, bytes.Length);
+        ulong g = ctx.PutScratch(0, bytes.Length > 0 ? bytes : new byte[4]);
+        task.InjectChecked("setgroups", Nr.setgroups, groups.Length, (long)g);
     }
 
     /// <summary>Sets the capability sets of one thread of the vessel (capset v3, pid 0: the calling thread).</summary>

@@ -411,11 +411,7 @@ public sealed class UserNamespace : ITreeNamespace
     public void Finish(RestoreContext ctx)
     {
         if (ctx.Session.Existing<State>() is not { } st || !st.Members.Contains(ctx.Pid)) return;
-        var creds = Credentials.SavedOf(ctx);
-        var groups = new byte[creds.Groups.Length * 4];
-        Buffer.BlockCopy(creds.Groups, 0, groups, 0, groups.Length);
-        ulong g = ctx.PutScratch(0, groups.Length > 0 ? groups : new byte[4]);
-        ctx.Vessel.InjectChecked("setgroups", Nr.setgroups, creds.Groups.Length, (long)g);
+        Credentials.SetGroups(ctx, ctx.Vessel, Credentials.SavedOf(ctx).Groups);
         Join(ctx.Vessel, ctx.Scratch, st, $"pid {ctx.Pid}");
         // entering made it not dumpable (its credentials moved to a namespace its uid does not own), and so
         // out of reach of the other members (opening /proc/PID/ns/pid of an init in it, for pid_for_children):
