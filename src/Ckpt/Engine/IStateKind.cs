@@ -36,6 +36,14 @@ public interface ITreeNamespace : IStateKind
     void Restore(RestoreSession s, Record rec);
     /// <summary>Puts the root's fresh vessel in the namespace the record asked for, before any other vessel is forked.</summary>
     void Enter(RestoreContext root);
+
+    /// <summary>Nothing per process: the record is written once for the tree (<see cref="Write"/>).</summary>
+    void IStateKind.Checkpoint(CheckpointContext ctx) { }
+    /// <summary>Its record comes before the Tree record, and only there (<see cref="Restore(RestoreSession, Record)"/>).</summary>
+    void IStateKind.Restore(RestoreContext ctx, Record rec)
+        => throw new ImageFormatException($"{rec.Kind} record at offset {rec.Offset} after the Tree record");
+    /// <summary>Nothing to finish per process unless the kind says so.</summary>
+    void IStateKind.Finish(RestoreContext ctx) { }
 }
 
 /// <summary>A file description kind (regular file, pipe, device...): handles fds of one kind.</summary>

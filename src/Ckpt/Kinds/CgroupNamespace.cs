@@ -121,13 +121,6 @@ public sealed class CgroupNamespace : ITreeNamespace
         s.Log.Info("the tree runs in a cgroup namespace of its own");
     }
 
-    public void Checkpoint(CheckpointContext ctx) { }
-
-    public void Restore(RestoreContext ctx, Record rec)
-        => throw new ImageFormatException($"CgroupNamespace record at offset {rec.Offset} after the Tree record");
-
-    public void Finish(RestoreContext ctx) { }
-
     public void Describe(Record rec, InfoNode info)
     {
         var list = info.Child("cgroup_namespace").Set("own", true).List("roots");

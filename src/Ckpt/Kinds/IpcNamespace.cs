@@ -285,13 +285,6 @@ public sealed class IpcNamespace : ITreeNamespace
         finally { SharedMemoryCalls.Detach(at); }
     }
 
-    public void Checkpoint(CheckpointContext ctx) { }
-
-    public void Restore(RestoreContext ctx, Record rec)
-        => throw new ImageFormatException($"IpcNamespace record at offset {rec.Offset} after the Tree record");
-
-    public void Finish(RestoreContext ctx) { }
-
     public void Describe(Record rec, InfoNode info)
     {
         var node = info.Child("ipc_namespace").Set("own", true);

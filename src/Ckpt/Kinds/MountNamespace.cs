@@ -319,13 +319,6 @@ public sealed class MountNamespace : ITreeNamespace
         return h.AddrOfPinnedObject();
     }
 
-    public void Checkpoint(CheckpointContext ctx) { }
-
-    public void Restore(RestoreContext ctx, Record rec)
-        => throw new ImageFormatException($"MountNamespace record at offset {rec.Offset} after the Tree record");
-
-    public void Finish(RestoreContext ctx) { }
-
     public void Describe(Record rec, InfoNode info)
     {
         var node = info.Child("mount_namespace").Set("own", true);

@@ -118,12 +118,5 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         s.Log.Info($"the tree runs in a network namespace of its own, lo {(p.LoopbackUp ? "up" : "down")}");
     }
 
-    public void Checkpoint(CheckpointContext ctx) { }
-
-    public void Restore(RestoreContext ctx, Record rec)
-        => throw new ImageFormatException($"NetNamespace record at offset {rec.Offset} after the Tree record");
-
-    public void Finish(RestoreContext ctx) { }
-
     public void Describe(Record rec, InfoNode info) => info.Child("net_namespace").Set("own", true).Set("loopback_up", Read(rec));
 }

@@ -381,11 +381,6 @@ public sealed class PidNamespace : ITreeNamespace
     /// <summary>The root's vessel was made in its namespace by <see cref="Vessel.Create"/>: nothing more to do.</summary>
     public void Enter(RestoreContext root) { }
 
-    public void Checkpoint(CheckpointContext ctx) { }
-
-    public void Restore(RestoreContext ctx, Record rec)
-        => throw new ImageFormatException($"PidNamespace record at offset {rec.Offset} after the Tree record");
-
     // ------------------------------------------------------------------ restart
 
     /// <summary>

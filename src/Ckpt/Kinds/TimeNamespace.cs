@@ -177,13 +177,6 @@ public sealed class TimeNamespace : ITreeNamespace
         s.Log.Info($"the tree runs in a time namespace ({p.Why}): offsets monotonic {p.Monotonic} ns, boottime {p.Boottime} ns");
     }
 
-    public void Checkpoint(CheckpointContext ctx) { }
-
-    public void Restore(RestoreContext ctx, Record rec)
-        => throw new ImageFormatException($"Clocks record at offset {rec.Offset} after the Tree record");
-
-    public void Finish(RestoreContext ctx) { }
-
     public void Describe(Record rec, InfoNode info)
     {
         var c = Read(rec);

@@ -399,11 +399,6 @@ public sealed class UserNamespace : ITreeNamespace
     /// <summary>Nothing for the root here: the namespaces it owns are entered by their kinds (<see cref="Unshare"/>), the user namespace itself at Finish.</summary>
     public void Enter(RestoreContext root) { }
 
-    public void Checkpoint(CheckpointContext ctx) { }
-
-    public void Restore(RestoreContext ctx, Record rec)
-        => throw new ImageFormatException($"UserNamespace record at offset {rec.Offset} after the Tree record");
-
     /// <summary>
     /// A process that was in the tree's user namespace: its supplementary groups set from outside, then it
     /// enters (single-threaded, its threads made inside after). Its ids and capabilities follow (Credentials).

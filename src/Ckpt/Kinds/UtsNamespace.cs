@@ -92,13 +92,6 @@ public sealed class UtsNamespace : ITreeNamespace
         s.Log.Info($"the tree runs in a UTS namespace of its own: host name {p.Host}, domain name {p.Domain}");
     }
 
-    public void Checkpoint(CheckpointContext ctx) { }
-
-    public void Restore(RestoreContext ctx, Record rec)
-        => throw new ImageFormatException($"UtsNamespace record at offset {rec.Offset} after the Tree record");
-
-    public void Finish(RestoreContext ctx) { }
-
     public void Describe(Record rec, InfoNode info)
     {
         var (host, domain) = Read(rec);
