@@ -76,6 +76,13 @@ public sealed class E2eScript
           checkpoint_kill
           gone 10 $pids || fail "the killed tree still holds its pids ($pids)"
         }
+        # below_launcher [DEPTH]: the started process ($P, a launcher such as unshare --fork) becomes $U and the
+        # program it started, DEPTH generations below (1 unless said; 0: the launcher itself), becomes $P
+        below_launcher() {
+          U=$P
+          local n=${1:-1}
+          while [ $n -gt 0 ]; do P=$(pgrep -P $P | head -n 1); [ -n "$P" ] || fail "no program under the launcher $U"; n=$((n - 1)); done
+        }
         # ck ARGS...: the ckpt binary, with a timeout
         ck() { timeout -k 5 "${CK_TIMEOUT:-60}" "$CKPT" "$@"; }
         # checkpoint_kill: checkpoints $P into $W/img with --kill and reaps it

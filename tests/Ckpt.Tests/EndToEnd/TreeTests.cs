@@ -395,9 +395,7 @@ public sealed class TreeTests(E2eEnvironment env)
         var r = new E2eScript(env, "pidns-init").Run(NsIds + "\n" + """
             start "$W/out" unshare --pid --fork "$BIN/tree"
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
-            U=$P
-            P=$(pgrep -P $U)
-            [ -n "$P" ] || fail "no init under unshare"
+            below_launcher
             grep -q '^NSpid:.*[[:space:]]1$' /proc/$P/status || fail "the program is not pid 1 of its namespace"
             C=$(pgrep -P $P | head -n 1)
             ck checkpoint $C -o "$W/img-c" --log "$W/ck-c.log" 2>"$W/err.txt"; echo "RC-CHILD: $?"
@@ -448,9 +446,7 @@ public sealed class TreeTests(E2eEnvironment env)
             kill -KILL $T
             start "$W/out" unshare --pid --fork --mount-proc "$BIN/procns"
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
-            U=$P
-            P=$(pgrep -P $U)
-            [ -n "$P" ] || fail "no init under unshare"
+            below_launcher
             checkpoint_kill
             wait $U 2>/dev/null
             ck info "$W/img" > "$W/info.txt" || fail "ckpt info failed"
@@ -491,9 +487,7 @@ public sealed class TreeTests(E2eEnvironment env)
             """ + """
 
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
-            U=$P
-            P=$(pgrep -P $U)
-            [ -n "$P" ] || fail "no init under unshare"
+            below_launcher
             checkpoint_kill
             wait $U 2>/dev/null
             restart_detached
@@ -532,16 +526,14 @@ public sealed class TreeTests(E2eEnvironment env)
             _ => "\"$D/userns\" wide",
         };
         // the program proper: the started process, its child (unshare --fork), or its grandchild (wide)
-        string pick = how switch { "owning" => "P=$(pgrep -P $U)", "wide" => "P=$(pgrep -P $(pgrep -P $U))", _ => "P=$U" };
+        int depth = how switch { "owning" => 1, "wide" => 2, _ => 0 };
         var r = new E2eScript(env, $"userns-{how}").Run($$"""
             # (a directory an unprivileged user can reach: the test's own is root's alone)
             D=$(mktemp -d /tmp/ckpt-userns.XXXXXX) && chmod 755 "$D" && cp "$BIN/userns" "$D/" || fail "cannot copy the program"
             trap 'rm -rf "$D"' EXIT
             start "$W/out" {{start}}
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
-            U=$P
-            {{pick}}
-            [ -n "$P" ] || fail "no program under the launcher"
+            below_launcher {{depth}}
             [ "$(readlink /proc/$P/ns/user)" != "$(readlink /proc/self/ns/user)" ] || fail "the program is not in a user namespace of its own"
             checkpoint_kill
             wait $U 2>/dev/null
