@@ -49,6 +49,8 @@ public enum RecordKind : uint
     PidFd = 45,          // Kinds/PidFd.cs (a pidfd of a process of the tree)
     Fanotify = 46,       // Kinds/Fanotify.cs (the fanotify group and its marks)
     NamespaceFile = 47,  // Kinds/NamespaceFile.cs (an open /proc/PID/ns/KIND file: ckpt's namespace or the holder's own)
+    MountFile = 48,      // Kinds/MountNamespace.cs (before the Tree: a file of a tmpfs of the tree's own mount namespace)
+    MountFileData = 49,  // Kinds/MountNamespace.cs (before the Tree: its data ranges)
     MemoryObject = 50,     // Kinds/MemoryObject.cs (a memfd, shared anonymous memory or deleted file: saved once, mapped or opened by objref)
     MemoryObjectData = 51, // Kinds/MemoryObject.cs (its contents: data ranges only)
     MemoryFile = 52,       // Kinds/MemoryObject.cs (an open file description of a memory object)

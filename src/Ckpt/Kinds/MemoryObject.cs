@@ -163,14 +163,18 @@ public sealed class MemoryObject : IFileKind
     /// The data ranges (SEEK_DATA / SEEK_HOLE) of <paramref name="fd"/> as <paramref name="kind"/> records
     /// (u32 objref, i64 offset, data) of at most 4 MiB.
     /// </summary>
-    internal static unsafe void SaveData(CheckpointContext ctx, RecordKind kind, uint objref, int fd, long size, string path, bool skipZeros = false)
+    internal static void SaveData(CheckpointContext ctx, RecordKind kind, uint objref, int fd, long size, string path, bool skipZeros = false)
+        => SaveData(ctx.Session, ctx.Pid, kind, objref, fd, size, path, skipZeros);
+
+    /// <summary>As <see cref="SaveData(CheckpointContext, RecordKind, uint, int, long, string, bool)"/>, for a file of no one process (<paramref name="pid"/>: for errors).</summary>
+    internal static unsafe void SaveData(CheckpointSession session, int pid, RecordKind kind, uint objref, int fd, long size, string path, bool skipZeros = false)
     {
-        var buf = ctx.Session.State<CheckpointState>().Buffer ??= new NativeBuffer(DataChunk);
+        var buf = session.State<CheckpointState>().Buffer ??= new NativeBuffer(DataChunk);
         var head = new PayloadWriter();
         long off = 0;
         while (off < size)
         {
-            ctx.ThrowIfCancelled();
+            session.ThrowIfCancelled();
             long data = FileCalls.Lseek(fd, off, FileCalls.SEEK_DATA);
             if (data < 0 || data >= size) break;   // ENXIO: no data after off
             long hole = FileCalls.Lseek(fd, data, FileCalls.SEEK_HOLE);
@@ -182,7 +186,7 @@ public sealed class MemoryObject : IFileKind
                 while (got < want)
                 {
                     nint n = FileCalls.Pread(fd, buf.Pointer + got, (nuint)(want - got), data + got);
-                    if (n < 0) throw SyscallException.Last("pread", ctx.Pid, path);
+                    if (n < 0) throw SyscallException.Last("pread", pid, path);
                     if (n == 0) break;
                     got += (int)n;
                 }
@@ -190,7 +194,7 @@ public sealed class MemoryObject : IFileKind
                 if (skipZeros && !buf.Span[..got].ContainsAnyExcept((byte)0)) { data += got; continue; }
                 head.Clear();
                 head.U32(objref).I64(data);
-                ctx.Image.Write(kind, head.Span, buf.Span[..got]);
+                session.Image.Write(kind, head.Span, buf.Span[..got]);
                 data += got;
             }
             off = Math.Max(hole, off + 1);

@@ -648,7 +648,7 @@ public sealed unsafe class MemoryRegion : IStateKind
         long size = 0, mtime = 0;
         if (b is Backing.FilePrivate or Backing.FileShared)
         {
-            if (!FileCalls.TryStat(v.Path, out var st) || st.Ino != v.Inode)
+            if (!FileCalls.TryStat(MountNamespace.Reach(ctx.Session, v.Path), out var st) || st.Ino != v.Inode)
                 throw new NotCheckpointableException(ctx.Pid, $"mapping {v.Start:x}-{v.End:x}: {v.Path} is not the file that is mapped (replaced or moved)");
             size = st.Size; mtime = st.MtimeSec * 1_000_000_000 + st.MtimeNsec;
         }
@@ -1240,7 +1240,7 @@ public sealed unsafe class MemoryRegion : IStateKind
                 if (st.OpenPath != path || st.OpenRw != rw)
                 {
                     QueueCloseMappedFile(ctx, st);
-                    CheckFile(path, size, mtime);
+                    CheckFile(MountNamespace.Reach(ctx.Session, path), path, size, mtime);
                     st.OpenFd = ctx.OpenInVessel(path, (rw ? FileCalls.O_RDWR : FileCalls.O_RDONLY) | FileCalls.O_CLOEXEC);
                     st.OpenPath = path;
                     st.OpenRw = rw;
@@ -1310,9 +1310,9 @@ public sealed unsafe class MemoryRegion : IStateKind
             batch.Add(Nr.prctl, 0x53564d41 /* PR_SET_VMA */, 0 /* ANON_NAME */, (long)start, (long)len, (long)batch.AddData(anonName));
     }
 
-    private static void CheckFile(string path, long size, long mtime)
+    private static void CheckFile(string reach, string path, long size, long mtime)
     {
-        if (!FileCalls.TryStat(path, out var s))
+        if (!FileCalls.TryStat(reach, out var s))
             throw new CkptException($"restart: mapped file {path} no longer exists", ExitCodes.RestoreConflict);
         long m = s.MtimeSec * 1_000_000_000 + s.MtimeNsec;
         if (s.Size != size || m != mtime)

@@ -8,34 +8,53 @@ using Ckpt.Proc;
 namespace Ckpt.Kinds;
 
 /// <summary>
-/// The tree's mount namespace, when it has one of its own whose mounts are ckpt's plus proc file systems
-/// of its own: <c>unshare --pid --fork --mount-proc</c>, the usual way to run a program in a pid namespace
-/// (a proc of the new namespace mounted on /proc, so that the program's /proc/PID and `ps` show its ids).
+/// The tree's mount namespace, when it has one of its own: <c>unshare --mount</c> and what a program does in
+/// it then (a tmpfs of its own, bind mounts of host directories or files, read-only or nosuid remounts,
+/// mounts it removed, a sysfs or mqueue of its own), and <c>unshare --pid --fork --mount-proc</c>, the usual
+/// way to run a program in a pid namespace (a proc of the new namespace mounted on /proc).
 /// <para>
 /// Checkpoint: every process of the tree must be in the root's mount namespace. Its mountinfo is compared
 /// with ckpt's, mount by mount (device, root, mount point, file system, source, mount and super options;
-/// not the ids, the order or the propagation): every mount of the tree's must be one of ckpt's, but for
-/// proc mounts of its own, each saved with its mount point, options and pid namespace (the init, in the
-/// tree, of the namespace whose pid 1 is the /1 of that proc; 0: ckpt's). Any other mount of its own (a
-/// tmpfs, a bind mount...) is refused. A file open on one of its proc mounts is saved by RegularFile with
-/// the mount and its path under it (<see cref="OnOwnProc"/>). A mount of ckpt's the tree does not have is
-/// only logged. One MountNamespace record before the Tree record.
+/// not the ids, the order or the propagation). A mount of ckpt's the tree has not is saved as removed; a
+/// mount of the tree's ckpt has not is saved as one of its own, in mountinfo order, as:
+/// <list type="bullet">
+/// <item>a proc of its own: its mount point, options and pid namespace (the init, in the tree, of the
+/// namespace whose pid 1 is the /1 of that proc; 0: ckpt's). A file open on it is saved by RegularFile with
+/// the mount and its path under it (<see cref="OnOwnProc"/>).</item>
+/// <item>a bind mount of a file or directory ckpt reaches (a mount of ckpt's on the same device whose root
+/// holds it): that path, with the mount's own flags (ro, nosuid, nodev, noexec, atime...);</item>
+/// <item>a bind mount of a part of an earlier mount of its own: that mount and the path under it;</item>
+/// <item>a tmpfs of its own: its options, and every file in it (MountFile records: type, mode, owner, times,
+/// link target, hard links; MountFileData: the data ranges of regular files), but for what a mount on it
+/// covers, saved as an empty directory or file;</item>
+/// <item>a new instance of a file system whose contents the kernel makes (sysfs, mqueue, cgroup, devpts
+/// holding no pty...): its options.</item>
+/// </list>
+/// Anything else (a root of its own: pivot_root or chroot into a container's file system, overlay, a disk
+/// ckpt has not mounted, a FUSE file system...) is refused, naming the mount. The propagation of the tree's
+/// mounts is not kept (they are all private after the restart). Paths of the tree's files are looked at
+/// through the root's /proc/PID/root (<see cref="Reach(CheckpointSession, string)"/>). One MountNamespace
+/// record (then the MountFile records) before the Tree record.
 /// </para>
 /// <para>
 /// Restart: the root's fresh vessel makes a new mount namespace (injected <c>unshare(CLONE_NEWNS)</c>, all
-/// mounts then made private, as unshare(1) does) before the other vessels are forked; the proc mounts are
-/// put in place once every process is rebuilt, just before they are let go (the calls injected until then
-/// name /proc/PID paths of ckpt's namespace), by a thread of ckpt that enters the tree's mount namespace
-/// (<c>move_mount</c> onto the mount point). Each is made detached by ckpt (<c>fsopen("proc")</c> with
-/// <c>pidns</c> set to the namespace's file, the saved super options, <c>fsmount</c> with the mount
-/// options) when a file on it is first opened again (<see cref="OpenOnOwnProc"/>), or then.
+/// mounts then made private, as unshare(1) does); each tmpfs is made by ckpt when the record is read and
+/// filled from the MountFile records (detached, with the new mount API). Once the root's vessel is in every
+/// namespace of the tree, before the others are forked (<see cref="Build"/>), a thread of ckpt that entered
+/// its mount, network, IPC and cgroup namespaces removes the mounts the tree had removed and attaches the
+/// tree's own in order (<c>open_tree</c> clones of the bind sources, <c>mount_setattr</c> for their flags and
+/// private propagation, <c>move_mount</c>). The proc mounts are put in place once every process is rebuilt,
+/// just before they are let go (the calls injected until then name /proc/PID paths of ckpt's namespace),
+/// likewise (<see cref="MountProcs"/>); each is made detached by ckpt (<c>fsopen("proc")</c> with
+/// <c>pidns</c> set to the namespace's file) when a file on it is first opened again
+/// (<see cref="OpenOnOwnProc"/>), or then.
 /// </para>
 /// </summary>
 public sealed class MountNamespace : ITreeNamespace
 {
     public static readonly MountNamespace Instance = new();
     public string Name => "mount namespace";
-    public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.MountNamespace];
+    public IReadOnlyList<RecordKind> Records { get; } = [RecordKind.MountNamespace, RecordKind.MountFile, RecordKind.MountFileData];
     public int FinishOrder => 0;
 
     private const long CLONE_NEWNS = 0x20000, MS_REC = 0x4000, MS_PRIVATE = 1 << 18;
@@ -43,11 +62,30 @@ public sealed class MountNamespace : ITreeNamespace
     /// <summary>A proc mount of the tree's own: where, with which options (MOUNT_ATTR_* of fsmount, the super options), for which pid namespace (the host pid of its init; 0: ckpt's).</summary>
     public readonly record struct ProcMount(string MountPoint, uint Attributes, string Options, int Init, string Source);
 
-    private const uint MOUNT_ATTR_RDONLY = 1, MOUNT_ATTR_NOSUID = 2, MOUNT_ATTR_NODEV = 4, MOUNT_ATTR_NOEXEC = 8,
-        MOUNT_ATTR_NOATIME = 0x10, MOUNT_ATTR_STRICTATIME = 0x20, MOUNT_ATTR_NODIRATIME = 0x80, KnownAttributes = 0xbf;
+    /// <summary>How a mount of the tree's own (other than proc) is made again.</summary>
+    public enum OwnKind : byte
+    {
+        /// <summary>A bind mount of <see cref="OwnMount.From"/>, a path of ckpt's mount namespace.</summary>
+        Bind = 1,
+        /// <summary>A bind mount of <see cref="OwnMount.From"/> under the earlier own mount <see cref="OwnMount.FromIndex"/>.</summary>
+        BindOwn = 2,
+        /// <summary>A tmpfs, with the files saved in MountFile records.</summary>
+        Tmpfs = 3,
+        /// <summary>A new instance of a file system the kernel fills (sysfs, mqueue, cgroup...).</summary>
+        New = 4,
+    }
 
-    /// <summary>One line of mountinfo: its id, and what two mounts of two namespaces that are copies share.</summary>
-    private readonly record struct Mount(int Id, string Key, string MountPoint, string FsType, string MountOptions, string SuperOptions, string Source);
+    /// <summary>A mount of the tree's own other than proc: how it is made, where, its file system, source, MOUNT_ATTR_* flags and super options.</summary>
+    public readonly record struct OwnMount(OwnKind Kind, string MountPoint, string FsType, string Source, uint Attributes, string Options, string From, int FromIndex);
+
+    private const uint KnownAttributes = MountCalls.MOUNT_ATTR_RDONLY | MountCalls.MOUNT_ATTR_NOSUID | MountCalls.MOUNT_ATTR_NODEV
+        | MountCalls.MOUNT_ATTR_NOEXEC | MountCalls.MOUNT_ATTR__ATIME | MountCalls.MOUNT_ATTR_NODIRATIME | MountCalls.MOUNT_ATTR_NOSYMFOLLOW;
+
+    /// <summary>File systems a new instance of which holds what the old one held (the kernel fills it from the namespaces it is made in).</summary>
+    private static readonly HashSet<string> NewKinds = ["sysfs", "mqueue", "cgroup", "cgroup2", "tracefs", "debugfs", "securityfs", "fusectl", "configfs", "pstore", "devpts"];
+
+    /// <summary>One line of mountinfo: its id and parent's, its device, root and mount point, and what two mounts of two namespaces that are copies share.</summary>
+    private readonly record struct Mount(int Id, int Parent, string Device, string Root, string Key, string MountPoint, string FsType, string MountOptions, string SuperOptions, string Source, string Propagation);
 
     private static List<Mount> ReadMountInfo(string path)
     {
@@ -58,13 +96,31 @@ public sealed class MountNamespace : ITreeNamespace
             int dash = Array.IndexOf(f, "-");
             if (dash < 6 || f.Length < dash + 4) continue;
             string superOpts = f[dash + 3];
-            list.Add(new Mount(int.Parse(f[0]), $"{f[2]} {f[3]} {f[4]} {f[5]} {f[dash + 1]} {f[dash + 2]} {superOpts}",
-                ProcMounts.Unescape(f[4]), f[dash + 1], f[5], superOpts, ProcMounts.Unescape(f[dash + 2])));
+            list.Add(new Mount(int.Parse(f[0]), int.Parse(f[1]), f[2], ProcMounts.Unescape(f[3]), $"{f[2]} {f[3]} {f[4]} {f[5]} {f[dash + 1]} {f[dash + 2]} {superOpts}",
+                ProcMounts.Unescape(f[4]), f[dash + 1], f[5], superOpts, ProcMounts.Unescape(f[dash + 2]), string.Join(' ', f[6..dash])));
         }
         return list;
     }
 
+    /// <summary>Is <paramref name="path"/> <paramref name="dir"/> or under it?</summary>
+    private static bool Under(string path, string dir)
+        => path == dir || dir == "/" || path.StartsWith(dir.TrimEnd('/') + "/", StringComparison.Ordinal);
+
+    /// <summary>The part of <paramref name="path"/> under <paramref name="dir"/> ("" for itself), when <see cref="Under"/>.</summary>
+    private static string Below(string path, string dir) => path == dir ? "" : path[(dir.TrimEnd('/').Length + 1)..];
+
     // ------------------------------------------------------------------ checkpoint
+
+    /// <summary>Checkpoint: the tree has mounts of its own or removed some: its paths are reached through the root's /proc/PID/root.</summary>
+    private sealed class TreeRoot { public int Pid; }
+
+    /// <summary>
+    /// Where ckpt reaches the tree's file <paramref name="path"/> (as its fds and maps name it, from the root
+    /// of the tree's mount namespace): through the root's /proc/PID/root when the tree's namespace has mounts
+    /// of its own, else the same path.
+    /// </summary>
+    public static string Reach(CheckpointSession s, string path)
+        => s.Existing<TreeRoot>() is { } t && path.StartsWith('/') ? $"/proc/{t.Pid}/root{path}" : path;
 
     public void Write(CheckpointSession s)
     {
@@ -72,29 +128,98 @@ public sealed class MountNamespace : ITreeNamespace
         if (!own) return;
         var rootPid = s.Find(s.Tree[0].Pid)?.Pid ?? s.Tree[0].Pid;
         var theirs = ReadMountInfo($"/proc/{rootPid}/mountinfo");
-        var mine = ReadMountInfo("/proc/self/mountinfo").GroupBy(m => m.Key).ToDictionary(g => g.Key, g => g.Count());
+        var mineList = ReadMountInfo("/proc/self/mountinfo");
+        var mine = mineList.GroupBy(m => m.Key).ToDictionary(g => g.Key, g => g.ToList());
         var procs = new List<ProcMount>();
         var procIds = new HashSet<int>();
+        var owns = new List<OwnMount>();
+        var ownLines = new List<Mount>();
         foreach (var m in theirs)
         {
-            if (mine.TryGetValue(m.Key, out int n) && n > 0) { mine[m.Key] = n - 1; continue; }
-            if (m.FsType != "proc")
-                throw new NotCheckpointableException(s.Tree[0].Pid, $"its mount namespace ({root}) has a mount ckpt's has not ({m.FsType} on {m.MountPoint}); only proc mounts of its own are rebuilt (unshare --mount-proc): checkpoint a tree whose other mounts are ckpt's");
-            procs.Add(new ProcMount(m.MountPoint, Attributes(s, m), Options(m.SuperOptions), InitOf(s, rootPid, m.MountPoint), m.Source));
-            procIds.Add(m.Id);
+            if (mine.TryGetValue(m.Key, out var same) && same.Count > 0) { same.RemoveAt(0); continue; }
+            if (m.FsType == "proc" && m.Root == "/")
+            {
+                procs.Add(new ProcMount(m.MountPoint, Attributes(s, m), Options(m.SuperOptions), InitOf(s, rootPid, m.MountPoint), m.Source));
+                procIds.Add(m.Id);
+                continue;
+            }
+            if (theirs.FirstOrDefault(p => procIds.Contains(p.Id) && Under(m.MountPoint, p.MountPoint)) is { FsType: "proc" } over)
+                throw new NotCheckpointableException(s.Tree[0].Pid, $"its mount namespace ({root}) has a {m.FsType} mount on {m.MountPoint}, on its own proc mounted on {over.MountPoint}; not supported");
+            owns.Add(Classify(s, root!, rootPid, m, mineList, ownLines, owns, theirs));
+            ownLines.Add(m);
+            if (m.Propagation.Contains("shared:") || m.Propagation.Contains("master:"))
+                s.Log.Info($"the tree's mount on {m.MountPoint} propagates ({m.Propagation}); after the restart it is private");
         }
-        foreach (var (key, n) in mine)
-            if (n > 0) s.Log.Info($"a mount of ckpt's mount namespace is not in the tree's ({key}); the restarted tree's namespace, a copy of ckpt's, will have it");
-        // files open on them (RegularFile): saved by mount and path under it
+        // ckpt's mounts the tree has not: removed at restart, those on top first
+        var removed = mineList.Where(m => mine[m.Key].Contains(m)).Select(m => m.MountPoint).Reverse().ToList();
+        if (removed.Contains("/"))
+            throw new NotCheckpointableException(s.Tree[0].Pid, $"its mount namespace ({root}) has another root than ckpt's (pivot_root or a chroot into a container's file system); not supported");
+        if (owns.Count > 0 || removed.Count > 0) s.Set(new TreeRoot { Pid = rootPid });
+        // files open on its own procs (RegularFile): saved by mount and path under it
         var ownProcs = s.State<OwnProcs>();
         ownProcs.Root = rootPid;
         for (int i = 0, k = 0; i < theirs.Count; i++)
             if (procIds.Contains(theirs[i].Id)) ownProcs.ByMountId[theirs[i].Id] = (k++, theirs[i].MountPoint);
         var p = new PayloadWriter().U32((uint)procs.Count);
         foreach (var m in procs) p.Str(m.MountPoint).U32(m.Attributes).Str(m.Options).I32(m.Init).Str(m.Source);
+        // appended: the mounts removed, the mounts of its own other than proc
+        p.U32((uint)removed.Count);
+        foreach (var r in removed) p.Str(r);
+        p.U32((uint)owns.Count);
+        foreach (var m in owns) p.U8((byte)m.Kind).Str(m.MountPoint).Str(m.FsType).Str(m.Source).U32(m.Attributes).Str(m.Options).Str(m.From).I32(m.FromIndex);
         // not optional: a reader that skipped it would run the tree in the restart's mounts, its /proc of another pid namespace
         s.Image.Write(RecordKind.MountNamespace, p);
-        s.Log.Info($"the tree is in a mount namespace of its own ({root}) with {procs.Count} proc mount(s) of its own: {string.Join(", ", procs.Select(m => $"{m.MountPoint} (pid namespace of {(m.Init == 0 ? "ckpt" : m.Init)})"))}");
+        long files = 0, bytes = 0;
+        for (int i = 0; i < owns.Count; i++)
+            if (owns[i].Kind == OwnKind.Tmpfs)
+            {
+                var covered = theirs.Where(c => c.Parent == ownLines[i].Id).Select(c => Below(c.MountPoint, ownLines[i].MountPoint)).ToHashSet();
+                var (n, b) = SaveFiles(s, rootPid, i, ownLines[i], covered);
+                files += n; bytes += b;
+            }
+        s.Log.Info($"the tree is in a mount namespace of its own ({root}) with {procs.Count} proc mount(s) of its own"
+            + (procs.Count > 0 ? $" ({string.Join(", ", procs.Select(m => $"{m.MountPoint}: pid namespace of {(m.Init == 0 ? "ckpt" : m.Init)}"))})" : "")
+            + $", {owns.Count} other mount(s) of its own ({string.Join(", ", owns.Select(m => $"{m.FsType} on {m.MountPoint}: {m.Kind}{(m.Kind == OwnKind.Bind ? " of " + m.From : "")}"))})"
+            + $", {removed.Count} mount(s) of ckpt's removed ({string.Join(", ", removed)}); {files} file(s) of its tmpfs saved, {bytes} bytes");
+    }
+
+    /// <summary>How the tree's own mount <paramref name="m"/> (not proc) is made again, or refused.</summary>
+    private static OwnMount Classify(CheckpointSession s, string ns, int rootPid, Mount m, List<Mount> mine, List<Mount> ownLines, List<OwnMount> owns, List<Mount> theirs)
+    {
+        int pid = s.Tree[0].Pid;
+        if (m.MountPoint == "/")
+            throw new NotCheckpointableException(pid, $"its mount namespace ({ns}) has another root than ckpt's ({m.FsType} {m.Source}, root {m.Root}: pivot_root or a chroot into a container's file system); not supported");
+        uint attrs = Attributes(s, m);
+        // what the tree sees at the mount point: the root of this mount, unless another is on top of it
+        string at = $"/proc/{rootPid}/root{m.MountPoint}";
+        if (theirs.Any(o => o.Parent == m.Id && o.MountPoint == m.MountPoint) || !FileCalls.TryLstat(at, out var top))
+            throw new NotCheckpointableException(pid, $"its {m.FsType} mount on {m.MountPoint} is covered by another mount on the same place; not supported");
+        bool Same(string path) => FileCalls.TryLstat(path, out var st) && st.Dev == top.Dev && st.Ino == top.Ino;
+        // a bind mount of what ckpt reaches: a mount of ckpt's on that device holding its root (the deepest)
+        foreach (var c in mine.Where(c => c.Device == m.Device && c.FsType == m.FsType && Under(m.Root, c.Root)).OrderByDescending(c => c.Root.Length))
+        {
+            string from = c.MountPoint.TrimEnd('/') + (Below(m.Root, c.Root) is { Length: > 0 } rest ? "/" + rest : "");
+            if (from.Length == 0) from = "/";
+            if (Same(from)) return new OwnMount(OwnKind.Bind, m.MountPoint, m.FsType, m.Source, attrs, "", from, -1);
+        }
+        // a bind mount of a part of a mount of its own made before
+        for (int j = ownLines.Count - 1; j >= 0; j--)
+            if (ownLines[j].Device == m.Device && Under(m.Root, ownLines[j].Root))
+            {
+                string rel = Below(m.Root, ownLines[j].Root);
+                if (Same($"/proc/{rootPid}/root{ownLines[j].MountPoint.TrimEnd('/')}{(rel.Length > 0 ? "/" + rel : "")}"))
+                    return new OwnMount(OwnKind.BindOwn, m.MountPoint, m.FsType, m.Source, attrs, "", rel, j);
+            }
+        if (m.Root == "/" && m.FsType == "tmpfs")
+            return new OwnMount(OwnKind.Tmpfs, m.MountPoint, m.FsType, m.Source, attrs, Options(m.SuperOptions), "", -1);
+        if (m.Root == "/" && NewKinds.Contains(m.FsType))
+        {
+            if (m.FsType == "devpts" && FileCalls.ListDir(at) is { } ptys && ptys.Any(n => n != "ptmx"))
+                throw new NotCheckpointableException(pid, $"its devpts instance on {m.MountPoint} holds ptys ({string.Join(", ", ptys.Where(n => n != "ptmx").Take(5))}); a devpts of the tree's own with ptys is not supported");
+            return new OwnMount(OwnKind.New, m.MountPoint, m.FsType, m.Source, attrs, Options(m.SuperOptions), "", -1);
+        }
+        throw new NotCheckpointableException(pid, $"its mount namespace ({ns}) has a {m.FsType} mount ({m.Source}{(m.Root != "/" ? ", root " + m.Root : "")}) on {m.MountPoint} that ckpt cannot make again"
+            + " (not a bind mount of a path ckpt reaches, nor a tmpfs, proc, sysfs, mqueue, cgroup or devpts of its own); checkpoint a tree whose mounts are of those kinds");
     }
 
     /// <summary>Checkpoint: the tree's own proc mounts by mount id → (index in the record, mount point), and the root's pid (whose /proc/PID/root reaches them).</summary>
@@ -103,6 +228,70 @@ public sealed class MountNamespace : ITreeNamespace
         public readonly Dictionary<int, (int Index, string MountPoint)> ByMountId = new();
         public int Root;
     }
+
+    [Flags]
+    private enum FileFlags : byte { None = 0, HardLink = 1, Covered = 2 }
+
+    /// <summary>
+    /// Every file of the tree's tmpfs <paramref name="m"/> (own mount <paramref name="index"/>), walked from
+    /// its mount point through the root's /proc/PID/root, parents first: a MountFile record each (a hard link
+    /// to a file met before names it), the data ranges of regular files in MountFileData records. What a
+    /// mount on it covers (<paramref name="covered"/>: paths under it) is saved as an empty directory or file,
+    /// the place of that mount. Returns the files and bytes saved.
+    /// </summary>
+    private static (long Files, long Bytes) SaveFiles(CheckpointSession s, int rootPid, int index, Mount m, HashSet<string> covered)
+    {
+        string top = $"/proc/{rootPid}/root{m.MountPoint.TrimEnd('/')}";
+        if (!FileCalls.TryLstat(top, out var rootSt) || rootSt.Type != StatBuf.S_IFDIR)
+            throw new NotCheckpointableException(s.Tree[0].Pid, $"the tree's tmpfs on {m.MountPoint} cannot be read ({Errors.Describe(Marshal.GetLastPInvokeError())})");
+        var first = new Dictionary<ulong, string>();
+        var p = new PayloadWriter();
+        long files = 0, bytes = 0;
+        uint ids = s.State<FileIds>().Next;
+        var stack = new Stack<(string Rel, StatBuf St)>();
+        stack.Push(("", rootSt));
+        while (stack.Count > 0)
+        {
+            s.ThrowIfCancelled();
+            var (rel, st) = stack.Pop();
+            string path = rel.Length == 0 ? top : $"{top}/{rel}";
+            var flags = FileFlags.None;
+            string target = "";
+            uint id = 0;
+            if (rel.Length > 0 && (covered.Contains(rel) || st.Dev != rootSt.Dev)) flags |= FileFlags.Covered;
+            else if (st.Type != StatBuf.S_IFDIR && st.Nlink > 1 && first.TryGetValue(st.Ino, out var earlier)) { flags |= FileFlags.HardLink; target = earlier; }
+            else
+            {
+                if (st.Type != StatBuf.S_IFDIR && st.Nlink > 1) first[st.Ino] = rel;
+                if (st.Type == StatBuf.S_IFLNK)
+                    target = FileCalls.ReadLink(path) ?? throw SyscallException.Last("readlink", s.Tree[0].Pid, path);
+                if (st.Type == StatBuf.S_IFREG && st.Size > 0) id = ++ids;
+            }
+            uint type = (flags & FileFlags.Covered) != 0 ? (st.Type == StatBuf.S_IFDIR ? StatBuf.S_IFDIR : StatBuf.S_IFREG) : st.Type;
+            p.Clear();
+            p.U32((uint)index).U32(id).Str(rel).U32(type | (st.Mode & 0xfff)).U32(st.Uid).U32(st.Gid).U64(st.Rdev)
+                .I64((flags & FileFlags.Covered) != 0 ? 0 : st.Size).I64(st.AtimeSec).I64(st.AtimeNsec).I64(st.MtimeSec).I64(st.MtimeNsec).U8((byte)flags).Str(target);
+            s.Image.Write(RecordKind.MountFile, p);
+            files++;
+            if (id != 0)
+            {
+                int fd = FileCalls.Open(path, FileCalls.O_RDONLY | FileCalls.O_NOFOLLOW | FileCalls.O_CLOEXEC, 0);
+                if (fd < 0) throw SyscallException.Last("open", s.Tree[0].Pid, path);
+                try { MemoryObject.SaveData(s, s.Tree[0].Pid, RecordKind.MountFileData, id, fd, st.Size, path); }
+                finally { FileCalls.Close(fd); }
+                bytes += st.Blocks * 512;
+            }
+            if (st.Type != StatBuf.S_IFDIR || (flags & FileFlags.Covered) != 0) continue;
+            var children = new List<(string, StatBuf)>();
+            if (!FileCalls.StatEntriesNoFollow(path, (name, cst) => children.Add((rel.Length == 0 ? name : $"{rel}/{name}", cst))))
+                throw new NotCheckpointableException(s.Tree[0].Pid, $"the directory {m.MountPoint.TrimEnd('/')}/{rel} of the tree's tmpfs cannot be read ({Errors.Describe(Marshal.GetLastPInvokeError())})");
+            for (int c = children.Count - 1; c >= 0; c--) stack.Push(children[c]);
+        }
+        s.State<FileIds>().Next = ids;
+        return (files, bytes);
+    }
+
+    private sealed class FileIds { public uint Next; }
 
     /// <summary>
     /// Checkpoint: fd <paramref name="f"/>'s place on one of the tree's own proc mounts (its index, the path
@@ -127,16 +316,17 @@ public sealed class MountNamespace : ITreeNamespace
         foreach (var o in m.MountOptions.Split(','))
             a |= o switch
             {
-                "ro" => MOUNT_ATTR_RDONLY, "nosuid" => MOUNT_ATTR_NOSUID, "nodev" => MOUNT_ATTR_NODEV, "noexec" => MOUNT_ATTR_NOEXEC,
-                "noatime" => MOUNT_ATTR_NOATIME, "nodiratime" => MOUNT_ATTR_NODIRATIME, "strictatime" => MOUNT_ATTR_STRICTATIME,
+                "ro" => MountCalls.MOUNT_ATTR_RDONLY, "nosuid" => MountCalls.MOUNT_ATTR_NOSUID, "nodev" => MountCalls.MOUNT_ATTR_NODEV,
+                "noexec" => MountCalls.MOUNT_ATTR_NOEXEC, "noatime" => MountCalls.MOUNT_ATTR_NOATIME, "nodiratime" => MountCalls.MOUNT_ATTR_NODIRATIME,
+                "strictatime" => MountCalls.MOUNT_ATTR_STRICTATIME, "nosymfollow" => MountCalls.MOUNT_ATTR_NOSYMFOLLOW,
                 "rw" or "relatime" => 0u,
-                _ => throw new NotCheckpointableException(s.Tree[0].Pid, $"the tree's proc mount on {m.MountPoint} has mount option '{o}', which is not supported"),
+                _ => throw new NotCheckpointableException(s.Tree[0].Pid, $"the tree's {m.FsType} mount on {m.MountPoint} has mount option '{o}', which is not supported"),
             };
         return a;
     }
 
-    /// <summary>The super options to give fsconfig: all but rw/ro (a mount attribute).</summary>
-    private static string Options(string superOptions) => string.Join(',', superOptions.Split(',').Where(o => o is not ("rw" or "ro") && o.Length > 0));
+    /// <summary>The super options to give fsconfig: all but rw/ro (a mount attribute) and seclabel (shown, not set).</summary>
+    private static string Options(string superOptions) => string.Join(',', superOptions.Split(',').Where(o => o is not ("rw" or "ro" or "seclabel") && o.Length > 0));
 
     /// <summary>The pid namespace of the proc mounted on <paramref name="mountPoint"/> in the root's namespace: the host pid of the tree's process that is its pid 1, 0 for ckpt's.</summary>
     private static int InitOf(CheckpointSession s, int rootPid, string mountPoint)
@@ -156,7 +346,9 @@ public sealed class MountNamespace : ITreeNamespace
 
     // ------------------------------------------------------------------ the record
 
-    private static List<ProcMount> Read(Record rec)
+    private sealed record Saved(List<ProcMount> Procs, List<string> Removed, List<OwnMount> Own);
+
+    private static Saved Read(Record rec)
     {
         var r = rec.Reader();
         uint n = r.U32();
@@ -169,16 +361,79 @@ public sealed class MountNamespace : ITreeNamespace
                 throw new ImageFormatException($"MountNamespace record at offset {rec.Offset}: proc mount {i} ({m.MountPoint}, attributes 0x{m.Attributes:x}, init {m.Init})");
             list.Add(m);
         }
+        var removed = new List<string>();
+        var own = new List<OwnMount>();
+        if (!r.AtEnd)
+        {
+            uint nr = r.U32();
+            if (nr > 65536) throw new ImageFormatException($"MountNamespace record at offset {rec.Offset}: {nr} mounts removed");
+            for (int i = 0; i < nr; i++)
+            {
+                string mp = r.Str();
+                if (!mp.StartsWith('/') || mp == "/") throw new ImageFormatException($"MountNamespace record at offset {rec.Offset}: removed mount {i} on '{mp}'");
+                removed.Add(mp);
+            }
+            uint no = r.U32();
+            if (no > 65536) throw new ImageFormatException($"MountNamespace record at offset {rec.Offset}: {no} mounts of its own");
+            for (int i = 0; i < no; i++)
+            {
+                var m = new OwnMount((OwnKind)r.U8(), r.Str(), r.Str(), r.Str(), r.U32(), r.Str(), r.Str(), r.I32());
+                bool ok = m.MountPoint.StartsWith('/') && m.MountPoint != "/" && (m.Attributes & ~KnownAttributes) == 0 && m.Kind switch
+                {
+                    OwnKind.Bind => m.From.StartsWith('/'),
+                    OwnKind.BindOwn => m.FromIndex >= 0 && m.FromIndex < i && !m.From.StartsWith('/') && !m.From.Split('/').Contains(".."),
+                    OwnKind.Tmpfs => m.FsType == "tmpfs",
+                    OwnKind.New => NewKinds.Contains(m.FsType),
+                    _ => false,
+                };
+                if (!ok) throw new ImageFormatException($"MountNamespace record at offset {rec.Offset}: mount {i} of its own ({m.Kind} {m.FsType} on '{m.MountPoint}' from '{m.From}' {m.FromIndex})");
+                own.Add(m);
+            }
+        }
         r.End();
-        return list;
+        return new Saved(list, removed, own);
     }
+
+    /// <summary>A MountFile record: a file of tmpfs <c>Index</c> (an own mount), at <c>Path</c> under it.</summary>
+    private readonly record struct SavedFile(int Index, uint Id, string Path, uint Mode, uint Uid, uint Gid, ulong Rdev, long Size,
+        long AtimeSec, long AtimeNsec, long MtimeSec, long MtimeNsec, FileFlags Flags, string Target);
+
+    private static SavedFile ReadFile(Record rec)
+    {
+        var r = rec.Reader();
+        var f = new SavedFile((int)r.U32(), r.U32(), r.Str(), r.U32(), r.U32(), r.U32(), r.U64(), r.I64(), r.I64(), r.I64(), r.I64(), r.I64(), (FileFlags)r.U8(), r.Str());
+        r.End();
+        bool Bad(string p) => p.StartsWith('/') || p.Split('/').Any(c => c is ".." or "." or "");
+        if ((f.Path.Length > 0 && Bad(f.Path)) || ((f.Flags & FileFlags.HardLink) != 0 && (f.Target.Length == 0 || Bad(f.Target))) || f.Size < 0 || (f.Flags & ~(FileFlags.HardLink | FileFlags.Covered)) != 0)
+            throw new ImageFormatException($"MountFile record at offset {rec.Offset}: '{f.Path}' (flags {f.Flags}, target '{f.Target}', size {f.Size})");
+        return f;
+    }
+
+    // ------------------------------------------------------------------ restart
 
     private sealed class Pending
     {
         public List<ProcMount> Mounts = new();
+        public List<string> Removed = new();
+        public List<OwnMount> Own = new();
         /// <summary>The proc file systems made so far, detached until <see cref="MountProcs"/> puts them in place (by index; -1: not made).</summary>
         public int[] MountFds = [];
+        /// <summary>Each own mount's fd: made (tmpfs) or cloned (bind) before it is attached, then the attached mount; -1 until then.</summary>
+        public int[] OwnFds = [];
+        /// <summary>ckpt's fd of each regular file of a tmpfs being filled, by file id.</summary>
+        public readonly Dictionary<uint, int> Files = new();
+        /// <summary>The files of the tmpfs made so far, whose mode and times are set once all are in (a new entry changes its directory's times).</summary>
+        public readonly List<SavedFile> Made = new();
+        public int Root;
     }
+
+    /// <summary>
+    /// Restart: where ckpt reaches the tree's file <paramref name="path"/>: through the root's /proc/PID/root
+    /// when the tree's namespace has mounts of its own (it is in place once the root's vessel exists), else
+    /// the same path.
+    /// </summary>
+    public static string Reach(RestoreSession s, string path)
+        => s.Existing<Pending>() is { Root: > 0 } p && path.StartsWith('/') ? $"/proc/{p.Root}/root{path}" : path;
 
     /// <summary>
     /// Restart: a file on the tree's own proc mount <paramref name="index"/> (its path under it:
@@ -208,122 +463,312 @@ public sealed class MountNamespace : ITreeNamespace
         if (pidns < 0) throw SyscallException.Last("open", m.Init, nsPath);
         try
         {
-            var (mfd, failed) = MakeProc(m, pidns);
+            var (mfd, failed) = MakeFs("proc", m.MountPoint, m.Source, m.Options, m.Attributes, pidns);
             if (failed != null) throw new CkptException($"restart: {failed}", ExitCodes.RestoreConflict);
             return p.MountFds[index] = mfd;
         }
         finally { FileCalls.Close(pidns); }
     }
 
-    public void Restore(RestoreSession s, Record rec) => s.Set(new Pending { Mounts = Read(rec) });
+    public void Restore(RestoreSession s, Record rec)
+    {
+        if (rec.Kind == RecordKind.MountNamespace)
+        {
+            var saved = Read(rec);
+            var p = new Pending { Mounts = saved.Procs, Removed = saved.Removed, Own = saved.Own, OwnFds = Enumerable.Repeat(-1, saved.Own.Count).ToArray() };
+            s.Set(p);
+            // each tmpfs made now (detached), to be filled by the MountFile records that follow
+            for (int i = 0; i < p.Own.Count; i++)
+                if (p.Own[i].Kind == OwnKind.Tmpfs)
+                {
+                    var m = p.Own[i];
+                    var (fd, failed) = MakeFs("tmpfs", m.MountPoint, m.Source, m.Options, m.Attributes);
+                    if (failed != null) throw new CkptException($"restart: {failed}", ExitCodes.RestoreConflict);
+                    p.OwnFds[i] = s.Own(fd);
+                }
+            return;
+        }
+        var pending = s.Existing<Pending>() ?? throw new ImageFormatException($"{rec.Kind} record at offset {rec.Offset} before the MountNamespace record");
+        if (rec.Kind == RecordKind.MountFileData)
+        {
+            var r = rec.Reader();
+            uint id = r.U32();
+            long off = r.I64();
+            if (!pending.Files.TryGetValue(id, out int w) || off < 0)
+                throw new ImageFormatException($"MountFileData record at offset {rec.Offset} for file {id} (offset {off}), which is no file of a tmpfs");
+            FileCalls.PwriteAll(w, rec.Payload.Span[12..], off, "pwrite (a file of the tree's tmpfs)");
+            return;
+        }
+        MakeFile(s, pending, ReadFile(rec), rec.Offset);
+    }
+
+    /// <summary>A file of a tmpfs of the tree's own, made under its (detached) mount with its owner; mode and times come at the end (<see cref="SetModesAndTimes"/>).</summary>
+    private static void MakeFile(RestoreSession s, Pending p, in SavedFile f, long offset)
+    {
+        if (f.Index < 0 || f.Index >= p.Own.Count || p.Own[f.Index].Kind != OwnKind.Tmpfs || p.OwnFds[f.Index] < 0)
+            throw new ImageFormatException($"MountFile record at offset {offset}: mount {f.Index} is no tmpfs of the tree's");
+        int dir = p.OwnFds[f.Index];
+        string where = $"{p.Own[f.Index].MountPoint.TrimEnd('/')}/{f.Path}";
+        uint type = f.Mode & StatBuf.S_IFMT;
+        int rc = 0;
+        if ((f.Flags & FileFlags.HardLink) != 0) rc = FileCalls.Linkat(dir, f.Target, dir, f.Path, 0);
+        else if (f.Path.Length == 0)
+        {
+            if (type != StatBuf.S_IFDIR) throw new ImageFormatException($"MountFile record at offset {offset}: the root of a tmpfs is no directory");
+        }
+        else switch (type)
+        {
+            case StatBuf.S_IFDIR: rc = FileCalls.MkdirAt(dir, f.Path, 0700); break;
+            case StatBuf.S_IFLNK: rc = FileCalls.SymlinkAt(f.Target, dir, f.Path); break;
+            case StatBuf.S_IFREG:
+                int fd = FileCalls.OpenAt(dir, f.Path, FileCalls.O_WRONLY | FileCalls.O_CREAT | FileCalls.O_EXCL | FileCalls.O_NOFOLLOW | FileCalls.O_CLOEXEC, 0600);
+                if (fd < 0) { rc = -1; break; }
+                if (f.Size > 0 && FileCalls.Ftruncate(fd, f.Size) != 0)
+                {
+                    FileCalls.Close(fd);
+                    throw new CkptException($"restart: {where} of the tree's tmpfs cannot be made {f.Size} bytes long: {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
+                }
+                if (f.Id != 0 && p.Files.TryAdd(f.Id, fd)) s.Own(fd);
+                else FileCalls.Close(fd);
+                break;
+            case StatBuf.S_IFSOCK:
+                // a socket's name: bound again by its socket, if the tree holds it; a name no socket holds is not made
+                s.Log.Info($"{where} of the tree's tmpfs is a unix socket's name; it is not made again (a socket of the tree bound there binds it again)");
+                return;
+            case StatBuf.S_IFIFO or StatBuf.S_IFCHR or StatBuf.S_IFBLK: rc = FileCalls.MknodAt(dir, f.Path, f.Mode & (StatBuf.S_IFMT | 0xfff), f.Rdev); break;
+            default: throw new ImageFormatException($"MountFile record at offset {offset}: {where} of unknown type 0x{type:x}");
+        }
+        if (rc != 0) throw new CkptException($"restart: {where} of the tree's tmpfs cannot be made: {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
+        if ((f.Flags & FileFlags.HardLink) != 0) return;
+        if (FileCalls.FchownAt(dir, f.Path, f.Uid, f.Gid, FileCalls.AT_SYMLINK_NOFOLLOW | (f.Path.Length == 0 ? FileCalls.AT_EMPTY_PATH : 0)) != 0)
+            throw new CkptException($"restart: {where} of the tree's tmpfs cannot be given owner {f.Uid}:{f.Gid}: {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
+        p.Made.Add(f);
+    }
+
+    /// <summary>Once every file of the tree's tmpfs is in: their modes (set-id bits after the owner) and times, children before their directories.</summary>
+    private static void SetModesAndTimes(RestoreSession s, Pending p)
+    {
+        foreach (var fd in p.Files.Values) s.CloseOwn(fd);
+        p.Files.Clear();
+        for (int i = p.Made.Count - 1; i >= 0; i--)
+        {
+            var f = p.Made[i];
+            int dir = p.OwnFds[f.Index];
+            string path = f.Path.Length == 0 ? "." : f.Path;
+            if ((f.Mode & StatBuf.S_IFMT) != StatBuf.S_IFLNK && FileCalls.FchmodAt(dir, path, f.Mode & 0xfff, 0) != 0)
+                throw new CkptException($"restart: {p.Own[f.Index].MountPoint.TrimEnd('/')}/{f.Path} of the tree's tmpfs cannot be given mode {f.Mode & 0xfff:o}: {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
+            FileCalls.SetTimesAt(dir, path, f.AtimeSec, f.AtimeNsec, f.MtimeSec, f.MtimeNsec);
+        }
+        p.Made.Clear();
+    }
 
     /// <summary>The root's fresh vessel makes the tree's mount namespace (private mounts), before the others are forked from it.</summary>
     public void Enter(RestoreContext root)
     {
-        if (root.Session.Existing<Pending>() is null) return;
+        if (root.Session.Existing<Pending>() is not { } p) return;
         long r = UserNamespace.Unshare(root, "mnt");
         if (r < 0) throw new CkptException($"restart: cannot make the tree's mount namespace (unshare): {Errors.Describe((int)-r)}; restart as root", ExitCodes.Permission);
         MemoryCalls.WriteRemote(root.Pid, Engine.Vessel.Scratch, "/\0"u8);
         r = root.Vessel.Inject(Nr.mount, 0, (long)Engine.Vessel.Scratch, 0, MS_REC | MS_PRIVATE, 0);
         if (r < 0) throw new SyscallException("mount(/, MS_REC|MS_PRIVATE) (injected)", (int)-r, root.Pid);
+        if (p.Own.Count > 0 || p.Removed.Count > 0) p.Root = root.Pid;
+    }
+
+    /// <summary>A mount that is removed only with the proc mounts (those under /proc: the calls injected until then use ckpt's /proc/PID).</summary>
+    private static bool Late(string mountPoint) => Under(mountPoint, "/proc");
+
+    /// <summary>
+    /// Once the root's vessel is in every namespace of the tree, before the other vessels are forked from it:
+    /// the mounts of ckpt's the tree had removed are removed, and the tree's own (but proc) are attached in
+    /// order, by a thread of ckpt in the tree's mount, network, IPC and cgroup namespaces (a new sysfs, mqueue
+    /// or cgroup is of the namespace it is made in).
+    /// </summary>
+    public static void Build(RestoreContext root)
+    {
+        var s = root.Session;
+        if (s.Existing<Pending>() is not { } p || (p.Own.Count == 0 && p.Removed.All(Late))) return;
+        SetModesAndTimes(s, p);
+        // the bind mounts of ckpt's paths: cloned here, in ckpt's namespace
+        for (int i = 0; i < p.Own.Count; i++)
+            if (p.Own[i].Kind == OwnKind.Bind)
+            {
+                int fd = MountCalls.CloneTree(FileCalls.AT_FDCWD, p.Own[i].From);
+                if (fd < 0) throw new CkptException($"restart: cannot bind {p.Own[i].From} on {p.Own[i].MountPoint} of the tree's mount namespace again (open_tree): {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
+                p.OwnFds[i] = s.Own(fd);
+            }
+        string? failed = InTreeNamespaces(root.Pid, p.Own.Any(m => m.Kind == OwnKind.New), () =>
+        {
+            foreach (var mp in p.Removed.Where(m => !Late(m)))
+                if (MountCalls.Umount2(mp, MountCalls.MNT_DETACH) != 0)
+                {
+                    int e = Marshal.GetLastPInvokeError();
+                    // already gone with a mount it was on (removed lazily, with what is on it)
+                    if (e is not (Errors.EINVAL or Errors.ENOENT)) return $"cannot remove the mount on {mp} (the tree had removed it): {Errors.Describe(e)}";
+                }
+            for (int i = 0; i < p.Own.Count; i++)
+            {
+                var m = p.Own[i];
+                if (m.Kind == OwnKind.BindOwn)
+                {
+                    int from = p.OwnFds[m.FromIndex];
+                    int fd = MountCalls.CloneTree(from, m.From, m.From.Length == 0 ? FileCalls.AT_EMPTY_PATH : 0u);
+                    if (fd < 0) return $"cannot bind {p.Own[m.FromIndex].MountPoint.TrimEnd('/')}/{m.From} on {m.MountPoint} again (open_tree): {Errors.Describe(Marshal.GetLastPInvokeError())}";
+                    p.OwnFds[i] = s.Own(fd);
+                }
+                else if (m.Kind == OwnKind.New)
+                {
+                    var (fd, why) = MakeFs(m.FsType, m.MountPoint, m.Source, m.Options, m.Attributes);
+                    if (why != null) return why;
+                    p.OwnFds[i] = s.Own(fd);
+                }
+                // a bind mount takes its own flags; every mount is private (a clone of a shared mount of ckpt's would be its peer)
+                ulong attrs = m.Kind is OwnKind.Bind or OwnKind.BindOwn ? m.Attributes : 0;
+                ulong clear = m.Kind is OwnKind.Bind or OwnKind.BindOwn ? KnownAttributes : 0;
+                if (MountCalls.SetAttributes(p.OwnFds[i], attrs, clear, MountCalls.MS_PRIVATE) != 0)
+                    return $"cannot set the flags of the {m.FsType} mount on {m.MountPoint} (mount_setattr 0x{attrs:x}): {Errors.Describe(Marshal.GetLastPInvokeError())}";
+                if (MountCalls.Attach(p.OwnFds[i], m.MountPoint) != 0)
+                    return $"cannot mount the {m.FsType} mount of the tree's own on {m.MountPoint} (move_mount): {Errors.Describe(Marshal.GetLastPInvokeError())}";
+            }
+            return null;
+        });
+        if (failed != null) throw new CkptException($"restart: {failed}", ExitCodes.RestoreConflict);
+        foreach (int fd in p.OwnFds) if (fd >= 0) s.CloseOwn(fd);
+        s.Log.Info($"the tree's mount namespace has its {p.Own.Count} mount(s) of its own again ({string.Join(", ", p.Own.Select(m => $"{m.FsType} on {m.MountPoint}"))}), {p.Removed.Count(m => !Late(m))} removed");
     }
 
     /// <summary>
-    /// Once every process is rebuilt, before any is let go: the tree's proc mounts, made by a thread of ckpt
-    /// in the tree's mount namespace (setns wants its fs unshared first), each for its pid namespace.
+    /// Runs <paramref name="work"/> on a thread of ckpt in the mount namespace of process <paramref name="pid"/>
+    /// (and in its network, IPC and cgroup namespaces when <paramref name="all"/>): setns wants the thread's fs
+    /// unshared first. Returns what failed, or null.
     /// </summary>
-    public static void MountProcs(RestoreSession s)
+    private static string? InTreeNamespaces(int pid, bool all, Func<string?> work)
     {
-        if (s.Existing<Pending>() is not { Mounts.Count: > 0 } p) return;
-        int root = s.Processes[0].Pid;
-        // every proc made now, in ckpt's namespace (where /proc/PID of the inits can be opened), detached
-        var mfds = Enumerable.Range(0, p.Mounts.Count).Select(i => Detached(p, i)).ToArray();
-        int mnt = FileCalls.Open($"/proc/{root}/ns/mnt", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
-        if (mnt < 0) throw SyscallException.Last("open", root, $"/proc/{root}/ns/mnt");
+        var kinds = all ? new[] { ("net", 0x40000000L), ("ipc", 0x08000000L), ("cgroup", 0x02000000L), ("mnt", CLONE_NEWNS) } : new[] { ("mnt", CLONE_NEWNS) };
+        var fds = new List<int>();
         try
         {
+            foreach (var (name, _) in kinds)
+            {
+                int fd = FileCalls.Open($"/proc/{pid}/ns/{name}", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
+                if (fd < 0) throw SyscallException.Last("open", pid, $"/proc/{pid}/ns/{name}");
+                fds.Add(fd);
+            }
             string? failed = null;
             var th = new Thread(() =>
             {
                 const int CLONE_FS = 0x200;
-                if (Sys.Call(Nr.unshare, CLONE_FS) != 0 || Sys.Call(Nr.setns, mnt, (int)CLONE_NEWNS) != 0)
-                {
-                    failed = $"cannot enter the tree's mount namespace: {Errors.Describe(Marshal.GetLastPInvokeError())}";
-                    return;
-                }
-                for (int i = 0; i < p.Mounts.Count && failed == null; i++) failed = Attach(mfds[i], p.Mounts[i].MountPoint);
-            }) { Name = "ckpt-mount-proc" };
+                if (Sys.Call(Nr.unshare, CLONE_FS) != 0) { failed = $"unshare(CLONE_FS): {Errors.Describe(Marshal.GetLastPInvokeError())}"; return; }
+                for (int i = 0; i < kinds.Length; i++)
+                    if (Sys.Call(Nr.setns, fds[i], kinds[i].Item2) != 0)
+                    {
+                        failed = $"cannot enter the tree's {kinds[i].Item1} namespace: {Errors.Describe(Marshal.GetLastPInvokeError())}";
+                        return;
+                    }
+                failed = work();
+            }) { Name = "ckpt-mounts" };
             th.Start();
             th.Join();
+            return failed;
+        }
+        finally { foreach (int fd in fds) FileCalls.Close(fd); }
+    }
+
+    /// <summary>
+    /// Once every process is rebuilt, before any is let go: the mounts under /proc the tree had removed, and
+    /// the tree's proc mounts, each for its pid namespace, by a thread of ckpt in the tree's mount namespace.
+    /// </summary>
+    public static void MountProcs(RestoreSession s)
+    {
+        if (s.Existing<Pending>() is not { } p || (p.Mounts.Count == 0 && !p.Removed.Any(Late))) return;
+        int root = s.Processes[0].Pid;
+        // every proc made now, in ckpt's namespace (where /proc/PID of the inits can be opened), detached
+        var mfds = Enumerable.Range(0, p.Mounts.Count).Select(i => Detached(p, i)).ToArray();
+        try
+        {
+            string? failed = InTreeNamespaces(root, false, () =>
+            {
+                foreach (var mp in p.Removed.Where(Late))
+                    if (MountCalls.Umount2(mp, MountCalls.MNT_DETACH) != 0 && Marshal.GetLastPInvokeError() is not (Errors.EINVAL or Errors.ENOENT))
+                        return $"cannot remove the mount on {mp} (the tree had removed it): {Errors.Describe(Marshal.GetLastPInvokeError())}";
+                for (int i = 0; i < p.Mounts.Count; i++)
+                    if (MountCalls.Attach(mfds[i], p.Mounts[i].MountPoint) != 0)
+                        return $"move_mount of a proc onto {p.Mounts[i].MountPoint}: {Errors.Describe(Marshal.GetLastPInvokeError())}";
+                return null;
+            });
             if (failed != null) throw new CkptException($"restart: {failed}", ExitCodes.RestoreConflict);
             s.Log.Info($"the tree's mount namespace has its proc mount(s) again: {string.Join(", ", p.Mounts.Select(m => m.MountPoint))}");
         }
         finally
         {
-            FileCalls.Close(mnt);
             foreach (int fd in mfds) FileCalls.Close(fd);
             p.MountFds = [];
         }
     }
 
-    /// <summary>move_mount of the detached mount <paramref name="mfd"/> onto <paramref name="mountPoint"/> of the calling thread's mount namespace; null, or what failed.</summary>
-    private static string? Attach(int mfd, string mountPoint)
+    /// <summary>
+    /// A new file system of type <paramref name="fsType"/> (for <paramref name="mountPoint"/>), detached, with
+    /// the new mount API: its source, super options, the pid namespace of a proc (<paramref name="pidns"/>)
+    /// and mount attributes. Its fd, or what failed.
+    /// </summary>
+    private static (int Fd, string? Failed) MakeFs(string fsType, string mountPoint, string source, string options, uint attributes, int pidns = -1)
     {
-        long r = Sys.Call(Nr.move_mount, mfd, (long)Z("", out var h2), FileCalls.AT_FDCWD, (long)Z(mountPoint, out var h3), MOVE_MOUNT_F_EMPTY_PATH);
-        h2.Free(); h3.Free();
-        return r == 0 ? null : $"move_mount of a proc onto {mountPoint}: {Errors.Describe(Marshal.GetLastPInvokeError())}";
-    }
-
-    private const long FSOPEN_CLOEXEC = 1, FSMOUNT_CLOEXEC = 1, MOVE_MOUNT_F_EMPTY_PATH = 4;
-    private const int FSCONFIG_SET_FLAG = 0, FSCONFIG_SET_STRING = 1, FSCONFIG_SET_FD = 5, FSCONFIG_CMD_CREATE = 6;
-
-    /// <summary>A detached proc mount with the new mount API for pid namespace <paramref name="pidns"/>: its fd, or what failed.</summary>
-    private static (int Fd, string? Failed) MakeProc(ProcMount m, int pidns)
-    {
-        long fs = Sys.Call(Nr.fsopen, (long)Z("proc", out var h1), FSOPEN_CLOEXEC);
-        h1.Free();
-        if (fs < 0) return (-1, $"fsopen(proc) for {m.MountPoint}: {Errors.Describe(Marshal.GetLastPInvokeError())}");
+        int fs = MountCalls.FsOpen(fsType);
+        if (fs < 0) return (-1, $"fsopen({fsType}) for {mountPoint}: {Errors.Describe(Marshal.GetLastPInvokeError())}");
         try
         {
             string? Config(int cmd, string? key, string? value, int aux)
-            {
-                GCHandle hk = default, hv = default;
-                try
-                {
-                    long k = key == null ? 0 : (long)Z(key, out hk), v = value == null ? 0 : (long)Z(value, out hv);
-                    return Sys.Call(Nr.fsconfig, fs, cmd, k, v, aux) == 0 ? null
-                        : $"fsconfig({key ?? "create"}{(value != null ? "=" + value : "")}) of the proc mount on {m.MountPoint}: {Errors.Describe(Marshal.GetLastPInvokeError())}";
-                }
-                finally { if (hk.IsAllocated) hk.Free(); if (hv.IsAllocated) hv.Free(); }
-            }
-            if (Config(FSCONFIG_SET_FD, "pidns", null, pidns) is { } e1) return (-1, e1);
-            if (m.Source.Length > 0 && Config(FSCONFIG_SET_STRING, "source", m.Source, 0) is { } e0) return (-1, e0);
-            foreach (var o in m.Options.Split(',', StringSplitOptions.RemoveEmptyEntries))
+                => MountCalls.FsConfig(fs, cmd, key, value, aux) == 0 ? null
+                    : $"fsconfig({key ?? "create"}{(value != null ? "=" + value : "")}) of the {fsType} mount on {mountPoint}: {Errors.Describe(Marshal.GetLastPInvokeError())}";
+            if (pidns >= 0 && Config(MountCalls.FSCONFIG_SET_FD, "pidns", null, pidns) is { } e1) return (-1, e1);
+            if (source.Length > 0 && Config(MountCalls.FSCONFIG_SET_STRING, "source", source, 0) is { } e0) return (-1, e0);
+            foreach (var o in options.Split(',', StringSplitOptions.RemoveEmptyEntries))
             {
                 int eq = o.IndexOf('=');
-                if ((eq < 0 ? Config(FSCONFIG_SET_FLAG, o, null, 0) : Config(FSCONFIG_SET_STRING, o[..eq], o[(eq + 1)..], 0)) is { } e2) return (-1, e2);
+                if ((eq < 0 ? Config(MountCalls.FSCONFIG_SET_FLAG, o, null, 0) : Config(MountCalls.FSCONFIG_SET_STRING, o[..eq], o[(eq + 1)..], 0)) is { } e2) return (-1, e2);
             }
-            if (Config(FSCONFIG_CMD_CREATE, null, null, 0) is { } e3) return (-1, e3);
-            long mfd = Sys.Call(Nr.fsmount, fs, FSMOUNT_CLOEXEC, m.Attributes);
-            if (mfd < 0) return (-1, $"fsmount of the proc mount on {m.MountPoint}: {Errors.Describe(Marshal.GetLastPInvokeError())}");
-            return ((int)mfd, null);
+            if (Config(MountCalls.FSCONFIG_CMD_CREATE, null, null, 0) is { } e3) return (-1, e3);
+            int mfd = MountCalls.FsMount(fs, attributes);
+            if (mfd < 0) return (-1, $"fsmount of the {fsType} mount on {mountPoint}: {Errors.Describe(Marshal.GetLastPInvokeError())}");
+            return (mfd, null);
         }
-        finally { FileCalls.Close((int)fs); }
-    }
-
-    /// <summary>A pinned NUL-terminated UTF-8 copy of <paramref name="s"/>; the caller frees the handle.</summary>
-    private static nint Z(string s, out GCHandle h)
-    {
-        var b = Encoding.UTF8.GetBytes(s + "\0");
-        h = GCHandle.Alloc(b, GCHandleType.Pinned);
-        return h.AddrOfPinnedObject();
+        finally { FileCalls.Close(fs); }
     }
 
     public void Describe(Record rec, InfoNode info)
     {
         var node = info.Child("mount_namespace").Set("own", true);
+        if (rec.Kind == RecordKind.MountFile)
+        {
+            _ = ReadFile(rec);
+            node.Set("tmpfs_files", (node.Get("tmpfs_files") is long n ? n : 0) + 1);
+            return;
+        }
+        if (rec.Kind == RecordKind.MountFileData)
+        {
+            node.Set("tmpfs_bytes", (node.Get("tmpfs_bytes") is long n ? n : 0) + rec.Payload.Length - 12);
+            return;
+        }
+        var saved = Read(rec);
         var list = node.List("proc_mounts");
-        foreach (var m in Read(rec))
+        foreach (var m in saved.Procs)
             list.Add(new InfoNode().Set("mount_point", m.MountPoint).Set("attributes", $"0x{m.Attributes:x}").Set("options", m.Options).Set("pid_namespace_init", m.Init == 0 ? "ckpt's" : m.Init.ToString()).Set("source", m.Source));
+        if (saved.Removed.Count > 0)
+        {
+            var removed = node.List("removed");
+            foreach (var r in saved.Removed) removed.Add(new InfoNode().Set("mount_point", r));
+        }
+        if (saved.Own.Count > 0)
+        {
+            var own = node.List("mounts");
+            foreach (var m in saved.Own)
+            {
+                var n = new InfoNode().Set("mount_point", m.MountPoint).Set("kind", m.Kind.ToString().ToLowerInvariant()).Set("fs_type", m.FsType).Set("source", m.Source)
+                    .Set("attributes", $"0x{m.Attributes:x}");
+                if (m.Options.Length > 0) n.Set("options", m.Options);
+                if (m.Kind == OwnKind.Bind) n.Set("from", m.From);
+                if (m.Kind == OwnKind.BindOwn) n.Set("from", $"{saved.Own[m.FromIndex].MountPoint.TrimEnd('/')}/{m.From}");
+                own.Add(n);
+            }
+        }
     }
 }

@@ -202,6 +202,8 @@ public sealed class ProcessTree : IStateKind
         if (!sessionMade) ProcessAttributes.CreateVessel(rootCtx, root.Pid);
         // the tree's namespaces (time, UTS, IPC) when it has its own: the other vessels are forked inside
         foreach (var ns in KindTable.Ordered.OfType<ITreeNamespace>()) ns.Enter(rootCtx);
+        // the tree's own mounts, once the root's vessel is in each of its namespaces (a new sysfs is of the network namespace it is made in)
+        MountNamespace.Build(rootCtx);
         rootCtx.Stopped = root.Stopped;
         rootCtx.StopSignal = root.StopSignal;
         rootCtx.LeaderExited = root.LeaderExited;

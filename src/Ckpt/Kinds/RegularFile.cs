@@ -94,7 +94,8 @@ public sealed class RegularFile : IFileKind
             removedName = path[..^10];
             path = other;
         }
-        bool found = deleted || (link ? FileCalls.TryLstat(path, out st) : FileCalls.TryStat(path, out st));
+        string reach = MountNamespace.Reach(ctx.Session, path);   // a path of the tree's own mounts: through its root
+        bool found = deleted || (link ? FileCalls.TryLstat(reach, out st) : FileCalls.TryStat(reach, out st));
         if (!found && Marshal.GetLastPInvokeError() is Errors.EACCES or Errors.EPERM)
             throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd}: {path} cannot be looked up by this user (permission denied); checkpoint as a user who can reach it, or as root");
         // a /proc file of a process that has exited since it was opened (reads fail with ESRCH)
@@ -228,7 +229,8 @@ public sealed class RegularFile : IFileKind
         else if (deadPid != 0) fd = OpenDeadProcFile(ctx, path, deadPid, flags);
         else if (!deleted)
         {
-            if (!((mode & StatBuf.S_IFMT) == StatBuf.S_IFLNK ? FileCalls.TryLstat(path, out var st) : FileCalls.TryStat(path, out st)))
+            string reach = MountNamespace.Reach(ctx.Session, path);
+            if (!((mode & StatBuf.S_IFMT) == StatBuf.S_IFLNK ? FileCalls.TryLstat(reach, out var st) : FileCalls.TryStat(reach, out st)))
                 throw new CkptException($"restart: {path} (open in the image) no longer exists", ExitCodes.RestoreConflict);
             if ((mode & StatBuf.S_IFMT) == StatBuf.S_IFLNK && (st.Mode & StatBuf.S_IFMT) != StatBuf.S_IFLNK)
                 throw new CkptException($"restart: {path} (a symbolic link open in the image) is no longer one", ExitCodes.RestoreConflict);

@@ -168,7 +168,42 @@ public static unsafe partial class FileCalls
     [LibraryImport("libc", EntryPoint = "linkat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int Linkat(int olddirfd, string existing, int newdirfd, string path, int flags);
 
-    public const int AT_SYMLINK_FOLLOW = 0x400;
+    public const int AT_SYMLINK_FOLLOW = 0x400, AT_SYMLINK_NOFOLLOW = 0x100, AT_EMPTY_PATH = 0x1000;
+
+    // the *at calls that rebuild a file tree under a directory fd (the files of a tmpfs of the tree's own)
+    [LibraryImport("libc", EntryPoint = "mkdirat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int MkdirAt(int dirfd, string path, uint mode);
+
+    [LibraryImport("libc", EntryPoint = "symlinkat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int SymlinkAt(string target, int dirfd, string path);
+
+    [LibraryImport("libc", EntryPoint = "mknodat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int MknodAt(int dirfd, string path, uint mode, ulong dev);
+
+    [LibraryImport("libc", EntryPoint = "fchownat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int FchownAt(int dirfd, string path, uint uid, uint gid, int flags);
+
+    [LibraryImport("libc", EntryPoint = "fchmodat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int FchmodAt(int dirfd, string path, uint mode, int flags);
+
+    [LibraryImport("libc", EntryPoint = "utimensat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int utimensat(int dirfd, string path, long* times, int flags);
+
+    /// <summary>Sets the access and modification times of <paramref name="path"/> under <paramref name="dirfd"/> (not following a last symbolic link).</summary>
+    public static int SetTimesAt(int dirfd, string path, long atimeSec, long atimeNsec, long mtimeSec, long mtimeNsec)
+    {
+        long* t = stackalloc long[4] { atimeSec, atimeNsec, mtimeSec, mtimeNsec };
+        return utimensat(dirfd, path, t, AT_SYMLINK_NOFOLLOW);
+    }
+
+    /// <summary>lstat of <paramref name="path"/> under <paramref name="dirfd"/>; false (errno set) if it fails.</summary>
+    public static bool TryLstatAt(int dirfd, string path, out StatBuf st)
+    {
+        StatBuf s;
+        bool ok = Fstatat(dirfd, path, &s, AT_SYMLINK_NOFOLLOW) == 0;
+        st = s;
+        return ok;
+    }
 
     /// <summary>The target of a symbolic link (a /proc magic link: fd, exe, cwd...), or null (errno set).</summary>
     public static string? ReadLink(string path)
@@ -200,6 +235,14 @@ public static unsafe partial class FileCalls
         {
             StatBuf st;
             if (Fstatat(dirfd, name, &st, 0) == 0) each(name, st);
+        }) != null;
+
+    /// <summary>As <see cref="StatEntries"/>, with the stat of each entry itself (a symbolic link: the link).</summary>
+    public static bool StatEntriesNoFollow(string path, Action<string, StatBuf> each)
+        => ListDir(path, (dirfd, name) =>
+        {
+            StatBuf st;
+            if (Fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) each(name, st);
         }) != null;
 
     private static List<string>? ListDir(string path, Action<int, string>? each)

@@ -429,8 +429,8 @@ public sealed class TreeTests(E2eEnvironment env)
     /// The usual way to run a program in a pid namespace, <c>unshare --pid --fork --mount-proc</c>: a mount
     /// namespace of its own whose only mount of its own is a proc of the new pid namespace on /proc. The
     /// init is restarted in new namespaces of both kinds, its /proc a proc of its pid namespace again (the
-    /// program checks /proc/self, what /proc lists and its child's NSpid). A mount namespace with another
-    /// mount of its own (a tmpfs) is refused, naming it, and left running.
+    /// program checks /proc/self, what /proc lists and its child's NSpid). A mount namespace with a mount of
+    /// its own ckpt cannot make again (a ramfs, whose files are not saved) is refused, naming it, and left running.
     /// </summary>
     [Fact]
     public void PidNamespaceWithItsOwnProc()
@@ -438,7 +438,7 @@ public sealed class TreeTests(E2eEnvironment env)
         env.Program("procns");
         env.Program("signals");
         var r = new E2eScript(env, "procns").Run("""
-            start "$W/out-tmpfs" unshare --mount sh -c 'mount -t tmpfs none /mnt && exec "$1"' _ "$BIN/signals"
+            start "$W/out-tmpfs" unshare --mount sh -c 'mount -t ramfs none /mnt && exec "$1"' _ "$BIN/signals"
             wait_for "$W/out-tmpfs" '^READY' 15 || fail "the program with a tmpfs did not print READY"
             T=$P
             ck checkpoint $T -o "$W/img-t" --log "$W/ck-t.log" 2>"$W/err-tmpfs.txt"; echo "RC-TMPFS: $?"
@@ -457,11 +457,48 @@ public sealed class TreeTests(E2eEnvironment env)
             """);
         r.AssertPassed().AssertRestoredExit0();
         Assert.Contains("RC-TMPFS: 69", r.Stdout);
-        Assert.Contains("tmpfs on /mnt", r.File("err-tmpfs.txt"));
+        Assert.Contains("ramfs mount (none) on /mnt", r.File("err-tmpfs.txt"));
         Assert.Contains("proc_mounts", r.File("info.txt"));
         // the copy of the script's /proc, and the tree's own on top of it (nosuid, nodev, noexec as unshare made it)
         var mounts = r.File("proc-mounts.txt").Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.True(mounts.Length == 2 && mounts[1].Contains("nosuid,nodev,noexec"), $"proc mounts: {r.File("proc-mounts.txt")}{r.Diagnostics}");
+        r.Cleanup();
+    }
+
+    /// <summary>
+    /// A process in a mount namespace of its own with mounts of every kind ckpt makes again (tests/programs/
+    /// mounts.c): a tmpfs with files of every type, modes, owners, times, a hole, hard and symbolic links, a
+    /// second tmpfs on a directory of it, read-only and file bind mounts of the host's, a bind mount of a part
+    /// of its tmpfs, a sysfs, and a tmpfs of the script's it removed; it holds an fd at an offset, a shared
+    /// mapping and its cwd in its tmpfs. It checks them all after the restart; the script's tmpfs is still
+    /// mounted in the script's namespace, and `ckpt info` lists the mounts.
+    /// </summary>
+    [Fact]
+    public void MountNamespaceWithMountsOfItsOwn()
+    {
+        env.Program("mounts");
+        var r = new E2eScript(env, "mounts").Run("""
+            D="$W/m"
+            mkdir -p "$D/host" "$D/t" "$D/t2" "$D/sys" "$D/gone"
+            printf 'from host' > "$D/host/hostfile"
+            mount -t tmpfs ckpt-gone "$D/gone" || fail "cannot mount the script's tmpfs"
+            trap 'umount -l "$D/gone" 2>/dev/null' EXIT
+            start "$W/out" "$BIN/mounts" "$D"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            checkpoint_kill
+            ck info "$W/img" > "$W/info.txt" || fail "ckpt info failed"
+            restart_detached
+            [ "$(readlink /proc/$P/ns/mnt)" != "$(readlink /proc/self/ns/mnt)" ] || fail "the restarted process is in the script's mount namespace"
+            finish_detached
+            grep -q " $D/gone .* - tmpfs ckpt-gone " /proc/self/mountinfo || fail "the script's tmpfs is gone from its namespace"
+            grep -q " $D/t " /proc/self/mountinfo && fail "the tree's tmpfs is in the script's namespace"
+            true
+            """);
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.Contains("TMPFS yes", r.File("out"));
+        var info = r.File("info.txt");
+        foreach (var kind in new[] { "kind=tmpfs", "kind=bind ", "kind=bindown", "removed (1)", "tmpfs_files: 14" })
+            Assert.True(info.Contains(kind), $"ckpt info has no '{kind}':\n{info}{r.Diagnostics}");
         r.Cleanup();
     }
 
