@@ -39,6 +39,7 @@ public class StructLayoutTests
         #include <sys/ioctl.h>
         #include <poll.h>
         #include <linux/userfaultfd.h>
+        #include <linux/mount.h>
         #include <asm/termbits.h>   /* the kernel's struct termios (glibc's, from termios.h, is larger) */
 
         /* The kernel's struct sigaction for rt_sigaction on x86-64 (not glibc's, whose mask is 128 bytes). */
@@ -109,6 +110,10 @@ public class StructLayoutTests
         new(typeof(Iovec), "struct iovec",
         [
             F("Base", "iov_base"), F("Len", "iov_len"),
+        ]),
+        new(typeof(MountAttr), "struct mount_attr",
+        [
+            F("AttrSet", "attr_set"), F("AttrClr", "attr_clr"), F("Propagation", "propagation"), F("UsernsFd", "userns_fd"),
         ]),
         new(typeof(UffdioApi), "struct uffdio_api",
         [
