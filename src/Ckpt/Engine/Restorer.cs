@@ -163,6 +163,8 @@ public static class Restorer
         }
         catch
         {
+            // ckpt's tracer thread back in its mount namespace (if it was in the tree's), while its fd is open
+            try { MountNamespace.Leave(s); } catch (SyscallException e) { log.Info($"cannot go back to ckpt's mount namespace: {e.Message}"); }
             s.Close();
             KillAll(s);
             opt.Job?.TakeBack();

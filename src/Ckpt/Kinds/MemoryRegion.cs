@@ -1240,7 +1240,7 @@ public sealed unsafe class MemoryRegion : IStateKind
                 if (st.OpenPath != path || st.OpenRw != rw)
                 {
                     QueueCloseMappedFile(ctx, st);
-                    CheckFile(MountNamespace.Reach(ctx.Session, path), path, size, mtime);
+                    CheckFile(path, size, mtime);
                     st.OpenFd = ctx.OpenInVessel(path, (rw ? FileCalls.O_RDWR : FileCalls.O_RDONLY) | FileCalls.O_CLOEXEC);
                     st.OpenPath = path;
                     st.OpenRw = rw;
@@ -1310,9 +1310,9 @@ public sealed unsafe class MemoryRegion : IStateKind
             batch.Add(Nr.prctl, 0x53564d41 /* PR_SET_VMA */, 0 /* ANON_NAME */, (long)start, (long)len, (long)batch.AddData(anonName));
     }
 
-    private static void CheckFile(string reach, string path, long size, long mtime)
+    private static void CheckFile(string path, long size, long mtime)
     {
-        if (!FileCalls.TryStat(reach, out var s))
+        if (!FileCalls.TryStat(path, out var s))
             throw new CkptException($"restart: mapped file {path} no longer exists", ExitCodes.RestoreConflict);
         long m = s.MtimeSec * 1_000_000_000 + s.MtimeNsec;
         if (s.Size != size || m != mtime)

@@ -33,7 +33,7 @@ namespace Ckpt.Kinds;
 /// Anything else (a root of its own: pivot_root or chroot into a container's file system, overlay, a disk
 /// ckpt has not mounted, a FUSE file system...) is refused, naming the mount. The propagation of the tree's
 /// mounts is not kept (they are all private after the restart). Paths of the tree's files are looked at
-/// through the root's /proc/PID/root (<see cref="Reach(CheckpointSession, string)"/>). One MountNamespace
+/// through the root's /proc/PID/root (<see cref="Reach"/>). One MountNamespace
 /// record (then the MountFile records) before the Tree record.
 /// </para>
 /// <para>
@@ -47,7 +47,8 @@ namespace Ckpt.Kinds;
 /// just before they are let go (the calls injected until then name /proc/PID paths of ckpt's namespace),
 /// likewise (<see cref="MountProcs"/>); each is made detached by ckpt (<c>fsopen("proc")</c> with
 /// <c>pidns</c> set to the namespace's file) when a file on it is first opened again
-/// (<see cref="OpenOnOwnProc"/>), or then.
+/// (<see cref="OpenOnOwnProc"/>), or then. From the building of its mounts until then, ckpt's tracer thread
+/// works in the tree's mount namespace, so that the paths the restart uses are the tree's.
 /// </para>
 /// </summary>
 public sealed class MountNamespace : ITreeNamespace
@@ -424,16 +425,10 @@ public sealed class MountNamespace : ITreeNamespace
         public readonly Dictionary<uint, int> Files = new();
         /// <summary>The files of the tmpfs made so far, whose mode and times are set once all are in (a new entry changes its directory's times).</summary>
         public readonly List<SavedFile> Made = new();
-        public int Root;
+        /// <summary>ckpt's own mount namespace, which its tracer thread left for the tree's (<see cref="Build"/>) until the proc mounts (-1: it did not).</summary>
+        public int CkptNamespace = -1;
     }
 
-    /// <summary>
-    /// Restart: where ckpt reaches the tree's file <paramref name="path"/>: through the root's /proc/PID/root
-    /// when the tree's namespace has mounts of its own (it is in place once the root's vessel exists), else
-    /// the same path.
-    /// </summary>
-    public static string Reach(RestoreSession s, string path)
-        => s.Existing<Pending>() is { Root: > 0 } p && path.StartsWith('/') ? $"/proc/{p.Root}/root{path}" : path;
 
     /// <summary>
     /// Restart: a file on the tree's own proc mount <paramref name="index"/> (its path under it:
@@ -571,7 +566,6 @@ public sealed class MountNamespace : ITreeNamespace
         MemoryCalls.WriteRemote(root.Pid, Engine.Vessel.Scratch, "/\0"u8);
         r = root.Vessel.Inject(Nr.mount, 0, (long)Engine.Vessel.Scratch, 0, MS_REC | MS_PRIVATE, 0);
         if (r < 0) throw new SyscallException("mount(/, MS_REC|MS_PRIVATE) (injected)", (int)-r, root.Pid);
-        if (p.Own.Count > 0 || p.Removed.Count > 0) p.Root = root.Pid;
     }
 
     /// <summary>A mount that is removed only with the proc mounts (those under /proc: the calls injected until then use ckpt's /proc/PID).</summary>
@@ -634,6 +628,26 @@ public sealed class MountNamespace : ITreeNamespace
         if (failed != null) throw new CkptException($"restart: {failed}", ExitCodes.RestoreConflict);
         foreach (int fd in p.OwnFds) if (fd >= 0) s.CloseOwn(fd);
         s.Log.Info($"the tree's mount namespace has its {p.Own.Count} mount(s) of its own again ({string.Join(", ", p.Own.Select(m => $"{m.FsType} on {m.MountPoint}"))}), {p.Removed.Count(m => !Late(m))} removed");
+        // ckpt's tracer thread works in the tree's mount namespace from now on (until the proc mounts): every
+        // path the restart opens, binds, connects to or changes is the tree's (its /proc is ckpt's until then)
+        p.CkptNamespace = s.Own(FileCalls.Open("/proc/thread-self/ns/mnt", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0));
+        if (p.CkptNamespace < 0) throw SyscallException.Last("open", 0, "/proc/thread-self/ns/mnt");
+        const int CLONE_FS = 0x200;
+        if (Sys.Call(Nr.unshare, CLONE_FS) != 0) throw SyscallException.Last("unshare(CLONE_FS)");
+        ProcessCalls.JoinNamespace(root.Pid, "mnt", (int)CLONE_NEWNS);
+        s.Log.Info("ckpt's tracer thread works in the tree's mount namespace");
+    }
+
+    /// <summary>Restart: ckpt's tracer thread back in ckpt's mount namespace, if it had joined the tree's (<see cref="Build"/>).</summary>
+    public static void Leave(RestoreSession s)
+    {
+        if (s.Existing<Pending>() is not { CkptNamespace: >= 0 } p) return;
+        // threads started from it meanwhile share its fs (root, cwd): setns wants it unshared again
+        const int CLONE_FS = 0x200;
+        if (Sys.Call(Nr.unshare, CLONE_FS) != 0) throw SyscallException.Last("unshare(CLONE_FS)");
+        if (Sys.Call(Nr.setns, p.CkptNamespace, CLONE_NEWNS) != 0) throw SyscallException.Last("setns (ckpt's mount namespace)");
+        s.CloseOwn(p.CkptNamespace);
+        p.CkptNamespace = -1;
     }
 
     /// <summary>
@@ -679,6 +693,7 @@ public sealed class MountNamespace : ITreeNamespace
     /// </summary>
     public static void MountProcs(RestoreSession s)
     {
+        Leave(s);
         if (s.Existing<Pending>() is not { } p || (p.Mounts.Count == 0 && !p.Removed.Any(Late))) return;
         int root = s.Processes[0].Pid;
         // every proc made now, in ckpt's namespace (where /proc/PID of the inits can be opened), detached

@@ -229,8 +229,7 @@ public sealed class RegularFile : IFileKind
         else if (deadPid != 0) fd = OpenDeadProcFile(ctx, path, deadPid, flags);
         else if (!deleted)
         {
-            string reach = MountNamespace.Reach(ctx.Session, path);
-            if (!((mode & StatBuf.S_IFMT) == StatBuf.S_IFLNK ? FileCalls.TryLstat(reach, out var st) : FileCalls.TryStat(reach, out st)))
+            if (!((mode & StatBuf.S_IFMT) == StatBuf.S_IFLNK ? FileCalls.TryLstat(path, out var st) : FileCalls.TryStat(path, out st)))
                 throw new CkptException($"restart: {path} (open in the image) no longer exists", ExitCodes.RestoreConflict);
             if ((mode & StatBuf.S_IFMT) == StatBuf.S_IFLNK && (st.Mode & StatBuf.S_IFMT) != StatBuf.S_IFLNK)
                 throw new CkptException($"restart: {path} (a symbolic link open in the image) is no longer one", ExitCodes.RestoreConflict);

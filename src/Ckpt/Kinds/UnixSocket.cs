@@ -190,7 +190,7 @@ public sealed unsafe class UnixSocket : IFileKind
             bool known = raw.StartsWith('/');
             if (!known && BoundFile(ctx, f.Fd) is { } bound && bound.EndsWith("/" + raw, StringComparison.Ordinal))
                 (path, known) = (bound, true);
-            if (!FileCalls.TryStat(path, out var fst))
+            if (!FileCalls.TryStat(MountNamespace.Reach(ctx.Session, path), out var fst))
             {
                 // its socket file was removed (the process unlinks it once bound, or a cleanup did):
                 // bound again at restart, and removed again once the queues are written
@@ -320,7 +320,7 @@ public sealed unsafe class UnixSocket : IFileKind
         // a socket of the tree (or this one) is bound again at restart, before the connects (its own record
         // checks its file); one outside must still be reachable by its name
         bool ours = peer == d.Ino || FindInTree(ctx, $"socket:[{peer}]") != null;
-        bool reachable = FileCalls.TryStat(path, out var fst) && fst.Type == StatBuf.S_IFSOCK && fst.Ino == pd.VfsIno;
+        bool reachable = FileCalls.TryStat(MountNamespace.Reach(ctx.Session, path), out var fst) && fst.Type == StatBuf.S_IFSOCK && fst.Ino == pd.VfsIno;
         if (!ours && !reachable)
             throw new NotCheckpointableException(ctx.Pid, $"{what} is connected to socket:[{peer}] bound to {path}, whose socket file was removed or replaced since; it cannot be reached again");
         // (one of the tree whose name another file took, or whose directory went, is bound again where no
