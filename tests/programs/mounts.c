@@ -7,7 +7,9 @@
  *   D/t/hb    a read-only bind mount of D/host (a directory of the host), D/t/fb one of D/host/hostfile;
  *   D/t2      a bind mount of D/t/dir (a part of its own tmpfs), nosuid;
  *   D/sys     a sysfs of its own;
- *   D/gone    the script's tmpfs, removed in its namespace.
+ *   D/gone    the script's tmpfs, removed in its namespace;
+ *   D/flg     the script's tmpfs, remounted read-only and nosuid in its namespace;
+ *   D/cov     a tmpfs over the script's directory D/cov, whose file D/cov/under it opened before.
  * It holds a file of its tmpfs open at an offset, a shared mapping of another, its cwd in the tmpfs and
  * a file through the read-only bind mount. After the restart it checks all of that from inside, and that
  * what it writes through its fd and mapping reaches its tmpfs. */
@@ -108,6 +110,10 @@ int main(int argc, char **argv)
     MUST(mount(NULL, at("t2"), NULL, MS_REMOUNT | MS_BIND | MS_NOSUID, NULL) == 0);
     MUST(mount("sysfs", at("sys"), "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) == 0);
     MUST(umount2(at("gone"), 0) == 0);
+    MUST(mount(NULL, at("flg"), NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID, NULL) == 0);
+    int under = open(at("cov/under"), O_RDONLY);
+    MUST(under >= 0);
+    MUST(mount("ckpt-cov", at("cov"), "tmpfs", 0, NULL) == 0);
     int hf = open(at("t/hb/hostfile"), O_RDONLY);
     MUST(hf >= 0);
     MUST(chdir(at("t/dir")) == 0);
@@ -173,6 +179,11 @@ int main(int argc, char **argv)
     CHECK(mountinfo(at("t2"), line, sizeof line) && strstr(line, "nosuid"), "t2: %s", line);
     CHECK(mountinfo(at("sys"), line, sizeof line) && strstr(line, " - sysfs ") && access(at("sys/kernel"), F_OK) == 0, "sys: %s", line);
     CHECK(!mountinfo(at("gone"), line, sizeof line), "gone is mounted again: %s", line);
+    CHECK(mountinfo(at("flg"), line, sizeof line) && strstr(line, " ro,nosuid,") && strstr(line, " - tmpfs ckpt-flg "), "flg: %s", line);
+    errno = 0;
+    CHECK(open(at("flg/new"), O_WRONLY | O_CREAT, 0600) < 0 && errno == EROFS, "flg is writable (errno %d)", errno);
+    CHECK(read(under, buf, 5) == 5 && memcmp(buf, "below", 5) == 0, "the fd of the covered cov/under read '%.5s'", buf);
+    CHECK(access(at("cov/under"), F_OK) != 0, "cov/under is not covered");
     say("TMPFS %s", mountinfo(at("t"), line, sizeof line) ? "yes" : "no");
     (void)tt; (void)tsub;
     return e2e_finish();

@@ -28,7 +28,9 @@ namespace Ckpt.Kinds;
 /// link target, hard links; MountFileData: the data ranges of regular files), but for what a mount on it
 /// covers, saved as an empty directory or file;</item>
 /// <item>a new instance of a file system whose contents the kernel makes (sysfs, mqueue, cgroup, devpts
-/// holding no pty...): its options.</item>
+/// holding no pty...): its options;</item>
+/// <item>a mount of ckpt's at the same place with other flags (remounted read-only, nosuid...: systemd's
+/// ProtectSystem, of / too): its flags, set on the new namespace's copy.</item>
 /// </list>
 /// Anything else (a root of its own: pivot_root or chroot into a container's file system, overlay, a disk
 /// ckpt has not mounted, a FUSE file system...) is refused, naming the mount. The propagation of the tree's
@@ -74,6 +76,8 @@ public sealed class MountNamespace : ITreeNamespace
         Tmpfs = 3,
         /// <summary>A new instance of a file system the kernel fills (sysfs, mqueue, cgroup...).</summary>
         New = 4,
+        /// <summary>A mount of ckpt's (the copy the new namespace has) with other per-mount flags: a read-only or nosuid remount (systemd's ProtectSystem, of / too).</summary>
+        Flags = 5,
     }
 
     /// <summary>A mount of the tree's own other than proc: how it is made, where, its file system, source, MOUNT_ATTR_* flags and super options.</summary>
@@ -142,6 +146,15 @@ public sealed class MountNamespace : ITreeNamespace
             {
                 procs.Add(new ProcMount(m.MountPoint, Attributes(s, m), Options(m.SuperOptions), InitOf(s, rootPid, m.MountPoint), m.Source));
                 procIds.Add(m.Id);
+                continue;
+            }
+            // the same mount as one of ckpt's at the same place but for its own flags (remounted read-only...)
+            if (mineList.FirstOrDefault(c => mine[c.Key].Contains(c) && c.Device == m.Device && c.Root == m.Root && c.MountPoint == m.MountPoint
+                    && c.FsType == m.FsType && c.Source == m.Source && c.SuperOptions == m.SuperOptions) is { Id: > 0 } flagged)
+            {
+                mine[flagged.Key].Remove(flagged);
+                owns.Add(new OwnMount(OwnKind.Flags, m.MountPoint, m.FsType, m.Source, Attributes(s, m), "", "", -1));
+                ownLines.Add(m);
                 continue;
             }
             if (theirs.FirstOrDefault(p => procIds.Contains(p.Id) && Under(m.MountPoint, p.MountPoint)) is { FsType: "proc" } over)
@@ -379,12 +392,13 @@ public sealed class MountNamespace : ITreeNamespace
             for (int i = 0; i < no; i++)
             {
                 var m = new OwnMount((OwnKind)r.U8(), r.Str(), r.Str(), r.Str(), r.U32(), r.Str(), r.Str(), r.I32());
-                bool ok = m.MountPoint.StartsWith('/') && m.MountPoint != "/" && (m.Attributes & ~KnownAttributes) == 0 && m.Kind switch
+                bool ok = m.MountPoint.StartsWith('/') && (m.MountPoint != "/" || m.Kind == OwnKind.Flags) && (m.Attributes & ~KnownAttributes) == 0 && m.Kind switch
                 {
                     OwnKind.Bind => m.From.StartsWith('/'),
                     OwnKind.BindOwn => m.FromIndex >= 0 && m.FromIndex < i && !m.From.StartsWith('/') && !m.From.Split('/').Contains(".."),
-                    OwnKind.Tmpfs => m.FsType == "tmpfs",
+                    OwnKind.Tmpfs => m.FsType == "tmpfs" && m.MountPoint != "/",
                     OwnKind.New => NewKinds.Contains(m.FsType),
+                    OwnKind.Flags => m.From.Length == 0,
                     _ => false,
                 };
                 if (!ok) throw new ImageFormatException($"MountNamespace record at offset {rec.Offset}: mount {i} of its own ({m.Kind} {m.FsType} on '{m.MountPoint}' from '{m.From}' {m.FromIndex})");
@@ -427,6 +441,8 @@ public sealed class MountNamespace : ITreeNamespace
         public readonly List<SavedFile> Made = new();
         /// <summary>ckpt's own mount namespace, which its tracer thread left for the tree's (<see cref="Build"/>) until the proc mounts (-1: it did not).</summary>
         public int CkptNamespace = -1;
+        /// <summary>ckpt's root directory (O_PATH), through which the paths of ckpt's namespace are reached meanwhile.</summary>
+        public int CkptRoot = -1;
     }
 
 
@@ -592,6 +608,10 @@ public sealed class MountNamespace : ITreeNamespace
             }
         string? failed = InTreeNamespaces(root.Pid, p.Own.Any(m => m.Kind == OwnKind.New), () =>
         {
+            // the copies of ckpt's mounts given the tree's flags, before anything is mounted on them
+            foreach (var m in p.Own.Where(m => m.Kind == OwnKind.Flags))
+                if (MountCalls.SetAttributes(m.MountPoint, m.Attributes, KnownAttributes) != 0)
+                    return $"cannot set the flags of the mount on {m.MountPoint} (mount_setattr 0x{m.Attributes:x}): {Errors.Describe(Marshal.GetLastPInvokeError())}";
             foreach (var mp in p.Removed.Where(m => !Late(m)))
                 if (MountCalls.Umount2(mp, MountCalls.MNT_DETACH) != 0)
                 {
@@ -602,9 +622,11 @@ public sealed class MountNamespace : ITreeNamespace
             for (int i = 0; i < p.Own.Count; i++)
             {
                 var m = p.Own[i];
+                if (m.Kind == OwnKind.Flags) continue;
                 if (m.Kind == OwnKind.BindOwn)
                 {
                     int from = p.OwnFds[m.FromIndex];
+                    if (p.Own[m.FromIndex].Kind == OwnKind.Flags) return $"cannot bind a part of {p.Own[m.FromIndex].MountPoint} on {m.MountPoint} again (the image is not one ckpt writes)";
                     int fd = MountCalls.CloneTree(from, m.From, m.From.Length == 0 ? FileCalls.AT_EMPTY_PATH : 0u);
                     if (fd < 0) return $"cannot bind {p.Own[m.FromIndex].MountPoint.TrimEnd('/')}/{m.From} on {m.MountPoint} again (open_tree): {Errors.Describe(Marshal.GetLastPInvokeError())}";
                     p.OwnFds[i] = s.Own(fd);
@@ -632,10 +654,29 @@ public sealed class MountNamespace : ITreeNamespace
         // path the restart opens, binds, connects to or changes is the tree's (its /proc is ckpt's until then)
         p.CkptNamespace = s.Own(FileCalls.Open("/proc/thread-self/ns/mnt", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0));
         if (p.CkptNamespace < 0) throw SyscallException.Last("open", 0, "/proc/thread-self/ns/mnt");
+        p.CkptRoot = s.Own(FileCalls.Open("/", FileCalls.O_PATH | FileCalls.O_DIRECTORY | FileCalls.O_CLOEXEC, 0));
+        if (p.CkptRoot < 0) throw SyscallException.Last("open", 0, "/");
         const int CLONE_FS = 0x200;
         if (Sys.Call(Nr.unshare, CLONE_FS) != 0) throw SyscallException.Last("unshare(CLONE_FS)");
         ProcessCalls.JoinNamespace(root.Pid, "mnt", (int)CLONE_NEWNS);
         s.Log.Info("ckpt's tracer thread works in the tree's mount namespace");
+    }
+
+    /// <summary>
+    /// Restart: where ckpt reaches <paramref name="path"/> of its own mount namespace while its tracer thread
+    /// is in the tree's (a file of a mount the tree's namespace covers): through ckpt's root directory.
+    /// </summary>
+    public static string InCkptNamespace(RestoreSession s, string path)
+        => s.Existing<Pending>() is { CkptRoot: >= 0 } p && path.StartsWith('/') ? $"/proc/self/fd/{p.CkptRoot}{path}" : path;
+
+    /// <summary>Restart: the file at <paramref name="path"/> of ckpt's mount namespace, opened by ckpt (<see cref="InCkptNamespace"/>) and installed in the vessel.</summary>
+    public static int OpenInCkptNamespace(RestoreContext ctx, string path, int flags)
+    {
+        string reach = InCkptNamespace(ctx.Session, path);
+        int mine = FileCalls.Open(reach, flags | FileCalls.O_CLOEXEC, 0);
+        if (mine < 0) throw new CkptException($"restart: cannot open {path} (of ckpt's mount namespace, covered in the tree's): {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
+        try { return ctx.Install(mine); }
+        finally { FileCalls.Close(mine); }
     }
 
     /// <summary>Restart: ckpt's tracer thread back in ckpt's mount namespace, if it had joined the tree's (<see cref="Build"/>).</summary>
@@ -647,7 +688,8 @@ public sealed class MountNamespace : ITreeNamespace
         if (Sys.Call(Nr.unshare, CLONE_FS) != 0) throw SyscallException.Last("unshare(CLONE_FS)");
         if (Sys.Call(Nr.setns, p.CkptNamespace, CLONE_NEWNS) != 0) throw SyscallException.Last("setns (ckpt's mount namespace)");
         s.CloseOwn(p.CkptNamespace);
-        p.CkptNamespace = -1;
+        s.CloseOwn(p.CkptRoot);
+        p.CkptNamespace = p.CkptRoot = -1;
     }
 
     /// <summary>

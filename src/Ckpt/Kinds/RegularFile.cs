@@ -96,6 +96,15 @@ public sealed class RegularFile : IFileKind
         }
         string reach = MountNamespace.Reach(ctx.Session, path);   // a path of the tree's own mounts: through its root
         bool found = deleted || (link ? FileCalls.TryLstat(reach, out st) : FileCalls.TryStat(reach, out st));
+        // a file of a mount of ckpt's that a mount of the tree's covers (opened before a tmpfs was mounted on
+        // its directory): its path leads there in ckpt's namespace only, where the restart opens it
+        bool covered = false;
+        if (!deleted && reach != path && (!found || st.Ino != f.Stat.Ino || st.Dev != f.Stat.Dev)
+            && (link ? FileCalls.TryLstat(path, out var cst) : FileCalls.TryStat(path, out cst)) && cst.Ino == f.Stat.Ino && cst.Dev == f.Stat.Dev)
+        {
+            (st, found, covered) = (cst, true, true);
+            ctx.Log.Info($"pid {ctx.Pid}: fd {f.Fd}: {path} is covered by a mount of the tree's own; it is opened in ckpt's mount namespace at restart");
+        }
         if (!found && Marshal.GetLastPInvokeError() is Errors.EACCES or Errors.EPERM)
             throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd}: {path} cannot be looked up by this user (permission denied); checkpoint as a user who can reach it, or as root");
         // a /proc file of a process that has exited since it was opened (reads fail with ESRCH)
@@ -130,9 +139,10 @@ public sealed class RegularFile : IFileKind
         // appended fields, each written when it or a later one is there: the target of a removed symbolic
         // link; the name a file open by another of its names was removed from; the pid of the exited
         // process whose /proc file this is
-        if (linkTarget != null || removedName != null || deadPid != 0) p.Str(linkTarget ?? "");
-        if (removedName != null || deadPid != 0) p.Str(removedName ?? "");
-        if (deadPid != 0) p.I32(deadPid);
+        if (linkTarget != null || removedName != null || deadPid != 0 || covered) p.Str(linkTarget ?? "");
+        if (removedName != null || deadPid != 0 || covered) p.Str(removedName ?? "");
+        if (deadPid != 0 || covered) p.I32(deadPid);
+        if (covered) p.I32(0).Str("").Bool(true);
         ctx.Image.Write(RecordKind.RegularFile, p);
         // a removed directory is empty, a link has no content: nothing to save
         if (deleted && sameAs == 0 && f.Stat.Type is not (StatBuf.S_IFDIR or StatBuf.S_IFLNK)) SaveContent(ctx, f, objref);
@@ -181,7 +191,9 @@ public sealed class RegularFile : IFileKind
         int deadPid = r.AtEnd ? 0 : r.I32();
         // appended: on the tree's own proc mount N (N > 0: index + 1), at this path under it
         int onProc = r.AtEnd ? 0 : r.I32();
-        string relative = onProc > 0 ? r.Str() : "";
+        string relative = onProc > 0 || !r.AtEnd ? r.Str() : "";
+        // appended: on a mount of ckpt's the tree's namespace covers (opened in ckpt's namespace)
+        bool covered = !r.AtEnd && r.Bool();
         r.End();
         if (onProc > 0)
         {
@@ -229,7 +241,8 @@ public sealed class RegularFile : IFileKind
         else if (deadPid != 0) fd = OpenDeadProcFile(ctx, path, deadPid, flags);
         else if (!deleted)
         {
-            if (!((mode & StatBuf.S_IFMT) == StatBuf.S_IFLNK ? FileCalls.TryLstat(path, out var st) : FileCalls.TryStat(path, out st)))
+            string reach = covered ? MountNamespace.InCkptNamespace(ctx.Session, path) : path;
+            if (!((mode & StatBuf.S_IFMT) == StatBuf.S_IFLNK ? FileCalls.TryLstat(reach, out var st) : FileCalls.TryStat(reach, out st)))
                 throw new CkptException($"restart: {path} (open in the image) no longer exists", ExitCodes.RestoreConflict);
             if ((mode & StatBuf.S_IFMT) == StatBuf.S_IFLNK && (st.Mode & StatBuf.S_IFMT) != StatBuf.S_IFLNK)
                 throw new CkptException($"restart: {path} (a symbolic link open in the image) is no longer one", ExitCodes.RestoreConflict);
@@ -250,6 +263,7 @@ public sealed class RegularFile : IFileKind
                 try { fd = ctx.OpenInVessel(removedName, FileCalls.ReopenFlags(flags) | FileCalls.O_CLOEXEC); }
                 finally { FileCalls.Unlink(removedName); }
             }
+            else if (covered) fd = MountNamespace.OpenInCkptNamespace(ctx, path, FileCalls.ReopenFlags(flags));
             else fd = ctx.OpenInVessel(path, FileCalls.ReopenFlags(flags) | FileCalls.O_CLOEXEC);
         }
         else fd = RestoreUnlinked(ctx, objref, path, flags, mode, size);

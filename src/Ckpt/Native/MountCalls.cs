@@ -60,6 +60,13 @@ public static unsafe partial class MountCalls
         return (int)Syscall(NrMountSetattr, mountFd, "", FileCalls.AT_EMPTY_PATH, &a, sizeof(MountAttr));
     }
 
+    /// <summary>mount_setattr(2) of the mount at <paramref name="path"/> itself (not following a last symbolic link): <paramref name="set"/> and <paramref name="clear"/> MOUNT_ATTR_* flags.</summary>
+    public static int SetAttributes(string path, ulong set, ulong clear)
+    {
+        var a = new MountAttr { AttrSet = set, AttrClr = clear };
+        return (int)Syscall(NrMountSetattr, FileCalls.AT_FDCWD, path, FileCalls.AT_SYMLINK_NOFOLLOW, &a, sizeof(MountAttr));
+    }
+
     [LibraryImport("libc", EntryPoint = "umount2", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int Umount2(string target, int flags);
 }

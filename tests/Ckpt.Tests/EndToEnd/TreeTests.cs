@@ -469,8 +469,9 @@ public sealed class TreeTests(E2eEnvironment env)
     /// A process in a mount namespace of its own with mounts of every kind ckpt makes again (tests/programs/
     /// mounts.c): a tmpfs with files of every type, modes, owners, times, a hole, hard and symbolic links, a
     /// second tmpfs on a directory of it, read-only and file bind mounts of the host's, a bind mount of a part
-    /// of its tmpfs, a sysfs, and a tmpfs of the script's it removed; it holds an fd at an offset, a shared
-    /// mapping and its cwd in its tmpfs. It checks them all after the restart; the script's tmpfs is still
+    /// of its tmpfs, a sysfs, a tmpfs of the script's it removed, another it remounted read-only, and a
+    /// tmpfs over a directory of the script's a file of which it holds open; it holds an fd at an offset, a
+    /// shared mapping and its cwd in its tmpfs. It checks them all after the restart; the script's tmpfs is still
     /// mounted in the script's namespace, and `ckpt info` lists the mounts.
     /// </summary>
     [Fact]
@@ -479,10 +480,12 @@ public sealed class TreeTests(E2eEnvironment env)
         env.Program("mounts");
         var r = new E2eScript(env, "mounts").Run("""
             D="$W/m"
-            mkdir -p "$D/host" "$D/t" "$D/t2" "$D/sys" "$D/gone"
+            mkdir -p "$D/host" "$D/t" "$D/t2" "$D/sys" "$D/gone" "$D/flg" "$D/cov"
             printf 'from host' > "$D/host/hostfile"
+            printf 'below' > "$D/cov/under"
             mount -t tmpfs ckpt-gone "$D/gone" || fail "cannot mount the script's tmpfs"
-            trap 'umount -l "$D/gone" 2>/dev/null' EXIT
+            mount -t tmpfs ckpt-flg "$D/flg" || fail "cannot mount the script's tmpfs"
+            trap 'umount -l "$D/gone" "$D/flg" 2>/dev/null' EXIT
             start "$W/out" "$BIN/mounts" "$D"
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
             checkpoint_kill
@@ -491,13 +494,14 @@ public sealed class TreeTests(E2eEnvironment env)
             [ "$(readlink /proc/$P/ns/mnt)" != "$(readlink /proc/self/ns/mnt)" ] || fail "the restarted process is in the script's mount namespace"
             finish_detached
             grep -q " $D/gone .* - tmpfs ckpt-gone " /proc/self/mountinfo || fail "the script's tmpfs is gone from its namespace"
+            grep -q " $D/flg rw,.* - tmpfs ckpt-flg " /proc/self/mountinfo || fail "the script's tmpfs is no longer read-write in its namespace"
             grep -q " $D/t " /proc/self/mountinfo && fail "the tree's tmpfs is in the script's namespace"
             true
             """);
         r.AssertPassed().AssertRestoredExit0();
         Assert.Contains("TMPFS yes", r.File("out"));
         var info = r.File("info.txt");
-        foreach (var kind in new[] { "kind=tmpfs", "kind=bind ", "kind=bindown", "removed (1)", "tmpfs_files: 14" })
+        foreach (var kind in new[] { "kind=tmpfs", "kind=bind ", "kind=bindown", "kind=flags", "removed (1)", "tmpfs_files: 15" })
             Assert.True(info.Contains(kind), $"ckpt info has no '{kind}':\n{info}{r.Diagnostics}");
         r.Cleanup();
     }
