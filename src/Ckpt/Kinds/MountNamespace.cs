@@ -135,6 +135,16 @@ public sealed class MountNamespace : ITreeNamespace
         var theirs = ReadMountInfo($"/proc/{rootPid}/mountinfo");
         var mineList = ReadMountInfo("/proc/self/mountinfo");
         var mine = mineList.GroupBy(m => m.Key).ToDictionary(g => g.Key, g => g.ToList());
+        // a root of its own (pivot_root into a container's file system): none of ckpt's mounts is kept, each of
+        // the tree's is made again (the bind mounts of ckpt's paths among them), its root first
+        var ckptRoot = mineList.LastOrDefault(m => m.MountPoint == "/");
+        bool ownRoot = !theirs.Any(m => m.MountPoint == "/" && m.Device == ckptRoot.Device && m.Root == ckptRoot.Root);
+        if (ownRoot)
+        {
+            if (theirs.Count == 0 || theirs[0].MountPoint != "/" || theirs.Count(m => m.MountPoint == "/") > 1)
+                throw new NotCheckpointableException(s.Tree[0].Pid, $"its mount namespace ({root}) has a root of its own that is not its first mount, or several mounts on /; not supported");
+            foreach (var l in mine.Values) l.Clear();
+        }
         var procs = new List<ProcMount>();
         var procIds = new HashSet<int>();
         var owns = new List<OwnMount>();
@@ -159,15 +169,21 @@ public sealed class MountNamespace : ITreeNamespace
             }
             if (theirs.FirstOrDefault(p => procIds.Contains(p.Id) && Under(m.MountPoint, p.MountPoint)) is { FsType: "proc" } over)
                 throw new NotCheckpointableException(s.Tree[0].Pid, $"its mount namespace ({root}) has a {m.FsType} mount on {m.MountPoint}, on its own proc mounted on {over.MountPoint}; not supported");
-            owns.Add(Classify(s, root!, rootPid, m, mineList, ownLines, owns, theirs));
+            owns.Add(Classify(s, root!, rootPid, m, mineList, ownLines, owns, theirs, ownRoot && owns.Count == 0));
             ownLines.Add(m);
             if (m.Propagation.Contains("shared:") || m.Propagation.Contains("master:"))
                 s.Log.Info($"the tree's mount on {m.MountPoint} propagates ({m.Propagation}); after the restart it is private");
         }
         // ckpt's mounts the tree has not: removed at restart, those on top first
         var removed = mineList.Where(m => mine[m.Key].Contains(m)).Select(m => m.MountPoint).Reverse().ToList();
-        if (removed.Contains("/"))
-            throw new NotCheckpointableException(s.Tree[0].Pid, $"its mount namespace ({root}) has another root than ckpt's (pivot_root or a chroot into a container's file system); not supported");
+        if (removed.Contains("/") && !ownRoot)
+            throw new NotCheckpointableException(s.Tree[0].Pid, $"its mount namespace ({root}) has another root than ckpt's; not supported");
+        if (ownRoot)
+        {
+            removed.Clear();
+            if (!procs.Any(m => m.MountPoint == "/proc") && !FileCalls.TryLstat($"/proc/{rootPid}/root/proc", out _))
+                s.Log.Info("the tree's root has no /proc: the restart puts ckpt's proc on it while it rebuilds the tree, on a /proc it makes");
+        }
         if (owns.Count > 0 || removed.Count > 0) s.Set(new TreeRoot { Pid = rootPid });
         // files open on its own procs (RegularFile): saved by mount and path under it
         var ownProcs = s.State<OwnProcs>();
@@ -198,11 +214,11 @@ public sealed class MountNamespace : ITreeNamespace
     }
 
     /// <summary>How the tree's own mount <paramref name="m"/> (not proc) is made again, or refused.</summary>
-    private static OwnMount Classify(CheckpointSession s, string ns, int rootPid, Mount m, List<Mount> mine, List<Mount> ownLines, List<OwnMount> owns, List<Mount> theirs)
+    private static OwnMount Classify(CheckpointSession s, string ns, int rootPid, Mount m, List<Mount> mine, List<Mount> ownLines, List<OwnMount> owns, List<Mount> theirs, bool isRoot)
     {
         int pid = s.Tree[0].Pid;
-        if (m.MountPoint == "/")
-            throw new NotCheckpointableException(pid, $"its mount namespace ({ns}) has another root than ckpt's ({m.FsType} {m.Source}, root {m.Root}: pivot_root or a chroot into a container's file system); not supported");
+        if (m.MountPoint == "/" && !isRoot)
+            throw new NotCheckpointableException(pid, $"its mount namespace ({ns}) has a {m.FsType} mount on / that is not its root; not supported");
         uint attrs = Attributes(s, m);
         // what the tree sees at the mount point: the root of this mount, unless another is on top of it
         string at = $"/proc/{rootPid}/root{m.MountPoint}";
@@ -226,6 +242,8 @@ public sealed class MountNamespace : ITreeNamespace
             }
         if (m.Root == "/" && m.FsType == "tmpfs")
             return new OwnMount(OwnKind.Tmpfs, m.MountPoint, m.FsType, m.Source, attrs, Options(m.SuperOptions), "", -1);
+        if (isRoot)
+            throw new NotCheckpointableException(pid, $"its mount namespace ({ns}) has a root of its own ({m.FsType} {m.Source}{(m.Root != "/" ? ", root " + m.Root : "")}) that is neither a bind mount of a directory ckpt reaches nor a tmpfs; not supported (an overlay root: not yet)");
         if (m.Root == "/" && NewKinds.Contains(m.FsType))
         {
             if (m.FsType == "devpts" && FileCalls.ListDir(at) is { } ptys && ptys.Any(n => n != "ptmx"))
@@ -392,11 +410,11 @@ public sealed class MountNamespace : ITreeNamespace
             for (int i = 0; i < no; i++)
             {
                 var m = new OwnMount((OwnKind)r.U8(), r.Str(), r.Str(), r.Str(), r.U32(), r.Str(), r.Str(), r.I32());
-                bool ok = m.MountPoint.StartsWith('/') && (m.MountPoint != "/" || m.Kind == OwnKind.Flags) && (m.Attributes & ~KnownAttributes) == 0 && m.Kind switch
+                bool ok = m.MountPoint.StartsWith('/') && (m.MountPoint != "/" || m.Kind == OwnKind.Flags || (i == 0 && m.Kind is OwnKind.Bind or OwnKind.Tmpfs)) && (m.Attributes & ~KnownAttributes) == 0 && m.Kind switch
                 {
                     OwnKind.Bind => m.From.StartsWith('/'),
                     OwnKind.BindOwn => m.FromIndex >= 0 && m.FromIndex < i && !m.From.StartsWith('/') && !m.From.Split('/').Contains(".."),
-                    OwnKind.Tmpfs => m.FsType == "tmpfs" && m.MountPoint != "/",
+                    OwnKind.Tmpfs => m.FsType == "tmpfs",
                     OwnKind.New => NewKinds.Contains(m.FsType),
                     OwnKind.Flags => m.From.Length == 0,
                     _ => false,
@@ -443,6 +461,8 @@ public sealed class MountNamespace : ITreeNamespace
         public int CkptNamespace = -1;
         /// <summary>ckpt's root directory (O_PATH), through which the paths of ckpt's namespace are reached meanwhile.</summary>
         public int CkptRoot = -1;
+        /// <summary>A clone of ckpt's proc is on /proc of the tree's own root until the proc mounts.</summary>
+        public bool StandIn;
     }
 
 
@@ -598,6 +618,16 @@ public sealed class MountNamespace : ITreeNamespace
         var s = root.Session;
         if (s.Existing<Pending>() is not { } p || (p.Own.Count == 0 && p.Removed.All(Late))) return;
         SetModesAndTimes(s, p);
+        // a root of its own: made first and pivoted to; ckpt's proc stands on its /proc while the tree is rebuilt
+        // (the calls injected into the vessels name /proc/PID paths of ckpt's namespace)
+        bool ownRoot = OwnRoot(p);
+        int standIn = -1;
+        if (ownRoot)
+        {
+            standIn = MountCalls.CloneTree(FileCalls.AT_FDCWD, "/proc");
+            if (standIn < 0) throw new CkptException($"restart: cannot clone ckpt's /proc (open_tree): {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
+            s.Own(standIn);
+        }
         // the bind mounts of ckpt's paths: cloned here, in ckpt's namespace
         for (int i = 0; i < p.Own.Count; i++)
             if (p.Own[i].Kind == OwnKind.Bind)
@@ -642,11 +672,25 @@ public sealed class MountNamespace : ITreeNamespace
                 ulong clear = m.Kind is OwnKind.Bind or OwnKind.BindOwn ? KnownAttributes : 0;
                 if (MountCalls.SetAttributes(p.OwnFds[i], attrs, clear, MountCalls.MS_PRIVATE) != 0)
                     return $"cannot set the flags of the {m.FsType} mount on {m.MountPoint} (mount_setattr 0x{attrs:x}): {Errors.Describe(Marshal.GetLastPInvokeError())}";
+                if (i == 0 && ownRoot)
+                {
+                    if (PivotTo(p.OwnFds[0]) is { } why) return why;
+                    continue;
+                }
                 if (MountCalls.Attach(p.OwnFds[i], m.MountPoint) != 0)
                     return $"cannot mount the {m.FsType} mount of the tree's own on {m.MountPoint} (move_mount): {Errors.Describe(Marshal.GetLastPInvokeError())}";
             }
+            if (ownRoot)
+            {
+                if (!Directory.Exists("/proc") && FileCalls.Mkdir("/proc", 0555) != 0)
+                    return $"cannot make /proc in the tree's root for ckpt's proc: {Errors.Describe(Marshal.GetLastPInvokeError())}";
+                if (MountCalls.SetAttributes(standIn, 0, 0, MountCalls.MS_PRIVATE) != 0 || MountCalls.Attach(standIn, "/proc") != 0)
+                    return $"cannot put ckpt's proc on /proc of the tree's root: {Errors.Describe(Marshal.GetLastPInvokeError())}";
+                p.StandIn = true;
+            }
             return null;
         });
+        if (standIn >= 0) s.CloseOwn(standIn);
         if (failed != null) throw new CkptException($"restart: {failed}", ExitCodes.RestoreConflict);
         foreach (int fd in p.OwnFds) if (fd >= 0) s.CloseOwn(fd);
         s.Log.Info($"the tree's mount namespace has its {p.Own.Count} mount(s) of its own again ({string.Join(", ", p.Own.Select(m => $"{m.FsType} on {m.MountPoint}"))}), {p.Removed.Count(m => !Late(m))} removed");
@@ -660,6 +704,23 @@ public sealed class MountNamespace : ITreeNamespace
         if (Sys.Call(Nr.unshare, CLONE_FS) != 0) throw SyscallException.Last("unshare(CLONE_FS)");
         ProcessCalls.JoinNamespace(root.Pid, "mnt", (int)CLONE_NEWNS);
         s.Log.Info("ckpt's tracer thread works in the tree's mount namespace");
+    }
+
+    /// <summary>The tree has a root of its own (pivot_root into a container's file system): its first own mount is on /.</summary>
+    private static bool OwnRoot(Pending p) => p.Own.Count > 0 && p.Own[0].MountPoint == "/" && p.Own[0].Kind != OwnKind.Flags;
+
+    /// <summary>
+    /// The calling thread's mount namespace gets the mount <paramref name="mountFd"/> as its root: attached on
+    /// top of the present one, made the root (<c>pivot_root(".", ".")</c> from inside it: the old root ends
+    /// on top of it) and the old root removed with every mount on it. Null, or what failed.
+    /// </summary>
+    private static string? PivotTo(int mountFd)
+    {
+        if (MountCalls.Attach(mountFd, "/") != 0) return $"cannot mount the tree's root (move_mount): {Errors.Describe(Marshal.GetLastPInvokeError())}";
+        if (Sys.Call(Nr.fchdir, mountFd) != 0) return $"cannot enter the tree's root (fchdir): {Errors.Describe(Marshal.GetLastPInvokeError())}";
+        if (MountCalls.PivotRoot(".", ".") != 0) return $"cannot make the tree's root the root of its mount namespace (pivot_root): {Errors.Describe(Marshal.GetLastPInvokeError())}";
+        if (MountCalls.Umount2(".", MountCalls.MNT_DETACH) != 0) return $"cannot remove ckpt's root from the tree's mount namespace: {Errors.Describe(Marshal.GetLastPInvokeError())}";
+        return FileCalls.ChdirRoot() == 0 ? null : $"chdir(/): {Errors.Describe(Marshal.GetLastPInvokeError())}";
     }
 
     /// <summary>
@@ -736,7 +797,7 @@ public sealed class MountNamespace : ITreeNamespace
     public static void MountProcs(RestoreSession s)
     {
         Leave(s);
-        if (s.Existing<Pending>() is not { } p || (p.Mounts.Count == 0 && !p.Removed.Any(Late))) return;
+        if (s.Existing<Pending>() is not { } p || (p.Mounts.Count == 0 && !p.Removed.Any(Late) && !p.StandIn)) return;
         int root = s.Processes[0].Pid;
         // every proc made now, in ckpt's namespace (where /proc/PID of the inits can be opened), detached
         var mfds = Enumerable.Range(0, p.Mounts.Count).Select(i => Detached(p, i)).ToArray();
@@ -744,6 +805,9 @@ public sealed class MountNamespace : ITreeNamespace
         {
             string? failed = InTreeNamespaces(root, false, () =>
             {
+                if (p.StandIn && MountCalls.Umount2("/proc", MountCalls.MNT_DETACH) != 0)
+                    return $"cannot remove ckpt's proc from /proc of the tree's root: {Errors.Describe(Marshal.GetLastPInvokeError())}";
+                p.StandIn = false;
                 foreach (var mp in p.Removed.Where(Late))
                     if (MountCalls.Umount2(mp, MountCalls.MNT_DETACH) != 0 && Marshal.GetLastPInvokeError() is not (Errors.EINVAL or Errors.ENOENT))
                         return $"cannot remove the mount on {mp} (the tree had removed it): {Errors.Describe(Marshal.GetLastPInvokeError())}";

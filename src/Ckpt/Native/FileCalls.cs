@@ -100,6 +100,12 @@ public static unsafe partial class FileCalls
     /// <summary>The dev_t of major:minor (glibc's makedev).</summary>
     public static ulong MakeDev(int major, int minor) => MakeDev((ulong)(uint)major, (ulong)(uint)minor);
 
+    [LibraryImport("libc", EntryPoint = "chdir", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Chdir(string path);
+
+    /// <summary>chdir("/") of the calling thread (its fs unshared: a thread of its own).</summary>
+    public static int ChdirRoot() => Chdir("/");
+
     [LibraryImport("libc", EntryPoint = "mkdir", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int Mkdir(string path, uint mode);
 

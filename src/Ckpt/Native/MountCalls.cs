@@ -67,6 +67,10 @@ public static unsafe partial class MountCalls
         return (int)Syscall(NrMountSetattr, FileCalls.AT_FDCWD, path, FileCalls.AT_SYMLINK_NOFOLLOW, &a, sizeof(MountAttr));
     }
 
+    /// <summary>pivot_root(2): the calling thread's mount namespace gets <paramref name="newRoot"/> as its root, the old one put on <paramref name="putOld"/>.</summary>
+    [LibraryImport("libc", EntryPoint = "pivot_root", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int PivotRoot(string newRoot, string putOld);
+
     [LibraryImport("libc", EntryPoint = "umount2", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int Umount2(string target, int flags);
 }

@@ -507,6 +507,50 @@ public sealed class TreeTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// A minimal container: a program run as the init of new pid and mount namespaces in a root of its own
+    /// (a directory bound on itself and made the root with pivot_root, the old root removed) with the host's
+    /// /usr read-only, a tmpfs /tmp and /dev (a device node made in it), a file it wrote in its /tmp, and a
+    /// proc of its pid namespace. The restart builds that root again and pivots to it (procns checks its
+    /// /proc, its child's ids there; the script, the mounts and files the restarted tree sees).
+    /// </summary>
+    [Fact]
+    public void ContainerWithARootOfItsOwn()
+    {
+        env.Program("procns");
+        var r = new E2eScript(env, "container").Run("""
+            R="$W/root"
+            mkdir -p "$R/usr" "$R/proc" "$R/tmp" "$R/dev" "$R/old" "$R/sbin2"
+            ln -s usr/lib "$R/lib"; ln -s usr/lib64 "$R/lib64"; ln -s usr/bin "$R/bin"
+            cp "$BIN/procns" "$R/sbin2/"
+            start "$W/out" unshare --mount --pid --fork sh -c '
+              R=$1
+              mount --bind "$R" "$R" && mount --bind /usr "$R/usr" && mount -o remount,bind,ro "$R/usr" &&
+              mount -t tmpfs ckpt-ctmp "$R/tmp" && echo kept > "$R/tmp/note" &&
+              mount -t tmpfs -o mode=755 ckpt-cdev "$R/dev" && mknod -m 666 "$R/dev/null" c 1 3 &&
+              mount -t proc proc "$R/proc" && cd "$R" && pivot_root . old && umount -l /old && exec /sbin2/procns' _ "$R"
+            wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
+            below_launcher
+            checkpoint_kill
+            wait $U 2>/dev/null
+            restart_detached
+            [ "$(readlink /proc/$P/root)" = / ] || fail "the restarted init's root is $(readlink /proc/$P/root)"
+            cut -d' ' -f4- /proc/$P/mountinfo > "$W/mounts.txt"
+            cat "/proc/$P/root/tmp/note" > "$W/note.txt"
+            stat -c '%F %t:%T' "/proc/$P/root/dev/null" > "$W/null.txt"
+            [ -e "/proc/$P/root/old/usr" ] && fail "the host's root is in the restarted container"
+            finish_detached
+            """);
+        r.AssertPassed().AssertRestoredExit0();
+        var mounts = r.File("mounts.txt");
+        foreach (var line in new[] { "/root / rw,", "/usr /usr ro,", "/ /tmp rw,relatime - tmpfs ckpt-ctmp", "/ /dev rw,relatime - tmpfs ckpt-cdev", "/ /proc rw,relatime - proc proc" })
+            Assert.True(mounts.Contains(line), $"the container has no mount '{line}':\n{mounts}{r.Diagnostics}");
+        Assert.Equal(5, mounts.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+        Assert.Equal("kept", r.File("note.txt").Trim());
+        Assert.Equal("character special file 1:3", r.File("null.txt").Trim());
+        r.Cleanup();
+    }
+
+    /// <summary>
     /// Programs of other tests run as the init of new pid, mount and network namespaces (<c>unshare --pid
     /// --fork --mount-proc --net</c>, lo up) and verify themselves after the restart: pidfds of reaped
     /// processes (helpers made with any id inside the new namespace must not take an id the image still
