@@ -32,8 +32,9 @@ namespace Ckpt.Kinds;
 /// <item>a mount of ckpt's at the same place with other flags (remounted read-only, nosuid...: systemd's
 /// ProtectSystem, of / too): its flags, set on the new namespace's copy.</item>
 /// </list>
-/// Anything else (a root of its own: pivot_root or chroot into a container's file system, overlay, a disk
-/// ckpt has not mounted, a FUSE file system...) is refused, naming the mount. The propagation of the tree's
+/// A tree with a root of its own (pivot_root into a container's directory or tmpfs, the old root removed)
+/// keeps none of ckpt's mounts: each of its mounts is saved, its root first. Anything else (an overlay, a
+/// disk ckpt has not mounted, a FUSE file system...) is refused, naming the mount. The propagation of the tree's
 /// mounts is not kept (they are all private after the restart). Paths of the tree's files are looked at
 /// through the root's /proc/PID/root (<see cref="Reach"/>). One MountNamespace
 /// record (then the MountFile records) before the Tree record.
@@ -45,7 +46,8 @@ namespace Ckpt.Kinds;
 /// namespace of the tree, before the others are forked (<see cref="Build"/>), a thread of ckpt that entered
 /// its mount, network, IPC and cgroup namespaces removes the mounts the tree had removed and attaches the
 /// tree's own in order (<c>open_tree</c> clones of the bind sources, <c>mount_setattr</c> for their flags and
-/// private propagation, <c>move_mount</c>). The proc mounts are put in place once every process is rebuilt,
+/// private propagation, <c>move_mount</c>; a root of its own is pivoted to, and ckpt's proc stands on its
+/// /proc until the proc mounts). The proc mounts are put in place once every process is rebuilt,
 /// just before they are let go (the calls injected until then name /proc/PID paths of ckpt's namespace),
 /// likewise (<see cref="MountProcs"/>); each is made detached by ckpt (<c>fsopen("proc")</c> with
 /// <c>pidns</c> set to the namespace's file) when a file on it is first opened again
