@@ -148,6 +148,14 @@ public sealed class CharDevice : IFileKind
             ctx.Log.Info($"device {path} ({major}:{minor}) reopened as {same}, the same device");
             path = same;
         }
+        // a device the tree's mount namespace has not (one opened before it pivoted to a root of its own):
+        // opened in ckpt's namespace, the same device
+        if (!IsDevice(path, major, minor) && MountNamespace.InCkptNamespace(ctx.Session, path) is var outside && outside != path && IsDevice(outside, major, minor))
+        {
+            ctx.Log.Info($"device {path} ({major}:{minor}) is not in the tree's mount namespace: opened in ckpt's");
+            Placed(ctx, objref, MountNamespace.OpenInCkptNamespace(ctx, path, openFlags & ~FileCalls.O_CLOEXEC), pos);
+            return;
+        }
         if (!IsDevice(path, major, minor))
             throw new CkptException($"restart: device {path} ({major}:{minor}) is not present here{(IsTerminal(major, minor) ? "; restart from a terminal to give the processes that one" : "")}", ExitCodes.RestoreConflict);
         Placed(ctx, objref, ctx.OpenInVessel(path, openFlags), pos);

@@ -29,6 +29,7 @@ namespace Ckpt.Kinds;
 /// covers, saved as an empty directory or file;</item>
 /// <item>a new instance of a file system whose contents the kernel makes (sysfs, mqueue, cgroup, devpts
 /// holding no pty...): its options;</item>
+/// <item>an overlay of directories ckpt reaches (a container engine's root): its options;</item>
 /// <item>a mount of ckpt's at the same place with other flags (remounted read-only, nosuid...: systemd's
 /// ProtectSystem, of / too): its flags, set on the new namespace's copy.</item>
 /// </list>
@@ -80,6 +81,8 @@ public sealed class MountNamespace : ITreeNamespace
         New = 4,
         /// <summary>A mount of ckpt's (the copy the new namespace has) with other per-mount flags: a read-only or nosuid remount (systemd's ProtectSystem, of / too).</summary>
         Flags = 5,
+        /// <summary>An overlay of directories ckpt reaches (a container engine's root): made again with the same options, in ckpt's namespace (they name its paths).</summary>
+        Overlay = 6,
     }
 
     /// <summary>A mount of the tree's own other than proc: how it is made, where, its file system, source, MOUNT_ATTR_* flags and super options.</summary>
@@ -244,8 +247,22 @@ public sealed class MountNamespace : ITreeNamespace
             }
         if (m.Root == "/" && m.FsType == "tmpfs")
             return new OwnMount(OwnKind.Tmpfs, m.MountPoint, m.FsType, m.Source, attrs, Options(m.SuperOptions), "", -1);
+        if (m.Root == "/" && m.FsType == "overlay")
+        {
+            // its layers are directories of the namespace it was made in: ckpt's must reach them
+            foreach (var o in m.SuperOptions.Split(','))
+            {
+                int eq = o.IndexOf('=');
+                string key = eq < 0 ? o : o[..eq];
+                if (key is not ("lowerdir" or "upperdir" or "workdir" or "lowerdir+" or "datadir+")) continue;
+                foreach (var dir in ProcMounts.Unescape(o[(eq + 1)..]).Split(':', StringSplitOptions.RemoveEmptyEntries))
+                    if (!Directory.Exists(dir))
+                        throw new NotCheckpointableException(pid, $"its overlay mount on {m.MountPoint} has {key} {dir}, which ckpt does not reach (a directory of another mount namespace, or removed); checkpoint from the namespace that made the overlay");
+            }
+            return new OwnMount(OwnKind.Overlay, m.MountPoint, m.FsType, m.Source, attrs, Options(m.SuperOptions), "", -1);
+        }
         if (isRoot)
-            throw new NotCheckpointableException(pid, $"its mount namespace ({ns}) has a root of its own ({m.FsType} {m.Source}{(m.Root != "/" ? ", root " + m.Root : "")}) that is neither a bind mount of a directory ckpt reaches nor a tmpfs; not supported (an overlay root: not yet)");
+            throw new NotCheckpointableException(pid, $"its mount namespace ({ns}) has a root of its own ({m.FsType} {m.Source}{(m.Root != "/" ? ", root " + m.Root : "")}) that is neither a bind mount of a directory ckpt reaches, a tmpfs nor an overlay; not supported");
         if (m.Root == "/" && NewKinds.Contains(m.FsType))
         {
             if (m.FsType == "devpts" && FileCalls.ListDir(at) is { } ptys && ptys.Any(n => n != "ptmx"))
@@ -412,13 +429,14 @@ public sealed class MountNamespace : ITreeNamespace
             for (int i = 0; i < no; i++)
             {
                 var m = new OwnMount((OwnKind)r.U8(), r.Str(), r.Str(), r.Str(), r.U32(), r.Str(), r.Str(), r.I32());
-                bool ok = m.MountPoint.StartsWith('/') && (m.MountPoint != "/" || m.Kind == OwnKind.Flags || (i == 0 && m.Kind is OwnKind.Bind or OwnKind.Tmpfs)) && (m.Attributes & ~KnownAttributes) == 0 && m.Kind switch
+                bool ok = m.MountPoint.StartsWith('/') && (m.MountPoint != "/" || m.Kind == OwnKind.Flags || (i == 0 && m.Kind is OwnKind.Bind or OwnKind.Tmpfs or OwnKind.Overlay)) && (m.Attributes & ~KnownAttributes) == 0 && m.Kind switch
                 {
                     OwnKind.Bind => m.From.StartsWith('/'),
                     OwnKind.BindOwn => m.FromIndex >= 0 && m.FromIndex < i && !m.From.StartsWith('/') && !m.From.Split('/').Contains(".."),
                     OwnKind.Tmpfs => m.FsType == "tmpfs",
                     OwnKind.New => NewKinds.Contains(m.FsType),
                     OwnKind.Flags => m.From.Length == 0,
+                    OwnKind.Overlay => m.FsType == "overlay",
                     _ => false,
                 };
                 if (!ok) throw new ImageFormatException($"MountNamespace record at offset {rec.Offset}: mount {i} of its own ({m.Kind} {m.FsType} on '{m.MountPoint}' from '{m.From}' {m.FromIndex})");
@@ -630,12 +648,19 @@ public sealed class MountNamespace : ITreeNamespace
             if (standIn < 0) throw new CkptException($"restart: cannot clone ckpt's /proc (open_tree): {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
             s.Own(standIn);
         }
-        // the bind mounts of ckpt's paths: cloned here, in ckpt's namespace
+        // the bind mounts of ckpt's paths and the overlays of its directories: made here, in ckpt's namespace
         for (int i = 0; i < p.Own.Count; i++)
             if (p.Own[i].Kind == OwnKind.Bind)
             {
                 int fd = MountCalls.CloneTree(FileCalls.AT_FDCWD, p.Own[i].From);
                 if (fd < 0) throw new CkptException($"restart: cannot bind {p.Own[i].From} on {p.Own[i].MountPoint} of the tree's mount namespace again (open_tree): {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
+                p.OwnFds[i] = s.Own(fd);
+            }
+            else if (p.Own[i].Kind == OwnKind.Overlay)
+            {
+                var m = p.Own[i];
+                var (fd, why) = MakeFs(m.FsType, m.MountPoint, m.Source, m.Options, m.Attributes);
+                if (why != null) throw new CkptException($"restart: {why}", ExitCodes.RestoreConflict);
                 p.OwnFds[i] = s.Own(fd);
             }
         string? failed = InTreeNamespaces(root.Pid, p.Own.Any(m => m.Kind == OwnKind.New), () =>
@@ -847,7 +872,8 @@ public sealed class MountNamespace : ITreeNamespace
             foreach (var o in options.Split(',', StringSplitOptions.RemoveEmptyEntries))
             {
                 int eq = o.IndexOf('=');
-                if ((eq < 0 ? Config(MountCalls.FSCONFIG_SET_FLAG, o, null, 0) : Config(MountCalls.FSCONFIG_SET_STRING, o[..eq], o[(eq + 1)..], 0)) is { } e2) return (-1, e2);
+                // (as mountinfo shows them: a space, comma or backslash in a value is an octal escape)
+                if ((eq < 0 ? Config(MountCalls.FSCONFIG_SET_FLAG, o, null, 0) : Config(MountCalls.FSCONFIG_SET_STRING, o[..eq], ProcMounts.Unescape(o[(eq + 1)..]), 0)) is { } e2) return (-1, e2);
             }
             if (Config(MountCalls.FSCONFIG_CMD_CREATE, null, null, 0) is { } e3) return (-1, e3);
             int mfd = MountCalls.FsMount(fs, attributes);

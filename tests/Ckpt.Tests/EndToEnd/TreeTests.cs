@@ -508,26 +508,35 @@ public sealed class TreeTests(E2eEnvironment env)
 
     /// <summary>
     /// A minimal container: a program run as the init of new pid and mount namespaces in a root of its own
-    /// (a directory bound on itself and made the root with pivot_root, the old root removed) with the host's
-    /// /usr read-only, a tmpfs /tmp and /dev (a device node made in it), a file it wrote in its /tmp, and a
-    /// proc of its pid namespace. The restart builds that root again and pivots to it (procns checks its
-    /// /proc, its child's ids there; the script, the mounts and files the restarted tree sees).
+    /// (a directory bound on itself, or an overlay of a lower and an upper directory as a container engine
+    /// makes, made the root with pivot_root, the old root removed) with the host's /usr read-only, a tmpfs
+    /// /tmp and /dev (a device node made in it), a file it wrote in its /tmp, and a proc of its pid
+    /// namespace. The restart builds that root again and pivots to it (procns checks its /proc, its child's
+    /// ids there; the script, the mounts and files the restarted tree sees).
     /// </summary>
-    [Fact]
-    public void ContainerWithARootOfItsOwn()
+    [Theory]
+    [InlineData("bind")]
+    [InlineData("overlay")]
+    public void ContainerWithARootOfItsOwn(string root)
     {
         env.Program("procns");
-        var r = new E2eScript(env, "container").Run("""
+        var r = new E2eScript(env, "container-" + root).Run($$"""
+            KIND={{root}}
+            """ + """
+
             R="$W/root"
-            mkdir -p "$R/usr" "$R/proc" "$R/tmp" "$R/dev" "$R/old" "$R/sbin2"
-            ln -s usr/lib "$R/lib"; ln -s usr/lib64 "$R/lib64"; ln -s usr/bin "$R/bin"
-            cp "$BIN/procns" "$R/sbin2/"
+            L="$R"
+            [ $KIND = overlay ] && L="$W/lower" && mkdir -p "$R" "$W/upper" "$W/work"
+            mkdir -p "$L/usr" "$L/proc" "$L/tmp" "$L/dev" "$L/old" "$L/sbin2"
+            ln -s usr/lib "$L/lib"; ln -s usr/lib64 "$L/lib64"; ln -s usr/bin "$L/bin"
+            cp "$BIN/procns" "$L/sbin2/"
+            if [ $KIND = overlay ]; then MAKE="mount -t overlay ckpt-ov -o lowerdir=$W/lower,upperdir=$W/upper,workdir=$W/work $R"; else MAKE="mount --bind $R $R"; fi
             start "$W/out" unshare --mount --pid --fork sh -c '
               R=$1
-              mount --bind "$R" "$R" && mount --bind /usr "$R/usr" && mount -o remount,bind,ro "$R/usr" &&
-              mount -t tmpfs ckpt-ctmp "$R/tmp" && echo kept > "$R/tmp/note" &&
+              $2 && mount --bind /usr "$R/usr" && mount -o remount,bind,ro "$R/usr" &&
+              mount -t tmpfs ckpt-ctmp "$R/tmp" && echo kept > "$R/tmp/note" && echo upper > "$R/written" &&
               mount -t tmpfs -o mode=755 ckpt-cdev "$R/dev" && mknod -m 666 "$R/dev/null" c 1 3 &&
-              mount -t proc proc "$R/proc" && cd "$R" && pivot_root . old && umount -l /old && exec /sbin2/procns' _ "$R"
+              mount -t proc proc "$R/proc" && cd "$R" && pivot_root . old && umount -l /old && exec /sbin2/procns' _ "$R" "$MAKE"
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
             below_launcher
             checkpoint_kill
@@ -536,17 +545,21 @@ public sealed class TreeTests(E2eEnvironment env)
             [ "$(readlink /proc/$P/root)" = / ] || fail "the restarted init's root is $(readlink /proc/$P/root)"
             cut -d' ' -f4- /proc/$P/mountinfo > "$W/mounts.txt"
             cat "/proc/$P/root/tmp/note" > "$W/note.txt"
+            cat "/proc/$P/root/written" > "$W/written.txt"
             stat -c '%F %t:%T' "/proc/$P/root/dev/null" > "$W/null.txt"
             [ -e "/proc/$P/root/old/usr" ] && fail "the host's root is in the restarted container"
             finish_detached
             """);
         r.AssertPassed().AssertRestoredExit0();
         var mounts = r.File("mounts.txt");
-        foreach (var line in new[] { "/root / rw,", "/usr /usr ro,", "/ /tmp rw,relatime - tmpfs ckpt-ctmp", "/ /dev rw,relatime - tmpfs ckpt-cdev", "/ /proc rw,relatime - proc proc" })
+        string rootLine = root == "overlay" ? "/ / rw,relatime - overlay ckpt-ov " : "/root / rw,";
+        foreach (var line in new[] { rootLine, "/usr /usr ro,", "/ /tmp rw,relatime - tmpfs ckpt-ctmp", "/ /dev rw,relatime - tmpfs ckpt-cdev", "/ /proc rw,relatime - proc proc" })
             Assert.True(mounts.Contains(line), $"the container has no mount '{line}':\n{mounts}{r.Diagnostics}");
         Assert.Equal(5, mounts.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
         Assert.Equal("kept", r.File("note.txt").Trim());
+        Assert.Equal("upper", r.File("written.txt").Trim());
         Assert.Equal("character special file 1:3", r.File("null.txt").Trim());
+        if (root == "overlay") Assert.True(File.Exists(Path.Combine(r.W, "upper", "written")), "the file written in the overlay is not in its upper directory");
         r.Cleanup();
     }
 
