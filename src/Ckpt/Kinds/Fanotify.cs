@@ -75,7 +75,7 @@ public sealed class Fanotify : IFileKind
                 uint dev = (uint)ProcFdInfo.Hex(sdev);
                 string? path = null;
                 if (w.TryGetValue("fhandle-bytes", out var hb) && w.TryGetValue("fhandle-type", out var ht) && w.TryGetValue("f_handle", out var h))
-                    path = Inotify.PathOfHandle((int)ProcFdInfo.Hex(hb), (int)ProcFdInfo.Hex(ht), Convert.FromHexString(h), inode, dev);
+                    path = Inotify.PathOfHandle(ctx.Session, (int)ProcFdInfo.Hex(hb), (int)ProcFdInfo.Hex(ht), Convert.FromHexString(h), inode, dev);
                 if (path == null)
                     throw new NotCheckpointableException(ctx.Pid, $"fanotify fd {f.Fd}: a mark is on inode {inode} of device {dev >> 20}:{dev & 0xfffff}, which no path reaches (unlinked, hidden by another mount, or a filesystem without file handles)");
                 marks.Add(new Mark(Target.Inode, mflags, mask, ignored, path, inode, dev));

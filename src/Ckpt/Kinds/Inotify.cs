@@ -86,7 +86,7 @@ public sealed class Inotify : IFileKind
             var watch = new Watch((int)ProcFdInfo.Hex(wd), (uint)ProcFdInfo.Hex(mask) & UserMask, "", ProcFdInfo.Hex(ino), (uint)ProcFdInfo.Hex(sdev));
             string? path = null;
             if (w.TryGetValue("fhandle-bytes", out var hb) && w.TryGetValue("fhandle-type", out var ht) && w.TryGetValue("f_handle", out var h))
-                path = PathOfHandle((int)ProcFdInfo.Hex(hb), (int)ProcFdInfo.Hex(ht), Convert.FromHexString(h), watch.Ino, watch.Sdev);
+                path = PathOfHandle(ctx.Session, (int)ProcFdInfo.Hex(hb), (int)ProcFdInfo.Hex(ht), Convert.FromHexString(h), watch.Ino, watch.Sdev);
             if (path == null)
             {
                 // a file removed while open (a log rotated under `tail -F`): reached at restart through an fd of
@@ -132,11 +132,12 @@ public sealed class Inotify : IFileKind
     /// The path of the inode behind a file handle: opened with open_by_handle_at on each mount of its
     /// device (kernel dev_t: major &lt;&lt; 20 | minor) until the link of the opened fd names that inode.
     /// </summary>
-    public static unsafe string? PathOfHandle(int bytes, int type, byte[] handle, ulong ino, uint sdev)
+    public static unsafe string? PathOfHandle(CheckpointSession s, int bytes, int type, byte[] handle, ulong ino, uint sdev)
     {
         if (bytes != handle.Length || bytes == 0) return null;
         string dev = $"{sdev >> 20}:{sdev & 0xfffff}";
-        var mounts = ProcMounts.MountPoints(f => f[2] == dev);
+        // a tree with mounts of its own: its mounts of that device, reached through its root (the paths are its)
+        var mounts = MountNamespace.TreeMountPoints(s, dev) ?? ProcMounts.MountPoints(f => f[2] == dev);
         var fh = new byte[8 + bytes];
         BitConverter.TryWriteBytes(fh.AsSpan(0), (uint)bytes);
         BitConverter.TryWriteBytes(fh.AsSpan(4), type);
@@ -156,7 +157,7 @@ public sealed class Inotify : IFileKind
                     string path;
                     try { path = MmState.ProcLink($"/proc/self/fd/{fd}"); } catch (CkptException) { continue; }
                     // (lstat: the inode may be a symbolic link, watched itself)
-                    if (path.StartsWith('/') && FileCalls.TryLstat(path, out var st) && st.Ino == ino
+                    if (path.StartsWith('/') && FileCalls.TryLstat(MountNamespace.Reach(s, path), out var st) && st.Ino == ino
                         && FileCalls.MajorOf(st.Dev) == (int)(sdev >> 20) && FileCalls.MinorOf(st.Dev) == (int)(sdev & 0xfffff))
                         return path;
                 }

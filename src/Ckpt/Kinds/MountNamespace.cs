@@ -132,6 +132,18 @@ public sealed class MountNamespace : ITreeNamespace
     public static string Reach(CheckpointSession s, string path)
         => s.Existing<TreeRoot>() is { } t && path.StartsWith('/') ? $"/proc/{t.Pid}/root{path}" : path;
 
+    /// <summary>
+    /// Checkpoint: the mount points of device <paramref name="device"/> (major:minor) in the tree's mount
+    /// namespace, as ckpt reaches them (through the root's /proc/PID/root), whole file systems first; null
+    /// when the tree's mounts are ckpt's.
+    /// </summary>
+    public static List<string>? TreeMountPoints(CheckpointSession s, string device)
+    {
+        if (s.Existing<TreeRoot>() is not { } t) return null;
+        return ReadMountInfo($"/proc/{t.Pid}/mountinfo").Where(m => m.Device == device).OrderBy(m => m.Root == "/" ? 0 : 1)
+            .Select(m => $"/proc/{t.Pid}/root{m.MountPoint}").ToList();
+    }
+
     public void Write(CheckpointSession s)
     {
         var (root, own) = s.TreeNamespace("mnt", "mount");
