@@ -112,6 +112,31 @@ public sealed class MountNamespace : ITreeNamespace
         return list;
     }
 
+    /// <summary>
+    /// The mounts of <paramref name="list"/> each after the one it is on (its parent): mountinfo lists them by
+    /// id, which is the order they were made in, not always the order they were attached in (a namespace the
+    /// restart built: its tmpfs mounts were made before its root).
+    /// </summary>
+    private static List<Mount> ParentsFirst(List<Mount> list)
+    {
+        var ids = list.Select(m => m.Id).ToHashSet();
+        var children = list.Where(m => m.Parent != m.Id && ids.Contains(m.Parent)).GroupBy(m => m.Parent).ToDictionary(g => g.Key, g => g.ToList());
+        var ordered = new List<Mount>(list.Count);
+        var stack = new Stack<Mount>();
+        foreach (var top in list.Where(m => m.Parent == m.Id || !ids.Contains(m.Parent)))
+        {
+            stack.Push(top);
+            while (stack.Count > 0)
+            {
+                var m = stack.Pop();
+                ordered.Add(m);
+                if (children.TryGetValue(m.Id, out var kids))
+                    for (int i = kids.Count - 1; i >= 0; i--) stack.Push(kids[i]);
+            }
+        }
+        return ordered.Count == list.Count ? ordered : list;   // (a loop: not a mount tree; as listed)
+    }
+
     /// <summary>Is <paramref name="path"/> <paramref name="dir"/> or under it?</summary>
     private static bool Under(string path, string dir)
         => path == dir || dir == "/" || path.StartsWith(dir.TrimEnd('/') + "/", StringComparison.Ordinal);
@@ -149,8 +174,8 @@ public sealed class MountNamespace : ITreeNamespace
         var (root, own) = s.TreeNamespace("mnt", "mount");
         if (!own) return;
         var rootPid = s.Find(s.Tree[0].Pid)?.Pid ?? s.Tree[0].Pid;
-        var theirs = ReadMountInfo($"/proc/{rootPid}/mountinfo");
-        var mineList = ReadMountInfo("/proc/self/mountinfo");
+        var theirs = ParentsFirst(ReadMountInfo($"/proc/{rootPid}/mountinfo"));
+        var mineList = ParentsFirst(ReadMountInfo("/proc/self/mountinfo"));
         var mine = mineList.GroupBy(m => m.Key).ToDictionary(g => g.Key, g => g.ToList());
         // a root of its own (pivot_root into a container's file system): none of ckpt's mounts is kept, each of
         // the tree's is made again (the bind mounts of ckpt's paths among them), its root first

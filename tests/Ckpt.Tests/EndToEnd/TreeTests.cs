@@ -511,8 +511,9 @@ public sealed class TreeTests(E2eEnvironment env)
     /// (a directory bound on itself, or an overlay of a lower and an upper directory as a container engine
     /// makes, made the root with pivot_root, the old root removed) with the host's /usr read-only, a tmpfs
     /// /tmp and /dev (a device node made in it), a file it wrote in its /tmp, and a proc of its pid
-    /// namespace. The restart builds that root again and pivots to it (procns checks its /proc, its child's
-    /// ids there; the script, the mounts and files the restarted tree sees).
+    /// namespace. The restart builds that root again and pivots to it, twice (the namespace a restart built
+    /// is checkpointed again; procns checks its /proc, its child's ids there; the script, the mounts and files
+    /// the restarted tree sees).
     /// </summary>
     [Theory]
     [InlineData("bind")]
@@ -541,6 +542,9 @@ public sealed class TreeTests(E2eEnvironment env)
             below_launcher
             checkpoint_kill
             wait $U 2>/dev/null
+            restart_detached
+            # the namespace the restart built, checkpointed and restarted again
+            checkpoint_kill
             restart_detached
             [ "$(readlink /proc/$P/root)" = / ] || fail "the restarted init's root is $(readlink /proc/$P/root)"
             cut -d' ' -f4- /proc/$P/mountinfo > "$W/mounts.txt"
