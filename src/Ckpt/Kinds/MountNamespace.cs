@@ -83,6 +83,8 @@ public sealed class MountNamespace : ITreeNamespace
         Flags = 5,
         /// <summary>An overlay of directories ckpt reaches (a container engine's root): made again with the same options, in ckpt's namespace (they name its paths).</summary>
         Overlay = 6,
+        /// <summary>A bind mount of <see cref="OwnMount.From"/> under the tree's own proc mount <see cref="OwnMount.FromIndex"/> (/proc/sys bound read-only on itself, as container engines do).</summary>
+        BindProc = 7,
     }
 
     /// <summary>A mount of the tree's own other than proc: how it is made, where, its file system, source, MOUNT_ATTR_* flags and super options.</summary>
@@ -209,9 +211,11 @@ public sealed class MountNamespace : ITreeNamespace
                 ownLines.Add(m);
                 continue;
             }
-            if (theirs.FirstOrDefault(p => procIds.Contains(p.Id) && Under(m.MountPoint, p.MountPoint)) is { FsType: "proc" } over)
-                throw new NotCheckpointableException(s.Tree[0].Pid, $"its mount namespace ({root}) has a {m.FsType} mount on {m.MountPoint}, on its own proc mounted on {over.MountPoint}; not supported");
-            owns.Add(Classify(s, root!, rootPid, m, mineList, ownLines, owns, theirs, ownRoot && owns.Count == 0));
+            var made = Classify(s, root!, rootPid, m, mineList, ownLines, theirs.Where(p => procIds.Contains(p.Id)).ToList(), theirs, ownRoot && owns.Count == 0);
+            // on its own proc (a container engine's masks: /dev/null on /proc/kcore, a read-only /proc/sys, a tmpfs on /proc/acpi): mounted after it
+            if (theirs.FirstOrDefault(p => procIds.Contains(p.Id) && Under(m.MountPoint, p.MountPoint)) is { FsType: "proc" } over && made.Kind is not (OwnKind.Bind or OwnKind.BindOwn or OwnKind.BindProc or OwnKind.Tmpfs))
+                throw new NotCheckpointableException(s.Tree[0].Pid, $"its mount namespace ({root}) has a {m.FsType} mount on {m.MountPoint}, on its own proc mounted on {over.MountPoint}, which is no bind mount or tmpfs; not supported");
+            owns.Add(made);
             ownLines.Add(m);
             if (m.Propagation.Contains("shared:") || m.Propagation.Contains("master:"))
                 s.Log.Info($"the tree's mount on {m.MountPoint} propagates ({m.Propagation}); after the restart it is private");
@@ -256,7 +260,7 @@ public sealed class MountNamespace : ITreeNamespace
     }
 
     /// <summary>How the tree's own mount <paramref name="m"/> (not proc) is made again, or refused.</summary>
-    private static OwnMount Classify(CheckpointSession s, string ns, int rootPid, Mount m, List<Mount> mine, List<Mount> ownLines, List<OwnMount> owns, List<Mount> theirs, bool isRoot)
+    private static OwnMount Classify(CheckpointSession s, string ns, int rootPid, Mount m, List<Mount> mine, List<Mount> ownLines, List<Mount> procLines, List<Mount> theirs, bool isRoot)
     {
         int pid = s.Tree[0].Pid;
         if (m.MountPoint == "/" && !isRoot)
@@ -281,6 +285,14 @@ public sealed class MountNamespace : ITreeNamespace
                 string rel = Below(m.Root, ownLines[j].Root);
                 if (Same($"/proc/{rootPid}/root{ownLines[j].MountPoint.TrimEnd('/')}{(rel.Length > 0 ? "/" + rel : "")}"))
                     return new OwnMount(OwnKind.BindOwn, m.MountPoint, m.FsType, m.Source, attrs, "", rel, j);
+            }
+        // a bind mount of a part of a proc of its own
+        for (int j = 0; j < procLines.Count; j++)
+            if (procLines[j].Device == m.Device && m.FsType == "proc")
+            {
+                string rel = Below(m.Root, "/");
+                if (Same($"/proc/{rootPid}/root{procLines[j].MountPoint.TrimEnd('/')}{(rel.Length > 0 ? "/" + rel : "")}"))
+                    return new OwnMount(OwnKind.BindProc, m.MountPoint, m.FsType, m.Source, attrs, "", rel, j);
             }
         if (m.Root == "/" && m.FsType == "tmpfs")
             return new OwnMount(OwnKind.Tmpfs, m.MountPoint, m.FsType, m.Source, attrs, Options(m.SuperOptions), "", -1);
@@ -474,6 +486,7 @@ public sealed class MountNamespace : ITreeNamespace
                     OwnKind.New => NewKinds.Contains(m.FsType),
                     OwnKind.Flags => m.From.Length == 0,
                     OwnKind.Overlay => m.FsType == "overlay",
+                    OwnKind.BindProc => m.FromIndex >= 0 && m.FromIndex < list.Count && !m.From.StartsWith('/') && !m.From.Split('/').Contains(".."),
                     _ => false,
                 };
                 if (!ok) throw new ImageFormatException($"MountNamespace record at offset {rec.Offset}: mount {i} of its own ({m.Kind} {m.FsType} on '{m.MountPoint}' from '{m.From}' {m.FromIndex})");
@@ -570,7 +583,8 @@ public sealed class MountNamespace : ITreeNamespace
                 if (p.Own[i].Kind == OwnKind.Tmpfs)
                 {
                     var m = p.Own[i];
-                    var (fd, failed) = MakeFs("tmpfs", m.MountPoint, m.Source, m.Options, m.Attributes);
+                    // (writable while it is filled: its flags are set as it is attached)
+                    var (fd, failed) = MakeFs("tmpfs", m.MountPoint, m.Source, m.Options, m.Attributes & ~MountCalls.MOUNT_ATTR_RDONLY);
                     if (failed != null) throw new CkptException($"restart: {failed}", ExitCodes.RestoreConflict);
                     p.OwnFds[i] = s.Own(fd);
                 }
@@ -664,6 +678,42 @@ public sealed class MountNamespace : ITreeNamespace
     /// <summary>A mount that is removed only with the proc mounts (those under /proc: the calls injected until then use ckpt's /proc/PID).</summary>
     private static bool Late(string mountPoint) => Under(mountPoint, "/proc");
 
+    /// <summary>An own mount made only with the proc mounts: one on a proc of the tree's own, or a bind mount of a part of one (or of such a mount).</summary>
+    private static bool LateOwn(Pending p, int i)
+    {
+        var m = p.Own[i];
+        return m.Kind == OwnKind.BindProc || p.Mounts.Any(pm => Under(m.MountPoint, pm.MountPoint)) || (m.Kind == OwnKind.BindOwn && LateOwn(p, m.FromIndex));
+    }
+
+    /// <summary>Own mount <paramref name="i"/>, made (<paramref name="fd"/>), attached on its mount point with its flags and private propagation: null, or what failed.</summary>
+    private static string? AttachOwn(Pending p, int i, int fd)
+    {
+        var m = p.Own[i];
+        // its own flags (a bind mount's are the source's until then, a tmpfs was writable to be filled); every
+        // mount is private (a clone of a shared mount of ckpt's would be its peer)
+        ulong attrs = m.Attributes, clear = KnownAttributes;
+        if (MountCalls.SetAttributes(fd, attrs, clear, MountCalls.MS_PRIVATE) != 0)
+            return $"cannot set the flags of the {m.FsType} mount on {m.MountPoint} (mount_setattr 0x{attrs:x}): {Errors.Describe(Marshal.GetLastPInvokeError())}";
+        if (MountCalls.Attach(fd, m.MountPoint) != 0)
+            return $"cannot mount the {m.FsType} mount of the tree's own on {m.MountPoint} (move_mount): {Errors.Describe(Marshal.GetLastPInvokeError())}";
+        return null;
+    }
+
+    /// <summary>A clone of <paramref name="path"/> of the calling thread's mount namespace (a part of an own mount, attached by now) for own mount <paramref name="i"/>: its fd, or -1 and <paramref name="failed"/>.</summary>
+    private static int CloneFor(Pending p, int i, string path, out string? failed)
+    {
+        int fd = MountCalls.CloneTree(FileCalls.AT_FDCWD, path);
+        failed = fd < 0 ? $"cannot bind {path} on {p.Own[i].MountPoint} again (open_tree): {Errors.Describe(Marshal.GetLastPInvokeError())}" : null;
+        return fd;
+    }
+
+    /// <summary>Where a bind mount of a part of an own or proc mount finds that part, in the tree's namespace.</summary>
+    private static string SourceOf(Pending p, OwnMount m)
+    {
+        string top = (m.Kind == OwnKind.BindProc ? p.Mounts[m.FromIndex].MountPoint : p.Own[m.FromIndex].MountPoint).TrimEnd('/');
+        return m.From.Length == 0 ? (top.Length == 0 ? "/" : top) : $"{top}/{m.From}";
+    }
+
     /// <summary>
     /// Once the root's vessel is in every namespace of the tree, before the other vessels are forked from it:
     /// the mounts of ckpt's the tree had removed are removed, and the tree's own (but proc) are attached in
@@ -687,7 +737,8 @@ public sealed class MountNamespace : ITreeNamespace
         }
         // the bind mounts of ckpt's paths and the overlays of its directories: made here, in ckpt's namespace
         for (int i = 0; i < p.Own.Count; i++)
-            if (p.Own[i].Kind == OwnKind.Bind)
+            if (LateOwn(p, i)) continue;
+            else if (p.Own[i].Kind == OwnKind.Bind)
             {
                 int fd = MountCalls.CloneTree(FileCalls.AT_FDCWD, p.Own[i].From);
                 if (fd < 0) throw new CkptException($"restart: cannot bind {p.Own[i].From} on {p.Own[i].MountPoint} of the tree's mount namespace again (open_tree): {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
@@ -716,7 +767,7 @@ public sealed class MountNamespace : ITreeNamespace
             for (int i = 0; i < p.Own.Count; i++)
             {
                 var m = p.Own[i];
-                if (m.Kind == OwnKind.Flags) continue;
+                if (m.Kind == OwnKind.Flags || LateOwn(p, i)) continue;
                 if (m.Kind == OwnKind.BindOwn)
                 {
                     int from = p.OwnFds[m.FromIndex];
@@ -731,18 +782,15 @@ public sealed class MountNamespace : ITreeNamespace
                     if (why != null) return why;
                     p.OwnFds[i] = s.Own(fd);
                 }
-                // a bind mount takes its own flags; every mount is private (a clone of a shared mount of ckpt's would be its peer)
-                ulong attrs = m.Kind is OwnKind.Bind or OwnKind.BindOwn ? m.Attributes : 0;
-                ulong clear = m.Kind is OwnKind.Bind or OwnKind.BindOwn ? KnownAttributes : 0;
-                if (MountCalls.SetAttributes(p.OwnFds[i], attrs, clear, MountCalls.MS_PRIVATE) != 0)
-                    return $"cannot set the flags of the {m.FsType} mount on {m.MountPoint} (mount_setattr 0x{attrs:x}): {Errors.Describe(Marshal.GetLastPInvokeError())}";
                 if (i == 0 && ownRoot)
                 {
+                    ulong attrs = m.Attributes, clear = KnownAttributes;
+                    if (MountCalls.SetAttributes(p.OwnFds[0], attrs, clear, MountCalls.MS_PRIVATE) != 0)
+                        return $"cannot set the flags of the tree's root (mount_setattr 0x{attrs:x}): {Errors.Describe(Marshal.GetLastPInvokeError())}";
                     if (PivotTo(p.OwnFds[0]) is { } why) return why;
                     continue;
                 }
-                if (MountCalls.Attach(p.OwnFds[i], m.MountPoint) != 0)
-                    return $"cannot mount the {m.FsType} mount of the tree's own on {m.MountPoint} (move_mount): {Errors.Describe(Marshal.GetLastPInvokeError())}";
+                if (AttachOwn(p, i, p.OwnFds[i]) is { } failed) return failed;
             }
             if (ownRoot)
             {
@@ -756,7 +804,9 @@ public sealed class MountNamespace : ITreeNamespace
         });
         if (standIn >= 0) s.CloseOwn(standIn);
         if (failed != null) throw new CkptException($"restart: {failed}", ExitCodes.RestoreConflict);
-        foreach (int fd in p.OwnFds) if (fd >= 0) s.CloseOwn(fd);
+        // (a tmpfs mounted on a proc of the tree's own stays made, detached, until the proc mounts)
+        for (int i = 0; i < p.Own.Count; i++)
+            if (p.OwnFds[i] >= 0 && !LateOwn(p, i)) { s.CloseOwn(p.OwnFds[i]); p.OwnFds[i] = -1; }
         s.Log.Info($"the tree's mount namespace has its {p.Own.Count} mount(s) of its own again ({string.Join(", ", p.Own.Select(m => $"{m.FsType} on {m.MountPoint}"))}), {p.Removed.Count(m => !Late(m))} removed");
         // ckpt's tracer thread works in the tree's mount namespace from now on (until the proc mounts): every
         // path the restart opens, binds, connects to or changes is the tree's (its /proc is ckpt's until then)
@@ -863,6 +913,14 @@ public sealed class MountNamespace : ITreeNamespace
         Leave(s);
         if (s.Existing<Pending>() is not { } p || (p.Mounts.Count == 0 && !p.Removed.Any(Late) && !p.StandIn)) return;
         int root = s.Processes[0].Pid;
+        var late = Enumerable.Range(0, p.Own.Count).Where(i => LateOwn(p, i)).ToList();
+        // the bind mounts of ckpt's paths on the tree's procs: cloned here, in ckpt's namespace
+        foreach (int i in late.Where(i => p.Own[i].Kind == OwnKind.Bind))
+        {
+            int fd = MountCalls.CloneTree(FileCalls.AT_FDCWD, p.Own[i].From);
+            if (fd < 0) throw new CkptException($"restart: cannot bind {p.Own[i].From} on {p.Own[i].MountPoint} of the tree's mount namespace again (open_tree): {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
+            p.OwnFds[i] = s.Own(fd);
+        }
         // every proc made now, in ckpt's namespace (where /proc/PID of the inits can be opened), detached
         var mfds = Enumerable.Range(0, p.Mounts.Count).Select(i => Detached(p, i)).ToArray();
         try
@@ -878,8 +936,21 @@ public sealed class MountNamespace : ITreeNamespace
                 for (int i = 0; i < p.Mounts.Count; i++)
                     if (MountCalls.Attach(mfds[i], p.Mounts[i].MountPoint) != 0)
                         return $"move_mount of a proc onto {p.Mounts[i].MountPoint}: {Errors.Describe(Marshal.GetLastPInvokeError())}";
+                // then what is mounted on them, in order
+                foreach (int i in late)
+                {
+                    var m = p.Own[i];
+                    if (m.Kind is OwnKind.BindOwn or OwnKind.BindProc)
+                    {
+                        p.OwnFds[i] = CloneFor(p, i, SourceOf(p, m), out var why);
+                        if (why != null) return why;
+                        s.Own(p.OwnFds[i]);
+                    }
+                    if (AttachOwn(p, i, p.OwnFds[i]) is { } failed) return failed;
+                }
                 return null;
             });
+            foreach (int i in late) if (p.OwnFds[i] >= 0) { s.CloseOwn(p.OwnFds[i]); p.OwnFds[i] = -1; }
             if (failed != null) throw new CkptException($"restart: {failed}", ExitCodes.RestoreConflict);
             s.Log.Info($"the tree's mount namespace has its proc mount(s) again: {string.Join(", ", p.Mounts.Select(m => m.MountPoint))}");
         }
@@ -953,6 +1024,7 @@ public sealed class MountNamespace : ITreeNamespace
                 if (m.Options.Length > 0) n.Set("options", m.Options);
                 if (m.Kind == OwnKind.Bind) n.Set("from", m.From);
                 if (m.Kind == OwnKind.BindOwn) n.Set("from", $"{saved.Own[m.FromIndex].MountPoint.TrimEnd('/')}/{m.From}");
+                if (m.Kind == OwnKind.BindProc) n.Set("from", $"{saved.Procs[m.FromIndex].MountPoint.TrimEnd('/')}/{m.From}");
                 own.Add(n);
             }
         }

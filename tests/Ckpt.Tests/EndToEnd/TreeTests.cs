@@ -510,8 +510,9 @@ public sealed class TreeTests(E2eEnvironment env)
     /// A minimal container: a program run as the init of new pid and mount namespaces in a root of its own
     /// (a directory bound on itself, or an overlay of a lower and an upper directory as a container engine
     /// makes, made the root with pivot_root, the old root removed) with the host's /usr read-only, a tmpfs
-    /// /tmp and /dev (a device node made in it), a file it wrote in its /tmp, and a proc of its pid
-    /// namespace. The restart builds that root again and pivots to it, twice (the namespace a restart built
+    /// /tmp and /dev (a device node made in it), a file it wrote in its /tmp, a proc of its pid namespace
+    /// and, on it, what container engines mount to mask parts of it (/dev/null on a file, /proc/sys bound
+    /// read-only on itself, a read-only tmpfs on a directory). The restart builds that root again and pivots to it, twice (the namespace a restart built
     /// is checkpointed again; procns checks its /proc, its child's ids there; the script, the mounts and files
     /// the restarted tree sees).
     /// </summary>
@@ -537,7 +538,9 @@ public sealed class TreeTests(E2eEnvironment env)
               $2 && mount --bind /usr "$R/usr" && mount -o remount,bind,ro "$R/usr" &&
               mount -t tmpfs ckpt-ctmp "$R/tmp" && echo kept > "$R/tmp/note" && echo upper > "$R/written" &&
               mount -t tmpfs -o mode=755 ckpt-cdev "$R/dev" && mknod -m 666 "$R/dev/null" c 1 3 &&
-              mount -t proc proc "$R/proc" && cd "$R" && pivot_root . old && umount -l /old && exec /sbin2/procns' _ "$R" "$MAKE"
+              mount -t proc proc "$R/proc" && mount --bind "$R/dev/null" "$R/proc/uptime" &&
+              mount --bind "$R/proc/sys" "$R/proc/sys" && mount -o remount,bind,ro "$R/proc/sys" && mount -t tmpfs -o ro ckpt-cfs "$R/proc/fs" &&
+              cd "$R" && pivot_root . old && umount -l /old && exec /sbin2/procns' _ "$R" "$MAKE"
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
             below_launcher
             checkpoint_kill
@@ -557,9 +560,10 @@ public sealed class TreeTests(E2eEnvironment env)
         r.AssertPassed().AssertRestoredExit0();
         var mounts = r.File("mounts.txt");
         string rootLine = root == "overlay" ? "/ / rw,relatime - overlay ckpt-ov " : "/root / rw,";
-        foreach (var line in new[] { rootLine, "/usr /usr ro,", "/ /tmp rw,relatime - tmpfs ckpt-ctmp", "/ /dev rw,relatime - tmpfs ckpt-cdev", "/ /proc rw,relatime - proc proc" })
+        foreach (var line in new[] { rootLine, "/usr /usr ro,", "/ /tmp rw,relatime - tmpfs ckpt-ctmp", "/ /dev rw,relatime - tmpfs ckpt-cdev", "/ /proc rw,relatime - proc proc",
+                     "/null /proc/uptime rw,relatime - tmpfs ckpt-cdev", "/sys /proc/sys ro,relatime - proc proc", "/ /proc/fs ro,relatime - tmpfs ckpt-cfs" })
             Assert.True(mounts.Contains(line), $"the container has no mount '{line}':\n{mounts}{r.Diagnostics}");
-        Assert.Equal(5, mounts.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+        Assert.Equal(8, mounts.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
         Assert.Equal("kept", r.File("note.txt").Trim());
         Assert.Equal("upper", r.File("written.txt").Trim());
         Assert.Equal("character special file 1:3", r.File("null.txt").Trim());
