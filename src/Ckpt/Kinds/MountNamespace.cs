@@ -185,8 +185,10 @@ public sealed class MountNamespace : ITreeNamespace
         bool ownRoot = !theirs.Any(m => m.MountPoint == "/" && m.Device == ckptRoot.Device && m.Root == ckptRoot.Root);
         if (ownRoot)
         {
-            if (theirs.Count == 0 || theirs[0].MountPoint != "/" || theirs.Count(m => m.MountPoint == "/") > 1)
-                throw new NotCheckpointableException(s.Tree[0].Pid, $"its mount namespace ({root}) has a root of its own that is not its first mount, or several mounts on /; not supported");
+            if (!theirs.Any(m => m.MountPoint == "/"))
+                throw new NotCheckpointableException(s.Tree[0].Pid, $"its root is a directory of its mount namespace ({root}) that is no mount (chroot inside a mount namespace of its own); not supported: make it a mount (bind it on itself) and pivot_root to it");
+            if (theirs[0].MountPoint != "/" || theirs.Count(m => m.MountPoint == "/") > 1)
+                throw new NotCheckpointableException(s.Tree[0].Pid, $"its mount namespace ({root}) has several mounts on its root, or mounts that are not under it; not supported");
             foreach (var l in mine.Values) l.Clear();
         }
         var procs = new List<ProcMount>();
