@@ -297,7 +297,7 @@ public sealed class MountNamespace : ITreeNamespace
                     return new OwnMount(OwnKind.BindProc, m.MountPoint, m.FsType, m.Source, attrs, "", rel, j);
             }
         if (m.Root == "/" && m.FsType == "tmpfs")
-            return new OwnMount(OwnKind.Tmpfs, m.MountPoint, m.FsType, m.Source, attrs, Options(m.SuperOptions), "", -1);
+            return new OwnMount(OwnKind.Tmpfs, m.MountPoint, m.FsType, m.Source, attrs, Options(m.SuperOptions, keepRo: true), "", -1);
         if (m.Root == "/" && m.FsType == "overlay")
         {
             // its layers are directories of the namespace it was made in: ckpt's must reach them
@@ -310,7 +310,7 @@ public sealed class MountNamespace : ITreeNamespace
                     if (!Directory.Exists(dir))
                         throw new NotCheckpointableException(pid, $"its overlay mount on {m.MountPoint} has {key} {dir}, which ckpt does not reach (a directory of another mount namespace, or removed); checkpoint from the namespace that made the overlay");
             }
-            return new OwnMount(OwnKind.Overlay, m.MountPoint, m.FsType, m.Source, attrs, Options(m.SuperOptions), "", -1);
+            return new OwnMount(OwnKind.Overlay, m.MountPoint, m.FsType, m.Source, attrs, Options(m.SuperOptions, keepRo: true), "", -1);
         }
         if (isRoot)
             throw new NotCheckpointableException(pid, $"its mount namespace ({ns}) has a root of its own ({m.FsType} {m.Source}{(m.Root != "/" ? ", root " + m.Root : "")}) that is neither a bind mount of a directory ckpt reaches, a tmpfs nor an overlay; not supported");
@@ -318,7 +318,7 @@ public sealed class MountNamespace : ITreeNamespace
         {
             if (m.FsType == "devpts" && FileCalls.ListDir(at) is { } ptys && ptys.Any(n => n != "ptmx"))
                 throw new NotCheckpointableException(pid, $"its devpts instance on {m.MountPoint} holds ptys ({string.Join(", ", ptys.Where(n => n != "ptmx").Take(5))}); a devpts of the tree's own with ptys is not supported");
-            return new OwnMount(OwnKind.New, m.MountPoint, m.FsType, m.Source, attrs, Options(m.SuperOptions), "", -1);
+            return new OwnMount(OwnKind.New, m.MountPoint, m.FsType, m.Source, attrs, Options(m.SuperOptions, keepRo: true), "", -1);
         }
         throw new NotCheckpointableException(pid, $"its mount namespace ({ns}) has a {m.FsType} mount ({m.Source}{(m.Root != "/" ? ", root " + m.Root : "")}) on {m.MountPoint} that ckpt cannot make again"
             + " (not a bind mount of a path ckpt reaches, nor a tmpfs, proc, sysfs, mqueue, cgroup or devpts of its own); checkpoint a tree whose mounts are of those kinds");
@@ -427,8 +427,19 @@ public sealed class MountNamespace : ITreeNamespace
         return a;
     }
 
-    /// <summary>The super options to give fsconfig: all but rw/ro (a mount attribute) and seclabel (shown, not set).</summary>
-    private static string Options(string superOptions) => string.Join(',', superOptions.Split(',').Where(o => o is not ("rw" or "ro" or "seclabel") && o.Length > 0));
+    /// <summary>
+    /// The super options to give fsconfig: all but rw (the default), seclabel (shown, not set) and ro (a
+    /// read-only super block: kept for the file systems made again, <paramref name="keepRo"/>).
+    /// </summary>
+    private static string Options(string superOptions, bool keepRo = false)
+        => string.Join(',', superOptions.Split(',').Where(o => o.Length > 0 && !(o is "rw" or "seclabel" || (o == "ro" && !keepRo))));
+
+    /// <summary>Options without a read-only super block's "ro" (a tmpfs is made writable to be filled), and whether it was there.</summary>
+    private static (string Options, bool ReadOnly) WithoutRo(string options)
+    {
+        var list = options.Split(',', StringSplitOptions.RemoveEmptyEntries).ToList();
+        return (string.Join(',', list.Where(o => o != "ro")), list.Contains("ro"));
+    }
 
     /// <summary>The pid namespace of the proc mounted on <paramref name="mountPoint"/> in the root's namespace: the host pid of the tree's process that is its pid 1, 0 for ckpt's.</summary>
     private static int InitOf(CheckpointSession s, int rootPid, string mountPoint)
@@ -585,8 +596,8 @@ public sealed class MountNamespace : ITreeNamespace
                 if (p.Own[i].Kind == OwnKind.Tmpfs)
                 {
                     var m = p.Own[i];
-                    // (writable while it is filled: its flags are set as it is attached)
-                    var (fd, failed) = MakeFs("tmpfs", m.MountPoint, m.Source, m.Options, m.Attributes & ~MountCalls.MOUNT_ATTR_RDONLY);
+                    // (writable while it is filled: its flags are set as it is attached, a read-only super block once filled)
+                    var (fd, failed) = MakeFs("tmpfs", m.MountPoint, m.Source, WithoutRo(m.Options).Options, m.Attributes & ~MountCalls.MOUNT_ATTR_RDONLY);
                     if (failed != null) throw new CkptException($"restart: {failed}", ExitCodes.RestoreConflict);
                     p.OwnFds[i] = s.Own(fd);
                 }
@@ -664,6 +675,10 @@ public sealed class MountNamespace : ITreeNamespace
             FileCalls.SetTimesAt(dir, path, f.AtimeSec, f.AtimeNsec, f.MtimeSec, f.MtimeNsec);
         }
         p.Made.Clear();
+        // a tmpfs whose super block was read-only: made so now
+        for (int i = 0; i < p.Own.Count; i++)
+            if (p.Own[i].Kind == OwnKind.Tmpfs && p.OwnFds[i] >= 0 && WithoutRo(p.Own[i].Options).ReadOnly && MountCalls.Reconfigure(p.OwnFds[i], "ro") != 0)
+                throw new CkptException($"restart: cannot make the tmpfs on {p.Own[i].MountPoint} read-only again (fspick, fsconfig): {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
     }
 
     /// <summary>The root's fresh vessel makes the tree's mount namespace (private mounts), before the others are forked from it.</summary>

@@ -45,6 +45,22 @@ public static unsafe partial class MountCalls
     /// <summary>fsmount(2): the created file system as a detached mount with <paramref name="attributes"/> (close-on-exec).</summary>
     public static int FsMount(int fs, uint attributes) => (int)Sys.Call(NrFsmount, fs, FSMOUNT_CLOEXEC, attributes);
 
+    private const long NrFspick = 433;
+    private const uint FSPICK_CLOEXEC = 1, FSPICK_EMPTY_PATH = 8;
+    private const int FSCONFIG_CMD_RECONFIGURE = 7;
+
+    /// <summary>The super block of mount <paramref name="mountFd"/> given flag <paramref name="flag"/> ("ro"...): fspick(2), fsconfig(2) and a reconfigure. 0, or -1 with errno set.</summary>
+    public static int Reconfigure(int mountFd, string flag)
+    {
+        int fs = (int)Syscall(NrFspick, mountFd, "", FSPICK_CLOEXEC | FSPICK_EMPTY_PATH);
+        if (fs < 0) return -1;
+        int rc = FsConfig(fs, FSCONFIG_SET_FLAG, flag, null, 0) != 0 ? -1 : FsConfig(fs, FSCONFIG_CMD_RECONFIGURE, null, null, 0);
+        int errno = Marshal.GetLastPInvokeError();
+        FileCalls.Close(fs);
+        Marshal.SetLastPInvokeError(errno);
+        return rc;
+    }
+
     /// <summary>open_tree(2) with OPEN_TREE_CLONE: a detached copy of the mount at <paramref name="path"/> (under <paramref name="dirfd"/>; "" with AT_EMPTY_PATH: <paramref name="dirfd"/>'s).</summary>
     public static int CloneTree(int dirfd, string path, uint flags = 0)
         => (int)Syscall(NrOpenTree, dirfd, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | flags);
