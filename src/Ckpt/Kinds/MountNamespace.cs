@@ -296,8 +296,13 @@ public sealed class MountNamespace : ITreeNamespace
                 if (Same($"/proc/{rootPid}/root{procLines[j].MountPoint.TrimEnd('/')}{(rel.Length > 0 ? "/" + rel : "")}"))
                     return new OwnMount(OwnKind.BindProc, m.MountPoint, m.FsType, m.Source, attrs, "", rel, j);
             }
-        if (m.Root == "/" && m.FsType == "tmpfs")
+        // a tmpfs (or a part of one no other mount shows: bubblewrap's root is a directory of a tmpfs whose
+        // own mount is gone; that part is made again as a whole tmpfs)
+        if (m.FsType == "tmpfs")
+        {
+            if (m.Root != "/") s.Log.Info($"the tree's mount on {m.MountPoint} is {m.Root} of a tmpfs no other mount of it shows: saved as a tmpfs of its own");
             return new OwnMount(OwnKind.Tmpfs, m.MountPoint, m.FsType, m.Source, attrs, Options(m.SuperOptions, keepRo: true), "", -1);
+        }
         if (m.Root == "/" && m.FsType == "overlay")
         {
             // its layers are directories of the namespace it was made in: ckpt's must reach them
@@ -344,7 +349,8 @@ public sealed class MountNamespace : ITreeNamespace
     private static (long Files, long Bytes) SaveFiles(CheckpointSession s, int rootPid, int index, Mount m, HashSet<string> covered)
     {
         string top = $"/proc/{rootPid}/root{m.MountPoint.TrimEnd('/')}";
-        if (!FileCalls.TryLstat(top, out var rootSt) || rootSt.Type != StatBuf.S_IFDIR)
+        // (the root's /proc/PID/root itself is a link: its directory is "/proc/PID/root/")
+        if (!FileCalls.TryLstat(m.MountPoint == "/" ? top + "/" : top, out var rootSt) || rootSt.Type != StatBuf.S_IFDIR)
             throw new NotCheckpointableException(s.Tree[0].Pid, $"the tree's tmpfs on {m.MountPoint} cannot be read ({Errors.Describe(Marshal.GetLastPInvokeError())})");
         var first = new Dictionary<ulong, string>();
         var p = new PayloadWriter();

@@ -508,8 +508,8 @@ public sealed class TreeTests(E2eEnvironment env)
 
     /// <summary>
     /// A minimal container: a program run as the init of new pid and mount namespaces in a root of its own
-    /// (a directory bound on itself, or an overlay of a lower and an upper directory as a container engine
-    /// makes, made the root with pivot_root, the old root removed) with the host's /usr read-only, a tmpfs
+    /// (a directory bound on itself, an overlay of a lower and an upper directory as a container engine
+    /// makes, or a directory of a tmpfs as bubblewrap makes, made the root with pivot_root, the old root removed) with the host's /usr read-only, a tmpfs
     /// /tmp and /dev (a device node made in it), a file it wrote in its /tmp, a proc of its pid namespace
     /// and, on it, what container engines mount to mask parts of it (/dev/null on a file, /proc/sys bound
     /// read-only on itself, a read-only tmpfs on a directory). The restart builds that root again and pivots to it, twice (the namespace a restart built
@@ -519,6 +519,7 @@ public sealed class TreeTests(E2eEnvironment env)
     [Theory]
     [InlineData("bind")]
     [InlineData("overlay")]
+    [InlineData("subtree")]
     public void ContainerWithARootOfItsOwn(string root)
     {
         env.Program("procns");
@@ -528,11 +529,16 @@ public sealed class TreeTests(E2eEnvironment env)
 
             R="$W/root"
             L="$R"
-            [ $KIND = overlay ] && L="$W/lower" && mkdir -p "$R" "$W/upper" "$W/work"
+            [ $KIND != bind ] && L="$W/lower" && mkdir -p "$R" "$W/upper" "$W/work" "$W/base"
             mkdir -p "$L/usr" "$L/proc" "$L/tmp" "$L/dev" "$L/old" "$L/sbin2"
             ln -s usr/lib "$L/lib"; ln -s usr/lib64 "$L/lib64"; ln -s usr/bin "$L/bin"
             cp "$BIN/procns" "$L/sbin2/"
-            if [ $KIND = overlay ]; then MAKE="mount -t overlay ckpt-ov -o lowerdir=$W/lower,upperdir=$W/upper,workdir=$W/work $R"; else MAKE="mount --bind $R $R"; fi
+            case $KIND in
+              overlay) MAKE="mount -t overlay ckpt-ov -o lowerdir=$W/lower,upperdir=$W/upper,workdir=$W/work $R" ;;
+              # (as bubblewrap makes its root: a directory of a tmpfs whose own mount goes with the old root)
+              subtree) MAKE="eval mount -t tmpfs ckpt-base $W/base && cp -a $W/lower $W/base/newroot && mount --bind $W/base/newroot $R" ;;
+              *) MAKE="mount --bind $R $R" ;;
+            esac
             start "$W/out" unshare --mount --pid --fork sh -c '
               R=$1
               $2 && mount --bind /usr "$R/usr" && mount -o remount,bind,ro "$R/usr" &&
@@ -559,7 +565,7 @@ public sealed class TreeTests(E2eEnvironment env)
             """);
         r.AssertPassed().AssertRestoredExit0();
         var mounts = r.File("mounts.txt");
-        string rootLine = root == "overlay" ? "/ / rw,relatime - overlay ckpt-ov " : "/root / rw,";
+        string rootLine = root switch { "overlay" => "/ / rw,relatime - overlay ckpt-ov ", "subtree" => "/ / rw,relatime - tmpfs ckpt-base ", _ => "/root / rw," };
         foreach (var line in new[] { rootLine, "/usr /usr ro,", "/ /tmp rw,relatime - tmpfs ckpt-ctmp", "/ /dev rw,relatime - tmpfs ckpt-cdev", "/ /proc rw,relatime - proc proc",
                      "/null /proc/uptime rw,relatime - tmpfs ckpt-cdev", "/sys /proc/sys ro,relatime - proc proc", "/ /proc/fs ro,relatime - tmpfs ckpt-cfs" })
             Assert.True(mounts.Contains(line), $"the container has no mount '{line}':\n{mounts}{r.Diagnostics}");
