@@ -319,12 +319,10 @@ public sealed class MountNamespace : ITreeNamespace
         }
         if (isRoot)
             throw new NotCheckpointableException(pid, $"its mount namespace ({ns}) has a root of its own ({m.FsType} {m.Source}{(m.Root != "/" ? ", root " + m.Root : "")}) that is neither a bind mount of a directory ckpt reaches, a tmpfs nor an overlay; not supported");
+        // (a devpts instance of its own: made again empty; the ptys the tree holds are made again in it by
+        // Pty, through its /dev/ptmx, and a pty no process holds is gone with its instance)
         if (m.Root == "/" && NewKinds.Contains(m.FsType))
-        {
-            if (m.FsType == "devpts" && FileCalls.ListDir(at) is { } ptys && ptys.Any(n => n != "ptmx"))
-                throw new NotCheckpointableException(pid, $"its devpts instance on {m.MountPoint} holds ptys ({string.Join(", ", ptys.Where(n => n != "ptmx").Take(5))}); a devpts of the tree's own with ptys is not supported");
             return new OwnMount(OwnKind.New, m.MountPoint, m.FsType, m.Source, attrs, Options(m.SuperOptions, keepRo: true), "", -1);
-        }
         throw new NotCheckpointableException(pid, $"its mount namespace ({ns}) has a {m.FsType} mount ({m.Source}{(m.Root != "/" ? ", root " + m.Root : "")}) on {m.MountPoint} that ckpt cannot make again"
             + " (not a bind mount of a path ckpt reaches, nor a tmpfs, proc, sysfs, mqueue, cgroup or devpts of its own); checkpoint a tree whose mounts are of those kinds");
     }

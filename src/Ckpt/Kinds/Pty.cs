@@ -133,10 +133,10 @@ public sealed unsafe class Pty : IFileKind
                 if (pkt != 0 || locked != 0)
                     throw new NotCheckpointableException(ctx.Pid, $"{what} has {outq} bytes of output its holder has not read yet, which cannot be put back {(pkt != 0 ? "in packet mode" : "on a locked pty")}; checkpoint again once it has read them");
                 output = TakeQueued(mine, ctx.Pid, what);
-                WriteOutput(index, output, ctx.Pid, what);
+                WriteOutput(mine, index, output, ctx.Pid, what);
             }
             // typed (written to the master), not read yet on the slave side: read out and put back
-            int inq = SlaveInputQueue(index);
+            int inq = SlaveInputQueue(mine);
             byte[] input = [];
             uint lflag = *(uint*)(termios + LflagOffset);
             if (locked != 0)
@@ -146,7 +146,7 @@ public sealed unsafe class Pty : IFileKind
             else if ((lflag & ICANON) != 0)
             {
                 // in canonical mode a partial line is not counted by FIONREAD: looked for always
-                input = TakeCanonicalInput(index, ctx.Pid, what);
+                input = TakeCanonicalInput(mine, index, ctx.Pid, what);
                 WriteInput(master: mine, index, input, ctx.Pid, what);
                 // (a line ended by EOF is kept as a NUL byte the line discipline marks, which a raw read
                 // cannot tell from a NUL typed)
@@ -155,7 +155,7 @@ public sealed unsafe class Pty : IFileKind
             }
             else if (inq > 0)
             {
-                input = TakeInput(index, ctx.Pid, what);
+                input = TakeInput(mine, index, ctx.Pid, what);
                 WriteInput(master: mine, index, input, ctx.Pid, what);
             }
             ctx.Image.Write(RecordKind.Pty, new PayloadWriter().U32(objref).U8(RoleMaster).I32(index).I32(f.Flags & ~FileCalls.O_CLOEXEC)
@@ -185,10 +185,16 @@ public sealed unsafe class Pty : IFileKind
         return all.ToArray();
     }
 
+    /// <summary>
+    /// A slave description of ckpt for the pty of <paramref name="master"/> (TIOCGPTPEER: of its own devpts
+    /// instance, whatever the mount namespace, where /dev/pts/N could be another's), or -1 (errno set).
+    /// </summary>
+    private static int Slave(int master, int flags) => EventCalls.Ioctl(master, (nuint)TIOCGPTPEER, (void*)(nint)flags);
+
     /// <summary>The input waiting on the slave side of pty <paramref name="index"/> (not in canonical mode), read through a slave description of ckpt.</summary>
-    private static byte[] TakeInput(int index, int pid, string what)
+    private static byte[] TakeInput(int master, int index, int pid, string what)
     {
-        int s = FileCalls.Open($"/dev/pts/{index}", FileCalls.O_RDWR | FileCalls.O_NOCTTY | FileCalls.O_NONBLOCK | FileCalls.O_CLOEXEC, 0);
+        int s = Slave(master, FileCalls.O_RDWR | FileCalls.O_NOCTTY | FileCalls.O_NONBLOCK | FileCalls.O_CLOEXEC);
         if (s < 0) throw SyscallException.Last($"open /dev/pts/{index}", pid, what);
         try { return TakeQueued(s, pid, what); }
         finally { FileCalls.Close(s); }
@@ -199,9 +205,9 @@ public sealed unsafe class Pty : IFileKind
     /// and the partial one: canonical mode is left for that moment (the line discipline then hands all it
     /// holds to a read), and entered again with nothing queued.
     /// </summary>
-    private static byte[] TakeCanonicalInput(int index, int pid, string what)
+    private static byte[] TakeCanonicalInput(int master, int index, int pid, string what)
     {
-        int s = FileCalls.Open($"/dev/pts/{index}", FileCalls.O_RDWR | FileCalls.O_NOCTTY | FileCalls.O_NONBLOCK | FileCalls.O_CLOEXEC, 0);
+        int s = Slave(master, FileCalls.O_RDWR | FileCalls.O_NOCTTY | FileCalls.O_NONBLOCK | FileCalls.O_CLOEXEC);
         if (s < 0) throw SyscallException.Last($"open /dev/pts/{index}", pid, what);
         try
         {
@@ -245,7 +251,7 @@ public sealed unsafe class Pty : IFileKind
         {
             // the line discipline takes it in from a work queue: wait until the reader side holds it all,
             // before the flags are put back (a partial line is not counted: a moment more for it)
-            for (int i = 0; i < 200 && SlaveInputQueue(index) < whole; i++) Thread.Sleep(1);
+            for (int i = 0; i < 200 && SlaveInputQueue(master) < whole; i++) Thread.Sleep(1);
             if (whole < data.Length) Thread.Sleep(5);
         }, cc: canonical ? cc =>
         {
@@ -257,10 +263,10 @@ public sealed unsafe class Pty : IFileKind
     /// Writes output into pty <paramref name="index"/> through its slave with output processing off for
     /// that moment (OPOST cleared), so that the master reads it exactly as given.
     /// </summary>
-    private static void WriteOutput(int index, byte[] data, int pid, string what)
+    private static void WriteOutput(int master, int index, byte[] data, int pid, string what)
     {
         if (data.Length == 0) return;
-        int s = FileCalls.Open($"/dev/pts/{index}", FileCalls.O_RDWR | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC, 0);
+        int s = Slave(master, FileCalls.O_RDWR | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC);
         if (s < 0) throw SyscallException.Last($"open /dev/pts/{index}", pid, what);
         try { WriteUnprocessed(s, data, "write (pty output)", pid, what, flags => flags[1] &= ~1u /* c_oflag: no OPOST */); }
         finally { FileCalls.Close(s); }
@@ -298,9 +304,9 @@ public sealed unsafe class Pty : IFileKind
     }
 
     /// <summary>Bytes waiting to be read on the slave side of pty <paramref name="index"/> (0 when it cannot be opened).</summary>
-    private static int SlaveInputQueue(int index)
+    private static int SlaveInputQueue(int master)
     {
-        int fd = FileCalls.Open($"/dev/pts/{index}", FileCalls.O_RDWR | FileCalls.O_NOCTTY | FileCalls.O_NONBLOCK | FileCalls.O_CLOEXEC, 0);
+        int fd = Slave(master, FileCalls.O_RDWR | FileCalls.O_NOCTTY | FileCalls.O_NONBLOCK | FileCalls.O_CLOEXEC);
         if (fd < 0) return 0;
         try
         {
@@ -410,7 +416,7 @@ public sealed unsafe class Pty : IFileKind
         fixed (byte* w = winsize)
             if (EventCalls.Ioctl(master, (nuint)TIOCSWINSZ, w) != 0) throw SyscallException.Last("ioctl(TIOCSWINSZ)", ctx.Pid, what);
         // the output its holder had not read, as it was (before the lock: the slave must open)
-        WriteOutput(index, output, ctx.Pid, what);
+        WriteOutput(master, index, output, ctx.Pid, what);
         WriteInput(master, index, input, ctx.Pid, what);
         int on = pkt ? 1 : 0, lk = locked ? 1 : 0;
         if (EventCalls.Ioctl(master, (nuint)TIOCPKT, &on) != 0) throw SyscallException.Last("ioctl(TIOCPKT)", ctx.Pid, what);
@@ -426,7 +432,8 @@ public sealed unsafe class Pty : IFileKind
         if (ctx.Session.State<Foreground>().ByLeader.TryGetValue(ctx.Pid, out var fg) is false || fg.Tpgid <= 0) return;
         int fd = ctx.OpenInVessel($"/dev/pts/{fg.Index}", FileCalls.O_RDWR | FileCalls.O_NOCTTY | FileCalls.O_CLOEXEC);
         Span<byte> pg = stackalloc byte[4];
-        BinaryPrimitives.WriteInt32LittleEndian(pg, fg.Tpgid);
+        // (the group's id as the leader sees it: in a pid namespace of the tree, its id there)
+        BinaryPrimitives.WriteInt32LittleEndian(pg, PidNamespace.Seen(ctx.Pid, fg.Tpgid));
         ulong a = ctx.PutScratch(0, pg);
         long rc = ctx.Vessel.Inject(Nr.ioctl, fd, (long)TIOCSPGRP, (long)a);
         ctx.Inject("close", Nr.close, fd);

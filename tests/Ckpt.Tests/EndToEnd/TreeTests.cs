@@ -512,7 +512,8 @@ public sealed class TreeTests(E2eEnvironment env)
     /// makes, or a directory of a tmpfs as bubblewrap makes, made the root with pivot_root, the old root removed) with the host's /usr read-only, a tmpfs
     /// /tmp and /dev (a device node made in it), a file it wrote in its /tmp, a proc of its pid namespace
     /// and, on it, what container engines mount to mask parts of it (/dev/null on a file, /proc/sys bound
-    /// read-only on itself, a read-only tmpfs on a directory). The restart builds that root again and pivots to it, twice (the namespace a restart built
+    /// read-only on itself, a read-only tmpfs on a directory); in one, a devpts instance of its own where a
+    /// program holds a pty with output and input queued (tests/programs/ptys.c). The restart builds that root again and pivots to it, twice (the namespace a restart built
     /// is checkpointed again; procns checks its /proc, its child's ids there; the script, the mounts and files
     /// the restarted tree sees).
     /// </summary>
@@ -520,19 +521,24 @@ public sealed class TreeTests(E2eEnvironment env)
     [InlineData("bind")]
     [InlineData("overlay")]
     [InlineData("subtree")]
+    [InlineData("devpts")]
     public void ContainerWithARootOfItsOwn(string root)
     {
         env.Program("procns");
+        env.Program("ptys");
         var r = new E2eScript(env, "container-" + root).Run($$"""
             KIND={{root}}
             """ + """
 
             R="$W/root"
             L="$R"
-            [ $KIND != bind ] && L="$W/lower" && mkdir -p "$R" "$W/upper" "$W/work" "$W/base"
+            case $KIND in overlay|subtree) L="$W/lower"; mkdir -p "$R" "$W/upper" "$W/work" "$W/base" ;; esac
             mkdir -p "$L/usr" "$L/proc" "$L/tmp" "$L/dev" "$L/old" "$L/sbin2"
             ln -s usr/lib "$L/lib"; ln -s usr/lib64 "$L/lib64"; ln -s usr/bin "$L/bin"
-            cp "$BIN/procns" "$L/sbin2/"
+            cp "$BIN/procns" "$BIN/ptys" "$L/sbin2/"
+            # devpts: a devpts instance of its own (and /dev/ptmx leading to it) where ptys makes its pty
+            PROG=procns PTS=true
+            [ $KIND = devpts ] && PROG=ptys PTS="mkdir $R/dev/pts && mount -t devpts -o newinstance,ptmxmode=0666,mode=620 ckpt-pts $R/dev/pts && ln -s pts/ptmx $R/dev/ptmx"
             case $KIND in
               overlay) MAKE="mount -t overlay ckpt-ov -o lowerdir=$W/lower,upperdir=$W/upper,workdir=$W/work $R" ;;
               # (as bubblewrap makes its root: a directory of a tmpfs whose own mount goes with the old root)
@@ -543,10 +549,10 @@ public sealed class TreeTests(E2eEnvironment env)
               R=$1
               $2 && mount --bind /usr "$R/usr" && mount -o remount,bind,ro "$R/usr" &&
               mount -t tmpfs ckpt-ctmp "$R/tmp" && echo kept > "$R/tmp/note" && echo upper > "$R/written" &&
-              mount -t tmpfs -o mode=755 ckpt-cdev "$R/dev" && mknod -m 666 "$R/dev/null" c 1 3 &&
+              mount -t tmpfs -o mode=755 ckpt-cdev "$R/dev" && mknod -m 666 "$R/dev/null" c 1 3 && eval "$3" &&
               mount -t proc proc "$R/proc" && mount --bind "$R/dev/null" "$R/proc/uptime" &&
               mount --bind "$R/proc/sys" "$R/proc/sys" && mount -o remount,bind,ro "$R/proc/sys" && mount -t tmpfs -o ro ckpt-cfs "$R/proc/fs" &&
-              cd "$R" && pivot_root . old && umount -l /old && exec /sbin2/procns' _ "$R" "$MAKE"
+              cd "$R" && pivot_root . old && umount -l /old && exec /sbin2/$4' _ "$R" "$MAKE" "$PTS" $PROG
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
             below_launcher
             checkpoint_kill
@@ -569,7 +575,8 @@ public sealed class TreeTests(E2eEnvironment env)
         foreach (var line in new[] { rootLine, "/usr /usr ro,", "/ /tmp rw,relatime - tmpfs ckpt-ctmp", "/ /dev rw,relatime - tmpfs ckpt-cdev", "/ /proc rw,relatime - proc proc",
                      "/null /proc/uptime rw,relatime - tmpfs ckpt-cdev", "/sys /proc/sys ro,relatime - proc proc", "/ /proc/fs ro,relatime - tmpfs ckpt-cfs" })
             Assert.True(mounts.Contains(line), $"the container has no mount '{line}':\n{mounts}{r.Diagnostics}");
-        Assert.Equal(8, mounts.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+        if (root == "devpts") Assert.True(mounts.Contains("/ /dev/pts rw,relatime - devpts ckpt-pts "), $"the container has no devpts of its own:\n{mounts}");
+        Assert.Equal(root == "devpts" ? 9 : 8, mounts.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
         Assert.Equal("kept", r.File("note.txt").Trim());
         Assert.Equal("upper", r.File("written.txt").Trim());
         Assert.Equal("character special file 1:3", r.File("null.txt").Trim());
