@@ -37,7 +37,7 @@ namespace Ckpt.Kinds;
 /// keeps none of ckpt's mounts: each of its mounts is saved, its root first. Anything else (an overlay, a
 /// disk ckpt has not mounted, a FUSE file system...) is refused, naming the mount. The propagation of the tree's
 /// mounts is not kept (they are all private after the restart). Paths of the tree's files are looked at
-/// through the root's /proc/PID/root (<see cref="Reach"/>). One MountNamespace
+/// through an fd of the root of its namespace (<see cref="Reach"/>; a process of it may have chrooted). One MountNamespace
 /// record (then the MountFile records) before the Tree record.
 /// </para>
 /// <para>
@@ -99,10 +99,12 @@ public sealed class MountNamespace : ITreeNamespace
     /// <summary>One line of mountinfo: its id and parent's, its device, root and mount point, and what two mounts of two namespaces that are copies share.</summary>
     private readonly record struct Mount(int Id, int Parent, string Device, string Root, string Key, string MountPoint, string FsType, string MountOptions, string SuperOptions, string Source, string Propagation);
 
-    private static List<Mount> ReadMountInfo(string path)
+    private static List<Mount> ReadMountInfo(string path) => ParseMountInfo(File.ReadLines(path));
+
+    private static List<Mount> ParseMountInfo(IEnumerable<string> lines)
     {
         var list = new List<Mount>();
-        foreach (var line in File.ReadLines(path))
+        foreach (var line in lines)
         {
             var f = line.Split(' ');
             int dash = Array.IndexOf(f, "-");
@@ -148,27 +150,80 @@ public sealed class MountNamespace : ITreeNamespace
 
     // ------------------------------------------------------------------ checkpoint
 
-    /// <summary>Checkpoint: the tree has mounts of its own or removed some: its paths are reached through the root's /proc/PID/root.</summary>
-    private sealed class TreeRoot { public int Pid; }
+    /// <summary>
+    /// Checkpoint: the tree has mounts of its own or removed some: its paths are reached through the root of
+    /// its mount namespace (<see cref="FromInside"/>: "/proc/self/fd/N"), whose mounts are these.
+    /// </summary>
+    private sealed class TreeRoot { public required string Prefix; public required List<Mount> Mounts; }
 
     /// <summary>
     /// Where ckpt reaches the tree's file <paramref name="path"/> (as its fds and maps name it, from the root
-    /// of the tree's mount namespace): through the root's /proc/PID/root when the tree's namespace has mounts
-    /// of its own, else the same path.
+    /// of the tree's mount namespace): through that root when the tree's namespace has mounts of its own,
+    /// else the same path.
     /// </summary>
     public static string Reach(CheckpointSession s, string path)
-        => s.Existing<TreeRoot>() is { } t && path.StartsWith('/') ? $"/proc/{t.Pid}/root{path}" : path;
+        => s.Existing<TreeRoot>() is { } t && path.StartsWith('/') ? t.Prefix + path : path;
+
+    /// <summary>
+    /// The mount namespace of process <paramref name="pid"/> as seen from its root (not from a process of
+    /// it, whose root may be a directory it chrooted to): its mountinfo, and an O_PATH fd of its root
+    /// directory, by a thread of ckpt that entered it (its /proc/thread-self/mountinfo opened through ckpt's
+    /// proc, which that thread no longer reaches by path).
+    /// </summary>
+    private static (List<string> MountInfo, int Root) FromInside(int pid)
+    {
+        int ns = FileCalls.Open($"/proc/{pid}/ns/mnt", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
+        if (ns < 0) throw SyscallException.Last("open", pid, $"/proc/{pid}/ns/mnt");
+        int proc = FileCalls.Open("/proc", FileCalls.O_PATH | FileCalls.O_DIRECTORY | FileCalls.O_CLOEXEC, 0);
+        try
+        {
+            if (proc < 0) throw SyscallException.Last("open", 0, "/proc");
+            List<string>? lines = null;
+            int root = -1;
+            string? failed = null;
+            var th = new Thread(() =>
+            {
+                const int CLONE_FS = 0x200;
+                if (Sys.Call(Nr.unshare, CLONE_FS) != 0 || Sys.Call(Nr.setns, ns, CLONE_NEWNS) != 0)
+                {
+                    failed = $"cannot enter its mount namespace: {Errors.Describe(Marshal.GetLastPInvokeError())}";
+                    return;
+                }
+                root = FileCalls.Open("/", FileCalls.O_PATH | FileCalls.O_DIRECTORY | FileCalls.O_CLOEXEC, 0);
+                int mi = FileCalls.OpenAt(proc, "thread-self/mountinfo", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
+                if (root < 0 || mi < 0) { failed = $"cannot open its root or mountinfo: {Errors.Describe(Marshal.GetLastPInvokeError())}"; return; }
+                try
+                {
+                    var text = new MemoryStream();
+                    var buf = new byte[65536];
+                    int n;
+                    while ((n = FileCalls.ReadFull(mi, buf)) > 0) text.Write(buf, 0, n);
+                    lines = Encoding.UTF8.GetString(text.ToArray()).Split('\n', StringSplitOptions.RemoveEmptyEntries).ToList();
+                }
+                catch (SyscallException e) { failed = e.Message; }
+                finally { FileCalls.Close(mi); }
+            }) { Name = "ckpt-mountinfo" };
+            th.Start();
+            th.Join();
+            if (failed != null || lines == null)
+            {
+                if (root >= 0) FileCalls.Close(root);
+                throw new NotCheckpointableException(pid, $"its mount namespace cannot be read from inside ({failed})");
+            }
+            return (lines, root);
+        }
+        finally { FileCalls.Close(ns); if (proc >= 0) FileCalls.Close(proc); }
+    }
 
     /// <summary>
     /// Checkpoint: the mount points of device <paramref name="device"/> (major:minor) in the tree's mount
-    /// namespace, as ckpt reaches them (through the root's /proc/PID/root), whole file systems first; null
+    /// namespace, as ckpt reaches them (through the root of that namespace), whole file systems first; null
     /// when the tree's mounts are ckpt's.
     /// </summary>
     public static List<string>? TreeMountPoints(CheckpointSession s, string device)
     {
         if (s.Existing<TreeRoot>() is not { } t) return null;
-        return ReadMountInfo($"/proc/{t.Pid}/mountinfo").Where(m => m.Device == device).OrderBy(m => m.Root == "/" ? 0 : 1)
-            .Select(m => $"/proc/{t.Pid}/root{m.MountPoint}").ToList();
+        return t.Mounts.Where(m => m.Device == device).OrderBy(m => m.Root == "/" ? 0 : 1).Select(m => t.Prefix + m.MountPoint).ToList();
     }
 
     public void Write(CheckpointSession s)
@@ -176,7 +231,10 @@ public sealed class MountNamespace : ITreeNamespace
         var (root, own) = s.TreeNamespace("mnt", "mount");
         if (!own) return;
         var rootPid = s.Find(s.Tree[0].Pid)?.Pid ?? s.Tree[0].Pid;
-        var theirs = ParentsFirst(ReadMountInfo($"/proc/{rootPid}/mountinfo"));
+        // the namespace from its root (the processes may have chrooted), reached through an fd of that root
+        var (lines, rootFd) = FromInside(rootPid);
+        string nsRoot = $"/proc/self/fd/{rootFd}";
+        var theirs = ParentsFirst(ParseMountInfo(lines));
         var mineList = ParentsFirst(ReadMountInfo("/proc/self/mountinfo"));
         var mine = mineList.GroupBy(m => m.Key).ToDictionary(g => g.Key, g => g.ToList());
         // a root of its own (pivot_root into a container's file system): none of ckpt's mounts is kept, each of
@@ -200,7 +258,7 @@ public sealed class MountNamespace : ITreeNamespace
             if (mine.TryGetValue(m.Key, out var same) && same.Count > 0) { same.RemoveAt(0); continue; }
             if (m.FsType == "proc" && m.Root == "/")
             {
-                procs.Add(new ProcMount(m.MountPoint, Attributes(s, m), Options(m.SuperOptions), InitOf(s, rootPid, m.MountPoint), m.Source));
+                procs.Add(new ProcMount(m.MountPoint, Attributes(s, m), Options(m.SuperOptions), InitOf(s, nsRoot, m.MountPoint), m.Source));
                 procIds.Add(m.Id);
                 continue;
             }
@@ -213,7 +271,7 @@ public sealed class MountNamespace : ITreeNamespace
                 ownLines.Add(m);
                 continue;
             }
-            var made = Classify(s, root!, rootPid, m, mineList, ownLines, theirs.Where(p => procIds.Contains(p.Id)).ToList(), theirs, ownRoot && owns.Count == 0);
+            var made = Classify(s, root!, nsRoot, m, mineList, ownLines, theirs.Where(p => procIds.Contains(p.Id)).ToList(), theirs, ownRoot && owns.Count == 0);
             // on its own proc (a container engine's masks: /dev/null on /proc/kcore, a read-only /proc/sys, a tmpfs on /proc/acpi): mounted after it
             if (theirs.FirstOrDefault(p => procIds.Contains(p.Id) && Under(m.MountPoint, p.MountPoint)) is { FsType: "proc" } over && made.Kind is not (OwnKind.Bind or OwnKind.BindOwn or OwnKind.BindProc or OwnKind.Tmpfs))
                 throw new NotCheckpointableException(s.Tree[0].Pid, $"its mount namespace ({root}) has a {m.FsType} mount on {m.MountPoint}, on its own proc mounted on {over.MountPoint}, which is no bind mount or tmpfs; not supported");
@@ -229,13 +287,15 @@ public sealed class MountNamespace : ITreeNamespace
         if (ownRoot)
         {
             removed.Clear();
-            if (!procs.Any(m => m.MountPoint == "/proc") && !FileCalls.TryLstat($"/proc/{rootPid}/root/proc", out _))
+            if (!procs.Any(m => m.MountPoint == "/proc") && !FileCalls.TryLstat($"{nsRoot}/proc", out _))
                 s.Log.Info("the tree's root has no /proc: the restart puts ckpt's proc on it while it rebuilds the tree, on a /proc it makes");
         }
-        if (owns.Count > 0 || removed.Count > 0) s.Set(new TreeRoot { Pid = rootPid });
+        if (owns.Count > 0 || removed.Count > 0) s.Set(new TreeRoot { Prefix = nsRoot, Mounts = theirs });
+        // (the fd of its root stays open while the checkpoint runs: files on its procs are looked at through it)
+        else if (procs.Count == 0) FileCalls.Close(rootFd);
         // files open on its own procs (RegularFile): saved by mount and path under it
         var ownProcs = s.State<OwnProcs>();
-        ownProcs.Root = rootPid;
+        ownProcs.Root = nsRoot;
         for (int i = 0, k = 0; i < theirs.Count; i++)
             if (procIds.Contains(theirs[i].Id)) ownProcs.ByMountId[theirs[i].Id] = (k++, theirs[i].MountPoint);
         var p = new PayloadWriter().U32((uint)procs.Count);
@@ -252,7 +312,7 @@ public sealed class MountNamespace : ITreeNamespace
             if (owns[i].Kind == OwnKind.Tmpfs)
             {
                 var covered = theirs.Where(c => c.Parent == ownLines[i].Id).Select(c => Below(c.MountPoint, ownLines[i].MountPoint)).ToHashSet();
-                var (n, b) = SaveFiles(s, rootPid, i, ownLines[i], covered);
+                var (n, b) = SaveFiles(s, nsRoot, i, ownLines[i], covered);
                 files += n; bytes += b;
             }
         s.Log.Info($"the tree is in a mount namespace of its own ({root}) with {procs.Count} proc mount(s) of its own"
@@ -262,14 +322,14 @@ public sealed class MountNamespace : ITreeNamespace
     }
 
     /// <summary>How the tree's own mount <paramref name="m"/> (not proc) is made again, or refused.</summary>
-    private static OwnMount Classify(CheckpointSession s, string ns, int rootPid, Mount m, List<Mount> mine, List<Mount> ownLines, List<Mount> procLines, List<Mount> theirs, bool isRoot)
+    private static OwnMount Classify(CheckpointSession s, string ns, string nsRoot, Mount m, List<Mount> mine, List<Mount> ownLines, List<Mount> procLines, List<Mount> theirs, bool isRoot)
     {
         int pid = s.Tree[0].Pid;
         if (m.MountPoint == "/" && !isRoot)
             throw new NotCheckpointableException(pid, $"its mount namespace ({ns}) has a {m.FsType} mount on / that is not its root; not supported");
         uint attrs = Attributes(s, m);
         // what the tree sees at the mount point: the root of this mount, unless another is on top of it
-        string at = $"/proc/{rootPid}/root{m.MountPoint}";
+        string at = nsRoot + m.MountPoint;
         if (theirs.Any(o => o.Parent == m.Id && o.MountPoint == m.MountPoint) || !FileCalls.TryLstat(at, out var top))
             throw new NotCheckpointableException(pid, $"its {m.FsType} mount on {m.MountPoint} is covered by another mount on the same place; not supported");
         bool Same(string path) => FileCalls.TryLstat(path, out var st) && st.Dev == top.Dev && st.Ino == top.Ino;
@@ -285,7 +345,7 @@ public sealed class MountNamespace : ITreeNamespace
             if (ownLines[j].Device == m.Device && Under(m.Root, ownLines[j].Root))
             {
                 string rel = Below(m.Root, ownLines[j].Root);
-                if (Same($"/proc/{rootPid}/root{ownLines[j].MountPoint.TrimEnd('/')}{(rel.Length > 0 ? "/" + rel : "")}"))
+                if (Same($"{nsRoot}{ownLines[j].MountPoint.TrimEnd('/')}{(rel.Length > 0 ? "/" + rel : "")}"))
                     return new OwnMount(OwnKind.BindOwn, m.MountPoint, m.FsType, m.Source, attrs, "", rel, j);
             }
         // a bind mount of a part of a proc of its own
@@ -293,7 +353,7 @@ public sealed class MountNamespace : ITreeNamespace
             if (procLines[j].Device == m.Device && m.FsType == "proc")
             {
                 string rel = Below(m.Root, "/");
-                if (Same($"/proc/{rootPid}/root{procLines[j].MountPoint.TrimEnd('/')}{(rel.Length > 0 ? "/" + rel : "")}"))
+                if (Same($"{nsRoot}{procLines[j].MountPoint.TrimEnd('/')}{(rel.Length > 0 ? "/" + rel : "")}"))
                     return new OwnMount(OwnKind.BindProc, m.MountPoint, m.FsType, m.Source, attrs, "", rel, j);
             }
         // a tmpfs (or a part of one no other mount shows: bubblewrap's root is a directory of a tmpfs whose
@@ -327,11 +387,12 @@ public sealed class MountNamespace : ITreeNamespace
             + " (not a bind mount of a path ckpt reaches, nor a tmpfs, proc, sysfs, mqueue, cgroup or devpts of its own); checkpoint a tree whose mounts are of those kinds");
     }
 
-    /// <summary>Checkpoint: the tree's own proc mounts by mount id → (index in the record, mount point), and the root's pid (whose /proc/PID/root reaches them).</summary>
+    /// <summary>Checkpoint: the tree's own proc mounts by mount id → (index in the record, mount point), and where ckpt reaches them.</summary>
     public sealed class OwnProcs
     {
         public readonly Dictionary<int, (int Index, string MountPoint)> ByMountId = new();
-        public int Root;
+        /// <summary>Where ckpt reaches the root of the tree's mount namespace ("/proc/self/fd/N").</summary>
+        public string Root = "";
     }
 
     [Flags]
@@ -339,15 +400,15 @@ public sealed class MountNamespace : ITreeNamespace
 
     /// <summary>
     /// Every file of the tree's tmpfs <paramref name="m"/> (own mount <paramref name="index"/>), walked from
-    /// its mount point through the root's /proc/PID/root, parents first: a MountFile record each (a hard link
+    /// its mount point through the root of the namespace, parents first: a MountFile record each (a hard link
     /// to a file met before names it), the data ranges of regular files in MountFileData records. What a
     /// mount on it covers (<paramref name="covered"/>: paths under it) is saved as an empty directory or file,
     /// the place of that mount. Returns the files and bytes saved.
     /// </summary>
-    private static (long Files, long Bytes) SaveFiles(CheckpointSession s, int rootPid, int index, Mount m, HashSet<string> covered)
+    private static (long Files, long Bytes) SaveFiles(CheckpointSession s, string nsRoot, int index, Mount m, HashSet<string> covered)
     {
-        string top = $"/proc/{rootPid}/root{m.MountPoint.TrimEnd('/')}";
-        // (the root's /proc/PID/root itself is a link: its directory is "/proc/PID/root/")
+        string top = nsRoot + m.MountPoint.TrimEnd('/');
+        // (the root's fd link itself is a link: its directory is "/proc/self/fd/N/")
         if (!FileCalls.TryLstat(m.MountPoint == "/" ? top + "/" : top, out var rootSt) || rootSt.Type != StatBuf.S_IFDIR)
             throw new NotCheckpointableException(s.Tree[0].Pid, $"the tree's tmpfs on {m.MountPoint} cannot be read ({Errors.Describe(Marshal.GetLastPInvokeError())})");
         var first = new Dictionary<ulong, string>();
@@ -411,7 +472,7 @@ public sealed class MountNamespace : ITreeNamespace
         if (!(f.Link == m.MountPoint || f.Link.StartsWith(mp + "/", StringComparison.Ordinal)))
             throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} ({f.Link}) is on the tree's own proc mount at {m.MountPoint}, but not under that path (a mount over it?); not supported");
         string rel = f.Link.Length > mp.Length ? f.Link[(mp.Length + 1)..] : "";
-        if (!FileCalls.TryLstat($"/proc/{own.Root}/root{f.Link}", out _))
+        if (!FileCalls.TryLstat(own.Root + f.Link, out _))
             throw new NotCheckpointableException(ctx.Pid, $"fd {f.Fd} ({f.Link}) is a file of the tree's own proc whose process has ended; not supported");
         return (m.Index, rel);
     }
@@ -446,9 +507,9 @@ public sealed class MountNamespace : ITreeNamespace
     }
 
     /// <summary>The pid namespace of the proc mounted on <paramref name="mountPoint"/> in the root's namespace: the host pid of the tree's process that is its pid 1, 0 for ckpt's.</summary>
-    private static int InitOf(CheckpointSession s, int rootPid, string mountPoint)
+    private static int InitOf(CheckpointSession s, string nsRoot, string mountPoint)
     {
-        string where = $"/proc/{rootPid}/root{mountPoint.TrimEnd('/')}";
+        string where = nsRoot + mountPoint.TrimEnd('/');
         string? ns = FileCalls.ReadLink($"{where}/1/ns/pid");
         if (ns == null)
             throw new NotCheckpointableException(s.Tree[0].Pid, $"the pid namespace of the tree's proc mount on {mountPoint} cannot be found (no pid 1 in it)");

@@ -509,7 +509,8 @@ public sealed class TreeTests(E2eEnvironment env)
     /// <summary>
     /// A minimal container: a program run as the init of new pid and mount namespaces in a root of its own
     /// (a directory bound on itself, an overlay of a lower and an upper directory as a container engine
-    /// makes, or a directory of a tmpfs as bubblewrap makes, made the root with pivot_root, the old root removed) with the host's /usr read-only, a tmpfs
+    /// makes, or a directory of a tmpfs as bubblewrap makes, made the root with pivot_root, the old root
+    /// removed; or, in one, a directory of the namespace it chroots to) with the host's /usr read-only, a tmpfs
     /// /tmp and /dev (a device node made in it), a file it wrote in its /tmp, a proc of its pid namespace
     /// and, on it, what container engines mount to mask parts of it (/dev/null on a file, /proc/sys bound
     /// read-only on itself, a read-only tmpfs on a directory); in one, a devpts instance of its own where a
@@ -522,6 +523,7 @@ public sealed class TreeTests(E2eEnvironment env)
     [InlineData("overlay")]
     [InlineData("subtree")]
     [InlineData("devpts")]
+    [InlineData("chroot")]
     public void ContainerWithARootOfItsOwn(string root)
     {
         env.Program("procns");
@@ -543,15 +545,18 @@ public sealed class TreeTests(E2eEnvironment env)
               overlay) MAKE="mount -t overlay ckpt-ov -o lowerdir=$W/lower,upperdir=$W/upper,workdir=$W/work $R" ;;
               # (as bubblewrap makes its root: a directory of a tmpfs whose own mount goes with the old root)
               subtree) MAKE="eval mount -t tmpfs ckpt-base $W/base && cp -a $W/lower $W/base/newroot && mount --bind $W/base/newroot $R" ;;
+              # (no root of its own: chroot into a directory of the namespace, the host's root still its root)
+              chroot) MAKE=chroot ;;
               *) MAKE="mount --bind $R $R" ;;
             esac
             start "$W/out" unshare --mount --pid --fork sh -c '
               R=$1
-              $2 && mount --bind /usr "$R/usr" && mount -o remount,bind,ro "$R/usr" &&
+              { [ "$2" = chroot ] || $2; } && mount --bind /usr "$R/usr" && mount -o remount,bind,ro "$R/usr" &&
               mount -t tmpfs ckpt-ctmp "$R/tmp" && echo kept > "$R/tmp/note" && echo upper > "$R/written" &&
               mount -t tmpfs -o mode=755 ckpt-cdev "$R/dev" && mknod -m 666 "$R/dev/null" c 1 3 && eval "$3" &&
               mount -t proc proc "$R/proc" && mount --bind "$R/dev/null" "$R/proc/uptime" &&
               mount --bind "$R/proc/sys" "$R/proc/sys" && mount -o remount,bind,ro "$R/proc/sys" && mount -t tmpfs -o ro ckpt-cfs "$R/proc/fs" &&
+              if [ "$2" = chroot ]; then exec chroot "$R" /sbin2/$4; fi
               cd "$R" && pivot_root . old && umount -l /old && exec /sbin2/$4' _ "$R" "$MAKE" "$PTS" $PROG
             wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
             below_launcher
@@ -561,7 +566,8 @@ public sealed class TreeTests(E2eEnvironment env)
             # the namespace the restart built, checkpointed and restarted again
             checkpoint_kill
             restart_detached
-            [ "$(readlink /proc/$P/root)" = / ] || fail "the restarted init's root is $(readlink /proc/$P/root)"
+            WANT=/; [ $KIND = chroot ] && WANT="$R"
+            [ "$(readlink /proc/$P/root)" = "$WANT" ] || fail "the restarted init's root is $(readlink /proc/$P/root)"
             cut -d' ' -f4- /proc/$P/mountinfo > "$W/mounts.txt"
             cat "/proc/$P/root/tmp/note" > "$W/note.txt"
             cat "/proc/$P/root/written" > "$W/written.txt"
@@ -571,12 +577,13 @@ public sealed class TreeTests(E2eEnvironment env)
             """);
         r.AssertPassed().AssertRestoredExit0();
         var mounts = r.File("mounts.txt");
-        string rootLine = root switch { "overlay" => "/ / rw,relatime - overlay ckpt-ov ", "subtree" => "/ / rw,relatime - tmpfs ckpt-base ", _ => "/root / rw," };
+        // (chroot: the mounts under its root, as it sees them; the namespace's root is the host's)
+        string rootLine = root switch { "overlay" => "/ / rw,relatime - overlay ckpt-ov ", "subtree" => "/ / rw,relatime - tmpfs ckpt-base ", "chroot" => "/usr /usr ro,", _ => "/root / rw," };
         foreach (var line in new[] { rootLine, "/usr /usr ro,", "/ /tmp rw,relatime - tmpfs ckpt-ctmp", "/ /dev rw,relatime - tmpfs ckpt-cdev", "/ /proc rw,relatime - proc proc",
                      "/null /proc/uptime rw,relatime - tmpfs ckpt-cdev", "/sys /proc/sys ro,relatime - proc proc", "/ /proc/fs ro,relatime - tmpfs ckpt-cfs" })
             Assert.True(mounts.Contains(line), $"the container has no mount '{line}':\n{mounts}{r.Diagnostics}");
         if (root == "devpts") Assert.True(mounts.Contains("/ /dev/pts rw,relatime - devpts ckpt-pts "), $"the container has no devpts of its own:\n{mounts}");
-        Assert.Equal(root == "devpts" ? 9 : 8, mounts.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+        Assert.Equal(root switch { "devpts" => 9, "chroot" => 7, _ => 8 }, mounts.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
         Assert.Equal("kept", r.File("note.txt").Trim());
         Assert.Equal("upper", r.File("written.txt").Trim());
         Assert.Equal("character special file 1:3", r.File("null.txt").Trim());
