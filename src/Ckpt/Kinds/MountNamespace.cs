@@ -172,26 +172,17 @@ public sealed class MountNamespace : ITreeNamespace
     /// </summary>
     private static (List<string> MountInfo, int Root) FromInside(int pid)
     {
-        int ns = FileCalls.Open($"/proc/{pid}/ns/mnt", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
-        if (ns < 0) throw SyscallException.Last("open", pid, $"/proc/{pid}/ns/mnt");
         int proc = FileCalls.Open("/proc", FileCalls.O_PATH | FileCalls.O_DIRECTORY | FileCalls.O_CLOEXEC, 0);
+        if (proc < 0) throw SyscallException.Last("open", 0, "/proc");
+        List<string>? lines = null;
+        int root = -1;
         try
         {
-            if (proc < 0) throw SyscallException.Last("open", 0, "/proc");
-            List<string>? lines = null;
-            int root = -1;
-            string? failed = null;
-            var th = new Thread(() =>
+            string? failed = InTreeNamespaces(pid, false, () =>
             {
-                const int CLONE_FS = 0x200;
-                if (Sys.Call(Nr.unshare, CLONE_FS) != 0 || Sys.Call(Nr.setns, ns, CLONE_NEWNS) != 0)
-                {
-                    failed = $"cannot enter its mount namespace: {Errors.Describe(Marshal.GetLastPInvokeError())}";
-                    return;
-                }
                 root = FileCalls.Open("/", FileCalls.O_PATH | FileCalls.O_DIRECTORY | FileCalls.O_CLOEXEC, 0);
                 int mi = FileCalls.OpenAt(proc, "thread-self/mountinfo", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
-                if (root < 0 || mi < 0) { failed = $"cannot open its root or mountinfo: {Errors.Describe(Marshal.GetLastPInvokeError())}"; return; }
+                if (root < 0 || mi < 0) return $"cannot open its root or mountinfo: {Errors.Describe(Marshal.GetLastPInvokeError())}";
                 try
                 {
                     var text = new MemoryStream();
@@ -199,12 +190,11 @@ public sealed class MountNamespace : ITreeNamespace
                     int n;
                     while ((n = FileCalls.ReadFull(mi, buf)) > 0) text.Write(buf, 0, n);
                     lines = Encoding.UTF8.GetString(text.ToArray()).Split('\n', StringSplitOptions.RemoveEmptyEntries).ToList();
+                    return null;
                 }
-                catch (SyscallException e) { failed = e.Message; }
+                catch (SyscallException e) { return e.Message; }
                 finally { FileCalls.Close(mi); }
-            }) { Name = "ckpt-mountinfo" };
-            th.Start();
-            th.Join();
+            });
             if (failed != null || lines == null)
             {
                 if (root >= 0) FileCalls.Close(root);
@@ -212,7 +202,7 @@ public sealed class MountNamespace : ITreeNamespace
             }
             return (lines, root);
         }
-        finally { FileCalls.Close(ns); if (proc >= 0) FileCalls.Close(proc); }
+        finally { FileCalls.Close(proc); }
     }
 
     /// <summary>
@@ -767,8 +757,12 @@ public sealed class MountNamespace : ITreeNamespace
         return m.Kind == OwnKind.BindProc || p.Mounts.Any(pm => Under(m.MountPoint, pm.MountPoint)) || (m.Kind == OwnKind.BindOwn && LateOwn(p, m.FromIndex));
     }
 
-    /// <summary>Own mount <paramref name="i"/>, made (<paramref name="fd"/>), attached on its mount point with its flags and private propagation: null, or what failed.</summary>
-    private static string? AttachOwn(Pending p, int i, int fd)
+    /// <summary>
+    /// Own mount <paramref name="i"/>, made (<paramref name="fd"/>), given its flags and private propagation
+    /// and attached on its mount point (<paramref name="asRoot"/>: made the root, <see cref="PivotTo"/>):
+    /// null, or what failed.
+    /// </summary>
+    private static string? AttachOwn(Pending p, int i, int fd, bool asRoot = false)
     {
         var m = p.Own[i];
         // its own flags (a bind mount's are the source's until then, a tmpfs was writable to be filled); every
@@ -776,9 +770,18 @@ public sealed class MountNamespace : ITreeNamespace
         ulong attrs = m.Attributes, clear = KnownAttributes;
         if (MountCalls.SetAttributes(fd, attrs, clear, MountCalls.MS_PRIVATE) != 0)
             return $"cannot set the flags of the {m.FsType} mount on {m.MountPoint} (mount_setattr 0x{attrs:x}): {Errors.Describe(Marshal.GetLastPInvokeError())}";
+        if (asRoot) return PivotTo(fd);
         if (MountCalls.Attach(fd, m.MountPoint) != 0)
             return $"cannot mount the {m.FsType} mount of the tree's own on {m.MountPoint} (move_mount): {Errors.Describe(Marshal.GetLastPInvokeError())}";
         return null;
+    }
+
+    /// <summary>Own mount <paramref name="i"/>, a bind mount of a path of ckpt's namespace: a clone of it made by ckpt (its thread in its own namespace).</summary>
+    private static void CloneCkptPath(RestoreSession s, Pending p, int i)
+    {
+        int fd = MountCalls.CloneTree(FileCalls.AT_FDCWD, p.Own[i].From);
+        if (fd < 0) throw new CkptException($"restart: cannot bind {p.Own[i].From} on {p.Own[i].MountPoint} of the tree's mount namespace again (open_tree): {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
+        p.OwnFds[i] = s.Own(fd);
     }
 
     /// <summary>A clone of <paramref name="path"/> of the calling thread's mount namespace (a part of an own mount, attached by now) for own mount <paramref name="i"/>: its fd, or -1 and <paramref name="failed"/>.</summary>
@@ -820,12 +823,7 @@ public sealed class MountNamespace : ITreeNamespace
         // the bind mounts of ckpt's paths and the overlays of its directories: made here, in ckpt's namespace
         for (int i = 0; i < p.Own.Count; i++)
             if (LateOwn(p, i)) continue;
-            else if (p.Own[i].Kind == OwnKind.Bind)
-            {
-                int fd = MountCalls.CloneTree(FileCalls.AT_FDCWD, p.Own[i].From);
-                if (fd < 0) throw new CkptException($"restart: cannot bind {p.Own[i].From} on {p.Own[i].MountPoint} of the tree's mount namespace again (open_tree): {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
-                p.OwnFds[i] = s.Own(fd);
-            }
+            else if (p.Own[i].Kind == OwnKind.Bind) CloneCkptPath(s, p, i);
             else if (p.Own[i].Kind == OwnKind.Overlay)
             {
                 var m = p.Own[i];
@@ -864,15 +862,7 @@ public sealed class MountNamespace : ITreeNamespace
                     if (why != null) return why;
                     p.OwnFds[i] = s.Own(fd);
                 }
-                if (i == 0 && ownRoot)
-                {
-                    ulong attrs = m.Attributes, clear = KnownAttributes;
-                    if (MountCalls.SetAttributes(p.OwnFds[0], attrs, clear, MountCalls.MS_PRIVATE) != 0)
-                        return $"cannot set the flags of the tree's root (mount_setattr 0x{attrs:x}): {Errors.Describe(Marshal.GetLastPInvokeError())}";
-                    if (PivotTo(p.OwnFds[0]) is { } why) return why;
-                    continue;
-                }
-                if (AttachOwn(p, i, p.OwnFds[i]) is { } failed) return failed;
+                if (AttachOwn(p, i, p.OwnFds[i], asRoot: i == 0 && ownRoot) is { } failed) return failed;
             }
             if (ownRoot)
             {
@@ -997,12 +987,7 @@ public sealed class MountNamespace : ITreeNamespace
         int root = s.Processes[0].Pid;
         var late = Enumerable.Range(0, p.Own.Count).Where(i => LateOwn(p, i)).ToList();
         // the bind mounts of ckpt's paths on the tree's procs: cloned here, in ckpt's namespace
-        foreach (int i in late.Where(i => p.Own[i].Kind == OwnKind.Bind))
-        {
-            int fd = MountCalls.CloneTree(FileCalls.AT_FDCWD, p.Own[i].From);
-            if (fd < 0) throw new CkptException($"restart: cannot bind {p.Own[i].From} on {p.Own[i].MountPoint} of the tree's mount namespace again (open_tree): {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
-            p.OwnFds[i] = s.Own(fd);
-        }
+        foreach (int i in late.Where(i => p.Own[i].Kind == OwnKind.Bind)) CloneCkptPath(s, p, i);
         // every proc made now, in ckpt's namespace (where /proc/PID of the inits can be opened), detached
         var mfds = Enumerable.Range(0, p.Mounts.Count).Select(i => Detached(p, i)).ToArray();
         try
