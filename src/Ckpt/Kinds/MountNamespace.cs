@@ -234,7 +234,7 @@ public sealed class MountNamespace : ITreeNamespace
         if (ownRoot)
         {
             if (!theirs.Any(m => m.MountPoint == "/"))
-                throw new NotCheckpointableException(s.Tree[0].Pid, $"its root is a directory of its mount namespace ({root}) that is no mount (chroot inside a mount namespace of its own); not supported: make it a mount (bind it on itself) and pivot_root to it");
+                throw new NotCheckpointableException(s.Tree[0].Pid, $"its mount namespace ({root}) shows no mount on its root; not supported");
             if (theirs[0].MountPoint != "/" || theirs.Count(m => m.MountPoint == "/") > 1)
                 throw new NotCheckpointableException(s.Tree[0].Pid, $"its mount namespace ({root}) has several mounts on its root, or mounts that are not under it; not supported");
             foreach (var l in mine.Values) l.Clear();

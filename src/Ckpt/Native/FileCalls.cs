@@ -202,14 +202,6 @@ public static unsafe partial class FileCalls
         return utimensat(dirfd, path, t, AT_SYMLINK_NOFOLLOW);
     }
 
-    /// <summary>lstat of <paramref name="path"/> under <paramref name="dirfd"/>; false (errno set) if it fails.</summary>
-    public static bool TryLstatAt(int dirfd, string path, out StatBuf st)
-    {
-        StatBuf s;
-        bool ok = Fstatat(dirfd, path, &s, AT_SYMLINK_NOFOLLOW) == 0;
-        st = s;
-        return ok;
-    }
 
     /// <summary>The target of a symbolic link (a /proc magic link: fd, exe, cwd...), or null (errno set).</summary>
     public static string? ReadLink(string path)

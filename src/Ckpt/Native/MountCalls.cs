@@ -12,7 +12,7 @@ public static unsafe partial class MountCalls
     private const long NrOpenTree = 428, NrMoveMount = 429, NrFsopen = 430, NrFsconfig = 431, NrFsmount = 432, NrMountSetattr = 442;
 
     public const uint FSOPEN_CLOEXEC = 1, FSMOUNT_CLOEXEC = 1, MOVE_MOUNT_F_EMPTY_PATH = 4,
-        OPEN_TREE_CLONE = 1, OPEN_TREE_CLOEXEC = 0x80000, AT_RECURSIVE = 0x8000;
+        OPEN_TREE_CLONE = 1, OPEN_TREE_CLOEXEC = 0x80000;
     public const int FSCONFIG_SET_FLAG = 0, FSCONFIG_SET_STRING = 1, FSCONFIG_SET_FD = 5, FSCONFIG_CMD_CREATE = 6;
     /// <summary>MOUNT_ATTR_*: per-mount flags (fsmount, mount_setattr).</summary>
     public const uint MOUNT_ATTR_RDONLY = 1, MOUNT_ATTR_NOSUID = 2, MOUNT_ATTR_NODEV = 4, MOUNT_ATTR_NOEXEC = 8,
