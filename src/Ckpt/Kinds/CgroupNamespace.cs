@@ -43,17 +43,12 @@ public sealed class CgroupNamespace : ITreeNamespace
         if (fd < 0) throw SyscallException.Last("open ns/cgroup", root);
         try
         {
-            var th = new Thread(() =>
+            var entered = NamespaceThread.Run([(fd, CLONE_NEWCGROUP, "its cgroup")], () =>
             {
-                if (ProcessCalls.Setns(fd, CLONE_NEWCGROUP) != 0) failed = Errors.Describe(Marshal.GetLastPInvokeError());
-                else
-                {
-                    try { inside = FileCalls.ReadText($"/proc/{root}/cgroup"); }
-                    catch (IOException e) { failed = e.Message; }
-                }
-            }) { Name = "ckpt-cgroup-ns" };
-            th.Start();
-            th.Join();
+                try { inside = FileCalls.ReadText($"/proc/{root}/cgroup"); return null; }
+                catch (IOException e) { return e.Message; }
+            }, "ckpt-cgroup-ns");
+            failed = entered.EnterErrno != 0 ? Errors.Describe(entered.EnterErrno) : entered.Failed;
         }
         finally { FileCalls.Close(fd); }
         if (inside == null) throw new NotCheckpointableException(root, $"its cgroup namespace ({ns}) cannot be entered to read its cgroups: {failed}");

@@ -956,22 +956,7 @@ public sealed class MountNamespace : ITreeNamespace
                 if (fd < 0) throw SyscallException.Last("open", pid, $"/proc/{pid}/ns/{name}");
                 fds.Add(fd);
             }
-            string? failed = null;
-            var th = new Thread(() =>
-            {
-                const int CLONE_FS = 0x200;
-                if (Sys.Call(Nr.unshare, CLONE_FS) != 0) { failed = $"unshare(CLONE_FS): {Errors.Describe(Marshal.GetLastPInvokeError())}"; return; }
-                for (int i = 0; i < kinds.Length; i++)
-                    if (Sys.Call(Nr.setns, fds[i], kinds[i].Item2) != 0)
-                    {
-                        failed = $"cannot enter the tree's {kinds[i].Item1} namespace: {Errors.Describe(Marshal.GetLastPInvokeError())}";
-                        return;
-                    }
-                failed = work();
-            }) { Name = "ckpt-mounts" };
-            th.Start();
-            th.Join();
-            return failed;
+            return NamespaceThread.Run(kinds.Select((k, i) => (fds[i], k.Item2, $"the tree's {k.Item1}")).ToList(), work, "ckpt-mounts").Failed;
         }
         finally { foreach (int fd in fds) FileCalls.Close(fd); }
     }

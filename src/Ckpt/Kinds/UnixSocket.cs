@@ -1362,15 +1362,9 @@ public sealed unsafe class UnixSocket : IFileKind
             Connect();
             return err;
         }
-        const int CLONE_FS = 0x200, CLONE_NEWNS = 0x20000;
-        var th = new Thread(() =>
-        {
-            if (Sys.Call(Nr.unshare, CLONE_FS) != 0 || Sys.Call(Nr.setns, ns, CLONE_NEWNS) != 0) err = Marshal.GetLastPInvokeError();
-            else Connect();
-        }) { Name = "ckpt-connect-hidden" };
-        th.Start();
-        th.Join();
-        return err;
+        const long CLONE_NEWNS = 0x20000;
+        var entered = NamespaceThread.Run([(ns, CLONE_NEWNS, "the hidden name's mount")], () => { Connect(); return null; }, "ckpt-connect-hidden");
+        return entered.EnterErrno != 0 ? entered.EnterErrno : err;
     }
 
     /// <summary>A socket file left by a listener that is gone (nobody accepts on it) is removed; anything else at the path is a conflict.</summary>
