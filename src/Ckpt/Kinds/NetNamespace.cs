@@ -1,3 +1,6 @@
+using System.Buffers.Binary;
+using System.Net;
+using System.Text;
 using Ckpt.Engine;
 using Ckpt.Image;
 using Ckpt.Native;
@@ -5,21 +8,30 @@ using Ckpt.Native;
 namespace Ckpt.Kinds;
 
 /// <summary>
-/// The tree's network namespace, when it has one of its own with only the loopback device
-/// (<c>unshare --net</c>, a sandbox without network, a test isolated from the machine's ports): its
-/// sockets, connections over lo included, are saved as any, from inside it.
+/// The tree's network namespace, when it has one of its own (<c>unshare --net</c>, a container with a veth
+/// to the host, a sandbox without network, a test isolated from the machine's ports): its devices and
+/// their configuration; its sockets, connections included, are saved as any, from inside it.
 /// <para>
 /// Checkpoint: every process of the tree must be in the root's network namespace. From the first freeze
 /// on, ckpt's tracer thread is in it (setns: a network namespace is per thread), so that sock_diag, the
 /// /proc/thread-self/net tables, the sockets ckpt makes (nf_tables holds) and its getsockopt copies see
-/// the tree's. Its devices (/proc/thread-self/net/dev) must be lo alone; whether lo is up is saved
-/// (SIOCGIFFLAGS). Other addresses than lo's own, routes, netfilter rules and sysctls of the namespace are
-/// not saved. One NetNamespace record before the Tree record.
+/// the tree's. rtnetlink dumps of the namespace give its devices: lo, dummy devices, veth pairs (both ends
+/// inside, or the other end in ckpt's namespace: a container's link to the host, whose name, MAC, MTU,
+/// flags, bridge, addresses and routes are saved too), and the tunnel devices every namespace gets when
+/// their module is loaded (tunl0, sit0...); any other kind, or a device enslaved to another, is refused.
+/// Each device's index, name, MAC, MTU, queue length and flags (up, noarp, promisc, allmulti, multicast)
+/// are saved, then the namespace's addresses, routes (every table), policy rules and permanent neighbour
+/// entries, as rtnetlink messages, leaving out what the kernel makes by itself (addresses and routes of
+/// protocol kernel or router advertisements, IPv6 temporary addresses, the default rules). Netfilter
+/// rules and sysctls of the namespace are not saved. One NetNamespace record before the Tree record.
 /// </para>
 /// <para>
 /// Restart: the root's fresh vessel makes a new network namespace (injected <c>unshare(CLONE_NEWNET)</c>)
-/// before the other vessels are forked, ckpt's tracer thread joins it for the rest of the restart, and lo
-/// is brought up as it was (SIOCSIFFLAGS; its addresses come with it).
+/// before the other vessels are forked, ckpt's tracer thread joins it for the rest of the restart, and
+/// makes the devices again with their indexes (a veth's host end in ckpt's namespace, with its name,
+/// given back to its bridge; a host end whose name is still taken, by a namespace the kernel is still
+/// tearing down, is waited for up to 3 s), sets their flags, then replays the addresses (without duplicate
+/// address detection), routes (device routes first), rules and neighbours.
 /// </para>
 /// </summary>
 public sealed unsafe class NetNamespace : ITreeNamespace
@@ -30,8 +42,31 @@ public sealed unsafe class NetNamespace : ITreeNamespace
     public int FinishOrder => 0;
 
     private const int CLONE_NEWNET = 0x40000000;
-    private const uint SIOCGIFFLAGS = 0x8913, SIOCSIFFLAGS = 0x8914;
-    private const short IFF_UP = 1;
+    private const uint IFF_UP = 1, IFF_NOARP = 0x80, IFF_PROMISC = 0x100, IFF_ALLMULTI = 0x200, IFF_MULTICAST = 0x1000;
+    /// <summary>The device flags a restart sets as they were.</summary>
+    private const uint RestoredFlags = IFF_UP | IFF_NOARP | IFF_PROMISC | IFF_ALLMULTI | IFF_MULTICAST;
+    private const ushort ARPHRD_LOOPBACK = 772;
+    private const ushort IFLA_ADDRESS = 1, IFLA_IFNAME = 3, IFLA_MTU = 4, IFLA_LINK = 5, IFLA_MASTER = 10, IFLA_TXQLEN = 13,
+        IFLA_LINKINFO = 18, IFLA_NET_NS_FD = 28, IFLA_LINK_NETNSID = 37;
+    private const ushort IFLA_INFO_KIND = 1, IFLA_INFO_DATA = 2, VETH_INFO_PEER = 1;
+    private const ushort IFA_ADDRESS = 1, IFA_LOCAL = 2, IFA_LABEL = 3, IFA_BROADCAST = 4, IFA_ANYCAST = 5, IFA_CACHEINFO = 6,
+        IFA_FLAGS = 8, IFA_RT_PRIORITY = 9, IFA_PROTO = 11;
+    private const uint IFA_F_TEMPORARY = 0x01, IFA_F_NODAD = 0x02, IFA_F_TENTATIVE = 0x40;
+    private const ushort RTA_DST = 1, RTA_SRC = 2, RTA_IIF = 3, RTA_OIF = 4, RTA_GATEWAY = 5, RTA_PRIORITY = 6, RTA_PREFSRC = 7,
+        RTA_METRICS = 8, RTA_MULTIPATH = 9, RTA_FLOW = 11, RTA_TABLE = 15, RTA_MARK = 16, RTA_VIA = 18, RTA_NEWDST = 19, RTA_PREF = 20,
+        RTA_ENCAP_TYPE = 21, RTA_ENCAP = 22, RTA_UID = 25, RTA_TTL_PROPAGATE = 26, RTA_NH_ID = 30;
+    private const byte RTPROT_KERNEL = 2, RTPROT_RA = 9, RT_TABLE_LOCAL = 255;
+    private const uint RTM_F_CLONED = 0x200;
+    private const ushort FRA_PRIORITY = 6, FRA_TABLE = 15, FRA_PROTOCOL = 21;
+    private const ushort NDA_DST = 1, NDA_LLADDR = 2, NUD_PERMANENT = 0x80;
+    private const ushort NETNSA_NSID = 1, NETNSA_FD = 3;
+
+    /// <summary>Tunnel devices the kernel gives every network namespace while their module is loaded: made again by the kernel, configured by ckpt.</summary>
+    private static readonly Dictionary<string, string> FallbackDevices = new()
+    {
+        ["tunl0"] = "ipip", ["sit0"] = "sit", ["ip6tnl0"] = "ip6tnl", ["gre0"] = "gre", ["gretap0"] = "gretap", ["erspan0"] = "erspan",
+        ["ip6gre0"] = "ip6gre", ["ip_vti0"] = "vti", ["ip6_vti0"] = "vti6",
+    };
 
     /// <summary>Whether ckpt's tracer thread is in the tree's network namespace (set once per checkpoint, on the tracer thread).</summary>
     [ThreadStatic] private static bool t_joined;
@@ -55,68 +90,529 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         t_joined = true;
     }
 
-    /// <summary>The devices of the calling thread's network namespace (/proc/thread-self/net/dev).</summary>
-    private static List<string> Devices()
-        => File.ReadLines("/proc/thread-self/net/dev").Skip(2).Select(l => l.Split(':')[0].Trim()).Where(n => n.Length > 0).ToList();
-
-    /// <summary>The flags of device <paramref name="name"/> of the calling thread's namespace, or sets them (<paramref name="set"/>).</summary>
-    private static short Flags(string name, short? set = null)
+    /// <summary>A device of the namespace, and for a veth whose other end is in ckpt's namespace, that end (the host end).</summary>
+    private sealed class Link
     {
-        int sock = SocketCalls.Socket(SocketCalls.AF_INET, SocketCalls.SOCK_DGRAM | SocketCalls.SOCK_CLOEXEC, 0);
-        if (sock < 0) throw SyscallException.Last("socket (for SIOCGIFFLAGS)");
-        try
-        {
-            var ifr = stackalloc byte[40];
-            new Span<byte>(ifr, 40).Clear();
-            var bytes = System.Text.Encoding.ASCII.GetBytes(name);
-            bytes.AsSpan(0, Math.Min(bytes.Length, 15)).CopyTo(new Span<byte>(ifr, 16));
-            if (EventCalls.Ioctl(sock, SIOCGIFFLAGS, ifr) != 0) throw SyscallException.Last("ioctl(SIOCGIFFLAGS)", 0, name);
-            if (set is short v)
-            {
-                *(short*)(ifr + 16) = v;
-                if (EventCalls.Ioctl(sock, SIOCSIFFLAGS, ifr) != 0) throw SyscallException.Last("ioctl(SIOCSIFFLAGS)", 0, name);
-            }
-            return *(short*)(ifr + 16);
-        }
-        finally { FileCalls.Close(sock); }
+        public int Index;
+        public string Name = "", Kind = "";   // "loopback", "dummy", "veth", or a fallback tunnel's kind
+        public uint Flags, Mtu, TxQueue;
+        public byte[] Mac = [];
+        /// <summary>A veth's other end: its name and index, and whether it is in ckpt's namespace (else in the tree's).</summary>
+        public string PeerName = "";
+        public int PeerIndex;
+        public bool PeerOutside;
+        public byte[] PeerMac = [];
+        public uint PeerMtu, PeerFlags;
+        /// <summary>The bridge the host end is a port of, or "".</summary>
+        public string PeerMaster = "";
+        /// <summary>The host end's addresses and routes (rtnetlink messages; their device index is the old host end's).</summary>
+        public List<(ushort Type, byte[] Msg)> PeerConfig = new();
     }
+
+    private sealed class NetState
+    {
+        public List<Link> Links = new();
+        /// <summary>Addresses, routes, rules and neighbours of the namespace, in the order they are made again.</summary>
+        public List<(ushort Type, byte[] Msg)> Config = new();
+    }
+
+    // ---- checkpoint ----
 
     public void Write(CheckpointSession s)
     {
         var (root, own) = s.TreeNamespace("net", "network");
         if (!own) return;
         if (!t_joined) Join(s.Processes[0].Pid);
-        var devices = Devices();
-        if (devices.FirstOrDefault(d => d != "lo") is { } other)
-            throw new NotCheckpointableException(s.Tree[0].Pid, $"its network namespace ({root}) has device {other}; only a namespace with the loopback device alone is rebuilt (unshare --net)");
-        bool up = devices.Contains("lo") && (Flags("lo") & IFF_UP) != 0;
-        s.Image.Write(RecordKind.NetNamespace, new PayloadWriter().Bool(up));
-        s.Log.Info($"the tree is in a network namespace of its own ({root}), lo {(up ? "up" : "down")}");
+        int pid = s.Tree[0].Pid;
+        var state = new NetState();
+        int nl = RouteCalls.Open();
+        try
+        {
+            var dump = RouteCalls.Dump(nl, RouteCalls.RTM_GETLINK, new byte[16]);
+            var names = dump.ToDictionary(m => Index(m), m => Attrs(m, 16).Str(IFLA_IFNAME));
+            foreach (var m in dump)
+                state.Links.Add(ReadLink(s, m, names, nl, pid, root!));
+            state.Links.Sort((a, b) => a.Index.CompareTo(b.Index));
+            var saved = state.Links.Select(l => l.Index).ToHashSet();
+
+            foreach (var m in RouteCalls.Dump(nl, RouteCalls.RTM_GETADDR, new byte[8]))
+                if (KeepAddress(m) is { } a && saved.Contains(BinaryPrimitives.ReadInt32LittleEndian(m.AsSpan(4)))) state.Config.Add((RouteCalls.RTM_NEWADDR, a));
+            var routes = new List<byte[]>();
+            foreach (byte family in new byte[] { 2, 10 })
+                foreach (var m in RouteCalls.Dump(nl, RouteCalls.RTM_GETROUTE, [family, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]))
+                    if (KeepRoute(m, pid, names) is { } r) routes.Add(r);
+            // device routes first: a gateway must be reachable when its route is made
+            state.Config.AddRange(routes.OrderBy(r => HasGateway(r) ? 1 : 0).Select(r => (RouteCalls.RTM_NEWROUTE, r)));
+            foreach (byte family in new byte[] { 2, 10 })
+                foreach (var m in RouteCalls.Dump(nl, RouteCalls.RTM_GETRULE, [family, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]))
+                    if (KeepRule(m)) state.Config.Add((RouteCalls.RTM_NEWRULE, m));
+            foreach (var m in RouteCalls.Dump(nl, RouteCalls.RTM_GETNEIGH, new byte[12]))
+                if (KeepNeighbour(m) is { } n) state.Config.Add((RouteCalls.RTM_NEWNEIGH, n));
+        }
+        finally { FileCalls.Close(nl); }
+
+        var p = new PayloadWriter().Bool(state.Links.Any(l => l.Kind == "loopback" && (l.Flags & IFF_UP) != 0));
+        p.U32((uint)state.Links.Count);
+        foreach (var l in state.Links)
+        {
+            p.I32(l.Index).Str(l.Name).Str(l.Kind).U32(l.Flags).U32(l.Mtu).Bytes(l.Mac).U32(l.TxQueue)
+             .Str(l.PeerName).I32(l.PeerIndex).Bool(l.PeerOutside).Bytes(l.PeerMac).U32(l.PeerMtu).U32(l.PeerFlags).Str(l.PeerMaster);
+            WriteMessages(p, l.PeerConfig);
+        }
+        WriteMessages(p, state.Config);
+        s.Image.Write(RecordKind.NetNamespace, p);
+        s.Log.Info($"the tree is in a network namespace of its own ({root}): {string.Join(", ", state.Links.Select(Describe))}; " +
+                   $"{state.Config.Count} addresses, routes, rules and neighbours");
+        foreach (var (t, m) in state.Config) s.Log.Debug($"  {Summary(t, m, state)}");
     }
 
-    private static bool Read(Record rec)
+    private static void WriteMessages(PayloadWriter p, List<(ushort Type, byte[] Msg)> list)
+    {
+        p.U32((uint)list.Count);
+        foreach (var (t, m) in list) p.U32(t).Bytes(m);
+    }
+
+    private static int Index(byte[] ifinfo) => BinaryPrimitives.ReadInt32LittleEndian(ifinfo.AsSpan(4));
+
+    /// <summary>One device of the tree's namespace (ifinfomsg and attributes), its host end looked at when it is a veth's.</summary>
+    private static Link ReadLink(CheckpointSession s, byte[] m, Dictionary<int, string> names, int nl, int pid, string root)
+    {
+        var a = Attrs(m, 16);
+        var info = a.Nested(IFLA_LINKINFO);
+        var l = new Link
+        {
+            Index = Index(m), Name = a.Str(IFLA_IFNAME), Flags = BinaryPrimitives.ReadUInt32LittleEndian(m.AsSpan(8)),
+            Mtu = a.U32(IFLA_MTU), Mac = a.Bytes(IFLA_ADDRESS), TxQueue = a.U32(IFLA_TXQLEN),
+            Kind = info?.Str(IFLA_INFO_KIND) ?? "",
+        };
+        ushort type = BinaryPrimitives.ReadUInt16LittleEndian(m.AsSpan(2));
+        if (l.Kind == "" && type == ARPHRD_LOOPBACK) l.Kind = "loopback";
+        string where = $"its network namespace ({root}) has device {l.Name}";
+        if (a.Has(IFLA_MASTER))
+            throw new NotCheckpointableException(pid, $"{where}, a port of {names.GetValueOrDefault((int)a.U32(IFLA_MASTER), "?")}: bridges and bonds inside the namespace are not rebuilt");
+        if (l.Kind is "loopback" or "dummy") return l;
+        if (FallbackDevices.TryGetValue(l.Name, out var fallback) && fallback == l.Kind) return l;
+        if (l.Kind != "veth")
+            throw new NotCheckpointableException(pid, $"{where} of kind {(l.Kind == "" ? $"type {type}" : l.Kind)}; ckpt rebuilds lo, dummy and veth devices");
+        l.PeerIndex = (int)a.U32(IFLA_LINK);
+        if (!a.Has(IFLA_LINK_NETNSID))
+        {
+            // both ends in the tree's namespace
+            l.PeerName = names.GetValueOrDefault(l.PeerIndex, "");
+            if (l.PeerName == "") throw new NotCheckpointableException(pid, $"{where}, a veth whose other end (index {l.PeerIndex}) is not found");
+            return l;
+        }
+        int nsid = a.I32(IFLA_LINK_NETNSID);
+        int ckptNs = FileCalls.Open("/proc/self/ns/net", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
+        if (ckptNs < 0) throw SyscallException.Last("open /proc/self/ns/net");
+        try
+        {
+            if (NsidOf(nl, ckptNs) != nsid)
+                throw new NotCheckpointableException(pid, $"{where}, a veth whose other end is in another network namespace than ckpt's (nsid {nsid}); run ckpt in that namespace");
+            int host = RouteCalls.OpenIn(ckptNs);
+            try { ReadHostEnd(s, host, l, pid, where); }
+            finally { FileCalls.Close(host); }
+        }
+        finally { FileCalls.Close(ckptNs); }
+        return l;
+    }
+
+    /// <summary>The id the tree's namespace (socket <paramref name="nl"/>) gives the namespace <paramref name="nsFd"/>, or -1.</summary>
+    private static int NsidOf(int nl, int nsFd)
+    {
+        var req = RouteCalls.Message(RouteCalls.RTM_GETNSID, RouteCalls.NLM_F_ACK, [0, 0, 0, 0]).U32(NETNSA_FD, (uint)nsFd).Bytes();
+        var answer = RouteCalls.Get(nl, req, out int errno);
+        if (answer == null) throw new SyscallException("rtnetlink RTM_GETNSID", errno);
+        var a = Attrs(answer, 4);
+        return a.Has(NETNSA_NSID) ? a.I32(NETNSA_NSID) : -1;
+    }
+
+    /// <summary>A veth's host end (socket <paramref name="host"/> of ckpt's namespace): name, MAC, MTU, flags, bridge, addresses and routes.</summary>
+    private static void ReadHostEnd(CheckpointSession s, int host, Link l, int pid, string where)
+    {
+        var hdr = new byte[16];
+        BinaryPrimitives.WriteInt32LittleEndian(hdr.AsSpan(4), l.PeerIndex);
+        var m = RouteCalls.Get(host, RouteCalls.Message(RouteCalls.RTM_GETLINK, RouteCalls.NLM_F_ACK, hdr).Bytes(), out int errno)
+            ?? throw new NotCheckpointableException(pid, $"{where}, a veth whose other end (index {l.PeerIndex} of ckpt's namespace) is not found: {Errors.Describe(errno)}");
+        var a = Attrs(m, 16);
+        if (a.Nested(IFLA_LINKINFO)?.Str(IFLA_INFO_KIND) != "veth" || a.U32(IFLA_LINK) != (uint)l.Index)
+            throw new NotCheckpointableException(pid, $"{where}, a veth whose other end (index {l.PeerIndex} of ckpt's namespace) is not found");
+        l.PeerOutside = true;
+        l.PeerName = a.Str(IFLA_IFNAME);
+        l.PeerMac = a.Bytes(IFLA_ADDRESS);
+        l.PeerMtu = a.U32(IFLA_MTU);
+        l.PeerFlags = BinaryPrimitives.ReadUInt32LittleEndian(m.AsSpan(8));
+        if (a.Has(IFLA_MASTER))
+        {
+            var mh = new byte[16];
+            BinaryPrimitives.WriteInt32LittleEndian(mh.AsSpan(4), (int)a.U32(IFLA_MASTER));
+            var master = RouteCalls.Get(host, RouteCalls.Message(RouteCalls.RTM_GETLINK, RouteCalls.NLM_F_ACK, mh).Bytes(), out _);
+            if (master != null) l.PeerMaster = Attrs(master, 16).Str(IFLA_IFNAME);
+        }
+        foreach (var am in RouteCalls.Dump(host, RouteCalls.RTM_GETADDR, new byte[8]))
+            if (BinaryPrimitives.ReadInt32LittleEndian(am.AsSpan(4)) == l.PeerIndex && KeepAddress(am) is { } keep)
+                l.PeerConfig.Add((RouteCalls.RTM_NEWADDR, keep));
+        var routes = new List<byte[]>();
+        foreach (byte family in new byte[] { 2, 10 })
+            foreach (var rm in RouteCalls.Dump(host, RouteCalls.RTM_GETROUTE, [family, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]))
+            {
+                var ra = Attrs(rm, 12);
+                if (ra.Has(RTA_OIF) && ra.U32(RTA_OIF) == (uint)l.PeerIndex && KeepRoute(rm, 0, null) is { } r) routes.Add(r);
+            }
+        l.PeerConfig.AddRange(routes.OrderBy(r => HasGateway(r) ? 1 : 0).Select(r => (RouteCalls.RTM_NEWROUTE, r)));
+        s.Log.Info($"device {l.Name}'s other end is {l.PeerName} (index {l.PeerIndex}) in ckpt's namespace" +
+                   (l.PeerMaster != "" ? $", a port of {l.PeerMaster}" : "") + $", {l.PeerConfig.Count} addresses and routes");
+    }
+
+    /// <summary>An address as it is made again (attributes a new address takes), or null for one the kernel makes itself.</summary>
+    private static byte[]? KeepAddress(byte[] m)
+    {
+        var a = Attrs(m, 8);
+        byte family = m[0];
+        if (family is not (2 or 10)) return null;
+        if (a.Has(IFA_PROTO) && a.Bytes(IFA_PROTO) is [>= 1 and <= 3, ..]) return null;   // kernel: lo, router advertisement, link-local
+        uint flags = a.Has(IFA_FLAGS) ? a.U32(IFA_FLAGS) : m[2];
+        if (family == 10 && (flags & IFA_F_TEMPORARY) != 0) return null;   // privacy address: the kernel makes new ones
+        var addr = a.Bytes(family == 10 ? IFA_ADDRESS : IFA_LOCAL);
+        // kernels without IFA_PROTO: lo's own and link-local IPv6 addresses come by themselves
+        if (family == 2 && m[1] == 8 && addr is [127, 0, 0, 1]) return null;
+        if (family == 10 && m[1] == 128 && addr.Length == 16 && addr.AsSpan(0, 15).IndexOfAnyExcept((byte)0) < 0 && addr[15] == 1) return null;
+        if (family == 10 && addr is [0xfe, 0x80, ..] && !a.Has(IFA_PROTO) && m[1] == 64) return null;
+        bool forever = !a.Has(IFA_CACHEINFO) || a.Bytes(IFA_CACHEINFO) is { Length: >= 8 } ci && BinaryPrimitives.ReadUInt32LittleEndian(ci.AsSpan(4)) == uint.MaxValue;
+        var keep = Rebuild(m, 8, a, t => t is IFA_ADDRESS or IFA_LOCAL or IFA_LABEL or IFA_BROADCAST or IFA_ANYCAST or IFA_RT_PRIORITY or IFA_PROTO
+                                       || (t == IFA_CACHEINFO && !forever));
+        var km = new NetlinkMessage(0, 0, 0, keep).U32(IFA_FLAGS, flags).Bytes();
+        return km[16..];
+    }
+
+    /// <summary>A route as it is made again, or null for one the kernel makes itself (protocol kernel or router advertisement, cached).</summary>
+    private static byte[]? KeepRoute(byte[] m, int pid, Dictionary<int, string>? names)
+    {
+        byte protocol = m[5];
+        uint flags = BinaryPrimitives.ReadUInt32LittleEndian(m.AsSpan(8));
+        if (protocol is RTPROT_KERNEL or RTPROT_RA || (flags & RTM_F_CLONED) != 0) return null;
+        var a = Attrs(m, 12);
+        if (names != null && a.Has(RTA_NH_ID))
+            throw new NotCheckpointableException(pid, $"its network namespace has a route using a nexthop object ({Summary(RouteCalls.RTM_NEWROUTE, m, null)}); nexthop objects are not rebuilt");
+        return Rebuild(m, 12, a, t => t is RTA_DST or RTA_SRC or RTA_IIF or RTA_OIF or RTA_GATEWAY or RTA_PRIORITY or RTA_PREFSRC or RTA_METRICS
+            or RTA_MULTIPATH or RTA_FLOW or RTA_TABLE or RTA_MARK or RTA_VIA or RTA_NEWDST or RTA_PREF or RTA_ENCAP_TYPE or RTA_ENCAP or RTA_UID or RTA_TTL_PROPAGATE);
+    }
+
+    private static bool HasGateway(byte[] route) { var a = Attrs(route, 12); return a.Has(RTA_GATEWAY) || a.Has(RTA_VIA) || a.Has(RTA_MULTIPATH); }
+
+    /// <summary>Whether a policy rule is one of the tree's own (not the kernel's default rules).</summary>
+    private static bool KeepRule(byte[] m)
+    {
+        var a = Attrs(m, 12);
+        if (a.Has(FRA_PROTOCOL)) return a.Bytes(FRA_PROTOCOL) is not [RTPROT_KERNEL];
+        uint prio = a.Has(FRA_PRIORITY) ? a.U32(FRA_PRIORITY) : 0;
+        uint table = a.Has(FRA_TABLE) ? a.U32(FRA_TABLE) : m[4];
+        return !((prio, table) is (0, 255) or (32766, 254) or (32767, 253));
+    }
+
+    /// <summary>A permanent neighbour entry (ip neigh add ... nud permanent) as it is made again, or null.</summary>
+    private static byte[]? KeepNeighbour(byte[] m)
+    {
+        if (m[0] is not (2 or 10) || (BinaryPrimitives.ReadUInt16LittleEndian(m.AsSpan(8)) & NUD_PERMANENT) == 0) return null;
+        return Rebuild(m, 12, Attrs(m, 12), t => t is NDA_DST or NDA_LLADDR);
+    }
+
+    /// <summary>The fixed header of <paramref name="m"/> and those of its attributes <paramref name="keep"/> wants.</summary>
+    private static byte[] Rebuild(byte[] m, int header, AttrSet a, Func<ushort, bool> keep)
+    {
+        var b = new NetlinkMessage(0, 0, 0, m.AsSpan(0, header));
+        foreach (var (t, at, len) in a.All)
+            if (keep(t)) b.Attr(t, m.AsSpan(at, len));
+        return b.Bytes()[16..];
+    }
+
+    // ---- restart ----
+
+    private static NetState Read(Record rec)
     {
         var r = rec.Reader();
         bool up = r.Bool();
+        var st = new NetState();
+        if (r.AtEnd)
+        {
+            // an image of an older ckpt: lo alone
+            st.Links.Add(new Link { Index = 1, Name = "lo", Kind = "loopback", Flags = up ? IFF_UP : 0 });
+            return st;
+        }
+        uint n = r.U32();
+        for (uint i = 0; i < n; i++)
+        {
+            var l = new Link
+            {
+                Index = r.I32(), Name = r.Str(), Kind = r.Str(), Flags = r.U32(), Mtu = r.U32(), Mac = r.Bytes().ToArray(), TxQueue = r.U32(),
+                PeerName = r.Str(), PeerIndex = r.I32(), PeerOutside = r.Bool(), PeerMac = r.Bytes().ToArray(), PeerMtu = r.U32(),
+                PeerFlags = r.U32(), PeerMaster = r.Str(),
+            };
+            ReadMessages(ref r, l.PeerConfig);
+            st.Links.Add(l);
+        }
+        ReadMessages(ref r, st.Config);
         r.End();
-        return up;
+        return st;
     }
 
-    private sealed class Pending { public bool LoopbackUp; }
+    private static void ReadMessages(ref PayloadReader r, List<(ushort Type, byte[] Msg)> into)
+    {
+        uint n = r.U32();
+        for (uint i = 0; i < n; i++)
+        {
+            uint t = r.U32();
+            into.Add(((ushort)t, r.Bytes().ToArray()));
+        }
+    }
 
-    public void Restore(RestoreSession s, Record rec) => s.Set(new Pending { LoopbackUp = Read(rec) });
+    public void Restore(RestoreSession s, Record rec) => s.Set(Read(rec));
 
-    /// <summary>The root's fresh vessel makes the tree's network namespace; ckpt's tracer thread joins it and brings lo up as it was.</summary>
+    /// <summary>The root's fresh vessel makes the tree's network namespace; ckpt's tracer thread joins it and makes its devices and configuration again.</summary>
     public void Enter(RestoreContext root)
     {
         var s = root.Session;
-        if (s.Existing<Pending>() is not { } p) return;
+        if (s.Existing<NetState>() is not { } st) return;
         long r = UserNamespace.Unshare(root, "net");
         if (r < 0) throw new CkptException($"restart: cannot make the tree's network namespace (unshare): {Errors.Describe((int)-r)}; restart as root", ExitCodes.Permission);
         Join(root.Pid);
-        if (p.LoopbackUp) Flags("lo", (short)(Flags("lo") | IFF_UP));
-        s.Log.Info($"the tree runs in a network namespace of its own, lo {(p.LoopbackUp ? "up" : "down")}");
+        int nl = RouteCalls.Open();
+        int hostNs = -1, host = -1;
+        try
+        {
+            var existing = RouteCalls.Dump(nl, RouteCalls.RTM_GETLINK, new byte[16]).ToDictionary(m => Attrs(m, 16).Str(IFLA_IFNAME), Index);
+            var made = new HashSet<int>();
+            foreach (var l in st.Links)
+            {
+                if (made.Contains(l.Index)) continue;   // the other end of a veth made before
+                if (l.Kind == "loopback" || FallbackDevices.ContainsKey(l.Name))
+                {
+                    if (!existing.TryGetValue(l.Name, out int have) || have != l.Index)
+                        throw new CkptException($"restart: the tree's network device {l.Name} ({l.Kind}, index {l.Index}) is not in the new namespace{(have > 0 ? $" with that index (it has {have})" : "")}; load the kernel module of {l.Kind} and restart again", ExitCodes.RestoreConflict);
+                    if (l.Mtu > 0) Change(nl, l.Index, l.Name, m => m.U32(IFLA_MTU, l.Mtu));
+                    continue;
+                }
+                if (l.PeerOutside && hostNs < 0)
+                {
+                    hostNs = FileCalls.Open("/proc/self/ns/net", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
+                    if (hostNs < 0) throw SyscallException.Last("open /proc/self/ns/net");
+                    host = RouteCalls.OpenIn(hostNs);
+                }
+                Make(s, nl, l, st, hostNs);
+                made.Add(l.Index);
+                if (l.Kind == "veth" && !l.PeerOutside) made.Add(l.PeerIndex);
+                if (l.PeerOutside) ConfigureHostEnd(s, host, l);
+            }
+            foreach (var l in st.Links)
+                Change(nl, l.Index, l.Name, null, l.Flags & RestoredFlags);
+            foreach (var (t, m) in st.Config) Replay(nl, t, m, st, remap: null);
+        }
+        finally
+        {
+            FileCalls.Close(nl);
+            if (host >= 0) FileCalls.Close(host);
+            if (hostNs >= 0) FileCalls.Close(hostNs);
+        }
+        s.Log.Info($"the tree runs in a network namespace of its own: {string.Join(", ", st.Links.Select(Describe))}; {st.Config.Count} addresses, routes, rules and neighbours");
     }
 
-    public void Describe(Record rec, InfoNode info) => info.Child("net_namespace").Set("own", true).Set("loopback_up", Read(rec));
+    /// <summary>Makes device <paramref name="l"/> (a dummy, or a veth with its other end, in ckpt's namespace <paramref name="hostNs"/> or in the tree's) with its index, name, MAC, MTU and queue length.</summary>
+    private static void Make(RestoreSession s, int nl, Link l, NetState st, int hostNs)
+    {
+        int peerIndex = l.PeerIndex;
+        var deadline = DateTime.UtcNow.AddSeconds(3);
+        while (true)
+        {
+            var m = LinkMessage(RouteCalls.NLM_F_CREATE | RouteCalls.NLM_F_EXCL, l.Index, 0, 0, l.Name, l.Mac, l.Mtu, l.TxQueue)
+                .Begin(IFLA_LINKINFO).Str(IFLA_INFO_KIND, l.Kind);
+            if (l.Kind == "veth")
+            {
+                var peer = st.Links.Find(p => p.Index == l.PeerIndex && !l.PeerOutside);
+                var hdr = new byte[16];
+                BinaryPrimitives.WriteInt32LittleEndian(hdr.AsSpan(4), peerIndex);
+                m.Begin(IFLA_INFO_DATA).Begin(VETH_INFO_PEER).Raw(hdr).Str(IFLA_IFNAME, l.PeerName);
+                byte[] mac = peer?.Mac ?? l.PeerMac;
+                uint mtu = peer?.Mtu ?? l.PeerMtu;
+                if (mac.Length > 0) m.Attr(IFLA_ADDRESS, mac);
+                if (mtu > 0) m.U32(IFLA_MTU, mtu);
+                if (peer != null && peer.TxQueue > 0) m.U32(IFLA_TXQLEN, peer.TxQueue);
+                if (l.PeerOutside) m.U32(IFLA_NET_NS_FD, (uint)hostNs);
+                m.End().End();
+            }
+            int err = -RouteCalls.Request(nl, m.End().Bytes());
+            if (err == 0) break;
+            // the host end's old index is taken in ckpt's namespace: any will do there
+            if (err == Errors.EBUSY && l.PeerOutside && peerIndex != 0) { peerIndex = 0; continue; }
+            // the host end's name is taken: by the old one while the kernel tears the killed tree's namespace down, or by a tree still running
+            if (err == Errors.EEXIST && l.PeerOutside && DateTime.UtcNow < deadline) { Thread.Sleep(20); continue; }
+            string what = l.PeerOutside ? $" with its other end {l.PeerName} in ckpt's namespace" : l.Kind == "veth" ? $" with its other end {l.PeerName}" : "";
+            string hint = err == Errors.EEXIST && l.PeerOutside
+                ? $"; a device named {l.PeerName} exists on this machine (the checkpointed tree still running?): remove it (ip link del {l.PeerName}) and restart again"
+                : "";
+            throw new CkptException($"restart: cannot make the tree's network device {l.Name} ({l.Kind}, index {l.Index}){what}: {Errors.Describe(err)}{hint}", ExitCodes.RestoreConflict);
+        }
+        s.Log.Info($"made network device {Describe(l)}");
+    }
+
+    /// <summary>The host end of veth <paramref name="l"/> (socket <paramref name="host"/> of ckpt's namespace): its bridge, flags, addresses and routes.</summary>
+    private static void ConfigureHostEnd(RestoreSession s, int host, Link l)
+    {
+        int index = IndexOf(host, l.PeerName)
+            ?? throw new CkptException($"restart: the host end {l.PeerName} of the tree's network device {l.Name} is not found after it was made", ExitCodes.Internal);
+        if (l.PeerMaster != "")
+        {
+            int master = IndexOf(host, l.PeerMaster)
+                ?? throw new CkptException($"restart: the host end {l.PeerName} of the tree's network device {l.Name} was a port of {l.PeerMaster}, which this machine does not have; make it (ip link add {l.PeerMaster} type bridge) and restart again", ExitCodes.RestoreConflict);
+            Change(host, index, l.PeerName, m => m.U32(IFLA_MASTER, (uint)master));
+        }
+        Change(host, index, l.PeerName, null, l.PeerFlags & RestoredFlags);
+        foreach (var (t, m) in l.PeerConfig) Replay(host, t, m, null, remap: (l.PeerIndex, index));
+        s.Log.Info($"its other end {l.PeerName} (index {index}) in ckpt's namespace{(l.PeerMaster != "" ? $", port of {l.PeerMaster}" : "")}, {l.PeerConfig.Count} addresses and routes");
+    }
+
+    private static int? IndexOf(int nl, string name)
+    {
+        var m = RouteCalls.Message(RouteCalls.RTM_GETLINK, RouteCalls.NLM_F_ACK, new byte[16]).Str(IFLA_IFNAME, name).Bytes();
+        var answer = RouteCalls.Get(nl, m, out _);
+        return answer == null ? null : Index(answer);
+    }
+
+    private static NetlinkMessage LinkMessage(ushort flags, int index, uint ifFlags, uint change, string? name = null, byte[]? mac = null, uint mtu = 0, uint txq = 0)
+    {
+        var hdr = new byte[16];
+        BinaryPrimitives.WriteInt32LittleEndian(hdr.AsSpan(4), index);
+        BinaryPrimitives.WriteUInt32LittleEndian(hdr.AsSpan(8), ifFlags);
+        BinaryPrimitives.WriteUInt32LittleEndian(hdr.AsSpan(12), change);
+        var m = RouteCalls.Message(RouteCalls.RTM_NEWLINK, (ushort)(flags | RouteCalls.NLM_F_ACK), hdr);
+        if (name != null) m.Str(IFLA_IFNAME, name);
+        if (mac is { Length: > 0 }) m.Attr(IFLA_ADDRESS, mac);
+        if (mtu > 0) m.U32(IFLA_MTU, mtu);
+        if (txq > 0) m.U32(IFLA_TXQLEN, txq);
+        return m;
+    }
+
+    /// <summary>Changes device <paramref name="index"/>: attributes <paramref name="attrs"/> adds, or its flags to <paramref name="flags"/> (those of <see cref="RestoredFlags"/>).</summary>
+    private static void Change(int nl, int index, string name, Action<NetlinkMessage>? attrs, uint? flags = null)
+    {
+        var m = LinkMessage(0, index, flags ?? 0, flags.HasValue ? RestoredFlags : 0);
+        attrs?.Invoke(m);
+        int r = RouteCalls.Request(nl, m.Bytes());
+        if (r < 0) throw new CkptException($"restart: cannot set network device {name} (index {index}) as it was: {Errors.Describe(-r)}", ExitCodes.RestoreConflict);
+    }
+
+    /// <summary>Makes an address, route, rule or neighbour again; one that is there already is left as it is. <paramref name="remap"/>: a device index to change.</summary>
+    private static void Replay(int nl, ushort type, byte[] msg, NetState? st, (int From, int To)? remap)
+    {
+        var body = (byte[])msg.Clone();
+        if (remap is var (from, to))
+        {
+            if (type == RouteCalls.RTM_NEWADDR && BinaryPrimitives.ReadInt32LittleEndian(body.AsSpan(4)) == from)
+                BinaryPrimitives.WriteInt32LittleEndian(body.AsSpan(4), to);
+            if (type == RouteCalls.RTM_NEWROUTE)
+                foreach (var (t, at, len) in Attrs(body, 12).All)
+                    if (t == RTA_OIF && len == 4 && BinaryPrimitives.ReadInt32LittleEndian(body.AsSpan(at)) == from)
+                        BinaryPrimitives.WriteInt32LittleEndian(body.AsSpan(at), to);
+        }
+        if (type == RouteCalls.RTM_NEWADDR)
+            foreach (var (t, at, len) in Attrs(body, 8).All)
+                if (t == IFA_FLAGS && len == 4 && (BinaryPrimitives.ReadUInt32LittleEndian(body.AsSpan(at)) & IFA_F_TENTATIVE) == 0)
+                    // an address past duplicate detection is not tested again (a second of tentative state,
+                    // in which the restarted tree could not send from it)
+                    BinaryPrimitives.WriteUInt32LittleEndian(body.AsSpan(at), BinaryPrimitives.ReadUInt32LittleEndian(body.AsSpan(at)) | IFA_F_NODAD);
+        ushort flags = (ushort)(RouteCalls.NLM_F_ACK | RouteCalls.NLM_F_CREATE | (type == RouteCalls.RTM_NEWNEIGH ? RouteCalls.NLM_F_REPLACE : RouteCalls.NLM_F_EXCL));
+        var m = RouteCalls.Message(type, flags, body).Bytes();
+        int r = RouteCalls.Request(nl, m);
+        if (r < 0 && -r != Errors.EEXIST)
+            throw new CkptException($"restart: cannot make the tree's {Summary(type, msg, st)} again: {Errors.Describe(-r)}", ExitCodes.RestoreConflict);
+    }
+
+    // ---- description ----
+
+    private static string Describe(Link l)
+    {
+        var sb = new StringBuilder($"{l.Name} ({l.Kind}, index {l.Index}, {((l.Flags & IFF_UP) != 0 ? "up" : "down")}");
+        if (l.Mtu > 0) sb.Append($", mtu {l.Mtu}");
+        if (l.Kind == "veth") sb.Append($", other end {l.PeerName}{(l.PeerOutside ? " in ckpt's namespace" : "")}{(l.PeerMaster != "" ? $" on {l.PeerMaster}" : "")}");
+        return sb.Append(')').ToString();
+    }
+
+    /// <summary>An address, route, rule or neighbour in words ("address 10.0.0.2/24 on eth0", "route default via 10.0.0.1 dev eth0").</summary>
+    private static string Summary(ushort type, byte[] m, NetState? st)
+    {
+        string Dev(int index) => st?.Links.Find(l => l.Index == index)?.Name ?? $"#{index}";
+        static string Ip(byte[] b) => b.Length is 4 or 16 ? new IPAddress(b).ToString() : Convert.ToHexString(b);
+        switch (type)
+        {
+            case RouteCalls.RTM_NEWADDR:
+            {
+                var a = Attrs(m, 8);
+                var addr = a.Has(IFA_LOCAL) ? a.Bytes(IFA_LOCAL) : a.Bytes(IFA_ADDRESS);
+                return $"address {Ip(addr)}/{m[1]} on {Dev(BinaryPrimitives.ReadInt32LittleEndian(m.AsSpan(4)))}";
+            }
+            case RouteCalls.RTM_NEWROUTE:
+            {
+                var a = Attrs(m, 12);
+                var sb = new StringBuilder("route ");
+                sb.Append(a.Has(RTA_DST) ? $"{Ip(a.Bytes(RTA_DST))}/{m[1]}" : "default");
+                if (a.Has(RTA_GATEWAY)) sb.Append($" via {Ip(a.Bytes(RTA_GATEWAY))}");
+                if (a.Has(RTA_OIF)) sb.Append($" dev {Dev((int)a.U32(RTA_OIF))}");
+                uint table = a.Has(RTA_TABLE) ? a.U32(RTA_TABLE) : m[4];
+                if (table != 254) sb.Append($" table {table}");
+                return sb.ToString();
+            }
+            case RouteCalls.RTM_NEWRULE:
+            {
+                var a = Attrs(m, 12);
+                return $"rule {(a.Has(FRA_PRIORITY) ? a.U32(FRA_PRIORITY) : 0)} lookup {(a.Has(FRA_TABLE) ? a.U32(FRA_TABLE) : m[4])}";
+            }
+            case RouteCalls.RTM_NEWNEIGH:
+            {
+                var a = Attrs(m, 12);
+                return $"neighbour {Ip(a.Bytes(NDA_DST))} lladdr {Convert.ToHexString(a.Bytes(NDA_LLADDR))} dev {Dev(BinaryPrimitives.ReadInt32LittleEndian(m.AsSpan(4)))}";
+            }
+            default: return $"rtnetlink object of type {type}";
+        }
+    }
+
+    public void Describe(Record rec, InfoNode info)
+    {
+        var st = Read(rec);
+        var n = info.Child("net_namespace").Set("own", true)
+            .Set("loopback_up", st.Links.Any(l => l.Kind == "loopback" && (l.Flags & IFF_UP) != 0));
+        var devices = n.List("devices");
+        foreach (var l in st.Links)
+        {
+            var d = new InfoNode().Set("index", l.Index).Set("name", l.Name).Set("kind", l.Kind).Set("up", (l.Flags & IFF_UP) != 0)
+                .Set("mtu", l.Mtu).Set("mac", l.Mac.Length > 0 ? Convert.ToHexString(l.Mac) : null);
+            if (l.Kind == "veth")
+            {
+                d.Set("peer", l.PeerName).Set("peer_in_ckpt_namespace", l.PeerOutside);
+                if (l.PeerOutside) d.Set("peer_bridge", l.PeerMaster == "" ? null : l.PeerMaster).Set("peer_config", string.Join("; ", l.PeerConfig.Select(c => Summary(c.Type, c.Msg, null))));
+            }
+            devices.Add(d);
+        }
+        var config = n.List("config");
+        foreach (var (t, m) in st.Config)
+        {
+            var words = Summary(t, m, st).Split(' ', 2);
+            config.Add(new InfoNode().Set("kind", words[0]).Set("what", words.Length > 1 ? words[1] : ""));
+        }
+    }
+
+    // ---- attributes ----
+
+    private static AttrSet Attrs(byte[] m, int header) => new(m, NetlinkMessage.Attributes(m, header));
+
+    /// <summary>The attributes of a message, by type (the first of each).</summary>
+    private sealed class AttrSet(byte[] m, List<(ushort Type, int At, int Length)> all)
+    {
+        public List<(ushort Type, int At, int Length)> All => all;
+        private (ushort Type, int At, int Length)? Find(ushort t) { foreach (var x in all) if (x.Type == t) return x; return null; }
+        public bool Has(ushort t) => Find(t) != null;
+        public byte[] Bytes(ushort t) => Find(t) is { } x ? m.AsSpan(x.At, x.Length).ToArray() : [];
+        public uint U32(ushort t) => Find(t) is { Length: >= 4 } x ? BinaryPrimitives.ReadUInt32LittleEndian(m.AsSpan(x.At)) : 0;
+        public int I32(ushort t) => (int)U32(t);
+        public string Str(ushort t) => Find(t) is { } x ? Encoding.UTF8.GetString(m.AsSpan(x.At, x.Length)).TrimEnd('\0') : "";
+        public AttrSet? Nested(ushort t) => Find(t) is { } x ? new AttrSet(m, NetlinkMessage.Attributes(m.AsSpan(0, x.At + x.Length), x.At)) : null;
+    }
 }

@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.Runtime.InteropServices;
 
 namespace Ckpt.Native;
 
@@ -18,89 +17,39 @@ public static unsafe class NetfilterCalls
     private const int NFNL_SUBSYS_NFTABLES = 10;
     private const int NFT_MSG_NEWTABLE = 0, NFT_MSG_GETTABLE = 1, NFT_MSG_DELTABLE = 2, NFT_MSG_NEWCHAIN = 3, NFT_MSG_NEWRULE = 6;
     private const byte NFPROTO_INET = 1, NFPROTO_IPV4 = 2, NFPROTO_IPV6 = 10;
-    private const ushort NLA_F_NESTED = 0x8000;
     private const int NF_DROP = 0, NF_ACCEPT = 1, NF_INET_LOCAL_IN = 1, NF_INET_LOCAL_OUT = 3;
     private const int NFT_META_NFPROTO = 15, NFT_META_L4PROTO = 16, NFT_META_TIME_NS = 30;
     private const int NFT_PAYLOAD_NETWORK_HEADER = 1, NFT_PAYLOAD_TRANSPORT_HEADER = 2;
     private const int NFT_REG_VERDICT = 0, NFT_REG_1 = 1, NFT_CMP_EQ = 0, NFT_CMP_LT = 2, NFT_BYTEORDER_HTON = 1;
 
-    /// <summary>Attributes of a netlink message being built (nested attributes by Begin/End).</summary>
-    private sealed class Msg
-    {
-        private readonly List<byte> _b = new();
-        private readonly Stack<int> _open = new();
-        public Msg(ushort type, ushort flags, uint seq, byte family, ushort resId = 0)
-        {
-            _b.AddRange(new byte[16]);   // nlmsghdr, filled in Bytes()
-            BinaryPrimitives.WriteUInt16LittleEndian(Span(4, 2), type);
-            BinaryPrimitives.WriteUInt16LittleEndian(Span(6, 2), flags);
-            BinaryPrimitives.WriteUInt32LittleEndian(Span(8, 4), seq);
-            _b.Add(family); _b.Add(0);   // nfgenmsg: family, version
-            _b.Add((byte)(resId >> 8)); _b.Add((byte)resId);   // res_id, big-endian
-        }
-        private Span<byte> Span(int at, int n) => CollectionsMarshal.AsSpan(_b).Slice(at, n);
-        private void Pad() { while (_b.Count % 4 != 0) _b.Add(0); }
-        public Msg Attr(ushort type, ReadOnlySpan<byte> data)
-        {
-            int at = _b.Count;
-            _b.AddRange(new byte[4]);
-            BinaryPrimitives.WriteUInt16LittleEndian(Span(at, 2), (ushort)(4 + data.Length));
-            BinaryPrimitives.WriteUInt16LittleEndian(Span(at + 2, 2), type);
-            _b.AddRange(data.ToArray());
-            Pad();
-            return this;
-        }
-        public Msg Str(ushort type, string s) => Attr(type, [.. System.Text.Encoding.UTF8.GetBytes(s), 0]);
-        public Msg Be32(ushort type, int v)
-        {
-            Span<byte> b = stackalloc byte[4];
-            BinaryPrimitives.WriteInt32BigEndian(b, v);
-            return Attr(type, b);
-        }
-        public Msg Begin(ushort type)
-        {
-            _open.Push(_b.Count);
-            _b.AddRange(new byte[4]);
-            BinaryPrimitives.WriteUInt16LittleEndian(Span(_open.Peek() + 2, 2), (ushort)(type | NLA_F_NESTED));
-            return this;
-        }
-        public Msg End()
-        {
-            int at = _open.Pop();
-            BinaryPrimitives.WriteUInt16LittleEndian(Span(at, 2), (ushort)(_b.Count - at));
-            return this;
-        }
-        public byte[] Bytes()
-        {
-            BinaryPrimitives.WriteUInt32LittleEndian(Span(0, 4), (uint)_b.Count);
-            return _b.ToArray();
-        }
-    }
+    /// <summary>An nf_tables message: its nfgenmsg header (family, version, res_id big-endian), then attributes.</summary>
+    private static NetlinkMessage Msg(ushort type, ushort flags, uint seq, byte family, ushort resId = 0)
+        => new(type, flags, seq, [family, 0, (byte)(resId >> 8), (byte)resId]);
 
     private static ushort NftType(int msg) => (ushort)((NFNL_SUBSYS_NFTABLES << 8) | msg);
 
     /// <summary>One expression of a rule: its name and its data attributes.</summary>
-    private static void Expr(Msg m, string name, Action<Msg> data)
+    private static void Expr(NetlinkMessage m, string name, Action<NetlinkMessage> data)
     {
         m.Begin(1 /* NFTA_LIST_ELEM */).Str(1 /* NFTA_EXPR_NAME */, name).Begin(2 /* NFTA_EXPR_DATA */);
         data(m);
         m.End().End();
     }
 
-    private static void Meta(Msg m, int key, byte value)
+    private static void Meta(NetlinkMessage m, int key, byte value)
     {
         Expr(m, "meta", d => d.Be32(1 /* NFTA_META_DREG */, NFT_REG_1).Be32(2 /* NFTA_META_KEY */, key));
         Cmp(m, [value]);
     }
 
-    private static void Payload(Msg m, int bas, int offset, ReadOnlySpan<byte> value)
+    private static void Payload(NetlinkMessage m, int bas, int offset, ReadOnlySpan<byte> value)
     {
         int len = value.Length;
         Expr(m, "payload", d => d.Be32(1 /* DREG */, NFT_REG_1).Be32(2 /* BASE */, bas).Be32(3 /* OFFSET */, offset).Be32(4 /* LEN */, len));
         Cmp(m, value);
     }
 
-    private static void Cmp(Msg m, ReadOnlySpan<byte> value, int op = NFT_CMP_EQ)
+    private static void Cmp(NetlinkMessage m, ReadOnlySpan<byte> value, int op = NFT_CMP_EQ)
     {
         var v = value.ToArray();
         Expr(m, "cmp", d => d.Be32(1 /* NFTA_CMP_SREG */, NFT_REG_1).Be32(2 /* NFTA_CMP_OP */, op)
@@ -111,7 +60,7 @@ public static unsafe class NetfilterCalls
     /// Matches until <paramref name="until"/> (wall clock): meta time (ns since the epoch, host order),
     /// turned big-endian (cmp compares bytes), less than the deadline.
     /// </summary>
-    private static void Before(Msg m, DateTime until)
+    private static void Before(NetlinkMessage m, DateTime until)
     {
         Expr(m, "meta", d => d.Be32(1 /* NFTA_META_DREG */, NFT_REG_1).Be32(2 /* NFTA_META_KEY */, NFT_META_TIME_NS));
         Expr(m, "byteorder", d => d.Be32(1 /* NFTA_BYTEORDER_SREG */, NFT_REG_1).Be32(2 /* DREG */, NFT_REG_1)
@@ -137,7 +86,7 @@ public static unsafe class NetfilterCalls
     {
         var (v4, fa, fp) = Split(from);
         var (_, ta, tp) = Split(to);
-        var m = new Msg(NftType(NFT_MSG_NEWRULE), NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND, seq, NFPROTO_INET)
+        var m = Msg(NftType(NFT_MSG_NEWRULE), NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND, seq, NFPROTO_INET)
             .Str(1 /* NFTA_RULE_TABLE */, table).Str(2 /* NFTA_RULE_CHAIN */, chain).Begin(4 /* NFTA_RULE_EXPRESSIONS */);
         Meta(m, NFT_META_NFPROTO, v4 ? NFPROTO_IPV4 : NFPROTO_IPV6);
         Meta(m, NFT_META_L4PROTO, 6 /* TCP */);
@@ -164,8 +113,8 @@ public static unsafe class NetfilterCalls
         uint seq = (uint)Environment.TickCount;
         var msgs = new List<byte[]>();
         const ushort create = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE;
-        msgs.Add(new Msg(NftType(NFT_MSG_NEWTABLE), create, ++seq, NFPROTO_INET).Str(1 /* NFTA_TABLE_NAME */, table).Bytes());
-        msgs.Add(new Msg(NftType(NFT_MSG_NEWCHAIN), create, ++seq, NFPROTO_INET)
+        msgs.Add(Msg(NftType(NFT_MSG_NEWTABLE), create, ++seq, NFPROTO_INET).Str(1 /* NFTA_TABLE_NAME */, table).Bytes());
+        msgs.Add(Msg(NftType(NFT_MSG_NEWCHAIN), create, ++seq, NFPROTO_INET)
             .Str(1 /* NFTA_CHAIN_TABLE */, table).Str(3 /* NFTA_CHAIN_NAME */, "input")
             .Begin(4 /* NFTA_CHAIN_HOOK */).Be32(1 /* NFTA_HOOK_HOOKNUM */, NF_INET_LOCAL_IN).Be32(2 /* NFTA_HOOK_PRIORITY */, -200).End()
             .Be32(5 /* NFTA_CHAIN_POLICY */, NF_ACCEPT).Str(7 /* NFTA_CHAIN_TYPE */, "filter").Bytes());
@@ -176,7 +125,7 @@ public static unsafe class NetfilterCalls
         // data (with the peer's own data in it): the connection hung for good. Dropped at the output
         // hook, the send fails (EPERM) and the socket's sequence numbers stay where they were read
         if (connections.Count > 0)
-            msgs.Add(new Msg(NftType(NFT_MSG_NEWCHAIN), create, ++seq, NFPROTO_INET)
+            msgs.Add(Msg(NftType(NFT_MSG_NEWCHAIN), create, ++seq, NFPROTO_INET)
                 .Str(1 /* NFTA_CHAIN_TABLE */, table).Str(3 /* NFTA_CHAIN_NAME */, "output")
                 .Begin(4 /* NFTA_CHAIN_HOOK */).Be32(1 /* NFTA_HOOK_HOOKNUM */, NF_INET_LOCAL_OUT).Be32(2 /* NFTA_HOOK_PRIORITY */, -200).End()
                 .Be32(5 /* NFTA_CHAIN_POLICY */, NF_ACCEPT).Str(7 /* NFTA_CHAIN_TYPE */, "filter").Bytes());
@@ -188,7 +137,7 @@ public static unsafe class NetfilterCalls
         foreach (var local in listeners ?? [])
         {
             var (v4, la, lp) = Split(local);
-            var m = new Msg(NftType(NFT_MSG_NEWRULE), create | NLM_F_APPEND, ++seq, NFPROTO_INET)
+            var m = Msg(NftType(NFT_MSG_NEWRULE), create | NLM_F_APPEND, ++seq, NFPROTO_INET)
                 .Str(1 /* NFTA_RULE_TABLE */, table).Str(2 /* NFTA_RULE_CHAIN */, "input").Begin(4 /* NFTA_RULE_EXPRESSIONS */);
             Meta(m, NFT_META_NFPROTO, v4 ? NFPROTO_IPV4 : NFPROTO_IPV6);
             Meta(m, NFT_META_L4PROTO, 6 /* TCP */);
@@ -214,10 +163,10 @@ public static unsafe class NetfilterCalls
         uint seq = (uint)Environment.TickCount;
         // one that is not there is found by a get: a delete that fails takes nf_tables' abort path, which
         // waited about 17 ms here (each restart of an image taken on another machine, or restarted before)
-        var get = new Msg(NftType(NFT_MSG_GETTABLE), NLM_F_REQUEST | NLM_F_ACK, ++seq, NFPROTO_INET).Str(1, table).Bytes();
+        var get = Msg(NftType(NFT_MSG_GETTABLE), NLM_F_REQUEST | NLM_F_ACK, ++seq, NFPROTO_INET).Str(1, table).Bytes();
         try { Send([get], seq, $"nf_tables table {table}", batch: false); }
         catch (SyscallException e) when (e.Errno == Errors.ENOENT) { return false; }
-        var msg = new Msg(NftType(NFT_MSG_DELTABLE), NLM_F_REQUEST | NLM_F_ACK, ++seq, NFPROTO_INET).Str(1, table).Bytes();
+        var msg = Msg(NftType(NFT_MSG_DELTABLE), NLM_F_REQUEST | NLM_F_ACK, ++seq, NFPROTO_INET).Str(1, table).Bytes();
         try { Send([msg], seq, $"nf_tables table {table}"); }
         catch (SyscallException e) when (e.Errno == Errors.ENOENT) { return false; }
         return true;
@@ -228,9 +177,9 @@ public static unsafe class NetfilterCalls
     {
         uint firstSeq = lastSeq - (uint)msgs.Count + 1;
         var all = new List<byte>();
-        if (batch) all.AddRange(new Msg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, firstSeq - 1, 0, NFNL_SUBSYS_NFTABLES).Bytes());
+        if (batch) all.AddRange(Msg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, firstSeq - 1, 0, NFNL_SUBSYS_NFTABLES).Bytes());
         foreach (var m in msgs) all.AddRange(m);
-        if (batch) all.AddRange(new Msg(NFNL_MSG_BATCH_END, NLM_F_REQUEST, lastSeq + 1, 0, NFNL_SUBSYS_NFTABLES).Bytes());
+        if (batch) all.AddRange(Msg(NFNL_MSG_BATCH_END, NLM_F_REQUEST, lastSeq + 1, 0, NFNL_SUBSYS_NFTABLES).Bytes());
         int fd = SocketCalls.Socket(16 /* AF_NETLINK */, SocketCalls.SOCK_RAW | SocketCalls.SOCK_CLOEXEC, NETLINK_NETFILTER);
         if (fd < 0) throw SyscallException.Last("socket(AF_NETLINK, NETLINK_NETFILTER)", 0, what);
         try

@@ -163,6 +163,7 @@ public sealed class E2eScript
     /// <summary>A script step (after a restart) that keeps what <c>ckpt info</c> says of the image in $W/info.txt.</summary>
     public const string SaveInfo = """
         ck info "$W/img" > "$W/info.txt" || fail "ckpt info failed"
+
         """;
 
     /// <summary>
@@ -182,12 +183,15 @@ public sealed class E2eScript
         wait_exit $P 20; echo "TARGET: $?"
         """;
 
-    public static string RoundTrip(string command, string afterRestart = "", string before = "", string restartArgs = "") => $"""
+    public static string RoundTrip(string command, string afterRestart = "", string before = "", string restartArgs = "",
+        string afterStart = "", string afterLayout = "") => $"""
         {before}
         start "$W/out" {command}
+        {afterStart}
         wait_for "$W/out" '^READY' 15 || fail "the program did not print READY"
         sleep 0.1
         layout $P before
+        {afterLayout}
         checkpoint_kill
         restart_detached {restartArgs}
         layout $P after

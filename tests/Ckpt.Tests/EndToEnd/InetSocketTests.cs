@@ -68,7 +68,8 @@ public sealed class InetSocketTests(E2eEnvironment env)
     /// <summary>
     /// The same connection in a network namespace of its own with lo alone (<c>unshare --net</c>, lo brought
     /// up): the restarted process is in a new network namespace (not the script's), lo up, and the
-    /// connection goes on there. A namespace with another device (a veth pair) is refused naming it.
+    /// connection goes on there. A namespace with a device ckpt does not make again (a bridge) is refused
+    /// naming it.
     /// </summary>
     [Fact]
     public void ConnectionInANetworkNamespaceOfItsOwn()
@@ -78,9 +79,9 @@ public sealed class InetSocketTests(E2eEnvironment env)
         var r = new E2eScript(env, "tcpconn-netns").Run(E2eScript.RoundTrip(
             "unshare --net sh -c 'ip link set lo up && exec \"$1\"' _ \"$BIN/tcpconn\"",
             before: """
-                start "$W/out-veth" unshare --net sh -c 'ip link add v0 type veth peer name v1 && exec "$1"' _ "$BIN/signals"
-                wait_for "$W/out-veth" '^READY' 15 || fail "the program with a veth pair did not print READY"
-                ck checkpoint $P -o "$W/img-veth" --log "$W/ck-veth.log" 2>"$W/err-veth.txt"; echo "RC-VETH: $?"
+                start "$W/out-br" unshare --net sh -c 'ip link add br0 type bridge && exec "$1"' _ "$BIN/signals"
+                wait_for "$W/out-br" '^READY' 15 || fail "the program with a bridge did not print READY"
+                ck checkpoint $P -o "$W/img-br" --log "$W/ck-br.log" 2>"$W/err-br.txt"; echo "RC-BR: $?"
                 alive $P || fail "the refused program died"
                 kill -KILL $P
                 """,
@@ -90,11 +91,74 @@ public sealed class InetSocketTests(E2eEnvironment env)
                 nsenter -t $P -n ip -o link show lo > "$W/lo.txt"
                 """));
         r.AssertPassed().AssertRestoredExit0();
-        Assert.Contains("RC-VETH: 69", r.Stdout);
-        Assert.Contains("device v", r.File("err-veth.txt"));
+        Assert.Contains("RC-BR: 69", r.Stdout);
+        Assert.Contains("device br0 of kind bridge", r.File("err-br.txt"));
         Assert.Equal("lo", r.File("devices.txt").Trim());
         Assert.Contains("UP", r.File("lo.txt"));
         Assert.Matches(@"state: established", r.File("info.txt"));
+        r.Cleanup();
+    }
+
+    /// <summary>
+    /// A container's network: a network namespace with a veth to the host (eth0, MTU 1400, IPv4 and IPv6
+    /// addresses, a default route through the host end, which has an address of its own on the host), an
+    /// extra address on lo, a veth pair of its own, a route in another table with a rule that picks it and
+    /// a permanent neighbour entry. The program holds a connection to an echo server on the host through
+    /// eth0 and checks after the restart that its devices kept index, MAC and MTU, that the connection and
+    /// a new one carry lines, and that its addresses can be bound. The namespace's addresses, routes,
+    /// rules and neighbours are the same after the restart (ip's view, device indexes of the host aside),
+    /// and so is the host end (name, address, up).
+    /// </summary>
+    [Fact]
+    public void ContainerWithAVethToTheHost()
+    {
+        env.Program("netdev");
+        var r = new E2eScript(env, "netdev").Run(E2eScript.RoundTrip(
+            "unshare --net sh -c 'while [ ! -e \"$1/go\" ]; do sleep 0.02; done; exec \"$2\" 10.231.0.1 7001' _ \"$W\" \"$BIN/netdev\"",
+            before: """
+                HE=ckvh$$
+                ip link del $HE 2>/dev/null
+                trap 'kill $ECHO 2>/dev/null; ip link del $HE 2>/dev/null' EXIT
+                """,
+            afterStart: """
+                ip link add $HE type veth peer name eth0 netns $P || fail "cannot make a veth"
+                ip addr add 10.231.0.1/24 dev $HE && ip link set $HE up || fail "cannot set the host end up"
+                nsenter -t $P -n sh -ec '
+                  ip link set lo up; ip addr add 10.231.9.1/32 dev lo
+                  ip link set eth0 mtu 1400; ip addr add 10.231.0.2/24 dev eth0; ip addr add fd31::2/64 dev eth0 nodad; ip link set eth0 up
+                  ip route add default via 10.231.0.1
+                  ip route add 10.232.0.0/16 via 10.231.0.1 table 100; ip rule add from 10.231.9.1 lookup 100
+                  ip neigh add 10.231.0.77 lladdr 02:00:00:00:00:77 dev eth0 nud permanent
+                  ip link add in0 type veth peer name in1; ip link set in0 up; ip link set in1 up
+                ' || fail "cannot configure the namespace"
+                python3 -c '
+                import socket, threading
+                s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("10.231.0.1", 7001)); s.listen(8)
+                def serve(c):
+                    f = c.makefile("rwb")
+                    for line in f: f.write(line); f.flush()
+                while True: threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+                ' & ECHO=$!
+                sleep 0.3
+                touch "$W/go"
+                """,
+            afterLayout: """
+                netstate() {
+                  # (the kernel's own routes are listed in the order the devices came up: sorted)
+                  nsenter -t $P -n sh -c 'ip -d link; ip addr; { ip route show table all; ip -6 route show table all; } | sort; ip rule; ip -6 rule; ip neigh show nud permanent' |
+                    sed -E 's/@if[0-9]+//; s/ (nodad|tentative|link-netnsid [0-9]+)//g; s/(promiscuity|allmulti) [0-9]+//g' > "$W/net-$1.txt"
+                  ip -o addr show $HE | sed -E 's/^[0-9]+: //; s/@if[0-9]+//' >> "$W/net-$1.txt"
+                  ip -o link show $HE | grep -o 'state [A-Z]*' >> "$W/net-$1.txt"
+                }
+                netstate before
+                """,
+            afterRestart: E2eScript.SaveInfo + """
+                netstate after
+                """));
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.True(r.File("net-before.txt") == r.File("net-after.txt"), $"the namespace's network differs after the restart{r.Diagnostics}");
+        Assert.Contains("10.231.0.1/24", r.File("net-after.txt"));
+        Assert.Contains("peer=ckvh", r.File("info.txt"));
         r.Cleanup();
     }
 

@@ -1,0 +1,154 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+
+namespace Ckpt.Native;
+
+/// <summary>
+/// rtnetlink (NETLINK_ROUTE): dumps of a network namespace's devices, addresses, routes, rules and
+/// neighbours, and requests that make them. A socket answers for the namespace of the thread that made it.
+/// </summary>
+public static unsafe class RouteCalls
+{
+    private const int NETLINK_ROUTE = 0;
+    public const ushort RTM_NEWLINK = 16, RTM_GETLINK = 18, RTM_NEWADDR = 20, RTM_GETADDR = 22, RTM_NEWROUTE = 24, RTM_GETROUTE = 26,
+        RTM_NEWNEIGH = 28, RTM_GETNEIGH = 30, RTM_NEWRULE = 32, RTM_GETRULE = 34, RTM_GETNSID = 90;
+    public const ushort NLM_F_REQUEST = 1, NLM_F_ACK = 4, NLM_F_REPLACE = 0x100, NLM_F_EXCL = 0x200, NLM_F_CREATE = 0x400, NLM_F_DUMP = 0x300;
+    private const int NLMSG_ERROR = 2, NLMSG_DONE = 3;
+    private const long CLONE_NEWNET = 0x40000000;
+
+    private static uint s_seq = (uint)Environment.TickCount;
+
+    /// <summary>A NETLINK_ROUTE socket of the calling thread's network namespace.</summary>
+    public static int Open()
+    {
+        int fd = SocketCalls.Socket(SocketCalls.AF_NETLINK, SocketCalls.SOCK_RAW | SocketCalls.SOCK_CLOEXEC, NETLINK_ROUTE);
+        if (fd < 0) throw SyscallException.Last("socket(AF_NETLINK, NETLINK_ROUTE)");
+        return fd;
+    }
+
+    /// <summary>
+    /// A NETLINK_ROUTE socket of the network namespace <paramref name="nsFd"/>: the calling thread enters it
+    /// for the socket call and goes back to its own.
+    /// </summary>
+    public static int OpenIn(int nsFd)
+    {
+        int own = FileCalls.Open("/proc/thread-self/ns/net", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
+        if (own < 0) throw SyscallException.Last("open /proc/thread-self/ns/net");
+        try
+        {
+            if (Sys.Call(Nr.setns, nsFd, CLONE_NEWNET) != 0) throw SyscallException.Last("setns (network namespace)");
+            try { return Open(); }
+            finally
+            {
+                if (Sys.Call(Nr.setns, own, CLONE_NEWNET) != 0) throw SyscallException.Last("setns (back to the thread's network namespace)");
+            }
+        }
+        finally { FileCalls.Close(own); }
+    }
+
+    /// <summary>A request of <paramref name="type"/> and <paramref name="flags"/> (NLM_F_REQUEST added) with the fixed header <paramref name="header"/>.</summary>
+    public static NetlinkMessage Message(ushort type, ushort flags, ReadOnlySpan<byte> header)
+        => new((ushort)type, (ushort)(flags | NLM_F_REQUEST), ++s_seq, header);
+
+    /// <summary>
+    /// Dumps every object of <paramref name="type"/> (RTM_GET*) for the request header <paramref name="header"/>
+    /// (its family picks the protocol): the payload of each answer, after the nlmsghdr.
+    /// </summary>
+    public static List<byte[]> Dump(int fd, ushort type, ReadOnlySpan<byte> header)
+    {
+        var request = Message(type, NLM_F_DUMP, header).Bytes();
+        uint seq = BinaryPrimitives.ReadUInt32LittleEndian(request.AsSpan(8));
+        Send(fd, request, "dump");
+        var all = new List<byte[]>();
+        var buf = new byte[1 << 16];
+        while (true)
+        {
+            int n = Receive(fd, buf, "dump");
+            for (int off = 0; off + 16 <= n;)
+            {
+                int len = (int)BinaryPrimitives.ReadUInt32LittleEndian(buf.AsSpan(off));
+                int t = BinaryPrimitives.ReadUInt16LittleEndian(buf.AsSpan(off + 4));
+                uint s = BinaryPrimitives.ReadUInt32LittleEndian(buf.AsSpan(off + 8));
+                if (len < 16 || off + len > n) throw new IOException("rtnetlink: malformed message in a dump");
+                if (s == seq)
+                {
+                    if (t == NLMSG_DONE) return all;
+                    if (t == NLMSG_ERROR)
+                    {
+                        int err = -BinaryPrimitives.ReadInt32LittleEndian(buf.AsSpan(off + 16));
+                        throw new SyscallException($"rtnetlink dump (type {type})", err);
+                    }
+                    all.Add(buf.AsSpan((off + 16)..(off + len)).ToArray());
+                }
+                off += (len + 3) & ~3;
+            }
+        }
+    }
+
+    /// <summary>Sends <paramref name="message"/> (built with NLM_F_ACK) and waits for its answer: 0, or the negative errno it failed with.</summary>
+    public static int Request(int fd, byte[] message)
+    {
+        uint seq = BinaryPrimitives.ReadUInt32LittleEndian(message.AsSpan(8));
+        Send(fd, message, "request");
+        var buf = new byte[1 << 16];
+        while (true)
+        {
+            int n = Receive(fd, buf, "request");
+            for (int off = 0; off + 16 <= n;)
+            {
+                int len = (int)BinaryPrimitives.ReadUInt32LittleEndian(buf.AsSpan(off));
+                int t = BinaryPrimitives.ReadUInt16LittleEndian(buf.AsSpan(off + 4));
+                uint s = BinaryPrimitives.ReadUInt32LittleEndian(buf.AsSpan(off + 8));
+                if (len < 16 || off + len > n) throw new IOException("rtnetlink: malformed answer");
+                if (t == NLMSG_ERROR && s == seq) return BinaryPrimitives.ReadInt32LittleEndian(buf.AsSpan(off + 16));
+                off += (len + 3) & ~3;
+            }
+        }
+    }
+
+    /// <summary>Sends a get (<paramref name="message"/>, without NLM_F_DUMP) and returns the answer's payload, or null and the errno it failed with.</summary>
+    public static byte[]? Get(int fd, byte[] message, out int errno)
+    {
+        uint seq = BinaryPrimitives.ReadUInt32LittleEndian(message.AsSpan(8));
+        Send(fd, message, "get");
+        var buf = new byte[1 << 16];
+        errno = 0;
+        while (true)
+        {
+            int n = Receive(fd, buf, "get");
+            for (int off = 0; off + 16 <= n;)
+            {
+                int len = (int)BinaryPrimitives.ReadUInt32LittleEndian(buf.AsSpan(off));
+                int t = BinaryPrimitives.ReadUInt16LittleEndian(buf.AsSpan(off + 4));
+                uint s = BinaryPrimitives.ReadUInt32LittleEndian(buf.AsSpan(off + 8));
+                if (len < 16 || off + len > n) throw new IOException("rtnetlink: malformed answer");
+                if (s == seq)
+                {
+                    if (t != NLMSG_ERROR) return buf.AsSpan((off + 16)..(off + len)).ToArray();
+                    errno = -BinaryPrimitives.ReadInt32LittleEndian(buf.AsSpan(off + 16));
+                    if (errno != 0) return null;
+                }
+                off += (len + 3) & ~3;
+            }
+        }
+    }
+
+    private static void Send(int fd, byte[] data, string what)
+    {
+        fixed (byte* p = data)
+            if (SocketCalls.Send(fd, p, (nuint)data.Length, 0) != data.Length) throw SyscallException.Last($"send (rtnetlink {what})");
+    }
+
+    private static int Receive(int fd, byte[] buf, string what)
+    {
+        while (true)
+        {
+            nint n;
+            fixed (byte* b = buf) n = SocketCalls.Recv(fd, b, (nuint)buf.Length, 0);
+            if (n > 0) return (int)n;
+            if (n < 0 && Marshal.GetLastPInvokeError() == Errors.EINTR) continue;
+            if (n == 0) throw new IOException($"rtnetlink: the socket closed during a {what}");
+            throw SyscallException.Last($"recv (rtnetlink {what})");
+        }
+    }
+}
