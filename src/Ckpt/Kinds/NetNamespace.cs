@@ -23,7 +23,9 @@ namespace Ckpt.Kinds;
 /// are saved, then the namespace's addresses, routes (every table), policy rules and permanent neighbour
 /// entries, as rtnetlink messages, leaving out what the kernel makes by itself (addresses and routes of
 /// protocol kernel or router advertisements, IPv6 temporary addresses, the default rules). Netfilter
-/// rules and sysctls of the namespace are not saved. One NetNamespace record before the Tree record.
+/// rules are not saved. Its sysctls are: those of /proc/sys/net/{core,ipv4,ipv6,unix} and the usual per-device
+/// ones (forwarding, rp_filter, disable_ipv6, accept_ra...) of all, default and each device; at restart those
+/// that differ from the new namespace's are set. One NetNamespace record before the Tree record.
 /// </para>
 /// <para>
 /// Restart: the root's fresh vessel makes a new network namespace (injected <c>unshare(CLONE_NEWNET)</c>)
@@ -114,6 +116,83 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         public List<Link> Links = new();
         /// <summary>Addresses, routes, rules and neighbours of the namespace, in the order they are made again.</summary>
         public List<(ushort Type, byte[] Msg)> Config = new();
+        /// <summary>The namespace's sysctls (path under /proc/sys/net, value), those of its devices last.</summary>
+        public List<(string Path, string Value)> Sysctls = new();
+    }
+
+    /// <summary>The directories whose writable files are the namespace's own sysctls (their subdirectories aside).</summary>
+    private static readonly string[] SysctlDirs = ["core", "ipv4", "ipv6", "unix", "ipv6/icmp"];
+    /// <summary>The per-device settings saved for "all", "default" and each device (a container engine's or an administrator's usual ones).</summary>
+    private static readonly string[] Conf4 = ["forwarding", "rp_filter", "route_localnet", "accept_local", "arp_ignore", "arp_announce", "arp_filter",
+        "proxy_arp", "src_valid_mark", "send_redirects", "accept_redirects", "promote_secondaries"];
+    private static readonly string[] Conf6 = ["forwarding", "disable_ipv6", "accept_ra", "autoconf", "accept_dad", "addr_gen_mode", "use_tempaddr",
+        "keep_addr_on_down", "proxy_ndp", "accept_redirects"];
+
+    /// <summary>
+    /// The sysctls of the calling thread's network namespace (/proc/sys/net answers for the namespace of the
+    /// thread that looks): every writable file of <see cref="SysctlDirs"/>, then <see cref="Conf4"/> and
+    /// <see cref="Conf6"/> for all, default and each of <paramref name="devices"/>. Unreadable ones are left out.
+    /// </summary>
+    private static List<(string Path, string Value)> ReadSysctls(IEnumerable<string> devices)
+    {
+        var list = new List<(string, string)>();
+        void Add(string rel) { if (Sysctl(rel) is { } v) list.Add((rel, v)); }
+        const UnixFileMode rw = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        foreach (var dir in SysctlDirs)
+        {
+            var d = new DirectoryInfo("/proc/sys/net/" + dir);
+            if (!d.Exists) continue;
+            foreach (var f in d.EnumerateFiles().Where(f => (f.UnixFileMode & rw) == rw).Select(f => f.Name).Order(StringComparer.Ordinal))
+                Add($"{dir}/{f}");
+        }
+        foreach (var dev in new[] { "all", "default" }.Concat(devices))
+        {
+            foreach (var k in Conf4) Add($"ipv4/conf/{dev}/{k}");
+            foreach (var k in Conf6) Add($"ipv6/conf/{dev}/{k}");
+        }
+        return list;
+    }
+
+    /// <summary>The value of sysctl net/<paramref name="rel"/> of the calling thread's namespace (without its newline), or null when it cannot be read.</summary>
+    private static string? Sysctl(string rel)
+    {
+        int fd = FileCalls.Open("/proc/sys/net/" + rel, FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
+        if (fd < 0) return null;
+        try
+        {
+            var buf = stackalloc byte[512];
+            nint n = FileCalls.Read(fd, buf, 512);
+            return n < 0 ? null : Encoding.ASCII.GetString(buf, (int)n).TrimEnd('\n');
+        }
+        finally { FileCalls.Close(fd); }
+    }
+
+    /// <summary>
+    /// Sets the sysctls of <paramref name="list"/> whose path is per device (<paramref name="devices"/>: those of
+    /// the devices, else the others) that differ from the calling thread's namespace's; one that cannot be set
+    /// (a kernel without it, a value it refuses) is logged.
+    /// </summary>
+    private static int WriteSysctls(RestoreSession s, List<(string Path, string Value)> list, bool devices)
+    {
+        int set = 0;
+        foreach (var (rel, value) in list)
+        {
+            bool perDevice = rel.Contains("/conf/") && !rel.Contains("/conf/all/") && !rel.Contains("/conf/default/");
+            if (perDevice != devices) continue;
+            string path = "/proc/sys/net/" + rel;
+            try
+            {
+                if (Sysctl(rel) is not { } now || now == value) continue;
+                using (var f = new FileStream(path, FileMode.Open, FileAccess.Write)) f.Write(Encoding.ASCII.GetBytes(value + "\n"));
+                set++;
+                s.Log.Debug($"sysctl net/{rel} = {value}");
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                s.Log.Info($"the tree's sysctl net/{rel} cannot be set to {value} here: {e.Message}");
+            }
+        }
+        return set;
     }
 
     // ---- checkpoint ----
@@ -150,6 +229,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
                 if (KeepNeighbour(m) is { } n) state.Config.Add((RouteCalls.RTM_NEWNEIGH, n));
         }
         finally { FileCalls.Close(nl); }
+        state.Sysctls = ReadSysctls(state.Links.Select(l => l.Name));
 
         var p = new PayloadWriter().Bool(state.Links.Any(l => l.Kind == "loopback" && (l.Flags & IFF_UP) != 0));
         p.U32((uint)state.Links.Count);
@@ -160,9 +240,11 @@ public sealed unsafe class NetNamespace : ITreeNamespace
             WriteMessages(p, l.PeerConfig);
         }
         WriteMessages(p, state.Config);
+        p.U32((uint)state.Sysctls.Count);
+        foreach (var (path, value) in state.Sysctls) p.Str(path).Str(value);
         s.Image.Write(RecordKind.NetNamespace, p);
         s.Log.Info($"the tree is in a network namespace of its own ({root}): {string.Join(", ", state.Links.Select(Describe))}; " +
-                   $"{state.Config.Count} addresses, routes, rules and neighbours");
+                   $"{state.Config.Count} addresses, routes, rules and neighbours, {state.Sysctls.Count} sysctls");
         foreach (var (t, m) in state.Config) s.Log.Debug($"  {Summary(t, m, state)}");
     }
 
@@ -352,6 +434,8 @@ public sealed unsafe class NetNamespace : ITreeNamespace
             st.Links.Add(l);
         }
         ReadMessages(ref r, st.Config);
+        uint ns = r.U32();
+        for (uint i = 0; i < ns; i++) st.Sysctls.Add((r.Str(), r.Str()));
         r.End();
         return st;
     }
@@ -380,6 +464,8 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         int hostNs = -1, host = -1;
         try
         {
+            // the namespace's own settings first: a device made later takes conf/default's
+            int set = WriteSysctls(s, st.Sysctls, devices: false);
             var existing = RouteCalls.Dump(nl, RouteCalls.RTM_GETLINK, new byte[16]).ToDictionary(m => Attrs(m, 16).Str(IFLA_IFNAME), Index);
             var made = new HashSet<int>();
             foreach (var l in st.Links)
@@ -403,6 +489,9 @@ public sealed unsafe class NetNamespace : ITreeNamespace
                 if (l.Kind == "veth" && !l.PeerOutside) made.Add(l.PeerIndex);
                 if (l.PeerOutside) ConfigureHostEnd(s, host, l);
             }
+            // each device's own (disable_ipv6...) before it is up and has addresses
+            set += WriteSysctls(s, st.Sysctls, devices: true);
+            if (set > 0) s.Log.Info($"{set} sysctls of the tree's network namespace set as they were");
             foreach (var l in st.Links)
                 Change(nl, l.Index, l.Name, null, l.Flags & RestoredFlags);
             foreach (var (t, m) in st.Config) Replay(nl, t, m, st, remap: null);
@@ -591,6 +680,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
             }
             devices.Add(d);
         }
+        n.Set("sysctls", st.Sysctls.Count);
         var config = n.List("config");
         foreach (var (t, m) in st.Config)
         {

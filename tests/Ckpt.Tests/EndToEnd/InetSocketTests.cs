@@ -103,10 +103,11 @@ public sealed class InetSocketTests(E2eEnvironment env)
     /// A container's network: a network namespace with a veth to the host (eth0, MTU 1400, IPv4 and IPv6
     /// addresses, a default route through the host end, which has an address of its own on the host), an
     /// extra address on lo, a veth pair of its own, a route in another table with a rule that picks it and
-    /// a permanent neighbour entry. The program holds a connection to an echo server on the host through
+    /// a permanent neighbour entry, sysctls of its own (a container engine's ip_unprivileged_port_start,
+    /// a device's rp_filter and disable_ipv6). The program holds a connection to an echo server on the host through
     /// eth0 and checks after the restart that its devices kept index, MAC and MTU, that the connection and
     /// a new one carry lines, and that its addresses can be bound. The namespace's addresses, routes,
-    /// rules and neighbours are the same after the restart (ip's view, device indexes of the host aside),
+    /// rules, neighbours and sysctls (all of net.*) are the same after the restart (ip's view, device indexes of the host aside),
     /// and so is the host end (name, address, up).
     /// </summary>
     [Fact]
@@ -116,11 +117,12 @@ public sealed class InetSocketTests(E2eEnvironment env)
         var r = new E2eScript(env, "netdev").Run(E2eScript.RoundTrip(
             "unshare --net sh -c 'while [ ! -e \"$1/go\" ]; do sleep 0.02; done; exec \"$2\" 10.231.0.1 7001' _ \"$W\" \"$BIN/netdev\"",
             before: """
-                HE=ckvh$$
+                HE=ckvh$$ ECHO=
                 ip link del $HE 2>/dev/null
                 trap 'kill $ECHO 2>/dev/null; ip link del $HE 2>/dev/null' EXIT
                 """,
             afterStart: """
+                n=100; until [ "$(readlink /proc/$P/ns/net)" != "$(readlink /proc/self/ns/net)" ]; do n=$((n - 1)); [ $n -gt 0 ] || fail "no network namespace"; sleep 0.02; done
                 ip link add $HE type veth peer name eth0 netns $P || fail "cannot make a veth"
                 ip addr add 10.231.0.1/24 dev $HE && ip link set $HE up || fail "cannot set the host end up"
                 nsenter -t $P -n sh -ec '
@@ -130,6 +132,7 @@ public sealed class InetSocketTests(E2eEnvironment env)
                   ip route add 10.232.0.0/16 via 10.231.0.1 table 100; ip rule add from 10.231.9.1 lookup 100
                   ip neigh add 10.231.0.77 lladdr 02:00:00:00:00:77 dev eth0 nud permanent
                   ip link add in0 type veth peer name in1; ip link set in0 up; ip link set in1 up
+                  sysctl -qw net.ipv4.ip_unprivileged_port_start=0 net.core.somaxconn=1024 net.ipv4.conf.eth0.rp_filter=2 net.ipv6.conf.in0.disable_ipv6=1
                 ' || fail "cannot configure the namespace"
                 python3 -c '
                 import socket, threading
@@ -148,6 +151,7 @@ public sealed class InetSocketTests(E2eEnvironment env)
                   nsenter -t $P -n sh -c 'ip -d link; ip addr; { ip route show table all; ip -6 route show table all; } | sort; ip rule; ip -6 rule; ip neigh show nud permanent' |
                     sed -E 's/@if[0-9]+//; s/ (nodad|tentative|link-netnsid [0-9]+)//g; s/(promiscuity|allmulti) [0-9]+//g' > "$W/net-$1.txt"
                   ip -o addr show $HE | sed -E 's/^[0-9]+: //; s/@if[0-9]+//' >> "$W/net-$1.txt"
+                  nsenter -t $P -n sysctl -a 2>/dev/null | grep '^net\.' | grep -v 'nf_conntrack_count\|stable_secret' >> "$W/net-$1.txt"
                   ip -o link show $HE | grep -o 'state [A-Z]*' >> "$W/net-$1.txt"
                 }
                 netstate before
