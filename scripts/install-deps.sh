@@ -16,3 +16,11 @@ if (( ${#need[@]} )); then
   apt-get update -qq >&2
   apt-get install -y -qq "${need[@]}" >&2
 fi
+# nftables and iptables (nft backend) for the test of a network namespace's firewall; the test is skipped
+# without them, so a machine that cannot install them still runs the rest
+if ! command -v nft >/dev/null 2>&1 || ! command -v iptables >/dev/null 2>&1; then
+  echo "install-deps: installing nftables iptables" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  { apt-get install -y -qq nftables iptables >&2 || { apt-get update -qq >&2 && apt-get install -y -qq nftables iptables >&2; }; } ||
+    echo "install-deps: nftables/iptables not installed (the firewall test will be skipped)" >&2
+fi

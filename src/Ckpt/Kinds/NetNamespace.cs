@@ -22,8 +22,9 @@ namespace Ckpt.Kinds;
 /// Each device's index, name, MAC, MTU, queue length and flags (up, noarp, promisc, allmulti, multicast)
 /// are saved, then the namespace's addresses, routes (every table), policy rules and permanent neighbour
 /// entries, as rtnetlink messages, leaving out what the kernel makes by itself (addresses and routes of
-/// protocol kernel or router advertisements, IPv6 temporary addresses, the default rules). Netfilter
-/// rules are not saved. Its sysctls are: those of /proc/sys/net/{core,ipv4,ipv6,unix} and the usual per-device
+/// protocol kernel or router advertisements, IPv6 temporary addresses, the default rules). Its nf_tables
+/// ruleset (ckpt's own tables aside) is saved as the messages that make it; iptables-legacy tables are
+/// refused. Its sysctls are: those of /proc/sys/net/{core,ipv4,ipv6,unix} and the usual per-device
 /// ones (forwarding, rp_filter, disable_ipv6, accept_ra...) of all, default and each device; at restart those
 /// that differ from the new namespace's are set. One NetNamespace record before the Tree record.
 /// </para>
@@ -33,7 +34,8 @@ namespace Ckpt.Kinds;
 /// makes the devices again with their indexes (a veth's host end in ckpt's namespace, with its name,
 /// given back to its bridge; a host end whose name is still taken, by a namespace the kernel is still
 /// tearing down, is waited for up to 3 s), sets their flags, then replays the addresses (without duplicate
-/// address detection), routes (device routes first), rules and neighbours.
+/// address detection), routes (device routes first), rules and neighbours; the nf_tables ruleset is made
+/// in one transaction once the devices exist, before they are up.
 /// </para>
 /// </summary>
 public sealed unsafe class NetNamespace : ITreeNamespace
@@ -118,6 +120,8 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         public List<(ushort Type, byte[] Msg)> Config = new();
         /// <summary>The namespace's sysctls (path under /proc/sys/net, value), those of its devices last.</summary>
         public List<(string Path, string Value)> Sysctls = new();
+        /// <summary>Its nf_tables ruleset (iptables-nft's rules too), as the messages that make it.</summary>
+        public List<NetfilterCalls.NftObject> Ruleset = new();
     }
 
     /// <summary>The directories whose writable files are the namespace's own sysctls (their subdirectories aside).</summary>
@@ -204,32 +208,39 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         if (!t_joined) Join(s.Processes[0].Pid);
         int pid = s.Tree[0].Pid;
         var state = new NetState();
-        int nl = RouteCalls.Open();
+        int nl = NetlinkCalls.Open();
         try
         {
-            var dump = RouteCalls.Dump(nl, RouteCalls.RTM_GETLINK, new byte[16]);
+            var dump = NetlinkCalls.Dump(nl, NetlinkCalls.RTM_GETLINK, new byte[16]);
             var names = dump.ToDictionary(m => Index(m), m => Attrs(m, 16).Str(IFLA_IFNAME));
             foreach (var m in dump)
                 state.Links.Add(ReadLink(s, m, names, nl, pid, root!));
             state.Links.Sort((a, b) => a.Index.CompareTo(b.Index));
             var saved = state.Links.Select(l => l.Index).ToHashSet();
 
-            foreach (var m in RouteCalls.Dump(nl, RouteCalls.RTM_GETADDR, new byte[8]))
-                if (KeepAddress(m) is { } a && saved.Contains(BinaryPrimitives.ReadInt32LittleEndian(m.AsSpan(4)))) state.Config.Add((RouteCalls.RTM_NEWADDR, a));
+            foreach (var m in NetlinkCalls.Dump(nl, NetlinkCalls.RTM_GETADDR, new byte[8]))
+                if (KeepAddress(m) is { } a && saved.Contains(BinaryPrimitives.ReadInt32LittleEndian(m.AsSpan(4)))) state.Config.Add((NetlinkCalls.RTM_NEWADDR, a));
             var routes = new List<byte[]>();
             foreach (byte family in new byte[] { 2, 10 })
-                foreach (var m in RouteCalls.Dump(nl, RouteCalls.RTM_GETROUTE, [family, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]))
+                foreach (var m in NetlinkCalls.Dump(nl, NetlinkCalls.RTM_GETROUTE, [family, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]))
                     if (KeepRoute(m, pid, names) is { } r) routes.Add(r);
             // device routes first: a gateway must be reachable when its route is made
-            state.Config.AddRange(routes.OrderBy(r => HasGateway(r) ? 1 : 0).Select(r => (RouteCalls.RTM_NEWROUTE, r)));
+            state.Config.AddRange(routes.OrderBy(r => HasGateway(r) ? 1 : 0).Select(r => (NetlinkCalls.RTM_NEWROUTE, r)));
             foreach (byte family in new byte[] { 2, 10 })
-                foreach (var m in RouteCalls.Dump(nl, RouteCalls.RTM_GETRULE, [family, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]))
-                    if (KeepRule(m)) state.Config.Add((RouteCalls.RTM_NEWRULE, m));
-            foreach (var m in RouteCalls.Dump(nl, RouteCalls.RTM_GETNEIGH, new byte[12]))
-                if (KeepNeighbour(m) is { } n) state.Config.Add((RouteCalls.RTM_NEWNEIGH, n));
+                foreach (var m in NetlinkCalls.Dump(nl, NetlinkCalls.RTM_GETRULE, [family, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]))
+                    if (KeepRule(m)) state.Config.Add((NetlinkCalls.RTM_NEWRULE, m));
+            foreach (var m in NetlinkCalls.Dump(nl, NetlinkCalls.RTM_GETNEIGH, new byte[12]))
+                if (KeepNeighbour(m) is { } n) state.Config.Add((NetlinkCalls.RTM_NEWNEIGH, n));
         }
         finally { FileCalls.Close(nl); }
         state.Sysctls = ReadSysctls(state.Links.Select(l => l.Name));
+        foreach (var legacy in new[] { "ip_tables_names", "ip6_tables_names", "arp_tables_names" })
+            if (File.Exists("/proc/thread-self/net/" + legacy) && File.ReadAllText("/proc/thread-self/net/" + legacy).Trim() is { Length: > 0 } names)
+                throw new NotCheckpointableException(pid, $"its network namespace has iptables-legacy tables ({legacy}: {names.Replace('\n', ' ')}); " +
+                    "their rules are not saved (nf_tables rules are: iptables-nft)");
+        // ckpt's own tables (holds of listeners and connections while the tree is read) are left out
+        try { state.Ruleset = NetfilterCalls.DumpRuleset(table => table.StartsWith("ckpt_", StringComparison.Ordinal)); }
+        catch (NotSupportedException e) { throw new NotCheckpointableException(pid, $"its network namespace's {e.Message}: such chains are not made again"); }
 
         var p = new PayloadWriter().Bool(state.Links.Any(l => l.Kind == "loopback" && (l.Flags & IFF_UP) != 0));
         p.U32((uint)state.Links.Count);
@@ -242,9 +253,11 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         WriteMessages(p, state.Config);
         p.U32((uint)state.Sysctls.Count);
         foreach (var (path, value) in state.Sysctls) p.Str(path).Str(value);
+        p.U32((uint)state.Ruleset.Count);
+        foreach (var o in state.Ruleset) p.U32((uint)o.Msg).Bytes(o.Body);
         s.Image.Write(RecordKind.NetNamespace, p);
         s.Log.Info($"the tree is in a network namespace of its own ({root}): {string.Join(", ", state.Links.Select(Describe))}; " +
-                   $"{state.Config.Count} addresses, routes, rules and neighbours, {state.Sysctls.Count} sysctls");
+                   $"{state.Config.Count} addresses, routes, rules and neighbours, {state.Sysctls.Count} sysctls, {RulesetSummary(state.Ruleset)}");
         foreach (var (t, m) in state.Config) s.Log.Debug($"  {Summary(t, m, state)}");
     }
 
@@ -291,7 +304,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         {
             if (NsidOf(nl, ckptNs) != nsid)
                 throw new NotCheckpointableException(pid, $"{where}, a veth whose other end is in another network namespace than ckpt's (nsid {nsid}); run ckpt in that namespace");
-            int host = RouteCalls.OpenIn(ckptNs);
+            int host = NetlinkCalls.OpenIn(ckptNs);
             try { ReadHostEnd(s, host, l, pid, where); }
             finally { FileCalls.Close(host); }
         }
@@ -302,8 +315,8 @@ public sealed unsafe class NetNamespace : ITreeNamespace
     /// <summary>The id the tree's namespace (socket <paramref name="nl"/>) gives the namespace <paramref name="nsFd"/>, or -1.</summary>
     private static int NsidOf(int nl, int nsFd)
     {
-        var req = RouteCalls.Message(RouteCalls.RTM_GETNSID, RouteCalls.NLM_F_ACK, [0, 0, 0, 0]).U32(NETNSA_FD, (uint)nsFd).Bytes();
-        var answer = RouteCalls.Get(nl, req, out int errno);
+        var req = NetlinkCalls.Message(NetlinkCalls.RTM_GETNSID, NetlinkCalls.NLM_F_ACK, [0, 0, 0, 0]).U32(NETNSA_FD, (uint)nsFd).Bytes();
+        var answer = NetlinkCalls.Get(nl, req, out int errno);
         if (answer == null) throw new SyscallException("rtnetlink RTM_GETNSID", errno);
         var a = Attrs(answer, 4);
         return a.Has(NETNSA_NSID) ? a.I32(NETNSA_NSID) : -1;
@@ -314,7 +327,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
     {
         var hdr = new byte[16];
         BinaryPrimitives.WriteInt32LittleEndian(hdr.AsSpan(4), l.PeerIndex);
-        var m = RouteCalls.Get(host, RouteCalls.Message(RouteCalls.RTM_GETLINK, RouteCalls.NLM_F_ACK, hdr).Bytes(), out int errno)
+        var m = NetlinkCalls.Get(host, NetlinkCalls.Message(NetlinkCalls.RTM_GETLINK, NetlinkCalls.NLM_F_ACK, hdr).Bytes(), out int errno)
             ?? throw new NotCheckpointableException(pid, $"{where}, a veth whose other end (index {l.PeerIndex} of ckpt's namespace) is not found: {Errors.Describe(errno)}");
         var a = Attrs(m, 16);
         if (a.Nested(IFLA_LINKINFO)?.Str(IFLA_INFO_KIND) != "veth" || a.U32(IFLA_LINK) != (uint)l.Index)
@@ -328,20 +341,20 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         {
             var mh = new byte[16];
             BinaryPrimitives.WriteInt32LittleEndian(mh.AsSpan(4), (int)a.U32(IFLA_MASTER));
-            var master = RouteCalls.Get(host, RouteCalls.Message(RouteCalls.RTM_GETLINK, RouteCalls.NLM_F_ACK, mh).Bytes(), out _);
+            var master = NetlinkCalls.Get(host, NetlinkCalls.Message(NetlinkCalls.RTM_GETLINK, NetlinkCalls.NLM_F_ACK, mh).Bytes(), out _);
             if (master != null) l.PeerMaster = Attrs(master, 16).Str(IFLA_IFNAME);
         }
-        foreach (var am in RouteCalls.Dump(host, RouteCalls.RTM_GETADDR, new byte[8]))
+        foreach (var am in NetlinkCalls.Dump(host, NetlinkCalls.RTM_GETADDR, new byte[8]))
             if (BinaryPrimitives.ReadInt32LittleEndian(am.AsSpan(4)) == l.PeerIndex && KeepAddress(am) is { } keep)
-                l.PeerConfig.Add((RouteCalls.RTM_NEWADDR, keep));
+                l.PeerConfig.Add((NetlinkCalls.RTM_NEWADDR, keep));
         var routes = new List<byte[]>();
         foreach (byte family in new byte[] { 2, 10 })
-            foreach (var rm in RouteCalls.Dump(host, RouteCalls.RTM_GETROUTE, [family, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]))
+            foreach (var rm in NetlinkCalls.Dump(host, NetlinkCalls.RTM_GETROUTE, [family, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]))
             {
                 var ra = Attrs(rm, 12);
                 if (ra.Has(RTA_OIF) && ra.U32(RTA_OIF) == (uint)l.PeerIndex && KeepRoute(rm, 0, null) is { } r) routes.Add(r);
             }
-        l.PeerConfig.AddRange(routes.OrderBy(r => HasGateway(r) ? 1 : 0).Select(r => (RouteCalls.RTM_NEWROUTE, r)));
+        l.PeerConfig.AddRange(routes.OrderBy(r => HasGateway(r) ? 1 : 0).Select(r => (NetlinkCalls.RTM_NEWROUTE, r)));
         s.Log.Info($"device {l.Name}'s other end is {l.PeerName} (index {l.PeerIndex}) in ckpt's namespace" +
                    (l.PeerMaster != "" ? $", a port of {l.PeerMaster}" : "") + $", {l.PeerConfig.Count} addresses and routes");
     }
@@ -375,7 +388,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         if (protocol is RTPROT_KERNEL or RTPROT_RA || (flags & RTM_F_CLONED) != 0) return null;
         var a = Attrs(m, 12);
         if (names != null && a.Has(RTA_NH_ID))
-            throw new NotCheckpointableException(pid, $"its network namespace has a route using a nexthop object ({Summary(RouteCalls.RTM_NEWROUTE, m, null)}); nexthop objects are not rebuilt");
+            throw new NotCheckpointableException(pid, $"its network namespace has a route using a nexthop object ({Summary(NetlinkCalls.RTM_NEWROUTE, m, null)}); nexthop objects are not rebuilt");
         return Rebuild(m, 12, a, t => t is RTA_DST or RTA_SRC or RTA_IIF or RTA_OIF or RTA_GATEWAY or RTA_PRIORITY or RTA_PREFSRC or RTA_METRICS
             or RTA_MULTIPATH or RTA_FLOW or RTA_TABLE or RTA_MARK or RTA_VIA or RTA_NEWDST or RTA_PREF or RTA_ENCAP_TYPE or RTA_ENCAP or RTA_UID or RTA_TTL_PROPAGATE);
     }
@@ -436,6 +449,14 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         ReadMessages(ref r, st.Config);
         uint ns = r.U32();
         for (uint i = 0; i < ns; i++) st.Sysctls.Add((r.Str(), r.Str()));
+        uint no = r.U32();
+        for (uint i = 0; i < no; i++)
+        {
+            int msg = (int)r.U32();
+            var body = r.Bytes().ToArray();
+            if (body.Length < 4) throw new ImageFormatException($"NetNamespace record at offset {rec.Offset}: an nf_tables message of {body.Length} bytes");
+            st.Ruleset.Add(new NetfilterCalls.NftObject(msg, body));
+        }
         r.End();
         return st;
     }
@@ -460,13 +481,13 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         long r = UserNamespace.Unshare(root, "net");
         if (r < 0) throw new CkptException($"restart: cannot make the tree's network namespace (unshare): {Errors.Describe((int)-r)}; restart as root", ExitCodes.Permission);
         Join(root.Pid);
-        int nl = RouteCalls.Open();
+        int nl = NetlinkCalls.Open();
         int hostNs = -1, host = -1;
         try
         {
             // the namespace's own settings first: a device made later takes conf/default's
             int set = WriteSysctls(s, st.Sysctls, devices: false);
-            var existing = RouteCalls.Dump(nl, RouteCalls.RTM_GETLINK, new byte[16]).ToDictionary(m => Attrs(m, 16).Str(IFLA_IFNAME), Index);
+            var existing = NetlinkCalls.Dump(nl, NetlinkCalls.RTM_GETLINK, new byte[16]).ToDictionary(m => Attrs(m, 16).Str(IFLA_IFNAME), Index);
             var made = new HashSet<int>();
             foreach (var l in st.Links)
             {
@@ -482,7 +503,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
                 {
                     hostNs = FileCalls.Open("/proc/self/ns/net", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
                     if (hostNs < 0) throw SyscallException.Last("open /proc/self/ns/net");
-                    host = RouteCalls.OpenIn(hostNs);
+                    host = NetlinkCalls.OpenIn(hostNs);
                 }
                 Make(s, nl, l, st, hostNs);
                 made.Add(l.Index);
@@ -491,6 +512,12 @@ public sealed unsafe class NetNamespace : ITreeNamespace
             }
             // each device's own (disable_ipv6...) before it is up and has addresses
             set += WriteSysctls(s, st.Sysctls, devices: true);
+            // the firewall before any packet can come (netdev chains want their devices)
+            try { NetfilterCalls.LoadRuleset(st.Ruleset); }
+            catch (SyscallException e)
+            {
+                throw new CkptException($"restart: cannot make the nf_tables ruleset of the tree's network namespace again ({RulesetSummary(st.Ruleset)}): {Errors.Describe(e.Errno)}", ExitCodes.RestoreConflict, e);
+            }
             if (set > 0) s.Log.Info($"{set} sysctls of the tree's network namespace set as they were");
             foreach (var l in st.Links)
                 Change(nl, l.Index, l.Name, null, l.Flags & RestoredFlags);
@@ -502,7 +529,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
             if (host >= 0) FileCalls.Close(host);
             if (hostNs >= 0) FileCalls.Close(hostNs);
         }
-        s.Log.Info($"the tree runs in a network namespace of its own: {string.Join(", ", st.Links.Select(Describe))}; {st.Config.Count} addresses, routes, rules and neighbours");
+        s.Log.Info($"the tree runs in a network namespace of its own: {string.Join(", ", st.Links.Select(Describe))}; {st.Config.Count} addresses, routes, rules and neighbours, {RulesetSummary(st.Ruleset)}");
     }
 
     /// <summary>Makes device <paramref name="l"/> (a dummy, or a veth with its other end, in ckpt's namespace <paramref name="hostNs"/> or in the tree's) with its index, name, MAC, MTU and queue length.</summary>
@@ -512,7 +539,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         var deadline = DateTime.UtcNow.AddSeconds(3);
         while (true)
         {
-            var m = LinkMessage(RouteCalls.NLM_F_CREATE | RouteCalls.NLM_F_EXCL, l.Index, 0, 0, l.Name, l.Mac, l.Mtu, l.TxQueue)
+            var m = LinkMessage(NetlinkCalls.NLM_F_CREATE | NetlinkCalls.NLM_F_EXCL, l.Index, 0, 0, l.Name, l.Mac, l.Mtu, l.TxQueue)
                 .Begin(IFLA_LINKINFO).Str(IFLA_INFO_KIND, l.Kind);
             if (l.Kind == "veth")
             {
@@ -528,7 +555,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
                 if (l.PeerOutside) m.U32(IFLA_NET_NS_FD, (uint)hostNs);
                 m.End().End();
             }
-            int err = -RouteCalls.Request(nl, m.End().Bytes());
+            int err = -NetlinkCalls.Request(nl, m.End().Bytes());
             if (err == 0) break;
             // the host end's old index is taken in ckpt's namespace: any will do there
             if (err == Errors.EBUSY && l.PeerOutside && peerIndex != 0) { peerIndex = 0; continue; }
@@ -561,8 +588,8 @@ public sealed unsafe class NetNamespace : ITreeNamespace
 
     private static int? IndexOf(int nl, string name)
     {
-        var m = RouteCalls.Message(RouteCalls.RTM_GETLINK, RouteCalls.NLM_F_ACK, new byte[16]).Str(IFLA_IFNAME, name).Bytes();
-        var answer = RouteCalls.Get(nl, m, out _);
+        var m = NetlinkCalls.Message(NetlinkCalls.RTM_GETLINK, NetlinkCalls.NLM_F_ACK, new byte[16]).Str(IFLA_IFNAME, name).Bytes();
+        var answer = NetlinkCalls.Get(nl, m, out _);
         return answer == null ? null : Index(answer);
     }
 
@@ -572,7 +599,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         BinaryPrimitives.WriteInt32LittleEndian(hdr.AsSpan(4), index);
         BinaryPrimitives.WriteUInt32LittleEndian(hdr.AsSpan(8), ifFlags);
         BinaryPrimitives.WriteUInt32LittleEndian(hdr.AsSpan(12), change);
-        var m = RouteCalls.Message(RouteCalls.RTM_NEWLINK, (ushort)(flags | RouteCalls.NLM_F_ACK), hdr);
+        var m = NetlinkCalls.Message(NetlinkCalls.RTM_NEWLINK, (ushort)(flags | NetlinkCalls.NLM_F_ACK), hdr);
         if (name != null) m.Str(IFLA_IFNAME, name);
         if (mac is { Length: > 0 }) m.Attr(IFLA_ADDRESS, mac);
         if (mtu > 0) m.U32(IFLA_MTU, mtu);
@@ -585,7 +612,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
     {
         var m = LinkMessage(0, index, flags ?? 0, flags.HasValue ? RestoredFlags : 0);
         attrs?.Invoke(m);
-        int r = RouteCalls.Request(nl, m.Bytes());
+        int r = NetlinkCalls.Request(nl, m.Bytes());
         if (r < 0) throw new CkptException($"restart: cannot set network device {name} (index {index}) as it was: {Errors.Describe(-r)}", ExitCodes.RestoreConflict);
     }
 
@@ -595,27 +622,38 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         var body = (byte[])msg.Clone();
         if (remap is var (from, to))
         {
-            if (type == RouteCalls.RTM_NEWADDR && BinaryPrimitives.ReadInt32LittleEndian(body.AsSpan(4)) == from)
+            if (type == NetlinkCalls.RTM_NEWADDR && BinaryPrimitives.ReadInt32LittleEndian(body.AsSpan(4)) == from)
                 BinaryPrimitives.WriteInt32LittleEndian(body.AsSpan(4), to);
-            if (type == RouteCalls.RTM_NEWROUTE)
+            if (type == NetlinkCalls.RTM_NEWROUTE)
                 foreach (var (t, at, len) in Attrs(body, 12).All)
                     if (t == RTA_OIF && len == 4 && BinaryPrimitives.ReadInt32LittleEndian(body.AsSpan(at)) == from)
                         BinaryPrimitives.WriteInt32LittleEndian(body.AsSpan(at), to);
         }
-        if (type == RouteCalls.RTM_NEWADDR)
+        if (type == NetlinkCalls.RTM_NEWADDR)
             foreach (var (t, at, len) in Attrs(body, 8).All)
                 if (t == IFA_FLAGS && len == 4 && (BinaryPrimitives.ReadUInt32LittleEndian(body.AsSpan(at)) & IFA_F_TENTATIVE) == 0)
                     // an address past duplicate detection is not tested again (a second of tentative state,
                     // in which the restarted tree could not send from it)
                     BinaryPrimitives.WriteUInt32LittleEndian(body.AsSpan(at), BinaryPrimitives.ReadUInt32LittleEndian(body.AsSpan(at)) | IFA_F_NODAD);
-        ushort flags = (ushort)(RouteCalls.NLM_F_ACK | RouteCalls.NLM_F_CREATE | (type == RouteCalls.RTM_NEWNEIGH ? RouteCalls.NLM_F_REPLACE : RouteCalls.NLM_F_EXCL));
-        var m = RouteCalls.Message(type, flags, body).Bytes();
-        int r = RouteCalls.Request(nl, m);
+        ushort flags = (ushort)(NetlinkCalls.NLM_F_ACK | NetlinkCalls.NLM_F_CREATE | (type == NetlinkCalls.RTM_NEWNEIGH ? NetlinkCalls.NLM_F_REPLACE : NetlinkCalls.NLM_F_EXCL));
+        var m = NetlinkCalls.Message(type, flags, body).Bytes();
+        int r = NetlinkCalls.Request(nl, m);
         if (r < 0 && -r != Errors.EEXIST)
             throw new CkptException($"restart: cannot make the tree's {Summary(type, msg, st)} again: {Errors.Describe(-r)}", ExitCodes.RestoreConflict);
     }
 
     // ---- description ----
+
+    /// <summary>"nf_tables: 2 tables (ip nat, inet filter), 3 chains, 5 rules" or "no nf_tables ruleset".</summary>
+    private static string RulesetSummary(List<NetfilterCalls.NftObject> ruleset)
+    {
+        if (ruleset.Count == 0) return "no nf_tables ruleset";
+        var tables = ruleset.Where(o => o.Msg == NetfilterCalls.NftNewTable).Select(o => $"{FamilyName(o.Family)} {o.Name(1)}").ToList();
+        return $"nf_tables: {tables.Count} tables ({string.Join(", ", tables)}), {ruleset.Count(o => o.Msg == NetfilterCalls.NftNewChain)} chains, " +
+               $"{ruleset.Count(o => o.Msg == NetfilterCalls.NFT_MSG_NEWSET)} sets, {ruleset.Count(o => o.Msg == NetfilterCalls.NftNewRule)} rules";
+    }
+
+    private static string FamilyName(byte f) => f switch { 1 => "inet", 2 => "ip", 3 => "arp", 5 => "netdev", 7 => "bridge", 10 => "ip6", _ => $"family {f}" };
 
     private static string Describe(Link l)
     {
@@ -632,13 +670,13 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         static string Ip(byte[] b) => b.Length is 4 or 16 ? new IPAddress(b).ToString() : Convert.ToHexString(b);
         switch (type)
         {
-            case RouteCalls.RTM_NEWADDR:
+            case NetlinkCalls.RTM_NEWADDR:
             {
                 var a = Attrs(m, 8);
                 var addr = a.Has(IFA_LOCAL) ? a.Bytes(IFA_LOCAL) : a.Bytes(IFA_ADDRESS);
                 return $"address {Ip(addr)}/{m[1]} on {Dev(BinaryPrimitives.ReadInt32LittleEndian(m.AsSpan(4)))}";
             }
-            case RouteCalls.RTM_NEWROUTE:
+            case NetlinkCalls.RTM_NEWROUTE:
             {
                 var a = Attrs(m, 12);
                 var sb = new StringBuilder("route ");
@@ -649,12 +687,12 @@ public sealed unsafe class NetNamespace : ITreeNamespace
                 if (table != 254) sb.Append($" table {table}");
                 return sb.ToString();
             }
-            case RouteCalls.RTM_NEWRULE:
+            case NetlinkCalls.RTM_NEWRULE:
             {
                 var a = Attrs(m, 12);
                 return $"rule {(a.Has(FRA_PRIORITY) ? a.U32(FRA_PRIORITY) : 0)} lookup {(a.Has(FRA_TABLE) ? a.U32(FRA_TABLE) : m[4])}";
             }
-            case RouteCalls.RTM_NEWNEIGH:
+            case NetlinkCalls.RTM_NEWNEIGH:
             {
                 var a = Attrs(m, 12);
                 return $"neighbour {Ip(a.Bytes(NDA_DST))} lladdr {Convert.ToHexString(a.Bytes(NDA_LLADDR))} dev {Dev(BinaryPrimitives.ReadInt32LittleEndian(m.AsSpan(4)))}";
@@ -680,7 +718,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
             }
             devices.Add(d);
         }
-        n.Set("sysctls", st.Sysctls.Count);
+        n.Set("sysctls", st.Sysctls.Count).Set("nf_tables", RulesetSummary(st.Ruleset));
         var config = n.List("config");
         foreach (var (t, m) in st.Config)
         {

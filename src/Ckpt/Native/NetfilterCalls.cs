@@ -172,6 +172,132 @@ public static unsafe class NetfilterCalls
         return true;
     }
 
+    /// <summary>An nf_tables object of a ruleset: its NFT_MSG_NEW* message type and body (nfgenmsg, then attributes).</summary>
+    public readonly record struct NftObject(int Msg, byte[] Body)
+    {
+        public byte Family => Body[0];
+        public string Name(ushort attr = 2) => StrAttr(Body, attr);
+        public string Table => StrAttr(Body, 1);
+    }
+
+    public const int NFT_MSG_NEWOBJ = 18, NFT_MSG_NEWFLOWTABLE = 22, NFT_MSG_NEWSET = 9, NFT_MSG_NEWSETELEM = 12;
+    private const int NFT_MSG_GETCHAIN = 4, NFT_MSG_GETRULE = 7, NFT_MSG_GETSET = 10, NFT_MSG_GETSETELEM = 13, NFT_MSG_GETOBJ = 19, NFT_MSG_GETFLOWTABLE = 23;
+    public const int NftNewTable = NFT_MSG_NEWTABLE, NftNewChain = NFT_MSG_NEWCHAIN, NftNewRule = NFT_MSG_NEWRULE;
+    private const uint NFT_TABLE_F_DORMANT = 1, NFT_CHAIN_BINDING = 4;
+
+    private static string StrAttr(byte[] body, ushort type)
+    {
+        foreach (var (t, at, len) in NetlinkMessage.Attributes(body, 4))
+            if (t == type) return System.Text.Encoding.UTF8.GetString(body, at, len).TrimEnd('\0');
+        return "";
+    }
+
+    /// <summary>The body <paramref name="body"/> keeps: its nfgenmsg (generation id cleared) and the attributes <paramref name="keep"/> wants, changed by <paramref name="change"/>.</summary>
+    private static byte[] Keep(byte[] body, Func<ushort, bool> keep, Func<ushort, byte[], byte[]>? change = null)
+    {
+        var m = new NetlinkMessage(0, 0, 0, [body[0], body[1], 0, 0]);
+        foreach (var (t, at, len) in NetlinkMessage.Attributes(body, 4))
+            if (keep(t))
+            {
+                var v = body.AsSpan(at, len).ToArray();
+                bool nested = (BinaryPrimitives.ReadUInt16LittleEndian(body.AsSpan(at - 2)) & NetlinkMessage.NLA_F_NESTED) != 0;
+                var value = change?.Invoke(t, v) ?? v;
+                if (nested) m.Begin(t).Raw(value).End(); else m.Attr(t, value);
+            }
+        return m.Bytes()[16..];
+    }
+
+    /// <summary>
+    /// The nf_tables ruleset of the calling thread's network namespace, as the messages that make it again,
+    /// in the order they must come: tables, chains, objects, sets each with its elements, flowtables, rules.
+    /// Tables <paramref name="skipTable"/> names are left out. Read-only attributes (handles, use counts,
+    /// positions, an element's expiration) are dropped, and the owner and persist flags of a table.
+    /// Throws <see cref="NotSupportedException"/> naming what cannot be made again (a chain bound to a rule).
+    /// </summary>
+    public static List<NftObject> DumpRuleset(Func<string, bool> skipTable)
+    {
+        var list = new List<NftObject>();
+        int fd = NetlinkCalls.Open(NetlinkCalls.NETLINK_NETFILTER);
+        try
+        {
+            List<byte[]> Dump(int msg, byte family = 0, Action<NetlinkMessage>? attrs = null)
+                => NetlinkCalls.Dump(fd, NftType(msg), [family, 0, 0, 0], attrs);
+            var tables = new HashSet<(byte, string)>();
+            foreach (var b in Dump(NFT_MSG_GETTABLE))
+            {
+                var o = new NftObject(0, b);
+                if (skipTable(o.Name(1))) continue;
+                tables.Add((o.Family, o.Name(1)));
+                list.Add(new NftObject(NFT_MSG_NEWTABLE, Keep(b, t => t is 1 or 2 or 6 /* NAME, FLAGS, USERDATA */,
+                    (t, v) => t == 2 ? BeU32(ReadBeU32(v) & NFT_TABLE_F_DORMANT) : v)));
+            }
+            bool Kept(byte[] b) => tables.Contains((b[0], StrAttr(b, 1)));
+            foreach (var b in Dump(NFT_MSG_GETCHAIN).Where(Kept))
+            {
+                foreach (var (t, at, len) in NetlinkMessage.Attributes(b, 4))
+                    if (t == 10 /* FLAGS */ && len == 4 && (ReadBeU32(b.AsSpan(at, 4).ToArray()) & NFT_CHAIN_BINDING) != 0)
+                        throw new NotSupportedException($"nf_tables chain {StrAttr(b, 3)} of table {StrAttr(b, 1)} is bound to a rule");
+                // TABLE, NAME, HOOK, POLICY, TYPE, COUNTERS, FLAGS, USERDATA
+                list.Add(new NftObject(NFT_MSG_NEWCHAIN, Keep(b, t => t is 1 or 3 or 4 or 5 or 7 or 8 or 10 or 12)));
+            }
+            foreach (var b in Dump(NFT_MSG_GETOBJ).Where(Kept))
+                list.Add(new NftObject(NFT_MSG_NEWOBJ, Keep(b, t => t is 1 or 2 or 3 or 4 or 8)));   // TABLE, NAME, TYPE, DATA, USERDATA
+            uint setId = 0;
+            foreach (var b in Dump(NFT_MSG_GETSET).Where(Kept))
+            {
+                // TABLE, NAME, FLAGS, KEY_TYPE, KEY_LEN, DATA_TYPE, DATA_LEN, POLICY, DESC, TIMEOUT, GC_INTERVAL, USERDATA, OBJ_TYPE, EXPR, EXPRESSIONS
+                var kept = Keep(b, t => t is >= 1 and <= 9 or 11 or 12 or 13 or 15 or 17 or 18);
+                var withId = new NetlinkMessage(0, 0, 0, kept).Attr(10 /* NFTA_SET_ID */, BeU32(++setId)).Bytes()[16..];
+                list.Add(new NftObject(NFT_MSG_NEWSET, withId));
+                string table = StrAttr(b, 1), set = StrAttr(b, 2);
+                foreach (var e in Dump(NFT_MSG_GETSETELEM, b[0], m => m.Str(1, table).Str(2, set)))
+                    list.Add(new NftObject(NFT_MSG_NEWSETELEM, Keep(e, t => t is 1 or 2 or 3, (t, v) => t == 3 ? Elements(v) : v)));
+            }
+            foreach (var b in Dump(NFT_MSG_GETFLOWTABLE).Where(Kept))
+                list.Add(new NftObject(NFT_MSG_NEWFLOWTABLE, Keep(b, t => t is 1 or 2 or 3 or 7)));   // TABLE, NAME, HOOK, FLAGS
+            foreach (var b in Dump(NFT_MSG_GETRULE).Where(Kept))
+                list.Add(new NftObject(NFT_MSG_NEWRULE, Keep(b, t => t is 1 or 2 or 4 or 5 or 7)));   // TABLE, CHAIN, EXPRESSIONS, COMPAT, USERDATA
+        }
+        finally { FileCalls.Close(fd); }
+        return list;
+    }
+
+    /// <summary>A set's list of elements without each element's expiration (read-only; the timeout stays).</summary>
+    private static byte[] Elements(byte[] list)
+    {
+        var m = new NetlinkMessage(0, 0, 0, []);
+        foreach (var (t, at, len) in NetlinkMessage.Attributes(list, 0))
+        {
+            m.Begin(t);
+            foreach (var (et, eat, elen) in NetlinkMessage.Attributes(list.AsSpan(0, at + len), at))
+            {
+                if (et == 5 /* NFTA_SET_ELEM_EXPIRATION */) continue;
+                bool nested = (BinaryPrimitives.ReadUInt16LittleEndian(list.AsSpan(eat - 2)) & NetlinkMessage.NLA_F_NESTED) != 0;
+                if (nested) m.Begin(et).Raw(list.AsSpan(eat, elen)).End(); else m.Attr(et, list.AsSpan(eat, elen));
+            }
+            m.End();
+        }
+        return m.Bytes()[16..];
+    }
+
+    private static uint ReadBeU32(byte[] v) => v.Length >= 4 ? BinaryPrimitives.ReadUInt32BigEndian(v) : 0;
+    private static byte[] BeU32(uint v) { var b = new byte[4]; BinaryPrimitives.WriteUInt32BigEndian(b, v); return b; }
+
+    /// <summary>Makes a ruleset of <see cref="DumpRuleset"/> again in the calling thread's network namespace, in one transaction.</summary>
+    public static void LoadRuleset(IReadOnlyList<NftObject> ruleset)
+    {
+        if (ruleset.Count == 0) return;
+        uint seq = (uint)Environment.TickCount;
+        var msgs = new List<byte[]>();
+        foreach (var o in ruleset)
+        {
+            ushort flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE;
+            if (o.Msg == NFT_MSG_NEWRULE) flags |= NLM_F_APPEND;
+            msgs.Add(new NetlinkMessage(NftType(o.Msg), flags, ++seq, o.Body.AsSpan(0, 4)).Raw(o.Body.AsSpan(4)).Bytes());
+        }
+        Send(msgs, seq, "nf_tables ruleset");
+    }
+
     /// <summary>Sends <paramref name="msgs"/> in one batch (or, for gets, as they are) and waits for the ack of each (the first error throws).</summary>
     private static void Send(List<byte[]> msgs, uint lastSeq, string what, bool batch = true)
     {
@@ -185,6 +311,10 @@ public static unsafe class NetfilterCalls
         try
         {
             var data = all.ToArray();
+            // a batch goes in one message: the socket's send buffer must hold it
+            int size = data.Length + 4096;
+            if (size > 128 << 10 && SocketCalls.SetSockOpt(fd, SocketCalls.SOL_SOCKET, SocketCalls.SO_SNDBUFFORCE, &size, 4) != 0)
+                throw SyscallException.Last("setsockopt(SO_SNDBUFFORCE) (nf_tables batch)", 0, what);
             fixed (byte* p = data)
                 if (SocketCalls.Send(fd, p, (nuint)data.Length, 0) != data.Length) throw SyscallException.Last("send (nf_tables batch)", 0, what);
             var buf = new byte[8192];

@@ -74,6 +74,11 @@ public sealed class E2eEnvironment : IDisposable
         Python = py.Code == 0 && File.Exists(py.Stdout.Trim()) ? py.Stdout.Trim() : null;
     }
 
+    /// <summary>Whether <paramref name="name"/> is a command on the PATH (or in /usr/sbin, /sbin).</summary>
+    public static bool HasCommand(string name)
+        => (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Append("/usr/sbin").Append("/sbin")
+            .Any(d => d.Length > 0 && File.Exists(Path.Combine(d, name)));
+
     /// <summary>Fails the test unless ckpt was built.</summary>
     public void RequireCkpt()
     {

@@ -167,6 +167,64 @@ public sealed class InetSocketTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// A network namespace with a firewall of its own: an nf_tables table with a base chain per hook, a
+    /// regular chain jumped to, a named interval set, a verdict map, a named counter with packets counted,
+    /// anonymous sets and a limit, and iptables-nft's tables (a DNAT rule as Docker's embedded DNS has, a
+    /// conntrack match and a comment: xtables extensions). After the restart the namespace's ruleset is
+    /// the same (nft's and iptables' listings), ckpt's own tables of the checkpoint left out, and the
+    /// connection of the program over lo goes on.
+    /// </summary>
+    [Fact]
+    public void FirewallOfTheNetworkNamespace()
+    {
+        Assert.SkipWhen(!E2eEnvironment.HasCommand("nft") || !E2eEnvironment.HasCommand("iptables"), "nft or iptables is not installed");
+        env.Program("tcpconn");
+        var r = new E2eScript(env, "netfw").Run(E2eScript.RoundTrip(
+            "unshare --net sh -ec 'ip link set lo up; nft -f \"$1/fw.nft\"; iptables -t nat -A OUTPUT -d 127.0.0.11 -p udp --dport 53 -j DNAT --to-destination 127.0.0.11:45000; " +
+            "iptables -A INPUT -m conntrack --ctstate INVALID -j DROP; iptables -A INPUT -p tcp --dport 5555 -m comment --comment hello -j REJECT; exec \"$2\"' _ \"$W\" \"$BIN/tcpconn\"",
+            before: """
+                cat > "$W/fw.nft" <<'EOF'
+                table inet filter {
+                  set blocked { type ipv4_addr; flags interval; elements = { 10.66.0.0/16, 10.67.1.1 }; }
+                  map portmap { type inet_service : verdict; elements = { 9999 : drop }; }
+                  counter hits { packets 5 bytes 500; }
+                  chain input {
+                    type filter hook input priority 0; policy accept;
+                    ip saddr @blocked drop
+                    tcp dport 8081 counter name "hits" drop
+                    tcp dport vmap @portmap
+                    tcp dport { 7777, 7778 } counter reject
+                    ct state established,related accept
+                  }
+                  chain output {
+                    type filter hook output priority 0; policy accept;
+                    meta skuid 12345 jump limited
+                  }
+                  chain limited {
+                    limit rate 10/second accept
+                    drop
+                  }
+                }
+                EOF
+                """,
+            afterLayout: """
+                nsenter -t $P -n nft list ruleset > "$W/nft-before.txt" 2>&1
+                nsenter -t $P -n iptables-save -t nat | grep -v '^#' > "$W/ipt-before.txt" 2>&1
+                """,
+            afterRestart: """
+                nsenter -t $P -n nft list ruleset > "$W/nft-after.txt" 2>&1
+                nsenter -t $P -n iptables-save -t nat | grep -v '^#' > "$W/ipt-after.txt" 2>&1
+                """));
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.Contains("counter hits", r.File("nft-before.txt"));
+        Assert.True(r.File("nft-before.txt") == r.File("nft-after.txt"), $"the nf_tables ruleset differs after the restart{r.Diagnostics}");
+        Assert.Contains("DNAT", r.File("ipt-after.txt"));
+        Assert.True(r.File("ipt-before.txt") == r.File("ipt-after.txt"), $"iptables' nat table differs after the restart{r.Diagnostics}");
+        Assert.DoesNotContain("ckpt_", r.File("nft-after.txt"));
+        r.Cleanup();
+    }
+
+    /// <summary>
     /// A loopback connection whose two ends the process holds, with 1 MiB buffers full both ways: both are
     /// rebuilt in repair mode, where nothing is acknowledged, so filling the send queues must not wait for
     /// room (the restart once hung there for good); afterwards each end gets all the other sent.

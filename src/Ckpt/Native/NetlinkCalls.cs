@@ -4,12 +4,13 @@ using System.Runtime.InteropServices;
 namespace Ckpt.Native;
 
 /// <summary>
-/// rtnetlink (NETLINK_ROUTE): dumps of a network namespace's devices, addresses, routes, rules and
-/// neighbours, and requests that make them. A socket answers for the namespace of the thread that made it.
+/// Netlink sockets, dumps and requests: rtnetlink (NETLINK_ROUTE: a network namespace's devices,
+/// addresses, routes, rules and neighbours) and nf_tables dumps (NETLINK_NETFILTER). A socket answers for
+/// the network namespace of the thread that made it.
 /// </summary>
-public static unsafe class RouteCalls
+public static unsafe class NetlinkCalls
 {
-    private const int NETLINK_ROUTE = 0;
+    public const int NETLINK_ROUTE = 0, NETLINK_NETFILTER = 12;
     public const ushort RTM_NEWLINK = 16, RTM_GETLINK = 18, RTM_NEWADDR = 20, RTM_GETADDR = 22, RTM_NEWROUTE = 24, RTM_GETROUTE = 26,
         RTM_NEWNEIGH = 28, RTM_GETNEIGH = 30, RTM_NEWRULE = 32, RTM_GETRULE = 34, RTM_GETNSID = 90;
     public const ushort NLM_F_REQUEST = 1, NLM_F_ACK = 4, NLM_F_REPLACE = 0x100, NLM_F_EXCL = 0x200, NLM_F_CREATE = 0x400, NLM_F_DUMP = 0x300;
@@ -18,11 +19,11 @@ public static unsafe class RouteCalls
 
     private static uint s_seq = (uint)Environment.TickCount;
 
-    /// <summary>A NETLINK_ROUTE socket of the calling thread's network namespace.</summary>
-    public static int Open()
+    /// <summary>A netlink socket (NETLINK_ROUTE unless told) of the calling thread's network namespace.</summary>
+    public static int Open(int protocol = NETLINK_ROUTE)
     {
-        int fd = SocketCalls.Socket(SocketCalls.AF_NETLINK, SocketCalls.SOCK_RAW | SocketCalls.SOCK_CLOEXEC, NETLINK_ROUTE);
-        if (fd < 0) throw SyscallException.Last("socket(AF_NETLINK, NETLINK_ROUTE)");
+        int fd = SocketCalls.Socket(SocketCalls.AF_NETLINK, SocketCalls.SOCK_RAW | SocketCalls.SOCK_CLOEXEC, protocol);
+        if (fd < 0) throw SyscallException.Last($"socket(AF_NETLINK, {(protocol == NETLINK_ROUTE ? "NETLINK_ROUTE" : protocol.ToString())})");
         return fd;
     }
 
@@ -52,11 +53,14 @@ public static unsafe class RouteCalls
 
     /// <summary>
     /// Dumps every object of <paramref name="type"/> (RTM_GET*) for the request header <paramref name="header"/>
-    /// (its family picks the protocol): the payload of each answer, after the nlmsghdr.
+    /// (its family picks the protocol) and attributes <paramref name="attrs"/> adds: the payload of each answer,
+    /// after the nlmsghdr.
     /// </summary>
-    public static List<byte[]> Dump(int fd, ushort type, ReadOnlySpan<byte> header)
+    public static List<byte[]> Dump(int fd, ushort type, ReadOnlySpan<byte> header, Action<NetlinkMessage>? attrs = null)
     {
-        var request = Message(type, NLM_F_DUMP, header).Bytes();
+        var m = Message(type, NLM_F_DUMP, header);
+        attrs?.Invoke(m);
+        var request = m.Bytes();
         uint seq = BinaryPrimitives.ReadUInt32LittleEndian(request.AsSpan(8));
         Send(fd, request, "dump");
         var all = new List<byte[]>();
