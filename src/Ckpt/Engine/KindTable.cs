@@ -34,6 +34,7 @@ public static class KindTable
         Pipe.Instance,
         Pty.Instance,                 // ptys whose master the tree holds (slaves: written by CharDevice)
         CharDevice.Instance,
+        TunDevice.Instance,           // tun/tap files (their devices: NetNamespace, or persistent ones of ckpt's namespace)
         EventFd.Instance,             // anon-inode objects: eventfd, timerfd, signalfd,
         TimerFd.Instance,
         SignalFd.Instance,

@@ -67,6 +67,7 @@ public enum RecordKind : uint
     NetworkLock = 66,      // Kinds/InetSocket.cs (optional: the nf_tables table holding migrated connections until the restart takes them back)
     InetSocket = 62,       // Kinds/InetSocket.cs (a TCP or UDP socket: address, listen backlog, options; a connection's sequence numbers and queues)
     Seccomp = 71,          // Kinds/Seccomp.cs (each thread's seccomp mode and filters, the filters written once)
+    TunFile = 72,          // Kinds/TunDevice.cs (a /dev/net/tun file: the tun/tap device it is attached to, by name, and its flags)
     PosixTimers = 70,      // Kinds/PosixTimers.cs (the process's POSIX timers: timer_create ids, clocks, notifications, time left)
 }
 

@@ -18,7 +18,8 @@ namespace Ckpt.Kinds;
 /// the tree's. rtnetlink dumps of the namespace give its devices: lo, dummy devices, veth pairs (both ends
 /// inside, or the other end in ckpt's namespace: a container's link to the host, whose name, MAC, MTU,
 /// flags, bridge, addresses and routes are saved too), and the tunnel devices every namespace gets when
-/// their module is loaded (tunl0, sit0...); any other kind, or a device enslaved to another, is refused.
+/// their module is loaded (tunl0, sit0...), tun/tap devices (persistent, or held by a file of the tree:
+/// TunDevice); any other kind, or a device enslaved to another, is refused.
 /// Each device's index, name, MAC, MTU, queue length and flags (up, noarp, promisc, allmulti, multicast)
 /// are saved, then the namespace's addresses, routes (every table), policy rules and permanent neighbour
 /// entries, as rtnetlink messages, leaving out what the kernel makes by itself (addresses and routes of
@@ -33,7 +34,8 @@ namespace Ckpt.Kinds;
 /// before the other vessels are forked, ckpt's tracer thread joins it for the rest of the restart, and
 /// makes the devices again with their indexes (a veth's host end in ckpt's namespace, with its name,
 /// given back to its bridge; a host end whose name is still taken, by a namespace the kernel is still
-/// tearing down, is waited for up to 3 s), sets their flags, then replays the addresses (without duplicate
+/// tearing down, is waited for up to 3 s; a tun/tap device made persistent through /dev/net/tun, with the
+/// next free index, which the namespace's addresses, routes and neighbours then name), sets their flags, then replays the addresses (without duplicate
 /// address detection), routes (device routes first), rules and neighbours; the nf_tables ruleset is made
 /// in one transaction once the devices exist, before they are up.
 /// </para>
@@ -111,6 +113,9 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         public string PeerMaster = "";
         /// <summary>The host end's addresses and routes (rtnetlink messages; their device index is the old host end's).</summary>
         public List<(ushort Type, byte[] Msg)> PeerConfig = new();
+        /// <summary>A tun/tap device's TUNSETIFF flags (persist included), owner and group (uint.MaxValue: none).</summary>
+        public int TunFlags;
+        public uint TunOwner = uint.MaxValue, TunGroup = uint.MaxValue;
     }
 
     private sealed class NetState
@@ -249,6 +254,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
             p.I32(l.Index).Str(l.Name).Str(l.Kind).U32(l.Flags).U32(l.Mtu).Bytes(l.Mac).U32(l.TxQueue)
              .Str(l.PeerName).I32(l.PeerIndex).Bool(l.PeerOutside).Bytes(l.PeerMac).U32(l.PeerMtu).U32(l.PeerFlags).Str(l.PeerMaster);
             WriteMessages(p, l.PeerConfig);
+            p.I32(l.TunFlags).U32(l.TunOwner).U32(l.TunGroup);
         }
         WriteMessages(p, state.Config);
         p.U32((uint)state.Sysctls.Count);
@@ -286,9 +292,10 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         if (a.Has(IFLA_MASTER))
             throw new NotCheckpointableException(pid, $"{where}, a port of {names.GetValueOrDefault((int)a.U32(IFLA_MASTER), "?")}: bridges and bonds inside the namespace are not rebuilt");
         if (l.Kind is "loopback" or "dummy") return l;
+        if (l.Kind == "tun") return ReadTun(s, l, info!, pid, where);
         if (FallbackDevices.TryGetValue(l.Name, out var fallback) && fallback == l.Kind) return l;
         if (l.Kind != "veth")
-            throw new NotCheckpointableException(pid, $"{where} of kind {(l.Kind == "" ? $"type {type}" : l.Kind)}; ckpt rebuilds lo, dummy and veth devices");
+            throw new NotCheckpointableException(pid, $"{where} of kind {(l.Kind == "" ? $"type {type}" : l.Kind)}; ckpt rebuilds lo, dummy, veth and tun/tap devices");
         l.PeerIndex = (int)a.U32(IFLA_LINK);
         if (!a.Has(IFLA_LINK_NETNSID))
         {
@@ -310,6 +317,44 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         }
         finally { FileCalls.Close(ckptNs); }
         return l;
+    }
+
+    /// <summary>
+    /// A tun/tap device of the tree's namespace: its flags, owner and group (IFLA_INFO_DATA). One that is not
+    /// persistent lives only while files are attached to it: one of the tree's must be (else its holder is
+    /// outside the tree: slirp4netns, pasta, a VPN client of the host).
+    /// </summary>
+    private static Link ReadTun(CheckpointSession s, Link l, AttrSet info, int pid, string where)
+    {
+        const ushort IFLA_TUN_OWNER = 1, IFLA_TUN_GROUP = 2, IFLA_TUN_TYPE = 3, IFLA_TUN_PI = 4, IFLA_TUN_VNET_HDR = 5, IFLA_TUN_PERSIST = 6,
+            IFLA_TUN_MULTI_QUEUE = 7, IFLA_TUN_NUM_DISABLED_QUEUES = 9;
+        var d = info.Nested(IFLA_INFO_DATA) ?? throw new NotCheckpointableException(pid, $"{where}, a tun/tap device this kernel tells nothing of (IFLA_INFO_DATA)");
+        byte U8(ushort t) => d.Bytes(t) is [var b, ..] ? b : (byte)0;
+        int flags = U8(IFLA_TUN_TYPE) == 2 ? TunDevice.IFF_TAP : TunDevice.IFF_TUN;
+        if (U8(IFLA_TUN_PI) == 0) flags |= 0x1000;   // IFF_NO_PI
+        if (U8(IFLA_TUN_VNET_HDR) != 0) flags |= 0x4000;
+        if (U8(IFLA_TUN_MULTI_QUEUE) != 0) flags |= TunDevice.IFF_MULTI_QUEUE;
+        bool persistent = U8(IFLA_TUN_PERSIST) != 0;
+        if (persistent) flags |= TunDevice.IFF_PERSIST;
+        l.TunFlags = flags;
+        l.TunOwner = d.Has(IFLA_TUN_OWNER) ? d.U32(IFLA_TUN_OWNER) : uint.MaxValue;
+        l.TunGroup = d.Has(IFLA_TUN_GROUP) ? d.U32(IFLA_TUN_GROUP) : uint.MaxValue;
+        if (d.U32(IFLA_TUN_NUM_DISABLED_QUEUES) != 0)
+            throw new NotCheckpointableException(pid, $"{where}, a tun/tap device with detached queues (TUNSETQUEUE): they are not attached again");
+        if (!persistent && !AttachedFiles(s).Contains(l.Name))
+            throw new NotCheckpointableException(pid, $"{where}, a tun/tap device held by files outside the tree (slirp4netns, pasta?); checkpoint their holder with the tree");
+        return l;
+    }
+
+    /// <summary>The tun/tap devices files of the tree are attached to (fdinfo "iff:").</summary>
+    private static HashSet<string> AttachedFiles(CheckpointSession s)
+    {
+        var names = new HashSet<string>();
+        foreach (var p in s.Processes)
+            foreach (var f in p.OpenFiles)
+                if (TunDevice.Instance.Handles(f) && Proc.ProcFdInfo.Read(p.Pid, f.Fd).Field("iff") is { Length: > 0 } name)
+                    names.Add(name);
+        return names;
     }
 
     /// <summary>The id the tree's namespace (socket <paramref name="nl"/>) gives the namespace <paramref name="nsFd"/>, or -1.</summary>
@@ -444,6 +489,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
                 PeerFlags = r.U32(), PeerMaster = r.Str(),
             };
             ReadMessages(ref r, l.PeerConfig);
+            l.TunFlags = r.I32(); l.TunOwner = r.U32(); l.TunGroup = r.U32();
             st.Links.Add(l);
         }
         ReadMessages(ref r, st.Config);
@@ -489,6 +535,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
             int set = WriteSysctls(s, st.Sysctls, devices: false);
             var existing = NetlinkCalls.Dump(nl, NetlinkCalls.RTM_GETLINK, new byte[16]).ToDictionary(m => Attrs(m, 16).Str(IFLA_IFNAME), Index);
             var made = new HashSet<int>();
+            var remap = new Dictionary<int, int>();
             foreach (var l in st.Links)
             {
                 if (made.Contains(l.Index)) continue;   // the other end of a veth made before
@@ -497,6 +544,27 @@ public sealed unsafe class NetNamespace : ITreeNamespace
                     if (!existing.TryGetValue(l.Name, out int have) || have != l.Index)
                         throw new CkptException($"restart: the tree's network device {l.Name} ({l.Kind}, index {l.Index}) is not in the new namespace{(have > 0 ? $" with that index (it has {have})" : "")}; load the kernel module of {l.Kind} and restart again", ExitCodes.RestoreConflict);
                     if (l.Mtu > 0) Change(nl, l.Index, l.Name, m => m.U32(IFLA_MTU, l.Mtu));
+                    continue;
+                }
+                if (l.Kind == "tun")
+                {
+                    // made through /dev/net/tun (not rtnetlink): it takes the next free index, and the
+                    // namespace's addresses, routes and neighbours of it follow that index
+                    try { TunDevice.MakePersistent(l.Name, l.TunFlags, l.TunOwner, l.TunGroup); }
+                    catch (SyscallException e)
+                    {
+                        throw new CkptException($"restart: cannot make the tree's {((l.TunFlags & TunDevice.IFF_TAP) != 0 ? "tap" : "tun")} device {l.Name}: {Errors.Describe(e.Errno)}", ExitCodes.RestoreConflict, e);
+                    }
+                    if ((l.TunFlags & TunDevice.IFF_PERSIST) == 0) TunDevice.ClearPersistLater(s, l.Name);
+                    int now = IndexOf(nl, l.Name) ?? throw new CkptException($"restart: the tun/tap device {l.Name} is not found after it was made", ExitCodes.Internal);
+                    if (now != l.Index) { remap[l.Index] = now; s.Log.Info($"tun/tap device {l.Name}: index {now} (was {l.Index})"); }
+                    Change(nl, now, l.Name, m =>
+                    {
+                        if (l.Mtu > 0) m.U32(IFLA_MTU, l.Mtu);
+                        if (l.Mac.Length > 0) m.Attr(IFLA_ADDRESS, l.Mac);
+                        if (l.TxQueue > 0) m.U32(IFLA_TXQLEN, l.TxQueue);
+                    });
+                    s.Log.Info($"made network device {Describe(l)}");
                     continue;
                 }
                 if (l.PeerOutside && hostNs < 0)
@@ -520,8 +588,8 @@ public sealed unsafe class NetNamespace : ITreeNamespace
             }
             if (set > 0) s.Log.Info($"{set} sysctls of the tree's network namespace set as they were");
             foreach (var l in st.Links)
-                Change(nl, l.Index, l.Name, null, l.Flags & RestoredFlags);
-            foreach (var (t, m) in st.Config) Replay(nl, t, m, st, remap: null);
+                Change(nl, remap.GetValueOrDefault(l.Index, l.Index), l.Name, null, l.Flags & RestoredFlags);
+            foreach (var (t, m) in st.Config) Replay(nl, t, m, st, remap);
         }
         finally
         {
@@ -582,7 +650,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
             Change(host, index, l.PeerName, m => m.U32(IFLA_MASTER, (uint)master));
         }
         Change(host, index, l.PeerName, null, l.PeerFlags & RestoredFlags);
-        foreach (var (t, m) in l.PeerConfig) Replay(host, t, m, null, remap: (l.PeerIndex, index));
+        foreach (var (t, m) in l.PeerConfig) Replay(host, t, m, null, new Dictionary<int, int> { [l.PeerIndex] = index });
         s.Log.Info($"its other end {l.PeerName} (index {index}) in ckpt's namespace{(l.PeerMaster != "" ? $", port of {l.PeerMaster}" : "")}, {l.PeerConfig.Count} addresses and routes");
     }
 
@@ -616,18 +684,20 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         if (r < 0) throw new CkptException($"restart: cannot set network device {name} (index {index}) as it was: {Errors.Describe(-r)}", ExitCodes.RestoreConflict);
     }
 
-    /// <summary>Makes an address, route, rule or neighbour again; one that is there already is left as it is. <paramref name="remap"/>: a device index to change.</summary>
-    private static void Replay(int nl, ushort type, byte[] msg, NetState? st, (int From, int To)? remap)
+    /// <summary>Makes an address, route, rule or neighbour again; one that is there already is left as it is. <paramref name="remap"/>: device indexes to change (old, new).</summary>
+    private static void Replay(int nl, ushort type, byte[] msg, NetState? st, Dictionary<int, int> remap)
     {
         var body = (byte[])msg.Clone();
-        if (remap is var (from, to))
+        void Map(int at)
         {
-            if (type == NetlinkCalls.RTM_NEWADDR && BinaryPrimitives.ReadInt32LittleEndian(body.AsSpan(4)) == from)
-                BinaryPrimitives.WriteInt32LittleEndian(body.AsSpan(4), to);
+            if (remap.TryGetValue(BinaryPrimitives.ReadInt32LittleEndian(body.AsSpan(at)), out int to)) BinaryPrimitives.WriteInt32LittleEndian(body.AsSpan(at), to);
+        }
+        if (remap.Count > 0)
+        {
+            if (type is NetlinkCalls.RTM_NEWADDR or NetlinkCalls.RTM_NEWNEIGH) Map(4);   // ifa_index, ndm_ifindex
             if (type == NetlinkCalls.RTM_NEWROUTE)
                 foreach (var (t, at, len) in Attrs(body, 12).All)
-                    if (t == RTA_OIF && len == 4 && BinaryPrimitives.ReadInt32LittleEndian(body.AsSpan(at)) == from)
-                        BinaryPrimitives.WriteInt32LittleEndian(body.AsSpan(at), to);
+                    if (t is RTA_OIF or RTA_IIF && len == 4) Map(at);
         }
         if (type == NetlinkCalls.RTM_NEWADDR)
             foreach (var (t, at, len) in Attrs(body, 8).All)
@@ -659,6 +729,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
     {
         var sb = new StringBuilder($"{l.Name} ({l.Kind}, index {l.Index}, {((l.Flags & IFF_UP) != 0 ? "up" : "down")}");
         if (l.Mtu > 0) sb.Append($", mtu {l.Mtu}");
+        if (l.Kind == "tun") sb.Append($", {((l.TunFlags & TunDevice.IFF_TAP) != 0 ? "tap" : "tun")}{((l.TunFlags & TunDevice.IFF_PERSIST) != 0 ? ", persistent" : "")}");
         if (l.Kind == "veth") sb.Append($", other end {l.PeerName}{(l.PeerOutside ? " in ckpt's namespace" : "")}{(l.PeerMaster != "" ? $" on {l.PeerMaster}" : "")}");
         return sb.Append(')').ToString();
     }

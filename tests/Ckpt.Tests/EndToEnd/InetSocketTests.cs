@@ -167,6 +167,36 @@ public sealed class InetSocketTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// tun/tap files in a network namespace of the program's own (tests/programs/tun.c): a tun device with
+    /// an address, up, and a persistent tap device with a vnet header size. After the restart both files are
+    /// attached to their devices with the same flags (the tun device not persistent again), and packets go
+    /// both ways through the tun file. The same program in the script's network namespace is refused: its
+    /// tun device is not persistent, so it would go away with its host configuration.
+    /// </summary>
+    [Fact]
+    public void TunAndTapDevicesOfTheNamespace()
+    {
+        env.Program("tun");
+        var r = new E2eScript(env, "tun").Run(E2eScript.RoundTrip(
+            "unshare --net sh -c 'ip link set lo up && exec \"$1\"' _ \"$BIN/tun\"",
+            before: """
+                trap 'ip link del tap7 2>/dev/null' EXIT
+                start "$W/out-host" "$BIN/tun"
+                wait_for "$W/out-host" '^READY' 15 || fail "the program in the script's namespace did not print READY"
+                ck checkpoint $P -o "$W/img-host" --log "$W/ck-host.log" 2>"$W/err-host.txt"; echo "RC-HOST: $?"
+                alive $P || fail "the refused program died"
+                kill -KILL $P; wait $P 2>/dev/null
+                ip link del tap7 2>/dev/null
+                """,
+            afterRestart: E2eScript.SaveInfo));
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.Contains("RC-HOST: 69", r.Stdout);
+        Assert.Contains("tun device tun7 of ckpt's network namespace", r.File("err-host.txt"));
+        Assert.Contains("kind=tap", r.File("info.txt"));
+        r.Cleanup();
+    }
+
+    /// <summary>
     /// A network namespace with a firewall of its own: an nf_tables table with a base chain per hook, a
     /// regular chain jumped to, a named interval set, a verdict map, a named counter with packets counted,
     /// anonymous sets and a limit, and iptables-nft's tables (a DNAT rule as Docker's embedded DNS has, a
