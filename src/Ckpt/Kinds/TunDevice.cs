@@ -22,8 +22,8 @@ namespace Ckpt.Kinds;
 /// <para>
 /// Restart: <c>/dev/net/tun</c> opened in the vessel (in the tree's network namespace), TUNSETIFF with
 /// the name and flags (persist aside) attaches it to the device, then the vnet header size, send buffer
-/// and byte order; once the process's files are in place, a device that was not persistent has its persist
-/// flag (ckpt's, for the restart) cleared, so that it goes away with its last file as before.
+/// and byte order; a device that was not persistent has its persist flag (ckpt's, for the restart) cleared
+/// through the first file attached to it, so that it goes away with its last file as before.
 /// </para>
 /// </summary>
 public sealed unsafe class TunDevice : IFileKind
@@ -160,9 +160,14 @@ public sealed unsafe class TunDevice : IFileKind
                 if (t.VnetHdr != DefaultVnetHdrSize) { v = t.VnetHdr; Check(EventCalls.Ioctl(mine, TUNSETVNETHDRSZ, &v), "TUNSETVNETHDRSZ", ctx); }
                 if (t.SndBuf != DefaultSndBuf) { v = t.SndBuf; Check(EventCalls.Ioctl(mine, TUNSETSNDBUF, &v), "TUNSETSNDBUF", ctx); }
                 if (t.VnetLe != 0) { v = t.VnetLe; Check(EventCalls.Ioctl(mine, TUNSETVNETLE, &v), "TUNSETVNETLE", ctx); }
+                // a device persistent for the restart only: this file holds it from now on, as the tree's did
+                if (ctx.Session.Existing<Unpersist>() is { } u && u.Devices.Remove(t.Device))
+                {
+                    Check(EventCalls.Ioctl(mine, TUNSETPERSIST, null), "TUNSETPERSIST 0", ctx);
+                    ctx.Log.Info($"tun/tap device {t.Device}: not persistent again, as it was (held by pid {ctx.Pid}'s file)");
+                }
             }
             finally { FileCalls.Close(mine); }
-            ctx.State<Attached>().Files.Add((fd, t.Device));
         }
         ctx.Files.SetRestored(t.Objref, fd);
     }
@@ -172,21 +177,7 @@ public sealed unsafe class TunDevice : IFileKind
         if (r != 0) throw SyscallException.Last($"ioctl({what})", ctx.Pid);
     }
 
-    /// <summary>The process's files attached to a device at restart (its fd in the vessel, the device).</summary>
-    private sealed class Attached { public readonly List<(int Fd, string Device)> Files = new(); }
-
-    public void Finish(RestoreContext ctx)
-    {
-        if (ctx.Existing<Attached>() is not { } a || ctx.Session.Existing<Unpersist>() is not { } u) return;
-        foreach (var (fd, device) in a.Files)
-        {
-            if (!u.Devices.Remove(device)) continue;
-            int mine = ctx.GrabFd(fd);
-            try { Check(EventCalls.Ioctl(mine, TUNSETPERSIST, null), "TUNSETPERSIST 0", ctx); }
-            finally { FileCalls.Close(mine); }
-            ctx.Log.Info($"tun/tap device {device}: not persistent again, as it was (held by pid {ctx.Pid}'s fd)");
-        }
-    }
+    public void Finish(RestoreContext ctx) { }
 
     public void Describe(Record rec, InfoNode info)
     {
