@@ -1,6 +1,6 @@
 /* netdev HOST PORT: a process in a network namespace of its own that the test script gave a veth to the
  * host (eth0, MTU 1400, 10.231.0.2/24 and fd31::2/64, default route through HOST), an extra address on
- * lo (10.231.9.1/32) and a veth pair of its own (in0/in1). It holds a TCP connection to an echo server
+ * lo (10.231.9.1/32), a veth pair of its own (in0/in1) and a macvlan on the host end (mv0). It holds a TCP connection to an echo server
  * on the host (HOST:PORT, through eth0) and a listener on lo's extra address. After the restart: the
  * devices have their index, MAC and MTU; the connection carries a new line; a new connection to the
  * host works (route, neighbour resolution); the addresses can be bound again (the IPv6 one at once: it
@@ -79,9 +79,9 @@ int main(int argc, char **argv)
     int port = atoi(argv[2]);
     int sk = socket(AF_INET, SOCK_DGRAM, 0);
     MUST(sk >= 0);
-    const char *names[] = { "lo", "eth0", "in0", "in1" };
-    struct dev before[4], after[4];
-    for (int i = 0; i < 4; i++) { look(sk, names[i], &before[i]); MUST(before[i].index > 0); }
+    const char *names[] = { "lo", "eth0", "in0", "in1", "mv0" };
+    struct dev before[5], after[5];
+    for (int i = 0; i < 5; i++) { look(sk, names[i], &before[i]); MUST(before[i].index > 0); }
     MUST(before[1].mtu == 1400);
 
     int conn = tcp_to(host, port);
@@ -96,7 +96,7 @@ int main(int argc, char **argv)
     say("READY");
     e2e_wait_usr1();
 
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         look(sk, names[i], &after[i]);
         CHECK(after[i].index == before[i].index, "%s: index %d, was %d", names[i], after[i].index, before[i].index);
         CHECK(after[i].mtu == before[i].mtu, "%s: mtu %d, was %d", names[i], after[i].mtu, before[i].mtu);
@@ -108,6 +108,7 @@ int main(int argc, char **argv)
     if (c2 >= 0) { CHECK(echo_line(c2, "new"), "the new connection does not echo"); close(c2); }
     CHECK(bind_to(AF_INET, "10.231.9.1"), "lo's extra address cannot be bound: %s", strerror(errno));
     CHECK(bind_to(AF_INET, "10.231.0.2"), "eth0's address cannot be bound: %s", strerror(errno));
+    CHECK(bind_to(AF_INET, "10.233.0.2"), "mv0's address cannot be bound: %s", strerror(errno));
     CHECK(bind_to(AF_INET6, "fd31::2"), "eth0's IPv6 address cannot be bound: %s", strerror(errno));
     int c3 = tcp_to("10.231.9.1", 7100);
     CHECK(c3 >= 0, "no connection to the listener on lo's extra address: %s", strerror(errno));

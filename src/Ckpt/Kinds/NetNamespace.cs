@@ -116,7 +116,17 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         /// <summary>A tun/tap device's TUNSETIFF flags (persist included), owner and group (uint.MaxValue: none).</summary>
         public int TunFlags;
         public uint TunOwner = uint.MaxValue, TunGroup = uint.MaxValue;
+        /// <summary>A macvlan's or ipvlan's IFLA_INFO_DATA attributes that make it (mode, flags...); its lower device is the Peer (in ckpt's namespace, or the tree's).</summary>
+        public byte[] KindData = [];
     }
+
+    /// <summary>Devices stacked on a lower device (a container engine's macvlan or ipvlan network), and the IFLA_INFO_DATA attributes they are made with.</summary>
+    private static readonly Dictionary<string, ushort[]> StackedKinds = new()
+    {
+        ["macvlan"] = [1, 2, 7, 9],   // IFLA_MACVLAN_MODE, FLAGS, BC_QUEUE_LEN, BC_CUTOFF
+        ["macvtap"] = [1, 2, 7, 9],
+        ["ipvlan"] = [1, 2],          // IFLA_IPVLAN_MODE, FLAGS
+    };
 
     private sealed class NetState
     {
@@ -254,7 +264,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
             p.I32(l.Index).Str(l.Name).Str(l.Kind).U32(l.Flags).U32(l.Mtu).Bytes(l.Mac).U32(l.TxQueue)
              .Str(l.PeerName).I32(l.PeerIndex).Bool(l.PeerOutside).Bytes(l.PeerMac).U32(l.PeerMtu).U32(l.PeerFlags).Str(l.PeerMaster);
             WriteMessages(p, l.PeerConfig);
-            p.I32(l.TunFlags).U32(l.TunOwner).U32(l.TunGroup);
+            p.I32(l.TunFlags).U32(l.TunOwner).U32(l.TunGroup).Bytes(l.KindData);
         }
         WriteMessages(p, state.Config);
         p.U32((uint)state.Sysctls.Count);
@@ -294,14 +304,25 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         if (l.Kind is "loopback" or "dummy") return l;
         if (l.Kind == "tun") return ReadTun(s, l, info!, pid, where);
         if (FallbackDevices.TryGetValue(l.Name, out var fallback) && fallback == l.Kind) return l;
-        if (l.Kind != "veth")
-            throw new NotCheckpointableException(pid, $"{where} of kind {(l.Kind == "" ? $"type {type}" : l.Kind)}; ckpt rebuilds lo, dummy, veth and tun/tap devices");
+        bool stacked = StackedKinds.TryGetValue(l.Kind, out var dataAttrs);
+        if (l.Kind != "veth" && !stacked)
+            throw new NotCheckpointableException(pid, $"{where} of kind {(l.Kind == "" ? $"type {type}" : l.Kind)}; ckpt rebuilds lo, dummy, veth, macvlan, ipvlan and tun/tap devices");
+        string what = stacked ? $"a {l.Kind} whose lower device" : "a veth whose other end";
         l.PeerIndex = (int)a.U32(IFLA_LINK);
+        if (stacked)
+        {
+            var data = info!.Nested(IFLA_INFO_DATA);
+            var b = new NetlinkMessage(0, 0, 0, []);
+            if (data != null)
+                foreach (var (t, at, len) in data.All)
+                    if (dataAttrs!.Contains(t)) b.Attr(t, m.AsSpan(at, len));
+            l.KindData = b.Bytes()[16..];
+        }
         if (!a.Has(IFLA_LINK_NETNSID))
         {
-            // both ends in the tree's namespace
+            // both ends (the lower device) in the tree's namespace
             l.PeerName = names.GetValueOrDefault(l.PeerIndex, "");
-            if (l.PeerName == "") throw new NotCheckpointableException(pid, $"{where}, a veth whose other end (index {l.PeerIndex}) is not found");
+            if (l.PeerName == "") throw new NotCheckpointableException(pid, $"{where}, {what} (index {l.PeerIndex}) is not found");
             return l;
         }
         int nsid = a.I32(IFLA_LINK_NETNSID);
@@ -310,13 +331,29 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         try
         {
             if (NsidOf(nl, ckptNs) != nsid)
-                throw new NotCheckpointableException(pid, $"{where}, a veth whose other end is in another network namespace than ckpt's (nsid {nsid}); run ckpt in that namespace");
+                throw new NotCheckpointableException(pid, $"{where}, {what} is in another network namespace than ckpt's (nsid {nsid}); run ckpt in that namespace");
             int host = NetlinkCalls.OpenIn(ckptNs);
-            try { ReadHostEnd(s, host, l, pid, where); }
+            try
+            {
+                if (stacked) ReadLowerDevice(s, host, l, pid, where);
+                else ReadHostEnd(s, host, l, pid, where);
+            }
             finally { FileCalls.Close(host); }
         }
         finally { FileCalls.Close(ckptNs); }
         return l;
+    }
+
+    /// <summary>A macvlan's or ipvlan's lower device in ckpt's namespace (socket <paramref name="host"/>): its name, which the restart stacks the device on again.</summary>
+    private static void ReadLowerDevice(CheckpointSession s, int host, Link l, int pid, string where)
+    {
+        var hdr = new byte[16];
+        BinaryPrimitives.WriteInt32LittleEndian(hdr.AsSpan(4), l.PeerIndex);
+        var m = NetlinkCalls.Get(host, NetlinkCalls.Message(NetlinkCalls.RTM_GETLINK, NetlinkCalls.NLM_F_ACK, hdr).Bytes(), out int errno)
+            ?? throw new NotCheckpointableException(pid, $"{where}, a {l.Kind} whose lower device (index {l.PeerIndex} of ckpt's namespace) is not found: {Errors.Describe(errno)}");
+        l.PeerOutside = true;
+        l.PeerName = Attrs(m, 16).Str(IFLA_IFNAME);
+        s.Log.Info($"device {l.Name} is a {l.Kind} on {l.PeerName} (index {l.PeerIndex}) of ckpt's namespace");
     }
 
     /// <summary>
@@ -489,7 +526,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
                 PeerFlags = r.U32(), PeerMaster = r.Str(),
             };
             ReadMessages(ref r, l.PeerConfig);
-            l.TunFlags = r.I32(); l.TunOwner = r.U32(); l.TunGroup = r.U32();
+            l.TunFlags = r.I32(); l.TunOwner = r.U32(); l.TunGroup = r.U32(); l.KindData = r.Bytes().ToArray();
             st.Links.Add(l);
         }
         ReadMessages(ref r, st.Config);
@@ -567,6 +604,18 @@ public sealed unsafe class NetNamespace : ITreeNamespace
                     s.Log.Info($"made network device {Describe(l)}");
                     continue;
                 }
+                if (StackedKinds.ContainsKey(l.Kind))
+                {
+                    if (l.PeerOutside && hostNs < 0)
+                    {
+                        hostNs = FileCalls.Open("/proc/self/ns/net", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
+                        if (hostNs < 0) throw SyscallException.Last("open /proc/self/ns/net");
+                        host = NetlinkCalls.OpenIn(hostNs);
+                    }
+                    MakeStacked(s, nl, host, l, remap);
+                    made.Add(l.Index);
+                    continue;
+                }
                 if (l.PeerOutside && hostNs < 0)
                 {
                     hostNs = FileCalls.Open("/proc/self/ns/net", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
@@ -635,6 +684,33 @@ public sealed unsafe class NetNamespace : ITreeNamespace
                 : "";
             throw new CkptException($"restart: cannot make the tree's network device {l.Name} ({l.Kind}, index {l.Index}){what}: {Errors.Describe(err)}{hint}", ExitCodes.RestoreConflict);
         }
+        s.Log.Info($"made network device {Describe(l)}");
+    }
+
+    /// <summary>
+    /// Makes macvlan or ipvlan <paramref name="l"/> on its lower device: one of ckpt's namespace (found by
+    /// name there, refused when this machine has none) through socket <paramref name="host"/> of ckpt's
+    /// namespace with IFLA_NET_NS_FD the tree's (the calling thread's), or one of the tree's by its index.
+    /// </summary>
+    private static void MakeStacked(RestoreSession s, int nl, int host, Link l, Dictionary<int, int> remap)
+    {
+        int lower = l.PeerOutside
+            ? IndexOf(host, l.PeerName) ?? throw new CkptException($"restart: the tree's network device {l.Name} is a {l.Kind} on {l.PeerName}, which this machine does not have; restart where it has, or make it", ExitCodes.RestoreConflict)
+            : remap.GetValueOrDefault(l.PeerIndex, l.PeerIndex);
+        int treeNs = l.PeerOutside ? FileCalls.Open("/proc/thread-self/ns/net", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0) : -1;
+        if (l.PeerOutside && treeNs < 0) throw SyscallException.Last("open /proc/thread-self/ns/net");
+        try
+        {
+            var m = LinkMessage(NetlinkCalls.NLM_F_CREATE | NetlinkCalls.NLM_F_EXCL, l.Index, 0, 0, l.Name, l.Mac, l.Mtu, l.TxQueue).U32(IFLA_LINK, (uint)lower);
+            if (treeNs >= 0) m.U32(IFLA_NET_NS_FD, (uint)treeNs);
+            m.Begin(IFLA_LINKINFO).Str(IFLA_INFO_KIND, l.Kind).Begin(IFLA_INFO_DATA).Raw(l.KindData).End().End();
+            int err = -NetlinkCalls.Request(l.PeerOutside ? host : nl, m.Bytes());
+            if (err != 0)
+                throw new CkptException($"restart: cannot make the tree's network device {l.Name} ({l.Kind} on {l.PeerName}): {Errors.Describe(err)}", ExitCodes.RestoreConflict);
+        }
+        finally { if (treeNs >= 0) FileCalls.Close(treeNs); }
+        int now = IndexOf(nl, l.Name) ?? throw new CkptException($"restart: the tree's network device {l.Name} is not found after it was made", ExitCodes.Internal);
+        if (now != l.Index) { remap[l.Index] = now; s.Log.Info($"network device {l.Name}: index {now} (was {l.Index})"); }
         s.Log.Info($"made network device {Describe(l)}");
     }
 
@@ -730,6 +806,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         var sb = new StringBuilder($"{l.Name} ({l.Kind}, index {l.Index}, {((l.Flags & IFF_UP) != 0 ? "up" : "down")}");
         if (l.Mtu > 0) sb.Append($", mtu {l.Mtu}");
         if (l.Kind == "tun") sb.Append($", {((l.TunFlags & TunDevice.IFF_TAP) != 0 ? "tap" : "tun")}{((l.TunFlags & TunDevice.IFF_PERSIST) != 0 ? ", persistent" : "")}");
+        if (StackedKinds.ContainsKey(l.Kind)) sb.Append($", on {l.PeerName}{(l.PeerOutside ? " of ckpt's namespace" : "")}");
         if (l.Kind == "veth") sb.Append($", other end {l.PeerName}{(l.PeerOutside ? " in ckpt's namespace" : "")}{(l.PeerMaster != "" ? $" on {l.PeerMaster}" : "")}");
         return sb.Append(')').ToString();
     }
@@ -782,6 +859,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         {
             var d = new InfoNode().Set("index", l.Index).Set("name", l.Name).Set("kind", l.Kind).Set("up", (l.Flags & IFF_UP) != 0)
                 .Set("mtu", l.Mtu).Set("mac", l.Mac.Length > 0 ? Convert.ToHexString(l.Mac) : null);
+            if (StackedKinds.ContainsKey(l.Kind)) d.Set("lower", l.PeerName).Set("lower_in_ckpt_namespace", l.PeerOutside);
             if (l.Kind == "veth")
             {
                 d.Set("peer", l.PeerName).Set("peer_in_ckpt_namespace", l.PeerOutside);

@@ -103,7 +103,8 @@ public sealed class InetSocketTests(E2eEnvironment env)
     /// A container's network: a network namespace with a veth to the host (eth0, MTU 1400, IPv4 and IPv6
     /// addresses, a default route through the host end, which has an address of its own on the host), an
     /// extra address on lo, a veth pair of its own, a route in another table with a rule that picks it and
-    /// a permanent neighbour entry, sysctls of its own (a container engine's ip_unprivileged_port_start,
+    /// a permanent neighbour entry, a macvlan on the host end (mv0, as a container engine's macvlan network
+    /// has on the host's device), sysctls of its own (a container engine's ip_unprivileged_port_start,
     /// a device's rp_filter and disable_ipv6). The program holds a connection to an echo server on the host through
     /// eth0 and checks after the restart that its devices kept index, MAC and MTU, that the connection and
     /// a new one carry lines, and that its addresses can be bound. The namespace's addresses, routes,
@@ -125,8 +126,10 @@ public sealed class InetSocketTests(E2eEnvironment env)
                 n=100; until [ "$(readlink /proc/$P/ns/net)" != "$(readlink /proc/self/ns/net)" ]; do n=$((n - 1)); [ $n -gt 0 ] || fail "no network namespace"; sleep 0.02; done
                 ip link add $HE type veth peer name eth0 netns $P || fail "cannot make a veth"
                 ip addr add 10.231.0.1/24 dev $HE && ip link set $HE up || fail "cannot set the host end up"
+                ip link add ckmv$$ link $HE type macvlan mode bridge && ip link set ckmv$$ netns $P || fail "cannot make a macvlan"
                 nsenter -t $P -n sh -ec '
                   ip link set lo up; ip addr add 10.231.9.1/32 dev lo
+                  ip link set ckmv'$$' name mv0; ip addr add 10.233.0.2/24 dev mv0; ip link set mv0 up
                   ip link set eth0 mtu 1400; ip addr add 10.231.0.2/24 dev eth0; ip addr add fd31::2/64 dev eth0 nodad; ip link set eth0 up
                   ip route add default via 10.231.0.1
                   ip route add 10.232.0.0/16 via 10.231.0.1 table 100; ip rule add from 10.231.9.1 lookup 100
@@ -157,12 +160,15 @@ public sealed class InetSocketTests(E2eEnvironment env)
                 netstate before
                 """,
             afterRestart: E2eScript.SaveInfo + """
+                # (a stacked device's carrier follows its lower device's through the kernel's link watch, up to a second later)
+                n=60; until nsenter -t $P -n ip -o link show mv0 | grep -q 'state UP'; do n=$((n - 1)); [ $n -gt 0 ] || break; sleep 0.05; done
                 netstate after
                 """));
         r.AssertPassed().AssertRestoredExit0();
         Assert.True(r.File("net-before.txt") == r.File("net-after.txt"), $"the namespace's network differs after the restart{r.Diagnostics}");
         Assert.Contains("10.231.0.1/24", r.File("net-after.txt"));
         Assert.Contains("peer=ckvh", r.File("info.txt"));
+        Assert.Contains("lower=ckvh", r.File("info.txt"));
         r.Cleanup();
     }
 
