@@ -3,7 +3,7 @@
  * empty directories D/t, D/t2, D/sys, D/gone and a tmpfs of the script's mounted on D/gone):
  *   D/t       a tmpfs (size=8m, mode=751) holding files of every kind: data with a hole, a large file,
  *             modes with set-id bits, owners, a symbolic link, a hard link, a fifo, a directory with a
- *             second tmpfs mounted on it (D/t/sub, holding D/t/sub/inner);
+ *             second tmpfs mounted on it (D/t/sub, holding D/t/sub/inner), extended attributes;
  *   D/t/hb    a read-only bind mount of D/host (a directory of the host), D/t/fb one of D/host/hostfile;
  *   D/t2      a bind mount of D/t/dir (a part of its own tmpfs), nosuid;
  *   D/sys     a sysfs of its own;
@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/sysmacros.h>
+#include <sys/xattr.h>
 
 #define BIG (2u << 20)
 static char D[512];
@@ -89,6 +90,12 @@ int main(int argc, char **argv)
     MUST(symlink("dir/b", at("t/link")) == 0);
     MUST(link(at("t/a"), at("t/hard")) == 0);
     MUST(mkfifo(at("t/fifo"), 0620) == 0 && chmod(at("t/fifo"), 0620) == 0);
+    /* extended attributes: a user one on a file (and so on its hard link), an overlay's opaque mark on a
+     * directory, a trusted one on a symbolic link, a user one on the tmpfs's root */
+    MUST(setxattr(at("t/a"), "user.color", "blue", 4, 0) == 0);
+    MUST(setxattr(at("t/dir"), "trusted.overlay.opaque", "y", 1, 0) == 0);
+    MUST(lsetxattr(at("t/link"), "trusted.note", "sym", 3, 0) == 0);
+    MUST(setxattr(at("t"), "user.root", "r", 1, 0) == 0);
     MUST(mkdir(at("t/sub"), 0700) == 0);
     MUST(mount("ckpt-sub", at("t/sub"), "tmpfs", MS_NOSUID, "size=1m") == 0);
     put("t/sub/inner", "inside", 0600);
@@ -144,6 +151,16 @@ int main(int argc, char **argv)
     char target[64] = "";
     CHECK(readlink(at("t/link"), target, sizeof target - 1) == 5 && strcmp(target, "dir/b") == 0, "t/link -> '%s'", target);
     expect_text("t/link", "bee");
+    char xv[16];
+    ssize_t xn;
+    xn = getxattr(at("t/hard"), "user.color", xv, sizeof xv);
+    CHECK(xn == 4 && memcmp(xv, "blue", 4) == 0, "t/hard (t/a): user.color %zd bytes", xn);
+    xn = getxattr(at("t/dir"), "trusted.overlay.opaque", xv, sizeof xv);
+    CHECK(xn == 1 && xv[0] == 'y', "t/dir: trusted.overlay.opaque %zd bytes", xn);
+    xn = lgetxattr(at("t/link"), "trusted.note", xv, sizeof xv);
+    CHECK(xn == 3 && memcmp(xv, "sym", 3) == 0, "t/link: trusted.note %zd bytes", xn);
+    xn = getxattr(at("t"), "user.root", xv, sizeof xv);
+    CHECK(xn == 1 && xv[0] == 'r', "t: user.root %zd bytes", xn);
     CHECK(lstat(at("t/fifo"), &st) == 0 && S_ISFIFO(st.st_mode) && (st.st_mode & 0777) == 0620, "t/fifo: mode %o", st.st_mode);
     /* the open file: its offset, its data, and it is the file of the tmpfs */
     char buf[32] = "";

@@ -428,6 +428,13 @@ public sealed class MountNamespace : ITreeNamespace
             p.Clear();
             p.U32((uint)index).U32(id).Str(rel).U32(type | (st.Mode & 0xfff)).U32(st.Uid).U32(st.Gid).U64(st.Rdev)
                 .I64((flags & FileFlags.Covered) != 0 ? 0 : st.Size).I64(st.AtimeSec).I64(st.AtimeNsec).I64(st.MtimeSec).I64(st.MtimeNsec).U8((byte)flags).Str(target);
+            // appended: its extended attributes (user.*, trusted.overlay.* of an overlay's upper layer,
+            // security.capability...), but for a hard link (its file's) and a covered place
+            var xattrs = (flags & (FileFlags.Covered | FileFlags.HardLink)) != 0 ? []
+                : FileCalls.Xattrs(rel.Length == 0 ? top + "/." : path)
+                  ?? throw new NotCheckpointableException(s.Tree[0].Pid, $"the extended attributes of {m.MountPoint.TrimEnd('/')}/{rel} of the tree's tmpfs cannot be read ({Errors.Describe(Marshal.GetLastPInvokeError())})");
+            p.U32((uint)xattrs.Count);
+            foreach (var (name, value) in xattrs) p.Str(name).Bytes(value);
             s.Image.Write(RecordKind.MountFile, p);
             files++;
             if (id != 0)
@@ -567,12 +574,21 @@ public sealed class MountNamespace : ITreeNamespace
 
     /// <summary>A MountFile record: a file of tmpfs <c>Index</c> (an own mount), at <c>Path</c> under it.</summary>
     private readonly record struct SavedFile(int Index, uint Id, string Path, uint Mode, uint Uid, uint Gid, ulong Rdev, long Size,
-        long AtimeSec, long AtimeNsec, long MtimeSec, long MtimeNsec, FileFlags Flags, string Target);
+        long AtimeSec, long AtimeNsec, long MtimeSec, long MtimeNsec, FileFlags Flags, string Target)
+    {
+        /// <summary>Its extended attributes (appended field: none in an older image).</summary>
+        public List<(string Name, byte[] Value)> Xattrs { get; init; } = [];
+    }
 
     private static SavedFile ReadFile(Record rec)
     {
         var r = rec.Reader();
         var f = new SavedFile((int)r.U32(), r.U32(), r.Str(), r.U32(), r.U32(), r.U32(), r.U64(), r.I64(), r.I64(), r.I64(), r.I64(), r.I64(), (FileFlags)r.U8(), r.Str());
+        if (!r.AtEnd)
+        {
+            uint n = r.U32();
+            for (uint i = 0; i < n; i++) f.Xattrs.Add((r.Str(), r.Bytes().ToArray()));
+        }
         r.End();
         bool Bad(string p) => p.StartsWith('/') || p.Split('/').Any(c => c is ".." or "." or "");
         if ((f.Path.Length > 0 && Bad(f.Path)) || ((f.Flags & FileFlags.HardLink) != 0 && (f.Target.Length == 0 || Bad(f.Target))) || f.Size < 0 || (f.Flags & ~(FileFlags.HardLink | FileFlags.Covered)) != 0)
@@ -712,6 +728,10 @@ public sealed class MountNamespace : ITreeNamespace
         if ((f.Flags & FileFlags.HardLink) != 0) return;
         if (FileCalls.FchownAt(dir, f.Path, f.Uid, f.Gid, FileCalls.AT_SYMLINK_NOFOLLOW | (f.Path.Length == 0 ? FileCalls.AT_EMPTY_PATH : 0)) != 0)
             throw new CkptException($"restart: {where} of the tree's tmpfs cannot be given owner {f.Uid}:{f.Gid}: {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
+        // after the owner: a change of owner clears security.capability
+        foreach (var (name, value) in f.Xattrs)
+            if (FileCalls.SetXattr(f.Path.Length == 0 ? $"/proc/self/fd/{dir}/." : $"/proc/self/fd/{dir}/{f.Path}", name, value) != 0)
+                throw new CkptException($"restart: {where} of the tree's tmpfs cannot be given its extended attribute {name}: {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
         p.Made.Add(f);
     }
 

@@ -464,6 +464,46 @@ public static unsafe partial class FileCalls
 
     public static int MajorOf(ulong dev) => (int)(((dev >> 32) & 0xfffff000) | ((dev >> 8) & 0xfff));
     public static int MinorOf(ulong dev) => (int)(((dev >> 12) & 0xffffff00) | (dev & 0xff));
+
+    [LibraryImport("libc", EntryPoint = "llistxattr", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial nint Llistxattr(string path, byte* list, nuint size);
+
+    [LibraryImport("libc", EntryPoint = "lgetxattr", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial nint Lgetxattr(string path, string name, byte* value, nuint size);
+
+    [LibraryImport("libc", EntryPoint = "lsetxattr", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Lsetxattr(string path, string name, byte* value, nuint size, int flags);
+
+    /// <summary>
+    /// The extended attributes of <paramref name="path"/> (not following a final symbolic link), names and
+    /// values; empty where the file system has none. Null when they cannot be read (errno set).
+    /// </summary>
+    public static List<(string Name, byte[] Value)>? Xattrs(string path)
+    {
+        var list = new List<(string, byte[])>();
+        nint n = Llistxattr(path, null, 0);
+        if (n < 0) return Marshal.GetLastPInvokeError() is Errors.EOPNOTSUPP ? list : null;
+        if (n == 0) return list;
+        var names = new byte[n + 256];
+        fixed (byte* b = names) n = Llistxattr(path, b, (nuint)names.Length);
+        if (n < 0) return null;
+        foreach (var name in System.Text.Encoding.UTF8.GetString(names, 0, (int)n).Split('\0', StringSplitOptions.RemoveEmptyEntries))
+        {
+            nint len = Lgetxattr(path, name, null, 0);
+            if (len < 0) return null;
+            var value = new byte[len];
+            fixed (byte* v = value) len = Lgetxattr(path, name, v, (nuint)value.Length);
+            if (len < 0) return null;
+            list.Add((name, value.AsSpan(0, (int)len).ToArray()));
+        }
+        return list;
+    }
+
+    /// <summary>lsetxattr(2): sets extended attribute <paramref name="name"/> of <paramref name="path"/> (a final symbolic link itself). 0 or -1 (errno set).</summary>
+    public static int SetXattr(string path, string name, ReadOnlySpan<byte> value)
+    {
+        fixed (byte* v = value) return Lsetxattr(path, name, v, (nuint)value.Length, 0);
+    }
 }
 
 /// <summary>struct stat on x86-64 (144 bytes).</summary>

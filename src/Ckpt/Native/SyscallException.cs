@@ -24,7 +24,7 @@ public static class Errors
 {
     public const int EPERM = 1, ENOENT = 2, ESRCH = 3, EINTR = 4, EIO = 5, EBADF = 9, ECHILD = 10,
         EAGAIN = 11, ENOMEM = 12, EACCES = 13, EFAULT = 14, EBUSY = 16, EEXIST = 17, EINVAL = 22,
-        ENOSPC = 28, ESPIPE = 29, EPIPE = 32, ENOSYS = 38, ECONNRESET = 104, ENOTCONN = 107;
+        ENOSPC = 28, ESPIPE = 29, EPIPE = 32, ENOSYS = 38, EOPNOTSUPP = 95, ECONNRESET = 104, ENOTCONN = 107;
 
     public static string Describe(int errno)
     {
