@@ -604,23 +604,18 @@ public sealed unsafe class NetNamespace : ITreeNamespace
                     s.Log.Info($"made network device {Describe(l)}");
                     continue;
                 }
-                if (StackedKinds.ContainsKey(l.Kind))
-                {
-                    if (l.PeerOutside && hostNs < 0)
-                    {
-                        hostNs = FileCalls.Open("/proc/self/ns/net", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
-                        if (hostNs < 0) throw SyscallException.Last("open /proc/self/ns/net");
-                        host = NetlinkCalls.OpenIn(hostNs);
-                    }
-                    MakeStacked(s, nl, host, l, remap);
-                    made.Add(l.Index);
-                    continue;
-                }
+                // ckpt's namespace, for a veth's host end or a macvlan's lower device there
                 if (l.PeerOutside && hostNs < 0)
                 {
                     hostNs = FileCalls.Open("/proc/self/ns/net", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
                     if (hostNs < 0) throw SyscallException.Last("open /proc/self/ns/net");
                     host = NetlinkCalls.OpenIn(hostNs);
+                }
+                if (StackedKinds.ContainsKey(l.Kind))
+                {
+                    MakeStacked(s, nl, host, l, remap);
+                    made.Add(l.Index);
+                    continue;
                 }
                 Make(s, nl, l, st, hostNs);
                 made.Add(l.Index);

@@ -60,78 +60,66 @@ public static unsafe class NetlinkCalls
     {
         var m = Message(type, NLM_F_DUMP, header);
         attrs?.Invoke(m);
-        var request = m.Bytes();
-        uint seq = BinaryPrimitives.ReadUInt32LittleEndian(request.AsSpan(8));
-        Send(fd, request, "dump");
         var all = new List<byte[]>();
-        var buf = new byte[1 << 16];
-        while (true)
+        Exchange(fd, m.Bytes(), "dump", (t, payload) =>
         {
-            int n = Receive(fd, buf, "dump");
-            for (int off = 0; off + 16 <= n;)
-            {
-                int len = (int)BinaryPrimitives.ReadUInt32LittleEndian(buf.AsSpan(off));
-                int t = BinaryPrimitives.ReadUInt16LittleEndian(buf.AsSpan(off + 4));
-                uint s = BinaryPrimitives.ReadUInt32LittleEndian(buf.AsSpan(off + 8));
-                if (len < 16 || off + len > n) throw new IOException("rtnetlink: malformed message in a dump");
-                if (s == seq)
-                {
-                    if (t == NLMSG_DONE) return all;
-                    if (t == NLMSG_ERROR)
-                    {
-                        int err = -BinaryPrimitives.ReadInt32LittleEndian(buf.AsSpan(off + 16));
-                        throw new SyscallException($"rtnetlink dump (type {type})", err);
-                    }
-                    all.Add(buf.AsSpan((off + 16)..(off + len)).ToArray());
-                }
-                off += (len + 3) & ~3;
-            }
-        }
+            if (t == NLMSG_DONE) return true;
+            if (t == NLMSG_ERROR) throw new SyscallException($"rtnetlink dump (type {type})", -BinaryPrimitives.ReadInt32LittleEndian(payload));
+            all.Add(payload.ToArray());
+            return false;
+        });
+        return all;
     }
 
     /// <summary>Sends <paramref name="message"/> (built with NLM_F_ACK) and waits for its answer: 0, or the negative errno it failed with.</summary>
     public static int Request(int fd, byte[] message)
     {
-        uint seq = BinaryPrimitives.ReadUInt32LittleEndian(message.AsSpan(8));
-        Send(fd, message, "request");
-        var buf = new byte[1 << 16];
-        while (true)
+        int result = 0;
+        Exchange(fd, message, "request", (t, payload) =>
         {
-            int n = Receive(fd, buf, "request");
-            for (int off = 0; off + 16 <= n;)
-            {
-                int len = (int)BinaryPrimitives.ReadUInt32LittleEndian(buf.AsSpan(off));
-                int t = BinaryPrimitives.ReadUInt16LittleEndian(buf.AsSpan(off + 4));
-                uint s = BinaryPrimitives.ReadUInt32LittleEndian(buf.AsSpan(off + 8));
-                if (len < 16 || off + len > n) throw new IOException("rtnetlink: malformed answer");
-                if (t == NLMSG_ERROR && s == seq) return BinaryPrimitives.ReadInt32LittleEndian(buf.AsSpan(off + 16));
-                off += (len + 3) & ~3;
-            }
-        }
+            if (t != NLMSG_ERROR) return false;
+            result = BinaryPrimitives.ReadInt32LittleEndian(payload);
+            return true;
+        });
+        return result;
     }
 
     /// <summary>Sends a get (<paramref name="message"/>, without NLM_F_DUMP) and returns the answer's payload, or null and the errno it failed with.</summary>
     public static byte[]? Get(int fd, byte[] message, out int errno)
     {
+        byte[]? answer = null;
+        int e = 0;
+        Exchange(fd, message, "get", (t, payload) =>
+        {
+            if (t != NLMSG_ERROR) { answer = payload.ToArray(); return true; }
+            e = -BinaryPrimitives.ReadInt32LittleEndian(payload);
+            return e != 0;
+        });
+        errno = e;
+        return answer;
+    }
+
+    private delegate bool Answer(int type, ReadOnlySpan<byte> payload);
+
+    /// <summary>
+    /// Sends <paramref name="message"/> and hands each answer to it (its sequence number's: type, and what
+    /// follows the nlmsghdr) to <paramref name="onAnswer"/> until that returns true.
+    /// </summary>
+    private static void Exchange(int fd, byte[] message, string what, Answer onAnswer)
+    {
         uint seq = BinaryPrimitives.ReadUInt32LittleEndian(message.AsSpan(8));
-        Send(fd, message, "get");
+        Send(fd, message, what);
         var buf = new byte[1 << 16];
-        errno = 0;
         while (true)
         {
-            int n = Receive(fd, buf, "get");
+            int n = Receive(fd, buf, what);
             for (int off = 0; off + 16 <= n;)
             {
                 int len = (int)BinaryPrimitives.ReadUInt32LittleEndian(buf.AsSpan(off));
                 int t = BinaryPrimitives.ReadUInt16LittleEndian(buf.AsSpan(off + 4));
                 uint s = BinaryPrimitives.ReadUInt32LittleEndian(buf.AsSpan(off + 8));
-                if (len < 16 || off + len > n) throw new IOException("rtnetlink: malformed answer");
-                if (s == seq)
-                {
-                    if (t != NLMSG_ERROR) return buf.AsSpan((off + 16)..(off + len)).ToArray();
-                    errno = -BinaryPrimitives.ReadInt32LittleEndian(buf.AsSpan(off + 16));
-                    if (errno != 0) return null;
-                }
+                if (len < 16 || off + len > n) throw new IOException($"netlink: malformed answer to a {what}");
+                if (s == seq && onAnswer(t, buf.AsSpan((off + 16)..(off + len)))) return;
                 off += (len + 3) & ~3;
             }
         }
