@@ -646,9 +646,17 @@ public sealed unsafe class MemoryRegion : IStateKind
         p.U64(v.Offset);
         p.Str(v.Path);
         long size = 0, mtime = 0;
+        bool inCkptNamespace = false;
         if (b is Backing.FilePrivate or Backing.FileShared)
         {
-            if (!FileCalls.TryStat(MountNamespace.Reach(ctx.Session, v.Path), out var st) || st.Ino != v.Inode)
+            string reach = MountNamespace.Reach(ctx.Session, v.Path);
+            // a file of the host the tree's namespace no longer shows (a sandbox's first process)
+            if (MountNamespace.OnlyInCkptNamespace(ctx.Session, v.Path, FileCalls.MakeDev((int)v.DevMajor, (int)v.DevMinor), v.Inode))
+            {
+                inCkptNamespace = true;
+                reach = v.Path;
+            }
+            if (!FileCalls.TryStat(reach, out var st) || st.Ino != v.Inode)
                 throw new NotCheckpointableException(ctx.Pid, $"mapping {v.Start:x}-{v.End:x}: {v.Path} is not the file that is mapped (replaced or moved)");
             size = st.Size; mtime = st.MtimeSec * 1_000_000_000 + st.MtimeNsec;
         }
@@ -676,6 +684,8 @@ public sealed unsafe class MemoryRegion : IStateKind
         // appended field: the runs of pages the restart inherits from the parent (a process forked late)
         p.U32((uint)inherited.Count);
         foreach (var (a, n) in inherited) p.U64(a).U32((uint)n);
+        // appended field: the file is opened in ckpt's mount namespace at restart (the tree's does not show it)
+        p.Bool(inCkptNamespace);
         ctx.Image.Write(RecordKind.Vma, p);
     }
 
@@ -1189,6 +1199,7 @@ public sealed unsafe class MemoryRegion : IStateKind
                 throw new ImageFormatException($"Vma record at offset {rec.Offset} has inherited pages outside its region or out of order");
             inherited.Add((a, n * PageSize));
         }
+        bool inCkptNamespace = !r.AtEnd && r.Bool();
         r.End();
         if (inherited.Count > 0 && (!ctx.LateForked || b is not (Backing.AnonPrivate or Backing.FilePrivate)))
             throw new ImageFormatException($"Vma record at offset {rec.Offset}: pages inherited from the parent in a region of a process not forked from it at restart");
@@ -1240,8 +1251,18 @@ public sealed unsafe class MemoryRegion : IStateKind
                 if (st.OpenPath != path || st.OpenRw != rw)
                 {
                     QueueCloseMappedFile(ctx, st);
-                    CheckFile(path, size, mtime);
-                    st.OpenFd = ctx.OpenInVessel(path, (rw ? FileCalls.O_RDWR : FileCalls.O_RDONLY) | FileCalls.O_CLOEXEC);
+                    int openFlags = (rw ? FileCalls.O_RDWR : FileCalls.O_RDONLY) | FileCalls.O_CLOEXEC;
+                    if (inCkptNamespace)
+                    {
+                        // a file of ckpt's namespace the tree's does not show: opened by ckpt, installed in the vessel
+                        CheckFile(MountNamespace.InCkptNamespace(ctx.Session, path), size, mtime, path);
+                        st.OpenFd = MountNamespace.OpenInCkptNamespace(ctx, path, openFlags);
+                    }
+                    else
+                    {
+                        CheckFile(path, size, mtime);
+                        st.OpenFd = ctx.OpenInVessel(path, openFlags);
+                    }
                     st.OpenPath = path;
                     st.OpenRw = rw;
                 }
@@ -1310,13 +1331,15 @@ public sealed unsafe class MemoryRegion : IStateKind
             batch.Add(Nr.prctl, 0x53564d41 /* PR_SET_VMA */, 0 /* ANON_NAME */, (long)start, (long)len, (long)batch.AddData(anonName));
     }
 
-    private static void CheckFile(string path, long size, long mtime)
+    /// <summary>Refuses a mapped file that is gone or changed since the checkpoint; <paramref name="name"/>: how to call it (its path in the tree's view).</summary>
+    private static void CheckFile(string path, long size, long mtime, string? name = null)
     {
+        name ??= path;
         if (!FileCalls.TryStat(path, out var s))
-            throw new CkptException($"restart: mapped file {path} no longer exists", ExitCodes.RestoreConflict);
+            throw new CkptException($"restart: mapped file {name} no longer exists", ExitCodes.RestoreConflict);
         long m = s.MtimeSec * 1_000_000_000 + s.MtimeNsec;
         if (s.Size != size || m != mtime)
-            throw new CkptException($"restart: mapped file {path} changed since the checkpoint (size {size} -> {s.Size})", ExitCodes.RestoreConflict);
+            throw new CkptException($"restart: mapped file {name} changed since the checkpoint (size {size} -> {s.Size})", ExitCodes.RestoreConflict);
     }
 
     private static ulong s_ownVdsoHash;

@@ -32,6 +32,7 @@ public sealed class MmState : IStateKind
         public ulong[] Fields = new ulong[11];
         public byte[] Auxv = [];
         public string Exe = "";
+        public bool ExeInCkptNamespace;
         public long Membarrier = -1;
         public int Mlockall;
         public byte[]? Vdso;
@@ -78,6 +79,10 @@ public sealed class MmState : IStateKind
         var vdsoBytes = vdso == null ? [] : new byte[vdso.Length];
         if (vdso != null) MemoryCalls.ReadRemote(ctx.Pid, vdso.Start, vdsoBytes);
         p.Bytes(vdsoBytes);
+        // appended field: the executable is opened in ckpt's mount namespace at restart (a sandbox's first
+        // process runs a program of the host that its namespace no longer shows)
+        p.Bool(!exe.EndsWith(" (deleted)", StringComparison.Ordinal) && FileCalls.TryStat($"/proc/{ctx.Pid}/exe", out var exeSt)
+               && MountNamespace.OnlyInCkptNamespace(ctx.Session, exe, exeSt.Dev, exeSt.Ino));
         ctx.Image.Write(RecordKind.MmState, p);
     }
 
@@ -126,6 +131,7 @@ public sealed class MmState : IStateKind
         st.Mlockall = r.AtEnd ? 0 : r.U8();
         if ((st.Mlockall & ~(MCL_FUTURE | MCL_ONFAULT)) != 0) throw new ImageFormatException($"MmState record at offset {rec.Offset}: mlockall flags 0x{st.Mlockall:x}");
         st.Vdso = r.AtEnd ? null : r.Bytes().ToArray();
+        st.ExeInCkptNamespace = !r.AtEnd && r.Bool();
         r.End();
         PrepareVessel(ctx, ranges, st.Vdso);
     }
@@ -287,7 +293,8 @@ public sealed class MmState : IStateKind
         var st = ctx.State<Saved>();
         // an executable deleted (or replaced) since it started is the deleted file rebuilt for its mappings
         string exe = st.Exe.EndsWith(" (deleted)", StringComparison.Ordinal) ? MemoryObject.DeletedFilePath(ctx, st.Exe[..^10]) ?? st.Exe : st.Exe;
-        int exeFd = ctx.OpenInVessel(exe, FileCalls.O_RDONLY | FileCalls.O_CLOEXEC);
+        int exeFd = st.ExeInCkptNamespace ? MountNamespace.OpenInCkptNamespace(ctx, exe, FileCalls.O_RDONLY)
+            : ctx.OpenInVessel(exe, FileCalls.O_RDONLY | FileCalls.O_CLOEXEC);
         // the rest in one batch (one ptrace round trip), its data in the batch's area
         var batch = ctx.Batch;
         batch.Reserve(3 + MembarrierRegistrations.Length, st.Auxv.Length + 8 + PrctlMmMap.Size);
@@ -362,5 +369,6 @@ public sealed class MmState : IStateKind
             mm.Set("mlockall", (mcl & MCL_ONFAULT) != 0 ? "future|onfault" : "future");
         if (!r.AtEnd && r.Bytes() is { Length: > 0 } vdso)
             mm.Set("vdso", $"{vdso.Length} bytes, {(XxHash3.HashToUInt64(vdso) == MemoryRegion.OwnVdsoHash() ? "this kernel's" : "not this kernel's (a restart here puts it back as a proxy)")}");
+        if (!r.AtEnd && r.Bool()) mm.Set("exe_in_ckpt_namespace", true);
     }
 }

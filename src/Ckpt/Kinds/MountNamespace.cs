@@ -165,6 +165,20 @@ public sealed class MountNamespace : ITreeNamespace
         => s.Existing<TreeRoot>() is { } t && path.StartsWith('/') ? t.Prefix + path : path;
 
     /// <summary>
+    /// Checkpoint: whether file <paramref name="dev"/>:<paramref name="ino"/>, which the kernel names
+    /// <paramref name="path"/>, is not at that path in the tree's mount namespace but is in ckpt's: a
+    /// sandbox's first process (bubblewrap) runs a program and libraries of the host that its new root no
+    /// longer shows. The restart opens it in ckpt's namespace (<see cref="OpenInCkptNamespace"/>).
+    /// </summary>
+    public static bool OnlyInCkptNamespace(CheckpointSession s, string path, ulong dev, ulong ino)
+    {
+        string reach = Reach(s, path);
+        if (reach == path) return false;
+        if (FileCalls.TryStat(reach, out var t) && t.Ino == ino && t.Dev == dev) return false;
+        return FileCalls.TryStat(path, out var c) && c.Ino == ino && c.Dev == dev;
+    }
+
+    /// <summary>
     /// The mount namespace of process <paramref name="pid"/> as seen from its root (not from a process of
     /// it, whose root may be a directory it chrooted to): its mountinfo, and an O_PATH fd of its root
     /// directory, by a thread of ckpt that entered it (its /proc/thread-self/mountinfo opened through ckpt's
@@ -941,7 +955,7 @@ public sealed class MountNamespace : ITreeNamespace
     {
         string reach = InCkptNamespace(ctx.Session, path);
         int mine = FileCalls.Open(reach, flags | FileCalls.O_CLOEXEC, 0);
-        if (mine < 0) throw new CkptException($"restart: cannot open {path} (of ckpt's mount namespace, covered in the tree's): {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
+        if (mine < 0) throw new CkptException($"restart: cannot open {path} (of ckpt's mount namespace, which the tree's does not show there): {Errors.Describe(Marshal.GetLastPInvokeError())}", ExitCodes.RestoreConflict);
         try { return ctx.Install(mine); }
         finally { FileCalls.Close(mine); }
     }

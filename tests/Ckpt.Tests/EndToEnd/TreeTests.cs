@@ -683,6 +683,22 @@ public sealed class TreeTests(E2eEnvironment env)
     }
 
     /// <summary>
+    /// A process that made a tmpfs the root of its own mount namespace and removed the old root, as
+    /// bubblewrap's first process stays in its sandbox (tests/programs/sandbox.c): its executable and
+    /// libraries are files of the host its namespace no longer shows. The checkpoint saves them as files
+    /// of ckpt's namespace and the restart maps them from there; the program runs on, in its root.
+    /// </summary>
+    [Fact]
+    public void SandboxRunningAProgramItsRootNoLongerShows()
+    {
+        env.Program("sandbox");
+        var r = new E2eScript(env, "sandbox").Run(E2eScript.RoundTrip("\"$BIN/sandbox\" \"$W\"", afterRestart: E2eScript.SaveInfo));
+        r.AssertPassed().AssertRestoredExit0();
+        Assert.Contains("exe_in_ckpt_namespace: True", r.File("info.txt"));
+        r.Cleanup();
+    }
+
+    /// <summary>
     /// A pid of the tree still in use at restart: restart fails (71) naming it, and leaves no process behind;
     /// restarted in a pid namespace of its own, as the message says, the tree runs and ends well.
     /// </summary>
