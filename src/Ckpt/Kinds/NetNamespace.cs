@@ -383,10 +383,14 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         return l;
     }
 
-    /// <summary>The tun/tap devices files of the tree are attached to (fdinfo "iff:").</summary>
+    /// <summary>The tun/tap devices files of the tree are attached to (fdinfo "iff:"), looked for once per checkpoint.</summary>
+    private sealed class TunHolders { public HashSet<string>? Names; }
+
     private static HashSet<string> AttachedFiles(CheckpointSession s)
     {
-        var names = new HashSet<string>();
+        var held = s.State<TunHolders>();
+        if (held.Names != null) return held.Names;
+        var names = held.Names = new HashSet<string>();
         foreach (var p in s.Processes)
             foreach (var f in p.OpenFiles)
                 if (TunDevice.Instance.Handles(f) && Proc.ProcFdInfo.Read(p.Pid, f.Fd).Field("iff") is { Length: > 0 } name)
@@ -789,9 +793,9 @@ public sealed unsafe class NetNamespace : ITreeNamespace
     private static string RulesetSummary(List<NetfilterCalls.NftObject> ruleset)
     {
         if (ruleset.Count == 0) return "no nf_tables ruleset";
-        var tables = ruleset.Where(o => o.Msg == NetfilterCalls.NftNewTable).Select(o => $"{FamilyName(o.Family)} {o.Name(1)}").ToList();
-        return $"nf_tables: {tables.Count} tables ({string.Join(", ", tables)}), {ruleset.Count(o => o.Msg == NetfilterCalls.NftNewChain)} chains, " +
-               $"{ruleset.Count(o => o.Msg == NetfilterCalls.NFT_MSG_NEWSET)} sets, {ruleset.Count(o => o.Msg == NetfilterCalls.NftNewRule)} rules";
+        var tables = ruleset.Where(o => o.Msg == NetfilterCalls.NFT_MSG_NEWTABLE).Select(o => $"{FamilyName(o.Family)} {o.Name(1)}").ToList();
+        return $"nf_tables: {tables.Count} tables ({string.Join(", ", tables)}), {ruleset.Count(o => o.Msg == NetfilterCalls.NFT_MSG_NEWCHAIN)} chains, " +
+               $"{ruleset.Count(o => o.Msg == NetfilterCalls.NFT_MSG_NEWSET)} sets, {ruleset.Count(o => o.Msg == NetfilterCalls.NFT_MSG_NEWRULE)} rules";
     }
 
     private static string FamilyName(byte f) => f switch { 1 => "inet", 2 => "ip", 3 => "arp", 5 => "netdev", 7 => "bridge", 10 => "ip6", _ => $"family {f}" };

@@ -15,7 +15,8 @@ public static unsafe class NetfilterCalls
     private const ushort NLM_F_REQUEST = 1, NLM_F_ACK = 4, NLM_F_CREATE = 0x400, NLM_F_APPEND = 0x800;
     private const ushort NLMSG_ERROR = 2, NFNL_MSG_BATCH_BEGIN = 16, NFNL_MSG_BATCH_END = 17;
     private const int NFNL_SUBSYS_NFTABLES = 10;
-    private const int NFT_MSG_NEWTABLE = 0, NFT_MSG_GETTABLE = 1, NFT_MSG_DELTABLE = 2, NFT_MSG_NEWCHAIN = 3, NFT_MSG_NEWRULE = 6;
+    public const int NFT_MSG_NEWTABLE = 0, NFT_MSG_NEWCHAIN = 3, NFT_MSG_NEWRULE = 6;
+    private const int NFT_MSG_GETTABLE = 1, NFT_MSG_DELTABLE = 2;
     private const byte NFPROTO_INET = 1, NFPROTO_IPV4 = 2, NFPROTO_IPV6 = 10;
     private const int NF_DROP = 0, NF_ACCEPT = 1, NF_INET_LOCAL_IN = 1, NF_INET_LOCAL_OUT = 3;
     private const int NFT_META_NFPROTO = 15, NFT_META_L4PROTO = 16, NFT_META_TIME_NS = 30;
@@ -182,7 +183,6 @@ public static unsafe class NetfilterCalls
 
     public const int NFT_MSG_NEWOBJ = 18, NFT_MSG_NEWFLOWTABLE = 22, NFT_MSG_NEWSET = 9, NFT_MSG_NEWSETELEM = 12;
     private const int NFT_MSG_GETCHAIN = 4, NFT_MSG_GETRULE = 7, NFT_MSG_GETSET = 10, NFT_MSG_GETSETELEM = 13, NFT_MSG_GETOBJ = 19, NFT_MSG_GETFLOWTABLE = 23;
-    public const int NftNewTable = NFT_MSG_NEWTABLE, NftNewChain = NFT_MSG_NEWCHAIN, NftNewRule = NFT_MSG_NEWRULE;
     private const uint NFT_TABLE_F_DORMANT = 1, NFT_CHAIN_BINDING = 4;
 
     private static string StrAttr(byte[] body, ushort type)
