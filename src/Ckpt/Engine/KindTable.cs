@@ -18,7 +18,7 @@ public static class KindTable
         IpcNamespace.Instance,        // the tree's own (empty) IPC namespace: likewise
         PidNamespace.Instance,        // the tree's pid namespaces and each task's ids there: likewise
         MountNamespace.Instance,      // the tree's own mount namespace (proc mounts of its own, mounted last): likewise
-        NetNamespace.Instance,        // the tree's own network namespace (lo alone; ckpt's tracer thread works inside it): likewise
+        NetNamespace.Instance,        // the tree's own network namespace (devices, addresses, routes, firewall; ckpt's tracer thread works inside it): likewise
         CgroupNamespace.Instance,     // the tree's own cgroup namespace (its root cgroups): likewise
         ProcessAttributes.Instance,   // Process: pid, comm, rlimits, nice, itimers (creates the vessel)
         Cgroups.Instance,             // cgroup membership (joined before the memory is filled: pages are charged to it)
