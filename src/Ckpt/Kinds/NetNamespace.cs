@@ -19,7 +19,8 @@ namespace Ckpt.Kinds;
 /// inside, or the other end in ckpt's namespace: a container's link to the host, whose name, MAC, MTU,
 /// flags, bridge, addresses and routes are saved too), and the tunnel devices every namespace gets when
 /// their module is loaded (tunl0, sit0...), tun/tap devices (persistent, or held by a file of the tree:
-/// TunDevice); any other kind, or a device enslaved to another, is refused.
+/// TunDevice), bridges (their settings; their ports made ports again; VLAN filtering refused); any
+/// other kind, or a port of a bond or team, is refused.
 /// Each device's index, name, MAC, MTU, queue length and flags (up, noarp, promisc, allmulti, multicast)
 /// are saved, then the namespace's addresses, routes (every table), policy rules and permanent neighbour
 /// entries, as rtnetlink messages, leaving out what the kernel makes by itself (addresses and routes of
@@ -116,9 +117,19 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         /// <summary>A tun/tap device's TUNSETIFF flags (persist included), owner and group (uint.MaxValue: none).</summary>
         public int TunFlags;
         public uint TunOwner = uint.MaxValue, TunGroup = uint.MaxValue;
-        /// <summary>A macvlan's or ipvlan's IFLA_INFO_DATA attributes that make it (mode, flags...); its lower device is the Peer (in ckpt's namespace, or the tree's).</summary>
+        /// <summary>A macvlan's or ipvlan's IFLA_INFO_DATA attributes that make it (mode, flags...), its lower device the Peer (in ckpt's namespace, or the tree's); a bridge's settings.</summary>
         public byte[] KindData = [];
+        /// <summary>The bridge of the namespace it is a port of (its index), or 0.</summary>
+        public int Master;
     }
+
+    private const ushort IFLA_BR_VLAN_FILTERING = 7;
+    /// <summary>
+    /// A bridge's settings made again: forward delay, hello time, max age, ageing time, STP, priority, group
+    /// forward mask, multicast snooping, netfilter calls (VLAN filtering, off, is not given: a kernel without
+    /// it refuses even "off").
+    /// </summary>
+    private static readonly ushort[] BridgeData = [1, 2, 3, 4, 5, 6, 9, 23, 36, 37, 38];
 
     /// <summary>Devices stacked on a lower device (a container engine's macvlan or ipvlan network), and the IFLA_INFO_DATA attributes they are made with.</summary>
     private static readonly Dictionary<string, ushort[]> StackedKinds = new()
@@ -231,6 +242,9 @@ public sealed unsafe class NetNamespace : ITreeNamespace
             foreach (var m in dump)
                 state.Links.Add(ReadLink(s, m, names, nl, pid, root!));
             state.Links.Sort((a, b) => a.Index.CompareTo(b.Index));
+            foreach (var l in state.Links.Where(l => l.Master != 0))
+                if (state.Links.Find(b => b.Index == l.Master) is not { Kind: "bridge" })
+                    throw new NotCheckpointableException(pid, $"its network namespace ({root}) has device {l.Name}, a port of {names.GetValueOrDefault(l.Master, "?")}: only bridges of the namespace are rebuilt (not bonds or teams)");
             var saved = state.Links.Select(l => l.Index).ToHashSet();
 
             foreach (var m in NetlinkCalls.Dump(nl, NetlinkCalls.RTM_GETADDR, new byte[8]))
@@ -264,7 +278,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
             p.I32(l.Index).Str(l.Name).Str(l.Kind).U32(l.Flags).U32(l.Mtu).Bytes(l.Mac).U32(l.TxQueue)
              .Str(l.PeerName).I32(l.PeerIndex).Bool(l.PeerOutside).Bytes(l.PeerMac).U32(l.PeerMtu).U32(l.PeerFlags).Str(l.PeerMaster);
             WriteMessages(p, l.PeerConfig);
-            p.I32(l.TunFlags).U32(l.TunOwner).U32(l.TunGroup).Bytes(l.KindData);
+            p.I32(l.TunFlags).U32(l.TunOwner).U32(l.TunGroup).Bytes(l.KindData).I32(l.Master);
         }
         WriteMessages(p, state.Config);
         p.U32((uint)state.Sysctls.Count);
@@ -299,14 +313,26 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         ushort type = BinaryPrimitives.ReadUInt16LittleEndian(m.AsSpan(2));
         if (l.Kind == "" && type == ARPHRD_LOOPBACK) l.Kind = "loopback";
         string where = $"its network namespace ({root}) has device {l.Name}";
-        if (a.Has(IFLA_MASTER))
-            throw new NotCheckpointableException(pid, $"{where}, a port of {names.GetValueOrDefault((int)a.U32(IFLA_MASTER), "?")}: bridges and bonds inside the namespace are not rebuilt");
+        // a port of a bridge of the namespace (checked once every device is read: Write)
+        l.Master = a.Has(IFLA_MASTER) ? (int)a.U32(IFLA_MASTER) : 0;
         if (l.Kind is "loopback" or "dummy") return l;
+        if (l.Kind == "bridge")
+        {
+            var b = new NetlinkMessage(0, 0, 0, []);
+            foreach (var (t, at, len) in info!.Nested(IFLA_INFO_DATA)?.All ?? [])
+            {
+                if (t == IFLA_BR_VLAN_FILTERING && len >= 1 && m[at] != 0)
+                    throw new NotCheckpointableException(pid, $"{where}, a bridge filtering VLANs: its VLANs are not saved");
+                if (BridgeData.Contains(t)) b.Attr(t, m.AsSpan(at, len));
+            }
+            l.KindData = b.Bytes()[16..];
+            return l;
+        }
         if (l.Kind == "tun") return ReadTun(s, l, info!, pid, where);
         if (FallbackDevices.TryGetValue(l.Name, out var fallback) && fallback == l.Kind) return l;
         bool stacked = StackedKinds.TryGetValue(l.Kind, out var dataAttrs);
         if (l.Kind != "veth" && !stacked)
-            throw new NotCheckpointableException(pid, $"{where} of kind {(l.Kind == "" ? $"type {type}" : l.Kind)}; ckpt rebuilds lo, dummy, veth, macvlan, ipvlan and tun/tap devices");
+            throw new NotCheckpointableException(pid, $"{where} of kind {(l.Kind == "" ? $"type {type}" : l.Kind)}; ckpt rebuilds lo, dummy, veth, bridge, macvlan, ipvlan and tun/tap devices");
         string what = stacked ? $"a {l.Kind} whose lower device" : "a veth whose other end";
         l.PeerIndex = (int)a.U32(IFLA_LINK);
         if (stacked)
@@ -530,7 +556,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
                 PeerFlags = r.U32(), PeerMaster = r.Str(),
             };
             ReadMessages(ref r, l.PeerConfig);
-            l.TunFlags = r.I32(); l.TunOwner = r.U32(); l.TunGroup = r.U32(); l.KindData = r.Bytes().ToArray();
+            l.TunFlags = r.I32(); l.TunOwner = r.U32(); l.TunGroup = r.U32(); l.KindData = r.Bytes().ToArray(); l.Master = r.I32();
             st.Links.Add(l);
         }
         ReadMessages(ref r, st.Config);
@@ -635,6 +661,8 @@ public sealed unsafe class NetNamespace : ITreeNamespace
                 throw new CkptException($"restart: cannot make the nf_tables ruleset of the tree's network namespace again ({RulesetSummary(st.Ruleset)}): {Errors.Describe(e.Errno)}", ExitCodes.RestoreConflict, e);
             }
             if (set > 0) s.Log.Info($"{set} sysctls of the tree's network namespace set as they were");
+            foreach (var l in st.Links.Where(l => l.Master != 0))
+                Change(nl, remap.GetValueOrDefault(l.Index, l.Index), l.Name, m => m.U32(IFLA_MASTER, (uint)remap.GetValueOrDefault(l.Master, l.Master)));
             foreach (var l in st.Links)
                 Change(nl, remap.GetValueOrDefault(l.Index, l.Index), l.Name, null, l.Flags & RestoredFlags);
             foreach (var (t, m) in st.Config) Replay(nl, t, m, st, remap);
@@ -671,6 +699,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
                 if (l.PeerOutside) m.U32(IFLA_NET_NS_FD, (uint)hostNs);
                 m.End().End();
             }
+            else if (l.KindData.Length > 0) m.Begin(IFLA_INFO_DATA).Raw(l.KindData).End();
             int err = -NetlinkCalls.Request(nl, m.End().Bytes());
             if (err == 0) break;
             // the host end's old index is taken in ckpt's namespace: any will do there
@@ -805,6 +834,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         var sb = new StringBuilder($"{l.Name} ({l.Kind}, index {l.Index}, {((l.Flags & IFF_UP) != 0 ? "up" : "down")}");
         if (l.Mtu > 0) sb.Append($", mtu {l.Mtu}");
         if (l.Kind == "tun") sb.Append($", {((l.TunFlags & TunDevice.IFF_TAP) != 0 ? "tap" : "tun")}{((l.TunFlags & TunDevice.IFF_PERSIST) != 0 ? ", persistent" : "")}");
+        if (l.Master != 0) sb.Append($", port of #{l.Master}");
         if (StackedKinds.ContainsKey(l.Kind)) sb.Append($", on {l.PeerName}{(l.PeerOutside ? " of ckpt's namespace" : "")}");
         if (l.Kind == "veth") sb.Append($", other end {l.PeerName}{(l.PeerOutside ? " in ckpt's namespace" : "")}{(l.PeerMaster != "" ? $" on {l.PeerMaster}" : "")}");
         return sb.Append(')').ToString();
@@ -858,6 +888,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         {
             var d = new InfoNode().Set("index", l.Index).Set("name", l.Name).Set("kind", l.Kind).Set("up", (l.Flags & IFF_UP) != 0)
                 .Set("mtu", l.Mtu).Set("mac", l.Mac.Length > 0 ? Convert.ToHexString(l.Mac) : null);
+            if (l.Master != 0) d.Set("master", st.Links.Find(b => b.Index == l.Master)?.Name ?? $"#{l.Master}");
             if (StackedKinds.ContainsKey(l.Kind)) d.Set("lower", l.PeerName).Set("lower_in_ckpt_namespace", l.PeerOutside);
             if (l.Kind == "veth")
             {
