@@ -649,14 +649,11 @@ public sealed unsafe class MemoryRegion : IStateKind
         bool inCkptNamespace = false;
         if (b is Backing.FilePrivate or Backing.FileShared)
         {
-            string reach = MountNamespace.Reach(ctx.Session, v.Path);
-            // a file of the host the tree's namespace no longer shows (a sandbox's first process)
-            if (MountNamespace.OnlyInCkptNamespace(ctx.Session, v.Path, FileCalls.MakeDev((int)v.DevMajor, (int)v.DevMinor), v.Inode))
-            {
-                inCkptNamespace = true;
-                reach = v.Path;
-            }
-            if (!FileCalls.TryStat(reach, out var st) || st.Ino != v.Inode)
+            bool found = FileCalls.TryStat(MountNamespace.Reach(ctx.Session, v.Path), out var st) && st.Ino == v.Inode;
+            // else a file of the host the tree's namespace no longer shows (a sandbox's first process)
+            if (!found && MountNamespace.OnlyInCkptNamespace(ctx.Session, v.Path, FileCalls.MakeDev((int)v.DevMajor, (int)v.DevMinor), v.Inode))
+                found = inCkptNamespace = FileCalls.TryStat(v.Path, out st);
+            if (!found)
                 throw new NotCheckpointableException(ctx.Pid, $"mapping {v.Start:x}-{v.End:x}: {v.Path} is not the file that is mapped (replaced or moved)");
             size = st.Size; mtime = st.MtimeSec * 1_000_000_000 + st.MtimeNsec;
         }

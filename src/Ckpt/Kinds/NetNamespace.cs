@@ -318,14 +318,10 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         if (l.Kind is "loopback" or "dummy") return l;
         if (l.Kind == "bridge")
         {
-            var b = new NetlinkMessage(0, 0, 0, []);
-            foreach (var (t, at, len) in info!.Nested(IFLA_INFO_DATA)?.All ?? [])
-            {
-                if (t == IFLA_BR_VLAN_FILTERING && len >= 1 && m[at] != 0)
-                    throw new NotCheckpointableException(pid, $"{where}, a bridge filtering VLANs: its VLANs are not saved");
-                if (BridgeData.Contains(t)) b.Attr(t, m.AsSpan(at, len));
-            }
-            l.KindData = b.Bytes()[16..];
+            var data = info!.Nested(IFLA_INFO_DATA);
+            if (data?.Bytes(IFLA_BR_VLAN_FILTERING) is [not 0, ..])
+                throw new NotCheckpointableException(pid, $"{where}, a bridge filtering VLANs: its VLANs are not saved");
+            l.KindData = Rebuild(m, 0, data, t => BridgeData.Contains(t));
             return l;
         }
         if (l.Kind == "tun") return ReadTun(s, l, info!, pid, where);
@@ -335,15 +331,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
             throw new NotCheckpointableException(pid, $"{where} of kind {(l.Kind == "" ? $"type {type}" : l.Kind)}; ckpt rebuilds lo, dummy, veth, bridge, macvlan, ipvlan and tun/tap devices");
         string what = stacked ? $"a {l.Kind} whose lower device" : "a veth whose other end";
         l.PeerIndex = (int)a.U32(IFLA_LINK);
-        if (stacked)
-        {
-            var data = info!.Nested(IFLA_INFO_DATA);
-            var b = new NetlinkMessage(0, 0, 0, []);
-            if (data != null)
-                foreach (var (t, at, len) in data.All)
-                    if (dataAttrs!.Contains(t)) b.Attr(t, m.AsSpan(at, len));
-            l.KindData = b.Bytes()[16..];
-        }
+        if (stacked) l.KindData = Rebuild(m, 0, info!.Nested(IFLA_INFO_DATA), t => dataAttrs!.Contains(t));
         if (!a.Has(IFLA_LINK_NETNSID))
         {
             // both ends (the lower device) in the tree's namespace
@@ -352,8 +340,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
             return l;
         }
         int nsid = a.I32(IFLA_LINK_NETNSID);
-        int ckptNs = FileCalls.Open("/proc/self/ns/net", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
-        if (ckptNs < 0) throw SyscallException.Last("open /proc/self/ns/net");
+        int ckptNs = OpenCkptNamespace();
         try
         {
             if (NsidOf(nl, ckptNs) != nsid)
@@ -373,9 +360,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
     /// <summary>A macvlan's or ipvlan's lower device in ckpt's namespace (socket <paramref name="host"/>): its name, which the restart stacks the device on again.</summary>
     private static void ReadLowerDevice(CheckpointSession s, int host, Link l, int pid, string where)
     {
-        var hdr = new byte[16];
-        BinaryPrimitives.WriteInt32LittleEndian(hdr.AsSpan(4), l.PeerIndex);
-        var m = NetlinkCalls.Get(host, NetlinkCalls.Message(NetlinkCalls.RTM_GETLINK, NetlinkCalls.NLM_F_ACK, hdr).Bytes(), out int errno)
+        var m = GetLink(host, l.PeerIndex, null, out int errno)
             ?? throw new NotCheckpointableException(pid, $"{where}, a {l.Kind} whose lower device (index {l.PeerIndex} of ckpt's namespace) is not found: {Errors.Describe(errno)}");
         l.PeerOutside = true;
         l.PeerName = Attrs(m, 16).Str(IFLA_IFNAME);
@@ -424,6 +409,13 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         return names;
     }
 
+    /// <summary>An fd of ckpt's own network namespace (its main thread's: the tracer thread may be in the tree's).</summary>
+    private static int OpenCkptNamespace()
+    {
+        int fd = FileCalls.Open("/proc/self/ns/net", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
+        return fd >= 0 ? fd : throw SyscallException.Last("open /proc/self/ns/net");
+    }
+
     /// <summary>The id the tree's namespace (socket <paramref name="nl"/>) gives the namespace <paramref name="nsFd"/>, or -1.</summary>
     private static int NsidOf(int nl, int nsFd)
     {
@@ -437,9 +429,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
     /// <summary>A veth's host end (socket <paramref name="host"/> of ckpt's namespace): name, MAC, MTU, flags, bridge, addresses and routes.</summary>
     private static void ReadHostEnd(CheckpointSession s, int host, Link l, int pid, string where)
     {
-        var hdr = new byte[16];
-        BinaryPrimitives.WriteInt32LittleEndian(hdr.AsSpan(4), l.PeerIndex);
-        var m = NetlinkCalls.Get(host, NetlinkCalls.Message(NetlinkCalls.RTM_GETLINK, NetlinkCalls.NLM_F_ACK, hdr).Bytes(), out int errno)
+        var m = GetLink(host, l.PeerIndex, null, out int errno)
             ?? throw new NotCheckpointableException(pid, $"{where}, a veth whose other end (index {l.PeerIndex} of ckpt's namespace) is not found: {Errors.Describe(errno)}");
         var a = Attrs(m, 16);
         if (a.Nested(IFLA_LINKINFO)?.Str(IFLA_INFO_KIND) != "veth" || a.U32(IFLA_LINK) != (uint)l.Index)
@@ -449,13 +439,8 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         l.PeerMac = a.Bytes(IFLA_ADDRESS);
         l.PeerMtu = a.U32(IFLA_MTU);
         l.PeerFlags = BinaryPrimitives.ReadUInt32LittleEndian(m.AsSpan(8));
-        if (a.Has(IFLA_MASTER))
-        {
-            var mh = new byte[16];
-            BinaryPrimitives.WriteInt32LittleEndian(mh.AsSpan(4), (int)a.U32(IFLA_MASTER));
-            var master = NetlinkCalls.Get(host, NetlinkCalls.Message(NetlinkCalls.RTM_GETLINK, NetlinkCalls.NLM_F_ACK, mh).Bytes(), out _);
-            if (master != null) l.PeerMaster = Attrs(master, 16).Str(IFLA_IFNAME);
-        }
+        if (a.Has(IFLA_MASTER) && GetLink(host, (int)a.U32(IFLA_MASTER), null, out _) is { } master)
+            l.PeerMaster = Attrs(master, 16).Str(IFLA_IFNAME);
         foreach (var am in NetlinkCalls.Dump(host, NetlinkCalls.RTM_GETADDR, new byte[8]))
             if (BinaryPrimitives.ReadInt32LittleEndian(am.AsSpan(4)) == l.PeerIndex && KeepAddress(am) is { } keep)
                 l.PeerConfig.Add((NetlinkCalls.RTM_NEWADDR, keep));
@@ -524,11 +509,11 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         return Rebuild(m, 12, Attrs(m, 12), t => t is NDA_DST or NDA_LLADDR);
     }
 
-    /// <summary>The fixed header of <paramref name="m"/> and those of its attributes <paramref name="keep"/> wants.</summary>
-    private static byte[] Rebuild(byte[] m, int header, AttrSet a, Func<ushort, bool> keep)
+    /// <summary>The fixed header of <paramref name="m"/> (<paramref name="header"/> bytes: none for a nested list) and those of its attributes <paramref name="a"/> (none when null) that <paramref name="keep"/> wants.</summary>
+    private static byte[] Rebuild(byte[] m, int header, AttrSet? a, Func<ushort, bool> keep)
     {
         var b = new NetlinkMessage(0, 0, 0, m.AsSpan(0, header));
-        foreach (var (t, at, len) in a.All)
+        foreach (var (t, at, len) in a?.All ?? [])
             if (keep(t)) b.Attr(t, m.AsSpan(at, len));
         return b.Bytes()[16..];
     }
@@ -637,8 +622,7 @@ public sealed unsafe class NetNamespace : ITreeNamespace
                 // ckpt's namespace, for a veth's host end or a macvlan's lower device there
                 if (l.PeerOutside && hostNs < 0)
                 {
-                    hostNs = FileCalls.Open("/proc/self/ns/net", FileCalls.O_RDONLY | FileCalls.O_CLOEXEC, 0);
-                    if (hostNs < 0) throw SyscallException.Last("open /proc/self/ns/net");
+                    hostNs = OpenCkptNamespace();
                     host = NetlinkCalls.OpenIn(hostNs);
                 }
                 if (StackedKinds.ContainsKey(l.Kind))
@@ -758,11 +742,16 @@ public sealed unsafe class NetNamespace : ITreeNamespace
         s.Log.Info($"its other end {l.PeerName} (index {index}) in ckpt's namespace{(l.PeerMaster != "" ? $", port of {l.PeerMaster}" : "")}, {l.PeerConfig.Count} addresses and routes");
     }
 
-    private static int? IndexOf(int nl, string name)
+    private static int? IndexOf(int nl, string name) => GetLink(nl, 0, name, out _) is { } answer ? Index(answer) : null;
+
+    /// <summary>Device <paramref name="index"/>, or the one named <paramref name="name"/>, of socket <paramref name="nl"/>'s namespace (ifinfomsg and attributes), or null and the errno.</summary>
+    private static byte[]? GetLink(int nl, int index, string? name, out int errno)
     {
-        var m = NetlinkCalls.Message(NetlinkCalls.RTM_GETLINK, NetlinkCalls.NLM_F_ACK, new byte[16]).Str(IFLA_IFNAME, name).Bytes();
-        var answer = NetlinkCalls.Get(nl, m, out _);
-        return answer == null ? null : Index(answer);
+        var hdr = new byte[16];
+        BinaryPrimitives.WriteInt32LittleEndian(hdr.AsSpan(4), index);
+        var m = NetlinkCalls.Message(NetlinkCalls.RTM_GETLINK, NetlinkCalls.NLM_F_ACK, hdr);
+        if (name != null) m.Str(IFLA_IFNAME, name);
+        return NetlinkCalls.Get(nl, m.Bytes(), out errno);
     }
 
     private static NetlinkMessage LinkMessage(ushort flags, int index, uint ifFlags, uint change, string? name = null, byte[]? mac = null, uint mtu = 0, uint txq = 0)

@@ -177,8 +177,8 @@ public static unsafe class NetfilterCalls
     public readonly record struct NftObject(int Msg, byte[] Body)
     {
         public byte Family => Body[0];
-        public string Name(ushort attr = 2) => StrAttr(Body, attr);
-        public string Table => StrAttr(Body, 1);
+        /// <summary>The string attribute <paramref name="attr"/> (a table's name is 1).</summary>
+        public string Name(ushort attr) => StrAttr(Body, attr);
     }
 
     public const int NFT_MSG_NEWOBJ = 18, NFT_MSG_NEWFLOWTABLE = 22, NFT_MSG_NEWSET = 9, NFT_MSG_NEWSETELEM = 12;
@@ -200,11 +200,16 @@ public static unsafe class NetfilterCalls
             if (keep(t))
             {
                 var v = body.AsSpan(at, len).ToArray();
-                bool nested = (BinaryPrimitives.ReadUInt16LittleEndian(body.AsSpan(at - 2)) & NetlinkMessage.NLA_F_NESTED) != 0;
-                var value = change?.Invoke(t, v) ?? v;
-                if (nested) m.Begin(t).Raw(value).End(); else m.Attr(t, value);
+                Copy(m, body, t, at, change?.Invoke(t, v) ?? v);
             }
         return m.Bytes()[16..];
+    }
+
+    /// <summary>Adds attribute <paramref name="t"/> with <paramref name="value"/> to <paramref name="m"/>, nested when the one at <paramref name="at"/> of <paramref name="src"/> was.</summary>
+    private static void Copy(NetlinkMessage m, ReadOnlySpan<byte> src, ushort t, int at, ReadOnlySpan<byte> value)
+    {
+        if ((BinaryPrimitives.ReadUInt16LittleEndian(src[(at - 2)..]) & NetlinkMessage.NLA_F_NESTED) != 0) m.Begin(t).Raw(value).End();
+        else m.Attr(t, value);
     }
 
     /// <summary>
@@ -271,9 +276,7 @@ public static unsafe class NetfilterCalls
             m.Begin(t);
             foreach (var (et, eat, elen) in NetlinkMessage.Attributes(list.AsSpan(0, at + len), at))
             {
-                if (et == 5 /* NFTA_SET_ELEM_EXPIRATION */) continue;
-                bool nested = (BinaryPrimitives.ReadUInt16LittleEndian(list.AsSpan(eat - 2)) & NetlinkMessage.NLA_F_NESTED) != 0;
-                if (nested) m.Begin(et).Raw(list.AsSpan(eat, elen)).End(); else m.Attr(et, list.AsSpan(eat, elen));
+                if (et != 5 /* NFTA_SET_ELEM_EXPIRATION */) Copy(m, list, et, eat, list.AsSpan(eat, elen));
             }
             m.End();
         }
